@@ -1,0 +1,100 @@
+"""The exceptions stratabatch raises.
+
+Every error derives from :class:`StratabatchError`, and each subclass also
+derives from the builtin exception it narrows, so ``except ValueError`` and
+``except TimeoutError`` keep working in code that does not know stratabatch::
+
+    StratabatchError (Exception)
+    ├── ConfigError (ValueError)            an option is out of range
+    ├── InvalidRequestError (ValueError)    a request the engine cannot accept
+    │   └── RequestTooLargeError            it encodes past the frame-size limit
+    ├── BatchTimeoutError (TimeoutError)    the caller's timeout or processing_timeout ran out
+    ├── QueueFullError (queue.Full)         backpressure: the queue or ring is full
+    ├── HandlerError (RuntimeError)         the user's handler (or dedup_function) failed
+    └── EngineUnavailableError (ConnectionError)  no engine, or it died
+"""
+
+from __future__ import annotations
+
+import queue
+
+
+class StratabatchError(Exception):
+    """Base class of every error raised by stratabatch."""
+
+
+class ConfigError(StratabatchError, ValueError):
+    """An option is missing, of the wrong type, or out of its allowed range.
+
+    Attributes:
+        field: The name of the offending option.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidRequestError(StratabatchError, ValueError):
+    """A request was refused before it was queued (not a mapping, not msgpack-serializable,
+    a malformed embedding, ...). Nothing was sent; the processor keeps serving."""
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """A request encodes to more bytes than the frame-size limit allows."""
+
+
+class BatchTimeoutError(StratabatchError, TimeoutError):
+    """The caller's ``timeout`` ran out, or one handler call exceeded ``processing_timeout``."""
+
+
+class QueueFullError(StratabatchError, queue.Full):
+    """Backpressure: the queue (or the client's ring) is full and ``on_full`` refused the request,
+    or the request was evicted by a higher-priority one under ``on_full="drop_lowest"``."""
+
+
+class HandlerError(StratabatchError, RuntimeError):
+    """The batch handler failed.
+
+    Raised to every caller of a batch whose handler raised, returned the wrong number of
+    results, or returned something other than a list; and to one caller when the handler
+    returned an ``Exception`` instance at that caller's position. Also raised when a
+    ``dedup_function`` raises or returns something that is not a similarity in [0, 1].
+
+    Attributes:
+        exc_type: Qualified name of the original exception type, or None.
+        exc_message: ``str()`` of the original exception, or None.
+    """
+
+    def __init__(
+        self, message: str, *, exc_type: str | None = None, exc_message: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.exc_type = exc_type
+        self.exc_message = exc_message
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, context: str) -> HandlerError:
+        """Wrap ``exc``, keeping its type name and message, with ``exc`` as the cause."""
+        tname = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        if type(exc).__module__ == "builtins":
+            tname = type(exc).__qualname__
+        err = cls(f"{context}: {tname}: {exc}", exc_type=tname, exc_message=str(exc))
+        err.__cause__ = exc
+        return err
+
+
+class EngineUnavailableError(StratabatchError, ConnectionError):
+    """No engine answers under that name, or the engine died while requests were waiting."""
+
+
+__all__ = [
+    "BatchTimeoutError",
+    "ConfigError",
+    "EngineUnavailableError",
+    "HandlerError",
+    "InvalidRequestError",
+    "QueueFullError",
+    "RequestTooLargeError",
+    "StratabatchError",
+]

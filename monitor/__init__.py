@@ -1,0 +1,1 @@
+"""Live dashboard and headless readers of a running engine's counters block."""
