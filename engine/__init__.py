@@ -1,9 +1,12 @@
 """stratabatch: batch and deduplicate requests bound for an expensive backend.
 
-Importing this package is cheap: numba, textual and uvloop load on first use.
+Importing this package is cheap: the processor, numpy and the numba kernels load on first
+use (PEP 562), and numba, textual and uvloop never load at import time.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     BatchTimeoutError,
@@ -16,15 +19,46 @@ from .errors import (
     StratabatchError,
 )
 
+if TYPE_CHECKING:
+    from .config import BatchConfig
+    from .processor import BatchProcessor, Completed
+    from .stats import Stats
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchConfig",
+    "BatchProcessor",
     "BatchTimeoutError",
+    "Completed",
     "ConfigError",
     "EngineUnavailableError",
     "HandlerError",
     "InvalidRequestError",
     "QueueFullError",
     "RequestTooLargeError",
+    "Stats",
     "StratabatchError",
 ]
+
+_LAZY = {
+    "BatchConfig": "config",
+    "BatchProcessor": "processor",
+    "Completed": "processor",
+    "Stats": "stats",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stratabatch' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -57,3 +58,55 @@ def pytest_sessionfinish(session, exitstatus):
     if leaked and exitstatus == 0:
         session.exitstatus = 1
         print(f"\nERROR: /dev/shm entries left after the suite: {sorted(leaked)}")
+
+
+class _VirtualSelector:
+    """Wraps a real selector: when nothing is ready, virtual time jumps to the next timer
+    instead of sleeping. Real I/O (and thread wake-ups) is still polled first."""
+
+    def __init__(self, real, loop):
+        self._real = real
+        self._loop = loop
+
+    def select(self, timeout=None):
+        events = self._real.select(0)
+        if events or timeout == 0:
+            return events
+        if timeout is None:
+            return self._real.select(None)
+        self._loop._virtual_now += timeout
+        return []
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock is virtual: timing tests run exactly and instantly.
+
+    Only for code whose waits are loop timers (async handlers, asyncio.sleep); a thread doing
+    real work while virtual time jumps would see its timeouts fire early.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._virtual_now = 0.0
+        self._selector = _VirtualSelector(self._selector, self)
+
+    def time(self):
+        return self._virtual_now
+
+
+@pytest.fixture
+def run_virtual():
+    """Run a coroutine function on a fresh VirtualTimeLoop; returns its result."""
+
+    def run(coro_fn, *args):
+        loop = VirtualTimeLoop()
+        try:
+            return loop.run_until_complete(coro_fn(*args))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    return run

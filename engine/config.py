@@ -1,0 +1,223 @@
+"""The options of a BatchProcessor: one table of names, defaults and allowed ranges.
+
+Every option is validated when the config is built and again on every assignment, so
+``batch.dedup_threshold = 0.95`` works at run time and ``batch.dedup_threshold = -1`` raises
+:class:`~stratabatch.ConfigError` naming the field and its range. The same table drives the
+engine's command-line flags, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import ConfigError
+
+STRATEGIES = ("embedding", "exact", "hybrid")
+ON_FULL = ("wait", "reject", "drop_lowest")
+
+
+def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool, integer: bool) -> Any:
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        raise ConfigError(f"{name} must be {kind}, got {value!r}", field=name)
+    lo_bracket = "(" if lo_open else "["
+    if not integer and not math.isfinite(value):
+        raise ConfigError(
+            f"{name} must be in {lo_bracket}{lo:g}, {hi:g}], got {value!r}", field=name
+        )
+    if (value <= lo if lo_open else value < lo) or value > hi:
+        raise ConfigError(
+            f"{name} must be in {lo_bracket}{lo:g}, {hi:g}], got {value!r}", field=name
+        )
+    return int(value) if integer else float(value)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}", field=name)
+    return str(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}", field=name)
+    return value
+
+
+def _check_scope(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    try:
+        scope = tuple(value)
+    except TypeError:
+        raise ConfigError(
+            f"dedup_scope must be a tuple of request field names, got {value!r}",
+            field="dedup_scope",
+        ) from None
+    for item in scope:
+        if not isinstance(item, str) or not item:
+            raise ConfigError(
+                f"dedup_scope must hold non-empty field names (str), got {item!r}",
+                field="dedup_scope",
+            )
+    return scope
+
+
+def _check_threshold(value: Any) -> float | None:
+    if value is None:
+        return None
+    return _number("dedup_threshold", value, 0.0, 1.0, lo_open=True, integer=False)
+
+
+def _check_callable(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise ConfigError(f"{name} must be callable or None, got {value!r}", field=name)
+    return value
+
+
+def _check_embedder(value: Any) -> Any:
+    if value is None or callable(value) or callable(getattr(value, "embed", None)):
+        return value
+    raise ConfigError(
+        "embedder must be None, a callable list[str] -> float32[n, dim], "
+        f"or an object with .embed() and .dim; got {value!r}",
+        field="embedder",
+    )
+
+
+def _check_key(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"dedup_key must be a non-empty str, got {value!r}", field="dedup_key")
+    return value
+
+
+def _ms(name: str, hi: float = 600_000.0) -> Callable[[Any], float]:
+    return lambda v: _number(name, v, 0.0, hi, lo_open=True, integer=False)
+
+
+def _int(name: str, lo: int, hi: int) -> Callable[[Any], int]:
+    return lambda v: _number(name, v, lo, hi, lo_open=False, integer=True)
+
+
+# name -> (validator, human-readable range for docs and --help)
+_VALIDATORS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "window_ms": (_ms("window_ms", 60_000.0), "(0, 60000] ms"),
+    "max_size": (_int("max_size", 1, 100_000), "[1, 100000]"),
+    "min_size": (_int("min_size", 1, 100_000), "[1, max_size]"),
+    "max_wait_ms": (_ms("max_wait_ms"), "(0, 600000] ms"),
+    "processing_timeout": (
+        lambda v: None
+        if v is None
+        else _number("processing_timeout", v, 0.0, 86_400.0, lo_open=True, integer=False),
+        "(0, 86400] s, or None for no limit",
+    ),
+    "enable_dedup": (lambda v: _flag("enable_dedup", v), "True | False"),
+    "dedup_strategy": (lambda v: _choice("dedup_strategy", v, STRATEGIES), " | ".join(STRATEGIES)),
+    "dedup_threshold": (_check_threshold, "(0, 1], or None for the embedder's recommended value"),
+    "dedup_key": (_check_key, "a non-empty field name"),
+    "normalize": (lambda v: _flag("normalize", v), "True | False"),
+    "dedup_scope": (_check_scope, "a tuple of field names"),
+    "guard_numbers": (lambda v: _flag("guard_numbers", v), "True | False"),
+    "dedup_function": (
+        lambda v: _check_callable("dedup_function", v),
+        "None or (req1, req2) -> similarity in [0, 1]",
+    ),
+    "embedder": (_check_embedder, "None, a callable, or an object with .embed() and .dim"),
+    "adaptive": (lambda v: _flag("adaptive", v), "True | False"),
+    "target_latency_ms": (_ms("target_latency_ms"), "(0, 600000] ms"),
+    "min_window_ms": (_ms("min_window_ms", 60_000.0), "(0, max_window_ms] ms"),
+    "max_window_ms": (_ms("max_window_ms", 60_000.0), "[min_window_ms, 60000] ms"),
+    "enable_priorities": (lambda v: _flag("enable_priorities", v), "True | False"),
+    "max_inflight_batches": (_int("max_inflight_batches", 1, 1024), "[1, 1024]"),
+    "max_queue": (_int("max_queue", 1, 10_000_000), "[1, 10000000]"),
+    "on_full": (lambda v: _choice("on_full", v, ON_FULL), " | ".join(ON_FULL)),
+    "cost_per_request_usd": (
+        lambda v: _number("cost_per_request_usd", v, 0.0, 1e6, lo_open=False, integer=False),
+        "[0, 1000000]",
+    ),
+    "max_request_bytes": (_int("max_request_bytes", 64, 64 * 1024 * 1024), "[64, 67108864]"),
+}
+
+
+@dataclass
+class BatchConfig:
+    """All options of a BatchProcessor, validated on construction and on every assignment.
+
+    See the README's option table for what each one does.
+    """
+
+    window_ms: float = 50.0
+    max_size: int = 32
+    min_size: int = 1
+    max_wait_ms: float = 100.0
+    processing_timeout: float | None = 30.0
+    enable_dedup: bool = True
+    dedup_strategy: str = "embedding"
+    dedup_threshold: float | None = None
+    dedup_key: str = "query"
+    normalize: bool = True
+    dedup_scope: tuple[str, ...] = ()
+    guard_numbers: bool = True
+    dedup_function: Callable[[Any, Any], float] | None = None
+    embedder: Any = None
+    adaptive: bool = False
+    target_latency_ms: float = 50.0
+    min_window_ms: float = 20.0
+    max_window_ms: float = 200.0
+    enable_priorities: bool = False
+    max_inflight_batches: int = 4
+    max_queue: int = 10_000
+    on_full: str = "wait"
+    cost_per_request_usd: float = 0.0
+    max_request_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, _VALIDATORS[f.name][0](getattr(self, f.name)))
+        self._check_pairs(None)
+        object.__setattr__(self, "_ready", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not self.__dict__.get("_ready"):
+            object.__setattr__(self, name, value)
+            return
+        if name not in _VALIDATORS:
+            raise ConfigError(f"unknown option {name!r}", field=name)
+        old = getattr(self, name)
+        object.__setattr__(self, name, _VALIDATORS[name][0](value))
+        try:
+            self._check_pairs(name)
+        except ConfigError:
+            object.__setattr__(self, name, old)
+            raise
+
+    def _check_pairs(self, changed: str | None) -> None:
+        if self.min_size > self.max_size:
+            field = "max_size" if changed == "max_size" else "min_size"
+            raise ConfigError(
+                f"min_size must be in [1, max_size={self.max_size}], got {self.min_size}"
+                if field == "min_size"
+                else f"max_size must be >= min_size={self.min_size}, got {self.max_size}",
+                field=field,
+            )
+        if self.min_window_ms > self.max_window_ms:
+            field = "max_window_ms" if changed == "max_window_ms" else "min_window_ms"
+            raise ConfigError(
+                f"min_window_ms ({self.min_window_ms:g}) must not exceed "
+                f"max_window_ms ({self.max_window_ms:g})",
+                field=field,
+            )
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The option names, in the documented order."""
+        return tuple(f.name for f in fields(cls))
+
+    @staticmethod
+    def allowed(name: str) -> str:
+        """The allowed range of option ``name``, as the README and --help print it."""
+        return _VALIDATORS[name][1]

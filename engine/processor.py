@@ -1,0 +1,321 @@
+"""The embedded processor: ``BatchProcessor``, the core driven by asyncio futures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .config import BatchConfig
+from .core import Core, Request
+from .dedup import encode_request
+from .errors import (
+    ConfigError,
+    InvalidRequestError,
+    RequestTooLargeError,
+    StratabatchError,
+)
+from .stats import Stats
+
+_OPTIONS = frozenset(BatchConfig.option_names())
+
+
+@dataclass(frozen=True)
+class Completed:
+    """One outcome yielded by :meth:`BatchProcessor.process_streaming`, in completion order."""
+
+    index: int
+    """Position of the request in the list passed to ``process_streaming``."""
+    request: Any
+    """The request itself."""
+    result: Any
+    """The handler's result for it (None when ``error`` is set)."""
+    merged_into: int | None
+    """None if this request itself went to the handler; else the index (in the same list) of
+    the request whose handler item answered it, or -1 if that request came from another call."""
+    similarity: float | None
+    """Similarity to the request that answered it (1.0 for exact twins); None if not merged."""
+    error: BaseException | None = None
+    """The error this request failed with, or None."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the request has a result rather than an error."""
+        return self.error is None
+
+
+class _Call:
+    """One ``process`` or ``process_streaming`` call: where its requests' outcomes go."""
+
+    __slots__ = ("fut", "results", "remaining", "return_exceptions", "stream")
+
+    def __init__(self, n: int, fut: asyncio.Future | None, return_exceptions: bool,
+                 stream: asyncio.Queue | None) -> None:
+        self.fut = fut
+        self.results: list[Any] = [None] * n
+        self.remaining = n
+        self.return_exceptions = return_exceptions
+        self.stream = stream
+
+
+class BatchProcessor:
+    """Collects requests for a short window, merges duplicates, calls the handler once per
+    unique request, and gives every caller its own result.
+
+    Args:
+        handler: ``list[request] -> list[result]``, async or sync (sync handlers run in a
+            thread, so the event loop keeps collecting). May be set later with
+            ``@batch.handler``.
+        **options: See :class:`~stratabatch.config.BatchConfig` and the README's option
+            table. Every option can be changed at run time by assignment
+            (``batch.dedup_threshold = 0.95``), validated the same way.
+
+    Raises:
+        ConfigError: an option is unknown or out of range.
+    """
+
+    def __init__(self, handler: Callable[..., Any] | None = None, **options: Any) -> None:
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_OPTIONS))}",
+                field=unknown[0],
+            )
+        config = BatchConfig(**options)
+        object.__setattr__(self, "_config", config)
+        object.__setattr__(self, "_core", Core(config, self._deliver, handler))
+
+    # ------------------------------------------------------------- options
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _OPTIONS:
+            return getattr(self._config, name)
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OPTIONS:
+            setattr(self._config, name, value)
+            self._core.reconfigure(name)
+        else:
+            object.__setattr__(self, name, value)
+
+    @property
+    def config(self) -> BatchConfig:
+        """The live options (assigning to them is validated too)."""
+        return self._config
+
+    def handler(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator installing ``fn`` as the batch handler; returns ``fn`` unchanged."""
+        self._core.set_handler(fn)
+        return fn
+
+    # ------------------------------------------------------------- requests
+
+    def _record(self, request: Any, index: int, call: _Call, priority: int,
+                deadline: float | None) -> Request:
+        if not isinstance(request, Mapping):
+            raise InvalidRequestError(
+                f"request {index}: a request must be a mapping (e.g. a dict), "
+                f"got {type(request).__name__}"
+            )
+        try:
+            size = len(encode_request(request))
+        except (TypeError, ValueError, OverflowError) as e:
+            raise InvalidRequestError(
+                f"request {index}: not msgpack-serializable ({e}); requests must hold only "
+                "str, bytes, int, float, bool, None, lists and str-keyed maps"
+            ) from None
+        c = self._config
+        if size > c.max_request_bytes:
+            raise RequestTooLargeError(
+                f"request {index}: encodes to {size} bytes, over max_request_bytes="
+                f"{c.max_request_bytes}"
+            )
+        text = request.get(c.dedup_key)
+        vector = request.get("embedding") if c.enable_dedup else None
+        if vector is not None and c.dedup_strategy == "exact" and c.dedup_function is None:
+            vector = None
+        if vector is not None:
+            from .embed import validate_vector
+
+            try:
+                vector = validate_vector(vector, None)
+            except ValueError as e:
+                raise InvalidRequestError(f"request {index}: bad 'embedding' field: {e}") from None
+        return Request(request, priority=priority, deadline=deadline, sink=call, index=index,
+                       text=text if isinstance(text, str) else None, vector=vector)
+
+    def _deliver(self, req: Request, value: Any, error: BaseException | None) -> None:
+        call: _Call = req.sink
+        if call.stream is not None:
+            g = req.group
+            merged = None
+            if g is not None and g.leader is not req:
+                merged = g.leader.index if g.leader.sink is call else -1
+            call.stream.put_nowait(Completed(
+                req.index, req.payload, value, merged,
+                None if merged is None else req.similarity, error,
+            ))
+            return
+        fut = call.fut
+        assert fut is not None
+        if fut.done():
+            return
+        if error is not None and not call.return_exceptions:
+            fut.set_exception(error)
+            return
+        call.results[req.index] = error if error is not None else value
+        call.remaining -= 1
+        if call.remaining == 0:
+            fut.set_result(call.results)
+
+    @staticmethod
+    def _check_call_args(priority: Any, timeout: Any) -> None:
+        if isinstance(priority, bool) or not isinstance(priority, int) or \
+                not -(2**31) <= priority < 2**31:
+            raise InvalidRequestError(
+                f"priority must be an int in [-2**31, 2**31), got {priority!r}")
+        if timeout is not None and (isinstance(timeout, bool) or
+                                    not isinstance(timeout, (int, float)) or not timeout > 0):
+            raise InvalidRequestError(f"timeout must be a positive number of seconds or None, "
+                                      f"got {timeout!r}")
+
+    async def _submit_all(self, items: Sequence[Any], call: _Call, priority: int,
+                          timeout: float | None,
+                          invalid_ok: bool) -> list[Request]:
+        core = self._core
+        loop = asyncio.get_running_loop()
+        core.bind(loop)
+        if core.closed:
+            raise StratabatchError("the BatchProcessor is closed; no new requests are accepted")
+        deadline = None if timeout is None else loop.time() + timeout
+        records: list[Request | None] = []
+        for i, item in enumerate(items):
+            try:
+                records.append(self._record(item, i, call, priority, deadline))
+            except InvalidRequestError as e:
+                if not invalid_ok:
+                    raise
+                records.append(None)
+                call.results[i] = e
+                call.remaining -= 1
+        submitted: list[Request] = []
+        try:
+            for r in records:
+                if r is None:
+                    continue
+                while not core.make_room(priority):
+                    await core.wait_for_room(deadline)
+                core.submit(r)
+                submitted.append(r)
+        except BaseException:
+            for r in submitted:
+                core.abandon(r)
+            raise
+        if call.remaining == 0 and call.fut is not None and not call.fut.done():
+            call.fut.set_result(call.results)
+        return submitted
+
+    async def process(self, requests: Any, *, priority: int = 0, timeout: float | None = None,
+                      return_exceptions: bool = False) -> Any:
+        """Process one request (a mapping) or a list of them.
+
+        Args:
+            requests: A request mapping, or a list of request mappings.
+            priority: Higher goes first when ``enable_priorities`` is on.
+            timeout: Seconds this call waits at most, queueing and handling included.
+            return_exceptions: For a list, put each failed request's exception in its place
+                instead of raising the first one.
+
+        Returns:
+            The result for a single request; a list of results in the same order for a list.
+
+        Raises:
+            InvalidRequestError: a request is not a mapping, not msgpack-serializable, or has a
+                malformed "embedding" (raised before anything is queued).
+            RequestTooLargeError: a request encodes past ``max_request_bytes``.
+            BatchTimeoutError: ``timeout`` or ``processing_timeout`` ran out.
+            QueueFullError: backpressure, see ``on_full``.
+            HandlerError: the handler failed this request or its batch.
+        """
+        single = isinstance(requests, Mapping)
+        if single:
+            items: Sequence[Any] = (requests,)
+        elif isinstance(requests, (list, tuple)):
+            items = requests
+        else:
+            raise InvalidRequestError(
+                "process() takes a request mapping or a list of them, "
+                f"got {type(requests).__name__}"
+            )
+        self._check_call_args(priority, timeout)
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        call = _Call(len(items), loop.create_future(), return_exceptions and not single, None)
+        submitted = await self._submit_all(items, call, priority, timeout,
+                                           invalid_ok=call.return_exceptions)
+        try:
+            results = await call.fut  # type: ignore[misc]
+        except BaseException:
+            for r in submitted:  # the caller is gone (or failed): its other requests go too
+                self._core.abandon(r)
+            raise
+        return results[0] if single else results
+
+    async def process_streaming(self, requests: Sequence[Any], *, priority: int = 0,
+                                timeout: float | None = None) -> AsyncIterator[Completed]:
+        """Process a list of requests and yield a :class:`Completed` for each as it finishes.
+
+        Failed requests are yielded too, with ``error`` set; nothing is raised for them.
+        Leaving the loop early abandons the requests not yet yielded.
+        """
+        if isinstance(requests, Mapping) or not isinstance(requests, (list, tuple)):
+            raise InvalidRequestError(
+                f"process_streaming() takes a list of requests, got {type(requests).__name__}"
+            )
+        self._check_call_args(priority, timeout)
+        queue: asyncio.Queue[Completed] = asyncio.Queue()
+        call = _Call(len(requests), None, True, queue)
+        submitted = await self._submit_all(requests, call, priority, timeout, invalid_ok=False)
+        try:
+            for _ in range(len(submitted)):
+                yield await queue.get()
+        finally:
+            for r in submitted:
+                self._core.abandon(r)
+
+    # ------------------------------------------------------------- stats, life
+
+    def get_stats(self) -> Stats:
+        """A consistent snapshot of this processor's statistics."""
+        return self._core.snapshot()
+
+    @property
+    def dedup_threshold_in_force(self) -> float:
+        """The threshold actually used for near merges (resolves ``dedup_threshold=None``)."""
+        return self._core.threshold()
+
+    async def warm_up(self) -> None:
+        """Load the dedup kernels now (they load in a background thread on first use anyway;
+        await this at start-up so the first requests do not wait for them)."""
+        self._core.bind(asyncio.get_running_loop())
+        await self._core.warm_up()
+
+    async def close(self) -> None:
+        """Stop accepting requests, run everything queued now (no more windows), and wait
+        until every accepted request has its outcome."""
+        await self._core.close()
+
+    async def __aenter__(self) -> BatchProcessor:
+        self._core.bind(asyncio.get_running_loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        c = self._config
+        return (f"BatchProcessor(window_ms={c.window_ms:g}, max_size={c.max_size}, "
+                f"dedup_strategy={c.dedup_strategy!r}, waiting={self._core.waiting})")

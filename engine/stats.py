@@ -1,0 +1,174 @@
+"""Statistics of a processor: the frozen :class:`Stats` snapshot and the recorder that feeds it.
+
+Accounting: every accepted request ends in exactly one of these, so at any moment
+``total_requests == unique_requests + duplicates + dropped + queue_depth``. Requests refused at
+the door (``rejected``, ``InvalidRequestError``) were never accepted and are not in the sum.
+With no timeouts and no evictions this is simply ``total_requests == unique_requests +
+duplicates`` once the queue is empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Number of bins of :attr:`Stats.merge_similarity_histogram`.
+SIMILARITY_BINS = 101
+_LATENCY_RING = 16384  # recent completions kept for percentiles (power of two)
+_RATE_WINDOW_S = 10
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A consistent snapshot of one processor's counters, from ``get_stats()``."""
+
+    total_requests: int
+    """Requests accepted (refused-at-the-door requests are not counted here, see ``rejected``)."""
+    total_batches: int
+    """Handler calls made."""
+    avg_batch_size: float
+    """Mean number of items per handler call (unique requests per batch)."""
+    unique_requests: int
+    """Items sent to the handler."""
+    duplicates: int
+    """Accepted requests answered by another request's handler item (merged or coalesced)."""
+    dedup_rate: float
+    """``duplicates / total_requests`` (0.0 before the first request)."""
+    inflight_coalesced: int
+    """Duplicates that joined work already executing in the handler (a subset of ``duplicates``)."""
+    requests_per_second: float
+    """Completed requests per second over the last 10 s (since the first request if younger)."""
+    cost_saved_usd: float
+    """``duplicates * cost_per_request_usd``."""
+    latency_ms_p50: float
+    """Median latency, submission to outcome, over the last 16,384 completed requests."""
+    latency_ms_p95: float
+    """95th percentile latency over the same completions."""
+    latency_ms_p99: float
+    """99th percentile latency over the same completions."""
+    queue_depth: int
+    """Requests waiting for a batch now (not yet handed to the handler)."""
+    window_ms: float
+    """The window in force now (moves with ``adaptive=True``)."""
+    errors: int
+    """Requests answered with an error other than a timeout or backpressure."""
+    timeouts: int
+    """Requests answered with BatchTimeoutError (caller timeout or processing_timeout)."""
+    rejected: int
+    """Requests answered with QueueFullError: refused at the door, or evicted while waiting."""
+    exact_merges: int
+    """Duplicates whose normalized key equals their unique's (similarity 1.0)."""
+    near_merges: int
+    """Duplicates merged by embedding similarity or by ``dedup_function``."""
+    merge_similarity_histogram: tuple[int, ...]
+    """101 bins: bin ``i < 100`` counts merges with similarity in ``[i/100, (i+1)/100)``,
+    bin 100 counts similarity exactly 1.0 (all exact merges land there)."""
+    dropped: int = 0
+    """Accepted requests that left the queue without reaching the handler: their caller timed
+    out or was cancelled, they were evicted by ``on_full="drop_lowest"``, or their dedup step
+    failed (a ``dedup_function`` error, a bad embedding)."""
+    batch_size_max: int = 0
+    """Largest handler call so far."""
+    adaptive_a_ms: float = 0.0
+    """Fitted fixed cost per handler call, ms (``adaptive=True``; 0.0 otherwise)."""
+    adaptive_b_ms: float = 0.0
+    """Fitted cost per item, ms (``adaptive=True``; 0.0 otherwise)."""
+
+
+class StatsRecorder:
+    """Mutable counters behind :class:`Stats`; one per core, touched only from its event loop."""
+
+    def __init__(self) -> None:
+        self.total_requests = 0
+        self.total_batches = 0
+        self.batch_items = 0
+        self.batch_size_max = 0
+        self.unique_requests = 0
+        self.duplicates = 0
+        self.inflight_coalesced = 0
+        self.errors = 0
+        self.timeouts = 0
+        self.rejected = 0
+        self.dropped = 0
+        self.exact_merges = 0
+        self.near_merges = 0
+        self.similarity_hist = np.zeros(SIMILARITY_BINS, dtype=np.int64)
+        self._lat = np.zeros(_LATENCY_RING, dtype=np.float64)
+        self._lat_n = 0
+        self._first_done: float | None = None
+        self._rate_buckets: dict[int, int] = {}
+
+    def record_merge(self, similarity: float, exact: bool) -> None:
+        """Count one duplicate merged (not coalesced) with ``similarity`` to its unique."""
+        self.duplicates += 1
+        if exact:
+            self.exact_merges += 1
+        else:
+            self.near_merges += 1
+        self.similarity_hist[min(int(similarity * 100.0), 100) if similarity < 1.0 else 100] += 1
+
+    def record_batch(self, size: int) -> None:
+        """Count one handler call of ``size`` items."""
+        self.total_batches += 1
+        self.batch_items += size
+        self.unique_requests += size
+        if size > self.batch_size_max:
+            self.batch_size_max = size
+
+    def record_done(self, latency_s: float, now: float) -> None:
+        """Count one outcome delivered ``latency_s`` after submission."""
+        self._lat[self._lat_n & (_LATENCY_RING - 1)] = latency_s
+        self._lat_n += 1
+        if self._first_done is None:
+            self._first_done = now - latency_s
+        sec = int(now)
+        buckets = self._rate_buckets
+        buckets[sec] = buckets.get(sec, 0) + 1
+        if len(buckets) > _RATE_WINDOW_S + 1:
+            for old in [s for s in buckets if s < sec - _RATE_WINDOW_S]:
+                del buckets[old]
+
+    def snapshot(
+        self, *, now: float, queue_depth: int, window_ms: float, cost_per_request: float,
+        adaptive_a_ms: float = 0.0, adaptive_b_ms: float = 0.0,
+    ) -> Stats:
+        """Freeze the counters into a :class:`Stats`."""
+        n = min(self._lat_n, _LATENCY_RING)
+        if n:
+            p50, p95, p99 = np.percentile(self._lat[:n], (50.0, 95.0, 99.0)) * 1000.0
+        else:
+            p50 = p95 = p99 = 0.0
+        rps = 0.0
+        if self._first_done is not None:
+            lo = int(now) - _RATE_WINDOW_S
+            recent = sum(c for s, c in self._rate_buckets.items() if s >= lo)
+            span = min(float(_RATE_WINDOW_S + (now - int(now))), now - self._first_done)
+            rps = recent / max(span, 1e-3)
+        total = self.total_requests
+        return Stats(
+            total_requests=total,
+            total_batches=self.total_batches,
+            avg_batch_size=self.batch_items / self.total_batches if self.total_batches else 0.0,
+            unique_requests=self.unique_requests,
+            duplicates=self.duplicates,
+            dedup_rate=self.duplicates / total if total else 0.0,
+            inflight_coalesced=self.inflight_coalesced,
+            requests_per_second=float(rps),
+            cost_saved_usd=self.duplicates * cost_per_request,
+            latency_ms_p50=float(p50),
+            latency_ms_p95=float(p95),
+            latency_ms_p99=float(p99),
+            queue_depth=queue_depth,
+            window_ms=float(window_ms),
+            errors=self.errors,
+            timeouts=self.timeouts,
+            rejected=self.rejected,
+            exact_merges=self.exact_merges,
+            near_merges=self.near_merges,
+            merge_similarity_histogram=tuple(int(x) for x in self.similarity_hist),
+            dropped=self.dropped,
+            batch_size_max=self.batch_size_max,
+            adaptive_a_ms=float(adaptive_a_ms),
+            adaptive_b_ms=float(adaptive_b_ms),
+        )
