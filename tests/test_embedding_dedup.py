@@ -1,0 +1,138 @@
+"""Near-duplicate dedup through the processor: embedders, own vectors, guards, hybrid, stats."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from stratabatch import BatchProcessor, HandlerError, InvalidRequestError
+
+
+class Rec:
+    def __init__(self):
+        self.items = []
+
+    async def __call__(self, reqs):
+        self.items.extend(r.get("query") for r in reqs)
+        return [f"A:{r.get('query')}" for r in reqs]
+
+
+async def test_threshold_none_means_the_embedders_recommended_value():
+    from stratabatch.embed import default_embedder
+
+    batch = BatchProcessor(Rec())
+    assert batch.dedup_threshold is None
+    assert batch.dedup_threshold_in_force == default_embedder().recommended_threshold
+    batch.dedup_threshold = 0.97
+    assert batch.dedup_threshold_in_force == 0.97
+
+
+async def test_near_merge_records_its_similarity_in_completed_and_stats():
+    rec = Rec()
+    async with BatchProcessor(rec, window_ms=5) as batch:
+        got = [c async for c in batch.process_streaming(
+            [{"query": "Where is my parcel?"}, {"query": "where is my parcel"},
+             {"query": "Where is my parcel?"}])]
+        stats = batch.get_stats()
+    by = {c.index: c for c in got}
+    assert rec.items == ["Where is my parcel?"]
+    assert by[1].merged_into == 0 and by[1].similarity is not None
+    assert batch.dedup_threshold_in_force <= by[1].similarity <= 1.0
+    assert by[2].merged_into == 0 and by[2].similarity == 1.0
+    assert stats.exact_merges == 1 and stats.near_merges == 1
+    assert sum(stats.merge_similarity_histogram) == 2
+
+
+@pytest.mark.parametrize("strategy", ["embedding", "hybrid"])
+async def test_different_numbers_never_merge_with_guard_numbers(strategy):
+    rec = Rec()
+    async with BatchProcessor(rec, window_ms=5, dedup_strategy=strategy,
+                              dedup_threshold=0.3) as batch:
+        out = await batch.process([{"query": "order 123 status"}, {"query": "order 124 status"},
+                                   {"query": "status of order 123"}])
+    assert out[0] != out[1]
+    assert out[2] == out[0]  # same number, similar words: merged at this loose threshold
+
+
+async def test_hybrid_merges_exact_twins_first_then_near_ones():
+    rec = Rec()
+    async with BatchProcessor(rec, window_ms=5, dedup_strategy="hybrid") as batch:
+        await batch.process([{"query": "Reset my password"}, {"query": "reset my password"},
+                             {"query": "reset my password!"}, {"query": "Show my invoice"}])
+        stats = batch.get_stats()
+    assert rec.items == ["Reset my password", "Show my invoice"]
+    assert stats.exact_merges == 1 and stats.near_merges == 1
+
+
+async def test_requests_may_carry_their_own_vectors():
+    rec = Rec()
+    v = np.random.default_rng(1).normal(size=384).astype(np.float32)
+    async with BatchProcessor(rec, window_ms=5, dedup_threshold=0.99) as batch:
+        out = await batch.process([
+            {"query": "first wording", "embedding": v},
+            {"query": "a quite different wording", "embedding": (v * 2).tolist()},
+            {"query": "third", "embedding": np.ones(7, np.float32)},
+        ], return_exceptions=True)
+    assert out[0] == out[1] == "A:first wording"
+    assert isinstance(out[2], InvalidRequestError) and "dimension" in str(out[2])
+    assert rec.items == ["first wording"]
+
+
+@pytest.mark.parametrize("bad", [[0.0] * 4, [1.0, float("inf"), 0, 0], "not a vector"])
+async def test_malformed_own_vectors_fail_only_their_request(bad):
+    rec = Rec()
+    async with BatchProcessor(rec, window_ms=5) as batch:
+        with pytest.raises(InvalidRequestError, match="embedding"):
+            await batch.process({"query": "x", "embedding": bad})
+        assert await batch.process({"query": "fine"}) == "A:fine"
+
+
+async def test_a_custom_embedder_callable_and_one_that_fails():
+    def by_first_letter(texts):
+        out = np.zeros((len(texts), 26), np.float32)
+        for i, t in enumerate(texts):
+            out[i, (ord(t.strip().lower()[0]) - 97) % 26] = 1.0
+        return out
+
+    rec = Rec()
+    async with BatchProcessor(rec, window_ms=5, embedder=by_first_letter,
+                              guard_numbers=False) as batch:
+        out = await batch.process([{"query": "apple"}, {"query": "avocado"}, {"query": "pear"}])
+    assert out == ["A:apple", "A:apple", "A:pear"]
+
+    def broken(texts):
+        raise RuntimeError("model server down")
+
+    rec = Rec()
+    async with BatchProcessor(rec, window_ms=5, embedder=broken) as batch:
+        with pytest.raises(HandlerError, match="embedder failed.*model server down"):
+            await batch.process({"query": "anything"})
+        batch.embedder = None  # runtime switch back to the built-in embedder
+        assert await batch.process({"query": "anything"}) == "A:anything"
+
+
+async def test_twins_of_queued_work_merge_across_windows_until_it_runs():
+    rec = Rec()
+    async with BatchProcessor(rec, window_ms=30) as batch:
+        first = asyncio.ensure_future(batch.process({"query": "Opening hours?"}))
+        await asyncio.sleep(0.01)
+        second = await batch.process({"query": "opening hours"})
+        assert await first == second
+    assert rec.items == ["Opening hours?"]
+
+
+async def test_adaptive_mode_exposes_its_window_and_fit_in_stats():
+    async def handler(reqs):
+        await asyncio.sleep(0.002 + 0.0005 * len(reqs))
+        return [None] * len(reqs)
+
+    async with BatchProcessor(handler, adaptive=True, target_latency_ms=40, min_window_ms=2,
+                              max_window_ms=100, enable_dedup=False) as batch:
+        for burst in range(30):
+            await asyncio.gather(*(batch.process({"query": f"{burst}-{i}"})
+                                   for i in range(1 + burst % 6)))
+        stats = batch.get_stats()
+    assert 2 <= stats.window_ms <= 100
+    assert stats.adaptive_a_ms > 0 and stats.adaptive_b_ms >= 0
