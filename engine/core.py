@@ -20,13 +20,21 @@ from __future__ import annotations
 import asyncio
 import heapq
 import inspect
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import BatchConfig
-from .dedup import canonical_bytes, exact_hashes, normalize_key, number_guard, scope_of
+from .dedup import (
+    LeaderIndex,
+    canonical_bytes,
+    exact_hashes,
+    normalize_key,
+    number_guard,
+    scope_of,
+)
 from .errors import (
     BatchTimeoutError,
     ConfigError,
@@ -41,6 +49,12 @@ from .window import WindowScheduler, select
 RAW, GROUPED, INFLIGHT, DONE = range(4)
 _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
+# The BLAS path of the clustering kernel wins only with BLAS on one thread: two OpenBLAS
+# threads on a busy 2-core machine made it 30x slower than the jitted loop (measured). The
+# engine process pins BLAS before numpy loads; an embedded process gets it when it does too.
+_CLUSTER_METHOD = "auto" if any(
+    os.environ.get(v) == "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                       "MKL_NUM_THREADS")) else "loop"
 
 OnComplete = Callable[["Request", Any, "BaseException | None"], None]
 
@@ -96,7 +110,7 @@ class _Group:
     """Requests that share one handler item: the leader and its duplicates."""
 
     __slots__ = ("leader", "members", "live", "priority", "first_arrival", "seq", "keys",
-                 "vector", "part", "batch")
+                 "row", "part", "batch")
 
     def __init__(self, leader: Request) -> None:
         self.leader = leader
@@ -106,7 +120,7 @@ class _Group:
         self.first_arrival = leader.arrival
         self.seq = leader.seq
         self.keys: list[tuple] = []
-        self.vector: Any = None
+        self.row: int | None = None  # its leader's row in the LeaderIndex
         self.part: Any = None
         self.batch: _Batch | None = None
 
@@ -159,6 +173,7 @@ class Core:
         self._warm_error: BaseException | None = None
         self._evict_heap: list[tuple[int, int, Request]] = []
         self._embedder: Any = None
+        self._leaders = LeaderIndex()
         self._adaptive: Any = None
         self._window_now_ms = c.window_ms
         self.reconfigure()
@@ -185,6 +200,7 @@ class Core:
         self._sched.configure(c.window_ms, c.max_size, c.min_size, c.max_wait_ms)
         if name in (None, "embedder"):
             self._embedder = None
+            self._leaders.reset()
         if name in (None, "adaptive", "target_latency_ms", "min_window_ms", "max_window_ms",
                     "max_size", "max_inflight_batches"):
             if c.adaptive:
@@ -460,6 +476,9 @@ class Core:
 
     def _remove_pending(self, g: _Group) -> None:
         self._pending.pop(g.seq, None)
+        if g.row is not None:
+            self._leaders.drop(g.row)
+            g.row = None
         for k in g.keys:
             entry = self._pending_exact.get(k)
             if entry is not None and entry[0] is g:
@@ -555,9 +574,8 @@ class Core:
 
     # ------------------------------------------------------------- dedup
 
-    def _new_group(self, req: Request, vector: Any = None, part: Any = None) -> _Group:
+    def _new_group(self, req: Request, part: Any = None) -> _Group:
         g = _Group(req)
-        g.vector = vector
         g.part = part
         req.group = g
         req.state = GROUPED
@@ -717,19 +735,17 @@ class Core:
         return float(rec) if rec is not None else _FALLBACK_THRESHOLD
 
     def _embedding_stage(self, fresh: list[Request]) -> None:
-        import numpy as np
-
         from .embed import validate_vector
         from .kernels import leader_cluster
 
         c = self.config
         emb = self.embedder()
-        keyless = [r for r in fresh if r.text is None and r.vector is None]
-        cands = [r for r in fresh if r.text is not None or r.vector is not None]
-        for r in keyless:
-            self._new_group(r)
-        if not cands:
-            return
+        cands: list[Request] = []
+        for r in fresh:
+            if r.text is None and r.vector is None:
+                self._new_group(r)  # no text: only an identical request merges with it
+            else:
+                cands.append(r)
         to_embed = [r for r in cands if r.vector is None]
         vecs: dict[int, Any] = {}
         if to_embed:
@@ -738,14 +754,15 @@ class Core:
             except Exception as e:
                 for r in to_embed:
                     self._fail_raw(r, HandlerError.from_exception(e, "the embedder failed"))
-                cands = [r for r in cands if r.state == RAW]
-                mat = None
-            if mat is not None:
+            else:
                 for i, r in enumerate(to_embed):
                     vecs[r.seq] = mat[i]
-        dim = getattr(emb, "dim", None)
+        index = self._leaders
+        dim = getattr(emb, "dim", None) or index.dim
         ok: list[Request] = []
         for r in cands:
+            if r.state != RAW:
+                continue
             if r.vector is not None:
                 try:
                     r.vector = validate_vector(r.vector, dim)
@@ -756,26 +773,25 @@ class Core:
             ok.append(r)
         if not ok:
             return
-        parts: dict[Any, int] = {}
-        leaders = [g for g in self._pending.values()
-                   if g.vector is not None and len(g.vector) == len(vecs[ok[0].seq])]
-        rows = [g.vector for g in leaders] + [vecs[r.seq] for r in ok]
-        keys = [g.part for g in leaders] + [self._part_key(r, c.dedup_scope) for r in ok]
-        part = np.fromiter((parts.setdefault(k, len(parts)) for k in keys), dtype=np.int64,
-                           count=len(keys))
-        X = np.ascontiguousarray(np.vstack(rows), dtype=np.float32)
-        lead, sim = leader_cluster(X, part, float(self.threshold()), len(leaders))
-        nf = len(leaders)
-        new_groups: dict[int, _Group] = {}
+        if index.dim is None:
+            index.dim = len(vecs[ok[0].seq])
+        keys = [self._part_key(r, c.dedup_scope) for r in ok]
+        start = index.append([vecs[r.seq] for r in ok], keys)
+        n = start + len(ok)
+        lead, sim = leader_cluster(index.mat[:n], index.part[:n], float(self.threshold()),
+                                   start, method=_CLUSTER_METHOD)
+        owners = index.owners
         for j, r in enumerate(ok):
-            i = nf + j
+            i = start + j
             li = int(lead[i])
             if li == i:
-                new_groups[i] = self._new_group(r, vector=X[i], part=keys[i])
-            elif li < nf:
-                self._join(r, leaders[li], float(sim[i]), False)
+                g = self._new_group(r, part=keys[j])
+                g.row = i
+                owners[i] = g
             else:
-                self._join(r, new_groups[li], float(sim[i]), False)
+                self._join(r, owners[li], float(sim[i]), False)
+                index.part[i] = -1  # a member's row never leads
+                index.dead += 1
 
     # ------------------------------------------------------------- dispatch
 
@@ -783,26 +799,28 @@ class Core:
         live_total = 0
         sent: list[_Group] = []
         st = self.stats
+        pending_exact = self._pending_exact
         moved: list[tuple[tuple, tuple[_Group, Any, float, bool]]] = []
         for g in groups:
             for k in g.keys:
-                entry = self._pending_exact.get(k)
+                entry = pending_exact.get(k)
                 if entry is not None and entry[0] is g:
                     moved.append((k, entry))
             self._remove_pending(g)
+            live = []
             for m in g.members:
-                if m.state == GROUPED and m.deadline is not None and m.deadline <= now:
-                    if m.timer is not None:
-                        m.timer.cancel()
-                    self._expire(m)
-            live = [m for m in g.members if m.state == GROUPED]
+                if m.state != GROUPED:
+                    continue
+                if m.deadline is not None and m.deadline <= now:
+                    self._expire(m)  # its timer is due this very tick: never send it
+                    continue
+                m.state = INFLIGHT
+                if live:
+                    st.record_merge(1.0 if m.similarity is None else m.similarity,
+                                    m.exact or m.similarity is None)
+                live.append(m)
             if not live:
                 continue
-            for m in live:
-                m.state = INFLIGHT
-            for m in live[1:]:
-                st.record_merge(1.0 if m.similarity is None else m.similarity,
-                                m.exact or m.similarity is None)
             self._waiting -= len(live)
             live_total += len(live)
             sent.append(g)
@@ -878,7 +896,8 @@ class Core:
             )
         except Exception as e:
             error = HandlerError.from_exception(e, f"the handler raised on a batch of {n}")
-        elapsed = loop.time() - t0
+        now = loop.time()
+        elapsed = now - t0
         if error is None and not cancelled:
             if not isinstance(results, (list, tuple)):
                 error = HandlerError(
@@ -910,7 +929,7 @@ class Core:
             else:
                 for m in g.members:
                     if m.state == INFLIGHT:
-                        self._finish(m, value, None)
+                        self._finish(m, value, None, now)
         if cancelled:  # every waiter left; anyone who joined since is answered here
             for g in batch.groups:
                 self._fail_group(g, StratabatchError("the batch was cancelled"))
@@ -933,14 +952,15 @@ class Core:
 
     # ------------------------------------------------------------- outcomes
 
-    def _finish(self, req: Request, value: Any, error: BaseException | None) -> None:
+    def _finish(self, req: Request, value: Any, error: BaseException | None,
+                now: float | None = None) -> None:
         req.state = DONE
         if req.timer is not None:
             req.timer.cancel()
             req.timer = None
-        loop = self._loop
-        assert loop is not None
-        now = loop.time()
+        if now is None:
+            assert self._loop is not None
+            now = self._loop.time()
         st = self.stats
         st.record_done(now - req.arrival, now)
         if error is not None:

@@ -96,3 +96,86 @@ def exact_hashes(norms: list[str | bytes]) -> list[int]:
     np.cumsum(lengths, out=offsets[1:])
     data = np.frombuffer(b"".join(blobs), dtype=np.uint8)
     return xxh64_batch(data, offsets).tolist()
+
+
+class LeaderIndex:
+    """The vectors of pending groups' leaders, in one growing float32 matrix.
+
+    New requests are clustered against it in place: their rows are written after the leaders,
+    and the kernel runs on a view of the matrix with the leaders as fixed rows, so no pass
+    copies or re-stacks what was already waiting. Rows of groups that left (dispatched, or all
+    members gone) get partition -1, which matches nothing; the matrix is compacted when more
+    than half of it is such dead rows.
+
+    Attributes:
+        dim: Vector length of every row (set by the first rows written), or None.
+    """
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self._np = np
+        self.dim: int | None = None
+        self.mat = np.empty((0, 0), np.float32)
+        self.part = np.empty(0, np.int64)
+        self.owners: list[Any] = []  # the group led by each row, None for dead rows
+        self.keys: list[Any] = []  # each row's partition key
+        self._part_ids: dict[Any, int] = {}
+        self.dead = 0
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def reset(self) -> None:
+        """Forget every row (the embedder changed: old vectors are not comparable)."""
+        for g in self.owners:
+            if g is not None:
+                g.row = None
+        self.__init__()  # type: ignore[misc]
+
+    def part_id(self, key: Any) -> int:
+        """A small int for a partition key (scope and number guard)."""
+        ids = self._part_ids
+        pid = ids.get(key)
+        if pid is None:
+            pid = ids[key] = len(ids)
+        return pid
+
+    def drop(self, row: int) -> None:
+        """Mark ``row`` dead: its group is no longer pending."""
+        self.part[row] = -1
+        self.owners[row] = None
+        self.dead += 1
+
+    def append(self, vectors: Any, keys: list[Any]) -> int:
+        """Write new rows after the existing ones; return the index of the first."""
+        np = self._np
+        n_new = len(keys)
+        if self.dead * 2 > len(self.owners) and len(self.owners) >= 64:
+            self._compact()
+        start = len(self.owners)
+        need = start + n_new
+        if need > self.mat.shape[0] or self.mat.shape[1] != self.dim:
+            cap = max(64, need * 2)
+            mat = np.empty((cap, self.dim), np.float32)
+            part = np.empty(cap, np.int64)
+            if start:
+                mat[:start] = self.mat[:start]
+                part[:start] = self.part[:start]
+            self.mat, self.part = mat, part
+        self.mat[start:need] = vectors
+        self.part[start:need] = [self.part_id(k) for k in keys]
+        self.owners.extend([None] * n_new)
+        self.keys.extend(keys)
+        return start
+
+    def _compact(self) -> None:
+        live = [i for i, g in enumerate(self.owners) if g is not None]
+        self.mat[: len(live)] = self.mat[live]
+        self.owners = [self.owners[i] for i in live]
+        self.keys = [self.keys[i] for i in live]
+        self._part_ids = {}
+        self.part[: len(live)] = [self.part_id(k) for k in self.keys]
+        for row, g in enumerate(self.owners):
+            g.row = row
+        self.dead = 0

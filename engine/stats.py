@@ -94,7 +94,7 @@ class StatsRecorder:
         self.exact_merges = 0
         self.near_merges = 0
         self.similarity_hist = np.zeros(SIMILARITY_BINS, dtype=np.int64)
-        self._lat = np.zeros(_LATENCY_RING, dtype=np.float64)
+        self._lat = [0.0] * _LATENCY_RING  # a list: a store is 3x cheaper than numpy's
         self._lat_n = 0
         self._first_done: float | None = None
         self._rate_buckets: dict[int, int] = {}
@@ -136,7 +136,8 @@ class StatsRecorder:
         """Freeze the counters into a :class:`Stats`."""
         n = min(self._lat_n, _LATENCY_RING)
         if n:
-            p50, p95, p99 = np.percentile(self._lat[:n], (50.0, 95.0, 99.0)) * 1000.0
+            lat = np.array(self._lat[:n], dtype=np.float64)
+            p50, p95, p99 = np.percentile(lat, (50.0, 95.0, 99.0)) * 1000.0
         else:
             p50 = p95 = p99 = 0.0
         rps = 0.0
