@@ -88,12 +88,13 @@ def exact_hashes(norms: list[str | bytes]) -> list[int]:
     """xxh64 of each normalized key (str encoded as UTF-8), by one numba call over the batch."""
     import numpy as np
 
-    from .kernels import xxh64_batch
+    from .kernels import hash_strings, xxh64_batch
 
+    if all(type(n) is str for n in norms):
+        return hash_strings(norms).tolist()  # type: ignore[arg-type]
     blobs = [n.encode("utf-8", "surrogatepass") if isinstance(n, str) else n for n in norms]
-    lengths = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs))
     offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    np.cumsum([len(b) for b in blobs], out=offsets[1:])
     data = np.frombuffer(b"".join(blobs), dtype=np.uint8)
     return xxh64_batch(data, offsets).tolist()
 

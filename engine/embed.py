@@ -1,0 +1,463 @@
+"""Embedders for near-duplicate dedup: the built-in hashing embedder and the embedder protocol.
+
+An embedder turns a batch of texts into an L2-normalized float32 matrix ``[n, dim]``; dedup
+compares rows by cosine. The built-in :class:`HashingEmbedder` needs no model: it hashes
+character n-grams and words of the normalized text (a numba kernel, loaded on the first
+``embed``; importing this module does not import numba). It finds near-duplicate *wording*
+(case, punctuation, spacing, filler words, contractions, typos), not meaning: see
+docs/embedders.md for what it catches and the measured threshold.
+
+Any callable ``list[str] -> float32[n, dim]``, or an object with ``.embed()`` and ``.dim``, can
+replace it; :func:`resolve_embedder` wraps it so its outputs are checked and normalized.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_STOP_WORDS",
+    "Embedder",
+    "HashingEmbedder",
+    "normalize_for_embedding",
+    "resolve_embedder",
+    "validate_vector",
+]
+
+# --------------------------------------------------------------------------------------------
+# Text normalization
+# --------------------------------------------------------------------------------------------
+
+# Politeness and filler words that do not change what a request asks for ("please cancel my
+# order" is "cancel my order"). Kept short and generic on purpose: a domain word here would
+# make different requests collide. A text made only of these words keeps them.
+DEFAULT_STOP_WORDS: tuple[str, ...] = (
+    "please", "pls", "plz", "kindly", "hey", "hi", "hello", "thanks", "thank", "thx", "ty",
+    "um", "uh", "umm", "hmm", "ok", "okay", "so", "just", "quick", "question",
+)  # fmt: skip
+
+# Apostrophe look-alikes NFKC leaves alone; they become "'" so contractions match.
+_APOSTROPHES = str.maketrans({c: "'" for c in "\u2018\u2019\u201b\u02bc\u02b9\u0060\u00b4\u2032"})
+_SEP = "\x1f"  # batch separator: a control character, so no normalized text contains it
+
+_CONTRACTIONS = [
+    (re.compile(r"\b(can)'t\b|\b(can)not\b"), r"\1\2 not"),
+    (re.compile(r"\bwon't\b"), "will not"),
+    (re.compile(r"\bshan't\b"), "shall not"),
+    (re.compile(r"\blet's\b"), "let us"),
+    (re.compile(r"n't\b"), " not"),
+    (re.compile(r"'re\b"), " are"),
+    (re.compile(r"'m\b"), " am"),
+    (re.compile(r"'ll\b"), " will"),
+    (re.compile(r"'ve\b"), " have"),
+    (re.compile(r"'d\b"), " would"),
+    # "'s" is a possessive as often as "is": expand it only after pronouns and wh-words
+    (re.compile(r"\b(it|that|what|where|there|here|who|how|he|she|when|why)'s\b"), r"\1 is"),
+]
+_CANNOT = re.compile(r"\bcannot\b")
+_DIGIT_LETTER = re.compile(r"(?<=[0-9])(?=[^0-9\s])|(?<=[^0-9\s])(?=[0-9])")
+
+_table_lock = threading.Lock()
+_punct_table: dict[int, str | None] | None = None
+
+
+def _punctuation_table() -> dict[int, str | None]:
+    """Map every punctuation, symbol, separator and control character to a space.
+
+    Built on first use (about 0.1 s) from the Unicode database of this Python, over the planes
+    that hold assigned punctuation and symbols (0-1; emoji live in plane 1). The batch
+    separator is left alone so a whole batch can be normalized as one string.
+    """
+    global _punct_table
+    with _table_lock:
+        if _punct_table is None:
+            table: dict[int, str | None] = {}
+            for cp in range(0x20000):
+                if unicodedata.category(chr(cp))[0] in "PSZC":
+                    table[cp] = " "
+            table[ord("'")] = None  # after contraction expansion an apostrophe joins: o'neil
+            table[ord("_")] = " "
+            del table[ord(_SEP)]
+            _punct_table = table
+        return _punct_table
+
+
+# The same mapping restricted to ASCII, for bytes.translate (the common case, at C speed).
+_ASCII_TABLE = bytes(
+    b if b == ord(_SEP) or chr(b).isalnum() or b == ord("'") else ord(" ") for b in range(256)
+)
+
+
+def _expand_contractions(s: str) -> str:
+    if "'" in s:
+        for pattern, repl in _CONTRACTIONS:
+            s = pattern.sub(repl, s)
+    elif "cannot" in s:
+        s = _CANNOT.sub("can not", s)
+    return s
+
+
+def _prenormalize(text: str) -> str:
+    """NFKC, casefold, contractions, punctuation to spaces; no digit split or collapse yet."""
+    s = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
+    return _expand_contractions(s).translate(_punctuation_table())
+
+
+def normalize_for_embedding(text: str) -> str:
+    """Normalize a text the way the hashing embedder sees it.
+
+    NFKC, casefold, curly apostrophes to "'", common English contractions expanded ("don't" ->
+    "do not"), punctuation/symbols/controls to spaces, remaining apostrophes dropped, digits
+    split from letters ("6am" -> "6 am"), whitespace collapsed and stripped. Filler words are
+    not removed here (the embedder drops them when hashing).
+
+    Args:
+        text: Any string.
+
+    Returns:
+        The normalized string (possibly empty).
+    """
+    return " ".join(_DIGIT_LETTER.sub(" ", _prenormalize(text.replace(_SEP, " "))).split())
+
+
+def _normalized_batch(texts: Sequence[str]) -> bytes:
+    """UTF-8 of the prenormalized texts joined by ``_SEP`` (digit split and collapse: kernel).
+
+    One pass over the joined batch instead of one per text: NFKC, casefold, the regexes and the
+    tables all leave ``_SEP`` alone, so the result equals per-text normalization.
+    """
+    joined = texts[0] if len(texts) == 1 else _SEP.join(texts)
+    if joined.count(_SEP) != len(texts) - 1:  # a text carries the separator itself: rare path
+        joined = _SEP.join(t.replace(_SEP, " ") for t in texts)
+    if joined.isascii():
+        # ASCII: NFKC is the identity and casefold is lower(); "`" is the one ASCII look-alike
+        s = _expand_contractions(joined.lower().replace("`", "'"))
+        return s.encode("ascii").translate(_ASCII_TABLE, b"'")
+    return _prenormalize(joined).encode("utf-8", "surrogatepass")
+
+
+# --------------------------------------------------------------------------------------------
+# Protocol and the hashing embedder
+# --------------------------------------------------------------------------------------------
+
+
+class Embedder(Protocol):
+    """What dedup needs from an embedder (the built-in one and every wrapped one)."""
+
+    name: str
+    dim: int | None
+    recommended_threshold: float | None
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Return L2-normalized float32 rows, one per text."""
+        ...
+
+
+def _normalize_stop_words(words: Sequence[str]) -> list[str]:
+    if isinstance(words, str):
+        raise ValueError(f"stop_words must be a sequence of words, got the str {words!r:.40}")
+    normalized = [w for w in (normalize_for_embedding(x) for x in words) if w]
+    for w in normalized:
+        if " " in w:
+            raise ValueError(f"stop words must be single words after normalization, got {w!r}")
+    return normalized
+
+
+def _stop_hashes(normalized: list[str]) -> np.ndarray:
+    """Sorted word hashes of the (normalized) stop words, as the kernel computes them."""
+    from . import kernels
+
+    if not normalized:
+        return np.zeros(0, dtype=np.uint64)
+    raw = [w.encode("utf-8", "surrogatepass") for w in normalized]
+    lengths = np.array([len(r) for r in raw], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    data = np.frombuffer(b"".join(raw), dtype=np.uint8)
+    return np.unique(kernels.word_hashes(data, ends - lengths, ends))
+
+
+_ONE_BYTE = np.zeros(1, dtype=np.uint8)  # stands in for an empty buffer (length passed apart)
+_ONE_BYTE.flags.writeable = False  # like np.frombuffer's arrays: one kernel specialization
+
+
+class HashingEmbedder:
+    """Deterministic hashed character n-gram + word embedder (no model, no download).
+
+    Each text is normalized (:func:`normalize_for_embedding`), split into words (digits apart
+    from letters), filler words dropped (``stop_words``), and hashed: character 3-, 4- and
+    5-grams over ``" word1 word2 ... "`` (so the grams see word starts, ends and neighbours),
+    one feature per word and one per word's sorted letters (a transposition typo keeps it),
+    each into a signed bucket of a ``dim``-vector, then L2-normalized.
+    The same text gives the same vector in every process and on every run (no salted hashes).
+
+    Attributes:
+        name: ``"hashing-v1"``; changes whenever the vectors would change.
+        dim: Vector length.
+        recommended_threshold: Cosine from which two texts are treated as duplicates, measured
+            on tests/data/dedup_pairs.jsonl (see docs/embedders.md).
+    """
+
+    name = "hashing-v1"
+    recommended_threshold = 0.96
+
+    def __init__(
+        self,
+        dim: int = 384,
+        *,
+        ngram_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        word_weight: float = 0.5,
+        anagram_weight: float = 1.0,
+        stop_words: Sequence[str] = DEFAULT_STOP_WORDS,
+    ) -> None:
+        """Configure the embedder; the defaults are the measured ones.
+
+        Args:
+            dim: Vector length, in [16, 4096].
+            ngram_weights: Weights of character 3-, 4- and 5-grams, each >= 0.
+            word_weight: Weight of a whole-word feature, >= 0.
+            anagram_weight: Weight of a word's sorted-letters feature, >= 0.
+            stop_words: Words dropped before hashing (unless a text has nothing else).
+
+        Raises:
+            ValueError: If a value is out of range.
+        """
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 16 <= dim <= 4096:
+            raise ValueError(f"dim must be an int in [16, 4096], got {dim!r}")
+        if len(ngram_weights) != 3:
+            raise ValueError(f"ngram_weights must be 3 values (n = 3, 4, 5), got {ngram_weights!r}")
+        weights = [float(w) for w in (*ngram_weights, word_weight, anagram_weight)]
+        if not all(np.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
+            raise ValueError(
+                "ngram_weights, word_weight and anagram_weight must be finite, >= 0 and not "
+                f"all 0, got {ngram_weights!r}, {word_weight!r}, {anagram_weight!r}"
+            )
+        self.dim = dim
+        self._weights = np.array(weights, dtype=np.float32)
+        self._stop_words = _normalize_stop_words(stop_words)
+        self._stop: np.ndarray | None = None  # hashed on the first embed (needs the kernels)
+        if (
+            weights != [1.0, 1.0, 1.0, 0.5, 1.0]
+            or dim != 384
+            or self._stop_words != list(DEFAULT_STOP_WORDS)
+        ):
+            # the measured threshold holds for the defaults only; others name their own config
+            self.name = f"hashing-v1-d{dim}-custom"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed a batch of texts in one kernel call.
+
+        Args:
+            texts: The texts (str). Empty or whitespace/punctuation-only texts all get one
+                fixed unit vector (so they are duplicates of each other and of nothing else).
+
+        Returns:
+            float32 array ``[len(texts), dim]``, C-contiguous, every row of unit L2 norm.
+
+        Raises:
+            TypeError: If an item is not a str.
+        """
+        from . import kernels
+
+        n = len(texts)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        if self._stop is None:
+            self._stop = _stop_hashes(self._stop_words)
+        try:
+            raw = _normalized_batch(texts)
+        except TypeError:
+            bad = next(t for t in texts if not isinstance(t, str))
+            raise TypeError(f"texts must be str, got {type(bad).__name__}: {bad!r:.80}") from None
+        data = np.frombuffer(raw, dtype=np.uint8) if raw else _ONE_BYTE
+        kernels.hashed_embed(data, len(raw), self._stop, self._weights, out)
+        return out
+
+    __call__ = embed
+
+    def __repr__(self) -> str:
+        return f"HashingEmbedder(name={self.name!r}, dim={self.dim})"
+
+
+_default_lock = threading.Lock()
+_default: HashingEmbedder | None = None
+
+
+def default_embedder() -> HashingEmbedder:
+    """Return the process-wide shared default :class:`HashingEmbedder`."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = HashingEmbedder()
+        return _default
+
+
+# --------------------------------------------------------------------------------------------
+# Validation of user embedders and user vectors
+# --------------------------------------------------------------------------------------------
+
+
+def _check_rows(out: Any, n: int, dim: int | None, who: str) -> np.ndarray:
+    """Check an embedder's output and return it as L2-normalized C-contiguous float32."""
+    if not isinstance(out, np.ndarray):
+        try:
+            out = np.asarray(out)
+        except Exception as exc:  # any array-like failure is the embedder's output problem
+            raise ValueError(f"embedder {who} returned {type(out).__name__}, not an array") from exc
+    if out.dtype.kind not in "fiu":
+        raise ValueError(
+            f"embedder {who} returned dtype {out.dtype}; expected a real float array "
+            "(float32 preferred)"
+        )
+    if out.ndim != 2 or out.shape[0] != n:
+        raise ValueError(
+            f"embedder {who} returned shape {out.shape} for {n} texts; expected ({n}, dim)"
+        )
+    if dim is not None and out.shape[1] != dim:
+        raise ValueError(f"embedder {who} returned dim {out.shape[1]}, expected its dim {dim}")
+    if out.shape[1] == 0:
+        raise ValueError(f"embedder {who} returned vectors of dimension 0")
+    rows = np.asarray(out, dtype=np.float64)
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"embedder {who} returned NaN or inf in row {bad} (of {n})")
+    # scale each row by its largest entry first, so huge but finite values keep a direction
+    scale = np.abs(rows).max(axis=1)
+    if (scale == 0).any():
+        bad = int(np.flatnonzero(scale == 0)[0])
+        raise ValueError(f"embedder {who} returned a zero vector in row {bad} (of {n})")
+    rows = rows / scale[:, None]
+    rows /= np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]
+    return np.ascontiguousarray(rows, dtype=np.float32)
+
+
+class _WrappedEmbedder:
+    """A user embedder behind the checked protocol: outputs validated and normalized."""
+
+    def __init__(
+        self,
+        fn: Callable[[list[str]], Any],
+        name: str,
+        dim: int | None,
+        recommended_threshold: float | None,
+    ) -> None:
+        self._fn = fn
+        self.name = name
+        self.dim = dim
+        self.recommended_threshold = recommended_threshold
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:  # no call for nothing: user code need not handle an empty batch
+            return np.empty((0, self.dim or 0), dtype=np.float32)
+        out = self._fn(texts)
+        rows = _check_rows(out, len(texts), self.dim, self.name)
+        if self.dim is None and len(texts):
+            self.dim = rows.shape[1]  # a plain callable's dim is learned on its first call
+        return rows
+
+    __call__ = embed
+
+    def __repr__(self) -> str:
+        return f"<embedder {self.name} dim={self.dim}>"
+
+
+def _describe(obj: object) -> str:
+    name = getattr(obj, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    qual = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    return f"{module}.{qual}"
+
+
+def resolve_embedder(embedder: object = None) -> Embedder:
+    """Turn the ``embedder=`` option into a checked embedder object.
+
+    Args:
+        embedder: None (the shared default :class:`HashingEmbedder`), a :class:`HashingEmbedder`
+            (used as is), an object with ``.embed(texts)`` and an int ``.dim`` (optionally
+            ``.recommended_threshold``), or a callable ``list[str] -> float32[n, dim]`` (its dim
+            is learned on the first call; its recommended threshold is None).
+
+    Returns:
+        An embedder whose ``embed`` returns L2-normalized float32 rows and raises ValueError
+        naming the embedder and the problem when the user code returns a wrong shape, dtype or
+        row count, NaN/inf or a zero vector.
+
+    Raises:
+        ValueError: If ``embedder`` is none of the above, or declares an invalid dim/threshold.
+    """
+    if embedder is None:
+        return default_embedder()
+    if isinstance(embedder, (HashingEmbedder, _WrappedEmbedder)):
+        return embedder
+    who = _describe(embedder)
+    method = getattr(embedder, "embed", None)
+    if callable(method):
+        dim = getattr(embedder, "dim", None)
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
+            raise ValueError(
+                f"embedder {who} has .embed() but its .dim must be a positive int, got {dim!r}"
+            )
+        thr = getattr(embedder, "recommended_threshold", None)
+        if thr is not None and not (isinstance(thr, (int, float)) and -1.0 <= thr <= 1.0):
+            raise ValueError(
+                f"embedder {who}: recommended_threshold must be None or in [-1, 1], got {thr!r}"
+            )
+        return _WrappedEmbedder(method, who, int(dim), None if thr is None else float(thr))
+    if callable(embedder):
+        return _WrappedEmbedder(embedder, who, None, None)
+    raise ValueError(
+        f"embedder must be None, an object with .embed() and .dim, or a callable "
+        f"list[str] -> float32[n, dim]; got {type(embedder).__name__}"
+    )
+
+
+def validate_vector(vec: object, dim: int | None) -> np.ndarray:
+    """Check a request's own ``"embedding"`` and return it as a unit float32 vector.
+
+    Args:
+        vec: A list of numbers or a 1-D numeric ndarray.
+        dim: The dimension the active embedder uses (None: any dimension >= 1).
+
+    Returns:
+        A new float32 array of shape ``(dim,)``, L2-normalized.
+
+    Raises:
+        ValueError: If it is not a flat list/array of real numbers, has the wrong dimension,
+            contains NaN/inf, or is the zero vector.
+    """
+    if not isinstance(vec, (np.ndarray, list, tuple)):
+        raise ValueError(
+            f"embedding must be a list of numbers or a 1-D ndarray, got {type(vec).__name__}"
+        )
+    try:
+        arr = np.asarray(vec)
+    except (ValueError, TypeError) as exc:  # ragged or nested lists
+        raise ValueError(f"embedding must be a flat list of numbers: {exc}") from None
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"embedding must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"embedding must be 1-D, got shape {arr.shape}")
+    if dim is not None and arr.shape[0] != dim:
+        raise ValueError(f"embedding has dimension {arr.shape[0]}, the embedder uses {dim}")
+    if arr.shape[0] == 0:
+        raise ValueError("embedding is empty (dimension 0)")
+    arr64 = arr.astype(np.float64)
+    finite = np.isfinite(arr64)
+    if not finite.all():
+        where = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"embedding contains NaN or inf (index {where}: {arr64[where]})")
+    scale = float(np.abs(arr64).max())
+    if scale == 0.0:
+        raise ValueError("embedding is the zero vector; it has no direction")
+    arr64 /= scale  # huge entries (1e300) still have a direction: avoid overflow in the norm
+    return (arr64 / np.sqrt(np.dot(arr64, arr64))).astype(np.float32)
