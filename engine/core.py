@@ -5,11 +5,8 @@ completion hook, ``on_complete(request, value, error)``. The embedded :class:`Ba
 resolves asyncio futures from that hook; the engine process writes response frames to a ring
 from it. Nothing here knows which of the two it serves.
 
-Life of a request::
-
-    submit() -> RAW --dedup pass--> GROUPED (in a pending group) --dispatch--> INFLIGHT --> DONE
-                 |                      |                                        ^
-                 +-- exact twin of in-flight work: coalesced into it ------------+
+The records it works on are in ``records.py`` (with the life of a request drawn there), the
+dedup stages in ``grouping.py``.
 
 Every transition happens on the core's event loop; the only other thread is a sync handler's,
 which hands its result back with ``call_soon_threadsafe``.
@@ -20,121 +17,31 @@ from __future__ import annotations
 import asyncio
 import heapq
 import inspect
-import os
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from .config import BatchConfig
-from .dedup import (
-    LeaderIndex,
-    canonical_bytes,
-    exact_hashes,
-    normalize_key,
-    number_guard,
-    scope_of,
-)
+from .dedup import LeaderIndex
 from .errors import (
     BatchTimeoutError,
     ConfigError,
     HandlerError,
-    InvalidRequestError,
     QueueFullError,
     StratabatchError,
 )
+from .grouping import Grouping
+from .records import DONE, GROUPED, INFLIGHT, RAW, Batch, Group, Request
 from .stats import Stats, StatsRecorder
 from .window import WindowScheduler, select
 
-RAW, GROUPED, INFLIGHT, DONE = range(4)
-_CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
-_FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
-# The BLAS path of the clustering kernel wins only with BLAS on one thread: two OpenBLAS
-# threads on a busy 2-core machine made it 30x slower than the jitted loop (measured). The
-# engine process pins BLAS before numpy loads; an embedded process gets it when it does too.
-_CLUSTER_METHOD = "auto" if any(
-    os.environ.get(v) == "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                       "MKL_NUM_THREADS")) else "loop"
+__all__ = ["DONE", "GROUPED", "INFLIGHT", "RAW", "Core", "OnComplete", "Request"]
 
 OnComplete = Callable[["Request", Any, "BaseException | None"], None]
 
 
-class Request:
-    """One accepted request, as the core sees it.
-
-    Attributes:
-        payload: The request mapping handed to the handler (if it leads its group).
-        priority: Higher runs first with ``enable_priorities``.
-        deadline: Loop time after which the caller has given up, or None.
-        sink: Opaque to the core: whom to answer (a call of the processor, a client slot...).
-        index: Opaque to the core: the position within the sink's call.
-        text: The dedup text (``payload[dedup_key]`` if it is a str), or None.
-        vector: The request's own embedding (float32, unit norm), or None.
-        similarity: Similarity to the request whose handler item answers it; None if it is
-            that request itself.
-    """
-
-    __slots__ = (
-        "payload", "priority", "deadline", "sink", "index", "text", "vector",
-        "arrival", "seq", "state", "group", "key", "norm", "similarity", "exact", "timer",
-    )
-
-    def __init__(
-        self, payload: Mapping[str, Any], *, priority: int = 0, deadline: float | None = None,
-        sink: Any = None, index: int = 0, text: str | None = None, vector: Any = None,
-    ) -> None:
-        self.payload = payload
-        self.priority = priority
-        self.deadline = deadline
-        self.sink = sink
-        self.index = index
-        self.text = text
-        self.vector = vector
-        self.arrival = 0.0
-        self.seq = 0
-        self.state = RAW
-        self.group: _Group | None = None
-        self.key: tuple | None = None
-        self.norm: str | bytes | None = None
-        self.similarity: float | None = None
-        self.exact = False
-        self.timer: asyncio.TimerHandle | None = None
-
-    @property
-    def leader(self) -> Request | None:
-        """The request whose payload went (or goes) to the handler for this one."""
-        return self.group.leader if self.group is not None else None
-
-
-class _Group:
-    """Requests that share one handler item: the leader and its duplicates."""
-
-    __slots__ = ("leader", "members", "live", "priority", "first_arrival", "seq", "keys",
-                 "row", "part", "batch")
-
-    def __init__(self, leader: Request) -> None:
-        self.leader = leader
-        self.members = [leader]
-        self.live = 1
-        self.priority = leader.priority
-        self.first_arrival = leader.arrival
-        self.seq = leader.seq
-        self.keys: list[tuple] = []
-        self.row: int | None = None  # its leader's row in the LeaderIndex
-        self.part: Any = None
-        self.batch: _Batch | None = None
-
-
-class _Batch:
-    __slots__ = ("groups", "live", "task")
-
-    def __init__(self, groups: list[_Group], live: int) -> None:
-        self.groups = groups
-        self.live = live
-        self.task: asyncio.Task | None = None
-
-
-class Core:
+class Core(Grouping):
     """The batching engine behind both modes.
 
     Args:
@@ -156,10 +63,10 @@ class Core:
         self._sched = WindowScheduler(c.window_ms, c.max_size, c.min_size, c.max_wait_ms)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._raw: list[Request] = []
-        self._pending: dict[int, _Group] = {}  # by seq: arrival order
-        self._pending_exact: dict[tuple, tuple[_Group, Any, float, bool]] = {}
-        self._inflight_exact: dict[tuple, tuple[_Group, Any, float, bool]] = {}
-        self._batches: set[_Batch] = set()
+        self._pending: dict[int, Group] = {}  # by seq: arrival order
+        self._pending_exact: dict[tuple, tuple[Group, Any, float, bool]] = {}
+        self._inflight_exact: dict[tuple, tuple[Group, Any, float, bool]] = {}
+        self._batches: set[Batch] = set()
         self._waiting = 0
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -474,7 +381,7 @@ class Core:
             if b.live == 0 and b.task is not None and not b.task.done():
                 b.task.cancel()  # nobody waits for any of its results any more
 
-    def _remove_pending(self, g: _Group) -> None:
+    def _remove_pending(self, g: Group) -> None:
         self._pending.pop(g.seq, None)
         if g.row is not None:
             self._leaders.drop(g.row)
@@ -572,235 +479,14 @@ class Core:
         if self._idle is not None and not self._raw and not self._pending and not self._batches:
             self._idle.set()
 
-    # ------------------------------------------------------------- dedup
-
-    def _new_group(self, req: Request, part: Any = None) -> _Group:
-        g = _Group(req)
-        g.part = part
-        req.group = g
-        req.state = GROUPED
-        req.similarity = None
-        self._pending[g.seq] = g
-        if req.key is not None:
-            g.keys.append(req.key)
-            self._pending_exact.setdefault(req.key, (g, req.norm, 1.0, True))
-        return g
-
-    def _join(self, req: Request, g: _Group, similarity: float, exact: bool) -> None:
-        req.group = g
-        req.state = GROUPED
-        req.similarity = similarity
-        req.exact = exact
-        g.members.append(req)
-        g.live += 1
-        if req.priority > g.priority:
-            g.priority = req.priority
-        if req.key is not None and req.key not in self._pending_exact:
-            g.keys.append(req.key)
-            self._pending_exact[req.key] = (g, req.norm, similarity, exact)
-
-    def _coalesce(self, req: Request, g: _Group, similarity: float, exact: bool) -> None:
-        assert g.batch is not None
-        req.group = g
-        req.state = INFLIGHT
-        req.similarity = similarity
-        req.exact = exact
-        g.members.append(req)
-        g.live += 1
-        g.batch.live += 1
-        self._waiting -= 1
-        st = self.stats
-        st.record_merge(similarity, exact)
-        st.inflight_coalesced += 1
-
-    def _fail_raw(self, req: Request, err: BaseException) -> None:
-        if req.state != RAW:
-            return
-        self._leave(req)
-        self._finish(req, None, err)
-
-    def _dedup_pass(self, raw: list[Request]) -> None:
-        """Merge everything that arrived since the last pass into groups."""
-        if not raw:
-            return
-        c = self.config
-        if not c.enable_dedup:
-            for r in raw:
-                self._new_group(r)
-            return
-        for r in raw:
-            if r.text is not None:
-                r.norm = normalize_key(r.text) if c.normalize else r.text
-            else:
-                r.norm = canonical_bytes(r.payload)
-        hashes = exact_hashes([r.norm for r in raw])  # type: ignore[misc]
-        scope = c.dedup_scope
-        fresh: list[Request] = []
-        first_of: dict[tuple, Request] = {}
-        followers: dict[tuple, list[Request]] = {}
-        for r, h in zip(raw, hashes, strict=True):
-            key = (scope_of(r.payload, scope) if scope else b"", h, r.text is None)
-            r.key = key
-            hit = self._inflight_exact.get(key)
-            if hit is not None and hit[1] == r.norm and hit[0].batch is not None \
-                    and hit[0].batch.live > 0:
-                self._coalesce(r, hit[0], hit[2], hit[3])
-                continue
-            hit = self._pending_exact.get(key)
-            if hit is not None and hit[1] == r.norm:
-                self._join(r, hit[0], hit[2], hit[3])
-                continue
-            lead = first_of.get(key)
-            if lead is not None and lead.norm == r.norm:
-                followers.setdefault(key, []).append(r)
-                continue
-            if lead is None:
-                first_of[key] = r
-            fresh.append(r)
-        if fresh:
-            if c.dedup_function is not None:
-                self._custom_stage(fresh)
-            elif c.dedup_strategy in ("embedding", "hybrid"):
-                self._embedding_stage(fresh)
-            else:
-                for r in fresh:
-                    self._new_group(r)
-        for key, rs in followers.items():
-            lead = first_of[key]
-            if lead.state != GROUPED:  # its lead failed its own dedup step: the next one leads
-                lead, rs = rs[0], rs[1:]
-                self._new_group(lead)
-            g = lead.group
-            assert g is not None
-            sim = 1.0 if lead.similarity is None else lead.similarity
-            for r in rs:
-                self._join(r, g, sim, lead.similarity is None or lead.exact)
-
-    def _part_key(self, req: Request, scope: tuple[str, ...]) -> Any:
-        s = scope_of(req.payload, scope) if scope else b""
-        if self.config.guard_numbers and req.text is not None:
-            return (s, number_guard(req.text))
-        return (s, None)
-
-    def _custom_stage(self, fresh: list[Request]) -> None:
-        c = self.config
-        fn = c.dedup_function
-        threshold = c.dedup_threshold if c.dedup_threshold is not None else \
-            _CUSTOM_DEFAULT_THRESHOLD
-        leaders = [g for g in self._pending.values()]
-        for r in fresh:
-            part = self._part_key(r, c.dedup_scope)
-            best: _Group | None = None
-            best_sim = 0.0
-            try:
-                for g in leaders:
-                    if g.part != part:
-                        continue
-                    sim = fn(r.payload, g.leader.payload)  # type: ignore[misc]
-                    if isinstance(sim, bool) or not isinstance(sim, (int, float)) or \
-                            not 0.0 <= sim <= 1.0:
-                        raise HandlerError(
-                            f"dedup_function must return a similarity in [0, 1], got {sim!r}"
-                        )
-                    if sim >= threshold:
-                        best, best_sim = g, float(sim)
-                        break
-            except HandlerError as e:
-                self._fail_raw(r, e)
-                continue
-            except Exception as e:  # the user's function: fail this request only
-                self._fail_raw(r, HandlerError.from_exception(e, "dedup_function raised"))
-                continue
-            if best is not None:
-                self._join(r, best, best_sim, False)
-            else:
-                leaders.append(self._new_group(r, part=part))
-
-    def embedder(self) -> Any:
-        """The resolved embedder (built on first use)."""
-        if self._embedder is None:
-            from .embed import resolve_embedder
-
-            self._embedder = resolve_embedder(self.config.embedder)
-        return self._embedder
-
-    def threshold(self) -> float:
-        """The similarity threshold in force for embedding merges."""
-        c = self.config
-        if c.dedup_threshold is not None:
-            return c.dedup_threshold
-        if c.dedup_function is not None:
-            return _CUSTOM_DEFAULT_THRESHOLD
-        rec = getattr(self.embedder(), "recommended_threshold", None)
-        return float(rec) if rec is not None else _FALLBACK_THRESHOLD
-
-    def _embedding_stage(self, fresh: list[Request]) -> None:
-        from .embed import validate_vector
-        from .kernels import leader_cluster
-
-        c = self.config
-        emb = self.embedder()
-        cands: list[Request] = []
-        for r in fresh:
-            if r.text is None and r.vector is None:
-                self._new_group(r)  # no text: only an identical request merges with it
-            else:
-                cands.append(r)
-        to_embed = [r for r in cands if r.vector is None]
-        vecs: dict[int, Any] = {}
-        if to_embed:
-            try:
-                mat = emb.embed([r.text for r in to_embed])
-            except Exception as e:
-                for r in to_embed:
-                    self._fail_raw(r, HandlerError.from_exception(e, "the embedder failed"))
-            else:
-                for i, r in enumerate(to_embed):
-                    vecs[r.seq] = mat[i]
-        index = self._leaders
-        dim = getattr(emb, "dim", None) or index.dim
-        ok: list[Request] = []
-        for r in cands:
-            if r.state != RAW:
-                continue
-            if r.vector is not None:
-                try:
-                    r.vector = validate_vector(r.vector, dim)
-                except ValueError as e:
-                    self._fail_raw(r, InvalidRequestError(f"bad 'embedding' field: {e}"))
-                    continue
-                vecs[r.seq] = r.vector
-            ok.append(r)
-        if not ok:
-            return
-        if index.dim is None:
-            index.dim = len(vecs[ok[0].seq])
-        keys = [self._part_key(r, c.dedup_scope) for r in ok]
-        start = index.append([vecs[r.seq] for r in ok], keys)
-        n = start + len(ok)
-        lead, sim = leader_cluster(index.mat[:n], index.part[:n], float(self.threshold()),
-                                   start, method=_CLUSTER_METHOD)
-        owners = index.owners
-        for j, r in enumerate(ok):
-            i = start + j
-            li = int(lead[i])
-            if li == i:
-                g = self._new_group(r, part=keys[j])
-                g.row = i
-                owners[i] = g
-            else:
-                self._join(r, owners[li], float(sim[i]), False)
-                index.part[i] = -1  # a member's row never leads
-                index.dead += 1
-
     # ------------------------------------------------------------- dispatch
 
-    def _dispatch(self, groups: list[_Group], now: float) -> None:
+    def _dispatch(self, groups: list[Group], now: float) -> None:
         live_total = 0
-        sent: list[_Group] = []
+        sent: list[Group] = []
         st = self.stats
         pending_exact = self._pending_exact
-        moved: list[tuple[tuple, tuple[_Group, Any, float, bool]]] = []
+        moved: list[tuple[tuple, tuple[Group, Any, float, bool]]] = []
         for g in groups:
             for k in g.keys:
                 entry = pending_exact.get(k)
@@ -826,7 +512,7 @@ class Core:
             sent.append(g)
         if not sent:
             return
-        batch = _Batch(sent, live_total)
+        batch = Batch(sent, live_total)
         for g in sent:
             g.batch = batch
         for k, entry in moved:
@@ -872,7 +558,7 @@ class Core:
             result = await result
         return result
 
-    async def _run(self, batch: _Batch) -> None:
+    async def _run(self, batch: Batch) -> None:
         loop = self._loop
         assert loop is not None
         payloads = [g.leader.payload for g in batch.groups]
@@ -942,7 +628,7 @@ class Core:
         self._schedule_pump()
         self._check_idle()
 
-    def _fail_group(self, g: _Group, error: BaseException) -> None:
+    def _fail_group(self, g: Group, error: BaseException) -> None:
         first = True
         for m in g.members:
             if m.state == INFLIGHT:
@@ -1012,3 +698,4 @@ def _copy_error(error: BaseException) -> BaseException:
             return error
     new.__cause__ = error.__cause__
     return new
+

@@ -1,0 +1,274 @@
+"""The dedup pass: merge what arrived into pending groups, or into work already running.
+
+A mixin of :class:`~stratabatch.core.Core`: the stages below read and change the core's
+pending structures, and the core calls :meth:`Grouping._dedup_pass` once per loop tick that
+saw arrivals, before any batch is taken. Order of the stages:
+
+1. exact: equal scope and normalized key (xxh64 by one kernel call per pass); a twin of
+   work in the handler coalesces into it, a twin of a pending group joins it;
+2. then, for what is left, either the user's ``dedup_function`` or (strategies ``embedding``
+   and ``hybrid``) the embedder and greedy cosine leader clustering against the pending
+   leaders, within partitions of equal scope and, with ``guard_numbers``, equal numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from .dedup import LeaderIndex, canonical_bytes, exact_hashes, normalize_key, number_guard, scope_of
+from .errors import HandlerError, InvalidRequestError
+from .records import GROUPED, INFLIGHT, RAW, Group, Request
+
+if TYPE_CHECKING:
+    from .config import BatchConfig
+    from .stats import StatsRecorder
+
+_CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
+_FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
+# The BLAS path of the clustering kernel wins only with BLAS on one thread: two OpenBLAS
+# threads on a busy 2-core machine made it 30x slower than the jitted loop (measured). The
+# engine process pins BLAS before numpy loads; an embedded process gets it when it does too.
+_CLUSTER_METHOD = "auto" if any(
+    os.environ.get(v) == "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                       "MKL_NUM_THREADS")) else "loop"
+
+
+class Grouping:
+    """The dedup stages of the core (a mixin: the state lives in :class:`Core`)."""
+
+    config: BatchConfig
+    stats: StatsRecorder
+    _pending: dict[int, Group]
+    _pending_exact: dict[tuple, tuple[Group, Any, float, bool]]
+    _inflight_exact: dict[tuple, tuple[Group, Any, float, bool]]
+    _leaders: LeaderIndex
+    _embedder: Any
+    _waiting: int
+
+    if TYPE_CHECKING:  # provided by Core
+
+        def _leave(self, req: Request) -> None: ...
+
+        def _finish(self, req: Request, value: Any, error: BaseException | None,
+                    now: float | None = None) -> None: ...
+
+
+    def _new_group(self, req: Request, part: Any = None) -> Group:
+        g = Group(req)
+        g.part = part
+        req.group = g
+        req.state = GROUPED
+        req.similarity = None
+        self._pending[g.seq] = g
+        if req.key is not None:
+            g.keys.append(req.key)
+            self._pending_exact.setdefault(req.key, (g, req.norm, 1.0, True))
+        return g
+
+    def _join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+        req.group = g
+        req.state = GROUPED
+        req.similarity = similarity
+        req.exact = exact
+        g.members.append(req)
+        g.live += 1
+        if req.priority > g.priority:
+            g.priority = req.priority
+        if req.key is not None and req.key not in self._pending_exact:
+            g.keys.append(req.key)
+            self._pending_exact[req.key] = (g, req.norm, similarity, exact)
+
+    def _coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+        assert g.batch is not None
+        req.group = g
+        req.state = INFLIGHT
+        req.similarity = similarity
+        req.exact = exact
+        g.members.append(req)
+        g.live += 1
+        g.batch.live += 1
+        self._waiting -= 1
+        st = self.stats
+        st.record_merge(similarity, exact)
+        st.inflight_coalesced += 1
+
+    def _fail_raw(self, req: Request, err: BaseException) -> None:
+        if req.state != RAW:
+            return
+        self._leave(req)
+        self._finish(req, None, err)
+
+    def _dedup_pass(self, raw: list[Request]) -> None:
+        """Merge everything that arrived since the last pass into groups."""
+        if not raw:
+            return
+        c = self.config
+        if not c.enable_dedup:
+            for r in raw:
+                self._new_group(r)
+            return
+        for r in raw:
+            if r.text is not None:
+                r.norm = normalize_key(r.text) if c.normalize else r.text
+            else:
+                r.norm = canonical_bytes(r.payload)
+        hashes = exact_hashes([r.norm for r in raw])  # type: ignore[misc]
+        scope = c.dedup_scope
+        fresh: list[Request] = []
+        first_of: dict[tuple, Request] = {}
+        followers: dict[tuple, list[Request]] = {}
+        for r, h in zip(raw, hashes, strict=True):
+            key = (scope_of(r.payload, scope) if scope else b"", h, r.text is None)
+            r.key = key
+            hit = self._inflight_exact.get(key)
+            if hit is not None and hit[1] == r.norm and hit[0].batch is not None \
+                    and hit[0].batch.live > 0:
+                self._coalesce(r, hit[0], hit[2], hit[3])
+                continue
+            hit = self._pending_exact.get(key)
+            if hit is not None and hit[1] == r.norm:
+                self._join(r, hit[0], hit[2], hit[3])
+                continue
+            lead = first_of.get(key)
+            if lead is not None and lead.norm == r.norm:
+                followers.setdefault(key, []).append(r)
+                continue
+            if lead is None:
+                first_of[key] = r
+            fresh.append(r)
+        if fresh:
+            if c.dedup_function is not None:
+                self._custom_stage(fresh)
+            elif c.dedup_strategy in ("embedding", "hybrid"):
+                self._embedding_stage(fresh)
+            else:
+                for r in fresh:
+                    self._new_group(r)
+        for key, rs in followers.items():
+            lead = first_of[key]
+            if lead.state != GROUPED:  # its lead failed its own dedup step: the next one leads
+                lead, rs = rs[0], rs[1:]
+                self._new_group(lead)
+            g = lead.group
+            assert g is not None
+            sim = 1.0 if lead.similarity is None else lead.similarity
+            for r in rs:
+                self._join(r, g, sim, lead.similarity is None or lead.exact)
+
+    def _part_key(self, req: Request, scope: tuple[str, ...]) -> Any:
+        s = scope_of(req.payload, scope) if scope else b""
+        if self.config.guard_numbers and req.text is not None:
+            return (s, number_guard(req.text))
+        return (s, None)
+
+    def _custom_stage(self, fresh: list[Request]) -> None:
+        c = self.config
+        fn = c.dedup_function
+        threshold = c.dedup_threshold if c.dedup_threshold is not None else \
+            _CUSTOM_DEFAULT_THRESHOLD
+        leaders = [g for g in self._pending.values()]
+        for r in fresh:
+            part = self._part_key(r, c.dedup_scope)
+            best: Group | None = None
+            best_sim = 0.0
+            try:
+                for g in leaders:
+                    if g.part != part:
+                        continue
+                    sim = fn(r.payload, g.leader.payload)  # type: ignore[misc]
+                    if isinstance(sim, bool) or not isinstance(sim, (int, float)) or \
+                            not 0.0 <= sim <= 1.0:
+                        raise HandlerError(
+                            f"dedup_function must return a similarity in [0, 1], got {sim!r}"
+                        )
+                    if sim >= threshold:
+                        best, best_sim = g, float(sim)
+                        break
+            except HandlerError as e:
+                self._fail_raw(r, e)
+                continue
+            except Exception as e:  # the user's function: fail this request only
+                self._fail_raw(r, HandlerError.from_exception(e, "dedup_function raised"))
+                continue
+            if best is not None:
+                self._join(r, best, best_sim, False)
+            else:
+                leaders.append(self._new_group(r, part=part))
+
+    def embedder(self) -> Any:
+        """The resolved embedder (built on first use)."""
+        if self._embedder is None:
+            from .embed import resolve_embedder
+
+            self._embedder = resolve_embedder(self.config.embedder)
+        return self._embedder
+
+    def threshold(self) -> float:
+        """The similarity threshold in force for embedding merges."""
+        c = self.config
+        if c.dedup_threshold is not None:
+            return c.dedup_threshold
+        if c.dedup_function is not None:
+            return _CUSTOM_DEFAULT_THRESHOLD
+        rec = getattr(self.embedder(), "recommended_threshold", None)
+        return float(rec) if rec is not None else _FALLBACK_THRESHOLD
+
+    def _embedding_stage(self, fresh: list[Request]) -> None:
+        from .embed import validate_vector
+        from .kernels import leader_cluster
+
+        c = self.config
+        emb = self.embedder()
+        cands: list[Request] = []
+        for r in fresh:
+            if r.text is None and r.vector is None:
+                self._new_group(r)  # no text: only an identical request merges with it
+            else:
+                cands.append(r)
+        to_embed = [r for r in cands if r.vector is None]
+        vecs: dict[int, Any] = {}
+        if to_embed:
+            try:
+                mat = emb.embed([r.text for r in to_embed])
+            except Exception as e:
+                for r in to_embed:
+                    self._fail_raw(r, HandlerError.from_exception(e, "the embedder failed"))
+            else:
+                for i, r in enumerate(to_embed):
+                    vecs[r.seq] = mat[i]
+        index = self._leaders
+        dim = getattr(emb, "dim", None) or index.dim
+        ok: list[Request] = []
+        for r in cands:
+            if r.state != RAW:
+                continue
+            if r.vector is not None:
+                try:
+                    r.vector = validate_vector(r.vector, dim)
+                except ValueError as e:
+                    self._fail_raw(r, InvalidRequestError(f"bad 'embedding' field: {e}"))
+                    continue
+                vecs[r.seq] = r.vector
+            ok.append(r)
+        if not ok:
+            return
+        if index.dim is None:
+            index.dim = len(vecs[ok[0].seq])
+        keys = [self._part_key(r, c.dedup_scope) for r in ok]
+        start = index.append([vecs[r.seq] for r in ok], keys)
+        n = start + len(ok)
+        lead, sim = leader_cluster(index.mat[:n], index.part[:n], float(self.threshold()),
+                                   start, method=_CLUSTER_METHOD)
+        owners = index.owners
+        for j, r in enumerate(ok):
+            i = start + j
+            li = int(lead[i])
+            if li == i:
+                g = self._new_group(r, part=keys[j])
+                g.row = i
+                owners[i] = g
+            else:
+                self._join(r, owners[li], float(sim[i]), False)
+                index.part[i] = -1  # a member's row never leads
+                index.dead += 1

@@ -1,0 +1,91 @@
+"""The records the core works on: a request, a group of duplicates, a running batch.
+
+Life of a request::
+
+    RAW --dedup pass--> GROUPED (in a pending group) --dispatch--> INFLIGHT --> DONE
+     |                                                                ^
+     +-- exact twin of in-flight work: coalesced into it -------------+
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+RAW, GROUPED, INFLIGHT, DONE = range(4)
+
+
+class Request:
+    """One accepted request, as the core sees it.
+
+    Attributes:
+        payload: The request mapping handed to the handler (if it leads its group).
+        priority: Higher runs first with ``enable_priorities``.
+        deadline: Loop time after which the caller has given up, or None.
+        sink: Opaque to the core: whom to answer (a call of the processor, a client slot...).
+        index: Opaque to the core: the position within the sink's call.
+        text: The dedup text (``payload[dedup_key]`` if it is a str), or None.
+        vector: The request's own embedding (float32, unit norm), or None.
+        similarity: Similarity to the request whose handler item answers it; None if it is
+            that request itself.
+    """
+
+    __slots__ = (
+        "payload", "priority", "deadline", "sink", "index", "text", "vector",
+        "arrival", "seq", "state", "group", "key", "norm", "similarity", "exact", "timer",
+    )
+
+    def __init__(
+        self, payload: Mapping[str, Any], *, priority: int = 0, deadline: float | None = None,
+        sink: Any = None, index: int = 0, text: str | None = None, vector: Any = None,
+    ) -> None:
+        self.payload = payload
+        self.priority = priority
+        self.deadline = deadline
+        self.sink = sink
+        self.index = index
+        self.text = text
+        self.vector = vector
+        self.arrival = 0.0
+        self.seq = 0
+        self.state = RAW
+        self.group: Group | None = None
+        self.key: tuple | None = None
+        self.norm: str | bytes | None = None
+        self.similarity: float | None = None
+        self.exact = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def leader(self) -> Request | None:
+        """The request whose payload went (or goes) to the handler for this one."""
+        return self.group.leader if self.group is not None else None
+
+
+class Group:
+    """Requests that share one handler item: the leader and its duplicates."""
+
+    __slots__ = ("leader", "members", "live", "priority", "first_arrival", "seq", "keys",
+                 "row", "part", "batch")
+
+    def __init__(self, leader: Request) -> None:
+        self.leader = leader
+        self.members = [leader]
+        self.live = 1
+        self.priority = leader.priority
+        self.first_arrival = leader.arrival
+        self.seq = leader.seq
+        self.keys: list[tuple] = []
+        self.row: int | None = None  # its leader's row in the LeaderIndex
+        self.part: Any = None
+        self.batch: Batch | None = None
+
+
+class Batch:
+    __slots__ = ("groups", "live", "task")
+
+    def __init__(self, groups: list[Group], live: int) -> None:
+        self.groups = groups
+        self.live = live
+        self.task: asyncio.Task | None = None
