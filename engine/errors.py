@@ -11,7 +11,8 @@ derives from the builtin exception it narrows, so ``except ValueError`` and
     ├── BatchTimeoutError (TimeoutError)    the caller's timeout or processing_timeout ran out
     ├── QueueFullError (queue.Full)         backpressure: the queue or ring is full
     ├── HandlerError (RuntimeError)         the user's handler (or dedup_function) failed
-    └── EngineUnavailableError (ConnectionError)  no engine, or it died
+    ├── EngineUnavailableError (ConnectionError)  no engine, or it died
+    └── ModelIntegrityError (RuntimeError)  a shipped model file is missing or altered
 """
 
 from __future__ import annotations
@@ -88,12 +89,18 @@ class EngineUnavailableError(StratabatchError, ConnectionError):
     """No engine answers under that name, or the engine died while requests were waiting."""
 
 
+class ModelIntegrityError(StratabatchError, RuntimeError):
+    """A model or vocabulary file of the ``semantic`` extra is missing, or its sha256 is not
+    the pinned one."""
+
+
 __all__ = [
     "BatchTimeoutError",
     "ConfigError",
     "EngineUnavailableError",
     "HandlerError",
     "InvalidRequestError",
+    "ModelIntegrityError",
     "QueueFullError",
     "RequestTooLargeError",
     "StratabatchError",

@@ -112,9 +112,9 @@ class BatchProcessor:
 
     # ------------------------------------------------------------- requests
 
-    def _record(self, request: Any, index: int, call: _Call, priority: int,
+    def _record(self, request: Any, index: int, call: Any, priority: int,
                 deadline: float | None) -> Request:
-        if not isinstance(request, Mapping):
+        if type(request) is not dict and not isinstance(request, Mapping):
             raise InvalidRequestError(
                 f"request {index}: a request must be a mapping (e.g. a dict), "
                 f"got {type(request).__name__}"
@@ -147,7 +147,14 @@ class BatchProcessor:
                        text=text if isinstance(text, str) else None, vector=vector)
 
     def _deliver(self, req: Request, value: Any, error: BaseException | None) -> None:
-        call: _Call = req.sink
+        call = req.sink
+        if type(call) is not _Call:  # a single-request call: the sink is its future
+            if not call.done():
+                if error is not None:
+                    call.set_exception(error)
+                else:
+                    call.set_result(value)
+            return
         if call.stream is not None:
             g = req.group
             merged = None
@@ -239,22 +246,19 @@ class BatchProcessor:
             QueueFullError: backpressure, see ``on_full``.
             HandlerError: the handler failed this request or its batch.
         """
-        single = isinstance(requests, Mapping)
-        if single:
-            items: Sequence[Any] = (requests,)
-        elif isinstance(requests, (list, tuple)):
-            items = requests
-        else:
+        if type(requests) is dict or isinstance(requests, Mapping):
+            return await self._process_one(requests, priority, timeout)
+        if not isinstance(requests, (list, tuple)):
             raise InvalidRequestError(
                 "process() takes a request mapping or a list of them, "
                 f"got {type(requests).__name__}"
             )
         self._check_call_args(priority, timeout)
-        if not items:
+        if not requests:
             return []
         loop = asyncio.get_running_loop()
-        call = _Call(len(items), loop.create_future(), return_exceptions and not single, None)
-        submitted = await self._submit_all(items, call, priority, timeout,
+        call = _Call(len(requests), loop.create_future(), return_exceptions, None)
+        submitted = await self._submit_all(requests, call, priority, timeout,
                                            invalid_ok=call.return_exceptions)
         try:
             results = await call.fut  # type: ignore[misc]
@@ -262,7 +266,29 @@ class BatchProcessor:
             for r in submitted:  # the caller is gone (or failed): its other requests go too
                 self._core.abandon(r)
             raise
-        return results[0] if single else results
+        return results
+
+    async def _process_one(self, request: Mapping[str, Any], priority: int,
+                           timeout: float | None) -> Any:
+        """``process`` of one request: the same steps as a list, minus the list."""
+        if priority != 0 or timeout is not None:
+            self._check_call_args(priority, timeout)
+        core = self._core
+        loop = asyncio.get_running_loop()
+        core.bind(loop)
+        if core.closed:
+            raise StratabatchError("the BatchProcessor is closed; no new requests are accepted")
+        deadline = None if timeout is None else loop.time() + timeout
+        fut = loop.create_future()
+        rec = self._record(request, 0, fut, priority, deadline)
+        while not core.make_room(priority):
+            await core.wait_for_room(deadline)
+        core.submit(rec)
+        try:
+            return await fut
+        except BaseException:
+            core.abandon(rec)  # no-op if it already has its outcome
+            raise
 
     async def process_streaming(self, requests: Sequence[Any], *, priority: int = 0,
                                 timeout: float | None = None) -> AsyncIterator[Completed]:
