@@ -1,0 +1,766 @@
+"""The counters block: the engine's live statistics in shared memory, read without locks.
+
+One writer (the engine) updates fields in place; any number of readers (monitors) copy a
+consistent snapshot through a seqlock and never block the writer. The block describes itself:
+its header points at a JSON schema naming every field, its kind, type and offset, so a reader
+needs no shared Python code (``json`` and ``struct`` in any language will do).
+
+Byte layout (little-endian; offset 0 is the buffer start, usually a Segment payload)::
+
+    offset  size  field
+         0     8  magic            b"SBCOUNT1"
+         8     4  version          u32, COUNTERS_VERSION
+        12     4  header bytes     u32, 128
+        16     8  schema offset    u64, 128
+        24     8  schema bytes     u64, length of the UTF-8 JSON schema
+        32     8  data offset      u64, 64-byte aligned, after the schema
+        40     8  data bytes       u64, a multiple of 8
+        48    16  reserved         zero
+        64     8  sequence         i64 seqlock word, alone on its cache line
+        72    56  reserved         zero
+       128     -  schema           JSON (see docs/ipc-data.md), zero padded to 64 bytes
+    data offset   data             8-byte words: i64 or f64, offsets given by the schema
+
+Seqlock protocol: the writer makes the sequence odd (atomic add), writes, then makes it even
+again (atomic add; both are full barriers). A reader loads the sequence, retries while it is
+odd, copies the whole data region, fences, and accepts the copy only if the sequence has not
+changed. The copy loop runs jitted (numba) so it is a few hundred nanoseconds long and fits
+between updates even when the writer updates non-stop.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+import re
+import struct
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from stratabatch.ipc.atomics import atomic_add, atomic_load, fence
+from stratabatch.ipc.errors import SegmentLayoutError
+
+COUNTERS_MAGIC = b"SBCOUNT1"
+"""First 8 bytes of a counters block."""
+COUNTERS_VERSION = 1
+"""Layout version of the block (header, schema format and seqlock protocol)."""
+HEADER_BYTES = 128
+"""Size of the fixed header; the schema starts here."""
+SEQ_OFFSET = 64
+"""Offset of the seqlock sequence word."""
+
+_HEADER = struct.Struct("<8sIIQQQQ")
+_TYPES = ("i64", "f64")
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_RESERVED = frozenset({"seq"})
+
+
+def _align(n: int, to: int = 64) -> int:
+    return (n + to - 1) // to * to
+
+
+# ---------------------------------------------------------------------- field specs
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A monotonically increasing i64 total."""
+
+    name: str
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """A value that goes up and down; ``type`` is ``"i64"`` or ``"f64"``."""
+
+    name: str
+    type: str = "f64"
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of observations per bucket, plus their count and sum.
+
+    Bucket ``i`` counts values ``v`` with ``bounds[i-1] < v <= bounds[i]``; one more bucket
+    past the last bound counts everything larger (Prometheus' ``le`` convention).
+    """
+
+    name: str
+    bounds: tuple[float, ...]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class SampleRing:
+    """The last ``capacity`` rows of ``columns`` (name, type) pushed, e.g. one per second."""
+
+    name: str
+    capacity: int
+    columns: tuple[tuple[str, str], ...]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """``rows`` rows of ``columns`` (name, type), addressed by index (e.g. a client slot)."""
+
+    name: str
+    rows: int
+    columns: tuple[tuple[str, str], ...]
+    index_name: str = "row"
+    doc: str = ""
+
+
+FieldSpec = Union[Counter, Gauge, Histogram, SampleRing, Table]
+
+
+def log_buckets(low: float, high: float, per_decade: int) -> tuple[float, ...]:
+    """Log-spaced bucket bounds from ``low`` to at least ``high``, ``per_decade`` per decade."""
+    count = math.ceil(round(math.log10(high / low) * per_decade, 9)) + 1
+    return tuple(float(f"{low * 10 ** (i / per_decade):.6g}") for i in range(count))
+
+
+LATENCY_BUCKETS_MS = log_buckets(0.01, 100_000.0, 10)
+"""Latency bounds: 10 µs to 100 s, 10 per decade (each bucket about 26% wide)."""
+BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
+                      768, 1024, 1536, 2048, 3072, 4096)
+"""Batch-size bounds (1, 2, 3, 4, then two per power of two up to 4096)."""
+SIMILARITY_BUCKETS = tuple(round(i / 100, 2) for i in range(1, 101))
+"""Merge-similarity bounds: 0.01 to 1.00 in steps of 0.01."""
+
+STATS_COUNTERS = (
+    ("total_requests", "requests accepted"),
+    ("total_batches", "handler calls"),
+    ("unique_requests", "requests that reached the handler"),
+    ("duplicates", "requests answered by another request's result"),
+    ("inflight_coalesced", "duplicates that joined work already running"),
+    ("errors", "requests that ended in an error"),
+    ("timeouts", "requests that timed out"),
+    ("rejected", "requests refused by backpressure"),
+    ("exact_merges", "duplicates merged on equal normalized keys"),
+    ("near_merges", "duplicates merged on similarity"),
+)
+STATS_GAUGES = (
+    ("queue_depth", "i64", "requests waiting"),
+    ("inflight_batches", "i64", "handler calls running"),
+    ("clients_connected", "i64", "connected client processes"),
+    ("window_ms", "f64", "current batching window"),
+    ("avg_batch_size", "f64", "mean handler batch size"),
+    ("dedup_rate", "f64", "duplicates / total_requests"),
+    ("requests_per_second", "f64", "recent request rate"),
+    ("cost_saved_usd", "f64", "duplicates * cost_per_request_usd"),
+    ("latency_ms_p50", "f64", "end-to-end latency median"),
+    ("latency_ms_p95", "f64", "end-to-end latency 95th percentile"),
+    ("latency_ms_p99", "f64", "end-to-end latency 99th percentile"),
+    ("engine_pid", "i64", "pid of the writer"),
+    ("started_at_ns", "i64", "time.time_ns() when the engine started"),
+    ("updated_at_ns", "i64", "time.time_ns() of the engine's last update (a heartbeat)"),
+)
+SECOND_COLUMNS = (
+    ("t_s", "i64"), ("requests", "i64"), ("batches", "i64"), ("duplicates", "i64"),
+    ("errors", "i64"), ("latency_ms_p99", "f64"), ("queue_depth", "i64"),
+)
+"""Columns of the stats layout's per-second ring ``seconds``."""
+CLIENT_COLUMNS = (
+    ("pid", "i64"), ("connected", "i64"), ("requests", "i64"), ("errors", "i64"),
+    ("timeouts", "i64"), ("connected_at_ns", "i64"),
+)
+"""Columns of the stats layout's per-client table ``clients`` (indexed by slot)."""
+
+
+# ---------------------------------------------------------------------- layout
+
+
+class CountersLayout:
+    """Offsets of every field of a counters block, and the JSON schema describing them.
+
+    Args:
+        fields: The fields, in the order they are laid out.
+
+    Attributes:
+        fields: One schema entry (a dict) per field, offsets included.
+        schema: The whole schema, as stored in the block.
+        schema_bytes: The schema encoded as compact UTF-8 JSON.
+        data_offset: Where the data words start (64-byte aligned).
+        data_bytes: Size of the data region.
+        nbytes: Bytes a buffer needs to hold the block; size the segment with it.
+
+    Raises:
+        ValueError: A name is invalid or repeated, a type unknown, a size out of range, or
+            histogram bounds not strictly increasing and finite.
+    """
+
+    def __init__(self, fields: Sequence[FieldSpec]) -> None:
+        entries: list[dict[str, Any]] = []
+        names: set[str] = set()
+        word = 0
+        for spec in fields:
+            _check_name(spec.name, "field", names)
+            entry: dict[str, Any] = {"name": spec.name, "doc": spec.doc}
+            if isinstance(spec, (Counter, Gauge)):
+                kind = "counter" if isinstance(spec, Counter) else "gauge"
+                typ = "i64" if isinstance(spec, Counter) else spec.type
+                _check_type(typ, spec.name)
+                entry.update(kind=kind, type=typ, offset=word * 8)
+                word += 1
+            elif isinstance(spec, Histogram):
+                bounds = [float(b) for b in spec.bounds]
+                if not bounds or not all(math.isfinite(b) for b in bounds) or any(
+                    b >= c for b, c in zip(bounds[:-1], bounds[1:], strict=True)
+                ):
+                    raise ValueError(
+                        f"histogram {spec.name!r}: bounds must be finite and strictly "
+                        f"increasing, got {spec.bounds!r:.80}"
+                    )
+                entry.update(kind="histogram", count_offset=word * 8, count_type="i64",
+                             sum_offset=word * 8 + 8, sum_type="f64",
+                             buckets_offset=word * 8 + 16, bucket_type="i64",
+                             buckets=len(bounds) + 1, bounds=bounds)
+                word += 2 + len(bounds) + 1
+            elif isinstance(spec, (SampleRing, Table)):
+                size = spec.capacity if isinstance(spec, SampleRing) else spec.rows
+                if type(size) is not int or not 1 <= size <= 1_000_000:
+                    raise ValueError(f"{spec.name!r}: size must be in [1, 1000000], got {size!r}")
+                cols: set[str] = set()
+                columns = []
+                for cname, ctype in spec.columns:
+                    _check_name(cname, f"{spec.name!r} column", cols)
+                    _check_type(ctype, f"{spec.name}.{cname}")
+                    columns.append({"name": cname, "type": ctype})
+                if not columns:
+                    raise ValueError(f"{spec.name!r} needs at least one column")
+                if isinstance(spec, SampleRing):
+                    entry.update(kind="sample_ring", head_offset=word * 8, head_type="i64",
+                                 rows_offset=word * 8 + 8, capacity=size)
+                    word += 1
+                else:
+                    _check_name(spec.index_name, "index", {c["name"] for c in columns})
+                    entry.update(kind="table", rows_offset=word * 8, rows=size,
+                                 index_name=spec.index_name)
+                entry.update(row_bytes=8 * len(columns), columns=columns)
+                word += size * len(columns)
+            else:
+                raise TypeError(f"not a field spec: {spec!r}")
+            entries.append(entry)
+        self.fields: tuple[dict[str, Any], ...] = tuple(entries)
+        self.schema: dict[str, Any] = {
+            "format": "stratabatch-counters",
+            "version": COUNTERS_VERSION,
+            "byte_order": "little",
+            "offsets": "fields' offsets are bytes from the data offset",
+            "seqlock": {"offset": SEQ_OFFSET, "type": "i64",
+                        "protocol": "odd while writing; copy data, accept if unchanged"},
+            "fields": list(entries),
+        }
+        self.schema_bytes = json.dumps(self.schema, separators=(",", ":")).encode()
+        self.data_offset = _align(HEADER_BYTES + len(self.schema_bytes))
+        self.data_bytes = max(word, 1) * 8
+        self.nbytes = _align(self.data_offset + self.data_bytes)
+
+    @classmethod
+    def for_stats(cls, *, max_clients: int = 64, history_s: int = 600) -> CountersLayout:
+        """The engine's stats block: totals, gauges, histograms, seconds ring, client table.
+
+        Args:
+            max_clients: Rows of the ``clients`` table (one per client slot).
+            history_s: Rows of the ``seconds`` ring; at least 300.
+        """
+        if type(history_s) is not int or history_s < 300:
+            raise ValueError(f"history_s must be an integer >= 300, got {history_s!r}")
+        fields: list[FieldSpec] = [Counter(n, d) for n, d in STATS_COUNTERS]
+        fields += [Gauge(n, t, d) for n, t, d in STATS_GAUGES]
+        fields += [
+            Histogram("latency_ms", LATENCY_BUCKETS_MS, "end-to-end request latency, ms"),
+            Histogram("batch_size", BATCH_SIZE_BUCKETS, "requests per handler call"),
+            Histogram("merge_similarity", SIMILARITY_BUCKETS, "similarity of each merge"),
+            SampleRing("seconds", history_s, SECOND_COLUMNS, "one row per second"),
+            Table("clients", max_clients, CLIENT_COLUMNS, "slot", "one row per client slot"),
+        ]
+        return cls(fields)
+
+
+def _check_name(name: Any, what: str, seen: set[str]) -> None:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in _RESERVED:
+        raise ValueError(f"{what} name must match [a-z][a-z0-9_]{{0,63}} and not be 'seq', "
+                         f"got {name!r}")
+    if name in seen:
+        raise ValueError(f"{what} name {name!r} is used twice")
+    seen.add(name)
+
+
+def _check_type(typ: Any, where: str) -> None:
+    if typ not in _TYPES:
+        raise ValueError(f"{where}: type must be one of {_TYPES}, got {typ!r}")
+
+
+# ---------------------------------------------------------------------- seqlock kernel
+
+
+@njit(cache=True)
+def _copy_consistent(seq: np.ndarray, src: np.ndarray, dst: np.ndarray, spins: int) -> int:
+    """Copy ``src`` to ``dst`` between two equal even sequence loads; the sequence or -1."""
+    for _ in range(spins):
+        before = atomic_load(seq, 0)
+        if before & 1:
+            continue
+        for i in range(src.shape[0]):
+            dst[i] = src[i]
+        fence()  # the copy's loads complete before the sequence is read again
+        if atomic_load(seq, 0) == before:
+            return before
+    return -1
+
+
+# ---------------------------------------------------------------------- writer
+
+
+class CountersWriter:
+    """The single writer of a counters block.
+
+    Every method is safe to call on its own (it then forms its own update); group several
+    in :meth:`update` (or :meth:`begin` / :meth:`end`) so readers see them together and the
+    sequence is bumped once. Never share a block between two writers.
+
+    Args:
+        buf: Writable buffer of at least ``layout.nbytes`` bytes (e.g. ``segment.buf``).
+        layout: The fields to lay out. The block is zeroed and its header written.
+    """
+
+    def __init__(self, buf: Any, layout: CountersLayout) -> None:
+        view = memoryview(buf).cast("B")
+        if view.readonly or view.nbytes < layout.nbytes:
+            raise ValueError(
+                f"the counters block needs a writable buffer of {layout.nbytes} bytes, got "
+                f"{'a read-only ' if view.readonly else ''}{view.nbytes} bytes"
+            )
+        self.layout = layout
+        view[8 : layout.nbytes] = bytes(layout.nbytes - 8)
+        view[HEADER_BYTES : HEADER_BYTES + len(layout.schema_bytes)] = layout.schema_bytes
+        _HEADER.pack_into(view, 0, b"\0" * 8, COUNTERS_VERSION, HEADER_BYTES, HEADER_BYTES,
+                          len(layout.schema_bytes), layout.data_offset, layout.data_bytes)
+        self._seq = np.frombuffer(buf, np.int64, 1, SEQ_OFFSET)
+        self._words = np.frombuffer(buf, np.int64, layout.data_bytes // 8, layout.data_offset)
+        self._floats = self._words.view(np.float64)
+        self._depth = 0
+        self._scalars: dict[str, tuple[np.ndarray, int, bool]] = {}
+        self._hists: dict[str, tuple[int, list[float], np.ndarray]] = {}
+        self._rings: dict[str, dict[str, Any]] = {}
+        self._tables: dict[str, dict[str, Any]] = {}
+        for f in layout.fields:
+            if f["kind"] in ("counter", "gauge"):
+                is_int = f["type"] == "i64"
+                arr = self._words if is_int else self._floats
+                self._scalars[f["name"]] = (arr, f["offset"] // 8, is_int)
+            elif f["kind"] == "histogram":
+                self._hists[f["name"]] = (f["count_offset"] // 8, f["bounds"],
+                                          np.asarray(f["bounds"]))
+            else:
+                cols = {c["name"]: (i, c["type"]) for i, c in enumerate(f["columns"])}
+                info = {"base": f["rows_offset"] // 8, "cols": cols, "width": len(cols),
+                        "size": f.get("capacity", f.get("rows"))}
+                if f["kind"] == "sample_ring":
+                    info["head"] = f["head_offset"] // 8
+                    self._rings[f["name"]] = info
+                else:
+                    self._tables[f["name"]] = info
+        view[:8] = COUNTERS_MAGIC  # last: readers never see a magic over a half-built block
+        view.release()
+
+    # -- updates
+
+    def begin(self) -> None:
+        """Start an update (nestable); readers wait for the outermost :meth:`end`."""
+        if self._depth == 0:
+            atomic_add(self._seq, 0, 1)
+        self._depth += 1
+
+    def end(self) -> None:
+        """Finish an update started with :meth:`begin`."""
+        if self._depth <= 0:
+            raise RuntimeError("end() without a matching begin()")
+        self._depth -= 1
+        if self._depth == 0:
+            atomic_add(self._seq, 0, 1)
+
+    @contextmanager
+    def update(self) -> Iterator[CountersWriter]:
+        """Group changes so readers see all of them or none."""
+        self.begin()
+        try:
+            yield self
+        finally:
+            self.end()
+
+    def _unknown(self, name: str) -> KeyError:
+        return KeyError(f"no counter or gauge named {name!r}; have {sorted(self._scalars)}")
+
+    def add(self, name: str, n: float = 1) -> None:
+        """Add ``n`` to a counter or gauge (an int for i64 fields)."""
+        try:
+            arr, i, is_int = self._scalars[name]
+        except KeyError:
+            raise self._unknown(name) from None
+        if is_int and type(n) is not int:
+            n = _as_int(n, name)
+        if self._depth:
+            arr[i] += n
+        else:
+            atomic_add(self._seq, 0, 1)
+            arr[i] += n
+            atomic_add(self._seq, 0, 1)
+
+    def set(self, name: str, value: float) -> None:
+        """Set a counter or gauge to ``value`` (an int for i64 fields)."""
+        try:
+            arr, i, is_int = self._scalars[name]
+        except KeyError:
+            raise self._unknown(name) from None
+        if is_int and type(value) is not int:
+            value = _as_int(value, name)
+        if self._depth:
+            arr[i] = value
+        else:
+            atomic_add(self._seq, 0, 1)
+            arr[i] = value
+            atomic_add(self._seq, 0, 1)
+
+    def get(self, name: str) -> float:
+        """Current value of a counter or gauge (the writer's own view)."""
+        try:
+            arr, i, _ = self._scalars[name]
+        except KeyError:
+            raise self._unknown(name) from None
+        return arr[i].item()
+
+    def _hist(self, name: str) -> tuple[int, list[float], np.ndarray]:
+        try:
+            return self._hists[name]
+        except KeyError:
+            raise KeyError(f"no histogram named {name!r}; have {sorted(self._hists)}") from None
+
+    def observe(self, name: str, value: float) -> None:
+        """Count one observation in a histogram."""
+        base, bounds, _ = self._hist(name)
+        if value != value:
+            raise ValueError(f"histogram {name!r}: cannot observe NaN")
+        self.begin()
+        self._words[base] += 1
+        self._floats[base + 1] += value
+        self._words[base + 2 + bisect.bisect_left(bounds, value)] += 1
+        self.end()
+
+    def observe_many(self, name: str, values: npt.ArrayLike) -> None:
+        """Count many observations in a histogram at once."""
+        base, _, edges = self._hist(name)
+        vals = np.asarray(values, dtype=np.float64).reshape(-1)
+        if np.isnan(vals).any():
+            raise ValueError(f"histogram {name!r}: cannot observe NaN")
+        counts = np.bincount(np.searchsorted(edges, vals, side="left"), minlength=len(edges) + 1)
+        self.begin()
+        self._words[base] += vals.size
+        self._floats[base + 1] += float(vals.sum())
+        self._words[base + 2 : base + 3 + len(edges)] += counts
+        self.end()
+
+    def _write_row(self, info: dict[str, Any], start: int, values: Mapping[str, Any],
+                   add: bool, where: str) -> None:
+        for cname, value in values.items():
+            try:
+                col, typ = info["cols"][cname]
+            except KeyError:
+                raise KeyError(f"{where} has no column {cname!r}; have "
+                               f"{sorted(info['cols'])}") from None
+            arr = self._floats if typ == "f64" else self._words
+            if typ == "i64" and type(value) is not int:
+                value = _as_int(value, f"{where}.{cname}")
+            if add:
+                arr[start + col] += value
+            else:
+                arr[start + col] = value
+
+    def push_sample(self, ring: str, **values: Any) -> None:
+        """Append a row to a sample ring (columns not given are 0), evicting the oldest."""
+        try:
+            info = self._rings[ring]
+        except KeyError:
+            raise KeyError(f"no sample ring named {ring!r}; have {sorted(self._rings)}") from None
+        head = int(self._words[info["head"]])
+        start = info["base"] + (head % info["size"]) * info["width"]
+        self.begin()
+        self._words[start : start + info["width"]] = 0
+        self._write_row(info, start, values, False, ring)
+        self._words[info["head"]] = head + 1
+        self.end()
+
+    def push_second_sample(self, **values: Any) -> None:
+        """Append one row to the stats layout's ``seconds`` ring (see :data:`SECOND_COLUMNS`)."""
+        self.push_sample("seconds", **values)
+
+    def _row(self, table: str, row: int) -> tuple[dict[str, Any], int]:
+        try:
+            info = self._tables[table]
+        except KeyError:
+            raise KeyError(f"no table named {table!r}; have {sorted(self._tables)}") from None
+        if type(row) is not int or not 0 <= row < info["size"]:
+            raise IndexError(f"{table} row must be in [0, {info['size']}), got {row!r}")
+        return info, info["base"] + row * info["width"]
+
+    def set_row(self, table: str, row: int, **values: Any) -> None:
+        """Set columns of one table row."""
+        info, start = self._row(table, row)
+        self.begin()
+        self._write_row(info, start, values, False, table)
+        self.end()
+
+    def add_row(self, table: str, row: int, **deltas: Any) -> None:
+        """Add to columns of one table row."""
+        info, start = self._row(table, row)
+        self.begin()
+        self._write_row(info, start, deltas, True, table)
+        self.end()
+
+    def clear_row(self, table: str, row: int) -> None:
+        """Zero one table row (a zero row is left out of snapshots)."""
+        info, start = self._row(table, row)
+        self.begin()
+        self._words[start : start + info["width"]] = 0
+        self.end()
+
+    def release(self) -> None:
+        """Drop the views of the buffer so its segment can unmap at once."""
+        self._seq = self._words = self._floats = None  # type: ignore[assignment]
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} is an i64 field and needs an integer, got {value!r}")
+    return value.__index__()
+
+
+# ---------------------------------------------------------------------- reader
+
+
+class CountersReader:
+    """Read consistent snapshots of a counters block, knowing nothing but its header.
+
+    Args:
+        buf: The buffer holding the block (e.g. an attached segment's ``buf``).
+
+    Raises:
+        SegmentLayoutError: The buffer holds no counters block of this version, or its
+            header or schema is inconsistent.
+    """
+
+    def __init__(self, buf: Any) -> None:
+        view = memoryview(buf).cast("B")
+        size = view.nbytes
+        if size < HEADER_BYTES:
+            raise SegmentLayoutError(f"a counters block holds at least {HEADER_BYTES} bytes, "
+                                     f"got {size}")
+        magic, version, header, s_off, s_len, d_off, d_len = _HEADER.unpack_from(view, 0)
+        if magic != COUNTERS_MAGIC:
+            raise SegmentLayoutError(
+                f"not a counters block: magic {magic!r}, expected {COUNTERS_MAGIC!r}"
+            )
+        if version != COUNTERS_VERSION or header != HEADER_BYTES:
+            raise SegmentLayoutError(
+                f"counters layout version {version} (header {header} bytes) is not the "
+                f"supported version {COUNTERS_VERSION} ({HEADER_BYTES} bytes)"
+            )
+        if not (s_off >= HEADER_BYTES and s_off + s_len <= d_off and d_off % 64 == 0
+                and d_len % 8 == 0 and d_len > 0 and d_off + d_len <= size):
+            raise SegmentLayoutError(
+                f"inconsistent counters header: schema [{s_off}, +{s_len}), data [{d_off}, "
+                f"+{d_len}) in a {size}-byte buffer"
+            )
+        try:
+            schema = json.loads(bytes(view[s_off : s_off + s_len]))
+            self._plan = _read_plan(schema, d_len)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SegmentLayoutError(f"unreadable counters schema: {exc}") from exc
+        view.release()
+        self.schema: dict[str, Any] = schema
+        """The block's schema, as stored in its header."""
+        self._seq = np.frombuffer(buf, np.int64, 1, SEQ_OFFSET)
+        self._src = np.frombuffer(buf, np.int64, d_len // 8, d_off)
+        self._dst = np.empty(d_len // 8, np.int64)
+
+    @property
+    def field_names(self) -> list[str]:
+        """Names of the block's fields, in layout order."""
+        return [f["name"] for f in self.schema["fields"]]
+
+    def read_words(self, timeout: float = 1.0) -> tuple[int, np.ndarray]:
+        """Copy the data region consistently; return ``(sequence, int64 words)``.
+
+        Raises:
+            TimeoutError: The writer held an update open for ``timeout`` seconds (it probably
+                died inside one).
+        """
+        deadline = None
+        while True:
+            seq = _copy_consistent(self._seq, self._src, self._dst, 2_000)
+            if seq >= 0:
+                return seq, self._dst.copy()
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + timeout
+            elif now > deadline:
+                raise TimeoutError(
+                    f"the counters block stayed mid-update for {timeout} s (sequence "
+                    f"{int(self._seq[0])}); its writer probably died during an update"
+                )
+            os.sched_yield()  # let a writer that shares our core finish its update
+
+    def snapshot(self, timeout: float = 1.0) -> dict[str, Any]:
+        """Return one consistent snapshot of every field as plain data.
+
+        Counters and gauges map to numbers; a histogram to ``{"bounds", "counts", "count",
+        "sum"}``; a sample ring to ``{column: [values, oldest first]}``; a table to its
+        non-zero rows as dicts with the row index under the table's ``index_name``. ``"seq"`` is the
+        sequence number the snapshot was taken at.
+
+        Raises:
+            TimeoutError: See :meth:`read_words`.
+        """
+        seq, words = self.read_words(timeout)
+        ints = words.tolist()
+        floats = words.view(np.float64).tolist()
+        out: dict[str, Any] = {"seq": seq}
+        for step in self._plan:
+            kind, name = step[0], step[1]
+            if kind == "scalar":
+                out[name] = (floats if step[3] else ints)[step[2]]
+            elif kind == "histogram":
+                base, bounds = step[2], step[3]
+                out[name] = {"bounds": bounds, "counts": ints[base + 2 : base + 3 + len(bounds)],
+                             "count": ints[base], "sum": floats[base + 1]}
+            else:
+                base, size, cols, extra = step[2], step[3], step[4], step[5]
+                width = len(cols)
+                if kind == "sample_ring":
+                    head = ints[extra]  # rows pushed so far; the oldest kept is head - n
+                    n = min(head, size)
+                    block = words[base : base + size * width].reshape(size, width)
+                    block = block[np.arange(head - n, head) % size]
+                    out[name] = {
+                        cname: (block[:, i].view(np.float64) if is_float else block[:, i]).tolist()
+                        for i, (cname, is_float) in enumerate(cols)
+                    }
+                else:
+                    rows = []
+                    for r in range(size):
+                        start = base + r * width
+                        if any(ints[start : start + width]):
+                            row = {extra: r}
+                            row.update(_row(ints, floats, start, cols))
+                            rows.append(row)
+                    out[name] = rows
+        return out
+
+    def release(self) -> None:
+        """Drop the views of the buffer so its segment can unmap at once."""
+        self._seq = self._src = None  # type: ignore[assignment]
+
+
+def _row(ints: list[int], floats: list[float], start: int,
+         cols: list[tuple[str, bool]]) -> dict[str, Any]:
+    return {cname: (floats if is_float else ints)[start + i]
+            for i, (cname, is_float) in enumerate(cols)}
+
+
+def _read_plan(schema: Any, data_bytes: int) -> list[tuple[Any, ...]]:
+    """Turn a schema into decoding steps, checking every offset lies inside the data."""
+    if schema.get("format") != "stratabatch-counters" or schema.get("version") != COUNTERS_VERSION:
+        raise ValueError(f"schema format {schema.get('format')!r} v{schema.get('version')!r} "
+                         f"is not stratabatch-counters v{COUNTERS_VERSION}")
+    words = data_bytes // 8
+    plan: list[tuple[Any, ...]] = []
+
+    def word(offset: Any, count: int = 1) -> int:
+        if type(offset) is not int or offset % 8 or not 0 <= offset // 8 <= words - count:
+            raise ValueError(f"offset {offset!r} (+{count} words) is outside the data region")
+        return offset // 8
+
+    for f in schema["fields"]:
+        kind, name = f["kind"], f["name"]
+        if kind in ("counter", "gauge"):
+            if f["type"] not in _TYPES:
+                raise ValueError(f"field {name!r} has unknown type {f['type']!r}")
+            plan.append(("scalar", name, word(f["offset"]), f["type"] == "f64"))
+        elif kind == "histogram":
+            bounds = [float(b) for b in f["bounds"]]
+            base = f["count_offset"]
+            if (f["sum_offset"], f["buckets_offset"], f["buckets"]) != (
+                base + 8, base + 16, len(bounds) + 1
+            ):
+                raise ValueError(f"histogram {name!r} is not laid out as count, sum, buckets")
+            plan.append(("histogram", name, word(base, len(bounds) + 3), bounds))
+        elif kind in ("sample_ring", "table"):
+            cols = [(c["name"], c["type"] == "f64") for c in f["columns"]]
+            size = f["capacity"] if kind == "sample_ring" else f["rows"]
+            base = word(f["rows_offset"], size * len(cols))
+            extra = word(f["head_offset"]) if kind == "sample_ring" else f["index_name"]
+            plan.append((kind, name, base, size, cols, extra))
+        else:
+            raise ValueError(f"field {name!r} has unknown kind {kind!r}")
+    return plan
+
+
+def histogram_quantile(hist: Mapping[str, Any], q: float) -> float:
+    """Estimate the ``q`` quantile (0..1) of a snapshot histogram; NaN when it is empty.
+
+    Interpolates linearly inside the bucket holding the quantile; values in the overflow
+    bucket are reported as the last bound.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q!r}")
+    counts, bounds = hist["counts"], hist["bounds"]
+    total = sum(counts)
+    if total == 0:
+        return math.nan
+    rank = q * total
+    seen = 0
+    for i, c in enumerate(counts):
+        if c and seen + c >= rank:
+            if i == len(bounds):
+                return float(bounds[-1])
+            low = bounds[i - 1] if i else min(0.0, bounds[0])
+            return low + (bounds[i] - low) * max(rank - seen, 0.0) / c
+        seen += c
+    return float(bounds[-1])
+
+
+__all__ = [
+    "BATCH_SIZE_BUCKETS",
+    "CLIENT_COLUMNS",
+    "COUNTERS_MAGIC",
+    "COUNTERS_VERSION",
+    "HEADER_BYTES",
+    "LATENCY_BUCKETS_MS",
+    "SECOND_COLUMNS",
+    "SEQ_OFFSET",
+    "SIMILARITY_BUCKETS",
+    "Counter",
+    "CountersLayout",
+    "CountersReader",
+    "CountersWriter",
+    "FieldSpec",
+    "Gauge",
+    "Histogram",
+    "SampleRing",
+    "Table",
+    "histogram_quantile",
+    "log_buckets",
+]

@@ -1,0 +1,592 @@
+"""Frames: round trips, every rejection, memory bounds, and a fuzzed decoder."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import random
+import struct
+import time
+import tracemalloc
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stratabatch.ipc.errors import FrameError, FrameTooLargeError, IpcError
+from stratabatch.ipc.frames import (
+    MAX_DEADLINE_NS,
+    MAX_ID,
+    MAX_PRIORITY,
+    MAX_ROW,
+    MIN_PRIORITY,
+    NO_ROW,
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_TIMEOUT,
+    ErrorInfo,
+    FrameDecoder,
+    FrameEncoder,
+    FrameLimits,
+    Request,
+    Response,
+    peek_frame_id,
+)
+
+ENC = FrameEncoder()
+DEC = FrameDecoder()
+
+
+def packb(obj: object) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def nested(depth: int, leaf: object = 1) -> object:
+    value = leaf
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+# ---------------------------------------------------------------- round trips
+
+
+PAYLOADS = [
+    {"query": "hello"},
+    {"query": "héllo wörld ✓ 日本", "model": "m", "temperature": 0.25, "n": 3, "stream": False},
+    {"messages": [{"role": "user", "content": "hi"}], "params": {"top_p": None}},
+    [1, "two", 3.0, None, True, b"\x00\xff"],
+    "just a string",
+    12345,
+    None,
+    {b"bytes-key": b"\xdc" * 40},
+    {"big": 2**64 - 1, "small": -(2**63), "f": 1e308},
+    {},
+    [],
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_request_round_trip(payload):
+    frame = ENC.request(7, 3, 123_456_789, 42, payload)
+    req = DEC.request(frame)
+    assert req == Request(7, 3, 123_456_789, 42, payload)
+    assert isinstance(req, Request)
+    assert req.payload == payload
+
+
+@pytest.mark.parametrize(
+    ("rid", "priority", "deadline", "row"),
+    [
+        (0, 0, 0, NO_ROW),
+        (MAX_ID, MAX_PRIORITY, MAX_DEADLINE_NS, MAX_ROW),
+        (1, MIN_PRIORITY, 1, 0),
+    ],
+)
+def test_request_field_bounds_round_trip(rid, priority, deadline, row):
+    req = DEC.request(ENC.request(rid, priority, deadline, row, {"q": "x"}))
+    assert (req.id, req.priority, req.deadline_ns, req.arena_row) == (rid, priority, deadline, row)
+
+
+def test_request_accepts_index_types_and_rejects_bool():
+    frame = ENC.request(np.int64(5), np.int32(-2), np.uint64(9), np.int64(3), "p")
+    assert DEC.request(frame) == Request(5, -2, 9, 3, "p")
+    with pytest.raises(FrameError, match="request id must be an integer, got bool"):
+        ENC.request(True, 0, 0, -1, "p")
+
+
+def test_decoder_accepts_bytearray_and_memoryview():
+    frame = ENC.request(1, 0, 0, -1, {"q": "x"})
+    assert DEC.request(bytearray(frame)).payload == {"q": "x"}
+    assert DEC.request(memoryview(bytearray(frame))).id == 1
+
+
+def test_response_round_trips():
+    ok = DEC.response(ENC.ok(9, {"answer": [1, 2]}))
+    assert ok == Response(9, STATUS_OK, {"answer": [1, 2]}, None)
+
+    with_meta = DEC.response(ENC.ok(9, "r", meta={"similarity": 0.97, "merged_into": 4}))
+    assert with_meta.meta == {"similarity": 0.97, "merged_into": 4}
+
+    err = DEC.response(ENC.error(3, "HandlerError", "boom", {"exc_type": "KeyError"}))
+    assert err.status == STATUS_ERROR
+    assert err.value == ErrorInfo("HandlerError", "boom", {"exc_type": "KeyError"})
+    assert isinstance(err.value, ErrorInfo)
+
+    timeout = DEC.response(ENC.timeout(4, "deadline passed"))
+    assert timeout == Response(4, STATUS_TIMEOUT, "deadline passed", None)
+
+    plain = DEC.response(ENC.response(5, STATUS_ERROR, ("QueueFullError", "full")))
+    assert plain.value == ErrorInfo("QueueFullError", "full", {})
+
+
+def test_error_info_from_exception():
+    info = ErrorInfo.from_exception(KeyError("missing"), {"attempt": 2})
+    assert info == ErrorInfo("KeyError", "'missing'", {"attempt": 2})
+    assert DEC.response(ENC.response(1, STATUS_ERROR, info)).value == info
+
+
+def test_empty_meta_is_not_sent():
+    assert ENC.ok(1, "x", meta={}) == ENC.ok(1, "x")
+    assert len(msgpack.unpackb(ENC.ok(1, "x", meta={"a": 1}))) == 4
+
+
+def test_batch_encode_matches_single():
+    items = [(i, i % 3, 0, -1, {"q": f"text {i}"}) for i in range(50)]
+    assert ENC.requests(items) == [ENC.request(*item) for item in items]
+    answers = [(1, STATUS_OK, "a"), (2, STATUS_TIMEOUT, "late"), (3, STATUS_OK, 1, {"m": 1})]
+    decoded = [DEC.response(f) for f in ENC.responses(answers)]
+    assert [(r.id, r.status, r.value, r.meta) for r in decoded] == [
+        (1, STATUS_OK, "a", None),
+        (2, STATUS_TIMEOUT, "late", None),
+        (3, STATUS_OK, 1, {"m": 1}),
+    ]
+
+
+def test_batch_request_encode_is_all_or_nothing_and_names_the_index():
+    items = [(1, 0, 0, -1, "ok"), (2, 0, 0, -1, {"bad": object()}), (3, 0, 0, -1, "ok")]
+    with pytest.raises(FrameError, match=r"^request 1: payload\['bad'\] is a builtins.object"):
+        ENC.requests(items)
+    with pytest.raises(FrameError, match="request 0: expected"):
+        ENC.requests([(1, 0, 0)])
+    small = FrameEncoder(FrameLimits(max_frame_bytes=64))
+    with pytest.raises(FrameTooLargeError, match="request 1: request frame is") as info:
+        small.requests([(1, 0, 0, -1, "x"), (2, 0, 0, -1, "y" * 100)])
+    assert info.value.limit == 64
+
+
+def test_batch_responses_substitute_an_error_for_an_unencodable_result():
+    small = FrameEncoder(FrameLimits(max_frame_bytes=200))
+    frames = small.responses(
+        [(1, STATUS_OK, "fine"), (2, STATUS_OK, {1, 2}), (3, STATUS_OK, "z" * 500)]
+    )
+    first, second, third = (FrameDecoder(small.limits).response(f) for f in frames)
+    assert first == Response(1, STATUS_OK, "fine", None)
+    assert second.status == STATUS_ERROR and second.id == 2
+    assert second.value.type_name == "FrameError"
+    assert "builtins.set" in second.value.message
+    assert third.status == STATUS_ERROR and third.value.type_name == "FrameTooLargeError"
+    with pytest.raises(FrameError, match=r"response 0 id must be in \[0, "):
+        small.responses([(-1, STATUS_OK, {1})])
+
+
+# ---------------------------------------------------------------- encoder rejections
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((-1, 0, 0, -1, "p"), r"request id must be in \[0, 9223372036854775807\], got -1"),
+        ((MAX_ID + 1, 0, 0, -1, "p"), "request id must be in"),
+        ((1.0, 0, 0, -1, "p"), "request id must be an integer, got float"),
+        (("1", 0, 0, -1, "p"), "request id must be an integer, got str"),
+        ((1, MAX_PRIORITY + 1, 0, -1, "p"), "priority must be in"),
+        ((1, MIN_PRIORITY - 1, 0, -1, "p"), "priority must be in"),
+        ((1, 0, -5, -1, "p"), r"deadline_ns must be in \[0, .*\], got -5"),
+        ((1, 0, 0, -2, "p"), r"arena_row must be in \[-1, 2147483647\], got -2"),
+        ((1, 0, 0, MAX_ROW + 1, "p"), "arena_row must be in"),
+        ((1, 0, 0, -1, {"x": object()}), r"payload\['x'\] is a builtins.object"),
+        ((1, 0, 0, -1, [1, {2, 3}]), r"payload\[1\] is a builtins.set"),
+        ((1, 0, 0, -1, {1: "int key"}), "payload has a int key 1; map keys must be str or bytes"),
+        ((1, 0, 0, -1, {"t": datetime.datetime(2024, 1, 1)}), "datetime.datetime"),
+        ((1, 0, 0, -1, {"e": msgpack.ExtType(1, b"x")}), "ExtType"),
+        ((1, 0, 0, -1, {"e": msgpack.Timestamp(1, 0)}), "Timestamp"),
+        ((1, 0, 0, -1, {"v": np.float32(1.0)}), "numpy.float32"),
+        ((1, 0, 0, -1, {"big": 2**64}), "not msgpack-serializable"),
+        ((1, 0, 0, -1, nested(32)), "nests containers deeper than max_depth=32"),
+    ],
+)
+def test_encoder_rejects(args, match):
+    with pytest.raises(FrameError, match=match):
+        ENC.request(*args)
+
+
+def test_encoder_accepts_subclasses_msgpack_packs():
+    req = DEC.request(ENC.request(1, 0, 0, -1, {"c": Color.RED, "f": np.float64(0.5)}))
+    assert req.payload == {"c": 1, "f": 0.5}
+
+
+def test_encoder_and_decoder_agree_on_the_depth_limit():
+    limits = FrameLimits(max_depth=8)
+    enc, dec = FrameEncoder(limits), FrameDecoder(limits)
+    deepest = nested(7)  # frame array (level 1) + 7 levels of payload = 8
+    assert dec.request(enc.request(1, 0, 0, -1, deepest)).payload == deepest
+    with pytest.raises(FrameError, match="max_depth=8"):
+        enc.request(1, 0, 0, -1, nested(8))
+    with pytest.raises(FrameError, match="max_depth=8"):
+        dec.request(packb([1, 0, 0, -1, nested(8)]))
+
+
+def test_encoder_too_large_and_length_limits():
+    enc = FrameEncoder(FrameLimits(max_frame_bytes=100))
+    with pytest.raises(FrameTooLargeError, match="request frame is 2\\d\\d bytes, over the frame "
+                                                 "limit of 100 bytes") as info:
+        enc.request(1, 0, 0, -1, "x" * 200)
+    assert (info.value.limit, isinstance(info.value, IpcError)) == (100, True)
+    tight = FrameEncoder(FrameLimits(max_str_len=10, max_bin_len=10, max_array_len=10,
+                                     max_map_len=10))
+    with pytest.raises(FrameError, match="payload is a str of 11 UTF-8 bytes"):
+        tight.request(1, 0, 0, -1, "x" * 11)
+    with pytest.raises(FrameError, match="is a str of 12 UTF-8 bytes"):
+        tight.request(1, 0, 0, -1, {"k": "é" * 6})
+    with pytest.raises(FrameError, match="11 bytes of binary"):
+        tight.request(1, 0, 0, -1, [b"x" * 11])
+    with pytest.raises(FrameError, match="array of 11 items"):
+        tight.request(1, 0, 0, -1, list(range(11)))
+    with pytest.raises(FrameError, match="map of 11 pairs"):
+        tight.request(1, 0, 0, -1, {str(i): i for i in range(11)})
+    assert tight.request(1, 0, 0, -1, ["x" * 10, b"y" * 10, list(range(10))])
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: ENC.response(1, 3, "x"), r"status must be one of \[0, 1, 2\], got 3"),
+        (lambda: ENC.response(1, True, "x"), "status must be one of"),
+        (lambda: ENC.response(1, STATUS_ERROR, "just text"), "ErrorInfo"),
+        (lambda: ENC.error(1, "", "m"), "type_name must be a str of 1-256"),
+        (lambda: ENC.error(1, "X" * 257, "m"), "type_name must be a str of 1-256"),
+        (lambda: ENC.error(1, "X", b"m"), "error message must be a str"),
+        (lambda: ENC.error(1, "X", "m", {1: 2}), "error details keys must be str"),
+        (lambda: ENC.response(1, STATUS_TIMEOUT, 5), "timeout response carries a str"),
+        (lambda: ENC.ok(1, "x", meta={b"k": 1}), "response meta keys must be str"),
+        (lambda: ENC.ok(1, "x", meta=[1]), "response meta must be a map"),
+        (lambda: ENC.ok(-3, "x"), "response id must be in"),
+    ],
+)
+def test_response_encoder_rejects(call, match):
+    with pytest.raises(FrameError, match=match):
+        call()
+
+
+# ---------------------------------------------------------------- decoder rejections
+
+
+def _request_like(*items: object) -> bytes:
+    return packb(list(items))
+
+
+DECODER_REJECTS = [
+    ("", "empty request frame"),
+    (b"\xc1", "invalid msgpack type byte"),
+    (packb([1, 0, 0, -1, "p"]) + b"\x00", "trailing bytes"),
+    (packb([1, 0, 0, -1, "payload"])[:-2], "incomplete input"),
+    (packb({"id": 1}), r"must be an array of 5 items .* got dict"),
+    (packb([1, 0, 0, -1]), "got an array of 4 items"),
+    (packb([1, 0, 0, -1, "p", "extra"]), "got an array of 6 items"),
+    (packb("text"), "got str 'text'"),
+    (_request_like(-1, 0, 0, -1, "p"), "request id must be an integer in"),
+    (_request_like(True, 0, 0, -1, "p"), "got True"),
+    (_request_like(1.0, 0, 0, -1, "p"), "got 1.0"),
+    (_request_like("1", 0, 0, -1, "p"), "got '1'"),
+    (_request_like(2**63, 0, 0, -1, "p"), "request id must be an integer"),
+    (_request_like(1, 2**31, 0, -1, "p"), "request 1: priority must be an integer"),
+    (_request_like(1, None, 0, -1, "p"), "priority must be an integer"),
+    (_request_like(1, 0, -1, -1, "p"), "deadline_ns must be an integer in"),
+    (_request_like(1, 0, 0, -2, "p"), "arena_row must be an integer in"),
+    (_request_like(1, 0, 0, 2**31, "p"), "arena_row must be an integer in"),
+    (_request_like(1, 0, 0, -1, {1: "x"}), "not allowed for map key"),
+    (_request_like(1, 0, 0, -1, msgpack.Timestamp(1, 0)), "exceeds max_ext_len"),
+    (_request_like(1, 0, 0, -1, msgpack.ExtType(3, b"abc")), "exceeds max_ext_len"),
+    (b"\x95\x01\x00\x00\xff\xc7\x00\x05", "ext type 5 is not allowed"),
+    (b"\x95\x01\x00\x00\xff\xa2\xff\xfe", "not valid UTF-8"),
+    (b"\x95\x01\x00\x00\xff\xdd\xff\xff\xff\xff", "exceeds max_array_len"),
+    (b"\x95\x01\x00\x00\xff\xdf\xff\xff\xff\xff", "exceeds max_map_len"),
+    # a huge declared str/bin length is refused for want of bytes, before any allocation
+    (b"\x95\x01\x00\x00\xff\xdb\xff\xff\xff\xff", "incomplete input"),
+    (b"\x95\x01\x00\x00\xff\xc6\xff\xff\xff\xff", "incomplete input"),
+    (b"\x91" * 2000 + b"\x00", "nested deeper than msgpack can decode"),
+    (_request_like(1, 0, 0, -1, nested(32)), "request 1: frame nests containers deeper"),
+    (packb([1, STATUS_OK, "response, not request"]), "got an array of 3 items"),
+]
+
+
+@pytest.mark.parametrize(("data", "match"), DECODER_REJECTS)
+def test_decoder_rejects(data, match):
+    data = data.encode() if isinstance(data, str) else data
+    with pytest.raises(FrameError, match=match):
+        DEC.request(data)
+
+
+@pytest.mark.parametrize("data", ["text", 10, None, [1, 0, 0, -1, "p"]])
+def test_decoder_rejects_non_bytes_without_allocating(data):
+    with pytest.raises(FrameError, match="request frame must be bytes"):
+        DEC.request(data)
+
+
+RESPONSE_REJECTS = [
+    (packb([1, 7, "x"]), "unknown status 7; known: 0 \\(ok\\), 1 \\(error\\), 2 \\(timeout\\)"),
+    (packb([1, "ok", "x"]), "unknown status 'ok'"),
+    (packb([1, False, "x"]), "unknown status False"),
+    (packb([1, 0]), "got an array of 2 items"),
+    (packb([1, 0, "x", {}, 5]), "got an array of 5 items"),
+    (packb([-1, 0, "x"]), "response id must be an integer"),
+    (packb([1, 0, "x", [1]]), "meta must be a map"),
+    (packb([1, 0, "x", {b"k": 1}]), "meta keys must be str"),
+    (packb([1, STATUS_ERROR, "text"]), "an error carries \\[type_name, message, details\\]"),
+    (packb([1, STATUS_ERROR, ["T", "m"]]), "an error carries"),
+    (packb([1, STATUS_ERROR, ["", "m", {}]]), "type_name must be a str of 1-256"),
+    (packb([1, STATUS_ERROR, [b"T", "m", {}]]), "type_name must be a str"),
+    (packb([1, STATUS_ERROR, ["T", None, {}]]), "error message must be a str"),
+    (packb([1, STATUS_ERROR, ["T", "m", []]]), "error details must be a map"),
+    (packb([1, STATUS_ERROR, ["T", "m", {b"k": 1}]]), "error details keys must be str"),
+    (packb([1, STATUS_TIMEOUT, None]), "timeout carries a str message"),
+    (packb([1, STATUS_OK, nested(32)]), "response 1: frame nests containers deeper"),
+    (packb([1, 0, 0, -1, "request"]), "got an array of 5 items"),
+]
+
+
+@pytest.mark.parametrize(("data", "match"), RESPONSE_REJECTS)
+def test_response_decoder_rejects(data, match):
+    with pytest.raises(FrameError, match=match):
+        DEC.response(data)
+
+
+def test_frame_limit_and_tight_limits():
+    dec = FrameDecoder(FrameLimits(max_frame_bytes=32, max_str_len=4, max_bin_len=4,
+                                   max_array_len=5, max_map_len=2))
+    with pytest.raises(FrameError, match="request frame is 33 bytes, over the frame limit of 32"):
+        dec.request(b"\x00" * 33)
+    for payload, match in [
+        ("abcde", "5 exceeds max_str_len\\(4\\)"),
+        (b"abcde", "5 exceeds max_bin_len\\(4\\)"),
+        ([1, 2, 3, 4, 5, 6], "6 exceeds max_array_len\\(5\\)"),
+        ({"a": 1, "b": 2, "c": 3}, "3 exceeds max_map_len\\(2\\)"),
+    ]:
+        with pytest.raises(FrameError, match=match):
+            dec.request(packb([1, 0, 0, -1, payload]))
+    assert dec.request(packb([1, 0, 0, -1, ["abcd", b"abcd", {"a": 1, "b": 2}]]))
+
+
+def test_decoder_recovers_after_every_kind_of_failure():
+    good = ENC.request(5, 0, 0, -1, {"q": "x"})
+    for bad in (good[:-1], good + b"\x01", b"\xc1", b"\x91" * 1500, good[:3]):
+        with pytest.raises(FrameError):
+            DEC.request(bad)
+        assert DEC.request(good).id == 5
+
+
+def test_frame_limits_are_validated():
+    with pytest.raises(ValueError, match="max_frame_bytes must be an integer in"):
+        FrameLimits(max_frame_bytes=0)
+    with pytest.raises(ValueError, match="max_array_len must be at least 5"):
+        FrameLimits(max_array_len=4)
+    with pytest.raises(ValueError, match="max_depth must be an integer in \\[2, 512\\]"):
+        FrameLimits(max_depth=1)
+
+
+def test_peek_frame_id():
+    assert peek_frame_id(ENC.request(77, 0, 0, -1, "p")) == 77
+    assert peek_frame_id(ENC.request(MAX_ID, 0, 0, -1, "p")) == MAX_ID
+    assert peek_frame_id(ENC.request(300, 0, 0, -1, "p")[:-1]) == 300
+    assert peek_frame_id(packb([70000] + [0] * 20)) == 70000  # array 16 header
+    assert peek_frame_id(memoryview(ENC.ok(12, "x"))) == 12
+    for junk in (b"", b"\xc1", packb([-1, 0]), packb(["id"]), b"\x95\xcf\xff", packb({"a": 1})):
+        assert peek_frame_id(junk) is None
+    assert peek_frame_id(b"\x95\xcf" + (2**63).to_bytes(8, "big")) is None
+
+
+# ---------------------------------------------------------------- memory bounds
+
+
+def _peak_decode_bytes(data: bytes) -> int:
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameError):
+            DEC.request(data)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        b"\x95\x01\x00\x00\xff" + (b"\xdd" + struct.pack(">I", 65_536)) * 1_000,
+        b"\x95\x01\x00\x00\xff" + (b"\xdc\xff\xff") * 1_500,
+        b"\x95\x01\x00\x00\xff" + (b"\xdd" + struct.pack(">I", 65_536)) * 15 + b"\x9f" * 1_000,
+        b"\x95\x01\x00\x00\xff" + (b"\xdf" + struct.pack(">I", 65_536) + b"\xa1k") * 1_000,
+        b"\x95\x01\x00\x00\xff" + (b"\xde\xff\xff\xa1k") * 1_000,
+    ],
+    ids=["array32-chain", "array16-chain", "few-big-then-fixarrays", "map32-chain", "map16-chain"],
+)
+def test_allocation_bombs_stay_small(bomb):
+    # msgpack's C decoder reserves list slots per array header before items arrive; the
+    # decoder routes such frames to the non-reserving path, so a few KiB cannot claim MBs.
+    assert _peak_decode_bytes(bomb) < 4 * 1024 * 1024
+
+
+def test_binary_heavy_frames_decode_the_same_on_both_paths():
+    rng = np.random.default_rng(1234)
+    print("seed 1234")
+    blob = rng.integers(0, 256, 20_000, dtype=np.uint8).tobytes()
+    payload = {"blob": blob, "floats": rng.random(300).tolist(), "hdr": b"\xdc\xdd" * 50}
+    frame = ENC.request(1, 0, 0, -1, payload)
+    assert frame.count(0xDC) + frame.count(0xDD) > 16  # takes the non-reserving path
+    assert DEC.request(frame).payload == payload
+
+
+# ---------------------------------------------------------------- fuzzing
+
+FUZZ = settings(
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=24)
+    | st.binary(max_size=24)
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=6)
+    | st.dictionaries(st.text(max_size=8) | st.binary(max_size=4), inner, max_size=6),
+    max_leaves=24,
+)
+_requests = st.builds(
+    lambda rid, prio, dl, row, payload: ENC.request(rid, prio, dl, row, payload),
+    st.integers(0, MAX_ID),
+    st.integers(MIN_PRIORITY, MAX_PRIORITY),
+    st.integers(0, MAX_DEADLINE_NS),
+    st.integers(NO_ROW, MAX_ROW),
+    _values,
+)
+_responses = st.one_of(
+    st.builds(ENC.ok, st.integers(0, MAX_ID), _values),
+    st.builds(
+        ENC.error,
+        st.integers(0, MAX_ID),
+        st.text(min_size=1, max_size=30),
+        st.text(max_size=40),
+        st.dictionaries(st.text(max_size=8), _values, max_size=3),
+    ),
+    st.builds(ENC.timeout, st.integers(0, MAX_ID), st.text(max_size=40)),
+)
+_HEADERS = [b"\xdc", b"\xdd", b"\xde", b"\xdf", b"\xda", b"\xdb", b"\xc5", b"\xc6", b"\xc9"]
+MUTANTS_PER_FRAME = 16
+
+
+def _mutate(frame: bytes, rng: random.Random) -> bytes:
+    """Apply 1-4 random edits: bit flips, byte sets, inserts, deletes, truncation, headers
+    declaring huge lengths, and repeated chunks."""
+    data = bytearray(frame)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.choice(["flip", "set", "insert", "delete", "truncate", "header", "repeat"])
+        pos = rng.randint(0, len(data))
+        if op == "flip" and pos < len(data):
+            data[pos] ^= 1 << rng.randrange(8)
+        elif op == "set" and pos < len(data):
+            data[pos] = rng.randrange(256)
+        elif op == "insert":
+            data[pos:pos] = rng.randbytes(rng.randint(1, 8))
+        elif op == "delete":
+            del data[pos : pos + rng.randint(1, 8)]
+        elif op == "truncate":
+            del data[pos:]
+        elif op == "header":
+            width = rng.choice([2, 4])
+            length = rng.choice([2**16 - 1, 2**32 - 1, 2**31, 65_537, 10**6, rng.randrange(2**32)])
+            header = rng.choice(_HEADERS) + (length % (1 << (8 * width))).to_bytes(width, "big")
+            data[pos:pos] = header * rng.randint(1, 40)
+        elif op == "repeat":
+            data[pos:pos] = data[pos : pos + rng.randint(1, 16)] * rng.randint(2, 50)
+    return bytes(data)
+
+
+@st.composite
+def _deep(draw):
+    """Deeply nested payloads, valid msgpack, some far past every limit."""
+    depth = draw(st.integers(1, 1500))
+    opener = draw(
+        st.sampled_from([b"\x91", b"\x81\xa1k", b"\xdc\x00\x01", b"\xdd\x00\x00\x00\x01"])
+    )
+    return b"\x95\x01\x00\x00\xff" + opener * depth + b"\xc0"
+
+
+class _Budget:
+    """Per-frame checks: only FrameError, bounded time and bounded allocation."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def check(self, decode, data: bytes) -> None:
+        self.count += 1
+        tracemalloc.start()
+        started = time.perf_counter()
+        try:
+            result = decode(data)
+        except FrameError:
+            result = None
+        finally:
+            elapsed = time.perf_counter() - started
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        assert elapsed < 1.0, f"decoding {len(data)} bytes took {elapsed:.2f} s"
+        assert peak < 4 * 1024 * 1024 + 64 * len(data), f"decode allocated {peak} bytes"
+        # anything accepted is well formed: it re-encodes, and that decodes back to the same
+        # bytes (compared as bytes because a NaN never equals itself)
+        if isinstance(result, Request):
+            again = ENC.request(*result)
+            assert ENC.request(*DEC.request(again)) == again
+        elif isinstance(result, Response):
+            assert result.status in (STATUS_OK, STATUS_ERROR, STATUS_TIMEOUT)
+            again = ENC.response(*result)
+            assert ENC.response(*DEC.response(again)) == again
+
+
+@pytest.fixture(scope="module")
+def budget():
+    checker = _Budget()
+    yield checker
+    # 1,000 x 2 + 400 x 16 + 200 x 16 + 300 x 3 + 120 = 12,620 frames when all tests run
+    print(f"fuzzed {checker.count} frames")
+
+
+@settings(FUZZ, max_examples=1_000)
+@given(data=st.binary(max_size=600))
+def test_fuzz_random_bytes(budget, data):
+    budget.check(DEC.request, data)
+    budget.check(DEC.response, data)
+
+
+@settings(FUZZ, max_examples=400)
+@given(frame=_requests, seed=st.integers(0, 2**32 - 1))
+def test_fuzz_mutated_requests(budget, frame, seed):
+    rng = random.Random(seed)
+    for _ in range(MUTANTS_PER_FRAME):
+        budget.check(DEC.request, _mutate(frame, rng))
+
+
+@settings(FUZZ, max_examples=200)
+@given(frame=_responses, seed=st.integers(0, 2**32 - 1))
+def test_fuzz_mutated_responses(budget, frame, seed):
+    rng = random.Random(seed)
+    for _ in range(MUTANTS_PER_FRAME):
+        budget.check(DEC.response, _mutate(frame, rng))
+
+
+@settings(FUZZ, max_examples=300)
+@given(obj=_values)
+def test_fuzz_well_formed_msgpack_of_any_shape(budget, obj):
+    data = packb(obj)
+    budget.check(DEC.request, data)
+    budget.check(DEC.response, data)
+    budget.check(DEC.request, packb([1, 0, 0, -1, obj]))
+
+
+@settings(FUZZ, max_examples=120)
+@given(data=_deep())
+def test_fuzz_deep_nesting(budget, data):
+    budget.check(DEC.request, data)
