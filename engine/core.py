@@ -64,8 +64,8 @@ class Core(Grouping):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._raw: list[Request] = []
         self._pending: dict[int, Group] = {}  # by seq: arrival order
-        self._pending_exact: dict[tuple, tuple[Group, Any, float, bool]] = {}
-        self._inflight_exact: dict[tuple, tuple[Group, Any, float, bool]] = {}
+        # exact key -> its group, pending or running (see Grouping._exact_entry)
+        self._exact: dict[Any, Any] = {}
         self._batches: set[Batch] = set()
         self._waiting = 0
         self._seq = 0
@@ -381,15 +381,22 @@ class Core(Grouping):
             if b.live == 0 and b.task is not None and not b.task.done():
                 b.task.cancel()  # nobody waits for any of its results any more
 
-    def _remove_pending(self, g: Group) -> None:
+    def _remove_pending(self, g: Group, keep_keys: bool = False) -> None:
+        """Take ``g`` out of the pending groups; its exact keys stay if it is being sent (a
+        twin arriving while it runs coalesces into it)."""
         self._pending.pop(g.seq, None)
         if g.row is not None:
             self._leaders.drop(g.row)
             g.row = None
+        if not keep_keys:
+            self._drop_keys(g)
+
+    def _drop_keys(self, g: Group) -> None:
+        exact = self._exact
         for k in g.keys:
-            entry = self._pending_exact.get(k)
-            if entry is not None and entry[0] is g:
-                del self._pending_exact[k]
+            entry = exact.get(k)
+            if entry is g or (type(entry) is tuple and entry[0] is g):
+                del exact[k]
 
     def _after_change(self) -> None:
         if self._room_waiters:
@@ -485,14 +492,8 @@ class Core(Grouping):
         live_total = 0
         sent: list[Group] = []
         st = self.stats
-        pending_exact = self._pending_exact
-        moved: list[tuple[tuple, tuple[Group, Any, float, bool]]] = []
         for g in groups:
-            for k in g.keys:
-                entry = pending_exact.get(k)
-                if entry is not None and entry[0] is g:
-                    moved.append((k, entry))
-            self._remove_pending(g)
+            self._remove_pending(g, keep_keys=True)
             live = []
             for m in g.members:
                 if m.state != GROUPED:
@@ -506,6 +507,7 @@ class Core(Grouping):
                                     m.exact or m.similarity is None)
                 live.append(m)
             if not live:
+                self._drop_keys(g)
                 continue
             self._waiting -= len(live)
             live_total += len(live)
@@ -515,9 +517,6 @@ class Core(Grouping):
         batch = Batch(sent, live_total)
         for g in sent:
             g.batch = batch
-        for k, entry in moved:
-            if entry[0].batch is batch:  # its group was sent, not dropped as all-expired
-                self._inflight_exact[k] = entry
         st.record_batch(len(sent))
         self._batches.add(batch)
         assert self._loop is not None
@@ -599,10 +598,7 @@ class Core(Grouping):
                 self._adaptive.observe_batch(n, elapsed)
         self._batches.discard(batch)
         for i, g in enumerate(batch.groups):
-            for k in g.keys:
-                entry = self._inflight_exact.get(k)
-                if entry is not None and entry[0] is g:
-                    del self._inflight_exact[k]
+            self._drop_keys(g)
             if cancelled:
                 continue
             if error is not None:

@@ -40,8 +40,7 @@ class Grouping:
     config: BatchConfig
     stats: StatsRecorder
     _pending: dict[int, Group]
-    _pending_exact: dict[tuple, tuple[Group, Any, float, bool]]
-    _inflight_exact: dict[tuple, tuple[Group, Any, float, bool]]
+    _exact: dict[Any, Any]
     _leaders: LeaderIndex
     _embedder: Any
     _waiting: int
@@ -63,7 +62,8 @@ class Grouping:
         self._pending[g.seq] = g
         if req.key is not None:
             g.keys.append(req.key)
-            self._pending_exact.setdefault(req.key, (g, req.norm, 1.0, True))
+            # the leader's own key maps to the group itself (no tuple to build: the common case)
+            self._exact[req.key] = g
         return g
 
     def _join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
@@ -75,9 +75,9 @@ class Grouping:
         g.live += 1
         if req.priority > g.priority:
             g.priority = req.priority
-        if req.key is not None and req.key not in self._pending_exact:
+        if req.key is not None and req.key not in self._exact:
             g.keys.append(req.key)
-            self._pending_exact[req.key] = (g, req.norm, similarity, exact)
+            self._exact[req.key] = (g, req.norm, similarity, exact)
 
     def _coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
         assert g.batch is not None
@@ -115,21 +115,28 @@ class Grouping:
                 r.norm = canonical_bytes(r.payload)
         hashes = exact_hashes([r.norm for r in raw])  # type: ignore[misc]
         scope = c.dedup_scope
+        exact_index = self._exact
         fresh: list[Request] = []
-        first_of: dict[tuple, Request] = {}
-        followers: dict[tuple, list[Request]] = {}
+        first_of: dict[Any, Request] = {}
+        followers: dict[Any, list[Request]] = {}
         for r, h in zip(raw, hashes, strict=True):
-            key = (scope_of(r.payload, scope) if scope else b"", h, r.text is None)
+            # a plain int key in the common case (text, no scope): cheapest to hash and compare
+            key: Any = h if not scope and r.text is not None else (
+                scope_of(r.payload, scope) if scope else b"", h, r.text is None)
             r.key = key
-            hit = self._inflight_exact.get(key)
-            if hit is not None and hit[1] == r.norm and hit[0].batch is not None \
-                    and hit[0].batch.live > 0:
-                self._coalesce(r, hit[0], hit[2], hit[3])
-                continue
-            hit = self._pending_exact.get(key)
-            if hit is not None and hit[1] == r.norm:
-                self._join(r, hit[0], hit[2], hit[3])
-                continue
+            entry = exact_index.get(key)
+            if entry is not None:
+                if type(entry) is tuple:
+                    g, norm, sim, ex = entry
+                else:
+                    g, norm, sim, ex = entry, entry.leader.norm, 1.0, True
+                if norm == r.norm:  # not a 64-bit hash collision
+                    if g.batch is None:
+                        self._join(r, g, sim, ex)
+                        continue
+                    if g.batch.live > 0:  # running, and somebody still waits for it
+                        self._coalesce(r, g, sim, ex)
+                        continue
             lead = first_of.get(key)
             if lead is not None and lead.norm == r.norm:
                 followers.setdefault(key, []).append(r)
@@ -227,7 +234,7 @@ class Grouping:
             else:
                 cands.append(r)
         to_embed = [r for r in cands if r.vector is None]
-        vecs: dict[int, Any] = {}
+        vecs: dict[Request, Any] = {}
         if to_embed:
             try:
                 mat = emb.embed([r.text for r in to_embed])
@@ -236,7 +243,7 @@ class Grouping:
                     self._fail_raw(r, HandlerError.from_exception(e, "the embedder failed"))
             else:
                 for i, r in enumerate(to_embed):
-                    vecs[r.seq] = mat[i]
+                    vecs[r] = mat[i]
         index = self._leaders
         dim = getattr(emb, "dim", None) or index.dim
         ok: list[Request] = []
@@ -249,14 +256,14 @@ class Grouping:
                 except ValueError as e:
                     self._fail_raw(r, InvalidRequestError(f"bad 'embedding' field: {e}"))
                     continue
-                vecs[r.seq] = r.vector
+                vecs[r] = r.vector
             ok.append(r)
         if not ok:
             return
         if index.dim is None:
-            index.dim = len(vecs[ok[0].seq])
+            index.dim = len(vecs[ok[0]])
         keys = [self._part_key(r, c.dedup_scope) for r in ok]
-        start = index.append([vecs[r.seq] for r in ok], keys)
+        start = index.append([vecs[r] for r in ok], keys)
         n = start + len(ok)
         lead, sim = leader_cluster(index.mat[:n], index.part[:n], float(self.threshold()),
                                    start, method=_CLUSTER_METHOD)

@@ -1,25 +1,9 @@
-"""The counters block: the engine's live statistics in shared memory, read without locks.
+"""The counters block's writer and readers: live statistics shared without locks.
 
 One writer (the engine) updates fields in place; any number of readers (monitors) copy a
-consistent snapshot through a seqlock and never block the writer. The block describes itself:
-its header points at a JSON schema naming every field, its kind, type and offset, so a reader
-needs no shared Python code (``json`` and ``struct`` in any language will do).
-
-Byte layout (little-endian; offset 0 is the buffer start, usually a Segment payload)::
-
-    offset  size  field
-         0     8  magic            b"SBCOUNT1"
-         8     4  version          u32, COUNTERS_VERSION
-        12     4  header bytes     u32, 128
-        16     8  schema offset    u64, 128
-        24     8  schema bytes     u64, length of the UTF-8 JSON schema
-        32     8  data offset      u64, 64-byte aligned, after the schema
-        40     8  data bytes       u64, a multiple of 8
-        48    16  reserved         zero
-        64     8  sequence         i64 seqlock word, alone on its cache line
-        72    56  reserved         zero
-       128     -  schema           JSON (see docs/ipc-data.md), zero padded to 64 bytes
-    data offset   data             8-byte words: i64 or f64, offsets given by the schema
+consistent snapshot through a seqlock and never block the writer. What the block holds and
+where (header, schema, field specs, :class:`CountersLayout`) is defined in
+:mod:`stratabatch.ipc.counters_layout`; its public names are re-exported here.
 
 Seqlock protocol: the writer makes the sequence odd (atomic add), writes, then makes it even
 again (atomic add; both are full barriers). A reader loads the sequence, retries while it is
@@ -34,275 +18,40 @@ import bisect
 import json
 import math
 import os
-import re
-import struct
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
 from stratabatch.ipc.atomics import atomic_add, atomic_load, fence
+from stratabatch.ipc.counters_layout import (
+    BATCH_SIZE_BUCKETS,
+    CLIENT_COLUMNS,
+    COUNTERS_MAGIC,
+    COUNTERS_VERSION,
+    HEADER_BYTES,
+    HEADER_STRUCT,
+    LATENCY_BUCKETS_MS,
+    SECOND_COLUMNS,
+    SEQ_OFFSET,
+    SIMILARITY_BUCKETS,
+    WORD_TYPES,
+    Counter,
+    CountersLayout,
+    FieldSpec,
+    Gauge,
+    Histogram,
+    SampleRing,
+    Table,
+    log_buckets,
+)
+from stratabatch.ipc.counters_layout import STATS_COUNTERS as STATS_COUNTERS
+from stratabatch.ipc.counters_layout import STATS_GAUGES as STATS_GAUGES
 from stratabatch.ipc.errors import SegmentLayoutError
-
-COUNTERS_MAGIC = b"SBCOUNT1"
-"""First 8 bytes of a counters block."""
-COUNTERS_VERSION = 1
-"""Layout version of the block (header, schema format and seqlock protocol)."""
-HEADER_BYTES = 128
-"""Size of the fixed header; the schema starts here."""
-SEQ_OFFSET = 64
-"""Offset of the seqlock sequence word."""
-
-_HEADER = struct.Struct("<8sIIQQQQ")
-_TYPES = ("i64", "f64")
-_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_RESERVED = frozenset({"seq"})
-
-
-def _align(n: int, to: int = 64) -> int:
-    return (n + to - 1) // to * to
-
-
-# ---------------------------------------------------------------------- field specs
-
-
-@dataclass(frozen=True)
-class Counter:
-    """A monotonically increasing i64 total."""
-
-    name: str
-    doc: str = ""
-
-
-@dataclass(frozen=True)
-class Gauge:
-    """A value that goes up and down; ``type`` is ``"i64"`` or ``"f64"``."""
-
-    name: str
-    type: str = "f64"
-    doc: str = ""
-
-
-@dataclass(frozen=True)
-class Histogram:
-    """Counts of observations per bucket, plus their count and sum.
-
-    Bucket ``i`` counts values ``v`` with ``bounds[i-1] < v <= bounds[i]``; one more bucket
-    past the last bound counts everything larger (Prometheus' ``le`` convention).
-    """
-
-    name: str
-    bounds: tuple[float, ...]
-    doc: str = ""
-
-
-@dataclass(frozen=True)
-class SampleRing:
-    """The last ``capacity`` rows of ``columns`` (name, type) pushed, e.g. one per second."""
-
-    name: str
-    capacity: int
-    columns: tuple[tuple[str, str], ...]
-    doc: str = ""
-
-
-@dataclass(frozen=True)
-class Table:
-    """``rows`` rows of ``columns`` (name, type), addressed by index (e.g. a client slot)."""
-
-    name: str
-    rows: int
-    columns: tuple[tuple[str, str], ...]
-    index_name: str = "row"
-    doc: str = ""
-
-
-FieldSpec = Union[Counter, Gauge, Histogram, SampleRing, Table]
-
-
-def log_buckets(low: float, high: float, per_decade: int) -> tuple[float, ...]:
-    """Log-spaced bucket bounds from ``low`` to at least ``high``, ``per_decade`` per decade."""
-    count = math.ceil(round(math.log10(high / low) * per_decade, 9)) + 1
-    return tuple(float(f"{low * 10 ** (i / per_decade):.6g}") for i in range(count))
-
-
-LATENCY_BUCKETS_MS = log_buckets(0.01, 100_000.0, 10)
-"""Latency bounds: 10 µs to 100 s, 10 per decade (each bucket about 26% wide)."""
-BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
-                      768, 1024, 1536, 2048, 3072, 4096)
-"""Batch-size bounds (1, 2, 3, 4, then two per power of two up to 4096)."""
-SIMILARITY_BUCKETS = tuple(round(i / 100, 2) for i in range(1, 101))
-"""Merge-similarity bounds: 0.01 to 1.00 in steps of 0.01."""
-
-STATS_COUNTERS = (
-    ("total_requests", "requests accepted"),
-    ("total_batches", "handler calls"),
-    ("unique_requests", "requests that reached the handler"),
-    ("duplicates", "requests answered by another request's result"),
-    ("inflight_coalesced", "duplicates that joined work already running"),
-    ("errors", "requests that ended in an error"),
-    ("timeouts", "requests that timed out"),
-    ("rejected", "requests refused by backpressure"),
-    ("exact_merges", "duplicates merged on equal normalized keys"),
-    ("near_merges", "duplicates merged on similarity"),
-)
-STATS_GAUGES = (
-    ("queue_depth", "i64", "requests waiting"),
-    ("inflight_batches", "i64", "handler calls running"),
-    ("clients_connected", "i64", "connected client processes"),
-    ("window_ms", "f64", "current batching window"),
-    ("avg_batch_size", "f64", "mean handler batch size"),
-    ("dedup_rate", "f64", "duplicates / total_requests"),
-    ("requests_per_second", "f64", "recent request rate"),
-    ("cost_saved_usd", "f64", "duplicates * cost_per_request_usd"),
-    ("latency_ms_p50", "f64", "end-to-end latency median"),
-    ("latency_ms_p95", "f64", "end-to-end latency 95th percentile"),
-    ("latency_ms_p99", "f64", "end-to-end latency 99th percentile"),
-    ("engine_pid", "i64", "pid of the writer"),
-    ("started_at_ns", "i64", "time.time_ns() when the engine started"),
-    ("updated_at_ns", "i64", "time.time_ns() of the engine's last update (a heartbeat)"),
-)
-SECOND_COLUMNS = (
-    ("t_s", "i64"), ("requests", "i64"), ("batches", "i64"), ("duplicates", "i64"),
-    ("errors", "i64"), ("latency_ms_p99", "f64"), ("queue_depth", "i64"),
-)
-"""Columns of the stats layout's per-second ring ``seconds``."""
-CLIENT_COLUMNS = (
-    ("pid", "i64"), ("connected", "i64"), ("requests", "i64"), ("errors", "i64"),
-    ("timeouts", "i64"), ("connected_at_ns", "i64"),
-)
-"""Columns of the stats layout's per-client table ``clients`` (indexed by slot)."""
-
-
-# ---------------------------------------------------------------------- layout
-
-
-class CountersLayout:
-    """Offsets of every field of a counters block, and the JSON schema describing them.
-
-    Args:
-        fields: The fields, in the order they are laid out.
-
-    Attributes:
-        fields: One schema entry (a dict) per field, offsets included.
-        schema: The whole schema, as stored in the block.
-        schema_bytes: The schema encoded as compact UTF-8 JSON.
-        data_offset: Where the data words start (64-byte aligned).
-        data_bytes: Size of the data region.
-        nbytes: Bytes a buffer needs to hold the block; size the segment with it.
-
-    Raises:
-        ValueError: A name is invalid or repeated, a type unknown, a size out of range, or
-            histogram bounds not strictly increasing and finite.
-    """
-
-    def __init__(self, fields: Sequence[FieldSpec]) -> None:
-        entries: list[dict[str, Any]] = []
-        names: set[str] = set()
-        word = 0
-        for spec in fields:
-            _check_name(spec.name, "field", names)
-            entry: dict[str, Any] = {"name": spec.name, "doc": spec.doc}
-            if isinstance(spec, (Counter, Gauge)):
-                kind = "counter" if isinstance(spec, Counter) else "gauge"
-                typ = "i64" if isinstance(spec, Counter) else spec.type
-                _check_type(typ, spec.name)
-                entry.update(kind=kind, type=typ, offset=word * 8)
-                word += 1
-            elif isinstance(spec, Histogram):
-                bounds = [float(b) for b in spec.bounds]
-                if not bounds or not all(math.isfinite(b) for b in bounds) or any(
-                    b >= c for b, c in zip(bounds[:-1], bounds[1:], strict=True)
-                ):
-                    raise ValueError(
-                        f"histogram {spec.name!r}: bounds must be finite and strictly "
-                        f"increasing, got {spec.bounds!r:.80}"
-                    )
-                entry.update(kind="histogram", count_offset=word * 8, count_type="i64",
-                             sum_offset=word * 8 + 8, sum_type="f64",
-                             buckets_offset=word * 8 + 16, bucket_type="i64",
-                             buckets=len(bounds) + 1, bounds=bounds)
-                word += 2 + len(bounds) + 1
-            elif isinstance(spec, (SampleRing, Table)):
-                size = spec.capacity if isinstance(spec, SampleRing) else spec.rows
-                if type(size) is not int or not 1 <= size <= 1_000_000:
-                    raise ValueError(f"{spec.name!r}: size must be in [1, 1000000], got {size!r}")
-                cols: set[str] = set()
-                columns = []
-                for cname, ctype in spec.columns:
-                    _check_name(cname, f"{spec.name!r} column", cols)
-                    _check_type(ctype, f"{spec.name}.{cname}")
-                    columns.append({"name": cname, "type": ctype})
-                if not columns:
-                    raise ValueError(f"{spec.name!r} needs at least one column")
-                if isinstance(spec, SampleRing):
-                    entry.update(kind="sample_ring", head_offset=word * 8, head_type="i64",
-                                 rows_offset=word * 8 + 8, capacity=size)
-                    word += 1
-                else:
-                    _check_name(spec.index_name, "index", {c["name"] for c in columns})
-                    entry.update(kind="table", rows_offset=word * 8, rows=size,
-                                 index_name=spec.index_name)
-                entry.update(row_bytes=8 * len(columns), columns=columns)
-                word += size * len(columns)
-            else:
-                raise TypeError(f"not a field spec: {spec!r}")
-            entries.append(entry)
-        self.fields: tuple[dict[str, Any], ...] = tuple(entries)
-        self.schema: dict[str, Any] = {
-            "format": "stratabatch-counters",
-            "version": COUNTERS_VERSION,
-            "byte_order": "little",
-            "offsets": "fields' offsets are bytes from the data offset",
-            "seqlock": {"offset": SEQ_OFFSET, "type": "i64",
-                        "protocol": "odd while writing; copy data, accept if unchanged"},
-            "fields": list(entries),
-        }
-        self.schema_bytes = json.dumps(self.schema, separators=(",", ":")).encode()
-        self.data_offset = _align(HEADER_BYTES + len(self.schema_bytes))
-        self.data_bytes = max(word, 1) * 8
-        self.nbytes = _align(self.data_offset + self.data_bytes)
-
-    @classmethod
-    def for_stats(cls, *, max_clients: int = 64, history_s: int = 600) -> CountersLayout:
-        """The engine's stats block: totals, gauges, histograms, seconds ring, client table.
-
-        Args:
-            max_clients: Rows of the ``clients`` table (one per client slot).
-            history_s: Rows of the ``seconds`` ring; at least 300.
-        """
-        if type(history_s) is not int or history_s < 300:
-            raise ValueError(f"history_s must be an integer >= 300, got {history_s!r}")
-        fields: list[FieldSpec] = [Counter(n, d) for n, d in STATS_COUNTERS]
-        fields += [Gauge(n, t, d) for n, t, d in STATS_GAUGES]
-        fields += [
-            Histogram("latency_ms", LATENCY_BUCKETS_MS, "end-to-end request latency, ms"),
-            Histogram("batch_size", BATCH_SIZE_BUCKETS, "requests per handler call"),
-            Histogram("merge_similarity", SIMILARITY_BUCKETS, "similarity of each merge"),
-            SampleRing("seconds", history_s, SECOND_COLUMNS, "one row per second"),
-            Table("clients", max_clients, CLIENT_COLUMNS, "slot", "one row per client slot"),
-        ]
-        return cls(fields)
-
-
-def _check_name(name: Any, what: str, seen: set[str]) -> None:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in _RESERVED:
-        raise ValueError(f"{what} name must match [a-z][a-z0-9_]{{0,63}} and not be 'seq', "
-                         f"got {name!r}")
-    if name in seen:
-        raise ValueError(f"{what} name {name!r} is used twice")
-    seen.add(name)
-
-
-def _check_type(typ: Any, where: str) -> None:
-    if typ not in _TYPES:
-        raise ValueError(f"{where}: type must be one of {_TYPES}, got {typ!r}")
-
 
 # ---------------------------------------------------------------------- seqlock kernel
 
@@ -347,7 +96,7 @@ class CountersWriter:
         self.layout = layout
         view[8 : layout.nbytes] = bytes(layout.nbytes - 8)
         view[HEADER_BYTES : HEADER_BYTES + len(layout.schema_bytes)] = layout.schema_bytes
-        _HEADER.pack_into(view, 0, b"\0" * 8, COUNTERS_VERSION, HEADER_BYTES, HEADER_BYTES,
+        HEADER_STRUCT.pack_into(view, 0, b"\0" * 8, COUNTERS_VERSION, HEADER_BYTES, HEADER_BYTES,
                           len(layout.schema_bytes), layout.data_offset, layout.data_bytes)
         self._seq = np.frombuffer(buf, np.int64, 1, SEQ_OFFSET)
         self._words = np.frombuffer(buf, np.int64, layout.data_bytes // 8, layout.data_offset)
@@ -568,7 +317,7 @@ class CountersReader:
         if size < HEADER_BYTES:
             raise SegmentLayoutError(f"a counters block holds at least {HEADER_BYTES} bytes, "
                                      f"got {size}")
-        magic, version, header, s_off, s_len, d_off, d_len = _HEADER.unpack_from(view, 0)
+        magic, version, header, s_off, s_len, d_off, d_len = HEADER_STRUCT.unpack_from(view, 0)
         if magic != COUNTERS_MAGIC:
             raise SegmentLayoutError(
                 f"not a counters block: magic {magic!r}, expected {COUNTERS_MAGIC!r}"
@@ -696,7 +445,7 @@ def _read_plan(schema: Any, data_bytes: int) -> list[tuple[Any, ...]]:
     for f in schema["fields"]:
         kind, name = f["kind"], f["name"]
         if kind in ("counter", "gauge"):
-            if f["type"] not in _TYPES:
+            if f["type"] not in WORD_TYPES:
                 raise ValueError(f"field {name!r} has unknown type {f['type']!r}")
             plan.append(("scalar", name, word(f["offset"]), f["type"] == "f64"))
         elif kind == "histogram":

@@ -29,29 +29,28 @@ message for information that never changes within a connection. A change to the 
 
 Decoding treats every frame as hostile. Whatever the bytes, :class:`FrameDecoder` either
 returns a well-formed :class:`Request` / :class:`Response` or raises
-:class:`~stratabatch.ipc.errors.FrameError`; nothing is unpickled, no ext type is accepted and
-map keys must be str or bytes (``strict_map_key``). Memory is bounded too: msgpack's C decoder
-pre-allocates a list for every array header before its items arrive (up to 10,000 slots from
-msgpack 1.1, the full declared length before), so a few bytes of nested ``array 16/32``
-headers can claim megabytes. A frame holding more than :data:`_FAST_PATH_BIG_ARRAYS` bytes
-that could start such a header is therefore decoded with msgpack's pure-Python decoder, which
-grows lists as items arrive; ordinary frames never meet that byte and keep the C speed.
-msgpack has no nesting limit of its own (the C decoder stops at 1024 levels, the pure-Python
-one at the recursion limit), so the decoded frame is walked once, without recursion, against
-:attr:`FrameLimits.max_depth`.
+:class:`~stratabatch.ipc.errors.FrameError`. The limits both sides enforce (:class:`FrameLimits`),
+the checks of outgoing values and the memory- and depth-bounded decoding of untrusted bytes live
+in :mod:`stratabatch.ipc.framelimits`; this module holds the frame layout and its codec.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgpack
-from msgpack import fallback as _msgpack_fallback
 
 from stratabatch.ipc.errors import FrameError, FrameTooLargeError
+from stratabatch.ipc.framelimits import (
+    DEFAULT_LIMITS,
+    BoundedUnpacker,
+    FrameLimits,
+    check_value,
+    find_problem,
+)
+from stratabatch.ipc.framelimits import short_repr as _short
 
 FRAME_VERSION = 1
 """Layout version of the frames in this module; exchanged at the engine handshake."""
@@ -82,51 +81,6 @@ MAX_ROW = 2**31 - 1
 """Largest arena row index."""
 MAX_TYPE_NAME_LEN = 256
 """Longest error type name an error response may carry."""
-
-# More bytes than this that could open an array 16/32 header send the frame to the
-# non-preallocating decoder; 16 such headers cost at most 16 x max_array_len x 8 bytes.
-_FAST_PATH_BIG_ARRAYS = 16
-_REPR_CHARS = 60
-
-
-@dataclass(frozen=True)
-class FrameLimits:
-    """Explicit bounds every decoded frame must satisfy (the encoder checks the same ones).
-
-    Attributes:
-        max_frame_bytes: Largest encoded frame.
-        max_str_len: Longest string, in UTF-8 bytes.
-        max_bin_len: Longest binary value, in bytes.
-        max_array_len: Most items in one array.
-        max_map_len: Most pairs in one map.
-        max_depth: Deepest container nesting of a whole frame; the frame's own array is
-            level 1, so a request payload may nest ``max_depth - 1`` levels.
-    """
-
-    max_frame_bytes: int = 1 << 20
-    max_str_len: int = 1 << 20
-    max_bin_len: int = 1 << 20
-    max_array_len: int = 65_536
-    max_map_len: int = 65_536
-    max_depth: int = 32
-
-    def __post_init__(self) -> None:
-        for name in ("max_frame_bytes", "max_str_len", "max_bin_len", "max_array_len",
-                     "max_map_len"):
-            value = getattr(self, name)
-            if type(value) is not int or not 1 <= value <= 2**31 - 1:
-                raise ValueError(f"{name} must be an integer in [1, 2**31 - 1], got {value!r}")
-        if self.max_array_len < 5:
-            raise ValueError(
-                f"max_array_len must be at least 5 (a request frame is an array of 5), "
-                f"got {self.max_array_len}"
-            )
-        if type(self.max_depth) is not int or not 2 <= self.max_depth <= 512:
-            raise ValueError(f"max_depth must be an integer in [2, 512], got {self.max_depth!r}")
-
-
-DEFAULT_LIMITS = FrameLimits()
-"""The limits used when none are given: 1 MiB frames, 64 Ki items, nesting 32."""
 
 
 class Request(NamedTuple):
@@ -174,11 +128,6 @@ class Response(NamedTuple):
     """Optional per-response metadata (str keys), None when the frame carries none."""
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _REPR_CHARS else text[: _REPR_CHARS - 3] + "..."
-
-
 def _as_int(value: Any, name: str, lo: int, hi: int) -> int:
     """Return ``value`` as an int in [lo, hi] or raise FrameError (bool is refused)."""
     if type(value) is not int:
@@ -195,112 +144,7 @@ def _as_int(value: Any, name: str, lo: int, hi: int) -> int:
     return value
 
 
-_BINARY = (bytes, bytearray, memoryview)
-
-
-_FLAT_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
-_STR_ONLY = frozenset({str})
 _new_tuple = tuple.__new__  # builds a NamedTuple from a checked list, skipping _make's checks
-
-
-def _check_outgoing(value: Any, limits: FrameLimits, level: int, what: str) -> None:
-    """Raise FrameError if ``value`` holds a type, map key or nesting the decoder refuses.
-
-    Lengths are not checked here: :meth:`FrameEncoder._finish` checks them once the frame's
-    size shows they could matter. ``level`` is the nesting level a container ``value`` would
-    have (the frame array is level 1).
-    """
-    t = type(value)
-    if t is dict:
-        # the usual request, a flat map of str keys to scalars, is settled in two C-level scans
-        if _FLAT_SCALARS.issuperset(map(type, value.values())) and _STR_ONLY.issuperset(
-            map(type, value)
-        ):
-            return
-    elif t in _FLAT_SCALARS:
-        return
-    if not _plainly_fine(value, limits.max_depth, level):
-        problem = _find_problem(value, limits, level, what)
-        if problem is not None:
-            raise FrameError(problem)
-
-
-def _plainly_fine(value: Any, max_depth: int, level: int) -> bool:
-    """Check types, keys and depth of nested values; False means "look closer"."""
-    stack = [(value, level)]
-    while stack:
-        obj, lvl = stack.pop()
-        t = type(obj)
-        if t is dict:
-            if lvl > max_depth or not _STR_ONLY.issuperset(map(type, obj)):
-                return False
-            items = obj.values()
-        elif t is list or t is tuple:
-            if lvl > max_depth:
-                return False
-            items = obj
-        else:
-            return t in _FLAT_SCALARS
-        for item in items:
-            t = type(item)
-            if t is dict or t is list or t is tuple:
-                stack.append((item, lvl + 1))
-            elif t not in _FLAT_SCALARS:
-                return False
-    return True
-
-
-def _find_problem(value: Any, limits: FrameLimits, level: int, what: str) -> str | None:
-    """Walk ``value`` without recursion; describe the first thing the decoder would refuse."""
-    stack: list[tuple[Any, int, str]] = [(value, level, what)]
-    while stack:
-        obj, lvl, path = stack.pop()
-        if isinstance(obj, str):
-            size = len(obj.encode("utf-8", "surrogatepass"))
-            if size > limits.max_str_len:
-                return (
-                    f"{path} is a str of {size} UTF-8 bytes, over "
-                    f"max_str_len={limits.max_str_len}"
-                )
-        elif isinstance(obj, _BINARY):
-            size = memoryview(obj).nbytes
-            if size > limits.max_bin_len:
-                return f"{path} is {size} bytes of binary, over max_bin_len={limits.max_bin_len}"
-        elif obj is None or isinstance(obj, (int, float)):
-            pass
-        elif isinstance(obj, (dict, list, tuple)) and not isinstance(obj, msgpack.ExtType):
-            if lvl > limits.max_depth:
-                return (
-                    f"{path} nests containers deeper than max_depth={limits.max_depth} "
-                    f"(the frame array counts as level 1)"
-                )
-            if isinstance(obj, dict):
-                if len(obj) > limits.max_map_len:
-                    return (
-                        f"{path} is a map of {len(obj)} pairs, over "
-                        f"max_map_len={limits.max_map_len}"
-                    )
-                for key, item in obj.items():
-                    if not isinstance(key, (str, bytes)):
-                        return (
-                            f"{path} has a {type(key).__name__} key {_short(key)}; "
-                            f"map keys must be str or bytes"
-                        )
-                    stack.append((key, lvl + 1, f"{path} key {_short(key)}"))
-                    stack.append((item, lvl + 1, f"{path}[{_short(key)}]"))
-            else:
-                if len(obj) > limits.max_array_len:
-                    return (
-                        f"{path} is an array of {len(obj)} items, over "
-                        f"max_array_len={limits.max_array_len}"
-                    )
-                stack.extend((item, lvl + 1, f"{path}[{i}]") for i, item in enumerate(obj))
-        else:
-            return (
-                f"{path} is a {type(obj).__module__}.{type(obj).__qualname__}, which frames "
-                f"cannot carry (allowed: dict, list, tuple, str, bytes, int, float, bool, None)"
-            )
-    return None
 
 
 def _check_str_keys(value: Any, what: str) -> dict[str, Any]:
@@ -347,7 +191,7 @@ class FrameEncoder:
         if size > self._length_bound:
             # only a frame this large can hold a str, bin, array or map over its own limit
             for value, name in zip(frame[len(frame) - len(names) :], names, strict=True):
-                problem = _find_problem(value, self.limits, 2, name)
+                problem = find_problem(value, self.limits, 2, name)
                 if problem is not None:
                     raise FrameError(f"{what} frame: {problem}")
         return data
@@ -384,7 +228,7 @@ class FrameEncoder:
             deadline_ns = _as_int(deadline_ns, "deadline_ns", 0, MAX_DEADLINE_NS)
         if not (type(arena_row) is int and NO_ROW <= arena_row <= MAX_ROW):
             arena_row = _as_int(arena_row, "arena_row", NO_ROW, MAX_ROW)
-        _check_outgoing(payload, self.limits, 2, "payload")
+        check_value(payload, self.limits, 2, "payload")
         return self._finish((id, priority, deadline_ns, arena_row, payload), "request",
                             ("payload",))
 
@@ -439,17 +283,17 @@ class FrameEncoder:
         if type(status) is not int or status not in STATUS_NAMES:
             raise FrameError(f"status must be one of {sorted(STATUS_NAMES)}, got {_short(status)}")
         if status == STATUS_OK:
-            _check_outgoing(value, self.limits, 2, "result")
+            check_value(value, self.limits, 2, "result")
         elif status == STATUS_ERROR:
             value = _outgoing_error(value)
-            _check_outgoing(value, self.limits, 2, "error value")
+            check_value(value, self.limits, 2, "error value")
         else:
             if not isinstance(value, str):
                 raise FrameError(f"a timeout response carries a str message, got {_short(value)}")
-            _check_outgoing(value, self.limits, 2, "timeout message")
+            check_value(value, self.limits, 2, "timeout message")
         if meta:
             _check_str_keys(meta, "response meta")
-            _check_outgoing(meta, self.limits, 2, "meta")
+            check_value(meta, self.limits, 2, "meta")
             return self._finish((id, status, value, meta), "response", ("value", "meta"))
         return self._finish((id, status, value), "response", ("value",))
 
@@ -519,40 +363,6 @@ def _outgoing_error(value: Any) -> tuple[str, str, dict[str, Any]]:
     return (type_name, message, details)
 
 
-def _refuse_ext(code: int, data: bytes) -> Any:
-    raise ValueError(f"msgpack ext type {code} is not allowed in frames")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, msgpack.ExtraData):
-        return "trailing bytes after the frame's msgpack object"
-    if isinstance(exc, msgpack.StackError) or isinstance(exc, RecursionError):
-        return "containers nested deeper than msgpack can decode"
-    if isinstance(exc, msgpack.OutOfData):
-        return "incomplete input"
-    if isinstance(exc, UnicodeDecodeError):
-        return f"a string is not valid UTF-8 ({exc.reason} at byte {exc.start})"
-    if isinstance(exc, msgpack.FormatError):
-        return f"invalid msgpack ({exc})" if str(exc) else "invalid msgpack type byte"
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _depth_exceeds(frame: list[Any], limit: int) -> bool:
-    """Return True if ``frame`` (a decoded list) nests containers deeper than ``limit``."""
-    stack: list[tuple[Any, int]] = [(frame, 1)]
-    while stack:
-        obj, level = stack.pop()
-        for item in obj.values() if type(obj) is dict else obj:
-            t = type(item)
-            if t is list or t is dict:
-                if level + 1 > limit:
-                    return True
-                if item:
-                    stack.append((item, level + 1))
-    return False
-
-
 class FrameDecoder:
     """Decode request and response frames from untrusted bytes.
 
@@ -567,62 +377,10 @@ class FrameDecoder:
 
     def __init__(self, limits: FrameLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
-        self._options = dict(
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_str_len=limits.max_str_len,
-            max_bin_len=limits.max_bin_len,
-            max_array_len=limits.max_array_len,
-            max_map_len=limits.max_map_len,
-            max_ext_len=0,
-            ext_hook=_refuse_ext,
-        )
-        # A reused Unpacker avoids re-parsing keyword arguments on every frame (~40% of the
-        # cost of a small unpackb call).
-        self._unpacker = self._new_unpacker()
-
-    def _new_unpacker(self) -> msgpack.Unpacker:
-        return msgpack.Unpacker(max_buffer_size=self.limits.max_frame_bytes, **self._options)
-
-    def _unpack(self, data: Any, what: str) -> Any:
-        if type(data) is bytes:
-            size = len(data)
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            size = memoryview(data).nbytes
-        else:
-            raise FrameError(f"a {what} frame must be bytes, got {type(data).__name__}")
-        if size == 0:
-            raise FrameError(f"empty {what} frame")
-        if size > self.limits.max_frame_bytes:
-            raise FrameError(
-                f"{what} frame is {size} bytes, over the frame limit of "
-                f"{self.limits.max_frame_bytes} bytes"
-            )
-        if type(data) is not bytes:
-            data = bytes(data)
-        try:
-            if (0xDC in data or 0xDD in data) and (
-                data.count(0xDC) + data.count(0xDD) > _FAST_PATH_BIG_ARRAYS
-            ):
-                return _msgpack_fallback.unpackb(data, **self._options)
-            unpacker = self._unpacker
-            start = unpacker.tell()
-            unpacker.feed(data)
-            obj = unpacker.unpack()
-            if unpacker.tell() - start != size:
-                raise msgpack.ExtraData(obj, b"")
-            return obj
-        except Exception as exc:  # any failure to decode means the frame is malformed
-            self._unpacker = self._new_unpacker()
-            raise FrameError(f"malformed {what} frame ({size} bytes): {_describe(exc)}") from exc
-
-    def _check_depth(self, frame: list[Any], what: str) -> None:
-        if _depth_exceeds(frame, self.limits.max_depth):
-            raise FrameError(
-                f"{what} frame nests containers deeper than max_depth={self.limits.max_depth} "
-                f"(the frame array counts as level 1)"
-            )
+        bounded = BoundedUnpacker(limits)
+        # bound methods kept as attributes, like the encoder's _pack: one lookup per frame
+        self._unpack = bounded.unpack
+        self._check_depth = bounded.check_depth
 
     def request(self, data: bytes | bytearray | memoryview) -> Request:
         """Decode a request frame.

@@ -1,0 +1,345 @@
+"""Frame limits and their enforcement: what a msgpack value may hold, on both sides of a ring.
+
+:class:`FrameLimits` bounds every frame: its size, the length of each str, bin, array and map,
+and how deep containers nest. This module enforces those bounds twice:
+
+* **Outgoing** (:func:`check_value`, :func:`find_problem`): before a frame is sent, its free
+  values (a payload, a result, meta) are checked for types, map keys and nesting the decoder
+  would refuse, so a bad value fails in the caller with a message naming its path.
+* **Incoming** (:class:`BoundedUnpacker`): untrusted bytes become one msgpack value without
+  ever claiming unbounded memory or recursion. Nothing is unpickled, no ext type is accepted
+  and map keys must be str or bytes (``strict_map_key``). msgpack's C decoder pre-allocates a
+  list for every array header before its items arrive (up to 10,000 slots from msgpack 1.1,
+  the full declared length before), so a few bytes of nested ``array 16/32`` headers can claim
+  megabytes. A frame holding more than :data:`FAST_PATH_BIG_ARRAYS` bytes that could start
+  such a header is therefore decoded with msgpack's pure-Python decoder, which grows lists as
+  items arrive; ordinary frames never meet that byte and keep the C speed. msgpack has no
+  nesting limit of its own (the C decoder stops at 1024 levels, the pure-Python one at the
+  recursion limit), so a decoded frame is walked once, without recursion, against
+  :attr:`FrameLimits.max_depth`.
+
+The frame layout itself (fields, ranges, statuses) lives in :mod:`stratabatch.ipc.frames`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from msgpack import fallback as _msgpack_fallback
+
+from stratabatch.ipc.errors import FrameError
+
+FAST_PATH_BIG_ARRAYS = 16
+"""Most bytes that could open an ``array 16/32`` header a frame may hold and still be decoded
+by msgpack's C decoder; 16 such headers cost at most 16 x max_array_len x 8 bytes."""
+
+_REPR_CHARS = 60
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    """Explicit bounds every decoded frame must satisfy (the encoder checks the same ones).
+
+    Attributes:
+        max_frame_bytes: Largest encoded frame.
+        max_str_len: Longest string, in UTF-8 bytes.
+        max_bin_len: Longest binary value, in bytes.
+        max_array_len: Most items in one array.
+        max_map_len: Most pairs in one map.
+        max_depth: Deepest container nesting of a whole frame; the frame's own array is
+            level 1, so a request payload may nest ``max_depth - 1`` levels.
+    """
+
+    max_frame_bytes: int = 1 << 20
+    max_str_len: int = 1 << 20
+    max_bin_len: int = 1 << 20
+    max_array_len: int = 65_536
+    max_map_len: int = 65_536
+    max_depth: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("max_frame_bytes", "max_str_len", "max_bin_len", "max_array_len",
+                     "max_map_len"):
+            value = getattr(self, name)
+            if type(value) is not int or not 1 <= value <= 2**31 - 1:
+                raise ValueError(f"{name} must be an integer in [1, 2**31 - 1], got {value!r}")
+        if self.max_array_len < 5:
+            raise ValueError(
+                f"max_array_len must be at least 5 (a request frame is an array of 5), "
+                f"got {self.max_array_len}"
+            )
+        if type(self.max_depth) is not int or not 2 <= self.max_depth <= 512:
+            raise ValueError(f"max_depth must be an integer in [2, 512], got {self.max_depth!r}")
+
+
+DEFAULT_LIMITS = FrameLimits()
+"""The limits used when none are given: 1 MiB frames, 64 Ki items, nesting 32."""
+
+
+def short_repr(value: Any) -> str:
+    """Return ``repr(value)``, cut to a length that keeps error messages readable."""
+    text = repr(value)
+    return text if len(text) <= _REPR_CHARS else text[: _REPR_CHARS - 3] + "..."
+
+
+# ---------------------------------------------------------------------- outgoing values
+
+_BINARY = (bytes, bytearray, memoryview)
+_FLAT_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+_STR_ONLY = frozenset({str})
+
+
+def check_value(value: Any, limits: FrameLimits, level: int, what: str) -> None:
+    """Raise FrameError if ``value`` holds a type, map key or nesting the decoder refuses.
+
+    Lengths are not checked here: the encoder checks them with :func:`find_problem` once the
+    frame's size shows they could matter.
+
+    Args:
+        value: The value to send.
+        limits: The limits the frame must respect.
+        level: Nesting level a container ``value`` would have (the frame array is level 1).
+        what: Name of the value in error messages, e.g. ``"payload"``.
+
+    Raises:
+        FrameError: The value cannot be carried; the message names the offending path.
+    """
+    t = type(value)
+    if t is dict:
+        # the usual request, a flat map of str keys to scalars, is settled in two C-level scans
+        if _FLAT_SCALARS.issuperset(map(type, value.values())) and _STR_ONLY.issuperset(
+            map(type, value)
+        ):
+            return
+    elif t in _FLAT_SCALARS:
+        return
+    if not _plainly_fine(value, limits.max_depth, level):
+        problem = find_problem(value, limits, level, what)
+        if problem is not None:
+            raise FrameError(problem)
+
+
+def _plainly_fine(value: Any, max_depth: int, level: int) -> bool:
+    """Check types, keys and depth of nested values; False means "look closer"."""
+    stack = [(value, level)]
+    while stack:
+        obj, lvl = stack.pop()
+        t = type(obj)
+        if t is dict:
+            if lvl > max_depth or not _STR_ONLY.issuperset(map(type, obj)):
+                return False
+            items = obj.values()
+        elif t is list or t is tuple:
+            if lvl > max_depth:
+                return False
+            items = obj
+        else:
+            return t in _FLAT_SCALARS
+        for item in items:
+            t = type(item)
+            if t is dict or t is list or t is tuple:
+                stack.append((item, lvl + 1))
+            elif t not in _FLAT_SCALARS:
+                return False
+    return True
+
+
+def find_problem(value: Any, limits: FrameLimits, level: int, what: str) -> str | None:
+    """Describe the first thing in ``value`` the decoder would refuse, or return None.
+
+    Walks ``value`` without recursion and checks everything: types, map keys, nesting and
+    the length of every str, bin, array and map.
+
+    Args:
+        value: The value to send.
+        limits: The limits the frame must respect.
+        level: Nesting level a container ``value`` would have (the frame array is level 1).
+        what: Name of the value, the root of the paths in the description.
+    """
+    stack: list[tuple[Any, int, str]] = [(value, level, what)]
+    while stack:
+        obj, lvl, path = stack.pop()
+        if isinstance(obj, str):
+            size = len(obj.encode("utf-8", "surrogatepass"))
+            if size > limits.max_str_len:
+                return (
+                    f"{path} is a str of {size} UTF-8 bytes, over "
+                    f"max_str_len={limits.max_str_len}"
+                )
+        elif isinstance(obj, _BINARY):
+            size = memoryview(obj).nbytes
+            if size > limits.max_bin_len:
+                return f"{path} is {size} bytes of binary, over max_bin_len={limits.max_bin_len}"
+        elif obj is None or isinstance(obj, (int, float)):
+            pass
+        elif isinstance(obj, (dict, list, tuple)) and not isinstance(obj, msgpack.ExtType):
+            if lvl > limits.max_depth:
+                return (
+                    f"{path} nests containers deeper than max_depth={limits.max_depth} "
+                    f"(the frame array counts as level 1)"
+                )
+            if isinstance(obj, dict):
+                if len(obj) > limits.max_map_len:
+                    return (
+                        f"{path} is a map of {len(obj)} pairs, over "
+                        f"max_map_len={limits.max_map_len}"
+                    )
+                for key, item in obj.items():
+                    if not isinstance(key, (str, bytes)):
+                        return (
+                            f"{path} has a {type(key).__name__} key {short_repr(key)}; "
+                            f"map keys must be str or bytes"
+                        )
+                    stack.append((key, lvl + 1, f"{path} key {short_repr(key)}"))
+                    stack.append((item, lvl + 1, f"{path}[{short_repr(key)}]"))
+            else:
+                if len(obj) > limits.max_array_len:
+                    return (
+                        f"{path} is an array of {len(obj)} items, over "
+                        f"max_array_len={limits.max_array_len}"
+                    )
+                stack.extend((item, lvl + 1, f"{path}[{i}]") for i, item in enumerate(obj))
+        else:
+            return (
+                f"{path} is a {type(obj).__module__}.{type(obj).__qualname__}, which frames "
+                f"cannot carry (allowed: dict, list, tuple, str, bytes, int, float, bool, None)"
+            )
+    return None
+
+
+# ---------------------------------------------------------------------- incoming bytes
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack ext type {code} is not allowed in frames")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, msgpack.ExtraData):
+        return "trailing bytes after the frame's msgpack object"
+    if isinstance(exc, msgpack.StackError) or isinstance(exc, RecursionError):
+        return "containers nested deeper than msgpack can decode"
+    if isinstance(exc, msgpack.OutOfData):
+        return "incomplete input"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a string is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, msgpack.FormatError):
+        return f"invalid msgpack ({exc})" if str(exc) else "invalid msgpack type byte"
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _depth_exceeds(frame: list[Any], limit: int) -> bool:
+    """Return True if ``frame`` (a decoded list) nests containers deeper than ``limit``."""
+    stack: list[tuple[Any, int]] = [(frame, 1)]
+    while stack:
+        obj, level = stack.pop()
+        for item in obj.values() if type(obj) is dict else obj:
+            t = type(item)
+            if t is list or t is dict:
+                if level + 1 > limit:
+                    return True
+                if item:
+                    stack.append((item, level + 1))
+    return False
+
+
+class BoundedUnpacker:
+    """Decode one msgpack value from untrusted bytes within :class:`FrameLimits`.
+
+    Every failure raises :class:`~stratabatch.ipc.errors.FrameError`. The input is copied to
+    private ``bytes`` first: a ring's frame lives in shared memory its producer could still
+    scribble on, and the checks and the decode must see the same bytes. Not thread-safe (it
+    reuses one msgpack ``Unpacker``).
+
+    Args:
+        limits: Limits every frame must respect.
+    """
+
+    def __init__(self, limits: FrameLimits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self._options = dict(
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=limits.max_str_len,
+            max_bin_len=limits.max_bin_len,
+            max_array_len=limits.max_array_len,
+            max_map_len=limits.max_map_len,
+            max_ext_len=0,
+            ext_hook=_refuse_ext,
+        )
+        # A reused Unpacker avoids re-parsing keyword arguments on every frame (~40% of the
+        # cost of a small unpackb call).
+        self._unpacker = self._new_unpacker()
+
+    def _new_unpacker(self) -> msgpack.Unpacker:
+        return msgpack.Unpacker(max_buffer_size=self.limits.max_frame_bytes, **self._options)
+
+    def unpack(self, data: Any, what: str) -> Any:
+        """Decode ``data``, which must hold exactly one msgpack object.
+
+        Args:
+            data: The frame's bytes (``bytes``, ``bytearray`` or ``memoryview``).
+            what: Kind of frame in error messages, e.g. ``"request"``.
+
+        Raises:
+            FrameError: ``data`` is not a buffer, is empty or over ``max_frame_bytes``, or is
+                not one valid msgpack object within the limits.
+        """
+        if type(data) is bytes:
+            size = len(data)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            size = memoryview(data).nbytes
+        else:
+            raise FrameError(f"a {what} frame must be bytes, got {type(data).__name__}")
+        if size == 0:
+            raise FrameError(f"empty {what} frame")
+        if size > self.limits.max_frame_bytes:
+            raise FrameError(
+                f"{what} frame is {size} bytes, over the frame limit of "
+                f"{self.limits.max_frame_bytes} bytes"
+            )
+        if type(data) is not bytes:
+            data = bytes(data)
+        try:
+            if (0xDC in data or 0xDD in data) and (
+                data.count(0xDC) + data.count(0xDD) > FAST_PATH_BIG_ARRAYS
+            ):
+                return _msgpack_fallback.unpackb(data, **self._options)
+            unpacker = self._unpacker
+            start = unpacker.tell()
+            unpacker.feed(data)
+            obj = unpacker.unpack()
+            if unpacker.tell() - start != size:
+                raise msgpack.ExtraData(obj, b"")
+            return obj
+        except Exception as exc:  # any failure to decode means the frame is malformed
+            self._unpacker = self._new_unpacker()
+            raise FrameError(f"malformed {what} frame ({size} bytes): {_describe(exc)}") from exc
+
+    def check_depth(self, frame: list[Any], what: str) -> None:
+        """Raise FrameError if the decoded ``frame`` nests deeper than ``max_depth``.
+
+        Args:
+            frame: A decoded frame (its own array is level 1).
+            what: Prefix of the error message, e.g. ``"request 7:"``.
+        """
+        if _depth_exceeds(frame, self.limits.max_depth):
+            raise FrameError(
+                f"{what} frame nests containers deeper than max_depth={self.limits.max_depth} "
+                f"(the frame array counts as level 1)"
+            )
+
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "FAST_PATH_BIG_ARRAYS",
+    "BoundedUnpacker",
+    "FrameLimits",
+    "check_value",
+    "find_problem",
+    "short_repr",
+]
