@@ -107,7 +107,8 @@ def test_max_size_closes_early_and_min_size_waits_for_max_wait(run_virtual):
     assert seen[1] == (pytest.approx(t1 + 0.080, abs=1e-6), 1)  # held past 50 ms, to 80 ms
 
 
-async def test_thousand_callers_with_duplicates_each_get_their_own_result():
+@pytest.mark.parametrize("strategy", ["exact", "embedding", "hybrid"])
+async def test_thousand_callers_with_duplicates_each_get_their_own_result(strategy):
     seed = random.randrange(2**32)
     print("seed", seed)
     rnd = random.Random(seed)
@@ -117,7 +118,7 @@ async def test_thousand_callers_with_duplicates_each_get_their_own_result():
     texts = [t if i < 700 or rnd.random() < 0.5 else "  " + t.upper() for i, t in enumerate(texts)]
     rnd.shuffle(texts)
     rec = Recorder(answer=lambda r: "A:" + normalize_key(r["query"]))
-    async with exact(rec, max_size=32, window_ms=2) as batch:
+    async with exact(rec, max_size=32, window_ms=2, dedup_strategy=strategy) as batch:
         results = await asyncio.gather(*(batch.process({"query": t, "n": i})
                                          for i, t in enumerate(texts)))
         stats = batch.get_stats()

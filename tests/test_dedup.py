@@ -1,0 +1,67 @@
+"""Dedup keys and the leader matrix: normalization, canonical encodings, guards, compaction."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stratabatch.dedup import (
+    LeaderIndex,
+    canonical_bytes,
+    encode_request,
+    normalize_key,
+    number_guard,
+    scope_of,
+)
+
+
+def test_normalize_key_is_nfkc_casefold_and_whitespace_collapse():
+    assert normalize_key("  Hello\tWORLD \n") == "hello world"
+    assert normalize_key("ＨＥＬＬＯ Straße") == "hello strasse"  # full-width and ß
+    assert normalize_key("a  b") == normalize_key("A B")
+
+
+def test_number_guard_is_the_multiset_of_digit_runs():
+    assert number_guard("order 123 on 5") == number_guard("5th: order #123")
+    assert number_guard("order 123") != number_guard("order 124")
+    assert number_guard("agent 007") == number_guard("agent 7")
+    assert number_guard("no numbers") == ()
+    assert number_guard("room ４２") == number_guard("room 42")  # full-width digits
+
+
+def test_canonical_bytes_ignores_map_order_but_not_values():
+    a = {"q": "x", "params": {"t": 0.5, "k": [1, 2]}}
+    b = {"params": {"k": [1, 2], "t": 0.5}, "q": "x"}
+    assert canonical_bytes(a) == canonical_bytes(b)
+    assert canonical_bytes(a) != canonical_bytes({**a, "q": "y"})
+    assert scope_of(a, ("params",)) == scope_of(b, ("params",))
+    assert scope_of({"model": None}, ("model",)) != scope_of({}, ("model",))
+
+
+def test_encode_request_carries_numpy_vectors_as_lists():
+    vec = np.arange(3, dtype=np.float32)
+    assert encode_request({"embedding": vec}) == encode_request({"embedding": [0.0, 1.0, 2.0]})
+
+
+def test_leader_index_compacts_dead_rows_and_keeps_live_ones_in_place():
+    class G:
+        row = None
+
+    idx = LeaderIndex()
+    idx.dim = 4
+    groups = [G() for _ in range(100)]
+    start = idx.append(np.eye(4, dtype=np.float32)[np.arange(100) % 4], [("k", i % 3) for i in
+                                                                          range(100)])
+    assert start == 0 and len(idx) == 100
+    for i, g in enumerate(groups):
+        g.row = i
+        idx.owners[i] = g
+    for g in groups[:80]:
+        idx.drop(g.row)
+        g.row = None
+    before = {id(g): idx.mat[g.row].copy() for g in groups[80:]}
+    start = idx.append(np.ones((1, 4), np.float32), [("k", 0)])  # triggers compaction
+    assert start == 20 and idx.dead == 0
+    for g in groups[80:]:
+        assert idx.owners[g.row] is g
+        assert np.array_equal(idx.mat[g.row], before[id(g)])
+        assert idx.part[g.row] == idx.part_id(idx.keys[g.row]) >= 0
