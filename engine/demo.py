@@ -40,7 +40,9 @@ async def main_async(n: int, seed: int, window_ms: float) -> None:
         await asyncio.sleep(0.02)  # the expensive model
         return [f"answer #{len(calls)}.{i}" for i in range(len(requests))]
 
-    texts = [_variant(rnd.choice(QUESTIONS), rnd) for _ in range(n)]
+    # 70% of the traffic asks the popular questions (typed in many ways), 30% is a long tail
+    texts = [_variant(rnd.choice(QUESTIONS), rnd) if rnd.random() < 0.7
+             else f"Question about ticket {rnd.randrange(10_000)}" for _ in range(n)]
     async with BatchProcessor(backend, window_ms=window_ms, max_size=32,
                               cost_per_request_usd=0.002) as batch:
         await batch.warm_up()
@@ -52,8 +54,10 @@ async def main_async(n: int, seed: int, window_ms: float) -> None:
           f"threshold {batch.dedup_threshold_in_force:.2f} ({batch.dedup_strategy})\n")
     for i, items in enumerate(calls, 1):
         print(f"handler call {i}: {len(items)} unique requests")
-        for q in items:
+        for q in items[:12]:
             print(f"    {q!r}")
+        if len(items) > 12:
+            print(f"    ... and {len(items) - 12} more")
     print()
     print(f"every caller got its answer:   {len(results)} results in {elapsed * 1000:.0f} ms")
     print(f"handler items (paid calls):    {stats.unique_requests}")
