@@ -188,15 +188,21 @@ class BatchProcessor:
             raise InvalidRequestError(f"timeout must be a positive number of seconds or None, "
                                       f"got {timeout!r}")
 
-    async def _submit_all(self, items: Sequence[Any], call: _Call, priority: int,
-                          timeout: float | None,
-                          invalid_ok: bool) -> list[Request]:
+    def _open_call(self, timeout: float | None
+                   ) -> tuple[Core, asyncio.AbstractEventLoop, float | None]:
+        """Bind the core to the running loop, refuse if closed, and turn ``timeout`` into a
+        deadline on the loop's clock."""
         core = self._core
         loop = asyncio.get_running_loop()
         core.bind(loop)
         if core.closed:
             raise StratabatchError("the BatchProcessor is closed; no new requests are accepted")
-        deadline = None if timeout is None else loop.time() + timeout
+        return core, loop, None if timeout is None else loop.time() + timeout
+
+    async def _submit_all(self, items: Sequence[Any], call: _Call, priority: int,
+                          timeout: float | None,
+                          invalid_ok: bool) -> list[Request]:
+        core, loop, deadline = self._open_call(timeout)
         records: list[Request | None] = []
         for i, item in enumerate(items):
             try:
@@ -273,12 +279,7 @@ class BatchProcessor:
         """``process`` of one request: the same steps as a list, minus the list."""
         if priority != 0 or timeout is not None:
             self._check_call_args(priority, timeout)
-        core = self._core
-        loop = asyncio.get_running_loop()
-        core.bind(loop)
-        if core.closed:
-            raise StratabatchError("the BatchProcessor is closed; no new requests are accepted")
-        deadline = None if timeout is None else loop.time() + timeout
+        core, loop, deadline = self._open_call(timeout)
         fut = loop.create_future()
         rec = self._record(request, 0, fut, priority, deadline)
         while not core.make_room(priority):
