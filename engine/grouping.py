@@ -66,13 +66,18 @@ class Grouping:
             self._exact[req.key] = g
         return g
 
-    def _join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+    @staticmethod
+    def _add_member(req: Request, g: Group, state: int, similarity: float, exact: bool) -> None:
         req.group = g
-        req.state = GROUPED
+        req.state = state
         req.similarity = similarity
         req.exact = exact
         g.members.append(req)
         g.live += 1
+
+    def _join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+        """``req`` becomes a duplicate in pending group ``g``."""
+        self._add_member(req, g, GROUPED, similarity, exact)
         if req.priority > g.priority:
             g.priority = req.priority
         if req.key is not None and req.key not in self._exact:
@@ -80,13 +85,9 @@ class Grouping:
             self._exact[req.key] = (g, req.norm, similarity, exact)
 
     def _coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+        """``req`` waits for the result of ``g``, which is running in the handler now."""
         assert g.batch is not None
-        req.group = g
-        req.state = INFLIGHT
-        req.similarity = similarity
-        req.exact = exact
-        g.members.append(req)
-        g.live += 1
+        self._add_member(req, g, INFLIGHT, similarity, exact)
         g.batch.live += 1
         self._waiting -= 1
         st = self.stats
