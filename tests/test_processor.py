@@ -494,3 +494,34 @@ async def test_no_handler_is_a_clear_error():
 
     assert await batch.process({"query": "x"}) == "ok"
     await batch.close()
+
+
+def test_a_starving_low_priority_request_goes_first_after_max_wait(run_virtual):
+    done_at = {}
+
+    async def handler(reqs):
+        await asyncio.sleep(0.010)
+        return [r["query"] for r in reqs]
+
+    async def main():
+        batch = BatchProcessor(handler, enable_priorities=True, max_size=1, window_ms=1,
+                               max_wait_ms=50, max_inflight_batches=1, dedup_strategy="exact")
+        await batch.warm_up()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def ask(q, prio, at_ms):
+            await asyncio.sleep(at_ms / 1000)
+            await batch.process({"query": q}, priority=prio)
+            done_at[q] = (loop.time() - t0) * 1000
+
+        # a steady stream of high-priority work, more than the handler can keep up with
+        highs = [ask(f"high {i}", 10, 2 * i) for i in range(40)]
+        await asyncio.gather(ask("low", 0, 1), *highs)
+        await batch.close()
+
+    run_virtual(main)
+    # without the rule "low" would run after all 40 highs (~400 ms); with it, soon after
+    # it has waited max_wait_ms (50 ms) plus the batch running at that moment (10 ms)
+    assert done_at["low"] <= 1 + 50 + 10 + 10 + 1e-6
+    assert max(done_at.values()) > done_at["low"] + 200
