@@ -36,9 +36,11 @@ def normalize_key(text: str) -> str:
 
 def number_guard(text: str) -> tuple[str, ...]:
     """The digit runs of ``text`` as a sorted tuple, leading zeros dropped ("007" == "7")."""
-    runs = _DIGITS.findall(unicodedata.normalize("NFKC", text) if not text.isascii() else text)
+    runs = _DIGITS.findall(text if text.isascii() else unicodedata.normalize("NFKC", text))
     if not runs:
         return ()
+    if len(runs) == 1:
+        return (runs[0].lstrip("0") or "0",)
     return tuple(sorted(r.lstrip("0") or "0" for r in runs))
 
 
@@ -172,11 +174,14 @@ class LeaderIndex:
 
     def _compact(self) -> None:
         live = [i for i, g in enumerate(self.owners) if g is not None]
-        self.mat[: len(live)] = self.mat[live]
+        n = len(live)
+        self.mat[:n] = self.mat[live]
+        self.part[:n] = self.part[live]
         self.owners = [self.owners[i] for i in live]
         self.keys = [self.keys[i] for i in live]
-        self._part_ids = {}
-        self.part[: len(live)] = [self.part_id(k) for k in self.keys]
+        if len(self._part_ids) > 4 * n + 1024:  # forget partitions nobody uses any more
+            self._part_ids = {}
+            self.part[:n] = [self.part_id(k) for k in self.keys]
         for row, g in enumerate(self.owners):
             g.row = row
         self.dead = 0

@@ -229,54 +229,62 @@ class Grouping:
         c = self.config
         emb = self.embedder()
         cands: list[Request] = []
+        texts: list[str] = []
         for r in fresh:
-            if r.text is None and r.vector is None:
-                self._new_group(r)  # no text: only an identical request merges with it
-            else:
+            if r.vector is not None:
                 cands.append(r)
-        to_embed = [r for r in cands if r.vector is None]
-        vecs: dict[Request, Any] = {}
-        if to_embed:
-            try:
-                mat = emb.embed([r.text for r in to_embed])
-            except Exception as e:
-                for r in to_embed:
-                    self._fail_raw(r, HandlerError.from_exception(e, "the embedder failed"))
+            elif r.text is not None:
+                cands.append(r)
+                texts.append(r.text)
             else:
-                for i, r in enumerate(to_embed):
-                    vecs[r] = mat[i]
+                self._new_group(r)  # no text: only an identical request merges with it
+        mat = None
+        if texts:
+            try:
+                mat = emb.embed(texts)
+            except Exception as e:
+                for r in cands:
+                    if r.vector is None:
+                        self._fail_raw(r, HandlerError.from_exception(e, "the embedder failed"))
         index = self._leaders
         dim = getattr(emb, "dim", None) or index.dim
         ok: list[Request] = []
+        vectors: list[Any] = []
+        k = 0
         for r in cands:
-            if r.state != RAW:
+            if r.vector is None:
+                k += 1
+                if r.state == RAW:
+                    ok.append(r)
+                    vectors.append(mat[k - 1])  # type: ignore[index]
                 continue
-            if r.vector is not None:
-                try:
-                    r.vector = validate_vector(r.vector, dim)
-                except ValueError as e:
-                    self._fail_raw(r, InvalidRequestError(f"bad 'embedding' field: {e}"))
-                    continue
-                vecs[r] = r.vector
+            try:
+                r.vector = validate_vector(r.vector, dim)
+            except ValueError as e:
+                self._fail_raw(r, InvalidRequestError(f"bad 'embedding' field: {e}"))
+                continue
             ok.append(r)
+            vectors.append(r.vector)
         if not ok:
             return
         if index.dim is None:
-            index.dim = len(vecs[ok[0]])
+            index.dim = len(vectors[0])
         keys = [self._part_key(r, c.dedup_scope) for r in ok]
-        start = index.append([vecs[r] for r in ok], keys)
+        start = index.append(vectors, keys)
         n = start + len(ok)
         lead, sim = leader_cluster(index.mat[:n], index.part[:n], float(self.threshold()),
                                    start, method=_CLUSTER_METHOD)
         owners = index.owners
+        leads = lead[start:].tolist()
+        sims = sim[start:].tolist()
         for j, r in enumerate(ok):
             i = start + j
-            li = int(lead[i])
+            li = leads[j]
             if li == i:
                 g = self._new_group(r, part=keys[j])
                 g.row = i
                 owners[i] = g
             else:
-                self._join(r, owners[li], float(sim[i]), False)
+                self._join(r, owners[li], sims[j], False)
                 index.part[i] = -1  # a member's row never leads
                 index.dead += 1
