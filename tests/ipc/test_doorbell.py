@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -14,8 +16,8 @@ import uuid
 import pytest
 import uvloop
 
-from stratabatch.ipc.doorbell import Doorbell
-from stratabatch.ipc.ring import Ring
+from stratabatch.ipc.doorbell import Doorbell, wait_any_readable, wait_any_readable_async
+from stratabatch.ipc.ring import MAX_SPIN_US, Ring
 from stratabatch.ipc.segment import Segment, segment_name
 
 
@@ -96,6 +98,62 @@ def test_wait_async_on_uvloop():
     loop = uvloop.new_event_loop()
     try:
         loop.run_until_complete(_async_checks())
+    finally:
+        loop.close()
+
+
+def _ring_pair(capacity: int = 1024) -> tuple[Ring, Ring]:
+    buf = memoryview(mmap.mmap(-1, Ring.nbytes(capacity)))
+    prod = Ring(buf, capacity=capacity, max_frame=100, init=True)
+    return prod, Ring(buf, capacity=capacity, max_frame=100, init=False)
+
+
+async def _async_spin_checks() -> None:
+    prod, cons = _ring_pair()
+    with Doorbell() as bell:
+        prod.wake_consumer = bell
+        prod.try_push(b"warm")
+        assert cons.drain() == [b"warm"]  # activity: the next wait spins
+        seen_flag = []
+
+        async def publish_after_some_turns() -> None:
+            for _ in range(20):
+                await asyncio.sleep(0)
+            seen_flag.append(cons._h64[16])  # is the consumer asleep?
+            prod.try_push(b"spun")
+
+        task = asyncio.create_task(publish_after_some_turns())
+        assert await wait_any_readable_async(bell, [cons], 10.0, spin_us=MAX_SPIN_US)
+        await task
+        # the other task got its 20 loop turns while the consumer was still spinning (a spin
+        # that blocked the loop would have run out, disarmed and slept first), and the frame
+        # was found by polling, without the handshake or a ring
+        assert seen_flag == [0] and cons.spin_armed
+        assert not bell.clear() and cons._h64[16] == 0
+        assert cons.drain() == [b"spun"]
+
+        # nothing comes: the spin runs out, the task sleeps until the timeout
+        assert not await wait_any_readable_async(bell, [cons], 0.05, spin_us=5_000)
+        assert not cons.spin_armed
+        # idle now: it sleeps at once, and the handshake's doorbell wakes it
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.02, prod.try_push, b"rung")
+        t0 = time.perf_counter()
+        assert await wait_any_readable_async(bell, [cons], 10.0)
+        assert time.perf_counter() - t0 < 5
+        assert cons.drain() == [b"rung"] and cons._h64[16] == 0
+        with pytest.raises(ValueError, match="spin_us must be"):
+            await wait_any_readable_async(bell, [cons], 1.0, spin_us=-1)
+
+
+async def test_async_wait_spins_without_blocking_asyncio():
+    await _async_spin_checks()
+
+
+def test_async_wait_spins_without_blocking_uvloop():
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(_async_spin_checks())
     finally:
         loop.close()
 
@@ -227,3 +285,127 @@ def test_round_trips_with_both_sides_sleeping_never_stall():
         assert timeouts == 0 and server_timeouts == 0, (timeouts, server_timeouts)
         # the sleeping path really was the one exercised, on both sides
         assert sleeps >= ROUND_TRIPS // 4 and server_sleeps >= ROUND_TRIPS // 4
+
+
+# Both sides wait with wait_any_readable and a short spin, and the client pauses a random
+# 0..2*SPIN_US before each request, so the server's spin runs out about half the time: the
+# round trips mix "caught while spinning", "spin ran out just as the frame landed" and "slept
+# and was rung", which is where a spin in front of the handshake could lose a wake-up.
+SPIN_US = 20
+
+SPIN_SERVER = """
+import sys
+from stratabatch.ipc.doorbell import Doorbell, wait_any_readable
+from stratabatch.ipc.ring import Ring
+from stratabatch.ipc.segment import Segment
+
+
+class CountingSleeps:
+    def __init__(self, bell):
+        self.bell, self.sleeps, self.timeouts = bell, 0, 0
+
+    def wait(self, timeout):
+        self.sleeps += 1
+        rang = self.bell.wait(timeout)
+        self.timeouts += not rang
+        return rang
+
+
+name, my_fd, client_fd, count = sys.argv[1], *map(int, sys.argv[2:5])
+wait_s, spin_us = float(sys.argv[5]), float(sys.argv[6])
+seg = Segment.attach(name, magic=b"SBDBTEST", version=1)
+me, client = CountingSleeps(Doorbell.from_fd(my_fd)), Doorbell.from_fd(client_fd)
+n = Ring.nbytes(1 << 16)
+req = Ring(seg.buf[:n], capacity=1 << 16, max_frame=64, init=False)
+resp = Ring(seg.buf[n : 2 * n], capacity=1 << 16, max_frame=64, init=False, wake_consumer=client)
+print("ready", flush=True)
+done = waits = 0
+while done < count:
+    frames = req.drain()
+    if frames:
+        assert resp.push_many(frames) == len(frames)  # echo
+        done += len(frames)
+        continue
+    waits += 1
+    wait_any_readable(me, (req,), wait_s, spin_us=spin_us)
+print(waits, me.sleeps, me.timeouts, flush=True)
+req.close()
+resp.close()
+seg.close()
+"""
+
+
+class CountingSleeps:
+    """Wraps a doorbell: counts the waits that really sleep, and those that time out."""
+
+    def __init__(self, bell: Doorbell) -> None:
+        self.bell, self.sleeps, self.timeouts = bell, 0, 0
+
+    def wait(self, timeout: float | None) -> bool:
+        self.sleeps += 1
+        rang = self.bell.wait(timeout)
+        self.timeouts += not rang
+        return rang
+
+
+@pytest.mark.slow
+def test_round_trips_with_spinning_then_sleeping_sides_never_stall():
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"seed={seed}")
+    pauses = random.Random(seed)
+    name = segment_name("ds" + uuid.uuid4().hex[:8], "rtt")
+    n = Ring.nbytes(CAPACITY)
+    with (
+        Segment.create(name, 2 * n, magic=b"SBDBTEST", version=1) as seg,
+        Doorbell() as server_bell,
+        Doorbell() as client_bell,
+    ):
+        req = Ring(seg.buf[:n], capacity=CAPACITY, max_frame=64, init=True)
+        resp = Ring(seg.buf[n : 2 * n], capacity=CAPACITY, max_frame=64, init=True)
+        req.wake_consumer = server_bell
+        me = CountingSleeps(client_bell)
+        argv = [name, server_bell.fd, client_bell.fd, ROUND_TRIPS, WAIT_S, SPIN_US]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SPIN_SERVER, *map(str, argv)],
+            pass_fds=(server_bell.fd, client_bell.fd),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            waits = 0
+            clock = time.perf_counter_ns
+            t0 = time.perf_counter()
+            for i in range(ROUND_TRIPS):
+                until = clock() + pauses.randrange(2 * SPIN_US * 1000)
+                while clock() < until:
+                    pass
+                msg = i.to_bytes(8, "little")
+                assert req.try_push(msg)
+                while True:
+                    got = resp.drain()
+                    if got:
+                        assert got == [msg], (i, got)
+                        break
+                    waits += 1
+                    wait_any_readable(me, (resp,), WAIT_S, spin_us=SPIN_US)
+            elapsed = time.perf_counter() - t0
+            out, _ = proc.communicate(timeout=60)
+            server_waits, server_sleeps, server_timeouts = map(int, out.split())
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            req.close()
+            resp.close()
+        print(
+            f"{ROUND_TRIPS} round trips in {elapsed:.2f} s; waits (slept): "
+            f"client {waits} ({me.sleeps}), server {server_waits} ({server_sleeps})"
+        )
+        assert proc.returncode == 0
+        assert me.timeouts == 0 and server_timeouts == 0, (me.timeouts, server_timeouts)
+        # both ends of the race were exercised on the server: waits that the spin answered,
+        # and waits that slept and were rung
+        assert server_sleeps >= ROUND_TRIPS // 20, server_sleeps
+        assert server_waits - server_sleeps >= ROUND_TRIPS // 20, server_waits
+        assert waits - me.sleeps >= ROUND_TRIPS // 20, waits

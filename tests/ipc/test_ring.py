@@ -11,15 +11,24 @@ import sys
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stratabatch.ipc.doorbell import Doorbell
+import stratabatch.ipc.ring as ring_module
+from stratabatch.ipc.doorbell import Doorbell, wait_any_readable
 from stratabatch.ipc.errors import FrameError, FrameTooLargeError, SegmentLayoutError
-from stratabatch.ipc.ring import WRAP, Ring, frame_bytes, wait_any_readable
+from stratabatch.ipc.ring import (
+    MAX_SPIN_US,
+    WRAP,
+    Ring,
+    frame_bytes,
+    poll_any_readable,
+    validate_spin_us,
+)
 from stratabatch.ipc.segment import Segment, segment_name
 
 MAGIC = b"SBRTEST1"
@@ -224,6 +233,160 @@ def test_wait_any_readable_wakes_for_any_ring():
         assert wait_any_readable(bell, consumers, 5.0)
         assert [c.drain() for c in consumers] == [[], [], [b"late"]]
         assert all(c._h64[16] == 0 for c in consumers)  # flags withdrawn
+
+
+# ------------------------------------------------------------------ spin before sleep
+
+
+class RecordingBell:
+    """A doorbell to sleep on that nobody rings: records each wait's timeout, then times out."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+
+    def wait(self, timeout: float | None) -> bool:
+        self.timeouts.append(timeout)
+        return False
+
+
+class YieldHook:
+    """Stands in for the spin's sched_yield: counts the calls, may act on the n-th one."""
+
+    def __init__(self, at: int = 0, action: Callable[[], object] | None = None) -> None:
+        self.calls, self.at, self.action = 0, at, action
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            self.action()
+
+
+def test_poll_readable_sees_a_frame_at_once_and_bounds_its_spin(monkeypatch):
+    yields = YieldHook()
+    monkeypatch.setattr(ring_module, "_yield_cpu", yields)
+    prod, cons = _pair()
+    assert not cons.poll_readable()  # spin_us=0: one look
+    assert yields.calls == 0
+    t0 = time.perf_counter()
+    assert not cons.poll_readable(spin_us=20_000)
+    assert 0.02 <= time.perf_counter() - t0 < 5
+    assert yields.calls > 0  # the spin gives the CPU away between looks
+    prod.try_push(b"x")
+    yields.calls = 0
+    assert cons.poll_readable(spin_us=MAX_SPIN_US)
+    assert poll_any_readable([_pair()[1], cons], spin_us=MAX_SPIN_US)
+    assert yields.calls == 0  # found on the first look
+    assert cons._h64[16] == 0  # polling never declares the consumer asleep
+    assert cons.drain() == [b"x"]
+
+
+def test_poll_room_waits_for_the_consumer_without_raising_the_flag(monkeypatch):
+    prod, cons = _pair(capacity=256, max_frame=100)
+    while prod.try_push(b"z" * 60):
+        pass
+    assert not prod.poll_room(60)
+    t0 = time.perf_counter()
+    assert not prod.poll_room(60, spin_us=20_000)
+    assert 0.02 <= time.perf_counter() - t0 < 5
+    assert prod._h64[24] == 0  # the producer's asleep flag stays down
+    # the consumer frees one frame while the producer spins
+    yields = YieldHook(at=3, action=lambda: cons.drain(max_frames=1))
+    monkeypatch.setattr(ring_module, "_yield_cpu", yields)
+    assert prod.poll_room(60, spin_us=MAX_SPIN_US)
+    assert yields.calls == 3
+    assert not prod.poll_room(100)  # 64 bytes free, a 100-byte payload needs 112
+    assert prod.try_push(b"z" * 60)
+
+
+@pytest.mark.parametrize("bad", [-1, MAX_SPIN_US + 1, float("nan"), float("inf"), True, "5", None])
+def test_spin_us_out_of_range_is_refused_everywhere(bad):
+    prod, cons = _pair()
+    match = rf"spin_us must be a number of microseconds in \[0, {MAX_SPIN_US}\].*got {bad!r}"
+    with pytest.raises(ValueError, match=match):
+        cons.poll_readable(bad)
+    with pytest.raises(ValueError, match=match):
+        prod.poll_room(10, bad)
+    with pytest.raises(ValueError, match=match):
+        prod.push(b"x", RecordingBell(), 1.0, spin_us=bad)
+    with pytest.raises(ValueError, match=match):
+        wait_any_readable(RecordingBell(), [cons], 1.0, spin_us=bad)
+    assert cons.empty()  # push refused the call before writing
+    assert validate_spin_us(np.float64(2.5)) == 2500 and validate_spin_us(0) == 0
+
+
+def test_a_frame_published_during_the_spin_skips_the_handshake(monkeypatch):
+    prod, cons = _pair()
+    rung = CountingBell()
+    prod.wake_consumer = rung
+    sleeps = RecordingBell()
+    prod.try_push(b"first")
+    assert cons.drain() == [b"first"]  # activity: the next wait spins
+    # the producer publishes while the consumer spins (at its third yield)
+    yields = YieldHook(at=3, action=lambda: prod.try_push(b"late"))
+    monkeypatch.setattr(ring_module, "_yield_cpu", yields)
+    assert wait_any_readable(sleeps, [cons], 10.0, spin_us=MAX_SPIN_US)
+    assert yields.calls == 3
+    assert sleeps.timeouts == [] and rung.rings == 0  # never asleep, never rung
+    assert cons._h64[16] == 0
+    assert cons.drain() == [b"late"]
+
+
+def test_spin_follows_activity_only():
+    prod, cons = _pair()
+    bell = RecordingBell()
+    assert cons.spin_armed  # a new consumer spins once
+    assert not wait_any_readable(bell, [cons], 0.05, spin_us=10_000)
+    # the spin ran first and used part of the timeout; then the wait slept the rest
+    assert len(bell.timeouts) == 1 and bell.timeouts[0] <= 0.05 - 0.009
+    assert not cons.spin_armed
+    # idle: the next waits sleep at once, with the whole timeout
+    assert not wait_any_readable(bell, [cons], 0.05, spin_us=10_000)
+    assert not wait_any_readable(bell, [cons], 0.05, spin_us=10_000)
+    assert bell.timeouts[1:] == [0.05, 0.05]
+    assert cons._h64[16] == 0  # the flag was raised for each sleep and withdrawn
+    prod.try_push(b"work")
+    assert cons.drain() == [b"work"]
+    assert cons.spin_armed  # activity re-arms the spin
+    assert not wait_any_readable(bell, [cons], 0.05, spin_us=10_000)
+    assert bell.timeouts[3] < 0.05
+    # spin_us=0 never spins, armed or not
+    prod.try_push(b"more")
+    cons.drain()
+    assert not wait_any_readable(bell, [cons], 0.05, spin_us=0)
+    assert bell.timeouts[4] == 0.05 and cons.spin_armed
+
+
+def test_blocking_push_spins_for_room_before_sleeping(monkeypatch):
+    prod, cons = _pair(capacity=256, max_frame=100)
+    rung = CountingBell()
+    cons.wake_producer = rung
+    while prod.try_push(b"p" * 60):
+        pass
+    sleeps = RecordingBell()
+    yields = YieldHook(at=3, action=lambda: cons.drain(max_frames=1))
+    monkeypatch.setattr(ring_module, "_yield_cpu", yields)
+    assert prod.push(b"q" * 60, sleeps, timeout=10.0, spin_us=MAX_SPIN_US)
+    assert yields.calls == 3
+    assert sleeps.timeouts == [] and rung.rings == 0  # room came during the spin
+    # no consumer: the spin runs out, then the producer sleeps for what is left of the timeout
+    t0 = time.perf_counter()
+    assert not prod.push(b"r" * 60, sleeps, timeout=0.05, spin_us=10_000)
+    assert 0.009 <= time.perf_counter() - t0 < 5
+    assert len(sleeps.timeouts) >= 1 and sleeps.timeouts[0] <= 0.05 - 0.009
+    assert prod._h64[24] == 0
+    assert cons.drain() == [b"p" * 60] * 3 + [b"q" * 60]
+
+
+def test_the_wait_is_still_reachable_from_the_ring_module():
+    assert ring_module.wait_any_readable is wait_any_readable
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        ring_module.nope  # noqa: B018
+    prod, cons = _pair()
+    with Doorbell() as bell:
+        prod.wake_consumer = bell
+        assert not cons.wait_readable(bell, 0.01, spin_us=0)
+        prod.try_push(b"x")
+        assert cons.wait_readable(bell, 5.0)
 
 
 @settings(max_examples=200, deadline=None)
