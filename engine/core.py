@@ -597,9 +597,30 @@ class Core(Grouping):
             elif self._adaptive is not None:
                 self._adaptive.observe_batch(n, elapsed)
         self._batches.discard(batch)
+        try:
+            self._fan_out(batch, results, error, cancelled, now)
+        except Exception as e:  # a bug of ours must not strand anyone: answer who is left
+            for g in batch.groups:
+                self._fail_group(g, StratabatchError(
+                    f"internal error while answering a batch: {type(e).__name__}: {e}"))
+        finally:
+            for g in batch.groups:  # break the request<->group<->batch cycles: no GC work
+                self._drop_keys(g)
+                for m in g.members:
+                    m.group = None
+                g.members = []
+                g.batch = None
+            batch.groups = []
+            self._schedule_pump()
+            self._check_idle()
+
+    def _fan_out(self, batch: Batch, results: Any, error: BaseException | None,
+                 cancelled: bool, now: float) -> None:
+        """Give each member of each group its outcome."""
         for i, g in enumerate(batch.groups):
             self._drop_keys(g)
-            if cancelled:
+            if cancelled:  # every waiter left; anyone who joined since is answered here
+                self._fail_group(g, StratabatchError("the batch was cancelled"))
                 continue
             if error is not None:
                 self._fail_group(g, error)
@@ -612,17 +633,6 @@ class Core(Grouping):
                 for m in g.members:
                     if m.state == INFLIGHT:
                         self._finish(m, value, None, now)
-        if cancelled:  # every waiter left; anyone who joined since is answered here
-            for g in batch.groups:
-                self._fail_group(g, StratabatchError("the batch was cancelled"))
-        for g in batch.groups:  # break the request<->group<->batch cycles: no GC work later
-            for m in g.members:
-                m.group = None
-            g.members = []
-            g.batch = None
-        batch.groups = []
-        self._schedule_pump()
-        self._check_idle()
 
     def _fail_group(self, g: Group, error: BaseException) -> None:
         first = True
