@@ -64,7 +64,8 @@ class Core(Grouping):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._raw: list[Request] = []
         self._pending: dict[int, Group] = {}  # by seq: arrival order
-        # exact key -> its group, pending or running (see Grouping._exact_entry)
+        # exact key -> the group it belongs to, pending or running: the group itself for its
+        # leader's key, (group, norm, similarity, exact) for a member's own key
         self._exact: dict[Any, Any] = {}
         self._batches: set[Batch] = set()
         self._waiting = 0
@@ -73,7 +74,6 @@ class Core(Grouping):
         self._timer_at: float | None = None
         self._pump_scheduled = False
         self._closing = False
-        self._closed = False
         self._idle: asyncio.Event | None = None
         self._room_waiters: deque[asyncio.Future] = deque()
         self._warm: asyncio.Future | None = None
@@ -684,11 +684,9 @@ class Core(Grouping):
             if not fut.done():
                 fut.set_exception(StratabatchError("the processor closed while waiting for room"))
         if self._loop is None or self._idle is None:
-            self._closed = True
             return
         self._schedule_pump()
         await self._idle.wait()
-        self._closed = True
 
 
 def _copy_error(error: BaseException) -> BaseException:
