@@ -11,15 +11,9 @@ comes from the handshake with the ring's asleep flags (see :mod:`stratabatch.ipc
 sleeper sets its flag, fences and re-checks before it calls :meth:`Doorbell.wait`, the
 publisher publishes, fences and rings only if the flag was set.
 
-The consumer's waits, :func:`wait_any_readable` (blocking) and :func:`wait_any_readable_async`
-(asyncio, uvloop), spin before they sleep. Two bare eventfd wake-ups (a round trip) cost
-about 17 us on this VM, more than a whole round trip between two spinning sides, so a side
-that has just been active polls its rings for up to ``spin_us`` microseconds and sleeps
-only if nothing arrives meanwhile. The spin reads ``head`` and yields the CPU between reads
-(``sched_yield``, so a third process on two cores does not turn the spin into a stall); it
-never waits in the kernel and raises no flag, and the handshake after it is unchanged. The
-spin follows activity: once a wait has run out its spin, waits on that ring sleep at once
-until a drain returns frames again (``Ring.spin_armed``), so an idle side uses no CPU.
+The waits that sleep on a doorbell, :func:`wait_any_readable` (blocking) and
+:func:`wait_any_readable_async` (asyncio, uvloop), live in :mod:`stratabatch.ipc.wait` with
+the spin that runs before them; they stay importable from here.
 """
 
 from __future__ import annotations
@@ -29,15 +23,11 @@ import math
 import os
 import select
 import time
-from collections.abc import Iterable
-from typing import Protocol
 
-from stratabatch.ipc.ring import (  # _poll_any: poll_any_readable minus the validation
-    DEFAULT_SPIN_US,
-    Ring,
-    Waitable,
-    _poll_any,
-    validate_spin_us,
+from stratabatch.ipc.wait import (  # the waits stay importable from here
+    AsyncWaitable,
+    wait_any_readable,
+    wait_any_readable_async,
 )
 
 _EVENTFD_LINK = "anon_inode:[eventfd]"
@@ -196,136 +186,6 @@ def _check_eventfd(fd: int) -> None:
         return
     if target != _EVENTFD_LINK:
         raise ValueError(f"fd {fd} is not an eventfd (it is {target!r})")
-
-
-class AsyncWaitable(Protocol):
-    """A doorbell a side can await from asyncio."""
-
-    async def wait_async(self, timeout: float | None = None) -> bool:
-        """Wait until rung (True) or until ``timeout`` seconds pass (False)."""
-
-
-def _spin_budget(rings: tuple[Ring, ...], spin_us: float, timeout: float | None) -> int:
-    """Nanoseconds to spin before sleeping: 0 unless one of the rings saw activity."""
-    spin_ns = validate_spin_us(spin_us)
-    if spin_ns:
-        # plain loop and no min(): this runs on every wait, often on the round trip's path
-        for ring in rings:
-            if ring.spin_armed:
-                if timeout is not None and timeout * 1e9 < spin_ns:
-                    return max(0, int(timeout * 1e9))
-                return spin_ns
-    return 0
-
-
-def _spun_out(rings: tuple[Ring, ...], timeout: float | None, t0: int) -> float | None:
-    """Disarm the rings after a fruitless spin; return what is left of ``timeout``."""
-    for ring in rings:
-        ring.spin_armed = False
-    if timeout is None:
-        return None
-    return max(0.0, timeout - (time.perf_counter_ns() - t0) / 1e9)
-
-
-def _sleep_check(rings: tuple[Ring, ...]) -> bool:
-    """The sleeper's half of the handshake on every ring; True if all are still empty."""
-    for ring in rings:
-        if not ring.consumer_sleep_check():
-            return False
-    return True
-
-
-def _awake(rings: tuple[Ring, ...]) -> None:
-    for ring in rings:
-        ring.consumer_awake()
-
-
-def wait_any_readable(
-    bell: Waitable,
-    rings: Iterable[Ring],
-    timeout: float | None,
-    *,
-    spin_us: float = DEFAULT_SPIN_US,
-) -> bool:
-    """Consumer of rings sharing one doorbell: spin, then sleep until any of them has frames.
-
-    If a ring is ``spin_armed`` (frames were drained since its last fruitless spin), the
-    rings are first polled for up to ``spin_us`` microseconds (reads of ``head`` with
-    ``sched_yield`` between them, no flag); a spin that runs out disarms them. Then the
-    sleeper's half of the handshake runs on every ring (flag, fence, re-check) before
-    blocking on ``bell``; the flags are withdrawn on return.
-
-    Args:
-        bell: The consumer's doorbell, rung by the producers of ``rings``.
-        rings: The rings this side consumes.
-        timeout: Seconds to wait at most, the spin included (a safety net: with the
-            handshake no wake-up is lost); None waits forever.
-        spin_us: Microseconds to poll before sleeping, in ``[0, MAX_SPIN_US]``; 0 sleeps
-            at once.
-
-    Returns:
-        True if some ring has frames (or the bell rang), False if ``timeout`` passed silently.
-
-    Raises:
-        ValueError: ``spin_us`` is out of range.
-    """
-    if rings.__class__ is not tuple:
-        rings = tuple(rings)
-    spin_ns = _spin_budget(rings, spin_us, timeout)
-    if spin_ns:
-        t0 = time.perf_counter_ns()
-        if _poll_any(rings, spin_ns):
-            return True
-        timeout = _spun_out(rings, timeout, t0)
-    try:
-        if not _sleep_check(rings):
-            return True
-        return bell.wait(timeout) or any(not ring.empty() for ring in rings)
-    finally:
-        _awake(rings)
-
-
-async def wait_any_readable_async(
-    bell: AsyncWaitable,
-    rings: Iterable[Ring],
-    timeout: float | None,
-    *,
-    spin_us: float = DEFAULT_SPIN_US,
-) -> bool:
-    """:func:`wait_any_readable` for asyncio and uvloop; the spin never blocks the loop.
-
-    The spin phase checks the rings once per event-loop iteration, with ``await
-    asyncio.sleep(0)`` in between so every other task and callback keeps running, for up to
-    ``spin_us`` microseconds; then the handshake runs and the task awaits
-    ``bell.wait_async``. A consumer driven by a ``loop.add_reader`` callback follows the
-    same rule: after handling a wake-up, check the rings once per loop iteration for a
-    while (``poll_any_readable(rings)``) before it sets its asleep flags, and never loops
-    inside the callback.
-
-    Returns:
-        True if some ring has frames (or the bell rang), False if ``timeout`` passed silently.
-
-    Raises:
-        ValueError: ``spin_us`` is out of range.
-    """
-    rings = tuple(rings)
-    spin_ns = _spin_budget(rings, spin_us, timeout)
-    if spin_ns:
-        t0 = time.perf_counter_ns()
-        end = t0 + spin_ns
-        while not _poll_any(rings, 0):
-            if time.perf_counter_ns() >= end:
-                break
-            await asyncio.sleep(0)
-        else:
-            return True
-        timeout = _spun_out(rings, timeout, t0)
-    try:
-        if not _sleep_check(rings):
-            return True
-        return await bell.wait_async(timeout) or any(not ring.empty() for ring in rings)
-    finally:
-        _awake(rings)
 
 
 __all__ = ["AsyncWaitable", "Doorbell", "wait_any_readable", "wait_any_readable_async"]

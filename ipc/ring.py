@@ -30,9 +30,8 @@ sleeper's doorbell only if the flag is set, clearing it first so that one sleep 
 eventfd write, not one per frame. Neither side can miss the other: of two fenced
 store-then-load sequences at least one load sees the other's store.
 
-Waiting is spin-then-sleep (:mod:`stratabatch.ipc.doorbell` has the waits): a side that has
-just been active first polls the other side's index (:func:`poll_any_readable`,
-:meth:`Ring.poll_room`: reads, with ``sched_yield`` between them) for up to ``spin_us``
+Waiting is spin-then-sleep (:mod:`stratabatch.ipc.wait` has the waits and the spin): a side
+that has just been active first polls the other side's index for up to ``spin_us``
 microseconds, and only then runs the handshake above and sleeps. The spin adds reads in
 front of the handshake and changes nothing in it.
 
@@ -49,16 +48,24 @@ reading out of bounds.
 from __future__ import annotations
 
 import mmap
-import os
 import platform
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from stratabatch.ipc.atomics import fence
 from stratabatch.ipc.errors import FrameError, FrameTooLargeError, SegmentLayoutError
+from stratabatch.ipc.wait import (  # the wait names stay importable from here
+    DEFAULT_SPIN_US,
+    MAX_SPIN_US,
+    Waitable,
+    _spin_until_at_least,
+    poll_any_readable,
+    validate_spin_us,
+    wait_any_readable,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Buffer
@@ -69,22 +76,6 @@ HEADER_BYTES = 320
 MAGIC = 0x3130474E49524253  # b"SBRING01" as a little-endian u64: marks an initialised ring
 WRAP = 0xFFFFFFFF
 """Length value of the wrap marker: the rest of the data area up to its end is skipped."""
-
-DEFAULT_SPIN_US = 50
-"""Microseconds a waiting side polls the ring before it sleeps (measured: docs/ipc.md).
-
-Spins of 10-200 us gave the same round-trip p50; longer ones trimmed the p99 a little and
-cost CPU in proportion under sparse traffic (a spin that runs out is pure cost).
-"""
-
-MAX_SPIN_US = 100_000
-"""Largest ``spin_us`` accepted: a spin is a short bounded phase, not a way to busy-wait."""
-
-# Spins yield the CPU between polls: sched_yield returns at once when nothing else wants this
-# CPU, and otherwise lets the peer we wait for run. Without it, a third busy process on the
-# two cores made spins burn their whole budget: round-trip p99 200-310 us, against 42-57 us
-# with the yield and 65-70 us sleeping at once (docs/ipc.md).
-_yield_cpu = os.sched_yield
 
 # u64 word indices in the header
 _HEAD, _TAIL, _CONSUMER_ASLEEP, _PRODUCER_ASLEEP = 0, 8, 16, 24
@@ -105,29 +96,6 @@ class Bell(Protocol):
 
 def _address(buf: Buffer) -> int:
     return int(np.frombuffer(buf, dtype=np.uint8, count=0).ctypes.data)
-
-
-def validate_spin_us(spin_us: float) -> int:
-    """Check a spin duration in microseconds and return it in nanoseconds.
-
-    Raises:
-        ValueError: ``spin_us`` is not a number in ``[0, MAX_SPIN_US]``.
-    """
-    # runs on every wait, so the common case is tested first (isinstance is slower); NaN
-    # fails the range test
-    cls = spin_us.__class__
-    if (cls is int or cls is float) and 0 <= spin_us <= MAX_SPIN_US:
-        return int(spin_us * 1000)
-    if (
-        isinstance(spin_us, bool)
-        or not isinstance(spin_us, (int, float))
-        or not 0 <= spin_us <= MAX_SPIN_US
-    ):
-        raise ValueError(
-            f"spin_us must be a number of microseconds in [0, {MAX_SPIN_US}] "
-            f"(0 disables the spin), got {spin_us!r}"
-        )
-    return int(spin_us * 1000)
 
 
 def frame_bytes(payload_len: int) -> int:
@@ -451,19 +419,13 @@ class Ring:
         off = head & self._mask
         gap = self._capacity - off if off + fsize > self._capacity else 0
         need = head + gap + fsize - self._capacity  # the least tail that makes room
-        h64 = self._h64
-        clock = time.perf_counter_ns
-        end = clock() + spin_ns
-        while True:
-            tail = h64[_TAIL]
-            if tail >= need:
-                self._tail_seen = tail
-                if not _TSO:
-                    fence()
-                return True
-            if clock() >= end:
-                return False
-            _yield_cpu()
+        tail = _spin_until_at_least(self._h64, _TAIL, need, spin_ns)
+        if tail < 0:
+            return False
+        self._tail_seen = tail
+        if not _TSO:
+            fence()
+        return True
 
     def push(
         self,
@@ -601,14 +563,16 @@ class Ring:
     ) -> bool:
         """Wait (spin, then sleep on the consumer's ``bell``) until a frame is published.
 
-        Same as :func:`stratabatch.ipc.doorbell.wait_any_readable` on this one ring.
+        Same as :func:`stratabatch.ipc.wait.wait_any_readable` on this one ring.
 
         Returns:
             True if frames are waiting, False on timeout.
         """
-        from stratabatch.ipc.doorbell import wait_any_readable  # doorbell imports this module
-
         return wait_any_readable(bell, (self,), timeout, spin_us=spin_us)
+
+    def _head_probe(self) -> tuple[memoryview, int, int]:
+        """What a consumer's poll reads: the header words, head's index in them, the tail."""
+        return self._h64, _HEAD, self._tail
 
     def close(self) -> None:
         """Release this object's views of the buffer (the ring's memory is untouched)."""
@@ -621,64 +585,6 @@ class Ring:
             f"<Ring capacity={self._capacity} max_frame={self._max_frame} "
             f"head={self._head} tail={self._tail}>"
         )
-
-
-class Waitable(Protocol):
-    """A doorbell a side can sleep on."""
-
-    def wait(self, timeout: float | None) -> bool:
-        """Block until rung (True) or until ``timeout`` seconds pass (False)."""
-
-
-def poll_any_readable(rings: Sequence[Ring], spin_us: float = 0.0) -> bool:
-    """Poll the consumer side of ``rings`` for up to ``spin_us`` microseconds.
-
-    The spin phase of a wait: reads of each ``head``, with ``sched_yield`` between rounds,
-    and no flag (the producers are not told anyone waits). ``spin_us=0`` checks each ring
-    once, which is what an event-loop consumer does once per loop iteration.
-
-    Returns:
-        True as soon as one ring has a published frame, False if the spin ran out first.
-
-    Raises:
-        ValueError: ``spin_us`` is not in ``[0, MAX_SPIN_US]``.
-    """
-    return _poll_any(rings, validate_spin_us(spin_us))
-
-
-def _poll_any(rings: Sequence[Ring], spin_ns: int) -> bool:
-    if len(rings) == 1:  # the common case (a client on its response ring), kept lean
-        ring = rings[0]
-        h64, tail = ring._h64, ring._tail
-        if h64[_HEAD] != tail:
-            return True
-        clock = time.perf_counter_ns
-        end = clock() + spin_ns
-        while clock() < end:
-            _yield_cpu()
-            if h64[_HEAD] != tail:
-                return True
-        return False
-    views = [(ring._h64, ring._tail) for ring in rings]
-    clock = time.perf_counter_ns
-    end = clock() + spin_ns
-    while True:
-        for h64, tail in views:
-            if h64[_HEAD] != tail:
-                return True
-        if clock() >= end:
-            return False
-        _yield_cpu()
-
-
-def __getattr__(name: str) -> object:
-    # wait_any_readable moved to the doorbell module with the other waits (it imports this
-    # one, so a top-level import here would be circular); existing imports keep working.
-    if name == "wait_any_readable":
-        from stratabatch.ipc.doorbell import wait_any_readable
-
-        return wait_any_readable
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

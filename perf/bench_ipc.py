@@ -53,7 +53,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 
-import stratabatch.ipc.ring as ring_module
+import stratabatch.ipc.wait as wait_module
 from stratabatch.ipc.doorbell import Doorbell, wait_any_readable
 from stratabatch.ipc.ring import DEFAULT_SPIN_US, MAX_SPIN_US, Ring
 from stratabatch.ipc.segment import Segment, segment_name
@@ -301,15 +301,15 @@ def _busy_core() -> Iterator[None]:
 def _spin_yields(enabled: bool) -> Iterator[None]:
     """Spin with sched_yield between polls (the library's choice) or without (the alternative).
 
-    Swaps the ring module's private yield hook, so only the sweep's own runs (and the
+    Swaps the wait module's private yield hook, so only the sweep's own runs (and the
     children they fork) see the alternative.
     """
-    saved = ring_module._yield_cpu
-    ring_module._yield_cpu = saved if enabled else _no_yield
+    saved = wait_module._yield_cpu
+    wait_module._yield_cpu = saved if enabled else _no_yield
     try:
         yield
     finally:
-        ring_module._yield_cpu = saved
+        wait_module._yield_cpu = saved
 
 
 def _no_yield() -> None:

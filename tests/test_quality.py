@@ -8,7 +8,6 @@ by ``dedup_scope``; a pair counts as merged when the handler saw one item for it
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import defaultdict
 from pathlib import Path

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stratabatch.ipc.ring as ring_module
+import stratabatch.ipc.wait as wait_module
 from stratabatch.ipc.doorbell import Doorbell, wait_any_readable
 from stratabatch.ipc.errors import FrameError, FrameTooLargeError, SegmentLayoutError
 from stratabatch.ipc.ring import (
@@ -263,7 +264,7 @@ class YieldHook:
 
 def test_poll_readable_sees_a_frame_at_once_and_bounds_its_spin(monkeypatch):
     yields = YieldHook()
-    monkeypatch.setattr(ring_module, "_yield_cpu", yields)
+    monkeypatch.setattr(wait_module, "_yield_cpu", yields)
     prod, cons = _pair()
     assert not cons.poll_readable()  # spin_us=0: one look
     assert yields.calls == 0
@@ -291,7 +292,7 @@ def test_poll_room_waits_for_the_consumer_without_raising_the_flag(monkeypatch):
     assert prod._h64[24] == 0  # the producer's asleep flag stays down
     # the consumer frees one frame while the producer spins
     yields = YieldHook(at=3, action=lambda: cons.drain(max_frames=1))
-    monkeypatch.setattr(ring_module, "_yield_cpu", yields)
+    monkeypatch.setattr(wait_module, "_yield_cpu", yields)
     assert prod.poll_room(60, spin_us=MAX_SPIN_US)
     assert yields.calls == 3
     assert not prod.poll_room(100)  # 64 bytes free, a 100-byte payload needs 112
@@ -323,7 +324,7 @@ def test_a_frame_published_during_the_spin_skips_the_handshake(monkeypatch):
     assert cons.drain() == [b"first"]  # activity: the next wait spins
     # the producer publishes while the consumer spins (at its third yield)
     yields = YieldHook(at=3, action=lambda: prod.try_push(b"late"))
-    monkeypatch.setattr(ring_module, "_yield_cpu", yields)
+    monkeypatch.setattr(wait_module, "_yield_cpu", yields)
     assert wait_any_readable(sleeps, [cons], 10.0, spin_us=MAX_SPIN_US)
     assert yields.calls == 3
     assert sleeps.timeouts == [] and rung.rings == 0  # never asleep, never rung
@@ -364,7 +365,7 @@ def test_blocking_push_spins_for_room_before_sleeping(monkeypatch):
         pass
     sleeps = RecordingBell()
     yields = YieldHook(at=3, action=lambda: cons.drain(max_frames=1))
-    monkeypatch.setattr(ring_module, "_yield_cpu", yields)
+    monkeypatch.setattr(wait_module, "_yield_cpu", yields)
     assert prod.push(b"q" * 60, sleeps, timeout=10.0, spin_us=MAX_SPIN_US)
     assert yields.calls == 3
     assert sleeps.timeouts == [] and rung.rings == 0  # room came during the spin
