@@ -124,6 +124,7 @@ class LeaderIndex:
         self.owners: list[Any] = []  # the group led by each row, None for dead rows
         self.keys: list[Any] = []  # each row's partition key
         self._part_ids: dict[Any, int] = {}
+        self._leaders_in: dict[int, int] = {}  # live leader rows per partition id
         self.dead = 0
 
     def __len__(self) -> int:
@@ -144,14 +145,37 @@ class LeaderIndex:
             pid = ids[key] = len(ids)
         return pid
 
+    def lead(self, row: int, group: Any) -> None:
+        """Row ``row`` leads ``group``: later requests of its partition compare with it."""
+        self.owners[row] = group
+        pid = int(self.part[row])
+        self._leaders_in[pid] = self._leaders_in.get(pid, 0) + 1
+
+    def retire(self, row: int) -> None:
+        """Row ``row`` joined another leader: it never leads, and is dead from now on."""
+        self.part[row] = -1
+        self.dead += 1
+
     def drop(self, row: int) -> None:
-        """Mark ``row`` dead: its group is no longer pending."""
+        """Mark leader row ``row`` dead: its group is no longer pending."""
+        pid = int(self.part[row])
+        left = self._leaders_in[pid] - 1
+        if left:
+            self._leaders_in[pid] = left
+        else:
+            del self._leaders_in[pid]
         self.part[row] = -1
         self.owners[row] = None
         self.dead += 1
 
-    def append(self, vectors: Any, keys: list[Any]) -> int:
-        """Write new rows after the existing ones; return the index of the first."""
+    def has_leaders_in(self, pids: list[int]) -> bool:
+        """Whether any live leader row shares a partition with ``pids``."""
+        counts = self._leaders_in
+        return bool(counts) and any(pid in counts for pid in pids)
+
+    def append(self, vectors: Any, keys: list[Any]) -> tuple[int, list[int]]:
+        """Write new rows after the existing ones; return the index of the first and the
+        partition ids of the new rows."""
         np = self._np
         n_new = len(keys)
         if self.dead * 2 > len(self.owners) and len(self.owners) >= 64:
@@ -167,10 +191,11 @@ class LeaderIndex:
                 part[:start] = self.part[:start]
             self.mat, self.part = mat, part
         self.mat[start:need] = vectors
-        self.part[start:need] = [self.part_id(k) for k in keys]
+        pids = [self.part_id(k) for k in keys]
+        self.part[start:need] = pids
         self.owners.extend([None] * n_new)
         self.keys.extend(keys)
-        return start
+        return start, pids
 
     def _compact(self) -> None:
         live = [i for i, g in enumerate(self.owners) if g is not None]
@@ -181,7 +206,11 @@ class LeaderIndex:
         self.keys = [self.keys[i] for i in live]
         if len(self._part_ids) > 4 * n + 1024:  # forget partitions nobody uses any more
             self._part_ids = {}
-            self.part[:n] = [self.part_id(k) for k in self.keys]
+            pids = [self.part_id(k) for k in self.keys]
+            self.part[:n] = pids
+            self._leaders_in = {}
+            for pid in pids:
+                self._leaders_in[pid] = self._leaders_in.get(pid, 0) + 1
         for row, g in enumerate(self.owners):
             g.row = row
         self.dead = 0

@@ -270,21 +270,25 @@ class Grouping:
         if index.dim is None:
             index.dim = len(vectors[0])
         keys = [self._part_key(r, c.dedup_scope) for r in ok]
-        start = index.append(vectors, keys)
+        threshold = float(self.threshold())
+        start, pids = index.append(vectors, keys)
         n = start + len(ok)
-        lead, sim = leader_cluster(index.mat[:n], index.part[:n], float(self.threshold()),
-                                   start, method=_CLUSTER_METHOD)
+        if index.has_leaders_in(pids):
+            lead, sim = leader_cluster(index.mat[:n], index.part[:n], threshold, start,
+                                       method=_CLUSTER_METHOD)
+            leads, sims = lead[start:].tolist(), sim[start:].tolist()
+        else:  # no pending leader shares a partition with them: cluster the new rows alone
+            lead, sim = leader_cluster(index.mat[start:n], index.part[start:n], threshold, 0,
+                                       method=_CLUSTER_METHOD)
+            leads, sims = (lead + start).tolist(), sim.tolist()
         owners = index.owners
-        leads = lead[start:].tolist()
-        sims = sim[start:].tolist()
         for j, r in enumerate(ok):
             i = start + j
             li = leads[j]
             if li == i:
                 g = self._new_group(r, part=keys[j])
                 g.row = i
-                owners[i] = g
+                index.lead(i, g)
             else:
                 self._join(r, owners[li], sims[j], False)
-                index.part[i] = -1  # a member's row never leads
-                index.dead += 1
+                index.retire(i)
