@@ -198,12 +198,14 @@ class LeaderIndex:
         return start, pids
 
     def _compact(self) -> None:
-        live = [i for i, g in enumerate(self.owners) if g is not None]
+        np = self._np
+        live = np.flatnonzero(self.part[: len(self.owners)] >= 0)  # leaders; the rest is dead
         n = len(live)
         self.mat[:n] = self.mat[live]
         self.part[:n] = self.part[live]
-        self.owners = [self.owners[i] for i in live]
-        self.keys = [self.keys[i] for i in live]
+        owners, keys = self.owners, self.keys
+        self.owners = [owners[i] for i in live.tolist()]
+        self.keys = [keys[i] for i in live.tolist()]
         if len(self._part_ids) > 4 * n + 1024:  # forget partitions nobody uses any more
             self._part_ids = {}
             pids = [self.part_id(k) for k in self.keys]
