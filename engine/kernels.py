@@ -47,37 +47,31 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
-@intrinsic
-def _load_u64(typingctx, arr, idx):
-    """Load 8 bytes of a uint8 array at any (unaligned) byte index as one native uint64."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8):
-        return None
-    sig = types.uint64(arr, types.intp)
+def _unaligned_load(bits: int, name: str):  # noqa: ANN202 - builds a numba intrinsic
+    """An intrinsic loading ``bits`` bits of a uint8 array at any (unaligned) byte index as one
+    native unsigned integer."""
+    result = types.uint64 if bits == 64 else types.uint32
 
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [args[1]])
-        wide = builder.bitcast(ptr, ir.IntType(64).as_pointer())
-        # align=1: offsets of variable-length strings are arbitrary, x86/arm64 load them fine
-        return builder.load(wide, align=1)
+    def typer(typingctx, arr, idx):  # noqa: ARG001 - numba intrinsic signature
+        if not (isinstance(arr, types.Array) and arr.dtype == types.uint8):
+            return None
+        sig = result(arr, types.intp)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            ptr = builder.gep(ary.data, [args[1]])
+            wide = builder.bitcast(ptr, ir.IntType(bits).as_pointer())
+            # align=1: offsets of variable-length strings are arbitrary, x86/arm64 load them fine
+            return builder.load(wide, align=1)
+
+        return sig, codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    return intrinsic(typer)
 
 
-@intrinsic
-def _load_u32(typingctx, arr, idx):
-    """Load 4 bytes of a uint8 array at any (unaligned) byte index as one native uint32."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8):
-        return None
-    sig = types.uint32(arr, types.intp)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [args[1]])
-        wide = builder.bitcast(ptr, ir.IntType(32).as_pointer())
-        return builder.load(wide, align=1)
-
-    return sig, codegen
+_load_u64 = _unaligned_load(64, "_load_u64")
+_load_u32 = _unaligned_load(32, "_load_u32")
 
 
 @njit(cache=True)
