@@ -109,7 +109,7 @@ def _merge_round(acc, val):
     return acc * _P1 + _P4
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # large passes run in a worker thread
 def _xxh64_batch_kernel(data, offsets, seed, little_endian, out):
     n = out.shape[0]
     for s in range(n):
@@ -603,7 +603,7 @@ def _anagram_hash(cps, a, b, scratch):
     return _fmix(h ^ np.uint64(m))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # large passes run in a worker thread
 def hashed_embed(data, size, stop_hashes, weights, out):
     """Fill out[i] with the L2-normalized hashed features of the i-th text of data[:size].
 
