@@ -26,8 +26,11 @@ from stratabatch.monitor.snapshot import (
 )
 
 
-def options_line(snap: EngineSnapshot) -> str:
-    """The engine's key options in one line: window, max_size, strategy, threshold."""
+def options_line(snap: EngineSnapshot, width: int = 1000) -> str:
+    """The engine's key options in one line: window, max_size, strategy, threshold.
+
+    The adaptive window's range and target are left out when the line would exceed ``width``.
+    """
     info = snap.info
     parts = [f"window {fmt.ms(snap.stats.window_ms)} ms"]
     if info.get("adaptive"):
@@ -35,9 +38,9 @@ def options_line(snap: EngineSnapshot) -> str:
         tgt = info.get("target_latency_ms")
         extra = []
         if lo is not None and hi is not None:
-            extra.append(f"{fmt.ms(float(lo))}-{fmt.ms(float(hi))}")
+            extra.append(f"{float(lo):g}-{float(hi):g}")
         if tgt is not None:
-            extra.append(f"target {fmt.ms(float(tgt))}")
+            extra.append(f"target {float(tgt):g}")
         parts[0] += " (adaptive" + (" " + ", ".join(extra) if extra else "") + ")"
     if "max_size" in info:
         parts.append(f"max_size {info['max_size']}")
@@ -45,7 +48,11 @@ def options_line(snap: EngineSnapshot) -> str:
         parts.append(f"strategy {info['dedup_strategy']}")
     if snap.dedup_threshold:
         parts.append(f"threshold {snap.dedup_threshold:.2f}")
-    return "  ".join(parts)
+    line = "  ".join(parts)
+    if len(line) > width and info.get("adaptive"):
+        parts[0] = f"window {fmt.ms(snap.stats.window_ms)} ms (adaptive)"
+        line = "  ".join(parts)
+    return line
 
 
 def model_text(snap: EngineSnapshot) -> str:

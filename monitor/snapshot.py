@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from stratabatch import Stats
 from stratabatch.ipc.counters import (
     COUNTERS_PART,
@@ -239,7 +241,11 @@ def build_snapshot(name: str, segment: str, raw: Mapping[str, Any], info: Mappin
         else:
             values[fname] = v if isinstance(v, (int, float)) else 0
     ring = raw.get("seconds") or {}
-    history = History(**{f.name: tuple(ring.get(f.name, ())) for f in dataclasses.fields(History)})
+    if isinstance(ring, History):
+        history = ring
+    else:
+        history = History(**{f.name: tuple(ring.get(f.name, ()))
+                             for f in dataclasses.fields(History)})
     clients = tuple(
         ClientRow(slot=row.get("slot", 0), pid=row.get("pid", 0), requests=row.get("requests", 0),
                   errors=row.get("errors", 0), timeouts=row.get("timeouts", 0),
@@ -256,6 +262,75 @@ def build_snapshot(name: str, segment: str, raw: Mapping[str, Any], info: Mappin
         batch_size=_histogram(raw.get("batch_size")), latency_ms=_histogram(raw.get("latency_ms")),
         history=history, clients=clients,
     )
+
+
+class _Decoder:
+    """Decodes the words of a stats block into what :func:`build_snapshot` reads.
+
+    Faster than :meth:`CountersReader.snapshot` for a monitor at 10 Hz: scalars are picked by
+    index, the client table is scanned with numpy, and the per-second ring is decoded again
+    only when its head moved (once a second).
+    """
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self.scalars: list[tuple[str, int, bool]] = []
+        self.hists: list[tuple[str, int, tuple[float, ...], str]] = []
+        self.ring: tuple[int, int, int, list[tuple[str, bool]]] | None = None
+        self.table: tuple[int, int, list[tuple[str, bool]], str] | None = None
+        for f in schema["fields"]:
+            kind, name = f["kind"], f["name"]
+            if kind in ("counter", "gauge"):
+                self.scalars.append((name, f["offset"] // 8, f["type"] == "f64"))
+            elif kind == "histogram":
+                self.hists.append((name, f["count_offset"] // 8,
+                                   tuple(float(b) for b in f["bounds"]), f.get("closed", "right")))
+            elif kind == "sample_ring" and name == "seconds":
+                cols = [(c["name"], c["type"] == "f64") for c in f["columns"]]
+                self.ring = (f["head_offset"] // 8, f["rows_offset"] // 8, f["capacity"], cols)
+            elif kind == "table" and name == "clients":
+                cols = [(c["name"], c["type"] == "f64") for c in f["columns"]]
+                self.table = (f["rows_offset"] // 8, f["rows"], cols, f["index_name"])
+        self._ring_head = -1
+        self._ring_value = History()
+
+    def decode(self, seq: int, words: np.ndarray) -> dict[str, Any]:
+        """The block's fields as plain data (the shapes of ``CountersReader.snapshot``, except
+        the ring, which is a :class:`History`)."""
+        floats = words.view(np.float64)
+        out: dict[str, Any] = {"seq": seq}
+        for name, i, is_float in self.scalars:
+            out[name] = float(floats[i]) if is_float else int(words[i])
+        for name, base, bounds, closed in self.hists:
+            out[name] = {"bounds": bounds, "closed": closed,
+                         "counts": words[base + 2 : base + 3 + len(bounds)].tolist()}
+        if self.ring is not None:
+            head_i, base, size, cols = self.ring
+            head = int(words[head_i])
+            if head != self._ring_head:
+                n = min(head, size)
+                width = len(cols)
+                block = words[base : base + size * width].reshape(size, width)
+                block = block[np.arange(head - n, head) % size]
+                columns = {
+                    cname: tuple((block[:, i].view(np.float64) if is_float
+                                  else block[:, i]).tolist())
+                    for i, (cname, is_float) in enumerate(cols)
+                }
+                self._ring_value = History(**{f.name: columns.get(f.name, ())
+                                              for f in dataclasses.fields(History)})
+                self._ring_head = head
+            out["seconds"] = self._ring_value
+        if self.table is not None:
+            base, rows, cols, index = self.table
+            width = len(cols)
+            block = words[base : base + rows * width].reshape(rows, width)
+            used = np.flatnonzero(block.any(axis=1))
+            out["clients"] = [
+                {index: int(r), **{c: (float(block[r, i:i + 1].view(np.float64)[0]) if f
+                                       else int(block[r, i])) for i, (c, f) in enumerate(cols)}}
+                for r in used.tolist()
+            ]
+        return out
 
 
 def _histogram(h: Any) -> Histogram:
@@ -279,7 +354,7 @@ def read_snapshot(name: str = "default", *, clock: Clock = time.time_ns) -> Engi
     """
     reader = CountersReader.attach(name)
     try:
-        raw = reader.snapshot()
+        raw = _Decoder(reader.schema).decode(*reader.read_words())
         seg = reader.segment
         assert seg is not None
         return build_snapshot(name, seg.name, raw, reader.info, alive=pid_alive(seg.owner_pid),
@@ -319,6 +394,7 @@ class CountersSource:
         self.path = shm_path(name)
         self._clock = clock
         self._reader: CountersReader | None = None
+        self._decoder: _Decoder | None = None
         self._ident: tuple[int, int] | None = None
         self._last: EngineSnapshot | None = None
         self._others: tuple[str, ...] = ()
@@ -359,6 +435,7 @@ class CountersSource:
         if self._reader is None:
             try:
                 self._reader = CountersReader.attach(self.name)
+                self._decoder = _Decoder(self._reader.schema)
             except SegmentNotFoundError:
                 return self._waiting("no counters segment: no engine of that name is running")
             except SegmentLayoutError as exc:
@@ -373,14 +450,16 @@ class CountersSource:
             return self._waiting(f"the engine that made the block (pid {seg.owner_pid}) has "
                                  "exited; waiting for a new one")
         try:
-            raw = reader.snapshot(timeout=0.05)
+            seq, words = reader.read_words(timeout=0.05)
         except TimeoutError:
             return self._waiting("the engine stopped in the middle of an update")
         now = self._clock()
         last = self._last
-        if last is not None and last.seq == raw["seq"]:
+        if last is not None and last.seq == seq:
             snap = dataclasses.replace(last, taken_at_ns=now)
         else:
+            assert self._decoder is not None
+            raw = self._decoder.decode(seq, words)
             snap = build_snapshot(self.name, seg.name, raw, reader.info, alive=True,
                                   taken_at_ns=now)
         self._last = snap
