@@ -370,3 +370,172 @@ def waiting(w: Waiting, width: int) -> Text:
         t.append(f"  (stratabatch-monitor {w.engines[0]})\n", DIM)
     t.append("\nthis screen attaches by itself when the engine starts; q quits", DIM)
     return t
+
+
+# ---------------------------------------------------------------------- the whole screen
+
+PANEL_TITLES = {"traffic": "1 Traffic", "dedup": "2 Dedup", "health": "3 Latency & health",
+                "clients": "4 Clients"}
+"""Panel names, in screen order, with their titles (the digit is the key that toggles it)."""
+BORDER = "#5f87af"
+HEADER_LINES = 2
+
+ChartCache = dict[tuple[str, int, int], list[Text]]
+"""Charts drawn at the last chart refresh, as padded lines, by (chart, width, height)."""
+
+
+def _lines(text: Text, width: int, height: int) -> list[Text]:
+    """``text`` as exactly ``height`` lines of exactly ``width`` cells."""
+    out = []
+    plain = text.plain
+    parts = ([text.copy()] if "\n" not in plain else text.split("\n", allow_blank=True)) \
+        if plain else []
+    for line in parts[:height]:
+        line.truncate(width, overflow="crop", pad=True)
+        out.append(line)
+    while len(out) < height:
+        out.append(Text(" " * width))
+    return out
+
+
+def _side(line: Text) -> Text:
+    row = Text("│ ", BORDER)
+    row.append_text(line)
+    row.append(" │", BORDER)
+    return row
+
+
+def _chart(cache: ChartCache, redraw: bool, key: str, width: int, height: int,
+           fn: object) -> list[Text]:
+    """A chart's lines with the panel's sides, kept until the next chart refresh."""
+    k = (key, width, height)
+    if redraw or k not in cache:
+        cache[k] = [_side(line) for line in
+                    _lines(fn(width, height), width, height)]  # type: ignore[operator]
+    return cache[k]
+
+
+def panel_body(panel: str, snap: EngineSnapshot, rates: Rates, width: int, height: int,
+               charts: ChartCache, redraw: bool) -> list[Text]:
+    """The inside of one panel with its sides: its numbers on top, its charts below."""
+    if panel == "clients":
+        # refreshed with the charts (its rates are 5-second averages), and at once when a
+        # client comes or goes
+        members = "clients:" + ",".join(f"{c.slot}/{c.pid}" for c in snap.clients)
+        return _chart(charts, redraw, members, width, height,
+                      lambda w, h: clients_table(snap, rates, w, h))
+    if panel == "traffic":
+        nums = traffic_numbers(snap, rates, width)
+    elif panel == "dedup":
+        nums = dedup_numbers(snap, width)
+    else:
+        nums = health_numbers(snap, rates, width)
+    top = [_side(line) for line in _lines(nums, width, min(height, nums.plain.count("\n") + 1))]
+    room = height - len(top)
+    if panel == "traffic":
+        first = room // 2
+        parts = [
+            _chart(charts, redraw, "history", width, first,
+                   lambda w, h: history_chart(snap, w, h)),
+            _chart(charts, redraw, "batch", width, room - first,
+                   lambda w, h: batch_size_chart(snap, w, h)),
+        ]
+    elif panel == "dedup":
+        parts = [_chart(charts, redraw, "similarity", width, room,
+                        lambda w, h: similarity_chart(snap, w, h))]
+    else:
+        parts = [_chart(charts, redraw, "latency", width, room,
+                        lambda w, h: latency_chart(snap, w, h))]
+    out = top
+    for part in parts:
+        out += part
+    return out
+
+
+def _box(title: str, body: list[Text], width: int) -> list[Text]:
+    """Top and bottom borders of ``width`` cells around ``body`` (lines with their sides)."""
+    label = f" {title} "
+    top = Text("╭─", BORDER)
+    top.append(label[: max(0, width - 4)], "bold")
+    top.append("─" * max(0, width - 3 - len(label)) + "╮", BORDER)
+    top.truncate(width, overflow="crop", pad=True)
+    return [top, *body, Text("╰" + "─" * max(0, width - 2) + "╯", BORDER)]
+
+
+def layout(visible: Sequence[str], width: int, height: int) -> list[tuple[str, int, int, int,
+                                                                             int]]:
+    """Where each visible panel goes: (panel, x, y, width, height) in a grid of two columns;
+    an odd last panel spans both."""
+    n = len(visible)
+    if n == 0 or width < 8 or height < 3:
+        return []
+    rows = (n + 1) // 2
+    out = []
+    for i, panel in enumerate(visible):
+        r, c = divmod(i, 2)
+        y = r * (height // rows)
+        h = height // rows if r < rows - 1 else height - y
+        if n == 1 or (i == n - 1 and n % 2):
+            out.append((panel, 0, y, width, h))
+        else:
+            left = width // 2
+            out.append((panel, 0 if c == 0 else left, y, left if c == 0 else width - left, h))
+    return out
+
+
+Row = list[Text]
+"""One screen line as pieces side by side (a panel's line, the next panel's line...)."""
+
+
+def screen_lines(state: EngineSnapshot | Waiting | str | None, rates: Rates, *, width: int,
+                 height: int, visible: Sequence[str], paused: bool, charts: ChartCache,
+                 redraw_charts: bool) -> list[Row]:
+    """Every line of the dashboard above the footer, as pieces whose widths add up to
+    ``width``. Charts come from ``charts`` (the same objects until the next chart refresh),
+    so a screen that differs only in a few numbers differs only in a few pieces.
+
+    Args:
+        state: A snapshot, why there is none, or an error message.
+        rates: The monitor's rates for the snapshot.
+        width: Screen width.
+        height: Lines available.
+        visible: The panels shown, in screen order.
+        paused: Whether refreshing is paused (shown in the header).
+        charts: Charts kept between calls; refreshed when ``redraw_charts``.
+        redraw_charts: Draw the charts anew (else reuse those of the same size).
+    """
+    if width <= 0 or height <= 0:
+        return []
+    if not isinstance(state, EngineSnapshot):
+        if isinstance(state, Waiting):
+            body = waiting(state, width)
+        else:
+            body = Text(state or "starting…", "bold red" if state else DIM, justify="center")
+        msg = body.split("\n", allow_blank=True)
+        pad = max(0, (height - len(msg)) // 2)
+        lines = [Text(" " * width) for _ in range(pad)]
+        for m in msg:
+            m = m.copy()
+            m.align("center", width)
+            lines.append(m)
+        return [[line] for line in _lines(Text("\n").join(lines), width, height)]
+    snap = state
+    out: list[Row] = [[line] for line in _lines(header(snap, paused=paused, width=width), width,
+                                                min(height, HEADER_LINES))]
+    body_h = height - len(out)
+    grid: list[Row] = [[] for _ in range(body_h)]
+    used = [0] * body_h
+    for panel, x, y, w, h in layout(visible, width, body_h):
+        if h < 3 or w < 6:
+            continue
+        inner = panel_body(panel, snap, rates, w - 4, h - 2, charts, redraw_charts)
+        for dy, line in enumerate(_box(PANEL_TITLES[panel], inner, w)):
+            row = grid[y + dy]
+            if used[y + dy] < x:
+                row.append(Text(" " * (x - used[y + dy])))
+            row.append(line)
+            used[y + dy] = x + w
+    for row, n in zip(grid, used, strict=True):
+        if n < width:
+            row.append(Text(" " * (width - n)))
+    return out + grid
