@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from stratabatch.monitor.app import MonitorApp  # Textual loads only for the dashboard
 
-    MonitorApp(args.name, interval=args.interval).run()
+    MonitorApp(args.name, interval=args.interval, freeze_gc=True).run()
     return 0
 
 

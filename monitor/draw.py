@@ -58,28 +58,30 @@ Item = tuple[str, str, str]
 """A labelled value for :func:`flow`: (label, value, value style)."""
 
 
-def flow(lines: Sequence[Sequence[Item]], width: int) -> Text:
-    """Lay out labelled values: each given line, wrapped between items where it is too wide."""
-    t = Text(no_wrap=True, overflow="crop")
-    first_line = True
+def flow(lines: Sequence[Sequence[Item]], width: int) -> list[Text]:
+    """Lay out labelled values: each given line, wrapped between items where it is too wide;
+    every line returned is exactly ``width`` cells."""
+    out: list[Text] = []
     for items in lines:
+        t = Text()
         used = 0
         for label, value, style in items:
             size = len(label) + (1 if label else 0) + len(value)
             if used and used + 2 + size > width:
-                t.append("\n")
+                out.append(t)
+                t = Text()
                 used = 0
             elif used:
                 t.append("  ")
                 used += 2
-            elif not first_line:
-                t.append("\n")
-            first_line = False
             if label:
                 t.append(label + " ", DIM)
             t.append(value, style)
             used += size
-    return t
+        out.append(t)
+    for t in out:
+        t.truncate(width, overflow="crop", pad=True)
+    return out
 
 
 def _columns(values: Sequence[float], width: int, combine: str = "mean") -> tuple[list[float], int]:
@@ -99,8 +101,8 @@ def _columns(values: Sequence[float], width: int, combine: str = "mean") -> tupl
     return cols, k
 
 
-def header(snap: EngineSnapshot, *, paused: bool, width: int) -> Text:
-    """Two lines: engine identity and state; the key options."""
+def header(snap: EngineSnapshot, *, paused: bool, width: int) -> list[Text]:
+    """Two lines of ``width`` cells: engine identity and state; the key options."""
     info = snap.info
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(" stratabatch ", "bold reverse")
@@ -117,12 +119,13 @@ def header(snap: EngineSnapshot, *, paused: bool, width: int) -> Text:
     if pad > 0:
         t.append(" " * pad)
     t.append(state, style)
-    t.append("\n")
-    t.append(" " + options_line(snap, width - 1), DIM)
-    return t
+    second = Text(" " + options_line(snap, width - 1), DIM)
+    for line in (t, second):
+        line.truncate(width, overflow="crop", pad=True)
+    return [t, second]
 
 
-def traffic_numbers(snap: EngineSnapshot, rates: Rates, width: int) -> Text:
+def traffic_numbers(snap: EngineSnapshot, rates: Rates, width: int) -> list[Text]:
     """Request and batch rates, totals, average batch size."""
     s = snap.stats
     return flow([
@@ -200,7 +203,7 @@ def batch_size_chart(snap: EngineSnapshot, width: int, height: int) -> Text:
     return t
 
 
-def dedup_numbers(snap: EngineSnapshot, width: int) -> Text:
+def dedup_numbers(snap: EngineSnapshot, width: int) -> list[Text]:
     """Dedup rate split into exact and near merges, coalesced work, cost saved."""
     s = snap.stats
     total = s.total_requests or 1
@@ -278,7 +281,7 @@ def similarity_chart(snap: EngineSnapshot, width: int, height: int) -> Text:
     return t
 
 
-def health_numbers(snap: EngineSnapshot, rates: Rates, width: int) -> Text:
+def health_numbers(snap: EngineSnapshot, rates: Rates, width: int) -> list[Text]:
     """Latency percentiles, queue and in-flight work, window and handler model, failures."""
     s = snap.stats
     cap = snap.info.get("max_inflight_batches")
@@ -430,7 +433,7 @@ def panel_body(panel: str, snap: EngineSnapshot, rates: Rates, width: int, heigh
         nums = dedup_numbers(snap, width)
     else:
         nums = health_numbers(snap, rates, width)
-    top = [_side(line) for line in _lines(nums, width, min(height, nums.plain.count("\n") + 1))]
+    top = [_side(line) for line in nums[:height]]
     room = height - len(top)
     if panel == "traffic":
         first = room // 2
@@ -520,8 +523,7 @@ def screen_lines(state: EngineSnapshot | Waiting | str | None, rates: Rates, *, 
             lines.append(m)
         return [[line] for line in _lines(Text("\n").join(lines), width, height)]
     snap = state
-    out: list[Row] = [[line] for line in _lines(header(snap, paused=paused, width=width), width,
-                                                min(height, HEADER_LINES))]
+    out: list[Row] = [[line] for line in header(snap, paused=paused, width=width)[:height]]
     body_h = height - len(out)
     grid: list[Row] = [[] for _ in range(body_h)]
     used = [0] * body_h

@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _stop)  # the terminal closed
     try:
         eng.run_simulated(args.history, end_s=int(now) - 1)
         print(f"fake engine {args.name!r} running (pid of the block's writer: this process); "
