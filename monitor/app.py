@@ -216,6 +216,8 @@ class MonitorApp(App[None]):
             return
         try:
             state = self.source.poll()
+            if isinstance(state, Waiting) and state == self.state and self._error is None:
+                return  # still waiting for the same thing: the screen is already right
             if isinstance(state, EngineSnapshot):
                 if not isinstance(self.state, EngineSnapshot) or state.pid != self.state.pid \
                         or state.started_at_ns != self.state.started_at_ns:
@@ -241,9 +243,15 @@ class MonitorApp(App[None]):
             self._charts_at = now
             self._charts.clear()
         state: EngineSnapshot | Waiting | str | None = self._error or self.state
-        dash.show(draw.screen_lines(state, self.rates, width=size.width, height=size.height,
-                                    visible=self.panels, paused=self.paused,
-                                    charts=self._charts, redraw_charts=redraw))
+        try:
+            rows = draw.screen_lines(state, self.rates, width=size.width, height=size.height,
+                                     visible=self.panels, paused=self.paused,
+                                     charts=self._charts, redraw_charts=redraw)
+        except Exception as exc:  # a drawing bug shows as a message, never a traceback
+            rows = draw.screen_lines(f"monitor error: {type(exc).__name__}: {exc}", self.rates,
+                                     width=size.width, height=size.height, visible=(),
+                                     paused=False, charts={}, redraw_charts=True)
+        dash.show(rows)
 
     # ------------------------------------------------------------------ actions
 

@@ -72,6 +72,7 @@ class FakeEngine:
         self.sim_hist = np.zeros(SIMILARITY_BINS, np.int64)
         self.recent_lat = np.zeros(0)
         self.rps = 0.0
+        self.queue = 0
         self.window_ms = 50.0
         self.clients: dict[int, dict[str, int]] = {}
         self._next_pid = 40_000
@@ -107,11 +108,15 @@ class FakeEngine:
         self.t += dt
         swell = 1.0 + 0.6 * math.sin(2 * math.pi * self.t / 90.0) + 0.2 * math.sin(self.t / 7.0)
         n = int(rng.poisson(max(self.rate * swell, 0.0) * dt))
-        dups = int(rng.binomial(n, 0.45))
+        # the queue keeps the engine's accounting: total = unique + duplicates + dropped + queue
+        queue = int(min(rng.poisson(6), self.queue + n))
+        done = self.queue + n - queue
+        self.queue = queue
+        dups = int(rng.binomial(done, 0.45))
         exact = int(rng.binomial(dups, 0.7))
         near = dups - exact
-        dropped = int(rng.binomial(n - dups, 0.002))
-        unique = n - dups - dropped
+        dropped = int(rng.binomial(done - dups, 0.002))
+        unique = done - dups - dropped
         sizes: list[int] = []
         left = unique
         while left > 0:
@@ -157,7 +162,7 @@ class FakeEngine:
             "requests_per_second": float(self.rps),
             "cost_saved_usd": tot["duplicates"] * self.cost,
             "latency_ms_p50": p50, "latency_ms_p95": p95, "latency_ms_p99": p99,
-            "queue_depth": int(rng.poisson(6)), "window_ms": self.window_ms,
+            "queue_depth": self.queue, "window_ms": self.window_ms,
             "errors": tot["errors"], "timeouts": tot["timeouts"], "rejected": tot["rejected"],
             "exact_merges": tot["exact_merges"], "near_merges": tot["near_merges"],
             "merge_similarity_histogram": tuple(int(x) for x in self.sim_hist),

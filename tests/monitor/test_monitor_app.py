@@ -185,3 +185,38 @@ async def test_a_damaged_block_shows_a_message_not_a_traceback():
             assert "not a readable counters block" in screen
     finally:
         seg.close()
+
+
+async def test_tiny_terminals_and_drawing_errors_never_raise(block, monkeypatch):
+    name, w = block
+    publish(w)
+    w.set_row("clients", 0, pid=1, connected=1, requests=1)
+    app = app_for(name)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for size in ((30, 8), (12, 4), (6, 2), (200, 60)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            await refresh(app, pilot)
+            assert all(len(line) == size[0] for line in app.dashboard.lines)
+
+        def broken(*a, **k):
+            raise ZeroDivisionError("boom")
+
+        monkeypatch.setattr("stratabatch.monitor.draw.header", broken)
+        screen = await refresh(app, pilot)
+        assert "monitor error: ZeroDivisionError: boom" in screen
+
+
+def test_fake_engine_keeps_the_stats_accounting():
+    from stratabatch.monitor.fake import FakeEngine
+    from stratabatch.monitor.snapshot import read_snapshot
+
+    eng = FakeEngine(engine_name(), seed=3)
+    try:
+        eng.run_simulated(20, end_s=1_800_000_000)
+        s = read_snapshot(eng.name).stats
+        assert s.total_requests > 1000
+        assert s.total_requests == s.unique_requests + s.duplicates + s.dropped + s.queue_depth
+        assert s.duplicates == s.exact_merges + s.near_merges
+    finally:
+        eng.close()
