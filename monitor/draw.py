@@ -1,14 +1,16 @@
-"""Drawing a snapshot as Rich text for the dashboard's panels; pure functions of their inputs.
+"""Drawing a snapshot as Rich text: the panels' parts and the whole screen; no Textual here.
 
-Every function takes an :class:`~stratabatch.monitor.snapshot.EngineSnapshot` (and the monitor's
-own :class:`~stratabatch.monitor.snapshot.Rates`) plus the room it may use, and returns a
-:class:`rich.text.Text`. The app compares the result with what a widget already shows and
-repaints only on a change.
+Each panel part (numbers, charts, client table) is a pure function of an
+:class:`~stratabatch.monitor.snapshot.EngineSnapshot`, the monitor's own
+:class:`~stratabatch.monitor.snapshot.Rates` and the room it may use.
+:func:`screen_lines` lays the panels out in a grid of rounded boxes under a two-line header
+and returns every screen line as pieces; the app's ``Dashboard`` repaints only the lines whose
+pieces changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.text import Text
 
@@ -381,7 +383,6 @@ PANEL_TITLES = {"traffic": "1 Traffic", "dedup": "2 Dedup", "health": "3 Latency
                 "clients": "4 Clients"}
 """Panel names, in screen order, with their titles (the digit is the key that toggles it)."""
 BORDER = "#5f87af"
-HEADER_LINES = 2
 
 ChartCache = dict[tuple[str, int, int], list[Text]]
 """Charts drawn at the last chart refresh, as padded lines, by (chart, width, height)."""
@@ -409,12 +410,11 @@ def _side(line: Text) -> Text:
 
 
 def _chart(cache: ChartCache, redraw: bool, key: str, width: int, height: int,
-           fn: object) -> list[Text]:
+           fn: Callable[[int, int], Text]) -> list[Text]:
     """A chart's lines with the panel's sides, kept until the next chart refresh."""
     k = (key, width, height)
     if redraw or k not in cache:
-        cache[k] = [_side(line) for line in
-                    _lines(fn(width, height), width, height)]  # type: ignore[operator]
+        cache[k] = [_side(line) for line in _lines(fn(width, height), width, height)]
     return cache[k]
 
 
