@@ -10,6 +10,7 @@ pieces changed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from rich.text import Text
@@ -455,14 +456,29 @@ def panel_body(panel: str, snap: EngineSnapshot, rates: Rates, width: int, heigh
     return out
 
 
-def _box(title: str, body: list[Text], width: int) -> list[Text]:
-    """Top and bottom borders of ``width`` cells around ``body`` (lines with their sides)."""
+@functools.lru_cache(maxsize=64)
+def _borders(title: str, width: int) -> tuple[Text, Text]:
     label = f" {title} "
     top = Text("╭─", BORDER)
     top.append(label[: max(0, width - 4)], "bold")
     top.append("─" * max(0, width - 3 - len(label)) + "╮", BORDER)
     top.truncate(width, overflow="crop", pad=True)
-    return [top, *body, Text("╰" + "─" * max(0, width - 2) + "╯", BORDER)]
+    return top, Text("╰" + "─" * max(0, width - 2) + "╯", BORDER)
+
+
+@functools.lru_cache(maxsize=64)
+def _blank(width: int) -> Text:
+    return Text(" " * width)
+
+
+def _box(title: str, body: list[Text], width: int) -> list[Text]:
+    """Top and bottom borders of ``width`` cells around ``body`` (lines with their sides).
+
+    The borders are the same objects from one refresh to the next (never modified), so the
+    dashboard recognises them without comparing their text.
+    """
+    top, bottom = _borders(title, width)
+    return [top, *body, bottom]
 
 
 def layout(visible: Sequence[str], width: int, height: int) -> list[tuple[str, int, int, int,
@@ -534,10 +550,10 @@ def screen_lines(state: EngineSnapshot | Waiting | str | None, rates: Rates, *, 
         for dy, line in enumerate(_box(PANEL_TITLES[panel], inner, w)):
             row = grid[y + dy]
             if used[y + dy] < x:
-                row.append(Text(" " * (x - used[y + dy])))
+                row.append(_blank(x - used[y + dy]))
             row.append(line)
             used[y + dy] = x + w
     for row, n in zip(grid, used, strict=True):
         if n < width:
-            row.append(Text(" " * (width - n)))
+            row.append(_blank(width - n))
     return out + grid
