@@ -60,6 +60,7 @@ from stratabatch.ipc.errors import FrameError, FrameTooLargeError, SegmentLayout
 from stratabatch.ipc.wait import (  # the wait names stay importable from here
     DEFAULT_SPIN_US,
     MAX_SPIN_US,
+    AsyncWaitable,
     Waitable,
     _spin_until_at_least,
     poll_any_readable,
@@ -211,6 +212,41 @@ class Ring:
         self._tail_seen = h64[_TAIL]  # producer: the last tail it read
         self._tail = self._tail_seen  # consumer: authoritative tail
         self.spin_armed = True
+
+    @classmethod
+    def create(
+        cls,
+        buf: Buffer,
+        *,
+        capacity: int,
+        max_frame: int,
+        wake_consumer: Bell | None = None,
+        wake_producer: Bell | None = None,
+    ) -> Ring:
+        """Initialise a new, empty ring in ``buf`` (the creator's side; ``init=True``).
+
+        Same arguments as the constructor; :meth:`attach` is the other side.
+        """
+        return cls(buf, capacity=capacity, max_frame=max_frame, init=True,
+                   wake_consumer=wake_consumer, wake_producer=wake_producer)
+
+    @classmethod
+    def attach(
+        cls,
+        buf: Buffer,
+        *,
+        capacity: int,
+        max_frame: int,
+        wake_consumer: Bell | None = None,
+        wake_producer: Bell | None = None,
+    ) -> Ring:
+        """Use a ring another process created in ``buf`` (``init=False``; its header is checked).
+
+        Raises:
+            SegmentLayoutError: ``buf`` holds no ring of that capacity and max_frame.
+        """
+        return cls(buf, capacity=capacity, max_frame=max_frame, init=False,
+                   wake_consumer=wake_consumer, wake_producer=wake_producer)
 
     @staticmethod
     def nbytes(capacity: int) -> int:
@@ -470,6 +506,43 @@ class Ring:
                     self.producer_awake()
         return True
 
+    async def push_async(
+        self,
+        payload: Buffer,
+        bell: AsyncWaitable,
+        timeout: float | None = None,
+    ) -> bool:
+        """Append one frame from asyncio; while the ring is full, await the producer's doorbell.
+
+        The asyncio twin of :meth:`push`: it never blocks the event loop and never spins (a
+        spin inside a coroutine would hold the loop). While the ring is full it raises the
+        producer's asleep flag (:meth:`producer_sleep_check`) and awaits ``bell``, which the
+        consumer rings after draining.
+
+        Args:
+            payload: Bytes-like object of at most :attr:`max_frame` bytes.
+            bell: The producer's own doorbell, or anything with an awaitable
+                ``wait_async(timeout)`` woken when it rings.
+            timeout: Seconds to wait for room at most; None waits forever.
+
+        Returns:
+            True if pushed, False if the ring stayed full for ``timeout`` seconds.
+
+        Raises:
+            FrameTooLargeError: The payload is over :attr:`max_frame`; nothing was written.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.try_push(payload):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            if self.producer_sleep_check(len(payload)):
+                try:
+                    await bell.wait_async(left)
+                finally:
+                    self.producer_awake()
+        return True
+
     # ------------------------------------------------------------------ consumer
 
     def drain(self, max_frames: int = 0) -> list[bytes]:
@@ -592,6 +665,7 @@ __all__ = [
     "HEADER_BYTES",
     "MAX_SPIN_US",
     "WRAP",
+    "AsyncWaitable",
     "Bell",
     "Ring",
     "Waitable",
