@@ -37,6 +37,17 @@ from .errors import (
 PROTOCOL_VERSION = 1
 """Version of the socket conversation (hello, welcome, stats, bye); checked at the handshake."""
 
+CONTROL_MAGIC = b"SBCTRL01"
+"""Magic of the control segment (engine state and the client slot table)."""
+CONTROL_VERSION = 1
+"""Layout version of the control segment."""
+RINGS_MAGIC = b"SBRINGS1"
+"""Magic of a client's ring segment (request ring, then response ring)."""
+RINGS_VERSION = 1
+"""Layout version of a client's ring segment."""
+ARENA_MAGIC = b"SBARENA1"
+"""Magic of the embedding arena segment."""
+
 MAX_MESSAGE_BYTES = 1 << 20
 """Largest socket message either side accepts."""
 
@@ -186,7 +197,12 @@ def error_from_wire(status: int, value: Any) -> StratabatchError:
 
 
 __all__ = [
+    "ARENA_MAGIC",
+    "CONTROL_MAGIC",
+    "CONTROL_VERSION",
     "MAX_MESSAGE_BYTES",
+    "RINGS_MAGIC",
+    "RINGS_VERSION",
     "PROTOCOL_VERSION",
     "MessageBuffer",
     "check_name",
