@@ -721,6 +721,7 @@ class Engine:
                         f"the handler's result for request {item[0]} cannot be sent to the "
                         f"client: {exc}", exc_type=type(exc).__name__, exc_message=str(exc))
                     self._count_error(client, err)
+                    self.core.stats.errors += 1  # answered with an error after all
                     frames.append(enc.response(item[0], *error_to_wire(err)))
             client.outbox.clear()
         if client.frames:
