@@ -30,6 +30,8 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
+import msgpack
+
 from .errors import (
     BatchTimeoutError,
     EngineUnavailableError,
@@ -52,6 +54,7 @@ from .wire import (
 )
 
 _GRACE_S = 1.0  # the engine answers a timed-out request itself; this is the client's backstop
+_packb = msgpack.packb
 _ON_FULL = ("wait", "reject")
 
 
@@ -393,41 +396,39 @@ class _Connection:
 
     def encode(self, request: Any, index: int, rid: int, priority: int,
                deadline_ns: int) -> tuple[bytes, int]:
-        """Validate and encode one request; returns the frame and the arena row it uses."""
-        from stratabatch.ipc.errors import FrameError, FrameTooLargeError
+        """Validate and encode one request; returns the frame and the arena row it uses.
 
-        if type(request) is not dict:
-            if not isinstance(request, Mapping):
-                raise InvalidRequestError(
-                    f"request {index}: a request must be a mapping (e.g. a dict), "
-                    f"got {type(request).__name__}")
-            request = dict(request)
+        The request is checked by the same rules as in embedded mode
+        (:func:`stratabatch.requests.check_payload`); its msgpack encoding then becomes the
+        frame's last item as is, so the payload is encoded once.
+        """
+        from .requests import check_payload
+
         row = -1
         payload = request
-        emb = request.get("embedding")
-        if emb is not None:
-            vec = _check_vector(emb, self.dim if self.uses_vectors else 0, index)
-            if self.uses_vectors and self.arena is not None and self.free_rows:
+        emb = request.get("embedding") if isinstance(request, Mapping) else None
+        if emb is not None and self.uses_vectors:
+            vec = _check_vector(emb, self.dim, index)
+            if self.arena is not None and self.free_rows:
+                payload = {k: v for k, v in request.items() if k != "embedding"}
+                blob = check_payload(payload, index, self.max_request_bytes)
                 row = self.free_rows.pop()
                 self.arena.write_row(row, vec)
-                payload = {k: v for k, v in request.items() if k != "embedding"}
-            else:
-                payload = {**request, "embedding": vec.tolist()}
-        try:
-            frame = self.encoder.request(rid, priority, deadline_ns, row, payload)
-        except FrameTooLargeError as exc:
-            self._free_row(row)
+                self.rows_in_use[rid] = row
+                return self._frame(rid, priority, deadline_ns, row, blob, index), row
+        blob = check_payload(payload, index, self.max_request_bytes)
+        return self._frame(rid, priority, deadline_ns, row, blob, index), row
+
+    def _frame(self, rid: int, priority: int, deadline_ns: int, row: int, blob: bytes,
+               index: int) -> bytes:
+        # a request frame is the msgpack array [id, priority, deadline_ns, arena_row, payload]
+        frame = b"\x95" + _packb(rid) + _packb(priority) + _packb(deadline_ns) + _packb(row) + blob
+        if len(frame) > self.encoder.limits.max_frame_bytes:
+            self._free_row(self.rows_in_use.pop(rid, -1))
             raise RequestTooLargeError(
-                f"request {index}: encodes to {exc.size} bytes, over the engine's limit "
-                f"(max_request_bytes={self.max_request_bytes})") from None
-        except FrameError as exc:
-            self._free_row(row)
-            raise InvalidRequestError(
-                f"request {index}: cannot be sent ({exc}); requests must hold only str, bytes, "
-                "int, float, bool, None, lists and str-keyed maps") from None
-        if row >= 0:
-            self.rows_in_use[rid] = row
-        return frame, row
+                f"request {index}: its frame is {len(frame)} bytes, over the engine's frame "
+                f"limit of {self.encoder.limits.max_frame_bytes} bytes")
+        return frame
 
     def _free_row(self, row: int) -> None:
         if row >= 0:
@@ -604,7 +605,7 @@ class EngineClient:
             pending[rid] = (call, i)
         ring = conn.requests
         try:
-            for n, (_i, rid, frame) in enumerate(frames):
+            for n, (_i, _rid, frame) in enumerate(frames):
                 if ring.try_push(frame):
                     continue
                 await self._push_slow(conn, frame, timeout, deadline_ns, frames[n:])

@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from stratabatch.ipc.counters import COUNTERS_MAGIC, COUNTERS_VERSION, CountersLayout, CountersWriter
+from stratabatch.ipc.counters import (
+    COUNTERS_MAGIC,
+    COUNTERS_VERSION,
+    CountersLayout,
+    CountersWriter,
+)
 from stratabatch.ipc.segment import Segment, segment_name
 
 from .stats import Stats, StatsRecorder

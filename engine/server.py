@@ -48,7 +48,6 @@ from typing import Any
 
 import numpy as np
 
-from stratabatch.ipc.arena import ENGINE as ARENA_ENGINE
 from stratabatch.ipc.arena import Arena
 from stratabatch.ipc.doorbell import Doorbell
 from stratabatch.ipc.errors import FrameError, FrameTooLargeError, SegmentExistsError
@@ -64,7 +63,7 @@ from stratabatch.ipc.segment import Segment, reclaim_stale, segment_name
 from stratabatch.ipc.wait import DEFAULT_SPIN_US
 
 from .config import BatchConfig
-from .core import Core, Request
+from .core import Core
 from .errors import (
     EngineUnavailableError,
     HandlerError,
@@ -73,6 +72,8 @@ from .errors import (
     StratabatchError,
 )
 from .publish import Publisher
+from .records import Request
+from .requests import build_request
 from .wire import (
     ARENA_MAGIC,
     CONTROL_MAGIC,
@@ -80,7 +81,6 @@ from .wire import (
     PROTOCOL_VERSION,
     RINGS_MAGIC,
     RINGS_VERSION,
-    STATUS_ERROR,
     STATUS_OK,
     MessageBuffer,
     check_name,
@@ -271,7 +271,7 @@ class Engine:
         self._uses_vectors = c.enable_dedup and (c.dedup_strategy != "exact"
                                                  or c.dedup_function is not None)
         if self._uses_vectors and c.dedup_function is None:
-            dim = getattr(self.core.embedder(), "dim", None)
+            dim = self.core.vector_dim()
             self._dim = dim if isinstance(dim, int) and dim > 0 else 0
         if self._dim:
             geometry = {"dim": self._dim, "slots": self.max_clients,
@@ -613,33 +613,21 @@ class Engine:
             self._answer_error(client, rid, InvalidRequestError(
                 f"a request must be a mapping, got {type(payload).__name__}"))
             return
-        vector = None
-        try:
-            if fr.arena_row >= 0:
-                vector = self._arena_vector(client, fr.arena_row)
-                payload["embedding"] = vector
-            elif self._uses_vectors and payload.get("embedding") is not None:
-                from .embed import validate_vector
-
-                vector = validate_vector(payload["embedding"], self._dim or None)
-        except (ValueError, InvalidRequestError) as exc:
-            self._answer_error(client, rid, InvalidRequestError(f"bad 'embedding': {exc}"))
-            return
-        text = payload.get(self.config.dedup_key)
-        deadline = None
-        if fr.deadline_ns:
-            assert self._loop is not None
-            deadline = self._loop.time() + (fr.deadline_ns - time.monotonic_ns()) / 1e9
-        req = Request(payload, priority=fr.priority, deadline=deadline, sink=client,
-                      index=rid, text=text if isinstance(text, str) else None,
-                      vector=vector if self._uses_vectors else None)
         core = self.core
         try:
+            if fr.arena_row >= 0:
+                payload["embedding"] = self._arena_vector(client, fr.arena_row)
+            deadline = None
+            if fr.deadline_ns:
+                deadline = core.deadline_from_monotonic_ns(fr.deadline_ns)
+            # the frame's size bounds the payload's: the client checked the exact rule
+            req = build_request(payload, self.config, index=rid, sink=client,
+                                priority=fr.priority, deadline=deadline,
+                                dim=self._dim or None, checked=len(data))
             if not core.make_room(fr.priority):
-                raise QueueFullError(
-                    f"queue full (max_queue={self.config.max_queue})")
+                raise QueueFullError(f"queue full (max_queue={self.config.max_queue})")
             core.submit(req)
-        except StratabatchError as exc:
+        except (StratabatchError, ValueError) as exc:
             self._answer_error(client, rid, exc)
             return
         client.pending[rid] = req
@@ -647,8 +635,6 @@ class Engine:
         client.dirty = True
 
     def _arena_vector(self, client: _Client, row: int) -> np.ndarray:
-        from .embed import validate_vector
-
         arena = self._arena
         if arena is None:
             raise InvalidRequestError("this engine has no embedding arena; send the vector "
@@ -658,9 +644,9 @@ class Engine:
             raise InvalidRequestError(
                 f"arena row {row} is not this client's (slot {client.slot} owns rows "
                 f"[{own.start}, {own.stop}))")
-        # a copy, validated: the client may rewrite its row at any time, and what the core
-        # keeps must stay what was checked
-        return validate_vector(arena.matrix[row], self._dim)
+        # a copy: the client may rewrite its row at any time, and what the core keeps must
+        # stay what build_request checked
+        return arena.matrix[row].copy()
 
     # ----------------------------------------------------------------- outcomes
 
@@ -672,9 +658,8 @@ class Engine:
         if self._publisher is not None:
             self._publisher.latency(self._loop.time() - req.arrival)  # type: ignore[union-attr]
         if error is None:
-            g = req.group
-            if g is not None and g.leader is not req:
-                lead = g.leader
+            lead = req.merged_with
+            if lead is not None:
                 meta = {"leader": lead.index if lead.sink is client else -1,
                         "similarity": 1.0 if req.similarity is None else float(req.similarity)}
                 client.outbox.append((req.index, STATUS_OK, value, meta))
@@ -742,7 +727,7 @@ class Engine:
             return
         self._published_total = st.total_requests
         self._published_done = st._lat_n
-        pub.totals(st, self.core.waiting, len(self.core._batches), len(self._clients))
+        pub.totals(st, self.core.waiting, self.core.inflight_batches, len(self._clients))
         self._publish_clients()
 
     def _publish_clients(self) -> None:
@@ -762,13 +747,13 @@ class Engine:
         pub = self._publisher
         if pub is not None:
             try:
-                busy = self.core.waiting or self.core._batches or \
+                busy = self.core.waiting or self.core.inflight_batches or \
                     self.core.stats._lat_n != getattr(self, "_tick_done", -1)
                 if busy or int(time.time()) != getattr(self, "_tick_sec", 0):
                     self._tick_done = self.core.stats._lat_n
                     self._tick_sec = int(time.time())
                     self._publish_totals()
-                    pub.tick(self.core.snapshot(), len(self.core._batches), len(self._clients))
+                    pub.tick(self.core.snapshot(), self.core.inflight_batches, len(self._clients))
                 else:
                     pub.heartbeat()
             except Exception as exc:  # the monitor's view must never stop the engine

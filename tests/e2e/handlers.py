@@ -24,6 +24,13 @@ async def echo(requests: list) -> list:
     return [{"answer": str(r.get("query", "")).upper(), "n": len(requests)} for r in requests]
 
 
+async def slow_echo(requests: list) -> list:
+    """:func:`echo` taking 1 s: duplicates that arrive while it runs coalesce into it."""
+    _log(requests)
+    await asyncio.sleep(1.0)
+    return [{"answer": str(r.get("query", "")).upper(), "n": len(requests)} for r in requests]
+
+
 def sync_echo(requests: list) -> list:
     """The sync twin of :func:`echo` (runs in the core's handler thread)."""
     _log(requests)
