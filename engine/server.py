@@ -315,21 +315,12 @@ class Engine:
                 log.warning("accept failed: %s", exc)
                 return
             sock.setblocking(False)
-            pid, uid, _gid = struct.unpack(
-                "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-            if uid != os.getuid():
-                log.warning("client refused: pid %d runs as uid %d, this engine serves uid %d "
-                            "only", pid, uid, os.getuid())
-                self._refuse(sock, f"refused: this engine serves uid {os.getuid()} only, "
-                                   f"you are uid {uid}")
-                continue
-            if self._stopping:
-                self._refuse(sock, "the engine is shutting down")
-                continue
+            # the refusals (another uid, shutting down) are sent after the hello is read: a
+            # socket closed with unread input resets, and the peer would lose the reason
             buf = MessageBuffer()
             self._handshaking.add(sock)
             assert self._loop is not None
-            self._loop.add_reader(sock.fileno(), self._on_hello, sock, buf, pid)
+            self._loop.add_reader(sock.fileno(), self._on_hello, sock, buf)
             # a peer that never says hello is dropped
             self._loop.call_later(5.0, self._hello_timeout, sock)
 
@@ -350,7 +341,7 @@ class Engine:
         self._handshaking.discard(sock)
         self._drop_socket(sock)
 
-    def _on_hello(self, sock: socket.socket, buf: MessageBuffer, pid: int) -> None:
+    def _on_hello(self, sock: socket.socket, buf: MessageBuffer) -> None:
         try:
             data = sock.recv(65536)
             msgs = buf.feed(data) if data else None
@@ -366,6 +357,16 @@ class Engine:
         assert self._loop is not None
         self._loop.remove_reader(sock.fileno())
         hello = msgs[0]
+        pid, uid, _gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if uid != os.getuid():
+            log.warning("client refused: pid %d runs as uid %d, this engine serves uid %d "
+                        "only", pid, uid, os.getuid())
+            self._refuse(sock, f"this engine serves uid {os.getuid()} only, you are uid {uid}")
+            return
+        if self._stopping:
+            self._refuse(sock, "the engine is shutting down")
+            return
         if hello.get("op") != "hello" or hello.get("protocol") != PROTOCOL_VERSION or \
                 hello.get("frame_version") != FRAME_VERSION:
             log.warning("client refused: pid %d speaks protocol %r / frame version %r, this "

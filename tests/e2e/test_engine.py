@@ -4,7 +4,6 @@ client surface, handler faults, limits."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import subprocess
@@ -29,12 +28,9 @@ from .conftest import ROOT, run_workers
 
 
 def _finish(procs: list[subprocess.Popen], timeout: float = 90.0) -> list[dict]:
-    out = []
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=timeout)
-        assert p.returncode == 0, stderr.decode()
-        out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
-    return out
+    from .test_faults import _result
+
+    return [_result(p, timeout) for p in procs]
 
 
 def _wait_connected(procs: list[subprocess.Popen]) -> None:
