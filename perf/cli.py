@@ -24,10 +24,19 @@ from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .backend import CostModel
-from .harness import TARGET_MODE, OutcomeError, account, check_exactly_once, run_modes, targets
+from .harness import (
+    TARGET_MODE,
+    OutcomeError,
+    account,
+    check_exactly_once,
+    median_run,
+    run_modes,
+    targets,
+)
 from .modes import Embedded, Mode, Settings, Unbatched
 from .modes_engine import EngineMode
 from .modes_ray import RayServeMode
@@ -63,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", metavar="SUBSTR,...",
                    help="run only modes whose name contains one of these (unbatched and the "
                         "peer always run, for the ratios)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="runs per mode, median reported; unbatched runs once (default 3, "
+                        "1 with --quick)")
+    p.add_argument("--sweep-repeats", type=int, default=None,
+                   help="runs per sweep point (default 3, 1 with --quick)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     w = p.add_argument_group("workload")
     w.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
@@ -130,6 +144,8 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
         f"{model.per_item_ms:g} ms/item, {model.concurrency} at once, "
         f"${model.price_per_item_usd:g}/item; window {a.window_ms:g} ms, max_size {a.max_size}")
     modes = _select(all_modes(), a.modes)
+    repeats = a.repeats or (1 if a.quick else 3)
+    sweep_repeats = a.sweep_repeats or (1 if a.quick else 3)
     sweep_rows: list[dict[str, Any]] = []
     with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=a.no_progress) as bar:
@@ -139,7 +155,7 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
             return lambda k: bar.advance(task, k)
 
         t0 = time.monotonic()
-        reports = await run_modes(workload, settings, modes, progress_for)
+        reports = await run_modes(workload, settings, modes, progress_for, repeats)
         elapsed_modes = time.monotonic() - t0
         if a.plot or a.sweep:
             windows = QUICK_SWEEP_WINDOWS if a.quick else SWEEP_WINDOWS
@@ -147,19 +163,24 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
             sweep_cfg = WorkloadConfig(**{**asdict(cfg), "bursts": min(cfg.bursts, 2)}) \
                 if cfg.arrivals == "bursts" else cfg
             sweep_load = generate(sweep_cfg)
-            task = bar.add_task("sweep window_ms x max_size", total=len(windows) * len(sizes))
-            for size in sizes:
-                for window in windows:
+            points = [(w, m) for m in sizes for w in windows]
+            task = bar.add_task("sweep window_ms x max_size", total=len(points) * sweep_repeats)
+            runs: dict[tuple[float, int], list[dict[str, Any]]] = {p: [] for p in points}
+            for _ in range(sweep_repeats):  # round-robin, as the modes
+                for window, size in points:
                     mode = Embedded("embedding", max_size=size, window_ms=window)
                     s = Settings(model=model, window_ms=window, max_size=size)
                     run = await mode.run(sweep_load, s, lambda _k: None)
-                    rep = account(sweep_load, run, s, size)
-                    sweep_rows.append({"window_ms": window, "max_size": size, **{
-                        k: rep[k] for k in ("throughput_rps", "latency_ms_p50",
-                                            "latency_ms_p95", "latency_ms_p99", "backend_calls",
-                                            "backend_items", "concurrency_bound_pct", "lost",
-                                            "duplicated", "wrong_merges", "dups_caught")}})
+                    runs[(window, size)].append(account(sweep_load, run, s, size))
                     bar.advance(task)
+            for (window, size), point_runs in runs.items():
+                rep = median_run(point_runs)
+                sweep_rows.append({"window_ms": window, "max_size": size, **{
+                    k: rep[k] for k in ("throughput_rps", "latency_ms_p50", "latency_ms_p95",
+                                        "latency_ms_p99", "backend_calls", "backend_items",
+                                        "concurrency_bound_pct", "lost", "duplicated", "stray",
+                                        "wrong_merges", "dups_caught", "repeats",
+                                        "throughput_rps_runs")}})
     target_rows = targets(reports)
     print_all(console, reports,
               f"{truth['requests']:,} requests, {cfg.arrivals}; modes took {elapsed_modes:.1f} s",
@@ -171,7 +192,8 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
                        f"{model.per_item_ms:g} ms/item, {model.concurrency} concurrent")
             console.print(f"plot written to {a.plot}")
         except ImportError:
-            console.print('[red]--plot needs matplotlib: pip install "stratabatch[plot]"[/red]')
+            console.print(escape('--plot needs matplotlib: pip install "stratabatch[plot]"'),
+                          style="red")
     if a.json:
         doc = {
             "command": ["stratabatch-perf", *sys.argv[1:]],
@@ -179,6 +201,7 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "platform": platform.platform()},
             "settings": {"window_ms": settings.window_ms, "max_size": settings.max_size,
+                         "repeats": repeats, "sweep_repeats": sweep_repeats,
                          "timeout_s": settings.timeout_s, "cost_model": asdict(model)},
             "workload": workload.describe(),
             "modes": reports,
@@ -189,17 +212,18 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
             json.dump(doc, f, indent=2)
         console.print(f"JSON written to {a.json}")
     all_runs = dict(reports)
-    all_runs.update({f"sweep {r['window_ms']:g}/{r['max_size']}": {**r, "ran": True, "stray": 0}
+    all_runs.update({f"sweep {r['window_ms']:g}/{r['max_size']}": {**r, "ran": True}
                      for r in sweep_rows})
     try:
         check_exactly_once(all_runs)
     except OutcomeError as exc:
-        console.print(f"[red]FAILED: {exc}[/red]")
+        console.print(escape(f"FAILED: {exc}"), style="red")
         return 1
     misdelivered = {n: r["mismatched_answers"] for n, r in reports.items()
                     if r.get("ran") and r["mismatched_answers"]}
     if misdelivered:
-        console.print(f"[red]FAILED: answers that name another request's text: {misdelivered}")
+        console.print(escape(f"FAILED: answers that name another request's text: {misdelivered}"),
+                      style="red")
         return 1
     return 0
 

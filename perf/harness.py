@@ -100,7 +100,10 @@ def account(workload: Workload, run: ModeRun, settings: Settings, batch_size: in
                          for o in run.outcomes if 0 <= o.rid < n])
     n_items = len(items)
     size = max(1, batch_size)
-    ideal = settings.model.ideal_seconds(math.ceil(n_items / size), n_items)
+    # per segment: a batch cannot hold items of two bursts that are a second apart
+    seg_items = Counter(reqs[leader].segment for _, leader in items
+                        if isinstance(leader, int) and 0 <= leader < n)
+    ideal = sum(settings.model.ideal_seconds(math.ceil(k / size), k) for k in seg_items.values())
     saved = n - n_items
     window = settings.window_ms if size > 1 else 0.0
     p99_bound = 1.1 * (window + settings.model.call_ms(size))
@@ -127,8 +130,8 @@ def account(workload: Workload, run: ModeRun, settings: Settings, batch_size: in
         "avg_call_size": n_items / len(calls) if calls else 0.0,
         "cost_usd": n_items * settings.model.price_per_item_usd,
         "items_saved": saved,
-        "saved_vs_catchable_pct": (100.0 * saved / truth["dups_catchable"]
-                                   if truth["dups_catchable"] else 0.0),
+        "caught_vs_catchable_pct": (100.0 * (merges - wrong) / truth["dups_catchable"]
+                                    if truth["dups_catchable"] else 0.0),
         "latency_ms_p50": float(np.percentile(lat_ms, 50)),
         "latency_ms_p95": float(np.percentile(lat_ms, 95)),
         "latency_ms_p99": p99,
@@ -158,15 +161,22 @@ def check_exactly_once(reports: dict[str, dict[str, Any]]) -> None:
 
 
 async def run_modes(workload: Workload, settings: Settings, modes: Sequence[Mode],
-                    progress_for: Callable[[str, int], Progress] | None = None
-                    ) -> dict[str, dict[str, Any]]:
-    """Run each mode on the workload, one after the other, and account for each.
+                    progress_for: Callable[[str, int], Progress] | None = None,
+                    repeats: int = 1) -> dict[str, dict[str, Any]]:
+    """Run each mode on the workload ``repeats`` times, interleaved, and account for each run.
+
+    Repeats go round-robin (every mode once, then again), so drifting machine load touches all
+    modes alike. The unbatched mode runs once: it is backend-bound and its figure is stable (and
+    it is by far the slowest). Each mode's reported figures are those of its median run by
+    throughput; ``throughput_rps_runs`` lists every run; ``lost``, ``duplicated``, ``stray``,
+    ``errors`` and ``mismatched_answers`` are summed over all runs, so no bad run hides.
 
     Args:
         workload: the same requests for every mode.
         settings: batching and backend settings.
         modes: the modes; one that is unavailable is reported as skipped with its reason.
         progress_for: ``(mode name, total) -> progress callback``; None for no progress.
+        repeats: runs per mode (at least 1).
 
     Returns:
         ``{mode name: figures}``; a skipped mode has ``ran: False`` and ``skipped``. Ratios
@@ -174,18 +184,44 @@ async def run_modes(workload: Workload, settings: Settings, modes: Sequence[Mode
         (``speedup_vs_peer``, ``p99_vs_peer``) are added when those modes ran.
     """
     reports: dict[str, dict[str, Any]] = {}
+    runnable: list[Mode] = []
     for mode in modes:
         why = mode.unavailable()
-        if why is not None:
+        if why is None:
+            runnable.append(mode)
+        else:
             reports[mode.name] = {"ran": False, "skipped": why}
-            continue
-        progress = progress_for(mode.name, len(workload)) if progress_for else (lambda _n: None)
-        run = await mode.run(workload, settings, progress)
-        rep = account(workload, run, settings, mode.batch_size or settings.max_size)
-        rep["ran"] = True
-        reports[mode.name] = rep
+    runs: dict[str, list[dict[str, Any]]] = {m.name: [] for m in runnable}
+    times = {m.name: 1 if m.name == UNBATCHED else max(1, repeats) for m in runnable}
+    bars = {m.name: (progress_for(m.name, len(workload) * times[m.name]) if progress_for
+                     else (lambda _n: None)) for m in runnable}
+    for r in range(max(times.values(), default=0)):
+        for mode in runnable:
+            if r >= times[mode.name]:
+                continue
+            run = await mode.run(workload, settings, bars[mode.name])
+            runs[mode.name].append(account(workload, run, settings,
+                                           mode.batch_size or settings.max_size))
+    for mode in runnable:
+        reports[mode.name] = median_run(runs[mode.name])
     add_ratios(reports)
     return reports
+
+
+SUMMED = ("lost", "duplicated", "stray", "errors", "mismatched_answers")
+
+
+def median_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput, with the failure counts summed over all runs."""
+    ordered = sorted(runs, key=lambda r: r["throughput_rps"])
+    rep = dict(ordered[(len(ordered) - 1) // 2])
+    for key in SUMMED:
+        rep[key] = sum(r[key] for r in runs)
+    rep["repeats"] = len(runs)
+    rep["throughput_rps_runs"] = [r["throughput_rps"] for r in runs]
+    rep["latency_ms_p99_runs"] = [r["latency_ms_p99"] for r in runs]
+    rep["ran"] = True
+    return rep
 
 
 def add_ratios(reports: dict[str, dict[str, Any]]) -> None:
@@ -221,8 +257,8 @@ def targets(reports: dict[str, dict[str, Any]], mode: str = TARGET_MODE) -> list
          (r.get("speedup_vs_unbatched") or 0) >= 5),
         ("of the backend's concurrency bound", r["concurrency_bound_pct"], ">= 98 %",
          r["concurrency_bound_pct"] >= 98),
-        ("items saved / catchable duplicates", r["saved_vs_catchable_pct"], ">= 90 %",
-         r["saved_vs_catchable_pct"] >= 90),
+        ("items saved by right merges / catchable duplicates", r["caught_vs_catchable_pct"],
+         ">= 90 %", r["caught_vs_catchable_pct"] >= 90),
         ("wrong merges / merges", r["wrong_merge_pct"], "<= 1 %",
          r["wrong_merges"] <= 0.01 * merges),
         ("p99 latency ms (bound: 1.1 x (window + full call))", r["latency_ms_p99"],

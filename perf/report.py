@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -106,7 +107,7 @@ def print_all(console: Console, reports: dict[str, dict[str, Any]], title: str,
             label = "engine" if name.startswith("stratabatch-engine") else name
             skipped.setdefault((label, r["skipped"]), []).append(name)
     for (label, why), names in skipped.items():
-        console.print(f"{label} mode unavailable: {why} (skipped: {', '.join(names)})")
+        console.print(escape(f"{label} mode unavailable: {why} (skipped: {', '.join(names)})"))
     console.print("[dim]req/s: requests per second of time with any request outstanding; "
                   "bound %: shortest time the backend's concurrency allows for the items run, "
                   "over that time; caught: merges whose answer had the same intent[/dim]")

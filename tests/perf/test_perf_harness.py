@@ -70,11 +70,11 @@ def test_accounting_of_a_hand_checked_run():
     # busy: [0, 0.020] and [1.000, 1.011]
     assert r["busy_s"] == pytest.approx(0.031)
     assert r["throughput_rps"] == pytest.approx(6 / 0.031)
-    # 4 items in ceil(4/4) = 1 call of the ideal: (10 + 4 * 1) ms / 2 slots
-    assert r["concurrency_bound_s"] == pytest.approx(0.007)
+    # per segment, 2 items in one call: 2 x (10 + 2 * 1) ms / 2 slots
+    assert r["concurrency_bound_s"] == pytest.approx(0.012)
     assert r["p99_bound_ms"] == pytest.approx(1.1 * (5 + 14))
     assert r["latency_ms_p50"] == pytest.approx(17.5)
-    assert r["items_saved"] == 2 and r["saved_vs_catchable_pct"] == pytest.approx(200.0)
+    assert r["items_saved"] == 2 and r["caught_vs_catchable_pct"] == pytest.approx(100.0)
 
 
 def test_accounting_sees_lost_duplicated_stray_and_mismatched_answers():
