@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-clients", type=int, default=DEFAULT_MAX_CLIENTS,
                    help=f"client processes connected at once (default: {DEFAULT_MAX_CLIENTS}; "
                         "range [1, 4096])")
+    p.add_argument("--spin-us", type=float, default=None,
+                   help="microseconds the engine keeps looking at its rings after activity "
+                        "before it sleeps (default: 50; range [0, 100000])")
     p.add_argument("--log-level", default="INFO",
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                    help="lifecycle log level on stderr (default: INFO)")
@@ -210,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = resolve_handler(load_object(args.handler))
         from .server import Engine, run
 
-        engine = Engine(handler, config, name=args.name, max_clients=args.max_clients)
+        extra = {} if args.spin_us is None else {"spin_us": args.spin_us}
+        engine = Engine(handler, config, name=args.name, max_clients=args.max_clients, **extra)
     except (StratabatchError, ValueError) as exc:
         print(f"stratabatch-engine: {exc}", file=sys.stderr, flush=True)
         return 2

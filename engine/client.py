@@ -374,10 +374,8 @@ class _Connection:
             with contextlib.suppress(OSError):
                 os.close(self.pidfd)
             self.pidfd = -1
-        for name in ("requests", "responses"):
-            ring = self.__dict__.pop(name, None)
-            if ring is not None:
-                ring.close()
+        # the rings' views are left to the garbage collector, not released here: a call
+        # suspended in Ring.push_async still touches its ring's header when it wakes up
         if self.arena is not None:
             self.arena.close()
             self.arena = None

@@ -170,6 +170,9 @@ class Engine:
         self.config = config
         self.max_clients = max_clients
         self.socket_path = socket_path(name)
+        if isinstance(spin_us, bool) or not isinstance(spin_us, (int, float)) or \
+                not 0 <= spin_us <= 100_000:
+            raise StratabatchError(f"spin_us must be in [0, 100000], got {spin_us!r}")
         self._spin_s = spin_us / 1e6
         self._user_handler = handler
         self.core = Core(config, self._on_complete, self._wrap_handler(handler))
@@ -565,7 +568,15 @@ class Engine:
             if frames:
                 got += len(frames)
                 for data in frames:
-                    self._accept(client, data)
+                    try:
+                        self._accept(client, data)
+                    except Exception as exc:  # a bug of ours: that request fails, not the engine
+                        log.error("internal error on a request of client pid %d: %r",
+                                  client.pid, exc)
+                        rid = peek_frame_id(data)
+                        if rid is not None and rid not in client.pending:
+                            self._answer_error(client, rid, StratabatchError(
+                                f"internal error in the engine: {type(exc).__name__}: {exc}"))
         self._flush()
         now = self._loop.time()
         if got:

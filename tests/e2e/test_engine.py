@@ -17,6 +17,7 @@ from stratabatch import (
     EngineUnavailableError,
     HandlerError,
     InvalidRequestError,
+    QueueFullError,
     RequestTooLargeError,
     StratabatchError,
 )
@@ -234,3 +235,20 @@ def test_forked_child_gets_a_clear_error(start_engine):
     assert b"forked" in msg and b"stratabatch.connect() in the child" in msg
     assert client.process({"query": "p2"})["answer"] == "P2"  # the parent is unaffected
     client.close()
+
+
+async def test_a_full_ring_follows_on_full(start_engine):
+    """The engine stops draining when its queue is full; the client's ring then fills up."""
+    eng = start_engine("--window-ms", "1", "--dedup-strategy", "exact", "--max-queue", "8",
+                       "--max-inflight-batches", "1", "--max-size", "4", "--max-request-bytes",
+                       "200", "--processing-timeout", "2", handler="tests.e2e.handlers:faulty")
+    flood = [{"query": f"f{i}", "fault": "hang"} for i in range(6000)]
+    async with EngineClient(eng.name, on_full="reject") as client:
+        with pytest.raises(QueueFullError, match="ring to engine .* is full"):
+            await client.process(flood)
+    async with EngineClient(eng.name, on_full="wait") as client:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(QueueFullError, match="still full"):
+            await client.process(flood, timeout=0.5)
+        assert loop.time() - t0 < 2.0
