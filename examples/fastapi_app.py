@@ -15,6 +15,7 @@ Identical questions that reach different workers in the same window cost one han
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
@@ -25,16 +26,18 @@ import stratabatch
 ENGINE = os.environ.get("STRATABATCH_ENGINE", "api")
 
 app = FastAPI(title="stratabatch high-traffic API example")
+_calls = itertools.count(1)  # handler calls, numbered in the engine
 
 
 async def answer_batch(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The engine's batch handler: one call per batch of unique questions.
 
     A stand-in for an expensive backend (an LLM, a search index): it answers each question
-    and says how many questions shared the call.
+    and says which call answered it and how many questions shared that call.
     """
-    return [{"answer": f"answer to: {r['query']}", "batch_size": len(requests),
-             "served_by": os.getpid()} for r in requests]
+    call = next(_calls)
+    return [{"answer": f"answer to: {r['query']}", "batch_size": len(requests), "call": call}
+            for r in requests]
 
 
 @app.post("/api/query")
