@@ -54,7 +54,6 @@ from .wire import (
 )
 
 _GRACE_S = 1.0  # the engine answers a timed-out request itself; this is the client's backstop
-_packb = msgpack.packb
 _ON_FULL = ("wait", "reject")
 
 
@@ -99,6 +98,24 @@ class _Call:
         self.remaining -= 1
         if self.remaining == 0:
             fut.set_result(self.results)
+
+
+class _One:
+    """A ``process`` call of one request: its outcome resolves the future."""
+
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future) -> None:
+        self.fut = fut
+
+    def deliver(self, index: int, value: Any, error: BaseException | None,
+                meta: dict[str, Any] | None) -> None:
+        fut = self.fut
+        if not fut.done():
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(value)
 
 
 class _RoomBell:
@@ -146,12 +163,14 @@ class _Connection:
         self.path = socket_path(name)
         self.dead: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.pending: dict[int, tuple[_Call, int]] = {}
+        self.pending: dict[int, tuple[_Call | _One, int]] = {}
         self.rows_in_use: dict[int, int] = {}
         self.room = _RoomBell()
         self.rbuf = MessageBuffer()
         self.stats_seq = 0
         self.next_id = 1
+        # one Packer per connection: a connection is only used from its event loop's thread
+        self.pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
         self.seg = self.arena_seg = None
         self.arena: Any = None
         self.pidfd = -1
@@ -420,7 +439,8 @@ class _Connection:
     def _frame(self, rid: int, priority: int, deadline_ns: int, row: int, blob: bytes,
                index: int) -> bytes:
         # a request frame is the msgpack array [id, priority, deadline_ns, arena_row, payload]
-        frame = b"\x95" + _packb(rid) + _packb(priority) + _packb(deadline_ns) + _packb(row) + blob
+        pack = self.pack
+        frame = b"\x95" + pack(rid) + pack(priority) + pack(deadline_ns) + pack(row) + blob
         if len(frame) > self.encoder.limits.max_frame_bytes:
             self._free_row(self.rows_in_use.pop(rid, -1))
             raise RequestTooLargeError(
@@ -672,27 +692,47 @@ class EngineClient:
         """
         self._check_process()
         single = type(requests) is dict or isinstance(requests, Mapping)
-        if not single and not isinstance(requests, (list, tuple)):
+        if single:
+            return await self._process_one(requests, priority, timeout)
+        if not isinstance(requests, (list, tuple)):
             raise InvalidRequestError("process() takes a request mapping or a list of them, "
                                       f"got {type(requests).__name__}")
-        if priority != 0 or timeout is not None:
-            self._check_call_args(priority, timeout)
-        items = [requests] if single else requests
-        if not items:
+        self._check_call_args(priority, timeout)
+        if not requests:
             return []
         conn = self._connection()
         fut = asyncio.get_running_loop().create_future()
-        call = _Call(items, fut, return_exceptions and not single, None, 0)
-        ids = await self._send(items, call, priority, timeout,
-                               return_exceptions and not single, conn)
+        call = _Call(requests, fut, return_exceptions, None, 0)
+        ids = await self._send(requests, call, priority, timeout, return_exceptions, conn)
         if call.remaining == 0 and not fut.done():
             fut.set_result(call.results)
         try:
-            results = await self._wait(fut, timeout)
+            return await self._wait(fut, timeout)
         except BaseException:
             conn.forget(call, ids)
             raise
-        return results[0] if single else results
+
+    async def _process_one(self, request: Any, priority: int, timeout: float | None) -> Any:
+        """``process`` of one request: the steps of a list, without the list."""
+        if priority != 0 or timeout is not None:
+            self._check_call_args(priority, timeout)
+        conn = self._connection()
+        deadline_ns = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+        rid = conn.next_id
+        conn.next_id += 1
+        frame, _ = conn.encode(request, 0, rid, priority, deadline_ns)
+        fut = asyncio.get_running_loop().create_future()
+        one = _One(fut)
+        conn.pending[rid] = (one, 0)
+        try:
+            if not conn.requests.try_push(frame):
+                await self._push_slow(conn, frame, timeout, deadline_ns, [(0, rid, frame)])
+            return await self._wait(fut, timeout)
+        except BaseException:
+            entry = conn.pending.get(rid)
+            if entry is not None and entry[0] is one:
+                del conn.pending[rid]
+            raise
 
     async def process_streaming(self, requests: Sequence[Any], *, priority: int = 0,
                                 timeout: float | None = None) -> AsyncIterator[Any]:
