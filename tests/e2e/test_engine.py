@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -22,6 +23,8 @@ from stratabatch import (
     StratabatchError,
 )
 from stratabatch.client import EngineClient
+from stratabatch.ipc.counters import COUNTERS_MAGIC, COUNTERS_VERSION, CountersReader
+from stratabatch.ipc.segment import Segment, segment_name
 from stratabatch.wire import socket_path
 
 from .client_worker import workload
@@ -119,6 +122,18 @@ async def test_client_surface_against_a_real_engine(start_engine):
         assert rs[0]["answer"] == "OK" and isinstance(rs[1], InvalidRequestError)
         st = client.get_stats()
         assert st.total_requests >= 9 and st.duplicates >= 2
+        # the counters block the monitor reads says the same
+        await asyncio.sleep(0.3)
+        with Segment.attach(segment_name(eng.name, "counters"), magic=COUNTERS_MAGIC,
+                            version=COUNTERS_VERSION) as seg:
+            snap = CountersReader(seg.buf).snapshot()
+        assert snap["total_requests"] == st.total_requests
+        assert snap["duplicates"] == st.duplicates
+        assert snap["engine_pid"] == eng.pid and snap["clients_connected"] == 1
+        assert abs(snap["updated_at_ns"] - time.time_ns()) < 2e9
+        assert [row["pid"] for row in snap["clients"]] == [os.getpid()]
+        assert snap["clients"][0]["requests"] == st.total_requests
+        assert snap["batch_size"]["count"] == st.total_batches
 
 
 def test_sync_client_from_threads(start_engine):
