@@ -201,6 +201,8 @@ class Engine:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._published_total = -1
         self._published_done = -1
+        self._published_batches = -1
+        self._published_at = 0.0
         self._uses_vectors = False
         self._handshaking: set[socket.socket] = set()
 
@@ -735,8 +737,18 @@ class Engine:
         if pub is None:
             return
         st = self.core.stats
-        if st.total_requests == self._published_total and st._lat_n == self._published_done:
-            return
+        if st.total_batches == self._published_batches:
+            # no new batch: arrivals alone are published at most every 5 ms
+            if st.total_requests == self._published_total and \
+                    st._lat_n == self._published_done:
+                return
+            now = time.monotonic()
+            if now - self._published_at < 0.005:
+                return
+        else:
+            now = time.monotonic()
+        self._published_at = now
+        self._published_batches = st.total_batches
         self._published_total = st.total_requests
         self._published_done = st._lat_n
         pub.totals(st, self.core.waiting, self.core.inflight_batches, len(self._clients))
