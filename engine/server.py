@@ -804,9 +804,11 @@ class Engine:
             assert self._stopped is not None
             await self._stopped.wait()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            await self.shutdown()
+            try:
+                await self.shutdown()  # a second signal meanwhile changes nothing
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
 
     async def shutdown(self) -> None:
         """Stop accepting, finish running batches, answer every request, remove everything.

@@ -215,3 +215,30 @@ def test_exactly_once_under_random_client_kills(start_engine):
     with stratabatch.connect(eng.name, sync=True) as client:
         st = client.get_stats()
     assert st.total_requests == st.unique_requests + st.duplicates + st.dropped + st.queue_depth
+
+
+def test_sigterm_answers_every_queued_request_and_exits_0(start_engine):
+    eng = start_engine("--window-ms", "20000", "--max-wait-ms", "20000", "--dedup-strategy",
+                       "exact")
+
+    async def go() -> None:
+        client = EngineClient(eng.name)
+        calls = [asyncio.ensure_future(client.process({"query": f"w{i % 4}"}))
+                 for i in range(10)]
+        await asyncio.sleep(0.3)  # queued in the engine, their window far away
+        assert not any(c.done() for c in calls)
+        t0 = time.monotonic()
+        eng.proc.send_signal(signal.SIGTERM)
+        results = await asyncio.wait_for(asyncio.gather(*calls), 5.0)
+        assert [r["answer"] for r in results] == [f"W{i % 4}" for i in range(10)]
+        assert time.monotonic() - t0 < 3.0
+        with pytest.raises(EngineUnavailableError):
+            await client.process({"query": "after"})
+        await client.close()
+
+    asyncio.run(go())
+    assert eng.stop() == 0
+    log = eng.log()
+    assert "shutdown: stopping (1 clients, 10 requests queued)" in log and "shutdown: done" in log
+    assert not os.path.exists(eng.ready_line.split("socket=")[1].strip())
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(segment_name(eng.name, "x")[:-1])]
