@@ -12,6 +12,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -242,3 +243,65 @@ def test_sigterm_answers_every_queued_request_and_exits_0(start_engine):
     assert "shutdown: stopping (1 clients, 10 requests queued)" in log and "shutdown: done" in log
     assert not os.path.exists(eng.ready_line.split("socket=")[1].strip())
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(segment_name(eng.name, "x")[:-1])]
+
+
+def _hostile_frames(rng: random.Random, n: int) -> list[bytes]:
+    """Frames a broken or hostile client might push: every field wrong in some way."""
+    import msgpack
+
+    ints = [0, 1, -1, 2**31, -(2**31) - 1, 2**63 - 1, 2**64 - 1, 10**30]
+    values = [None, True, 1.5, "s", b"b", [], {}, {"query": "q"}, {"query": 5},
+              {"embedding": [float("nan")]}, {"embedding": "x"}, {"embedding": [1.0] * 384},
+              {"query": "q", "embedding": [0.0] * 384}, {1: 2}, [[[[[]]]]] * 3]
+    out = []
+    for i in range(n):
+        kind = rng.randrange(6)
+        if kind == 0:
+            out.append(rng.randbytes(rng.randrange(1, 64)))
+        elif kind == 1:  # the right shape, random field values
+            frame = [rng.choice(ints + [i]), rng.choice(ints), rng.choice(ints),
+                     rng.choice(ints + [0, 5, 64 * 64]), rng.choice(values)]
+            try:
+                out.append(msgpack.packb(frame))
+            except (OverflowError, TypeError, ValueError):
+                out.append(b"\x90")
+        elif kind == 2:  # the wrong number of items
+            out.append(msgpack.packb([i] * rng.randrange(0, 8)))
+        elif kind == 3:  # nested deep
+            v: Any = {"query": "deep"}
+            for _ in range(rng.randrange(30, 200)):
+                v = [v]
+            out.append(msgpack.packb([i, 0, 0, -1, v]))
+        elif kind == 4:  # a valid request, sometimes with a reused id
+            out.append(msgpack.packb([rng.choice([7, 7, i]), 0, 0, -1, {"query": f"ok {i}"}]))
+        else:  # truncated valid frame
+            data = msgpack.packb([i, 0, 0, -1, {"query": "cut"}])
+            out.append(data[: rng.randrange(1, len(data))])
+    return out
+
+
+def test_hostile_frames_never_take_the_engine_down(start_engine):
+    seed = random.randrange(1 << 30)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    eng = start_engine("--window-ms", "2", "--dedup-strategy", "embedding")
+
+    async def go() -> None:
+        good = EngineClient(eng.name)
+        for _round in range(8):
+            evil = EngineClient(eng.name)
+            conn = evil._connection()
+            for frame in _hostile_frames(rng, 200):
+                if conn.dead is not None or not conn.requests.try_push(frame):
+                    break
+            conn.engine_bell.ring()
+            r = await good.process({"query": f"still there {_round}"}, timeout=10)
+            assert r["answer"] == f"STILL THERE {_round}"
+            await asyncio.sleep(0.05)
+            conn.pending.clear()
+            await evil.close()
+        await good.close()
+
+    asyncio.run(go())
+    assert eng.proc.poll() is None  # alive; the fixture checks it exits 0
+    assert "internal error" not in eng.log() and "Traceback" not in eng.log()
