@@ -104,6 +104,7 @@ STATE_RUNNING, STATE_STOPPING = 1, 2
 
 _ENGINE_ROWS = 16
 _MAX_DRAIN = 4096  # frames per ring per pass: one client cannot starve the others
+_MAX_BACKLOG = 4096  # answers waiting for room in a response ring before intake pauses
 _TICK_S = 0.1
 
 
@@ -555,8 +556,8 @@ class Engine:
                 continue
             if client.frames or client.outbox:
                 self._flush_client(client)
-            if self._stopping:
-                continue
+            if self._stopping or len(client.frames) > _MAX_BACKLOG:
+                continue  # a client that does not read its answers gets no new work in
             budget = _MAX_DRAIN
             if c.on_full == "wait":
                 budget = min(budget, c.max_queue - core.waiting)
