@@ -805,11 +805,7 @@ class Engine:
             assert self._stopped is not None
             await self._stopped.wait()
         finally:
-            try:
-                await self.shutdown()  # a second signal meanwhile changes nothing
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+            await self.shutdown()  # a second signal meanwhile changes nothing
 
     async def shutdown(self) -> None:
         """Stop accepting, finish running batches, answer every request, remove everything.
@@ -921,6 +917,11 @@ def run(engine: Engine, *, use_uvloop: bool = True) -> int:
     except EngineUnavailableError as exc:
         print(f"stratabatch-engine: {exc}", file=sys.stderr, flush=True)
         return 1
+    finally:
+        # closing the loop restored the default actions; the engine is done, so a late
+        # SIGINT/SIGTERM must not turn its exit status into a signal death
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     return 0
 
 

@@ -238,7 +238,8 @@ def test_sigterm_answers_every_queued_request_and_exits_0(start_engine):
         await client.close()
 
     asyncio.run(go())
-    assert eng.stop() == 0
+    assert eng.proc.wait(30) == 0, eng.log()
+    eng.stop()
     log = eng.log()
     assert "shutdown: stopping (1 clients, 10 requests queued)" in log and "shutdown: done" in log
     assert not os.path.exists(eng.ready_line.split("socket=")[1].strip())
