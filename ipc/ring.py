@@ -23,12 +23,11 @@ copies the frames out, then stores ``tail``. On x86-64 (TSO) aligned 8-byte stor
 made from CPython are already release stores and acquire loads, so the hot path needs no
 barrier there; on weaker CPUs a full fence is added before each publish and after each read
 of the other side's index. The one reordering TSO allows, a later load passing an earlier
-store, is exactly the doorbell handshake, so it always gets a full fence
-(:func:`~stratabatch.ipc.atomics.fence`, ``mfence``): a sleeper sets its flag, fences,
-re-checks the ring and only then sleeps; a publisher publishes, fences, and rings the
-sleeper's doorbell only if the flag is set, clearing it first so that one sleep costs one
-eventfd write, not one per frame. Neither side can miss the other: of two fenced
-store-then-load sequences at least one load sees the other's store.
+store, is exactly the doorbell handshake, so it always gets a full fence (:func:`fence`):
+a sleeper sets its flag, fences, re-checks the ring and only then sleeps; a publisher
+publishes, fences, and rings the sleeper's doorbell only if the flag is set, clearing it
+first so that one sleep costs one eventfd write, not one per frame. Neither side can miss
+the other: of two fenced store-then-load sequences at least one load sees the other's store.
 
 Waiting is spin-then-sleep (:mod:`stratabatch.ipc.wait` has the waits and the spin): a side
 that has just been active first polls the other side's index for up to ``spin_us``
@@ -49,13 +48,14 @@ from __future__ import annotations
 
 import mmap
 import platform
+import sys
+import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from stratabatch.ipc.atomics import fence
 from stratabatch.ipc.errors import FrameError, FrameTooLargeError, SegmentLayoutError
 from stratabatch.ipc.wait import (  # the wait names stay importable from here
     DEFAULT_SPIN_US,
@@ -86,6 +86,34 @@ _MIN_CAPACITY = 64
 # CPython is already a release and a load an acquire; only store-then-load needs a fence.
 # Weaker CPUs get a fence on each side of the publish and after reading the other's index.
 _TSO = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+_fence_lock = threading.Lock()
+
+
+def _lock_fence() -> None:
+    """Full memory barrier on x86: an uncontended lock's acquire and release.
+
+    CPython's lock is a POSIX semaphore; taking and giving it are ``lock cmpxchg`` and
+    ``lock xadd``, and on x86 a locked instruction orders every load and store around it like
+    ``mfence``. About 160 ns, against 60 ns for numba's ``fence`` intrinsic, but it keeps numba
+    (about 0.3 s of import) out of client processes, which need rings but no jitted code.
+    """
+    _fence_lock.acquire()  # blocking: a failed try-acquire would execute no locked op
+    _fence_lock.release()
+
+
+def _pick_fence() -> None:
+    """Use numba's fence where numba is loaded anyway (the engine) or the CPU is not x86."""
+    global fence
+    if not _TSO or "numba" in sys.modules:
+        from stratabatch.ipc.atomics import fence as numba_fence
+
+        fence = numba_fence
+
+
+fence = _lock_fence
+"""The ring's full memory barrier (picked again each time a ring is made)."""
+_pick_fence()
 
 
 class Bell(Protocol):
@@ -170,6 +198,7 @@ class Ring:
             raise ValueError(
                 f"ring buffer must start 64-byte aligned, got address % 64 == {_address(mv) % 64}"
             )
+        _pick_fence()
         self._mv = mv
         self._h64 = mv[:HEADER_BYTES].cast("Q")
         self._data = mv[HEADER_BYTES:]

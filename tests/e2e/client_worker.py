@@ -44,7 +44,7 @@ async def main(argv: list[str]) -> dict:
     if mode == "one":
         await wait_file(argv[2])
         result = await client.process({"query": argv[3]}, timeout=30)
-        return {"result": result}
+        return {"result": result, "numba_loaded": "numba" in sys.modules}
     if mode == "load":
         barrier, seed, index, n, per = argv[2], *map(int, argv[3:7])
         mine = workload(seed, n, per)[index]

@@ -55,6 +55,7 @@ def test_two_processes_same_query_one_window_one_handler_item(start_engine, tmp_
     barrier.touch()
     outs = _finish(procs)
     assert [o["result"]["answer"] for o in outs] == ["WHAT IS THE CAPITAL OF FRANCE?"] * 2
+    assert not any(o["numba_loaded"] for o in outs)  # clients stay light: no numba
     assert log.read_text().splitlines() == ["What is the capital of France?"]
     assert "client joined" in eng.log() and "client left" in eng.log()
 
