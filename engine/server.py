@@ -5,13 +5,13 @@ uvloop. The engine owns every shared-memory object of its name and drives the SA
 :class:`~stratabatch.core.Core` as :class:`~stratabatch.BatchProcessor`; what it adds is
 transport:
 
-* **Rendezvous.** A Unix socket (:func:`~stratabatch.wire.socket_path`). A client connects
-  and says hello; the engine checks the peer's uid (SO_PEERCRED), takes a free client slot,
-  creates that slot's ring segment (request ring then response ring) and answers with the
-  segment names, the limits and the layout versions, passing two eventfd doorbells with
-  SCM_RIGHTS: the engine's (one for all clients) and the client's own. The socket then stays
-  open as the liveness channel both ways; the engine also watches the client's pid with a
-  pidfd, so a forked child that inherited the socket cannot hide its parent's death.
+* **Rendezvous** (:mod:`stratabatch.slots`). The control segment claims the name; a Unix
+  socket (:func:`~stratabatch.wire.socket_path`) admits clients after a handshake (SO_PEERCRED,
+  versions, a free slot), each with its own ring segment (request ring then response ring) and
+  two eventfd doorbells passed with SCM_RIGHTS: the engine's (one for all clients) and the
+  client's own. The socket then stays open as the liveness channel both ways; the engine also
+  watches the client's pid with a pidfd, so a forked child that inherited the socket cannot
+  hide its parent's death.
 * **Intake.** The engine's doorbell wakes a reader callback that schedules one pass over all
   request rings. A pass drains every ring in batches (bounded by the room the core has under
   ``on_full="wait"``, so a full queue leaves requests in the rings and the client's own
@@ -38,9 +38,6 @@ import inspect
 import logging
 import os
 import signal
-import socket
-import stat
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -50,15 +47,13 @@ import numpy as np
 
 from stratabatch.ipc.arena import Arena
 from stratabatch.ipc.doorbell import Doorbell
-from stratabatch.ipc.errors import FrameError, FrameTooLargeError, SegmentExistsError
+from stratabatch.ipc.errors import FrameError, FrameTooLargeError
 from stratabatch.ipc.frames import (
-    FRAME_VERSION,
     FrameDecoder,
     FrameEncoder,
     FrameLimits,
     peek_frame_id,
 )
-from stratabatch.ipc.ring import Ring
 from stratabatch.ipc.segment import Segment, reclaim_stale, segment_name
 from stratabatch.ipc.wait import DEFAULT_SPIN_US
 
@@ -74,20 +69,13 @@ from .errors import (
 from .publish import Publisher
 from .records import Request
 from .requests import build_request
+from .slots import STATE_RUNNING, STATE_STOPPING, Client, Slots
 from .wire import (
     ARENA_MAGIC,
-    CONTROL_MAGIC,
-    CONTROL_VERSION,
-    PROTOCOL_VERSION,
-    RINGS_MAGIC,
-    RINGS_VERSION,
     STATUS_OK,
-    MessageBuffer,
     check_name,
     error_to_wire,
     pack_message,
-    socket_dir,
-    socket_path,
 )
 
 log = logging.getLogger("stratabatch.engine")
@@ -99,8 +87,6 @@ FRAME_OVERHEAD = 64
 
 # control segment words (int64): engine state, then 4 words per slot
 _STATE, _MAX_CLIENTS, _PID, _STARTED = 0, 1, 2, 3
-_SLOT_BASE, _SLOT_WORDS = 8, 4  # per slot: pid, connected, connected_at_ns, generation
-STATE_RUNNING, STATE_STOPPING = 1, 2
 
 _ENGINE_ROWS = 16
 _MAX_DRAIN = 4096  # frames per ring per pass: one client cannot starve the others
@@ -121,32 +107,6 @@ def frame_limits(config: BatchConfig) -> FrameLimits:
     """The frame limits of an engine: a frame holds a request of ``max_request_bytes``."""
     n = config.max_request_bytes + FRAME_OVERHEAD
     return FrameLimits(max_frame_bytes=n, max_str_len=n, max_bin_len=n)
-
-
-class _Client:
-    """One connected client process: its slot, socket, rings and pending requests."""
-
-    __slots__ = ("slot", "pid", "sock", "pidfd", "seg", "requests", "responses", "bell",
-                 "pending", "outbox", "frames", "rbuf", "closed", "connected_at_ns", "counts",
-                 "dirty")
-
-    def __init__(self, slot: int, pid: int, sock: socket.socket) -> None:
-        self.slot = slot
-        self.pid = pid
-        self.sock = sock
-        self.pidfd = -1
-        self.seg: Segment | None = None
-        self.requests: Ring | None = None
-        self.responses: Ring | None = None
-        self.bell: Doorbell | None = None
-        self.pending: dict[int, Request] = {}
-        self.outbox: list[tuple[Any, ...]] = []
-        self.frames: list[bytes] = []  # encoded responses waiting for ring space
-        self.rbuf = MessageBuffer()
-        self.closed = False
-        self.connected_at_ns = time.time_ns()
-        self.counts = [0, 0, 0]  # requests, errors, timeouts
-        self.dirty = False
 
 
 class Engine:
@@ -170,7 +130,8 @@ class Engine:
             raise StratabatchError(f"max_clients must be an int in [1, 4096], got {max_clients!r}")
         self.config = config
         self.max_clients = max_clients
-        self.socket_path = socket_path(name)
+        self._slots = Slots(self.name, max_clients)
+        self.socket_path = self._slots.socket_path
         if isinstance(spin_us, bool) or not isinstance(spin_us, (int, float)) or \
                 not 0 <= spin_us <= 100_000:
             raise StratabatchError(f"spin_us must be in [0, 100000], got {spin_us!r}")
@@ -182,18 +143,13 @@ class Engine:
         self._max_frame = self._capacity // 2 - 8
         self._encoder = FrameEncoder(self.limits)
         self._decoder = FrameDecoder(self.limits)
-        self._clients: dict[int, _Client] = {}
-        self._free_slots = list(range(max_clients - 1, -1, -1))
-        self._generation = 0
+        self._clients = self._slots.clients  # by slot
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._control: Segment | None = None
-        self._words: np.ndarray | None = None
         self._publisher: Publisher | None = None
         self._arena_seg: Segment | None = None
         self._arena: Arena | None = None
         self._dim = 0
         self._bell: Doorbell | None = None
-        self._listener: socket.socket | None = None
         self._poll_scheduled = False
         self._flush_scheduled = False
         self._active_until = 0.0
@@ -205,7 +161,6 @@ class Engine:
         self._published_batches = -1
         self._published_at = 0.0
         self._uses_vectors = False
-        self._handshaking: set[socket.socket] = set()
 
     # ----------------------------------------------------------------- handler
 
@@ -247,15 +202,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stopped = asyncio.Event()
-        try:
-            self._control = Segment.create(
-                segment_name(self.name, "control"), (_SLOT_BASE + _SLOT_WORDS * self.max_clients)
-                * 8, magic=CONTROL_MAGIC, version=CONTROL_VERSION)
-        except SegmentExistsError as exc:
-            raise EngineUnavailableError(
-                f"an engine named {self.name!r} is already running (pid {exc.pid or 'unknown'});"
-                " stop it first or choose another --name"
-            ) from None
+        self._slots.claim()
         try:
             await self._start_rest(loop)
         except BaseException:
@@ -265,11 +212,6 @@ class Engine:
     async def _start_rest(self, loop: asyncio.AbstractEventLoop) -> None:
         for stale in reclaim_stale(self.name):
             log.info("reclaimed stale segment %s (its engine died)", stale)
-        words = self._control.array(np.int64, 0, _SLOT_BASE + _SLOT_WORDS * self.max_clients)
-        self._words = words
-        words[_MAX_CLIENTS] = self.max_clients
-        words[_PID] = os.getpid()
-        words[_STARTED] = time.time_ns()
         self._publisher = Publisher(self.name, self.max_clients)
         self.core.bind(loop)
         await self.core.warm_up()
@@ -288,173 +230,41 @@ class Engine:
             self._arena = Arena.create(self._arena_seg.buf, **geometry)
         self._bell = Doorbell.create()
         loop.add_reader(self._bell.fileno(), self._on_bell)
-        self._listen(loop)
-        words[_STATE] = STATE_RUNNING
+        welcome = {
+            "arena": self._arena_seg.name if self._arena_seg is not None else None,
+            "dim": self._dim, "counters": segment_name(self.name, "counters"),
+            "control": segment_name(self.name, "control"),
+            "limits": dataclasses.asdict(self.limits),
+            "max_request_bytes": c.max_request_bytes, "dedup_key": c.dedup_key,
+            "on_full": c.on_full, "uses_vectors": self._uses_vectors,
+            "processing_timeout": c.processing_timeout,
+        }
+        self._slots.listen(loop, bell_fd=self._bell.fileno(), capacity=self._capacity,
+                           max_frame=self._max_frame, welcome=welcome, on_join=self._on_join)
+        self._slots.set_state(STATE_RUNNING)
         self._tick_handle = loop.call_later(_TICK_S, self._tick)
-
-    def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
-        d = socket_dir()
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        st = os.lstat(d)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise StratabatchError(f"{d} is not a directory owned by uid {os.getuid()}")
-        os.chmod(d, 0o700)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)  # stale: we hold this name's control segment
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(self.socket_path)
-        sock.listen(256)
-        sock.setblocking(False)
-        self._listener = sock
-        loop.add_reader(sock.fileno(), self._on_accept)
 
     # ----------------------------------------------------------------- clients
 
-    def _on_accept(self) -> None:
-        assert self._listener is not None
-        for _ in range(64):
-            try:
-                sock, _ = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                return
-            sock.setblocking(False)
-            # the refusals (another uid, shutting down) are sent after the hello is read: a
-            # socket closed with unread input resets, and the peer would lose the reason
-            buf = MessageBuffer()
-            self._handshaking.add(sock)
-            assert self._loop is not None
-            self._loop.add_reader(sock.fileno(), self._on_hello, sock, buf)
-            # a peer that never says hello is dropped
-            self._loop.call_later(5.0, self._hello_timeout, sock)
+    # ----------------------------------------------------------------- clients
 
-    def _hello_timeout(self, sock: socket.socket) -> None:
-        if sock in self._handshaking:
-            log.warning("client refused: no hello within 5 s")
-            self._handshaking.discard(sock)
-            self._drop_socket(sock)
-
-    def _drop_socket(self, sock: socket.socket) -> None:
-        if sock.fileno() >= 0 and self._loop is not None:
-            self._loop.remove_reader(sock.fileno())
-        sock.close()
-
-    def _refuse(self, sock: socket.socket, reason: str) -> None:
-        with contextlib.suppress(OSError):
-            sock.send(pack_message({"op": "refused", "reason": reason}))
-        self._handshaking.discard(sock)
-        self._drop_socket(sock)
-
-    def _on_hello(self, sock: socket.socket, buf: MessageBuffer) -> None:
-        try:
-            data = sock.recv(65536)
-            msgs = buf.feed(data) if data else None
-        except (OSError, ValueError):
-            msgs = None
-        if msgs is None:
-            self._handshaking.discard(sock)
-            self._drop_socket(sock)
-            return
-        if not msgs:
-            return
-        self._handshaking.discard(sock)
-        assert self._loop is not None
-        self._loop.remove_reader(sock.fileno())
-        hello = msgs[0]
-        pid, uid, _gid = struct.unpack(
-            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        if uid != os.getuid():
-            log.warning("client refused: pid %d runs as uid %d, this engine serves uid %d "
-                        "only", pid, uid, os.getuid())
-            self._refuse(sock, f"this engine serves uid {os.getuid()} only, you are uid {uid}")
-            return
-        if self._stopping:
-            self._refuse(sock, "the engine is shutting down")
-            return
-        if hello.get("op") != "hello" or hello.get("protocol") != PROTOCOL_VERSION or \
-                hello.get("frame_version") != FRAME_VERSION:
-            log.warning("client refused: pid %d speaks protocol %r / frame version %r, this "
-                        "engine %d / %d", pid, hello.get("protocol"), hello.get("frame_version"),
-                        PROTOCOL_VERSION, FRAME_VERSION)
-            self._refuse(sock, f"protocol mismatch: engine speaks protocol {PROTOCOL_VERSION}, "
-                               f"frame version {FRAME_VERSION}")
-            return
-        if not self._free_slots:
-            log.warning("client refused: pid %d, all %d client slots are taken", pid,
-                        self.max_clients)
-            self._refuse(sock, f"the engine is full: all {self.max_clients} client slots are "
-                               "taken (start it with a larger --max-clients)")
-            return
-        try:
-            self._admit(sock, pid)
-        except Exception as exc:  # a client must never take the engine down
-            log.error("client refused: pid %d, setting up its slot failed: %s", pid, exc)
-            self._refuse(sock, f"the engine could not set up a slot: {exc}")
-
-    def _admit(self, sock: socket.socket, pid: int) -> None:
+    def _on_join(self, client: Client) -> None:
         loop = self._loop
-        assert loop is not None and self._bell is not None and self._words is not None
-        slot = self._free_slots.pop()
-        client = _Client(slot, pid, sock)
-        try:
-            self._generation += 1
-            part = f"ring-{slot}"
-            cap = self._capacity
-            client.seg = Segment.create(segment_name(self.name, part), 2 * Ring.nbytes(cap),
-                                        magic=RINGS_MAGIC, version=RINGS_VERSION)
-            client.bell = Doorbell.create()
-            buf = client.seg.buf
-            client.requests = Ring.create(buf[: Ring.nbytes(cap)], capacity=cap,
-                                          max_frame=self._max_frame,
-                                          wake_producer=client.bell)
-            client.responses = Ring.create(buf[Ring.nbytes(cap):], capacity=cap,
-                                           max_frame=self._max_frame,
-                                           wake_consumer=client.bell)
-            c = self.config
-            welcome = {
-                "op": "welcome", "protocol": PROTOCOL_VERSION, "frame_version": FRAME_VERSION,
-                "slot": slot, "engine_pid": os.getpid(), "name": self.name,
-                "rings": client.seg.name, "rings_version": RINGS_VERSION,
-                "capacity": cap, "max_frame": self._max_frame,
-                "arena": self._arena_seg.name if self._arena_seg is not None else None,
-                "dim": self._dim, "counters": segment_name(self.name, "counters"),
-                "control": segment_name(self.name, "control"),
-                "limits": dataclasses.asdict(self.limits),
-                "max_request_bytes": c.max_request_bytes, "dedup_key": c.dedup_key,
-                "on_full": c.on_full, "uses_vectors": self._uses_vectors,
-                "processing_timeout": c.processing_timeout,
-            }
-            data = pack_message(welcome)
-            sock.setblocking(True)
-            sock.settimeout(2.0)
-            socket.send_fds(sock, [data], [self._bell.fileno(), client.bell.fileno()])
-            sock.setblocking(False)
-            try:
-                client.pidfd = os.pidfd_open(pid)
-            except (OSError, AttributeError):
-                client.pidfd = -1
-        except BaseException:
-            self._release(client)
-            raise
-        self._clients[slot] = client
-        w = self._words
-        base = _SLOT_BASE + _SLOT_WORDS * slot
-        w[base : base + 4] = (pid, 1, client.connected_at_ns, self._generation)
-        loop.add_reader(sock.fileno(), self._on_client_socket, client)
+        assert loop is not None
+        loop.add_reader(client.sock.fileno(), self._on_client_socket, client)
         if client.pidfd >= 0:
             loop.add_reader(client.pidfd, self._on_client_exit, client)
         if self._publisher is not None:
-            self._publisher.client(slot, pid=pid, connected=1, requests=0, errors=0, timeouts=0,
-                                   connected_at_ns=client.connected_at_ns)
-        log.info("client joined: pid %d, slot %d (%d connected)", pid, slot, len(self._clients))
+            self._publisher.client(client.slot, pid=client.pid, connected=1, requests=0,
+                                   errors=0, timeouts=0, connected_at_ns=client.connected_at_ns)
+        log.info("client joined: pid %d, slot %d (%d connected)", client.pid, client.slot,
+                 len(self._clients))
         self._schedule_poll()
 
-    def _on_client_exit(self, client: _Client) -> None:
+    def _on_client_exit(self, client: Client) -> None:
         self._drop_client(client, "process exited")
 
-    def _on_client_socket(self, client: _Client) -> None:
+    def _on_client_socket(self, client: Client) -> None:
         try:
             data = client.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -485,7 +295,7 @@ class Engine:
                 self._drop_client(client, f"unknown socket message {msg.get('op')!r}")
                 return
 
-    def _drop_client(self, client: _Client, reason: str) -> None:
+    def _drop_client(self, client: Client, reason: str) -> None:
         """Forget a client: abandon its pending requests, free its slot and segment."""
         if client.closed:
             return
@@ -494,42 +304,11 @@ class Engine:
         client.pending.clear()
         for req in pending:
             self.core.abandon(req)
-        self._clients.pop(client.slot, None)
-        self._release(client)
-        log.info("client left: pid %d, slot %d (%s; %d pending requests dropped)", client.pid,
-                 client.slot, reason, len(pending))
-
-    def _release(self, client: _Client) -> None:
-        loop = self._loop
-        client.closed = True
-        if loop is not None:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(client.sock.fileno())
-            if client.pidfd >= 0:
-                with contextlib.suppress(Exception):
-                    loop.remove_reader(client.pidfd)
-        with contextlib.suppress(OSError):
-            client.sock.close()
-        if client.pidfd >= 0:
-            os.close(client.pidfd)
-            client.pidfd = -1
-        for ring in (client.requests, client.responses):
-            if ring is not None:
-                ring.close()
-        client.requests = client.responses = None
-        if client.seg is not None:
-            client.seg.close()
-            client.seg = None
-        if client.bell is not None:
-            client.bell.close()
-            client.bell = None
-        if self._words is not None:
-            base = _SLOT_BASE + _SLOT_WORDS * client.slot
-            self._words[base : base + 3] = 0
+        self._slots.release(client)
         if self._publisher is not None:
             self._publisher.client_left(client.slot)
-        if client.slot not in self._free_slots and client.slot not in self._clients:
-            self._free_slots.append(client.slot)
+        log.info("client left: pid %d, slot %d (%s; %d pending requests dropped)", client.pid,
+                 client.slot, reason, len(pending))
 
     # ----------------------------------------------------------------- intake
 
@@ -606,7 +385,7 @@ class Engine:
                 self._schedule_poll()
                 return
 
-    def _accept(self, client: _Client, data: bytes) -> None:
+    def _accept(self, client: Client, data: bytes) -> None:
         """Decode one request frame and hand it to the core (or answer it with an error)."""
         try:
             fr = self._decoder.request(data)
@@ -649,7 +428,7 @@ class Engine:
         client.counts[0] += 1
         client.dirty = True
 
-    def _arena_vector(self, client: _Client, row: int) -> np.ndarray:
+    def _arena_vector(self, client: Client, row: int) -> np.ndarray:
         arena = self._arena
         if arena is None:
             raise InvalidRequestError("this engine has no embedding arena; send the vector "
@@ -687,7 +466,7 @@ class Engine:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)  # type: ignore[union-attr]
 
-    def _count_error(self, client: _Client, error: BaseException) -> None:
+    def _count_error(self, client: Client, error: BaseException) -> None:
         from .errors import BatchTimeoutError
 
         client.counts[2 if isinstance(error, BatchTimeoutError) else 1] += 1
@@ -695,7 +474,7 @@ class Engine:
         if isinstance(error, HandlerError):
             log.warning("handler error (client pid %d): %s", client.pid, error)
 
-    def _answer_error(self, client: _Client, rid: int, error: BaseException) -> None:
+    def _answer_error(self, client: Client, rid: int, error: BaseException) -> None:
         self._count_error(client, error)
         client.outbox.append((rid, *error_to_wire(error)))
 
@@ -705,7 +484,7 @@ class Engine:
             if client.outbox or client.frames:
                 self._flush_client(client)
 
-    def _flush_client(self, client: _Client) -> None:
+    def _flush_client(self, client: Client) -> None:
         ring = client.responses
         if client.closed or ring is None:
             client.outbox.clear()
@@ -817,18 +596,13 @@ class Engine:
         if self._stopping:
             return
         self._stopping = True
+        self._slots.stopping = True
         log.info("shutdown: stopping (%d clients, %d requests queued)", len(self._clients),
                  self.core.waiting)
         loop = self._loop
         assert loop is not None
-        if self._words is not None:
-            self._words[_STATE] = STATE_STOPPING
-        if self._listener is not None:
-            loop.remove_reader(self._listener.fileno())
-            self._listener.close()
-            self._listener = None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.socket_path)
+        self._slots.set_state(STATE_STOPPING)
+        self._slots.stop_listening()
         gone = EngineUnavailableError("the engine is shutting down; the request was not run")
         for client in list(self._clients.values()):  # requests never accepted
             if client.requests is None:
@@ -866,17 +640,6 @@ class Engine:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
-        for sock in list(self._handshaking):
-            self._drop_socket(sock)
-        self._handshaking.clear()
-        if self._listener is not None:
-            if loop is not None:
-                with contextlib.suppress(Exception):
-                    loop.remove_reader(self._listener.fileno())
-            self._listener.close()
-            self._listener = None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.socket_path)
         if self._bell is not None:
             if loop is not None:
                 with contextlib.suppress(Exception):
@@ -892,10 +655,7 @@ class Engine:
         if self._publisher is not None:
             self._publisher.close()
             self._publisher = None
-        self._words = None
-        if self._control is not None:
-            self._control.close()
-            self._control = None
+        self._slots.close()
 
 
 def run(engine: Engine, *, use_uvloop: bool = True) -> int:
