@@ -9,25 +9,31 @@ per-second sample ring, the client table and the ``updated_at_ns`` heartbeat).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import numpy as np
 
-from stratabatch.ipc.counters import (
-    COUNTERS_MAGIC,
-    COUNTERS_VERSION,
-    CountersLayout,
-    CountersWriter,
-)
-from stratabatch.ipc.segment import Segment, segment_name
+from stratabatch.ipc.counters import CountersWriter
 
 from .stats import Stats, StatsRecorder
 
 _COUNTERS = ("total_requests", "total_batches", "unique_requests", "duplicates",
              "inflight_coalesced", "errors", "timeouts", "rejected", "exact_merges",
-             "near_merges")
+             "near_merges", "dropped", "batch_size_max")
+_INFO_OPTIONS = ("window_ms", "max_size", "dedup_strategy", "adaptive", "target_latency_ms",
+                 "min_window_ms", "max_window_ms", "max_inflight_batches", "max_queue",
+                 "cost_per_request_usd")
+
+
+def engine_info(name: str, handler: Any, config: Any) -> dict[str, Any]:
+    """The engine's identity and key options, as the counters block's ``info`` map."""
+    mod = getattr(handler, "__module__", None) or type(handler).__module__
+    qual = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    info: dict[str, Any] = {"name": name, "handler": f"{mod}:{qual}"[:120]}
+    for opt in _INFO_OPTIONS:
+        info[opt] = getattr(config, opt)
+    return info
 
 
 class Publisher:
@@ -36,28 +42,21 @@ class Publisher:
     Args:
         engine_name: The engine's name (the segment is named after it).
         max_clients: Rows of the per-client table.
+        info: The engine's identity and options (see :func:`engine_info`).
     """
 
-    def __init__(self, engine_name: str, max_clients: int) -> None:
-        layout = CountersLayout.for_stats(max_clients=max_clients)
-        self.segment = Segment.create(segment_name(engine_name, "counters"), layout.nbytes,
-                                      magic=COUNTERS_MAGIC, version=COUNTERS_VERSION)
-        self._w = CountersWriter(self.segment.buf, layout)
+    def __init__(self, engine_name: str, max_clients: int,
+                 info: dict[str, Any] | None = None) -> None:
         self._started_ns = time.time_ns()
+        self._w = CountersWriter.create(engine_name, info=info, max_clients=max_clients,
+                                        started_at_ns=self._started_ns)
         self._sizes: list[int] = []
         self._lat_ms: list[float] = []
-        self._sim_seen = np.zeros(101, np.int64)
-        self._last: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._second = int(time.time())
-        self._second_base: dict[str, int] = dict.fromkeys(
-            ("total_requests", "total_batches", "duplicates", "errors"), 0)
-        with self._w.update():
-            self._w.set("engine_pid", os.getpid())
-            self._w.set("started_at_ns", self._started_ns)
-            self._w.set("updated_at_ns", self._started_ns)
+        self.threshold = 0.0
 
     def batch(self, size: int) -> None:
-        """Record one handler call of ``size`` items (any thread: a list append)."""
+        """Record one handler call of ``size`` items."""
         self._sizes.append(size)
 
     def latency(self, seconds: float) -> None:
@@ -72,61 +71,29 @@ class Publisher:
         lat, self._lat_ms = self._lat_ms, []
         with w.update():
             for name in _COUNTERS:
-                v = getattr(rec, name)
-                if v != self._last[name]:
-                    w.add(name, v - self._last[name])
-                    self._last[name] = v
+                w.set(name, getattr(rec, name))
             if sizes:
                 w.observe_many("batch_size", np.asarray(sizes, np.float64))
             if lat:
                 w.observe_many("latency_ms", np.asarray(lat, np.float64))
-            hist = rec.similarity_hist
-            new = hist - self._sim_seen
-            if new.any():
-                # Stats bins are [i/100, (i+1)/100) and 1.0; the block's buckets are (.., b]:
-                # each Stats bin is observed at its midpoint (1.0 for the top bin)
-                mids = np.append((np.arange(100) + 0.5) / 100.0, 1.0)
-                w.observe_many("merge_similarity", np.repeat(mids, new))
-                self._sim_seen = hist.copy()
+            w.set_histogram("merge_similarity_histogram", rec.similarity_hist)
             w.set("queue_depth", queue_depth)
             w.set("inflight_batches", inflight_batches)
             w.set("clients_connected", clients)
             w.set("updated_at_ns", time.time_ns())
 
     def tick(self, stats: Stats, inflight_batches: int, clients: int) -> None:
-        """Write a full snapshot's gauges and, once a second, a row of the seconds ring."""
+        """Write a full snapshot and, once a second, a row of the seconds ring."""
         w = self._w
-        now = time.time()
         with w.update():
-            w.set("window_ms", stats.window_ms)
-            w.set("avg_batch_size", stats.avg_batch_size)
-            w.set("dedup_rate", stats.dedup_rate)
-            w.set("requests_per_second", stats.requests_per_second)
-            w.set("cost_saved_usd", stats.cost_saved_usd)
-            w.set("latency_ms_p50", stats.latency_ms_p50)
-            w.set("latency_ms_p95", stats.latency_ms_p95)
-            w.set("latency_ms_p99", stats.latency_ms_p99)
-            w.set("queue_depth", stats.queue_depth)
+            w.write_stats(stats)
             w.set("inflight_batches", inflight_batches)
             w.set("clients_connected", clients)
-            w.set("updated_at_ns", time.time_ns())
-            sec = int(now)
-            if sec != self._second:
-                base = self._second_base
-                cur = {"total_requests": stats.total_requests,
-                       "total_batches": stats.total_batches,
-                       "duplicates": stats.duplicates, "errors": stats.errors}
-                w.push_second_sample(
-                    t_s=self._second,
-                    requests=cur["total_requests"] - base["total_requests"],
-                    batches=cur["total_batches"] - base["total_batches"],
-                    duplicates=cur["duplicates"] - base["duplicates"],
-                    errors=cur["errors"] - base["errors"],
-                    latency_ms_p99=stats.latency_ms_p99,
-                    queue_depth=stats.queue_depth,
-                )
-                self._second_base = cur
-                self._second = sec
+            w.set("dedup_threshold", self.threshold)
+        sec = int(time.time())
+        if sec != self._second:
+            w.sample_second(self._second)
+            self._second = sec
 
     def heartbeat(self) -> None:
         """Only move ``updated_at_ns`` (an idle engine is alive, not stalled)."""
@@ -142,8 +109,7 @@ class Publisher:
 
     def close(self) -> None:
         """Release the block and remove its segment."""
-        self._w.release()
-        self.segment.close()
+        self._w.close()
 
 
 __all__ = ["Publisher"]

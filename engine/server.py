@@ -66,7 +66,7 @@ from .errors import (
     QueueFullError,
     StratabatchError,
 )
-from .publish import Publisher
+from .publish import Publisher, engine_info
 from .records import Request
 from .requests import build_request
 from .slots import STATE_RUNNING, STATE_STOPPING, Client, Slots
@@ -212,9 +212,14 @@ class Engine:
     async def _start_rest(self, loop: asyncio.AbstractEventLoop) -> None:
         for stale in reclaim_stale(self.name):
             log.info("reclaimed stale segment %s (its engine died)", stale)
-        self._publisher = Publisher(self.name, self.max_clients)
+        self._publisher = Publisher(self.name, self.max_clients,
+                                    engine_info(self.name, self._user_handler, self.config))
         self.core.bind(loop)
         await self.core.warm_up()
+        try:
+            self._publisher.threshold = float(self.core.threshold())
+        except Exception:  # a broken embedder shows on the first pass, not here
+            pass
         c = self.config
         self._uses_vectors = c.enable_dedup and (c.dedup_strategy != "exact"
                                                  or c.dedup_function is not None)
@@ -243,8 +248,6 @@ class Engine:
                            max_frame=self._max_frame, welcome=welcome, on_join=self._on_join)
         self._slots.set_state(STATE_RUNNING)
         self._tick_handle = loop.call_later(_TICK_S, self._tick)
-
-    # ----------------------------------------------------------------- clients
 
     # ----------------------------------------------------------------- clients
 
