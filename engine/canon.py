@@ -1,0 +1,296 @@
+"""Canonical text for near-duplicate dedup: what a request asks, without how it was typed.
+
+:func:`canonical_batch` turns a batch of texts into token lists that the embedder and the
+guards (:mod:`stratabatch.guards`) both see. The rules, in order:
+
+1. **Normalize**: NFKC, casefold, contractions expanded ("don't" -> "do not"), punctuation and
+   symbols to spaces, digits split from letters ("6am" -> "6 am"), as the hashing embedder
+   does (:func:`stratabatch.embed.normalize_for_embedding`).
+2. **Courtesy and fillers removed**: greetings ("hi there", "hey team", "good morning"),
+   sign-offs ("thanks in advance", "cheers", "kind regards"), courtesy phrases ("quick
+   question", "sorry to bother you", "i was wondering") and speech fillers ("um", "er",
+   "you know", "basically", "like" used as a filler). A text made only of these keeps them.
+3. **Spelling folded**: British spellings to American ones ("colour" -> "color",
+   "cancelled" -> "canceled", "cheque" -> "check"), a curated table of whole words.
+4. **Question frames folded**: "how can/could/would/should i" -> "how do i", "could/would/will
+   you" -> "can you", "i would like to / i need to / i wish to" -> "i want to", "is there a way
+   to" -> "how do i", and a few compound spellings ("e mail" -> "email", "log in" -> "login").
+
+Nothing here touches a word that can change what is asked: negations, numbers, names,
+prepositions and possessives pass through unchanged, so the guards still see them. Typos are
+not corrected here (a wrong correction would be a silent rewrite); the guards accept a typo as
+a difference (:func:`stratabatch.guards.is_typo_of`), and the embedder's character n-grams keep
+a typo's vector close.
+
+:func:`explain_canonical` lists which rule changed which words, for debugging a merge.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+
+from .embed import _expand_contractions, _punctuation_table
+
+__all__ = [
+    "FILLER_WORDS",
+    "canonical_batch",
+    "canonical_text",
+    "canonical_tokens",
+    "explain_canonical",
+]
+
+_SEP = "\x1f"
+_APOSTROPHES = str.maketrans({c: "'" for c in "\u2018\u2019\u201b\u02bc\u02b9\u0060\u00b4\u2032"})
+_ASCII_TABLE = bytes(
+    b if b == ord(_SEP) or chr(b).isalnum() or b == ord("'") else ord(" ") for b in range(256)
+)
+_DIGIT_LETTER = re.compile(r"(?<=[0-9])(?=[^0-9\s])|(?<=[^0-9\s])(?=[0-9])")
+_HAS_DIGIT = re.compile(r"[0-9]")
+
+# -------------------------------------------------------------------------------------------
+# Word lists (general English usage, written for this module; see docs/embedders.md)
+# -------------------------------------------------------------------------------------------
+
+#: Single words dropped wherever they stand: greetings, sign-offs, courtesy, speech fillers.
+FILLER_WORDS: frozenset[str] = frozenset((
+    "hi", "hello", "hey", "heya", "hiya", "howdy", "greetings",
+    "thanks", "thank", "thx", "ty", "tia", "cheers", "regards", "thankyou",
+    "please", "pls", "plz", "kindly",
+    "um", "umm", "ummm", "uh", "uhh", "uhm", "er", "erm", "hmm", "hmmm", "ah", "eh", "oh",
+    "so", "yeah", "yep", "ok", "okay", "alright", "anyway", "anyways",
+    "basically", "actually", "literally", "honestly", "just", "really",
+))  # fmt: skip
+
+# Multi-word phrases dropped as a whole (longest match first). A phrase only goes when all
+# its words are there: "thank you" goes, "you" alone never does.
+_DROP_PHRASES: tuple[str, ...] = (
+    "hi there", "hello there", "hey there", "hi team", "hey team", "hello team", "hi all",
+    "hey all", "hello all", "hi everyone", "hey everyone", "hello everyone", "hi guys",
+    "hey guys", "hi folks", "hey folks", "dear support", "dear team", "dear sir or madam",
+    "dear sir", "dear madam", "to whom it may concern",
+    "good morning", "good afternoon", "good evening", "good day",
+    "thank you", "thank you so much", "thank you very much", "thanks so much",
+    "thanks a lot", "thanks a bunch", "thanks a ton", "many thanks", "thanks in advance",
+    "thank you in advance", "thanks for your help", "thank you for your help",
+    "thanks for the help", "thanks for helping", "much appreciated", "appreciate it",
+    "i appreciate it", "appreciate your help", "i appreciate your help",
+    "appreciate the help", "best regards", "kind regards", "warm regards", "all the best",
+    "have a nice day", "have a good day", "have a great day",
+    "quick question", "a quick question", "one quick question", "i have a question",
+    "i have a quick question", "got a question", "question for you", "random question",
+    "sorry to bother you", "sorry to bother", "sorry for bothering you", "sorry to ask",
+    "sorry for the trouble", "sorry if this is a dumb question", "sorry if this is obvious",
+    "i was wondering", "i was just wondering", "i am wondering", "i wonder",
+    "just wondering", "i was hoping", "if you do not mind", "if that is ok",
+    "you know", "i mean", "kind of", "sort of", "or something", "or whatever",
+    "so yeah", "ok so", "okay so", "any help", "any help is appreciated",
+    "any help would be appreciated", "help is appreciated", "hope you are well",
+    "hope you are doing well", "hope all is well", "hope this makes sense",
+    "let me know", "for me",
+)  # fmt: skip
+
+# Multi-word rewrites: a question frame or a compound spelled in two words.
+_FOLD_PHRASES: dict[str, str] = {
+    "how can i": "how do i", "how could i": "how do i", "how would i": "how do i",
+    "how should i": "how do i", "how might i": "how do i", "how do you": "how do i",
+    "how can you": "how do i", "how does one": "how do i", "how to": "how do i",
+    "how would one": "how do i", "how do i go about": "how do i",
+    "how can i go about": "how do i", "what is the way to": "how do i",
+    "what is the best way to": "how do i", "is there a way to": "how do i",
+    "is it possible to": "can i", "am i able to": "can i", "could i": "can i",
+    "may i": "can i", "would i be able to": "can i",
+    "could you": "can you", "would you": "can you", "will you": "can you",
+    "can u": "can you", "could u": "can you", "would you be able to": "can you",
+    "are you able to": "can you", "would you mind": "can you",
+    "i would like to": "i want to", "i need to": "i want to", "i wish to": "i want to",
+    "i wanna": "i want to", "i would love to": "i want to", "i am trying to": "i want to",
+    "i am looking to": "i want to", "i would like": "i want", "i need": "i want",
+    "where can i": "where do i", "where would i": "where do i", "where should i": "where do i",
+    "what should i": "what do i", "what can i": "what do i",
+    "e mail": "email", "log in": "login", "log into": "login to", "sign in": "login",
+    "sign into": "login to", "wi fi": "wifi", "web site": "website", "on line": "online",
+    "check up": "checkup", "set up": "setup", "user name": "username", "pass word": "password",
+}  # fmt: skip
+
+# British (and a few variant) spellings to American, whole words only.
+_SPELLING: dict[str, str] = {
+    "colour": "color", "colours": "colors", "coloured": "colored", "favourite": "favorite",
+    "favourites": "favorites", "favour": "favor", "behaviour": "behavior", "honour": "honor",
+    "labour": "labor", "neighbour": "neighbor", "neighbours": "neighbors", "flavour": "flavor",
+    "humour": "humor", "harbour": "harbor", "rumour": "rumor", "vapour": "vapor",
+    "centre": "center", "centres": "centers", "metre": "meter", "metres": "meters",
+    "litre": "liter", "litres": "liters", "kilometre": "kilometer", "kilometres": "kilometers",
+    "theatre": "theater", "fibre": "fiber", "calibre": "caliber",
+    "cancelled": "canceled", "cancelling": "canceling", "travelled": "traveled",
+    "travelling": "traveling", "traveller": "traveler", "travellers": "travelers",
+    "labelled": "labeled", "labelling": "labeling", "modelling": "modeling",
+    "fuelled": "fueled", "enrolment": "enrollment", "enrol": "enroll", "fulfil": "fulfill",
+    "instalment": "installment", "instalments": "installments", "jewellery": "jewelry",
+    "cheque": "check", "cheques": "checks", "chequebook": "checkbook", "tyre": "tire",
+    "tyres": "tires", "grey": "gray", "programme": "program", "programmes": "programs",
+    "catalogue": "catalog", "dialogue": "dialog", "analogue": "analog", "licence": "license",
+    "licences": "licenses", "defence": "defense", "offence": "offense", "practise": "practice",
+    "organise": "organize", "organised": "organized", "organising": "organizing",
+    "organisation": "organization", "organisations": "organizations", "realise": "realize",
+    "recognise": "recognize", "apologise": "apologize", "authorise": "authorize",
+    "authorised": "authorized", "authorisation": "authorization", "customise": "customize",
+    "customised": "customized", "personalise": "personalize", "prioritise": "prioritize",
+    "minimise": "minimize", "maximise": "maximize", "optimise": "optimize",
+    "optimised": "optimized", "summarise": "summarize", "summarised": "summarized",
+    "finalise": "finalize", "utilise": "utilize", "analyse": "analyze", "analysed": "analyzed",
+    "analysing": "analyzing", "paralyse": "paralyze", "synchronise": "synchronize",
+    "sync": "synchronize", "synchronised": "synchronized", "categorise": "categorize",
+    "emphasise": "emphasize", "specialise": "specialize", "standardise": "standardize",
+    "initialise": "initialize", "visualise": "visualize", "memorise": "memorize",
+    "apologising": "apologizing", "aeroplane": "airplane", "aluminium": "aluminum",
+    "paediatric": "pediatric", "paediatrician": "pediatrician", "anaemia": "anemia",
+    "oestrogen": "estrogen", "haemoglobin": "hemoglobin", "diarrhoea": "diarrhea",
+    "orthopaedic": "orthopedic", "manoeuvre": "maneuver", "ageing": "aging",
+    "judgement": "judgment", "acknowledgement": "acknowledgment", "sceptical": "skeptical",
+    "pyjamas": "pajamas", "plough": "plow", "storey": "story", "kerb": "curb",
+    "mum": "mom", "postcode": "zipcode", "enquiry": "inquiry", "enquiries": "inquiries",
+    "enquire": "inquire", "cosy": "cozy", "moustache": "mustache", "speciality": "specialty",
+    "whilst": "while", "amongst": "among", "towards": "toward", "learnt": "learned",
+    "spelt": "spelled", "dreamt": "dreamed", "burnt": "burned", "cancelation": "cancellation",
+    "okey": "okay",
+    # contractions typed without the apostrophe
+    "dont": "do not", "doesnt": "does not", "didnt": "did not", "cant": "can not",
+    "isnt": "is not", "arent": "are not", "wasnt": "was not", "werent": "were not",
+    "havent": "have not", "hasnt": "has not", "hadnt": "had not", "couldnt": "could not",
+    "shouldnt": "should not", "wouldnt": "would not", "wont": "will not", "aint": "is not",
+    "im": "i am", "ive": "i have", "youre": "you are", "thats": "that is",
+}  # fmt: skip
+
+# "like" is kept after these words (a verb or comparison: "would like", "looks like");
+# elsewhere in a question it is a speech filler ("how do i like update my address").
+_LIKE_KEEPERS = frozenset((
+    "would", "look", "looks", "looked", "looking", "feel", "feels", "felt", "seem", "seems",
+    "sound", "sounds", "something", "anything", "nothing", "things", "more", "much", "less",
+    "not", "dislike", "unlike", "what", "exactly", "taste", "tastes", "act", "acts",
+))  # fmt: skip
+
+
+def _phrase_table() -> dict[str, list[tuple[tuple[str, ...], tuple[str, ...], str]]]:
+    """Head word -> [(phrase words, replacement words, rule)], longest phrase first."""
+    table: dict[str, list[tuple[tuple[str, ...], tuple[str, ...], str]]] = {}
+    for p in _DROP_PHRASES:
+        words = tuple(p.split())
+        table.setdefault(words[0], []).append((words, (), "courtesy"))
+    for p, r in _FOLD_PHRASES.items():
+        words = tuple(p.split())
+        table.setdefault(words[0], []).append((words, tuple(r.split()), "frame"))
+    for entries in table.values():
+        entries.sort(key=lambda e: -len(e[0]))
+    return table
+
+
+_PHRASES = _phrase_table()
+# Words that need the slow path of the token pass: a phrase head, a filler or "like".
+_SPECIAL = frozenset(_PHRASES) | FILLER_WORDS | {"like"}
+
+
+def _normalized_parts(texts: Sequence[str]) -> list[str]:
+    """Each text normalized as the hashing embedder normalizes it (one pass over the batch)."""
+    if len(texts) == 1:
+        joined = texts[0].replace(_SEP, " ")
+    else:
+        joined = _SEP.join(texts)
+        if joined.count(_SEP) != len(texts) - 1:
+            joined = _SEP.join(t.replace(_SEP, " ") for t in texts)
+    if joined.isascii():
+        s = _expand_contractions(joined.lower().replace("`", "'"))
+        s = s.encode("ascii").translate(_ASCII_TABLE, b"'").decode("ascii")
+    else:
+        s = unicodedata.normalize("NFKC", joined).casefold().translate(_APOSTROPHES)
+        s = _expand_contractions(s).translate(_punctuation_table())
+    parts = s.split(_SEP) if len(texts) > 1 else [s]
+    return [_DIGIT_LETTER.sub(" ", p) if _HAS_DIGIT.search(p) else p for p in parts]
+
+
+def _rewrite(words: list[str], trace: list[tuple[str, str, str]] | None) -> list[str]:
+    """The token pass: fillers and courtesy out, frames and spellings folded."""
+    out: list[str] = []
+    n = len(words)
+    i = 0
+    phrases = _PHRASES
+    while i < n:
+        w = words[i]
+        entries = phrases.get(w)
+        if entries is not None:
+            for pw, repl, rule in entries:
+                k = len(pw)
+                if tuple(words[i : i + k]) == pw:
+                    if trace is not None:
+                        trace.append((rule, " ".join(pw), " ".join(repl)))
+                    out.extend(repl)
+                    i += k
+                    break
+            else:
+                entries = None
+            if entries is not None:
+                continue
+        if w in FILLER_WORDS:
+            if trace is not None:
+                trace.append(("filler", w, ""))
+        elif w == "like" and not (out and out[-1] in _LIKE_KEEPERS):
+            if trace is not None:
+                trace.append(("filler", w, ""))
+        else:
+            s = _SPELLING.get(w)
+            if s is not None:
+                if trace is not None:
+                    trace.append(("spelling", w, s))
+                if " " in s:
+                    out.extend(s.split())
+                    i += 1
+                    continue
+                w = s
+            out.append(w)
+        i += 1
+    return out if out else words
+
+
+def _tokens_of(part: str, trace: list[tuple[str, str, str]] | None = None) -> list[str]:
+    words = part.split()
+    if _SPECIAL.isdisjoint(words):
+        # the common case: only spelling can apply (a dict lookup per word)
+        sp = _SPELLING
+        if sp.keys().isdisjoint(words):
+            return words
+    return _rewrite(words, trace)
+
+
+def canonical_batch(texts: Sequence[str]) -> list[list[str]]:
+    """The canonical tokens of each text, by one normalization pass over the whole batch.
+
+    Args:
+        texts: The request texts.
+
+    Returns:
+        One list of canonical words per text (never empty unless the text has no word).
+    """
+    return [_tokens_of(p) for p in _normalized_parts(texts)]
+
+
+def canonical_tokens(text: str) -> list[str]:
+    """The canonical words of one text (see the module docstring for the rules)."""
+    return _tokens_of(_normalized_parts([text])[0])
+
+
+def canonical_text(text: str) -> str:
+    """The canonical text of ``text``: its canonical words joined by single spaces."""
+    return " ".join(canonical_tokens(text))
+
+
+def explain_canonical(text: str) -> list[tuple[str, str, str]]:
+    """Which rule rewrote which words of ``text``.
+
+    Returns:
+        ``(rule, words, replacement)`` triples in text order; rule is ``"courtesy"``,
+        ``"filler"``, ``"frame"`` or ``"spelling"``; replacement is ``""`` for a removal.
+    """
+    trace: list[tuple[str, str, str]] = []
+    _rewrite(_normalized_parts([text])[0].split(), trace)
+    return trace

@@ -1,0 +1,603 @@
+"""Merge guards: vetoes that keep a near-duplicate merge from serving the wrong answer.
+
+Similarity only finds candidates. Before a request joins a near (not exact) duplicate, the
+guards compare the two texts and veto the merge, whatever the similarity, when a difference
+changes what is asked. Each guard is cheap, works on the canonical words of
+:mod:`stratabatch.canon`, and returns the words that decided:
+
+``numbers``
+    The numbers differ, with their sign, decimal point and thousands separators: "pay -5" vs
+    "pay 5", "1,000" vs "1.000" (a thousand vs one), "order 123" vs "order 124". (Switched by
+    ``guard_numbers``, which also keeps different digit runs in different partitions.)
+``polarity``
+    A different count of negations (not, no, never, without, ...), an opposite pair (open /
+    closed, enable / disable, increase / decrease, ...), or a negating prefix (safe / unsafe,
+    install / uninstall).
+``roles``
+    The same role word (from, to, into, before, after, vs, than, over, ...) takes a different
+    argument on each side: "from checking to brokerage" vs "from brokerage to checking".
+``entities``
+    A name, product, place, date, weekday, month, time of day, unit or currency on one side is
+    missing from the other: "Netflix" vs "Spotify", "Monday" vs "Tuesday", "kg" vs "lb". Names
+    are the capitalized words not at a sentence start, plus a curated list of such words
+    people type in lower case.
+``scope``
+    Whose or how many: my / our / your / all / every / one / my partner's, and singular vs
+    plural of the same word ("my order" vs "my orders").
+``residue``
+    What differs decides, not the global score: every word one side has and the other lacks
+    must be ignorable (an article) or a typo of a word the other side has (edit distance 1 on
+    words of 5+ letters, 2 on words of 8+, never two different dictionary words). This is what
+    keeps a long shared preamble from hiding a changed question. It also vetoes paraphrases
+    (different words for the same thing): switch it off for a sentence model whose
+    paraphrase merges you want.
+
+:func:`veto` applies the enabled guards to two :class:`Features` and returns the first
+:class:`Veto` (guard and words) or None; :func:`explain` does the whole decision for two texts
+for debugging.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .canon import canonical_batch
+
+__all__ = [
+    "GUARDS",
+    "Explanation",
+    "Features",
+    "Veto",
+    "explain",
+    "features",
+    "features_batch",
+    "is_typo_of",
+    "number_signature",
+    "veto",
+]
+
+#: Guard names accepted by ``dedup_guards``, in the order they are tried.
+GUARDS: tuple[str, ...] = ("polarity", "roles", "entities", "scope", "residue")
+
+# -------------------------------------------------------------------------------------------
+# Word lists
+# -------------------------------------------------------------------------------------------
+
+_NEGATIONS = frozenset((
+    "not", "no", "never", "without", "none", "nothing", "nobody", "neither", "nor", "nowhere",
+    "cannot", "lacking", "except",
+))  # fmt: skip
+
+_OPPOSITE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("open", "closed"), ("open", "close"), ("opened", "closed"), ("opening", "closing"),
+    ("on", "off"), ("enable", "disable"), ("enabled", "disabled"), ("activate", "deactivate"),
+    ("add", "remove"), ("added", "removed"), ("adding", "removing"), ("add", "delete"),
+    ("increase", "decrease"), ("increased", "decreased"), ("raise", "lower"),
+    ("higher", "lower"), ("high", "low"), ("more", "less"), ("more", "fewer"),
+    ("most", "least"), ("max", "min"), ("maximum", "minimum"), ("before", "after"),
+    ("eat", "avoid"), ("take", "avoid"), ("accept", "decline"), ("accept", "reject"),
+    ("approve", "reject"), ("approve", "deny"), ("approved", "rejected"),
+    ("approved", "denied"), ("allow", "block"), ("allow", "deny"), ("allow", "forbid"),
+    ("allowed", "blocked"), ("allowed", "forbidden"), ("lock", "unlock"), ("start", "stop"),
+    ("start", "end"), ("begin", "end"), ("first", "last"), ("next", "last"),
+    ("next", "previous"), ("upload", "download"), ("import", "export"),
+    ("buy", "sell"), ("bought", "sold"), ("buying", "selling"), ("deposit", "withdraw"),
+    ("deposit", "withdrawal"), ("credit", "debit"), ("pay", "refund"), ("send", "receive"),
+    ("sent", "received"), ("incoming", "outgoing"), ("inbound", "outbound"),
+    ("arrival", "departure"), ("arrive", "depart"), ("arrivals", "departures"),
+    ("in", "out"), ("up", "down"), ("upgrade", "downgrade"), ("join", "leave"),
+    ("subscribe", "unsubscribe"), ("include", "exclude"), ("included", "excluded"),
+    ("with", "without"), ("hot", "cold"), ("warm", "cool"), ("heat", "cool"),
+    ("heating", "cooling"), ("fast", "slow"), ("faster", "slower"), ("early", "late"),
+    ("earlier", "later"), ("earliest", "latest"), ("new", "old"), ("newest", "oldest"),
+    ("cheap", "expensive"), ("cheapest", "priciest"), ("cheaper", "pricier"),
+    ("long", "short"), ("longer", "shorter"), ("big", "small"), ("bigger", "smaller"),
+    ("large", "small"), ("larger", "smaller"), ("light", "dark"), ("lighter", "darker"),
+    ("safe", "dangerous"), ("true", "false"), ("yes", "no"), ("win", "lose"),
+    ("pass", "fail"), ("success", "failure"), ("public", "private"), ("internal", "external"),
+    ("domestic", "international"), ("left", "right"), ("top", "bottom"), ("above", "below"),
+    ("over", "under"), ("inside", "outside"), ("front", "back"), ("north", "south"),
+    ("east", "west"), ("push", "pull"), ("show", "hide"), ("visible", "hidden"),
+    ("mute", "unmute"), ("connect", "disconnect"), ("install", "uninstall"),
+    ("encrypt", "decrypt"), ("compress", "decompress"), ("zoom", "unzoom"),
+    ("expand", "collapse"), ("online", "offline"), ("plus", "minus"), ("gain", "lose"),
+    ("gain", "loss"), ("profit", "loss"), ("asc", "desc"), ("ascending", "descending"),
+    ("morning", "evening"), ("morning", "night"), ("day", "night"), ("am", "pm"),
+    ("today", "tomorrow"), ("today", "yesterday"), ("tomorrow", "yesterday"),
+    ("weekday", "weekend"), ("winter", "summer"), ("spring", "autumn"), ("spring", "fall"),
+    ("male", "female"), ("men", "women"), ("man", "woman"), ("boy", "girl"),
+    ("adult", "child"), ("adults", "children"), ("maximum", "minimum"), ("full", "empty"),
+    ("wet", "dry"), ("hard", "soft"), ("strong", "weak"), ("healthy", "unhealthy"),
+    ("legal", "illegal"), ("possible", "impossible"), ("correct", "incorrect"),
+    ("valid", "invalid"), ("paid", "unpaid"), ("read", "unread"), ("follow", "unfollow"),
+    ("pin", "unpin"), ("archive", "unarchive"), ("freeze", "unfreeze"),
+    ("pause", "resume"), ("pause", "play"), ("save", "discard"), ("keep", "cancel"),
+    ("keep", "delete"), ("keep", "remove"), ("merge", "split"), ("attach", "detach"),
+    ("include", "omit"), ("allow", "disallow"), ("agree", "disagree"), ("like", "dislike"),
+    ("love", "hate"), ("like", "hate"), ("should", "should not"), ("can", "can not"),
+    ("must", "must not"), ("always", "never"), ("everyone", "nobody"), ("all", "none"),
+    ("cash", "card"), ("sender", "recipient"), ("buyer", "seller"), ("landlord", "tenant"),
+    ("employer", "employee"), ("parent", "child"), ("host", "guest"),
+)  # fmt: skip
+
+_NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "de", "anti", "mis")
+
+# Words whose difference changes whose or how much is asked for.
+_SCOPE_WORDS = frozenset((
+    "my", "mine", "our", "ours", "your", "yours", "his", "her", "hers", "their", "theirs",
+    "its", "all", "every", "each", "both", "one", "any", "some", "several", "few", "many",
+    "everyone", "everybody", "someone", "somebody", "anyone", "anybody", "whole", "entire",
+    "only", "single", "partner", "partners", "wife", "husband", "spouse", "family", "kid",
+    "kids", "child", "children", "son", "daughter", "mom", "dad", "mother", "father",
+    "parent", "parents", "friend", "friends", "boss", "colleague", "team", "company",
+    "business", "personal", "joint", "shared", "we", "us", "they", "them", "he", "she",
+    "him",
+))  # fmt: skip
+
+_ROLE_MARKERS = frozenset((
+    "from", "to", "into", "onto", "toward", "via", "before", "after", "than", "over", "vs",
+    "versus", "instead", "under", "above", "below", "between", "per",
+))  # fmt: skip
+_DETERMINERS = frozenset((
+    "a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "this", "that",
+    "these", "those", "of",
+))  # fmt: skip
+
+# Lower-case words that name a thing as a proper noun would: dates, times, units, currencies,
+# and products or services people type without capitals.
+_ENTITY_WORDS = frozenset((
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+    "mon", "tue", "tues", "wed", "thu", "thurs", "fri", "sat", "sun",
+    "january", "february", "march", "april", "june", "july", "august", "september",
+    "october", "november", "december", "jan", "feb", "apr", "jun", "jul", "aug", "sep",
+    "sept", "oct", "nov", "dec", "today", "tomorrow", "yesterday", "tonight", "weekend",
+    "am", "pm", "noon", "midnight", "morning", "afternoon", "evening", "night",
+    "kg", "kgs", "kilogram", "kilograms", "g", "gram", "grams", "mg", "lb", "lbs", "pound",
+    "pounds", "oz", "ounce", "ounces", "ton", "tons", "tonne", "tonnes", "km", "kilometer",
+    "kilometers", "mile", "miles", "m", "meter", "meters", "cm", "mm", "inch", "inches",
+    "foot", "feet", "ft", "yard", "yards", "liter", "liters", "l", "ml", "gallon", "gallons",
+    "cup", "cups", "celsius", "fahrenheit", "c", "f", "mph", "kph", "gb", "mb", "kb", "tb",
+    "ghz", "mhz", "hz", "second", "seconds", "minute", "minutes", "hour", "hours", "day",
+    "days", "week", "weeks", "month", "months", "year", "years", "percent",
+    "usd", "eur", "euro", "euros", "gbp", "dollar", "dollars", "cent", "cents", "yen", "jpy",
+    "cad", "aud", "chf", "inr", "rupee", "rupees", "peso", "pesos", "franc", "francs", "yuan",
+    "btc", "bitcoin", "eth", "ethereum",
+    "netflix", "spotify", "hulu", "disney", "amazon", "google", "apple", "microsoft",
+    "windows", "mac", "macos", "linux", "ubuntu", "ios", "android", "iphone", "ipad",
+    "samsung", "paypal", "venmo", "zelle", "visa", "mastercard", "amex", "uber",
+    "lyft", "airbnb", "chrome", "firefox", "safari", "excel", "outlook", "gmail",
+    "yahoo", "slack", "zoom", "whatsapp", "instagram", "facebook", "twitter", "tiktok",
+    "youtube", "linkedin", "dropbox", "github", "python", "java", "javascript", "docker",
+    "kubernetes", "aws", "azure", "fedex", "ups", "usps", "dhl", "ikea", "walmart", "costco",
+    "lufthansa", "ryanair", "medicare", "medicaid",
+))  # fmt: skip
+
+_IGNORABLE = frozenset(("a", "an", "the", "also", "now", "currently"))
+
+_OPPOSITES: dict[str, frozenset[str]] = {}
+for _a, _b in _OPPOSITE_PAIRS:
+    if " " in _a or " " in _b:
+        continue
+    _OPPOSITES[_a] = _OPPOSITES.get(_a, frozenset()) | {_b}
+    _OPPOSITES[_b] = _OPPOSITES.get(_b, frozenset()) | {_a}
+
+# -------------------------------------------------------------------------------------------
+# Dictionary words (to tell a typo from a different word)
+# -------------------------------------------------------------------------------------------
+
+_VOCAB_PATH = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2-vocab.txt"
+_vocab_lock = threading.Lock()
+_vocab: frozenset[str] | None = None
+
+
+def _dictionary() -> frozenset[str]:
+    """Whole English words of the shipped WordPiece vocabulary (~20k), loaded on first use."""
+    global _vocab
+    with _vocab_lock:
+        if _vocab is None:
+            words = _VOCAB_PATH.read_text(encoding="utf-8").split("\n")
+            _vocab = frozenset(w for w in words if len(w) >= 3 and w.isalpha() and w.isascii())
+        return _vocab
+
+
+def _osa_distance(a: str, b: str, limit: int) -> int:
+    """Edit distance with adjacent transpositions (optimal string alignment), capped."""
+    la, lb = len(a), len(b)
+    if abs(la - lb) > limit:
+        return limit + 1
+    prev2: list[int] = []
+    prev = list(range(lb + 1))
+    for i in range(1, la + 1):
+        cur = [i] + [0] * lb
+        ai = a[i - 1]
+        best = cur[0]
+        for j in range(1, lb + 1):
+            cost = 0 if ai == b[j - 1] else 1
+            v = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and ai == b[j - 2] and a[i - 2] == b[j - 1]:
+                v = min(v, prev2[j - 2] + 1)
+            cur[j] = v
+            if v < best:
+                best = v
+        if best > limit:
+            return limit + 1
+        prev2, prev = prev, cur
+    return prev[lb]
+
+
+def _is_plural_pair(a: str, b: str) -> bool:
+    if len(a) > len(b):
+        a, b = b, a
+    return b in (a + "s", a + "es") or (a.endswith("y") and b == a[:-1] + "ies")
+
+
+def _is_prefix_negation(a: str, b: str) -> bool:
+    if len(a) > len(b):
+        a, b = b, a
+    if len(a) < 3:
+        return False
+    return any(b == p + a for p in _NEGATING_PREFIXES)
+
+
+def is_typo_of(a: str, b: str, max_distance: int = 2) -> bool:
+    """Whether ``a`` and ``b`` can be the same word mistyped.
+
+    True when both are alphabetic, the longer has 5+ letters, their edit distance (with
+    transpositions) is 1, or 2 when both have 8+ letters (never more than ``max_distance``),
+    they are not both dictionary words ("price" / "prize"), not a singular/plural pair, not
+    opposites and not a word and its negation ("safe" / "unsafe").
+    """
+    if a == b:
+        return True
+    if not (a.isalpha() and b.isalpha()) or max(len(a), len(b)) < 5 or min(len(a), len(b)) < 4:
+        return False
+    limit = min(max_distance, 2 if min(len(a), len(b)) >= 8 else 1)
+    if _osa_distance(a, b, limit) > limit:
+        return False
+    if _is_plural_pair(a, b) or _is_prefix_negation(a, b) or b in _OPPOSITES.get(a, ()):
+        return False
+    vocab = _dictionary()
+    return not (a in vocab and b in vocab)
+
+
+# -------------------------------------------------------------------------------------------
+# Features of one text
+# -------------------------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"(?<![\w.,])([-+\u2212]?)(\d+(?:[.,]\d+)*)")
+_THOUSANDS = re.compile(r"^\d{1,3}(,\d{3})+$")
+_EURO_THOUSANDS = re.compile(r"^\d{1,3}(\.\d{3}){2,}$")
+_WORD = re.compile(r"[^\W\d_]+")
+_SENTENCE_END = frozenset(".?!\n")
+
+
+def number_signature(text: str) -> tuple[str, ...]:
+    """The numbers of ``text`` with sign and value, sorted: "-5" != "5", "1,000" == "1000" !=
+    "1.000" (a decimal point: one), "007" == "7", "2.50" == "2.5"."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    out = []
+    for sign, num in _NUMBER.findall(text):
+        if _THOUSANDS.match(num) or _EURO_THOUSANDS.match(num):
+            num = num.replace(",", "").replace(".", "")
+        elif "," in num and "." not in num and num.count(",") == 1:
+            num = num.replace(",", ".")  # a decimal comma: "1,5"
+        else:
+            num = num.replace(",", "")
+        if "." in num:
+            whole, _, frac = num.partition(".")
+            frac = frac.replace(".", "").rstrip("0")
+            num = (whole.lstrip("0") or "0") + ("." + frac if frac else "")
+        else:
+            num = num.lstrip("0") or "0"
+        neg = sign in ("-", "\u2212") and num != "0"
+        out.append(("-" if neg else "") + num)
+    out.sort()
+    return tuple(out)
+
+
+def _names(text: str) -> frozenset[str]:
+    """Capitalized words not at a sentence start (nor "I"), casefolded."""
+    out = set()
+    for m in _WORD.finditer(text):
+        w = m.group()
+        if not w[0].isupper() or w == "I":
+            continue
+        k = m.start() - 1
+        while k >= 0 and text[k] in " \t\"'([*-":
+            k -= 1
+        if k < 0 or text[k] in _SENTENCE_END:
+            continue  # the first word of a sentence says nothing about being a name
+        if w.isupper() and len(w) > 1 and text.isupper():
+            continue  # a shouted text: every word is in capitals
+        out.add(w.casefold())
+    return frozenset(out)
+
+
+class Features:
+    """What the guards need to know of one text, computed once per request.
+
+    Attributes:
+        tokens: The canonical words (:mod:`stratabatch.canon`).
+        counts: How often each canonical word occurs.
+        numbers: :func:`number_signature` of the raw text.
+        names: Capitalized words not at a sentence start, casefolded.
+    """
+
+    __slots__ = ("tokens", "counts", "numbers", "names")
+
+    def __init__(self, text: str, tokens: list[str]) -> None:
+        self.tokens = tokens
+        self.counts = Counter(tokens)
+        self.numbers = number_signature(text) if _has_digit(text) else ()
+        self.names = _names(text) if _has_upper_inside(text) else frozenset()
+
+
+_DIGIT = re.compile(r"\d")
+_UPPER_INSIDE = re.compile(r"(?<=.)[A-Z]|[^\x00-\x7f]", re.S)
+
+
+def _has_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+def _has_upper_inside(text: str) -> bool:
+    return _UPPER_INSIDE.search(text) is not None
+
+
+def features(text: str) -> Features:
+    """The guard features of one text."""
+    return Features(text, canonical_batch([text])[0])
+
+
+def features_batch(texts: list[str], tokens: list[list[str]] | None = None) -> list[Features]:
+    """The guard features of many texts (canonical words computed in one batch pass unless
+    given)."""
+    if tokens is None:
+        tokens = canonical_batch(texts)
+    return [Features(t, k) for t, k in zip(texts, tokens, strict=True)]
+
+
+# -------------------------------------------------------------------------------------------
+# The veto
+# -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Veto:
+    """Why a near merge was refused: the guard and the words that decided."""
+
+    guard: str
+    """The guard's name: numbers, polarity, roles, entities, scope or residue."""
+    words: tuple[str, ...]
+    """The words (or numbers) that differ, as the guard saw them."""
+
+    def __str__(self) -> str:
+        return f"{self.guard}: {' / '.join(self.words)}"
+
+
+def _role_args(tokens: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    n = len(tokens)
+    for i, w in enumerate(tokens):
+        if w in _ROLE_MARKERS:
+            j = i + 1
+            while j < n and tokens[j] in _DETERMINERS:
+                j += 1
+            out.setdefault(w, []).append(tokens[j] if j < n else "")
+    return out
+
+
+def _typo_partner(word: str, others: list[str], max_distance: int = 2) -> str | None:
+    for o in others:
+        if is_typo_of(word, o, max_distance):
+            return o
+    return None
+
+
+def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str, ...],
+         numbers: bool = True) -> Veto | None:
+    """The first guard that refuses merging ``a`` with ``b``, or None if all let it pass.
+
+    Args:
+        a: Features of one request.
+        b: Features of the other.
+        guards: The enabled guard names (a subset of :data:`GUARDS`).
+        numbers: Whether the numbers guard is on (``guard_numbers``).
+
+    Returns:
+        A :class:`Veto`, or None when the merge may go ahead.
+    """
+    if numbers and a.numbers != b.numbers:
+        diff = sorted(set(a.numbers) ^ set(b.numbers)) or list(a.numbers + b.numbers)
+        return Veto("numbers", tuple(diff))
+    ca, cb = a.counts, b.counts
+    if ca == cb:
+        # the same words: only their order, or capitals, can differ
+        if "roles" in guards and not _same_roles(a, b):
+            return _roles_veto(a, b)
+        return None
+    a_only = list((ca - cb).elements())
+    b_only = list((cb - ca).elements())
+    if "polarity" in guards:
+        v = _polarity(a_only, b_only, ca, cb)
+        if v is not None:
+            return v
+    if "roles" in guards and not _same_roles(a, b):
+        v = _roles_veto(a, b)
+        if v is not None:
+            return v
+    if "entities" in guards:
+        v = _entities(a, b, a_only, b_only)
+        if v is not None:
+            return v
+    if "scope" in guards:
+        v = _scope(a_only, b_only)
+        if v is not None:
+            return v
+    if "residue" in guards:
+        v = _residue(a_only, b_only)
+        if v is not None:
+            return v
+    return None
+
+
+def _polarity(a_only: list[str], b_only: list[str], ca: Counter, cb: Counter) -> Veto | None:
+    na = sum(c for w, c in ca.items() if w in _NEGATIONS)
+    nb = sum(c for w, c in cb.items() if w in _NEGATIONS)
+    if na != nb:
+        words = [w for w in a_only + b_only if w in _NEGATIONS]
+        return Veto("polarity", tuple(words) or ("negation",))
+    for x in a_only:
+        opp = _OPPOSITES.get(x)
+        for y in b_only:
+            if (opp is not None and y in opp) or _is_prefix_negation(x, y):
+                return Veto("polarity", (x, y))
+    return None
+
+
+def _same_roles(a: Features, b: Features) -> bool:
+    ta, tb = a.tokens, b.tokens
+    if _ROLE_MARKERS.isdisjoint(ta) and _ROLE_MARKERS.isdisjoint(tb):
+        return True
+    ra, rb = _role_args(ta), _role_args(tb)
+    for m, args in ra.items():
+        other = rb.get(m)
+        if other is not None and sorted(args) != sorted(other):
+            return False
+    return True
+
+
+def _roles_veto(a: Features, b: Features) -> Veto | None:
+    ra, rb = _role_args(a.tokens), _role_args(b.tokens)
+    for m, args in ra.items():
+        other = rb.get(m)
+        if other is None:
+            continue
+        xa = list((Counter(args) - Counter(other)).elements())
+        xb = list((Counter(other) - Counter(args)).elements())
+        if xa and xb and all(is_typo_of(x, y) for x, y in zip(xa, xb, strict=False)) \
+                and len(xa) == len(xb):
+            continue  # a typo in the argument, not another argument
+        if xa or xb:
+            return Veto("roles", (m, *xa, *xb))
+    return None
+
+
+def _entities(a: Features, b: Features, a_only: list[str], b_only: list[str]) -> Veto | None:
+    for mine, theirs, other_only in ((a, b, b_only), (b, a, a_only)):
+        only = a_only if mine is a else b_only
+        for w in only:
+            if w in _ENTITY_WORDS or w in mine.names:
+                if w in theirs.counts:
+                    continue
+                if len(w) >= 5 and _typo_partner(w, other_only, 1) is not None:
+                    continue
+                partner = next((o for o in other_only if o in _ENTITY_WORDS or o in theirs.names),
+                               None)
+                return Veto("entities", (w, partner) if partner else (w,))
+    return None
+
+
+def _scope(a_only: list[str], b_only: list[str]) -> Veto | None:
+    sa = [w for w in a_only if w in _SCOPE_WORDS]
+    sb = [w for w in b_only if w in _SCOPE_WORDS]
+    if sa or sb:
+        return Veto("scope", tuple(sa + sb))
+    for x in a_only:
+        for y in b_only:
+            if _is_plural_pair(x, y):
+                return Veto("scope", (x, y))
+    return None
+
+
+def _residue(a_only: list[str], b_only: list[str]) -> Veto | None:
+    xa = [w for w in a_only if w not in _IGNORABLE]
+    xb = [w for w in b_only if w not in _IGNORABLE]
+    if not xa and not xb:
+        return None
+    left = list(xb)
+    unexplained = []
+    for w in xa:
+        p = _typo_partner(w, left)
+        if p is None:
+            unexplained.append(w)
+        else:
+            left.remove(p)
+    unexplained.extend(left)
+    if unexplained:
+        return Veto("residue", tuple(unexplained))
+    return None
+
+
+# -------------------------------------------------------------------------------------------
+# Debugging a decision
+# -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why two texts would or would not merge (see :func:`explain`)."""
+
+    merge: bool
+    """The decision."""
+    reason: str
+    """``"exact"`` (equal normalized text, never vetoed), ``"similar"`` (a candidate no guard
+    refused), ``"below threshold"``, or ``"veto"``."""
+    similarity: float | None
+    """Cosine of the two texts' vectors (None for an exact merge)."""
+    threshold: float | None
+    """The threshold the similarity was compared with."""
+    veto: Veto | None
+    """The guard that refused the merge, with the words that decided."""
+    canonical: tuple[str, str]
+    """The canonical texts the embedder saw."""
+    rewrites: tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]
+    """The canonical rewrites of each text (:func:`stratabatch.canon.explain_canonical`)."""
+
+
+def explain(text_a: str, text_b: str, *, embedder: Any = None, threshold: float | None = None,
+            guards: tuple[str, ...] | None = None, guard_numbers: bool = True,
+            canonicalize: bool = True) -> Explanation:
+    """Decide, as the dedup pass does, whether two texts merge, and say why.
+
+    Args:
+        text_a: The earlier request's text (the would-be leader).
+        text_b: The later request's text.
+        embedder: As ``BatchProcessor(embedder=...)``; None for the default.
+        threshold: As ``dedup_threshold``; None for the embedder's recommended value.
+        guards: As ``dedup_guards``; None for all of :data:`GUARDS`.
+        guard_numbers: As ``guard_numbers``.
+        canonicalize: As ``canonicalize``: embed the canonical text rather than the raw one.
+
+    Returns:
+        An :class:`Explanation`.
+    """
+    from .canon import explain_canonical
+    from .dedup import normalize_key
+    from .embed import resolve_embedder
+
+    emb = resolve_embedder(embedder)
+    toks = canonical_batch([text_a, text_b])
+    canon = (" ".join(toks[0]), " ".join(toks[1]))
+    rewrites = (explain_canonical(text_a), explain_canonical(text_b))
+    if normalize_key(text_a) == normalize_key(text_b):
+        return Explanation(True, "exact", None, None, None, canon, rewrites)
+    if threshold is None:
+        threshold = getattr(emb, "recommended_threshold", None) or 0.98
+    vecs = emb.embed(list(canon) if canonicalize else [text_a, text_b])
+    sim = float(vecs[0].astype("float64") @ vecs[1].astype("float64"))
+    enabled = GUARDS if guards is None else guards
+    v = veto(Features(text_a, toks[0]), Features(text_b, toks[1]), frozenset(enabled),
+             guard_numbers)
+    if v is not None:
+        return Explanation(False, "veto", sim, threshold, v, canon, rewrites)
+    if sim < threshold:
+        return Explanation(False, "below threshold", sim, threshold, None, canon, rewrites)
+    return Explanation(True, "similar", sim, threshold, None, canon, rewrites)
