@@ -85,7 +85,7 @@ _DROP_PHRASES: tuple[str, ...] = (
     "i was wondering", "i was just wondering", "i am wondering", "i wonder",
     "just wondering", "i was hoping", "if you do not mind", "if that is ok",
     "you know", "i mean", "kind of", "sort of", "or something", "or whatever",
-    "so yeah", "ok so", "okay so", "any help", "any help is appreciated",
+    "right now", "so yeah", "ok so", "okay so", "any help", "any help is appreciated",
     "any help would be appreciated", "help is appreciated", "hope you are well",
     "hope you are doing well", "hope all is well", "hope this makes sense",
     "let me know", "for me",
@@ -107,6 +107,7 @@ _FOLD_PHRASES: dict[str, str] = {
     "i would like to": "i want to", "i need to": "i want to", "i wish to": "i want to",
     "i wanna": "i want to", "i would love to": "i want to", "i am trying to": "i want to",
     "i am looking to": "i want to", "i would like": "i want", "i need": "i want",
+    "i d like": "i want",
     "where can i": "where do i", "where would i": "where do i", "where should i": "where do i",
     "what should i": "what do i", "what can i": "what do i",
     "e mail": "email", "log in": "login", "log into": "login to", "sign in": "login",
@@ -163,6 +164,10 @@ _SPELLING: dict[str, str] = {
     "im": "i am", "ive": "i have", "youre": "you are", "thats": "that is",
 }  # fmt: skip
 
+_LEADING_JOINERS = frozenset(("but", "and", "also"))
+# "order no 4521", "order number 4521", "order nr 4521" and "order #4521" are one thing.
+_NUMBER_WORDS = frozenset(("no", "nr", "num", "number"))
+
 # "like" is kept after these words (a verb or comparison: "would like", "looks like");
 # elsewhere in a question it is a speech filler ("how do i like update my address").
 _LIKE_KEEPERS = frozenset((
@@ -172,23 +177,24 @@ _LIKE_KEEPERS = frozenset((
 ))  # fmt: skip
 
 
-def _phrase_table() -> dict[str, list[tuple[tuple[str, ...], tuple[str, ...], str]]]:
+def _phrase_table(
+    phrases: dict[str, str], rule: str
+) -> dict[str, list[tuple[tuple[str, ...], tuple[str, ...], str]]]:
     """Head word -> [(phrase words, replacement words, rule)], longest phrase first."""
     table: dict[str, list[tuple[tuple[str, ...], tuple[str, ...], str]]] = {}
-    for p in _DROP_PHRASES:
+    for p, r in phrases.items():
         words = tuple(p.split())
-        table.setdefault(words[0], []).append((words, (), "courtesy"))
-    for p, r in _FOLD_PHRASES.items():
-        words = tuple(p.split())
-        table.setdefault(words[0], []).append((words, tuple(r.split()), "frame"))
+        table.setdefault(words[0], []).append((words, tuple(r.split()), rule))
     for entries in table.values():
         entries.sort(key=lambda e: -len(e[0]))
     return table
 
 
-_PHRASES = _phrase_table()
+_DROPS = _phrase_table(dict.fromkeys(_DROP_PHRASES, ""), "courtesy")
+_FOLDS = _phrase_table(_FOLD_PHRASES, "frame")
+_PHRASES = {**_DROPS, **_FOLDS}
 # Words that need the slow path of the token pass: a phrase head, a filler or "like".
-_SPECIAL = frozenset(_PHRASES) | FILLER_WORDS | {"like"}
+_SPECIAL = frozenset(_PHRASES) | FILLER_WORDS | _NUMBER_WORDS | _LEADING_JOINERS | {"like"}
 
 
 def _normalized_parts(texts: Sequence[str]) -> list[str]:
@@ -210,17 +216,33 @@ def _normalized_parts(texts: Sequence[str]) -> list[str]:
 
 
 def _rewrite(words: list[str], trace: list[tuple[str, str, str]] | None) -> list[str]:
-    """The token pass: fillers and courtesy out, frames and spellings folded."""
+    """The token passes: courtesy and fillers out first, then frames and spellings folded
+    (so a filler inside a frame, "how can um i", does not hide it)."""
+    kept = _pass(words, trace, _DROPS, True)
+    if not kept:
+        return words
+    while kept and kept[0] in _LEADING_JOINERS:  # "sorry to bother you, but can i ..."
+        if trace is not None:
+            trace.append(("courtesy", kept[0], ""))
+        kept = kept[1:]
+    out = _pass(kept, trace, _FOLDS, False)
+    return out if out else words
+
+
+def _pass(words: list[str], trace: list[tuple[str, str, str]] | None,
+          phrases: dict[str, list[tuple[tuple[str, ...], tuple[str, ...], str]]],
+          drop_fillers: bool) -> list[str]:
     out: list[str] = []
     n = len(words)
     i = 0
-    phrases = _PHRASES
     while i < n:
         w = words[i]
         entries = phrases.get(w)
         if entries is not None:
             for pw, repl, rule in entries:
                 k = len(pw)
+                if pw[0] == "i" and out and not drop_fillers:
+                    continue  # "i need to ..." is a frame at the start only ("do i need")
                 if tuple(words[i : i + k]) == pw:
                     if trace is not None:
                         trace.append((rule, " ".join(pw), " ".join(repl)))
@@ -231,12 +253,25 @@ def _rewrite(words: list[str], trace: list[tuple[str, str, str]] | None) -> list
                 entries = None
             if entries is not None:
                 continue
-        if w in FILLER_WORDS:
+        if not drop_fillers:
+            pass
+        elif w in _NUMBER_WORDS and i + 1 < n and words[i + 1][:1].isdigit():
+            if trace is not None:
+                trace.append(("number sign", w, ""))
+            i += 1
+            continue
+        elif w in FILLER_WORDS:
             if trace is not None:
                 trace.append(("filler", w, ""))
+            i += 1
+            continue
         elif w == "like" and not (out and out[-1] in _LIKE_KEEPERS):
             if trace is not None:
                 trace.append(("filler", w, ""))
+            i += 1
+            continue
+        if drop_fillers:
+            out.append(w)
         else:
             s = _SPELLING.get(w)
             if s is not None:
@@ -249,7 +284,7 @@ def _rewrite(words: list[str], trace: list[tuple[str, str, str]] | None) -> list
                 w = s
             out.append(w)
         i += 1
-    return out if out else words
+    return out
 
 
 def _tokens_of(part: str, trace: list[tuple[str, str, str]] | None = None) -> list[str]:

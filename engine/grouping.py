@@ -18,6 +18,13 @@ A pass has two halves so that a large one can leave the event loop:
    ``hybrid``) greedy cosine leader clustering against the pending leaders, within partitions
    of equal scope and, with ``guard_numbers``, equal numbers. Requests that left while
    ``prepare`` ran (timed out, cancelled) are skipped.
+
+With guards on (``dedup_guards``, ``guard_numbers``; the default), similarity only finds
+candidates: for each request, every earlier leader of its partition with cosine >= threshold,
+in order (:func:`stratabatch.candidates.candidates`), and the request joins the first one that
+still leads a group and that no guard vetoes (:func:`stratabatch.guards.veto`); a
+``dedup_function`` merge is vetoed the same way. Exact merges are never vetoed. With
+``canonicalize``, embedders see the canonical text (:mod:`stratabatch.canon`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,7 +43,7 @@ from .records import GROUPED, RAW, Group, Request
 if TYPE_CHECKING:
     from .config import BatchConfig
 
-__all__ = ["Deduper", "GroupOps", "Prepared"]
+__all__ = ["Deduper", "GroupOps", "Prepared", "VetoRecord"]
 
 _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
@@ -95,6 +103,26 @@ def similarity_value(sim: Any) -> float:
     return min(max(v, 0.0), 1.0)
 
 
+class VetoRecord:
+    """A near merge a guard refused (kept in :attr:`Deduper.vetoes` for debugging)."""
+
+    __slots__ = ("leader", "request", "similarity", "veto")
+
+    def __init__(self, leader: Request, request: Request, similarity: float, veto: Any) -> None:
+        self.leader = leader
+        """The request that leads the group ``request`` would have joined."""
+        self.request = request
+        """The request that was kept apart."""
+        self.similarity = similarity
+        """Their similarity (at or above the threshold: a candidate)."""
+        self.veto = veto
+        """The :class:`~stratabatch.guards.Veto`: guard name and the words that decided."""
+
+    def __repr__(self) -> str:
+        return (f"VetoRecord({self.leader.text!r:.60} / {self.request.text!r:.60}, "
+                f"similarity={self.similarity:.3f}, {self.veto})")
+
+
 class Deduper:
     """Decides what each arriving request merges with.
 
@@ -106,6 +134,7 @@ class Deduper:
         exact: Exact key -> the group it belongs to, pending or running: the group itself for
             its leader's key, ``(group, norm, similarity, exact)`` for a member's own key.
         leaders: The vectors of pending groups' leaders.
+        vetoes: The last 256 near merges a guard refused, oldest first (:class:`VetoRecord`).
     """
 
     def __init__(self, config: BatchConfig, ops: GroupOps) -> None:
@@ -114,6 +143,8 @@ class Deduper:
         self.exact: dict[Any, Any] = {}
         self.leaders = LeaderIndex()
         self._embedder: Any = None
+        self.vetoes: deque[VetoRecord] = deque(maxlen=256)
+        self._canon_index: bool | None = None  # canonicalize setting the index was built with
 
     # ------------------------------------------------------------- indexes
 
@@ -177,8 +208,57 @@ class Deduper:
             return c.dedup_threshold
         if c.dedup_function is not None:
             return _CUSTOM_DEFAULT_THRESHOLD
-        rec = getattr(self.embedder(), "recommended_threshold", None)
+        emb = self.embedder()
+        rec = getattr(emb, "recommended_threshold", None)
+        if not c.dedup_guards:  # the embedder's value without the word guards, if it has one
+            rec = getattr(emb, "recommended_threshold_unguarded", None) or rec
         return float(rec) if rec is not None else _FALLBACK_THRESHOLD
+
+    def guarded(self) -> bool:
+        """Whether near merges go through the guards (any guard on)."""
+        c = self.config
+        return bool(c.dedup_guards) or c.guard_numbers
+
+    def embed_requests(self, reqs: list[Request]) -> Any:
+        """Embed the texts of ``reqs`` (canonical texts with ``canonicalize``)."""
+        texts: list[str] = [r.text for r in reqs]  # type: ignore[misc]
+        if self.config.canonicalize:
+            from .canon import canonical_batch
+
+            for r, toks in zip(reqs, canonical_batch(texts), strict=True):
+                r.canon = toks
+            texts = [" ".join(r.canon) for r in reqs]  # type: ignore[arg-type]
+        return self.embedder().embed(texts)
+
+    def features_of(self, r: Request) -> Any:
+        """The guard features of ``r``'s text (computed once), or None without text."""
+        f = r.features
+        if f is None and r.text is not None:
+            from .guards import Features
+
+            toks = r.canon
+            if toks is None:
+                from .canon import canonical_batch
+
+                toks = r.canon = canonical_batch([r.text])[0]
+            f = r.features = Features(r.text, toks)
+        return f
+
+    def veto(self, r: Request, leader: Request, similarity: float) -> Any:
+        """The guard veto on ``r`` joining the group ``leader`` leads, or None (and logged)."""
+        fa = self.features_of(leader)
+        fb = self.features_of(r)
+        if fa is None or fb is None:
+            return None  # no text on one side: nothing for the guards to read
+        from .guards import veto
+
+        c = self.config
+        paraphrases = c.dedup_function is None and bool(
+            getattr(self.embedder(), "merges_paraphrases", False))
+        v = veto(fa, fb, c.dedup_guards, c.guard_numbers, paraphrases=paraphrases)
+        if v is not None:
+            self.vetoes.append(VetoRecord(leader, r, similarity, v))
+        return v
 
     def _embeds(self) -> bool:
         c = self.config
@@ -225,7 +305,7 @@ class Deduper:
                         idx.append(i)
                 vectors = [None] * len(raw)
                 if idx:
-                    mat = self.embedder().embed([raw[i].text for i in idx])  # type: ignore[misc]
+                    mat = self.embed_requests([raw[i] for i in idx])
                     for j, i in enumerate(idx):
                         vectors[i] = mat[j]
             return Prepared(raw, keys, vectors)
@@ -329,6 +409,7 @@ class Deduper:
         threshold = c.dedup_threshold if c.dedup_threshold is not None else \
             _CUSTOM_DEFAULT_THRESHOLD
         leaders = list(self._ops.pending_groups())
+        guarded = self.guarded()
         for r in fresh:
             part = self._part_key(r)
             best: Group | None = None
@@ -342,6 +423,8 @@ class Deduper:
                     except ValueError as e:
                         raise HandlerError(str(e)) from None
                     if sim >= threshold:
+                        if guarded and self.veto(r, g.leader, sim) is not None:
+                            continue
                         best, best_sim = g, sim
                         break
             except HandlerError as e:
@@ -360,6 +443,10 @@ class Deduper:
         from .kernels import leader_cluster
 
         emb = self.embedder()
+        if self._canon_index is not self.config.canonicalize:
+            if self._canon_index is not None:  # vectors of raw and canonical text differ
+                self.leaders.reset()
+            self._canon_index = self.config.canonicalize
         cands: list[Request] = []
         cand_vec: list[Any] = []
         need: list[int] = []
@@ -376,7 +463,7 @@ class Deduper:
                 self._lead(r, None)  # no text: only an identical request merges with it
         if need:
             try:
-                mat = emb.embed([cands[j].text for j in need])  # type: ignore[misc]
+                mat = self.embed_requests([cands[j] for j in need])
                 for k, j in enumerate(need):
                     cand_vec[j] = mat[k]
             except Exception as e:
@@ -406,6 +493,9 @@ class Deduper:
         threshold = float(self.threshold())
         start, pids = index.append(vectors, keys)
         n = start + len(ok)
+        if self.guarded():
+            self._guarded_pass(ok, keys, start, pids, threshold)
+            return
         if index.has_leaders_in(pids):
             lead, sim = leader_cluster(index.mat[:n], index.part[:n], threshold, start,
                                        method=_CLUSTER_METHOD)
@@ -424,4 +514,35 @@ class Deduper:
                 index.lead(i, g)
             else:
                 self._join(r, owners[li], min(sims[j], 1.0), False)
+                index.retire(i)
+
+    def _guarded_pass(self, ok: list[Request], keys: list[Any], start: int, pids: list[int],
+                      threshold: float) -> None:
+        """Greedy leader pass over candidates: each request joins the first candidate that
+        leads a group and passes the guards, else leads a new group."""
+        from .candidates import candidates
+
+        index = self.leaders
+        n = start + len(ok)
+        lo_row = 0 if index.has_leaders_in(pids) else start
+        rows, cols, sims = candidates(index.mat[:n], index.part[:n], threshold, start, lo_row)
+        rows_l, cols_l, sims_l = rows.tolist(), cols.tolist(), sims.tolist()
+        owners = index.owners
+        k, m = 0, len(rows_l)
+        for j, r in enumerate(ok):
+            i = start + j
+            chosen: Group | None = None
+            sim = 1.0
+            while k < m and rows_l[k] == i:
+                if chosen is None:
+                    g = owners[cols_l[k]]  # None: that row joined a group, it leads nothing
+                    if g is not None and self.veto(r, g.leader, sims_l[k]) is None:
+                        chosen, sim = g, sims_l[k]
+                k += 1
+            if chosen is None:
+                g = self._lead(r, keys[j])
+                g.row = i
+                index.lead(i, g)
+            else:
+                self._join(r, chosen, min(sim, 1.0), False)
                 index.retire(i)

@@ -47,7 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .canon import canonical_batch
+from .canon import FILLER_WORDS, canonical_batch
+from .config import GUARDS
 
 __all__ = [
     "GUARDS",
@@ -62,8 +63,6 @@ __all__ = [
     "veto",
 ]
 
-#: Guard names accepted by ``dedup_guards``, in the order they are tried.
-GUARDS: tuple[str, ...] = ("polarity", "roles", "entities", "scope", "residue")
 
 # -------------------------------------------------------------------------------------------
 # Word lists
@@ -131,7 +130,7 @@ _NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "de", "anti", 
 # Words whose difference changes whose or how much is asked for.
 _SCOPE_WORDS = frozenset((
     "my", "mine", "our", "ours", "your", "yours", "his", "her", "hers", "their", "theirs",
-    "its", "all", "every", "each", "both", "one", "any", "some", "several", "few", "many",
+    "its", "all", "every", "each", "both", "any", "some", "several", "few", "many",
     "everyone", "everybody", "someone", "somebody", "anyone", "anybody", "whole", "entire",
     "only", "single", "partner", "partners", "wife", "husband", "spouse", "family", "kid",
     "kids", "child", "children", "son", "daughter", "mom", "dad", "mother", "father",
@@ -157,7 +156,7 @@ _ENTITY_WORDS = frozenset((
     "january", "february", "march", "april", "june", "july", "august", "september",
     "october", "november", "december", "jan", "feb", "apr", "jun", "jul", "aug", "sep",
     "sept", "oct", "nov", "dec", "today", "tomorrow", "yesterday", "tonight", "weekend",
-    "am", "pm", "noon", "midnight", "morning", "afternoon", "evening", "night",
+    "noon", "midnight", "morning", "afternoon", "evening", "night",
     "kg", "kgs", "kilogram", "kilograms", "g", "gram", "grams", "mg", "lb", "lbs", "pound",
     "pounds", "oz", "ounce", "ounces", "ton", "tons", "tonne", "tonnes", "km", "kilometer",
     "kilometers", "mile", "miles", "m", "meter", "meters", "cm", "mm", "inch", "inches",
@@ -179,6 +178,7 @@ _ENTITY_WORDS = frozenset((
 ))  # fmt: skip
 
 _IGNORABLE = frozenset(("a", "an", "the", "also", "now", "currently"))
+_LONG_FILLERS = sorted(w for w in FILLER_WORDS if len(w) >= 5)
 
 _OPPOSITES: dict[str, frozenset[str]] = {}
 for _a, _b in _OPPOSITE_PAIRS:
@@ -248,14 +248,14 @@ def _is_prefix_negation(a: str, b: str) -> bool:
 def is_typo_of(a: str, b: str, max_distance: int = 2) -> bool:
     """Whether ``a`` and ``b`` can be the same word mistyped.
 
-    True when both are alphabetic, the longer has 5+ letters, their edit distance (with
+    True when both are alphabetic with 4+ letters, their edit distance (with
     transpositions) is 1, or 2 when both have 8+ letters (never more than ``max_distance``),
     they are not both dictionary words ("price" / "prize"), not a singular/plural pair, not
     opposites and not a word and its negation ("safe" / "unsafe").
     """
     if a == b:
         return True
-    if not (a.isalpha() and b.isalpha()) or max(len(a), len(b)) < 5 or min(len(a), len(b)) < 4:
+    if not (a.isalpha() and b.isalpha()) or min(len(a), len(b)) < 4:
         return False
     limit = min(max_distance, 2 if min(len(a), len(b)) >= 8 else 1)
     if _osa_distance(a, b, limit) > limit:
@@ -383,6 +383,7 @@ class Veto:
 
 
 def _role_args(tokens: list[str]) -> dict[str, list[str]]:
+    """Each role word's arguments: the word after it, determiners skipped."""
     out: dict[str, list[str]] = {}
     n = len(tokens)
     for i, w in enumerate(tokens):
@@ -394,6 +395,18 @@ def _role_args(tokens: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _swapped_pair(ta: list[str], tb: list[str]) -> tuple[str, str] | None:
+    """The two words that trade places when ``ta`` and ``tb`` differ only by that swap."""
+    if len(ta) != len(tb):
+        return None
+    diff = [k for k in range(len(ta)) if ta[k] != tb[k]]
+    if len(diff) == 2:
+        i, j = diff
+        if ta[i] == tb[j] and ta[j] == tb[i]:
+            return ta[i], ta[j]
+    return None
+
+
 def _typo_partner(word: str, others: list[str], max_distance: int = 2) -> str | None:
     for o in others:
         if is_typo_of(word, o, max_distance):
@@ -402,7 +415,7 @@ def _typo_partner(word: str, others: list[str], max_distance: int = 2) -> str | 
 
 
 def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str, ...],
-         numbers: bool = True) -> Veto | None:
+         numbers: bool = True, *, paraphrases: bool = False) -> Veto | None:
     """The first guard that refuses merging ``a`` with ``b``, or None if all let it pass.
 
     Args:
@@ -410,6 +423,10 @@ def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str
         b: Features of the other.
         guards: The enabled guard names (a subset of :data:`GUARDS`).
         numbers: Whether the numbers guard is on (``guard_numbers``).
+        paraphrases: The similarity judges meaning (a sentence model): the residue guard
+            then applies only where the texts are mostly the same words (at least
+            ``3x`` as many shared words as either side has of its own), as a shared preamble
+            with a changed question; elsewhere different words may say the same thing.
 
     Returns:
         A :class:`Veto`, or None when the merge may go ahead.
@@ -420,8 +437,12 @@ def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str
     ca, cb = a.counts, b.counts
     if ca == cb:
         # the same words: only their order, or capitals, can differ
-        if "roles" in guards and not _same_roles(a, b):
-            return _roles_veto(a, b)
+        if "roles" in guards:
+            swap = _swapped_pair(a.tokens, b.tokens)
+            if swap is not None:
+                return Veto("roles", swap)
+            if not _same_roles(a, b):
+                return _roles_veto(a, b)
         return None
     a_only = list((ca - cb).elements())
     b_only = list((cb - ca).elements())
@@ -442,6 +463,10 @@ def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str
         if v is not None:
             return v
     if "residue" in guards:
+        if paraphrases:
+            shared = sum((ca & cb).values())
+            if shared < 3 * max(len(a_only), len(b_only)):
+                return None
         v = _residue(a_only, b_only)
         if v is not None:
             return v
@@ -453,13 +478,26 @@ def _polarity(a_only: list[str], b_only: list[str], ca: Counter, cb: Counter) ->
     nb = sum(c for w, c in cb.items() if w in _NEGATIONS)
     if na != nb:
         words = [w for w in a_only + b_only if w in _NEGATIONS]
-        return Veto("polarity", tuple(words) or ("negation",))
+        # "withuot" for "without" is a typo, not a lost negation
+        typos = all(_typo_partner(w, b_only if w in a_only else a_only) for w in words)
+        if not (words and typos):
+            return Veto("polarity", tuple(words) or ("negation",))
     for x in a_only:
-        opp = _OPPOSITES.get(x)
+        fx = _forms(x)
         for y in b_only:
-            if (opp is not None and y in opp) or _is_prefix_negation(x, y):
+            if _is_prefix_negation(x, y) or any(
+                    v in _OPPOSITES.get(u, ()) for u in fx for v in _forms(y)):
                 return Veto("polarity", (x, y))
     return None
+
+
+def _forms(w: str) -> tuple[str, ...]:
+    """``w`` and its likely stems ("encrypted" -> "encrypt", "closing" -> "close")."""
+    for suffix in ("ing", "ed", "es", "s", "d"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            stem = w[: -len(suffix)]
+            return (w, stem, stem + "e")
+    return (w,)
 
 
 def _same_roles(a: Features, b: Features) -> bool:
@@ -482,10 +520,9 @@ def _roles_veto(a: Features, b: Features) -> Veto | None:
             continue
         xa = list((Counter(args) - Counter(other)).elements())
         xb = list((Counter(other) - Counter(args)).elements())
-        if xa and xb and all(is_typo_of(x, y) for x, y in zip(xa, xb, strict=False)) \
-                and len(xa) == len(xb):
-            continue  # a typo in the argument, not another argument
-        if xa or xb:
+        # a swap: the argument one side gives this role word, the other side has elsewhere
+        # (another argument is the residue guard's business, a typo nobody's)
+        if any(x and x in b.counts for x in xa) and any(y and y in a.counts for y in xb):
             return Veto("roles", (m, *xa, *xb))
     return None
 
@@ -497,7 +534,7 @@ def _entities(a: Features, b: Features, a_only: list[str], b_only: list[str]) ->
             if w in _ENTITY_WORDS or w in mine.names:
                 if w in theirs.counts:
                     continue
-                if len(w) >= 5 and _typo_partner(w, other_only, 1) is not None:
+                if _typo_partner(w, other_only, 1) is not None:
                     continue
                 partner = next((o for o in other_only if o in _ENTITY_WORDS or o in theirs.names),
                                None)
@@ -517,9 +554,14 @@ def _scope(a_only: list[str], b_only: list[str]) -> Veto | None:
     return None
 
 
+def _ignorable(w: str) -> bool:
+    # an article, or a mistyped filler the canonical text could not drop ("plaese")
+    return w in _IGNORABLE or (len(w) >= 5 and _typo_partner(w, _LONG_FILLERS) is not None)
+
+
 def _residue(a_only: list[str], b_only: list[str]) -> Veto | None:
-    xa = [w for w in a_only if w not in _IGNORABLE]
-    xb = [w for w in b_only if w not in _IGNORABLE]
+    xa = [w for w in a_only if not _ignorable(w)]
+    xb = [w for w in b_only if not _ignorable(w)]
     if not xa and not xb:
         return None
     left = list(xb)

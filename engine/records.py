@@ -38,7 +38,7 @@ class Request:
     __slots__ = (
         "payload", "priority", "deadline", "sink", "index", "text", "vector",
         "arrival", "seq", "state", "group", "key", "norm", "similarity", "exact", "timer",
-        "size", "merged_with",
+        "size", "merged_with", "canon", "features",
     )
 
     def __init__(
@@ -64,6 +64,8 @@ class Request:
         self.timer: asyncio.TimerHandle | None = None
         self.size = size
         self.merged_with: Request | None = None
+        self.canon: list[str] | None = None  # canonical words of text (stratabatch.canon)
+        self.features: Any = None  # guard features of text, computed on first need
 
     @property
     def leader(self) -> Request | None:

@@ -1,0 +1,128 @@
+"""Merge candidates: for each new row, every earlier row of its partition with cosine >= t.
+
+The guarded dedup pass decides merges in Python (the guards read words, not vectors): for each
+new request it walks its candidates in row order and joins the first one that still leads a
+group and that no guard vetoes. This kernel finds those candidates in one call per pass. The
+cosine that decides is the same as :func:`stratabatch.kernels.leader_cluster`'s (the float64-
+accumulated dot rounded to float32, compared with ``>=`` against float32(threshold)); a fast
+float32 dot screens pairs first and only pairs near or above the threshold are recomputed.
+
+This module imports numba at import time; the package imports it on the first guarded pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .kernels import _dot_canonical, _dot_fast, _margin, _readonly
+
+__all__ = ["candidates", "candidates_reference"]
+
+
+@njit(cache=True)
+def _candidates_kernel(X, part, thr, margin, lo_row, start, row, n, rows_out, cols, sims):
+    """Fill (row, col, sim) triples for rows [row, n) against rows [lo_row, i) until the
+    buffers are full; return (next row to do, triples written)."""
+    cap = cols.shape[0]
+    k = 0
+    lo = thr - margin
+    hi = thr + margin
+    for i in range(row, n):
+        pi = part[i]
+        if pi < 0:
+            continue
+        if k + (i - lo_row) > cap:  # this row might not fit: stop before it
+            return i, k
+        for j in range(lo_row, i):
+            if part[j] != pi:
+                continue
+            approx = _dot_fast(X, i, X, j)
+            if approx < lo:
+                continue
+            c = _dot_canonical(X, i, X, j)
+            if approx < hi and c < thr:
+                continue
+            rows_out[k] = i
+            cols[k] = j
+            sims[k] = c
+            k += 1
+    return n, k
+
+
+def candidates(
+    X: np.ndarray, part: np.ndarray, threshold: float, start: int, lo_row: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs of the rows ``start .. n-1`` of ``X``.
+
+    For each row i >= start (with ``part[i] >= 0``), every row j in ``[lo_row, i)`` with
+    ``part[j] == part[i]`` and cosine >= ``threshold``, in increasing j. Rows with a negative
+    partition are dead: they are neither candidates nor given any.
+
+    Args:
+        X: float32 matrix ``[n, d]``, C-contiguous rows of unit norm.
+        part: int64 ``[n]`` partition of each row.
+        threshold: The cosine a pair needs.
+        start: First row to find candidates for.
+        lo_row: First row that may be a candidate (rows before it are never compared).
+
+    Returns:
+        ``(rows, cols, sims)``: int64, int64, float32 arrays of equal length, sorted by row
+        then col.
+
+    Raises:
+        ValueError: On wrong shapes or dtypes, or start/lo_row out of range.
+    """
+    if not isinstance(X, np.ndarray) or X.dtype != np.float32 or X.ndim != 2:
+        raise ValueError("X must be a 2-D float32 array")
+    n, d = X.shape
+    part = np.asarray(part)
+    if part.dtype != np.int64 or part.shape != (n,):
+        raise ValueError(f"part must be an int64 array of shape ({n},)")
+    if not 0 <= lo_row <= start <= n:
+        raise ValueError(f"need 0 <= lo_row <= start <= {n}, got {lo_row}, {start}")
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    X = _readonly(np.ascontiguousarray(X))
+    part = _readonly(np.ascontiguousarray(part))
+    thr = np.float32(threshold)
+    margin = _margin(d)
+    cap = max(1024, 4 * (n - start)) + n
+    out_r, out_c, out_s = [], [], []
+    row = start
+    while True:
+        rows = np.empty(cap, np.int64)
+        cols = np.empty(cap, np.int64)
+        sims = np.empty(cap, np.float32)
+        row, k = _candidates_kernel(X, part, thr, margin, lo_row, start, row, n, rows, cols,
+                                    sims)
+        out_r.append(rows[:k])
+        out_c.append(cols[:k])
+        out_s.append(sims[:k])
+        if row >= n:
+            break
+        cap *= 2
+    if len(out_r) == 1:
+        return out_r[0], out_c[0], out_s[0]
+    return np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_s)
+
+
+def candidates_reference(
+    X: np.ndarray, part: np.ndarray, threshold: float, start: int, lo_row: int = 0
+) -> list[tuple[int, int, float]]:
+    """Plain numpy reference of :func:`candidates` (for tests): ``[(row, col, sim)]``."""
+    out = []
+    thr = np.float32(threshold)
+    for i in range(start, X.shape[0]):
+        if part[i] < 0:
+            continue
+        for j in range(lo_row, i):
+            if part[j] != part[i]:
+                continue
+            acc = 0.0
+            for a, b in zip(X[i].tolist(), X[j].tolist(), strict=True):
+                acc += a * b  # float64, in index order, as the kernel's canonical dot
+            c = np.float32(acc)
+            if c >= thr:
+                out.append((i, j, float(c)))
+    return out
