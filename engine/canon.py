@@ -194,7 +194,12 @@ _DROPS = _phrase_table(dict.fromkeys(_DROP_PHRASES, ""), "courtesy")
 _FOLDS = _phrase_table(_FOLD_PHRASES, "frame")
 _PHRASES = {**_DROPS, **_FOLDS}
 # Words that need the slow path of the token pass: a phrase head, a filler or "like".
-_SPECIAL = frozenset(_PHRASES) | FILLER_WORDS | _NUMBER_WORDS | _LEADING_JOINERS | {"like"}
+# A text needs the slow token pass only if it has one of these words, or one of the
+# phrases' first two words side by side (checked as one set lookup per word pair).
+_SPECIAL = FILLER_WORDS | _NUMBER_WORDS | _LEADING_JOINERS | {"like"}
+_HEAD_PAIRS = frozenset(
+    pw[:2] for entries in _PHRASES.values() for pw, _, _ in entries if len(pw) >= 2
+)
 
 
 def _normalized_parts(texts: Sequence[str]) -> list[str]:
@@ -289,10 +294,9 @@ def _pass(words: list[str], trace: list[tuple[str, str, str]] | None,
 
 def _tokens_of(part: str, trace: list[tuple[str, str, str]] | None = None) -> list[str]:
     words = part.split()
-    if _SPECIAL.isdisjoint(words):
+    if _SPECIAL.isdisjoint(words) and _HEAD_PAIRS.isdisjoint(zip(words, words[1:])):
         # the common case: only spelling can apply (a dict lookup per word)
-        sp = _SPELLING
-        if sp.keys().isdisjoint(words):
+        if _SPELLING.keys().isdisjoint(words):
             return words
     return _rewrite(words, trace)
 

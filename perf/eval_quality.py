@@ -118,7 +118,9 @@ def main() -> None:
     from stratabatch.embed import HashingEmbedder
 
     pairs = [json.loads(x) for x in args.pairs.read_text().splitlines() if x.strip()]
-    kinds = [k for k in (*NEAR, "paraphrase", *TRAPS) if any(p["kind"] == k for p in pairs)]
+    known = (*NEAR, "paraphrase", *TRAPS)
+    seen_kinds = list(dict.fromkeys(p["kind"] for p in pairs))
+    kinds = [k for k in known if k in seen_kinds] + [k for k in seen_kinds if k not in known]
     runs: list[tuple[str, dict[str, Any]]] = []
     hashing = CachedEmbedder(HashingEmbedder())
     runs.append(("hashing, no guards, 0.96 (before)",
@@ -145,7 +147,8 @@ def main() -> None:
         merged = asyncio.run(merged_pairs(pairs, **opts))
         results.append((name, summarize(pairs, merged)))
         print(f"done: {name}", file=sys.stderr)
-    for split in ("train", "test"):
+    splits = ("train", "test") if any("split" in p for p in pairs) else ("all",)
+    for split in splits:
         print(table(f"merge rates, {args.pairs.name}", results, split, kinds))
     if args.json:
         args.json.write_text(json.dumps(dict(results), indent=1))
