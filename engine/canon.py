@@ -294,7 +294,7 @@ def _pass(words: list[str], trace: list[tuple[str, str, str]] | None,
 
 def _tokens_of(part: str, trace: list[tuple[str, str, str]] | None = None) -> list[str]:
     words = part.split()
-    if _SPECIAL.isdisjoint(words) and _HEAD_PAIRS.isdisjoint(zip(words, words[1:])):
+    if _SPECIAL.isdisjoint(words) and _HEAD_PAIRS.isdisjoint(zip(words, words[1:], strict=False)):
         # the common case: only spelling can apply (a dict lookup per word)
         if _SPELLING.keys().isdisjoint(words):
             return words

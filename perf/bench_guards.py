@@ -62,10 +62,10 @@ def main() -> None:
 
     import numpy as np
 
-    from stratabatch.canon import canonical_batch
     from stratabatch.candidates import candidates
-    from stratabatch.embed import HashingEmbedder
+    from stratabatch.canon import canonical_batch
     from stratabatch.config import GUARDS
+    from stratabatch.embed import HashingEmbedder
     from stratabatch.guards import Features, veto
     from stratabatch.kernels import leader_cluster
 
