@@ -556,7 +556,10 @@ def _scope(a_only: list[str], b_only: list[str]) -> Veto | None:
 
 def _ignorable(w: str) -> bool:
     # an article, or a mistyped filler the canonical text could not drop ("plaese")
-    return w in _IGNORABLE or (len(w) >= 5 and _typo_partner(w, _LONG_FILLERS) is not None)
+    if w in _IGNORABLE:
+        return True
+    near = [f for f in _LONG_FILLERS if abs(len(f) - len(w)) <= 1 and f[0] == w[0]]
+    return bool(near) and _typo_partner(w, near) is not None
 
 
 def _residue(a_only: list[str], b_only: list[str]) -> Veto | None:
