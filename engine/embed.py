@@ -207,6 +207,7 @@ class HashingEmbedder:
     """
 
     name = "hashing-v1"
+    merges_paraphrases = False  # it compares wording: every differing word must be explained
     recommended_threshold = 0.80
     recommended_threshold_unguarded = 0.96
 
@@ -356,7 +357,7 @@ class _WrappedEmbedder:
         self.name = name
         self.dim = dim
         self.recommended_threshold = recommended_threshold
-        self.merges_paraphrases = False
+        self.merges_paraphrases = True  # a user's embedder may judge meaning
 
     def embed(self, texts: list[str]) -> np.ndarray:
         texts = list(texts)
@@ -418,7 +419,7 @@ def resolve_embedder(embedder: object = None) -> Embedder:
                 f"embedder {who}: recommended_threshold must be None or in [-1, 1], got {thr!r}"
             )
         wrapped = _WrappedEmbedder(method, who, int(dim), None if thr is None else float(thr))
-        wrapped.merges_paraphrases = getattr(embedder, "merges_paraphrases", False) is True
+        wrapped.merges_paraphrases = getattr(embedder, "merges_paraphrases", True) is not False
         return wrapped
     if callable(embedder):
         return _WrappedEmbedder(embedder, who, None, None)

@@ -253,8 +253,11 @@ class Deduper:
         from .guards import veto
 
         c = self.config
-        paraphrases = c.dedup_function is None and bool(
-            getattr(self.embedder(), "merges_paraphrases", False))
+        # a judge of meaning (the user's function, vectors or embedder, a sentence model):
+        # the residue guard applies where the texts are mostly the same words only
+        paraphrases = (c.dedup_function is not None or r.vector is not None
+                       or leader.vector is not None
+                       or getattr(self.embedder(), "merges_paraphrases", True) is not False)
         v = veto(fa, fb, c.dedup_guards, c.guard_numbers, paraphrases=paraphrases)
         if v is not None:
             self.vetoes.append(VetoRecord(leader, r, similarity, v))

@@ -177,7 +177,7 @@ _ENTITY_WORDS = frozenset((
     "lufthansa", "ryanair", "medicare", "medicaid",
 ))  # fmt: skip
 
-_IGNORABLE = frozenset(("a", "an", "the", "also", "now", "currently"))
+_IGNORABLE = frozenset(("a", "an", "the", "of", "also", "now", "currently"))
 _LONG_FILLERS = sorted(w for w in FILLER_WORDS if len(w) >= 5)
 
 _OPPOSITES: dict[str, frozenset[str]] = {}
