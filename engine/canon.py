@@ -253,6 +253,11 @@ def _pass(words: list[str], trace: list[tuple[str, str, str]] | None,
                         trace.append((rule, " ".join(pw), " ".join(repl)))
                     out.extend(repl)
                     i += k
+                    if drop_fillers and i < n and words[i] in _LEADING_JOINERS:
+                        # "sorry to bother you, but can i ...": the "but" goes with it
+                        if trace is not None:
+                            trace.append((rule, words[i], ""))
+                        i += 1
                     break
             else:
                 entries = None

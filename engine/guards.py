@@ -14,8 +14,10 @@ changes what is asked. Each guard is cheap, works on the canonical words of
     closed, enable / disable, increase / decrease, ...), or a negating prefix (safe / unsafe,
     install / uninstall).
 ``roles``
-    The same role word (from, to, into, before, after, vs, than, over, ...) takes a different
-    argument on each side: "from checking to brokerage" vs "from brokerage to checking".
+    The same role word (from, to, into, before, after, vs, than, over, ...) takes the argument
+    the other side gives another role: "from checking to brokerage" vs "from brokerage to
+    checking"; or the same words come in another order that is not a moved clause ("did Alice
+    call Bob" vs "did Bob call Alice").
 ``entities``
     A name, product, place, date, weekday, month, time of day, unit or currency on one side is
     missing from the other: "Netflix" vs "Spotify", "Monday" vs "Tuesday", "kg" vs "lb". Names
@@ -395,16 +397,32 @@ def _role_args(tokens: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _swapped_pair(ta: list[str], tb: list[str]) -> tuple[str, str] | None:
-    """The two words that trade places when ``ta`` and ``tb`` differ only by that swap."""
-    if len(ta) != len(tb):
+def _reordered(ta: list[str], tb: list[str]) -> tuple[str, ...] | None:
+    """The words that changed places when ``ta`` and ``tb`` are the same words in another
+    order that is not a moved clause, or None.
+
+    A moved clause keeps both halves in order ("X, Y" / "Y, X" after a common beginning and
+    before a common end); any other reordering of the same words trades roles ("did Alice
+    call Bob" / "did Bob call Alice", "my online order in store" / "my in-store order online").
+    """
+    n = len(ta)
+    for k in range(1, n):
+        if ta[k:] + ta[:k] == tb:
+            return None  # the whole text is two clauses in the other order
+    p = 0
+    while p < n and ta[p] == tb[p]:
+        p += 1
+    if p == n:
         return None
-    diff = [k for k in range(len(ta)) if ta[k] != tb[k]]
-    if len(diff) == 2:
-        i, j = diff
-        if ta[i] == tb[j] and ta[j] == tb[i]:
-            return ta[i], ta[j]
-    return None
+    q = n
+    while ta[q - 1] == tb[q - 1]:
+        q -= 1
+    ma, mb = ta[p:q], tb[p:q]
+    for k in range(1, len(ma)):
+        if ma[k:] + ma[:k] == mb:
+            return None  # a rotation: one clause moved before the other
+    moved = [w for w, v in zip(ma, mb, strict=True) if w != v]
+    return tuple(dict.fromkeys(moved))
 
 
 def _typo_partner(word: str, others: list[str], max_distance: int = 2) -> str | None:
@@ -437,12 +455,14 @@ def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str
     ca, cb = a.counts, b.counts
     if ca == cb:
         # the same words: only their order, or capitals, can differ
-        if "roles" in guards:
-            swap = _swapped_pair(a.tokens, b.tokens)
-            if swap is not None:
-                return Veto("roles", swap)
+        if "roles" in guards and a.tokens != b.tokens:
             if not _same_roles(a, b):
-                return _roles_veto(a, b)
+                v = _roles_veto(a, b)
+                if v is not None:
+                    return v
+            moved = _reordered(a.tokens, b.tokens)
+            if moved is not None:
+                return Veto("roles", moved)
         return None
     a_only = list((ca - cb).elements())
     b_only = list((cb - ca).elements())

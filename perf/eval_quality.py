@@ -36,7 +36,7 @@ class CachedEmbedder:
         self.dim = inner.dim
         self.name = getattr(inner, "name", "cached")
         self.recommended_threshold = getattr(inner, "recommended_threshold", None)
-        self.merges_paraphrases = getattr(inner, "merges_paraphrases", False)
+        self.merges_paraphrases = getattr(inner, "merges_paraphrases", True)
         self._cache: dict[str, Any] = {}
 
     def embed(self, texts: list[str]) -> Any:

@@ -20,6 +20,12 @@ def test_courtesy_fillers_and_frames_leave_the_question(variant):
     assert canonical_text(variant) == "how do i update my billing address"
 
 
+def test_a_joiner_after_a_courtesy_phrase_goes_with_it_anywhere():
+    assert canonical_text("Context here. Sorry to bother you, but can I pay?") == \
+        "context here can i pay"
+    assert canonical_text("I paid but it failed") == "i paid but it failed"
+
+
 def test_spelling_is_folded_to_one_variant():
     assert canonical_text("Change the colour of my favourite theme") == \
         canonical_text("Change the color of my favorite theme")

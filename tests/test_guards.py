@@ -66,11 +66,19 @@ def test_roles(a, b):
     assert decide(a, b).guard == "roles"
 
 
+def test_roles_reordered_words_that_are_not_a_moved_clause():
+    v = decide("Can I pick up my online order in store today?",
+               "Can I pick up my in-store order online today?")
+    assert v.guard == "roles" and "online" in v.words
+
+
 def test_roles_false_friends_moved_clauses():
     assert decide("How do I update the billing address for my business account?",
                   "For my business account, how do I update the billing address?") is None
     assert decide("Copy the report from the shared drive to my desktop",
                   "To my desktop, copy the report from the shared drive") is None
+    assert decide("Move $200 from my checking account to my brokerage account.",
+                  "To my brokerage account, move $200 from my checking account.") is None
 
 
 @pytest.mark.parametrize("a, b", [
