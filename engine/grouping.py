@@ -36,7 +36,14 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .dedup import LeaderIndex, canonical_bytes, exact_hashes, normalize_key, number_guard, scope_of
+from .dedup import (
+    LeaderIndex,
+    canonical_bytes,
+    exact_hashes,
+    normalize_key,
+    number_signature,
+    scope_of,
+)
 from .errors import HandlerError, InvalidRequestError
 from .records import GROUPED, RAW, Group, Request
 
@@ -215,9 +222,9 @@ class Deduper:
         return float(rec) if rec is not None else _FALLBACK_THRESHOLD
 
     def guarded(self) -> bool:
-        """Whether near merges go through the guards (any guard on)."""
-        c = self.config
-        return bool(c.dedup_guards) or c.guard_numbers
+        """Whether near merges go through the word guards (the numbers guard works through
+        the partitions: requests with different numbers are never compared)."""
+        return bool(self.config.dedup_guards)
 
     def embed_requests(self, reqs: list[Request]) -> Any:
         """Embed the texts of ``reqs`` (canonical texts with ``canonicalize``)."""
@@ -258,7 +265,8 @@ class Deduper:
         paraphrases = (c.dedup_function is not None or r.vector is not None
                        or leader.vector is not None
                        or getattr(self.embedder(), "merges_paraphrases", True) is not False)
-        v = veto(fa, fb, c.dedup_guards, c.guard_numbers, paraphrases=paraphrases)
+        # numbers=False: equal numbers are already guaranteed by the partition
+        v = veto(fa, fb, c.dedup_guards, False, paraphrases=paraphrases)
         if v is not None:
             self.vetoes.append(VetoRecord(leader, r, similarity, v))
         return v
@@ -403,7 +411,8 @@ class Deduper:
         c = self.config
         s = scope_of(req.payload, c.dedup_scope) if c.dedup_scope else b""
         if c.guard_numbers and req.text is not None:
-            return (s, number_guard(req.text))
+            # numbers with sign and separators: "-5" and "5", "1,000" and "1.000" differ
+            return (s, number_signature(req.text))
         return (s, None)
 
     def _custom_stage(self, fresh: list[Request]) -> None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import re
 import threading
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import Any
 
 from .canon import FILLER_WORDS, canonical_batch
 from .config import GUARDS
+from .dedup import number_signature
 
 __all__ = [
     "GUARDS",
@@ -209,10 +209,28 @@ def _dictionary() -> frozenset[str]:
 
 
 def _osa_distance(a: str, b: str, limit: int) -> int:
-    """Edit distance with adjacent transpositions (optimal string alignment), capped."""
+    """Edit distance with adjacent transpositions (optimal string alignment), capped at
+    ``limit + 1``."""
     la, lb = len(a), len(b)
     if abs(la - lb) > limit:
         return limit + 1
+    # the common beginning and end cost nothing: trim them (C-speed compares), then the
+    # quadratic part runs on the few letters around the edits
+    p = 0
+    m = min(la, lb)
+    while p < m and a[p] == b[p]:
+        p += 1
+    q = 0
+    while q < m - p and a[la - 1 - q] == b[lb - 1 - q]:
+        q += 1
+    a, b = a[p : la - q], b[p : lb - q]
+    la, lb = len(a), len(b)
+    if la == 0 or lb == 0:
+        return max(la, lb)
+    if la == lb == 1:
+        return 1
+    if la == lb == 2 and a[0] == b[1] and a[1] == b[0]:
+        return 1
     prev2: list[int] = []
     prev = list(range(lb + 1))
     for i in range(1, la + 1):
@@ -272,36 +290,8 @@ def is_typo_of(a: str, b: str, max_distance: int = 2) -> bool:
 # Features of one text
 # -------------------------------------------------------------------------------------------
 
-_NUMBER = re.compile(r"(?<![\w.,])([-+\u2212]?)(\d+(?:[.,]\d+)*)")
-_THOUSANDS = re.compile(r"^\d{1,3}(,\d{3})+$")
-_EURO_THOUSANDS = re.compile(r"^\d{1,3}(\.\d{3}){2,}$")
 _WORD = re.compile(r"[^\W\d_]+")
 _SENTENCE_END = frozenset(".?!\n")
-
-
-def number_signature(text: str) -> tuple[str, ...]:
-    """The numbers of ``text`` with sign and value, sorted: "-5" != "5", "1,000" == "1000" !=
-    "1.000" (a decimal point: one), "007" == "7", "2.50" == "2.5"."""
-    if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
-    out = []
-    for sign, num in _NUMBER.findall(text):
-        if _THOUSANDS.match(num) or _EURO_THOUSANDS.match(num):
-            num = num.replace(",", "").replace(".", "")
-        elif "," in num and "." not in num and num.count(",") == 1:
-            num = num.replace(",", ".")  # a decimal comma: "1,5"
-        else:
-            num = num.replace(",", "")
-        if "." in num:
-            whole, _, frac = num.partition(".")
-            frac = frac.replace(".", "").rstrip("0")
-            num = (whole.lstrip("0") or "0") + ("." + frac if frac else "")
-        else:
-            num = num.lstrip("0") or "0"
-        neg = sign in ("-", "\u2212") and num != "0"
-        out.append(("-" if neg else "") + num)
-    out.sort()
-    return tuple(out)
 
 
 def _names(text: str) -> frozenset[str]:
@@ -332,13 +322,38 @@ class Features:
         names: Capitalized words not at a sentence start, casefolded.
     """
 
-    __slots__ = ("tokens", "counts", "numbers", "names")
+    __slots__ = ("text", "tokens", "_counts", "_numbers", "_names")
 
     def __init__(self, text: str, tokens: list[str]) -> None:
+        self.text = text
         self.tokens = tokens
-        self.counts = Counter(tokens)
-        self.numbers = number_signature(text) if _has_digit(text) else ()
-        self.names = _names(text) if _has_upper_inside(text) else frozenset()
+        self._counts: Counter[str] | None = None
+        self._numbers: tuple[str, ...] | None = None
+        self._names: frozenset[str] | None = None
+
+    # Each is computed on first use: most candidate pairs are decided by the first few.
+    @property
+    def counts(self) -> Counter[str]:
+        c = self._counts
+        if c is None:
+            c = self._counts = Counter(self.tokens)
+        return c
+
+    @property
+    def numbers(self) -> tuple[str, ...]:
+        v = self._numbers
+        if v is None:
+            t = self.text
+            v = self._numbers = number_signature(t) if _has_digit(t) else ()
+        return v
+
+    @property
+    def names(self) -> frozenset[str]:
+        v = self._names
+        if v is None:
+            t = self.text
+            v = self._names = _names(t) if _has_upper_inside(t) else frozenset()
+        return v
 
 
 _DIGIT = re.compile(r"\d")
@@ -452,6 +467,8 @@ def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str
     if numbers and a.numbers != b.numbers:
         diff = sorted(set(a.numbers) ^ set(b.numbers)) or list(a.numbers + b.numbers)
         return Veto("numbers", tuple(diff))
+    if a.tokens == b.tokens:
+        return None  # the same canonical words in the same order: nothing to veto
     ca, cb = a.counts, b.counts
     if ca == cb:
         # the same words: only their order, or capitals, can differ

@@ -6,13 +6,17 @@ tests/data/guard_pairs.jsonl (short questions; ``--long`` adds the shared-preamb
 * ``canonical_batch``: the canonical words of every text, one batch pass (what every request
   pays before embedding);
 * ``embed raw`` / ``embed canonical``: the hashing embedder on the raw and canonical texts;
-* ``features``: the guard features of a text (paid only by requests that have a candidate);
-* ``veto``: one guard decision on a candidate pair (features cached);
+* ``features (all parts)``: every guard feature of every text (the pass computes them only
+  for requests that have a candidate, and only the parts a decision reads);
+* ``vetoes of first candidates``: the guard decision on each request's first candidate,
+  per request of the batch;
 * ``leader_cluster`` / ``candidates``: the unguarded kernel vs the candidate kernel on the
   same vectors;
-* ``pass: guards off`` / ``pass: guards on``: a whole dedup pass through a real
-  ``BatchProcessor`` (a burst of every text, a handler that returns at once), with the word
-  guards and the canonical text off (``dedup_guards=()``, ``canonicalize=False``) and on.
+* ``pass ...: guards off / on / added``: a whole burst through a real ``BatchProcessor`` (a
+  handler that returns at once), with the word guards and the canonical text off
+  (``dedup_guards=()``, ``canonicalize=False``, threshold 0.96) and at the defaults; on the
+  dup-heavy batch (the pair texts, many near variants of each question) and on its distinct
+  texts only.
 
     python perf/bench_guards.py [--repeats 7] [--batch 1024] [--long] [--json FILE]
 """
@@ -78,43 +82,61 @@ def main() -> None:
     emb = HashingEmbedder()
     toks = canonical_batch(texts)
     canon = [" ".join(t) for t in toks]
-    feats = [Features(t, k) for t, k in zip(texts, toks, strict=True)]
-    pairs = [(feats[i], feats[i + 1]) for i in range(0, n - 1, 2)]
-    guards = frozenset(GUARDS)
     X = emb.embed(canon)
     part = np.zeros(n, np.int64)
     thr = emb.recommended_threshold
+    crow, ccol, _ = candidates(X, part, thr, 0)
+    first: dict[int, int] = {}
+    for i, j in zip(crow.tolist(), ccol.tolist(), strict=True):
+        first.setdefault(i, j)  # the candidate the greedy pass judges first
+    cand_pairs = list(first.items())
+    guards = frozenset(GUARDS)
 
-    def all_vetoes() -> None:
-        for a, b in pairs:
-            veto(a, b, guards, True)
+    def features_all() -> list[Features]:
+        out = [Features(t, k) for t, k in zip(texts, toks, strict=True)]
+        for f in out:  # force every lazy part
+            f.counts, f.numbers, f.names  # noqa: B018
+        return out
 
-    results: dict[str, float] = {}  # ns per request (per pair for veto)
+    def vetoes() -> None:
+        feats = [Features(t, k) for t, k in zip(texts, toks, strict=True)]
+        for i, j in cand_pairs:
+            veto(feats[j], feats[i], guards, True)
+
+    results: dict[str, float] = {}  # ns per request
     results["canonical_batch"] = timed(lambda: canonical_batch(texts), args.repeats) / n
     results["embed raw"] = timed(lambda: emb.embed(texts), args.repeats) / n
     results["embed canonical"] = timed(lambda: emb.embed(canon), args.repeats) / n
-    results["features"] = timed(
-        lambda: [Features(t, k) for t, k in zip(texts, toks, strict=True)], args.repeats) / n
-    results["veto (per pair)"] = timed(all_vetoes, args.repeats) / len(pairs)
+    results["features (all parts)"] = timed(features_all, args.repeats) / n
+    results["vetoes of first candidates"] = timed(vetoes, args.repeats) / n
     results["leader_cluster"] = timed(
         lambda: leader_cluster(X, part, thr, 0, method="loop"), args.repeats) / n
     results["candidates"] = timed(lambda: candidates(X, part, thr, 0), args.repeats) / n
-    rws, _, _ = candidates(X, part, thr, 0)
-    with_cand = len(set(rws.tolist()))
-    # the whole pass; a fresh processor each time, so nothing is pending from the last run
-    results["pass: guards off"] = timed(
-        lambda: asyncio.run(burst(texts, dedup_guards=(), canonicalize=False,
-                                  dedup_threshold=0.96)), args.repeats) / n
-    results["pass: guards on"] = timed(lambda: asyncio.run(burst(texts)), args.repeats) / n
+    # Whole passes, the two configurations alternated so that both see the same noise; a
+    # fresh processor each time, so nothing is pending from the last run.
+    off = dict(dedup_guards=(), canonicalize=False, dedup_threshold=0.96)
+    for name, sample in (("dup-heavy", texts), ("all distinct", list(dict.fromkeys(texts)))):
+        asyncio.run(burst(sample, **off))
+        asyncio.run(burst(sample))
+        t_off, t_on = [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter_ns()
+            asyncio.run(burst(sample, **off))
+            t1 = time.perf_counter_ns()
+            asyncio.run(burst(sample))
+            t2 = time.perf_counter_ns()
+            t_off.append((t1 - t0) / len(sample))
+            t_on.append((t2 - t1) / len(sample))
+        results[f"pass {name}: guards off"] = statistics.median(t_off)
+        results[f"pass {name}: guards on"] = statistics.median(t_on)
+        results[f"pass {name}: added"] = statistics.median(
+            [b - a for a, b in zip(t_off, t_on, strict=True)])
 
-    print(f"\n{n} texts (distinct {len(set(texts))}), {with_cand} with a candidate at "
+    print(f"\n{n} texts ({len(set(texts))} distinct), {len(cand_pairs)} with a candidate at "
           f"{thr}; median of {args.repeats}")
     print("| step | us per request |\n|---|---|")
     for k, v in results.items():
         print(f"| {k} | {v / 1000:.2f} |")
-    added = results["pass: guards on"] - results["pass: guards off"]
-    print(f"\nguards + canonical text add {added / 1000:.2f} us per request to a whole pass "
-          f"({results['pass: guards on'] / results['pass: guards off']:.2f}x)")
     if args.json:
         args.json.write_text(json.dumps({"n": n, "ns_per_request": results}, indent=1))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stratabatch import BatchProcessor
 from stratabatch.config import GUARDS
@@ -210,3 +212,22 @@ async def test_exact_merges_are_never_vetoed_and_guards_off_restores_the_old_pat
     seen, _, _ = await run_pairs(["turn on the lights", "turn off the lights"],
                                  dedup_guards=(), guard_numbers=False, dedup_threshold=0.7)
     assert seen == ["turn on the lights"]  # what the guards prevent
+
+
+def _osa_reference(a: str, b: str) -> int:
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
+                          d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.text("abc", max_size=9), b=st.text("abc", max_size=9), limit=st.integers(1, 2))
+def test_capped_edit_distance_matches_the_full_table(a, b, limit):
+    from stratabatch.guards import _osa_distance
+
+    assert min(_osa_distance(a, b, limit), limit + 1) == min(_osa_reference(a, b), limit + 1)
