@@ -17,7 +17,7 @@ from numba import njit
 
 from .kernels import _dot_canonical, _dot_fast, _margin, _readonly
 
-__all__ = ["candidates", "candidates_reference"]
+__all__ = ["block_candidates", "candidates", "candidates_reference"]
 
 
 @njit(cache=True)
@@ -48,6 +48,83 @@ def _candidates_kernel(X, part, thr, margin, lo_row, start, row, n, rows_out, co
             sims[k] = c
             k += 1
     return n, k
+
+
+@njit(cache=True)
+def _block_kernel(X, part, thr, margin, lidx, nl, b0, b1, row, rows_out, cols, sims):
+    """Candidates of rows [row, b1) among the leader rows ``lidx[:nl]`` (all before b0, in
+    increasing order) and the block's own earlier rows [b0, i); stop before a row that might
+    overflow the buffers. Returns (next row to do, triples written)."""
+    cap = cols.shape[0]
+    k = 0
+    lo = thr - margin
+    hi = thr + margin
+    for i in range(row, b1):
+        pi = part[i]
+        if pi < 0:
+            continue
+        if k + nl + (i - b0) > cap:
+            return i, k
+        for t in range(nl + (i - b0)):
+            j = lidx[t] if t < nl else b0 + (t - nl)
+            if part[j] != pi:
+                continue
+            approx = _dot_fast(X, i, X, j)
+            if approx < lo:
+                continue
+            c = _dot_canonical(X, i, X, j)
+            if approx < hi and c < thr:
+                continue
+            rows_out[k] = i
+            cols[k] = j
+            sims[k] = c
+            k += 1
+    return b1, k
+
+
+def block_candidates(
+    X: np.ndarray, part: np.ndarray, threshold: float, leaders: np.ndarray, b0: int, b1: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates of the rows ``b0 .. b1-1`` among the given leader rows and the block's own
+    earlier rows.
+
+    The greedy pass decides a block, adds the block's new leaders to ``leaders`` and asks for
+    the next block: each row is compared with the leaders known before its block (as the
+    unguarded :func:`~stratabatch.kernels.leader_cluster` compares with leaders only) and with
+    every earlier row of its block (whether those lead is decided after this call).
+
+    Args:
+        X: float32 matrix ``[n, d]``, C-contiguous rows of unit norm.
+        part: int64 ``[n]`` partition of each row (negative: dead, never compared).
+        threshold: The cosine a pair needs.
+        leaders: int64 leader row indices, increasing, all ``< b0``.
+        b0: First row of the block.
+        b1: One past its last row.
+
+    Returns:
+        ``(rows, cols, sims)`` as :func:`candidates`: sorted by row, then col.
+    """
+    thr = np.float32(threshold)
+    margin = _margin(X.shape[1])
+    nl = len(leaders)
+    cap = max(256, 2 * (b1 - b0)) + nl + (b1 - b0)
+    out_r, out_c, out_s = [], [], []
+    row = b0
+    while True:
+        rows = np.empty(cap, np.int64)
+        cols = np.empty(cap, np.int64)
+        sims = np.empty(cap, np.float32)
+        row, k = _block_kernel(X, part, thr, margin, leaders, nl, b0, b1, row, rows, cols,
+                               sims)
+        out_r.append(rows[:k])
+        out_c.append(cols[:k])
+        out_s.append(sims[:k])
+        if row >= b1:
+            break
+        cap *= 2
+    if len(out_r) == 1:
+        return out_r[0], out_c[0], out_s[0]
+    return np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_s)
 
 
 def candidates(

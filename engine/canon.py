@@ -31,7 +31,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
-from .embed import _expand_contractions, _punctuation_table
+from .embed import _CANNOT, _CONTRACTIONS, _punctuation_table
 
 __all__ = [
     "FILLER_WORDS",
@@ -177,14 +177,15 @@ _LIKE_KEEPERS = frozenset((
 ))  # fmt: skip
 
 
-def _phrase_table(
-    phrases: dict[str, str], rule: str
-) -> dict[str, list[tuple[tuple[str, ...], tuple[str, ...], str]]]:
-    """Head word -> [(phrase words, replacement words, rule)], longest phrase first."""
-    table: dict[str, list[tuple[tuple[str, ...], tuple[str, ...], str]]] = {}
+_Table = dict[tuple[str, str], list[tuple[tuple[str, ...], tuple[str, ...], str]]]
+
+
+def _phrase_table(phrases: dict[str, str], rule: str) -> _Table:
+    """First two words -> [(phrase words, replacement words, rule)], longest phrase first."""
+    table: _Table = {}
     for p, r in phrases.items():
         words = tuple(p.split())
-        table.setdefault(words[0], []).append((words, tuple(r.split()), rule))
+        table.setdefault(words[:2], []).append((words, tuple(r.split()), rule))
     for entries in table.values():
         entries.sort(key=lambda e: -len(e[0]))
     return table
@@ -197,9 +198,22 @@ _PHRASES = {**_DROPS, **_FOLDS}
 # A text needs the slow token pass only if it has one of these words, or one of the
 # phrases' first two words side by side (checked as one set lookup per word pair).
 _SPECIAL = FILLER_WORDS | _NUMBER_WORDS | _LEADING_JOINERS | {"like"}
-_HEAD_PAIRS = frozenset(
-    pw[:2] for entries in _PHRASES.values() for pw, _, _ in entries if len(pw) >= 2
-)
+_HEAD_PAIRS = frozenset(_PHRASES)
+
+
+# The literal each contraction pattern needs, so that a batch without it skips the scan.
+_CONTRACTION_GATES = ("can", "won't", "shan't", "let's", "n't", "'re", "'m", "'ll", "'ve", "'d",
+                      "'s")
+
+
+def _expand_contractions(s: str) -> str:
+    if "'" in s:
+        for (pattern, repl), gate in zip(_CONTRACTIONS, _CONTRACTION_GATES, strict=True):
+            if gate in s:
+                s = pattern.sub(repl, s)
+    elif "cannot" in s:
+        s = _CANNOT.sub("can not", s)
+    return s
 
 
 def _normalized_parts(texts: Sequence[str]) -> list[str]:
@@ -234,15 +248,14 @@ def _rewrite(words: list[str], trace: list[tuple[str, str, str]] | None) -> list
     return out if out else words
 
 
-def _pass(words: list[str], trace: list[tuple[str, str, str]] | None,
-          phrases: dict[str, list[tuple[tuple[str, ...], tuple[str, ...], str]]],
+def _pass(words: list[str], trace: list[tuple[str, str, str]] | None, phrases: _Table,
           drop_fillers: bool) -> list[str]:
     out: list[str] = []
     n = len(words)
     i = 0
     while i < n:
         w = words[i]
-        entries = phrases.get(w)
+        entries = phrases.get((w, words[i + 1])) if i + 1 < n else None
         if entries is not None:
             for pw, repl, rule in entries:
                 k = len(pw)

@@ -55,6 +55,7 @@ __all__ = ["Deduper", "GroupOps", "Prepared", "VetoRecord"]
 _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
 _SIM_SLACK = 1e-6  # float rounding: a similarity of 1.0000001 is 1.0
+_GUARD_BLOCK = 64  # rows per candidate-kernel call in the guarded pass
 # The BLAS path of the clustering kernel wins only with BLAS on one thread: two OpenBLAS
 # threads on a busy 2-core machine made it 30x slower than the jitted loop (measured). The
 # engine process pins BLAS before numpy loads; an embedded process gets it when it does too.
@@ -531,30 +532,45 @@ class Deduper:
     def _guarded_pass(self, ok: list[Request], keys: list[Any], start: int, pids: list[int],
                       threshold: float) -> None:
         """Greedy leader pass over candidates: each request joins the first candidate that
-        leads a group and passes the guards, else leads a new group."""
-        from .candidates import candidates
+        leads a group and passes the guards, else leads a new group.
+
+        Rows go in blocks: the kernel compares a block with the leaders known before it and
+        with its own earlier rows, then the block is decided here, its leaders join the list.
+        """
+        import numpy as np
+
+        from .candidates import block_candidates
 
         index = self.leaders
         n = start + len(ok)
-        lo_row = 0 if index.has_leaders_in(pids) else start
-        rows, cols, sims = candidates(index.mat[:n], index.part[:n], threshold, start, lo_row)
-        rows_l, cols_l, sims_l = rows.tolist(), cols.tolist(), sims.tolist()
+        X = index.mat[:n]
+        part = index.part[:n]
+        if index.has_leaders_in(pids):
+            leaders = np.flatnonzero(part[:start] >= 0).astype(np.int64).tolist()
+        else:
+            leaders = []
         owners = index.owners
-        k, m = 0, len(rows_l)
-        for j, r in enumerate(ok):
-            i = start + j
-            chosen: Group | None = None
-            sim = 1.0
-            while k < m and rows_l[k] == i:
+        for b0 in range(start, n, _GUARD_BLOCK):
+            b1 = min(b0 + _GUARD_BLOCK, n)
+            rows, cols, sims = block_candidates(X, part, threshold,
+                                                np.array(leaders, np.int64), b0, b1)
+            rows_l, cols_l, sims_l = rows.tolist(), cols.tolist(), sims.tolist()
+            k, m = 0, len(rows_l)
+            for i in range(b0, b1):
+                r = ok[i - start]
+                chosen: Group | None = None
+                sim = 1.0
+                while k < m and rows_l[k] == i:
+                    if chosen is None:
+                        g = owners[cols_l[k]]  # None: that row joined a group, leads nothing
+                        if g is not None and self.veto(r, g.leader, sims_l[k]) is None:
+                            chosen, sim = g, sims_l[k]
+                    k += 1
                 if chosen is None:
-                    g = owners[cols_l[k]]  # None: that row joined a group, it leads nothing
-                    if g is not None and self.veto(r, g.leader, sims_l[k]) is None:
-                        chosen, sim = g, sims_l[k]
-                k += 1
-            if chosen is None:
-                g = self._lead(r, keys[j])
-                g.row = i
-                index.lead(i, g)
-            else:
-                self._join(r, chosen, min(sim, 1.0), False)
-                index.retire(i)
+                    g = self._lead(r, keys[i - start])
+                    g.row = i
+                    index.lead(i, g)
+                    leaders.append(i)
+                else:
+                    self._join(r, chosen, min(sim, 1.0), False)
+                    index.retire(i)

@@ -128,6 +128,7 @@ _OPPOSITE_PAIRS: tuple[tuple[str, str], ...] = (
 )  # fmt: skip
 
 _NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "de", "anti", "mis")
+_NEGATING_PREFIX_SET = frozenset(_NEGATING_PREFIXES)
 
 # Words whose difference changes whose or how much is asked for.
 _SCOPE_WORDS = frozenset((
@@ -180,7 +181,12 @@ _ENTITY_WORDS = frozenset((
 ))  # fmt: skip
 
 _IGNORABLE = frozenset(("a", "an", "the", "of", "also", "now", "currently"))
-_LONG_FILLERS = sorted(w for w in FILLER_WORDS if len(w) >= 5)
+# fillers of 5+ letters by (first letter, length of a word that may be a typo of them)
+_FILLERS_BY_START: dict[tuple[str, int], list[str]] = {}
+for _f in sorted(FILLER_WORDS):
+    if len(_f) >= 5:
+        for _n in (len(_f) - 1, len(_f), len(_f) + 1):
+            _FILLERS_BY_START.setdefault((_f[0], _n), []).append(_f)
 
 _OPPOSITES: dict[str, frozenset[str]] = {}
 for _a, _b in _OPPOSITE_PAIRS:
@@ -260,9 +266,9 @@ def _is_plural_pair(a: str, b: str) -> bool:
 def _is_prefix_negation(a: str, b: str) -> bool:
     if len(a) > len(b):
         a, b = b, a
-    if len(a) < 3:
+    if len(a) < 3 or len(b) - len(a) > 4 or not b.endswith(a):
         return False
-    return any(b == p + a for p in _NEGATING_PREFIXES)
+    return b[: len(b) - len(a)] in _NEGATING_PREFIX_SET
 
 
 def is_typo_of(a: str, b: str, max_distance: int = 2) -> bool:
@@ -519,11 +525,13 @@ def _polarity(a_only: list[str], b_only: list[str], ca: Counter, cb: Counter) ->
         typos = all(_typo_partner(w, b_only if w in a_only else a_only) for w in words)
         if not (words and typos):
             return Veto("polarity", tuple(words) or ("negation",))
+    forms_b = [(y, _forms(y)) for y in b_only]
     for x in a_only:
-        fx = _forms(x)
-        for y in b_only:
-            if _is_prefix_negation(x, y) or any(
-                    v in _OPPOSITES.get(u, ()) for u in fx for v in _forms(y)):
+        opposite: set[str] = set()
+        for u in _forms(x):
+            opposite.update(_OPPOSITES.get(u, ()))
+        for y, fy in forms_b:
+            if (opposite and not opposite.isdisjoint(fy)) or _is_prefix_negation(x, y):
                 return Veto("polarity", (x, y))
     return None
 
@@ -595,8 +603,8 @@ def _ignorable(w: str) -> bool:
     # an article, or a mistyped filler the canonical text could not drop ("plaese")
     if w in _IGNORABLE:
         return True
-    near = [f for f in _LONG_FILLERS if abs(len(f) - len(w)) <= 1 and f[0] == w[0]]
-    return bool(near) and _typo_partner(w, near) is not None
+    near = _FILLERS_BY_START.get((w[:1], len(w)))
+    return near is not None and _typo_partner(w, near) is not None
 
 
 def _residue(a_only: list[str], b_only: list[str]) -> Veto | None:

@@ -12,11 +12,11 @@ tests/data/guard_pairs.jsonl (short questions; ``--long`` adds the shared-preamb
   per request of the batch;
 * ``leader_cluster`` / ``candidates``: the unguarded kernel vs the candidate kernel on the
   same vectors;
-* ``pass ...: guards off / on / added``: a whole burst through a real ``BatchProcessor`` (a
-  handler that returns at once), with the word guards and the canonical text off
-  (``dedup_guards=()``, ``canonicalize=False``, threshold 0.96) and at the defaults; on the
-  dup-heavy batch (the pair texts, many near variants of each question) and on its distinct
-  texts only.
+* ``pass ...: guards off / on / added``: a whole dedup pass (``Deduper.run``: exact stage,
+  embedding, clustering, guards) over fresh requests, with the word guards and the canonical
+  text off (``dedup_guards=()``, ``canonicalize=False``, threshold 0.96, the unguarded
+  ``leader_cluster`` path) and at the defaults; on the dup-heavy batch (the pair texts, many
+  near variants of each question) and on its distinct texts only.
 
     python perf/bench_guards.py [--repeats 7] [--batch 1024] [--long] [--json FILE]
 """
@@ -24,7 +24,7 @@ tests/data/guard_pairs.jsonl (short questions; ``--long`` adds the shared-preamb
 from __future__ import annotations
 
 import argparse
-import asyncio
+import gc
 import json
 import statistics
 import time
@@ -35,25 +35,69 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> float:
+    """Median ns of ``fn()``, with the garbage collector paused while it runs (as timeit
+    does: a collection of the whole heap would land on whichever step triggered it)."""
     fn()  # warm-up (JIT, caches)
     samples = []
     for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        fn()
-        samples.append(time.perf_counter_ns() - t0)
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter_ns()
+            fn()
+            samples.append(time.perf_counter_ns() - t0)
+        finally:
+            gc.enable()
     return statistics.median(samples)
 
 
-async def burst(texts: list[str], **options: Any) -> None:
-    from stratabatch import BatchProcessor
+class _Ops:
+    """The core's side of a dedup pass, reduced to bookkeeping (no queues, no handler)."""
 
-    async def handler(reqs: list[dict]) -> list[None]:
-        return [None] * len(reqs)
+    def __init__(self) -> None:
+        self.groups: list[Any] = []
 
-    batch = BatchProcessor(handler, max_size=len(texts), window_ms=1000, max_queue=10**6,
-                           **options)
-    await batch.process([{"query": t} for t in texts])
-    await batch.close()
+    def new_group(self, req: Any, part: Any) -> Any:
+        from stratabatch.records import GROUPED, Group
+
+        g = Group(req)
+        g.part = part
+        req.group = g
+        req.state = GROUPED
+        self.groups.append(g)
+        return g
+
+    def join(self, req: Any, g: Any, similarity: float, exact: bool) -> None:
+        from stratabatch.records import GROUPED
+
+        req.group, req.state, req.similarity = g, GROUPED, similarity
+        g.members.append(req)
+
+    coalesce = join
+
+    def reject(self, req: Any, error: BaseException) -> None:
+        raise AssertionError(f"unexpected rejection: {error!r}")
+
+    def pending_groups(self) -> list[Any]:
+        return self.groups
+
+
+def dedup_pass(texts: list[str], **options: Any) -> Callable[[], int]:
+    """A function running one whole dedup pass (exact stage, embedding, clustering, guards)
+    over fresh requests for ``texts``, on a fresh Deduper; returns the number of groups."""
+    from stratabatch.config import BatchConfig
+    from stratabatch.grouping import Deduper
+    from stratabatch.records import Request
+
+    config = BatchConfig(**options)
+
+    def run() -> int:
+        ops = _Ops()
+        d = Deduper(config, ops)
+        d.run([Request({"query": t}, text=t) for t in texts])
+        return len(ops.groups)
+
+    return run
 
 
 def main() -> None:
@@ -112,25 +156,22 @@ def main() -> None:
     results["leader_cluster"] = timed(
         lambda: leader_cluster(X, part, thr, 0, method="loop"), args.repeats) / n
     results["candidates"] = timed(lambda: candidates(X, part, thr, 0), args.repeats) / n
-    # Whole passes, the two configurations alternated so that both see the same noise; a
-    # fresh processor each time, so nothing is pending from the last run.
+    # Whole dedup passes (the Deduper alone: requests built, no event loop, no handler), the
+    # two configurations alternated so that both see the same machine.
     off = dict(dedup_guards=(), canonicalize=False, dedup_threshold=0.96)
     for name, sample in (("dup-heavy", texts), ("all distinct", list(dict.fromkeys(texts)))):
-        asyncio.run(burst(sample, **off))
-        asyncio.run(burst(sample))
+        run_off, run_on = dedup_pass(sample, **off), dedup_pass(sample)
+        groups = (run_off(), run_on())
         t_off, t_on = [], []
         for _ in range(args.repeats):
-            t0 = time.perf_counter_ns()
-            asyncio.run(burst(sample, **off))
-            t1 = time.perf_counter_ns()
-            asyncio.run(burst(sample))
-            t2 = time.perf_counter_ns()
-            t_off.append((t1 - t0) / len(sample))
-            t_on.append((t2 - t1) / len(sample))
+            t_off.append(timed(run_off, 1) / len(sample))
+            t_on.append(timed(run_on, 1) / len(sample))
         results[f"pass {name}: guards off"] = statistics.median(t_off)
         results[f"pass {name}: guards on"] = statistics.median(t_on)
         results[f"pass {name}: added"] = statistics.median(
             [b - a for a, b in zip(t_off, t_on, strict=True)])
+        print(f"{name}: {len(sample)} requests, {groups[0]} groups with guards off, "
+              f"{groups[1]} with guards on")
 
     print(f"\n{n} texts ({len(set(texts))} distinct), {len(cand_pairs)} with a candidate at "
           f"{thr}; median of {args.repeats}")
