@@ -284,12 +284,15 @@ def is_typo_of(a: str, b: str, max_distance: int = 2) -> bool:
     if not (a.isalpha() and b.isalpha()) or min(len(a), len(b)) < 4:
         return False
     limit = min(max_distance, 2 if min(len(a), len(b)) >= 8 else 1)
-    if _osa_distance(a, b, limit) > limit:
-        return False
-    if _is_plural_pair(a, b) or _is_prefix_negation(a, b) or b in _OPPOSITES.get(a, ()):
+    if abs(len(a) - len(b)) > limit:
         return False
     vocab = _dictionary()
-    return not (a in vocab and b in vocab)
+    if a in vocab and b in vocab:
+        return False  # two words of the dictionary: another word, not a typo
+    if _osa_distance(a, b, limit) > limit:
+        return False
+    return not (_is_plural_pair(a, b) or _is_prefix_negation(a, b)
+                or b in _OPPOSITES.get(a, ()))
 
 
 # -------------------------------------------------------------------------------------------
@@ -476,7 +479,7 @@ def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str
     if a.tokens == b.tokens:
         return None  # the same canonical words in the same order: nothing to veto
     ca, cb = a.counts, b.counts
-    if ca == cb:
+    if dict.__eq__(ca, cb):  # (Counter.__eq__ walks both in Python)
         # the same words: only their order, or capitals, can differ
         if "roles" in guards and a.tokens != b.tokens:
             if not _same_roles(a, b):
@@ -487,8 +490,8 @@ def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str
             if moved is not None:
                 return Veto("roles", moved)
         return None
-    a_only = list((ca - cb).elements())
-    b_only = list((cb - ca).elements())
+    a_only = _minus(ca, cb)
+    b_only = _minus(cb, ca)
     if "polarity" in guards:
         v = _polarity(a_only, b_only, ca, cb)
         if v is not None:
@@ -516,9 +519,15 @@ def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str
     return None
 
 
+def _minus(ca: Counter[str], cb: Counter[str]) -> list[str]:
+    """The words of ``ca`` not matched in ``cb`` (with multiplicity), in ``ca``'s order."""
+    get = cb.get
+    return [w for w, n in ca.items() for _ in range(n - get(w, 0))]
+
+
 def _polarity(a_only: list[str], b_only: list[str], ca: Counter, cb: Counter) -> Veto | None:
-    na = sum(c for w, c in ca.items() if w in _NEGATIONS)
-    nb = sum(c for w, c in cb.items() if w in _NEGATIONS)
+    na = sum(ca[w] for w in _NEGATIONS.intersection(ca))
+    nb = sum(cb[w] for w in _NEGATIONS.intersection(cb))
     if na != nb:
         words = [w for w in a_only + b_only if w in _NEGATIONS]
         # "withuot" for "without" is a typo, not a lost negation
