@@ -19,11 +19,12 @@ A pass has two halves so that a large one can leave the event loop:
    of equal scope and, with ``guard_numbers``, equal numbers. Requests that left while
    ``prepare`` ran (timed out, cancelled) are skipped.
 
-With guards on (``dedup_guards``, ``guard_numbers``; the default), similarity only finds
+With word guards on (``dedup_guards``, all of them by default), similarity only finds
 candidates: for each request, every earlier leader of its partition with cosine >= threshold,
-in order (:func:`stratabatch.candidates.candidates`), and the request joins the first one that
-still leads a group and that no guard vetoes (:func:`stratabatch.guards.veto`); a
-``dedup_function`` merge is vetoed the same way. Exact merges are never vetoed. With
+in order (:func:`stratabatch.candidates.block_candidates`), and the request joins the first
+one that still leads a group and that no guard vetoes (:func:`stratabatch.guards.veto`); a
+``dedup_function`` merge is vetoed the same way. Exact merges are never vetoed. The numbers
+guard works through the partitions (:func:`stratabatch.dedup.number_signature`). With
 ``canonicalize``, embedders see the canonical text (:mod:`stratabatch.canon`).
 """
 
