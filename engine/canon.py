@@ -199,6 +199,7 @@ _PHRASES = {**_DROPS, **_FOLDS}
 # phrases' first two words side by side (checked as one set lookup per word pair).
 _SPECIAL = FILLER_WORDS | _NUMBER_WORDS | _LEADING_JOINERS | {"like"}
 _HEAD_PAIRS = frozenset(_PHRASES)
+_SLOW_DROPS = _NUMBER_WORDS | {"like"}
 
 
 # The literal each contraction pattern needs, so that a batch without it skips the scan.
@@ -216,6 +217,21 @@ def _expand_contractions(s: str) -> str:
     return s
 
 
+def _contractions_where_needed(s: str) -> str:
+    """Expand contractions in the texts of a joined batch that have any: the patterns then
+    scan only those (most requests have no apostrophe)."""
+    if "'" not in s and "cannot" not in s:
+        return s
+    parts = s.split(_SEP)
+    idx = [i for i, p in enumerate(parts) if "'" in p or "cannot" in p]
+    if len(idx) * 2 > len(parts):
+        return _expand_contractions(s)
+    done = _expand_contractions(_SEP.join([parts[i] for i in idx])).split(_SEP)
+    for i, p in zip(idx, done, strict=True):
+        parts[i] = p
+    return _SEP.join(parts)
+
+
 def _normalized_parts(texts: Sequence[str]) -> list[str]:
     """Each text normalized as the hashing embedder normalizes it (one pass over the batch)."""
     if len(texts) == 1:
@@ -225,11 +241,11 @@ def _normalized_parts(texts: Sequence[str]) -> list[str]:
         if joined.count(_SEP) != len(texts) - 1:
             joined = _SEP.join(t.replace(_SEP, " ") for t in texts)
     if joined.isascii():
-        s = _expand_contractions(joined.lower().replace("`", "'"))
+        s = _contractions_where_needed(joined.lower().replace("`", "'"))
         s = s.encode("ascii").translate(_ASCII_TABLE, b"'").decode("ascii")
     else:
         s = unicodedata.normalize("NFKC", joined).casefold().translate(_APOSTROPHES)
-        s = _expand_contractions(s).translate(_punctuation_table())
+        s = _contractions_where_needed(s).translate(_punctuation_table())
     parts = s.split(_SEP) if len(texts) > 1 else [s]
     return [_DIGIT_LETTER.sub(" ", p) if _HAS_DIGIT.search(p) else p for p in parts]
 
@@ -237,13 +253,32 @@ def _normalized_parts(texts: Sequence[str]) -> list[str]:
 def _rewrite(words: list[str], trace: list[tuple[str, str, str]] | None) -> list[str]:
     """The token passes: courtesy and fillers out first, then frames and spellings folded
     (so a filler inside a frame, "how can um i", does not hide it)."""
-    kept = _pass(words, trace, _DROPS, True)
+    pairs = set(zip(words, words[1:], strict=False))
+    if trace is None and _DROPS.keys().isdisjoint(pairs) and _SLOW_DROPS.isdisjoint(words):
+        # no phrase, "like" or number word: fillers go by a plain filter
+        kept = [w for w in words if w not in FILLER_WORDS]
+    else:
+        kept = _pass(words, trace, _DROPS, True)
     if not kept:
         return words
     while kept and kept[0] in _LEADING_JOINERS:  # "sorry to bother you, but can i ..."
         if trace is not None:
             trace.append(("courtesy", kept[0], ""))
         kept = kept[1:]
+    if not kept:
+        return words  # nothing but courtesy: keep it as it came
+    if trace is None and _FOLDS.keys().isdisjoint(zip(kept, kept[1:], strict=False)):
+        sp = _SPELLING
+        if sp.keys().isdisjoint(kept):
+            return kept
+        out = []
+        for w in kept:
+            r = sp.get(w)
+            if r is None:
+                out.append(w)
+            else:
+                out.extend(r.split())
+        return out
     out = _pass(kept, trace, _FOLDS, False)
     return out if out else words
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stratabatch.canon import canonical_batch, canonical_text, explain_canonical
 
@@ -80,3 +82,16 @@ def test_every_rewrite_is_explained():
     assert ("frame", "how can i", "how do i") in trace
     assert ("spelling", "colour", "color") in trace
     assert ("filler", "thanks", "") in trace
+
+
+_WORDS = ["hi", "there", "how", "can", "i", "do", "you", "like", "so", "um", "no", "4", "thank",
+          "colour", "dont", "sorry", "to", "bother", "but", "log", "in", "my", "order", "need",
+          "would", "look", "please", "quick", "question", "e", "mail", "right", "now", "the"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS), max_size=14))
+def test_the_fast_paths_give_what_the_full_passes_give(words):
+    from stratabatch.canon import _rewrite
+
+    assert _rewrite(list(words), None) == _rewrite(list(words), [])
