@@ -16,7 +16,7 @@ tests/data/guard_pairs.jsonl (short questions; ``--long`` adds the shared-preamb
   embedding, clustering, guards) over fresh requests, with the word guards and the canonical
   text off (``dedup_guards=()``, ``canonicalize=False``, threshold 0.96, the unguarded
   ``leader_cluster`` path) and at the defaults; on the dup-heavy batch (the pair texts, many
-  near variants of each question) and on its distinct texts only.
+  near variants of each question), on its distinct texts, and on one text per question.
 
     python perf/bench_guards.py [--repeats 7] [--batch 1024] [--long] [--json FILE]
 """
@@ -159,7 +159,14 @@ def main() -> None:
     # Whole dedup passes (the Deduper alone: requests built, no event loop, no handler), the
     # two configurations alternated so that both see the same machine.
     off = dict(dedup_guards=(), canonicalize=False, dedup_threshold=0.96)
-    for name, sample in (("dup-heavy", texts), ("all distinct", list(dict.fromkeys(texts)))):
+    # one text per question: the first side of every pair of both labelled sets, long prompts
+    # left out (few near variants, so few candidates: mostly what every request pays)
+    old = [json.loads(x) for x in
+           (ROOT / "tests" / "data" / "dedup_pairs.jsonl").read_text().splitlines() if x]
+    questions = list(dict.fromkeys(r["a"] for r in rows + old if len(r["a"]) < 200))
+    workloads = (("dup-heavy", texts), ("variants, distinct", list(dict.fromkeys(texts))),
+                 ("one per question", questions))
+    for name, sample in workloads:
         run_off, run_on = dedup_pass(sample, **off), dedup_pass(sample)
         groups = (run_off(), run_on())
         t_off, t_on = [], []
