@@ -33,6 +33,10 @@ class Request:
         merged_with: Set by the core when the outcome is delivered: the request whose handler
             item answered this one, or None if this one went to the handler itself (or never
             reached a group).
+        canon: The canonical words of ``text`` (:mod:`stratabatch.canon`), set when it is
+            embedded or first judged by a guard; None before.
+        features: Its guard features (:class:`stratabatch.guards.Features`), computed the
+            first time a guard reads it; None before.
     """
 
     __slots__ = (
