@@ -231,3 +231,33 @@ def test_capped_edit_distance_matches_the_full_table(a, b, limit):
     from stratabatch.guards import _osa_distance
 
     assert min(_osa_distance(a, b, limit), limit + 1) == min(_osa_reference(a, b), limit + 1)
+
+
+async def test_guards_and_canonical_text_switch_at_run_time():
+    from stratabatch.embed import HashingEmbedder
+
+    inner = HashingEmbedder()
+    embedded: list[str] = []
+
+    def recording(texts):
+        embedded.extend(texts)
+        return inner.embed(texts)
+
+    seen: list[str] = []
+
+    async def handler(reqs):
+        seen.extend(r["query"] for r in reqs)
+        return [None] * len(reqs)
+
+    async with BatchProcessor(handler, window_ms=5, dedup_threshold=0.5,
+                              embedder=recording) as batch:
+        await batch.process([{"query": "turn on the lights"}, {"query": "turn off the lights"}])
+        assert seen == ["turn on the lights", "turn off the lights"]
+        seen.clear()
+        batch.dedup_guards = ()
+        await batch.process([{"query": "turn on the fan"}, {"query": "turn off the fan"}])
+        assert seen == ["turn on the fan"]  # no guard: the cosine alone decides
+        assert embedded[-1] == "turn off the fan"  # the canonical text
+        batch.canonicalize = False
+        await batch.process([{"query": "Hi! Open the door, thanks."}])
+        assert embedded[-1] == "Hi! Open the door, thanks."  # the raw text
