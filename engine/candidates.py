@@ -17,7 +17,7 @@ from numba import njit
 
 from .kernels import _dot_canonical, _dot_fast, _margin, _readonly
 
-__all__ = ["block_candidates", "candidates", "candidates_reference"]
+__all__ = ["block_candidates", "candidates", "candidates_reference", "more_candidates"]
 
 
 @njit(cache=True)
@@ -51,21 +51,27 @@ def _candidates_kernel(X, part, thr, margin, lo_row, start, row, n, rows_out, co
 
 
 @njit(cache=True)
-def _block_kernel(X, part, thr, margin, lidx, nl, b0, b1, row, rows_out, cols, sims):
-    """Candidates of rows [row, b1) among the leader rows ``lidx[:nl]`` (all before b0, in
-    increasing order) and the block's own earlier rows [b0, i); stop before a row that might
-    overflow the buffers. Returns (next row to do, triples written)."""
+def _block_kernel(X, part, thr, margin, lidx, nl, b0, b1, row, per_row, rows_out, cols, sims,
+                  resume):
+    """Candidates of rows [row, b1): for row i, the rows ``lidx[:nl]`` (leaders, all before
+    b0, increasing) then the block's own earlier rows [b0, i), at most ``per_row`` of them (0:
+    all); ``resume[i - b0]`` is where the scan stopped for a row that reached the cap, else
+    -1. Stops before a row that might overflow the buffers; returns (next row, written)."""
     cap = cols.shape[0]
     k = 0
     lo = thr - margin
     hi = thr + margin
     for i in range(row, b1):
+        resume[i - b0] = -1
         pi = part[i]
         if pi < 0:
             continue
-        if k + nl + (i - b0) > cap:
+        seq = nl + (i - b0)
+        room = seq if per_row == 0 else min(seq, per_row)
+        if k + room > cap:
             return i, k
-        for t in range(nl + (i - b0)):
+        found = 0
+        for t in range(seq):
             j = lidx[t] if t < nl else b0 + (t - nl)
             if part[j] != pi:
                 continue
@@ -79,19 +85,27 @@ def _block_kernel(X, part, thr, margin, lidx, nl, b0, b1, row, rows_out, cols, s
             cols[k] = j
             sims[k] = c
             k += 1
+            found += 1
+            if found == per_row:
+                if t + 1 < seq:
+                    resume[i - b0] = t + 1
+                break
     return b1, k
 
 
 def block_candidates(
-    X: np.ndarray, part: np.ndarray, threshold: float, leaders: np.ndarray, b0: int, b1: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X: np.ndarray, part: np.ndarray, threshold: float, leaders: np.ndarray, b0: int, b1: int,
+    per_row: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Candidates of the rows ``b0 .. b1-1`` among the given leader rows and the block's own
     earlier rows.
 
     The greedy pass decides a block, adds the block's new leaders to ``leaders`` and asks for
     the next block: each row is compared with the leaders known before its block (as the
     unguarded :func:`~stratabatch.kernels.leader_cluster` compares with leaders only) and with
-    every earlier row of its block (whether those lead is decided after this call).
+    every earlier row of its block (whether those lead is decided after this call). With
+    ``per_row``, a row's scan stops at that many candidates (the greedy pass usually takes the
+    first), and :func:`more_candidates` continues it where it stopped.
 
     Args:
         X: float32 matrix ``[n, d]``, C-contiguous rows of unit norm.
@@ -100,22 +114,26 @@ def block_candidates(
         leaders: int64 leader row indices, increasing, all ``< b0``.
         b0: First row of the block.
         b1: One past its last row.
+        per_row: Most candidates listed per row; 0 for all.
 
     Returns:
-        ``(rows, cols, sims)`` as :func:`candidates`: sorted by row, then col.
+        ``(rows, cols, sims, resume)``: the candidates as :func:`candidates` gives them, and
+        per block row the scan position to resume from (-1: the list is complete).
     """
     thr = np.float32(threshold)
     margin = _margin(X.shape[1])
     nl = len(leaders)
-    cap = max(256, 2 * (b1 - b0)) + nl + (b1 - b0)
+    width = nl + (b1 - b0) if per_row == 0 else per_row
+    cap = max(256, 2 * (b1 - b0)) + width
+    resume = np.empty(b1 - b0, np.int64)
     out_r, out_c, out_s = [], [], []
     row = b0
     while True:
         rows = np.empty(cap, np.int64)
         cols = np.empty(cap, np.int64)
         sims = np.empty(cap, np.float32)
-        row, k = _block_kernel(X, part, thr, margin, leaders, nl, b0, b1, row, rows, cols,
-                               sims)
+        row, k = _block_kernel(X, part, thr, margin, leaders, nl, b0, b1, row, per_row, rows,
+                               cols, sims, resume)
         out_r.append(rows[:k])
         out_c.append(cols[:k])
         out_s.append(sims[:k])
@@ -123,8 +141,26 @@ def block_candidates(
             break
         cap *= 2
     if len(out_r) == 1:
-        return out_r[0], out_c[0], out_s[0]
-    return np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_s)
+        return out_r[0], out_c[0], out_s[0], resume
+    return np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_s), resume
+
+
+def more_candidates(
+    X: np.ndarray, part: np.ndarray, threshold: float, leaders: np.ndarray, b0: int, i: int,
+    start: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rest of row ``i``'s candidates, from scan position ``start`` on (what
+    :func:`block_candidates` returned as its ``resume``): ``(cols, sims)``."""
+    resume = np.empty(1, np.int64)
+    n_seq = len(leaders) + (i - b0)
+    seq = np.concatenate([leaders, np.arange(b0, i, dtype=np.int64)])[start:]
+    rows = np.empty(n_seq, np.int64)
+    cols = np.empty(n_seq, np.int64)
+    sims = np.empty(n_seq, np.float32)
+    # the remaining sequence as a leader list, and an empty block: one row, no cap
+    _, k = _block_kernel(X, part, np.float32(threshold), _margin(X.shape[1]), seq, len(seq),
+                         i, i + 1, i, 0, rows, cols, sims, resume)
+    return cols[:k], sims[:k]
 
 
 def candidates(

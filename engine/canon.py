@@ -233,7 +233,8 @@ def _contractions_where_needed(s: str) -> str:
 
 
 def _normalized_parts(texts: Sequence[str]) -> list[str]:
-    """Each text normalized as the hashing embedder normalizes it (one pass over the batch)."""
+    """Each text normalized as the hashing embedder normalizes it (one pass over the batch,
+    or two: the ASCII texts by byte tables, the others by the Unicode path)."""
     if len(texts) == 1:
         joined = texts[0].replace(_SEP, " ")
     else:
@@ -241,13 +242,30 @@ def _normalized_parts(texts: Sequence[str]) -> list[str]:
         if joined.count(_SEP) != len(texts) - 1:
             joined = _SEP.join(t.replace(_SEP, " ") for t in texts)
     if joined.isascii():
-        s = _contractions_where_needed(joined.lower().replace("`", "'"))
-        s = s.encode("ascii").translate(_ASCII_TABLE, b"'").decode("ascii")
+        parts = _ascii_normalized(joined).split(_SEP) if len(texts) > 1 else \
+            [_ascii_normalized(joined)]
+    elif len(texts) == 1:
+        parts = [_unicode_normalized(joined)]
     else:
-        s = unicodedata.normalize("NFKC", joined).casefold().translate(_APOSTROPHES)
-        s = _contractions_where_needed(s).translate(_punctuation_table())
-    parts = s.split(_SEP) if len(texts) > 1 else [s]
+        parts = joined.split(_SEP)
+        wide = [i for i, p in enumerate(parts) if not p.isascii()]
+        narrow = [i for i, p in enumerate(parts) if p.isascii()]
+        for idx, fn in ((wide, _unicode_normalized), (narrow, _ascii_normalized)):
+            if idx:
+                done = fn(_SEP.join([parts[i] for i in idx])).split(_SEP)
+                for i, p in zip(idx, done, strict=True):
+                    parts[i] = p
     return [_DIGIT_LETTER.sub(" ", p) if _HAS_DIGIT.search(p) else p for p in parts]
+
+
+def _ascii_normalized(s: str) -> str:
+    s = _contractions_where_needed(s.lower().replace("`", "'"))
+    return s.encode("ascii").translate(_ASCII_TABLE, b"'").decode("ascii")
+
+
+def _unicode_normalized(s: str) -> str:
+    s = unicodedata.normalize("NFKC", s).casefold().translate(_APOSTROPHES)
+    return _contractions_where_needed(s).translate(_punctuation_table())
 
 
 def _rewrite(words: list[str], trace: list[tuple[str, str, str]] | None) -> list[str]:

@@ -57,6 +57,7 @@ _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (th
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
 _SIM_SLACK = 1e-6  # float rounding: a similarity of 1.0000001 is 1.0
 _GUARD_BLOCK = 64  # rows per candidate-kernel call in the guarded pass
+_FIRST_CANDIDATES = 4  # candidates listed per row; more only when all of them are refused
 # The BLAS path of the clustering kernel wins only with BLAS on one thread: two OpenBLAS
 # threads on a busy 2-core machine made it 30x slower than the jitted loop (measured). The
 # engine process pins BLAS before numpy loads; an embedded process gets it when it does too.
@@ -537,10 +538,11 @@ class Deduper:
 
         Rows go in blocks: the kernel compares a block with the leaders known before it and
         with its own earlier rows, then the block is decided here, its leaders join the list.
+        A row's first few candidates come with the block; the rest only if all were refused.
         """
         import numpy as np
 
-        from .candidates import block_candidates
+        from .candidates import block_candidates, more_candidates
 
         index = self.leaders
         n = start + len(ok)
@@ -553,20 +555,25 @@ class Deduper:
         owners = index.owners
         for b0 in range(start, n, _GUARD_BLOCK):
             b1 = min(b0 + _GUARD_BLOCK, n)
-            rows, cols, sims = block_candidates(X, part, threshold,
-                                                np.array(leaders, np.int64), b0, b1)
+            known = np.array(leaders, np.int64)
+            rows, cols, sims, resume = block_candidates(X, part, threshold, known, b0, b1,
+                                                        _FIRST_CANDIDATES)
             rows_l, cols_l, sims_l = rows.tolist(), cols.tolist(), sims.tolist()
             k, m = 0, len(rows_l)
             for i in range(b0, b1):
                 r = ok[i - start]
-                chosen: Group | None = None
-                sim = 1.0
+                mine_c: list[int] = []
+                mine_s: list[float] = []
                 while k < m and rows_l[k] == i:
-                    if chosen is None:
-                        g = owners[cols_l[k]]  # None: that row joined a group, leads nothing
-                        if g is not None and self.veto(r, g.leader, sims_l[k]) is None:
-                            chosen, sim = g, sims_l[k]
+                    mine_c.append(cols_l[k])
+                    mine_s.append(sims_l[k])
                     k += 1
+                chosen, sim = self._first_passing(r, mine_c, mine_s, owners)
+                at = int(resume[i - b0])
+                if chosen is None and at >= 0:  # every listed candidate refused: the rest
+                    more_c, more_s = more_candidates(X, part, threshold, known, b0, i, at)
+                    chosen, sim = self._first_passing(r, more_c.tolist(), more_s.tolist(),
+                                                      owners)
                 if chosen is None:
                     g = self._lead(r, keys[i - start])
                     g.row = i
@@ -575,3 +582,12 @@ class Deduper:
                 else:
                     self._join(r, chosen, min(sim, 1.0), False)
                     index.retire(i)
+
+    def _first_passing(self, r: Request, cols: list[int], sims: list[float],
+                       owners: list[Any]) -> tuple[Group | None, float]:
+        """The first candidate row that leads a group the guards let ``r`` join."""
+        for col, sim in zip(cols, sims, strict=True):
+            g = owners[col]  # None: that row joined a group, it leads nothing
+            if g is not None and self.veto(r, g.leader, sim) is None:
+                return g, sim
+        return None, 1.0

@@ -10,8 +10,9 @@ tests/data/guard_pairs.jsonl (short questions; ``--long`` adds the shared-preamb
   for requests that have a candidate, and only the parts a decision reads);
 * ``vetoes of first candidates``: the guard decision on each request's first candidate,
   per request of the batch;
-* ``leader_cluster`` / ``candidates``: the unguarded kernel vs the candidate kernel on the
-  same vectors;
+* ``leader_cluster`` / ``candidates (all)`` / ``block_candidates (first 4)``: the unguarded
+  kernel vs the candidate kernels on the same vectors (every candidate of every row; as the
+  guarded pass calls it);
 * ``pass ...: guards off / on / added``: a whole dedup pass (``Deduper.run``: exact stage,
   embedding, clustering, guards) over fresh requests, with the word guards and the canonical
   text off (``dedup_guards=()``, ``canonicalize=False``, threshold 0.96, the unguarded
@@ -110,7 +111,7 @@ def main() -> None:
 
     import numpy as np
 
-    from stratabatch.candidates import candidates
+    from stratabatch.candidates import block_candidates, candidates
     from stratabatch.canon import canonical_batch
     from stratabatch.config import GUARDS
     from stratabatch.embed import HashingEmbedder
@@ -155,7 +156,18 @@ def main() -> None:
     results["vetoes of first candidates"] = timed(vetoes, args.repeats) / n
     results["leader_cluster"] = timed(
         lambda: leader_cluster(X, part, thr, 0, method="loop"), args.repeats) / n
-    results["candidates"] = timed(lambda: candidates(X, part, thr, 0), args.repeats) / n
+    results["candidates (all)"] = timed(lambda: candidates(X, part, thr, 0), args.repeats) / n
+    # as the guarded pass calls it: blocks of 64 rows against the leaders before each block
+    # (here those of the unguarded clustering), the first 4 candidates per row
+    lead, _ = leader_cluster(X, part, thr, 0, method="loop")
+    is_leader = lead == np.arange(n)
+
+    def blocks() -> None:
+        for b0 in range(0, n, 64):
+            known = np.flatnonzero(is_leader[:b0]).astype(np.int64)
+            block_candidates(X, part, thr, known, b0, min(b0 + 64, n), 4)
+
+    results["block_candidates (first 4)"] = timed(blocks, args.repeats) / n
     # Whole dedup passes (the Deduper alone: requests built, no event loop, no handler), the
     # two configurations alternated so that both see the same machine.
     off = dict(dedup_guards=(), canonicalize=False, dedup_threshold=0.96)

@@ -44,3 +44,31 @@ def test_bad_input():
         candidates(np.zeros((2, 2)), np.zeros(2, np.int64), 0.5, 0)
     with pytest.raises(ValueError):
         candidates(np.zeros((2, 2), np.float32), np.zeros(2, np.int64), 0.5, 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 50), thr=st.floats(0.3, 0.95),
+       per_row=st.integers(0, 3))
+def test_block_candidates_and_their_continuation_match_the_reference(seed, n, thr, per_row):
+    from stratabatch.candidates import block_candidates, more_candidates
+
+    rng = np.random.default_rng(seed)
+    X = unit_rows(rng, n, 16, 3)
+    part = rng.integers(0, 2, n).astype(np.int64)
+    b0 = int(rng.integers(1, n))
+    leaders = np.sort(rng.choice(b0, size=int(rng.integers(0, b0 + 1)), replace=False))
+    rows, cols, _, resume = block_candidates(X, part, thr, leaders.astype(np.int64), b0, n,
+                                             per_row)
+    for i in range(b0, n):
+        seq = [*leaders.tolist(), *range(b0, i)]
+        want = [j for j in seq if part[j] == part[i] and
+                np.float32(sum(float(a) * float(b) for a, b in zip(X[i], X[j], strict=True)))
+                >= np.float32(thr)]
+        got = cols[rows == i].tolist()
+        if resume[i - b0] >= 0:
+            more, _ = more_candidates(X, part, thr, leaders.astype(np.int64), b0, i,
+                                      int(resume[i - b0]))
+            got += more.tolist()
+        assert got == want, (seed, i)
+        if per_row:
+            assert len(cols[rows == i]) <= per_row
