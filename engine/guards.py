@@ -51,6 +51,15 @@ from typing import Any
 from .canon import FILLER_WORDS, canonical_batch
 from .config import GUARDS
 from .dedup import number_signature
+from .guard_words import (
+    DETERMINERS,
+    ENTITY_WORDS,
+    NEGATING_PREFIX_SET,
+    NEGATIONS,
+    OPPOSITE_PAIRS,
+    ROLE_MARKERS,
+    SCOPE_WORDS,
+)
 
 __all__ = [
     "GUARDS",
@@ -67,118 +76,8 @@ __all__ = [
 
 
 # -------------------------------------------------------------------------------------------
-# Word lists
+# Word tables built from the lists (stratabatch.guard_words)
 # -------------------------------------------------------------------------------------------
-
-_NEGATIONS = frozenset((
-    "not", "no", "never", "without", "none", "nothing", "nobody", "neither", "nor", "nowhere",
-    "cannot", "lacking", "except",
-))  # fmt: skip
-
-_OPPOSITE_PAIRS: tuple[tuple[str, str], ...] = (
-    ("open", "closed"), ("open", "close"), ("opened", "closed"), ("opening", "closing"),
-    ("on", "off"), ("enable", "disable"), ("enabled", "disabled"), ("activate", "deactivate"),
-    ("add", "remove"), ("added", "removed"), ("adding", "removing"), ("add", "delete"),
-    ("increase", "decrease"), ("increased", "decreased"), ("raise", "lower"),
-    ("higher", "lower"), ("high", "low"), ("more", "less"), ("more", "fewer"),
-    ("most", "least"), ("max", "min"), ("maximum", "minimum"), ("before", "after"),
-    ("eat", "avoid"), ("take", "avoid"), ("accept", "decline"), ("accept", "reject"),
-    ("approve", "reject"), ("approve", "deny"), ("approved", "rejected"),
-    ("approved", "denied"), ("allow", "block"), ("allow", "deny"), ("allow", "forbid"),
-    ("allowed", "blocked"), ("allowed", "forbidden"), ("lock", "unlock"), ("start", "stop"),
-    ("start", "end"), ("begin", "end"), ("first", "last"), ("next", "last"),
-    ("next", "previous"), ("upload", "download"), ("import", "export"),
-    ("buy", "sell"), ("bought", "sold"), ("buying", "selling"), ("deposit", "withdraw"),
-    ("deposit", "withdrawal"), ("credit", "debit"), ("pay", "refund"), ("send", "receive"),
-    ("sent", "received"), ("incoming", "outgoing"), ("inbound", "outbound"),
-    ("arrival", "departure"), ("arrive", "depart"), ("arrivals", "departures"),
-    ("in", "out"), ("up", "down"), ("upgrade", "downgrade"), ("join", "leave"),
-    ("subscribe", "unsubscribe"), ("include", "exclude"), ("included", "excluded"),
-    ("with", "without"), ("hot", "cold"), ("warm", "cool"), ("heat", "cool"),
-    ("heating", "cooling"), ("fast", "slow"), ("faster", "slower"), ("early", "late"),
-    ("earlier", "later"), ("earliest", "latest"), ("new", "old"), ("newest", "oldest"),
-    ("cheap", "expensive"), ("cheapest", "priciest"), ("cheaper", "pricier"),
-    ("long", "short"), ("longer", "shorter"), ("big", "small"), ("bigger", "smaller"),
-    ("large", "small"), ("larger", "smaller"), ("light", "dark"), ("lighter", "darker"),
-    ("safe", "dangerous"), ("true", "false"), ("yes", "no"), ("win", "lose"),
-    ("pass", "fail"), ("success", "failure"), ("public", "private"), ("internal", "external"),
-    ("domestic", "international"), ("left", "right"), ("top", "bottom"), ("above", "below"),
-    ("over", "under"), ("inside", "outside"), ("front", "back"), ("north", "south"),
-    ("east", "west"), ("push", "pull"), ("show", "hide"), ("visible", "hidden"),
-    ("mute", "unmute"), ("connect", "disconnect"), ("install", "uninstall"),
-    ("encrypt", "decrypt"), ("compress", "decompress"), ("zoom", "unzoom"),
-    ("expand", "collapse"), ("online", "offline"), ("plus", "minus"), ("gain", "lose"),
-    ("gain", "loss"), ("profit", "loss"), ("asc", "desc"), ("ascending", "descending"),
-    ("morning", "evening"), ("morning", "night"), ("day", "night"), ("am", "pm"),
-    ("today", "tomorrow"), ("today", "yesterday"), ("tomorrow", "yesterday"),
-    ("weekday", "weekend"), ("winter", "summer"), ("spring", "autumn"), ("spring", "fall"),
-    ("male", "female"), ("men", "women"), ("man", "woman"), ("boy", "girl"),
-    ("adult", "child"), ("adults", "children"), ("maximum", "minimum"), ("full", "empty"),
-    ("wet", "dry"), ("hard", "soft"), ("strong", "weak"), ("healthy", "unhealthy"),
-    ("legal", "illegal"), ("possible", "impossible"), ("correct", "incorrect"),
-    ("valid", "invalid"), ("paid", "unpaid"), ("read", "unread"), ("follow", "unfollow"),
-    ("pin", "unpin"), ("archive", "unarchive"), ("freeze", "unfreeze"),
-    ("pause", "resume"), ("pause", "play"), ("save", "discard"), ("keep", "cancel"),
-    ("keep", "delete"), ("keep", "remove"), ("merge", "split"), ("attach", "detach"),
-    ("include", "omit"), ("allow", "disallow"), ("agree", "disagree"), ("like", "dislike"),
-    ("love", "hate"), ("like", "hate"), ("should", "should not"), ("can", "can not"),
-    ("must", "must not"), ("always", "never"), ("everyone", "nobody"), ("all", "none"),
-    ("cash", "card"), ("sender", "recipient"), ("buyer", "seller"), ("landlord", "tenant"),
-    ("employer", "employee"), ("parent", "child"), ("host", "guest"),
-)  # fmt: skip
-
-_NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "de", "anti", "mis")
-_NEGATING_PREFIX_SET = frozenset(_NEGATING_PREFIXES)
-
-# Words whose difference changes whose or how much is asked for.
-_SCOPE_WORDS = frozenset((
-    "my", "mine", "our", "ours", "your", "yours", "his", "her", "hers", "their", "theirs",
-    "its", "all", "every", "each", "both", "any", "some", "several", "few", "many",
-    "everyone", "everybody", "someone", "somebody", "anyone", "anybody", "whole", "entire",
-    "only", "single", "partner", "partners", "wife", "husband", "spouse", "family", "kid",
-    "kids", "child", "children", "son", "daughter", "mom", "dad", "mother", "father",
-    "parent", "parents", "friend", "friends", "boss", "colleague", "team", "company",
-    "business", "personal", "joint", "shared", "we", "us", "they", "them", "he", "she",
-    "him",
-))  # fmt: skip
-
-_ROLE_MARKERS = frozenset((
-    "from", "to", "into", "onto", "toward", "via", "before", "after", "than", "over", "vs",
-    "versus", "instead", "under", "above", "below", "between", "per",
-))  # fmt: skip
-_DETERMINERS = frozenset((
-    "a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "this", "that",
-    "these", "those", "of",
-))  # fmt: skip
-
-# Lower-case words that name a thing as a proper noun would: dates, times, units, currencies,
-# and products or services people type without capitals.
-_ENTITY_WORDS = frozenset((
-    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
-    "mon", "tue", "tues", "wed", "thu", "thurs", "fri", "sat", "sun",
-    "january", "february", "march", "april", "june", "july", "august", "september",
-    "october", "november", "december", "jan", "feb", "apr", "jun", "jul", "aug", "sep",
-    "sept", "oct", "nov", "dec", "today", "tomorrow", "yesterday", "tonight", "weekend",
-    "noon", "midnight", "morning", "afternoon", "evening", "night",
-    "kg", "kgs", "kilogram", "kilograms", "g", "gram", "grams", "mg", "lb", "lbs", "pound",
-    "pounds", "oz", "ounce", "ounces", "ton", "tons", "tonne", "tonnes", "km", "kilometer",
-    "kilometers", "mile", "miles", "m", "meter", "meters", "cm", "mm", "inch", "inches",
-    "foot", "feet", "ft", "yard", "yards", "liter", "liters", "l", "ml", "gallon", "gallons",
-    "cup", "cups", "celsius", "fahrenheit", "c", "f", "mph", "kph", "gb", "mb", "kb", "tb",
-    "ghz", "mhz", "hz", "second", "seconds", "minute", "minutes", "hour", "hours", "day",
-    "days", "week", "weeks", "month", "months", "year", "years", "percent",
-    "usd", "eur", "euro", "euros", "gbp", "dollar", "dollars", "cent", "cents", "yen", "jpy",
-    "cad", "aud", "chf", "inr", "rupee", "rupees", "peso", "pesos", "franc", "francs", "yuan",
-    "btc", "bitcoin", "eth", "ethereum",
-    "netflix", "spotify", "hulu", "disney", "amazon", "google", "apple", "microsoft",
-    "windows", "mac", "macos", "linux", "ubuntu", "ios", "android", "iphone", "ipad",
-    "samsung", "paypal", "venmo", "zelle", "visa", "mastercard", "amex", "uber",
-    "lyft", "airbnb", "chrome", "firefox", "safari", "excel", "outlook", "gmail",
-    "yahoo", "slack", "zoom", "whatsapp", "instagram", "facebook", "twitter", "tiktok",
-    "youtube", "linkedin", "dropbox", "github", "python", "java", "javascript", "docker",
-    "kubernetes", "aws", "azure", "fedex", "ups", "usps", "dhl", "ikea", "walmart", "costco",
-    "lufthansa", "ryanair", "medicare", "medicaid",
-))  # fmt: skip
 
 _IGNORABLE = frozenset(("a", "an", "the", "of", "also", "now", "currently"))
 # fillers of 5+ letters by (first letter, length of a word that may be a typo of them)
@@ -189,7 +88,7 @@ for _f in sorted(FILLER_WORDS):
             _FILLERS_BY_START.setdefault((_f[0], _n), []).append(_f)
 
 _OPPOSITES: dict[str, frozenset[str]] = {}
-for _a, _b in _OPPOSITE_PAIRS:
+for _a, _b in OPPOSITE_PAIRS:
     if " " in _a or " " in _b:
         continue
     _OPPOSITES[_a] = _OPPOSITES.get(_a, frozenset()) | {_b}
@@ -268,7 +167,7 @@ def _is_prefix_negation(a: str, b: str) -> bool:
         a, b = b, a
     if len(a) < 3 or len(b) - len(a) > 4 or not b.endswith(a):
         return False
-    return b[: len(b) - len(a)] in _NEGATING_PREFIX_SET
+    return b[: len(b) - len(a)] in NEGATING_PREFIX_SET
 
 
 def is_typo_of(a: str, b: str, max_distance: int = 2) -> bool:
@@ -413,9 +312,9 @@ def _role_args(tokens: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     n = len(tokens)
     for i, w in enumerate(tokens):
-        if w in _ROLE_MARKERS:
+        if w in ROLE_MARKERS:
             j = i + 1
-            while j < n and tokens[j] in _DETERMINERS:
+            while j < n and tokens[j] in DETERMINERS:
                 j += 1
             out.setdefault(w, []).append(tokens[j] if j < n else "")
     return out
@@ -526,10 +425,10 @@ def _minus(ca: Counter[str], cb: Counter[str]) -> list[str]:
 
 
 def _polarity(a_only: list[str], b_only: list[str], ca: Counter, cb: Counter) -> Veto | None:
-    na = sum(ca[w] for w in _NEGATIONS.intersection(ca))
-    nb = sum(cb[w] for w in _NEGATIONS.intersection(cb))
+    na = sum(ca[w] for w in NEGATIONS.intersection(ca))
+    nb = sum(cb[w] for w in NEGATIONS.intersection(cb))
     if na != nb:
-        words = [w for w in a_only + b_only if w in _NEGATIONS]
+        words = [w for w in a_only + b_only if w in NEGATIONS]
         # "withuot" for "without" is a typo, not a lost negation
         typos = all(_typo_partner(w, b_only if w in a_only else a_only) for w in words)
         if not (words and typos):
@@ -556,7 +455,7 @@ def _forms(w: str) -> tuple[str, ...]:
 
 def _same_roles(a: Features, b: Features) -> bool:
     ta, tb = a.tokens, b.tokens
-    if _ROLE_MARKERS.isdisjoint(ta) and _ROLE_MARKERS.isdisjoint(tb):
+    if ROLE_MARKERS.isdisjoint(ta) and ROLE_MARKERS.isdisjoint(tb):
         return True
     ra, rb = _role_args(ta), _role_args(tb)
     for m, args in ra.items():
@@ -585,20 +484,20 @@ def _entities(a: Features, b: Features, a_only: list[str], b_only: list[str]) ->
     for mine, theirs, other_only in ((a, b, b_only), (b, a, a_only)):
         only = a_only if mine is a else b_only
         for w in only:
-            if w in _ENTITY_WORDS or w in mine.names:
+            if w in ENTITY_WORDS or w in mine.names:
                 if w in theirs.counts:
                     continue
                 if _typo_partner(w, other_only, 1) is not None:
                     continue
-                partner = next((o for o in other_only if o in _ENTITY_WORDS or o in theirs.names),
+                partner = next((o for o in other_only if o in ENTITY_WORDS or o in theirs.names),
                                None)
                 return Veto("entities", (w, partner) if partner else (w,))
     return None
 
 
 def _scope(a_only: list[str], b_only: list[str]) -> Veto | None:
-    sa = [w for w in a_only if w in _SCOPE_WORDS]
-    sb = [w for w in b_only if w in _SCOPE_WORDS]
+    sa = [w for w in a_only if w in SCOPE_WORDS]
+    sb = [w for w in b_only if w in SCOPE_WORDS]
     if sa or sb:
         return Veto("scope", tuple(sa + sb))
     for x in a_only:
