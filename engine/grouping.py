@@ -18,6 +18,14 @@ A pass has two halves so that a large one can leave the event loop:
    ``hybrid``) greedy cosine leader clustering against the pending leaders, within partitions
    of equal scope and, with ``guard_numbers``, equal numbers. Requests that left while
    ``prepare`` ran (timed out, cancelled) are skipped.
+
+With word guards on (``dedup_guards``, all of them by default), similarity only finds
+candidates: for each request, every earlier leader of its partition with cosine >= threshold,
+in order (:func:`stratabatch.candidates.block_candidates`), and the request joins the first
+one that still leads a group and that no guard vetoes (:func:`stratabatch.guards.veto`); a
+``dedup_function`` merge is vetoed the same way. Exact merges are never vetoed. The numbers
+guard works through the partitions (:func:`stratabatch.dedup.number_signature`). With
+``canonicalize``, embedders see the canonical text (:mod:`stratabatch.canon`).
 """
 
 from __future__ import annotations
@@ -25,21 +33,31 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .dedup import LeaderIndex, canonical_bytes, exact_hashes, normalize_key, number_guard, scope_of
+from .dedup import (
+    LeaderIndex,
+    canonical_bytes,
+    exact_hashes,
+    normalize_key,
+    number_signature,
+    scope_of,
+)
 from .errors import HandlerError, InvalidRequestError
 from .records import GROUPED, RAW, Group, Request
 
 if TYPE_CHECKING:
     from .config import BatchConfig
 
-__all__ = ["Deduper", "GroupOps", "Prepared"]
+__all__ = ["Deduper", "GroupOps", "Prepared", "VetoRecord"]
 
 _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
 _SIM_SLACK = 1e-6  # float rounding: a similarity of 1.0000001 is 1.0
+_GUARD_BLOCK = 64  # rows per candidate-kernel call in the guarded pass
+_FIRST_CANDIDATES = 4  # candidates listed per row; more only when all of them are refused
 # The BLAS path of the clustering kernel wins only with BLAS on one thread: two OpenBLAS
 # threads on a busy 2-core machine made it 30x slower than the jitted loop (measured). The
 # engine process pins BLAS before numpy loads; an embedded process gets it when it does too.
@@ -95,6 +113,26 @@ def similarity_value(sim: Any) -> float:
     return min(max(v, 0.0), 1.0)
 
 
+class VetoRecord:
+    """A near merge a guard refused (kept in :attr:`Deduper.vetoes` for debugging)."""
+
+    __slots__ = ("leader", "request", "similarity", "veto")
+
+    def __init__(self, leader: Request, request: Request, similarity: float, veto: Any) -> None:
+        self.leader = leader
+        """The request that leads the group ``request`` would have joined."""
+        self.request = request
+        """The request that was kept apart."""
+        self.similarity = similarity
+        """Their similarity (at or above the threshold: a candidate)."""
+        self.veto = veto
+        """The :class:`~stratabatch.guards.Veto`: guard name and the words that decided."""
+
+    def __repr__(self) -> str:
+        return (f"VetoRecord({self.leader.text!r:.60} / {self.request.text!r:.60}, "
+                f"similarity={self.similarity:.3f}, {self.veto})")
+
+
 class Deduper:
     """Decides what each arriving request merges with.
 
@@ -106,6 +144,7 @@ class Deduper:
         exact: Exact key -> the group it belongs to, pending or running: the group itself for
             its leader's key, ``(group, norm, similarity, exact)`` for a member's own key.
         leaders: The vectors of pending groups' leaders.
+        vetoes: The last 256 near merges a guard refused, oldest first (:class:`VetoRecord`).
     """
 
     def __init__(self, config: BatchConfig, ops: GroupOps) -> None:
@@ -114,6 +153,8 @@ class Deduper:
         self.exact: dict[Any, Any] = {}
         self.leaders = LeaderIndex()
         self._embedder: Any = None
+        self.vetoes: deque[VetoRecord] = deque(maxlen=256)
+        self._canon_index: bool | None = None  # canonicalize setting the index was built with
 
     # ------------------------------------------------------------- indexes
 
@@ -177,8 +218,61 @@ class Deduper:
             return c.dedup_threshold
         if c.dedup_function is not None:
             return _CUSTOM_DEFAULT_THRESHOLD
-        rec = getattr(self.embedder(), "recommended_threshold", None)
+        emb = self.embedder()
+        rec = getattr(emb, "recommended_threshold", None)
+        if not c.dedup_guards:  # the embedder's value without the word guards, if it has one
+            rec = getattr(emb, "recommended_threshold_unguarded", None) or rec
         return float(rec) if rec is not None else _FALLBACK_THRESHOLD
+
+    def guarded(self) -> bool:
+        """Whether near merges go through the word guards (the numbers guard works through
+        the partitions: requests with different numbers are never compared)."""
+        return bool(self.config.dedup_guards)
+
+    def embed_requests(self, reqs: list[Request]) -> Any:
+        """Embed the texts of ``reqs`` (canonical texts with ``canonicalize``)."""
+        texts: list[str] = [r.text for r in reqs]  # type: ignore[misc]
+        if self.config.canonicalize:
+            from .canon import canonical_batch
+
+            for r, toks in zip(reqs, canonical_batch(texts), strict=True):
+                r.canon = toks
+            texts = [" ".join(r.canon) for r in reqs]  # type: ignore[arg-type]
+        return self.embedder().embed(texts)
+
+    def features_of(self, r: Request) -> Any:
+        """The guard features of ``r``'s text (computed once), or None without text."""
+        f = r.features
+        if f is None and r.text is not None:
+            from .guards import Features
+
+            toks = r.canon
+            if toks is None:
+                from .canon import canonical_batch
+
+                toks = r.canon = canonical_batch([r.text])[0]
+            f = r.features = Features(r.text, toks)
+        return f
+
+    def veto(self, r: Request, leader: Request, similarity: float) -> Any:
+        """The guard veto on ``r`` joining the group ``leader`` leads, or None (and logged)."""
+        fa = self.features_of(leader)
+        fb = self.features_of(r)
+        if fa is None or fb is None:
+            return None  # no text on one side: nothing for the guards to read
+        from .guards import veto
+
+        c = self.config
+        # a judge of meaning (the user's function, vectors or embedder, a sentence model):
+        # the residue guard applies where the texts are mostly the same words only
+        paraphrases = (c.dedup_function is not None or r.vector is not None
+                       or leader.vector is not None
+                       or getattr(self.embedder(), "merges_paraphrases", True) is not False)
+        # numbers=False: equal numbers are already guaranteed by the partition
+        v = veto(fa, fb, c.dedup_guards, False, paraphrases=paraphrases)
+        if v is not None:
+            self.vetoes.append(VetoRecord(leader, r, similarity, v))
+        return v
 
     def _embeds(self) -> bool:
         c = self.config
@@ -225,7 +319,7 @@ class Deduper:
                         idx.append(i)
                 vectors = [None] * len(raw)
                 if idx:
-                    mat = self.embedder().embed([raw[i].text for i in idx])  # type: ignore[misc]
+                    mat = self.embed_requests([raw[i] for i in idx])
                     for j, i in enumerate(idx):
                         vectors[i] = mat[j]
             return Prepared(raw, keys, vectors)
@@ -320,7 +414,8 @@ class Deduper:
         c = self.config
         s = scope_of(req.payload, c.dedup_scope) if c.dedup_scope else b""
         if c.guard_numbers and req.text is not None:
-            return (s, number_guard(req.text))
+            # numbers with sign and separators: "-5" and "5", "1,000" and "1.000" differ
+            return (s, number_signature(req.text))
         return (s, None)
 
     def _custom_stage(self, fresh: list[Request]) -> None:
@@ -329,6 +424,7 @@ class Deduper:
         threshold = c.dedup_threshold if c.dedup_threshold is not None else \
             _CUSTOM_DEFAULT_THRESHOLD
         leaders = list(self._ops.pending_groups())
+        guarded = self.guarded()
         for r in fresh:
             part = self._part_key(r)
             best: Group | None = None
@@ -342,6 +438,8 @@ class Deduper:
                     except ValueError as e:
                         raise HandlerError(str(e)) from None
                     if sim >= threshold:
+                        if guarded and self.veto(r, g.leader, sim) is not None:
+                            continue
                         best, best_sim = g, sim
                         break
             except HandlerError as e:
@@ -360,6 +458,10 @@ class Deduper:
         from .kernels import leader_cluster
 
         emb = self.embedder()
+        if self._canon_index is not self.config.canonicalize:
+            if self._canon_index is not None:  # vectors of raw and canonical text differ
+                self.leaders.reset()
+            self._canon_index = self.config.canonicalize
         cands: list[Request] = []
         cand_vec: list[Any] = []
         need: list[int] = []
@@ -376,7 +478,7 @@ class Deduper:
                 self._lead(r, None)  # no text: only an identical request merges with it
         if need:
             try:
-                mat = emb.embed([cands[j].text for j in need])  # type: ignore[misc]
+                mat = self.embed_requests([cands[j] for j in need])
                 for k, j in enumerate(need):
                     cand_vec[j] = mat[k]
             except Exception as e:
@@ -406,6 +508,9 @@ class Deduper:
         threshold = float(self.threshold())
         start, pids = index.append(vectors, keys)
         n = start + len(ok)
+        if self.guarded():
+            self._guarded_pass(ok, keys, start, pids, threshold)
+            return
         if index.has_leaders_in(pids):
             lead, sim = leader_cluster(index.mat[:n], index.part[:n], threshold, start,
                                        method=_CLUSTER_METHOD)
@@ -425,3 +530,64 @@ class Deduper:
             else:
                 self._join(r, owners[li], min(sims[j], 1.0), False)
                 index.retire(i)
+
+    def _guarded_pass(self, ok: list[Request], keys: list[Any], start: int, pids: list[int],
+                      threshold: float) -> None:
+        """Greedy leader pass over candidates: each request joins the first candidate that
+        leads a group and passes the guards, else leads a new group.
+
+        Rows go in blocks: the kernel compares a block with the leaders known before it and
+        with its own earlier rows, then the block is decided here, its leaders join the list.
+        A row's first few candidates come with the block; the rest only if all were refused.
+        """
+        import numpy as np
+
+        from .candidates import block_candidates, more_candidates
+
+        index = self.leaders
+        n = start + len(ok)
+        X = index.mat[:n]
+        part = index.part[:n]
+        if index.has_leaders_in(pids):
+            leaders = np.flatnonzero(part[:start] >= 0).astype(np.int64).tolist()
+        else:
+            leaders = []
+        owners = index.owners
+        for b0 in range(start, n, _GUARD_BLOCK):
+            b1 = min(b0 + _GUARD_BLOCK, n)
+            known = np.array(leaders, np.int64)
+            rows, cols, sims, resume = block_candidates(X, part, threshold, known, b0, b1,
+                                                        _FIRST_CANDIDATES)
+            rows_l, cols_l, sims_l = rows.tolist(), cols.tolist(), sims.tolist()
+            k, m = 0, len(rows_l)
+            for i in range(b0, b1):
+                r = ok[i - start]
+                mine_c: list[int] = []
+                mine_s: list[float] = []
+                while k < m and rows_l[k] == i:
+                    mine_c.append(cols_l[k])
+                    mine_s.append(sims_l[k])
+                    k += 1
+                chosen, sim = self._first_passing(r, mine_c, mine_s, owners)
+                at = int(resume[i - b0])
+                if chosen is None and at >= 0:  # every listed candidate refused: the rest
+                    more_c, more_s = more_candidates(X, part, threshold, known, b0, i, at)
+                    chosen, sim = self._first_passing(r, more_c.tolist(), more_s.tolist(),
+                                                      owners)
+                if chosen is None:
+                    g = self._lead(r, keys[i - start])
+                    g.row = i
+                    index.lead(i, g)
+                    leaders.append(i)
+                else:
+                    self._join(r, chosen, min(sim, 1.0), False)
+                    index.retire(i)
+
+    def _first_passing(self, r: Request, cols: list[int], sims: list[float],
+                       owners: list[Any]) -> tuple[Group | None, float]:
+        """The first candidate row that leads a group the guards let ``r`` join."""
+        for col, sim in zip(cols, sims, strict=True):
+            g = owners[col]  # None: that row joined a group, it leads nothing
+            if g is not None and self.veto(r, g.leader, sim) is None:
+                return g, sim
+        return None, 1.0
