@@ -106,7 +106,7 @@ async def test_client_surface_against_a_real_engine(start_engine):
         # a vector through the arena: the handler sees it, near twins merge
         vec = [1.0] + [0.0] * 383
         rs = await client.process([{"query": "tell me a joke", "embedding": vec},
-                                   {"query": "tell me one joke", "embedding": vec}])
+                                   {"query": "tell me a joke!", "embedding": vec}])
         assert rs[0] == rs[1] == {"answer": "TELL ME A JOKE", "n": 1}
         # refused in the caller, before anything is sent
         with pytest.raises(InvalidRequestError):
