@@ -24,6 +24,6 @@ def test_readme_opens_with_the_two_setup_commands_ci_runs():
     block = re.search(r"## Set up on a fresh machine\s+```sh\n(.*?)```", text, re.S).group(1)
     lines = [line for line in block.splitlines() if line.strip()]
     assert len(lines) == 2
-    assert "stratabatch.demo" in lines[0] and "pytest" in lines[1]
+    assert "stratabatch-perf --quick" in lines[0] and "pytest" in lines[1]
     ci = (README.parent / ".ci" / "run").read_text()
     assert lines[1] in ci
