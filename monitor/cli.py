@@ -59,7 +59,7 @@ def model_text(snap: EngineSnapshot) -> str:
     """The fitted handler cost model, ``a + b*n ms``, or why there is none."""
     a, b = snap.stats.adaptive_a_ms, snap.stats.adaptive_b_ms
     if a == 0.0 and b == 0.0:
-        return "not fitted (adaptive off or no batches yet)"
+        return "not fitted yet" if snap.info.get("adaptive") else "none (adaptive off)"
     return f"{fmt.ms(a)} + {fmt.ms(b)}*n ms"
 
 
