@@ -194,6 +194,13 @@ class BatchConfig:
         except ConfigError:
             object.__setattr__(self, name, old)
             raise
+        for fn in self.__dict__.get("_listeners", ()):
+            fn(name)
+
+    def subscribe(self, fn: Callable[[str], None]) -> None:
+        """Call ``fn(name)`` after every accepted assignment (the core applies changes so)."""
+        listeners = self.__dict__.setdefault("_listeners", [])
+        listeners.append(fn)
 
     def _check_pairs(self, changed: str | None) -> None:
         if self.min_size > self.max_size:

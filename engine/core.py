@@ -18,20 +18,21 @@ import asyncio
 import heapq
 import inspect
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from .config import BatchConfig
-from .dedup import LeaderIndex
 from .errors import (
     BatchTimeoutError,
     ConfigError,
     HandlerError,
     QueueFullError,
     StratabatchError,
+    safe_str,
 )
-from .grouping import Grouping
+from .grouping import Deduper, Prepared
 from .records import DONE, GROUPED, INFLIGHT, RAW, Batch, Group, Request
 from .stats import Stats, StatsRecorder
 from .window import WindowScheduler, select
@@ -40,14 +41,28 @@ __all__ = ["DONE", "GROUPED", "INFLIGHT", "RAW", "Core", "OnComplete", "Request"
 
 OnComplete = Callable[["Request", Any, "BaseException | None"], None]
 
+# A dedup pass whose requests encode to more than this runs its pure half (normalizing,
+# hashing, embedding) in a worker thread, so the loop never stalls on large texts; smaller
+# passes run inline (a thread hop costs more than they do).
+_INLINE_PASS_BYTES = 128 * 1024
+_THREAD_PASS_BYTES = 8 * 1024 * 1024  # and one threaded pass takes at most this much
+_MAX_PASS = 2048  # requests in one inline pass: ~10 ms of exact dedup
+# Embedding clustering compares each new request with every pending leader of its partition:
+# ~12 ns a pair measured, so ~1M pairs keep one pass near 10 ms.
+_MAX_PASS_PAIRS = 1_000_000
 
-class Core(Grouping):
+
+class Core:
     """The batching engine behind both modes.
 
     Args:
-        config: Validated options; the core reads them live, call :meth:`reconfigure` after
-            changing one.
-        on_complete: Called exactly once per accepted request with ``(request, value, error)``.
+        config: Validated options; the core reads them live (assignments to ``config`` are
+            applied at once through :meth:`reconfigure`).
+        on_complete: Called exactly once per accepted request with ``(request, value, error)``,
+            on the core's loop. The contract: it must not raise and must not call back into
+            the core (submit, abandon...) synchronously; schedule such work instead. An
+            exception it raises anyway is reported to the loop's exception handler and never
+            reaches another request.
         handler: The batch handler (async or sync), or None until :meth:`set_handler`.
     """
 
@@ -64,9 +79,8 @@ class Core(Grouping):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._raw: list[Request] = []
         self._pending: dict[int, Group] = {}  # by seq: arrival order
-        # exact key -> the group it belongs to, pending or running: the group itself for its
-        # leader's key, (group, norm, similarity, exact) for a member's own key
-        self._exact: dict[Any, Any] = {}
+        self._dedup = Deduper(config, self)
+        self._preparing = False  # a dedup pass's pure half runs in a worker thread
         self._batches: set[Batch] = set()
         self._waiting = 0
         self._seq = 0
@@ -78,12 +92,12 @@ class Core(Grouping):
         self._room_waiters: deque[asyncio.Future] = deque()
         self._warm: asyncio.Future | None = None
         self._warm_error: BaseException | None = None
+        self._warmed_for: tuple[bool, bool] = (False, False)  # (hashing, embedding) loaded
         self._evict_heap: list[tuple[int, int, Request]] = []
-        self._embedder: Any = None
-        self._leaders = LeaderIndex()
         self._adaptive: Any = None
         self._window_now_ms = c.window_ms
         self.reconfigure()
+        config.subscribe(self.reconfigure)
 
     # ----------------------------------------------------------------- set-up
 
@@ -106,8 +120,9 @@ class Core(Grouping):
         c = self.config
         self._sched.configure(c.window_ms, c.max_size, c.min_size, c.max_wait_ms)
         if name in (None, "embedder"):
-            self._embedder = None
-            self._leaders.reset()
+            self._dedup.reset_embedder()
+        if name in ("enable_dedup", "dedup_strategy", "embedder", "dedup_function"):
+            self._ensure_warm()
         if name in (None, "adaptive", "target_latency_ms", "min_window_ms", "max_window_ms",
                     "max_size", "max_inflight_batches"):
             if c.adaptive:
@@ -126,8 +141,14 @@ class Core(Grouping):
                 self._window_now_ms = c.window_ms
         if not c.adaptive:
             self._window_now_ms = c.window_ms
-        if c.on_full == "drop_lowest" and not self._evict_heap and self._waiting:
-            self._rebuild_evict_heap()
+        if name in (None, "on_full"):
+            # requests queued under another policy were never put on the heap: rebuild it
+            if c.on_full == "drop_lowest":
+                self._rebuild_evict_heap()
+            else:
+                self._evict_heap = []
+        if name == "max_queue" and self._room_waiters:
+            self._notify_room()
         if self._loop is not None and (self._raw or self._pending):
             self._schedule_pump()
 
@@ -137,20 +158,39 @@ class Core(Grouping):
             self._loop = loop
             self._idle = asyncio.Event()
             self._idle.set()
-            self._warm = loop.create_future()
-            if self.config.enable_dedup:
-                threading.Thread(target=self._warm_up, name="stratabatch-warmup",
-                                 daemon=True).start()
-            else:
-                self._warm.set_result(None)
+            self._ensure_warm()
         elif self._loop is not loop:
             raise StratabatchError(
                 "this processor is bound to another event loop; create one per loop"
             )
 
-    def _warm_up(self) -> None:
-        """Load (or compile) the numba kernels off the event loop, so the loop never stalls
-        on the first dedup; the pump holds new requests until this is done."""
+    def _warm_needs(self) -> tuple[bool, bool]:
+        c = self.config
+        embeds = c.enable_dedup and c.dedup_function is None and c.embedder is None and \
+            c.dedup_strategy in ("embedding", "hybrid")
+        return (c.enable_dedup, embeds)
+
+    def _ensure_warm(self) -> None:
+        """Load the kernels the options need in a background thread, if not loaded yet; the
+        pump holds new requests until they are (the loop never stalls on JIT loading)."""
+        loop = self._loop
+        if loop is None:
+            return
+        need = self._warm_needs()
+        have = self._warmed_for
+        if (not need[0] or have[0]) and (not need[1] or have[1]):
+            if self._warm is None:
+                self._warm = loop.create_future()
+                self._warm.set_result(None)
+            return
+        if self._warm is not None and not self._warm.done():
+            return  # a warm-up runs; _warmed() checks again
+        self._warm = loop.create_future()
+        threading.Thread(target=self._warm_up, args=(need,), name="stratabatch-warmup",
+                         daemon=True).start()
+
+    def _warm_up(self, need: tuple[bool, bool]) -> None:
+        """Load (or compile) the numba kernels off the event loop."""
         error: BaseException | None = None
         try:
             import numpy as np
@@ -158,25 +198,28 @@ class Core(Grouping):
             from .kernels import leader_cluster, xxh64_batch
 
             xxh64_batch(np.zeros(8, np.uint8), np.array([0, 8], np.int64))
-            if self.config.dedup_strategy in ("embedding", "hybrid") and \
-                    self.config.embedder is None and self.config.dedup_function is None:
-                emb = self.embedder()
+            if need[1]:
+                emb = self._dedup.embedder()
                 x = emb.embed(["warm up", "warm-up"])
                 leader_cluster(np.ascontiguousarray(x, np.float32), np.zeros(2, np.int64), 0.9, 0)
-        except BaseException as e:  # reported on the loop: the first dedup pass raises it
+        except BaseException as e:  # reported on the loop: the next dedup pass fails with it
             error = e
         loop = self._loop
         assert loop is not None
         try:
-            loop.call_soon_threadsafe(self._warmed, error)
+            loop.call_soon_threadsafe(self._warmed, need, error)
         except RuntimeError:
             pass  # the loop closed first
 
-    def _warmed(self, error: BaseException | None) -> None:
-        if not self._warm.done():
+    def _warmed(self, need: tuple[bool, bool], error: BaseException | None) -> None:
+        if error is None:
+            have = self._warmed_for
+            self._warmed_for = (have[0] or need[0], have[1] or need[1])
+        self._warm_error = error
+        if self._warm is not None and not self._warm.done():
             self._warm.set_result(None)
-        if error is not None:
-            self._warm_error = error
+        if error is None:
+            self._ensure_warm()  # the options may have changed meanwhile
         self._schedule_pump()
 
     async def warm_up(self) -> None:
@@ -195,6 +238,30 @@ class Core(Grouping):
     def closed(self) -> bool:
         """Whether :meth:`close` has begun: no new requests are accepted."""
         return self._closing
+
+    @property
+    def inflight_batches(self) -> int:
+        """Handler calls running now."""
+        return len(self._batches)
+
+    def has_room(self) -> bool:
+        """Whether one more request fits under ``max_queue`` now (changes nothing)."""
+        return self._waiting < self.config.max_queue
+
+    def deadline_from_monotonic_ns(self, deadline_ns: int) -> float:
+        """The loop time matching ``deadline_ns`` on ``time.monotonic_ns()``'s clock (the
+        clock a frame's deadline is written in by a client process)."""
+        loop = self._loop
+        assert loop is not None
+        return loop.time() + (deadline_ns - time.monotonic_ns()) / 1e9
+
+    def vector_dim(self) -> int | None:
+        """The dimension a request's own ``"embedding"`` must have, if known yet."""
+        return self._dedup.vector_dim()
+
+    def threshold(self) -> float:
+        """The similarity threshold in force for near merges."""
+        return self._dedup.threshold()
 
     def make_room(self, priority: int) -> bool:
         """Apply ``on_full`` for one more request of ``priority``.
@@ -249,6 +316,11 @@ class Core(Grouping):
                 f"queue still full (max_queue={self.config.max_queue}) when the caller's "
                 "timeout ran out"
             ) from None
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._room_waiters_remove(fut)
+                self._notify_room()  # woken, but leaving: the room goes to the next waiter
+            raise
         finally:
             if not fut.done():
                 fut.cancel()
@@ -256,6 +328,18 @@ class Core(Grouping):
                 self._room_waiters.remove(fut)
             except ValueError:
                 pass
+
+    def _room_waiters_remove(self, fut: asyncio.Future) -> None:
+        try:
+            self._room_waiters.remove(fut)
+        except ValueError:
+            pass
+
+    def _release(self, n: int) -> None:
+        """``n`` requests stopped waiting in the queue: room for as many waiting callers."""
+        self._waiting -= n
+        if self._room_waiters:
+            self._notify_room()
 
     def _notify_room(self) -> None:
         room = self.config.max_queue - self._waiting
@@ -305,7 +389,10 @@ class Core(Grouping):
         if self._idle is not None and self._idle.is_set():
             self._idle.clear()
         if self.config.on_full == "drop_lowest":
-            heapq.heappush(self._evict_heap, (req.priority, -req.seq, req))
+            heap = self._evict_heap
+            heapq.heappush(heap, (req.priority, -req.seq, req))
+            if len(heap) > 2 * self._waiting + 1024:  # mostly requests that left: rebuild
+                self._rebuild_evict_heap()
         if req.deadline is not None:
             req.timer = loop.call_later(max(0.0, req.deadline - now), self._expire, req)
         if self._adaptive is not None:
@@ -360,17 +447,17 @@ class Core(Grouping):
         st = req.state
         if st == RAW:
             req.state = DONE  # the dedup pass skips it; the list is filtered lazily
-            self._waiting -= 1
             self.stats.dropped += 1
+            self._release(1)
         elif st == GROUPED:
             g = req.group
             assert g is not None
             req.state = DONE
-            self._waiting -= 1
             self.stats.dropped += 1
             g.live -= 1
             if g.live == 0:
                 self._remove_pending(g)
+            self._release(1)
         elif st == INFLIGHT:
             g = req.group
             assert g is not None and g.batch is not None
@@ -385,18 +472,57 @@ class Core(Grouping):
         """Take ``g`` out of the pending groups; its exact keys stay if it is being sent (a
         twin arriving while it runs coalesces into it)."""
         self._pending.pop(g.seq, None)
-        if g.row is not None:
-            self._leaders.drop(g.row)
-            g.row = None
+        self._dedup.drop_row(g)
         if not keep_keys:
-            self._drop_keys(g)
+            self._dedup.drop_keys(g)
 
-    def _drop_keys(self, g: Group) -> None:
-        exact = self._exact
-        for k in g.keys:
-            entry = exact.get(k)
-            if entry is g or (type(entry) is tuple and entry[0] is g):
-                del exact[k]
+    # ------------------------------------------------------------- GroupOps (for Deduper)
+
+    def new_group(self, req: Request, part: Any) -> Group:
+        """``req`` leads a new pending group."""
+        g = Group(req)
+        g.part = part
+        req.group = g
+        req.state = GROUPED
+        req.similarity = None
+        self._pending[g.seq] = g
+        return g
+
+    @staticmethod
+    def _add_member(req: Request, g: Group, state: int, similarity: float, exact: bool) -> None:
+        req.group = g
+        req.state = state
+        req.similarity = similarity
+        req.exact = exact
+        g.members.append(req)
+        g.live += 1
+
+    def join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+        """``req`` becomes a duplicate in pending group ``g``."""
+        self._add_member(req, g, GROUPED, similarity, exact)
+        if req.priority > g.priority:
+            g.priority = req.priority
+
+    def coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+        """``req`` waits for the result of ``g``, which is running in the handler now."""
+        assert g.batch is not None
+        self._add_member(req, g, INFLIGHT, similarity, exact)
+        g.batch.live += 1
+        st = self.stats
+        st.record_merge(similarity, exact)
+        st.inflight_coalesced += 1
+        self._release(1)
+
+    def reject(self, req: Request, error: BaseException) -> None:
+        """``req`` failed its dedup step: it leaves the queue with ``error``."""
+        if req.state != RAW:
+            return
+        self._leave(req)
+        self._finish(req, None, error)
+
+    def pending_groups(self) -> Any:
+        """The pending groups, in arrival order."""
+        return self._pending.values()
 
     def _after_change(self) -> None:
         if self._room_waiters:
@@ -443,19 +569,10 @@ class Core(Grouping):
         loop = self._loop
         if loop is None:
             return
+        held = False  # arrivals remain for a later slice: they are deduped before a batch fills
+        if self._raw and not self._preparing and (self._warm is None or self._warm.done()):
+            held = self._run_pass()
         now = loop.time()
-        if self._raw:
-            if self._warm is not None and not self._warm.done():
-                return  # the kernels are loading; _warmed() pumps again
-            arrived = [r for r in self._raw if r.state == RAW]
-            self._raw = []
-            try:
-                if self._warm_error is not None:
-                    raise self._warm_error
-                self._dedup_pass(arrived)
-            except Exception as e:  # never strand what arrived: each request gets the error
-                for r in arrived:
-                    self._fail_raw(r, StratabatchError(f"dedup failed: {type(e).__name__}: {e}"))
         sched = self._sched
         c = self.config
         took = False
@@ -463,13 +580,15 @@ class Core(Grouping):
             oldest = next(iter(self._pending.values())).first_arrival
             if not (self._closing or sched.due(now, len(self._pending), oldest)):
                 break
+            if held and not self._closing and now - oldest < sched.max_wait_s:
+                break  # the next slice runs first (scheduled); then the batch is taken
             chosen = select(self._pending.values(), c.max_size, now, sched.max_wait_s,
                             c.enable_priorities)
             self._dispatch(chosen, now)  # type: ignore[arg-type]
             took = True
         if not self._pending or len(self._batches) >= c.max_inflight_batches:
             # empty, or due work waits for a handler slot: a finishing batch pumps again
-            if not self._pending:
+            if not self._pending and not self._raw:
                 sched.close()
             if self._timer is not None:
                 self._timer.cancel()
@@ -478,12 +597,97 @@ class Core(Grouping):
             if took or not sched.is_open:
                 sched.open(now, self._window_s(now))
             self._arm_timer(now, force=took)
-        if took and self._room_waiters:
-            self._notify_room()
         self._check_idle()
 
+    def _pass_limit(self) -> int:
+        """How many arrivals one inline pass takes, so that it stays near 10 ms."""
+        c = self.config
+        if not c.enable_dedup:
+            return 8 * _MAX_PASS
+        if c.dedup_function is not None:  # user code per pair: assume ~1 us a call
+            return max(8, min(_MAX_PASS, 20_000 // (len(self._pending) + 1)))
+        if c.dedup_strategy == "exact":
+            return _MAX_PASS
+        return max(32, min(_MAX_PASS, _MAX_PASS_PAIRS // (len(self._pending) + 1)))
+
+    def _run_pass(self) -> bool:
+        """Run the dedup pass over the next slice of arrivals; True if arrivals remain."""
+        raw = self._raw
+        if self._warm_error is not None:
+            e = self._warm_error
+            self._raw = []
+            for r in raw:
+                if r.state == RAW:
+                    self.reject(r, StratabatchError(
+                        f"dedup kernels failed to load: {type(e).__name__}: {e}"))
+            return False
+        limit = self._pass_limit()
+        nbytes = 0
+        k = 0
+        for r in raw:
+            k += 1
+            if r.state == RAW:
+                nbytes += r.size or (len(r.text) if r.text is not None else 0)
+            if k >= limit or nbytes >= _THREAD_PASS_BYTES:
+                break
+        chunk = [r for r in raw[:k] if r.state == RAW]
+        self._raw = raw[k:]
+        if chunk:
+            if nbytes > _INLINE_PASS_BYTES and self.config.enable_dedup:
+                self._prepare_off_loop(chunk)
+            else:
+                try:
+                    self._dedup.run(chunk)
+                except Exception as e:  # never strand what arrived: each request gets it
+                    self._fail_pass(chunk, e)
+        if self._raw:
+            self._schedule_pump()
+            return True
+        return False
+
+    def _fail_pass(self, chunk: list[Request], e: BaseException) -> None:
+        err = StratabatchError(f"dedup failed: {type(e).__name__}: {safe_str(e)}")
+        for r in chunk:
+            if r.state == RAW:
+                self.reject(r, _copy_error(err))
+
+    def _prepare_off_loop(self, chunk: list[Request]) -> None:
+        """Run the pure half of a large pass in a worker thread (the kernels release the
+        GIL); its decisions are applied on the loop when it is done."""
+        loop = self._loop
+        assert loop is not None
+        dedup = self._dedup
+        self._preparing = True
+        try:
+            dedup.embedder()  # resolved here, on the loop, not in the thread
+        except Exception as e:
+            self._preparing = False
+            self._fail_pass(chunk, e)
+            return
+
+        def work() -> None:
+            try:
+                prep = dedup.prepare(chunk, embed_ahead=True)
+            except BaseException as e:  # noqa: BLE001 - reported on the loop
+                prep = Prepared(chunk, [], None, e)
+            try:
+                loop.call_soon_threadsafe(self._prepared, prep)
+            except RuntimeError:
+                pass  # the loop closed while this thread ran
+
+        threading.Thread(target=work, name="stratabatch-dedup", daemon=True).start()
+
+    def _prepared(self, prep: Prepared) -> None:
+        self._preparing = False
+        try:
+            self._dedup.apply(prep)
+        except Exception as e:
+            self._fail_pass(prep.raw, e)
+        self._schedule_pump()
+
     def _check_idle(self) -> None:
-        if self._idle is not None and not self._raw and not self._pending and not self._batches:
+        if self._idle is not None and not self._raw and not self._pending and \
+                not self._batches and not self._preparing:
             self._idle.set()
 
     # ------------------------------------------------------------- dispatch
@@ -507,9 +711,9 @@ class Core(Grouping):
                                     m.exact or m.similarity is None)
                 live.append(m)
             if not live:
-                self._drop_keys(g)
+                self._dedup.drop_keys(g)
                 continue
-            self._waiting -= len(live)
+            self._release(len(live))
             live_total += len(live)
             sent.append(g)
         if not sent:
@@ -522,9 +726,25 @@ class Core(Grouping):
         assert self._loop is not None
         batch.task = self._loop.create_task(self._run(batch))
 
-    async def _call_handler(self, payloads: list[Any]) -> Any:
-        if self._handler_is_async:
-            return await self._handler(payloads)
+    async def _call_handler(self, payloads: list[Any]) -> tuple[Any, BaseException | None]:
+        """Run the handler on ``payloads``; returns ``(results, None)`` or ``(None, error)``.
+
+        Never raises, whatever the handler raises (BaseExceptions such as a test framework's
+        failure, KeyboardInterrupt or SystemExit included): it runs as its own task, and an
+        exception escaping a task's step (as those three do) would otherwise stop the loop.
+        """
+        try:
+            if self._handler_is_async:
+                result = await self._handler(payloads)
+            else:
+                result = await self._call_sync(payloads)
+            if inspect.isawaitable(result):
+                result = await result
+            return result, None
+        except BaseException as e:  # noqa: BLE001 - every failure becomes the batch's error
+            return None, e
+
+    async def _call_sync(self, payloads: list[Any]) -> Any:
         loop = self._loop
         assert loop is not None
         fut = loop.create_future()
@@ -552,10 +772,7 @@ class Core(Grouping):
         # processing_timeout cannot be killed, and must neither block later batches nor
         # interpreter exit.
         threading.Thread(target=work, name="stratabatch-handler", daemon=True).start()
-        result = await fut
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        return await fut
 
     async def _run(self, batch: Batch) -> None:
         loop = self._loop
@@ -567,20 +784,29 @@ class Core(Grouping):
         results: Any = None
         error: BaseException | None = None
         cancelled = False
+        call = loop.create_task(self._call_handler(payloads))
         try:
-            if timeout is None:
-                results = await self._call_handler(payloads)
+            done, _ = await asyncio.wait((call,), timeout=timeout)
+            if done:
+                results, raised = call.result()
+                if raised is not None:
+                    if isinstance(raised, asyncio.CancelledError):
+                        error = HandlerError.from_exception(
+                            raised, f"the handler was cancelled on a batch of {n}")
+                    else:
+                        error = HandlerError.from_exception(
+                            raised, f"the handler raised on a batch of {n}")
             else:
-                results = await asyncio.wait_for(self._call_handler(payloads), timeout)
-        except asyncio.CancelledError:
+                # a handler that ignores cancellation is left to finish on its own: its slot
+                # is freed now, and its late result goes nowhere
+                call.cancel()
+                error = BatchTimeoutError(
+                    f"the handler did not finish a batch of {n} within processing_timeout="
+                    f"{timeout:g}s"
+                )
+        except asyncio.CancelledError:  # every waiter of this batch left
+            call.cancel()
             cancelled = True
-        except (TimeoutError, asyncio.TimeoutError):
-            error = BatchTimeoutError(
-                f"the handler did not finish a batch of {n} within processing_timeout="
-                f"{timeout:g}s"
-            )
-        except Exception as e:
-            error = HandlerError.from_exception(e, f"the handler raised on a batch of {n}")
         now = loop.time()
         elapsed = now - t0
         if error is None and not cancelled:
@@ -605,7 +831,7 @@ class Core(Grouping):
                     f"internal error while answering a batch: {type(e).__name__}: {e}"))
         finally:
             for g in batch.groups:  # break the request<->group<->batch cycles: no GC work
-                self._drop_keys(g)
+                self._dedup.drop_keys(g)
                 for m in g.members:
                     m.group = None
                 g.members = []
@@ -618,7 +844,7 @@ class Core(Grouping):
                  cancelled: bool, now: float) -> None:
         """Give each member of each group its outcome."""
         for i, g in enumerate(batch.groups):
-            self._drop_keys(g)
+            self._dedup.drop_keys(g)
             if cancelled:  # every waiter left; anyone who joined since is answered here
                 self._fail_group(g, StratabatchError("the batch was cancelled"))
                 continue
@@ -635,12 +861,9 @@ class Core(Grouping):
                         self._finish(m, value, None, now)
 
     def _fail_group(self, g: Group, error: BaseException) -> None:
-        first = True
         for m in g.members:
             if m.state == INFLIGHT:
-                err = error if first else _copy_error(error)
-                first = False
-                self._finish(m, None, err)
+                self._finish(m, None, _copy_error(error))  # each caller its own exception
 
     # ------------------------------------------------------------- outcomes
 
@@ -653,6 +876,8 @@ class Core(Grouping):
         if now is None:
             assert self._loop is not None
             now = self._loop.time()
+        g = req.group
+        req.merged_with = g.leader if g is not None and g.leader is not req else None
         st = self.stats
         st.record_done(now - req.arrival, now)
         if error is not None:
@@ -662,7 +887,15 @@ class Core(Grouping):
                 st.rejected += 1
             else:
                 st.errors += 1
-        self._on_complete(req, value, error)
+        try:
+            self._on_complete(req, value, error)
+        except Exception as e:  # the hook's bug stays with this request
+            loop = self._loop
+            assert loop is not None
+            loop.call_exception_handler({
+                "message": "stratabatch: on_complete raised (it must not)",
+                "exception": e,
+            })
 
     # ------------------------------------------------------------- stats, close
 
@@ -690,7 +923,8 @@ class Core(Grouping):
 
 
 def _copy_error(error: BaseException) -> BaseException:
-    """A fresh exception equal to ``error`` for each caller (tracebacks are per raise)."""
+    """A fresh exception equal to ``error`` for each caller (tracebacks and notes are per
+    exception object, so callers must never share one)."""
     if isinstance(error, HandlerError):
         new: BaseException = HandlerError(
             str(error), exc_type=error.exc_type, exc_message=error.exc_message
@@ -699,7 +933,6 @@ def _copy_error(error: BaseException) -> BaseException:
         try:
             new = type(error)(*error.args)
         except Exception:
-            return error
+            new = StratabatchError(safe_str(error))
     new.__cause__ = error.__cause__
     return new
-

@@ -80,9 +80,20 @@ class HandlerError(StratabatchError, RuntimeError):
         tname = f"{type(exc).__module__}.{type(exc).__qualname__}"
         if type(exc).__module__ == "builtins":
             tname = type(exc).__qualname__
-        err = cls(f"{context}: {tname}: {exc}", exc_type=tname, exc_message=str(exc))
+        text = safe_str(exc)
+        err = cls(f"{context}: {tname}: {text}", exc_type=tname, exc_message=text)
         err.__cause__ = exc
         return err
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's own ``__str__`` raises (a user's
+    exception must never break the answering of a batch)."""
+    try:
+        text = str(exc)
+    except BaseException:  # noqa: BLE001 - any failure of user code, even a BaseException
+        return f"<{type(exc).__qualname__}: str() raised>"
+    return text if type(text) is str else f"<{type(exc).__qualname__}: str() not a str>"
 
 
 class EngineUnavailableError(StratabatchError, ConnectionError):

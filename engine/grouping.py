@@ -1,31 +1,45 @@
 """The dedup pass: merge what arrived into pending groups, or into work already running.
 
-A mixin of :class:`~stratabatch.core.Core`: the stages below read and change the core's
-pending structures, and the core calls :meth:`Grouping._dedup_pass` once per loop tick that
-saw arrivals, before any batch is taken. Order of the stages:
+:class:`Deduper` is a component the core holds. It owns the two indexes dedup needs (the exact
+keys of pending and running groups, and the leader vectors of pending groups) and decides, for
+each request that arrived, whether it leads a new group, joins a pending one, or coalesces
+into a running one. It carries out each decision through the narrow :class:`GroupOps`
+interface the core implements, and never touches the core's queues itself.
 
-1. exact: equal scope and normalized key (xxh64 by one kernel call per pass); a twin of
-   work in the handler coalesces into it, a twin of a pending group joins it;
-2. then, for what is left, either the user's ``dedup_function`` or (strategies ``embedding``
-   and ``hybrid``) the embedder and greedy cosine leader clustering against the pending
-   leaders, within partitions of equal scope and, with ``guard_numbers``, equal numbers.
+A pass has two halves so that a large one can leave the event loop:
+
+1. :meth:`Deduper.prepare` is pure work on the requests alone (normalized keys, xxh64 of each
+   by one kernel call, and, when asked, the embeddings of the texts that are new within the
+   pass). It reads no shared state, so the core may run it in a worker thread; the kernels it
+   calls release the GIL.
+2. :meth:`Deduper.apply` runs on the loop: the exact stage (equal scope and normalized key; a
+   twin of work in the handler coalesces into it, a twin of a pending group joins it), then
+   for what is left either the user's ``dedup_function`` or (strategies ``embedding`` and
+   ``hybrid``) greedy cosine leader clustering against the pending leaders, within partitions
+   of equal scope and, with ``guard_numbers``, equal numbers. Requests that left while
+   ``prepare`` ran (timed out, cancelled) are skipped.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .dedup import LeaderIndex, canonical_bytes, exact_hashes, normalize_key, number_guard, scope_of
 from .errors import HandlerError, InvalidRequestError
-from .records import GROUPED, INFLIGHT, RAW, Group, Request
+from .records import GROUPED, RAW, Group, Request
 
 if TYPE_CHECKING:
     from .config import BatchConfig
-    from .stats import StatsRecorder
+
+__all__ = ["Deduper", "GroupOps", "Prepared"]
 
 _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
+_SIM_SLACK = 1e-6  # float rounding: a similarity of 1.0000001 is 1.0
 # The BLAS path of the clustering kernel wins only with BLAS on one thread: two OpenBLAS
 # threads on a busy 2-core machine made it 30x slower than the jitted loop (measured). The
 # engine process pins BLAS before numpy loads; an embedded process gets it when it does too.
@@ -34,175 +48,109 @@ _CLUSTER_METHOD = "auto" if any(
                                        "MKL_NUM_THREADS")) else "loop"
 
 
-class Grouping:
-    """The dedup stages of the core (a mixin: the state lives in :class:`Core`)."""
+class GroupOps(Protocol):
+    """What the dedup pass asks of the core holding it."""
 
-    config: BatchConfig
-    stats: StatsRecorder
-    _pending: dict[int, Group]
-    _exact: dict[Any, Any]
-    _leaders: LeaderIndex
-    _embedder: Any
-    _waiting: int
+    def new_group(self, req: Request, part: Any) -> Group:
+        """Make ``req`` the leader of a new pending group."""
 
-    if TYPE_CHECKING:  # provided by Core
-
-        def _leave(self, req: Request) -> None: ...
-
-        def _finish(self, req: Request, value: Any, error: BaseException | None,
-                    now: float | None = None) -> None: ...
-
-
-    def _new_group(self, req: Request, part: Any = None) -> Group:
-        g = Group(req)
-        g.part = part
-        req.group = g
-        req.state = GROUPED
-        req.similarity = None
-        self._pending[g.seq] = g
-        if req.key is not None:
-            g.keys.append(req.key)
-            # the leader's own key maps to the group itself (no tuple to build: the common case)
-            self._exact[req.key] = g
-        return g
-
-    @staticmethod
-    def _add_member(req: Request, g: Group, state: int, similarity: float, exact: bool) -> None:
-        req.group = g
-        req.state = state
-        req.similarity = similarity
-        req.exact = exact
-        g.members.append(req)
-        g.live += 1
-
-    def _join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+    def join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
         """``req`` becomes a duplicate in pending group ``g``."""
-        self._add_member(req, g, GROUPED, similarity, exact)
-        if req.priority > g.priority:
-            g.priority = req.priority
-        if req.key is not None and req.key not in self._exact:
-            g.keys.append(req.key)
-            self._exact[req.key] = (g, req.norm, similarity, exact)
 
-    def _coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
-        """``req`` waits for the result of ``g``, which is running in the handler now."""
-        assert g.batch is not None
-        self._add_member(req, g, INFLIGHT, similarity, exact)
-        g.batch.live += 1
-        self._waiting -= 1
-        st = self.stats
-        st.record_merge(similarity, exact)
-        st.inflight_coalesced += 1
+    def coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+        """``req`` waits for the result of ``g``, which is in the handler now."""
 
-    def _fail_raw(self, req: Request, err: BaseException) -> None:
-        if req.state != RAW:
-            return
-        self._leave(req)
-        self._finish(req, None, err)
+    def reject(self, req: Request, error: BaseException) -> None:
+        """``req`` fails its dedup step: it leaves the queue with ``error``."""
 
-    def _dedup_pass(self, raw: list[Request]) -> None:
-        """Merge everything that arrived since the last pass into groups."""
-        if not raw:
-            return
-        c = self.config
-        if not c.enable_dedup:
-            for r in raw:
-                self._new_group(r)
-            return
-        for r in raw:
-            if r.text is not None:
-                r.norm = normalize_key(r.text) if c.normalize else r.text
-            else:
-                r.norm = canonical_bytes(r.payload)
-        hashes = exact_hashes([r.norm for r in raw])  # type: ignore[misc]
-        scope = c.dedup_scope
-        exact_index = self._exact
-        fresh: list[Request] = []
-        first_of: dict[Any, Request] = {}
-        followers: dict[Any, list[Request]] = {}
-        for r, h in zip(raw, hashes, strict=True):
-            # a plain int key in the common case (text, no scope): cheapest to hash and compare
-            key: Any = h if not scope and r.text is not None else (
-                scope_of(r.payload, scope) if scope else b"", h, r.text is None)
-            r.key = key
-            entry = exact_index.get(key)
-            if entry is not None:
-                if type(entry) is tuple:
-                    g, norm, sim, ex = entry
-                else:
-                    g, norm, sim, ex = entry, entry.leader.norm, 1.0, True
-                if norm == r.norm:  # not a 64-bit hash collision
-                    if g.batch is None:
-                        self._join(r, g, sim, ex)
-                        continue
-                    if g.batch.live > 0:  # running, and somebody still waits for it
-                        self._coalesce(r, g, sim, ex)
-                        continue
-            lead = first_of.get(key)
-            if lead is not None and lead.norm == r.norm:
-                followers.setdefault(key, []).append(r)
-                continue
-            if lead is None:
-                first_of[key] = r
-            fresh.append(r)
-        if fresh:
-            if c.dedup_function is not None:
-                self._custom_stage(fresh)
-            elif c.dedup_strategy in ("embedding", "hybrid"):
-                self._embedding_stage(fresh)
-            else:
-                for r in fresh:
-                    self._new_group(r)
-        for key, rs in followers.items():
-            lead = first_of[key]
-            if lead.state != GROUPED:  # its lead failed its own dedup step: the next one leads
-                lead, rs = rs[0], rs[1:]
-                self._new_group(lead)
-            g = lead.group
-            assert g is not None
-            sim = 1.0 if lead.similarity is None else lead.similarity
-            for r in rs:
-                self._join(r, g, sim, lead.similarity is None or lead.exact)
+    def pending_groups(self) -> Iterable[Group]:
+        """The pending groups, in arrival order."""
 
-    def _part_key(self, req: Request, scope: tuple[str, ...]) -> Any:
-        s = scope_of(req.payload, scope) if scope else b""
-        if self.config.guard_numbers and req.text is not None:
-            return (s, number_guard(req.text))
-        return (s, None)
 
-    def _custom_stage(self, fresh: list[Request]) -> None:
-        c = self.config
-        fn = c.dedup_function
-        threshold = c.dedup_threshold if c.dedup_threshold is not None else \
-            _CUSTOM_DEFAULT_THRESHOLD
-        leaders = [g for g in self._pending.values()]
-        for r in fresh:
-            part = self._part_key(r, c.dedup_scope)
-            best: Group | None = None
-            best_sim = 0.0
-            try:
-                for g in leaders:
-                    if g.part != part:
-                        continue
-                    sim = fn(r.payload, g.leader.payload)  # type: ignore[misc]
-                    if isinstance(sim, bool) or not isinstance(sim, (int, float)) or \
-                            not 0.0 <= sim <= 1.0:
-                        raise HandlerError(
-                            f"dedup_function must return a similarity in [0, 1], got {sim!r}"
-                        )
-                    if sim >= threshold:
-                        best, best_sim = g, float(sim)
-                        break
-            except HandlerError as e:
-                self._fail_raw(r, e)
-                continue
-            except Exception as e:  # the user's function: fail this request only
-                self._fail_raw(r, HandlerError.from_exception(e, "dedup_function raised"))
-                continue
-            if best is not None:
-                self._join(r, best, best_sim, False)
-            else:
-                leaders.append(self._new_group(r, part=part))
+class Prepared:
+    """The pure half of a pass: per request its normalized key and exact key, and the
+    embeddings computed ahead (``vectors[i]`` for ``raw[i]``, or None)."""
+
+    __slots__ = ("raw", "keys", "vectors", "error")
+
+    def __init__(self, raw: list[Request], keys: list[Any], vectors: list[Any] | None,
+                 error: BaseException | None = None) -> None:
+        self.raw = raw
+        self.keys = keys
+        self.vectors = vectors
+        self.error = error
+
+
+def similarity_value(sim: Any) -> float:
+    """A user's similarity as a float in [0, 1], or ValueError.
+
+    Any real number type is accepted (numpy's too), and values past the ends by float rounding
+    only (1.0000001) are clamped.
+    """
+    if isinstance(sim, bool) or not isinstance(sim, numbers.Real):
+        raise ValueError(f"dedup_function must return a similarity in [0, 1], got {sim!r}")
+    v = float(sim)
+    if not math.isfinite(v) or v < -_SIM_SLACK or v > 1.0 + _SIM_SLACK:
+        raise ValueError(f"dedup_function must return a similarity in [0, 1], got {sim!r}")
+    return min(max(v, 0.0), 1.0)
+
+
+class Deduper:
+    """Decides what each arriving request merges with.
+
+    Args:
+        config: The live options.
+        ops: The core's side: where decisions are carried out.
+
+    Attributes:
+        exact: Exact key -> the group it belongs to, pending or running: the group itself for
+            its leader's key, ``(group, norm, similarity, exact)`` for a member's own key.
+        leaders: The vectors of pending groups' leaders.
+    """
+
+    def __init__(self, config: BatchConfig, ops: GroupOps) -> None:
+        self.config = config
+        self._ops = ops
+        self.exact: dict[Any, Any] = {}
+        self.leaders = LeaderIndex()
+        self._embedder: Any = None
+
+    # ------------------------------------------------------------- indexes
+
+    def reset_embedder(self) -> None:
+        """The embedder option changed: old vectors are not comparable with new ones."""
+        self._embedder = None
+        self.leaders.reset()
+
+    def register_leader(self, g: Group) -> None:
+        """Index the key of ``g``'s leader (called for every new group)."""
+        key = g.leader.key
+        if key is not None:
+            g.keys.append(key)
+            self.exact[key] = g
+
+    def register_member(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+        """Index the key of a member that joined ``g`` (a twin of it joins ``g`` too)."""
+        key = req.key
+        if key is not None and key not in self.exact:
+            g.keys.append(key)
+            self.exact[key] = (g, req.norm, similarity, exact)
+
+    def drop_row(self, g: Group) -> None:
+        """``g`` is no longer pending: its leader vector no longer attracts new requests."""
+        if g.row is not None:
+            self.leaders.drop(g.row)
+            g.row = None
+
+    def drop_keys(self, g: Group) -> None:
+        """``g`` is finished (or gone): its exact keys no longer attract twins."""
+        exact = self.exact
+        for k in g.keys:
+            entry = exact.get(k)
+            if entry is g or (type(entry) is tuple and entry[0] is g):
+                del exact[k]
+
+    # ------------------------------------------------------------- embedder
 
     def embedder(self) -> Any:
         """The resolved embedder (built on first use)."""
@@ -211,6 +159,16 @@ class Grouping:
 
             self._embedder = resolve_embedder(self.config.embedder)
         return self._embedder
+
+    def vector_dim(self) -> int | None:
+        """The dimension a request's own ``"embedding"`` must have, if known yet."""
+        if self.leaders.dim is not None:
+            return self.leaders.dim
+        if self.config.embedder is None and self.config.dedup_function is None:
+            return getattr(self.embedder(), "dim", None)
+        if self._embedder is not None:
+            return getattr(self._embedder, "dim", None)
+        return None
 
     def threshold(self) -> float:
         """The similarity threshold in force for embedding merges."""
@@ -222,54 +180,229 @@ class Grouping:
         rec = getattr(self.embedder(), "recommended_threshold", None)
         return float(rec) if rec is not None else _FALLBACK_THRESHOLD
 
-    def _embedding_stage(self, fresh: list[Request]) -> None:
+    def _embeds(self) -> bool:
+        c = self.config
+        return c.dedup_function is None and c.dedup_strategy in ("embedding", "hybrid")
+
+    # ------------------------------------------------------------- the pass
+
+    def run(self, raw: list[Request]) -> None:
+        """One whole pass on the loop (small passes)."""
+        if raw:
+            self.apply(self.prepare(raw, embed_ahead=False))
+
+    def prepare(self, raw: list[Request], *, embed_ahead: bool) -> Prepared:
+        """The pure half of a pass; safe to run off the loop (reads only ``raw``).
+
+        With ``embed_ahead``, the texts that are new within ``raw`` are embedded here too, so
+        that :meth:`apply` has only cheap work left.
+        """
+        c = self.config
+        if not c.enable_dedup:
+            return Prepared(raw, [], None)
+        try:
+            norms: list[Any] = []
+            for r in raw:
+                if r.text is not None:
+                    norms.append(normalize_key(r.text) if c.normalize else r.text)
+                else:
+                    norms.append(canonical_bytes(r.payload))
+            hashes = exact_hashes(norms)
+            scope = c.dedup_scope
+            keys: list[Any] = []
+            for r, n, h in zip(raw, norms, hashes, strict=True):
+                r.norm = n
+                # a plain int key in the common case (text, no scope): cheapest to hash
+                keys.append(h if not scope and r.text is not None else (
+                    scope_of(r.payload, scope) if scope else b"", h, r.text is None))
+            vectors: list[Any] | None = None
+            if embed_ahead and self._embeds():
+                seen: set[Any] = set()
+                idx: list[int] = []
+                for i, r in enumerate(raw):
+                    if r.vector is None and r.text is not None and keys[i] not in seen:
+                        seen.add(keys[i])
+                        idx.append(i)
+                vectors = [None] * len(raw)
+                if idx:
+                    mat = self.embedder().embed([raw[i].text for i in idx])  # type: ignore[misc]
+                    for j, i in enumerate(idx):
+                        vectors[i] = mat[j]
+            return Prepared(raw, keys, vectors)
+        except Exception as e:  # reported by apply(): every request of the pass gets it
+            return Prepared(raw, [], None, e)
+
+    def apply(self, prep: Prepared) -> None:
+        """The decisions of a pass, on the loop."""
+        ops = self._ops
+        raw = prep.raw
+        if prep.error is not None:
+            e = prep.error
+            for r in raw:
+                if r.state == RAW:
+                    ops.reject(r, HandlerError.from_exception(e, "dedup failed"))
+            return
+        c = self.config
+        if not c.enable_dedup or not prep.keys:
+            for r in raw:
+                if r.state == RAW:
+                    ops.new_group(r, None)
+            return
+        exact_index = self.exact
+        fresh: list[Request] = []
+        fresh_vec: list[Any] = []
+        first_of: dict[Any, Request] = {}
+        followers: dict[Any, list[Request]] = {}
+        vectors = prep.vectors
+        for i, (r, key) in enumerate(zip(raw, prep.keys, strict=True)):
+            if r.state != RAW:  # left while prepare() ran
+                continue
+            r.key = key
+            entry = exact_index.get(key)
+            if entry is not None:
+                if type(entry) is tuple:
+                    g, norm, sim, ex = entry
+                else:
+                    g, norm, sim, ex = entry, entry.leader.norm, 1.0, True
+                if norm == r.norm:  # not a 64-bit hash collision
+                    if g.batch is None:
+                        ops.join(r, g, sim, ex)
+                        self.register_member(r, g, sim, ex)
+                        continue
+                    if g.batch.live > 0:  # running, and somebody still waits for it
+                        ops.coalesce(r, g, sim, ex)
+                        continue
+            lead = first_of.get(key)
+            if lead is not None and lead.norm == r.norm:
+                followers.setdefault(key, []).append(r)
+                continue
+            if lead is None:
+                first_of[key] = r
+            fresh.append(r)
+            fresh_vec.append(None if vectors is None else vectors[i])
+        if fresh:
+            if c.dedup_function is not None:
+                self._custom_stage(fresh)
+            elif c.dedup_strategy in ("embedding", "hybrid"):
+                self._embedding_stage(fresh, fresh_vec)
+            else:
+                for r in fresh:
+                    self._lead(r, None)
+        for key, rs in followers.items():
+            lead = first_of[key]
+            if lead.state != GROUPED:
+                # its lead failed its own dedup step (or left): the first live one leads
+                rs = [r for r in rs if r.state == RAW]
+                if not rs:
+                    continue
+                lead, rs = rs[0], rs[1:]
+                self._lead(lead, None)
+            g = lead.group
+            assert g is not None
+            sim = 1.0 if lead.similarity is None else lead.similarity
+            ex = lead.similarity is None or lead.exact
+            for r in rs:
+                if r.state != RAW:
+                    continue
+                ops.join(r, g, sim, ex)
+                self.register_member(r, g, sim, ex)
+
+    def _lead(self, r: Request, part: Any) -> Group:
+        g = self._ops.new_group(r, part)
+        self.register_leader(g)
+        return g
+
+    def _join(self, r: Request, g: Group, sim: float, exact: bool) -> None:
+        self._ops.join(r, g, sim, exact)
+        self.register_member(r, g, sim, exact)
+
+    def _part_key(self, req: Request) -> Any:
+        c = self.config
+        s = scope_of(req.payload, c.dedup_scope) if c.dedup_scope else b""
+        if c.guard_numbers and req.text is not None:
+            return (s, number_guard(req.text))
+        return (s, None)
+
+    def _custom_stage(self, fresh: list[Request]) -> None:
+        c = self.config
+        fn = c.dedup_function
+        threshold = c.dedup_threshold if c.dedup_threshold is not None else \
+            _CUSTOM_DEFAULT_THRESHOLD
+        leaders = list(self._ops.pending_groups())
+        for r in fresh:
+            part = self._part_key(r)
+            best: Group | None = None
+            best_sim = 0.0
+            try:
+                for g in leaders:
+                    if g.part != part or g.batch is not None or g.live == 0:
+                        continue
+                    try:
+                        sim = similarity_value(fn(r.payload, g.leader.payload))  # type: ignore[misc]
+                    except ValueError as e:
+                        raise HandlerError(str(e)) from None
+                    if sim >= threshold:
+                        best, best_sim = g, sim
+                        break
+            except HandlerError as e:
+                self._ops.reject(r, e)
+                continue
+            except Exception as e:  # the user's function: fail this request only
+                self._ops.reject(r, HandlerError.from_exception(e, "dedup_function raised"))
+                continue
+            if best is not None:
+                self._join(r, best, best_sim, False)
+            else:
+                leaders.append(self._lead(r, part))
+
+    def _embedding_stage(self, fresh: list[Request], ahead: list[Any]) -> None:
         from .embed import validate_vector
         from .kernels import leader_cluster
 
-        c = self.config
         emb = self.embedder()
         cands: list[Request] = []
-        texts: list[str] = []
-        for r in fresh:
+        cand_vec: list[Any] = []
+        need: list[int] = []
+        for r, v in zip(fresh, ahead, strict=True):
             if r.vector is not None:
                 cands.append(r)
+                cand_vec.append(None)
             elif r.text is not None:
+                if v is None:
+                    need.append(len(cands))
                 cands.append(r)
-                texts.append(r.text)
+                cand_vec.append(v)
             else:
-                self._new_group(r)  # no text: only an identical request merges with it
-        mat = None
-        if texts:
+                self._lead(r, None)  # no text: only an identical request merges with it
+        if need:
             try:
-                mat = emb.embed(texts)
+                mat = emb.embed([cands[j].text for j in need])  # type: ignore[misc]
+                for k, j in enumerate(need):
+                    cand_vec[j] = mat[k]
             except Exception as e:
-                for r in cands:
-                    if r.vector is None:
-                        self._fail_raw(r, HandlerError.from_exception(e, "the embedder failed"))
-        index = self._leaders
+                err = HandlerError.from_exception(e, "the embedder failed")
+                for j in need:
+                    self._ops.reject(cands[j], err)
+        index = self.leaders
         dim = getattr(emb, "dim", None) or index.dim
         ok: list[Request] = []
         vectors: list[Any] = []
-        k = 0
-        for r in cands:
-            if r.vector is None:
-                k += 1
-                if r.state == RAW:
-                    ok.append(r)
-                    vectors.append(mat[k - 1])  # type: ignore[index]
+        for r, v in zip(cands, cand_vec, strict=True):
+            if r.state != RAW:
                 continue
-            try:
-                r.vector = validate_vector(r.vector, dim)
-            except ValueError as e:
-                self._fail_raw(r, InvalidRequestError(f"bad 'embedding' field: {e}"))
-                continue
+            if r.vector is not None:
+                try:
+                    v = r.vector = validate_vector(r.vector, dim)
+                except ValueError as e:
+                    self._ops.reject(r, InvalidRequestError(f"bad 'embedding' field: {e}"))
+                    continue
             ok.append(r)
-            vectors.append(r.vector)
+            vectors.append(v)
         if not ok:
             return
         if index.dim is None:
             index.dim = len(vectors[0])
-        keys = [self._part_key(r, c.dedup_scope) for r in ok]
+        keys = [self._part_key(r) for r in ok]
         threshold = float(self.threshold())
         start, pids = index.append(vectors, keys)
         n = start + len(ok)
@@ -286,9 +419,9 @@ class Grouping:
             i = start + j
             li = leads[j]
             if li == i:
-                g = self._new_group(r, part=keys[j])
+                g = self._lead(r, keys[j])
                 g.row = i
                 index.lead(i, g)
             else:
-                self._join(r, owners[li], sims[j], False)
+                self._join(r, owners[li], min(sims[j], 1.0), False)
                 index.retire(i)

@@ -9,13 +9,12 @@ from typing import Any
 
 from .config import BatchConfig
 from .core import Core, Request
-from .dedup import encode_request
 from .errors import (
     ConfigError,
     InvalidRequestError,
-    RequestTooLargeError,
     StratabatchError,
 )
+from .requests import build_request
 from .stats import Stats
 
 _OPTIONS = frozenset(BatchConfig.option_names())
@@ -95,8 +94,7 @@ class BatchProcessor:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _OPTIONS:
-            setattr(self._config, name, value)
-            self._core.reconfigure(name)
+            setattr(self._config, name, value)  # the core hears of it through the config
         else:
             object.__setattr__(self, name, value)
 
@@ -114,37 +112,17 @@ class BatchProcessor:
 
     def _record(self, request: Any, index: int, call: Any, priority: int,
                 deadline: float | None) -> Request:
-        if type(request) is not dict and not isinstance(request, Mapping):
-            raise InvalidRequestError(
-                f"request {index}: a request must be a mapping (e.g. a dict), "
-                f"got {type(request).__name__}"
-            )
-        try:
-            size = len(encode_request(request))
-        except (TypeError, ValueError, OverflowError) as e:
-            raise InvalidRequestError(
-                f"request {index}: not msgpack-serializable ({e}); requests must hold only "
-                "str, bytes, int, float, bool, None, lists and str-keyed maps"
-            ) from None
-        c = self._config
-        if size > c.max_request_bytes:
-            raise RequestTooLargeError(
-                f"request {index}: encodes to {size} bytes, over max_request_bytes="
-                f"{c.max_request_bytes}"
-            )
-        text = request.get(c.dedup_key)
-        vector = request.get("embedding") if c.enable_dedup else None
-        if vector is not None and c.dedup_strategy == "exact" and c.dedup_function is None:
-            vector = None
-        if vector is not None:
-            from .embed import validate_vector
+        return build_request(request, self._config, index=index, sink=call, priority=priority,
+                             deadline=deadline, dim=self._dim())
 
-            try:
-                vector = validate_vector(vector, None)
-            except ValueError as e:
-                raise InvalidRequestError(f"request {index}: bad 'embedding' field: {e}") from None
-        return Request(request, priority=priority, deadline=deadline, sink=call, index=index,
-                       text=text if isinstance(text, str) else None, vector=vector)
+    def _dim(self) -> int | None:
+        c = self._config
+        if not c.enable_dedup or (c.dedup_strategy == "exact" and c.dedup_function is None):
+            return None
+        try:
+            return self._core.vector_dim()
+        except Exception:  # a broken embedder option: the dedup pass reports it per request
+            return None
 
     def _deliver(self, req: Request, value: Any, error: BaseException | None) -> None:
         call = req.sink
@@ -156,10 +134,10 @@ class BatchProcessor:
                     call.set_result(value)
             return
         if call.stream is not None:
-            g = req.group
+            lead = req.merged_with
             merged = None
-            if g is not None and g.leader is not req:
-                merged = g.leader.index if g.leader.sink is call else -1
+            if lead is not None:
+                merged = lead.index if lead.sink is call else -1
             call.stream.put_nowait(Completed(
                 req.index, req.payload, value, merged,
                 None if merged is None else req.similarity, error,
@@ -269,6 +247,7 @@ class BatchProcessor:
         try:
             results = await call.fut  # type: ignore[misc]
         except BaseException:
+            _retrieve(call.fut)
             for r in submitted:  # the caller is gone (or failed): its other requests go too
                 self._core.abandon(r)
             raise
@@ -288,6 +267,7 @@ class BatchProcessor:
         try:
             return await fut
         except BaseException:
+            _retrieve(fut)
             core.abandon(rec)  # no-op if it already has its outcome
             raise
 
@@ -346,3 +326,10 @@ class BatchProcessor:
         c = self._config
         return (f"BatchProcessor(window_ms={c.window_ms:g}, max_size={c.max_size}, "
                 f"dedup_strategy={c.dedup_strategy!r}, waiting={self._core.waiting})")
+
+
+def _retrieve(fut: asyncio.Future | None) -> None:
+    """Mark an outcome that arrived in the tick its caller was cancelled as seen, so asyncio
+    does not log "exception was never retrieved" for it."""
+    if fut is not None and fut.done() and not fut.cancelled():
+        fut.exception()

@@ -29,16 +29,22 @@ class Request:
         vector: The request's own embedding (float32, unit norm), or None.
         similarity: Similarity to the request whose handler item answers it; None if it is
             that request itself.
+        size: Bytes of its msgpack encoding (what ``max_request_bytes`` limits).
+        merged_with: Set by the core when the outcome is delivered: the request whose handler
+            item answered this one, or None if this one went to the handler itself (or never
+            reached a group).
     """
 
     __slots__ = (
         "payload", "priority", "deadline", "sink", "index", "text", "vector",
         "arrival", "seq", "state", "group", "key", "norm", "similarity", "exact", "timer",
+        "size", "merged_with",
     )
 
     def __init__(
         self, payload: Mapping[str, Any], *, priority: int = 0, deadline: float | None = None,
         sink: Any = None, index: int = 0, text: str | None = None, vector: Any = None,
+        size: int = 0,
     ) -> None:
         self.payload = payload
         self.priority = priority
@@ -56,6 +62,8 @@ class Request:
         self.similarity: float | None = None
         self.exact = False
         self.timer: asyncio.TimerHandle | None = None
+        self.size = size
+        self.merged_with: Request | None = None
 
     @property
     def leader(self) -> Request | None:
