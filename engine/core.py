@@ -469,11 +469,11 @@ class Core:
                 b.task.cancel()  # nobody waits for any of its results any more
 
     def _remove_pending(self, g: Group, keep_keys: bool = False) -> None:
-        """Take ``g`` out of the pending groups; its exact keys stay if it is being sent (a
-        twin arriving while it runs coalesces into it)."""
+        """Take ``g`` out of the pending groups; its exact keys and leader row stay if it is
+        being sent (a twin or near twin arriving while it runs coalesces into it)."""
         self._pending.pop(g.seq, None)
-        self._dedup.drop_row(g)
         if not keep_keys:
+            self._dedup.drop_row(g)
             self._dedup.drop_keys(g)
 
     # ------------------------------------------------------------- GroupOps (for Deduper)
@@ -608,6 +608,8 @@ class Core:
             return max(8, min(_MAX_PASS, 20_000 // (len(self._pending) + 1)))
         if c.dedup_strategy == "exact":
             return _MAX_PASS
+        if self._dedup.leaders.table is not None:  # indexed: cost per request flat in depth
+            return _MAX_PASS
         return max(32, min(_MAX_PASS, _MAX_PASS_PAIRS // (len(self._pending) + 1)))
 
     def _run_pass(self) -> bool:
@@ -711,6 +713,7 @@ class Core:
                                     m.exact or m.similarity is None)
                 live.append(m)
             if not live:
+                self._dedup.drop_row(g)
                 self._dedup.drop_keys(g)
                 continue
             self._release(len(live))
@@ -831,6 +834,7 @@ class Core:
                     f"internal error while answering a batch: {type(e).__name__}: {e}"))
         finally:
             for g in batch.groups:  # break the request<->group<->batch cycles: no GC work
+                self._dedup.drop_row(g)
                 self._dedup.drop_keys(g)
                 for m in g.members:
                     m.group = None

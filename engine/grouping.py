@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .dedup import LeaderIndex, canonical_bytes, exact_hashes, normalize_key, number_guard, scope_of
 from .errors import HandlerError, InvalidRequestError
-from .records import GROUPED, RAW, Group, Request
+from .records import GROUPED, INFLIGHT, RAW, Group, Request
 
 if TYPE_CHECKING:
     from .config import BatchConfig
@@ -40,12 +39,6 @@ __all__ = ["Deduper", "GroupOps", "Prepared"]
 _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
 _SIM_SLACK = 1e-6  # float rounding: a similarity of 1.0000001 is 1.0
-# The BLAS path of the clustering kernel wins only with BLAS on one thread: two OpenBLAS
-# threads on a busy 2-core machine made it 30x slower than the jitted loop (measured). The
-# engine process pins BLAS before numpy loads; an embedded process gets it when it does too.
-_CLUSTER_METHOD = "auto" if any(
-    os.environ.get(v) == "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                       "MKL_NUM_THREADS")) else "loop"
 
 
 class GroupOps(Protocol):
@@ -105,7 +98,7 @@ class Deduper:
     Attributes:
         exact: Exact key -> the group it belongs to, pending or running: the group itself for
             its leader's key, ``(group, norm, similarity, exact)`` for a member's own key.
-        leaders: The vectors of pending groups' leaders.
+        leaders: The vectors of the leaders of pending and running groups.
     """
 
     def __init__(self, config: BatchConfig, ops: GroupOps) -> None:
@@ -290,6 +283,14 @@ class Deduper:
                     self._lead(r, None)
         for key, rs in followers.items():
             lead = first_of[key]
+            g = lead.group
+            if lead.state == INFLIGHT and g is not None and g.batch is not None and \
+                    g.batch.live > 0:  # its lead coalesced into running work: so do they
+                sim = 1.0 if lead.similarity is None else lead.similarity
+                for r in rs:
+                    if r.state == RAW:
+                        ops.coalesce(r, g, sim, lead.exact)
+                continue
             if lead.state != GROUPED:
                 # its lead failed its own dedup step (or left): the first live one leads
                 rs = [r for r in rs if r.state == RAW]
@@ -357,7 +358,7 @@ class Deduper:
 
     def _embedding_stage(self, fresh: list[Request], ahead: list[Any]) -> None:
         from .embed import validate_vector
-        from .kernels import leader_cluster
+        from .index import greedy_pass
 
         emb = self.embedder()
         cands: list[Request] = []
@@ -404,17 +405,19 @@ class Deduper:
             index.dim = len(vectors[0])
         keys = [self._part_key(r) for r in ok]
         threshold = float(self.threshold())
-        start, pids = index.append(vectors, keys)
+        start, _ = index.append(vectors, keys)
         n = start + len(ok)
-        if index.has_leaders_in(pids):
-            lead, sim = leader_cluster(index.mat[:n], index.part[:n], threshold, start,
-                                       method=_CLUSTER_METHOD)
-            leads, sims = lead[start:].tolist(), sim[start:].tolist()
-        else:  # no pending leader shares a partition with them: cluster the new rows alone
-            lead, sim = leader_cluster(index.mat[start:n], index.part[start:n], threshold, 0,
-                                       method=_CLUSTER_METHOD)
-            leads, sims = (lead + start).tolist(), sim.tolist()
+        cands = index.candidates(start, threshold)
         owners = index.owners
+
+        def joinable(row: int) -> bool:
+            g = owners[row]
+            # a running group whose waiters all left is being cancelled: not a leader to join
+            return g is not None and (g.batch is None or g.batch.live > 0)
+
+        leads, sims, late = greedy_pass(index.mat[:n], index.part[:n], threshold, start, cands,
+                                        joinable)
+        ops = self._ops
         for j, r in enumerate(ok):
             i = start + j
             li = leads[j]
@@ -422,6 +425,13 @@ class Deduper:
                 g = self._lead(r, keys[j])
                 g.row = i
                 index.lead(i, g)
-            else:
-                self._join(r, owners[li], min(sims[j], 1.0), False)
-                index.retire(i)
+                continue
+            g = owners[li]
+            sim = min(sims[j], 1.0)
+            if g.batch is None:
+                self._join(r, g, sim, False)
+            else:  # a near twin of work in the handler waits for its result
+                ops.coalesce(r, g, sim, False)
+                self.register_member(r, g, sim, False)
+            index.retire(i)
+        index.file_leaders(late)

@@ -32,6 +32,7 @@ Kernels are pure functions of numpy arrays, ``cache=True``; the table lives in a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from llvmlite import ir
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_CANDIDATES",
     "SketchTable",
     "exhaustive_candidates",
+    "greedy_pass",
 ]
 
 MAX_CANDIDATES = 8
@@ -540,3 +542,119 @@ def sketch(X: np.ndarray, directions: np.ndarray, words: np.ndarray, start: int)
     proj = np.ascontiguousarray(X @ directions, dtype=np.float32)
     _pack_signs(proj, words, start)
     return proj
+
+
+# --------------------------------------------------------------------------------------------
+# The greedy pass over candidate lists
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _cosines(X, i, rows, thr, margin):
+    """Canonical cosines of row i with each of ``rows`` (-2 where below thr)."""
+    out = np.empty(rows.shape[0], np.float32)
+    for t in range(rows.shape[0]):
+        out[t] = _confirm(X, i, rows[t], thr, thr - margin, thr + margin)
+    return out
+
+
+def greedy_pass(
+    X: np.ndarray,
+    part: np.ndarray,
+    threshold: float,
+    start: int,
+    cands: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    joinable: Callable[[int], bool] | None = None,
+    veto: Callable[[int, int], bool] | None = None,
+) -> tuple[list[int], list[float], list[int]]:
+    """Decide each new row's leader from its candidate list, in row order.
+
+    Row ``start + j`` takes the first candidate that is still a leader (an earlier new row that
+    became one, or an older row ``joinable`` accepts) and that ``veto`` allows; with no such
+    candidate it becomes a leader. A row that had candidates but took none is a *late
+    leader*: the candidate producers did not offer it to the rows after it, so those rows are
+    checked against it here (exact cosine), and a list cut at ``max_cand`` whose candidates
+    were all refused is completed by a scan of every leader. Without vetoes and with every old
+    row joinable this is exactly greedy leader clustering.
+
+    Args:
+        X: The matrix the candidates were computed on.
+        part: Its partitions (-1 for dead rows).
+        threshold: The threshold the candidates were computed with.
+        start: First new row.
+        cands: ``(offsets, rows, sims, more)`` from a candidate producer.
+        joinable: Whether an old row (< start) may be joined now; None: all may.
+        veto: ``veto(new_row, candidate_row)`` True refuses that merge; None: none refused.
+
+    Returns:
+        ``(leader, sim, late)``: per new row its leader row (itself for a leader) and cosine to
+        it (1.0 for a leader), and the late leaders (rows the producers did not file).
+    """
+    off, rows, sims, more = cands
+    m = X.shape[0] - start
+    thr = np.float32(threshold)
+    margin = _margin(X.shape[1])
+    leader = [0] * m
+    sim = [1.0] * m
+    late: list[int] = []
+    off_l = off.tolist()
+    rows_l = rows.tolist()
+    sims_l = sims.tolist()
+    for j in range(m):
+        i = start + j
+        a, b = off_l[j], off_l[j + 1]
+        if a == b and not late:
+            leader[j] = i  # a provisional leader: nothing to decide
+            continue
+        lst = list(zip(rows_l[a:b], sims_l[a:b], strict=True))
+        if late:
+            lst = _with_late(X, part, i, late, lst, thr, margin)
+        took = _take(i, start, lst, leader, joinable, veto)
+        if took is None and bool(more[j]):
+            lst = _rescan(X, part, i, start, leader, thr, margin)
+            took = _take(i, start, lst, leader, joinable, veto)
+        if took is None:
+            leader[j] = i
+            if lst:
+                late.append(i)
+        else:
+            leader[j], sim[j] = took
+    return leader, sim, late
+
+
+def _take(i: int, start: int, lst: list[tuple[int, float]], leader: list[int],
+          joinable: Callable[[int], bool] | None,
+          veto: Callable[[int, int], bool] | None) -> tuple[int, float] | None:
+    for r, s in lst:
+        if r >= start:
+            if leader[r - start] != r:
+                continue  # it joined someone: not a leader
+        elif joinable is not None and not joinable(r):
+            continue
+        if veto is not None and veto(i, r):
+            continue
+        return r, s
+    return None
+
+
+def _with_late(X: np.ndarray, part: np.ndarray, i: int, late: list[int],
+               lst: list[tuple[int, float]], thr: np.float32,
+               margin: np.float32) -> list[tuple[int, float]]:
+    pi = part[i]
+    same = np.array([r for r in late if part[r] == pi], np.int64)
+    if not same.size:
+        return lst
+    cos = _cosines(X, i, same, thr, margin).tolist()
+    extra = [(int(r), c) for r, c in zip(same.tolist(), cos, strict=True) if c >= -1.0]
+    return sorted(lst + extra) if extra else lst
+
+
+def _rescan(X: np.ndarray, part: np.ndarray, i: int, start: int, leader: list[int],
+            thr: np.float32, margin: np.float32) -> list[tuple[int, float]]:
+    """Every leader before row i in its partition with cosine >= thr, in row order."""
+    pi = part[i]
+    old = np.flatnonzero(part[:start] == pi)
+    new = [start + t for t in range(i - start) if leader[t] == start + t and part[start + t] == pi]
+    rows = np.concatenate([old, np.array(new, np.int64)]).astype(np.int64)
+    cos = _cosines(X, i, rows, thr, margin).tolist()
+    return [(int(r), c) for r, c in zip(rows.tolist(), cos, strict=True) if c >= -1.0]
