@@ -32,6 +32,7 @@ Kernels are pure functions of numpy arrays, ``cache=True``; the table lives in a
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -61,6 +62,12 @@ INDEX_MIN_ROWS = 1024
 # Below this threshold a pair at the threshold differs in so many sketch bits that bands narrow
 # enough for recall match unrelated rows by the thousand: the exhaustive path serves it.
 INDEX_MIN_THRESHOLD = 0.9
+
+# BLAS products win only with BLAS on one thread: two OpenBLAS threads on a busy 2-core
+# machine made them 30x slower than the jitted loop (measured). The engine process pins BLAS
+# before numpy loads; an embedded process gets the BLAS paths when it does too.
+BLAS_ONE_THREAD = any(os.environ.get(v) == "1" for v in (
+    "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"))
 
 SKETCH_BITS = 128
 _WORDS = SKETCH_BITS // 64
@@ -139,12 +146,55 @@ def _exhaustive_pass(X, part, thr, margin, lidx, nl, start, n, k, off, out_rows,
     return nl
 
 
+@njit(cache=True)
+def _exhaustive_block(X, part, thr, margin, is_lead, b0, b1, S, start, k, off, out_rows,
+                      out_sims, more, e):
+    """Rows [b0, b1) from S = X[b0:b1] @ X[:b1].T (float32): a row compares with every
+    earlier row that leads (is_lead), in row order; the canonical cosine decides near the
+    threshold. Returns the next free position of out_rows."""
+    lo = thr - margin
+    hi = thr + margin
+    for i in range(b0, b1):
+        pi = part[i]
+        cnt = 0
+        cut = False
+        srow = i - b0
+        for j in range(i):
+            if not is_lead[j] or part[j] != pi:
+                continue
+            approx = S[srow, j]
+            if approx < lo:
+                continue
+            c = _dot_canonical(X, i, X, j)
+            if approx < hi and c < thr:
+                continue
+            if cnt == k:
+                cut = True
+                break
+            out_rows[e + cnt] = j
+            out_sims[e + cnt] = c
+            cnt += 1
+        if cnt == 0:
+            is_lead[i] = True
+        e += cnt
+        off[i - start + 1] = e
+        more[i - start] = cut
+    return e
+
+
+# Below this many (new rows x rows before them) the direct loop beats BLAS blocks, whose
+# fixed cost per block dominates small products (measured with perf/bench_dedup_depth.py).
+_LOOP_MAX_PAIRS = 16_384
+_EX_BLOCK = 128
+
+
 def exhaustive_candidates(
     X: np.ndarray,
     part: np.ndarray,
     threshold: float,
     start: int,
     max_cand: int = MAX_CANDIDATES,
+    method: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Candidate leaders of rows ``start ..`` of X, comparing each with every leader.
 
@@ -159,6 +209,10 @@ def exhaustive_candidates(
         threshold: Cosine a candidate needs.
         start: First new row.
         max_cand: At most this many candidates per row (>= 1).
+        method: ``"loop"`` (jitted direct loop), ``"blas"`` (products from BLAS, a block of
+            new rows against every row before them, then a jitted scan) or ``"auto"`` (BLAS
+            for large inputs when BLAS runs on one thread, see :data:`BLAS_ONE_THREAD`; else
+            the loop). All give the same lists.
 
     Returns:
         ``(offsets, rows, sims, more)``: the candidates of new row ``start + j`` are
@@ -178,8 +232,23 @@ def exhaustive_candidates(
     rows = np.empty(m * max_cand, np.int64)
     sims = np.empty(m * max_cand, np.float32)
     more = np.zeros(m, np.bool_)
-    _exhaustive_pass(X, part, np.float32(threshold), _margin(X.shape[1]), lidx, live.shape[0],
-                     start, n, max_cand, off, rows, sims, more)
+    thr = np.float32(threshold)
+    margin = _margin(X.shape[1])
+    if method not in ("auto", "loop", "blas"):
+        raise ValueError(f"method must be 'auto', 'loop' or 'blas', got {method!r}")
+    if method == "loop" or (method == "auto" and (not BLAS_ONE_THREAD or m * n <= _LOOP_MAX_PAIRS)):
+        _exhaustive_pass(X, part, thr, margin, lidx, live.shape[0], start, n, max_cand, off,
+                         rows, sims, more)
+    else:  # many pairs: their products by BLAS, a block of new rows at a time
+        is_lead = np.zeros(n, np.bool_)
+        is_lead[live] = True
+        off[0] = 0
+        e = 0
+        for b0 in range(start, n, _EX_BLOCK):
+            b1 = min(b0 + _EX_BLOCK, n)
+            S = X[b0:b1] @ X[:b1].T
+            e = _exhaustive_block(X, part, thr, margin, is_lead, b0, b1, S, start, max_cand,
+                                  off, rows, sims, more, e)
     e = off[m]
     return off, rows[:e], sims[:e], more
 

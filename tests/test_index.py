@@ -81,8 +81,28 @@ def small_case(draw):
 @given(case=small_case())
 def test_exhaustive_candidates_match_the_reference(case) -> None:
     X, part, thr, start, k = case
-    got = _as_lists(exhaustive_candidates(X, part, thr, start, k))
     want = candidates_reference(X, part, thr, start, k)
+    for method in ("loop", "blas"):
+        _check_candidates(_as_lists(exhaustive_candidates(X, part, thr, start, k, method)), want)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.sampled_from([40, 200, 400]))
+def test_exhaustive_blas_blocks_match_the_loop_on_float_vectors(seed, n) -> None:
+    """384-d rows, several blocks of new rows, threshold on an actual cosine."""
+    rng = np.random.default_rng(seed)
+    X = _near_dups(rng, max(2, n // 4), n, 0.3, d=384)
+    part = rng.integers(0, 2, n).astype(np.int64)
+    start = int(rng.integers(0, n))
+    part[:start][rng.random(start) < 0.3] = -1
+    C = _canonical(X)
+    thr = float(np.quantile(C[~np.eye(n, dtype=bool)], 0.97))
+    want = candidates_reference(X, part, thr, start, 3)
+    for method in ("loop", "blas"):
+        _check_candidates(_as_lists(exhaustive_candidates(X, part, thr, start, 3, method)), want)
+
+
+def _check_candidates(got, want) -> None:
     assert [[r for r, _ in c] for c, _ in got] == [[r for r, _ in c] for c, _ in want]
     assert [[s for _, s in c] for c, _ in got] == [[float(s) for _, s in c] for c, _ in want]
     assert [m for _, m in got] == [m for _, m in want]
