@@ -252,8 +252,8 @@ class LeaderIndex:
         self.last_indexed = use
         X = self.mat[:n]
         if use:
-            if self._dirs is None or self._dirs.shape[0] != self.dim:
-                self._dirs = ix.sketch_directions(self.dim)  # type: ignore[arg-type]
+            if self._dirs is None or self._dirs.dim != self.dim:
+                self._dirs = ix.SketchBasis(self.dim)  # type: ignore[arg-type]
             proj = ix.sketch(self.mat[start:n], self._dirs, self.words, start)
             live = np.flatnonzero(self.part[:start] >= 0)
             return self.table.candidates(X, self.part[:n], self.words, proj, start, self.stamp,
@@ -278,8 +278,8 @@ class LeaderIndex:
         from . import index as ix
 
         np = self._np
-        if self._dirs is None or self._dirs.shape[0] != self.dim:
-            self._dirs = ix.sketch_directions(self.dim)  # type: ignore[arg-type]
+        if self._dirs is None or self._dirs.dim != self.dim:
+            self._dirs = ix.SketchBasis(self.dim)  # type: ignore[arg-type]
         if self.table is None and start:
             ix.sketch(self.mat[:start], self._dirs, self.words, 0)
         self.table = ix.SketchTable(threshold)
