@@ -354,19 +354,23 @@ def _band_key(value, band, pid):
     return h | np.uint64(1)  # 0 marks an empty slot
 
 
+_INLINE = 3  # entries held in the slot itself
+
+
 @njit(cache=True)
 def _find_slot(slots, h):
     """Slot of key h (open addressing, linear probing), or -1 - the free slot it would take.
 
-    A slot is one uint64: the key's high 32 bits (never 0: 0 marks a free slot) above the
-    index of its chain's first entry. Two keys sharing their high bits share a chain: that
-    costs a few extra sketch comparisons, never a wrong candidate (the cosine decides).
+    A slot is one 64-byte row of 8 uint64: the key's high 32 bits (never 0: 0 marks a free
+    slot) above the count of inline entries, the first overflow entry, then up to three
+    inline entries (row, first sketch word). Two keys sharing their high bits share a slot:
+    that costs a few extra sketch comparisons, never a wrong candidate (the cosine decides).
     """
     mask = slots.shape[0] - 1
     tag = (h >> np.uint64(32)) | np.uint64(1)
     s = np.int64(h & np.uint64(mask))
     while True:
-        v = slots[s]
+        v = slots[s, 0]
         if v == 0:
             return -1 - s
         if (v >> np.uint64(32)) == tag:
@@ -378,9 +382,9 @@ def _find_slot(slots, h):
 def _file_row(words, part, band_pos, row, slots, ents, state):
     """File ``row`` under each of its band values (capacity is the caller's job).
 
-    An entry is 16 bytes: (row | next entry << 32, first sketch word), so a chain walk that
-    rejects an entry by its sketch touches one cache line and nothing else, and the whole
-    table of 32k leaders stays within a few MB.
+    The first three rows of a key live in its slot, so a probe usually reads one cache line
+    (a miss in a table of many MB) and nothing else; more spill to 16-byte overflow entries
+    (row | next << 32, first sketch word).
     """
     pid = part[row]
     for band in range(band_pos.shape[0]):
@@ -388,20 +392,42 @@ def _file_row(words, part, band_pos, row, slots, ents, state):
         s = _find_slot(slots, h)
         if s < 0:
             s = -1 - s
-            slots[s] = (((h >> np.uint64(32)) | np.uint64(1)) << np.uint64(32)) | _NIL32
+            slots[s, 0] = ((h >> np.uint64(32)) | np.uint64(1)) << np.uint64(32)
+            slots[s, 1] = _NIL32
             state[1] += 1
-        e = state[0]
-        head = slots[s] & _NIL32
-        ents[e, 0] = np.uint64(row) | (head << np.uint64(32))
-        ents[e, 1] = words[row, 0]
-        slots[s] = (slots[s] & ~_NIL32) | np.uint64(e)
-        state[0] = e + 1
+        c = np.int64(slots[s, 0] & _NIL32)
+        if c < _INLINE:
+            slots[s, 2 + 2 * c] = np.uint64(row)
+            slots[s, 3 + 2 * c] = words[row, 0]
+            slots[s, 0] += np.uint64(1)
+        else:
+            e = state[0]
+            ents[e, 0] = np.uint64(row) | (slots[s, 1] << np.uint64(32))
+            ents[e, 1] = words[row, 0]
+            slots[s, 1] = np.uint64(e)
+            state[0] = e + 1
 
 
 @njit(cache=True)
 def _file_rows(words, part, band_pos, rows, slots, ents, state):
     for t in range(rows.shape[0]):
         _file_row(words, part, band_pos, rows[t], slots, ents, state)
+
+
+@njit(cache=True)
+def _consider(X, part, stamp, tag, i, pi, r, w, w0, hmax, thr, lo, hi, brow, bsim, cnt, k):
+    """Row r (sketch word w) as a candidate of row i: returns (count, whether one was cut)."""
+    if _popcount(w ^ w0) > hmax:
+        return cnt, False
+    if stamp[r] == tag:
+        return cnt, False
+    stamp[r] = tag
+    if part[r] != pi or r >= i:
+        return cnt, False  # dead (-1), or a stale entry
+    c = _confirm(X, i, r, thr, lo, hi)
+    if c < -1.0:
+        return cnt, False
+    return _keep_lowest(brow, bsim, cnt, k, r, c), cnt == k
 
 
 @njit(cache=True)
@@ -452,21 +478,19 @@ def _index_pass(X, part, words, keys, band_pos, thr, margin, hmax, start, n, k,
     bsim = np.empty(k, np.float32)
     for j in range(min(m, _AHEAD_SLOTS)):
         for t in range(nk):
-            _prefetch(slots, np.int64(keys[j, t] & mask))
+            _prefetch(slots, np.int64(keys[j, t] & mask) * 8)
     e = 0
     off[0] = 0
     for i in range(start, n):
         j = i - start
         if j + _AHEAD_SLOTS < m:
             for t in range(nk):
-                _prefetch(slots, np.int64(keys[j + _AHEAD_SLOTS, t] & mask))
+                _prefetch(slots, np.int64(keys[j + _AHEAD_SLOTS, t] & mask) * 8)
         if j + _AHEAD_ENTS < m:
             for t in range(nk):
                 s = _find_slot(slots, keys[j + _AHEAD_ENTS, t])
-                if s >= 0:
-                    q = slots[s] & _NIL32
-                    if q != _NIL32:
-                        _prefetch(ents, np.int64(q) * 2)
+                if s >= 0 and slots[s, 1] != _NIL32:
+                    _prefetch(ents, np.int64(slots[s, 1]) * 2)
         pi = part[i]
         w0 = words[i, 0]
         state[2] += 1
@@ -477,28 +501,21 @@ def _index_pass(X, part, words, keys, band_pos, thr, margin, hmax, start, n, k,
             s = _find_slot(slots, keys[j, t])
             if s < 0:
                 continue
-            q = slots[s] & _NIL32
+            for u in range(np.int64(slots[s, 0] & _NIL32)):
+                cnt, c = _consider(X, part, stamp, tag, i, pi, np.int64(slots[s, 2 + 2 * u]),
+                                   slots[s, 3 + 2 * u], w0, hmax, thr, lo, hi, brow, bsim,
+                                   cnt, k)
+                cut |= c
+            q = slots[s, 1]
             while q != _NIL32:
                 head = ents[q, 0]
                 nxt = head >> np.uint64(32)
                 if nxt != _NIL32:
                     _prefetch(ents, np.int64(nxt) * 2)
-                if _popcount(ents[q, 1] ^ w0) > hmax:
-                    q = nxt
-                    continue
-                r = np.int64(head & _NIL32)
+                cnt, c = _consider(X, part, stamp, tag, i, pi, np.int64(head & _NIL32),
+                                   ents[q, 1], w0, hmax, thr, lo, hi, brow, bsim, cnt, k)
+                cut |= c
                 q = nxt
-                if stamp[r] == tag:
-                    continue
-                stamp[r] = tag
-                if part[r] != pi or r >= i:
-                    continue  # dead (-1), or a stale entry
-                c = _confirm(X, i, r, thr, lo, hi)
-                if c < -1.0:
-                    continue
-                if cnt == k:
-                    cut = True
-                cnt = _keep_lowest(brow, bsim, cnt, k, r, c)
         if cnt == 0:
             _file_row(words, part, band_pos, i, slots, ents, state)
         for t in range(cnt):
@@ -512,14 +529,18 @@ def _index_pass(X, part, words, keys, band_pos, thr, margin, hmax, start, n, k,
 def band_design(threshold: float) -> tuple[int, int, int]:
     """(bits per band, bands, Hamming bound) of the index for ``threshold``.
 
-    A pair at cosine c disagrees on each sketch bit with probability acos(c) / pi, bits
+    A pair at cosine c disagrees on each sketch bit with probability p = acos(c) / pi, bits
     independent. Bands of ``b`` disjoint bits: a pair meets in a band with probability
-    (1 - p)^b, more with the flipped-bit probe. ``b`` is chosen so that unrelated rows
-    (p = 1/2) meet in a band about once per 2**b leaders, and the Hamming bound keeps a pair at
-    the threshold with probability 1 - 3e-7 (five standard deviations).
+    (1 - p)^b, more with the flipped-bit probes. Unrelated rows (p near 1/2) meet in a band
+    about once per 2**b leaders, so ``b`` sets the cost at depth and the bands the recall.
+    Simulated on pairs exactly at the threshold 0.96 (p = 0.090): 16-bit bands, 8 of them,
+    3 probes miss 1.1% of such pairs, 0.3% at cosine 0.97, 0.04% at 0.98 (14-bit bands, 9,
+    2 probes: 0.8% / 0.2% / 0.04%, but 4x the unrelated rows per probe, which doubled the
+    cost per row at 32k leaders, measured). The Hamming bound on the first 64 bits keeps a
+    pair at the threshold with probability 1 - 3e-7 (five standard deviations).
     """
     p = math.acos(min(1.0, max(-1.0, threshold))) / math.pi
-    bits = 14 if threshold >= 0.95 else 12 if threshold >= 0.93 else 10
+    bits = 16 if threshold >= 0.95 else 14 if threshold >= 0.93 else 12
     bands = SKETCH_BITS // bits
     sd = math.sqrt(64 * p * (1.0 - p))  # the bound applies to the first sketch word
     hmax = int(math.ceil(64 * p + 5.0 * sd)) + 1
@@ -535,10 +556,10 @@ class SketchTable:
     Args:
         threshold: The cosine the table is designed for (see :func:`band_design`).
         probes: Probes per band: 1 (the band's value) or more (each extra one flips the next
-            least certain bit).
+            least certain bit of the band, alone).
     """
 
-    def __init__(self, threshold: float, probes: int = 2) -> None:
+    def __init__(self, threshold: float, probes: int = 3) -> None:
         self.threshold = float(threshold)
         self.bits, self.bands, self.hmax = band_design(threshold)
         rng = np.random.default_rng(_SKETCH_SEED)
@@ -548,7 +569,7 @@ class SketchTable:
         self._alloc(1024, 4096)
 
     def _alloc(self, slots: int, entries: int) -> None:
-        self.slots = np.zeros(slots, np.uint64)  # key tag << 32 | first entry; 0: free
+        self.slots = np.zeros((slots, 8), np.uint64)  # see _find_slot
         self.ents = np.empty((entries, 2), np.uint64)  # row | next << 32, sketch word 0
         self.state = np.zeros(3, np.int64)  # entries used, slots used, query tag
 
