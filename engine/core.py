@@ -195,13 +195,14 @@ class Core:
         try:
             import numpy as np
 
-            from .kernels import leader_cluster, xxh64_batch
+            from . import index
+            from .kernels import xxh64_batch
 
             xxh64_batch(np.zeros(8, np.uint8), np.array([0, 8], np.int64))
             if need[1]:
                 emb = self._dedup.embedder()
-                x = emb.embed(["warm up", "warm-up"])
-                leader_cluster(np.ascontiguousarray(x, np.float32), np.zeros(2, np.int64), 0.9, 0)
+                emb.embed(["warm up", "warm-up"])
+                index.warm_up()
         except BaseException as e:  # reported on the loop: the next dedup pass fails with it
             error = e
         loop = self._loop

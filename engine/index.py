@@ -792,3 +792,22 @@ def _rescan(X: np.ndarray, part: np.ndarray, i: int, start: int, leader: list[in
     rows = np.concatenate([old, np.array(new, np.int64)]).astype(np.int64)
     cos = _cosines(X, i, rows, thr, margin).tolist()
     return [(int(r), c) for r, c in zip(rows.tolist(), cos, strict=True) if c >= -1.0]
+
+
+def warm_up(dim: int = 16) -> None:
+    """Load (or compile) every kernel of this module once, on tiny inputs (for a thread that
+    prepares a process before its first dedup pass)."""
+    from .dedup import LeaderIndex
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, dim)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    part = np.zeros(6, np.int64)
+    for method in ("loop", "blas"):
+        exhaustive_candidates(X, part, 0.9, 2, method=method)
+    idx = LeaderIndex(method="index")
+    idx.dim = dim
+    start, _ = idx.append(X, [0] * 6)
+    greedy_pass(idx.mat[:6], idx.part[:6], 0.9, start, idx.candidates(start, 0.95),
+                veto=lambda i, j: True)
+    idx.file_leaders([0])
