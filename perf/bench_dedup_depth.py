@@ -2,7 +2,8 @@
 
 Section "depth": the core driven directly (no processor, no futures), a no-op async handler,
 ``window_ms`` 1, ``max_size`` 256, one batch in flight, the default hashing embedder. The
-queue is first filled to DEPTH waiting requests (not timed); then, on every loop turn, as
+queue is first filled to DEPTH waiting requests and all of them deduped (not timed); then, on
+every loop turn, as
 many new requests are submitted as left the queue, so that each dedup pass compares ~256
 arrivals with ~DEPTH waiting leaders. Reported: process CPU time / requests, median of the
 repeats. Peers in the same run: ``exact``; ``embedding`` with the exhaustive candidate loop
@@ -23,7 +24,7 @@ different groups (false merges) for both.
 BLAS runs on one thread (set before numpy loads), as in the engine.
 
     python perf/bench_dedup_depth.py [--depths 256,2048,8192,32768] [--requests 20000]
-        [--repeats 3] [--recall-requests 100000] [--skip-recall] [--json FILE]
+        [--repeats 3] [--no-gc] [--recall-requests 100000] [--skip-recall] [--json FILE]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402 - the thread pins above must precede numpy's import
 import asyncio  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
@@ -106,7 +108,8 @@ async def drive(strategy: str, method: str, depth: int, texts: list[str], measur
             sent += 1
 
     submit(depth)
-    while core.waiting > depth - 256 and done[0] == 0:
+    # the clock starts once the whole prefill is deduped (the core slices big passes)
+    while core._raw or core._preparing:
         await asyncio.sleep(0)
     c0 = time.process_time()
     s0 = sent
@@ -264,13 +267,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recall-depth", type=int, default=4096)
     ap.add_argument("--skip-recall", action="store_true")
     ap.add_argument("--skip-depth", action="store_true")
+    ap.add_argument("--no-gc", action="store_true",
+                    help="disable the cyclic GC while timing (its full collections walk every "
+                         "live request record, a cost that grows with depth for every strategy)")
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
     out: dict = {}
     if not a.skip_depth:
         depths = [int(x) for x in a.depths.split(",")]
         print("depth (CPU us per request, median of repeats):", flush=True)
+        if a.no_gc:
+            gc.disable()
         rows = out["depth"] = bench_depth(depths, a.requests, a.repeats)
+        gc.enable()
         names = [k for k in rows[0] if k not in ("workload", "depth")]
         print(f"\n{'workload':8} {'waiting':>8} " + " ".join(f"{k:>26}" for k in names))
         for r in rows:
