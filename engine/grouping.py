@@ -407,7 +407,7 @@ class Deduper:
         threshold = float(self.threshold())
         start, _ = index.append(vectors, keys)
         n = start + len(ok)
-        cands = index.candidates(start, threshold)
+        found = index.candidates(start, threshold)
         owners = index.owners
 
         def joinable(row: int) -> bool:
@@ -415,7 +415,7 @@ class Deduper:
             # a running group whose waiters all left is being cancelled: not a leader to join
             return g is not None and (g.batch is None or g.batch.live > 0)
 
-        leads, sims, late = greedy_pass(index.mat[:n], index.part[:n], threshold, start, cands,
+        leads, sims, late = greedy_pass(index.mat[:n], index.part[:n], threshold, start, found,
                                         joinable)
         ops = self._ops
         for j, r in enumerate(ok):

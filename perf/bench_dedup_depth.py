@@ -1,14 +1,15 @@
 """CPU per request of the dedup pass as the queue gets deep, and merge recall of the index.
 
 Section "depth": the core driven directly (no processor, no futures), a no-op async handler,
-``window_ms`` 1, ``max_size`` 256, one batch in flight, the default hashing embedder. The
-queue is first filled to DEPTH waiting requests and all of them deduped (not timed); then, on
-every loop turn, as
-many new requests are submitted as left the queue, so that each dedup pass compares ~256
-arrivals with ~DEPTH waiting leaders. Reported: process CPU time / requests, median of the
-repeats. Peers in the same run: ``exact``; ``embedding`` with the exhaustive candidate loop
-(every arrival against every leader: the reference); ``embedding`` as shipped (``auto``: the
-exhaustive loop below INDEX_MIN_ROWS rows, the sign-sketch index above).
+``window_ms`` 1, ``max_size`` 256, one batch in flight, the default hashing embedder. The queue
+is first filled to DEPTH waiting requests and all of them deduped (not timed); then, on every
+loop turn, as many new requests are submitted as left the queue, so that each dedup pass
+compares ~256 arrivals with ~DEPTH waiting leaders. Reported: process CPU time / requests,
+median of the repeats. Peers in the same run: ``exact``; ``embedding`` with the exhaustive
+candidate loop (every arrival against every leader: the reference); ``embedding`` as shipped
+(``auto``: the exhaustive loop below INDEX_MIN_ROWS rows, the sign-sketch index above). The
+cyclic GC stays on unless ``--no-gc``: its full collections walk every live request record, a
+cost that grows with depth for every strategy alike.
 
 Workload: six-word texts without digits over a 5,000-word synthetic vocabulary. "unique":
 every text new. "dups": 30% are exact twins (case and spacing changed) and 20% near twins
