@@ -15,8 +15,11 @@ A pass has two halves so that a large one can leave the event loop:
 2. :meth:`Deduper.apply` runs on the loop: the exact stage (equal scope and normalized key; a
    twin of work in the handler coalesces into it, a twin of a pending group joins it), then
    for what is left either the user's ``dedup_function`` or (strategies ``embedding`` and
-   ``hybrid``) greedy cosine leader clustering against the pending leaders, within partitions
-   of equal scope and, with ``guard_numbers``, equal numbers. Requests that left while
+   ``hybrid``) greedy cosine leader clustering against the leaders of pending and running
+   groups, within partitions of equal scope and, with ``guard_numbers``, equal numbers: the
+   candidate leaders of each request come from :mod:`stratabatch.index` (exhaustive, or a
+   sign-sketch index when many rows take part), then :func:`~stratabatch.index.greedy_pass`
+   decides; a request whose leader is running coalesces into it. Requests that left while
    ``prepare`` ran (timed out, cancelled) are skipped.
 """
 
