@@ -192,6 +192,7 @@ def _index_vs_exhaustive(X, part, thr, chunk):
     for method in ("exhaustive", "index"):
         idx = LeaderIndex(method=method)
         idx.dim = X.shape[1]
+        idx.compact_min_dead = 64  # compactions (rows renumbered, table refiled) on the way
         out = np.zeros(X.shape[0], bool)
         for a in range(0, X.shape[0], chunk):
             rows = X[a:a + chunk]
