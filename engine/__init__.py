@@ -20,6 +20,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .client import connect
     from .config import BatchConfig
     from .processor import BatchProcessor, Completed
     from .stats import Stats
@@ -39,12 +40,14 @@ __all__ = [
     "RequestTooLargeError",
     "Stats",
     "StratabatchError",
+    "connect",
 ]
 
 _LAZY = {
     "BatchConfig": "config",
     "BatchProcessor": "processor",
     "Completed": "processor",
+    "connect": "client",
     "Stats": "stats",
 }
 

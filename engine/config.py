@@ -17,6 +17,8 @@ from .errors import ConfigError
 
 STRATEGIES = ("embedding", "exact", "hybrid")
 ON_FULL = ("wait", "reject", "drop_lowest")
+#: The merge guards (stratabatch.guards), in the order they are tried.
+GUARDS = ("polarity", "roles", "entities", "scope", "residue")
 
 
 def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool, integer: bool) -> Any:
@@ -73,6 +75,27 @@ def _check_threshold(value: Any) -> float | None:
     return _number("dedup_threshold", value, 0.0, 1.0, lo_open=True, integer=False)
 
 
+def _check_guards(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise ConfigError(
+            f"dedup_guards must be a tuple of guard names ({', '.join(GUARDS)}), got {value!r}",
+            field="dedup_guards",
+        ) from None
+    for g in names:
+        if g not in GUARDS:
+            raise ConfigError(
+                f"dedup_guards must name guards among {', '.join(GUARDS)}; got {g!r}",
+                field="dedup_guards",
+            )
+    return tuple(g for g in GUARDS if g in names)  # the order they are tried in
+
+
 def _check_callable(name: str, value: Any) -> Any:
     if value is not None and not callable(value):
         raise ConfigError(f"{name} must be callable or None, got {value!r}", field=name)
@@ -122,6 +145,11 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "normalize": (lambda v: _flag("normalize", v), "True | False"),
     "dedup_scope": (_check_scope, "a tuple of field names"),
     "guard_numbers": (lambda v: _flag("guard_numbers", v), "True | False"),
+    "dedup_guards": (
+        _check_guards,
+        "a tuple of guard names among polarity, roles, entities, scope, residue",
+    ),
+    "canonicalize": (lambda v: _flag("canonicalize", v), "True | False"),
     "dedup_function": (
         lambda v: _check_callable("dedup_function", v),
         "None or (req1, req2) -> similarity in [0, 1]",
@@ -162,6 +190,8 @@ class BatchConfig:
     normalize: bool = True
     dedup_scope: tuple[str, ...] = ()
     guard_numbers: bool = True
+    dedup_guards: tuple[str, ...] = GUARDS
+    canonicalize: bool = True
     dedup_function: Callable[[Any, Any], float] | None = None
     embedder: Any = None
     adaptive: bool = False

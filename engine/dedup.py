@@ -9,9 +9,10 @@ merged with what; this module turns requests into the keys it compares.
   canonical encoding (msgpack with map keys sorted), so only identical requests merge.
 * The **scope** is the canonical encoding of the ``dedup_scope`` fields: requests merge only
   when it is equal.
-* The **number guard** is the sorted tuple of digit runs in the text: with
-  ``guard_numbers=True`` near (not exact) merges need equal guards, so "order 123" never merges
-  with "order 124".
+* The **number guard** is the sorted tuple of digit runs in the text (:func:`number_guard`),
+  or with sign and separators (:func:`number_signature`, what the dedup pass partitions by):
+  with ``guard_numbers=True`` near (not exact) merges need equal numbers, so "order 123" never
+  merges with "order 124", nor "pay -5" with "pay 5", nor "1,000" with "1.000".
 """
 
 from __future__ import annotations
@@ -42,6 +43,36 @@ def number_guard(text: str) -> tuple[str, ...]:
     if len(runs) == 1:
         return (runs[0].lstrip("0") or "0",)
     return tuple(sorted(r.lstrip("0") or "0" for r in runs))
+
+
+_NUMBER = re.compile(r"(?<![\w.,])([-+\u2212]?)(\d+(?:[.,]\d+)*)")
+_THOUSANDS = re.compile(r"^\d{1,3}(,\d{3})+$")
+_EURO_THOUSANDS = re.compile(r"^\d{1,3}(\.\d{3}){2,}$")
+
+
+def number_signature(text: str) -> tuple[str, ...]:
+    """The numbers of ``text`` with sign and value, sorted: "-5" != "5", "1,000" == "1000" !=
+    "1.000" (a decimal point: one), "007" == "7", "2.50" == "2.5"."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    out = []
+    for sign, num in _NUMBER.findall(text):
+        if _THOUSANDS.match(num) or _EURO_THOUSANDS.match(num):
+            num = num.replace(",", "").replace(".", "")
+        elif "," in num and "." not in num and num.count(",") == 1:
+            num = num.replace(",", ".")  # a decimal comma: "1,5"
+        else:
+            num = num.replace(",", "")
+        if "." in num:
+            whole, _, frac = num.partition(".")
+            frac = frac.replace(".", "").rstrip("0")
+            num = (whole.lstrip("0") or "0") + ("." + frac if frac else "")
+        else:
+            num = num.lstrip("0") or "0"
+        neg = sign in ("-", "\u2212") and num != "0"
+        out.append(("-" if neg else "") + num)
+    out.sort()
+    return tuple(out)
 
 
 def _canonical(obj: Any) -> Any:

@@ -199,12 +199,17 @@ class HashingEmbedder:
     Attributes:
         name: ``"hashing-v1"``; changes whenever the vectors would change.
         dim: Vector length.
-        recommended_threshold: Cosine from which two texts are treated as duplicates, measured
-            on tests/data/dedup_pairs.jsonl (see docs/embedders.md).
+        recommended_threshold: Cosine from which two texts are candidates for a merge with the
+            default guards on (:mod:`stratabatch.guards` veto what differs in meaning),
+            measured on tests/data/guard_pairs.jsonl (see docs/embedders.md).
+        recommended_threshold_unguarded: The cosine that suits the embedder alone (no word
+            guards, ``dedup_guards=()``), measured on tests/data/dedup_pairs.jsonl.
     """
 
     name = "hashing-v1"
-    recommended_threshold = 0.96
+    merges_paraphrases = False  # it compares wording: every differing word must be explained
+    recommended_threshold = 0.80
+    recommended_threshold_unguarded = 0.96
 
     def __init__(
         self,
@@ -352,6 +357,7 @@ class _WrappedEmbedder:
         self.name = name
         self.dim = dim
         self.recommended_threshold = recommended_threshold
+        self.merges_paraphrases = True  # a user's embedder may judge meaning
 
     def embed(self, texts: list[str]) -> np.ndarray:
         texts = list(texts)
@@ -412,7 +418,9 @@ def resolve_embedder(embedder: object = None) -> Embedder:
             raise ValueError(
                 f"embedder {who}: recommended_threshold must be None or in [-1, 1], got {thr!r}"
             )
-        return _WrappedEmbedder(method, who, int(dim), None if thr is None else float(thr))
+        wrapped = _WrappedEmbedder(method, who, int(dim), None if thr is None else float(thr))
+        wrapped.merges_paraphrases = getattr(embedder, "merges_paraphrases", True) is not False
+        return wrapped
     if callable(embedder):
         return _WrappedEmbedder(embedder, who, None, None)
     raise ValueError(

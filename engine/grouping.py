@@ -21,23 +21,39 @@ A pass has two halves so that a large one can leave the event loop:
    sign-sketch index when many rows take part), then :func:`~stratabatch.index.greedy_pass`
    decides; a request whose leader is running coalesces into it. Requests that left while
    ``prepare`` ran (timed out, cancelled) are skipped.
+
+With word guards on (``dedup_guards``, all of them by default), similarity only finds
+candidates: for each request, every earlier leader of its partition with cosine >= threshold,
+in order (:func:`stratabatch.candidates.block_candidates`), and the request joins the first
+one that still leads a group and that no guard vetoes (:func:`stratabatch.guards.veto`); a
+``dedup_function`` merge is vetoed the same way. Exact merges are never vetoed. The numbers
+guard works through the partitions (:func:`stratabatch.dedup.number_signature`). With
+``canonicalize``, embedders see the canonical text (:mod:`stratabatch.canon`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .dedup import LeaderIndex, canonical_bytes, exact_hashes, normalize_key, number_guard, scope_of
+from .dedup import (
+    LeaderIndex,
+    canonical_bytes,
+    exact_hashes,
+    normalize_key,
+    number_signature,
+    scope_of,
+)
 from .errors import HandlerError, InvalidRequestError
 from .records import GROUPED, INFLIGHT, RAW, Group, Request
 
 if TYPE_CHECKING:
     from .config import BatchConfig
 
-__all__ = ["Deduper", "GroupOps", "Prepared"]
+__all__ = ["Deduper", "GroupOps", "Prepared", "VetoRecord"]
 
 _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
@@ -91,6 +107,26 @@ def similarity_value(sim: Any) -> float:
     return min(max(v, 0.0), 1.0)
 
 
+class VetoRecord:
+    """A near merge a guard refused (kept in :attr:`Deduper.vetoes` for debugging)."""
+
+    __slots__ = ("leader", "request", "similarity", "veto")
+
+    def __init__(self, leader: Request, request: Request, similarity: float, veto: Any) -> None:
+        self.leader = leader
+        """The request that leads the group ``request`` would have joined."""
+        self.request = request
+        """The request that was kept apart."""
+        self.similarity = similarity
+        """Their similarity (at or above the threshold: a candidate)."""
+        self.veto = veto
+        """The :class:`~stratabatch.guards.Veto`: guard name and the words that decided."""
+
+    def __repr__(self) -> str:
+        return (f"VetoRecord({self.leader.text!r:.60} / {self.request.text!r:.60}, "
+                f"similarity={self.similarity:.3f}, {self.veto})")
+
+
 class Deduper:
     """Decides what each arriving request merges with.
 
@@ -102,6 +138,7 @@ class Deduper:
         exact: Exact key -> the group it belongs to, pending or running: the group itself for
             its leader's key, ``(group, norm, similarity, exact)`` for a member's own key.
         leaders: The vectors of the leaders of pending and running groups.
+        vetoes: The last 256 near merges a guard refused, oldest first (:class:`VetoRecord`).
     """
 
     def __init__(self, config: BatchConfig, ops: GroupOps) -> None:
@@ -110,6 +147,8 @@ class Deduper:
         self.exact: dict[Any, Any] = {}
         self.leaders = LeaderIndex()
         self._embedder: Any = None
+        self.vetoes: deque[VetoRecord] = deque(maxlen=256)
+        self._canon_index: bool | None = None  # canonicalize setting the index was built with
 
     # ------------------------------------------------------------- indexes
 
@@ -173,8 +212,61 @@ class Deduper:
             return c.dedup_threshold
         if c.dedup_function is not None:
             return _CUSTOM_DEFAULT_THRESHOLD
-        rec = getattr(self.embedder(), "recommended_threshold", None)
+        emb = self.embedder()
+        rec = getattr(emb, "recommended_threshold", None)
+        if not c.dedup_guards:  # the embedder's value without the word guards, if it has one
+            rec = getattr(emb, "recommended_threshold_unguarded", None) or rec
         return float(rec) if rec is not None else _FALLBACK_THRESHOLD
+
+    def guarded(self) -> bool:
+        """Whether near merges go through the word guards (the numbers guard works through
+        the partitions: requests with different numbers are never compared)."""
+        return bool(self.config.dedup_guards)
+
+    def embed_requests(self, reqs: list[Request]) -> Any:
+        """Embed the texts of ``reqs`` (canonical texts with ``canonicalize``)."""
+        texts: list[str] = [r.text for r in reqs]  # type: ignore[misc]
+        if self.config.canonicalize:
+            from .canon import canonical_batch
+
+            for r, toks in zip(reqs, canonical_batch(texts), strict=True):
+                r.canon = toks
+            texts = [" ".join(r.canon) for r in reqs]  # type: ignore[arg-type]
+        return self.embedder().embed(texts)
+
+    def features_of(self, r: Request) -> Any:
+        """The guard features of ``r``'s text (computed once), or None without text."""
+        f = r.features
+        if f is None and r.text is not None:
+            from .guards import Features
+
+            toks = r.canon
+            if toks is None:
+                from .canon import canonical_batch
+
+                toks = r.canon = canonical_batch([r.text])[0]
+            f = r.features = Features(r.text, toks)
+        return f
+
+    def veto(self, r: Request, leader: Request, similarity: float) -> Any:
+        """The guard veto on ``r`` joining the group ``leader`` leads, or None (and logged)."""
+        fa = self.features_of(leader)
+        fb = self.features_of(r)
+        if fa is None or fb is None:
+            return None  # no text on one side: nothing for the guards to read
+        from .guards import veto
+
+        c = self.config
+        # a judge of meaning (the user's function, vectors or embedder, a sentence model):
+        # the residue guard applies where the texts are mostly the same words only
+        paraphrases = (c.dedup_function is not None or r.vector is not None
+                       or leader.vector is not None
+                       or getattr(self.embedder(), "merges_paraphrases", True) is not False)
+        # numbers=False: equal numbers are already guaranteed by the partition
+        v = veto(fa, fb, c.dedup_guards, False, paraphrases=paraphrases)
+        if v is not None:
+            self.vetoes.append(VetoRecord(leader, r, similarity, v))
+        return v
 
     def _embeds(self) -> bool:
         c = self.config
@@ -221,7 +313,7 @@ class Deduper:
                         idx.append(i)
                 vectors = [None] * len(raw)
                 if idx:
-                    mat = self.embedder().embed([raw[i].text for i in idx])  # type: ignore[misc]
+                    mat = self.embed_requests([raw[i] for i in idx])
                     for j, i in enumerate(idx):
                         vectors[i] = mat[j]
             return Prepared(raw, keys, vectors)
@@ -324,7 +416,8 @@ class Deduper:
         c = self.config
         s = scope_of(req.payload, c.dedup_scope) if c.dedup_scope else b""
         if c.guard_numbers and req.text is not None:
-            return (s, number_guard(req.text))
+            # numbers with sign and separators: "-5" and "5", "1,000" and "1.000" differ
+            return (s, number_signature(req.text))
         return (s, None)
 
     def _custom_stage(self, fresh: list[Request]) -> None:
@@ -333,6 +426,7 @@ class Deduper:
         threshold = c.dedup_threshold if c.dedup_threshold is not None else \
             _CUSTOM_DEFAULT_THRESHOLD
         leaders = list(self._ops.pending_groups())
+        guarded = self.guarded()
         for r in fresh:
             part = self._part_key(r)
             best: Group | None = None
@@ -346,6 +440,8 @@ class Deduper:
                     except ValueError as e:
                         raise HandlerError(str(e)) from None
                     if sim >= threshold:
+                        if guarded and self.veto(r, g.leader, sim) is not None:
+                            continue
                         best, best_sim = g, sim
                         break
             except HandlerError as e:
@@ -364,6 +460,10 @@ class Deduper:
         from .index import greedy_pass
 
         emb = self.embedder()
+        if self._canon_index is not self.config.canonicalize:
+            if self._canon_index is not None:  # vectors of raw and canonical text differ
+                self.leaders.reset()
+            self._canon_index = self.config.canonicalize
         cands: list[Request] = []
         cand_vec: list[Any] = []
         need: list[int] = []
@@ -380,7 +480,7 @@ class Deduper:
                 self._lead(r, None)  # no text: only an identical request merges with it
         if need:
             try:
-                mat = emb.embed([cands[j].text for j in need])  # type: ignore[misc]
+                mat = self.embed_requests([cands[j] for j in need])
                 for k, j in enumerate(need):
                     cand_vec[j] = mat[k]
             except Exception as e:
@@ -418,8 +518,15 @@ class Deduper:
             # a running group whose waiters all left is being cancelled: not a leader to join
             return g is not None and (g.batch is None or g.batch.live > 0)
 
+        veto = None
+        if self.guarded():
+
+            def veto(i: int, row: int, sim: float) -> bool:
+                lead = owners[row].leader if row < start else ok[row - start]
+                return self.veto(ok[i - start], lead, sim) is not None
+
         leads, sims, late = greedy_pass(index.mat[:n], index.part[:n], threshold, start, found,
-                                        joinable)
+                                        joinable, veto)
         ops = self._ops
         for j, r in enumerate(ok):
             i = start + j

@@ -699,7 +699,7 @@ def greedy_pass(
     start: int,
     cands: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     joinable: Callable[[int], bool] | None = None,
-    veto: Callable[[int, int], bool] | None = None,
+    veto: Callable[[int, int, float], bool] | None = None,
 ) -> tuple[list[int], list[float], list[int]]:
     """Decide each new row's leader from its candidate list, in row order.
 
@@ -718,7 +718,8 @@ def greedy_pass(
         start: First new row.
         cands: ``(offsets, rows, sims, more)`` from a candidate producer.
         joinable: Whether an old row (< start) may be joined now; None: all may.
-        veto: ``veto(new_row, candidate_row)`` True refuses that merge; None: none refused.
+        veto: ``veto(new_row, candidate_row, cosine)`` True refuses that merge (the guards);
+            None: none refused.
 
     Returns:
         ``(leader, sim, late)``: per new row its leader row (itself for a leader) and cosine to
@@ -758,14 +759,14 @@ def greedy_pass(
 
 def _take(i: int, start: int, lst: list[tuple[int, float]], leader: list[int],
           joinable: Callable[[int], bool] | None,
-          veto: Callable[[int, int], bool] | None) -> tuple[int, float] | None:
+          veto: Callable[[int, int, float], bool] | None) -> tuple[int, float] | None:
     for r, s in lst:
         if r >= start:
             if leader[r - start] != r:
                 continue  # it joined someone: not a leader
         elif joinable is not None and not joinable(r):
             continue
-        if veto is not None and veto(i, r):
+        if veto is not None and veto(i, r, s):
             continue
         return r, s
     return None
@@ -809,5 +810,5 @@ def warm_up(dim: int = 16) -> None:
     idx.dim = dim
     start, _ = idx.append(X, [0] * 6)
     greedy_pass(idx.mat[:6], idx.part[:6], 0.9, start, idx.candidates(start, 0.95),
-                veto=lambda i, j: True)
+                veto=lambda i, j, s: True)
     idx.file_leaders([0])

@@ -109,7 +109,7 @@ def _merge_round(acc, val):
     return acc * _P1 + _P4
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # large passes run in a worker thread
 def _xxh64_batch_kernel(data, offsets, seed, little_endian, out):
     n = out.shape[0]
     for s in range(n):
@@ -622,7 +622,7 @@ def _sum_squares(out, i):
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # large passes run in a worker thread
 def hashed_embed(data, size, stop_hashes, weights, out):
     """Fill out[i] with the L2-normalized hashed features of the i-th text of data[:size].
 

@@ -33,12 +33,16 @@ class Request:
         merged_with: Set by the core when the outcome is delivered: the request whose handler
             item answered this one, or None if this one went to the handler itself (or never
             reached a group).
+        canon: The canonical words of ``text`` (:mod:`stratabatch.canon`), set when it is
+            embedded or first judged by a guard; None before.
+        features: Its guard features (:class:`stratabatch.guards.Features`), computed the
+            first time a guard reads it; None before.
     """
 
     __slots__ = (
         "payload", "priority", "deadline", "sink", "index", "text", "vector",
         "arrival", "seq", "state", "group", "key", "norm", "similarity", "exact", "timer",
-        "size", "merged_with",
+        "size", "merged_with", "canon", "features",
     )
 
     def __init__(
@@ -64,6 +68,8 @@ class Request:
         self.timer: asyncio.TimerHandle | None = None
         self.size = size
         self.merged_with: Request | None = None
+        self.canon: list[str] | None = None  # canonical words of text (stratabatch.canon)
+        self.features: Any = None  # guard features of text, computed on first need
 
     @property
     def leader(self) -> Request | None:

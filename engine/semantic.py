@@ -296,6 +296,9 @@ class MiniLMEmbedder:
     dim = 384
     name = "all-MiniLM-L6-v2-onnx-int8"
     recommended_threshold = 0.88
+    #: It judges meaning: the residue guard applies only where two texts are mostly the same
+    #: words (see docs/embedders.md, "Guards").
+    merges_paraphrases = True
 
     def __init__(
         self,

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Number of bins of :attr:`Stats.merge_similarity_histogram`.
-SIMILARITY_BINS = 101
+# The binning rule belongs to the counters block's schema (what the engine publishes and a
+# monitor reads); counters_layout is stdlib-only, so this import stays cheap.
+from stratabatch.ipc.counters_layout import SIMILARITY_BINS, similarity_bin
+
 _LATENCY_RING = 16384  # recent completions kept for percentiles (power of two)
 _RATE_WINDOW_S = 10
 
@@ -62,8 +64,9 @@ class Stats:
     near_merges: int
     """Duplicates merged by embedding similarity or by ``dedup_function``."""
     merge_similarity_histogram: tuple[int, ...]
-    """101 bins: bin ``i < 100`` counts merges with similarity in ``[i/100, (i+1)/100)``,
-    bin 100 counts similarity exactly 1.0 (all exact merges land there)."""
+    """101 bins: bin ``i < 100`` counts merges with similarity in ``[i/100, (i+1)/100)`` (bin 0
+    also below 0), bin 100 counts similarity 1.0 (all exact merges land there). The binning is
+    ``stratabatch.ipc.counters_layout.similarity_bin``, the counters block's own."""
     dropped: int = 0
     """Accepted requests that left the queue without reaching the handler: their caller timed
     out or was cancelled, they were evicted by ``on_full="drop_lowest"``, or their dedup step
@@ -106,7 +109,7 @@ class StatsRecorder:
             self.exact_merges += 1
         else:
             self.near_merges += 1
-        self.similarity_hist[min(int(similarity * 100.0), 100) if similarity < 1.0 else 100] += 1
+        self.similarity_hist[similarity_bin(similarity)] += 1
 
     def record_batch(self, size: int) -> None:
         """Count one handler call of ``size`` items."""

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from stratabatch.ipc.errors import IpcError, SegmentLayoutError
+from stratabatch.ipc.errors import ArenaError, SegmentLayoutError
 
 ARENA_MAGIC = b"SBARENA1"
 """First 8 bytes of an arena buffer."""
@@ -53,10 +53,6 @@ MAX_DIM = 65_536
 """Largest vector dimension an arena accepts."""
 
 _HEADER = struct.Struct("<8sIIIIIIQ")
-
-
-class ArenaError(IpcError, ValueError):
-    """A vector or row range was refused: wrong shape, not finite, or not the writer's rows."""
 
 
 def _in_range(name: str, value: Any, lo: int, hi: int) -> int:
@@ -307,7 +303,7 @@ class Arena:
             raise ArenaError(f"need 0 <= start <= stop <= {self.rows}, got [{start}, {stop})")
         return self._readonly[start:stop]
 
-    def release(self) -> None:
+    def close(self) -> None:
         """Drop this handle's views of the buffer so its segment can unmap at once."""
         self._matrix = self._readonly = None  # type: ignore[assignment]
 

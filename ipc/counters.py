@@ -10,11 +10,15 @@ again (atomic add; both are full barriers). A reader loads the sequence, retries
 odd, copies the whole data region, fences, and accepts the copy only if the sequence has not
 changed. The copy loop runs jitted (numba) so it is a few hundred nanoseconds long and fits
 between updates even when the writer updates non-stop.
+
+An engine's block lives in the segment named by :func:`counters_segment_name`: the engine makes
+it with :meth:`CountersWriter.create` and removes it with :meth:`CountersWriter.close`;
+monitors use :meth:`CountersReader.attach` and :meth:`CountersReader.close`.
 """
 
 from __future__ import annotations
 
-import bisect
+import dataclasses
 import json
 import math
 import os
@@ -38,7 +42,9 @@ from stratabatch.ipc.counters_layout import (
     LATENCY_BUCKETS_MS,
     SECOND_COLUMNS,
     SEQ_OFFSET,
+    SIMILARITY_BINS,
     SIMILARITY_BUCKETS,
+    STATS_HISTOGRAM,
     WORD_TYPES,
     Counter,
     CountersLayout,
@@ -47,11 +53,30 @@ from stratabatch.ipc.counters_layout import (
     Histogram,
     SampleRing,
     Table,
+    bucket_index,
     log_buckets,
+    similarity_bin,
 )
 from stratabatch.ipc.counters_layout import STATS_COUNTERS as STATS_COUNTERS
 from stratabatch.ipc.counters_layout import STATS_GAUGES as STATS_GAUGES
 from stratabatch.ipc.errors import SegmentLayoutError
+from stratabatch.ipc.segment import Segment, segment_name
+
+COUNTERS_PART = "counters"
+"""The part name of an engine's counters segment (see :func:`counters_segment_name`)."""
+
+
+def counters_segment_name(engine_name: str) -> str:
+    """The shared-memory name of engine ``engine_name``'s counters block.
+
+    ``stratabatch-UID-NAME-counters``: the engine creates it and monitors find it with only
+    the engine's name (``/dev/shm/`` + this on Linux).
+
+    Raises:
+        ValueError: ``engine_name`` is not 1-48 characters of ``[A-Za-z0-9_.-]``.
+    """
+    return segment_name(engine_name, COUNTERS_PART)
+
 
 # ---------------------------------------------------------------------- seqlock kernel
 
@@ -103,7 +128,9 @@ class CountersWriter:
         self._floats = self._words.view(np.float64)
         self._depth = 0
         self._scalars: dict[str, tuple[np.ndarray, int, bool]] = {}
-        self._hists: dict[str, tuple[int, list[float], np.ndarray]] = {}
+        self._hists: dict[str, tuple[int, list[float], np.ndarray, str]] = {}
+        self._segment: Segment | None = None
+        self._last_second: dict[str, Any] | None = None
         self._rings: dict[str, dict[str, Any]] = {}
         self._tables: dict[str, dict[str, Any]] = {}
         for f in layout.fields:
@@ -113,7 +140,7 @@ class CountersWriter:
                 self._scalars[f["name"]] = (arr, f["offset"] // 8, is_int)
             elif f["kind"] == "histogram":
                 self._hists[f["name"]] = (f["count_offset"] // 8, f["bounds"],
-                                          np.asarray(f["bounds"]))
+                                          np.asarray(f["bounds"]), f["closed"])
             else:
                 cols = {c["name"]: (i, c["type"]) for i, c in enumerate(f["columns"])}
                 info = {"base": f["rows_offset"] // 8, "cols": cols, "width": len(cols),
@@ -125,6 +152,50 @@ class CountersWriter:
                     self._tables[f["name"]] = info
         view[:8] = COUNTERS_MAGIC  # last: readers never see a magic over a half-built block
         view.release()
+
+    @classmethod
+    def create(cls, engine_name: str, layout: CountersLayout | None = None, *,
+               info: dict[str, Any] | None = None, max_clients: int = 64,
+               history_s: int = 600, started_at_ns: int | None = None) -> CountersWriter:
+        """Create engine ``engine_name``'s counters segment and own it (the engine's call).
+
+        The segment is :func:`counters_segment_name` ``(engine_name)``, mode 0600; a stale one
+        left by a dead engine is reclaimed. ``engine_pid``, ``started_at_ns`` and
+        ``updated_at_ns`` are set at once, so a monitor shows the engine from the start.
+
+        Args:
+            engine_name: The engine's ``--name``.
+            layout: The block's layout; by default ``CountersLayout.for_stats(max_clients=,
+                history_s=, info=)``.
+            info: The engine's identity and options (used only without ``layout``).
+            max_clients: Client-table rows (used only without ``layout``).
+            history_s: Per-second ring rows (used only without ``layout``).
+            started_at_ns: The engine's start, ``time.time_ns()``; now by default.
+
+        Raises:
+            SegmentExistsError: A live engine already serves that name.
+            ValueError: A bad name or layout argument.
+        """
+        if layout is None:
+            layout = CountersLayout.for_stats(max_clients=max_clients, history_s=history_s,
+                                              info=info)
+        seg = Segment.create(counters_segment_name(engine_name), layout.nbytes,
+                             magic=COUNTERS_MAGIC, version=COUNTERS_VERSION)
+        try:
+            writer = cls(seg.buf, layout)
+            writer._segment = seg
+            now = time.time_ns()
+            with writer.update():
+                for name, value in (("engine_pid", os.getpid()),
+                                    ("started_at_ns", now if started_at_ns is None
+                                     else started_at_ns),
+                                    ("updated_at_ns", now)):
+                    if name in writer._scalars:
+                        writer.set(name, value)
+        except BaseException:
+            seg.close()
+            raise
+        return writer
 
     # -- updates
 
@@ -192,7 +263,7 @@ class CountersWriter:
             raise self._unknown(name) from None
         return arr[i].item()
 
-    def _hist(self, name: str) -> tuple[int, list[float], np.ndarray]:
+    def _hist(self, name: str) -> tuple[int, list[float], np.ndarray, str]:
         try:
             return self._hists[name]
         except KeyError:
@@ -200,27 +271,108 @@ class CountersWriter:
 
     def observe(self, name: str, value: float) -> None:
         """Count one observation in a histogram."""
-        base, bounds, _ = self._hist(name)
+        base, bounds, _, closed = self._hist(name)
         if value != value:
             raise ValueError(f"histogram {name!r}: cannot observe NaN")
         self.begin()
         self._words[base] += 1
         self._floats[base + 1] += value
-        self._words[base + 2 + bisect.bisect_left(bounds, value)] += 1
+        self._words[base + 2 + bucket_index(bounds, value, closed)] += 1
         self.end()
 
     def observe_many(self, name: str, values: npt.ArrayLike) -> None:
         """Count many observations in a histogram at once."""
-        base, _, edges = self._hist(name)
+        base, _, edges, closed = self._hist(name)
         vals = np.asarray(values, dtype=np.float64).reshape(-1)
         if np.isnan(vals).any():
             raise ValueError(f"histogram {name!r}: cannot observe NaN")
-        counts = np.bincount(np.searchsorted(edges, vals, side="left"), minlength=len(edges) + 1)
+        # searchsorted's sides are bucket_index's bisect_left / bisect_right
+        side = "right" if closed == "left" else "left"
+        counts = np.bincount(np.searchsorted(edges, vals, side=side), minlength=len(edges) + 1)
         self.begin()
         self._words[base] += vals.size
         self._floats[base + 1] += float(vals.sum())
         self._words[base + 2 : base + 3 + len(edges)] += counts
         self.end()
+
+    def set_histogram(self, name: str, counts: npt.ArrayLike, total: float = 0.0) -> None:
+        """Replace a histogram's bucket counts (its count becomes their sum).
+
+        For a histogram kept elsewhere, e.g. ``Stats.merge_similarity_histogram``, whose
+        bins follow the same :func:`bucket_index` rule.
+
+        Args:
+            name: The histogram.
+            counts: One non-negative integer per bucket (``len(bounds) + 1``).
+            total: The sum of the observations, when known (0.0 otherwise).
+        """
+        base, _, edges, _ = self._hist(name)
+        arr = np.asarray(counts)
+        if arr.shape != (len(edges) + 1,) or arr.dtype.kind not in "iu" or (arr < 0).any():
+            raise ValueError(f"histogram {name!r} needs {len(edges) + 1} non-negative integer "
+                             f"counts, got {arr.dtype} of shape {arr.shape}")
+        self.begin()
+        self._words[base] = int(arr.sum())
+        self._floats[base + 1] = total
+        self._words[base + 2 : base + 3 + len(edges)] = arr
+        self.end()
+
+    def write_stats(self, stats: Any, *, now_ns: int | None = None) -> None:
+        """Publish a ``stratabatch.Stats`` (or a mapping of its fields) in one update.
+
+        Every field must exist in the layout under the same name: numbers go to the counter
+        or gauge, ``merge_similarity_histogram`` to the histogram of that name.
+        ``updated_at_ns`` (the heartbeat) is set too.
+
+        Args:
+            stats: A dataclass instance or a mapping of field name to value.
+            now_ns: ``time.time_ns()`` of the snapshot; now by default.
+
+        Raises:
+            KeyError: A field has no counterpart in the layout (the layout and ``Stats`` went
+                out of step).
+        """
+        if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+            items = [(f.name, getattr(stats, f.name)) for f in dataclasses.fields(stats)]
+        else:
+            items = list(dict(stats).items())
+        with self.update():
+            for name, value in items:
+                if name in self._scalars:
+                    self.set(name, value)
+                elif name in self._hists:
+                    self.set_histogram(name, np.asarray(value, dtype=np.int64))
+                else:
+                    raise KeyError(f"the counters layout has no field {name!r} to publish; "
+                                   "every Stats field needs one (see CountersLayout.for_stats)")
+            if "updated_at_ns" in self._scalars:
+                self.set("updated_at_ns", time.time_ns() if now_ns is None else now_ns)
+
+    def sample_second(self, t_s: int) -> None:
+        """Push one ``seconds`` row for the second ending at ``t_s`` (unix seconds).
+
+        The row holds what changed since the previous call: requests, batches, duplicates
+        and errors (differences of ``total_requests``, ``total_batches``, ``duplicates``,
+        ``errors``), the p99 of the latencies observed into ``latency_ms`` meanwhile (the
+        ``latency_ms_p99`` gauge when none were observed there), and the current
+        ``queue_depth``. Call it once a second; the first call counts from zero.
+        """
+        totals = {c: self.get(t) for c, t in (("requests", "total_requests"),
+                                              ("batches", "total_batches"),
+                                              ("duplicates", "duplicates"),
+                                              ("errors", "errors"))}
+        base, bounds, _, _ = self._hist("latency_ms")
+        lat = self._words[base + 2 : base + 3 + len(bounds)].copy()
+        prev = self._last_second or {"totals": dict.fromkeys(totals, 0),
+                                     "lat": np.zeros_like(lat)}
+        delta = lat - prev["lat"]
+        if delta.any():
+            p99 = histogram_quantile({"bounds": bounds, "counts": delta.tolist()}, 0.99)
+        else:
+            p99 = self.get("latency_ms_p99")
+        self.push_second_sample(t_s=t_s, latency_ms_p99=p99, queue_depth=self.get("queue_depth"),
+                                **{c: v - prev["totals"][c] for c, v in totals.items()})
+        self._last_second = {"totals": totals, "lat": lat}
 
     def _write_row(self, info: dict[str, Any], start: int, values: Mapping[str, Any],
                    add: bool, where: str) -> None:
@@ -286,9 +438,15 @@ class CountersWriter:
         self._words[start : start + info["width"]] = 0
         self.end()
 
-    def release(self) -> None:
-        """Drop the views of the buffer so its segment can unmap at once."""
+    def close(self) -> None:
+        """Let go of the block; a block made by :meth:`create` is also unlinked (idempotent)."""
         self._seq = self._words = self._floats = None  # type: ignore[assignment]
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
+
+    release = close
+    """Old name of :meth:`close`."""
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -344,6 +502,36 @@ class CountersReader:
         self._seq = np.frombuffer(buf, np.int64, 1, SEQ_OFFSET)
         self._src = np.frombuffer(buf, np.int64, d_len // 8, d_off)
         self._dst = np.empty(d_len // 8, np.int64)
+        self.segment: Segment | None = None
+        """The attached segment, for a reader made by :meth:`attach` (its ``owner_pid`` and
+        ``created_ns`` tell one engine run from the next)."""
+
+    @classmethod
+    def attach(cls, engine_name: str) -> CountersReader:
+        """Attach to engine ``engine_name``'s counters block (a monitor's call).
+
+        The reader never writes to the block, never creates or unlinks the segment.
+
+        Raises:
+            SegmentNotFoundError: No engine of that name has a block.
+            SegmentLayoutError: The segment holds no counters block of this version.
+            ValueError: ``engine_name`` is not a valid engine name.
+        """
+        seg = Segment.attach(counters_segment_name(engine_name), magic=COUNTERS_MAGIC,
+                             version=COUNTERS_VERSION)
+        try:
+            reader = cls(seg.buf)
+        except BaseException:
+            seg.close()
+            raise
+        reader.segment = seg
+        return reader
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The writer's ``info`` map (engine identity and options), empty if it gave none."""
+        info = self.schema.get("info")
+        return dict(info) if isinstance(info, dict) else {}
 
     @property
     def field_names(self) -> list[str]:
@@ -375,8 +563,8 @@ class CountersReader:
     def snapshot(self, timeout: float = 1.0) -> dict[str, Any]:
         """Return one consistent snapshot of every field as plain data.
 
-        Counters and gauges map to numbers; a histogram to ``{"bounds", "counts", "count",
-        "sum"}``; a sample ring to ``{column: [values, oldest first]}``; a table to its
+        Counters and gauges map to numbers; a histogram to ``{"bounds", "closed", "counts",
+        "count", "sum"}``; a sample ring to ``{column: [values, oldest first]}``; a table to its
         non-zero rows as dicts with the row index under the table's ``index_name``. ``"seq"`` is the
         sequence number the snapshot was taken at.
 
@@ -393,7 +581,8 @@ class CountersReader:
                 out[name] = (floats if step[3] else ints)[step[2]]
             elif kind == "histogram":
                 base, bounds = step[2], step[3]
-                out[name] = {"bounds": bounds, "counts": ints[base + 2 : base + 3 + len(bounds)],
+                out[name] = {"bounds": bounds, "closed": step[4],
+                             "counts": ints[base + 2 : base + 3 + len(bounds)],
                              "count": ints[base], "sum": floats[base + 1]}
             else:
                 base, size, cols, extra = step[2], step[3], step[4], step[5]
@@ -418,9 +607,15 @@ class CountersReader:
                     out[name] = rows
         return out
 
-    def release(self) -> None:
-        """Drop the views of the buffer so its segment can unmap at once."""
+    def close(self) -> None:
+        """Drop the views of the buffer and unmap an attached segment (idempotent)."""
         self._seq = self._src = None  # type: ignore[assignment]
+        if self.segment is not None:
+            self.segment.close()
+            self.segment = None
+
+    release = close
+    """Old name of :meth:`close`."""
 
 
 def _row(ints: list[int], floats: list[float], start: int,
@@ -455,7 +650,10 @@ def _read_plan(schema: Any, data_bytes: int) -> list[tuple[Any, ...]]:
                 base + 8, base + 16, len(bounds) + 1
             ):
                 raise ValueError(f"histogram {name!r} is not laid out as count, sum, buckets")
-            plan.append(("histogram", name, word(base, len(bounds) + 3), bounds))
+            closed = f.get("closed", "right")
+            if closed not in ("left", "right"):
+                raise ValueError(f"histogram {name!r} has unknown closed side {closed!r}")
+            plan.append(("histogram", name, word(base, len(bounds) + 3), bounds, closed))
         elif kind in ("sample_ring", "table"):
             cols = [(c["name"], c["type"] == "f64") for c in f["columns"]]
             size = f["capacity"] if kind == "sample_ring" else f["rows"]
@@ -471,7 +669,8 @@ def histogram_quantile(hist: Mapping[str, Any], q: float) -> float:
     """Estimate the ``q`` quantile (0..1) of a snapshot histogram; NaN when it is empty.
 
     Interpolates linearly inside the bucket holding the quantile; values in the overflow
-    bucket are reported as the last bound.
+    bucket are reported as the last bound. The bucket's closed side does not change the
+    estimate.
     """
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q must be in [0, 1], got {q!r}")
@@ -495,12 +694,15 @@ __all__ = [
     "BATCH_SIZE_BUCKETS",
     "CLIENT_COLUMNS",
     "COUNTERS_MAGIC",
+    "COUNTERS_PART",
     "COUNTERS_VERSION",
     "HEADER_BYTES",
     "LATENCY_BUCKETS_MS",
     "SECOND_COLUMNS",
     "SEQ_OFFSET",
+    "SIMILARITY_BINS",
     "SIMILARITY_BUCKETS",
+    "STATS_HISTOGRAM",
     "Counter",
     "CountersLayout",
     "CountersReader",
@@ -510,6 +712,9 @@ __all__ = [
     "Histogram",
     "SampleRing",
     "Table",
+    "bucket_index",
+    "counters_segment_name",
     "histogram_quantile",
     "log_buckets",
+    "similarity_bin",
 ]

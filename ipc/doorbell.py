@@ -53,6 +53,16 @@ class Doorbell:
         self._poll.register(fd, select.POLLIN)
 
     @classmethod
+    def create(cls) -> Doorbell:
+        """Make a new eventfd doorbell (the owner's side; :meth:`attach` is the other)."""
+        return cls()
+
+    @classmethod
+    def attach(cls, fd: int, *, dup: bool = False) -> Doorbell:
+        """Adopt a doorbell received from another process; same as :meth:`from_fd`."""
+        return cls.from_fd(fd, dup=dup)
+
+    @classmethod
     def from_fd(cls, fd: int, *, dup: bool = False) -> Doorbell:
         """Adopt an eventfd received from another process (SCM_RIGHTS or inheritance).
 

@@ -9,7 +9,10 @@ each class also derives from the builtin it narrows, so callers that only know t
     ├── FrameError (ValueError)            a malformed frame (the frame decoder's one error type)
     ├── SegmentExistsError (FileExistsError)   a live owner already holds that segment name
     ├── SegmentNotFoundError (FileNotFoundError)  no segment of that name to attach to
-    └── SegmentLayoutError (ValueError)    wrong magic, layout version or size on attach
+    ├── SegmentLayoutError (ValueError)    wrong magic, layout version or size on attach
+    └── ArenaError (ValueError)            a vector or row range refused by the embedding arena
+
+The counters block's errors join this tree in :mod:`stratabatch.ipc.counters`.
 """
 
 from __future__ import annotations
@@ -63,7 +66,12 @@ class SegmentLayoutError(IpcError, ValueError):
     """
 
 
+class ArenaError(IpcError, ValueError):
+    """A vector or row range was refused: wrong shape, not finite, or not the writer's rows."""
+
+
 __all__ = [
+    "ArenaError",
     "FrameError",
     "FrameTooLargeError",
     "IpcError",

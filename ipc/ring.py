@@ -23,12 +23,11 @@ copies the frames out, then stores ``tail``. On x86-64 (TSO) aligned 8-byte stor
 made from CPython are already release stores and acquire loads, so the hot path needs no
 barrier there; on weaker CPUs a full fence is added before each publish and after each read
 of the other side's index. The one reordering TSO allows, a later load passing an earlier
-store, is exactly the doorbell handshake, so it always gets a full fence
-(:func:`~stratabatch.ipc.atomics.fence`, ``mfence``): a sleeper sets its flag, fences,
-re-checks the ring and only then sleeps; a publisher publishes, fences, and rings the
-sleeper's doorbell only if the flag is set, clearing it first so that one sleep costs one
-eventfd write, not one per frame. Neither side can miss the other: of two fenced
-store-then-load sequences at least one load sees the other's store.
+store, is exactly the doorbell handshake, so it always gets a full fence (:func:`fence`):
+a sleeper sets its flag, fences, re-checks the ring and only then sleeps; a publisher
+publishes, fences, and rings the sleeper's doorbell only if the flag is set, clearing it
+first so that one sleep costs one eventfd write, not one per frame. Neither side can miss
+the other: of two fenced store-then-load sequences at least one load sees the other's store.
 
 Waiting is spin-then-sleep (:mod:`stratabatch.ipc.wait` has the waits and the spin): a side
 that has just been active first polls the other side's index for up to ``spin_us``
@@ -49,17 +48,19 @@ from __future__ import annotations
 
 import mmap
 import platform
+import sys
+import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from stratabatch.ipc.atomics import fence
 from stratabatch.ipc.errors import FrameError, FrameTooLargeError, SegmentLayoutError
 from stratabatch.ipc.wait import (  # the wait names stay importable from here
     DEFAULT_SPIN_US,
     MAX_SPIN_US,
+    AsyncWaitable,
     Waitable,
     _spin_until_at_least,
     poll_any_readable,
@@ -85,6 +86,34 @@ _MIN_CAPACITY = 64
 # CPython is already a release and a load an acquire; only store-then-load needs a fence.
 # Weaker CPUs get a fence on each side of the publish and after reading the other's index.
 _TSO = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+_fence_lock = threading.Lock()
+
+
+def _lock_fence() -> None:
+    """Full memory barrier on x86: an uncontended lock's acquire and release.
+
+    CPython's lock is a POSIX semaphore; taking and giving it are ``lock cmpxchg`` and
+    ``lock xadd``, and on x86 a locked instruction orders every load and store around it like
+    ``mfence``. About 160 ns, against 60 ns for numba's ``fence`` intrinsic, but it keeps numba
+    (about 0.3 s of import) out of client processes, which need rings but no jitted code.
+    """
+    _fence_lock.acquire()  # blocking: a failed try-acquire would execute no locked op
+    _fence_lock.release()
+
+
+def _pick_fence() -> None:
+    """Use numba's fence where numba is loaded anyway (the engine) or the CPU is not x86."""
+    global fence
+    if not _TSO or "numba" in sys.modules:
+        from stratabatch.ipc.atomics import fence as numba_fence
+
+        fence = numba_fence
+
+
+fence = _lock_fence
+"""The ring's full memory barrier (picked again each time a ring is made)."""
+_pick_fence()
 
 
 class Bell(Protocol):
@@ -169,6 +198,7 @@ class Ring:
             raise ValueError(
                 f"ring buffer must start 64-byte aligned, got address % 64 == {_address(mv) % 64}"
             )
+        _pick_fence()
         self._mv = mv
         self._h64 = mv[:HEADER_BYTES].cast("Q")
         self._data = mv[HEADER_BYTES:]
@@ -211,6 +241,41 @@ class Ring:
         self._tail_seen = h64[_TAIL]  # producer: the last tail it read
         self._tail = self._tail_seen  # consumer: authoritative tail
         self.spin_armed = True
+
+    @classmethod
+    def create(
+        cls,
+        buf: Buffer,
+        *,
+        capacity: int,
+        max_frame: int,
+        wake_consumer: Bell | None = None,
+        wake_producer: Bell | None = None,
+    ) -> Ring:
+        """Initialise a new, empty ring in ``buf`` (the creator's side; ``init=True``).
+
+        Same arguments as the constructor; :meth:`attach` is the other side.
+        """
+        return cls(buf, capacity=capacity, max_frame=max_frame, init=True,
+                   wake_consumer=wake_consumer, wake_producer=wake_producer)
+
+    @classmethod
+    def attach(
+        cls,
+        buf: Buffer,
+        *,
+        capacity: int,
+        max_frame: int,
+        wake_consumer: Bell | None = None,
+        wake_producer: Bell | None = None,
+    ) -> Ring:
+        """Use a ring another process created in ``buf`` (``init=False``; its header is checked).
+
+        Raises:
+            SegmentLayoutError: ``buf`` holds no ring of that capacity and max_frame.
+        """
+        return cls(buf, capacity=capacity, max_frame=max_frame, init=False,
+                   wake_consumer=wake_consumer, wake_producer=wake_producer)
 
     @staticmethod
     def nbytes(capacity: int) -> int:
@@ -470,6 +535,43 @@ class Ring:
                     self.producer_awake()
         return True
 
+    async def push_async(
+        self,
+        payload: Buffer,
+        bell: AsyncWaitable,
+        timeout: float | None = None,
+    ) -> bool:
+        """Append one frame from asyncio; while the ring is full, await the producer's doorbell.
+
+        The asyncio twin of :meth:`push`: it never blocks the event loop and never spins (a
+        spin inside a coroutine would hold the loop). While the ring is full it raises the
+        producer's asleep flag (:meth:`producer_sleep_check`) and awaits ``bell``, which the
+        consumer rings after draining.
+
+        Args:
+            payload: Bytes-like object of at most :attr:`max_frame` bytes.
+            bell: The producer's own doorbell, or anything with an awaitable
+                ``wait_async(timeout)`` woken when it rings.
+            timeout: Seconds to wait for room at most; None waits forever.
+
+        Returns:
+            True if pushed, False if the ring stayed full for ``timeout`` seconds.
+
+        Raises:
+            FrameTooLargeError: The payload is over :attr:`max_frame`; nothing was written.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.try_push(payload):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            if self.producer_sleep_check(len(payload)):
+                try:
+                    await bell.wait_async(left)
+                finally:
+                    self.producer_awake()
+        return True
+
     # ------------------------------------------------------------------ consumer
 
     def drain(self, max_frames: int = 0) -> list[bytes]:
@@ -592,6 +694,7 @@ __all__ = [
     "HEADER_BYTES",
     "MAX_SPIN_US",
     "WRAP",
+    "AsyncWaitable",
     "Bell",
     "Ring",
     "Waitable",

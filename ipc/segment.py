@@ -470,4 +470,40 @@ def _reclaim_or_raise(name: str) -> None:
         os.close(fd)  # also releases our lock
 
 
-__all__ = ["HEADER_BYTES", "NAME_PREFIX", "Segment", "segment_name"]
+def reclaim_stale(engine_name: str) -> list[str]:
+    """Unlink every segment of ``engine_name`` whose owner is dead; return the names removed.
+
+    An engine calls this once it holds its control segment (which proves no other live engine
+    of that name exists), so that segments a crashed predecessor created under names the new
+    engine may never reuse (a ring of a slot it will not hand out) do not stay behind. A
+    segment whose owner lock is still held (a live process, perhaps an engine whose name
+    merely shares this prefix) is left alone.
+    """
+    prefix = segment_name(engine_name, "x")[:-1]
+    try:
+        entries = os.listdir("/dev/shm")
+    except FileNotFoundError:
+        return []
+    removed = []
+    for entry in entries:
+        if not entry.startswith(prefix) or not _NAME_RE.fullmatch(entry):
+            continue
+        try:
+            fd = _shm_open(entry, os.O_RDWR)
+        except (FileNotFoundError, PermissionError):
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its owner is alive
+            if _read_pid(fd) == 0 and time.time() - os.fstat(fd).st_mtime < _YOUNG_HEADERLESS_S:
+                continue  # a creator between shm_open and flock
+            if _unlink_if_same(entry, fd):
+                removed.append(entry)
+        finally:
+            os.close(fd)
+    return removed
+
+
+__all__ = ["HEADER_BYTES", "NAME_PREFIX", "Segment", "reclaim_stale", "segment_name"]

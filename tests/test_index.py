@@ -140,7 +140,7 @@ def greedy_with_vetoes_reference(X, part, thr, start, joinable, veto):
     out = []
     for i in range(start, X.shape[0]):
         for j in leaders:
-            if part[j] == part[i] and C[i, j] >= np.float32(thr) and not veto(i, j):
+            if part[j] == part[i] and C[i, j] >= np.float32(thr) and not veto(i, j, C[i, j]):
                 out.append(j)
                 break
         else:
@@ -163,7 +163,7 @@ def test_greedy_pass_with_vetoes_and_unjoinable_rows_matches_the_reference(seed,
     refused = {(int(a), int(b)) for a, b in rng.integers(0, 200, (4000, 2))}
     blocked = set(rng.integers(0, start, 10).tolist())
 
-    def veto(i, j):
+    def veto(i, j, sim):
         return (i, j) in refused
 
     def joinable(r):

@@ -12,7 +12,7 @@ import stratabatch
 DOCUMENTED = [
     "BatchConfig", "BatchProcessor", "BatchTimeoutError", "Completed", "ConfigError",
     "EngineUnavailableError", "HandlerError", "InvalidRequestError", "QueueFullError",
-    "RequestTooLargeError", "Stats", "StratabatchError",
+    "RequestTooLargeError", "Stats", "StratabatchError", "connect",
 ]
 
 

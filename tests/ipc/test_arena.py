@@ -189,7 +189,7 @@ CLIENT_CODE = """
         arena.write_row(0, np.ones(arena.dim))
     except ArenaError as exc:
         print("refused", exc, flush=True)
-    arena.release()
+    arena.close()
     seg.close()
     print("done", flush=True)
 """
@@ -216,4 +216,4 @@ def test_second_process_shares_rows_both_ways():
         expected = np.random.default_rng(seed).standard_normal((64, 384)).astype(np.float32)
         np.testing.assert_array_equal(eng.read_rows(np.arange(64, 128)), expected)
         assert not eng.view(0, 64).any() and not eng.view(128, 256).any()
-        eng.release()
+        eng.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import struct
 import subprocess
 import sys
@@ -14,11 +16,15 @@ import uuid
 import numpy as np
 import pytest
 
+from stratabatch import Stats
 from stratabatch.ipc.counters import (
     COUNTERS_MAGIC,
+    COUNTERS_VERSION,
     HEADER_BYTES,
     LATENCY_BUCKETS_MS,
     SEQ_OFFSET,
+    SIMILARITY_BINS,
+    SIMILARITY_BUCKETS,
     Counter,
     CountersLayout,
     CountersReader,
@@ -27,10 +33,13 @@ from stratabatch.ipc.counters import (
     Histogram,
     SampleRing,
     Table,
+    bucket_index,
+    counters_segment_name,
     histogram_quantile,
     log_buckets,
+    similarity_bin,
 )
-from stratabatch.ipc.errors import SegmentLayoutError
+from stratabatch.ipc.errors import SegmentExistsError, SegmentLayoutError, SegmentNotFoundError
 from stratabatch.ipc.segment import Segment, segment_name
 
 
@@ -42,13 +51,24 @@ def stats_block(**kw) -> tuple[bytearray, CountersWriter, CountersReader]:
 
 
 def test_stats_layout_holds_every_stats_field():
+    """Stats is the source of the schema: each of its fields has a field of the same name."""
     buf, w, r = stats_block()
     snap = r.snapshot()
-    for name in ["total_requests", "total_batches", "unique_requests", "duplicates",
-                 "inflight_coalesced", "errors", "timeouts", "rejected", "exact_merges",
-                 "near_merges", "queue_depth", "window_ms", "cost_saved_usd", "avg_batch_size",
-                 "dedup_rate", "requests_per_second", "latency_ms_p50", "latency_ms_p95",
-                 "latency_ms_p99", "engine_pid", "updated_at_ns"]:
+    fields = {f["name"]: f for f in r.schema["fields"]}
+    for f in dataclasses.fields(Stats):
+        spec = fields.get(f.name)
+        assert spec is not None, f"Stats.{f.name} is missing from the counters layout"
+        if f.type == "int":
+            assert (spec["kind"], spec["type"]) in {("counter", "i64"), ("gauge", "i64")}, f.name
+            assert snap[f.name] == 0
+        elif f.type == "float":
+            assert (spec["kind"], spec["type"]) == ("gauge", "f64"), f.name
+            assert snap[f.name] == 0.0
+        else:
+            assert spec["kind"] == "histogram" and spec["buckets"] == SIMILARITY_BINS, f.name
+            assert spec["closed"] == "left" and spec["bounds"] == list(SIMILARITY_BUCKETS)
+    for name in ["engine_pid", "started_at_ns", "updated_at_ns", "inflight_batches",
+                 "clients_connected", "dedup_threshold"]:
         assert snap[name] == 0, name
     assert set(snap["seconds"]) == {"t_s", "requests", "batches", "duplicates", "errors",
                                     "latency_ms_p99", "queue_depth"}
@@ -71,7 +91,8 @@ def test_a_reader_needs_only_struct_and_json():
         w.set_row("clients", 2, pid=4242, connected=1)
     # decode from the documented layout alone, as a monitor in another language would
     magic, version, header, s_off, s_len, d_off, d_len = struct.unpack_from("<8sIIQQQQ", buf)
-    assert (magic, version, header, s_off) == (COUNTERS_MAGIC, 1, HEADER_BYTES, HEADER_BYTES)
+    assert (magic, version, header, s_off) == (COUNTERS_MAGIC, COUNTERS_VERSION, HEADER_BYTES,
+                                               HEADER_BYTES)
     schema = json.loads(bytes(buf[s_off : s_off + s_len]))
     fields = {f["name"]: f for f in schema["fields"]}
     (total,) = struct.unpack_from("<q", buf, d_off + fields["total_requests"]["offset"])
@@ -121,6 +142,145 @@ def test_histograms_bucket_by_upper_bound():
     with pytest.raises(ValueError, match="cannot observe NaN"):
         w.observe_many("h", [1.0, math.nan])
     assert r.snapshot()["h"]["count"] == 11
+
+
+def test_left_closed_histograms_and_bucket_index():
+    layout = CountersLayout([Histogram("h", (1.0, 2.0, 4.0), closed="left")])
+    buf = bytearray(layout.nbytes)
+    w, r = CountersWriter(buf, layout), CountersReader(buf)
+    for v in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, -1.0):
+        w.observe("h", v)
+    w.observe_many("h", np.array([1.0, 4.0, 2.5]))
+    h = r.snapshot()["h"]
+    assert h["closed"] == "left"
+    assert h["counts"] == [2, 3, 3, 3]  # (-inf,1), [1,2), [2,4), [4,inf)
+    for closed in ("left", "right"):
+        for v in (-1.0, 0.5, 1.0, 1.5, 2.0, 4.0, 9.0):
+            side = "right" if closed == "left" else "left"
+            assert bucket_index((1.0, 2.0, 4.0), v, closed) == np.searchsorted(
+                [1.0, 2.0, 4.0], v, side=side)
+    with pytest.raises(ValueError, match="closed must be 'left' or 'right', got 'both'"):
+        CountersLayout([Histogram("h", (1.0,), closed="both")])
+
+
+def test_similarity_bins_are_the_stats_bins():
+    """One binning rule: the block's merge-similarity buckets are Stats' histogram bins."""
+    from stratabatch.stats import StatsRecorder
+
+    sims = [0.0, 0.005, 0.01, 0.29, 0.5, 0.899999, 0.9, 0.95, 0.96, 0.9999, 1.0, 1.0000001, -0.3]
+    rec = StatsRecorder()
+    for s in sims:
+        rec.record_merge(s, exact=s == 1.0)
+    stats = rec.snapshot(now=0.0, queue_depth=0, window_ms=5.0, cost_per_request=0.0)
+    expected = [0] * SIMILARITY_BINS
+    for s in sims:
+        expected[similarity_bin(s)] += 1
+    assert list(stats.merge_similarity_histogram) == expected
+    assert [similarity_bin(s) for s in (0.96, 0.29, 0.0, -0.3, 0.9999, 1.0, 1.5)] == [
+        96, 29, 0, 0, 99, 100, 100]
+    for i in range(SIMILARITY_BINS):  # every bound i/100 opens bin i
+        assert similarity_bin(i / 100) == i
+    buf, w, r = stats_block()
+    w.observe_many("merge_similarity_histogram", sims)
+    for s in sims:
+        w.observe("merge_similarity_histogram", s)
+    assert r.snapshot()["merge_similarity_histogram"]["counts"] == [2 * c for c in expected]
+
+
+def test_write_stats_publishes_every_stats_field():
+    from stratabatch.stats import StatsRecorder
+
+    rec = StatsRecorder()
+    rec.total_requests, rec.dropped, rec.errors = 10, 2, 1
+    rec.record_batch(3)
+    for s in (1.0, 0.97, 0.96):
+        rec.record_merge(s, exact=s == 1.0)
+    rec.record_done(0.004, 100.0)
+    stats = rec.snapshot(now=100.0, queue_depth=2, window_ms=12.5, cost_per_request=0.01,
+                         adaptive_a_ms=1.5, adaptive_b_ms=0.25)
+    buf, w, r = stats_block()
+    w.write_stats(stats, now_ns=123)
+    snap = r.snapshot()
+    for f in dataclasses.fields(Stats):
+        value = getattr(stats, f.name)
+        if f.name == "merge_similarity_histogram":
+            assert tuple(snap[f.name]["counts"]) == value
+            assert snap[f.name]["count"] == 3
+        else:
+            assert snap[f.name] == value, f.name
+            assert type(snap[f.name]) is type(value), f.name
+    assert snap["updated_at_ns"] == 123
+    assert (snap["dropped"], snap["batch_size_max"], snap["adaptive_b_ms"]) == (2, 3, 0.25)
+    w.write_stats({"queue_depth": 5})
+    assert r.snapshot()["queue_depth"] == 5 and r.snapshot()["updated_at_ns"] > 123
+    with pytest.raises(KeyError, match="no field 'brand_new' to publish"):
+        w.write_stats({"brand_new": 1})
+    with pytest.raises(ValueError, match="needs 101 non-negative integer counts"):
+        w.set_histogram("merge_similarity_histogram", [1, 2])
+
+
+def test_sample_second_records_what_changed_each_second():
+    buf, w, r = stats_block()
+    w.add("total_requests", 100)
+    w.add("total_batches", 4)
+    w.add("duplicates", 30)
+    w.set("queue_depth", 7)
+    w.observe_many("latency_ms", [1.0] * 99 + [50.0])
+    w.sample_second(1000)
+    w.add("total_requests", 20)
+    w.add("errors", 2)
+    w.set("latency_ms_p99", 9.5)
+    w.sample_second(1001)
+    w.observe_many("latency_ms", [200.0] * 10)
+    w.sample_second(1002)
+    sec = r.snapshot()["seconds"]
+    assert sec["t_s"] == [1000, 1001, 1002]
+    assert sec["requests"] == [100, 20, 0]
+    assert sec["batches"] == [4, 0, 0] and sec["duplicates"] == [30, 0, 0]
+    assert sec["errors"] == [0, 2, 0] and sec["queue_depth"] == [7, 7, 7]
+    assert 1.0 <= sec["latency_ms_p99"][0] <= 50.0
+    assert sec["latency_ms_p99"][1] == 9.5  # no latency observed that second: the gauge
+    assert 150.0 <= sec["latency_ms_p99"][2] <= 260.0
+
+
+def test_create_and_attach_by_engine_name():
+    name = "t" + uuid.uuid4().hex[:10]
+    seg_name = counters_segment_name(name)
+    assert seg_name == f"stratabatch-{os.getuid()}-{name}-counters"
+    with pytest.raises(SegmentNotFoundError):
+        CountersReader.attach(name)
+    info = {"name": name, "handler": "pkg.mod:fn", "max_size": 32, "adaptive": False}
+    w = CountersWriter.create(name, info=info, max_clients=4, history_s=300,
+                              started_at_ns=1_000)
+    try:
+        assert os.path.exists(f"/dev/shm/{seg_name}")
+        with pytest.raises(SegmentExistsError):
+            CountersWriter.create(name)
+        r = CountersReader.attach(name)
+        snap = r.snapshot()
+        assert (snap["engine_pid"], snap["started_at_ns"]) == (os.getpid(), 1_000)
+        assert snap["updated_at_ns"] > 0
+        assert r.info == info
+        assert r.segment is not None and r.segment.owner_pid == os.getpid()
+        w.add("total_requests", 3)
+        assert r.snapshot()["total_requests"] == 3
+        r.close()
+        r.close()
+        assert os.path.exists(f"/dev/shm/{seg_name}")  # a reader never unlinks
+    finally:
+        w.close()
+        w.close()
+    assert not os.path.exists(f"/dev/shm/{seg_name}")
+
+
+def test_info_validation():
+    assert CountersLayout([Counter("c")]).info == {}
+    with pytest.raises(ValueError, match="info name must match"):
+        CountersLayout([Counter("c")], info={"Bad Key": 1})
+    with pytest.raises(ValueError, match=r"info\['h'\] must be a str, number, bool or None"):
+        CountersLayout([Counter("c")], info={"h": [1]})
+    with pytest.raises(ValueError, match="at most 4096 allowed"):
+        CountersLayout([Counter("c")], info={"h": "x" * 5000})
 
 
 def test_histogram_quantile():

@@ -589,3 +589,54 @@ def test_one_million_frames_one_ring():
 @pytest.mark.slow
 def test_four_producers_on_four_rings_into_one_consumer():
     _run_stress(4, 250_000, seed=int.from_bytes(os.urandom(4), "little"))
+
+
+def test_create_and_attach_name_the_two_sides():
+    buf = memoryview(mmap.mmap(-1, Ring.nbytes(256)))
+    prod = Ring.create(buf, capacity=256, max_frame=60)
+    cons = Ring.attach(buf, capacity=256, max_frame=60)
+    assert prod.try_push(b"x")
+    assert cons.drain() == [b"x"]
+    with pytest.raises(SegmentLayoutError):
+        Ring.attach(buf, capacity=256, max_frame=50)
+
+
+async def test_push_async_waits_for_room_without_blocking_the_loop():
+    """A full ring suspends the coroutine (other tasks run) until the consumer drains."""
+    import asyncio
+
+    buf = memoryview(mmap.mmap(-1, Ring.nbytes(128)))
+    with Doorbell.create() as bell:
+        prod = Ring.create(buf, capacity=128, max_frame=40)
+        cons = Ring.attach(buf, capacity=128, max_frame=40, wake_producer=bell)
+        while prod.try_push(b"y" * 40) or prod.try_push(b"y"):
+            pass
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        t = asyncio.get_running_loop().create_task(ticker())
+        push = asyncio.get_running_loop().create_task(prod.push_async(b"z", bell, 5.0))
+        await asyncio.sleep(0.05)
+        assert not push.done() and ticks > 5  # waiting, and the loop keeps running
+        drained = cons.drain()  # rings the producer's bell: it was flagged asleep
+        assert await asyncio.wait_for(push, 2.0) is True
+        assert drained and cons.drain() == [b"z"]
+        assert await prod.push_async(b"w", bell, 0) is True
+        while prod.try_push(b"y" * 40) or prod.try_push(b"y"):
+            pass
+        t0 = time.monotonic()
+        assert await prod.push_async(b"q", bell, 0.05) is False
+        assert time.monotonic() - t0 < 1.0
+        t.cancel()
+
+
+def test_doorbell_create_and_attach():
+    with Doorbell.create() as a:
+        with Doorbell.attach(a.fd, dup=True) as b:
+            b.ring()
+            assert a.wait(0)

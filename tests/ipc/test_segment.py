@@ -264,3 +264,24 @@ def test_forked_child_closing_inherited_owner_does_not_unlink(name):
         with pytest.raises(SegmentExistsError):  # and the parent still holds the lock
             Segment.create(name, 64, magic=MAGIC, version=1)
     assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def test_reclaim_stale_removes_dead_owners_segments_only():
+    import subprocess
+    import sys
+    import uuid
+
+    from stratabatch.ipc.segment import reclaim_stale
+
+    engine = f"t{uuid.uuid4().hex[:10]}"
+    dead = segment_name(engine, "ring-7")
+    code = (
+        "from stratabatch.ipc.segment import Segment; import os; "
+        f"s = Segment.create({dead!r}, 64, magic=b'SBTESTXX', version=1); os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert os.path.exists(f"/dev/shm/{dead}")
+    with Segment.create(segment_name(engine, "control"), 64, magic=b"SBTESTXX", version=1):
+        assert reclaim_stale(engine) == [dead]  # the live one (ours) stays
+        assert os.path.exists(f"/dev/shm/{segment_name(engine, 'control')}")
+    assert not os.path.exists(f"/dev/shm/{dead}")

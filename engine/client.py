@@ -1,0 +1,493 @@
+"""Clients of a running ``stratabatch-engine``: ``stratabatch.connect()``.
+
+``connect(name)`` returns an :class:`EngineClient` (asyncio, uvloop too; one per process,
+shared by every task); ``connect(name, sync=True)`` a :class:`SyncEngineClient` for sync code
+and threads. Both have BatchProcessor's surface: ``process`` (one request or a list,
+``priority=``, ``timeout=``, ``return_exceptions=``), ``process_streaming``, ``get_stats``,
+``close`` and context managers.
+
+Requests are validated and encoded in the caller, so a request that is not a mapping, holds
+something msgpack cannot carry, is over the engine's size limit, or has a bad ``"embedding"``
+fails before anything is sent. A precomputed vector travels through the embedding arena: the
+client writes it into one of its slot's rows before pushing the frame that names the row.
+
+Liveness: the client watches its socket and the engine's pid (a pidfd). When the engine dies,
+every waiting call fails with :class:`~stratabatch.EngineUnavailableError` at once (after the
+answers already in the response ring are delivered), and the next call connects again, to a
+new engine of the same name if one serves it by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from .connection import Call, Connection, One
+from .errors import (
+    BatchTimeoutError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    QueueFullError,
+    StratabatchError,
+)
+from .wire import (
+    check_name,
+    socket_path,
+)
+
+_GRACE_S = 1.0  # the engine answers a timed-out request itself; this is the client's backstop
+_ON_FULL = ("wait", "reject")
+
+
+class EngineClient:
+    """An asyncio client of a stratabatch engine (from ``stratabatch.connect(name)``).
+
+    One per process, safe to share among tasks of one event loop. Not usable in a process
+    forked after it connected: the child calls ``stratabatch.connect()`` itself.
+
+    Args:
+        name: The engine's name.
+        timeout: Seconds the connection handshake may take.
+        on_full: What to do when this client's request ring is full: "wait" (until the
+            call's timeout) or "reject" (QueueFullError at once); None follows the engine's
+            ``on_full`` ("drop_lowest" acts as "reject" at the ring: the ring cannot evict).
+    """
+
+    def __init__(self, name: str = "default", *, timeout: float = 5.0,
+                 on_full: str | None = None) -> None:
+        self.name = check_name(name)
+        if on_full is not None and on_full not in _ON_FULL:
+            raise StratabatchError(f"on_full must be one of {', '.join(_ON_FULL)} or None, "
+                                   f"got {on_full!r}")
+        self._timeout = timeout
+        self._on_full = on_full
+        self._pid = os.getpid()
+        self._closed = False
+        self._conn: Connection | None = Connection(self.name, timeout)
+
+    # ------------------------------------------------------------- plumbing
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise StratabatchError(
+                f"this stratabatch client was connected in process {self._pid}; process "
+                f"{os.getpid()} was forked from it and cannot share its rings: call "
+                "stratabatch.connect() in the child")
+        if self._closed:
+            raise StratabatchError("this stratabatch client is closed")
+
+    def _connection(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        conn = self._conn
+        if conn is None or conn.dead is not None:
+            conn = self._conn = Connection(self.name, self._timeout)
+        conn.bind(loop)
+        return conn
+
+    @property
+    def connected(self) -> bool:
+        """True while a live connection to the engine exists."""
+        return self._conn is not None and self._conn.dead is None
+
+    @property
+    def socket_path(self) -> str:
+        """The socket this client connects to."""
+        return socket_path(self.name)
+
+    @staticmethod
+    def _check_call_args(priority: Any, timeout: Any) -> None:
+        if isinstance(priority, bool) or not isinstance(priority, int) or \
+                not -(2**31) <= priority < 2**31:
+            raise InvalidRequestError(
+                f"priority must be an int in [-2**31, 2**31), got {priority!r}")
+        if timeout is not None and (isinstance(timeout, bool) or
+                                    not isinstance(timeout, (int, float)) or not timeout > 0):
+            raise InvalidRequestError(f"timeout must be a positive number of seconds or None, "
+                                      f"got {timeout!r}")
+
+    async def _send(self, items: Sequence[Any], call: Call, priority: int,
+                    timeout: float | None, invalid_ok: bool, conn: Connection) -> range:
+        """Encode every request (refusing before anything is sent), then push them."""
+        deadline_ns = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+        first = conn.next_id
+        conn.next_id += len(items)
+        call.first_id = first
+        frames: list[tuple[int, int, bytes]] = []
+        try:
+            for i, item in enumerate(items):
+                try:
+                    frame, _ = conn.encode(item, i, first + i, priority, deadline_ns)
+                except InvalidRequestError as exc:
+                    if not invalid_ok:
+                        raise
+                    call.results[i] = exc
+                    call.remaining -= 1
+                    continue
+                frames.append((i, first + i, frame))
+        except BaseException:
+            for _, rid, _ in frames:
+                row = conn.rows_in_use.pop(rid, None)
+                if row is not None:
+                    conn.free_rows.append(row)
+            raise
+        ids = range(first, first + len(items))
+        pending = conn.pending
+        for i, rid, _ in frames:
+            pending[rid] = (call, i)
+        ring = conn.requests
+        try:
+            for n, (_i, _rid, frame) in enumerate(frames):
+                if ring.try_push(frame):
+                    continue
+                await self._push_slow(conn, frame, timeout, deadline_ns, frames[n:])
+        except BaseException:
+            conn.forget(call, ids)
+            raise
+        return ids
+
+    async def _push_slow(self, conn: Connection, frame: bytes, timeout: float | None,
+                         deadline_ns: int, unsent: list[tuple[int, int, bytes]]) -> None:
+        policy = self._on_full or conn.on_full
+        if conn.dead is not None:
+            raise EngineUnavailableError(f"the stratabatch engine {self.name!r} "
+                                         f"({conn.path}) {conn.dead}")
+        if policy != "wait":
+            self._unsent(conn, unsent)
+            raise QueueFullError(f"the request ring to engine {self.name!r} is full "
+                                 f"(on_full={policy!r})")
+        left = None if timeout is None else max(deadline_ns - time.monotonic_ns(), 0) / 1e9
+        if not await conn.requests.push_async(frame, conn.room, left):
+            self._unsent(conn, unsent)
+            raise QueueFullError(f"the request ring to engine {self.name!r} was still full "
+                                 "when the caller's timeout ran out")
+
+    @staticmethod
+    def _unsent(conn: Connection, unsent: list[tuple[int, int, bytes]]) -> None:
+        for _, rid, _ in unsent:
+            row = conn.rows_in_use.pop(rid, None)
+            if row is not None:
+                conn.free_rows.append(row)
+
+    async def _wait(self, fut: asyncio.Future, timeout: float | None) -> Any:
+        if timeout is None:
+            return await fut
+        try:
+            return await asyncio.wait_for(fut, timeout + _GRACE_S)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise BatchTimeoutError(
+                f"no answer from the engine {self.name!r} within the caller's timeout "
+                f"({timeout:g} s)") from None
+
+    # ------------------------------------------------------------- public surface
+
+    async def process(self, requests: Any, *, priority: int = 0, timeout: float | None = None,
+                      return_exceptions: bool = False) -> Any:
+        """Process one request (a mapping) or a list of them in the engine.
+
+        Args:
+            requests: A request mapping, or a list of request mappings.
+            priority: Higher goes first when the engine runs with ``enable_priorities``.
+            timeout: Seconds this call waits at most, queueing and handling included.
+            return_exceptions: For a list, put each failed request's exception in its place
+                instead of raising the first one.
+
+        Returns:
+            The result for a single request; a list of results in the same order for a list.
+
+        Raises:
+            InvalidRequestError: A request is not a mapping, cannot be encoded, or has a bad
+                ``"embedding"`` (nothing was sent).
+            RequestTooLargeError: A request is over the engine's size limit.
+            BatchTimeoutError: ``timeout`` or the engine's ``processing_timeout`` ran out.
+            QueueFullError: Backpressure (the engine's queue or this client's ring).
+            HandlerError: The handler failed this request or its batch.
+            EngineUnavailableError: No engine serves the name, or it died meanwhile.
+        """
+        self._check_process()
+        single = type(requests) is dict or isinstance(requests, Mapping)
+        if single:
+            return await self._process_one(requests, priority, timeout)
+        if not isinstance(requests, (list, tuple)):
+            raise InvalidRequestError("process() takes a request mapping or a list of them, "
+                                      f"got {type(requests).__name__}")
+        self._check_call_args(priority, timeout)
+        if not requests:
+            return []
+        conn = self._connection()
+        fut = asyncio.get_running_loop().create_future()
+        call = Call(requests, fut, return_exceptions, None, 0)
+        ids = await self._send(requests, call, priority, timeout, return_exceptions, conn)
+        if call.remaining == 0 and not fut.done():
+            fut.set_result(call.results)
+        try:
+            return await self._wait(fut, timeout)
+        except BaseException:
+            conn.forget(call, ids)
+            raise
+
+    async def _process_one(self, request: Any, priority: int, timeout: float | None) -> Any:
+        """``process`` of one request: the steps of a list, without the list."""
+        if priority != 0 or timeout is not None:
+            self._check_call_args(priority, timeout)
+        conn = self._connection()
+        deadline_ns = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+        rid = conn.next_id
+        conn.next_id += 1
+        frame, _ = conn.encode(request, 0, rid, priority, deadline_ns)
+        fut = asyncio.get_running_loop().create_future()
+        one = One(fut)
+        conn.pending[rid] = (one, 0)
+        try:
+            if not conn.requests.try_push(frame):
+                await self._push_slow(conn, frame, timeout, deadline_ns, [(0, rid, frame)])
+            return await self._wait(fut, timeout)
+        except BaseException:
+            entry = conn.pending.get(rid)
+            if entry is not None and entry[0] is one:
+                del conn.pending[rid]
+            raise
+
+    async def process_streaming(self, requests: Sequence[Any], *, priority: int = 0,
+                                timeout: float | None = None) -> AsyncIterator[Any]:
+        """Process a list of requests; yield a ``Completed`` for each as it finishes.
+
+        Failed requests are yielded with ``error`` set. Leaving the loop early stops waiting
+        for the rest (the engine still answers them; the answers are dropped).
+        """
+        self._check_process()
+        if isinstance(requests, Mapping) or not isinstance(requests, (list, tuple)):
+            raise InvalidRequestError(
+                f"process_streaming() takes a list of requests, got {type(requests).__name__}")
+        self._check_call_args(priority, timeout)
+        if not requests:
+            return
+        conn = self._connection()
+        queue: asyncio.Queue = asyncio.Queue()
+        call = Call(requests, None, True, queue, 0)
+        ids = await self._send(requests, call, priority, timeout, False, conn)
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout + _GRACE_S
+        try:
+            for _ in range(len(requests)):
+                if end is None:
+                    yield await queue.get()
+                    continue
+                try:
+                    yield await asyncio.wait_for(queue.get(), max(end - loop.time(), 0))
+                except (TimeoutError, asyncio.TimeoutError):
+                    raise BatchTimeoutError(
+                        f"no answer from the engine {self.name!r} within the caller's "
+                        f"timeout ({timeout:g} s)") from None
+        finally:
+            conn.forget(call, ids)
+
+    def get_stats(self) -> Any:
+        """The engine's statistics (all its clients together), as a ``Stats``.
+
+        Raises:
+            EngineUnavailableError: The engine is not running.
+        """
+        self._check_process()
+        from .stats import Stats
+
+        conn = self._conn
+        if conn is None or conn.dead is not None:
+            conn = self._conn = Connection(self.name, self._timeout)
+        raw = conn.stats(self._timeout)
+        known = {f for f in Stats.__dataclass_fields__}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["merge_similarity_histogram"] = tuple(values.get("merge_similarity_histogram", ()))
+        return Stats(**values)
+
+    async def close(self) -> None:
+        """Wait for this client's calls to finish, then disconnect (idempotent)."""
+        if self._closed or os.getpid() != self._pid:
+            self._closed = True
+            return
+        conn = self._conn
+        while conn is not None and conn.dead is None and conn.pending:
+            await asyncio.sleep(0.005)
+        self._closed = True
+        if conn is not None:
+            conn.close()
+        self._conn = None
+        _forget(self)
+
+    async def __aenter__(self) -> EngineClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("connected" if self.connected else "disconnected")
+        return f"<EngineClient {self.name!r} {state}>"
+
+
+class SyncEngineClient:
+    """A blocking client of a stratabatch engine (``stratabatch.connect(name, sync=True)``).
+
+    For sync web workers, scripts and threads: the calls block the calling thread; any number
+    of threads may call at once. Behind it one private event-loop thread runs an
+    :class:`EngineClient`.
+    """
+
+    def __init__(self, name: str = "default", *, timeout: float = 5.0,
+                 on_full: str | None = None) -> None:
+        self.name = check_name(name)
+        self._pid = os.getpid()
+        self._loop = _new_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name=f"stratabatch-client-{name}", daemon=True)
+        self._thread.start()
+        try:
+            self._client: EngineClient = self._run(self._make(name, timeout, on_full))
+        except BaseException:
+            self._stop_loop()
+            raise
+        self._closed = False
+
+    @staticmethod
+    async def _make(name: str, timeout: float, on_full: str | None) -> EngineClient:
+        return EngineClient(name, timeout=timeout, on_full=on_full)
+
+    def _run(self, coro: Any) -> Any:
+        if os.getpid() != self._pid:
+            coro.close()
+            raise StratabatchError(
+                f"this stratabatch client was connected in process {self._pid}; process "
+                f"{os.getpid()} was forked from it and cannot share its rings: call "
+                "stratabatch.connect() in the child")
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result()
+        except concurrent.futures.CancelledError:
+            raise StratabatchError("the call was cancelled (the client closed)") from None
+
+    def process(self, requests: Any, *, priority: int = 0, timeout: float | None = None,
+                return_exceptions: bool = False) -> Any:
+        """Blocking :meth:`EngineClient.process`."""
+        return self._run(self._client.process(requests, priority=priority, timeout=timeout,
+                                              return_exceptions=return_exceptions))
+
+    def process_streaming(self, requests: Sequence[Any], *, priority: int = 0,
+                          timeout: float | None = None) -> Iterator[Any]:
+        """Blocking :meth:`EngineClient.process_streaming`: yields ``Completed`` records."""
+        agen = self._client.process_streaming(requests, priority=priority, timeout=timeout)
+        try:
+            while True:
+                try:
+                    yield self._run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if os.getpid() == self._pid and self._thread.is_alive():
+                self._run(agen.aclose())
+
+    def get_stats(self) -> Any:
+        """The engine's statistics, as a ``Stats``."""
+        async def stats() -> Any:
+            return self._client.get_stats()
+
+        return self._run(stats())
+
+    def close(self) -> None:
+        """Wait for pending calls, disconnect and stop the client's thread (idempotent)."""
+        if getattr(self, "_closed", True) or os.getpid() != self._pid:
+            self._closed = True
+            return
+        self._closed = True
+        try:
+            self._run(self._client.close())
+        finally:
+            self._stop_loop()
+            _forget(self)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    @property
+    def connected(self) -> bool:
+        """True while a live connection to the engine exists."""
+        return self._client.connected
+
+    def __enter__(self) -> SyncEngineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SyncEngineClient {self.name!r}>"
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+# ------------------------------------------------------------------------- connect()
+
+_clients: dict[tuple[str, bool], Any] = {}
+_lock = threading.Lock()
+
+
+def _forget(client: Any) -> None:
+    with _lock:
+        for key, value in list(_clients.items()):
+            if value is client:
+                del _clients[key]
+
+
+def _after_fork_in_child() -> None:
+    # the child must not reuse its parent's clients (their calls raise a clear error)
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def connect(name: str = "default", *, sync: bool = False, timeout: float = 5.0,
+            on_full: str | None = None) -> Any:
+    """Connect to the running ``stratabatch-engine`` called ``name``.
+
+    Returns this process's client of that engine (the same object on every call until it is
+    closed): an :class:`EngineClient` (asyncio) or, with ``sync=True``, a
+    :class:`SyncEngineClient` (blocking). Both have BatchProcessor's ``process``,
+    ``process_streaming``, ``get_stats`` and ``close``.
+
+    Args:
+        name: The engine's ``--name``.
+        sync: Return the blocking client.
+        timeout: Seconds the handshake with the engine may take.
+        on_full: When this client's request ring is full: "wait" or "reject"; None follows
+            the engine's ``on_full``.
+
+    Raises:
+        EngineUnavailableError: No engine serves ``name`` (the message names the socket path),
+            or it refused this client (another uid, all client slots taken).
+    """
+    check_name(name)
+    key = (name, bool(sync))
+    with _lock:
+        client = _clients.get(key)
+        if client is not None and not client._closed and client._pid == os.getpid():
+            return client
+        client = (SyncEngineClient if sync else EngineClient)(name, timeout=timeout,
+                                                               on_full=on_full)
+        _clients[key] = client
+        return client
+
+
+__all__ = ["EngineClient", "SyncEngineClient", "connect"]

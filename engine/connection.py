@@ -1,0 +1,510 @@
+"""One live connection of a client process to a stratabatch engine.
+
+:class:`Connection` is the transport under :class:`~stratabatch.client.EngineClient`: the
+handshake over the engine's Unix socket, the attached ring segment and arena, the doorbell and
+socket readers on the client's event loop, the pending requests and what happens to them when
+the engine goes away. :class:`Call` and :class:`One` are where a call's outcomes go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import select
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgpack
+
+from .errors import (
+    EngineUnavailableError,
+    InvalidRequestError,
+    RequestTooLargeError,
+    StratabatchError,
+)
+from .wire import (
+    ARENA_MAGIC,
+    PROTOCOL_VERSION,
+    RINGS_MAGIC,
+    RINGS_VERSION,
+    STATUS_OK,
+    MessageBuffer,
+    error_from_wire,
+    pack_message,
+    socket_path,
+)
+
+
+class Call:
+    """One ``process``/``process_streaming`` call: where its requests' outcomes go."""
+
+    __slots__ = ("fut", "results", "remaining", "return_exceptions", "stream", "first_id",
+                 "requests")
+
+    def __init__(self, requests: Sequence[Any], fut: asyncio.Future | None,
+                 return_exceptions: bool, stream: asyncio.Queue | None, first_id: int) -> None:
+        self.requests = requests
+        self.fut = fut
+        self.results: list[Any] = [None] * len(requests)
+        self.remaining = len(requests)
+        self.return_exceptions = return_exceptions
+        self.stream = stream
+        self.first_id = first_id
+
+    def deliver(self, index: int, value: Any, error: BaseException | None,
+                meta: dict[str, Any] | None) -> None:
+        if self.stream is not None:
+            from .processor import Completed
+
+            merged = similarity = None
+            if meta is not None:
+                leader = meta.get("leader", -1)
+                pos = leader - self.first_id if isinstance(leader, int) and leader >= 0 else -1
+                merged = pos if 0 <= pos < len(self.requests) else -1
+                s = meta.get("similarity")
+                similarity = float(s) if isinstance(s, (int, float)) else 1.0
+            self.stream.put_nowait(Completed(index, self.requests[index], value, merged,
+                                             similarity, error))
+            return
+        fut = self.fut
+        if fut is None or fut.done():
+            return
+        if error is not None and not self.return_exceptions:
+            fut.set_exception(error)
+            return
+        self.results[index] = error if error is not None else value
+        self.remaining -= 1
+        if self.remaining == 0:
+            fut.set_result(self.results)
+
+
+class One:
+    """A ``process`` call of one request: its outcome resolves the future."""
+
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future) -> None:
+        self.fut = fut
+
+    def deliver(self, index: int, value: Any, error: BaseException | None,
+                meta: dict[str, Any] | None) -> None:
+        fut = self.fut
+        if not fut.done():
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(value)
+
+
+class RoomBell:
+    """What ``Ring.push_async`` awaits: woken whenever the client's doorbell rings."""
+
+    def __init__(self) -> None:
+        self.waiters: list[asyncio.Future] = []
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            if timeout is None:
+                await fut
+            else:
+                await asyncio.wait_for(fut, max(timeout, 0.0))
+        except (TimeoutError, asyncio.TimeoutError):
+            return False
+        finally:
+            with contextlib.suppress(ValueError):
+                self.waiters.remove(fut)
+        return True
+
+    def wake(self, error: BaseException | None = None) -> None:
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+
+
+class Connection:
+    """One live connection to an engine: its socket, rings, arena rows and pending calls."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        from stratabatch.ipc.arena import Arena
+        from stratabatch.ipc.doorbell import Doorbell
+        from stratabatch.ipc.frames import FRAME_VERSION, FrameDecoder, FrameEncoder, FrameLimits
+        from stratabatch.ipc.ring import Ring
+        from stratabatch.ipc.segment import Segment
+
+        self.name = name
+        self.path = socket_path(name)
+        self.dead: str | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pending: dict[int, tuple[Call | One, int]] = {}
+        self.rows_in_use: dict[int, int] = {}
+        self.room = RoomBell()
+        self.rbuf = MessageBuffer()
+        self.stats_seq = 0
+        self.next_id = 1
+        # one Packer per connection: a connection is only used from its event loop's thread
+        self.pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+        self.seg = self.arena_seg = None
+        self.arena: Any = None
+        self.pidfd = -1
+        self.fds: list[int] = []
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = sock
+        try:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(self.path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise EngineUnavailableError(
+                    f"no stratabatch engine named {name!r} is running: nothing listens at "
+                    f"{self.path} (start one with `stratabatch-engine --handler MODULE:ATTR "
+                    f"--name {name}`)"
+                ) from None
+            except OSError as exc:
+                raise EngineUnavailableError(
+                    f"cannot connect to the engine {name!r} at {self.path}: {exc}") from None
+            sock.sendall(pack_message({"op": "hello", "protocol": PROTOCOL_VERSION,
+                                       "frame_version": FRAME_VERSION, "pid": os.getpid()}))
+            welcome = self._read_welcome(timeout)
+            self.welcome = welcome
+            if len(self.fds) != 2:
+                raise EngineUnavailableError(
+                    f"the engine {name!r} at {self.path} sent {len(self.fds)} doorbells, not 2")
+            self.engine_bell = Doorbell.attach(self.fds[0])
+            self.bell = Doorbell.attach(self.fds[1])
+            self.fds = []
+            self.engine_pid = int(welcome["engine_pid"])
+            self.slot = int(welcome["slot"])
+            cap, max_frame = int(welcome["capacity"]), int(welcome["max_frame"])
+            self.seg = Segment.attach(welcome["rings"], magic=RINGS_MAGIC, version=RINGS_VERSION)
+            buf = self.seg.buf
+            n = Ring.nbytes(cap)
+            self.requests = Ring.attach(buf[:n], capacity=cap, max_frame=max_frame,
+                                        wake_consumer=self.engine_bell)
+            self.responses = Ring.attach(buf[n : 2 * n], capacity=cap, max_frame=max_frame,
+                                         wake_producer=self.engine_bell)
+            self.free_rows: list[int] = []
+            if welcome.get("arena"):
+                self.arena_seg = Segment.attach(welcome["arena"], magic=ARENA_MAGIC, version=1)
+                self.arena = Arena.attach(self.arena_seg.buf, owner=self.slot)
+                self.free_rows = list(reversed(self.arena.own_range))
+            limits = FrameLimits(**welcome["limits"])
+            self.encoder = FrameEncoder(limits)
+            self.decoder = FrameDecoder(limits)
+            self.max_request_bytes = int(welcome["max_request_bytes"])
+            self.on_full = welcome["on_full"]
+            self.uses_vectors = bool(welcome["uses_vectors"])
+            self.dim = int(welcome.get("dim") or 0)
+            try:
+                self.pidfd = os.pidfd_open(self.engine_pid)
+            except (OSError, AttributeError):
+                self.pidfd = -1
+            sock.setblocking(False)
+        except BaseException:
+            self.close()
+            raise
+        self.pid = os.getpid()
+
+    def _read_welcome(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                data, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
+            except TimeoutError:
+                raise EngineUnavailableError(
+                    f"the engine {self.name!r} at {self.path} did not answer within "
+                    f"{timeout:g} s") from None
+            except OSError as exc:
+                raise EngineUnavailableError(
+                    f"the engine {self.name!r} at {self.path} dropped the connection: {exc}"
+                ) from None
+            self.fds.extend(fds)
+            if not data:
+                raise EngineUnavailableError(
+                    f"the engine {self.name!r} at {self.path} closed the connection during "
+                    "the handshake")
+            try:
+                msgs = self.rbuf.feed(data)
+            except ValueError as exc:
+                raise EngineUnavailableError(f"the engine at {self.path} is not speaking the "
+                                             f"stratabatch protocol: {exc}") from None
+            if msgs:
+                msg = msgs[0]
+                if msg.get("op") == "refused":
+                    raise EngineUnavailableError(
+                        f"the engine {self.name!r} at {self.path} refused this client: "
+                        f"{msg.get('reason')}")
+                if msg.get("op") != "welcome":
+                    raise EngineUnavailableError(
+                        f"the engine at {self.path} answered {msg.get('op')!r}, not welcome")
+                return msg
+
+    # ------------------------------------------------------------- event loop
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch this connection's doorbell, socket and engine pid from ``loop``."""
+        if self.loop is loop:
+            return
+        old = self.loop
+        if old is not None and not old.is_closed():
+            if self.pending:
+                raise StratabatchError(
+                    "this client has calls waiting on another event loop; use one client per "
+                    "event loop (stratabatch.connect() in each)")
+            self._unwatch()
+        self.loop = loop
+        loop.add_reader(self.bell.fileno(), self._on_bell)
+        loop.add_reader(self.sock.fileno(), self._on_socket)
+        if self.pidfd >= 0:
+            loop.add_reader(self.pidfd, self.die, "died")
+        self._drain()
+
+    def _unwatch(self) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        for fd in (self.bell.fileno() if self.bell is not None else -1,
+                   self.sock.fileno(), self.pidfd):
+            if fd >= 0:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(fd)
+
+    def _on_bell(self) -> None:
+        self.bell.clear()
+        self._drain()
+        self.room.wake()
+
+    def _drain(self) -> None:
+        from stratabatch.ipc.errors import FrameError
+
+        ring = self.responses
+        decode = self.decoder.response
+        while self.dead is None:
+            try:
+                frames = ring.drain()
+            except FrameError as exc:
+                self.die(f"sent a corrupt response ring ({exc})")
+                return
+            if not frames:
+                if ring.consumer_sleep_check():
+                    return
+                continue
+            pending = self.pending
+            rows = self.rows_in_use
+            for data in frames:
+                try:
+                    r = decode(data)
+                except FrameError as exc:
+                    from stratabatch.ipc.frames import peek_frame_id
+
+                    rid = peek_frame_id(data)
+                    entry = pending.pop(rid, None) if rid is not None else None
+                    if entry is not None:
+                        entry[0].deliver(entry[1], None, StratabatchError(
+                            f"the engine's response could not be decoded: {exc}"), None)
+                    continue
+                if rows:
+                    row = rows.pop(r.id, None)
+                    if row is not None:
+                        self.free_rows.append(row)
+                entry = pending.pop(r.id, None)
+                if entry is None:
+                    continue  # its caller left (timeout, cancellation)
+                if r.status == STATUS_OK:
+                    entry[0].deliver(entry[1], r.value, None, r.meta)
+                else:
+                    entry[0].deliver(entry[1], None, error_from_wire(r.status, r.value), None)
+
+    def _on_socket(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.die(f"dropped the connection ({exc})")
+            return
+        if not data:
+            self.die("closed the connection (it stopped or died)")
+            return
+        try:
+            msgs = self.rbuf.feed(data)
+        except ValueError as exc:
+            self.die(f"sent a broken message ({exc})")
+            return
+        for msg in msgs:
+            if msg.get("op") == "bye":
+                self.die(f"shut down ({msg.get('reason')})")
+                return
+
+    def die(self, why: str) -> None:
+        """The engine is gone: deliver what it answered, fail every other waiting call."""
+        if self.dead is not None:
+            return
+        if self.loop is not None and not self.loop.is_closed():
+            with contextlib.suppress(Exception):
+                self._drain()
+        self.dead = why
+        self._unwatch()
+        err_text = f"the stratabatch engine {self.name!r} ({self.path}) {why}"
+        pending, self.pending = self.pending, {}
+        for call, index in pending.values():
+            call.deliver(index, None, EngineUnavailableError(err_text), None)
+        self.room.wake(EngineUnavailableError(err_text))
+        self.close()
+
+    def close(self) -> None:
+        """Release everything this connection holds (the engine sees EOF and frees the slot)."""
+        self._unwatch()
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        if self.pidfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+            self.pidfd = -1
+        # the rings' views are left to the garbage collector, not released here: a call
+        # suspended in Ring.push_async still touches its ring's header when it wakes up
+        if self.arena is not None:
+            self.arena.close()
+            self.arena = None
+        for seg in (self.seg, self.arena_seg):
+            if seg is not None:
+                seg.close()
+        self.seg = self.arena_seg = None
+        for name in ("bell", "engine_bell"):
+            bell = self.__dict__.get(name)
+            if bell is not None:
+                bell.close()
+        if self.dead is None:
+            self.dead = "was closed"
+
+    # ------------------------------------------------------------- requests
+
+    def encode(self, request: Any, index: int, rid: int, priority: int,
+               deadline_ns: int) -> tuple[bytes, int]:
+        """Validate and encode one request; returns the frame and the arena row it uses.
+
+        The request is checked by the same rules as in embedded mode
+        (:func:`stratabatch.requests.check_payload`); its msgpack encoding then becomes the
+        frame's last item as is, so the payload is encoded once.
+        """
+        from .requests import check_payload
+
+        row = -1
+        payload = request
+        emb = request.get("embedding") if isinstance(request, Mapping) else None
+        if emb is not None and self.uses_vectors:
+            vec = check_vector(emb, self.dim, index)
+            if self.arena is not None and self.free_rows:
+                payload = {k: v for k, v in request.items() if k != "embedding"}
+                blob = check_payload(payload, index, self.max_request_bytes)
+                row = self.free_rows.pop()
+                self.arena.write_row(row, vec)
+                self.rows_in_use[rid] = row
+                return self._frame(rid, priority, deadline_ns, row, blob, index), row
+        blob = check_payload(payload, index, self.max_request_bytes)
+        return self._frame(rid, priority, deadline_ns, row, blob, index), row
+
+    def _frame(self, rid: int, priority: int, deadline_ns: int, row: int, blob: bytes,
+               index: int) -> bytes:
+        # a request frame is the msgpack array [id, priority, deadline_ns, arena_row, payload]
+        pack = self.pack
+        frame = b"\x95" + pack(rid) + pack(priority) + pack(deadline_ns) + pack(row) + blob
+        if len(frame) > self.encoder.limits.max_frame_bytes:
+            self._free_row(self.rows_in_use.pop(rid, -1))
+            raise RequestTooLargeError(
+                f"request {index}: its frame is {len(frame)} bytes, over the engine's frame "
+                f"limit of {self.encoder.limits.max_frame_bytes} bytes")
+        return frame
+
+    def _free_row(self, row: int) -> None:
+        if row >= 0:
+            self.free_rows.append(row)
+
+    def forget(self, call: Call, ids: range) -> None:
+        """The caller left: drop its pending entries (late answers are ignored)."""
+        for rid in ids:
+            entry = self.pending.get(rid)
+            if entry is not None and entry[0] is call:
+                del self.pending[rid]
+
+    def stats(self, timeout: float) -> dict[str, Any]:
+        """Ask the engine for its stats over the socket (a blocking round trip)."""
+        self.stats_seq += 1
+        seq = self.stats_seq
+        sock = self.sock
+        try:
+            sock.setblocking(True)
+            sock.settimeout(timeout)
+            sock.sendall(pack_message({"op": "stats", "seq": seq}))
+            deadline = time.monotonic() + timeout
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not poller.poll(left * 1000):
+                    raise EngineUnavailableError(
+                        f"the engine {self.name!r} did not answer a stats request within "
+                        f"{timeout:g} s")
+                data = sock.recv(1 << 20)
+                if not data:
+                    self.die("closed the connection (it stopped or died)")
+                    raise EngineUnavailableError(f"the stratabatch engine {self.name!r} "
+                                                 f"({self.path}) {self.dead}")
+                for msg in self.rbuf.feed(data):
+                    if msg.get("op") == "bye":
+                        self.die(f"shut down ({msg.get('reason')})")
+                        raise EngineUnavailableError(f"the stratabatch engine {self.name!r} "
+                                                     f"({self.path}) {self.dead}")
+                    if msg.get("op") == "stats" and msg.get("seq") == seq:
+                        return msg["stats"]
+        except (OSError, ValueError) as exc:
+            self.die(f"dropped the connection ({exc})")
+            raise EngineUnavailableError(f"the stratabatch engine {self.name!r} ({self.path}) "
+                                         f"{self.dead}") from None
+        finally:
+            if self.dead is None:
+                with contextlib.suppress(OSError):
+                    sock.setblocking(False)
+
+
+def check_vector(vec: Any, dim: int, index: int) -> Any:
+    """A request's own embedding as float32, checked as the engine will check it."""
+    import numpy as np
+
+    try:
+        arr = np.asarray(vec)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequestError(f"request {index}: bad 'embedding' field: {exc}") from None
+    problem = None
+    if arr.dtype.kind not in "fiu" or arr.ndim != 1:
+        problem = f"must be a flat list or 1-D array of real numbers, got {arr.dtype} " \
+                  f"of shape {arr.shape}"
+    elif arr.shape[0] == 0:
+        problem = "is empty"
+    elif dim and arr.shape[0] != dim:
+        problem = f"has dimension {arr.shape[0]}, the engine's embedder uses {dim}"
+    else:
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            problem = "holds NaN or infinite values"
+        elif not arr.any():
+            problem = "is the zero vector"
+    if problem:
+        raise InvalidRequestError(f"request {index}: bad 'embedding' field: it {problem}")
+    return arr
+
+
+__all__ = ["Call", "Connection", "One", "RoomBell", "check_vector"]

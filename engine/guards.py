@@ -1,0 +1,601 @@
+"""Merge guards: vetoes that keep a near-duplicate merge from serving the wrong answer.
+
+Similarity only finds candidates. Before a request joins a near (not exact) duplicate, the
+guards compare the two texts and veto the merge, whatever the similarity, when a difference
+changes what is asked. Each guard is cheap, works on the canonical words of
+:mod:`stratabatch.canon`, and returns the words that decided:
+
+``numbers``
+    The numbers differ, with their sign, decimal point and thousands separators: "pay -5" vs
+    "pay 5", "1,000" vs "1.000" (a thousand vs one), "order 123" vs "order 124". (Switched by
+    ``guard_numbers``, which also keeps different digit runs in different partitions.)
+``polarity``
+    A different count of negations (not, no, never, without, ...), an opposite pair (open /
+    closed, enable / disable, increase / decrease, ...), or a negating prefix (safe / unsafe,
+    install / uninstall).
+``roles``
+    The same role word (from, to, into, before, after, vs, than, over, ...) takes the argument
+    the other side gives another role: "from checking to brokerage" vs "from brokerage to
+    checking"; or the same words come in another order that is not a moved clause ("did Alice
+    call Bob" vs "did Bob call Alice").
+``entities``
+    A name, product, place, date, weekday, month, time of day, unit or currency on one side is
+    missing from the other: "Netflix" vs "Spotify", "Monday" vs "Tuesday", "kg" vs "lb". Names
+    are the capitalized words not at a sentence start, plus a curated list of such words
+    people type in lower case.
+``scope``
+    Whose or how many: my / our / your / all / every / one / my partner's, and singular vs
+    plural of the same word ("my order" vs "my orders").
+``residue``
+    What differs decides, not the global score: every word one side has and the other lacks
+    must be ignorable (an article) or a typo of a word the other side has (edit distance 1 on
+    words of 5+ letters, 2 on words of 8+, never two different dictionary words). This is what
+    keeps a long shared preamble from hiding a changed question. It also vetoes paraphrases
+    (different words for the same thing): switch it off for a sentence model whose
+    paraphrase merges you want.
+
+:func:`veto` applies the enabled guards to two :class:`Features` and returns the first
+:class:`Veto` (guard and words) or None; :func:`explain` does the whole decision for two texts
+for debugging.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .canon import FILLER_WORDS, canonical_batch
+from .config import GUARDS
+from .dedup import number_signature
+from .guard_words import (
+    DETERMINERS,
+    ENTITY_WORDS,
+    NEGATING_PREFIX_SET,
+    NEGATIONS,
+    OPPOSITE_PAIRS,
+    ROLE_MARKERS,
+    SCOPE_WORDS,
+)
+
+__all__ = [
+    "GUARDS",
+    "Explanation",
+    "Features",
+    "Veto",
+    "explain",
+    "features",
+    "features_batch",
+    "is_typo_of",
+    "number_signature",
+    "veto",
+]
+
+
+# -------------------------------------------------------------------------------------------
+# Word tables built from the lists (stratabatch.guard_words)
+# -------------------------------------------------------------------------------------------
+
+_IGNORABLE = frozenset(("a", "an", "the", "of", "also", "now", "currently"))
+# fillers of 5+ letters by (first letter, length of a word that may be a typo of them)
+_FILLERS_BY_START: dict[tuple[str, int], list[str]] = {}
+for _f in sorted(FILLER_WORDS):
+    if len(_f) >= 5:
+        for _n in (len(_f) - 1, len(_f), len(_f) + 1):
+            _FILLERS_BY_START.setdefault((_f[0], _n), []).append(_f)
+
+_OPPOSITES: dict[str, frozenset[str]] = {}
+for _a, _b in OPPOSITE_PAIRS:
+    if " " in _a or " " in _b:
+        continue
+    _OPPOSITES[_a] = _OPPOSITES.get(_a, frozenset()) | {_b}
+    _OPPOSITES[_b] = _OPPOSITES.get(_b, frozenset()) | {_a}
+
+# -------------------------------------------------------------------------------------------
+# Dictionary words (to tell a typo from a different word)
+# -------------------------------------------------------------------------------------------
+
+_VOCAB_PATH = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2-vocab.txt"
+_vocab_lock = threading.Lock()
+_vocab: frozenset[str] | None = None
+
+
+def _dictionary() -> frozenset[str]:
+    """Whole English words of the shipped WordPiece vocabulary (~20k), loaded on first use."""
+    global _vocab
+    with _vocab_lock:
+        if _vocab is None:
+            words = _VOCAB_PATH.read_text(encoding="utf-8").split("\n")
+            _vocab = frozenset(w for w in words if len(w) >= 3 and w.isalpha() and w.isascii())
+        return _vocab
+
+
+def _osa_distance(a: str, b: str, limit: int) -> int:
+    """Edit distance with adjacent transpositions (optimal string alignment), capped at
+    ``limit + 1``."""
+    la, lb = len(a), len(b)
+    if abs(la - lb) > limit:
+        return limit + 1
+    # the common beginning and end cost nothing: trim them (C-speed compares), then the
+    # quadratic part runs on the few letters around the edits
+    p = 0
+    m = min(la, lb)
+    while p < m and a[p] == b[p]:
+        p += 1
+    q = 0
+    while q < m - p and a[la - 1 - q] == b[lb - 1 - q]:
+        q += 1
+    a, b = a[p : la - q], b[p : lb - q]
+    la, lb = len(a), len(b)
+    if la == 0 or lb == 0:
+        return max(la, lb)
+    if la == lb == 1:
+        return 1
+    if la == lb == 2 and a[0] == b[1] and a[1] == b[0]:
+        return 1
+    prev2: list[int] = []
+    prev = list(range(lb + 1))
+    for i in range(1, la + 1):
+        cur = [i] + [0] * lb
+        ai = a[i - 1]
+        best = cur[0]
+        for j in range(1, lb + 1):
+            cost = 0 if ai == b[j - 1] else 1
+            v = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and ai == b[j - 2] and a[i - 2] == b[j - 1]:
+                v = min(v, prev2[j - 2] + 1)
+            cur[j] = v
+            if v < best:
+                best = v
+        if best > limit:
+            return limit + 1
+        prev2, prev = prev, cur
+    return prev[lb]
+
+
+def _is_plural_pair(a: str, b: str) -> bool:
+    if len(a) > len(b):
+        a, b = b, a
+    return b in (a + "s", a + "es") or (a.endswith("y") and b == a[:-1] + "ies")
+
+
+def _is_prefix_negation(a: str, b: str) -> bool:
+    if len(a) > len(b):
+        a, b = b, a
+    if len(a) < 3 or len(b) - len(a) > 4 or not b.endswith(a):
+        return False
+    return b[: len(b) - len(a)] in NEGATING_PREFIX_SET
+
+
+def is_typo_of(a: str, b: str, max_distance: int = 2) -> bool:
+    """Whether ``a`` and ``b`` can be the same word mistyped.
+
+    True when both are alphabetic with 4+ letters, their edit distance (with
+    transpositions) is 1, or 2 when both have 8+ letters (never more than ``max_distance``),
+    they are not both dictionary words ("price" / "prize"), not a singular/plural pair, not
+    opposites and not a word and its negation ("safe" / "unsafe").
+    """
+    if a == b:
+        return True
+    if not (a.isalpha() and b.isalpha()) or min(len(a), len(b)) < 4:
+        return False
+    limit = min(max_distance, 2 if min(len(a), len(b)) >= 8 else 1)
+    if abs(len(a) - len(b)) > limit:
+        return False
+    vocab = _dictionary()
+    if a in vocab and b in vocab:
+        return False  # two words of the dictionary: another word, not a typo
+    if _osa_distance(a, b, limit) > limit:
+        return False
+    return not (_is_plural_pair(a, b) or _is_prefix_negation(a, b)
+                or b in _OPPOSITES.get(a, ()))
+
+
+# -------------------------------------------------------------------------------------------
+# Features of one text
+# -------------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[^\W\d_]+")
+_SENTENCE_END = frozenset(".?!\n")
+
+
+def _names(text: str) -> frozenset[str]:
+    """Capitalized words not at a sentence start (nor "I"), casefolded."""
+    out = set()
+    for m in _WORD.finditer(text):
+        w = m.group()
+        if not w[0].isupper() or w == "I":
+            continue
+        k = m.start() - 1
+        while k >= 0 and text[k] in " \t\"'([*-":
+            k -= 1
+        if k < 0 or text[k] in _SENTENCE_END:
+            continue  # the first word of a sentence says nothing about being a name
+        if w.isupper() and len(w) > 1 and text.isupper():
+            continue  # a shouted text: every word is in capitals
+        out.add(w.casefold())
+    return frozenset(out)
+
+
+class Features:
+    """What the guards need to know of one text, computed once per request.
+
+    Attributes:
+        tokens: The canonical words (:mod:`stratabatch.canon`).
+        counts: How often each canonical word occurs.
+        numbers: :func:`number_signature` of the raw text.
+        names: Capitalized words not at a sentence start, casefolded.
+    """
+
+    __slots__ = ("text", "tokens", "_counts", "_numbers", "_names")
+
+    def __init__(self, text: str, tokens: list[str]) -> None:
+        self.text = text
+        self.tokens = tokens
+        self._counts: Counter[str] | None = None
+        self._numbers: tuple[str, ...] | None = None
+        self._names: frozenset[str] | None = None
+
+    # Each is computed on first use: most candidate pairs are decided by the first few.
+    @property
+    def counts(self) -> Counter[str]:
+        c = self._counts
+        if c is None:
+            c = self._counts = Counter(self.tokens)
+        return c
+
+    @property
+    def numbers(self) -> tuple[str, ...]:
+        v = self._numbers
+        if v is None:
+            t = self.text
+            v = self._numbers = number_signature(t) if _has_digit(t) else ()
+        return v
+
+    @property
+    def names(self) -> frozenset[str]:
+        v = self._names
+        if v is None:
+            t = self.text
+            v = self._names = _names(t) if _has_upper_inside(t) else frozenset()
+        return v
+
+
+_DIGIT = re.compile(r"\d")
+_UPPER_INSIDE = re.compile(r"(?<=.)[A-Z]|[^\x00-\x7f]", re.S)
+
+
+def _has_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+def _has_upper_inside(text: str) -> bool:
+    return _UPPER_INSIDE.search(text) is not None
+
+
+def features(text: str) -> Features:
+    """The guard features of one text."""
+    return Features(text, canonical_batch([text])[0])
+
+
+def features_batch(texts: list[str], tokens: list[list[str]] | None = None) -> list[Features]:
+    """The guard features of many texts (canonical words computed in one batch pass unless
+    given)."""
+    if tokens is None:
+        tokens = canonical_batch(texts)
+    return [Features(t, k) for t, k in zip(texts, tokens, strict=True)]
+
+
+# -------------------------------------------------------------------------------------------
+# The veto
+# -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Veto:
+    """Why a near merge was refused: the guard and the words that decided."""
+
+    guard: str
+    """The guard's name: numbers, polarity, roles, entities, scope or residue."""
+    words: tuple[str, ...]
+    """The words (or numbers) that differ, as the guard saw them."""
+
+    def __str__(self) -> str:
+        return f"{self.guard}: {' / '.join(self.words)}"
+
+
+def _role_args(tokens: list[str]) -> dict[str, list[str]]:
+    """Each role word's arguments: the word after it, determiners skipped."""
+    out: dict[str, list[str]] = {}
+    n = len(tokens)
+    for i, w in enumerate(tokens):
+        if w in ROLE_MARKERS:
+            j = i + 1
+            while j < n and tokens[j] in DETERMINERS:
+                j += 1
+            out.setdefault(w, []).append(tokens[j] if j < n else "")
+    return out
+
+
+def _reordered(ta: list[str], tb: list[str]) -> tuple[str, ...] | None:
+    """The words that changed places when ``ta`` and ``tb`` are the same words in another
+    order that is not a moved clause, or None.
+
+    A moved clause keeps both halves in order ("X, Y" / "Y, X" after a common beginning and
+    before a common end); any other reordering of the same words trades roles ("did Alice
+    call Bob" / "did Bob call Alice", "my online order in store" / "my in-store order online").
+    """
+    n = len(ta)
+    for k in range(1, n):
+        if ta[k:] + ta[:k] == tb:
+            return None  # the whole text is two clauses in the other order
+    p = 0
+    while p < n and ta[p] == tb[p]:
+        p += 1
+    if p == n:
+        return None
+    q = n
+    while ta[q - 1] == tb[q - 1]:
+        q -= 1
+    ma, mb = ta[p:q], tb[p:q]
+    for k in range(1, len(ma)):
+        if ma[k:] + ma[:k] == mb:
+            return None  # a rotation: one clause moved before the other
+    moved = [w for w, v in zip(ma, mb, strict=True) if w != v]
+    return tuple(dict.fromkeys(moved))
+
+
+def _typo_partner(word: str, others: list[str], max_distance: int = 2) -> str | None:
+    for o in others:
+        if is_typo_of(word, o, max_distance):
+            return o
+    return None
+
+
+def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str, ...],
+         numbers: bool = True, *, paraphrases: bool = False) -> Veto | None:
+    """The first guard that refuses merging ``a`` with ``b``, or None if all let it pass.
+
+    Args:
+        a: Features of one request.
+        b: Features of the other.
+        guards: The enabled guard names (a subset of :data:`GUARDS`).
+        numbers: Whether the numbers guard is on (``guard_numbers``).
+        paraphrases: The similarity judges meaning (a sentence model): the residue guard
+            then applies only where the texts are mostly the same words (at least
+            ``3x`` as many shared words as either side has of its own), as a shared preamble
+            with a changed question; elsewhere different words may say the same thing.
+
+    Returns:
+        A :class:`Veto`, or None when the merge may go ahead.
+    """
+    if numbers and a.numbers != b.numbers:
+        diff = sorted(set(a.numbers) ^ set(b.numbers)) or list(a.numbers + b.numbers)
+        return Veto("numbers", tuple(diff))
+    if a.tokens == b.tokens:
+        return None  # the same canonical words in the same order: nothing to veto
+    ca, cb = a.counts, b.counts
+    if dict.__eq__(ca, cb):  # (Counter.__eq__ walks both in Python)
+        # the same words: only their order, or capitals, can differ
+        if "roles" in guards and a.tokens != b.tokens:
+            if not _same_roles(a, b):
+                v = _roles_veto(a, b)
+                if v is not None:
+                    return v
+            moved = _reordered(a.tokens, b.tokens)
+            if moved is not None:
+                return Veto("roles", moved)
+        return None
+    a_only = _minus(ca, cb)
+    b_only = _minus(cb, ca)
+    if "polarity" in guards:
+        v = _polarity(a_only, b_only, ca, cb)
+        if v is not None:
+            return v
+    if "roles" in guards and not _same_roles(a, b):
+        v = _roles_veto(a, b)
+        if v is not None:
+            return v
+    if "entities" in guards:
+        v = _entities(a, b, a_only, b_only)
+        if v is not None:
+            return v
+    if "scope" in guards:
+        v = _scope(a_only, b_only)
+        if v is not None:
+            return v
+    if "residue" in guards:
+        if paraphrases:
+            shared = sum((ca & cb).values())
+            if shared < 3 * max(len(a_only), len(b_only)):
+                return None
+        v = _residue(a_only, b_only)
+        if v is not None:
+            return v
+    return None
+
+
+def _minus(ca: Counter[str], cb: Counter[str]) -> list[str]:
+    """The words of ``ca`` not matched in ``cb`` (with multiplicity), in ``ca``'s order."""
+    get = cb.get
+    return [w for w, n in ca.items() for _ in range(n - get(w, 0))]
+
+
+def _polarity(a_only: list[str], b_only: list[str], ca: Counter, cb: Counter) -> Veto | None:
+    na = sum(ca[w] for w in NEGATIONS.intersection(ca))
+    nb = sum(cb[w] for w in NEGATIONS.intersection(cb))
+    if na != nb:
+        words = [w for w in a_only + b_only if w in NEGATIONS]
+        # "withuot" for "without" is a typo, not a lost negation
+        typos = all(_typo_partner(w, b_only if w in a_only else a_only) for w in words)
+        if not (words and typos):
+            return Veto("polarity", tuple(words) or ("negation",))
+    forms_b = [(y, _forms(y)) for y in b_only]
+    for x in a_only:
+        opposite: set[str] = set()
+        for u in _forms(x):
+            opposite.update(_OPPOSITES.get(u, ()))
+        for y, fy in forms_b:
+            if (opposite and not opposite.isdisjoint(fy)) or _is_prefix_negation(x, y):
+                return Veto("polarity", (x, y))
+    return None
+
+
+def _forms(w: str) -> tuple[str, ...]:
+    """``w`` and its likely stems ("encrypted" -> "encrypt", "closing" -> "close")."""
+    for suffix in ("ing", "ed", "es", "s", "d"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            stem = w[: -len(suffix)]
+            return (w, stem, stem + "e")
+    return (w,)
+
+
+def _same_roles(a: Features, b: Features) -> bool:
+    ta, tb = a.tokens, b.tokens
+    if ROLE_MARKERS.isdisjoint(ta) and ROLE_MARKERS.isdisjoint(tb):
+        return True
+    ra, rb = _role_args(ta), _role_args(tb)
+    for m, args in ra.items():
+        other = rb.get(m)
+        if other is not None and sorted(args) != sorted(other):
+            return False
+    return True
+
+
+def _roles_veto(a: Features, b: Features) -> Veto | None:
+    ra, rb = _role_args(a.tokens), _role_args(b.tokens)
+    for m, args in ra.items():
+        other = rb.get(m)
+        if other is None:
+            continue
+        xa = list((Counter(args) - Counter(other)).elements())
+        xb = list((Counter(other) - Counter(args)).elements())
+        # a swap: the argument one side gives this role word, the other side has elsewhere
+        # (another argument is the residue guard's business, a typo nobody's)
+        if any(x and x in b.counts for x in xa) and any(y and y in a.counts for y in xb):
+            return Veto("roles", (m, *xa, *xb))
+    return None
+
+
+def _entities(a: Features, b: Features, a_only: list[str], b_only: list[str]) -> Veto | None:
+    for mine, theirs, other_only in ((a, b, b_only), (b, a, a_only)):
+        only = a_only if mine is a else b_only
+        for w in only:
+            if w in ENTITY_WORDS or w in mine.names:
+                if w in theirs.counts:
+                    continue
+                if _typo_partner(w, other_only, 1) is not None:
+                    continue
+                partner = next((o for o in other_only if o in ENTITY_WORDS or o in theirs.names),
+                               None)
+                return Veto("entities", (w, partner) if partner else (w,))
+    return None
+
+
+def _scope(a_only: list[str], b_only: list[str]) -> Veto | None:
+    sa = [w for w in a_only if w in SCOPE_WORDS]
+    sb = [w for w in b_only if w in SCOPE_WORDS]
+    if sa or sb:
+        return Veto("scope", tuple(sa + sb))
+    for x in a_only:
+        for y in b_only:
+            if _is_plural_pair(x, y):
+                return Veto("scope", (x, y))
+    return None
+
+
+def _ignorable(w: str) -> bool:
+    # an article, or a mistyped filler the canonical text could not drop ("plaese")
+    if w in _IGNORABLE:
+        return True
+    near = _FILLERS_BY_START.get((w[:1], len(w)))
+    return near is not None and _typo_partner(w, near) is not None
+
+
+def _residue(a_only: list[str], b_only: list[str]) -> Veto | None:
+    xa = [w for w in a_only if not _ignorable(w)]
+    xb = [w for w in b_only if not _ignorable(w)]
+    if not xa and not xb:
+        return None
+    left = list(xb)
+    unexplained = []
+    for w in xa:
+        p = _typo_partner(w, left)
+        if p is None:
+            unexplained.append(w)
+        else:
+            left.remove(p)
+    unexplained.extend(left)
+    if unexplained:
+        return Veto("residue", tuple(unexplained))
+    return None
+
+
+# -------------------------------------------------------------------------------------------
+# Debugging a decision
+# -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why two texts would or would not merge (see :func:`explain`)."""
+
+    merge: bool
+    """The decision."""
+    reason: str
+    """``"exact"`` (equal normalized text, never vetoed), ``"similar"`` (a candidate no guard
+    refused), ``"below threshold"``, or ``"veto"``."""
+    similarity: float | None
+    """Cosine of the two texts' vectors (None for an exact merge)."""
+    threshold: float | None
+    """The threshold the similarity was compared with."""
+    veto: Veto | None
+    """The guard that refused the merge, with the words that decided."""
+    canonical: tuple[str, str]
+    """The canonical texts the embedder saw."""
+    rewrites: tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]
+    """The canonical rewrites of each text (:func:`stratabatch.canon.explain_canonical`)."""
+
+
+def explain(text_a: str, text_b: str, *, embedder: Any = None, threshold: float | None = None,
+            guards: tuple[str, ...] | None = None, guard_numbers: bool = True,
+            canonicalize: bool = True) -> Explanation:
+    """Decide, as the dedup pass does, whether two texts merge, and say why.
+
+    Args:
+        text_a: The earlier request's text (the would-be leader).
+        text_b: The later request's text.
+        embedder: As ``BatchProcessor(embedder=...)``; None for the default.
+        threshold: As ``dedup_threshold``; None for the embedder's recommended value.
+        guards: As ``dedup_guards``; None for all of :data:`GUARDS`.
+        guard_numbers: As ``guard_numbers``.
+        canonicalize: As ``canonicalize``: embed the canonical text rather than the raw one.
+
+    Returns:
+        An :class:`Explanation`.
+    """
+    from .canon import explain_canonical
+    from .dedup import normalize_key
+    from .embed import resolve_embedder
+
+    emb = resolve_embedder(embedder)
+    toks = canonical_batch([text_a, text_b])
+    canon = (" ".join(toks[0]), " ".join(toks[1]))
+    rewrites = (explain_canonical(text_a), explain_canonical(text_b))
+    if normalize_key(text_a) == normalize_key(text_b):
+        return Explanation(True, "exact", None, None, None, canon, rewrites)
+    if threshold is None:
+        threshold = getattr(emb, "recommended_threshold", None) or 0.98
+    vecs = emb.embed(list(canon) if canonicalize else [text_a, text_b])
+    sim = float(vecs[0].astype("float64") @ vecs[1].astype("float64"))
+    enabled = GUARDS if guards is None else guards
+    v = veto(Features(text_a, toks[0]), Features(text_b, toks[1]), frozenset(enabled),
+             guard_numbers)
+    if v is not None:
+        return Explanation(False, "veto", sim, threshold, v, canon, rewrites)
+    if sim < threshold:
+        return Explanation(False, "below threshold", sim, threshold, None, canon, rewrites)
+    return Explanation(True, "similar", sim, threshold, None, canon, rewrites)

@@ -1,0 +1,691 @@
+"""The engine process: one batching core serving many client processes over shared memory.
+
+``stratabatch-engine`` (see :mod:`stratabatch.cli`) builds an :class:`Engine` and runs it on
+uvloop. The engine owns every shared-memory object of its name and drives the SAME
+:class:`~stratabatch.core.Core` as :class:`~stratabatch.BatchProcessor`; what it adds is
+transport:
+
+* **Rendezvous** (:mod:`stratabatch.slots`). The control segment claims the name; a Unix
+  socket (:func:`~stratabatch.wire.socket_path`) admits clients after a handshake (SO_PEERCRED,
+  versions, a free slot), each with its own ring segment (request ring then response ring) and
+  two eventfd doorbells passed with SCM_RIGHTS: the engine's (one for all clients) and the
+  client's own. The socket then stays open as the liveness channel both ways; the engine also
+  watches the client's pid with a pidfd, so a forked child that inherited the socket cannot
+  hide its parent's death.
+* **Intake.** The engine's doorbell wakes a reader callback that schedules one pass over all
+  request rings. A pass drains every ring in batches (bounded by the room the core has under
+  ``on_full="wait"``, so a full queue leaves requests in the rings and the client's own
+  ``on_full`` applies), decodes each frame, builds a core ``Request`` whose sink is the
+  client and whose index is the request id, and submits it. After an active pass the engine
+  re-checks its rings once per loop iteration for ``spin_us`` before it raises its asleep
+  flags (never spinning inside a callback); then it sleeps on the doorbell.
+* **Outcomes.** The core's ``on_complete`` appends ``(id, status, value, meta)`` to the
+  client's outbox; once per loop iteration the outboxes are encoded and written with one
+  ``push_many`` per client. A full response ring keeps the rest and the producer flag raised;
+  the client's drain rings the engine's doorbell.
+* **Faults.** A frame that does not decode is answered with an error when its id can be read,
+  otherwise (and for a corrupt ring or a broken socket message) that client is disconnected.
+  A client's death abandons its pending requests in the core (shared work goes on for the
+  others), frees its slot and removes its ring segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from stratabatch.ipc.arena import Arena
+from stratabatch.ipc.doorbell import Doorbell
+from stratabatch.ipc.errors import FrameError, FrameTooLargeError
+from stratabatch.ipc.frames import (
+    FrameDecoder,
+    FrameEncoder,
+    FrameLimits,
+    peek_frame_id,
+)
+from stratabatch.ipc.segment import Segment, reclaim_stale, segment_name
+from stratabatch.ipc.wait import DEFAULT_SPIN_US
+
+from .config import BatchConfig
+from .core import Core
+from .errors import (
+    EngineUnavailableError,
+    HandlerError,
+    InvalidRequestError,
+    QueueFullError,
+    StratabatchError,
+)
+from .publish import Publisher, engine_info
+from .records import Request
+from .requests import build_request
+from .slots import STATE_RUNNING, STATE_STOPPING, Client, Slots
+from .wire import (
+    ARENA_MAGIC,
+    STATUS_OK,
+    check_name,
+    error_to_wire,
+    pack_message,
+)
+
+log = logging.getLogger("stratabatch.engine")
+
+ARENA_ROWS_PER_SLOT = 64
+"""Arena rows each client slot owns: vectors it may have in flight at once."""
+FRAME_OVERHEAD = 64
+"""Bytes a request frame adds around its payload at most (array header, id, deadline...)."""
+
+# control segment words (int64): engine state, then 4 words per slot
+_STATE, _MAX_CLIENTS, _PID, _STARTED = 0, 1, 2, 3
+
+_ENGINE_ROWS = 16
+_MAX_DRAIN = 4096  # frames per ring per pass: one client cannot starve the others
+_MAX_BACKLOG = 4096  # answers waiting for room in a response ring before intake pauses
+_TICK_S = 0.1
+
+
+def ring_capacity(frame_limit: int) -> int:
+    """The data bytes of one ring whose frames may be ``frame_limit`` bytes (a power of two)."""
+    need = 2 * (frame_limit + 16)
+    cap = 1 << 16
+    while cap < need:
+        cap <<= 1
+    return cap
+
+
+def frame_limits(config: BatchConfig) -> FrameLimits:
+    """The frame limits of an engine: a frame holds a request of ``max_request_bytes``."""
+    n = config.max_request_bytes + FRAME_OVERHEAD
+    return FrameLimits(max_frame_bytes=n, max_str_len=n, max_bin_len=n)
+
+
+class Engine:
+    """A stratabatch engine serving one name.
+
+    Args:
+        handler: The batch handler (async or sync), as for BatchProcessor.
+        config: The batching options.
+        name: The engine name (socket and segment names derive from it).
+        max_clients: Client slots (processes connected at once).
+        spin_us: Microseconds the engine keeps re-checking its rings after activity before it
+            sleeps on its doorbell.
+    """
+
+    def __init__(self, handler: Callable[..., Any], config: BatchConfig, *,
+                 name: str = "default", max_clients: int = 64,
+                 spin_us: float = DEFAULT_SPIN_US) -> None:
+        self.name = check_name(name)
+        if isinstance(max_clients, bool) or not isinstance(max_clients, int) or \
+                not 1 <= max_clients <= 4096:
+            raise StratabatchError(f"max_clients must be an int in [1, 4096], got {max_clients!r}")
+        self.config = config
+        self.max_clients = max_clients
+        self._slots = Slots(self.name, max_clients)
+        self.socket_path = self._slots.socket_path
+        if isinstance(spin_us, bool) or not isinstance(spin_us, (int, float)) or \
+                not 0 <= spin_us <= 100_000:
+            raise StratabatchError(f"spin_us must be in [0, 100000], got {spin_us!r}")
+        self._spin_s = spin_us / 1e6
+        self._user_handler = handler
+        self.core = Core(config, self._on_complete, self._wrap_handler(handler))
+        self.limits = frame_limits(config)
+        self._capacity = ring_capacity(self.limits.max_frame_bytes)
+        self._max_frame = self._capacity // 2 - 8
+        self._encoder = FrameEncoder(self.limits)
+        self._decoder = FrameDecoder(self.limits)
+        self._clients = self._slots.clients  # by slot
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._publisher: Publisher | None = None
+        self._arena_seg: Segment | None = None
+        self._arena: Arena | None = None
+        self._dim = 0
+        self._bell: Doorbell | None = None
+        self._poll_scheduled = False
+        self._flush_scheduled = False
+        self._active_until = 0.0
+        self._stopping = False
+        self._stopped: asyncio.Event | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._published_total = -1
+        self._published_done = -1
+        self._published_batches = -1
+        self._published_at = 0.0
+        self._uses_vectors = False
+
+    # ----------------------------------------------------------------- handler
+
+    def _wrap_handler(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """The handler as the core sees it: records each batch's size and, since a batch
+        leaving the queue makes room, schedules a pass over the rings."""
+        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None))  # noqa: B004
+
+        if is_async:
+            async def run_async(payloads: list[Any]) -> Any:
+                self._batch_started(len(payloads))
+                return await handler(payloads)
+
+            return run_async
+
+        def run_sync(payloads: list[Any]) -> Any:  # runs in the core's handler thread
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._batch_started, len(payloads))
+            return handler(payloads)
+
+        return run_sync
+
+    def _batch_started(self, size: int) -> None:
+        if self._publisher is not None:
+            self._publisher.batch(size)
+        self._schedule_poll()
+
+    # ----------------------------------------------------------------- start
+
+    async def start(self) -> None:
+        """Create the segments and the socket, warm the kernels, and start serving.
+
+        Raises:
+            EngineUnavailableError: Another live engine already serves this name.
+        """
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stopped = asyncio.Event()
+        self._slots.claim()
+        try:
+            await self._start_rest(loop)
+        except BaseException:
+            self._teardown()
+            raise
+
+    async def _start_rest(self, loop: asyncio.AbstractEventLoop) -> None:
+        for stale in reclaim_stale(self.name):
+            log.info("reclaimed stale segment %s (its engine died)", stale)
+        self._publisher = Publisher(self.name, self.max_clients,
+                                    engine_info(self.name, self._user_handler, self.config))
+        self.core.bind(loop)
+        await self.core.warm_up()
+        try:
+            self._publisher.threshold = float(self.core.threshold())
+        except Exception:  # a broken embedder shows on the first pass, not here
+            pass
+        c = self.config
+        self._uses_vectors = c.enable_dedup and (c.dedup_strategy != "exact"
+                                                 or c.dedup_function is not None)
+        if self._uses_vectors and c.dedup_function is None:
+            dim = self.core.vector_dim()
+            self._dim = dim if isinstance(dim, int) and dim > 0 else 0
+        if self._dim:
+            geometry = {"dim": self._dim, "slots": self.max_clients,
+                        "rows_per_slot": ARENA_ROWS_PER_SLOT, "engine_rows": _ENGINE_ROWS}
+            self._arena_seg = Segment.create(segment_name(self.name, "arena"),
+                                             Arena.nbytes(**geometry), magic=ARENA_MAGIC,
+                                             version=1)
+            self._arena = Arena.create(self._arena_seg.buf, **geometry)
+        self._bell = Doorbell.create()
+        loop.add_reader(self._bell.fileno(), self._on_bell)
+        welcome = {
+            "arena": self._arena_seg.name if self._arena_seg is not None else None,
+            "dim": self._dim, "counters": segment_name(self.name, "counters"),
+            "control": segment_name(self.name, "control"),
+            "limits": dataclasses.asdict(self.limits),
+            "max_request_bytes": c.max_request_bytes, "dedup_key": c.dedup_key,
+            "on_full": c.on_full, "uses_vectors": self._uses_vectors,
+            "processing_timeout": c.processing_timeout,
+        }
+        self._slots.listen(loop, bell_fd=self._bell.fileno(), capacity=self._capacity,
+                           max_frame=self._max_frame, welcome=welcome, on_join=self._on_join)
+        self._slots.set_state(STATE_RUNNING)
+        self._tick_handle = loop.call_later(_TICK_S, self._tick)
+
+    # ----------------------------------------------------------------- clients
+
+    def _on_join(self, client: Client) -> None:
+        loop = self._loop
+        assert loop is not None
+        loop.add_reader(client.sock.fileno(), self._on_client_socket, client)
+        if client.pidfd >= 0:
+            loop.add_reader(client.pidfd, self._on_client_exit, client)
+        if self._publisher is not None:
+            self._publisher.client(client.slot, pid=client.pid, connected=1, requests=0,
+                                   errors=0, timeouts=0, connected_at_ns=client.connected_at_ns)
+        log.info("client joined: pid %d, slot %d (%d connected)", client.pid, client.slot,
+                 len(self._clients))
+        self._schedule_poll()
+
+    def _on_client_exit(self, client: Client) -> None:
+        self._drop_client(client, "process exited")
+
+    def _on_client_socket(self, client: Client) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._drop_client(client, f"socket error: {exc}")
+            return
+        if not data:
+            self._drop_client(client, "disconnected")
+            return
+        try:
+            msgs = client.rbuf.feed(data)
+        except ValueError as exc:
+            self._drop_client(client, f"broken socket message: {exc}")
+            return
+        for msg in msgs:
+            if msg.get("op") == "stats":
+                snap = dataclasses.asdict(self.core.snapshot())
+                snap["merge_similarity_histogram"] = list(snap["merge_similarity_histogram"])
+                reply = {"op": "stats", "seq": msg.get("seq"), "stats": snap,
+                         "clients": len(self._clients)}
+                try:
+                    client.sock.send(pack_message(reply))
+                except OSError as exc:
+                    self._drop_client(client, f"socket error: {exc}")
+                    return
+            else:
+                self._drop_client(client, f"unknown socket message {msg.get('op')!r}")
+                return
+
+    def _drop_client(self, client: Client, reason: str) -> None:
+        """Forget a client: abandon its pending requests, free its slot and segment."""
+        if client.closed:
+            return
+        client.closed = True
+        pending = list(client.pending.values())
+        client.pending.clear()
+        for req in pending:
+            self.core.abandon(req)
+        self._slots.release(client)
+        if self._publisher is not None:
+            self._publisher.client_left(client.slot)
+        log.info("client left: pid %d, slot %d (%s; %d pending requests dropped)", client.pid,
+                 client.slot, reason, len(pending))
+
+    # ----------------------------------------------------------------- intake
+
+    def _on_bell(self) -> None:
+        assert self._bell is not None
+        self._bell.clear()
+        self._schedule_poll()
+
+    def _schedule_poll(self) -> None:
+        if not self._poll_scheduled and self._loop is not None:
+            self._poll_scheduled = True
+            self._loop.call_soon(self._poll)
+
+    def _poll(self) -> None:
+        """One pass: drain every request ring, submit, write responses, then spin or sleep."""
+        self._poll_scheduled = False
+        if self._loop is None:
+            return
+        got = 0
+        c = self.config
+        core = self.core
+        for client in list(self._clients.values()):
+            if client.closed or client.requests is None:
+                continue
+            if client.frames or client.outbox:
+                self._flush_client(client)
+            if self._stopping or len(client.frames) > _MAX_BACKLOG:
+                continue  # a client that does not read its answers gets no new work in
+            budget = _MAX_DRAIN
+            if c.on_full == "wait":
+                budget = min(budget, c.max_queue - core.waiting)
+                if budget <= 0:
+                    continue  # the queue is full: the requests wait in the ring
+            try:
+                frames = client.requests.drain(budget)
+            except FrameError as exc:
+                self._drop_client(client, f"corrupt request ring: {exc}")
+                continue
+            if frames:
+                got += len(frames)
+                for data in frames:
+                    try:
+                        self._accept(client, data)
+                    except Exception as exc:  # a bug of ours: that request fails, not the engine
+                        log.error("internal error on a request of client pid %d: %r",
+                                  client.pid, exc)
+                        rid = peek_frame_id(data)
+                        if rid is not None and rid not in client.pending:
+                            self._answer_error(client, rid, StratabatchError(
+                                f"internal error in the engine: {type(exc).__name__}: {exc}"))
+        self._flush()
+        now = self._loop.time()
+        if got:
+            self._active_until = now + self._spin_s
+            self._schedule_poll()
+        elif now < self._active_until:
+            self._schedule_poll()  # spin: look again on the next loop iteration
+        else:
+            self._sleep()
+        self._publish_totals()
+
+    def _sleep(self) -> None:
+        """Raise every ring's asleep flag; if one got a frame meanwhile, poll again instead."""
+        c = self.config
+        full = c.on_full == "wait" and self.core.waiting >= c.max_queue
+        for client in self._clients.values():
+            if client.closed or client.requests is None:
+                continue
+            if client.frames and client.responses is not None and \
+                    not client.responses.producer_sleep_check(len(client.frames[0])):
+                self._schedule_poll()
+                return
+            if not full and not client.requests.consumer_sleep_check():
+                self._schedule_poll()
+                return
+
+    def _accept(self, client: Client, data: bytes) -> None:
+        """Decode one request frame and hand it to the core (or answer it with an error)."""
+        try:
+            fr = self._decoder.request(data)
+        except FrameError as exc:
+            rid = peek_frame_id(data)
+            if rid is None:
+                self._drop_client(client, f"unreadable request frame: {exc}")
+            else:
+                self._answer_error(client, rid, InvalidRequestError(
+                    f"malformed request frame: {exc}"))
+            return
+        rid = fr.id
+        if rid in client.pending:
+            self._answer_error(client, rid, InvalidRequestError(
+                f"request id {rid} is already pending for this client"))
+            return
+        payload = fr.payload
+        if type(payload) is not dict:
+            self._answer_error(client, rid, InvalidRequestError(
+                f"a request must be a mapping, got {type(payload).__name__}"))
+            return
+        core = self.core
+        try:
+            if fr.arena_row >= 0:
+                payload["embedding"] = self._arena_vector(client, fr.arena_row)
+            deadline = None
+            if fr.deadline_ns:
+                deadline = core.deadline_from_monotonic_ns(fr.deadline_ns)
+            # the frame's size bounds the payload's: the client checked the exact rule
+            req = build_request(payload, self.config, index=rid, sink=client,
+                                priority=fr.priority, deadline=deadline,
+                                dim=self._dim or None, checked=len(data))
+            if not core.make_room(fr.priority):
+                raise QueueFullError(f"queue full (max_queue={self.config.max_queue})")
+            core.submit(req)
+        except (StratabatchError, ValueError) as exc:
+            self._answer_error(client, rid, exc)
+            return
+        client.pending[rid] = req
+        client.counts[0] += 1
+        client.dirty = True
+
+    def _arena_vector(self, client: Client, row: int) -> np.ndarray:
+        arena = self._arena
+        if arena is None:
+            raise InvalidRequestError("this engine has no embedding arena; send the vector "
+                                      "in the request")
+        own = arena.slot_range(client.slot)
+        if row not in own:
+            raise InvalidRequestError(
+                f"arena row {row} is not this client's (slot {client.slot} owns rows "
+                f"[{own.start}, {own.stop}))")
+        # a copy: the client may rewrite its row at any time, and what the core keeps must
+        # stay what build_request checked
+        return arena.matrix[row].copy()
+
+    # ----------------------------------------------------------------- outcomes
+
+    def _on_complete(self, req: Request, value: Any, error: BaseException | None) -> None:
+        client = req.sink
+        if client.closed:
+            return
+        client.pending.pop(req.index, None)
+        if self._publisher is not None:
+            self._publisher.latency(self._loop.time() - req.arrival)  # type: ignore[union-attr]
+        if error is None:
+            lead = req.merged_with
+            if lead is not None:
+                meta = {"leader": lead.index if lead.sink is client else -1,
+                        "similarity": 1.0 if req.similarity is None else float(req.similarity)}
+                client.outbox.append((req.index, STATUS_OK, value, meta))
+            else:
+                client.outbox.append((req.index, STATUS_OK, value))
+        else:
+            self._count_error(client, error)
+            client.outbox.append((req.index, *error_to_wire(error)))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+
+    def _count_error(self, client: Client, error: BaseException) -> None:
+        from .errors import BatchTimeoutError
+
+        client.counts[2 if isinstance(error, BatchTimeoutError) else 1] += 1
+        client.dirty = True
+        if isinstance(error, HandlerError):
+            log.warning("handler error (client pid %d): %s", client.pid, error)
+
+    def _answer_error(self, client: Client, rid: int, error: BaseException) -> None:
+        self._count_error(client, error)
+        client.outbox.append((rid, *error_to_wire(error)))
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for client in list(self._clients.values()):
+            if client.outbox or client.frames:
+                self._flush_client(client)
+
+    def _flush_client(self, client: Client) -> None:
+        ring = client.responses
+        if client.closed or ring is None:
+            client.outbox.clear()
+            return
+        if client.outbox:
+            enc = self._encoder
+            frames = client.frames
+            for item in client.outbox:
+                try:
+                    frames.append(enc.response(*item))
+                except (FrameError, FrameTooLargeError) as exc:
+                    err = HandlerError(
+                        f"the handler's result for request {item[0]} cannot be sent to the "
+                        f"client: {exc}", exc_type=type(exc).__name__, exc_message=str(exc))
+                    self._count_error(client, err)
+                    self.core.stats.errors += 1  # answered with an error after all
+                    frames.append(enc.response(item[0], *error_to_wire(err)))
+            client.outbox.clear()
+        if client.frames:
+            n = ring.push_many(client.frames)
+            if n:
+                del client.frames[:n]
+            if client.frames and not ring.producer_sleep_check(len(client.frames[0])):
+                self._schedule_poll()  # room appeared meanwhile
+
+    # ----------------------------------------------------------------- counters
+
+    def _publish_totals(self) -> None:
+        pub = self._publisher
+        if pub is None:
+            return
+        st = self.core.stats
+        if st.total_batches == self._published_batches:
+            # no new batch: arrivals alone are published at most every 5 ms
+            if st.total_requests == self._published_total and \
+                    st._lat_n == self._published_done:
+                return
+            now = time.monotonic()
+            if now - self._published_at < 0.005:
+                return
+        else:
+            now = time.monotonic()
+        self._published_at = now
+        self._published_batches = st.total_batches
+        self._published_total = st.total_requests
+        self._published_done = st._lat_n
+        pub.totals(st, self.core.waiting, self.core.inflight_batches, len(self._clients))
+        self._publish_clients()
+
+    def _publish_clients(self) -> None:
+        pub = self._publisher
+        assert pub is not None
+        for client in self._clients.values():
+            if client.dirty:
+                client.dirty = False
+                pub.client(client.slot, requests=client.counts[0], errors=client.counts[1],
+                           timeouts=client.counts[2])
+
+    def _tick(self) -> None:
+        """10 Hz: full snapshot into the counters block, a safety-net pass over the rings."""
+        loop = self._loop
+        assert loop is not None
+        self._tick_handle = loop.call_later(_TICK_S, self._tick)
+        pub = self._publisher
+        if pub is not None:
+            try:
+                busy = self.core.waiting or self.core.inflight_batches or \
+                    self.core.stats._lat_n != getattr(self, "_tick_done", -1)
+                if busy or int(time.time()) != getattr(self, "_tick_sec", 0):
+                    self._tick_done = self.core.stats._lat_n
+                    self._tick_sec = int(time.time())
+                    self._publish_totals()
+                    pub.tick(self.core.snapshot(), self.core.inflight_batches, len(self._clients))
+                else:
+                    pub.heartbeat()
+            except Exception as exc:  # the monitor's view must never stop the engine
+                log.error("publishing counters failed: %s", exc)
+        if self._clients:
+            self._schedule_poll()  # safety net against a lost wake-up
+
+    # ----------------------------------------------------------------- shutdown
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (the signal handlers call this)."""
+        if self._stopped is not None and not self._stopped.is_set():
+            self._stopped.set()
+
+    async def serve(self, ready: Callable[[], None] | None = None) -> None:
+        """Start, call ``ready``, run until :meth:`request_stop`, then shut down gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            if ready is not None:
+                ready()
+            assert self._stopped is not None
+            await self._stopped.wait()
+        finally:
+            await self.shutdown()  # a second signal meanwhile changes nothing
+
+    async def shutdown(self) -> None:
+        """Stop accepting, finish running batches, answer every request, remove everything.
+
+        Requests queued in the core run now, without waiting for their windows; requests
+        still in the rings (never accepted) and anything the handler does not finish within
+        ``processing_timeout`` are failed with :class:`EngineUnavailableError`.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        self._slots.stopping = True
+        log.info("shutdown: stopping (%d clients, %d requests queued)", len(self._clients),
+                 self.core.waiting)
+        loop = self._loop
+        assert loop is not None
+        self._slots.set_state(STATE_STOPPING)
+        self._slots.stop_listening()
+        gone = EngineUnavailableError("the engine is shutting down; the request was not run")
+        for client in list(self._clients.values()):  # requests never accepted
+            if client.requests is None:
+                continue
+            try:
+                for data in client.requests.drain():
+                    rid = peek_frame_id(data)
+                    if rid is not None:
+                        self._answer_error(client, rid, gone)
+            except FrameError:
+                pass
+        limit = (self.config.processing_timeout or 30.0) + 1.0
+        try:
+            await asyncio.wait_for(self.core.close(), limit)
+        except (TimeoutError, asyncio.TimeoutError):
+            log.warning("shutdown: the handler did not finish within %.0f s", limit)
+        for client in self._clients.values():  # whatever the core could not finish
+            for rid in list(client.pending):
+                self._answer_error(client, rid, gone)
+            client.pending.clear()
+        self._flush()
+        deadline = loop.time() + 2.0  # let clients read what is left in their rings
+        while any(c.frames for c in self._clients.values()) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+            self._flush()
+        for client in list(self._clients.values()):
+            with contextlib.suppress(OSError):
+                client.sock.send(pack_message({"op": "bye", "reason": "the engine shut down"}))
+            self._drop_client(client, "engine shutting down")
+        self._teardown()
+        log.info("shutdown: done")
+
+    def _teardown(self) -> None:
+        loop = self._loop
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        if self._bell is not None:
+            if loop is not None:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(self._bell.fileno())
+            self._bell.close()
+            self._bell = None
+        if self._arena is not None:
+            self._arena.close()
+            self._arena = None
+        if self._arena_seg is not None:
+            self._arena_seg.close()
+            self._arena_seg = None
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
+        self._slots.close()
+
+
+def run(engine: Engine, *, use_uvloop: bool = True) -> int:
+    """Run ``engine`` until SIGINT/SIGTERM; print the ready line; return the exit status."""
+
+    def ready() -> None:
+        print(f"stratabatch-engine ready name={engine.name} pid={os.getpid()} "
+              f"socket={engine.socket_path}", flush=True)
+        log.info("ready: name %s, pid %d, socket %s, %d client slots", engine.name, os.getpid(),
+                 engine.socket_path, engine.max_clients)
+
+    try:
+        if use_uvloop:
+            import uvloop
+
+            uvloop.run(engine.serve(ready))
+        else:
+            asyncio.run(engine.serve(ready))
+    except EngineUnavailableError as exc:
+        print(f"stratabatch-engine: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        # closing the loop restored the default actions; the engine is done, so a late
+        # SIGINT/SIGTERM must not turn its exit status into a signal death
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    return 0
+
+
+__all__ = ["Engine", "frame_limits", "ring_capacity", "run"]

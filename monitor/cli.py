@@ -1,0 +1,161 @@
+"""``stratabatch-monitor``: the live dashboard, or one snapshot as a table or JSON.
+
+::
+
+    stratabatch-monitor [NAME] [--interval 0.1]     the Textual dashboard (q quits)
+    stratabatch-monitor [NAME] --once               one plain-text table, then exit
+    stratabatch-monitor [NAME] --json               one JSON object, then exit
+
+``--once`` and ``--json`` never import Textual. They exit with status 1 when no engine of that
+name runs, saying where they looked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from stratabatch.monitor import fmt
+from stratabatch.monitor.snapshot import (
+    EngineSnapshot,
+    list_engines,
+    read_snapshot,
+    shm_path,
+)
+
+
+def options_line(snap: EngineSnapshot, width: int = 1000) -> str:
+    """The engine's key options in one line: window, max_size, strategy, threshold.
+
+    The adaptive window's range and target are left out when the line would exceed ``width``.
+    """
+    info = snap.info
+    parts = [f"window {fmt.ms(snap.stats.window_ms)} ms"]
+    if info.get("adaptive"):
+        lo, hi = info.get("min_window_ms"), info.get("max_window_ms")
+        tgt = info.get("target_latency_ms")
+        extra = []
+        if lo is not None and hi is not None:
+            extra.append(f"{float(lo):g}-{float(hi):g}")
+        if tgt is not None:
+            extra.append(f"target {float(tgt):g}")
+        parts[0] += " (adaptive" + (" " + ", ".join(extra) if extra else "") + ")"
+    if "max_size" in info:
+        parts.append(f"max_size {info['max_size']}")
+    if "dedup_strategy" in info:
+        parts.append(f"strategy {info['dedup_strategy']}")
+    if snap.dedup_threshold:
+        parts.append(f"threshold {snap.dedup_threshold:.2f}")
+    line = "  ".join(parts)
+    if len(line) > width and info.get("adaptive"):
+        parts[0] = f"window {fmt.ms(snap.stats.window_ms)} ms (adaptive)"
+        line = "  ".join(parts)
+    return line
+
+
+def model_text(snap: EngineSnapshot) -> str:
+    """The fitted handler cost model, ``a + b*n ms``, or why there is none."""
+    a, b = snap.stats.adaptive_a_ms, snap.stats.adaptive_b_ms
+    if a == 0.0 and b == 0.0:
+        return "not fitted (adaptive off or no batches yet)"
+    return f"{fmt.ms(a)} + {fmt.ms(b)}*n ms"
+
+
+def render_once(snap: EngineSnapshot) -> str:
+    """A plain-text table of one snapshot (what ``--once`` prints)."""
+    s = snap.stats
+    info = snap.info
+    state = "running" if snap.alive else "EXITED (stale block)"
+    if snap.stalled:
+        state = f"STALLED (no update for {fmt.duration(snap.heartbeat_age_s)})"
+    max_inflight = info.get("max_inflight_batches")
+    inflight = f"{snap.inflight_batches}" + (f"/{max_inflight}" if max_inflight else "")
+    exact_rate = s.exact_merges / s.total_requests if s.total_requests else 0.0
+    near_rate = s.near_merges / s.total_requests if s.total_requests else 0.0
+    lines = [
+        f"engine {info.get('name', snap.name)}  pid {snap.pid}  up {fmt.duration(snap.uptime_s)}"
+        f"  {state}  handler {info.get('handler', '?')}",
+        f"options   {options_line(snap)}",
+        "",
+        f"requests  {fmt.count(s.total_requests)}  req/s {fmt.rate(s.requests_per_second)}  "
+        f"batches {fmt.count(s.total_batches)}  avg batch {s.avg_batch_size:.1f} "
+        f"(max {s.batch_size_max})",
+        f"unique    {fmt.count(s.unique_requests)}  duplicates {fmt.count(s.duplicates)} "
+        f"({fmt.pct(s.dedup_rate)}: exact {fmt.pct(exact_rate)}, near {fmt.pct(near_rate)})  "
+        f"coalesced {fmt.count(s.inflight_coalesced)}",
+        f"saved     {fmt.usd(s.cost_saved_usd)}",
+        f"latency   p50 {fmt.ms(s.latency_ms_p50)}  p95 {fmt.ms(s.latency_ms_p95)}  "
+        f"p99 {fmt.ms(s.latency_ms_p99)} ms",
+        f"queue     {fmt.count(s.queue_depth)}  in flight {inflight}  "
+        f"clients {snap.clients_connected}",
+        f"model     {model_text(snap)}",
+        f"failures  errors {fmt.count(s.errors)}  timeouts {fmt.count(s.timeouts)}  "
+        f"rejected {fmt.count(s.rejected)}  dropped {fmt.count(s.dropped)}",
+        "",
+        f"{'slot':>4} {'pid':>8} {'requests':>12} {'errors':>8} {'timeouts':>8} {'connected':>10}",
+    ]
+    for c in snap.clients:
+        since = fmt.duration((snap.taken_at_ns - c.connected_at_ns) / 1e9) \
+            if c.connected_at_ns else "-"
+        lines.append(f"{c.slot:>4} {c.pid:>8} {fmt.count(c.requests):>12} "
+                     f"{fmt.count(c.errors):>8} {fmt.count(c.timeouts):>8} {since:>10}")
+    if not snap.clients:
+        lines.append("  (no client connected)")
+    return "\n".join(lines)
+
+
+def _not_found(name: str) -> str:
+    others = [n for n in list_engines() if n != name]
+    hint = f"; engines found: {', '.join(others)}" if others else ""
+    return f"stratabatch-monitor: no engine named {name!r} (looked for {shm_path(name)}){hint}"
+
+
+def _interval(text: str) -> float:
+    value = float(text)
+    if not 0.02 <= value <= 60.0:
+        raise argparse.ArgumentTypeError(f"must be in [0.02, 60] seconds, got {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``stratabatch-monitor``."""
+    ap = argparse.ArgumentParser(
+        prog="stratabatch-monitor",
+        description="Watch a running stratabatch engine: live dashboard, or one snapshot.",
+    )
+    ap.add_argument("name", nargs="?", default="default", metavar="NAME",
+                    help="engine name, as given to stratabatch-engine --name (default: default)")
+    ap.add_argument("--interval", type=_interval, default=0.1, metavar="SECONDS",
+                    help="refresh period of the dashboard, 0.02-60 s (default: 0.1)")
+    ap.add_argument("--once", action="store_true", help="print one snapshot as a table and exit")
+    ap.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
+    args = ap.parse_args(argv)
+    try:
+        shm_path(args.name)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if args.once or args.json:
+        try:
+            snap = read_snapshot(args.name)
+        except FileNotFoundError:
+            print(_not_found(args.name), file=sys.stderr)
+            return 1
+        except (ValueError, TimeoutError) as exc:
+            print(f"stratabatch-monitor: cannot read engine {args.name!r}: {exc}",
+                  file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(snap.to_json(), indent=2, allow_nan=False))
+        else:
+            print(render_once(snap))
+        return 0
+    from stratabatch.monitor.app import MonitorApp  # Textual loads only for the dashboard
+
+    MonitorApp(args.name, interval=args.interval, freeze_gc=True).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

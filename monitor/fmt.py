@@ -1,0 +1,70 @@
+"""Number formatting shared by the dashboard and ``--once``: short, fixed rules, no Textual."""
+
+from __future__ import annotations
+
+import math
+
+
+def count(n: float) -> str:
+    """An integer count with thousands separators: ``1,234,567``."""
+    return f"{int(n):,}"
+
+
+def short(n: float) -> str:
+    """A compact number: ``950``, ``12.3k``, ``4.56M``."""
+    if n != n:
+        return "-"
+    a = abs(n)
+    if a < 1000:
+        return f"{n:.0f}" if float(n).is_integer() or a >= 100 else f"{n:.1f}"
+    for unit, div in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
+        if a < div * 1000:
+            v = n / div
+            return f"{v:.1f}{unit}" if abs(v) >= 10 else f"{v:.2f}{unit}"
+    return f"{n / 1e12:.1f}T"
+
+
+def rate(r: float | None) -> str:
+    """A per-second rate: ``812.4``, ``12.3k``; ``-`` when unknown."""
+    if r is None or r != r:
+        return "-"
+    return f"{r:.1f}" if abs(r) < 1000 else short(r)
+
+
+def ms(v: float) -> str:
+    """A duration in ms with about three significant digits: ``0.42``, ``12.3``, ``1,234``."""
+    if v != v or math.isinf(v):
+        return "-"
+    if v < 10:
+        return f"{v:.2f}"
+    if v < 100:
+        return f"{v:.1f}"
+    return f"{v:,.0f}"
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage: ``42.1%``."""
+    return f"{100.0 * x:.1f}%"
+
+
+def usd(x: float) -> str:
+    """Dollars: ``$12.34``, ``$1,234``, ``$0.0012``."""
+    if x == 0:
+        return "$0.00"
+    if abs(x) < 0.01:
+        return f"${x:.4f}"
+    if abs(x) < 1000:
+        return f"${x:,.2f}"
+    return f"${x:,.0f}"
+
+
+def duration(seconds: float) -> str:
+    """An uptime: ``42s``, ``12m05s``, ``3h02m``, ``2d04h``."""
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

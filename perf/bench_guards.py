@@ -1,0 +1,205 @@
+"""CPU cost of the merge guards and the canonical text, per request.
+
+Peers in one run (so the ratios hold on a noisy machine), on the texts of
+tests/data/guard_pairs.jsonl (short questions; ``--long`` adds the shared-preamble prompts):
+
+* ``canonical_batch``: the canonical words of every text, one batch pass (what every request
+  pays before embedding);
+* ``embed raw`` / ``embed canonical``: the hashing embedder on the raw and canonical texts;
+* ``features (all parts)``: every guard feature of every text (the pass computes them only
+  for requests that have a candidate, and only the parts a decision reads);
+* ``vetoes of first candidates``: the guard decision on each request's first candidate,
+  per request of the batch;
+* ``leader_cluster`` / ``candidates (all)`` / ``block_candidates (first 4)``: the unguarded
+  kernel vs the candidate kernels on the same vectors (every candidate of every row; as the
+  guarded pass calls it);
+* ``pass ...: guards off / on / added``: a whole dedup pass (``Deduper.run``: exact stage,
+  embedding, clustering, guards) over fresh requests, with the word guards and the canonical
+  text off (``dedup_guards=()``, ``canonicalize=False``, threshold 0.96, the unguarded
+  ``leader_cluster`` path) and at the defaults; on the dup-heavy batch (the pair texts, many
+  near variants of each question), on its distinct texts, and on one text per question.
+
+    python perf/bench_guards.py [--repeats 7] [--batch 1024] [--long] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> float:
+    """Median ns of ``fn()``, with the garbage collector paused while it runs (as timeit
+    does: a collection of the whole heap would land on whichever step triggered it)."""
+    fn()  # warm-up (JIT, caches)
+    samples = []
+    for _ in range(repeats):
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter_ns()
+            fn()
+            samples.append(time.perf_counter_ns() - t0)
+        finally:
+            gc.enable()
+    return statistics.median(samples)
+
+
+class _Ops:
+    """The core's side of a dedup pass, reduced to bookkeeping (no queues, no handler)."""
+
+    def __init__(self) -> None:
+        self.groups: list[Any] = []
+
+    def new_group(self, req: Any, part: Any) -> Any:
+        from stratabatch.records import GROUPED, Group
+
+        g = Group(req)
+        g.part = part
+        req.group = g
+        req.state = GROUPED
+        self.groups.append(g)
+        return g
+
+    def join(self, req: Any, g: Any, similarity: float, exact: bool) -> None:
+        from stratabatch.records import GROUPED
+
+        req.group, req.state, req.similarity = g, GROUPED, similarity
+        g.members.append(req)
+
+    coalesce = join
+
+    def reject(self, req: Any, error: BaseException) -> None:
+        raise AssertionError(f"unexpected rejection: {error!r}")
+
+    def pending_groups(self) -> list[Any]:
+        return self.groups
+
+
+def dedup_pass(texts: list[str], **options: Any) -> Callable[[], int]:
+    """A function running one whole dedup pass (exact stage, embedding, clustering, guards)
+    over fresh requests for ``texts``, on a fresh Deduper; returns the number of groups."""
+    from stratabatch.config import BatchConfig
+    from stratabatch.grouping import Deduper
+    from stratabatch.records import Request
+
+    config = BatchConfig(**options)
+
+    def run() -> int:
+        ops = _Ops()
+        d = Deduper(config, ops)
+        d.run([Request({"query": t}, text=t) for t in texts])
+        return len(ops.groups)
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--long", action="store_true", help="include the long prompts")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    import numpy as np
+
+    from stratabatch.candidates import block_candidates, candidates
+    from stratabatch.canon import canonical_batch
+    from stratabatch.config import GUARDS
+    from stratabatch.embed import HashingEmbedder
+    from stratabatch.guards import Features, veto
+    from stratabatch.kernels import leader_cluster
+
+    rows = [json.loads(x) for x in
+            (ROOT / "tests" / "data" / "guard_pairs.jsonl").read_text().splitlines() if x]
+    texts = list(dict.fromkeys(t for r in rows for t in (r["a"], r["b"])
+                               if args.long or len(t) < 200))
+    texts = (texts * (args.batch // len(texts) + 1))[: args.batch]
+    n = len(texts)
+    emb = HashingEmbedder()
+    toks = canonical_batch(texts)
+    canon = [" ".join(t) for t in toks]
+    X = emb.embed(canon)
+    part = np.zeros(n, np.int64)
+    thr = emb.recommended_threshold
+    crow, ccol, _ = candidates(X, part, thr, 0)
+    first: dict[int, int] = {}
+    for i, j in zip(crow.tolist(), ccol.tolist(), strict=True):
+        first.setdefault(i, j)  # the candidate the greedy pass judges first
+    cand_pairs = list(first.items())
+    guards = frozenset(GUARDS)
+
+    def features_all() -> list[Features]:
+        out = [Features(t, k) for t, k in zip(texts, toks, strict=True)]
+        for f in out:  # force every lazy part
+            f.counts, f.numbers, f.names  # noqa: B018
+        return out
+
+    def vetoes() -> None:
+        feats = [Features(t, k) for t, k in zip(texts, toks, strict=True)]
+        for i, j in cand_pairs:
+            veto(feats[j], feats[i], guards, True)
+
+    results: dict[str, float] = {}  # ns per request
+    results["canonical_batch"] = timed(lambda: canonical_batch(texts), args.repeats) / n
+    results["embed raw"] = timed(lambda: emb.embed(texts), args.repeats) / n
+    results["embed canonical"] = timed(lambda: emb.embed(canon), args.repeats) / n
+    results["features (all parts)"] = timed(features_all, args.repeats) / n
+    results["vetoes of first candidates"] = timed(vetoes, args.repeats) / n
+    results["leader_cluster"] = timed(
+        lambda: leader_cluster(X, part, thr, 0, method="loop"), args.repeats) / n
+    results["candidates (all)"] = timed(lambda: candidates(X, part, thr, 0), args.repeats) / n
+    # as the guarded pass calls it: blocks of 64 rows against the leaders before each block
+    # (here those of the unguarded clustering), the first 4 candidates per row
+    lead, _ = leader_cluster(X, part, thr, 0, method="loop")
+    is_leader = lead == np.arange(n)
+
+    def blocks() -> None:
+        for b0 in range(0, n, 64):
+            known = np.flatnonzero(is_leader[:b0]).astype(np.int64)
+            block_candidates(X, part, thr, known, b0, min(b0 + 64, n), 4)
+
+    results["block_candidates (first 4)"] = timed(blocks, args.repeats) / n
+    # Whole dedup passes (the Deduper alone: requests built, no event loop, no handler), the
+    # two configurations alternated so that both see the same machine.
+    off = dict(dedup_guards=(), canonicalize=False, dedup_threshold=0.96)
+    # one text per question: the first side of every pair of both labelled sets, long prompts
+    # left out (few near variants, so few candidates: mostly what every request pays)
+    old = [json.loads(x) for x in
+           (ROOT / "tests" / "data" / "dedup_pairs.jsonl").read_text().splitlines() if x]
+    questions = list(dict.fromkeys(r["a"] for r in rows + old if len(r["a"]) < 200))
+    workloads = (("dup-heavy", texts), ("variants, distinct", list(dict.fromkeys(texts))),
+                 ("one per question", questions))
+    for name, sample in workloads:
+        run_off, run_on = dedup_pass(sample, **off), dedup_pass(sample)
+        groups = (run_off(), run_on())
+        t_off, t_on = [], []
+        for _ in range(args.repeats):
+            t_off.append(timed(run_off, 1) / len(sample))
+            t_on.append(timed(run_on, 1) / len(sample))
+        results[f"pass {name}: guards off"] = statistics.median(t_off)
+        results[f"pass {name}: guards on"] = statistics.median(t_on)
+        results[f"pass {name}: added"] = statistics.median(
+            [b - a for a, b in zip(t_off, t_on, strict=True)])
+        print(f"{name}: {len(sample)} requests, {groups[0]} groups with guards off, "
+              f"{groups[1]} with guards on")
+
+    print(f"\n{n} texts ({len(set(texts))} distinct), {len(cand_pairs)} with a candidate at "
+          f"{thr}; median of {args.repeats}")
+    print("| step | us per request |\n|---|---|")
+    for k, v in results.items():
+        print(f"| {k} | {v / 1000:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"n": n, "ns_per_request": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

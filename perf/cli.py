@@ -1,0 +1,239 @@
+"""``stratabatch-perf``: one workload through every mode and the peers, side by side.
+
+    stratabatch-perf [--quick] [--json FILE] [--plot FILE.png] [workload, batching and
+                     cost-model options]
+
+Modes, in one run on the same seeded workload: unbatched direct calls; batching without dedup;
+the embedded BatchProcessor with exact, embedding and hybrid dedup; the multiprocessing.Queue
+batching server (the peer); stratabatch-engine with client processes (when installed); Ray Serve
+(when the ``peers`` extra is installed). With ``--plot`` (or ``--sweep``) a window_ms x max_size
+sweep of the default strategy follows. Exits 1 if any mode lost, duplicated or misdelivered an
+outcome. docs/perf.md explains the cost model and how to read the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .backend import CostModel
+from .harness import (
+    TARGET_MODE,
+    OutcomeError,
+    account,
+    check_exactly_once,
+    median_run,
+    run_modes,
+    targets,
+)
+from .modes import Embedded, Mode, Settings, Unbatched
+from .modes_engine import EngineMode
+from .modes_ray import RayServeMode
+from .mpqueue_server import MpQueuePeer
+from .report import plot_sweep, print_all
+from .workload import WorkloadConfig, generate
+
+QUICK = {"bursts": 2, "burst_size": 400, "gap_ms": 600.0}
+SWEEP_WINDOWS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+SWEEP_SIZES = (16, 32, 64, 128)
+QUICK_SWEEP_WINDOWS = (2.0, 10.0, 50.0)
+QUICK_SWEEP_SIZES = (16, 64)
+
+
+def all_modes() -> list[Mode]:
+    """Every mode, in the order of the table."""
+    return [Unbatched(), Embedded("off"), Embedded("exact"), Embedded("embedding"),
+            Embedded("hybrid"), MpQueuePeer(), EngineMode("exact"), EngineMode("embedding"),
+            RayServeMode()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, every default shown in ``--help``."""
+    p = argparse.ArgumentParser(prog="stratabatch-perf", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = WorkloadConfig()
+    m = CostModel()
+    p.add_argument("--quick", action="store_true",
+                   help="a small workload (2 bursts of 400) that runs in about 20 s")
+    p.add_argument("--json", metavar="FILE", help="write every figure and the configuration")
+    p.add_argument("--plot", metavar="FILE.png", help="run the sweep and plot it (plot extra)")
+    p.add_argument("--sweep", action="store_true", help="run the sweep without plotting")
+    p.add_argument("--modes", metavar="SUBSTR,...",
+                   help="run only modes whose name contains one of these (unbatched and the "
+                        "peer always run, for the ratios)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="runs per mode, median reported; unbatched runs once (default 3, "
+                        "1 with --quick)")
+    p.add_argument("--sweep-repeats", type=int, default=None,
+                   help="runs per sweep point (default 3, 1 with --quick)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    w = p.add_argument_group("workload")
+    w.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
+    w.add_argument("--arrivals", choices=("bursts", "poisson"), default=d.arrivals,
+                   help="default %(default)s")
+    w.add_argument("--clients", type=int, default=d.clients,
+                   help="client processes in the multiprocess modes (default %(default)s)")
+    w.add_argument("--bursts", type=int, default=d.bursts, help="default %(default)s")
+    w.add_argument("--burst-size", type=int, default=d.burst_size, help="default %(default)s")
+    w.add_argument("--burst-ms", type=float, default=d.burst_ms, help="default %(default)s")
+    w.add_argument("--gap-ms", type=float, default=d.gap_ms,
+                   help="idle time after each burst (default %(default)s)")
+    w.add_argument("--rate-high", type=float, default=d.rate_high, help="default %(default)s")
+    w.add_argument("--rate-low", type=float, default=d.rate_low, help="default %(default)s")
+    w.add_argument("--half-period-ms", type=float, default=d.half_period_ms,
+                   help="default %(default)s")
+    w.add_argument("--duration-s", type=float, default=d.duration_s, help="default %(default)s")
+    w.add_argument("--zipf-s", type=float, default=d.zipf_s,
+                   help="Zipf exponent of intent popularity (default %(default)s)")
+    b = p.add_argument_group("batching")
+    b.add_argument("--window-ms", type=float, default=Settings.window_ms,
+                   help="default %(default)s")
+    b.add_argument("--max-size", type=int, default=Settings.max_size, help="default %(default)s")
+    c = p.add_argument_group("cost model of the simulated backend")
+    c.add_argument("--overhead-ms", type=float, default=m.overhead_ms,
+                   help="per call (default %(default)s)")
+    c.add_argument("--per-item-ms", type=float, default=m.per_item_ms,
+                   help="per item (default %(default)s)")
+    c.add_argument("--concurrency", type=int, default=m.concurrency,
+                   help="calls at once (default %(default)s)")
+    c.add_argument("--price-per-item", type=float, default=m.price_per_item_usd,
+                   help="USD (default %(default)s)")
+    return p
+
+
+def _workload_config(a: argparse.Namespace) -> WorkloadConfig:
+    fields = {k: getattr(a, k) for k in asdict(WorkloadConfig()) if hasattr(a, k)}
+    if a.quick:
+        d = WorkloadConfig()
+        for k, v in QUICK.items():
+            if getattr(a, k) == getattr(d, k):  # an explicit option wins over --quick
+                fields[k] = v
+    return WorkloadConfig(**fields)
+
+
+def _select(modes: list[Mode], spec: str | None) -> list[Mode]:
+    if not spec:
+        return modes
+    wanted = [s.strip() for s in spec.split(",") if s.strip()]
+    return [m for m in modes
+            if m.name in ("unbatched", MpQueuePeer.name) or any(s in m.name for s in wanted)]
+
+
+async def _main(a: argparse.Namespace, console: Console) -> int:
+    cfg = _workload_config(a)
+    model = CostModel(a.overhead_ms, a.per_item_ms, a.concurrency, a.price_per_item)
+    settings = Settings(model=model, window_ms=a.window_ms, max_size=a.max_size)
+    workload = generate(cfg)
+    truth = workload.truth()
+    console.print(
+        f"workload: {truth['requests']:,} requests ({cfg.arrivals}, {cfg.clients} clients, seed "
+        f"{cfg.seed}); duplicates within a {'burst' if cfg.arrivals == 'bursts' else 'segment'}"
+        f": {truth['dups_existing']:,}, of which differ only on the surface: "
+        f"{truth['dups_catchable']:,}\nbackend: {model.overhead_ms:g} ms/call + "
+        f"{model.per_item_ms:g} ms/item, {model.concurrency} at once, "
+        f"${model.price_per_item_usd:g}/item; window {a.window_ms:g} ms, max_size {a.max_size}")
+    modes = _select(all_modes(), a.modes)
+    repeats = a.repeats or (1 if a.quick else 3)
+    sweep_repeats = a.sweep_repeats or (1 if a.quick else 3)
+    sweep_rows: list[dict[str, Any]] = []
+    with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, disable=a.no_progress) as bar:
+
+        def progress_for(name: str, total: int):
+            task = bar.add_task(name, total=total)
+            return lambda k: bar.advance(task, k)
+
+        t0 = time.monotonic()
+        reports = await run_modes(workload, settings, modes, progress_for, repeats)
+        elapsed_modes = time.monotonic() - t0
+        if a.plot or a.sweep:
+            windows = QUICK_SWEEP_WINDOWS if a.quick else SWEEP_WINDOWS
+            sizes = QUICK_SWEEP_SIZES if a.quick else SWEEP_SIZES
+            sweep_cfg = WorkloadConfig(**{**asdict(cfg), "bursts": min(cfg.bursts, 2)}) \
+                if cfg.arrivals == "bursts" else cfg
+            sweep_load = generate(sweep_cfg)
+            points = [(w, m) for m in sizes for w in windows]
+            task = bar.add_task("sweep window_ms x max_size", total=len(points) * sweep_repeats)
+            runs: dict[tuple[float, int], list[dict[str, Any]]] = {p: [] for p in points}
+            for _ in range(sweep_repeats):  # round-robin, as the modes
+                for window, size in points:
+                    mode = Embedded("embedding", max_size=size, window_ms=window)
+                    s = Settings(model=model, window_ms=window, max_size=size)
+                    run = await mode.run(sweep_load, s, lambda _k: None)
+                    runs[(window, size)].append(account(sweep_load, run, s, size))
+                    bar.advance(task)
+            for (window, size), point_runs in runs.items():
+                rep = median_run(point_runs)
+                sweep_rows.append({"window_ms": window, "max_size": size, **{
+                    k: rep[k] for k in ("throughput_rps", "latency_ms_p50", "latency_ms_p95",
+                                        "latency_ms_p99", "backend_calls", "backend_items",
+                                        "concurrency_bound_pct", "lost", "duplicated", "stray",
+                                        "wrong_merges", "dups_caught", "repeats",
+                                        "throughput_rps_runs")}})
+    target_rows = targets(reports)
+    print_all(console, reports,
+              f"{truth['requests']:,} requests, {cfg.arrivals}; modes took {elapsed_modes:.1f} s",
+              target_rows, TARGET_MODE, sweep_rows)
+    if a.plot and sweep_rows:
+        try:
+            plot_sweep(sweep_rows, a.plot,
+                       f"{cfg.arrivals}, {model.overhead_ms:g} ms/call + "
+                       f"{model.per_item_ms:g} ms/item, {model.concurrency} concurrent")
+            console.print(f"plot written to {a.plot}")
+        except ImportError:
+            console.print(escape('--plot needs matplotlib: pip install "stratabatch[plot]"'),
+                          style="red")
+    if a.json:
+        doc = {
+            "command": ["stratabatch-perf", *sys.argv[1:]],
+            "created_unix": time.time(),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "platform": platform.platform()},
+            "settings": {"window_ms": settings.window_ms, "max_size": settings.max_size,
+                         "repeats": repeats, "sweep_repeats": sweep_repeats,
+                         "timeout_s": settings.timeout_s, "cost_model": asdict(model)},
+            "workload": workload.describe(),
+            "modes": reports,
+            "targets": {"mode": TARGET_MODE, "rows": target_rows},
+            "sweep": sweep_rows,
+        }
+        with open(a.json, "w") as f:
+            json.dump(doc, f, indent=2)
+        console.print(f"JSON written to {a.json}")
+    all_runs = dict(reports)
+    all_runs.update({f"sweep {r['window_ms']:g}/{r['max_size']}": {**r, "ran": True}
+                     for r in sweep_rows})
+    try:
+        check_exactly_once(all_runs)
+    except OutcomeError as exc:
+        console.print(escape(f"FAILED: {exc}"), style="red")
+        return 1
+    misdelivered = {n: r["mismatched_answers"] for n, r in reports.items()
+                    if r.get("ran") and r["mismatched_answers"]}
+    if misdelivered:
+        console.print(escape(f"FAILED: answers that name another request's text: {misdelivered}"),
+                      style="red")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``stratabatch-perf``; returns the exit status (0, or 1 on a failure)."""
+    a = build_parser().parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    return asyncio.run(_main(a, console))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

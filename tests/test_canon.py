@@ -1,0 +1,97 @@
+"""Canonical text: one test per rule, and the words no rule may touch."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stratabatch.canon import canonical_batch, canonical_text, explain_canonical
+
+
+@pytest.mark.parametrize("variant", [
+    "Hey there, quick question: how do I update my billing address? Thanks!",
+    "hi team, how do I update my billing address? thanks in advance",
+    "Good morning! Sorry to bother you, but how do I update my billing address? Cheers",
+    "so um how do i like update my billing address",
+    "How can I update my billing address?",
+    "How would I update my billing address???",
+    "how do i, er, update my billing address. kind regards",
+])
+def test_courtesy_fillers_and_frames_leave_the_question(variant):
+    assert canonical_text(variant) == "how do i update my billing address"
+
+
+def test_a_joiner_after_a_courtesy_phrase_goes_with_it_anywhere():
+    assert canonical_text("Context here. Sorry to bother you, but can I pay?") == \
+        "context here can i pay"
+    assert canonical_text("I paid but it failed") == "i paid but it failed"
+
+
+def test_spelling_is_folded_to_one_variant():
+    assert canonical_text("Change the colour of my favourite theme") == \
+        canonical_text("Change the color of my favorite theme")
+    assert canonical_text("My cheque was cancelled") == "my check was canceled"
+
+
+def test_contractions_with_and_without_apostrophe_are_one():
+    assert canonical_text("I don't see it") == canonical_text("i dont see it") == \
+        "i do not see it"
+
+
+def test_number_words_before_digits_go_but_digits_stay():
+    assert canonical_text("Order no. 4521") == canonical_text("order #4521") == "order 4521"
+    assert canonical_text("6am") == "6 am"
+    assert canonical_text("no refunds") == "no refunds"  # "no" is a negation here
+
+
+def test_like_is_a_filler_only_where_it_is_not_a_verb():
+    assert canonical_text("how do i like update it") == "how do i update it"
+    assert canonical_text("What does it look like") == "what does it look like"
+    assert canonical_text("I would like to cancel") == "i want to cancel"
+
+
+def test_want_frames_apply_at_the_start_only():
+    assert canonical_text("I need to cancel my order") == "i want to cancel my order"
+    assert canonical_text("Do I need a visa") == "do i need a visa"  # not "do i want"
+
+
+def test_meaningful_words_pass_through():
+    for text in ("turn on the lights", "turn off the lights", "from Paris to London",
+                 "never charge my card", "my partner's order", "pay -5 dollars"):
+        toks = canonical_text(text).split()
+        for w in ("on", "off", "from", "to", "never", "my", "partners", "5"):
+            if w in text.lower().replace("'", "").split():
+                assert w in toks, (w, text)
+
+
+def test_a_text_of_only_fillers_keeps_its_words():
+    assert canonical_text("thanks!") == "thanks"
+    assert canonical_text("") == ""
+
+
+def test_batch_equals_one_by_one_also_with_unicode():
+    texts = ["Ｈｅｌｌｏ, how can I reset it?", "so um where is my order", "plain", "",
+             "Café opening hours, thanks"]
+    assert canonical_batch(texts) == [canonical_text(t).split() for t in texts]
+
+
+def test_every_rewrite_is_explained():
+    trace = explain_canonical("Hi, how can I change the colour? Thanks")
+    assert ("filler", "hi", "") in trace
+    assert ("frame", "how can i", "how do i") in trace
+    assert ("spelling", "colour", "color") in trace
+    assert ("filler", "thanks", "") in trace
+
+
+_WORDS = ["hi", "there", "how", "can", "i", "do", "you", "like", "so", "um", "no", "4", "thank",
+          "colour", "dont", "sorry", "to", "bother", "but", "log", "in", "my", "order", "need",
+          "would", "look", "please", "quick", "question", "e", "mail", "right", "now", "the"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS), max_size=14))
+def test_the_fast_paths_give_what_the_full_passes_give(words):
+    from stratabatch.canon import _rewrite
+
+    assert _rewrite(list(words), None) == _rewrite(list(words), [])

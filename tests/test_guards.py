@@ -1,0 +1,263 @@
+"""Merge guards: one test per guard, with the false friends each must not break."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stratabatch import BatchProcessor
+from stratabatch.config import GUARDS
+from stratabatch.errors import ConfigError
+from stratabatch.guards import explain, features, is_typo_of, number_signature, veto
+
+PREAMBLE = (
+    "You are the assistant of a hardware store. Answer in two sentences, politely, and never "
+    "promise stock you cannot see. Opening hours and prices come from the tool results only. "
+) * 3
+
+
+def decide(a: str, b: str, guards=GUARDS, numbers: bool = True, paraphrases: bool = False):
+    return veto(features(a), features(b), frozenset(guards), numbers, paraphrases=paraphrases)
+
+
+@pytest.mark.parametrize("a, b", [
+    ("pay -5 dollars", "pay 5 dollars"),
+    ("send 1,000 euros", "send 1.000 euros"),
+    ("order 123", "order 124"),
+])
+def test_numbers_with_sign_and_separators(a, b):
+    assert decide(a, b).guard == "numbers"
+
+
+def test_numbers_false_friends():
+    assert number_signature("send 1,000 euros") == number_signature("send 1000 euros")
+    assert number_signature("order 007") == number_signature("order 7")
+    assert number_signature("2.50 kg") == number_signature("2.5 kg")
+    assert number_signature("call 2024-05-01") == ("1", "2024", "5")  # dashes of a date
+    assert decide("order 4521 has not arrived", "Order #4521 hasn't arrived") is None
+
+
+@pytest.mark.parametrize("a, b", [
+    ("turn on the lights", "turn off the lights"),
+    ("Is the store open?", "Is the store closed?"),
+    ("Can I eat before the test?", "Can I avoid eating before the test?"),
+    ("I can log in", "I can't log in"),
+    ("Is this product safe for kids?", "Is this product unsafe for kids?"),
+    ("How do I install the app?", "How do I uninstall the app?"),
+    ("Is my data encrypted?", "Is my data decrypted?"),
+])
+def test_polarity(a, b):
+    assert decide(a, b).guard == "polarity"
+
+
+def test_polarity_false_friends():
+    assert decide("how do I turn on dark mode", "hi, how can I turn on dark mode? thanks") is None
+    assert decide("Can I go without a leash?", "Can I go wihtout a leash?") is None  # a typo
+    assert decide("I cannot log in", "I can't log in") is None
+
+
+@pytest.mark.parametrize("a, b", [
+    ("Move $200 from my checking account to my brokerage account",
+     "Move $200 from my brokerage account to my checking account"),
+    ("Convert 100 dollars to euros", "Convert 100 euros to dollars"),
+    ("Copy files from drive A to drive B", "Copy files from drive B to drive A"),
+    ("Did Alice call Bob yesterday?", "Did Bob call Alice yesterday?"),
+])
+def test_roles(a, b):
+    assert decide(a, b).guard == "roles"
+
+
+def test_roles_reordered_words_that_are_not_a_moved_clause():
+    v = decide("Can I pick up my online order in store today?",
+               "Can I pick up my in-store order online today?")
+    assert v.guard == "roles" and "online" in v.words
+
+
+def test_roles_false_friends_moved_clauses():
+    assert decide("How do I update the billing address for my business account?",
+                  "For my business account, how do I update the billing address?") is None
+    assert decide("Copy the report from the shared drive to my desktop",
+                  "To my desktop, copy the report from the shared drive") is None
+    assert decide("Move $200 from my checking account to my brokerage account.",
+                  "To my brokerage account, move $200 from my checking account.") is None
+
+
+@pytest.mark.parametrize("a, b", [
+    ("Cancel my Netflix subscription", "Cancel my Spotify subscription"),
+    ("Book a table for Monday", "Book a table for Tuesday"),
+    ("ship 5 kg", "ship 5 lb"),
+    (PREAMBLE + "Customer: Alice. Where is my package?",
+     PREAMBLE + "Customer: Bob. Where is my package?"),
+])
+def test_entities(a, b):
+    assert decide(a, b).guard == "entities"
+
+
+def test_entities_false_friends():
+    assert decide("Where is Tokyo station?", "where is tokyo station") is None  # capitals only
+    assert decide("Flights to Japan", "Flights to Japn") is None  # a typo of the name
+    assert decide("Is Austria open?", "Is Australia open?").guard == "entities"  # two names
+
+
+@pytest.mark.parametrize("a, b", [
+    ("Cancel my order", "Cancel my partner's order"),
+    ("Where is my order?", "Where are my orders?"),
+    ("Delete my card", "Delete all my cards"),
+    ("Refund our booking", "Refund my booking"),
+])
+def test_scope(a, b):
+    assert decide(a, b).guard == "scope"
+
+
+def test_residue_decides_long_prompts_by_what_differs():
+    v = decide(PREAMBLE + "Do you sell hammers?", PREAMBLE + "Do you sell ladders?")
+    assert v is not None and v.guard == "residue" and set(v.words) == {"hammers", "ladders"}
+    assert decide(PREAMBLE + "Do you sell hammers?",
+                  PREAMBLE + "hi, do you sell hammmers? thx") is None
+
+
+def test_residue_accepts_typos_not_other_words():
+    assert is_typo_of("address", "adress") and is_typo_of("uppdate", "update")
+    assert is_typo_of("password", "pasword") and is_typo_of("plan", "plna")
+    assert not is_typo_of("price", "prize")  # two dictionary words
+    assert not is_typo_of("order", "orders")  # a plural
+    assert not is_typo_of("safe", "unsafe")
+    assert decide("How do I uppdate my billing adress?", "How do I update my billing address?") \
+        is None
+    assert decide("Cancel my order", "Track my order").guard == "residue"
+
+
+def test_paraphrase_mode_lets_different_short_wordings_through_but_not_long_prompts():
+    a, b = "How do I reset my password?", "I forgot my password, how can I set a new one?"
+    assert decide(a, b).guard == "residue"
+    assert decide(a, b, paraphrases=True) is None
+    assert decide(PREAMBLE + "Do you sell hammers?", PREAMBLE + "Do you sell ladders?",
+                  paraphrases=True).guard == "residue"
+
+
+def test_each_guard_switches_off_alone():
+    assert decide("turn on the lights", "turn off the lights",
+                  guards=[g for g in GUARDS if g != "polarity"]).guard == "residue"
+    assert decide("turn on the lights", "turn off the lights", guards=()) is None
+    assert decide("order 123", "order 124", guards=(), numbers=False) is None
+
+
+def test_explain_names_the_guard_the_words_and_the_rewrites():
+    e = explain("turn on the lights", "turn off the lights", threshold=0.5)
+    assert not e.merge and e.reason == "veto" and str(e.veto) == "polarity: on / off"
+    e = explain("how do I turn on dark mode", "hi, how can I turn on dark mode? thanks")
+    assert e.merge and e.reason == "similar" and e.similarity == pytest.approx(1.0, abs=1e-6)
+    assert ("frame", "how can i", "how do i") in e.rewrites[1]
+    assert explain("Hello", "hello").reason == "exact"
+
+
+def test_dedup_guards_option_is_validated():
+    async def handler(reqs):
+        return reqs
+
+    b = BatchProcessor(handler, dedup_guards=("residue", "polarity"))
+    assert b.dedup_guards == ("polarity", "residue")  # in the order they are tried
+    with pytest.raises(ConfigError, match="dedup_guards"):
+        b.dedup_guards = ("nope",)
+    with pytest.raises(ConfigError, match="canonicalize"):
+        BatchProcessor(handler, canonicalize="yes")
+
+
+async def run_pairs(pairs, **options):
+    seen: list[str] = []
+
+    async def handler(reqs):
+        seen.extend(r["query"] for r in reqs)
+        return [r["query"] for r in reqs]
+
+    async with BatchProcessor(handler, window_ms=5, max_size=256, **options) as batch:
+        out = []
+        async for done in batch.process_streaming([{"query": q} for q in pairs]):
+            out.append(done)
+        dedup = batch._core._dedup  # noqa: SLF001 - the veto log is a debugging aid
+        return seen, sorted(out, key=lambda d: d.index), list(dedup.vetoes)
+
+
+@pytest.mark.parametrize("embedder", ["hashing", "callable"])
+async def test_the_dedup_path_vetoes_traps_for_every_embedder(embedder):
+    import numpy as np
+
+    from stratabatch.embed import HashingEmbedder
+
+    opts: dict = {"dedup_threshold": 0.5}  # low: the traps are candidates, guards decide
+    if embedder == "callable":
+        inner = HashingEmbedder()
+        opts = {"embedder": lambda texts: np.asarray(inner.embed(texts)) * 2.0,
+                "dedup_threshold": 0.5}
+    qs = ["turn on the lights", "turn off the lights", "hi, turn on the lights, thanks",
+          PREAMBLE + "Is the store open?", PREAMBLE + "Is the store closed?"]
+    seen, done, vetoes = await run_pairs(qs, **opts)
+    assert seen == [qs[0], qs[1], qs[3], qs[4]]
+    assert done[2].merged_into == 0
+    assert {str(v.veto) for v in vetoes} >= {"polarity: on / off", "polarity: open / closed"}
+
+
+async def test_dedup_function_merges_are_vetoed_too():
+    seen, done, vetoes = await run_pairs(
+        ["Is the store open?", "Is the store closed?", "is the store open??"],
+        dedup_function=lambda a, b: 1.0)
+    assert seen == ["Is the store open?", "Is the store closed?"]
+    assert done[2].merged_into == 0 and vetoes and vetoes[0].veto.guard == "polarity"
+
+
+async def test_exact_merges_are_never_vetoed_and_guards_off_restores_the_old_path():
+    seen, _, _ = await run_pairs(["Pay -5 dollars", "pay -5 dollars"])
+    assert seen == ["Pay -5 dollars"]
+    seen, _, _ = await run_pairs(["turn on the lights", "turn off the lights"],
+                                 dedup_guards=(), guard_numbers=False, dedup_threshold=0.7)
+    assert seen == ["turn on the lights"]  # what the guards prevent
+
+
+def _osa_reference(a: str, b: str) -> int:
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
+                          d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.text("abc", max_size=9), b=st.text("abc", max_size=9), limit=st.integers(1, 2))
+def test_capped_edit_distance_matches_the_full_table(a, b, limit):
+    from stratabatch.guards import _osa_distance
+
+    assert min(_osa_distance(a, b, limit), limit + 1) == min(_osa_reference(a, b), limit + 1)
+
+
+async def test_guards_and_canonical_text_switch_at_run_time():
+    from stratabatch.embed import HashingEmbedder
+
+    inner = HashingEmbedder()
+    embedded: list[str] = []
+
+    def recording(texts):
+        embedded.extend(texts)
+        return inner.embed(texts)
+
+    seen: list[str] = []
+
+    async def handler(reqs):
+        seen.extend(r["query"] for r in reqs)
+        return [None] * len(reqs)
+
+    async with BatchProcessor(handler, window_ms=5, dedup_threshold=0.5,
+                              embedder=recording) as batch:
+        await batch.process([{"query": "turn on the lights"}, {"query": "turn off the lights"}])
+        assert seen == ["turn on the lights", "turn off the lights"]
+        seen.clear()
+        batch.dedup_guards = ()
+        await batch.process([{"query": "turn on the fan"}, {"query": "turn off the fan"}])
+        assert seen == ["turn on the fan"]  # no guard: the cosine alone decides
+        assert embedded[-1] == "turn off the fan"  # the canonical text
+        batch.canonicalize = False
+        await batch.process([{"query": "Hi! Open the door, thanks."}])
+        assert embedded[-1] == "Hi! Open the door, thanks."  # the raw text
