@@ -85,7 +85,8 @@ async def _noop(reqs: list) -> list:
     return [None] * len(reqs)
 
 
-async def drive(strategy: str, method: str, depth: int, texts: list[str], measured: int) -> float:
+async def drive(strategy: str, method: str, depth: int, texts: list[str], measured: int,
+                threshold: float | None = None) -> float:
     """CPU us per request over ``measured`` requests submitted while ``depth`` wait."""
     done = [0]
     answered = asyncio.Event()
@@ -95,7 +96,8 @@ async def drive(strategy: str, method: str, depth: int, texts: list[str], measur
         answered.set()
 
     cfg = BatchConfig(window_ms=1, max_size=256, max_inflight_batches=1,
-                      max_queue=10_000_000, dedup_strategy=strategy)
+                      max_queue=10_000_000, dedup_strategy=strategy,
+                      dedup_threshold=threshold)
     core = Core(cfg, on_complete, _noop)
     core._dedup.leaders.method = method
     core.bind(asyncio.get_running_loop())
@@ -131,7 +133,8 @@ async def drive(strategy: str, method: str, depth: int, texts: list[str], measur
     return cpu / (sent - s0) * 1e6
 
 
-def bench_depth(depths: list[int], requests: int, repeats: int) -> list[dict]:
+def bench_depth(depths: list[int], requests: int, repeats: int,
+                threshold: float | None) -> list[dict]:
     peers = [("exact", "exact", "auto"), ("embedding exhaustive", "embedding", "exhaustive"),
              ("embedding indexed (auto)", "embedding", "auto")]
     rows = []
@@ -143,7 +146,7 @@ def bench_depth(depths: list[int], requests: int, repeats: int) -> list[dict]:
                 if method == "exhaustive":  # the reference costs O(depth) a request
                     n = max(1024, min(requests, requests * 512 // depth))
                 texts = workload(depth + n + 512, depth, dups, seed=depth)
-                runs = [asyncio.run(drive(strategy, method, depth, texts, n))
+                runs = [asyncio.run(drive(strategy, method, depth, texts, n, threshold))
                         for _ in range(repeats)]
                 row[name] = statistics.median(runs)
             rows.append(row)
@@ -275,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recall-depth", type=int, default=4096)
     ap.add_argument("--skip-recall", action="store_true")
     ap.add_argument("--skip-depth", action="store_true")
+    ap.add_argument("--threshold", type=float, default=0.96,
+                    help="dedup_threshold (the index serves >= 0.9; below, the exhaustive path "
+                         "runs whatever the method)")
     ap.add_argument("--no-gc", action="store_true",
                     help="disable the cyclic GC while timing (its full collections walk every "
                          "live request record, a cost that grows with depth for every strategy)")
@@ -286,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         print("depth (CPU us per request, median of repeats):", flush=True)
         if a.no_gc:
             gc.disable()
-        rows = out["depth"] = bench_depth(depths, a.requests, a.repeats)
+        print(f"dedup_threshold {a.threshold}")
+        rows = out["depth"] = bench_depth(depths, a.requests, a.repeats, a.threshold)
         gc.enable()
         names = [k for k in rows[0] if k not in ("workload", "depth")]
         print(f"\n{'workload':8} {'waiting':>8} " + " ".join(f"{k:>26}" for k in names))
