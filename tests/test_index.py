@@ -249,7 +249,7 @@ def test_index_is_not_used_below_its_minimum_threshold() -> None:
     assert idx.last_indexed and idx.table is not None
 
 
-def _merged_pairs(method: str) -> list[bool]:
+def _merged_pairs(method: str, threshold: float | None) -> list[bool]:
     async def go():
         seen: dict[int, int] = {}
 
@@ -258,7 +258,8 @@ def _merged_pairs(method: str) -> list[bool]:
                 seen[r["pair"]] = seen.get(r["pair"], 0) + 1
             return [None] * len(reqs)
 
-        batch = BatchProcessor(handler, dedup_scope=("pair",), max_size=1024, window_ms=5)
+        batch = BatchProcessor(handler, dedup_scope=("pair",), max_size=1024, window_ms=5,
+                               dedup_threshold=threshold)
         batch._core._dedup.leaders.method = method
         await batch.process([{"query": p[side], "pair": i} for i, p in enumerate(PAIRS)
                              for side in "ab"])
@@ -268,9 +269,10 @@ def _merged_pairs(method: str) -> list[bool]:
     return asyncio.run(go())
 
 
-def test_labelled_pairs_merge_the_same_through_the_index() -> None:
-    ex = _merged_pairs("exhaustive")
-    ix = _merged_pairs("index")
+@pytest.mark.parametrize("threshold", [None, 0.96])  # the default (0.80 with guards), 0.96
+def test_labelled_pairs_merge_the_same_through_the_index(threshold) -> None:
+    ex = _merged_pairs("exhaustive", threshold)
+    ix = _merged_pairs("index", threshold)
     missed = [p for p, a, b in zip(PAIRS, ex, ix, strict=True) if a and not b]
     new = [p for p, a, b in zip(PAIRS, ex, ix, strict=True) if b and not a]
     print(f"merged {sum(ex)} pairs exhaustively; the index missed {len(missed)}, added {len(new)}")
