@@ -195,13 +195,14 @@ class Core:
         try:
             import numpy as np
 
-            from .kernels import leader_cluster, xxh64_batch
+            from . import index
+            from .kernels import xxh64_batch
 
             xxh64_batch(np.zeros(8, np.uint8), np.array([0, 8], np.int64))
             if need[1]:
                 emb = self._dedup.embedder()
-                x = emb.embed(["warm up", "warm-up"])
-                leader_cluster(np.ascontiguousarray(x, np.float32), np.zeros(2, np.int64), 0.9, 0)
+                emb.embed(["warm up", "warm-up"])
+                index.warm_up()
         except BaseException as e:  # reported on the loop: the next dedup pass fails with it
             error = e
         loop = self._loop
@@ -469,11 +470,11 @@ class Core:
                 b.task.cancel()  # nobody waits for any of its results any more
 
     def _remove_pending(self, g: Group, keep_keys: bool = False) -> None:
-        """Take ``g`` out of the pending groups; its exact keys stay if it is being sent (a
-        twin arriving while it runs coalesces into it)."""
+        """Take ``g`` out of the pending groups; its exact keys and leader row stay if it is
+        being sent (a twin or near twin arriving while it runs coalesces into it)."""
         self._pending.pop(g.seq, None)
-        self._dedup.drop_row(g)
         if not keep_keys:
+            self._dedup.drop_row(g)
             self._dedup.drop_keys(g)
 
     # ------------------------------------------------------------- GroupOps (for Deduper)
@@ -608,6 +609,8 @@ class Core:
             return max(8, min(_MAX_PASS, 20_000 // (len(self._pending) + 1)))
         if c.dedup_strategy == "exact":
             return _MAX_PASS
+        if self._dedup.leaders.table is not None:  # indexed: cost per request flat in depth
+            return _MAX_PASS
         return max(32, min(_MAX_PASS, _MAX_PASS_PAIRS // (len(self._pending) + 1)))
 
     def _run_pass(self) -> bool:
@@ -711,6 +714,7 @@ class Core:
                                     m.exact or m.similarity is None)
                 live.append(m)
             if not live:
+                self._dedup.drop_row(g)
                 self._dedup.drop_keys(g)
                 continue
             self._release(len(live))
@@ -831,6 +835,7 @@ class Core:
                     f"internal error while answering a batch: {type(e).__name__}: {e}"))
         finally:
             for g in batch.groups:  # break the request<->group<->batch cycles: no GC work
+                self._dedup.drop_row(g)
                 self._dedup.drop_keys(g)
                 for m in g.members:
                     m.group = None

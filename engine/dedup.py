@@ -133,30 +133,51 @@ def exact_hashes(norms: list[str | bytes]) -> list[int]:
 
 
 class LeaderIndex:
-    """The vectors of pending groups' leaders, in one growing float32 matrix.
+    """The vectors of live leaders (pending and running groups), in one growing float32 matrix.
 
     New requests are clustered against it in place: their rows are written after the leaders,
-    and the kernel runs on a view of the matrix with the leaders as fixed rows, so no pass
-    copies or re-stacks what was already waiting. Rows of groups that left (dispatched, or all
-    members gone) get partition -1, which matches nothing; the matrix is compacted when more
-    than half of it is such dead rows.
+    and the candidate producers (:mod:`stratabatch.index`) run on a view of the matrix, so no
+    pass copies or re-stacks what was already waiting. Rows of groups that left (finished, or
+    all members gone) and rows that joined a leader get partition -1, which matches nothing;
+    the matrix is compacted when such dead rows outnumber the live ones (and are more than
+    4,096).
+
+    Once enough rows take part in a pass (:data:`~stratabatch.index.INDEX_MIN_ROWS`) and the
+    threshold suits it, candidates come from a sign-sketch table instead of a comparison with
+    every leader; below half that many the table is dropped again.
+
+    Args:
+        method: ``"auto"`` (exhaustive for small passes, the table for large ones),
+            ``"exhaustive"`` or ``"index"`` (always, for tests and benchmarks).
 
     Attributes:
         dim: Vector length of every row (set by the first rows written), or None.
+        method: As given; may be changed between passes.
+        compact_min_dead: No compaction while fewer dead rows than this exist.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, method: str = "auto") -> None:
         import numpy as np
 
+        if method not in ("auto", "exhaustive", "index"):
+            raise ValueError(f"method must be 'auto', 'exhaustive' or 'index', got {method!r}")
         self._np = np
+        self.method = method
+        self.compact_min_dead = 4096
         self.dim: int | None = None
         self.mat = np.empty((0, 0), np.float32)
         self.part = np.empty(0, np.int64)
+        self.words = np.empty((0, 2), np.uint64)  # sign sketches, while a table is in use
+        self.stamp = np.zeros(0, np.int64)
         self.owners: list[Any] = []  # the group led by each row, None for dead rows
         self.keys: list[Any] = []  # each row's partition key
         self._part_ids: dict[Any, int] = {}
         self._leaders_in: dict[int, int] = {}  # live leader rows per partition id
+        self.live = 0
         self.dead = 0
+        self.table: Any = None  # a SketchTable while one is in use
+        self._dirs: Any = None
+        self.last_indexed = False  # whether the last pass used the table
 
     def __len__(self) -> int:
         return len(self.owners)
@@ -166,7 +187,9 @@ class LeaderIndex:
         for g in self.owners:
             if g is not None:
                 g.row = None
-        self.__init__()  # type: ignore[misc]
+        keep = self.compact_min_dead
+        self.__init__(self.method)  # type: ignore[misc]
+        self.compact_min_dead = keep
 
     def part_id(self, key: Any) -> int:
         """A small int for a partition key (scope and number guard)."""
@@ -181,6 +204,7 @@ class LeaderIndex:
         self.owners[row] = group
         pid = int(self.part[row])
         self._leaders_in[pid] = self._leaders_in.get(pid, 0) + 1
+        self.live += 1
 
     def retire(self, row: int) -> None:
         """Row ``row`` joined another leader: it never leads, and is dead from now on."""
@@ -188,7 +212,7 @@ class LeaderIndex:
         self.dead += 1
 
     def drop(self, row: int) -> None:
-        """Mark leader row ``row`` dead: its group is no longer pending."""
+        """Mark leader row ``row`` dead: its group no longer takes new members."""
         pid = int(self.part[row])
         left = self._leaders_in[pid] - 1
         if left:
@@ -198,6 +222,7 @@ class LeaderIndex:
         self.part[row] = -1
         self.owners[row] = None
         self.dead += 1
+        self.live -= 1
 
     def has_leaders_in(self, pids: list[int]) -> bool:
         """Whether any live leader row shares a partition with ``pids``."""
@@ -209,7 +234,11 @@ class LeaderIndex:
         partition ids of the new rows."""
         np = self._np
         n_new = len(keys)
-        if self.dead * 2 > len(self.owners) and len(self.owners) >= 64:
+        # compact when dead rows outnumber live ones, and not below 4,096 of them: each
+        # compaction walks every live row (and refiles it in the sketch table), so a small
+        # index whose rows turn over every pass would pay it on every pass (~1 us a request
+        # at 256 waiting, measured); 4,096 dead rows of 384 floats are 6 MB
+        if self.dead > max(self.live, self.compact_min_dead):
             self._compact()
         start = len(self.owners)
         need = start + n_new
@@ -217,10 +246,14 @@ class LeaderIndex:
             cap = max(64, need * 2)
             mat = np.empty((cap, self.dim), np.float32)
             part = np.empty(cap, np.int64)
+            words = np.zeros((cap, 2), np.uint64)
+            stamp = np.zeros(cap, np.int64)
             if start:
                 mat[:start] = self.mat[:start]
                 part[:start] = self.part[:start]
-            self.mat, self.part = mat, part
+                words[:start] = self.words[:start]
+                stamp[:start] = self.stamp[:start]
+            self.mat, self.part, self.words, self.stamp = mat, part, words, stamp
         self.mat[start:need] = vectors
         pids = [self.part_id(k) for k in keys]
         self.part[start:need] = pids
@@ -228,12 +261,79 @@ class LeaderIndex:
         self.keys.extend(keys)
         return start, pids
 
+    def candidates(self, start: int, threshold: float, max_cand: int | None = None) -> Any:
+        """Candidate leaders of the rows appended at ``start`` (see :mod:`stratabatch.index`).
+
+        Returns:
+            ``(offsets, rows, sims, more)``, rows numbered in this index. When the table is in
+            use, new rows without candidates are filed in it already; the caller files the
+            other rows that end up leading with :meth:`file_leaders`.
+        """
+        from . import index as ix
+
+        np = self._np
+        k = ix.MAX_CANDIDATES if max_cand is None else max_cand
+        n = len(self.owners)
+        m = n - start
+        rows_in = self.live + m
+        usable = threshold >= ix.INDEX_MIN_THRESHOLD
+        if self.method == "index":
+            use = True
+        elif self.method == "exhaustive" or not usable:
+            use = False
+        elif self.table is not None:
+            use = rows_in >= ix.INDEX_MIN_ROWS // 2
+        else:
+            use = rows_in >= ix.INDEX_MIN_ROWS
+        if use and (self.table is None or self.table.threshold != float(threshold)):
+            self._start_table(threshold, start)
+        elif not use:
+            self.table = None
+        self.last_indexed = use
+        X = self.mat[:n]
+        if use:
+            if self._dirs is None or self._dirs.dim != self.dim:
+                self._dirs = ix.SketchBasis(self.dim)  # type: ignore[arg-type]
+            proj = ix.sketch(self.mat[start:n], self._dirs, self.words, start)
+            live = np.flatnonzero(self.part[:start] >= 0)
+            return self.table.candidates(X, self.part[:n], self.words, proj, start, self.stamp,
+                                         live, k)
+        pids = self.part[start:n]
+        if self.has_leaders_in(np.unique(pids).tolist()):
+            return ix.exhaustive_candidates(X, self.part[:n], threshold, start, k)
+        # no live leader shares a partition with them: the new rows among themselves
+        off, rows, sims, more = ix.exhaustive_candidates(self.mat[start:n], self.part[start:n],
+                                                         threshold, 0, k)
+        return off, rows + start, sims, more
+
+    def file_leaders(self, rows: list[int]) -> None:
+        """File leader rows the table does not hold yet (no-op without a table)."""
+        if self.table is not None and rows:
+            np = self._np
+            n = len(self.owners)
+            live = np.flatnonzero(self.part[:n] >= 0)
+            self.table.file(self.words, self.part[:n], rows, live)
+
+    def _start_table(self, threshold: float, start: int) -> None:
+        from . import index as ix
+
+        np = self._np
+        if self._dirs is None or self._dirs.dim != self.dim:
+            self._dirs = ix.SketchBasis(self.dim)  # type: ignore[arg-type]
+        if self.table is None and start:
+            ix.sketch(self.mat[:start], self._dirs, self.words, 0)
+        self.table = ix.SketchTable(threshold)
+        self.stamp[:] = 0  # the new table's query tags start again at 1
+        live = np.flatnonzero(self.part[:start] >= 0)
+        self.table.rebuild(self.words, self.part[:start], live, room=len(self.owners) - start)
+
     def _compact(self) -> None:
         np = self._np
         live = np.flatnonzero(self.part[: len(self.owners)] >= 0)  # leaders; the rest is dead
         n = len(live)
         self.mat[:n] = self.mat[live]
         self.part[:n] = self.part[live]
+        self.words[:n] = self.words[live]
         owners, keys = self.owners, self.keys
         self.owners = [owners[i] for i in live.tolist()]
         self.keys = [keys[i] for i in live.tolist()]
@@ -247,3 +347,5 @@ class LeaderIndex:
         for row, g in enumerate(self.owners):
             g.row = row
         self.dead = 0
+        if self.table is not None:  # rows moved: file them again under their new numbers
+            self.table.rebuild(self.words, self.part[:n], np.arange(n, dtype=np.int64))

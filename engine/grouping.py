@@ -15,8 +15,11 @@ A pass has two halves so that a large one can leave the event loop:
 2. :meth:`Deduper.apply` runs on the loop: the exact stage (equal scope and normalized key; a
    twin of work in the handler coalesces into it, a twin of a pending group joins it), then
    for what is left either the user's ``dedup_function`` or (strategies ``embedding`` and
-   ``hybrid``) greedy cosine leader clustering against the pending leaders, within partitions
-   of equal scope and, with ``guard_numbers``, equal numbers. Requests that left while
+   ``hybrid``) greedy cosine leader clustering against the leaders of pending and running
+   groups, within partitions of equal scope and, with ``guard_numbers``, equal numbers: the
+   candidate leaders of each request come from :mod:`stratabatch.index` (exhaustive, or a
+   sign-sketch index when many rows take part), then :func:`~stratabatch.index.greedy_pass`
+   decides; a request whose leader is running coalesces into it. Requests that left while
    ``prepare`` ran (timed out, cancelled) are skipped.
 
 With word guards on (``dedup_guards``, all of them by default), similarity only finds
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,7 +48,7 @@ from .dedup import (
     scope_of,
 )
 from .errors import HandlerError, InvalidRequestError
-from .records import GROUPED, RAW, Group, Request
+from .records import GROUPED, INFLIGHT, RAW, Group, Request
 
 if TYPE_CHECKING:
     from .config import BatchConfig
@@ -56,14 +58,6 @@ __all__ = ["Deduper", "GroupOps", "Prepared", "VetoRecord"]
 _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
 _SIM_SLACK = 1e-6  # float rounding: a similarity of 1.0000001 is 1.0
-_GUARD_BLOCK = 64  # rows per candidate-kernel call in the guarded pass
-_FIRST_CANDIDATES = 4  # candidates listed per row; more only when all of them are refused
-# The BLAS path of the clustering kernel wins only with BLAS on one thread: two OpenBLAS
-# threads on a busy 2-core machine made it 30x slower than the jitted loop (measured). The
-# engine process pins BLAS before numpy loads; an embedded process gets it when it does too.
-_CLUSTER_METHOD = "auto" if any(
-    os.environ.get(v) == "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                       "MKL_NUM_THREADS")) else "loop"
 
 
 class GroupOps(Protocol):
@@ -143,7 +137,7 @@ class Deduper:
     Attributes:
         exact: Exact key -> the group it belongs to, pending or running: the group itself for
             its leader's key, ``(group, norm, similarity, exact)`` for a member's own key.
-        leaders: The vectors of pending groups' leaders.
+        leaders: The vectors of the leaders of pending and running groups.
         vetoes: The last 256 near merges a guard refused, oldest first (:class:`VetoRecord`).
     """
 
@@ -384,6 +378,14 @@ class Deduper:
                     self._lead(r, None)
         for key, rs in followers.items():
             lead = first_of[key]
+            g = lead.group
+            if lead.state == INFLIGHT and g is not None and g.batch is not None and \
+                    g.batch.live > 0:  # its lead coalesced into running work: so do they
+                sim = 1.0 if lead.similarity is None else lead.similarity
+                for r in rs:
+                    if r.state == RAW:
+                        ops.coalesce(r, g, sim, lead.exact)
+                continue
             if lead.state != GROUPED:
                 # its lead failed its own dedup step (or left): the first live one leads
                 rs = [r for r in rs if r.state == RAW]
@@ -455,7 +457,7 @@ class Deduper:
 
     def _embedding_stage(self, fresh: list[Request], ahead: list[Any]) -> None:
         from .embed import validate_vector
-        from .kernels import leader_cluster
+        from .index import greedy_pass
 
         emb = self.embedder()
         if self._canon_index is not self.config.canonicalize:
@@ -506,20 +508,26 @@ class Deduper:
             index.dim = len(vectors[0])
         keys = [self._part_key(r) for r in ok]
         threshold = float(self.threshold())
-        start, pids = index.append(vectors, keys)
+        start, _ = index.append(vectors, keys)
         n = start + len(ok)
-        if self.guarded():
-            self._guarded_pass(ok, keys, start, pids, threshold)
-            return
-        if index.has_leaders_in(pids):
-            lead, sim = leader_cluster(index.mat[:n], index.part[:n], threshold, start,
-                                       method=_CLUSTER_METHOD)
-            leads, sims = lead[start:].tolist(), sim[start:].tolist()
-        else:  # no pending leader shares a partition with them: cluster the new rows alone
-            lead, sim = leader_cluster(index.mat[start:n], index.part[start:n], threshold, 0,
-                                       method=_CLUSTER_METHOD)
-            leads, sims = (lead + start).tolist(), sim.tolist()
+        found = index.candidates(start, threshold)
         owners = index.owners
+
+        def joinable(row: int) -> bool:
+            g = owners[row]
+            # a running group whose waiters all left is being cancelled: not a leader to join
+            return g is not None and (g.batch is None or g.batch.live > 0)
+
+        veto = None
+        if self.guarded():
+
+            def veto(i: int, row: int, sim: float) -> bool:
+                lead = owners[row].leader if row < start else ok[row - start]
+                return self.veto(ok[i - start], lead, sim) is not None
+
+        leads, sims, late = greedy_pass(index.mat[:n], index.part[:n], threshold, start, found,
+                                        joinable, veto)
+        ops = self._ops
         for j, r in enumerate(ok):
             i = start + j
             li = leads[j]
@@ -527,67 +535,13 @@ class Deduper:
                 g = self._lead(r, keys[j])
                 g.row = i
                 index.lead(i, g)
-            else:
-                self._join(r, owners[li], min(sims[j], 1.0), False)
-                index.retire(i)
-
-    def _guarded_pass(self, ok: list[Request], keys: list[Any], start: int, pids: list[int],
-                      threshold: float) -> None:
-        """Greedy leader pass over candidates: each request joins the first candidate that
-        leads a group and passes the guards, else leads a new group.
-
-        Rows go in blocks: the kernel compares a block with the leaders known before it and
-        with its own earlier rows, then the block is decided here, its leaders join the list.
-        A row's first few candidates come with the block; the rest only if all were refused.
-        """
-        import numpy as np
-
-        from .candidates import block_candidates, more_candidates
-
-        index = self.leaders
-        n = start + len(ok)
-        X = index.mat[:n]
-        part = index.part[:n]
-        if index.has_leaders_in(pids):
-            leaders = np.flatnonzero(part[:start] >= 0).astype(np.int64).tolist()
-        else:
-            leaders = []
-        owners = index.owners
-        for b0 in range(start, n, _GUARD_BLOCK):
-            b1 = min(b0 + _GUARD_BLOCK, n)
-            known = np.array(leaders, np.int64)
-            rows, cols, sims, resume = block_candidates(X, part, threshold, known, b0, b1,
-                                                        _FIRST_CANDIDATES)
-            rows_l, cols_l, sims_l = rows.tolist(), cols.tolist(), sims.tolist()
-            k, m = 0, len(rows_l)
-            for i in range(b0, b1):
-                r = ok[i - start]
-                mine_c: list[int] = []
-                mine_s: list[float] = []
-                while k < m and rows_l[k] == i:
-                    mine_c.append(cols_l[k])
-                    mine_s.append(sims_l[k])
-                    k += 1
-                chosen, sim = self._first_passing(r, mine_c, mine_s, owners)
-                at = int(resume[i - b0])
-                if chosen is None and at >= 0:  # every listed candidate refused: the rest
-                    more_c, more_s = more_candidates(X, part, threshold, known, b0, i, at)
-                    chosen, sim = self._first_passing(r, more_c.tolist(), more_s.tolist(),
-                                                      owners)
-                if chosen is None:
-                    g = self._lead(r, keys[i - start])
-                    g.row = i
-                    index.lead(i, g)
-                    leaders.append(i)
-                else:
-                    self._join(r, chosen, min(sim, 1.0), False)
-                    index.retire(i)
-
-    def _first_passing(self, r: Request, cols: list[int], sims: list[float],
-                       owners: list[Any]) -> tuple[Group | None, float]:
-        """The first candidate row that leads a group the guards let ``r`` join."""
-        for col, sim in zip(cols, sims, strict=True):
-            g = owners[col]  # None: that row joined a group, it leads nothing
-            if g is not None and self.veto(r, g.leader, sim) is None:
-                return g, sim
-        return None, 1.0
+                continue
+            g = owners[li]
+            sim = min(sims[j], 1.0)
+            if g.batch is None:
+                self._join(r, g, sim, False)
+            else:  # a near twin of work in the handler waits for its result
+                ops.coalesce(r, g, sim, False)
+                self.register_member(r, g, sim, False)
+            index.retire(i)
+        index.file_leaders(late)

@@ -603,6 +603,25 @@ def _anagram_hash(cps, a, b, scratch):
     return _fmix(h ^ np.uint64(m))
 
 
+@njit(cache=True)
+def _sum_squares(out, i):
+    """Sum of squares of out[i] in float64, as 8 interleaved partial sums added in a fixed
+    order: the chains are independent, so the loop vectorizes, and the result is the same on
+    every machine (no reassociation left to the compiler). One long sequential chain cost
+    ~0.4 us a 384-d row (measured), a quarter of the whole embedding."""
+    dim = out.shape[1]
+    acc = np.zeros(8, np.float64)
+    full = dim - dim % 8
+    for b in range(0, full, 8):
+        for t in range(8):
+            v = np.float64(out[i, b + t])
+            acc[t] += v * v
+    for b in range(full, dim):
+        v = np.float64(out[i, b])
+        acc[b - full] += v * v
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
 @njit(cache=True, nogil=True)  # large passes run in a worker thread
 def hashed_embed(data, size, stop_hashes, weights, out):
     """Fill out[i] with the L2-normalized hashed features of the i-th text of data[:size].
@@ -684,9 +703,7 @@ def hashed_embed(data, size, stop_hashes, weights, out):
                     _add_feature(out, i, _fmix(h ^ np.uint64(k)), weights[k - 2], dim)
         if nt == 0:
             _add_feature(out, i, _fmix(_SEED_EMPTY), np.float32(1.0), dim)
-        norm = 0.0
-        for b in range(dim):
-            norm += np.float64(out[i, b]) * np.float64(out[i, b])
+        norm = _sum_squares(out, i)
         if norm == 0.0:
             # every feature cancelled against another of opposite sign (rare on tiny texts)
             _add_feature(out, i, _fmix(text_h), np.float32(1.0), dim)

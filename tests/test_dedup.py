@@ -48,6 +48,7 @@ def test_leader_index_compacts_dead_rows_and_keeps_live_ones_in_place():
 
     idx = LeaderIndex()
     idx.dim = 4
+    idx.compact_min_dead = 64  # the default waits for 4,096 dead rows
     groups = [G() for _ in range(100)]
     start, pids = idx.append(np.eye(4, dtype=np.float32)[np.arange(100) % 4],
                              [("k", i % 3) for i in range(100)])

@@ -1,0 +1,321 @@
+"""CPU per request of the dedup pass as the queue gets deep, and merge recall of the index.
+
+Section "depth": the core driven directly (no processor, no futures), a no-op async handler,
+``window_ms`` 1, ``max_size`` 256, one batch in flight, the default hashing embedder. The queue
+is first filled to DEPTH waiting requests and all of them deduped (not timed); then, on every
+loop turn, as many new requests are submitted as left the queue, so that each dedup pass
+compares ~256 arrivals with ~DEPTH waiting leaders. Reported: process CPU time / requests,
+median of the repeats. Peers in the same run: ``exact``; ``embedding`` with the exhaustive
+candidate loop (every arrival against every leader: the reference); ``embedding`` as shipped
+(``auto``: the exhaustive loop below INDEX_MIN_ROWS rows, the sign-sketch index above). The
+cyclic GC stays on unless ``--no-gc``: its full collections walk every live request record, a
+cost that grows with depth for every strategy alike.
+
+Workload: six-word texts without digits over a 5,000-word synthetic vocabulary. "unique":
+every text new. "dups": 30% are exact twins (case and spacing changed) and 20% near twins
+(punctuation or a filler word added) of one of the last DEPTH texts, the rest new.
+
+Section "recall": 100,000 requests in known duplicate groups (a base text and its variants:
+case, punctuation, filler words, one transposed letter pair, one word dropped or repeated),
+embedded, then fed in passes of 256 through two leader indexes, exhaustive and indexed;
+leaders leave after RECALL_DEPTH newer rows (as if dispatched). Counted: merges of the
+exhaustive path, those the index missed, merges only the index made, and merges across
+different groups (false merges) for both.
+
+BLAS runs on one thread (set before numpy loads), as in the engine.
+
+    python perf/bench_dedup_depth.py [--depths 256,2048,8192,32768] [--requests 20000]
+        [--repeats 3] [--no-gc] [--recall-requests 100000] [--skip-recall] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402 - the thread pins above must precede numpy's import
+import asyncio  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from stratabatch.config import BatchConfig  # noqa: E402
+from stratabatch.core import Core  # noqa: E402
+from stratabatch.records import Request  # noqa: E402
+
+_SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "po", "si", "ve", "do", "ga", "le", "zu", "bi",
+              "fo", "ha", "je", "ny", "qu", "wa", "ter", "son", "mar", "pel"]
+_FILLERS = ["please", "thanks", "hey", "just", "quick question"]
+
+
+def vocabulary(rng: random.Random, size: int = 5000) -> list[str]:
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4))))
+    return sorted(words)
+
+
+def workload(n: int, depth: int, dups: bool, seed: int) -> list[str]:
+    """n texts; with ``dups``, twins of one of the last ``depth`` texts (see the docstring)."""
+    rng = random.Random(seed)
+    vocab = vocabulary(rng)
+    out: list[str] = []
+    for _ in range(n):
+        x = rng.random()
+        if dups and out and x < 0.5:
+            base = out[rng.randrange(max(0, len(out) - depth), len(out))]
+            if x < 0.3:
+                out.append("  ".join(base.upper().split()) if rng.random() < 0.5 else
+                           base.capitalize())
+            else:
+                out.append(base + "?" if rng.random() < 0.5 else
+                           f"{rng.choice(_FILLERS)} {base}")
+        else:
+            out.append(" ".join(rng.choice(vocab) for _ in range(6)))
+    return out
+
+
+async def _noop(reqs: list) -> list:
+    return [None] * len(reqs)
+
+
+async def drive(strategy: str, method: str, depth: int, texts: list[str], measured: int,
+                threshold: float | None = None) -> float:
+    """CPU us per request over ``measured`` requests submitted while ``depth`` wait."""
+    done = [0]
+    answered = asyncio.Event()
+
+    def on_complete(req: Request, value: object, error: BaseException | None) -> None:
+        done[0] += 1
+        answered.set()
+
+    cfg = BatchConfig(window_ms=1, max_size=256, max_inflight_batches=1,
+                      max_queue=10_000_000, dedup_strategy=strategy,
+                      dedup_threshold=threshold)
+    core = Core(cfg, on_complete, _noop)
+    core._dedup.leaders.method = method
+    core.bind(asyncio.get_running_loop())
+    await core.warm_up()
+    it = iter(texts)
+    sent = 0
+
+    def submit(k: int) -> None:
+        nonlocal sent
+        for _ in range(k):
+            t = next(it)
+            core.submit(Request({"query": t}, text=t))
+            sent += 1
+
+    submit(depth)
+    # the clock starts once the whole prefill is deduped (the core slices big passes)
+    while core._raw or core._preparing:
+        await asyncio.sleep(0)
+    c0 = time.process_time()
+    s0 = sent
+    while sent - s0 < measured:
+        room = min(depth - core.waiting, measured - (sent - s0))
+        if room > 0:
+            submit(room)
+        # sleep until answers free room: a driver spinning on sleep(0) would bill its own
+        # idle loop turns to the requests, more for the slower peers
+        answered.clear()
+        await answered.wait()
+    while core._raw or core._preparing:  # the clock stops once every request is deduped
+        await asyncio.sleep(0)
+    cpu = time.process_time() - c0
+    await core.close()
+    return cpu / (sent - s0) * 1e6
+
+
+def bench_depth(depths: list[int], requests: int, repeats: int,
+                threshold: float | None) -> list[dict]:
+    peers = [("exact", "exact", "auto"), ("embedding exhaustive", "embedding", "exhaustive"),
+             ("embedding indexed (auto)", "embedding", "auto")]
+    rows = []
+    for dups in (False, True):
+        for depth in depths:
+            row: dict = {"workload": "dups" if dups else "unique", "depth": depth}
+            for name, strategy, method in peers:
+                n = requests
+                if method == "exhaustive":  # the reference costs O(depth) a request
+                    n = max(1024, min(requests, requests * 512 // depth))
+                texts = workload(depth + n + 512, depth, dups, seed=depth)
+                runs = [asyncio.run(drive(strategy, method, depth, texts, n, threshold))
+                        for _ in range(repeats)]
+                row[name] = statistics.median(runs)
+            rows.append(row)
+            print(f"  {row['workload']:6} depth {depth:6}: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in row.items() if isinstance(v, float)), flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Recall of the index against the exhaustive path
+# --------------------------------------------------------------------------------------------
+
+
+def variant(base: str, rng: random.Random) -> str:
+    words = base.split()
+    kind = rng.randrange(6)
+    if kind == 0:
+        return base.upper() if rng.random() < 0.5 else base.capitalize() + "!"
+    if kind == 1:
+        return f"{rng.choice(_FILLERS)}, {base}?"
+    if kind == 2:  # one transposed letter pair in one word
+        k = rng.randrange(len(words))
+        w = words[k]
+        if len(w) > 3:
+            p = rng.randrange(1, len(w) - 2)
+            words[k] = w[:p] + w[p + 1] + w[p] + w[p + 2:]
+        return " ".join(words)
+    if kind == 3:  # one word dropped
+        del words[rng.randrange(len(words))]
+        return " ".join(words)
+    if kind == 4:  # one word said twice
+        k = rng.randrange(len(words))
+        words.insert(k, words[k])
+        return " ".join(words)
+    return " ".join(words) + " " + rng.choice(_FILLERS)
+
+
+def grouped_workload(n: int, window: int, seed: int) -> tuple[list[str], list[int]]:
+    """n texts with their group ids: half start a group, half vary a recent group's base."""
+    rng = random.Random(seed)
+    vocab = vocabulary(rng)
+    bases: list[str] = []
+    texts, groups = [], []
+    for _ in range(n):
+        if bases and rng.random() < 0.5:
+            g = rng.randrange(max(0, len(bases) - window // 2), len(bases))
+            texts.append(variant(bases[g], rng))
+        else:
+            g = len(bases)
+            bases.append(" ".join(rng.choice(vocab) for _ in range(6)))
+            texts.append(bases[g])
+        groups.append(g)
+    return texts, groups
+
+
+class _Owner:
+    def __init__(self, row: int, first: int) -> None:
+        self.row: int | None = row  # its row in the index (the index renumbers on compaction)
+        self.first = first  # the request that leads it
+
+
+def cluster_stream(X: np.ndarray, method: str, threshold: float, depth: int,
+                   chunk: int = 256) -> np.ndarray:
+    """The leading request of each request's group, in passes of ``chunk`` rows; a leader
+    leaves once ``depth`` newer requests have arrived (as if dispatched)."""
+    from collections import deque
+
+    from stratabatch.dedup import LeaderIndex
+    from stratabatch.index import greedy_pass
+
+    idx = LeaderIndex(method=method)
+    idx.dim = X.shape[1]
+    out = np.arange(X.shape[0])
+    alive: deque[_Owner] = deque()
+    for a in range(0, X.shape[0], chunk):
+        while alive and alive[0].first < a - depth:
+            o = alive.popleft()
+            idx.drop(o.row)  # type: ignore[arg-type]
+            o.row = None
+        rows = X[a:a + chunk]
+        start, _ = idx.append(rows, [0] * len(rows))
+        n = start + len(rows)
+        leader, _, late = greedy_pass(idx.mat[:n], idx.part[:n], threshold, start,
+                                      idx.candidates(start, threshold))
+        for j, li in enumerate(leader):
+            if li == start + j:
+                o = _Owner(li, a + j)
+                idx.lead(li, o)
+                alive.append(o)
+            else:
+                out[a + j] = idx.owners[li].first if li < start else a + (li - start)
+                idx.retire(start + j)
+        idx.file_leaders(late)
+    return out
+
+
+def bench_recall(n: int, depth: int) -> dict:
+    from stratabatch.embed import default_embedder
+
+    texts, groups = grouped_workload(n, depth, seed=99)
+    emb = default_embedder()
+    X = np.ascontiguousarray(emb.embed(texts), np.float32)
+    thr = emb.recommended_threshold
+    grp = np.array(groups)
+    res: dict = {"requests": n, "depth": depth, "threshold": thr}
+    leaders = {}
+    for method in ("exhaustive", "index"):
+        t0 = time.perf_counter()
+        leaders[method] = lead = cluster_stream(X, method, thr, depth)
+        merged = lead != np.arange(n)
+        res[f"{method}_merges"] = int(merged.sum())
+        res[f"{method}_false_merges"] = int((merged & (grp[lead] != grp)).sum())
+        res[f"{method}_s"] = time.perf_counter() - t0
+    ex = leaders["exhaustive"] != np.arange(n)
+    ix = leaders["index"] != np.arange(n)
+    res["missed_by_index"] = int((ex & ~ix).sum())
+    res["only_index"] = int((ix & ~ex).sum())
+    res["recall"] = 1.0 - res["missed_by_index"] / max(1, int(ex.sum()))
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sections and print their tables."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--depths", default="256,2048,8192,32768")
+    ap.add_argument("--requests", type=int, default=20_000, help="timed requests per cell")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--recall-requests", type=int, default=100_000)
+    ap.add_argument("--recall-depth", type=int, default=4096)
+    ap.add_argument("--skip-recall", action="store_true")
+    ap.add_argument("--skip-depth", action="store_true")
+    ap.add_argument("--threshold", type=float, default=0.96,
+                    help="dedup_threshold (the index serves >= 0.9; below, the exhaustive path "
+                         "runs whatever the method)")
+    ap.add_argument("--no-gc", action="store_true",
+                    help="disable the cyclic GC while timing (its full collections walk every "
+                         "live request record, a cost that grows with depth for every strategy)")
+    ap.add_argument("--json", metavar="FILE")
+    a = ap.parse_args(argv)
+    out: dict = {}
+    if not a.skip_depth:
+        depths = [int(x) for x in a.depths.split(",")]
+        print("depth (CPU us per request, median of repeats):", flush=True)
+        if a.no_gc:
+            gc.disable()
+        print(f"dedup_threshold {a.threshold}")
+        rows = out["depth"] = bench_depth(depths, a.requests, a.repeats, a.threshold)
+        gc.enable()
+        names = [k for k in rows[0] if k not in ("workload", "depth")]
+        print(f"\n{'workload':8} {'waiting':>8} " + " ".join(f"{k:>26}" for k in names))
+        for r in rows:
+            print(f"{r['workload']:8} {r['depth']:>8,} " +
+                  " ".join(f"{r[k]:>26.1f}" for k in names))
+        for w in ("unique", "dups"):
+            sel = [r for r in rows if r["workload"] == w]
+            if len(sel) > 1:
+                k = "embedding indexed (auto)"
+                print(f"{w}: indexed largest/smallest depth = {sel[-1][k] / sel[0][k]:.2f}x")
+    if not a.skip_recall:
+        print(f"\nrecall: {a.recall_requests:,} requests, leaders live {a.recall_depth} rows",
+              flush=True)
+        r = out["recall"] = bench_recall(a.recall_requests, a.recall_depth)
+        for k, v in r.items():
+            print(f"  {k:24} {v:.4f}" if isinstance(v, float) else f"  {k:24} {v}")
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,357 @@
+"""Candidate leaders (exhaustive and indexed), the greedy pass, and near twins of running work.
+
+The exhaustive producer is checked against a plain reference; the indexed one against the
+exhaustive one (exactly on small inputs at thresholds far from every cosine, and by counted
+misses at scale); the greedy pass against greedy leader clustering with vetoes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stratabatch import BatchProcessor
+from stratabatch.dedup import LeaderIndex
+from stratabatch.index import (
+    INDEX_MIN_THRESHOLD,
+    exhaustive_candidates,
+    greedy_pass,
+)
+from stratabatch.kernels import leader_cluster
+
+PAIRS = [json.loads(line) for line in
+         (Path(__file__).parent / "data" / "dedup_pairs.jsonl").read_text().splitlines() if line]
+
+
+def _unit(M: np.ndarray) -> np.ndarray:
+    M = np.asarray(M, np.float64)
+    M[~M.any(axis=1), 0] = 1.0
+    M /= np.linalg.norm(M, axis=1, keepdims=True)
+    return np.ascontiguousarray(M, np.float32)
+
+
+def _canonical(X: np.ndarray) -> np.ndarray:
+    X64 = X.astype(np.float64)
+    return (X64 @ X64.T).astype(np.float32)
+
+
+def candidates_reference(X, part, thr, start, k):
+    """Candidates the obvious way: live old rows, then new rows that had none, in order."""
+    C = _canonical(X)
+    thr = np.float32(thr)
+    leaders = [r for r in range(start) if part[r] >= 0]
+    out = []
+    for i in range(start, X.shape[0]):
+        found = [(j, C[i, j]) for j in leaders if part[j] == part[i] and C[i, j] >= thr]
+        out.append((found[:k], len(found) > k))
+        if not found:
+            leaders.append(i)
+    return out
+
+
+def _as_lists(cands):
+    off, rows, sims, more = cands
+    return [(list(zip(rows[off[j]:off[j + 1]].tolist(), sims[off[j]:off[j + 1]].tolist(),
+                      strict=True)), bool(more[j])) for j in range(len(off) - 1)]
+
+
+@st.composite
+def small_case(draw):
+    n = draw(st.integers(1, 30))
+    d = draw(st.integers(1, 8))
+    ints = draw(st.lists(st.integers(-2, 2), min_size=n * d, max_size=n * d))
+    X = _unit(np.array(ints, np.float64).reshape(n, d))
+    part = np.array(draw(st.lists(st.integers(-1, 2), min_size=n, max_size=n)), np.int64)
+    start = draw(st.integers(0, n))
+    part[start:] = np.maximum(part[start:], 0)  # new rows are never dead
+    C = _canonical(X)
+    thr = float(C[draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))])
+    if draw(st.booleans()):
+        thr = float(np.nextafter(np.float32(thr), np.float32(2)))
+    return X, part, thr, start, draw(st.integers(1, 4))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=small_case())
+def test_exhaustive_candidates_match_the_reference(case) -> None:
+    X, part, thr, start, k = case
+    want = candidates_reference(X, part, thr, start, k)
+    for method in ("loop", "blas"):
+        _check_candidates(_as_lists(exhaustive_candidates(X, part, thr, start, k, method)), want)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.sampled_from([40, 200, 400]))
+def test_exhaustive_blas_blocks_match_the_loop_on_float_vectors(seed, n) -> None:
+    """384-d rows, several blocks of new rows, threshold on an actual cosine."""
+    rng = np.random.default_rng(seed)
+    X = _near_dups(rng, max(2, n // 4), n, 0.3, d=384)
+    part = rng.integers(0, 2, n).astype(np.int64)
+    start = int(rng.integers(0, n))
+    part[:start][rng.random(start) < 0.3] = -1
+    C = _canonical(X)
+    thr = float(np.quantile(C[~np.eye(n, dtype=bool)], 0.97))
+    want = candidates_reference(X, part, thr, start, 3)
+    for method in ("loop", "blas"):
+        _check_candidates(_as_lists(exhaustive_candidates(X, part, thr, start, 3, method)), want)
+
+
+def _check_candidates(got, want) -> None:
+    assert [[r for r, _ in c] for c, _ in got] == [[r for r, _ in c] for c, _ in want]
+    assert [[s for _, s in c] for c, _ in got] == [[float(s) for _, s in c] for c, _ in want]
+    assert [m for _, m in got] == [m for _, m in want]
+
+
+def _near_dups(rng: np.random.Generator, n_base: int, n: int, noise: float, d: int = 96):
+    base = rng.standard_normal((n_base, d))
+    X = base[rng.integers(0, n_base, n)] + noise * rng.standard_normal((n, d))
+    return _unit(X)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_greedy_pass_without_vetoes_is_greedy_leader_clustering(seed) -> None:
+    rng = np.random.default_rng(seed)
+    print("seed", seed)
+    X = _near_dups(rng, 40, 300, 0.15)
+    part = rng.integers(0, 3, 300).astype(np.int64)
+    start = 120
+    part[:start][rng.random(start) < 0.2] = -1  # dead rows among the old ones
+    thr = 0.97
+    leader, sim, late = greedy_pass(X, part, thr, start, exhaustive_candidates(X, part, thr,
+                                                                               start, 2))
+    # the reference: old live rows are fixed leaders, dead ones a partition of their own
+    ref_part = part.copy()
+    ref_part[part < 0] = 10_000 + np.arange((part < 0).sum())
+    want, want_sim = leader_cluster(X, ref_part, thr, start)
+    assert leader == want[start:].tolist()
+    assert np.array_equal(np.float32(sim), want_sim[start:])
+    assert late == []
+
+
+def greedy_with_vetoes_reference(X, part, thr, start, joinable, veto):
+    C = _canonical(X)
+    leaders = [r for r in range(start) if part[r] >= 0 and joinable(r)]
+    out = []
+    for i in range(start, X.shape[0]):
+        for j in leaders:
+            if part[j] == part[i] and C[i, j] >= np.float32(thr) and not veto(i, j, C[i, j]):
+                out.append(j)
+                break
+        else:
+            out.append(i)
+            leaders.append(i)
+    return out
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+@pytest.mark.parametrize("k", [1, 3])
+def test_greedy_pass_with_vetoes_and_unjoinable_rows_matches_the_reference(seed, k) -> None:
+    """Vetoed rows become leaders the producers never offered (late leaders), and lists cut
+    at k whose candidates are all refused are completed by a rescan."""
+    rng = np.random.default_rng(seed)
+    print("seed", seed, "k", k)
+    X = _near_dups(rng, 15, 200, 0.05)
+    part = rng.integers(0, 2, 200).astype(np.int64)
+    start = 60
+    thr = 0.97
+    refused = {(int(a), int(b)) for a, b in rng.integers(0, 200, (4000, 2))}
+    blocked = set(rng.integers(0, start, 10).tolist())
+
+    def veto(i, j, sim):
+        return (i, j) in refused
+
+    def joinable(r):
+        return r not in blocked
+
+    for method in ("exhaustive", "index"):
+        if method == "exhaustive":
+            cands = exhaustive_candidates(X, part, thr, start, k)
+        else:
+            idx = LeaderIndex(method="index")
+            idx.dim = X.shape[1]
+            idx.append(X[:start], list(part[:start]))
+            for r in range(start):
+                idx.lead(r, _Owner())
+            s, _ = idx.append(X[start:], list(part[start:]))
+            cands = idx.candidates(s, thr, k)
+        leader, _, late = greedy_pass(X, part, thr, start, cands, joinable, veto)
+        want = greedy_with_vetoes_reference(X, part, thr, start, joinable, veto)
+        assert leader == want, method
+        assert late  # the case exercises late leaders
+
+
+def _index_vs_exhaustive(X, part, thr, chunk):
+    """Feed X in passes of ``chunk`` rows through two leader indexes; merged-or-not per row."""
+    merged = {}
+    for method in ("exhaustive", "index"):
+        idx = LeaderIndex(method=method)
+        idx.dim = X.shape[1]
+        idx.compact_min_dead = 64  # compactions (rows renumbered, table refiled) on the way
+        out = np.zeros(X.shape[0], bool)
+        for a in range(0, X.shape[0], chunk):
+            rows = X[a:a + chunk]
+            start, _ = idx.append(rows, list(part[a:a + chunk]))
+            n = start + len(rows)
+            leader, _, late = greedy_pass(idx.mat[:n], idx.part[:n], thr, start,
+                                          idx.candidates(start, thr))
+            for j, li in enumerate(leader):
+                if li == start + j:
+                    idx.lead(li, _Owner())
+                else:
+                    out[a + j] = True
+                    idx.retire(start + j)
+            idx.file_leaders(late)
+        merged[method] = out
+    return merged["exhaustive"], merged["index"]
+
+
+class _Owner:
+    row: int | None = None
+
+
+def test_index_groups_exactly_as_exhaustive_when_cosines_are_far_from_the_threshold() -> None:
+    """Twins at cosine >= 0.995, others below 0.5: the index finds every merge."""
+    rng = np.random.default_rng(7)
+    X = _near_dups(rng, 400, 1500, 0.04, d=128)
+    part = rng.integers(0, 4, 1500).astype(np.int64)
+    ex, ix = _index_vs_exhaustive(X, part, 0.97, 250)
+    assert ex.sum() > 500
+    assert np.array_equal(ex, ix)
+
+
+def test_index_misses_few_merges_at_the_threshold() -> None:
+    """Near duplicates spread around the threshold (the hard case): misses counted, bounded."""
+    rng = np.random.default_rng(8)
+    print("seed 8")
+    X = _near_dups(rng, 1500, 6000, 0.19, d=384)
+    part = np.zeros(6000, np.int64)
+    ex, ix = _index_vs_exhaustive(X, part, 0.96, 256)
+    missed = int((ex & ~ix).sum())
+    print(f"merges {ex.sum()}, missed by the index {missed}, extra {(ix & ~ex).sum()}")
+    assert ex.sum() > 1500
+    assert missed <= 0.01 * ex.sum()
+
+
+def test_index_is_not_used_below_its_minimum_threshold() -> None:
+    idx = LeaderIndex()
+    idx.dim = 8
+    X = _unit(np.random.default_rng(0).standard_normal((3000, 8)))
+    start, _ = idx.append(X, [0] * 3000)
+    idx.candidates(start, INDEX_MIN_THRESHOLD - 0.05)
+    assert not idx.last_indexed and idx.table is None
+    idx.candidates(start, 0.97)
+    assert idx.last_indexed and idx.table is not None
+
+
+def _merged_pairs(method: str, threshold: float | None) -> list[bool]:
+    async def go():
+        seen: dict[int, int] = {}
+
+        async def handler(reqs):
+            for r in reqs:
+                seen[r["pair"]] = seen.get(r["pair"], 0) + 1
+            return [None] * len(reqs)
+
+        batch = BatchProcessor(handler, dedup_scope=("pair",), max_size=1024, window_ms=5,
+                               dedup_threshold=threshold)
+        batch._core._dedup.leaders.method = method
+        await batch.process([{"query": p[side], "pair": i} for i, p in enumerate(PAIRS)
+                             for side in "ab"])
+        await batch.close()
+        return [seen[i] == 1 for i in range(len(PAIRS))]
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("threshold", [None, 0.96])  # the default (0.80 with guards), 0.96
+def test_labelled_pairs_merge_the_same_through_the_index(threshold) -> None:
+    ex = _merged_pairs("exhaustive", threshold)
+    ix = _merged_pairs("index", threshold)
+    missed = [p for p, a, b in zip(PAIRS, ex, ix, strict=True) if a and not b]
+    new = [p for p, a, b in zip(PAIRS, ex, ix, strict=True) if b and not a]
+    print(f"merged {sum(ex)} pairs exhaustively; the index missed {len(missed)}, added {len(new)}")
+    assert len(missed) <= 0.01 * sum(ex)
+    assert new == []  # precision unchanged: no new merge
+
+
+# --------------------------------------------------------------------------------------------
+# Near twins of running work
+# --------------------------------------------------------------------------------------------
+
+
+class Gate:
+    """A handler that records its items and answers only when released."""
+
+    def __init__(self):
+        self.items: list[str] = []
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, reqs):
+        self.items.extend(r["query"] for r in reqs)
+        self.started.set()
+        await self.release.wait()
+        return [f"A:{r['query']}" for r in reqs]
+
+
+async def test_a_near_twin_of_running_work_coalesces_into_it():
+    gate = Gate()
+    async with BatchProcessor(gate, window_ms=2) as batch:
+        first = asyncio.ensure_future(batch.process({"query": "Where is my parcel?"}))
+        await gate.started.wait()
+        stream = batch.process_streaming([{"query": "where is my parcel"}])
+        second = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.05)  # its dedup pass has run; the handler is still busy
+        assert not second.done()
+        gate.release.set()
+        done = await second
+        assert await first == done.result == "A:Where is my parcel?"
+        stats = batch.get_stats()
+    assert gate.items == ["Where is my parcel?"]
+    assert done.merged_into == -1  # answered by another caller's request
+    assert batch.dedup_threshold_in_force <= done.similarity <= 1.0
+    assert stats.inflight_coalesced == 1 and stats.near_merges == 1
+
+
+@pytest.mark.parametrize("cancel", ["leader", "twin"])
+async def test_cancelling_either_side_of_a_near_coalesce_never_fails_the_other(cancel):
+    gate = Gate()
+    async with BatchProcessor(gate, window_ms=2) as batch:
+        lead = asyncio.ensure_future(batch.process({"query": "Cancel my subscription"}))
+        await gate.started.wait()
+        twin = asyncio.ensure_future(batch.process({"query": "cancel my subscription."}))
+        await asyncio.sleep(0.05)
+        gone, kept = (lead, twin) if cancel == "leader" else (twin, lead)
+        gone.cancel()
+        await asyncio.sleep(0.01)
+        gate.release.set()
+        assert await kept == "A:Cancel my subscription"
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+    assert gate.items == ["Cancel my subscription"]
+
+
+async def test_running_leaders_leave_the_index_when_their_batch_finishes():
+    gate = Gate()
+    async with BatchProcessor(gate, window_ms=2) as batch:
+        index = batch._core._dedup.leaders
+        first = asyncio.ensure_future(batch.process({"query": "Opening hours today?"}))
+        await gate.started.wait()
+        assert index.live == 1  # running, still a leader
+        gate.release.set()
+        await first
+        assert index.live == 0
+        gate.release.clear()
+        gate.started.clear()
+        later = asyncio.ensure_future(batch.process({"query": "opening hours today"}))
+        await gate.started.wait()
+        gate.release.set()
+        assert await later == "A:opening hours today"  # new work, not the old answer
+    assert gate.items == ["Opening hours today?", "opening hours today"]
+
