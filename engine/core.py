@@ -15,6 +15,7 @@ which hands its result back with ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import inspect
 import threading
@@ -729,6 +730,7 @@ class Core:
         self._batches.add(batch)
         assert self._loop is not None
         batch.task = self._loop.create_task(self._run(batch))
+        batch.task.add_done_callback(functools.partial(self._task_ended, batch))
 
     async def _call_handler(self, payloads: list[Any]) -> tuple[Any, BaseException | None]:
         """Run the handler on ``payloads``; returns ``(results, None)`` or ``(None, error)``.
@@ -826,6 +828,11 @@ class Core:
                 )
             elif self._adaptive is not None:
                 self._adaptive.observe_batch(n, elapsed)
+        self._retire(batch, results, error, cancelled, now)
+
+    def _retire(self, batch: Batch, results: Any, error: BaseException | None,
+                cancelled: bool, now: float) -> None:
+        """Answer whoever is left in ``batch`` and forget it."""
         self._batches.discard(batch)
         try:
             self._fan_out(batch, results, error, cancelled, now)
@@ -844,6 +851,13 @@ class Core:
             batch.groups = []
             self._schedule_pump()
             self._check_idle()
+
+    def _task_ended(self, batch: Batch, task: asyncio.Task) -> None:
+        """A batch task that was cancelled before its first step never ran ``_run`` (its last
+        waiter left in the tick it was dispatched): retire the batch here instead."""
+        if batch in self._batches:
+            assert self._loop is not None
+            self._retire(batch, None, None, True, self._loop.time())
 
     def _fan_out(self, batch: Batch, results: Any, error: BaseException | None,
                  cancelled: bool, now: float) -> None:

@@ -411,3 +411,30 @@ async def test_turning_dedup_on_at_run_time_dedups():
     assert await b.process([{"query": "b"}, {"query": "b"}]) == ["B", "B"]
     assert calls == [2, 1]
     await b.close()
+
+
+def test_last_waiter_leaving_in_the_tick_of_dispatch_leaves_nothing_running(run_virtual):
+    # found by the engine's hostile-frame test: the batch task was cancelled before its first
+    # step, so its clean-up never ran and close() waited forever
+    async def main():
+        b = BatchProcessor(echo, window_ms=5)
+        await b.warm_up()
+        core = b._core
+        dispatch = core._dispatch
+
+        def dispatch_then_leave(groups, now):
+            dispatch(groups, now)
+            for g in groups:
+                for m in list(g.members):
+                    core.abandon(m)
+
+        core._dispatch = dispatch_then_leave
+        t = asyncio.create_task(b.process({"query": "gone"}))
+        await asyncio.sleep(0.02)
+        core._dispatch = dispatch
+        t.cancel()
+        assert await b.process({"query": "next"}) == "NEXT"
+        await asyncio.wait_for(b.close(), 1)
+        assert core.inflight_batches == 0
+
+    run_virtual(main)
