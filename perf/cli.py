@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "1 with --quick)")
     p.add_argument("--sweep-repeats", type=int, default=None,
                    help="runs per sweep point (default 3, 1 with --quick)")
+    p.add_argument("--sweep-arrivals", choices=("bursts", "poisson"), default="poisson",
+                   help="arrivals of the sweep's workload (default %(default)s: under a "
+                        "backlog the window hardly matters, so the sweep runs the square-wave "
+                        "load, with the workload options' rates)")
+    p.add_argument("--sweep-duration-s", type=float, default=None,
+                   help="poisson sweep workload length (default 2, 1 with --quick)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     w = p.add_argument_group("workload")
     w.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
@@ -96,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--duration-s", type=float, default=d.duration_s, help="default %(default)s")
     w.add_argument("--zipf-s", type=float, default=d.zipf_s,
                    help="Zipf exponent of intent popularity (default %(default)s)")
+    for name, what in (("p_tail", "share of unique long-tail requests"),
+                       ("p_long", "share of long prompts (shared preamble)"),
+                       ("p_surface", "share of surface variants"),
+                       ("p_typo", "share of typo variants"),
+                       ("p_paraphrase", "share of paraphrases")):
+        w.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name),
+                       help=f"{what} (default %(default)s)")
     b = p.add_argument_group("batching")
     b.add_argument("--window-ms", type=float, default=Settings.window_ms,
                    help="default %(default)s")
@@ -147,6 +160,8 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
     repeats = a.repeats or (1 if a.quick else 3)
     sweep_repeats = a.sweep_repeats or (1 if a.quick else 3)
     sweep_rows: list[dict[str, Any]] = []
+    sweep_desc = ""
+    sweep_cfg: WorkloadConfig | None = None
     with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=a.no_progress) as bar:
 
@@ -160,9 +175,15 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
         if a.plot or a.sweep:
             windows = QUICK_SWEEP_WINDOWS if a.quick else SWEEP_WINDOWS
             sizes = QUICK_SWEEP_SIZES if a.quick else SWEEP_SIZES
-            sweep_cfg = WorkloadConfig(**{**asdict(cfg), "bursts": min(cfg.bursts, 2)}) \
-                if cfg.arrivals == "bursts" else cfg
+            sweep_cfg = WorkloadConfig(**{
+                **asdict(cfg), "arrivals": a.sweep_arrivals,
+                "duration_s": a.sweep_duration_s or (1.0 if a.quick else 2.0),
+                "bursts": min(cfg.bursts, 2)})
             sweep_load = generate(sweep_cfg)
+            sweep_desc = (f"poisson {sweep_cfg.rate_high:g}/{sweep_cfg.rate_low:g} req/s "
+                          f"square wave, {len(sweep_load):,} requests"
+                          if sweep_cfg.arrivals == "poisson" else
+                          f"{sweep_cfg.bursts} bursts of {sweep_cfg.burst_size}")
             points = [(w, m) for m in sizes for w in windows]
             task = bar.add_task("sweep window_ms x max_size", total=len(points) * sweep_repeats)
             runs: dict[tuple[float, int], list[dict[str, Any]]] = {p: [] for p in points}
@@ -184,11 +205,11 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
     target_rows = targets(reports)
     print_all(console, reports,
               f"{truth['requests']:,} requests, {cfg.arrivals}; modes took {elapsed_modes:.1f} s",
-              target_rows, TARGET_MODE, sweep_rows)
+              target_rows, TARGET_MODE, sweep_rows, sweep_desc)
     if a.plot and sweep_rows:
         try:
             plot_sweep(sweep_rows, a.plot,
-                       f"{cfg.arrivals}, {model.overhead_ms:g} ms/call + "
+                       f"{sweep_desc}, {model.overhead_ms:g} ms/call + "
                        f"{model.per_item_ms:g} ms/item, {model.concurrency} concurrent")
             console.print(f"plot written to {a.plot}")
         except ImportError:
@@ -206,7 +227,8 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
             "workload": workload.describe(),
             "modes": reports,
             "targets": {"mode": TARGET_MODE, "rows": target_rows},
-            "sweep": sweep_rows,
+            "sweep": {"workload": sweep_desc, "config": asdict(sweep_cfg) if sweep_cfg else None,
+                      "strategy": "embedding", "points": sweep_rows},
         }
         with open(a.json, "w") as f:
             json.dump(doc, f, indent=2)
@@ -230,7 +252,12 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``stratabatch-perf``; returns the exit status (0, or 1 on a failure)."""
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        _workload_config(a)
+    except ValueError as exc:
+        parser.error(str(exc))
     console = Console(width=None if sys.stdout.isatty() else 170)
     return asyncio.run(_main(a, console))
 

@@ -50,9 +50,10 @@ def targets_table(rows: Sequence[dict[str, Any]], mode: str) -> Table:
     return t
 
 
-def sweep_table(rows: Sequence[dict[str, Any]]) -> Table:
+def sweep_table(rows: Sequence[dict[str, Any]], desc: str) -> Table:
     """Throughput and p99 for each (window_ms, max_size) of the sweep."""
-    t = Table(title="sweep: stratabatch embedding, window_ms x max_size", title_justify="left")
+    t = Table(title=f"sweep: stratabatch embedding, window_ms x max_size; {desc}",
+              title_justify="left")
     for col in ("window ms", "max_size", "req/s", "p50 ms", "p99 ms", "calls", "items",
                 "bound %"):
         t.add_column(col, justify="right")
@@ -98,7 +99,7 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: str, subtitle: str) -> None
 
 def print_all(console: Console, reports: dict[str, dict[str, Any]], title: str,
               target_rows: Sequence[dict[str, Any]], target_mode: str,
-              sweep: Sequence[dict[str, Any]]) -> None:
+              sweep: Sequence[dict[str, Any]], sweep_desc: str = "") -> None:
     """Print the modes table, the targets and the sweep (when there is one)."""
     console.print(modes_table(reports, title))
     skipped: dict[tuple[str, str], list[str]] = {}
@@ -114,4 +115,4 @@ def print_all(console: Console, reports: dict[str, dict[str, Any]], title: str,
     if target_rows:
         console.print(targets_table(target_rows, target_mode))
     if sweep:
-        console.print(sweep_table(sweep))
+        console.print(sweep_table(sweep, sweep_desc))
