@@ -20,7 +20,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from rich.console import Console
@@ -28,20 +28,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .backend import CostModel
-from .harness import (
-    TARGET_MODE,
-    OutcomeError,
-    account,
-    check_exactly_once,
-    median_run,
-    run_modes,
-    targets,
-)
+from .harness import TARGET_MODE, OutcomeError, check_exactly_once, run_modes, targets
 from .modes import Embedded, Mode, Settings, Unbatched
 from .modes_engine import EngineMode
 from .modes_ray import RayServeMode
 from .mpqueue_server import MpQueuePeer
 from .report import plot_sweep, print_all
+from .sweep import run_sweep
 from .workload import WorkloadConfig, generate
 
 QUICK = {"bursts": 2, "burst_size": 400, "gap_ms": 600.0}
@@ -76,13 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs per mode, median reported; unbatched runs once (default 3, "
                         "1 with --quick)")
     p.add_argument("--sweep-repeats", type=int, default=None,
-                   help="runs per sweep point (default 3, 1 with --quick)")
-    p.add_argument("--sweep-arrivals", choices=("bursts", "poisson"), default="poisson",
-                   help="arrivals of the sweep's workload (default %(default)s: under a "
-                        "backlog the window hardly matters, so the sweep runs the square-wave "
-                        "load, with the workload options' rates)")
+                   help="runs per sweep point and load (default 2, 1 with --quick)")
+    p.add_argument("--sweep-rate", type=float, default=1000.0,
+                   help="the sweep's steady load: square wave between this rate and a tenth "
+                        "of it, req/s (default %(default)s)")
     p.add_argument("--sweep-duration-s", type=float, default=None,
-                   help="poisson sweep workload length (default 2, 1 with --quick)")
+                   help="length of the sweep's steady load (default 2, 1 with --quick)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     w = p.add_argument_group("workload")
     w.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
@@ -158,10 +150,10 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
         f"${model.price_per_item_usd:g}/item; window {a.window_ms:g} ms, max_size {a.max_size}")
     modes = _select(all_modes(), a.modes)
     repeats = a.repeats or (1 if a.quick else 3)
-    sweep_repeats = a.sweep_repeats or (1 if a.quick else 3)
+    sweep_repeats = a.sweep_repeats or (1 if a.quick else 2)
     sweep_rows: list[dict[str, Any]] = []
     sweep_desc = ""
-    sweep_cfg: WorkloadConfig | None = None
+    sweep_cfgs: dict[str, Any] | None = None
     with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=a.no_progress) as bar:
 
@@ -175,33 +167,20 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
         if a.plot or a.sweep:
             windows = QUICK_SWEEP_WINDOWS if a.quick else SWEEP_WINDOWS
             sizes = QUICK_SWEEP_SIZES if a.quick else SWEEP_SIZES
-            sweep_cfg = WorkloadConfig(**{
-                **asdict(cfg), "arrivals": a.sweep_arrivals,
-                "duration_s": a.sweep_duration_s or (1.0 if a.quick else 2.0),
-                "bursts": min(cfg.bursts, 2)})
-            sweep_load = generate(sweep_cfg)
-            sweep_desc = (f"poisson {sweep_cfg.rate_high:g}/{sweep_cfg.rate_low:g} req/s "
-                          f"square wave, {len(sweep_load):,} requests"
-                          if sweep_cfg.arrivals == "poisson" else
-                          f"{sweep_cfg.bursts} bursts of {sweep_cfg.burst_size}")
-            points = [(w, m) for m in sizes for w in windows]
-            task = bar.add_task("sweep window_ms x max_size", total=len(points) * sweep_repeats)
-            runs: dict[tuple[float, int], list[dict[str, Any]]] = {p: [] for p in points}
-            for _ in range(sweep_repeats):  # round-robin, as the modes
-                for window, size in points:
-                    mode = Embedded("embedding", max_size=size, window_ms=window)
-                    s = Settings(model=model, window_ms=window, max_size=size)
-                    run = await mode.run(sweep_load, s, lambda _k: None)
-                    runs[(window, size)].append(account(sweep_load, run, s, size))
-                    bar.advance(task)
-            for (window, size), point_runs in runs.items():
-                rep = median_run(point_runs)
-                sweep_rows.append({"window_ms": window, "max_size": size, **{
-                    k: rep[k] for k in ("throughput_rps", "latency_ms_p50", "latency_ms_p95",
-                                        "latency_ms_p99", "backend_calls", "backend_items",
-                                        "concurrency_bound_pct", "lost", "duplicated", "stray",
-                                        "wrong_merges", "dups_caught", "repeats",
-                                        "throughput_rps_runs")}})
+            burst_cfg = replace(cfg, arrivals="bursts", bursts=min(cfg.bursts, 1 if a.quick else 2))
+            steady_cfg = replace(cfg, arrivals="poisson", rate_high=a.sweep_rate,
+                                 rate_low=a.sweep_rate / 10,
+                                 duration_s=a.sweep_duration_s or (1.0 if a.quick else 2.0))
+            burst_load, steady_load = generate(burst_cfg), generate(steady_cfg)
+            sweep_desc = (f"throughput on {burst_cfg.bursts} bursts of {burst_cfg.burst_size}; "
+                          f"latency and calls on a {steady_cfg.rate_high:g}/"
+                          f"{steady_cfg.rate_low:g} req/s square wave ({len(steady_load):,} "
+                          f"requests)")
+            sweep_cfgs = {"bursts": asdict(burst_cfg), "steady": asdict(steady_cfg)}
+            task = bar.add_task("sweep window_ms x max_size",
+                                total=2 * len(windows) * len(sizes) * sweep_repeats)
+            sweep_rows = await run_sweep(burst_load, steady_load, model, windows, sizes,
+                                         sweep_repeats, lambda: bar.advance(task))
     target_rows = targets(reports)
     print_all(console, reports,
               f"{truth['requests']:,} requests, {cfg.arrivals}; modes took {elapsed_modes:.1f} s",
@@ -209,8 +188,9 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
     if a.plot and sweep_rows:
         try:
             plot_sweep(sweep_rows, a.plot,
-                       f"{sweep_desc}, {model.overhead_ms:g} ms/call + "
-                       f"{model.per_item_ms:g} ms/item, {model.concurrency} concurrent")
+                       f"{sweep_desc}\nbackend {model.overhead_ms:g} ms/call + "
+                       f"{model.per_item_ms:g} ms/item, {model.concurrency} concurrent; "
+                       f"embedding dedup")
             console.print(f"plot written to {a.plot}")
         except ImportError:
             console.print(escape('--plot needs matplotlib: pip install "stratabatch[plot]"'),
@@ -227,8 +207,8 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
             "workload": workload.describe(),
             "modes": reports,
             "targets": {"mode": TARGET_MODE, "rows": target_rows},
-            "sweep": {"workload": sweep_desc, "config": asdict(sweep_cfg) if sweep_cfg else None,
-                      "strategy": "embedding", "points": sweep_rows},
+            "sweep": {"workload": sweep_desc, "configs": sweep_cfgs, "strategy": "embedding",
+                      "repeats": sweep_repeats, "points": sweep_rows},
         }
         with open(a.json, "w") as f:
             json.dump(doc, f, indent=2)
@@ -236,13 +216,13 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
     all_runs = dict(reports)
     all_runs.update({f"sweep {r['window_ms']:g}/{r['max_size']}": {**r, "ran": True}
                      for r in sweep_rows})
+    misdelivered = {n: r["mismatched_answers"] for n, r in all_runs.items()
+                    if r.get("ran") and r["mismatched_answers"]}
     try:
         check_exactly_once(all_runs)
     except OutcomeError as exc:
         console.print(escape(f"FAILED: {exc}"), style="red")
         return 1
-    misdelivered = {n: r["mismatched_answers"] for n, r in reports.items()
-                    if r.get("ran") and r["mismatched_answers"]}
     if misdelivered:
         console.print(escape(f"FAILED: answers that name another request's text: {misdelivered}"),
                       style="red")

@@ -72,3 +72,20 @@ def test_engine_mode_is_skipped_exactly_when_the_engine_is_missing():
     else:
         assert reason is not None
         assert ("connect" in reason) != has_connect or "stratabatch-engine" in reason
+
+
+async def test_sweep_runs_both_loads_at_every_point():
+    from stratabatch.perf.sweep import run_sweep
+
+    bursts = generate(TINY)
+    steady = generate(WorkloadConfig(seed=3, arrivals="poisson", rate_high=400, rate_low=40,
+                                     half_period_ms=100, duration_s=0.2))
+    ticks = []
+    rows = await run_sweep(bursts, steady, FAST.model, [1.0, 5.0], [4, 8], 1,
+                           lambda: ticks.append(1))
+    assert len(ticks) == 8
+    assert [(r["window_ms"], r["max_size"]) for r in rows] == [(1.0, 4), (5.0, 4), (1.0, 8),
+                                                               (5.0, 8)]
+    for r in rows:
+        assert (r["lost"], r["duplicated"], r["stray"], r["mismatched_answers"]) == (0, 0, 0, 0)
+        assert r["burst_throughput_rps"] > 0 and r["steady_backend_calls"] > 0
