@@ -20,7 +20,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from rich.console import Console
@@ -28,20 +28,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .backend import CostModel
-from .harness import (
-    TARGET_MODE,
-    OutcomeError,
-    account,
-    check_exactly_once,
-    median_run,
-    run_modes,
-    targets,
-)
+from .harness import TARGET_MODE, OutcomeError, check_exactly_once, run_modes, targets
 from .modes import Embedded, Mode, Settings, Unbatched
 from .modes_engine import EngineMode
 from .modes_ray import RayServeMode
 from .mpqueue_server import MpQueuePeer
 from .report import plot_sweep, print_all
+from .sweep import run_sweep
 from .workload import WorkloadConfig, generate
 
 QUICK = {"bursts": 2, "burst_size": 400, "gap_ms": 600.0}
@@ -76,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs per mode, median reported; unbatched runs once (default 3, "
                         "1 with --quick)")
     p.add_argument("--sweep-repeats", type=int, default=None,
-                   help="runs per sweep point (default 3, 1 with --quick)")
+                   help="runs per sweep point and load (default 2, 1 with --quick)")
+    p.add_argument("--sweep-rate", type=float, default=1000.0,
+                   help="the sweep's steady load: square wave between this rate and a tenth "
+                        "of it, req/s (default %(default)s)")
+    p.add_argument("--sweep-duration-s", type=float, default=None,
+                   help="length of the sweep's steady load (default 2, 1 with --quick)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     w = p.add_argument_group("workload")
     w.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
@@ -96,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--duration-s", type=float, default=d.duration_s, help="default %(default)s")
     w.add_argument("--zipf-s", type=float, default=d.zipf_s,
                    help="Zipf exponent of intent popularity (default %(default)s)")
+    for name, what in (("p_tail", "share of unique long-tail requests"),
+                       ("p_long", "share of long prompts (shared preamble)"),
+                       ("p_surface", "share of surface variants"),
+                       ("p_typo", "share of typo variants"),
+                       ("p_paraphrase", "share of paraphrases")):
+        w.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name),
+                       help=f"{what} (default %(default)s)")
     b = p.add_argument_group("batching")
     b.add_argument("--window-ms", type=float, default=Settings.window_ms,
                    help="default %(default)s")
@@ -145,8 +150,10 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
         f"${model.price_per_item_usd:g}/item; window {a.window_ms:g} ms, max_size {a.max_size}")
     modes = _select(all_modes(), a.modes)
     repeats = a.repeats or (1 if a.quick else 3)
-    sweep_repeats = a.sweep_repeats or (1 if a.quick else 3)
+    sweep_repeats = a.sweep_repeats or (1 if a.quick else 2)
     sweep_rows: list[dict[str, Any]] = []
+    sweep_desc = ""
+    sweep_cfgs: dict[str, Any] | None = None
     with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=a.no_progress) as bar:
 
@@ -160,36 +167,30 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
         if a.plot or a.sweep:
             windows = QUICK_SWEEP_WINDOWS if a.quick else SWEEP_WINDOWS
             sizes = QUICK_SWEEP_SIZES if a.quick else SWEEP_SIZES
-            sweep_cfg = WorkloadConfig(**{**asdict(cfg), "bursts": min(cfg.bursts, 2)}) \
-                if cfg.arrivals == "bursts" else cfg
-            sweep_load = generate(sweep_cfg)
-            points = [(w, m) for m in sizes for w in windows]
-            task = bar.add_task("sweep window_ms x max_size", total=len(points) * sweep_repeats)
-            runs: dict[tuple[float, int], list[dict[str, Any]]] = {p: [] for p in points}
-            for _ in range(sweep_repeats):  # round-robin, as the modes
-                for window, size in points:
-                    mode = Embedded("embedding", max_size=size, window_ms=window)
-                    s = Settings(model=model, window_ms=window, max_size=size)
-                    run = await mode.run(sweep_load, s, lambda _k: None)
-                    runs[(window, size)].append(account(sweep_load, run, s, size))
-                    bar.advance(task)
-            for (window, size), point_runs in runs.items():
-                rep = median_run(point_runs)
-                sweep_rows.append({"window_ms": window, "max_size": size, **{
-                    k: rep[k] for k in ("throughput_rps", "latency_ms_p50", "latency_ms_p95",
-                                        "latency_ms_p99", "backend_calls", "backend_items",
-                                        "concurrency_bound_pct", "lost", "duplicated", "stray",
-                                        "wrong_merges", "dups_caught", "repeats",
-                                        "throughput_rps_runs")}})
+            burst_cfg = replace(cfg, arrivals="bursts", bursts=min(cfg.bursts, 1 if a.quick else 2))
+            steady_cfg = replace(cfg, arrivals="poisson", rate_high=a.sweep_rate,
+                                 rate_low=a.sweep_rate / 10,
+                                 duration_s=a.sweep_duration_s or (1.0 if a.quick else 2.0))
+            burst_load, steady_load = generate(burst_cfg), generate(steady_cfg)
+            sweep_desc = (f"throughput on {burst_cfg.bursts} bursts of {burst_cfg.burst_size}; "
+                          f"latency and calls on a {steady_cfg.rate_high:g}/"
+                          f"{steady_cfg.rate_low:g} req/s square wave ({len(steady_load):,} "
+                          f"requests)")
+            sweep_cfgs = {"bursts": asdict(burst_cfg), "steady": asdict(steady_cfg)}
+            task = bar.add_task("sweep window_ms x max_size",
+                                total=2 * len(windows) * len(sizes) * sweep_repeats)
+            sweep_rows = await run_sweep(burst_load, steady_load, model, windows, sizes,
+                                         sweep_repeats, lambda: bar.advance(task))
     target_rows = targets(reports)
     print_all(console, reports,
               f"{truth['requests']:,} requests, {cfg.arrivals}; modes took {elapsed_modes:.1f} s",
-              target_rows, TARGET_MODE, sweep_rows)
+              target_rows, TARGET_MODE, sweep_rows, sweep_desc)
     if a.plot and sweep_rows:
         try:
             plot_sweep(sweep_rows, a.plot,
-                       f"{cfg.arrivals}, {model.overhead_ms:g} ms/call + "
-                       f"{model.per_item_ms:g} ms/item, {model.concurrency} concurrent")
+                       f"{sweep_desc}\nbackend {model.overhead_ms:g} ms/call + "
+                       f"{model.per_item_ms:g} ms/item, {model.concurrency} concurrent; "
+                       f"embedding dedup")
             console.print(f"plot written to {a.plot}")
         except ImportError:
             console.print(escape('--plot needs matplotlib: pip install "stratabatch[plot]"'),
@@ -206,7 +207,8 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
             "workload": workload.describe(),
             "modes": reports,
             "targets": {"mode": TARGET_MODE, "rows": target_rows},
-            "sweep": sweep_rows,
+            "sweep": {"workload": sweep_desc, "configs": sweep_cfgs, "strategy": "embedding",
+                      "repeats": sweep_repeats, "points": sweep_rows},
         }
         with open(a.json, "w") as f:
             json.dump(doc, f, indent=2)
@@ -214,13 +216,13 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
     all_runs = dict(reports)
     all_runs.update({f"sweep {r['window_ms']:g}/{r['max_size']}": {**r, "ran": True}
                      for r in sweep_rows})
+    misdelivered = {n: r["mismatched_answers"] for n, r in all_runs.items()
+                    if r.get("ran") and r["mismatched_answers"]}
     try:
         check_exactly_once(all_runs)
     except OutcomeError as exc:
         console.print(escape(f"FAILED: {exc}"), style="red")
         return 1
-    misdelivered = {n: r["mismatched_answers"] for n, r in reports.items()
-                    if r.get("ran") and r["mismatched_answers"]}
     if misdelivered:
         console.print(escape(f"FAILED: answers that name another request's text: {misdelivered}"),
                       style="red")
@@ -230,7 +232,12 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``stratabatch-perf``; returns the exit status (0, or 1 on a failure)."""
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        _workload_config(a)
+    except ValueError as exc:
+        parser.error(str(exc))
     console = Console(width=None if sys.stdout.isatty() else 170)
     return asyncio.run(_main(a, console))
 

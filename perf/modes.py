@@ -142,7 +142,8 @@ class Unbatched:
         c0 = time.process_time()
         outcomes = await drive_open_loop(workload, submit, progress, settings.timeout_s)
         return ModeRun(outcomes, time.process_time() - c0,
-                       {"backend_max_running": backend.max_running})
+                       {"backend_max_running": backend.max_running,
+                        "cpu_is": "this process: sender tasks and simulated backend"})
 
 
 class Embedded:
@@ -199,4 +200,5 @@ class Embedded:
             "core_inflight_coalesced": stats.inflight_coalesced,
             "core_exact_merges": stats.exact_merges, "core_near_merges": stats.near_merges,
             "core_batches": stats.total_batches, "backend_max_running": backend.max_running,
+            "cpu_is": "this process: sender tasks, the core and the simulated backend",
         })

@@ -143,7 +143,8 @@ class MpQueuePeer:
             if server.is_alive():
                 server.kill()
                 server.join()
-        return ModeRun(outcomes, cpu_s, {"server_calls": calls, "server_items": items})
+        return ModeRun(outcomes, cpu_s, {"server_calls": calls, "server_items": items,
+                                         "cpu_is": "server process (with its backend threads)"})
 
 
 def _client_for(cid: int, work: ClientWork, kit: ClientKit, inbox: Any, outboxes: list[Any],

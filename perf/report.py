@@ -50,22 +50,23 @@ def targets_table(rows: Sequence[dict[str, Any]], mode: str) -> Table:
     return t
 
 
-def sweep_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """Throughput and p99 for each (window_ms, max_size) of the sweep."""
-    t = Table(title="sweep: stratabatch embedding, window_ms x max_size", title_justify="left")
-    for col in ("window ms", "max_size", "req/s", "p50 ms", "p99 ms", "calls", "items",
-                "bound %"):
+def sweep_table(rows: Sequence[dict[str, Any]], desc: str) -> Table:
+    """Per (window_ms, max_size): throughput on bursts, latency and calls on the steady load."""
+    t = Table(title=f"sweep, embedding dedup: {desc}", title_justify="left")
+    for col in ("window ms", "max_size", "bursts req/s", "bursts p99 ms", "steady p50 ms",
+                "steady p99 ms", "steady calls", "steady items/call"):
         t.add_column(col, justify="right")
     for r in rows:
-        t.add_row(f"{r['window_ms']:g}", str(r["max_size"]), f"{r['throughput_rps']:,.0f}",
-                  f"{r['latency_ms_p50']:,.0f}", f"{r['latency_ms_p99']:,.0f}",
-                  f"{r['backend_calls']:,}", f"{r['backend_items']:,}",
-                  f"{r['concurrency_bound_pct']:.0f}")
+        t.add_row(f"{r['window_ms']:g}", str(r["max_size"]), f"{r['burst_throughput_rps']:,.0f}",
+                  f"{r['burst_latency_ms_p99']:,.0f}", f"{r['steady_latency_ms_p50']:,.0f}",
+                  f"{r['steady_latency_ms_p99']:,.0f}", f"{r['steady_backend_calls']:,}",
+                  f"{r['steady_avg_call_size']:.1f}")
     return t
 
 
 def plot_sweep(rows: Sequence[dict[str, Any]], path: str, subtitle: str) -> None:
-    """Write a PNG: throughput and p99 against window_ms, one line per max_size.
+    """Write a PNG against window_ms, one line per max_size: throughput on the bursts, p99 and
+    calls on the steady load.
 
     Raises:
         ImportError: matplotlib is missing (``pip install "stratabatch[plot]"``).
@@ -76,21 +77,23 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: str, subtitle: str) -> None
     import matplotlib.pyplot as plt
 
     sizes = sorted({r["max_size"] for r in rows})
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for size in sizes:
-        mine = sorted((r for r in rows if r["max_size"] == size), key=lambda r: r["window_ms"])
-        w = [r["window_ms"] for r in mine]
-        ax1.plot(w, [r["throughput_rps"] for r in mine], marker="o", label=f"max_size {size}")
-        ax2.plot(w, [r["latency_ms_p99"] for r in mine], marker="o", label=f"max_size {size}")
-    for ax, ylabel in ((ax1, "throughput (req/s of busy time)"), (ax2, "p99 latency (ms)")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    panels = (("burst_throughput_rps", "bursts: throughput (req/s of busy time)"),
+              ("steady_latency_ms_p99", "steady load: p99 latency (ms)"),
+              ("steady_backend_calls", "steady load: backend calls"))
+    for ax, (key, ylabel) in zip(axes, panels, strict=True):
+        for size in sizes:
+            mine = sorted((r for r in rows if r["max_size"] == size),
+                          key=lambda r: r["window_ms"])
+            ax.plot([r["window_ms"] for r in mine], [r[key] for r in mine], marker="o",
+                    label=f"max_size {size}")
         ax.set_xscale("log")
         ax.set_xlabel("window_ms")
         ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    ax1.set_ylim(bottom=0)
-    ax2.set_ylim(bottom=0)
-    fig.suptitle(f"stratabatch-perf sweep: {subtitle}", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"stratabatch-perf sweep: {subtitle}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -98,7 +101,7 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: str, subtitle: str) -> None
 
 def print_all(console: Console, reports: dict[str, dict[str, Any]], title: str,
               target_rows: Sequence[dict[str, Any]], target_mode: str,
-              sweep: Sequence[dict[str, Any]]) -> None:
+              sweep: Sequence[dict[str, Any]], sweep_desc: str = "") -> None:
     """Print the modes table, the targets and the sweep (when there is one)."""
     console.print(modes_table(reports, title))
     skipped: dict[tuple[str, str], list[str]] = {}
@@ -114,4 +117,4 @@ def print_all(console: Console, reports: dict[str, dict[str, Any]], title: str,
     if target_rows:
         console.print(targets_table(target_rows, target_mode))
     if sweep:
-        console.print(sweep_table(sweep))
+        console.print(sweep_table(sweep, sweep_desc))

@@ -175,6 +175,26 @@ class WorkloadConfig:
     p_typo: float = 0.10
     p_paraphrase: float = 0.15
 
+    def __post_init__(self) -> None:
+        checks = [
+            (self.arrivals in ("bursts", "poisson"), "arrivals must be 'bursts' or 'poisson'"),
+            (self.clients >= 1, "clients must be >= 1"),
+            (self.bursts >= 1 and self.burst_size >= 1, "bursts and burst_size must be >= 1"),
+            (self.burst_ms > 0 and self.gap_ms >= 0, "burst_ms must be > 0, gap_ms >= 0"),
+            (self.rate_high > 0 and self.rate_low >= 0, "rate_high must be > 0, rate_low >= 0"),
+            (self.half_period_ms > 0 and self.duration_s > 0,
+             "half_period_ms and duration_s must be > 0"),
+            (self.zipf_s >= 0, "zipf_s must be >= 0"),
+            (0 <= self.p_tail and 0 <= self.p_long and self.p_tail + self.p_long <= 1,
+             "p_tail and p_long must be >= 0 with p_tail + p_long <= 1"),
+            (min(self.p_surface, self.p_typo, self.p_paraphrase) >= 0
+             and self.p_surface + self.p_typo + self.p_paraphrase <= 1,
+             "p_surface, p_typo, p_paraphrase must be >= 0 and sum to <= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{message}; got {self}")
+
 
 @dataclass
 class Workload:

@@ -72,3 +72,87 @@ def test_engine_mode_is_skipped_exactly_when_the_engine_is_missing():
     else:
         assert reason is not None
         assert ("connect" in reason) != has_connect or "stratabatch-engine" in reason
+
+
+async def test_sweep_runs_both_loads_at_every_point():
+    from stratabatch.perf.sweep import run_sweep
+
+    bursts = generate(TINY)
+    steady = generate(WorkloadConfig(seed=3, arrivals="poisson", rate_high=400, rate_low=40,
+                                     half_period_ms=100, duration_s=0.2))
+    ticks = []
+    rows = await run_sweep(bursts, steady, FAST.model, [1.0, 5.0], [4, 8], 1,
+                           lambda: ticks.append(1))
+    assert len(ticks) == 8
+    assert [(r["window_ms"], r["max_size"]) for r in rows] == [(1.0, 4), (5.0, 4), (1.0, 8),
+                                                               (5.0, 8)]
+    for r in rows:
+        assert (r["lost"], r["duplicated"], r["stray"], r["mismatched_answers"]) == (0, 0, 0, 0)
+        assert r["burst_throughput_rps"] > 0 and r["steady_backend_calls"] > 0
+
+
+class _FakeClient:
+    """Stands in for ``connect()``'s client: answers through a local simulated backend."""
+
+    def __init__(self) -> None:
+        self.backend = SimBackend(FAST.model)
+        self.closed = False
+
+    async def process(self, request, *, timeout=None, priority=0):
+        return (await self.backend([request]))[0]
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def _fake_engine(tmp_path, body: str):
+    import sys
+
+    script = tmp_path / "fake-engine"
+    script.write_text(f"#!{sys.executable}\n{body}")
+    script.chmod(0o755)
+    return str(script)
+
+
+READY_THEN_WAIT = """
+import signal, sys, time
+signal.signal(signal.SIGINT, lambda *a: sys.exit(0))
+name = sys.argv[sys.argv.index("--name") + 1]
+print("stratabatch-engine ready name=%s pid=0 socket=/nowhere" % name, flush=True)
+time.sleep(60)
+sys.exit(3)
+"""
+
+
+async def test_engine_adapter_runs_clients_and_stops_the_engine(monkeypatch, tmp_path):
+    """The adapter's plumbing (start, ready line, client processes, SIGINT) with stand-ins for
+    the engine command and ``connect``: the real ones replace them without a code change."""
+    from stratabatch.perf import modes_engine
+
+    async def connect(name):  # awaitable, as the async client's connect may be
+        return _FakeClient()
+
+    monkeypatch.setattr(stratabatch, "connect", connect, raising=False)
+    monkeypatch.setattr(modes_engine, "engine_command",
+                        lambda: _fake_engine(tmp_path, READY_THEN_WAIT))
+    mode = EngineMode("exact")
+    assert mode.unavailable() is None
+    w = generate(TINY)
+    seen = []
+    run = await mode.run(w, FAST, seen.append)
+    r = account(w, run, FAST, FAST.max_size)
+    assert (r["lost"], r["duplicated"], r["errors"], r["mismatched_answers"]) == (0, 0, 0, 0)
+    assert sum(seen) == len(w)
+    assert run.notes["engine_exit"] == 0
+    assert any("ready" in line for line in run.notes["engine_log"])
+
+
+async def test_engine_adapter_reports_an_engine_that_dies_before_ready(monkeypatch, tmp_path):
+    from stratabatch.perf import modes_engine
+
+    monkeypatch.setattr(stratabatch, "connect", lambda name: _FakeClient(), raising=False)
+    monkeypatch.setattr(modes_engine, "engine_command",
+                        lambda: _fake_engine(tmp_path, "print('no handler', flush=True)\n"
+                                                       "raise SystemExit(2)\n"))
+    with pytest.raises(RuntimeError, match="did not get ready.*no handler"):
+        await EngineMode("exact").run(generate(TINY), FAST, lambda _k: None)
