@@ -37,13 +37,6 @@ MAX_LIVE = 48  # callers outstanding at once
 HANG_S = 0.12  # a hanging handler outlives processing_timeout, then returns
 
 
-KNOWN_WEDGE = (
-    "engine bug: a batch whose last waiter leaves in the tick it is dispatched has its _run task "
-    "cancelled before its first step, so Core._run never removes it from _batches and close() "
-    "waits forever (see test_batch_cancelled_before_its_first_step_does_not_wedge_close)"
-)
-
-
 class Abort(BaseException):
     """A BaseException a handler raises (like a test framework's failure)."""
 
@@ -262,9 +255,6 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
         await asyncio.wait_for(b.close(), 5)
     except TimeoutError:
         core = b._core
-        wedged = [bt for bt in core._batches if bt.task is not None and bt.task.done()]
-        if wedged:
-            pytest.xfail(KNOWN_WEDGE)
         raise AssertionError(
             f"close() hung: raw={len(core._raw)} pending={len(core._pending)} "
             f"batches={[(bt.task, bt.live) for bt in core._batches]} "
@@ -323,7 +313,6 @@ async def test_storm_oracle_catches_a_wrong_answer():
         await run()
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_WEDGE)
 async def test_batch_cancelled_before_its_first_step_does_not_wedge_close():
     # Found by the storm (seed 3): the caller's timeout fires in the same loop tick as the
     # dispatch of its batch, so the batch task is cancelled before it ever ran.
