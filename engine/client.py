@@ -35,6 +35,7 @@ from .errors import (
     QueueFullError,
     StratabatchError,
 )
+from .requests import check_call_args
 from .wire import (
     check_name,
     socket_path,
@@ -99,16 +100,7 @@ class EngineClient:
         """The socket this client connects to."""
         return socket_path(self.name)
 
-    @staticmethod
-    def _check_call_args(priority: Any, timeout: Any) -> None:
-        if isinstance(priority, bool) or not isinstance(priority, int) or \
-                not -(2**31) <= priority < 2**31:
-            raise InvalidRequestError(
-                f"priority must be an int in [-2**31, 2**31), got {priority!r}")
-        if timeout is not None and (isinstance(timeout, bool) or
-                                    not isinstance(timeout, (int, float)) or not timeout > 0):
-            raise InvalidRequestError(f"timeout must be a positive number of seconds or None, "
-                                      f"got {timeout!r}")
+    _check_call_args = staticmethod(check_call_args)
 
     async def _send(self, items: Sequence[Any], call: Call, priority: int,
                     timeout: float | None, invalid_ok: bool, conn: Connection) -> range:

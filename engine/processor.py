@@ -14,7 +14,7 @@ from .errors import (
     InvalidRequestError,
     StratabatchError,
 )
-from .requests import build_request
+from .requests import build_request, check_call_args
 from .stats import Stats
 
 _OPTIONS = frozenset(BatchConfig.option_names())
@@ -155,16 +155,7 @@ class BatchProcessor:
         if call.remaining == 0:
             fut.set_result(call.results)
 
-    @staticmethod
-    def _check_call_args(priority: Any, timeout: Any) -> None:
-        if isinstance(priority, bool) or not isinstance(priority, int) or \
-                not -(2**31) <= priority < 2**31:
-            raise InvalidRequestError(
-                f"priority must be an int in [-2**31, 2**31), got {priority!r}")
-        if timeout is not None and (isinstance(timeout, bool) or
-                                    not isinstance(timeout, (int, float)) or not timeout > 0):
-            raise InvalidRequestError(f"timeout must be a positive number of seconds or None, "
-                                      f"got {timeout!r}")
+    _check_call_args = staticmethod(check_call_args)
 
     def _open_call(self, timeout: float | None
                    ) -> tuple[Core, asyncio.AbstractEventLoop, float | None]:

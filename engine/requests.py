@@ -31,7 +31,7 @@ from .records import Request
 if TYPE_CHECKING:
     from .config import BatchConfig
 
-__all__ = ["build_request", "check_payload", "check_str_keys"]
+__all__ = ["build_request", "check_call_args", "check_payload", "check_str_keys"]
 
 _MAX_DEPTH = 64
 
@@ -121,3 +121,19 @@ def build_request(request: Any, config: BatchConfig, *, index: int = 0, sink: An
             raise InvalidRequestError(f"request {index}: bad 'embedding' field: {e}") from None
     return Request(request, priority=priority, deadline=deadline, sink=sink, index=index,
                    text=text if isinstance(text, str) else None, vector=vector, size=size)
+
+
+def check_call_args(priority: Any, timeout: Any) -> None:
+    """Check a call's ``priority`` and ``timeout`` (both modes take the same ones).
+
+    Raises:
+        InvalidRequestError: ``priority`` is not an int in [-2**31, 2**31), or ``timeout`` is
+            not a positive number of seconds or None.
+    """
+    if isinstance(priority, bool) or not isinstance(priority, int) or \
+            not -(2**31) <= priority < 2**31:
+        raise InvalidRequestError(f"priority must be an int in [-2**31, 2**31), got {priority!r}")
+    if timeout is not None and (isinstance(timeout, bool) or
+                                not isinstance(timeout, (int, float)) or not timeout > 0):
+        raise InvalidRequestError(
+            f"timeout must be a positive number of seconds or None, got {timeout!r}")
