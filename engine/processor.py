@@ -192,6 +192,7 @@ class BatchProcessor:
                 core.submit(r)
                 submitted.append(r)
         except BaseException:
+            _retrieve(call.fut)  # an earlier request of this call may have failed already
             for r in submitted:
                 core.abandon(r)
             raise
