@@ -16,6 +16,18 @@ Kernels are warmed before measuring; each scenario runs ``--repeats`` times afte
 run; the table shows the median over repeats of the max and p99 stall, and the worst max.
 
     python perf/bench_loop_stall.py [--repeats 3] [--json FILE]
+
+Where the time went when this was written (2 shared cores; cProfile of Core._pump/_prepared,
+asyncio debug slow-callback log, gc.callbacks):
+
+* big/embedding (~190 ms): ``Core._prepared`` -> ``grouping.apply`` -> ``_embedding_stage`` ->
+  ``_part_key`` -> ``dedup.number_guard``: a ``re.findall`` of digit runs over each 100 KB text,
+  ~2 ms a text, on the loop, for a whole off-loop chunk at once (~0.86 s over 400 texts). The
+  embedding itself is off the loop; the guard_numbers key is not.
+* many/embedding (50-100 ms spikes): gen-2 garbage collections (57 ms measured) while 10,000
+  records are alive, plus inline passes whose ``_embedding_stage`` / ``LeaderIndex.append``
+  (the leader matrix grows by copying) exceed the 10 ms ``_pass_limit`` aim.
+* many/exact: within target in most runs; occasional 50-85 ms outliers, GC as above.
 """
 
 from __future__ import annotations

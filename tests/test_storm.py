@@ -344,7 +344,7 @@ async def test_batch_cancelled_before_its_first_step_does_not_wedge_close():
     core.abandon(req)  # ... and the only waiter leaves in the same tick
     t.cancel()
     try:
-        await asyncio.wait_for(b.close(), 2)
+        await asyncio.wait_for(b.close(), 0.5)
     finally:
         core._batches.clear()  # unwedge so the loop can end
         if core._idle is not None:
