@@ -126,6 +126,7 @@ class Ledger:
     def __init__(self) -> None:
         self.outcomes: dict[int, list[str]] = {}
         self.counts: dict[str, int] = {}
+        self.wedges = 0  # times the known close() wedge was hit (see KNOWN_WEDGE)
 
     def note(self, rid: int, text: str, value: Any, error: BaseException | None) -> None:
         self.outcomes.setdefault(rid, []).append("x")
@@ -259,12 +260,17 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
     late = [asyncio.create_task(single()) for _ in range(rng.randint(0, 3))]
     t0 = time.monotonic()
     try:
-        await asyncio.wait_for(b.close(), 5)
+        await asyncio.wait_for(b.close(), 2.0)  # "prompt": handler calls are bounded at 0.05 s
     except TimeoutError:
         core = b._core
         wedged = [bt for bt in core._batches if bt.task is not None and bt.task.done()]
-        if wedged:
-            pytest.xfail(KNOWN_WEDGE)
+        if wedged:  # the known engine bug: unwedge, count it, check everything else
+            ledger.wedges += 1
+            for bt in wedged:
+                core._batches.discard(bt)
+            core._check_idle()
+            await asyncio.wait_for(b.close(), 2.0)
+            return await finish(b, tasks, late, before)
         raise AssertionError(
             f"close() hung: raw={len(core._raw)} pending={len(core._pending)} "
             f"batches={[(bt.task, bt.live) for bt in core._batches]} "
@@ -272,9 +278,15 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
         ) from None
     close_s = time.monotonic() - t0
     assert close_s < 2.0, f"close() took {close_s:.2f} s"
-    tasks += late
-    late += [asyncio.create_task(single())]  # after close: refused
-    done, pending = await asyncio.wait(tasks + late[-1:], timeout=5)
+    await finish(b, tasks, late, before)
+
+
+async def finish(b: BatchProcessor, tasks: list[asyncio.Task], late: list[asyncio.Task],
+                 before: set[asyncio.Task]) -> None:
+    """After close(): every caller ends, the books balance, no task is left."""
+    tasks = tasks + late
+    refused = asyncio.create_task(late_single(b))  # after close: refused
+    done, pending = await asyncio.wait(tasks + [refused], timeout=5)
     assert not pending, f"{len(pending)} callers still waiting after close()"
     for t in done:
         if not t.cancelled():
@@ -287,6 +299,10 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
     left = asyncio.all_tasks() - before - {asyncio.current_task()}
     assert not left, f"tasks left after close(): {left}"
 
+
+async def late_single(b: BatchProcessor) -> None:
+    with pytest.raises(StratabatchError):
+        await b.process({"query": "too late 1"})
 
 async def test_storm_exactly_once():
     seed = int(os.environ.get("STRATABATCH_STORM_SEED", random.randrange(2**32)))
@@ -302,8 +318,11 @@ async def test_storm_exactly_once():
         await one_round(rng, ledger, next_id)
         rounds += 1
     assert set(ledger.outcomes) == set(range(next_id[0])), "a request got no outcome"
-    print(f"rounds={rounds} requests={next_id[0]} outcomes={ledger.counts}")
+    print(f"rounds={rounds} requests={next_id[0]} outcomes={ledger.counts} "
+          f"wedges={ledger.wedges}")
     assert ledger.counts.get("ok", 0) > 0
+    if ledger.wedges:
+        pytest.xfail(f"{KNOWN_WEDGE}; hit {ledger.wedges} times, every other check held")
 
 
 async def test_storm_oracle_catches_a_wrong_answer():
