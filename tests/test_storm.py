@@ -252,7 +252,7 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
     late = [asyncio.create_task(single()) for _ in range(rng.randint(0, 3))]
     t0 = time.monotonic()
     try:
-        await asyncio.wait_for(b.close(), 5)
+        await asyncio.wait_for(b.close(), 2.0)  # "prompt": handler calls are bounded at 0.05 s
     except TimeoutError:
         core = b._core
         raise AssertionError(
@@ -262,9 +262,15 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
         ) from None
     close_s = time.monotonic() - t0
     assert close_s < 2.0, f"close() took {close_s:.2f} s"
-    tasks += late
-    late += [asyncio.create_task(single())]  # after close: refused
-    done, pending = await asyncio.wait(tasks + late[-1:], timeout=5)
+    await finish(b, tasks, late, before)
+
+
+async def finish(b: BatchProcessor, tasks: list[asyncio.Task], late: list[asyncio.Task],
+                 before: set[asyncio.Task]) -> None:
+    """After close(): every caller ends, the books balance, no task is left."""
+    tasks = tasks + late
+    refused = asyncio.create_task(late_single(b))  # after close: refused
+    done, pending = await asyncio.wait(tasks + [refused], timeout=5)
     assert not pending, f"{len(pending)} callers still waiting after close()"
     for t in done:
         if not t.cancelled():
@@ -277,6 +283,10 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
     left = asyncio.all_tasks() - before - {asyncio.current_task()}
     assert not left, f"tasks left after close(): {left}"
 
+
+async def late_single(b: BatchProcessor) -> None:
+    with pytest.raises(StratabatchError):
+        await b.process({"query": "too late 1"})
 
 async def test_storm_exactly_once():
     seed = int(os.environ.get("STRATABATCH_STORM_SEED", random.randrange(2**32)))
@@ -332,9 +342,5 @@ async def test_batch_cancelled_before_its_first_step_does_not_wedge_close():
     assert len(core._batches) == 1
     core.abandon(req)  # ... and the only waiter leaves in the same tick
     t.cancel()
-    try:
-        await asyncio.wait_for(b.close(), 2)
-    finally:
-        core._batches.clear()  # unwedge so the loop can end
-        if core._idle is not None:
-            core._idle.set()
+    await asyncio.wait_for(b.close(), 0.5)
+    assert not core._batches
