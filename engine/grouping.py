@@ -304,6 +304,10 @@ class Deduper:
                 keys.append(h if not scope and r.text is not None else (
                     scope_of(r.payload, scope) if scope else b"", h, r.text is None))
             vectors: list[Any] | None = None
+            if embed_ahead and c.guard_numbers:  # a regex over each text: off the loop too
+                for r in raw:
+                    if r.text is not None:
+                        r.numsig = number_signature(r.text)
             if embed_ahead and self._embeds():
                 seen: set[Any] = set()
                 idx: list[int] = []
@@ -417,7 +421,8 @@ class Deduper:
         s = scope_of(req.payload, c.dedup_scope) if c.dedup_scope else b""
         if c.guard_numbers and req.text is not None:
             # numbers with sign and separators: "-5" and "5", "1,000" and "1.000" differ
-            return (s, number_signature(req.text))
+            sig = req.numsig
+            return (s, number_signature(req.text) if sig is None else sig)
         return (s, None)
 
     def _custom_stage(self, fresh: list[Request]) -> None:

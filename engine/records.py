@@ -42,7 +42,7 @@ class Request:
     __slots__ = (
         "payload", "priority", "deadline", "sink", "index", "text", "vector",
         "arrival", "seq", "state", "group", "key", "norm", "similarity", "exact", "timer",
-        "size", "merged_with", "canon", "features",
+        "size", "merged_with", "canon", "features", "numsig",
     )
 
     def __init__(
@@ -68,6 +68,7 @@ class Request:
         self.timer: asyncio.TimerHandle | None = None
         self.size = size
         self.merged_with: Request | None = None
+        self.numsig: Any = None  # the number guard's key, when computed off the loop
         self.canon: list[str] | None = None  # canonical words of text (stratabatch.canon)
         self.features: Any = None  # guard features of text, computed on first need
 
