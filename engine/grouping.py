@@ -24,7 +24,7 @@ A pass has two halves so that a large one can leave the event loop:
 
 With word guards on (``dedup_guards``, all of them by default), similarity only finds
 candidates: for each request, every earlier leader of its partition with cosine >= threshold,
-in order (:func:`stratabatch.candidates.block_candidates`), and the request joins the first
+in order (:mod:`stratabatch.index`), and the request joins the first
 one that still leads a group and that no guard vetoes (:func:`stratabatch.guards.veto`); a
 ``dedup_function`` merge is vetoed the same way. Exact merges are never vetoed. The numbers
 guard works through the partitions (:func:`stratabatch.dedup.number_signature`). With

@@ -10,9 +10,8 @@ tests/data/guard_pairs.jsonl (short questions; ``--long`` adds the shared-preamb
   for requests that have a candidate, and only the parts a decision reads);
 * ``vetoes of first candidates``: the guard decision on each request's first candidate,
   per request of the batch;
-* ``leader_cluster`` / ``candidates (all)`` / ``block_candidates (first 4)``: the unguarded
-  kernel vs the candidate kernels on the same vectors (every candidate of every row; as the
-  guarded pass calls it);
+* ``leader_cluster`` / ``exhaustive_candidates (first 8)``: the unguarded clustering kernel vs
+  the candidate producer the guarded pass uses (stratabatch.index), on the same vectors;
 * ``pass ...: guards off / on / added``: a whole dedup pass (``Deduper.run``: exact stage,
   embedding, clustering, guards) over fresh requests, with the word guards and the canonical
   text off (``dedup_guards=()``, ``canonicalize=False``, threshold 0.96, the unguarded
@@ -111,11 +110,11 @@ def main() -> None:
 
     import numpy as np
 
-    from stratabatch.candidates import block_candidates, candidates
     from stratabatch.canon import canonical_batch
     from stratabatch.config import GUARDS
     from stratabatch.embed import HashingEmbedder
     from stratabatch.guards import Features, veto
+    from stratabatch.index import exhaustive_candidates
     from stratabatch.kernels import leader_cluster
 
     rows = [json.loads(x) for x in
@@ -130,11 +129,9 @@ def main() -> None:
     X = emb.embed(canon)
     part = np.zeros(n, np.int64)
     thr = emb.recommended_threshold
-    crow, ccol, _ = candidates(X, part, thr, 0)
-    first: dict[int, int] = {}
-    for i, j in zip(crow.tolist(), ccol.tolist(), strict=True):
-        first.setdefault(i, j)  # the candidate the greedy pass judges first
-    cand_pairs = list(first.items())
+    off_, crows, _, _ = exhaustive_candidates(X, part, thr, 0)
+    cand_pairs = [(i, int(crows[off_[i]])) for i in range(n)
+                  if off_[i + 1] > off_[i]]  # the candidate the greedy pass judges first
     guards = frozenset(GUARDS)
 
     def features_all() -> list[Features]:
@@ -156,18 +153,8 @@ def main() -> None:
     results["vetoes of first candidates"] = timed(vetoes, args.repeats) / n
     results["leader_cluster"] = timed(
         lambda: leader_cluster(X, part, thr, 0, method="loop"), args.repeats) / n
-    results["candidates (all)"] = timed(lambda: candidates(X, part, thr, 0), args.repeats) / n
-    # as the guarded pass calls it: blocks of 64 rows against the leaders before each block
-    # (here those of the unguarded clustering), the first 4 candidates per row
-    lead, _ = leader_cluster(X, part, thr, 0, method="loop")
-    is_leader = lead == np.arange(n)
-
-    def blocks() -> None:
-        for b0 in range(0, n, 64):
-            known = np.flatnonzero(is_leader[:b0]).astype(np.int64)
-            block_candidates(X, part, thr, known, b0, min(b0 + 64, n), 4)
-
-    results["block_candidates (first 4)"] = timed(blocks, args.repeats) / n
+    results["exhaustive_candidates (first 8)"] = timed(
+        lambda: exhaustive_candidates(X, part, thr, 0), args.repeats) / n
     # Whole dedup passes (the Deduper alone: requests built, no event loop, no handler), the
     # two configurations alternated so that both see the same machine.
     off = dict(dedup_guards=(), canonicalize=False, dedup_threshold=0.96)
