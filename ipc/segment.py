@@ -119,7 +119,8 @@ def _read_pid(fd: int) -> int:
     return _HEADER.unpack_from(raw)[3]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
     if pid <= 0:
         return False
     try:
@@ -449,7 +450,7 @@ def _reclaim_or_raise(name: str) -> None:
                 pid = _read_pid(fd)  # a creator may still be writing its header
                 if pid == 0:
                     time.sleep(0.005)
-            if pid and not _pid_alive(pid):
+            if pid and not pid_alive(pid):
                 who = f"pid {pid} is dead, but a process it forked still holds the segment"
             else:
                 who = f"owner pid {pid}" if pid else "owner pid unknown"
@@ -506,4 +507,4 @@ def reclaim_stale(engine_name: str) -> list[str]:
     return removed
 
 
-__all__ = ["HEADER_BYTES", "NAME_PREFIX", "Segment", "reclaim_stale", "segment_name"]
+__all__ = ["HEADER_BYTES", "NAME_PREFIX", "Segment", "pid_alive", "reclaim_stale", "segment_name"]

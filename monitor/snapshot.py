@@ -28,7 +28,7 @@ from stratabatch.ipc.counters import (
     histogram_quantile,
 )
 from stratabatch.ipc.errors import IpcError, SegmentLayoutError, SegmentNotFoundError
-from stratabatch.ipc.segment import NAME_PREFIX
+from stratabatch.ipc.segment import NAME_PREFIX, pid_alive
 
 SHM_DIR = "/dev/shm"
 """Where POSIX shared memory segments appear as files on Linux."""
@@ -212,19 +212,6 @@ def list_engines() -> list[str]:
         return []
     return sorted(e[len(prefix) : -len(suffix)] for e in entries
                   if e.startswith(prefix) and e.endswith(suffix) and len(e) > len(prefix + suffix))
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (ours or another user's)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def build_snapshot(name: str, segment: str, raw: Mapping[str, Any], info: Mapping[str, Any],
