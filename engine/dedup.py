@@ -24,6 +24,8 @@ from typing import Any
 
 import msgpack
 
+from .wordkeys import WORD_KEYS
+
 _DIGITS = re.compile(r"\d+")
 _MISSING = object()
 
@@ -142,13 +144,18 @@ class LeaderIndex:
     the matrix is compacted when such dead rows outnumber the live ones (and are more than
     4,096).
 
-    Once enough rows take part in a pass (:data:`~stratabatch.index.INDEX_MIN_ROWS`) and the
-    threshold suits it, candidates come from a sign-sketch table instead of a comparison with
-    every leader; below half that many the table is dropped again.
+    Once enough rows take part in a pass (:data:`~stratabatch.index.INDEX_MIN_ROWS`),
+    candidates come from a table instead of a comparison with every leader; below half that
+    many the table is dropped again. The table is the word index
+    (:class:`~stratabatch.index.WordTable`) when every live leader and new row has word keys
+    (the caller gives them where the word guards make them sound, see
+    :mod:`stratabatch.wordkeys`), else the sign-sketch table when the threshold suits it
+    (>= :data:`~stratabatch.index.INDEX_MIN_THRESHOLD`), else none.
 
     Args:
-        method: ``"auto"`` (exhaustive for small passes, the table for large ones),
-            ``"exhaustive"`` or ``"index"`` (always, for tests and benchmarks).
+        method: ``"auto"`` (as above), ``"exhaustive"``, ``"index"`` (the sketch table) or
+            ``"words"`` (the word table; every pass must bring word keys): the last three
+            always, for tests and benchmarks.
 
     Attributes:
         dim: Vector length of every row (set by the first rows written), or None.
@@ -159,8 +166,9 @@ class LeaderIndex:
     def __init__(self, method: str = "auto") -> None:
         import numpy as np
 
-        if method not in ("auto", "exhaustive", "index"):
-            raise ValueError(f"method must be 'auto', 'exhaustive' or 'index', got {method!r}")
+        if method not in ("auto", "exhaustive", "index", "words"):
+            raise ValueError(
+                f"method must be 'auto', 'exhaustive', 'index' or 'words', got {method!r}")
         self._np = np
         self.method = method
         self.compact_min_dead = 4096
@@ -168,6 +176,9 @@ class LeaderIndex:
         self.mat = np.empty((0, 0), np.float32)
         self.part = np.empty(0, np.int64)
         self.words = np.empty((0, 2), np.uint64)  # sign sketches, while a table is in use
+        self.wkeys = np.zeros((0, WORD_KEYS), np.uint64)  # word keys (row 0 all 0: none)
+        self._keyless = 0  # live leader rows without word keys
+        self._pass_keyed = False  # whether every row of the last append has word keys
         self.stamp = np.zeros(0, np.int64)
         self.owners: list[Any] = []  # the group led by each row, None for dead rows
         self.keys: list[Any] = []  # each row's partition key
@@ -202,6 +213,8 @@ class LeaderIndex:
     def lead(self, row: int, group: Any) -> None:
         """Row ``row`` leads ``group``: later requests of its partition compare with it."""
         self.owners[row] = group
+        if self.wkeys[row, 0] == 0:
+            self._keyless += 1
         pid = int(self.part[row])
         self._leaders_in[pid] = self._leaders_in.get(pid, 0) + 1
         self.live += 1
@@ -219,6 +232,8 @@ class LeaderIndex:
             self._leaders_in[pid] = left
         else:
             del self._leaders_in[pid]
+        if self.wkeys[row, 0] == 0:
+            self._keyless -= 1
         self.part[row] = -1
         self.owners[row] = None
         self.dead += 1
@@ -229,9 +244,11 @@ class LeaderIndex:
         counts = self._leaders_in
         return bool(counts) and any(pid in counts for pid in pids)
 
-    def append(self, vectors: Any, keys: list[Any]) -> tuple[int, list[int]]:
+    def append(self, vectors: Any, keys: list[Any],
+               wranks: list[set[int]] | None = None) -> tuple[int, list[int]]:
         """Write new rows after the existing ones; return the index of the first and the
-        partition ids of the new rows."""
+        partition ids of the new rows. ``wranks``: each row's key-word ranks
+        (:func:`~stratabatch.wordkeys.word_ranks`), or None when the rows have no word keys."""
         np = self._np
         n_new = len(keys)
         # compact when dead rows outnumber live ones, and not below 4,096 of them: each
@@ -247,14 +264,25 @@ class LeaderIndex:
             mat = np.empty((cap, self.dim), np.float32)
             part = np.empty(cap, np.int64)
             words = np.zeros((cap, 2), np.uint64)
+            wk = np.zeros((cap, WORD_KEYS), np.uint64)
             stamp = np.zeros(cap, np.int64)
             if start:
                 mat[:start] = self.mat[:start]
                 part[:start] = self.part[:start]
                 words[:start] = self.words[:start]
+                wk[:start] = self.wkeys[:start]
                 stamp[:start] = self.stamp[:start]
             self.mat, self.part, self.words, self.stamp = mat, part, words, stamp
+            self.wkeys = wk
         self.mat[start:need] = vectors
+        if wranks is None:
+            self.wkeys[start:need] = 0
+            self._pass_keyed = False
+        else:
+            from .index import word_key_rows
+
+            word_key_rows(wranks, self.wkeys, start)
+            self._pass_keyed = True
         pids = [self.part_id(k) for k in keys]
         self.part[start:need] = pids
         self.owners.extend([None] * n_new)
@@ -276,21 +304,40 @@ class LeaderIndex:
         n = len(self.owners)
         m = n - start
         rows_in = self.live + m
-        usable = threshold >= ix.INDEX_MIN_THRESHOLD
-        if self.method == "index":
-            use = True
-        elif self.method == "exhaustive" or not usable:
-            use = False
-        elif self.table is not None:
-            use = rows_in >= ix.INDEX_MIN_ROWS // 2
+        keyed = self._pass_keyed and self._keyless == 0
+        if self.method == "words":
+            if not keyed:
+                raise ValueError("method 'words' needs word keys for every row")
+            use = "words"
+        elif self.method == "index":
+            use = "sketch"
+        elif self.method == "exhaustive":
+            use = None
+        elif rows_in < (ix.INDEX_MIN_ROWS // 2 if self.table is not None else ix.INDEX_MIN_ROWS):
+            use = None
+        elif keyed:
+            use = "words"
         else:
-            use = rows_in >= ix.INDEX_MIN_ROWS
-        if use and (self.table is None or self.table.threshold != float(threshold)):
-            self._start_table(threshold, start)
-        elif not use:
+            use = "sketch" if threshold >= ix.INDEX_MIN_THRESHOLD else None
+        if use == "words":
+            if not isinstance(self.table, ix.WordTable):
+                self.table = ix.WordTable()
+                self.stamp[:] = 0  # the new table's query tags start again at 1
+                live = np.flatnonzero(self.part[:start] >= 0)
+                self.table.rebuild(self.wkeys, self.part[:start], live, room=m)
+        elif use == "sketch":
+            if not isinstance(self.table, ix.SketchTable) or \
+                    self.table.threshold != float(threshold):
+                self._start_table(threshold, start)
+        else:
             self.table = None
-        self.last_indexed = use
+        self.last_indexed = use is not None
         X = self.mat[:n]
+        if use == "words":
+            live = np.flatnonzero(self.part[:start] >= 0)
+            return self.table.candidates(X, self.part[:n], self.words, self.wkeys, start,
+                                         self.stamp, live, threshold,
+                                         ix.WORD_MAX_CANDIDATES if max_cand is None else k)
         if use:
             if self._dirs is None or self._dirs.dim != self.dim:
                 self._dirs = ix.SketchBasis(self.dim)  # type: ignore[arg-type]
@@ -309,10 +356,13 @@ class LeaderIndex:
     def file_leaders(self, rows: list[int]) -> None:
         """File leader rows the table does not hold yet (no-op without a table)."""
         if self.table is not None and rows:
+            from .index import WordTable
+
             np = self._np
             n = len(self.owners)
             live = np.flatnonzero(self.part[:n] >= 0)
-            self.table.file(self.words, self.part[:n], rows, live)
+            keys = self.wkeys if isinstance(self.table, WordTable) else self.words
+            self.table.file(keys, self.part[:n], rows, live)
 
     def _start_table(self, threshold: float, start: int) -> None:
         from . import index as ix
@@ -320,7 +370,7 @@ class LeaderIndex:
         np = self._np
         if self._dirs is None or self._dirs.dim != self.dim:
             self._dirs = ix.SketchBasis(self.dim)  # type: ignore[arg-type]
-        if self.table is None and start:
+        if not isinstance(self.table, ix.SketchTable) and start:  # rows not sketched yet
             ix.sketch(self.mat[:start], self._dirs, self.words, 0)
         self.table = ix.SketchTable(threshold)
         self.stamp[:] = 0  # the new table's query tags start again at 1
@@ -331,9 +381,11 @@ class LeaderIndex:
         np = self._np
         live = np.flatnonzero(self.part[: len(self.owners)] >= 0)  # leaders; the rest is dead
         n = len(live)
-        self.mat[:n] = self.mat[live]
-        self.part[:n] = self.part[live]
-        self.words[:n] = self.words[live]
+        from .index import move_rows
+
+        # in place: ``self.mat[live]`` would first copy every live row to fresh memory
+        for a in (self.mat, self.part, self.words, self.wkeys):
+            move_rows(a, live)
         owners, keys = self.owners, self.keys
         self.owners = [owners[i] for i in live.tolist()]
         self.keys = [keys[i] for i in live.tolist()]
@@ -348,4 +400,7 @@ class LeaderIndex:
             g.row = row
         self.dead = 0
         if self.table is not None:  # rows moved: file them again under their new numbers
-            self.table.rebuild(self.words, self.part[:n], np.arange(n, dtype=np.int64))
+            from .index import WordTable
+
+            keys = self.wkeys if isinstance(self.table, WordTable) else self.words
+            self.table.rebuild(keys, self.part[:n], np.arange(n, dtype=np.int64))

@@ -149,6 +149,7 @@ class Deduper:
         self._embedder: Any = None
         self.vetoes: deque[VetoRecord] = deque(maxlen=256)
         self._canon_index: bool | None = None  # canonicalize setting the index was built with
+        self._features_cls: Any = None  # stratabatch.guards.Features, once loaded
 
     # ------------------------------------------------------------- indexes
 
@@ -238,8 +239,11 @@ class Deduper:
         """The guard features of ``r``'s text (computed once), or None without text."""
         f = r.features
         if f is None and r.text is not None:
-            from .guards import Features
+            Features = self._features_cls
+            if Features is None:
+                from .guards import Features
 
+                self._features_cls = Features
             toks = r.canon
             if toks is None:
                 from .canon import canonical_batch
@@ -267,6 +271,14 @@ class Deduper:
         if v is not None:
             self.vetoes.append(VetoRecord(leader, r, similarity, v))
         return v
+
+    def word_keyed(self) -> bool:
+        """Whether a merge needs the texts' key words to match up to typos (the residue guard,
+        in full: an embedder that compares wording), so the word index may find candidates
+        (:mod:`stratabatch.wordkeys`)."""
+        c = self.config
+        return (c.dedup_function is None and "residue" in c.dedup_guards
+                and getattr(self.embedder(), "merges_paraphrases", True) is False)
 
     def _embeds(self) -> bool:
         c = self.config
@@ -513,7 +525,17 @@ class Deduper:
             index.dim = len(vectors[0])
         keys = [self._part_key(r) for r in ok]
         threshold = float(self.threshold())
-        start, _ = index.append(vectors, keys)
+        wranks: list[set[int]] | None = None
+        if self.word_keyed():
+            from .wordkeys import word_ranks
+
+            wranks = []
+            for r in ok:
+                if r.vector is not None:  # its own vector: judged as meaning, no word keys
+                    wranks = None
+                    break
+                wranks.append(word_ranks(self.features_of(r).tokens))
+        start, _ = index.append(vectors, keys, wranks)
         n = start + len(ok)
         found = index.candidates(start, threshold)
         owners = index.owners

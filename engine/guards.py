@@ -69,6 +69,7 @@ __all__ = [
     "explain",
     "features",
     "features_batch",
+    "ignorable",
     "is_typo_of",
     "number_signature",
     "veto",
@@ -507,8 +508,9 @@ def _scope(a_only: list[str], b_only: list[str]) -> Veto | None:
     return None
 
 
-def _ignorable(w: str) -> bool:
-    # an article, or a mistyped filler the canonical text could not drop ("plaese")
+def ignorable(w: str) -> bool:
+    """Whether a word one side lacks is no reason to refuse a merge: an article, or a mistyped
+    filler the canonical text could not drop ("plaese")."""
     if w in _IGNORABLE:
         return True
     near = _FILLERS_BY_START.get((w[:1], len(w)))
@@ -516,8 +518,8 @@ def _ignorable(w: str) -> bool:
 
 
 def _residue(a_only: list[str], b_only: list[str]) -> Veto | None:
-    xa = [w for w in a_only if not _ignorable(w)]
-    xb = [w for w in b_only if not _ignorable(w)]
+    xa = [w for w in a_only if not ignorable(w)]
+    xb = [w for w in b_only if not ignorable(w)]
     if not xa and not xb:
         return None
     left = list(xb)

@@ -49,6 +49,9 @@ __all__ = [
     "MAX_CANDIDATES",
     "SketchBasis",
     "SketchTable",
+    "WORD_MAX_CANDIDATES",
+    "WordTable",
+    "word_key_rows",
     "exhaustive_candidates",
     "greedy_pass",
 ]
@@ -379,33 +382,39 @@ def _find_slot(slots, h):
 
 
 @njit(cache=True)
-def _file_row(words, part, band_pos, row, slots, ents, state):
-    """File ``row`` under each of its band values (capacity is the caller's job).
+def _insert(slots, ents, state, h, row, w0):
+    """File ``row`` (first sketch word ``w0``) under table key ``h`` (capacity is the caller's).
 
     The first three rows of a key live in its slot, so a probe usually reads one cache line
     (a miss in a table of many MB) and nothing else; more spill to 16-byte overflow entries
     (row | next << 32, first sketch word).
     """
+    s = _find_slot(slots, h)
+    if s < 0:
+        s = -1 - s
+        slots[s, 0] = ((h >> np.uint64(32)) | np.uint64(1)) << np.uint64(32)
+        slots[s, 1] = _NIL32
+        state[1] += 1
+    c = np.int64(slots[s, 0] & _NIL32)
+    if c < _INLINE:
+        slots[s, 2 + 2 * c] = np.uint64(row)
+        slots[s, 3 + 2 * c] = w0
+        slots[s, 0] += np.uint64(1)
+    else:
+        e = state[0]
+        ents[e, 0] = np.uint64(row) | (slots[s, 1] << np.uint64(32))
+        ents[e, 1] = w0
+        slots[s, 1] = np.uint64(e)
+        state[0] = e + 1
+
+
+@njit(cache=True)
+def _file_row(words, part, band_pos, row, slots, ents, state):
+    """File ``row`` under each of its band values (capacity is the caller's job)."""
     pid = part[row]
     for band in range(band_pos.shape[0]):
         h = _band_key(_band_value(words, row, band_pos, band), band, pid)
-        s = _find_slot(slots, h)
-        if s < 0:
-            s = -1 - s
-            slots[s, 0] = ((h >> np.uint64(32)) | np.uint64(1)) << np.uint64(32)
-            slots[s, 1] = _NIL32
-            state[1] += 1
-        c = np.int64(slots[s, 0] & _NIL32)
-        if c < _INLINE:
-            slots[s, 2 + 2 * c] = np.uint64(row)
-            slots[s, 3 + 2 * c] = words[row, 0]
-            slots[s, 0] += np.uint64(1)
-        else:
-            e = state[0]
-            ents[e, 0] = np.uint64(row) | (slots[s, 1] << np.uint64(32))
-            ents[e, 1] = words[row, 0]
-            slots[s, 1] = np.uint64(e)
-            state[0] = e + 1
+        _insert(slots, ents, state, h, row, words[row, 0])
 
 
 @njit(cache=True)
@@ -466,9 +475,13 @@ _AHEAD_ENTS = 4
 
 
 @njit(cache=True)
-def _index_pass(X, part, words, keys, band_pos, thr, margin, hmax, start, n, k,
+def _index_pass(X, part, words, keys, fstride, thr, margin, hmax, start, n, k,
                 slots, ents, state, stamp, off, out_rows, out_sims, more):
-    """Candidates of rows [start, n) from the table; rows with none are filed as leaders."""
+    """Candidates of rows [start, n) from the table; rows with none are filed as leaders.
+
+    ``keys[j]`` are the table keys row ``start + j`` probes (0: none); it is filed under
+    every ``fstride``-th of them (the sketch table probes each band's value first, then its
+    flipped-bit variants; a word table probes exactly the keys it files under)."""
     lo = thr - margin
     hi = thr + margin
     m = n - start
@@ -484,10 +497,12 @@ def _index_pass(X, part, words, keys, band_pos, thr, margin, hmax, start, n, k,
     for i in range(start, n):
         j = i - start
         if j + _AHEAD_SLOTS < m:
-            for t in range(nk):
+            for t in range(nk):  # (a key of 0 fetches a slot for nothing: harmless)
                 _prefetch(slots, np.int64(keys[j + _AHEAD_SLOTS, t] & mask) * 8)
         if j + _AHEAD_ENTS < m:
             for t in range(nk):
+                if keys[j + _AHEAD_ENTS, t] == 0:
+                    continue
                 s = _find_slot(slots, keys[j + _AHEAD_ENTS, t])
                 if s >= 0 and slots[s, 1] != _NIL32:
                     _prefetch(ents, np.int64(slots[s, 1]) * 2)
@@ -498,6 +513,8 @@ def _index_pass(X, part, words, keys, band_pos, thr, margin, hmax, start, n, k,
         cnt = 0
         cut = False
         for t in range(nk):
+            if keys[j, t] == 0:
+                continue
             s = _find_slot(slots, keys[j, t])
             if s < 0:
                 continue
@@ -517,7 +534,9 @@ def _index_pass(X, part, words, keys, band_pos, thr, margin, hmax, start, n, k,
                 cut |= c
                 q = nxt
         if cnt == 0:
-            _file_row(words, part, band_pos, i, slots, ents, state)
+            for t in range(0, nk, fstride):
+                if keys[j, t] != 0:
+                    _insert(slots, ents, state, keys[j, t], i, w0)
         for t in range(cnt):
             out_rows[e + t] = brow[t]
             out_sims[e + t] = bsim[t]
@@ -547,7 +566,46 @@ def band_design(threshold: float) -> tuple[int, int, int]:
     return bits, bands, hmax
 
 
-class SketchTable:
+class _Table:
+    """Storage of a leader table: 64-byte slots (see :func:`_find_slot`) and overflow entries.
+
+    Subclasses set ``keys_per_row`` (the most keys a row is filed under) before ``_alloc``.
+    """
+
+    keys_per_row = 1
+
+    def _alloc(self, slots: int, entries: int) -> None:
+        self.slots = np.zeros((slots, 8), np.uint64)  # see _find_slot
+        self.ents = np.empty((entries, 2), np.uint64)  # row | next << 32, sketch word 0
+        self.state = np.zeros(3, np.int64)  # entries used, slots used, query tag
+
+    def _fits(self, new_rows: int) -> bool:
+        add = new_rows * self.keys_per_row
+        return (self.state[0] + add <= self.ents.shape[0]
+                and 2 * (self.state[1] + add) <= self.slots.shape[0])
+
+    def _realloc(self, rows: int) -> None:
+        """Empty storage for ``rows`` rows (query tags keep growing: stamps of old queries
+        never match). The arrays in place are cleared and kept when they are big enough and
+        not more than 4x too big: fresh ones of many MB cost a page fault per 4 KB on first
+        touch (a rebuild after each compaction, measured: ~2x slower)."""
+        need = rows * self.keys_per_row
+        slots = 1024
+        while slots < 2 * need:
+            slots *= 2
+        entries = max(4096, 2 * need)
+        have = self.slots.shape[0]
+        if slots <= have <= 4 * slots and entries <= self.ents.shape[0]:
+            self.slots.fill(0)
+            self.state[0] = 0
+            self.state[1] = 0
+            return
+        tag = int(self.state[2])
+        self._alloc(slots, entries)
+        self.state[2] = tag
+
+
+class SketchTable(_Table):
     """The banded hash table of the index over the rows of a :class:`LeaderIndex` matrix.
 
     Rows are filed when they lead; dead rows stay filed until :meth:`rebuild` (the kernels skip
@@ -566,28 +624,13 @@ class SketchTable:
         pos = rng.permutation(SKETCH_BITS)[: self.bits * self.bands]
         self.band_pos = np.ascontiguousarray(pos.reshape(self.bands, self.bits).astype(np.int64))
         self.probes = probes
+        self.keys_per_row = self.bands
         self._alloc(1024, 4096)
-
-    def _alloc(self, slots: int, entries: int) -> None:
-        self.slots = np.zeros((slots, 8), np.uint64)  # see _find_slot
-        self.ents = np.empty((entries, 2), np.uint64)  # row | next << 32, sketch word 0
-        self.state = np.zeros(3, np.int64)  # entries used, slots used, query tag
-
-    def _fits(self, new_rows: int) -> bool:
-        add = new_rows * self.bands
-        return (self.state[0] + add <= self.ents.shape[0]
-                and 2 * (self.state[1] + add) <= self.slots.shape[0])
 
     def rebuild(self, words: np.ndarray, part: np.ndarray, rows: np.ndarray,
                 room: int = 0) -> None:
         """Forget everything and file ``rows`` (live leaders), with room for ``room`` more."""
-        need = (len(rows) + room) * self.bands
-        slots = 1024
-        while slots < 2 * need:
-            slots *= 2
-        tag = int(self.state[2])
-        self._alloc(slots, max(4096, 2 * need))
-        self.state[2] = tag  # query tags keep growing: stamps of old queries never match
+        self._realloc(len(rows) + room)
         if len(rows):
             _file_rows(words, part, self.band_pos, np.ascontiguousarray(rows, np.int64),
                        self.slots, self.ents, self.state)
@@ -617,9 +660,155 @@ class SketchTable:
         more = np.zeros(m, np.bool_)
         keys = np.empty((m, self.bands * self.probes), np.uint64)
         _probe_keys(words, proj, part, self.band_pos, start, n, self.probes, keys)
-        _index_pass(X, part, words, keys, self.band_pos, np.float32(self.threshold),
+        _index_pass(X, part, words, keys, self.probes, np.float32(self.threshold),
                     _margin(X.shape[1]), self.hmax, start, n, max_cand,
                     self.slots, self.ents, self.state, stamp, off, rows, sims, more)
+        e = off[m]
+        return off, rows[:e], sims[:e], more
+
+
+@njit(cache=True)
+def move_rows(a, live):
+    """a[t] = a[live[t]] for each t, in place (``live`` ascending: a row moves only down)."""
+    for t in range(live.shape[0]):
+        r = live[t]
+        if r != t:
+            a[t] = a[r]
+
+
+@njit(cache=True)
+def _word_key_rows(flat, offs, out, start, empty, single):
+    r = np.empty(64, np.int64)
+    for j in range(offs.shape[0] - 1):
+        a, b = offs[j], offs[j + 1]
+        n = b - a
+        row = start + j
+        for t in range(out.shape[1]):
+            out[row, t] = 0
+        if n == 0:
+            out[row, 0] = np.uint64(empty)
+            continue
+        keep = 5 if n > 8 else 4
+        if keep > n:
+            keep = n
+        c = 0  # the ``keep`` lowest ranks, ascending (insertion into a short list)
+        for u in range(a, b):
+            v = flat[u]
+            if c == keep and v >= r[keep - 1]:
+                continue
+            q = c if c < keep else keep - 1
+            while q > 0 and r[q - 1] > v:
+                r[q] = r[q - 1]
+                q -= 1
+            r[q] = v
+            if c < keep:
+                c += 1
+        t = 0
+        for x in range(keep):
+            for y in range(x + 1, keep):
+                out[row, t] = np.uint64(((r[x] << 1) ^ r[y]) | 1)
+                t += 1
+        if n <= 3:
+            for x in range(keep):
+                out[row, t] = np.uint64((r[x] ^ single) | 1)
+                t += 1
+
+
+def word_key_rows(ranks: list[set[int]], out: np.ndarray, start: int) -> None:
+    """Write the word keys of each text (from :func:`~stratabatch.wordkeys.word_ranks`) to
+    ``out[start + j]``, zero-padded: :func:`~stratabatch.wordkeys.word_keys` of a whole pass
+    in one call."""
+    from itertools import chain
+
+    from .wordkeys import EMPTY_KEY, SINGLE_KEY
+
+    lens = [len(x) for x in ranks]
+    offs = np.zeros(len(ranks) + 1, np.int64)
+    np.cumsum(lens, out=offs[1:])
+    flat = np.fromiter(chain.from_iterable(ranks), np.int64, int(offs[-1]))
+    _word_key_rows(flat, offs, out, start, EMPTY_KEY, SINGLE_KEY)
+
+
+@njit(cache=True)
+def _word_table_keys(wkeys, part, start, n, keys):
+    """keys[i - start, t]: the table key of row i's word key t (0 stays 0: no key)."""
+    for i in range(start, n):
+        pid = part[i]
+        for t in range(wkeys.shape[1]):
+            v = wkeys[i, t]
+            keys[i - start, t] = _band_key(v, 0, pid) if v != 0 else np.uint64(0)
+
+
+@njit(cache=True)
+def _file_keyed(wkeys, part, rows, slots, ents, state):
+    for t in range(rows.shape[0]):
+        row = rows[t]
+        pid = part[row]
+        for u in range(wkeys.shape[1]):
+            v = wkeys[row, u]
+            if v != 0:
+                _insert(slots, ents, state, _band_key(v, 0, pid), row, np.uint64(0))
+
+
+WORD_MAX_CANDIDATES = 64
+"""Candidates listed per row by the word table. Its keys already narrow the leaders to texts
+of nearly the same words, so a list is short unless many leaders are near copies of each
+other (a shared preamble); a longer list spares the greedy pass a rescan of every leader
+when the guards refuse the first few."""
+
+
+class WordTable(_Table):
+    """The word index: leaders filed under their word keys (:mod:`stratabatch.wordkeys`).
+
+    It serves guarded dedup with an embedder that compares wording, at any threshold: two
+    texts the guards would let merge share a key (see :mod:`stratabatch.wordkeys` for what is
+    guaranteed), and every candidate passes the exact cosine as on the exhaustive path.
+    Rows are filed when they lead; dead rows stay filed until :meth:`rebuild`.
+    """
+
+    def __init__(self) -> None:
+        from .wordkeys import WORD_KEYS
+
+        self.keys_per_row = WORD_KEYS
+        self._alloc(1024, 4096)
+
+    def rebuild(self, wkeys: np.ndarray, part: np.ndarray, rows: np.ndarray,
+                room: int = 0) -> None:
+        """Forget everything and file ``rows`` (live leaders), with room for ``room`` more."""
+        self._realloc(len(rows) + room)
+        if len(rows):
+            _file_keyed(wkeys, part, np.ascontiguousarray(rows, np.int64), self.slots,
+                        self.ents, self.state)
+
+    def file(self, wkeys: np.ndarray, part: np.ndarray, rows: list[int] | np.ndarray,
+             live: np.ndarray) -> None:
+        """File ``rows`` (new leaders); ``live`` lists every live leader, for a rebuild."""
+        rows = np.asarray(rows, np.int64)
+        if not self._fits(len(rows)):
+            self.rebuild(wkeys, part, live, room=len(rows))
+            return  # ``live`` includes ``rows``
+        _file_keyed(wkeys, part, rows, self.slots, self.ents, self.state)
+
+    def candidates(self, X: np.ndarray, part: np.ndarray, words: np.ndarray,
+                   wkeys: np.ndarray, start: int, stamp: np.ndarray, live: np.ndarray,
+                   threshold: float, max_cand: int = WORD_MAX_CANDIDATES
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`) among
+        the leaders sharing a word key; new rows without candidates are filed on the way.
+        ``words`` is any uint64 ``[n, 2]`` array (the sketch filter is off: Hamming bound 64)."""
+        n = X.shape[0]
+        m = n - start
+        if not self._fits(m):
+            self.rebuild(wkeys, part, live, room=m)
+        off = np.empty(m + 1, np.int64)
+        rows = np.empty(m * max_cand, np.int64)
+        sims = np.empty(m * max_cand, np.float32)
+        more = np.zeros(m, np.bool_)
+        keys = np.empty((m, wkeys.shape[1]), np.uint64)
+        _word_table_keys(wkeys, part, start, n, keys)
+        _index_pass(X, part, words, keys, 1, np.float32(threshold),
+                    _margin(X.shape[1]), 64, start, n, max_cand, self.slots, self.ents,
+                    self.state, stamp, off, rows, sims, more)
         e = off[m]
         return off, rows[:e], sims[:e], more
 

@@ -1,0 +1,216 @@
+"""The word index: keys from a text's key words, and the table that serves guarded dedup.
+
+The guarantee of :mod:`stratabatch.wordkeys` (two texts whose key words differ by at most two
+on each side share a key) is checked by property; the table against the exhaustive path with
+the guards, exactly on the labelled pairs and by counted misses on a workload of known groups;
+and the core's choice of the table, with its fallbacks, through BatchProcessor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stratabatch import BatchProcessor
+from stratabatch.canon import canonical_batch
+from stratabatch.dedup import LeaderIndex, number_signature
+from stratabatch.embed import default_embedder
+from stratabatch.guards import GUARDS, features_batch, veto
+from stratabatch.index import WordTable, word_key_rows
+from stratabatch.perf.bench_dedup_depth import cluster_stream, grouped_workload
+from stratabatch.wordkeys import WORD_KEYS, word_keys, word_ranks
+
+DATA = Path(__file__).parent / "data"
+
+_letters = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=4, max_size=9)
+
+
+def _shared(a: list[str], b: list[str]) -> bool:
+    return bool(set(word_keys(a)) & set(word_keys(b)))
+
+
+def test_the_batch_kernel_gives_the_reference_keys() -> None:
+    rng = random.Random(3)
+    vocab = ["alpha", "beta", "gamma", "the", "a", "of", "how", "do", "i", "x", "zebra",
+             "python", "install", "pyhton", "quickly", "ok"] + [f"w{i}x" for i in range(40)]
+    texts = [[rng.choice(vocab) for _ in range(rng.randrange(0, 14))] for _ in range(500)]
+    out = np.zeros((len(texts) + 2, WORD_KEYS), np.uint64)
+    word_key_rows([word_ranks(t) for t in texts], out, 2)
+    assert not out[:2].any()
+    for j, t in enumerate(texts):
+        got = [int(x) for x in out[2 + j] if x]
+        assert got == word_keys(t), t
+        assert 1 <= len(got) <= WORD_KEYS
+
+
+@settings(max_examples=300, deadline=None)
+@given(base=st.lists(_letters, min_size=1, max_size=14, unique=True),
+       drop_a=st.integers(0, 2), add_a=st.lists(_letters, max_size=2),
+       drop_b=st.integers(0, 2), add_b=st.lists(_letters, max_size=2),
+       data=st.data())
+def test_texts_differing_by_two_key_words_a_side_share_a_key(base, drop_a, add_a, drop_b,
+                                                              add_b, data) -> None:
+    """The module's guarantee: at most two words of A not in B, and two of B not in A."""
+    shared = base[: max(1, len(base) - drop_a - drop_b)]
+    a = shared + base[len(shared):len(shared) + drop_a] + add_a
+    b = shared + base[len(shared) + drop_a:len(shared) + drop_a + drop_b] + add_b
+    a_only = set(a) - set(b)
+    b_only = set(b) - set(a)
+    if len(a_only) > 2 or len(b_only) > 2:
+        return  # an added word may repeat another: beyond the guarantee's premise
+    a = data.draw(st.permutations(a))
+    b = data.draw(st.permutations(b)) + ["the", "a"]  # articles are not key words
+    assert _shared(a, b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(base=st.lists(_letters, min_size=10, max_size=20, unique=True),
+       swap=st.lists(st.tuples(st.integers(0, 9), _letters), min_size=3, max_size=3))
+def test_long_texts_tolerate_three_typos(base, swap) -> None:
+    b = list(base)
+    for k, w in swap:
+        b[k] = w + "q"  # never a word of base (those have no q at the end... or do not matter)
+    if len(set(base) - set(b)) > 3 or len(set(b) - set(base)) > 3 or len(set(b)) <= 8:
+        return
+    assert _shared(base, b)
+
+
+def test_articles_and_order_do_not_change_the_keys() -> None:
+    assert word_keys(["how", "do", "i", "reset", "my", "password"]) == \
+        word_keys(["the", "password", "reset", "a", "my", "how", "i", "do", "the"])
+    assert word_keys([]) == word_keys(["the", "a", "of"])  # no key word: the shared empty key
+
+
+def test_every_guarded_merge_of_the_labelled_pairs_shares_a_key() -> None:
+    """The pairs the exhaustive path merges with the default guards at the default threshold
+    (cosine >= 0.80 of the canonical texts, no veto, equal numbers) all meet in the index."""
+    emb = default_embedder()
+    thr = emb.recommended_threshold
+    merged = 0
+    for name in ("guard_pairs.jsonl", "dedup_pairs.jsonl"):
+        rows = [json.loads(x) for x in (DATA / name).read_text().splitlines() if x]
+        fa = features_batch([r["a"] for r in rows])
+        fb = features_batch([r["b"] for r in rows])
+        xa = emb.embed([" ".join(f.tokens) for f in fa])
+        xb = emb.embed([" ".join(f.tokens) for f in fb])
+        for r, a, b, cos in zip(rows, fa, fb, (xa * xb).sum(axis=1), strict=True):
+            if cos < thr or number_signature(r["a"]) != number_signature(r["b"]):
+                continue
+            if veto(a, b, GUARDS, False) is not None:
+                continue
+            merged += 1
+            assert _shared(a.tokens, b.tokens), (r["a"], r["b"])
+    assert merged > 400
+
+
+def test_the_word_index_groups_as_the_exhaustive_path_at_scale() -> None:
+    """20,000 requests in known groups (typos, dropped or repeated words, fillers, case), in
+    passes of 256 with leaders leaving after 2,048 rows, with the default guards: the word
+    index makes every merge the exhaustive path makes, and no other."""
+    n, depth = 20_000, 2048
+    texts, groups = grouped_workload(n, depth, seed=5)
+    emb = default_embedder()
+    X = np.ascontiguousarray(emb.embed([" ".join(t) for t in canonical_batch(texts)]))
+    thr = emb.recommended_threshold
+    ex = cluster_stream(X, "exhaustive", thr, depth, texts=texts)
+    wx = cluster_stream(X, "words", thr, depth, texts=texts)
+    me, mw = ex != np.arange(n), wx != np.arange(n)
+    grp = np.array(groups)
+    missed = int((me & ~mw).sum())
+    print(f"merges {me.sum()}, missed by the word index {missed}, extra {(mw & ~me).sum()}")
+    assert me.sum() > 5000
+    assert missed <= 0.001 * me.sum()
+    assert not (mw & (grp[wx] != grp)).any()  # no false merge
+
+
+def test_method_words_needs_keys() -> None:
+    idx = LeaderIndex(method="words")
+    idx.dim = 4
+    start, _ = idx.append(np.eye(4, dtype=np.float32), [0] * 4)
+    with pytest.raises(ValueError, match="word keys"):
+        idx.candidates(start, 0.8)
+
+
+def _run(texts: list[str], extra: list[dict] | None = None, **opts) -> tuple[list, object]:
+    """Submit every text at once (one deep queue), answer each with its own text."""
+
+    async def go():
+        calls: list[list[str]] = []
+
+        async def handler(reqs):
+            calls.append([r["q"] for r in reqs])
+            return [r["q"] for r in reqs]
+
+        async with BatchProcessor(handler=handler, max_size=64, window_ms=50,
+                                  dedup_key="q", **opts) as bp:
+            reqs = [{"q": t} for t in texts] + (extra or [])
+            out = await bp.process(reqs)
+            leaders = bp._core._dedup.leaders
+            return out, (leaders.last_indexed, type(leaders.table).__name__, calls)
+
+    return asyncio.run(go())
+
+
+def _bulk(n: int, seed: int) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(3))
+             for _ in range(3000)]
+    bases = [" ".join(rng.sample(words, 6)) for _ in range(n)]
+    return bases, words
+
+
+def test_a_deep_queue_uses_the_word_index_and_merges_typos_but_not_other_words() -> None:
+    bases, words = _bulk(600, 1)
+    typo = [b[:-1] + ("x" if b[-1] != "x" else "y") for b in bases[:50]]  # last letter off
+    other = [b.rsplit(" ", 1)[0] + " " + w for b, w in zip(bases[50:100], words[-50:],
+                                                           strict=True)]
+    greeted = ["hi! " + b + ", thanks" for b in bases[100:150]]
+    texts = bases + typo + other + greeted
+    out, (indexed, table, calls) = _run(texts)
+    assert indexed and table == "WordTable"
+    sent = [q for c in calls for q in c]
+    for i in range(len(typo)):
+        assert out[600 + i] == bases[i], "a typo of a waiting text waits for its answer"
+    for i, t in enumerate(other):
+        assert out[650 + i] == t, "another word is another question"
+    for i in range(50):
+        assert out[700 + i] == bases[100 + i]
+    assert len(sent) == 650 and len(set(sent)) == 650
+
+
+def test_a_request_with_its_own_vector_turns_the_word_index_off() -> None:
+    """Its merges are judged by meaning (the residue guard relaxes), which word keys do not
+    cover: the pass falls back to a comparison with every leader, and answers stay right."""
+    bases, _ = _bulk(400, 2)
+    vec = default_embedder().embed([" ".join(canonical_batch([bases[0]])[0])])[0]
+    extra = [{"q": "totally different words here", "embedding": vec.tolist()}]
+    out, (indexed, table, calls) = _run(bases, extra)
+    assert out[:400] == bases
+    assert out[400] == bases[0]  # its vector is bases[0]'s: it joins that leader
+    assert table != "WordTable"
+
+
+def test_without_the_residue_guard_the_word_index_is_not_used() -> None:
+    bases, _ = _bulk(400, 3)
+    out, (indexed, table, calls) = _run(
+        bases, dedup_guards=("polarity", "roles", "entities", "scope"))
+    assert out == bases
+    assert table != "WordTable"
+
+
+def test_word_table_storage_is_reused_when_rebuilt() -> None:
+    t = WordTable()
+    wk = np.zeros((10, WORD_KEYS), np.uint64)
+    wk[:, 0] = np.arange(1, 11)
+    part = np.zeros(10, np.int64)
+    t.rebuild(wk, part, np.arange(10), room=100)
+    slots = t.slots
+    t.rebuild(wk, part, np.arange(5), room=100)
+    assert t.slots is slots and int(t.state[1]) == 5
