@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import inspect
 import logging
 import os
@@ -665,6 +666,11 @@ def run(engine: Engine, *, use_uvloop: bool = True) -> int:
     """Run ``engine`` until SIGINT/SIGTERM; print the ready line; return the exit status."""
 
     def ready() -> None:
+        # The engine owns this process, and what exists now (modules, the loaded kernels,
+        # the handler) lives as long as it does. Frozen, the cyclic GC stops walking those
+        # objects on every full collection: with deep queues that walk cost more CPU per
+        # request than the dedup pass itself (perf/bench_dedup_depth.py, --gc on / freeze).
+        gc.freeze()
         print(f"stratabatch-engine ready name={engine.name} pid={os.getpid()} "
               f"socket={engine.socket_path}", flush=True)
         log.info("ready: name %s, pid %d, socket %s, %d client slots", engine.name, os.getpid(),

@@ -5,11 +5,15 @@ Section "depth": the core driven directly (no processor, no futures), a no-op as
 is first filled to DEPTH waiting requests and all of them deduped (not timed); then, on every
 loop turn, as many new requests are submitted as left the queue, so that each dedup pass
 compares ~256 arrivals with ~DEPTH waiting leaders. Reported: process CPU time / requests,
-median of the repeats. Peers in the same run: ``exact``; ``embedding`` with the exhaustive
-candidate loop (every arrival against every leader: the reference); ``embedding`` as shipped
-(``auto``: the exhaustive loop below INDEX_MIN_ROWS rows, the sign-sketch index above). The
-cyclic GC stays on unless ``--no-gc``: its full collections walk every live request record, a
-cost that grows with depth for every strategy alike.
+median of the repeats; at least 2 x DEPTH requests are timed, so that the leader matrix is
+compacted (and the table rebuilt) within the window at every depth. Peers in the same run:
+``exact``; ``embedding`` with the exhaustive candidate loop (every arrival against every
+leader: the reference); ``embedding`` as shipped (``auto``: the exhaustive loop below
+INDEX_MIN_ROWS rows; above, the word index with the default guards, the sign-sketch index
+without them at thresholds >= 0.9). The default threshold is the embedder's (0.80 with the
+guards). ``--gc``: ``freeze`` (default; as ``stratabatch-engine`` runs: ``gc.freeze()`` after
+warm-up, so full collections walk only the objects made since, the live request records among
+them), ``on`` (an embedded process that never froze), ``off``.
 
 Workload: six-word texts without digits over a 5,000-word synthetic vocabulary. "unique":
 every text new. "dups": 30% are exact twins (case and spacing changed) and 20% near twins
@@ -25,7 +29,8 @@ different groups (false merges) for both.
 BLAS runs on one thread (set before numpy loads), as in the engine.
 
     python perf/bench_dedup_depth.py [--depths 256,2048,8192,32768] [--requests 20000]
-        [--repeats 3] [--no-gc] [--recall-requests 100000] [--skip-recall] [--json FILE]
+        [--repeats 3] [--gc freeze|on|off] [--threshold T] [--recall-requests 100000]
+        [--skip-recall] [--json FILE]
 """
 
 from __future__ import annotations
@@ -86,7 +91,8 @@ async def _noop(reqs: list) -> list:
 
 
 async def drive(strategy: str, method: str, depth: int, texts: list[str], measured: int,
-                threshold: float | None = None) -> float:
+                threshold: float | None = None, gc_mode: str = "on",
+                guards: str = "default") -> float:
     """CPU us per request over ``measured`` requests submitted while ``depth`` wait."""
     done = [0]
     answered = asyncio.Event()
@@ -97,11 +103,17 @@ async def drive(strategy: str, method: str, depth: int, texts: list[str], measur
 
     cfg = BatchConfig(window_ms=1, max_size=256, max_inflight_batches=1,
                       max_queue=10_000_000, dedup_strategy=strategy,
-                      dedup_threshold=threshold)
+                      dedup_threshold=threshold,
+                      **({} if guards == "default" else {"dedup_guards": ()}))
     core = Core(cfg, on_complete, _noop)
     core._dedup.leaders.method = method
     core.bind(asyncio.get_running_loop())
     await core.warm_up()
+    if gc_mode == "freeze":
+        gc.collect()
+        gc.freeze()
+    elif gc_mode == "off":
+        gc.disable()
     it = iter(texts)
     sent = 0
 
@@ -130,11 +142,14 @@ async def drive(strategy: str, method: str, depth: int, texts: list[str], measur
         await asyncio.sleep(0)
     cpu = time.process_time() - c0
     await core.close()
+    gc.unfreeze()
+    gc.enable()
     return cpu / (sent - s0) * 1e6
 
 
 def bench_depth(depths: list[int], requests: int, repeats: int,
-                threshold: float | None) -> list[dict]:
+                threshold: float | None, gc_mode: str = "freeze",
+                guards: str = "default") -> list[dict]:
     peers = [("exact", "exact", "auto"), ("embedding exhaustive", "embedding", "exhaustive"),
              ("embedding indexed (auto)", "embedding", "auto")]
     rows = []
@@ -142,11 +157,12 @@ def bench_depth(depths: list[int], requests: int, repeats: int,
         for depth in depths:
             row: dict = {"workload": "dups" if dups else "unique", "depth": depth}
             for name, strategy, method in peers:
-                n = requests
+                n = max(requests, 2 * depth)
                 if method == "exhaustive":  # the reference costs O(depth) a request
                     n = max(1024, min(requests, requests * 512 // depth))
                 texts = workload(depth + n + 512, depth, dups, seed=depth)
-                runs = [asyncio.run(drive(strategy, method, depth, texts, n, threshold))
+                runs = [asyncio.run(drive(strategy, method, depth, texts, n, threshold, gc_mode,
+                                          guards))
                         for _ in range(repeats)]
                 row[name] = statistics.median(runs)
             rows.append(row)
@@ -299,23 +315,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recall-depth", type=int, default=4096)
     ap.add_argument("--skip-recall", action="store_true")
     ap.add_argument("--skip-depth", action="store_true")
-    ap.add_argument("--threshold", type=float, default=0.96,
-                    help="dedup_threshold (the index serves >= 0.9; below, the exhaustive path "
-                         "runs whatever the method)")
-    ap.add_argument("--no-gc", action="store_true",
-                    help="disable the cyclic GC while timing (its full collections walk every "
-                         "live request record, a cost that grows with depth for every strategy)")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="dedup_threshold (default: the embedder's, 0.80 with the guards)")
+    ap.add_argument("--guards", default="default", choices=("default", "none"),
+                    help="dedup_guards: the default five, or none (then the sign-sketch index "
+                         "serves thresholds >= 0.9)")
+    ap.add_argument("--gc", default="freeze", choices=("freeze", "on", "off"),
+                    help="the cyclic GC while timing (see the module docstring)")
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
     out: dict = {}
     if not a.skip_depth:
         depths = [int(x) for x in a.depths.split(",")]
         print("depth (CPU us per request, median of repeats):", flush=True)
-        if a.no_gc:
-            gc.disable()
-        print(f"dedup_threshold {a.threshold}")
-        rows = out["depth"] = bench_depth(depths, a.requests, a.repeats, a.threshold)
-        gc.enable()
+        print(f"dedup_threshold {a.threshold or 'default'}, guards {a.guards}, gc {a.gc}")
+        rows = out["depth"] = bench_depth(depths, a.requests, a.repeats, a.threshold, a.gc,
+                                          a.guards)
         names = [k for k in rows[0] if k not in ("workload", "depth")]
         print(f"\n{'workload':8} {'waiting':>8} " + " ".join(f"{k:>26}" for k in names))
         for r in rows:
