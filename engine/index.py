@@ -605,6 +605,24 @@ class _Table:
         self.state[2] = tag
 
 
+    def _pass(self, X: np.ndarray, part: np.ndarray, words: np.ndarray, keys: np.ndarray,
+              fstride: int, threshold: float, hmax: int, start: int, stamp: np.ndarray,
+              max_cand: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Run :func:`_index_pass` for rows ``start ..`` of X with probe ``keys``; the CSR
+        candidate lists of :func:`exhaustive_candidates`."""
+        n = X.shape[0]
+        m = n - start
+        off = np.empty(m + 1, np.int64)
+        rows = np.empty(m * max_cand, np.int64)
+        sims = np.empty(m * max_cand, np.float32)
+        more = np.zeros(m, np.bool_)
+        _index_pass(X, part, words, keys, fstride, np.float32(threshold), _margin(X.shape[1]),
+                    hmax, start, n, max_cand, self.slots, self.ents, self.state, stamp, off,
+                    rows, sims, more)
+        e = off[m]
+        return off, rows[:e], sims[:e], more
+
+
 class SketchTable(_Table):
     """The banded hash table of the index over the rows of a :class:`LeaderIndex` matrix.
 
@@ -654,17 +672,10 @@ class SketchTable(_Table):
         m = n - start
         if not self._fits(m):
             self.rebuild(words, part, live, room=m)
-        off = np.empty(m + 1, np.int64)
-        rows = np.empty(m * max_cand, np.int64)
-        sims = np.empty(m * max_cand, np.float32)
-        more = np.zeros(m, np.bool_)
         keys = np.empty((m, self.bands * self.probes), np.uint64)
         _probe_keys(words, proj, part, self.band_pos, start, n, self.probes, keys)
-        _index_pass(X, part, words, keys, self.probes, np.float32(self.threshold),
-                    _margin(X.shape[1]), self.hmax, start, n, max_cand,
-                    self.slots, self.ents, self.state, stamp, off, rows, sims, more)
-        e = off[m]
-        return off, rows[:e], sims[:e], more
+        return self._pass(X, part, words, keys, self.probes, self.threshold, self.hmax, start,
+                          stamp, max_cand)
 
 
 @njit(cache=True)
@@ -800,17 +811,9 @@ class WordTable(_Table):
         m = n - start
         if not self._fits(m):
             self.rebuild(wkeys, part, live, room=m)
-        off = np.empty(m + 1, np.int64)
-        rows = np.empty(m * max_cand, np.int64)
-        sims = np.empty(m * max_cand, np.float32)
-        more = np.zeros(m, np.bool_)
         keys = np.empty((m, wkeys.shape[1]), np.uint64)
         _word_table_keys(wkeys, part, start, n, keys)
-        _index_pass(X, part, words, keys, 1, np.float32(threshold),
-                    _margin(X.shape[1]), 64, start, n, max_cand, self.slots, self.ents,
-                    self.state, stamp, off, rows, sims, more)
-        e = off[m]
-        return off, rows[:e], sims[:e], more
+        return self._pass(X, part, words, keys, 1, threshold, 64, start, stamp, max_cand)
 
 
 # Rows are folded to at most this many coordinates before the product with the directions
