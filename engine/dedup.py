@@ -327,10 +327,7 @@ class LeaderIndex:
             use = "sketch" if threshold >= ix.INDEX_MIN_THRESHOLD else None
         if use == "words":
             if not isinstance(self.table, ix.WordTable):
-                self.table = ix.WordTable()
-                self.stamp[:] = 0  # the new table's query tags start again at 1
-                live = np.flatnonzero(self.part[:start] >= 0)
-                self.table.rebuild(self.wkeys, self.part[:start], live, room=m)
+                self._use_table(ix.WordTable(), start)
         elif use == "sketch":
             if not isinstance(self.table, ix.SketchTable) or \
                     self.table.threshold != float(threshold):
@@ -340,17 +337,15 @@ class LeaderIndex:
         self.last_indexed = use is not None
         X = self.mat[:n]
         if use == "words":
-            live = np.flatnonzero(self.part[:start] >= 0)
             return self.table.candidates(X, self.part[:n], self.words, self.wkeys, start,
-                                         self.stamp, live, threshold,
+                                         self.stamp, threshold,
                                          ix.WORD_MAX_CANDIDATES if max_cand is None else k)
         if use:
             if self._dirs is None or self._dirs.dim != self.dim:
                 self._dirs = ix.SketchBasis(self.dim)  # type: ignore[arg-type]
             proj = ix.sketch(self.mat[start:n], self._dirs, self.words, start)
-            live = np.flatnonzero(self.part[:start] >= 0)
             return self.table.candidates(X, self.part[:n], self.words, proj, start, self.stamp,
-                                         live, k)
+                                         k)
         pids = self.part[start:n]
         if self.has_leaders_in(np.unique(pids).tolist()):
             return ix.exhaustive_candidates(X, self.part[:n], threshold, start, k)
@@ -362,26 +357,30 @@ class LeaderIndex:
     def file_leaders(self, rows: list[int]) -> None:
         """File leader rows the table does not hold yet (no-op without a table)."""
         if self.table is not None and rows:
-            from .index import WordTable
+            self.table.file(self._table_keys(), self.part[:len(self.owners)], rows)
 
-            np = self._np
-            n = len(self.owners)
-            live = np.flatnonzero(self.part[:n] >= 0)
-            keys = self.wkeys if isinstance(self.table, WordTable) else self.words
-            self.table.file(keys, self.part[:n], rows, live)
+    def _table_keys(self) -> Any:
+        """The per-row array the table in use files rows from: word keys or sign sketches."""
+        from .index import WordTable
+
+        return self.wkeys if isinstance(self.table, WordTable) else self.words
+
+    def _use_table(self, table: Any, start: int) -> None:
+        """Put a new, empty table in use and file the live leaders before ``start``."""
+        self.table = table
+        self.stamp[:] = 0  # the new table's query tags start again at 1
+        live = self._np.flatnonzero(self.part[:start] >= 0)
+        table.rebuild(self._table_keys(), self.part[:start], live,
+                      room=len(self.owners) - start)
 
     def _start_table(self, threshold: float, start: int) -> None:
         from . import index as ix
 
-        np = self._np
         if self._dirs is None or self._dirs.dim != self.dim:
             self._dirs = ix.SketchBasis(self.dim)  # type: ignore[arg-type]
         if not isinstance(self.table, ix.SketchTable) and start:  # rows not sketched yet
             ix.sketch(self.mat[:start], self._dirs, self.words, 0)
-        self.table = ix.SketchTable(threshold)
-        self.stamp[:] = 0  # the new table's query tags start again at 1
-        live = np.flatnonzero(self.part[:start] >= 0)
-        self.table.rebuild(self.words, self.part[:start], live, room=len(self.owners) - start)
+        self._use_table(ix.SketchTable(threshold), start)
 
     def _compact(self) -> None:
         np = self._np
@@ -406,7 +405,4 @@ class LeaderIndex:
             g.row = row
         self.dead = 0
         if self.table is not None:  # rows moved: file them again under their new numbers
-            from .index import WordTable
-
-            keys = self.wkeys if isinstance(self.table, WordTable) else self.words
-            self.table.rebuild(keys, self.part[:n], np.arange(n, dtype=np.int64))
+            self.table.rebuild(self._table_keys(), self.part[:n], np.arange(n, dtype=np.int64))

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from itertools import chain
 
 import numpy as np
 from llvmlite import ir
@@ -42,6 +43,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .kernels import _dot_canonical, _dot_fast, _margin, _readonly
+from .wordkeys import EMPTY_KEY, SINGLE_KEY, WORD_KEYS
 
 __all__ = [
     "INDEX_MIN_ROWS",
@@ -569,7 +571,11 @@ def band_design(threshold: float) -> tuple[int, int, int]:
 class _Table:
     """Storage of a leader table: 64-byte slots (see :func:`_find_slot`) and overflow entries.
 
-    Subclasses set ``keys_per_row`` (the most keys a row is filed under) before ``_alloc``.
+    Subclasses set ``keys_per_row`` (the most keys a row is filed under) before ``_alloc``,
+    and say in :meth:`_file` how a row is filed from its row of the owner's key array (sign
+    sketches, or word keys). Rows are filed when they lead; dead rows stay filed until
+    :meth:`rebuild` (the kernels skip rows whose partition is -1), which the owner calls after
+    renumbering rows.
     """
 
     keys_per_row = 1
@@ -588,7 +594,7 @@ class _Table:
         """Empty storage for ``rows`` rows (query tags keep growing: stamps of old queries
         never match). The arrays in place are cleared and kept when they are big enough and
         not more than 4x too big: fresh ones of many MB cost a page fault per 4 KB on first
-        touch (a rebuild after each compaction, measured: ~2x slower)."""
+        touch, and a table is rebuilt after every compaction of the leader matrix."""
         need = rows * self.keys_per_row
         slots = 1024
         while slots < 2 * need:
@@ -604,6 +610,32 @@ class _Table:
         self._alloc(slots, entries)
         self.state[2] = tag
 
+    def _file(self, keys: np.ndarray, part: np.ndarray, rows: np.ndarray) -> None:
+        """File ``rows`` (int64, contiguous) from ``keys`` (capacity is the caller's job)."""
+        raise NotImplementedError
+
+    def rebuild(self, keys: np.ndarray, part: np.ndarray, rows: np.ndarray,
+                room: int = 0) -> None:
+        """Forget everything and file ``rows`` (live leaders), with room for ``room`` more."""
+        self._realloc(len(rows) + room)
+        if len(rows):
+            self._file(keys, part, np.ascontiguousarray(rows, np.int64))
+
+    def file(self, keys: np.ndarray, part: np.ndarray, rows: list[int] | np.ndarray) -> None:
+        """File ``rows`` (new leaders). A full table is rebuilt instead, from every live
+        leader (``part >= 0``, ``rows`` among them)."""
+        rows = np.asarray(rows, np.int64)
+        if not self._fits(len(rows)):
+            self.rebuild(keys, part, np.flatnonzero(part >= 0), room=len(rows))
+            return
+        self._file(keys, part, rows)
+
+    def _make_room(self, keys: np.ndarray, part: np.ndarray, start: int) -> None:
+        """Before a pass over rows ``start ..`` of ``part``: rebuild a table that could not
+        take them all as leaders, from the live leaders before ``start``."""
+        m = part.shape[0] - start
+        if not self._fits(m):
+            self.rebuild(keys, part[:start], np.flatnonzero(part[:start] >= 0), room=m)
 
     def _pass(self, X: np.ndarray, part: np.ndarray, words: np.ndarray, keys: np.ndarray,
               fstride: int, threshold: float, hmax: int, start: int, stamp: np.ndarray,
@@ -624,10 +656,8 @@ class _Table:
 
 
 class SketchTable(_Table):
-    """The banded hash table of the index over the rows of a :class:`LeaderIndex` matrix.
-
-    Rows are filed when they lead; dead rows stay filed until :meth:`rebuild` (the kernels skip
-    rows whose partition is -1), which the owner calls after renumbering rows.
+    """The banded hash table of the index over the rows of a :class:`LeaderIndex` matrix
+    (filed from the rows' sign sketches).
 
     Args:
         threshold: The cosine the table is designed for (see :func:`band_design`).
@@ -645,33 +675,17 @@ class SketchTable(_Table):
         self.keys_per_row = self.bands
         self._alloc(1024, 4096)
 
-    def rebuild(self, words: np.ndarray, part: np.ndarray, rows: np.ndarray,
-                room: int = 0) -> None:
-        """Forget everything and file ``rows`` (live leaders), with room for ``room`` more."""
-        self._realloc(len(rows) + room)
-        if len(rows):
-            _file_rows(words, part, self.band_pos, np.ascontiguousarray(rows, np.int64),
-                       self.slots, self.ents, self.state)
-
-    def file(self, words: np.ndarray, part: np.ndarray, rows: list[int] | np.ndarray,
-             live: np.ndarray) -> None:
-        """File ``rows`` (new leaders); ``live`` lists every live leader, for a rebuild."""
-        rows = np.asarray(rows, np.int64)
-        if not self._fits(len(rows)):
-            self.rebuild(words, part, live, room=len(rows))
-            return  # ``live`` includes ``rows``
-        _file_rows(words, part, self.band_pos, rows, self.slots, self.ents, self.state)
+    def _file(self, keys: np.ndarray, part: np.ndarray, rows: np.ndarray) -> None:
+        _file_rows(keys, part, self.band_pos, rows, self.slots, self.ents, self.state)
 
     def candidates(self, X: np.ndarray, part: np.ndarray, words: np.ndarray, proj: np.ndarray,
-                   start: int, stamp: np.ndarray, live: np.ndarray,
-                   max_cand: int = MAX_CANDIDATES
+                   start: int, stamp: np.ndarray, max_cand: int = MAX_CANDIDATES
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Indexed candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`);
         new rows without candidates are filed as leaders on the way."""
         n = X.shape[0]
         m = n - start
-        if not self._fits(m):
-            self.rebuild(words, part, live, room=m)
+        self._make_room(words, part, start)
         keys = np.empty((m, self.bands * self.probes), np.uint64)
         _probe_keys(words, proj, part, self.band_pos, start, n, self.probes, keys)
         return self._pass(X, part, words, keys, self.probes, self.threshold, self.hmax, start,
@@ -729,10 +743,6 @@ def word_key_rows(ranks: list[set[int]], out: np.ndarray, start: int) -> None:
     """Write the word keys of each text (from :func:`~stratabatch.wordkeys.word_ranks`) to
     ``out[start + j]``, zero-padded: :func:`~stratabatch.wordkeys.word_keys` of a whole pass
     in one call."""
-    from itertools import chain
-
-    from .wordkeys import EMPTY_KEY, SINGLE_KEY
-
     lens = [len(x) for x in ranks]
     offs = np.zeros(len(ranks) + 1, np.int64)
     np.cumsum(lens, out=offs[1:])
@@ -774,34 +784,18 @@ class WordTable(_Table):
     It serves guarded dedup with an embedder that compares wording, at any threshold: two
     texts the guards would let merge share a key (see :mod:`stratabatch.wordkeys` for what is
     guaranteed), and every candidate passes the exact cosine as on the exhaustive path.
-    Rows are filed when they lead; dead rows stay filed until :meth:`rebuild`.
     """
 
-    def __init__(self) -> None:
-        from .wordkeys import WORD_KEYS
+    keys_per_row = WORD_KEYS
 
-        self.keys_per_row = WORD_KEYS
+    def __init__(self) -> None:
         self._alloc(1024, 4096)
 
-    def rebuild(self, wkeys: np.ndarray, part: np.ndarray, rows: np.ndarray,
-                room: int = 0) -> None:
-        """Forget everything and file ``rows`` (live leaders), with room for ``room`` more."""
-        self._realloc(len(rows) + room)
-        if len(rows):
-            _file_keyed(wkeys, part, np.ascontiguousarray(rows, np.int64), self.slots,
-                        self.ents, self.state)
-
-    def file(self, wkeys: np.ndarray, part: np.ndarray, rows: list[int] | np.ndarray,
-             live: np.ndarray) -> None:
-        """File ``rows`` (new leaders); ``live`` lists every live leader, for a rebuild."""
-        rows = np.asarray(rows, np.int64)
-        if not self._fits(len(rows)):
-            self.rebuild(wkeys, part, live, room=len(rows))
-            return  # ``live`` includes ``rows``
-        _file_keyed(wkeys, part, rows, self.slots, self.ents, self.state)
+    def _file(self, keys: np.ndarray, part: np.ndarray, rows: np.ndarray) -> None:
+        _file_keyed(keys, part, rows, self.slots, self.ents, self.state)
 
     def candidates(self, X: np.ndarray, part: np.ndarray, words: np.ndarray,
-                   wkeys: np.ndarray, start: int, stamp: np.ndarray, live: np.ndarray,
+                   wkeys: np.ndarray, start: int, stamp: np.ndarray,
                    threshold: float, max_cand: int = WORD_MAX_CANDIDATES
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`) among
@@ -809,8 +803,7 @@ class WordTable(_Table):
         ``words`` is any uint64 ``[n, 2]`` array (the sketch filter is off: Hamming bound 64)."""
         n = X.shape[0]
         m = n - start
-        if not self._fits(m):
-            self.rebuild(wkeys, part, live, room=m)
+        self._make_room(wkeys, part, start)
         keys = np.empty((m, wkeys.shape[1]), np.uint64)
         _word_table_keys(wkeys, part, start, n, keys)
         return self._pass(X, part, words, keys, 1, threshold, 64, start, stamp, max_cand)
