@@ -177,6 +177,16 @@ class LeaderIndex:
         self.part = np.empty(0, np.int64)
         self.words = np.empty((0, 2), np.uint64)  # sign sketches, while a table is in use
         self.wkeys = np.zeros((0, WORD_KEYS), np.uint64)  # word keys (row 0 all 0: none)
+        # each row's key words (stratabatch.index.WordData): offset, distinct words (-1:
+        # none) and total count; the pools of ranks, shapes and counts, filled to _pool_used
+        self.woff = np.zeros(0, np.int64)
+        self.wlen = np.zeros(0, np.int64)
+        self.wtot = np.zeros(0, np.int64)
+        self.pools = tuple(np.zeros(1024, np.int64) for _ in range(3))
+        self._pool_used = 0
+        # per row, set by the last pass: a pair the pre-check refused, and its cosine
+        self.refused = np.zeros(0, np.int64)
+        self.rsim = np.zeros(0, np.float32)
         self._keyless = 0  # live leader rows without word keys
         self._pass_keyed = False  # whether every row of the last append has word keys
         self.stamp = np.zeros(0, np.int64)
@@ -245,10 +255,12 @@ class LeaderIndex:
         return bool(counts) and any(pid in counts for pid in pids)
 
     def append(self, vectors: Any, keys: list[Any],
-               wranks: list[set[int]] | None = None) -> tuple[int, list[int]]:
+               profiles: list[Any] | None = None
+               ) -> tuple[int, list[int]]:
         """Write new rows after the existing ones; return the index of the first and the
-        partition ids of the new rows. ``wranks``: each row's key-word ranks
-        (:func:`~stratabatch.wordkeys.word_ranks`), or None when the rows have no word keys."""
+        partition ids of the new rows. ``profiles``: each row's key words
+        (:func:`~stratabatch.wordkeys.word_profile`), given where the residue guard decides
+        their merges; None when the rows have none."""
         np = self._np
         n_new = len(keys)
         # compact when dead rows outnumber live ones, and not below 4,096 of them: each
@@ -271,23 +283,43 @@ class LeaderIndex:
             part = np.empty(cap, np.int64)
             words = np.zeros((cap, 2), np.uint64)
             wk = np.zeros((cap, WORD_KEYS), np.uint64)
+            woff = np.zeros(cap, np.int64)
+            wlen = np.zeros(cap, np.int64)
+            wtot = np.zeros(cap, np.int64)
+            self.refused = np.zeros(cap, np.int64)
+            self.rsim = np.zeros(cap, np.float32)
             stamp = np.zeros(cap, np.int64)
             if start:
                 mat[:start] = self.mat[:start]
                 part[:start] = self.part[:start]
                 words[:start] = self.words[:start]
                 wk[:start] = self.wkeys[:start]
+                woff[:start] = self.woff[:start]
+                wlen[:start] = self.wlen[:start]
+                wtot[:start] = self.wtot[:start]
                 stamp[:start] = self.stamp[:start]
             self.mat, self.part, self.words, self.stamp = mat, part, words, stamp
-            self.wkeys = wk
+            self.wkeys, self.woff, self.wlen, self.wtot = wk, woff, wlen, wtot
         self.mat[start:need] = vectors
-        if wranks is None:
+        self.refused[start:need] = -1
+        if profiles is None:
             self.wkeys[start:need] = 0
+            self.wlen[start:need] = -1
+            self.wtot[start:need] = -1
             self._pass_keyed = False
         else:
-            from .index import word_key_rows
+            from .index import word_rows
 
-            word_key_rows(wranks, self.wkeys, start)
+            used = self._pool_used
+            total = used + sum(len(p) for p in profiles) // 3
+            if total > self.pools[0].shape[0]:
+                cap = max(1024, 2 * total)
+                grown = tuple(np.zeros(cap, np.int64) for _ in self.pools)
+                for new, old in zip(grown, self.pools, strict=True):
+                    new[:used] = old[:used]
+                self.pools = grown
+            self._pool_used = word_rows(profiles, self.pools, used,
+                                        (self.woff, self.wlen, self.wtot), self.wkeys, start)
             self._pass_keyed = True
         pids = [self.part_id(k) for k in keys]
         self.part[start:need] = pids
@@ -336,28 +368,44 @@ class LeaderIndex:
             self.table = None
         self.last_indexed = use is not None
         X = self.mat[:n]
+        wd = self.word_data()
         if use == "words":
             return self.table.candidates(X, self.part[:n], self.words, self.wkeys, start,
                                          self.stamp, threshold,
-                                         ix.WORD_MAX_CANDIDATES if max_cand is None else k)
+                                         ix.WORD_MAX_CANDIDATES if max_cand is None else k, wd)
         if use:
             if self._dirs is None or self._dirs.dim != self.dim:
                 self._dirs = ix.SketchBasis(self.dim)  # type: ignore[arg-type]
             proj = ix.sketch(self.mat[start:n], self._dirs, self.words, start)
             return self.table.candidates(X, self.part[:n], self.words, proj, start, self.stamp,
-                                         k)
+                                         k, wd)
         pids = self.part[start:n]
         if self.has_leaders_in(np.unique(pids).tolist()):
-            return ix.exhaustive_candidates(X, self.part[:n], threshold, start, k)
+            return ix.exhaustive_candidates(X, self.part[:n], threshold, start, k, words=wd)
         # no live leader shares a partition with them: the new rows among themselves
+        if wd is not None:
+            wd = (*wd[:3], *(a[start:] for a in wd[3:]))
         off, rows, sims, more = ix.exhaustive_candidates(self.mat[start:n], self.part[start:n],
-                                                         threshold, 0, k)
+                                                         threshold, 0, k, words=wd)
+        if wd is not None:  # refused rows were numbered from ``start``
+            ref = self.refused[start:n]
+            ref[ref >= 0] += start
         return off, rows + start, sims, more
 
     def file_leaders(self, rows: list[int]) -> None:
         """File leader rows the table does not hold yet (no-op without a table)."""
         if self.table is not None and rows:
             self.table.file(self._table_keys(), self.part[:len(self.owners)], rows)
+
+    def word_data(self) -> Any:
+        """The rows' key words for the residue pre-check of the candidate producers (see
+        :data:`stratabatch.index.WordData`), or None when the last rows appended brought
+        none (the guards that make the pre-check sound are not in force)."""
+        if not self._pass_keyed:
+            return None
+        n = len(self.owners)
+        return (*self.pools, self.woff[:n], self.wlen[:n], self.wtot[:n], self.refused[:n],
+                self.rsim[:n])
 
     def _table_keys(self) -> Any:
         """The per-row array the table in use files rows from: word keys or sign sketches."""
@@ -386,11 +434,12 @@ class LeaderIndex:
         np = self._np
         live = np.flatnonzero(self.part[: len(self.owners)] >= 0)  # leaders; the rest is dead
         n = len(live)
-        from .index import move_rows
+        from .index import compact_pools, move_rows
 
         # in place: ``self.mat[live]`` would first copy every live row to fresh memory
-        for a in (self.mat, self.part, self.words, self.wkeys):
+        for a in (self.mat, self.part, self.words, self.wkeys, self.woff, self.wlen, self.wtot):
             move_rows(a, live)
+        self._pool_used = compact_pools(*self.pools, self.woff, self.wlen, n)
         owners, keys = self.owners, self.keys
         self.owners = [owners[i] for i in live.tolist()]
         self.keys = [keys[i] for i in live.tolist()]

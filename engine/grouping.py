@@ -272,6 +272,17 @@ class Deduper:
             self.vetoes.append(VetoRecord(leader, r, similarity, v))
         return v
 
+    def profile_of(self, r: Request) -> Any:
+        """The key words of ``r``'s text for the word index (computed once; by
+        :meth:`prepare` off the loop for large passes)."""
+        p = r.wprof
+        if p is None:
+            from .wordkeys import word_profile
+
+            toks = r.canon  # (the canonical words the embedder saw; else the guards' own)
+            p = r.wprof = word_profile(self.features_of(r).tokens if toks is None else toks)
+        return p
+
     def word_keyed(self) -> bool:
         """Whether a merge needs the texts' key words to match up to typos (the residue guard,
         in full: an embedder that compares wording), so the word index may find candidates
@@ -332,6 +343,9 @@ class Deduper:
                     mat = self.embed_requests([raw[i] for i in idx])
                     for j, i in enumerate(idx):
                         vectors[i] = mat[j]
+                    if self.word_keyed():  # counting the words of long texts: off the loop
+                        for i in idx:
+                            self.profile_of(raw[i])
             return Prepared(raw, keys, vectors)
         except Exception as e:  # reported by apply(): every request of the pass gets it
             return Prepared(raw, [], None, e)
@@ -525,17 +539,18 @@ class Deduper:
             index.dim = len(vectors[0])
         keys = [self._part_key(r) for r in ok]
         threshold = float(self.threshold())
-        wranks: list[set[int]] | None = None
+        profiles: list[Any] | None = None
         if self.word_keyed():
-            from .wordkeys import word_ranks
-
-            wranks = []
+            profiles = []
             for r in ok:
                 if r.vector is not None:  # its own vector: judged as meaning, no word keys
-                    wranks = None
+                    profiles = None
                     break
-                wranks.append(word_ranks(self.features_of(r).tokens))
-        start, _ = index.append(vectors, keys, wranks)
+                profiles.append(self.profile_of(r))
+        start, _ = index.append(vectors, keys, profiles)
+        if profiles is not None:
+            for r in ok:
+                r.wprof = None  # stored in the index now
         n = start + len(ok)
         found = index.candidates(start, threshold)
         owners = index.owners
@@ -553,12 +568,20 @@ class Deduper:
                 return self.veto(ok[i - start], lead, sim) is not None
 
         leads, sims, late = greedy_pass(index.mat[:n], index.part[:n], threshold, start, found,
-                                        joinable, veto)
+                                        joinable, veto, index.word_data())
         ops = self._ops
+        refused = index.refused
         for j, r in enumerate(ok):
             i = start + j
             li = leads[j]
             if li == i:
+                if profiles is not None and refused[i] >= 0:
+                    # the producers' residue pre-check refused a near merge without asking
+                    # the guards: ask them about that one pair, for the veto log
+                    rr = int(refused[i])
+                    lead = ok[rr - start] if rr >= start else getattr(owners[rr], "leader", None)
+                    if lead is not None:
+                        self.veto(r, lead, float(index.rsim[i]))
                 g = self._lead(r, keys[j])
                 g.row = i
                 index.lead(i, g)

@@ -53,7 +53,7 @@ __all__ = [
     "SketchTable",
     "WORD_MAX_CANDIDATES",
     "WordTable",
-    "word_key_rows",
+    "word_rows",
     "exhaustive_candidates",
     "greedy_pass",
 ]
@@ -100,6 +100,99 @@ def _confirm(X, i, j, thr, lo, hi):
 
 
 @njit(cache=True)
+def _may_be_typos(a, b):
+    """:func:`stratabatch.wordkeys.may_be_typos` on two word shapes."""
+    la = (a >> 32) & 0xFFFF
+    lb = (b >> 32) & 0xFFFF
+    if ((a >> 48) & (b >> 48) & 1) == 0 or min(la, lb) < 4:
+        return False
+    limit = 2 if min(la, lb) >= 8 else 1
+    return abs(la - lb) <= limit and _popcount(np.uint64((a ^ b) & 0xFFFFFFFF)) <= 2 * limit
+
+
+_UNPAIRED_MAX = 64  # unpaired words a side the pre-check pairs; with more it lets a pair pass
+
+
+@njit(cache=True)
+def _may_pass_residue(wr, wi, wc, oa, la, ob, lb, buf):
+    """:func:`stratabatch.wordkeys.may_pass_residue` on two texts' key words: ranks ``wr``,
+    shapes ``wi`` and counts ``wc`` at ``[oa, oa + la)`` and ``[ob, ob + lb)``, each sorted by
+    rank (the callers have checked that the counts add up to the same total). ``buf``: scratch
+    of 2 x :data:`_UNPAIRED_MAX`. With more distinct unpaired words a side it answers True (a
+    pre-check may let through what the guards refuse, never the reverse)."""
+    half = _UNPAIRED_MAX
+    i = 0
+    j = 0
+    na = 0
+    nb = 0
+    while i < la or j < lb:
+        if j >= lb or (i < la and wr[oa + i] < wr[ob + j]):
+            r = wr[oa + i]
+        else:
+            r = wr[ob + j]
+        ca = 0
+        sa = 0
+        while i < la and wr[oa + i] == r:  # (equal ranks of distinct words: a hash collision)
+            ca += wc[oa + i]
+            sa = wi[oa + i]
+            i += 1
+        cb = 0
+        sb = 0
+        while j < lb and wr[ob + j] == r:
+            cb += wc[ob + j]
+            sb = wi[ob + j]
+            j += 1
+        if ca > cb:  # unpaired copies of a word of a: each needs a typo partner in b
+            if na == half:
+                return True
+            buf[na] = sa
+            na += 1
+        elif cb > ca:
+            if nb == half:
+                return True
+            buf[half + nb] = sb
+            nb += 1
+    for x in range(na):
+        ok = False
+        for y in range(nb):
+            if _may_be_typos(buf[x], buf[half + y]):
+                ok = True
+                break
+        if not ok:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _precheck(wr, wi, wc, woff, wlen, wtot, refused, rsim, buf, i, j, c):
+    """Whether rows i and j (cosine c, at the threshold) pass the residue pre-check; the
+    first pair of row i it refuses is noted in ``refused[i]``/``rsim[i]`` (see
+    :data:`WordData`)."""
+    if wtot.shape[0] == 0 or wtot[i] < 0 or wtot[j] < 0:
+        return True
+    if wtot[i] == wtot[j] and _may_pass_residue(wr, wi, wc, woff[i], wlen[i], woff[j], wlen[j],
+                                                buf):
+        return True
+    if refused[i] < 0:
+        refused[i] = j
+        rsim[i] = c
+    return False
+
+
+@njit(cache=True)
+def _admit(X, i, j, thr, lo, hi, wd, buf):
+    """:func:`_confirm`, and -2 too where both rows have key words that the residue guard
+    must refuse (the word data ``wd`` is empty where the guards do not apply)."""
+    wr, wi, wc, woff, wlen, wtot, refused, rsim = wd
+    if wtot.shape[0] != 0 and wtot[i] >= 0 and wtot[j] >= 0 and wtot[i] != wtot[j]:
+        return np.float32(-2.0)  # (unequal counts: not worth noting, nor a cosine)
+    c = _confirm(X, i, j, thr, lo, hi)
+    if c < -1.0 or _precheck(wr, wi, wc, woff, wlen, wtot, refused, rsim, buf, i, j, c):
+        return c
+    return np.float32(-2.0)
+
+
+@njit(cache=True)
 def _keep_lowest(brow, bsim, cnt, k, r, s):
     """Insert (r, s) into brow/bsim[:cnt], ascending by row, keeping at most k; new count."""
     if cnt == k and r > brow[k - 1]:
@@ -114,6 +207,30 @@ def _keep_lowest(brow, bsim, cnt, k, r, s):
     return cnt + 1 if cnt < k else k
 
 
+WordData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                 np.ndarray, np.ndarray]
+"""The key words of the rows, for the residue pre-check (:func:`_may_pass_residue`):
+
+* pools of ranks, word shapes and counts (int64, :func:`stratabatch.wordkeys.word_profile`);
+* per row its offset into the pools, its number of distinct key words there, sorted by rank
+  (-1: a row without key words), and the total of their counts (int64; negative: the row
+  is never pre-checked: it has no key words, or more than
+  :data:`stratabatch.wordkeys.PRECHECK_MAX_WORDS` distinct ones, see
+  :func:`stratabatch.wordkeys.word_profile`);
+* per row, written by the pass: the first row whose pair with it cleared the cosine and was
+  refused by the pre-check (int64, -1: none; the caller resets it for the new rows), and
+  their cosine (float32), so that the caller can have the guards say why (their veto log).
+
+:class:`~stratabatch.dedup.LeaderIndex` keeps them where the residue guard decides merges."""
+
+_NO_WORDS: WordData = (np.empty(0, np.int64),) * 7 + (  # type: ignore[assignment]
+    np.empty(0, np.float32),)
+
+
+def _word_args(words: WordData | None) -> WordData:
+    return _NO_WORDS if words is None else words
+
+
 # --------------------------------------------------------------------------------------------
 # Exhaustive candidates
 # --------------------------------------------------------------------------------------------
@@ -121,9 +238,10 @@ def _keep_lowest(brow, bsim, cnt, k, r, s):
 
 @njit(cache=True)
 def _exhaustive_pass(X, part, thr, margin, lidx, nl, start, n, k, off, out_rows, out_sims,
-                     more):
+                     more, wd):
     """Candidates of rows [start, n) against lidx[:nl] (live leaders, ascending) and the
     provisional leaders found on the way (appended to lidx). Returns the leader count."""
+    buf = np.empty(2 * _UNPAIRED_MAX, np.int64)
     lo = thr - margin
     hi = thr + margin
     e = 0
@@ -136,7 +254,7 @@ def _exhaustive_pass(X, part, thr, margin, lidx, nl, start, n, k, off, out_rows,
             j = lidx[t]
             if part[j] != pi:
                 continue
-            s = _confirm(X, i, j, thr, lo, hi)
+            s = _admit(X, i, j, thr, lo, hi, wd, buf)
             if s < -1.0:
                 continue
             if cnt == k:
@@ -156,10 +274,12 @@ def _exhaustive_pass(X, part, thr, margin, lidx, nl, start, n, k, off, out_rows,
 
 @njit(cache=True)
 def _exhaustive_block(X, part, thr, margin, is_lead, b0, b1, S, start, k, off, out_rows,
-                      out_sims, more, e):
+                      out_sims, more, e, wd):
     """Rows [b0, b1) from S = X[b0:b1] @ X[:b1].T (float32): a row compares with every
     earlier row that leads (is_lead), in row order; the canonical cosine decides near the
     threshold. Returns the next free position of out_rows."""
+    wr, wi, wc, woff, wlen, wtot, refused, rsim = wd
+    buf = np.empty(2 * _UNPAIRED_MAX, np.int64)
     lo = thr - margin
     hi = thr + margin
     for i in range(b0, b1):
@@ -175,6 +295,8 @@ def _exhaustive_block(X, part, thr, margin, is_lead, b0, b1, S, start, k, off, o
                 continue
             c = _dot_canonical(X, i, X, j)
             if approx < hi and c < thr:
+                continue
+            if not _precheck(wr, wi, wc, woff, wlen, wtot, refused, rsim, buf, i, j, c):
                 continue
             if cnt == k:
                 cut = True
@@ -203,6 +325,7 @@ def exhaustive_candidates(
     start: int,
     max_cand: int = MAX_CANDIDATES,
     method: str = "auto",
+    words: WordData | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Candidate leaders of rows ``start ..`` of X, comparing each with every leader.
 
@@ -221,6 +344,8 @@ def exhaustive_candidates(
             new rows against every row before them, then a jitted scan) or ``"auto"`` (BLAS
             for large inputs when BLAS runs on one thread, see :data:`BLAS_ONE_THREAD`; else
             the loop). All give the same lists.
+        words: The rows' key words (see :data:`WordData`) where the residue guard decides
+            their merges: a pair it must refuse is no candidate. None: no such check.
 
     Returns:
         ``(offsets, rows, sims, more)``: the candidates of new row ``start + j`` are
@@ -246,7 +371,7 @@ def exhaustive_candidates(
         raise ValueError(f"method must be 'auto', 'loop' or 'blas', got {method!r}")
     if method == "loop" or (method == "auto" and (not BLAS_ONE_THREAD or m * n <= _LOOP_MAX_PAIRS)):
         _exhaustive_pass(X, part, thr, margin, lidx, live.shape[0], start, n, max_cand, off,
-                         rows, sims, more)
+                         rows, sims, more, _word_args(words))
     else:  # many pairs: their products by BLAS, a block of new rows at a time
         is_lead = np.zeros(n, np.bool_)
         is_lead[live] = True
@@ -256,7 +381,7 @@ def exhaustive_candidates(
             b1 = min(b0 + _EX_BLOCK, n)
             S = X[b0:b1] @ X[:b1].T
             e = _exhaustive_block(X, part, thr, margin, is_lead, b0, b1, S, start, max_cand,
-                                  off, rows, sims, more, e)
+                                  off, rows, sims, more, e, _word_args(words))
     e = off[m]
     return off, rows[:e], sims[:e], more
 
@@ -426,7 +551,8 @@ def _file_rows(words, part, band_pos, rows, slots, ents, state):
 
 
 @njit(cache=True)
-def _consider(X, part, stamp, tag, i, pi, r, w, w0, hmax, thr, lo, hi, brow, bsim, cnt, k):
+def _consider(X, part, stamp, tag, i, pi, r, w, w0, hmax, thr, lo, hi, brow, bsim, cnt, k,
+              wd, buf):
     """Row r (sketch word w) as a candidate of row i: returns (count, whether one was cut)."""
     if _popcount(w ^ w0) > hmax:
         return cnt, False
@@ -435,7 +561,7 @@ def _consider(X, part, stamp, tag, i, pi, r, w, w0, hmax, thr, lo, hi, brow, bsi
     stamp[r] = tag
     if part[r] != pi or r >= i:
         return cnt, False  # dead (-1), or a stale entry
-    c = _confirm(X, i, r, thr, lo, hi)
+    c = _admit(X, i, r, thr, lo, hi, wd, buf)
     if c < -1.0:
         return cnt, False
     return _keep_lowest(brow, bsim, cnt, k, r, c), cnt == k
@@ -478,7 +604,7 @@ _AHEAD_ENTS = 4
 
 @njit(cache=True)
 def _index_pass(X, part, words, keys, fstride, thr, margin, hmax, start, n, k,
-                slots, ents, state, stamp, off, out_rows, out_sims, more):
+                slots, ents, state, stamp, off, out_rows, out_sims, more, wd):
     """Candidates of rows [start, n) from the table; rows with none are filed as leaders.
 
     ``keys[j]`` are the table keys row ``start + j`` probes (0: none); it is filed under
@@ -491,6 +617,7 @@ def _index_pass(X, part, words, keys, fstride, thr, margin, hmax, start, n, k,
     mask = np.uint64(slots.shape[0] - 1)
     brow = np.empty(k, np.int64)
     bsim = np.empty(k, np.float32)
+    buf = np.empty(2 * _UNPAIRED_MAX, np.int64)
     for j in range(min(m, _AHEAD_SLOTS)):
         for t in range(nk):
             _prefetch(slots, np.int64(keys[j, t] & mask) * 8)
@@ -523,7 +650,7 @@ def _index_pass(X, part, words, keys, fstride, thr, margin, hmax, start, n, k,
             for u in range(np.int64(slots[s, 0] & _NIL32)):
                 cnt, c = _consider(X, part, stamp, tag, i, pi, np.int64(slots[s, 2 + 2 * u]),
                                    slots[s, 3 + 2 * u], w0, hmax, thr, lo, hi, brow, bsim,
-                                   cnt, k)
+                                   cnt, k, wd, buf)
                 cut |= c
             q = slots[s, 1]
             while q != _NIL32:
@@ -532,7 +659,8 @@ def _index_pass(X, part, words, keys, fstride, thr, margin, hmax, start, n, k,
                 if nxt != _NIL32:
                     _prefetch(ents, np.int64(nxt) * 2)
                 cnt, c = _consider(X, part, stamp, tag, i, pi, np.int64(head & _NIL32),
-                                   ents[q, 1], w0, hmax, thr, lo, hi, brow, bsim, cnt, k)
+                                   ents[q, 1], w0, hmax, thr, lo, hi, brow, bsim, cnt, k,
+                                   wd, buf)
                 cut |= c
                 q = nxt
         if cnt == 0:
@@ -639,7 +767,8 @@ class _Table:
 
     def _pass(self, X: np.ndarray, part: np.ndarray, words: np.ndarray, keys: np.ndarray,
               fstride: int, threshold: float, hmax: int, start: int, stamp: np.ndarray,
-              max_cand: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+              max_cand: int, wd: WordData | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Run :func:`_index_pass` for rows ``start ..`` of X with probe ``keys``; the CSR
         candidate lists of :func:`exhaustive_candidates`."""
         n = X.shape[0]
@@ -650,7 +779,7 @@ class _Table:
         more = np.zeros(m, np.bool_)
         _index_pass(X, part, words, keys, fstride, np.float32(threshold), _margin(X.shape[1]),
                     hmax, start, n, max_cand, self.slots, self.ents, self.state, stamp, off,
-                    rows, sims, more)
+                    rows, sims, more, _word_args(wd))
         e = off[m]
         return off, rows[:e], sims[:e], more
 
@@ -679,17 +808,18 @@ class SketchTable(_Table):
         _file_rows(keys, part, self.band_pos, rows, self.slots, self.ents, self.state)
 
     def candidates(self, X: np.ndarray, part: np.ndarray, words: np.ndarray, proj: np.ndarray,
-                   start: int, stamp: np.ndarray, max_cand: int = MAX_CANDIDATES
+                   start: int, stamp: np.ndarray, max_cand: int = MAX_CANDIDATES,
+                   wd: WordData | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Indexed candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`);
-        new rows without candidates are filed as leaders on the way."""
+        """Indexed candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`,
+        also for ``wd``); new rows without candidates are filed as leaders on the way."""
         n = X.shape[0]
         m = n - start
         self._make_room(words, part, start)
         keys = np.empty((m, self.bands * self.probes), np.uint64)
         _probe_keys(words, proj, part, self.band_pos, start, n, self.probes, keys)
         return self._pass(X, part, words, keys, self.probes, self.threshold, self.hmax, start,
-                          stamp, max_cand)
+                          stamp, max_cand, wd)
 
 
 @njit(cache=True)
@@ -702,52 +832,85 @@ def move_rows(a, live):
 
 
 @njit(cache=True)
-def _word_key_rows(flat, offs, out, start, empty, single):
-    r = np.empty(64, np.int64)
-    for j in range(offs.shape[0] - 1):
-        a, b = offs[j], offs[j + 1]
-        n = b - a
-        row = start + j
+def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
+    """For rows [start, start + m): sort each row's key words by rank in the pools (in place),
+    total its counts, and write its word keys to ``out[row]``, zero-padded (the keys of
+    :func:`stratabatch.wordkeys.word_keys`, from the lowest distinct ranks)."""
+    r = np.empty(5, np.int64)
+    for row in range(start, start + m):
+        a = woff[row]
+        n = wlen[row]
+        order = np.argsort(wr[a:a + n])
+        wr[a:a + n] = wr[a:a + n][order]
+        wi[a:a + n] = wi[a:a + n][order]
+        wc[a:a + n] = wc[a:a + n][order]
+        wtot[row] = wc[a:a + n].sum()
         for t in range(out.shape[1]):
             out[row, t] = 0
-        if n == 0:
+        c = 0  # distinct ranks seen (the lowest five kept in r)
+        for u in range(a, a + n):
+            if u == a or wr[u] != wr[u - 1]:
+                if c < 5:
+                    r[c] = wr[u]
+                c += 1
+        if c == 0:
             out[row, 0] = np.uint64(empty)
             continue
-        keep = 5 if n > 8 else 4
-        if keep > n:
-            keep = n
-        c = 0  # the ``keep`` lowest ranks, ascending (insertion into a short list)
-        for u in range(a, b):
-            v = flat[u]
-            if c == keep and v >= r[keep - 1]:
-                continue
-            q = c if c < keep else keep - 1
-            while q > 0 and r[q - 1] > v:
-                r[q] = r[q - 1]
-                q -= 1
-            r[q] = v
-            if c < keep:
-                c += 1
+        keep = min(c, 5 if c > 8 else 4)
         t = 0
         for x in range(keep):
             for y in range(x + 1, keep):
                 out[row, t] = np.uint64(((r[x] << 1) ^ r[y]) | 1)
                 t += 1
-        if n <= 3:
+        if c <= 3:
             for x in range(keep):
                 out[row, t] = np.uint64((r[x] ^ single) | 1)
                 t += 1
 
 
-def word_key_rows(ranks: list[set[int]], out: np.ndarray, start: int) -> None:
-    """Write the word keys of each text (from :func:`~stratabatch.wordkeys.word_ranks`) to
-    ``out[start + j]``, zero-padded: :func:`~stratabatch.wordkeys.word_keys` of a whole pass
-    in one call."""
-    lens = [len(x) for x in ranks]
-    offs = np.zeros(len(ranks) + 1, np.int64)
-    np.cumsum(lens, out=offs[1:])
-    flat = np.fromiter(chain.from_iterable(ranks), np.int64, int(offs[-1]))
-    _word_key_rows(flat, offs, out, start, EMPTY_KEY, SINGLE_KEY)
+def word_rows(profiles: list[list[int]], pools: tuple[np.ndarray, ...], used: int,
+              rows: tuple[np.ndarray, ...], out: np.ndarray, start: int) -> int:
+    """Store the key words of new rows ``start ..`` (one
+    :func:`~stratabatch.wordkeys.word_profile` each) in ``pools`` (ranks, shapes, counts) from
+    ``used`` on (the caller makes room), sorted by rank; set their ``rows`` entries (offset,
+    distinct words, total count); write their word keys to ``out``. Returns the pools' new
+    fill."""
+    wr, wi, wc = pools
+    woff, wlen, wtot = rows
+    lens = [len(p) // 3 for p in profiles]
+    m = len(profiles)
+    total = sum(lens)
+    if m:
+        woff[start:start + m] = used + np.cumsum([0] + lens[:-1])
+        wlen[start:start + m] = lens
+    if total:
+        flat = np.fromiter(chain.from_iterable(profiles), np.int64, 3 * total).reshape(total, 3)
+        wr[used:used + total] = flat[:, 0]
+        wi[used:used + total] = flat[:, 1]
+        wc[used:used + total] = flat[:, 2]
+    _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, EMPTY_KEY, SINGLE_KEY)
+    return used + total
+
+
+@njit(cache=True)
+def compact_pools(wr, wi, wc, woff, wlen, n):
+    """Move the key words of rows [0, n) (already renumbered, in their old order) to the
+    front of the pools, in place; returns the pools' new fill."""
+    used = 0
+    for row in range(n):
+        k = wlen[row]
+        if k <= 0:
+            woff[row] = used
+            continue
+        a = woff[row]
+        if a != used:
+            for t in range(k):
+                wr[used + t] = wr[a + t]
+                wi[used + t] = wi[a + t]
+                wc[used + t] = wc[a + t]
+        woff[row] = used
+        used += k
+    return used
 
 
 @njit(cache=True)
@@ -796,17 +959,19 @@ class WordTable(_Table):
 
     def candidates(self, X: np.ndarray, part: np.ndarray, words: np.ndarray,
                    wkeys: np.ndarray, start: int, stamp: np.ndarray,
-                   threshold: float, max_cand: int = WORD_MAX_CANDIDATES
+                   threshold: float, max_cand: int = WORD_MAX_CANDIDATES,
+                   wd: WordData | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`) among
-        the leaders sharing a word key; new rows without candidates are filed on the way.
-        ``words`` is any uint64 ``[n, 2]`` array (the sketch filter is off: Hamming bound 64)."""
+        """Candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`, also for
+        ``wd``) among the leaders sharing a word key; new rows without candidates are filed
+        on the way. ``words`` is any uint64 ``[n, 2]`` array (the sketch filter is off:
+        Hamming bound 64)."""
         n = X.shape[0]
         m = n - start
         self._make_room(wkeys, part, start)
         keys = np.empty((m, wkeys.shape[1]), np.uint64)
         _word_table_keys(wkeys, part, start, n, keys)
-        return self._pass(X, part, words, keys, 1, threshold, 64, start, stamp, max_cand)
+        return self._pass(X, part, words, keys, 1, threshold, 64, start, stamp, max_cand, wd)
 
 
 # Rows are folded to at most this many coordinates before the product with the directions
@@ -869,11 +1034,13 @@ def sketch(X: np.ndarray, basis: SketchBasis, words: np.ndarray, start: int) -> 
 
 
 @njit(cache=True)
-def _cosines(X, i, rows, thr, margin):
-    """Canonical cosines of row i with each of ``rows`` (-2 where below thr)."""
+def _cosines(X, i, rows, thr, margin, wd):
+    """Canonical cosines of row i with each of ``rows`` (-2 where below thr, or where the
+    residue pre-check refuses the pair)."""
+    buf = np.empty(2 * _UNPAIRED_MAX, np.int64)
     out = np.empty(rows.shape[0], np.float32)
     for t in range(rows.shape[0]):
-        out[t] = _confirm(X, i, rows[t], thr, thr - margin, thr + margin)
+        out[t] = _admit(X, i, rows[t], thr, thr - margin, thr + margin, wd, buf)
     return out
 
 
@@ -885,6 +1052,7 @@ def greedy_pass(
     cands: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     joinable: Callable[[int], bool] | None = None,
     veto: Callable[[int, int, float], bool] | None = None,
+    words: WordData | None = None,
 ) -> tuple[list[int], list[float], list[int]]:
     """Decide each new row's leader from its candidate list, in row order.
 
@@ -905,6 +1073,8 @@ def greedy_pass(
         joinable: Whether an old row (< start) may be joined now; None: all may.
         veto: ``veto(new_row, candidate_row, cosine)`` True refuses that merge (the guards);
             None: none refused.
+        words: The word data the candidates were computed with (see
+            :func:`exhaustive_candidates`), for the rows this pass checks itself.
 
     Returns:
         ``(leader, sim, late)``: per new row its leader row (itself for a leader) and cosine to
@@ -914,6 +1084,7 @@ def greedy_pass(
     m = X.shape[0] - start
     thr = np.float32(threshold)
     margin = _margin(X.shape[1])
+    wd = _word_args(words)
     leader = [0] * m
     sim = [1.0] * m
     late: list[int] = []
@@ -928,10 +1099,10 @@ def greedy_pass(
             continue
         lst = list(zip(rows_l[a:b], sims_l[a:b], strict=True))
         if late:
-            lst = _with_late(X, part, i, late, lst, thr, margin)
+            lst = _with_late(X, part, i, late, lst, thr, margin, wd)
         took = _take(i, start, lst, leader, joinable, veto)
         if took is None and bool(more[j]):
-            lst = _rescan(X, part, i, start, leader, thr, margin)
+            lst = _rescan(X, part, i, start, leader, thr, margin, wd)
             took = _take(i, start, lst, leader, joinable, veto)
         if took is None:
             leader[j] = i
@@ -958,25 +1129,25 @@ def _take(i: int, start: int, lst: list[tuple[int, float]], leader: list[int],
 
 
 def _with_late(X: np.ndarray, part: np.ndarray, i: int, late: list[int],
-               lst: list[tuple[int, float]], thr: np.float32,
-               margin: np.float32) -> list[tuple[int, float]]:
+               lst: list[tuple[int, float]], thr: np.float32, margin: np.float32,
+               wd: WordData) -> list[tuple[int, float]]:
     pi = part[i]
     same = np.array([r for r in late if part[r] == pi], np.int64)
     if not same.size:
         return lst
-    cos = _cosines(X, i, same, thr, margin).tolist()
+    cos = _cosines(X, i, same, thr, margin, wd).tolist()
     extra = [(int(r), c) for r, c in zip(same.tolist(), cos, strict=True) if c >= -1.0]
     return sorted(lst + extra) if extra else lst
 
 
 def _rescan(X: np.ndarray, part: np.ndarray, i: int, start: int, leader: list[int],
-            thr: np.float32, margin: np.float32) -> list[tuple[int, float]]:
+            thr: np.float32, margin: np.float32, wd: WordData) -> list[tuple[int, float]]:
     """Every leader before row i in its partition with cosine >= thr, in row order."""
     pi = part[i]
     old = np.flatnonzero(part[:start] == pi)
     new = [start + t for t in range(i - start) if leader[t] == start + t and part[start + t] == pi]
     rows = np.concatenate([old, np.array(new, np.int64)]).astype(np.int64)
-    cos = _cosines(X, i, rows, thr, margin).tolist()
+    cos = _cosines(X, i, rows, thr, margin, wd).tolist()
     return [(int(r), c) for r, c in zip(rows.tolist(), cos, strict=True) if c >= -1.0]
 
 

@@ -42,7 +42,7 @@ class Request:
     __slots__ = (
         "payload", "priority", "deadline", "sink", "index", "text", "vector",
         "arrival", "seq", "state", "group", "key", "norm", "similarity", "exact", "timer",
-        "size", "merged_with", "canon", "features", "numsig",
+        "size", "merged_with", "canon", "features", "numsig", "wprof",
     )
 
     def __init__(
@@ -71,6 +71,7 @@ class Request:
         self.numsig: Any = None  # the number guard's key, when computed off the loop
         self.canon: list[str] | None = None  # canonical words of text (stratabatch.canon)
         self.features: Any = None  # guard features of text, computed on first need
+        self.wprof: Any = None  # its key words for the word index, when computed off the loop
 
     @property
     def leader(self) -> Request | None:

@@ -29,15 +29,41 @@ the index still misses against the exhaustive path are counted in tests/test_ind
 perf/bench_dedup_depth.py. A pair with no shared key word (a one-word text and its typo)
 meets only through the shared empty key.
 
+**The residue pre-check.** Sharing a key is necessary, not enough: long prompts with a shared
+preamble share keys (and a high cosine) whatever their questions, and asking the guards about
+each such pair in Python made a burst of them quadratic (2,000 prompts took 75 s). The guard
+pairs each word one text has more often than the other with a distinct typo partner, so a
+merge needs as many key words on both sides (repeats counted) and, for each unpaired word, a
+word on the other side that could be its typo (:func:`may_pass_residue`). The candidate
+producers check that in numba from each row's ranks and word shapes (:func:`word_shape`)
+right after the cosine, so only pairs the guards might accept reach them.
+
 The order is fixed for a process (Python's string hash, cached per word), which is all the
 guarantee needs: keys never leave the process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
-__all__ = ["COMMON_WORDS", "WORD_KEYS", "word_keys", "word_ranks"]
+__all__ = [
+    "COMMON_WORDS",
+    "PRECHECK_MAX_WORDS",
+    "WORD_KEYS",
+    "may_be_typos",
+    "may_pass_residue",
+    "word_keys",
+    "word_profile",
+    "word_shape",
+]
+
+PRECHECK_MAX_WORDS = 1024
+"""Texts with more distinct key words than this (long documents) are not pre-checked: their
+key words would cost as much memory as their vectors, and listing and copying them cost more
+than the pre-check saves (it held the event loop ~25 ms per pass of 100 KB texts, measured
+with perf/bench_loop_stall.py). The guards still decide their merges."""
 
 WORD_KEYS = 10
 """Width of a row of word keys (the most a text has: the 10 pairs of 5 words); 0 pads."""
@@ -63,7 +89,8 @@ _LOW = _COMMON_BIT - 1
 EMPTY_KEY = 0x5EED_0E77  # the key of a text without key words
 SINGLE_KEY = 0x51E6_1E00  # mixed into a single word's key (a pair's key is (a << 1) ^ b)
 
-_rank_cache: dict[str, int] = {}
+_cache: dict[str, tuple[int, int]] = {}  # word -> (rank, shape)
+_CACHE_MAX = 1 << 18
 
 
 def _ignorable(word: str) -> bool:
@@ -74,45 +101,74 @@ def _ignorable(word: str) -> bool:
     return ignorable(word)
 
 
-_RANK_CACHE_MAX = 1 << 18
+def word_shape(word: str) -> int:
+    """What a typo check needs of a word, in one int: bit (ord(c) & 31) for each character
+    (a-z each get their own bit), the length at bit 32, and bit 48 when it is alphabetic."""
+    mask = 0
+    for c in word:
+        mask |= 1 << (ord(c) & 31)
+    return mask | (min(len(word), 0xFFFF) << 32) | (word.isalpha() << 48)
 
 
-def _rank(word: str) -> int:
-    """The word's place in the fixed order (0: not a key word)."""
-    r = _rank_cache.get(word)
-    if r is None:
+def _profile_of(word: str) -> tuple[int, int]:
+    """(rank, shape) of a word; rank 0: not a key word (see the module docstring)."""
+    p = _cache.get(word)
+    if p is None:
         if _ignorable(word):
-            r = 0
+            p = (0, 0)
         else:
             r = (hash(word) & _LOW) | 1
             if len(word) < 3 or word in COMMON_WORDS:
                 r |= _COMMON_BIT
-        if len(_rank_cache) >= _RANK_CACHE_MAX:
-            _rank_cache.clear()
-        _rank_cache[word] = r
-    return r
+            p = (r, word_shape(word))
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        _cache[word] = p
+    return p
 
 
-def word_ranks(tokens: Sequence[str]) -> set[int]:
-    """The ranks of a text's distinct key words (see the module docstring): the part of its
-    keys computed per request; :func:`stratabatch.index.word_key_rows` makes the keys of a
-    whole pass from them."""
-    ranks = set(map(_rank_cache.get, tokens))
-    if None in ranks:  # a word not ranked yet
-        ranks = set(map(_rank, tokens))
-    ranks.discard(0)
-    return ranks
+def word_profile(tokens: Sequence[str]) -> list[int]:
+    """Rank, shape and count of each distinct key word of a text, from its canonical words
+    (:mod:`stratabatch.canon`), as one flat list of triples in no
+    particular order: what the index keeps of a text (:func:`stratabatch.index.word_rows`
+    stores and sorts those of a whole pass at once). The keys come from the ranks; shapes and
+    counts serve the residue pre-check (:func:`may_pass_residue`).
+
+    A text of more than :data:`PRECHECK_MAX_WORDS` distinct key words keeps only its five
+    lowest, with count -1: enough for its keys, and a mark that it is not pre-checked.
+    """
+    if len(tokens) > 64:
+        counts: Mapping[str, int] = Counter(tokens)
+    else:  # (a dict by hand: Counter's set-up costs more than counting a few words)
+        counts = {}
+        for w in tokens:
+            counts[w] = counts.get(w, 0) + 1
+    get = _cache.get
+    if len(counts) > PRECHECK_MAX_WORDS:
+        low = heapq.nsmallest(5, {r for r in ((get(w) or _profile_of(w))[0] for w in counts)
+                                  if r})
+        return [x for r in low for x in (r, 0, -1)]
+    out: list[int] = []
+    for w, c in counts.items():
+        r, shape = get(w) or _profile_of(w)
+        if r:
+            out += (r, shape, c)
+    return out
+
+
+def _triples(profile: list[int]) -> list[tuple[int, int, int]]:
+    return sorted(zip(profile[0::3], profile[1::3], profile[2::3], strict=True))
 
 
 def word_keys(tokens: Sequence[str]) -> list[int]:
     """The word-index keys of a text from its canonical words (see the module docstring).
 
-    The reference for :func:`stratabatch.index.word_key_rows`, which gives the same keys.
+    The reference for :func:`stratabatch.index.word_rows`, which gives the same keys.
 
     Returns:
         1 to :data:`WORD_KEYS` nonzero 64-bit keys.
     """
-    low = sorted(word_ranks(tokens))
+    low = sorted({r for r, _, _ in _triples(word_profile(tokens))})
     n = len(low)
     if n == 0:
         return [EMPTY_KEY]
@@ -121,3 +177,38 @@ def word_keys(tokens: Sequence[str]) -> list[int]:
     if n <= 3:
         keys.extend((a ^ SINGLE_KEY) | 1 for a in low)
     return keys
+
+
+def may_be_typos(a: int, b: int) -> bool:
+    """Whether two different words of these shapes (:func:`word_shape`) can pass
+    :func:`stratabatch.guards.is_typo_of`: both alphabetic, 4+ letters, lengths within its
+    edit limit (1, or 2 from 8 letters), and character sets differing in at most two bits per
+    allowed edit (a substitution changes at most two, an insertion or deletion one, a
+    transposition none)."""
+    la = (a >> 32) & 0xFFFF
+    lb = (b >> 32) & 0xFFFF
+    if not (a >> 48) & (b >> 48) & 1 or min(la, lb) < 4:
+        return False
+    limit = 2 if min(la, lb) >= 8 else 1
+    return abs(la - lb) <= limit and bin((a ^ b) & 0xFFFFFFFF).count("1") <= 2 * limit
+
+
+def may_pass_residue(tokens_a: Sequence[str], tokens_b: Sequence[str]) -> bool:
+    """A necessary condition of the residue guard (:func:`stratabatch.guards.veto`): False
+    only for texts it refuses, whatever the other guards say.
+
+    The guard pairs each key word one text has more often than the other with a distinct
+    typo partner among the other's, and refuses when any is left. So both texts have as many
+    key words (repeats counted), and each unpaired word has some word on the other side that
+    :func:`may_be_typos` allows. The reference for the index's pre-check, which runs on ranks
+    and shapes in numba before any guard is asked (see :mod:`stratabatch.index`).
+    """
+    def counted(tokens: Sequence[str]) -> Counter[tuple[int, int]]:
+        return Counter({(r, sh): c for r, sh, c in _triples(word_profile(tokens))})
+
+    ca, cb = counted(tokens_a), counted(tokens_b)
+    xa = list((ca - cb).elements())
+    xb = list((cb - ca).elements())
+    if len(xa) != len(xb):
+        return False
+    return all(any(may_be_typos(sa, sb) for _, sb in xb) for _, sa in xa)

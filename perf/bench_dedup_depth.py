@@ -228,17 +228,21 @@ def cluster_stream(X: np.ndarray, method: str, threshold: float, depth: int,
                    chunk: int = 256, texts: list[str] | None = None) -> np.ndarray:
     """The leading request of each request's group, in passes of ``chunk`` rows; a leader
     leaves once ``depth`` newer requests have arrived (as if dispatched). With ``texts``,
-    merges go through the default word guards (as the core's with the hashing embedder) and
-    rows carry their word keys."""
+    merges go through the default word guards (as the core's with the hashing embedder), and
+    except for the ``"exhaustive"`` reference the rows carry their key words (for the word
+    index and the residue pre-check); the reference asks the guards about every pair at the
+    threshold."""
     from collections import deque
 
     from stratabatch.dedup import LeaderIndex
     from stratabatch.guards import GUARDS, features_batch, veto
     from stratabatch.index import greedy_pass
-    from stratabatch.wordkeys import word_ranks
+    from stratabatch.wordkeys import word_profile
 
     feats = features_batch(texts) if texts is not None else None
-    wk = [word_ranks(f.tokens) for f in feats] if feats is not None else None
+    wk = None
+    if feats is not None and method != "exhaustive":
+        wk = [word_profile(f.tokens) for f in feats]
     idx = LeaderIndex(method=method)
     idx.dim = X.shape[1]
     out = np.arange(X.shape[0])
@@ -258,7 +262,8 @@ def cluster_stream(X: np.ndarray, method: str, threshold: float, depth: int,
                 first = idx.owners[r].first if r < start else a + (r - start)
                 return veto(feats[first], feats[a + i - start], GUARDS, False) is not None
         leader, _, late = greedy_pass(idx.mat[:n], idx.part[:n], threshold, start,
-                                      idx.candidates(start, threshold), veto=no)
+                                      idx.candidates(start, threshold), veto=no,
+                                      words=idx.word_data())
         for j, li in enumerate(leader):
             if li == start + j:
                 o = _Owner(li, a + j)

@@ -23,9 +23,16 @@ from stratabatch.canon import canonical_batch
 from stratabatch.dedup import LeaderIndex, number_signature
 from stratabatch.embed import default_embedder
 from stratabatch.guards import GUARDS, features_batch, veto
-from stratabatch.index import WordTable, word_key_rows
+from stratabatch.index import WordTable, _admit, _may_pass_residue, word_rows
 from stratabatch.perf.bench_dedup_depth import cluster_stream, grouped_workload
-from stratabatch.wordkeys import WORD_KEYS, word_keys, word_ranks
+from stratabatch.wordkeys import (
+    PRECHECK_MAX_WORDS,
+    WORD_KEYS,
+    _triples,
+    may_pass_residue,
+    word_keys,
+    word_profile,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -42,12 +49,37 @@ def test_the_batch_kernel_gives_the_reference_keys() -> None:
              "python", "install", "pyhton", "quickly", "ok"] + [f"w{i}x" for i in range(40)]
     texts = [[rng.choice(vocab) for _ in range(rng.randrange(0, 14))] for _ in range(500)]
     out = np.zeros((len(texts) + 2, WORD_KEYS), np.uint64)
-    word_key_rows([word_ranks(t) for t in texts], out, 2)
+    (wr, wi, wc), (woff, wlen, wtot) = _pools(texts, out)
     assert not out[:2].any()
     for j, t in enumerate(texts):
         got = [int(x) for x in out[2 + j] if x]
         assert got == word_keys(t), t
         assert 1 <= len(got) <= WORD_KEYS
+        a, n = woff[2 + j], wlen[2 + j]
+        prof = _triples(word_profile(t))
+        assert np.column_stack([wr[a:a + n], wi[a:a + n], wc[a:a + n]]).tolist() == \
+            [list(x) for x in prof]
+        assert wtot[2 + j] == sum(c for _, _, c in prof)
+
+
+def _pools(texts, out):
+    """The index's word data of ``texts`` as rows 2 .. (rows 0, 1 without key words): the
+    pools (ranks, shapes, counts) and the rows' (offset, distinct words, total)."""
+    profiles = [word_profile(t) for t in texts]
+    total = sum(len(p) // 3 for p in profiles)
+    pools = tuple(np.zeros(total + 5, np.int64) for _ in range(3))
+    rows = (np.zeros(len(texts) + 2, np.int64), np.full(len(texts) + 2, -1, np.int64),
+            np.zeros(len(texts) + 2, np.int64))
+    assert word_rows(profiles, pools, 5, rows, out, 2) == total + 5
+    return pools, rows
+
+
+def _kernel_may_pass(data, i, j):
+    """The index's pre-check of rows i and j (the totals check first, as the producers do)."""
+    (wr, wi, wc), (woff, wlen, wtot) = data
+    buf = np.empty(128, np.int64)
+    return bool(wtot[i] == wtot[j] and _may_pass_residue(wr, wi, wc, woff[i], wlen[i], woff[j],
+                                                         wlen[j], buf))
 
 
 @settings(max_examples=300, deadline=None)
@@ -80,6 +112,64 @@ def test_long_texts_tolerate_three_typos(base, swap) -> None:
     if len(set(base) - set(b)) > 3 or len(set(b) - set(base)) > 3 or len(set(b)) <= 8:
         return  # beyond the guarantee's premise
     assert _shared(base, b)
+
+
+def _labelled() -> list[tuple[str, str]]:
+    out = []
+    for name in ("guard_pairs.jsonl", "dedup_pairs.jsonl"):
+        out += [(r["a"], r["b"]) for r in
+                (json.loads(x) for x in (DATA / name).read_text().splitlines() if x)]
+    return out
+
+
+def test_the_residue_precheck_never_refuses_what_the_guards_accept() -> None:
+    """Every labelled pair (both files, any cosine) the guards let merge passes the pre-check,
+    in Python and in the kernel; and the pre-check does refuse most pairs the residue guard
+    refuses (else it would save nothing)."""
+    pairs = _labelled()
+    fa = features_batch([a for a, _ in pairs])
+    fb = features_batch([b for _, b in pairs])
+    toks = [f.tokens for f in fa] + [f.tokens for f in fb]
+    pools = _pools(toks, np.zeros((len(toks) + 2, WORD_KEYS), np.uint64))
+    accepted = refused_residue = caught = 0
+    for k, (a, b) in enumerate(zip(fa, fb, strict=True)):
+        v = veto(a, b, GUARDS, False)
+        ref = may_pass_residue(a.tokens, b.tokens)
+        assert _kernel_may_pass(pools, 2 + k, 2 + len(pairs) + k) == ref, (pairs[k], ref)
+        if v is None:
+            accepted += 1
+            assert ref, pairs[k]
+        elif v.guard == "residue":
+            refused_residue += 1
+            caught += not ref
+    assert accepted > 400 and refused_residue > 50
+    assert caught >= 0.8 * refused_residue, (caught, refused_residue)
+
+
+@settings(max_examples=300, deadline=None)
+@given(base=st.lists(_letters, min_size=1, max_size=12), data=st.data())
+def test_the_precheck_passes_every_typo_variant_the_guards_accept(base, data) -> None:
+    variant = list(base)
+    for _ in range(data.draw(st.integers(0, 3))):
+        k = data.draw(st.integers(0, len(variant) - 1))
+        w = variant[k]
+        p = data.draw(st.integers(0, len(w) - 1))
+        edit = data.draw(st.sampled_from(["sub", "del", "ins", "swap"]))
+        if edit == "sub":
+            w = w[:p] + data.draw(st.sampled_from("aeioust")) + w[p + 1:]
+        elif edit == "del":
+            w = w[:p] + w[p + 1:]
+        elif edit == "ins":
+            w = w[:p] + data.draw(st.sampled_from("aeioust")) + w[p:]
+        elif p + 1 < len(w):
+            w = w[:p] + w[p + 1] + w[p] + w[p + 2:]
+        variant[k] = w
+    variant = [w for w in variant if w] + data.draw(st.sampled_from([[], ["the"], ["a", "of"]]))
+    a, b = features_batch([" ".join(base), " ".join(variant)])
+    if veto(a, b, GUARDS, False) is None:
+        assert may_pass_residue(a.tokens, b.tokens)
+        pools = _pools([a.tokens, b.tokens], np.zeros((4, WORD_KEYS), np.uint64))
+        assert _kernel_may_pass(pools, 2, 3)
 
 
 def test_articles_and_order_do_not_change_the_keys() -> None:
@@ -214,3 +304,63 @@ def test_word_table_storage_is_reused_when_rebuilt() -> None:
     slots = t.slots
     t.rebuild(wk, part, np.arange(5), room=100)
     assert t.slots is slots and int(t.state[1]) == 5
+
+
+def test_a_burst_of_prompts_sharing_a_preamble_asks_the_guards_little() -> None:
+    """Long prompts that differ in one word of their question all clear the cosine and share
+    their word keys; the residue pre-check refuses those pairs before the guards are asked, so
+    the guards see a few pairs per request instead of one per waiting prompt (before: n^2/2),
+    while typos of a waiting prompt still wait for its answer."""
+    pre = ("You are a careful assistant for Acme Corp. Answer concisely, cite the policy "
+           "section, never invent facts, and use British spelling where the customer does. ") * 5
+    items = ["kettle", "toaster", "blender", "lamp", "chair", "desk", "sofa", "mirror", "rug",
+             "clock", "fan", "heater", "kayak", "tent", "stove", "drill", "saw", "ladder"]
+    texts = [f"{pre} Question: can I return the {a} {b} I bought last week?"
+             for a in items for b in ("blue", "green", "large", "small", "used", "broken",
+                                      "spare", "cheap", "heavy", "old", "new", "tiny",
+                                      "noisy", "smart", "electric", "wooden", "plastic",
+                                      "folding", "outdoor", "vintage")]
+    typos = [t.replace("bought", "bougth") for t in texts[:40]]
+    n = len(texts)
+    assert n == 360
+
+    async def go():
+        async def handler(reqs):
+            return [r["q"] for r in reqs]
+
+        async with BatchProcessor(handler=handler, max_size=64, window_ms=50,
+                                  dedup_key="q") as bp:
+            dedup = bp._core._dedup
+            asked = [0]
+            real = dedup.veto
+
+            def counting(*args):
+                asked[0] += 1
+                return real(*args)
+
+            dedup.veto = counting
+            out = await bp.process([{"q": t} for t in texts + typos])
+            return out, asked[0]
+
+    out, asked = asyncio.run(go())
+    assert out[:n] == texts
+    assert out[n:] == texts[:40]
+    assert asked <= 4 * (n + 40), asked  # the guards without the pre-check: ~n^2/2 = 64,800
+
+
+def test_a_text_of_many_distinct_words_keeps_its_keys_and_is_not_prechecked() -> None:
+    """A long document keeps its five lowest key words (its keys are those of every text) and
+    is exempt from the pre-check: its pairs go to the guards as before."""
+    doc = [f"w{i:05d}zz" for i in range(PRECHECK_MAX_WORDS + 10)]
+    other = ["completely", "different", "words"]
+    prof = _triples(word_profile(doc))
+    assert len(prof) == 5 and all(c == -1 for _, _, c in prof)
+    out = np.zeros((4, WORD_KEYS), np.uint64)
+    data = _pools([doc, other], out)
+    assert [int(x) for x in out[2] if x] == word_keys(doc)
+    (_, _, _), (_, _, wtot) = data
+    assert wtot[2] < 0 and wtot[3] == 3
+    wd = (*data[0], *data[1], np.full(4, -1, np.int64), np.zeros(4, np.float32))
+    X = np.ones((4, 2), np.float32) / np.sqrt(np.float32(2))
+    assert _admit(X, 2, 3, np.float32(0.5), np.float32(0.4), np.float32(0.6), wd,
+                  np.empty(128, np.int64)) > 0.9  # not refused: the guards will decide
