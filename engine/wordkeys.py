@@ -31,7 +31,8 @@ meets only through the shared empty key.
 
 **The residue pre-check.** Sharing a key is necessary, not enough: long prompts with a shared
 preamble share keys (and a high cosine) whatever their questions, and asking the guards about
-each such pair in Python made a burst of them quadratic (2,000 prompts took 75 s). The guard
+each such pair in Python made a burst of them quadratic (2,000 prompts: 149 s, against 5 s
+with the pre-check, perf/bench_dedup_depth.py section "burst"). The guard
 pairs each word one text has more often than the other with a distinct typo partner, so a
 merge needs as many key words on both sides (repeats counted) and, for each unpaired word, a
 word on the other side that could be its typo (:func:`may_pass_residue`). The candidate

@@ -19,6 +19,12 @@ Workload: six-word texts without digits over a 5,000-word synthetic vocabulary. 
 every text new. "dups": 30% are exact twins (case and spacing changed) and 20% near twins
 (punctuation or a filler word added) of one of the last DEPTH texts, the rest new.
 
+Section "burst": prompts sharing a long preamble and differing in one word of their question,
+sent at once through BatchProcessor with the defaults (the hostile case of the word index:
+they all share keys and clear the cosine). Peers: as shipped (the residue pre-check in the
+candidate producers), and with the pre-check off (the guards asked about every such pair, as
+before it). Reported: wall and CPU seconds, guard calls, wrong answers.
+
 Section "recall": 100,000 requests in known duplicate groups (a base text and its variants:
 case, punctuation, filler words, one transposed letter pair, one word dropped or repeated),
 embedded, then fed in passes of 256 through two leader indexes, exhaustive and indexed;
@@ -30,7 +36,7 @@ BLAS runs on one thread (set before numpy loads), as in the engine.
 
     python perf/bench_dedup_depth.py [--depths 256,2048,8192,32768] [--requests 20000]
         [--repeats 3] [--gc freeze|on|off] [--threshold T] [--recall-requests 100000]
-        [--skip-recall] [--json FILE]
+        [--burst 500,1000] [--skip-recall] [--json FILE]
 """
 
 from __future__ import annotations
@@ -310,6 +316,91 @@ def bench_recall(n: int, depth: int, guarded: bool) -> dict:
     return res
 
 
+# --------------------------------------------------------------------------------------------
+# A burst of long prompts sharing a preamble
+# --------------------------------------------------------------------------------------------
+
+PREAMBLE = ("You are a careful assistant for Acme Corp. Answer concisely, cite the policy "
+            "section, never invent facts, and use British spelling where the customer does. ") * 6
+
+
+_ITEMS = ("kettle", "toaster", "blender", "lamp", "chair", "desk", "sofa", "mirror", "rug",
+          "clock", "heater", "kayak", "tent", "stove", "drill", "ladder", "camera", "speaker",
+          "monitor", "printer")
+_COLOURS = ("blue", "green", "black", "white", "yellow", "purple", "orange", "silver", "golden",
+            "crimson")
+_KINDS = ("large", "small", "used", "broken", "spare", "cheap", "heavy", "vintage", "noisy",
+          "smart", "electric", "wooden", "plastic", "folding", "outdoor")
+
+
+def preamble_prompts(n: int) -> tuple[list[str], list[str]]:
+    """n prompts (at most 3,000) that share PREAMBLE and differ in a word or more of their
+    question (never by a typo: no two words of the lists are typos of each other, checked),
+    and a typo variant ("bougth") of each of the first n // 20 (which must wait for its
+    original)."""
+    from itertools import combinations, product
+
+    from stratabatch.guards import is_typo_of
+
+    for words in (_ITEMS, _COLOURS, _KINDS):
+        assert not any(is_typo_of(a, b) for a, b in combinations(words, 2))
+    combos = list(product(_KINDS, _COLOURS, _ITEMS))[:n]
+    if len(combos) < n:
+        raise ValueError(f"at most {len(combos)} prompts")
+    texts = [f"{PREAMBLE} Question: how do I return the {k} {c} {i} I bought last week?"
+             for k, c, i in combos]
+    return texts, [t.replace("bought", "bougth") for t in texts[: n // 20]]
+
+
+async def drive_burst(texts: list[str], typos: list[str], precheck: bool) -> dict:
+    """All prompts at once through BatchProcessor (defaults, no-op echo handler)."""
+    from stratabatch import BatchProcessor
+    from stratabatch.dedup import LeaderIndex
+
+    async def handler(reqs: list) -> list:
+        return [r["q"] for r in reqs]
+
+    saved = LeaderIndex.word_data
+    if not precheck:  # the guards are asked about every pair at the threshold, as before
+        LeaderIndex.word_data = lambda self: None  # type: ignore[method-assign]
+    try:
+        async with BatchProcessor(handler=handler, max_size=64, window_ms=20,
+                                  dedup_key="q") as bp:
+            await bp.warm_up()
+            dedup = bp._core._dedup
+            asked = [0]
+            real = dedup.veto
+
+            def counting(*args: object) -> object:
+                asked[0] += 1
+                return real(*args)
+
+            dedup.veto = counting
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = await bp.process([{"q": t} for t in texts + typos])
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        LeaderIndex.word_data = saved  # type: ignore[method-assign]
+    n = len(texts)
+    wrong = sum(o != t for o, t in zip(out, texts + texts[: len(typos)], strict=True))
+    return {"prompts": n, "typos": len(typos), "wall_s": wall, "cpu_s": cpu,
+            "guard_calls": asked[0], "wrong": wrong}
+
+
+def bench_burst(sizes: list[int]) -> list[dict]:
+    rows = []
+    for n in sizes:
+        texts, typos = preamble_prompts(n)
+        for precheck in (True, False):
+            r = asyncio.run(drive_burst(texts, typos, precheck))
+            r["peer"] = "pre-check (shipped)" if precheck else "guards only"
+            rows.append(r)
+            print(f"  {n:6,} prompts, {r['peer']:20}: {r['wall_s']:6.2f} s wall, "
+                  f"{r['cpu_s']:6.2f} s CPU, {r['guard_calls']:9,} guard calls, "
+                  f"{r['wrong']} wrong", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the sections and print their tables."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -320,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recall-depth", type=int, default=4096)
     ap.add_argument("--skip-recall", action="store_true")
     ap.add_argument("--skip-depth", action="store_true")
+    ap.add_argument("--burst", default="500,1000",
+                    help="sizes of the shared-preamble burst section ('' to skip)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="dedup_threshold (default: the embedder's, 0.80 with the guards)")
     ap.add_argument("--guards", default="default", choices=("default", "none"),
@@ -346,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
             if len(sel) > 1:
                 k = "embedding indexed (auto)"
                 print(f"{w}: indexed largest/smallest depth = {sel[-1][k] / sel[0][k]:.2f}x")
+    if a.burst:
+        print("\nburst: prompts sharing a 1,000-character preamble, one word of the question "
+              "apart, all at once (BatchProcessor, defaults); 5% typo twins", flush=True)
+        out["burst"] = bench_burst([int(x) for x in a.burst.split(",")])
     if not a.skip_recall:
         print(f"\nrecall: {a.recall_requests:,} requests, leaders live {a.recall_depth} rows",
               flush=True)
