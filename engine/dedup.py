@@ -77,6 +77,21 @@ def number_signature(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+_ASCII_DIGIT = re.compile(r"[0-9]")
+
+
+def number_signatures(texts: list[str]) -> list[tuple[str, ...]]:
+    """:func:`number_signature` of each text; a batch of ASCII texts without a digit costs
+    one scan (most requests have no number)."""
+    joined = "\x1f".join(texts)
+    if joined.isascii():
+        if _ASCII_DIGIT.search(joined) is None:
+            return [()] * len(texts)
+        search = _ASCII_DIGIT.search
+        return [number_signature(t) if search(t) is not None else () for t in texts]
+    return [number_signature(t) for t in texts]  # (NFKC may make digits of other characters)
+
+
 def _canonical(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         items = [(_canonical(k), _canonical(v)) for k, v in obj.items()]
@@ -308,10 +323,10 @@ class LeaderIndex:
             self.wtot[start:need] = -1
             self._pass_keyed = False
         else:
-            from .index import word_rows
+            from .index import profile_entries, word_rows
 
             used = self._pool_used
-            total = used + sum(len(p) for p in profiles) // 3
+            total = used + profile_entries(profiles)
             if total > self.pools[0].shape[0]:
                 cap = max(1024, 2 * total)
                 grown = tuple(np.zeros(cap, np.int64) for _ in self.pools)
@@ -443,7 +458,8 @@ class LeaderIndex:
         owners, keys = self.owners, self.keys
         self.owners = [owners[i] for i in live.tolist()]
         self.keys = [keys[i] for i in live.tolist()]
-        if len(self._part_ids) > 4 * n + 1024:  # forget partitions nobody uses any more
+        renumbered = len(self._part_ids) > 4 * n + 1024
+        if renumbered:  # forget partitions nobody uses any more
             self._part_ids = {}
             pids = [self.part_id(k) for k in self.keys]
             self.part[:n] = pids
@@ -453,5 +469,11 @@ class LeaderIndex:
         for row, g in enumerate(self.owners):
             g.row = row
         self.dead = 0
-        if self.table is not None:  # rows moved: file them again under their new numbers
+        if self.table is None:
+            return
+        if renumbered:  # the partitions (part of every table key) changed: file all again
             self.table.rebuild(self._table_keys(), self.part[:n], np.arange(n, dtype=np.int64))
+        else:  # rows moved: renumber them in the table
+            newpos = np.full(len(owners), -1, np.int64)
+            newpos[live] = np.arange(n, dtype=np.int64)
+            self.table.remap(newpos)

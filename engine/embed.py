@@ -286,6 +286,35 @@ class HashingEmbedder:
 
     __call__ = embed
 
+    def embed_profiled(self, texts: list[str]) -> tuple[np.ndarray, Any]:
+        """:meth:`embed`, and the key words of each text for the word index in the same
+        kernel pass (:class:`stratabatch.wordkeys.BatchProfiles`). ``texts`` are canonical
+        texts (:mod:`stratabatch.canon`): the key words are those of their words."""
+        from . import kernels
+        from .wordkeys import PRECHECK_MAX_WORDS, BatchProfiles, kernel_tables
+
+        n = len(texts)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        off = np.zeros(n, dtype=np.int64)
+        lens = np.zeros(n, dtype=np.int64)
+        if n == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return out, BatchProfiles(empty, empty, empty, off, lens)
+        if self._stop is None:
+            self._stop = _stop_hashes(self._stop_words)
+        raw = _normalized_batch(texts)
+        data = np.frombuffer(raw, dtype=np.uint8) if raw else _ONE_BYTE
+        # a text has at most one word per byte, and keeps at most PRECHECK_MAX_WORDS of them
+        cap = max(1, min(len(raw) + n, n * (PRECHECK_MAX_WORDS + 1)))
+        ranks = np.empty(cap, dtype=np.int64)
+        shapes = np.empty(cap, dtype=np.int64)
+        counts = np.empty(cap, dtype=np.int64)
+        common, ignorable, fillers, vocab = kernel_tables()
+        kernels.hashed_embed_profiled(data, len(raw), self._stop, self._weights, out, common,
+                                      ignorable, fillers, vocab, PRECHECK_MAX_WORDS, ranks,
+                                      shapes, counts, off, lens)
+        return out, BatchProfiles(ranks, shapes, counts, off, lens)
+
     def __repr__(self) -> str:
         return f"HashingEmbedder(name={self.name!r}, dim={self.dim})"
 

@@ -45,6 +45,7 @@ from .dedup import (
     exact_hashes,
     normalize_key,
     number_signature,
+    number_signatures,
     scope_of,
 )
 from .errors import HandlerError, InvalidRequestError
@@ -225,15 +226,25 @@ class Deduper:
         return bool(self.config.dedup_guards)
 
     def embed_requests(self, reqs: list[Request]) -> Any:
-        """Embed the texts of ``reqs`` (canonical texts with ``canonicalize``)."""
+        """Embed the texts of ``reqs`` (canonical texts with ``canonicalize``). Where the word
+        index serves and the embedder can (the default one), their key words come out of the
+        same kernel pass (``r.wprof``: see :meth:`profile_of`)."""
         texts: list[str] = [r.text for r in reqs]  # type: ignore[misc]
         if self.config.canonicalize:
             from .canon import canonical_batch
 
-            for r, toks in zip(reqs, canonical_batch(texts), strict=True):
+            texts = []
+            for r, toks in zip(reqs, canonical_batch([r.text for r in reqs]), strict=True):
                 r.canon = toks
-            texts = [" ".join(r.canon) for r in reqs]  # type: ignore[arg-type]
-        return self.embedder().embed(texts)
+                texts.append(" ".join(toks))
+        emb = self.embedder()
+        if self.config.canonicalize and hasattr(emb, "embed_profiled") and self.word_keyed():
+            mat, batch = emb.embed_profiled(texts)
+            for j, k in enumerate(batch.lens.tolist()):
+                if k >= 0:  # (else left to the Python reference, on first need)
+                    reqs[j].wprof = (batch, j)
+            return mat
+        return emb.embed(texts)
 
     def features_of(self, r: Request) -> Any:
         """The guard features of ``r``'s text (computed once), or None without text."""
@@ -273,8 +284,10 @@ class Deduper:
         return v
 
     def profile_of(self, r: Request) -> Any:
-        """The key words of ``r``'s text for the word index (computed once; by
-        :meth:`prepare` off the loop for large passes)."""
+        """The key words of ``r``'s text for the word index: a
+        :func:`~stratabatch.wordkeys.word_profile` list, or ``(batch, j)`` into the
+        :class:`~stratabatch.wordkeys.BatchProfiles` its embedding pass wrote (computed once;
+        by :meth:`prepare` off the loop for large passes)."""
         p = r.wprof
         if p is None:
             from .wordkeys import word_profile
@@ -328,9 +341,10 @@ class Deduper:
                     scope_of(r.payload, scope) if scope else b"", h, r.text is None))
             vectors: list[Any] | None = None
             if embed_ahead and c.guard_numbers:  # a regex over each text: off the loop too
-                for r in raw:
-                    if r.text is not None:
-                        r.numsig = number_signature(r.text)
+                texted = [r for r in raw if r.text is not None]
+                for r, sig in zip(texted, number_signatures([r.text for r in texted]),
+                                  strict=True):
+                    r.numsig = sig
             if embed_ahead and self._embeds():
                 seen: set[Any] = set()
                 idx: list[int] = []
@@ -451,6 +465,19 @@ class Deduper:
             return (s, number_signature(req.text) if sig is None else sig)
         return (s, None)
 
+    def _part_keys(self, reqs: list[Request]) -> list[Any]:
+        """:meth:`_part_key` of each request, the number signatures of a batch at once."""
+        c = self.config
+        if c.guard_numbers:
+            todo = [r for r in reqs if r.numsig is None and r.text is not None]
+            if todo:
+                for r, sig in zip(todo, number_signatures([r.text for r in todo]),
+                                  strict=True):
+                    r.numsig = sig
+            if not c.dedup_scope:
+                return [(b"", r.numsig) for r in reqs]  # (None for a request without text)
+        return [self._part_key(r) for r in reqs]
+
     def _custom_stage(self, fresh: list[Request]) -> None:
         c = self.config
         fn = c.dedup_function
@@ -537,7 +564,7 @@ class Deduper:
             return
         if index.dim is None:
             index.dim = len(vectors[0])
-        keys = [self._part_key(r) for r in ok]
+        keys = self._part_keys(ok)
         threshold = float(self.threshold())
         profiles: list[Any] | None = None
         if self.word_keyed():

@@ -81,12 +81,14 @@ __all__ = [
 # -------------------------------------------------------------------------------------------
 
 _IGNORABLE = frozenset(("a", "an", "the", "of", "also", "now", "currently"))
-# fillers of 5+ letters by (first letter, length of a word that may be a typo of them)
+IGNORABLE_WORDS = _IGNORABLE  # (a word one side lacks that is never a reason to refuse)
+# the fillers a word one side lacks may be a typo of (and then be ignorable): 5+ letters
+TYPO_FILLERS: tuple[str, ...] = tuple(sorted(f for f in FILLER_WORDS if len(f) >= 5))
+# by (first letter, length of a word that may be a typo of them)
 _FILLERS_BY_START: dict[tuple[str, int], list[str]] = {}
-for _f in sorted(FILLER_WORDS):
-    if len(_f) >= 5:
-        for _n in (len(_f) - 1, len(_f), len(_f) + 1):
-            _FILLERS_BY_START.setdefault((_f[0], _n), []).append(_f)
+for _f in TYPO_FILLERS:
+    for _n in (len(_f) - 1, len(_f), len(_f) + 1):
+        _FILLERS_BY_START.setdefault((_f[0], _n), []).append(_f)
 
 _OPPOSITES: dict[str, frozenset[str]] = {}
 for _a, _b in OPPOSITE_PAIRS:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from itertools import chain
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -536,6 +536,53 @@ def _insert(slots, ents, state, h, row, w0):
 
 
 @njit(cache=True)
+def _remap_table(slots, ents, newpos):
+    """Renumber the rows filed in a table after the leader matrix was compacted: row r
+    becomes newpos[r], and rows with newpos -1 (dead) leave. One pass over the table in
+    memory order, instead of filing every live row again (random probes of a table of tens
+    of MB). Each key keeps its rows in their order; overflow entries freed on the way stay
+    unused until the next rebuild."""
+    for s in range(slots.shape[0]):
+        head = slots[s, 0]
+        if head == 0:
+            continue
+        c = np.int64(head & _NIL32)
+        w = 0  # live rows written back so far, in order: the inline places, then the chain
+        wentry = slots[s, 1]  # the chain entry the next overflow row goes to
+        last = _NIL32
+        e = slots[s, 1]
+        k = 0
+        while True:
+            if k < c:
+                row = np.int64(slots[s, 2 + 2 * k])
+                w0 = slots[s, 3 + 2 * k]
+                k += 1
+            elif e != _NIL32:
+                row = np.int64(ents[e, 0] & _NIL32)
+                w0 = ents[e, 1]
+                e = ents[e, 0] >> np.uint64(32)
+            else:
+                break
+            nr = newpos[row]
+            if nr < 0:
+                continue
+            if w < _INLINE:
+                slots[s, 2 + 2 * w] = np.uint64(nr)
+                slots[s, 3 + 2 * w] = w0
+            else:  # (wentry trails the entry just read: nothing unread is overwritten)
+                ents[wentry, 0] = np.uint64(nr) | (ents[wentry, 0] & ~_NIL32)
+                ents[wentry, 1] = w0
+                last = wentry
+                wentry = ents[wentry, 0] >> np.uint64(32)
+            w += 1
+        slots[s, 0] = (head & ~_NIL32) | np.uint64(min(w, _INLINE))
+        if w <= _INLINE:
+            slots[s, 1] = _NIL32
+        else:
+            ents[last, 0] = (ents[last, 0] & _NIL32) | (_NIL32 << np.uint64(32))
+
+
+@njit(cache=True)
 def _file_row(words, part, band_pos, row, slots, ents, state):
     """File ``row`` under each of its band values (capacity is the caller's job)."""
     pid = part[row]
@@ -749,6 +796,11 @@ class _Table:
         if len(rows):
             self._file(keys, part, np.ascontiguousarray(rows, np.int64))
 
+    def remap(self, newpos: np.ndarray) -> None:
+        """Rows were renumbered (row r is now ``newpos[r]``; -1: gone): see
+        :func:`_remap_table`. Their keys must not have changed."""
+        _remap_table(self.slots, self.ents, newpos)
+
     def file(self, keys: np.ndarray, part: np.ndarray, rows: list[int] | np.ndarray) -> None:
         """File ``rows`` (new leaders). A full table is rebuilt instead, from every live
         leader (``part >= 0``, ``rows`` among them)."""
@@ -868,28 +920,71 @@ def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
                 t += 1
 
 
-def word_rows(profiles: list[list[int]], pools: tuple[np.ndarray, ...], used: int,
+def profile_entries(profiles: list[Any]) -> int:
+    """How many pool entries the key words of ``profiles`` take (see :func:`word_rows`)."""
+    n = 0
+    for p in profiles:
+        n += int(p[0].lens[p[1]]) if type(p) is tuple else len(p) // 3
+    return n
+
+
+@njit(cache=True)
+def _copy_profiles(br, bs, bc, boff, blen, js, dest, wr, wi, wc, woff):
+    """Rows dest[t] get the key words of text js[t] of a BatchProfiles, at woff[dest[t]]."""
+    for t in range(js.shape[0]):
+        j = js[t]
+        a = boff[j]
+        o = woff[dest[t]]
+        for u in range(blen[j]):
+            wr[o + u] = br[a + u]
+            wi[o + u] = bs[a + u]
+            wc[o + u] = bc[a + u]
+
+
+def word_rows(profiles: list[Any], pools: tuple[np.ndarray, ...], used: int,
               rows: tuple[np.ndarray, ...], out: np.ndarray, start: int) -> int:
-    """Store the key words of new rows ``start ..`` (one
-    :func:`~stratabatch.wordkeys.word_profile` each) in ``pools`` (ranks, shapes, counts) from
-    ``used`` on (the caller makes room), sorted by rank; set their ``rows`` entries (offset,
-    distinct words, total count); write their word keys to ``out``. Returns the pools' new
-    fill."""
+    """Store the key words of new rows ``start ..`` in ``pools`` (ranks, shapes, counts)
+    from ``used`` on, in row order (the caller makes room: :func:`profile_entries`), sorted
+    by rank; set their ``rows`` entries (offset, distinct words, total count); write their
+    word keys to ``out``. Returns the pools' new fill.
+
+    A row's key words are a :func:`~stratabatch.wordkeys.word_profile` list, or ``(batch,
+    j)``: text ``j`` of a :class:`~stratabatch.wordkeys.BatchProfiles` (copied by one kernel
+    call per batch)."""
     wr, wi, wc = pools
     woff, wlen, wtot = rows
-    lens = [len(p) // 3 for p in profiles]
     m = len(profiles)
-    total = sum(lens)
+    batches: dict[int, tuple[Any, list[int], list[int]]] = {}
+    lens: list[int] = []
+    plain: list[tuple[int, list[int]]] = []
+    for i, p in enumerate(profiles):
+        if type(p) is tuple:
+            b, j = p
+            g = batches.get(id(b))
+            if g is None:
+                g = batches[id(b)] = (b, [], [])
+            g[1].append(j)
+            g[2].append(start + i)
+            lens.append(int(b.lens[j]))
+        else:
+            plain.append((start + i, p))
+            lens.append(len(p) // 3)
     if m:
-        woff[start:start + m] = used + np.cumsum([0] + lens[:-1])
+        ends = np.cumsum(lens)
+        woff[start:start + m] = used + ends - lens
         wlen[start:start + m] = lens
-    if total:
-        flat = np.fromiter(chain.from_iterable(profiles), np.int64, 3 * total).reshape(total, 3)
-        wr[used:used + total] = flat[:, 0]
-        wi[used:used + total] = flat[:, 1]
-        wc[used:used + total] = flat[:, 2]
+        for b, js, dest in batches.values():
+            _copy_profiles(b.ranks, b.shapes, b.counts, b.off, b.lens,
+                           np.array(js, np.int64), np.array(dest, np.int64), wr, wi, wc, woff)
+        for row, p in plain:
+            o = int(woff[row])
+            k = len(p) // 3
+            wr[o:o + k] = p[0::3]
+            wi[o:o + k] = p[1::3]
+            wc[o:o + k] = p[2::3]
+        used += int(ends[-1])
     _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, EMPTY_KEY, SINGLE_KEY)
-    return used + total
+    return used
 
 
 @njit(cache=True)

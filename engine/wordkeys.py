@@ -39,8 +39,17 @@ word on the other side that could be its typo (:func:`may_pass_residue`). The ca
 producers check that in numba from each row's ranks and word shapes (:func:`word_shape`)
 right after the cosine, so only pairs the guards might accept reach them.
 
-The order is fixed for a process (Python's string hash, cached per word), which is all the
-guarantee needs: keys never leave the process.
+**Where the key words are computed.** For the default embedder they come out of the same
+numba pass that embeds the canonical text (:func:`stratabatch.kernels.hashed_embed_profiled`,
+through :meth:`stratabatch.embed.HashingEmbedder.embed_profiled`): a text's words are already
+split and hashed there, so its key words cost a sort of a few ints instead of ~3-5 us of Python
+a request. Two kinds of text are left to :func:`word_profile`, the Python reference the kernel
+is tested against: one with a non-ASCII word (its shape needs ``str.isalpha``) and one with a
+word that may be a mistyped filler (whether it is one, and so ignorable, is the guards' typo
+rule, dictionary included).
+
+The order is fixed: a word's rank is the embedder's 64-bit word hash
+(:func:`stratabatch.kernels.word_hashes`), which is all the guarantee needs.
 """
 
 from __future__ import annotations
@@ -49,8 +58,11 @@ import heapq
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 __all__ = [
     "COMMON_WORDS",
+    "BatchProfiles",
     "PRECHECK_MAX_WORDS",
     "WORD_KEYS",
     "may_be_typos",
@@ -111,6 +123,16 @@ def word_shape(word: str) -> int:
     return mask | (min(len(word), 0xFFFF) << 32) | (word.isalpha() << 48)
 
 
+def word_hash(words: Sequence[str]) -> np.ndarray:
+    """The embedder's 64-bit hash of each (canonical) word, as uint64: what ranks words."""
+    from .kernels import word_hashes
+
+    raw = [w.encode("utf-8", "surrogatepass") for w in words]
+    ends = np.cumsum(np.array([len(r) for r in raw], dtype=np.int64))
+    data = np.frombuffer(b"".join(raw) or b"\0", dtype=np.uint8)
+    return word_hashes(data, ends - np.array([len(r) for r in raw], dtype=np.int64), ends)
+
+
 def _profile_of(word: str) -> tuple[int, int]:
     """(rank, shape) of a word; rank 0: not a key word (see the module docstring)."""
     p = _cache.get(word)
@@ -118,7 +140,7 @@ def _profile_of(word: str) -> tuple[int, int]:
         if _ignorable(word):
             p = (0, 0)
         else:
-            r = (hash(word) & _LOW) | 1
+            r = (int(word_hash([word])[0]) & _LOW) | 1
             if len(word) < 3 or word in COMMON_WORDS:
                 r |= _COMMON_BIT
             p = (r, word_shape(word))
@@ -155,6 +177,57 @@ def word_profile(tokens: Sequence[str]) -> list[int]:
         if r:
             out += (r, shape, c)
     return out
+
+
+class BatchProfiles:
+    """The key words of a batch of texts, as the embedding kernel wrote them: text ``j``'s
+    (rank, shape, count) triples are ``ranks/shapes/counts[off[j] : off[j] + lens[j]]``;
+    ``lens[j] == -1`` for a text left to :func:`word_profile`. A request refers to its text's
+    entry as ``(batch, j)`` (:func:`stratabatch.index.word_rows` reads either form)."""
+
+    __slots__ = ("ranks", "shapes", "counts", "off", "lens")
+
+    def __init__(self, ranks: np.ndarray, shapes: np.ndarray, counts: np.ndarray,
+                 off: np.ndarray, lens: np.ndarray) -> None:
+        self.ranks = ranks
+        self.shapes = shapes
+        self.counts = counts
+        self.off = off
+        self.lens = lens
+
+    def as_list(self, j: int) -> list[int] | None:
+        """Text ``j``'s key words as :func:`word_profile` gives them (None: left to it)."""
+        k = int(self.lens[j])
+        if k < 0:
+            return None
+        a = int(self.off[j])
+        return [int(x) for t in range(a, a + k)
+                for x in (self.ranks[t], self.shapes[t], self.counts[t])]
+
+
+_tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def kernel_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`stratabatch.kernels.hashed_embed_profiled` needs to rank words as
+    :func:`word_profile` does: the sorted hashes of :data:`COMMON_WORDS` and of the guards'
+    ignorable words, one row per filler a typo may stand for (first letter, length, letter
+    bits, whether it is a dictionary word, then its letters), and the sorted hashes of the
+    guards' dictionary."""
+    global _tables
+    if _tables is None:
+        from .guards import IGNORABLE_WORDS, TYPO_FILLERS, _dictionary
+
+        vocab = _dictionary()
+        width = max(len(f) for f in TYPO_FILLERS)
+        fillers = np.zeros((len(TYPO_FILLERS), 4 + width), dtype=np.int64)
+        for i, f in enumerate(TYPO_FILLERS):
+            fillers[i, :4] = (ord(f[0]), len(f), word_shape(f) & 0xFFFFFFFF, f in vocab)
+            fillers[i, 4:4 + len(f)] = [ord(c) for c in f]
+        _tables = (np.unique(word_hash(sorted(COMMON_WORDS))),
+                   np.unique(word_hash(sorted(IGNORABLE_WORDS))), fillers,
+                   np.unique(word_hash(sorted(vocab))))
+    return _tables
 
 
 def _triples(profile: list[int]) -> list[tuple[int, int, int]]:

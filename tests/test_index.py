@@ -355,3 +355,59 @@ async def test_running_leaders_leave_the_index_when_their_batch_finishes():
         assert await later == "A:opening hours today"  # new work, not the old answer
     assert gate.items == ["Opening hours today?", "opening hours today"]
 
+
+
+def _table_contents(t) -> dict[int, list[int]]:
+    """Key tag -> its rows in chain order (inline first, then the overflow chain)."""
+    from stratabatch.index import _NIL32
+
+    out = {}
+    for s in range(t.slots.shape[0]):
+        head = int(t.slots[s, 0])
+        if head == 0:
+            continue
+        rows = [int(t.slots[s, 2 + 2 * u]) for u in range(head & 0xFFFFFFFF)]
+        e = int(t.slots[s, 1])
+        while e != int(_NIL32):
+            rows.append(int(t.ents[e, 0]) & 0xFFFFFFFF)
+            e = int(t.ents[e, 0]) >> 32
+        out[head >> 32] = rows
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_table_renumbered_after_compaction_holds_what_a_rebuild_would(seed) -> None:
+    """Compaction renumbers the leader rows; the table renumbers its entries in one pass
+    instead of filing every live row again. Per key it must hold exactly the live rows, under
+    their new numbers, in the order they had (keys shared by many rows: long chains)."""
+    from stratabatch.index import WordTable
+    from stratabatch.wordkeys import WORD_KEYS
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    wk = np.zeros((n, WORD_KEYS), np.uint64)
+    wk[:, :6] = rng.integers(1, 40, (n, 6)).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    part = rng.integers(0, 3, n).astype(np.int64)
+    t = WordTable()
+    t.rebuild(wk, part, np.arange(n), room=0)
+    before = _table_contents(t)
+    assert max(len(v) for v in before.values()) > 100  # chains far past the inline places
+    live = np.flatnonzero(rng.random(n) < 0.4)
+    newpos = np.full(n, -1, np.int64)
+    newpos[live] = np.arange(len(live))
+    t.remap(newpos)
+    after = _table_contents(t)
+    want = {k: [int(newpos[r]) for r in rows if newpos[r] >= 0] for k, rows in before.items()}
+    assert after == want
+    fresh = WordTable()
+    fresh.rebuild(wk[live], part[live], np.arange(len(live)), room=0)
+    rebuilt = _table_contents(fresh)
+    assert {k: sorted(v) for k, v in rebuilt.items()} == \
+        {k: sorted(v) for k, v in after.items() if v}
+    # and it keeps filing: new rows after the renumbered ones land in the same keys
+    t.file(np.concatenate([wk[live], wk[:5]]), np.concatenate([part[live], part[:5]]),
+           np.arange(len(live), len(live) + 5))
+    grown = _table_contents(t)
+    for j in range(5):
+        filed = sum(rows.count(len(live) + j) for rows in grown.values())
+        assert filed == 6  # (a key it has twice files it twice)
