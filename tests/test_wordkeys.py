@@ -62,6 +62,95 @@ def test_the_batch_kernel_gives_the_reference_keys() -> None:
         assert wtot[2 + j] == sum(c for _, _, c in prof)
 
 
+def _odd_texts() -> list[str]:
+    """Texts whose key words are easy to get wrong: fillers and their typos (ignorable or
+    not: "than" is a dictionary word one edit from "thank"), articles, digits stuck to
+    letters, non-ASCII words, repeats, and documents past PRECHECK_MAX_WORDS."""
+    return ["", "   ", "?!", "hello", "thanks", "thank you", "plaese help me", "thnaks a lot",
+            "is a cat bigger than a dog", "really realy reallly", "actualy i want the refund",
+            "basicaly how do i reset", "a an the of also now currently", "order 66a and b2b",
+            "café crème brûlée", "naïve approach to the résumé", "Straße", "日本語 の テキスト",
+            "x" * 300, "go go go go go stop", "the the the quick quick fox",
+            " ".join(f"w{i}x" for i in range(PRECHECK_MAX_WORDS + 7)),
+            " ".join(f"w{i}x" for i in range(PRECHECK_MAX_WORDS - 2)) + " plaese",
+            " ".join(["zorblax"] * 2000)]
+
+
+def _labelled_texts() -> list[str]:
+    out = []
+    for name in ("dedup_pairs.jsonl", "guard_pairs.jsonl"):
+        for line in (DATA / name).read_text().splitlines():
+            if line:
+                out += [v for v in json.loads(line).values() if isinstance(v, str)]
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(
+    ["please", "plese", "thanks", "thnaks", "than", "thank", "really", "realy", "the", "a",
+     "of", "now", "helo", "hello", "help", "kettle", "ketle", "refund", "why", "x", "ab",
+     "order", "42", "café", "naïve", "actually", "acutally", "basically", "regards"]),
+    max_size=12).map(" ".join), min_size=1, max_size=20))
+def test_the_embedding_kernel_gives_the_reference_key_words_on_random_texts(texts) -> None:
+    _check_kernel_profiles(texts)
+
+
+def test_the_embedding_kernel_gives_the_reference_key_words() -> None:
+    """The key words computed in the embedding pass equal word_profile's, for every text it
+    does itself (the others are left to word_profile: a non-ASCII word, or one that may be a
+    mistyped filler); its vectors equal embed()'s; and word_rows stores either form alike."""
+    texts = _labelled_texts() + _odd_texts()
+    done = _check_kernel_profiles(texts)
+    assert done >= 0.98 * len(texts)  # the reference is the exception, not the rule
+
+
+def _near_filler(w: str) -> bool:
+    """Whether ``w`` is a filler of 5+ letters, or one edit from one (two from 8 letters)."""
+    from stratabatch.guards import TYPO_FILLERS, _osa_distance
+
+    return w.isalpha() and len(w) >= 4 and any(
+        f[0] == w[0] and abs(len(f) - len(w)) <= 1
+        and _osa_distance(w, f, 2 if min(len(f), len(w)) >= 8 else 1)
+        <= (2 if min(len(f), len(w)) >= 8 else 1) for f in TYPO_FILLERS)
+
+
+def _check_kernel_profiles(texts: list[str]) -> int:
+    emb = default_embedder()
+    canon = [" ".join(t) for t in canonical_batch(texts)]
+    mat, batch = emb.embed_profiled(canon)
+    assert np.array_equal(mat, emb.embed(canon))
+    done = 0
+    mixed = []
+    for j, text in enumerate(texts):
+        got = batch.as_list(j)
+        want = word_profile(canon[j].split())
+        if got is None:
+            assert any(not w.isascii() or _near_filler(w) for w in canon[j].split()), text
+            mixed.append(want)
+            continue
+        done += 1
+        assert _triples(got) == _triples(want), text
+        mixed.append((batch, j) if j % 2 else want)
+    # word_rows: kernel entries and reference lists in one call store the same rows
+    out_a = np.zeros((len(texts), WORD_KEYS), np.uint64)
+    out_b = np.zeros((len(texts), WORD_KEYS), np.uint64)
+    ref = [p if isinstance(p, list) else batch.as_list(p[1]) for p in mixed]
+    from stratabatch.index import profile_entries
+
+    for profiles, out in ((mixed, out_a), (ref, out_b)):
+        total = profile_entries(profiles)
+        assert total == sum(len(p) // 3 for p in ref)
+        pools = tuple(np.zeros(total + 1, np.int64) for _ in range(3))
+        rows = tuple(np.zeros(len(texts), np.int64) for _ in range(3))
+        assert word_rows(profiles, pools, 1, rows, out, 0) == total + 1
+        if out is out_a:
+            first = (pools, rows)
+    assert np.array_equal(out_a, out_b)
+    for a, b in zip(first[0] + first[1], pools + rows, strict=True):
+        assert np.array_equal(a, b)
+    return done
+
+
 def _pools(texts, out):
     """The index's word data of ``texts`` as rows 2 .. (rows 0, 1 without key words): the
     pools (ranks, shapes, counts) and the rows' (offset, distinct words, total)."""
