@@ -30,12 +30,14 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 from .embed import _CANNOT, _CONTRACTIONS, _punctuation_table
 
 __all__ = [
     "FILLER_WORDS",
     "canonical_batch",
+    "canonical_texts",
     "canonical_text",
     "canonical_tokens",
     "explain_canonical",
@@ -235,6 +237,8 @@ def _contractions_where_needed(s: str) -> str:
 def _normalized_parts(texts: Sequence[str]) -> list[str]:
     """Each text normalized as the hashing embedder normalizes it (one pass over the batch,
     or two: the ASCII texts by byte tables, the others by the Unicode path)."""
+    if not texts:
+        return []
     if len(texts) == 1:
         joined = texts[0].replace(_SEP, " ")
     else:
@@ -242,9 +246,13 @@ def _normalized_parts(texts: Sequence[str]) -> list[str]:
         if joined.count(_SEP) != len(texts) - 1:
             joined = _SEP.join(t.replace(_SEP, " ") for t in texts)
     if joined.isascii():
-        parts = _ascii_normalized(joined).split(_SEP) if len(texts) > 1 else \
-            [_ascii_normalized(joined)]
-    elif len(texts) == 1:
+        # digits split from letters over the whole batch: the separator is whitespace to the
+        # pattern, so no split crosses from one text to the next
+        s = _ascii_normalized(joined)
+        if _HAS_DIGIT.search(s):
+            s = _DIGIT_LETTER.sub(" ", s)
+        return s.split(_SEP) if len(texts) > 1 else [s]
+    if len(texts) == 1:
         parts = [_unicode_normalized(joined)]
     else:
         parts = joined.split(_SEP)
@@ -370,6 +378,49 @@ def _tokens_of(part: str, trace: list[tuple[str, str, str]] | None = None) -> li
         if _SPELLING.keys().isdisjoint(words):
             return words
     return _rewrite(words, trace)
+
+
+_rules: tuple[Any, Any] | None = None
+
+
+def _rule_tables() -> tuple[Any, Any]:
+    """Sorted hashes of the words and word pairs that make a text go through the token passes
+    (as :func:`stratabatch.kernels.rule_flags` hashes them)."""
+    global _rules
+    if _rules is None:
+        import numpy as np
+
+        from .kernels import pair_hashes
+        from .wordkeys import word_hash
+
+        heads = sorted(_HEAD_PAIRS)
+        _rules = (np.unique(word_hash(sorted(_SPECIAL | _SPELLING.keys()))),
+                  np.unique(pair_hashes(word_hash([a for a, _ in heads]),
+                                        word_hash([b for _, b in heads]))))
+    return _rules
+
+
+def canonical_texts(texts: Sequence[str]) -> list[str]:
+    """The canonical text of each text: :func:`canonical_batch`'s words, apart by spaces
+    (maybe more than one).
+
+    One numba pass over the normalized batch finds the texts that hold a word or word pair
+    some rule rewrites (:func:`stratabatch.kernels.rule_flags`); only those go through the
+    token passes in Python. The others are canonical as normalized (~2 us a text less).
+    """
+    import numpy as np
+
+    from .kernels import rule_flags
+
+    parts = _normalized_parts(texts)
+    if not parts:
+        return []
+    data = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+    flags = np.empty(len(parts), dtype=np.bool_)
+    words, pairs = _rule_tables()
+    rule_flags(np.frombuffer(data or b"\0", dtype=np.uint8), len(data), words, pairs, flags)
+    return [" ".join(_rewrite(p.split(), None)) if f else p
+            for p, f in zip(parts, flags.tolist(), strict=True)]
 
 
 def canonical_batch(texts: Sequence[str]) -> list[list[str]]:

@@ -203,6 +203,11 @@ class Core:
             if need[1]:
                 emb = self._dedup.embedder()
                 emb.embed(["warm up", "warm-up"])
+                if hasattr(emb, "embed_profiled"):  # (its word tables load the dictionary)
+                    emb.embed_profiled(["warm up", "warm-up"])
+                from .canon import canonical_texts
+
+                canonical_texts(["warm up", "hi there"])
                 index.warm_up()
         except BaseException as e:  # reported on the loop: the next dedup pass fails with it
             error = e

@@ -59,6 +59,7 @@ __all__ = ["Deduper", "GroupOps", "Prepared", "VetoRecord"]
 _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
 _SIM_SLACK = 1e-6  # float rounding: a similarity of 1.0000001 is 1.0
+_NO_NUMBERS: tuple[bytes, tuple[str, ...]] = (b"", ())  # the partition of most texts: shared
 
 
 class GroupOps(Protocol):
@@ -231,12 +232,11 @@ class Deduper:
         same kernel pass (``r.wprof``: see :meth:`profile_of`)."""
         texts: list[str] = [r.text for r in reqs]  # type: ignore[misc]
         if self.config.canonicalize:
-            from .canon import canonical_batch
+            from .canon import canonical_texts
 
-            texts = []
-            for r, toks in zip(reqs, canonical_batch([r.text for r in reqs]), strict=True):
-                r.canon = toks
-                texts.append(" ".join(toks))
+            texts = canonical_texts(texts)
+            for r, t in zip(reqs, texts, strict=True):
+                r.canon = t
         emb = self.embedder()
         if self.config.canonicalize and hasattr(emb, "embed_profiled") and self.word_keyed():
             mat, batch = emb.embed_profiled(texts)
@@ -255,12 +255,11 @@ class Deduper:
                 from .guards import Features
 
                 self._features_cls = Features
-            toks = r.canon
-            if toks is None:
-                from .canon import canonical_batch
+            if r.canon is None:
+                from .canon import canonical_texts
 
-                toks = r.canon = canonical_batch([r.text])[0]
-            f = r.features = Features(r.text, toks)
+                r.canon = canonical_texts([r.text])[0]
+            f = r.features = Features(r.text, r.canon.split())
         return f
 
     def veto(self, r: Request, leader: Request, similarity: float) -> Any:
@@ -292,8 +291,9 @@ class Deduper:
         if p is None:
             from .wordkeys import word_profile
 
-            toks = r.canon  # (the canonical words the embedder saw; else the guards' own)
-            p = r.wprof = word_profile(self.features_of(r).tokens if toks is None else toks)
+            canon = r.canon  # (the canonical text the embedder saw; else the guards' words)
+            p = r.wprof = word_profile(self.features_of(r).tokens if canon is None
+                                       else canon.split())
         return p
 
     def word_keyed(self) -> bool:
@@ -474,8 +474,8 @@ class Deduper:
                 for r, sig in zip(todo, number_signatures([r.text for r in todo]),
                                   strict=True):
                     r.numsig = sig
-            if not c.dedup_scope:
-                return [(b"", r.numsig) for r in reqs]  # (None for a request without text)
+            if not c.dedup_scope:  # (numsig None for a request without text)
+                return [_NO_NUMBERS if r.numsig == () else (b"", r.numsig) for r in reqs]
         return [self._part_key(r) for r in reqs]
 
     def _custom_stage(self, fresh: list[Request]) -> None:

@@ -923,8 +923,17 @@ def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
 def profile_entries(profiles: list[Any]) -> int:
     """How many pool entries the key words of ``profiles`` take (see :func:`word_rows`)."""
     n = 0
+    batches: dict[int, tuple[Any, list[int]]] = {}
     for p in profiles:
-        n += int(p[0].lens[p[1]]) if type(p) is tuple else len(p) // 3
+        if type(p) is tuple:
+            g = batches.get(id(p[0]))
+            if g is None:
+                g = batches[id(p[0])] = (p[0], [])
+            g[1].append(p[1])
+        else:
+            n += len(p) // 3
+    for b, js in batches.values():
+        n += int(b.lens[js].sum())
     return n
 
 
@@ -954,6 +963,19 @@ def word_rows(profiles: list[Any], pools: tuple[np.ndarray, ...], used: int,
     wr, wi, wc = pools
     woff, wlen, wtot = rows
     m = len(profiles)
+    if m and type(profiles[0]) is tuple:  # the common case: all from one embedding pass
+        b = profiles[0][0]
+        js = [p[1] if type(p) is tuple and p[0] is b else -1 for p in profiles]
+        if -1 not in js:
+            idx = np.array(js, np.int64)
+            lens = b.lens[idx]
+            ends = np.cumsum(lens)
+            woff[start:start + m] = used + ends - lens
+            wlen[start:start + m] = lens
+            _copy_profiles(b.ranks, b.shapes, b.counts, b.off, b.lens, idx,
+                           np.arange(start, start + m, dtype=np.int64), wr, wi, wc, woff)
+            _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, EMPTY_KEY, SINGLE_KEY)
+            return used + int(ends[-1])
     batches: dict[int, tuple[Any, list[int], list[int]]] = {}
     lens: list[int] = []
     plain: list[tuple[int, list[int]]] = []

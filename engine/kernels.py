@@ -910,3 +910,58 @@ def hashed_embed_profiled(data, size, stop_hashes, weights, out, common, ignorab
         if w > 0:
             used += w
     return used
+
+
+# --------------------------------------------------------------------------------------------
+# Which texts a canonical rewrite may touch (stratabatch.canon), for a whole batch at once
+# --------------------------------------------------------------------------------------------
+
+_SEED_PAIR = np.uint64(0x706169725F6B6579)
+
+
+@njit(cache=True)
+def _pair_hash(h1, h2):
+    return _fmix(h1 ^ _rotl(h2, 23) ^ _SEED_PAIR)
+
+
+@njit(cache=True)
+def pair_hashes(h1, h2):
+    """The hash rule_flags gives the word pair (h1[i], h2[i]) (word hashes: word_hashes)."""
+    out = np.empty(h1.shape[0], dtype=np.uint64)
+    for i in range(h1.shape[0]):
+        out[i] = _pair_hash(h1[i], h2[i])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def rule_flags(data, size, words, pairs, flags):
+    """flags[i] = whether text i of data[:size] (UTF-8, 0x1F between texts, normalized: words
+    apart by spaces) has a word whose hash is in the sorted ``words`` or two words side by side
+    whose pair hash is in the sorted ``pairs``."""
+    n = flags.shape[0]
+    if n == 0:
+        return
+    starts, ends = _text_bounds(data, size, n)
+    longest = 1
+    for i in range(n):
+        longest = max(longest, ends[i] - starts[i])
+    cps = np.empty(longest + 1, dtype=np.int32)
+    for i in range(n):
+        flags[i] = False
+        m = _decode_utf8(data, starts[i], ends[i], cps)
+        prev = np.uint64(0)
+        have_prev = False
+        q = 0
+        while q < m:
+            if cps[q] <= 32:
+                q += 1
+                continue
+            a = q
+            while q < m and cps[q] > 32:
+                q += 1
+            h = _word_hash(cps, a, q)
+            if _is_stop(h, words) or (have_prev and _is_stop(_pair_hash(prev, h), pairs)):
+                flags[i] = True
+                break
+            prev = h
+            have_prev = True

@@ -33,8 +33,9 @@ class Request:
         merged_with: Set by the core when the outcome is delivered: the request whose handler
             item answered this one, or None if this one went to the handler itself (or never
             reached a group).
-        canon: The canonical words of ``text`` (:mod:`stratabatch.canon`), set when it is
-            embedded or first judged by a guard; None before.
+        canon: The canonical text of ``text`` (:func:`stratabatch.canon.canonical_texts`:
+            its canonical words apart by spaces), set when it is embedded or first judged by a
+            guard; None before.
         features: Its guard features (:class:`stratabatch.guards.Features`), computed the
             first time a guard reads it; None before.
     """
@@ -69,7 +70,7 @@ class Request:
         self.size = size
         self.merged_with: Request | None = None
         self.numsig: Any = None  # the number guard's key, when computed off the loop
-        self.canon: list[str] | None = None  # canonical words of text (stratabatch.canon)
+        self.canon: str | None = None  # canonical text of text (stratabatch.canon)
         self.features: Any = None  # guard features of text, computed on first need
         self.wprof: Any = None  # its key words for the word index, when computed off the loop
 

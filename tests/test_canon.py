@@ -95,3 +95,31 @@ def test_the_fast_paths_give_what_the_full_passes_give(words):
     from stratabatch.canon import _rewrite
 
     assert _rewrite(list(words), None) == _rewrite(list(words), [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_WORDS + ["zebra", "Café", "6am", "x\x1fy", "wi",
+                                                   "fi", "e-mail", "won't", "HELLO"]),
+                         max_size=10).map(" ".join), min_size=1, max_size=12))
+def test_canonical_texts_hold_the_canonical_words(texts):
+    """The batch path the embedder uses (a numba pass picks the texts a rule may touch) gives
+    every text the words canonical_batch gives it."""
+    from stratabatch.canon import canonical_texts
+
+    assert [t.split() for t in canonical_texts(texts)] == canonical_batch(texts)
+
+
+def test_canonical_texts_of_the_labelled_pairs_hold_the_canonical_words():
+    import json
+    from pathlib import Path
+
+    from stratabatch.canon import canonical_texts
+
+    texts = []
+    for name in ("dedup_pairs.jsonl", "guard_pairs.jsonl"):
+        for line in (Path(__file__).parent / "data" / name).read_text().splitlines():
+            if line:
+                texts += [v for v in json.loads(line).values() if isinstance(v, str)]
+    texts += ["", "Ｈｅｌｌｏ, how can I reset it?", "order no 4521 pls", "x" * 5000]
+    assert [t.split() for t in canonical_texts(texts)] == canonical_batch(texts)
+    assert canonical_texts([]) == [] == canonical_batch([])

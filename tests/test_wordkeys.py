@@ -148,6 +148,18 @@ def _check_kernel_profiles(texts: list[str]) -> int:
     assert np.array_equal(out_a, out_b)
     for a, b in zip(first[0] + first[1], pools + rows, strict=True):
         assert np.array_equal(a, b)
+    # all from one embedding pass (word_rows' fast path) against the reference lists
+    js = [j for j in range(len(texts)) if batch.as_list(j) is not None]
+    stored = []
+    for profiles in ([(batch, j) for j in js], [batch.as_list(j) for j in js]):
+        total = profile_entries(profiles)
+        pools = tuple(np.zeros(total + 3, np.int64) for _ in range(3))
+        rows = tuple(np.zeros(len(js) + 1, np.int64) for _ in range(3))
+        out = np.zeros((len(js) + 1, WORD_KEYS), np.uint64)
+        assert word_rows(profiles, pools, 3, rows, out, 1) == total + 3
+        stored.append([*pools, *rows, out])
+    for a, b in zip(*stored, strict=True):
+        assert np.array_equal(a, b)
     return done
 
 
