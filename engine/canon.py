@@ -234,6 +234,12 @@ def _contractions_where_needed(s: str) -> str:
     return _SEP.join(parts)
 
 
+# Up to this many characters, digits are split from letters by one regex call over the whole
+# batch; larger batches (long documents, in a worker thread) take one call per text, so that
+# the GIL, which one regex call holds throughout, comes free between texts for the event loop.
+_WHOLE_BATCH_MAX = 1 << 16
+
+
 def _normalized_parts(texts: Sequence[str]) -> list[str]:
     """Each text normalized as the hashing embedder normalizes it (one pass over the batch,
     or two: the ASCII texts by byte tables, the others by the Unicode path)."""
@@ -245,14 +251,17 @@ def _normalized_parts(texts: Sequence[str]) -> list[str]:
         joined = _SEP.join(texts)
         if joined.count(_SEP) != len(texts) - 1:
             joined = _SEP.join(t.replace(_SEP, " ") for t in texts)
-    if joined.isascii():
+    if joined.isascii() and len(joined) <= _WHOLE_BATCH_MAX:
         # digits split from letters over the whole batch: the separator is whitespace to the
         # pattern, so no split crosses from one text to the next
         s = _ascii_normalized(joined)
         if _HAS_DIGIT.search(s):
             s = _DIGIT_LETTER.sub(" ", s)
         return s.split(_SEP) if len(texts) > 1 else [s]
-    if len(texts) == 1:
+    if joined.isascii():
+        parts = _ascii_normalized(joined).split(_SEP) if len(texts) > 1 else \
+            [_ascii_normalized(joined)]
+    elif len(texts) == 1:
         parts = [_unicode_normalized(joined)]
     else:
         parts = joined.split(_SEP)

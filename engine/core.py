@@ -368,7 +368,7 @@ class Core:
     def _rebuild_evict_heap(self) -> None:
         live = [r for r in self._raw if r.state == RAW]
         for g in self._pending.values():
-            live.extend(m for m in g.members if m.state == GROUPED)
+            live.extend(m for m in g.member_list() if m.state == GROUPED)
         self._evict_heap = [(r.priority, -r.seq, r) for r in live]
         heapq.heapify(self._evict_heap)
 
@@ -501,7 +501,7 @@ class Core:
         req.state = state
         req.similarity = similarity
         req.exact = exact
-        g.members.append(req)
+        g.add(req)
         g.live += 1
 
     def join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
@@ -708,7 +708,7 @@ class Core:
         for g in groups:
             self._remove_pending(g, keep_keys=True)
             live = []
-            for m in g.members:
+            for m in g.member_list():
                 if m.state != GROUPED:
                     continue
                 if m.deadline is not None and m.deadline <= now:
@@ -849,7 +849,7 @@ class Core:
             for g in batch.groups:  # break the request<->group<->batch cycles: no GC work
                 self._dedup.drop_row(g)
                 self._dedup.drop_keys(g)
-                for m in g.members:
+                for m in g.member_list():
                     m.group = None
                 g.members = []
                 g.batch = None
@@ -880,12 +880,12 @@ class Core:
                 self._fail_group(g, HandlerError.from_exception(
                     value, "the handler returned an error for this request"))
             else:
-                for m in g.members:
+                for m in g.member_list():
                     if m.state == INFLIGHT:
                         self._finish(m, value, None, now)
 
     def _fail_group(self, g: Group, error: BaseException) -> None:
-        for m in g.members:
+        for m in g.member_list():
             if m.state == INFLIGHT:
                 self._finish(m, None, _copy_error(error))  # each caller its own exception
 

@@ -164,14 +164,20 @@ class Deduper:
         """Index the key of ``g``'s leader (called for every new group)."""
         key = g.leader.key
         if key is not None:
-            g.keys.append(key)
+            g.keys = key  # (one key, not a list: see Group.keys)
             self.exact[key] = g
 
     def register_member(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
         """Index the key of a member that joined ``g`` (a twin of it joins ``g`` too)."""
         key = req.key
         if key is not None and key not in self.exact:
-            g.keys.append(key)
+            ks = g.keys
+            if ks is None:
+                g.keys = key
+            elif type(ks) is list:
+                ks.append(key)
+            else:
+                g.keys = [ks, key]
             self.exact[key] = (g, req.norm, similarity, exact)
 
     def drop_row(self, g: Group) -> None:
@@ -183,7 +189,10 @@ class Deduper:
     def drop_keys(self, g: Group) -> None:
         """``g`` is finished (or gone): its exact keys no longer attract twins."""
         exact = self.exact
-        for k in g.keys:
+        ks = g.keys
+        if ks is None:
+            return
+        for k in ks if type(ks) is list else (ks,):
             entry = exact.get(k)
             if entry is g or (type(entry) is tuple and entry[0] is g):
                 del exact[k]

@@ -88,15 +88,31 @@ class Group:
 
     def __init__(self, leader: Request) -> None:
         self.leader = leader
-        self.members = [leader]
+        # None while the leader is its only member (most groups): a list, like every
+        # container, is one more object for the cyclic GC to walk while the group waits
+        self.members: list[Request] | None = None
         self.live = 1
         self.priority = leader.priority
         self.first_arrival = leader.arrival
         self.seq = leader.seq
-        self.keys: list[tuple] = []
+        # its exact keys (stratabatch.grouping.Deduper.exact): None, one key, or a list
+        self.keys: Any = None
         self.row: int | None = None  # its leader's row in the LeaderIndex
         self.part: Any = None
         self.batch: Batch | None = None
+
+    def member_list(self) -> list[Request] | tuple[Request, ...]:
+        """Its members, the leader first (empty once the core has let the group go)."""
+        ms = self.members
+        return (self.leader,) if ms is None else ms
+
+    def add(self, req: Request) -> None:
+        """``req`` becomes a member."""
+        ms = self.members
+        if ms is None:
+            self.members = [self.leader, req]
+        else:
+            ms.append(req)
 
 
 class Batch:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import inspect
 import logging
 import os
@@ -666,11 +665,13 @@ def run(engine: Engine, *, use_uvloop: bool = True) -> int:
     """Run ``engine`` until SIGINT/SIGTERM; print the ready line; return the exit status."""
 
     def ready() -> None:
-        # The engine owns this process, and what exists now (modules, the loaded kernels,
-        # the handler) lives as long as it does. Frozen, the cyclic GC stops walking those
-        # objects on every full collection: with deep queues that walk cost more CPU per
-        # request than the dedup pass itself (perf/bench_dedup_depth.py, --gc on / freeze).
-        gc.freeze()
+        # The engine owns this process: what exists now (modules, the loaded kernels, the
+        # handler) lives as long as it does and is frozen out of the cyclic GC's walks, and
+        # young collections run less often, so that request records are mostly freed before
+        # one sees them (stratabatch.gctune; perf/bench_dedup_depth.py --gc on / freeze)
+        from .gctune import settle
+
+        settle()
         print(f"stratabatch-engine ready name={engine.name} pid={os.getpid()} "
               f"socket={engine.socket_path}", flush=True)
         log.info("ready: name %s, pid %d, socket %s, %d client slots", engine.name, os.getpid(),

@@ -71,7 +71,7 @@ class _Ops:
         from stratabatch.records import GROUPED
 
         req.group, req.state, req.similarity = g, GROUPED, similarity
-        g.members.append(req)
+        g.add(req)
 
     coalesce = join
 

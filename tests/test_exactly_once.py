@@ -425,7 +425,7 @@ def test_last_waiter_leaving_in_the_tick_of_dispatch_leaves_nothing_running(run_
         def dispatch_then_leave(groups, now):
             dispatch(groups, now)
             for g in groups:
-                for m in list(g.members):
+                for m in list(g.member_list()):
                     core.abandon(m)
 
         core._dispatch = dispatch_then_leave
