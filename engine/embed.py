@@ -309,10 +309,10 @@ class HashingEmbedder:
         ranks = np.empty(cap, dtype=np.int64)
         shapes = np.empty(cap, dtype=np.int64)
         counts = np.empty(cap, dtype=np.int64)
-        common, ignorable, fillers, vocab = kernel_tables()
+        common, ignorable, fillers, fill_at, vocab = kernel_tables()
         kernels.hashed_embed_profiled(data, len(raw), self._stop, self._weights, out, common,
-                                      ignorable, fillers, vocab, PRECHECK_MAX_WORDS, ranks,
-                                      shapes, counts, off, lens)
+                                      ignorable, fillers, fill_at, vocab, PRECHECK_MAX_WORDS,
+                                      ranks, shapes, counts, off, lens)
         return out, BatchProfiles(ranks, shapes, counts, off, lens)
 
     def __repr__(self) -> str:

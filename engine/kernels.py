@@ -638,7 +638,7 @@ def _text_bounds(data, size, n):
     return starts, ends
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")  # (a call would pass ~15 arrays, refcounted)
 def _embed_row(out, i, cps, nt, tok_start, tok_end, tok_hash, tok_keep, seq, scratch,
                stop_hashes, weights):
     """Row i of out from the nt tokens of one text (hashed already): see hashed_embed."""
@@ -782,9 +782,10 @@ def _same_word(cps, a, la, w, lw):
     return True
 
 
-@njit(cache=True)
-def _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fillers,
-                 dictionary, max_words, kh, ks, kign, order_scratch, osa, pr, ps, pc, used):
+@njit(cache=True, inline="always")  # (a call would pass ~15 arrays, refcounted)
+def _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fillers, fill_at,
+                 dictionary, max_words, kh, ks, kign, order_scratch, order_small, osa, pr, ps,
+                 pc, used):
     """The key words of one text (see stratabatch.wordkeys.word_profile): (rank, shape,
     count) of each distinct key word written to pr/ps/pc from ``used``; returns how many, or
     _UNPROFILED for a text the reference must do: a non-ASCII word (its shape needs
@@ -808,9 +809,10 @@ def _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fille
         if not ign and alpha and L >= 4:
             # a typo of a filler of 5+ letters is ignorable (stratabatch.guards.ignorable)
             # when the guards' typo rule accepts it: the reference decides those texts
-            for f in range(fillers.shape[0]):
+            c0 = cps[a]
+            for f in range(fill_at[c0], fill_at[c0 + 1]):  # the fillers starting like it
                 fl = fillers[f, 1]
-                if fillers[f, 0] == cps[a] and abs(fl - L) <= 1:
+                if abs(fl - L) <= 1:
                     lim = 2 if min(fl, L) >= 8 else 1
                     if _popcount32((mask ^ np.uint64(fillers[f, 2])) & np.uint64(0xFFFFFFFF)) \
                             <= 2 * lim and _osa_within(cps, a, L, fillers[f, 4:], fl, lim,
@@ -826,7 +828,17 @@ def _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fille
         k += 1
     if k == 0:
         return 0
-    order = np.argsort(kh[:k])
+    if k <= 32:  # (a text's few words: an insertion sort, no allocation)
+        order = order_small
+        for j in range(k):
+            v = kh[j]
+            r = j
+            while r > 0 and kh[order[r - 1]] > v:
+                order[r] = order[r - 1]
+                r -= 1
+            order[r] = j
+    else:
+        order = np.argsort(kh[:k])
     distinct = 0
     for j in range(k):
         if j == 0 or kh[order[j]] != kh[order[j - 1]]:
@@ -870,7 +882,7 @@ def _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fille
 
 @njit(cache=True, nogil=True)  # large passes run in a worker thread
 def hashed_embed_profiled(data, size, stop_hashes, weights, out, common, ignorable, fillers,
-                          dictionary, max_words, pr, ps, pc, poff, plen):
+                          fill_at, dictionary, max_words, pr, ps, pc, poff, plen):
     """hashed_embed, and the key words of each text for the word index in the same pass over
     its tokens (the texts are canonical: stratabatch.canon): text i's (rank, shape, count)
     triples are pr/ps/pc[poff[i] : poff[i] + plen[i]], plen[i] = -1 for a text the Python
@@ -894,7 +906,8 @@ def hashed_embed_profiled(data, size, stop_hashes, weights, out, common, ignorab
     ks = np.empty(longest + 1, dtype=np.int64)
     kign = np.empty(longest + 1, dtype=np.int64)
     rscratch = np.empty(longest + 1, dtype=np.int64)
-    osa = np.empty((3, fillers.shape[1]), dtype=np.int64)  # (filler rows: 3 + their letters)
+    osa = np.empty((3, fillers.shape[1]), dtype=np.int64)  # (filler rows: 4 + their letters)
+    order_small = np.empty(32, dtype=np.int64)
     used = 0
     for i in range(n):
         m = _decode_utf8(data, starts[i], ends[i], cps)
@@ -904,7 +917,8 @@ def hashed_embed_profiled(data, size, stop_hashes, weights, out, common, ignorab
         _embed_row(out, i, cps, nt, tok_start, tok_end, tok_hash, tok_keep, seq, scratch,
                    stop_hashes, weights)
         w = _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fillers,
-                         dictionary, max_words, kh, ks, kign, rscratch, osa, pr, ps, pc, used)
+                         fill_at, dictionary, max_words, kh, ks, kign, rscratch, order_small,
+                         osa, pr, ps, pc, used)
         poff[i] = used
         plen[i] = w
         if w > 0:

@@ -205,15 +205,16 @@ class BatchProfiles:
                 for x in (self.ranks[t], self.shapes[t], self.counts[t])]
 
 
-_tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+_tables: tuple[np.ndarray, ...] | None = None
 
 
-def kernel_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def kernel_tables() -> tuple[np.ndarray, ...]:
     """What :func:`stratabatch.kernels.hashed_embed_profiled` needs to rank words as
     :func:`word_profile` does: the sorted hashes of :data:`COMMON_WORDS` and of the guards'
     ignorable words, one row per filler a typo may stand for (first letter, length, letter
-    bits, whether it is a dictionary word, then its letters), and the sorted hashes of the
-    guards' dictionary."""
+    bits, whether it is a dictionary word, then its letters; sorted by first letter), where
+    the fillers of each first letter start (``fill_at[c] : fill_at[c + 1]``, ASCII), and the
+    sorted hashes of the guards' dictionary."""
     global _tables
     if _tables is None:
         from .guards import IGNORABLE_WORDS, TYPO_FILLERS, _dictionary
@@ -224,8 +225,9 @@ def kernel_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         for i, f in enumerate(TYPO_FILLERS):
             fillers[i, :4] = (ord(f[0]), len(f), word_shape(f) & 0xFFFFFFFF, f in vocab)
             fillers[i, 4:4 + len(f)] = [ord(c) for c in f]
+        fill_at = np.searchsorted(fillers[:, 0], np.arange(129)).astype(np.int64)
         _tables = (np.unique(word_hash(sorted(COMMON_WORDS))),
-                   np.unique(word_hash(sorted(IGNORABLE_WORDS))), fillers,
+                   np.unique(word_hash(sorted(IGNORABLE_WORDS))), fillers, fill_at,
                    np.unique(word_hash(sorted(vocab))))
     return _tables
 
