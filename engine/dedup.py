@@ -235,12 +235,16 @@ class LeaderIndex:
             pid = ids[key] = len(ids)
         return pid
 
-    def lead(self, row: int, group: Any) -> None:
-        """Row ``row`` leads ``group``: later requests of its partition compare with it."""
+    def lead(self, row: int, group: Any, pid: int | None = None,
+             keyed: bool | None = None) -> None:
+        """Row ``row`` leads ``group``: later requests of its partition compare with it.
+        ``pid`` (its partition id) and ``keyed`` (whether it has word keys), when the caller
+        knows them, spare reading them back from the arrays."""
         self.owners[row] = group
-        if self.wkeys[row, 0] == 0:
+        if not (self.wkeys[row, 0] != 0 if keyed is None else keyed):
             self._keyless += 1
-        pid = int(self.part[row])
+        if pid is None:
+            pid = int(self.part[row])
         self._leaders_in[pid] = self._leaders_in.get(pid, 0) + 1
         self.live += 1
 
@@ -273,9 +277,10 @@ class LeaderIndex:
                profiles: list[Any] | None = None
                ) -> tuple[int, list[int]]:
         """Write new rows after the existing ones; return the index of the first and the
-        partition ids of the new rows. ``profiles``: each row's key words
-        (:func:`~stratabatch.wordkeys.word_profile`), given where the residue guard decides
-        their merges; None when the rows have none."""
+        partition ids of the new rows. ``profiles``: the rows' key words, given where the
+        residue guard decides their merges (see :func:`stratabatch.index.word_rows`: a list
+        with one per row, or the :class:`~stratabatch.wordkeys.BatchProfiles` of exactly
+        these rows); None when the rows have none."""
         np = self._np
         n_new = len(keys)
         # compact when dead rows outnumber live ones, and not below 4,096 of them: each
@@ -336,7 +341,13 @@ class LeaderIndex:
             self._pool_used = word_rows(profiles, self.pools, used,
                                         (self.woff, self.wlen, self.wtot), self.wkeys, start)
             self._pass_keyed = True
-        pids = [self.part_id(k) for k in keys]
+        ids = self._part_ids
+        pids = []
+        for k in keys:  # (part_id, inline: one call less a row)
+            pid = ids.get(k)
+            if pid is None:
+                pid = ids[k] = len(ids)
+            pids.append(pid)
         self.part[start:need] = pids
         self.owners.extend([None] * n_new)
         self.keys.extend(keys)

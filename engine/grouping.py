@@ -524,13 +524,37 @@ class Deduper:
 
     def _embedding_stage(self, fresh: list[Request], ahead: list[Any]) -> None:
         from .embed import validate_vector
-        from .index import greedy_pass
 
         emb = self.embedder()
         if self._canon_index is not self.config.canonicalize:
             if self._canon_index is not None:  # vectors of raw and canonical text differ
                 self.leaders.reset()
             self._canon_index = self.config.canonicalize
+        index = self.leaders
+        if all(v is None for v in ahead) and \
+                all(r.vector is None and r.text is not None for r in fresh):
+            # the common case (a small pass, texts only): one embedding call for all, its
+            # matrix and key words go to the index as they are
+            try:
+                vectors, batch = self._embed_batch(fresh)
+            except Exception as e:
+                err = HandlerError.from_exception(e, "the embedder failed")
+                for r in fresh:
+                    self._ops.reject(r, err)
+                return
+            if index.dim is None:
+                index.dim = vectors.shape[1]
+            profiles: Any = None
+            if batch is not None:
+                profiles = batch
+                if int(batch.lens.min()) < 0:  # some texts' key words are the reference's
+                    profiles = [(batch, j) if k >= 0 else self.profile_of(r)
+                                for j, (r, k) in enumerate(zip(fresh, batch.lens.tolist(),
+                                                               strict=True))]
+            elif self.word_keyed():  # an embedder without them: the reference's
+                profiles = [self.profile_of(r) for r in fresh]
+            self._cluster(fresh, vectors, profiles)
+            return
         cands: list[Request] = []
         cand_vec: list[Any] = []
         need: list[int] = []
@@ -554,7 +578,6 @@ class Deduper:
                 err = HandlerError.from_exception(e, "the embedder failed")
                 for j in need:
                     self._ops.reject(cands[j], err)
-        index = self.leaders
         dim = getattr(emb, "dim", None) or index.dim
         ok: list[Request] = []
         vectors: list[Any] = []
@@ -573,18 +596,40 @@ class Deduper:
             return
         if index.dim is None:
             index.dim = len(vectors[0])
-        keys = self._part_keys(ok)
-        threshold = float(self.threshold())
-        profiles: list[Any] | None = None
+        plist: list[Any] | None = None
         if self.word_keyed():
-            profiles = []
+            plist = []
             for r in ok:
                 if r.vector is not None:  # its own vector: judged as meaning, no word keys
-                    profiles = None
+                    plist = None
                     break
-                profiles.append(self.profile_of(r))
-        start, _ = index.append(vectors, keys, profiles)
-        if profiles is not None:
+                plist.append(self.profile_of(r))
+        self._cluster(ok, vectors, plist)
+
+    def _embed_batch(self, reqs: list[Request]) -> tuple[Any, Any]:
+        """Embed the texts of ``reqs`` in one call: the matrix, and their key words for the
+        word index (a :class:`~stratabatch.wordkeys.BatchProfiles`) where it serves and the
+        embedder computes them; else None."""
+        emb = self.embedder()
+        if self.config.canonicalize and hasattr(emb, "embed_profiled") and self.word_keyed():
+            from .canon import canonical_texts
+
+            texts = canonical_texts([r.text for r in reqs])  # type: ignore[misc]
+            for r, t in zip(reqs, texts, strict=True):
+                r.canon = t
+            return emb.embed_profiled(texts)
+        return self.embed_requests(reqs), None
+
+    def _cluster(self, ok: list[Request], vectors: Any, profiles: Any) -> None:
+        """Put the embedded requests ``ok`` in the leader index and decide each one's group
+        (``profiles``: their key words, see :meth:`LeaderIndex.append`)."""
+        from .index import greedy_pass
+
+        index = self.leaders
+        keys = self._part_keys(ok)
+        threshold = float(self.threshold())
+        start, pids = index.append(vectors, keys, profiles)
+        if type(profiles) is list:
             for r in ok:
                 r.wprof = None  # stored in the index now
         n = start + len(ok)
@@ -606,21 +651,22 @@ class Deduper:
         leads, sims, late = greedy_pass(index.mat[:n], index.part[:n], threshold, start, found,
                                         joinable, veto, index.word_data())
         ops = self._ops
-        refused = index.refused
+        keyed = profiles is not None
+        refused = index.refused[start:n].tolist() if keyed else None
         for j, r in enumerate(ok):
             i = start + j
             li = leads[j]
             if li == i:
-                if profiles is not None and refused[i] >= 0:
+                if keyed and refused[j] >= 0:  # type: ignore[index]
                     # the producers' residue pre-check refused a near merge without asking
                     # the guards: ask them about that one pair, for the veto log
-                    rr = int(refused[i])
+                    rr = refused[j]  # type: ignore[index]
                     lead = ok[rr - start] if rr >= start else getattr(owners[rr], "leader", None)
                     if lead is not None:
                         self.veto(r, lead, float(index.rsim[i]))
                 g = self._lead(r, keys[j])
                 g.row = i
-                index.lead(i, g)
+                index.lead(i, g, pids[j], keyed)
                 continue
             g = owners[li]
             sim = min(sims[j], 1.0)

@@ -922,6 +922,8 @@ def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
 
 def profile_entries(profiles: list[Any]) -> int:
     """How many pool entries the key words of ``profiles`` take (see :func:`word_rows`)."""
+    if not isinstance(profiles, list):  # a BatchProfiles: all of its texts
+        return int(profiles.lens.sum())
     n = 0
     batches: dict[int, tuple[Any, list[int]]] = {}
     for p in profiles:
@@ -950,7 +952,23 @@ def _copy_profiles(br, bs, bc, boff, blen, js, dest, wr, wi, wc, woff):
             wc[o + u] = bc[a + u]
 
 
-def word_rows(profiles: list[Any], pools: tuple[np.ndarray, ...], used: int,
+def _batch_rows(b: Any, idx: np.ndarray, pools: tuple[np.ndarray, ...], used: int,
+                rows: tuple[np.ndarray, ...], out: np.ndarray, start: int) -> int:
+    """word_rows for rows ``start ..`` holding texts ``idx`` of one BatchProfiles ``b``."""
+    wr, wi, wc = pools
+    woff, wlen, wtot = rows
+    m = len(idx)
+    lens = b.lens[idx]
+    ends = np.cumsum(lens)
+    woff[start:start + m] = used + ends - lens
+    wlen[start:start + m] = lens
+    _copy_profiles(b.ranks, b.shapes, b.counts, b.off, b.lens, idx,
+                   np.arange(start, start + m, dtype=np.int64), wr, wi, wc, woff)
+    _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, EMPTY_KEY, SINGLE_KEY)
+    return used + int(ends[-1])
+
+
+def word_rows(profiles: Any, pools: tuple[np.ndarray, ...], used: int,
               rows: tuple[np.ndarray, ...], out: np.ndarray, start: int) -> int:
     """Store the key words of new rows ``start ..`` in ``pools`` (ranks, shapes, counts)
     from ``used`` on, in row order (the caller makes room: :func:`profile_entries`), sorted
@@ -959,23 +977,20 @@ def word_rows(profiles: list[Any], pools: tuple[np.ndarray, ...], used: int,
 
     A row's key words are a :func:`~stratabatch.wordkeys.word_profile` list, or ``(batch,
     j)``: text ``j`` of a :class:`~stratabatch.wordkeys.BatchProfiles` (copied by one kernel
-    call per batch)."""
+    call per batch). ``profiles`` may also be one BatchProfiles: its texts, in order, are the
+    rows."""
     wr, wi, wc = pools
     woff, wlen, wtot = rows
+    if not isinstance(profiles, list):  # a BatchProfiles: all of its texts, in order
+        m = len(profiles.lens)
+        return _batch_rows(profiles, np.arange(m, dtype=np.int64), pools, used, rows, out,
+                           start)
     m = len(profiles)
     if m and type(profiles[0]) is tuple:  # the common case: all from one embedding pass
         b = profiles[0][0]
         js = [p[1] if type(p) is tuple and p[0] is b else -1 for p in profiles]
         if -1 not in js:
-            idx = np.array(js, np.int64)
-            lens = b.lens[idx]
-            ends = np.cumsum(lens)
-            woff[start:start + m] = used + ends - lens
-            wlen[start:start + m] = lens
-            _copy_profiles(b.ranks, b.shapes, b.counts, b.off, b.lens, idx,
-                           np.arange(start, start + m, dtype=np.int64), wr, wi, wc, woff)
-            _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, EMPTY_KEY, SINGLE_KEY)
-            return used + int(ends[-1])
+            return _batch_rows(b, np.array(js, np.int64), pools, used, rows, out, start)
     batches: dict[int, tuple[Any, list[int], list[int]]] = {}
     lens: list[int] = []
     plain: list[tuple[int, list[int]]] = []
