@@ -22,7 +22,7 @@ from stratabatch import BatchProcessor
 from stratabatch.canon import canonical_batch
 from stratabatch.dedup import LeaderIndex, number_signature
 from stratabatch.embed import default_embedder
-from stratabatch.guards import GUARDS, features_batch, veto
+from stratabatch.guards import GUARDS, TYPO_FILLERS, features_batch, veto
 from stratabatch.index import WordTable, _admit, _may_pass_residue, word_rows
 from stratabatch.perf.bench_dedup_depth import cluster_stream, grouped_workload
 from stratabatch.wordkeys import (
@@ -95,6 +95,35 @@ def test_the_embedding_kernel_gives_the_reference_key_words_on_random_texts(text
     _check_kernel_profiles(texts)
 
 
+def _edited(word: str, edits: list[tuple[int, int, str]]) -> str:
+    for kind, pos, c in edits:
+        pos %= max(1, len(word))
+        if kind == 0:
+            word = word[:pos] + c + word[pos:]  # insertion
+        elif kind == 1 and len(word) > 1:
+            word = word[:pos] + word[pos + 1:]  # deletion
+        elif kind == 2:
+            word = word[:pos] + c + word[pos + 1:]  # substitution
+        elif pos + 1 < len(word):
+            word = word[:pos] + word[pos + 1] + word[pos] + word[pos + 2:]  # transposition
+    return word
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(TYPO_FILLERS),
+                          st.lists(st.tuples(st.integers(0, 3), st.integers(0, 12),
+                                             st.sampled_from("aeilnorstyhkx")),
+                                   min_size=1, max_size=2)),
+                min_size=1, max_size=8))
+def test_the_embedding_kernel_knows_which_filler_typos_are_ignorable(variants) -> None:
+    """Words one or two edits from a filler of 5+ letters (the guards' typo rule decides
+    whether they are ignorable): the kernel leaves each such text to the reference or
+    agrees with it."""
+    texts = [f"where is my {_edited(f, e)} parcel" for f, e in variants]
+    texts.append(" ".join(_edited(f, e) for f, e in variants))
+    _check_kernel_profiles(texts)
+
+
 def test_the_embedding_kernel_gives_the_reference_key_words() -> None:
     """The key words computed in the embedding pass equal word_profile's, for every text it
     does itself (the others are left to word_profile: a non-ASCII word, or one that may be a
@@ -106,7 +135,7 @@ def test_the_embedding_kernel_gives_the_reference_key_words() -> None:
 
 def _near_filler(w: str) -> bool:
     """Whether ``w`` is a filler of 5+ letters, or one edit from one (two from 8 letters)."""
-    from stratabatch.guards import TYPO_FILLERS, _osa_distance
+    from stratabatch.guards import _osa_distance
 
     return w.isalpha() and len(w) >= 4 and any(
         f[0] == w[0] and abs(len(f) - len(w)) <= 1
