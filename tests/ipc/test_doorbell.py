@@ -292,6 +292,8 @@ def test_round_trips_with_both_sides_sleeping_never_stall():
 # round trips mix "caught while spinning", "spin ran out just as the frame landed" and "slept
 # and was rung", which is where a spin in front of the handshake could lose a wake-up.
 SPIN_US = 20
+LONG_PAUSE_EVERY = 100
+LONG_PAUSE_NS = 1_000_000  # 1 ms: 50x the spin window
 
 SPIN_SERVER = """
 import sys
@@ -377,7 +379,13 @@ def test_round_trips_with_spinning_then_sleeping_sides_never_stall():
             clock = time.perf_counter_ns
             t0 = time.perf_counter()
             for i in range(ROUND_TRIPS):
-                until = clock() + pauses.randrange(2 * SPIN_US * 1000)
+                # mostly around the spin window (either side of the race); every
+                # LONG_PAUSE_EVERY-th far past it, so the server must sleep and be rung even
+                # when other processes hold the cores (then short pauses tend to land while
+                # the server is descheduled, and it finds the message without sleeping)
+                pause = LONG_PAUSE_NS if i % LONG_PAUSE_EVERY == 0 else \
+                    pauses.randrange(2 * SPIN_US * 1000)
+                until = clock() + pause
                 while clock() < until:
                     pass
                 msg = i.to_bytes(8, "little")
@@ -406,6 +414,6 @@ def test_round_trips_with_spinning_then_sleeping_sides_never_stall():
         assert me.timeouts == 0 and server_timeouts == 0, (me.timeouts, server_timeouts)
         # both ends of the race were exercised on the server: waits that the spin answered,
         # and waits that slept and were rung
-        assert server_sleeps >= ROUND_TRIPS // 20, server_sleeps
+        assert server_sleeps >= ROUND_TRIPS // LONG_PAUSE_EVERY // 2, server_sleeps
         assert server_waits - server_sleeps >= ROUND_TRIPS // 20, server_waits
         assert waits - me.sleeps >= ROUND_TRIPS // 20, waits
