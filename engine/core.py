@@ -53,6 +53,8 @@ _MAX_PASS = 2048  # requests in one inline pass: ~10 ms of exact dedup
 _MAX_PASS_PAIRS = 1_000_000
 
 
+_GONE: tuple = ()  # the members of a group the core let go (a tuple: nothing joins it)
+
 class Core:
     """The batching engine behind both modes.
 
@@ -839,8 +841,10 @@ class Core:
                 cancelled: bool, now: float) -> None:
         """Answer whoever is left in ``batch`` and forget it."""
         self._batches.discard(batch)
+        answered = False
         try:
-            self._fan_out(batch, results, error, cancelled, now)
+            self._fan_out(batch, results, error, cancelled, now)  # (drops each group's keys)
+            answered = True
         except Exception as e:  # a bug of ours must not strand anyone: answer who is left
             for g in batch.groups:
                 self._fail_group(g, StratabatchError(
@@ -848,10 +852,11 @@ class Core:
         finally:
             for g in batch.groups:  # break the request<->group<->batch cycles: no GC work
                 self._dedup.drop_row(g)
-                self._dedup.drop_keys(g)
+                if not answered:
+                    self._dedup.drop_keys(g)
                 for m in g.member_list():
                     m.group = None
-                g.members = []
+                g.members = _GONE
                 g.batch = None
             batch.groups = []
             self._schedule_pump()

@@ -255,13 +255,13 @@ class LeaderIndex:
 
     def drop(self, row: int) -> None:
         """Mark leader row ``row`` dead: its group no longer takes new members."""
-        pid = int(self.part[row])
+        pid = self.part.item(row)
         left = self._leaders_in[pid] - 1
         if left:
             self._leaders_in[pid] = left
         else:
             del self._leaders_in[pid]
-        if self.wkeys[row, 0] == 0:
+        if self.wkeys.item(row, 0) == 0:
             self._keyless -= 1
         self.part[row] = -1
         self.owners[row] = None

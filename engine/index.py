@@ -892,10 +892,21 @@ def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
     for row in range(start, start + m):
         a = woff[row]
         n = wlen[row]
-        order = np.argsort(wr[a:a + n])
-        wr[a:a + n] = wr[a:a + n][order]
-        wi[a:a + n] = wi[a:a + n][order]
-        wc[a:a + n] = wc[a:a + n][order]
+        if n <= 32:  # a text's few words: sorted in place (no allocation)
+            for u in range(a + 1, a + n):
+                kr, ki, kc = wr[u], wi[u], wc[u]
+                v = u
+                while v > a and wr[v - 1] > kr:
+                    wr[v] = wr[v - 1]
+                    wi[v] = wi[v - 1]
+                    wc[v] = wc[v - 1]
+                    v -= 1
+                wr[v], wi[v], wc[v] = kr, ki, kc
+        else:
+            order = np.argsort(wr[a:a + n], kind="mergesort")
+            wr[a:a + n] = wr[a:a + n][order]
+            wi[a:a + n] = wi[a:a + n][order]
+            wc[a:a + n] = wc[a:a + n][order]
         wtot[row] = wc[a:a + n].sum()
         for t in range(out.shape[1]):
             out[row, t] = 0

@@ -90,7 +90,7 @@ class Group:
         self.leader = leader
         # None while the leader is its only member (most groups): a list, like every
         # container, is one more object for the cyclic GC to walk while the group waits
-        self.members: list[Request] | None = None
+        self.members: list[Request] | tuple[()] | None = None
         self.live = 1
         self.priority = leader.priority
         self.first_arrival = leader.arrival
