@@ -357,6 +357,18 @@ async def test_running_leaders_leave_the_index_when_their_batch_finishes():
 
 
 
+def _slot_rows(t, s: int) -> list[int]:
+    from stratabatch.index import _NIL32
+
+    head = int(t.slots[s, 0])
+    rows = [int(t.slots[s, 2 + 2 * u]) for u in range(head & 3)]
+    e = int(t.slots[s, 1])
+    while e != int(_NIL32):
+        rows.append(int(t.ents[e, 0]) & 0xFFFFFFFF)
+        e = int(t.ents[e, 0]) >> 32
+    return rows
+
+
 def _table_contents(t) -> dict[int, list[int]]:
     """Key tag -> its rows in chain order (inline first, then the overflow chain)."""
     from stratabatch.index import _NIL32
@@ -366,7 +378,7 @@ def _table_contents(t) -> dict[int, list[int]]:
         head = int(t.slots[s, 0])
         if head == 0:
             continue
-        rows = [int(t.slots[s, 2 + 2 * u]) for u in range(head & 0xFFFFFFFF)]
+        rows = [int(t.slots[s, 2 + 2 * u]) for u in range(head & 3)]
         e = int(t.slots[s, 1])
         while e != int(_NIL32):
             rows.append(int(t.ents[e, 0]) & 0xFFFFFFFF)
@@ -380,7 +392,7 @@ def test_a_table_renumbered_after_compaction_holds_what_a_rebuild_would(seed) ->
     """Compaction renumbers the leader rows; the table renumbers its entries in one pass
     instead of filing every live row again. Per key it must hold exactly the live rows, under
     their new numbers, in the order they had (keys shared by many rows: long chains)."""
-    from stratabatch.index import WordTable
+    from stratabatch.index import WordTable, _band_key, _find_slot
     from stratabatch.wordkeys import WORD_KEYS
 
     rng = np.random.default_rng(seed)
@@ -398,12 +410,19 @@ def test_a_table_renumbered_after_compaction_holds_what_a_rebuild_would(seed) ->
     t.remap(newpos)
     after = _table_contents(t)
     want = {k: [int(newpos[r]) for r in rows if newpos[r] >= 0] for k, rows in before.items()}
-    assert after == want
+    assert after == {k: v for k, v in want.items() if v}  # keys left without rows: freed
+    assert int(t.state[1]) == len(after)
     fresh = WordTable()
     fresh.rebuild(wk[live], part[live], np.arange(len(live)), room=0)
     rebuilt = _table_contents(fresh)
-    assert {k: sorted(v) for k, v in rebuilt.items()} == \
-        {k: sorted(v) for k, v in after.items() if v}
+    assert {k: sorted(v) for k, v in rebuilt.items()} == {k: sorted(v) for k, v in after.items()}
+    # every live row is still found under each of its keys (the probes after the freed slots)
+    for new_row, old_row in enumerate(live):
+        for u in range(6):
+            h = _band_key(wk[old_row, u], 0, part[old_row])
+            s = _find_slot(t.slots, np.uint64(h))
+            assert s >= 0
+            assert new_row in _slot_rows(t, s)
     # and it keeps filing: new rows after the renumbered ones land in the same keys
     t.file(np.concatenate([wk[live], wk[:5]]), np.concatenate([part[live], part[:5]]),
            np.arange(len(live), len(live) + 5))
@@ -411,3 +430,40 @@ def test_a_table_renumbered_after_compaction_holds_what_a_rebuild_would(seed) ->
     for j in range(5):
         filed = sum(rows.count(len(live) + j) for rows in grown.values())
         assert filed == 6  # (a key it has twice files it twice)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_freeing_the_slots_of_dead_keys_keeps_every_live_key_reachable(seed) -> None:
+    """Distinct keys at the table's full load: most lose their rows at a compaction and
+    their slots are freed by moving later keys of the same probe run back. Every live key
+    must still be found from where its probe starts, before and after filing more rows."""
+    from stratabatch.index import WordTable, _band_key, _find_slot
+    from stratabatch.wordkeys import WORD_KEYS
+
+    rng = np.random.default_rng(seed)
+    n = 6000
+    wk = np.zeros((n, WORD_KEYS), np.uint64)
+    wk[:, :6] = rng.integers(1, 2**62, (n, 6), dtype=np.int64).astype(np.uint64)
+    part = np.zeros(n, np.int64)
+    t = WordTable()
+    t.rebuild(wk, part, np.arange(n), room=0)
+    used = int(t.state[1])
+    assert 2 * used > t.slots.shape[0] // 3  # probe runs, not isolated slots
+    live = np.flatnonzero(rng.random(n) < 0.25)
+    newpos = np.full(n, -1, np.int64)
+    newpos[live] = np.arange(len(live))
+    t.remap(newpos)
+    assert int(t.state[1]) == 6 * len(live) == int(np.count_nonzero(t.slots[:, 0]))
+
+    def reachable(rows_keys):
+        for row, keys in rows_keys:
+            for h in keys:
+                s = _find_slot(t.slots, np.uint64(_band_key(h, 0, 0)))
+                assert s >= 0 and row in _slot_rows(t, s)
+
+    reachable((j, wk[r, :6]) for j, r in enumerate(live))
+    more = rng.integers(1, 2**62, (500, WORD_KEYS), dtype=np.int64).astype(np.uint64)
+    more[:, 6:] = 0
+    keys = np.concatenate([wk[live], more])
+    t.file(keys, np.zeros(len(keys), np.int64), np.arange(len(live), len(keys)))
+    reachable((j, keys[j, :6]) for j in range(len(keys)))
