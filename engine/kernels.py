@@ -706,27 +706,10 @@ def hashed_embed(data, size, stop_hashes, weights, out):
     feature; a row whose features all cancel falls back to a marker derived from its words, so
     no row is ever zero.
     """
-    n = out.shape[0]
-    if n == 0:
-        return
-    starts, ends = _text_bounds(data, size, n)
-    longest = 1
-    for i in range(n):
-        longest = max(longest, ends[i] - starts[i])
-    cps = np.empty(longest + 2, dtype=np.int32)
-    seq = np.empty(longest * 2 + 2, dtype=np.int32)
-    tok_start = np.empty(longest + 1, dtype=np.int64)
-    tok_end = np.empty(longest + 1, dtype=np.int64)
-    tok_hash = np.empty(longest + 1, dtype=np.uint64)
-    tok_keep = np.empty(longest + 1, dtype=np.bool_)
-    scratch = np.empty(longest + 1, dtype=np.int32)
-    for i in range(n):
-        m = _decode_utf8(data, starts[i], ends[i], cps)
-        nt = _tokenize(cps, m, tok_start, tok_end)
-        for t in range(nt):
-            tok_hash[t] = _word_hash(cps, tok_start[t], tok_end[t])
-        _embed_row(out, i, cps, nt, tok_start, tok_end, tok_hash, tok_keep, seq, scratch,
-                   stop_hashes, weights)
+    none = np.empty(0, dtype=np.int64)
+    _embed_texts(data, size, stop_hashes, weights, out, False, np.empty(0, dtype=np.uint64),
+                 np.empty(0, dtype=np.uint64), np.empty((0, 4), dtype=np.int64), none,
+                 np.empty(0, dtype=np.uint64), 0, none, none, none, none, none)
 
 
 # --------------------------------------------------------------------------------------------
@@ -888,6 +871,14 @@ def hashed_embed_profiled(data, size, stop_hashes, weights, out, common, ignorab
     triples are pr/ps/pc[poff[i] : poff[i] + plen[i]], plen[i] = -1 for a text the Python
     reference must do (_profile_row). The caller sizes pr/ps/pc for
     sum(min(tokens, max_words + 1)). Returns their fill."""
+    return _embed_texts(data, size, stop_hashes, weights, out, True, common, ignorable, fillers,
+                        fill_at, dictionary, max_words, pr, ps, pc, poff, plen)
+
+
+@njit(cache=True, nogil=True)
+def _embed_texts(data, size, stop_hashes, weights, out, profile, common, ignorable, fillers,
+                 fill_at, dictionary, max_words, pr, ps, pc, poff, plen):
+    """hashed_embed, and with ``profile`` the key words too (hashed_embed_profiled)."""
     n = out.shape[0]
     if n == 0:
         return 0
@@ -916,6 +907,8 @@ def hashed_embed_profiled(data, size, stop_hashes, weights, out, common, ignorab
             tok_hash[t] = _word_hash(cps, tok_start[t], tok_end[t])
         _embed_row(out, i, cps, nt, tok_start, tok_end, tok_hash, tok_keep, seq, scratch,
                    stop_hashes, weights)
+        if not profile:
+            continue
         w = _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fillers,
                          fill_at, dictionary, max_words, kh, ks, kign, rscratch, order_small,
                          osa, pr, ps, pc, used)
