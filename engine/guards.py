@@ -223,6 +223,39 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(out)
 
 
+# A word right after one of these names one thing ("user jsmith", "order qwerty"), so a word one
+# letter apart names another; a typo of an ordinary word after them is still a typo (see
+# _residue: the rule binds only where neither word is a dictionary word).
+_ID_NOUNS = frozenset((
+    "user", "username", "userid", "login", "handle", "account", "customer", "client", "member",
+    "order", "ticket", "case", "incident", "issue", "bug", "id", "code", "sku", "item",
+    "product", "part", "model", "serial", "invoice", "shipment", "tracking", "parcel",
+    "package", "reference", "ref", "booking", "reservation", "confirmation", "voucher",
+    "coupon", "promo", "host", "hostname", "server", "service", "domain", "branch", "repo",
+    "repository", "project", "file", "folder", "table", "database", "container", "pod",
+    "namespace", "cluster", "node", "channel", "team", "tag", "flight", "gate", "room",
+))  # fmt: skip
+_RAW_WORD = re.compile(r"[^\W_]+")
+_QUOTES = frozenset("'\"`\u2018\u2019\u201c\u201d")
+
+
+def _idents(text: str) -> frozenset[str]:
+    """The words ``text`` writes as an identifier rather than as prose, casefolded: in capitals
+    (2+ letters: "ABCD", "EACCES"), between quotes ('gato'), or right after a word that names
+    a thing by its id ("ticket", "user", "order": :data:`_ID_NOUNS`)."""
+    out = set()
+    prev = ""
+    for m in _RAW_WORD.finditer(text):
+        w = m.group()
+        lw = w.casefold()
+        a, b = m.start(), m.end()
+        if (len(w) >= 2 and w.isupper()) or prev in _ID_NOUNS or (
+                a > 0 and b < len(text) and text[a - 1] in _QUOTES and text[b] in _QUOTES):
+            out.add(lw)
+        prev = lw
+    return frozenset(out)
+
+
 class Features:
     """What the guards need to know of one text, computed once per request.
 
@@ -233,7 +266,7 @@ class Features:
         names: Capitalized words not at a sentence start, casefolded.
     """
 
-    __slots__ = ("text", "tokens", "_counts", "_numbers", "_names")
+    __slots__ = ("text", "tokens", "_counts", "_numbers", "_names", "_idents")
 
     def __init__(self, text: str, tokens: list[str]) -> None:
         self.text = text
@@ -241,6 +274,7 @@ class Features:
         self._counts: Counter[str] | None = None
         self._numbers: tuple[str, ...] | None = None
         self._names: frozenset[str] | None = None
+        self._idents: frozenset[str] | None = None
 
     # Each is computed on first use: most candidate pairs are decided by the first few.
     @property
@@ -264,6 +298,14 @@ class Features:
         if v is None:
             t = self.text
             v = self._names = _names(t) if _has_upper_inside(t) else frozenset()
+        return v
+
+    @property
+    def idents(self) -> frozenset[str]:
+        """Words the raw text writes as an identifier, casefolded (:func:`_idents`)."""
+        v = self._idents
+        if v is None:
+            v = self._idents = _idents(self.text)
         return v
 
 
@@ -415,7 +457,7 @@ def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str
             shared = sum((ca & cb).values())
             if shared < 3 * max(len(a_only), len(b_only)):
                 return None
-        v = _residue(a_only, b_only)
+        v = _residue(a_only, b_only, a, b)
         if v is not None:
             return v
     return None
@@ -519,15 +561,30 @@ def ignorable(w: str) -> bool:
     return near is not None and _typo_partner(w, near) is not None
 
 
-def _residue(a_only: list[str], b_only: list[str]) -> Veto | None:
+def _id_like(w: str, f: Features) -> bool:
+    return w in f.idents or not any(c in "aeiouy" for c in w)
+
+
+def _residue(a_only: list[str], b_only: list[str], fa: Features | None = None,
+             fb: Features | None = None) -> Veto | None:
+    """Refuses unless each word one side lacks is ignorable or a typo of a distinct word of
+    the other side. Two words outside the dictionary one edit apart are a typo only if
+    neither is written as an identifier (:func:`_idents`, or no vowel: "xkqprt"): nothing
+    else tells a mistyped code or name from another one ("ticket ABCD" / "ticket ABCE")."""
     xa = [w for w in a_only if not ignorable(w)]
     xb = [w for w in b_only if not ignorable(w)]
     if not xa and not xb:
         return None
     left = list(xb)
     unexplained = []
+    vocab = _dictionary() if fa is not None and fb is not None else None
     for w in xa:
-        p = _typo_partner(w, left)
+        cands = left
+        if vocab is not None and w not in vocab:
+            w_id = _id_like(w, fa)  # type: ignore[arg-type]
+            cands = [p for p in left
+                     if p in vocab or not (w_id or _id_like(p, fb))]  # type: ignore[arg-type]
+        p = _typo_partner(w, cands)
         if p is None:
             unexplained.append(w)
         else:

@@ -128,6 +128,57 @@ def test_residue_accepts_typos_not_other_words():
     assert decide("Cancel my order", "Track my order").guard == "residue"
 
 
+@pytest.mark.parametrize("a, b", [
+    ("What is the status of ticket ABCD?", "What is the status of ticket ABCE?"),
+    ("Track shipment XKQPRT please", "Track shipment XKQPRS please"),
+    ("Reset the password for user jsmith", "Reset the password for user jsmyth"),
+    ("Status of order qwerty", "Status of order qwerti"),
+    ("Translate 'gato' to English", "Translate 'pato' to English"),
+    ("What does the error code EACCES mean", "What does the error code EACCESS mean"),
+    ("restart the pod wrkr", "restart the pod wrkz"),
+])
+def test_residue_keeps_identifiers_one_letter_apart(a, b):
+    """Two non-dictionary words one edit apart are a typo only when neither is written as an
+    identifier: in capitals, quoted, after a word that names a thing by its id, or without
+    a vowel. Nothing else tells a mistyped code, user or foreign word from another one."""
+    v = decide(a, b)
+    assert v is not None and v.guard in ("residue", "entities"), v  # (caps: a name as well)
+    v = decide(a, b, guards=("residue",))
+    assert v is not None and v.guard == "residue", v
+
+
+@pytest.mark.parametrize("a, b", [
+    ("How do I cancel my order before it ships?", "How do I cancle my order before it ships?"),
+    ("WHERE IS MY PARCEL, IT IS LATE", "WHERE IS MY PARCLE, IT IS LATE"),
+    ("Reset the password for user jsmith", "Reset the pasword for user jsmith"),
+    ("How do I get a refund for my order", "How do I get a refuund for my order"),
+    ("My kubernetes pod keeps restarting", "My kubernetes pod keeps restrating"),
+    ("Is my data encrypted before upload?", "Is my data enncrypted before upload?"),
+    ("Can I change the 'billing' address", "Can I change the 'biling' address"),
+])
+def test_residue_still_accepts_typos_of_words_next_to_identifiers(a, b):
+    """The identifier rule binds only where both words are outside the dictionary and one is
+    written as an identifier: a typo of a real word in capitals, in quotes or after an id
+    noun is still a typo, and so is a typo of a word the dictionary lacks ("refund")."""
+    assert decide(a, b) is None
+
+
+async def test_identifiers_one_letter_apart_are_not_merged_through_the_processor():
+    calls = []
+
+    async def handler(reqs):
+        calls.append([r["q"] for r in reqs])
+        return [r["q"] for r in reqs]
+
+    texts = ["What is the status of ticket ABCD?", "What is the status of ticket ABCE?",
+             "what is the status of ticket ABCD", "Translate 'gato' to English",
+             "Translate 'pato' to English"]
+    async with BatchProcessor(handler=handler, dedup_key="q", window_ms=20) as bp:
+        out = await bp.process([{"q": t} for t in texts])
+    assert out == [texts[0], texts[1], texts[0], texts[3], texts[4]]
+    assert sorted(sum(calls, [])) == sorted(texts[:2] + texts[3:])
+
+
 def test_paraphrase_mode_lets_different_short_wordings_through_but_not_long_prompts():
     a, b = "How do I reset my password?", "I forgot my password, how can I set a new one?"
     assert decide(a, b).guard == "residue"
