@@ -164,6 +164,8 @@ _SPELLING: dict[str, str] = {
     "havent": "have not", "hasnt": "has not", "hadnt": "had not", "couldnt": "could not",
     "shouldnt": "should not", "wouldnt": "would not", "wont": "will not", "aint": "is not",
     "im": "i am", "ive": "i have", "youre": "you are", "thats": "that is",
+    "whats": "what is", "wheres": "where is", "whos": "who is", "hows": "how is",
+    "theres": "there is",
 }  # fmt: skip
 
 _LEADING_JOINERS = frozenset(("but", "and", "also"))

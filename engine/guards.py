@@ -234,26 +234,35 @@ _ID_NOUNS = frozenset((
     "coupon", "promo", "host", "hostname", "server", "service", "domain", "branch", "repo",
     "repository", "project", "file", "folder", "table", "database", "container", "pod",
     "namespace", "cluster", "node", "channel", "team", "tag", "flight", "gate", "room",
+    "module", "package", "library", "function", "method", "class", "variable", "command",
 ))  # fmt: skip
+# The word right after these is asked about as a word ("translate hola", "define affect"),
+# so its spelling is the question: no typo tolerance for it at all, dictionary or not.
+_WORD_VERBS = frozenset(("translate", "define", "spell", "pronounce", "conjugate"))
 _RAW_WORD = re.compile(r"[^\W_]+")
 _QUOTES = frozenset("'\"`\u2018\u2019\u201c\u201d")
 
 
-def _idents(text: str) -> frozenset[str]:
+def _idents(text: str) -> tuple[frozenset[str], frozenset[str]]:
     """The words ``text`` writes as an identifier rather than as prose, casefolded: in capitals
     (2+ letters: "ABCD", "EACCES"), between quotes ('gato'), or right after a word that names
-    a thing by its id ("ticket", "user", "order": :data:`_ID_NOUNS`)."""
-    out = set()
+    a thing by its id ("ticket", "user", "order": :data:`_ID_NOUNS`); and, second, the words
+    whose exact spelling is asked about (quoted, or after "translate", "define", ...:
+    :data:`_WORD_VERBS`)."""
+    ids = set()
+    exact = set()
     prev = ""
     for m in _RAW_WORD.finditer(text):
         w = m.group()
         lw = w.casefold()
         a, b = m.start(), m.end()
-        if (len(w) >= 2 and w.isupper()) or prev in _ID_NOUNS or (
-                a > 0 and b < len(text) and text[a - 1] in _QUOTES and text[b] in _QUOTES):
-            out.add(lw)
+        quoted = a > 0 and b < len(text) and text[a - 1] in _QUOTES and text[b] in _QUOTES
+        if quoted or prev in _WORD_VERBS:
+            exact.add(lw)
+        if quoted or (len(w) >= 2 and w.isupper()) or prev in _ID_NOUNS:
+            ids.add(lw)
         prev = lw
-    return frozenset(out)
+    return frozenset(ids), frozenset(exact)
 
 
 class Features:
@@ -274,7 +283,7 @@ class Features:
         self._counts: Counter[str] | None = None
         self._numbers: tuple[str, ...] | None = None
         self._names: frozenset[str] | None = None
-        self._idents: frozenset[str] | None = None
+        self._idents: tuple[frozenset[str], frozenset[str]] | None = None
 
     # Each is computed on first use: most candidate pairs are decided by the first few.
     @property
@@ -301,8 +310,9 @@ class Features:
         return v
 
     @property
-    def idents(self) -> frozenset[str]:
-        """Words the raw text writes as an identifier, casefolded (:func:`_idents`)."""
+    def idents(self) -> tuple[frozenset[str], frozenset[str]]:
+        """Words the raw text writes as an identifier, and words whose spelling it asks about,
+        casefolded (:func:`_idents`)."""
         v = self._idents
         if v is None:
             v = self._idents = _idents(self.text)
@@ -562,7 +572,7 @@ def ignorable(w: str) -> bool:
 
 
 def _id_like(w: str, f: Features) -> bool:
-    return w in f.idents or not any(c in "aeiouy" for c in w)
+    return w in f.idents[0] or not any(c in "aeiouy" for c in w)
 
 
 def _residue(a_only: list[str], b_only: list[str], fa: Features | None = None,
@@ -570,7 +580,8 @@ def _residue(a_only: list[str], b_only: list[str], fa: Features | None = None,
     """Refuses unless each word one side lacks is ignorable or a typo of a distinct word of
     the other side. Two words outside the dictionary one edit apart are a typo only if
     neither is written as an identifier (:func:`_idents`, or no vowel: "xkqprt"): nothing
-    else tells a mistyped code or name from another one ("ticket ABCD" / "ticket ABCE")."""
+    else tells a mistyped code or name from another one ("ticket ABCD" / "ticket ABCE"). A
+    word whose spelling is the question ("translate hola", quoted) is never a typo."""
     xa = [w for w in a_only if not ignorable(w)]
     xb = [w for w in b_only if not ignorable(w)]
     if not xa and not xb:
@@ -580,10 +591,17 @@ def _residue(a_only: list[str], b_only: list[str], fa: Features | None = None,
     vocab = _dictionary() if fa is not None and fb is not None else None
     for w in xa:
         cands = left
-        if vocab is not None and w not in vocab:
-            w_id = _id_like(w, fa)  # type: ignore[arg-type]
-            cands = [p for p in left
-                     if p in vocab or not (w_id or _id_like(p, fb))]  # type: ignore[arg-type]
+        if vocab is not None:
+            exact_a = fa.idents[1]  # type: ignore[union-attr]
+            exact_b = fb.idents[1]  # type: ignore[union-attr]
+            if w in exact_a:
+                cands = []  # its spelling is the question
+            elif w not in vocab:
+                w_id = _id_like(w, fa)  # type: ignore[arg-type]
+                cands = [p for p in left if p not in exact_b and
+                         (p in vocab or not (w_id or _id_like(p, fb)))]  # type: ignore[arg-type]
+            elif exact_b:
+                cands = [p for p in left if p not in exact_b]
         p = _typo_partner(w, cands)
         if p is None:
             unexplained.append(w)

@@ -37,6 +37,9 @@ def test_spelling_is_folded_to_one_variant():
 def test_contractions_with_and_without_apostrophe_are_one():
     assert canonical_text("I don't see it") == canonical_text("i dont see it") == \
         "i do not see it"
+    assert canonical_text("What's the weather?") == canonical_text("whats the weather") == \
+        "what is the weather"
+    assert canonical_text("where's my order") == canonical_text("wheres my order")
 
 
 def test_number_words_before_digits_go_but_digits_stay():
