@@ -239,21 +239,12 @@ class Deduper:
         """Embed the texts of ``reqs`` (canonical texts with ``canonicalize``). Where the word
         index serves and the embedder can (the default one), their key words come out of the
         same kernel pass (``r.wprof``: see :meth:`profile_of`)."""
-        texts: list[str] = [r.text for r in reqs]  # type: ignore[misc]
-        if self.config.canonicalize:
-            from .canon import canonical_texts
-
-            texts = canonical_texts(texts)
-            for r, t in zip(reqs, texts, strict=True):
-                r.canon = t
-        emb = self.embedder()
-        if self.config.canonicalize and hasattr(emb, "embed_profiled") and self.word_keyed():
-            mat, batch = emb.embed_profiled(texts)
+        mat, batch = self._embed_batch(reqs)
+        if batch is not None:
             for j, k in enumerate(batch.lens.tolist()):
                 if k >= 0:  # (else left to the Python reference, on first need)
                     reqs[j].wprof = (batch, j)
-            return mat
-        return emb.embed(texts)
+        return mat
 
     def features_of(self, r: Request) -> Any:
         """The guard features of ``r``'s text (computed once), or None without text."""
@@ -610,15 +601,17 @@ class Deduper:
         """Embed the texts of ``reqs`` in one call: the matrix, and their key words for the
         word index (a :class:`~stratabatch.wordkeys.BatchProfiles`) where it serves and the
         embedder computes them; else None."""
-        emb = self.embedder()
-        if self.config.canonicalize and hasattr(emb, "embed_profiled") and self.word_keyed():
+        texts: list[str] = [r.text for r in reqs]  # type: ignore[misc]
+        if self.config.canonicalize:
             from .canon import canonical_texts
 
-            texts = canonical_texts([r.text for r in reqs])  # type: ignore[misc]
+            texts = canonical_texts(texts)
             for r, t in zip(reqs, texts, strict=True):
                 r.canon = t
+        emb = self.embedder()
+        if self.config.canonicalize and hasattr(emb, "embed_profiled") and self.word_keyed():
             return emb.embed_profiled(texts)
-        return self.embed_requests(reqs), None
+        return emb.embed(texts), None
 
     def _cluster(self, ok: list[Request], vectors: Any, profiles: Any) -> None:
         """Put the embedded requests ``ok`` in the leader index and decide each one's group

@@ -575,6 +575,20 @@ def _id_like(w: str, f: Features) -> bool:
     return w in f.idents[0] or not any(c in "aeiouy" for c in w)
 
 
+def _typo_candidates(w: str, others: list[str], fa: Features, fb: Features) -> list[str]:
+    """The words of ``others`` (text b) that ``w`` (text a) may be a typo of, as far as how
+    the texts write them goes (:func:`_residue`)."""
+    exact_b = fb.idents[1]
+    if w in fa.idents[1]:
+        return []  # its spelling is the question
+    vocab = _dictionary()
+    if w in vocab:
+        return [p for p in others if p not in exact_b] if exact_b else others
+    w_id = _id_like(w, fa)
+    return [p for p in others
+            if p not in exact_b and (p in vocab or not (w_id or _id_like(p, fb)))]
+
+
 def _residue(a_only: list[str], b_only: list[str], fa: Features | None = None,
              fb: Features | None = None) -> Veto | None:
     """Refuses unless each word one side lacks is ignorable or a typo of a distinct word of
@@ -588,20 +602,8 @@ def _residue(a_only: list[str], b_only: list[str], fa: Features | None = None,
         return None
     left = list(xb)
     unexplained = []
-    vocab = _dictionary() if fa is not None and fb is not None else None
     for w in xa:
-        cands = left
-        if vocab is not None:
-            exact_a = fa.idents[1]  # type: ignore[union-attr]
-            exact_b = fb.idents[1]  # type: ignore[union-attr]
-            if w in exact_a:
-                cands = []  # its spelling is the question
-            elif w not in vocab:
-                w_id = _id_like(w, fa)  # type: ignore[arg-type]
-                cands = [p for p in left if p not in exact_b and
-                         (p in vocab or not (w_id or _id_like(p, fb)))]  # type: ignore[arg-type]
-            elif exact_b:
-                cands = [p for p in left if p not in exact_b]
+        cands = left if fa is None or fb is None else _typo_candidates(w, left, fa, fb)
         p = _typo_partner(w, cands)
         if p is None:
             unexplained.append(w)
