@@ -401,13 +401,12 @@ def _rule_tables() -> tuple[Any, Any]:
     if _rules is None:
         import numpy as np
 
-        from .kernels import pair_hashes
-        from .wordkeys import word_hash
+        from .kernels import hash_words, pair_hashes
 
         heads = sorted(_HEAD_PAIRS)
-        _rules = (np.unique(word_hash(sorted(_SPECIAL | _SPELLING.keys()))),
-                  np.unique(pair_hashes(word_hash([a for a, _ in heads]),
-                                        word_hash([b for _, b in heads]))))
+        _rules = (np.unique(hash_words(sorted(_SPECIAL | _SPELLING.keys()))),
+                  np.unique(pair_hashes(hash_words([a for a, _ in heads]),
+                                        hash_words([b for _, b in heads]))))
     return _rules
 
 

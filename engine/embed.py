@@ -173,13 +173,7 @@ def _stop_hashes(normalized: list[str]) -> np.ndarray:
     """Sorted word hashes of the (normalized) stop words, as the kernel computes them."""
     from . import kernels
 
-    if not normalized:
-        return np.zeros(0, dtype=np.uint64)
-    raw = [w.encode("utf-8", "surrogatepass") for w in normalized]
-    lengths = np.array([len(r) for r in raw], dtype=np.int64)
-    ends = np.cumsum(lengths)
-    data = np.frombuffer(b"".join(raw), dtype=np.uint8)
-    return np.unique(kernels.word_hashes(data, ends - lengths, ends))
+    return np.unique(kernels.hash_words(normalized))
 
 
 _ONE_BYTE = np.zeros(1, dtype=np.uint8)  # stands in for an empty buffer (length passed apart)

@@ -973,23 +973,44 @@ def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
                 t += 1
 
 
-def profile_entries(profiles: list[Any]) -> int:
-    """How many pool entries the key words of ``profiles`` take (see :func:`word_rows`)."""
-    if not isinstance(profiles, list):  # a BatchProfiles: all of its texts
-        return int(profiles.lens.sum())
-    n = 0
-    batches: dict[int, tuple[Any, list[int]]] = {}
-    for p in profiles:
+def _sources(profiles: Any) -> tuple[np.ndarray, list[tuple[Any, np.ndarray, np.ndarray]],
+                                     list[tuple[int, list[int]]]]:
+    """Where the key words of each of ``profiles``' rows come from (see :func:`word_rows`):
+    the rows' entry counts; per BatchProfiles, its text indexes and the rows (counted from
+    0) that take them; and the rows given as word_profile lists."""
+    if not isinstance(profiles, list):  # a BatchProfiles: all of its texts, in order
+        idx = np.arange(len(profiles.lens), dtype=np.int64)
+        return profiles.lens, [(profiles, idx, idx)], []
+    m = len(profiles)
+    if m and type(profiles[0]) is tuple:  # the common case: all from one embedding pass
+        b = profiles[0][0]
+        js = [p[1] if type(p) is tuple and p[0] is b else -1 for p in profiles]
+        if -1 not in js:
+            idx = np.array(js, np.int64)
+            return b.lens[idx], [(b, idx, np.arange(m, dtype=np.int64))], []
+    groups: dict[int, tuple[Any, list[int], list[int]]] = {}
+    lens: list[int] = []
+    plain: list[tuple[int, list[int]]] = []
+    for i, p in enumerate(profiles):
         if type(p) is tuple:
-            g = batches.get(id(p[0]))
+            b, j = p
+            g = groups.get(id(b))
             if g is None:
-                g = batches[id(p[0])] = (p[0], [])
-            g[1].append(p[1])
+                g = groups[id(b)] = (b, [], [])
+            g[1].append(j)
+            g[2].append(i)
+            lens.append(int(b.lens[j]))
         else:
-            n += len(p) // 3
-    for b, js in batches.values():
-        n += int(b.lens[js].sum())
-    return n
+            plain.append((i, p))
+            lens.append(len(p) // 3)
+    return (np.array(lens, np.int64),
+            [(b, np.array(js, np.int64), np.array(rs, np.int64)) for b, js, rs in groups.values()],
+            plain)
+
+
+def profile_entries(profiles: Any) -> int:
+    """How many pool entries the key words of ``profiles`` take (see :func:`word_rows`)."""
+    return int(_sources(profiles)[0].sum())
 
 
 @njit(cache=True)
@@ -1005,22 +1026,6 @@ def _copy_profiles(br, bs, bc, boff, blen, js, dest, wr, wi, wc, woff):
             wc[o + u] = bc[a + u]
 
 
-def _batch_rows(b: Any, idx: np.ndarray, pools: tuple[np.ndarray, ...], used: int,
-                rows: tuple[np.ndarray, ...], out: np.ndarray, start: int) -> int:
-    """word_rows for rows ``start ..`` holding texts ``idx`` of one BatchProfiles ``b``."""
-    wr, wi, wc = pools
-    woff, wlen, wtot = rows
-    m = len(idx)
-    lens = b.lens[idx]
-    ends = np.cumsum(lens)
-    woff[start:start + m] = used + ends - lens
-    wlen[start:start + m] = lens
-    _copy_profiles(b.ranks, b.shapes, b.counts, b.off, b.lens, idx,
-                   np.arange(start, start + m, dtype=np.int64), wr, wi, wc, woff)
-    _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, EMPTY_KEY, SINGLE_KEY)
-    return used + int(ends[-1])
-
-
 def word_rows(profiles: Any, pools: tuple[np.ndarray, ...], used: int,
               rows: tuple[np.ndarray, ...], out: np.ndarray, start: int) -> int:
     """Store the key words of new rows ``start ..`` in ``pools`` (ranks, shapes, counts)
@@ -1034,40 +1039,17 @@ def word_rows(profiles: Any, pools: tuple[np.ndarray, ...], used: int,
     rows."""
     wr, wi, wc = pools
     woff, wlen, wtot = rows
-    if not isinstance(profiles, list):  # a BatchProfiles: all of its texts, in order
-        m = len(profiles.lens)
-        return _batch_rows(profiles, np.arange(m, dtype=np.int64), pools, used, rows, out,
-                           start)
-    m = len(profiles)
-    if m and type(profiles[0]) is tuple:  # the common case: all from one embedding pass
-        b = profiles[0][0]
-        js = [p[1] if type(p) is tuple and p[0] is b else -1 for p in profiles]
-        if -1 not in js:
-            return _batch_rows(b, np.array(js, np.int64), pools, used, rows, out, start)
-    batches: dict[int, tuple[Any, list[int], list[int]]] = {}
-    lens: list[int] = []
-    plain: list[tuple[int, list[int]]] = []
-    for i, p in enumerate(profiles):
-        if type(p) is tuple:
-            b, j = p
-            g = batches.get(id(b))
-            if g is None:
-                g = batches[id(b)] = (b, [], [])
-            g[1].append(j)
-            g[2].append(start + i)
-            lens.append(int(b.lens[j]))
-        else:
-            plain.append((start + i, p))
-            lens.append(len(p) // 3)
+    lens, groups, plain = _sources(profiles)
+    m = len(lens)
     if m:
         ends = np.cumsum(lens)
         woff[start:start + m] = used + ends - lens
         wlen[start:start + m] = lens
-        for b, js, dest in batches.values():
-            _copy_profiles(b.ranks, b.shapes, b.counts, b.off, b.lens,
-                           np.array(js, np.int64), np.array(dest, np.int64), wr, wi, wc, woff)
-        for row, p in plain:
-            o = int(woff[row])
+        for b, js, rel in groups:
+            _copy_profiles(b.ranks, b.shapes, b.counts, b.off, b.lens, js, start + rel,
+                           wr, wi, wc, woff)
+        for i, p in plain:
+            o = int(woff[start + i])
             k = len(p) // 3
             wr[o:o + k] = p[0::3]
             wi[o:o + k] = p[1::3]

@@ -574,6 +574,16 @@ def _word_hash(cps, a, b):
     return _fmix(h ^ np.uint64(b - a))
 
 
+def hash_words(words: list[str]) -> np.ndarray:
+    """The embedder's 64-bit hash of each (normalized) word, uint64, in order (word_hashes over
+    their UTF-8, lone surrogates allowed)."""
+    raw = [w.encode("utf-8", "surrogatepass") for w in words]
+    lengths = np.array([len(r) for r in raw], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    data = np.frombuffer(b"".join(raw) or b"\0", dtype=np.uint8)
+    return word_hashes(data, ends - lengths, ends)
+
+
 @njit(cache=True)
 def word_hashes(data, starts, ends):
     """Hash each (already normalized) word data[starts[i]:ends[i]] as the embedder does."""

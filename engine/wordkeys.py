@@ -49,7 +49,7 @@ word that may be a mistyped filler (whether it is one, and so ignorable, is the 
 rule, dictionary included).
 
 The order is fixed: a word's rank is the embedder's 64-bit word hash
-(:func:`stratabatch.kernels.word_hashes`), which is all the guarantee needs.
+(:func:`stratabatch.kernels.hash_words`), which is all the guarantee needs.
 """
 
 from __future__ import annotations
@@ -123,16 +123,6 @@ def word_shape(word: str) -> int:
     return mask | (min(len(word), 0xFFFF) << 32) | (word.isalpha() << 48)
 
 
-def word_hash(words: Sequence[str]) -> np.ndarray:
-    """The embedder's 64-bit hash of each (canonical) word, as uint64: what ranks words."""
-    from .kernels import word_hashes
-
-    raw = [w.encode("utf-8", "surrogatepass") for w in words]
-    ends = np.cumsum(np.array([len(r) for r in raw], dtype=np.int64))
-    data = np.frombuffer(b"".join(raw) or b"\0", dtype=np.uint8)
-    return word_hashes(data, ends - np.array([len(r) for r in raw], dtype=np.int64), ends)
-
-
 def _profile_of(word: str) -> tuple[int, int]:
     """(rank, shape) of a word; rank 0: not a key word (see the module docstring)."""
     p = _cache.get(word)
@@ -140,7 +130,9 @@ def _profile_of(word: str) -> tuple[int, int]:
         if _ignorable(word):
             p = (0, 0)
         else:
-            r = (int(word_hash([word])[0]) & _LOW) | 1
+            from .kernels import hash_words
+
+            r = (int(hash_words([word])[0]) & _LOW) | 1
             if len(word) < 3 or word in COMMON_WORDS:
                 r |= _COMMON_BIT
             p = (r, word_shape(word))
@@ -218,6 +210,7 @@ def kernel_tables() -> tuple[np.ndarray, ...]:
     global _tables
     if _tables is None:
         from .guards import IGNORABLE_WORDS, TYPO_FILLERS, _dictionary
+        from .kernels import hash_words
 
         vocab = _dictionary()
         width = max(len(f) for f in TYPO_FILLERS)
@@ -226,9 +219,9 @@ def kernel_tables() -> tuple[np.ndarray, ...]:
             fillers[i, :4] = (ord(f[0]), len(f), word_shape(f) & 0xFFFFFFFF, f in vocab)
             fillers[i, 4:4 + len(f)] = [ord(c) for c in f]
         fill_at = np.searchsorted(fillers[:, 0], np.arange(129)).astype(np.int64)
-        _tables = (np.unique(word_hash(sorted(COMMON_WORDS))),
-                   np.unique(word_hash(sorted(IGNORABLE_WORDS))), fillers, fill_at,
-                   np.unique(word_hash(sorted(vocab))))
+        _tables = (np.unique(hash_words(sorted(COMMON_WORDS))),
+                   np.unique(hash_words(sorted(IGNORABLE_WORDS))), fillers, fill_at,
+                   np.unique(hash_words(sorted(vocab))))
     return _tables
 
 
