@@ -42,7 +42,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .kernels import _dot_canonical, _dot_fast, _margin, _readonly
+from .kernels import _dot_canonical, _dot_fast, _margin, _may_be_typos, _popcount, _readonly
 from .wordkeys import EMPTY_KEY, SINGLE_KEY, WORD_KEYS
 
 __all__ = [
@@ -97,17 +97,6 @@ def _confirm(X, i, j, thr, lo, hi):
     if approx < hi and c < thr:
         return np.float32(-2.0)
     return c
-
-
-@njit(cache=True)
-def _may_be_typos(a, b):
-    """:func:`stratabatch.wordkeys.may_be_typos` on two word shapes."""
-    la = (a >> 32) & 0xFFFF
-    lb = (b >> 32) & 0xFFFF
-    if ((a >> 48) & (b >> 48) & 1) == 0 or min(la, lb) < 4:
-        return False
-    limit = 2 if min(la, lb) >= 8 else 1
-    return abs(la - lb) <= limit and _popcount(np.uint64((a ^ b) & 0xFFFFFFFF)) <= 2 * limit
 
 
 _UNPAIRED_MAX = 64  # unpaired words a side the pre-check pairs; with more it lets a pair pass
@@ -444,14 +433,6 @@ def _mix(h):
     h = h ^ (h >> np.uint64(33))
     h = h * _M2
     return h ^ (h >> np.uint64(33))
-
-
-@njit(cache=True)
-def _popcount(x):
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
 @njit(cache=True)

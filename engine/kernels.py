@@ -732,12 +732,22 @@ _UNPROFILED = -1  # a text the kernel leaves to the Python reference (wordkeys.w
 
 
 @njit(cache=True)
-def _popcount32(x):
-    c = 0
-    while x:
-        x &= x - np.uint64(1)
-        c += 1
-    return c
+def _popcount(x):
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@njit(cache=True)
+def _may_be_typos(a, b):
+    """:func:`stratabatch.wordkeys.may_be_typos` on two word shapes."""
+    la = (a >> 32) & 0xFFFF
+    lb = (b >> 32) & 0xFFFF
+    if ((a >> 48) & (b >> 48) & 1) == 0 or min(la, lb) < 4:
+        return False
+    limit = 2 if min(la, lb) >= 8 else 1
+    return abs(la - lb) <= limit and _popcount(np.uint64((a ^ b) & 0xFFFFFFFF)) <= 2 * limit
 
 
 @njit(cache=True)
@@ -797,6 +807,7 @@ def _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fille
             if not (97 <= cp <= 122 or 65 <= cp <= 90):
                 alpha = False
         L = b - a
+        shape = np.int64(mask) | (np.int64(min(L, 0xFFFF)) << 32) | (np.int64(alpha) << 48)
         h = tok_hash[t]
         ign = _is_stop(h, ignorable)
         if not ign and alpha and L >= 4:
@@ -805,16 +816,14 @@ def _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fille
             c0 = cps[a]
             for f in range(fill_at[c0], fill_at[c0 + 1]):  # the fillers starting like it
                 fl = fillers[f, 1]
-                if abs(fl - L) <= 1:
-                    lim = 2 if min(fl, L) >= 8 else 1
-                    if _popcount32((mask ^ np.uint64(fillers[f, 2])) & np.uint64(0xFFFFFFFF)) \
-                            <= 2 * lim and _osa_within(cps, a, L, fillers[f, 4:], fl, lim,
-                                                       osa[0], osa[1], osa[2]) \
-                            and (not (fillers[f, 3] and _is_stop(h, dictionary))
-                                 or _same_word(cps, a, L, fillers[f, 4:], fl)):
-                        return _UNPROFILED  # (two different dictionary words: never typos)
+                if abs(fl - L) <= 1 and _may_be_typos(shape, fillers[f, 2]) \
+                        and _osa_within(cps, a, L, fillers[f, 4:], fl, 2 if min(fl, L) >= 8
+                                        else 1, osa[0], osa[1], osa[2]) \
+                        and (not (fillers[f, 3] and _is_stop(h, dictionary))
+                             or _same_word(cps, a, L, fillers[f, 4:], fl)):
+                    return _UNPROFILED  # (two different dictionary words: never typos)
         kh[k] = h
-        ks[k] = np.int64(mask) | (np.int64(min(L, 0xFFFF)) << 32) | (np.int64(alpha) << 48)
+        ks[k] = shape
         kign[k] = ign
         if L < 3 or _is_stop(h, common):
             kign[k] = kign[k] | 2  # (bit 1: a common word, ranked after the others)

@@ -203,8 +203,9 @@ _tables: tuple[np.ndarray, ...] | None = None
 def kernel_tables() -> tuple[np.ndarray, ...]:
     """What :func:`stratabatch.kernels.hashed_embed_profiled` needs to rank words as
     :func:`word_profile` does: the sorted hashes of :data:`COMMON_WORDS` and of the guards'
-    ignorable words, one row per filler a typo may stand for (first letter, length, letter
-    bits, whether it is a dictionary word, then its letters; sorted by first letter), where
+    ignorable words, one row per filler a typo may stand for (first letter, length, shape
+    (:func:`word_shape`), whether it is a dictionary word, then its letters; sorted by first
+    letter), where
     the fillers of each first letter start (``fill_at[c] : fill_at[c + 1]``, ASCII), and the
     sorted hashes of the guards' dictionary."""
     global _tables
@@ -216,7 +217,7 @@ def kernel_tables() -> tuple[np.ndarray, ...]:
         width = max(len(f) for f in TYPO_FILLERS)
         fillers = np.zeros((len(TYPO_FILLERS), 4 + width), dtype=np.int64)
         for i, f in enumerate(TYPO_FILLERS):
-            fillers[i, :4] = (ord(f[0]), len(f), word_shape(f) & 0xFFFFFFFF, f in vocab)
+            fillers[i, :4] = (ord(f[0]), len(f), word_shape(f), f in vocab)
             fillers[i, 4:4 + len(f)] = [ord(c) for c in f]
         fill_at = np.searchsorted(fillers[:, 0], np.arange(129)).astype(np.int64)
         _tables = (np.unique(hash_words(sorted(COMMON_WORDS))),
