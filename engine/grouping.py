@@ -240,11 +240,17 @@ class Deduper:
         index serves and the embedder can (the default one), their key words come out of the
         same kernel pass (``r.wprof``: see :meth:`profile_of`)."""
         mat, batch = self._embed_batch(reqs)
+        self._keep_profiles(reqs, batch)
+        return mat
+
+    @staticmethod
+    def _keep_profiles(reqs: list[Request], batch: Any) -> None:
+        """Point each request at its key words in ``batch`` (``r.wprof``, see
+        :meth:`profile_of`); those the kernel left to the Python reference stay unset."""
         if batch is not None:
             for j, k in enumerate(batch.lens.tolist()):
-                if k >= 0:  # (else left to the Python reference, on first need)
+                if k >= 0:
                     reqs[j].wprof = (batch, j)
-        return mat
 
     def features_of(self, r: Request) -> Any:
         """The guard features of ``r``'s text (computed once), or None without text."""
@@ -533,17 +539,12 @@ class Deduper:
                 for r in fresh:
                     self._ops.reject(r, err)
                 return
-            if index.dim is None:
-                index.dim = vectors.shape[1]
-            profiles: Any = None
-            if batch is not None:
-                profiles = batch
-                if int(batch.lens.min()) < 0:  # some texts' key words are the reference's
-                    profiles = [(batch, j) if k >= 0 else self.profile_of(r)
-                                for j, (r, k) in enumerate(zip(fresh, batch.lens.tolist(),
-                                                               strict=True))]
-            elif self.word_keyed():  # an embedder without them: the reference's
-                profiles = [self.profile_of(r) for r in fresh]
+            profiles: Any = batch
+            if batch is None or int(batch.lens.min()) < 0:
+                # some or all key words are the reference's (profile_of); None where the
+                # word index does not serve
+                self._keep_profiles(fresh, batch)
+                profiles = [self.profile_of(r) for r in fresh] if self.word_keyed() else None
             self._cluster(fresh, vectors, profiles)
             return
         cands: list[Request] = []
@@ -585,8 +586,6 @@ class Deduper:
             vectors.append(v)
         if not ok:
             return
-        if index.dim is None:
-            index.dim = len(vectors[0])
         plist: list[Any] | None = None
         if self.word_keyed():
             plist = []
@@ -619,6 +618,8 @@ class Deduper:
         from .index import greedy_pass
 
         index = self.leaders
+        if index.dim is None:
+            index.dim = len(vectors[0])
         keys = self._part_keys(ok)
         threshold = float(self.threshold())
         start, pids = index.append(vectors, keys, profiles)
