@@ -27,6 +27,8 @@ import msgpack
 from .wordkeys import WORD_KEYS
 
 _DIGITS = re.compile(r"\d+")
+# The per-row arrays of a LeaderIndex, kept through growth and moved by compaction.
+_ROW_ARRAYS = ("mat", "part", "words", "wkeys", "woff", "wlen", "wtot", "stamp")
 _MISSING = object()
 
 
@@ -229,11 +231,18 @@ class LeaderIndex:
 
     def part_id(self, key: Any) -> int:
         """A small int for a partition key (scope and number guard)."""
+        return self.part_ids((key,))[0]
+
+    def part_ids(self, keys: Any) -> list[int]:
+        """:meth:`part_id` of each key (one loop, no call per key)."""
         ids = self._part_ids
-        pid = ids.get(key)
-        if pid is None:
-            pid = ids[key] = len(ids)
-        return pid
+        out = []
+        for k in keys:
+            pid = ids.get(k)
+            if pid is None:
+                pid = ids[k] = len(ids)
+            out.append(pid)
+        return out
 
     def lead(self, row: int, group: Any, pid: int | None = None,
              keyed: bool | None = None) -> None:
@@ -299,27 +308,15 @@ class LeaderIndex:
             need = start + n_new
         if need > self.mat.shape[0] or self.mat.shape[1] != self.dim:
             cap = max(64, need * 2)
-            mat = np.empty((cap, self.dim), np.float32)
-            part = np.empty(cap, np.int64)
-            words = np.zeros((cap, 2), np.uint64)
-            wk = np.zeros((cap, WORD_KEYS), np.uint64)
-            woff = np.zeros(cap, np.int64)
-            wlen = np.zeros(cap, np.int64)
-            wtot = np.zeros(cap, np.int64)
-            self.refused = np.zeros(cap, np.int64)
+            if self.mat.shape[1] != self.dim:
+                self.mat = np.empty((0, self.dim), np.float32)
+            for name in _ROW_ARRAYS:  # each keeps its rows, in arrays of ``cap``
+                old = getattr(self, name)
+                grown = np.zeros((cap, *old.shape[1:]), old.dtype)
+                grown[:start] = old[:start]
+                setattr(self, name, grown)
+            self.refused = np.zeros(cap, np.int64)  # (per pass: nothing to keep)
             self.rsim = np.zeros(cap, np.float32)
-            stamp = np.zeros(cap, np.int64)
-            if start:
-                mat[:start] = self.mat[:start]
-                part[:start] = self.part[:start]
-                words[:start] = self.words[:start]
-                wk[:start] = self.wkeys[:start]
-                woff[:start] = self.woff[:start]
-                wlen[:start] = self.wlen[:start]
-                wtot[:start] = self.wtot[:start]
-                stamp[:start] = self.stamp[:start]
-            self.mat, self.part, self.words, self.stamp = mat, part, words, stamp
-            self.wkeys, self.woff, self.wlen, self.wtot = wk, woff, wlen, wtot
         self.mat[start:need] = vectors
         self.refused[start:need] = -1
         if profiles is None:
@@ -341,13 +338,7 @@ class LeaderIndex:
             self._pool_used = word_rows(profiles, self.pools, used,
                                         (self.woff, self.wlen, self.wtot), self.wkeys, start)
             self._pass_keyed = True
-        ids = self._part_ids
-        pids = []
-        for k in keys:  # (part_id, inline: one call less a row)
-            pid = ids.get(k)
-            if pid is None:
-                pid = ids[k] = len(ids)
-            pids.append(pid)
+        pids = self.part_ids(keys)
         self.part[start:need] = pids
         self.owners.extend([None] * n_new)
         self.keys.extend(keys)
@@ -463,8 +454,9 @@ class LeaderIndex:
         from .index import compact_pools, move_rows
 
         # in place: ``self.mat[live]`` would first copy every live row to fresh memory
-        for a in (self.mat, self.part, self.words, self.wkeys, self.woff, self.wlen, self.wtot):
-            move_rows(a, live)
+        for name in _ROW_ARRAYS:
+            if name != "stamp":  # (tags of past probes: they match no later one anywhere)
+                move_rows(getattr(self, name), live)
         self._pool_used = compact_pools(*self.pools, self.woff, self.wlen, n)
         owners, keys = self.owners, self.keys
         self.owners = [owners[i] for i in live.tolist()]
@@ -472,7 +464,7 @@ class LeaderIndex:
         renumbered = len(self._part_ids) > 4 * n + 1024
         if renumbered:  # forget partitions nobody uses any more
             self._part_ids = {}
-            pids = [self.part_id(k) for k in self.keys]
+            pids = self.part_ids(self.keys)
             self.part[:n] = pids
             self._leaders_in = {}
             for pid in pids:
