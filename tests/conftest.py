@@ -1,22 +1,71 @@
-"""Suite-wide guards: every test leaves no child process and no /dev/shm entry behind."""
+"""Suite-wide guards: every test leaves no child process, /dev/shm entry or socket behind.
+
+The guards look only at what this run created. Every engine or segment name a test makes comes
+from :func:`run_name`, which embeds this run's tag (``RUN_TAG``); an engine, a monitor fake or a
+second test run elsewhere on the machine uses other names and is none of this run's business.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+import uuid
 
 import pytest
 
+from stratabatch.wire import socket_dir
+
 SHM_DIR = "/dev/shm"
-SHM_PREFIX = "stratabatch-"
+SHM_PREFIX = f"stratabatch-{os.getuid()}-"
+RUN_TAG_ENV = "STRATABATCH_TEST_RUN_TAG"
+# Kept in the environment so that a second import of this module (``tests.conftest``, next to
+# pytest's own ``conftest``) and the processes a test starts agree on the tag.
+RUN_TAG = os.environ.setdefault(RUN_TAG_ENV, "run" + uuid.uuid4().hex[:8])
+_MAX_NAME = 48  # engine names: 1-48 characters of [A-Za-z0-9_.-] (stratabatch.wire.check_name)
 
 
-def _shm_entries() -> set[str]:
+def run_name(label: str) -> str:
+    """A fresh engine (or segment owner) name that carries this run's tag.
+
+    Args:
+        label: What the name is for (``e2e``, ``mon``, ``ring``...), up to 27 characters.
+
+    Returns:
+        ``LABEL-RUNTAG-RANDOM``: unique, a valid engine name, found by the guards below.
+    """
+    name = f"{label}-{RUN_TAG}-{uuid.uuid4().hex[:8]}"
+    if len(name) > _MAX_NAME:
+        raise ValueError(f"label {label!r} is too long for an engine name ({name!r})")
+    return name
+
+
+def _is_ours(name: str) -> bool:
+    return f"-{RUN_TAG}-" in name
+
+
+def _socket_dirs() -> set[str]:
+    # the engine's directory under this environment, and the fallback a test may switch to
+    return {socket_dir(), f"/tmp/stratabatch-{os.getuid()}"}
+
+
+def own_leftovers() -> set[str]:
+    """Paths of this run's shared-memory segments and engine sockets that exist right now."""
+    found = set()
     try:
-        return {n for n in os.listdir(SHM_DIR) if n.startswith(SHM_PREFIX)}
+        found |= {
+            os.path.join(SHM_DIR, n)
+            for n in os.listdir(SHM_DIR)
+            if n.startswith(SHM_PREFIX) and _is_ours(n)
+        }
     except FileNotFoundError:
-        return set()
+        pass
+    for d in _socket_dirs():
+        try:
+            found |= {os.path.join(d, n) for n in os.listdir(d) if _is_ours(n)}
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            pass
+    return found
 
 
 def _live_children() -> list[int]:
@@ -40,24 +89,24 @@ def _live_children() -> list[int]:
 
 @pytest.fixture(autouse=True)
 def _leaves_machine_clean():
-    before = _shm_entries()
+    before = own_leftovers()
     yield
     deadline = time.monotonic() + 5.0
     while True:
-        leaked_shm = _shm_entries() - before
+        leaked = own_leftovers() - before
         kids = _live_children()
-        if (not leaked_shm and not kids) or time.monotonic() > deadline:
+        if (not leaked and not kids) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert not leaked_shm, f"test left /dev/shm entries behind: {sorted(leaked_shm)}"
+    assert not leaked, f"test left /dev/shm entries or sockets behind: {sorted(leaked)}"
     assert not kids, f"test left child processes running: {kids}"
 
 
 def pytest_sessionfinish(session, exitstatus):
-    leaked = _shm_entries()
+    leaked = own_leftovers()
     if leaked and exitstatus == 0:
         session.exitstatus = 1
-        print(f"\nERROR: /dev/shm entries left after the suite: {sorted(leaked)}")
+        print(f"\nERROR: /dev/shm entries or sockets left after the suite: {sorted(leaked)}")
 
 
 class _VirtualSelector:

@@ -13,11 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_name
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
@@ -74,8 +75,8 @@ class EngineProc:
 
 @pytest.fixture
 def engine_name() -> str:
-    """A name no other test (or concurrent test run) uses."""
-    return f"e2e-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """A name no other test (or concurrent test run) uses, with this run's tag."""
+    return run_name("e2e")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from stratabatch.ipc.arena import (
 )
 from stratabatch.ipc.errors import IpcError, SegmentLayoutError
 from stratabatch.ipc.segment import Segment, segment_name
+from tests.conftest import run_name
 
 GEOMETRY = dict(dim=8, slots=3, rows_per_slot=4, engine_rows=5)
 
@@ -199,7 +199,7 @@ def test_second_process_shares_rows_both_ways():
     seed = int.from_bytes(os.urandom(4), "little")
     print(f"seed {seed}")
     geometry = dict(dim=384, slots=4, rows_per_slot=64, engine_rows=128)
-    name = segment_name("t" + uuid.uuid4().hex[:10], "arena")
+    name = segment_name(run_name("t"), "arena")
     with Segment.create(name, Arena.nbytes(**geometry), magic=b"SBARENA0", version=1) as seg:
         eng = Arena.create(seg.buf, **geometry)
         engine_vectors = np.random.default_rng(seed + 1).random((128, 384), dtype=np.float32)

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from numba import njit
 
 from stratabatch.ipc.atomics import atomic_add, atomic_cas, atomic_load, atomic_store, fence
 from stratabatch.ipc.segment import Segment, segment_name
+from tests.conftest import run_name
 
 MAGIC = b"SBATOM01"
 # Slots of the shared int64 array, each on its own cache line (8 int64 = 64 bytes).
@@ -142,7 +142,7 @@ def _worker(name: str, me: int, kind: str, n: int) -> None:
 
 def _race(kind: str, n: int) -> tuple[int, int, int]:
     """Two processes increment one counter; returns (counter, expected, interleavings)."""
-    name = segment_name("at" + uuid.uuid4().hex[:8], kind)
+    name = segment_name(run_name("at"), kind)
     code = (
         f"import sys; sys.path.insert(0, {HERE!r}); import test_atomics as t; "
         f"t._worker({name!r}, int(sys.argv[1]), {kind!r}, {n})"

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -41,6 +40,7 @@ from stratabatch.ipc.counters import (
 )
 from stratabatch.ipc.errors import SegmentExistsError, SegmentLayoutError, SegmentNotFoundError
 from stratabatch.ipc.segment import Segment, segment_name
+from tests.conftest import run_name
 
 
 def stats_block(**kw) -> tuple[bytearray, CountersWriter, CountersReader]:
@@ -244,7 +244,7 @@ def test_sample_second_records_what_changed_each_second():
 
 
 def test_create_and_attach_by_engine_name():
-    name = "t" + uuid.uuid4().hex[:10]
+    name = run_name("t")
     seg_name = counters_segment_name(name)
     assert seg_name == f"stratabatch-{os.getuid()}-{name}-counters"
     with pytest.raises(SegmentNotFoundError):
@@ -449,7 +449,7 @@ WRITER_CODE = """
 
 
 def test_seqlock_snapshots_are_consistent_across_processes():
-    name = segment_name("t" + uuid.uuid4().hex[:10], "counters")
+    name = segment_name(run_name("t"), "counters")
     writer = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(WRITER_CODE), name],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

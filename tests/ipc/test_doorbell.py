@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 
 import pytest
 import uvloop
@@ -19,6 +18,7 @@ import uvloop
 from stratabatch.ipc.doorbell import Doorbell, wait_any_readable, wait_any_readable_async
 from stratabatch.ipc.ring import MAX_SPIN_US, Ring
 from stratabatch.ipc.segment import Segment, segment_name
+from tests.conftest import run_name
 
 
 def test_ring_then_wait_returns_at_once_and_rings_coalesce():
@@ -225,7 +225,7 @@ seg.close()
 
 @pytest.mark.slow
 def test_round_trips_with_both_sides_sleeping_never_stall():
-    name = segment_name("db" + uuid.uuid4().hex[:8], "rtt")
+    name = segment_name(run_name("db"), "rtt")
     n = Ring.nbytes(CAPACITY)
     with (
         Segment.create(name, 2 * n, magic=b"SBDBTEST", version=1) as seg,
@@ -355,7 +355,7 @@ def test_round_trips_with_spinning_then_sleeping_sides_never_stall():
     seed = int.from_bytes(os.urandom(4), "little")
     print(f"seed={seed}")
     pauses = random.Random(seed)
-    name = segment_name("ds" + uuid.uuid4().hex[:8], "rtt")
+    name = segment_name(run_name("ds"), "rtt")
     n = Ring.nbytes(CAPACITY)
     with (
         Segment.create(name, 2 * n, magic=b"SBDBTEST", version=1) as seg,

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 import zlib
 from collections.abc import Callable
 
@@ -31,6 +30,7 @@ from stratabatch.ipc.ring import (
     validate_spin_us,
 )
 from stratabatch.ipc.segment import Segment, segment_name
+from tests.conftest import run_name
 
 MAGIC = b"SBRTEST1"
 
@@ -492,7 +492,7 @@ seg.close()
 
 def _run_stress(n_producers: int, per_producer: int, seed: int) -> None:
     print(f"stress: {n_producers} producers x {per_producer} frames, seed={seed}")
-    name = segment_name("rs" + uuid.uuid4().hex[:8], "rings")
+    name = segment_name(run_name("rs"), "rings")
     size = Ring.nbytes(STRESS_CAPACITY)
     plans = [_plan(seed + k, per_producer) for k in range(n_producers)]
     with (

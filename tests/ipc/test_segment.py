@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -20,13 +19,14 @@ from stratabatch.ipc.errors import (
     SegmentNotFoundError,
 )
 from stratabatch.ipc.segment import HEADER_BYTES, Segment, segment_name
+from tests.conftest import run_name
 
 MAGIC = b"SBTEST01"
 
 
 @pytest.fixture
 def name():
-    n = segment_name("t" + uuid.uuid4().hex[:10], "seg")
+    n = segment_name(run_name("t"), "seg")
     yield n
     try:
         os.unlink(f"/dev/shm/{n}")
@@ -269,11 +269,10 @@ def test_forked_child_closing_inherited_owner_does_not_unlink(name):
 def test_reclaim_stale_removes_dead_owners_segments_only():
     import subprocess
     import sys
-    import uuid
 
     from stratabatch.ipc.segment import reclaim_stale
 
-    engine = f"t{uuid.uuid4().hex[:10]}"
+    engine = run_name("t")
     dead = segment_name(engine, "ring-7")
     code = (
         "from stratabatch.ipc.segment import Segment; import os; "

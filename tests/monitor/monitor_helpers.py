@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from stratabatch.ipc.counters import CountersWriter
+from tests.conftest import run_name
 
 T0_NS = 1_780_000_000_000_000_000
 """A fixed engine start (unix ns) for tests that show an uptime."""
@@ -13,7 +13,7 @@ T0_NS = 1_780_000_000_000_000_000
 
 def engine_name() -> str:
     """A name no other test (or another worktree's run) uses at the same time."""
-    return "mon-" + uuid.uuid4().hex[:12]
+    return run_name("mon")
 
 
 def publish(w: CountersWriter, **over: Any) -> dict[str, Any]:
