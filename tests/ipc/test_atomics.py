@@ -76,10 +76,13 @@ def test_callable_from_jitted_code():
 
 
 # ------------------------------------------------------------------ cross-process
-# Each worker increments until it has done N_ADDS *and* has seen the other do as many, so the
-# two loops are sure to be running at the same time for a while, even on a busy machine where
-# one process may be descheduled at first. The expected total is the sum of the iteration
-# counts the workers record.
+# Each worker increments until it has done N_ADDS *and* has seen the other do as many, and (for
+# atomic_add) until one of them has seen the other's adds land between two of its own: the
+# loops are known to have overlapped whatever the scheduler did, because neither stops before
+# that is seen (while both keep adding, it must be). The expected total is the sum of the
+# iteration counts the workers record. That a non-atomic load + store loses updates under the
+# same race is shown by perf/demo_atomics_race.py: whether it does in one run is up to the
+# scheduler, so it is a demonstration, not a test.
 
 
 @njit(cache=True)
@@ -94,6 +97,7 @@ def _run(a, me, kind, n, cap):
     mine = PROG + 8 * me
     other = PROG + 8 * (1 - me)
     interleaved = 0
+    published = 0
     prev = -2
     i = 0
     while i < cap:
@@ -102,31 +106,27 @@ def _run(a, me, kind, n, cap):
             if old != prev + 1 and prev != -2:
                 interleaved += 1  # the other process added in between: proof of overlap
             prev = old
-        elif kind == 1:  # compare-and-swap loop
+        else:  # compare-and-swap loop
             while True:
                 cur = atomic_load(a, COUNTER)
                 if atomic_cas(a, COUNTER, cur, cur + 1) == cur:
                     break
-        else:
-            # Load and store are each atomic, so the compiler cannot fold the loop into one
-            # add, but the pair is not: an update by the other process in between is lost.
-            # The extra loads (START is 1, so they add nothing) widen that window so that
-            # any overlap or preemption shows.
-            v = atomic_load(a, COUNTER)
-            for _ in range(8):
-                v += atomic_load(a, START) - 1
-            atomic_store(a, COUNTER, v + 1)
         i += 1
         if (i & 1023) == 0:
+            atomic_add(a, INTERLEAVED, interleaved - published)
+            published = interleaved
             atomic_store(a, mine, i)
-            if i >= n and atomic_load(a, other) >= n:
+            if i >= n and atomic_load(a, other) >= n and (
+                kind != 0 or atomic_load(a, INTERLEAVED) > 0
+            ):
                 break
+    atomic_add(a, INTERLEAVED, interleaved - published)
     atomic_store(a, mine, i)
-    atomic_add(a, INTERLEAVED, interleaved)
     return i
 
 
-KINDS = {"atomic": 0, "cas": 1, "racy": 2}
+KINDS = {"atomic": 0, "cas": 1}
+NO_CAP = 1 << 62  # the workers stop on the conditions above; a hung one is killed by _race
 
 
 def _worker(name: str, me: int, kind: str, n: int) -> None:
@@ -135,7 +135,7 @@ def _worker(name: str, me: int, kind: str, n: int) -> None:
         a = seg.array(np.int64, 0, SLOTS)
         _run(np.zeros(SLOTS, np.int64), 0, KINDS[kind], 1, 1)  # compile/load before the start
         _spin_until_start(a)
-        _run(a, me, KINDS[kind], n, 50 * n)
+        _run(a, me, KINDS[kind], n, NO_CAP)
     finally:
         seg.close()
 
@@ -183,22 +183,10 @@ def _warm_cache():
 def test_atomic_add_is_exact_across_overlapping_processes():
     total, expected, interleaved = _race("atomic", N_ADDS)
     assert total == expected
-    assert interleaved > 0  # the loops really overlapped
+    assert interleaved > 0  # the loops really overlapped (the workers wait until they have)
 
 
 @pytest.mark.slow
 def test_cas_increment_is_exact_across_processes():
     total, expected, _ = _race("cas", N_ADDS // 4)
     assert total == expected
-
-
-@pytest.mark.slow
-def test_control_load_then_store_loses_updates():
-    """The race is real: without an atomic read-modify-write, overlapping processes lose adds."""
-    runs = []
-    for _ in range(3):  # tolerate a run the scheduler happened to serialize
-        total, expected, _ = _race("racy", N_ADDS // 2)
-        runs.append((total, expected))
-        if total < expected:
-            break
-    assert any(total < expected for total, expected in runs), runs
