@@ -28,7 +28,8 @@ def _check_array(arr: types.Type, fname: str) -> types.Integer:
     if not isinstance(arr, types.Array) or arr.ndim != 1:
         raise TypingError(f"{fname}: expected a 1-D integer numpy array, got {arr}")
     dtype = arr.dtype
-    if not isinstance(dtype, types.Integer) or dtype.bitwidth not in (32, 64):
+    # numba's types are only partly annotated: mypy does not see Integer.bitwidth
+    if not isinstance(dtype, types.Integer) or dtype.bitwidth not in (32, 64):  # type: ignore[attr-defined]
         raise TypingError(f"{fname}: array dtype must be a 32- or 64-bit integer, got {dtype}")
     if not arr.mutable:
         raise TypingError(f"{fname}: the array is read-only")
@@ -126,7 +127,7 @@ def _check_index(arr, idx):  # noqa: ANN001, ANN202
 @njit(cache=True)
 def fence() -> None:
     """Full sequentially consistent memory fence (``mfence`` on x86)."""
-    _fence()
+    _fence()  # type: ignore[call-arg]  # numba supplies an intrinsic's typingctx
 
 
 @njit(cache=True)
@@ -157,7 +158,7 @@ def atomic_store(arr, idx, val) -> None:  # noqa: ANN001
     is never reordered before it.
     """
     _check_index(arr, idx)
-    _atomic_store(arr, idx, val)
+    _atomic_store(arr, idx, val)  # type: ignore[call-arg]  # numba supplies the typingctx
 
 
 @njit(cache=True)

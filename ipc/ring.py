@@ -69,7 +69,13 @@ from stratabatch.ipc.wait import (  # the wait names stay importable from here
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Buffer
+    if sys.version_info >= (3, 12):
+        from collections.abc import Buffer
+    else:
+        from typing_extensions import Buffer
+
+    Payload = bytes | bytearray | memoryview
+    """A frame's payload: a bytes-like object whose ``len()`` is its size in bytes."""
 
 HEADER_BYTES = 320
 """Bytes of ring header before the data area."""
@@ -123,7 +129,7 @@ class Bell(Protocol):
         """Wake the side sleeping on this doorbell."""
 
 
-def _address(buf: Buffer) -> int:
+def _address(buf: memoryview | mmap.mmap) -> int:
     return int(np.frombuffer(buf, dtype=np.uint8, count=0).ctypes.data)
 
 
@@ -353,7 +359,7 @@ class Ring:
         if bell is not None:
             bell.ring()
 
-    def try_push(self, payload: Buffer) -> bool:
+    def try_push(self, payload: Payload) -> bool:
         """Append one frame; never blocks.
 
         Args:
@@ -394,7 +400,7 @@ class Ring:
             self._wake(_CONSUMER_ASLEEP, self.wake_consumer)
         return True
 
-    def push_many(self, payloads: Iterable[Buffer]) -> int:
+    def push_many(self, payloads: Iterable[Payload]) -> int:
         """Append frames in order until one does not fit, publishing them with one store.
 
         Args:
@@ -494,7 +500,7 @@ class Ring:
 
     def push(
         self,
-        payload: Buffer,
+        payload: Payload,
         bell: Waitable,
         timeout: float | None = None,
         *,
@@ -537,7 +543,7 @@ class Ring:
 
     async def push_async(
         self,
-        payload: Buffer,
+        payload: Payload,
         bell: AsyncWaitable,
         timeout: float | None = None,
     ) -> bool:
@@ -620,7 +626,8 @@ class Ring:
                     f"{head - tail - 4} published)"
                 )
             off += base
-            append(raw[off : off + n] if as_bytes else raw[off : off + n].tobytes())
+            # raw is the mmap (slices are bytes) exactly when as_bytes: no isinstance per frame
+            append(raw[off : off + n] if as_bytes else raw[off : off + n].tobytes())  # type: ignore[union-attr,arg-type]
             tail = end
             if len(out) == max_frames:
                 break
