@@ -10,7 +10,7 @@ Textual's compositing per changed widget and used ~10% of a core at 160x48; repa
 lines of one widget brings that down several times.)
 
 Keys: ``q`` quit, ``p`` or space pause, ``r`` reset the rate baselines, ``1``-``4`` show or
-hide the panels.
+hide the panels, ``ctrl+c`` copy the selected text (a mouse drag selects the whole dashboard).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.geometry import Region
+from textual.selection import Selection
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer
@@ -84,7 +85,7 @@ class Dashboard(Widget):
         if strip is None:
             if len(self._piece_strips) > self._CACHE_LIMIT:
                 self._piece_strips.clear()
-            strip = self._render(piece, base)
+            strip = self._piece_to_strip(piece, base)
             self._piece_strips[key] = strip
         return strip
 
@@ -96,7 +97,7 @@ class Dashboard(Widget):
             combined = self._styles[(base, style)] = base + parsed
         return combined
 
-    def _render(self, piece: Text, base: Style) -> Strip:
+    def _piece_to_strip(self, piece: Text, base: Style) -> Strip:
         """A piece as a strip over the widget's colours.
 
         The monitor's pieces are built by appending, so their spans follow each other without
@@ -159,6 +160,10 @@ class Dashboard(Widget):
             return self._strips[y]
         return Strip.blank(self.size.width, self.rich_style)
 
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        """The selected part of the screen's text (what ctrl+c copies)."""
+        return selection.extract(self.text), "\n"
+
 
 class MonitorApp(App[None]):
     """The ``stratabatch-monitor`` dashboard.
@@ -184,10 +189,10 @@ class MonitorApp(App[None]):
         Binding("p", "pause", "Pause"),
         Binding("space", "pause", "Pause", show=False),
         Binding("r", "reset_rates", "Reset rates"),
-        Binding("1", "toggle('traffic')", "Traffic"),
-        Binding("2", "toggle('dedup')", "Dedup"),
-        Binding("3", "toggle('health')", "Latency"),
-        Binding("4", "toggle('clients')", "Clients"),
+        Binding("1", "toggle_panel('traffic')", "Traffic"),
+        Binding("2", "toggle_panel('dedup')", "Dedup"),
+        Binding("3", "toggle_panel('health')", "Latency"),
+        Binding("4", "toggle_panel('clients')", "Clients"),
     ]
 
     def __init__(self, name: str = "default", *, interval: float = 0.1,
@@ -305,7 +310,7 @@ class MonitorApp(App[None]):
             self.rates = self.rates_tracker.update(self.state)
         self.paint()
 
-    def action_toggle(self, panel: str) -> None:
+    def action_toggle_panel(self, panel: str) -> None:
         """Show or hide one panel; the others share the room."""
         if panel in self.panels:
             self.panels.remove(panel)

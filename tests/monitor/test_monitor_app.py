@@ -6,8 +6,11 @@ it wants a refresh, so what is on screen is exactly the block at that moment.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
 import re
+import textwrap
 
 from monitor_helpers import T0_NS, engine_name, publish
 
@@ -220,3 +223,61 @@ def test_fake_engine_keeps_the_stats_accounting():
         assert s.duplicates == s.exact_merges + s.near_merges
     finally:
         eng.close()
+
+
+async def test_ctrl_c_copies_the_selection_and_the_dashboard_runs_on(block):
+    name, w = block
+    publish(w)
+    app = app_for(name)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await refresh(app, pilot)
+        await pilot.press("ctrl+c")  # nothing selected: only a hint, the app runs on
+        await pilot.pause()
+        assert app.is_running
+        await pilot.mouse_down(app.dashboard, offset=(2, 0))  # drag over the dashboard
+        await pilot.hover(app.dashboard, offset=(40, 3))
+        await pilot.mouse_up(app.dashboard, offset=(40, 3))
+        await pilot.pause()
+        assert app.dashboard in app.screen.selections
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert app.is_running
+        assert app.clipboard and app.clipboard in screen and name in app.clipboard
+        publish(w, total_requests=777)
+        assert "requests 777" in await refresh(app, pilot)
+
+
+def _names_defined(cls: type) -> set[str]:
+    """Methods and class attributes of ``cls``'s own body, and every ``self.X`` it assigns."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0]
+    assert isinstance(body, ast.ClassDef)
+    names = set()
+    for node in body.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    for node in ast.walk(body):
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) \
+                and isinstance(node.value, ast.Name) and node.value.id == "self":
+            names.add(node.attr)
+    return names
+
+
+def test_no_textual_name_is_overridden_by_accident():
+    """Our widgets override only the Textual hooks they mean to: a private method of the
+    same name as Textual's (``_render``) broke text selection."""
+    from textual.app import App
+    from textual.widget import Widget
+
+    from stratabatch.monitor.app import Dashboard
+
+    meant = {"__init__", "DEFAULT_CSS", "render_line", "get_selection", "TITLE",
+             "ENABLE_COMMAND_PALETTE", "BINDINGS", "compose"}
+    for cls, base, instance in ((Dashboard, Widget, Widget()), (MonitorApp, App, App())):
+        theirs = set(dir(base)) | set(vars(instance))
+        clashes = (_names_defined(cls) & theirs) - meant
+        assert not clashes, f"{cls.__name__} overrides Textual's {sorted(clashes)}"
