@@ -170,8 +170,8 @@ class FakeEngine:
             "adaptive_a_ms": 4.2, "adaptive_b_ms": 0.85,
         }
         w = self.writer
-        shares = rng.multinomial(n, [1 / len(self.clients)] * len(self.clients)) \
-            if self.clients else []
+        shares: list[int] = rng.multinomial(n, [1 / len(self.clients)] * len(self.clients)) \
+            .tolist() if self.clients else []
         with w.update():
             w.write_stats(stats, now_ns=now_ns)
             w.set("inflight_batches", int(min(rng.poisson(1.5), 4)))
