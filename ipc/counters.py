@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -287,7 +287,7 @@ class CountersWriter:
         if np.isnan(vals).any():
             raise ValueError(f"histogram {name!r}: cannot observe NaN")
         # searchsorted's sides are bucket_index's bisect_left / bisect_right
-        side = "right" if closed == "left" else "left"
+        side: Literal["left", "right"] = "right" if closed == "left" else "left"
         counts = np.bincount(np.searchsorted(edges, vals, side=side), minlength=len(edges) + 1)
         self.begin()
         self._words[base] += vals.size
@@ -494,7 +494,9 @@ class CountersReader:
         try:
             schema = json.loads(bytes(view[s_off : s_off + s_len]))
             self._plan = _read_plan(schema, d_len)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError,
+                RecursionError) as exc:
+            view.release()
             raise SegmentLayoutError(f"unreadable counters schema: {exc}") from exc
         view.release()
         self.schema: dict[str, Any] = schema
@@ -531,7 +533,11 @@ class CountersReader:
     def info(self) -> dict[str, Any]:
         """The writer's ``info`` map (engine identity and options), empty if it gave none."""
         info = self.schema.get("info")
-        return dict(info) if isinstance(info, dict) else {}
+        if not isinstance(info, dict):
+            return {}
+        # a writer stores only scalars (CountersLayout checks); anything else is not an option
+        return {k: v for k, v in info.items()
+                if v is None or isinstance(v, (str, int, float, bool))}
 
     @property
     def field_names(self) -> list[str]:
@@ -625,44 +631,97 @@ def _row(ints: list[int], floats: list[float], start: int,
 
 
 def _read_plan(schema: Any, data_bytes: int) -> list[tuple[Any, ...]]:
-    """Turn a schema into decoding steps, checking every offset lies inside the data."""
+    """Turn a schema into decoding steps, checking every offset lies inside the data.
+
+    Anything a writer could not have produced (a schema that is not an object, a field of the
+    wrong JSON type, bounds that are not increasing numbers) raises ``ValueError``: a reader
+    that accepts a schema can decode every snapshot of it, whatever the data words hold.
+    """
+    if not isinstance(schema, dict):
+        raise ValueError(f"the schema is a JSON {_json_type(schema)}, not an object")
     if schema.get("format") != "stratabatch-counters" or schema.get("version") != COUNTERS_VERSION:
-        raise ValueError(f"schema format {schema.get('format')!r} v{schema.get('version')!r} "
-                         f"is not stratabatch-counters v{COUNTERS_VERSION}")
+        raise ValueError(f"schema format {schema.get('format')!r:.60} "
+                         f"v{schema.get('version')!r:.20} is not stratabatch-counters "
+                         f"v{COUNTERS_VERSION}")
+    fields = schema.get("fields")
+    if not isinstance(fields, list):
+        raise ValueError(f"the schema's fields are a JSON {_json_type(fields)}, not an array")
     words = data_bytes // 8
     plan: list[tuple[Any, ...]] = []
 
     def word(offset: Any, count: int = 1) -> int:
         if type(offset) is not int or offset % 8 or not 0 <= offset // 8 <= words - count:
-            raise ValueError(f"offset {offset!r} (+{count} words) is outside the data region")
+            raise ValueError(f"offset {offset!r:.40} (+{count} words) is outside the data region")
         return offset // 8
 
-    for f in schema["fields"]:
-        kind, name = f["kind"], f["name"]
+    def size(f: dict[str, Any], key: str) -> int:
+        n = f.get(key)
+        if type(n) is not int or not 1 <= n <= words:
+            raise ValueError(f"field {f['name']!r}: {key} {n!r:.40} is not a count in [1, {words}]")
+        return n
+
+    def columns(f: dict[str, Any]) -> list[tuple[str, bool]]:
+        cols = f.get("columns")
+        if not isinstance(cols, list) or not cols:
+            raise ValueError(f"field {f['name']!r}: columns must be a non-empty array")
+        out = []
+        for c in cols:
+            if not isinstance(c, dict) or not isinstance(c.get("name"), str) \
+                    or c.get("type") not in WORD_TYPES:
+                raise ValueError(f"field {f['name']!r}: column {c!r:.60} is not "
+                                 f"{{name, type in {WORD_TYPES}}}")
+            out.append((c["name"], c["type"] == "f64"))
+        return out
+
+    for f in fields:
+        if not isinstance(f, dict):
+            raise ValueError(f"a field is a JSON {_json_type(f)}, not an object")
+        kind, name = f.get("kind"), f.get("name")
+        if not isinstance(name, str) or not name or name == "seq":
+            raise ValueError(f"field name {name!r:.60} is not a string other than 'seq'")
         if kind in ("counter", "gauge"):
-            if f["type"] not in WORD_TYPES:
-                raise ValueError(f"field {name!r} has unknown type {f['type']!r}")
-            plan.append(("scalar", name, word(f["offset"]), f["type"] == "f64"))
+            if f.get("type") not in WORD_TYPES:
+                raise ValueError(f"field {name!r} has unknown type {f.get('type')!r:.40}")
+            plan.append(("scalar", name, word(f.get("offset")), f["type"] == "f64"))
         elif kind == "histogram":
-            bounds = [float(b) for b in f["bounds"]]
-            base = f["count_offset"]
-            if (f["sum_offset"], f["buckets_offset"], f["buckets"]) != (
-                base + 8, base + 16, len(bounds) + 1
-            ):
+            raw = f.get("bounds")
+            if not isinstance(raw, list) or not raw or not all(
+                type(b) in (int, float) and math.isfinite(b) for b in raw
+            ) or any(a >= b for a, b in zip(raw[:-1], raw[1:], strict=True)):
+                raise ValueError(f"histogram {name!r}: bounds must be finite, strictly "
+                                 f"increasing numbers, got {raw!r:.60}")
+            bounds = [float(b) for b in raw]
+            base = f.get("count_offset")
+            parts = (f.get("sum_offset"), f.get("buckets_offset"), f.get("buckets"))
+            if type(base) is not int or parts != (base + 8, base + 16, len(bounds) + 1):
                 raise ValueError(f"histogram {name!r} is not laid out as count, sum, buckets")
             closed = f.get("closed", "right")
             if closed not in ("left", "right"):
-                raise ValueError(f"histogram {name!r} has unknown closed side {closed!r}")
+                raise ValueError(f"histogram {name!r} has unknown closed side {closed!r:.40}")
             plan.append(("histogram", name, word(base, len(bounds) + 3), bounds, closed))
         elif kind in ("sample_ring", "table"):
-            cols = [(c["name"], c["type"] == "f64") for c in f["columns"]]
-            size = f["capacity"] if kind == "sample_ring" else f["rows"]
-            base = word(f["rows_offset"], size * len(cols))
-            extra = word(f["head_offset"]) if kind == "sample_ring" else f["index_name"]
-            plan.append((kind, name, base, size, cols, extra))
+            cols = columns(f)
+            rows = size(f, "capacity" if kind == "sample_ring" else "rows")
+            base = word(f.get("rows_offset"), rows * len(cols))
+            if kind == "sample_ring":
+                extra: Any = word(f.get("head_offset"))
+            else:
+                extra = f.get("index_name")
+                if not isinstance(extra, str):
+                    raise ValueError(f"table {name!r}: index_name {extra!r:.40} is not a string")
+            plan.append((kind, name, base, rows, cols, extra))
         else:
-            raise ValueError(f"field {name!r} has unknown kind {kind!r}")
+            raise ValueError(f"field {name!r} has unknown kind {kind!r:.40}")
     return plan
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type (for messages)."""
+    for typ, label in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"),
+                       ((int, float), "number")):
+        if isinstance(value, typ):
+            return label
+    return "null" if value is None else type(value).__name__
 
 
 def histogram_quantile(hist: Mapping[str, Any], q: float) -> float:

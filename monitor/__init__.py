@@ -11,8 +11,10 @@ from stratabatch.monitor.snapshot import (
     ClientRow,
     CountersSource,
     EngineSnapshot,
+    MidUpdateError,
     Waiting,
     read_snapshot,
 )
 
-__all__ = ["ClientRow", "CountersSource", "EngineSnapshot", "Waiting", "read_snapshot"]
+__all__ = ["ClientRow", "CountersSource", "EngineSnapshot", "MidUpdateError", "Waiting",
+           "read_snapshot"]

@@ -6,8 +6,10 @@
     stratabatch-monitor [NAME] --once               one plain-text table, then exit
     stratabatch-monitor [NAME] --json               one JSON object, then exit
 
-``--once`` and ``--json`` never import Textual. They exit with status 1 when no engine of that
-name runs, saying where they looked.
+``--once`` and ``--json`` never import Textual. Their exit status tells a health check what
+they found (:data:`EXIT_STATUSES`): 0 the engine runs, 1 no engine of that name, 3 the engine
+has exited (killed: its block is left behind), 4 it runs but has stopped updating, 5 the block
+cannot be read. Anything but 0 also prints one line to stderr.
 """
 
 from __future__ import annotations
@@ -17,13 +19,34 @@ import json
 import sys
 from collections.abc import Sequence
 
+from stratabatch.ipc.errors import SegmentNotFoundError
 from stratabatch.monitor import fmt
 from stratabatch.monitor.snapshot import (
+    STALL_AFTER_S,
     EngineSnapshot,
+    MidUpdateError,
     list_engines,
     read_snapshot,
     shm_path,
 )
+
+EXIT_RUNNING = 0
+"""``--once`` / ``--json``: the engine runs and updates its block."""
+EXIT_NO_ENGINE = 1
+"""No engine of that name: no counters block exists (it never ran, or exited cleanly)."""
+EXIT_USAGE = 2
+"""Bad arguments (argparse's status)."""
+EXIT_DEAD = 3
+"""The block's engine has exited without removing it (killed); the snapshot is its last state."""
+EXIT_STALLED = 4
+"""The engine process exists but has not updated its block for :data:`STALL_AFTER_S` seconds."""
+EXIT_UNREADABLE = 5
+"""A block exists but cannot be read: damaged, foreign, or of another layout version."""
+EXIT_STATUSES = {
+    EXIT_RUNNING: "running", EXIT_NO_ENGINE: "no such engine", EXIT_USAGE: "bad arguments",
+    EXIT_DEAD: "engine dead", EXIT_STALLED: "engine stalled", EXIT_UNREADABLE: "unreadable block",
+}
+"""Every exit status of ``--once`` and ``--json``, and what it means."""
 
 
 def options_line(snap: EngineSnapshot, width: int = 1000) -> str:
@@ -34,13 +57,13 @@ def options_line(snap: EngineSnapshot, width: int = 1000) -> str:
     info = snap.info
     parts = [f"window {fmt.ms(snap.stats.window_ms)} ms"]
     if info.get("adaptive"):
-        lo, hi = info.get("min_window_ms"), info.get("max_window_ms")
-        tgt = info.get("target_latency_ms")
+        lo, hi = _number(info.get("min_window_ms")), _number(info.get("max_window_ms"))
+        tgt = _number(info.get("target_latency_ms"))
         extra = []
         if lo is not None and hi is not None:
-            extra.append(f"{float(lo):g}-{float(hi):g}")
+            extra.append(f"{lo:g}-{hi:g}")
         if tgt is not None:
-            extra.append(f"target {float(tgt):g}")
+            extra.append(f"target {tgt:g}")
         parts[0] += " (adaptive" + (" " + ", ".join(extra) if extra else "") + ")"
     if "max_size" in info:
         parts.append(f"max_size {info['max_size']}")
@@ -53,6 +76,13 @@ def options_line(snap: EngineSnapshot, width: int = 1000) -> str:
         parts[0] = f"window {fmt.ms(snap.stats.window_ms)} ms (adaptive)"
         line = "  ".join(parts)
     return line
+
+
+def _number(value: object) -> float | None:
+    """An option of the engine's ``info`` as a number, or None when it is not one."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def model_text(snap: EngineSnapshot) -> str:
@@ -112,6 +142,40 @@ def _not_found(name: str) -> str:
     return f"stratabatch-monitor: no engine named {name!r} (looked for {shm_path(name)}){hint}"
 
 
+def _one_snapshot(name: str, as_json: bool) -> int:
+    """Print one snapshot of engine ``name`` (or why there is none); the exit status."""
+    try:
+        snap = read_snapshot(name)
+    except SegmentNotFoundError:
+        print(_not_found(name), file=sys.stderr)
+        return EXIT_NO_ENGINE
+    except MidUpdateError as exc:
+        print(f"stratabatch-monitor: cannot read engine {name!r}: {exc}", file=sys.stderr)
+        return EXIT_STALLED if exc.alive else EXIT_DEAD
+    except Exception as exc:  # any block contents: one line, never a traceback
+        print(f"stratabatch-monitor: cannot read engine {name!r}: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    try:
+        text = json.dumps(snap.to_json(), indent=2, allow_nan=False) if as_json \
+            else render_once(snap)
+    except Exception as exc:  # a value no engine writes: say so in one line
+        print(f"stratabatch-monitor: cannot show engine {name!r}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return EXIT_UNREADABLE
+    print(text)
+    if snap.status == "exited":
+        print(f"stratabatch-monitor: engine {name!r} (pid {snap.pid}) is not running; its "
+              "counters block was left behind by a run that did not shut down (killed?)",
+              file=sys.stderr)
+        return EXIT_DEAD
+    if snap.status == "stalled":
+        print(f"stratabatch-monitor: engine {name!r} (pid {snap.pid}) has not updated its "
+              f"counters for {fmt.duration(snap.heartbeat_age_s)} (more than "
+              f"{STALL_AFTER_S:g} s)", file=sys.stderr)
+        return EXIT_STALLED
+    return EXIT_RUNNING
+
+
 def _interval(text: str) -> float:
     value = float(text)
     if not 0.02 <= value <= 60.0:
@@ -124,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="stratabatch-monitor",
         description="Watch a running stratabatch engine: live dashboard, or one snapshot.",
+        epilog="exit status of --once and --json: " + ", ".join(
+            f"{code} {what}" for code, what in EXIT_STATUSES.items()),
     )
     ap.add_argument("name", nargs="?", default="default", metavar="NAME",
                     help="engine name, as given to stratabatch-engine --name (default: default)")
@@ -137,20 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     if args.once or args.json:
-        try:
-            snap = read_snapshot(args.name)
-        except FileNotFoundError:
-            print(_not_found(args.name), file=sys.stderr)
-            return 1
-        except (ValueError, TimeoutError) as exc:
-            print(f"stratabatch-monitor: cannot read engine {args.name!r}: {exc}",
-                  file=sys.stderr)
-            return 1
-        if args.json:
-            print(json.dumps(snap.to_json(), indent=2, allow_nan=False))
-        else:
-            print(render_once(snap))
-        return 0
+        return _one_snapshot(args.name, args.json)
     from stratabatch.monitor.app import MonitorApp  # Textual loads only for the dashboard
 
     MonitorApp(args.name, interval=args.interval, freeze_gc=True).run()

@@ -11,6 +11,7 @@ pieces changed.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 from rich.text import Text
@@ -35,7 +36,8 @@ def bar_rows(values: Sequence[float], height: int, top: float | None = None) -> 
         top: The value of a full column; the largest value by default.
     """
     height = max(1, height)
-    peak = top if top is not None else max(values, default=0.0)
+    values = [v if math.isfinite(v) else 0.0 for v in values]  # NaN or infinity: a damaged block
+    peak = top if top is not None and math.isfinite(top) else max(values, default=0.0)
     if peak <= 0:
         return [" " * len(values) for _ in range(height)]
     levels = [min(height * 8, round(max(v, 0.0) / peak * height * 8)) for v in values]

@@ -6,7 +6,9 @@ import math
 
 
 def count(n: float) -> str:
-    """An integer count with thousands separators: ``1,234,567``."""
+    """An integer count with thousands separators: ``1,234,567``; ``-`` for NaN or infinity."""
+    if isinstance(n, float) and not math.isfinite(n):
+        return "-"
     return f"{int(n):,}"
 
 
@@ -59,7 +61,9 @@ def usd(x: float) -> str:
 
 
 def duration(seconds: float) -> str:
-    """An uptime: ``42s``, ``12m05s``, ``3h02m``, ``2d04h``."""
+    """An uptime: ``42s``, ``12m05s``, ``3h02m``, ``2d04h``; ``-`` for NaN or infinity."""
+    if not math.isfinite(seconds):
+        return "-"
     s = int(max(0.0, seconds))
     if s < 60:
         return f"{s}s"

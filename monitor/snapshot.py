@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import time
+import typing
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +39,25 @@ STALL_AFTER_S = 3.0
 Clock = Callable[[], int]
 """A wall clock in nanoseconds, ``time.time_ns`` unless a test injects a fixed one."""
 
+_STATS_TYPES = typing.get_type_hints(Stats)
 _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(Stats))
+
+
+def engine_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: it exists and is not a zombie.
+
+    A killed engine whose parent has not reaped it yet still answers ``kill(pid, 0)``; its
+    ``/proc`` state says it has exited. Without ``/proc`` the signal check decides alone.
+    """
+    if not pid_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return pid_alive(pid)
+    # the command name may hold spaces or parens: the state follows the last ')'
+    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
 
 
 @dataclass(frozen=True)
@@ -155,10 +174,20 @@ class EngineSnapshot:
         """The engine runs but has not updated the block for :data:`STALL_AFTER_S`."""
         return self.alive and self.heartbeat_age_s > STALL_AFTER_S
 
+    @property
+    def status(self) -> str:
+        """``"running"``, ``"stalled"`` (see :attr:`stalled`) or ``"exited"`` (the engine is
+        gone and the block is what it left behind)."""
+        if not self.alive:
+            return "exited"
+        return "stalled" if self.stalled else "running"
+
     def to_json(self) -> dict[str, Any]:
         """Plain data for ``--json``: the Stats fields by name, ``engine``, ``clients`` and the
         rest of the block (histograms, per-second history)."""
         out: dict[str, Any] = {
+            "alive": self.alive,
+            "status": self.status,
             "engine": {
                 "name": self.name, "segment": self.segment, "pid": self.pid,
                 "alive": self.alive, "stalled": self.stalled,
@@ -218,37 +247,66 @@ def build_snapshot(name: str, segment: str, raw: Mapping[str, Any], info: Mappin
                    *, alive: bool, taken_at_ns: int) -> EngineSnapshot:
     """Turn a :meth:`CountersReader.snapshot` dict into an :class:`EngineSnapshot`.
 
-    Fields missing from the block (an engine of an older layout) read as zero.
+    Fields missing from the block (an engine of an older layout), or of another kind than the
+    engine writes (a damaged block), read as zero or empty.
     """
     values: dict[str, Any] = {}
     for fname in _STATS_FIELDS:
         v = raw.get(fname)
         if fname == "merge_similarity_histogram":
-            values[fname] = tuple(v["counts"]) if isinstance(v, Mapping) else ()
+            hist = _histogram(v)
+            values[fname] = hist.counts if hist.bounds else ()
+        elif _STATS_TYPES[fname] is int:
+            values[fname] = _int(v)
         else:
-            values[fname] = v if isinstance(v, (int, float)) else 0
-    ring = raw.get("seconds") or {}
+            values[fname] = _float(v)
+    ring = raw.get("seconds")
     if isinstance(ring, History):
         history = ring
-    else:
-        history = History(**{f.name: tuple(ring.get(f.name, ()))
+    elif isinstance(ring, Mapping):
+        history = History(**{f.name: _column(ring.get(f.name))
                              for f in dataclasses.fields(History)})
+    else:
+        history = History()
+    rows = raw.get("clients")
     clients = tuple(
-        ClientRow(slot=row.get("slot", 0), pid=row.get("pid", 0), requests=row.get("requests", 0),
-                  errors=row.get("errors", 0), timeouts=row.get("timeouts", 0),
-                  connected_at_ns=row.get("connected_at_ns", 0))
-        for row in raw.get("clients", ()) if row.get("connected", 1)
+        ClientRow(slot=_int(row.get("slot")), pid=_int(row.get("pid")),
+                  requests=_int(row.get("requests")), errors=_int(row.get("errors")),
+                  timeouts=_int(row.get("timeouts")),
+                  connected_at_ns=_int(row.get("connected_at_ns")))
+        for row in (rows if isinstance(rows, list) else ())
+        if isinstance(row, Mapping) and row.get("connected", 1)
     )
     return EngineSnapshot(
-        name=name, segment=segment, seq=int(raw.get("seq", 0)), pid=int(raw.get("engine_pid", 0)),
-        alive=alive, started_at_ns=int(raw.get("started_at_ns", 0)),
-        updated_at_ns=int(raw.get("updated_at_ns", 0)), taken_at_ns=taken_at_ns, info=dict(info),
-        stats=Stats(**values), inflight_batches=int(raw.get("inflight_batches", 0)),
-        clients_connected=int(raw.get("clients_connected", 0)),
-        dedup_threshold=float(raw.get("dedup_threshold", 0.0)),
+        name=name, segment=segment, seq=_int(raw.get("seq")), pid=_int(raw.get("engine_pid")),
+        alive=alive, started_at_ns=_int(raw.get("started_at_ns")),
+        updated_at_ns=_int(raw.get("updated_at_ns")), taken_at_ns=taken_at_ns, info=dict(info),
+        stats=Stats(**values), inflight_batches=_int(raw.get("inflight_batches")),
+        clients_connected=_int(raw.get("clients_connected")),
+        dedup_threshold=_float(raw.get("dedup_threshold")),
         batch_size=_histogram(raw.get("batch_size")), latency_ms=_histogram(raw.get("latency_ms")),
         history=history, clients=clients,
     )
+
+
+def _int(v: Any) -> int:
+    """A block value as an integer: a float is truncated, anything else (NaN, a histogram where
+    a counter belongs) is 0."""
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float) and math.isfinite(v):
+        return int(v)
+    return 0
+
+
+def _float(v: Any) -> float:
+    """A block value as a float; anything but a number is 0.0."""
+    return float(v) if isinstance(v, (int, float)) else 0.0
+
+
+def _column(v: Any) -> tuple[Any, ...]:
+    return tuple(x for x in v if isinstance(x, (int, float))) \
+        if isinstance(v, (list, tuple)) else ()
 
 
 class _Decoder:
@@ -323,11 +381,35 @@ class _Decoder:
 def _histogram(h: Any) -> Histogram:
     if not isinstance(h, Mapping):
         return Histogram((), (0,))
-    return Histogram(tuple(h["bounds"]), tuple(h["counts"]), h.get("closed", "right"))
+    bounds, counts = _column(h.get("bounds")), _column(h.get("counts"))
+    if len(counts) != len(bounds) + 1:
+        return Histogram((), (0,))
+    closed = h.get("closed", "right")
+    return Histogram(tuple(float(b) for b in bounds), tuple(_int(c) for c in counts),
+                     closed if closed in ("left", "right") else "right")
+
+
+class MidUpdateError(TimeoutError):
+    """The counters block stayed in the middle of an update: no consistent copy exists.
+
+    Its writer died inside an update (``alive`` is False) or hangs in one.
+
+    Attributes:
+        pid: The engine's process id (the segment's creator).
+        alive: Whether that process still runs.
+    """
+
+    def __init__(self, message: str, *, pid: int, alive: bool) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.alive = alive
 
 
 def read_snapshot(name: str = "default", *, clock: Clock = time.time_ns) -> EngineSnapshot:
     """Attach to engine ``name``'s counters block, take one snapshot, and let go.
+
+    The snapshot of a block whose engine has exited (killed, so it could not remove the block)
+    is returned too, with ``alive`` False.
 
     Args:
         name: The engine's name (``stratabatch-engine --name``).
@@ -336,16 +418,27 @@ def read_snapshot(name: str = "default", *, clock: Clock = time.time_ns) -> Engi
     Raises:
         SegmentNotFoundError: No engine of that name has a counters block.
         SegmentLayoutError: The block is of another layout version or damaged.
-        TimeoutError: The engine stayed inside an update for a second (it died in one).
+        MidUpdateError: The block stayed inside an update for a second (a ``TimeoutError``).
         ValueError: ``name`` is not a valid engine name.
     """
     reader = CountersReader.attach(name)
     try:
-        raw = _Decoder(reader.schema).decode(*reader.read_words())
         seg = reader.segment
         assert seg is not None
-        return build_snapshot(name, seg.name, raw, reader.info, alive=pid_alive(seg.owner_pid),
-                              taken_at_ns=clock())
+        alive = engine_alive(seg.owner_pid)
+        try:
+            seq, words = reader.read_words()
+        except TimeoutError as exc:
+            raise MidUpdateError(f"{exc} (engine pid {seg.owner_pid}: "
+                                 f"{'running' if alive else 'exited'})",
+                                 pid=seg.owner_pid, alive=alive) from None
+        try:
+            raw = _Decoder(reader.schema).decode(seq, words)
+            return build_snapshot(name, seg.name, raw, reader.info, alive=alive,
+                                  taken_at_ns=clock())
+        except Exception as exc:  # any block contents: a documented error, never another
+            raise SegmentLayoutError(f"the counters block holds what the monitor cannot read "
+                                     f"({type(exc).__name__}: {exc})") from exc
     finally:
         reader.close()
 
@@ -421,19 +514,27 @@ class CountersSource:
             self._detach()  # a new engine made a new segment under the same name
         if self._reader is None:
             try:
-                self._reader = CountersReader.attach(self.name)
-                self._decoder = _Decoder(self._reader.schema)
+                reader = CountersReader.attach(self.name)
             except SegmentNotFoundError:
                 return self._waiting("no counters segment: no engine of that name is running")
             except SegmentLayoutError as exc:
                 return self._waiting(f"the segment is not a readable counters block ({exc})")
             except (IpcError, OSError, ValueError) as exc:
                 return self._waiting(f"cannot attach: {exc}")
-            self._ident = ident
+            except Exception as exc:  # any block contents: a reason on screen, no traceback
+                return self._waiting(f"the segment is not a readable counters block "
+                                     f"({type(exc).__name__}: {exc})")
+            try:
+                decoder = _Decoder(reader.schema)
+            except Exception as exc:
+                reader.close()
+                return self._waiting(f"the segment is not a readable counters block "
+                                     f"({type(exc).__name__}: {exc})")
+            self._reader, self._decoder, self._ident = reader, decoder, ident
         reader = self._reader
         seg = reader.segment
         assert seg is not None
-        if not pid_alive(seg.owner_pid):
+        if not engine_alive(seg.owner_pid):
             return self._waiting(f"the engine that made the block (pid {seg.owner_pid}) has "
                                  "exited; waiting for a new one")
         try:
@@ -446,9 +547,14 @@ class CountersSource:
             snap = dataclasses.replace(last, taken_at_ns=now)
         else:
             assert self._decoder is not None
-            raw = self._decoder.decode(seq, words)
-            snap = build_snapshot(self.name, seg.name, raw, reader.info, alive=True,
-                                  taken_at_ns=now)
+            try:
+                raw = self._decoder.decode(seq, words)
+                snap = build_snapshot(self.name, seg.name, raw, reader.info, alive=True,
+                                      taken_at_ns=now)
+            except Exception as exc:  # any block contents: a reason on screen, no traceback
+                self._detach()
+                return self._waiting(f"the counters block holds what the monitor cannot read "
+                                     f"({type(exc).__name__}: {exc})")
         self._last = snap
         return snap
 
@@ -520,10 +626,12 @@ __all__ = [
     "EngineSnapshot",
     "Histogram",
     "History",
+    "MidUpdateError",
     "RateTracker",
     "Rates",
     "Waiting",
     "build_snapshot",
+    "engine_alive",
     "list_engines",
     "read_snapshot",
     "shm_path",

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from monitor_helpers import engine_name, publish
@@ -64,6 +65,9 @@ def test_bad_arguments_are_refused(capsys):
 def test_once_does_not_import_textual(block):
     name, w = block
     publish(w)
+    # the child may take seconds to start on a busy machine: a heartbeat ahead of the clock
+    # keeps the engine "running" (exit 0) rather than "stalled" for it
+    w.set("updated_at_ns", time.time_ns() + 3_600_000_000_000)
     code = ("import sys\nfrom stratabatch.monitor.cli import main\n"
             f"rc = main([{name!r}, '--once'])\n"
             "assert 'textual' not in sys.modules, 'textual was imported'\n"
