@@ -32,6 +32,7 @@ from typing import Any  # noqa: E402
 
 from .config import BatchConfig  # noqa: E402
 from .errors import ConfigError, StratabatchError  # noqa: E402
+from .exitcodes import EXIT_USAGE  # noqa: E402
 
 DEFAULT_MAX_CLIENTS = 64
 _NONE_WORDS = ("none", "null", "")
@@ -204,7 +205,7 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``stratabatch-engine``; returns the exit status."""
+    """Entry point of ``stratabatch-engine``; returns its exit status (see exitcodes.py)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format=f"stratabatch-engine[{os.getpid()}] %(levelname)s %(message)s")
@@ -217,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = Engine(handler, config, name=args.name, max_clients=args.max_clients, **extra)
     except (StratabatchError, ValueError) as exc:
         print(f"stratabatch-engine: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return EXIT_USAGE
     return run(engine)
 
 

@@ -33,6 +33,7 @@ from .errors import (
     StratabatchError,
     safe_str,
 )
+from .failurelog import FailureLog
 from .grouping import Deduper, Prepared
 from .records import DONE, GROUPED, INFLIGHT, RAW, Batch, Group, Request
 from .stats import Stats, StatsRecorder
@@ -54,6 +55,9 @@ _MAX_PASS_PAIRS = 1_000_000
 
 
 _GONE: tuple = ()  # the members of a group the core let go (a tuple: nothing joins it)
+# How long close() lets cancelled handler calls finish their own clean-up before it returns.
+_ABANDON_GRACE_S = 0.5
+
 
 class Core:
     """The batching engine behind both modes.
@@ -85,6 +89,8 @@ class Core:
         self._dedup = Deduper(config, self)
         self._preparing = False  # a dedup pass's pure half runs in a worker thread
         self._batches: set[Batch] = set()
+        self._abandoned: set[asyncio.Task] = set()  # handler calls cancelled, maybe still running
+        self._failures: FailureLog | None = None
         self._waiting = 0
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -159,6 +165,7 @@ class Core:
         """Attach the core to ``loop``; it stays on that loop for life."""
         if self._loop is None:
             self._loop = loop
+            self._failures = FailureLog(loop.call_later)
             self._idle = asyncio.Event()
             self._idle.set()
             self._ensure_warm()
@@ -211,6 +218,10 @@ class Core:
 
                 canonical_texts(["warm up", "hi there"])
                 index.warm_up()
+            if need[0]:
+                from .rehearsal import rehearse
+
+                rehearse(self.config, self._dedup.vector_dim() if need[1] else None)
         except BaseException as e:  # reported on the loop: the next dedup pass fails with it
             error = e
         loop = self._loop
@@ -812,13 +823,13 @@ class Core:
             else:
                 # a handler that ignores cancellation is left to finish on its own: its slot
                 # is freed now, and its late result goes nowhere
-                call.cancel()
+                self._abandon(call)
                 error = BatchTimeoutError(
                     f"the handler did not finish a batch of {n} within processing_timeout="
                     f"{timeout:g}s"
                 )
         except asyncio.CancelledError:  # every waiter of this batch left
-            call.cancel()
+            self._abandon(call)
             cancelled = True
         now = loop.time()
         elapsed = now - t0
@@ -835,7 +846,26 @@ class Core:
                 )
             elif self._adaptive is not None:
                 self._adaptive.observe_batch(n, elapsed)
+        if error is not None and self._failures is not None:
+            self._failures.batch_failed(n, error, timeout=isinstance(error, BatchTimeoutError))
         self._retire(batch, results, error, cancelled, now)
+
+    def _abandon(self, call: asyncio.Task) -> None:
+        """Cancel a handler call nobody waits for any more, and let the loop forget it.
+
+        ``asyncio.run()`` (and ``uvloop.run()``) cancel every task of the loop when the main
+        coroutine returns and then wait for all of them: a handler that ignores cancellation
+        would make that wait endless, so the task leaves the loop's task registry
+        (``asyncio._unregister_task``, the hook asyncio exports for custom task types). It
+        still runs while the loop does; :meth:`close` gives it a short grace to finish.
+        """
+        call.cancel()
+        if call.done():
+            return
+        asyncio._unregister_task(call)
+        call._log_destroy_pending = False  # type: ignore[attr-defined]  # dropped on purpose
+        self._abandoned.add(call)
+        call.add_done_callback(self._abandoned.discard)
 
     def _retire(self, batch: Batch, results: Any, error: BaseException | None,
                 cancelled: bool, now: float) -> None:
@@ -949,6 +979,10 @@ class Core:
             return
         self._schedule_pump()
         await self._idle.wait()
+        if self._failures is not None:
+            self._failures.close()
+        if self._abandoned:  # cancelled handler calls: a moment for their clean-up, no more
+            await asyncio.wait(set(self._abandoned), timeout=_ABANDON_GRACE_S)
 
 
 def _copy_error(error: BaseException) -> BaseException:

@@ -12,6 +12,8 @@ derives from the builtin exception it narrows, so ``except ValueError`` and
     ├── QueueFullError (queue.Full)         backpressure: the queue or ring is full
     ├── HandlerError (RuntimeError)         the user's handler (or dedup_function) failed
     ├── EngineUnavailableError (ConnectionError)  no engine, or it died
+    │   └── EngineStartError                 stratabatch-engine cannot start (its exit status)
+    ├── RemoteTraceback                     the text of a traceback from the engine process
     └── ModelIntegrityError (RuntimeError)  a shipped model file is missing or altered
 """
 
@@ -100,6 +102,31 @@ class EngineUnavailableError(StratabatchError, ConnectionError):
     """No engine answers under that name, or the engine died while requests were waiting."""
 
 
+class EngineStartError(EngineUnavailableError):
+    """``stratabatch-engine`` cannot start; :attr:`status` is the exit status that says why
+    (:mod:`stratabatch.exitcodes`)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteTraceback(StratabatchError):
+    """The traceback of an exception raised in another process (the engine's handler), as text.
+
+    A :class:`HandlerError` that crossed from the engine has one as its ``__cause__``, so a
+    printed traceback shows where the handler failed (as ``concurrent.futures`` does for a
+    worker process's exception).
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
 class ModelIntegrityError(StratabatchError, RuntimeError):
     """A model or vocabulary file of the ``semantic`` extra is missing, or its sha256 is not
     the pinned one."""
@@ -108,11 +135,13 @@ class ModelIntegrityError(StratabatchError, RuntimeError):
 __all__ = [
     "BatchTimeoutError",
     "ConfigError",
+    "EngineStartError",
     "EngineUnavailableError",
     "HandlerError",
     "InvalidRequestError",
     "ModelIntegrityError",
     "QueueFullError",
+    "RemoteTraceback",
     "RequestTooLargeError",
     "StratabatchError",
 ]

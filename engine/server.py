@@ -40,7 +40,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -60,12 +60,14 @@ from stratabatch.ipc.wait import DEFAULT_SPIN_US
 from .config import BatchConfig
 from .core import Core
 from .errors import (
+    EngineStartError,
     EngineUnavailableError,
     HandlerError,
     InvalidRequestError,
     QueueFullError,
     StratabatchError,
 )
+from .exitcodes import EXIT_FORCED, EXIT_OK, EXIT_SHARED_MEMORY
 from .publish import Publisher, engine_info
 from .records import Request
 from .requests import build_request
@@ -92,6 +94,16 @@ _ENGINE_ROWS = 16
 _MAX_DRAIN = 4096  # frames per ring per pass: one client cannot starve the others
 _MAX_BACKLOG = 4096  # answers waiting for room in a response ring before intake pauses
 _TICK_S = 0.1
+
+
+@contextlib.contextmanager
+def _shared_memory_errors() -> Iterator[None]:
+    """Turn a failure to make a segment into the start-up error that says so."""
+    try:
+        yield
+    except OSError as exc:
+        raise EngineStartError(f"cannot create shared memory in /dev/shm: {exc}",
+                               status=EXIT_SHARED_MEMORY) from None
 
 
 def ring_capacity(frame_limit: int) -> int:
@@ -152,9 +164,13 @@ class Engine:
         self._bell: Doorbell | None = None
         self._poll_scheduled = False
         self._flush_scheduled = False
+        self._next_first = 0  # the ring a pass serves first turns (fair admission)
         self._active_until = 0.0
         self._stopping = False
         self._stopped: asyncio.Event | None = None
+        self._force: asyncio.Event | None = None
+        self.forced = False
+        """Whether a second stop signal cut the shutdown short (exit status 6)."""
         self._tick_handle: asyncio.TimerHandle | None = None
         self._published_total = -1
         self._published_done = -1
@@ -202,6 +218,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stopped = asyncio.Event()
+        self._force = asyncio.Event()
         self._slots.claim()
         try:
             await self._start_rest(loop)
@@ -212,8 +229,9 @@ class Engine:
     async def _start_rest(self, loop: asyncio.AbstractEventLoop) -> None:
         for stale in reclaim_stale(self.name):
             log.info("reclaimed stale segment %s (its engine died)", stale)
-        self._publisher = Publisher(self.name, self.max_clients,
-                                    engine_info(self.name, self._user_handler, self.config))
+        with _shared_memory_errors():
+            self._publisher = Publisher(self.name, self.max_clients,
+                                        engine_info(self.name, self._user_handler, self.config))
         self.core.bind(loop)
         await self.core.warm_up()
         try:
@@ -229,9 +247,10 @@ class Engine:
         if self._dim:
             geometry = {"dim": self._dim, "slots": self.max_clients,
                         "rows_per_slot": ARENA_ROWS_PER_SLOT, "engine_rows": _ENGINE_ROWS}
-            self._arena_seg = Segment.create(segment_name(self.name, "arena"),
-                                             Arena.nbytes(**geometry), magic=ARENA_MAGIC,
-                                             version=1)
+            with _shared_memory_errors():
+                self._arena_seg = Segment.create(segment_name(self.name, "arena"),
+                                                 Arena.nbytes(**geometry), magic=ARENA_MAGIC,
+                                                 version=1)
             self._arena = Arena.create(self._arena_seg.buf, **geometry)
         self._bell = Doorbell.create()
         loop.add_reader(self._bell.fileno(), self._on_bell)
@@ -326,42 +345,65 @@ class Engine:
             self._loop.call_soon(self._poll)
 
     def _poll(self) -> None:
-        """One pass: drain every request ring, submit, write responses, then spin or sleep."""
+        """One pass: drain every request ring, submit, write responses, then spin or sleep.
+
+        Room is shared fairly: when ``on_full="wait"`` leaves less room in the queue than the
+        rings hold, each non-empty ring gets an equal share of it, and the ring served first
+        changes from pass to pass, so a client that keeps its ring full never starves the
+        others (their requests wait in their rings, bounded by their callers' timeouts).
+        """
         self._poll_scheduled = False
         if self._loop is None:
             return
         got = 0
         c = self.config
         core = self.core
-        for client in list(self._clients.values()):
+        clients = list(self._clients.values())
+        if len(clients) > 1:
+            start = self._next_first % len(clients)
+            self._next_first = start + 1
+            clients = clients[start:] + clients[:start]
+        ready = []
+        for client in clients:
             if client.closed or client.requests is None:
                 continue
             if client.frames or client.outbox:
                 self._flush_client(client)
             if self._stopping or len(client.frames) > _MAX_BACKLOG:
                 continue  # a client that does not read its answers gets no new work in
-            budget = _MAX_DRAIN
-            if c.on_full == "wait":
-                budget = min(budget, c.max_queue - core.waiting)
-                if budget <= 0:
-                    continue  # the queue is full: the requests wait in the ring
+            if not client.requests.empty():
+                ready.append(client)
+        room = c.max_queue - core.waiting if c.on_full == "wait" else _MAX_DRAIN * len(ready)
+        for i, client in enumerate(ready):
+            if client.closed:  # (a request of an earlier client cannot drop it; cheap to check)
+                continue
+            # an equal share of what is left, rounded up: the first rings of this pass's
+            # order get the remainder, and that order turns every pass
+            share = -(-room // (len(ready) - i)) if room > 0 else 0
+            budget = min(_MAX_DRAIN, share)
+            if budget <= 0:
+                break  # the queue is full: the requests wait in their rings
             try:
                 frames = client.requests.drain(budget)
             except FrameError as exc:
                 self._drop_client(client, f"corrupt request ring: {exc}")
                 continue
-            if frames:
-                got += len(frames)
-                for data in frames:
-                    try:
-                        self._accept(client, data)
-                    except Exception as exc:  # a bug of ours: that request fails, not the engine
-                        log.error("internal error on a request of client pid %d: %r",
-                                  client.pid, exc)
-                        rid = peek_frame_id(data)
-                        if rid is not None and rid not in client.pending:
-                            self._answer_error(client, rid, StratabatchError(
-                                f"internal error in the engine: {type(exc).__name__}: {exc}"))
+            if not frames:
+                continue
+            got += len(frames)
+            room -= len(frames)
+            for data in frames:
+                if client.closed:
+                    break  # a bad frame dropped this client: what it sent after goes nowhere
+                try:
+                    self._accept(client, data)
+                except Exception as exc:  # a bug of ours: that request fails, not the engine
+                    log.error("internal error on a request of client pid %d: %r",
+                              client.pid, exc)
+                    rid = peek_frame_id(data)
+                    if rid is not None and rid not in client.pending:
+                        self._answer_error(client, rid, StratabatchError(
+                            f"internal error in the engine: {type(exc).__name__}: {exc}"))
         self._flush()
         now = self._loop.time()
         if got:
@@ -449,9 +491,9 @@ class Engine:
 
     def _on_complete(self, req: Request, value: Any, error: BaseException | None) -> None:
         client = req.sink
-        if client.closed:
-            return
-        client.pending.pop(req.index, None)
+        if client.closed or client.pending.get(req.index) is not req:
+            return  # answered already (the engine failed it while stopping)
+        del client.pending[req.index]
         if self._publisher is not None:
             self._publisher.latency(self._loop.time() - req.arrival)  # type: ignore[union-attr]
         if error is None:
@@ -474,8 +516,6 @@ class Engine:
 
         client.counts[2 if isinstance(error, BatchTimeoutError) else 1] += 1
         client.dirty = True
-        if isinstance(error, HandlerError):
-            log.warning("handler error (client pid %d): %s", client.pid, error)
 
     def _answer_error(self, client: Client, rid: int, error: BaseException) -> None:
         self._count_error(client, error)
@@ -571,9 +611,18 @@ class Engine:
     # ----------------------------------------------------------------- shutdown
 
     def request_stop(self) -> None:
-        """Begin a graceful shutdown (the signal handlers call this)."""
-        if self._stopped is not None and not self._stopped.is_set():
+        """Begin a graceful shutdown; called again while it runs, stop at once.
+
+        The signal handlers call this: the first SIGINT/SIGTERM lets the engine finish what it
+        accepted (:meth:`shutdown`), a second one fails whatever is unfinished and exits.
+        """
+        if self._stopped is None:
+            return
+        if not self._stopped.is_set():
             self._stopped.set()
+        elif self._force is not None and not self._force.is_set():
+            log.warning("shutdown: second stop signal: stopping now")
+            self._force.set()
 
     async def serve(self, ready: Callable[[], None] | None = None) -> None:
         """Start, call ``ready``, run until :meth:`request_stop`, then shut down gracefully."""
@@ -587,21 +636,24 @@ class Engine:
             assert self._stopped is not None
             await self._stopped.wait()
         finally:
-            await self.shutdown()  # a second signal meanwhile changes nothing
+            await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop accepting, finish running batches, answer every request, remove everything.
+        """Stop accepting, finish what was accepted, answer every request, remove everything.
 
-        Requests queued in the core run now, without waiting for their windows; requests
-        still in the rings (never accepted) and anything the handler does not finish within
-        ``processing_timeout`` are failed with :class:`EngineUnavailableError`.
+        Requests queued in the core run now, without waiting for their windows, and running
+        batches finish; the wait is bounded by ``processing_timeout`` + 1 s (31 s without one)
+        and ends at once on a second :meth:`request_stop`. Requests still in the rings (never
+        accepted), and whatever is unfinished when the wait ends, fail with
+        :class:`EngineUnavailableError`. :attr:`forced` tells whether a second stop cut it short.
         """
         if self._stopping:
             return
         self._stopping = True
         self._slots.stopping = True
+        core = self.core
         log.info("shutdown: stopping (%d clients, %d requests queued)", len(self._clients),
-                 self.core.waiting)
+                 core.waiting)
         loop = self._loop
         assert loop is not None
         self._slots.set_state(STATE_STOPPING)
@@ -618,17 +670,40 @@ class Engine:
             except FrameError:
                 pass
         limit = (self.config.processing_timeout or 30.0) + 1.0
-        try:
-            await asyncio.wait_for(self.core.close(), limit)
-        except (TimeoutError, asyncio.TimeoutError):
-            log.warning("shutdown: the handler did not finish within %.0f s", limit)
-        for client in self._clients.values():  # whatever the core could not finish
-            for rid in list(client.pending):
-                self._answer_error(client, rid, gone)
-            client.pending.clear()
+        if core.waiting or core.inflight_batches:
+            log.warning("shutdown: finishing %d running batches and %d queued requests, up to "
+                        "%.0f s; press Ctrl-C again (or send SIGTERM again) to stop now",
+                        core.inflight_batches, core.waiting, limit)
+        assert self._force is not None
+        closing = loop.create_task(core.close())
+        forced = loop.create_task(self._force.wait())
+        await asyncio.wait((closing, forced), timeout=limit,
+                           return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        unfinished = sum(len(c.pending) for c in self._clients.values())
+        if not closing.done():
+            closing.cancel()
+            if self._force.is_set():
+                self.forced = True
+                why = "the engine was stopped at once (a second stop signal)"
+            else:
+                why = f"the handler did not finish within {limit:.0f} s of the shutdown"
+            log.warning("shutdown: %s; %d unfinished requests fail", why, unfinished)
+        elif unfinished:
+            why = "the engine shut down first"
+            log.warning("shutdown: %d requests were not answered; they fail", unfinished)
+        if unfinished:
+            stop = EngineUnavailableError(f"{why}; the request did not finish")
+            for client in self._clients.values():
+                pending = list(client.pending.items())
+                client.pending.clear()
+                for rid, req in pending:
+                    self._answer_error(client, rid, stop)
+                    core.abandon(req)  # its handler call is cancelled once nobody waits
         self._flush()
         deadline = loop.time() + 2.0  # let clients read what is left in their rings
-        while any(c.frames for c in self._clients.values()) and loop.time() < deadline:
+        while not self.forced and any(c.frames for c in self._clients.values()) and \
+                loop.time() < deadline and not self._force.is_set():
             await asyncio.sleep(0.005)
             self._flush()
         for client in list(self._clients.values()):
@@ -636,7 +711,7 @@ class Engine:
                 client.sock.send(pack_message({"op": "bye", "reason": "the engine shut down"}))
             self._drop_client(client, "engine shutting down")
         self._teardown()
-        log.info("shutdown: done")
+        log.info("shutdown: done%s", " (stopped at once)" if self.forced else "")
 
     def _teardown(self) -> None:
         loop = self._loop
@@ -662,7 +737,8 @@ class Engine:
 
 
 def run(engine: Engine, *, use_uvloop: bool = True) -> int:
-    """Run ``engine`` until SIGINT/SIGTERM; print the ready line; return the exit status."""
+    """Run ``engine`` until SIGINT/SIGTERM; print the ready line; return the exit status
+    (:mod:`stratabatch.exitcodes`)."""
 
     def ready() -> None:
         # The engine owns this process: what exists now (modules, the loaded kernels, the
@@ -684,15 +760,15 @@ def run(engine: Engine, *, use_uvloop: bool = True) -> int:
             uvloop.run(engine.serve(ready))
         else:
             asyncio.run(engine.serve(ready))
-    except EngineUnavailableError as exc:
+    except EngineStartError as exc:
         print(f"stratabatch-engine: {exc}", file=sys.stderr, flush=True)
-        return 1
+        return exc.status
     finally:
         # closing the loop restored the default actions; the engine is done, so a late
         # SIGINT/SIGTERM must not turn its exit status into a signal death
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-    return 0
+    return EXIT_FORCED if engine.forced else EXIT_OK
 
 
 __all__ = ["Engine", "frame_limits", "ring_capacity", "run"]

@@ -33,7 +33,8 @@ from stratabatch.ipc.frames import FRAME_VERSION
 from stratabatch.ipc.ring import Ring
 from stratabatch.ipc.segment import Segment, segment_name
 
-from .errors import EngineUnavailableError, StratabatchError
+from .errors import EngineStartError
+from .exitcodes import EXIT_NAME_IN_USE, EXIT_SHARED_MEMORY, EXIT_SOCKET
 from .records import Request
 from .wire import (
     CONTROL_MAGIC,
@@ -43,7 +44,6 @@ from .wire import (
     RINGS_VERSION,
     MessageBuffer,
     pack_message,
-    socket_dir,
     socket_path,
 )
 
@@ -53,6 +53,7 @@ STATE_RUNNING, STATE_STOPPING = 1, 2
 """Values of the control segment's state word."""
 _STATE, _MAX_CLIENTS, _PID, _STARTED = 0, 1, 2, 3
 _SLOT_BASE, _SLOT_WORDS = 8, 4
+_MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, one for the terminating NUL
 HELLO_TIMEOUT_S = 5.0
 """A peer that has not said hello by then is dropped."""
 
@@ -81,6 +82,47 @@ class Client:
         self.connected_at_ns = time.time_ns()
         self.counts = [0, 0, 0]  # requests, errors, timeouts
         self.dirty = False
+
+
+def _bind_socket(path: str) -> socket.socket:
+    """Make the socket directory (0700, ours) and a listening socket at ``path``.
+
+    Raises:
+        EngineStartError: The path is too long for a Unix socket, the directory is not a
+            directory of this user's, or the file system refused (status ``EXIT_SOCKET``).
+    """
+    d = os.path.dirname(path)
+    size = len(os.fsencode(path))
+    if size > _MAX_SOCKET_PATH:
+        raise EngineStartError(
+            f"the socket path {path} is {size} bytes; a Unix socket path holds at most "
+            f"{_MAX_SOCKET_PATH}: set XDG_RUNTIME_DIR to a shorter directory or use a shorter "
+            "--name", status=EXIT_SOCKET)
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            owner = "not a directory" if not stat.S_ISDIR(st.st_mode) else \
+                f"owned by uid {st.st_uid}"
+            raise EngineStartError(
+                f"the socket directory {d} is {owner}; it must be a directory of uid "
+                f"{os.getuid()} (remove it, or set XDG_RUNTIME_DIR elsewhere)",
+                status=EXIT_SOCKET)
+        os.chmod(d, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # stale: we hold this name's control segment
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            sock.listen(256)
+        except BaseException:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise EngineStartError(f"cannot open the socket {path}: {exc}",
+                               status=EXIT_SOCKET) from None
+    sock.setblocking(False)
+    return sock
 
 
 class Slots:
@@ -118,17 +160,21 @@ class Slots:
         """Create the control segment: from here on, no other live engine has this name.
 
         Raises:
-            EngineUnavailableError: A live engine already serves the name.
+            EngineStartError: A live engine already serves the name, or shared memory cannot
+                be created.
         """
         nwords = _SLOT_BASE + _SLOT_WORDS * self.max_clients
         try:
             self._control = Segment.create(segment_name(self.name, "control"), nwords * 8,
                                            magic=CONTROL_MAGIC, version=CONTROL_VERSION)
         except SegmentExistsError as exc:
-            raise EngineUnavailableError(
+            raise EngineStartError(
                 f"an engine named {self.name!r} is already running (pid {exc.pid or 'unknown'});"
-                " stop it first or choose another --name"
+                " stop it first or choose another --name", status=EXIT_NAME_IN_USE
             ) from None
+        except OSError as exc:
+            raise EngineStartError(f"cannot create shared memory in /dev/shm: {exc}",
+                                   status=EXIT_SHARED_MEMORY) from None
         words = self._control.array(np.int64, 0, nwords)
         words[_MAX_CLIENTS] = self.max_clients
         words[_PID] = os.getpid()
@@ -161,19 +207,7 @@ class Slots:
         self._max_frame = max_frame
         self._welcome = welcome
         self._on_join = on_join
-        d = socket_dir()
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        st = os.lstat(d)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise StratabatchError(f"{d} is not a directory owned by uid {os.getuid()}")
-        os.chmod(d, 0o700)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)  # stale: we hold this name's control segment
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(self.socket_path)
-        sock.listen(256)
-        sock.setblocking(False)
-        self._listener = sock
+        self._listener = sock = _bind_socket(self.socket_path)
         loop.add_reader(sock.fileno(), self._on_accept)
 
     def stop_listening(self) -> None:

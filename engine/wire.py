@@ -30,6 +30,7 @@ from .errors import (
     HandlerError,
     InvalidRequestError,
     QueueFullError,
+    RemoteTraceback,
     RequestTooLargeError,
     StratabatchError,
 )
@@ -141,6 +142,35 @@ class MessageBuffer:
 # ---------------------------------------------------------------------- errors
 
 
+MAX_TRACEBACK_CHARS = 8192
+"""A traceback sent to a client keeps at most this many characters (its end: the failing line)."""
+
+_last_traceback: tuple[BaseException | None, str] = (None, "")
+
+
+def traceback_text(exc: BaseException) -> str:
+    """``exc``'s formatted traceback (as ``traceback.format_exception``), cut to its last
+    :data:`MAX_TRACEBACK_CHARS` characters.
+
+    The members of a failed batch share one original exception, so the last one formatted is
+    kept: a batch of 50 formats it once.
+    """
+    global _last_traceback
+    seen, text = _last_traceback
+    if seen is exc:
+        return text
+    import traceback
+
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:  # noqa: BLE001 - a str() that raises must not lose the error itself
+        text = f"{type(exc).__qualname__} (its traceback could not be formatted)\n"
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = "...\n" + text[-MAX_TRACEBACK_CHARS:]
+    _last_traceback = (exc, text)
+    return text
+
+
 def error_to_wire(exc: BaseException) -> tuple[int, Any]:
     """Describe an exception as a response frame's ``(status, value)``.
 
@@ -157,6 +187,8 @@ def error_to_wire(exc: BaseException) -> tuple[int, Any]:
             details["exc_type"] = exc.exc_type
         if exc.exc_message is not None:
             details["exc_message"] = exc.exc_message
+        if exc.__cause__ is not None:
+            details["traceback"] = traceback_text(exc.__cause__)
         return STATUS_ERROR, ("HandlerError", str(exc), details)
     for cls in type(exc).__mro__:
         if cls.__name__ in _ERROR_TYPES and _ERROR_TYPES[cls.__name__] is cls:
@@ -174,7 +206,8 @@ def error_from_wire(status: int, value: Any) -> StratabatchError:
 
     Returns:
         The exception to raise; an unknown type name gives a :class:`StratabatchError` whose
-        message names it.
+        message names it. A :class:`HandlerError` that carried a traceback has a
+        :class:`~stratabatch.errors.RemoteTraceback` holding it as its ``__cause__``.
     """
     if status == STATUS_TIMEOUT:
         return BatchTimeoutError(value if isinstance(value, str) and value else
@@ -183,11 +216,15 @@ def error_from_wire(status: int, value: Any) -> StratabatchError:
     if type_name == "HandlerError":
         exc_type = details.get("exc_type")
         exc_message = details.get("exc_message")
-        return HandlerError(
+        err = HandlerError(
             message,
             exc_type=exc_type if isinstance(exc_type, str) else None,
             exc_message=exc_message if isinstance(exc_message, str) else None,
         )
+        tb = details.get("traceback")
+        if isinstance(tb, str) and tb:
+            err.__cause__ = RemoteTraceback(tb)
+        return err
     cls = _ERROR_TYPES.get(type_name)
     if cls is None:
         return StratabatchError(f"{type_name}: {message}")
@@ -211,4 +248,5 @@ __all__ = [
     "pack_message",
     "socket_dir",
     "socket_path",
+    "traceback_text",
 ]

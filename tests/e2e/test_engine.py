@@ -201,16 +201,6 @@ def test_missing_engine_names_the_socket_path(engine_name):
     assert socket_path(engine_name) in str(ei.value)
 
 
-def test_a_second_engine_of_the_same_name_is_refused(start_engine):
-    eng = start_engine("--dedup-strategy", "exact")
-    proc = subprocess.run(
-        [sys.executable, "-m", "stratabatch.cli", "--handler", "tests.e2e.handlers:echo",
-         "--name", eng.name, "--dedup-strategy", "exact"],
-        capture_output=True, timeout=60, cwd=ROOT)
-    assert proc.returncode == 1
-    assert b"already running" in proc.stderr and str(eng.pid).encode() in proc.stderr
-
-
 def test_client_slots_limit_and_reuse(start_engine):
     eng = start_engine("--dedup-strategy", "exact", "--max-clients", "2")
 

@@ -1,0 +1,164 @@
+"""A dress rehearsal of the dedup pass: every kernel a configuration can reach, loaded once.
+
+Calling each numba kernel on hand-made arguments misses some: a kernel first called from a
+path the warm-up did not take (the leader index's compaction, the word table, a text the
+kernel hands back to the Python reference), or with argument types the hand-made call did not
+use, compiles on a live request and stalls the loop for seconds. So the warm-up runs the real
+pass instead: a throwaway :class:`~stratabatch.grouping.Deduper` with the same options, over a
+small set of texts chosen to take every path (exact twins, near twins, numbers, non-ASCII,
+typos of filler words, long texts, a request with its own vector, the off-loop half of a
+large pass, leaders retired until the index compacts with its table in use).
+
+Nothing it does is seen by the caller's core: its groups live in this module's
+:class:`_Stage` and are dropped at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .config import BatchConfig
+from .grouping import Deduper
+from .records import DONE, GROUPED, INFLIGHT, Group, Request
+
+_WORDS = ("the quick brown fox jumps over a lazy dog while my order ships with the refund "
+          "invoice and tracking number for account settings password reset please help "
+          "why how what when where can you tell me about").split()
+
+
+class _Stage:
+    """The core's side of a dedup pass (:class:`~stratabatch.grouping.GroupOps`), reduced to
+    what a rehearsal needs: pending groups in a dict, no timers, no outcomes."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, Group] = {}
+
+    def new_group(self, req: Request, part: Any) -> Group:
+        g = Group(req)
+        g.part = part
+        req.group = g
+        req.state = GROUPED
+        req.similarity = None
+        self.pending[g.seq] = g
+        return g
+
+    def _member(self, req: Request, g: Group, state: int, similarity: float,
+                exact: bool) -> None:
+        req.group = g
+        req.state = state
+        req.similarity = similarity
+        req.exact = exact
+        g.add(req)
+        g.live += 1
+
+    def join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+        self._member(req, g, GROUPED, similarity, exact)
+
+    def coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
+        self._member(req, g, INFLIGHT, similarity, exact)
+
+    def reject(self, req: Request, error: BaseException) -> None:
+        req.state = DONE
+
+    def pending_groups(self) -> Any:
+        return self.pending.values()
+
+
+def _texts(seed: int, n: int) -> list[str]:
+    """``n`` sample texts of every kind the pass treats apart."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        words = [rng.choice(_WORDS) for _ in range(rng.randrange(3, 14))]
+        kind = i % 8
+        if kind == 1:
+            words.append(f"order {rng.randrange(10_000)}")  # numbers: the numbers guard
+        elif kind == 2:
+            words.insert(0, "café naïve résumé")  # non-ASCII: the Python reference path
+        elif kind == 3:
+            words.append(rng.choice(("teh", "hte", "recieve", "adress", "plese", "thier")))
+        elif kind == 4:
+            words.extend(f"w{rng.randrange(1 << 20)}" for _ in range(300))  # a long text
+        elif kind == 5:
+            words.append("don't do not never")  # negation, contractions
+        out.append(" ".join(words))
+    return out
+
+
+def rehearse(config: BatchConfig, dim: int | None) -> None:
+    """Run the dedup pass of ``config`` on sample requests, so that every kernel it can reach
+    is loaded (compiled on a first start, read from numba's cache after).
+
+    Args:
+        config: The options of the core being warmed up (copied; never changed).
+        dim: The embedding dimension, when the strategy uses vectors (a sample request then
+            brings its own vector too), else None.
+    """
+    import numpy as np
+
+    from .requests import build_request
+
+    if not config.enable_dedup or config.dedup_function is not None or \
+            config.embedder is not None:
+        return  # the user's code: never called on samples (it may be a paid API)
+    cfg = dataclasses.replace(config)  # a copy: the caller's listeners are not told
+    stage = _Stage()
+    dedup = Deduper(cfg, stage)
+    # compact at the first chance, so that compaction (with a table in use) runs here too
+    dedup.leaders.compact_min_dead = 0
+    seq = 0
+
+    def requests(texts: list[str], vectors: bool) -> list[Request]:
+        nonlocal seq
+        out = []
+        for t in texts:
+            payload: dict[str, Any] = {cfg.dedup_key: t}
+            out.append(build_request(payload, cfg, index=seq))
+            seq += 1
+        if vectors and dim:
+            v = np.zeros(dim, np.float32)
+            v[0] = 1.0
+            out.append(build_request({cfg.dedup_key: "own vector", "embedding": v}, cfg,
+                                     dim=dim, index=seq))
+            out.append(build_request({"no key": seq}, cfg, index=seq + 1))
+            seq += 2
+        for r in out:
+            r.seq = r.index
+        return out
+
+    def retire_all() -> None:
+        for g in list(stage.pending.values()):
+            dedup.drop_row(g)
+            dedup.drop_keys(g)
+        stage.pending.clear()
+
+    base = _texts(1, 96)
+    # 1. small passes on the loop: exact twins, near twins (a word added), the rest
+    dedup.run(requests(base[:48], vectors=True))
+    dedup.run(requests(base[:24] + [t + " please" for t in base[24:48]], vectors=False))
+    retire_all()
+    # 2. enough leaders for the leader index's word table; a few leaders filed again, two
+    # in three retired, and the next pass compacts the dead rows with the table in use
+    many = _texts(2, 600)
+    dedup.run(requests(many[:300], vectors=False))
+    groups = list(stage.pending.values())
+    for i, g in enumerate(groups):
+        if i % 3:
+            dedup.drop_row(g)
+            dedup.drop_keys(g)
+            del stage.pending[g.seq]
+    dedup.leaders.file_leaders([g.row for g in groups[::3] if g.row is not None][:8])
+    dedup.run(requests(many[300:], vectors=False))
+    dedup.run(requests([t + " thanks" for t in many[300:400]], vectors=False))
+    retire_all()
+    # 3. the off-loop half of a large pass, then a small pass after the index emptied
+    dedup.apply(dedup.prepare(requests(base + many[:200], vectors=True), embed_ahead=True))
+    retire_all()
+    dedup.run(requests(base[48:], vectors=False))
+    retire_all()
+
+
+__all__ = ["rehearse"]
