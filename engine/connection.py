@@ -14,6 +14,7 @@ import os
 import select
 import socket
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -142,6 +143,7 @@ class Connection:
 
         self.name = name
         self.path = socket_path(name)
+        self.pid = os.getpid()  # the process whose close() ends the connection for all holders
         self.dead: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending: dict[int, tuple[Call | One, int]] = {}
@@ -158,6 +160,7 @@ class Connection:
         self.fds: list[int] = []
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock = sock
+        _live.add(self)
         try:
             sock.settimeout(timeout)
             try:
@@ -211,7 +214,6 @@ class Connection:
         except BaseException:
             self.close()
             raise
-        self.pid = os.getpid()
 
     def _read_welcome(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -362,12 +364,22 @@ class Connection:
         self.close()
 
     def close(self) -> None:
-        """Release everything this connection holds (the engine sees EOF and frees the slot)."""
+        """Release everything this connection holds (the engine sees EOF and frees the slot).
+
+        The socket is shut down before it is closed: a process forked after the handshake
+        holds a duplicate of it, and a mere close would leave the connection (and the
+        engine's slot for it) open for as long as that child lives. The shutdown ends it for
+        every holder. Only the process that connected shuts it down; a forked child that
+        inherited the connection only closes its own copies (:func:`_after_fork_in_child`).
+        """
         self._unwatch()
         for fd in self.fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.fds = []
+        if self.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
         if self.pidfd >= 0:
@@ -389,6 +401,33 @@ class Connection:
                 bell.close()
         if self.dead is None:
             self.dead = "was closed"
+
+    def let_go_after_fork(self) -> None:
+        """In a forked child: drop this (the parent's) connection without ending it.
+
+        The child's copies of the descriptors (socket, doorbells, pidfd) are closed and the
+        segments unmapped; nothing is shut down and nothing is sent, so the parent's connection
+        goes on and the engine sees it end when the parent closes it or exits. The parent's
+        event loop is not touched (a forked child shares its epoll instance). Calls the child
+        inherited mid-flight fail with :class:`StratabatchError` instead of waiting forever.
+        """
+        self.loop = None  # never remove the parent's readers from the shared epoll instance
+        if self.dead is None:
+            self.dead = f"belongs to process {self.pid} (this process was forked from it)"
+        pending, self.pending = self.pending, {}
+        if pending:
+            error = StratabatchError(
+                f"this stratabatch client was connected in process {self.pid}; process "
+                f"{os.getpid()} was forked from it and cannot share its rings: call "
+                "stratabatch.connect() in the child")
+            for call, index in pending.values():
+                call.deliver(index, None, error, None)
+            self.room.wake(error)
+        # nothing in this process pushes or drains the rings: their views go, so the
+        # segments are unmapped here (a view still held elsewhere keeps its mapping valid)
+        self.__dict__.pop("requests", None)
+        self.__dict__.pop("responses", None)
+        self.close()
 
     # ------------------------------------------------------------- requests
 
@@ -478,6 +517,21 @@ class Connection:
             if self.dead is None:
                 with contextlib.suppress(OSError):
                     sock.setblocking(False)
+
+
+_live: weakref.WeakSet[Connection] = weakref.WeakSet()
+"""Every connection this process opened (and has not dropped)."""
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child, let go of the parent's connections without ending them."""
+    for conn in list(_live):
+        with contextlib.suppress(Exception):
+            conn.let_go_after_fork()
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def check_vector(vec: Any, dim: int, index: int) -> Any:

@@ -8,6 +8,10 @@ Modes:
                                    with 40% duplicates; all sent at once after BARRIER
     stream NAME COUNT              COUNT requests, 32 outstanding, until done (killed in tests)
     garbage NAME                   push a frame that does not decode, then wait to be dropped
+    forkcycle NAME N SYNC          N times: fork a child that lives on (holding copies of the
+                                   connection), close and reconnect (SYNC=1: the blocking
+                                   client), one request; print the result line, then wait for a
+                                   line on stdin before the children and this process exit
 """
 
 from __future__ import annotations
@@ -35,6 +39,56 @@ def workload(seed: int, clients: int, per: int) -> list[list[str]]:
 async def wait_file(path: str) -> None:
     while not os.path.exists(path):
         await asyncio.sleep(0.002)
+
+
+def fork_cycle(name: str, cycles: int, sync: bool) -> None:
+    """``forkcycle``: children forked after connect() must not keep closed connections open."""
+    if sync:
+        client = stratabatch.connect(name, sync=True)
+        assert client.process({"query": "first"}, timeout=30)["answer"] == "FIRST"
+    else:
+        client = stratabatch.connect(name)
+        asyncio.run(client.process({"query": "first"}, timeout=30))
+    print("connected", flush=True)
+    r, w = os.pipe()
+    children = []
+    ok, errors = 0, []
+    for i in range(cycles):
+        child = os.fork()
+        if child == 0:  # each child sleeps until its parent is done (or dies), holding fds
+            os.close(w)
+            os.read(r, 1)
+            os._exit(0)
+        children.append(child)
+        try:
+            if sync:
+                # the connection the child inherited still serves its parent
+                ok += client.process({"query": f"f{i}"}, timeout=30)["answer"] == f"F{i}"
+                client.close()
+                client = stratabatch.connect(name, sync=True)
+                ok += client.process({"query": f"c{i}"}, timeout=30)["answer"] == f"C{i}"
+            else:
+                async def cycle(old=client, i=i):
+                    forked = await old.process({"query": f"f{i}"}, timeout=30)
+                    await old.close()
+                    new = stratabatch.connect(name)
+                    done = await new.process({"query": f"c{i}"}, timeout=30)
+                    return new, (forked["answer"] == f"F{i}") + (done["answer"] == f"C{i}")
+
+                client, n = asyncio.run(cycle())
+                ok += n
+        except Exception as exc:  # reported: the test asserts there are none
+            errors.append(f"cycle {i}: {type(exc).__name__}: {exc}")
+    print(json.dumps({"ok": ok, "errors": errors[:3], "children": children}), flush=True)
+    sys.stdin.readline()
+    os.close(w)
+    os.close(r)
+    for child in children:
+        os.waitpid(child, 0)
+    if sync:
+        client.close()
+    else:
+        asyncio.run(client.close())
 
 
 async def main(argv: list[str]) -> dict:
@@ -89,5 +143,8 @@ async def main(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "forkcycle":
+        fork_cycle(sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1")
+        raise SystemExit(0)
     out = asyncio.run(main(sys.argv[1:]))
     print(json.dumps(out), flush=True)
