@@ -14,7 +14,17 @@ client writes it into one of its slot's rows before pushing the frame that names
 Liveness: the client watches its socket and the engine's pid (a pidfd). When the engine dies,
 every waiting call fails with :class:`~stratabatch.EngineUnavailableError` at once (after the
 answers already in the response ring are delivered), and the next call connects again, to a
-new engine of the same name if one serves it by then.
+new engine of the same name if one serves it by then: through the event loop, never blocking
+it, within that call's timeout.
+
+Timeouts: a call's ``timeout`` bounds all of it (reconnect, ring room, answer); the client's
+own timer ends the call at its deadline whatever the engine does, and the engine, which gets
+the same deadline in the frame, drops the work. ``None``, ``inf`` and anything from
+:data:`NO_DEADLINE_S` up mean no deadline.
+
+Forks: closing a client shuts its socket down, which ends the connection for every process
+holding a copy (a child forked after connect()); a forked child lets go of its copies at the
+fork and connects itself if it needs the engine.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import concurrent.futures
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import Any
 
 from .connection import Call, Connection, One
@@ -41,15 +51,29 @@ from .wire import (
     socket_path,
 )
 
-_GRACE_S = 1.0  # the engine answers a timed-out request itself; this is the client's backstop
 _ON_FULL = ("wait", "reject")
+NO_DEADLINE_S = 1e9
+"""A call ``timeout`` of this many seconds (about 31 years) or more, ``float("inf")``
+included, means no deadline, as None does (a frame's deadline is an int64 of nanoseconds)."""
+
+
+def _deadline(timeout: float | None) -> float | None:
+    """A checked call timeout as the client uses it: None for none or an unbounded one."""
+    return None if timeout is None or timeout >= NO_DEADLINE_S else timeout
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    # the reconnect's outcome goes to whoever awaits it; nobody may be left to (timeouts)
+    if not task.cancelled():
+        task.exception()
 
 
 class EngineClient:
     """An asyncio client of a stratabatch engine (from ``stratabatch.connect(name)``).
 
     One per process, safe to share among tasks of one event loop. Not usable in a process
-    forked after it connected: the child calls ``stratabatch.connect()`` itself.
+    forked after it connected: the child calls ``stratabatch.connect()`` itself (it has let
+    go of its copy of this client's connection at the fork).
 
     Args:
         name: The engine's name.
@@ -69,6 +93,7 @@ class EngineClient:
         self._on_full = on_full
         self._pid = os.getpid()
         self._closed = False
+        self._connecting: asyncio.Task | None = None
         self._conn: Connection | None = Connection(self.name, timeout)
 
     # ------------------------------------------------------------- plumbing
@@ -83,11 +108,58 @@ class EngineClient:
             raise StratabatchError("this stratabatch client is closed")
 
     def _connection(self) -> Connection:
+        """The live connection, bound to the running loop (connecting, blocking, if needed)."""
         loop = asyncio.get_running_loop()
         conn = self._conn
         if conn is None or conn.dead is not None:
             conn = self._conn = Connection(self.name, self._timeout)
         conn.bind(loop)
+        return conn
+
+    async def _live(self, end: float | None, timeout: float | None) -> Connection:
+        """The live connection, bound to the running loop; reconnect without blocking it.
+
+        One reconnect at a time, shared by every call that needs it; a call waits for it until
+        its own deadline ``end`` (loop time) at most, and the handshake itself until the
+        client's handshake timeout. A call that gives up leaves the reconnect running for the
+        others (and the next call).
+
+        Raises:
+            BatchTimeoutError: The call's timeout ran out before the engine answered the
+                handshake.
+            EngineUnavailableError: No engine serves the name, it refused, or it did not
+                answer within the handshake timeout.
+        """
+        loop = asyncio.get_running_loop()
+        conn = self._conn
+        if conn is None or conn.dead is not None:
+            task = self._connecting
+            if task is None or task.done() or task.get_loop() is not loop:
+                task = self._connecting = loop.create_task(self._reconnect())
+                task.add_done_callback(_retrieve)
+            left = None if end is None else max(end - loop.time(), 0.0)
+            # asyncio.wait never cancels the reconnect: neither on timeout nor when this
+            # caller is cancelled
+            await asyncio.wait((task,), timeout=left)
+            if not task.done():
+                raise BatchTimeoutError(
+                    f"the caller's timeout ({timeout:g} s) ran out while connecting to the "
+                    f"engine {self.name!r} ({socket_path(self.name)}): it has not answered "
+                    "the handshake")
+            conn = task.result()
+        conn.bind(loop)
+        return conn
+
+    async def _reconnect(self) -> Connection:
+        conn = await Connection.open(self.name, self._timeout)
+        if self._closed or os.getpid() != self._pid:
+            conn.close()
+            raise StratabatchError("this stratabatch client is closed")
+        old = self._conn
+        if old is not None and old.dead is None:
+            conn.close()  # connected meanwhile by a blocking path (get_stats)
+            return old
+        self._conn = conn
         return conn
 
     @property
@@ -103,9 +175,9 @@ class EngineClient:
     _check_call_args = staticmethod(check_call_args)
 
     async def _send(self, items: Sequence[Any], call: Call, priority: int,
-                    timeout: float | None, invalid_ok: bool, conn: Connection) -> range:
+                    timeout: float | None, deadline_ns: int, invalid_ok: bool,
+                    conn: Connection) -> range:
         """Encode every request (refusing before anything is sent), then push them."""
-        deadline_ns = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
         first = conn.next_id
         conn.next_id += len(items)
         call.first_id = first
@@ -165,15 +237,15 @@ class EngineClient:
             if row is not None:
                 conn.free_rows.append(row)
 
-    async def _wait(self, fut: asyncio.Future, timeout: float | None) -> Any:
+    @staticmethod
+    def _start(timeout: float | None) -> tuple[asyncio.AbstractEventLoop, float | None, int]:
+        """A call's clock: its loop, its deadline on the loop's clock and the frame's
+        ``deadline_ns`` (0 for none), both taken once, when the call starts: the reconnect,
+        the wait for ring room and the wait for the answer all come out of one timeout."""
+        loop = asyncio.get_running_loop()
         if timeout is None:
-            return await fut
-        try:
-            return await asyncio.wait_for(fut, timeout + _GRACE_S)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise BatchTimeoutError(
-                f"no answer from the engine {self.name!r} within the caller's timeout "
-                f"({timeout:g} s)") from None
+            return loop, None, 0
+        return loop, loop.time() + timeout, time.monotonic_ns() + int(timeout * 1e9)
 
     # ------------------------------------------------------------- public surface
 
@@ -184,7 +256,8 @@ class EngineClient:
         Args:
             requests: A request mapping, or a list of request mappings.
             priority: Higher goes first when the engine runs with ``enable_priorities``.
-            timeout: Seconds this call waits at most, queueing and handling included.
+            timeout: Seconds this call waits at most, reconnecting, queueing and handling
+                included; None, ``inf`` or :data:`NO_DEADLINE_S` and more: no deadline.
             return_exceptions: For a list, put each failed request's exception in its place
                 instead of raising the first one.
 
@@ -193,9 +266,10 @@ class EngineClient:
 
         Raises:
             InvalidRequestError: A request is not a mapping, cannot be encoded, or has a bad
-                ``"embedding"`` (nothing was sent).
+                ``"embedding"`` (nothing was sent); ``timeout`` is not a positive number.
             RequestTooLargeError: A request is over the engine's size limit.
-            BatchTimeoutError: ``timeout`` or the engine's ``processing_timeout`` ran out.
+            BatchTimeoutError: ``timeout`` ran out (also while reconnecting), or the engine's
+                ``processing_timeout`` did (with the engine's message).
             QueueFullError: Backpressure (the engine's queue or this client's ring).
             HandlerError: The handler failed this request or its batch.
             EngineUnavailableError: No engine serves the name, or it died meanwhile.
@@ -210,45 +284,64 @@ class EngineClient:
         self._check_call_args(priority, timeout)
         if not requests:
             return []
-        conn = self._connection()
-        fut = asyncio.get_running_loop().create_future()
+        timeout = _deadline(timeout)
+        loop, end, deadline_ns = self._start(timeout)
+        conn = self._conn
+        if conn is None or conn.loop is not loop or conn.dead is not None:
+            conn = await self._live(end, timeout)
+        fut = loop.create_future()
         call = Call(requests, fut, return_exceptions, None, 0)
-        ids = await self._send(requests, call, priority, timeout, return_exceptions, conn)
+        ids = await self._send(requests, call, priority, timeout, deadline_ns,
+                               return_exceptions, conn)
         if call.remaining == 0 and not fut.done():
             fut.set_result(call.results)
+        timer = None if end is None else loop.call_at(end, conn.expire, call, ids, timeout)
         try:
-            return await self._wait(fut, timeout)
+            return await fut
         except BaseException:
             conn.forget(call, ids)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _process_one(self, request: Any, priority: int, timeout: float | None) -> Any:
         """``process`` of one request: the steps of a list, without the list."""
         if priority != 0 or timeout is not None:
             self._check_call_args(priority, timeout)
-        conn = self._connection()
-        deadline_ns = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+            timeout = _deadline(timeout)
+        loop, end, deadline_ns = self._start(timeout)
+        conn = self._conn
+        if conn is None or conn.loop is not loop or conn.dead is not None:
+            conn = await self._live(end, timeout)
         rid = conn.next_id
         conn.next_id += 1
         frame, _ = conn.encode(request, 0, rid, priority, deadline_ns)
-        fut = asyncio.get_running_loop().create_future()
+        fut = loop.create_future()
         one = One(fut)
         conn.pending[rid] = (one, 0)
+        timer = None
         try:
             if not conn.requests.try_push(frame):
                 await self._push_slow(conn, frame, timeout, deadline_ns, [(0, rid, frame)])
-            return await self._wait(fut, timeout)
+            if end is not None:
+                timer = loop.call_at(end, conn.expire, one, (rid,), timeout)
+            return await fut
         except BaseException:
             entry = conn.pending.get(rid)
             if entry is not None and entry[0] is one:
                 del conn.pending[rid]
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def process_streaming(self, requests: Sequence[Any], *, priority: int = 0,
-                                timeout: float | None = None) -> AsyncIterator[Any]:
+                                timeout: float | None = None) -> AsyncGenerator[Any, None]:
         """Process a list of requests; yield a ``Completed`` for each as it finishes.
 
-        Failed requests are yielded with ``error`` set. Leaving the loop early stops waiting
+        Failed requests are yielded with ``error`` set, those without an answer when
+        ``timeout`` runs out with a ``BatchTimeoutError``. Leaving the loop early stops waiting
         for the rest (the engine still answers them; the answers are dropped).
         """
         self._check_process()
@@ -258,24 +351,23 @@ class EngineClient:
         self._check_call_args(priority, timeout)
         if not requests:
             return
-        conn = self._connection()
+        timeout = _deadline(timeout)
+        loop, end, deadline_ns = self._start(timeout)
+        conn = self._conn
+        if conn is None or conn.loop is not loop or conn.dead is not None:
+            conn = await self._live(end, timeout)
         queue: asyncio.Queue = asyncio.Queue()
         call = Call(requests, None, True, queue, 0)
-        ids = await self._send(requests, call, priority, timeout, False, conn)
-        loop = asyncio.get_running_loop()
-        end = None if timeout is None else loop.time() + timeout + _GRACE_S
+        ids = await self._send(requests, call, priority, timeout, deadline_ns, False, conn)
+        # when the timeout runs out, every request not answered yet is yielded with a
+        # BatchTimeoutError, as in embedded mode
+        timer = None if end is None else loop.call_at(end, conn.expire, call, ids, timeout)
         try:
             for _ in range(len(requests)):
-                if end is None:
-                    yield await queue.get()
-                    continue
-                try:
-                    yield await asyncio.wait_for(queue.get(), max(end - loop.time(), 0))
-                except (TimeoutError, asyncio.TimeoutError):
-                    raise BatchTimeoutError(
-                        f"no answer from the engine {self.name!r} within the caller's "
-                        f"timeout ({timeout:g} s)") from None
+                yield await queue.get()
         finally:
+            if timer is not None:
+                timer.cancel()
             conn.forget(call, ids)
 
     def get_stats(self) -> Any:
@@ -305,6 +397,9 @@ class EngineClient:
         while conn is not None and conn.dead is None and conn.pending:
             await asyncio.sleep(0.005)
         self._closed = True
+        task, self._connecting = self._connecting, None
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            task.cancel()  # its handshake closes the half-open connection
         if conn is not None:
             conn.close()
         self._conn = None
@@ -482,4 +577,4 @@ def connect(name: str = "default", *, sync: bool = False, timeout: float = 5.0,
         return client
 
 
-__all__ = ["EngineClient", "SyncEngineClient", "connect"]
+__all__ = ["NO_DEADLINE_S", "EngineClient", "SyncEngineClient", "connect"]

@@ -16,11 +16,12 @@ import socket
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from .errors import (
+    BatchTimeoutError,
     EngineUnavailableError,
     InvalidRequestError,
     RequestTooLargeError,
@@ -37,6 +38,9 @@ from .wire import (
     pack_message,
     socket_path,
 )
+
+if TYPE_CHECKING:
+    from stratabatch.ipc.segment import Segment
 
 
 class Call:
@@ -135,12 +139,44 @@ class Connection:
     """One live connection to an engine: its socket, rings, arena rows and pending calls."""
 
     def __init__(self, name: str, timeout: float) -> None:
-        from stratabatch.ipc.arena import Arena
-        from stratabatch.ipc.doorbell import Doorbell
-        from stratabatch.ipc.frames import FRAME_VERSION, FrameDecoder, FrameEncoder, FrameLimits
-        from stratabatch.ipc.ring import Ring
-        from stratabatch.ipc.segment import Segment
+        """Connect and run the handshake, blocking the calling thread for ``timeout`` s at most.
 
+        :meth:`open` is the same without blocking an event loop.
+
+        Raises:
+            EngineUnavailableError: No engine serves ``name``, it refused this client, or it
+                did not answer within ``timeout``.
+        """
+        self._start(name)
+        try:
+            self._connect_blocking(timeout)
+            self._attach(self._read_welcome(timeout))
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    async def open(cls, name: str, timeout: float) -> Connection:
+        """Connect from the running event loop without blocking it.
+
+        The connect, the hello and the welcome (with its doorbells) go through the loop as
+        non-blocking socket operations; the handshake takes ``timeout`` seconds at most.
+        Cancelling the awaiting task closes the half-open connection.
+
+        Raises:
+            EngineUnavailableError: As for the blocking constructor.
+        """
+        self = cls.__new__(cls)
+        self._start(name)
+        try:
+            await self._handshake_async(timeout)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self, name: str) -> None:
+        """The state of a connection before its handshake, and its (unconnected) socket."""
         self.name = name
         self.path = socket_path(name)
         self.pid = os.getpid()  # the process whose close() ends the connection for all holders
@@ -148,72 +184,122 @@ class Connection:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending: dict[int, tuple[Call | One, int]] = {}
         self.rows_in_use: dict[int, int] = {}
+        self.free_rows: list[int] = []
         self.room = RoomBell()
         self.rbuf = MessageBuffer()
         self.stats_seq = 0
         self.next_id = 1
         # one Packer per connection: a connection is only used from its event loop's thread
         self.pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
-        self.seg = self.arena_seg = None
+        self.seg: Segment | None = None
+        self.arena_seg: Segment | None = None
         self.arena: Any = None
         self.pidfd = -1
         self.fds: list[int] = []
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock = sock
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         _live.add(self)
+
+    def _hello(self) -> bytes:
+        from stratabatch.ipc.frames import FRAME_VERSION
+
+        return pack_message({"op": "hello", "protocol": PROTOCOL_VERSION,
+                             "frame_version": FRAME_VERSION, "pid": os.getpid()})
+
+    def _nobody_listens(self) -> EngineUnavailableError:
+        return EngineUnavailableError(
+            f"no stratabatch engine named {self.name!r} is running: nothing listens at "
+            f"{self.path} (start one with `stratabatch-engine --handler MODULE:ATTR "
+            f"--name {self.name}`)")
+
+    def _no_answer(self, timeout: float) -> EngineUnavailableError:
+        return EngineUnavailableError(
+            f"the engine {self.name!r} at {self.path} did not answer within {timeout:g} s")
+
+    def _connect_blocking(self, timeout: float) -> None:
+        sock = self.sock
+        sock.settimeout(timeout)
         try:
-            sock.settimeout(timeout)
+            sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise self._nobody_listens() from None
+        except TimeoutError:
+            raise self._no_answer(timeout) from None
+        except OSError as exc:
+            raise EngineUnavailableError(
+                f"cannot connect to the engine {self.name!r} at {self.path}: {exc}") from None
+        sock.sendall(self._hello())
+
+    async def _handshake_async(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = time.monotonic() + timeout
+        sock = self.sock
+        sock.setblocking(False)
+        while True:
             try:
                 sock.connect(self.path)
+                break
+            except (BlockingIOError, InterruptedError):
+                # a Unix socket says EAGAIN (no EINPROGRESS) while the engine's accept backlog
+                # is full; the socket stays unconnected, so the connect is tried again
+                if time.monotonic() >= end:
+                    raise self._no_answer(timeout) from None
+                await asyncio.sleep(0.01)
             except (FileNotFoundError, ConnectionRefusedError):
-                raise EngineUnavailableError(
-                    f"no stratabatch engine named {name!r} is running: nothing listens at "
-                    f"{self.path} (start one with `stratabatch-engine --handler MODULE:ATTR "
-                    f"--name {name}`)"
-                ) from None
+                raise self._nobody_listens() from None
             except OSError as exc:
                 raise EngineUnavailableError(
-                    f"cannot connect to the engine {name!r} at {self.path}: {exc}") from None
-            sock.sendall(pack_message({"op": "hello", "protocol": PROTOCOL_VERSION,
-                                       "frame_version": FRAME_VERSION, "pid": os.getpid()}))
-            welcome = self._read_welcome(timeout)
-            self.welcome = welcome
-            if len(self.fds) != 2:
-                raise EngineUnavailableError(
-                    f"the engine {name!r} at {self.path} sent {len(self.fds)} doorbells, not 2")
-            self.engine_bell = Doorbell.attach(self.fds[0])
-            self.bell = Doorbell.attach(self.fds[1])
-            self.fds = []
-            self.engine_pid = int(welcome["engine_pid"])
-            self.slot = int(welcome["slot"])
-            cap, max_frame = int(welcome["capacity"]), int(welcome["max_frame"])
-            self.seg = Segment.attach(welcome["rings"], magic=RINGS_MAGIC, version=RINGS_VERSION)
-            buf = self.seg.buf
-            n = Ring.nbytes(cap)
-            self.requests = Ring.attach(buf[:n], capacity=cap, max_frame=max_frame,
-                                        wake_consumer=self.engine_bell)
-            self.responses = Ring.attach(buf[n : 2 * n], capacity=cap, max_frame=max_frame,
-                                         wake_producer=self.engine_bell)
-            self.free_rows: list[int] = []
-            if welcome.get("arena"):
-                self.arena_seg = Segment.attach(welcome["arena"], magic=ARENA_MAGIC, version=1)
-                self.arena = Arena.attach(self.arena_seg.buf, owner=self.slot)
-                self.free_rows = list(reversed(self.arena.own_range))
-            limits = FrameLimits(**welcome["limits"])
-            self.encoder = FrameEncoder(limits)
-            self.decoder = FrameDecoder(limits)
-            self.max_request_bytes = int(welcome["max_request_bytes"])
-            self.on_full = welcome["on_full"]
-            self.uses_vectors = bool(welcome["uses_vectors"])
-            self.dim = int(welcome.get("dim") or 0)
+                    f"cannot connect to the engine {self.name!r} at {self.path}: {exc}"
+                ) from None
+        view = memoryview(self._hello())
+        while view:
             try:
-                self.pidfd = os.pidfd_open(self.engine_pid)
-            except (OSError, AttributeError):
-                self.pidfd = -1
-            sock.setblocking(False)
-        except BaseException:
-            self.close()
-            raise
+                view = view[sock.send(view):]
+            except (BlockingIOError, InterruptedError):
+                await self._until_ready(loop, end, timeout, write=True)
+            except OSError as exc:
+                raise EngineUnavailableError(
+                    f"the engine {self.name!r} at {self.path} dropped the connection: {exc}"
+                ) from None
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(sock, 65536, 4)
+            except (BlockingIOError, InterruptedError):
+                await self._until_ready(loop, end, timeout)
+                continue
+            except OSError as exc:
+                raise EngineUnavailableError(
+                    f"the engine {self.name!r} at {self.path} dropped the connection: {exc}"
+                ) from None
+            welcome = self._handshake_data(data, fds)
+            if welcome is not None:
+                self._attach(welcome)
+                return
+
+    async def _until_ready(self, loop: asyncio.AbstractEventLoop, end: float, timeout: float,
+                           write: bool = False) -> None:
+        """Wait until the socket is readable (writable), at most until ``end``."""
+        fd = self.sock.fileno()
+        fut = loop.create_future()
+
+        def ready(ok: bool) -> None:
+            if not fut.done():
+                fut.set_result(ok)
+
+        if write:
+            loop.add_writer(fd, ready, True)
+        else:
+            loop.add_reader(fd, ready, True)
+        timer = loop.call_later(max(end - time.monotonic(), 0.0), ready, False)
+        try:
+            ok = await fut
+        finally:
+            timer.cancel()
+            if write:
+                loop.remove_writer(fd)
+            else:
+                loop.remove_reader(fd)
+        if not ok:
+            raise self._no_answer(timeout)
 
     def _read_welcome(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -222,33 +308,86 @@ class Connection:
             try:
                 data, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
             except TimeoutError:
-                raise EngineUnavailableError(
-                    f"the engine {self.name!r} at {self.path} did not answer within "
-                    f"{timeout:g} s") from None
+                raise self._no_answer(timeout) from None
             except OSError as exc:
                 raise EngineUnavailableError(
                     f"the engine {self.name!r} at {self.path} dropped the connection: {exc}"
                 ) from None
-            self.fds.extend(fds)
-            if not data:
-                raise EngineUnavailableError(
-                    f"the engine {self.name!r} at {self.path} closed the connection during "
-                    "the handshake")
-            try:
-                msgs = self.rbuf.feed(data)
-            except ValueError as exc:
-                raise EngineUnavailableError(f"the engine at {self.path} is not speaking the "
-                                             f"stratabatch protocol: {exc}") from None
-            if msgs:
-                msg = msgs[0]
-                if msg.get("op") == "refused":
-                    raise EngineUnavailableError(
-                        f"the engine {self.name!r} at {self.path} refused this client: "
-                        f"{msg.get('reason')}")
-                if msg.get("op") != "welcome":
-                    raise EngineUnavailableError(
-                        f"the engine at {self.path} answered {msg.get('op')!r}, not welcome")
-                return msg
+            welcome = self._handshake_data(data, fds)
+            if welcome is not None:
+                return welcome
+
+    def _handshake_data(self, data: bytes, fds: list[int]) -> dict[str, Any] | None:
+        """Take what the engine sent during the handshake; the welcome once it is complete.
+
+        Raises:
+            EngineUnavailableError: The engine refused this client, closed the connection or
+                does not speak the protocol.
+        """
+        self.fds.extend(fds)
+        if not data:
+            raise EngineUnavailableError(
+                f"the engine {self.name!r} at {self.path} closed the connection during "
+                "the handshake")
+        try:
+            msgs = self.rbuf.feed(data)
+        except ValueError as exc:
+            raise EngineUnavailableError(f"the engine at {self.path} is not speaking the "
+                                         f"stratabatch protocol: {exc}") from None
+        if not msgs:
+            return None
+        msg = msgs[0]
+        if msg.get("op") == "refused":
+            raise EngineUnavailableError(
+                f"the engine {self.name!r} at {self.path} refused this client: "
+                f"{msg.get('reason')}")
+        if msg.get("op") != "welcome":
+            raise EngineUnavailableError(
+                f"the engine at {self.path} answered {msg.get('op')!r}, not welcome")
+        return msg
+
+    def _attach(self, welcome: dict[str, Any]) -> None:
+        """Attach what the welcome names: doorbells, rings, arena; watch the engine's pid."""
+        from stratabatch.ipc.arena import Arena
+        from stratabatch.ipc.doorbell import Doorbell
+        from stratabatch.ipc.frames import FrameDecoder, FrameEncoder, FrameLimits
+        from stratabatch.ipc.ring import Ring
+        from stratabatch.ipc.segment import Segment
+
+        name = self.name
+        self.welcome = welcome
+        if len(self.fds) != 2:
+            raise EngineUnavailableError(
+                f"the engine {name!r} at {self.path} sent {len(self.fds)} doorbells, not 2")
+        self.engine_bell = Doorbell.attach(self.fds[0])
+        self.bell = Doorbell.attach(self.fds[1])
+        self.fds = []
+        self.engine_pid = int(welcome["engine_pid"])
+        self.slot = int(welcome["slot"])
+        cap, max_frame = int(welcome["capacity"]), int(welcome["max_frame"])
+        self.seg = Segment.attach(welcome["rings"], magic=RINGS_MAGIC, version=RINGS_VERSION)
+        buf = self.seg.buf
+        n = Ring.nbytes(cap)
+        self.requests = Ring.attach(buf[:n], capacity=cap, max_frame=max_frame,
+                                    wake_consumer=self.engine_bell)
+        self.responses = Ring.attach(buf[n : 2 * n], capacity=cap, max_frame=max_frame,
+                                     wake_producer=self.engine_bell)
+        if welcome.get("arena"):
+            self.arena_seg = Segment.attach(welcome["arena"], magic=ARENA_MAGIC, version=1)
+            self.arena = Arena.attach(self.arena_seg.buf, owner=self.slot)
+            self.free_rows = list(reversed(self.arena.own_range))
+        limits = FrameLimits(**welcome["limits"])
+        self.encoder = FrameEncoder(limits)
+        self.decoder = FrameDecoder(limits)
+        self.max_request_bytes = int(welcome["max_request_bytes"])
+        self.on_full = welcome["on_full"]
+        self.uses_vectors = bool(welcome["uses_vectors"])
+        self.dim = int(welcome.get("dim") or 0)
+        try:
+            self.pidfd = os.pidfd_open(self.engine_pid)
+        except (OSError, AttributeError):
+            self.pidfd = -1
+        self.sock.setblocking(False)
 
     # ------------------------------------------------------------- event loop
 
@@ -471,6 +610,26 @@ class Connection:
     def _free_row(self, row: int) -> None:
         if row >= 0:
             self.free_rows.append(row)
+
+    def expire(self, owner: Call | One, ids: Sequence[int], timeout: float | None) -> None:
+        """The caller's timeout ran out: fail its requests that have no answer yet.
+
+        Answers already in the response ring are delivered first, so an answer the engine gave
+        in time is never turned into a timeout because this timer ran before the doorbell's
+        reader. Each request without an answer gets a :class:`BatchTimeoutError` (a list call
+        with ``return_exceptions`` and a stream get one per request, as in embedded mode);
+        the engine drops the same requests itself, since their frames carry the deadline.
+        """
+        if self.dead is None and self.loop is not None:
+            self._drain()
+        pending = self.pending
+        for rid in ids:
+            entry = pending.get(rid)
+            if entry is not None and entry[0] is owner:
+                del pending[rid]
+                owner.deliver(entry[1], None, BatchTimeoutError(
+                    f"the caller's timeout ({timeout or 0:g} s) ran out before the engine "
+                    f"{self.name!r} answered"), None)
 
     def forget(self, call: Call, ids: range) -> None:
         """The caller left: drop its pending entries (late answers are ignored)."""

@@ -1,10 +1,13 @@
 """The engine's client under faults, with real engine processes: connections a forked child or
-another holder of the socket must not keep open."""
+another holder of the socket must not keep open, reconnecting to a stuck engine without
+blocking the event loop, timeouts that fire on time and keep the engine's own error, and
+unbounded timeouts."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,10 +15,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
 
+import stratabatch
+from stratabatch import BatchTimeoutError, EngineUnavailableError, InvalidRequestError
 from stratabatch.client import EngineClient
 from stratabatch.ipc.segment import Segment, segment_name
 from stratabatch.wire import CONTROL_MAGIC, CONTROL_VERSION
@@ -130,3 +136,212 @@ def test_another_holder_of_the_socket_does_not_keep_a_closed_connection_open(sta
             os.close(holder)
 
     asyncio.run(go())
+
+
+# --------------------------------------------------------------- reconnecting (item 6)
+
+
+def test_reconnecting_to_a_stuck_engine_does_not_block_the_loop(start_engine):
+    """After an engine restart, the next calls reconnect through the event loop: a stuck new
+    engine costs each call its own timeout, and every other task runs on meanwhile."""
+    eng = start_engine("--window-ms", "2", "--dedup-strategy", "exact")
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        client = EngineClient(eng.name)  # the handshake timeout is connect()'s 5 s
+        assert await client.process({"query": "a"}) == {"answer": "A", "n": 1}
+        eng.kill()
+        with pytest.raises(EngineUnavailableError):
+            await client.process({"query": "gone"}, timeout=2)
+        t0 = time.monotonic()
+        with pytest.raises(EngineUnavailableError, match="nothing listens"):
+            await client.process({"query": "absent"}, timeout=0.5)  # no engine at all
+        assert time.monotonic() - t0 < 0.4
+        new = start_engine("--window-ms", "2", "--dedup-strategy", "exact")
+        gaps: list[float] = []
+
+        async def heartbeat() -> None:
+            while True:
+                t = loop.time()
+                await asyncio.sleep(0.01)
+                gaps.append(loop.time() - t)
+
+        beat = asyncio.ensure_future(heartbeat())
+        with _stopped(new.pid):
+            for call in (client.process({"query": "b"}, timeout=0.5),
+                         client.process([{"query": "b"}, {"query": "c"}], timeout=0.5,
+                                        return_exceptions=True),
+                         _drain(client.process_streaming([{"query": "b"}], timeout=0.5))):
+                t0 = time.monotonic()
+                with pytest.raises(BatchTimeoutError, match="while connecting"):
+                    await call
+                elapsed = time.monotonic() - t0
+                assert 0.45 <= elapsed < 1.0, elapsed
+            await asyncio.sleep(0.05)
+            assert len(gaps) > 50 and max(gaps) < 0.25, max(gaps)
+        beat.cancel()
+        # the engine runs again: the reconnect those calls started completes
+        assert await client.process({"query": "d"}, timeout=10) == {"answer": "D", "n": 1}
+        await client.close()
+
+    asyncio.run(go())
+
+
+async def _drain(agen: Any) -> list[Any]:
+    return [item async for item in agen]
+
+
+# --------------------------------------------------------------- timeouts (items 9, 11)
+
+
+def test_a_stuck_engine_fails_each_call_at_its_timeout(start_engine):
+    """process(timeout=t) waits t, not t + a grace, whatever the engine does; each request
+    without an answer fails with BatchTimeoutError, as in embedded mode."""
+    eng = start_engine("--window-ms", "2", "--dedup-strategy", "exact")
+
+    def timed(t: float, elapsed: float) -> None:
+        assert t - 0.01 <= elapsed < t + 0.3, elapsed
+
+    async def go() -> None:
+        client = EngineClient(eng.name)
+        assert await client.process({"query": "a"}) == {"answer": "A", "n": 1}
+        with _stopped(eng.pid):
+            t0 = time.monotonic()
+            with pytest.raises(BatchTimeoutError, match=r"caller's timeout \(0.2 s\)"):
+                await client.process({"query": "b"}, timeout=0.2)
+            timed(0.2, time.monotonic() - t0)
+            t0 = time.monotonic()
+            with pytest.raises(BatchTimeoutError):
+                await client.process([{"query": "b"}, {"query": "c"}], timeout=0.2)
+            timed(0.2, time.monotonic() - t0)
+            t0 = time.monotonic()
+            out = await client.process([{"query": "b"}, {"query": "c"}], timeout=0.3,
+                                       return_exceptions=True)
+            timed(0.3, time.monotonic() - t0)
+            assert [type(r) for r in out] == [BatchTimeoutError] * 2
+            t0 = time.monotonic()
+            done = await _drain(client.process_streaming([{"query": "b"}, {"query": "c"}],
+                                                         timeout=0.2))
+            timed(0.2, time.monotonic() - t0)
+            assert sorted(d.index for d in done) == [0, 1]
+            assert all(isinstance(d.error, BatchTimeoutError) for d in done)
+        assert await client.process({"query": "e"}, timeout=10) == {"answer": "E", "n": 1}
+        await client.close()
+
+    asyncio.run(go())
+    with stratabatch.connect(eng.name, sync=True) as client, _stopped(eng.pid):
+        t0 = time.monotonic()
+        with pytest.raises(BatchTimeoutError):
+            client.process({"query": "s"}, timeout=0.2)
+        timed(0.2, time.monotonic() - t0)
+
+
+def _loops() -> list[Any]:
+    import uvloop
+
+    return [pytest.param(asyncio.new_event_loop, id="asyncio"),
+            pytest.param(uvloop.new_event_loop, id="uvloop")]
+
+
+@pytest.mark.parametrize("new_loop", _loops())
+def test_an_answer_that_came_in_time_wins_over_the_timer(start_engine, new_loop):
+    """The engine answered before the deadline but the client's loop was busy until after it:
+    the answer is delivered, not a timeout (whichever of the timer and the doorbell's reader
+    the loop runs first)."""
+    eng = start_engine("--window-ms", "1", "--dedup-strategy", "exact")
+
+    async def go() -> None:
+        client = EngineClient(eng.name)
+        assert await client.process({"query": "warm"}) == {"answer": "WARM", "n": 1}
+        one = asyncio.ensure_future(client.process({"query": "late"}, timeout=0.3))
+        many = asyncio.ensure_future(client.process([{"query": "x"}, {"query": "y"}],
+                                                    timeout=0.3))
+        await asyncio.sleep(0)  # both calls sent their frames
+        time.sleep(1.5)  # the loop is busy: the engine answers, then the deadlines pass
+        # the timer runs before the doorbell's reader: as if the loop ran them in that order
+        client._connection().bell.clear()
+        assert (await one)["answer"] == "LATE"
+        assert [r["answer"] for r in await many] == ["X", "Y"]
+        await client.close()
+
+    loop = new_loop()
+    try:
+        loop.run_until_complete(go())
+    finally:
+        loop.close()
+
+
+def test_the_engines_own_timeout_reaches_the_caller_as_it_is(start_engine):
+    """A BatchTimeoutError of the engine (processing_timeout) keeps its message: the client
+    does not rewrite it into one about the caller's timeout."""
+    eng = start_engine("--window-ms", "2", "--dedup-strategy", "exact", "--processing-timeout",
+                       "1", handler="tests.e2e.handlers:faulty")
+
+    def engines(exc: BaseException | None) -> None:
+        assert isinstance(exc, BatchTimeoutError)
+        assert "processing_timeout=1s" in str(exc) and "caller" not in str(exc), str(exc)
+
+    async def go() -> None:
+        client = EngineClient(eng.name)
+        t0 = time.monotonic()
+        with pytest.raises(BatchTimeoutError) as ei:
+            await client.process({"query": "h", "fault": "hang"}, timeout=5)
+        engines(ei.value)
+        assert time.monotonic() - t0 < 3.0
+        with pytest.raises(BatchTimeoutError) as ei:
+            await client.process([{"query": "h", "fault": "hang"}], timeout=5)
+        engines(ei.value)
+        out = await client.process([{"query": "h", "fault": "hang"}], timeout=5,
+                                   return_exceptions=True)
+        engines(out[0])
+        done = await _drain(client.process_streaming([{"query": "h", "fault": "hang"}],
+                                                     timeout=5))
+        engines(done[0].error)
+        await client.close()
+
+    asyncio.run(go())
+
+
+# --------------------------------------------------------------- unbounded timeouts (item 10)
+
+
+def test_an_unbounded_timeout_means_no_deadline_in_both_modes(start_engine):
+    eng = start_engine("--window-ms", "2", "--dedup-strategy", "exact")
+
+    async def handler(requests: list) -> list:
+        return [{"answer": r["query"].upper(), "n": len(requests)} for r in requests]
+
+    async def calls(client: Any) -> list[Any]:
+        out = []
+        for timeout in (math.inf, 1e300, 1e9):
+            out.append(await client.process({"query": "a"}, timeout=timeout))
+            out.append(await client.process([{"query": "b"}], timeout=timeout))
+            out.append([d.result for d in await _drain(
+                client.process_streaming([{"query": "c"}], timeout=timeout))])
+        return out
+
+    async def refusals(client: Any) -> list[str]:
+        out = []
+        for timeout in (math.nan, -1, 0, -math.inf, "1", True):
+            for call in (client.process({"query": "a"}, timeout=timeout),
+                         client.process([{"query": "a"}], timeout=timeout),
+                         _drain(client.process_streaming([{"query": "a"}], timeout=timeout))):
+                with pytest.raises(InvalidRequestError) as ei:
+                    await call
+                out.append(str(ei.value))
+        return out
+
+    async def go() -> None:
+        embedded = stratabatch.BatchProcessor(handler, dedup_strategy="exact", window_ms=2)
+        client = EngineClient(eng.name)
+        expected = [{"answer": "A", "n": 1}, [{"answer": "B", "n": 1}],
+                    [{"answer": "C", "n": 1}]] * 3
+        assert await calls(embedded) == expected
+        assert await calls(client) == expected
+        assert await refusals(client) == await refusals(embedded)
+        await embedded.close()
+        await client.close()
+
+    asyncio.run(go())
+    with stratabatch.connect(eng.name, sync=True) as sync_client:
+        assert sync_client.process({"query": "s"}, timeout=math.inf) == {"answer": "S", "n": 1}
