@@ -218,10 +218,9 @@ class Core:
 
                 canonical_texts(["warm up", "hi there"])
                 index.warm_up()
-            if need[0]:
                 from .rehearsal import rehearse
 
-                rehearse(self.config, self._dedup.vector_dim() if need[1] else None)
+                rehearse(self.config, self._dedup.vector_dim())
         except BaseException as e:  # reported on the loop: the next dedup pass fails with it
             error = e
         loop = self._loop

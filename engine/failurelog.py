@@ -64,8 +64,8 @@ class FailureLog:
             else:
                 cause = error.__cause__ if error.__cause__ is not None else error
                 exc_info = cause if cause.__traceback__ is not None else None
-                log.error("%s (a batch of %d; later failures of %s are counted)", error, size,
-                          kind, exc_info=exc_info)
+                log.error("%s (the first %s; later ones are counted, not shown)", error, kind,
+                          exc_info=exc_info)
             return
         self._counts[kind] = self._counts.get(kind, 0) + 1
         self._sample[kind] = str(error)

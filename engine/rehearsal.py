@@ -99,8 +99,6 @@ def rehearse(config: BatchConfig, dim: int | None) -> None:
     """
     import numpy as np
 
-    from .requests import build_request
-
     if not config.enable_dedup or config.dedup_function is not None or \
             config.embedder is not None:
         return  # the user's code: never called on samples (it may be a paid API)
@@ -112,18 +110,18 @@ def rehearse(config: BatchConfig, dim: int | None) -> None:
     seq = 0
 
     def requests(texts: list[str], vectors: bool) -> list[Request]:
+        # records made directly, not by build_request: the caller's size limit is for its
+        # callers' requests, not for these samples
         nonlocal seq
-        out = []
-        for t in texts:
-            payload: dict[str, Any] = {cfg.dedup_key: t}
-            out.append(build_request(payload, cfg, index=seq))
-            seq += 1
+        out = [Request({cfg.dedup_key: t}, index=seq + i, text=t, size=len(t))
+               for i, t in enumerate(texts)]
+        seq += len(out)
         if vectors and dim:
             v = np.zeros(dim, np.float32)
             v[0] = 1.0
-            out.append(build_request({cfg.dedup_key: "own vector", "embedding": v}, cfg,
-                                     dim=dim, index=seq))
-            out.append(build_request({"no key": seq}, cfg, index=seq + 1))
+            out.append(Request({cfg.dedup_key: "own vector"}, index=seq, text="own vector",
+                               vector=v, size=16))
+            out.append(Request({"no key": seq}, index=seq + 1, size=16))
             seq += 2
         for r in out:
             r.seq = r.index

@@ -7,7 +7,6 @@ import asyncio
 import os
 import random
 import subprocess
-import sys
 import time
 
 import pytest
@@ -28,7 +27,7 @@ from stratabatch.ipc.segment import Segment, segment_name
 from stratabatch.wire import socket_path
 
 from .client_worker import workload
-from .conftest import ROOT, run_workers
+from .conftest import run_workers
 
 
 def _finish(procs: list[subprocess.Popen], timeout: float = 90.0) -> list[dict]:
@@ -180,7 +179,8 @@ async def test_handler_faults_reach_the_client_and_the_engine_serves_on(start_en
         assert await client.process({"query": "fine"}) == {"answer": "FINE"}
         st = client.get_stats()
         assert st.errors == 4 and st.timeouts == 1
-    assert "handler error" in eng.log()
+    log = eng.log()  # a failing batch is logged, with its traceback the first time
+    assert "the handler raised on a batch of 1: KeyError" in log and "Traceback" in log
 
 
 async def test_caller_timeout_is_enforced_by_the_engine(start_engine):
