@@ -181,7 +181,7 @@ _LIKE_KEEPERS = frozenset((
 ))  # fmt: skip
 
 
-_Table = dict[tuple[str, str], list[tuple[tuple[str, ...], tuple[str, ...], str]]]
+_Table = dict[tuple[str, ...], list[tuple[tuple[str, ...], tuple[str, ...], str]]]
 
 
 def _phrase_table(phrases: dict[str, str], rule: str) -> _Table:

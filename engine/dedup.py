@@ -457,7 +457,7 @@ class LeaderIndex:
         for name in _ROW_ARRAYS:
             if name != "stamp":  # (tags of past probes: they match no later one anywhere)
                 move_rows(getattr(self, name), live)
-        self._pool_used = compact_pools(*self.pools, self.woff, self.wlen, n)
+        self._pool_used = compact_pools(*self.pools, self.woff, self.wlen, n)  # type: ignore[call-arg]
         owners, keys = self.owners, self.keys
         self.owners = [owners[i] for i in live.tolist()]
         self.keys = [keys[i] for i in live.tolist()]

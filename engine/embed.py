@@ -151,8 +151,14 @@ class Embedder(Protocol):
     """What dedup needs from an embedder (the built-in one and every wrapped one)."""
 
     name: str
-    dim: int | None
-    recommended_threshold: float | None
+
+    @property
+    def dim(self) -> int | None:
+        """The vector length, or None until the first call tells."""
+
+    @property
+    def recommended_threshold(self) -> float | None:
+        """The threshold that suits this embedder with the guards on, or None."""
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Return L2-normalized float32 rows, one per text."""

@@ -112,7 +112,7 @@ class Group:
         if ms is None:
             self.members = [self.leader, req]
         else:
-            ms.append(req)
+            ms.append(req)  # type: ignore[union-attr]  # (a group let go, _GONE, takes no one)
 
 
 class Batch:
