@@ -1,7 +1,8 @@
 """Frame limits and their enforcement: what a msgpack value may hold, on both sides of a ring.
 
 :class:`FrameLimits` bounds every frame: its size, the length of each str, bin, array and map,
-and how deep containers nest. This module enforces those bounds twice:
+how deep containers nest, and, optionally, the encoded size of a request's payload and of an
+ok response's result. This module enforces those bounds twice:
 
 * **Outgoing** (:func:`check_value`, :func:`find_problem`): before a frame is sent, its free
   values (a payload, a result, meta) are checked for types, map keys and nesting the decoder
@@ -13,10 +14,12 @@ and how deep containers nest. This module enforces those bounds twice:
   the full declared length before), so a few bytes of nested ``array 16/32`` headers can claim
   megabytes. A frame holding more than :data:`FAST_PATH_BIG_ARRAYS` bytes that could start
   such a header is therefore decoded with msgpack's pure-Python decoder, which grows lists as
-  items arrive; ordinary frames never meet that byte and keep the C speed. msgpack has no
-  nesting limit of its own (the C decoder stops at 1024 levels, the pure-Python one at the
-  recursion limit), so a decoded frame is walked once, without recursion, against
-  :attr:`FrameLimits.max_depth`.
+  items arrive; ordinary frames never meet that byte and keep the C speed. With an older
+  msgpack, which reserves the full declared length, the number of such headers allowed on the
+  fast path shrinks as ``max_array_len`` grows, so the reserve stays within the same bound.
+  msgpack has no nesting limit of its own (the C decoder stops at 1024 levels, the
+  pure-Python one at the recursion limit), so a decoded frame is walked once, without
+  recursion, against :attr:`FrameLimits.max_depth`.
 
 The frame layout itself (fields, ranges, statuses) lives in :mod:`stratabatch.ipc.frames`.
 """
@@ -33,7 +36,16 @@ from stratabatch.ipc.errors import FrameError
 
 FAST_PATH_BIG_ARRAYS = 16
 """Most bytes that could open an ``array 16/32`` header a frame may hold and still be decoded
-by msgpack's C decoder; 16 such headers cost at most 16 x max_array_len x 8 bytes."""
+by msgpack's C decoder (fewer when ``max_array_len`` is large and msgpack is older than 1.1:
+see :data:`FAST_PATH_RESERVE_BYTES`)."""
+
+FAST_PATH_RESERVE_BYTES = 16 * 65_536 * 8
+"""Most bytes of list slots msgpack's C decoder may reserve for one frame's array headers
+before their items arrive (8 MiB: 16 headers of 65,536 slots)."""
+
+_RESERVE_CAP = 10_000 if msgpack.version >= (1, 1, 0) else None
+"""Most slots msgpack's C decoder reserves per array header: 10,000 from msgpack 1.1, the
+declared length (up to ``max_array_len``) before."""
 
 _REPR_CHARS = 60
 
@@ -50,6 +62,11 @@ class FrameLimits:
         max_map_len: Most pairs in one map.
         max_depth: Deepest container nesting of a whole frame; the frame's own array is
             level 1, so a request payload may nest ``max_depth - 1`` levels.
+        max_request_bytes: Largest encoded payload of a request frame (the request's own
+            msgpack bytes, the frame's header not counted), or None for no bound but
+            ``max_frame_bytes``.
+        max_result_bytes: Largest encoded value of an ok response frame (the result's own
+            msgpack bytes), or None for no bound but ``max_frame_bytes``.
     """
 
     max_frame_bytes: int = 1 << 20
@@ -58,11 +75,15 @@ class FrameLimits:
     max_array_len: int = 65_536
     max_map_len: int = 65_536
     max_depth: int = 32
+    max_request_bytes: int | None = None
+    max_result_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_frame_bytes", "max_str_len", "max_bin_len", "max_array_len",
-                     "max_map_len"):
+                     "max_map_len", "max_request_bytes", "max_result_bytes"):
             value = getattr(self, name)
+            if value is None and name in ("max_request_bytes", "max_result_bytes"):
+                continue
             if type(value) is not int or not 1 <= value <= 2**31 - 1:
                 raise ValueError(f"{name} must be an integer in [1, 2**31 - 1], got {value!r}")
         if self.max_array_len < 5:
@@ -75,7 +96,17 @@ class FrameLimits:
 
 
 DEFAULT_LIMITS = FrameLimits()
-"""The limits used when none are given: 1 MiB frames, 64 Ki items, nesting 32."""
+"""The limits used when none are given: 1 MiB frames, 64 Ki items, nesting 32, no payload or
+result bound but the frame's (the engine derives its own from its options)."""
+
+
+def int_size(value: int) -> int:
+    """Bytes of msgpack's shortest encoding of the integer ``value`` (what msgpack writes)."""
+    if -32 <= value <= 127:
+        return 1
+    if value >= 0:
+        return 2 if value <= 0xFF else 3 if value <= 0xFFFF else 5 if value <= 0xFFFFFFFF else 9
+    return 2 if value >= -128 else 3 if value >= -32_768 else 5 if value >= -(2**31) else 9
 
 
 def short_repr(value: Any) -> str:
@@ -177,8 +208,9 @@ def find_problem(value: Any, limits: FrameLimits, level: int, what: str) -> str 
         elif isinstance(obj, (dict, list, tuple)) and not isinstance(obj, msgpack.ExtType):
             if lvl > limits.max_depth:
                 return (
-                    f"{path} nests containers deeper than max_depth={limits.max_depth} "
-                    f"(the frame array counts as level 1)"
+                    f"{what} nests containers more than {limits.max_depth - level + 1} levels "
+                    f"deep (frame max_depth={limits.max_depth}, the frame's own array being "
+                    f"level 1)"
                 )
             if isinstance(obj, dict):
                 if len(obj) > limits.max_map_len:
@@ -274,6 +306,8 @@ class BoundedUnpacker:
         # A reused Unpacker avoids re-parsing keyword arguments on every frame (~40% of the
         # cost of a small unpackb call).
         self._unpacker = self._new_unpacker()
+        reserve = 8 * min(limits.max_array_len, _RESERVE_CAP or limits.max_array_len)
+        self._fast_big_arrays = min(FAST_PATH_BIG_ARRAYS, FAST_PATH_RESERVE_BYTES // reserve)
 
     def _new_unpacker(self) -> msgpack.Unpacker:
         return msgpack.Unpacker(max_buffer_size=self.limits.max_frame_bytes, **self._options)
@@ -306,7 +340,7 @@ class BoundedUnpacker:
             data = bytes(data)
         try:
             if (0xDC in data or 0xDD in data) and (
-                data.count(0xDC) + data.count(0xDD) > FAST_PATH_BIG_ARRAYS
+                data.count(0xDC) + data.count(0xDD) > self._fast_big_arrays
             ):
                 return _msgpack_fallback.unpackb(data, **self._options)
             unpacker = self._unpacker
@@ -337,9 +371,11 @@ class BoundedUnpacker:
 __all__ = [
     "DEFAULT_LIMITS",
     "FAST_PATH_BIG_ARRAYS",
+    "FAST_PATH_RESERVE_BYTES",
     "BoundedUnpacker",
     "FrameLimits",
     "check_value",
     "find_problem",
+    "int_size",
     "short_repr",
 ]

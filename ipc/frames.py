@@ -32,6 +32,14 @@ returns a well-formed :class:`Request` / :class:`Response` or raises
 :class:`~stratabatch.ipc.errors.FrameError`. The limits both sides enforce (:class:`FrameLimits`),
 the checks of outgoing values and the memory- and depth-bounded decoding of untrusted bytes live
 in :mod:`stratabatch.ipc.framelimits`; this module holds the frame layout and its codec.
+
+Besides the frame's own size, :class:`FrameLimits` may bound the encoded size of a request's
+payload (``max_request_bytes``) and of an ok response's result (``max_result_bytes``): the
+encoder refuses a payload or result over its bound with :class:`FrameTooLargeError` naming it,
+and the decoder refuses a request frame whose payload is over it. Both count the value's own
+msgpack bytes: the frame's size less its header (the array header and the integer fields,
+counted at msgpack's shortest encoding, so a frame written with longer encodings only looks
+larger).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from stratabatch.ipc.framelimits import (
     FrameLimits,
     check_value,
     find_problem,
+    int_size,
 )
 from stratabatch.ipc.framelimits import short_repr as _short
 
@@ -174,13 +183,29 @@ class FrameEncoder:
             limits.max_str_len, limits.max_bin_len, limits.max_array_len, limits.max_map_len
         )
 
-    def _finish(self, frame: tuple[Any, ...], what: str, names: tuple[str, ...]) -> bytes:
-        """Pack ``frame``; ``names`` label its last items (the free-form ones) in errors."""
+    def _finish(self, frame: tuple[Any, ...], what: str, names: tuple[str, ...],
+                bound: tuple[int, str, int] | None = None) -> bytes:
+        """Pack ``frame``; ``names`` label its last items (the free-form ones) in errors.
+
+        ``bound`` is ``(position, name, limit)``: the item at ``position`` may encode to at
+        most ``limit`` bytes, ``name`` being the limit's name in the error.
+        """
         try:
             data = self._pack(frame)
         except (TypeError, ValueError, OverflowError) as exc:
             raise FrameError(f"{what} is not msgpack-serializable: {exc}") from exc
         size = len(data)
+        if bound is not None and size > bound[2]:
+            # only a frame this large can hold a value over the bound: measure the value
+            position, name, limit = bound
+            value_size = size - self._other_bytes(frame, position)
+            if value_size > limit:
+                label = "payload" if name == "max_request_bytes" else "result"
+                raise FrameTooLargeError(
+                    f"{label} is {value_size} bytes encoded, over {name}={limit}",
+                    size=value_size,
+                    limit=limit,
+                )
         if size > self.limits.max_frame_bytes:
             raise FrameTooLargeError(
                 f"{what} frame is {size} bytes, over the frame limit of "
@@ -195,6 +220,14 @@ class FrameEncoder:
                 if problem is not None:
                     raise FrameError(f"{what} frame: {problem}")
         return data
+
+    def _other_bytes(self, frame: tuple[Any, ...], position: int) -> int:
+        """Bytes of ``frame``'s encoding that are not its item at ``position``."""
+        size = 1  # the fixarray header of a frame of 3 to 5 items
+        for i, item in enumerate(frame):
+            if i != position:
+                size += int_size(item) if type(item) is int else len(self._pack(item))
+        return size
 
     def request(
         self,
@@ -218,7 +251,8 @@ class FrameEncoder:
 
         Raises:
             FrameError: A field is out of range or the payload cannot be carried.
-            FrameTooLargeError: The frame exceeds ``limits.max_frame_bytes``.
+            FrameTooLargeError: The payload encodes past ``limits.max_request_bytes`` or the
+                frame exceeds ``limits.max_frame_bytes``.
         """
         if not (type(id) is int and 0 <= id <= MAX_ID):
             id = _as_int(id, "request id", 0, MAX_ID)
@@ -229,8 +263,10 @@ class FrameEncoder:
         if not (type(arena_row) is int and NO_ROW <= arena_row <= MAX_ROW):
             arena_row = _as_int(arena_row, "arena_row", NO_ROW, MAX_ROW)
         check_value(payload, self.limits, 2, "payload")
+        limit = self.limits.max_request_bytes
         return self._finish((id, priority, deadline_ns, arena_row, payload), "request",
-                            ("payload",))
+                            ("payload",),
+                            None if limit is None else (4, "max_request_bytes", limit))
 
     def requests(self, items: Iterable[Sequence[Any]]) -> list[bytes]:
         """Encode many requests; each item is ``(id, priority, deadline_ns, arena_row, payload)``.
@@ -276,7 +312,8 @@ class FrameEncoder:
 
         Raises:
             FrameError: A field is invalid or the value cannot be carried.
-            FrameTooLargeError: The frame exceeds ``limits.max_frame_bytes``.
+            FrameTooLargeError: An ok response's value encodes past
+                ``limits.max_result_bytes``, or the frame exceeds ``limits.max_frame_bytes``.
         """
         if not (type(id) is int and 0 <= id <= MAX_ID):
             id = _as_int(id, "response id", 0, MAX_ID)
@@ -291,11 +328,13 @@ class FrameEncoder:
             if not isinstance(value, str):
                 raise FrameError(f"a timeout response carries a str message, got {_short(value)}")
             check_value(value, self.limits, 2, "timeout message")
+        limit = self.limits.max_result_bytes
+        bound = None if limit is None or status != STATUS_OK else (2, "max_result_bytes", limit)
         if meta:
             _check_str_keys(meta, "response meta")
             check_value(meta, self.limits, 2, "meta")
-            return self._finish((id, status, value, meta), "response", ("value", "meta"))
-        return self._finish((id, status, value), "response", ("value",))
+            return self._finish((id, status, value, meta), "response", ("value", "meta"), bound)
+        return self._finish((id, status, value), "response", ("value",), bound)
 
     def ok(self, id: int, value: Any, meta: dict[str, Any] | None = None) -> bytes:
         """Encode an ok response carrying ``value``."""
@@ -381,6 +420,7 @@ class FrameDecoder:
         # bound methods kept as attributes, like the encoder's _pack: one lookup per frame
         self._unpack = bounded.unpack
         self._check_depth = bounded.check_depth
+        self._max_payload = limits.max_request_bytes
 
     def request(self, data: bytes | bytearray | memoryview) -> Request:
         """Decode a request frame.
@@ -417,6 +457,15 @@ class FrameDecoder:
                 if t is dict or t is list:  # nested: only then can the depth limit bite
                     self._check_depth(frame, f"request {rid}:")
                     break
+        limit = self._max_payload
+        if limit is not None:
+            size = len(data) if type(data) is bytes else memoryview(data).nbytes
+            if size > limit:  # only a frame this large can hold a payload over the limit
+                size -= 1 + int_size(rid) + int_size(priority) + int_size(deadline_ns) + \
+                    int_size(arena_row)
+                if size > limit:
+                    raise FrameError(f"request {rid}: payload is {size} bytes, over "
+                                     f"max_request_bytes={limit}")
         return _new_tuple(Request, frame)
 
     def response(self, data: bytes | bytearray | memoryview) -> Response:

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stratabatch.ipc.errors import FrameError, FrameTooLargeError, IpcError
+from stratabatch.ipc.framelimits import int_size
 from stratabatch.ipc.frames import (
     MAX_DEADLINE_NS,
     MAX_ID,
@@ -199,7 +200,7 @@ class Color(enum.IntEnum):
         ((1, 0, 0, -1, {"e": msgpack.Timestamp(1, 0)}), "Timestamp"),
         ((1, 0, 0, -1, {"v": np.float32(1.0)}), "numpy.float32"),
         ((1, 0, 0, -1, {"big": 2**64}), "not msgpack-serializable"),
-        ((1, 0, 0, -1, nested(32)), "nests containers deeper than max_depth=32"),
+        ((1, 0, 0, -1, nested(32)), "payload nests containers more than 31 levels deep"),
     ],
 )
 def test_encoder_rejects(args, match):
@@ -379,6 +380,85 @@ def test_frame_limits_are_validated():
         FrameLimits(max_array_len=4)
     with pytest.raises(ValueError, match="max_depth must be an integer in \\[2, 512\\]"):
         FrameLimits(max_depth=1)
+    with pytest.raises(ValueError, match="max_request_bytes must be an integer in"):
+        FrameLimits(max_request_bytes=0)
+    with pytest.raises(ValueError, match="max_result_bytes must be an integer in"):
+        FrameLimits(max_result_bytes=2**31)
+    assert FrameLimits(max_request_bytes=None, max_result_bytes=None) == FrameLimits()
+
+
+# ---------------------------------------------------------------- payload and result bounds
+
+BOUNDED = FrameLimits(max_frame_bytes=4096, max_str_len=4096, max_bin_len=4096,
+                      max_array_len=4096, max_map_len=4096, max_request_bytes=500,
+                      max_result_bytes=300)
+HEADERS = [(0, 0, 0, NO_ROW), (MAX_ID, MIN_PRIORITY, MAX_DEADLINE_NS, MAX_ROW),
+           (200, -100, 70_000, 128), (2**32, -40_000, 2**31, 65_536)]
+
+
+def _value_of(size: int) -> object:
+    """A value of exactly ``size`` encoded bytes (a str, or a list where no str fits)."""
+    for header in (1, 2, 3, 5):
+        for value in ("v" * (size - header), [None] * (size - header)):
+            if len(packb(value)) == size:
+                return value
+    raise AssertionError(size)
+
+
+@pytest.mark.parametrize("header", HEADERS)
+def test_a_payload_over_max_request_bytes_is_refused_on_both_sides(header):
+    enc, dec = FrameEncoder(BOUNDED), FrameDecoder(BOUNDED)
+    for size in (1, 33, 499, 500):
+        payload = _value_of(size)
+        assert dec.request(enc.request(*header, payload)).payload == payload
+        assert dec.request(packb([*header, payload])).payload == payload
+    over = _value_of(501)
+    with pytest.raises(FrameTooLargeError, match="payload is 501 bytes encoded, over "
+                       "max_request_bytes=500") as exc:
+        enc.request(*header, over)
+    assert (exc.value.size, exc.value.limit) == (501, 500)
+    with pytest.raises(FrameError, match=f"request {header[0]}: payload is 501 bytes, over "
+                       "max_request_bytes=500"):
+        dec.request(packb([*header, over]))
+
+
+@pytest.mark.parametrize("meta", [None, {"leader": MAX_ID, "similarity": 0.25}])
+@pytest.mark.parametrize("rid", [0, 200, MAX_ID])
+def test_a_result_over_max_result_bytes_is_refused_naming_it(rid, meta):
+    enc, dec = FrameEncoder(BOUNDED), FrameDecoder(BOUNDED)
+    for size in (1, 299, 300):
+        value = _value_of(size)
+        assert dec.response(enc.ok(rid, value, meta)).value == value
+    with pytest.raises(FrameTooLargeError, match="result is 301 bytes encoded, over "
+                       "max_result_bytes=300"):
+        enc.ok(rid, _value_of(301), meta)
+    with pytest.raises(FrameTooLargeError, match="over max_result_bytes=300"):
+        enc.ok(rid, "v" * 10_000, meta)  # over the frame limit too: the result's limit is named
+    # errors and timeouts are not results: only the frame bounds them
+    assert dec.response(enc.error(rid, "HandlerError", "m" * 2000)).value.message == "m" * 2000
+    assert dec.response(enc.timeout(rid, "t" * 2000)).value == "t" * 2000
+    (frame,) = enc.responses([(rid, STATUS_OK, _value_of(301), meta)])
+    answer = dec.response(frame)
+    assert answer.status == STATUS_ERROR and answer.value.type_name == "FrameTooLargeError"
+    assert "max_result_bytes=300" in answer.value.message
+
+
+def test_containers_as_long_as_the_frame_allows_decode():
+    limits = FrameLimits(max_frame_bytes=1 << 20, max_str_len=1 << 20, max_bin_len=1 << 20,
+                         max_array_len=1 << 20, max_map_len=1 << 20, max_depth=65)
+    enc, dec = FrameEncoder(limits), FrameDecoder(limits)
+    for payload in ({"items": list(range(70_000))}, {"m": {f"k{i}": i for i in range(70_000)}},
+                    {"v": nested(63)}):
+        assert dec.request(enc.request(1, 0, 0, -1, payload)).payload == payload
+        assert dec.response(enc.ok(1, payload)).value == payload
+    with pytest.raises(FrameError, match="70000 exceeds max_array_len"):
+        DEC.request(packb([1, 0, 0, -1, list(range(70_000))]))  # the default limits: 64 Ki
+
+
+@settings(deadline=None, max_examples=500, database=None)
+@given(value=st.integers(-(2**63), 2**64 - 1))
+def test_int_size_is_the_length_of_msgpacks_encoding(value):
+    assert int_size(value) == len(packb(value))
 
 
 def test_peek_frame_id():
@@ -395,11 +475,18 @@ def test_peek_frame_id():
 # ---------------------------------------------------------------- memory bounds
 
 
-def _peak_decode_bytes(data: bytes) -> int:
+# what the engine derives for the largest max_request_bytes (64 MiB): lengths bounded by the
+# frame size only
+WIDE = FrameDecoder(FrameLimits(max_frame_bytes=(64 << 20) + 64, max_str_len=(64 << 20) + 64,
+                                max_bin_len=(64 << 20) + 64, max_array_len=(64 << 20) + 64,
+                                max_map_len=(64 << 20) + 64, max_depth=65))
+
+
+def _peak_decode_bytes(data: bytes, dec: FrameDecoder = DEC) -> int:
     tracemalloc.start()
     try:
         with pytest.raises(FrameError):
-            DEC.request(data)
+            dec.request(data)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -416,10 +503,34 @@ def _peak_decode_bytes(data: bytes) -> int:
     ],
     ids=["array32-chain", "array16-chain", "few-big-then-fixarrays", "map32-chain", "map16-chain"],
 )
-def test_allocation_bombs_stay_small(bomb):
+@pytest.mark.parametrize("dec", [DEC, WIDE], ids=["default-limits", "engine-64MiB-limits"])
+def test_allocation_bombs_stay_small(bomb, dec):
     # msgpack's C decoder reserves list slots per array header before items arrive; the
     # decoder routes such frames to the non-reserving path, so a few KiB cannot claim MBs.
-    assert _peak_decode_bytes(bomb) < 4 * 1024 * 1024
+    assert _peak_decode_bytes(bomb, dec) < 4 * 1024 * 1024
+
+
+def test_with_a_msgpack_that_reserves_full_lengths_fewer_big_headers_take_the_fast_path(
+        monkeypatch):
+    # msgpack before 1.1 reserves an array header's whole declared length: the more items
+    # max_array_len allows, the fewer such headers a frame may hold on the C path
+    from stratabatch.ipc import framelimits
+
+    monkeypatch.setattr(framelimits, "_RESERVE_CAP", None)
+    slow: list[bytes] = []
+    real = framelimits._msgpack_fallback.unpackb
+
+    def spy(data: bytes, **kw: object) -> object:
+        slow.append(data)
+        return real(data, **kw)
+
+    monkeypatch.setattr(framelimits._msgpack_fallback, "unpackb", spy)
+    two_headers = packb([1, 0, 0, -1, {"a": [0] * 20, "b": [0] * 20}])
+    assert two_headers.count(0xDC) == 2
+    FrameDecoder(FrameLimits(max_array_len=65_536)).request(two_headers)
+    assert slow == []  # 16 headers of 65,536 slots: within the 8 MiB reserve
+    FrameDecoder(FrameLimits(max_array_len=1 << 20)).request(two_headers)
+    assert slow == [two_headers]  # one header of 1 Mi slots is the whole reserve
 
 
 def test_binary_heavy_frames_decode_the_same_on_both_paths():
@@ -521,7 +632,8 @@ class _Budget:
     def __init__(self) -> None:
         self.count = 0
 
-    def check(self, decode, data: bytes) -> None:
+    def check(self, decode, data: bytes, enc: FrameEncoder = ENC,
+              dec: FrameDecoder = DEC) -> None:
         self.count += 1
         tracemalloc.start()
         started = time.perf_counter()
@@ -538,19 +650,20 @@ class _Budget:
         # anything accepted is well formed: it re-encodes, and that decodes back to the same
         # bytes (compared as bytes because a NaN never equals itself)
         if isinstance(result, Request):
-            again = ENC.request(*result)
-            assert ENC.request(*DEC.request(again)) == again
+            again = enc.request(*result)
+            assert enc.request(*dec.request(again)) == again
         elif isinstance(result, Response):
             assert result.status in (STATUS_OK, STATUS_ERROR, STATUS_TIMEOUT)
-            again = ENC.response(*result)
-            assert ENC.response(*DEC.response(again)) == again
+            again = enc.response(*result)
+            assert enc.response(*dec.response(again)) == again
 
 
 @pytest.fixture(scope="module")
 def budget():
     checker = _Budget()
     yield checker
-    # 1,000 x 2 + 400 x 16 + 200 x 16 + 300 x 3 + 120 = 12,620 frames when all tests run
+    # 1,000 x 2 + 400 x 16 + 200 x 16 + 300 x 3 + 120 + 150 x 16 + 60 = 15,080 frames when
+    # all tests run
     print(f"fuzzed {checker.count} frames")
 
 
@@ -590,3 +703,20 @@ def test_fuzz_well_formed_msgpack_of_any_shape(budget, obj):
 @given(data=_deep())
 def test_fuzz_deep_nesting(budget, data):
     budget.check(DEC.request, data)
+
+
+WIDE_ENC = FrameEncoder(WIDE.limits)
+
+
+@settings(FUZZ, max_examples=150)
+@given(frame=_requests, seed=st.integers(0, 2**32 - 1))
+def test_fuzz_mutated_requests_under_engine_limits(budget, frame, seed):
+    rng = random.Random(seed)
+    for _ in range(MUTANTS_PER_FRAME):
+        budget.check(WIDE.request, _mutate(frame, rng), WIDE_ENC, WIDE)
+
+
+@settings(FUZZ, max_examples=60)
+@given(data=_deep())
+def test_fuzz_deep_nesting_under_engine_limits(budget, data):
+    budget.check(WIDE.request, data, WIDE_ENC, WIDE)
