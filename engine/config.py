@@ -27,14 +27,12 @@ def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool, integ
     if isinstance(value, bool) or not ok_type:
         raise ConfigError(f"{name} must be {kind}, got {value!r}", field=name)
     lo_bracket = "(" if lo_open else "["
+    # integers as written (67108864, not 6.71089e+07), as the allowed column shows them
+    span = f"{lo_bracket}{lo}, {hi}]" if integer else f"{lo_bracket}{lo:g}, {hi:g}]"
     if not integer and not math.isfinite(value):
-        raise ConfigError(
-            f"{name} must be in {lo_bracket}{lo:g}, {hi:g}], got {value!r}", field=name
-        )
+        raise ConfigError(f"{name} must be in {span}, got {value!r}", field=name)
     if (value <= lo if lo_open else value < lo) or value > hi:
-        raise ConfigError(
-            f"{name} must be in {lo_bracket}{lo:g}, {hi:g}], got {value!r}", field=name
-        )
+        raise ConfigError(f"{name} must be in {span}, got {value!r}", field=name)
     return int(value) if integer else float(value)
 
 
@@ -168,6 +166,7 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], Any], str]] = {
         "[0, 1000000]",
     ),
     "max_request_bytes": (_int("max_request_bytes", 64, 64 * 1024 * 1024), "[64, 67108864]"),
+    "max_result_bytes": (_int("max_result_bytes", 64, 64 * 1024 * 1024), "[64, 67108864]"),
 }
 
 
@@ -204,6 +203,7 @@ class BatchConfig:
     on_full: str = "wait"
     cost_per_request_usd: float = 0.0
     max_request_bytes: int = 1024 * 1024
+    max_result_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         for f in fields(self):

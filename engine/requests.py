@@ -7,7 +7,7 @@ calls :func:`build_request` again on what it decodes, so a request that one mode
 other accepts too, and the size limit counts the same bytes in both: the msgpack encoding of
 the request mapping (:func:`~stratabatch.dedup.encode_request`), not the frame around it.
 
-What a request must be:
+What a request must be (the request rule):
 
 * a mapping whose keys, at every depth, are ``str`` (msgpack would carry int keys, but a
   request must decode to the same dict in the engine, where maps are read with
@@ -15,8 +15,22 @@ What a request must be:
 * made only of str, bytes, int, float, bool, None, lists/tuples and such maps (numpy arrays and
   scalars are carried as lists of numbers: a request's own ``"embedding"`` is often one);
 * at most ``max_request_bytes`` once encoded;
+* nested at most :data:`MAX_DEPTH` containers deep, the request mapping being the first level
+  (a numpy array counts one level per dimension: it travels as nested lists);
 * if it carries ``"embedding"`` and dedup may use it: a flat vector of finite reals, not all
   zero, of the active embedder's dimension when that is known.
+
+Container lengths need no rule of their own: every array item takes at least one encoded byte
+and every map pair two, so a request within ``max_request_bytes`` holds no container, str or
+bytes longer than ``max_request_bytes``. The engine's frame limits are derived from this rule
+(:func:`stratabatch.server.frame_limits`: the frame adds its own array, one level, and at most
+64 bytes), so the engine decodes every request its client let through.
+
+Results follow the same shape rule in engine mode, where they cross a ring: at most
+``max_result_bytes`` encoded and :data:`MAX_DEPTH` levels deep (a list or map result being
+the first level); the engine's frame encoder checks both and the caller gets a
+:class:`~stratabatch.HandlerError` naming ``max_result_bytes``. An embedded processor hands
+results over by reference, so there they have no size or type limit.
 """
 
 from __future__ import annotations
@@ -31,29 +45,58 @@ from .records import Request
 if TYPE_CHECKING:
     from .config import BatchConfig
 
-__all__ = ["build_request", "check_call_args", "check_payload", "check_str_keys"]
+__all__ = ["MAX_DEPTH", "build_request", "check_call_args", "check_payload", "check_str_keys"]
 
-_MAX_DEPTH = 64
+MAX_DEPTH = 64
+"""Deepest container nesting of a request (its mapping is level 1) or of a result (a list or
+map result is level 1), in both modes."""
 
 
-def check_str_keys(obj: Any, depth: int = 0) -> None:
-    """Raise TypeError if a map anywhere in ``obj`` has a key that is not a str."""
-    if depth > _MAX_DEPTH:
-        raise TypeError(f"nested deeper than {_MAX_DEPTH} levels")
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+
+
+class _TooDeep(ValueError):
+    """A value nests containers deeper than :data:`MAX_DEPTH`."""
+
+
+def check_str_keys(obj: Any, depth: int = 1) -> None:
+    """Check the map keys and the nesting of ``obj`` (a container at level ``depth``).
+
+    Raises:
+        TypeError: A map anywhere in ``obj`` has a key that is not a str.
+        ValueError: Containers nest deeper than :data:`MAX_DEPTH` levels.
+    """
+    if depth > MAX_DEPTH:
+        raise _TooDeep(f"containers nest deeper than {MAX_DEPTH} levels")
     if isinstance(obj, Mapping):
-        for k, v in obj.items():
+        for k in obj:
             if type(k) is not str:
                 raise TypeError(f"map key {k!r} is a {type(k).__name__}; map keys must be str")
-            if isinstance(v, (Mapping, list, tuple)):
-                check_str_keys(v, depth + 1)
+        items: Any = obj.values()
     elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            if isinstance(v, (Mapping, list, tuple)):
-                check_str_keys(v, depth + 1)
+        items = obj
+    else:
+        return
+    for v in items:
+        t = type(v)
+        if t in _SCALARS:
+            continue
+        if t is dict or t is list or t is tuple or isinstance(v, (Mapping, list, tuple)):
+            check_str_keys(v, depth + 1)
+        elif t.__module__ == "numpy":
+            _check_array_depth(v, depth + 1)
+
+
+def _check_array_depth(arr: Any, depth: int) -> None:
+    """A numpy array at level ``depth`` is encoded as ``ndim`` levels of nested lists."""
+    ndim = getattr(arr, "ndim", 0)
+    if isinstance(ndim, int) and ndim and depth + ndim - 1 > MAX_DEPTH:
+        raise _TooDeep(f"containers nest deeper than {MAX_DEPTH} levels (a numpy array of "
+                           f"{ndim} dimensions at level {depth})")
 
 
 def check_payload(request: Any, index: int, max_bytes: int) -> bytes:
-    """Check the shape and size of one request and return its msgpack encoding.
+    """Check one request against the request rule and return its msgpack encoding.
 
     Args:
         request: What the caller passed.
@@ -61,7 +104,8 @@ def check_payload(request: Any, index: int, max_bytes: int) -> bytes:
         max_bytes: ``max_request_bytes``.
 
     Raises:
-        InvalidRequestError: not a mapping, a non-str map key, or not msgpack-serializable.
+        InvalidRequestError: not a mapping, a non-str map key, nested deeper than
+            :data:`MAX_DEPTH`, or not msgpack-serializable.
         RequestTooLargeError: encodes past ``max_bytes``.
     """
     if type(request) is not dict and not isinstance(request, Mapping):
@@ -71,17 +115,27 @@ def check_payload(request: Any, index: int, max_bytes: int) -> bytes:
         )
     try:
         check_str_keys(request)
-        blob = encode_request(request)
-    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+    except _TooDeep as e:
         raise InvalidRequestError(
-            f"request {index}: not msgpack-serializable ({e}); requests must hold only "
-            "str, bytes, int, float, bool, None, lists and str-keyed maps"
-        ) from None
+            f"request {index}: {e}; a request may nest at most {MAX_DEPTH} levels of "
+            "containers, its own mapping being the first") from None
+    except TypeError as e:
+        raise _unserializable(index, e) from None
+    try:
+        blob = encode_request(request)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise _unserializable(index, e) from None
     if len(blob) > max_bytes:
         raise RequestTooLargeError(
             f"request {index}: encodes to {len(blob)} bytes, over max_request_bytes={max_bytes}"
         )
     return blob
+
+
+def _unserializable(index: int, e: Exception) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"request {index}: not msgpack-serializable ({e}); requests must hold only "
+        "str, bytes, int, float, bool, None, lists and str-keyed maps")
 
 
 def build_request(request: Any, config: BatchConfig, *, index: int = 0, sink: Any = None,
