@@ -54,6 +54,7 @@ from stratabatch.ipc.frames import (
     FrameLimits,
     peek_frame_id,
 )
+from stratabatch.ipc.ring import Ring
 from stratabatch.ipc.segment import Segment, reclaim_stale, segment_name
 from stratabatch.ipc.wait import DEFAULT_SPIN_US
 
@@ -85,7 +86,8 @@ log = logging.getLogger("stratabatch.engine")
 ARENA_ROWS_PER_SLOT = 64
 """Arena rows each client slot owns: vectors it may have in flight at once."""
 FRAME_OVERHEAD = 64
-"""Bytes a request frame adds around its payload at most (array header, id, deadline...)."""
+"""Bytes a frame adds around its payload or result at most: a request frame's array header,
+id, priority, deadline and row take at most 29, a response frame's header and merge meta 48."""
 
 # control segment words (int64): engine state, then 4 words per slot
 _STATE, _MAX_CLIENTS, _PID, _STARTED = 0, 1, 2, 3
@@ -107,7 +109,11 @@ def _shared_memory_errors() -> Iterator[None]:
 
 
 def ring_capacity(frame_limit: int) -> int:
-    """The data bytes of one ring whose frames may be ``frame_limit`` bytes (a power of two)."""
+    """The data bytes of one ring whose frames may be ``frame_limit`` bytes (a power of two).
+
+    Both rings of a client get this capacity, from :func:`frame_limits`' frame size, which
+    holds a request of ``max_request_bytes`` and a result of ``max_result_bytes``.
+    """
     need = 2 * (frame_limit + 16)
     cap = 1 << 16
     while cap < need:
@@ -116,9 +122,23 @@ def ring_capacity(frame_limit: int) -> int:
 
 
 def frame_limits(config: BatchConfig) -> FrameLimits:
-    """The frame limits of an engine: a frame holds a request of ``max_request_bytes``."""
-    n = config.max_request_bytes + FRAME_OVERHEAD
-    return FrameLimits(max_frame_bytes=n, max_str_len=n, max_bin_len=n)
+    """The frame limits of an engine, derived from the request and result rules.
+
+    A request frame carries a payload of at most ``max_request_bytes`` and a response frame a
+    result of at most ``max_result_bytes`` (both checked exactly, see
+    :class:`~stratabatch.ipc.frames.FrameEncoder`); a frame adds :data:`FRAME_OVERHEAD` bytes
+    and one level of nesting (its own array) to what :mod:`stratabatch.requests` allows. No
+    str, bin, array or map can be longer than the bytes that carry it, so those lengths are
+    bounded by the frame size. An error response gets at least 16 KiB whatever the options
+    (its message is not a result), which the smallest ring holds anyway.
+    """
+    from .requests import MAX_DEPTH
+
+    n = max(config.max_request_bytes, config.max_result_bytes, 16 * 1024) + FRAME_OVERHEAD
+    return FrameLimits(max_frame_bytes=n, max_str_len=n, max_bin_len=n, max_array_len=n,
+                       max_map_len=n, max_depth=MAX_DEPTH + 1,
+                       max_request_bytes=config.max_request_bytes,
+                       max_result_bytes=config.max_result_bytes)
 
 
 class Engine:
@@ -259,7 +279,8 @@ class Engine:
             "dim": self._dim, "counters": segment_name(self.name, "counters"),
             "control": segment_name(self.name, "control"),
             "limits": dataclasses.asdict(self.limits),
-            "max_request_bytes": c.max_request_bytes, "dedup_key": c.dedup_key,
+            "max_request_bytes": c.max_request_bytes, "max_result_bytes": c.max_result_bytes,
+            "dedup_key": c.dedup_key,
             "on_full": c.on_full, "uses_vectors": self._uses_vectors,
             "processing_timeout": c.processing_timeout,
         }
@@ -363,18 +384,19 @@ class Engine:
             start = self._next_first % len(clients)
             self._next_first = start + 1
             clients = clients[start:] + clients[:start]
-        ready = []
+        ready: list[tuple[Client, Ring]] = []
         for client in clients:
-            if client.closed or client.requests is None:
+            ring = client.requests
+            if client.closed or ring is None:
                 continue
             if client.frames or client.outbox:
                 self._flush_client(client)
             if self._stopping or len(client.frames) > _MAX_BACKLOG:
                 continue  # a client that does not read its answers gets no new work in
-            if not client.requests.empty():
-                ready.append(client)
+            if not ring.empty():
+                ready.append((client, ring))
         room = c.max_queue - core.waiting if c.on_full == "wait" else _MAX_DRAIN * len(ready)
-        for i, client in enumerate(ready):
+        for i, (client, ring) in enumerate(ready):
             if client.closed:  # (a request of an earlier client cannot drop it; cheap to check)
                 continue
             # an equal share of what is left, rounded up: the first rings of this pass's
@@ -384,7 +406,7 @@ class Engine:
             if budget <= 0:
                 break  # the queue is full: the requests wait in their rings
             try:
-                frames = client.requests.drain(budget)
+                frames = ring.drain(budget)
             except FrameError as exc:
                 self._drop_client(client, f"corrupt request ring: {exc}")
                 continue
@@ -539,9 +561,13 @@ class Engine:
                 try:
                     frames.append(enc.response(*item))
                 except (FrameError, FrameTooLargeError) as exc:
+                    ok = item[1] == STATUS_OK
+                    hint = " (raise it with --max-result-bytes, or return less)" if ok and \
+                        isinstance(exc, FrameTooLargeError) else ""
                     err = HandlerError(
-                        f"the handler's result for request {item[0]} cannot be sent to the "
-                        f"client: {exc}", exc_type=type(exc).__name__, exc_message=str(exc))
+                        f"the handler's {'result' if ok else 'error'} for request {item[0]} "
+                        f"cannot be sent to the client: {exc}{hint}",
+                        exc_type=type(exc).__name__, exc_message=str(exc))
                     self._count_error(client, err)
                     self.core.stats.errors += 1  # answered with an error after all
                     frames.append(enc.response(item[0], *error_to_wire(err)))

@@ -247,7 +247,8 @@ async def test_a_full_ring_follows_on_full(start_engine):
     """The engine stops draining when its queue is full; the client's ring then fills up."""
     eng = start_engine("--window-ms", "1", "--dedup-strategy", "exact", "--max-queue", "8",
                        "--max-inflight-batches", "1", "--max-size", "4", "--max-request-bytes",
-                       "200", "--processing-timeout", "2", handler="tests.e2e.handlers:faulty")
+                       "200", "--max-result-bytes", "200", "--processing-timeout", "2",
+                       handler="tests.e2e.handlers:faulty")  # (small limits: a small ring)
     flood = [{"query": f"f{i}", "fault": "hang"} for i in range(6000)]
     async with EngineClient(eng.name, on_full="reject") as client:
         with pytest.raises(QueueFullError, match="ring to engine .* is full"):
