@@ -9,7 +9,8 @@ redrawn once a second. (A first version with a widget per panel part spent about
 Textual's compositing per changed widget and used ~10% of a core at 160x48; repainting single
 lines of one widget brings that down several times.)
 
-Keys: ``q`` quit, ``p`` or space pause, ``r`` reset the rate baselines, ``1``-``4`` show or
+Keys: ``q`` quit, ``p`` or space pause, ``r`` reset the rates (req/s, batches/s, the
+clients' req/s and the red failure highlights start again from now), ``1``-``4`` show or
 hide the panels, ``ctrl+c`` copy the selected text (a mouse drag selects the whole dashboard).
 """
 
@@ -31,6 +32,7 @@ from textual.widgets import Footer
 
 from stratabatch.monitor import draw
 from stratabatch.monitor.snapshot import (
+    RATE_WINDOW_S,
     Clock,
     CountersSource,
     EngineSnapshot,
@@ -174,8 +176,9 @@ class MonitorApp(App[None]):
         clock: Wall clock in ns (tests inject a fixed one for a fixed uptime).
         source: Where snapshots come from; a :class:`CountersSource` for ``name`` by default.
         poll: Whether to start the refresh timer (tests drive :meth:`poll_now` themselves).
-        chart_period: Charts (history, histograms) are redrawn at most this often, in
-            seconds of real time; the numbers follow every refresh. 0 redraws them each time.
+        chart_period: Charts (history, histograms, the client table) and the rates shown
+            are redrawn at most this often, in seconds of real time; the other numbers follow
+            every refresh. 0 redraws them each time.
         freeze_gc: After the first screen, move every object alive then out of the garbage
             collector's sight (``gc.freeze()``): the app's long-lived widgets and caches are
             not traversed again by each full collection. This halves the variance of a refresh
@@ -202,10 +205,13 @@ class MonitorApp(App[None]):
         self.engine_name = name
         self.interval = interval
         self.source = source if source is not None else CountersSource(name, clock=clock)
-        self.rates_tracker = RateTracker()
+        # every rate on screen shares one window; a slow refresh widens it to two refreshes
+        self.rates_tracker = RateTracker(max(RATE_WINDOW_S, 2.0 * interval))
         self.paused = False
         self.state: EngineSnapshot | Waiting | None = None
-        self.rates = Rates()
+        self.rates = Rates(window_s=self.rates_tracker.window_s)
+        """The rates of the last refresh."""
+        self._shown_rates = self.rates
         self.panels = list(draw.PANEL_TITLES)
         """The panels shown, in screen order."""
         self.chart_period = chart_period
@@ -281,9 +287,13 @@ class MonitorApp(App[None]):
             self._charts_force = False
             self._charts_at = now
             self._charts.clear()
+            # the rates shown change with the charts: the traffic numbers and the client
+            # table (drawn with the charts) always show the same measurement
+            self._shown_rates = self.rates
         state: EngineSnapshot | Waiting | str | None = self._error or self.state
         try:
-            rows = draw.screen_lines(state, self.rates, width=size.width, height=size.height,
+            rows = draw.screen_lines(state, self._shown_rates, width=size.width,
+                                     height=size.height,
                                      visible=self.panels, paused=self.paused,
                                      charts=self._charts, redraw_charts=redraw)
         except Exception as exc:  # a drawing bug shows as a message, never a traceback
@@ -305,9 +315,10 @@ class MonitorApp(App[None]):
     def action_reset_rates(self) -> None:
         """Drop the rate baselines: rates and highlights start again from now."""
         self.rates_tracker.reset()
-        self.rates = Rates()
+        self.rates = Rates(window_s=self.rates_tracker.window_s)
         if isinstance(self.state, EngineSnapshot):
             self.rates = self.rates_tracker.update(self.state)
+        self._charts_force = True  # the client table's rates are drawn with the charts
         self.paint()
 
     def action_toggle_panel(self, panel: str) -> None:

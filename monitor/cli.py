@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from stratabatch.ipc.errors import SegmentNotFoundError
 from stratabatch.monitor import fmt
 from stratabatch.monitor.snapshot import (
+    RATE_WINDOW_S,
     STALL_AFTER_S,
     EngineSnapshot,
     MidUpdateError,
@@ -109,9 +110,9 @@ def render_once(snap: EngineSnapshot) -> str:
         f"  {state}  handler {info.get('handler', '?')}",
         f"options   {options_line(snap)}",
         "",
-        f"requests  {fmt.count(s.total_requests)}  req/s {fmt.rate(s.requests_per_second)}  "
-        f"batches {fmt.count(s.total_batches)}  avg batch {s.avg_batch_size:.1f} "
-        f"(max {s.batch_size_max})",
+        f"requests  {fmt.count(s.total_requests)}  req/s {fmt.rate(s.requests_per_second)} "
+        f"({fmt.duration(RATE_WINDOW_S)} avg)  batches {fmt.count(s.total_batches)}  "
+        f"avg batch {s.avg_batch_size:.1f} (max {s.batch_size_max})",
         f"unique    {fmt.count(s.unique_requests)}  duplicates {fmt.count(s.duplicates)} "
         f"({fmt.pct(s.dedup_rate)}: exact {fmt.pct(exact_rate)}, near {fmt.pct(near_rate)})  "
         f"coalesced {fmt.count(s.inflight_coalesced)}",

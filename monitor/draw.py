@@ -14,6 +14,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 
 from stratabatch.ipc.counters import similarity_bin
@@ -89,9 +90,9 @@ def flow(lines: Sequence[Sequence[Item]], width: int) -> list[Text]:
     return out
 
 
-def _columns(values: Sequence[float], width: int, combine: str = "mean") -> tuple[list[float], int]:
+def _columns(values: Sequence[float], width: int) -> tuple[list[float], int]:
     """Fit a per-second series into ``width`` columns: ``k`` seconds per column (at most 10),
-    combined by mean or max; returns the columns (newest last) and ``k``."""
+    each column the largest of its seconds; returns the columns (newest last) and ``k``."""
     if width <= 0 or not values:
         return [], 1
     k = min(10, max(1, -(-len(values) // width)))
@@ -99,51 +100,119 @@ def _columns(values: Sequence[float], width: int, combine: str = "mean") -> tupl
     start = len(tail) % k
     if start:
         tail = tail[start:]
-    cols = []
-    for i in range(0, len(tail), k):
-        chunk = tail[i : i + k]
-        cols.append(max(chunk) if combine == "max" else sum(chunk) / len(chunk))
-    return cols, k
+    return [max(tail[i : i + k]) for i in range(0, len(tail), k)], k
+
+
+def state_label(snap: EngineSnapshot, *, paused: bool) -> tuple[str, str]:
+    """The header's state and its style: ``PAUSED``, ``EXITED``, ``STALLED 5s`` or ``live``."""
+    if paused:
+        return " PAUSED ", "bold black on yellow"
+    if not snap.alive:
+        return " EXITED ", "bold white on red"
+    if snap.stalled:
+        return f" STALLED {fmt.duration(snap.heartbeat_age_s)} ", "bold white on red"
+    return " live ", "bold green"
+
+
+def _cut_left(text: str, cells: int) -> str:
+    """The end of ``text`` in at most ``cells`` cells, ``…`` in front when cut."""
+    if cell_len(text) <= cells:
+        return text
+    if cells <= 0:
+        return ""
+    out = ""
+    for ch in reversed(text):
+        if cell_len(ch + out) > cells - 1:
+            break
+        out = ch + out
+    return "…" + out
+
+
+def _cut_right(text: str, cells: int) -> str:
+    """The start of ``text`` in at most ``cells`` cells, ``…`` at the end when cut."""
+    if cell_len(text) <= cells:
+        return text
+    if cells <= 0:
+        return ""
+    return set_cell_size(text, cells - 1) + "…"
+
+
+_HANDLER_MIN = 10
+"""Fewest cells of a handler name worth showing cut (else the header leaves it out)."""
 
 
 def header(snap: EngineSnapshot, *, paused: bool, width: int) -> list[Text]:
-    """Two lines of ``width`` cells: engine identity and state; the key options."""
+    """Two lines of ``width`` cells: engine identity and state; the key options.
+
+    The state (see :func:`state_label`) is always shown at the right. What does not fit
+    before it gives way in this order: the handler name is cut from the left (its function
+    name stays) down to a few cells; then the uptime, the ``stratabatch`` label and the pid
+    are left out to keep room for it; then the handler goes, and the engine name is cut last.
+    """
     info = snap.info
-    t = Text(no_wrap=True, overflow="ellipsis")
-    t.append(" stratabatch ", "bold reverse")
-    t.append(f" {info.get('name', snap.name)}", "bold")
-    t.append(f"  pid {snap.pid}  up {fmt.duration(snap.uptime_s)}  ")
-    t.append(f"handler {info.get('handler', '?')}", "cyan")
-    if paused:
-        state, style = " PAUSED ", "bold black on yellow"
-    elif snap.stalled:
-        state, style = f" STALLED {fmt.duration(snap.heartbeat_age_s)} ", "bold white on red"
+    state, state_style = state_label(snap, paused=paused)
+    room = width - cell_len(state) - 1  # one blank cell before the state
+    name = str(info.get("name", snap.name))
+    ran_s = snap.uptime_s if snap.alive else \
+        max(0.0, (snap.updated_at_ns - snap.started_at_ns) / 1e9)  # a dead engine's clock stops
+    parts = {"brand": " stratabatch ", "name": f" {name}", "pid": f"  pid {snap.pid}",
+             "up": f"  up {fmt.duration(ran_s)}"}
+    label, handler = "  handler ", str(info.get("handler", "?"))
+    for gone in ("up", "brand", "pid", None):
+        left = room - sum(cell_len(p) for p in parts.values()) - cell_len(label)
+        if left >= min(cell_len(handler), _HANDLER_MIN):
+            handler = _cut_left(handler, left)
+            break
+        if gone is not None:
+            del parts[gone]
     else:
-        state, style = " live ", "bold green"
-    pad = width - t.cell_len - len(state)
+        handler = ""
+        parts["name"] = _cut_right(parts["name"], room)
+    t = Text(no_wrap=True, overflow="crop")
+    for key, text in parts.items():
+        t.append(text, "bold reverse" if key == "brand" else "bold" if key == "name" else "")
+    if handler:
+        t.append(label)
+        t.append(handler, "cyan")
+    pad = width - t.cell_len - cell_len(state)
     if pad > 0:
         t.append(" " * pad)
-    t.append(state, style)
+    t.append(state, state_style)
+    if t.cell_len > width:  # narrower than the state itself: keep its start
+        t = Text(state, state_style, no_wrap=True, overflow="crop")
     second = Text(" " + options_line(snap, width - 1), DIM)
     for line in (t, second):
         line.truncate(width, overflow="crop", pad=True)
     return [t, second]
 
 
+def window_text(rates: Rates) -> str:
+    """What the rates on screen average over: ``10s avg`` (the uptime's way of writing
+    seconds, short enough for the rates' line at 80 columns)."""
+    return f"{fmt.duration(rates.window_s)} avg"
+
+
 def traffic_numbers(snap: EngineSnapshot, rates: Rates, width: int) -> list[Text]:
-    """Request and batch rates, totals, average batch size."""
+    """Request and batch rates (the monitor's, over one window, named), totals, average batch
+    size."""
     s = snap.stats
     return flow([
-        [("req/s", fmt.rate(s.requests_per_second), "bold"),
+        [("req/s", fmt.rate(rates.requests_per_s), "bold"),
          ("batches/s", fmt.rate(rates.batches_per_s), "bold"),
-         ("avg batch", f"{s.avg_batch_size:.1f}", "bold")],
+         ("", window_text(rates), DIM)],
         [("requests", fmt.count(s.total_requests), ""),
-         ("batches", fmt.count(s.total_batches), "")],
+         ("batches", fmt.count(s.total_batches), ""),
+         ("avg batch", f"{s.avg_batch_size:.1f}", "bold")],
     ], width)
 
 
 def history_chart(snap: EngineSnapshot, width: int, height: int) -> Text:
-    """Requests per second over the per-second ring, with its scale and time span."""
+    """Requests per second over the per-second ring, with its scale and time span.
+
+    A column that covers several seconds shows the busiest of them, so the peak in the label
+    is the busiest second of the span shown and the tallest column reaches it, however many
+    seconds a column covers.
+    """
     t = Text(no_wrap=True, overflow="crop")
     if width <= 0 or height <= 0:
         return t
@@ -152,8 +221,8 @@ def history_chart(snap: EngineSnapshot, width: int, height: int) -> Text:
         t.append("req/s: no history yet"[:width], DIM)
         return t
     label = f"req/s, last {fmt.duration(len(cols) * k)}, peak {fmt.short(max(cols))}"
-    if k > 1 and len(label) + 12 <= width:
-        label += f" ({k} s/col)"
+    if k > 1 and len(label) + 16 <= width:
+        label += f" (max of {k} s)"
     t.append(label[:width], DIM)
     for row in sparkline(cols, width, height - 1):
         t.append("\n")
@@ -307,7 +376,7 @@ def latency_chart(snap: EngineSnapshot, width: int, height: int) -> Text:
     t = Text(no_wrap=True, overflow="crop")
     if width <= 0 or height < 2:
         return t
-    cols, k = _columns(snap.history.latency_ms_p99, width, "max")
+    cols, k = _columns(snap.history.latency_ms_p99, width)
     if not cols:
         t.append("p99 per second: no history yet"[:width], DIM)
         return t
@@ -425,8 +494,8 @@ def panel_body(panel: str, snap: EngineSnapshot, rates: Rates, width: int, heigh
                charts: ChartCache, redraw: bool) -> list[Text]:
     """The inside of one panel with its sides: its numbers on top, its charts below."""
     if panel == "clients":
-        # refreshed with the charts (its rates are 5-second averages), and at once when a
-        # client comes or goes
+        # refreshed with the charts (its rates are averages over the rate window), and at
+        # once when a client comes or goes
         members = "clients:" + ",".join(f"{c.slot}/{c.pid}" for c in snap.clients)
         return _chart(charts, redraw, members, width, height,
                       lambda w, h: clients_table(snap, rates, w, h))
@@ -549,7 +618,10 @@ def screen_lines(state: EngineSnapshot | Waiting | str | None, rates: Rates, *, 
         if h < 3 or w < 6:
             continue
         inner = panel_body(panel, snap, rates, w - 4, h - 2, charts, redraw_charts)
-        for dy, line in enumerate(_box(PANEL_TITLES[panel], inner, w)):
+        title = PANEL_TITLES[panel]
+        if panel == "clients" and len(title) + 20 <= w:
+            title += f" · req/s {window_text(rates)}"
+        for dy, line in enumerate(_box(title, inner, w)):
             row = grid[y + dy]
             if used[y + dy] < x:
                 row.append(_blank(x - used[y + dy]))

@@ -6,6 +6,7 @@ similarities above the threshold), batches, latencies, an adaptive window, a few
 clients that come and go. Tests drive it step by step with a seed; as a script it runs live::
 
     python -m stratabatch.monitor.fake [NAME] [--rate 800] [--clients 3] [--history 300]
+                                       [--handler module:attr]
 
 Nothing in the monitor imports this module; it is a tool for trying the dashboard and a test
 double for the engine.
@@ -213,10 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--churn", type=float, default=20.0,
                     help="seconds between a client joining or leaving (0: never)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--handler", default=DEFAULT_INFO["handler"],
+                    help="handler name shown by the monitor, module:attr "
+                         f"(default: {DEFAULT_INFO['handler']})")
     args = ap.parse_args(argv)
     now = time.time()
     eng = FakeEngine(args.name, rate=args.rate, clients=args.clients, seed=args.seed,
-                     started_at_ns=int((now - args.history) * 1e9))
+                     started_at_ns=int((now - args.history) * 1e9),
+                     info={"handler": args.handler})
     stop = False
 
     def _stop(*_: object) -> None:

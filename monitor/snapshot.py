@@ -461,7 +461,9 @@ class CountersSource:
     """Snapshots of engine ``name`` for a live view: attach, follow restarts, wait when gone.
 
     Call :meth:`poll` at each refresh; it returns an :class:`EngineSnapshot` or a
-    :class:`Waiting`. It never raises for a missing, dead, restarted or damaged engine.
+    :class:`Waiting`. It never raises for a missing, dead, restarted or damaged engine. An
+    engine that exited without removing its block (killed) gives its last snapshot with
+    ``alive`` False, as :func:`read_snapshot` does, until a new engine of that name starts.
 
     Args:
         name: The engine's name.
@@ -534,22 +536,23 @@ class CountersSource:
         reader = self._reader
         seg = reader.segment
         assert seg is not None
-        if not engine_alive(seg.owner_pid):
-            return self._waiting(f"the engine that made the block (pid {seg.owner_pid}) has "
-                                 "exited; waiting for a new one")
+        alive = engine_alive(seg.owner_pid)
         try:
             seq, words = reader.read_words(timeout=0.05)
         except TimeoutError:
+            if not alive:
+                return self._waiting(f"the engine that made the block (pid {seg.owner_pid}) "
+                                     "died in the middle of an update; waiting for a new one")
             return self._waiting("the engine stopped in the middle of an update")
         now = self._clock()
         last = self._last
-        if last is not None and last.seq == seq:
+        if last is not None and last.seq == seq and last.alive == alive:
             snap = dataclasses.replace(last, taken_at_ns=now)
         else:
             assert self._decoder is not None
             try:
                 raw = self._decoder.decode(seq, words)
-                snap = build_snapshot(self.name, seg.name, raw, reader.info, alive=True,
+                snap = build_snapshot(self.name, seg.name, raw, reader.info, alive=alive,
                                       taken_at_ns=now)
             except Exception as exc:  # any block contents: a reason on screen, no traceback
                 self._detach()
@@ -563,29 +566,45 @@ class CountersSource:
         self._detach()
 
 
+RATE_WINDOW_S = 10.0
+"""The window of every rate the dashboard shows (req/s, batches/s, per-client req/s, the red
+failure highlights): the same 10 s as ``Stats.requests_per_second``, which ``--once`` shows."""
+MIN_RATE_SPAN_S = 1.0
+"""Rates are shown once the monitor's samples span this long (``-`` before): a rate over the
+first tenth of a second after a start or a reset says little."""
+
+
 @dataclass
 class Rates:
-    """Rates the monitor measures itself between refreshes, over a sliding window."""
+    """Rates the monitor measures itself between refreshes, over one sliding window."""
 
     requests_per_s: float | None = None
-    """Requests accepted per second (None until two samples span some time)."""
+    """Requests accepted per second (None until the samples span :data:`MIN_RATE_SPAN_S`)."""
     batches_per_s: float | None = None
     """Handler calls per second."""
     clients_per_s: dict[int, float] = field(default_factory=dict)
     """Requests per second by client slot."""
     grew: frozenset[str] = frozenset()
     """Failure counters (errors, timeouts, rejected, dropped) that grew within the window."""
+    window_s: float = RATE_WINDOW_S
+    """The window the rates are measured over (what the screen's labels say)."""
 
 
 class RateTracker:
     """Turns successive snapshots into rates over the last ``window_s`` seconds.
 
-    :meth:`reset` drops the baseline (the ``r`` key), so rates restart from the next snapshots.
+    Every rate is a difference of the block's counters between the oldest snapshot within the
+    window and the newest, over the time between them, so each rate on screen has the same
+    window, and a rate falls to 0 at the first refresh ``window_s`` after the counters stopped
+    moving. :meth:`reset` drops the baseline (the ``r`` key), so rates restart from the next
+    snapshots.
     """
 
     WORSE = ("errors", "timeouts", "rejected", "dropped")
 
-    def __init__(self, window_s: float = 5.0) -> None:
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {window_s}")
         self.window_s = window_s
         self._samples: deque[tuple[float, int, int, dict[int, tuple[int, int]], tuple[int, ...]]]
         self._samples = deque()
@@ -604,20 +623,21 @@ class RateTracker:
         if samples and t < samples[-1][0]:
             samples.clear()  # the clock went back
         samples.append((t, s.total_requests, s.total_batches, clients, worse))
-        while len(samples) > 2 and t - samples[1][0] >= self.window_s:
+        # the oldest sample kept is the baseline: none older than the window
+        while len(samples) > 1 and t - samples[0][0] > self.window_s * (1 + 1e-9):
             samples.popleft()
         t0, req0, bat0, clients0, worse0 = samples[0]
         grew = frozenset(n for n, a, b in zip(self.WORSE, worse0, worse, strict=True) if b > a)
         dt = t - t0
-        if dt <= 0.0 or s.total_requests < req0:
-            return Rates(grew=grew)
+        if dt < min(MIN_RATE_SPAN_S, self.window_s) or s.total_requests < req0:
+            return Rates(grew=grew, window_s=self.window_s)
         per_client = {}
         for slot, (pid, n) in clients.items():
             old = clients0.get(slot)
             if old is not None and old[0] == pid and n >= old[1]:
                 per_client[slot] = (n - old[1]) / dt
-        return Rates((s.total_requests - req0) / dt, (s.total_batches - bat0) / dt, per_client,
-                     grew)
+        return Rates((s.total_requests - req0) / dt, max(0, s.total_batches - bat0) / dt,
+                     per_client, grew, self.window_s)
 
 
 __all__ = [
@@ -626,7 +646,9 @@ __all__ = [
     "EngineSnapshot",
     "Histogram",
     "History",
+    "MIN_RATE_SPAN_S",
     "MidUpdateError",
+    "RATE_WINDOW_S",
     "RateTracker",
     "Rates",
     "Waiting",

@@ -38,7 +38,8 @@ async def test_numbers_on_screen_are_the_blocks(block):
         screen = await refresh(app, pilot)
         assert f"{name}  pid {os.getpid()}  up 1h02m  handler tests.app:handle" in screen
         assert "window 48.5 ms  max_size 32  strategy hybrid  threshold 0.93" in screen
-        for text in ("req/s 812.4", "avg batch 17.5", "requests 123,456", "batches 4,321",
+        for text in ("req/s -  batches/s -  10s avg", "avg batch 17.5", "requests 123,456",
+                     "batches 4,321",
                      "dedup 42.9%", "exact 32.4%", "near 10.5%", "saved $106.00",
                      "merged 53.0k", "coalesced 1.23k", "p50 12.3", "p95 45.6", "p99 78.9",
                      "queue 17", "in flight 2/4", "clients 2", "window 48.5 ms",

@@ -22,7 +22,8 @@ def test_once_prints_the_block_as_a_table(block, capsys):
     assert main([name, "--once"]) == 0
     out = capsys.readouterr().out
     assert f"engine {name}  pid {os.getpid()}" in out and "handler tests.app:handle" in out
-    assert "requests  123,456  req/s 812.4  batches 4,321  avg batch 17.5 (max 32)" in out
+    assert "requests  123,456  req/s 812.4 (10s avg)  batches 4,321  avg batch 17.5 (max 32)" \
+        in out
     assert "duplicates 53,000 (42.9%: exact 32.4%, near 10.5%)" in out
     assert "latency   p50 12.3  p95 45.6  p99 78.9 ms" in out
     assert "queue     17  in flight 2/4  clients 2" in out

@@ -134,7 +134,7 @@ DYING_ENGINE = """
 """
 
 
-def test_a_dead_engine_is_waited_for_and_its_successor_attached():
+def test_a_dead_engine_shows_its_last_snapshot_until_a_successor_attaches():
     name = engine_name()
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(DYING_ENGINE), name],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -146,8 +146,8 @@ def test_a_dead_engine_is_waited_for_and_its_successor_attached():
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         state = src.poll()  # the block is still there, its writer is not
-        assert isinstance(state, Waiting)
-        assert f"(pid {proc.pid}) has exited" in state.reason
+        assert isinstance(state, EngineSnapshot) and state.pid == proc.pid
+        assert (state.alive, state.status, state.stats.total_requests) == (False, "exited", 5)
         successor = CountersWriter.create(name)  # reclaims the stale segment
         try:
             publish(successor, total_requests=99)
@@ -163,6 +163,29 @@ def test_a_dead_engine_is_waited_for_and_its_successor_attached():
             proc.wait()
         proc.stdin.close()
         proc.stdout.close()
+
+
+def test_an_engine_killed_inside_an_update_is_waited_for():
+    name = engine_name()
+    script = DYING_ENGINE.replace('w.set("total_requests", 5)', 'w.begin()')
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), name],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    src = CountersSource(name)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        state = src.poll()  # no consistent copy will ever exist: nothing to show
+        assert isinstance(state, Waiting)
+        assert f"(pid {proc.pid}) died in the middle of an update" in state.reason
+    finally:
+        src.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+        CountersWriter.create(name).close()  # a successor reclaims the block, then removes it
 
 
 def test_the_monitor_never_writes_the_block(block):
