@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -60,6 +61,14 @@ _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (th
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
 _SIM_SLACK = 1e-6  # float rounding: a similarity of 1.0000001 is 1.0
 _NO_NUMBERS: tuple[bytes, tuple[str, ...]] = (b"", ())  # the partition of most texts: shared
+# What Deduper.veto returns for a pair the residue pre-check refused (its log entry holds the
+# guards' own answer, computed when read): truthy, like every veto.
+_PRECHECK_REFUSED = "residue (pre-check)"
+# A sliced pass (Core) decides arrivals for at most this long in one loop callback; the rest of
+# the pass is handed back (:meth:`Deduper.apply`) and continues in a later callback.
+SLICE_S = 0.010
+_MIN_SLICE_ROWS = 16
+_MAX_SLICE_ROWS = 1 << 16
 
 
 class GroupOps(Protocol):
@@ -112,17 +121,29 @@ def similarity_value(sim: Any) -> float:
 class VetoRecord:
     """A near merge a guard refused (kept in :attr:`Deduper.vetoes` for debugging)."""
 
-    __slots__ = ("leader", "request", "similarity", "veto")
+    __slots__ = ("leader", "request", "similarity", "_veto", "_judge")
 
-    def __init__(self, leader: Request, request: Request, similarity: float, veto: Any) -> None:
+    def __init__(self, leader: Request, request: Request, similarity: float, veto: Any,
+                 judge: Any = None) -> None:
         self.leader = leader
         """The request that leads the group ``request`` would have joined."""
         self.request = request
         """The request that was kept apart."""
         self.similarity = similarity
         """Their similarity (at or above the threshold: a candidate)."""
-        self.veto = veto
-        """The :class:`~stratabatch.guards.Veto`: guard name and the words that decided."""
+        self._veto = veto
+        self._judge = judge  # asks the guards when ``veto`` is first read (see below)
+
+    @property
+    def veto(self) -> Any:
+        """The :class:`~stratabatch.guards.Veto`: guard name and the words that decided. For
+        a pair the residue pre-check refused (:meth:`Deduper.veto`), the guards are asked
+        when this is first read, not on the event loop of the pass."""
+        v = self._veto
+        if v is None and self._judge is not None:
+            v = self._veto = self._judge()
+            self._judge = None
+        return v
 
     def __repr__(self) -> str:
         return (f"VetoRecord({self.leader.text!r:.60} / {self.request.text!r:.60}, "
@@ -152,6 +173,12 @@ class Deduper:
         self.vetoes: deque[VetoRecord] = deque(maxlen=256)
         self._canon_index: bool | None = None  # canonicalize setting the index was built with
         self._features_cls: Any = None  # stratabatch.guards.Features, once loaded
+        # texts of at most this many words were pre-checked by the index (if at all): no more
+        # distinct key words than it keeps (stratabatch.wordkeys.PRECHECK_MAX_WORDS); set by
+        # the first veto (no numpy import before dedup needs it)
+        self._precheck_min_tokens: int | None = None
+        self._slice_rows = _MAX_SLICE_ROWS  # rows a sliced pass puts in the index at once
+        self._rest: Prepared | None = None  # what the last sliced pass left (take_rest)
 
     # ------------------------------------------------------------- indexes
 
@@ -269,7 +296,14 @@ class Deduper:
         return f
 
     def veto(self, r: Request, leader: Request, similarity: float) -> Any:
-        """The guard veto on ``r`` joining the group ``leader`` leads, or None (and logged)."""
+        """The guard veto on ``r`` joining the group ``leader`` leads, or None (and logged).
+
+        A pair of long texts (more words than the index pre-checks, see
+        :data:`~stratabatch.wordkeys.PRECHECK_MAX_WORDS`) first goes through the same residue
+        pre-check as the index's pairs (:func:`stratabatch.index.residue_precheck`, one merge
+        in numba); a pair it refuses is refused without walking the texts in Python (the guards
+        would refuse it too), and its log entry asks the guards why only when read. Without
+        it, near-identical long texts (logs, code, ids) cost ~3 ms a pair on the loop."""
         fa = self.features_of(leader)
         fb = self.features_of(r)
         if fa is None or fb is None:
@@ -282,11 +316,44 @@ class Deduper:
         paraphrases = (c.dedup_function is not None or r.vector is not None
                        or leader.vector is not None
                        or getattr(self.embedder(), "merges_paraphrases", True) is not False)
-        # numbers=False: equal numbers are already guaranteed by the partition
-        v = veto(fa, fb, c.dedup_guards, False, paraphrases=paraphrases)
+        guards = c.dedup_guards
+        big = self._precheck_min_tokens
+        if big is None:
+            from .wordkeys import PRECHECK_MAX_WORDS
+
+            big = self._precheck_min_tokens = PRECHECK_MAX_WORDS
+        if not paraphrases and "residue" in guards and \
+                max(len(fa.tokens), len(fb.tokens)) > big and \
+                not self._residue_may_pass(fa, fb):
+            self._log_refused(r, leader, similarity)
+            return _PRECHECK_REFUSED
+        v = veto(fa, fb, guards, False, paraphrases=paraphrases)
         if v is not None:
             self.vetoes.append(VetoRecord(leader, r, similarity, v))
         return v
+
+    def _log_refused(self, r: Request, leader: Request, similarity: float) -> None:
+        """Log a near merge a residue pre-check refused; the guards say why when the entry's
+        ``veto`` is read (the pre-check holds only where the residue guard applies in full:
+        no paraphrases, numbers settled by the partition)."""
+        from functools import partial
+
+        from .guards import veto
+
+        fa = self.features_of(leader)
+        fb = self.features_of(r)
+        if fa is None or fb is None:
+            return
+        judge = partial(veto, fa, fb, self.config.dedup_guards, False, paraphrases=False)
+        self.vetoes.append(VetoRecord(leader, r, similarity, None, judge))
+
+    @staticmethod
+    def _residue_may_pass(fa: Any, fb: Any) -> bool:
+        """The residue pre-check of two texts' guard features (their key words kept on the
+        features, computed once per text)."""
+        from .index import residue_precheck
+
+        return residue_precheck(fa.key_profile(), fb.key_profile())
 
     def profile_of(self, r: Request) -> Any:
         """The key words of ``r``'s text for the word index: a
@@ -316,10 +383,11 @@ class Deduper:
 
     # ------------------------------------------------------------- the pass
 
-    def run(self, raw: list[Request]) -> None:
-        """One whole pass on the loop (small passes)."""
+    def run(self, raw: list[Request], *, sliced: bool = False) -> Prepared | None:
+        """One pass on the loop (small passes); ``sliced``: as :meth:`apply`."""
         if raw:
-            self.apply(self.prepare(raw, embed_ahead=False))
+            return self.apply(self.prepare(raw, embed_ahead=False), sliced=sliced)
+        return None
 
     def prepare(self, raw: list[Request], *, embed_ahead: bool) -> Prepared:
         """The pure half of a pass; safe to run off the loop (reads only ``raw``).
@@ -366,12 +434,57 @@ class Deduper:
                     if self.word_keyed():  # counting the words of long texts: off the loop
                         for i in idx:
                             self.profile_of(raw[i])
+                        if self.guarded():
+                            self._precheck_ahead([raw[i] for i in idx], mat)
             return Prepared(raw, keys, vectors)
         except Exception as e:  # reported by apply(): every request of the pass gets it
             return Prepared(raw, [], None, e)
 
-    def apply(self, prep: Prepared) -> None:
-        """The decisions of a pass, on the loop."""
+    def _precheck_ahead(self, reqs: list[Request], mat: Any) -> None:
+        """Off the loop: the guard features and key words (:meth:`Features.key_profile`) of
+        the texts too long for the index's pre-check, which :meth:`veto` pre-checks itself
+        (counting and ranking thousands of words a text is milliseconds of Python); only for
+        those with a near vector in the pass or among the leaders (a snapshot: a hint only),
+        since the others never reach the guards."""
+        import numpy as np
+
+        from .wordkeys import PRECHECK_MAX_WORDS
+
+        long = [j for j, r in enumerate(reqs)
+                if r.canon is None or r.canon.count(" ") >= PRECHECK_MAX_WORDS]
+        if not long:
+            return
+        X = np.asarray(mat, np.float32)
+        ids: dict[Any, int] = {}  # partitions (scope, numbers): only equal ones compare
+        part = np.array([ids.setdefault(self._part_key(r), len(ids)) for r in reqs])
+        thr = float(self.threshold()) - 0.05
+        sims = X[long] @ X.T
+        sims[part[long][:, None] != part[None, :]] = -1.0
+        sims[np.arange(len(long)), long] = -1.0  # (not itself)
+        near = sims.max(axis=1) >= thr
+        index = self.leaders  # a snapshot of what the loop may change meanwhile: a hint
+        n = min(len(index.keys), index.mat.shape[0], index.part.shape[0])
+        if n and index.mat.shape[1] == X.shape[1]:
+            lpart = np.array([ids.get(k, -1) for k in index.keys[:n]])
+            lsims = X[long] @ index.mat[:n].T
+            lsims[(part[long][:, None] != lpart[None, :]) | (index.part[:n] < 0)] = -1.0
+            near |= lsims.max(axis=1) >= thr
+        for j in np.flatnonzero(near).tolist():
+            f = self.features_of(reqs[long[j]])
+            if f is not None and len(f.tokens) > PRECHECK_MAX_WORDS:
+                f.key_profile()
+
+    def apply(self, prep: Prepared, *, sliced: bool = False) -> Prepared | None:
+        """The decisions of a pass, on the loop.
+
+        With ``sliced``, the embedding stage stops deciding after :data:`SLICE_S` (at least one
+        request decided) and the rest of the pass comes back as a :class:`Prepared` of its own,
+        in arrival order (the undecided requests, their vectors, and their exact twins of the
+        pass), also kept for :meth:`take_rest`: the caller applies it in a later loop
+        callback, before any newer arrivals, so the decisions are those of one whole pass.
+        None when the pass is done.
+        """
+        deadline = time.perf_counter() + SLICE_S if sliced else None
         ops = self._ops
         raw = prep.raw
         if prep.error is not None:
@@ -379,13 +492,13 @@ class Deduper:
             for r in raw:
                 if r.state == RAW:
                     ops.reject(r, HandlerError.from_exception(e, "dedup failed"))
-            return
+            return None
         c = self.config
         if not c.enable_dedup or not prep.keys:
             for r in raw:
                 if r.state == RAW:
                     ops.new_group(r, None)
-            return
+            return None
         exact_index = self.exact
         fresh: list[Request] = []
         fresh_vec: list[Any] = []
@@ -418,16 +531,21 @@ class Deduper:
                 first_of[key] = r
             fresh.append(r)
             fresh_vec.append(None if vectors is None else vectors[i])
+        left: dict[int, Any] = {}  # id of an undecided request -> its vector
         if fresh:
             if c.dedup_function is not None:
                 self._custom_stage(fresh)
             elif c.dedup_strategy in ("embedding", "hybrid"):
-                self._embedding_stage(fresh, fresh_vec)
+                left = {id(r): v for r, v in self._embedding_stage(fresh, fresh_vec, deadline)}
             else:
                 for r in fresh:
                     self._lead(r, None)
         for key, rs in followers.items():
             lead = first_of[key]
+            if id(lead) in left:  # undecided: its twins wait for it, in the rest of the pass
+                for r in rs:
+                    left.setdefault(id(r), None)
+                continue
             g = lead.group
             if lead.state == INFLIGHT and g is not None and g.batch is not None and \
                     g.batch.live > 0:  # its lead coalesced into running work: so do they
@@ -452,6 +570,18 @@ class Deduper:
                     continue
                 ops.join(r, g, sim, ex)
                 self.register_member(r, g, sim, ex)
+        if not left:
+            return None
+        rest = [r for r in raw if id(r) in left and r.state == RAW]
+        if not rest:
+            return None
+        self._rest = Prepared(rest, [r.key for r in rest], [left[id(r)] for r in rest])
+        return self._rest
+
+    def take_rest(self) -> Prepared | None:
+        """The rest of the last sliced pass (see :meth:`apply`), once; None if it finished."""
+        rest, self._rest = self._rest, None
+        return rest
 
     def _lead(self, r: Request, part: Any) -> Group:
         g = self._ops.new_group(r, part)
@@ -519,7 +649,10 @@ class Deduper:
             else:
                 leaders.append(self._lead(r, part))
 
-    def _embedding_stage(self, fresh: list[Request], ahead: list[Any]) -> None:
+    def _embedding_stage(self, fresh: list[Request], ahead: list[Any],
+                         deadline: float | None = None) -> list[tuple[Request, Any]]:
+        """Cluster ``fresh`` (``ahead``: vectors computed ahead, or None); the requests left
+        undecided at ``deadline`` come back with their vectors (see :meth:`_cluster`)."""
         from .embed import validate_vector
 
         emb = self.embedder()
@@ -538,15 +671,15 @@ class Deduper:
                 err = HandlerError.from_exception(e, "the embedder failed")
                 for r in fresh:
                     self._ops.reject(r, err)
-                return
+                return []
             profiles: Any = batch
             if batch is None or int(batch.lens.min()) < 0:
                 # some or all key words are the reference's (profile_of); None where the
                 # word index does not serve
                 self._keep_profiles(fresh, batch)
                 profiles = [self.profile_of(r) for r in fresh] if self.word_keyed() else None
-            self._cluster(fresh, vectors, profiles)
-            return
+            return [(fresh[j], vectors[j])
+                    for j in self._cluster(fresh, vectors, profiles, deadline)]
         cands: list[Request] = []
         cand_vec: list[Any] = []
         need: list[int] = []
@@ -585,7 +718,7 @@ class Deduper:
             ok.append(r)
             vectors.append(v)
         if not ok:
-            return
+            return []
         plist: list[Any] | None = None
         if self.word_keyed():
             plist = []
@@ -594,7 +727,7 @@ class Deduper:
                     plist = None
                     break
                 plist.append(self.profile_of(r))
-        self._cluster(ok, vectors, plist)
+        return [(ok[j], vectors[j]) for j in self._cluster(ok, vectors, plist, deadline)]
 
     def _embed_batch(self, reqs: list[Request]) -> tuple[Any, Any]:
         """Embed the texts of ``reqs`` in one call: the matrix, and their key words for the
@@ -612,14 +745,32 @@ class Deduper:
             return emb.embed_profiled(texts)
         return emb.embed(texts), None
 
-    def _cluster(self, ok: list[Request], vectors: Any, profiles: Any) -> None:
+    def _cluster(self, ok: list[Request], vectors: Any, profiles: Any,
+                 deadline: float | None = None) -> list[int]:
         """Put the embedded requests ``ok`` in the leader index and decide each one's group
-        (``profiles``: their key words, see :meth:`LeaderIndex.append`)."""
+        (``profiles``: their key words, see :meth:`LeaderIndex.append`). With a ``deadline``
+        (:func:`time.perf_counter`), the requests not decided by then are taken out of the
+        index again (their rows retired) and their positions in ``ok`` returned, in order."""
         from .index import greedy_pass
 
         index = self.leaders
         if index.dim is None:
             index.dim = len(vectors[0])
+        later: list[int] = []
+        cut = self._slice_rows
+        if deadline is not None and len(ok) > cut:
+            # the last slices decided fewer: only as many join the index now (the candidates
+            # of rows left undecided are computed again in the next slice)
+            later = list(range(cut, len(ok)))
+            if type(profiles) is list:
+                for j in later:
+                    ok[j].wprof = profiles[j]
+                profiles = profiles[:cut]
+            elif profiles is not None:
+                for j in later:
+                    ok[j].wprof = (profiles, j)
+                profiles = [(profiles, j) for j in range(cut)]
+            ok, vectors = ok[:cut], vectors[:cut]
         keys = self._part_keys(ok)
         threshold = float(self.threshold())
         start, pids = index.append(vectors, keys, profiles)
@@ -637,27 +788,42 @@ class Deduper:
 
         veto = None
         if self.guarded():
+            asked: dict[tuple[int, int], bool] = {}  # a cut list is walked again after a rescan
 
             def veto(i: int, row: int, sim: float) -> bool:
-                lead = owners[row].leader if row < start else ok[row - start]
-                return self.veto(ok[i - start], lead, sim) is not None
+                v = asked.get((i, row))
+                if v is None:
+                    lead = owners[row].leader if row < start else ok[row - start]
+                    v = asked[i, row] = self.veto(ok[i - start], lead, sim) is not None
+                return v
 
+        if deadline is not None:  # the candidates are paid for: the guards get their slice
+            deadline = max(deadline, time.perf_counter() + SLICE_S)
         leads, sims, late = greedy_pass(index.mat[:n], index.part[:n], threshold, start, found,
-                                        joinable, veto, index.word_data())
+                                        joinable, veto, index.word_data(), deadline)
         ops = self._ops
         keyed = profiles is not None
         refused = index.refused[start:n].tolist() if keyed else None
+        left: list[int] = []
         for j, r in enumerate(ok):
             i = start + j
             li = leads[j]
+            if li < 0:  # left for a later slice: it is appended again then
+                index.retire(i)
+                left.append(j)
+                if type(profiles) is list:
+                    r.wprof = profiles[j]
+                elif keyed and int(profiles.lens[j]) >= 0:
+                    r.wprof = (profiles, j)
+                continue
             if li == i:
                 if keyed and refused[j] >= 0:  # type: ignore[index]
                     # the producers' residue pre-check refused a near merge without asking
-                    # the guards: ask them about that one pair, for the veto log
+                    # the guards: the veto log asks them about that one pair when read
                     rr = refused[j]  # type: ignore[index]
                     lead = ok[rr - start] if rr >= start else getattr(owners[rr], "leader", None)
                     if lead is not None:
-                        self.veto(r, lead, float(index.rsim[i]))
+                        self._log_refused(r, lead, float(index.rsim[i]))
                 g = self._lead(r, keys[j])
                 g.row = i
                 index.lead(i, g, pids[j], keyed)
@@ -671,3 +837,9 @@ class Deduper:
                 self.register_member(r, g, sim, False)
             index.retire(i)
         index.file_leaders(late)
+        if deadline is not None:
+            if left:  # decided what the slice allowed: about twice that many next time
+                self._slice_rows = max(_MIN_SLICE_ROWS, 2 * (len(ok) - len(left)))
+            elif self._slice_rows < _MAX_SLICE_ROWS:
+                self._slice_rows *= 2
+        return left + later

@@ -275,7 +275,7 @@ class Features:
         names: Capitalized words not at a sentence start, casefolded.
     """
 
-    __slots__ = ("text", "tokens", "_counts", "_numbers", "_names", "_idents")
+    __slots__ = ("text", "tokens", "_counts", "_numbers", "_names", "_idents", "_profile")
 
     def __init__(self, text: str, tokens: list[str]) -> None:
         self.text = text
@@ -284,6 +284,7 @@ class Features:
         self._numbers: tuple[str, ...] | None = None
         self._names: frozenset[str] | None = None
         self._idents: tuple[frozenset[str], frozenset[str]] | None = None
+        self._profile: Any = None
 
     # Each is computed on first use: most candidate pairs are decided by the first few.
     @property
@@ -316,6 +317,17 @@ class Features:
         v = self._idents
         if v is None:
             v = self._idents = _idents(self.text)
+        return v
+
+    def key_profile(self) -> Any:
+        """Every key word of the text with its shape and count, sorted by rank, and their
+        total (:func:`stratabatch.wordkeys.residue_profile`): what the residue pre-check of a
+        long text compares (computed once)."""
+        v = self._profile
+        if v is None:
+            from .wordkeys import residue_profile
+
+            v = self._profile = residue_profile(self.counts)
         return v
 
 

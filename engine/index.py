@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,7 @@ __all__ = [
     "word_rows",
     "exhaustive_candidates",
     "greedy_pass",
+    "residue_precheck",
 ]
 
 MAX_CANDIDATES = 8
@@ -150,6 +152,25 @@ def _may_pass_residue(wr, wi, wc, oa, la, ob, lb, buf):
         if not ok:
             return False
     return True
+
+
+def residue_precheck(a: tuple[np.ndarray, np.ndarray, np.ndarray, int],
+                     b: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> bool:
+    """The producers' residue pre-check (:func:`_may_pass_residue`) of two texts the index did
+    not pre-check, from their :func:`stratabatch.wordkeys.residue_profile`: False only for a
+    pair the residue guard refuses. One linear merge of the two rank-sorted lists in numba
+    (~1 ns a word), in place of the guards' walk over every distinct word in Python (~0.4 us
+    a word), for texts of thousands of words that share most of them."""
+    ra, sa, ca, ta = a
+    rb, sb, cb, tb = b
+    if ta != tb:
+        return False  # (as the producers: unequal key-word totals never pass)
+    la = ra.shape[0]
+    wr = np.concatenate((ra, rb))
+    wi = np.concatenate((sa, sb))
+    wc = np.concatenate((ca, cb))
+    return bool(_may_pass_residue(wr, wi, wc, 0, la, la, rb.shape[0],
+                                  np.empty(2 * _UNPAIRED_MAX, np.int64)))
 
 
 @njit(cache=True)
@@ -1201,6 +1222,7 @@ def greedy_pass(
     joinable: Callable[[int], bool] | None = None,
     veto: Callable[[int, int, float], bool] | None = None,
     words: WordData | None = None,
+    deadline: float | None = None,
 ) -> tuple[list[int], list[float], list[int]]:
     """Decide each new row's leader from its candidate list, in row order.
 
@@ -1223,10 +1245,15 @@ def greedy_pass(
             None: none refused.
         words: The word data the candidates were computed with (see
             :func:`exhaustive_candidates`), for the rows this pass checks itself.
+        deadline: A :func:`time.perf_counter` value: once it has passed, the rows not yet
+            decided are left undecided (leader -1), at least one row decided. The caller
+            retires their rows and decides them in a later pass (a sliced pass, see
+            :meth:`stratabatch.grouping.Deduper.apply`). None: every row is decided.
 
     Returns:
-        ``(leader, sim, late)``: per new row its leader row (itself for a leader) and cosine to
-        it (1.0 for a leader), and the late leaders (rows the producers did not file).
+        ``(leader, sim, late)``: per new row its leader row (itself for a leader, -1 when left
+        undecided at ``deadline``) and cosine to it (1.0 for a leader), and the late leaders
+        (rows the producers did not file).
     """
     off, rows, sims, more = cands
     m = X.shape[0] - start
@@ -1239,8 +1266,13 @@ def greedy_pass(
     off_l = off.tolist()
     rows_l = rows.tolist()
     sims_l = sims.tolist()
+    clock = time.perf_counter
     for j in range(m):
         i = start + j
+        if deadline is not None and j and clock() > deadline:
+            for t in range(j, m):
+                leader[t] = -1  # left for a later pass
+            break
         a, b = off_l[j], off_l[j + 1]
         if a == b and not late:
             leader[j] = i  # a provisional leader: nothing to decide

@@ -67,6 +67,7 @@ __all__ = [
     "WORD_KEYS",
     "may_be_typos",
     "may_pass_residue",
+    "residue_profile",
     "word_keys",
     "word_profile",
     "word_shape",
@@ -142,6 +143,23 @@ def _profile_of(word: str) -> tuple[int, int]:
     return p
 
 
+def _profile_words(words: list[str]) -> None:
+    """:func:`_profile_of` of many words not in the cache, their hashes in one call."""
+    from .kernels import hash_words
+
+    keep = [w for w in words if not _ignorable(w)]
+    hashes = hash_words(keep).tolist() if keep else []
+    if len(_cache) + len(words) >= _CACHE_MAX:
+        _cache.clear()
+    for w in words:
+        _cache[w] = (0, 0)
+    for w, h in zip(keep, hashes, strict=True):
+        r = (h & _LOW) | 1
+        if len(w) < 3 or w in COMMON_WORDS:
+            r |= _COMMON_BIT
+        _cache[w] = (r, word_shape(w))
+
+
 def word_profile(tokens: Sequence[str]) -> list[int]:
     """Rank, shape and count of each distinct key word of a text, from its canonical words
     (:mod:`stratabatch.canon`), as one flat list of triples in no
@@ -169,6 +187,33 @@ def word_profile(tokens: Sequence[str]) -> list[int]:
         if r:
             out += (r, shape, c)
     return out
+
+
+def residue_profile(counts: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Every key word of a text, for the residue pre-check of a pair the index did not
+    pre-check (a text of more than :data:`PRECHECK_MAX_WORDS` distinct key words, see
+    :meth:`stratabatch.grouping.Deduper.veto`): ranks, shapes and counts (int64 arrays sorted
+    by rank, as the index's pools keep a row) and the total of the counts.
+
+    ``counts``: how often each canonical word occurs (the guards' ``Features.counts``).
+    """
+    get = _cache.get
+    new = [w for w in counts if get(w) is None]
+    if new:  # the words first seen: hashed in one call, not one each
+        _profile_words(new)
+    ranks: list[int] = []
+    shapes: list[int] = []
+    cnt: list[int] = []
+    for w, c in counts.items():
+        r, shape = get(w) or _profile_of(w)
+        if r:
+            ranks.append(r)
+            shapes.append(shape)
+            cnt.append(c)
+    rk = np.array(ranks, np.int64)
+    order = np.argsort(rk, kind="stable")
+    return (np.ascontiguousarray(rk[order]), np.array(shapes, np.int64)[order],
+            np.array(cnt, np.int64)[order], sum(cnt))
 
 
 class BatchProfiles:
