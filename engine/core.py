@@ -642,6 +642,25 @@ class Core:
                     self.reject(r, StratabatchError(
                         f"dedup kernels failed to load: {type(e).__name__}: {e}"))
             return False
+        rest = self._dedup.take_rest()
+        if rest is not None:
+            # the rest of a pass that ran out of its slice (Deduper.apply): its requests wait
+            # at the front of the arrivals, so a due batch waits for them as for any slice
+            ids = {id(r) for r in rest.raw}
+            k = 0
+            while k < len(raw) and id(raw[k]) in ids:
+                k += 1
+            self._raw = raw[k:]
+            try:
+                rest = self._dedup.apply(rest, sliced=True)
+                if rest is not None:
+                    self._raw = rest.raw + self._raw
+            except Exception as e:
+                self._fail_pass(raw[:k], e)
+            if self._raw:
+                self._schedule_pump()
+                return True
+            return False
         limit = self._pass_limit()
         nbytes = 0
         k = 0
@@ -658,7 +677,9 @@ class Core:
                 self._prepare_off_loop(chunk)
             else:
                 try:
-                    self._dedup.run(chunk)
+                    rest = self._dedup.run(chunk, sliced=True)
+                    if rest is not None:  # out of its slice: the rest comes first next time
+                        self._raw = rest.raw + self._raw
                 except Exception as e:  # never strand what arrived: each request gets it
                     self._fail_pass(chunk, e)
         if self._raw:
@@ -699,9 +720,13 @@ class Core:
         threading.Thread(target=work, name="stratabatch-dedup", daemon=True).start()
 
     def _prepared(self, prep: Prepared) -> None:
+        """Apply a prepared pass for at most one slice of the loop's time
+        (:meth:`Deduper.apply` with ``sliced``); what is left continues in the next slice."""
         self._preparing = False
         try:
-            self._dedup.apply(prep)
+            rest = self._dedup.apply(prep, sliced=True)
+            if rest is not None:  # first in the arrivals: the next slice (_run_pass) takes it
+                self._raw = rest.raw + self._raw
         except Exception as e:
             self._fail_pass(prep.raw, e)
         self._schedule_pump()
