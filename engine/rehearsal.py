@@ -157,6 +157,10 @@ def rehearse(config: BatchConfig, dim: int | None) -> None:
     retire_all()
     dedup.run(requests(base[48:], vectors=False))
     retire_all()
+    # 4. a near pair of texts past the index's key-word limit: the guards' own pre-check
+    long = " ".join(f"w{i}" for i in range(1_100))
+    dedup.run(requests([long + " alpha", long + " beta"], vectors=False))
+    retire_all()
 
 
 __all__ = ["rehearse"]

@@ -58,6 +58,8 @@ async def main(strategy: str) -> None:
         reqs = [{"query": t} for t in ts] + [{"query": t} for t in ts[:100]]
         reqs += [{"query": t + " please"} for t in ts[:50]]
         reqs.append({"query": "big " + " ".join(f"w{j}" for j in range(40_000))})  # off-loop
+        long = " ".join(f"k{j}" for j in range(rng.randrange(1_100, 1_300)))
+        reqs += [{"query": long + " alpha"}, {"query": long + " beta"}]  # past the index's
         await batch.process(reqs, timeout=300)
     if strategy != "exact":  # a request with its own vector (the default embedder's dim)
         from stratabatch.embed import default_embedder
