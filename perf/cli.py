@@ -1,14 +1,16 @@
 """``stratabatch-perf``: one workload through every mode and the peers, side by side.
 
-    stratabatch-perf [--quick] [--json FILE] [--plot FILE.png] [workload, batching and
-                     cost-model options]
+    stratabatch-perf [--quick] [--wide] [--explain] [--json FILE] [--plot FILE.png]
+                     [workload, batching and cost-model options]
 
 Modes, in one run on the same seeded workload: unbatched direct calls; batching without dedup;
 the embedded BatchProcessor with exact, embedding and hybrid dedup; the multiprocessing.Queue
 batching server (the peer); stratabatch-engine with client processes (when installed); Ray Serve
 (when the ``peers`` extra is installed). With ``--plot`` (or ``--sweep``) a window_ms x max_size
-sweep of the default strategy follows. Exits 1 if any mode lost, duplicated or misdelivered an
-outcome. docs/perf.md explains the cost model and how to read the output.
+sweep of the default strategy follows. The tables fit in 80 columns (--wide prints every
+column); the run ends with its verdict in words. Exits 1 if any mode lost, duplicated or
+misdelivered an outcome, 2 on a usage error (--plot without matplotlib fails before any mode
+runs). docs/perf.md explains the cost model and how to read the output.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from .modes import Embedded, Mode, Settings, Unbatched
 from .modes_engine import EngineMode
 from .modes_ray import RayServeMode
 from .mpqueue_server import MpQueuePeer
-from .report import plot_sweep, print_all
+from .report import plot_sweep, print_all, verdict
 from .sweep import run_sweep
 from .workload import WorkloadConfig, generate
 
@@ -59,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = CostModel()
     p.add_argument("--quick", action="store_true",
                    help="a small workload (2 bursts of 400) that runs in about 20 s")
+    p.add_argument("--wide", action="store_true",
+                   help="print every column of the modes table (about 190 columns)")
+    p.add_argument("--explain", action="store_true",
+                   help="define every column under the table")
     p.add_argument("--json", metavar="FILE", help="write every figure and the configuration")
     p.add_argument("--plot", metavar="FILE.png", help="run the sweep and plot it (plot extra)")
     p.add_argument("--sweep", action="store_true", help="run the sweep without plotting")
@@ -141,21 +147,24 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
     settings = Settings(model=model, window_ms=a.window_ms, max_size=a.max_size)
     workload = generate(cfg)
     truth = workload.truth()
+    seg = "burst" if cfg.arrivals == "bursts" else "segment"
     console.print(
         f"workload: {truth['requests']:,} requests ({cfg.arrivals}, {cfg.clients} clients, seed "
-        f"{cfg.seed}); duplicates within a {'burst' if cfg.arrivals == 'bursts' else 'segment'}"
-        f": {truth['dups_existing']:,}, of which differ only on the surface: "
-        f"{truth['dups_catchable']:,}\nbackend: {model.overhead_ms:g} ms/call + "
-        f"{model.per_item_ms:g} ms/item, {model.concurrency} at once, "
-        f"${model.price_per_item_usd:g}/item; window {a.window_ms:g} ms, max_size {a.max_size}")
+        f"{cfg.seed})\nduplicates within a {seg}: {truth['dups_existing']:,} existing, "
+        f"{truth['dups_catchable']:,} of them surface variants\nbackend: "
+        f"{model.overhead_ms:g} ms/call + {model.per_item_ms:g} ms/item, {model.concurrency} at "
+        f"once, ${model.price_per_item_usd:g}/item\nbatching: window {a.window_ms:g} ms, "
+        f"max_size {a.max_size}")
     modes = _select(all_modes(), a.modes)
     repeats = a.repeats or (1 if a.quick else 3)
     sweep_repeats = a.sweep_repeats or (1 if a.quick else 2)
     sweep_rows: list[dict[str, Any]] = []
     sweep_desc = ""
     sweep_cfgs: dict[str, Any] | None = None
-    with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=a.no_progress) as bar:
+    # one progress task per step (each mode, then the sweep), so a step can be added in front
+    with Progress(TextColumn("{task.description:<30}"), BarColumn(bar_width=24),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  disable=a.no_progress) as bar:
 
         def progress_for(name: str, total: int):
             task = bar.add_task(name, total=total)
@@ -172,29 +181,22 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
                                  rate_low=a.sweep_rate / 10,
                                  duration_s=a.sweep_duration_s or (1.0 if a.quick else 2.0))
             burst_load, steady_load = generate(burst_cfg), generate(steady_cfg)
-            sweep_desc = (f"throughput on {burst_cfg.bursts} bursts of {burst_cfg.burst_size}; "
-                          f"latency and calls on a {steady_cfg.rate_high:g}/"
-                          f"{steady_cfg.rate_low:g} req/s square wave ({len(steady_load):,} "
-                          f"requests)")
+            sweep_desc = sweep_description(burst_cfg, steady_cfg, len(steady_load))
             sweep_cfgs = {"bursts": asdict(burst_cfg), "steady": asdict(steady_cfg)}
             task = bar.add_task("sweep window_ms x max_size",
                                 total=2 * len(windows) * len(sizes) * sweep_repeats)
             sweep_rows = await run_sweep(burst_load, steady_load, model, windows, sizes,
                                          sweep_repeats, lambda: bar.advance(task))
-    target_rows = targets(reports)
+    target_rows = targets(reports, settings)
     print_all(console, reports,
               f"{truth['requests']:,} requests, {cfg.arrivals}; modes took {elapsed_modes:.1f} s",
-              target_rows, TARGET_MODE, sweep_rows, sweep_desc)
+              target_rows, TARGET_MODE, sweep_rows, sweep_desc, wide=a.wide, explain=a.explain)
     if a.plot and sweep_rows:
-        try:
-            plot_sweep(sweep_rows, a.plot,
-                       f"{sweep_desc}\nbackend {model.overhead_ms:g} ms/call + "
-                       f"{model.per_item_ms:g} ms/item, {model.concurrency} concurrent; "
-                       f"embedding dedup")
-            console.print(f"plot written to {a.plot}")
-        except ImportError:
-            console.print(escape('--plot needs matplotlib: pip install "stratabatch[plot]"'),
-                          style="red")
+        plot_sweep(sweep_rows, a.plot,
+                   f"{sweep_desc}\nbackend {model.overhead_ms:g} ms/call + "
+                   f"{model.per_item_ms:g} ms/item, {model.concurrency} concurrent; "
+                   f"embedding dedup")
+        console.print(f"plot written to {a.plot}")
     if a.json:
         doc = {
             "command": ["stratabatch-perf", *sys.argv[1:]],
@@ -207,6 +209,7 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
             "workload": workload.describe(),
             "modes": reports,
             "targets": {"mode": TARGET_MODE, "rows": target_rows},
+            "verdict": verdict(reports, TARGET_MODE, target_rows),
             "sweep": {"workload": sweep_desc, "configs": sweep_cfgs, "strategy": "embedding",
                       "repeats": sweep_repeats, "points": sweep_rows},
         }
@@ -230,15 +233,41 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def sweep_description(bursts: WorkloadConfig, steady: WorkloadConfig, steady_requests: int
+                      ) -> str:
+    """What the sweep ran, for its table and plot: ``throughput on 1 burst of 400; ...``."""
+    burst_word = "burst" if bursts.bursts == 1 else "bursts"
+    return (f"throughput on {bursts.bursts} {burst_word} of {bursts.burst_size}; latency and "
+            f"calls on a {steady.rate_high:g}/{steady.rate_low:g} req/s square wave "
+            f"({steady_requests:,} requests)")
+
+
+def plot_unavailable() -> str | None:
+    """None when ``--plot`` can draw, else why not (checked before any mode runs)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return '--plot needs matplotlib, which is not installed: pip install "stratabatch[plot]"'
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``stratabatch-perf``; returns the exit status (0, or 1 on a failure)."""
+    """Entry point of ``stratabatch-perf``; returns the exit status.
+
+    0 when every mode answered every request exactly once and correctly, 1 when one did not,
+    2 on a usage error (printed by argparse), such as ``--plot`` without matplotlib.
+    """
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
         _workload_config(a)
     except ValueError as exc:
         parser.error(str(exc))
-    console = Console(width=None if sys.stdout.isatty() else 170)
+    if a.plot and (why := plot_unavailable()):
+        parser.error(why)
+    # a terminal gets its own width; a pipe or file gets 80 columns, or room for --wide
+    width = None if sys.stdout.isatty() else (200 if a.wide else 80)
+    console = Console(width=width)
     return asyncio.run(_main(a, console))
 
 

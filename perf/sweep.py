@@ -19,7 +19,7 @@ from .modes import Embedded, Settings
 from .workload import Workload
 
 BURST_KEYS = ("throughput_rps", "latency_ms_p50", "latency_ms_p99", "backend_calls",
-              "backend_items", "concurrency_bound_pct")
+              "backend_items", "vs_best_schedule")
 STEADY_KEYS = ("throughput_rps", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
                "backend_calls", "backend_items", "avg_call_size")
 FAILURES = ("lost", "duplicated", "stray", "mismatched_answers", "wrong_merges")

@@ -27,3 +27,51 @@ def test_readme_opens_with_the_two_setup_commands_ci_runs():
     assert "stratabatch-perf --quick" in lines[0] and "pytest" in lines[1]
     ci = (README.parent / ".ci" / "run").read_text()
     assert lines[1] in ci
+
+
+ROW = re.compile(r"^(?P<mode>\S.*?)\s{2,}(?P<rps>[\d,]+)\s+(?P<x>[\d.]+x|-)\s+(?P<p99>[\d,]+)\s+"
+                 r"(?P<items>[\d,]+)\s+(?P<wrong>\d+)\s+(?P<lost>\d+)$")
+RERUN = ("stratabatch exact", "stratabatch embedding")
+
+
+def _pasted_quick_run() -> tuple[str, dict[str, dict[str, int]]]:
+    section = README.read_text().split("## The perf harness", 1)[1]
+    block = re.search(r"```text\n(workload: .*?)```", section, re.S).group(1)
+    rows = {}
+    for line in block.splitlines():
+        m = ROW.match(line.rstrip())
+        if m:
+            rows[m["mode"]] = {k: int(m[k].replace(",", "")) for k in ("items", "wrong", "lost")}
+    return block, rows
+
+
+async def test_readme_quick_table_counts_match_a_real_run():
+    """The pasted ``stratabatch-perf --quick`` output comes from the current code: the same seed
+    gives the same workload, and counts (backend items, wrong merges, lost) that move with the
+    machine's timing only within a few percent; timings are not compared."""
+    from stratabatch.perf.cli import QUICK
+    from stratabatch.perf.harness import account
+    from stratabatch.perf.modes import Embedded, Settings
+    from stratabatch.perf.workload import WorkloadConfig, generate
+
+    block, rows = _pasted_quick_run()
+    workload = generate(WorkloadConfig(**QUICK))
+    truth = workload.truth()
+    assert f"workload: {truth['requests']:,} requests (bursts, 4 clients, seed 1)" in block
+    assert (f"duplicates within a burst: {truth['dups_existing']:,} existing, "
+            f"{truth['dups_catchable']:,} of them surface variants") in block
+    assert {"unbatched", "batching, no dedup", *RERUN} <= set(rows), rows
+    for name, row in rows.items():
+        assert row["lost"] == 0, name
+    for name in ("unbatched", "batching, no dedup"):  # every request is a backend item
+        assert rows[name]["items"] == truth["requests"], name
+    settings = Settings()
+    for name in RERUN:
+        mode = Embedded(name.split()[-1])
+        r = account(workload, await mode.run(workload, settings, lambda _k: None), settings,
+                    mode.batch_size)
+        pasted = rows[name]
+        print(name, "pasted", pasted, "now", r["backend_items"], r["wrong_merges"], r["lost"])
+        assert abs(r["backend_items"] - pasted["items"]) <= max(5, 0.03 * pasted["items"]), name
+        assert abs(r["wrong_merges"] - pasted["wrong"]) <= 2, name
+        assert r["lost"] == pasted["lost"] == 0, name
