@@ -420,7 +420,8 @@ class Core:
         if not sched.is_open:
             sched.open(now, self._window_s(now))
             self._arm_timer(now, force=True)
-        elif len(self._raw) + len(self._pending) >= sched.max_size or now >= sched.window_end:
+        elif len(self._raw) + len(self._pending) >= sched.max_size or \
+                now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
             self._schedule_pump()
 
     def _window_s(self, now: float) -> float:
@@ -744,7 +745,7 @@ class Core:
         st = self.stats
         for g in groups:
             self._remove_pending(g, keep_keys=True)
-            live = []
+            live: list[Request] = []
             for m in g.member_list():
                 if m.state != GROUPED:
                     continue

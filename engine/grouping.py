@@ -416,8 +416,8 @@ class Deduper:
             vectors: list[Any] | None = None
             if embed_ahead and c.guard_numbers:  # a regex over each text: off the loop too
                 texted = [r for r in raw if r.text is not None]
-                for r, sig in zip(texted, number_signatures([r.text for r in texted]),
-                                  strict=True):
+                texts: list[str] = [r.text for r in texted]  # type: ignore[misc]
+                for r, sig in zip(texted, number_signatures(texts), strict=True):
                     r.numsig = sig
             if embed_ahead and self._embeds():
                 seen: set[Any] = set()
@@ -607,8 +607,8 @@ class Deduper:
         if c.guard_numbers:
             todo = [r for r in reqs if r.numsig is None and r.text is not None]
             if todo:
-                for r, sig in zip(todo, number_signatures([r.text for r in todo]),
-                                  strict=True):
+                texts: list[str] = [r.text for r in todo]  # type: ignore[misc]
+                for r, sig in zip(todo, number_signatures(texts), strict=True):
                     r.numsig = sig
             if not c.dedup_scope:  # (numsig None for a request without text)
                 return [_NO_NUMBERS if r.numsig == () else (b"", r.numsig) for r in reqs]
@@ -705,7 +705,7 @@ class Deduper:
                     self._ops.reject(cands[j], err)
         dim = getattr(emb, "dim", None) or index.dim
         ok: list[Request] = []
-        vectors: list[Any] = []
+        rows: list[Any] = []
         for r, v in zip(cands, cand_vec, strict=True):
             if r.state != RAW:
                 continue
@@ -716,7 +716,7 @@ class Deduper:
                     self._ops.reject(r, InvalidRequestError(f"bad 'embedding' field: {e}"))
                     continue
             ok.append(r)
-            vectors.append(v)
+            rows.append(v)
         if not ok:
             return []
         plist: list[Any] | None = None
@@ -727,7 +727,7 @@ class Deduper:
                     plist = None
                     break
                 plist.append(self.profile_of(r))
-        return [(ok[j], vectors[j]) for j in self._cluster(ok, vectors, plist, deadline)]
+        return [(ok[j], rows[j]) for j in self._cluster(ok, rows, plist, deadline)]
 
     def _embed_batch(self, reqs: list[Request]) -> tuple[Any, Any]:
         """Embed the texts of ``reqs`` in one call: the matrix, and their key words for the

@@ -233,8 +233,7 @@ WordData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.
 
 :class:`~stratabatch.dedup.LeaderIndex` keeps them where the residue guard decides merges."""
 
-_NO_WORDS: WordData = (np.empty(0, np.int64),) * 7 + (  # type: ignore[assignment]
-    np.empty(0, np.float32),)
+_NO_WORDS: WordData = (np.empty(0, np.int64),) * 7 + (np.empty(0, np.float32),)
 
 
 def _word_args(words: WordData | None) -> WordData:

@@ -111,7 +111,8 @@ def _ignorable(word: str) -> bool:
     global _ignorable
     from .guards import ignorable
 
-    _ignorable = ignorable  # bound on first use: the guards' tables load only when needed
+    # bound on first use: the guards' tables load only when needed
+    _ignorable = ignorable  # type: ignore[assignment]
     return ignorable(word)
 
 
