@@ -4,6 +4,7 @@ Usage::
 
     stratabatch-engine --handler pkg.module:attr [--name default] [--config FILE.toml]
                        [--max-clients 64] [every BatchProcessor option as --kebab-case]
+    stratabatch-engine --compile-only [every BatchProcessor option as --kebab-case]
 
 ``attr`` is a batch handler, or a class / zero-argument factory whose instance is the handler
 (so a model loads once, in the engine). The option flags come from the one option table in
@@ -32,7 +33,7 @@ from typing import Any  # noqa: E402
 
 from .config import BatchConfig  # noqa: E402
 from .errors import ConfigError, StratabatchError  # noqa: E402
-from .exitcodes import EXIT_USAGE  # noqa: E402
+from .exitcodes import EXIT_CRASH, EXIT_OK, EXIT_USAGE  # noqa: E402
 
 DEFAULT_MAX_CLIENTS = 64
 _NONE_WORDS = ("none", "null", "")
@@ -133,8 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "processes share through stratabatch.connect(NAME).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--handler", required=True, metavar="MODULE:ATTR",
-                   help="batch handler, or a class / zero-argument factory returning one")
+    p.add_argument("--handler", metavar="MODULE:ATTR",
+                   help="batch handler, or a class / zero-argument factory returning one "
+                        "(required, except with --compile-only)")
+    p.add_argument("--compile-only", action="store_true",
+                   help="compile the numba kernels the options reach into numba's on-disk "
+                        "cache and exit (0: cached; 1: failed, or numba cannot cache here); "
+                        "for a container image's build step (docs/coldstart.md)")
     p.add_argument("--name", default="default",
                    help="engine name clients connect to (default: default; 1-48 characters "
                         "of [A-Za-z0-9_.-])")
@@ -204,13 +210,42 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def compile_only(config: BatchConfig) -> int:
+    """``--compile-only``: load (compiling on a first run) every kernel an engine with
+    ``config`` reaches, so that its start loads them from numba's cache; the exit status.
+
+    The handler is not imported: a build step need not be able to load the model behind it.
+    """
+    from .warm import compile_kernels
+
+    log = logging.getLogger("stratabatch.engine")
+    try:
+        result = compile_kernels(config, engine=True, logger=log, level=logging.INFO)
+    except Exception as exc:
+        log.error("compiling the kernels failed: %s: %s", type(exc).__name__, exc)
+        return EXIT_CRASH
+    if result.units and result.cache_dir is None:
+        log.error("numba cannot cache the kernels here (no NUMBA_CACHE_DIR, and neither the "
+                  "package's __pycache__ nor the user cache directory is writable): set "
+                  "NUMBA_CACHE_DIR to a writable directory")
+        return EXIT_CRASH
+    log.info("compile-only: %s %s", result.label,
+             "compiled" if result.cold else "already cached")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``stratabatch-engine``; returns its exit status (see exitcodes.py)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.handler is None and not args.compile_only:
+        parser.error("the following arguments are required: --handler")
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format=f"stratabatch-engine[{os.getpid()}] %(levelname)s %(message)s")
     try:
         config = BatchConfig(**options_from(args))
+        if args.compile_only:
+            return compile_only(config)
         handler = resolve_handler(load_object(args.handler))
         from .server import Engine, run
 

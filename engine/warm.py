@@ -1,0 +1,445 @@
+"""The numba kernels' first compile: fill the on-disk cache ahead of time, and say when a start
+compiles.
+
+The dedup kernels are numba functions with ``cache=True``: the first start on a machine
+compiles them (seconds to tens of seconds, see docs/coldstart.md), later starts load them from
+numba's on-disk cache. This module
+
+* tells whether a start will compile (:func:`check`): the warm-up leaves a marker file in the
+  cache directory after it has loaded a strategy's kernels, keyed by everything numba's own
+  cache entries depend on (numba and Python versions, the CPU, the kernel modules' sources),
+  so an emptied cache directory, a new numba or an edited kernel module reads as a first
+  start again;
+* brackets a warm-up with one log line before a compile and one after it (:class:`Notice`;
+  used by ``BatchProcessor.warm_up()`` and the engine's start);
+* compiles ahead of time (:func:`compile_kernels`), for a container image's build step::
+
+      python -m stratabatch.warm [--strategy exact|embedding|hybrid ...] [--all]
+
+  or ``stratabatch-engine --compile-only [options]``, which compiles what its options reach.
+
+Where numba caches: ``NUMBA_CACHE_DIR`` when set, else the ``__pycache__`` directory next to
+the installed modules when it is writable, else a user-wide directory (``~/.cache/numba``).
+When none is writable numba cannot cache, and loading the kernels fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .config import BatchConfig
+
+log = logging.getLogger("stratabatch.warm")
+
+STRATEGIES = ("exact", "embedding", "hybrid")
+"""The dedup strategies, each a set of kernels of its own."""
+
+ENGINE = "engine"
+"""The unit of the engine process's own kernels (shared-memory atomics and fences)."""
+
+ESTIMATE_S = {"exact": 2, "embedding": 30, "hybrid": 35, ENGINE: 1}
+"""Seconds a first compile takes per unit on a 2-core machine (perf/bench_coldstart.py)."""
+
+KERNEL_MODULES = ("stratabatch.kernels", "stratabatch.index", "stratabatch.ipc.atomics",
+                  "stratabatch.ipc.counters")
+"""Every module that holds numba kernels; their sources key the marker files."""
+
+_MARKER = "stratabatch-warm-{unit}.json"
+
+
+def units(config: BatchConfig, *, engine: bool = False) -> tuple[str, ...]:
+    """The kernel units a warm-up of ``config`` loads, as :func:`check` names them.
+
+    No dedup loads nothing; a ``dedup_function`` or a user's embedder loads only the hash
+    kernel (the ``exact`` unit), since the warm-up never calls the user's code; an engine adds
+    its own kernels.
+    """
+    out: list[str] = []
+    if config.enable_dedup:
+        embeds = config.dedup_function is None and config.embedder is None and \
+            config.dedup_strategy in ("embedding", "hybrid")
+        out.append(config.dedup_strategy if embeds else "exact")
+    if engine:
+        out.append(ENGINE)
+    return tuple(out)
+
+
+def _kernel_file(module: str = "stratabatch.kernels") -> str:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:  # pragma: no cover - the package is installed
+        raise ImportError(f"cannot find {module}")
+    return spec.origin
+
+
+def _writable_dir(path: str) -> bool:
+    """What numba's locators check: the directory can be made, and a file made in it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError:
+        return False
+    return True
+
+
+def _user_cache_root() -> str:
+    """numba's user-wide cache directory (appdirs' ``user_cache_dir("numba")``)."""
+    if sys.platform == "darwin":
+        return os.path.expanduser("~/Library/Caches/numba")
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~")
+        return os.path.join(base, "numba", "Cache")
+    return os.path.join(os.getenv("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "numba")
+
+
+def cache_dir() -> str | None:
+    """The directory numba caches stratabatch's dedup kernels in, or None when it cannot
+    cache them.
+
+    numba's rule, in its order: ``NUMBA_CACHE_DIR`` (a subdirectory per source directory),
+    else the ``__pycache__`` directory next to the module, else the user-wide cache directory
+    (``~/.cache/numba``, a subdirectory per source directory); the first that is writable
+    wins, and with none numba cannot cache (loading the kernels then fails). Worked out
+    without importing numba, which the warm-up may be importing in another thread at the same
+    time (numba's circular imports do not survive two importing threads); a test checks it
+    against numba's own answer. Creates the directory, as numba would.
+    """
+    src_dir = os.path.dirname(os.path.abspath(_kernel_file()))
+    sub = f"{os.path.basename(src_dir)}_{hashlib.sha1(src_dir.encode()).hexdigest()}"
+    candidates = [os.path.join(src_dir, "__pycache__"), os.path.join(_user_cache_root(), sub)]
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        candidates.insert(0, os.path.join(os.environ["NUMBA_CACHE_DIR"], sub))
+    for path in candidates:
+        if _writable_dir(path):
+            return path
+    return None
+
+
+def _cpu() -> str:
+    """The CPU, as far as numba's cache entries depend on it (its name and features)."""
+    parts = [platform.machine(), os.environ.get("NUMBA_CPU_NAME", ""),
+             os.environ.get("NUMBA_CPU_FEATURES", "")]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    parts.append(line.strip())
+                elif not line.strip():
+                    break  # the first processor's block is enough
+    except OSError:
+        parts.append(platform.processor())
+    return "\n".join(parts)
+
+
+def _key() -> str:
+    """What numba's cache entries of our kernels depend on, hashed (numba's version, Python's,
+    the CPU, the kernel modules' sources); numba itself is not imported."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256()
+    h.update(repr((version("numba"), sys.version_info[:2], getattr(sys, "abiflags", ""),
+                   _cpu())).encode())
+    for module in KERNEL_MODULES:
+        with open(_kernel_file(module), "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+def _loaded(unit: str) -> bool:
+    """Whether the kernels of ``unit`` are loaded in this process (at least one compiled
+    version of a kernel in each of its modules), so a failed warm-up marks nothing."""
+    modules = {"exact": ("stratabatch.kernels",), ENGINE: ("stratabatch.ipc.atomics",)}.get(
+        unit, ("stratabatch.kernels", "stratabatch.index"))
+    for name in modules:
+        mod = sys.modules.get(name)
+        # a numba dispatcher's compiled versions are its ``overloads``
+        if mod is None or not any(getattr(v, "overloads", None) and hasattr(v, "py_func")
+                                  for v in vars(mod).values()):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class CacheCheck:
+    """Whether the kernels a start needs are in numba's on-disk cache (see :func:`check`)."""
+
+    units: tuple[str, ...]
+    """The kernel units the start loads (:func:`units`)."""
+    cache_dir: str | None
+    """Where numba caches them; None when it cannot cache (every start compiles)."""
+    missing: tuple[str, ...]
+    """The units not in the cache yet: each compiles on this start."""
+    key: str
+    """The marker key of this numba, Python, CPU and kernel source ('' without units)."""
+
+    @property
+    def cold(self) -> bool:
+        """Whether this start compiles kernels."""
+        return bool(self.missing)
+
+    @property
+    def label(self) -> str:
+        """The units as the log lines name them: ``strategy=embedding and the engine``."""
+        return _label(self.units)
+
+    @property
+    def estimate_s(self) -> int:
+        """A first compile's expected seconds on a 2-core machine."""
+        return sum(ESTIMATE_S[u] for u in self.missing)
+
+    def begin_message(self) -> str:
+        """The line logged before a compile."""
+        what = _label(self.missing)
+        if self.cache_dir is None:
+            return (f"compiling kernels for {what}: numba cannot cache them here (no writable "
+                    f"cache directory; set NUMBA_CACHE_DIR), ~{self.estimate_s} s")
+        return (f"compiling kernels for {what}: first start on this machine, cached after, "
+                f"~{self.estimate_s} s (numba cache: {self.cache_dir})")
+
+    def done_message(self, wall_s: float, cpu_s: float) -> str:
+        """The line logged after a compile."""
+        return (f"compiled kernels for {_label(self.missing)} in {wall_s:.1f} s (CPU {cpu_s:.1f} s)"
+                + ("" if self.cache_dir is None else "; later starts load them from the cache"))
+
+
+def _label(names: Sequence[str]) -> str:
+    parts = [f"strategy={u}" for u in names if u != ENGINE]
+    if ENGINE in names:
+        parts.append("the engine")
+    return " and ".join(parts) or "nothing"
+
+
+def check(config: BatchConfig | None = None, *, engine: bool = False,
+          unit_names: Sequence[str] | None = None) -> CacheCheck:
+    """Whether the kernels a warm-up of ``config`` loads are in numba's on-disk cache.
+
+    Reads a few small files; does not import numba. A unit is cached when its
+    marker file, written by a successful warm-up into the cache directory, carries the key
+    of this numba, Python, CPU and kernel source.
+
+    Args:
+        config: The options of the start (None: the defaults).
+        engine: Whether the start is an engine's (its own kernels too).
+        unit_names: The units to check instead of those of ``config``.
+    """
+    wanted = tuple(unit_names) if unit_names is not None else \
+        units(config or BatchConfig(), engine=engine)
+    if not wanted:
+        return CacheCheck((), None, (), "")
+    where = cache_dir()
+    key = _key()
+    missing = []
+    for unit in wanted:
+        if where is None or _marker_key(where, unit) != key:
+            missing.append(unit)
+    return CacheCheck(wanted, where, tuple(missing), key)
+
+
+def _marker_key(where: str, unit: str) -> str | None:
+    try:
+        with open(os.path.join(where, _MARKER.format(unit=unit)), encoding="utf-8") as f:
+            return str(json.load(f).get("key"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def mark(result: CacheCheck, *, seconds: float | None = None) -> tuple[str, ...]:
+    """Write the marker of each missing unit whose kernels are loaded in this process; the
+    units marked. Never raises for a cache directory that refuses the file."""
+    done = []
+    if result.cache_dir is None:
+        return ()
+    for unit in result.missing:
+        if not _loaded(unit):
+            continue
+        path = os.path.join(result.cache_dir, _MARKER.format(unit=unit))
+        body = {"key": result.key, "unit": unit, "seconds": seconds,
+                "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(body, f)
+            os.replace(tmp, path)  # atomic: a concurrent start reads the old or the new file
+            done.append(unit)
+        except OSError:
+            pass
+    return tuple(done)
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Notice:
+    """One log line before a warm-up that compiles, one after it; nothing when it loads from
+    the cache (a DEBUG line then).
+
+    Args:
+        config: The options whose kernels the warm-up loads.
+        logger: Where the lines go.
+        level: Their level.
+        engine: Whether the engine's own kernels load too.
+    """
+
+    def __init__(self, config: BatchConfig, logger: logging.Logger = log,
+                 level: int = logging.WARNING, *, engine: bool = False) -> None:
+        self._logger = logger
+        self._level = level
+        self.result: CacheCheck | None = None
+        try:
+            self.result = check(config, engine=engine)
+        except Exception as exc:  # numba missing or broken: the warm-up itself reports it
+            logger.debug("cannot tell whether the kernels are cached: %r", exc)
+        self._t0 = time.perf_counter()
+        self._cpu0 = _cpu_s()
+        if self.result is not None and self.result.cold:
+            logger.log(level, "%s", self.result.begin_message())
+
+    def done(self) -> None:
+        """Log how long it took (after a compile) and mark what was compiled as cached."""
+        wall = time.perf_counter() - self._t0
+        cpu = _cpu_s() - self._cpu0
+        r = self.result
+        if r is None or not r.units:
+            return
+        if not r.cold:
+            self._logger.debug("kernels for %s loaded from the cache in %.1f s", r.label, wall)
+            return
+        failed = [u for u in r.missing if not _loaded(u)]
+        if failed:
+            self._logger.log(max(self._level, logging.WARNING),
+                             "kernels for %s did not load (after %.1f s); dedup fails with the "
+                             "reason", _label(failed), wall)
+            return
+        mark(r, seconds=wall)
+        self._logger.log(self._level, "%s", r.done_message(wall, cpu))
+
+
+# ---------------------------------------------------------------------- ahead of time
+
+
+def load_engine_kernels() -> None:
+    """Load the kernels the engine process calls itself (the counters' atomic increments and
+    the rings' fence), with the argument types it calls them with."""
+    import numpy as np
+
+    from stratabatch.ipc.atomics import atomic_add, fence
+
+    seq = np.zeros(1, np.int64)
+    atomic_add(seq, 0, 1)
+    fence()
+
+
+async def _warm_core(config: BatchConfig) -> None:
+    from .processor import BatchProcessor
+
+    async def answer(requests: list[Any]) -> list[Any]:
+        return [None] * len(requests)
+
+    options = {name: getattr(config, name) for name in BatchConfig.option_names()}
+    async with BatchProcessor(answer, **options) as batch:
+        # the first request waits for the warm-up (not warm_up(): its own Notice would log
+        # a second pair of lines); a warm-up that failed fails this request, so the build step
+        # that runs this fails too instead of shipping an empty cache
+        await batch.process({config.dedup_key: "warm up"}, timeout=600)
+
+
+def compile_kernels(config: BatchConfig | None = None, *, engine: bool = True,
+                    logger: logging.Logger = log, level: int = logging.WARNING) -> CacheCheck:
+    """Load (compiling on a first run) every kernel a start with ``config`` reaches, and mark
+    them cached; returns the check made before, which says what was compiled.
+
+    Runs its own event loop: call it from synchronous code (a build step, a CLI).
+
+    Raises:
+        StratabatchError: Loading failed (the warm-up's error, as the first request saw it).
+    """
+    config = config or BatchConfig()
+    notice = Notice(config, logger, level, engine=engine)
+    asyncio.run(_warm_core(config))
+    if engine:
+        load_engine_kernels()
+    notice.done()
+    return notice.result or CacheCheck((), None, (), "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m stratabatch.warm``'s argument parser."""
+    p = argparse.ArgumentParser(
+        prog="python -m stratabatch.warm",
+        description="Compile stratabatch's numba kernels into numba's on-disk cache, so that "
+                    "later starts (embedded or engine) load them instead of compiling. Run it "
+                    "in a container image's build step, as the user and with the "
+                    "NUMBA_CACHE_DIR the service runs with.")
+    p.add_argument("--strategy", action="append", choices=STRATEGIES,
+                   help="a dedup strategy to compile for (repeatable; default: embedding, "
+                        "the default strategy)")
+    p.add_argument("--all", action="store_true", help="every strategy")
+    p.add_argument("--no-engine", action="store_true",
+                   help="skip the engine process's own kernels (about 1 s)")
+    p.add_argument("--check", action="store_true",
+                   help="compile nothing: print whether each is cached; exit status 1 when "
+                        "one is not")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m stratabatch.warm``: 0 when the cache holds every kernel
+    asked for; 1 when numba cannot cache here, loading failed, or (``--check``) something
+    is not cached."""
+    args = build_parser().parse_args(argv)
+    strategies = list(STRATEGIES) if args.all else list(dict.fromkeys(args.strategy or
+                                                                      ["embedding"]))
+    wanted = strategies + ([] if args.no_engine else [ENGINE])
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("stratabatch.warm: %(message)s"))
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        before = check(unit_names=wanted)
+        if before.cache_dir is None:
+            print("stratabatch.warm: numba cannot cache here (no NUMBA_CACHE_DIR, and neither "
+                  "the package's __pycache__ nor the user cache directory is writable): set "
+                  "NUMBA_CACHE_DIR to a writable directory", file=sys.stderr)
+            return 1
+        if args.check:
+            for unit in wanted:
+                state = "not cached" if unit in before.missing else "cached"
+                print(f"stratabatch.warm: {unit}: {state}", file=sys.stderr)
+        else:
+            for i, strategy in enumerate(strategies):
+                compile_kernels(BatchConfig(dedup_strategy=strategy),
+                                engine=ENGINE in wanted and i == 0)
+        after = check(unit_names=wanted)
+        print(f"stratabatch.warm: {len(wanted) - len(after.missing)} of {len(wanted)} cached "
+              f"({', '.join(wanted)}) in {after.cache_dir}", file=sys.stderr)
+        return 1 if after.cold else 0
+    except Exception as exc:
+        print(f"stratabatch.warm: loading the kernels failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 1
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
+
+
+__all__ = ["ENGINE", "STRATEGIES", "CacheCheck", "Notice", "cache_dir", "check",
+           "compile_kernels", "load_engine_kernels", "main", "mark", "units"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
