@@ -298,9 +298,16 @@ class BatchProcessor:
 
     async def warm_up(self) -> None:
         """Load the dedup kernels now (they load in a background thread on first use anyway;
-        await this at start-up so the first requests do not wait for them)."""
+        await this at start-up so the first requests do not wait for them).
+
+        When they compile (a first start on a machine, see docs/coldstart.md) a WARNING line
+        on the ``stratabatch.warm`` logger says so before, and one after."""
+        from .warm import Notice
+
+        notice = Notice(self._config)  # a few small files read (numba is not imported)
         self._core.bind(asyncio.get_running_loop())
         await self._core.warm_up()
+        notice.done()
 
     async def close(self) -> None:
         """Stop accepting requests, run everything queued now (no more windows), and wait

@@ -249,11 +249,17 @@ class Engine:
     async def _start_rest(self, loop: asyncio.AbstractEventLoop) -> None:
         for stale in reclaim_stale(self.name):
             log.info("reclaimed stale segment %s (its engine died)", stale)
+        from .warm import Notice, load_engine_kernels
+
+        # one line before kernels compile (a first start: seconds), one when done (stratabatch.warm)
+        notice = Notice(self.config, log, logging.INFO, engine=True)
         with _shared_memory_errors():
             self._publisher = Publisher(self.name, self.max_clients,
                                         engine_info(self.name, self._user_handler, self.config))
         self.core.bind(loop)
+        load_engine_kernels()  # the rings' fence and the counters' atomics, never on a live path
         await self.core.warm_up()
+        notice.done()
         try:
             self._publisher.threshold = float(self.core.threshold())
         except Exception:  # a broken embedder shows on the first pass, not here
