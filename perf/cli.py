@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a small workload (2 bursts of 400) that runs in about 20 s")
     p.add_argument("--wide", action="store_true",
-                   help="print every column of the modes table (about 190 columns)")
+                   help="print every column of the modes table (about 170 columns)")
     p.add_argument("--explain", action="store_true",
                    help="define every column under the table")
     p.add_argument("--json", metavar="FILE", help="write every figure and the configuration")

@@ -1,7 +1,7 @@
 """What a run prints and writes: the modes table, the targets, the verdict, the sweep and its plot.
 
 The default tables fit in 80 columns: the modes table shows mode, req/s, x unbatched, p99,
-backend items, wrong merges and lost outcomes; ``--wide`` prints every column (about 190
+backend items, wrong merges and lost outcomes; ``--wide`` prints every column (about 170
 columns), and ``--json`` holds every figure either way. :data:`COLUMNS` defines each column;
 ``--explain`` prints those definitions.
 """
@@ -41,7 +41,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("lost / dup", "requests that got no outcome / outcomes beyond the first; must be 0"),
     ("x best", "busy time over the time of the best schedule the backend allows for the same "
                "items: the same arrivals, max_size and concurrency (perf/schedule.py). 1.00x "
-               "is reachable; 1.20x means the backend's slots left 20% of that time unused"),
+               "is reachable; 1.20x means the mode took 20% longer than that schedule"),
 )
 """Each column of the tables: its header and what it counts."""
 
@@ -65,9 +65,9 @@ def modes_table(reports: dict[str, dict[str, Any]], title: str, wide: bool = Fal
     if wide:
         t = Table(title=title, title_justify="left")
         cols: tuple[str, ...] = (
-            "mode", "req/s", "x unbatched", "x peer", "p50 ms", "p95 ms", "p99 ms", "calls",
-            "backend items", "cost $", "caught / existing", "surface caught / catchable",
-            "wrong", "lost / dup", "x best")
+            "mode", "req/s", "x\nunbatched", "x\npeer", "p50\nms", "p95\nms", "p99\nms",
+            "calls", "backend\nitems", "cost\n$", "caught /\nexisting",
+            "surface caught /\ncatchable", "wrong", "lost /\ndup", "x\nbest")
     else:
         t = _compact(title)
         cols = ("mode", "req/s", "x\nunbatched", "p99\nms", "backend\nitems", "wrong", "lost")
