@@ -58,10 +58,15 @@ def build_tree() -> dict[str, str]:
 def main() -> int:
     prefixes = build_tree()
     cmd = [
-        sys.executable, "-m", "mypy",
-        "--config-file", str(ROOT / "pyproject.toml"),
-        "--cache-dir", str(BUILD / "cache"),
-        "-p", CHECKED[0],  # the tree holds only the checked packages; -p takes subpackages
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(ROOT / "pyproject.toml"),
+        "--cache-dir",
+        str(BUILD / "cache"),
+        "-p",
+        CHECKED[0],  # the tree holds only the checked packages; -p takes subpackages
         *sys.argv[1:],
     ]
     env = {**os.environ, "MYPYPATH": ""}
@@ -70,7 +75,7 @@ def main() -> int:
     for line in proc.stdout.splitlines():
         for tree_prefix, real_prefix in longest_first:
             if line.startswith(tree_prefix):
-                line = real_prefix + line[len(tree_prefix):]
+                line = real_prefix + line[len(tree_prefix) :]
                 break
         print(line)
     sys.stderr.write(proc.stderr)

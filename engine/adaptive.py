@@ -171,8 +171,7 @@ class AdaptiveWindow:
         self._max_w = _check_positive("max_window_ms", max_window_ms)
         if self._min_w > self._max_w:
             raise ConfigError(
-                f"min_window_ms must be <= max_window_ms={max_window_ms!r}, "
-                f"got {min_window_ms!r}",
+                f"min_window_ms must be <= max_window_ms={max_window_ms!r}, got {min_window_ms!r}",
                 field="min_window_ms",
             )
         self._max_size = _check_int("max_size", max_size, 1)
@@ -223,8 +222,10 @@ class AdaptiveWindow:
             ValueError: ``count`` is negative or ``now`` is not finite.
         """
         if count < 0 or not math.isfinite(now):
-            raise ValueError(f"observe_arrivals needs count >= 0 and a finite now, "
-                             f"got count={count!r}, now={now!r}")
+            raise ValueError(
+                f"observe_arrivals needs count >= 0 and a finite now, "
+                f"got count={count!r}, now={now!r}"
+            )
         if count:
             self._slow.add(count, now)
             self._fast.add(count, now)

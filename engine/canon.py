@@ -207,8 +207,19 @@ _SLOW_DROPS = _NUMBER_WORDS | {"like"}
 
 
 # The literal each contraction pattern needs, so that a batch without it skips the scan.
-_CONTRACTION_GATES = ("can", "won't", "shan't", "let's", "n't", "'re", "'m", "'ll", "'ve", "'d",
-                      "'s")
+_CONTRACTION_GATES = (
+    "can",
+    "won't",
+    "shan't",
+    "let's",
+    "n't",
+    "'re",
+    "'m",
+    "'ll",
+    "'ve",
+    "'d",
+    "'s",
+)
 
 
 def _expand_contractions(s: str) -> str:
@@ -261,8 +272,9 @@ def _normalized_parts(texts: Sequence[str]) -> list[str]:
             s = _DIGIT_LETTER.sub(" ", s)
         return s.split(_SEP) if len(texts) > 1 else [s]
     if joined.isascii():
-        parts = _ascii_normalized(joined).split(_SEP) if len(texts) > 1 else \
-            [_ascii_normalized(joined)]
+        parts = (
+            _ascii_normalized(joined).split(_SEP) if len(texts) > 1 else [_ascii_normalized(joined)]
+        )
     elif len(texts) == 1:
         parts = [_unicode_normalized(joined)]
     else:
@@ -320,8 +332,9 @@ def _rewrite(words: list[str], trace: list[tuple[str, str, str]] | None) -> list
     return out if out else words
 
 
-def _pass(words: list[str], trace: list[tuple[str, str, str]] | None, phrases: _Table,
-          drop_fillers: bool) -> list[str]:
+def _pass(
+    words: list[str], trace: list[tuple[str, str, str]] | None, phrases: _Table, drop_fillers: bool
+) -> list[str]:
     out: list[str] = []
     n = len(words)
     i = 0
@@ -404,9 +417,12 @@ def _rule_tables() -> tuple[Any, Any]:
         from .kernels import hash_words, pair_hashes
 
         heads = sorted(_HEAD_PAIRS)
-        _rules = (np.unique(hash_words(sorted(_SPECIAL | _SPELLING.keys()))),
-                  np.unique(pair_hashes(hash_words([a for a, _ in heads]),
-                                        hash_words([b for _, b in heads]))))
+        _rules = (
+            np.unique(hash_words(sorted(_SPECIAL | _SPELLING.keys()))),
+            np.unique(
+                pair_hashes(hash_words([a for a, _ in heads]), hash_words([b for _, b in heads]))
+            ),
+        )
     return _rules
 
 
@@ -429,8 +445,10 @@ def canonical_texts(texts: Sequence[str]) -> list[str]:
     flags = np.empty(len(parts), dtype=np.bool_)
     words, pairs = _rule_tables()
     rule_flags(np.frombuffer(data or b"\0", dtype=np.uint8), len(data), words, pairs, flags)
-    return [" ".join(_rewrite(p.split(), None)) if f else p
-            for p, f in zip(parts, flags.tolist(), strict=True)]
+    return [
+        " ".join(_rewrite(p.split(), None)) if f else p
+        for p, f in zip(parts, flags.tolist(), strict=True)
+    ]
 
 
 def canonical_batch(texts: Sequence[str]) -> list[list[str]]:

@@ -55,8 +55,9 @@ def load_object(spec: str) -> Any:
     try:
         obj: Any = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise ConfigError(f"cannot import {mod_name!r} (from {spec!r}): {exc}",
-                          field="handler") from exc
+        raise ConfigError(
+            f"cannot import {mod_name!r} (from {spec!r}): {exc}", field="handler"
+        ) from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -79,13 +80,18 @@ def resolve_handler(obj: Any) -> Callable[..., Any]:
         try:
             obj = obj()
         except TypeError as exc:
-            raise ConfigError(f"handler class {obj.__name__} must be constructible without "
-                              f"arguments: {exc}", field="handler") from exc
+            raise ConfigError(
+                f"handler class {obj.__name__} must be constructible without arguments: {exc}",
+                field="handler",
+            ) from exc
     elif callable(obj) and _is_factory(obj):
         obj = obj()
     if not callable(obj):
-        raise ConfigError(f"the handler must be callable (list[request] -> list[result]), got "
-                          f"{type(obj).__name__}", field="handler")
+        raise ConfigError(
+            f"the handler must be callable (list[request] -> list[result]), got "
+            f"{type(obj).__name__}",
+            field="handler",
+        )
     return obj
 
 
@@ -131,45 +137,73 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stratabatch-engine",
         description="Run a stratabatch engine: one batching and dedup core that client "
-                    "processes share through stratabatch.connect(NAME).",
+        "processes share through stratabatch.connect(NAME).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--handler", metavar="MODULE:ATTR",
-                   help="batch handler, or a class / zero-argument factory returning one "
-                        "(required, except with --compile-only)")
-    p.add_argument("--compile-only", action="store_true",
-                   help="compile the numba kernels the options reach into numba's on-disk "
-                        "cache and exit (0: cached; 1: failed, or numba cannot cache here); "
-                        "for a container image's build step (docs/coldstart.md)")
-    p.add_argument("--name", default="default",
-                   help="engine name clients connect to (default: default; 1-48 characters "
-                        "of [A-Za-z0-9_.-])")
-    p.add_argument("--config", metavar="FILE.toml",
-                   help="TOML file of options (snake_case or kebab-case keys); flags win")
-    p.add_argument("--max-clients", type=int, default=DEFAULT_MAX_CLIENTS,
-                   help=f"client processes connected at once (default: {DEFAULT_MAX_CLIENTS}; "
-                        "range [1, 4096])")
-    p.add_argument("--spin-us", type=float, default=None,
-                   help="microseconds the engine keeps looking at its rings after activity "
-                        "before it sleeps (default: 50; range [0, 100000])")
-    p.add_argument("--log-level", default="INFO",
-                   choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   help="lifecycle log level on stderr (default: INFO)")
+    p.add_argument(
+        "--handler",
+        metavar="MODULE:ATTR",
+        help="batch handler, or a class / zero-argument factory returning one "
+        "(required, except with --compile-only)",
+    )
+    p.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="compile the numba kernels the options reach into numba's on-disk "
+        "cache and exit (0: cached; 1: failed, or numba cannot cache here); "
+        "for a container image's build step (docs/coldstart.md)",
+    )
+    p.add_argument(
+        "--name",
+        default="default",
+        help="engine name clients connect to (default: default; 1-48 characters of [A-Za-z0-9_.-])",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="TOML file of options (snake_case or kebab-case keys); flags win",
+    )
+    p.add_argument(
+        "--max-clients",
+        type=int,
+        default=DEFAULT_MAX_CLIENTS,
+        help=f"client processes connected at once (default: {DEFAULT_MAX_CLIENTS}; "
+        "range [1, 4096])",
+    )
+    p.add_argument(
+        "--spin-us",
+        type=float,
+        default=None,
+        help="microseconds the engine keeps looking at its rings after activity "
+        "before it sleeps (default: 50; range [0, 100000])",
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="lifecycle log level on stderr (default: INFO)",
+    )
     g = p.add_argument_group("batching options (as BatchProcessor's keyword arguments)")
     defaults = {f.name: f.default for f in dataclasses.fields(BatchConfig)}
     for name in BatchConfig.option_names():
         default = defaults[name]
         flag = "--" + name.replace("_", "-")
-        shown = "None" if default is None else (",".join(default) or "()") if \
-            isinstance(default, tuple) else default
+        shown = (
+            "None"
+            if default is None
+            else (",".join(default) or "()")
+            if isinstance(default, tuple)
+            else default
+        )
         help_text = f"default: {shown}; allowed: {BatchConfig.allowed(name)}"
         if name in ("dedup_function", "embedder"):
             help_text += " (as MODULE:ATTR)"
         if name == "dedup_scope":
             help_text += " (comma-separated)"
         if isinstance(default, bool):
-            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                           default=None, help=help_text)
+            g.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
             g.add_argument(flag, dest=name, default=None, metavar="VALUE", help=help_text)
     return p
@@ -186,8 +220,7 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
             with open(args.config, "rb") as f:
                 table = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read --config {args.config}: {exc}",
-                              field="config") from exc
+            raise ConfigError(f"cannot read --config {args.config}: {exc}", field="config") from exc
         for key, value in table.items():
             name = key.replace("-", "_")
             if name not in defaults:
@@ -205,8 +238,11 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         try:
             options[name] = _parse_value(name, raw, default)
         except ValueError:
-            raise ConfigError(f"--{name.replace('_', '-')}: cannot parse {raw!r} "
-                              f"(allowed: {BatchConfig.allowed(name)})", field=name) from None
+            raise ConfigError(
+                f"--{name.replace('_', '-')}: cannot parse {raw!r} "
+                f"(allowed: {BatchConfig.allowed(name)})",
+                field=name,
+            ) from None
     return options
 
 
@@ -225,12 +261,13 @@ def compile_only(config: BatchConfig) -> int:
         log.error("compiling the kernels failed: %s: %s", type(exc).__name__, exc)
         return EXIT_CRASH
     if result.units and result.cache_dir is None:
-        log.error("numba cannot cache the kernels here (no NUMBA_CACHE_DIR, and neither the "
-                  "package's __pycache__ nor the user cache directory is writable): set "
-                  "NUMBA_CACHE_DIR to a writable directory")
+        log.error(
+            "numba cannot cache the kernels here (no NUMBA_CACHE_DIR, and neither the "
+            "package's __pycache__ nor the user cache directory is writable): set "
+            "NUMBA_CACHE_DIR to a writable directory"
+        )
         return EXIT_CRASH
-    log.info("compile-only: %s %s", result.label,
-             "compiled" if result.cold else "already cached")
+    log.info("compile-only: %s %s", result.label, "compiled" if result.cold else "already cached")
     return EXIT_OK
 
 
@@ -240,8 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.handler is None and not args.compile_only:
         parser.error("the following arguments are required: --handler")
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format=f"stratabatch-engine[{os.getpid()}] %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format=f"stratabatch-engine[{os.getpid()}] %(levelname)s %(message)s",
+    )
     try:
         config = BatchConfig(**options_from(args))
         if args.compile_only:

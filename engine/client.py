@@ -83,12 +83,14 @@ class EngineClient:
             ``on_full`` ("drop_lowest" acts as "reject" at the ring: the ring cannot evict).
     """
 
-    def __init__(self, name: str = "default", *, timeout: float = 5.0,
-                 on_full: str | None = None) -> None:
+    def __init__(
+        self, name: str = "default", *, timeout: float = 5.0, on_full: str | None = None
+    ) -> None:
         self.name = check_name(name)
         if on_full is not None and on_full not in _ON_FULL:
-            raise StratabatchError(f"on_full must be one of {', '.join(_ON_FULL)} or None, "
-                                   f"got {on_full!r}")
+            raise StratabatchError(
+                f"on_full must be one of {', '.join(_ON_FULL)} or None, got {on_full!r}"
+            )
         self._timeout = timeout
         self._on_full = on_full
         self._pid = os.getpid()
@@ -103,7 +105,8 @@ class EngineClient:
             raise StratabatchError(
                 f"this stratabatch client was connected in process {self._pid}; process "
                 f"{os.getpid()} was forked from it and cannot share its rings: call "
-                "stratabatch.connect() in the child")
+                "stratabatch.connect() in the child"
+            )
         if self._closed:
             raise StratabatchError("this stratabatch client is closed")
 
@@ -145,7 +148,8 @@ class EngineClient:
                 raise BatchTimeoutError(
                     f"the caller's timeout ({timeout:g} s) ran out while connecting to the "
                     f"engine {self.name!r} ({socket_path(self.name)}): it has not answered "
-                    "the handshake")
+                    "the handshake"
+                )
             conn = task.result()
         conn.bind(loop)
         return conn
@@ -174,9 +178,16 @@ class EngineClient:
 
     _check_call_args = staticmethod(check_call_args)
 
-    async def _send(self, items: Sequence[Any], call: Call, priority: int,
-                    timeout: float | None, deadline_ns: int, invalid_ok: bool,
-                    conn: Connection) -> range:
+    async def _send(
+        self,
+        items: Sequence[Any],
+        call: Call,
+        priority: int,
+        timeout: float | None,
+        deadline_ns: int,
+        invalid_ok: bool,
+        conn: Connection,
+    ) -> range:
         """Encode every request (refusing before anything is sent), then push them."""
         first = conn.next_id
         conn.next_id += len(items)
@@ -214,21 +225,31 @@ class EngineClient:
             raise
         return ids
 
-    async def _push_slow(self, conn: Connection, frame: bytes, timeout: float | None,
-                         deadline_ns: int, unsent: list[tuple[int, int, bytes]]) -> None:
+    async def _push_slow(
+        self,
+        conn: Connection,
+        frame: bytes,
+        timeout: float | None,
+        deadline_ns: int,
+        unsent: list[tuple[int, int, bytes]],
+    ) -> None:
         policy = self._on_full or conn.on_full
         if conn.dead is not None:
-            raise EngineUnavailableError(f"the stratabatch engine {self.name!r} "
-                                         f"({conn.path}) {conn.dead}")
+            raise EngineUnavailableError(
+                f"the stratabatch engine {self.name!r} ({conn.path}) {conn.dead}"
+            )
         if policy != "wait":
             self._unsent(conn, unsent)
-            raise QueueFullError(f"the request ring to engine {self.name!r} is full "
-                                 f"(on_full={policy!r})")
+            raise QueueFullError(
+                f"the request ring to engine {self.name!r} is full (on_full={policy!r})"
+            )
         left = None if timeout is None else max(deadline_ns - time.monotonic_ns(), 0) / 1e9
         if not await conn.requests.push_async(frame, conn.room, left):
             self._unsent(conn, unsent)
-            raise QueueFullError(f"the request ring to engine {self.name!r} was still full "
-                                 "when the caller's timeout ran out")
+            raise QueueFullError(
+                f"the request ring to engine {self.name!r} was still full "
+                "when the caller's timeout ran out"
+            )
 
     @staticmethod
     def _unsent(conn: Connection, unsent: list[tuple[int, int, bytes]]) -> None:
@@ -249,8 +270,14 @@ class EngineClient:
 
     # ------------------------------------------------------------- public surface
 
-    async def process(self, requests: Any, *, priority: int = 0, timeout: float | None = None,
-                      return_exceptions: bool = False) -> Any:
+    async def process(
+        self,
+        requests: Any,
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> Any:
         """Process one request (a mapping) or a list of them in the engine.
 
         Args:
@@ -279,8 +306,10 @@ class EngineClient:
         if single:
             return await self._process_one(requests, priority, timeout)
         if not isinstance(requests, (list, tuple)):
-            raise InvalidRequestError("process() takes a request mapping or a list of them, "
-                                      f"got {type(requests).__name__}")
+            raise InvalidRequestError(
+                "process() takes a request mapping or a list of them, "
+                f"got {type(requests).__name__}"
+            )
         self._check_call_args(priority, timeout)
         if not requests:
             return []
@@ -291,8 +320,9 @@ class EngineClient:
             conn = await self._live(end, timeout)
         fut = loop.create_future()
         call = Call(requests, fut, return_exceptions, None, 0)
-        ids = await self._send(requests, call, priority, timeout, deadline_ns,
-                               return_exceptions, conn)
+        ids = await self._send(
+            requests, call, priority, timeout, deadline_ns, return_exceptions, conn
+        )
         if call.remaining == 0 and not fut.done():
             fut.set_result(call.results)
         timer = None if end is None else loop.call_at(end, conn.expire, call, ids, timeout)
@@ -336,8 +366,9 @@ class EngineClient:
             if timer is not None:
                 timer.cancel()
 
-    async def process_streaming(self, requests: Sequence[Any], *, priority: int = 0,
-                                timeout: float | None = None) -> AsyncGenerator[Any, None]:
+    async def process_streaming(
+        self, requests: Sequence[Any], *, priority: int = 0, timeout: float | None = None
+    ) -> AsyncGenerator[Any, None]:
         """Process a list of requests; yield a ``Completed`` for each as it finishes.
 
         Failed requests are yielded with ``error`` set, those without an answer when
@@ -347,7 +378,8 @@ class EngineClient:
         self._check_process()
         if isinstance(requests, Mapping) or not isinstance(requests, (list, tuple)):
             raise InvalidRequestError(
-                f"process_streaming() takes a list of requests, got {type(requests).__name__}")
+                f"process_streaming() takes a list of requests, got {type(requests).__name__}"
+            )
         self._check_call_args(priority, timeout)
         if not requests:
             return
@@ -424,13 +456,15 @@ class SyncEngineClient:
     :class:`EngineClient`.
     """
 
-    def __init__(self, name: str = "default", *, timeout: float = 5.0,
-                 on_full: str | None = None) -> None:
+    def __init__(
+        self, name: str = "default", *, timeout: float = 5.0, on_full: str | None = None
+    ) -> None:
         self.name = check_name(name)
         self._pid = os.getpid()
         self._loop = _new_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name=f"stratabatch-client-{name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"stratabatch-client-{name}", daemon=True
+        )
         self._thread.start()
         try:
             self._client: EngineClient = self._run(self._make(name, timeout, on_full))
@@ -449,21 +483,32 @@ class SyncEngineClient:
             raise StratabatchError(
                 f"this stratabatch client was connected in process {self._pid}; process "
                 f"{os.getpid()} was forked from it and cannot share its rings: call "
-                "stratabatch.connect() in the child")
+                "stratabatch.connect() in the child"
+            )
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return fut.result()
         except concurrent.futures.CancelledError:
             raise StratabatchError("the call was cancelled (the client closed)") from None
 
-    def process(self, requests: Any, *, priority: int = 0, timeout: float | None = None,
-                return_exceptions: bool = False) -> Any:
+    def process(
+        self,
+        requests: Any,
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> Any:
         """Blocking :meth:`EngineClient.process`."""
-        return self._run(self._client.process(requests, priority=priority, timeout=timeout,
-                                              return_exceptions=return_exceptions))
+        return self._run(
+            self._client.process(
+                requests, priority=priority, timeout=timeout, return_exceptions=return_exceptions
+            )
+        )
 
-    def process_streaming(self, requests: Sequence[Any], *, priority: int = 0,
-                          timeout: float | None = None) -> Iterator[Any]:
+    def process_streaming(
+        self, requests: Sequence[Any], *, priority: int = 0, timeout: float | None = None
+    ) -> Iterator[Any]:
         """Blocking :meth:`EngineClient.process_streaming`: yields ``Completed`` records."""
         agen = self._client.process_streaming(requests, priority=priority, timeout=timeout)
         try:
@@ -478,6 +523,7 @@ class SyncEngineClient:
 
     def get_stats(self) -> Any:
         """The engine's statistics, as a ``Stats``."""
+
         async def stats() -> Any:
             return self._client.get_stats()
 
@@ -545,8 +591,9 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def connect(name: str = "default", *, sync: bool = False, timeout: float = 5.0,
-            on_full: str | None = None) -> Any:
+def connect(
+    name: str = "default", *, sync: bool = False, timeout: float = 5.0, on_full: str | None = None
+) -> Any:
     """Connect to the running ``stratabatch-engine`` called ``name``.
 
     Returns this process's client of that engine (the same object on every call until it is
@@ -571,8 +618,9 @@ def connect(name: str = "default", *, sync: bool = False, timeout: float = 5.0,
         client = _clients.get(key)
         if client is not None and not client._closed and client._pid == os.getpid():
             return client
-        client = (SyncEngineClient if sync else EngineClient)(name, timeout=timeout,
-                                                               on_full=on_full)
+        client = (SyncEngineClient if sync else EngineClient)(
+            name, timeout=timeout, on_full=on_full
+        )
         _clients[key] = client
         return client
 

@@ -131,9 +131,11 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "min_size": (_int("min_size", 1, 100_000), "[1, max_size]"),
     "max_wait_ms": (_ms("max_wait_ms"), "(0, 600000] ms"),
     "processing_timeout": (
-        lambda v: None
-        if v is None
-        else _number("processing_timeout", v, 0.0, 86_400.0, lo_open=True, integer=False),
+        lambda v: (
+            None
+            if v is None
+            else _number("processing_timeout", v, 0.0, 86_400.0, lo_open=True, integer=False)
+        ),
         "(0, 86400] s, or None for no limit",
     ),
     "enable_dedup": (lambda v: _flag("enable_dedup", v), "True | False"),

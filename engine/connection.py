@@ -46,11 +46,24 @@ if TYPE_CHECKING:
 class Call:
     """One ``process``/``process_streaming`` call: where its requests' outcomes go."""
 
-    __slots__ = ("fut", "results", "remaining", "return_exceptions", "stream", "first_id",
-                 "requests")
+    __slots__ = (
+        "fut",
+        "results",
+        "remaining",
+        "return_exceptions",
+        "stream",
+        "first_id",
+        "requests",
+    )
 
-    def __init__(self, requests: Sequence[Any], fut: asyncio.Future | None,
-                 return_exceptions: bool, stream: asyncio.Queue | None, first_id: int) -> None:
+    def __init__(
+        self,
+        requests: Sequence[Any],
+        fut: asyncio.Future | None,
+        return_exceptions: bool,
+        stream: asyncio.Queue | None,
+        first_id: int,
+    ) -> None:
         self.requests = requests
         self.fut = fut
         self.results: list[Any] = [None] * len(requests)
@@ -59,8 +72,9 @@ class Call:
         self.stream = stream
         self.first_id = first_id
 
-    def deliver(self, index: int, value: Any, error: BaseException | None,
-                meta: dict[str, Any] | None) -> None:
+    def deliver(
+        self, index: int, value: Any, error: BaseException | None, meta: dict[str, Any] | None
+    ) -> None:
         if self.stream is not None:
             from .processor import Completed
 
@@ -71,8 +85,9 @@ class Call:
                 merged = pos if 0 <= pos < len(self.requests) else -1
                 s = meta.get("similarity")
                 similarity = float(s) if isinstance(s, (int, float)) else 1.0
-            self.stream.put_nowait(Completed(index, self.requests[index], value, merged,
-                                             similarity, error))
+            self.stream.put_nowait(
+                Completed(index, self.requests[index], value, merged, similarity, error)
+            )
             return
         fut = self.fut
         if fut is None or fut.done():
@@ -94,8 +109,9 @@ class One:
     def __init__(self, fut: asyncio.Future) -> None:
         self.fut = fut
 
-    def deliver(self, index: int, value: Any, error: BaseException | None,
-                meta: dict[str, Any] | None) -> None:
+    def deliver(
+        self, index: int, value: Any, error: BaseException | None, meta: dict[str, Any] | None
+    ) -> None:
         fut = self.fut
         if not fut.done():
             if error is not None:
@@ -202,18 +218,26 @@ class Connection:
     def _hello(self) -> bytes:
         from stratabatch.ipc.frames import FRAME_VERSION
 
-        return pack_message({"op": "hello", "protocol": PROTOCOL_VERSION,
-                             "frame_version": FRAME_VERSION, "pid": os.getpid()})
+        return pack_message(
+            {
+                "op": "hello",
+                "protocol": PROTOCOL_VERSION,
+                "frame_version": FRAME_VERSION,
+                "pid": os.getpid(),
+            }
+        )
 
     def _nobody_listens(self) -> EngineUnavailableError:
         return EngineUnavailableError(
             f"no stratabatch engine named {self.name!r} is running: nothing listens at "
             f"{self.path} (start one with `stratabatch-engine --handler MODULE:ATTR "
-            f"--name {self.name}`)")
+            f"--name {self.name}`)"
+        )
 
     def _no_answer(self, timeout: float) -> EngineUnavailableError:
         return EngineUnavailableError(
-            f"the engine {self.name!r} at {self.path} did not answer within {timeout:g} s")
+            f"the engine {self.name!r} at {self.path} did not answer within {timeout:g} s"
+        )
 
     def _connect_blocking(self, timeout: float) -> None:
         sock = self.sock
@@ -226,7 +250,8 @@ class Connection:
             raise self._no_answer(timeout) from None
         except OSError as exc:
             raise EngineUnavailableError(
-                f"cannot connect to the engine {self.name!r} at {self.path}: {exc}") from None
+                f"cannot connect to the engine {self.name!r} at {self.path}: {exc}"
+            ) from None
         sock.sendall(self._hello())
 
     async def _handshake_async(self, timeout: float) -> None:
@@ -253,7 +278,7 @@ class Connection:
         view = memoryview(self._hello())
         while view:
             try:
-                view = view[sock.send(view):]
+                view = view[sock.send(view) :]
             except (BlockingIOError, InterruptedError):
                 await self._until_ready(loop, end, timeout, write=True)
             except OSError as exc:
@@ -275,8 +300,9 @@ class Connection:
                 self._attach(welcome)
                 return
 
-    async def _until_ready(self, loop: asyncio.AbstractEventLoop, end: float, timeout: float,
-                           write: bool = False) -> None:
+    async def _until_ready(
+        self, loop: asyncio.AbstractEventLoop, end: float, timeout: float, write: bool = False
+    ) -> None:
         """Wait until the socket is readable (writable), at most until ``end``."""
         fd = self.sock.fileno()
         fut = loop.create_future()
@@ -328,22 +354,25 @@ class Connection:
         if not data:
             raise EngineUnavailableError(
                 f"the engine {self.name!r} at {self.path} closed the connection during "
-                "the handshake")
+                "the handshake"
+            )
         try:
             msgs = self.rbuf.feed(data)
         except ValueError as exc:
-            raise EngineUnavailableError(f"the engine at {self.path} is not speaking the "
-                                         f"stratabatch protocol: {exc}") from None
+            raise EngineUnavailableError(
+                f"the engine at {self.path} is not speaking the stratabatch protocol: {exc}"
+            ) from None
         if not msgs:
             return None
         msg = msgs[0]
         if msg.get("op") == "refused":
             raise EngineUnavailableError(
-                f"the engine {self.name!r} at {self.path} refused this client: "
-                f"{msg.get('reason')}")
+                f"the engine {self.name!r} at {self.path} refused this client: {msg.get('reason')}"
+            )
         if msg.get("op") != "welcome":
             raise EngineUnavailableError(
-                f"the engine at {self.path} answered {msg.get('op')!r}, not welcome")
+                f"the engine at {self.path} answered {msg.get('op')!r}, not welcome"
+            )
         return msg
 
     def _attach(self, welcome: dict[str, Any]) -> None:
@@ -358,7 +387,8 @@ class Connection:
         self.welcome = welcome
         if len(self.fds) != 2:
             raise EngineUnavailableError(
-                f"the engine {name!r} at {self.path} sent {len(self.fds)} doorbells, not 2")
+                f"the engine {name!r} at {self.path} sent {len(self.fds)} doorbells, not 2"
+            )
         self.engine_bell = Doorbell.attach(self.fds[0])
         self.bell = Doorbell.attach(self.fds[1])
         self.fds = []
@@ -368,10 +398,12 @@ class Connection:
         self.seg = Segment.attach(welcome["rings"], magic=RINGS_MAGIC, version=RINGS_VERSION)
         buf = self.seg.buf
         n = Ring.nbytes(cap)
-        self.requests = Ring.attach(buf[:n], capacity=cap, max_frame=max_frame,
-                                    wake_consumer=self.engine_bell)
-        self.responses = Ring.attach(buf[n : 2 * n], capacity=cap, max_frame=max_frame,
-                                     wake_producer=self.engine_bell)
+        self.requests = Ring.attach(
+            buf[:n], capacity=cap, max_frame=max_frame, wake_consumer=self.engine_bell
+        )
+        self.responses = Ring.attach(
+            buf[n : 2 * n], capacity=cap, max_frame=max_frame, wake_producer=self.engine_bell
+        )
         if welcome.get("arena"):
             self.arena_seg = Segment.attach(welcome["arena"], magic=ARENA_MAGIC, version=1)
             self.arena = Arena.attach(self.arena_seg.buf, owner=self.slot)
@@ -400,7 +432,8 @@ class Connection:
             if self.pending:
                 raise StratabatchError(
                     "this client has calls waiting on another event loop; use one client per "
-                    "event loop (stratabatch.connect() in each)")
+                    "event loop (stratabatch.connect() in each)"
+                )
             self._unwatch()
         self.loop = loop
         loop.add_reader(self.bell.fileno(), self._on_bell)
@@ -413,8 +446,11 @@ class Connection:
         loop = self.loop
         if loop is None or loop.is_closed():
             return
-        for fd in (self.bell.fileno() if self.bell is not None else -1,
-                   self.sock.fileno(), self.pidfd):
+        for fd in (
+            self.bell.fileno() if self.bell is not None else -1,
+            self.sock.fileno(),
+            self.pidfd,
+        ):
             if fd >= 0:
                 with contextlib.suppress(Exception):
                     loop.remove_reader(fd)
@@ -450,8 +486,12 @@ class Connection:
                     rid = peek_frame_id(data)
                     entry = pending.pop(rid, None) if rid is not None else None
                     if entry is not None:
-                        entry[0].deliver(entry[1], None, StratabatchError(
-                            f"the engine's response could not be decoded: {exc}"), None)
+                        entry[0].deliver(
+                            entry[1],
+                            None,
+                            StratabatchError(f"the engine's response could not be decoded: {exc}"),
+                            None,
+                        )
                     continue
                 if rows:
                     row = rows.pop(r.id, None)
@@ -558,7 +598,8 @@ class Connection:
             error = StratabatchError(
                 f"this stratabatch client was connected in process {self.pid}; process "
                 f"{os.getpid()} was forked from it and cannot share its rings: call "
-                "stratabatch.connect() in the child")
+                "stratabatch.connect() in the child"
+            )
             for call, index in pending.values():
                 call.deliver(index, None, error, None)
             self.room.wake(error)
@@ -570,8 +611,9 @@ class Connection:
 
     # ------------------------------------------------------------- requests
 
-    def encode(self, request: Any, index: int, rid: int, priority: int,
-               deadline_ns: int) -> tuple[bytes, int]:
+    def encode(
+        self, request: Any, index: int, rid: int, priority: int, deadline_ns: int
+    ) -> tuple[bytes, int]:
         """Validate and encode one request; returns the frame and the arena row it uses.
 
         The request is checked by the same rules as in embedded mode
@@ -595,8 +637,9 @@ class Connection:
         blob = check_payload(payload, index, self.max_request_bytes)
         return self._frame(rid, priority, deadline_ns, row, blob, index), row
 
-    def _frame(self, rid: int, priority: int, deadline_ns: int, row: int, blob: bytes,
-               index: int) -> bytes:
+    def _frame(
+        self, rid: int, priority: int, deadline_ns: int, row: int, blob: bytes, index: int
+    ) -> bytes:
         # a request frame is the msgpack array [id, priority, deadline_ns, arena_row, payload]
         pack = self.pack
         frame = b"\x95" + pack(rid) + pack(priority) + pack(deadline_ns) + pack(row) + blob
@@ -604,7 +647,8 @@ class Connection:
             self._free_row(self.rows_in_use.pop(rid, -1))
             raise RequestTooLargeError(
                 f"request {index}: its frame is {len(frame)} bytes, over the engine's frame "
-                f"limit of {self.encoder.limits.max_frame_bytes} bytes")
+                f"limit of {self.encoder.limits.max_frame_bytes} bytes"
+            )
         return frame
 
     def _free_row(self, row: int) -> None:
@@ -627,9 +671,15 @@ class Connection:
             entry = pending.get(rid)
             if entry is not None and entry[0] is owner:
                 del pending[rid]
-                owner.deliver(entry[1], None, BatchTimeoutError(
-                    f"the caller's timeout ({timeout or 0:g} s) ran out before the engine "
-                    f"{self.name!r} answered"), None)
+                owner.deliver(
+                    entry[1],
+                    None,
+                    BatchTimeoutError(
+                        f"the caller's timeout ({timeout or 0:g} s) ran out before the engine "
+                        f"{self.name!r} answered"
+                    ),
+                    None,
+                )
 
     def forget(self, call: Call, ids: range) -> None:
         """The caller left: drop its pending entries (late answers are ignored)."""
@@ -655,23 +705,27 @@ class Connection:
                 if left <= 0 or not poller.poll(left * 1000):
                     raise EngineUnavailableError(
                         f"the engine {self.name!r} did not answer a stats request within "
-                        f"{timeout:g} s")
+                        f"{timeout:g} s"
+                    )
                 data = sock.recv(1 << 20)
                 if not data:
                     self.die("closed the connection (it stopped or died)")
-                    raise EngineUnavailableError(f"the stratabatch engine {self.name!r} "
-                                                 f"({self.path}) {self.dead}")
+                    raise EngineUnavailableError(
+                        f"the stratabatch engine {self.name!r} ({self.path}) {self.dead}"
+                    )
                 for msg in self.rbuf.feed(data):
                     if msg.get("op") == "bye":
                         self.die(f"shut down ({msg.get('reason')})")
-                        raise EngineUnavailableError(f"the stratabatch engine {self.name!r} "
-                                                     f"({self.path}) {self.dead}")
+                        raise EngineUnavailableError(
+                            f"the stratabatch engine {self.name!r} ({self.path}) {self.dead}"
+                        )
                     if msg.get("op") == "stats" and msg.get("seq") == seq:
                         return msg["stats"]
         except (OSError, ValueError) as exc:
             self.die(f"dropped the connection ({exc})")
-            raise EngineUnavailableError(f"the stratabatch engine {self.name!r} ({self.path}) "
-                                         f"{self.dead}") from None
+            raise EngineUnavailableError(
+                f"the stratabatch engine {self.name!r} ({self.path}) {self.dead}"
+            ) from None
         finally:
             if self.dead is None:
                 with contextlib.suppress(OSError):
@@ -703,8 +757,10 @@ def check_vector(vec: Any, dim: int, index: int) -> Any:
         raise InvalidRequestError(f"request {index}: bad 'embedding' field: {exc}") from None
     problem = None
     if arr.dtype.kind not in "fiu" or arr.ndim != 1:
-        problem = f"must be a flat list or 1-D array of real numbers, got {arr.dtype} " \
-                  f"of shape {arr.shape}"
+        problem = (
+            f"must be a flat list or 1-D array of real numbers, got {arr.dtype} "
+            f"of shape {arr.shape}"
+        )
     elif arr.shape[0] == 0:
         problem = "is empty"
     elif dim and arr.shape[0] != dim:

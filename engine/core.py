@@ -132,8 +132,15 @@ class Core:
             self._dedup.reset_embedder()
         if name in ("enable_dedup", "dedup_strategy", "embedder", "dedup_function"):
             self._ensure_warm()
-        if name in (None, "adaptive", "target_latency_ms", "min_window_ms", "max_window_ms",
-                    "max_size", "max_inflight_batches"):
+        if name in (
+            None,
+            "adaptive",
+            "target_latency_ms",
+            "min_window_ms",
+            "max_window_ms",
+            "max_size",
+            "max_inflight_batches",
+        ):
             if c.adaptive:
                 from .adaptive import AdaptiveWindow
 
@@ -176,8 +183,12 @@ class Core:
 
     def _warm_needs(self) -> tuple[bool, bool]:
         c = self.config
-        embeds = c.enable_dedup and c.dedup_function is None and c.embedder is None and \
-            c.dedup_strategy in ("embedding", "hybrid")
+        embeds = (
+            c.enable_dedup
+            and c.dedup_function is None
+            and c.embedder is None
+            and c.dedup_strategy in ("embedding", "hybrid")
+        )
         return (c.enable_dedup, embeds)
 
     def _ensure_warm(self) -> None:
@@ -196,8 +207,9 @@ class Core:
         if self._warm is not None and not self._warm.done():
             return  # a warm-up runs; _warmed() checks again
         self._warm = loop.create_future()
-        threading.Thread(target=self._warm_up, args=(need,), name="stratabatch-warmup",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._warm_up, args=(need,), name="stratabatch-warmup", daemon=True
+        ).start()
 
     def _warm_up(self, need: tuple[bool, bool]) -> None:
         """Load (or compile) the numba kernels off the event loop."""
@@ -301,10 +313,14 @@ class Core:
             victim = self._lowest_waiting()
             if victim is not None and victim.priority < priority:
                 self._leave(victim)
-                self._finish(victim, None, QueueFullError(
-                    f"evicted: the queue is full (max_queue={c.max_queue}) and a request of "
-                    f"priority {priority} arrived; this one had priority {victim.priority}"
-                ))
+                self._finish(
+                    victim,
+                    None,
+                    QueueFullError(
+                        f"evicted: the queue is full (max_queue={c.max_queue}) and a request of "
+                        f"priority {priority} arrived; this one had priority {victim.priority}"
+                    ),
+                )
                 return True
             self.stats.rejected += 1
             raise QueueFullError(
@@ -420,8 +436,7 @@ class Core:
         if not sched.is_open:
             sched.open(now, self._window_s(now))
             self._arm_timer(now, force=True)
-        elif len(self._raw) + len(self._pending) >= sched.max_size or \
-                now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
+        elif len(self._raw) + len(self._pending) >= sched.max_size or now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
             self._schedule_pump()
 
     def _window_s(self, now: float) -> float:
@@ -431,7 +446,8 @@ class Core:
             if self._pending:
                 waited = (now - next(iter(self._pending.values())).first_arrival) * 1000.0
             self._window_now_ms = self._adaptive.window_ms(
-                now, queued=max(queued, 1), waited_ms=max(waited, 0.0))
+                now, queued=max(queued, 1), waited_ms=max(waited, 0.0)
+            )
         return self._window_now_ms / 1000.0
 
     # ------------------------------------------------------------- leaving
@@ -455,11 +471,18 @@ class Core:
         if req.state == DONE:
             return
         self._leave(req)
-        self._finish(req, None, BatchTimeoutError(
-            "the caller's timeout ran out before a result was ready"
-            + (" (request was still queued)" if req.group is None or req.group.batch is None
-               else " (handler still running)")
-        ))
+        self._finish(
+            req,
+            None,
+            BatchTimeoutError(
+                "the caller's timeout ran out before a result was ready"
+                + (
+                    " (request was still queued)"
+                    if req.group is None or req.group.batch is None
+                    else " (handler still running)"
+                )
+            ),
+        )
         self._after_change()
 
     def _leave(self, req: Request) -> None:
@@ -602,8 +625,9 @@ class Core:
                 break
             if held and not self._closing and now - oldest < sched.max_wait_s:
                 break  # the next slice runs first (scheduled); then the batch is taken
-            chosen = select(self._pending.values(), c.max_size, now, sched.max_wait_s,
-                            c.enable_priorities)
+            chosen = select(
+                self._pending.values(), c.max_size, now, sched.max_wait_s, c.enable_priorities
+            )
             self._dispatch(chosen, now)  # type: ignore[arg-type]
             took = True
         if not self._pending or len(self._batches) >= c.max_inflight_batches:
@@ -640,8 +664,10 @@ class Core:
             self._raw = []
             for r in raw:
                 if r.state == RAW:
-                    self.reject(r, StratabatchError(
-                        f"dedup kernels failed to load: {type(e).__name__}: {e}"))
+                    self.reject(
+                        r,
+                        StratabatchError(f"dedup kernels failed to load: {type(e).__name__}: {e}"),
+                    )
             return False
         rest = self._dedup.take_rest()
         if rest is not None:
@@ -733,8 +759,13 @@ class Core:
         self._schedule_pump()
 
     def _check_idle(self) -> None:
-        if self._idle is not None and not self._raw and not self._pending and \
-                not self._batches and not self._preparing:
+        if (
+            self._idle is not None
+            and not self._raw
+            and not self._pending
+            and not self._batches
+            and not self._preparing
+        ):
             self._idle.set()
 
     # ------------------------------------------------------------- dispatch
@@ -754,8 +785,10 @@ class Core:
                     continue
                 m.state = INFLIGHT
                 if live:
-                    st.record_merge(1.0 if m.similarity is None else m.similarity,
-                                    m.exact or m.similarity is None)
+                    st.record_merge(
+                        1.0 if m.similarity is None else m.similarity,
+                        m.exact or m.similarity is None,
+                    )
                 live.append(m)
             if not live:
                 self._dedup.drop_row(g)
@@ -841,10 +874,12 @@ class Core:
                 if raised is not None:
                     if isinstance(raised, asyncio.CancelledError):
                         error = HandlerError.from_exception(
-                            raised, f"the handler was cancelled on a batch of {n}")
+                            raised, f"the handler was cancelled on a batch of {n}"
+                        )
                     else:
                         error = HandlerError.from_exception(
-                            raised, f"the handler raised on a batch of {n}")
+                            raised, f"the handler raised on a batch of {n}"
+                        )
             else:
                 # a handler that ignores cancellation is left to finish on its own: its slot
                 # is freed now, and its late result goes nowhere
@@ -892,8 +927,9 @@ class Core:
         self._abandoned.add(call)
         call.add_done_callback(self._abandoned.discard)
 
-    def _retire(self, batch: Batch, results: Any, error: BaseException | None,
-                cancelled: bool, now: float) -> None:
+    def _retire(
+        self, batch: Batch, results: Any, error: BaseException | None, cancelled: bool, now: float
+    ) -> None:
         """Answer whoever is left in ``batch`` and forget it."""
         self._batches.discard(batch)
         answered = False
@@ -902,8 +938,12 @@ class Core:
             answered = True
         except Exception as e:  # a bug of ours must not strand anyone: answer who is left
             for g in batch.groups:
-                self._fail_group(g, StratabatchError(
-                    f"internal error while answering a batch: {type(e).__name__}: {e}"))
+                self._fail_group(
+                    g,
+                    StratabatchError(
+                        f"internal error while answering a batch: {type(e).__name__}: {e}"
+                    ),
+                )
         finally:
             for g in batch.groups:  # break the request<->group<->batch cycles: no GC work
                 self._dedup.drop_row(g)
@@ -924,8 +964,9 @@ class Core:
             assert self._loop is not None
             self._retire(batch, None, None, True, self._loop.time())
 
-    def _fan_out(self, batch: Batch, results: Any, error: BaseException | None,
-                 cancelled: bool, now: float) -> None:
+    def _fan_out(
+        self, batch: Batch, results: Any, error: BaseException | None, cancelled: bool, now: float
+    ) -> None:
         """Give each member of each group its outcome."""
         for i, g in enumerate(batch.groups):
             self._dedup.drop_keys(g)
@@ -937,8 +978,12 @@ class Core:
                 continue
             value = results[i]
             if isinstance(value, BaseException):
-                self._fail_group(g, HandlerError.from_exception(
-                    value, "the handler returned an error for this request"))
+                self._fail_group(
+                    g,
+                    HandlerError.from_exception(
+                        value, "the handler returned an error for this request"
+                    ),
+                )
             else:
                 for m in g.member_list():
                     if m.state == INFLIGHT:
@@ -951,8 +996,9 @@ class Core:
 
     # ------------------------------------------------------------- outcomes
 
-    def _finish(self, req: Request, value: Any, error: BaseException | None,
-                now: float | None = None) -> None:
+    def _finish(
+        self, req: Request, value: Any, error: BaseException | None, now: float | None = None
+    ) -> None:
         req.state = DONE
         if req.timer is not None:
             req.timer.cancel()
@@ -976,10 +1022,12 @@ class Core:
         except Exception as e:  # the hook's bug stays with this request
             loop = self._loop
             assert loop is not None
-            loop.call_exception_handler({
-                "message": "stratabatch: on_complete raised (it must not)",
-                "exception": e,
-            })
+            loop.call_exception_handler(
+                {
+                    "message": "stratabatch: on_complete raised (it must not)",
+                    "exception": e,
+                }
+            )
 
     # ------------------------------------------------------------- stats, close
 
@@ -990,8 +1038,12 @@ class Core:
         a = getattr(self._adaptive, "a_ms", 0.0) if self._adaptive is not None else 0.0
         b = getattr(self._adaptive, "b_ms", 0.0) if self._adaptive is not None else 0.0
         return self.stats.snapshot(
-            now=now, queue_depth=self._waiting, window_ms=self._window_now_ms,
-            cost_per_request=self.config.cost_per_request_usd, adaptive_a_ms=a, adaptive_b_ms=b,
+            now=now,
+            queue_depth=self._waiting,
+            window_ms=self._window_now_ms,
+            cost_per_request=self.config.cost_per_request_usd,
+            adaptive_a_ms=a,
+            adaptive_b_ms=b,
         )
 
     async def close(self) -> None:

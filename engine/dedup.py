@@ -185,7 +185,8 @@ class LeaderIndex:
 
         if method not in ("auto", "exhaustive", "index", "words"):
             raise ValueError(
-                f"method must be 'auto', 'exhaustive', 'index' or 'words', got {method!r}")
+                f"method must be 'auto', 'exhaustive', 'index' or 'words', got {method!r}"
+            )
         self._np = np
         self.method = method
         self.compact_min_dead = 4096
@@ -244,8 +245,7 @@ class LeaderIndex:
             out.append(pid)
         return out
 
-    def lead(self, row: int, group: Any, pid: int | None = None,
-             keyed: bool | None = None) -> None:
+    def lead(self, row: int, group: Any, pid: int | None = None, keyed: bool | None = None) -> None:
         """Row ``row`` leads ``group``: later requests of its partition compare with it.
         ``pid`` (its partition id) and ``keyed`` (whether it has word keys), when the caller
         knows them, spare reading them back from the arrays."""
@@ -282,9 +282,9 @@ class LeaderIndex:
         counts = self._leaders_in
         return bool(counts) and any(pid in counts for pid in pids)
 
-    def append(self, vectors: Any, keys: list[Any],
-               profiles: list[Any] | None = None
-               ) -> tuple[int, list[int]]:
+    def append(
+        self, vectors: Any, keys: list[Any], profiles: list[Any] | None = None
+    ) -> tuple[int, list[int]]:
         """Write new rows after the existing ones; return the index of the first and the
         partition ids of the new rows. ``profiles``: the rows' key words, given where the
         residue guard decides their merges (see :func:`stratabatch.index.word_rows`: a list
@@ -335,8 +335,9 @@ class LeaderIndex:
                 for new, old in zip(grown, self.pools, strict=True):
                     new[:used] = old[:used]
                 self.pools = grown
-            self._pool_used = word_rows(profiles, self.pools, used,
-                                        (self.woff, self.wlen, self.wtot), self.wkeys, start)
+            self._pool_used = word_rows(
+                profiles, self.pools, used, (self.woff, self.wlen, self.wtot), self.wkeys, start
+            )
             self._pass_keyed = True
         pids = self.part_ids(keys)
         self.part[start:need] = pids
@@ -378,8 +379,9 @@ class LeaderIndex:
             if not isinstance(self.table, ix.WordTable):
                 self._use_table(ix.WordTable(), start)
         elif use == "sketch":
-            if not isinstance(self.table, ix.SketchTable) or \
-                    self.table.threshold != float(threshold):
+            if not isinstance(self.table, ix.SketchTable) or self.table.threshold != float(
+                threshold
+            ):
                 self._start_table(threshold, start)
         else:
             self.table = None
@@ -387,23 +389,33 @@ class LeaderIndex:
         X = self.mat[:n]
         wd = self.word_data()
         if use == "words":
-            return self.table.candidates(X, self.part[:n], self.words, self.wkeys, start,
-                                         self.stamp, threshold,
-                                         ix.WORD_MAX_CANDIDATES if max_cand is None else k, wd)
+            return self.table.candidates(
+                X,
+                self.part[:n],
+                self.words,
+                self.wkeys,
+                start,
+                self.stamp,
+                threshold,
+                ix.WORD_MAX_CANDIDATES if max_cand is None else k,
+                wd,
+            )
         if use:
             if self._dirs is None or self._dirs.dim != self.dim:
                 self._dirs = ix.SketchBasis(self.dim)  # type: ignore[arg-type]
             proj = ix.sketch(self.mat[start:n], self._dirs, self.words, start)
-            return self.table.candidates(X, self.part[:n], self.words, proj, start, self.stamp,
-                                         k, wd)
+            return self.table.candidates(
+                X, self.part[:n], self.words, proj, start, self.stamp, k, wd
+            )
         pids = self.part[start:n]
         if self.has_leaders_in(np.unique(pids).tolist()):
             return ix.exhaustive_candidates(X, self.part[:n], threshold, start, k, words=wd)
         # no live leader shares a partition with them: the new rows among themselves
         if wd is not None:
             wd = (*wd[:3], *(a[start:] for a in wd[3:]))
-        off, rows, sims, more = ix.exhaustive_candidates(self.mat[start:n], self.part[start:n],
-                                                         threshold, 0, k, words=wd)
+        off, rows, sims, more = ix.exhaustive_candidates(
+            self.mat[start:n], self.part[start:n], threshold, 0, k, words=wd
+        )
         if wd is not None:  # refused rows were numbered from ``start``
             ref = self.refused[start:n]
             ref[ref >= 0] += start
@@ -412,7 +424,7 @@ class LeaderIndex:
     def file_leaders(self, rows: list[int]) -> None:
         """File leader rows the table does not hold yet (no-op without a table)."""
         if self.table is not None and rows:
-            self.table.file(self._table_keys(), self.part[:len(self.owners)], rows)
+            self.table.file(self._table_keys(), self.part[: len(self.owners)], rows)
 
     def word_data(self) -> Any:
         """The rows' key words for the residue pre-check of the candidate producers (see
@@ -421,8 +433,14 @@ class LeaderIndex:
         if not self._pass_keyed:
             return None
         n = len(self.owners)
-        return (*self.pools, self.woff[:n], self.wlen[:n], self.wtot[:n], self.refused[:n],
-                self.rsim[:n])
+        return (
+            *self.pools,
+            self.woff[:n],
+            self.wlen[:n],
+            self.wtot[:n],
+            self.refused[:n],
+            self.rsim[:n],
+        )
 
     def _table_keys(self) -> Any:
         """The per-row array the table in use files rows from: word keys or sign sketches."""
@@ -435,8 +453,7 @@ class LeaderIndex:
         self.table = table
         self.stamp[:] = 0  # the new table's query tags start again at 1
         live = self._np.flatnonzero(self.part[:start] >= 0)
-        table.rebuild(self._table_keys(), self.part[:start], live,
-                      room=len(self.owners) - start)
+        table.rebuild(self._table_keys(), self.part[:start], live, room=len(self.owners) - start)
 
     def _start_table(self, threshold: float, start: int) -> None:
         from . import index as ix

@@ -310,9 +310,24 @@ class HashingEmbedder:
         shapes = np.empty(cap, dtype=np.int64)
         counts = np.empty(cap, dtype=np.int64)
         common, ignorable, fillers, fill_at, vocab = kernel_tables()
-        kernels.hashed_embed_profiled(data, len(raw), self._stop, self._weights, out, common,
-                                      ignorable, fillers, fill_at, vocab, PRECHECK_MAX_WORDS,
-                                      ranks, shapes, counts, off, lens)
+        kernels.hashed_embed_profiled(
+            data,
+            len(raw),
+            self._stop,
+            self._weights,
+            out,
+            common,
+            ignorable,
+            fillers,
+            fill_at,
+            vocab,
+            PRECHECK_MAX_WORDS,
+            ranks,
+            shapes,
+            counts,
+            off,
+            lens,
+        )
         return out, BatchProfiles(ranks, shapes, counts, off, lens)
 
     def __repr__(self) -> str:

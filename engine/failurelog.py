@@ -43,8 +43,9 @@ class FailureLog:
         interval_s: The least time between two count reports.
     """
 
-    def __init__(self, call_later: Callable[[float, Callable[[], None]], Any],
-                 interval_s: float = 10.0) -> None:
+    def __init__(
+        self, call_later: Callable[[float, Callable[[], None]], Any], interval_s: float = 10.0
+    ) -> None:
         self._call_later = call_later
         self.interval_s = interval_s
         self._shown: dict[str, None] = {}  # kinds whose traceback was logged, oldest first
@@ -64,8 +65,12 @@ class FailureLog:
             else:
                 cause = error.__cause__ if error.__cause__ is not None else error
                 exc_info = cause if cause.__traceback__ is not None else None
-                log.error("%s (the first %s; later ones are counted, not shown)", error, kind,
-                          exc_info=exc_info)
+                log.error(
+                    "%s (the first %s; later ones are counted, not shown)",
+                    error,
+                    kind,
+                    exc_info=exc_info,
+                )
             return
         self._counts[kind] = self._counts.get(kind, 0) + 1
         self._sample[kind] = str(error)
@@ -81,8 +86,12 @@ class FailureLog:
         total = sum(self._counts.values())
         self._counts.clear()
         self._sample.clear()
-        log.warning("handler failed on %d more batch%s: %s", total, "" if total == 1 else "es",
-                    "; ".join(parts))
+        log.warning(
+            "handler failed on %d more batch%s: %s",
+            total,
+            "" if total == 1 else "es",
+            "; ".join(parts),
+        )
 
     def close(self) -> None:
         """Report what is counted now and stop the timer."""

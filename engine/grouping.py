@@ -96,8 +96,13 @@ class Prepared:
 
     __slots__ = ("raw", "keys", "vectors", "error")
 
-    def __init__(self, raw: list[Request], keys: list[Any], vectors: list[Any] | None,
-                 error: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        raw: list[Request],
+        keys: list[Any],
+        vectors: list[Any] | None,
+        error: BaseException | None = None,
+    ) -> None:
         self.raw = raw
         self.keys = keys
         self.vectors = vectors
@@ -123,8 +128,9 @@ class VetoRecord:
 
     __slots__ = ("leader", "request", "similarity", "_veto", "_judge")
 
-    def __init__(self, leader: Request, request: Request, similarity: float, veto: Any,
-                 judge: Any = None) -> None:
+    def __init__(
+        self, leader: Request, request: Request, similarity: float, veto: Any, judge: Any = None
+    ) -> None:
         self.leader = leader
         """The request that leads the group ``request`` would have joined."""
         self.request = request
@@ -146,8 +152,10 @@ class VetoRecord:
         return v
 
     def __repr__(self) -> str:
-        return (f"VetoRecord({self.leader.text!r:.60} / {self.request.text!r:.60}, "
-                f"similarity={self.similarity:.3f}, {self.veto})")
+        return (
+            f"VetoRecord({self.leader.text!r:.60} / {self.request.text!r:.60}, "
+            f"similarity={self.similarity:.3f}, {self.veto})"
+        )
 
 
 class Deduper:
@@ -313,18 +321,24 @@ class Deduper:
         c = self.config
         # a judge of meaning (the user's function, vectors or embedder, a sentence model):
         # the residue guard applies where the texts are mostly the same words only
-        paraphrases = (c.dedup_function is not None or r.vector is not None
-                       or leader.vector is not None
-                       or getattr(self.embedder(), "merges_paraphrases", True) is not False)
+        paraphrases = (
+            c.dedup_function is not None
+            or r.vector is not None
+            or leader.vector is not None
+            or getattr(self.embedder(), "merges_paraphrases", True) is not False
+        )
         guards = c.dedup_guards
         big = self._precheck_min_tokens
         if big is None:
             from .wordkeys import PRECHECK_MAX_WORDS
 
             big = self._precheck_min_tokens = PRECHECK_MAX_WORDS
-        if not paraphrases and "residue" in guards and \
-                max(len(fa.tokens), len(fb.tokens)) > big and \
-                not self._residue_may_pass(fa, fb):
+        if (
+            not paraphrases
+            and "residue" in guards
+            and max(len(fa.tokens), len(fb.tokens)) > big
+            and not self._residue_may_pass(fa, fb)
+        ):
             self._log_refused(r, leader, similarity)
             return _PRECHECK_REFUSED
         v = veto(fa, fb, guards, False, paraphrases=paraphrases)
@@ -365,8 +379,9 @@ class Deduper:
             from .wordkeys import word_profile
 
             canon = r.canon  # (the canonical text the embedder saw; else the guards' words)
-            p = r.wprof = word_profile(self.features_of(r).tokens if canon is None
-                                       else canon.split())
+            p = r.wprof = word_profile(
+                self.features_of(r).tokens if canon is None else canon.split()
+            )
         return p
 
     def word_keyed(self) -> bool:
@@ -374,8 +389,11 @@ class Deduper:
         in full: an embedder that compares wording), so the word index may find candidates
         (:mod:`stratabatch.wordkeys`)."""
         c = self.config
-        return (c.dedup_function is None and "residue" in c.dedup_guards
-                and getattr(self.embedder(), "merges_paraphrases", True) is False)
+        return (
+            c.dedup_function is None
+            and "residue" in c.dedup_guards
+            and getattr(self.embedder(), "merges_paraphrases", True) is False
+        )
 
     def _embeds(self) -> bool:
         c = self.config
@@ -411,8 +429,11 @@ class Deduper:
             for r, n, h in zip(raw, norms, hashes, strict=True):
                 r.norm = n
                 # a plain int key in the common case (text, no scope): cheapest to hash
-                keys.append(h if not scope and r.text is not None else (
-                    scope_of(r.payload, scope) if scope else b"", h, r.text is None))
+                keys.append(
+                    h
+                    if not scope and r.text is not None
+                    else (scope_of(r.payload, scope) if scope else b"", h, r.text is None)
+                )
             vectors: list[Any] | None = None
             if embed_ahead and c.guard_numbers:  # a regex over each text: off the loop too
                 texted = [r for r in raw if r.text is not None]
@@ -450,8 +471,11 @@ class Deduper:
 
         from .wordkeys import PRECHECK_MAX_WORDS
 
-        long = [j for j, r in enumerate(reqs)
-                if r.canon is None or r.canon.count(" ") >= PRECHECK_MAX_WORDS]
+        long = [
+            j
+            for j, r in enumerate(reqs)
+            if r.canon is None or r.canon.count(" ") >= PRECHECK_MAX_WORDS
+        ]
         if not long:
             return
         X = np.asarray(mat, np.float32)
@@ -547,8 +571,12 @@ class Deduper:
                     left.setdefault(id(r), None)
                 continue
             g = lead.group
-            if lead.state == INFLIGHT and g is not None and g.batch is not None and \
-                    g.batch.live > 0:  # its lead coalesced into running work: so do they
+            if (
+                lead.state == INFLIGHT
+                and g is not None
+                and g.batch is not None
+                and g.batch.live > 0
+            ):  # its lead coalesced into running work: so do they
                 sim = 1.0 if lead.similarity is None else lead.similarity
                 for r in rs:
                     if r.state == RAW:
@@ -617,8 +645,9 @@ class Deduper:
     def _custom_stage(self, fresh: list[Request]) -> None:
         c = self.config
         fn = c.dedup_function
-        threshold = c.dedup_threshold if c.dedup_threshold is not None else \
-            _CUSTOM_DEFAULT_THRESHOLD
+        threshold = (
+            c.dedup_threshold if c.dedup_threshold is not None else _CUSTOM_DEFAULT_THRESHOLD
+        )
         leaders = list(self._ops.pending_groups())
         guarded = self.guarded()
         for r in fresh:
@@ -649,8 +678,9 @@ class Deduper:
             else:
                 leaders.append(self._lead(r, part))
 
-    def _embedding_stage(self, fresh: list[Request], ahead: list[Any],
-                         deadline: float | None = None) -> list[tuple[Request, Any]]:
+    def _embedding_stage(
+        self, fresh: list[Request], ahead: list[Any], deadline: float | None = None
+    ) -> list[tuple[Request, Any]]:
         """Cluster ``fresh`` (``ahead``: vectors computed ahead, or None); the requests left
         undecided at ``deadline`` come back with their vectors (see :meth:`_cluster`)."""
         from .embed import validate_vector
@@ -661,8 +691,9 @@ class Deduper:
                 self.leaders.reset()
             self._canon_index = self.config.canonicalize
         index = self.leaders
-        if all(v is None for v in ahead) and \
-                all(r.vector is None and r.text is not None for r in fresh):
+        if all(v is None for v in ahead) and all(
+            r.vector is None and r.text is not None for r in fresh
+        ):
             # the common case (a small pass, texts only): one embedding call for all, its
             # matrix and key words go to the index as they are
             try:
@@ -678,8 +709,9 @@ class Deduper:
                 # word index does not serve
                 self._keep_profiles(fresh, batch)
                 profiles = [self.profile_of(r) for r in fresh] if self.word_keyed() else None
-            return [(fresh[j], vectors[j])
-                    for j in self._cluster(fresh, vectors, profiles, deadline)]
+            return [
+                (fresh[j], vectors[j]) for j in self._cluster(fresh, vectors, profiles, deadline)
+            ]
         cands: list[Request] = []
         cand_vec: list[Any] = []
         need: list[int] = []
@@ -745,8 +777,9 @@ class Deduper:
             return emb.embed_profiled(texts)
         return emb.embed(texts), None
 
-    def _cluster(self, ok: list[Request], vectors: Any, profiles: Any,
-                 deadline: float | None = None) -> list[int]:
+    def _cluster(
+        self, ok: list[Request], vectors: Any, profiles: Any, deadline: float | None = None
+    ) -> list[int]:
         """Put the embedded requests ``ok`` in the leader index and decide each one's group
         (``profiles``: their key words, see :meth:`LeaderIndex.append`). With a ``deadline``
         (:func:`time.perf_counter`), the requests not decided by then are taken out of the
@@ -799,8 +832,17 @@ class Deduper:
 
         if deadline is not None:  # the candidates are paid for: the guards get their slice
             deadline = max(deadline, time.perf_counter() + SLICE_S)
-        leads, sims, late = greedy_pass(index.mat[:n], index.part[:n], threshold, start, found,
-                                        joinable, veto, index.word_data(), deadline)
+        leads, sims, late = greedy_pass(
+            index.mat[:n],
+            index.part[:n],
+            threshold,
+            start,
+            found,
+            joinable,
+            veto,
+            index.word_data(),
+            deadline,
+        )
         ops = self._ops
         keyed = profiles is not None
         refused = index.refused[start:n].tolist() if keyed else None

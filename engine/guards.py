@@ -193,8 +193,7 @@ def is_typo_of(a: str, b: str, max_distance: int = 2) -> bool:
         return False  # two words of the dictionary: another word, not a typo
     if _osa_distance(a, b, limit) > limit:
         return False
-    return not (_is_plural_pair(a, b) or _is_prefix_negation(a, b)
-                or b in _OPPOSITES.get(a, ()))
+    return not (_is_plural_pair(a, b) or _is_prefix_negation(a, b) or b in _OPPOSITES.get(a, ()))
 
 
 # -------------------------------------------------------------------------------------------
@@ -422,8 +421,14 @@ def _typo_partner(word: str, others: list[str], max_distance: int = 2) -> str | 
     return None
 
 
-def veto(a: Features, b: Features, guards: frozenset[str] | set[str] | tuple[str, ...],
-         numbers: bool = True, *, paraphrases: bool = False) -> Veto | None:
+def veto(
+    a: Features,
+    b: Features,
+    guards: frozenset[str] | set[str] | tuple[str, ...],
+    numbers: bool = True,
+    *,
+    paraphrases: bool = False,
+) -> Veto | None:
     """The first guard that refuses merging ``a`` with ``b``, or None if all let it pass.
 
     Args:
@@ -556,8 +561,9 @@ def _entities(a: Features, b: Features, a_only: list[str], b_only: list[str]) ->
                     continue
                 if _typo_partner(w, other_only, 1) is not None:
                     continue
-                partner = next((o for o in other_only if o in ENTITY_WORDS or o in theirs.names),
-                               None)
+                partner = next(
+                    (o for o in other_only if o in ENTITY_WORDS or o in theirs.names), None
+                )
                 return Veto("entities", (w, partner) if partner else (w,))
     return None
 
@@ -597,12 +603,12 @@ def _typo_candidates(w: str, others: list[str], fa: Features, fb: Features) -> l
     if w in vocab:
         return [p for p in others if p not in exact_b] if exact_b else others
     w_id = _id_like(w, fa)
-    return [p for p in others
-            if p not in exact_b and (p in vocab or not (w_id or _id_like(p, fb)))]
+    return [p for p in others if p not in exact_b and (p in vocab or not (w_id or _id_like(p, fb)))]
 
 
-def _residue(a_only: list[str], b_only: list[str], fa: Features | None = None,
-             fb: Features | None = None) -> Veto | None:
+def _residue(
+    a_only: list[str], b_only: list[str], fa: Features | None = None, fb: Features | None = None
+) -> Veto | None:
     """Refuses unless each word one side lacks is ignorable or a typo of a distinct word of
     the other side. Two words outside the dictionary one edit apart are a typo only if
     neither is written as an identifier (:func:`_idents`, or no vowel: "xkqprt"): nothing
@@ -653,9 +659,16 @@ class Explanation:
     """The canonical rewrites of each text (:func:`stratabatch.canon.explain_canonical`)."""
 
 
-def explain(text_a: str, text_b: str, *, embedder: Any = None, threshold: float | None = None,
-            guards: tuple[str, ...] | None = None, guard_numbers: bool = True,
-            canonicalize: bool = True) -> Explanation:
+def explain(
+    text_a: str,
+    text_b: str,
+    *,
+    embedder: Any = None,
+    threshold: float | None = None,
+    guards: tuple[str, ...] | None = None,
+    guard_numbers: bool = True,
+    canonicalize: bool = True,
+) -> Explanation:
     """Decide, as the dedup pass does, whether two texts merge, and say why.
 
     Args:
@@ -685,8 +698,9 @@ def explain(text_a: str, text_b: str, *, embedder: Any = None, threshold: float 
     vecs = emb.embed(list(canon) if canonicalize else [text_a, text_b])
     sim = float(vecs[0].astype("float64") @ vecs[1].astype("float64"))
     enabled = GUARDS if guards is None else guards
-    v = veto(Features(text_a, toks[0]), Features(text_b, toks[1]), frozenset(enabled),
-             guard_numbers)
+    v = veto(
+        Features(text_a, toks[0]), Features(text_b, toks[1]), frozenset(enabled), guard_numbers
+    )
     if v is not None:
         return Explanation(False, "veto", sim, threshold, v, canon, rewrites)
     if sim < threshold:

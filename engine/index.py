@@ -74,8 +74,9 @@ INDEX_MIN_THRESHOLD = 0.9
 # BLAS products win only with BLAS on one thread: two OpenBLAS threads on a busy 2-core
 # machine made them 30x slower than the jitted loop (measured). The engine process pins BLAS
 # before numpy loads; an embedded process gets the BLAS paths when it does too.
-BLAS_ONE_THREAD = any(os.environ.get(v) == "1" for v in (
-    "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+BLAS_ONE_THREAD = any(
+    os.environ.get(v) == "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+)
 
 SKETCH_BITS = 128
 # The sketch is a hint (the exact cosine decides), so its arithmetic may be reassociated.
@@ -154,8 +155,10 @@ def _may_pass_residue(wr, wi, wc, oa, la, ob, lb, buf):
     return True
 
 
-def residue_precheck(a: tuple[np.ndarray, np.ndarray, np.ndarray, int],
-                     b: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> bool:
+def residue_precheck(
+    a: tuple[np.ndarray, np.ndarray, np.ndarray, int],
+    b: tuple[np.ndarray, np.ndarray, np.ndarray, int],
+) -> bool:
     """The producers' residue pre-check (:func:`_may_pass_residue`) of two texts the index did
     not pre-check, from their :func:`stratabatch.wordkeys.residue_profile`: False only for a
     pair the residue guard refuses. One linear merge of the two rank-sorted lists in numba
@@ -169,8 +172,9 @@ def residue_precheck(a: tuple[np.ndarray, np.ndarray, np.ndarray, int],
     wr = np.concatenate((ra, rb))
     wi = np.concatenate((sa, sb))
     wc = np.concatenate((ca, cb))
-    return bool(_may_pass_residue(wr, wi, wc, 0, la, la, rb.shape[0],
-                                  np.empty(2 * _UNPAIRED_MAX, np.int64)))
+    return bool(
+        _may_pass_residue(wr, wi, wc, 0, la, la, rb.shape[0], np.empty(2 * _UNPAIRED_MAX, np.int64))
+    )
 
 
 @njit(cache=True)
@@ -180,8 +184,9 @@ def _precheck(wr, wi, wc, woff, wlen, wtot, refused, rsim, buf, i, j, c):
     :data:`WordData`)."""
     if wtot.shape[0] == 0 or wtot[i] < 0 or wtot[j] < 0:
         return True
-    if wtot[i] == wtot[j] and _may_pass_residue(wr, wi, wc, woff[i], wlen[i], woff[j], wlen[j],
-                                                buf):
+    if wtot[i] == wtot[j] and _may_pass_residue(
+        wr, wi, wc, woff[i], wlen[i], woff[j], wlen[j], buf
+    ):
         return True
     if refused[i] < 0:
         refused[i] = j
@@ -217,8 +222,9 @@ def _keep_lowest(brow, bsim, cnt, k, r, s):
     return cnt + 1 if cnt < k else k
 
 
-WordData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                 np.ndarray, np.ndarray]
+WordData = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]
 """The key words of the rows, for the residue pre-check (:func:`_may_pass_residue`):
 
 * pools of ranks, word shapes and counts (int64, :func:`stratabatch.wordkeys.word_profile`);
@@ -246,8 +252,9 @@ def _word_args(words: WordData | None) -> WordData:
 
 
 @njit(cache=True)
-def _exhaustive_pass(X, part, thr, margin, lidx, nl, start, n, k, off, out_rows, out_sims,
-                     more, wd):
+def _exhaustive_pass(
+    X, part, thr, margin, lidx, nl, start, n, k, off, out_rows, out_sims, more, wd
+):
     """Candidates of rows [start, n) against lidx[:nl] (live leaders, ascending) and the
     provisional leaders found on the way (appended to lidx). Returns the leader count."""
     buf = np.empty(2 * _UNPAIRED_MAX, np.int64)
@@ -282,8 +289,9 @@ def _exhaustive_pass(X, part, thr, margin, lidx, nl, start, n, k, off, out_rows,
 
 
 @njit(cache=True)
-def _exhaustive_block(X, part, thr, margin, is_lead, b0, b1, S, start, k, off, out_rows,
-                      out_sims, more, e, wd):
+def _exhaustive_block(
+    X, part, thr, margin, is_lead, b0, b1, S, start, k, off, out_rows, out_sims, more, e, wd
+):
     """Rows [b0, b1) from S = X[b0:b1] @ X[:b1].T (float32): a row compares with every
     earlier row that leads (is_lead), in row order; the canonical cosine decides near the
     threshold. Returns the next free position of out_rows."""
@@ -379,8 +387,22 @@ def exhaustive_candidates(
     if method not in ("auto", "loop", "blas"):
         raise ValueError(f"method must be 'auto', 'loop' or 'blas', got {method!r}")
     if method == "loop" or (method == "auto" and (not BLAS_ONE_THREAD or m * n <= _LOOP_MAX_PAIRS)):
-        _exhaustive_pass(X, part, thr, margin, lidx, live.shape[0], start, n, max_cand, off,
-                         rows, sims, more, _word_args(words))
+        _exhaustive_pass(
+            X,
+            part,
+            thr,
+            margin,
+            lidx,
+            live.shape[0],
+            start,
+            n,
+            max_cand,
+            off,
+            rows,
+            sims,
+            more,
+            _word_args(words),
+        )
     else:  # many pairs: their products by BLAS, a block of new rows at a time
         is_lead = np.zeros(n, np.bool_)
         is_lead[live] = True
@@ -389,14 +411,31 @@ def exhaustive_candidates(
         for b0 in range(start, n, _EX_BLOCK):
             b1 = min(b0 + _EX_BLOCK, n)
             S = X[b0:b1] @ X[:b1].T
-            e = _exhaustive_block(X, part, thr, margin, is_lead, b0, b1, S, start, max_cand,
-                                  off, rows, sims, more, e, _word_args(words))
+            e = _exhaustive_block(
+                X,
+                part,
+                thr,
+                margin,
+                is_lead,
+                b0,
+                b1,
+                S,
+                start,
+                max_cand,
+                off,
+                rows,
+                sims,
+                more,
+                e,
+                _word_args(words),
+            )
     e = off[m]
     return off, rows[:e], sims[:e], more
 
 
-def _check(X: np.ndarray, part: np.ndarray, threshold: float, start: int,
-           max_cand: int) -> tuple[np.ndarray, np.ndarray]:
+def _check(
+    X: np.ndarray, part: np.ndarray, threshold: float, start: int, max_cand: int
+) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(X, np.ndarray) or X.dtype != np.float32 or X.ndim != 2:
         raise ValueError(
             f"X must be a 2-D float32 array, got {type(X).__name__} "
@@ -523,8 +562,9 @@ def _insert(slots, ents, state, h, row, w0):
     s = _find_slot(slots, h)
     if s < 0:
         s = -1 - s
-        slots[s, 0] = (((h >> np.uint64(32)) | np.uint64(1)) << np.uint64(32)) | \
-            ((h & _LOW30) << np.uint64(2))
+        slots[s, 0] = (((h >> np.uint64(32)) | np.uint64(1)) << np.uint64(32)) | (
+            (h & _LOW30) << np.uint64(2)
+        )
         slots[s, 1] = _NIL32
         state[1] += 1
     c = np.int64(slots[s, 0] & _COUNT)
@@ -640,8 +680,7 @@ def _file_rows(words, part, band_pos, rows, slots, ents, state):
 
 
 @njit(cache=True)
-def _consider(X, part, stamp, tag, i, pi, r, w, w0, hmax, thr, lo, hi, brow, bsim, cnt, k,
-              wd, buf):
+def _consider(X, part, stamp, tag, i, pi, r, w, w0, hmax, thr, lo, hi, brow, bsim, cnt, k, wd, buf):
     """Row r (sketch word w) as a candidate of row i: returns (count, whether one was cut)."""
     if _popcount(w ^ w0) > hmax:
         return cnt, False
@@ -692,8 +731,28 @@ _AHEAD_ENTS = 4
 
 
 @njit(cache=True)
-def _index_pass(X, part, words, keys, fstride, thr, margin, hmax, start, n, k,
-                slots, ents, state, stamp, off, out_rows, out_sims, more, wd):
+def _index_pass(
+    X,
+    part,
+    words,
+    keys,
+    fstride,
+    thr,
+    margin,
+    hmax,
+    start,
+    n,
+    k,
+    slots,
+    ents,
+    state,
+    stamp,
+    off,
+    out_rows,
+    out_sims,
+    more,
+    wd,
+):
     """Candidates of rows [start, n) from the table; rows with none are filed as leaders.
 
     ``keys[j]`` are the table keys row ``start + j`` probes (0: none); it is filed under
@@ -737,9 +796,27 @@ def _index_pass(X, part, words, keys, fstride, thr, margin, hmax, start, n, k,
             if s < 0:
                 continue
             for u in range(np.int64(slots[s, 0] & _COUNT)):
-                cnt, c = _consider(X, part, stamp, tag, i, pi, np.int64(slots[s, 2 + 2 * u]),
-                                   slots[s, 3 + 2 * u], w0, hmax, thr, lo, hi, brow, bsim,
-                                   cnt, k, wd, buf)
+                cnt, c = _consider(
+                    X,
+                    part,
+                    stamp,
+                    tag,
+                    i,
+                    pi,
+                    np.int64(slots[s, 2 + 2 * u]),
+                    slots[s, 3 + 2 * u],
+                    w0,
+                    hmax,
+                    thr,
+                    lo,
+                    hi,
+                    brow,
+                    bsim,
+                    cnt,
+                    k,
+                    wd,
+                    buf,
+                )
                 cut |= c
             q = slots[s, 1]
             while q != _NIL32:
@@ -747,9 +824,27 @@ def _index_pass(X, part, words, keys, fstride, thr, margin, hmax, start, n, k,
                 nxt = head >> np.uint64(32)
                 if nxt != _NIL32:
                     _prefetch(ents, np.int64(nxt) * 2)
-                cnt, c = _consider(X, part, stamp, tag, i, pi, np.int64(head & _NIL32),
-                                   ents[q, 1], w0, hmax, thr, lo, hi, brow, bsim, cnt, k,
-                                   wd, buf)
+                cnt, c = _consider(
+                    X,
+                    part,
+                    stamp,
+                    tag,
+                    i,
+                    pi,
+                    np.int64(head & _NIL32),
+                    ents[q, 1],
+                    w0,
+                    hmax,
+                    thr,
+                    lo,
+                    hi,
+                    brow,
+                    bsim,
+                    cnt,
+                    k,
+                    wd,
+                    buf,
+                )
                 cut |= c
                 q = nxt
         if cnt == 0:
@@ -804,8 +899,10 @@ class _Table:
 
     def _fits(self, new_rows: int) -> bool:
         add = new_rows * self.keys_per_row
-        return (self.state[0] + add <= self.ents.shape[0]
-                and 2 * (self.state[1] + add) <= self.slots.shape[0])
+        return (
+            self.state[0] + add <= self.ents.shape[0]
+            and 2 * (self.state[1] + add) <= self.slots.shape[0]
+        )
 
     def _realloc(self, rows: int) -> None:
         """Empty storage for ``rows`` rows (query tags keep growing: stamps of old queries
@@ -831,8 +928,7 @@ class _Table:
         """File ``rows`` (int64, contiguous) from ``keys`` (capacity is the caller's job)."""
         raise NotImplementedError
 
-    def rebuild(self, keys: np.ndarray, part: np.ndarray, rows: np.ndarray,
-                room: int = 0) -> None:
+    def rebuild(self, keys: np.ndarray, part: np.ndarray, rows: np.ndarray, room: int = 0) -> None:
         """Forget everything and file ``rows`` (live leaders), with room for ``room`` more."""
         self._realloc(len(rows) + room)
         if len(rows):
@@ -860,10 +956,20 @@ class _Table:
         if not self._fits(m):
             self.rebuild(keys, part[:start], np.flatnonzero(part[:start] >= 0), room=m)
 
-    def _pass(self, X: np.ndarray, part: np.ndarray, words: np.ndarray, keys: np.ndarray,
-              fstride: int, threshold: float, hmax: int, start: int, stamp: np.ndarray,
-              max_cand: int, wd: WordData | None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _pass(
+        self,
+        X: np.ndarray,
+        part: np.ndarray,
+        words: np.ndarray,
+        keys: np.ndarray,
+        fstride: int,
+        threshold: float,
+        hmax: int,
+        start: int,
+        stamp: np.ndarray,
+        max_cand: int,
+        wd: WordData | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Run :func:`_index_pass` for rows ``start ..`` of X with probe ``keys``; the CSR
         candidate lists of :func:`exhaustive_candidates`."""
         n = X.shape[0]
@@ -872,9 +978,28 @@ class _Table:
         rows = np.empty(m * max_cand, np.int64)
         sims = np.empty(m * max_cand, np.float32)
         more = np.zeros(m, np.bool_)
-        _index_pass(X, part, words, keys, fstride, np.float32(threshold), _margin(X.shape[1]),
-                    hmax, start, n, max_cand, self.slots, self.ents, self.state, stamp, off,
-                    rows, sims, more, _word_args(wd))
+        _index_pass(
+            X,
+            part,
+            words,
+            keys,
+            fstride,
+            np.float32(threshold),
+            _margin(X.shape[1]),
+            hmax,
+            start,
+            n,
+            max_cand,
+            self.slots,
+            self.ents,
+            self.state,
+            stamp,
+            off,
+            rows,
+            sims,
+            more,
+            _word_args(wd),
+        )
         e = off[m]
         return off, rows[:e], sims[:e], more
 
@@ -902,10 +1027,17 @@ class SketchTable(_Table):
     def _file(self, keys: np.ndarray, part: np.ndarray, rows: np.ndarray) -> None:
         _file_rows(keys, part, self.band_pos, rows, self.slots, self.ents, self.state)
 
-    def candidates(self, X: np.ndarray, part: np.ndarray, words: np.ndarray, proj: np.ndarray,
-                   start: int, stamp: np.ndarray, max_cand: int = MAX_CANDIDATES,
-                   wd: WordData | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def candidates(
+        self,
+        X: np.ndarray,
+        part: np.ndarray,
+        words: np.ndarray,
+        proj: np.ndarray,
+        start: int,
+        stamp: np.ndarray,
+        max_cand: int = MAX_CANDIDATES,
+        wd: WordData | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Indexed candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`,
         also for ``wd``); new rows without candidates are filed as leaders on the way."""
         n = X.shape[0]
@@ -913,8 +1045,9 @@ class SketchTable(_Table):
         self._make_room(words, part, start)
         keys = np.empty((m, self.bands * self.probes), np.uint64)
         _probe_keys(words, proj, part, self.band_pos, start, n, self.probes, keys)
-        return self._pass(X, part, words, keys, self.probes, self.threshold, self.hmax, start,
-                          stamp, max_cand, wd)
+        return self._pass(
+            X, part, words, keys, self.probes, self.threshold, self.hmax, start, stamp, max_cand, wd
+        )
 
 
 @njit(cache=True)
@@ -946,11 +1079,11 @@ def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
                     v -= 1
                 wr[v], wi[v], wc[v] = kr, ki, kc
         else:
-            order = np.argsort(wr[a:a + n], kind="mergesort")
-            wr[a:a + n] = wr[a:a + n][order]
-            wi[a:a + n] = wi[a:a + n][order]
-            wc[a:a + n] = wc[a:a + n][order]
-        wtot[row] = wc[a:a + n].sum()
+            order = np.argsort(wr[a : a + n], kind="mergesort")
+            wr[a : a + n] = wr[a : a + n][order]
+            wi[a : a + n] = wi[a : a + n][order]
+            wc[a : a + n] = wc[a : a + n][order]
+        wtot[row] = wc[a : a + n].sum()
         for t in range(out.shape[1]):
             out[row, t] = 0
         c = 0  # distinct ranks seen (the lowest five kept in r)
@@ -974,8 +1107,9 @@ def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
                 t += 1
 
 
-def _sources(profiles: Any) -> tuple[np.ndarray, list[tuple[Any, np.ndarray, np.ndarray]],
-                                     list[tuple[int, list[int]]]]:
+def _sources(
+    profiles: Any,
+) -> tuple[np.ndarray, list[tuple[Any, np.ndarray, np.ndarray]], list[tuple[int, list[int]]]]:
     """Where the key words of each of ``profiles``' rows come from (see :func:`word_rows`):
     the rows' entry counts; per BatchProfiles, its text indexes and the rows (counted from
     0) that take them; and the rows given as word_profile lists."""
@@ -1004,9 +1138,11 @@ def _sources(profiles: Any) -> tuple[np.ndarray, list[tuple[Any, np.ndarray, np.
         else:
             plain.append((i, p))
             lens.append(len(p) // 3)
-    return (np.array(lens, np.int64),
-            [(b, np.array(js, np.int64), np.array(rs, np.int64)) for b, js, rs in groups.values()],
-            plain)
+    return (
+        np.array(lens, np.int64),
+        [(b, np.array(js, np.int64), np.array(rs, np.int64)) for b, js, rs in groups.values()],
+        plain,
+    )
 
 
 def profile_entries(profiles: Any) -> int:
@@ -1027,8 +1163,14 @@ def _copy_profiles(br, bs, bc, boff, blen, js, dest, wr, wi, wc, woff):
             wc[o + u] = bc[a + u]
 
 
-def word_rows(profiles: Any, pools: tuple[np.ndarray, ...], used: int,
-              rows: tuple[np.ndarray, ...], out: np.ndarray, start: int) -> int:
+def word_rows(
+    profiles: Any,
+    pools: tuple[np.ndarray, ...],
+    used: int,
+    rows: tuple[np.ndarray, ...],
+    out: np.ndarray,
+    start: int,
+) -> int:
     """Store the key words of new rows ``start ..`` in ``pools`` (ranks, shapes, counts)
     from ``used`` on, in row order (the caller makes room: :func:`profile_entries`), sorted
     by rank; set their ``rows`` entries (offset, distinct words, total count); write their
@@ -1044,17 +1186,18 @@ def word_rows(profiles: Any, pools: tuple[np.ndarray, ...], used: int,
     m = len(lens)
     if m:
         ends = np.cumsum(lens)
-        woff[start:start + m] = used + ends - lens
-        wlen[start:start + m] = lens
+        woff[start : start + m] = used + ends - lens
+        wlen[start : start + m] = lens
         for b, js, rel in groups:
-            _copy_profiles(b.ranks, b.shapes, b.counts, b.off, b.lens, js, start + rel,
-                           wr, wi, wc, woff)
+            _copy_profiles(
+                b.ranks, b.shapes, b.counts, b.off, b.lens, js, start + rel, wr, wi, wc, woff
+            )
         for i, p in plain:
             o = int(woff[start + i])
             k = len(p) // 3
-            wr[o:o + k] = p[0::3]
-            wi[o:o + k] = p[1::3]
-            wc[o:o + k] = p[2::3]
+            wr[o : o + k] = p[0::3]
+            wi[o : o + k] = p[1::3]
+            wc[o : o + k] = p[2::3]
         used += int(ends[-1])
     _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, EMPTY_KEY, SINGLE_KEY)
     return used
@@ -1125,11 +1268,18 @@ class WordTable(_Table):
     def _file(self, keys: np.ndarray, part: np.ndarray, rows: np.ndarray) -> None:
         _file_keyed(keys, part, rows, self.slots, self.ents, self.state)
 
-    def candidates(self, X: np.ndarray, part: np.ndarray, words: np.ndarray,
-                   wkeys: np.ndarray, start: int, stamp: np.ndarray,
-                   threshold: float, max_cand: int = WORD_MAX_CANDIDATES,
-                   wd: WordData | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def candidates(
+        self,
+        X: np.ndarray,
+        part: np.ndarray,
+        words: np.ndarray,
+        wkeys: np.ndarray,
+        start: int,
+        stamp: np.ndarray,
+        threshold: float,
+        max_cand: int = WORD_MAX_CANDIDATES,
+        wd: WordData | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`, also for
         ``wd``) among the leaders sharing a word key; new rows without candidates are filed
         on the way. ``words`` is any uint64 ``[n, 2]`` array (the sketch filter is off:
@@ -1165,7 +1315,8 @@ class SketchBasis:
         self.signs = np.where(rng.random(dim) < 0.5, -1.0, 1.0).astype(np.float32)
         self.folded = min(dim, SKETCH_FOLD)
         self.directions = np.ascontiguousarray(
-            rng.standard_normal((self.folded, SKETCH_BITS)).astype(np.float32))
+            rng.standard_normal((self.folded, SKETCH_BITS)).astype(np.float32)
+        )
         self.dim = dim
 
 
@@ -1177,8 +1328,8 @@ def _fold(X, signs, folded, out):
         row = X[i]
         acc[:] = 0.0
         for b0 in range(0, d - folded + 1, folded):
-            seg = row[b0:b0 + folded]
-            sg = signs[b0:b0 + folded]
+            seg = row[b0 : b0 + folded]
+            sg = signs[b0 : b0 + folded]
             for j in range(folded):
                 acc[j] += sg[j] * seg[j]
         tail = d - d % folded
@@ -1292,9 +1443,14 @@ def greedy_pass(
     return leader, sim, late
 
 
-def _take(i: int, start: int, lst: list[tuple[int, float]], leader: list[int],
-          joinable: Callable[[int], bool] | None,
-          veto: Callable[[int, int, float], bool] | None) -> tuple[int, float] | None:
+def _take(
+    i: int,
+    start: int,
+    lst: list[tuple[int, float]],
+    leader: list[int],
+    joinable: Callable[[int], bool] | None,
+    veto: Callable[[int, int, float], bool] | None,
+) -> tuple[int, float] | None:
     for r, s in lst:
         if r >= start:
             if leader[r - start] != r:
@@ -1307,9 +1463,16 @@ def _take(i: int, start: int, lst: list[tuple[int, float]], leader: list[int],
     return None
 
 
-def _with_late(X: np.ndarray, part: np.ndarray, i: int, late: list[int],
-               lst: list[tuple[int, float]], thr: np.float32, margin: np.float32,
-               wd: WordData) -> list[tuple[int, float]]:
+def _with_late(
+    X: np.ndarray,
+    part: np.ndarray,
+    i: int,
+    late: list[int],
+    lst: list[tuple[int, float]],
+    thr: np.float32,
+    margin: np.float32,
+    wd: WordData,
+) -> list[tuple[int, float]]:
     pi = part[i]
     same = np.array([r for r in late if part[r] == pi], np.int64)
     if not same.size:
@@ -1319,8 +1482,16 @@ def _with_late(X: np.ndarray, part: np.ndarray, i: int, late: list[int],
     return sorted(lst + extra) if extra else lst
 
 
-def _rescan(X: np.ndarray, part: np.ndarray, i: int, start: int, leader: list[int],
-            thr: np.float32, margin: np.float32, wd: WordData) -> list[tuple[int, float]]:
+def _rescan(
+    X: np.ndarray,
+    part: np.ndarray,
+    i: int,
+    start: int,
+    leader: list[int],
+    thr: np.float32,
+    margin: np.float32,
+    wd: WordData,
+) -> list[tuple[int, float]]:
     """Every leader before row i in its partition with cosine >= thr, in row order."""
     pi = part[i]
     old = np.flatnonzero(part[:start] == pi)
@@ -1344,6 +1515,12 @@ def warm_up(dim: int = 16) -> None:
     idx = LeaderIndex(method="index")
     idx.dim = dim
     start, _ = idx.append(X, [0] * 6)
-    greedy_pass(idx.mat[:6], idx.part[:6], 0.9, start, idx.candidates(start, 0.95),
-                veto=lambda i, j, s: True)
+    greedy_pass(
+        idx.mat[:6],
+        idx.part[:6],
+        0.9,
+        start,
+        idx.candidates(start, 0.95),
+        veto=lambda i, j, s: True,
+    )
     idx.file_leaders([0])

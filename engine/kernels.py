@@ -649,8 +649,9 @@ def _text_bounds(data, size, n):
 
 
 @njit(cache=True, inline="always")  # (a call would pass ~15 arrays, refcounted)
-def _embed_row(out, i, cps, nt, tok_start, tok_end, tok_hash, tok_keep, seq, scratch,
-               stop_hashes, weights):
+def _embed_row(
+    out, i, cps, nt, tok_start, tok_end, tok_hash, tok_keep, seq, scratch, stop_hashes, weights
+):
     """Row i of out from the nt tokens of one text (hashed already): see hashed_embed."""
     dim = out.shape[1]
     w_word = weights[3]
@@ -717,9 +718,25 @@ def hashed_embed(data, size, stop_hashes, weights, out):
     no row is ever zero.
     """
     none = np.empty(0, dtype=np.int64)
-    _embed_texts(data, size, stop_hashes, weights, out, False, np.empty(0, dtype=np.uint64),
-                 np.empty(0, dtype=np.uint64), np.empty((0, 4), dtype=np.int64), none,
-                 np.empty(0, dtype=np.uint64), 0, none, none, none, none, none)
+    _embed_texts(
+        data,
+        size,
+        stop_hashes,
+        weights,
+        out,
+        False,
+        np.empty(0, dtype=np.uint64),
+        np.empty(0, dtype=np.uint64),
+        np.empty((0, 4), dtype=np.int64),
+        none,
+        np.empty(0, dtype=np.uint64),
+        0,
+        none,
+        none,
+        none,
+        none,
+        none,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -786,9 +803,29 @@ def _same_word(cps, a, la, w, lw):
 
 
 @njit(cache=True, inline="always")  # (a call would pass ~15 arrays, refcounted)
-def _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fillers, fill_at,
-                 dictionary, max_words, kh, ks, kign, order_scratch, order_small, osa, pr, ps,
-                 pc, used):
+def _profile_row(
+    cps,
+    nt,
+    tok_start,
+    tok_end,
+    tok_hash,
+    common,
+    ignorable,
+    fillers,
+    fill_at,
+    dictionary,
+    max_words,
+    kh,
+    ks,
+    kign,
+    order_scratch,
+    order_small,
+    osa,
+    pr,
+    ps,
+    pc,
+    used,
+):
     """The key words of one text (see stratabatch.wordkeys.word_profile): (rank, shape,
     count) of each distinct key word written to pr/ps/pc from ``used``; returns how many, or
     _UNPROFILED for a text the reference must do: a non-ASCII word (its shape needs
@@ -816,11 +853,25 @@ def _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fille
             c0 = cps[a]
             for f in range(fill_at[c0], fill_at[c0 + 1]):  # the fillers starting like it
                 fl = fillers[f, 1]
-                if abs(fl - L) <= 1 and _may_be_typos(shape, fillers[f, 2]) \
-                        and _osa_within(cps, a, L, fillers[f, 4:], fl, 2 if min(fl, L) >= 8
-                                        else 1, osa[0], osa[1], osa[2]) \
-                        and (not (fillers[f, 3] and _is_stop(h, dictionary))
-                             or _same_word(cps, a, L, fillers[f, 4:], fl)):
+                if (
+                    abs(fl - L) <= 1
+                    and _may_be_typos(shape, fillers[f, 2])
+                    and _osa_within(
+                        cps,
+                        a,
+                        L,
+                        fillers[f, 4:],
+                        fl,
+                        2 if min(fl, L) >= 8 else 1,
+                        osa[0],
+                        osa[1],
+                        osa[2],
+                    )
+                    and (
+                        not (fillers[f, 3] and _is_stop(h, dictionary))
+                        or _same_word(cps, a, L, fillers[f, 4:], fl)
+                    )
+                ):
                     return _UNPROFILED  # (two different dictionary words: never typos)
         kh[k] = h
         ks[k] = shape
@@ -883,20 +934,70 @@ def _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fille
 
 
 @njit(cache=True, nogil=True)  # large passes run in a worker thread
-def hashed_embed_profiled(data, size, stop_hashes, weights, out, common, ignorable, fillers,
-                          fill_at, dictionary, max_words, pr, ps, pc, poff, plen):
+def hashed_embed_profiled(
+    data,
+    size,
+    stop_hashes,
+    weights,
+    out,
+    common,
+    ignorable,
+    fillers,
+    fill_at,
+    dictionary,
+    max_words,
+    pr,
+    ps,
+    pc,
+    poff,
+    plen,
+):
     """hashed_embed, and the key words of each text for the word index in the same pass over
     its tokens (the texts are canonical: stratabatch.canon): text i's (rank, shape, count)
     triples are pr/ps/pc[poff[i] : poff[i] + plen[i]], plen[i] = -1 for a text the Python
     reference must do (_profile_row). The caller sizes pr/ps/pc for
     sum(min(tokens, max_words + 1)). Returns their fill."""
-    return _embed_texts(data, size, stop_hashes, weights, out, True, common, ignorable, fillers,
-                        fill_at, dictionary, max_words, pr, ps, pc, poff, plen)
+    return _embed_texts(
+        data,
+        size,
+        stop_hashes,
+        weights,
+        out,
+        True,
+        common,
+        ignorable,
+        fillers,
+        fill_at,
+        dictionary,
+        max_words,
+        pr,
+        ps,
+        pc,
+        poff,
+        plen,
+    )
 
 
 @njit(cache=True, nogil=True)
-def _embed_texts(data, size, stop_hashes, weights, out, profile, common, ignorable, fillers,
-                 fill_at, dictionary, max_words, pr, ps, pc, poff, plen):
+def _embed_texts(
+    data,
+    size,
+    stop_hashes,
+    weights,
+    out,
+    profile,
+    common,
+    ignorable,
+    fillers,
+    fill_at,
+    dictionary,
+    max_words,
+    pr,
+    ps,
+    pc,
+    poff,
+    plen,
+):
     """hashed_embed, and with ``profile`` the key words too (hashed_embed_profiled)."""
     n = out.shape[0]
     if n == 0:
@@ -924,13 +1025,45 @@ def _embed_texts(data, size, stop_hashes, weights, out, profile, common, ignorab
         nt = _tokenize(cps, m, tok_start, tok_end)
         for t in range(nt):
             tok_hash[t] = _word_hash(cps, tok_start[t], tok_end[t])
-        _embed_row(out, i, cps, nt, tok_start, tok_end, tok_hash, tok_keep, seq, scratch,
-                   stop_hashes, weights)
+        _embed_row(
+            out,
+            i,
+            cps,
+            nt,
+            tok_start,
+            tok_end,
+            tok_hash,
+            tok_keep,
+            seq,
+            scratch,
+            stop_hashes,
+            weights,
+        )
         if not profile:
             continue
-        w = _profile_row(cps, nt, tok_start, tok_end, tok_hash, common, ignorable, fillers,
-                         fill_at, dictionary, max_words, kh, ks, kign, rscratch, order_small,
-                         osa, pr, ps, pc, used)
+        w = _profile_row(
+            cps,
+            nt,
+            tok_start,
+            tok_end,
+            tok_hash,
+            common,
+            ignorable,
+            fillers,
+            fill_at,
+            dictionary,
+            max_words,
+            kh,
+            ks,
+            kign,
+            rscratch,
+            order_small,
+            osa,
+            pr,
+            ps,
+            pc,
+            used,
+        )
         poff[i] = used
         plen[i] = w
         if w > 0:

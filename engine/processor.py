@@ -49,8 +49,13 @@ class _Call:
 
     __slots__ = ("fut", "results", "remaining", "return_exceptions", "stream")
 
-    def __init__(self, n: int, fut: asyncio.Future | None, return_exceptions: bool,
-                 stream: asyncio.Queue | None) -> None:
+    def __init__(
+        self,
+        n: int,
+        fut: asyncio.Future | None,
+        return_exceptions: bool,
+        stream: asyncio.Queue | None,
+    ) -> None:
         self.fut = fut
         self.results: list[Any] = [None] * n
         self.remaining = n
@@ -110,10 +115,18 @@ class BatchProcessor:
 
     # ------------------------------------------------------------- requests
 
-    def _record(self, request: Any, index: int, call: Any, priority: int,
-                deadline: float | None) -> Request:
-        return build_request(request, self._config, index=index, sink=call, priority=priority,
-                             deadline=deadline, dim=self._dim())
+    def _record(
+        self, request: Any, index: int, call: Any, priority: int, deadline: float | None
+    ) -> Request:
+        return build_request(
+            request,
+            self._config,
+            index=index,
+            sink=call,
+            priority=priority,
+            deadline=deadline,
+            dim=self._dim(),
+        )
 
     def _dim(self) -> int | None:
         c = self._config
@@ -138,10 +151,16 @@ class BatchProcessor:
             merged = None
             if lead is not None:
                 merged = lead.index if lead.sink is call else -1
-            call.stream.put_nowait(Completed(
-                req.index, req.payload, value, merged,
-                None if merged is None else req.similarity, error,
-            ))
+            call.stream.put_nowait(
+                Completed(
+                    req.index,
+                    req.payload,
+                    value,
+                    merged,
+                    None if merged is None else req.similarity,
+                    error,
+                )
+            )
             return
         fut = call.fut
         assert fut is not None
@@ -157,8 +176,9 @@ class BatchProcessor:
 
     _check_call_args = staticmethod(check_call_args)
 
-    def _open_call(self, timeout: float | None
-                   ) -> tuple[Core, asyncio.AbstractEventLoop, float | None]:
+    def _open_call(
+        self, timeout: float | None
+    ) -> tuple[Core, asyncio.AbstractEventLoop, float | None]:
         """Bind the core to the running loop, refuse if closed, and turn ``timeout`` into a
         deadline on the loop's clock."""
         core = self._core
@@ -168,9 +188,14 @@ class BatchProcessor:
             raise StratabatchError("the BatchProcessor is closed; no new requests are accepted")
         return core, loop, None if timeout is None else loop.time() + timeout
 
-    async def _submit_all(self, items: Sequence[Any], call: _Call, priority: int,
-                          timeout: float | None,
-                          invalid_ok: bool) -> list[Request]:
+    async def _submit_all(
+        self,
+        items: Sequence[Any],
+        call: _Call,
+        priority: int,
+        timeout: float | None,
+        invalid_ok: bool,
+    ) -> list[Request]:
         core, loop, deadline = self._open_call(timeout)
         records: list[Request | None] = []
         for i, item in enumerate(items):
@@ -200,8 +225,14 @@ class BatchProcessor:
             call.fut.set_result(call.results)
         return submitted
 
-    async def process(self, requests: Any, *, priority: int = 0, timeout: float | None = None,
-                      return_exceptions: bool = False) -> Any:
+    async def process(
+        self,
+        requests: Any,
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> Any:
         """Process one request (a mapping) or a list of them.
 
         Args:
@@ -234,8 +265,9 @@ class BatchProcessor:
             return []
         loop = asyncio.get_running_loop()
         call = _Call(len(requests), loop.create_future(), return_exceptions, None)
-        submitted = await self._submit_all(requests, call, priority, timeout,
-                                           invalid_ok=call.return_exceptions)
+        submitted = await self._submit_all(
+            requests, call, priority, timeout, invalid_ok=call.return_exceptions
+        )
         try:
             results = await call.fut  # type: ignore[misc]
         except BaseException:
@@ -245,8 +277,9 @@ class BatchProcessor:
             raise
         return results
 
-    async def _process_one(self, request: Mapping[str, Any], priority: int,
-                           timeout: float | None) -> Any:
+    async def _process_one(
+        self, request: Mapping[str, Any], priority: int, timeout: float | None
+    ) -> Any:
         """``process`` of one request: the same steps as a list, minus the list."""
         if priority != 0 or timeout is not None:
             self._check_call_args(priority, timeout)
@@ -263,8 +296,9 @@ class BatchProcessor:
             core.abandon(rec)  # no-op if it already has its outcome
             raise
 
-    async def process_streaming(self, requests: Sequence[Any], *, priority: int = 0,
-                                timeout: float | None = None) -> AsyncIterator[Completed]:
+    async def process_streaming(
+        self, requests: Sequence[Any], *, priority: int = 0, timeout: float | None = None
+    ) -> AsyncIterator[Completed]:
         """Process a list of requests and yield a :class:`Completed` for each as it finishes.
 
         Failed requests are yielded too, with ``error`` set; nothing is raised for them.
@@ -323,8 +357,10 @@ class BatchProcessor:
 
     def __repr__(self) -> str:
         c = self._config
-        return (f"BatchProcessor(window_ms={c.window_ms:g}, max_size={c.max_size}, "
-                f"dedup_strategy={c.dedup_strategy!r}, waiting={self._core.waiting})")
+        return (
+            f"BatchProcessor(window_ms={c.window_ms:g}, max_size={c.max_size}, "
+            f"dedup_strategy={c.dedup_strategy!r}, waiting={self._core.waiting})"
+        )
 
 
 def _retrieve(fut: asyncio.Future | None) -> None:

@@ -18,12 +18,32 @@ from stratabatch.ipc.counters import CountersWriter
 
 from .stats import Stats, StatsRecorder
 
-_COUNTERS = ("total_requests", "total_batches", "unique_requests", "duplicates",
-             "inflight_coalesced", "errors", "timeouts", "rejected", "exact_merges",
-             "near_merges", "dropped", "batch_size_max")
-_INFO_OPTIONS = ("window_ms", "max_size", "dedup_strategy", "adaptive", "target_latency_ms",
-                 "min_window_ms", "max_window_ms", "max_inflight_batches", "max_queue",
-                 "cost_per_request_usd")
+_COUNTERS = (
+    "total_requests",
+    "total_batches",
+    "unique_requests",
+    "duplicates",
+    "inflight_coalesced",
+    "errors",
+    "timeouts",
+    "rejected",
+    "exact_merges",
+    "near_merges",
+    "dropped",
+    "batch_size_max",
+)
+_INFO_OPTIONS = (
+    "window_ms",
+    "max_size",
+    "dedup_strategy",
+    "adaptive",
+    "target_latency_ms",
+    "min_window_ms",
+    "max_window_ms",
+    "max_inflight_batches",
+    "max_queue",
+    "cost_per_request_usd",
+)
 
 
 def engine_info(name: str, handler: Any, config: Any) -> dict[str, Any]:
@@ -45,11 +65,13 @@ class Publisher:
         info: The engine's identity and options (see :func:`engine_info`).
     """
 
-    def __init__(self, engine_name: str, max_clients: int,
-                 info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, engine_name: str, max_clients: int, info: dict[str, Any] | None = None
+    ) -> None:
         self._started_ns = time.time_ns()
-        self._w = CountersWriter.create(engine_name, info=info, max_clients=max_clients,
-                                        started_at_ns=self._started_ns)
+        self._w = CountersWriter.create(
+            engine_name, info=info, max_clients=max_clients, started_at_ns=self._started_ns
+        )
         self._sizes: list[int] = []
         self._lat_ms: list[float] = []
         self._second = int(time.time())
@@ -63,8 +85,9 @@ class Publisher:
         """Record one request's latency, submission to outcome."""
         self._lat_ms.append(seconds * 1000.0)
 
-    def totals(self, rec: StatsRecorder, queue_depth: int, inflight_batches: int,
-               clients: int) -> None:
+    def totals(
+        self, rec: StatsRecorder, queue_depth: int, inflight_batches: int, clients: int
+    ) -> None:
         """Copy the recorder's totals, the batch sizes and latencies seen since last time."""
         w = self._w
         sizes, self._sizes = self._sizes, []

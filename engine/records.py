@@ -41,14 +41,40 @@ class Request:
     """
 
     __slots__ = (
-        "payload", "priority", "deadline", "sink", "index", "text", "vector",
-        "arrival", "seq", "state", "group", "key", "norm", "similarity", "exact", "timer",
-        "size", "merged_with", "canon", "features", "numsig", "wprof",
+        "payload",
+        "priority",
+        "deadline",
+        "sink",
+        "index",
+        "text",
+        "vector",
+        "arrival",
+        "seq",
+        "state",
+        "group",
+        "key",
+        "norm",
+        "similarity",
+        "exact",
+        "timer",
+        "size",
+        "merged_with",
+        "canon",
+        "features",
+        "numsig",
+        "wprof",
     )
 
     def __init__(
-        self, payload: Mapping[str, Any], *, priority: int = 0, deadline: float | None = None,
-        sink: Any = None, index: int = 0, text: str | None = None, vector: Any = None,
+        self,
+        payload: Mapping[str, Any],
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        sink: Any = None,
+        index: int = 0,
+        text: str | None = None,
+        vector: Any = None,
         size: int = 0,
     ) -> None:
         self.payload = payload
@@ -83,8 +109,18 @@ class Request:
 class Group:
     """Requests that share one handler item: the leader and its duplicates."""
 
-    __slots__ = ("leader", "members", "live", "priority", "first_arrival", "seq", "keys",
-                 "row", "part", "batch")
+    __slots__ = (
+        "leader",
+        "members",
+        "live",
+        "priority",
+        "first_arrival",
+        "seq",
+        "keys",
+        "row",
+        "part",
+        "batch",
+    )
 
     def __init__(self, leader: Request) -> None:
         self.leader = leader

@@ -22,9 +22,11 @@ from .config import BatchConfig
 from .grouping import Deduper
 from .records import DONE, GROUPED, INFLIGHT, Group, Request
 
-_WORDS = ("the quick brown fox jumps over a lazy dog while my order ships with the refund "
-          "invoice and tracking number for account settings password reset please help "
-          "why how what when where can you tell me about").split()
+_WORDS = (
+    "the quick brown fox jumps over a lazy dog while my order ships with the refund "
+    "invoice and tracking number for account settings password reset please help "
+    "why how what when where can you tell me about"
+).split()
 
 
 class _Stage:
@@ -43,8 +45,7 @@ class _Stage:
         self.pending[g.seq] = g
         return g
 
-    def _member(self, req: Request, g: Group, state: int, similarity: float,
-                exact: bool) -> None:
+    def _member(self, req: Request, g: Group, state: int, similarity: float, exact: bool) -> None:
         req.group = g
         req.state = state
         req.similarity = similarity
@@ -100,8 +101,7 @@ def rehearse(config: BatchConfig, dim: int | None) -> None:
     """
     import numpy as np
 
-    if not config.enable_dedup or config.dedup_function is not None or \
-            config.embedder is not None:
+    if not config.enable_dedup or config.dedup_function is not None or config.embedder is not None:
         return  # the user's code: never called on samples (it may be a paid API)
     cfg = dataclasses.replace(config)  # a copy: the caller's listeners are not told
     stage = _Stage()
@@ -114,14 +114,19 @@ def rehearse(config: BatchConfig, dim: int | None) -> None:
         # records made directly, not by build_request: the caller's size limit is for its
         # callers' requests, not for these samples
         nonlocal seq
-        out = [Request({cfg.dedup_key: t}, index=seq + i, text=t, size=len(t))
-               for i, t in enumerate(texts)]
+        out = [
+            Request({cfg.dedup_key: t}, index=seq + i, text=t, size=len(t))
+            for i, t in enumerate(texts)
+        ]
         seq += len(out)
         if vectors and dim:
             v = np.zeros(dim, np.float32)
             v[0] = 1.0
-            out.append(Request({cfg.dedup_key: "own vector"}, index=seq, text="own vector",
-                               vector=v, size=16))
+            out.append(
+                Request(
+                    {cfg.dedup_key: "own vector"}, index=seq, text="own vector", vector=v, size=16
+                )
+            )
             out.append(Request({"no key": seq}, index=seq + 1, size=16))
             seq += 2
         for r in out:

@@ -91,8 +91,10 @@ def _check_array_depth(arr: Any, depth: int) -> None:
     """A numpy array at level ``depth`` is encoded as ``ndim`` levels of nested lists."""
     ndim = getattr(arr, "ndim", 0)
     if isinstance(ndim, int) and ndim and depth + ndim - 1 > MAX_DEPTH:
-        raise _TooDeep(f"containers nest deeper than {MAX_DEPTH} levels (a numpy array of "
-                           f"{ndim} dimensions at level {depth})")
+        raise _TooDeep(
+            f"containers nest deeper than {MAX_DEPTH} levels (a numpy array of "
+            f"{ndim} dimensions at level {depth})"
+        )
 
 
 def check_payload(request: Any, index: int, max_bytes: int) -> bytes:
@@ -118,7 +120,8 @@ def check_payload(request: Any, index: int, max_bytes: int) -> bytes:
     except _TooDeep as e:
         raise InvalidRequestError(
             f"request {index}: {e}; a request may nest at most {MAX_DEPTH} levels of "
-            "containers, its own mapping being the first") from None
+            "containers, its own mapping being the first"
+        ) from None
     except TypeError as e:
         raise _unserializable(index, e) from None
     try:
@@ -135,12 +138,21 @@ def check_payload(request: Any, index: int, max_bytes: int) -> bytes:
 def _unserializable(index: int, e: Exception) -> InvalidRequestError:
     return InvalidRequestError(
         f"request {index}: not msgpack-serializable ({e}); requests must hold only "
-        "str, bytes, int, float, bool, None, lists and str-keyed maps")
+        "str, bytes, int, float, bool, None, lists and str-keyed maps"
+    )
 
 
-def build_request(request: Any, config: BatchConfig, *, index: int = 0, sink: Any = None,
-                  priority: int = 0, deadline: float | None = None,
-                  dim: int | None = None, checked: int | None = None) -> Request:
+def build_request(
+    request: Any,
+    config: BatchConfig,
+    *,
+    index: int = 0,
+    sink: Any = None,
+    priority: int = 0,
+    deadline: float | None = None,
+    dim: int | None = None,
+    checked: int | None = None,
+) -> Request:
     """Validate ``request`` and make the core's record of it.
 
     Args:
@@ -159,12 +171,16 @@ def build_request(request: Any, config: BatchConfig, *, index: int = 0, sink: An
         InvalidRequestError: see :func:`check_payload`, or a malformed ``"embedding"``.
         RequestTooLargeError: see :func:`check_payload`.
     """
-    size = checked if checked is not None else len(
-        check_payload(request, index, config.max_request_bytes))
+    size = (
+        checked
+        if checked is not None
+        else len(check_payload(request, index, config.max_request_bytes))
+    )
     text = request.get(config.dedup_key)
     vector = None
-    if config.enable_dedup and (config.dedup_strategy != "exact" or
-                                config.dedup_function is not None):
+    if config.enable_dedup and (
+        config.dedup_strategy != "exact" or config.dedup_function is not None
+    ):
         vector = request.get("embedding")
     if vector is not None:
         from .embed import validate_vector
@@ -173,8 +189,16 @@ def build_request(request: Any, config: BatchConfig, *, index: int = 0, sink: An
             vector = validate_vector(vector, dim)
         except ValueError as e:
             raise InvalidRequestError(f"request {index}: bad 'embedding' field: {e}") from None
-    return Request(request, priority=priority, deadline=deadline, sink=sink, index=index,
-                   text=text if isinstance(text, str) else None, vector=vector, size=size)
+    return Request(
+        request,
+        priority=priority,
+        deadline=deadline,
+        sink=sink,
+        index=index,
+        text=text if isinstance(text, str) else None,
+        vector=vector,
+        size=size,
+    )
 
 
 def check_call_args(priority: Any, timeout: Any) -> None:
@@ -184,10 +208,15 @@ def check_call_args(priority: Any, timeout: Any) -> None:
         InvalidRequestError: ``priority`` is not an int in [-2**31, 2**31), or ``timeout`` is
             not a positive number of seconds or None.
     """
-    if isinstance(priority, bool) or not isinstance(priority, int) or \
-            not -(2**31) <= priority < 2**31:
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not -(2**31) <= priority < 2**31
+    ):
         raise InvalidRequestError(f"priority must be an int in [-2**31, 2**31), got {priority!r}")
-    if timeout is not None and (isinstance(timeout, bool) or
-                                not isinstance(timeout, (int, float)) or not timeout > 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
         raise InvalidRequestError(
-            f"timeout must be a positive number of seconds or None, got {timeout!r}")
+            f"timeout must be a positive number of seconds or None, got {timeout!r}"
+        )

@@ -73,7 +73,8 @@ _MAX_WORD_CHARS = 100  # longer "words" become one [UNK], as in BERT
 _ASCII_PUNCT = frozenset(chr(c) for c in range(33, 127) if not chr(c).isalnum())
 # ASCII fast path: drop control characters, then pad every punctuation mark with spaces.
 _ASCII_TABLE: dict[int, str | None] = {
-    c: None for c in (*range(0, 32), 127) if chr(c) not in "\t\n\r"}
+    c: None for c in (*range(0, 32), 127) if chr(c) not in "\t\n\r"
+}
 _ASCII_TABLE.update({ord(p): f" {p} " for p in _ASCII_PUNCT})
 # Control, format, private-use and surrogate characters are removed; unassigned ones are kept.
 _DROPPED = frozenset(("Cc", "Cf", "Co", "Cs"))

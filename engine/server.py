@@ -104,8 +104,9 @@ def _shared_memory_errors() -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise EngineStartError(f"cannot create shared memory in /dev/shm: {exc}",
-                               status=EXIT_SHARED_MEMORY) from None
+        raise EngineStartError(
+            f"cannot create shared memory in /dev/shm: {exc}", status=EXIT_SHARED_MEMORY
+        ) from None
 
 
 def ring_capacity(frame_limit: int) -> int:
@@ -135,10 +136,16 @@ def frame_limits(config: BatchConfig) -> FrameLimits:
     from .requests import MAX_DEPTH
 
     n = max(config.max_request_bytes, config.max_result_bytes, 16 * 1024) + FRAME_OVERHEAD
-    return FrameLimits(max_frame_bytes=n, max_str_len=n, max_bin_len=n, max_array_len=n,
-                       max_map_len=n, max_depth=MAX_DEPTH + 1,
-                       max_request_bytes=config.max_request_bytes,
-                       max_result_bytes=config.max_result_bytes)
+    return FrameLimits(
+        max_frame_bytes=n,
+        max_str_len=n,
+        max_bin_len=n,
+        max_array_len=n,
+        max_map_len=n,
+        max_depth=MAX_DEPTH + 1,
+        max_request_bytes=config.max_request_bytes,
+        max_result_bytes=config.max_result_bytes,
+    )
 
 
 class Engine:
@@ -153,19 +160,31 @@ class Engine:
             sleeps on its doorbell.
     """
 
-    def __init__(self, handler: Callable[..., Any], config: BatchConfig, *,
-                 name: str = "default", max_clients: int = 64,
-                 spin_us: float = DEFAULT_SPIN_US) -> None:
+    def __init__(
+        self,
+        handler: Callable[..., Any],
+        config: BatchConfig,
+        *,
+        name: str = "default",
+        max_clients: int = 64,
+        spin_us: float = DEFAULT_SPIN_US,
+    ) -> None:
         self.name = check_name(name)
-        if isinstance(max_clients, bool) or not isinstance(max_clients, int) or \
-                not 1 <= max_clients <= 4096:
+        if (
+            isinstance(max_clients, bool)
+            or not isinstance(max_clients, int)
+            or not 1 <= max_clients <= 4096
+        ):
             raise StratabatchError(f"max_clients must be an int in [1, 4096], got {max_clients!r}")
         self.config = config
         self.max_clients = max_clients
         self._slots = Slots(self.name, max_clients)
         self.socket_path = self._slots.socket_path
-        if isinstance(spin_us, bool) or not isinstance(spin_us, (int, float)) or \
-                not 0 <= spin_us <= 100_000:
+        if (
+            isinstance(spin_us, bool)
+            or not isinstance(spin_us, (int, float))
+            or not 0 <= spin_us <= 100_000
+        ):
             raise StratabatchError(f"spin_us must be in [0, 100000], got {spin_us!r}")
         self._spin_s = spin_us / 1e6
         self._user_handler = handler
@@ -204,9 +223,11 @@ class Engine:
         """The handler as the core sees it: records each batch's size and, since a batch
         leaving the queue makes room, schedules a pass over the rings."""
         is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-            getattr(handler, "__call__", None))  # noqa: B004
+            getattr(handler, "__call__", None)  # noqa: B004
+        )
 
         if is_async:
+
             async def run_async(payloads: list[Any]) -> Any:
                 self._batch_started(len(payloads))
                 return await handler(payloads)
@@ -254,8 +275,9 @@ class Engine:
         # one line before kernels compile (a first start: seconds), one when done (stratabatch.warm)
         notice = Notice(self.config, log, logging.INFO, engine=True)
         with _shared_memory_errors():
-            self._publisher = Publisher(self.name, self.max_clients,
-                                        engine_info(self.name, self._user_handler, self.config))
+            self._publisher = Publisher(
+                self.name, self.max_clients, engine_info(self.name, self._user_handler, self.config)
+            )
         self.core.bind(loop)
         load_engine_kernels()  # the rings' fence and the counters' atomics, never on a live path
         await self.core.warm_up()
@@ -265,33 +287,50 @@ class Engine:
         except Exception:  # a broken embedder shows on the first pass, not here
             pass
         c = self.config
-        self._uses_vectors = c.enable_dedup and (c.dedup_strategy != "exact"
-                                                 or c.dedup_function is not None)
+        self._uses_vectors = c.enable_dedup and (
+            c.dedup_strategy != "exact" or c.dedup_function is not None
+        )
         if self._uses_vectors and c.dedup_function is None:
             dim = self.core.vector_dim()
             self._dim = dim if isinstance(dim, int) and dim > 0 else 0
         if self._dim:
-            geometry = {"dim": self._dim, "slots": self.max_clients,
-                        "rows_per_slot": ARENA_ROWS_PER_SLOT, "engine_rows": _ENGINE_ROWS}
+            geometry = {
+                "dim": self._dim,
+                "slots": self.max_clients,
+                "rows_per_slot": ARENA_ROWS_PER_SLOT,
+                "engine_rows": _ENGINE_ROWS,
+            }
             with _shared_memory_errors():
-                self._arena_seg = Segment.create(segment_name(self.name, "arena"),
-                                                 Arena.nbytes(**geometry), magic=ARENA_MAGIC,
-                                                 version=1)
+                self._arena_seg = Segment.create(
+                    segment_name(self.name, "arena"),
+                    Arena.nbytes(**geometry),
+                    magic=ARENA_MAGIC,
+                    version=1,
+                )
             self._arena = Arena.create(self._arena_seg.buf, **geometry)
         self._bell = Doorbell.create()
         loop.add_reader(self._bell.fileno(), self._on_bell)
         welcome = {
             "arena": self._arena_seg.name if self._arena_seg is not None else None,
-            "dim": self._dim, "counters": segment_name(self.name, "counters"),
+            "dim": self._dim,
+            "counters": segment_name(self.name, "counters"),
             "control": segment_name(self.name, "control"),
             "limits": dataclasses.asdict(self.limits),
-            "max_request_bytes": c.max_request_bytes, "max_result_bytes": c.max_result_bytes,
+            "max_request_bytes": c.max_request_bytes,
+            "max_result_bytes": c.max_result_bytes,
             "dedup_key": c.dedup_key,
-            "on_full": c.on_full, "uses_vectors": self._uses_vectors,
+            "on_full": c.on_full,
+            "uses_vectors": self._uses_vectors,
             "processing_timeout": c.processing_timeout,
         }
-        self._slots.listen(loop, bell_fd=self._bell.fileno(), capacity=self._capacity,
-                           max_frame=self._max_frame, welcome=welcome, on_join=self._on_join)
+        self._slots.listen(
+            loop,
+            bell_fd=self._bell.fileno(),
+            capacity=self._capacity,
+            max_frame=self._max_frame,
+            welcome=welcome,
+            on_join=self._on_join,
+        )
         self._slots.set_state(STATE_RUNNING)
         self._tick_handle = loop.call_later(_TICK_S, self._tick)
 
@@ -304,10 +343,21 @@ class Engine:
         if client.pidfd >= 0:
             loop.add_reader(client.pidfd, self._on_client_exit, client)
         if self._publisher is not None:
-            self._publisher.client(client.slot, pid=client.pid, connected=1, requests=0,
-                                   errors=0, timeouts=0, connected_at_ns=client.connected_at_ns)
-        log.info("client joined: pid %d, slot %d (%d connected)", client.pid, client.slot,
-                 len(self._clients))
+            self._publisher.client(
+                client.slot,
+                pid=client.pid,
+                connected=1,
+                requests=0,
+                errors=0,
+                timeouts=0,
+                connected_at_ns=client.connected_at_ns,
+            )
+        log.info(
+            "client joined: pid %d, slot %d (%d connected)",
+            client.pid,
+            client.slot,
+            len(self._clients),
+        )
         self._schedule_poll()
 
     def _on_client_exit(self, client: Client) -> None:
@@ -333,8 +383,12 @@ class Engine:
             if msg.get("op") == "stats":
                 snap = dataclasses.asdict(self.core.snapshot())
                 snap["merge_similarity_histogram"] = list(snap["merge_similarity_histogram"])
-                reply = {"op": "stats", "seq": msg.get("seq"), "stats": snap,
-                         "clients": len(self._clients)}
+                reply = {
+                    "op": "stats",
+                    "seq": msg.get("seq"),
+                    "stats": snap,
+                    "clients": len(self._clients),
+                }
                 try:
                     client.sock.send(pack_message(reply))
                 except OSError as exc:
@@ -356,8 +410,13 @@ class Engine:
         self._slots.release(client)
         if self._publisher is not None:
             self._publisher.client_left(client.slot)
-        log.info("client left: pid %d, slot %d (%s; %d pending requests dropped)", client.pid,
-                 client.slot, reason, len(pending))
+        log.info(
+            "client left: pid %d, slot %d (%s; %d pending requests dropped)",
+            client.pid,
+            client.slot,
+            reason,
+            len(pending),
+        )
 
     # ----------------------------------------------------------------- intake
 
@@ -426,12 +485,16 @@ class Engine:
                 try:
                     self._accept(client, data)
                 except Exception as exc:  # a bug of ours: that request fails, not the engine
-                    log.error("internal error on a request of client pid %d: %r",
-                              client.pid, exc)
+                    log.error("internal error on a request of client pid %d: %r", client.pid, exc)
                     rid = peek_frame_id(data)
                     if rid is not None and rid not in client.pending:
-                        self._answer_error(client, rid, StratabatchError(
-                            f"internal error in the engine: {type(exc).__name__}: {exc}"))
+                        self._answer_error(
+                            client,
+                            rid,
+                            StratabatchError(
+                                f"internal error in the engine: {type(exc).__name__}: {exc}"
+                            ),
+                        )
         self._flush()
         now = self._loop.time()
         if got:
@@ -450,8 +513,11 @@ class Engine:
         for client in self._clients.values():
             if client.closed or client.requests is None:
                 continue
-            if client.frames and client.responses is not None and \
-                    not client.responses.producer_sleep_check(len(client.frames[0])):
+            if (
+                client.frames
+                and client.responses is not None
+                and not client.responses.producer_sleep_check(len(client.frames[0]))
+            ):
                 self._schedule_poll()
                 return
             if not full and not client.requests.consumer_sleep_check():
@@ -467,18 +533,25 @@ class Engine:
             if rid is None:
                 self._drop_client(client, f"unreadable request frame: {exc}")
             else:
-                self._answer_error(client, rid, InvalidRequestError(
-                    f"malformed request frame: {exc}"))
+                self._answer_error(
+                    client, rid, InvalidRequestError(f"malformed request frame: {exc}")
+                )
             return
         rid = fr.id
         if rid in client.pending:
-            self._answer_error(client, rid, InvalidRequestError(
-                f"request id {rid} is already pending for this client"))
+            self._answer_error(
+                client,
+                rid,
+                InvalidRequestError(f"request id {rid} is already pending for this client"),
+            )
             return
         payload = fr.payload
         if type(payload) is not dict:
-            self._answer_error(client, rid, InvalidRequestError(
-                f"a request must be a mapping, got {type(payload).__name__}"))
+            self._answer_error(
+                client,
+                rid,
+                InvalidRequestError(f"a request must be a mapping, got {type(payload).__name__}"),
+            )
             return
         core = self.core
         try:
@@ -488,9 +561,16 @@ class Engine:
             if fr.deadline_ns:
                 deadline = core.deadline_from_monotonic_ns(fr.deadline_ns)
             # the frame's size bounds the payload's: the client checked the exact rule
-            req = build_request(payload, self.config, index=rid, sink=client,
-                                priority=fr.priority, deadline=deadline,
-                                dim=self._dim or None, checked=len(data))
+            req = build_request(
+                payload,
+                self.config,
+                index=rid,
+                sink=client,
+                priority=fr.priority,
+                deadline=deadline,
+                dim=self._dim or None,
+                checked=len(data),
+            )
             if not core.make_room(fr.priority):
                 raise QueueFullError(f"queue full (max_queue={self.config.max_queue})")
             core.submit(req)
@@ -504,13 +584,15 @@ class Engine:
     def _arena_vector(self, client: Client, row: int) -> np.ndarray:
         arena = self._arena
         if arena is None:
-            raise InvalidRequestError("this engine has no embedding arena; send the vector "
-                                      "in the request")
+            raise InvalidRequestError(
+                "this engine has no embedding arena; send the vector in the request"
+            )
         own = arena.slot_range(client.slot)
         if row not in own:
             raise InvalidRequestError(
                 f"arena row {row} is not this client's (slot {client.slot} owns rows "
-                f"[{own.start}, {own.stop}))")
+                f"[{own.start}, {own.stop}))"
+            )
         # a copy: the client may rewrite its row at any time, and what the core keeps must
         # stay what build_request checked
         return arena.matrix[row].copy()
@@ -527,8 +609,10 @@ class Engine:
         if error is None:
             lead = req.merged_with
             if lead is not None:
-                meta = {"leader": lead.index if lead.sink is client else -1,
-                        "similarity": 1.0 if req.similarity is None else float(req.similarity)}
+                meta = {
+                    "leader": lead.index if lead.sink is client else -1,
+                    "similarity": 1.0 if req.similarity is None else float(req.similarity),
+                }
                 client.outbox.append((req.index, STATUS_OK, value, meta))
             else:
                 client.outbox.append((req.index, STATUS_OK, value))
@@ -568,12 +652,17 @@ class Engine:
                     frames.append(enc.response(*item))
                 except (FrameError, FrameTooLargeError) as exc:
                     ok = item[1] == STATUS_OK
-                    hint = " (raise it with --max-result-bytes, or return less)" if ok and \
-                        isinstance(exc, FrameTooLargeError) else ""
+                    hint = (
+                        " (raise it with --max-result-bytes, or return less)"
+                        if ok and isinstance(exc, FrameTooLargeError)
+                        else ""
+                    )
                     err = HandlerError(
                         f"the handler's {'result' if ok else 'error'} for request {item[0]} "
                         f"cannot be sent to the client: {exc}{hint}",
-                        exc_type=type(exc).__name__, exc_message=str(exc))
+                        exc_type=type(exc).__name__,
+                        exc_message=str(exc),
+                    )
                     self._count_error(client, err)
                     self.core.stats.errors += 1  # answered with an error after all
                     frames.append(enc.response(item[0], *error_to_wire(err)))
@@ -594,8 +683,7 @@ class Engine:
         st = self.core.stats
         if st.total_batches == self._published_batches:
             # no new batch: arrivals alone are published at most every 5 ms
-            if st.total_requests == self._published_total and \
-                    st._lat_n == self._published_done:
+            if st.total_requests == self._published_total and st._lat_n == self._published_done:
                 return
             now = time.monotonic()
             if now - self._published_at < 0.005:
@@ -615,8 +703,12 @@ class Engine:
         for client in self._clients.values():
             if client.dirty:
                 client.dirty = False
-                pub.client(client.slot, requests=client.counts[0], errors=client.counts[1],
-                           timeouts=client.counts[2])
+                pub.client(
+                    client.slot,
+                    requests=client.counts[0],
+                    errors=client.counts[1],
+                    timeouts=client.counts[2],
+                )
 
     def _tick(self) -> None:
         """10 Hz: full snapshot into the counters block, a safety-net pass over the rings."""
@@ -626,8 +718,11 @@ class Engine:
         pub = self._publisher
         if pub is not None:
             try:
-                busy = self.core.waiting or self.core.inflight_batches or \
-                    self.core.stats._lat_n != getattr(self, "_tick_done", -1)
+                busy = (
+                    self.core.waiting
+                    or self.core.inflight_batches
+                    or self.core.stats._lat_n != getattr(self, "_tick_done", -1)
+                )
                 if busy or int(time.time()) != getattr(self, "_tick_sec", 0):
                     self._tick_done = self.core.stats._lat_n
                     self._tick_sec = int(time.time())
@@ -684,8 +779,9 @@ class Engine:
         self._stopping = True
         self._slots.stopping = True
         core = self.core
-        log.info("shutdown: stopping (%d clients, %d requests queued)", len(self._clients),
-                 core.waiting)
+        log.info(
+            "shutdown: stopping (%d clients, %d requests queued)", len(self._clients), core.waiting
+        )
         loop = self._loop
         assert loop is not None
         self._slots.set_state(STATE_STOPPING)
@@ -703,14 +799,17 @@ class Engine:
                 pass
         limit = (self.config.processing_timeout or 30.0) + 1.0
         if core.waiting or core.inflight_batches:
-            log.warning("shutdown: finishing %d running batches and %d queued requests, up to "
-                        "%.0f s; press Ctrl-C again (or send SIGTERM again) to stop now",
-                        core.inflight_batches, core.waiting, limit)
+            log.warning(
+                "shutdown: finishing %d running batches and %d queued requests, up to "
+                "%.0f s; press Ctrl-C again (or send SIGTERM again) to stop now",
+                core.inflight_batches,
+                core.waiting,
+                limit,
+            )
         assert self._force is not None
         closing = loop.create_task(core.close())
         forced = loop.create_task(self._force.wait())
-        await asyncio.wait((closing, forced), timeout=limit,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((closing, forced), timeout=limit, return_when=asyncio.FIRST_COMPLETED)
         forced.cancel()
         unfinished = sum(len(c.pending) for c in self._clients.values())
         if not closing.done():
@@ -734,8 +833,12 @@ class Engine:
                     core.abandon(req)  # its handler call is cancelled once nobody waits
         self._flush()
         deadline = loop.time() + 2.0  # let clients read what is left in their rings
-        while not self.forced and any(c.frames for c in self._clients.values()) and \
-                loop.time() < deadline and not self._force.is_set():
+        while (
+            not self.forced
+            and any(c.frames for c in self._clients.values())
+            and loop.time() < deadline
+            and not self._force.is_set()
+        ):
             await asyncio.sleep(0.005)
             self._flush()
         for client in list(self._clients.values()):
@@ -780,10 +883,18 @@ def run(engine: Engine, *, use_uvloop: bool = True) -> int:
         from .gctune import settle
 
         settle()
-        print(f"stratabatch-engine ready name={engine.name} pid={os.getpid()} "
-              f"socket={engine.socket_path}", flush=True)
-        log.info("ready: name %s, pid %d, socket %s, %d client slots", engine.name, os.getpid(),
-                 engine.socket_path, engine.max_clients)
+        print(
+            f"stratabatch-engine ready name={engine.name} pid={os.getpid()} "
+            f"socket={engine.socket_path}",
+            flush=True,
+        )
+        log.info(
+            "ready: name %s, pid %d, socket %s, %d client slots",
+            engine.name,
+            os.getpid(),
+            engine.socket_path,
+            engine.max_clients,
+        )
 
     try:
         if use_uvloop:

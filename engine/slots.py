@@ -61,9 +61,24 @@ HELLO_TIMEOUT_S = 5.0
 class Client:
     """One connected client process: its slot, socket, rings and pending requests."""
 
-    __slots__ = ("slot", "pid", "sock", "pidfd", "seg", "requests", "responses", "bell",
-                 "pending", "outbox", "frames", "rbuf", "closed", "connected_at_ns", "counts",
-                 "dirty")
+    __slots__ = (
+        "slot",
+        "pid",
+        "sock",
+        "pidfd",
+        "seg",
+        "requests",
+        "responses",
+        "bell",
+        "pending",
+        "outbox",
+        "frames",
+        "rbuf",
+        "closed",
+        "connected_at_ns",
+        "counts",
+        "dirty",
+    )
 
     def __init__(self, slot: int, pid: int, sock: socket.socket) -> None:
         self.slot = slot
@@ -97,17 +112,21 @@ def _bind_socket(path: str) -> socket.socket:
         raise EngineStartError(
             f"the socket path {path} is {size} bytes; a Unix socket path holds at most "
             f"{_MAX_SOCKET_PATH}: set XDG_RUNTIME_DIR to a shorter directory or use a shorter "
-            "--name", status=EXIT_SOCKET)
+            "--name",
+            status=EXIT_SOCKET,
+        )
     try:
         os.makedirs(d, mode=0o700, exist_ok=True)
         st = os.lstat(d)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            owner = "not a directory" if not stat.S_ISDIR(st.st_mode) else \
-                f"owned by uid {st.st_uid}"
+            owner = (
+                "not a directory" if not stat.S_ISDIR(st.st_mode) else f"owned by uid {st.st_uid}"
+            )
             raise EngineStartError(
                 f"the socket directory {d} is {owner}; it must be a directory of uid "
                 f"{os.getuid()} (remove it, or set XDG_RUNTIME_DIR elsewhere)",
-                status=EXIT_SOCKET)
+                status=EXIT_SOCKET,
+            )
         os.chmod(d, 0o700)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # stale: we hold this name's control segment
@@ -119,8 +138,9 @@ def _bind_socket(path: str) -> socket.socket:
             sock.close()
             raise
     except OSError as exc:
-        raise EngineStartError(f"cannot open the socket {path}: {exc}",
-                               status=EXIT_SOCKET) from None
+        raise EngineStartError(
+            f"cannot open the socket {path}: {exc}", status=EXIT_SOCKET
+        ) from None
     sock.setblocking(False)
     return sock
 
@@ -165,16 +185,22 @@ class Slots:
         """
         nwords = _SLOT_BASE + _SLOT_WORDS * self.max_clients
         try:
-            self._control = Segment.create(segment_name(self.name, "control"), nwords * 8,
-                                           magic=CONTROL_MAGIC, version=CONTROL_VERSION)
+            self._control = Segment.create(
+                segment_name(self.name, "control"),
+                nwords * 8,
+                magic=CONTROL_MAGIC,
+                version=CONTROL_VERSION,
+            )
         except SegmentExistsError as exc:
             raise EngineStartError(
                 f"an engine named {self.name!r} is already running (pid {exc.pid or 'unknown'});"
-                " stop it first or choose another --name", status=EXIT_NAME_IN_USE
+                " stop it first or choose another --name",
+                status=EXIT_NAME_IN_USE,
             ) from None
         except OSError as exc:
-            raise EngineStartError(f"cannot create shared memory in /dev/shm: {exc}",
-                                   status=EXIT_SHARED_MEMORY) from None
+            raise EngineStartError(
+                f"cannot create shared memory in /dev/shm: {exc}", status=EXIT_SHARED_MEMORY
+            ) from None
         words = self._control.array(np.int64, 0, nwords)
         words[_MAX_CLIENTS] = self.max_clients
         words[_PID] = os.getpid()
@@ -188,9 +214,16 @@ class Slots:
 
     # ----------------------------------------------------------------- the socket
 
-    def listen(self, loop: asyncio.AbstractEventLoop, *, bell_fd: int, capacity: int,
-               max_frame: int, welcome: dict[str, Any],
-               on_join: Callable[[Client], None]) -> None:
+    def listen(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        bell_fd: int,
+        capacity: int,
+        max_frame: int,
+        welcome: dict[str, Any],
+        on_join: Callable[[Client], None],
+    ) -> None:
         """Open the socket (directory 0700) and admit clients from now on.
 
         Args:
@@ -286,28 +319,48 @@ class Slots:
         self._loop.remove_reader(sock.fileno())
         hello = msgs[0]
         pid, uid, _gid = struct.unpack(
-            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        )
         if uid != os.getuid():
-            log.warning("client refused: pid %d runs as uid %d, this engine serves uid %d "
-                        "only", pid, uid, os.getuid())
+            log.warning(
+                "client refused: pid %d runs as uid %d, this engine serves uid %d only",
+                pid,
+                uid,
+                os.getuid(),
+            )
             self._refuse(sock, f"this engine serves uid {os.getuid()} only, you are uid {uid}")
             return
         if self.stopping:
             self._refuse(sock, "the engine is shutting down")
             return
-        if hello.get("op") != "hello" or hello.get("protocol") != PROTOCOL_VERSION or \
-                hello.get("frame_version") != FRAME_VERSION:
-            log.warning("client refused: pid %d speaks protocol %r / frame version %r, this "
-                        "engine %d / %d", pid, hello.get("protocol"), hello.get("frame_version"),
-                        PROTOCOL_VERSION, FRAME_VERSION)
-            self._refuse(sock, f"protocol mismatch: engine speaks protocol {PROTOCOL_VERSION}, "
-                               f"frame version {FRAME_VERSION}")
+        if (
+            hello.get("op") != "hello"
+            or hello.get("protocol") != PROTOCOL_VERSION
+            or hello.get("frame_version") != FRAME_VERSION
+        ):
+            log.warning(
+                "client refused: pid %d speaks protocol %r / frame version %r, this engine %d / %d",
+                pid,
+                hello.get("protocol"),
+                hello.get("frame_version"),
+                PROTOCOL_VERSION,
+                FRAME_VERSION,
+            )
+            self._refuse(
+                sock,
+                f"protocol mismatch: engine speaks protocol {PROTOCOL_VERSION}, "
+                f"frame version {FRAME_VERSION}",
+            )
             return
         if not self._free:
-            log.warning("client refused: pid %d, all %d client slots are taken", pid,
-                        self.max_clients)
-            self._refuse(sock, f"the engine is full: all {self.max_clients} client slots are "
-                               "taken (start it with a larger --max-clients)")
+            log.warning(
+                "client refused: pid %d, all %d client slots are taken", pid, self.max_clients
+            )
+            self._refuse(
+                sock,
+                f"the engine is full: all {self.max_clients} client slots are "
+                "taken (start it with a larger --max-clients)",
+            )
             return
         try:
             client = self._admit(sock, pid)
@@ -323,20 +376,39 @@ class Slots:
         try:
             self._generation += 1
             cap = self._capacity
-            client.seg = Segment.create(segment_name(self.name, f"ring-{slot}"),
-                                        2 * Ring.nbytes(cap), magic=RINGS_MAGIC,
-                                        version=RINGS_VERSION)
+            client.seg = Segment.create(
+                segment_name(self.name, f"ring-{slot}"),
+                2 * Ring.nbytes(cap),
+                magic=RINGS_MAGIC,
+                version=RINGS_VERSION,
+            )
             client.bell = Doorbell.create()
             buf = client.seg.buf
-            client.requests = Ring.create(buf[: Ring.nbytes(cap)], capacity=cap,
-                                          max_frame=self._max_frame, wake_producer=client.bell)
-            client.responses = Ring.create(buf[Ring.nbytes(cap):], capacity=cap,
-                                           max_frame=self._max_frame, wake_consumer=client.bell)
-            welcome = {**self._welcome, "op": "welcome", "protocol": PROTOCOL_VERSION,
-                       "frame_version": FRAME_VERSION, "slot": slot, "engine_pid": os.getpid(),
-                       "name": self.name, "rings": client.seg.name,
-                       "rings_version": RINGS_VERSION, "capacity": cap,
-                       "max_frame": self._max_frame}
+            client.requests = Ring.create(
+                buf[: Ring.nbytes(cap)],
+                capacity=cap,
+                max_frame=self._max_frame,
+                wake_producer=client.bell,
+            )
+            client.responses = Ring.create(
+                buf[Ring.nbytes(cap) :],
+                capacity=cap,
+                max_frame=self._max_frame,
+                wake_consumer=client.bell,
+            )
+            welcome = {
+                **self._welcome,
+                "op": "welcome",
+                "protocol": PROTOCOL_VERSION,
+                "frame_version": FRAME_VERSION,
+                "slot": slot,
+                "engine_pid": os.getpid(),
+                "name": self.name,
+                "rings": client.seg.name,
+                "rings_version": RINGS_VERSION,
+                "capacity": cap,
+                "max_frame": self._max_frame,
+            }
             sock.setblocking(True)
             sock.settimeout(2.0)  # the welcome is small: a socket buffer always takes it
             socket.send_fds(sock, [pack_message(welcome)], [self._bell_fd, client.bell.fileno()])

@@ -133,8 +133,14 @@ class StatsRecorder:
                 del buckets[old]
 
     def snapshot(
-        self, *, now: float, queue_depth: int, window_ms: float, cost_per_request: float,
-        adaptive_a_ms: float = 0.0, adaptive_b_ms: float = 0.0,
+        self,
+        *,
+        now: float,
+        queue_depth: int,
+        window_ms: float,
+        cost_per_request: float,
+        adaptive_a_ms: float = 0.0,
+        adaptive_b_ms: float = 0.0,
     ) -> Stats:
         """Freeze the counters into a :class:`Stats`."""
         n = min(self._lat_n, _LATENCY_RING)

@@ -54,8 +54,12 @@ ENGINE = "engine"
 ESTIMATE_S = {"exact": 2, "embedding": 30, "hybrid": 35, ENGINE: 1}
 """Seconds a first compile takes per unit on a 2-core machine (perf/bench_coldstart.py)."""
 
-KERNEL_MODULES = ("stratabatch.kernels", "stratabatch.index", "stratabatch.ipc.atomics",
-                  "stratabatch.ipc.counters")
+KERNEL_MODULES = (
+    "stratabatch.kernels",
+    "stratabatch.index",
+    "stratabatch.ipc.atomics",
+    "stratabatch.ipc.counters",
+)
 """Every module that holds numba kernels; their sources key the marker files."""
 
 _MARKER = "stratabatch-warm-{unit}.json"
@@ -70,8 +74,11 @@ def units(config: BatchConfig, *, engine: bool = False) -> tuple[str, ...]:
     """
     out: list[str] = []
     if config.enable_dedup:
-        embeds = config.dedup_function is None and config.embedder is None and \
-            config.dedup_strategy in ("embedding", "hybrid")
+        embeds = (
+            config.dedup_function is None
+            and config.embedder is None
+            and config.dedup_strategy in ("embedding", "hybrid")
+        )
         out.append(config.dedup_strategy if embeds else "exact")
     if engine:
         out.append(ENGINE)
@@ -130,8 +137,11 @@ def cache_dir() -> str | None:
 
 def _cpu() -> str:
     """The CPU, as far as numba's cache entries depend on it (its name and features)."""
-    parts = [platform.machine(), os.environ.get("NUMBA_CPU_NAME", ""),
-             os.environ.get("NUMBA_CPU_FEATURES", "")]
+    parts = [
+        platform.machine(),
+        os.environ.get("NUMBA_CPU_NAME", ""),
+        os.environ.get("NUMBA_CPU_FEATURES", ""),
+    ]
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -150,8 +160,11 @@ def _key() -> str:
     from importlib.metadata import version
 
     h = hashlib.sha256()
-    h.update(repr((version("numba"), sys.version_info[:2], getattr(sys, "abiflags", ""),
-                   _cpu())).encode())
+    h.update(
+        repr(
+            (version("numba"), sys.version_info[:2], getattr(sys, "abiflags", ""), _cpu())
+        ).encode()
+    )
     for module in KERNEL_MODULES:
         with open(_kernel_file(module), "rb") as f:
             h.update(hashlib.sha256(f.read()).digest())
@@ -162,12 +175,14 @@ def _loaded(unit: str) -> bool:
     """Whether the kernels of ``unit`` are loaded in this process (at least one compiled
     version of a kernel in each of its modules), so a failed warm-up marks nothing."""
     modules = {"exact": ("stratabatch.kernels",), ENGINE: ("stratabatch.ipc.atomics",)}.get(
-        unit, ("stratabatch.kernels", "stratabatch.index"))
+        unit, ("stratabatch.kernels", "stratabatch.index")
+    )
     for name in modules:
         mod = sys.modules.get(name)
         # a numba dispatcher's compiled versions are its ``overloads``
-        if mod is None or not any(getattr(v, "overloads", None) and hasattr(v, "py_func")
-                                  for v in vars(mod).values()):
+        if mod is None or not any(
+            getattr(v, "overloads", None) and hasattr(v, "py_func") for v in vars(mod).values()
+        ):
             return False
     return True
 
@@ -204,15 +219,21 @@ class CacheCheck:
         """The line logged before a compile."""
         what = _label(self.missing)
         if self.cache_dir is None:
-            return (f"compiling kernels for {what}: numba cannot cache them here (no writable "
-                    f"cache directory; set NUMBA_CACHE_DIR), ~{self.estimate_s} s")
-        return (f"compiling kernels for {what}: first start on this machine, cached after, "
-                f"~{self.estimate_s} s (numba cache: {self.cache_dir})")
+            return (
+                f"compiling kernels for {what}: numba cannot cache them here (no writable "
+                f"cache directory; set NUMBA_CACHE_DIR), ~{self.estimate_s} s"
+            )
+        return (
+            f"compiling kernels for {what}: first start on this machine, cached after, "
+            f"~{self.estimate_s} s (numba cache: {self.cache_dir})"
+        )
 
     def done_message(self, wall_s: float, cpu_s: float) -> str:
         """The line logged after a compile."""
-        return (f"compiled kernels for {_label(self.missing)} in {wall_s:.1f} s (CPU {cpu_s:.1f} s)"
-                + ("" if self.cache_dir is None else "; later starts load them from the cache"))
+        return (
+            f"compiled kernels for {_label(self.missing)} in {wall_s:.1f} s (CPU {cpu_s:.1f} s)"
+            + ("" if self.cache_dir is None else "; later starts load them from the cache")
+        )
 
 
 def _label(names: Sequence[str]) -> str:
@@ -222,8 +243,12 @@ def _label(names: Sequence[str]) -> str:
     return " and ".join(parts) or "nothing"
 
 
-def check(config: BatchConfig | None = None, *, engine: bool = False,
-          unit_names: Sequence[str] | None = None) -> CacheCheck:
+def check(
+    config: BatchConfig | None = None,
+    *,
+    engine: bool = False,
+    unit_names: Sequence[str] | None = None,
+) -> CacheCheck:
     """Whether the kernels a warm-up of ``config`` loads are in numba's on-disk cache.
 
     Reads a few small files; does not import numba. A unit is cached when its
@@ -235,8 +260,11 @@ def check(config: BatchConfig | None = None, *, engine: bool = False,
         engine: Whether the start is an engine's (its own kernels too).
         unit_names: The units to check instead of those of ``config``.
     """
-    wanted = tuple(unit_names) if unit_names is not None else \
-        units(config or BatchConfig(), engine=engine)
+    wanted = (
+        tuple(unit_names)
+        if unit_names is not None
+        else units(config or BatchConfig(), engine=engine)
+    )
     if not wanted:
         return CacheCheck((), None, (), "")
     where = cache_dir()
@@ -266,8 +294,12 @@ def mark(result: CacheCheck, *, seconds: float | None = None) -> tuple[str, ...]
         if not _loaded(unit):
             continue
         path = os.path.join(result.cache_dir, _MARKER.format(unit=unit))
-        body = {"key": result.key, "unit": unit, "seconds": seconds,
-                "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        body = {
+            "key": result.key,
+            "unit": unit,
+            "seconds": seconds,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         try:
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "w", encoding="utf-8") as f:
@@ -295,8 +327,14 @@ class Notice:
         engine: Whether the engine's own kernels load too.
     """
 
-    def __init__(self, config: BatchConfig, logger: logging.Logger = log,
-                 level: int = logging.WARNING, *, engine: bool = False) -> None:
+    def __init__(
+        self,
+        config: BatchConfig,
+        logger: logging.Logger = log,
+        level: int = logging.WARNING,
+        *,
+        engine: bool = False,
+    ) -> None:
         self._logger = logger
         self._level = level
         self.result: CacheCheck | None = None
@@ -321,9 +359,12 @@ class Notice:
             return
         failed = [u for u in r.missing if not _loaded(u)]
         if failed:
-            self._logger.log(max(self._level, logging.WARNING),
-                             "kernels for %s did not load (after %.1f s); dedup fails with the "
-                             "reason", _label(failed), wall)
+            self._logger.log(
+                max(self._level, logging.WARNING),
+                "kernels for %s did not load (after %.1f s); dedup fails with the reason",
+                _label(failed),
+                wall,
+            )
             return
         mark(r, seconds=wall)
         self._logger.log(self._level, "%s", r.done_message(wall, cpu))
@@ -358,8 +399,13 @@ async def _warm_core(config: BatchConfig) -> None:
         await batch.process({config.dedup_key: "warm up"}, timeout=600)
 
 
-def compile_kernels(config: BatchConfig | None = None, *, engine: bool = True,
-                    logger: logging.Logger = log, level: int = logging.WARNING) -> CacheCheck:
+def compile_kernels(
+    config: BatchConfig | None = None,
+    *,
+    engine: bool = True,
+    logger: logging.Logger = log,
+    level: int = logging.WARNING,
+) -> CacheCheck:
     """Load (compiling on a first run) every kernel a start with ``config`` reaches, and mark
     them cached; returns the check made before, which says what was compiled.
 
@@ -382,18 +428,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m stratabatch.warm",
         description="Compile stratabatch's numba kernels into numba's on-disk cache, so that "
-                    "later starts (embedded or engine) load them instead of compiling. Run it "
-                    "in a container image's build step, as the user and with the "
-                    "NUMBA_CACHE_DIR the service runs with.")
-    p.add_argument("--strategy", action="append", choices=STRATEGIES,
-                   help="a dedup strategy to compile for (repeatable; default: embedding, "
-                        "the default strategy)")
+        "later starts (embedded or engine) load them instead of compiling. Run it "
+        "in a container image's build step, as the user and with the "
+        "NUMBA_CACHE_DIR the service runs with.",
+    )
+    p.add_argument(
+        "--strategy",
+        action="append",
+        choices=STRATEGIES,
+        help="a dedup strategy to compile for (repeatable; default: embedding, "
+        "the default strategy)",
+    )
     p.add_argument("--all", action="store_true", help="every strategy")
-    p.add_argument("--no-engine", action="store_true",
-                   help="skip the engine process's own kernels (about 1 s)")
-    p.add_argument("--check", action="store_true",
-                   help="compile nothing: print whether each is cached; exit status 1 when "
-                        "one is not")
+    p.add_argument(
+        "--no-engine", action="store_true", help="skip the engine process's own kernels (about 1 s)"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="compile nothing: print whether each is cached; exit status 1 when one is not",
+    )
     return p
 
 
@@ -402,8 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     asked for; 1 when numba cannot cache here, loading failed, or (``--check``) something
     is not cached."""
     args = build_parser().parse_args(argv)
-    strategies = list(STRATEGIES) if args.all else list(dict.fromkeys(args.strategy or
-                                                                      ["embedding"]))
+    strategies = (
+        list(STRATEGIES) if args.all else list(dict.fromkeys(args.strategy or ["embedding"]))
+    )
     wanted = strategies + ([] if args.no_engine else [ENGINE])
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("stratabatch.warm: %(message)s"))
@@ -412,9 +467,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         before = check(unit_names=wanted)
         if before.cache_dir is None:
-            print("stratabatch.warm: numba cannot cache here (no NUMBA_CACHE_DIR, and neither "
-                  "the package's __pycache__ nor the user cache directory is writable): set "
-                  "NUMBA_CACHE_DIR to a writable directory", file=sys.stderr)
+            print(
+                "stratabatch.warm: numba cannot cache here (no NUMBA_CACHE_DIR, and neither "
+                "the package's __pycache__ nor the user cache directory is writable): set "
+                "NUMBA_CACHE_DIR to a writable directory",
+                file=sys.stderr,
+            )
             return 1
         if args.check:
             for unit in wanted:
@@ -422,23 +480,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"stratabatch.warm: {unit}: {state}", file=sys.stderr)
         else:
             for i, strategy in enumerate(strategies):
-                compile_kernels(BatchConfig(dedup_strategy=strategy),
-                                engine=ENGINE in wanted and i == 0)
+                compile_kernels(
+                    BatchConfig(dedup_strategy=strategy), engine=ENGINE in wanted and i == 0
+                )
         after = check(unit_names=wanted)
-        print(f"stratabatch.warm: {len(wanted) - len(after.missing)} of {len(wanted)} cached "
-              f"({', '.join(wanted)}) in {after.cache_dir}", file=sys.stderr)
+        print(
+            f"stratabatch.warm: {len(wanted) - len(after.missing)} of {len(wanted)} cached "
+            f"({', '.join(wanted)}) in {after.cache_dir}",
+            file=sys.stderr,
+        )
         return 1 if after.cold else 0
     except Exception as exc:
-        print(f"stratabatch.warm: loading the kernels failed: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+        print(
+            f"stratabatch.warm: loading the kernels failed: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         log.removeHandler(handler)
         log.propagate = True
 
 
-__all__ = ["ENGINE", "STRATEGIES", "CacheCheck", "Notice", "cache_dir", "check",
-           "compile_kernels", "load_engine_kernels", "main", "mark", "units"]
+__all__ = [
+    "ENGINE",
+    "STRATEGIES",
+    "CacheCheck",
+    "Notice",
+    "cache_dir",
+    "check",
+    "compile_kernels",
+    "load_engine_kernels",
+    "main",
+    "mark",
+    "units",
+]
 
 
 if __name__ == "__main__":

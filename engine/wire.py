@@ -61,8 +61,14 @@ STATUS_OK, STATUS_ERROR, STATUS_TIMEOUT = 0, 1, 2
 _ERROR_TYPES: dict[str, type[StratabatchError]] = {
     cls.__name__: cls
     for cls in (
-        StratabatchError, ConfigError, InvalidRequestError, RequestTooLargeError,
-        BatchTimeoutError, QueueFullError, HandlerError, EngineUnavailableError,
+        StratabatchError,
+        ConfigError,
+        InvalidRequestError,
+        RequestTooLargeError,
+        BatchTimeoutError,
+        QueueFullError,
+        HandlerError,
+        EngineUnavailableError,
     )
 }
 
@@ -88,8 +94,11 @@ def check_name(name: Any) -> str:
     """
     import re
 
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,48}", name) or \
-            name in (".", ".."):
+    if (
+        not isinstance(name, str)
+        or not re.fullmatch(r"[A-Za-z0-9_.-]{1,48}", name)
+        or name in (".", "..")
+    ):
         raise ConfigError(
             f"engine name must be 1-48 characters of [A-Za-z0-9_.-], got {name!r}", field="name"
         )
@@ -128,9 +137,16 @@ class MessageBuffer:
             body = bytes(self._buf[4 : 4 + n])
             del self._buf[: 4 + n]
             try:
-                msg = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=n,
-                                      max_str_len=n, max_array_len=n, max_map_len=n,
-                                      max_ext_len=0)
+                msg = msgpack.unpackb(
+                    body,
+                    raw=False,
+                    strict_map_key=True,
+                    max_bin_len=n,
+                    max_str_len=n,
+                    max_array_len=n,
+                    max_map_len=n,
+                    max_ext_len=0,
+                )
             except Exception as exc:  # any decoding failure means a broken peer
                 raise ValueError(f"socket message is not msgpack: {exc}") from None
             if type(msg) is not dict:
@@ -210,8 +226,9 @@ def error_from_wire(status: int, value: Any) -> StratabatchError:
         :class:`~stratabatch.errors.RemoteTraceback` holding it as its ``__cause__``.
     """
     if status == STATUS_TIMEOUT:
-        return BatchTimeoutError(value if isinstance(value, str) and value else
-                                 "the request timed out in the engine")
+        return BatchTimeoutError(
+            value if isinstance(value, str) and value else "the request timed out in the engine"
+        )
     type_name, message, details = value[0], value[1], value[2] if len(value) > 2 else {}
     if type_name == "HandlerError":
         exc_type = details.get("exc_type")

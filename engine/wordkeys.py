@@ -179,8 +179,7 @@ def word_profile(tokens: Sequence[str]) -> list[int]:
             counts[w] = counts.get(w, 0) + 1
     get = _cache.get
     if len(counts) > PRECHECK_MAX_WORDS:
-        low = heapq.nsmallest(5, {r for r in ((get(w) or _profile_of(w))[0] for w in counts)
-                                  if r})
+        low = heapq.nsmallest(5, {r for r in ((get(w) or _profile_of(w))[0] for w in counts) if r})
         return [x for r in low for x in (r, 0, -1)]
     out: list[int] = []
     for w, c in counts.items():
@@ -213,8 +212,12 @@ def residue_profile(counts: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray, 
             cnt.append(c)
     rk = np.array(ranks, np.int64)
     order = np.argsort(rk, kind="stable")
-    return (np.ascontiguousarray(rk[order]), np.array(shapes, np.int64)[order],
-            np.array(cnt, np.int64)[order], sum(cnt))
+    return (
+        np.ascontiguousarray(rk[order]),
+        np.array(shapes, np.int64)[order],
+        np.array(cnt, np.int64)[order],
+        sum(cnt),
+    )
 
 
 class BatchProfiles:
@@ -225,8 +228,14 @@ class BatchProfiles:
 
     __slots__ = ("ranks", "shapes", "counts", "off", "lens")
 
-    def __init__(self, ranks: np.ndarray, shapes: np.ndarray, counts: np.ndarray,
-                 off: np.ndarray, lens: np.ndarray) -> None:
+    def __init__(
+        self,
+        ranks: np.ndarray,
+        shapes: np.ndarray,
+        counts: np.ndarray,
+        off: np.ndarray,
+        lens: np.ndarray,
+    ) -> None:
         self.ranks = ranks
         self.shapes = shapes
         self.counts = counts
@@ -239,8 +248,9 @@ class BatchProfiles:
         if k < 0:
             return None
         a = int(self.off[j])
-        return [int(x) for t in range(a, a + k)
-                for x in (self.ranks[t], self.shapes[t], self.counts[t])]
+        return [
+            int(x) for t in range(a, a + k) for x in (self.ranks[t], self.shapes[t], self.counts[t])
+        ]
 
 
 _tables: tuple[np.ndarray, ...] | None = None
@@ -264,11 +274,15 @@ def kernel_tables() -> tuple[np.ndarray, ...]:
         fillers = np.zeros((len(TYPO_FILLERS), 4 + width), dtype=np.int64)
         for i, f in enumerate(TYPO_FILLERS):
             fillers[i, :4] = (ord(f[0]), len(f), word_shape(f), f in vocab)
-            fillers[i, 4:4 + len(f)] = [ord(c) for c in f]
+            fillers[i, 4 : 4 + len(f)] = [ord(c) for c in f]
         fill_at = np.searchsorted(fillers[:, 0], np.arange(129)).astype(np.int64)
-        _tables = (np.unique(hash_words(sorted(COMMON_WORDS))),
-                   np.unique(hash_words(sorted(IGNORABLE_WORDS))), fillers, fill_at,
-                   np.unique(hash_words(sorted(vocab))))
+        _tables = (
+            np.unique(hash_words(sorted(COMMON_WORDS))),
+            np.unique(hash_words(sorted(IGNORABLE_WORDS))),
+            fillers,
+            fill_at,
+            np.unique(hash_words(sorted(vocab))),
+        )
     return _tables
 
 
@@ -288,8 +302,8 @@ def word_keys(tokens: Sequence[str]) -> list[int]:
     n = len(low)
     if n == 0:
         return [EMPTY_KEY]
-    del low[5 if n > 8 else 4:]
-    keys = [((a << 1) ^ b) | 1 for i, a in enumerate(low) for b in low[i + 1:]]
+    del low[5 if n > 8 else 4 :]
+    keys = [((a << 1) ^ b) | 1 for i, a in enumerate(low) for b in low[i + 1 :]]
     if n <= 3:
         keys.extend((a ^ SINGLE_KEY) | 1 for a in low)
     return keys
@@ -319,6 +333,7 @@ def may_pass_residue(tokens_a: Sequence[str], tokens_b: Sequence[str]) -> bool:
     :func:`may_be_typos` allows. The reference for the index's pre-check, which runs on ranks
     and shapes in numba before any guard is asked (see :mod:`stratabatch.index`).
     """
+
     def counted(tokens: Sequence[str]) -> Counter[tuple[int, int]]:
         return Counter({(r, sh): c for r, sh, c in _triples(word_profile(tokens))})
 

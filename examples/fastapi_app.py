@@ -36,8 +36,10 @@ async def answer_batch(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     and says which call answered it and how many questions shared that call.
     """
     call = next(_calls)
-    return [{"answer": f"answer to: {r['query']}", "batch_size": len(requests), "call": call}
-            for r in requests]
+    return [
+        {"answer": f"answer to: {r['query']}", "batch_size": len(requests), "call": call}
+        for r in requests
+    ]
 
 
 @app.post("/api/query")
@@ -58,6 +60,11 @@ async def query(request: dict[str, Any]) -> Any:
 async def stats() -> dict[str, Any]:
     """The engine's statistics, all workers together."""
     st = stratabatch.connect(ENGINE).get_stats()
-    return {"total_requests": st.total_requests, "unique_requests": st.unique_requests,
-            "duplicates": st.duplicates, "total_batches": st.total_batches,
-            "dedup_rate": st.dedup_rate, "worker": os.getpid()}
+    return {
+        "total_requests": st.total_requests,
+        "unique_requests": st.unique_requests,
+        "duplicates": st.duplicates,
+        "total_batches": st.total_batches,
+        "dedup_rate": st.dedup_rate,
+        "worker": os.getpid(),
+    }

@@ -125,8 +125,9 @@ class Arena:
         Raises:
             ValueError: A geometry value is out of range or ``buf`` is too small.
         """
-        need = cls.nbytes(dim=dim, slots=slots, rows_per_slot=rows_per_slot,
-                          engine_rows=engine_rows)
+        need = cls.nbytes(
+            dim=dim, slots=slots, rows_per_slot=rows_per_slot, engine_rows=engine_rows
+        )
         view = memoryview(buf).cast("B")
         if view.readonly or view.nbytes < need:
             raise ValueError(
@@ -135,11 +136,27 @@ class Arena:
             )
         rows = slots * rows_per_slot + engine_rows
         view[8:need] = bytes(need - 8)
-        _HEADER.pack_into(view, 0, b"\0" * 8, ARENA_VERSION, HEADER_BYTES, dim, slots,
-                          rows_per_slot, engine_rows, rows)
+        _HEADER.pack_into(
+            view,
+            0,
+            b"\0" * 8,
+            ARENA_VERSION,
+            HEADER_BYTES,
+            dim,
+            slots,
+            rows_per_slot,
+            engine_rows,
+            rows,
+        )
         view[:8] = ARENA_MAGIC  # last: a reader never sees a magic over a half-written header
-        return cls(buf, dim=dim, slots=slots, rows_per_slot=rows_per_slot,
-                   engine_rows=engine_rows, owner=ENGINE)
+        return cls(
+            buf,
+            dim=dim,
+            slots=slots,
+            rows_per_slot=rows_per_slot,
+            engine_rows=engine_rows,
+            owner=ENGINE,
+        )
 
     @classmethod
     def attach(cls, buf: Any, *, owner: int) -> Arena:
@@ -175,8 +192,9 @@ class Arena:
                 f"inconsistent arena header: {rows} rows of {dim} for {slots} slots x {per_slot} "
                 f"+ {engine_rows} engine rows in a {view.nbytes}-byte buffer"
             )
-        return cls(buf, dim=dim, slots=slots, rows_per_slot=per_slot,
-                   engine_rows=engine_rows, owner=owner)
+        return cls(
+            buf, dim=dim, slots=slots, rows_per_slot=per_slot, engine_rows=engine_rows, owner=owner
+        )
 
     # ------------------------------------------------------------------ geometry
 

@@ -121,8 +121,17 @@ class CountersWriter:
         self.layout = layout
         view[8 : layout.nbytes] = bytes(layout.nbytes - 8)
         view[HEADER_BYTES : HEADER_BYTES + len(layout.schema_bytes)] = layout.schema_bytes
-        HEADER_STRUCT.pack_into(view, 0, b"\0" * 8, COUNTERS_VERSION, HEADER_BYTES, HEADER_BYTES,
-                          len(layout.schema_bytes), layout.data_offset, layout.data_bytes)
+        HEADER_STRUCT.pack_into(
+            view,
+            0,
+            b"\0" * 8,
+            COUNTERS_VERSION,
+            HEADER_BYTES,
+            HEADER_BYTES,
+            len(layout.schema_bytes),
+            layout.data_offset,
+            layout.data_bytes,
+        )
         self._seq = np.frombuffer(buf, np.int64, 1, SEQ_OFFSET)
         self._words = np.frombuffer(buf, np.int64, layout.data_bytes // 8, layout.data_offset)
         self._floats = self._words.view(np.float64)
@@ -139,12 +148,20 @@ class CountersWriter:
                 arr = self._words if is_int else self._floats
                 self._scalars[f["name"]] = (arr, f["offset"] // 8, is_int)
             elif f["kind"] == "histogram":
-                self._hists[f["name"]] = (f["count_offset"] // 8, f["bounds"],
-                                          np.asarray(f["bounds"]), f["closed"])
+                self._hists[f["name"]] = (
+                    f["count_offset"] // 8,
+                    f["bounds"],
+                    np.asarray(f["bounds"]),
+                    f["closed"],
+                )
             else:
                 cols = {c["name"]: (i, c["type"]) for i, c in enumerate(f["columns"])}
-                info = {"base": f["rows_offset"] // 8, "cols": cols, "width": len(cols),
-                        "size": f.get("capacity", f.get("rows"))}
+                info = {
+                    "base": f["rows_offset"] // 8,
+                    "cols": cols,
+                    "width": len(cols),
+                    "size": f.get("capacity", f.get("rows")),
+                }
                 if f["kind"] == "sample_ring":
                     info["head"] = f["head_offset"] // 8
                     self._rings[f["name"]] = info
@@ -154,9 +171,16 @@ class CountersWriter:
         view.release()
 
     @classmethod
-    def create(cls, engine_name: str, layout: CountersLayout | None = None, *,
-               info: dict[str, Any] | None = None, max_clients: int = 64,
-               history_s: int = 600, started_at_ns: int | None = None) -> CountersWriter:
+    def create(
+        cls,
+        engine_name: str,
+        layout: CountersLayout | None = None,
+        *,
+        info: dict[str, Any] | None = None,
+        max_clients: int = 64,
+        history_s: int = 600,
+        started_at_ns: int | None = None,
+    ) -> CountersWriter:
         """Create engine ``engine_name``'s counters segment and own it (the engine's call).
 
         The segment is :func:`counters_segment_name` ``(engine_name)``, mode 0600; a stale one
@@ -177,19 +201,25 @@ class CountersWriter:
             ValueError: A bad name or layout argument.
         """
         if layout is None:
-            layout = CountersLayout.for_stats(max_clients=max_clients, history_s=history_s,
-                                              info=info)
-        seg = Segment.create(counters_segment_name(engine_name), layout.nbytes,
-                             magic=COUNTERS_MAGIC, version=COUNTERS_VERSION)
+            layout = CountersLayout.for_stats(
+                max_clients=max_clients, history_s=history_s, info=info
+            )
+        seg = Segment.create(
+            counters_segment_name(engine_name),
+            layout.nbytes,
+            magic=COUNTERS_MAGIC,
+            version=COUNTERS_VERSION,
+        )
         try:
             writer = cls(seg.buf, layout)
             writer._segment = seg
             now = time.time_ns()
             with writer.update():
-                for name, value in (("engine_pid", os.getpid()),
-                                    ("started_at_ns", now if started_at_ns is None
-                                     else started_at_ns),
-                                    ("updated_at_ns", now)):
+                for name, value in (
+                    ("engine_pid", os.getpid()),
+                    ("started_at_ns", now if started_at_ns is None else started_at_ns),
+                    ("updated_at_ns", now),
+                ):
                     if name in writer._scalars:
                         writer.set(name, value)
         except BaseException:
@@ -309,8 +339,10 @@ class CountersWriter:
         base, _, edges, _ = self._hist(name)
         arr = np.asarray(counts)
         if arr.shape != (len(edges) + 1,) or arr.dtype.kind not in "iu" or (arr < 0).any():
-            raise ValueError(f"histogram {name!r} needs {len(edges) + 1} non-negative integer "
-                             f"counts, got {arr.dtype} of shape {arr.shape}")
+            raise ValueError(
+                f"histogram {name!r} needs {len(edges) + 1} non-negative integer "
+                f"counts, got {arr.dtype} of shape {arr.shape}"
+            )
         self.begin()
         self._words[base] = int(arr.sum())
         self._floats[base + 1] = total
@@ -343,8 +375,10 @@ class CountersWriter:
                 elif name in self._hists:
                     self.set_histogram(name, np.asarray(value, dtype=np.int64))
                 else:
-                    raise KeyError(f"the counters layout has no field {name!r} to publish; "
-                                   "every Stats field needs one (see CountersLayout.for_stats)")
+                    raise KeyError(
+                        f"the counters layout has no field {name!r} to publish; "
+                        "every Stats field needs one (see CountersLayout.for_stats)"
+                    )
             if "updated_at_ns" in self._scalars:
                 self.set("updated_at_ns", time.time_ns() if now_ns is None else now_ns)
 
@@ -357,31 +391,41 @@ class CountersWriter:
         ``latency_ms_p99`` gauge when none were observed there), and the current
         ``queue_depth``. Call it once a second; the first call counts from zero.
         """
-        totals = {c: self.get(t) for c, t in (("requests", "total_requests"),
-                                              ("batches", "total_batches"),
-                                              ("duplicates", "duplicates"),
-                                              ("errors", "errors"))}
+        totals = {
+            c: self.get(t)
+            for c, t in (
+                ("requests", "total_requests"),
+                ("batches", "total_batches"),
+                ("duplicates", "duplicates"),
+                ("errors", "errors"),
+            )
+        }
         base, bounds, _, _ = self._hist("latency_ms")
         lat = self._words[base + 2 : base + 3 + len(bounds)].copy()
-        prev = self._last_second or {"totals": dict.fromkeys(totals, 0),
-                                     "lat": np.zeros_like(lat)}
+        prev = self._last_second or {"totals": dict.fromkeys(totals, 0), "lat": np.zeros_like(lat)}
         delta = lat - prev["lat"]
         if delta.any():
             p99 = histogram_quantile({"bounds": bounds, "counts": delta.tolist()}, 0.99)
         else:
             p99 = self.get("latency_ms_p99")
-        self.push_second_sample(t_s=t_s, latency_ms_p99=p99, queue_depth=self.get("queue_depth"),
-                                **{c: v - prev["totals"][c] for c, v in totals.items()})
+        self.push_second_sample(
+            t_s=t_s,
+            latency_ms_p99=p99,
+            queue_depth=self.get("queue_depth"),
+            **{c: v - prev["totals"][c] for c, v in totals.items()},
+        )
         self._last_second = {"totals": totals, "lat": lat}
 
-    def _write_row(self, info: dict[str, Any], start: int, values: Mapping[str, Any],
-                   add: bool, where: str) -> None:
+    def _write_row(
+        self, info: dict[str, Any], start: int, values: Mapping[str, Any], add: bool, where: str
+    ) -> None:
         for cname, value in values.items():
             try:
                 col, typ = info["cols"][cname]
             except KeyError:
-                raise KeyError(f"{where} has no column {cname!r}; have "
-                               f"{sorted(info['cols'])}") from None
+                raise KeyError(
+                    f"{where} has no column {cname!r}; have {sorted(info['cols'])}"
+                ) from None
             arr = self._floats if typ == "f64" else self._words
             if typ == "i64" and type(value) is not int:
                 value = _as_int(value, f"{where}.{cname}")
@@ -473,8 +517,9 @@ class CountersReader:
         view = memoryview(buf).cast("B")
         size = view.nbytes
         if size < HEADER_BYTES:
-            raise SegmentLayoutError(f"a counters block holds at least {HEADER_BYTES} bytes, "
-                                     f"got {size}")
+            raise SegmentLayoutError(
+                f"a counters block holds at least {HEADER_BYTES} bytes, got {size}"
+            )
         magic, version, header, s_off, s_len, d_off, d_len = HEADER_STRUCT.unpack_from(view, 0)
         if magic != COUNTERS_MAGIC:
             raise SegmentLayoutError(
@@ -485,8 +530,14 @@ class CountersReader:
                 f"counters layout version {version} (header {header} bytes) is not the "
                 f"supported version {COUNTERS_VERSION} ({HEADER_BYTES} bytes)"
             )
-        if not (s_off >= HEADER_BYTES and s_off + s_len <= d_off and d_off % 64 == 0
-                and d_len % 8 == 0 and d_len > 0 and d_off + d_len <= size):
+        if not (
+            s_off >= HEADER_BYTES
+            and s_off + s_len <= d_off
+            and d_off % 64 == 0
+            and d_len % 8 == 0
+            and d_len > 0
+            and d_off + d_len <= size
+        ):
             raise SegmentLayoutError(
                 f"inconsistent counters header: schema [{s_off}, +{s_len}), data [{d_off}, "
                 f"+{d_len}) in a {size}-byte buffer"
@@ -494,8 +545,14 @@ class CountersReader:
         try:
             schema = json.loads(bytes(view[s_off : s_off + s_len]))
             self._plan = _read_plan(schema, d_len)
-        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError,
-                RecursionError) as exc:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            ArithmeticError,
+            RecursionError,
+        ) as exc:
             view.release()
             raise SegmentLayoutError(f"unreadable counters schema: {exc}") from exc
         view.release()
@@ -519,8 +576,9 @@ class CountersReader:
             SegmentLayoutError: The segment holds no counters block of this version.
             ValueError: ``engine_name`` is not a valid engine name.
         """
-        seg = Segment.attach(counters_segment_name(engine_name), magic=COUNTERS_MAGIC,
-                             version=COUNTERS_VERSION)
+        seg = Segment.attach(
+            counters_segment_name(engine_name), magic=COUNTERS_MAGIC, version=COUNTERS_VERSION
+        )
         try:
             reader = cls(seg.buf)
         except BaseException:
@@ -536,8 +594,9 @@ class CountersReader:
         if not isinstance(info, dict):
             return {}
         # a writer stores only scalars (CountersLayout checks); anything else is not an option
-        return {k: v for k, v in info.items()
-                if v is None or isinstance(v, (str, int, float, bool))}
+        return {
+            k: v for k, v in info.items() if v is None or isinstance(v, (str, int, float, bool))
+        }
 
     @property
     def field_names(self) -> list[str]:
@@ -587,9 +646,13 @@ class CountersReader:
                 out[name] = (floats if step[3] else ints)[step[2]]
             elif kind == "histogram":
                 base, bounds = step[2], step[3]
-                out[name] = {"bounds": bounds, "closed": step[4],
-                             "counts": ints[base + 2 : base + 3 + len(bounds)],
-                             "count": ints[base], "sum": floats[base + 1]}
+                out[name] = {
+                    "bounds": bounds,
+                    "closed": step[4],
+                    "counts": ints[base + 2 : base + 3 + len(bounds)],
+                    "count": ints[base],
+                    "sum": floats[base + 1],
+                }
             else:
                 base, size, cols, extra = step[2], step[3], step[4], step[5]
                 width = len(cols)
@@ -624,10 +687,12 @@ class CountersReader:
     """Old name of :meth:`close`."""
 
 
-def _row(ints: list[int], floats: list[float], start: int,
-         cols: list[tuple[str, bool]]) -> dict[str, Any]:
-    return {cname: (floats if is_float else ints)[start + i]
-            for i, (cname, is_float) in enumerate(cols)}
+def _row(
+    ints: list[int], floats: list[float], start: int, cols: list[tuple[str, bool]]
+) -> dict[str, Any]:
+    return {
+        cname: (floats if is_float else ints)[start + i] for i, (cname, is_float) in enumerate(cols)
+    }
 
 
 def _read_plan(schema: Any, data_bytes: int) -> list[tuple[Any, ...]]:
@@ -640,9 +705,11 @@ def _read_plan(schema: Any, data_bytes: int) -> list[tuple[Any, ...]]:
     if not isinstance(schema, dict):
         raise ValueError(f"the schema is a JSON {_json_type(schema)}, not an object")
     if schema.get("format") != "stratabatch-counters" or schema.get("version") != COUNTERS_VERSION:
-        raise ValueError(f"schema format {schema.get('format')!r:.60} "
-                         f"v{schema.get('version')!r:.20} is not stratabatch-counters "
-                         f"v{COUNTERS_VERSION}")
+        raise ValueError(
+            f"schema format {schema.get('format')!r:.60} "
+            f"v{schema.get('version')!r:.20} is not stratabatch-counters "
+            f"v{COUNTERS_VERSION}"
+        )
     fields = schema.get("fields")
     if not isinstance(fields, list):
         raise ValueError(f"the schema's fields are a JSON {_json_type(fields)}, not an array")
@@ -666,10 +733,14 @@ def _read_plan(schema: Any, data_bytes: int) -> list[tuple[Any, ...]]:
             raise ValueError(f"field {f['name']!r}: columns must be a non-empty array")
         out = []
         for c in cols:
-            if not isinstance(c, dict) or not isinstance(c.get("name"), str) \
-                    or c.get("type") not in WORD_TYPES:
-                raise ValueError(f"field {f['name']!r}: column {c!r:.60} is not "
-                                 f"{{name, type in {WORD_TYPES}}}")
+            if (
+                not isinstance(c, dict)
+                or not isinstance(c.get("name"), str)
+                or c.get("type") not in WORD_TYPES
+            ):
+                raise ValueError(
+                    f"field {f['name']!r}: column {c!r:.60} is not {{name, type in {WORD_TYPES}}}"
+                )
             out.append((c["name"], c["type"] == "f64"))
         return out
 
@@ -685,11 +756,16 @@ def _read_plan(schema: Any, data_bytes: int) -> list[tuple[Any, ...]]:
             plan.append(("scalar", name, word(f.get("offset")), f["type"] == "f64"))
         elif kind == "histogram":
             raw = f.get("bounds")
-            if not isinstance(raw, list) or not raw or not all(
-                type(b) in (int, float) and math.isfinite(b) for b in raw
-            ) or any(a >= b for a, b in zip(raw[:-1], raw[1:], strict=True)):
-                raise ValueError(f"histogram {name!r}: bounds must be finite, strictly "
-                                 f"increasing numbers, got {raw!r:.60}")
+            if (
+                not isinstance(raw, list)
+                or not raw
+                or not all(type(b) in (int, float) and math.isfinite(b) for b in raw)
+                or any(a >= b for a, b in zip(raw[:-1], raw[1:], strict=True))
+            ):
+                raise ValueError(
+                    f"histogram {name!r}: bounds must be finite, strictly "
+                    f"increasing numbers, got {raw!r:.60}"
+                )
             bounds = [float(b) for b in raw]
             base = f.get("count_offset")
             parts = (f.get("sum_offset"), f.get("buckets_offset"), f.get("buckets"))
@@ -717,8 +793,13 @@ def _read_plan(schema: Any, data_bytes: int) -> list[tuple[Any, ...]]:
 
 def _json_type(value: Any) -> str:
     """The JSON name of a decoded value's type (for messages)."""
-    for typ, label in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"),
-                       ((int, float), "number")):
+    for typ, label in (
+        (bool, "boolean"),
+        (dict, "object"),
+        (list, "array"),
+        (str, "string"),
+        ((int, float), "number"),
+    ):
         if isinstance(value, typ):
             return label
     return "null" if value is None else type(value).__name__

@@ -154,8 +154,32 @@ def log_buckets(low: float, high: float, per_decade: int) -> tuple[float, ...]:
 
 LATENCY_BUCKETS_MS = log_buckets(0.01, 100_000.0, 10)
 """Latency bounds: 10 µs to 100 s, 10 per decade (each bucket about 26% wide)."""
-BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
-                      768, 1024, 1536, 2048, 3072, 4096)
+BATCH_SIZE_BUCKETS = (
+    1,
+    2,
+    3,
+    4,
+    6,
+    8,
+    12,
+    16,
+    24,
+    32,
+    48,
+    64,
+    96,
+    128,
+    192,
+    256,
+    384,
+    512,
+    768,
+    1024,
+    1536,
+    2048,
+    3072,
+    4096,
+)
 """Batch-size bounds (1, 2, 3, 4, then two per power of two up to 4096)."""
 SIMILARITY_BUCKETS = tuple(round(i / 100, 2) for i in range(1, 101))
 """Merge-similarity bounds: 0.01 to 1.00 in steps of 0.01, closed on the left, so bucket
@@ -215,15 +239,24 @@ adaptive fit are ``Stats`` fields; the rest describe the engine."""
 STATS_HISTOGRAM = "merge_similarity_histogram"
 """The stats layout's histogram that mirrors ``Stats.merge_similarity_histogram``."""
 SECOND_COLUMNS = (
-    ("t_s", "i64"), ("requests", "i64"), ("batches", "i64"), ("duplicates", "i64"),
-    ("errors", "i64"), ("latency_ms_p99", "f64"), ("queue_depth", "i64"),
+    ("t_s", "i64"),
+    ("requests", "i64"),
+    ("batches", "i64"),
+    ("duplicates", "i64"),
+    ("errors", "i64"),
+    ("latency_ms_p99", "f64"),
+    ("queue_depth", "i64"),
 )
 """Columns of the stats layout's per-second ring ``seconds``: the second's end (unix seconds),
 the requests, batches, duplicates and errors counted during that second, its latency p99 and
 the queue depth at its end."""
 CLIENT_COLUMNS = (
-    ("pid", "i64"), ("connected", "i64"), ("requests", "i64"), ("errors", "i64"),
-    ("timeouts", "i64"), ("connected_at_ns", "i64"),
+    ("pid", "i64"),
+    ("connected", "i64"),
+    ("requests", "i64"),
+    ("errors", "i64"),
+    ("timeouts", "i64"),
+    ("connected_at_ns", "i64"),
 )
 """Columns of the stats layout's per-client table ``clients`` (indexed by slot)."""
 
@@ -254,8 +287,7 @@ class CountersLayout:
             histogram bounds not strictly increasing and finite, or a bad ``info``.
     """
 
-    def __init__(self, fields: Sequence[FieldSpec],
-                 info: dict[str, Any] | None = None) -> None:
+    def __init__(self, fields: Sequence[FieldSpec], info: dict[str, Any] | None = None) -> None:
         entries: list[dict[str, Any]] = []
         names: set[str] = set()
         word = 0
@@ -270,21 +302,32 @@ class CountersLayout:
                 word += 1
             elif isinstance(spec, Histogram):
                 bounds = [float(b) for b in spec.bounds]
-                if not bounds or not all(math.isfinite(b) for b in bounds) or any(
-                    b >= c for b, c in zip(bounds[:-1], bounds[1:], strict=True)
+                if (
+                    not bounds
+                    or not all(math.isfinite(b) for b in bounds)
+                    or any(b >= c for b, c in zip(bounds[:-1], bounds[1:], strict=True))
                 ):
                     raise ValueError(
                         f"histogram {spec.name!r}: bounds must be finite and strictly "
                         f"increasing, got {spec.bounds!r:.80}"
                     )
                 if spec.closed not in ("left", "right"):
-                    raise ValueError(f"histogram {spec.name!r}: closed must be 'left' or "
-                                     f"'right', got {spec.closed!r}")
-                entry.update(kind="histogram", closed=spec.closed,
-                             count_offset=word * 8, count_type="i64",
-                             sum_offset=word * 8 + 8, sum_type="f64",
-                             buckets_offset=word * 8 + 16, bucket_type="i64",
-                             buckets=len(bounds) + 1, bounds=bounds)
+                    raise ValueError(
+                        f"histogram {spec.name!r}: closed must be 'left' or "
+                        f"'right', got {spec.closed!r}"
+                    )
+                entry.update(
+                    kind="histogram",
+                    closed=spec.closed,
+                    count_offset=word * 8,
+                    count_type="i64",
+                    sum_offset=word * 8 + 8,
+                    sum_type="f64",
+                    buckets_offset=word * 8 + 16,
+                    bucket_type="i64",
+                    buckets=len(bounds) + 1,
+                    bounds=bounds,
+                )
                 word += 2 + len(bounds) + 1
             elif isinstance(spec, (SampleRing, Table)):
                 size = spec.capacity if isinstance(spec, SampleRing) else spec.rows
@@ -299,13 +342,19 @@ class CountersLayout:
                 if not columns:
                     raise ValueError(f"{spec.name!r} needs at least one column")
                 if isinstance(spec, SampleRing):
-                    entry.update(kind="sample_ring", head_offset=word * 8, head_type="i64",
-                                 rows_offset=word * 8 + 8, capacity=size)
+                    entry.update(
+                        kind="sample_ring",
+                        head_offset=word * 8,
+                        head_type="i64",
+                        rows_offset=word * 8 + 8,
+                        capacity=size,
+                    )
                     word += 1
                 else:
                     _check_name(spec.index_name, "index", {c["name"] for c in columns})
-                    entry.update(kind="table", rows_offset=word * 8, rows=size,
-                                 index_name=spec.index_name)
+                    entry.update(
+                        kind="table", rows_offset=word * 8, rows=size, index_name=spec.index_name
+                    )
                 entry.update(row_bytes=8 * len(columns), columns=columns)
                 word += size * len(columns)
             else:
@@ -318,8 +367,11 @@ class CountersLayout:
             "version": COUNTERS_VERSION,
             "byte_order": "little",
             "offsets": "fields' offsets are bytes from the data offset",
-            "seqlock": {"offset": SEQ_OFFSET, "type": "i64",
-                        "protocol": "odd while writing; copy data, accept if unchanged"},
+            "seqlock": {
+                "offset": SEQ_OFFSET,
+                "type": "i64",
+                "protocol": "odd while writing; copy data, accept if unchanged",
+            },
             "fields": list(entries),
             "info": self.info,
         }
@@ -329,8 +381,9 @@ class CountersLayout:
         self.nbytes = _align(self.data_offset + self.data_bytes)
 
     @classmethod
-    def for_stats(cls, *, max_clients: int = 64, history_s: int = 600,
-                  info: dict[str, Any] | None = None) -> CountersLayout:
+    def for_stats(
+        cls, *, max_clients: int = 64, history_s: int = 600, info: dict[str, Any] | None = None
+    ) -> CountersLayout:
         """The engine's stats block: totals, gauges, histograms, seconds ring, client table.
 
         Args:
@@ -345,8 +398,9 @@ class CountersLayout:
         fields += [
             Histogram("latency_ms", LATENCY_BUCKETS_MS, "end-to-end request latency, ms"),
             Histogram("batch_size", BATCH_SIZE_BUCKETS, "requests per handler call"),
-            Histogram(STATS_HISTOGRAM, SIMILARITY_BUCKETS, "similarity of each merge",
-                      closed="left"),
+            Histogram(
+                STATS_HISTOGRAM, SIMILARITY_BUCKETS, "similarity of each merge", closed="left"
+            ),
             SampleRing("seconds", history_s, SECOND_COLUMNS, "one row per second"),
             Table("clients", max_clients, CLIENT_COLUMNS, "slot", "one row per client slot"),
         ]
@@ -355,8 +409,9 @@ class CountersLayout:
 
 def _check_name(name: Any, what: str, seen: set[str]) -> None:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in _RESERVED:
-        raise ValueError(f"{what} name must match [a-z][a-z0-9_]{{0,63}} and not be 'seq', "
-                         f"got {name!r}")
+        raise ValueError(
+            f"{what} name must match [a-z][a-z0-9_]{{0,63}} and not be 'seq', got {name!r}"
+        )
     if name in seen:
         raise ValueError(f"{what} name {name!r} is used twice")
     seen.add(name)
@@ -371,8 +426,9 @@ def _check_info(info: Any) -> dict[str, Any]:
     for key, value in info.items():
         _check_name(key, "info", seen)
         if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise ValueError(f"info[{key!r}] must be a str, number, bool or None, got "
-                             f"{type(value).__name__}")
+            raise ValueError(
+                f"info[{key!r}] must be a str, number, bool or None, got {type(value).__name__}"
+            )
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"info[{key!r}] must be finite, got {value!r}")
     size = len(json.dumps(info, separators=(",", ":")).encode())

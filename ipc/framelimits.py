@@ -79,8 +79,15 @@ class FrameLimits:
     max_result_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_frame_bytes", "max_str_len", "max_bin_len", "max_array_len",
-                     "max_map_len", "max_request_bytes", "max_result_bytes"):
+        for name in (
+            "max_frame_bytes",
+            "max_str_len",
+            "max_bin_len",
+            "max_array_len",
+            "max_map_len",
+            "max_request_bytes",
+            "max_result_bytes",
+        ):
             value = getattr(self, name)
             if value is None and name in ("max_request_bytes", "max_result_bytes"):
                 continue
@@ -196,8 +203,7 @@ def find_problem(value: Any, limits: FrameLimits, level: int, what: str) -> str 
             size = len(obj.encode("utf-8", "surrogatepass"))
             if size > limits.max_str_len:
                 return (
-                    f"{path} is a str of {size} UTF-8 bytes, over "
-                    f"max_str_len={limits.max_str_len}"
+                    f"{path} is a str of {size} UTF-8 bytes, over max_str_len={limits.max_str_len}"
                 )
         elif isinstance(obj, _BINARY):
             size = memoryview(obj).nbytes

@@ -183,8 +183,13 @@ class FrameEncoder:
             limits.max_str_len, limits.max_bin_len, limits.max_array_len, limits.max_map_len
         )
 
-    def _finish(self, frame: tuple[Any, ...], what: str, names: tuple[str, ...],
-                bound: tuple[int, str, int] | None = None) -> bytes:
+    def _finish(
+        self,
+        frame: tuple[Any, ...],
+        what: str,
+        names: tuple[str, ...],
+        bound: tuple[int, str, int] | None = None,
+    ) -> bytes:
         """Pack ``frame``; ``names`` label its last items (the free-form ones) in errors.
 
         ``bound`` is ``(position, name, limit)``: the item at ``position`` may encode to at
@@ -264,9 +269,12 @@ class FrameEncoder:
             arena_row = _as_int(arena_row, "arena_row", NO_ROW, MAX_ROW)
         check_value(payload, self.limits, 2, "payload")
         limit = self.limits.max_request_bytes
-        return self._finish((id, priority, deadline_ns, arena_row, payload), "request",
-                            ("payload",),
-                            None if limit is None else (4, "max_request_bytes", limit))
+        return self._finish(
+            (id, priority, deadline_ns, arena_row, payload),
+            "request",
+            ("payload",),
+            None if limit is None else (4, "max_request_bytes", limit),
+        )
 
     def requests(self, items: Iterable[Sequence[Any]]) -> list[bytes]:
         """Encode many requests; each item is ``(id, priority, deadline_ns, arena_row, payload)``.
@@ -378,23 +386,22 @@ class FrameEncoder:
                 out.append(response(*item))
             except (FrameError, FrameTooLargeError) as exc:
                 rid = _as_int(item[0], f"response {index} id", 0, MAX_ID)
-                out.append(self.error(rid, type(exc).__name__,
-                                      f"the response could not be encoded: {exc}"))
+                out.append(
+                    self.error(rid, type(exc).__name__, f"the response could not be encoded: {exc}")
+                )
         return out
 
 
 def _outgoing_error(value: Any) -> tuple[str, str, dict[str, Any]]:
     if not isinstance(value, (tuple, list)) or not 2 <= len(value) <= 3:
         raise FrameError(
-            f"an error response carries ErrorInfo(type_name, message, details), got "
-            f"{_short(value)}"
+            f"an error response carries ErrorInfo(type_name, message, details), got {_short(value)}"
         )
     type_name, message = value[0], value[1]
     details = value[2] if len(value) == 3 else {}
     if not isinstance(type_name, str) or not 1 <= len(type_name) <= MAX_TYPE_NAME_LEN:
         raise FrameError(
-            f"error type_name must be a str of 1-{MAX_TYPE_NAME_LEN} chars, got "
-            f"{_short(type_name)}"
+            f"error type_name must be a str of 1-{MAX_TYPE_NAME_LEN} chars, got {_short(type_name)}"
         )
     if not isinstance(message, str):
         raise FrameError(f"error message must be a str, got {_short(message)}")
@@ -430,8 +437,13 @@ class FrameDecoder:
         """
         frame = self._unpack(data, "request")
         if type(frame) is not list or len(frame) != 5:
-            raise FrameError(_shape_message(frame, "request", "an array of 5 items "
-                                            "[id, priority, deadline_ns, arena_row, payload]"))
+            raise FrameError(
+                _shape_message(
+                    frame,
+                    "request",
+                    "an array of 5 items [id, priority, deadline_ns, arena_row, payload]",
+                )
+            )
         rid, priority, deadline_ns, arena_row, payload = frame
         if type(rid) is not int or not 0 <= rid <= MAX_ID:
             raise FrameError(f"request id must be an integer in [0, {MAX_ID}], got {_short(rid)}")
@@ -461,11 +473,17 @@ class FrameDecoder:
         if limit is not None:
             size = len(data) if type(data) is bytes else memoryview(data).nbytes
             if size > limit:  # only a frame this large can hold a payload over the limit
-                size -= 1 + int_size(rid) + int_size(priority) + int_size(deadline_ns) + \
-                    int_size(arena_row)
+                size -= (
+                    1
+                    + int_size(rid)
+                    + int_size(priority)
+                    + int_size(deadline_ns)
+                    + int_size(arena_row)
+                )
                 if size > limit:
-                    raise FrameError(f"request {rid}: payload is {size} bytes, over "
-                                     f"max_request_bytes={limit}")
+                    raise FrameError(
+                        f"request {rid}: payload is {size} bytes, over max_request_bytes={limit}"
+                    )
         return _new_tuple(Request, frame)
 
     def response(self, data: bytes | bytearray | memoryview) -> Response:
@@ -476,8 +494,11 @@ class FrameDecoder:
         """
         frame = self._unpack(data, "response")
         if type(frame) is not list or not 3 <= len(frame) <= 4:
-            raise FrameError(_shape_message(frame, "response",
-                                            "an array of 3 or 4 items [id, status, value, meta]"))
+            raise FrameError(
+                _shape_message(
+                    frame, "response", "an array of 3 or 4 items [id, status, value, meta]"
+                )
+            )
         rid, status, value = frame[0], frame[1], frame[2]
         if type(rid) is not int or not 0 <= rid <= MAX_ID:
             raise FrameError(f"response id must be an integer in [0, {MAX_ID}], got {_short(rid)}")
@@ -527,9 +548,7 @@ def _incoming_error(value: Any, rid: int) -> ErrorInfo:
         raise FrameError(f"response {rid}: error details must be a map, got {_short(details)}")
     for key in details:
         if type(key) is not str:
-            raise FrameError(
-                f"response {rid}: error details keys must be str, got {_short(key)}"
-            )
+            raise FrameError(f"response {rid}: error details keys must be str, got {_short(key)}")
     return ErrorInfo(type_name, message, details)
 
 

@@ -262,8 +262,14 @@ class Ring:
 
         Same arguments as the constructor; :meth:`attach` is the other side.
         """
-        return cls(buf, capacity=capacity, max_frame=max_frame, init=True,
-                   wake_consumer=wake_consumer, wake_producer=wake_producer)
+        return cls(
+            buf,
+            capacity=capacity,
+            max_frame=max_frame,
+            init=True,
+            wake_consumer=wake_consumer,
+            wake_producer=wake_producer,
+        )
 
     @classmethod
     def attach(
@@ -280,8 +286,14 @@ class Ring:
         Raises:
             SegmentLayoutError: ``buf`` holds no ring of that capacity and max_frame.
         """
-        return cls(buf, capacity=capacity, max_frame=max_frame, init=False,
-                   wake_consumer=wake_consumer, wake_producer=wake_producer)
+        return cls(
+            buf,
+            capacity=capacity,
+            max_frame=max_frame,
+            init=False,
+            wake_consumer=wake_consumer,
+            wake_producer=wake_producer,
+        )
 
     @staticmethod
     def nbytes(capacity: int) -> int:

@@ -16,5 +16,11 @@ from stratabatch.monitor.snapshot import (
     read_snapshot,
 )
 
-__all__ = ["ClientRow", "CountersSource", "EngineSnapshot", "MidUpdateError", "Waiting",
-           "read_snapshot"]
+__all__ = [
+    "ClientRow",
+    "CountersSource",
+    "EngineSnapshot",
+    "MidUpdateError",
+    "Waiting",
+    "read_snapshot",
+]

@@ -115,10 +115,11 @@ class Dashboard(Widget):
                 strip = Strip(list(piece.render(self.app.console)), piece.cell_len)
                 return strip.apply_style(base)
             if span.start > pos:
-                segments.append(Segment(plain[pos:span.start], root))
+                segments.append(Segment(plain[pos : span.start], root))
             if span.end > span.start:
-                segments.append(Segment(plain[span.start:span.end],
-                                        self._style(root, span.style)))
+                segments.append(
+                    Segment(plain[span.start : span.end], self._style(root, span.style))
+                )
             pos = span.end
         if pos < len(plain):
             segments.append(Segment(plain[pos:], root))
@@ -133,8 +134,7 @@ class Dashboard(Widget):
             keys = tuple(self._key(p) for p in pieces)
             if y < len(self._keys) and self._keys[y] == keys:
                 continue
-            strip = Strip.join([self._strip(p, k, base)
-                                for p, k in zip(pieces, keys, strict=True)])
+            strip = Strip.join([self._strip(p, k, base) for p, k in zip(pieces, keys, strict=True)])
             if y < len(self._keys):
                 self._keys[y] = keys
                 self._strips[y] = strip
@@ -152,8 +152,8 @@ class Dashboard(Widget):
             start = end + 1
         if len(self._keys) > len(rows):
             gone = len(self._keys) - len(rows)
-            del self._keys[len(rows):]
-            del self._strips[len(rows):]
+            del self._keys[len(rows) :]
+            del self._strips[len(rows) :]
             self.refresh(Region(0, len(rows), width, gone))
 
     def render_line(self, y: int) -> Strip:
@@ -198,9 +198,17 @@ class MonitorApp(App[None]):
         Binding("4", "toggle_panel('clients')", "Clients"),
     ]
 
-    def __init__(self, name: str = "default", *, interval: float = 0.1,
-                 clock: Clock = time.time_ns, source: CountersSource | None = None,
-                 poll: bool = True, chart_period: float = 1.0, freeze_gc: bool = False) -> None:
+    def __init__(
+        self,
+        name: str = "default",
+        *,
+        interval: float = 0.1,
+        clock: Clock = time.time_ns,
+        source: CountersSource | None = None,
+        poll: bool = True,
+        chart_period: float = 1.0,
+        freeze_gc: bool = False,
+    ) -> None:
         super().__init__()
         self.engine_name = name
         self.interval = interval
@@ -264,8 +272,11 @@ class MonitorApp(App[None]):
             if isinstance(state, Waiting) and state == self.state and self._error is None:
                 return  # still waiting for the same thing: the screen is already right
             if isinstance(state, EngineSnapshot):
-                if not isinstance(self.state, EngineSnapshot) or state.pid != self.state.pid \
-                        or state.started_at_ns != self.state.started_at_ns:
+                if (
+                    not isinstance(self.state, EngineSnapshot)
+                    or state.pid != self.state.pid
+                    or state.started_at_ns != self.state.started_at_ns
+                ):
                     self.rates_tracker.reset()  # another engine: old baselines mean nothing
                     self._charts_force = True
                 self.rates = self.rates_tracker.update(state)
@@ -292,14 +303,27 @@ class MonitorApp(App[None]):
             self._shown_rates = self.rates
         state: EngineSnapshot | Waiting | str | None = self._error or self.state
         try:
-            rows = draw.screen_lines(state, self._shown_rates, width=size.width,
-                                     height=size.height,
-                                     visible=self.panels, paused=self.paused,
-                                     charts=self._charts, redraw_charts=redraw)
+            rows = draw.screen_lines(
+                state,
+                self._shown_rates,
+                width=size.width,
+                height=size.height,
+                visible=self.panels,
+                paused=self.paused,
+                charts=self._charts,
+                redraw_charts=redraw,
+            )
         except Exception as exc:  # a drawing bug shows as a message, never a traceback
-            rows = draw.screen_lines(f"monitor error: {type(exc).__name__}: {exc}", self.rates,
-                                     width=size.width, height=size.height, visible=(),
-                                     paused=False, charts={}, redraw_charts=True)
+            rows = draw.screen_lines(
+                f"monitor error: {type(exc).__name__}: {exc}",
+                self.rates,
+                width=size.width,
+                height=size.height,
+                visible=(),
+                paused=False,
+                charts={},
+                redraw_charts=True,
+            )
         dash.show(rows)
 
     # ------------------------------------------------------------------ actions

@@ -44,8 +44,12 @@ EXIT_STALLED = 4
 EXIT_UNREADABLE = 5
 """A block exists but cannot be read: damaged, foreign, or of another layout version."""
 EXIT_STATUSES = {
-    EXIT_RUNNING: "running", EXIT_NO_ENGINE: "no such engine", EXIT_USAGE: "bad arguments",
-    EXIT_DEAD: "engine dead", EXIT_STALLED: "engine stalled", EXIT_UNREADABLE: "unreadable block",
+    EXIT_RUNNING: "running",
+    EXIT_NO_ENGINE: "no such engine",
+    EXIT_USAGE: "bad arguments",
+    EXIT_DEAD: "engine dead",
+    EXIT_STALLED: "engine stalled",
+    EXIT_UNREADABLE: "unreadable block",
 }
 """Every exit status of ``--once`` and ``--json``, and what it means."""
 
@@ -128,10 +132,13 @@ def render_once(snap: EngineSnapshot) -> str:
         f"{'slot':>4} {'pid':>8} {'requests':>12} {'errors':>8} {'timeouts':>8} {'connected':>10}",
     ]
     for c in snap.clients:
-        since = fmt.duration((snap.taken_at_ns - c.connected_at_ns) / 1e9) \
-            if c.connected_at_ns else "-"
-        lines.append(f"{c.slot:>4} {c.pid:>8} {fmt.count(c.requests):>12} "
-                     f"{fmt.count(c.errors):>8} {fmt.count(c.timeouts):>8} {since:>10}")
+        since = (
+            fmt.duration((snap.taken_at_ns - c.connected_at_ns) / 1e9) if c.connected_at_ns else "-"
+        )
+        lines.append(
+            f"{c.slot:>4} {c.pid:>8} {fmt.count(c.requests):>12} "
+            f"{fmt.count(c.errors):>8} {fmt.count(c.timeouts):>8} {since:>10}"
+        )
     if not snap.clients:
         lines.append("  (no client connected)")
     return "\n".join(lines)
@@ -157,22 +164,30 @@ def _one_snapshot(name: str, as_json: bool) -> int:
         print(f"stratabatch-monitor: cannot read engine {name!r}: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
     try:
-        text = json.dumps(snap.to_json(), indent=2, allow_nan=False) if as_json \
-            else render_once(snap)
+        text = (
+            json.dumps(snap.to_json(), indent=2, allow_nan=False) if as_json else render_once(snap)
+        )
     except Exception as exc:  # a value no engine writes: say so in one line
-        print(f"stratabatch-monitor: cannot show engine {name!r}: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+        print(
+            f"stratabatch-monitor: cannot show engine {name!r}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
         return EXIT_UNREADABLE
     print(text)
     if snap.status == "exited":
-        print(f"stratabatch-monitor: engine {name!r} (pid {snap.pid}) is not running; its "
-              "counters block was left behind by a run that did not shut down (killed?)",
-              file=sys.stderr)
+        print(
+            f"stratabatch-monitor: engine {name!r} (pid {snap.pid}) is not running; its "
+            "counters block was left behind by a run that did not shut down (killed?)",
+            file=sys.stderr,
+        )
         return EXIT_DEAD
     if snap.status == "stalled":
-        print(f"stratabatch-monitor: engine {name!r} (pid {snap.pid}) has not updated its "
-              f"counters for {fmt.duration(snap.heartbeat_age_s)} (more than "
-              f"{STALL_AFTER_S:g} s)", file=sys.stderr)
+        print(
+            f"stratabatch-monitor: engine {name!r} (pid {snap.pid}) has not updated its "
+            f"counters for {fmt.duration(snap.heartbeat_age_s)} (more than "
+            f"{STALL_AFTER_S:g} s)",
+            file=sys.stderr,
+        )
         return EXIT_STALLED
     return EXIT_RUNNING
 
@@ -189,13 +204,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="stratabatch-monitor",
         description="Watch a running stratabatch engine: live dashboard, or one snapshot.",
-        epilog="exit status of --once and --json: " + ", ".join(
-            f"{code} {what}" for code, what in EXIT_STATUSES.items()),
+        epilog="exit status of --once and --json: "
+        + ", ".join(f"{code} {what}" for code, what in EXIT_STATUSES.items()),
     )
-    ap.add_argument("name", nargs="?", default="default", metavar="NAME",
-                    help="engine name, as given to stratabatch-engine --name (default: default)")
-    ap.add_argument("--interval", type=_interval, default=0.1, metavar="SECONDS",
-                    help="refresh period of the dashboard, 0.02-60 s (default: 0.1)")
+    ap.add_argument(
+        "name",
+        nargs="?",
+        default="default",
+        metavar="NAME",
+        help="engine name, as given to stratabatch-engine --name (default: default)",
+    )
+    ap.add_argument(
+        "--interval",
+        type=_interval,
+        default=0.1,
+        metavar="SECONDS",
+        help="refresh period of the dashboard, 0.02-60 s (default: 0.1)",
+    )
     ap.add_argument("--once", action="store_true", help="print one snapshot as a table and exit")
     ap.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
     args = ap.parse_args(argv)

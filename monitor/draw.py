@@ -153,10 +153,15 @@ def header(snap: EngineSnapshot, *, paused: bool, width: int) -> list[Text]:
     state, state_style = state_label(snap, paused=paused)
     room = width - cell_len(state) - 1  # one blank cell before the state
     name = str(info.get("name", snap.name))
-    ran_s = snap.uptime_s if snap.alive else \
-        max(0.0, (snap.updated_at_ns - snap.started_at_ns) / 1e9)  # a dead engine's clock stops
-    parts = {"brand": " stratabatch ", "name": f" {name}", "pid": f"  pid {snap.pid}",
-             "up": f"  up {fmt.duration(ran_s)}"}
+    ran_s = (
+        snap.uptime_s if snap.alive else max(0.0, (snap.updated_at_ns - snap.started_at_ns) / 1e9)
+    )  # a dead engine's clock stops
+    parts = {
+        "brand": " stratabatch ",
+        "name": f" {name}",
+        "pid": f"  pid {snap.pid}",
+        "up": f"  up {fmt.duration(ran_s)}",
+    }
     label, handler = "  handler ", str(info.get("handler", "?"))
     for gone in ("up", "brand", "pid", None):
         left = room - sum(cell_len(p) for p in parts.values()) - cell_len(label)
@@ -196,14 +201,21 @@ def traffic_numbers(snap: EngineSnapshot, rates: Rates, width: int) -> list[Text
     """Request and batch rates (the monitor's, over one window, named), totals, average batch
     size."""
     s = snap.stats
-    return flow([
-        [("req/s", fmt.rate(rates.requests_per_s), "bold"),
-         ("batches/s", fmt.rate(rates.batches_per_s), "bold"),
-         ("", window_text(rates), DIM)],
-        [("requests", fmt.count(s.total_requests), ""),
-         ("batches", fmt.count(s.total_batches), ""),
-         ("avg batch", f"{s.avg_batch_size:.1f}", "bold")],
-    ], width)
+    return flow(
+        [
+            [
+                ("req/s", fmt.rate(rates.requests_per_s), "bold"),
+                ("batches/s", fmt.rate(rates.batches_per_s), "bold"),
+                ("", window_text(rates), DIM),
+            ],
+            [
+                ("requests", fmt.count(s.total_requests), ""),
+                ("batches", fmt.count(s.total_batches), ""),
+                ("avg batch", f"{s.avg_batch_size:.1f}", "bold"),
+            ],
+        ],
+        width,
+    )
 
 
 def history_chart(snap: EngineSnapshot, width: int, height: int) -> Text:
@@ -238,8 +250,9 @@ def _merge(counts: list[int], labels: list[str], fits: int) -> tuple[list[int], 
     return counts, labels
 
 
-def _bars_with_labels(t: Text, counts: Sequence[int], labels: Sequence[str], col: int,
-                      height: int, style: str) -> None:
+def _bars_with_labels(
+    t: Text, counts: Sequence[int], labels: Sequence[str], col: int, height: int, style: str
+) -> None:
     for r, row in enumerate(bar_rows([float(c) for c in counts], height)):
         if r:
             t.append("\n")
@@ -281,14 +294,21 @@ def dedup_numbers(snap: EngineSnapshot, width: int) -> list[Text]:
     """Dedup rate split into exact and near merges, coalesced work, cost saved."""
     s = snap.stats
     total = s.total_requests or 1
-    return flow([
-        [("dedup", fmt.pct(s.dedup_rate), "bold"),
-         ("exact", fmt.pct(s.exact_merges / total), ""),
-         ("near", fmt.pct(s.near_merges / total), "")],
-        [("saved", fmt.usd(s.cost_saved_usd), "bold green"),
-         ("merged", fmt.short(s.duplicates), ""),
-         ("coalesced", fmt.short(s.inflight_coalesced), "")],
-    ], width)
+    return flow(
+        [
+            [
+                ("dedup", fmt.pct(s.dedup_rate), "bold"),
+                ("exact", fmt.pct(s.exact_merges / total), ""),
+                ("near", fmt.pct(s.near_merges / total), ""),
+            ],
+            [
+                ("saved", fmt.usd(s.cost_saved_usd), "bold green"),
+                ("merged", fmt.short(s.duplicates), ""),
+                ("coalesced", fmt.short(s.inflight_coalesced), ""),
+            ],
+        ],
+        width,
+    )
 
 
 def similarity_chart(snap: EngineSnapshot, width: int, height: int) -> Text:
@@ -359,16 +379,27 @@ def health_numbers(snap: EngineSnapshot, rates: Rates, width: int) -> list[Text]
     """Latency percentiles, queue and in-flight work, window and handler model, failures."""
     s = snap.stats
     cap = snap.info.get("max_inflight_batches")
-    return flow([
-        [("p50", fmt.ms(s.latency_ms_p50), "bold"), ("p95", fmt.ms(s.latency_ms_p95), "bold"),
-         ("p99", fmt.ms(s.latency_ms_p99), "bold"), ("", "ms", DIM)],
-        [("queue", fmt.count(s.queue_depth), "bold"),
-         ("in flight", f"{snap.inflight_batches}" + (f"/{cap}" if cap else ""), "bold"),
-         ("clients", str(snap.clients_connected), "")],
-        [("window", f"{fmt.ms(s.window_ms)} ms", "bold"), ("model", model_text(snap), "")],
-        [(name, fmt.short(getattr(s, name)), WORSE if name in rates.grew else "")
-         for name in ("errors", "timeouts", "rejected", "dropped")],
-    ], width)
+    return flow(
+        [
+            [
+                ("p50", fmt.ms(s.latency_ms_p50), "bold"),
+                ("p95", fmt.ms(s.latency_ms_p95), "bold"),
+                ("p99", fmt.ms(s.latency_ms_p99), "bold"),
+                ("", "ms", DIM),
+            ],
+            [
+                ("queue", fmt.count(s.queue_depth), "bold"),
+                ("in flight", f"{snap.inflight_batches}" + (f"/{cap}" if cap else ""), "bold"),
+                ("clients", str(snap.clients_connected), ""),
+            ],
+            [("window", f"{fmt.ms(s.window_ms)} ms", "bold"), ("model", model_text(snap), "")],
+            [
+                (name, fmt.short(getattr(s, name)), WORSE if name in rates.grew else "")
+                for name in ("errors", "timeouts", "rejected", "dropped")
+            ],
+        ],
+        width,
+    )
 
 
 def latency_chart(snap: EngineSnapshot, width: int, height: int) -> Text:
@@ -389,7 +420,12 @@ def latency_chart(snap: EngineSnapshot, width: int, height: int) -> Text:
 
 
 _CLIENT_COLUMNS = (  # (title, width), in display order
-    ("slot", 4), ("pid", 7), ("requests", 11), ("req/s", 7), ("errors", 6), ("timeouts", 8),
+    ("slot", 4),
+    ("pid", 7),
+    ("requests", 11),
+    ("req/s", 7),
+    ("errors", 6),
+    ("timeouts", 8),
     ("connected", 9),
 )
 _CLIENT_PRIORITY = ("pid", "requests", "req/s", "errors", "slot", "timeouts", "connected")
@@ -419,12 +455,18 @@ def clients_table(snap: EngineSnapshot, rates: Rates, width: int, height: int) -
     room = height - 1
     shown = rows if len(rows) <= room else rows[: max(0, room - 1)]
     for c in shown:
-        since = fmt.duration((snap.taken_at_ns - c.connected_at_ns) / 1e9) \
-            if c.connected_at_ns else "-"
-        cells = {"slot": str(c.slot), "pid": str(c.pid), "requests": fmt.count(c.requests),
-                 "req/s": fmt.rate(rates.clients_per_s.get(c.slot)),
-                 "errors": fmt.short(c.errors), "timeouts": fmt.short(c.timeouts),
-                 "connected": since}
+        since = (
+            fmt.duration((snap.taken_at_ns - c.connected_at_ns) / 1e9) if c.connected_at_ns else "-"
+        )
+        cells = {
+            "slot": str(c.slot),
+            "pid": str(c.pid),
+            "requests": fmt.count(c.requests),
+            "req/s": fmt.rate(rates.clients_per_s.get(c.slot)),
+            "errors": fmt.short(c.errors),
+            "timeouts": fmt.short(c.timeouts),
+            "connected": since,
+        }
         t.append("\n")
         t.append(" ".join(cells[n].rjust(w) for n, w in cols))
     if len(shown) < len(rows):
@@ -451,8 +493,12 @@ def waiting(w: Waiting, width: int) -> Text:
 
 # ---------------------------------------------------------------------- the whole screen
 
-PANEL_TITLES = {"traffic": "1 Traffic", "dedup": "2 Dedup", "health": "3 Latency & health",
-                "clients": "4 Clients"}
+PANEL_TITLES = {
+    "traffic": "1 Traffic",
+    "dedup": "2 Dedup",
+    "health": "3 Latency & health",
+    "clients": "4 Clients",
+}
 """Panel names, in screen order, with their titles (the digit is the key that toggles it)."""
 BORDER = "#5f87af"
 
@@ -464,8 +510,11 @@ def _lines(text: Text, width: int, height: int) -> list[Text]:
     """``text`` as exactly ``height`` lines of exactly ``width`` cells."""
     out = []
     plain = text.plain
-    parts = ([text.copy()] if "\n" not in plain else text.split("\n", allow_blank=True)) \
-        if plain else []
+    parts = (
+        ([text.copy()] if "\n" not in plain else text.split("\n", allow_blank=True))
+        if plain
+        else []
+    )
     for line in parts[:height]:
         line.truncate(width, overflow="crop", pad=True)
         out.append(line)
@@ -481,8 +530,14 @@ def _side(line: Text) -> Text:
     return row
 
 
-def _chart(cache: ChartCache, redraw: bool, key: str, width: int, height: int,
-           fn: Callable[[int, int], Text]) -> list[Text]:
+def _chart(
+    cache: ChartCache,
+    redraw: bool,
+    key: str,
+    width: int,
+    height: int,
+    fn: Callable[[int, int], Text],
+) -> list[Text]:
     """A chart's lines with the panel's sides, kept until the next chart refresh."""
     k = (key, width, height)
     if redraw or k not in cache:
@@ -490,15 +545,23 @@ def _chart(cache: ChartCache, redraw: bool, key: str, width: int, height: int,
     return cache[k]
 
 
-def panel_body(panel: str, snap: EngineSnapshot, rates: Rates, width: int, height: int,
-               charts: ChartCache, redraw: bool) -> list[Text]:
+def panel_body(
+    panel: str,
+    snap: EngineSnapshot,
+    rates: Rates,
+    width: int,
+    height: int,
+    charts: ChartCache,
+    redraw: bool,
+) -> list[Text]:
     """The inside of one panel with its sides: its numbers on top, its charts below."""
     if panel == "clients":
         # refreshed with the charts (its rates are averages over the rate window), and at
         # once when a client comes or goes
         members = "clients:" + ",".join(f"{c.slot}/{c.pid}" for c in snap.clients)
-        return _chart(charts, redraw, members, width, height,
-                      lambda w, h: clients_table(snap, rates, w, h))
+        return _chart(
+            charts, redraw, members, width, height, lambda w, h: clients_table(snap, rates, w, h)
+        )
     if panel == "traffic":
         nums = traffic_numbers(snap, rates, width)
     elif panel == "dedup":
@@ -510,17 +573,26 @@ def panel_body(panel: str, snap: EngineSnapshot, rates: Rates, width: int, heigh
     if panel == "traffic":
         first = room // 2
         parts = [
-            _chart(charts, redraw, "history", width, first,
-                   lambda w, h: history_chart(snap, w, h)),
-            _chart(charts, redraw, "batch", width, room - first,
-                   lambda w, h: batch_size_chart(snap, w, h)),
+            _chart(charts, redraw, "history", width, first, lambda w, h: history_chart(snap, w, h)),
+            _chart(
+                charts,
+                redraw,
+                "batch",
+                width,
+                room - first,
+                lambda w, h: batch_size_chart(snap, w, h),
+            ),
         ]
     elif panel == "dedup":
-        parts = [_chart(charts, redraw, "similarity", width, room,
-                        lambda w, h: similarity_chart(snap, w, h))]
+        parts = [
+            _chart(
+                charts, redraw, "similarity", width, room, lambda w, h: similarity_chart(snap, w, h)
+            )
+        ]
     else:
-        parts = [_chart(charts, redraw, "latency", width, room,
-                        lambda w, h: latency_chart(snap, w, h))]
+        parts = [
+            _chart(charts, redraw, "latency", width, room, lambda w, h: latency_chart(snap, w, h))
+        ]
     out = top
     for part in parts:
         out += part
@@ -552,8 +624,7 @@ def _box(title: str, body: list[Text], width: int) -> list[Text]:
     return [top, *body, bottom]
 
 
-def layout(visible: Sequence[str], width: int, height: int) -> list[tuple[str, int, int, int,
-                                                                             int]]:
+def layout(visible: Sequence[str], width: int, height: int) -> list[tuple[str, int, int, int, int]]:
     """Where each visible panel goes: (panel, x, y, width, height) in a grid of two columns;
     an odd last panel spans both."""
     n = len(visible)
@@ -577,9 +648,17 @@ Row = list[Text]
 """One screen line as pieces side by side (a panel's line, the next panel's line...)."""
 
 
-def screen_lines(state: EngineSnapshot | Waiting | str | None, rates: Rates, *, width: int,
-                 height: int, visible: Sequence[str], paused: bool, charts: ChartCache,
-                 redraw_charts: bool) -> list[Row]:
+def screen_lines(
+    state: EngineSnapshot | Waiting | str | None,
+    rates: Rates,
+    *,
+    width: int,
+    height: int,
+    visible: Sequence[str],
+    paused: bool,
+    charts: ChartCache,
+    redraw_charts: bool,
+) -> list[Row]:
     """Every line of the dashboard above the footer, as pieces whose widths add up to
     ``width``. Charts come from ``charts`` (the same objects until the next chart refresh),
     so a screen that differs only in a few numbers differs only in a few pieces.

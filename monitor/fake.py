@@ -53,23 +53,47 @@ class FakeEngine:
         max_clients: Rows of the client table.
     """
 
-    def __init__(self, name: str, *, rate: float = 800.0, clients: int = 3, seed: int = 0,
-                 threshold: float = 0.92, started_at_ns: int | None = None,
-                 info: dict[str, Any] | None = None, max_clients: int = 64) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        rate: float = 800.0,
+        clients: int = 3,
+        seed: int = 0,
+        threshold: float = 0.92,
+        started_at_ns: int | None = None,
+        info: dict[str, Any] | None = None,
+        max_clients: int = 64,
+    ) -> None:
         self.name = name
         self.rate = rate
         self.threshold = threshold
         self.rng = np.random.default_rng(seed)
         full_info = {"name": name, **DEFAULT_INFO, **(info or {})}
-        self.writer = CountersWriter.create(name, info=full_info, max_clients=max_clients,
-                                            started_at_ns=started_at_ns)
+        self.writer = CountersWriter.create(
+            name, info=full_info, max_clients=max_clients, started_at_ns=started_at_ns
+        )
         self.cost = float(full_info.get("cost_per_request_usd") or 0.0)
         self.max_size = int(full_info.get("max_size") or 32)
         self.t = 0.0  # simulated seconds since start
         self.totals = dict.fromkeys(
-            ("total_requests", "total_batches", "unique_requests", "duplicates",
-             "inflight_coalesced", "errors", "timeouts", "rejected", "exact_merges",
-             "near_merges", "dropped", "batch_items", "batch_size_max"), 0)
+            (
+                "total_requests",
+                "total_batches",
+                "unique_requests",
+                "duplicates",
+                "inflight_coalesced",
+                "errors",
+                "timeouts",
+                "rejected",
+                "exact_merges",
+                "near_merges",
+                "dropped",
+                "batch_items",
+                "batch_size_max",
+            ),
+            0,
+        )
         self.sim_hist = np.zeros(SIMILARITY_BINS, np.int64)
         self.recent_lat = np.zeros(0)
         self.rps = 0.0
@@ -90,8 +114,13 @@ class FakeEngine:
             self._next_pid += 17
             pid = self._next_pid
         self.clients[slot] = {"pid": pid}
-        self.writer.set_row("clients", slot, pid=pid, connected=1,
-                            connected_at_ns=time.time_ns() if now_ns is None else now_ns)
+        self.writer.set_row(
+            "clients",
+            slot,
+            pid=pid,
+            connected=1,
+            connected_at_ns=time.time_ns() if now_ns is None else now_ns,
+        )
         self.writer.set("clients_connected", len(self.clients))
         return slot
 
@@ -154,25 +183,39 @@ class FakeEngine:
             p50 = p95 = p99 = 0.0
         total = tot["total_requests"]
         stats = {
-            "total_requests": total, "total_batches": tot["total_batches"],
+            "total_requests": total,
+            "total_batches": tot["total_batches"],
             "avg_batch_size": tot["batch_items"] / tot["total_batches"]
-            if tot["total_batches"] else 0.0,
-            "unique_requests": tot["unique_requests"], "duplicates": tot["duplicates"],
+            if tot["total_batches"]
+            else 0.0,
+            "unique_requests": tot["unique_requests"],
+            "duplicates": tot["duplicates"],
             "dedup_rate": tot["duplicates"] / total if total else 0.0,
             "inflight_coalesced": tot["inflight_coalesced"],
             "requests_per_second": float(self.rps),
             "cost_saved_usd": tot["duplicates"] * self.cost,
-            "latency_ms_p50": p50, "latency_ms_p95": p95, "latency_ms_p99": p99,
-            "queue_depth": self.queue, "window_ms": self.window_ms,
-            "errors": tot["errors"], "timeouts": tot["timeouts"], "rejected": tot["rejected"],
-            "exact_merges": tot["exact_merges"], "near_merges": tot["near_merges"],
+            "latency_ms_p50": p50,
+            "latency_ms_p95": p95,
+            "latency_ms_p99": p99,
+            "queue_depth": self.queue,
+            "window_ms": self.window_ms,
+            "errors": tot["errors"],
+            "timeouts": tot["timeouts"],
+            "rejected": tot["rejected"],
+            "exact_merges": tot["exact_merges"],
+            "near_merges": tot["near_merges"],
             "merge_similarity_histogram": tuple(int(x) for x in self.sim_hist),
-            "dropped": tot["dropped"], "batch_size_max": tot["batch_size_max"],
-            "adaptive_a_ms": 4.2, "adaptive_b_ms": 0.85,
+            "dropped": tot["dropped"],
+            "batch_size_max": tot["batch_size_max"],
+            "adaptive_a_ms": 4.2,
+            "adaptive_b_ms": 0.85,
         }
         w = self.writer
-        shares: list[int] = rng.multinomial(n, [1 / len(self.clients)] * len(self.clients)) \
-            .tolist() if self.clients else []
+        shares: list[int] = (
+            rng.multinomial(n, [1 / len(self.clients)] * len(self.clients)).tolist()
+            if self.clients
+            else []
+        )
         with w.update():
             w.write_stats(stats, now_ns=now_ns)
             w.set("inflight_batches", int(min(rng.poisson(1.5), 4)))
@@ -182,8 +225,12 @@ class FakeEngine:
             if n:
                 w.observe_many("latency_ms", lat)
             for slot, share in zip(list(self.clients), shares, strict=False):
-                w.add_row("clients", slot, requests=int(share),
-                          errors=int(rng.binomial(int(share), 0.001)))
+                w.add_row(
+                    "clients",
+                    slot,
+                    requests=int(share),
+                    errors=int(rng.binomial(int(share), 0.001)),
+                )
 
     def tick_second(self, t_s: int) -> None:
         """Push the per-second row for the second ending at ``t_s``."""
@@ -204,24 +251,38 @@ class FakeEngine:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a fake engine until Ctrl-C or SIGTERM."""
-    ap = argparse.ArgumentParser(prog="python -m stratabatch.monitor.fake",
-                                 description="Write simulated engine counters for the monitor.")
+    ap = argparse.ArgumentParser(
+        prog="python -m stratabatch.monitor.fake",
+        description="Write simulated engine counters for the monitor.",
+    )
     ap.add_argument("name", nargs="?", default="default", help="engine name (default: default)")
     ap.add_argument("--rate", type=float, default=800.0, help="mean requests per second")
     ap.add_argument("--clients", type=int, default=3, help="clients connected at the start")
-    ap.add_argument("--history", type=int, default=300,
-                    help="seconds of simulated history written at the start")
-    ap.add_argument("--churn", type=float, default=20.0,
-                    help="seconds between a client joining or leaving (0: never)")
+    ap.add_argument(
+        "--history", type=int, default=300, help="seconds of simulated history written at the start"
+    )
+    ap.add_argument(
+        "--churn",
+        type=float,
+        default=20.0,
+        help="seconds between a client joining or leaving (0: never)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--handler", default=DEFAULT_INFO["handler"],
-                    help="handler name shown by the monitor, module:attr "
-                         f"(default: {DEFAULT_INFO['handler']})")
+    ap.add_argument(
+        "--handler",
+        default=DEFAULT_INFO["handler"],
+        help=f"handler name shown by the monitor, module:attr (default: {DEFAULT_INFO['handler']})",
+    )
     args = ap.parse_args(argv)
     now = time.time()
-    eng = FakeEngine(args.name, rate=args.rate, clients=args.clients, seed=args.seed,
-                     started_at_ns=int((now - args.history) * 1e9),
-                     info={"handler": args.handler})
+    eng = FakeEngine(
+        args.name,
+        rate=args.rate,
+        clients=args.clients,
+        seed=args.seed,
+        started_at_ns=int((now - args.history) * 1e9),
+        info={"handler": args.handler},
+    )
     stop = False
 
     def _stop(*_: object) -> None:
@@ -233,8 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _stop)  # the terminal closed
     try:
         eng.run_simulated(args.history, end_s=int(now) - 1)
-        print(f"fake engine {args.name!r} running (pid of the block's writer: this process); "
-              "Ctrl-C stops it", flush=True)
+        print(
+            f"fake engine {args.name!r} running (pid of the block's writer: this process); "
+            "Ctrl-C stops it",
+            flush=True,
+        )
         last_s = int(time.time())
         next_churn = time.monotonic() + args.churn
         next_tick = time.monotonic()

@@ -189,11 +189,17 @@ class EngineSnapshot:
             "alive": self.alive,
             "status": self.status,
             "engine": {
-                "name": self.name, "segment": self.segment, "pid": self.pid,
-                "alive": self.alive, "stalled": self.stalled,
-                "started_at_ns": self.started_at_ns, "updated_at_ns": self.updated_at_ns,
-                "taken_at_ns": self.taken_at_ns, "uptime_s": round(self.uptime_s, 3),
-                "heartbeat_age_s": round(self.heartbeat_age_s, 3), "info": dict(self.info),
+                "name": self.name,
+                "segment": self.segment,
+                "pid": self.pid,
+                "alive": self.alive,
+                "stalled": self.stalled,
+                "started_at_ns": self.started_at_ns,
+                "updated_at_ns": self.updated_at_ns,
+                "taken_at_ns": self.taken_at_ns,
+                "uptime_s": round(self.uptime_s, 3),
+                "heartbeat_age_s": round(self.heartbeat_age_s, 3),
+                "info": dict(self.info),
             },
         }
         stats = dataclasses.asdict(self.stats)
@@ -239,12 +245,22 @@ def list_engines() -> list[str]:
         entries = os.listdir(SHM_DIR)
     except OSError:
         return []
-    return sorted(e[len(prefix) : -len(suffix)] for e in entries
-                  if e.startswith(prefix) and e.endswith(suffix) and len(e) > len(prefix + suffix))
+    return sorted(
+        e[len(prefix) : -len(suffix)]
+        for e in entries
+        if e.startswith(prefix) and e.endswith(suffix) and len(e) > len(prefix + suffix)
+    )
 
 
-def build_snapshot(name: str, segment: str, raw: Mapping[str, Any], info: Mapping[str, Any],
-                   *, alive: bool, taken_at_ns: int) -> EngineSnapshot:
+def build_snapshot(
+    name: str,
+    segment: str,
+    raw: Mapping[str, Any],
+    info: Mapping[str, Any],
+    *,
+    alive: bool,
+    taken_at_ns: int,
+) -> EngineSnapshot:
     """Turn a :meth:`CountersReader.snapshot` dict into an :class:`EngineSnapshot`.
 
     Fields missing from the block (an engine of an older layout), or of another kind than the
@@ -264,28 +280,42 @@ def build_snapshot(name: str, segment: str, raw: Mapping[str, Any], info: Mappin
     if isinstance(ring, History):
         history = ring
     elif isinstance(ring, Mapping):
-        history = History(**{f.name: _column(ring.get(f.name))
-                             for f in dataclasses.fields(History)})
+        history = History(
+            **{f.name: _column(ring.get(f.name)) for f in dataclasses.fields(History)}
+        )
     else:
         history = History()
     rows = raw.get("clients")
     clients = tuple(
-        ClientRow(slot=_int(row.get("slot")), pid=_int(row.get("pid")),
-                  requests=_int(row.get("requests")), errors=_int(row.get("errors")),
-                  timeouts=_int(row.get("timeouts")),
-                  connected_at_ns=_int(row.get("connected_at_ns")))
+        ClientRow(
+            slot=_int(row.get("slot")),
+            pid=_int(row.get("pid")),
+            requests=_int(row.get("requests")),
+            errors=_int(row.get("errors")),
+            timeouts=_int(row.get("timeouts")),
+            connected_at_ns=_int(row.get("connected_at_ns")),
+        )
         for row in (rows if isinstance(rows, list) else ())
         if isinstance(row, Mapping) and row.get("connected", 1)
     )
     return EngineSnapshot(
-        name=name, segment=segment, seq=_int(raw.get("seq")), pid=_int(raw.get("engine_pid")),
-        alive=alive, started_at_ns=_int(raw.get("started_at_ns")),
-        updated_at_ns=_int(raw.get("updated_at_ns")), taken_at_ns=taken_at_ns, info=dict(info),
-        stats=Stats(**values), inflight_batches=_int(raw.get("inflight_batches")),
+        name=name,
+        segment=segment,
+        seq=_int(raw.get("seq")),
+        pid=_int(raw.get("engine_pid")),
+        alive=alive,
+        started_at_ns=_int(raw.get("started_at_ns")),
+        updated_at_ns=_int(raw.get("updated_at_ns")),
+        taken_at_ns=taken_at_ns,
+        info=dict(info),
+        stats=Stats(**values),
+        inflight_batches=_int(raw.get("inflight_batches")),
         clients_connected=_int(raw.get("clients_connected")),
         dedup_threshold=_float(raw.get("dedup_threshold")),
-        batch_size=_histogram(raw.get("batch_size")), latency_ms=_histogram(raw.get("latency_ms")),
-        history=history, clients=clients,
+        batch_size=_histogram(raw.get("batch_size")),
+        latency_ms=_histogram(raw.get("latency_ms")),
+        history=history,
+        clients=clients,
     )
 
 
@@ -305,8 +335,9 @@ def _float(v: Any) -> float:
 
 
 def _column(v: Any) -> tuple[Any, ...]:
-    return tuple(x for x in v if isinstance(x, (int, float))) \
-        if isinstance(v, (list, tuple)) else ()
+    return (
+        tuple(x for x in v if isinstance(x, (int, float))) if isinstance(v, (list, tuple)) else ()
+    )
 
 
 class _Decoder:
@@ -327,8 +358,14 @@ class _Decoder:
             if kind in ("counter", "gauge"):
                 self.scalars.append((name, f["offset"] // 8, f["type"] == "f64"))
             elif kind == "histogram":
-                self.hists.append((name, f["count_offset"] // 8,
-                                   tuple(float(b) for b in f["bounds"]), f.get("closed", "right")))
+                self.hists.append(
+                    (
+                        name,
+                        f["count_offset"] // 8,
+                        tuple(float(b) for b in f["bounds"]),
+                        f.get("closed", "right"),
+                    )
+                )
             elif kind == "sample_ring" and name == "seconds":
                 cols = [(c["name"], c["type"] == "f64") for c in f["columns"]]
                 self.ring = (f["head_offset"] // 8, f["rows_offset"] // 8, f["capacity"], cols)
@@ -346,8 +383,11 @@ class _Decoder:
         for name, i, is_float in self.scalars:
             out[name] = float(floats[i]) if is_float else int(words[i])
         for name, base, bounds, closed in self.hists:
-            out[name] = {"bounds": bounds, "closed": closed,
-                         "counts": words[base + 2 : base + 3 + len(bounds)].tolist()}
+            out[name] = {
+                "bounds": bounds,
+                "closed": closed,
+                "counts": words[base + 2 : base + 3 + len(bounds)].tolist(),
+            }
         if self.ring is not None:
             head_i, base, size, cols = self.ring
             head = int(words[head_i])
@@ -357,12 +397,14 @@ class _Decoder:
                 block = words[base : base + size * width].reshape(size, width)
                 block = block[np.arange(head - n, head) % size]
                 columns = {
-                    cname: tuple((block[:, i].view(np.float64) if is_float
-                                  else block[:, i]).tolist())
+                    cname: tuple(
+                        (block[:, i].view(np.float64) if is_float else block[:, i]).tolist()
+                    )
                     for i, (cname, is_float) in enumerate(cols)
                 }
-                self._ring_value = History(**{f.name: columns.get(f.name, ())
-                                              for f in dataclasses.fields(History)})
+                self._ring_value = History(
+                    **{f.name: columns.get(f.name, ()) for f in dataclasses.fields(History)}
+                )
                 self._ring_head = head
             out["seconds"] = self._ring_value
         if self.table is not None:
@@ -371,8 +413,17 @@ class _Decoder:
             block = words[base : base + rows * width].reshape(rows, width)
             used = np.flatnonzero(block.any(axis=1))
             out["clients"] = [
-                {index: int(r), **{c: (float(block[r, i:i + 1].view(np.float64)[0]) if f
-                                       else int(block[r, i])) for i, (c, f) in enumerate(cols)}}
+                {
+                    index: int(r),
+                    **{
+                        c: (
+                            float(block[r, i : i + 1].view(np.float64)[0])
+                            if f
+                            else int(block[r, i])
+                        )
+                        for i, (c, f) in enumerate(cols)
+                    },
+                }
                 for r in used.tolist()
             ]
         return out
@@ -385,8 +436,11 @@ def _histogram(h: Any) -> Histogram:
     if len(counts) != len(bounds) + 1:
         return Histogram((), (0,))
     closed = h.get("closed", "right")
-    return Histogram(tuple(float(b) for b in bounds), tuple(_int(c) for c in counts),
-                     closed if closed in ("left", "right") else "right")
+    return Histogram(
+        tuple(float(b) for b in bounds),
+        tuple(_int(c) for c in counts),
+        closed if closed in ("left", "right") else "right",
+    )
 
 
 class MidUpdateError(TimeoutError):
@@ -429,16 +483,21 @@ def read_snapshot(name: str = "default", *, clock: Clock = time.time_ns) -> Engi
         try:
             seq, words = reader.read_words()
         except TimeoutError as exc:
-            raise MidUpdateError(f"{exc} (engine pid {seg.owner_pid}: "
-                                 f"{'running' if alive else 'exited'})",
-                                 pid=seg.owner_pid, alive=alive) from None
+            raise MidUpdateError(
+                f"{exc} (engine pid {seg.owner_pid}: {'running' if alive else 'exited'})",
+                pid=seg.owner_pid,
+                alive=alive,
+            ) from None
         try:
             raw = _Decoder(reader.schema).decode(seq, words)
-            return build_snapshot(name, seg.name, raw, reader.info, alive=alive,
-                                  taken_at_ns=clock())
+            return build_snapshot(
+                name, seg.name, raw, reader.info, alive=alive, taken_at_ns=clock()
+            )
         except Exception as exc:  # any block contents: a documented error, never another
-            raise SegmentLayoutError(f"the counters block holds what the monitor cannot read "
-                                     f"({type(exc).__name__}: {exc})") from exc
+            raise SegmentLayoutError(
+                f"the counters block holds what the monitor cannot read "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
     finally:
         reader.close()
 
@@ -524,14 +583,16 @@ class CountersSource:
             except (IpcError, OSError, ValueError) as exc:
                 return self._waiting(f"cannot attach: {exc}")
             except Exception as exc:  # any block contents: a reason on screen, no traceback
-                return self._waiting(f"the segment is not a readable counters block "
-                                     f"({type(exc).__name__}: {exc})")
+                return self._waiting(
+                    f"the segment is not a readable counters block ({type(exc).__name__}: {exc})"
+                )
             try:
                 decoder = _Decoder(reader.schema)
             except Exception as exc:
                 reader.close()
-                return self._waiting(f"the segment is not a readable counters block "
-                                     f"({type(exc).__name__}: {exc})")
+                return self._waiting(
+                    f"the segment is not a readable counters block ({type(exc).__name__}: {exc})"
+                )
             self._reader, self._decoder, self._ident = reader, decoder, ident
         reader = self._reader
         seg = reader.segment
@@ -541,8 +602,10 @@ class CountersSource:
             seq, words = reader.read_words(timeout=0.05)
         except TimeoutError:
             if not alive:
-                return self._waiting(f"the engine that made the block (pid {seg.owner_pid}) "
-                                     "died in the middle of an update; waiting for a new one")
+                return self._waiting(
+                    f"the engine that made the block (pid {seg.owner_pid}) "
+                    "died in the middle of an update; waiting for a new one"
+                )
             return self._waiting("the engine stopped in the middle of an update")
         now = self._clock()
         last = self._last
@@ -552,12 +615,15 @@ class CountersSource:
             assert self._decoder is not None
             try:
                 raw = self._decoder.decode(seq, words)
-                snap = build_snapshot(self.name, seg.name, raw, reader.info, alive=alive,
-                                      taken_at_ns=now)
+                snap = build_snapshot(
+                    self.name, seg.name, raw, reader.info, alive=alive, taken_at_ns=now
+                )
             except Exception as exc:  # any block contents: a reason on screen, no traceback
                 self._detach()
-                return self._waiting(f"the counters block holds what the monitor cannot read "
-                                     f"({type(exc).__name__}: {exc})")
+                return self._waiting(
+                    f"the counters block holds what the monitor cannot read "
+                    f"({type(exc).__name__}: {exc})"
+                )
         self._last = snap
         return snap
 
@@ -636,8 +702,13 @@ class RateTracker:
             old = clients0.get(slot)
             if old is not None and old[0] == pid and n >= old[1]:
                 per_client[slot] = (n - old[1]) / dt
-        return Rates((s.total_requests - req0) / dt, max(0, s.total_batches - bat0) / dt,
-                     per_client, grew, self.window_s)
+        return Rates(
+            (s.total_requests - req0) / dt,
+            max(0, s.total_batches - bat0) / dt,
+            per_client,
+            grew,
+            self.window_s,
+        )
 
 
 __all__ = [

@@ -46,14 +46,20 @@ class Config:
     target_ms: float | None = None
 
 
-def make_configs(targets: list[float], windows: list[float], min_window_ms: float,
-                 max_window_ms: float) -> list[Config]:
+def make_configs(
+    targets: list[float], windows: list[float], min_window_ms: float, max_window_ms: float
+) -> list[Config]:
     """The adaptive configurations first, then one fixed window each."""
     configs = [
         Config(
             f"adaptive T={t:g}",
-            dict(adaptive=True, target_latency_ms=t, min_window_ms=min_window_ms,
-                 max_window_ms=max_window_ms, window_ms=min_window_ms),
+            dict(
+                adaptive=True,
+                target_latency_ms=t,
+                min_window_ms=min_window_ms,
+                max_window_ms=max_window_ms,
+                window_ms=min_window_ms,
+            ),
             target_ms=t,
         )
         for t in targets
@@ -75,8 +81,9 @@ def poisson_arrivals(rate: float, duration: float, seed: int) -> np.ndarray:
     return (np.array(out) * 1e9).astype(np.int64)
 
 
-async def run_one(config: Config, rate: float, arrivals_ns: np.ndarray, args: argparse.Namespace
-                  ) -> dict[str, Any]:
+async def run_one(
+    config: Config, rate: float, arrivals_ns: np.ndarray, args: argparse.Namespace
+) -> dict[str, Any]:
     """Drives one processor with one arrival sequence; returns the measured figures."""
     a_s, b_s = args.handler_a_ms / 1000.0, args.handler_b_ms / 1000.0
 
@@ -85,8 +92,12 @@ async def run_one(config: Config, rate: float, arrivals_ns: np.ndarray, args: ar
         return [r["i"] for r in requests]
 
     options = dict(config.options)
-    options.update(max_size=args.max_size, max_inflight_batches=args.max_inflight,
-                   enable_dedup=False, max_wait_ms=args.max_wait_ms)
+    options.update(
+        max_size=args.max_size,
+        max_inflight_batches=args.max_inflight,
+        enable_dedup=False,
+        max_wait_ms=args.max_wait_ms,
+    )
     n = len(arrivals_ns)
     done_ns = np.zeros(n, dtype=np.int64)
     results = [0] * n
@@ -138,15 +149,23 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
-def print_table(rates: list[float], configs: list[Config], med: dict[tuple[float, str], dict],
-                args: argparse.Namespace) -> list[dict[str, Any]]:
+def print_table(
+    rates: list[float],
+    configs: list[Config],
+    med: dict[tuple[float, str], dict],
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
     """Prints the comparison; returns the verdict rows for the adaptive configurations."""
     verdicts = []
-    print(f"\nhandler = {args.handler_a_ms:g} ms + {args.handler_b_ms:g} ms/item, "
-          f"max_size={args.max_size}, max_inflight_batches={args.max_inflight}, "
-          f"{args.repeats} round(s), medians; latency from scheduled send, steady state")
-    header = (f"{'rate/s':>7} {'config':<16} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-              f"{'thr/s':>8} {'window':>7} {'batch':>6} {'a ms':>6} {'b ms':>6}  verdict")
+    print(
+        f"\nhandler = {args.handler_a_ms:g} ms + {args.handler_b_ms:g} ms/item, "
+        f"max_size={args.max_size}, max_inflight_batches={args.max_inflight}, "
+        f"{args.repeats} round(s), medians; latency from scheduled send, steady state"
+    )
+    header = (
+        f"{'rate/s':>7} {'config':<16} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'thr/s':>8} {'window':>7} {'batch':>6} {'a ms':>6} {'b ms':>6}  verdict"
+    )
     for rate in rates:
         print()
         print(header)
@@ -159,40 +178,79 @@ def print_table(rates: list[float], configs: list[Config], med: dict[tuple[float
                 p95_ratio = r["p95_ms"] / c.target_ms
                 thr_ratio = r["throughput"] / best_fixed
                 ok = p95_ratio <= 1.15 and thr_ratio >= 0.90
-                verdict = (f"p95/target {p95_ratio:.2f}, thr/best fixed {thr_ratio:.3f} "
-                           f"{'PASS' if ok else 'MISS'}")
-                verdicts.append({"rate": rate, "config": c.name, "p95_over_target": p95_ratio,
-                                 "throughput_over_best_fixed": thr_ratio, "pass": ok})
-            ab = (f"{r['a_ms']:6.1f} {r['b_ms']:6.2f}" if c.target_ms is not None
-                  else f"{'':>6} {'':>6}")
-            print(f"{rate:7g} {c.name:<16} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
-                  f"{r['p99_ms']:8.1f} {r['throughput']:8.0f} {r['window_ms']:7.1f} "
-                  f"{r['avg_batch']:6.1f} {ab}  {verdict}")
+                verdict = (
+                    f"p95/target {p95_ratio:.2f}, thr/best fixed {thr_ratio:.3f} "
+                    f"{'PASS' if ok else 'MISS'}"
+                )
+                verdicts.append(
+                    {
+                        "rate": rate,
+                        "config": c.name,
+                        "p95_over_target": p95_ratio,
+                        "throughput_over_best_fixed": thr_ratio,
+                        "pass": ok,
+                    }
+                )
+            ab = (
+                f"{r['a_ms']:6.1f} {r['b_ms']:6.2f}"
+                if c.target_ms is not None
+                else f"{'':>6} {'':>6}"
+            )
+            print(
+                f"{rate:7g} {c.name:<16} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
+                f"{r['p99_ms']:8.1f} {r['throughput']:8.0f} {r['window_ms']:7.1f} "
+                f"{r['avg_batch']:6.1f} {ab}  {verdict}"
+            )
     return verdicts
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the comparison and prints the table."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="one round, two rates, fewer configurations, short runs (~15 s)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="one round, two rates, fewer configurations, short runs (~15 s)",
+    )
     ap.add_argument("--rates", type=float, nargs="+", default=[200.0, 500.0, 1000.0])
     ap.add_argument("--duration", type=float, default=3.0, help="seconds of load per run")
-    ap.add_argument("--warmup", type=float, default=0.75,
-                    help="seconds at the start of each run that are sent but not measured")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=0.75,
+        help="seconds at the start of each run that are sent but not measured",
+    )
     ap.add_argument("--repeats", type=int, default=2, help="rounds over all configurations")
-    ap.add_argument("--targets", type=float, nargs="+", default=[50.0, 100.0],
-                    help="target_latency_ms of the adaptive configurations")
-    ap.add_argument("--windows", type=float, nargs="+", default=[5, 10, 20, 50, 100, 200],
-                    help="fixed window_ms peers")
-    ap.add_argument("--min-window-ms", type=float, default=5.0,
-                    help="adaptive min_window_ms (the library default of 20 cannot meet a 50 ms "
-                         "target at 1000/s with this handler: 20 + 20 + 21 ms)")
+    ap.add_argument(
+        "--targets",
+        type=float,
+        nargs="+",
+        default=[50.0, 100.0],
+        help="target_latency_ms of the adaptive configurations",
+    )
+    ap.add_argument(
+        "--windows",
+        type=float,
+        nargs="+",
+        default=[5, 10, 20, 50, 100, 200],
+        help="fixed window_ms peers",
+    )
+    ap.add_argument(
+        "--min-window-ms",
+        type=float,
+        default=5.0,
+        help="adaptive min_window_ms (the library default of 20 cannot meet a 50 ms "
+        "target at 1000/s with this handler: 20 + 20 + 21 ms)",
+    )
     ap.add_argument("--max-window-ms", type=float, default=200.0)
     ap.add_argument("--max-size", type=int, default=64)
     ap.add_argument("--max-inflight", type=int, default=4)
-    ap.add_argument("--max-wait-ms", type=float, default=1000.0,
-                    help="set above every window so the window, not max_wait_ms, closes batches")
+    ap.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=1000.0,
+        help="set above every window so the window, not max_wait_ms, closes batches",
+    )
     ap.add_argument("--handler-a-ms", type=float, default=20.0)
     ap.add_argument("--handler-b-ms", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=1234)
@@ -227,8 +285,13 @@ def main(argv: list[str] | None = None) -> int:
                 row = runner(run_one(c, rate, arrivals, args))
                 raw.setdefault((rate, c.name), []).append(row)
                 done += 1
-                print(f"\r[{done}/{total}] round {rnd + 1} rate {rate:g}/s {c.name:<16} "
-                      f"p95 {row['p95_ms']:6.1f} ms", end="", file=sys.stderr, flush=True)
+                print(
+                    f"\r[{done}/{total}] round {rnd + 1} rate {rate:g}/s {c.name:<16} "
+                    f"p95 {row['p95_ms']:6.1f} ms",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
     print(file=sys.stderr)
     med = {k: summarize(v) for k, v in raw.items()}
     verdicts = print_table(args.rates, configs, med, args)

@@ -140,8 +140,13 @@ def _env(cache: Path) -> dict[str, str]:
 
 
 def _child(code: str, args: list[str], cache: Path) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                          env=_env(cache), cwd=ROOT, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        env=_env(cache),
+        cwd=ROOT,
+        timeout=900,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
     return dict(json.loads(proc.stdout.decode().strip().splitlines()[-1]))
@@ -159,9 +164,24 @@ def _engine(strategy: str, cache: Path, name: str) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stratabatch.cli", "--handler", "perf.bench_coldstart:noop",
-         "--name", name, "--dedup-strategy", strategy, "--log-level", "INFO"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(cache), cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "stratabatch.cli",
+            "--handler",
+            "perf.bench_coldstart:noop",
+            "--name",
+            name,
+            "--dedup-strategy",
+            strategy,
+            "--log-level",
+            "INFO",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(cache),
+        cwd=ROOT,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -184,8 +204,13 @@ def _engine(strategy: str, cache: Path, name: str) -> dict[str, Any]:
             proc.kill()
             _, err = proc.communicate()
     said = any(b"compiling kernels" in ln for ln in err.splitlines())
-    return {"wall": t_ready, "cpu": cpu_ready, "first_wall": t_first, "first_cpu": cpu_first,
-            "announced": said}
+    return {
+        "wall": t_ready,
+        "cpu": cpu_ready,
+        "first_wall": t_first,
+        "first_cpu": cpu_first,
+        "announced": said,
+    }
 
 
 def _children_cpu() -> float:
@@ -196,17 +221,28 @@ def _children_cpu() -> float:
 def _parallel(cache: Path) -> dict[str, Any]:
     """Two workers fill the empty cache, one per kernel module; then the warm-up loads."""
     t0, c0 = time.perf_counter(), _children_cpu()
-    workers = [subprocess.Popen([sys.executable, "-c", code], env=_env(cache), cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-               for code in _PARALLEL_WORKER.values()]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=_env(cache),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for code in _PARALLEL_WORKER.values()
+    ]
     for w in workers:
         _, err = w.communicate(timeout=900)
         if w.returncode != 0:
             raise RuntimeError(f"worker failed: {err.decode()[-2000:]}")
     t_workers, cpu_workers = time.perf_counter() - t0, _children_cpu() - c0
     out = _child(_WARM_UP, ["embedding"], cache)
-    return {"wall": t_workers + out["wall"], "workers_wall": t_workers,
-            "cpu": cpu_workers + out["cpu"], "main_wall": out["wall"]}
+    return {
+        "wall": t_workers + out["wall"],
+        "workers_wall": t_workers,
+        "cpu": cpu_workers + out["cpu"],
+        "main_wall": out["wall"],
+    }
 
 
 # ------------------------------------------------------------------ the run
@@ -219,14 +255,19 @@ def _median(runs: list[dict[str, Any]], key: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the measurements, print the tables, optionally write JSON."""
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3, help="runs per case (default 3)")
-    ap.add_argument("--strategies", default=",".join(STRATEGIES),
-                    help="comma-separated dedup strategies (default: all three)")
+    ap.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help="comma-separated dedup strategies (default: all three)",
+    )
     ap.add_argument("--skip-engine", action="store_true", help="no engine cases")
-    ap.add_argument("--parallel", action="store_true",
-                    help="also time a warm-up whose cache two worker processes fill")
+    ap.add_argument(
+        "--parallel",
+        action="store_true",
+        help="also time a warm-up whose cache two worker processes fill",
+    )
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
     strategies = [s for s in args.strategies.split(",") if s]
@@ -247,8 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     def case(name: str, cache_kind: str, fn: Any) -> None:
         runs = []
         for i in range(args.repeats):
-            print(f"  {name} ({cache_kind} cache) {i + 1}/{args.repeats} ...",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {name} ({cache_kind} cache) {i + 1}/{args.repeats} ...",
+                file=sys.stderr,
+                flush=True,
+            )
             runs.append(fn())
         row = {"case": name, "cache": cache_kind, "runs": runs, "n": len(runs)}
         for key in ("wall", "cpu", "first_wall", "first_cpu"):
@@ -260,17 +304,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         warm = {s: tmp / f"warm-{s}" for s in strategies}
         for s in strategies:  # fill each warm cache once, as a build step would (not timed)
-            subprocess.run([sys.executable, "-m", "stratabatch.warm", "--strategy", s],
-                           env=_env(warm[s]), cwd=ROOT, check=True, capture_output=True,
-                           timeout=900)
+            subprocess.run(
+                [sys.executable, "-m", "stratabatch.warm", "--strategy", s],
+                env=_env(warm[s]),
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                timeout=900,
+            )
         case("import stratabatch", "empty", lambda: _child(_IMPORT, [], empty()))
         case("import stratabatch", "warm", lambda: _child(_IMPORT, [], warm[strategies[0]]))
         for s in strategies:
+
             def cold(s: str = s) -> dict[str, Any]:
                 out = _child(_WARM_UP, [s], empty())
                 for mod, secs in out["groups"].items():
                     groups.setdefault(f"{s}: {mod}", []).append(secs)
                 return out
+
             case(f"warm_up() {s}", "empty", cold)
             case(f"warm_up() {s}", "warm", lambda s=s: _child(_WARM_UP, [s], warm[s]))
         if not args.skip_engine:
@@ -281,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                     nonlocal k
                     k += 1
                     return _engine(s, cache_of(), f"coldbench-{os.getpid()}-{s[:3]}{k}")
+
                 case(f"engine {s}", "empty", lambda eng=eng: eng(empty))
                 case(f"engine {s}", "warm", lambda eng=eng, s=s: eng(lambda: warm[s]))
         parallel = None
@@ -290,25 +342,36 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  parallel {i + 1}/{args.repeats} ...", file=sys.stderr, flush=True)
                 runs_serial.append(_child(_WARM_UP, ["embedding"], empty()))
                 runs_par.append(_parallel(empty()))
-            parallel = {"serial_wall": _median(runs_serial, "wall"),
-                        "parallel_wall": _median(runs_par, "wall"),
-                        "parallel_workers_wall": _median(runs_par, "workers_wall"),
-                        "parallel_main_wall": _median(runs_par, "main_wall"),
-                        "serial": runs_serial, "parallel": runs_par}
+            parallel = {
+                "serial_wall": _median(runs_serial, "wall"),
+                "parallel_wall": _median(runs_par, "wall"),
+                "parallel_workers_wall": _median(runs_par, "workers_wall"),
+                "parallel_main_wall": _median(runs_par, "main_wall"),
+                "serial": runs_serial,
+                "parallel": runs_par,
+            }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     load = os.getloadavg()
-    print(f"\ncold start (medians of {args.repeats}; {os.cpu_count()} CPUs, load average "
-          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end)\n")
-    print(f"{'case':<26} {'cache':<6} {'wall s':>8} {'CPU s':>7} {'first s':>8} "
-          f"{'first CPU':>9}  said")
+    print(
+        f"\ncold start (medians of {args.repeats}; {os.cpu_count()} CPUs, load average "
+        f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end)\n"
+    )
+    print(
+        f"{'case':<26} {'cache':<6} {'wall s':>8} {'CPU s':>7} {'first s':>8} "
+        f"{'first CPU':>9}  said"
+    )
     for r in rows:
+
         def f(v: float | None) -> str:
             return "-" if v is None else f"{v:.2f}"
+
         said = {True: "yes", False: "no"}.get(r.get("announced"), "")  # type: ignore[arg-type]
-        print(f"{r['case']:<26} {r['cache']:<6} {f(r['wall']):>8} {f(r['cpu']):>7} "
-              f"{f(r['first_wall']):>8} {f(r['first_cpu']):>9}  {said}")
+        print(
+            f"{r['case']:<26} {r['cache']:<6} {f(r['wall']):>8} {f(r['cpu']):>7} "
+            f"{f(r['first_wall']):>8} {f(r['first_cpu']):>9}  {said}"
+        )
     print("\n  wall/CPU: import; warm_up(); engine: launch to its ready line (CPU: the engine's)")
     print("  first: warm_up: the first request after it; engine: launch to the first answer")
     print("  said: the engine logged 'compiling kernels ...' before compiling")
@@ -321,13 +384,24 @@ def main(argv: list[str] | None = None) -> int:
     if parallel:
         print("\nparallel warm-up (default strategy, empty cache, medians)\n")
         print(f"  serial warm_up():                    {parallel['serial_wall']:.2f} s")
-        print(f"  2 workers fill the cache, then load: {parallel['parallel_wall']:.2f} s "
-              f"(workers {parallel['parallel_workers_wall']:.2f} s + warm_up "
-              f"{parallel['parallel_main_wall']:.2f} s)")
+        print(
+            f"  2 workers fill the cache, then load: {parallel['parallel_wall']:.2f} s "
+            f"(workers {parallel['parallel_workers_wall']:.2f} s + warm_up "
+            f"{parallel['parallel_main_wall']:.2f} s)"
+        )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "compile_by_module": table, "parallel": parallel,
-                       "cpus": os.cpu_count(), "loadavg": load}, fh, indent=2)
+            json.dump(
+                {
+                    "rows": rows,
+                    "compile_by_module": table,
+                    "parallel": parallel,
+                    "cpus": os.cpu_count(),
+                    "loadavg": load,
+                },
+                fh,
+                indent=2,
+            )
     return 0
 
 

@@ -44,7 +44,7 @@ class MinimalBatcher:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        batch, self.pending = self.pending[: self.max_size], self.pending[self.max_size:]
+        batch, self.pending = self.pending[: self.max_size], self.pending[self.max_size :]
         if self.pending:
             self.timer = asyncio.get_running_loop().call_later(self.window, self._flush)
         asyncio.ensure_future(self._run(batch))
@@ -68,6 +68,7 @@ async def drive(make, n: int, callers: int, distinct: bool) -> tuple[float, floa
         for r in reqs:
             await target.process(r)
     else:  # `callers` concurrent callers, each awaiting its share of requests in turn
+
         async def caller(mine):
             for r in mine:
                 await target.process(r)
@@ -103,17 +104,28 @@ def main(argv: list[str] | None = None) -> None:
             runs = [asyncio.run(drive(make, n, callers, True)) for _ in range(a.repeats + 1)][1:]
             rps = statistics.median(r[0] for r in runs)
             cpu = statistics.median(r[1] for r in runs)
-            rows.append({"peer": name, "callers": callers, "requests": n, "req_per_s": rps,
-                         "cpu_us_per_req": cpu})
+            rows.append(
+                {
+                    "peer": name,
+                    "callers": callers,
+                    "requests": n,
+                    "req_per_s": rps,
+                    "cpu_us_per_req": cpu,
+                }
+            )
     base = {r["callers"]: r for r in rows if r["peer"].startswith("minimal")}
-    print(f"\nno-op handler, window {a.window_ms:g} ms, max_size {a.max_size}, "
-          f"median of {a.repeats}\n")
+    print(
+        f"\nno-op handler, window {a.window_ms:g} ms, max_size {a.max_size}, "
+        f"median of {a.repeats}\n"
+    )
     print(f"{'peer':32} {'callers':>7} {'req/s':>10} {'CPU us/req':>11} {'vs minimal':>11}")
     for r in rows:
         ratio = r["req_per_s"] / base[r["callers"]]["req_per_s"]
         r["ratio_to_minimal"] = ratio
-        print(f"{r['peer']:32} {r['callers']:>7} {r['req_per_s']:>10,.0f} "
-              f"{r['cpu_us_per_req']:>11.1f} {ratio:>10.2f}x")
+        print(
+            f"{r['peer']:32} {r['callers']:>7} {r['req_per_s']:>10,.0f} "
+            f"{r['cpu_us_per_req']:>11.1f} {ratio:>10.2f}x"
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -66,8 +66,32 @@ from stratabatch.core import Core  # noqa: E402
 from stratabatch.gctune import settle  # noqa: E402
 from stratabatch.records import Request  # noqa: E402
 
-_SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "po", "si", "ve", "do", "ga", "le", "zu", "bi",
-              "fo", "ha", "je", "ny", "qu", "wa", "ter", "son", "mar", "pel"]
+_SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ne",
+    "ru",
+    "ta",
+    "po",
+    "si",
+    "ve",
+    "do",
+    "ga",
+    "le",
+    "zu",
+    "bi",
+    "fo",
+    "ha",
+    "je",
+    "ny",
+    "qu",
+    "wa",
+    "ter",
+    "son",
+    "mar",
+    "pel",
+]
 _FILLERS = ["please", "thanks", "hey", "just", "quick question"]
 
 
@@ -88,11 +112,11 @@ def workload(n: int, depth: int, dups: bool, seed: int) -> list[str]:
         if dups and out and x < 0.5:
             base = out[rng.randrange(max(0, len(out) - depth), len(out))]
             if x < 0.3:
-                out.append("  ".join(base.upper().split()) if rng.random() < 0.5 else
-                           base.capitalize())
+                out.append(
+                    "  ".join(base.upper().split()) if rng.random() < 0.5 else base.capitalize()
+                )
             else:
-                out.append(base + "?" if rng.random() < 0.5 else
-                           f"{rng.choice(_FILLERS)} {base}")
+                out.append(base + "?" if rng.random() < 0.5 else f"{rng.choice(_FILLERS)} {base}")
         else:
             out.append(" ".join(rng.choice(vocab) for _ in range(6)))
     return out
@@ -102,9 +126,17 @@ async def _noop(reqs: list) -> list:
     return [None] * len(reqs)
 
 
-async def drive(strategy: str, method: str, depth: int, texts: list[str], measured: int,
-                threshold: float | None = None, gc_mode: str = "on",
-                guards: str = "default", warm: int = 0) -> float:
+async def drive(
+    strategy: str,
+    method: str,
+    depth: int,
+    texts: list[str],
+    measured: int,
+    threshold: float | None = None,
+    gc_mode: str = "on",
+    guards: str = "default",
+    warm: int = 0,
+) -> float:
     """CPU us per request over ``measured`` requests submitted while ``depth`` wait, after
     ``warm`` requests that flowed the same way untimed."""
     done = [0]
@@ -114,10 +146,15 @@ async def drive(strategy: str, method: str, depth: int, texts: list[str], measur
         done[0] += 1
         answered.set()
 
-    cfg = BatchConfig(window_ms=1, max_size=256, max_inflight_batches=1,
-                      max_queue=10_000_000, dedup_strategy=strategy,
-                      dedup_threshold=threshold,
-                      **({} if guards == "default" else {"dedup_guards": ()}))
+    cfg = BatchConfig(
+        window_ms=1,
+        max_size=256,
+        max_inflight_batches=1,
+        max_queue=10_000_000,
+        dedup_strategy=strategy,
+        dedup_threshold=threshold,
+        **({} if guards == "default" else {"dedup_guards": ()}),
+    )
     core = Core(cfg, on_complete, _noop)
     core._dedup.leaders.method = method
     core.bind(asyncio.get_running_loop())
@@ -168,11 +205,19 @@ async def drive(strategy: str, method: str, depth: int, texts: list[str], measur
     return cpu / (sent - s0) * 1e6
 
 
-def bench_depth(depths: list[int], requests: int, repeats: int,
-                threshold: float | None, gc_mode: str = "freeze",
-                guards: str = "default") -> list[dict]:
-    peers = [("exact", "exact", "auto"), ("embedding exhaustive", "embedding", "exhaustive"),
-             ("embedding indexed (auto)", "embedding", "auto")]
+def bench_depth(
+    depths: list[int],
+    requests: int,
+    repeats: int,
+    threshold: float | None,
+    gc_mode: str = "freeze",
+    guards: str = "default",
+) -> list[dict]:
+    peers = [
+        ("exact", "exact", "auto"),
+        ("embedding exhaustive", "embedding", "exhaustive"),
+        ("embedding indexed (auto)", "embedding", "auto"),
+    ]
     rows = []
     for dups in (False, True):
         for depth in depths:
@@ -183,13 +228,19 @@ def bench_depth(depths: list[int], requests: int, repeats: int,
                 if method == "exhaustive":  # the reference costs O(depth) a request
                     n = warm = max(1024, min(requests, requests * 512 // depth))
                 texts = workload(depth + warm + n + 512, depth, dups, seed=depth)
-                runs = [asyncio.run(drive(strategy, method, depth, texts, n, threshold, gc_mode,
-                                          guards, warm))
-                        for _ in range(repeats)]
+                runs = [
+                    asyncio.run(
+                        drive(strategy, method, depth, texts, n, threshold, gc_mode, guards, warm)
+                    )
+                    for _ in range(repeats)
+                ]
                 row[name] = statistics.median(runs)
             rows.append(row)
-            print(f"  {row['workload']:6} depth {depth:6}: " + ", ".join(
-                f"{k} {v:.1f}" for k, v in row.items() if isinstance(v, float)), flush=True)
+            print(
+                f"  {row['workload']:6} depth {depth:6}: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if isinstance(v, float)),
+                flush=True,
+            )
     return rows
 
 
@@ -210,7 +261,7 @@ def variant(base: str, rng: random.Random) -> str:
         w = words[k]
         if len(w) > 3:
             p = rng.randrange(1, len(w) - 2)
-            words[k] = w[:p] + w[p + 1] + w[p] + w[p + 2:]
+            words[k] = w[:p] + w[p + 1] + w[p] + w[p + 2 :]
         return " ".join(words)
     if kind == 3:  # one word dropped
         del words[rng.randrange(len(words))]
@@ -246,8 +297,14 @@ class _Owner:
         self.first = first  # the request that leads it
 
 
-def cluster_stream(X: np.ndarray, method: str, threshold: float, depth: int,
-                   chunk: int = 256, texts: list[str] | None = None) -> np.ndarray:
+def cluster_stream(
+    X: np.ndarray,
+    method: str,
+    threshold: float,
+    depth: int,
+    chunk: int = 256,
+    texts: list[str] | None = None,
+) -> np.ndarray:
     """The leading request of each request's group, in passes of ``chunk`` rows; a leader
     leaves once ``depth`` newer requests have arrived (as if dispatched). With ``texts``,
     merges go through the default word guards (as the core's with the hashing embedder), and
@@ -274,18 +331,25 @@ def cluster_stream(X: np.ndarray, method: str, threshold: float, depth: int,
             o = alive.popleft()
             idx.drop(o.row)  # type: ignore[arg-type]
             o.row = None
-        rows = X[a:a + chunk]
-        start, _ = idx.append(rows, [0] * len(rows),
-                              None if wk is None else wk[a:a + len(rows)])
+        rows = X[a : a + chunk]
+        start, _ = idx.append(rows, [0] * len(rows), None if wk is None else wk[a : a + len(rows)])
         n = start + len(rows)
         no = None
         if feats is not None:
+
             def no(i: int, r: int, sim: float, start: int = start, a: int = a) -> bool:
                 first = idx.owners[r].first if r < start else a + (r - start)
                 return veto(feats[first], feats[a + i - start], GUARDS, False) is not None
-        leader, _, late = greedy_pass(idx.mat[:n], idx.part[:n], threshold, start,
-                                      idx.candidates(start, threshold), veto=no,
-                                      words=idx.word_data())
+
+        leader, _, late = greedy_pass(
+            idx.mat[:n],
+            idx.part[:n],
+            threshold,
+            start,
+            idx.candidates(start, threshold),
+            veto=no,
+            words=idx.word_data(),
+        )
         for j, li in enumerate(leader):
             if li == start + j:
                 o = _Owner(li, a + j)
@@ -312,13 +376,19 @@ def bench_recall(n: int, depth: int, guarded: bool) -> dict:
     thr = emb.recommended_threshold if guarded else emb.recommended_threshold_unguarded
     grp = np.array(groups)
     index = "words" if guarded else "index"
-    res: dict = {"requests": n, "depth": depth, "threshold": thr,
-                 "guards": "default" if guarded else "none", "index": index}
+    res: dict = {
+        "requests": n,
+        "depth": depth,
+        "threshold": thr,
+        "guards": "default" if guarded else "none",
+        "index": index,
+    }
     leaders = {}
     for method in ("exhaustive", index):
         t0 = time.perf_counter()
-        leaders[method] = lead = cluster_stream(X, method, thr, depth,
-                                                texts=texts if guarded else None)
+        leaders[method] = lead = cluster_stream(
+            X, method, thr, depth, texts=texts if guarded else None
+        )
         merged = lead != np.arange(n)
         name = "exhaustive" if method == "exhaustive" else "index"
         res[f"{name}_merges"] = int(merged.sum())
@@ -336,17 +406,63 @@ def bench_recall(n: int, depth: int, guarded: bool) -> dict:
 # A burst of long prompts sharing a preamble
 # --------------------------------------------------------------------------------------------
 
-PREAMBLE = ("You are a careful assistant for Acme Corp. Answer concisely, cite the policy "
-            "section, never invent facts, and use British spelling where the customer does. ") * 6
+PREAMBLE = (
+    "You are a careful assistant for Acme Corp. Answer concisely, cite the policy "
+    "section, never invent facts, and use British spelling where the customer does. "
+) * 6
 
 
-_ITEMS = ("kettle", "toaster", "blender", "lamp", "chair", "desk", "sofa", "mirror", "rug",
-          "clock", "heater", "kayak", "tent", "stove", "drill", "ladder", "camera", "speaker",
-          "monitor", "printer")
-_COLOURS = ("blue", "green", "black", "white", "yellow", "purple", "orange", "silver", "golden",
-            "crimson")
-_KINDS = ("large", "small", "used", "broken", "spare", "cheap", "heavy", "vintage", "noisy",
-          "smart", "electric", "wooden", "plastic", "folding", "outdoor")
+_ITEMS = (
+    "kettle",
+    "toaster",
+    "blender",
+    "lamp",
+    "chair",
+    "desk",
+    "sofa",
+    "mirror",
+    "rug",
+    "clock",
+    "heater",
+    "kayak",
+    "tent",
+    "stove",
+    "drill",
+    "ladder",
+    "camera",
+    "speaker",
+    "monitor",
+    "printer",
+)
+_COLOURS = (
+    "blue",
+    "green",
+    "black",
+    "white",
+    "yellow",
+    "purple",
+    "orange",
+    "silver",
+    "golden",
+    "crimson",
+)
+_KINDS = (
+    "large",
+    "small",
+    "used",
+    "broken",
+    "spare",
+    "cheap",
+    "heavy",
+    "vintage",
+    "noisy",
+    "smart",
+    "electric",
+    "wooden",
+    "plastic",
+    "folding",
+    "outdoor",
+)
 
 
 def preamble_prompts(n: int) -> tuple[list[str], list[str]]:
@@ -363,8 +479,10 @@ def preamble_prompts(n: int) -> tuple[list[str], list[str]]:
     combos = list(product(_KINDS, _COLOURS, _ITEMS))[:n]
     if len(combos) < n:
         raise ValueError(f"at most {len(combos)} prompts")
-    texts = [f"{PREAMBLE} Question: how do I return the {k} {c} {i} I bought last week?"
-             for k, c, i in combos]
+    texts = [
+        f"{PREAMBLE} Question: how do I return the {k} {c} {i} I bought last week?"
+        for k, c, i in combos
+    ]
     return texts, [t.replace("bought", "bougth") for t in texts[: n // 20]]
 
 
@@ -380,8 +498,7 @@ async def drive_burst(texts: list[str], typos: list[str], precheck: bool) -> dic
     if not precheck:  # the guards are asked about every pair at the threshold, as before
         LeaderIndex.word_data = lambda self: None  # type: ignore[method-assign]
     try:
-        async with BatchProcessor(handler=handler, max_size=64, window_ms=20,
-                                  dedup_key="q") as bp:
+        async with BatchProcessor(handler=handler, max_size=64, window_ms=20, dedup_key="q") as bp:
             await bp.warm_up()
             dedup = bp._core._dedup
             asked = [0]
@@ -399,8 +516,14 @@ async def drive_burst(texts: list[str], typos: list[str], precheck: bool) -> dic
         LeaderIndex.word_data = saved  # type: ignore[method-assign]
     n = len(texts)
     wrong = sum(o != t for o, t in zip(out, texts + texts[: len(typos)], strict=True))
-    return {"prompts": n, "typos": len(typos), "wall_s": wall, "cpu_s": cpu,
-            "guard_calls": asked[0], "wrong": wrong}
+    return {
+        "prompts": n,
+        "typos": len(typos),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "guard_calls": asked[0],
+        "wrong": wrong,
+    }
 
 
 def bench_burst(sizes: list[int]) -> list[dict]:
@@ -411,9 +534,12 @@ def bench_burst(sizes: list[int]) -> list[dict]:
             r = asyncio.run(drive_burst(texts, typos, precheck))
             r["peer"] = "pre-check (shipped)" if precheck else "guards only"
             rows.append(r)
-            print(f"  {n:6,} prompts, {r['peer']:20}: {r['wall_s']:6.2f} s wall, "
-                  f"{r['cpu_s']:6.2f} s CPU, {r['guard_calls']:9,} guard calls, "
-                  f"{r['wrong']} wrong", flush=True)
+            print(
+                f"  {n:6,} prompts, {r['peer']:20}: {r['wall_s']:6.2f} s wall, "
+                f"{r['cpu_s']:6.2f} s CPU, {r['guard_calls']:9,} guard calls, "
+                f"{r['wrong']} wrong",
+                flush=True,
+            )
     return rows
 
 
@@ -427,15 +553,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recall-depth", type=int, default=4096)
     ap.add_argument("--skip-recall", action="store_true")
     ap.add_argument("--skip-depth", action="store_true")
-    ap.add_argument("--burst", default="500,1000",
-                    help="sizes of the shared-preamble burst section ('' to skip)")
-    ap.add_argument("--threshold", type=float, default=None,
-                    help="dedup_threshold (default: the embedder's, 0.80 with the guards)")
-    ap.add_argument("--guards", default="default", choices=("default", "none"),
-                    help="dedup_guards: the default five, or none (then the sign-sketch index "
-                         "serves thresholds >= 0.9)")
-    ap.add_argument("--gc", default="freeze", choices=("freeze", "on", "off"),
-                    help="the cyclic GC while timing (see the module docstring)")
+    ap.add_argument(
+        "--burst",
+        default="500,1000",
+        help="sizes of the shared-preamble burst section ('' to skip)",
+    )
+    ap.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="dedup_threshold (default: the embedder's, 0.80 with the guards)",
+    )
+    ap.add_argument(
+        "--guards",
+        default="default",
+        choices=("default", "none"),
+        help="dedup_guards: the default five, or none (then the sign-sketch index "
+        "serves thresholds >= 0.9)",
+    )
+    ap.add_argument(
+        "--gc",
+        default="freeze",
+        choices=("freeze", "on", "off"),
+        help="the cyclic GC while timing (see the module docstring)",
+    )
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
     out: dict = {}
@@ -443,25 +584,32 @@ def main(argv: list[str] | None = None) -> int:
         depths = [int(x) for x in a.depths.split(",")]
         print("depth (CPU us per request, median of repeats):", flush=True)
         print(f"dedup_threshold {a.threshold or 'default'}, guards {a.guards}, gc {a.gc}")
-        rows = out["depth"] = bench_depth(depths, a.requests, a.repeats, a.threshold, a.gc,
-                                          a.guards)
+        rows = out["depth"] = bench_depth(
+            depths, a.requests, a.repeats, a.threshold, a.gc, a.guards
+        )
         names = [k for k in rows[0] if k not in ("workload", "depth")]
         print(f"\n{'workload':8} {'waiting':>8} " + " ".join(f"{k:>26}" for k in names))
         for r in rows:
-            print(f"{r['workload']:8} {r['depth']:>8,} " +
-                  " ".join(f"{r[k]:>26.1f}" for k in names))
+            print(
+                f"{r['workload']:8} {r['depth']:>8,} " + " ".join(f"{r[k]:>26.1f}" for k in names)
+            )
         for w in ("unique", "dups"):
             sel = [r for r in rows if r["workload"] == w]
             if len(sel) > 1:
                 k = "embedding indexed (auto)"
                 print(f"{w}: indexed largest/smallest depth = {sel[-1][k] / sel[0][k]:.2f}x")
     if a.burst:
-        print("\nburst: prompts sharing a 1,000-character preamble, one word of the question "
-              "apart, all at once (BatchProcessor, defaults); 5% typo twins", flush=True)
+        print(
+            "\nburst: prompts sharing a 1,000-character preamble, one word of the question "
+            "apart, all at once (BatchProcessor, defaults); 5% typo twins",
+            flush=True,
+        )
         out["burst"] = bench_burst([int(x) for x in a.burst.split(",")])
     if not a.skip_recall:
-        print(f"\nrecall: {a.recall_requests:,} requests, leaders live {a.recall_depth} rows",
-              flush=True)
+        print(
+            f"\nrecall: {a.recall_requests:,} requests, leaders live {a.recall_depth} rows",
+            flush=True,
+        )
         out["recall"] = []
         for guarded in (True, False):
             r = bench_recall(a.recall_requests, a.recall_depth, guarded)

@@ -55,8 +55,9 @@ async def noop(requests: list) -> list:
 def queries(seed: int, n: int) -> list[str]:
     """``n`` query texts, about 20% of them repeats of 200 popular ones."""
     rng = random.Random(seed)
-    return [f"popular {rng.randrange(200)}" if rng.random() < 0.2 else f"q {seed}-{i}"
-            for i in range(n)]
+    return [
+        f"popular {rng.randrange(200)}" if rng.random() < 0.2 else f"q {seed}-{i}" for i in range(n)
+    ]
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -68,8 +69,12 @@ def proc_cpu_s(pid: int) -> float:
 
 def summary(lat_ns: np.ndarray, n: int, wall_s: float, cpu_s: float) -> dict[str, float]:
     """One run's figures."""
-    return {"rps": n / wall_s, "p50_ms": float(np.percentile(lat_ns, 50)) / 1e6,
-            "p99_ms": float(np.percentile(lat_ns, 99)) / 1e6, "cpu_us_per_req": cpu_s / n * 1e6}
+    return {
+        "rps": n / wall_s,
+        "p50_ms": float(np.percentile(lat_ns, 50)) / 1e6,
+        "p99_ms": float(np.percentile(lat_ns, 99)) / 1e6,
+        "cpu_us_per_req": cpu_s / n * 1e6,
+    }
 
 
 # --------------------------------------------------------------------------- (a) embedded
@@ -80,8 +85,9 @@ async def _embedded(n: int, seed: int) -> tuple[np.ndarray, float, float]:
 
     qs = queries(seed, n)
     lat = np.zeros(n, np.int64)
-    async with stratabatch.BatchProcessor(noop, window_ms=WINDOW_MS,
-                                          dedup_strategy="exact") as batch:
+    async with stratabatch.BatchProcessor(
+        noop, window_ms=WINDOW_MS, dedup_strategy="exact"
+    ) as batch:
         await batch.warm_up()
         it = iter(range(n))
 
@@ -144,10 +150,27 @@ class Engine:
     def __init__(self, strategy: str) -> None:
         self.name = f"bench-{os.getpid()}-{strategy}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stratabatch.cli", "--handler", "perf.bench_engine:noop",
-             "--name", self.name, "--window-ms", str(WINDOW_MS), "--dedup-strategy", strategy,
-             "--max-queue", "100000", "--log-level", "WARNING"],
-            cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            [
+                sys.executable,
+                "-m",
+                "stratabatch.cli",
+                "--handler",
+                "perf.bench_engine:noop",
+                "--name",
+                self.name,
+                "--window-ms",
+                str(WINDOW_MS),
+                "--dedup-strategy",
+                strategy,
+                "--max-queue",
+                "100000",
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith(b"stratabatch-engine ready"):
@@ -161,13 +184,13 @@ class Engine:
             self.proc.stdout.close()
 
 
-def _run_clients(target: Any, args_for: Any, clients: int, n: int,
-                 server_pid: int) -> dict[str, float]:
+def _run_clients(
+    target: Any, args_for: Any, clients: int, n: int, server_pid: int
+) -> dict[str, float]:
     ctx = mp.get_context("fork")
     go, out = ctx.Event(), ctx.Queue()
     per = n // clients
-    procs = [ctx.Process(target=target, args=(*args_for(c, per), go, out)) for c in
-             range(clients)]
+    procs = [ctx.Process(target=target, args=(*args_for(c, per), go, out)) for c in range(clients)]
     for p in procs:
         p.start()
     for _ in procs:
@@ -187,8 +210,13 @@ def _run_clients(target: Any, args_for: Any, clients: int, n: int,
 
 def run_engine(eng: Engine, n: int, clients: int, seed: int) -> dict[str, float]:
     tasks = OUTSTANDING // clients
-    return _run_clients(_engine_client, lambda c, per: (eng.name, per, tasks, seed * 100 + c),
-                        clients, n, eng.proc.pid)
+    return _run_clients(
+        _engine_client,
+        lambda c, per: (eng.name, per, tasks, seed * 100 + c),
+        clients,
+        n,
+        eng.proc.pid,
+    )
 
 
 def idle_cpu_percent(pid: int, seconds: float) -> float:
@@ -200,8 +228,9 @@ def idle_cpu_percent(pid: int, seconds: float) -> float:
 # --------------------------------------------------------------------------- (c) mp.Queue
 
 
-def _mpq_client(cid: int, inbox: Any, outbox: Any, n: int, outstanding: int, seed: int,
-                go: Any, out: Any) -> None:
+def _mpq_client(
+    cid: int, inbox: Any, outbox: Any, n: int, outstanding: int, seed: int, go: Any, out: Any
+) -> None:
     qs = queries(seed, n)
     lat = np.zeros(n, np.int64)
     sent = np.zeros(n, np.int64)
@@ -244,7 +273,10 @@ def run_mpqueue(n: int, clients: int, seed: int) -> dict[str, float]:
         return _run_clients(
             _mpq_client,
             lambda c, per: (c, inbox, outboxes[c], per, per_outstanding, seed * 100 + c),
-            clients, n, server.pid)
+            clients,
+            n,
+            server.pid,
+        )
     finally:
         inbox.put(None)
         with_stats = None
@@ -289,9 +321,12 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_engine(engines[mode], n, args.clients, seed)
                 if rep:
                     runs[mode].append(r)
-                    print(f"run {rep} {mode:<20} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:.2f}"
-                          f" ms  p99 {r['p99_ms']:.2f} ms  cpu {r['cpu_us_per_req']:.1f} us/req",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"run {rep} {mode:<20} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:.2f}"
+                        f" ms  p99 {r['p99_ms']:.2f} ms  cpu {r['cpu_us_per_req']:.1f} us/req",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         for mode, eng in engines.items():
             idle[mode] = idle_cpu_percent(eng.proc.pid, args.idle_s)
     finally:
@@ -299,14 +334,20 @@ def main(argv: list[str] | None = None) -> int:
             eng.stop()
     med = {m: {k: statistics.median(r[k] for r in runs[m]) for k in runs[m][0]} for m in modes}
     peer = med["mp.Queue"]
-    print(f"\n{args.requests:,} requests per run, {args.repeats} runs (medians), no-op handler, "
-          f"window_ms={WINDOW_MS:g}, {OUTSTANDING} outstanding, {args.clients} client processes")
-    print(f"{'mode':<22}{'req/s':>10}{'x mp.Queue':>12}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'server CPU us/req':>19}")
+    print(
+        f"\n{args.requests:,} requests per run, {args.repeats} runs (medians), no-op handler, "
+        f"window_ms={WINDOW_MS:g}, {OUTSTANDING} outstanding, {args.clients} client processes"
+    )
+    print(
+        f"{'mode':<22}{'req/s':>10}{'x mp.Queue':>12}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'server CPU us/req':>19}"
+    )
     for m in modes:
         r = med[m]
-        print(f"{m:<22}{r['rps']:>10,.0f}{r['rps'] / peer['rps']:>12.2f}{r['p50_ms']:>9.2f}"
-              f"{r['p99_ms']:>9.2f}{r['cpu_us_per_req']:>19.1f}")
+        print(
+            f"{m:<22}{r['rps']:>10,.0f}{r['rps'] / peer['rps']:>12.2f}{r['p50_ms']:>9.2f}"
+            f"{r['p99_ms']:>9.2f}{r['cpu_us_per_req']:>19.1f}"
+        )
     print("embedded: CPU of the whole process (clients included); others: the server process")
     for m, pct in idle.items():
         print(f"{m} idle CPU over {args.idle_s:g} s: {pct:.2f} %")
@@ -319,8 +360,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in checks.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps({"medians": med, "runs": runs, "idle_cpu_pct": idle,
-                                               "targets": checks, "args": vars(args)}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "medians": med,
+                    "runs": runs,
+                    "idle_cpu_pct": idle,
+                    "targets": checks,
+                    "args": vars(args),
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

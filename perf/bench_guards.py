@@ -117,10 +117,14 @@ def main() -> None:
     from stratabatch.index import exhaustive_candidates
     from stratabatch.kernels import leader_cluster
 
-    rows = [json.loads(x) for x in
-            (ROOT / "tests" / "data" / "guard_pairs.jsonl").read_text().splitlines() if x]
-    texts = list(dict.fromkeys(t for r in rows for t in (r["a"], r["b"])
-                               if args.long or len(t) < 200))
+    rows = [
+        json.loads(x)
+        for x in (ROOT / "tests" / "data" / "guard_pairs.jsonl").read_text().splitlines()
+        if x
+    ]
+    texts = list(
+        dict.fromkeys(t for r in rows for t in (r["a"], r["b"]) if args.long or len(t) < 200)
+    )
     texts = (texts * (args.batch // len(texts) + 1))[: args.batch]
     n = len(texts)
     emb = HashingEmbedder()
@@ -130,8 +134,9 @@ def main() -> None:
     part = np.zeros(n, np.int64)
     thr = emb.recommended_threshold
     off_, crows, _, _ = exhaustive_candidates(X, part, thr, 0)
-    cand_pairs = [(i, int(crows[off_[i]])) for i in range(n)
-                  if off_[i + 1] > off_[i]]  # the candidate the greedy pass judges first
+    cand_pairs = [
+        (i, int(crows[off_[i]])) for i in range(n) if off_[i + 1] > off_[i]
+    ]  # the candidate the greedy pass judges first
     guards = frozenset(GUARDS)
 
     def features_all() -> list[Features]:
@@ -151,20 +156,28 @@ def main() -> None:
     results["embed canonical"] = timed(lambda: emb.embed(canon), args.repeats) / n
     results["features (all parts)"] = timed(features_all, args.repeats) / n
     results["vetoes of first candidates"] = timed(vetoes, args.repeats) / n
-    results["leader_cluster"] = timed(
-        lambda: leader_cluster(X, part, thr, 0, method="loop"), args.repeats) / n
-    results["exhaustive_candidates (first 8)"] = timed(
-        lambda: exhaustive_candidates(X, part, thr, 0), args.repeats) / n
+    results["leader_cluster"] = (
+        timed(lambda: leader_cluster(X, part, thr, 0, method="loop"), args.repeats) / n
+    )
+    results["exhaustive_candidates (first 8)"] = (
+        timed(lambda: exhaustive_candidates(X, part, thr, 0), args.repeats) / n
+    )
     # Whole dedup passes (the Deduper alone: requests built, no event loop, no handler), the
     # two configurations alternated so that both see the same machine.
     off = dict(dedup_guards=(), canonicalize=False, dedup_threshold=0.96)
     # one text per question: the first side of every pair of both labelled sets, long prompts
     # left out (few near variants, so few candidates: mostly what every request pays)
-    old = [json.loads(x) for x in
-           (ROOT / "tests" / "data" / "dedup_pairs.jsonl").read_text().splitlines() if x]
+    old = [
+        json.loads(x)
+        for x in (ROOT / "tests" / "data" / "dedup_pairs.jsonl").read_text().splitlines()
+        if x
+    ]
     questions = list(dict.fromkeys(r["a"] for r in rows + old if len(r["a"]) < 200))
-    workloads = (("dup-heavy", texts), ("variants, distinct", list(dict.fromkeys(texts))),
-                 ("one per question", questions))
+    workloads = (
+        ("dup-heavy", texts),
+        ("variants, distinct", list(dict.fromkeys(texts))),
+        ("one per question", questions),
+    )
     for name, sample in workloads:
         run_off, run_on = dedup_pass(sample, **off), dedup_pass(sample)
         groups = (run_off(), run_on())
@@ -175,12 +188,17 @@ def main() -> None:
         results[f"pass {name}: guards off"] = statistics.median(t_off)
         results[f"pass {name}: guards on"] = statistics.median(t_on)
         results[f"pass {name}: added"] = statistics.median(
-            [b - a for a, b in zip(t_off, t_on, strict=True)])
-        print(f"{name}: {len(sample)} requests, {groups[0]} groups with guards off, "
-              f"{groups[1]} with guards on")
+            [b - a for a, b in zip(t_off, t_on, strict=True)]
+        )
+        print(
+            f"{name}: {len(sample)} requests, {groups[0]} groups with guards off, "
+            f"{groups[1]} with guards on"
+        )
 
-    print(f"\n{n} texts ({len(set(texts))} distinct), {len(cand_pairs)} with a candidate at "
-          f"{thr}; median of {args.repeats}")
+    print(
+        f"\n{n} texts ({len(set(texts))} distinct), {len(cand_pairs)} with a candidate at "
+        f"{thr}; median of {args.repeats}"
+    )
     print("| step | us per request |\n|---|---|")
     for k, v in results.items():
         print(f"| {k} | {v / 1000:.2f} |")

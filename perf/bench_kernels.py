@@ -162,8 +162,14 @@ def bench_embed(repeats: int) -> list[dict]:
     for batch in (1, 32, 1024):
         texts = _sentences(batch, seed=batch + 7)
         t = _median_ns(lambda texts=texts: emb.embed(texts), repeats)
-        rows.append({"batch": batch, "us_per_call": t / 1e3, "us_per_text": t / 1e3 / batch,
-                     "sentences_per_s": batch * 1e9 / t})
+        rows.append(
+            {
+                "batch": batch,
+                "us_per_call": t / 1e3,
+                "us_per_text": t / 1e3 / batch,
+                "sentences_per_s": batch * 1e9 / t,
+            }
+        )
     return rows
 
 

@@ -55,8 +55,7 @@ async def noop(requests: list) -> list:
 
 def big_texts(n: int, size: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9)))
-             for _ in range(5000)]
+    words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9))) for _ in range(5000)]
     out = []
     for i in range(n):
         parts, length = [f"doc {i}"], 0
@@ -73,8 +72,9 @@ def near_texts(n: int, size: int, seed: int) -> list[str]:
     random words from a 20,000-word vocabulary (logs, code, ids: thousands of distinct words
     a text), then a question of six random words."""
     rng = random.Random(seed)
-    vocab = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 10)))
-             for _ in range(20_000)]
+    vocab = [
+        "".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 10))) for _ in range(20_000)
+    ]
     parts, length = [], 0
     while length < size - 100:
         w = rng.choice(vocab)
@@ -88,12 +88,19 @@ def short_texts(n: int) -> list[str]:
     return [f"what is the status of order {i} for customer {i * 7 % 9973}" for i in range(n)]
 
 
-async def measure(strategy: str, texts: list[str], window_ms: float, max_queue: int,
-                  per_call: int, max_size: int) -> dict:
+async def measure(
+    strategy: str, texts: list[str], window_ms: float, max_queue: int, per_call: int, max_size: int
+) -> dict:
     loop = asyncio.get_running_loop()
-    b = BatchProcessor(noop, window_ms=window_ms, max_wait_ms=max(window_ms * 2, 100),
-                       max_size=max_size, max_queue=max_queue, dedup_strategy=strategy,
-                       max_request_bytes=1 << 20)
+    b = BatchProcessor(
+        noop,
+        window_ms=window_ms,
+        max_wait_ms=max(window_ms * 2, 100),
+        max_size=max_size,
+        max_queue=max_queue,
+        dedup_strategy=strategy,
+        max_request_bytes=1 << 20,
+    )
     await b.warm_up()
     gaps: list[float] = []
     stop = False
@@ -111,8 +118,9 @@ async def measure(strategy: str, texts: list[str], window_ms: float, max_queue: 
     t0 = time.perf_counter_ns()
     calls = []
     for i in range(0, len(texts), per_call):  # one list call per tick: the burst's own cost
-        calls.append(asyncio.create_task(b.process([{"query": t} for t in
-                                                    texts[i:i + per_call]])))
+        calls.append(
+            asyncio.create_task(b.process([{"query": t} for t in texts[i : i + per_call]]))
+        )
         await asyncio.sleep(0)
     out = await asyncio.gather(*calls)
     wall_ms = (time.perf_counter_ns() - t0) / 1e6
@@ -123,8 +131,12 @@ async def measure(strategy: str, texts: list[str], window_ms: float, max_queue: 
     s = b.get_stats()
     assert s.unique_requests == len(texts), s  # all distinct: nothing may merge
     gaps.sort()
-    return {"max_ms": gaps[-1], "p99_ms": gaps[int(0.99 * (len(gaps) - 1))],
-            "ticks": len(gaps), "wall_ms": wall_ms}
+    return {
+        "max_ms": gaps[-1],
+        "p99_ms": gaps[int(0.99 * (len(gaps) - 1))],
+        "ticks": len(gaps),
+        "wall_ms": wall_ms,
+    }
 
 
 async def run(a: argparse.Namespace) -> list[dict]:
@@ -140,16 +152,21 @@ async def run(a: argparse.Namespace) -> list[dict]:
     for name, texts, window, max_queue in scenarios:
         for strategy in ("embedding", "exact"):
             await measure(strategy, texts, window, max_queue, a.per_call, a.max_size)  # warm-up
-            reps = [await measure(strategy, texts, window, max_queue, a.per_call, a.max_size)
-                    for _ in range(a.repeats)]
-            rows.append({
-                "scenario": name, "strategy": strategy,
-                "max_ms_median": statistics.median(r["max_ms"] for r in reps),
-                "max_ms_worst": max(r["max_ms"] for r in reps),
-                "p99_ms_median": statistics.median(r["p99_ms"] for r in reps),
-                "wall_ms_median": statistics.median(r["wall_ms"] for r in reps),
-                "repeats": reps,
-            })
+            reps = [
+                await measure(strategy, texts, window, max_queue, a.per_call, a.max_size)
+                for _ in range(a.repeats)
+            ]
+            rows.append(
+                {
+                    "scenario": name,
+                    "strategy": strategy,
+                    "max_ms_median": statistics.median(r["max_ms"] for r in reps),
+                    "max_ms_worst": max(r["max_ms"] for r in reps),
+                    "p99_ms_median": statistics.median(r["p99_ms"] for r in reps),
+                    "wall_ms_median": statistics.median(r["wall_ms"] for r in reps),
+                    "repeats": reps,
+                }
+            )
     return rows
 
 
@@ -161,21 +178,31 @@ def main() -> None:
     p.add_argument("--many-n", type=int, default=10_000)
     p.add_argument("--near-kb", type=int, default=20)
     p.add_argument("--only", nargs="*", help="scenarios to run: big many near (default all)")
-    p.add_argument("--per-call", type=int, default=100,
-                   help="requests per process() list call; one call is submitted per loop tick")
+    p.add_argument(
+        "--per-call",
+        type=int,
+        default=100,
+        help="requests per process() list call; one call is submitted per loop tick",
+    )
     p.add_argument("--max-size", type=int, default=32, help="max_size of the processor")
     p.add_argument("--json", metavar="FILE")
     a = p.parse_args()
     rows = asyncio.run(run(a))
-    print(f"\nevent-loop stall (excess over a 1 ms ticker), median of {a.repeats} repeats; "
-          f"max_size={a.max_size}, {a.per_call} requests per call; target <= {TARGET_MS:g} ms")
-    print(f"{'scenario':<22} {'strategy':<10} {'max ms':>8} {'worst':>8} {'p99 ms':>8} "
-          f"{'wall ms':>9}  target")
+    print(
+        f"\nevent-loop stall (excess over a 1 ms ticker), median of {a.repeats} repeats; "
+        f"max_size={a.max_size}, {a.per_call} requests per call; target <= {TARGET_MS:g} ms"
+    )
+    print(
+        f"{'scenario':<22} {'strategy':<10} {'max ms':>8} {'worst':>8} {'p99 ms':>8} "
+        f"{'wall ms':>9}  target"
+    )
     for r in rows:
         ok = "ok" if r["max_ms_worst"] <= TARGET_MS else "MISSED"
-        print(f"{r['scenario']:<22} {r['strategy']:<10} {r['max_ms_median']:>8.2f} "
-              f"{r['max_ms_worst']:>8.2f} {r['p99_ms_median']:>8.2f} "
-              f"{r['wall_ms_median']:>9.0f}  {ok}")
+        print(
+            f"{r['scenario']:<22} {r['strategy']:<10} {r['max_ms_median']:>8.2f} "
+            f"{r['max_ms_worst']:>8.2f} {r['p99_ms_median']:>8.2f} "
+            f"{r['wall_ms_median']:>9.0f}  {ok}"
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -36,10 +36,19 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-async def drive(policy: str, total: int, every: int, workers: int, chunk: int,
-                distinct: int, seed: int) -> dict:
-    b = BatchProcessor(noop, window_ms=1, max_size=64, max_queue=32, on_full=policy,
-                       dedup_strategy="exact", enable_priorities=True, max_wait_ms=5)
+async def drive(
+    policy: str, total: int, every: int, workers: int, chunk: int, distinct: int, seed: int
+) -> dict:
+    b = BatchProcessor(
+        noop,
+        window_ms=1,
+        max_size=64,
+        max_queue=32,
+        on_full=policy,
+        dedup_strategy="exact",
+        enable_priorities=True,
+        max_wait_ms=5,
+    )
     await b.warm_up()
     rng = random.Random(seed)
     sent = 0
@@ -84,10 +93,18 @@ async def drive(policy: str, total: int, every: int, workers: int, chunk: int,
     assert s.total_requests == s.unique_requests + s.duplicates + s.dropped + s.queue_depth
     first, last = samples[0][1], samples[-1][1]
     return {
-        "policy": policy, "requests": total, "samples": samples,
-        "rss_first_mb": first, "rss_last_mb": last, "growth_mb": last - first,
-        "growth_pct": 100 * (last - first) / first, "ok": ok, "failed": failed,
-        "duplicates": s.duplicates, "rejected": s.rejected, "dropped": s.dropped,
+        "policy": policy,
+        "requests": total,
+        "samples": samples,
+        "rss_first_mb": first,
+        "rss_last_mb": last,
+        "growth_mb": last - first,
+        "growth_pct": 100 * (last - first) / first,
+        "ok": ok,
+        "failed": failed,
+        "duplicates": s.duplicates,
+        "rejected": s.rejected,
+        "dropped": s.dropped,
         "req_per_s": total / wall,
     }
 
@@ -97,8 +114,9 @@ async def run(a: argparse.Namespace) -> list[dict]:
     for policy in ("wait", "reject", "drop_lowest"):
         # warm-up run of the same policy: one-time allocations happen here, not in the figures
         await drive(policy, a.every, a.every, a.workers, a.chunk, a.distinct, a.seed)
-        rows.append(await drive(policy, a.requests, a.every, a.workers, a.chunk,
-                                a.distinct, a.seed))
+        rows.append(
+            await drive(policy, a.requests, a.every, a.workers, a.chunk, a.distinct, a.seed)
+        )
     return rows
 
 
@@ -114,14 +132,19 @@ def main() -> None:
     a = p.parse_args()
     rows = asyncio.run(run(a))
     first_at = a.every
-    print(f"\nRSS over {a.requests:,} requests per policy (max_queue=32, exact dedup, "
-          f"no-op handler)")
-    print(f"{'policy':<12} {'RSS@' + format(first_at, ','):>12} {'RSS@end':>10} "
-          f"{'growth MB':>10} {'growth %':>9} {'ok':>9} {'refused':>9} {'req/s':>8}")
+    print(
+        f"\nRSS over {a.requests:,} requests per policy (max_queue=32, exact dedup, no-op handler)"
+    )
+    print(
+        f"{'policy':<12} {'RSS@' + format(first_at, ','):>12} {'RSS@end':>10} "
+        f"{'growth MB':>10} {'growth %':>9} {'ok':>9} {'refused':>9} {'req/s':>8}"
+    )
     for r in rows:
-        print(f"{r['policy']:<12} {r['rss_first_mb']:>10.1f}MB {r['rss_last_mb']:>8.1f}MB "
-              f"{r['growth_mb']:>+10.1f} {r['growth_pct']:>+8.1f}% {r['ok']:>9,} "
-              f"{r['failed']:>9,} {r['req_per_s']:>8,.0f}")
+        print(
+            f"{r['policy']:<12} {r['rss_first_mb']:>10.1f}MB {r['rss_last_mb']:>8.1f}MB "
+            f"{r['growth_mb']:>+10.1f} {r['growth_pct']:>+8.1f}% {r['ok']:>9,} "
+            f"{r['failed']:>9,} {r['req_per_s']:>8,.0f}"
+        )
     print("\nsamples (requests: RSS MB):")
     for r in rows:
         print(f"  {r['policy']:<12} " + "  ".join(f"{n // 1000}k:{m:.1f}" for n, m in r["samples"]))

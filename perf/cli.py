@@ -48,78 +48,140 @@ QUICK_SWEEP_SIZES = (16, 64)
 
 def all_modes() -> list[Mode]:
     """Every mode, in the order of the table."""
-    return [Unbatched(), Embedded("off"), Embedded("exact"), Embedded("embedding"),
-            Embedded("hybrid"), MpQueuePeer(), EngineMode("exact"), EngineMode("embedding"),
-            RayServeMode()]
+    return [
+        Unbatched(),
+        Embedded("off"),
+        Embedded("exact"),
+        Embedded("embedding"),
+        Embedded("hybrid"),
+        MpQueuePeer(),
+        EngineMode("exact"),
+        EngineMode("embedding"),
+        RayServeMode(),
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, every default shown in ``--help``."""
-    p = argparse.ArgumentParser(prog="stratabatch-perf", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="stratabatch-perf",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     d = WorkloadConfig()
     m = CostModel()
-    p.add_argument("--quick", action="store_true",
-                   help="a small workload (2 bursts of 400) that runs in about 20 s")
-    p.add_argument("--wide", action="store_true",
-                   help="print every column of the modes table (about 170 columns)")
-    p.add_argument("--explain", action="store_true",
-                   help="define every column under the table")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small workload (2 bursts of 400) that runs in about 20 s",
+    )
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="print every column of the modes table (about 170 columns)",
+    )
+    p.add_argument("--explain", action="store_true", help="define every column under the table")
     p.add_argument("--json", metavar="FILE", help="write every figure and the configuration")
     p.add_argument("--plot", metavar="FILE.png", help="run the sweep and plot it (plot extra)")
     p.add_argument("--sweep", action="store_true", help="run the sweep without plotting")
-    p.add_argument("--modes", metavar="SUBSTR,...",
-                   help="run only modes whose name contains one of these (unbatched and the "
-                        "peer always run, for the ratios)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="runs per mode, median reported; unbatched runs once (default 3, "
-                        "1 with --quick)")
-    p.add_argument("--sweep-repeats", type=int, default=None,
-                   help="runs per sweep point and load (default 2, 1 with --quick)")
-    p.add_argument("--sweep-rate", type=float, default=1000.0,
-                   help="the sweep's steady load: square wave between this rate and a tenth "
-                        "of it, req/s (default %(default)s)")
-    p.add_argument("--sweep-duration-s", type=float, default=None,
-                   help="length of the sweep's steady load (default 2, 1 with --quick)")
+    p.add_argument(
+        "--modes",
+        metavar="SUBSTR,...",
+        help="run only modes whose name contains one of these (unbatched and the "
+        "peer always run, for the ratios)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs per mode, median reported; unbatched runs once (default 3, 1 with --quick)",
+    )
+    p.add_argument(
+        "--sweep-repeats",
+        type=int,
+        default=None,
+        help="runs per sweep point and load (default 2, 1 with --quick)",
+    )
+    p.add_argument(
+        "--sweep-rate",
+        type=float,
+        default=1000.0,
+        help="the sweep's steady load: square wave between this rate and a tenth "
+        "of it, req/s (default %(default)s)",
+    )
+    p.add_argument(
+        "--sweep-duration-s",
+        type=float,
+        default=None,
+        help="length of the sweep's steady load (default 2, 1 with --quick)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     w = p.add_argument_group("workload")
     w.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
-    w.add_argument("--arrivals", choices=("bursts", "poisson"), default=d.arrivals,
-                   help="default %(default)s")
-    w.add_argument("--clients", type=int, default=d.clients,
-                   help="client processes in the multiprocess modes (default %(default)s)")
+    w.add_argument(
+        "--arrivals", choices=("bursts", "poisson"), default=d.arrivals, help="default %(default)s"
+    )
+    w.add_argument(
+        "--clients",
+        type=int,
+        default=d.clients,
+        help="client processes in the multiprocess modes (default %(default)s)",
+    )
     w.add_argument("--bursts", type=int, default=d.bursts, help="default %(default)s")
     w.add_argument("--burst-size", type=int, default=d.burst_size, help="default %(default)s")
     w.add_argument("--burst-ms", type=float, default=d.burst_ms, help="default %(default)s")
-    w.add_argument("--gap-ms", type=float, default=d.gap_ms,
-                   help="idle time after each burst (default %(default)s)")
+    w.add_argument(
+        "--gap-ms",
+        type=float,
+        default=d.gap_ms,
+        help="idle time after each burst (default %(default)s)",
+    )
     w.add_argument("--rate-high", type=float, default=d.rate_high, help="default %(default)s")
     w.add_argument("--rate-low", type=float, default=d.rate_low, help="default %(default)s")
-    w.add_argument("--half-period-ms", type=float, default=d.half_period_ms,
-                   help="default %(default)s")
+    w.add_argument(
+        "--half-period-ms", type=float, default=d.half_period_ms, help="default %(default)s"
+    )
     w.add_argument("--duration-s", type=float, default=d.duration_s, help="default %(default)s")
-    w.add_argument("--zipf-s", type=float, default=d.zipf_s,
-                   help="Zipf exponent of intent popularity (default %(default)s)")
-    for name, what in (("p_tail", "share of unique long-tail requests"),
-                       ("p_long", "share of long prompts (shared preamble)"),
-                       ("p_surface", "share of surface variants"),
-                       ("p_typo", "share of typo variants"),
-                       ("p_paraphrase", "share of paraphrases")):
-        w.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name),
-                       help=f"{what} (default %(default)s)")
+    w.add_argument(
+        "--zipf-s",
+        type=float,
+        default=d.zipf_s,
+        help="Zipf exponent of intent popularity (default %(default)s)",
+    )
+    for name, what in (
+        ("p_tail", "share of unique long-tail requests"),
+        ("p_long", "share of long prompts (shared preamble)"),
+        ("p_surface", "share of surface variants"),
+        ("p_typo", "share of typo variants"),
+        ("p_paraphrase", "share of paraphrases"),
+    ):
+        w.add_argument(
+            "--" + name.replace("_", "-"),
+            type=float,
+            default=getattr(d, name),
+            help=f"{what} (default %(default)s)",
+        )
     b = p.add_argument_group("batching")
-    b.add_argument("--window-ms", type=float, default=Settings.window_ms,
-                   help="default %(default)s")
+    b.add_argument(
+        "--window-ms", type=float, default=Settings.window_ms, help="default %(default)s"
+    )
     b.add_argument("--max-size", type=int, default=Settings.max_size, help="default %(default)s")
     c = p.add_argument_group("cost model of the simulated backend")
-    c.add_argument("--overhead-ms", type=float, default=m.overhead_ms,
-                   help="per call (default %(default)s)")
-    c.add_argument("--per-item-ms", type=float, default=m.per_item_ms,
-                   help="per item (default %(default)s)")
-    c.add_argument("--concurrency", type=int, default=m.concurrency,
-                   help="calls at once (default %(default)s)")
-    c.add_argument("--price-per-item", type=float, default=m.price_per_item_usd,
-                   help="USD (default %(default)s)")
+    c.add_argument(
+        "--overhead-ms", type=float, default=m.overhead_ms, help="per call (default %(default)s)"
+    )
+    c.add_argument(
+        "--per-item-ms", type=float, default=m.per_item_ms, help="per item (default %(default)s)"
+    )
+    c.add_argument(
+        "--concurrency", type=int, default=m.concurrency, help="calls at once (default %(default)s)"
+    )
+    c.add_argument(
+        "--price-per-item",
+        type=float,
+        default=m.price_per_item_usd,
+        help="USD (default %(default)s)",
+    )
     return p
 
 
@@ -137,8 +199,11 @@ def _select(modes: list[Mode], spec: str | None) -> list[Mode]:
     if not spec:
         return modes
     wanted = [s.strip() for s in spec.split(",") if s.strip()]
-    return [m for m in modes
-            if m.name in ("unbatched", MpQueuePeer.name) or any(s in m.name for s in wanted)]
+    return [
+        m
+        for m in modes
+        if m.name in ("unbatched", MpQueuePeer.name) or any(s in m.name for s in wanted)
+    ]
 
 
 async def _main(a: argparse.Namespace, console: Console) -> int:
@@ -154,7 +219,8 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
         f"{truth['dups_catchable']:,} of them surface variants\nbackend: "
         f"{model.overhead_ms:g} ms/call + {model.per_item_ms:g} ms/item, {model.concurrency} at "
         f"once, ${model.price_per_item_usd:g}/item\nbatching: window {a.window_ms:g} ms, "
-        f"max_size {a.max_size}")
+        f"max_size {a.max_size}"
+    )
     modes = _select(all_modes(), a.modes)
     repeats = a.repeats or (1 if a.quick else 3)
     sweep_repeats = a.sweep_repeats or (1 if a.quick else 2)
@@ -162,9 +228,14 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
     sweep_desc = ""
     sweep_cfgs: dict[str, Any] | None = None
     # one progress task per step (each mode, then the sweep), so a step can be added in front
-    with Progress(TextColumn("{task.description:<30}"), BarColumn(bar_width=24),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                  disable=a.no_progress) as bar:
+    with Progress(
+        TextColumn("{task.description:<30}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=a.no_progress,
+    ) as bar:
 
         def progress_for(name: str, total: int):
             task = bar.add_task(name, total=total)
@@ -177,69 +248,111 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
             windows = QUICK_SWEEP_WINDOWS if a.quick else SWEEP_WINDOWS
             sizes = QUICK_SWEEP_SIZES if a.quick else SWEEP_SIZES
             burst_cfg = replace(cfg, arrivals="bursts", bursts=min(cfg.bursts, 1 if a.quick else 2))
-            steady_cfg = replace(cfg, arrivals="poisson", rate_high=a.sweep_rate,
-                                 rate_low=a.sweep_rate / 10,
-                                 duration_s=a.sweep_duration_s or (1.0 if a.quick else 2.0))
+            steady_cfg = replace(
+                cfg,
+                arrivals="poisson",
+                rate_high=a.sweep_rate,
+                rate_low=a.sweep_rate / 10,
+                duration_s=a.sweep_duration_s or (1.0 if a.quick else 2.0),
+            )
             burst_load, steady_load = generate(burst_cfg), generate(steady_cfg)
             sweep_desc = sweep_description(burst_cfg, steady_cfg, len(steady_load))
             sweep_cfgs = {"bursts": asdict(burst_cfg), "steady": asdict(steady_cfg)}
-            task = bar.add_task("sweep window_ms x max_size",
-                                total=2 * len(windows) * len(sizes) * sweep_repeats)
-            sweep_rows = await run_sweep(burst_load, steady_load, model, windows, sizes,
-                                         sweep_repeats, lambda: bar.advance(task))
+            task = bar.add_task(
+                "sweep window_ms x max_size", total=2 * len(windows) * len(sizes) * sweep_repeats
+            )
+            sweep_rows = await run_sweep(
+                burst_load,
+                steady_load,
+                model,
+                windows,
+                sizes,
+                sweep_repeats,
+                lambda: bar.advance(task),
+            )
     target_rows = targets(reports, settings)
-    print_all(console, reports,
-              f"{truth['requests']:,} requests, {cfg.arrivals}; modes took {elapsed_modes:.1f} s",
-              target_rows, TARGET_MODE, sweep_rows, sweep_desc, wide=a.wide, explain=a.explain)
+    print_all(
+        console,
+        reports,
+        f"{truth['requests']:,} requests, {cfg.arrivals}; modes took {elapsed_modes:.1f} s",
+        target_rows,
+        TARGET_MODE,
+        sweep_rows,
+        sweep_desc,
+        wide=a.wide,
+        explain=a.explain,
+    )
     if a.plot and sweep_rows:
-        plot_sweep(sweep_rows, a.plot,
-                   f"{sweep_desc}\nbackend {model.overhead_ms:g} ms/call + "
-                   f"{model.per_item_ms:g} ms/item, {model.concurrency} concurrent; "
-                   f"embedding dedup")
+        plot_sweep(
+            sweep_rows,
+            a.plot,
+            f"{sweep_desc}\nbackend {model.overhead_ms:g} ms/call + "
+            f"{model.per_item_ms:g} ms/item, {model.concurrency} concurrent; "
+            f"embedding dedup",
+        )
         console.print(f"plot written to {a.plot}")
     if a.json:
         doc = {
             "command": ["stratabatch-perf", *sys.argv[1:]],
             "created_unix": time.time(),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "platform": platform.platform()},
-            "settings": {"window_ms": settings.window_ms, "max_size": settings.max_size,
-                         "repeats": repeats, "sweep_repeats": sweep_repeats,
-                         "timeout_s": settings.timeout_s, "cost_model": asdict(model)},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "settings": {
+                "window_ms": settings.window_ms,
+                "max_size": settings.max_size,
+                "repeats": repeats,
+                "sweep_repeats": sweep_repeats,
+                "timeout_s": settings.timeout_s,
+                "cost_model": asdict(model),
+            },
             "workload": workload.describe(),
             "modes": reports,
             "targets": {"mode": TARGET_MODE, "rows": target_rows},
             "verdict": verdict(reports, TARGET_MODE, target_rows),
-            "sweep": {"workload": sweep_desc, "configs": sweep_cfgs, "strategy": "embedding",
-                      "repeats": sweep_repeats, "points": sweep_rows},
+            "sweep": {
+                "workload": sweep_desc,
+                "configs": sweep_cfgs,
+                "strategy": "embedding",
+                "repeats": sweep_repeats,
+                "points": sweep_rows,
+            },
         }
         with open(a.json, "w") as f:
             json.dump(doc, f, indent=2)
         console.print(f"JSON written to {a.json}")
     all_runs = dict(reports)
-    all_runs.update({f"sweep {r['window_ms']:g}/{r['max_size']}": {**r, "ran": True}
-                     for r in sweep_rows})
-    misdelivered = {n: r["mismatched_answers"] for n, r in all_runs.items()
-                    if r.get("ran") and r["mismatched_answers"]}
+    all_runs.update(
+        {f"sweep {r['window_ms']:g}/{r['max_size']}": {**r, "ran": True} for r in sweep_rows}
+    )
+    misdelivered = {
+        n: r["mismatched_answers"]
+        for n, r in all_runs.items()
+        if r.get("ran") and r["mismatched_answers"]
+    }
     try:
         check_exactly_once(all_runs)
     except OutcomeError as exc:
         console.print(escape(f"FAILED: {exc}"), style="red")
         return 1
     if misdelivered:
-        console.print(escape(f"FAILED: answers that name another request's text: {misdelivered}"),
-                      style="red")
+        console.print(
+            escape(f"FAILED: answers that name another request's text: {misdelivered}"), style="red"
+        )
         return 1
     return 0
 
 
-def sweep_description(bursts: WorkloadConfig, steady: WorkloadConfig, steady_requests: int
-                      ) -> str:
+def sweep_description(bursts: WorkloadConfig, steady: WorkloadConfig, steady_requests: int) -> str:
     """What the sweep ran, for its table and plot: ``throughput on 1 burst of 400; ...``."""
     burst_word = "burst" if bursts.bursts == 1 else "bursts"
-    return (f"throughput on {bursts.bursts} {burst_word} of {bursts.burst_size}; latency and "
-            f"calls on a {steady.rate_high:g}/{steady.rate_low:g} req/s square wave "
-            f"({steady_requests:,} requests)")
+    return (
+        f"throughput on {bursts.bursts} {burst_word} of {bursts.burst_size}; latency and "
+        f"calls on a {steady.rate_high:g}/{steady.rate_low:g} req/s square wave "
+        f"({steady_requests:,} requests)"
+    )
 
 
 def plot_unavailable() -> str | None:

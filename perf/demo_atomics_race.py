@@ -151,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--adds", type=int, default=250_000, help="adds per worker, at least")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--kinds", default="atomic,cas,racy",
-                        help="comma-separated, from " + ", ".join(KINDS))
+    parser.add_argument(
+        "--kinds", default="atomic,cas,racy", help="comma-separated, from " + ", ".join(KINDS)
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the runs as JSON")
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
@@ -166,18 +167,24 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             runs[kind].append(race(kind, args.adds))
         print(f"repeat {rep + 1}/{args.repeats} done", file=sys.stderr)
-    print(f"two processes, >= {args.adds:,} adds each, {args.repeats} repeats (medians; "
-          f"runs lost: runs that lost any update / all runs; overlaps: adds by the other "
-          f"process seen between two of one's own)")
-    print(f"{'kind':<8} {'expected':>12} {'counter':>12} {'lost':>10} {'lost %':>8} "
-          f"{'runs lost':>10} {'overlaps':>10} {'ms':>8}")
+    print(
+        f"two processes, >= {args.adds:,} adds each, {args.repeats} repeats (medians; "
+        f"runs lost: runs that lost any update / all runs; overlaps: adds by the other "
+        f"process seen between two of one's own)"
+    )
+    print(
+        f"{'kind':<8} {'expected':>12} {'counter':>12} {'lost':>10} {'lost %':>8} "
+        f"{'runs lost':>10} {'overlaps':>10} {'ms':>8}"
+    )
     for kind, rs in runs.items():
         med = {f: statistics.median(r[f] for r in rs) for f in rs[0]}
         lossy = sum(r["lost"] > 0 for r in rs)
         overlaps = f"{med['interleavings']:,.0f}" if kind == "atomic" else "-"
-        print(f"{kind:<8} {med['expected']:>12,.0f} {med['counter']:>12,.0f} "
-              f"{med['lost']:>10,.0f} {med['lost_pct']:>8.2f} {f'{lossy}/{len(rs)}':>10} "
-              f"{overlaps:>10} {med['ms']:>8.1f}")
+        print(
+            f"{kind:<8} {med['expected']:>12,.0f} {med['counter']:>12,.0f} "
+            f"{med['lost']:>10,.0f} {med['lost_pct']:>8.2f} {f'{lossy}/{len(rs)}':>10} "
+            f"{overlaps:>10} {med['ms']:>8.1f}"
+        )
     bad = [k for k in ("atomic", "cas") if k in runs and any(r["lost"] for r in runs[k])]
     if bad:
         print(f"ERROR: {', '.join(bad)} lost updates", file=sys.stderr)

@@ -59,8 +59,9 @@ async def merged_pairs(pairs: list[dict], **options: Any) -> list[bool]:
             seen[r["pair"]] += 1
         return [None] * len(reqs)
 
-    batch = BatchProcessor(handler, dedup_scope=("pair",), max_size=4096, window_ms=5,
-                           max_queue=100_000, **options)
+    batch = BatchProcessor(
+        handler, dedup_scope=("pair",), max_size=4096, window_ms=5, max_queue=100_000, **options
+    )
     reqs = [{"query": p[side], "pair": i} for i, p in enumerate(pairs) for side in "ab"]
     await batch.process(reqs)
     await batch.close()
@@ -70,8 +71,11 @@ async def merged_pairs(pairs: list[dict], **options: Any) -> list[bool]:
 def summarize(pairs: list[dict], merged: list[bool]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for split in ("train", "test", "all"):
-        rows = [(p, m) for p, m in zip(pairs, merged, strict=True)
-                if split == "all" or p.get("split", "all") == split]
+        rows = [
+            (p, m)
+            for p, m in zip(pairs, merged, strict=True)
+            if split == "all" or p.get("split", "all") == split
+        ]
         if not rows:
             continue
         res: dict[str, float] = {}
@@ -92,14 +96,18 @@ def summarize(pairs: list[dict], merged: list[bool]) -> dict[str, dict[str, floa
 
 def table(title: str, results: list[tuple[str, dict]], split: str, kinds: list[str]) -> str:
     cols = ["precision", "traps", "near", *kinds]
-    lines = [f"\n{title} ({split} split)", "| config | " + " | ".join(cols) + " |",
-             "|---|" + "---|" * len(cols)]
+    lines = [
+        f"\n{title} ({split} split)",
+        "| config | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for name, res in results:
         r = res.get(split)
         if r is None:
             continue
-        cells = [f"{r[c]:.3f}" if c == "precision" else f"{r.get(c, float('nan')):.2f}"
-                 for c in cols]
+        cells = [
+            f"{r[c]:.3f}" if c == "precision" else f"{r.get(c, float('nan')):.2f}" for c in cols
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -107,11 +115,16 @@ def table(title: str, results: list[tuple[str, dict]], split: str, kinds: list[s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", type=Path, default=ROOT / "tests" / "data" / "guard_pairs.jsonl")
-    ap.add_argument("--thresholds", type=float, nargs="*",
-                    default=[0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90, 0.96])
+    ap.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="*",
+        default=[0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90, 0.96],
+    )
     ap.add_argument("--semantic", action="store_true", help="also the MiniLM extra")
-    ap.add_argument("--semantic-thresholds", type=float, nargs="*",
-                    default=[0.70, 0.75, 0.80, 0.85, 0.88, 0.90])
+    ap.add_argument(
+        "--semantic-thresholds", type=float, nargs="*", default=[0.70, 0.75, 0.80, 0.85, 0.88, 0.90]
+    )
     ap.add_argument("--json", type=Path, help="write every result here")
     args = ap.parse_args()
 
@@ -123,9 +136,12 @@ def main() -> None:
     kinds = [k for k in known if k in seen_kinds] + [k for k in seen_kinds if k not in known]
     runs: list[tuple[str, dict[str, Any]]] = []
     hashing = CachedEmbedder(HashingEmbedder())
-    runs.append(("hashing, no guards, 0.96 (before)",
-                 dict(embedder=hashing, dedup_threshold=0.96, dedup_guards=(),
-                      canonicalize=False)))
+    runs.append(
+        (
+            "hashing, no guards, 0.96 (before)",
+            dict(embedder=hashing, dedup_threshold=0.96, dedup_guards=(), canonicalize=False),
+        )
+    )
     runs.append(("hashing, default", dict(embedder=None)))
     for t in args.thresholds:
         runs.append((f"hashing, guards, {t:.2f}", dict(embedder=hashing, dedup_threshold=t)))
@@ -133,15 +149,25 @@ def main() -> None:
         from stratabatch.semantic import MiniLMEmbedder
 
         mini = CachedEmbedder(MiniLMEmbedder())
-        runs.append(("MiniLM, no guards, 0.88 (before)",
-                     dict(embedder=mini, dedup_threshold=0.88, dedup_guards=(),
-                          canonicalize=False)))
+        runs.append(
+            (
+                "MiniLM, no guards, 0.88 (before)",
+                dict(embedder=mini, dedup_threshold=0.88, dedup_guards=(), canonicalize=False),
+            )
+        )
         runs.append(("MiniLM, default", dict(embedder=mini)))
         for t in args.semantic_thresholds:
             runs.append((f"MiniLM, guards, {t:.2f}", dict(embedder=mini, dedup_threshold=t)))
-        runs.append(("MiniLM, guards w/o residue, 0.88",
-                     dict(embedder=mini, dedup_threshold=0.88,
-                          dedup_guards=("polarity", "roles", "entities", "scope"))))
+        runs.append(
+            (
+                "MiniLM, guards w/o residue, 0.88",
+                dict(
+                    embedder=mini,
+                    dedup_threshold=0.88,
+                    dedup_guards=("polarity", "roles", "entities", "scope"),
+                ),
+            )
+        )
     results: list[tuple[str, dict]] = []
     for name, opts in runs:
         merged = asyncio.run(merged_pairs(pairs, **opts))

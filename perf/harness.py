@@ -64,9 +64,13 @@ def shared_answers(groups: dict[Any, list[int]], leader_of: dict[int, int]) -> i
     return total
 
 
-def best_schedule_seconds(reqs: Sequence[Req], leaders: Sequence[int],
-                          periods: Sequence[tuple[float, float]], settings: Settings,
-                          batch_size: int) -> float:
+def best_schedule_seconds(
+    reqs: Sequence[Req],
+    leaders: Sequence[int],
+    periods: Sequence[tuple[float, float]],
+    settings: Settings,
+    batch_size: int,
+) -> float:
     """The best schedule's time for these items, summed over the busy periods they fall in.
 
     Each item is released when its request (the leader) arrived; each busy period is scheduled
@@ -81,14 +85,23 @@ def best_schedule_seconds(reqs: Sequence[Req], leaders: Sequence[int],
     total_ms = 0.0
     for k, arrivals_ms in by_period.items():
         arrivals_ms.sort()
-        total_ms += arrivals_ms[0] - starts[k] * 1000 + best_schedule_ms(
-            arrivals_ms, m.concurrency, max(1, batch_size), m.overhead_ms * scale,
-            m.per_item_ms * scale)
+        total_ms += (
+            arrivals_ms[0]
+            - starts[k] * 1000
+            + best_schedule_ms(
+                arrivals_ms,
+                m.concurrency,
+                max(1, batch_size),
+                m.overhead_ms * scale,
+                m.per_item_ms * scale,
+            )
+        )
     return total_ms / 1000
 
 
-def account(workload: Workload, run: ModeRun, settings: Settings, batch_size: int
-            ) -> dict[str, Any]:
+def account(
+    workload: Workload, run: ModeRun, settings: Settings, batch_size: int
+) -> dict[str, Any]:
     """The report's figures for one mode's run.
 
     Args:
@@ -129,8 +142,11 @@ def account(workload: Workload, run: ModeRun, settings: Settings, batch_size: in
         leader = res.get("answer_to")
         calls.add(res.get("call"))
         items.add((res.get("call"), leader))
-        if not isinstance(leader, int) or not 0 <= leader < n \
-                or res.get("query") != reqs[leader].text:
+        if (
+            not isinstance(leader, int)
+            or not 0 <= leader < n
+            or res.get("query") != reqs[leader].text
+        ):
             mismatched += 1
             continue
         if reqs[leader].intent == reqs[o.rid].intent:
@@ -152,8 +168,9 @@ def account(workload: Workload, run: ModeRun, settings: Settings, batch_size: in
     caught_surface = shared_answers(by_form, right_leader)
     ok = [o for o in run.outcomes if o.error is None and 0 <= o.rid < n]
     lat_ms = np.array([o.latency_s * 1000 for o in ok]) if ok else np.array([math.nan])
-    periods = busy_periods([(reqs[o.rid].t, reqs[o.rid].t + o.latency_s)
-                            for o in run.outcomes if 0 <= o.rid < n])
+    periods = busy_periods(
+        [(reqs[o.rid].t, reqs[o.rid].t + o.latency_s) for o in run.outcomes if 0 <= o.rid < n]
+    )
     busy = sum(end - start for start, end in periods)
     n_items = len(items)
     size = max(1, batch_size)
@@ -177,8 +194,9 @@ def account(workload: Workload, run: ModeRun, settings: Settings, batch_size: in
         "caught_pct": 100.0 * caught / truth["dups_existing"] if truth["dups_existing"] else 0.0,
         "dups_catchable": truth["dups_catchable"],
         "dups_caught_surface": caught_surface,
-        "surface_caught_pct": (100.0 * caught_surface / truth["dups_catchable"]
-                               if truth["dups_catchable"] else 0.0),
+        "surface_caught_pct": (
+            100.0 * caught_surface / truth["dups_catchable"] if truth["dups_catchable"] else 0.0
+        ),
         "merges": merges,
         "right_merges_by_variant": dict(sorted(caught_by_variant.items())),
         "wrong_merges": wrong,
@@ -211,16 +229,22 @@ def check_exactly_once(reports: dict[str, dict[str, Any]]) -> None:
     Raises:
         OutcomeError: naming each offending mode and its counts.
     """
-    bad = [f"{name}: lost {r['lost']}, duplicated {r['duplicated']}, stray {r['stray']}"
-           for name, r in reports.items()
-           if r.get("ran") and (r["lost"] or r["duplicated"] or r["stray"])]
+    bad = [
+        f"{name}: lost {r['lost']}, duplicated {r['duplicated']}, stray {r['stray']}"
+        for name, r in reports.items()
+        if r.get("ran") and (r["lost"] or r["duplicated"] or r["stray"])
+    ]
     if bad:
         raise OutcomeError("every request must get exactly one outcome; " + "; ".join(bad))
 
 
-async def run_modes(workload: Workload, settings: Settings, modes: Sequence[Mode],
-                    progress_for: Callable[[str, int], Progress] | None = None,
-                    repeats: int = 1) -> dict[str, dict[str, Any]]:
+async def run_modes(
+    workload: Workload,
+    settings: Settings,
+    modes: Sequence[Mode],
+    progress_for: Callable[[str, int], Progress] | None = None,
+    repeats: int = 1,
+) -> dict[str, dict[str, Any]]:
     """Run each mode on the workload ``repeats`` times, interleaved, and account for each run.
 
     Repeats go round-robin (every mode once, then again), so drifting machine load touches all
@@ -251,15 +275,22 @@ async def run_modes(workload: Workload, settings: Settings, modes: Sequence[Mode
             reports[mode.name] = {"ran": False, "skipped": why}
     runs: dict[str, list[dict[str, Any]]] = {m.name: [] for m in runnable}
     times = {m.name: 1 if m.name == UNBATCHED else max(1, repeats) for m in runnable}
-    bars = {m.name: (progress_for(m.name, len(workload) * times[m.name]) if progress_for
-                     else (lambda _n: None)) for m in runnable}
+    bars = {
+        m.name: (
+            progress_for(m.name, len(workload) * times[m.name])
+            if progress_for
+            else (lambda _n: None)
+        )
+        for m in runnable
+    }
     for r in range(max(times.values(), default=0)):
         for mode in runnable:
             if r >= times[mode.name]:
                 continue
             run = await mode.run(workload, settings, bars[mode.name])
-            runs[mode.name].append(account(workload, run, settings,
-                                           mode.batch_size or settings.max_size))
+            runs[mode.name].append(
+                account(workload, run, settings, mode.batch_size or settings.max_size)
+            )
     for mode in runnable:
         reports[mode.name] = median_run(runs[mode.name])
     add_ratios(reports)
@@ -304,8 +335,9 @@ def _ratio(a: float, b: float) -> float | None:
 TARGET_MODE = "stratabatch embedding"
 
 
-def targets(reports: dict[str, dict[str, Any]], settings: Settings, mode: str = TARGET_MODE
-            ) -> list[dict[str, Any]]:
+def targets(
+    reports: dict[str, dict[str, Any]], settings: Settings, mode: str = TARGET_MODE
+) -> list[dict[str, Any]]:
     """The issue's targets for batching + dedup, each with the measured value and a verdict.
 
     Every target is reachable on the run's workload, or says why it does not apply: ``met`` is
@@ -316,34 +348,73 @@ def targets(reports: dict[str, dict[str, Any]], settings: Settings, mode: str = 
         return []
     merges = r["merges"]
     rows: list[dict[str, Any]] = [
-        _target("throughput vs unbatched", r.get("speedup_vs_unbatched"), ">= 5x",
-                (r.get("speedup_vs_unbatched") or 0) >= 5, "x"),
-        _target("busy time vs the best schedule", r["vs_best_schedule"], "<= 1.02x",
-                (r["vs_best_schedule"] or math.inf) <= 1.02, "x"),
-        _target("surface duplicates caught", r["surface_caught_pct"], ">= 90 %",
-                r["surface_caught_pct"] >= 90, "%"),
-        _target("wrong merges / merges", r["wrong_merge_pct"], "<= 1 %",
-                r["wrong_merges"] <= 0.01 * merges, "%"),
+        _target(
+            "throughput vs unbatched",
+            r.get("speedup_vs_unbatched"),
+            ">= 5x",
+            (r.get("speedup_vs_unbatched") or 0) >= 5,
+            "x",
+        ),
+        _target(
+            "busy time vs the best schedule",
+            r["vs_best_schedule"],
+            "<= 1.02x",
+            (r["vs_best_schedule"] or math.inf) <= 1.02,
+            "x",
+        ),
+        _target(
+            "surface duplicates caught",
+            r["surface_caught_pct"],
+            ">= 90 %",
+            r["surface_caught_pct"] >= 90,
+            "%",
+        ),
+        _target(
+            "wrong merges / merges",
+            r["wrong_merge_pct"],
+            "<= 1 %",
+            r["wrong_merges"] <= 0.01 * merges,
+            "%",
+        ),
     ]
     m = settings.model
     one_round = m.concurrency * r["batch_size"]
-    p99 = _target("p99 latency ms", r["latency_ms_p99"], f"<= {r['p99_bound_ms']:,.0f}",
-                  r["latency_ms_p99"] <= r["p99_bound_ms"], "ms")
+    p99 = _target(
+        "p99 latency ms",
+        r["latency_ms_p99"],
+        f"<= {r['p99_bound_ms']:,.0f}",
+        r["latency_ms_p99"] <= r["p99_bound_ms"],
+        "ms",
+    )
     if r["max_items_per_segment"] > one_round:
         rounds = math.ceil(r["max_items_per_segment"] / one_round)
         p99["met"] = None
-        p99["why"] = (f"not applicable to this workload: the bound 1.1 x (window + full call) "
-                      f"holds when a burst's unique items fit in one round of {m.concurrency} "
-                      f"calls of {r['batch_size']} ({one_round}); here a burst has "
-                      f"{r['max_items_per_segment']:,}, so its last requests wait for "
-                      f"{rounds - 1} earlier round(s) whatever the batcher does")
+        p99["why"] = (
+            f"not applicable to this workload: the bound 1.1 x (window + full call) "
+            f"holds when a burst's unique items fit in one round of {m.concurrency} "
+            f"calls of {r['batch_size']} ({one_round}); here a burst has "
+            f"{r['max_items_per_segment']:,}, so its last requests wait for "
+            f"{rounds - 1} earlier round(s) whatever the batcher does"
+        )
     rows.append(p99)
-    rows.append(_target("lost + duplicated outcomes", r["lost"] + r["duplicated"], "0",
-                        r["lost"] + r["duplicated"] == 0, ""))
+    rows.append(
+        _target(
+            "lost + duplicated outcomes",
+            r["lost"] + r["duplicated"],
+            "0",
+            r["lost"] + r["duplicated"] == 0,
+            "",
+        )
+    )
     return rows
 
 
-def _target(name: str, measured: float | None, wanted: str, met: bool, unit: str
-            ) -> dict[str, Any]:
-    return {"target": name, "measured": measured, "unit": unit, "wanted": wanted,
-            "met": bool(met), "why": ""}
+def _target(name: str, measured: float | None, wanted: str, met: bool, unit: str) -> dict[str, Any]:
+    return {
+        "target": name,
+        "measured": measured,
+        "unit": unit,
+        "wanted": wanted,
+        "met": bool(met),
+        "why": "",
+    }

@@ -86,8 +86,12 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def drive_open_loop(workload: Workload, submit: Callable[[dict[str, Any]], Awaitable[Any]],
-                          progress: Progress, timeout_s: float) -> list[Outcome]:
+async def drive_open_loop(
+    workload: Workload,
+    submit: Callable[[dict[str, Any]], Awaitable[Any]],
+    progress: Progress,
+    timeout_s: float,
+) -> list[Outcome]:
     """Send each request at its arrival time through ``submit``, one task per request.
 
     Args:
@@ -141,9 +145,14 @@ class Unbatched:
 
         c0 = time.process_time()
         outcomes = await drive_open_loop(workload, submit, progress, settings.timeout_s)
-        return ModeRun(outcomes, time.process_time() - c0,
-                       {"backend_max_running": backend.max_running,
-                        "cpu_is": "this process: sender tasks and simulated backend"})
+        return ModeRun(
+            outcomes,
+            time.process_time() - c0,
+            {
+                "backend_max_running": backend.max_running,
+                "cpu_is": "this process: sender tasks and simulated backend",
+            },
+        )
 
 
 class Embedded:
@@ -155,8 +164,9 @@ class Embedded:
         window_ms: overrides the run's ``window_ms``.
     """
 
-    def __init__(self, dedup: str, max_size: int | None = None,
-                 window_ms: float | None = None) -> None:
+    def __init__(
+        self, dedup: str, max_size: int | None = None, window_ms: float | None = None
+    ) -> None:
         self.dedup = dedup
         self._max_size = max_size
         self._window_ms = window_ms
@@ -176,7 +186,8 @@ class Embedded:
         self.batch_size = max_size
         backend = SimBackend(settings.model, settings.time_scale)
         options: dict[str, Any] = {
-            "window_ms": window_ms, "max_size": max_size,
+            "window_ms": window_ms,
+            "max_size": max_size,
             "max_inflight_batches": settings.model.concurrency,
             "max_queue": max(10_000, 2 * len(workload)),
             "processing_timeout": settings.timeout_s,
@@ -189,16 +200,23 @@ class Embedded:
         await batch.warm_up()
         c0 = time.process_time()
         try:
-            outcomes = await drive_open_loop(workload, batch.process, progress,
-                                             settings.timeout_s)
+            outcomes = await drive_open_loop(workload, batch.process, progress, settings.timeout_s)
         finally:
             await batch.close()
         stats = batch.get_stats()
-        return ModeRun(outcomes, time.process_time() - c0, {
-            "window_ms": window_ms, "max_size": max_size,
-            "core_unique_requests": stats.unique_requests, "core_duplicates": stats.duplicates,
-            "core_inflight_coalesced": stats.inflight_coalesced,
-            "core_exact_merges": stats.exact_merges, "core_near_merges": stats.near_merges,
-            "core_batches": stats.total_batches, "backend_max_running": backend.max_running,
-            "cpu_is": "this process: sender tasks, the core and the simulated backend",
-        })
+        return ModeRun(
+            outcomes,
+            time.process_time() - c0,
+            {
+                "window_ms": window_ms,
+                "max_size": max_size,
+                "core_unique_requests": stats.unique_requests,
+                "core_duplicates": stats.duplicates,
+                "core_inflight_coalesced": stats.inflight_coalesced,
+                "core_exact_merges": stats.exact_merges,
+                "core_near_merges": stats.near_merges,
+                "core_batches": stats.total_batches,
+                "backend_max_running": backend.max_running,
+                "cpu_is": "this process: sender tasks, the core and the simulated backend",
+            },
+        )

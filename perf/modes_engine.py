@@ -53,8 +53,9 @@ def engine_unavailable() -> str | None:
     return None
 
 
-async def _client_async(cid: int, work: ClientWork, kit: ClientKit, name: str,
-                        timeout_s: float) -> list[tuple[int, Any, float, str | None]]:
+async def _client_async(
+    cid: int, work: ClientWork, kit: ClientKit, name: str, timeout_s: float
+) -> list[tuple[int, Any, float, str | None]]:
     import stratabatch
 
     conn = stratabatch.connect(name)
@@ -118,12 +119,24 @@ class EngineMode:
         self.batch_size = settings.max_size
         name = f"perf-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         env = dict(os.environ, **{ENV_VAR: settings.model.to_env()})
-        cmd = [engine_command() or "stratabatch-engine", "--handler", HANDLER, "--name", name,
-               "--window-ms", f"{settings.window_ms:g}", "--max-size", str(settings.max_size),
-               "--dedup-strategy", self.dedup,
-               "--max-inflight-batches", str(settings.model.concurrency)]
-        engine = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+        cmd = [
+            engine_command() or "stratabatch-engine",
+            "--handler",
+            HANDLER,
+            "--name",
+            name,
+            "--window-ms",
+            f"{settings.window_ms:g}",
+            "--max-size",
+            str(settings.max_size),
+            "--dedup-strategy",
+            self.dedup,
+            "--max-inflight-batches",
+            str(settings.model.concurrency),
+        ]
+        engine = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         log: list[str] = []
         ready = threading.Event()
         reader = threading.Thread(target=_read_log, args=(engine, log, ready), daemon=True)
@@ -132,8 +145,10 @@ class EngineMode:
             deadline = time.monotonic() + READY_TIMEOUT_S
             while not ready.is_set():
                 if engine.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"stratabatch-engine did not get ready (exit code "
-                                       f"{engine.poll()}): {log[-5:]}")
+                    raise RuntimeError(
+                        f"stratabatch-engine did not get ready (exit code "
+                        f"{engine.poll()}): {log[-5:]}"
+                    )
                 await asyncio.sleep(0.05)
 
             def alive() -> str | None:
@@ -141,9 +156,15 @@ class EngineMode:
                 return None if code is None else f"engine exited with {code}: {log[-3:]}"
 
             cpu0 = proc_cpu_s(engine.pid)
-            outcomes = await run_clients(mp_context(), engine_client,
-                                         (name, settings.timeout_s), workload, progress,
-                                         settings.timeout_s, alive)
+            outcomes = await run_clients(
+                mp_context(),
+                engine_client,
+                (name, settings.timeout_s),
+                workload,
+                progress,
+                settings.timeout_s,
+                alive,
+            )
             cpu1 = proc_cpu_s(engine.pid)
         finally:
             if engine.poll() is None:
@@ -155,8 +176,15 @@ class EngineMode:
                 engine.wait()
             reader.join(timeout=5)
         cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
-        return ModeRun(outcomes, cpu, {"engine_exit": engine.returncode, "engine_log": log[-10:],
-                                       "cpu_is": "engine process only"})
+        return ModeRun(
+            outcomes,
+            cpu,
+            {
+                "engine_exit": engine.returncode,
+                "engine_log": log[-10:],
+                "cpu_is": "engine process only",
+            },
+        )
 
 
 def _read_log(engine: subprocess.Popen[str], log: list[str], ready: threading.Event) -> None:

@@ -54,8 +54,7 @@ class RayServeMode:
             async def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
                 return await self.handle(request)
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 ignore_reinit_error=True)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
         try:
             handle = serve.run(Batcher.bind(), name="stratabatch-perf", route_prefix=None)
 

@@ -22,8 +22,15 @@ from .procs import ClientKit, ClientWork, mp_context, run_clients
 from .workload import Workload
 
 
-def serve(inbox: Any, outboxes: list[Any], window_ms: float, max_size: int, model: CostModel,
-          time_scale: float, stats: Any) -> None:
+def serve(
+    inbox: Any,
+    outboxes: list[Any],
+    window_ms: float,
+    max_size: int,
+    model: CostModel,
+    time_scale: float,
+    stats: Any,
+) -> None:
     """Server process: batch from ``inbox`` by window and size, answer through ``outboxes``.
 
     A ``None`` on the inbox stops it after the running batches finish; it then puts
@@ -73,8 +80,9 @@ def serve(inbox: Any, outboxes: list[Any], window_ms: float, max_size: int, mode
     stats.put((time.process_time(), backend.calls, backend.items))
 
 
-def client(cid: int, work: ClientWork, kit: ClientKit, inbox: Any, outbox: Any,
-           timeout_s: float) -> None:
+def client(
+    cid: int, work: ClientWork, kit: ClientKit, inbox: Any, outbox: Any, timeout_s: float
+) -> None:
     """Client process: send each request at its time, read answers on a thread, report."""
     t0 = kit.wait_for_start()
     due = {rid: t0 + t for rid, t, _ in work}
@@ -124,9 +132,19 @@ class MpQueuePeer:
         inbox = ctx.Queue()
         outboxes = [ctx.Queue() for _ in range(workload.config.clients)]
         stats = ctx.Queue()
-        server = ctx.Process(target=serve, daemon=True, args=(
-            inbox, outboxes, settings.window_ms, settings.max_size, settings.model,
-            settings.time_scale, stats))
+        server = ctx.Process(
+            target=serve,
+            daemon=True,
+            args=(
+                inbox,
+                outboxes,
+                settings.window_ms,
+                settings.max_size,
+                settings.model,
+                settings.time_scale,
+                stats,
+            ),
+        )
         server.start()
 
         def alive() -> str | None:
@@ -134,8 +152,14 @@ class MpQueuePeer:
 
         try:
             outcomes = await run_clients(
-                ctx, _client_for, (inbox, outboxes, settings.timeout_s), workload, progress,
-                settings.timeout_s, alive)
+                ctx,
+                _client_for,
+                (inbox, outboxes, settings.timeout_s),
+                workload,
+                progress,
+                settings.timeout_s,
+                alive,
+            )
             inbox.put(None)
             cpu_s, calls, items = stats.get(timeout=30)
         finally:
@@ -143,10 +167,18 @@ class MpQueuePeer:
             if server.is_alive():
                 server.kill()
                 server.join()
-        return ModeRun(outcomes, cpu_s, {"server_calls": calls, "server_items": items,
-                                         "cpu_is": "server process (with its backend threads)"})
+        return ModeRun(
+            outcomes,
+            cpu_s,
+            {
+                "server_calls": calls,
+                "server_items": items,
+                "cpu_is": "server process (with its backend threads)",
+            },
+        )
 
 
-def _client_for(cid: int, work: ClientWork, kit: ClientKit, inbox: Any, outboxes: list[Any],
-                timeout_s: float) -> None:
+def _client_for(
+    cid: int, work: ClientWork, kit: ClientKit, inbox: Any, outboxes: list[Any], timeout_s: float
+) -> None:
     client(cid, work, kit, inbox, outboxes[cid], timeout_s)

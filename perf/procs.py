@@ -70,9 +70,15 @@ def proc_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run_clients(ctx: Any, target: Callable[..., None], extra_args: tuple[Any, ...],
-                      workload: Workload, progress: Progress, timeout_s: float,
-                      alive: Callable[[], str | None] = lambda: None) -> list[Outcome]:
+async def run_clients(
+    ctx: Any,
+    target: Callable[..., None],
+    extra_args: tuple[Any, ...],
+    workload: Workload,
+    progress: Progress,
+    timeout_s: float,
+    alive: Callable[[], str | None] = lambda: None,
+) -> list[Outcome]:
     """Run one process per client with ``target(client, work, kit, *extra_args)``.
 
     Args:
@@ -91,10 +97,13 @@ async def run_clients(ctx: Any, target: Callable[..., None], extra_args: tuple[A
         RuntimeError: a client did not start, did not report, or the server died.
     """
     work = split_by_client(workload)
-    kit = ClientKit(ctx.Semaphore(0), ctx.Event(), ctx.Value("d", 0.0), ctx.Value("q", 0),
-                    ctx.Queue())
-    procs = [ctx.Process(target=target, args=(c, w, kit, *extra_args), daemon=True)
-             for c, w in enumerate(work)]
+    kit = ClientKit(
+        ctx.Semaphore(0), ctx.Event(), ctx.Value("d", 0.0), ctx.Value("q", 0), ctx.Queue()
+    )
+    procs = [
+        ctx.Process(target=target, args=(c, w, kit, *extra_args), daemon=True)
+        for c, w in enumerate(work)
+    ]
     for p in procs:
         p.start()
     outcomes: list[Outcome] = []

@@ -19,29 +19,49 @@ from rich.table import Table
 from .harness import PEER, UNBATCHED
 
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("req/s", "requests divided by the busy time: the time during which at least one request "
-              "was outstanding (idle gaps between bursts do not count)"),
-    ("x unbatched, x peer", "req/s over the unbatched mode's, or the mp.Queue batching "
-                            "server's, in the same run"),
+    (
+        "req/s",
+        "requests divided by the busy time: the time during which at least one request "
+        "was outstanding (idle gaps between bursts do not count)",
+    ),
+    (
+        "x unbatched, x peer",
+        "req/s over the unbatched mode's, or the mp.Queue batching server's, in the same run",
+    ),
     ("p50, p95, p99 ms", "from a request's scheduled arrival to its answer"),
-    ("calls, backend items", "backend calls and items, counted from the answers: each item is "
-                             "one request the backend ran; the rest shared its answer"),
+    (
+        "calls, backend items",
+        "backend calls and items, counted from the answers: each item is "
+        "one request the backend ran; the rest shared its answer",
+    ),
     ("cost $", "backend items x the price per item"),
-    ("caught / existing", "duplicates caught: per burst and intent, the requests that shared "
-                          "the answer of another request with the same intent (k requests "
-                          "answered by d distinct requests: k - d caught); existing: requests "
-                          "minus distinct intents per burst. Caught cannot exceed existing"),
-    ("surface caught / catchable", "the same count per burst and surface form: catchable "
-                                   "duplicates differ from another request of their burst only "
-                                   "in case, punctuation, spacing or filler words (what the "
-                                   "default embedder is built to merge). Typos and paraphrases "
-                                   "merged count in caught, not here"),
-    ("wrong", "merges whose answer came from a request with another intent: a caller served "
-              "someone else's answer"),
+    (
+        "caught / existing",
+        "duplicates caught: per burst and intent, the requests that shared "
+        "the answer of another request with the same intent (k requests "
+        "answered by d distinct requests: k - d caught); existing: requests "
+        "minus distinct intents per burst. Caught cannot exceed existing",
+    ),
+    (
+        "surface caught / catchable",
+        "the same count per burst and surface form: catchable "
+        "duplicates differ from another request of their burst only "
+        "in case, punctuation, spacing or filler words (what the "
+        "default embedder is built to merge). Typos and paraphrases "
+        "merged count in caught, not here",
+    ),
+    (
+        "wrong",
+        "merges whose answer came from a request with another intent: a caller served "
+        "someone else's answer",
+    ),
     ("lost / dup", "requests that got no outcome / outcomes beyond the first; must be 0"),
-    ("x best", "busy time over the time of the best schedule the backend allows for the same "
-               "items: the same arrivals, max_size and concurrency (perf/schedule.py). 1.00x "
-               "is reachable; 1.20x means the mode took 20% longer than that schedule"),
+    (
+        "x best",
+        "busy time over the time of the best schedule the backend allows for the same "
+        "items: the same arrivals, max_size and concurrency (perf/schedule.py). 1.00x "
+        "is reachable; 1.20x means the mode took 20% longer than that schedule",
+    ),
 )
 """Each column of the tables: its header and what it counts."""
 
@@ -52,8 +72,14 @@ def _x(v: float | None, digits: int = 2) -> str:
 
 def _compact(title: str) -> Table:
     """A table without outer edges or doubled padding: 7 columns of modes fit in 76."""
-    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
-                 pad_edge=False, collapse_padding=True)
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
 
 
 def _bad(r: dict[str, Any]) -> bool:
@@ -65,9 +91,22 @@ def modes_table(reports: dict[str, dict[str, Any]], title: str, wide: bool = Fal
     if wide:
         t = Table(title=title, title_justify="left")
         cols: tuple[str, ...] = (
-            "mode", "req/s", "x\nunbatched", "x\npeer", "p50\nms", "p95\nms", "p99\nms",
-            "calls", "backend\nitems", "cost\n$", "caught /\nexisting",
-            "surface caught /\ncatchable", "wrong", "lost /\ndup", "x\nbest")
+            "mode",
+            "req/s",
+            "x\nunbatched",
+            "x\npeer",
+            "p50\nms",
+            "p95\nms",
+            "p99\nms",
+            "calls",
+            "backend\nitems",
+            "cost\n$",
+            "caught /\nexisting",
+            "surface caught /\ncatchable",
+            "wrong",
+            "lost /\ndup",
+            "x\nbest",
+        )
     else:
         t = _compact(title)
         cols = ("mode", "req/s", "x\nunbatched", "p99\nms", "backend\nitems", "wrong", "lost")
@@ -79,18 +118,32 @@ def modes_table(reports: dict[str, dict[str, Any]], title: str, wide: bool = Fal
         red = "[red]" if _bad(r) else ""
         if wide:
             t.add_row(
-                escape(name), f"{r['throughput_rps']:,.0f}", _x(r.get("speedup_vs_unbatched")),
-                _x(r.get("speedup_vs_peer")), f"{r['latency_ms_p50']:,.0f}",
-                f"{r['latency_ms_p95']:,.0f}", f"{r['latency_ms_p99']:,.0f}",
-                f"{r['backend_calls']:,}", f"{r['backend_items']:,}", f"{r['cost_usd']:.2f}",
+                escape(name),
+                f"{r['throughput_rps']:,.0f}",
+                _x(r.get("speedup_vs_unbatched")),
+                _x(r.get("speedup_vs_peer")),
+                f"{r['latency_ms_p50']:,.0f}",
+                f"{r['latency_ms_p95']:,.0f}",
+                f"{r['latency_ms_p99']:,.0f}",
+                f"{r['backend_calls']:,}",
+                f"{r['backend_items']:,}",
+                f"{r['cost_usd']:.2f}",
                 f"{r['dups_caught']:,} / {r['dups_existing']:,}",
                 f"{r['dups_caught_surface']:,} / {r['dups_catchable']:,}",
-                f"{r['wrong_merges']}", red + f"{r['lost']} / {r['duplicated']}",
-                _x(r.get("vs_best_schedule")))
+                f"{r['wrong_merges']}",
+                red + f"{r['lost']} / {r['duplicated']}",
+                _x(r.get("vs_best_schedule")),
+            )
         else:
-            t.add_row(escape(name), f"{r['throughput_rps']:,.0f}",
-                      _x(r.get("speedup_vs_unbatched")), f"{r['latency_ms_p99']:,.0f}",
-                      f"{r['backend_items']:,}", f"{r['wrong_merges']}", red + f"{r['lost']}")
+            t.add_row(
+                escape(name),
+                f"{r['throughput_rps']:,.0f}",
+                _x(r.get("speedup_vs_unbatched")),
+                f"{r['latency_ms_p99']:,.0f}",
+                f"{r['backend_items']:,}",
+                f"{r['wrong_merges']}",
+                red + f"{r['lost']}",
+            )
     return t
 
 
@@ -121,14 +174,28 @@ def targets_table(rows: Sequence[dict[str, Any]], mode: str) -> Table:
 def sweep_table(rows: Sequence[dict[str, Any]], desc: str) -> Table:
     """Per (window_ms, max_size): throughput on bursts, latency and calls on the steady load."""
     t = _compact(f"sweep, embedding dedup: {desc}")
-    for col in ("window\nms", "max\nsize", "burst\nreq/s", "burst\np99 ms", "steady\np50 ms",
-                "steady\np99 ms", "steady\ncalls", "steady\nitems/call"):
+    for col in (
+        "window\nms",
+        "max\nsize",
+        "burst\nreq/s",
+        "burst\np99 ms",
+        "steady\np50 ms",
+        "steady\np99 ms",
+        "steady\ncalls",
+        "steady\nitems/call",
+    ):
         t.add_column(col, justify="right")
     for r in rows:
-        t.add_row(f"{r['window_ms']:g}", str(r["max_size"]), f"{r['burst_throughput_rps']:,.0f}",
-                  f"{r['burst_latency_ms_p99']:,.0f}", f"{r['steady_latency_ms_p50']:,.0f}",
-                  f"{r['steady_latency_ms_p99']:,.0f}", f"{r['steady_backend_calls']:,}",
-                  f"{r['steady_avg_call_size']:.1f}")
+        t.add_row(
+            f"{r['window_ms']:g}",
+            str(r["max_size"]),
+            f"{r['burst_throughput_rps']:,.0f}",
+            f"{r['burst_latency_ms_p99']:,.0f}",
+            f"{r['steady_latency_ms_p50']:,.0f}",
+            f"{r['steady_latency_ms_p99']:,.0f}",
+            f"{r['steady_backend_calls']:,}",
+            f"{r['steady_avg_call_size']:.1f}",
+        )
     return t
 
 
@@ -136,8 +203,9 @@ def _pct_fewer(items: int, base: int) -> str:
     return f"{100 * (1 - items / base):.0f}% fewer" if base else "-"
 
 
-def verdict(reports: dict[str, dict[str, Any]], target_mode: str,
-            target_rows: Sequence[dict[str, Any]] = ()) -> list[str]:
+def verdict(
+    reports: dict[str, dict[str, Any]], target_mode: str, target_rows: Sequence[dict[str, Any]] = ()
+) -> list[str]:
     """The run's findings in words, from its own numbers: one sentence each.
 
     The first names the default strategy (or, when it did not run, the fastest stratabatch
@@ -148,8 +216,11 @@ def verdict(reports: dict[str, dict[str, Any]], target_mode: str,
     if not ran:
         return ["no mode ran."]
     ours = [n for n in ran if n.startswith("stratabatch")]
-    name = target_mode if target_mode in ran else max(
-        ours or ran, key=lambda n: ran[n]["throughput_rps"])
+    name = (
+        target_mode
+        if target_mode in ran
+        else max(ours or ran, key=lambda n: ran[n]["throughput_rps"])
+    )
     r = ran[name]
     base, peer = ran.get(UNBATCHED), ran.get(PEER)
     parts = []
@@ -166,8 +237,10 @@ def verdict(reports: dict[str, dict[str, Any]], target_mode: str,
     fastest = max(ran, key=lambda n: ran[n]["throughput_rps"])
     if fastest != name:
         f = ran[fastest]
-        lines.append(f"Fastest here: {fastest}, {f['throughput_rps']:,.0f} req/s "
-                     f"({f['throughput_rps'] / r['throughput_rps']:.2f}x {name}).")
+        lines.append(
+            f"Fastest here: {fastest}, {f['throughput_rps']:,.0f} req/s "
+            f"({f['throughput_rps'] / r['throughput_rps']:.2f}x {name})."
+        )
     if target_rows:
         met = [t["target"] for t in target_rows if t["met"] is True]
         missed = [t["target"] for t in target_rows if t["met"] is False]
@@ -220,15 +293,20 @@ def sweep_figure(rows: Sequence[dict[str, Any]], subtitle: str) -> Any:
     sizes = sorted({r["max_size"] for r in rows})
     windows = sorted({r["window_ms"] for r in rows})
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
-    panels = (("burst_throughput_rps", "bursts: throughput", "req/s of busy time"),
-              ("steady_latency_ms_p99", "steady load: p99 latency", "p99 latency (ms)"),
-              ("steady_backend_calls", "steady load: backend calls", "backend calls"))
+    panels = (
+        ("burst_throughput_rps", "bursts: throughput", "req/s of busy time"),
+        ("steady_latency_ms_p99", "steady load: p99 latency", "p99 latency (ms)"),
+        ("steady_backend_calls", "steady load: backend calls", "backend calls"),
+    )
     for ax, (key, title, ylabel) in zip(axes, panels, strict=True):
         for size in sizes:
-            mine = sorted((r for r in rows if r["max_size"] == size),
-                          key=lambda r: r["window_ms"])
-            ax.plot([r["window_ms"] for r in mine], [r[key] for r in mine], marker="o",
-                    label=f"max_size {size}")
+            mine = sorted((r for r in rows if r["max_size"] == size), key=lambda r: r["window_ms"])
+            ax.plot(
+                [r["window_ms"] for r in mine],
+                [r[key] for r in mine],
+                marker="o",
+                label=f"max_size {size}",
+            )
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(windows))
         ax.xaxis.set_minor_locator(NullLocator())
@@ -244,10 +322,18 @@ def sweep_figure(rows: Sequence[dict[str, Any]], subtitle: str) -> Any:
     return fig
 
 
-def print_all(console: Console, reports: dict[str, dict[str, Any]], title: str,
-              target_rows: Sequence[dict[str, Any]], target_mode: str,
-              sweep: Sequence[dict[str, Any]], sweep_desc: str = "", *, wide: bool = False,
-              explain: bool = False) -> None:
+def print_all(
+    console: Console,
+    reports: dict[str, dict[str, Any]],
+    title: str,
+    target_rows: Sequence[dict[str, Any]],
+    target_mode: str,
+    sweep: Sequence[dict[str, Any]],
+    sweep_desc: str = "",
+    *,
+    wide: bool = False,
+    explain: bool = False,
+) -> None:
     """Print the modes table, its legend, the targets, the sweep and the verdict."""
     console.print(modes_table(reports, title, wide))
     skipped: dict[tuple[str, str], list[str]] = {}
@@ -260,10 +346,12 @@ def print_all(console: Console, reports: dict[str, dict[str, Any]], title: str,
     if explain:
         console.print("\n".join(escape(line) for line in explain_lines()))
     else:
-        console.print("[dim]req/s: requests per second of busy time (any request outstanding). "
-                      "backend items: requests the backend ran. wrong: merges that served "
-                      "another intent's answer. lost: requests with no outcome. "
-                      "--explain defines every column; --wide shows them all.[/dim]")
+        console.print(
+            "[dim]req/s: requests per second of busy time (any request outstanding). "
+            "backend items: requests the backend ran. wrong: merges that served "
+            "another intent's answer. lost: requests with no outcome. "
+            "--explain defines every column; --wide shows them all.[/dim]"
+        )
     if target_rows:
         console.print(targets_table(target_rows, target_mode))
         for r in target_rows:
@@ -272,5 +360,6 @@ def print_all(console: Console, reports: dict[str, dict[str, Any]], title: str,
     if sweep:
         console.print(sweep_table(sweep, sweep_desc))
     console.print()
-    console.print("\n".join(escape(line) for line in verdict(reports, target_mode, target_rows)),
-                  style="bold")
+    console.print(
+        "\n".join(escape(line) for line in verdict(reports, target_mode, target_rows)), style="bold"
+    )

@@ -27,8 +27,9 @@ Call = tuple[float, int, int]
 """One backend call of a schedule: ``(start_ms, first_item, items)``."""
 
 
-def _balanced_ms(items: int, concurrency: int, max_size: int, overhead_ms: float,
-                 per_item_ms: float) -> float:
+def _balanced_ms(
+    items: int, concurrency: int, max_size: int, overhead_ms: float, per_item_ms: float
+) -> float:
     """Shortest time for ``items`` all available at once: the busiest slot holds ceil(k / c)."""
     if items <= 0:
         return 0.0
@@ -36,8 +37,13 @@ def _balanced_ms(items: int, concurrency: int, max_size: int, overhead_ms: float
     return math.ceil(per_slot / max_size) * overhead_ms + per_slot * per_item_ms
 
 
-def lower_bound_ms(arrivals_ms: Sequence[float], concurrency: int, max_size: int,
-                   overhead_ms: float, per_item_ms: float) -> float:
+def lower_bound_ms(
+    arrivals_ms: Sequence[float],
+    concurrency: int,
+    max_size: int,
+    overhead_ms: float,
+    per_item_ms: float,
+) -> float:
     """A time no schedule beats: for each arrival, the items arriving from then on, balanced.
 
     Args:
@@ -53,13 +59,22 @@ def lower_bound_ms(arrivals_ms: Sequence[float], concurrency: int, max_size: int
     if not arrivals_ms:
         return 0.0
     n, first = len(arrivals_ms), arrivals_ms[0]
-    return max(arrivals_ms[i] - first + _balanced_ms(n - i, concurrency, max_size, overhead_ms,
-                                                      per_item_ms)
-               for i in range(n))
+    return max(
+        arrivals_ms[i]
+        - first
+        + _balanced_ms(n - i, concurrency, max_size, overhead_ms, per_item_ms)
+        for i in range(n)
+    )
 
 
-def _calls_by(total_ms: float, since_first: Sequence[float], concurrency: int, max_size: int,
-              overhead_ms: float, per_item_ms: float) -> list[Call] | None:
+def _calls_by(
+    total_ms: float,
+    since_first: Sequence[float],
+    concurrency: int,
+    max_size: int,
+    overhead_ms: float,
+    per_item_ms: float,
+) -> list[Call] | None:
     """The calls that answer every item by ``total_ms`` after the first arrival, or None.
 
     Works in reversed time, where the item that arrives last is due first and every slot is
@@ -73,8 +88,11 @@ def _calls_by(total_ms: float, since_first: Sequence[float], concurrency: int, m
     while j < n:
         due = total_ms - since_first[n - 1 - j]
         start = heapq.heappop(free)
-        room = (math.floor((due - start - overhead_ms) / per_item_ms + 1e-9)
-                if per_item_ms > 0 else max_size)
+        room = (
+            math.floor((due - start - overhead_ms) / per_item_ms + 1e-9)
+            if per_item_ms > 0
+            else max_size
+        )
         take = min(max_size, n - j, room)
         end = start + overhead_ms + take * per_item_ms
         if take < 1 or end > due + 1e-9:
@@ -85,8 +103,13 @@ def _calls_by(total_ms: float, since_first: Sequence[float], concurrency: int, m
     return sorted(calls)
 
 
-def best_schedule(arrivals_ms: Sequence[float], concurrency: int, max_size: int,
-                  overhead_ms: float, per_item_ms: float) -> tuple[float, list[Call]]:
+def best_schedule(
+    arrivals_ms: Sequence[float],
+    concurrency: int,
+    max_size: int,
+    overhead_ms: float,
+    per_item_ms: float,
+) -> tuple[float, list[Call]]:
     """A schedule of these items that keeps every limit, as short as the construction finds.
 
     Args:
@@ -121,7 +144,12 @@ def best_schedule(arrivals_ms: Sequence[float], concurrency: int, max_size: int,
     return hi, calls
 
 
-def best_schedule_ms(arrivals_ms: Sequence[float], concurrency: int, max_size: int,
-                     overhead_ms: float, per_item_ms: float) -> float:
+def best_schedule_ms(
+    arrivals_ms: Sequence[float],
+    concurrency: int,
+    max_size: int,
+    overhead_ms: float,
+    per_item_ms: float,
+) -> float:
     """Milliseconds from the first arrival to the last answer of :func:`best_schedule`."""
     return best_schedule(arrivals_ms, concurrency, max_size, overhead_ms, per_item_ms)[0]

@@ -18,16 +18,35 @@ from .harness import account, median_run
 from .modes import Embedded, Settings
 from .workload import Workload
 
-BURST_KEYS = ("throughput_rps", "latency_ms_p50", "latency_ms_p99", "backend_calls",
-              "backend_items", "vs_best_schedule")
-STEADY_KEYS = ("throughput_rps", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
-               "backend_calls", "backend_items", "avg_call_size")
+BURST_KEYS = (
+    "throughput_rps",
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "backend_calls",
+    "backend_items",
+    "vs_best_schedule",
+)
+STEADY_KEYS = (
+    "throughput_rps",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "latency_ms_p99",
+    "backend_calls",
+    "backend_items",
+    "avg_call_size",
+)
 FAILURES = ("lost", "duplicated", "stray", "mismatched_answers", "wrong_merges")
 
 
-async def run_sweep(bursts: Workload, steady: Workload, model: CostModel,
-                    windows: Sequence[float], sizes: Sequence[int], repeats: int,
-                    advance: Callable[[], None]) -> list[dict[str, Any]]:
+async def run_sweep(
+    bursts: Workload,
+    steady: Workload,
+    model: CostModel,
+    windows: Sequence[float],
+    sizes: Sequence[int],
+    repeats: int,
+    advance: Callable[[], None],
+) -> list[dict[str, Any]]:
     """Run the embedding strategy at every (window_ms, max_size) on both loads.
 
     Args:
@@ -53,7 +72,8 @@ async def run_sweep(bursts: Workload, steady: Workload, model: CostModel,
                 mode = Embedded("embedding", max_size=size, window_ms=window)
                 run = await mode.run(load, settings, lambda _k: None)
                 runs.setdefault((window, size, label), []).append(
-                    account(load, run, settings, size))
+                    account(load, run, settings, size)
+                )
                 advance()
     rows = []
     for window, size in points:
@@ -65,7 +85,6 @@ async def run_sweep(bursts: Workload, steady: Workload, model: CostModel,
         row["burst_throughput_rps_runs"] = b["throughput_rps_runs"]
         row["steady_latency_ms_p99_runs"] = s["latency_ms_p99_runs"]
         for k in FAILURES:
-            row[k] = sum(r[k] for label in ("burst", "steady")
-                         for r in runs[(window, size, label)])
+            row[k] = sum(r[k] for label in ("burst", "steady") for r in runs[(window, size, label)])
         rows.append(row)
     return rows

@@ -29,55 +29,168 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CITIES = ["Paris", "London", "Berlin", "Madrid", "Rome", "Lisbon", "Vienna", "Prague", "Dublin",
-          "Oslo", "Stockholm", "Helsinki", "Warsaw", "Athens", "Zurich", "Brussels", "Amsterdam",
-          "Copenhagen", "Budapest", "Munich", "Milan", "Lyon", "Porto", "Seville"]
-COUNTRIES = ["Canada", "Mexico", "Brazil", "Japan", "Australia", "India", "Norway", "Chile",
-             "Kenya", "Egypt", "Iceland", "Vietnam", "Peru", "Ireland", "Portugal", "Greece",
-             "Turkey", "Morocco", "Singapore", "Argentina"]
-ROOMS = ["kitchen", "bedroom", "garage", "office", "hallway", "bathroom", "porch", "attic",
-         "basement", "dining room"]
+CITIES = [
+    "Paris",
+    "London",
+    "Berlin",
+    "Madrid",
+    "Rome",
+    "Lisbon",
+    "Vienna",
+    "Prague",
+    "Dublin",
+    "Oslo",
+    "Stockholm",
+    "Helsinki",
+    "Warsaw",
+    "Athens",
+    "Zurich",
+    "Brussels",
+    "Amsterdam",
+    "Copenhagen",
+    "Budapest",
+    "Munich",
+    "Milan",
+    "Lyon",
+    "Porto",
+    "Seville",
+]
+COUNTRIES = [
+    "Canada",
+    "Mexico",
+    "Brazil",
+    "Japan",
+    "Australia",
+    "India",
+    "Norway",
+    "Chile",
+    "Kenya",
+    "Egypt",
+    "Iceland",
+    "Vietnam",
+    "Peru",
+    "Ireland",
+    "Portugal",
+    "Greece",
+    "Turkey",
+    "Morocco",
+    "Singapore",
+    "Argentina",
+]
+ROOMS = [
+    "kitchen",
+    "bedroom",
+    "garage",
+    "office",
+    "hallway",
+    "bathroom",
+    "porch",
+    "attic",
+    "basement",
+    "dining room",
+]
 HUBS = ["Paris", "London", "Berlin", "Madrid", "Rome", "Lisbon"]
 ORDER_NUMBERS = [4821, 4812, 4822, 4281, 4820, 4128, 5821, 4831, 48210, 482, 1482, 4921]
-ACTIONS = ["reset my password", "change my email address", "update my billing address",
-           "delete my account", "enable two-factor authentication", "export my data",
-           "change my username", "add a payment method", "remove a saved card",
-           "download my receipts", "invite a team member", "change my plan",
-           "turn off email notifications", "link my bank account", "verify my phone number",
-           "close a support ticket", "set up automatic payments", "merge two accounts",
-           "recover a deleted file", "change the account language"]
-PRODUCTS = ["basic plan", "premium plan", "wireless headphones", "standing desk",
-            "espresso machine", "gaming mouse", "mechanical keyboard", "smart watch",
-            "travel backpack", "water bottle", "office chair", "phone case", "desk lamp",
-            "laptop stand", "yoga mat", "rain jacket", "coffee grinder", "bike helmet",
-            "monitor arm", "winter boots"]
+ACTIONS = [
+    "reset my password",
+    "change my email address",
+    "update my billing address",
+    "delete my account",
+    "enable two-factor authentication",
+    "export my data",
+    "change my username",
+    "add a payment method",
+    "remove a saved card",
+    "download my receipts",
+    "invite a team member",
+    "change my plan",
+    "turn off email notifications",
+    "link my bank account",
+    "verify my phone number",
+    "close a support ticket",
+    "set up automatic payments",
+    "merge two accounts",
+    "recover a deleted file",
+    "change the account language",
+]
+PRODUCTS = [
+    "basic plan",
+    "premium plan",
+    "wireless headphones",
+    "standing desk",
+    "espresso machine",
+    "gaming mouse",
+    "mechanical keyboard",
+    "smart watch",
+    "travel backpack",
+    "water bottle",
+    "office chair",
+    "phone case",
+    "desk lamp",
+    "laptop stand",
+    "yoga mat",
+    "rain jacket",
+    "coffee grinder",
+    "bike helmet",
+    "monitor arm",
+    "winter boots",
+]
 STORES = CITIES[:12]
 PHRASES = ["good morning", "thank you very much", "where is the station", "see you tomorrow"]
 LANGUAGES = ["French", "German", "Spanish", "Italian", "Dutch", "Polish"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 # (canonical template, paraphrase templates, slot values); {} takes the slot (or two, for pairs)
 FAMILIES: list[tuple[str, list[str], list[Any]]] = [
-    ("What's the weather in {0}?",
-     ["How is the weather in {0} right now?", "Tell me today's weather for {0}"], CITIES),
+    (
+        "What's the weather in {0}?",
+        ["How is the weather in {0} right now?", "Tell me today's weather for {0}"],
+        CITIES,
+    ),
     ("Will it rain in {0} tomorrow?", ["Is rain expected in {0} tomorrow?"], CITIES),
-    ("Do you ship to {0}?",
-     ["Can I get a delivery to {0}?", "Is shipping to {0} available?"], COUNTRIES),
+    (
+        "Do you ship to {0}?",
+        ["Can I get a delivery to {0}?", "Is shipping to {0} available?"],
+        COUNTRIES,
+    ),
     ("Turn on the {0} lights", ["Switch the {0} lights on"], ROOMS),
     ("Turn off the {0} lights", ["Switch the {0} lights off"], ROOMS),
-    ("Find flights from {0} to {1}",
-     ["Show me flights from {0} to {1}", "I need a flight from {0} to {1}"],
-     [(a, b) for a in HUBS for b in HUBS if a != b]),
-    ("Track my order {0}", ["Where is my order {0}?", "What's the status of order {0}?"],
-     ORDER_NUMBERS),
-    ("Cancel my order {0}", ["I want to cancel order {0}", "Stop order {0} from shipping"],
-     ORDER_NUMBERS),
+    (
+        "Find flights from {0} to {1}",
+        ["Show me flights from {0} to {1}", "I need a flight from {0} to {1}"],
+        [(a, b) for a in HUBS for b in HUBS if a != b],
+    ),
+    (
+        "Track my order {0}",
+        ["Where is my order {0}?", "What's the status of order {0}?"],
+        ORDER_NUMBERS,
+    ),
+    (
+        "Cancel my order {0}",
+        ["I want to cancel order {0}", "Stop order {0} from shipping"],
+        ORDER_NUMBERS,
+    ),
     ("How do I {0}?", ["What are the steps to {0}?", "Can you help me {0}?"], ACTIONS),
     ("What is the price of the {0}?", ["How much does the {0} cost?"], PRODUCTS),
     ("What are the opening hours of the {0} store?", ["When is the {0} store open?"], STORES),
-    ("Translate '{0}' into {1}", ["How do you say '{0}' in {1}?"],
-     [(p, lang) for p in PHRASES for lang in LANGUAGES]),
+    (
+        "Translate '{0}' into {1}",
+        ["How do you say '{0}' in {1}?"],
+        [(p, lang) for p in PHRASES for lang in LANGUAGES],
+    ),
     ("Show me my invoice for {0}", ["I need the invoice from {0}"], MONTHS),
     ("I want a refund for the {0}", ["How do I return the {0} for my money back?"], PRODUCTS),
 ]
@@ -94,18 +207,55 @@ PREAMBLE = (
     "and twenty words and end with a short question that invites the customer to reply. "
 )
 LONG_TASKS: list[tuple[str, list[str]]] = [
-    ("Task: write the reply in {0}.", ["English", "French", "German", "Spanish", "Italian",
-                                       "Dutch", "Polish", "Swedish", "Danish", "Finnish"]),
-    ("Task: write the reply in a {0} tone.", ["friendly", "formal", "brief", "detailed",
-                                              "apologetic", "cheerful", "neutral", "warm"]),
+    (
+        "Task: write the reply in {0}.",
+        [
+            "English",
+            "French",
+            "German",
+            "Spanish",
+            "Italian",
+            "Dutch",
+            "Polish",
+            "Swedish",
+            "Danish",
+            "Finnish",
+        ],
+    ),
+    (
+        "Task: write the reply in a {0} tone.",
+        ["friendly", "formal", "brief", "detailed", "apologetic", "cheerful", "neutral", "warm"],
+    ),
 ]
 
 FILLERS_BEFORE = ["please ", "hey, ", "hi ", "hello, ", "ok "]
 FILLERS_AFTER = [" please", " thanks", ", thank you", " pls"]
-TAIL_ADJ = ["red", "compact", "cheapest", "quietest", "lightest", "largest", "refurbished",
-            "eco", "foldable", "waterproof", "cordless", "vintage"]
-TAIL_USE = ["a small flat", "travel", "a home office", "camping", "a student", "a long commute",
-            "winter", "a family of five", "a rooftop", "gifts"]
+TAIL_ADJ = [
+    "red",
+    "compact",
+    "cheapest",
+    "quietest",
+    "lightest",
+    "largest",
+    "refurbished",
+    "eco",
+    "foldable",
+    "waterproof",
+    "cordless",
+    "vintage",
+]
+TAIL_USE = [
+    "a small flat",
+    "travel",
+    "a home office",
+    "camping",
+    "a student",
+    "a long commute",
+    "winter",
+    "a family of five",
+    "a rooftop",
+    "gifts",
+]
 
 
 @dataclass(frozen=True)
@@ -182,14 +332,20 @@ class WorkloadConfig:
             (self.bursts >= 1 and self.burst_size >= 1, "bursts and burst_size must be >= 1"),
             (self.burst_ms > 0 and self.gap_ms >= 0, "burst_ms must be > 0, gap_ms >= 0"),
             (self.rate_high > 0 and self.rate_low >= 0, "rate_high must be > 0, rate_low >= 0"),
-            (self.half_period_ms > 0 and self.duration_s > 0,
-             "half_period_ms and duration_s must be > 0"),
+            (
+                self.half_period_ms > 0 and self.duration_s > 0,
+                "half_period_ms and duration_s must be > 0",
+            ),
             (self.zipf_s >= 0, "zipf_s must be >= 0"),
-            (0 <= self.p_tail and 0 <= self.p_long and self.p_tail + self.p_long <= 1,
-             "p_tail and p_long must be >= 0 with p_tail + p_long <= 1"),
-            (min(self.p_surface, self.p_typo, self.p_paraphrase) >= 0
-             and self.p_surface + self.p_typo + self.p_paraphrase <= 1,
-             "p_surface, p_typo, p_paraphrase must be >= 0 and sum to <= 1"),
+            (
+                0 <= self.p_tail and 0 <= self.p_long and self.p_tail + self.p_long <= 1,
+                "p_tail and p_long must be >= 0 with p_tail + p_long <= 1",
+            ),
+            (
+                min(self.p_surface, self.p_typo, self.p_paraphrase) >= 0
+                and self.p_surface + self.p_typo + self.p_paraphrase <= 1,
+                "p_surface, p_typo, p_paraphrase must be >= 0 and sum to <= 1",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -237,9 +393,12 @@ class Workload:
 
     def describe(self) -> dict[str, Any]:
         """The configuration and the ground truth, for the JSON report."""
-        return {"config": asdict(self.config), "truth": self.truth(),
-                "base_intents": sum(1 for i in self.intents.values() if i.kind == "base"),
-                "long_intents": sum(1 for i in self.intents.values() if i.kind == "long")}
+        return {
+            "config": asdict(self.config),
+            "truth": self.truth(),
+            "base_intents": sum(1 for i in self.intents.values() if i.kind == "base"),
+            "long_intents": sum(1 for i in self.intents.values() if i.kind == "long"),
+        }
 
 
 def base_intents() -> list[Intent]:
@@ -248,8 +407,9 @@ def base_intents() -> list[Intent]:
     for canonical, paras, slots in FAMILIES:
         for slot in slots:
             args = slot if isinstance(slot, tuple) else (slot,)
-            out.append(Intent(len(out), canonical.format(*args),
-                              tuple(p.format(*args) for p in paras)))
+            out.append(
+                Intent(len(out), canonical.format(*args), tuple(p.format(*args) for p in paras))
+            )
     return out
 
 
@@ -301,9 +461,9 @@ def typo_variant(text: str, rnd: random.Random) -> str:
     j = rnd.randrange(1, len(w) - 1)
     op = rnd.randrange(3)
     if op == 0 and w[j] != w[j + 1]:
-        w = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+        w = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
     elif op == 1:
-        w = w[:j] + w[j + 1:]
+        w = w[:j] + w[j + 1 :]
     else:
         w = w[:j] + w[j] + w[j:]
     words[i] = w
@@ -314,11 +474,15 @@ def typo_variant(text: str, rnd: random.Random) -> str:
 def _tail_text(rnd: random.Random, used: set[str]) -> str:
     while True:
         if rnd.random() < 0.5:
-            text = (f"Compare the {rnd.choice(TAIL_ADJ)} {rnd.choice(PRODUCTS)} with the "
-                    f"{rnd.choice(TAIL_ADJ)} {rnd.choice(PRODUCTS)} for {rnd.choice(TAIL_USE)}")
+            text = (
+                f"Compare the {rnd.choice(TAIL_ADJ)} {rnd.choice(PRODUCTS)} with the "
+                f"{rnd.choice(TAIL_ADJ)} {rnd.choice(PRODUCTS)} for {rnd.choice(TAIL_USE)}"
+            )
         else:
-            text = (f"What happened to support ticket {rnd.randrange(100000, 999999)} about the "
-                    f"{rnd.choice(PRODUCTS)}?")
+            text = (
+                f"What happened to support ticket {rnd.randrange(100000, 999999)} about the "
+                f"{rnd.choice(PRODUCTS)}?"
+            )
         if text not in used:
             used.add(text)
             return text
@@ -331,8 +495,7 @@ def _arrivals(cfg: WorkloadConfig, rnd: random.Random) -> list[tuple[float, int]
         period = (cfg.burst_ms + cfg.gap_ms) / 1000
         for b in range(cfg.bursts):
             start = b * period
-            out += [(start + rnd.uniform(0, cfg.burst_ms / 1000), b)
-                    for _ in range(cfg.burst_size)]
+            out += [(start + rnd.uniform(0, cfg.burst_ms / 1000), b) for _ in range(cfg.burst_size)]
     elif cfg.arrivals == "poisson":
         # thinning: candidate events at the high rate, each kept with rate(t) / rate_high
         half = cfg.half_period_ms / 1000

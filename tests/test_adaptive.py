@@ -35,8 +35,9 @@ def _feed_line(aw: AdaptiveWindow, a_ms: float, b_ms: float, sizes=range(1, 65))
         aw.observe_batch(n, (a_ms + b_ms * n) / 1000.0)
 
 
-def _drive_rate(aw: AdaptiveWindow, rate: float, start: float = 0.0, seconds: float = 3.0,
-                step: float = 0.002) -> float:
+def _drive_rate(
+    aw: AdaptiveWindow, rate: float, start: float = 0.0, seconds: float = 3.0, step: float = 0.002
+) -> float:
     """Feeds a steady stream at ``rate``/s; returns the time of the last step."""
     carry = 0.0
     t = start
@@ -270,8 +271,9 @@ def test_time_already_waited_and_queued_requests_shrink_the_window() -> None:
 
 def test_throughput_floor_keeps_the_handler_up_with_arrivals() -> None:
     plain = _fitted_model(a=40.0, b=0.5, target_latency_ms=60.0, min_window_ms=1.0)
-    floored = _fitted_model(a=40.0, b=0.5, target_latency_ms=60.0, min_window_ms=1.0,
-                            max_inflight_batches=2)
+    floored = _fitted_model(
+        a=40.0, b=0.5, target_latency_ms=60.0, min_window_ms=1.0, max_inflight_batches=2
+    )
     t = _drive_rate(plain, 1000.0)
     _drive_rate(floored, 1000.0)
     w_plain, w_floor = plain.window_ms(t), floored.window_ms(t)
@@ -346,8 +348,10 @@ def test_bad_options_raise_config_error_naming_the_field(kw: dict, field: str) -
     assert field in str(info.value)
 
 
-@pytest.mark.parametrize(("n", "seconds"), [(0, 0.01), (-1, 0.01), (True, 0.01), (3, -0.001),
-                                            (3, float("inf")), (3, float("nan"))])
+@pytest.mark.parametrize(
+    ("n", "seconds"),
+    [(0, 0.01), (-1, 0.01), (True, 0.01), (3, -0.001), (3, float("inf")), (3, float("nan"))],
+)
 def test_bad_batch_observations_are_refused(n: int, seconds: float) -> None:
     aw = _model()
     with pytest.raises(ValueError, match="observe_batch"):

@@ -9,36 +9,44 @@ from hypothesis import strategies as st
 from stratabatch.canon import canonical_batch, canonical_text, explain_canonical
 
 
-@pytest.mark.parametrize("variant", [
-    "Hey there, quick question: how do I update my billing address? Thanks!",
-    "hi team, how do I update my billing address? thanks in advance",
-    "Good morning! Sorry to bother you, but how do I update my billing address? Cheers",
-    "so um how do i like update my billing address",
-    "How can I update my billing address?",
-    "How would I update my billing address???",
-    "how do i, er, update my billing address. kind regards",
-])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "Hey there, quick question: how do I update my billing address? Thanks!",
+        "hi team, how do I update my billing address? thanks in advance",
+        "Good morning! Sorry to bother you, but how do I update my billing address? Cheers",
+        "so um how do i like update my billing address",
+        "How can I update my billing address?",
+        "How would I update my billing address???",
+        "how do i, er, update my billing address. kind regards",
+    ],
+)
 def test_courtesy_fillers_and_frames_leave_the_question(variant):
     assert canonical_text(variant) == "how do i update my billing address"
 
 
 def test_a_joiner_after_a_courtesy_phrase_goes_with_it_anywhere():
-    assert canonical_text("Context here. Sorry to bother you, but can I pay?") == \
-        "context here can i pay"
+    assert (
+        canonical_text("Context here. Sorry to bother you, but can I pay?")
+        == "context here can i pay"
+    )
     assert canonical_text("I paid but it failed") == "i paid but it failed"
 
 
 def test_spelling_is_folded_to_one_variant():
-    assert canonical_text("Change the colour of my favourite theme") == \
-        canonical_text("Change the color of my favorite theme")
+    assert canonical_text("Change the colour of my favourite theme") == canonical_text(
+        "Change the color of my favorite theme"
+    )
     assert canonical_text("My cheque was cancelled") == "my check was canceled"
 
 
 def test_contractions_with_and_without_apostrophe_are_one():
-    assert canonical_text("I don't see it") == canonical_text("i dont see it") == \
-        "i do not see it"
-    assert canonical_text("What's the weather?") == canonical_text("whats the weather") == \
-        "what is the weather"
+    assert canonical_text("I don't see it") == canonical_text("i dont see it") == "i do not see it"
+    assert (
+        canonical_text("What's the weather?")
+        == canonical_text("whats the weather")
+        == "what is the weather"
+    )
     assert canonical_text("where's my order") == canonical_text("wheres my order")
 
 
@@ -60,8 +68,14 @@ def test_want_frames_apply_at_the_start_only():
 
 
 def test_meaningful_words_pass_through():
-    for text in ("turn on the lights", "turn off the lights", "from Paris to London",
-                 "never charge my card", "my partner's order", "pay -5 dollars"):
+    for text in (
+        "turn on the lights",
+        "turn off the lights",
+        "from Paris to London",
+        "never charge my card",
+        "my partner's order",
+        "pay -5 dollars",
+    ):
         toks = canonical_text(text).split()
         for w in ("on", "off", "from", "to", "never", "my", "partners", "5"):
             if w in text.lower().replace("'", "").split():
@@ -74,8 +88,13 @@ def test_a_text_of_only_fillers_keeps_its_words():
 
 
 def test_batch_equals_one_by_one_also_with_unicode():
-    texts = ["Ｈｅｌｌｏ, how can I reset it?", "so um where is my order", "plain", "",
-             "Café opening hours, thanks"]
+    texts = [
+        "Ｈｅｌｌｏ, how can I reset it?",
+        "so um where is my order",
+        "plain",
+        "",
+        "Café opening hours, thanks",
+    ]
     assert canonical_batch(texts) == [canonical_text(t).split() for t in texts]
 
 
@@ -87,9 +106,42 @@ def test_every_rewrite_is_explained():
     assert ("filler", "thanks", "") in trace
 
 
-_WORDS = ["hi", "there", "how", "can", "i", "do", "you", "like", "so", "um", "no", "4", "thank",
-          "colour", "dont", "sorry", "to", "bother", "but", "log", "in", "my", "order", "need",
-          "would", "look", "please", "quick", "question", "e", "mail", "right", "now", "the"]
+_WORDS = [
+    "hi",
+    "there",
+    "how",
+    "can",
+    "i",
+    "do",
+    "you",
+    "like",
+    "so",
+    "um",
+    "no",
+    "4",
+    "thank",
+    "colour",
+    "dont",
+    "sorry",
+    "to",
+    "bother",
+    "but",
+    "log",
+    "in",
+    "my",
+    "order",
+    "need",
+    "would",
+    "look",
+    "please",
+    "quick",
+    "question",
+    "e",
+    "mail",
+    "right",
+    "now",
+    "the",
+]
 
 
 @settings(max_examples=300, deadline=None)
@@ -101,9 +153,18 @@ def test_the_fast_paths_give_what_the_full_passes_give(words):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(_WORDS + ["zebra", "Café", "6am", "x\x1fy", "wi",
-                                                   "fi", "e-mail", "won't", "HELLO"]),
-                         max_size=10).map(" ".join), min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from(
+                _WORDS + ["zebra", "Café", "6am", "x\x1fy", "wi", "fi", "e-mail", "won't", "HELLO"]
+            ),
+            max_size=10,
+        ).map(" ".join),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_canonical_texts_hold_the_canonical_words(texts):
     """The batch path the embedder uses (a numba pass picks the texts a rule may touch) gives
     every text the words canonical_batch gives it."""

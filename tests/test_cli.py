@@ -22,17 +22,37 @@ def test_every_option_is_a_flag_and_help_shows_default_and_range():
 
 
 def test_flags_parse_into_validated_options(tmp_path):
-    args = build_parser().parse_args([
-        "--handler", "x:y", "--window-ms", "20", "--max-size", "64", "--no-enable-dedup",
-        "--dedup-scope", "model, user", "--processing-timeout", "none", "--on-full", "reject"])
+    args = build_parser().parse_args(
+        [
+            "--handler",
+            "x:y",
+            "--window-ms",
+            "20",
+            "--max-size",
+            "64",
+            "--no-enable-dedup",
+            "--dedup-scope",
+            "model, user",
+            "--processing-timeout",
+            "none",
+            "--on-full",
+            "reject",
+        ]
+    )
     opts = options_from(args)
-    assert opts == {"window_ms": 20.0, "max_size": 64, "enable_dedup": False,
-                    "dedup_scope": ("model", "user"), "processing_timeout": None,
-                    "on_full": "reject"}
+    assert opts == {
+        "window_ms": 20.0,
+        "max_size": 64,
+        "enable_dedup": False,
+        "dedup_scope": ("model", "user"),
+        "processing_timeout": None,
+        "on_full": "reject",
+    }
     BatchConfig(**opts)
     with pytest.raises(ConfigError, match="window_ms must be in"):
-        BatchConfig(**options_from(build_parser().parse_args(
-            ["--handler", "x:y", "--window-ms", "-5"])))
+        BatchConfig(
+            **options_from(build_parser().parse_args(["--handler", "x:y", "--window-ms", "-5"]))
+        )
     with pytest.raises(ConfigError, match="cannot parse"):
         options_from(build_parser().parse_args(["--handler", "x:y", "--max-size", "many"]))
 
@@ -40,8 +60,7 @@ def test_flags_parse_into_validated_options(tmp_path):
 def test_config_file_then_flags(tmp_path):
     cfg = tmp_path / "engine.toml"
     cfg.write_text('window-ms = 25\nmax_size = 8\ndedup_strategy = "exact"\n')
-    args = build_parser().parse_args(["--handler", "x:y", "--config", str(cfg),
-                                      "--max-size", "16"])
+    args = build_parser().parse_args(["--handler", "x:y", "--config", str(cfg), "--max-size", "16"])
     assert options_from(args) == {"window_ms": 25, "max_size": 16, "dedup_strategy": "exact"}
     cfg.write_text("no_such_option = 1\n")
     with pytest.raises(ConfigError, match="unknown option"):

@@ -50,8 +50,9 @@ def test_leader_index_compacts_dead_rows_and_keeps_live_ones_in_place():
     idx.dim = 4
     idx.compact_min_dead = 64  # the default waits for 4,096 dead rows
     groups = [G() for _ in range(100)]
-    start, pids = idx.append(np.eye(4, dtype=np.float32)[np.arange(100) % 4],
-                             [("k", i % 3) for i in range(100)])
+    start, pids = idx.append(
+        np.eye(4, dtype=np.float32)[np.arange(100) % 4], [("k", i % 3) for i in range(100)]
+    )
     assert start == 0 and len(idx) == 100 and len(set(pids)) == 3
     for i, g in enumerate(groups):
         g.row = i

@@ -32,9 +32,16 @@ async def test_threshold_none_means_the_embedders_recommended_value():
 async def test_near_merge_records_its_similarity_in_completed_and_stats():
     rec = Rec()
     async with BatchProcessor(rec, window_ms=5) as batch:
-        got = [c async for c in batch.process_streaming(
-            [{"query": "Where is my parcel?"}, {"query": "where is my parcel"},
-             {"query": "Where is my parcel?"}])]
+        got = [
+            c
+            async for c in batch.process_streaming(
+                [
+                    {"query": "Where is my parcel?"},
+                    {"query": "where is my parcel"},
+                    {"query": "Where is my parcel?"},
+                ]
+            )
+        ]
         stats = batch.get_stats()
     by = {c.index: c for c in got}
     assert rec.items == ["Where is my parcel?"]
@@ -48,10 +55,16 @@ async def test_near_merge_records_its_similarity_in_completed_and_stats():
 @pytest.mark.parametrize("strategy", ["embedding", "hybrid"])
 async def test_different_numbers_never_merge_with_guard_numbers(strategy):
     rec = Rec()
-    async with BatchProcessor(rec, window_ms=5, dedup_strategy=strategy,
-                              dedup_threshold=0.3) as batch:
-        out = await batch.process([{"query": "order 123 status"}, {"query": "order 124 status"},
-                                   {"query": "status of order 123"}])
+    async with BatchProcessor(
+        rec, window_ms=5, dedup_strategy=strategy, dedup_threshold=0.3
+    ) as batch:
+        out = await batch.process(
+            [
+                {"query": "order 123 status"},
+                {"query": "order 124 status"},
+                {"query": "status of order 123"},
+            ]
+        )
     assert out[0] != out[1]
     assert out[2] == out[0]  # same number, similar words: merged at this loose threshold
 
@@ -59,8 +72,14 @@ async def test_different_numbers_never_merge_with_guard_numbers(strategy):
 async def test_hybrid_merges_exact_twins_first_then_near_ones():
     rec = Rec()
     async with BatchProcessor(rec, window_ms=5, dedup_strategy="hybrid") as batch:
-        await batch.process([{"query": "Reset my password"}, {"query": "reset my password"},
-                             {"query": "reset my password!"}, {"query": "Show my invoice"}])
+        await batch.process(
+            [
+                {"query": "Reset my password"},
+                {"query": "reset my password"},
+                {"query": "reset my password!"},
+                {"query": "Show my invoice"},
+            ]
+        )
         stats = batch.get_stats()
     assert rec.items == ["Reset my password", "Show my invoice"]
     assert stats.exact_merges == 1 and stats.near_merges == 1
@@ -70,11 +89,14 @@ async def test_requests_may_carry_their_own_vectors():
     rec = Rec()
     v = np.random.default_rng(1).normal(size=384).astype(np.float32)
     async with BatchProcessor(rec, window_ms=5, dedup_threshold=0.99) as batch:
-        out = await batch.process([
-            {"query": "first wording", "embedding": v},
-            {"query": "a quite different wording", "embedding": (v * 2).tolist()},
-            {"query": "third", "embedding": np.ones(7, np.float32)},
-        ], return_exceptions=True)
+        out = await batch.process(
+            [
+                {"query": "first wording", "embedding": v},
+                {"query": "a quite different wording", "embedding": (v * 2).tolist()},
+                {"query": "third", "embedding": np.ones(7, np.float32)},
+            ],
+            return_exceptions=True,
+        )
     assert out[0] == out[1] == "A:first wording"
     assert isinstance(out[2], InvalidRequestError) and "dimension" in str(out[2])
     assert rec.items == ["first wording"]
@@ -99,8 +121,9 @@ async def test_a_custom_embedder_callable_and_one_that_fails():
     rec = Rec()
     # word guards off: this checks the embedder's plumbing ("apple" / "avocado" differ in a
     # name the entities guard knows)
-    async with BatchProcessor(rec, window_ms=5, embedder=by_first_letter,
-                              guard_numbers=False, dedup_guards=()) as batch:
+    async with BatchProcessor(
+        rec, window_ms=5, embedder=by_first_letter, guard_numbers=False, dedup_guards=()
+    ) as batch:
         out = await batch.process([{"query": "apple"}, {"query": "avocado"}, {"query": "pear"}])
     assert out == ["A:apple", "A:apple", "A:pear"]
 
@@ -130,11 +153,18 @@ async def test_adaptive_mode_exposes_its_window_and_fit_in_stats():
         await asyncio.sleep(0.002 + 0.0005 * len(reqs))
         return [None] * len(reqs)
 
-    async with BatchProcessor(handler, adaptive=True, target_latency_ms=40, min_window_ms=2,
-                              max_window_ms=100, enable_dedup=False) as batch:
+    async with BatchProcessor(
+        handler,
+        adaptive=True,
+        target_latency_ms=40,
+        min_window_ms=2,
+        max_window_ms=100,
+        enable_dedup=False,
+    ) as batch:
         for burst in range(30):
-            await asyncio.gather(*(batch.process({"query": f"{burst}-{i}"})
-                                   for i in range(1 + burst % 6)))
+            await asyncio.gather(
+                *(batch.process({"query": f"{burst}-{i}"}) for i in range(1 + burst % 6))
+            )
         stats = batch.get_stats()
     assert 2 <= stats.window_ms <= 100
     assert stats.adaptive_a_ms > 0 and stats.adaptive_b_ms >= 0

@@ -37,8 +37,9 @@ def sleeping(seconds):
 
 def test_twin_joining_running_work_frees_room_for_a_waiter(run_virtual):
     async def main():
-        b = BatchProcessor(sleeping(0.3), window_ms=10, max_queue=1, on_full="wait",
-                           dedup_strategy="exact")
+        b = BatchProcessor(
+            sleeping(0.3), window_ms=10, max_queue=1, on_full="wait", dedup_strategy="exact"
+        )
         await b.warm_up()
         t1 = asyncio.create_task(b.process({"query": "x"}))
         await asyncio.sleep(0.05)  # x runs in the handler
@@ -58,8 +59,14 @@ def test_dedup_step_failure_frees_room_for_a_waiter(run_virtual):
         return np.eye(len(texts), 8, dtype=np.float32) + 0.01
 
     async def main():
-        b = BatchProcessor(sleeping(0.01), window_ms=10, max_queue=1, on_full="wait",
-                           embedder=embedder, dedup_threshold=0.9)
+        b = BatchProcessor(
+            sleeping(0.01),
+            window_ms=10,
+            max_queue=1,
+            on_full="wait",
+            embedder=embedder,
+            dedup_threshold=0.9,
+        )
         await b.warm_up()
         t1 = asyncio.create_task(b.process({"query": "boom"}))
         await asyncio.sleep(0)
@@ -92,8 +99,14 @@ def test_a_woken_waiter_that_leaves_passes_the_room_on(run_virtual):
 
 def test_bursty_callers_with_a_tiny_queue_all_finish(run_virtual):
     async def main():
-        b = BatchProcessor(sleeping(0.02), window_ms=5, max_queue=3, on_full="wait",
-                           dedup_strategy="exact", max_inflight_batches=2)
+        b = BatchProcessor(
+            sleeping(0.02),
+            window_ms=5,
+            max_queue=3,
+            on_full="wait",
+            dedup_strategy="exact",
+            max_inflight_batches=2,
+        )
         await b.warm_up()
         tasks = []
         for wave in range(6):
@@ -111,8 +124,9 @@ def test_bursty_callers_with_a_tiny_queue_all_finish(run_virtual):
 
 def test_waiter_with_timeout_gets_served_not_queue_full_from_an_empty_queue(run_virtual):
     async def main():
-        b = BatchProcessor(sleeping(0.1), window_ms=5, max_queue=1, on_full="wait",
-                           dedup_strategy="exact")
+        b = BatchProcessor(
+            sleeping(0.1), window_ms=5, max_queue=1, on_full="wait", dedup_strategy="exact"
+        )
         await b.warm_up()
         t1 = asyncio.create_task(b.process({"query": "a"}))
         await asyncio.sleep(0.02)
@@ -171,9 +185,13 @@ async def test_returned_odd_exceptions_fail_only_their_own_request():
 
     b = BatchProcessor(handler, window_ms=1)
     await b.warm_up()
-    got = await asyncio.wait_for(b.process(
-        [{"query": "ok1"}, {"query": "bad"}, {"query": "worse"}, {"query": "ok2"}],
-        return_exceptions=True), 5)
+    got = await asyncio.wait_for(
+        b.process(
+            [{"query": "ok1"}, {"query": "bad"}, {"query": "worse"}, {"query": "ok2"}],
+            return_exceptions=True,
+        ),
+        5,
+    )
     assert got[0] == "OK1" and got[3] == "OK2"
     assert isinstance(got[1], HandlerError) and "str() raised" in str(got[1])
     assert isinstance(got[2], HandlerError) and got[2].exc_type.endswith("Boom")
@@ -207,8 +225,9 @@ async def test_a_handler_ignoring_cancellation_is_bounded_by_processing_timeout(
 
 
 async def test_drop_lowest_heap_stays_bounded():
-    b = BatchProcessor(echo, window_ms=1, max_queue=50, on_full="drop_lowest",
-                       dedup_strategy="exact")
+    b = BatchProcessor(
+        echo, window_ms=1, max_queue=50, on_full="drop_lowest", dedup_strategy="exact"
+    )
     await b.warm_up()
     for i in range(200):
         await b.process([{"query": f"{i}-{j}"} for j in range(40)])
@@ -218,8 +237,14 @@ async def test_drop_lowest_heap_stays_bounded():
 
 def test_switching_policy_back_to_drop_lowest_evicts_the_lowest(run_virtual):
     async def main():
-        b = BatchProcessor(sleeping(0.01), window_ms=100, max_queue=3, on_full="wait",
-                           enable_priorities=True, dedup_strategy="exact")
+        b = BatchProcessor(
+            sleeping(0.01),
+            window_ms=100,
+            max_queue=3,
+            on_full="wait",
+            enable_priorities=True,
+            dedup_strategy="exact",
+        )
         await b.warm_up()
         low = [asyncio.create_task(b.process({"query": f"low{i}"}, priority=0)) for i in range(2)]
         mid = asyncio.create_task(b.process({"query": "mid"}, priority=5))
@@ -245,8 +270,9 @@ async def test_failed_batch_gives_every_caller_its_own_exception_object():
 
     b = BatchProcessor(handler, window_ms=5, dedup_strategy="exact")
     await b.warm_up()
-    got = await asyncio.gather(*(b.process({"query": q}) for q in ["a", "a", "b", "b", "c"]),
-                               return_exceptions=True)
+    got = await asyncio.gather(
+        *(b.process({"query": q}) for q in ["a", "a", "b", "b", "c"]), return_exceptions=True
+    )
     assert all(isinstance(e, HandlerError) for e in got)
     assert len({id(e) for e in got}) == len(got)
     got[0].add_note("only mine")
@@ -289,8 +315,7 @@ async def test_dedup_function_numeric_types_and_rounding_merge(sim):
         calls.append(len(reqs))
         return echo(reqs)
 
-    b = BatchProcessor(handler, window_ms=5, dedup_function=lambda a, b: sim,
-                       dedup_threshold=0.98)
+    b = BatchProcessor(handler, window_ms=5, dedup_function=lambda a, b: sim, dedup_threshold=0.98)
     await b.warm_up()
     got = await asyncio.gather(b.process({"query": "a"}), b.process({"query": "b"}))
     assert got == ["A", "A"] and calls == [1]

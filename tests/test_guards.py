@@ -21,11 +21,14 @@ def decide(a: str, b: str, guards=GUARDS, numbers: bool = True, paraphrases: boo
     return veto(features(a), features(b), frozenset(guards), numbers, paraphrases=paraphrases)
 
 
-@pytest.mark.parametrize("a, b", [
-    ("pay -5 dollars", "pay 5 dollars"),
-    ("send 1,000 euros", "send 1.000 euros"),
-    ("order 123", "order 124"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("pay -5 dollars", "pay 5 dollars"),
+        ("send 1,000 euros", "send 1.000 euros"),
+        ("order 123", "order 124"),
+    ],
+)
 def test_numbers_with_sign_and_separators(a, b):
     assert decide(a, b).guard == "numbers"
 
@@ -38,15 +41,18 @@ def test_numbers_false_friends():
     assert decide("order 4521 has not arrived", "Order #4521 hasn't arrived") is None
 
 
-@pytest.mark.parametrize("a, b", [
-    ("turn on the lights", "turn off the lights"),
-    ("Is the store open?", "Is the store closed?"),
-    ("Can I eat before the test?", "Can I avoid eating before the test?"),
-    ("I can log in", "I can't log in"),
-    ("Is this product safe for kids?", "Is this product unsafe for kids?"),
-    ("How do I install the app?", "How do I uninstall the app?"),
-    ("Is my data encrypted?", "Is my data decrypted?"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("turn on the lights", "turn off the lights"),
+        ("Is the store open?", "Is the store closed?"),
+        ("Can I eat before the test?", "Can I avoid eating before the test?"),
+        ("I can log in", "I can't log in"),
+        ("Is this product safe for kids?", "Is this product unsafe for kids?"),
+        ("How do I install the app?", "How do I uninstall the app?"),
+        ("Is my data encrypted?", "Is my data decrypted?"),
+    ],
+)
 def test_polarity(a, b):
     assert decide(a, b).guard == "polarity"
 
@@ -57,39 +63,66 @@ def test_polarity_false_friends():
     assert decide("I cannot log in", "I can't log in") is None
 
 
-@pytest.mark.parametrize("a, b", [
-    ("Move $200 from my checking account to my brokerage account",
-     "Move $200 from my brokerage account to my checking account"),
-    ("Convert 100 dollars to euros", "Convert 100 euros to dollars"),
-    ("Copy files from drive A to drive B", "Copy files from drive B to drive A"),
-    ("Did Alice call Bob yesterday?", "Did Bob call Alice yesterday?"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (
+            "Move $200 from my checking account to my brokerage account",
+            "Move $200 from my brokerage account to my checking account",
+        ),
+        ("Convert 100 dollars to euros", "Convert 100 euros to dollars"),
+        ("Copy files from drive A to drive B", "Copy files from drive B to drive A"),
+        ("Did Alice call Bob yesterday?", "Did Bob call Alice yesterday?"),
+    ],
+)
 def test_roles(a, b):
     assert decide(a, b).guard == "roles"
 
 
 def test_roles_reordered_words_that_are_not_a_moved_clause():
-    v = decide("Can I pick up my online order in store today?",
-               "Can I pick up my in-store order online today?")
+    v = decide(
+        "Can I pick up my online order in store today?",
+        "Can I pick up my in-store order online today?",
+    )
     assert v.guard == "roles" and "online" in v.words
 
 
 def test_roles_false_friends_moved_clauses():
-    assert decide("How do I update the billing address for my business account?",
-                  "For my business account, how do I update the billing address?") is None
-    assert decide("Copy the report from the shared drive to my desktop",
-                  "To my desktop, copy the report from the shared drive") is None
-    assert decide("Move $200 from my checking account to my brokerage account.",
-                  "To my brokerage account, move $200 from my checking account.") is None
+    assert (
+        decide(
+            "How do I update the billing address for my business account?",
+            "For my business account, how do I update the billing address?",
+        )
+        is None
+    )
+    assert (
+        decide(
+            "Copy the report from the shared drive to my desktop",
+            "To my desktop, copy the report from the shared drive",
+        )
+        is None
+    )
+    assert (
+        decide(
+            "Move $200 from my checking account to my brokerage account.",
+            "To my brokerage account, move $200 from my checking account.",
+        )
+        is None
+    )
 
 
-@pytest.mark.parametrize("a, b", [
-    ("Cancel my Netflix subscription", "Cancel my Spotify subscription"),
-    ("Book a table for Monday", "Book a table for Tuesday"),
-    ("ship 5 kg", "ship 5 lb"),
-    (PREAMBLE + "Customer: Alice. Where is my package?",
-     PREAMBLE + "Customer: Bob. Where is my package?"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Cancel my Netflix subscription", "Cancel my Spotify subscription"),
+        ("Book a table for Monday", "Book a table for Tuesday"),
+        ("ship 5 kg", "ship 5 lb"),
+        (
+            PREAMBLE + "Customer: Alice. Where is my package?",
+            PREAMBLE + "Customer: Bob. Where is my package?",
+        ),
+    ],
+)
 def test_entities(a, b):
     assert decide(a, b).guard == "entities"
 
@@ -100,12 +133,15 @@ def test_entities_false_friends():
     assert decide("Is Austria open?", "Is Australia open?").guard == "entities"  # two names
 
 
-@pytest.mark.parametrize("a, b", [
-    ("Cancel my order", "Cancel my partner's order"),
-    ("Where is my order?", "Where are my orders?"),
-    ("Delete my card", "Delete all my cards"),
-    ("Refund our booking", "Refund my booking"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Cancel my order", "Cancel my partner's order"),
+        ("Where is my order?", "Where are my orders?"),
+        ("Delete my card", "Delete all my cards"),
+        ("Refund our booking", "Refund my booking"),
+    ],
+)
 def test_scope(a, b):
     assert decide(a, b).guard == "scope"
 
@@ -113,8 +149,10 @@ def test_scope(a, b):
 def test_residue_decides_long_prompts_by_what_differs():
     v = decide(PREAMBLE + "Do you sell hammers?", PREAMBLE + "Do you sell ladders?")
     assert v is not None and v.guard == "residue" and set(v.words) == {"hammers", "ladders"}
-    assert decide(PREAMBLE + "Do you sell hammers?",
-                  PREAMBLE + "hi, do you sell hammmers? thx") is None
+    assert (
+        decide(PREAMBLE + "Do you sell hammers?", PREAMBLE + "hi, do you sell hammmers? thx")
+        is None
+    )
 
 
 def test_residue_accepts_typos_not_other_words():
@@ -123,24 +161,28 @@ def test_residue_accepts_typos_not_other_words():
     assert not is_typo_of("price", "prize")  # two dictionary words
     assert not is_typo_of("order", "orders")  # a plural
     assert not is_typo_of("safe", "unsafe")
-    assert decide("How do I uppdate my billing adress?", "How do I update my billing address?") \
-        is None
+    assert (
+        decide("How do I uppdate my billing adress?", "How do I update my billing address?") is None
+    )
     assert decide("Cancel my order", "Track my order").guard == "residue"
 
 
-@pytest.mark.parametrize("a, b", [
-    ("What is the status of ticket ABCD?", "What is the status of ticket ABCE?"),
-    ("Track shipment XKQPRT please", "Track shipment XKQPRS please"),
-    ("Reset the password for user jsmith", "Reset the password for user jsmyth"),
-    ("Status of order qwerty", "Status of order qwerti"),
-    ("Translate 'gato' to English", "Translate 'pato' to English"),
-    ("What does the error code EACCES mean", "What does the error code EACCESS mean"),
-    ("restart the pod wrkr", "restart the pod wrkz"),
-    ("Run tests in module foobar", "Run tests in module foobaz"),
-    # a word whose spelling is the question: never a typo, even of a dictionary word
-    ("Translate hola to English", "Translate hula to English"),
-    ("Can I change the 'billing' address", "Can I change the 'biling' address"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("What is the status of ticket ABCD?", "What is the status of ticket ABCE?"),
+        ("Track shipment XKQPRT please", "Track shipment XKQPRS please"),
+        ("Reset the password for user jsmith", "Reset the password for user jsmyth"),
+        ("Status of order qwerty", "Status of order qwerti"),
+        ("Translate 'gato' to English", "Translate 'pato' to English"),
+        ("What does the error code EACCES mean", "What does the error code EACCESS mean"),
+        ("restart the pod wrkr", "restart the pod wrkz"),
+        ("Run tests in module foobar", "Run tests in module foobaz"),
+        # a word whose spelling is the question: never a typo, even of a dictionary word
+        ("Translate hola to English", "Translate hula to English"),
+        ("Can I change the 'billing' address", "Can I change the 'biling' address"),
+    ],
+)
 def test_residue_keeps_identifiers_one_letter_apart(a, b):
     """Two non-dictionary words one edit apart are a typo only when neither is written as an
     identifier: in capitals, quoted, after a word that names a thing by its id, or without
@@ -152,15 +194,18 @@ def test_residue_keeps_identifiers_one_letter_apart(a, b):
     assert v is not None and v.guard == "residue", v
 
 
-@pytest.mark.parametrize("a, b", [
-    ("How do I cancel my order before it ships?", "How do I cancle my order before it ships?"),
-    ("WHERE IS MY PARCEL, IT IS LATE", "WHERE IS MY PARCLE, IT IS LATE"),
-    ("Reset the password for user jsmith", "Reset the pasword for user jsmith"),
-    ("How do I get a refund for my order", "How do I get a refuund for my order"),
-    ("My kubernetes pod keeps restarting", "My kubernetes pod keeps restrating"),
-    ("Is my data encrypted before upload?", "Is my data enncrypted before upload?"),
-    ("Can I change the billing address", "Can I change the biling address"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("How do I cancel my order before it ships?", "How do I cancle my order before it ships?"),
+        ("WHERE IS MY PARCEL, IT IS LATE", "WHERE IS MY PARCLE, IT IS LATE"),
+        ("Reset the password for user jsmith", "Reset the pasword for user jsmith"),
+        ("How do I get a refund for my order", "How do I get a refuund for my order"),
+        ("My kubernetes pod keeps restarting", "My kubernetes pod keeps restrating"),
+        ("Is my data encrypted before upload?", "Is my data enncrypted before upload?"),
+        ("Can I change the billing address", "Can I change the biling address"),
+    ],
+)
 def test_residue_still_accepts_typos_of_words_next_to_identifiers(a, b):
     """The identifier rule binds only where both words are outside the dictionary and one is
     written as an identifier: a typo of a real word in capitals or after an id noun is still
@@ -175,9 +220,13 @@ async def test_identifiers_one_letter_apart_are_not_merged_through_the_processor
         calls.append([r["q"] for r in reqs])
         return [r["q"] for r in reqs]
 
-    texts = ["What is the status of ticket ABCD?", "What is the status of ticket ABCE?",
-             "what is the status of ticket ABCD", "Translate 'gato' to English",
-             "Translate 'pato' to English"]
+    texts = [
+        "What is the status of ticket ABCD?",
+        "What is the status of ticket ABCE?",
+        "what is the status of ticket ABCD",
+        "Translate 'gato' to English",
+        "Translate 'pato' to English",
+    ]
     async with BatchProcessor(handler=handler, dedup_key="q", window_ms=20) as bp:
         out = await bp.process([{"q": t} for t in texts])
     assert out == [texts[0], texts[1], texts[0], texts[3], texts[4]]
@@ -188,13 +237,23 @@ def test_paraphrase_mode_lets_different_short_wordings_through_but_not_long_prom
     a, b = "How do I reset my password?", "I forgot my password, how can I set a new one?"
     assert decide(a, b).guard == "residue"
     assert decide(a, b, paraphrases=True) is None
-    assert decide(PREAMBLE + "Do you sell hammers?", PREAMBLE + "Do you sell ladders?",
-                  paraphrases=True).guard == "residue"
+    assert (
+        decide(
+            PREAMBLE + "Do you sell hammers?", PREAMBLE + "Do you sell ladders?", paraphrases=True
+        ).guard
+        == "residue"
+    )
 
 
 def test_each_guard_switches_off_alone():
-    assert decide("turn on the lights", "turn off the lights",
-                  guards=[g for g in GUARDS if g != "polarity"]).guard == "residue"
+    assert (
+        decide(
+            "turn on the lights",
+            "turn off the lights",
+            guards=[g for g in GUARDS if g != "polarity"],
+        ).guard
+        == "residue"
+    )
     assert decide("turn on the lights", "turn off the lights", guards=()) is None
     assert decide("order 123", "order 124", guards=(), numbers=False) is None
 
@@ -244,10 +303,17 @@ async def test_the_dedup_path_vetoes_traps_for_every_embedder(embedder):
     opts: dict = {"dedup_threshold": 0.5}  # low: the traps are candidates, guards decide
     if embedder == "callable":
         inner = HashingEmbedder()
-        opts = {"embedder": lambda texts: np.asarray(inner.embed(texts)) * 2.0,
-                "dedup_threshold": 0.5}
-    qs = ["turn on the lights", "turn off the lights", "hi, turn on the lights, thanks",
-          PREAMBLE + "Is the store open?", PREAMBLE + "Is the store closed?"]
+        opts = {
+            "embedder": lambda texts: np.asarray(inner.embed(texts)) * 2.0,
+            "dedup_threshold": 0.5,
+        }
+    qs = [
+        "turn on the lights",
+        "turn off the lights",
+        "hi, turn on the lights, thanks",
+        PREAMBLE + "Is the store open?",
+        PREAMBLE + "Is the store closed?",
+    ]
     seen, done, vetoes = await run_pairs(qs, **opts)
     assert seen == [qs[0], qs[1], qs[3], qs[4]]
     assert done[2].merged_into == 0
@@ -257,7 +323,8 @@ async def test_the_dedup_path_vetoes_traps_for_every_embedder(embedder):
 async def test_dedup_function_merges_are_vetoed_too():
     seen, done, vetoes = await run_pairs(
         ["Is the store open?", "Is the store closed?", "is the store open??"],
-        dedup_function=lambda a, b: 1.0)
+        dedup_function=lambda a, b: 1.0,
+    )
     assert seen == ["Is the store open?", "Is the store closed?"]
     assert done[2].merged_into == 0 and vetoes and vetoes[0].veto.guard == "polarity"
 
@@ -265,8 +332,12 @@ async def test_dedup_function_merges_are_vetoed_too():
 async def test_exact_merges_are_never_vetoed_and_guards_off_restores_the_old_path():
     seen, _, _ = await run_pairs(["Pay -5 dollars", "pay -5 dollars"])
     assert seen == ["Pay -5 dollars"]
-    seen, _, _ = await run_pairs(["turn on the lights", "turn off the lights"],
-                                 dedup_guards=(), guard_numbers=False, dedup_threshold=0.7)
+    seen, _, _ = await run_pairs(
+        ["turn on the lights", "turn off the lights"],
+        dedup_guards=(),
+        guard_numbers=False,
+        dedup_threshold=0.7,
+    )
     assert seen == ["turn on the lights"]  # what the guards prevent
 
 
@@ -274,8 +345,9 @@ def _osa_reference(a: str, b: str) -> int:
     d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
     for i in range(1, len(a) + 1):
         for j in range(1, len(b) + 1):
-            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
-                          d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            d[i][j] = min(
+                d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])
+            )
             if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
                 d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
     return d[len(a)][len(b)]
@@ -305,8 +377,9 @@ async def test_guards_and_canonical_text_switch_at_run_time():
         seen.extend(r["query"] for r in reqs)
         return [None] * len(reqs)
 
-    async with BatchProcessor(handler, window_ms=5, dedup_threshold=0.5,
-                              embedder=recording) as batch:
+    async with BatchProcessor(
+        handler, window_ms=5, dedup_threshold=0.5, embedder=recording
+    ) as batch:
         await batch.process([{"query": "turn on the lights"}, {"query": "turn off the lights"}])
         assert seen == ["turn on the lights", "turn off the lights"]
         seen.clear()

@@ -25,8 +25,11 @@ from stratabatch.index import (
 )
 from stratabatch.kernels import leader_cluster
 
-PAIRS = [json.loads(line) for line in
-         (Path(__file__).parent / "data" / "dedup_pairs.jsonl").read_text().splitlines() if line]
+PAIRS = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "data" / "dedup_pairs.jsonl").read_text().splitlines()
+    if line
+]
 
 
 def _unit(M: np.ndarray) -> np.ndarray:
@@ -57,8 +60,19 @@ def candidates_reference(X, part, thr, start, k):
 
 def _as_lists(cands):
     off, rows, sims, more = cands
-    return [(list(zip(rows[off[j]:off[j + 1]].tolist(), sims[off[j]:off[j + 1]].tolist(),
-                      strict=True)), bool(more[j])) for j in range(len(off) - 1)]
+    return [
+        (
+            list(
+                zip(
+                    rows[off[j] : off[j + 1]].tolist(),
+                    sims[off[j] : off[j + 1]].tolist(),
+                    strict=True,
+                )
+            ),
+            bool(more[j]),
+        )
+        for j in range(len(off) - 1)
+    ]
 
 
 @st.composite
@@ -123,8 +137,9 @@ def test_greedy_pass_without_vetoes_is_greedy_leader_clustering(seed) -> None:
     start = 120
     part[:start][rng.random(start) < 0.2] = -1  # dead rows among the old ones
     thr = 0.97
-    leader, sim, late = greedy_pass(X, part, thr, start, exhaustive_candidates(X, part, thr,
-                                                                               start, 2))
+    leader, sim, late = greedy_pass(
+        X, part, thr, start, exhaustive_candidates(X, part, thr, start, 2)
+    )
     # the reference: old live rows are fixed leaders, dead ones a partition of their own
     ref_part = part.copy()
     ref_part[part < 0] = 10_000 + np.arange((part < 0).sum())
@@ -195,11 +210,12 @@ def _index_vs_exhaustive(X, part, thr, chunk):
         idx.compact_min_dead = 64  # compactions (rows renumbered, table refiled) on the way
         out = np.zeros(X.shape[0], bool)
         for a in range(0, X.shape[0], chunk):
-            rows = X[a:a + chunk]
-            start, _ = idx.append(rows, list(part[a:a + chunk]))
+            rows = X[a : a + chunk]
+            start, _ = idx.append(rows, list(part[a : a + chunk]))
             n = start + len(rows)
-            leader, _, late = greedy_pass(idx.mat[:n], idx.part[:n], thr, start,
-                                          idx.candidates(start, thr))
+            leader, _, late = greedy_pass(
+                idx.mat[:n], idx.part[:n], thr, start, idx.candidates(start, thr)
+            )
             for j, li in enumerate(leader):
                 if li == start + j:
                     idx.lead(li, _Owner())
@@ -258,11 +274,13 @@ def _merged_pairs(method: str, threshold: float | None) -> list[bool]:
                 seen[r["pair"]] = seen.get(r["pair"], 0) + 1
             return [None] * len(reqs)
 
-        batch = BatchProcessor(handler, dedup_scope=("pair",), max_size=1024, window_ms=5,
-                               dedup_threshold=threshold)
+        batch = BatchProcessor(
+            handler, dedup_scope=("pair",), max_size=1024, window_ms=5, dedup_threshold=threshold
+        )
         batch._core._dedup.leaders.method = method
-        await batch.process([{"query": p[side], "pair": i} for i, p in enumerate(PAIRS)
-                             for side in "ab"])
+        await batch.process(
+            [{"query": p[side], "pair": i} for i, p in enumerate(PAIRS) for side in "ab"]
+        )
         await batch.close()
         return [seen[i] == 1 for i in range(len(PAIRS))]
 
@@ -356,7 +374,6 @@ async def test_running_leaders_leave_the_index_when_their_batch_finishes():
     assert gate.items == ["Opening hours today?", "opening hours today"]
 
 
-
 def _slot_rows(t, s: int) -> list[int]:
     from stratabatch.index import _NIL32
 
@@ -424,8 +441,11 @@ def test_a_table_renumbered_after_compaction_holds_what_a_rebuild_would(seed) ->
             assert s >= 0
             assert new_row in _slot_rows(t, s)
     # and it keeps filing: new rows after the renumbered ones land in the same keys
-    t.file(np.concatenate([wk[live], wk[:5]]), np.concatenate([part[live], part[:5]]),
-           np.arange(len(live), len(live) + 5))
+    t.file(
+        np.concatenate([wk[live], wk[:5]]),
+        np.concatenate([part[live], part[:5]]),
+        np.arange(len(live), len(live) + 5),
+    )
     grown = _table_contents(t)
     for j in range(5):
         filed = sum(rows.count(len(live) + j) for rows in grown.values())

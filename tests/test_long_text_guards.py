@@ -31,8 +31,7 @@ _ALL = frozenset(GUARDS)
 
 
 def _vocab(rng: random.Random, n: int) -> list[str]:
-    return ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 10)))
-            for _ in range(n)]
+    return ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 10))) for _ in range(n)]
 
 
 def _profile(tokens: list[str]) -> Any:
@@ -117,8 +116,7 @@ def test_residue_precheck_never_refuses_what_the_guards_accept_on_long_texts(see
     assert refused > 10 and accepted > 3
     # one word of the question changed: refused; a typo of one: passed
     q = base + ["which", "blender", "should", "buy"]
-    assert not residue_precheck(_profile(q), _profile(base + ["which", "toaster", "should",
-                                                             "buy"]))
+    assert not residue_precheck(_profile(q), _profile(base + ["which", "toaster", "should", "buy"]))
     assert residue_precheck(_profile(q), _profile(base + ["which", "blnder", "should", "buy"]))
 
 

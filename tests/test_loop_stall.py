@@ -21,8 +21,9 @@ _MAX_STALL_S = 1.0
 
 def _near_texts(n: int, size: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    vocab = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 10)))
-             for _ in range(20_000)]
+    vocab = [
+        "".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 10))) for _ in range(20_000)
+    ]
     parts, length = [], 0
     while length < size - 100:
         w = rng.choice(vocab)
@@ -57,8 +58,10 @@ def test_near_identical_long_requests_do_not_stall_the_loop() -> None:
 
             beat = asyncio.create_task(heartbeat())
             await asyncio.sleep(0.02)
-            calls = [asyncio.create_task(bp.process([{"query": t} for t in texts[i:i + 50]]))
-                     for i in range(0, len(texts), 50)]
+            calls = [
+                asyncio.create_task(bp.process([{"query": t} for t in texts[i : i + 50]]))
+                for i in range(0, len(texts), 50)
+            ]
             out = [x for part in await asyncio.gather(*calls) for x in part]
             stop = True
             await beat

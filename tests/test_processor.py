@@ -93,8 +93,9 @@ def test_max_size_closes_early_and_min_size_waits_for_max_wait(run_virtual):
         await batch.warm_up()
         t0 = asyncio.get_running_loop().time()
         await asyncio.gather(*(batch.process({"query": str(i)}) for i in range(4)))
-        small = BatchProcessor(handler, window_ms=50, min_size=2, max_wait_ms=80,
-                               dedup_strategy="exact")
+        small = BatchProcessor(
+            handler, window_ms=50, min_size=2, max_wait_ms=80, dedup_strategy="exact"
+        )
         await small.warm_up()
         t1 = asyncio.get_running_loop().time()
         await small.process({"query": "alone"})
@@ -119,8 +120,9 @@ async def test_thousand_callers_with_duplicates_each_get_their_own_result(strate
     rnd.shuffle(texts)
     rec = Recorder(answer=lambda r: "A:" + normalize_key(r["query"]))
     async with exact(rec, max_size=32, window_ms=2, dedup_strategy=strategy) as batch:
-        results = await asyncio.gather(*(batch.process({"query": t, "n": i})
-                                         for i, t in enumerate(texts)))
+        results = await asyncio.gather(
+            *(batch.process({"query": t, "n": i}) for i, t in enumerate(texts))
+        )
         stats = batch.get_stats()
     assert results == ["A:" + normalize_key(t) for t in texts]
     keys = [normalize_key(r["query"]) for r in rec.items]
@@ -161,8 +163,9 @@ async def test_per_item_error_fails_only_that_request():
         return [ValueError("no such order") if r["query"] == "bad" else "ok" for r in reqs]
 
     async with exact(handler) as batch:
-        out = await batch.process([{"query": "good"}, {"query": "bad"}, {"query": "BAD"}],
-                                  return_exceptions=True)
+        out = await batch.process(
+            [{"query": "good"}, {"query": "bad"}, {"query": "BAD"}], return_exceptions=True
+        )
         assert out[0] == "ok"
         for err in out[1:]:
             assert isinstance(err, HandlerError)
@@ -307,8 +310,9 @@ async def test_work_is_cancelled_when_its_last_waiter_leaves():
 
 async def test_queue_full_reject():
     rec = Recorder(delay=0.1)
-    async with exact(rec, max_queue=2, on_full="reject", max_inflight_batches=1, max_size=1,
-                     window_ms=1) as batch:
+    async with exact(
+        rec, max_queue=2, on_full="reject", max_inflight_batches=1, max_size=1, window_ms=1
+    ) as batch:
         running = asyncio.ensure_future(batch.process({"query": "running"}))
         await asyncio.sleep(0.02)
         waiting = [asyncio.ensure_future(batch.process({"query": f"w{i}"})) for i in range(2)]
@@ -321,8 +325,15 @@ async def test_queue_full_reject():
 
 async def test_queue_full_drop_lowest_evicts_the_lowest_priority_waiter():
     rec = Recorder(delay=0.1)
-    async with exact(rec, max_queue=2, on_full="drop_lowest", max_inflight_batches=1,
-                     max_size=1, window_ms=1, enable_priorities=True) as batch:
+    async with exact(
+        rec,
+        max_queue=2,
+        on_full="drop_lowest",
+        max_inflight_batches=1,
+        max_size=1,
+        window_ms=1,
+        enable_priorities=True,
+    ) as batch:
         running = asyncio.ensure_future(batch.process({"query": "running"}))
         await asyncio.sleep(0.02)
         low = asyncio.ensure_future(batch.process({"query": "low"}, priority=1))
@@ -333,16 +344,19 @@ async def test_queue_full_drop_lowest_evicts_the_lowest_priority_waiter():
             await low
         assert await high == "answer:high" and await mid == "answer:mid"
         with pytest.raises(QueueFullError):  # priority 0 is below everyone waiting
-            await asyncio.gather(batch.process({"query": "a"}, priority=9),
-                                 batch.process({"query": "b"}, priority=9),
-                                 batch.process({"query": "c"}, priority=0))
+            await asyncio.gather(
+                batch.process({"query": "a"}, priority=9),
+                batch.process({"query": "b"}, priority=9),
+                batch.process({"query": "c"}, priority=0),
+            )
         await running
 
 
 async def test_queue_full_wait_waits_for_room_then_runs_or_times_out():
     rec = Recorder(delay=0.05)
-    async with exact(rec, max_queue=1, on_full="wait", max_inflight_batches=1, max_size=1,
-                     window_ms=1) as batch:
+    async with exact(
+        rec, max_queue=1, on_full="wait", max_inflight_batches=1, max_size=1, window_ms=1
+    ) as batch:
         out = await asyncio.gather(*(batch.process({"query": str(i)}) for i in range(5)))
         assert out == [f"answer:{i}" for i in range(5)]
         slow = Recorder(delay=1.0)
@@ -358,8 +372,9 @@ async def test_queue_full_wait_waits_for_room_then_runs_or_times_out():
 
 async def test_priorities_order_a_batch_and_a_group_runs_at_its_highest_priority():
     rec = Recorder(delay=0.1)
-    async with exact(rec, enable_priorities=True, max_size=2, window_ms=1,
-                     max_inflight_batches=1) as batch:
+    async with exact(
+        rec, enable_priorities=True, max_size=2, window_ms=1, max_inflight_batches=1
+    ) as batch:
         first = asyncio.ensure_future(batch.process({"query": "occupier"}))
         await asyncio.sleep(0.02)
         calls = [
@@ -379,8 +394,12 @@ async def test_streaming_yields_in_completion_order_with_merge_info():
         return [r["query"] for r in reqs]
 
     async with exact(handler, max_size=1, window_ms=1) as batch:
-        got = [c async for c in batch.process_streaming(
-            [{"query": "slow"}, {"query": "fast"}, {"query": "FAST"}])]
+        got = [
+            c
+            async for c in batch.process_streaming(
+                [{"query": "slow"}, {"query": "fast"}, {"query": "FAST"}]
+            )
+        ]
     assert [c.index for c in got][0] in (1, 2)
     assert got[-1].index == 0 and got[-1].result == "slow"
     by_index = {c.index: c for c in got}
@@ -404,8 +423,13 @@ async def test_close_drains_everything_queued():
 async def test_dedup_scope_keeps_different_models_apart():
     rec = Recorder(answer=lambda r: r["model"])
     async with exact(rec, dedup_scope=("model",)) as batch:
-        out = await batch.process([{"query": "hi", "model": "a"}, {"query": "hi", "model": "b"},
-                                   {"query": "HI", "model": "a"}])
+        out = await batch.process(
+            [
+                {"query": "hi", "model": "a"},
+                {"query": "hi", "model": "b"},
+                {"query": "HI", "model": "a"},
+            ]
+        )
     assert out == ["a", "b", "a"] and len(rec.items) == 2
 
 
@@ -434,12 +458,20 @@ async def test_custom_dedup_function_and_its_errors_fail_only_the_affected_reque
     rec = Recorder()
     # word guards off: this checks the function's plumbing ("today" / "tomorrow" is a trap
     # the entities guard would veto, see tests/test_guards.py)
-    async with BatchProcessor(rec, dedup_function=same_first_word, window_ms=5,
-                              dedup_guards=()) as batch:
+    async with BatchProcessor(
+        rec, dedup_function=same_first_word, window_ms=5, dedup_guards=()
+    ) as batch:
         await batch.process({"query": "warm up"})
         out = await batch.process(
-            [{"query": "weather today"}, {"query": "weather tomorrow"}, {"query": "explode"},
-             {"query": "weird"}, {"query": "invoice please"}], return_exceptions=True)
+            [
+                {"query": "weather today"},
+                {"query": "weather tomorrow"},
+                {"query": "explode"},
+                {"query": "weird"},
+                {"query": "invoice please"},
+            ],
+            return_exceptions=True,
+        )
         assert out[0] == out[1] == "answer:weather today"
         assert isinstance(out[2], HandlerError) and "dedup_function raised" in str(out[2])
         assert isinstance(out[3], HandlerError) and "[0, 1]" in str(out[3])
@@ -458,8 +490,9 @@ async def test_custom_dedup_function_and_its_errors_fail_only_the_affected_reque
 )
 async def test_bad_requests_get_a_clear_error_and_the_processor_keeps_serving(bad, err, match):
     rec = Recorder()
-    async with BatchProcessor(rec, max_request_bytes=1024, window_ms=2,
-                              dedup_strategy="hybrid") as batch:
+    async with BatchProcessor(
+        rec, max_request_bytes=1024, window_ms=2, dedup_strategy="hybrid"
+    ) as batch:
         with pytest.raises(err, match=match):
             await batch.process(bad)
         with pytest.raises(err):
@@ -507,8 +540,15 @@ def test_a_starving_low_priority_request_goes_first_after_max_wait(run_virtual):
         return [r["query"] for r in reqs]
 
     async def main():
-        batch = BatchProcessor(handler, enable_priorities=True, max_size=1, window_ms=1,
-                               max_wait_ms=50, max_inflight_batches=1, dedup_strategy="exact")
+        batch = BatchProcessor(
+            handler,
+            enable_priorities=True,
+            max_size=1,
+            window_ms=1,
+            max_wait_ms=50,
+            max_inflight_batches=1,
+            dedup_strategy="exact",
+        )
         await batch.warm_up()
         loop = asyncio.get_running_loop()
         t0 = loop.time()

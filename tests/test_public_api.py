@@ -10,9 +10,19 @@ import sys
 import stratabatch
 
 DOCUMENTED = [
-    "BatchConfig", "BatchProcessor", "BatchTimeoutError", "Completed", "ConfigError",
-    "EngineUnavailableError", "HandlerError", "InvalidRequestError", "QueueFullError",
-    "RequestTooLargeError", "Stats", "StratabatchError", "connect",
+    "BatchConfig",
+    "BatchProcessor",
+    "BatchTimeoutError",
+    "Completed",
+    "ConfigError",
+    "EngineUnavailableError",
+    "HandlerError",
+    "InvalidRequestError",
+    "QueueFullError",
+    "RequestTooLargeError",
+    "Stats",
+    "StratabatchError",
+    "connect",
 ]
 
 
@@ -44,11 +54,14 @@ def test_importing_stratabatch_loads_no_numba_textual_or_uvloop():
         "print(json.dumps([m for m in ('numba', 'llvmlite', 'textual', 'uvloop')"
         " if m in sys.modules]))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import stratabatch"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import stratabatch"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "numba" not in out.stderr and "textual" not in out.stderr
 
 
@@ -56,8 +69,10 @@ def test_stats_fields_documented_in_design_are_all_there():
     from dataclasses import fields
 
     names = {f.name for f in fields(stratabatch.Stats)}
-    design = ("total_requests total_batches avg_batch_size unique_requests duplicates dedup_rate "
-              "inflight_coalesced requests_per_second cost_saved_usd latency_ms_p50 "
-              "latency_ms_p95 latency_ms_p99 queue_depth window_ms errors timeouts rejected "
-              "exact_merges near_merges merge_similarity_histogram").split()
+    design = (
+        "total_requests total_batches avg_batch_size unique_requests duplicates dedup_rate "
+        "inflight_coalesced requests_per_second cost_saved_usd latency_ms_p50 "
+        "latency_ms_p95 latency_ms_p99 queue_depth window_ms errors timeouts rejected "
+        "exact_merges near_merges merge_similarity_histogram"
+    ).split()
     assert set(design) <= names

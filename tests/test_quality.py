@@ -17,8 +17,11 @@ import pytest
 from stratabatch import BatchProcessor
 from stratabatch.dedup import number_guard
 
-PAIRS = [json.loads(line) for line in
-         (Path(__file__).parent / "data" / "dedup_pairs.jsonl").read_text().splitlines() if line]
+PAIRS = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "data" / "dedup_pairs.jsonl").read_text().splitlines()
+    if line
+]
 
 
 async def merged_pairs(pairs: list[dict] | None = None, **options) -> list[bool]:
@@ -30,8 +33,7 @@ async def merged_pairs(pairs: list[dict] | None = None, **options) -> list[bool]
             seen[r["pair"]] += 1
         return [None] * len(reqs)
 
-    batch = BatchProcessor(handler, dedup_scope=("pair",), max_size=1024, window_ms=5,
-                           **options)
+    batch = BatchProcessor(handler, dedup_scope=("pair",), max_size=1024, window_ms=5, **options)
     reqs = [{"query": p[side], "pair": i} for i, p in enumerate(pairs) for side in "ab"]
     await batch.process(reqs)
     await batch.close()
@@ -56,8 +58,16 @@ def report(name: str, merged: list[bool]) -> dict:
 def test_the_set_is_big_and_varied_enough():
     kinds = {p["kind"] for p in PAIRS}
     assert len(PAIRS) >= 150
-    assert {"surface", "typo", "paraphrase", "near_miss", "onoff", "numbers", "swapped",
-            "unrelated"} <= kinds
+    assert {
+        "surface",
+        "typo",
+        "paraphrase",
+        "near_miss",
+        "onoff",
+        "numbers",
+        "swapped",
+        "unrelated",
+    } <= kinds
 
 
 @pytest.mark.parametrize("strategy", ["exact", "embedding", "hybrid"])
@@ -74,17 +84,21 @@ async def test_guard_numbers_keeps_different_numbers_apart_even_at_a_loose_thres
     # the word guards off, so that only guard_numbers stands between different numbers
     guarded_merges = await merged_pairs(dedup_threshold=0.6, dedup_guards=())
     guarded = report("guarded 0.6", guarded_merges)
-    unguarded = report("unguarded 0.6", await merged_pairs(dedup_threshold=0.6, dedup_guards=(),
-                                                           guard_numbers=False))
+    unguarded = report(
+        "unguarded 0.6",
+        await merged_pairs(dedup_threshold=0.6, dedup_guards=(), guard_numbers=False),
+    )
     differ = [number_guard(p["a"]) != number_guard(p["b"]) for p in PAIRS]
     assert sum(differ) >= 20
     assert not any(m and d for m, d in zip(guarded_merges, differ, strict=True))
     assert unguarded["numbers"] > guarded["numbers"]
 
 
-GUARD_PAIRS = [json.loads(line) for line in
-               (Path(__file__).parent / "data" / "guard_pairs.jsonl").read_text().splitlines()
-               if line]
+GUARD_PAIRS = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "data" / "guard_pairs.jsonl").read_text().splitlines()
+    if line
+]
 NEAR_KINDS = ("surface", "typo", "filler", "frame", "spelling", "reorder", "long_repeat")
 
 

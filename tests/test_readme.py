@@ -12,8 +12,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_quick_start_runs_and_merges_the_surface_variant():
     code = re.search(r"## Quick start\s+```python\n(.*?)```", README.read_text(), re.S).group(1)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     assert "answer to What's the weather?" in out
     assert "['answer to Show me my invoice', 'answer to Show me my invoice']" in out
     assert out.strip().endswith("0.3333333333333333")  # 1 of 3 requests was a duplicate
@@ -29,8 +30,10 @@ def test_readme_opens_with_the_two_setup_commands_ci_runs():
     assert lines[1] in ci
 
 
-ROW = re.compile(r"^(?P<mode>\S.*?)\s{2,}(?P<rps>[\d,]+)\s+(?P<x>[\d.]+x|-)\s+(?P<p99>[\d,]+)\s+"
-                 r"(?P<items>[\d,]+)\s+(?P<wrong>\d+)\s+(?P<lost>\d+)$")
+ROW = re.compile(
+    r"^(?P<mode>\S.*?)\s{2,}(?P<rps>[\d,]+)\s+(?P<x>[\d.]+x|-)\s+(?P<p99>[\d,]+)\s+"
+    r"(?P<items>[\d,]+)\s+(?P<wrong>\d+)\s+(?P<lost>\d+)$"
+)
 RERUN = ("stratabatch exact", "stratabatch embedding")
 
 
@@ -58,8 +61,10 @@ async def test_readme_quick_table_counts_match_a_real_run():
     workload = generate(WorkloadConfig(**QUICK))
     truth = workload.truth()
     assert f"workload: {truth['requests']:,} requests (bursts, 4 clients, seed 1)" in block
-    assert (f"duplicates within a burst: {truth['dups_existing']:,} existing, "
-            f"{truth['dups_catchable']:,} of them surface variants") in block
+    assert (
+        f"duplicates within a burst: {truth['dups_existing']:,} existing, "
+        f"{truth['dups_catchable']:,} of them surface variants"
+    ) in block
     assert {"unbatched", "batching, no dedup", *RERUN} <= set(rows), rows
     for name, row in rows.items():
         assert row["lost"] == 0, name
@@ -68,8 +73,9 @@ async def test_readme_quick_table_counts_match_a_real_run():
     settings = Settings()
     for name in RERUN:
         mode = Embedded(name.split()[-1])
-        r = account(workload, await mode.run(workload, settings, lambda _k: None), settings,
-                    mode.batch_size)
+        r = account(
+            workload, await mode.run(workload, settings, lambda _k: None), settings, mode.batch_size
+        )
         pasted = rows[name]
         print(name, "pasted", pasted, "now", r["backend_items"], r["wrong_merges"], r["lost"])
         assert abs(r["backend_items"] - pasted["items"]) <= max(5, 0.03 * pasted["items"]), name

@@ -39,8 +39,13 @@ def nested(levels: int, leaf: Any = 1) -> Any:
     return value
 
 
-def client_frame(blob: bytes, rid: int = MAX_ID, priority: int = MIN_PRIORITY,
-                 deadline_ns: int = MAX_DEADLINE_NS, row: int = MAX_ROW) -> bytes:
+def client_frame(
+    blob: bytes,
+    rid: int = MAX_ID,
+    priority: int = MIN_PRIORITY,
+    deadline_ns: int = MAX_DEADLINE_NS,
+    row: int = MAX_ROW,
+) -> bytes:
     """A request frame as the engine's client writes it: the checked payload spliced in after
     the four integers (the largest of each by default: the longest header)."""
     pack = msgpack.Packer(use_bin_type=True).pack
@@ -144,8 +149,12 @@ SIZES = [64, 1000, 70_000, 1 << 20, 64 << 20]
 
 @pytest.mark.parametrize(
     "size, shape",
-    [(size, shape) for size in SIZES for shape in ("str", "bin", "list", "map")
-     if size < 64 << 20 or shape in ("str", "bin")],  # 64 Mi items would take GBs of memory
+    [
+        (size, shape)
+        for size in SIZES
+        for shape in ("str", "bin", "list", "map")
+        if size < 64 << 20 or shape in ("str", "bin")
+    ],  # 64 Mi items would take GBs of memory
 )
 def test_every_request_within_the_rule_decodes_in_the_engine(size, shape):
     limits = frame_limits(BatchConfig(max_request_bytes=size))
@@ -162,8 +171,10 @@ def test_the_deepest_request_decodes_in_the_engine():
     limits = frame_limits(BatchConfig())
     assert limits.max_depth == MAX_DEPTH + 1  # the frame's own array is one more level
     request = {"v": nested(MAX_DEPTH - 1)}
-    assert FrameDecoder(limits).request(client_frame(check_payload(request, 0, 1 << 20))) \
-        .payload == request
+    assert (
+        FrameDecoder(limits).request(client_frame(check_payload(request, 0, 1 << 20))).payload
+        == request
+    )
 
 
 def test_the_engine_decoder_refuses_a_payload_over_max_request_bytes():
@@ -175,21 +186,35 @@ def test_the_engine_decoder_refuses_a_payload_over_max_request_bytes():
         dec.request(client_frame(msgpack.packb(fill(1001, "str"))))
 
 
-_SETTINGS = settings(deadline=None, max_examples=150, database=None,
-                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-_leaves = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
-           | st.floats(allow_nan=False) | st.text(max_size=40) | st.binary(max_size=40))
+_SETTINGS = settings(
+    deadline=None,
+    max_examples=150,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+    | st.binary(max_size=40)
+)
 _values = st.recursive(
     _leaves,
-    lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=6), inner, max_size=8)
+    ),
     max_leaves=60,
 )
 
 
 @_SETTINGS
-@given(request=st.dictionaries(st.text(max_size=6), _values, max_size=6),
-       levels=st.integers(0, 70), limit=st.integers(64, 4096))
+@given(
+    request=st.dictionaries(st.text(max_size=6), _values, max_size=6),
+    levels=st.integers(0, 70),
+    limit=st.integers(64, 4096),
+)
 def test_property_the_engine_decodes_whatever_the_rule_accepts(request, levels, limit):
     request = {**request, "deep": nested(levels)}
     try:
@@ -199,17 +224,20 @@ def test_property_the_engine_decodes_whatever_the_rule_accepts(request, levels, 
         return
     assert depth(request) <= MAX_DEPTH
     decoded = FrameDecoder(frame_limits(BatchConfig(max_request_bytes=limit))).request(
-        client_frame(blob))
+        client_frame(blob)
+    )
     assert msgpack.packb(decoded.payload) == blob
 
 
 # ---------------------------------------------------------------- results
 
 
-@pytest.mark.parametrize("request_bytes, result_bytes",
-                         [(1 << 20, 1 << 20), (4096, 3_000_000), (8 << 20, 64), (64, 64)])
+@pytest.mark.parametrize(
+    "request_bytes, result_bytes", [(1 << 20, 1 << 20), (4096, 3_000_000), (8 << 20, 64), (64, 64)]
+)
 def test_a_result_of_max_result_bytes_reaches_the_client_and_one_byte_more_does_not(
-        request_bytes, result_bytes):
+    request_bytes, result_bytes
+):
     config = BatchConfig(max_request_bytes=request_bytes, max_result_bytes=result_bytes)
     limits = frame_limits(config)
     engine_enc = FrameEncoder(limits)
@@ -234,8 +262,12 @@ def test_a_result_of_max_result_bytes_reaches_the_client_and_one_byte_more_does_
 def test_results_have_the_container_limits_of_requests():
     limits = frame_limits(BatchConfig())
     engine_enc, client_dec = FrameEncoder(limits), FrameDecoder(limits)
-    for result in (nested(MAX_DEPTH), nested(MAX_DEPTH - 1, []), list(range(100_000)),
-                   {str(i): i for i in range(100_000)}):
+    for result in (
+        nested(MAX_DEPTH),
+        nested(MAX_DEPTH - 1, []),
+        list(range(100_000)),
+        {str(i): i for i in range(100_000)},
+    ):
         assert client_dec.response(engine_enc.ok(1, result)).value == result
     with pytest.raises(FrameError, match="result nests containers more than 64 levels deep"):
         engine_enc.ok(1, nested(MAX_DEPTH, []))

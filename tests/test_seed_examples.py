@@ -32,28 +32,38 @@ class Counting:
 
 async def test_quick_start():
     batch = BatchProcessor(echo_handler, window_ms=50, max_size=32, dedup_threshold=0.98)
-    results = await batch.process([
-        {"query": "What's the weather?"},
-        {"query": "How's the weather today?"},
-        {"query": "Show me my invoice"},
-    ])
-    assert results[0] == "answer to \"What's the weather?\""
+    results = await batch.process(
+        [
+            {"query": "What's the weather?"},
+            {"query": "How's the weather today?"},
+            {"query": "Show me my invoice"},
+        ]
+    )
+    assert results[0] == 'answer to "What\'s the weather?"'
     assert results[2] == "answer to 'Show me my invoice'"
     # The seed calls the second one "Similar - deduped!". That is a paraphrase: no hashed
     # embedder merges it at 0.98 (see the README's embedder table), so it gets its own answer.
-    assert results[1] == "answer to \"How's the weather today?\""
+    assert results[1] == 'answer to "How\'s the weather today?"'
     await batch.close()
 
 
 def test_configuration_block_builds_and_reads_back():
     batch = BatchProcessor(
-        window_ms=50, max_size=32, min_size=2,
-        enable_dedup=True, dedup_threshold=0.98, dedup_strategy="embedding",
-        max_wait_ms=100, processing_timeout=30,
+        window_ms=50,
+        max_size=32,
+        min_size=2,
+        enable_dedup=True,
+        dedup_threshold=0.98,
+        dedup_strategy="embedding",
+        max_wait_ms=100,
+        processing_timeout=30,
     )
     assert (batch.window_ms, batch.max_size, batch.min_size) == (50, 32, 2)
     assert (batch.enable_dedup, batch.dedup_threshold, batch.dedup_strategy) == (
-        True, 0.98, "embedding")
+        True,
+        0.98,
+        "embedding",
+    )
     assert (batch.max_wait_ms, batch.processing_timeout) == (100, 30)
 
 
@@ -73,8 +83,9 @@ def test_how_it_works_request_collection_timeline(run_virtual):
             await asyncio.sleep(ms / 1000)
             return await batch.process({"query": q})
 
-        await asyncio.gather(arrive(0, "Request 1"), arrive(10, "Request 2"),
-                             arrive(25, "Request 3"))
+        await asyncio.gather(
+            arrive(0, "Request 1"), arrive(10, "Request 2"), arrive(25, "Request 3")
+        )
         await batch.close()
         return t0
 
@@ -104,8 +115,9 @@ async def test_deduplication_and_result_distribution():
 async def test_embedding_based_strategy_merges_at_the_threshold():
     rec = Counting()
     batch = BatchProcessor(rec, dedup_strategy="embedding", dedup_threshold=0.98, window_ms=20)
-    out = await batch.process([{"query": "Track my order"}, {"query": "track my order!"},
-                               {"query": "Cancel my order"}])
+    out = await batch.process(
+        [{"query": "Track my order"}, {"query": "track my order!"}, {"query": "Cancel my order"}]
+    )
     assert out[0] == out[1] != out[2]
     assert len(rec.items) == 2
     await batch.close()
@@ -114,8 +126,13 @@ async def test_embedding_based_strategy_merges_at_the_threshold():
 async def test_exact_match_strategy():
     rec = Counting()
     batch = BatchProcessor(rec, dedup_strategy="exact", window_ms=20)
-    out = await batch.process([{"query": "Reset my password"}, {"query": "reset  my PASSWORD"},
-                               {"query": "Reset my password!"}])
+    out = await batch.process(
+        [
+            {"query": "Reset my password"},
+            {"query": "reset  my PASSWORD"},
+            {"query": "Reset my password!"},
+        ]
+    )
     assert out[0] == out[1] != out[2]  # equal after normalization only; "!" differs
     assert rec.items == ["Reset my password", "Reset my password!"]
     await batch.close()
@@ -129,8 +146,7 @@ async def test_batch_size_tuning_presets(window_ms, max_size):
         sizes.append(len(reqs))
         return await echo_handler(reqs)
 
-    batch = BatchProcessor(handler, window_ms=window_ms, max_size=max_size,
-                           dedup_strategy="exact")
+    batch = BatchProcessor(handler, window_ms=window_ms, max_size=max_size, dedup_strategy="exact")
     await asyncio.gather(*(batch.process({"query": f"q{i}"}) for i in range(100)))
     await batch.close()
     assert sum(sizes) == 100 and max(sizes) == max_size
@@ -219,8 +235,14 @@ async def test_priority_batching():
         await asyncio.sleep(0.05)
         return await echo_handler(reqs)
 
-    batch = BatchProcessor(handler, enable_priorities=True, max_size=1, window_ms=1,
-                           max_inflight_batches=1, dedup_strategy="exact")
+    batch = BatchProcessor(
+        handler,
+        enable_priorities=True,
+        max_size=1,
+        window_ms=1,
+        max_inflight_batches=1,
+        dedup_strategy="exact",
+    )
     blocker = asyncio.ensure_future(batch.process({"query": "blocker"}))
     await asyncio.sleep(0.02)
     low = asyncio.ensure_future(batch.process({"query": "low"}))
@@ -257,11 +279,13 @@ async def test_custom_deduplication():
 
     rec = Counting()
     batch = BatchProcessor(rec, dedup_function=custom_dedup, window_ms=10)
-    out = await batch.process([
-        {"query": "where is order 7", "order": 7},
-        {"query": "status of order 7?", "order": 7},
-        {"query": "where is order 8", "order": 8},
-    ])
+    out = await batch.process(
+        [
+            {"query": "where is order 7", "order": 7},
+            {"query": "status of order 7?", "order": 7},
+            {"query": "where is order 8", "order": 8},
+        ]
+    )
     assert out[0] == out[1] != out[2]
     assert rec.items == ["where is order 7", "where is order 8"]
     await batch.close()

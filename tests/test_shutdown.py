@@ -100,22 +100,24 @@ async def test_a_failing_batch_is_logged_once_not_once_per_request(caplog):
         return [r["prompt"] for r in requests]
 
     with caplog.at_level(logging.DEBUG, logger="stratabatch"):
-        async with BatchProcessor(handler, window_ms=20, max_size=64,
-                                  enable_dedup=False) as batch:
-            outcomes = await batch.process([{"query": str(i)} for i in range(50)],
-                                           return_exceptions=True)
+        async with BatchProcessor(handler, window_ms=20, max_size=64, enable_dedup=False) as batch:
+            outcomes = await batch.process(
+                [{"query": str(i)} for i in range(50)], return_exceptions=True
+            )
             assert all(isinstance(o, HandlerError) for o in outcomes)
     records = [r for r in caplog.records if r.name == "stratabatch.handler"]
     assert len(records) == 1 and records[0].exc_info is not None
 
 
 def test_the_library_is_silent_without_logging_configured():
-    code = ("import asyncio\nfrom stratabatch import BatchProcessor\n"
-            "async def h(rs):\n    raise KeyError('prompt')\n"
-            "async def main():\n"
-            "    async with BatchProcessor(h, window_ms=1, enable_dedup=False) as b:\n"
-            "        await b.process([{'query': 'a'}], return_exceptions=True)\n"
-            "asyncio.run(main())\n")
+    code = (
+        "import asyncio\nfrom stratabatch import BatchProcessor\n"
+        "async def h(rs):\n    raise KeyError('prompt')\n"
+        "async def main():\n"
+        "    async with BatchProcessor(h, window_ms=1, enable_dedup=False) as b:\n"
+        "        await b.process([{'query': 'a'}], return_exceptions=True)\n"
+        "asyncio.run(main())\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr == b"", proc.stderr.decode()
 

@@ -30,8 +30,24 @@ from stratabatch import (
 )
 
 DOCUMENTED = (BatchTimeoutError, QueueFullError, HandlerError, InvalidRequestError)
-WORDS = ("apple", "river", "stone", "cloud", "ember", "violet", "harbor", "mosaic",
-         "tundra", "quartz", "lantern", "meadow", "falcon", "copper", "saffron", "glacier")
+WORDS = (
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "ember",
+    "violet",
+    "harbor",
+    "mosaic",
+    "tundra",
+    "quartz",
+    "lantern",
+    "meadow",
+    "falcon",
+    "copper",
+    "saffron",
+    "glacier",
+)
 PROCESSING_TIMEOUT = 0.05
 MAX_LIVE = 48  # callers outstanding at once
 HANG_S = 0.12  # a hanging handler outlives processing_timeout, then returns
@@ -101,15 +117,18 @@ class Modes:
 
 def make_handler(modes: Modes, is_async: bool):
     if is_async:
+
         async def handler(reqs):
             mode = modes.pick()
             await asyncio.sleep(HANG_S if mode == "hang" else modes.rng.random() * 0.003)
             return modes.answer(mode, reqs)
     else:
+
         def handler(reqs):
             mode = modes.pick()
             time.sleep(HANG_S if mode == "hang" else modes.rng.random() * 0.003)
             return modes.answer(mode, reqs)
+
     return handler
 
 
@@ -182,8 +201,12 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
     async def many(return_exceptions: bool) -> None:
         items = [new_req() for _ in range(rng.randint(1, 6))]
         try:
-            vs = await b.process([r for _, _, r in items], priority=rng.randint(0, 5),
-                                 timeout=timeout(), return_exceptions=return_exceptions)
+            vs = await b.process(
+                [r for _, _, r in items],
+                priority=rng.randint(0, 5),
+                timeout=timeout(),
+                return_exceptions=return_exceptions,
+            )
         except asyncio.CancelledError:
             for rid, text, _ in items:
                 ledger.note(rid, text, None, StratabatchError("cancelled by the storm"))
@@ -205,8 +228,9 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
         items = [new_req() for _ in range(rng.randint(1, 6))]
         seen: set[int] = set()
         try:
-            async for c in b.process_streaming([r for _, _, r in items],
-                                               priority=rng.randint(0, 5), timeout=timeout()):
+            async for c in b.process_streaming(
+                [r for _, _, r in items], priority=rng.randint(0, 5), timeout=timeout()
+            ):
                 assert c.index not in seen, f"index {c.index} yielded twice"
                 seen.add(c.index)
                 rid, text, _ = items[c.index]
@@ -233,8 +257,16 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
         if r < 0.15 and tasks:
             rng.choice(tasks).cancel()
         elif r < 0.30:
-            field = rng.choice(("window_ms", "max_queue", "on_full", "enable_priorities",
-                                "dedup_strategy", "enable_dedup"))
+            field = rng.choice(
+                (
+                    "window_ms",
+                    "max_queue",
+                    "on_full",
+                    "enable_priorities",
+                    "dedup_strategy",
+                    "enable_dedup",
+                )
+            )
             value = {
                 "window_ms": lambda: rng.choice((1, 3, 8)),
                 "max_queue": lambda: rng.choice((1, 2, 5, 16)),
@@ -265,8 +297,12 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
     await finish(b, tasks, late, before)
 
 
-async def finish(b: BatchProcessor, tasks: list[asyncio.Task], late: list[asyncio.Task],
-                 before: set[asyncio.Task]) -> None:
+async def finish(
+    b: BatchProcessor,
+    tasks: list[asyncio.Task],
+    late: list[asyncio.Task],
+    before: set[asyncio.Task],
+) -> None:
     """After close(): every caller ends, the books balance, no task is left."""
     tasks = tasks + late
     refused = asyncio.create_task(late_single(b))  # after close: refused
@@ -288,11 +324,14 @@ async def late_single(b: BatchProcessor) -> None:
     with pytest.raises(StratabatchError):
         await b.process({"query": "too late 1"})
 
+
 async def test_storm_exactly_once():
     seed = int(os.environ.get("STRATABATCH_STORM_SEED", random.randrange(2**32)))
     seconds = float(os.environ.get("STRATABATCH_STORM_SECONDS", "4"))
-    print(f"\nstratabatch storm seed={seed} seconds={seconds:g} "
-          f"(reproduce with STRATABATCH_STORM_SEED={seed})")
+    print(
+        f"\nstratabatch storm seed={seed} seconds={seconds:g} "
+        f"(reproduce with STRATABATCH_STORM_SEED={seed})"
+    )
     rng = random.Random(seed)
     ledger = Ledger()
     next_id = [0]
@@ -311,10 +350,12 @@ async def test_storm_oracle_catches_a_wrong_answer():
     async def run():
         def bad(reqs):
             return ["R:" + norm(reqs[0]["query"])] * len(reqs)
+
         b = BatchProcessor(bad, window_ms=5, dedup_strategy="exact")
         ledger = Ledger()
-        vs = await asyncio.gather(b.process({"query": "apple river 1"}),
-                                  b.process({"query": "stone cloud 2"}))
+        vs = await asyncio.gather(
+            b.process({"query": "apple river 1"}), b.process({"query": "stone cloud 2"})
+        )
         await b.close()
         for i, (t, v) in enumerate(zip(("apple river 1", "stone cloud 2"), vs, strict=True)):
             ledger.note(i, t, v, None)

@@ -29,8 +29,10 @@ def test_run_names_are_engine_names_with_this_runs_tag():
 def test_only_this_runs_segments_count_as_leftovers():
     ours = segment_name(run_name("guard"), "control")
     foreign = segment_name(f"unrelated-{uuid.uuid4().hex[:8]}", "control")
-    with Segment.create(ours, 64, magic=MAGIC, version=1), \
-            Segment.create(foreign, 64, magic=MAGIC, version=1):
+    with (
+        Segment.create(ours, 64, magic=MAGIC, version=1),
+        Segment.create(foreign, 64, magic=MAGIC, version=1),
+    ):
         found = own_leftovers()
         assert f"/dev/shm/{ours}" in found
         assert not any(foreign in path for path in found)
@@ -52,9 +54,22 @@ def test_a_run_passes_beside_another_engine_and_another_run():
         listener.bind(sock_path)
         stack.callback(os.unlink, sock_path)
         inner = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-             "tests/test_suite_guards.py", "-k", "engine_names_with"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/test_suite_guards.py",
+                "-k",
+                "engine_names_with",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     assert inner.returncode == 0, inner.stdout + inner.stderr
     assert "1 passed" in inner.stdout

@@ -17,10 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["embedding", "exact"])
 def test_nothing_compiles_after_warm_up(strategy, tmp_path):
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"),
-           "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "warm_probe.py"), strategy],
-                          capture_output=True, timeout=600, env=env, cwd=ROOT)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "warm_probe.py"), strategy],
+        capture_output=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     print(f"{strategy}: warm_up {out['warm_s']:.1f} s with an empty cache")

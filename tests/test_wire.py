@@ -25,10 +25,16 @@ from stratabatch.wire import (
 )
 
 
-@pytest.mark.parametrize("exc", [
-    QueueFullError("full"), InvalidRequestError("bad"), RequestTooLargeError("big"),
-    EngineUnavailableError("gone"), StratabatchError("plain"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        QueueFullError("full"),
+        InvalidRequestError("bad"),
+        RequestTooLargeError("big"),
+        EngineUnavailableError("gone"),
+        StratabatchError("plain"),
+    ],
+)
 def test_our_errors_cross_the_wire_by_type(exc):
     status, value = error_to_wire(exc)
     enc, dec = FrameEncoder(), FrameDecoder()

@@ -45,8 +45,24 @@ def _shared(a: list[str], b: list[str]) -> bool:
 
 def test_the_batch_kernel_gives_the_reference_keys() -> None:
     rng = random.Random(3)
-    vocab = ["alpha", "beta", "gamma", "the", "a", "of", "how", "do", "i", "x", "zebra",
-             "python", "install", "pyhton", "quickly", "ok"] + [f"w{i}x" for i in range(40)]
+    vocab = [
+        "alpha",
+        "beta",
+        "gamma",
+        "the",
+        "a",
+        "of",
+        "how",
+        "do",
+        "i",
+        "x",
+        "zebra",
+        "python",
+        "install",
+        "pyhton",
+        "quickly",
+        "ok",
+    ] + [f"w{i}x" for i in range(40)]
     texts = [[rng.choice(vocab) for _ in range(rng.randrange(0, 14))] for _ in range(500)]
     out = np.zeros((len(texts) + 2, WORD_KEYS), np.uint64)
     (wr, wi, wc), (woff, wlen, wtot) = _pools(texts, out)
@@ -57,8 +73,9 @@ def test_the_batch_kernel_gives_the_reference_keys() -> None:
         assert 1 <= len(got) <= WORD_KEYS
         a, n = woff[2 + j], wlen[2 + j]
         prof = _triples(word_profile(t))
-        assert np.column_stack([wr[a:a + n], wi[a:a + n], wc[a:a + n]]).tolist() == \
-            [list(x) for x in prof]
+        assert np.column_stack([wr[a : a + n], wi[a : a + n], wc[a : a + n]]).tolist() == [
+            list(x) for x in prof
+        ]
         assert wtot[2 + j] == sum(c for _, _, c in prof)
 
 
@@ -66,14 +83,32 @@ def _odd_texts() -> list[str]:
     """Texts whose key words are easy to get wrong: fillers and their typos (ignorable or
     not: "than" is a dictionary word one edit from "thank"), articles, digits stuck to
     letters, non-ASCII words, repeats, and documents past PRECHECK_MAX_WORDS."""
-    return ["", "   ", "?!", "hello", "thanks", "thank you", "plaese help me", "thnaks a lot",
-            "is a cat bigger than a dog", "really realy reallly", "actualy i want the refund",
-            "basicaly how do i reset", "a an the of also now currently", "order 66a and b2b",
-            "café crème brûlée", "naïve approach to the résumé", "Straße", "日本語 の テキスト",
-            "x" * 300, "go go go go go stop", "the the the quick quick fox",
-            " ".join(f"w{i}x" for i in range(PRECHECK_MAX_WORDS + 7)),
-            " ".join(f"w{i}x" for i in range(PRECHECK_MAX_WORDS - 2)) + " plaese",
-            " ".join(["zorblax"] * 2000)]
+    return [
+        "",
+        "   ",
+        "?!",
+        "hello",
+        "thanks",
+        "thank you",
+        "plaese help me",
+        "thnaks a lot",
+        "is a cat bigger than a dog",
+        "really realy reallly",
+        "actualy i want the refund",
+        "basicaly how do i reset",
+        "a an the of also now currently",
+        "order 66a and b2b",
+        "café crème brûlée",
+        "naïve approach to the résumé",
+        "Straße",
+        "日本語 の テキスト",
+        "x" * 300,
+        "go go go go go stop",
+        "the the the quick quick fox",
+        " ".join(f"w{i}x" for i in range(PRECHECK_MAX_WORDS + 7)),
+        " ".join(f"w{i}x" for i in range(PRECHECK_MAX_WORDS - 2)) + " plaese",
+        " ".join(["zorblax"] * 2000),
+    ]
 
 
 def _labelled_texts() -> list[str]:
@@ -86,11 +121,48 @@ def _labelled_texts() -> list[str]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(
-    ["please", "plese", "thanks", "thnaks", "than", "thank", "really", "realy", "the", "a",
-     "of", "now", "helo", "hello", "help", "kettle", "ketle", "refund", "why", "x", "ab",
-     "order", "42", "café", "naïve", "actually", "acutally", "basically", "regards"]),
-    max_size=12).map(" ".join), min_size=1, max_size=20))
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from(
+                [
+                    "please",
+                    "plese",
+                    "thanks",
+                    "thnaks",
+                    "than",
+                    "thank",
+                    "really",
+                    "realy",
+                    "the",
+                    "a",
+                    "of",
+                    "now",
+                    "helo",
+                    "hello",
+                    "help",
+                    "kettle",
+                    "ketle",
+                    "refund",
+                    "why",
+                    "x",
+                    "ab",
+                    "order",
+                    "42",
+                    "café",
+                    "naïve",
+                    "actually",
+                    "acutally",
+                    "basically",
+                    "regards",
+                ]
+            ),
+            max_size=12,
+        ).map(" ".join),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_the_embedding_kernel_gives_the_reference_key_words_on_random_texts(texts) -> None:
     _check_kernel_profiles(texts)
 
@@ -101,20 +173,29 @@ def _edited(word: str, edits: list[tuple[int, int, str]]) -> str:
         if kind == 0:
             word = word[:pos] + c + word[pos:]  # insertion
         elif kind == 1 and len(word) > 1:
-            word = word[:pos] + word[pos + 1:]  # deletion
+            word = word[:pos] + word[pos + 1 :]  # deletion
         elif kind == 2:
-            word = word[:pos] + c + word[pos + 1:]  # substitution
+            word = word[:pos] + c + word[pos + 1 :]  # substitution
         elif pos + 1 < len(word):
-            word = word[:pos] + word[pos + 1] + word[pos] + word[pos + 2:]  # transposition
+            word = word[:pos] + word[pos + 1] + word[pos] + word[pos + 2 :]  # transposition
     return word
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(TYPO_FILLERS),
-                          st.lists(st.tuples(st.integers(0, 3), st.integers(0, 12),
-                                             st.sampled_from("aeilnorstyhkx")),
-                                   min_size=1, max_size=2)),
-                min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(TYPO_FILLERS),
+            st.lists(
+                st.tuples(st.integers(0, 3), st.integers(0, 12), st.sampled_from("aeilnorstyhkx")),
+                min_size=1,
+                max_size=2,
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_the_embedding_kernel_knows_which_filler_typos_are_ignorable(variants) -> None:
     """Words one or two edits from a filler of 5+ letters (the guards' typo rule decides
     whether they are ignorable): the kernel leaves each such text to the reference or
@@ -137,10 +218,17 @@ def _near_filler(w: str) -> bool:
     """Whether ``w`` is a filler of 5+ letters, or one edit from one (two from 8 letters)."""
     from stratabatch.guards import _osa_distance
 
-    return w.isalpha() and len(w) >= 4 and any(
-        f[0] == w[0] and abs(len(f) - len(w)) <= 1
-        and _osa_distance(w, f, 2 if min(len(f), len(w)) >= 8 else 1)
-        <= (2 if min(len(f), len(w)) >= 8 else 1) for f in TYPO_FILLERS)
+    return (
+        w.isalpha()
+        and len(w) >= 4
+        and any(
+            f[0] == w[0]
+            and abs(len(f) - len(w)) <= 1
+            and _osa_distance(w, f, 2 if min(len(f), len(w)) >= 8 else 1)
+            <= (2 if min(len(f), len(w)) >= 8 else 1)
+            for f in TYPO_FILLERS
+        )
+    )
 
 
 def _check_kernel_profiles(texts: list[str]) -> int:
@@ -198,8 +286,11 @@ def _pools(texts, out):
     profiles = [word_profile(t) for t in texts]
     total = sum(len(p) // 3 for p in profiles)
     pools = tuple(np.zeros(total + 5, np.int64) for _ in range(3))
-    rows = (np.zeros(len(texts) + 2, np.int64), np.full(len(texts) + 2, -1, np.int64),
-            np.zeros(len(texts) + 2, np.int64))
+    rows = (
+        np.zeros(len(texts) + 2, np.int64),
+        np.full(len(texts) + 2, -1, np.int64),
+        np.zeros(len(texts) + 2, np.int64),
+    )
     assert word_rows(profiles, pools, 5, rows, out, 2) == total + 5
     return pools, rows
 
@@ -208,21 +299,28 @@ def _kernel_may_pass(data, i, j):
     """The index's pre-check of rows i and j (the totals check first, as the producers do)."""
     (wr, wi, wc), (woff, wlen, wtot) = data
     buf = np.empty(128, np.int64)
-    return bool(wtot[i] == wtot[j] and _may_pass_residue(wr, wi, wc, woff[i], wlen[i], woff[j],
-                                                         wlen[j], buf))
+    return bool(
+        wtot[i] == wtot[j]
+        and _may_pass_residue(wr, wi, wc, woff[i], wlen[i], woff[j], wlen[j], buf)
+    )
 
 
 @settings(max_examples=300, deadline=None)
-@given(base=st.lists(_letters, min_size=1, max_size=14, unique=True),
-       drop_a=st.integers(0, 2), add_a=st.lists(_letters, max_size=2),
-       drop_b=st.integers(0, 2), add_b=st.lists(_letters, max_size=2),
-       data=st.data())
-def test_texts_differing_by_two_key_words_a_side_share_a_key(base, drop_a, add_a, drop_b,
-                                                              add_b, data) -> None:
+@given(
+    base=st.lists(_letters, min_size=1, max_size=14, unique=True),
+    drop_a=st.integers(0, 2),
+    add_a=st.lists(_letters, max_size=2),
+    drop_b=st.integers(0, 2),
+    add_b=st.lists(_letters, max_size=2),
+    data=st.data(),
+)
+def test_texts_differing_by_two_key_words_a_side_share_a_key(
+    base, drop_a, add_a, drop_b, add_b, data
+) -> None:
     """The module's guarantee: at most two words of A not in B, and two of B not in A."""
     shared = base[: max(1, len(base) - drop_a - drop_b)]
-    a = shared + base[len(shared):len(shared) + drop_a] + add_a
-    b = shared + base[len(shared) + drop_a:len(shared) + drop_a + drop_b] + add_b
+    a = shared + base[len(shared) : len(shared) + drop_a] + add_a
+    b = shared + base[len(shared) + drop_a : len(shared) + drop_a + drop_b] + add_b
     a_only = set(a) - set(b)
     b_only = set(b) - set(a)
     if len(a_only) > 2 or len(b_only) > 2:
@@ -233,8 +331,10 @@ def test_texts_differing_by_two_key_words_a_side_share_a_key(base, drop_a, add_a
 
 
 @settings(max_examples=150, deadline=None)
-@given(base=st.lists(_letters, min_size=10, max_size=20, unique=True),
-       swap=st.lists(st.tuples(st.integers(0, 9), _letters), min_size=3, max_size=3))
+@given(
+    base=st.lists(_letters, min_size=10, max_size=20, unique=True),
+    swap=st.lists(st.tuples(st.integers(0, 9), _letters), min_size=3, max_size=3),
+)
 def test_long_texts_tolerate_three_typos(base, swap) -> None:
     b = list(base)
     for k, w in swap:
@@ -247,8 +347,10 @@ def test_long_texts_tolerate_three_typos(base, swap) -> None:
 def _labelled() -> list[tuple[str, str]]:
     out = []
     for name in ("guard_pairs.jsonl", "dedup_pairs.jsonl"):
-        out += [(r["a"], r["b"]) for r in
-                (json.loads(x) for x in (DATA / name).read_text().splitlines() if x)]
+        out += [
+            (r["a"], r["b"])
+            for r in (json.loads(x) for x in (DATA / name).read_text().splitlines() if x)
+        ]
     return out
 
 
@@ -286,13 +388,13 @@ def test_the_precheck_passes_every_typo_variant_the_guards_accept(base, data) ->
         p = data.draw(st.integers(0, len(w) - 1))
         edit = data.draw(st.sampled_from(["sub", "del", "ins", "swap"]))
         if edit == "sub":
-            w = w[:p] + data.draw(st.sampled_from("aeioust")) + w[p + 1:]
+            w = w[:p] + data.draw(st.sampled_from("aeioust")) + w[p + 1 :]
         elif edit == "del":
-            w = w[:p] + w[p + 1:]
+            w = w[:p] + w[p + 1 :]
         elif edit == "ins":
             w = w[:p] + data.draw(st.sampled_from("aeioust")) + w[p:]
         elif p + 1 < len(w):
-            w = w[:p] + w[p + 1] + w[p] + w[p + 2:]
+            w = w[:p] + w[p + 1] + w[p] + w[p + 2 :]
         variant[k] = w
     variant = [w for w in variant if w] + data.draw(st.sampled_from([[], ["the"], ["a", "of"]]))
     a, b = features_batch([" ".join(base), " ".join(variant)])
@@ -303,8 +405,9 @@ def test_the_precheck_passes_every_typo_variant_the_guards_accept(base, data) ->
 
 
 def test_articles_and_order_do_not_change_the_keys() -> None:
-    assert word_keys(["how", "do", "i", "reset", "my", "password"]) == \
-        word_keys(["the", "password", "reset", "a", "my", "how", "i", "do", "the"])
+    assert word_keys(["how", "do", "i", "reset", "my", "password"]) == word_keys(
+        ["the", "password", "reset", "a", "my", "how", "i", "do", "the"]
+    )
     assert word_keys([]) == word_keys(["the", "a", "of"])  # no key word: the shared empty key
 
 
@@ -368,8 +471,9 @@ def _run(texts: list[str], extra: list[dict] | None = None, **opts) -> tuple[lis
             calls.append([r["q"] for r in reqs])
             return [r["q"] for r in reqs]
 
-        async with BatchProcessor(handler=handler, max_size=64, window_ms=50,
-                                  dedup_key="q", **opts) as bp:
+        async with BatchProcessor(
+            handler=handler, max_size=64, window_ms=50, dedup_key="q", **opts
+        ) as bp:
             reqs = [{"q": t} for t in texts] + (extra or [])
             out = await bp.process(reqs)
             leaders = bp._core._dedup.leaders
@@ -380,8 +484,10 @@ def _run(texts: list[str], extra: list[dict] | None = None, **opts) -> tuple[lis
 
 def _bulk(n: int, seed: int) -> tuple[list[str], list[str]]:
     rng = random.Random(seed)
-    words = ["".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(3))
-             for _ in range(3000)]
+    words = [
+        "".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(3))
+        for _ in range(3000)
+    ]
     bases = [" ".join(rng.sample(words, 6)) for _ in range(n)]
     return bases, words
 
@@ -389,8 +495,7 @@ def _bulk(n: int, seed: int) -> tuple[list[str], list[str]]:
 def test_a_deep_queue_uses_the_word_index_and_merges_typos_but_not_other_words() -> None:
     bases, words = _bulk(600, 1)
     typo = [b[:-1] + ("x" if b[-1] != "x" else "y") for b in bases[:50]]  # last letter off
-    other = [b.rsplit(" ", 1)[0] + " " + w for b, w in zip(bases[50:100], words[-50:],
-                                                           strict=True)]
+    other = [b.rsplit(" ", 1)[0] + " " + w for b, w in zip(bases[50:100], words[-50:], strict=True)]
     greeted = ["hi! " + b + ", thanks" for b in bases[100:150]]
     texts = bases + typo + other + greeted
     out, (indexed, table, calls) = _run(texts)
@@ -420,7 +525,8 @@ def test_a_request_with_its_own_vector_turns_the_word_index_off() -> None:
 def test_without_the_residue_guard_the_word_index_is_not_used() -> None:
     bases, _ = _bulk(400, 3)
     out, (indexed, table, calls) = _run(
-        bases, dedup_guards=("polarity", "roles", "entities", "scope"))
+        bases, dedup_guards=("polarity", "roles", "entities", "scope")
+    )
     assert out == bases
     assert table != "WordTable"
 
@@ -441,15 +547,56 @@ def test_a_burst_of_prompts_sharing_a_preamble_asks_the_guards_little() -> None:
     their word keys; the residue pre-check refuses those pairs before the guards are asked, so
     the guards see a few pairs per request instead of one per waiting prompt (before: n^2/2),
     while typos of a waiting prompt still wait for its answer."""
-    pre = ("You are a careful assistant for Acme Corp. Answer concisely, cite the policy "
-           "section, never invent facts, and use British spelling where the customer does. ") * 5
-    items = ["kettle", "toaster", "blender", "lamp", "chair", "desk", "sofa", "mirror", "rug",
-             "clock", "fan", "heater", "kayak", "tent", "stove", "drill", "saw", "ladder"]
-    texts = [f"{pre} Question: can I return the {a} {b} I bought last week?"
-             for a in items for b in ("blue", "green", "large", "small", "used", "broken",
-                                      "spare", "cheap", "heavy", "old", "new", "tiny",
-                                      "noisy", "smart", "electric", "wooden", "plastic",
-                                      "folding", "outdoor", "vintage")]
+    pre = (
+        "You are a careful assistant for Acme Corp. Answer concisely, cite the policy "
+        "section, never invent facts, and use British spelling where the customer does. "
+    ) * 5
+    items = [
+        "kettle",
+        "toaster",
+        "blender",
+        "lamp",
+        "chair",
+        "desk",
+        "sofa",
+        "mirror",
+        "rug",
+        "clock",
+        "fan",
+        "heater",
+        "kayak",
+        "tent",
+        "stove",
+        "drill",
+        "saw",
+        "ladder",
+    ]
+    texts = [
+        f"{pre} Question: can I return the {a} {b} I bought last week?"
+        for a in items
+        for b in (
+            "blue",
+            "green",
+            "large",
+            "small",
+            "used",
+            "broken",
+            "spare",
+            "cheap",
+            "heavy",
+            "old",
+            "new",
+            "tiny",
+            "noisy",
+            "smart",
+            "electric",
+            "wooden",
+            "plastic",
+            "folding",
+            "outdoor",
+            "vintage",
+        )
+    ]
     typos = [t.replace("bought", "bougth") for t in texts[:40]]
     n = len(texts)
     assert n == 360
@@ -458,8 +605,7 @@ def test_a_burst_of_prompts_sharing_a_preamble_asks_the_guards_little() -> None:
         async def handler(reqs):
             return [r["q"] for r in reqs]
 
-        async with BatchProcessor(handler=handler, max_size=64, window_ms=50,
-                                  dedup_key="q") as bp:
+        async with BatchProcessor(handler=handler, max_size=64, window_ms=50, dedup_key="q") as bp:
             dedup = bp._core._dedup
             asked = [0]
             real = dedup.veto
@@ -492,5 +638,9 @@ def test_a_text_of_many_distinct_words_keeps_its_keys_and_is_not_prechecked() ->
     assert wtot[2] < 0 and wtot[3] == 3
     wd = (*data[0], *data[1], np.full(4, -1, np.int64), np.zeros(4, np.float32))
     X = np.ones((4, 2), np.float32) / np.sqrt(np.float32(2))
-    assert _admit(X, 2, 3, np.float32(0.5), np.float32(0.4), np.float32(0.6), wd,
-                  np.empty(128, np.int64)) > 0.9  # not refused: the guards will decide
+    assert (
+        _admit(
+            X, 2, 3, np.float32(0.5), np.float32(0.4), np.float32(0.6), wd, np.empty(128, np.int64)
+        )
+        > 0.9
+    )  # not refused: the guards will decide

@@ -13,8 +13,10 @@ from numba.core.registry import CPUDispatcher
 
 from stratabatch import BatchProcessor
 
-WORDS = ("the quick brown fox jumps over lazy dog order refund invoice shipping teh hte "
-         "recieve adress why how what account password reset").split()
+WORDS = (
+    "the quick brown fox jumps over lazy dog order refund invoice shipping teh hte "
+    "recieve adress why how what account password reset"
+).split()
 
 
 def compiled() -> dict[str, int]:

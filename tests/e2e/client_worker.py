@@ -33,7 +33,7 @@ def workload(seed: int, clients: int, per: int) -> list[list[str]]:
     uniques = [f"query {seed}-{i}" for i in range(total - int(total * 0.4))]
     queries = uniques + [rng.choice(uniques) for _ in range(total - len(uniques))]
     rng.shuffle(queries)
-    return [queries[i * per:(i + 1) * per] for i in range(clients)]
+    return [queries[i * per : (i + 1) * per] for i in range(clients)]
 
 
 async def wait_file(path: str) -> None:
@@ -68,6 +68,7 @@ def fork_cycle(name: str, cycles: int, sync: bool) -> None:
                 client = stratabatch.connect(name, sync=True)
                 ok += client.process({"query": f"c{i}"}, timeout=30)["answer"] == f"C{i}"
             else:
+
                 async def cycle(old=client, i=i):
                     forked = await old.process({"query": f"f{i}"}, timeout=30)
                     await old.close()
@@ -103,12 +104,20 @@ async def main(argv: list[str]) -> dict:
         barrier, seed, index, n, per = argv[2], *map(int, argv[3:7])
         mine = workload(seed, n, per)[index]
         await wait_file(barrier)
-        results = await client.process([{"query": q} for q in mine], timeout=60,
-                                       return_exceptions=True)
-        bad = [(q, r) for q, r in zip(mine, results, strict=True)
-               if not isinstance(r, dict) or r.get("answer") != q.upper()]
-        return {"sent": len(mine), "results": len(results), "bad": len(bad),
-                "first_bad": repr(bad[:3])}
+        results = await client.process(
+            [{"query": q} for q in mine], timeout=60, return_exceptions=True
+        )
+        bad = [
+            (q, r)
+            for q, r in zip(mine, results, strict=True)
+            if not isinstance(r, dict) or r.get("answer") != q.upper()
+        ]
+        return {
+            "sent": len(mine),
+            "results": len(results),
+            "bad": len(bad),
+            "first_bad": repr(bad[:3]),
+        }
     if mode == "stream":
         count = int(argv[2])
         outcomes: dict[int, int] = {}
@@ -129,9 +138,13 @@ async def main(argv: list[str]) -> dict:
                 await asyncio.sleep(0.001)
 
         await asyncio.gather(*(one(i) for i in range(count)))
-        return {"sent": count, "outcomes": len(outcomes),
-                "twice": sum(1 for v in outcomes.values() if v != 1), "errors": errors[:5],
-                "n_errors": len(errors)}
+        return {
+            "sent": count,
+            "outcomes": len(outcomes),
+            "twice": sum(1 for v in outcomes.values() if v != 1),
+            "errors": errors[:5],
+            "n_errors": len(errors),
+        }
     if mode == "garbage":
         conn = client._connection()
         conn.requests.try_push(b"\xc1\xc1 not msgpack")

@@ -33,7 +33,10 @@ class EngineProc:
         self._stderr = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stratabatch.cli", "--name", name, *args],
-            stdout=subprocess.PIPE, stderr=self._stderr, env=env, cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            cwd=ROOT,
         )
         deadline = time.monotonic() + READY_TIMEOUT_S
         assert self.proc.stdout is not None
@@ -84,8 +87,12 @@ def start_engine(tmp_path: Path, engine_name: str) -> Iterator:
     """Start engines; each is stopped (SIGTERM, exit 0 checked) when the test ends."""
     started: list[EngineProc] = []
 
-    def start(*args: str, name: str | None = None, env: dict[str, str] | None = None,
-              handler: str = "tests.e2e.handlers:echo") -> EngineProc:
+    def start(
+        *args: str,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+        handler: str = "tests.e2e.handlers:echo",
+    ) -> EngineProc:
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         log = tmp_path / f"engine-{len(started)}.log"
         eng = EngineProc(name or engine_name, ["--handler", handler, *args], full_env, log)
@@ -101,12 +108,18 @@ def start_engine(tmp_path: Path, engine_name: str) -> Iterator:
             eng.stop()
 
 
-def run_workers(args_list: list[list[str]], env: dict[str, str] | None = None,
-                timeout: float = 90.0) -> list[subprocess.Popen]:
+def run_workers(
+    args_list: list[list[str]], env: dict[str, str] | None = None, timeout: float = 90.0
+) -> list[subprocess.Popen]:
     """Start ``tests/e2e/client_worker.py`` processes (not waited for)."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return [
-        subprocess.Popen([sys.executable, str(ROOT / "tests/e2e/client_worker.py"), *args],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=ROOT)
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "tests/e2e/client_worker.py"), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            cwd=ROOT,
+        )
         for args in args_list
     ]

@@ -26,8 +26,11 @@ def shaped_result(request: dict) -> Any:
         return list(range(request["result_items"]))
     if "result_levels" in request:
         return nested(request["result_levels"])
-    return {"query": request.get("query"), "items": len(request.get("items", ())),
-            "levels": _levels(request.get("v"))}
+    return {
+        "query": request.get("query"),
+        "items": len(request.get("items", ())),
+        "levels": _levels(request.get("v")),
+    }
 
 
 def _levels(value: Any) -> int:

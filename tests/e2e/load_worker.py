@@ -32,12 +32,14 @@ async def main(mode: str, name: str, go: str, stop: str) -> dict:
     latencies: list[float] = []
     pid = os.getpid()
     if mode == "flood":
+
         async def one(i: int) -> None:
             nonlocal served
             while not os.path.exists(stop):
                 try:
-                    await client.process({"query": f"flood {pid} {i} {served}", "sleep": 0.02},
-                                         timeout=30)
+                    await client.process(
+                        {"query": f"flood {pid} {i} {served}", "sleep": 0.02}, timeout=30
+                    )
                     served += 1
                 except Exception as exc:  # noqa: BLE001 - reported
                     failures.append(f"{type(exc).__name__}: {exc}")
@@ -54,8 +56,12 @@ async def main(mode: str, name: str, go: str, stop: str) -> dict:
                 failures.append(f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
     await client.close()
-    return {"served": served, "failures": failures[:5], "n_failures": len(failures),
-            "latencies_ms": latencies}
+    return {
+        "served": served,
+        "failures": failures[:5],
+        "n_failures": len(failures),
+        "latencies_ms": latencies,
+    }
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ _SLOT_BASE, _SLOT_WORDS = 8, 4
 
 def _slot_pids(name: str, slots: int) -> list[int]:
     """The pid in each client slot of the engine's control segment (0: free)."""
-    with Segment.attach(segment_name(name, "control"), magic=CONTROL_MAGIC,
-                        version=CONTROL_VERSION) as seg:
+    with Segment.attach(
+        segment_name(name, "control"), magic=CONTROL_MAGIC, version=CONTROL_VERSION
+    ) as seg:
         words = seg.array(np.int64, 0, _SLOT_BASE + _SLOT_WORDS * slots).copy()
     return [int(words[_SLOT_BASE + _SLOT_WORDS * s]) for s in range(slots)]
 
@@ -80,10 +81,20 @@ def test_a_forked_child_does_not_keep_the_connections_its_parent_closes(start_en
     eng = start_engine("--window-ms", "2", "--dedup-strategy", "exact", "--max-clients", "2")
     cycles = 6
     worker = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests/e2e/client_worker.py"), "forkcycle", eng.name,
-         str(cycles), "1" if sync else "0"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        [
+            sys.executable,
+            str(ROOT / "tests/e2e/client_worker.py"),
+            "forkcycle",
+            eng.name,
+            str(cycles),
+            "1" if sync else "0",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
     assert worker.stdin is not None and worker.stdout is not None
     try:
         assert worker.stdout.readline() == b"connected\n"
@@ -94,8 +105,9 @@ def test_a_forked_child_does_not_keep_the_connections_its_parent_closes(start_en
         assert out["ok"] == 2 * cycles  # the inherited connections kept serving the parent
         # the children still live and hold copies of every descriptor they inherited: only
         # the parent's current connection holds a slot
-        assert _until(lambda: _slot_pids(eng.name, 2).count(worker.pid) == 1, 2.0), \
-            _slot_pids(eng.name, 2)
+        assert _until(lambda: _slot_pids(eng.name, 2).count(worker.pid) == 1, 2.0), _slot_pids(
+            eng.name, 2
+        )
         for child in out["children"]:
             os.kill(child, 0)  # alive
             assert child not in _slot_pids(eng.name, 2)
@@ -114,8 +126,7 @@ def test_a_forked_child_does_not_keep_the_connections_its_parent_closes(start_en
             if f is not None:
                 f.close()
     assert _until(lambda: _slot_pids(eng.name, 2) == [0, 0], 2.0), _slot_pids(eng.name, 2)
-    assert not [n for n in os.listdir("/dev/shm")
-                if n.startswith(segment_name(eng.name, "ring"))]
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(segment_name(eng.name, "ring"))]
 
 
 def test_another_holder_of_the_socket_does_not_keep_a_closed_connection_open(start_engine):
@@ -168,10 +179,13 @@ def test_reconnecting_to_a_stuck_engine_does_not_block_the_loop(start_engine):
 
         beat = asyncio.ensure_future(heartbeat())
         with _stopped(new.pid):
-            for call in (client.process({"query": "b"}, timeout=0.5),
-                         client.process([{"query": "b"}, {"query": "c"}], timeout=0.5,
-                                        return_exceptions=True),
-                         _drain(client.process_streaming([{"query": "b"}], timeout=0.5))):
+            for call in (
+                client.process({"query": "b"}, timeout=0.5),
+                client.process(
+                    [{"query": "b"}, {"query": "c"}], timeout=0.5, return_exceptions=True
+                ),
+                _drain(client.process_streaming([{"query": "b"}], timeout=0.5)),
+            ):
                 t0 = time.monotonic()
                 with pytest.raises(BatchTimeoutError, match="while connecting"):
                     await call
@@ -215,13 +229,15 @@ def test_a_stuck_engine_fails_each_call_at_its_timeout(start_engine):
                 await client.process([{"query": "b"}, {"query": "c"}], timeout=0.2)
             timed(0.2, time.monotonic() - t0)
             t0 = time.monotonic()
-            out = await client.process([{"query": "b"}, {"query": "c"}], timeout=0.3,
-                                       return_exceptions=True)
+            out = await client.process(
+                [{"query": "b"}, {"query": "c"}], timeout=0.3, return_exceptions=True
+            )
             timed(0.3, time.monotonic() - t0)
             assert [type(r) for r in out] == [BatchTimeoutError] * 2
             t0 = time.monotonic()
-            done = await _drain(client.process_streaming([{"query": "b"}, {"query": "c"}],
-                                                         timeout=0.2))
+            done = await _drain(
+                client.process_streaming([{"query": "b"}, {"query": "c"}], timeout=0.2)
+            )
             timed(0.2, time.monotonic() - t0)
             assert sorted(d.index for d in done) == [0, 1]
             assert all(isinstance(d.error, BatchTimeoutError) for d in done)
@@ -239,8 +255,10 @@ def test_a_stuck_engine_fails_each_call_at_its_timeout(start_engine):
 def _loops() -> list[Any]:
     import uvloop
 
-    return [pytest.param(asyncio.new_event_loop, id="asyncio"),
-            pytest.param(uvloop.new_event_loop, id="uvloop")]
+    return [
+        pytest.param(asyncio.new_event_loop, id="asyncio"),
+        pytest.param(uvloop.new_event_loop, id="uvloop"),
+    ]
 
 
 @pytest.mark.parametrize("new_loop", _loops())
@@ -254,8 +272,7 @@ def test_an_answer_that_came_in_time_wins_over_the_timer(start_engine, new_loop)
         client = EngineClient(eng.name)
         assert await client.process({"query": "warm"}) == {"answer": "WARM", "n": 1}
         one = asyncio.ensure_future(client.process({"query": "late"}, timeout=0.3))
-        many = asyncio.ensure_future(client.process([{"query": "x"}, {"query": "y"}],
-                                                    timeout=0.3))
+        many = asyncio.ensure_future(client.process([{"query": "x"}, {"query": "y"}], timeout=0.3))
         await asyncio.sleep(0)  # both calls sent their frames
         time.sleep(1.5)  # the loop is busy: the engine answers, then the deadlines pass
         # the timer runs before the doorbell's reader: as if the loop ran them in that order
@@ -274,8 +291,15 @@ def test_an_answer_that_came_in_time_wins_over_the_timer(start_engine, new_loop)
 def test_the_engines_own_timeout_reaches_the_caller_as_it_is(start_engine):
     """A BatchTimeoutError of the engine (processing_timeout) keeps its message: the client
     does not rewrite it into one about the caller's timeout."""
-    eng = start_engine("--window-ms", "2", "--dedup-strategy", "exact", "--processing-timeout",
-                       "1", handler="tests.e2e.handlers:faulty")
+    eng = start_engine(
+        "--window-ms",
+        "2",
+        "--dedup-strategy",
+        "exact",
+        "--processing-timeout",
+        "1",
+        handler="tests.e2e.handlers:faulty",
+    )
 
     def engines(exc: BaseException | None) -> None:
         assert isinstance(exc, BatchTimeoutError)
@@ -291,11 +315,11 @@ def test_the_engines_own_timeout_reaches_the_caller_as_it_is(start_engine):
         with pytest.raises(BatchTimeoutError) as ei:
             await client.process([{"query": "h", "fault": "hang"}], timeout=5)
         engines(ei.value)
-        out = await client.process([{"query": "h", "fault": "hang"}], timeout=5,
-                                   return_exceptions=True)
+        out = await client.process(
+            [{"query": "h", "fault": "hang"}], timeout=5, return_exceptions=True
+        )
         engines(out[0])
-        done = await _drain(client.process_streaming([{"query": "h", "fault": "hang"}],
-                                                     timeout=5))
+        done = await _drain(client.process_streaming([{"query": "h", "fault": "hang"}], timeout=5))
         engines(done[0].error)
         await client.close()
 
@@ -316,16 +340,24 @@ def test_an_unbounded_timeout_means_no_deadline_in_both_modes(start_engine):
         for timeout in (math.inf, 1e300, 1e9):
             out.append(await client.process({"query": "a"}, timeout=timeout))
             out.append(await client.process([{"query": "b"}], timeout=timeout))
-            out.append([d.result for d in await _drain(
-                client.process_streaming([{"query": "c"}], timeout=timeout))])
+            out.append(
+                [
+                    d.result
+                    for d in await _drain(
+                        client.process_streaming([{"query": "c"}], timeout=timeout)
+                    )
+                ]
+            )
         return out
 
     async def refusals(client: Any) -> list[str]:
         out = []
         for timeout in (math.nan, -1, 0, -math.inf, "1", True):
-            for call in (client.process({"query": "a"}, timeout=timeout),
-                         client.process([{"query": "a"}], timeout=timeout),
-                         _drain(client.process_streaming([{"query": "a"}], timeout=timeout))):
+            for call in (
+                client.process({"query": "a"}, timeout=timeout),
+                client.process([{"query": "a"}], timeout=timeout),
+                _drain(client.process_streaming([{"query": "a"}], timeout=timeout)),
+            ):
                 with pytest.raises(InvalidRequestError) as ei:
                     await call
                 out.append(str(ei.value))
@@ -334,8 +366,11 @@ def test_an_unbounded_timeout_means_no_deadline_in_both_modes(start_engine):
     async def go() -> None:
         embedded = stratabatch.BatchProcessor(handler, dedup_strategy="exact", window_ms=2)
         client = EngineClient(eng.name)
-        expected = [{"answer": "A", "n": 1}, [{"answer": "B", "n": 1}],
-                    [{"answer": "C", "n": 1}]] * 3
+        expected = [
+            {"answer": "A", "n": 1},
+            [{"answer": "B", "n": 1}],
+            [{"answer": "C", "n": 1}],
+        ] * 3
         assert await calls(embedded) == expected
         assert await calls(client) == expected
         assert await refusals(client) == await refusals(embedded)

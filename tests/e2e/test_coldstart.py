@@ -49,8 +49,14 @@ def _files(cache: Path) -> dict[str, int]:
 
 
 def _run(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
-                          env=_env(cache), cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=_env(cache),
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def _serve_one(start_engine, cache: Path, name: str) -> str:
@@ -58,8 +64,7 @@ def _serve_one(start_engine, cache: Path, name: str) -> str:
     that nothing compiles once the engine is ready (the client's joining and request)."""
     import stratabatch
 
-    eng = start_engine("--dedup-strategy", "exact", env={"NUMBA_CACHE_DIR": str(cache)},
-                       name=name)
+    eng = start_engine("--dedup-strategy", "exact", env={"NUMBA_CACHE_DIR": str(cache)}, name=name)
     at_ready = _files(cache)
     client = stratabatch.connect(eng.name, sync=True, timeout=30)
     try:
@@ -83,8 +88,14 @@ def test_the_cache_directory_is_numbas_own(tmp_path):
     # with NUMBA_CACHE_DIR, and without (the package's __pycache__, or the user cache)
     env = {k: v for k, v in _env(tmp_path / "numba").items() if k != "NUMBA_CACHE_DIR"}
     for e in (_env(tmp_path / "numba"), env):
-        proc = subprocess.run([sys.executable, "-c", CACHE_DIRS], capture_output=True,
-                              text=True, env=e, cwd=ROOT, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", CACHE_DIRS],
+            capture_output=True,
+            text=True,
+            env=e,
+            cwd=ROOT,
+            timeout=120,
+        )
         assert proc.stdout.strip() == "True", proc.stdout + proc.stderr
 
 
@@ -104,8 +115,9 @@ def test_the_engine_needs_a_handler_unless_it_only_compiles(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_first_engine_start_says_it_compiles_and_the_next_says_nothing(start_engine,
-                                                                         engine_name, tmp_path):
+def test_a_first_engine_start_says_it_compiles_and_the_next_says_nothing(
+    start_engine, engine_name, tmp_path
+):
     cache = tmp_path / "numba"
     log = _serve_one(start_engine, cache, engine_name)
     lines = log.splitlines()
@@ -115,10 +127,15 @@ def test_a_first_engine_start_says_it_compiles_and_the_next_says_nothing(start_e
         assert found, f"no line with {text!r} in:\n{log}"
         return found[0]
 
-    begin = at("INFO compiling kernels for strategy=exact and the engine: first start on this "
-               "machine, cached after, ~")
-    assert begin < at("INFO compiled kernels for strategy=exact and the engine in ") < \
-        at("INFO ready: ")
+    begin = at(
+        "INFO compiling kernels for strategy=exact and the engine: first start on this "
+        "machine, cached after, ~"
+    )
+    assert (
+        begin
+        < at("INFO compiled kernels for strategy=exact and the engine in ")
+        < at("INFO ready: ")
+    )
     before = _files(cache)
     log = _serve_one(start_engine, cache, engine_name)
     assert "compil" not in log, log
@@ -126,8 +143,9 @@ def test_a_first_engine_start_says_it_compiles_and_the_next_says_nothing(start_e
 
 
 @pytest.mark.slow
-def test_compile_only_fills_the_cache_an_engine_start_then_loads(start_engine, engine_name,
-                                                                 tmp_path):
+def test_compile_only_fills_the_cache_an_engine_start_then_loads(
+    start_engine, engine_name, tmp_path
+):
     cache = tmp_path / "numba"
     proc = _run(["-m", "stratabatch.cli", "--compile-only", "--dedup-strategy", "exact"], cache)
     assert proc.returncode == 0, proc.stderr
@@ -161,7 +179,9 @@ def test_an_embedded_first_warm_up_says_it_compiles(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 2, proc.stderr
-    assert lines[0].startswith("stratabatch.warm WARNING compiling kernels for strategy=exact: "
-                               "first start on this machine, cached after, ~")
+    assert lines[0].startswith(
+        "stratabatch.warm WARNING compiling kernels for strategy=exact: "
+        "first start on this machine, cached after, ~"
+    )
     assert lines[1].startswith("stratabatch.warm WARNING compiled kernels for strategy=exact in ")
     assert _run(["-c", EMBEDDED], cache).stderr == ""  # the second start: cached, nothing said

@@ -45,11 +45,19 @@ def _wait_connected(procs: list[subprocess.Popen]) -> None:
 
 def test_two_processes_same_query_one_window_one_handler_item(start_engine, tmp_path):
     log = tmp_path / "items.log"
-    eng = start_engine("--window-ms", "400", "--max-wait-ms", "400", "--dedup-strategy",
-                       "exact", env={"SB_E2E_LOG": str(log)})
+    eng = start_engine(
+        "--window-ms",
+        "400",
+        "--max-wait-ms",
+        "400",
+        "--dedup-strategy",
+        "exact",
+        env={"SB_E2E_LOG": str(log)},
+    )
     barrier = tmp_path / "go"
-    procs = run_workers([["one", eng.name, str(barrier), "What is the capital of France?"]
-                         for _ in range(2)])
+    procs = run_workers(
+        [["one", eng.name, str(barrier), "What is the capital of France?"] for _ in range(2)]
+    )
     _wait_connected(procs)
     barrier.touch()
     outs = _finish(procs)
@@ -69,13 +77,25 @@ def test_eight_clients_2000_requests_40_percent_duplicates(start_engine, tmp_pat
     # are shared by nine processes, so the arrival spread is long); a duplicate arriving after
     # that joins its twin in the handler (which takes 1 s) by in-flight coalescing.
     log = tmp_path / "items.log"
-    eng = start_engine("--window-ms", "30000", "--max-wait-ms", "30000", "--max-size",
-                       str(unique), "--dedup-strategy", "exact", "--max-queue", "100000",
-                       handler="tests.e2e.handlers:slow_echo", env={"SB_E2E_LOG": str(log)})
+    eng = start_engine(
+        "--window-ms",
+        "30000",
+        "--max-wait-ms",
+        "30000",
+        "--max-size",
+        str(unique),
+        "--dedup-strategy",
+        "exact",
+        "--max-queue",
+        "100000",
+        handler="tests.e2e.handlers:slow_echo",
+        env={"SB_E2E_LOG": str(log)},
+    )
     barrier = tmp_path / "go"
     n, per = 8, 2000
-    procs = run_workers([["load", eng.name, str(barrier), str(seed), str(i), str(n), str(per)]
-                         for i in range(n)])
+    procs = run_workers(
+        [["load", eng.name, str(barrier), str(seed), str(i), str(n), str(per)] for i in range(n)]
+    )
     _wait_connected(procs)
     barrier.touch()
     outs = _finish(procs)
@@ -95,8 +115,9 @@ async def test_client_surface_against_a_real_engine(start_engine):
     eng = start_engine("--window-ms", "20", "--dedup-strategy", "embedding")
     async with EngineClient(eng.name) as client:
         assert await client.process({"query": "hello"}) == {"answer": "HELLO", "n": 1}
-        rs = await client.process([{"query": "a"}, {"query": "b"}, {"query": "a"}],
-                                  priority=3, timeout=10)
+        rs = await client.process(
+            [{"query": "a"}, {"query": "b"}, {"query": "a"}], priority=3, timeout=10
+        )
         assert [r["answer"] for r in rs] == ["A", "B", "A"]
         seen = [c async for c in client.process_streaming([{"query": "x"}, {"query": "x"}])]
         assert sorted(c.index for c in seen) == [0, 1]
@@ -104,8 +125,12 @@ async def test_client_surface_against_a_real_engine(start_engine):
         assert len(merged) == 1 and merged[0].merged_into == 0 and merged[0].similarity == 1.0
         # a vector through the arena: the handler sees it, near twins merge
         vec = [1.0] + [0.0] * 383
-        rs = await client.process([{"query": "tell me a joke", "embedding": vec},
-                                   {"query": "tell me a joke!", "embedding": vec}])
+        rs = await client.process(
+            [
+                {"query": "tell me a joke", "embedding": vec},
+                {"query": "tell me a joke!", "embedding": vec},
+            ]
+        )
         assert rs[0] == rs[1] == {"answer": "TELL ME A JOKE", "n": 1}
         # refused in the caller, before anything is sent
         with pytest.raises(InvalidRequestError):
@@ -124,8 +149,9 @@ async def test_client_surface_against_a_real_engine(start_engine):
         assert st.total_requests >= 9 and st.duplicates >= 2
         # the counters block the monitor reads says the same
         await asyncio.sleep(0.3)
-        with Segment.attach(segment_name(eng.name, "counters"), magic=COUNTERS_MAGIC,
-                            version=COUNTERS_VERSION) as seg:
+        with Segment.attach(
+            segment_name(eng.name, "counters"), magic=COUNTERS_MAGIC, version=COUNTERS_VERSION
+        ) as seg:
             snap = CountersReader(seg.buf).snapshot()
         assert snap["total_requests"] == st.total_requests
         assert snap["duplicates"] == st.duplicates
@@ -160,8 +186,15 @@ def test_handler_may_be_a_class_or_a_factory(start_engine, handler):
 
 
 async def test_handler_faults_reach_the_client_and_the_engine_serves_on(start_engine):
-    eng = start_engine("--window-ms", "5", "--dedup-strategy", "exact",
-                       "--processing-timeout", "0.5", handler="tests.e2e.handlers:faulty")
+    eng = start_engine(
+        "--window-ms",
+        "5",
+        "--dedup-strategy",
+        "exact",
+        "--processing-timeout",
+        "0.5",
+        handler="tests.e2e.handlers:faulty",
+    )
     async with EngineClient(eng.name) as client:
         with pytest.raises(HandlerError) as ei:
             await client.process({"query": "a", "fault": "raise"})
@@ -184,8 +217,9 @@ async def test_handler_faults_reach_the_client_and_the_engine_serves_on(start_en
 
 
 async def test_caller_timeout_is_enforced_by_the_engine(start_engine):
-    eng = start_engine("--window-ms", "5", "--dedup-strategy", "exact",
-                       handler="tests.e2e.handlers:faulty")
+    eng = start_engine(
+        "--window-ms", "5", "--dedup-strategy", "exact", handler="tests.e2e.handlers:faulty"
+    )
     async with EngineClient(eng.name) as client:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -245,10 +279,25 @@ def test_forked_child_gets_a_clear_error(start_engine):
 
 async def test_a_full_ring_follows_on_full(start_engine):
     """The engine stops draining when its queue is full; the client's ring then fills up."""
-    eng = start_engine("--window-ms", "1", "--dedup-strategy", "exact", "--max-queue", "8",
-                       "--max-inflight-batches", "1", "--max-size", "4", "--max-request-bytes",
-                       "200", "--max-result-bytes", "200", "--processing-timeout", "2",
-                       handler="tests.e2e.handlers:faulty")  # (small limits: a small ring)
+    eng = start_engine(
+        "--window-ms",
+        "1",
+        "--dedup-strategy",
+        "exact",
+        "--max-queue",
+        "8",
+        "--max-inflight-batches",
+        "1",
+        "--max-size",
+        "4",
+        "--max-request-bytes",
+        "200",
+        "--max-result-bytes",
+        "200",
+        "--processing-timeout",
+        "2",
+        handler="tests.e2e.handlers:faulty",
+    )  # (small limits: a small ring)
     flood = [{"query": f"f{i}", "fault": "hang"} for i in range(6000)]
     async with EngineClient(eng.name, on_full="reject") as client:
         with pytest.raises(QueueFullError, match="ring to engine .* is full"):

@@ -22,14 +22,33 @@ def _free_port() -> int:
 
 
 def test_duplicates_sent_to_different_workers_merge(start_engine, tmp_path):
-    eng = start_engine("--window-ms", "1000", "--max-wait-ms", "1000", "--dedup-strategy", "exact",
-                       handler="examples.fastapi_app:answer_batch")
+    eng = start_engine(
+        "--window-ms",
+        "1000",
+        "--max-wait-ms",
+        "1000",
+        "--dedup-strategy",
+        "exact",
+        handler="examples.fastapi_app:answer_batch",
+    )
     port = _free_port()
     log = open(tmp_path / "uvicorn.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--workers", "2",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "examples.fastapi_app:app",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "STRATABATCH_ENGINE": eng.name},
     )
     url = f"http://127.0.0.1:{port}"
@@ -41,16 +60,16 @@ def test_duplicates_sent_to_different_workers_merge(start_engine, tmp_path):
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline and server.poll() is None, \
-                (tmp_path / "uvicorn.log").read_text()
+            assert time.monotonic() < deadline and server.poll() is None, (
+                tmp_path / "uvicorn.log"
+            ).read_text()
             time.sleep(0.1)
 
         async def burst(round_: int) -> list[dict]:
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
             async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
                 qs = [f"popular question {round_}"] * 24 + [f"rare {round_}-{i}" for i in range(8)]
-                rs = await asyncio.gather(*(http.post("/api/query", json={"query": q})
-                                            for q in qs))
+                rs = await asyncio.gather(*(http.post("/api/query", json={"query": q}) for q in qs))
             assert all(r.status_code == 200 for r in rs), [r.text for r in rs]
             return [{**r.json(), "query": q} for r, q in zip(rs, qs, strict=True)]
 

@@ -29,8 +29,9 @@ _SLOT_BASE, _SLOT_WORDS = 8, 4
 
 
 def _slot_pids(name: str, slots: int = 64) -> list[int]:
-    with Segment.attach(segment_name(name, "control"), magic=CONTROL_MAGIC,
-                        version=CONTROL_VERSION) as seg:
+    with Segment.attach(
+        segment_name(name, "control"), magic=CONTROL_MAGIC, version=CONTROL_VERSION
+    ) as seg:
         words = seg.array(np.int64, 0, _SLOT_BASE + _SLOT_WORDS * slots).copy()
     return [int(words[_SLOT_BASE + _SLOT_WORDS * s]) for s in range(slots)]
 
@@ -89,14 +90,17 @@ def test_sigkill_of_a_client_mid_stream(start_engine):
 
 
 def test_sigkill_of_the_engine_fails_waiting_calls_and_clients_reconnect(start_engine):
-    eng = start_engine("--window-ms", "2", "--dedup-strategy", "exact",
-                       handler="tests.e2e.handlers:faulty")
+    eng = start_engine(
+        "--window-ms", "2", "--dedup-strategy", "exact", handler="tests.e2e.handlers:faulty"
+    )
 
     async def go() -> None:
         client = EngineClient(eng.name)
         assert await client.process({"query": "before"}) == {"answer": "BEFORE"}
-        calls = [asyncio.ensure_future(client.process({"query": f"h{i}", "fault": "hang"}))
-                 for i in range(5)]
+        calls = [
+            asyncio.ensure_future(client.process({"query": f"h{i}", "fault": "hang"}))
+            for i in range(5)
+        ]
         await asyncio.sleep(0.3)
         t_kill = time.monotonic()
         eng.kill()
@@ -178,10 +182,16 @@ def test_another_uid_is_refused(start_engine):
         os.chmod(sock_dir, 0o755)
         path = os.path.join(sock_dir, f"{eng.name}.sock")
         os.chmod(path, 0o777)
-        hello = pack_message({"op": "hello", "protocol": PROTOCOL_VERSION,
-                              "frame_version": FRAME_VERSION, "pid": 1}).hex()
-        proc = subprocess.run([python, "-I", "-c", _OTHER_UID_SCRIPT, path, hello],
-                              user=65534, group=65534, capture_output=True, timeout=30)
+        hello = pack_message(
+            {"op": "hello", "protocol": PROTOCOL_VERSION, "frame_version": FRAME_VERSION, "pid": 1}
+        ).hex()
+        proc = subprocess.run(
+            [python, "-I", "-c", _OTHER_UID_SCRIPT, path, hello],
+            user=65534,
+            group=65534,
+            capture_output=True,
+            timeout=30,
+        )
         assert proc.returncode == 0, proc.stderr.decode()
         assert "refused" in proc.stdout.decode("latin-1")
         assert "uid 65534" in proc.stdout.decode("latin-1")
@@ -219,13 +229,13 @@ def test_exactly_once_under_random_client_kills(start_engine):
 
 
 def test_sigterm_answers_every_queued_request_and_exits_0(start_engine):
-    eng = start_engine("--window-ms", "20000", "--max-wait-ms", "20000", "--dedup-strategy",
-                       "exact")
+    eng = start_engine(
+        "--window-ms", "20000", "--max-wait-ms", "20000", "--dedup-strategy", "exact"
+    )
 
     async def go() -> None:
         client = EngineClient(eng.name)
-        calls = [asyncio.ensure_future(client.process({"query": f"w{i % 4}"}))
-                 for i in range(10)]
+        calls = [asyncio.ensure_future(client.process({"query": f"w{i % 4}"})) for i in range(10)]
         await asyncio.sleep(0.3)  # queued in the engine, their window far away
         assert not any(c.done() for c in calls)
         t0 = time.monotonic()
@@ -251,17 +261,36 @@ def _hostile_frames(rng: random.Random, n: int) -> list[bytes]:
     import msgpack
 
     ints = [0, 1, -1, 2**31, -(2**31) - 1, 2**63 - 1, 2**64 - 1, 10**30]
-    values = [None, True, 1.5, "s", b"b", [], {}, {"query": "q"}, {"query": 5},
-              {"embedding": [float("nan")]}, {"embedding": "x"}, {"embedding": [1.0] * 384},
-              {"query": "q", "embedding": [0.0] * 384}, {1: 2}, [[[[[]]]]] * 3]
+    values = [
+        None,
+        True,
+        1.5,
+        "s",
+        b"b",
+        [],
+        {},
+        {"query": "q"},
+        {"query": 5},
+        {"embedding": [float("nan")]},
+        {"embedding": "x"},
+        {"embedding": [1.0] * 384},
+        {"query": "q", "embedding": [0.0] * 384},
+        {1: 2},
+        [[[[[]]]]] * 3,
+    ]
     out = []
     for i in range(n):
         kind = rng.randrange(6)
         if kind == 0:
             out.append(rng.randbytes(rng.randrange(1, 64)))
         elif kind == 1:  # the right shape, random field values
-            frame = [rng.choice(ints + [i]), rng.choice(ints), rng.choice(ints),
-                     rng.choice(ints + [0, 5, 64 * 64]), rng.choice(values)]
+            frame = [
+                rng.choice(ints + [i]),
+                rng.choice(ints),
+                rng.choice(ints),
+                rng.choice(ints + [0, 5, 64 * 64]),
+                rng.choice(values),
+            ]
             try:
                 out.append(msgpack.packb(frame))
             except (OverflowError, TypeError, ValueError):

@@ -33,18 +33,26 @@ def _padded(query: str, size: int) -> dict[str, Any]:
 SERVED = [
     # (request, what the handler reports back)
     ({"query": "list", "items": list(range(70_000))}, {"items": 70_000, "levels": 0}),
-    ({"query": "map", "items": {f"k{i}": i for i in range(70_000)}},
-     {"items": 70_000, "levels": 0}),
+    (
+        {"query": "map", "items": {f"k{i}": i for i in range(70_000)}},
+        {"items": 70_000, "levels": 0},
+    ),
     ({"query": "deep 31", "v": nested(31)}, {"items": 0, "levels": 31}),
     # the request's own mapping is level 1, so 63 more levels make the most it may nest: 64
     ({"query": "deep 63", "v": nested(63)}, {"items": 0, "levels": 63}),
     (_padded("exactly at the limit", REQUEST_LIMIT), {"items": 0, "levels": 0}),
 ]
 REFUSED = [
-    ({"query": "deep 64", "v": nested(64)}, InvalidRequestError,
-     "nest at most 64 levels of containers"),
-    (_padded("one byte over", REQUEST_LIMIT + 1), RequestTooLargeError,
-     f"encodes to {REQUEST_LIMIT + 1} bytes, over max_request_bytes={REQUEST_LIMIT}"),
+    (
+        {"query": "deep 64", "v": nested(64)},
+        InvalidRequestError,
+        "nest at most 64 levels of containers",
+    ),
+    (
+        _padded("one byte over", REQUEST_LIMIT + 1),
+        RequestTooLargeError,
+        f"encodes to {REQUEST_LIMIT + 1} bytes, over max_request_bytes={REQUEST_LIMIT}",
+    ),
 ]
 
 
@@ -56,14 +64,14 @@ async def _check_requests(process) -> None:
         with pytest.raises(error, match=match):
             await process(request, timeout=60)
     # a refused request fails only itself, and before anything was sent
-    out = await process([{"query": "fine"}, REFUSED[0][0]], timeout=60,
-                        return_exceptions=True)
+    out = await process([{"query": "fine"}, REFUSED[0][0]], timeout=60, return_exceptions=True)
     assert out[0]["query"] == "fine" and isinstance(out[1], InvalidRequestError)
 
 
 async def test_the_engine_serves_every_request_the_embedded_mode_serves(start_engine):
-    eng = start_engine("--window-ms", "5", "--dedup-strategy", "exact",
-                       handler="tests.e2e.limit_handlers:shaped")
+    eng = start_engine(
+        "--window-ms", "5", "--dedup-strategy", "exact", handler="tests.e2e.limit_handlers:shaped"
+    )
     async with EngineClient(eng.name) as client:
         await _check_requests(client.process)
     assert "malformed" not in eng.log()
@@ -75,14 +83,22 @@ async def test_embedded_mode_applies_the_same_request_rule():
 
 
 async def test_results_have_their_own_limit_named_in_the_error(start_engine):
-    eng = start_engine("--window-ms", "5", "--dedup-strategy", "exact",
-                       "--max-result-bytes", str(RESULT_LIMIT),
-                       handler="tests.e2e.limit_handlers:shaped")
+    eng = start_engine(
+        "--window-ms",
+        "5",
+        "--dedup-strategy",
+        "exact",
+        "--max-result-bytes",
+        str(RESULT_LIMIT),
+        handler="tests.e2e.limit_handlers:shaped",
+    )
     at_limit = RESULT_LIMIT - 5  # a str32 header takes 5 bytes
     async with EngineClient(eng.name) as client:
         # larger than any request may be: the response ring holds it
-        assert await client.process({"query": "a", "result_chars": at_limit},
-                                    timeout=60) == "r" * at_limit
+        assert (
+            await client.process({"query": "a", "result_chars": at_limit}, timeout=60)
+            == "r" * at_limit
+        )
         with pytest.raises(HandlerError) as err:
             await client.process({"query": "b", "result_chars": at_limit + 1}, timeout=60)
         assert f"over max_result_bytes={RESULT_LIMIT}" in str(err.value)
@@ -90,15 +106,18 @@ async def test_results_have_their_own_limit_named_in_the_error(start_engine):
         with pytest.raises(HandlerError, match=f"max_result_bytes={RESULT_LIMIT}"):
             await client.process({"query": "c", "result_chars": 10 * RESULT_LIMIT}, timeout=60)
         # the same container limits as requests: lengths follow from the size, 64 levels
-        assert await client.process({"query": "d", "result_items": 70_000},
-                                    timeout=60) == list(range(70_000))
-        assert await client.process({"query": "e", "result_levels": 64},
-                                    timeout=60) == nested(64)
+        assert await client.process({"query": "d", "result_items": 70_000}, timeout=60) == list(
+            range(70_000)
+        )
+        assert await client.process({"query": "e", "result_levels": 64}, timeout=60) == nested(64)
         with pytest.raises(HandlerError, match="nests containers more than 64 levels deep"):
             await client.process({"query": "f", "result_levels": 65}, timeout=60)
         # a result that fails fails only its own request
-        out = await client.process([{"query": "g"}, {"query": "h", "result_chars": 10**7}],
-                                   timeout=60, return_exceptions=True)
+        out = await client.process(
+            [{"query": "g"}, {"query": "h", "result_chars": 10**7}],
+            timeout=60,
+            return_exceptions=True,
+        )
         assert out[0]["query"] == "g" and isinstance(out[1], HandlerError)
         stats = client.get_stats()
     assert stats.errors == 4
@@ -107,7 +126,8 @@ async def test_results_have_their_own_limit_named_in_the_error(start_engine):
 async def test_embedded_results_have_no_size_limit():
     # results are handed over by reference in-process: max_result_bytes applies where a result
     # crosses a ring (engine mode), as the README's option table says
-    async with BatchProcessor(shaped, window_ms=5, dedup_strategy="exact",
-                              max_result_bytes=1000) as batch:
+    async with BatchProcessor(
+        shaped, window_ms=5, dedup_strategy="exact", max_result_bytes=1000
+    ) as batch:
         assert await batch.process({"query": "a", "result_chars": 5000}) == "r" * 5000
         assert await batch.process({"query": "b", "result_levels": 65}) == nested(65)

@@ -44,8 +44,15 @@ def _gone(eng) -> None:
 
 
 def test_sigterm_ends_even_when_the_handler_ignores_cancellation(start_engine):
-    eng = start_engine("--window-ms", "1", "--processing-timeout", "1",
-                       "--dedup-strategy", "exact", handler=f"{HANDLERS}:stubborn")
+    eng = start_engine(
+        "--window-ms",
+        "1",
+        "--processing-timeout",
+        "1",
+        "--dedup-strategy",
+        "exact",
+        handler=f"{HANDLERS}:stubborn",
+    )
 
     async def go() -> None:
         client = EngineClient(eng.name)
@@ -69,22 +76,34 @@ def test_sigterm_ends_even_when_the_handler_ignores_cancellation(start_engine):
 
 
 def test_a_second_signal_stops_at_once_and_fails_what_is_unfinished(start_engine):
-    eng = start_engine("--window-ms", "20000", "--max-wait-ms", "20000", "--max-size", "8",
-                       "--dedup-strategy", "exact", "--processing-timeout", "60",
-                       handler=f"{HANDLERS}:sleepy")
+    eng = start_engine(
+        "--window-ms",
+        "20000",
+        "--max-wait-ms",
+        "20000",
+        "--max-size",
+        "8",
+        "--dedup-strategy",
+        "exact",
+        "--processing-timeout",
+        "60",
+        handler=f"{HANDLERS}:sleepy",
+    )
 
     async def go() -> None:
         client = EngineClient(eng.name)
-        calls = [asyncio.ensure_future(client.process({"query": f"q{i}", "sleep": 30},
-                                                      timeout=60)) for i in range(32)]
+        calls = [
+            asyncio.ensure_future(client.process({"query": f"q{i}", "sleep": 30}, timeout=60))
+            for i in range(32)
+        ]
         await asyncio.sleep(0.3)  # queued: their window is 20 s away
         eng.proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(_wait_for, lambda: "press Ctrl-C again" in eng.log(), 30,
-                                "the shutdown's waiting line")
+        await asyncio.to_thread(
+            _wait_for, lambda: "press Ctrl-C again" in eng.log(), 30, "the shutdown's waiting line"
+        )
         t0 = time.monotonic()
         eng.proc.send_signal(signal.SIGINT)
-        outcomes = await asyncio.wait_for(
-            asyncio.gather(*calls, return_exceptions=True), 10)
+        outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
         assert time.monotonic() - t0 < 5  # not the handler's 30 s
         assert all(isinstance(o, EngineUnavailableError) for o in outcomes), outcomes[:3]
         assert "stopped at once" in str(outcomes[0])
@@ -100,13 +119,22 @@ def test_a_second_signal_stops_at_once_and_fails_what_is_unfinished(start_engine
 
 
 def test_one_signal_finishes_the_queued_work_as_documented(start_engine):
-    eng = start_engine("--window-ms", "20000", "--max-wait-ms", "20000",
-                       "--dedup-strategy", "exact", handler=f"{HANDLERS}:sleepy")
+    eng = start_engine(
+        "--window-ms",
+        "20000",
+        "--max-wait-ms",
+        "20000",
+        "--dedup-strategy",
+        "exact",
+        handler=f"{HANDLERS}:sleepy",
+    )
 
     async def go() -> None:
         client = EngineClient(eng.name)
-        calls = [asyncio.ensure_future(client.process({"query": f"q{i}", "sleep": 0.5}))
-                 for i in range(6)]
+        calls = [
+            asyncio.ensure_future(client.process({"query": f"q{i}", "sleep": 0.5}))
+            for i in range(6)
+        ]
         await asyncio.sleep(0.3)
         eng.proc.send_signal(signal.SIGTERM)
         results = await asyncio.wait_for(asyncio.gather(*calls), 20)
@@ -122,16 +150,17 @@ def test_frames_after_a_bad_one_are_not_run(start_engine, tmp_path):
     """A frame that disconnects its client ends that client: the valid frames behind it in the
     same drain never reach the handler (their answers would go nowhere)."""
     log = tmp_path / "items.log"
-    eng = start_engine("--window-ms", "1", "--dedup-strategy", "exact",
-                       env={"SB_E2E_LOG": str(log)})
+    eng = start_engine(
+        "--window-ms", "1", "--dedup-strategy", "exact", env={"SB_E2E_LOG": str(log)}
+    )
 
     async def go() -> None:
         good = EngineClient(eng.name)
         evil = EngineClient(eng.name)
         conn = evil._connection()
         frames = [b"\xc1\xc1 not msgpack"] + [
-            msgpack.packb([1000 + i, 0, 0, -1, {"query": f"behind-bad-{i}"}])
-            for i in range(20)]
+            msgpack.packb([1000 + i, 0, 0, -1, {"query": f"behind-bad-{i}"}]) for i in range(20)
+        ]
         assert conn.requests.push_many(frames) == len(frames)  # published at once
         conn.engine_bell.ring()
         await asyncio.to_thread(_wait_for, lambda: conn.dead is not None, 10, "the drop")
@@ -147,10 +176,23 @@ def test_frames_after_a_bad_one_are_not_run(start_engine, tmp_path):
 
 def _engine(name: str, env: dict | None = None, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "stratabatch.cli", "--handler", "tests.e2e.handlers:echo",
-         "--name", name, "--dedup-strategy", "exact", *args],
-        capture_output=True, timeout=60, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        [
+            sys.executable,
+            "-m",
+            "stratabatch.cli",
+            "--handler",
+            "tests.e2e.handlers:echo",
+            "--name",
+            name,
+            "--dedup-strategy",
+            "exact",
+            *args,
+        ],
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
 
 
 def test_a_second_engine_of_the_same_name_exits_3(start_engine):
@@ -186,14 +228,22 @@ def test_a_socket_directory_of_another_uid_is_one_clear_line(engine_name, tmp_pa
 
 
 def test_a_failing_handler_is_logged_once_with_its_traceback(start_engine):
-    eng = start_engine("--window-ms", "50", "--max-size", "64", "--dedup-strategy", "exact",
-                       handler=f"{HANDLERS}:missing_key")
+    eng = start_engine(
+        "--window-ms",
+        "50",
+        "--max-size",
+        "64",
+        "--dedup-strategy",
+        "exact",
+        handler=f"{HANDLERS}:missing_key",
+    )
 
     async def go() -> None:
         client = EngineClient(eng.name)
         for round_ in range(3):
-            outcomes = await client.process([{"query": f"r{round_}-{i}"} for i in range(50)],
-                                            return_exceptions=True)
+            outcomes = await client.process(
+                [{"query": f"r{round_}-{i}"} for i in range(50)], return_exceptions=True
+            )
             assert all(isinstance(o, HandlerError) for o in outcomes)
         err = outcomes[0]
         assert err.exc_type == "KeyError" and err.exc_message == "'prompt'"
@@ -216,14 +266,30 @@ def test_a_flooding_client_does_not_starve_the_others(start_engine, tmp_path):
     """With the queue full under on_full="wait", room goes to every client's ring in turn."""
     import json
 
-    eng = start_engine("--max-queue", "64", "--window-ms", "5", "--max-size", "32",
-                       "--dedup-strategy", "exact", handler=f"{HANDLERS}:sleepy")
+    eng = start_engine(
+        "--max-queue",
+        "64",
+        "--window-ms",
+        "5",
+        "--max-size",
+        "32",
+        "--dedup-strategy",
+        "exact",
+        handler=f"{HANDLERS}:sleepy",
+    )
     go, stop = tmp_path / "go", tmp_path / "stop"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     worker = str(ROOT / "tests/e2e/load_worker.py")
-    procs = [subprocess.Popen([sys.executable, worker, mode, eng.name, str(go), str(stop)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
-             for mode in ["flood"] + ["light"] * 4]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, worker, mode, eng.name, str(go), str(stop)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+        )
+        for mode in ["flood"] + ["light"] * 4
+    ]
     try:
         for p in procs:
             assert p.stdout is not None
@@ -251,8 +317,10 @@ def test_a_flooding_client_does_not_starve_the_others(start_engine, tmp_path):
         assert light["served"] == 20 and light["n_failures"] == 0, light
     lat = sorted(x for light in lights for x in light["latencies_ms"])
     p99 = lat[int(0.99 * (len(lat) - 1))]
-    print(f"light clients: p50 {lat[len(lat) // 2]:.0f} ms, p99 {p99:.0f} ms; "
-          f"flooder served {flooded['served']}")
+    print(
+        f"light clients: p50 {lat[len(lat) // 2]:.0f} ms, p99 {p99:.0f} ms; "
+        f"flooder served {flooded['served']}"
+    )
     # one window (5 ms) + one handler call (20 ms) is the floor; the queue ahead is at most
     # 64 requests = 2 batches: a small multiple, with room for a loaded machine
     assert p99 < 1000, f"light clients' p99 {p99:.0f} ms"

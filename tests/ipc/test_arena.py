@@ -70,8 +70,10 @@ def test_write_read_round_trip_and_zero_copy_matrix():
     [
         (np.ones(7), r"vector must have shape \(8,\), got \(7,\)"),
         (np.ones((1, 8)), r"vector must have shape \(8,\), got \(1, 8\)"),
-        ([1.0] * 3 + [float("nan")] + [1.0] * 4, "vector must be finite in float32, got nan at "
-                                                  "index 3"),
+        (
+            [1.0] * 3 + [float("nan")] + [1.0] * 4,
+            "vector must be finite in float32, got nan at index 3",
+        ),
         (np.r_[np.ones(7), np.inf], "finite in float32, got inf at index 7"),
         (np.r_[np.ones(7), 1e39], "finite in float32, got 1e\\+39 at index 7"),
         (np.ones(8, dtype=complex), "must hold real numbers, got dtype complex128"),
@@ -104,8 +106,11 @@ def test_writes_outside_the_owners_rows_are_refused():
     buf, eng = make()
     client = Arena.attach(buf, owner=1)  # rows [4, 8)
     for row in (3, 8, 12, 16):
-        with pytest.raises(ArenaError, match=rf"rows \[{row}, {row + 1}\) are outside the rows "
-                                             r"of slot 1, \[4, 8\)"):
+        with pytest.raises(
+            ArenaError,
+            match=rf"rows \[{row}, {row + 1}\) are outside the rows "
+            r"of slot 1, \[4, 8\)",
+        ):
             client.write_row(row, np.ones(8))
     with pytest.raises(ArenaError, match=r"rows \[6, 9\) are outside the rows of slot 1"):
         client.write_rows(6, np.ones((3, 8)))  # straddles into slot 2: nothing written
@@ -206,7 +211,9 @@ def test_second_process_shares_rows_both_ways():
         eng.write_rows(eng.engine_range().start, engine_vectors)
         proc = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(CLIENT_CODE), name, str(seed)],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
         lines = proc.stdout.splitlines()

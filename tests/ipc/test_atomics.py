@@ -116,8 +116,10 @@ def _run(a, me, kind, n, cap):
             atomic_add(a, INTERLEAVED, interleaved - published)
             published = interleaved
             atomic_store(a, mine, i)
-            if i >= n and atomic_load(a, other) >= n and (
-                kind != 0 or atomic_load(a, INTERLEAVED) > 0
+            if (
+                i >= n
+                and atomic_load(a, other) >= n
+                and (kind != 0 or atomic_load(a, INTERLEAVED) > 0)
             ):
                 break
     atomic_add(a, INTERLEAVED, interleaved - published)

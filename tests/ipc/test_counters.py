@@ -67,11 +67,24 @@ def test_stats_layout_holds_every_stats_field():
         else:
             assert spec["kind"] == "histogram" and spec["buckets"] == SIMILARITY_BINS, f.name
             assert spec["closed"] == "left" and spec["bounds"] == list(SIMILARITY_BUCKETS)
-    for name in ["engine_pid", "started_at_ns", "updated_at_ns", "inflight_batches",
-                 "clients_connected", "dedup_threshold"]:
+    for name in [
+        "engine_pid",
+        "started_at_ns",
+        "updated_at_ns",
+        "inflight_batches",
+        "clients_connected",
+        "dedup_threshold",
+    ]:
         assert snap[name] == 0, name
-    assert set(snap["seconds"]) == {"t_s", "requests", "batches", "duplicates", "errors",
-                                    "latency_ms_p99", "queue_depth"}
+    assert set(snap["seconds"]) == {
+        "t_s",
+        "requests",
+        "batches",
+        "duplicates",
+        "errors",
+        "latency_ms_p99",
+        "queue_depth",
+    }
     assert snap["clients"] == []
     assert snap["latency_ms"]["bounds"] == list(LATENCY_BUCKETS_MS)
     for f in r.schema["fields"]:
@@ -91,8 +104,12 @@ def test_a_reader_needs_only_struct_and_json():
         w.set_row("clients", 2, pid=4242, connected=1)
     # decode from the documented layout alone, as a monitor in another language would
     magic, version, header, s_off, s_len, d_off, d_len = struct.unpack_from("<8sIIQQQQ", buf)
-    assert (magic, version, header, s_off) == (COUNTERS_MAGIC, COUNTERS_VERSION, HEADER_BYTES,
-                                               HEADER_BYTES)
+    assert (magic, version, header, s_off) == (
+        COUNTERS_MAGIC,
+        COUNTERS_VERSION,
+        HEADER_BYTES,
+        HEADER_BYTES,
+    )
     schema = json.loads(bytes(buf[s_off : s_off + s_len]))
     fields = {f["name"]: f for f in schema["fields"]}
     (total,) = struct.unpack_from("<q", buf, d_off + fields["total_requests"]["offset"])
@@ -158,7 +175,8 @@ def test_left_closed_histograms_and_bucket_index():
         for v in (-1.0, 0.5, 1.0, 1.5, 2.0, 4.0, 9.0):
             side = "right" if closed == "left" else "left"
             assert bucket_index((1.0, 2.0, 4.0), v, closed) == np.searchsorted(
-                [1.0, 2.0, 4.0], v, side=side)
+                [1.0, 2.0, 4.0], v, side=side
+            )
     with pytest.raises(ValueError, match="closed must be 'left' or 'right', got 'both'"):
         CountersLayout([Histogram("h", (1.0,), closed="both")])
 
@@ -177,7 +195,14 @@ def test_similarity_bins_are_the_stats_bins():
         expected[similarity_bin(s)] += 1
     assert list(stats.merge_similarity_histogram) == expected
     assert [similarity_bin(s) for s in (0.96, 0.29, 0.0, -0.3, 0.9999, 1.0, 1.5)] == [
-        96, 29, 0, 0, 99, 100, 100]
+        96,
+        29,
+        0,
+        0,
+        99,
+        100,
+        100,
+    ]
     for i in range(SIMILARITY_BINS):  # every bound i/100 opens bin i
         assert similarity_bin(i / 100) == i
     buf, w, r = stats_block()
@@ -196,8 +221,14 @@ def test_write_stats_publishes_every_stats_field():
     for s in (1.0, 0.97, 0.96):
         rec.record_merge(s, exact=s == 1.0)
     rec.record_done(0.004, 100.0)
-    stats = rec.snapshot(now=100.0, queue_depth=2, window_ms=12.5, cost_per_request=0.01,
-                         adaptive_a_ms=1.5, adaptive_b_ms=0.25)
+    stats = rec.snapshot(
+        now=100.0,
+        queue_depth=2,
+        window_ms=12.5,
+        cost_per_request=0.01,
+        adaptive_a_ms=1.5,
+        adaptive_b_ms=0.25,
+    )
     buf, w, r = stats_block()
     w.write_stats(stats, now_ns=123)
     snap = r.snapshot()
@@ -250,8 +281,7 @@ def test_create_and_attach_by_engine_name():
     with pytest.raises(SegmentNotFoundError):
         CountersReader.attach(name)
     info = {"name": name, "handler": "pkg.mod:fn", "max_size": 32, "adaptive": False}
-    w = CountersWriter.create(name, info=info, max_clients=4, history_s=300,
-                              started_at_ns=1_000)
+    w = CountersWriter.create(name, info=info, max_clients=4, history_s=300, started_at_ns=1_000)
     try:
         assert os.path.exists(f"/dev/shm/{seg_name}")
         with pytest.raises(SegmentExistsError):
@@ -329,10 +359,24 @@ def test_client_table_rows():
     w.add_row("clients", 1, requests=2)
     w.set_row("clients", 3, pid=300, connected=0)
     assert r.snapshot()["clients"] == [
-        {"slot": 1, "pid": 100, "connected": 1, "requests": 5, "errors": 1, "timeouts": 0,
-         "connected_at_ns": 5},
-        {"slot": 3, "pid": 300, "connected": 0, "requests": 0, "errors": 0, "timeouts": 0,
-         "connected_at_ns": 0},
+        {
+            "slot": 1,
+            "pid": 100,
+            "connected": 1,
+            "requests": 5,
+            "errors": 1,
+            "timeouts": 0,
+            "connected_at_ns": 5,
+        },
+        {
+            "slot": 3,
+            "pid": 300,
+            "connected": 0,
+            "requests": 0,
+            "errors": 0,
+            "timeouts": 0,
+            "connected_at_ns": 0,
+        },
     ]
     w.clear_row("clients", 1)
     assert [c["slot"] for c in r.snapshot()["clients"]] == [3]
@@ -452,7 +496,10 @@ def test_seqlock_snapshots_are_consistent_across_processes():
     name = segment_name(run_name("t"), "counters")
     writer = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(WRITER_CODE), name],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
@@ -481,8 +528,10 @@ def test_seqlock_snapshots_are_consistent_across_processes():
             assert first >= previous
             previous = first
             values.add(first)
-        print(f"torn plain copies: {torn}; distinct values seen by 100,000 snapshots: "
-              f"{len(values)}; last value {previous}")
+        print(
+            f"torn plain copies: {torn}; distinct values seen by 100,000 snapshots: "
+            f"{len(values)}; last value {previous}"
+        )
         assert len(values) >= 1_000  # the writer really ran during the reads
         reader.release()
         del raw

@@ -383,8 +383,11 @@ def test_round_trips_with_spinning_then_sleeping_sides_never_stall():
                 # LONG_PAUSE_EVERY-th far past it, so the server must sleep and be rung even
                 # when other processes hold the cores (then short pauses tend to land while
                 # the server is descheduled, and it finds the message without sleeping)
-                pause = LONG_PAUSE_NS if i % LONG_PAUSE_EVERY == 0 else \
-                    pauses.randrange(2 * SPIN_US * 1000)
+                pause = (
+                    LONG_PAUSE_NS
+                    if i % LONG_PAUSE_EVERY == 0
+                    else pauses.randrange(2 * SPIN_US * 1000)
+                )
                 until = clock() + pause
                 while clock() < until:
                     pass

@@ -226,12 +226,15 @@ def test_encoder_and_decoder_agree_on_the_depth_limit():
 
 def test_encoder_too_large_and_length_limits():
     enc = FrameEncoder(FrameLimits(max_frame_bytes=100))
-    with pytest.raises(FrameTooLargeError, match="request frame is 2\\d\\d bytes, over the frame "
-                                                 "limit of 100 bytes") as info:
+    with pytest.raises(
+        FrameTooLargeError,
+        match="request frame is 2\\d\\d bytes, over the frame limit of 100 bytes",
+    ) as info:
         enc.request(1, 0, 0, -1, "x" * 200)
     assert (info.value.limit, isinstance(info.value, IpcError)) == (100, True)
-    tight = FrameEncoder(FrameLimits(max_str_len=10, max_bin_len=10, max_array_len=10,
-                                     max_map_len=10))
+    tight = FrameEncoder(
+        FrameLimits(max_str_len=10, max_bin_len=10, max_array_len=10, max_map_len=10)
+    )
     with pytest.raises(FrameError, match="payload is a str of 11 UTF-8 bytes"):
         tight.request(1, 0, 0, -1, "x" * 11)
     with pytest.raises(FrameError, match="is a str of 12 UTF-8 bytes"):
@@ -350,8 +353,11 @@ def test_response_decoder_rejects(data, match):
 
 
 def test_frame_limit_and_tight_limits():
-    dec = FrameDecoder(FrameLimits(max_frame_bytes=32, max_str_len=4, max_bin_len=4,
-                                   max_array_len=5, max_map_len=2))
+    dec = FrameDecoder(
+        FrameLimits(
+            max_frame_bytes=32, max_str_len=4, max_bin_len=4, max_array_len=5, max_map_len=2
+        )
+    )
     with pytest.raises(FrameError, match="request frame is 33 bytes, over the frame limit of 32"):
         dec.request(b"\x00" * 33)
     for payload, match in [
@@ -389,11 +395,21 @@ def test_frame_limits_are_validated():
 
 # ---------------------------------------------------------------- payload and result bounds
 
-BOUNDED = FrameLimits(max_frame_bytes=4096, max_str_len=4096, max_bin_len=4096,
-                      max_array_len=4096, max_map_len=4096, max_request_bytes=500,
-                      max_result_bytes=300)
-HEADERS = [(0, 0, 0, NO_ROW), (MAX_ID, MIN_PRIORITY, MAX_DEADLINE_NS, MAX_ROW),
-           (200, -100, 70_000, 128), (2**32, -40_000, 2**31, 65_536)]
+BOUNDED = FrameLimits(
+    max_frame_bytes=4096,
+    max_str_len=4096,
+    max_bin_len=4096,
+    max_array_len=4096,
+    max_map_len=4096,
+    max_request_bytes=500,
+    max_result_bytes=300,
+)
+HEADERS = [
+    (0, 0, 0, NO_ROW),
+    (MAX_ID, MIN_PRIORITY, MAX_DEADLINE_NS, MAX_ROW),
+    (200, -100, 70_000, 128),
+    (2**32, -40_000, 2**31, 65_536),
+]
 
 
 def _value_of(size: int) -> object:
@@ -413,12 +429,14 @@ def test_a_payload_over_max_request_bytes_is_refused_on_both_sides(header):
         assert dec.request(enc.request(*header, payload)).payload == payload
         assert dec.request(packb([*header, payload])).payload == payload
     over = _value_of(501)
-    with pytest.raises(FrameTooLargeError, match="payload is 501 bytes encoded, over "
-                       "max_request_bytes=500") as exc:
+    with pytest.raises(
+        FrameTooLargeError, match="payload is 501 bytes encoded, over max_request_bytes=500"
+    ) as exc:
         enc.request(*header, over)
     assert (exc.value.size, exc.value.limit) == (501, 500)
-    with pytest.raises(FrameError, match=f"request {header[0]}: payload is 501 bytes, over "
-                       "max_request_bytes=500"):
+    with pytest.raises(
+        FrameError, match=f"request {header[0]}: payload is 501 bytes, over max_request_bytes=500"
+    ):
         dec.request(packb([*header, over]))
 
 
@@ -429,8 +447,9 @@ def test_a_result_over_max_result_bytes_is_refused_naming_it(rid, meta):
     for size in (1, 299, 300):
         value = _value_of(size)
         assert dec.response(enc.ok(rid, value, meta)).value == value
-    with pytest.raises(FrameTooLargeError, match="result is 301 bytes encoded, over "
-                       "max_result_bytes=300"):
+    with pytest.raises(
+        FrameTooLargeError, match="result is 301 bytes encoded, over max_result_bytes=300"
+    ):
         enc.ok(rid, _value_of(301), meta)
     with pytest.raises(FrameTooLargeError, match="over max_result_bytes=300"):
         enc.ok(rid, "v" * 10_000, meta)  # over the frame limit too: the result's limit is named
@@ -444,11 +463,20 @@ def test_a_result_over_max_result_bytes_is_refused_naming_it(rid, meta):
 
 
 def test_containers_as_long_as_the_frame_allows_decode():
-    limits = FrameLimits(max_frame_bytes=1 << 20, max_str_len=1 << 20, max_bin_len=1 << 20,
-                         max_array_len=1 << 20, max_map_len=1 << 20, max_depth=65)
+    limits = FrameLimits(
+        max_frame_bytes=1 << 20,
+        max_str_len=1 << 20,
+        max_bin_len=1 << 20,
+        max_array_len=1 << 20,
+        max_map_len=1 << 20,
+        max_depth=65,
+    )
     enc, dec = FrameEncoder(limits), FrameDecoder(limits)
-    for payload in ({"items": list(range(70_000))}, {"m": {f"k{i}": i for i in range(70_000)}},
-                    {"v": nested(63)}):
+    for payload in (
+        {"items": list(range(70_000))},
+        {"m": {f"k{i}": i for i in range(70_000)}},
+        {"v": nested(63)},
+    ):
         assert dec.request(enc.request(1, 0, 0, -1, payload)).payload == payload
         assert dec.response(enc.ok(1, payload)).value == payload
     with pytest.raises(FrameError, match="70000 exceeds max_array_len"):
@@ -477,9 +505,16 @@ def test_peek_frame_id():
 
 # what the engine derives for the largest max_request_bytes (64 MiB): lengths bounded by the
 # frame size only
-WIDE = FrameDecoder(FrameLimits(max_frame_bytes=(64 << 20) + 64, max_str_len=(64 << 20) + 64,
-                                max_bin_len=(64 << 20) + 64, max_array_len=(64 << 20) + 64,
-                                max_map_len=(64 << 20) + 64, max_depth=65))
+WIDE = FrameDecoder(
+    FrameLimits(
+        max_frame_bytes=(64 << 20) + 64,
+        max_str_len=(64 << 20) + 64,
+        max_bin_len=(64 << 20) + 64,
+        max_array_len=(64 << 20) + 64,
+        max_map_len=(64 << 20) + 64,
+        max_depth=65,
+    )
+)
 
 
 def _peak_decode_bytes(data: bytes, dec: FrameDecoder = DEC) -> int:
@@ -511,7 +546,8 @@ def test_allocation_bombs_stay_small(bomb, dec):
 
 
 def test_with_a_msgpack_that_reserves_full_lengths_fewer_big_headers_take_the_fast_path(
-        monkeypatch):
+    monkeypatch,
+):
     # msgpack before 1.1 reserves an array header's whole declared length: the more items
     # max_array_len allows, the fewer such headers a frame may hold on the C path
     from stratabatch.ipc import framelimits
@@ -562,8 +598,10 @@ _scalars = (
 )
 _values = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=6)
-    | st.dictionaries(st.text(max_size=8) | st.binary(max_size=4), inner, max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=6)
+        | st.dictionaries(st.text(max_size=8) | st.binary(max_size=4), inner, max_size=6)
+    ),
     max_leaves=24,
 )
 _requests = st.builds(
@@ -632,8 +670,7 @@ class _Budget:
     def __init__(self) -> None:
         self.count = 0
 
-    def check(self, decode, data: bytes, enc: FrameEncoder = ENC,
-              dec: FrameDecoder = DEC) -> None:
+    def check(self, decode, data: bytes, enc: FrameEncoder = ENC, dec: FrameDecoder = DEC) -> None:
         self.count += 1
         tracemalloc.start()
         started = time.perf_counter()

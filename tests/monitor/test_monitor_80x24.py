@@ -37,10 +37,19 @@ class Clock:
 
 
 def long_handler_block(name: str, *, max_clients: int = 8) -> CountersWriter:
-    return CountersWriter.create(name, info={"name": name, "handler": LONG_HANDLER,
-                                             "max_size": 32, "dedup_strategy": "hybrid",
-                                             "max_inflight_batches": 4},
-                                 max_clients=max_clients, history_s=300, started_at_ns=T0_NS)
+    return CountersWriter.create(
+        name,
+        info={
+            "name": name,
+            "handler": LONG_HANDLER,
+            "max_size": 32,
+            "dedup_strategy": "hybrid",
+            "max_inflight_batches": 4,
+        },
+        max_clients=max_clients,
+        history_s=300,
+        started_at_ns=T0_NS,
+    )
 
 
 def state_of(header: str) -> str:
@@ -101,9 +110,12 @@ KILLED_ENGINE = """
 
 async def test_a_killed_engine_shows_exited_with_its_last_numbers():
     name = engine_name()
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_ENGINE), name,
-                             LONG_HANDLER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED_ENGINE), name, LONG_HANDLER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         app = MonitorApp(name, poll=False, chart_period=0.0)
@@ -151,8 +163,15 @@ class Traffic:
         self.errors = 0
         w.set_row("clients", 0, pid=CLIENT_PID, connected=1, connected_at_ns=NOW)
 
-    def run(self, app: MonitorApp, clock: Clock, seconds: float, rate: float,
-            engine_rps: float, errors_per_s: int = 0) -> None:
+    def run(
+        self,
+        app: MonitorApp,
+        clock: Clock,
+        seconds: float,
+        rate: float,
+        engine_rps: float,
+        errors_per_s: int = 0,
+    ) -> None:
         for _ in range(round(seconds / 0.5)):
             clock.advance(0.5)
             n = round(rate * 0.5)
@@ -242,6 +261,7 @@ async def test_r_resets_every_rate_it_names_on_screen():
 
 
 # ---------------------------------------------------------------------- sparkline
+
 
 async def test_the_sparkline_peak_is_the_busiest_second_shown():
     name = engine_name()

@@ -38,13 +38,33 @@ async def test_numbers_on_screen_are_the_blocks(block):
         screen = await refresh(app, pilot)
         assert f"{name}  pid {os.getpid()}  up 1h02m  handler tests.app:handle" in screen
         assert "window 48.5 ms  max_size 32  strategy hybrid  threshold 0.93" in screen
-        for text in ("req/s -  batches/s -  10s avg", "avg batch 17.5", "requests 123,456",
-                     "batches 4,321",
-                     "dedup 42.9%", "exact 32.4%", "near 10.5%", "saved $106.00",
-                     "merged 53.0k", "coalesced 1.23k", "p50 12.3", "p95 45.6", "p99 78.9",
-                     "queue 17", "in flight 2/4", "clients 2", "window 48.5 ms",
-                     "model 4.20 + 0.85*n ms", "errors 7", "timeouts 3", "rejected 2",
-                     "dropped 456", "batch size  max 32", "threshold ┊ 0.93", " live"):
+        for text in (
+            "req/s -  batches/s -  10s avg",
+            "avg batch 17.5",
+            "requests 123,456",
+            "batches 4,321",
+            "dedup 42.9%",
+            "exact 32.4%",
+            "near 10.5%",
+            "saved $106.00",
+            "merged 53.0k",
+            "coalesced 1.23k",
+            "p50 12.3",
+            "p95 45.6",
+            "p99 78.9",
+            "queue 17",
+            "in flight 2/4",
+            "clients 2",
+            "window 48.5 ms",
+            "model 4.20 + 0.85*n ms",
+            "errors 7",
+            "timeouts 3",
+            "rejected 2",
+            "dropped 456",
+            "batch size  max 32",
+            "threshold ┊ 0.93",
+            " live",
+        ):
             assert text in screen, text
         publish(w, total_requests=200_000, latency_ms_p99=91.5, errors=8)
         screen = await refresh(app, pilot)
@@ -109,8 +129,9 @@ async def test_reattaches_after_an_engine_restart():
             publish(w, total_requests=1_111)
             assert "requests 1,111" in await refresh(app, pilot)
             w.close()  # the engine restarts: same name, new block, new start time
-            w = CountersWriter.create(name, info={"name": name},
-                                      started_at_ns=T0_NS + 60_000_000_000)
+            w = CountersWriter.create(
+                name, info={"name": name}, started_at_ns=T0_NS + 60_000_000_000
+            )
             publish(w, total_requests=7)
             screen = await refresh(app, pilot)
             assert "requests 7" in screen and "up 1h01m" in screen
@@ -119,7 +140,7 @@ async def test_reattaches_after_an_engine_restart():
 
 
 def _client_pids(screen: str) -> list[int]:
-    table = screen[screen.index("4 Clients"):]
+    table = screen[screen.index("4 Clients") :]
     return [int(m) for m in re.findall(r"^\S*│\s+\d+\s+(\d+)\s", table, re.M)]
 
 
@@ -262,8 +283,12 @@ def _names_defined(cls: type) -> set[str]:
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names.add(node.target.id)
     for node in ast.walk(body):
-        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) \
-                and isinstance(node.value, ast.Name) and node.value.id == "self":
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+        ):
             names.add(node.attr)
     return names
 
@@ -276,8 +301,16 @@ def test_no_textual_name_is_overridden_by_accident():
 
     from stratabatch.monitor.app import Dashboard
 
-    meant = {"__init__", "DEFAULT_CSS", "render_line", "get_selection", "TITLE",
-             "ENABLE_COMMAND_PALETTE", "BINDINGS", "compose"}
+    meant = {
+        "__init__",
+        "DEFAULT_CSS",
+        "render_line",
+        "get_selection",
+        "TITLE",
+        "ENABLE_COMMAND_PALETTE",
+        "BINDINGS",
+        "compose",
+    }
     for cls, base, instance in ((Dashboard, Widget, Widget()), (MonitorApp, App, App())):
         theirs = set(dir(base)) | set(vars(instance))
         clashes = (_names_defined(cls) & theirs) - meant

@@ -22,8 +22,7 @@ def test_once_prints_the_block_as_a_table(block, capsys):
     assert main([name, "--once"]) == 0
     out = capsys.readouterr().out
     assert f"engine {name}  pid {os.getpid()}" in out and "handler tests.app:handle" in out
-    assert "requests  123,456  req/s 812.4 (10s avg)  batches 4,321  avg batch 17.5 (max 32)" \
-        in out
+    assert "requests  123,456  req/s 812.4 (10s avg)  batches 4,321  avg batch 17.5 (max 32)" in out
     assert "duplicates 53,000 (42.9%: exact 32.4%, near 10.5%)" in out
     assert "latency   p50 12.3  p95 45.6  p99 78.9 ms" in out
     assert "queue     17  in flight 2/4  clients 2" in out
@@ -69,11 +68,12 @@ def test_once_does_not_import_textual(block):
     # the child may take seconds to start on a busy machine: a heartbeat ahead of the clock
     # keeps the engine "running" (exit 0) rather than "stalled" for it
     w.set("updated_at_ns", time.time_ns() + 3_600_000_000_000)
-    code = ("import sys\nfrom stratabatch.monitor.cli import main\n"
-            f"rc = main([{name!r}, '--once'])\n"
-            "assert 'textual' not in sys.modules, 'textual was imported'\n"
-            "sys.exit(rc)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "import sys\nfrom stratabatch.monitor.cli import main\n"
+        f"rc = main([{name!r}, '--once'])\n"
+        "assert 'textual' not in sys.modules, 'textual was imported'\n"
+        "sys.exit(rc)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "123,456" in res.stdout

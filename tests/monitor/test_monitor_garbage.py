@@ -44,8 +44,9 @@ from stratabatch.monitor.snapshot import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYOUT = CountersLayout.for_stats(max_clients=4, history_s=300,
-                                  info={"name": "g", "adaptive": True, "min_window_ms": 20})
+LAYOUT = CountersLayout.for_stats(
+    max_clients=4, history_s=300, info={"name": "g", "adaptive": True, "min_window_ms": 20}
+)
 SCHEMA: dict[str, Any] = json.loads(LAYOUT.schema_bytes)
 WORDS = LAYOUT.data_bytes // 8
 
@@ -96,8 +97,17 @@ def block_bytes(schema: bytes, words: int = WORDS) -> bytearray:
     """A counters block whose header is right and whose schema is ``schema``."""
     data_offset = (HEADER_BYTES + len(schema) + 63) // 64 * 64
     buf = bytearray(data_offset + 8 * words)
-    HEADER_STRUCT.pack_into(buf, 0, COUNTERS_MAGIC, COUNTERS_VERSION, HEADER_BYTES,
-                            HEADER_BYTES, len(schema), data_offset, 8 * words)
+    HEADER_STRUCT.pack_into(
+        buf,
+        0,
+        COUNTERS_MAGIC,
+        COUNTERS_VERSION,
+        HEADER_BYTES,
+        HEADER_BYTES,
+        len(schema),
+        data_offset,
+        8 * words,
+    )
     buf[HEADER_BYTES : HEADER_BYTES + len(schema)] = schema
     return buf
 
@@ -106,8 +116,9 @@ def block_bytes(schema: bytes, words: int = WORDS) -> bytearray:
 def segment_holding(payload: bytes) -> Iterator[str]:
     """An engine name whose counters segment (owned by this live process) holds ``payload``."""
     name = engine_name()
-    seg = Segment.create(counters_segment_name(name), len(payload), magic=COUNTERS_MAGIC,
-                         version=COUNTERS_VERSION)
+    seg = Segment.create(
+        counters_segment_name(name), len(payload), magic=COUNTERS_MAGIC, version=COUNTERS_VERSION
+    )
     try:
         seg.buf[:] = payload
         yield name
@@ -142,9 +153,15 @@ def test_a_bad_schema_is_refused_by_the_reader_and_the_monitor(schema, capsys):
         check_unreadable(name, capsys)
 
 
-@pytest.mark.parametrize("payload", [b"\x00" * 40, random.Random(5).randbytes(4096),
-                                     COUNTERS_MAGIC + random.Random(6).randbytes(4088)],
-                         ids=["shorter than the header", "random block", "random after magic"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x00" * 40,
+        random.Random(5).randbytes(4096),
+        COUNTERS_MAGIC + random.Random(6).randbytes(4088),
+    ],
+    ids=["shorter than the header", "random block", "random after magic"],
+)
 def test_a_bad_header_is_refused(payload, capsys):
     with pytest.raises(SegmentLayoutError):
         CountersReader(bytearray(payload))
@@ -154,8 +171,13 @@ def test_a_bad_header_is_refused(payload, capsys):
 
 def test_the_cli_prints_one_line_for_a_schema_that_is_not_an_object():
     with segment_holding(bytes(block_bytes(b"[1, 2, 3]"))) as name:
-        res = subprocess.run([sys.executable, "-m", "stratabatch.monitor.cli", name, "--once"],
-                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+        res = subprocess.run(
+            [sys.executable, "-m", "stratabatch.monitor.cli", name, "--once"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
     assert res.returncode == EXIT_UNREADABLE and "Traceback" not in res.stderr
     assert res.stderr.count("\n") == 1 and "the schema is a JSON array, not an object" in res.stderr
 
@@ -166,28 +188,37 @@ def _shown_everywhere(snap: EngineSnapshot) -> None:
     render_once(snap)
     rates = RateTracker().update(snap)
     for width, height in ((80, 24), (160, 48), (20, 6)):
-        draw.screen_lines(snap, rates, width=width, height=height,
-                          visible=list(draw.PANEL_TITLES), paused=False, charts={},
-                          redraw_charts=True)
+        draw.screen_lines(
+            snap,
+            rates,
+            width=width,
+            height=height,
+            visible=list(draw.PANEL_TITLES),
+            paused=False,
+            charts={},
+            redraw_charts=True,
+        )
 
 
 @pytest.mark.parametrize("fill", ["random", "small", "special floats"])
 def test_garbage_numbers_are_shown_as_numbers(fill, capsys):
     name = engine_name()
-    seg = Segment.create(counters_segment_name(name), LAYOUT.nbytes, magic=COUNTERS_MAGIC,
-                         version=COUNTERS_VERSION)
+    seg = Segment.create(
+        counters_segment_name(name), LAYOUT.nbytes, magic=COUNTERS_MAGIC, version=COUNTERS_VERSION
+    )
     try:
         w = CountersWriter(seg.buf, LAYOUT)
         rng = np.random.default_rng(23)
         words = np.frombuffer(seg.buf, np.int64, WORDS, LAYOUT.data_offset)
         with w.update():
             if fill == "random":
-                words[:] = rng.integers(-2**63, 2**63 - 1, WORDS, dtype=np.int64)
+                words[:] = rng.integers(-(2**63), 2**63 - 1, WORDS, dtype=np.int64)
             elif fill == "small":
                 words[:] = rng.integers(-5, 5, WORDS)
             else:
                 words.view(np.float64)[:] = rng.choice(
-                    [np.nan, np.inf, -np.inf, 1e308, -1.0, 0.0], WORDS)
+                    [np.nan, np.inf, -np.inf, 1e308, -1.0, 0.0], WORDS
+                )
             words[SCHEMA["fields"][RING]["head_offset"] // 8] = 1000  # a full per-second ring
         _shown_everywhere(read_snapshot(name))
         src = CountersSource(name)
@@ -210,14 +241,39 @@ def test_mutated_schemas_are_refused_or_read_whole():
     seed = random.randrange(2**32)
     print(f"seed {seed}")
     rng = random.Random(seed)
-    values = [None, True, 0, -1, 1, 8, 2**70, 1.5, float("nan"), "", "x", "i64", "f64", [],
-              [1], {}, {"a": 1}, "seconds", "clients", "batch_size"]
+    values = [
+        None,
+        True,
+        0,
+        -1,
+        1,
+        8,
+        2**70,
+        1.5,
+        float("nan"),
+        "",
+        "x",
+        "i64",
+        "f64",
+        [],
+        [1],
+        {},
+        {"a": 1},
+        "seconds",
+        "clients",
+        "batch_size",
+    ]
 
     def paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
         if prefix:
             yield prefix
-        items = node.items() if isinstance(node, dict) else enumerate(node) \
-            if isinstance(node, list) else ()
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
         for key, child in items:
             yield from paths(child, (*prefix, key))
 
@@ -234,14 +290,13 @@ def test_mutated_schemas_are_refused_or_read_whole():
                 node[path[-1]] = copy.deepcopy(rng.choice(values))
         buf = block_bytes(json.dumps(schema).encode())
         words = np.frombuffer(buf, np.int64, WORDS, len(buf) - 8 * WORDS)
-        words[:] = np.random.default_rng(i).integers(-2**63, 2**63 - 1, WORDS, dtype=np.int64)
+        words[:] = np.random.default_rng(i).integers(-(2**63), 2**63 - 1, WORDS, dtype=np.int64)
         try:
             reader = CountersReader(buf)
         except SegmentLayoutError:
             continue
         raw = reader.snapshot()
-        _shown_everywhere(build_snapshot("g", "seg", raw, reader.info, alive=True,
-                                         taken_at_ns=0))
+        _shown_everywhere(build_snapshot("g", "seg", raw, reader.info, alive=True, taken_at_ns=0))
         read += 1
     assert read > 0  # edits of docs and unused keys leave a readable schema
 

@@ -36,8 +36,14 @@ ENGINE_ARGS = ["--handler", "tests.e2e.handlers:echo", "--dedup-strategy", "exac
 
 def monitor(name: str, *flags: str) -> subprocess.CompletedProcess[str]:
     """Run ``stratabatch-monitor NAME FLAGS`` as a user's health check would."""
-    return subprocess.run([sys.executable, "-m", "stratabatch.monitor.cli", name, *flags],
-                          capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "stratabatch.monitor.cli", name, *flags],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 def one_line(stderr: str) -> str:
@@ -60,8 +66,9 @@ def test_a_sigkilled_engine_is_reported_dead(tmp_path):
         assert data["alive"] is True and data["engine"]["pid"] == eng.pid
         # a running engine is "running" (0); one starved of CPU for 3 s "stalled" (4)
         assert data["status"] in ("running", "stalled")
-        assert live.returncode == (EXIT_RUNNING if data["status"] == "running"
-                                   else EXIT_STALLED), live.stderr
+        assert live.returncode == (EXIT_RUNNING if data["status"] == "running" else EXIT_STALLED), (
+            live.stderr
+        )
 
         eng.kill()  # SIGKILL: no shutdown, the counters block stays behind
         assert os.path.exists(shm_path(name))
@@ -106,8 +113,12 @@ time.sleep(600)
 
 def test_an_engine_killed_inside_an_update_is_dead_not_unreadable(capsys):
     name = engine_name()
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER_DIES_MID_UPDATE, name],
-                            stdout=subprocess.PIPE, env=ENV, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER_DIES_MID_UPDATE, name],
+        stdout=subprocess.PIPE,
+        env=ENV,
+        cwd=ROOT,
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"in update\n"

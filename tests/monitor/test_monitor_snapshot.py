@@ -28,8 +28,16 @@ from stratabatch.monitor.snapshot import (
 def test_read_snapshot_holds_what_the_engine_wrote(block):
     name, w = block
     stats = publish(w)
-    w.set_row("clients", 3, pid=777, connected=1, requests=50, errors=1, timeouts=2,
-              connected_at_ns=T0_NS + 5)
+    w.set_row(
+        "clients",
+        3,
+        pid=777,
+        connected=1,
+        requests=50,
+        errors=1,
+        timeouts=2,
+        connected_at_ns=T0_NS + 5,
+    )
     w.set_row("clients", 5, pid=888, connected=1, requests=9)
     for t in range(10):
         w.push_second_sample(t_s=1000 + t, requests=100 + t, latency_ms_p99=5.0 + t)
@@ -42,7 +50,9 @@ def test_read_snapshot_holds_what_the_engine_wrote(block):
     assert (snap.inflight_batches, snap.clients_connected, snap.dedup_threshold) == (2, 2, 0.93)
     assert snap.segment == counters_segment_name(name)
     assert [(c.slot, c.pid, c.requests, c.errors, c.timeouts) for c in snap.clients] == [
-        (3, 777, 50, 1, 2), (5, 888, 9, 0, 0)]
+        (3, 777, 50, 1, 2),
+        (5, 888, 9, 0, 0),
+    ]
     assert snap.history.t_s == tuple(range(1000, 1010))
     assert snap.history.requests[-1] == 109 and snap.history.latency_ms_p99[0] == 5.0
     assert snap.batch_size.total == 51 and snap.batch_size.quantile(0.5) > 16
@@ -66,7 +76,8 @@ def test_every_snapshot_field_has_a_docstring():
             if isinstance(node, ast.AnnAssign):
                 nxt = body[i + 1] if i + 1 < len(body) else None
                 assert isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant), (
-                    f"{cls.name}.{ast.unparse(node.target)} has no docstring")
+                    f"{cls.name}.{ast.unparse(node.target)} has no docstring"
+                )
                 checked += 1
     assert checked >= len(dataclasses.fields(EngineSnapshot))
 
@@ -82,8 +93,9 @@ def test_json_has_every_stats_field_engine_identity_and_clients(block):
     assert data["merge_similarity_histogram"][100] == 40
     assert data["engine"]["name"] == name and data["engine"]["pid"] == os.getpid()
     assert data["engine"]["info"]["max_size"] == 32
-    assert data["clients"] == [{"slot": 1, "pid": 4321, "requests": 12, "errors": 0,
-                                "timeouts": 0, "connected_at_ns": 0}]
+    assert data["clients"] == [
+        {"slot": 1, "pid": 4321, "requests": 12, "errors": 0, "timeouts": 0, "connected_at_ns": 0}
+    ]
     counts = data["batch_size_histogram"]["counts"]
     assert (counts[2], counts[7], counts[9]) == (1, 10, 40)  # buckets 3, (12, 16], (24, 32]
     assert data["latency_ms_histogram"]["closed"] == "right"
@@ -136,8 +148,12 @@ DYING_ENGINE = """
 
 def test_a_dead_engine_shows_its_last_snapshot_until_a_successor_attaches():
     name = engine_name()
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(DYING_ENGINE), name],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(DYING_ENGINE), name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     src = CountersSource(name)
     try:
         assert proc.stdout.readline().strip() == "ready"
@@ -167,9 +183,13 @@ def test_a_dead_engine_shows_its_last_snapshot_until_a_successor_attaches():
 
 def test_an_engine_killed_inside_an_update_is_waited_for():
     name = engine_name()
-    script = DYING_ENGINE.replace('w.set("total_requests", 5)', 'w.begin()')
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), name],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    script = DYING_ENGINE.replace('w.set("total_requests", 5)', "w.begin()")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script), name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     src = CountersSource(name)
     try:
         assert proc.stdout.readline().strip() == "ready"

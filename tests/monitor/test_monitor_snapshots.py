@@ -33,11 +33,23 @@ BEFORE = {"total_requests": 123_456 - sum(GROWTH), "total_batches": 4_321 - 464,
 @pytest.fixture
 def demo_block():
     name = engine_name()
-    w = CountersWriter.create(name, info={
-        "name": "demo", "handler": "examples.fastapi_app:answer_batch", "max_size": 32,
-        "dedup_strategy": "hybrid", "adaptive": True, "min_window_ms": 20.0,
-        "max_window_ms": 200.0, "target_latency_ms": 50.0, "max_inflight_batches": 4,
-    }, max_clients=16, history_s=300, started_at_ns=T0_NS)
+    w = CountersWriter.create(
+        name,
+        info={
+            "name": "demo",
+            "handler": "examples.fastapi_app:answer_batch",
+            "max_size": 32,
+            "dedup_strategy": "hybrid",
+            "adaptive": True,
+            "min_window_ms": 20.0,
+            "max_window_ms": 200.0,
+            "target_latency_ms": 50.0,
+            "max_inflight_batches": 4,
+        },
+        max_clients=16,
+        history_s=300,
+        started_at_ns=T0_NS,
+    )
     try:
         hist = [0] * 101
         for i, c in zip(range(92, 101), (9, 30, 41, 33, 20, 12, 6, 2, 1), strict=True):
@@ -47,16 +59,26 @@ def demo_block():
         w.set("engine_pid", 4242)
         w.set("updated_at_ns", NOW)
         w.set("dedup_threshold", 0.92)
-        w.observe_many("batch_size", [1] * 5 + [4] * 12 + [12] * 30 + [16] * 55 + [24] * 90
-                       + [32] * 140)
+        w.observe_many(
+            "batch_size", [1] * 5 + [4] * 12 + [12] * 30 + [16] * 55 + [24] * 90 + [32] * 140
+        )
         t0 = NOW // 1_000_000_000 - 300
         for k in range(300):
             w.push_second_sample(
-                t_s=t0 + k, requests=int(800 + 400 * math.sin(k / 15.0)),
-                latency_ms_p99=60.0 + 25.0 * math.sin(k / 9.0) + (k % 7))
+                t_s=t0 + k,
+                requests=int(800 + 400 * math.sin(k / 15.0)),
+                latency_ms_p99=60.0 + 25.0 * math.sin(k / 9.0) + (k % 7),
+            )
         for slot, ((pid, req, err), grew) in enumerate(zip(CLIENTS, GROWTH, strict=True)):
-            w.set_row("clients", slot, pid=pid, connected=1, requests=req - grew, errors=err,
-                      connected_at_ns=NOW - (slot + 1) * 61_000_000_000)
+            w.set_row(
+                "clients",
+                slot,
+                pid=pid,
+                connected=1,
+                requests=req - grew,
+                errors=err,
+                connected_at_ns=NOW - (slot + 1) * 61_000_000_000,
+            )
         yield name, w
     finally:
         w.close()

@@ -31,10 +31,15 @@ def _hand_workload() -> Workload:
         (4, 1.000, 1, "track my order 1", 0, "0", "exact"),
         (5, 1.001, 1, "cancel order 1", 2, "2", "exact"),
     ]
-    reqs = [Req(rid, t, 0, seg, text, intent, form, "base", variant)
-            for rid, t, seg, text, intent, form, variant in rows]
-    intents = {0: Intent(0, "track my order 1"), 1: Intent(1, "track my order 2"),
-               2: Intent(2, "cancel order 1")}
+    reqs = [
+        Req(rid, t, 0, seg, text, intent, form, "base", variant)
+        for rid, t, seg, text, intent, form, variant in rows
+    ]
+    intents = {
+        0: Intent(0, "track my order 1"),
+        1: Intent(1, "track my order 2"),
+        2: Intent(2, "cancel order 1"),
+    }
     return Workload(WorkloadConfig(clients=1), reqs, intents)
 
 
@@ -53,9 +58,9 @@ def test_accounting_of_a_hand_checked_run():
     w = _hand_workload()
     outcomes = [
         Outcome(0, _answer(w, 0, "c1"), 0.020),
-        Outcome(1, _answer(w, 0, "c1"), 0.019),   # right merge (same intent)
+        Outcome(1, _answer(w, 0, "c1"), 0.019),  # right merge (same intent)
         Outcome(2, _answer(w, 2, "c1"), 0.018),
-        Outcome(3, _answer(w, 0, "c1"), 0.017),   # wrong merge: order 2 got order 1's answer
+        Outcome(3, _answer(w, 0, "c1"), 0.017),  # wrong merge: order 2 got order 1's answer
         Outcome(4, _answer(w, 4, "c2"), 0.010),
         Outcome(5, _answer(w, 5, "c2"), 0.010),
     ]
@@ -85,12 +90,12 @@ def test_accounting_sees_lost_duplicated_stray_and_mismatched_answers():
     bad_echo = {**_answer(w, 5, "c2"), "query": "something else"}
     outcomes = [
         Outcome(0, _answer(w, 0, "c1"), 0.02),
-        Outcome(0, _answer(w, 0, "c1"), 0.02),     # answered twice
+        Outcome(0, _answer(w, 0, "c1"), 0.02),  # answered twice
         Outcome(1, None, 0.02, "BatchTimeoutError: too slow"),
         Outcome(3, _answer(w, 3, "c1"), 0.02),
-        Outcome(5, bad_echo, 0.02),                # an answer to a text it was not sent
-        Outcome(99, _answer(w, 4, "c2"), 0.02),    # a request never sent
-    ]                                              # 2 and 4: never answered
+        Outcome(5, bad_echo, 0.02),  # an answer to a text it was not sent
+        Outcome(99, _answer(w, 4, "c2"), 0.02),  # a request never sent
+    ]  # 2 and 4: never answered
     r = account(w, ModeRun(outcomes), SETTINGS, batch_size=4)
     assert (r["lost"], r["duplicated"], r["stray"]) == (2, 1, 1)
     assert r["errors"] == 1 and r["error_kinds"] == {"BatchTimeoutError": 1}
@@ -114,8 +119,12 @@ class FaultyMode:
         return None
 
     async def run(self, workload, settings, progress):
-        outs = [Outcome(r.rid, {"answer_to": r.rid, "query": r.text, "call": f"c{r.rid}",
-                                "batch": 1}, 0.001) for r in workload.requests]
+        outs = [
+            Outcome(
+                r.rid, {"answer_to": r.rid, "query": r.text, "call": f"c{r.rid}", "batch": 1}, 0.001
+            )
+            for r in workload.requests
+        ]
         outs = outs[:-1] + outs[:1]
         progress(len(outs))
         return ModeRun(outs)
@@ -141,19 +150,44 @@ def test_the_command_exits_0_when_every_mode_is_exact(monkeypatch, tmp_path, cap
 
     monkeypatch.setattr(cli, "all_modes", lambda: [Unbatched(), Embedded("exact")])
     out = tmp_path / "r.json"
-    code = cli.main(["--bursts", "1", "--burst-size", "30", "--burst-ms", "20",
-                     "--overhead-ms", "2", "--per-item-ms", "0.1", "--no-progress",
-                     "--json", str(out)])
+    code = cli.main(
+        [
+            "--bursts",
+            "1",
+            "--burst-size",
+            "30",
+            "--burst-ms",
+            "20",
+            "--overhead-ms",
+            "2",
+            "--per-item-ms",
+            "0.1",
+            "--no-progress",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     import json
 
     doc = json.loads(out.read_text())
     for name in ("unbatched", "stratabatch exact"):
         m = doc["modes"][name]
-        for key in ("throughput_rps", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
-                    "backend_calls", "backend_items", "cost_usd", "dups_existing",
-                    "dups_caught", "wrong_merges", "lost", "duplicated",
-                    "speedup_vs_unbatched"):
+        for key in (
+            "throughput_rps",
+            "latency_ms_p50",
+            "latency_ms_p95",
+            "latency_ms_p99",
+            "backend_calls",
+            "backend_items",
+            "cost_usd",
+            "dups_existing",
+            "dups_caught",
+            "wrong_merges",
+            "lost",
+            "duplicated",
+            "speedup_vs_unbatched",
+        ):
             assert key in m, key
         assert m["lost"] == m["duplicated"] == 0
     assert doc["workload"]["config"]["burst_size"] == 30
@@ -176,8 +210,18 @@ class CacheMode:
         for r in workload.requests:
             leader = first.setdefault(r.intent, r.rid)
             text = workload.requests[leader].text
-            outs.append(Outcome(r.rid, {"answer_to": leader, "query": text,
-                                        "call": f"c{r.segment}-{leader}", "batch": 1}, 0.05))
+            outs.append(
+                Outcome(
+                    r.rid,
+                    {
+                        "answer_to": leader,
+                        "query": text,
+                        "call": f"c{r.segment}-{leader}",
+                        "batch": 1,
+                    },
+                    0.05,
+                )
+            )
         progress(len(outs))
         return ModeRun(outs)
 
@@ -199,10 +243,22 @@ async def test_caught_never_exceeds_the_duplicates_that_exist():
 
 
 def _report(**over):
-    base = {"ran": True, "speedup_vs_unbatched": 11.8, "speedup_vs_peer": 1.6,
-            "vs_best_schedule": 1.01, "surface_caught_pct": 95.0, "wrong_merge_pct": 0.0,
-            "merges": 300, "wrong_merges": 0, "latency_ms_p99": 140.0, "p99_bound_ms": 150.0,
-            "batch_size": 32, "max_items_per_segment": 100, "lost": 0, "duplicated": 0}
+    base = {
+        "ran": True,
+        "speedup_vs_unbatched": 11.8,
+        "speedup_vs_peer": 1.6,
+        "vs_best_schedule": 1.01,
+        "surface_caught_pct": 95.0,
+        "wrong_merge_pct": 0.0,
+        "merges": 300,
+        "wrong_merges": 0,
+        "latency_ms_p99": 140.0,
+        "p99_bound_ms": 150.0,
+        "batch_size": 32,
+        "max_items_per_segment": 100,
+        "lost": 0,
+        "duplicated": 0,
+    }
     return {**base, **over}
 
 
@@ -213,8 +269,9 @@ def test_targets_are_met_or_say_why_they_do_not_apply():
     assert all(r["met"] is True for r in rows), rows
     # a burst of 205 unique items needs two rounds of 4 calls of 32: the p99 bound of one
     # round cannot hold, so it is not judged (the docs said "cannot be met", the table "no")
-    rows = targets({TARGET_MODE: _report(max_items_per_segment=205, latency_ms_p99=249.0)},
-                   SETTINGS_DEFAULT)
+    rows = targets(
+        {TARGET_MODE: _report(max_items_per_segment=205, latency_ms_p99=249.0)}, SETTINGS_DEFAULT
+    )
     p99 = next(r for r in rows if r["target"].startswith("p99"))
     assert p99["met"] is None
     assert "not applicable to this workload" in p99["why"] and "205" in p99["why"]

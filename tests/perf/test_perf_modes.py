@@ -15,8 +15,12 @@ from stratabatch.perf.modes_engine import EngineMode, engine_command
 from stratabatch.perf.mpqueue_server import MpQueuePeer
 from stratabatch.perf.workload import WorkloadConfig, generate
 
-FAST = Settings(model=CostModel(overhead_ms=2, per_item_ms=0.1, concurrency=2),
-                window_ms=5, max_size=8, timeout_s=30)
+FAST = Settings(
+    model=CostModel(overhead_ms=2, per_item_ms=0.1, concurrency=2),
+    window_ms=5,
+    max_size=8,
+    timeout_s=30,
+)
 TINY = WorkloadConfig(seed=2, clients=2, bursts=2, burst_size=60, burst_ms=20, gap_ms=50)
 
 
@@ -36,8 +40,9 @@ def test_sync_backend_answers_each_item_with_its_request():
     assert out[0]["call"] == out[1]["call"]
 
 
-@pytest.mark.parametrize("mode", [Unbatched(), Embedded("off"), Embedded("exact")],
-                         ids=lambda m: m.name)
+@pytest.mark.parametrize(
+    "mode", [Unbatched(), Embedded("off"), Embedded("exact")], ids=lambda m: m.name
+)
 async def test_in_process_modes_answer_every_request_once(mode):
     w = generate(TINY)
     seen = []
@@ -78,14 +83,27 @@ async def test_sweep_runs_both_loads_at_every_point():
     from stratabatch.perf.sweep import run_sweep
 
     bursts = generate(TINY)
-    steady = generate(WorkloadConfig(seed=3, arrivals="poisson", rate_high=400, rate_low=40,
-                                     half_period_ms=100, duration_s=0.2))
+    steady = generate(
+        WorkloadConfig(
+            seed=3,
+            arrivals="poisson",
+            rate_high=400,
+            rate_low=40,
+            half_period_ms=100,
+            duration_s=0.2,
+        )
+    )
     ticks = []
-    rows = await run_sweep(bursts, steady, FAST.model, [1.0, 5.0], [4, 8], 1,
-                           lambda: ticks.append(1))
+    rows = await run_sweep(
+        bursts, steady, FAST.model, [1.0, 5.0], [4, 8], 1, lambda: ticks.append(1)
+    )
     assert len(ticks) == 8
-    assert [(r["window_ms"], r["max_size"]) for r in rows] == [(1.0, 4), (5.0, 4), (1.0, 8),
-                                                               (5.0, 8)]
+    assert [(r["window_ms"], r["max_size"]) for r in rows] == [
+        (1.0, 4),
+        (5.0, 4),
+        (1.0, 8),
+        (5.0, 8),
+    ]
     for r in rows:
         assert (r["lost"], r["duplicated"], r["stray"], r["mismatched_answers"]) == (0, 0, 0, 0)
         assert r["burst_throughput_rps"] > 0 and r["steady_backend_calls"] > 0
@@ -133,8 +151,9 @@ async def test_engine_adapter_runs_clients_and_stops_the_engine(monkeypatch, tmp
         return _FakeClient()
 
     monkeypatch.setattr(stratabatch, "connect", connect, raising=False)
-    monkeypatch.setattr(modes_engine, "engine_command",
-                        lambda: _fake_engine(tmp_path, READY_THEN_WAIT))
+    monkeypatch.setattr(
+        modes_engine, "engine_command", lambda: _fake_engine(tmp_path, READY_THEN_WAIT)
+    )
     mode = EngineMode("exact")
     assert mode.unavailable() is None
     w = generate(TINY)
@@ -151,8 +170,10 @@ async def test_engine_adapter_reports_an_engine_that_dies_before_ready(monkeypat
     from stratabatch.perf import modes_engine
 
     monkeypatch.setattr(stratabatch, "connect", lambda name: _FakeClient(), raising=False)
-    monkeypatch.setattr(modes_engine, "engine_command",
-                        lambda: _fake_engine(tmp_path, "print('no handler', flush=True)\n"
-                                                       "raise SystemExit(2)\n"))
+    monkeypatch.setattr(
+        modes_engine,
+        "engine_command",
+        lambda: _fake_engine(tmp_path, "print('no handler', flush=True)\nraise SystemExit(2)\n"),
+    )
     with pytest.raises(RuntimeError, match="did not get ready.*no handler"):
         await EngineMode("exact").run(generate(TINY), FAST, lambda _k: None)

@@ -11,8 +11,19 @@ from stratabatch.perf.harness import PEER, TARGET_MODE, UNBATCHED
 from stratabatch.perf.modes import Embedded, Unbatched
 from stratabatch.perf.report import COLUMNS, verdict
 
-TINY = ["--bursts", "1", "--burst-size", "30", "--burst-ms", "20", "--overhead-ms", "2",
-        "--per-item-ms", "0.1", "--no-progress"]
+TINY = [
+    "--bursts",
+    "1",
+    "--burst-size",
+    "30",
+    "--burst-ms",
+    "20",
+    "--overhead-ms",
+    "2",
+    "--per-item-ms",
+    "0.1",
+    "--no-progress",
+]
 
 
 def _two_modes(monkeypatch):
@@ -39,8 +50,20 @@ def test_wide_prints_every_column(monkeypatch, capsys):
     assert cli.main([*TINY, "--wide"]) == 0
     out = capsys.readouterr().out
     header = " ".join(line for line in out.splitlines() if "┃" in line)
-    for col in ("p50", "p95", "p99", "calls", "cost", "caught /", "existing", "surface caught /",
-                "catchable", "lost /", "dup", "best"):
+    for col in (
+        "p50",
+        "p95",
+        "p99",
+        "calls",
+        "cost",
+        "caught /",
+        "existing",
+        "surface caught /",
+        "catchable",
+        "lost /",
+        "dup",
+        "best",
+    ):
         assert col in header, col
     assert "…" not in out
 
@@ -75,11 +98,13 @@ def test_plot_without_matplotlib_fails_before_any_mode_runs(monkeypatch, capsys,
 def test_the_sweep_description_counts_in_words():
     from stratabatch.perf.workload import WorkloadConfig
 
-    one = cli.sweep_description(WorkloadConfig(bursts=1, burst_size=400),
-                                WorkloadConfig(arrivals="poisson"), 900)
+    one = cli.sweep_description(
+        WorkloadConfig(bursts=1, burst_size=400), WorkloadConfig(arrivals="poisson"), 900
+    )
     assert "1 burst of 400" in one and "1 bursts" not in one
-    two = cli.sweep_description(WorkloadConfig(bursts=2, burst_size=400),
-                                WorkloadConfig(arrivals="poisson"), 900)
+    two = cli.sweep_description(
+        WorkloadConfig(bursts=2, burst_size=400), WorkloadConfig(arrivals="poisson"), 900
+    )
     assert "2 bursts of 400" in two
 
 
@@ -87,9 +112,17 @@ def test_the_plot_axes_name_the_windows_that_ran(tmp_path):
     pytest.importorskip("matplotlib")
     from stratabatch.perf.report import sweep_figure
 
-    rows = [{"window_ms": w, "max_size": m, "burst_throughput_rps": 1000.0 + w,
-             "steady_latency_ms_p99": 100.0 + w, "steady_backend_calls": 50 - w}
-            for m in (16, 64) for w in (2.0, 10.0, 50.0)]
+    rows = [
+        {
+            "window_ms": w,
+            "max_size": m,
+            "burst_throughput_rps": 1000.0 + w,
+            "steady_latency_ms_p99": 100.0 + w,
+            "steady_backend_calls": 50 - w,
+        }
+        for m in (16, 64)
+        for w in (2.0, 10.0, 50.0)
+    ]
     fig = sweep_figure(rows, "throughput on 1 burst of 400")
     try:
         for ax in fig.axes:
@@ -103,28 +136,43 @@ def test_the_plot_axes_name_the_windows_that_ran(tmp_path):
 
 
 def _mode(rps, items, p99=100.0, wrong=0, lost=0, **extra):
-    return {"ran": True, "throughput_rps": rps, "backend_items": items, "latency_ms_p99": p99,
-            "wrong_merges": wrong, "lost": lost, "duplicated": 0, "stray": 0,
-            "mismatched_answers": 0, **extra}
+    return {
+        "ran": True,
+        "throughput_rps": rps,
+        "backend_items": items,
+        "latency_ms_p99": p99,
+        "wrong_merges": wrong,
+        "lost": lost,
+        "duplicated": 0,
+        "stray": 0,
+        "mismatched_answers": 0,
+        **extra,
+    }
 
 
 def test_the_verdict_reads_the_run_s_own_numbers():
     reports = {
         UNBATCHED: _mode(100.0, 800),
         PEER: _mode(737.5, 751),
-        TARGET_MODE: _mode(1180.0, 408, p99=249.0, speedup_vs_unbatched=11.8,
-                           speedup_vs_peer=1.6),
+        TARGET_MODE: _mode(1180.0, 408, p99=249.0, speedup_vs_unbatched=11.8, speedup_vs_peer=1.6),
         "stratabatch hybrid": _mode(1300.0, 404),
         "stratabatch-engine embedding": {"ran": False, "skipped": "no engine"},
     }
-    rows = [{"target": "a", "met": True}, {"target": "busy time", "met": False},
-            {"target": "p99", "met": None}]
+    rows = [
+        {"target": "a", "met": True},
+        {"target": "busy time", "met": False},
+        {"target": "p99", "met": None},
+    ]
     lines = verdict(reports, TARGET_MODE, rows)
-    assert lines[0] == ("stratabatch embedding: 11.8x unbatched, 1.6x the batching server, "
-                        "49% fewer backend items, p99 249 ms, 0 wrong merges, 0 lost.")
+    assert lines[0] == (
+        "stratabatch embedding: 11.8x unbatched, 1.6x the batching server, "
+        "49% fewer backend items, p99 249 ms, 0 wrong merges, 0 lost."
+    )
     assert lines[1].startswith("Fastest here: stratabatch hybrid, 1,300 req/s (1.10x")
-    assert lines[2] == ("Targets: 1 of 2 met (missed: busy time); 1 not applicable to this "
-                        "workload (p99).")
+    assert lines[2] == (
+        "Targets: 1 of 2 met (missed: busy time); 1 not applicable to this workload (p99)."
+    )
     reports["stratabatch hybrid"]["lost"] = 3
-    assert verdict(reports, TARGET_MODE)[-1] == ("Lost, duplicated or misdelivered outcomes in: "
-                                                 "stratabatch hybrid.")
+    assert verdict(reports, TARGET_MODE)[-1] == (
+        "Lost, duplicated or misdelivered outcomes in: stratabatch hybrid."
+    )

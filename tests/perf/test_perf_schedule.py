@@ -37,8 +37,7 @@ def test_the_schedule_keeps_every_limit(seed):
     span = rnd.choice([0.0, 10.0, 100.0, 1000.0])
     arrivals = sorted(rnd.uniform(0, span) for _ in range(n))
     concurrency, max_size = rnd.randint(1, 6), rnd.choice([1, 4, 16, 32, 64])
-    _check(arrivals, concurrency, max_size, rnd.choice([0.0, 5.0, 30.0]),
-           rnd.choice([0.5, 3.0]))
+    _check(arrivals, concurrency, max_size, rnd.choice([0.0, 5.0, 30.0]), rnd.choice([0.5, 3.0]))
 
 
 def test_items_all_there_at_once_need_balanced_calls_not_whole_rounds():

@@ -30,8 +30,9 @@ def test_other_seed_other_requests():
 
 
 def test_poisson_is_reproducible_and_follows_the_square_wave():
-    cfg = WorkloadConfig(seed=3, arrivals="poisson", rate_high=2000, rate_low=100,
-                         half_period_ms=200, duration_s=0.8)
+    cfg = WorkloadConfig(
+        seed=3, arrivals="poisson", rate_high=2000, rate_low=100, half_period_ms=200, duration_s=0.8
+    )
     a, b = generate(cfg), generate(cfg)
     assert a.requests == b.requests
     times = [r.t for r in a.requests]
@@ -104,6 +105,7 @@ def test_truth_counts_duplicates_within_segments():
     by_seg: dict[int, list] = {}
     for r in w.requests:
         by_seg.setdefault(r.segment, []).append(r)
-    assert t["dups_existing"] == sum(len(rs) - len({r.intent for r in rs})
-                                     for rs in by_seg.values())
+    assert t["dups_existing"] == sum(
+        len(rs) - len({r.intent for r in rs}) for rs in by_seg.values()
+    )
     assert 0 < t["dups_catchable"] <= t["dups_existing"] <= t["dups_existing_run"]
