@@ -10,7 +10,7 @@ typos of filler words, long texts, a request with its own vector, the off-loop h
 large pass, leaders retired until the index compacts with its table in use).
 
 Nothing it does is seen by the caller's core: its groups live in this module's
-:class:`_Stage` and are dropped at the end.
+:class:`ScratchOps` and are dropped at the end.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _WORDS = (
 ).split()
 
 
-class _Stage:
+class ScratchOps:
     """The core's side of a dedup pass (:class:`~stratabatch.grouping.GroupOps`), reduced to
     what a rehearsal needs: pending groups in a dict, no timers, no outcomes."""
 
@@ -104,7 +104,7 @@ def rehearse(config: BatchConfig, dim: int | None) -> None:
     if not config.enable_dedup or config.dedup_function is not None or config.embedder is not None:
         return  # the user's code: never called on samples (it may be a paid API)
     cfg = dataclasses.replace(config)  # a copy: the caller's listeners are not told
-    stage = _Stage()
+    stage = ScratchOps()
     dedup = Deduper(cfg, stage)
     # compact at the first chance, so that compaction (with a table in use) runs here too
     dedup.leaders.compact_min_dead = 0
@@ -169,4 +169,4 @@ def rehearse(config: BatchConfig, dim: int | None) -> None:
     retire_all()
 
 
-__all__ = ["rehearse"]
+__all__ = ["ScratchOps", "rehearse"]

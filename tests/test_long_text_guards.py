@@ -21,6 +21,7 @@ from stratabatch.grouping import Deduper
 from stratabatch.guards import Features, features, veto
 from stratabatch.index import residue_precheck
 from stratabatch.records import DONE, GROUPED, INFLIGHT, RAW, Group, Request
+from stratabatch.rehearsal import ScratchOps
 from stratabatch.wordkeys import (
     PRECHECK_MAX_WORDS,
     may_pass_residue,
@@ -125,28 +126,8 @@ def test_residue_precheck_never_refuses_what_the_guards_accept_on_long_texts(see
 # --------------------------------------------------------------------------------------------
 
 
-class _Ops:
-    """The core's side of a pass (GroupOps), reduced to groups in a dict."""
-
-    def __init__(self) -> None:
-        self.pending: dict[int, Group] = {}
-
-    def new_group(self, req: Request, part: Any) -> Group:
-        g = Group(req)
-        g.part = part
-        req.group = g
-        req.state = GROUPED
-        req.similarity = None
-        self.pending[g.seq] = g
-        return g
-
-    def join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
-        req.group = g
-        req.state = GROUPED
-        req.similarity = similarity
-        req.exact = exact
-        g.add(req)
-        g.live += 1
+class _Ops(ScratchOps):
+    """Groups in a dict (the rehearsal's stand-in for the core); nothing may run or fail."""
 
     def coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
         raise AssertionError("nothing runs in this test")
@@ -154,9 +135,6 @@ class _Ops:
     def reject(self, req: Request, error: BaseException) -> None:
         req.state = DONE
         raise AssertionError(f"rejected: {error!r}")
-
-    def pending_groups(self) -> Any:
-        return self.pending.values()
 
 
 def _long_texts(seed: int, n: int) -> list[str]:
