@@ -531,25 +531,16 @@ class Core:
         self._pending[g.seq] = g
         return g
 
-    @staticmethod
-    def _add_member(req: Request, g: Group, state: int, similarity: float, exact: bool) -> None:
-        req.group = g
-        req.state = state
-        req.similarity = similarity
-        req.exact = exact
-        g.add(req)
-        g.live += 1
-
     def join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
         """``req`` becomes a duplicate in pending group ``g``."""
-        self._add_member(req, g, GROUPED, similarity, exact)
+        g.add(req, GROUPED, similarity, exact)
         if req.priority > g.priority:
             g.priority = req.priority
 
     def coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
         """``req`` waits for the result of ``g``, which is running in the handler now."""
         assert g.batch is not None
-        self._add_member(req, g, INFLIGHT, similarity, exact)
+        g.add(req, INFLIGHT, similarity, exact)
         g.batch.live += 1
         st = self.stats
         st.record_merge(similarity, exact)

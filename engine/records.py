@@ -142,8 +142,14 @@ class Group:
         ms = self.members
         return (self.leader,) if ms is None else ms
 
-    def add(self, req: Request) -> None:
-        """``req`` becomes a member."""
+    def add(self, req: Request, state: int, similarity: float, exact: bool) -> None:
+        """``req`` becomes a live member in ``state`` (GROUPED, or INFLIGHT when it joins a
+        running group), merged at ``similarity`` (``exact``: by an exact key)."""
+        req.group = self
+        req.state = state
+        req.similarity = similarity
+        req.exact = exact
+        self.live += 1
         ms = self.members
         if ms is None:
             self.members = [self.leader, req]

@@ -45,19 +45,11 @@ class ScratchOps:
         self.pending[g.seq] = g
         return g
 
-    def _member(self, req: Request, g: Group, state: int, similarity: float, exact: bool) -> None:
-        req.group = g
-        req.state = state
-        req.similarity = similarity
-        req.exact = exact
-        g.add(req)
-        g.live += 1
-
     def join(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
-        self._member(req, g, GROUPED, similarity, exact)
+        g.add(req, GROUPED, similarity, exact)
 
     def coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
-        self._member(req, g, INFLIGHT, similarity, exact)
+        g.add(req, INFLIGHT, similarity, exact)
 
     def reject(self, req: Request, error: BaseException) -> None:
         req.state = DONE

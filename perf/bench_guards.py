@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from stratabatch.rehearsal import ScratchOps
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,35 +53,11 @@ def timed(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(samples)
 
 
-class _Ops:
+class _Ops(ScratchOps):
     """The core's side of a dedup pass, reduced to bookkeeping (no queues, no handler)."""
-
-    def __init__(self) -> None:
-        self.groups: list[Any] = []
-
-    def new_group(self, req: Any, part: Any) -> Any:
-        from stratabatch.records import GROUPED, Group
-
-        g = Group(req)
-        g.part = part
-        req.group = g
-        req.state = GROUPED
-        self.groups.append(g)
-        return g
-
-    def join(self, req: Any, g: Any, similarity: float, exact: bool) -> None:
-        from stratabatch.records import GROUPED
-
-        req.group, req.state, req.similarity = g, GROUPED, similarity
-        g.add(req)
-
-    coalesce = join
 
     def reject(self, req: Any, error: BaseException) -> None:
         raise AssertionError(f"unexpected rejection: {error!r}")
-
-    def pending_groups(self) -> list[Any]:
-        return self.groups
 
 
 def dedup_pass(texts: list[str], **options: Any) -> Callable[[], int]:
@@ -95,7 +73,7 @@ def dedup_pass(texts: list[str], **options: Any) -> Callable[[], int]:
         ops = _Ops()
         d = Deduper(config, ops)
         d.run([Request({"query": t}, text=t) for t in texts])
-        return len(ops.groups)
+        return len(ops.pending)
 
     return run
 
