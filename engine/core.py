@@ -523,11 +523,7 @@ class Core:
 
     def new_group(self, req: Request, part: Any) -> Group:
         """``req`` leads a new pending group."""
-        g = Group(req)
-        g.part = part
-        req.group = g
-        req.state = GROUPED
-        req.similarity = None
+        g = Group(req, part)
         self._pending[g.seq] = g
         return g
 

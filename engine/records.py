@@ -122,7 +122,12 @@ class Group:
         "batch",
     )
 
-    def __init__(self, leader: Request) -> None:
+    def __init__(self, leader: Request, part: Any = None) -> None:
+        """``leader`` leads the new group (it becomes GROUPED, with no merge similarity);
+        ``part`` is its dedup partition."""
+        leader.group = self
+        leader.state = GROUPED
+        leader.similarity = None
         self.leader = leader
         # None while the leader is its only member (most groups): a list, like every
         # container, is one more object for the cyclic GC to walk while the group waits
@@ -134,7 +139,7 @@ class Group:
         # its exact keys (stratabatch.grouping.Deduper.exact): None, one key, or a list
         self.keys: Any = None
         self.row: int | None = None  # its leader's row in the LeaderIndex
-        self.part: Any = None
+        self.part = part
         self.batch: Batch | None = None
 
     def member_list(self) -> list[Request] | tuple[Request, ...]:

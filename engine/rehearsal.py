@@ -37,11 +37,7 @@ class ScratchOps:
         self.pending: dict[int, Group] = {}
 
     def new_group(self, req: Request, part: Any) -> Group:
-        g = Group(req)
-        g.part = part
-        req.group = g
-        req.state = GROUPED
-        req.similarity = None
+        g = Group(req, part)
         self.pending[g.seq] = g
         return g
 
