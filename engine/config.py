@@ -8,8 +8,9 @@ engine's command-line flags, so the two can never disagree.
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -218,7 +219,7 @@ class BatchConfig:
             object.__setattr__(self, name, value)
             return
         if name not in _VALIDATORS:
-            raise ConfigError(f"unknown option {name!r}", field=name)
+            raise unknown_option(name)
         old = getattr(self, name)
         object.__setattr__(self, name, _VALIDATORS[name][0](value))
         try:
@@ -260,3 +261,35 @@ class BatchConfig:
     def allowed(name: str) -> str:
         """The allowed range of option ``name``, as the README and --help print it."""
         return _VALIDATORS[name][1]
+
+
+def closest_option(name: str) -> str | None:
+    """The option name a mistyped ``name`` most likely meant, or None if none is close."""
+    match = difflib.get_close_matches(name, _VALIDATORS, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def unknown_option(name: str, *others: str) -> ConfigError:
+    """The error for an unknown option ``name`` (and ``others``, unknown too): it suggests
+    the closest known option, or lists them all when none is close."""
+    guess = closest_option(name) if isinstance(name, str) else None
+    hint = (
+        f"did you mean {guess!r}?"
+        if guess is not None
+        else f"the options are {', '.join(sorted(_VALIDATORS))}"
+    )
+    also = f" (also unknown: {', '.join(repr(o) for o in others)})" if others else ""
+    return ConfigError(f"unknown option {name!r}{also}; {hint}", field=name)
+
+
+def check_option_names(names: Iterable[str]) -> None:
+    """Refuse option names that are not options.
+
+    Raises:
+        ConfigError: a name is unknown; the message suggests the closest option (difflib),
+            e.g. ``unknown option 'window_msx'; did you mean 'window_ms'?``.
+    """
+    unknown = [n for n in names if n not in _VALIDATORS]
+    if unknown:
+        first, *others = sorted(unknown, key=str)
+        raise unknown_option(first, *others)
