@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 from .connection import Call, Connection, One
 from .errors import (
@@ -175,6 +175,13 @@ class EngineClient:
     def socket_path(self) -> str:
         """The socket this client connects to."""
         return socket_path(self.name)
+
+    @property
+    def dedup_key(self) -> str | None:
+        """The engine's ``dedup_key``, as its last handshake with this client gave it (None
+        when this client has no connection, e.g. after ``close()``)."""
+        welcome = getattr(self._conn, "welcome", None)
+        return None if welcome is None else str(welcome["dedup_key"])
 
     _check_call_args = staticmethod(check_call_args)
 
@@ -591,15 +598,39 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+@overload
+def connect(
+    name: str = "default",
+    *,
+    sync: Literal[False] = False,
+    timeout: float = 5.0,
+    on_full: Literal["wait", "reject"] | None = None,
+) -> EngineClient: ...
+@overload
+def connect(
+    name: str = "default",
+    *,
+    sync: Literal[True],
+    timeout: float = 5.0,
+    on_full: Literal["wait", "reject"] | None = None,
+) -> SyncEngineClient: ...
+@overload
+def connect(
+    name: str = "default",
+    *,
+    sync: bool,
+    timeout: float = 5.0,
+    on_full: Literal["wait", "reject"] | None = None,
+) -> EngineClient | SyncEngineClient: ...
 def connect(
     name: str = "default", *, sync: bool = False, timeout: float = 5.0, on_full: str | None = None
-) -> Any:
+) -> EngineClient | SyncEngineClient:
     """Connect to the running ``stratabatch-engine`` called ``name``.
 
     Returns this process's client of that engine (the same object on every call until it is
     closed): an :class:`EngineClient` (asyncio) or, with ``sync=True``, a
-    :class:`SyncEngineClient` (blocking). Both have BatchProcessor's ``process``,
-    ``process_streaming``, ``get_stats`` and ``close``.
+    :class:`SyncEngineClient` (blocking); a type checker sees which from ``sync``. Both have
+    BatchProcessor's ``process``, ``process_streaming``, ``get_stats`` and ``close``.
 
     Args:
         name: The engine's ``--name``.

@@ -12,7 +12,7 @@ import difflib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from .errors import ConfigError
 
@@ -171,6 +171,44 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_request_bytes": (_int("max_request_bytes", 64, 64 * 1024 * 1024), "[64, 67108864]"),
     "max_result_bytes": (_int("max_result_bytes", 64, 64 * 1024 * 1024), "[64, 67108864]"),
 }
+
+
+class BatchOptions(TypedDict, total=False):
+    """Every option of a BatchProcessor as typed keyword arguments (``**options:
+    Unpack[BatchOptions]``): what ``BatchProcessor(...)`` and ``stratabatch.batch(...)`` take.
+
+    The types are what the options accept (a number may be an int; a tuple of names may be one
+    name); :class:`BatchConfig` holds them as validated. A test keeps the keys equal to the
+    option table, so neither can gain an option the other lacks.
+    """
+
+    window_ms: float
+    max_size: int
+    min_size: int
+    max_wait_ms: float
+    processing_timeout: float | None
+    enable_dedup: bool
+    dedup_strategy: Literal["embedding", "exact", "hybrid"]
+    dedup_threshold: float | None
+    dedup_key: str
+    normalize: bool
+    dedup_scope: str | Iterable[str]
+    guard_numbers: bool
+    dedup_guards: str | Iterable[str] | None
+    canonicalize: bool
+    dedup_function: Callable[[Any, Any], float] | None
+    embedder: Any
+    adaptive: bool
+    target_latency_ms: float
+    min_window_ms: float
+    max_window_ms: float
+    enable_priorities: bool
+    max_inflight_batches: int
+    max_queue: int
+    on_full: Literal["wait", "reject", "drop_lowest"]
+    cost_per_request_usd: float
+    max_request_bytes: int
+    max_result_bytes: int
 
 
 @dataclass
