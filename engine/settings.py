@@ -119,10 +119,14 @@ def read_env(
             found[wanted[var]] = environ[var]
         elif var in ignored:
             warnings.append(f"{var} is ignored: {ignored[var]}")
-        else:
-            close = suggest(var, wanted, cutoff=0.8)
+        else:  # the names after the prefix decide (the shared prefix would make all close)
+            close = suggest(
+                var[len(ENV_PREFIX) :], [v[len(ENV_PREFIX) :] for v in wanted], cutoff=0.8
+            )
             if close is not None:
-                warnings.append(f"{var} is not an option and is ignored; did you mean {close}?")
+                warnings.append(
+                    f"{var} is not an option and is ignored; did you mean {ENV_PREFIX}{close}?"
+                )
     return found, warnings
 
 

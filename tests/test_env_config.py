@@ -106,6 +106,7 @@ def test_unknown_variables_warn_only_when_they_look_like_a_typo(monkeypatch, cap
     monkeypatch.setenv("STRATABATCH_HANDLER", "pkg:fn")  # not read from the environment
     monkeypatch.setenv("STRATABATCH_PERF_BACKEND", "{}")  # another tool's: not mentioned
     monkeypatch.setenv("STRATABATCH_TEST_RUN_TAG", "x")
+    monkeypatch.setenv("STRATABATCH_ENGINE", "api")  # examples/fastapi_app.py's
     status, rows, err = _print_config(capsys)
     assert status == EXIT_OK and rows["window_ms"] == ("50.0", "default")
     lines = err.splitlines()
