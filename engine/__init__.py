@@ -21,7 +21,8 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .client import connect
-    from .config import BatchConfig
+    from .config import BatchConfig, BatchOptions
+    from .decorator import batch
     from .processor import BatchProcessor, Completed
     from .stats import Stats
 
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchConfig",
+    "BatchOptions",
     "BatchProcessor",
     "BatchTimeoutError",
     "Completed",
@@ -40,13 +42,16 @@ __all__ = [
     "RequestTooLargeError",
     "Stats",
     "StratabatchError",
+    "batch",
     "connect",
 ]
 
 _LAZY = {
     "BatchConfig": "config",
+    "BatchOptions": "config",
     "BatchProcessor": "processor",
     "Completed": "processor",
+    "batch": "decorator",
     "connect": "client",
     "Stats": "stats",
 }

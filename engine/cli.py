@@ -8,9 +8,10 @@ Usage::
 
 ``attr`` is a batch handler, or a class / zero-argument factory whose instance is the handler
 (so a model loads once, in the engine). The option flags come from the one option table in
-:mod:`stratabatch.config`; ``--help`` shows each with its default and allowed range. Values
-from ``--config`` (a TOML table of options, snake_case or kebab-case keys) are overridden by
-flags given on the command line.
+:mod:`stratabatch.config`; ``--help`` shows each with its default and allowed range. Every
+option can also come from a ``STRATABATCH_<OPTION>`` variable or the ``--config`` TOML file:
+flag > environment > config file > default (:mod:`stratabatch.settings`); ``--print-config``
+shows what is in force and where each value came from.
 """
 
 from __future__ import annotations
@@ -28,15 +29,27 @@ import importlib  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
+from collections.abc import Callable, Mapping, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
+from . import logs  # noqa: E402
+from . import settings as sources  # noqa: E402
+from .cliargs import CliParser  # noqa: E402
 from .config import BatchConfig  # noqa: E402
 from .errors import ConfigError, StratabatchError  # noqa: E402
-from .exitcodes import EXIT_CRASH, EXIT_OK, EXIT_USAGE  # noqa: E402
+from .exitcodes import EXIT_CRASH, EXIT_OK, EXIT_USAGE, MEANINGS  # noqa: E402
 
 DEFAULT_MAX_CLIENTS = 64
+DEFAULT_SPIN_US = 50.0  # stratabatch.ipc.wait.DEFAULT_SPIN_US (a test keeps them equal)
 _NONE_WORDS = ("none", "null", "")
+# Flags that are not options: never read from the environment or the config file (why, for
+# the warning a STRATABATCH_ variable of that name gets).
+_NOT_OPTIONS = {
+    "handler": "the handler is named only on the command line (--handler)",
+    "compile_only": "--compile-only is an action, given as a flag",
+    "print_config": "--print-config is an action, given as a flag",
+}
+_UNSET = object()  # a flag's default while parsing: tells "given" from "defaulted"
 
 
 def load_object(spec: str) -> Any:
@@ -119,12 +132,12 @@ def _parse_value(name: str, raw: str, default: Any) -> Any:
     """Turn a flag's text into the option's type (validation stays BatchConfig's)."""
     if name in ("dedup_function", "embedder"):
         return None if raw.lower() in _NONE_WORDS else load_object(raw)
-    if name == "dedup_scope":
-        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    if name in ("dedup_scope", "dedup_guards"):
+        return tuple(p.strip() for p in raw.split(",") if p.strip() and p.strip() != "none")
     if name in ("processing_timeout", "dedup_threshold"):
         return None if raw.lower() in _NONE_WORDS else float(raw)
     if isinstance(default, bool):
-        return raw.lower() in ("1", "true", "yes", "on")
+        return sources.parse_bool(raw)
     if isinstance(default, int):
         return int(raw)
     if isinstance(default, float):
@@ -134,11 +147,16 @@ def _parse_value(name: str, raw: str, default: Any) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The engine's argument parser: engine flags, then one flag per BatchConfig option."""
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="stratabatch-engine",
         description="Run a stratabatch engine: one batching and dedup core that client "
-        "processes share through stratabatch.connect(NAME).",
+        "processes share through stratabatch.connect(NAME).\n\n"
+        "Every option (but --handler) can also be set as a STRATABATCH_<OPTION> variable "
+        "(STRATABATCH_WINDOW_MS=5) or in the --config file.\n"
+        "Precedence: flag > environment > config file > default; --print-config shows "
+        "the options in force and where each came from.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        exit_statuses=MEANINGS,
     )
     p.add_argument(
         "--handler",
@@ -154,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         "for a container image's build step (docs/coldstart.md)",
     )
     p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the options in force and where each came from (flag, env, config, "
+        "default), then exit 0 without starting",
+    )
+    p.add_argument(
         "--name",
         default="default",
         help="engine name clients connect to (default: default; 1-48 characters of [A-Za-z0-9_.-])",
@@ -161,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         metavar="FILE.toml",
-        help="TOML file of options (snake_case or kebab-case keys); flags win",
+        help="TOML file of options (snake_case or kebab-case keys); flags and "
+        "STRATABATCH_* variables win",
     )
     p.add_argument(
         "--max-clients",
@@ -173,15 +198,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--spin-us",
         type=float,
-        default=None,
+        default=DEFAULT_SPIN_US,
         help="microseconds the engine keeps looking at its rings after activity "
         "before it sleeps (default: 50; range [0, 100000])",
     )
     p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: 0, off; "
+        "needs pip install 'stratabatch[metrics]'; docs/metrics.md)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics port binds (default: 127.0.0.1, this machine only; "
+        "0.0.0.0 serves every interface)",
+    )
+    p.add_argument(
         "--log-level",
         default="INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="lifecycle log level on stderr (default: INFO)",
+        type=str.upper,
+        choices=logs.LEVELS,
+        help="least level of the log lines on stderr (default: INFO; DEBUG adds each merge "
+        "a guard vetoed); docs/logging.md",
+    )
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=logs.FORMATS,
+        help="text: 'stratabatch-engine[PID] LEVEL message' lines; json: one JSON object a "
+        "line (time, level, logger, message, pid, exception) (default: text)",
     )
     g = p.add_argument_group("batching options (as BatchProcessor's keyword arguments)")
     defaults = {f.name: f.default for f in dataclasses.fields(BatchConfig)}
@@ -209,41 +258,137 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def options_from(args: argparse.Namespace) -> dict[str, Any]:
-    """The BatchConfig options: the TOML file's, then the flags given on the command line."""
-    defaults = {f.name: f.default for f in dataclasses.fields(BatchConfig)}
-    options: dict[str, Any] = {}
-    if args.config:
-        import tomllib
+def parse_command_line(
+    argv: Sequence[str] | None = None,
+) -> tuple[argparse.Namespace, set[str]]:
+    """Parse the command line; also return the options it gave (as opposed to defaulted)."""
+    parser = build_parser()
+    defaults = vars(parser.parse_args([]))
+    parser.set_defaults(**dict.fromkeys(defaults, _UNSET))
+    args = parser.parse_args(argv)
+    given = set()
+    for dest, default in defaults.items():
+        if getattr(args, dest) is _UNSET:
+            setattr(args, dest, default)
+        else:
+            given.add(dest)
+    return args, given
 
-        try:
-            with open(args.config, "rb") as f:
-                table = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read --config {args.config}: {exc}", field="config") from exc
-        for key, value in table.items():
-            name = key.replace("-", "_")
-            if name not in defaults:
-                raise ConfigError(f"{args.config}: unknown option {key!r}", field=name)
-            if name in ("dedup_function", "embedder") and isinstance(value, str):
-                value = load_object(value)
-            options[name] = value
-    for name, default in defaults.items():
+
+def settings_from(
+    args: argparse.Namespace,
+    given: set[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, sources.Setting], list[str]]:
+    """Every option in force and where it came from: flag > ``environ`` > config file >
+    default (:mod:`stratabatch.settings`); and the warnings about ``STRATABATCH_*``
+    variables that look mistyped.
+
+    Args:
+        args: The parsed command line.
+        given: The options the command line gave (:func:`parse_command_line`); None counts
+            every batching option that is not None, and every process option, as given.
+        environ: The environment (None: none).
+
+    Raises:
+        ConfigError: A value cannot be read; the message names its flag, variable or file.
+    """
+    defaults = vars(build_parser().parse_args([]))
+    batch = {f.name: f.default for f in dataclasses.fields(BatchConfig)}
+    process = [d for d in defaults if d not in batch and d not in _NOT_OPTIONS]
+    if given is None:
+        given = {d for d in defaults if d not in batch or getattr(args, d) is not None}
+    flags: dict[str, Any] = {}
+    flag_text: dict[str, str] = {}
+    for name in process:
+        if name in given:
+            flags[name] = getattr(args, name)
+    for name, default in batch.items():
         raw = getattr(args, name)
-        if raw is None:
+        if name not in given or raw is None:
             continue
         if isinstance(raw, bool):
-            options[name] = raw
+            flags[name] = raw
             continue
+        flag_text[name] = raw
         try:
-            options[name] = _parse_value(name, raw, default)
+            flags[name] = _parse_value(name, raw, default)
         except ValueError:
             raise ConfigError(
                 f"--{name.replace('_', '-')}: cannot parse {raw!r} "
                 f"(allowed: {BatchConfig.allowed(name)})",
                 field=name,
             ) from None
-    return options
+    names = process + list(batch)
+    env, warnings = sources.read_env(
+        environ or {},
+        names,
+        ignored={sources.env_var(n): why for n, why in _NOT_OPTIONS.items()},
+    )
+    config_path = flags.get("config") or env.get("config") or ""
+    in_file = [n for n in names if n != "config"]
+    config = sources.read_config(config_path, in_file) if config_path else {}
+
+    def from_text(name: str, text: str) -> Any:
+        if name in batch:
+            try:
+                return _parse_value(name, text, batch[name])
+            except ValueError:
+                raise ValueError(
+                    f"cannot parse {text!r} (allowed: {BatchConfig.allowed(name)})"
+                ) from None
+        if isinstance(defaults[name], bool):
+            return sources.parse_bool(text)
+        p = build_parser()
+        p.exit_on_error = False
+        try:
+            return getattr(p.parse_args([f"{sources.flag_of(name)}={text}"]), name)
+        except argparse.ArgumentError as exc:
+            raise ValueError(exc.message) from None
+
+    def from_config(name: str, value: Any) -> Any:
+        if name in batch:
+            if name in ("dedup_function", "embedder") and isinstance(value, str):
+                return load_object(value)
+            return value
+        if isinstance(defaults[name], bool) or isinstance(value, bool):
+            if not isinstance(value, bool) or not isinstance(defaults[name], bool):
+                raise ValueError(f"expected {type(defaults[name]).__name__}, got {value!r}")
+            return value
+        return from_text(name, str(value))
+
+    found = sources.resolve(
+        names,
+        defaults={**defaults, **batch},
+        flags=flags,
+        flag_text=flag_text,
+        env=env,
+        config=config,
+        config_path=config_path,
+        from_text=from_text,
+        from_config=from_config,
+    )
+    return found, warnings
+
+
+def options_from(
+    args: argparse.Namespace,
+    given: set[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The BatchConfig options that are not at their default: the config file's, then the
+    environment's, then the flags given on the command line (:func:`settings_from`)."""
+    found, _ = settings_from(args, given, environ)
+    batch = BatchConfig.option_names()
+    return {n: found[n].value for n in batch if found[n].source != sources.DEFAULT}
+
+
+def where_from(error: BaseException, found: Mapping[str, sources.Setting]) -> str:
+    """``error``'s message, prefixed with where the option it names came from (when not a
+    default): ``STRATABATCH_WINDOW_MS='-5': window_ms must be in (0, 60000], got -5.0``."""
+    message = str(error)
+    field = getattr(error, "field", None) or message.split(" ", 1)[0]
+    return sources.label(message, field, found)
 
 
 def compile_only(config: BatchConfig) -> int:
@@ -271,28 +416,62 @@ def compile_only(config: BatchConfig) -> int:
     return EXIT_OK
 
 
+def print_config(
+    handler: str | None, found: Mapping[str, sources.Setting], warnings: Sequence[str]
+) -> int:
+    """``--print-config``: check the options, print them with their sources (the handler as
+    given: not imported); the exit status."""
+    for w in warnings:
+        print(f"stratabatch-engine: warning: {w}", file=sys.stderr)
+    try:
+        BatchConfig(**{n: found[n].value for n in BatchConfig.option_names()})
+        from .wire import check_name
+
+        check_name(found["name"].value)
+    except (StratabatchError, ValueError) as exc:
+        print(f"stratabatch-engine: {where_from(exc, found)}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    named = sources.Setting("handler", handler, sources.FLAG, "--handler", handler)
+    shown = [named if handler else sources.Setting("handler", None, sources.DEFAULT)]
+    sys.stdout.write(sources.table([*shown, *found.values()]))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``stratabatch-engine``; returns its exit status (see exitcodes.py)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.handler is None and not args.compile_only:
-        parser.error("the following arguments are required: --handler")
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format=f"stratabatch-engine[{os.getpid()}] %(levelname)s %(message)s",
-    )
+    args, given = parse_command_line(argv)
     try:
-        config = BatchConfig(**options_from(args))
+        found, warnings = settings_from(args, given, os.environ)
+    except ConfigError as exc:
+        print(f"stratabatch-engine: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    for name, setting in found.items():
+        setattr(args, name, setting.value)
+    if args.print_config:
+        return print_config(args.handler, found, warnings)
+    if args.handler is None and not args.compile_only:
+        build_parser().error("the following arguments are required: --handler")
+    logs.configure(args.log_level, args.log_format)
+    log = logging.getLogger(logs.ENGINE)
+    for w in warnings:
+        log.warning("%s", w)
+    try:
+        options = {n: found[n].value for n in BatchConfig.option_names()}
+        config = BatchConfig(**options)
         if args.compile_only:
             return compile_only(config)
         handler = resolve_handler(load_object(args.handler))
         from .server import Engine, run
 
         extra = {} if args.spin_us is None else {"spin_us": args.spin_us}
+        extra.update(metrics_port=args.metrics_port, metrics_host=args.metrics_host)
         engine = Engine(handler, config, name=args.name, max_clients=args.max_clients, **extra)
     except (StratabatchError, ValueError) as exc:
-        print(f"stratabatch-engine: {exc}", file=sys.stderr, flush=True)
+        if args.log_format == "json":
+            log.error("%s", where_from(exc, found))
+        else:
+            print(f"stratabatch-engine: {where_from(exc, found)}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     return run(engine)
 

@@ -18,6 +18,8 @@ from .errors import ConfigError
 
 STRATEGIES = ("embedding", "exact", "hybrid")
 ON_FULL = ("wait", "reject", "drop_lowest")
+#: What a first start does while the near-dedup kernels compile (docs/coldstart.md).
+COLD_START = ("serve", "wait")
 #: The merge guards (stratabatch.guards), in the order they are tried.
 GUARDS = ("polarity", "roles", "entities", "scope", "residue")
 
@@ -156,6 +158,7 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], Any], str]] = {
         "None or (req1, req2) -> similarity in [0, 1]",
     ),
     "embedder": (_check_embedder, "None, a callable, or an object with .embed() and .dim"),
+    "cold_start": (lambda v: _choice("cold_start", v, COLD_START), " | ".join(COLD_START)),
     "adaptive": (lambda v: _flag("adaptive", v), "True | False"),
     "target_latency_ms": (_ms("target_latency_ms"), "(0, 600000] ms"),
     "min_window_ms": (_ms("min_window_ms", 60_000.0), "(0, max_window_ms] ms"),
@@ -198,6 +201,7 @@ class BatchOptions(TypedDict, total=False):
     canonicalize: bool
     dedup_function: Callable[[Any, Any], float] | None
     embedder: Any
+    cold_start: Literal["serve", "wait"]
     adaptive: bool
     target_latency_ms: float
     min_window_ms: float
@@ -234,6 +238,7 @@ class BatchConfig:
     canonicalize: bool = True
     dedup_function: Callable[[Any, Any], float] | None = None
     embedder: Any = None
+    cold_start: str = "serve"
     adaptive: bool = False
     target_latency_ms: float = 50.0
     min_window_ms: float = 20.0

@@ -18,6 +18,7 @@ import asyncio
 import functools
 import heapq
 import inspect
+import logging
 import threading
 import time
 from collections import deque
@@ -35,6 +36,7 @@ from .errors import (
 )
 from .failurelog import FailureLog
 from .grouping import Deduper, Prepared
+from .logs import QUEUE, RateLimitedLog
 from .records import DONE, GROUPED, INFLIGHT, RAW, Batch, Group, Request
 from .stats import Stats, StatsRecorder
 from .window import WindowScheduler, select
@@ -91,6 +93,7 @@ class Core:
         self._batches: set[Batch] = set()
         self._abandoned: set[asyncio.Task] = set()  # handler calls cancelled, maybe still running
         self._failures: FailureLog | None = None
+        self._full_log: RateLimitedLog | None = None  # requests turned away (on_full)
         self._waiting = 0
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -102,6 +105,15 @@ class Core:
         self._warm: asyncio.Future | None = None
         self._warm_error: BaseException | None = None
         self._warmed_for: tuple[bool, bool] = (False, False)  # (hashing, embedding) loaded
+        # a first start's near-dedup kernels compiling in a child process (cold_start="serve"):
+        # exact dedup meanwhile, then the switch (docs/coldstart.md)
+        self._background: Any = None  # its warm.BackgroundCompile while it runs
+        self._upgrading = False
+        #: Where the background compile's lines go (the engine sends them to its own log).
+        self.warm_log: tuple[logging.Logger, int] = (
+            logging.getLogger("stratabatch.warm"),
+            logging.WARNING,
+        )
         self._evict_heap: list[tuple[int, int, Request]] = []
         self._adaptive: Any = None
         self._window_now_ms = c.window_ms
@@ -173,6 +185,13 @@ class Core:
         if self._loop is None:
             self._loop = loop
             self._failures = FailureLog(loop.call_later)
+            self._full_log = RateLimitedLog(
+                logging.getLogger(QUEUE),
+                logging.WARNING,
+                "queue-full event",
+                clock=loop.time,
+                call_later=loop.call_later,
+            )
             self._idle = asyncio.Event()
             self._idle.set()
             self._ensure_warm()
@@ -204,7 +223,7 @@ class Core:
                 self._warm = loop.create_future()
                 self._warm.set_result(None)
             return
-        if self._warm is not None and not self._warm.done():
+        if self._upgrading or (self._warm is not None and not self._warm.done()):
             return  # a warm-up runs; _warmed() checks again
         self._warm = loop.create_future()
         threading.Thread(
@@ -217,22 +236,13 @@ class Core:
         try:
             import numpy as np
 
-            from . import index
             from .kernels import xxh64_batch
 
             xxh64_batch(np.zeros(8, np.uint8), np.array([0, 8], np.int64))
+            if need[1] and self._serve_while_compiling():
+                return
             if need[1]:
-                emb = self._dedup.embedder()
-                emb.embed(["warm up", "warm-up"])
-                if hasattr(emb, "embed_profiled"):  # (its word tables load the dictionary)
-                    emb.embed_profiled(["warm up", "warm-up"])
-                from .canon import canonical_texts
-
-                canonical_texts(["warm up", "hi there"])
-                index.warm_up()
-                from .rehearsal import rehearse
-
-                rehearse(self.config, self._dedup.vector_dim())
+                self._load_near()
         except BaseException as e:  # reported on the loop: the next dedup pass fails with it
             error = e
         loop = self._loop
@@ -241,6 +251,97 @@ class Core:
             loop.call_soon_threadsafe(self._warmed, need, error)
         except RuntimeError:
             pass  # the loop closed first
+
+    def _serve_while_compiling(self) -> bool:
+        """In the warm-up thread, with the hash kernel loaded: on a first start with
+        ``cold_start="serve"``, compile the near-dedup kernels in a child process while the
+        core serves with exact dedup, then load them from the cache and switch. True when it
+        did so (the warm-up is then over, or failed and reported)."""
+        from . import warm
+
+        unit = warm.background_unit(self.config)
+        if unit is None:
+            return False
+        loop = self._loop
+        assert loop is not None
+        logger, level = self.warm_log
+        try:
+            bg = warm.BackgroundCompile(self.config, unit, logger, level)
+        except Exception as exc:  # no child process here: compile in this one
+            logger.warning("cannot compile in a separate process (%r); compiling here", exc)
+            return False
+        self._background = bg
+        try:
+            loop.call_soon_threadsafe(self._serving_exact)
+        except RuntimeError:  # the loop closed first
+            bg.cancel()
+            bg.wait()
+            return True
+        bg.wait()  # on failure it said so: the load below compiles in this process
+        error: BaseException | None = None
+        if not self._closing:
+            try:
+                self._load_near()
+            except BaseException as e:  # reported on the loop: the next dedup pass fails
+                error = e
+        try:
+            loop.call_soon_threadsafe(self._upgraded, bg, error)
+        except RuntimeError:
+            pass  # the loop closed first
+        return True
+
+    def _load_near(self) -> None:
+        """Load (or compile) the near-dedup kernels and rehearse a pass (the warm-up thread)."""
+        from . import index
+
+        emb = self._dedup.embedder()
+        emb.embed(["warm up", "warm-up"])
+        if hasattr(emb, "embed_profiled"):  # (its word tables load the dictionary)
+            emb.embed_profiled(["warm up", "warm-up"])
+        from .canon import canonical_texts
+
+        canonical_texts(["warm up", "hi there"])
+        index.warm_up()
+        from .rehearsal import rehearse
+
+        rehearse(self.config, self._dedup.vector_dim())
+
+    def _serving_exact(self) -> None:
+        """On the loop: the hash kernel is loaded, the near kernels compile elsewhere; serve
+        with exact dedup (a warm_up() returns now)."""
+        self._upgrading = True
+        self._dedup.interim_exact = True
+        self._warmed_for = (True, self._warmed_for[1])
+        if self._warm is not None and not self._warm.done():
+            self._warm.set_result(None)
+        self._schedule_pump()
+
+    def _upgraded(self, bg: Any, error: BaseException | None) -> None:
+        """On the loop: the background compile is over; near dedup from the next pass on."""
+        self._upgrading = False
+        self._background = None
+        self._dedup.interim_exact = False
+        if self._closing:
+            return
+        if error is None:
+            self._warmed_for = (True, True)
+            bg.log_done()
+        else:
+            self._warm_error = error
+            logger, _ = self.warm_log
+            logger.warning("kernels for strategy=%s did not load: %r", bg.unit, error)
+        self._ensure_warm()  # the options may have changed meanwhile
+        self._schedule_pump()
+
+    @property
+    def strategy_in_force(self) -> str | None:
+        """The dedup strategy the passes run now: ``exact`` while a first start's near-dedup
+        kernels compile in the background (``cold_start="serve"``), else the configured one
+        (None without dedup)."""
+        c = self.config
+        if not c.enable_dedup:
+            return None
+        return "exact" if self._dedup.interim_exact else c.dedup_strategy
 
     def _warmed(self, need: tuple[bool, bool], error: BaseException | None) -> None:
         if error is None:
@@ -316,19 +417,33 @@ class Core:
                 self._finish(
                     victim,
                     None,
-                    QueueFullError(
-                        f"evicted: the queue is full (max_queue={c.max_queue}) and a request of "
-                        f"priority {priority} arrived; this one had priority {victim.priority}"
+                    self._turned_away(
+                        QueueFullError(
+                            f"evicted: the queue is full (max_queue={c.max_queue}) and a request "
+                            f"of priority {priority} arrived; this one had priority "
+                            f"{victim.priority}"
+                        )
                     ),
                 )
                 return True
             self.stats.rejected += 1
-            raise QueueFullError(
-                f"queue full (max_queue={c.max_queue}) and no waiting request has a priority "
-                f"below {priority}"
+            raise self._turned_away(
+                QueueFullError(
+                    f"queue full (max_queue={c.max_queue}) and no waiting request has a "
+                    f"priority below {priority}"
+                )
             )
         self.stats.rejected += 1
-        raise QueueFullError(f"queue full: {self._waiting} requests wait (max_queue={c.max_queue})")
+        raise self._turned_away(
+            QueueFullError(f"queue full: {self._waiting} requests wait (max_queue={c.max_queue})")
+        )
+
+    def _turned_away(self, error: QueueFullError) -> QueueFullError:
+        """Log a request that backpressure turned away (``stratabatch.queue``, WARNING, at
+        most one line every 10 s with a count of the rest); return ``error``."""
+        if self._full_log is not None:
+            self._full_log.event(f"{error} (on_full={self.config.on_full})")
+        return error
 
     async def wait_for_room(self, deadline: float | None) -> None:
         """Wait until the queue has room (``on_full="wait"``), at most until ``deadline``.
@@ -347,9 +462,11 @@ class Core:
                 await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
         except (TimeoutError, asyncio.TimeoutError):
             self.stats.rejected += 1
-            raise QueueFullError(
-                f"queue still full (max_queue={self.config.max_queue}) when the caller's "
-                "timeout ran out"
+            raise self._turned_away(
+                QueueFullError(
+                    f"queue still full (max_queue={self.config.max_queue}) when the caller's "
+                    "timeout ran out"
+                )
             ) from None
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
@@ -1036,6 +1153,8 @@ class Core:
     async def close(self) -> None:
         """Stop accepting, run everything queued without waiting for windows, and wait."""
         self._closing = True
+        if self._background is not None:  # a first start's compile in a child: stop it
+            self._background.cancel()
         for fut in list(self._room_waiters):
             if not fut.done():
                 fut.set_exception(StratabatchError("the processor closed while waiting for room"))
@@ -1045,6 +1164,8 @@ class Core:
         await self._idle.wait()
         if self._failures is not None:
             self._failures.close()
+        if self._full_log is not None:
+            self._full_log.close()
         if self._abandoned:  # cancelled handler calls: a moment for their clean-up, no more
             await asyncio.wait(set(self._abandoned), timeout=_ABANDON_GRACE_S)
 

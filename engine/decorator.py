@@ -232,9 +232,7 @@ class _Caller(Generic[T, R]):
         """
         target = self._target()
         request = self._request(item, 0, target)
-        return cast(
-            "R", await target.process(request, priority=priority, timeout=timeout)
-        )
+        return cast("R", await target.process(request, priority=priority, timeout=timeout))
 
     @overload
     async def many(
@@ -272,9 +270,7 @@ class _Caller(Generic[T, R]):
                 raising the first one.
         """
         if isinstance(items, (str, Mapping)) or not isinstance(items, (list, tuple)):
-            raise InvalidRequestError(
-                f"many() takes a list of items, got {type(items).__name__}"
-            )
+            raise InvalidRequestError(f"many() takes a list of items, got {type(items).__name__}")
         target = self._target()
         requests = [self._request(item, i, target) for i, item in enumerate(items)]
         return await target.process(
@@ -364,9 +360,7 @@ class BatchMethod(Generic[S, T, R]):
     """A batch method (from ``@stratabatch.batch`` on a method of two arguments): each
     instance gets its own :class:`BatchFunction`, so its own processor."""
 
-    def __init__(
-        self, fn: Callable[..., Any], options: dict[str, Any]
-    ) -> None:
+    def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
         functools.update_wrapper(cast(Any, self), fn)
         self._name: str = getattr(fn, "__qualname__", repr(fn))
         self._fn = fn
@@ -443,9 +437,7 @@ class RemoteBatchFunction(_Caller[T, R]):
             from .client import EngineClient
 
             self._client = None  # a forked child's copy is its parent's; never used here
-            client = EngineClient(
-                self.engine, timeout=self._connect_timeout, on_full=self._on_full
-            )
+            client = EngineClient(self.engine, timeout=self._connect_timeout, on_full=self._on_full)
             self._client, self._pid = client, os.getpid()
         return client
 

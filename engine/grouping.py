@@ -33,6 +33,7 @@ guard works through the partitions (:func:`stratabatch.dedup.number_signature`).
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import time
@@ -60,6 +61,8 @@ __all__ = ["Deduper", "GroupOps", "Prepared", "VetoRecord"]
 _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
 _SIM_SLACK = 1e-6  # float rounding: a similarity of 1.0000001 is 1.0
+# every veto at DEBUG (stratabatch.logs); the check costs one cached lookup when off
+_veto_log = logging.getLogger("stratabatch.dedup")
 _NO_NUMBERS: tuple[bytes, tuple[str, ...]] = (b"", ())  # the partition of most texts: shared
 # What Deduper.veto returns for a pair the residue pre-check refused (its log entry holds the
 # guards' own answer, computed when read): truthy, like every veto.
@@ -121,6 +124,10 @@ def similarity_value(sim: Any) -> float:
     if not math.isfinite(v) or v < -_SIM_SLACK or v > 1.0 + _SIM_SLACK:
         raise ValueError(f"dedup_function must return a similarity in [0, 1], got {sim!r}")
     return min(max(v, 0.0), 1.0)
+
+
+def _clip(text: str | None, n: int = 80) -> str | None:
+    return text if text is None or len(text) <= n else text[: n - 3] + "..."
 
 
 class VetoRecord:
@@ -187,6 +194,9 @@ class Deduper:
         self._precheck_min_tokens: int | None = None
         self._slice_rows = _MAX_SLICE_ROWS  # rows a sliced pass puts in the index at once
         self._rest: Prepared | None = None  # what the last sliced pass left (take_rest)
+        #: exact dedup only, while a first start's near-dedup kernels compile in a child
+        #: process (the core's cold_start="serve"; docs/coldstart.md)
+        self.interim_exact = False
 
     # ------------------------------------------------------------- indexes
 
@@ -343,8 +353,20 @@ class Deduper:
             return _PRECHECK_REFUSED
         v = veto(fa, fb, guards, False, paraphrases=paraphrases)
         if v is not None:
-            self.vetoes.append(VetoRecord(leader, r, similarity, v))
+            self._record_veto(VetoRecord(leader, r, similarity, v))
         return v
+
+    def _record_veto(self, rec: VetoRecord) -> None:
+        """Keep ``rec`` in :attr:`vetoes`; log it on ``stratabatch.dedup`` at DEBUG."""
+        self.vetoes.append(rec)
+        if _veto_log.isEnabledFor(logging.DEBUG):
+            _veto_log.debug(
+                "veto: %r kept apart from %r at similarity %.3f (%s)",
+                _clip(rec.request.text),
+                _clip(rec.leader.text),
+                rec.similarity,
+                rec.veto,
+            )
 
     def _log_refused(self, r: Request, leader: Request, similarity: float) -> None:
         """Log a near merge a residue pre-check refused; the guards say why when the entry's
@@ -359,7 +381,7 @@ class Deduper:
         if fa is None or fb is None:
             return
         judge = partial(veto, fa, fb, self.config.dedup_guards, False, paraphrases=False)
-        self.vetoes.append(VetoRecord(leader, r, similarity, None, judge))
+        self._record_veto(VetoRecord(leader, r, similarity, None, judge))
 
     @staticmethod
     def _residue_may_pass(fa: Any, fb: Any) -> bool:
@@ -397,7 +419,11 @@ class Deduper:
 
     def _embeds(self) -> bool:
         c = self.config
-        return c.dedup_function is None and c.dedup_strategy in ("embedding", "hybrid")
+        return (
+            c.dedup_function is None
+            and c.dedup_strategy in ("embedding", "hybrid")
+            and not self.interim_exact
+        )
 
     # ------------------------------------------------------------- the pass
 
@@ -559,7 +585,7 @@ class Deduper:
         if fresh:
             if c.dedup_function is not None:
                 self._custom_stage(fresh)
-            elif c.dedup_strategy in ("embedding", "hybrid"):
+            elif self._embeds():
                 left = {id(r): v for r, v in self._embedding_stage(fresh, fresh_vec, deadline)}
             else:
                 for r in fresh:

@@ -450,9 +450,15 @@ def register(
     reg = REGISTRY if registry is None else registry
     names = tuple(labels or {})
     for n in names:
-        if not isinstance(n, str) or not n.isidentifier() or n.startswith("__") or n in (
-            "quantile",
-            "le",
+        if (
+            not isinstance(n, str)
+            or not n.isidentifier()
+            or n.startswith("__")
+            or n
+            in (
+                "quantile",
+                "le",
+            )
         ):
             raise ValueError(
                 f"label name {n!r} is not allowed (a Python identifier, not 'le', "
@@ -637,9 +643,7 @@ class MetricsServer:
             httpd, thread = start_http_server(port, addr=host, registry=registry)
         except OSError as exc:
             why = exc.strerror or str(exc)
-            raise OSError(
-                exc.errno, f"cannot serve metrics on {host}:{port}: {why}"
-            ) from None
+            raise OSError(exc.errno, f"cannot serve metrics on {host}:{port}: {why}") from None
         thread.name = f"stratabatch-metrics-{port}"
         return cls(httpd, thread, host, httpd.server_address[1])
 

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
-from .config import BatchConfig
+from .config import BatchConfig, check_option_names
 from .core import Core, Request
 from .errors import (
-    ConfigError,
     InvalidRequestError,
     StratabatchError,
 )
 from .requests import build_request, check_call_args
 from .stats import Stats
 
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .config import BatchOptions
+
 _OPTIONS = frozenset(BatchConfig.option_names())
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ class _Call:
         self.stream = stream
 
 
-class BatchProcessor:
+class BatchProcessor(Generic[R]):
     """Collects requests for a short window, merges duplicates, calls the handler once per
     unique request, and gives every caller its own result.
 
@@ -72,21 +77,41 @@ class BatchProcessor:
             thread, so the event loop keeps collecting). May be set later with
             ``@batch.handler``.
         **options: See :class:`~stratabatch.config.BatchConfig` and the README's option
-            table. Every option can be changed at run time by assignment
-            (``batch.dedup_threshold = 0.95``), validated the same way.
+            table (typed as :class:`~stratabatch.BatchOptions`). Every option can be changed
+            at run time by assignment (``batch.dedup_threshold = 0.95``), validated the same
+            way.
+
+    For a type checker the processor is generic in its result type ``R``, taken from the
+    handler's return annotation (``list[R]``, ``Sequence[R]``, or an awaitable of one):
+    ``process()`` of one request returns ``R``, of a list ``list[R]``. Typing only: nothing
+    is checked at run time.
 
     Raises:
-        ConfigError: an option is unknown or out of range.
+        ConfigError: an option is unknown (the message suggests the closest one) or out of
+            range.
     """
 
-    def __init__(self, handler: Callable[..., Any] | None = None, **options: Any) -> None:
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_OPTIONS))}",
-                field=unknown[0],
-            )
-        config = BatchConfig(**options)
+    @overload
+    def __init__(
+        self,
+        handler: Callable[[list[Any]], Awaitable[Sequence[R]]],
+        **options: Unpack[BatchOptions],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self, handler: Callable[[list[Any]], Sequence[R]], **options: Unpack[BatchOptions]
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchProcessor[Any], handler: None = None, **options: Unpack[BatchOptions]
+    ) -> None: ...
+    def __init__(
+        self, handler: Callable[..., Any] | None = None, **options: Unpack[BatchOptions]
+    ) -> None:
+        check_option_names(options)
+        # BatchConfig's fields hold what validation makes of the options (a str scope becomes
+        # a tuple); its constructor takes what BatchOptions allows
+        config = BatchConfig(**cast("dict[str, Any]", options))
         object.__setattr__(self, "_config", config)
         object.__setattr__(self, "_core", Core(config, self._deliver, handler))
 
@@ -225,6 +250,33 @@ class BatchProcessor:
             call.fut.set_result(call.results)
         return submitted
 
+    @overload
+    async def process(
+        self,
+        requests: Mapping[str, Any],
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> R: ...
+    @overload
+    async def process(
+        self,
+        requests: Sequence[Mapping[str, Any]],
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+        return_exceptions: Literal[False] = False,
+    ) -> list[R]: ...
+    @overload
+    async def process(
+        self,
+        requests: Sequence[Mapping[str, Any]],
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+        return_exceptions: bool,
+    ) -> list[R | BaseException]: ...
     async def process(
         self,
         requests: Any,
@@ -330,12 +382,22 @@ class BatchProcessor:
         """The threshold actually used for near merges (resolves ``dedup_threshold=None``)."""
         return self._core.threshold()
 
+    @property
+    def dedup_strategy_in_force(self) -> str | None:
+        """The strategy the dedup passes run now: ``"exact"`` while a first start's near-dedup
+        kernels compile in a separate process (``cold_start="serve"``, docs/coldstart.md),
+        else ``dedup_strategy``; None without dedup."""
+        return self._core.strategy_in_force
+
     async def warm_up(self) -> None:
         """Load the dedup kernels now (they load in a background thread on first use anyway;
         await this at start-up so the first requests do not wait for them).
 
         When they compile (a first start on a machine, see docs/coldstart.md) a WARNING line
-        on the ``stratabatch.warm`` logger says so before, and one after."""
+        on the ``stratabatch.warm`` logger says so before, and one after. With the default
+        ``cold_start="serve"``, a first start's near-dedup kernels compile in a separate
+        process instead: this returns once the hash kernel is loaded, the processor merges
+        identical requests meanwhile, and a line says when near dedup is on."""
         from .warm import Notice
 
         notice = Notice(self._config)  # a few small files read (numba is not imported)
@@ -343,12 +405,17 @@ class BatchProcessor:
         await self._core.warm_up()
         notice.done()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has begun: no new requests are accepted."""
+        return self._core.closed
+
     async def close(self) -> None:
         """Stop accepting requests, run everything queued now (no more windows), and wait
         until every accepted request has its outcome."""
         await self._core.close()
 
-    async def __aenter__(self) -> BatchProcessor:
+    async def __aenter__(self) -> BatchProcessor[R]:
         self._core.bind(asyncio.get_running_loop())
         return self
 

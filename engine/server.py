@@ -61,6 +61,7 @@ from stratabatch.ipc.wait import DEFAULT_SPIN_US
 from .config import BatchConfig
 from .core import Core
 from .errors import (
+    ConfigError,
     EngineStartError,
     EngineUnavailableError,
     HandlerError,
@@ -68,7 +69,7 @@ from .errors import (
     QueueFullError,
     StratabatchError,
 )
-from .exitcodes import EXIT_FORCED, EXIT_OK, EXIT_SHARED_MEMORY
+from .exitcodes import EXIT_FORCED, EXIT_OK, EXIT_SHARED_MEMORY, EXIT_SOCKET
 from .publish import Publisher, engine_info
 from .records import Request
 from .requests import build_request
@@ -158,6 +159,9 @@ class Engine:
         max_clients: Client slots (processes connected at once).
         spin_us: Microseconds the engine keeps re-checking its rings after activity before it
             sleeps on its doorbell.
+        metrics_port: Serve Prometheus metrics on this port (0: off; needs the ``metrics``
+            extra, see docs/metrics.md).
+        metrics_host: The address the metrics port binds (loopback by default).
     """
 
     def __init__(
@@ -168,8 +172,12 @@ class Engine:
         name: str = "default",
         max_clients: int = 64,
         spin_us: float = DEFAULT_SPIN_US,
+        metrics_port: int = 0,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         self.name = check_name(name)
+        self._metrics_at = _metrics_address(metrics_port, metrics_host)
+        self._metrics: Any = None
         if (
             isinstance(max_clients, bool)
             or not isinstance(max_clients, int)
@@ -278,6 +286,9 @@ class Engine:
             self._publisher = Publisher(
                 self.name, self.max_clients, engine_info(self.name, self._user_handler, self.config)
             )
+        self.core.warm_log = (log, logging.INFO)  # a background compile's lines: ours
+        if self._metrics_at is not None:
+            self._metrics = _serve_metrics(self.name, *self._metrics_at)
         self.core.bind(loop)
         load_engine_kernels()  # the rings' fence and the counters' atomics, never on a live path
         await self.core.warm_up()
@@ -850,6 +861,9 @@ class Engine:
 
     def _teardown(self) -> None:
         loop = self._loop
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
@@ -869,6 +883,40 @@ class Engine:
             self._publisher.close()
             self._publisher = None
         self._slots.close()
+
+
+def _metrics_address(port: Any, host: Any) -> tuple[int, str] | None:
+    """``(port, host)`` of the metrics endpoint, or None when it is off (port 0).
+
+    Raises:
+        ConfigError: A port outside [0, 65535], an empty host, or ``prometheus_client`` is
+            not installed (the ``metrics`` extra).
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(
+            f"metrics_port must be in [0, 65535] (0: off), got {port!r}", field="metrics_port"
+        )
+    if not port:
+        return None
+    if not isinstance(host, str) or not host:
+        raise ConfigError(f"metrics_host must be an address, got {host!r}", field="metrics_host")
+    try:
+        from . import metrics  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"--metrics-port: {exc}", field="metrics_port") from None
+    return port, host
+
+
+def _serve_metrics(name: str, port: int, host: str) -> Any:
+    """Serve engine ``name``'s counters block (and this process's) at ``host:port``."""
+    from .metrics import MetricsServer, engine_registry
+
+    try:
+        server = MetricsServer.start(engine_registry(name, process=True), port, host)
+    except OSError as exc:
+        raise EngineStartError(f"{exc.strerror} (--metrics-port)", status=EXIT_SOCKET) from None
+    log.info("metrics: serving Prometheus metrics at %s", server.url)
+    return server
 
 
 def run(engine: Engine, *, use_uvloop: bool = True) -> int:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -41,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .cliargs import CliParser
 from .config import BatchConfig
 
 log = logging.getLogger("stratabatch.warm")
@@ -83,6 +85,38 @@ def units(config: BatchConfig, *, engine: bool = False) -> tuple[str, ...]:
     if engine:
         out.append(ENGINE)
     return tuple(out)
+
+
+def near_unit(config: BatchConfig) -> str | None:
+    """The unit of ``config``'s near-dedup kernels (``embedding`` or ``hybrid``), or None when
+    it has none (no dedup, ``exact``, a ``dedup_function`` or a user's embedder)."""
+    u = units(config)
+    return u[0] if u and u[0] != "exact" else None
+
+
+def background_unit(config: BatchConfig) -> str | None:
+    """The unit a start of ``config`` compiles in a separate process while it serves with
+    exact dedup (``cold_start="serve"``): its near-dedup kernels when they are not cached
+    yet and numba can cache here; else None (they load, or compile, in this process)."""
+    if config.cold_start != "serve":
+        return None
+    unit = near_unit(config)
+    if unit is None:
+        return None
+    try:
+        result = check(unit_names=(unit,))
+    except Exception:  # an unreadable package: the warm-up reports it
+        return None
+    return unit if result.cold and result.cache_dir is not None else None
+
+
+def units_now(config: BatchConfig, *, engine: bool = False) -> tuple[str, ...]:
+    """The units a start of ``config`` loads before it serves: :func:`units`, with the
+    near-dedup unit replaced by ``exact`` when it compiles in the background."""
+    out = units(config, engine=engine)
+    if background_unit(config) is None:
+        return out
+    return tuple("exact" if u == near_unit(config) else u for u in out)
 
 
 def _kernel_file(module: str = "stratabatch.kernels") -> str:
@@ -339,7 +373,7 @@ class Notice:
         self._level = level
         self.result: CacheCheck | None = None
         try:
-            self.result = check(config, engine=engine)
+            self.result = check(unit_names=units_now(config, engine=engine))
         except Exception as exc:  # numba missing or broken: the warm-up itself reports it
             logger.debug("cannot tell whether the kernels are cached: %r", exc)
         self._t0 = time.perf_counter()
@@ -368,6 +402,137 @@ class Notice:
             return
         mark(r, seconds=wall)
         self._logger.log(self._level, "%s", r.done_message(wall, cpu))
+
+
+# ---------------------------------------------------------------------- in the background
+
+_CHILD_OPTIONS = (
+    "dedup_threshold",
+    "dedup_key",
+    "normalize",
+    "dedup_scope",
+    "guard_numbers",
+    "dedup_guards",
+    "canonicalize",
+)
+"""The options a background compile passes on (those that decide which kernel versions the
+warm-up reaches; the callables never reach it: a start with them has no background unit)."""
+
+
+class BackgroundCompile:
+    """Compile ``unit``'s kernels into numba's on-disk cache in a child process
+    (``python -m stratabatch.warm``), so the caller can serve meanwhile; a first start with
+    ``cold_start="serve"`` (see docs/coldstart.md). Logs one line when it starts and, through
+    :meth:`wait`'s caller, one when done. The child exits when this process does.
+
+    Args:
+        config: The options of the start (those in ``_CHILD_OPTIONS`` are passed on).
+        unit: The unit to compile (``embedding`` or ``hybrid``).
+        logger: Where the lines go.
+        level: Their level.
+    """
+
+    def __init__(
+        self,
+        config: BatchConfig,
+        unit: str,
+        logger: logging.Logger = log,
+        level: int = logging.WARNING,
+    ) -> None:
+        import subprocess
+
+        self.unit = unit
+        self._logger = logger
+        self._level = level
+        options = {name: getattr(config, name) for name in _CHILD_OPTIONS}
+        cmd = [
+            sys.executable,
+            "-m",
+            "stratabatch.warm",
+            "--strategy",
+            unit,
+            "--no-engine",
+            "--parent",
+            str(os.getpid()),
+            "--options",
+            json.dumps(options),
+        ]
+        self._err = tempfile.TemporaryFile()
+        self._t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err
+        )
+        self._cancelled = False
+        logger.log(
+            level,
+            "compiling kernels for strategy=%s in a separate process (pid %d): first start on "
+            "this machine, cached after, ~%d s (numba cache: %s); until they load, only "
+            "identical requests merge",
+            unit,
+            self.proc.pid,
+            ESTIMATE_S[unit],
+            cache_dir(),
+        )
+
+    def cancel(self) -> None:
+        """Stop the child (the caller closes); :meth:`wait` then returns False."""
+        self._cancelled = True
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def wait(self) -> bool:
+        """Block until the child is done; True when the cache now holds the unit's kernels.
+        On failure logs why (the caller then loads them itself, compiling in its process)."""
+        import subprocess
+
+        while True:
+            try:
+                status = self.proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        if self._cancelled:
+            self._err.close()
+            return False
+        self._err.seek(0)
+        tail = self._err.read()[-2000:].decode(errors="replace").strip().splitlines()
+        self._err.close()
+        cached = not check(unit_names=(self.unit,)).cold
+        if status == 0 and cached:
+            return True
+        reason = f"exit status {status}" if status != 0 else "its cache is not this process's"
+        self._logger.warning(
+            "compiling kernels for strategy=%s in a separate process failed (%s%s); "
+            "compiling them in this process",
+            self.unit,
+            reason,
+            f": {tail[-1]}" if tail else "",
+        )
+        return False
+
+    def done_message(self) -> str:
+        """The line the caller logs once the kernels are loaded."""
+        return (
+            f"compiled kernels for strategy={self.unit} in "
+            f"{time.perf_counter() - self._t0:.1f} s in a separate process; near-duplicate "
+            "dedup is on"
+        )
+
+    def log_done(self) -> None:
+        """Log :meth:`done_message` at the level of the start line."""
+        self._logger.log(self._level, "%s", self.done_message())
+
+
+def _exit_with_parent(pid: int) -> None:
+    """In a background compile's child: exit when the process that started it is gone."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == pid:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="stratabatch-parent-watch", daemon=True).start()
 
 
 # ---------------------------------------------------------------------- ahead of time
@@ -414,7 +579,8 @@ def compile_kernels(
     Raises:
         StratabatchError: Loading failed (the warm-up's error, as the first request saw it).
     """
-    config = config or BatchConfig()
+    # every kernel here, now: not in a background process (cold_start="serve")
+    config = dataclasses.replace(config or BatchConfig(), cold_start="wait")
     notice = Notice(config, logger, level, engine=engine)
     asyncio.run(_warm_core(config))
     if engine:
@@ -425,7 +591,12 @@ def compile_kernels(
 
 def build_parser() -> argparse.ArgumentParser:
     """``python -m stratabatch.warm``'s argument parser."""
-    p = argparse.ArgumentParser(
+    p = CliParser(
+        exit_statuses={
+            0: "the cache holds every kernel asked for",
+            1: "numba cannot cache here, loading failed, or (--check) a kernel is not cached",
+            2: "bad arguments",
+        },
         prog="python -m stratabatch.warm",
         description="Compile stratabatch's numba kernels into numba's on-disk cache, so that "
         "later starts (embedded or engine) load them instead of compiling. Run it "
@@ -443,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-engine", action="store_true", help="skip the engine process's own kernels (about 1 s)"
     )
+    # a background compile's child (BackgroundCompile): exit with the parent; its options
+    p.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--options", default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "--check",
         action="store_true",
@@ -456,6 +630,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     asked for; 1 when numba cannot cache here, loading failed, or (``--check``) something
     is not cached."""
     args = build_parser().parse_args(argv)
+    if args.parent is not None:
+        _exit_with_parent(args.parent)
+    extra = json.loads(args.options) if args.options else {}
     strategies = (
         list(STRATEGIES) if args.all else list(dict.fromkeys(args.strategy or ["embedding"]))
     )
@@ -481,7 +658,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             for i, strategy in enumerate(strategies):
                 compile_kernels(
-                    BatchConfig(dedup_strategy=strategy), engine=ENGINE in wanted and i == 0
+                    BatchConfig(dedup_strategy=strategy, **extra),
+                    engine=ENGINE in wanted and i == 0,
                 )
         after = check(unit_names=wanted)
         print(
@@ -504,15 +682,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "ENGINE",
     "STRATEGIES",
+    "BackgroundCompile",
     "CacheCheck",
     "Notice",
     "cache_dir",
     "check",
     "compile_kernels",
+    "background_unit",
     "load_engine_kernels",
     "main",
     "mark",
+    "near_unit",
     "units",
+    "units_now",
 ]
 
 

@@ -5,6 +5,7 @@
     stratabatch-monitor [NAME] [--interval 0.1]     the Textual dashboard (q quits)
     stratabatch-monitor [NAME] --once               one plain-text table, then exit
     stratabatch-monitor [NAME] --json               one JSON object, then exit
+    stratabatch-monitor [NAME] --prometheus PORT    serve Prometheus metrics until Ctrl-C
 
 ``--once`` and ``--json`` never import Textual. Their exit status tells a health check what
 they found (:data:`EXIT_STATUSES`): 0 the engine runs, 1 no engine of that name, 3 the engine
@@ -19,6 +20,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from stratabatch.cliargs import CliParser
 from stratabatch.ipc.errors import SegmentNotFoundError
 from stratabatch.monitor import fmt
 from stratabatch.monitor.snapshot import (
@@ -201,11 +203,11 @@ def _interval(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``stratabatch-monitor``."""
-    ap = argparse.ArgumentParser(
+    ap = CliParser(
         prog="stratabatch-monitor",
         description="Watch a running stratabatch engine: live dashboard, or one snapshot.",
-        epilog="exit status of --once and --json: "
-        + ", ".join(f"{code} {what}" for code, what in EXIT_STATUSES.items()),
+        exit_statuses=EXIT_STATUSES,
+        exit_title="exit status of --once and --json",
     )
     ap.add_argument(
         "name",
@@ -223,11 +225,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--once", action="store_true", help="print one snapshot as a table and exit")
     ap.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
+    ap.add_argument(
+        "--prometheus",
+        type=int,
+        metavar="PORT",
+        help="serve the engine's counters as Prometheus metrics at "
+        "http://HOST:PORT/metrics, headless, until Ctrl-C (needs pip install "
+        "'stratabatch[metrics]'; exit 0 on Ctrl-C, 4 if the port cannot be bound)",
+    )
+    ap.add_argument(
+        "--prometheus-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address --prometheus binds (default: 127.0.0.1, this machine only)",
+    )
     args = ap.parse_args(argv)
     try:
         shm_path(args.name)
     except ValueError as exc:
         ap.error(str(exc))
+    if args.prometheus is not None:
+        if args.once or args.json:
+            ap.error("--prometheus cannot be combined with --once or --json")
+        from stratabatch.monitor.prometheus import serve
+
+        return serve(args.name, args.prometheus, args.prometheus_host)
     if args.once or args.json:
         return _one_snapshot(args.name, args.json)
     from stratabatch.monitor.app import MonitorApp  # Textual loads only for the dashboard

@@ -29,6 +29,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from stratabatch.cliargs import CliParser
+
 from .backend import CostModel
 from .harness import TARGET_MODE, OutcomeError, check_exactly_once, run_modes, targets
 from .modes import Embedded, Mode, Settings, Unbatched
@@ -63,7 +65,12 @@ def all_modes() -> list[Mode]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, every default shown in ``--help``."""
-    p = argparse.ArgumentParser(
+    p = CliParser(
+        exit_statuses={
+            0: "every mode answered every request exactly once, correctly",
+            1: "a mode lost, duplicated or misdelivered an outcome",
+            2: "a usage error (such as --plot without matplotlib)",
+        },
         prog="stratabatch-perf",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -206,6 +213,51 @@ def _select(modes: list[Mode], spec: str | None) -> list[Mode]:
     ]
 
 
+async def _compile_step(
+    modes: list[Any], bar: Progress, console: Console, *, sweep: bool = False
+) -> None:
+    """A first run on a machine: compile the kernels the modes reach into numba's cache, as
+    its own step before any timed mode (``python -m stratabatch.warm`` in a child process, so
+    the bar keeps moving); nothing when they are cached."""
+    from stratabatch import warm
+
+    strategies = sorted(
+        {m.dedup for m in modes if getattr(m, "dedup", None) in warm.STRATEGIES}
+        | ({"embedding"} if sweep else set())  # (the sweep runs the default strategy)
+    )
+    engine = any(isinstance(m, EngineMode) for m in modes)
+    wanted = (*strategies, *((warm.ENGINE,) if engine else ()))
+    missing = warm.check(unit_names=wanted).missing if wanted else ()
+    if not missing:
+        return
+    task = bar.add_task(
+        f"compiling kernels (first run, ~{sum(warm.ESTIMATE_S[u] for u in missing)} s)", total=1
+    )
+    cmd = [sys.executable, "-m", "stratabatch.warm"]
+    for s in missing:
+        if s != warm.ENGINE:
+            cmd += ["--strategy", s]
+    if warm.ENGINE not in missing:
+        cmd.append("--no-engine")
+    elif len(missing) == 1:  # the engine's kernels only: with the cheapest strategy's
+        cmd += ["--strategy", "exact"]
+    t0 = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    bar.advance(task, 1)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"compiling the kernels failed ({' '.join(cmd[1:])}, exit status "
+            f"{proc.returncode}): {err.decode(errors='replace').strip()[-2000:]}"
+        )
+    console.print(
+        f"first run on this machine: compiled the kernels for {', '.join(missing)} in "
+        f"{time.monotonic() - t0:.0f} s (numba's cache; not counted in any mode)"
+    )
+
+
 async def _main(a: argparse.Namespace, console: Console) -> int:
     cfg = _workload_config(a)
     model = CostModel(a.overhead_ms, a.per_item_ms, a.concurrency, a.price_per_item)
@@ -241,6 +293,7 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
             task = bar.add_task(name, total=total)
             return lambda k: bar.advance(task, k)
 
+        await _compile_step(modes, bar, console, sweep=bool(a.plot or a.sweep))
         t0 = time.monotonic()
         reports = await run_modes(workload, settings, modes, progress_for, repeats)
         elapsed_modes = time.monotonic() - t0

@@ -133,6 +133,10 @@ class EngineMode:
             self.dedup,
             "--max-inflight-batches",
             str(settings.model.concurrency),
+            # every kernel before "ready" (the harness compiled them first): a timed run never
+            # serves with exact dedup while near kernels compile (docs/coldstart.md)
+            "--cold-start",
+            "wait",
         ]
         engine = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -100,6 +102,19 @@ def _leaves_machine_clean():
         time.sleep(0.05)
     assert not leaked, f"test left /dev/shm entries or sockets behind: {sorted(leaked)}"
     assert not kids, f"test left child processes running: {kids}"
+
+
+def pytest_sessionstart(session):
+    """Fill numba's cache before the first test, as a deployment's build step does
+    (docs/coldstart.md). With an empty cache, a first start serves with exact dedup while its
+    near-dedup kernels compile in a separate process, and the tests of near dedup would race
+    that compile; the tests of a first start itself give numba empty caches of their own."""
+    from stratabatch import warm
+
+    if warm.check(unit_names=(*warm.STRATEGIES, warm.ENGINE)).cold:
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-m", "stratabatch.warm", "--all"], check=True)
+        print(f"\ncompiled the kernels into numba's cache in {time.monotonic() - t0:.0f} s")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -11,6 +11,7 @@ import stratabatch
 
 DOCUMENTED = [
     "BatchConfig",
+    "BatchOptions",
     "BatchProcessor",
     "BatchTimeoutError",
     "Completed",
@@ -22,6 +23,7 @@ DOCUMENTED = [
     "RequestTooLargeError",
     "Stats",
     "StratabatchError",
+    "batch",
     "connect",
 ]
 

@@ -49,7 +49,8 @@ async def handler(requests: list) -> list:
 
 
 async def main(strategy: str) -> None:
-    batch = BatchProcessor(handler, dedup_strategy=strategy, window_ms=2)
+    # every kernel in this process, in warm_up() (not in a background process)
+    batch = BatchProcessor(handler, dedup_strategy=strategy, window_ms=2, cold_start="wait")
     t0 = time.perf_counter()
     await batch.warm_up()
     warm_s = time.perf_counter() - t0

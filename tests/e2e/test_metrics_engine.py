@@ -58,8 +58,7 @@ def scrape_until_counted(url: str, total: int, timeout: float = 20.0) -> dict[st
         samples = get(url)
         done = samples.get(REQUEST_LATENCY + "_count", [({}, 0)])[0][1]
         if (
-            samples.get("stratabatch_requests_total", [({}, 0)])[0][1] == total
-            and done == total
+            samples.get("stratabatch_requests_total", [({}, 0)])[0][1] == total and done == total
         ) or time.monotonic() > deadline:
             return samples
         time.sleep(0.1)
@@ -217,4 +216,3 @@ def test_monitor_prometheus_refuses_once_or_json(engine_name):
     )
     assert proc.returncode == 2
     assert "--prometheus cannot be combined" in proc.stderr
-
