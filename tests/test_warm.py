@@ -15,11 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["embedding", "exact"])
-def test_nothing_compiles_after_warm_up(strategy, tmp_path):
+@pytest.mark.parametrize(
+    ("strategy", "cold_start"), [("embedding", "wait"), ("exact", "wait"), ("embedding", "serve")]
+)
+def test_nothing_compiles_after_warm_up(strategy, cold_start, tmp_path):
+    # "serve": after near dedup turns on (the kernels a separate process compiled, loaded)
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "warm_probe.py"), strategy],
+        [sys.executable, str(ROOT / "tests" / "warm_probe.py"), strategy, cold_start],
         capture_output=True,
         timeout=600,
         env=env,
