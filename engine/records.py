@@ -68,7 +68,6 @@ class Request:
     def __init__(
         self,
         payload: Mapping[str, Any],
-        *,
         priority: int = 0,
         deadline: float | None = None,
         sink: Any = None,
@@ -77,6 +76,8 @@ class Request:
         vector: Any = None,
         size: int = 0,
     ) -> None:
+        # (positional parameters too: the hot path builds one record per request, and a call
+        # by keywords costs twice the stores below)
         self.payload = payload
         self.priority = priority
         self.deadline = deadline
@@ -84,17 +85,17 @@ class Request:
         self.index = index
         self.text = text
         self.vector = vector
+        self.size = size
         self.arrival = 0.0
         self.seq = 0
         self.state = RAW
+        self.exact = False
         self.group: Group | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.merged_with: Request | None = None
         self.key: tuple | None = None
         self.norm: str | bytes | None = None
         self.similarity: float | None = None
-        self.exact = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.size = size
-        self.merged_with: Request | None = None
         self.numsig: Any = None  # the number guard's key, when computed off the loop
         self.canon: str | None = None  # canonical text of text (stratabatch.canon)
         self.features: Any = None  # guard features of text, computed on first need
@@ -163,9 +164,19 @@ class Group:
 
 
 class Batch:
-    __slots__ = ("groups", "live", "task")
+    """Groups handed to the handler in one call.
+
+    Attributes:
+        groups: Its groups, in the order of the handler's items.
+        live: Members still waiting for an outcome (the call is abandoned at 0).
+        call: Its handler call (:class:`stratabatch.runner.Call`), once started.
+        task: The task running the handler, once started.
+    """
+
+    __slots__ = ("groups", "live", "call", "task")
 
     def __init__(self, groups: list[Group], live: int) -> None:
         self.groups = groups
         self.live = live
+        self.call: Any = None
         self.task: asyncio.Task | None = None

@@ -45,7 +45,15 @@ from .records import Request
 if TYPE_CHECKING:
     from .config import BatchConfig
 
-__all__ = ["MAX_DEPTH", "build_request", "check_call_args", "check_payload", "check_str_keys"]
+__all__ = [
+    "MAX_DEPTH",
+    "build_request",
+    "check_call_args",
+    "check_payload",
+    "check_str_keys",
+    "flat_size",
+    "request_size",
+]
 
 MAX_DEPTH = 64
 """Deepest container nesting of a request (its mapping is level 1) or of a result (a list or
@@ -135,6 +143,86 @@ def check_payload(request: Any, index: int, max_bytes: int) -> bytes:
     return blob
 
 
+def _str_size(n: int) -> int:
+    """msgpack bytes of a str (or bin) header for a payload of ``n`` bytes."""
+    return 1 if n < 32 else 2 if n < 256 else 3 if n < 65536 else 5
+
+
+def _int_size(v: int) -> int:
+    """msgpack bytes of int ``v`` (0 when msgpack cannot carry it: the encoder must say why)."""
+    if -32 <= v < 128:
+        return 1
+    if -128 <= v < 256:
+        return 2
+    if -32768 <= v < 65536:
+        return 3
+    if -(2**31) <= v < 2**32:
+        return 5
+    if -(2**63) <= v < 2**64:
+        return 9
+    return 0
+
+
+def flat_size(request: Any) -> int | None:
+    """The exact msgpack size of ``request`` when it is a flat ``dict`` (at most 15 str keys)
+    of ASCII str, int, float, bool, None and bytes values, computed without encoding it;
+    None for any other request (the caller then encodes it to learn its size).
+
+    Most requests are such a dict, and the rule (:func:`check_payload`) holds for one of
+    them by construction: its keys are str and it nests one level. Its size counts the same
+    bytes ``msgpack.packb`` writes (a fixmap header, each str or bin with its shortest
+    header, ints in their shortest form, floats as float64), so the size limit is the
+    encoder's, to the byte.
+    """
+    if type(request) is not dict or len(request) > 15:
+        return None
+    total = 1
+    for k, v in request.items():
+        if type(k) is not str or not k.isascii():
+            return None
+        n = len(k)
+        total += n + (1 if n < 32 else _str_size(n))
+        t = type(v)
+        if t is str:
+            if not v.isascii():
+                return None
+            n = len(v)
+            total += n + (1 if n < 32 else _str_size(n))
+        elif t is int:
+            n = _int_size(v)
+            if not n:
+                return None
+            total += n
+        elif t is float:
+            total += 9
+        elif v is None or t is bool:
+            total += 1
+        elif t is bytes:
+            n = len(v)
+            total += n + (2 if n < 256 else _str_size(n))
+        else:
+            return None
+    return total
+
+
+def request_size(request: Any, index: int, max_bytes: int) -> int:
+    """Check one request against the request rule and return its encoded size: the size of
+    :func:`check_payload`'s bytes, computed without encoding the common flat request
+    (:func:`flat_size`).
+
+    Raises:
+        InvalidRequestError, RequestTooLargeError: as :func:`check_payload`.
+    """
+    size = flat_size(request)
+    if size is None:
+        return len(check_payload(request, index, max_bytes))
+    if size > max_bytes:
+        raise RequestTooLargeError(
+            f"request {index}: encodes to {size} bytes, over max_request_bytes={max_bytes}"
+        )
+    return size
+
+
 def _unserializable(index: int, e: Exception) -> InvalidRequestError:
     return InvalidRequestError(
         f"request {index}: not msgpack-serializable ({e}); requests must hold only "
@@ -145,7 +233,6 @@ def _unserializable(index: int, e: Exception) -> InvalidRequestError:
 def build_request(
     request: Any,
     config: BatchConfig,
-    *,
     index: int = 0,
     sink: Any = None,
     priority: int = 0,
@@ -171,11 +258,10 @@ def build_request(
         InvalidRequestError: see :func:`check_payload`, or a malformed ``"embedding"``.
         RequestTooLargeError: see :func:`check_payload`.
     """
-    size = (
-        checked
-        if checked is not None
-        else len(check_payload(request, index, config.max_request_bytes))
-    )
+    if checked is not None:
+        size = checked
+    else:
+        size = request_size(request, index, config.max_request_bytes)
     text = request.get(config.dedup_key)
     vector = None
     if config.enable_dedup and (
@@ -191,13 +277,13 @@ def build_request(
             raise InvalidRequestError(f"request {index}: bad 'embedding' field: {e}") from None
     return Request(
         request,
-        priority=priority,
-        deadline=deadline,
-        sink=sink,
-        index=index,
-        text=text if isinstance(text, str) else None,
-        vector=vector,
-        size=size,
+        priority,
+        deadline,
+        sink,
+        index,
+        text if type(text) is str or isinstance(text, str) else None,
+        vector,
+        size,
     )
 
 

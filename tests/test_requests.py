@@ -289,3 +289,81 @@ def test_max_result_bytes_is_an_option_and_an_engine_flag():
     assert BatchConfig.allowed("max_result_bytes") == "[64, 67108864]"
     args = build_parser().parse_args(["--handler", "x:y", "--max-result-bytes", "5000"])
     assert options_from(args) == {"max_result_bytes": 5000}
+
+
+# ---------------------------------------------------------------- size without encoding
+
+_BOUNDARY_LENGTHS = (0, 1, 31, 32, 255, 256, 65535, 65536)
+_BOUNDARY_INTS = (
+    -(2**63), -(2**63) + 1, -(2**31) - 1, -(2**31), -32769, -32768, -129, -128, -33, -32,
+    0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1,
+)  # fmt: skip
+
+_flat_values = st.one_of(
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=300),
+    st.sampled_from(_BOUNDARY_LENGTHS).map(lambda n: "x" * n),
+    st.sampled_from(_BOUNDARY_LENGTHS).map(lambda n: b"y" * n),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.sampled_from(_BOUNDARY_INTS),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.one_of(
+            st.text(alphabet=st.characters(max_codepoint=127), max_size=40),
+            st.sampled_from(_BOUNDARY_LENGTHS[:6]).map(lambda n: "k" * n),
+        ),
+        _flat_values,
+        max_size=15,
+    )
+)
+def test_property_flat_size_is_the_encoders_size_to_the_byte(request):
+    from stratabatch.requests import flat_size
+
+    assert flat_size(request) == len(msgpack.packb(request))
+
+
+def test_flat_size_leaves_every_other_request_to_the_encoder():
+    from stratabatch.requests import flat_size
+
+    for other in (
+        {"q": "é"},  # not ASCII: its UTF-8 length is not its length
+        {"é": 1},
+        {1: "int key"},
+        {"q": 2**64},  # msgpack cannot carry it: the encoder says why
+        {"q": -(2**63) - 1},
+        {"q": [1]},
+        {"q": {"n": 1}},
+        {"q": np.float32(1.0)},
+        {f"k{i}": i for i in range(16)},  # a map16 header
+        [("q", 1)],
+    ):
+        assert flat_size(other) is None, other
+
+
+@pytest.mark.parametrize("limit", [64, 100, 1000])
+async def test_the_size_limit_holds_to_the_byte_for_requests_sized_without_encoding(limit):
+    """A flat request of exactly max_request_bytes is served; one byte more is refused with
+    the encoder's size in the message, in both the fast and the encoding path."""
+    async def handler(reqs):
+        return [len(r["query"]) for r in reqs]
+
+    async with BatchProcessor(handler, enable_dedup=False, max_request_bytes=limit) as bp:
+        for extra in ({}, {"q": "é"}):  # flat (sized without encoding), and encoded
+            base = {"query": "", **extra}
+            fill = limit - len(msgpack.packb(base))
+            while len(msgpack.packb({**base, "query": "a" * fill})) > limit:
+                fill -= 1  # (a longer str may take a longer header)
+            fits = {**base, "query": "a" * fill}
+            assert await bp.process(fits) == fill
+            over = {**base, "query": "a" * (fill + 1)}
+            size = len(msgpack.packb(over))
+            assert size > limit
+            with pytest.raises(RequestTooLargeError, match=f"encodes to {size} bytes"):
+                await bp.process(over)
+            assert check_payload(fits, 0, limit)
