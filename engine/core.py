@@ -15,9 +15,7 @@ which hands its result back with ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import heapq
-import inspect
 import logging
 import threading
 import time
@@ -38,6 +36,7 @@ from .failurelog import FailureLog
 from .grouping import Deduper, Prepared
 from .logs import QUEUE, RateLimitedLog
 from .records import DONE, GROUPED, INFLIGHT, RAW, Batch, Group, Request
+from .runner import Runner
 from .stats import Stats, StatsRecorder
 from .window import WindowScheduler, select
 
@@ -78,20 +77,19 @@ class Core:
     def __init__(self, config: BatchConfig, on_complete: OnComplete, handler: Any = None) -> None:
         self.config = config
         self._on_complete = on_complete
-        self._handler: Any = None
-        self._handler_is_async = False
+        self._runner = Runner()
         if handler is not None:
             self.set_handler(handler)
         self.stats = StatsRecorder()
         c = config
         self._sched = WindowScheduler(c.window_ms, c.max_size, c.min_size, c.max_wait_ms)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The event loop the core is bound to (:meth:`bind`), or None; read-only.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._raw: list[Request] = []
         self._pending: dict[int, Group] = {}  # by seq: arrival order
         self._dedup = Deduper(config, self)
         self._preparing = False  # a dedup pass's pure half runs in a worker thread
         self._batches: set[Batch] = set()
-        self._abandoned: set[asyncio.Task] = set()  # handler calls cancelled, maybe still running
         self._failures: FailureLog | None = None
         self._full_log: RateLimitedLog | None = None  # requests turned away (on_full)
         self._waiting = 0
@@ -101,6 +99,7 @@ class Core:
         self._pump_scheduled = False
         self._closing = False
         self._idle: asyncio.Event | None = None
+        self._is_idle = False  # mirrors self._idle.is_set() (read per request)
         self._room_waiters: deque[asyncio.Future] = deque()
         self._warm: asyncio.Future | None = None
         self._warm_error: BaseException | None = None
@@ -115,6 +114,7 @@ class Core:
             logging.WARNING,
         )
         self._evict_heap: list[tuple[int, int, Request]] = []
+        self._evicting = False  # on_full == "drop_lowest": arrivals go on the heap
         self._adaptive: Any = None
         self._window_now_ms = c.window_ms
         self.reconfigure()
@@ -124,17 +124,12 @@ class Core:
 
     def set_handler(self, handler: Any) -> None:
         """Install the batch handler: ``list[request] -> list[result]``, async or sync."""
-        if not callable(handler):
-            raise ConfigError(f"handler must be callable, got {handler!r}", field="handler")
-        self._handler = handler
-        self._handler_is_async = inspect.iscoroutinefunction(handler) or (
-            inspect.iscoroutinefunction(getattr(handler, "__call__", None))  # noqa: B004
-        )
+        self._runner.set_handler(handler)
 
     @property
     def handler(self) -> Any:
         """The installed handler, or None."""
-        return self._handler
+        return self._runner.handler
 
     def reconfigure(self, name: str | None = None) -> None:
         """Pick up changed options (all of them, or just ``name``)."""
@@ -171,19 +166,21 @@ class Core:
             self._window_now_ms = c.window_ms
         if name in (None, "on_full"):
             # requests queued under another policy were never put on the heap: rebuild it
-            if c.on_full == "drop_lowest":
+            self._evicting = c.on_full == "drop_lowest"
+            if self._evicting:
                 self._rebuild_evict_heap()
             else:
                 self._evict_heap = []
         if name == "max_queue" and self._room_waiters:
             self._notify_room()
-        if self._loop is not None and (self._raw or self._pending):
+        if self.loop is not None and (self._raw or self._pending):
             self._schedule_pump()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the core to ``loop``; it stays on that loop for life."""
-        if self._loop is None:
-            self._loop = loop
+        if self.loop is None:
+            self.loop = loop
+            self._runner.loop = loop
             self._failures = FailureLog(loop.call_later)
             self._full_log = RateLimitedLog(
                 logging.getLogger(QUEUE),
@@ -194,8 +191,9 @@ class Core:
             )
             self._idle = asyncio.Event()
             self._idle.set()
+            self._is_idle = True
             self._ensure_warm()
-        elif self._loop is not loop:
+        elif self.loop is not loop:
             raise StratabatchError(
                 "this processor is bound to another event loop; create one per loop"
             )
@@ -213,7 +211,7 @@ class Core:
     def _ensure_warm(self) -> None:
         """Load the kernels the options need in a background thread, if not loaded yet; the
         pump holds new requests until they are (the loop never stalls on JIT loading)."""
-        loop = self._loop
+        loop = self.loop
         if loop is None:
             return
         need = self._warm_needs()
@@ -245,7 +243,7 @@ class Core:
                 self._load_near()
         except BaseException as e:  # reported on the loop: the next dedup pass fails with it
             error = e
-        loop = self._loop
+        loop = self.loop
         assert loop is not None
         try:
             loop.call_soon_threadsafe(self._warmed, need, error)
@@ -262,7 +260,7 @@ class Core:
         unit = warm.background_unit(self.config)
         if unit is None:
             return False
-        loop = self._loop
+        loop = self.loop
         assert loop is not None
         logger, level = self.warm_log
         try:
@@ -383,7 +381,7 @@ class Core:
     def deadline_from_monotonic_ns(self, deadline_ns: int) -> float:
         """The loop time matching ``deadline_ns`` on ``time.monotonic_ns()``'s clock (the
         clock a frame's deadline is written in by a client process)."""
-        loop = self._loop
+        loop = self.loop
         assert loop is not None
         return loop.time() + (deadline_ns - time.monotonic_ns()) / 1e9
 
@@ -451,7 +449,7 @@ class Core:
         Raises:
             QueueFullError: the deadline passed first.
         """
-        loop = self._loop
+        loop = self.loop
         assert loop is not None
         fut = loop.create_future()
         self._room_waiters.append(fut)
@@ -521,40 +519,46 @@ class Core:
 
     def submit(self, req: Request) -> None:
         """Queue an accepted request. Its outcome arrives through ``on_complete``."""
-        loop = self._loop
-        if loop is None:
-            raise StratabatchError("bind() the core to an event loop before submitting")
-        if self._closing:
-            raise StratabatchError("the processor is closed; no new requests are accepted")
-        if self._handler is None:
-            raise ConfigError(
-                "no handler: pass handler= to BatchProcessor or decorate one with @batch.handler",
-                field="handler",
-            )
-        now = loop.time()
+        loop = self.loop
+        if loop is None or self._closing or self._runner.handler is None:
+            self._refuse()
+        now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
         req.arrival = now
-        req.seq = self._seq
-        self._seq += 1
+        req.seq = seq = self._seq
+        self._seq = seq + 1
         self.stats.total_requests += 1
         self._waiting += 1
-        self._raw.append(req)
-        if self._idle is not None and self._idle.is_set():
-            self._idle.clear()
-        if self.config.on_full == "drop_lowest":
+        raw = self._raw
+        raw.append(req)
+        if self._is_idle:
+            self._is_idle = False
+            self._idle.clear()  # type: ignore[union-attr]  # (set by bind)
+        if self._evicting:
             heap = self._evict_heap
-            heapq.heappush(heap, (req.priority, -req.seq, req))
+            heapq.heappush(heap, (req.priority, -seq, req))
             if len(heap) > 2 * self._waiting + 1024:  # mostly requests that left: rebuild
                 self._rebuild_evict_heap()
         if req.deadline is not None:
-            req.timer = loop.call_later(max(0.0, req.deadline - now), self._expire, req)
+            req.timer = loop.call_later(max(0.0, req.deadline - now), self._expire, req)  # type: ignore[union-attr]
         if self._adaptive is not None:
             self._adaptive.observe_arrival(now)
         sched = self._sched
-        if not sched.is_open:
+        if sched.opened_at is None:
             sched.open(now, self._window_s(now))
             self._arm_timer(now, force=True)
-        elif len(self._raw) + len(self._pending) >= sched.max_size or now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
+        elif len(raw) + len(self._pending) >= sched.max_size or now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
             self._schedule_pump()
+
+    def _refuse(self) -> None:
+        """Why :meth:`submit` takes nothing now (raises)."""
+        if self.loop is None:
+            raise StratabatchError("bind() the core to an event loop before submitting")
+        if self._closing:
+            raise StratabatchError("the processor is closed; no new requests are accepted")
+        raise ConfigError(
+            "no handler: pass handler= to BatchProcessor or decorate one with @batch.handler",
+            field="handler",
+        )
 
     def _window_s(self, now: float) -> float:
         if self._adaptive is not None:
@@ -625,8 +629,8 @@ class Core:
             g.live -= 1
             b = g.batch
             b.live -= 1
-            if b.live == 0 and b.task is not None and not b.task.done():
-                b.task.cancel()  # nobody waits for any of its results any more
+            if b.live == 0 and b.call is not None:
+                b.call.cancel()  # nobody waits for any of its results any more
 
     def _remove_pending(self, g: Group, keep_keys: bool = False) -> None:
         """Take ``g`` out of the pending groups; its exact keys and leader row stay if it is
@@ -674,15 +678,15 @@ class Core:
     def _after_change(self) -> None:
         if self._room_waiters:
             self._notify_room()
-        if self._loop is not None:
+        if self.loop is not None:
             self._schedule_pump()
 
     # ------------------------------------------------------------- the pump
 
     def _schedule_pump(self) -> None:
-        if not self._pump_scheduled and self._loop is not None:
+        if not self._pump_scheduled and self.loop is not None:
             self._pump_scheduled = True
-            self._loop.call_soon(self._pump)
+            self.loop.call_soon(self._pump)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -706,14 +710,14 @@ class Core:
             if not force and self._timer_at is not None and self._timer_at <= when:
                 return
             self._timer.cancel()
-        assert self._loop is not None
+        assert self.loop is not None
         self._timer_at = when
-        self._timer = self._loop.call_later(max(0.0, when - now), self._on_timer)
+        self._timer = self.loop.call_later(max(0.0, when - now), self._on_timer)
 
     def _pump(self) -> None:
         """Dedup what arrived, take every batch that is due, and set the next wake-up."""
         self._pump_scheduled = False
-        loop = self._loop
+        loop = self.loop
         if loop is None:
             return
         held = False  # arrivals remain for a later slice: they are deduped before a batch fills
@@ -827,7 +831,7 @@ class Core:
     def _prepare_off_loop(self, chunk: list[Request]) -> None:
         """Run the pure half of a large pass in a worker thread (the kernels release the
         GIL); its decisions are applied on the loop when it is done."""
-        loop = self._loop
+        loop = self.loop
         assert loop is not None
         dedup = self._dedup
         self._preparing = True
@@ -864,12 +868,14 @@ class Core:
 
     def _check_idle(self) -> None:
         if (
-            self._idle is not None
+            not self._is_idle
+            and self._idle is not None
             and not self._raw
             and not self._pending
             and not self._batches
             and not self._preparing
         ):
+            self._is_idle = True
             self._idle.set()
 
     # ------------------------------------------------------------- dispatch
@@ -877,128 +883,75 @@ class Core:
     def _dispatch(self, groups: list[Group], now: float) -> None:
         live_total = 0
         sent: list[Group] = []
-        st = self.stats
+        pending = self._pending
+        merges: list[Request] = []
         for g in groups:
-            self._remove_pending(g, keep_keys=True)
-            live: list[Request] = []
-            for m in g.member_list():
+            del pending[g.seq]  # (its exact keys and leader row stay: twins coalesce into it)
+            ms = g.members
+            if ms is None:  # the leader alone (most groups)
+                m = g.leader
+                if m.deadline is not None and m.deadline <= now:
+                    self._expire(m)  # its timer is due this very tick: never send it
+                    self._dedup.drop_row(g)
+                    self._dedup.drop_keys(g)
+                    continue
+                m.state = INFLIGHT
+                live_total += 1
+                sent.append(g)
+                continue
+            live = 0
+            for m in ms:
                 if m.state != GROUPED:
                     continue
                 if m.deadline is not None and m.deadline <= now:
-                    self._expire(m)  # its timer is due this very tick: never send it
+                    self._expire(m)
                     continue
                 m.state = INFLIGHT
                 if live:
-                    st.record_merge(
-                        1.0 if m.similarity is None else m.similarity,
-                        m.exact or m.similarity is None,
-                    )
-                live.append(m)
+                    merges.append(m)
+                live += 1
             if not live:
                 self._dedup.drop_row(g)
                 self._dedup.drop_keys(g)
                 continue
-            self._release(len(live))
-            live_total += len(live)
+            live_total += live
             sent.append(g)
+        if live_total:
+            self._release(live_total)
         if not sent:
             return
+        st = self.stats
+        for m in merges:
+            st.record_merge(
+                1.0 if m.similarity is None else m.similarity, m.exact or m.similarity is None
+            )
         batch = Batch(sent, live_total)
         for g in sent:
             g.batch = batch
         st.record_batch(len(sent))
         self._batches.add(batch)
-        assert self._loop is not None
-        batch.task = self._loop.create_task(self._run(batch))
-        batch.task.add_done_callback(functools.partial(self._task_ended, batch))
+        call = self._runner.start(
+            [g.leader.payload for g in sent],
+            self.config.processing_timeout,
+            lambda results, error, cancelled, elapsed: self._ran(
+                batch, results, error, cancelled, elapsed
+            ),
+        )
+        batch.call = call
+        batch.task = call.task
 
-    async def _call_handler(self, payloads: list[Any]) -> tuple[Any, BaseException | None]:
-        """Run the handler on ``payloads``; returns ``(results, None)`` or ``(None, error)``.
-
-        Never raises, whatever the handler raises (BaseExceptions such as a test framework's
-        failure, KeyboardInterrupt or SystemExit included): it runs as its own task, and an
-        exception escaping a task's step (as those three do) would otherwise stop the loop.
-        """
-        try:
-            if self._handler_is_async:
-                result = await self._handler(payloads)
-            else:
-                result = await self._call_sync(payloads)
-            if inspect.isawaitable(result):
-                result = await result
-            return result, None
-        except BaseException as e:  # noqa: BLE001 - every failure becomes the batch's error
-            return None, e
-
-    async def _call_sync(self, payloads: list[Any]) -> Any:
-        loop = self._loop
-        assert loop is not None
-        fut = loop.create_future()
-        handler = self._handler
-
-        def settle(value: Any, error: BaseException | None) -> None:
-            if fut.done():
-                return
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                fut.set_result(value)
-
-        def work() -> None:
-            try:
-                value, error = handler(payloads), None
-            except BaseException as e:  # handed to the loop, raised there
-                value, error = None, e
-            try:
-                loop.call_soon_threadsafe(settle, value, error)
-            except RuntimeError:
-                pass  # the loop closed while this thread ran: nobody is left to answer
-
-        # A daemon thread per batch, not a pool: a sync handler that hangs past
-        # processing_timeout cannot be killed, and must neither block later batches nor
-        # interpreter exit.
-        threading.Thread(target=work, name="stratabatch-handler", daemon=True).start()
-        return await fut
-
-    async def _run(self, batch: Batch) -> None:
-        loop = self._loop
-        assert loop is not None
-        payloads = [g.leader.payload for g in batch.groups]
-        n = len(payloads)
-        timeout = self.config.processing_timeout
-        t0 = loop.time()
-        results: Any = None
-        error: BaseException | None = None
-        cancelled = False
-        call = loop.create_task(self._call_handler(payloads))
-        try:
-            done, _ = await asyncio.wait((call,), timeout=timeout)
-            if done:
-                results, raised = call.result()
-                if raised is not None:
-                    if isinstance(raised, asyncio.CancelledError):
-                        error = HandlerError.from_exception(
-                            raised, f"the handler was cancelled on a batch of {n}"
-                        )
-                    else:
-                        error = HandlerError.from_exception(
-                            raised, f"the handler raised on a batch of {n}"
-                        )
-            else:
-                # a handler that ignores cancellation is left to finish on its own: its slot
-                # is freed now, and its late result goes nowhere
-                self._abandon(call)
-                error = BatchTimeoutError(
-                    f"the handler did not finish a batch of {n} within processing_timeout="
-                    f"{timeout:g}s"
-                )
-        except asyncio.CancelledError:  # every waiter of this batch left
-            self._abandon(call)
-            cancelled = True
-        now = loop.time()
-        elapsed = now - t0
+    def _ran(
+        self,
+        batch: Batch,
+        results: Any,
+        error: BaseException | None,
+        cancelled: bool,
+        elapsed: float,
+    ) -> None:
+        """The handler call of ``batch`` ended (:class:`~stratabatch.runner.Runner`)."""
+        n = len(batch.groups)
         if error is None and not cancelled:
-            if not isinstance(results, (list, tuple)):
+            if type(results) is not list and not isinstance(results, (list, tuple)):
                 error = HandlerError(
                     f"the handler must return a list of {n} results (one per request, in "
                     f"order), got {type(results).__name__}"
@@ -1012,36 +965,24 @@ class Core:
                 self._adaptive.observe_batch(n, elapsed)
         if error is not None and self._failures is not None:
             self._failures.batch_failed(n, error, timeout=isinstance(error, BatchTimeoutError))
-        self._retire(batch, results, error, cancelled, now)
-
-    def _abandon(self, call: asyncio.Task) -> None:
-        """Cancel a handler call nobody waits for any more, and let the loop forget it.
-
-        ``asyncio.run()`` (and ``uvloop.run()``) cancel every task of the loop when the main
-        coroutine returns and then wait for all of them: a handler that ignores cancellation
-        would make that wait endless, so the task leaves the loop's task registry
-        (``asyncio._unregister_task``, the hook asyncio exports for custom task types). It
-        still runs while the loop does; :meth:`close` gives it a short grace to finish.
-        """
-        call.cancel()
-        if call.done():
-            return
-        asyncio._unregister_task(call)
-        call._log_destroy_pending = False  # type: ignore[attr-defined]  # dropped on purpose
-        self._abandoned.add(call)
-        call.add_done_callback(self._abandoned.discard)
+        loop = self.loop
+        assert loop is not None
+        self._retire(batch, results, error, cancelled, loop.time())
 
     def _retire(
         self, batch: Batch, results: Any, error: BaseException | None, cancelled: bool, now: float
     ) -> None:
         """Answer whoever is left in ``batch`` and forget it."""
+        if batch not in self._batches:
+            return
         self._batches.discard(batch)
-        answered = False
         try:
             self._fan_out(batch, results, error, cancelled, now)  # (drops each group's keys)
-            answered = True
         except Exception as e:  # a bug of ours must not strand anyone: answer who is left
             for g in batch.groups:
+                if g.members is _GONE:
+                    continue
+                self._dedup.drop_keys(g)
                 self._fail_group(
                     g,
                     StratabatchError(
@@ -1050,37 +991,38 @@ class Core:
                 )
         finally:
             for g in batch.groups:  # break the request<->group<->batch cycles: no GC work
+                if g.members is _GONE:
+                    continue
                 self._dedup.drop_row(g)
-                if not answered:
-                    self._dedup.drop_keys(g)
                 for m in g.member_list():
                     m.group = None
                 g.members = _GONE
                 g.batch = None
             batch.groups = []
+            batch.call = None
             self._schedule_pump()
             self._check_idle()
-
-    def _task_ended(self, batch: Batch, task: asyncio.Task) -> None:
-        """A batch task that was cancelled before its first step never ran ``_run`` (its last
-        waiter left in the tick it was dispatched): retire the batch here instead."""
-        if batch in self._batches:
-            assert self._loop is not None
-            self._retire(batch, None, None, True, self._loop.time())
 
     def _fan_out(
         self, batch: Batch, results: Any, error: BaseException | None, cancelled: bool, now: float
     ) -> None:
-        """Give each member of each group its outcome."""
-        for i, g in enumerate(batch.groups):
-            self._dedup.drop_keys(g)
-            if cancelled:  # every waiter left; anyone who joined since is answered here
-                self._fail_group(g, StratabatchError("the batch was cancelled"))
-                continue
-            if error is not None:
-                self._fail_group(g, error)
-                continue
-            value = results[i]
+        """Give each member of each group its outcome; let each group go once answered."""
+        dedup = self._dedup
+        if cancelled or error is not None:
+            for g in batch.groups:
+                dedup.drop_keys(g)
+                # cancelled: every waiter left; anyone who joined since is answered here
+                self._fail_group(
+                    g, error if error is not None else StratabatchError("the batch was cancelled")
+                )
+            return
+        on_complete = self._on_complete
+        done: list[float] = []  # arrival times of the answered, for the stats (per batch)
+        for g, value in zip(batch.groups, results, strict=True):
+            if g.keys is not None:
+                dedup.drop_keys(g)
+            if g.row is not None:
+                dedup.drop_row(g)
             if isinstance(value, BaseException):
                 self._fail_group(
                     g,
@@ -1088,10 +1030,41 @@ class Core:
                         value, "the handler returned an error for this request"
                     ),
                 )
-            else:
                 for m in g.member_list():
+                    m.group = None
+            elif g.members is None:  # the leader alone (most groups)
+                m = g.leader
+                if m.state == INFLIGHT:
+                    m.state = DONE
+                    if m.timer is not None:
+                        m.timer.cancel()
+                        m.timer = None
+                    done.append(m.arrival)
+                    try:
+                        on_complete(m, value, None)
+                    except Exception as e:  # the hook's bug stays with this request
+                        self._hook_failed(e)
+                m.group = None
+            else:
+                lead = g.leader
+                for m in g.members:  # type: ignore[union-attr]
                     if m.state == INFLIGHT:
-                        self._finish(m, value, None, now)
+                        m.state = DONE
+                        if m.timer is not None:
+                            m.timer.cancel()
+                            m.timer = None
+                        if m is not lead:
+                            m.merged_with = lead
+                        done.append(m.arrival)
+                        try:
+                            on_complete(m, value, None)
+                        except Exception as e:
+                            self._hook_failed(e)
+                    m.group = None
+            g.members = _GONE
+            g.batch = None
+        if done:
+            self.stats.record_done_many(done, now)
 
     def _fail_group(self, g: Group, error: BaseException) -> None:
         for m in g.member_list():
@@ -1108,8 +1081,8 @@ class Core:
             req.timer.cancel()
             req.timer = None
         if now is None:
-            assert self._loop is not None
-            now = self._loop.time()
+            assert self.loop is not None
+            now = self.loop.time()
         g = req.group
         req.merged_with = g.leader if g is not None and g.leader is not req else None
         st = self.stats
@@ -1124,20 +1097,23 @@ class Core:
         try:
             self._on_complete(req, value, error)
         except Exception as e:  # the hook's bug stays with this request
-            loop = self._loop
-            assert loop is not None
-            loop.call_exception_handler(
-                {
-                    "message": "stratabatch: on_complete raised (it must not)",
-                    "exception": e,
-                }
-            )
+            self._hook_failed(e)
+
+    def _hook_failed(self, e: Exception) -> None:
+        loop = self.loop
+        assert loop is not None
+        loop.call_exception_handler(
+            {
+                "message": "stratabatch: on_complete raised (it must not)",
+                "exception": e,
+            }
+        )
 
     # ------------------------------------------------------------- stats, close
 
     def snapshot(self) -> Stats:
         """A consistent :class:`Stats` of this core."""
-        loop = self._loop
+        loop = self.loop
         now = loop.time() if loop is not None else 0.0
         a = getattr(self._adaptive, "a_ms", 0.0) if self._adaptive is not None else 0.0
         b = getattr(self._adaptive, "b_ms", 0.0) if self._adaptive is not None else 0.0
@@ -1158,7 +1134,7 @@ class Core:
         for fut in list(self._room_waiters):
             if not fut.done():
                 fut.set_exception(StratabatchError("the processor closed while waiting for room"))
-        if self._loop is None or self._idle is None:
+        if self.loop is None or self._idle is None:
             return
         self._schedule_pump()
         await self._idle.wait()
@@ -1166,8 +1142,8 @@ class Core:
             self._failures.close()
         if self._full_log is not None:
             self._full_log.close()
-        if self._abandoned:  # cancelled handler calls: a moment for their clean-up, no more
-            await asyncio.wait(set(self._abandoned), timeout=_ABANDON_GRACE_S)
+        # cancelled handler calls: a moment for their clean-up, no more
+        await self._runner.settle(_ABANDON_GRACE_S)
 
 
 def _copy_error(error: BaseException) -> BaseException:

@@ -306,7 +306,26 @@ class BatchProcessor(Generic[R]):
             HandlerError: the handler failed this request or its batch.
         """
         if type(requests) is dict or isinstance(requests, Mapping):
-            return await self._process_one(requests, priority, timeout)
+            # one request: the same steps as a list, minus the list (inline: this is the
+            # path a caller takes per request)
+            if priority != 0 or timeout is not None:
+                self._check_call_args(priority, timeout)
+            core = self._core
+            loop = asyncio.get_running_loop()
+            if core.loop is not loop or core.closed:
+                core, loop, _ = self._open_call(None)
+            deadline = None if timeout is None else loop.time() + timeout
+            fut = loop.create_future()
+            rec = build_request(requests, self._config, 0, fut, priority, deadline, self._dim())
+            while not core.make_room(priority):
+                await core.wait_for_room(deadline)
+            core.submit(rec)
+            try:
+                return await fut
+            except BaseException:
+                _retrieve(fut)
+                core.abandon(rec)  # no-op if it already has its outcome
+                raise
         if not isinstance(requests, (list, tuple)):
             raise InvalidRequestError(
                 "process() takes a request mapping or a list of them, "
@@ -328,25 +347,6 @@ class BatchProcessor(Generic[R]):
                 self._core.abandon(r)
             raise
         return results
-
-    async def _process_one(
-        self, request: Mapping[str, Any], priority: int, timeout: float | None
-    ) -> Any:
-        """``process`` of one request: the same steps as a list, minus the list."""
-        if priority != 0 or timeout is not None:
-            self._check_call_args(priority, timeout)
-        core, loop, deadline = self._open_call(timeout)
-        fut = loop.create_future()
-        rec = self._record(request, 0, fut, priority, deadline)
-        while not core.make_room(priority):
-            await core.wait_for_room(deadline)
-        core.submit(rec)
-        try:
-            return await fut
-        except BaseException:
-            _retrieve(fut)
-            core.abandon(rec)  # no-op if it already has its outcome
-            raise
 
     async def process_streaming(
         self, requests: Sequence[Any], *, priority: int = 0, timeout: float | None = None

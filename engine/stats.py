@@ -132,6 +132,39 @@ class StatsRecorder:
             for old in [s for s in buckets if s < sec - _RATE_WINDOW_S]:
                 del buckets[old]
 
+    def record_done_many(self, arrivals: list[float], now: float) -> None:
+        """Count the outcomes delivered at ``now`` to requests submitted at ``arrivals`` (a
+        batch's answers at once: the same counts as :meth:`record_done` for each)."""
+        lat = self._lat
+        i = self._lat_n & (_LATENCY_RING - 1)
+        n = len(arrivals)
+        if i + n <= _LATENCY_RING:
+            lat[i : i + n] = [now - a for a in arrivals]
+        else:
+            for a in arrivals:
+                lat[i] = now - a
+                i = (i + 1) & (_LATENCY_RING - 1)
+        self._lat_n += n
+        if self._first_done is None:
+            self._first_done = arrivals[0]
+        sec = int(now)
+        buckets = self._rate_buckets
+        buckets[sec] = buckets.get(sec, 0) + n
+        if len(buckets) > _RATE_WINDOW_S + 1:
+            for old in [s for s in buckets if s < sec - _RATE_WINDOW_S]:
+                del buckets[old]
+
+    def record_error(self) -> None:
+        """Count one request answered with an error after all (an engine whose result
+        could not be sent); its completion was counted when the core delivered it."""
+        self.errors += 1
+
+    @property
+    def completed(self) -> int:
+        """Outcomes delivered so far (it grows by one per answered request: the engine
+        compares it to know whether anything finished since it last published)."""
+        return self._lat_n
+
     def snapshot(
         self,
         *,

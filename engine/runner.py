@@ -1,0 +1,235 @@
+"""The handler runner: one handler call per batch, bounded by ``processing_timeout``.
+
+A component the core holds. It runs the user's batch handler on a list of payloads, async
+(as a task of the core's loop) or sync (in a daemon thread of its own, so the loop keeps
+collecting), and reports exactly once per call, on the loop, through the ``done`` callback
+given to :meth:`Runner.start`: ``done(results, error, cancelled, elapsed)``.
+
+Per call it makes one task, one timer (``processing_timeout``) and, for a sync handler, one
+thread: no task waits on another, so a batch costs the loop a handful of callbacks, not a
+chain of tasks and futures.
+
+A call ends in one of four ways:
+
+* the handler returns: ``(results, None, False)`` (the core checks the count);
+* the handler raises, or is cancelled from outside: ``(None, HandlerError, False)``;
+* ``processing_timeout`` runs out first: ``(None, BatchTimeoutError, False)``, and the
+  handler call is abandoned (:meth:`Runner.abandon`);
+* every waiter of the batch left (:meth:`Call.cancel`): ``(None, None, True)`` in a later
+  loop callback, and the handler call is abandoned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .errors import BatchTimeoutError, ConfigError, HandlerError
+
+__all__ = ["Call", "Done", "Runner"]
+
+Done = Callable[[Any, "BaseException | None", bool, float], None]
+"""``done(results, error, cancelled, elapsed_s)``: how a call ends (see the module doc)."""
+
+
+class Call:
+    """One handler call in flight."""
+
+    __slots__ = ("_runner", "task", "timer", "done", "started", "size", "over")
+
+    def __init__(self, runner: Runner, done: Done, started: float, size: int) -> None:
+        self._runner = runner
+        self.task: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = done
+        self.started = started
+        self.size = size
+        self.over = False
+
+    def cancel(self) -> None:
+        """Nobody waits for this call's results any more: abandon it, and report
+        ``cancelled`` in a later loop callback (never from inside the caller's own step)."""
+        if self.over:
+            return
+        self.over = True
+        if self.timer is not None:
+            self.timer.cancel()
+        runner = self._runner
+        if self.task is not None:
+            runner.abandon(self.task)
+        loop = runner.loop
+        assert loop is not None
+        loop.call_soon(self.done, None, None, True, loop.time() - self.started)
+
+
+class Runner:
+    """Runs the batch handler; see the module doc.
+
+    Attributes:
+        loop: The core's loop (set by the core when it binds).
+        on_start: Called on the loop with the batch size as each handler call starts, or
+            None (the engine publishes batch sizes from it).
+    """
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.on_start: Callable[[int], None] | None = None
+        self._handler: Any = None
+        self._is_async = False
+        self._abandoned: set[asyncio.Task] = set()  # handler calls cancelled, maybe running
+
+    # ------------------------------------------------------------- the handler
+
+    def set_handler(self, handler: Any) -> None:
+        """Install the batch handler: ``list[request] -> list[result]``, async or sync.
+
+        Raises:
+            ConfigError: ``handler`` is not callable.
+        """
+        if not callable(handler):
+            raise ConfigError(f"handler must be callable, got {handler!r}", field="handler")
+        self._handler = handler
+        self._is_async = inspect.iscoroutinefunction(handler) or (
+            inspect.iscoroutinefunction(getattr(handler, "__call__", None))  # noqa: B004
+        )
+
+    @property
+    def handler(self) -> Any:
+        """The installed handler, or None."""
+        return self._handler
+
+    # ------------------------------------------------------------- calls
+
+    def start(self, payloads: list[Any], timeout: float | None, done: Done) -> Call:
+        """Call the handler on ``payloads``; ``done`` hears how it ended, once, on the loop."""
+        loop = self.loop
+        assert loop is not None
+        n = len(payloads)
+        call = Call(self, done, loop.time(), n)
+        if self.on_start is not None:
+            self.on_start(n)
+        task = loop.create_task(self._call_handler(payloads))
+        call.task = task
+        task.add_done_callback(lambda t: self._ended(call, t))
+        if timeout is not None:
+            call.timer = loop.call_later(timeout, self._timed_out, call, timeout)
+        return call
+
+    def _ended(self, call: Call, task: asyncio.Task) -> None:
+        if call.over:
+            return
+        call.over = True
+        if call.timer is not None:
+            call.timer.cancel()
+        n = call.size
+        if task.cancelled():  # (the loop's own shutdown cancelled it)
+            results = None
+            raised: BaseException | None = asyncio.CancelledError()
+        else:
+            results, raised = task.result()
+        error: BaseException | None = None
+        if raised is not None:
+            if isinstance(raised, asyncio.CancelledError):
+                error = HandlerError.from_exception(
+                    raised, f"the handler was cancelled on a batch of {n}"
+                )
+            else:
+                error = HandlerError.from_exception(raised, f"the handler raised on a batch of {n}")
+        loop = self.loop
+        assert loop is not None
+        call.done(results, error, False, loop.time() - call.started)
+
+    def _timed_out(self, call: Call, timeout: float) -> None:
+        if call.over:
+            return
+        call.over = True
+        # a handler that ignores cancellation is left to finish on its own: its slot is freed
+        # now, and its late result goes nowhere
+        if call.task is not None:
+            self.abandon(call.task)
+        loop = self.loop
+        assert loop is not None
+        call.done(
+            None,
+            BatchTimeoutError(
+                f"the handler did not finish a batch of {call.size} within processing_timeout="
+                f"{timeout:g}s"
+            ),
+            False,
+            loop.time() - call.started,
+        )
+
+    async def _call_handler(self, payloads: list[Any]) -> tuple[Any, BaseException | None]:
+        """Run the handler on ``payloads``; returns ``(results, None)`` or ``(None, error)``.
+
+        Never raises, whatever the handler raises (BaseExceptions such as a test framework's
+        failure, KeyboardInterrupt or SystemExit included): it runs as its own task, and an
+        exception escaping a task's step (as those three do) would otherwise stop the loop.
+        """
+        try:
+            if self._is_async:
+                result = await self._handler(payloads)
+            else:
+                result = await self._call_sync(payloads)
+            if inspect.isawaitable(result):
+                result = await result
+            return result, None
+        except BaseException as e:  # noqa: BLE001 - every failure becomes the batch's error
+            return None, e
+
+    async def _call_sync(self, payloads: list[Any]) -> Any:
+        loop = self.loop
+        assert loop is not None
+        fut = loop.create_future()
+        handler = self._handler
+
+        def settle(value: Any, error: BaseException | None) -> None:
+            if fut.done():
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(value)
+
+        def work() -> None:
+            try:
+                value, error = handler(payloads), None
+            except BaseException as e:  # handed to the loop, raised there
+                value, error = None, e
+            try:
+                loop.call_soon_threadsafe(settle, value, error)
+            except RuntimeError:
+                pass  # the loop closed while this thread ran: nobody is left to answer
+
+        # A daemon thread per batch, not a pool: a sync handler that hangs past
+        # processing_timeout cannot be killed, and must neither block later batches nor
+        # interpreter exit.
+        threading.Thread(target=work, name="stratabatch-handler", daemon=True).start()
+        return await fut
+
+    # ------------------------------------------------------------- abandonment
+
+    def abandon(self, task: asyncio.Task) -> None:
+        """Cancel a handler call nobody waits for any more, and let the loop forget it.
+
+        ``asyncio.run()`` (and ``uvloop.run()``) cancel every task of the loop when the main
+        coroutine returns and then wait for all of them: a handler that ignores cancellation
+        would make that wait endless, so the task leaves the loop's task registry
+        (``asyncio._unregister_task``, the hook asyncio exports for custom task types). It
+        still runs while the loop does; :meth:`settle` gives it a short grace to finish.
+        """
+        task.cancel()
+        if task.done():
+            return
+        asyncio._unregister_task(task)
+        task._log_destroy_pending = False  # type: ignore[attr-defined]  # dropped on purpose
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+
+    async def settle(self, grace_s: float) -> None:
+        """Give abandoned handler calls up to ``grace_s`` to finish their own clean-up."""
+        if self._abandoned:
+            await asyncio.wait(set(self._abandoned), timeout=grace_s)
