@@ -15,14 +15,13 @@ which hands its result back with ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .admission import Admission
 from .config import BatchConfig
 from .errors import (
     BatchTimeoutError,
@@ -34,7 +33,6 @@ from .errors import (
 )
 from .failurelog import FailureLog
 from .grouping import Deduper, Prepared
-from .logs import QUEUE, RateLimitedLog
 from .records import DONE, GROUPED, INFLIGHT, RAW, Batch, Group, Request
 from .runner import Runner
 from .stats import Stats, StatsRecorder
@@ -91,8 +89,7 @@ class Core:
         self._preparing = False  # a dedup pass's pure half runs in a worker thread
         self._batches: set[Batch] = set()
         self._failures: FailureLog | None = None
-        self._full_log: RateLimitedLog | None = None  # requests turned away (on_full)
-        self._waiting = 0
+        self._admission = Admission(config, self.stats, self._live_waiting, self._evict)
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -100,7 +97,6 @@ class Core:
         self._closing = False
         self._idle: asyncio.Event | None = None
         self._is_idle = False  # mirrors self._idle.is_set() (read per request)
-        self._room_waiters: deque[asyncio.Future] = deque()
         self._warm: asyncio.Future | None = None
         self._warm_error: BaseException | None = None
         self._warmed_for: tuple[bool, bool] = (False, False)  # (hashing, embedding) loaded
@@ -113,8 +109,6 @@ class Core:
             logging.getLogger("stratabatch.warm"),
             logging.WARNING,
         )
-        self._evict_heap: list[tuple[int, int, Request]] = []
-        self._evicting = False  # on_full == "drop_lowest": arrivals go on the heap
         self._adaptive: Any = None
         self._window_now_ms = c.window_ms
         self.reconfigure()
@@ -130,6 +124,27 @@ class Core:
     def handler(self) -> Any:
         """The installed handler, or None."""
         return self._runner.handler
+
+    @property
+    def on_batch_start(self) -> Callable[[int], None] | None:
+        """Called on the core's loop with the batch size as each handler call starts (the
+        engine publishes batch sizes and looks at its rings from it), or None. The handler
+        itself stays the user's: nothing needs to wrap it."""
+        return self._runner.on_start
+
+    @on_batch_start.setter
+    def on_batch_start(self, hook: Callable[[int], None] | None) -> None:
+        self._runner.on_start = hook
+
+    @property
+    def completed(self) -> int:
+        """Outcomes delivered so far (grows by one per answered request)."""
+        return self.stats.completed
+
+    def record_error(self) -> None:
+        """Count one request answered with an error after the core delivered its outcome
+        (the engine: a result that cannot be sent to its client)."""
+        self.stats.record_error()
 
     def reconfigure(self, name: str | None = None) -> None:
         """Pick up changed options (all of them, or just ``name``)."""
@@ -164,15 +179,7 @@ class Core:
                 self._window_now_ms = c.window_ms
         if not c.adaptive:
             self._window_now_ms = c.window_ms
-        if name in (None, "on_full"):
-            # requests queued under another policy were never put on the heap: rebuild it
-            self._evicting = c.on_full == "drop_lowest"
-            if self._evicting:
-                self._rebuild_evict_heap()
-            else:
-                self._evict_heap = []
-        if name == "max_queue" and self._room_waiters:
-            self._notify_room()
+        self._admission.configure(name)
         if self.loop is not None and (self._raw or self._pending):
             self._schedule_pump()
 
@@ -182,13 +189,7 @@ class Core:
             self.loop = loop
             self._runner.loop = loop
             self._failures = FailureLog(loop.call_later)
-            self._full_log = RateLimitedLog(
-                logging.getLogger(QUEUE),
-                logging.WARNING,
-                "queue-full event",
-                clock=loop.time,
-                call_later=loop.call_later,
-            )
+            self._admission.bind(loop)
             self._idle = asyncio.Event()
             self._idle.set()
             self._is_idle = True
@@ -362,7 +363,7 @@ class Core:
     @property
     def waiting(self) -> int:
         """Accepted requests not yet handed to the handler."""
-        return self._waiting
+        return self._admission.waiting
 
     @property
     def closed(self) -> bool:
@@ -376,7 +377,7 @@ class Core:
 
     def has_room(self) -> bool:
         """Whether one more request fits under ``max_queue`` now (changes nothing)."""
-        return self._waiting < self.config.max_queue
+        return self._admission.has_room()
 
     def deadline_from_monotonic_ns(self, deadline_ns: int) -> float:
         """The loop time matching ``deadline_ns`` on ``time.monotonic_ns()``'s clock (the
@@ -394,7 +395,8 @@ class Core:
         return self._dedup.threshold()
 
     def make_room(self, priority: int) -> bool:
-        """Apply ``on_full`` for one more request of ``priority``.
+        """Apply ``on_full`` for one more request of ``priority``
+        (:meth:`stratabatch.admission.Admission.make_room`).
 
         Returns True if it may be submitted now, False if the caller should wait for room
         (``on_full="wait"``).
@@ -403,45 +405,7 @@ class Core:
             QueueFullError: ``on_full`` is "reject", or "drop_lowest" and nothing waiting has a
                 lower priority.
         """
-        c = self.config
-        if self._waiting < c.max_queue:
-            return True
-        if c.on_full == "wait":
-            return False
-        if c.on_full == "drop_lowest":
-            victim = self._lowest_waiting()
-            if victim is not None and victim.priority < priority:
-                self._leave(victim)
-                self._finish(
-                    victim,
-                    None,
-                    self._turned_away(
-                        QueueFullError(
-                            f"evicted: the queue is full (max_queue={c.max_queue}) and a request "
-                            f"of priority {priority} arrived; this one had priority "
-                            f"{victim.priority}"
-                        )
-                    ),
-                )
-                return True
-            self.stats.rejected += 1
-            raise self._turned_away(
-                QueueFullError(
-                    f"queue full (max_queue={c.max_queue}) and no waiting request has a "
-                    f"priority below {priority}"
-                )
-            )
-        self.stats.rejected += 1
-        raise self._turned_away(
-            QueueFullError(f"queue full: {self._waiting} requests wait (max_queue={c.max_queue})")
-        )
-
-    def _turned_away(self, error: QueueFullError) -> QueueFullError:
-        """Log a request that backpressure turned away (``stratabatch.queue``, WARNING, at
-        most one line every 10 s with a count of the rest); return ``error``."""
-        if self._full_log is not None:
-            self._full_log.event(f"{error} (on_full={self.config.on_full})")
-        return error
+        return self._admission.make_room(priority)
 
     async def wait_for_room(self, deadline: float | None) -> None:
         """Wait until the queue has room (``on_full="wait"``), at most until ``deadline``.
@@ -449,71 +413,30 @@ class Core:
         Raises:
             QueueFullError: the deadline passed first.
         """
-        loop = self.loop
-        assert loop is not None
-        fut = loop.create_future()
-        self._room_waiters.append(fut)
-        try:
-            if deadline is None:
-                await fut
-            else:
-                await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
-        except (TimeoutError, asyncio.TimeoutError):
-            self.stats.rejected += 1
-            raise self._turned_away(
-                QueueFullError(
-                    f"queue still full (max_queue={self.config.max_queue}) when the caller's "
-                    "timeout ran out"
-                )
-            ) from None
-        except BaseException:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self._room_waiters_remove(fut)
-                self._notify_room()  # woken, but leaving: the room goes to the next waiter
-            raise
-        finally:
-            if not fut.done():
-                fut.cancel()
-            try:
-                self._room_waiters.remove(fut)
-            except ValueError:
-                pass
+        await self._admission.wait_for_room(deadline)
 
-    def _room_waiters_remove(self, fut: asyncio.Future) -> None:
-        try:
-            self._room_waiters.remove(fut)
-        except ValueError:
-            pass
+    def _evict(self, victim: Request, error: QueueFullError) -> None:
+        """``drop_lowest`` evicts ``victim`` (Admission's choice) with ``error``."""
+        self._leave(victim)
+        self._finish(victim, None, error)
 
-    def _release(self, n: int) -> None:
-        """``n`` requests stopped waiting in the queue: room for as many waiting callers."""
-        self._waiting -= n
-        if self._room_waiters:
-            self._notify_room()
-
-    def _notify_room(self) -> None:
-        room = self.config.max_queue - self._waiting
-        while room > 0 and self._room_waiters:
-            fut = self._room_waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                room -= 1
-
-    def _lowest_waiting(self) -> Request | None:
-        heap = self._evict_heap
-        while heap:
-            _, _, req = heap[0]
-            if req.state in (RAW, GROUPED):
-                return req
-            heapq.heappop(heap)
-        return None
-
-    def _rebuild_evict_heap(self) -> None:
+    def _live_waiting(self) -> list[Request]:
         live = [r for r in self._raw if r.state == RAW]
         for g in self._pending.values():
             live.extend(m for m in g.member_list() if m.state == GROUPED)
-        self._evict_heap = [(r.priority, -r.seq, r) for r in live]
-        heapq.heapify(self._evict_heap)
+        return live
+
+    def _release(self, n: int) -> None:
+        """``n`` requests stopped waiting in the queue: room for as many waiting callers."""
+        self._admission.release(n)
+
+    def _notify_room(self) -> None:
+        self._admission.notify_room()
+
+    @property
+    def _evict_heap(self) -> list[tuple[int, int, Request]]:
+        """The eviction heap (:attr:`stratabatch.admission.Admission.evict_heap`)."""
+        return self._admission.evict_heap
 
     # ------------------------------------------------------------- submission
 
@@ -527,17 +450,15 @@ class Core:
         req.seq = seq = self._seq
         self._seq = seq + 1
         self.stats.total_requests += 1
-        self._waiting += 1
+        adm = self._admission
+        adm.waiting += 1
         raw = self._raw
         raw.append(req)
         if self._is_idle:
             self._is_idle = False
             self._idle.clear()  # type: ignore[union-attr]  # (set by bind)
-        if self._evicting:
-            heap = self._evict_heap
-            heapq.heappush(heap, (req.priority, -seq, req))
-            if len(heap) > 2 * self._waiting + 1024:  # mostly requests that left: rebuild
-                self._rebuild_evict_heap()
+        if adm.evicting:
+            adm.arrived(req)
         if req.deadline is not None:
             req.timer = loop.call_later(max(0.0, req.deadline - now), self._expire, req)  # type: ignore[union-attr]
         if self._adaptive is not None:
@@ -676,8 +597,8 @@ class Core:
         return self._pending.values()
 
     def _after_change(self) -> None:
-        if self._room_waiters:
-            self._notify_room()
+        if self._admission.anyone_waiting_for_room:
+            self._admission.notify_room()
         if self.loop is not None:
             self._schedule_pump()
 
@@ -1017,10 +938,15 @@ class Core:
                 )
             return
         on_complete = self._on_complete
+        exact = dedup.exact
         done: list[float] = []  # arrival times of the answered, for the stats (per batch)
         for g, value in zip(batch.groups, results, strict=True):
-            if g.keys is not None:
-                dedup.drop_keys(g)
+            ks = g.keys
+            if ks is not None:
+                if type(ks) is not list and exact.get(ks) is g:  # (its leader's key alone)
+                    del exact[ks]
+                else:
+                    dedup.drop_keys(g)
             if g.row is not None:
                 dedup.drop_row(g)
             if isinstance(value, BaseException):
@@ -1119,7 +1045,7 @@ class Core:
         b = getattr(self._adaptive, "b_ms", 0.0) if self._adaptive is not None else 0.0
         return self.stats.snapshot(
             now=now,
-            queue_depth=self._waiting,
+            queue_depth=self._admission.waiting,
             window_ms=self._window_now_ms,
             cost_per_request=self.config.cost_per_request_usd,
             adaptive_a_ms=a,
@@ -1131,17 +1057,14 @@ class Core:
         self._closing = True
         if self._background is not None:  # a first start's compile in a child: stop it
             self._background.cancel()
-        for fut in list(self._room_waiters):
-            if not fut.done():
-                fut.set_exception(StratabatchError("the processor closed while waiting for room"))
+        self._admission.close()
         if self.loop is None or self._idle is None:
             return
         self._schedule_pump()
         await self._idle.wait()
         if self._failures is not None:
             self._failures.close()
-        if self._full_log is not None:
-            self._full_log.close()
+        self._admission.stop_logging()
         # cancelled handler calls: a moment for their clean-up, no more
         await self._runner.settle(_ABANDON_GRACE_S)
 

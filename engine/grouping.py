@@ -587,9 +587,14 @@ class Deduper:
                 self._custom_stage(fresh)
             elif self._embeds():
                 left = {id(r): v for r, v in self._embedding_stage(fresh, fresh_vec, deadline)}
-            else:
+            else:  # exact only: each fresh request leads a group under its key
+                new_group = ops.new_group
                 for r in fresh:
-                    self._lead(r, None)
+                    g = new_group(r, None)
+                    key = r.key
+                    if key is not None:
+                        g.keys = key
+                        exact_index[key] = g
         for key, rs in followers.items():
             lead = first_of[key]
             if id(lead) in left:  # undecided: its twins wait for it, in the rest of the pass

@@ -1,0 +1,66 @@
+"""The handler runner (stratabatch.runner) and the core's public surface for the engine:
+``on_batch_start``, ``completed`` and ``record_error``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stratabatch import BatchProcessor, BatchTimeoutError
+
+
+async def echo(reqs):
+    return [r["query"] for r in reqs]
+
+
+def echo_sync(reqs):
+    return [r["query"] for r in reqs]
+
+
+@pytest.mark.parametrize("handler", [echo, echo_sync])
+async def test_on_batch_start_hears_each_handler_call_with_its_size(handler):
+    b = BatchProcessor(handler, window_ms=5, max_size=4, enable_dedup=False)
+    core = b._core
+    sizes: list[int] = []
+    core.on_batch_start = sizes.append
+    assert core.on_batch_start == sizes.append
+    got = await b.process([{"query": str(i)} for i in range(10)])
+    assert got == [str(i) for i in range(10)]
+    assert sorted(sizes) == [2, 4, 4]
+    assert core.completed == 10
+    await b.close()
+
+
+async def test_record_error_counts_in_the_stats_and_completed_does_not_move():
+    b = BatchProcessor(echo, window_ms=1, enable_dedup=False)
+    assert await b.process({"query": "a"}) == "a"
+    core = b._core
+    core.record_error()
+    assert b.get_stats().errors == 1 and core.completed == 1
+    await b.close()
+
+
+async def test_a_hanging_handler_times_out_once_and_its_late_result_goes_nowhere():
+    release = asyncio.Event()
+    calls = 0
+
+    async def hang(reqs):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                await release.wait()  # ignores cancellation: abandoned, not awaited
+        return [r["query"] for r in reqs]
+
+    b = BatchProcessor(hang, window_ms=1, enable_dedup=False, processing_timeout=0.05)
+    with pytest.raises(BatchTimeoutError, match="processing_timeout"):
+        await b.process({"query": "slow"})
+    assert await b.process({"query": "next"}) == "next"
+    release.set()
+    await asyncio.sleep(0.01)
+    st = b.get_stats()
+    assert st.timeouts == 1 and st.total_requests == 2 and st.unique_requests == 2
+    await b.close()
