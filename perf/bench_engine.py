@@ -1,24 +1,44 @@
-"""Benchmark: the multiprocess engine against the embedded processor and a mp.Queue server.
+"""Benchmark: stratabatch-engine against the mp.Queue batching server a user would write.
 
-One run, peers side by side, same workload: a no-op async handler, ``window_ms=1``, exact
-dedup (about 20% duplicates), 256 requests outstanding in total.
+One run, the systems alternating (round-robin: every system once, then again), medians of
+``--repeats`` rounds after a warm-up round. Workload of issue 19: a no-op handler,
+``window_ms=1``, ``max_size=32``, exact dedup (about 20% duplicates: 200 popular texts),
+``--clients`` client processes (4) x ``--outstanding`` requests outstanding each (64).
 
-* **embedded**: one process, ``BatchProcessor`` and 256 asyncio tasks.
-* **engine**: ``stratabatch-engine`` (``python -m stratabatch.cli``) and ``--clients`` client
-  processes (asyncio on uvloop, ``stratabatch.connect()``), 256 / clients tasks each.
-* **mp.Queue**: the plain batching server of ``stratabatch.perf.mpqueue_server`` (what a user
-  would otherwise write) and as many client processes, each keeping 256 / clients requests
-  outstanding from a sender thread, answers read by a second thread.
-* **engine (embedding)**: the engine with the default dedup strategy.
+Systems (each a fresh set of client processes per run; the engines live for the whole run):
 
-Reported per mode (median of ``--repeats`` runs, each after a warm-up): requests per second
-(all clients together, first send to last answer), latency p50/p99 (send to answer, in the
-client), and the server process's CPU time per request (``/proc/PID/stat``; for the embedded
-mode the whole process's). After the engine runs, its idle CPU over ``--idle-s`` seconds.
+* **engine, asyncio clients**: ``stratabatch-engine --dedup-strategy exact``; each client process
+  runs 64 asyncio tasks on uvloop, each ``await client.process(request)`` in a loop
+  (``stratabatch.connect(name)``).
+* **engine, sync=True clients**: the same engine; each client process runs 64 threads, each
+  calling the blocking ``client.process(request)`` in a loop (``connect(name, sync=True)``): a
+  threaded sync web worker. This is the target's system.
+* **engine, sync=True, lists**: one thread per client process calling
+  ``client.process(list of 64)`` in a loop (reported, no target).
+* **engine, default embedding**: an engine with the default dedup strategy, asyncio clients.
+* **mp.Queue peer**: ``stratabatch.perf.mpqueue_server``, the peer of the targets: one server
+  process answering each client once per batch (one message holding all of that client's
+  answers), the no-op handler called inline (a thread-pool hop per batch would only add cost
+  to the peer); each client process runs the same 64 asyncio tasks on uvloop through the
+  peer's ``QueueClient``, one ``put`` per request.
+* **mp.Queue peer, coalescing**: the same, but the client puts each event-loop iteration's
+  requests as one message (what the engine's client is meant to do too); reported beside it.
+
+Reported per system: req/s (first send to last answer, all clients), latency p50/p99 (call to
+answer, in the caller), CPU us per request of the clients (each client process's whole CPU
+time during the run, every thread), of the server (the engine's process tree, or the peer's
+server process, from ``/proc/PID/stat``) and both together, and the ratios to the peer. Then,
+on the exact engine: its CPU per request under a trickle (one client, one request at a time,
+paced at one per ms), and its idle CPU with one connected idle client over ``--idle-s``
+seconds. The issue's targets are printed with measured / wanted / met.
 
 Usage::
 
-    python perf/bench_engine.py [--requests 40000] [--repeats 3] [--clients 4] [--json FILE]
+    python perf/bench_engine.py [--quick] [--requests 40000] [--repeats 3] [--clients 4]
+                                [--outstanding 64] [--json FILE]
+
+A full run takes 1-3 minutes on 2 cores; ``--quick`` well under one. Every engine, client
+process, shared-memory segment and socket the run made is gone when it ends, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -30,9 +50,6 @@ import multiprocessing as mp
 import os
 import queue
 import random
-import signal
-import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -41,14 +58,29 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-OUTSTANDING = 256
+from stratabatch.perf.benchutil import (
+    Cleanup,
+    Engine,
+    cpu_delta_s,
+    load_average,
+    median_of,
+    print_targets,
+    proc_cpu_s,
+    tree_cpu_s,
+)
+
 WINDOW_MS = 1.0
-_TICKS = os.sysconf("SC_CLK_TCK")
+MAX_SIZE = 32
+HANDLER = "stratabatch.perf.bench_engine:noop"
 
 
-async def noop(requests: list) -> list:
-    """The benchmark's batch handler: one small result per request, nothing else."""
+async def noop(requests: list[Any]) -> list[Any]:
+    """The engine's batch handler: one small result per request, nothing else."""
+    return [1] * len(requests)
+
+
+def sync_noop(requests: list[Any]) -> list[Any]:
+    """The peer's batch handler: the same, blocking."""
     return [1] * len(requests)
 
 
@@ -60,320 +92,464 @@ def queries(seed: int, n: int) -> list[str]:
     ]
 
 
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+# --------------------------------------------------------------------------- client processes
 
 
-def summary(lat_ns: np.ndarray, n: int, wall_s: float, cpu_s: float) -> dict[str, float]:
-    """One run's figures."""
+async def _async_callers(process: Any, qs: list[str], lat: np.ndarray, tasks: int) -> None:
+    it = iter(range(len(qs)))
+
+    async def caller() -> None:
+        for i in it:
+            t = time.perf_counter_ns()
+            await process({"query": qs[i]})
+            lat[i] = time.perf_counter_ns() - t
+
+    await asyncio.gather(*(caller() for _ in range(tasks)))
+
+
+def _thread_callers(client: Any, qs: list[str], lat: np.ndarray, threads: int) -> None:
+    it = iter(range(len(qs)))
+
+    def caller() -> None:
+        for i in it:
+            t = time.perf_counter_ns()
+            client.process({"query": qs[i]})
+            lat[i] = time.perf_counter_ns() - t
+
+    pool = [threading.Thread(target=caller) for _ in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+
+
+def _list_caller(client: Any, qs: list[str], lat: np.ndarray, size: int) -> None:
+    for start in range(0, len(qs), size):
+        t = time.perf_counter_ns()
+        client.process([{"query": q} for q in qs[start : start + size]])
+        lat[start : start + size] = time.perf_counter_ns() - t
+
+
+def client_main(
+    kind: str, target: Any, cid: int, n: int, width: int, seed: int, go: Any, out: Any
+) -> None:
+    """One client process: connect, warm up, say ready, run ``n`` requests on ``go``, report.
+
+    ``kind``: ``async`` / ``sync`` / ``list`` (engine ``target`` = its name) or ``peer``
+    (``target`` = (inbox, outbox)). ``width``: tasks, threads or list length.
+    """
+    qs = queries(seed, n)
+    lat = np.zeros(n, np.int64)
+
+    def timed(run: Any) -> tuple[float, float, float]:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        run()
+        return t0, time.perf_counter(), time.process_time() - cpu0
+
+    if kind in ("sync", "list"):
+        import stratabatch
+
+        client = stratabatch.connect(target, sync=True)
+        client.process({"query": "hello"})
+        out.put(("ready", cid))
+        go.wait()
+        if kind == "sync":
+            t0, t1, cpu = timed(lambda: _thread_callers(client, qs, lat, width))
+        else:
+            t0, t1, cpu = timed(lambda: _list_caller(client, qs, lat, width))
+        client.close()
+    else:
+        import uvloop
+
+        async def main() -> tuple[float, float, float]:
+            if kind in ("peer", "coalescing"):
+                from stratabatch.perf.mpqueue_server import QueueClient
+
+                client: Any = QueueClient(cid, *target, coalesce=kind == "coalescing")
+            else:
+                import stratabatch
+
+                client = stratabatch.connect(target)
+            await client.process({"query": "hello"})
+            out.put(("ready", cid))
+            await asyncio.to_thread(go.wait)
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            await _async_callers(client.process, qs, lat, width)
+            t1, cpu = time.perf_counter(), time.process_time() - cpu0
+            if kind in ("peer", "coalescing"):
+                await asyncio.to_thread(client.close)
+            else:
+                await client.close()
+            return t0, t1, cpu
+
+        t0, t1, cpu = uvloop.run(main())
+    out.put(("done", (t0, t1, cpu, lat.tobytes())))
+
+
+def run_clients(
+    kind: str,
+    target_for: Any,
+    server_pids: list[int],
+    a: argparse.Namespace,
+    n: int,
+    seed: int,
+) -> dict[str, float]:
+    """Run ``a.clients`` client processes of ``kind`` against the server; one run's figures."""
+    ctx = mp.get_context("fork")
+    go, out = ctx.Event(), ctx.Queue()
+    per = n // a.clients
+    procs = [
+        ctx.Process(
+            target=client_main,
+            args=(kind, target_for(c), c, per, a.outstanding, seed * 100 + c, go, out),
+            daemon=True,
+        )
+        for c in range(a.clients)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        for _ in procs:
+            _get(out, procs, 120)  # ready
+        before = tree_cpu_s(server_pids)
+        go.set()
+        runs = [_get(out, procs, 600)[1] for _ in procs]
+        server_cpu = cpu_delta_s(before, tree_cpu_s(server_pids))
+        for p in procs:
+            p.join(30)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+    total = per * a.clients
+    lat = np.concatenate([np.frombuffer(r[3], np.int64) for r in runs])
+    wall = max(r[1] for r in runs) - min(r[0] for r in runs)
+    client_cpu = sum(r[2] for r in runs)
     return {
-        "rps": n / wall_s,
-        "p50_ms": float(np.percentile(lat_ns, 50)) / 1e6,
-        "p99_ms": float(np.percentile(lat_ns, 99)) / 1e6,
-        "cpu_us_per_req": cpu_s / n * 1e6,
+        "rps": total / wall,
+        "p50_ms": float(np.percentile(lat, 50)) / 1e6,
+        "p99_ms": float(np.percentile(lat, 99)) / 1e6,
+        "client_cpu_us": client_cpu / total * 1e6,
+        "server_cpu_us": server_cpu / total * 1e6,
+        "total_cpu_us": (client_cpu + server_cpu) / total * 1e6,
     }
 
 
-# --------------------------------------------------------------------------- (a) embedded
+def _get(out: Any, procs: list[Any], timeout_s: float) -> Any:
+    """The next message of a client; fail when a client died or nothing came in time."""
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            return out.get(timeout=0.5)
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > end:
+                raise RuntimeError(f"a client process failed (exit codes {dead})") from None
 
 
-async def _embedded(n: int, seed: int) -> tuple[np.ndarray, float, float]:
-    import stratabatch
+def run_peer(kind: str, a: argparse.Namespace, n: int, seed: int) -> dict[str, float]:
+    """One run of the mp.Queue peer: a fresh server process and client processes."""
+    from stratabatch.perf.mpqueue_server import serve
 
-    qs = queries(seed, n)
-    lat = np.zeros(n, np.int64)
-    async with stratabatch.BatchProcessor(
-        noop, window_ms=WINDOW_MS, dedup_strategy="exact"
-    ) as batch:
-        await batch.warm_up()
-        it = iter(range(n))
-
-        async def worker() -> None:
-            for i in it:
-                t = time.perf_counter_ns()
-                await batch.process({"query": qs[i]})
-                lat[i] = time.perf_counter_ns() - t
-
-        cpu0 = time.process_time()
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(OUTSTANDING)))
-        wall = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-    return lat, wall, cpu
+    ctx = mp.get_context("fork")
+    inbox = ctx.Queue()
+    outboxes = [ctx.Queue() for _ in range(a.clients)]
+    server = ctx.Process(
+        target=serve, args=(inbox, outboxes, sync_noop, WINDOW_MS, MAX_SIZE), daemon=True
+    )
+    server.start()
+    try:
+        return run_clients(kind, lambda c: (inbox, outboxes[c]), [server.pid], a, n, seed)
+    finally:
+        inbox.put(None)
+        server.join(10)
+        if server.is_alive():
+            server.kill()
+            server.join()
 
 
-def run_embedded(n: int, seed: int) -> dict[str, float]:
-    import uvloop
-
-    lat, wall, cpu = uvloop.run(_embedded(n, seed))
-    return summary(lat, n, wall, cpu)
+# --------------------------------------------------------------------------- trickle and idle
 
 
-# --------------------------------------------------------------------------- (b) engine
-
-
-def _engine_client(name: str, n: int, tasks: int, seed: int, go: Any, out: Any) -> None:
+def trickle_client(name: str, n: int, out: Any) -> None:
+    """One client, one request at a time, each started at the next 1 ms tick (or at once when
+    the previous answer came later)."""
     import uvloop
 
     import stratabatch
 
     async def main() -> None:
         client = stratabatch.connect(name)
-        qs = queries(seed, n)
-        lat = np.zeros(n, np.int64)
-        it = iter(range(n))
-
-        async def worker() -> None:
-            for i in it:
-                t = time.perf_counter_ns()
-                await client.process({"query": qs[i]})
-                lat[i] = time.perf_counter_ns() - t
-
         await client.process({"query": "hello"})
-        out.put(("ready", None))
-        while not go.is_set():
-            await asyncio.sleep(0.001)
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(tasks)))
-        out.put(("done", (t0, time.perf_counter(), lat.tobytes())))
+        out.put(("ready", os.getpid()))
+        t0 = start = time.perf_counter()
+        cpu0 = time.process_time()
+        for i in range(n):
+            await client.process({"query": f"trickle {i}"})
+            start += 0.001
+            delay = start - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        out.put(("done", (time.perf_counter() - t0, time.process_time() - cpu0)))
         await client.close()
 
     uvloop.run(main())
 
 
-class Engine:
-    """A ``stratabatch-engine`` subprocess for the benchmark."""
+def idle_client(name: str, out: Any, stop: Any) -> None:
+    """One connected client that sends one request and then waits, idle, until ``stop``."""
+    import uvloop
 
-    def __init__(self, strategy: str) -> None:
-        self.name = f"bench-{os.getpid()}-{strategy}"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stratabatch.cli",
-                "--handler",
-                "perf.bench_engine:noop",
-                "--name",
-                self.name,
-                "--window-ms",
-                str(WINDOW_MS),
-                "--dedup-strategy",
-                strategy,
-                "--max-queue",
-                "100000",
-                "--log-level",
-                "WARNING",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith(b"stratabatch-engine ready"):
-            self.proc.kill()
-            raise SystemExit(f"the engine did not start: {line!r}")
+    import stratabatch
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+    async def main() -> None:
+        client = stratabatch.connect(name)
+        await client.process({"query": "hello"})
+        out.put(("ready", os.getpid()))
+        await asyncio.to_thread(stop.wait)
+        await client.close()
+
+    uvloop.run(main())
 
 
-def _run_clients(
-    target: Any, args_for: Any, clients: int, n: int, server_pid: int
-) -> dict[str, float]:
+def run_trickle(engine: Engine, n: int) -> dict[str, float]:
+    """Engine CPU per request under one request per ms from one sequential client."""
     ctx = mp.get_context("fork")
-    go, out = ctx.Event(), ctx.Queue()
-    per = n // clients
-    procs = [ctx.Process(target=target, args=(*args_for(c, per), go, out)) for c in range(clients)]
-    for p in procs:
-        p.start()
-    for _ in procs:
-        kind, _ = out.get(timeout=120)
-        assert kind == "ready"
-    cpu0 = proc_cpu_s(server_pid)
-    go.set()
-    runs = [out.get(timeout=600)[1] for _ in procs]
-    cpu = proc_cpu_s(server_pid) - cpu0
-    for p in procs:
-        p.join(30)
-    t0 = min(r[0] for r in runs)
-    t1 = max(r[1] for r in runs)
-    lat = np.concatenate([np.frombuffer(r[2], np.int64) for r in runs])
-    return summary(lat, per * clients, t1 - t0, cpu)
-
-
-def run_engine(eng: Engine, n: int, clients: int, seed: int) -> dict[str, float]:
-    tasks = OUTSTANDING // clients
-    return _run_clients(
-        _engine_client,
-        lambda c, per: (eng.name, per, tasks, seed * 100 + c),
-        clients,
-        n,
-        eng.proc.pid,
-    )
-
-
-def idle_cpu_percent(pid: int, seconds: float) -> float:
-    cpu0 = proc_cpu_s(pid)
-    time.sleep(seconds)
-    return (proc_cpu_s(pid) - cpu0) / seconds * 100
-
-
-# --------------------------------------------------------------------------- (c) mp.Queue
-
-
-def _mpq_client(
-    cid: int, inbox: Any, outbox: Any, n: int, outstanding: int, seed: int, go: Any, out: Any
-) -> None:
-    qs = queries(seed, n)
-    lat = np.zeros(n, np.int64)
-    sent = np.zeros(n, np.int64)
-    room = threading.Semaphore(outstanding)
-
-    def read() -> None:
-        for _ in range(n):
-            rid, _res, err = outbox.get()
-            lat[rid] = time.perf_counter_ns() - sent[rid]
-            room.release()
-
-    inbox.put((cid, -1, {"query": "hello"}))
-    outbox.get()
-    out.put(("ready", None))
-    go.wait()
-    reader = threading.Thread(target=read)
-    reader.start()
-    t0 = time.perf_counter()
-    for i in range(n):
-        room.acquire()
-        sent[i] = time.perf_counter_ns()
-        inbox.put((cid, i, {"query": qs[i]}))
-    reader.join()
-    out.put(("done", (t0, time.perf_counter(), lat.tobytes())))
-
-
-def run_mpqueue(n: int, clients: int, seed: int) -> dict[str, float]:
-    from stratabatch.perf.backend import CostModel
-    from stratabatch.perf.mpqueue_server import serve
-
-    ctx = mp.get_context("fork")
-    inbox = ctx.Queue()
-    outboxes = [ctx.Queue() for _ in range(clients)]
-    stats = ctx.Queue()
-    free = CostModel(overhead_ms=0.0, per_item_ms=0.0, concurrency=4, price_per_item_usd=0.0)
-    server = ctx.Process(target=serve, args=(inbox, outboxes, WINDOW_MS, 32, free, 1.0, stats))
-    server.start()
+    out = ctx.Queue()
+    proc = ctx.Process(target=trickle_client, args=(engine.name, n, out), daemon=True)
+    proc.start()
     try:
-        per_outstanding = OUTSTANDING // clients
-        return _run_clients(
-            _mpq_client,
-            lambda c, per: (c, inbox, outboxes[c], per, per_outstanding, seed * 100 + c),
-            clients,
-            n,
-            server.pid,
-        )
+        _get(out, [proc], 120)
+        before = tree_cpu_s([engine.pid])
+        wall, client_cpu = _get(out, [proc], 120 + n / 100)[1]
+        engine_cpu = cpu_delta_s(before, tree_cpu_s([engine.pid]))
+        proc.join(30)
     finally:
-        inbox.put(None)
-        with_stats = None
-        try:
-            with_stats = stats.get(timeout=30)
-        except queue.Empty:
-            pass
-        server.join(10)
-        if server.is_alive():
-            server.kill()
-            server.join()
-        del with_stats
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    return {
+        "requests": n,
+        "rps": n / wall,
+        "engine_cpu_us": engine_cpu / n * 1e6,
+        "client_cpu_us": client_cpu / n * 1e6,
+    }
+
+
+def run_idle(engine: Engine, seconds: float) -> dict[str, float]:
+    """CPU % of the engine (and of the idle client) over ``seconds`` with one idle client."""
+    ctx = mp.get_context("fork")
+    out, stop = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=idle_client, args=(engine.name, out, stop), daemon=True)
+    proc.start()
+    try:
+        client_pid = _get(out, [proc], 120)[1]
+        time.sleep(0.5)  # past any spin after the hello request
+        e0, c0 = tree_cpu_s([engine.pid]), proc_cpu_s(client_pid)
+        time.sleep(seconds)
+        engine_cpu = cpu_delta_s(e0, tree_cpu_s([engine.pid]))
+        client_cpu = proc_cpu_s(client_pid) - c0
+        stop.set()
+        proc.join(30)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    return {
+        "seconds": seconds,
+        "engine_pct": engine_cpu / seconds * 100,
+        "client_pct": client_cpu / seconds * 100,
+    }
 
 
 # --------------------------------------------------------------------------- main
 
+SYSTEMS = {  # name: (--systems key, client kind, engine dedup strategy or None for the peer)
+    "engine, asyncio clients": ("async", "async", "exact"),
+    "engine, sync=True clients": ("sync", "sync", "exact"),
+    "engine, sync=True, lists": ("lists", "list", "exact"),
+    "engine, default embedding": ("embedding", "async", "default"),
+    "mp.Queue peer": ("peer", "peer", None),
+    "mp.Queue peer, coalescing": ("coalescing", "coalescing", None),
+}
+COALESCING = "mp.Queue peer, coalescing"
+PEER = "mp.Queue peer"
+
+
+def start_engine(strategy: str, cleanup: Cleanup) -> Engine:
+    """An engine with the benchmark's options; ``default`` leaves the dedup strategy unset."""
+    options = ["--window-ms", f"{WINDOW_MS:g}", "--max-size", str(MAX_SIZE)]
+    options += ["--cold-start", "wait"]  # near dedup in force from the first request
+    if strategy != "default":
+        options += ["--dedup-strategy", strategy]
+    name = f"bench-{os.getpid()}-{strategy}"
+    return Engine(name, HANDLER, options, cleanup)
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every mode ``--repeats`` times (round-robin), print the table, write JSON."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--requests", type=int, default=40_000, help="requests per run (all clients)")
-    ap.add_argument("--warmup", type=int, default=4_000, help="requests of each warm-up run")
-    ap.add_argument("--repeats", type=int, default=3, help="measured runs per mode")
-    ap.add_argument("--clients", type=int, default=4, help="client processes (engine, mp.Queue)")
-    ap.add_argument("--idle-s", type=float, default=3.0, help="seconds of idle CPU measurement")
-    ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    args = ap.parse_args(argv)
-    modes = ["embedded", "engine", "mp.Queue", "engine (embedding)"]
-    runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
-    engines = {"engine": Engine("exact"), "engine (embedding)": Engine("embedding")}
-    idle: dict[str, float] = {}
-    try:
-        for rep in range(args.repeats + 1):  # the first round is the warm-up
-            n = args.warmup if rep == 0 else args.requests
-            for mode in modes:
-                seed = rep * 10 + modes.index(mode)
-                if mode == "embedded":
-                    r = run_embedded(n, seed)
-                elif mode == "mp.Queue":
-                    r = run_mpqueue(n, args.clients, seed)
+    """Run every system ``--repeats`` times round-robin, then trickle and idle; print, JSON."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add = ap.add_argument
+    add("--quick", action="store_true", help="short run: 8,000 requests a run, short trickle")
+    add("--requests", type=int, help="requests per run, all clients (40,000; --quick 8,000)")
+    add("--warmup", type=int, help="requests of the warm-up round (a quarter of --requests)")
+    add("--repeats", type=int, default=3, help="measured rounds; the median is reported (3)")
+    add("--clients", type=int, default=4, help="client processes (4)")
+    add("--outstanding", type=int, default=64, help="requests outstanding per client (64)")
+    add("--trickle", type=int, help="requests of the trickle run (3,000; --quick 1,000)")
+    add("--idle-s", type=float, help="seconds of the idle measurement (5; --quick 2)")
+    keys = ",".join(v[0] for v in SYSTEMS.values())
+    add("--systems", default=keys, help=f"comma-separated subset of {keys} (peer always)")
+    add("--json", metavar="FILE", help="write every figure as JSON")
+    a = ap.parse_args(argv)
+    n = a.requests or (8_000 if a.quick else 40_000)
+    warm = a.warmup or max(n // 4, a.clients * a.outstanding)
+    trickle_n = a.trickle or (1_000 if a.quick else 3_000)
+    idle_s = a.idle_s or (2.0 if a.quick else 5.0)
+    systems = [s for s, v in SYSTEMS.items() if v[0] in a.systems.split(",") or s == PEER]
+    # no engine is started for a system left out
+    load0 = load_average()
+    print(f"bench_engine: {load0}", flush=True)
+    print(
+        f"no-op handler, window {WINDOW_MS:g} ms, max_size {MAX_SIZE}, ~20% duplicates, "
+        f"{a.clients} client processes x {a.outstanding} outstanding, {n:,} requests per run, "
+        f"median of {a.repeats} rounds (round-robin) after a warm-up round",
+        flush=True,
+    )
+    runs: dict[str, list[dict[str, float]]] = {s: [] for s in systems}
+    with Cleanup() as cleanup:
+        engines = {
+            strategy: start_engine(strategy, cleanup)
+            for strategy in sorted({SYSTEMS[s][2] for s in systems if SYSTEMS[s][2]})
+        }
+        for rnd in range(a.repeats + 1):
+            for i, system in enumerate(systems):
+                _, kind, strategy = SYSTEMS[system]
+                seed = rnd * 10 + i
+                count = n if rnd else warm
+                if strategy is None:
+                    r = run_peer(kind, a, count, seed)
                 else:
-                    r = run_engine(engines[mode], n, args.clients, seed)
-                if rep:
-                    runs[mode].append(r)
-                    print(
-                        f"run {rep} {mode:<20} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:.2f}"
-                        f" ms  p99 {r['p99_ms']:.2f} ms  cpu {r['cpu_us_per_req']:.1f} us/req",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-        for mode, eng in engines.items():
-            idle[mode] = idle_cpu_percent(eng.proc.pid, args.idle_s)
-    finally:
-        for eng in engines.values():
-            eng.stop()
-    med = {m: {k: statistics.median(r[k] for r in runs[m]) for k in runs[m][0]} for m in modes}
-    peer = med["mp.Queue"]
+                    eng = engines[strategy]
+                    r = run_clients(kind, lambda c, e=eng: e.name, [eng.pid], a, count, seed)
+                label = f"round {rnd}" if rnd else "warm-up"
+                print(
+                    f"{label:>8} {system:<28}{r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:6.2f} ms"
+                    f"  p99 {r['p99_ms']:6.2f} ms  CPU us/req {r['client_cpu_us']:5.1f} + "
+                    f"{r['server_cpu_us']:5.1f} = {r['total_cpu_us']:5.1f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if rnd:
+                    runs[system].append(r)
+        exact = engines.get("exact")
+        trickle = run_trickle(exact, trickle_n) if exact else None
+        idle = run_idle(exact, idle_s) if exact else None
+    load1 = load_average()
+    med = {s: median_of(runs[s]) for s in systems}
+    peer = med[PEER]
+    strong = med.get(COALESCING)
+    for r in med.values():
+        r["x_peer_rps"] = r["rps"] / peer["rps"]
+        r["x_peer_cpu"] = r["total_cpu_us"] / peer["total_cpu_us"]
+        if strong:
+            r["x_coalescing_peer_rps"] = r["rps"] / strong["rps"]
+    print(f"\nmedians of {a.repeats} rounds; CPU us per request: clients + server = total")
     print(
-        f"\n{args.requests:,} requests per run, {args.repeats} runs (medians), no-op handler, "
-        f"window_ms={WINDOW_MS:g}, {OUTSTANDING} outstanding, {args.clients} client processes"
+        f"{'system':<28}{'req/s':>9}{'x peer':>8}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'clients':>9}{'server':>8}{'total':>7}{'x peer':>8}{'x coal.':>8}"
     )
-    print(
-        f"{'mode':<22}{'req/s':>10}{'x mp.Queue':>12}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'server CPU us/req':>19}"
-    )
-    for m in modes:
-        r = med[m]
+    for s in systems:
+        r = med[s]
         print(
-            f"{m:<22}{r['rps']:>10,.0f}{r['rps'] / peer['rps']:>12.2f}{r['p50_ms']:>9.2f}"
-            f"{r['p99_ms']:>9.2f}{r['cpu_us_per_req']:>19.1f}"
+            f"{s:<28}{r['rps']:>9,.0f}{r['x_peer_rps']:>7.2f}x{r['p50_ms']:>8.2f}"
+            f"{r['p99_ms']:>8.2f}"
+            f"{r['client_cpu_us']:>9.1f}{r['server_cpu_us']:>8.1f}{r['total_cpu_us']:>7.1f}"
+            f"{r['x_peer_cpu']:>7.2f}x"
+            + (f"{r['x_coalescing_peer_rps']:>7.2f}x" if strong else "")
         )
-    print("embedded: CPU of the whole process (clients included); others: the server process")
-    for m, pct in idle.items():
-        print(f"{m} idle CPU over {args.idle_s:g} s: {pct:.2f} %")
-    e = med["engine"]
-    checks = {
-        "engine >= 2x mp.Queue": e["rps"] >= 2 * peer["rps"],
-        "engine p99 < mp.Queue p99": e["p99_ms"] < peer["p99_ms"],
-        "engine CPU <= 6 us/request": e["cpu_us_per_req"] <= 6.0,
-        "engine idle CPU < 1 %": idle["engine"] < 1.0,
-    }
-    print("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in checks.items()))
-    if args.json:
-        Path(args.json).write_text(
+    print(
+        "server: the engine's process tree, or the peer's server process; clients: every "
+        "client process's CPU (all threads) during the run. x peer: req/s and total CPU "
+        "against the mp.Queue peer (one put per request, the targets' peer); x coal.: req/s "
+        "against the peer whose client puts one message per event-loop iteration"
+    )
+    if trickle:
+        print(
+            f"trickle (exact engine, 1 client, sequential, paced 1/ms): {trickle['rps']:,.0f} "
+            f"req/s, engine CPU {trickle['engine_cpu_us']:.1f} us/req, client "
+            f"{trickle['client_cpu_us']:.1f} us/req over {trickle['requests']:,} requests"
+        )
+    if idle:
+        print(
+            f"idle (exact engine, 1 connected idle client, {idle['seconds']:g} s): engine "
+            f"{idle['engine_pct']:.2f} % CPU, client {idle['client_pct']:.2f} %"
+        )
+    print(f"{load1} at the end")
+    targets = print_targets(_targets(med, trickle, idle))
+    if a.json:
+        Path(a.json).write_text(
             json.dumps(
                 {
                     "medians": med,
                     "runs": runs,
-                    "idle_cpu_pct": idle,
-                    "targets": checks,
-                    "args": vars(args),
+                    "trickle": trickle,
+                    "idle": idle,
+                    "targets": targets,
+                    "load_average": {"start": load0, "end": load1},
+                    "settings": {
+                        **vars(a),
+                        "requests": n,
+                        "warmup": warm,
+                        "window_ms": WINDOW_MS,
+                        "max_size": MAX_SIZE,
+                    },
                 },
                 indent=1,
             )
         )
     return 0
 
+
+def _targets(
+    med: dict[str, dict[str, float]],
+    trickle: dict[str, float] | None,
+    idle: dict[str, float] | None,
+) -> list[tuple[str, str, str, bool | None]]:
+    peer = med[PEER]
+    rows: list[tuple[str, str, str, bool | None]] = []
+    e = med.get("engine, asyncio clients")
+    if e:
+        x, p99, cpu = e["x_peer_rps"], e["p99_ms"], e["total_cpu_us"]
+        rows.append(("asyncio clients: req/s vs peer", f"{x:.2f}x", ">= 3x", x >= 3))
+        rows.append(
+            (
+                "asyncio clients: p99 vs peer",
+                f"{p99:.2f} / {peer['p99_ms']:.2f} ms",
+                "lower",
+                p99 < peer["p99_ms"],
+            )
+        )
+        rows.append(("asyncio clients: total CPU us/req", f"{cpu:.1f}", "<= 6", cpu <= 6))
+    s = med.get("engine, sync=True clients")
+    if s:
+        x = s["x_peer_rps"]
+        rows.append(("sync=True clients: req/s vs peer", f"{x:.2f}x", ">= 1.5x", x >= 1.5))
+    d = med.get("engine, default embedding")
+    if d:
+        x = d["x_peer_rps"]
+        rows.append(("default embedding: req/s vs peer", f"{x:.2f}x", "reported", None))
+        rows.append(("  (dedup round 2's target)", f"{x:.2f}x", ">= 2x", x >= 2))
+    if trickle:
+        cpu = trickle["engine_cpu_us"]
+        rows.append(("trickle 1/ms: engine CPU us/req", f"{cpu:.1f}", "<= 15", cpu <= 15))
+    if idle:
+        pct = idle["engine_pct"]
+        rows.append(("idle, 1 client: engine CPU %", f"{pct:.2f}", "< 1", pct < 1))
+    return rows
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,23 +1,40 @@
-"""The peer: a plain batching server on multiprocessing.Queue, what a user would otherwise write.
+"""The peer: a multiprocessing.Queue batching server, what a competent user writes instead.
 
-Client processes put ``(client, rid, request)`` on one shared queue. One server process takes
-the first request, keeps taking until ``max_size`` or ``window_ms`` after the first, merges
-requests whose text is exactly equal within that batch (a dict, the obvious dedup), hands the
-batch to a thread pool as large as the backend's concurrency, and answers each member through its
-client's own queue. Nothing more: no cross-batch dedup, no normalization, no timeouts, no stats.
-``serve`` and ``client`` are the whole thing; ``MpQueuePeer`` only plugs them into the harness.
+Protocol, all through ``multiprocessing.Queue`` (pickle):
+
+* client -> server, one inbox shared by all clients: ``(client, [(rid, request), ...])``. The
+  client (:class:`QueueClient`, asyncio) puts each request as its own message, as a plain
+  ``process()`` does (the peer of issue 19's targets); with ``coalesce=True`` it puts every
+  request its callers issued in one event-loop iteration as one message instead (a stronger
+  peer, reported beside it).
+* server -> client, one outbox per client: ``[(rid, result, error), ...]``: once per batch,
+  every answer of that batch for that client in one message.
+
+The server (:func:`serve`, one process) takes the first message, keeps taking until
+``max_size`` requests or ``window_ms`` after the first, merges requests whose ``request[key]``
+is equal within the batch (a dict, the obvious dedup), calls the handler once with the distinct
+requests (inline, or on a pool of ``workers`` threads for a blocking backend) and answers. A
+message that overfills a batch leaves the rest for the next batch, which is dispatched at once
+when it is already full. Nothing more: no normalization, no cross-batch dedup, no timeouts,
+no backpressure, no stats beyond calls and items, nothing when a client dies.
+
+``serve`` and ``QueueClient`` are the peer; ``MpQueuePeer`` plugs them into stratabatch-perf's
+harness and ``perf/bench_engine.py`` drives them with the same caller tasks as the engine.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .backend import CostModel, SyncSimBackend
-from .modes import ModeRun, Progress, Settings, error_text
+from .backend import SyncSimBackend
+from .modes import ModeRun, Progress, Settings
 from .procs import ClientKit, ClientWork, mp_context, run_clients
 from .workload import Workload
 
@@ -25,93 +42,166 @@ from .workload import Workload
 def serve(
     inbox: Any,
     outboxes: list[Any],
+    handler: Callable[[list[Any]], list[Any]],
     window_ms: float,
     max_size: int,
-    model: CostModel,
-    time_scale: float,
-    stats: Any,
+    workers: int = 0,
+    stats: Any = None,
+    key: str = "query",
 ) -> None:
-    """Server process: batch from ``inbox`` by window and size, answer through ``outboxes``.
+    """Server process: batch what arrives on ``inbox``, answer through ``outboxes``.
 
     A ``None`` on the inbox stops it after the running batches finish; it then puts
-    ``(cpu_s, calls, items)`` on ``stats``.
+    ``(cpu_s, calls, items)`` on ``stats`` when given.
     """
-    backend = SyncSimBackend(model, time_scale)
-    pool = ThreadPoolExecutor(max_workers=model.concurrency)
+    pool = ThreadPoolExecutor(workers) if workers else None
+    counts = [0, 0]  # handler calls, handler items
+    lock = threading.Lock()  # pool threads count too
 
-    def run(batch: list[tuple[int, int, dict[str, Any]]]) -> None:
-        groups: dict[str, list[tuple[int, int]]] = {}
-        firsts: list[dict[str, Any]] = []
+    def run(batch: list[tuple[int, int, Any]]) -> None:
+        groups: dict[Any, list[tuple[int, int]]] = {}
+        firsts: list[Any] = []
         for client, rid, req in batch:
-            members = groups.setdefault(req["query"], [])
+            members = groups.setdefault(req.get(key, rid), [])
             if not members:
                 firsts.append(req)
             members.append((client, rid))
         try:
-            results: list[Any] = backend(firsts)
-            errors: list[str | None] = [None] * len(firsts)
+            results, error = handler(firsts), None
         except Exception as exc:
-            results, errors = [None] * len(firsts), [error_text(exc)] * len(firsts)
-        for members, res, err in zip(groups.values(), results, errors, strict=True):
+            results, error = [None] * len(firsts), f"{type(exc).__name__}: {exc}"
+        with lock:
+            counts[0] += 1
+            counts[1] += len(firsts)
+        answers: dict[int, list[tuple[int, Any, str | None]]] = {}
+        for members, result in zip(groups.values(), results, strict=True):
             for client, rid in members:
-                outboxes[client].put((rid, res, err))
+                answers.setdefault(client, []).append((rid, result, error))
+        for client, mine in answers.items():
+            outboxes[client].put(mine)
 
+    pending: list[tuple[int, int, Any]] = []
     stop = False
-    while not stop:
-        first = inbox.get()
-        if first is None:
-            break
-        batch = [first]
-        deadline = time.monotonic() + window_ms / 1000
-        while len(batch) < max_size:
-            left = deadline - time.monotonic()
-            if left <= 0:
+    while not stop or pending:
+        if not pending:
+            message = inbox.get()
+            if message is None:
                 break
+            pending = [(message[0], rid, req) for rid, req in message[1]]
+        deadline = time.monotonic() + window_ms / 1000
+        while len(pending) < max_size and not stop:
+            left = deadline - time.monotonic()
             try:
-                item = inbox.get(timeout=left)
+                message = inbox.get(timeout=left) if left > 0 else inbox.get_nowait()
             except queue.Empty:
                 break
-            if item is None:
+            if message is None:
                 stop = True
-                break
-            batch.append(item)
-        pool.submit(run, batch)
-    pool.shutdown(wait=True)
-    stats.put((time.process_time(), backend.calls, backend.items))
+            else:
+                pending += [(message[0], rid, req) for rid, req in message[1]]
+        batch, pending = pending[:max_size], pending[max_size:]
+        if pool is None:
+            run(batch)
+        else:
+            pool.submit(run, batch)
+    if pool is not None:
+        pool.shutdown(wait=True)
+    if stats is not None:
+        stats.put((time.process_time(), counts[0], counts[1]))
 
 
-def client(
+class ServerError(Exception):
+    """The handler failed the batch this request was in (the message is the server's)."""
+
+
+class QueueClient:
+    """An asyncio client of :func:`serve`: ``await client.process(request)``.
+
+    Each request goes as one message, or with ``coalesce`` the requests issued in one
+    event-loop iteration go as one message; a reader thread takes the answer lists from
+    ``outbox`` and resolves the waiting futures on the loop.
+    """
+
+    def __init__(self, client: int, inbox: Any, outbox: Any, coalesce: bool = False) -> None:
+        self.client, self.inbox, self.outbox = client, inbox, outbox
+        self.coalesce = coalesce
+        self.loop = asyncio.get_running_loop()
+        self.waiting: dict[int, asyncio.Future[Any]] = {}
+        self.unsent: list[tuple[int, Any]] = []
+        self.ids = itertools.count()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    async def process(self, request: Any) -> Any:
+        """Send ``request`` (with this iteration's others) and wait for its answer."""
+        rid = next(self.ids)
+        self.waiting[rid] = future = self.loop.create_future()
+        if not self.coalesce:
+            self.inbox.put((self.client, [(rid, request)]))
+        elif not self.unsent:
+            self.loop.call_soon(self._flush)
+        if self.coalesce:
+            self.unsent.append((rid, request))
+        return await future
+
+    def _flush(self) -> None:
+        self.inbox.put((self.client, self.unsent))
+        self.unsent = []
+
+    def _read(self) -> None:
+        while (answers := self.outbox.get()) is not None:
+            self.loop.call_soon_threadsafe(self._deliver, answers)
+
+    def _deliver(self, answers: list[tuple[int, Any, str | None]]) -> None:
+        for rid, result, error in answers:
+            future = self.waiting.pop(rid)
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(ServerError(error))
+
+    def close(self) -> None:
+        """Stop the reader thread (after the last answer)."""
+        self.outbox.put(None)
+        self.reader.join()
+
+
+# --------------------------------------------------------------------------- the harness's view
+
+
+async def _harness_client(
     cid: int, work: ClientWork, kit: ClientKit, inbox: Any, outbox: Any, timeout_s: float
-) -> None:
-    """Client process: send each request at its time, read answers on a thread, report."""
+) -> list[tuple[int, Any, float, str | None]]:
+    client = QueueClient(cid, inbox, outbox)
     t0 = kit.wait_for_start()
-    due = {rid: t0 + t for rid, t, _ in work}
     outcomes: list[tuple[int, Any, float, str | None]] = []
 
-    def read() -> None:
-        end = t0 + (work[-1][1] if work else 0) + timeout_s
-        while len(outcomes) < len(work) and time.monotonic() < end:
-            try:
-                rid, res, err = outbox.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            outcomes.append((rid, res, time.monotonic() - due[rid], err))
-            kit.count()
-        try:  # an answer delivered twice would be waiting: collect it too
-            while True:
-                rid, res, err = outbox.get(timeout=0.2)
-                outcomes.append((rid, res, time.monotonic() - due[rid], err))
-        except queue.Empty:
-            pass
+    async def one(rid: int, payload: dict[str, Any], due: float) -> None:
+        try:
+            res, err = await asyncio.wait_for(client.process(payload), timeout_s), None
+        except Exception as exc:
+            res, err = None, f"{type(exc).__name__}: {exc}"
+        outcomes.append((rid, res, time.monotonic() - due, err))
+        kit.count()
 
-    reader = threading.Thread(target=read)
-    reader.start()
-    for rid, _, payload in work:
-        delay = due[rid] - time.monotonic()
+    tasks = []
+    for rid, t, payload in work:
+        due = t0 + t
+        delay = due - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
-        inbox.put((cid, rid, payload))
-    reader.join()
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(rid, payload, due)))
+    await asyncio.gather(*tasks)
+    await asyncio.to_thread(client.close)
+    return outcomes
+
+
+def _client_for(
+    cid: int, work: ClientWork, kit: ClientKit, inbox: Any, outboxes: list[Any], timeout_s: float
+) -> None:
+    outcomes = asyncio.run(_harness_client(cid, work, kit, inbox, outboxes[cid], timeout_s))
     kit.results.put((cid, outcomes))
 
 
@@ -132,18 +222,12 @@ class MpQueuePeer:
         inbox = ctx.Queue()
         outboxes = [ctx.Queue() for _ in range(workload.config.clients)]
         stats = ctx.Queue()
+        backend = SyncSimBackend(settings.model, settings.time_scale)
         server = ctx.Process(
             target=serve,
             daemon=True,
-            args=(
-                inbox,
-                outboxes,
-                settings.window_ms,
-                settings.max_size,
-                settings.model,
-                settings.time_scale,
-                stats,
-            ),
+            args=(inbox, outboxes, backend, settings.window_ms, settings.max_size),
+            kwargs={"workers": settings.model.concurrency, "stats": stats},
         )
         server.start()
 
@@ -176,9 +260,3 @@ class MpQueuePeer:
                 "cpu_is": "server process (with its backend threads)",
             },
         )
-
-
-def _client_for(
-    cid: int, work: ClientWork, kit: ClientKit, inbox: Any, outboxes: list[Any], timeout_s: float
-) -> None:
-    client(cid, work, kit, inbox, outboxes[cid], timeout_s)

@@ -1,0 +1,95 @@
+"""The issue-19 benchmarks' peer behaves as documented, and the scripts run end to end (tiny sizes).
+
+No figure is asserted: only that the scripts finish, write their JSON with every system and
+target, and leave nothing running.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import queue
+import threading
+
+import pytest
+
+from stratabatch.perf import bench_engine
+from stratabatch.perf.mpqueue_server import serve
+
+
+def _echo(requests):
+    return [r["query"] for r in requests]
+
+
+def _drain(q: queue.Queue) -> list:
+    out = []
+    while not q.empty():
+        out.append(q.get_nowait())
+    return out
+
+
+def test_peer_answers_each_client_once_per_batch_and_merges_equal_texts():
+    inbox, outboxes = queue.Queue(), [queue.Queue(), queue.Queue()]
+    calls = []
+
+    def handler(requests):
+        calls.append([r["query"] for r in requests])
+        return _echo(requests)
+
+    inbox.put((0, [(1, {"query": "a"}), (2, {"query": "b"}), (3, {"query": "a"})]))
+    inbox.put((1, [(7, {"query": "b"}), (8, {"query": "c"})]))
+    inbox.put(None)
+    server = threading.Thread(target=serve, args=(inbox, outboxes, handler, 1000.0, 32))
+    server.start()
+    server.join(10)
+    assert not server.is_alive()
+    assert calls == [["a", "b", "c"]]  # one batch, each text once
+    # one message per client for the batch, holding every answer of that client
+    assert _drain(outboxes[0]) == [[(1, "a", None), (3, "a", None), (2, "b", None)]]
+    assert _drain(outboxes[1]) == [[(7, "b", None), (8, "c", None)]]
+
+
+def test_peer_splits_an_overfull_message_into_batches_of_max_size():
+    inbox, outboxes = queue.Queue(), [queue.Queue()]
+    sizes = []
+
+    def handler(requests):
+        sizes.append(len(requests))
+        return _echo(requests)
+
+    inbox.put((0, [(i, {"query": str(i)}) for i in range(10)]))
+    inbox.put(None)
+    serve(inbox, outboxes, handler, 1000.0, 4)
+    assert sizes == [4, 4, 2]
+    answers = [a for message in _drain(outboxes[0]) for a in message]
+    assert sorted(rid for rid, _, _ in answers) == list(range(10))
+
+
+def test_peer_fails_the_batch_when_the_handler_raises():
+    inbox, outboxes = queue.Queue(), [queue.Queue()]
+
+    def handler(requests):
+        raise ValueError("backend down")
+
+    inbox.put((0, [(1, {"query": "x"})]))
+    inbox.put(None)
+    serve(inbox, outboxes, handler, 1.0, 4)
+    assert _drain(outboxes[0]) == [[(1, None, "ValueError: backend down")]]
+
+
+def _no_children_left():
+    for p in mp.active_children():
+        p.join(5)
+    return mp.active_children() == []
+
+
+def test_bench_engine_runs_the_peers_and_cleans_up(tmp_path):
+    out = tmp_path / "engine.json"
+    args = ["--systems", "peer,coalescing", "--requests", "400", "--warmup", "100"]
+    args += ["--repeats", "1", "--clients", "2", "--outstanding", "8", "--json", str(out)]
+    assert bench_engine.main(args) == 0
+    data = json.loads(out.read_text())
+    assert set(data["medians"]) == {bench_engine.PEER, bench_engine.COALESCING}
+    assert data["medians"][bench_engine.PEER]["x_peer_rps"] == pytest.approx(1.0)
+    assert _no_children_left()
+
