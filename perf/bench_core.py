@@ -1,11 +1,31 @@
-"""Requests/s and CPU per request through the embedded core, with a no-op handler.
+"""Benchmark: CPU per request of the embedded core against a 40-line asyncio batcher.
 
-Peers in the same run: a minimal asyncio batcher (collect for the window, call the handler,
-resolve futures; no dedup, no stats, no timeouts) sets the floor of what asyncio itself costs.
-Reported: wall req/s, CPU us per request (process time / requests), and the ratio to the
-minimal batcher. Callers: 1 (sequential awaits) and 1,000 concurrent.
+In one process and one event loop: ``--callers`` (256) concurrent caller tasks, each awaiting
+``process(request)`` in a loop over its share of ``--requests``; a no-op async handler,
+``max_size=32``, ``window_ms=1``. Systems, alternating (round-robin: each once per round), a
+fresh event loop and a fresh batcher per run, medians of ``--repeats`` rounds after a warm-up
+round:
 
-    python perf/bench_core.py [--requests 20000] [--repeats 5] [--json FILE]
+* **40-line batcher** (:class:`MinimalBatcher`): what a competent user writes: collect until
+  ``max_size`` or the window, call the handler, resolve the futures; a handler exception fails
+  its batch, a caller that went away is skipped. No dedup, stats, timeouts or backpressure.
+* **aiodataloader** (when installed: ``pip install aiodataloader``): ``DataLoader`` with
+  ``max_batch_size=32`` and ``cache=False`` (its cache would be a result cache across batches,
+  not batching); it batches what is asked in one event-loop iteration, it has no window.
+* **BatchProcessor without dedup** (``enable_dedup=False``), **exact** (``dedup_strategy=
+  "exact"``) and **default embedding** (the default strategy, ``cold_start="wait"`` so near
+  dedup is in force from the first request).
+
+The requests are distinct texts by default (``--dups`` sets a fraction of repeats of 200
+popular texts): every system then hands the handler the same items, and dedup does all of its
+work and saves nothing. Reported: CPU us per request (``time.process_time`` over the run, the
+whole process), req/s, and the ratios of CPU per request to the 40-line batcher; then the
+issue's targets with measured / wanted / met.
+
+Usage::
+
+    python perf/bench_core.py [--quick] [--requests 30000] [--repeats 5] [--callers 256]
+                              [--dups 0.0] [--uvloop] [--json FILE]
 """
 
 from __future__ import annotations
@@ -13,123 +33,232 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
+import random
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from stratabatch import BatchProcessor
+from stratabatch.perf.benchutil import load_average, median_of, print_targets
 
 
-async def noop(requests):
+async def noop(requests: list[Any]) -> list[Any]:
+    """The no-op batch handler."""
     return [None] * len(requests)
 
 
 class MinimalBatcher:
-    """The smallest correct batcher: the floor the core is compared with."""
+    """A 40-line asyncio batcher, the floor the core is compared with."""
 
-    def __init__(self, handler, window_ms: float, max_size: int):
+    def __init__(self, handler: Callable[..., Any], window_ms: float, max_size: int) -> None:
         self.handler, self.window, self.max_size = handler, window_ms / 1000, max_size
-        self.pending: list = []
-        self.timer = None
+        self.pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
-    async def process(self, request):
-        fut = asyncio.get_running_loop().create_future()
-        self.pending.append((request, fut))
+    async def process(self, request: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append((request, future))
         if len(self.pending) >= self.max_size:
             self._flush()
         elif self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.window, self._flush)
-        return await fut
+            self.timer = loop.call_later(self.window, self._flush)
+        return await future
 
-    def _flush(self):
+    def _flush(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        batch, self.pending = self.pending[: self.max_size], self.pending[self.max_size :]
+        batch = [(r, f) for r, f in self.pending[: self.max_size] if not f.done()]
+        del self.pending[: self.max_size]
         if self.pending:
             self.timer = asyncio.get_running_loop().call_later(self.window, self._flush)
-        asyncio.ensure_future(self._run(batch))
+        if batch:
+            task = asyncio.ensure_future(self._run(batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, batch):
-        results = await self.handler([r for r, _ in batch])
-        for (_, fut), res in zip(batch, results, strict=True):
-            fut.set_result(res)
+    async def _run(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self.handler([r for r, _ in batch])
+        except Exception as exc:
+            results = [exc] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
-    async def close(self):
+    async def close(self) -> None:
+        while self.pending or self.tasks:
+            if self.pending:
+                self._flush()
+            await asyncio.gather(*self.tasks)
+
+
+class DataLoaderPeer:
+    """aiodataloader's ``DataLoader`` behind the same ``process`` / ``close`` surface."""
+
+    def __init__(self, max_size: int) -> None:
+        from aiodataloader import DataLoader
+
+        self.loader = DataLoader(noop, max_batch_size=max_size, cache=False)
+
+    async def process(self, request: Any) -> Any:
+        return await self.loader.load(request)
+
+    async def close(self) -> None:
         pass
 
 
-async def drive(make, n: int, callers: int, distinct: bool) -> tuple[float, float]:
+def requests_for(n: int, dups: float, seed: int) -> list[dict[str, str]]:
+    """``n`` requests: distinct texts, a fraction ``dups`` of them repeats of 200 popular ones."""
+    rng = random.Random(seed)
+    return [
+        {"query": f"popular {rng.randrange(200)}" if rng.random() < dups else f"q {seed}-{i}"}
+        for i in range(n)
+    ]
+
+
+async def drive(
+    make: Callable[[], Any], reqs: list[dict[str, str]], callers: int
+) -> dict[str, float]:
+    """One run: ``callers`` tasks share ``reqs``; CPU and wall time over the run."""
     target = make()
     if hasattr(target, "warm_up"):
         await target.warm_up()
-    reqs = [{"query": f"request {i}" if distinct else f"request {i % 100}"} for i in range(n)]
-    w0, c0 = time.perf_counter(), time.process_time()
-    if callers == 1:
-        for r in reqs:
+    await target.process({"query": "warm"})
+    it = iter(reqs)
+
+    async def caller() -> None:
+        for r in it:
             await target.process(r)
-    else:  # `callers` concurrent callers, each awaiting its share of requests in turn
 
-        async def caller(mine):
-            for r in mine:
-                await target.process(r)
-
-        await asyncio.gather(*(caller(reqs[i::callers]) for i in range(callers)))
+    w0, c0 = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(caller() for _ in range(callers)))
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     await target.close()
-    return n / wall, cpu / n * 1e6
+    return {"cpu_us": cpu / len(reqs) * 1e6, "rps": len(reqs) / wall}
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--requests", type=int, default=20_000)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--window-ms", type=float, default=10.0)
-    p.add_argument("--max-size", type=int, default=32)
-    p.add_argument("--json", metavar="FILE")
-    a = p.parse_args(argv)
+MINIMAL = "40-line asyncio batcher"
+LOADER = "aiodataloader"
+OFF = "BatchProcessor, no dedup"
+EXACT = "BatchProcessor, exact"
+EMBEDDING = "BatchProcessor, default embedding"
 
-    def core(**kw):
-        return lambda: BatchProcessor(noop, window_ms=a.window_ms, max_size=a.max_size, **kw)
 
-    peers = {
-        "minimal asyncio batcher": lambda: MinimalBatcher(noop, a.window_ms, a.max_size),
-        "stratabatch, dedup off": core(enable_dedup=False),
-        "stratabatch, exact dedup": core(dedup_strategy="exact"),
-        "stratabatch, embedding dedup": core(dedup_strategy="embedding"),
-    }
-    rows = []
-    for callers in (1, 1000):
-        n = a.requests if callers > 1 else max(a.requests // 20, 200)
-        for name, make in peers.items():
-            runs = [asyncio.run(drive(make, n, callers, True)) for _ in range(a.repeats + 1)][1:]
-            rps = statistics.median(r[0] for r in runs)
-            cpu = statistics.median(r[1] for r in runs)
-            rows.append(
-                {
-                    "peer": name,
-                    "callers": callers,
-                    "requests": n,
-                    "req_per_s": rps,
-                    "cpu_us_per_req": cpu,
-                }
-            )
-    base = {r["callers"]: r for r in rows if r["peer"].startswith("minimal")}
-    print(
-        f"\nno-op handler, window {a.window_ms:g} ms, max_size {a.max_size}, "
-        f"median of {a.repeats}\n"
+def main(argv: list[str] | None = None) -> int:
+    """Run every system ``--repeats`` rounds, print the table and the targets, write JSON."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    print(f"{'peer':32} {'callers':>7} {'req/s':>10} {'CPU us/req':>11} {'vs minimal':>11}")
-    for r in rows:
-        ratio = r["req_per_s"] / base[r["callers"]]["req_per_s"]
-        r["ratio_to_minimal"] = ratio
-        print(
-            f"{r['peer']:32} {r['callers']:>7} {r['req_per_s']:>10,.0f} "
-            f"{r['cpu_us_per_req']:>11.1f} {ratio:>10.2f}x"
+    add = ap.add_argument
+    add("--quick", action="store_true", help="short run: 8,000 requests, 3 rounds")
+    add("--requests", type=int, help="requests per run (30,000; --quick 8,000)")
+    add("--repeats", type=int, help="measured rounds; the median is reported (5; --quick 3)")
+    add("--callers", type=int, default=256, help="concurrent caller tasks (256)")
+    add("--window-ms", type=float, default=1.0, help="window of every batcher (1)")
+    add("--max-size", type=int, default=32, help="max_size of every batcher (32)")
+    add("--dups", type=float, default=0.0, help="fraction of repeated texts (0.0)")
+    add("--uvloop", action="store_true", help="run on uvloop instead of asyncio's loop")
+    add("--json", metavar="FILE", help="write every figure as JSON")
+    a = ap.parse_args(argv)
+    n = a.requests or (8_000 if a.quick else 30_000)
+    repeats = a.repeats or (3 if a.quick else 5)
+    from stratabatch import BatchProcessor
+
+    def core(**kw: Any) -> Callable[[], Any]:
+        return lambda: BatchProcessor(
+            noop, window_ms=a.window_ms, max_size=a.max_size, cold_start="wait", **kw
         )
+
+    systems: dict[str, Callable[[], Any]] = {
+        MINIMAL: lambda: MinimalBatcher(noop, a.window_ms, a.max_size),
+    }
+    loader_note = None
+    try:
+        import aiodataloader  # noqa: F401
+
+        systems[LOADER] = lambda: DataLoaderPeer(a.max_size)
+    except ImportError:
+        loader_note = "aiodataloader is not installed (pip install aiodataloader): skipped"
+    systems[OFF] = core(enable_dedup=False)
+    systems[EXACT] = core(dedup_strategy="exact")
+    systems[EMBEDDING] = core()
+    run_loop: Any = asyncio.run
+    if a.uvloop:
+        import uvloop
+
+        run_loop = uvloop.run
+    load0 = load_average()
+    print(f"bench_core: {load0}", flush=True)
+    print(
+        f"one process, {a.callers} callers, no-op handler, max_size {a.max_size}, window "
+        f"{a.window_ms:g} ms, {n:,} requests per run ({a.dups:.0%} repeats), "
+        f"{'uvloop' if a.uvloop else 'asyncio'} loop, median of {repeats} rounds "
+        "(round-robin) after a warm-up round",
+        flush=True,
+    )
+    if loader_note:
+        print(loader_note)
+    runs: dict[str, list[dict[str, float]]] = {s: [] for s in systems}
+    for rnd in range(repeats + 1):
+        for i, (name, make) in enumerate(systems.items()):
+            reqs = requests_for(n if rnd else n // 4, a.dups, rnd * 10 + i)
+            r = run_loop(drive(make, reqs, a.callers))
+            label = f"round {rnd}" if rnd else "warm-up"
+            print(
+                f"{label:>8} {name:<34}{r['rps']:>9,.0f} req/s {r['cpu_us']:7.2f} us/req",
+                file=sys.stderr,
+                flush=True,
+            )
+            if rnd:
+                runs[name].append(r)
+    load1 = load_average()
+    med = {s: median_of(runs[s]) for s in systems}
+    base = med[MINIMAL]["cpu_us"]
+    loader = med.get(LOADER)
+    print(f"\nmedians of {repeats} rounds")
+    print(f"{'system':<36}{'req/s':>9}{'CPU us/req':>12}{'x batcher':>11}{'x aiodataloader':>17}")
+    for s, r in med.items():
+        r["x_batcher_cpu"] = r["cpu_us"] / base
+        if loader:
+            r["x_aiodataloader_cpu"] = r["cpu_us"] / loader["cpu_us"]
+        print(
+            f"{s:<36}{r['rps']:>9,.0f}{r['cpu_us']:>12.2f}{r['x_batcher_cpu']:>10.2f}x"
+            + (f"{r['x_aiodataloader_cpu']:>16.2f}x" if loader else "")
+        )
+    print(f"{load1} at the end")
+    x_off, x_exact, x_emb = (med[s]["x_batcher_cpu"] for s in (OFF, EXACT, EMBEDDING))
+    targets = print_targets(
+        [
+            ("no dedup: CPU/req vs the batcher", f"{x_off:.2f}x", "<= 1.3x", x_off <= 1.3),
+            ("exact: CPU/req vs the batcher", f"{x_exact:.2f}x", "<= 1.5x", x_exact <= 1.5),
+            ("default embedding: CPU/req vs it", f"{x_emb:.2f}x", "reported", None),
+            ("  (dedup round 2's target)", f"{x_emb:.2f}x", "<= 3x", x_emb <= 3),
+        ]
+    )
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "medians": med,
+                    "runs": runs,
+                    "targets": targets,
+                    "load_average": {"start": load0, "end": load1},
+                    "skipped": loader_note,
+                    "settings": {**vars(a), "requests": n, "repeats": repeats},
+                },
+                indent=1,
+            )
+        )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from stratabatch.perf import bench_engine
+from stratabatch.perf import bench_core, bench_engine
 from stratabatch.perf.mpqueue_server import serve
 
 
@@ -81,6 +81,17 @@ def _no_children_left():
     for p in mp.active_children():
         p.join(5)
     return mp.active_children() == []
+
+
+def test_bench_core_runs_every_system(tmp_path):
+    out = tmp_path / "core.json"
+    assert bench_core.main(["--requests", "300", "--repeats", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert {bench_core.MINIMAL, bench_core.OFF, bench_core.EXACT, bench_core.EMBEDDING} <= set(
+        data["medians"]
+    )
+    assert len(data["targets"]) == 4
+    assert "load average" in data["load_average"]["start"]
 
 
 def test_bench_engine_runs_the_peers_and_cleans_up(tmp_path):
