@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
+from .calls import Call, Completed  # (Completed: stratabatch.Completed is imported from here)
 from .config import BatchConfig, check_option_names
 from .core import Core, Request
 from .errors import (
@@ -23,49 +23,6 @@ if TYPE_CHECKING:
 
 _OPTIONS = frozenset(BatchConfig.option_names())
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class Completed:
-    """One outcome yielded by :meth:`BatchProcessor.process_streaming`, in completion order."""
-
-    index: int
-    """Position of the request in the list passed to ``process_streaming``."""
-    request: Any
-    """The request itself."""
-    result: Any
-    """The handler's result for it (None when ``error`` is set)."""
-    merged_into: int | None
-    """None if this request itself went to the handler; else the index (in the same list) of
-    the request whose handler item answered it, or -1 if that request came from another call."""
-    similarity: float | None
-    """Similarity to the request that answered it (1.0 for exact twins); None if not merged."""
-    error: BaseException | None = None
-    """The error this request failed with, or None."""
-
-    @property
-    def ok(self) -> bool:
-        """True when the request has a result rather than an error."""
-        return self.error is None
-
-
-class _Call:
-    """One ``process`` or ``process_streaming`` call: where its requests' outcomes go."""
-
-    __slots__ = ("fut", "results", "remaining", "return_exceptions", "stream")
-
-    def __init__(
-        self,
-        n: int,
-        fut: asyncio.Future | None,
-        return_exceptions: bool,
-        stream: asyncio.Queue | None,
-    ) -> None:
-        self.fut = fut
-        self.results: list[Any] = [None] * n
-        self.remaining = n
-        self.return_exceptions = return_exceptions
-        self.stream = stream
 
 
 class BatchProcessor(Generic[R]):
@@ -164,40 +121,20 @@ class BatchProcessor(Generic[R]):
 
     def _deliver(self, req: Request, value: Any, error: BaseException | None) -> None:
         call = req.sink
-        if type(call) is not _Call:  # a single-request call: the sink is its future
+        if type(call) is not Call:  # a single-request call: the sink is its future
             if not call.done():
                 if error is not None:
                     call.set_exception(error)
                 else:
                     call.set_result(value)
             return
-        if call.stream is not None:
-            lead = req.merged_with
-            merged = None
-            if lead is not None:
-                merged = lead.index if lead.sink is call else -1
-            call.stream.put_nowait(
-                Completed(
-                    req.index,
-                    req.payload,
-                    value,
-                    merged,
-                    None if merged is None else req.similarity,
-                    error,
-                )
+        lead = req.merged_with
+        if lead is None:
+            call.deliver(req.index, value, error)
+        else:
+            call.deliver(
+                req.index, value, error, lead.index if lead.sink is call else -1, req.similarity
             )
-            return
-        fut = call.fut
-        assert fut is not None
-        if fut.done():
-            return
-        if error is not None and not call.return_exceptions:
-            fut.set_exception(error)
-            return
-        call.results[req.index] = error if error is not None else value
-        call.remaining -= 1
-        if call.remaining == 0:
-            fut.set_result(call.results)
 
     _check_call_args = staticmethod(check_call_args)
 
@@ -216,7 +153,7 @@ class BatchProcessor(Generic[R]):
     async def _submit_all(
         self,
         items: Sequence[Any],
-        call: _Call,
+        call: Call,
         priority: int,
         timeout: float | None,
         invalid_ok: bool,
@@ -230,8 +167,7 @@ class BatchProcessor(Generic[R]):
                 if not invalid_ok:
                     raise
                 records.append(None)
-                call.results[i] = e
-                call.remaining -= 1
+                call.refuse(i, e)
         submitted: list[Request] = []
         try:
             for r in records:
@@ -246,8 +182,7 @@ class BatchProcessor(Generic[R]):
             for r in submitted:
                 core.abandon(r)
             raise
-        if call.remaining == 0 and call.fut is not None and not call.fut.done():
-            call.fut.set_result(call.results)
+        call.settle_if_done()
         return submitted
 
     @overload
@@ -335,7 +270,7 @@ class BatchProcessor(Generic[R]):
         if not requests:
             return []
         loop = asyncio.get_running_loop()
-        call = _Call(len(requests), loop.create_future(), return_exceptions, None)
+        call = Call(requests, loop.create_future(), return_exceptions)
         submitted = await self._submit_all(
             requests, call, priority, timeout, invalid_ok=call.return_exceptions
         )
@@ -362,7 +297,7 @@ class BatchProcessor(Generic[R]):
             )
         self._check_call_args(priority, timeout)
         queue: asyncio.Queue[Completed] = asyncio.Queue()
-        call = _Call(len(requests), None, True, queue)
+        call = Call(requests, None, True, queue)
         submitted = await self._submit_all(requests, call, priority, timeout, invalid_ok=False)
         try:
             for _ in range(len(submitted)):

@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .calls import check_vector
 from .dedup import encode_request
 from .errors import InvalidRequestError, RequestTooLargeError
 from .records import Request
@@ -269,12 +270,7 @@ def build_request(
     ):
         vector = request.get("embedding")
     if vector is not None:
-        from .embed import validate_vector
-
-        try:
-            vector = validate_vector(vector, dim)
-        except ValueError as e:
-            raise InvalidRequestError(f"request {index}: bad 'embedding' field: {e}") from None
+        vector = check_vector(vector, dim, index)
     return Request(
         request,
         priority,
