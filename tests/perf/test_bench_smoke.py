@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from stratabatch.perf import bench_core, bench_engine
+from stratabatch.perf import bench_core, bench_engine, bench_http
 from stratabatch.perf.mpqueue_server import serve
 
 
@@ -104,3 +104,8 @@ def test_bench_engine_runs_the_peers_and_cleans_up(tmp_path):
     assert data["medians"][bench_engine.PEER]["x_peer_rps"] == pytest.approx(1.0)
     assert _no_children_left()
 
+
+def test_bench_http_says_how_to_install_wrk_when_it_is_missing(monkeypatch, capsys):
+    monkeypatch.setattr(bench_http.shutil, "which", lambda name: None)
+    assert bench_http.main([]) == 2
+    assert "apt-get install wrk" in capsys.readouterr().err
