@@ -405,7 +405,10 @@ class Core:
             QueueFullError: ``on_full`` is "reject", or "drop_lowest" and nothing waiting has a
                 lower priority.
         """
-        return self._admission.make_room(priority)
+        adm = self._admission
+        if adm.waiting < self.config.max_queue:  # (the common case, without a second call)
+            return True
+        return adm.make_room(priority)
 
     async def wait_for_room(self, deadline: float | None) -> None:
         """Wait until the queue has room (``on_full="wait"``), at most until ``deadline``.
