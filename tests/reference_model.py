@@ -39,6 +39,9 @@ written out as a simulation of the core's moments:
   Every live member gets its group's result; a ``dedup_function`` merge and an exact merge are
   answered alike. A handler exception fails every request of the batch; an ``Exception`` at
   position i fails group i; ``processing_timeout`` fails the batch with ``BatchTimeoutError``.
+  A streaming call's ``Completed.merged_into`` names the group's leader (its index when it is
+  of the same call, else -1; None for the leader itself and for a request that left before a
+  pass grouped it), failed requests included (observed); ``similarity`` is then 1.0 here.
 * **Leaving.** A caller's timeout fails its request with ``BatchTimeoutError``; a cancelled call
   leaves without an outcome. A running batch whose last waiter left is cancelled (its handler
   is never called if it had not started). A list call without ``return_exceptions`` raises its
@@ -57,9 +60,10 @@ written out as a simulation of the core's moments:
   queue_depth``; a request leaving before it reaches the handler is ``dropped``.
 
 Not modelled (the generator never produces them): a queue full under ``on_full="wait"``, near
-dedup by the built-in embedder and its guards, adaptive windows, sync handlers, streaming calls,
-large passes (sliced, or run in a thread). Where the order is the event loop's and not the
-core's, :func:`simulate` reports the scenario as ambiguous and the test draws another: events
+dedup by the built-in embedder and its guards, adaptive windows, sync handlers (a thread and a
+virtual clock do not mix), a streaming call left early by its consumer, large passes (sliced,
+or run in a thread). Where the order is the event loop's and not the core's, :func:`simulate`
+reports the scenario as ambiguous and the test draws another: events
 closer than :data:`TIE_NS` (the loop fires a timer up to 1 ns early); timers due at one instant
 whose order matters (the loop's timer heap does not keep equal times in order: a list call's
 requests timing out as one of them ends a batch, batches taken together ending together and
@@ -113,7 +117,8 @@ class Req:
 
 @dataclass(frozen=True)
 class Call:
-    """One ``process()`` call: a single request (``single``) or a list."""
+    """One call: ``process()`` of a single request (``single``) or of a list, or
+    ``process_streaming()`` of a list (``stream``)."""
 
     cid: int
     at_ns: int
@@ -123,6 +128,7 @@ class Call:
     timeout_ns: int | None = None
     cancel_at_ns: int | None = None
     return_exceptions: bool = False
+    stream: bool = False
 
 
 @dataclass
@@ -131,7 +137,9 @@ class Trace:
 
     ``batches``: ``(start_ns, [ids])`` per handler call, in call order. ``outcomes``: per call
     id, ``("ok", value, t_ns)``, ``("error", type_name, t_ns)`` or ``("cancelled", t_ns)``; a
-    list call's value is a list of results, with ``("error", type_name)`` in failed places.
+    list call's value is a list of results, with ``("error", type_name)`` in failed places; a
+    streaming call's, per request in list order, ``(result or ("error", type_name),
+    merged_into, similarity, t_ns)`` of its ``Completed``.
     """
 
     batches: list[tuple[int, list[int]]] = field(default_factory=list)
@@ -687,6 +695,18 @@ class _Model:
             self._call_done(
                 c.cid, ("ok", value, self.now) if error is None else ("error", error, self.now)
             )
+            return
+        if c.stream:  # a Completed: merged_into names the leader, by index in this call
+            gid = r["group"]
+            lead = None if gid is None else self.groups[gid]["leader"]
+            merged = None
+            if lead is not None and lead != rid:
+                merged = self.reqs[lead]["index"] if self.reqs[lead]["call"] == c.cid else -1
+            outcome = value if error is None else ("error", error)
+            st["results"][r["index"]] = (outcome, merged, None if merged is None else 1.0, self.now)
+            st["remaining"] -= 1
+            if st["remaining"] == 0:
+                self._call_done(c.cid, ("ok", st["results"], self.now))
             return
         if error is not None and not c.return_exceptions:
             self._call_done(c.cid, ("error", error, self.now))

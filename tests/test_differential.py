@@ -2,16 +2,17 @@
 
 Each scenario draws options (window, max_size, min_size, max_wait_ms, handler slots,
 priorities, scope, normalize, processing_timeout, on_full with a small max_queue) and a few
-dozen requests in single and list calls: exact twins, surface twins (case, spacing: twins only
-with ``normalize``), near twins, two scopes, priorities, caller timeouts, cancellations, items
-the handler fails ("boom") and batches it raises on ("crash"). The calls arrive at drawn
-instants on a virtual clock (the ``run_virtual`` loop), and the handler sleeps a drawn, virtual
-time per batch, so batches overlap and twins meet running work.
+dozen requests in single, list and streaming calls: exact twins, surface twins (case, spacing:
+twins only with ``normalize``), near twins, two scopes, priorities, caller timeouts,
+cancellations, items the handler fails ("boom") and batches it raises on ("crash"). The calls
+arrive at drawn instants on a virtual clock (the ``run_virtual`` loop), and the handler sleeps
+a drawn, virtual time per batch, so batches overlap and twins meet running work.
 
 The core's run and :func:`reference_model.simulate` must give the same handler calls (instant,
-and items in order), the same outcome per call (result or error type, and instant) and the
-same stats counters. Results are ``ans:<id of the leader>``, so equal outcomes mean equal
-groups.
+and items in order), the same outcome per call (result or error type, and instant; for a
+streaming call each ``Completed``'s ``merged_into`` and ``similarity`` too) and the same stats
+counters, with the README's stats identity. Results are ``ans:<id of the leader>``, so equal
+outcomes mean equal groups.
 
 Near dedup: the built-in embedder and its guards make decisions too intricate to model here
 (they have their own tests against references). Near-dedup scenarios use a ``dedup_function``
@@ -121,7 +122,8 @@ def draw(seed: int) -> tuple[Options, list[Call]]:
     rid = 0
     times = rng.sample(range(0, 80 * MS), rng.randint(3, 20))
     for cid, at in enumerate(sorted(times)):
-        single = rng.random() < 0.65
+        kind = rng.random()
+        single, stream = kind < 0.55, kind >= 0.85
         reqs = []
         for _ in range(1 if single else rng.randint(2, 5)):
             phrase = rng.choice(BAD) if bad and rng.random() < 0.08 else rng.choice(pool)
@@ -134,6 +136,7 @@ def draw(seed: int) -> tuple[Options, list[Call]]:
                 at_ns=at,
                 reqs=tuple(reqs),
                 single=single,
+                stream=stream,
                 priority=rng.randint(0, 3) if prioritized else 0,
                 timeout_ns=None if rng.random() < 0.65 else rng.randint(1 * MS, 60 * MS),
                 cancel_at_ns=at + rng.randint(1 * MS, 60 * MS) if rng.random() < 0.15 else None,
@@ -222,6 +225,18 @@ async def run_core(opts: Options, calls: list[Call]) -> Trace:
         try:
             if c.single:
                 v = await b.process(c.reqs[0].payload(), priority=c.priority, timeout=timeout)
+            elif c.stream:
+                items = {}
+                async for done in b.process_streaming(
+                    [r.payload() for r in c.reqs], priority=c.priority, timeout=timeout
+                ):
+                    items[done.index] = (
+                        done.result if done.error is None else _value(done.error),
+                        done.merged_into,
+                        done.similarity,
+                        _ns(loop.time() - t0),
+                    )
+                v = [items[i] for i in sorted(items)]
             else:
                 v = await b.process(
                     [r.payload() for r in c.reqs],
@@ -277,10 +292,10 @@ def _describe(seed: int, opts: Options, calls: list[Call]) -> str:
             extra.append(f"timeout {c.timeout_ns / MS:.3f} ms")
         if c.cancel_at_ns is not None:
             extra.append(f"cancel at {c.cancel_at_ns / MS:.3f} ms")
-        if not c.single:
+        if not c.single and not c.stream:
             extra.append(f"return_exceptions={c.return_exceptions}")
         reqs = ", ".join(f"{r.rid}:{r.text!r}/{r.model}" for r in c.reqs)
-        kind = "single" if c.single else "list"
+        kind = "single" if c.single else "stream" if c.stream else "list"
         lines.append(f"  call {c.cid} at {c.at_ns / MS:.6f} ms {kind} [{reqs}] {' '.join(extra)}")
     return "\n".join(lines)
 
