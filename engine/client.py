@@ -40,7 +40,6 @@ from typing import Any, Literal, overload
 from .connection import Call, Connection, One
 from .errors import (
     BatchTimeoutError,
-    EngineUnavailableError,
     InvalidRequestError,
     QueueFullError,
     StratabatchError,
@@ -97,6 +96,7 @@ class EngineClient:
         self._closed = False
         self._connecting: asyncio.Task | None = None
         self._conn: Connection | None = Connection(self.name, timeout)
+        self._conn.on_full_policy = on_full
 
     # ------------------------------------------------------------- plumbing
 
@@ -116,6 +116,7 @@ class EngineClient:
         conn = self._conn
         if conn is None or conn.dead is not None:
             conn = self._conn = Connection(self.name, self._timeout)
+            conn.on_full_policy = self._on_full
         conn.bind(loop)
         return conn
 
@@ -156,6 +157,7 @@ class EngineClient:
 
     async def _reconnect(self) -> Connection:
         conn = await Connection.open(self.name, self._timeout)
+        conn.on_full_policy = self._on_full
         if self._closed or os.getpid() != self._pid:
             conn.close()
             raise StratabatchError("this stratabatch client is closed")
@@ -185,85 +187,43 @@ class EngineClient:
 
     _check_call_args = staticmethod(check_call_args)
 
-    async def _send(
+    def _send(
         self,
         items: Sequence[Any],
         call: Call,
         priority: int,
-        timeout: float | None,
         deadline_ns: int,
         invalid_ok: bool,
         conn: Connection,
     ) -> range:
-        """Encode every request (refusing before anything is sent), then push them."""
+        """Encode every request (refusing before anything is sent), then queue them for this
+        event-loop iteration's batch frame."""
         first = conn.next_id
         conn.next_id += len(items)
         call.first_id = first
-        frames: list[tuple[int, int, bytes]] = []
+        entries: list[tuple[int, int, int, int, bytes]] = []
+        index_of: list[int] = []
         try:
             for i, item in enumerate(items):
                 try:
-                    frame, _ = conn.encode(item, i, first + i, priority, deadline_ns)
+                    entries.append(conn.entry(item, i, first + i, priority, deadline_ns))
+                    index_of.append(i)
                 except InvalidRequestError as exc:
                     if not invalid_ok:
                         raise
                     call.results[i] = exc
                     call.remaining -= 1
-                    continue
-                frames.append((i, first + i, frame))
         except BaseException:
-            for _, rid, _ in frames:
-                row = conn.rows_in_use.pop(rid, None)
+            for e in entries:
+                row = conn.rows_in_use.pop(e[0], None)
                 if row is not None:
                     conn.free_rows.append(row)
             raise
-        ids = range(first, first + len(items))
         pending = conn.pending
-        for i, rid, _ in frames:
-            pending[rid] = (call, i)
-        ring = conn.requests
-        try:
-            for n, (_i, _rid, frame) in enumerate(frames):
-                if ring.try_push(frame):
-                    continue
-                await self._push_slow(conn, frame, timeout, deadline_ns, frames[n:])
-        except BaseException:
-            conn.forget(call, ids)
-            raise
-        return ids
-
-    async def _push_slow(
-        self,
-        conn: Connection,
-        frame: bytes,
-        timeout: float | None,
-        deadline_ns: int,
-        unsent: list[tuple[int, int, bytes]],
-    ) -> None:
-        policy = self._on_full or conn.on_full
-        if conn.dead is not None:
-            raise EngineUnavailableError(
-                f"the stratabatch engine {self.name!r} ({conn.path}) {conn.dead}"
-            )
-        if policy != "wait":
-            self._unsent(conn, unsent)
-            raise QueueFullError(
-                f"the request ring to engine {self.name!r} is full (on_full={policy!r})"
-            )
-        left = None if timeout is None else max(deadline_ns - time.monotonic_ns(), 0) / 1e9
-        if not await conn.requests.push_async(frame, conn.room, left):
-            self._unsent(conn, unsent)
-            raise QueueFullError(
-                f"the request ring to engine {self.name!r} was still full "
-                "when the caller's timeout ran out"
-            )
-
-    @staticmethod
-    def _unsent(conn: Connection, unsent: list[tuple[int, int, bytes]]) -> None:
-        for _, rid, _ in unsent:
-            row = conn.rows_in_use.pop(rid, None)
-            if row is not None:
-                conn.free_rows.append(row)
+        for e, i in zip(entries, index_of, strict=True):
+            pending[e[0]] = (call, i)
+        conn.queue_many(entries)
+        return range(first, first + len(items))
 
     @staticmethod
     def _start(timeout: float | None) -> tuple[asyncio.AbstractEventLoop, float | None, int]:
@@ -327,14 +287,23 @@ class EngineClient:
             conn = await self._live(end, timeout)
         fut = loop.create_future()
         call = Call(requests, fut, return_exceptions, None, 0)
-        ids = await self._send(
-            requests, call, priority, timeout, deadline_ns, return_exceptions, conn
-        )
+        ids = self._send(requests, call, priority, deadline_ns, return_exceptions, conn)
         if call.remaining == 0 and not fut.done():
             fut.set_result(call.results)
         timer = None if end is None else loop.call_at(end, conn.expire, call, ids, timeout)
         try:
             return await fut
+        except BatchTimeoutError:
+            # part of the call never left this process (the ring stayed full): that is the
+            # cause to report, not the engine's timeout of the part that got in
+            if call.refused or any(item[0] in ids for item in conn.outq):
+                conn.forget(call, ids)
+                raise QueueFullError(
+                    f"the request ring to engine {self.name!r} was still full when the "
+                    "caller's timeout ran out"
+                ) from None
+            conn.forget(call, ids)
+            raise
         except BaseException:
             conn.forget(call, ids)
             raise
@@ -353,14 +322,13 @@ class EngineClient:
             conn = await self._live(end, timeout)
         rid = conn.next_id
         conn.next_id += 1
-        frame, _ = conn.encode(request, 0, rid, priority, deadline_ns)
+        item = conn.entry(request, 0, rid, priority, deadline_ns)
         fut = loop.create_future()
         one = One(fut)
         conn.pending[rid] = (one, 0)
+        conn.queue(item)
         timer = None
         try:
-            if not conn.requests.try_push(frame):
-                await self._push_slow(conn, frame, timeout, deadline_ns, [(0, rid, frame)])
             if end is not None:
                 timer = loop.call_at(end, conn.expire, one, (rid,), timeout)
             return await fut
@@ -397,7 +365,7 @@ class EngineClient:
             conn = await self._live(end, timeout)
         queue: asyncio.Queue = asyncio.Queue()
         call = Call(requests, None, True, queue, 0)
-        ids = await self._send(requests, call, priority, timeout, deadline_ns, False, conn)
+        ids = self._send(requests, call, priority, deadline_ns, False, conn)
         # when the timeout runs out, every request not answered yet is yielded with a
         # BatchTimeoutError, as in embedded mode
         timer = None if end is None else loop.call_at(end, conn.expire, call, ids, timeout)
@@ -421,6 +389,7 @@ class EngineClient:
         conn = self._conn
         if conn is None or conn.dead is not None:
             conn = self._conn = Connection(self.name, self._timeout)
+            conn.on_full_policy = self._on_full
         raw = conn.stats(self._timeout)
         known = {f for f in Stats.__dataclass_fields__}
         values = {k: v for k, v in raw.items() if k in known}

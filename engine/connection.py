@@ -24,6 +24,7 @@ from .errors import (
     BatchTimeoutError,
     EngineUnavailableError,
     InvalidRequestError,
+    QueueFullError,
     RequestTooLargeError,
     StratabatchError,
 )
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
     from stratabatch.ipc.segment import Segment
 
 
+_MAX_BATCH = 4096  # requests in one batch frame at most
+
+
 class Call:
     """One ``process``/``process_streaming`` call: where its requests' outcomes go."""
 
@@ -54,6 +58,7 @@ class Call:
         "stream",
         "first_id",
         "requests",
+        "refused",
     )
 
     def __init__(
@@ -71,6 +76,7 @@ class Call:
         self.return_exceptions = return_exceptions
         self.stream = stream
         self.first_id = first_id
+        self.refused = False  # some of its requests never left (the ring stayed full)
 
     def deliver(
         self, index: int, value: Any, error: BaseException | None, meta: dict[str, Any] | None
@@ -202,6 +208,13 @@ class Connection:
         self.rows_in_use: dict[int, int] = {}
         self.free_rows: list[int] = []
         self.room = RoomBell()
+        # requests encoded by their callers, not in the ring yet: sent as one batch frame per
+        # event-loop iteration (_send), so the ring, the doorbell and the engine's decoder
+        # work once per batch, not once per request
+        self.outq: list[tuple[int, int, int, int, bytes]] = []
+        self.send_scheduled = False
+        self.waiting_room = False  # the ring was full: _on_bell sends the rest
+        self.on_full_policy: str | None = None  # the client's own on_full (None: the engine's)
         self.rbuf = MessageBuffer()
         self.stats_seq = 0
         self.next_id = 1
@@ -458,13 +471,17 @@ class Connection:
     def _on_bell(self) -> None:
         self.bell.clear()
         self._drain()
+        if self.waiting_room:
+            self.waiting_room = False
+            self.requests.producer_awake()
+            self._send()
         self.room.wake()
 
     def _drain(self) -> None:
         from stratabatch.ipc.errors import FrameError
 
         ring = self.responses
-        decode = self.decoder.response
+        decode = self.decoder.responses
         while self.dead is None:
             try:
                 frames = ring.drain()
@@ -479,31 +496,38 @@ class Connection:
             rows = self.rows_in_use
             for data in frames:
                 try:
-                    r = decode(data)
+                    items = decode(data)
                 except FrameError as exc:
                     from stratabatch.ipc.frames import peek_frame_id
 
-                    rid = peek_frame_id(data)
-                    entry = pending.pop(rid, None) if rid is not None else None
-                    if entry is not None:
-                        entry[0].deliver(
-                            entry[1],
-                            None,
-                            StratabatchError(f"the engine's response could not be decoded: {exc}"),
-                            None,
-                        )
-                    continue
-                if rows:
-                    row = rows.pop(r.id, None)
-                    if row is not None:
-                        self.free_rows.append(row)
-                entry = pending.pop(r.id, None)
-                if entry is None:
-                    continue  # its caller left (timeout, cancellation)
-                if r.status == STATUS_OK:
-                    entry[0].deliver(entry[1], r.value, None, r.meta)
-                else:
-                    entry[0].deliver(entry[1], None, error_from_wire(r.status, r.value), None)
+                    items = [exc]
+                    exc.id = peek_frame_id(data)  # type: ignore[attr-defined]
+                for r in items:
+                    if isinstance(r, FrameError):
+                        rid = getattr(r, "id", None)
+                        entry = pending.pop(rid, None) if rid is not None else None
+                        if entry is not None:
+                            entry[0].deliver(
+                                entry[1],
+                                None,
+                                StratabatchError(
+                                    f"the engine's response could not be decoded: {r}"
+                                ),
+                                None,
+                            )
+                        continue
+                    rid = r.id
+                    if rows:
+                        row = rows.pop(rid, None)
+                        if row is not None:
+                            self.free_rows.append(row)
+                    entry = pending.pop(rid, None)
+                    if entry is None:
+                        continue  # its caller left (timeout, cancellation)
+                    if r.status == STATUS_OK:
+                        entry[0].deliver(entry[1], r.value, None, r.meta)
+                    else:
+                        entry[0].deliver(entry[1], None, error_from_wire(r.status, r.value), None)
 
     def _on_socket(self) -> None:
         try:
@@ -536,6 +560,7 @@ class Connection:
         self.dead = why
         self._unwatch()
         err_text = f"the stratabatch engine {self.name!r} ({self.path}) {why}"
+        self.outq.clear()
         pending, self.pending = self.pending, {}
         for call, index in pending.values():
             call.deliver(index, None, EngineUnavailableError(err_text), None)
@@ -593,6 +618,7 @@ class Connection:
         self.loop = None  # never remove the parent's readers from the shared epoll instance
         if self.dead is None:
             self.dead = f"belongs to process {self.pid} (this process was forked from it)"
+        self.outq.clear()
         pending, self.pending = self.pending, {}
         if pending:
             error = StratabatchError(
@@ -611,14 +637,19 @@ class Connection:
 
     # ------------------------------------------------------------- requests
 
-    def encode(
+    def entry(
         self, request: Any, index: int, rid: int, priority: int, deadline_ns: int
-    ) -> tuple[bytes, int]:
-        """Validate and encode one request; returns the frame and the arena row it uses.
+    ) -> tuple[int, int, int, int, bytes]:
+        """Validate and encode one request: its item of a batch frame, ``(id, priority,
+        deadline_ns, arena_row, payload_bytes)``, for :meth:`queue`.
 
         The request is checked by the same rules as in embedded mode
-        (:func:`stratabatch.requests.check_payload`); its msgpack encoding then becomes the
-        frame's last item as is, so the payload is encoded once.
+        (:func:`stratabatch.requests.check_payload`); its msgpack encoding then goes into the
+        frame as is, so the payload is encoded once.
+
+        Raises:
+            InvalidRequestError, RequestTooLargeError: The request breaks the request rule, or
+                its frame would be over the engine's frame limit.
         """
         from .requests import check_payload
 
@@ -630,26 +661,95 @@ class Connection:
             if self.arena is not None and self.free_rows:
                 payload = {k: v for k, v in request.items() if k != "embedding"}
                 blob = check_payload(payload, index, self.max_request_bytes)
+                self._check_frame(blob, index)
                 row = self.free_rows.pop()
                 self.arena.write_row(row, vec)
                 self.rows_in_use[rid] = row
-                return self._frame(rid, priority, deadline_ns, row, blob, index), row
+                return (rid, priority, deadline_ns, row, blob)
         blob = check_payload(payload, index, self.max_request_bytes)
-        return self._frame(rid, priority, deadline_ns, row, blob, index), row
+        self._check_frame(blob, index)
+        return (rid, priority, deadline_ns, row, blob)
 
-    def _frame(
-        self, rid: int, priority: int, deadline_ns: int, row: int, blob: bytes, index: int
-    ) -> bytes:
-        # a request frame is the msgpack array [id, priority, deadline_ns, arena_row, payload]
-        pack = self.pack
-        frame = b"\x95" + pack(rid) + pack(priority) + pack(deadline_ns) + pack(row) + blob
-        if len(frame) > self.encoder.limits.max_frame_bytes:
-            self._free_row(self.rows_in_use.pop(rid, -1))
+    def _check_frame(self, blob: bytes, index: int) -> None:
+        size = self.encoder.request_item_bytes(len(blob)) + 1
+        if size > self.encoder.limits.max_frame_bytes:
             raise RequestTooLargeError(
-                f"request {index}: its frame is {len(frame)} bytes, over the engine's frame "
+                f"request {index}: its frame is {size} bytes, over the engine's frame "
                 f"limit of {self.encoder.limits.max_frame_bytes} bytes"
             )
-        return frame
+
+    def queue(self, item: tuple[int, int, int, int, bytes]) -> None:
+        """Send ``item`` with the other requests of this event-loop iteration."""
+        self.outq.append(item)
+        if not self.send_scheduled:
+            self.send_scheduled = True
+            assert self.loop is not None
+            self.loop.call_soon(self._send)
+
+    def queue_many(self, items: list[tuple[int, int, int, int, bytes]]) -> None:
+        """:meth:`queue` for a list's requests."""
+        self.outq.extend(items)
+        if not self.send_scheduled:
+            self.send_scheduled = True
+            assert self.loop is not None
+            self.loop.call_soon(self._send)
+
+    def _send(self) -> None:
+        """Push what was queued as batch frames (as few as the frame limit allows); while the
+        ring is full, wait for the engine's doorbell (``on_full="wait"``) or fail what does
+        not fit with :class:`QueueFullError` (``reject``, ``drop_lowest``)."""
+        self.send_scheduled = False
+        outq = self.outq
+        if self.dead is not None or not outq or self.waiting_room:
+            return
+        ring = self.requests
+        enc = self.encoder
+        limit = enc.limits.max_frame_bytes - 5
+        item_bytes = enc.request_item_bytes
+        n = len(outq)
+        i = 0
+        while i < n:
+            j, size = i, 0
+            while j < n and j - i < _MAX_BATCH:
+                add = item_bytes(len(outq[j][4]))
+                if j > i and size + add > limit:
+                    break
+                size += add
+                j += 1
+            frame = enc.request_batch(outq[i:j])
+            if not ring.try_push(frame):
+                break
+            i = j
+        del outq[:i]
+        if not outq:
+            return
+        if (self.on_full_policy or self.on_full) != "wait":
+            self._refuse_unsent(
+                f"the request ring to engine {self.name!r} is full "
+                f"(on_full={self.on_full_policy or self.on_full!r})"
+            )
+        elif ring.producer_sleep_check(item_bytes(len(outq[0][4])) + 5):
+            self.waiting_room = True  # _on_bell sends the rest
+        else:
+            self.send_scheduled = True  # room appeared meanwhile
+            assert self.loop is not None
+            self.loop.call_soon(self._send)
+
+    def _refuse_unsent(self, message: str, rids: set[int] | None = None) -> None:
+        """Fail the queued requests not sent yet (those of ``rids`` only, when given)."""
+        keep = []
+        for item in self.outq:
+            rid = item[0]
+            if rids is not None and rid not in rids:
+                keep.append(item)
+                continue
+            self._free_row(self.rows_in_use.pop(rid, -1))
+            entry = self.pending.pop(rid, None)
+            if entry is not None:
+                if type(entry[0]) is Call:
+                    entry[0].refused = True
+                entry[0].deliver(entry[1], None, QueueFullError(message), None)
+        self.outq = keep
 
     def _free_row(self, row: int) -> None:
         if row >= 0:
@@ -664,6 +764,12 @@ class Connection:
         with ``return_exceptions`` and a stream get one per request, as in embedded mode);
         the engine drops the same requests itself, since their frames carry the deadline.
         """
+        if self.outq:  # still waiting for ring room: a full ring, not a slow engine
+            self._refuse_unsent(
+                f"the request ring to engine {self.name!r} was still full when the caller's "
+                "timeout ran out",
+                {rid for rid in ids if (e := self.pending.get(rid)) is not None and e[0] is owner},
+            )
         if self.dead is None and self.loop is not None:
             self._drain()
         pending = self.pending
@@ -683,6 +789,15 @@ class Connection:
 
     def forget(self, call: Call, ids: range) -> None:
         """The caller left: drop its pending entries (late answers are ignored)."""
+        if self.outq:  # what is not sent yet is not sent at all
+            gone = set(ids)
+            keep = []
+            for item in self.outq:
+                if item[0] in gone:
+                    self._free_row(self.rows_in_use.pop(item[0], -1))
+                else:
+                    keep.append(item)
+            self.outq = keep
         for rid in ids:
             entry = self.pending.get(rid)
             if entry is not None and entry[0] is call:

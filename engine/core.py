@@ -613,9 +613,14 @@ class Core:
             self.loop.call_soon(self._pump)
 
     def _on_timer(self) -> None:
+        # The timer was due: its time has come, whatever loop.time() says. uvloop's clock and
+        # timers have millisecond resolution (libuv): a timer for 0.4 ms ahead fires at once,
+        # with loop.time() still short of it, and a pump that re-armed it then would spin
+        # until the next millisecond tick (a 1 ms window made the engine busy all the time).
+        at = self._timer_at
         self._timer = None
         self._timer_at = None
-        self._pump()
+        self._pump(at)
 
     def _arm_timer(self, now: float, force: bool = False) -> None:
         if not self._pending and not self._raw:
@@ -638,8 +643,9 @@ class Core:
         self._timer_at = when
         self._timer = self.loop.call_later(max(0.0, when - now), self._on_timer)
 
-    def _pump(self) -> None:
-        """Dedup what arrived, take every batch that is due, and set the next wake-up."""
+    def _pump(self, due_at: float | None = None) -> None:
+        """Dedup what arrived, take every batch that is due, and set the next wake-up
+        (``due_at``: the time of the timer that called it, reached by definition)."""
         self._pump_scheduled = False
         loop = self.loop
         if loop is None:
@@ -648,6 +654,8 @@ class Core:
         if self._raw and not self._preparing and (self._warm is None or self._warm.done()):
             held = self._run_pass()
         now = loop.time()
+        if due_at is not None and due_at > now:
+            now = due_at
         sched = self._sched
         c = self.config
         took = False

@@ -22,6 +22,7 @@ import socket
 import stat
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -71,6 +72,7 @@ class Client:
         "responses",
         "bell",
         "pending",
+        "inbox",
         "outbox",
         "frames",
         "rbuf",
@@ -90,6 +92,9 @@ class Client:
         self.responses: Ring | None = None
         self.bell: Doorbell | None = None
         self.pending: dict[int, Request] = {}
+        # requests decoded from its ring but not admitted yet (the queue was full): a batch
+        # frame is drained whole, its requests admitted as the queue has room
+        self.inbox: deque[Any] = deque()
         self.outbox: list[tuple[Any, ...]] = []
         self.frames: list[bytes] = []  # encoded responses waiting for ring space
         self.rbuf = MessageBuffer()

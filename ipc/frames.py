@@ -21,6 +21,21 @@ A response frame (engine -> client) is a msgpack array of three or four items::
     meta                optional map with str keys (per-response data such as dedup merge
                         info); absent rather than empty, so it costs nothing when unused
 
+A **batch frame** carries many requests, or many responses, in one ring message: a msgpack
+array whose items are request (or response) arrays as above::
+
+    [[id, priority, deadline_ns, arena_row, payload], [id, ...], ...]
+    [[id, status, value], [id, status, value, meta], ...]
+
+A frame is a batch when its first item is an array, a single request or response when it is an
+integer (the id). Clients send every request of one event-loop iteration in one batch frame and
+the engine answers each client once per pass, in one batch frame (split only where the frame
+size limit requires): the ring, its doorbell and the decoder then work once per batch, not once
+per request (:meth:`FrameEncoder.request_batch`, :meth:`FrameEncoder.response_batch`,
+:meth:`FrameDecoder.requests`, :meth:`FrameDecoder.responses`). Each item of a batch is checked
+as its own frame would be, and a bad item fails alone: the decoder returns a
+:class:`~stratabatch.ipc.errors.FrameError` in its place (with the item's id when it has one).
+
 Versioning: frames carry no version byte. Rings exist only after the engine's handshake, which
 exchanges the layout version (:data:`FRAME_VERSION` is part of it), so both ends of a ring
 always speak the same layout; a per-frame version would cost a byte and a check on every
@@ -45,6 +60,7 @@ larger).
 from __future__ import annotations
 
 import operator
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -61,8 +77,9 @@ from stratabatch.ipc.framelimits import (
 )
 from stratabatch.ipc.framelimits import short_repr as _short
 
-FRAME_VERSION = 1
-"""Layout version of the frames in this module; exchanged at the engine handshake."""
+FRAME_VERSION = 2
+"""Layout version of the frames in this module; exchanged at the engine handshake (2: batch
+frames)."""
 
 STATUS_OK = 0
 """Response status: ``value`` is the result."""
@@ -154,6 +171,26 @@ def _as_int(value: Any, name: str, lo: int, hi: int) -> int:
 
 
 _new_tuple = tuple.__new__  # builds a NamedTuple from a checked list, skipping _make's checks
+
+# a batch item's fixed-width header: fixarray(5), uint64 id, int32 priority, uint64 deadline,
+# int32 arena row (any msgpack decoder reads them as the same integers as the shortest forms)
+_REQ_HEAD = struct.Struct(">BBQBiBQBi")
+_FLAT = frozenset((str, int, float, bool, type(None), bytes))
+_STR = frozenset((str,))
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True, datetime=False).pack
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _plain_map(value: dict[Any, Any]) -> bool:
+    """A flat map of str keys to plain scalars (packs as is, no limit can bite but lengths)."""
+    return _STR.issuperset(map(type, value)) and _FLAT.issuperset(map(type, value.values()))
 
 
 def _check_str_keys(value: Any, what: str) -> dict[str, Any]:
@@ -302,6 +339,123 @@ class FrameEncoder:
                 ) from exc
         return out
 
+    def request_batch(self, items: Sequence[tuple[int, int, int, int, bytes]]) -> bytes:
+        """Encode a batch frame of requests whose payloads are already encoded and checked.
+
+        The client encodes each payload once, when the caller submits it (that is how it
+        checks the request rule and ``max_request_bytes`` before anything is sent); the frame
+        is then assembled from those bytes without encoding them again. The integer fields are
+        written at fixed widths (uint64 id and deadline, int32 priority and row), which every
+        msgpack decoder reads as the same integers.
+
+        Args:
+            items: ``(id, priority, deadline_ns, arena_row, payload_bytes)`` per request,
+                ``payload_bytes`` being one complete msgpack value.
+
+        Raises:
+            FrameError: A field is out of range, or no items.
+            FrameTooLargeError: The frame exceeds ``limits.max_frame_bytes`` (split the batch).
+        """
+        n = len(items)
+        if not 0 < n <= self.limits.max_array_len:
+            raise FrameError(
+                f"a batch frame holds 1 to {self.limits.max_array_len} requests, got {n}"
+            )
+        parts = [_array_header(n)]
+        head = _REQ_HEAD.pack
+        size = len(parts[0])
+        for rid, priority, deadline_ns, arena_row, blob in items:
+            if not (type(rid) is int and 0 <= rid <= MAX_ID):
+                rid = _as_int(rid, "request id", 0, MAX_ID)
+            if not (type(priority) is int and MIN_PRIORITY <= priority <= MAX_PRIORITY):
+                priority = _as_int(priority, "priority", MIN_PRIORITY, MAX_PRIORITY)
+            if not (type(deadline_ns) is int and 0 <= deadline_ns <= MAX_DEADLINE_NS):
+                deadline_ns = _as_int(deadline_ns, "deadline_ns", 0, MAX_DEADLINE_NS)
+            if not (type(arena_row) is int and NO_ROW <= arena_row <= MAX_ROW):
+                arena_row = _as_int(arena_row, "arena_row", NO_ROW, MAX_ROW)
+            parts.append(head(0x95, 0xCF, rid, 0xD2, priority, 0xCF, deadline_ns, 0xD2, arena_row))
+            parts.append(blob)
+            size += _REQ_HEAD.size + len(blob)
+        if size > self.limits.max_frame_bytes:
+            raise FrameTooLargeError(
+                f"batch frame of {n} requests is {size} bytes, over the frame limit of "
+                f"{self.limits.max_frame_bytes} bytes",
+                size=size,
+                limit=self.limits.max_frame_bytes,
+            )
+        return b"".join(parts)
+
+    @staticmethod
+    def request_item_bytes(blob_len: int) -> int:
+        """Bytes one request of :meth:`request_batch` adds to its frame (header + payload)."""
+        return _REQ_HEAD.size + blob_len
+
+    def response_batch(self, items: Sequence[Sequence[Any]]) -> bytes | None:
+        """Encode responses ``(id, status, value[, meta])`` as one batch frame with one msgpack
+        call, when that is safe: every item an ok response with a valid id and a flat plain
+        value (and meta), and the frame within every limit. None otherwise: then encode each
+        with :meth:`response` (which says what is wrong with one) and join them with
+        :meth:`join`.
+        """
+        limits = self.limits
+        if not items or len(items) > limits.max_array_len or not self._plain_responses(items):
+            return None
+        try:
+            data = self._pack(items)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        # a frame within these bounds holds no str, value or result over its own limit
+        bound = min(limits.max_frame_bytes, self._length_bound)
+        if limits.max_result_bytes is not None:
+            bound = min(bound, limits.max_result_bytes)
+        return data if len(data) <= bound else None
+
+    def join(self, frames: Sequence[bytes]) -> list[bytes]:
+        """Join single frames (each a complete request or response frame) into as few batch
+        frames as the frame limit allows, in order."""
+        limits = self.limits
+        out: list[bytes] = []
+        chunk: list[bytes] = []
+        size = 5  # the largest array header
+        for one in frames:
+            if chunk and (
+                size + len(one) > limits.max_frame_bytes or len(chunk) >= limits.max_array_len
+            ):
+                out.append(_array_header(len(chunk)) + b"".join(chunk))
+                chunk, size = [], 5
+            chunk.append(one)
+            size += len(one)
+        if chunk:
+            out.append(_array_header(len(chunk)) + b"".join(chunk))
+        return out
+
+    def _plain_responses(self, items: Sequence[Sequence[Any]]) -> bool:
+        """Whether every item is an ok (or timeout) response of a flat plain value with a
+        valid id and no meta, or with a plain meta: then one pack call encodes the batch."""
+        for item in items:
+            if len(item) == 3:
+                rid, status, value = item
+            elif len(item) == 4:
+                rid, status, value, meta = item
+                if type(meta) is not dict or not _plain_map(meta):
+                    return False
+            else:
+                return False
+            if type(rid) is not int or not 0 <= rid <= MAX_ID or status != STATUS_OK:
+                return False
+            t = type(value)
+            if t in _FLAT:
+                continue
+            if t is dict:
+                if not _plain_map(value):
+                    return False
+            elif t is list or t is tuple:
+                if not _FLAT.issuperset(map(type, value)):
+                    return False
+            else:
+                return False
+        return True
+
     def response(
         self,
         id: int,
@@ -444,6 +598,57 @@ class FrameDecoder:
                     "an array of 5 items [id, priority, deadline_ns, arena_row, payload]",
                 )
             )
+        return self._request(frame, data, frame)
+
+    def requests(self, data: bytes | bytearray | memoryview) -> list[Request | FrameError]:
+        """Decode a request frame, single or batch: one :class:`Request` per item, or, for an
+        item that is not a valid request, a :class:`FrameError` (its ``id`` attribute is the
+        item's id when the item shows one, else None).
+
+        Raises:
+            FrameError: The bytes are not a msgpack array of requests at all (nothing in it
+                can be answered).
+        """
+        frame = self._unpack(data, "request")
+        if type(frame) is not list or not frame:
+            raise FrameError(
+                _shape_message(frame, "request", "a request array, or an array of them")
+            )
+        if type(frame[0]) is not list:  # a single request
+            if len(frame) != 5:
+                raise FrameError(
+                    _shape_message(
+                        frame,
+                        "request",
+                        "an array of 5 items [id, priority, deadline_ns, arena_row, payload]",
+                    )
+                )
+            return [self._request(frame, data, frame)]
+        out: list[Request | FrameError] = []
+        limit = self._max_payload
+        size = len(data) if type(data) is bytes else memoryview(data).nbytes
+        for item in frame:
+            try:
+                if type(item) is not list or len(item) != 5:
+                    raise FrameError(
+                        _shape_message(
+                            item,
+                            "request",
+                            "an array of 5 items [id, priority, deadline_ns, arena_row, payload]",
+                        )
+                    )
+                # only a frame over the limit can hold a payload over it: measure those
+                measure = None if limit is None or size <= limit else b""
+                out.append(self._request(item, measure, frame))
+            except FrameError as exc:
+                rid = item[0] if type(item) is list and item else None
+                exc.id = rid if type(rid) is int and 0 <= rid <= MAX_ID else None  # type: ignore[attr-defined]
+                out.append(exc)
+        return out
+
+    def _request(self, frame: list[Any], data: Any, whole: Any) -> Request:
+        """Check one decoded request array; ``data``: the frame's bytes when the payload size
+        is measured from them, ``b""`` to measure it by encoding, None to skip."""
         rid, priority, deadline_ns, arena_row, payload = frame
         if type(rid) is not int or not 0 <= rid <= MAX_ID:
             raise FrameError(f"request id must be an integer in [0, {MAX_ID}], got {_short(rid)}")
@@ -467,24 +672,53 @@ class FrameDecoder:
             for item in payload.values() if t is dict else payload:
                 t = type(item)
                 if t is dict or t is list:  # nested: only then can the depth limit bite
+                    # (a batch item counts from its own array: the batch's adds no level)
                     self._check_depth(frame, f"request {rid}:")
                     break
         limit = self._max_payload
-        if limit is not None:
-            size = len(data) if type(data) is bytes else memoryview(data).nbytes
-            if size > limit:  # only a frame this large can hold a payload over the limit
-                size -= (
-                    1
-                    + int_size(rid)
-                    + int_size(priority)
-                    + int_size(deadline_ns)
-                    + int_size(arena_row)
-                )
-                if size > limit:
-                    raise FrameError(
-                        f"request {rid}: payload is {size} bytes, over max_request_bytes={limit}"
+        if limit is not None and data is not None:
+            if data:
+                size = len(data) if type(data) is bytes else memoryview(data).nbytes
+                if size > limit:  # only a frame this large can hold a payload over the limit
+                    size -= (
+                        1
+                        + int_size(rid)
+                        + int_size(priority)
+                        + int_size(deadline_ns)
+                        + int_size(arena_row)
                     )
+            else:
+                size = len(_packb(payload))
+            if size > limit:
+                raise FrameError(
+                    f"request {rid}: payload is {size} bytes, over max_request_bytes={limit}"
+                )
         return _new_tuple(Request, frame)
+
+    def responses(self, data: bytes | bytearray | memoryview) -> list[Response | FrameError]:
+        """Decode a response frame, single or batch: one :class:`Response` per item, or a
+        :class:`FrameError` for an item that is not a valid response (``id`` attribute as in
+        :meth:`requests`).
+
+        Raises:
+            FrameError: The bytes are not a msgpack array of responses at all.
+        """
+        frame = self._unpack(data, "response")
+        if type(frame) is not list or not frame:
+            raise FrameError(
+                _shape_message(frame, "response", "a response array, or an array of them")
+            )
+        if type(frame[0]) is not list:
+            return [self._response(frame, frame)]
+        out: list[Response | FrameError] = []
+        for item in frame:
+            try:
+                out.append(self._response(item, frame))
+            except FrameError as exc:
+                rid = item[0] if type(item) is list and item else None
+                exc.id = rid if type(rid) is int and 0 <= rid <= MAX_ID else None  # type: ignore[attr-defined]
+                out.append(exc)
+        return out
 
     def response(self, data: bytes | bytearray | memoryview) -> Response:
         """Decode a response frame.
@@ -493,6 +727,9 @@ class FrameDecoder:
             FrameError: The bytes are not a valid response frame.
         """
         frame = self._unpack(data, "response")
+        return self._response(frame, frame)
+
+    def _response(self, frame: Any, whole: Any) -> Response:
         if type(frame) is not list or not 3 <= len(frame) <= 4:
             raise FrameError(
                 _shape_message(
@@ -521,7 +758,9 @@ class FrameDecoder:
             raise FrameError(
                 f"response {rid}: a timeout carries a str message, got {_short(value)}"
             )
-        self._check_depth(frame, f"response {rid}:")
+        if whole is frame or type(frame[2]) in (dict, list) or meta is not None:
+            # (a batch item counts from its own array: the batch's adds no level)
+            self._check_depth(frame, f"response {rid}:")
         return _new_tuple(Response, (rid, status, value, meta))
 
 

@@ -273,7 +273,8 @@ def test_an_answer_that_came_in_time_wins_over_the_timer(start_engine, new_loop)
         assert await client.process({"query": "warm"}) == {"answer": "WARM", "n": 1}
         one = asyncio.ensure_future(client.process({"query": "late"}, timeout=0.3))
         many = asyncio.ensure_future(client.process([{"query": "x"}, {"query": "y"}], timeout=0.3))
-        await asyncio.sleep(0)  # both calls sent their frames
+        await asyncio.sleep(0)  # both calls queued their requests
+        await asyncio.sleep(0)  # ... and the batch frame of that loop iteration left
         time.sleep(1.5)  # the loop is busy: the engine answers, then the deadlines pass
         # the timer runs before the doorbell's reader: as if the loop ran them in that order
         client._connection().bell.clear()

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -215,11 +218,16 @@ def test_a_socket_path_too_long_is_one_clear_line(engine_name, tmp_path):
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="chown to another uid needs root")
-def test_a_socket_directory_of_another_uid_is_one_clear_line(engine_name, tmp_path):
-    runtime = tmp_path / "run"
+def test_a_socket_directory_of_another_uid_is_one_clear_line(engine_name):
+    # a short directory of its own: under pytest's tmp_path (its numbered directories grow)
+    # the socket path could pass the 107-byte limit, a different refusal than this test's
+    runtime = Path(tempfile.mkdtemp(prefix="sbrt-"))
     (runtime / "stratabatch").mkdir(parents=True)
     os.chown(runtime / "stratabatch", 65534, 65534)
-    proc = _engine(engine_name, {"XDG_RUNTIME_DIR": str(runtime)})
+    try:
+        proc = _engine(engine_name, {"XDG_RUNTIME_DIR": str(runtime)})
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
     err = proc.stderr.decode()
     assert proc.returncode == EXIT_SOCKET, err
     assert "Traceback" not in err and "owned by uid 65534" in err

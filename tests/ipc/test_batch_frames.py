@@ -1,0 +1,154 @@
+"""Batch frames: many requests (or responses) in one ring message, each item checked as its own
+frame would be, a bad item failing alone."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stratabatch.ipc.errors import FrameError, FrameTooLargeError
+from stratabatch.ipc.frames import (
+    MAX_DEADLINE_NS,
+    MAX_ID,
+    MAX_PRIORITY,
+    MAX_ROW,
+    MIN_PRIORITY,
+    NO_ROW,
+    STATUS_OK,
+    FrameDecoder,
+    FrameEncoder,
+    FrameLimits,
+    Request,
+    Response,
+)
+
+ENC = FrameEncoder()
+DEC = FrameDecoder()
+
+
+def _blob(payload: object) -> bytes:
+    return msgpack.packb(payload, use_bin_type=True)
+
+
+def test_a_batch_of_requests_decodes_to_the_same_requests_as_single_frames():
+    items = [
+        (0, 0, 0, NO_ROW, {"query": "a"}),
+        (MAX_ID, MAX_PRIORITY, MAX_DEADLINE_NS, MAX_ROW, {"query": "b", "n": [1, 2, {"x": 1}]}),
+        (7, MIN_PRIORITY, 123, 5, {"query": "ü" * 300}),
+    ]
+    frame = ENC.request_batch([(i, p, d, r, _blob(pl)) for i, p, d, r, pl in items])
+    got = DEC.requests(frame)
+    assert got == [DEC.request(ENC.request(*item)) for item in items]
+    assert all(type(r) is Request for r in got)
+    # a single frame decodes through the same method, as a batch of one
+    assert DEC.requests(ENC.request(*items[0])) == [Request(*items[0])]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, MAX_ID),
+            st.integers(MIN_PRIORITY, MAX_PRIORITY),
+            st.integers(0, MAX_DEADLINE_NS),
+            st.integers(NO_ROW, MAX_ROW),
+            st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=20), max_size=4),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_request_batches_round_trip(items):
+    try:
+        blobs = [(i, p, d, r, _blob(pl)) for i, p, d, r, pl in items]
+    except (OverflowError, ValueError):
+        return  # (an int msgpack cannot carry: the client refuses it before any frame)
+    assert DEC.requests(ENC.request_batch(blobs)) == [Request(*item) for item in items]
+
+
+def test_a_bad_item_fails_alone_with_its_id():
+    frame = msgpack.packb(
+        [
+            [1, 0, 0, -1, {"query": "fine"}],
+            [2, "high", 0, -1, {"query": "bad priority"}],
+            [3, 0, 0],  # wrong shape, but an id to answer
+            ["x"],  # no id: nothing to answer
+            [4, 0, 0, -1, {"query": "fine too"}],
+        ]
+    )
+    got = DEC.requests(frame)
+    assert [type(g) for g in got] == [Request, FrameError, FrameError, FrameError, Request]
+    assert [getattr(g, "id", None) for g in got[1:4]] == [2, 3, None]
+    assert "priority" in str(got[1])
+
+
+def test_a_batch_item_nests_as_deep_as_a_single_frame():
+    limits = FrameLimits(max_depth=6)
+    enc, dec = FrameEncoder(limits), FrameDecoder(limits)
+    ok = {"a": [[[{"b": 1}]]]}  # frame array 1, map 2, lists 3-5, map 6
+    deep = {"a": [[[[{"b": 1}]]]]}
+    assert dec.request(enc.request(1, 0, 0, -1, ok)).payload == ok
+    with pytest.raises(FrameError):
+        enc.request(1, 0, 0, -1, deep)
+    got = dec.requests(enc.request_batch([(1, 0, 0, -1, _blob(ok)), (2, 0, 0, -1, _blob(deep))]))
+    assert got[0].payload == ok
+    assert isinstance(got[1], FrameError) and got[1].id == 2 and "deeper" in str(got[1])
+
+
+def test_a_payload_over_max_request_bytes_fails_alone_in_a_batch():
+    limits = FrameLimits(max_request_bytes=64)
+    enc, dec = FrameEncoder(limits), FrameDecoder(limits)
+    small, big = {"query": "s"}, {"query": "x" * 100}
+    got = dec.requests(
+        enc.request_batch(
+            [(i, 0, 0, -1, _blob(small)) for i in range(10)] + [(10, 0, 0, -1, _blob(big))]
+        )
+    )
+    assert [type(g) for g in got] == [Request] * 10 + [FrameError]
+    assert got[10].id == 10 and "max_request_bytes=64" in str(got[10])
+
+
+def test_a_batch_over_the_frame_limit_is_refused_whole():
+    enc = FrameEncoder(FrameLimits(max_frame_bytes=256))
+    with pytest.raises(FrameTooLargeError):
+        enc.request_batch([(i, 0, 0, -1, _blob({"query": "x" * 20})) for i in range(20)])
+    with pytest.raises(FrameError):
+        enc.request_batch([])
+
+
+def test_plain_responses_pack_in_one_call_others_fall_back():
+    items = [(1, STATUS_OK, "a"), (2, STATUS_OK, {"k": 1.5}), (3, STATUS_OK, [1, 2], {"leader": 1})]
+    frame = ENC.response_batch(items)
+    assert frame is not None
+    assert DEC.responses(frame) == [
+        Response(1, STATUS_OK, "a", None),
+        Response(2, STATUS_OK, {"k": 1.5}, None),
+        Response(3, STATUS_OK, [1, 2], {"leader": 1}),
+    ]
+    # a value that is not plain data, an error, a nested value, a result over its limit:
+    # the caller encodes those one by one (where each gets its own message) and joins them
+    assert ENC.response_batch([(1, STATUS_OK, object())]) is None
+    assert ENC.response_batch([(1, STATUS_OK, {"a": {"b": 1}})]) is None
+    assert FrameEncoder(FrameLimits(max_result_bytes=16)).response_batch([(1, 0, "x" * 40)]) is None
+    singles = [ENC.response(*item) for item in items] + [ENC.error(4, "HandlerError", "boom")]
+    joined = ENC.join(singles)
+    assert len(joined) == 1
+    got = DEC.responses(joined[0])
+    assert [r.id for r in got] == [1, 2, 3, 4] and got[3].value.type_name == "HandlerError"
+
+
+def test_join_splits_at_the_frame_limit():
+    enc = FrameEncoder(FrameLimits(max_frame_bytes=200))
+    singles = [enc.response(i, STATUS_OK, "y" * 50) for i in range(10)]
+    frames = enc.join(singles)
+    assert len(frames) > 1 and all(len(f) <= 200 for f in frames)
+    assert [r.id for f in frames for r in DEC.responses(f)] == list(range(10))
+
+
+def test_a_bad_response_item_fails_alone():
+    frame = msgpack.packb([[1, 0, "ok"], [2, 9, "unknown status"], "garbage", [3, 0, "ok"]])
+    got = DEC.responses(frame)
+    assert [type(g) for g in got] == [Response, FrameError, FrameError, Response]
+    assert got[1].id == 2 and got[2].id is None
