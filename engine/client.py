@@ -269,9 +269,41 @@ class EngineClient:
             EngineUnavailableError: No engine serves the name, or it died meanwhile.
         """
         self._check_process()
-        single = type(requests) is dict or isinstance(requests, Mapping)
-        if single:
-            return await self._process_one(requests, priority, timeout)
+        if type(requests) is dict or isinstance(requests, Mapping):
+            # one request: the steps of a list, without the list (and inline: no second
+            # coroutine, this is the path of every request of a typical caller)
+            if priority != 0 or timeout is not None:
+                self._check_call_args(priority, timeout)
+                timeout = _deadline(timeout)
+            loop, end, deadline_ns = self._start(timeout)
+            conn = self._conn
+            if conn is None or conn.loop is not loop or conn.dead is not None:
+                conn = await self._live(end, timeout)
+            rid = conn.next_id
+            conn.next_id = rid + 1
+            item = conn.entry(requests, 0, rid, priority, deadline_ns)
+            fut = loop.create_future()
+            one = One(fut)
+            conn.pending[rid] = (one, 0)
+            conn.queue(item)
+            if end is None:
+                try:
+                    return await fut
+                except BaseException:
+                    entry = conn.pending.get(rid)
+                    if entry is not None and entry[0] is one:
+                        del conn.pending[rid]
+                    raise
+            timer = loop.call_at(end, conn.expire, one, (rid,), timeout)
+            try:
+                return await fut
+            except BaseException:
+                entry = conn.pending.get(rid)
+                if entry is not None and entry[0] is one:
+                    del conn.pending[rid]
+                raise
+            finally:
+                timer.cancel()
         if not isinstance(requests, (list, tuple)):
             raise InvalidRequestError(
                 "process() takes a request mapping or a list of them, "
@@ -306,36 +338,6 @@ class EngineClient:
             raise
         except BaseException:
             conn.forget(call, ids)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    async def _process_one(self, request: Any, priority: int, timeout: float | None) -> Any:
-        """``process`` of one request: the steps of a list, without the list."""
-        if priority != 0 or timeout is not None:
-            self._check_call_args(priority, timeout)
-            timeout = _deadline(timeout)
-        loop, end, deadline_ns = self._start(timeout)
-        conn = self._conn
-        if conn is None or conn.loop is not loop or conn.dead is not None:
-            conn = await self._live(end, timeout)
-        rid = conn.next_id
-        conn.next_id += 1
-        item = conn.entry(request, 0, rid, priority, deadline_ns)
-        fut = loop.create_future()
-        one = One(fut)
-        conn.pending[rid] = (one, 0)
-        conn.queue(item)
-        timer = None
-        try:
-            if end is not None:
-                timer = loop.call_at(end, conn.expire, one, (rid,), timeout)
-            return await fut
-        except BaseException:
-            entry = conn.pending.get(rid)
-            if entry is not None and entry[0] is one:
-                del conn.pending[rid]
             raise
         finally:
             if timer is not None:

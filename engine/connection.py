@@ -28,6 +28,7 @@ from .errors import (
     RequestTooLargeError,
     StratabatchError,
 )
+from .requests import check_payload
 from .wire import (
     ARENA_MAGIC,
     PROTOCOL_VERSION,
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
 
 
 _MAX_BATCH = 4096  # requests in one batch frame at most
+
+
+_STR_ONLY = frozenset((str,))
+_SCALARS = frozenset((str, int, float, bool, type(None), bytes))
 
 
 class Call:
@@ -425,6 +430,8 @@ class Connection:
         self.encoder = FrameEncoder(limits)
         self.decoder = FrameDecoder(limits)
         self.max_request_bytes = int(welcome["max_request_bytes"])
+        # a payload this small always fits a frame of its own (no need to measure the frame)
+        self.max_blob = self.encoder.limits.max_frame_bytes - 64
         self.on_full = welcome["on_full"]
         self.uses_vectors = bool(welcome["uses_vectors"])
         self.dim = int(welcome.get("dim") or 0)
@@ -651,8 +658,26 @@ class Connection:
             InvalidRequestError, RequestTooLargeError: The request breaks the request rule, or
                 its frame would be over the engine's frame limit.
         """
-        from .requests import check_payload
-
+        t = type(request)
+        if (
+            t is dict
+            and _STR_ONLY.issuperset(map(type, request))
+            and _SCALARS.issuperset(map(type, request.values()))
+        ):
+            # the usual request, a flat dict of plain scalars (so no "embedding" list): the
+            # rule holds by construction; encode it once and check its size
+            try:
+                blob = self.pack(request)
+            except (OverflowError, ValueError):  # an int msgpack cannot carry, a lone
+                blob = check_payload(request, index, self.max_request_bytes)  # surrogate...
+            if len(blob) > self.max_request_bytes:
+                raise RequestTooLargeError(
+                    f"request {index}: encodes to {len(blob)} bytes, over "
+                    f"max_request_bytes={self.max_request_bytes}"
+                )
+            if len(blob) > self.max_blob:
+                self._check_frame(blob, index)
+            return (rid, priority, deadline_ns, -1, blob)
         row = -1
         payload = request
         emb = request.get("embedding") if isinstance(request, Mapping) else None
