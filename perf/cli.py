@@ -230,9 +230,7 @@ async def _compile_step(
     missing = warm.check(unit_names=wanted).missing if wanted else ()
     if not missing:
         return
-    task = bar.add_task(
-        f"compiling kernels (first run, ~{sum(warm.ESTIMATE_S[u] for u in missing)} s)", total=1
-    )
+    task = bar.add_task(f"compiling kernels (first run, ~{warm.estimate_s(missing)} s)", total=1)
     cmd = [sys.executable, "-m", "stratabatch.warm"]
     for s in missing:
         if s != warm.ENGINE:

@@ -66,6 +66,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 """Each column of the tables: its header and what it counts."""
 
 
+TIE = 0.05
+"""Modes whose req/s is within this fraction of the fastest's are named as tied with it."""
+
+
 def _x(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}x"
 
@@ -235,11 +239,25 @@ def verdict(
     parts.append(f"{r['lost']} lost")
     lines = [f"{name}: " + ", ".join(parts) + "."]
     fastest = max(ran, key=lambda n: ran[n]["throughput_rps"])
-    if fastest != name:
+    top = ran[fastest]["throughput_rps"]
+    # modes within the run-to-run noise of the fastest are named with it: which of two tied
+    # modes came out first is chance, and a verdict should not flip between runs on it
+    tied = [
+        n
+        for n in sorted(ran, key=lambda n: -ran[n]["throughput_rps"])
+        if ran[n]["throughput_rps"] >= top * (1 - TIE)
+    ]
+    if fastest != name and name not in tied:
         f = ran[fastest]
+        lead = fastest if len(tied) == 1 else f"{' and '.join(tied)} (within {TIE:.0%})"
         lines.append(
-            f"Fastest here: {fastest}, {f['throughput_rps']:,.0f} req/s "
+            f"Fastest here: {lead}, {f['throughput_rps']:,.0f} req/s "
             f"({f['throughput_rps'] / r['throughput_rps']:.2f}x {name})."
+        )
+    elif len(tied) > 1:
+        lines.append(
+            f"Fastest here, within {TIE:.0%} of each other: {', '.join(tied)} "
+            f"({top:,.0f} req/s at most)."
         )
     if target_rows:
         met = [t["target"] for t in target_rows if t["met"] is True]
