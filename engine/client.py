@@ -440,6 +440,11 @@ class SyncEngineClient:
         self.name = check_name(name)
         self._pid = os.getpid()
         self._loop = _new_loop()
+        # calls waiting to be started on the loop thread: every call made while the loop
+        # thread was busy starts with one wake-up of it (one self-pipe write), not one each
+        self._inq: list[tuple[Any, ...]] = []
+        self._inq_lock = threading.Lock()
+        self._inq_scheduled = False
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"stratabatch-client-{name}", daemon=True
         )
@@ -477,12 +482,58 @@ class SyncEngineClient:
         timeout: float | None = None,
         return_exceptions: bool = False,
     ) -> Any:
-        """Blocking :meth:`EngineClient.process`."""
-        return self._run(
-            self._client.process(
-                requests, priority=priority, timeout=timeout, return_exceptions=return_exceptions
+        """Blocking :meth:`EngineClient.process`.
+
+        The call is handed to the client's loop thread with the others made meanwhile (one
+        wake-up of that thread for all of them), and the calling thread sleeps on a lock of
+        its own until its outcome is set: the requests of every thread calling at once leave
+        in one batch frame, as an asyncio caller's do.
+        """
+        if os.getpid() != self._pid or self._closed:
+            return self._run(  # (the message of a forked child, or a closed client)
+                self._client.process(
+                    requests,
+                    priority=priority,
+                    timeout=timeout,
+                    return_exceptions=return_exceptions,
+                )
             )
-        )
+        waiter = _Waiter()
+        with self._inq_lock:
+            self._inq.append((requests, priority, timeout, return_exceptions, waiter))
+            wake = not self._inq_scheduled
+            self._inq_scheduled = True
+        if wake:
+            try:
+                self._loop.call_soon_threadsafe(self._start_calls)
+            except RuntimeError:  # the loop thread stopped (the client closed meanwhile)
+                with self._inq_lock:
+                    self._inq_scheduled = False
+                    if waiter in (w for *_, w in self._inq):
+                        self._inq = [c for c in self._inq if c[-1] is not waiter]
+                raise StratabatchError("the call was cancelled (the client closed)") from None
+        waiter.lock.acquire()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value
+
+    def _start_calls(self) -> None:
+        """On the loop thread: start every call handed over since the last wake-up."""
+        with self._inq_lock:
+            calls, self._inq = self._inq, []
+            self._inq_scheduled = False
+        client = self._client
+        loop = self._loop
+        for requests, priority, timeout, return_exceptions, waiter in calls:
+            task = loop.create_task(
+                client.process(
+                    requests,
+                    priority=priority,
+                    timeout=timeout,
+                    return_exceptions=return_exceptions,
+                )
+            )
+            task.add_done_callback(waiter.settle)
 
     def process_streaming(
         self, requests: Sequence[Any], *, priority: int = 0, timeout: float | None = None
@@ -518,6 +569,11 @@ class SyncEngineClient:
         finally:
             self._stop_loop()
             _forget(self)
+            with self._inq_lock:  # calls handed over too late to start: they fail, not hang
+                calls, self._inq = self._inq, []
+            for *_, waiter in calls:
+                waiter.error = StratabatchError("the call was cancelled (the client closed)")
+                waiter.lock.release()
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -538,6 +594,28 @@ class SyncEngineClient:
 
     def __repr__(self) -> str:
         return f"<SyncEngineClient {self.name!r}>"
+
+
+class _Waiter:
+    """Where a blocking call's outcome goes: the calling thread sleeps on ``lock`` (held from
+    the start) until the loop thread sets the outcome and releases it."""
+
+    __slots__ = ("error", "lock", "value")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def settle(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            self.error = StratabatchError("the call was cancelled (the client closed)")
+        else:
+            self.error = task.exception()
+            if self.error is None:
+                self.value = task.result()
+        self.lock.release()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
