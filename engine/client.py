@@ -294,7 +294,7 @@ class EngineClient:
                     if entry is not None and entry[0] is one:
                         del conn.pending[rid]
                     raise
-            timer = loop.call_at(end, conn.expire, one, (rid,), timeout)
+            expiry = loop.call_at(end, conn.expire, one, (rid,), timeout)
             try:
                 return await fut
             except BaseException:
@@ -303,7 +303,7 @@ class EngineClient:
                     del conn.pending[rid]
                 raise
             finally:
-                timer.cancel()
+                expiry.cancel()
         if not isinstance(requests, (list, tuple)):
             raise InvalidRequestError(
                 "process() takes a request mapping or a list of them, "

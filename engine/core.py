@@ -984,7 +984,7 @@ class Core:
                 m.group = None
             else:
                 lead = g.leader
-                for m in g.members:  # type: ignore[union-attr]
+                for m in g.members:
                     if m.state == INFLIGHT:
                         m.state = DONE
                         if m.timer is not None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import logging
 import os
 import signal
@@ -197,7 +196,10 @@ class Engine:
             raise StratabatchError(f"spin_us must be in [0, 100000], got {spin_us!r}")
         self._spin_s = spin_us / 1e6
         self._user_handler = handler
-        self.core = Core(config, self._on_complete, self._wrap_handler(handler))
+        self.core = Core(config, self._on_complete, handler)
+        # each handler call's size published, and a pass over the rings (a batch leaving the
+        # queue makes room): the core's hook, the handler itself stays the user's
+        self.core.on_batch_start = self._batch_started
         self.limits = frame_limits(config)
         self._capacity = ring_capacity(self.limits.max_frame_bytes)
         self._max_frame = self._capacity // 2 - 8
@@ -229,30 +231,6 @@ class Engine:
         self._uses_vectors = False
 
     # ----------------------------------------------------------------- handler
-
-    def _wrap_handler(self, handler: Callable[..., Any]) -> Callable[..., Any]:
-        """The handler as the core sees it: records each batch's size and, since a batch
-        leaving the queue makes room, schedules a pass over the rings."""
-        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-            getattr(handler, "__call__", None)  # noqa: B004
-        )
-
-        if is_async:
-
-            async def run_async(payloads: list[Any]) -> Any:
-                self._batch_started(len(payloads))
-                return await handler(payloads)
-
-            return run_async
-
-        def run_sync(payloads: list[Any]) -> Any:  # runs in the core's handler thread
-            loop = self._loop
-            if loop is not None:
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(self._batch_started, len(payloads))
-            return handler(payloads)
-
-        return run_sync
 
     def _batch_started(self, size: int) -> None:
         if self._publisher is not None:
@@ -744,7 +722,7 @@ class Engine:
                     exc_message=str(exc),
                 )
                 self._count_error(client, err)
-                self.core.stats.errors += 1  # answered with an error after all
+                self.core.record_error()  # answered with an error after all
                 singles.append(enc.response(item[0], *error_to_wire(err)))
         client.outbox.clear()
         client.frames.extend(enc.join(singles))
@@ -759,7 +737,7 @@ class Engine:
         if (
             st.total_batches == self._published_batches
             and st.total_requests == self._published_total
-            and st._lat_n == self._published_done
+            and self.core.completed == self._published_done
         ):
             return
         # at most every 5 ms (a pass may take one request: publishing each would cost more
@@ -772,7 +750,7 @@ class Engine:
         self._published_at = now
         self._published_batches = st.total_batches
         self._published_total = st.total_requests
-        self._published_done = st._lat_n
+        self._published_done = self.core.completed
         pub.totals(st, self.core.waiting, self.core.inflight_batches, len(self._clients))
         self._publish_clients()
 
@@ -804,10 +782,10 @@ class Engine:
                 busy = (
                     self.core.waiting
                     or self.core.inflight_batches
-                    or self.core.stats._lat_n != getattr(self, "_tick_done", -1)
+                    or self.core.completed != getattr(self, "_tick_done", -1)
                 )
                 if busy or int(time.time()) != getattr(self, "_tick_sec", 0):
-                    self._tick_done = self.core.stats._lat_n
+                    self._tick_done = self.core.completed
                     self._tick_sec = int(time.time())
                     self._publish_totals()
                     pub.tick(self.core.snapshot(), self.core.inflight_batches, len(self._clients))

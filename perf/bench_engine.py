@@ -468,8 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{s:<28}{r['rps']:>9,.0f}{r['x_peer_rps']:>7.2f}x{r['p50_ms']:>8.2f}"
             f"{r['p99_ms']:>8.2f}"
             f"{r['client_cpu_us']:>9.1f}{r['server_cpu_us']:>8.1f}{r['total_cpu_us']:>7.1f}"
-            f"{r['x_peer_cpu']:>7.2f}x"
-            + (f"{r['x_coalescing_peer_rps']:>7.2f}x" if strong else "")
+            f"{r['x_peer_cpu']:>7.2f}x" + (f"{r['x_coalescing_peer_rps']:>7.2f}x" if strong else "")
         )
     print(
         "server: the engine's process tree, or the peer's server process; clients: every "
@@ -550,6 +549,7 @@ def _targets(
         pct = idle["engine_pct"]
         rows.append(("idle, 1 client: engine CPU %", f"{pct:.2f}", "< 1", pct < 1))
     return rows
+
 
 if __name__ == "__main__":
     sys.exit(main())

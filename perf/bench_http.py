@@ -224,8 +224,17 @@ def start_servers(
         mosec = Server("mosec", "/inference", None)
         cleanup.add(mosec.stop)
         mosec.spawn(
-            [sys.executable, "-m", "stratabatch.perf.http_mosec", "--port", str(mosec.port),
-             "--path", str(tmp / "mosec"), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "stratabatch.perf.http_mosec",
+                "--port",
+                str(mosec.port),
+                "--path",
+                str(tmp / "mosec"),
+                "--log-level",
+                "warning",
+            ],
             env,
             tmp / "mosec.log",
         )

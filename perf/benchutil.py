@@ -283,4 +283,3 @@ def print_targets(rows: list[tuple[str, str, str, bool | None]]) -> list[dict[st
         print(f"{target:<{width}}{measured:>22}{wanted:>16}  {verdict}")
         out.append({"target": target, "measured": measured, "wanted": wanted, "met": met})
     return out
-

@@ -95,4 +95,3 @@ def read_counts(folder: str) -> tuple[int, int]:
             c, i = struct.unpack("<qq", data)
             calls, items = calls + c, items + i
     return calls, items
-

@@ -346,8 +346,18 @@ def test_scenarios_reach_every_behaviour():
     """The generator is worth its runtime: across the scenarios the model predicts merges,
     inflight coalescing, near merges, every kind of outcome, and full queues."""
     seen: dict[str, int] = dict.fromkeys(
-        ("coalesced", "duplicates", "near", "timeout", "cancelled", "queue_full", "handler_error",
-         "dropped", "priorities", "multi_batch_instant"),
+        (
+            "coalesced",
+            "duplicates",
+            "near",
+            "timeout",
+            "cancelled",
+            "queue_full",
+            "handler_error",
+            "dropped",
+            "priorities",
+            "multi_batch_instant",
+        ),
         0,
     )
     for seed in range(SCENARIOS):

@@ -350,6 +350,7 @@ def test_flat_size_leaves_every_other_request_to_the_encoder():
 async def test_the_size_limit_holds_to_the_byte_for_requests_sized_without_encoding(limit):
     """A flat request of exactly max_request_bytes is served; one byte more is refused with
     the encoder's size in the message, in both the fast and the encoding path."""
+
     async def handler(reqs):
         return [len(r["query"]) for r in reqs]
 

@@ -50,3 +50,43 @@ async def test_a_list_and_singles_of_other_iterations_are_separate_frames(start_
         for i in range(5):
             assert (await client.process({"query": f"x{i}"}))["answer"] == f"X{i}"
     assert len(pushed) == 5  # one frame per iteration that made requests
+
+
+def test_blocking_calls_of_many_threads_leave_together(start_engine):
+    """Threads calling a sync=True client while its loop thread is busy: their calls start
+    together, in one frame (the blocking client batches across threads)."""
+    import threading
+    import time
+
+    from stratabatch.client import SyncEngineClient
+
+    eng = start_engine("--window-ms", "2", "--dedup-strategy", "exact")
+    with SyncEngineClient(eng.name) as client:
+        assert client.process({"query": "warm"})["answer"] == "WARM"
+        conn = client._client._conn
+        pushed: list[int] = []
+        push = conn.requests.try_push
+        conn.requests.try_push = lambda frame: (pushed.append(1), push(frame))[1]
+        results: dict[int, object] = {}
+        handed = threading.Event()
+
+        def hold_the_loop() -> None:  # the loop thread busy while the threads call
+            handed.wait(10)
+            time.sleep(0.2)
+
+        client._loop.call_soon_threadsafe(hold_the_loop)
+
+        def call(i: int) -> None:
+            results[i] = client.process({"query": f"t{i}"})
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(client._inq) < 32 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        handed.set()
+        for t in threads:
+            t.join(30)
+    assert {i: r["answer"] for i, r in results.items()} == {i: f"T{i}" for i in range(32)}
+    assert len(pushed) == 1
