@@ -211,8 +211,7 @@ class EngineClient:
                 except InvalidRequestError as exc:
                     if not invalid_ok:
                         raise
-                    call.results[i] = exc
-                    call.remaining -= 1
+                    call.refuse(i, exc)
         except BaseException:
             for e in entries:
                 row = conn.rows_in_use.pop(e[0], None)
@@ -318,10 +317,9 @@ class EngineClient:
         if conn is None or conn.loop is not loop or conn.dead is not None:
             conn = await self._live(end, timeout)
         fut = loop.create_future()
-        call = Call(requests, fut, return_exceptions, None, 0)
+        call = Call(requests, fut, return_exceptions)
         ids = self._send(requests, call, priority, deadline_ns, return_exceptions, conn)
-        if call.remaining == 0 and not fut.done():
-            fut.set_result(call.results)
+        call.settle_if_done()
         timer = None if end is None else loop.call_at(end, conn.expire, call, ids, timeout)
         try:
             return await fut
@@ -366,7 +364,7 @@ class EngineClient:
         if conn is None or conn.loop is not loop or conn.dead is not None:
             conn = await self._live(end, timeout)
         queue: asyncio.Queue = asyncio.Queue()
-        call = Call(requests, None, True, queue, 0)
+        call = Call(requests, None, True, queue)
         ids = self._send(requests, call, priority, deadline_ns, False, conn)
         # when the timeout runs out, every request not answered yet is yielded with a
         # BatchTimeoutError, as in embedded mode

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from .calls import Call as BookCall
+from .calls import check_vector, settle
 from .errors import (
     BatchTimeoutError,
     EngineUnavailableError,
-    InvalidRequestError,
     QueueFullError,
     RequestTooLargeError,
     StratabatchError,
@@ -52,64 +53,37 @@ _STR_ONLY = frozenset((str,))
 _SCALARS = frozenset((str, int, float, bool, type(None), bytes))
 
 
-class Call:
-    """One ``process``/``process_streaming`` call: where its requests' outcomes go."""
+class Call(BookCall):
+    """A ``process(list)``/``process_streaming`` call's book (:class:`stratabatch.calls.Call`,
+    the one both front ends keep), plus what the wire adds: its first request id (a merge's
+    ``leader`` id maps back to a position in the call) and whether some of its requests never
+    left this process (the ring stayed full)."""
 
-    __slots__ = (
-        "fut",
-        "results",
-        "remaining",
-        "return_exceptions",
-        "stream",
-        "first_id",
-        "requests",
-        "refused",
-    )
+    __slots__ = ("first_id", "refused")
 
     def __init__(
         self,
         requests: Sequence[Any],
         fut: asyncio.Future | None,
         return_exceptions: bool,
-        stream: asyncio.Queue | None,
-        first_id: int,
+        stream: asyncio.Queue | None = None,
     ) -> None:
-        self.requests = requests
-        self.fut = fut
-        self.results: list[Any] = [None] * len(requests)
-        self.remaining = len(requests)
-        self.return_exceptions = return_exceptions
-        self.stream = stream
-        self.first_id = first_id
-        self.refused = False  # some of its requests never left (the ring stayed full)
+        super().__init__(requests, fut, return_exceptions, stream)
+        self.first_id = 0
+        self.refused = False
 
-    def deliver(
+    def answer(
         self, index: int, value: Any, error: BaseException | None, meta: dict[str, Any] | None
     ) -> None:
-        if self.stream is not None:
-            from .processor import Completed
-
-            merged = similarity = None
-            if meta is not None:
-                leader = meta.get("leader", -1)
-                pos = leader - self.first_id if isinstance(leader, int) and leader >= 0 else -1
-                merged = pos if 0 <= pos < len(self.requests) else -1
-                s = meta.get("similarity")
-                similarity = float(s) if isinstance(s, (int, float)) else 1.0
-            self.stream.put_nowait(
-                Completed(index, self.requests[index], value, merged, similarity, error)
-            )
-            return
-        fut = self.fut
-        if fut is None or fut.done():
-            return
-        if error is not None and not self.return_exceptions:
-            fut.set_exception(error)
-            return
-        self.results[index] = error if error is not None else value
-        self.remaining -= 1
-        if self.remaining == 0:
-            fut.set_result(self.results)
+        """Request ``index``'s outcome as a response frame carries it (``meta``: the merge)."""
+        merged = similarity = None
+        if meta is not None:
+            leader = meta.get("leader", -1)
+            pos = leader - self.first_id if isinstance(leader, int) and leader >= 0 else -1
+            merged = pos if 0 <= pos < len(self.requests) else -1
+            s = meta.get("similarity")
+            similarity = float(s) if isinstance(s, (int, float)) else 1.0
+        self.deliver(index, value, error, merged, similarity)
 
 
 class One:
@@ -120,15 +94,10 @@ class One:
     def __init__(self, fut: asyncio.Future) -> None:
         self.fut = fut
 
-    def deliver(
+    def answer(
         self, index: int, value: Any, error: BaseException | None, meta: dict[str, Any] | None
     ) -> None:
-        fut = self.fut
-        if not fut.done():
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                fut.set_result(value)
+        settle(self.fut, value, error)
 
 
 class RoomBell:
@@ -514,7 +483,7 @@ class Connection:
                         rid = getattr(r, "id", None)
                         entry = pending.pop(rid, None) if rid is not None else None
                         if entry is not None:
-                            entry[0].deliver(
+                            entry[0].answer(
                                 entry[1],
                                 None,
                                 StratabatchError(
@@ -532,9 +501,9 @@ class Connection:
                     if entry is None:
                         continue  # its caller left (timeout, cancellation)
                     if r.status == STATUS_OK:
-                        entry[0].deliver(entry[1], r.value, None, r.meta)
+                        entry[0].answer(entry[1], r.value, None, r.meta)
                     else:
-                        entry[0].deliver(entry[1], None, error_from_wire(r.status, r.value), None)
+                        entry[0].answer(entry[1], None, error_from_wire(r.status, r.value), None)
 
     def _on_socket(self) -> None:
         try:
@@ -570,7 +539,7 @@ class Connection:
         self.outq.clear()
         pending, self.pending = self.pending, {}
         for call, index in pending.values():
-            call.deliver(index, None, EngineUnavailableError(err_text), None)
+            call.answer(index, None, EngineUnavailableError(err_text), None)
         self.room.wake(EngineUnavailableError(err_text))
         self.close()
 
@@ -634,7 +603,7 @@ class Connection:
                 "stratabatch.connect() in the child"
             )
             for call, index in pending.values():
-                call.deliver(index, None, error, None)
+                call.answer(index, None, error, None)
             self.room.wake(error)
         # nothing in this process pushes or drains the rings: their views go, so the
         # segments are unmapped here (a view still held elsewhere keeps its mapping valid)
@@ -682,7 +651,7 @@ class Connection:
         payload = request
         emb = request.get("embedding") if isinstance(request, Mapping) else None
         if emb is not None and self.uses_vectors:
-            vec = check_vector(emb, self.dim, index)
+            vec = check_vector(emb, self.dim or None, index)
             if self.arena is not None and self.free_rows:
                 payload = {k: v for k, v in request.items() if k != "embedding"}
                 blob = check_payload(payload, index, self.max_request_bytes)
@@ -773,7 +742,7 @@ class Connection:
             if entry is not None:
                 if type(entry[0]) is Call:
                     entry[0].refused = True
-                entry[0].deliver(entry[1], None, QueueFullError(message), None)
+                entry[0].answer(entry[1], None, QueueFullError(message), None)
         self.outq = keep
 
     def _free_row(self, row: int) -> None:
@@ -802,7 +771,7 @@ class Connection:
             entry = pending.get(rid)
             if entry is not None and entry[0] is owner:
                 del pending[rid]
-                owner.deliver(
+                owner.answer(
                     entry[1],
                     None,
                     BatchTimeoutError(
@@ -887,33 +856,4 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def check_vector(vec: Any, dim: int, index: int) -> Any:
-    """A request's own embedding as float32, checked as the engine will check it."""
-    import numpy as np
-
-    try:
-        arr = np.asarray(vec)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequestError(f"request {index}: bad 'embedding' field: {exc}") from None
-    problem = None
-    if arr.dtype.kind not in "fiu" or arr.ndim != 1:
-        problem = (
-            f"must be a flat list or 1-D array of real numbers, got {arr.dtype} "
-            f"of shape {arr.shape}"
-        )
-    elif arr.shape[0] == 0:
-        problem = "is empty"
-    elif dim and arr.shape[0] != dim:
-        problem = f"has dimension {arr.shape[0]}, the engine's embedder uses {dim}"
-    else:
-        arr = arr.astype(np.float32)
-        if not np.isfinite(arr).all():
-            problem = "holds NaN or infinite values"
-        elif not arr.any():
-            problem = "is the zero vector"
-    if problem:
-        raise InvalidRequestError(f"request {index}: bad 'embedding' field: it {problem}")
-    return arr
-
-
-__all__ = ["Call", "Connection", "One", "RoomBell", "check_vector"]
+__all__ = ["Call", "Connection", "One", "RoomBell"]
