@@ -36,6 +36,7 @@ from .grouping import Deduper, Prepared
 from .records import DONE, GROUPED, INFLIGHT, RAW, Batch, Group, Request
 from .runner import Runner
 from .stats import Stats, StatsRecorder
+from .warmup import Warmup
 from .window import WindowScheduler, select
 
 __all__ = ["DONE", "GROUPED", "INFLIGHT", "RAW", "Core", "OnComplete", "Request"]
@@ -97,18 +98,7 @@ class Core:
         self._closing = False
         self._idle: asyncio.Event | None = None
         self._is_idle = False  # mirrors self._idle.is_set() (read per request)
-        self._warm: asyncio.Future | None = None
-        self._warm_error: BaseException | None = None
-        self._warmed_for: tuple[bool, bool] = (False, False)  # (hashing, embedding) loaded
-        # a first start's near-dedup kernels compiling in a child process (cold_start="serve"):
-        # exact dedup meanwhile, then the switch (docs/coldstart.md)
-        self._background: Any = None  # its warm.BackgroundCompile while it runs
-        self._upgrading = False
-        #: Where the background compile's lines go (the engine sends them to its own log).
-        self.warm_log: tuple[logging.Logger, int] = (
-            logging.getLogger("stratabatch.warm"),
-            logging.WARNING,
-        )
+        self._warmup = Warmup(self)  # the kernels, loaded off the loop (engine/warmup.py)
         self._adaptive: Any = None
         self._window_now_ms = c.window_ms
         self.reconfigure()
@@ -153,7 +143,7 @@ class Core:
         if name in (None, "embedder"):
             self._dedup.reset_embedder()
         if name in ("enable_dedup", "dedup_strategy", "embedder", "dedup_function"):
-            self._ensure_warm()
+            self._warmup.ensure()
         if name in (
             None,
             "adaptive",
@@ -193,144 +183,11 @@ class Core:
             self._idle = asyncio.Event()
             self._idle.set()
             self._is_idle = True
-            self._ensure_warm()
+            self._warmup.ensure()
         elif self.loop is not loop:
             raise StratabatchError(
                 "this processor is bound to another event loop; create one per loop"
             )
-
-    def _warm_needs(self) -> tuple[bool, bool]:
-        c = self.config
-        embeds = (
-            c.enable_dedup
-            and c.dedup_function is None
-            and c.embedder is None
-            and c.dedup_strategy in ("embedding", "hybrid")
-        )
-        return (c.enable_dedup, embeds)
-
-    def _ensure_warm(self) -> None:
-        """Load the kernels the options need in a background thread, if not loaded yet; the
-        pump holds new requests until they are (the loop never stalls on JIT loading)."""
-        loop = self.loop
-        if loop is None:
-            return
-        need = self._warm_needs()
-        have = self._warmed_for
-        if (not need[0] or have[0]) and (not need[1] or have[1]):
-            if self._warm is None:
-                self._warm = loop.create_future()
-                self._warm.set_result(None)
-            return
-        if self._upgrading or (self._warm is not None and not self._warm.done()):
-            return  # a warm-up runs; _warmed() checks again
-        self._warm = loop.create_future()
-        threading.Thread(
-            target=self._warm_up, args=(need,), name="stratabatch-warmup", daemon=True
-        ).start()
-
-    def _warm_up(self, need: tuple[bool, bool]) -> None:
-        """Load (or compile) the numba kernels off the event loop."""
-        error: BaseException | None = None
-        try:
-            import numpy as np
-
-            from .kernels import xxh64_batch
-
-            xxh64_batch(np.zeros(8, np.uint8), np.array([0, 8], np.int64))
-            if need[1] and self._serve_while_compiling():
-                return
-            if need[1]:
-                self._load_near()
-        except BaseException as e:  # reported on the loop: the next dedup pass fails with it
-            error = e
-        loop = self.loop
-        assert loop is not None
-        try:
-            loop.call_soon_threadsafe(self._warmed, need, error)
-        except RuntimeError:
-            pass  # the loop closed first
-
-    def _serve_while_compiling(self) -> bool:
-        """In the warm-up thread, with the hash kernel loaded: on a first start with
-        ``cold_start="serve"``, compile the near-dedup kernels in a child process while the
-        core serves with exact dedup, then load them from the cache and switch. True when it
-        did so (the warm-up is then over, or failed and reported)."""
-        from . import warm
-
-        unit = warm.background_unit(self.config)
-        if unit is None:
-            return False
-        loop = self.loop
-        assert loop is not None
-        logger, level = self.warm_log
-        try:
-            bg = warm.BackgroundCompile(self.config, unit, logger, level)
-        except Exception as exc:  # no child process here: compile in this one
-            logger.warning("cannot compile in a separate process (%r); compiling here", exc)
-            return False
-        self._background = bg
-        try:
-            loop.call_soon_threadsafe(self._serving_exact)
-        except RuntimeError:  # the loop closed first
-            bg.cancel()
-            bg.wait()
-            return True
-        bg.wait()  # on failure it said so: the load below compiles in this process
-        error: BaseException | None = None
-        if not self._closing:
-            try:
-                self._load_near()
-            except BaseException as e:  # reported on the loop: the next dedup pass fails
-                error = e
-        try:
-            loop.call_soon_threadsafe(self._upgraded, bg, error)
-        except RuntimeError:
-            pass  # the loop closed first
-        return True
-
-    def _load_near(self) -> None:
-        """Load (or compile) the near-dedup kernels and rehearse a pass (the warm-up thread)."""
-        from . import index
-
-        emb = self._dedup.embedder()
-        emb.embed(["warm up", "warm-up"])
-        if hasattr(emb, "embed_profiled"):  # (its word tables load the dictionary)
-            emb.embed_profiled(["warm up", "warm-up"])
-        from .canon import canonical_texts
-
-        canonical_texts(["warm up", "hi there"])
-        index.warm_up()
-        from .rehearsal import rehearse
-
-        rehearse(self.config, self._dedup.vector_dim())
-
-    def _serving_exact(self) -> None:
-        """On the loop: the hash kernel is loaded, the near kernels compile elsewhere; serve
-        with exact dedup (a warm_up() returns now)."""
-        self._upgrading = True
-        self._dedup.interim_exact = True
-        self._warmed_for = (True, self._warmed_for[1])
-        if self._warm is not None and not self._warm.done():
-            self._warm.set_result(None)
-        self._schedule_pump()
-
-    def _upgraded(self, bg: Any, error: BaseException | None) -> None:
-        """On the loop: the background compile is over; near dedup from the next pass on."""
-        self._upgrading = False
-        self._background = None
-        self._dedup.interim_exact = False
-        if self._closing:
-            return
-        if error is None:
-            self._warmed_for = (True, True)
-            bg.log_done()
-        else:
-            self._warm_error = error
-            logger, _ = self.warm_log
-            logger.warning("kernels for strategy=%s did not load: %r", bg.unit, error)
-        self._ensure_warm()  # the options may have changed meanwhile
-        self._schedule_pump()
 
     @property
     def strategy_in_force(self) -> str | None:
@@ -342,21 +199,19 @@ class Core:
             return None
         return "exact" if self._dedup.interim_exact else c.dedup_strategy
 
-    def _warmed(self, need: tuple[bool, bool], error: BaseException | None) -> None:
-        if error is None:
-            have = self._warmed_for
-            self._warmed_for = (have[0] or need[0], have[1] or need[1])
-        self._warm_error = error
-        if self._warm is not None and not self._warm.done():
-            self._warm.set_result(None)
-        if error is None:
-            self._ensure_warm()  # the options may have changed meanwhile
-        self._schedule_pump()
+    @property
+    def warm_log(self) -> tuple[logging.Logger, int]:
+        """Where a first start's background compile logs (logger, level); the engine sets it
+        to its own log."""
+        return self._warmup.log
+
+    @warm_log.setter
+    def warm_log(self, value: tuple[logging.Logger, int]) -> None:
+        self._warmup.log = value
 
     async def warm_up(self) -> None:
         """Wait until the dedup kernels are loaded (bind first)."""
-        if self._warm is not None:
-            await asyncio.shield(self._warm)
+        await self._warmup.wait()
 
     # ------------------------------------------------------------- admission
 
@@ -651,7 +506,7 @@ class Core:
         if loop is None:
             return
         held = False  # arrivals remain for a later slice: they are deduped before a batch fills
-        if self._raw and not self._preparing and (self._warm is None or self._warm.done()):
+        if self._raw and not self._preparing and self._warmup.ready:
             held = self._run_pass()
         now = loop.time()
         if due_at is not None and due_at > now:
@@ -699,8 +554,8 @@ class Core:
     def _run_pass(self) -> bool:
         """Run the dedup pass over the next slice of arrivals; True if arrivals remain."""
         raw = self._raw
-        if self._warm_error is not None:
-            e = self._warm_error
+        if self._warmup.error is not None:
+            e = self._warmup.error
             self._raw = []
             for r in raw:
                 if r.state == RAW:
@@ -1066,8 +921,7 @@ class Core:
     async def close(self) -> None:
         """Stop accepting, run everything queued without waiting for windows, and wait."""
         self._closing = True
-        if self._background is not None:  # a first start's compile in a child: stop it
-            self._background.cancel()
+        self._warmup.cancel()  # a first start's compile in a child process: stop it
         self._admission.close()
         if self.loop is None or self._idle is None:
             return
