@@ -125,8 +125,17 @@ def short_repr(value: Any) -> str:
 # ---------------------------------------------------------------------- outgoing values
 
 _BINARY = (bytes, bytearray, memoryview)
-_FLAT_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+FLAT_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+"""The plain scalar types: a value of one of them needs no walk to be carried."""
 _STR_ONLY = frozenset({str})
+
+
+def is_flat_map(value: dict[Any, Any]) -> bool:
+    """Whether ``value`` maps str keys to plain scalars only (str, int, float, bool, None,
+    bytes): no type, key or nesting problem is possible, and two C-level scans tell."""
+    return FLAT_SCALARS.issuperset(map(type, value.values())) and _STR_ONLY.issuperset(
+        map(type, value)
+    )
 
 
 def check_value(value: Any, limits: FrameLimits, level: int, what: str) -> None:
@@ -146,12 +155,9 @@ def check_value(value: Any, limits: FrameLimits, level: int, what: str) -> None:
     """
     t = type(value)
     if t is dict:
-        # the usual request, a flat map of str keys to scalars, is settled in two C-level scans
-        if _FLAT_SCALARS.issuperset(map(type, value.values())) and _STR_ONLY.issuperset(
-            map(type, value)
-        ):
+        if is_flat_map(value):  # the usual request: settled in two C-level scans
             return
-    elif t in _FLAT_SCALARS:
+    elif t in FLAT_SCALARS:
         return
     if not _plainly_fine(value, limits.max_depth, level):
         problem = find_problem(value, limits, level, what)
@@ -174,12 +180,12 @@ def _plainly_fine(value: Any, max_depth: int, level: int) -> bool:
                 return False
             items = obj
         else:
-            return t in _FLAT_SCALARS
+            return t in FLAT_SCALARS
         for item in items:
             t = type(item)
             if t is dict or t is list or t is tuple:
                 stack.append((item, lvl + 1))
-            elif t not in _FLAT_SCALARS:
+            elif t not in FLAT_SCALARS:
                 return False
     return True
 
@@ -378,10 +384,12 @@ __all__ = [
     "DEFAULT_LIMITS",
     "FAST_PATH_BIG_ARRAYS",
     "FAST_PATH_RESERVE_BYTES",
+    "FLAT_SCALARS",
     "BoundedUnpacker",
     "FrameLimits",
     "check_value",
     "find_problem",
     "int_size",
+    "is_flat_map",
     "short_repr",
 ]

@@ -69,11 +69,13 @@ import msgpack
 from stratabatch.ipc.errors import FrameError, FrameTooLargeError
 from stratabatch.ipc.framelimits import (
     DEFAULT_LIMITS,
+    FLAT_SCALARS,
     BoundedUnpacker,
     FrameLimits,
     check_value,
     find_problem,
     int_size,
+    is_flat_map,
 )
 from stratabatch.ipc.framelimits import short_repr as _short
 
@@ -172,11 +174,26 @@ def _as_int(value: Any, name: str, lo: int, hi: int) -> int:
 
 _new_tuple = tuple.__new__  # builds a NamedTuple from a checked list, skipping _make's checks
 
+
+def _request_fields(
+    rid: Any, priority: Any, deadline_ns: Any, arena_row: Any
+) -> tuple[int, int, int, int]:
+    """A request's integer fields, checked for the encoder (an int-like value is taken as its
+    int; anything else, or out of range, raises :class:`FrameError` naming the field)."""
+    if not (type(rid) is int and 0 <= rid <= MAX_ID):
+        rid = _as_int(rid, "request id", 0, MAX_ID)
+    if not (type(priority) is int and MIN_PRIORITY <= priority <= MAX_PRIORITY):
+        priority = _as_int(priority, "priority", MIN_PRIORITY, MAX_PRIORITY)
+    if not (type(deadline_ns) is int and 0 <= deadline_ns <= MAX_DEADLINE_NS):
+        deadline_ns = _as_int(deadline_ns, "deadline_ns", 0, MAX_DEADLINE_NS)
+    if not (type(arena_row) is int and NO_ROW <= arena_row <= MAX_ROW):
+        arena_row = _as_int(arena_row, "arena_row", NO_ROW, MAX_ROW)
+    return rid, priority, deadline_ns, arena_row
+
+
 # a batch item's fixed-width header: fixarray(5), uint64 id, int32 priority, uint64 deadline,
 # int32 arena row (any msgpack decoder reads them as the same integers as the shortest forms)
 _REQ_HEAD = struct.Struct(">BBQBiBQBi")
-_FLAT = frozenset((str, int, float, bool, type(None), bytes))
-_STR = frozenset((str,))
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True, datetime=False).pack
 
 
@@ -186,11 +203,6 @@ def _array_header(n: int) -> bytes:
     if n < 1 << 16:
         return b"\xdc" + n.to_bytes(2, "big")
     return b"\xdd" + n.to_bytes(4, "big")
-
-
-def _plain_map(value: dict[Any, Any]) -> bool:
-    """A flat map of str keys to plain scalars (packs as is, no limit can bite but lengths)."""
-    return _STR.issuperset(map(type, value)) and _FLAT.issuperset(map(type, value.values()))
 
 
 def _check_str_keys(value: Any, what: str) -> dict[str, Any]:
@@ -296,14 +308,7 @@ class FrameEncoder:
             FrameTooLargeError: The payload encodes past ``limits.max_request_bytes`` or the
                 frame exceeds ``limits.max_frame_bytes``.
         """
-        if not (type(id) is int and 0 <= id <= MAX_ID):
-            id = _as_int(id, "request id", 0, MAX_ID)
-        if not (type(priority) is int and MIN_PRIORITY <= priority <= MAX_PRIORITY):
-            priority = _as_int(priority, "priority", MIN_PRIORITY, MAX_PRIORITY)
-        if not (type(deadline_ns) is int and 0 <= deadline_ns <= MAX_DEADLINE_NS):
-            deadline_ns = _as_int(deadline_ns, "deadline_ns", 0, MAX_DEADLINE_NS)
-        if not (type(arena_row) is int and NO_ROW <= arena_row <= MAX_ROW):
-            arena_row = _as_int(arena_row, "arena_row", NO_ROW, MAX_ROW)
+        id, priority, deadline_ns, arena_row = _request_fields(id, priority, deadline_ns, arena_row)
         check_value(payload, self.limits, 2, "payload")
         limit = self.limits.max_request_bytes
         return self._finish(
@@ -365,14 +370,9 @@ class FrameEncoder:
         head = _REQ_HEAD.pack
         size = len(parts[0])
         for rid, priority, deadline_ns, arena_row, blob in items:
-            if not (type(rid) is int and 0 <= rid <= MAX_ID):
-                rid = _as_int(rid, "request id", 0, MAX_ID)
-            if not (type(priority) is int and MIN_PRIORITY <= priority <= MAX_PRIORITY):
-                priority = _as_int(priority, "priority", MIN_PRIORITY, MAX_PRIORITY)
-            if not (type(deadline_ns) is int and 0 <= deadline_ns <= MAX_DEADLINE_NS):
-                deadline_ns = _as_int(deadline_ns, "deadline_ns", 0, MAX_DEADLINE_NS)
-            if not (type(arena_row) is int and NO_ROW <= arena_row <= MAX_ROW):
-                arena_row = _as_int(arena_row, "arena_row", NO_ROW, MAX_ROW)
+            rid, priority, deadline_ns, arena_row = _request_fields(
+                rid, priority, deadline_ns, arena_row
+            )
             parts.append(head(0x95, 0xCF, rid, 0xD2, priority, 0xCF, deadline_ns, 0xD2, arena_row))
             parts.append(blob)
             size += _REQ_HEAD.size + len(blob)
@@ -437,20 +437,20 @@ class FrameEncoder:
                 rid, status, value = item
             elif len(item) == 4:
                 rid, status, value, meta = item
-                if type(meta) is not dict or not _plain_map(meta):
+                if type(meta) is not dict or not is_flat_map(meta):
                     return False
             else:
                 return False
             if type(rid) is not int or not 0 <= rid <= MAX_ID or status != STATUS_OK:
                 return False
             t = type(value)
-            if t in _FLAT:
+            if t in FLAT_SCALARS:
                 continue
             if t is dict:
-                if not _plain_map(value):
+                if not is_flat_map(value):
                     return False
             elif t is list or t is tuple:
-                if not _FLAT.issuperset(map(type, value)):
+                if not FLAT_SCALARS.issuperset(map(type, value)):
                     return False
             else:
                 return False
@@ -589,16 +589,7 @@ class FrameDecoder:
         Raises:
             FrameError: The bytes are not a valid request frame.
         """
-        frame = self._unpack(data, "request")
-        if type(frame) is not list or len(frame) != 5:
-            raise FrameError(
-                _shape_message(
-                    frame,
-                    "request",
-                    "an array of 5 items [id, priority, deadline_ns, arena_row, payload]",
-                )
-            )
-        return self._request(frame, data, frame)
+        return self._request(self._unpack(data, "request"), data)
 
     def requests(self, data: bytes | bytearray | memoryview) -> list[Request | FrameError]:
         """Decode a request frame, single or batch: one :class:`Request` per item, or, for an
@@ -615,40 +606,32 @@ class FrameDecoder:
                 _shape_message(frame, "request", "a request array, or an array of them")
             )
         if type(frame[0]) is not list:  # a single request
-            if len(frame) != 5:
-                raise FrameError(
-                    _shape_message(
-                        frame,
-                        "request",
-                        "an array of 5 items [id, priority, deadline_ns, arena_row, payload]",
-                    )
-                )
-            return [self._request(frame, data, frame)]
+            return [self._request(frame, data)]
         out: list[Request | FrameError] = []
         limit = self._max_payload
         size = len(data) if type(data) is bytes else memoryview(data).nbytes
         for item in frame:
             try:
-                if type(item) is not list or len(item) != 5:
-                    raise FrameError(
-                        _shape_message(
-                            item,
-                            "request",
-                            "an array of 5 items [id, priority, deadline_ns, arena_row, payload]",
-                        )
-                    )
                 # only a frame over the limit can hold a payload over it: measure those
-                measure = None if limit is None or size <= limit else b""
-                out.append(self._request(item, measure, frame))
+                out.append(self._request(item, None if limit is None or size <= limit else b""))
             except FrameError as exc:
                 rid = item[0] if type(item) is list and item else None
                 exc.id = rid if type(rid) is int and 0 <= rid <= MAX_ID else None  # type: ignore[attr-defined]
                 out.append(exc)
         return out
 
-    def _request(self, frame: list[Any], data: Any, whole: Any) -> Request:
-        """Check one decoded request array; ``data``: the frame's bytes when the payload size
-        is measured from them, ``b""`` to measure it by encoding, None to skip."""
+    def _request(self, frame: Any, data: Any) -> Request:
+        """Check one decoded request array (a frame's, or a batch item's); ``data``: the
+        frame's bytes when the payload size is measured from them, ``b""`` to measure it by
+        encoding, None to skip."""
+        if type(frame) is not list or len(frame) != 5:
+            raise FrameError(
+                _shape_message(
+                    frame,
+                    "request",
+                    "an array of 5 items [id, priority, deadline_ns, arena_row, payload]",
+                )
+            )
         rid, priority, deadline_ns, arena_row, payload = frame
         if type(rid) is not int or not 0 <= rid <= MAX_ID:
             raise FrameError(f"request id must be an integer in [0, {MAX_ID}], got {_short(rid)}")
