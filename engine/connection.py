@@ -18,8 +18,6 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
 from .calls import Call as BookCall
 from .calls import check_vector, settle
 from .errors import (
@@ -47,10 +45,6 @@ if TYPE_CHECKING:
 
 
 _MAX_BATCH = 4096  # requests in one batch frame at most
-
-
-_STR_ONLY = frozenset((str,))
-_SCALARS = frozenset((str, int, float, bool, type(None), bytes))
 
 
 class Call(BookCall):
@@ -193,7 +187,6 @@ class Connection:
         self.stats_seq = 0
         self.next_id = 1
         # one Packer per connection: a connection is only used from its event loop's thread
-        self.pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
         self.seg: Segment | None = None
         self.arena_seg: Segment | None = None
         self.arena: Any = None
@@ -627,26 +620,6 @@ class Connection:
             InvalidRequestError, RequestTooLargeError: The request breaks the request rule, or
                 its frame would be over the engine's frame limit.
         """
-        t = type(request)
-        if (
-            t is dict
-            and _STR_ONLY.issuperset(map(type, request))
-            and _SCALARS.issuperset(map(type, request.values()))
-        ):
-            # the usual request, a flat dict of plain scalars (so no "embedding" list): the
-            # rule holds by construction; encode it once and check its size
-            try:
-                blob = self.pack(request)
-            except (OverflowError, ValueError):  # an int msgpack cannot carry, a lone
-                blob = check_payload(request, index, self.max_request_bytes)  # surrogate...
-            if len(blob) > self.max_request_bytes:
-                raise RequestTooLargeError(
-                    f"request {index}: encodes to {len(blob)} bytes, over "
-                    f"max_request_bytes={self.max_request_bytes}"
-                )
-            if len(blob) > self.max_blob:
-                self._check_frame(blob, index)
-            return (rid, priority, deadline_ns, -1, blob)
         row = -1
         payload = request
         emb = request.get("embedding") if isinstance(request, Mapping) else None
@@ -655,13 +628,15 @@ class Connection:
             if self.arena is not None and self.free_rows:
                 payload = {k: v for k, v in request.items() if k != "embedding"}
                 blob = check_payload(payload, index, self.max_request_bytes)
-                self._check_frame(blob, index)
+                if len(blob) > self.max_blob:
+                    self._check_frame(blob, index)
                 row = self.free_rows.pop()
                 self.arena.write_row(row, vec)
                 self.rows_in_use[rid] = row
                 return (rid, priority, deadline_ns, row, blob)
         blob = check_payload(payload, index, self.max_request_bytes)
-        self._check_frame(blob, index)
+        if len(blob) > self.max_blob:  # (a smaller payload always fits a frame of its own)
+            self._check_frame(blob, index)
         return (rid, priority, deadline_ns, row, blob)
 
     def _check_frame(self, blob: bytes, index: int) -> None:

@@ -38,6 +38,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from stratabatch.ipc.framelimits import is_flat_map
+
 from .calls import check_vector
 from .dedup import encode_request
 from .errors import InvalidRequestError, RequestTooLargeError
@@ -125,7 +127,9 @@ def check_payload(request: Any, index: int, max_bytes: int) -> bytes:
             f"got {type(request).__name__}"
         )
     try:
-        check_str_keys(request)
+        # a flat dict of plain scalars (the usual request) holds the rule by construction
+        if type(request) is not dict or not is_flat_map(request):
+            check_str_keys(request)
     except _TooDeep as e:
         raise InvalidRequestError(
             f"request {index}: {e}; a request may nest at most {MAX_DEPTH} levels of "
