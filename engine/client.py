@@ -285,15 +285,7 @@ class EngineClient:
             one = One(fut)
             conn.pending[rid] = (one, 0)
             conn.queue(item)
-            if end is None:
-                try:
-                    return await fut
-                except BaseException:
-                    entry = conn.pending.get(rid)
-                    if entry is not None and entry[0] is one:
-                        del conn.pending[rid]
-                    raise
-            expiry = loop.call_at(end, conn.expire, one, (rid,), timeout)
+            expiry = None if end is None else loop.call_at(end, conn.expire, one, (rid,), timeout)
             try:
                 return await fut
             except BaseException:
@@ -302,7 +294,8 @@ class EngineClient:
                     del conn.pending[rid]
                 raise
             finally:
-                expiry.cancel()
+                if expiry is not None:
+                    expiry.cancel()
         if not isinstance(requests, (list, tuple)):
             raise InvalidRequestError(
                 "process() takes a request mapping or a list of them, "
