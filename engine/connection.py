@@ -704,21 +704,28 @@ class Connection:
             assert self.loop is not None
             self.loop.call_soon(self._send)
 
-    def _refuse_unsent(self, message: str, rids: set[int] | None = None) -> None:
-        """Fail the queued requests not sent yet (those of ``rids`` only, when given)."""
-        keep = []
+    def _take_unsent(self, rids: Any = None) -> list[int]:
+        """Take the queued requests not sent yet (those of ``rids`` only, when given) out of
+        the queue, freeing their arena rows; their ids."""
+        keep, taken = [], []
         for item in self.outq:
             rid = item[0]
             if rids is not None and rid not in rids:
                 keep.append(item)
-                continue
-            self._free_row(self.rows_in_use.pop(rid, -1))
+            else:
+                self._free_row(self.rows_in_use.pop(rid, -1))
+                taken.append(rid)
+        self.outq = keep
+        return taken
+
+    def _refuse_unsent(self, message: str, rids: set[int] | None = None) -> None:
+        """Fail the queued requests not sent yet (those of ``rids`` only, when given)."""
+        for rid in self._take_unsent(rids):
             entry = self.pending.pop(rid, None)
             if entry is not None:
                 if type(entry[0]) is Call:
                     entry[0].refused = True
                 entry[0].answer(entry[1], None, QueueFullError(message), None)
-        self.outq = keep
 
     def _free_row(self, row: int) -> None:
         if row >= 0:
@@ -759,14 +766,7 @@ class Connection:
     def forget(self, call: Call, ids: range) -> None:
         """The caller left: drop its pending entries (late answers are ignored)."""
         if self.outq:  # what is not sent yet is not sent at all
-            gone = set(ids)
-            keep = []
-            for item in self.outq:
-                if item[0] in gone:
-                    self._free_row(self.rows_in_use.pop(item[0], -1))
-                else:
-                    keep.append(item)
-            self.outq = keep
+            self._take_unsent(ids)
         for rid in ids:
             entry = self.pending.get(rid)
             if entry is not None and entry[0] is call:
