@@ -539,16 +539,7 @@ class Engine:
                 items = [exc]
                 exc.id = rid  # type: ignore[attr-defined]
             except Exception as exc:  # a bug of ours: that frame fails, not the engine
-                log.error("internal error decoding a frame of client pid %d: %r", client.pid, exc)
-                rid = peek_frame_id(data)
-                if rid is not None:
-                    self._answer_error(
-                        client,
-                        rid,
-                        StratabatchError(
-                            f"internal error in the engine: {type(exc).__name__}: {exc}"
-                        ),
-                    )
+                self._internal_error(client, peek_frame_id(data), exc, "decoding a frame")
                 continue
             # the size a single frame's payload is bounded by (a batch's were checked whole)
             size = len(data) if len(items) == 1 else 0
@@ -570,13 +561,18 @@ class Engine:
         try:
             self._submit(client, fr, size)
         except Exception as exc:  # a bug of ours: that request fails, not the engine
-            log.error("internal error on a request of client pid %d: %r", client.pid, exc)
-            if fr.id not in client.pending:
-                self._answer_error(
-                    client,
-                    fr.id,
-                    StratabatchError(f"internal error in the engine: {type(exc).__name__}: {exc}"),
-                )
+            self._internal_error(client, fr.id, exc, "on a request")
+
+    def _internal_error(self, client: Client, rid: int | None, exc: Exception, where: str) -> None:
+        """A bug of ours met a client's request ``rid``: log it, and answer that request with
+        an error unless it has no readable id or already waits for its answer."""
+        log.error("internal error %s of client pid %d: %r", where, client.pid, exc)
+        if rid is not None and rid not in client.pending:
+            self._answer_error(
+                client,
+                rid,
+                StratabatchError(f"internal error in the engine: {type(exc).__name__}: {exc}"),
+            )
 
     def _submit(self, client: Client, fr: Any, size: int) -> None:
         rid = fr.id
