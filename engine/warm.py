@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -123,9 +124,8 @@ def units_now(config: BatchConfig, *, engine: bool = False) -> tuple[str, ...]:
     """The units a start of ``config`` loads before it serves: :func:`units`, with the
     near-dedup unit replaced by ``exact`` when it compiles in the background."""
     out = units(config, engine=engine)
-    if background_unit(config) is None:
-        return out
-    return tuple("exact" if u == near_unit(config) else u for u in out)
+    later = background_unit(config)
+    return out if later is None else tuple("exact" if u == later else u for u in out)
 
 
 def _kernel_file(module: str = "stratabatch.kernels") -> str:
@@ -197,9 +197,12 @@ def _cpu() -> str:
     return "\n".join(parts)
 
 
+@functools.lru_cache(maxsize=1)
 def _key() -> str:
     """What numba's cache entries of our kernels depend on, hashed (numba's version, Python's,
-    the CPU, the kernel modules' sources); numba itself is not imported."""
+    the CPU, the kernel modules' sources); numba itself is not imported. Once per process: a
+    start checks its units several times (the notice, the warm-up thread, the background
+    compile), and each check would read and hash the same files again."""
     from importlib.metadata import version
 
     h = hashlib.sha256()
