@@ -754,6 +754,11 @@ class Core:
             self._failures.batch_failed(n, error, timeout=isinstance(error, BatchTimeoutError))
         loop = self.loop
         assert loop is not None
+        if self._raw and not cancelled and not self._preparing and self._warmup.ready:
+            # group what arrived while it ran before answering it: a twin of this running
+            # work waits for its result (README "How a request travels"), even when no look
+            # came between the twin's arrival and the end of the run
+            self._run_pass()
         self._retire(batch, results, error, cancelled, loop.time())
 
     def _retire(

@@ -14,9 +14,9 @@ written out as a simulation of the core's moments:
   groups reach ``max_size`` or the window has already ended; right after a handler call ends;
   right after a request leaves (its caller's timeout, its caller cancelled). A look first groups
   every request that arrived since the last look (the dedup pass), then takes batches while one
-  is due and a handler slot is free, then sets the window and the next timer. So a twin arriving
-  while its unique runs waits for that result only if a look comes before the run ends
-  (README promises it always does: see the report of issue 19's differential test).
+  is due and a handler slot is free, then sets the window and the next timer. A handler call
+  that ends (not cancelled) first groups what arrived while it ran, then answers, so a twin
+  arriving while its unique runs always waits for that result (README "How a request travels").
 * **Grouping** (a pass, in arrival order). A request whose exact key (its scope fields and its
   text, normalized with NFKC + casefold + whitespace collapse when ``normalize``) is the key of a
   member of a waiting group joins that group; of a running group someone still waits for, it
@@ -654,6 +654,8 @@ class _Model:
 
     def _step_end(self, bid: int) -> None:
         if bid in self.batches:
+            if self.raw:  # what arrived while it ran is grouped first: its twins coalesce
+                self._pass()
             self._retire(self.batches[bid], cancelled=False)
             self._ask_look()
 

@@ -150,6 +150,34 @@ async def test_twin_of_inflight_work_coalesces_instead_of_running_again():
     assert stats.inflight_coalesced == 1 and stats.duplicates == 1
 
 
+def test_twin_coalesces_even_when_the_run_ends_before_the_next_look(run_virtual):
+    # The twin arrives 50 ms into a 100 ms run, alone: its own window (300 ms) would end long
+    # after the run. The end of the run groups it first, so it waits for that run's result
+    # instead of being a second handler item 350 ms later.
+    rec = Recorder(delay=0.1)
+
+    async def main():
+        batch = BatchProcessor(rec, window_ms=300, max_size=2, dedup_strategy="exact")
+        await batch.warm_up()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        a = asyncio.ensure_future(batch.process({"query": "slow one"}))
+        b = asyncio.ensure_future(batch.process({"query": "other"}))  # fills the batch: it runs
+        await asyncio.sleep(0.05)
+        twin = await batch.process({"query": "slow one"})
+        answered_at = loop.time() - t0
+        out = (await a, await b, twin)
+        stats = batch.get_stats()
+        await batch.close()
+        return out, answered_at, stats
+
+    out, answered_at, stats = run_virtual(main)
+    assert out == ("answer:slow one", "answer:other", "answer:slow one")
+    assert [r["query"] for r in rec.items] == ["slow one", "other"]
+    assert answered_at == pytest.approx(0.1, abs=1e-6)
+    assert stats.inflight_coalesced == 1 and stats.duplicates == 1
+
+
 async def test_list_call_returns_results_in_caller_order_with_duplicates():
     rec = Recorder()
     async with exact(rec) as batch:
