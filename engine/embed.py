@@ -13,13 +13,14 @@ replace it; :func:`resolve_embedder` wraps it so its outputs are checked and nor
 
 from __future__ import annotations
 
-import re
 import threading
-import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+
+from .lexicon import DEFAULT_STOP_WORDS
+from .text import normalize_for_embedding, normalized_batch
 
 __all__ = [
     "DEFAULT_STOP_WORDS",
@@ -29,118 +30,6 @@ __all__ = [
     "resolve_embedder",
     "validate_vector",
 ]
-
-# --------------------------------------------------------------------------------------------
-# Text normalization
-# --------------------------------------------------------------------------------------------
-
-# Politeness and filler words that do not change what a request asks for ("please cancel my
-# order" is "cancel my order"). Kept short and generic on purpose: a domain word here would
-# make different requests collide. A text made only of these words keeps them.
-DEFAULT_STOP_WORDS: tuple[str, ...] = (
-    "please", "pls", "plz", "kindly", "hey", "hi", "hello", "thanks", "thank", "thx", "ty",
-    "um", "uh", "umm", "hmm", "ok", "okay", "so", "just", "quick", "question",
-)  # fmt: skip
-
-# Apostrophe look-alikes NFKC leaves alone; they become "'" so contractions match.
-_APOSTROPHES = str.maketrans({c: "'" for c in "\u2018\u2019\u201b\u02bc\u02b9\u0060\u00b4\u2032"})
-_SEP = "\x1f"  # batch separator: a control character, so no normalized text contains it
-
-_CONTRACTIONS = [
-    (re.compile(r"\b(can)'t\b|\b(can)not\b"), r"\1\2 not"),
-    (re.compile(r"\bwon't\b"), "will not"),
-    (re.compile(r"\bshan't\b"), "shall not"),
-    (re.compile(r"\blet's\b"), "let us"),
-    (re.compile(r"n't\b"), " not"),
-    (re.compile(r"'re\b"), " are"),
-    (re.compile(r"'m\b"), " am"),
-    (re.compile(r"'ll\b"), " will"),
-    (re.compile(r"'ve\b"), " have"),
-    (re.compile(r"'d\b"), " would"),
-    # "'s" is a possessive as often as "is": expand it only after pronouns and wh-words
-    (re.compile(r"\b(it|that|what|where|there|here|who|how|he|she|when|why)'s\b"), r"\1 is"),
-]
-_CANNOT = re.compile(r"\bcannot\b")
-_DIGIT_LETTER = re.compile(r"(?<=[0-9])(?=[^0-9\s])|(?<=[^0-9\s])(?=[0-9])")
-
-_table_lock = threading.Lock()
-_punct_table: dict[int, str | None] | None = None
-
-
-def _punctuation_table() -> dict[int, str | None]:
-    """Map every punctuation, symbol, separator and control character to a space.
-
-    Built on first use (about 0.1 s) from the Unicode database of this Python, over the planes
-    that hold assigned punctuation and symbols (0-1; emoji live in plane 1). The batch
-    separator is left alone so a whole batch can be normalized as one string.
-    """
-    global _punct_table
-    with _table_lock:
-        if _punct_table is None:
-            table: dict[int, str | None] = {}
-            for cp in range(0x20000):
-                if unicodedata.category(chr(cp))[0] in "PSZC":
-                    table[cp] = " "
-            table[ord("'")] = None  # after contraction expansion an apostrophe joins: o'neil
-            table[ord("_")] = " "
-            del table[ord(_SEP)]
-            _punct_table = table
-        return _punct_table
-
-
-# The same mapping restricted to ASCII, for bytes.translate (the common case, at C speed).
-_ASCII_TABLE = bytes(
-    b if b == ord(_SEP) or chr(b).isalnum() or b == ord("'") else ord(" ") for b in range(256)
-)
-
-
-def _expand_contractions(s: str) -> str:
-    if "'" in s:
-        for pattern, repl in _CONTRACTIONS:
-            s = pattern.sub(repl, s)
-    elif "cannot" in s:
-        s = _CANNOT.sub("can not", s)
-    return s
-
-
-def _prenormalize(text: str) -> str:
-    """NFKC, casefold, contractions, punctuation to spaces; no digit split or collapse yet."""
-    s = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
-    return _expand_contractions(s).translate(_punctuation_table())
-
-
-def normalize_for_embedding(text: str) -> str:
-    """Normalize a text the way the hashing embedder sees it.
-
-    NFKC, casefold, curly apostrophes to "'", common English contractions expanded ("don't" ->
-    "do not"), punctuation/symbols/controls to spaces, remaining apostrophes dropped, digits
-    split from letters ("6am" -> "6 am"), whitespace collapsed and stripped. Filler words are
-    not removed here (the embedder drops them when hashing).
-
-    Args:
-        text: Any string.
-
-    Returns:
-        The normalized string (possibly empty).
-    """
-    return " ".join(_DIGIT_LETTER.sub(" ", _prenormalize(text.replace(_SEP, " "))).split())
-
-
-def _normalized_batch(texts: Sequence[str]) -> bytes:
-    """UTF-8 of the prenormalized texts joined by ``_SEP`` (digit split and collapse: kernel).
-
-    One pass over the joined batch instead of one per text: NFKC, casefold, the regexes and the
-    tables all leave ``_SEP`` alone, so the result equals per-text normalization.
-    """
-    joined = texts[0] if len(texts) == 1 else _SEP.join(texts)
-    if joined.count(_SEP) != len(texts) - 1:  # a text carries the separator itself: rare path
-        joined = _SEP.join(t.replace(_SEP, " ") for t in texts)
-    if joined.isascii():
-        # ASCII: NFKC is the identity and casefold is lower(); "`" is the one ASCII look-alike
-        s = _expand_contractions(joined.lower().replace("`", "'"))
-        return s.encode("ascii").translate(_ASCII_TABLE, b"'")
-    return _prenormalize(joined).encode("utf-8", "surrogatepass")
-
 
 # --------------------------------------------------------------------------------------------
 # Protocol and the hashing embedder
@@ -276,7 +165,7 @@ class HashingEmbedder:
         if self._stop is None:
             self._stop = _stop_hashes(self._stop_words)
         try:
-            raw = _normalized_batch(texts)
+            raw = normalized_batch(texts)
         except TypeError:
             bad = next(t for t in texts if not isinstance(t, str))
             raise TypeError(f"texts must be str, got {type(bad).__name__}: {bad!r:.80}") from None
@@ -302,7 +191,7 @@ class HashingEmbedder:
             return out, BatchProfiles(empty, empty, empty, off, lens)
         if self._stop is None:
             self._stop = _stop_hashes(self._stop_words)
-        raw = _normalized_batch(texts)
+        raw = normalized_batch(texts)
         data = np.frombuffer(raw, dtype=np.uint8) if raw else _ONE_BYTE
         # a text has at most one word per byte, and keeps at most PRECHECK_MAX_WORDS of them
         cap = max(1, min(len(raw) + n, n * (PRECHECK_MAX_WORDS + 1)))

@@ -42,23 +42,28 @@ for debugging.
 from __future__ import annotations
 
 import re
-import threading
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .canon import FILLER_WORDS, canonical_batch
+from .canon import canonical_batch
 from .config import GUARDS
 from .dedup import number_signature
-from .guard_words import (
+from .lexicon import (
     DETERMINERS,
     ENTITY_WORDS,
-    NEGATING_PREFIX_SET,
+    ID_NOUNS,
     NEGATIONS,
-    OPPOSITE_PAIRS,
+    OPPOSITES,
     ROLE_MARKERS,
     SCOPE_WORDS,
+    WORD_VERBS,
+    dictionary,
+    ignorable,
+    is_plural_pair,
+    is_prefix_negation,
+    is_typo_of,
+    typo_partner,
 )
 
 __all__ = [
@@ -74,126 +79,6 @@ __all__ = [
     "number_signature",
     "veto",
 ]
-
-
-# -------------------------------------------------------------------------------------------
-# Word tables built from the lists (stratabatch.guard_words)
-# -------------------------------------------------------------------------------------------
-
-_IGNORABLE = frozenset(("a", "an", "the", "of", "also", "now", "currently"))
-IGNORABLE_WORDS = _IGNORABLE  # (a word one side lacks that is never a reason to refuse)
-# the fillers a word one side lacks may be a typo of (and then be ignorable): 5+ letters
-TYPO_FILLERS: tuple[str, ...] = tuple(sorted(f for f in FILLER_WORDS if len(f) >= 5))
-# by (first letter, length of a word that may be a typo of them)
-_FILLERS_BY_START: dict[tuple[str, int], list[str]] = {}
-for _f in TYPO_FILLERS:
-    for _n in (len(_f) - 1, len(_f), len(_f) + 1):
-        _FILLERS_BY_START.setdefault((_f[0], _n), []).append(_f)
-
-_OPPOSITES: dict[str, frozenset[str]] = {}
-for _a, _b in OPPOSITE_PAIRS:
-    if " " in _a or " " in _b:
-        continue
-    _OPPOSITES[_a] = _OPPOSITES.get(_a, frozenset()) | {_b}
-    _OPPOSITES[_b] = _OPPOSITES.get(_b, frozenset()) | {_a}
-
-# -------------------------------------------------------------------------------------------
-# Dictionary words (to tell a typo from a different word)
-# -------------------------------------------------------------------------------------------
-
-_VOCAB_PATH = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2-vocab.txt"
-_vocab_lock = threading.Lock()
-_vocab: frozenset[str] | None = None
-
-
-def _dictionary() -> frozenset[str]:
-    """Whole English words of the shipped WordPiece vocabulary (~20k), loaded on first use."""
-    global _vocab
-    with _vocab_lock:
-        if _vocab is None:
-            words = _VOCAB_PATH.read_text(encoding="utf-8").split("\n")
-            _vocab = frozenset(w for w in words if len(w) >= 3 and w.isalpha() and w.isascii())
-        return _vocab
-
-
-def _osa_distance(a: str, b: str, limit: int) -> int:
-    """Edit distance with adjacent transpositions (optimal string alignment), capped at
-    ``limit + 1``."""
-    la, lb = len(a), len(b)
-    if abs(la - lb) > limit:
-        return limit + 1
-    # the common beginning and end cost nothing: trim them (C-speed compares), then the
-    # quadratic part runs on the few letters around the edits
-    p = 0
-    m = min(la, lb)
-    while p < m and a[p] == b[p]:
-        p += 1
-    q = 0
-    while q < m - p and a[la - 1 - q] == b[lb - 1 - q]:
-        q += 1
-    a, b = a[p : la - q], b[p : lb - q]
-    la, lb = len(a), len(b)
-    if la == 0 or lb == 0:
-        return max(la, lb)
-    if la == lb == 1:
-        return 1
-    if la == lb == 2 and a[0] == b[1] and a[1] == b[0]:
-        return 1
-    prev2: list[int] = []
-    prev = list(range(lb + 1))
-    for i in range(1, la + 1):
-        cur = [i] + [0] * lb
-        ai = a[i - 1]
-        best = cur[0]
-        for j in range(1, lb + 1):
-            cost = 0 if ai == b[j - 1] else 1
-            v = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-            if i > 1 and j > 1 and ai == b[j - 2] and a[i - 2] == b[j - 1]:
-                v = min(v, prev2[j - 2] + 1)
-            cur[j] = v
-            if v < best:
-                best = v
-        if best > limit:
-            return limit + 1
-        prev2, prev = prev, cur
-    return prev[lb]
-
-
-def _is_plural_pair(a: str, b: str) -> bool:
-    if len(a) > len(b):
-        a, b = b, a
-    return b in (a + "s", a + "es") or (a.endswith("y") and b == a[:-1] + "ies")
-
-
-def _is_prefix_negation(a: str, b: str) -> bool:
-    if len(a) > len(b):
-        a, b = b, a
-    if len(a) < 3 or len(b) - len(a) > 4 or not b.endswith(a):
-        return False
-    return b[: len(b) - len(a)] in NEGATING_PREFIX_SET
-
-
-def is_typo_of(a: str, b: str, max_distance: int = 2) -> bool:
-    """Whether ``a`` and ``b`` can be the same word mistyped.
-
-    True when both are alphabetic with 4+ letters, their edit distance (with
-    transpositions) is 1, or 2 when both have 8+ letters (never more than ``max_distance``),
-    they are not both dictionary words ("price" / "prize"), not a singular/plural pair, not
-    opposites and not a word and its negation ("safe" / "unsafe").
-    """
-    if a == b:
-        return True
-    if not (a.isalpha() and b.isalpha()) or min(len(a), len(b)) < 4:
-        return False
-    limit = min(max_distance, 2 if min(len(a), len(b)) >= 8 else 1)
-    if abs(len(a) - len(b)) > limit:
-        return False
-    vocab = _dictionary()
-    if a in vocab and b in vocab:
-        return False  # two words of the dictionary: another word, not a typo
-    if _osa_distance(a, b, limit) > limit:
-        return False
-    return not (_is_plural_pair(a, b) or _is_prefix_negation(a, b) or b in _OPPOSITES.get(a, ()))
 
 
 # -------------------------------------------------------------------------------------------
@@ -222,22 +107,6 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(out)
 
 
-# A word right after one of these names one thing ("user jsmith", "order qwerty"), so a word one
-# letter apart names another; a typo of an ordinary word after them is still a typo (see
-# _residue: the rule binds only where neither word is a dictionary word).
-_ID_NOUNS = frozenset((
-    "user", "username", "userid", "login", "handle", "account", "customer", "client", "member",
-    "order", "ticket", "case", "incident", "issue", "bug", "id", "code", "sku", "item",
-    "product", "part", "model", "serial", "invoice", "shipment", "tracking", "parcel",
-    "package", "reference", "ref", "booking", "reservation", "confirmation", "voucher",
-    "coupon", "promo", "host", "hostname", "server", "service", "domain", "branch", "repo",
-    "repository", "project", "file", "folder", "table", "database", "container", "pod",
-    "namespace", "cluster", "node", "channel", "team", "tag", "flight", "gate", "room",
-    "module", "package", "library", "function", "method", "class", "variable", "command",
-))  # fmt: skip
-# The word right after these is asked about as a word ("translate hola", "define affect"),
-# so its spelling is the question: no typo tolerance for it at all, dictionary or not.
-_WORD_VERBS = frozenset(("translate", "define", "spell", "pronounce", "conjugate"))
 _RAW_WORD = re.compile(r"[^\W_]+")
 _QUOTES = frozenset("'\"`\u2018\u2019\u201c\u201d")
 
@@ -245,9 +114,9 @@ _QUOTES = frozenset("'\"`\u2018\u2019\u201c\u201d")
 def _idents(text: str) -> tuple[frozenset[str], frozenset[str]]:
     """The words ``text`` writes as an identifier rather than as prose, casefolded: in capitals
     (2+ letters: "ABCD", "EACCES"), between quotes ('gato'), or right after a word that names
-    a thing by its id ("ticket", "user", "order": :data:`_ID_NOUNS`); and, second, the words
+    a thing by its id ("ticket", "user", "order": :data:`ID_NOUNS`); and, second, the words
     whose exact spelling is asked about (quoted, or after "translate", "define", ...:
-    :data:`_WORD_VERBS`)."""
+    :data:`WORD_VERBS`)."""
     ids = set()
     exact = set()
     prev = ""
@@ -256,9 +125,9 @@ def _idents(text: str) -> tuple[frozenset[str], frozenset[str]]:
         lw = w.casefold()
         a, b = m.start(), m.end()
         quoted = a > 0 and b < len(text) and text[a - 1] in _QUOTES and text[b] in _QUOTES
-        if quoted or prev in _WORD_VERBS:
+        if quoted or prev in WORD_VERBS:
             exact.add(lw)
-        if quoted or (len(w) >= 2 and w.isupper()) or prev in _ID_NOUNS:
+        if quoted or (len(w) >= 2 and w.isupper()) or prev in ID_NOUNS:
             ids.add(lw)
         prev = lw
     return frozenset(ids), frozenset(exact)
@@ -414,13 +283,6 @@ def _reordered(ta: list[str], tb: list[str]) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(moved))
 
 
-def _typo_partner(word: str, others: list[str], max_distance: int = 2) -> str | None:
-    for o in others:
-        if is_typo_of(word, o, max_distance):
-            return o
-    return None
-
-
 def veto(
     a: Features,
     b: Features,
@@ -502,16 +364,16 @@ def _polarity(a_only: list[str], b_only: list[str], ca: Counter, cb: Counter) ->
     if na != nb:
         words = [w for w in a_only + b_only if w in NEGATIONS]
         # "withuot" for "without" is a typo, not a lost negation
-        typos = all(_typo_partner(w, b_only if w in a_only else a_only) for w in words)
+        typos = all(typo_partner(w, b_only if w in a_only else a_only) for w in words)
         if not (words and typos):
             return Veto("polarity", tuple(words) or ("negation",))
     forms_b = [(y, _forms(y)) for y in b_only]
     for x in a_only:
         opposite: set[str] = set()
         for u in _forms(x):
-            opposite.update(_OPPOSITES.get(u, ()))
+            opposite.update(OPPOSITES.get(u, ()))
         for y, fy in forms_b:
-            if (opposite and not opposite.isdisjoint(fy)) or _is_prefix_negation(x, y):
+            if (opposite and not opposite.isdisjoint(fy)) or is_prefix_negation(x, y):
                 return Veto("polarity", (x, y))
     return None
 
@@ -559,7 +421,7 @@ def _entities(a: Features, b: Features, a_only: list[str], b_only: list[str]) ->
             if w in ENTITY_WORDS or w in mine.names:
                 if w in theirs.counts:
                     continue
-                if _typo_partner(w, other_only, 1) is not None:
+                if typo_partner(w, other_only, 1) is not None:
                     continue
                 partner = next(
                     (o for o in other_only if o in ENTITY_WORDS or o in theirs.names), None
@@ -575,18 +437,9 @@ def _scope(a_only: list[str], b_only: list[str]) -> Veto | None:
         return Veto("scope", tuple(sa + sb))
     for x in a_only:
         for y in b_only:
-            if _is_plural_pair(x, y):
+            if is_plural_pair(x, y):
                 return Veto("scope", (x, y))
     return None
-
-
-def ignorable(w: str) -> bool:
-    """Whether a word one side lacks is no reason to refuse a merge: an article, or a mistyped
-    filler the canonical text could not drop ("plaese")."""
-    if w in _IGNORABLE:
-        return True
-    near = _FILLERS_BY_START.get((w[:1], len(w)))
-    return near is not None and _typo_partner(w, near) is not None
 
 
 def _id_like(w: str, f: Features) -> bool:
@@ -599,7 +452,7 @@ def _typo_candidates(w: str, others: list[str], fa: Features, fb: Features) -> l
     exact_b = fb.idents[1]
     if w in fa.idents[1]:
         return []  # its spelling is the question
-    vocab = _dictionary()
+    vocab = dictionary()
     if w in vocab:
         return [p for p in others if p not in exact_b] if exact_b else others
     w_id = _id_like(w, fa)
@@ -622,7 +475,7 @@ def _residue(
     unexplained = []
     for w in xa:
         cands = left if fa is None or fb is None else _typo_candidates(w, left, fa, fb)
-        p = _typo_partner(w, cands)
+        p = typo_partner(w, cands)
         if p is None:
             unexplained.append(w)
         else:

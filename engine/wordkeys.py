@@ -60,6 +60,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .lexicon import COMMON_WORDS, IGNORABLE_WORDS, TYPO_FILLERS, dictionary, ignorable
+
 __all__ = [
     "COMMON_WORDS",
     "BatchProfiles",
@@ -82,22 +84,6 @@ with perf/bench_loop_stall.py). The guards still decide their merges."""
 WORD_KEYS = 10
 """Width of a row of word keys (the most a text has: the 10 pairs of 5 words); 0 pads."""
 
-COMMON_WORDS = frozenset((
-    "the", "and", "for", "you", "your", "are", "was", "were", "what", "how", "why", "when",
-    "where", "which", "who", "whom", "whose", "can", "could", "would", "should", "will",
-    "shall", "may", "might", "must", "does", "did", "done", "doing", "have", "has", "had",
-    "having", "with", "without", "from", "into", "onto", "about", "this", "that", "these",
-    "those", "there", "their", "them", "they", "then", "than", "its", "it's", "our", "ours",
-    "not", "but", "all", "any", "some", "each", "every", "more", "most", "less", "much",
-    "many", "very", "get", "got", "use", "using", "used", "make", "made", "need", "want",
-    "like", "one", "two", "way", "best", "good", "new", "between", "after", "before", "over",
-    "under", "out", "off", "just", "also", "too", "only", "other", "such", "here", "been",
-    "being", "same", "own", "tell", "explain", "give", "show", "know", "write", "help",
-    "please", "thanks", "thank",
-))  # fmt: skip
-"""Frequent English words, ranked after every other key word so that the keys of a text come
-from its rarer words (short posting lists). Any fixed order keeps the guarantee."""
-
 _COMMON_BIT = 1 << 62
 _LOW = _COMMON_BIT - 1
 EMPTY_KEY = 0x5EED_0E77  # the key of a text without key words
@@ -105,15 +91,6 @@ SINGLE_KEY = 0x51E6_1E00  # mixed into a single word's key (a pair's key is (a <
 
 _cache: dict[str, tuple[int, int]] = {}  # word -> (rank, shape)
 _CACHE_MAX = 1 << 18
-
-
-def _ignorable(word: str) -> bool:
-    global _ignorable
-    from .guards import ignorable
-
-    # bound on first use: the guards' tables load only when needed
-    _ignorable = ignorable  # type: ignore[assignment]
-    return ignorable(word)
 
 
 def word_shape(word: str) -> int:
@@ -129,7 +106,7 @@ def _profile_of(word: str) -> tuple[int, int]:
     """(rank, shape) of a word; rank 0: not a key word (see the module docstring)."""
     p = _cache.get(word)
     if p is None:
-        if _ignorable(word):
+        if ignorable(word):
             p = (0, 0)
         else:
             from .kernels import hash_words
@@ -148,7 +125,7 @@ def _profile_words(words: list[str]) -> None:
     """:func:`_profile_of` of many words not in the cache, their hashes in one call."""
     from .kernels import hash_words
 
-    keep = [w for w in words if not _ignorable(w)]
+    keep = [w for w in words if not ignorable(w)]
     hashes = hash_words(keep).tolist() if keep else []
     if len(_cache) + len(words) >= _CACHE_MAX:
         _cache.clear()
@@ -266,10 +243,9 @@ def kernel_tables() -> tuple[np.ndarray, ...]:
     sorted hashes of the guards' dictionary."""
     global _tables
     if _tables is None:
-        from .guards import IGNORABLE_WORDS, TYPO_FILLERS, _dictionary
         from .kernels import hash_words
 
-        vocab = _dictionary()
+        vocab = dictionary()
         width = max(len(f) for f in TYPO_FILLERS)
         fillers = np.zeros((len(TYPO_FILLERS), 4 + width), dtype=np.int64)
         for i, f in enumerate(TYPO_FILLERS):

@@ -22,8 +22,9 @@ from stratabatch import BatchProcessor
 from stratabatch.canon import canonical_batch
 from stratabatch.dedup import LeaderIndex, number_signature
 from stratabatch.embed import default_embedder
-from stratabatch.guards import GUARDS, TYPO_FILLERS, features_batch, ignorable, veto
+from stratabatch.guards import GUARDS, features_batch, veto
 from stratabatch.index import WordTable, _admit, _may_pass_residue, word_rows
+from stratabatch.lexicon import TYPO_FILLERS, ignorable
 from stratabatch.perf.bench_dedup_depth import cluster_stream, grouped_workload
 from stratabatch.wordkeys import (
     PRECHECK_MAX_WORDS,
@@ -218,7 +219,7 @@ def test_the_embedding_kernel_gives_the_reference_key_words() -> None:
 
 def _near_filler(w: str) -> bool:
     """Whether ``w`` is a filler of 5+ letters, or one edit from one (two from 8 letters)."""
-    from stratabatch.guards import _osa_distance
+    from stratabatch.lexicon import osa_distance
 
     return (
         w.isalpha()
@@ -226,7 +227,7 @@ def _near_filler(w: str) -> bool:
         and any(
             f[0] == w[0]
             and abs(len(f) - len(w)) <= 1
-            and _osa_distance(w, f, 2 if min(len(f), len(w)) >= 8 else 1)
+            and osa_distance(w, f, 2 if min(len(f), len(w)) >= 8 else 1)
             <= (2 if min(len(f), len(w)) >= 8 else 1)
             for f in TYPO_FILLERS
         )
