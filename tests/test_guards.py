@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from stratabatch import BatchProcessor
 from stratabatch.config import GUARDS
 from stratabatch.errors import ConfigError
-from stratabatch.guards import explain, features, is_typo_of, number_signature, veto
+from stratabatch.explain import explain
+from stratabatch.guards import features, is_typo_of, number_signature, veto
 
 PREAMBLE = (
     "You are the assistant of a hardware store. Answer in two sentences, politely, and never "
