@@ -185,12 +185,12 @@ _rules: tuple[Any, Any] | None = None
 
 def _rule_tables() -> tuple[Any, Any]:
     """Sorted hashes of the words and word pairs that make a text go through the token passes
-    (as :func:`stratabatch.kernels.rule_flags` hashes them)."""
+    (as :func:`stratabatch.textkernels.rule_flags` hashes them)."""
     global _rules
     if _rules is None:
         import numpy as np
 
-        from .kernels import hash_words, pair_hashes
+        from .textkernels import hash_words, pair_hashes
 
         heads = sorted(_HEAD_PAIRS)
         _rules = (
@@ -207,12 +207,12 @@ def canonical_texts(texts: Sequence[str]) -> list[str]:
     (maybe more than one).
 
     One numba pass over the normalized batch finds the texts that hold a word or word pair
-    some rule rewrites (:func:`stratabatch.kernels.rule_flags`); only those go through the
+    some rule rewrites (:func:`stratabatch.textkernels.rule_flags`); only those go through the
     token passes in Python. The others are canonical as normalized (~2 us a text less).
     """
     import numpy as np
 
-    from .kernels import rule_flags
+    from .textkernels import rule_flags
 
     parts = normalized_parts(texts)
     if not parts:

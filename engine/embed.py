@@ -66,9 +66,9 @@ def _normalize_stop_words(words: Sequence[str]) -> list[str]:
 
 def _stop_hashes(normalized: list[str]) -> np.ndarray:
     """Sorted word hashes of the (normalized) stop words, as the kernel computes them."""
-    from . import kernels
+    from .textkernels import hash_words
 
-    return np.unique(kernels.hash_words(normalized))
+    return np.unique(hash_words(normalized))
 
 
 _ONE_BYTE = np.zeros(1, dtype=np.uint8)  # stands in for an empty buffer (length passed apart)
@@ -156,7 +156,7 @@ class HashingEmbedder:
         Raises:
             TypeError: If an item is not a str.
         """
-        from . import kernels
+        from .embedkernels import hashed_embed
 
         n = len(texts)
         out = np.empty((n, self.dim), dtype=np.float32)
@@ -170,7 +170,7 @@ class HashingEmbedder:
             bad = next(t for t in texts if not isinstance(t, str))
             raise TypeError(f"texts must be str, got {type(bad).__name__}: {bad!r:.80}") from None
         data = np.frombuffer(raw, dtype=np.uint8) if raw else _ONE_BYTE
-        kernels.hashed_embed(data, len(raw), self._stop, self._weights, out)
+        hashed_embed(data, len(raw), self._stop, self._weights, out)
         return out
 
     __call__ = embed
@@ -179,7 +179,7 @@ class HashingEmbedder:
         """:meth:`embed`, and the key words of each text for the word index in the same
         kernel pass (:class:`stratabatch.wordkeys.BatchProfiles`). ``texts`` are canonical
         texts (:mod:`stratabatch.canon`): the key words are those of their words."""
-        from . import kernels
+        from .embedkernels import hashed_embed_profiled
         from .wordkeys import PRECHECK_MAX_WORDS, BatchProfiles, kernel_tables
 
         n = len(texts)
@@ -199,7 +199,7 @@ class HashingEmbedder:
         shapes = np.empty(cap, dtype=np.int64)
         counts = np.empty(cap, dtype=np.int64)
         common, ignorable, fillers, fill_at, vocab = kernel_tables()
-        kernels.hashed_embed_profiled(
+        hashed_embed_profiled(
             data,
             len(raw),
             self._stop,

@@ -5,7 +5,7 @@ lists the leaders the row may join, in greedy order: live leader rows of the
 :class:`~stratabatch.dedup.LeaderIndex` (pending and running groups, in row order), then the
 new rows of the same pass that found no candidate themselves (the pass's *provisional
 leaders*), restricted to the row's partition and to canonical cosine >= threshold (the float
-rule of :mod:`stratabatch.kernels`). The lists come back in CSR form (``offsets``, ``rows``,
+rule of :mod:`stratabatch.cosine`). The lists come back in CSR form (``offsets``, ``rows``,
 ``sims``) with at most ``max_cand`` entries per row, the lowest rows, and a ``more`` flag per
 row when the list was cut there. Without vetoes the greedy pass takes each row's first
 candidate, which is exactly greedy leader clustering; with vetoes (guards) it walks the list.
@@ -43,7 +43,9 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .kernels import _dot_canonical, _dot_fast, _margin, _may_be_typos, _popcount, _readonly
+from .cosine import dot_canonical, dot_fast, dot_margin
+from .kernels import readonly
+from .pairs import may_be_typos, popcount
 from .wordkeys import EMPTY_KEY, SINGLE_KEY, WORD_KEYS
 
 __all__ = [
@@ -92,11 +94,11 @@ _SKETCH_SEED = 0x5EED_1D3C
 
 @njit(cache=True)
 def _confirm(X, i, j, thr, lo, hi):
-    """Canonical cosine of rows i and j if it is >= thr, else -2 (the float rule of kernels)."""
-    approx = _dot_fast(X, i, X, j)
+    """Canonical cosine of rows i and j if it is >= thr, else -2 (:mod:`stratabatch.cosine`)."""
+    approx = dot_fast(X, i, X, j)
     if approx < lo:
         return np.float32(-2.0)
-    c = _dot_canonical(X, i, X, j)
+    c = dot_canonical(X, i, X, j)
     if approx < hi and c < thr:
         return np.float32(-2.0)
     return c
@@ -147,7 +149,7 @@ def _may_pass_residue(wr, wi, wc, oa, la, ob, lb, buf):
     for x in range(na):
         ok = False
         for y in range(nb):
-            if _may_be_typos(buf[x], buf[half + y]):
+            if may_be_typos(buf[x], buf[half + y]):
                 ok = True
                 break
         if not ok:
@@ -310,7 +312,7 @@ def _exhaustive_block(
             approx = S[srow, j]
             if approx < lo:
                 continue
-            c = _dot_canonical(X, i, X, j)
+            c = dot_canonical(X, i, X, j)
             if approx < hi and c < thr:
                 continue
             if not _precheck(wr, wi, wc, woff, wlen, wtot, refused, rsim, buf, i, j, c):
@@ -383,7 +385,7 @@ def exhaustive_candidates(
     sims = np.empty(m * max_cand, np.float32)
     more = np.zeros(m, np.bool_)
     thr = np.float32(threshold)
-    margin = _margin(X.shape[1])
+    margin = dot_margin(X.shape[1])
     if method not in ("auto", "loop", "blas"):
         raise ValueError(f"method must be 'auto', 'loop' or 'blas', got {method!r}")
     if method == "loop" or (method == "auto" and (not BLAS_ONE_THREAD or m * n <= _LOOP_MAX_PAIRS)):
@@ -453,7 +455,7 @@ def _check(
         raise ValueError(f"threshold must be a finite number, got {threshold}")
     if max_cand < 1:
         raise ValueError(f"max_cand must be >= 1, got {max_cand}")
-    return _readonly(np.ascontiguousarray(X)), _readonly(np.ascontiguousarray(part))
+    return readonly(np.ascontiguousarray(X)), readonly(np.ascontiguousarray(part))
 
 
 @intrinsic
@@ -682,7 +684,7 @@ def _file_rows(words, part, band_pos, rows, slots, ents, state):
 @njit(cache=True)
 def _consider(X, part, stamp, tag, i, pi, r, w, w0, hmax, thr, lo, hi, brow, bsim, cnt, k, wd, buf):
     """Row r (sketch word w) as a candidate of row i: returns (count, whether one was cut)."""
-    if _popcount(w ^ w0) > hmax:
+    if popcount(w ^ w0) > hmax:
         return cnt, False
     if stamp[r] == tag:
         return cnt, False
@@ -985,7 +987,7 @@ class _Table:
             keys,
             fstride,
             np.float32(threshold),
-            _margin(X.shape[1]),
+            dot_margin(X.shape[1]),
             hmax,
             start,
             n,
@@ -1408,7 +1410,7 @@ def greedy_pass(
     off, rows, sims, more = cands
     m = X.shape[0] - start
     thr = np.float32(threshold)
-    margin = _margin(X.shape[1])
+    margin = dot_margin(X.shape[1])
     wd = _word_args(words)
     leader = [0] * m
     sim = [1.0] * m

@@ -59,6 +59,11 @@ ESTIMATE_S = {"exact": 2, "embedding": 30, "hybrid": 35, ENGINE: 1}
 
 KERNEL_MODULES = (
     "stratabatch.kernels",
+    "stratabatch.cosine",
+    "stratabatch.pairs",
+    "stratabatch.textkernels",
+    "stratabatch.embedkernels",
+    "stratabatch.greedy",
     "stratabatch.index",
     "stratabatch.ipc.atomics",
     "stratabatch.ipc.counters",
@@ -221,7 +226,7 @@ def _loaded(unit: str) -> bool:
     """Whether the kernels of ``unit`` are loaded in this process (at least one compiled
     version of a kernel in each of its modules), so a failed warm-up marks nothing."""
     modules = {"exact": ("stratabatch.kernels",), ENGINE: ("stratabatch.ipc.atomics",)}.get(
-        unit, ("stratabatch.kernels", "stratabatch.index")
+        unit, ("stratabatch.kernels", "stratabatch.embedkernels", "stratabatch.index")
     )
     for name in modules:
         mod = sys.modules.get(name)

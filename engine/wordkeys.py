@@ -40,7 +40,7 @@ producers check that in numba from each row's ranks and word shapes (:func:`word
 right after the cosine, so only pairs the guards might accept reach them.
 
 **Where the key words are computed.** For the default embedder they come out of the same
-numba pass that embeds the canonical text (:func:`stratabatch.kernels.hashed_embed_profiled`,
+numba pass that embeds the canonical text (:func:`stratabatch.embedkernels.hashed_embed_profiled`,
 through :meth:`stratabatch.embed.HashingEmbedder.embed_profiled`): a text's words are already
 split and hashed there, so its key words cost a sort of a few ints instead of ~3-5 us of Python
 a request. Two kinds of text are left to :func:`word_profile`, the Python reference the kernel
@@ -49,7 +49,7 @@ word that may be a mistyped filler (whether it is one, and so ignorable, is the 
 rule, dictionary included).
 
 The order is fixed: a word's rank is the embedder's 64-bit word hash
-(:func:`stratabatch.kernels.hash_words`), which is all the guarantee needs.
+(:func:`stratabatch.textkernels.hash_words`), which is all the guarantee needs.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _profile_of(word: str) -> tuple[int, int]:
         if ignorable(word):
             p = (0, 0)
         else:
-            from .kernels import hash_words
+            from .textkernels import hash_words
 
             r = (int(hash_words([word])[0]) & _LOW) | 1
             if len(word) < 3 or word in COMMON_WORDS:
@@ -123,7 +123,7 @@ def _profile_of(word: str) -> tuple[int, int]:
 
 def _profile_words(words: list[str]) -> None:
     """:func:`_profile_of` of many words not in the cache, their hashes in one call."""
-    from .kernels import hash_words
+    from .textkernels import hash_words
 
     keep = [w for w in words if not ignorable(w)]
     hashes = hash_words(keep).tolist() if keep else []
@@ -234,7 +234,7 @@ _tables: tuple[np.ndarray, ...] | None = None
 
 
 def kernel_tables() -> tuple[np.ndarray, ...]:
-    """What :func:`stratabatch.kernels.hashed_embed_profiled` needs to rank words as
+    """What :func:`stratabatch.embedkernels.hashed_embed_profiled` needs to rank words as
     :func:`word_profile` does: the sorted hashes of :data:`COMMON_WORDS` and of the guards'
     ignorable words, one row per filler a typo may stand for (first letter, length, shape
     (:func:`word_shape`), whether it is a dictionary word, then its letters; sorted by first
@@ -243,7 +243,7 @@ def kernel_tables() -> tuple[np.ndarray, ...]:
     sorted hashes of the guards' dictionary."""
     global _tables
     if _tables is None:
-        from .kernels import hash_words
+        from .textkernels import hash_words
 
         vocab = dictionary()
         width = max(len(f) for f in TYPO_FILLERS)

@@ -91,9 +91,9 @@ def main() -> None:
     from stratabatch.canon import canonical_batch
     from stratabatch.config import GUARDS
     from stratabatch.embed import HashingEmbedder
+    from stratabatch.greedy import leader_cluster
     from stratabatch.guards import Features, veto
     from stratabatch.index import exhaustive_candidates
-    from stratabatch.kernels import leader_cluster
 
     rows = [
         json.loads(x)

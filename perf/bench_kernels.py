@@ -86,7 +86,7 @@ def _rows(n: int, dup_fraction: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def bench_cluster(repeats: int, sizes: list[int]) -> list[dict]:
-    from stratabatch.kernels import leader_cluster
+    from stratabatch.greedy import leader_cluster
 
     rng = np.random.default_rng(12345)
     rows = []

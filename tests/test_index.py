@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from stratabatch import BatchProcessor
 from stratabatch.dedup import LeaderIndex
+from stratabatch.greedy import leader_cluster
 from stratabatch.index import (
     INDEX_MIN_THRESHOLD,
     exhaustive_candidates,
     greedy_pass,
 )
-from stratabatch.kernels import leader_cluster
 
 PAIRS = [
     json.loads(line)

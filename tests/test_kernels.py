@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stratabatch.kernels import LEADER_LOOP_MAX_LEADERS, hash_strings, leader_cluster, xxh64_batch
+from stratabatch.greedy import LEADER_LOOP_MAX_LEADERS, leader_cluster
+from stratabatch.kernels import hash_strings, xxh64_batch
 
 # --------------------------------------------------------------------------------------------
 # XXH64 reference: a literal transcription of the public spec, one byte string at a time
