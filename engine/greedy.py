@@ -1,18 +1,25 @@
 """Greedy leader clustering: each row joins the first earlier leader close enough, else leads.
 
-:func:`leader_cluster` clusters one matrix by the float rule (:mod:`stratabatch.cosine`),
-comparing each row with every leader: the reference the dedup pass is tested against.
+:func:`greedy_pass` is the dedup pass's decision: it walks each new row's candidate list (from
+:mod:`stratabatch.candidates` or a leader table) in row order, and takes the first candidate
+that still leads and that the guards allow. Without vetoes it is exactly greedy leader
+clustering, which :func:`leader_cluster` computes directly for one matrix by the float rule
+(:mod:`stratabatch.cosine`): the reference the pass is tested against.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import numpy as np
 from numba import njit
 
 from .cosine import dot_canonical, dot_fast, dot_margin
 from .kernels import readonly
+from .pairs import UNPAIRED_MAX, WordData, admit, word_args
 
-__all__ = ["LEADER_LOOP_MAX_LEADERS", "leader_cluster"]
+__all__ = ["LEADER_LOOP_MAX_LEADERS", "greedy_pass", "leader_cluster"]
 
 # The direct loop costs one dot product per (row, leader) read from memory; the BLAS path
 # amortizes memory traffic over blocks but pays a fixed cost per block. So "auto" starts with the
@@ -177,3 +184,157 @@ def leader_cluster(
         T = block @ block.T  # and against itself, for leaders born inside the block
         nl = _leader_block(X, part, thr, margin, start, stop, S, T, lbuf, lidx, nl, leader, sim)
     return leader, sim
+
+
+# --------------------------------------------------------------------------------------------
+# The greedy pass over candidate lists
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _cosines(X, i, rows, thr, margin, wd):
+    """Canonical cosines of row i with each of ``rows`` (-2 where below thr, or where the
+    residue pre-check refuses the pair)."""
+    buf = np.empty(2 * UNPAIRED_MAX, np.int64)
+    out = np.empty(rows.shape[0], np.float32)
+    for t in range(rows.shape[0]):
+        out[t] = admit(X, i, rows[t], thr, thr - margin, thr + margin, wd, buf)
+    return out
+
+
+def greedy_pass(
+    X: np.ndarray,
+    part: np.ndarray,
+    threshold: float,
+    start: int,
+    cands: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    joinable: Callable[[int], bool] | None = None,
+    veto: Callable[[int, int, float], bool] | None = None,
+    words: WordData | None = None,
+    deadline: float | None = None,
+) -> tuple[list[int], list[float], list[int]]:
+    """Decide each new row's leader from its candidate list, in row order.
+
+    Row ``start + j`` takes the first candidate that is still a leader (an earlier new row that
+    became one, or an older row ``joinable`` accepts) and that ``veto`` allows; with no such
+    candidate it becomes a leader. A row that had candidates but took none is a *late
+    leader*: the candidate producers did not offer it to the rows after it, so those rows are
+    checked against it here (exact cosine), and a list cut at ``max_cand`` whose candidates
+    were all refused is completed by a scan of every leader. Without vetoes and with every old
+    row joinable this is exactly greedy leader clustering.
+
+    Args:
+        X: The matrix the candidates were computed on.
+        part: Its partitions (-1 for dead rows).
+        threshold: The threshold the candidates were computed with.
+        start: First new row.
+        cands: ``(offsets, rows, sims, more)`` from a candidate producer.
+        joinable: Whether an old row (< start) may be joined now; None: all may.
+        veto: ``veto(new_row, candidate_row, cosine)`` True refuses that merge (the guards);
+            None: none refused.
+        words: The word data the candidates were computed with (see
+            :func:`exhaustive_candidates`), for the rows this pass checks itself.
+        deadline: A :func:`time.perf_counter` value: once it has passed, the rows not yet
+            decided are left undecided (leader -1), at least one row decided. The caller
+            retires their rows and decides them in a later pass (a sliced pass, see
+            :meth:`stratabatch.grouping.Deduper.apply`). None: every row is decided.
+
+    Returns:
+        ``(leader, sim, late)``: per new row its leader row (itself for a leader, -1 when left
+        undecided at ``deadline``) and cosine to it (1.0 for a leader), and the late leaders
+        (rows the producers did not file).
+    """
+    off, rows, sims, more = cands
+    m = X.shape[0] - start
+    thr = np.float32(threshold)
+    margin = dot_margin(X.shape[1])
+    wd = word_args(words)
+    leader = [0] * m
+    sim = [1.0] * m
+    late: list[int] = []
+    off_l = off.tolist()
+    rows_l = rows.tolist()
+    sims_l = sims.tolist()
+    clock = time.perf_counter
+    for j in range(m):
+        i = start + j
+        if deadline is not None and j and clock() > deadline:
+            for t in range(j, m):
+                leader[t] = -1  # left for a later pass
+            break
+        a, b = off_l[j], off_l[j + 1]
+        if a == b and not late:
+            leader[j] = i  # a provisional leader: nothing to decide
+            continue
+        lst = list(zip(rows_l[a:b], sims_l[a:b], strict=True))
+        if late:
+            lst = _with_late(X, part, i, late, lst, thr, margin, wd)
+        took = _take(i, start, lst, leader, joinable, veto)
+        if took is None and bool(more[j]):
+            lst = _rescan(X, part, i, start, leader, thr, margin, wd)
+            took = _take(i, start, lst, leader, joinable, veto)
+        if took is None:
+            leader[j] = i
+            if lst:
+                late.append(i)
+        else:
+            leader[j], sim[j] = took
+    return leader, sim, late
+
+
+def _take(
+    i: int,
+    start: int,
+    lst: list[tuple[int, float]],
+    leader: list[int],
+    joinable: Callable[[int], bool] | None,
+    veto: Callable[[int, int, float], bool] | None,
+) -> tuple[int, float] | None:
+    for r, s in lst:
+        if r >= start:
+            if leader[r - start] != r:
+                continue  # it joined someone: not a leader
+        elif joinable is not None and not joinable(r):
+            continue
+        if veto is not None and veto(i, r, s):
+            continue
+        return r, s
+    return None
+
+
+def _with_late(
+    X: np.ndarray,
+    part: np.ndarray,
+    i: int,
+    late: list[int],
+    lst: list[tuple[int, float]],
+    thr: np.float32,
+    margin: np.float32,
+    wd: WordData,
+) -> list[tuple[int, float]]:
+    pi = part[i]
+    same = np.array([r for r in late if part[r] == pi], np.int64)
+    if not same.size:
+        return lst
+    cos = _cosines(X, i, same, thr, margin, wd).tolist()
+    extra = [(int(r), c) for r, c in zip(same.tolist(), cos, strict=True) if c >= -1.0]
+    return sorted(lst + extra) if extra else lst
+
+
+def _rescan(
+    X: np.ndarray,
+    part: np.ndarray,
+    i: int,
+    start: int,
+    leader: list[int],
+    thr: np.float32,
+    margin: np.float32,
+    wd: WordData,
+) -> list[tuple[int, float]]:
+    """Every leader before row i in its partition with cosine >= thr, in row order."""
+    pi = part[i]
+    old = np.flatnonzero(part[:start] == pi)
+    new = [start + t for t in range(i - start) if leader[t] == start + t and part[start + t] == pi]
+    rows = np.concatenate([old, np.array(new, np.int64)]).astype(np.int64)
+    cos = _cosines(X, i, rows, thr, margin, wd).tolist()
+    return [(int(r), c) for r, c in zip(rows.tolist(), cos, strict=True) if c >= -1.0]

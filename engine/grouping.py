@@ -42,7 +42,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .dedup import (
-    LeaderIndex,
     canonical_bytes,
     exact_hashes,
     normalize_key,
@@ -51,6 +50,7 @@ from .dedup import (
     scope_of,
 )
 from .errors import HandlerError, InvalidRequestError
+from .index import LeaderIndex
 from .records import GROUPED, INFLIGHT, RAW, Group, Request
 
 if TYPE_CHECKING:
@@ -387,7 +387,7 @@ class Deduper:
     def _residue_may_pass(fa: Any, fb: Any) -> bool:
         """The residue pre-check of two texts' guard features (their key words kept on the
         features, computed once per text)."""
-        from .index import residue_precheck
+        from .pairs import residue_precheck
 
         return residue_precheck(fa.key_profile(), fb.key_profile())
 
@@ -815,7 +815,7 @@ class Deduper:
         (``profiles``: their key words, see :meth:`LeaderIndex.append`). With a ``deadline``
         (:func:`time.perf_counter`), the requests not decided by then are taken out of the
         index again (their rows retired) and their positions in ``ok`` returned, in order."""
-        from .index import greedy_pass
+        from .greedy import greedy_pass
 
         index = self.leaders
         if index.dim is None:

@@ -2,14 +2,15 @@
 
 Every kernel of stratabatch is a pure function on numpy arrays (no I/O, no Python objects),
 compiled with ``cache=True`` so a process pays the JIT cost once per machine, not once per
-start; they live by what they serve: here XXH64 (whose primes and rotation the word hashes of
-:mod:`stratabatch.textkernels` build on) and :func:`readonly`, how every kernel module hands an
-array to numba; the float rule in :mod:`stratabatch.cosine`; greedy clustering in
-:mod:`stratabatch.greedy`; the embedder's in :mod:`stratabatch.embedkernels`; the words of a
-text in :mod:`stratabatch.textkernels`; the residue pre-check in :mod:`stratabatch.pairs`; the
-index's in :mod:`stratabatch.index`. :data:`stratabatch.warm.KERNEL_MODULES` lists them all. This
-module imports numba at import time; the package imports it lazily, on the first dedup that
-needs it.
+start. They live by what they serve: here XXH64 (whose primes and rotation the word hashes of
+:mod:`stratabatch.textkernels` build on) and :func:`readonly`, how kernels take an array; the
+float rule in :mod:`stratabatch.cosine`; greedy clustering in :mod:`stratabatch.greedy`; the
+embedder's in :mod:`stratabatch.embedkernels`; the words of a text in
+:mod:`stratabatch.textkernels`; the residue pre-check in :mod:`stratabatch.pairs`; the leader
+index's in :mod:`stratabatch.candidates`, :mod:`stratabatch.hashtable`,
+:mod:`stratabatch.sketches` and :mod:`stratabatch.wordtable`.
+:data:`stratabatch.warm.KERNEL_MODULES` lists them all. This module imports numba at import
+time; the package imports it lazily, on the first dedup that needs it.
 """
 
 from __future__ import annotations

@@ -11,7 +11,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["may_be_typos", "popcount"]
+from .cosine import dot_canonical, dot_fast
+
+__all__ = [
+    "UNPAIRED_MAX",
+    "WordData",
+    "admit",
+    "keep_lowest",
+    "may_be_typos",
+    "popcount",
+    "precheck",
+    "residue_precheck",
+    "word_args",
+]
 
 
 @njit(cache=True)
@@ -31,3 +43,157 @@ def may_be_typos(a, b):
         return False
     limit = 2 if min(la, lb) >= 8 else 1
     return abs(la - lb) <= limit and popcount(np.uint64((a ^ b) & 0xFFFFFFFF)) <= 2 * limit
+
+
+@njit(cache=True)
+def _confirm(X, i, j, thr, lo, hi):
+    """Canonical cosine of rows i and j if it is >= thr, else -2 (:mod:`stratabatch.cosine`)."""
+    approx = dot_fast(X, i, X, j)
+    if approx < lo:
+        return np.float32(-2.0)
+    c = dot_canonical(X, i, X, j)
+    if approx < hi and c < thr:
+        return np.float32(-2.0)
+    return c
+
+UNPAIRED_MAX = 64  # unpaired words a side the pre-check pairs; with more it lets a pair pass
+
+
+@njit(cache=True)
+def _may_pass_residue(wr, wi, wc, oa, la, ob, lb, buf):
+    """:func:`stratabatch.wordkeys.may_pass_residue` on two texts' key words: ranks ``wr``,
+    shapes ``wi`` and counts ``wc`` at ``[oa, oa + la)`` and ``[ob, ob + lb)``, each sorted by
+    rank (the callers have checked that the counts add up to the same total). ``buf``: scratch
+    of 2 x :data:`UNPAIRED_MAX`. With more distinct unpaired words a side it answers True (a
+    pre-check may let through what the guards refuse, never the reverse)."""
+    half = UNPAIRED_MAX
+    i = 0
+    j = 0
+    na = 0
+    nb = 0
+    while i < la or j < lb:
+        if j >= lb or (i < la and wr[oa + i] < wr[ob + j]):
+            r = wr[oa + i]
+        else:
+            r = wr[ob + j]
+        ca = 0
+        sa = 0
+        while i < la and wr[oa + i] == r:  # (equal ranks of distinct words: a hash collision)
+            ca += wc[oa + i]
+            sa = wi[oa + i]
+            i += 1
+        cb = 0
+        sb = 0
+        while j < lb and wr[ob + j] == r:
+            cb += wc[ob + j]
+            sb = wi[ob + j]
+            j += 1
+        if ca > cb:  # unpaired copies of a word of a: each needs a typo partner in b
+            if na == half:
+                return True
+            buf[na] = sa
+            na += 1
+        elif cb > ca:
+            if nb == half:
+                return True
+            buf[half + nb] = sb
+            nb += 1
+    for x in range(na):
+        ok = False
+        for y in range(nb):
+            if may_be_typos(buf[x], buf[half + y]):
+                ok = True
+                break
+        if not ok:
+            return False
+    return True
+
+
+def residue_precheck(
+    a: tuple[np.ndarray, np.ndarray, np.ndarray, int],
+    b: tuple[np.ndarray, np.ndarray, np.ndarray, int],
+) -> bool:
+    """The producers' residue pre-check (:func:`_may_pass_residue`) of two texts the index did
+    not pre-check, from their :func:`stratabatch.wordkeys.residue_profile`: False only for a
+    pair the residue guard refuses. One linear merge of the two rank-sorted lists in numba
+    (~1 ns a word), in place of the guards' walk over every distinct word in Python (~0.4 us
+    a word), for texts of thousands of words that share most of them."""
+    ra, sa, ca, ta = a
+    rb, sb, cb, tb = b
+    if ta != tb:
+        return False  # (as the producers: unequal key-word totals never pass)
+    la = ra.shape[0]
+    wr = np.concatenate((ra, rb))
+    wi = np.concatenate((sa, sb))
+    wc = np.concatenate((ca, cb))
+    return bool(
+        _may_pass_residue(wr, wi, wc, 0, la, la, rb.shape[0], np.empty(2 * UNPAIRED_MAX, np.int64))
+    )
+
+
+@njit(cache=True)
+def precheck(wr, wi, wc, woff, wlen, wtot, refused, rsim, buf, i, j, c):
+    """Whether rows i and j (cosine c, at the threshold) pass the residue pre-check; the
+    first pair of row i it refuses is noted in ``refused[i]``/``rsim[i]`` (see
+    :data:`WordData`)."""
+    if wtot.shape[0] == 0 or wtot[i] < 0 or wtot[j] < 0:
+        return True
+    if wtot[i] == wtot[j] and _may_pass_residue(
+        wr, wi, wc, woff[i], wlen[i], woff[j], wlen[j], buf
+    ):
+        return True
+    if refused[i] < 0:
+        refused[i] = j
+        rsim[i] = c
+    return False
+
+
+@njit(cache=True)
+def admit(X, i, j, thr, lo, hi, wd, buf):
+    """:func:`_confirm`, and -2 too where both rows have key words that the residue guard
+    must refuse (the word data ``wd`` is empty where the guards do not apply)."""
+    wr, wi, wc, woff, wlen, wtot, refused, rsim = wd
+    if wtot.shape[0] != 0 and wtot[i] >= 0 and wtot[j] >= 0 and wtot[i] != wtot[j]:
+        return np.float32(-2.0)  # (unequal counts: not worth noting, nor a cosine)
+    c = _confirm(X, i, j, thr, lo, hi)
+    if c < -1.0 or precheck(wr, wi, wc, woff, wlen, wtot, refused, rsim, buf, i, j, c):
+        return c
+    return np.float32(-2.0)
+
+
+@njit(cache=True)
+def keep_lowest(brow, bsim, cnt, k, r, s):
+    """Insert (r, s) into brow/bsim[:cnt], ascending by row, keeping at most k; new count."""
+    if cnt == k and r > brow[k - 1]:
+        return cnt
+    q = cnt if cnt < k else k - 1
+    while q > 0 and brow[q - 1] > r:
+        brow[q] = brow[q - 1]
+        bsim[q] = bsim[q - 1]
+        q -= 1
+    brow[q] = r
+    bsim[q] = s
+    return cnt + 1 if cnt < k else k
+
+WordData = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]
+"""The key words of the rows, for the residue pre-check (:func:`_may_pass_residue`):
+
+* pools of ranks, word shapes and counts (int64, :func:`stratabatch.wordkeys.word_profile`);
+* per row its offset into the pools, its number of distinct key words there, sorted by rank
+  (-1: a row without key words), and the total of their counts (int64; negative: the row
+  is never pre-checked: it has no key words, or more than
+  :data:`stratabatch.wordkeys.PRECHECK_MAX_WORDS` distinct ones, see
+  :func:`stratabatch.wordkeys.word_profile`);
+* per row, written by the pass: the first row whose pair with it cleared the cosine and was
+  refused by the pre-check (int64, -1: none; the caller resets it for the new rows), and
+  their cosine (float32), so that the caller can have the guards say why (their veto log).
+
+:class:`~stratabatch.index.LeaderIndex` keeps them where the residue guard decides merges."""
+
+_NO_WORDS: WordData = (np.empty(0, np.int64),) * 7 + (np.empty(0, np.float32),)
+
+
+def word_args(words: WordData | None) -> WordData:
+    return _NO_WORDS if words is None else words

@@ -64,7 +64,10 @@ KERNEL_MODULES = (
     "stratabatch.textkernels",
     "stratabatch.embedkernels",
     "stratabatch.greedy",
-    "stratabatch.index",
+    "stratabatch.candidates",
+    "stratabatch.hashtable",
+    "stratabatch.sketches",
+    "stratabatch.wordtable",
     "stratabatch.ipc.atomics",
     "stratabatch.ipc.counters",
 )
@@ -226,7 +229,7 @@ def _loaded(unit: str) -> bool:
     """Whether the kernels of ``unit`` are loaded in this process (at least one compiled
     version of a kernel in each of its modules), so a failed warm-up marks nothing."""
     modules = {"exact": ("stratabatch.kernels",), ENGINE: ("stratabatch.ipc.atomics",)}.get(
-        unit, ("stratabatch.kernels", "stratabatch.embedkernels", "stratabatch.index")
+        unit, ("stratabatch.kernels", "stratabatch.embedkernels", "stratabatch.candidates")
     )
     for name in modules:
         mod = sys.modules.get(name)

@@ -6,7 +6,7 @@ default hashing embedder), a near merge of texts A and B needs more than a cosin
 canonical word one side has and the other lacks must be an article, a mistyped filler, or a
 typo paired with a word of the other side. So the *sets of key words* (canonical words minus
 the ignorable ones) of two texts that may merge differ in few words. The word index
-(:class:`stratabatch.index.WordTable`) files each leader under keys drawn from its key words and
+(:class:`stratabatch.wordtable.WordTable`) files each leader under keys drawn from its key words and
 offers a new request only the leaders that share a key with it; the cosine and the guards
 then decide as they always do.
 
@@ -141,7 +141,7 @@ def _profile_words(words: list[str]) -> None:
 def word_profile(tokens: Sequence[str]) -> list[int]:
     """Rank, shape and count of each distinct key word of a text, from its canonical words
     (:mod:`stratabatch.canon`), as one flat list of triples in no
-    particular order: what the index keeps of a text (:func:`stratabatch.index.word_rows`
+    particular order: what the index keeps of a text (:func:`stratabatch.wordtable.word_rows`
     stores and sorts those of a whole pass at once). The keys come from the ranks; shapes and
     counts serve the residue pre-check (:func:`may_pass_residue`).
 
@@ -201,7 +201,7 @@ class BatchProfiles:
     """The key words of a batch of texts, as the embedding kernel wrote them: text ``j``'s
     (rank, shape, count) triples are ``ranks/shapes/counts[off[j] : off[j] + lens[j]]``;
     ``lens[j] == -1`` for a text left to :func:`word_profile`. A request refers to its text's
-    entry as ``(batch, j)`` (:func:`stratabatch.index.word_rows` reads either form)."""
+    entry as ``(batch, j)`` (:func:`stratabatch.wordtable.word_rows` reads either form)."""
 
     __slots__ = ("ranks", "shapes", "counts", "off", "lens")
 
@@ -269,7 +269,7 @@ def _triples(profile: list[int]) -> list[tuple[int, int, int]]:
 def word_keys(tokens: Sequence[str]) -> list[int]:
     """The word-index keys of a text from its canonical words (see the module docstring).
 
-    The reference for :func:`stratabatch.index.word_rows`, which gives the same keys.
+    The reference for :func:`stratabatch.wordtable.word_rows`, which gives the same keys.
 
     Returns:
         1 to :data:`WORD_KEYS` nonzero 64-bit keys.
@@ -307,7 +307,7 @@ def may_pass_residue(tokens_a: Sequence[str], tokens_b: Sequence[str]) -> bool:
     typo partner among the other's, and refuses when any is left. So both texts have as many
     key words (repeats counted), and each unpaired word has some word on the other side that
     :func:`may_be_typos` allows. The reference for the index's pre-check, which runs on ranks
-    and shapes in numba before any guard is asked (see :mod:`stratabatch.index`).
+    and shapes in numba before any guard is asked (see :mod:`stratabatch.pairs`).
     """
 
     def counted(tokens: Sequence[str]) -> Counter[tuple[int, int]]:

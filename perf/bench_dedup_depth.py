@@ -313,9 +313,9 @@ def cluster_stream(
     threshold."""
     from collections import deque
 
-    from stratabatch.dedup import LeaderIndex
+    from stratabatch.greedy import greedy_pass
     from stratabatch.guards import GUARDS, features_batch, veto
-    from stratabatch.index import greedy_pass
+    from stratabatch.index import LeaderIndex
     from stratabatch.wordkeys import word_profile
 
     feats = features_batch(texts) if texts is not None else None
@@ -489,7 +489,7 @@ def preamble_prompts(n: int) -> tuple[list[str], list[str]]:
 async def drive_burst(texts: list[str], typos: list[str], precheck: bool) -> dict:
     """All prompts at once through BatchProcessor (defaults, no-op echo handler)."""
     from stratabatch import BatchProcessor
-    from stratabatch.dedup import LeaderIndex
+    from stratabatch.index import LeaderIndex
 
     async def handler(reqs: list) -> list:
         return [r["q"] for r in reqs]

@@ -11,7 +11,7 @@ tests/data/guard_pairs.jsonl (short questions; ``--long`` adds the shared-preamb
 * ``vetoes of first candidates``: the guard decision on each request's first candidate,
   per request of the batch;
 * ``leader_cluster`` / ``exhaustive_candidates (first 8)``: the unguarded clustering kernel vs
-  the candidate producer the guarded pass uses (stratabatch.index), on the same vectors;
+  the candidate producer the guarded pass uses (stratabatch.candidates), on the same vectors;
 * ``pass ...: guards off / on / added``: a whole dedup pass (``Deduper.run``: exact stage,
   embedding, clustering, guards) over fresh requests, with the word guards and the canonical
   text off (``dedup_guards=()``, ``canonicalize=False``, threshold 0.96, the unguarded
@@ -88,12 +88,12 @@ def main() -> None:
 
     import numpy as np
 
+    from stratabatch.candidates import exhaustive_candidates
     from stratabatch.canon import canonical_batch
     from stratabatch.config import GUARDS
     from stratabatch.embed import HashingEmbedder
     from stratabatch.greedy import leader_cluster
     from stratabatch.guards import Features, veto
-    from stratabatch.index import exhaustive_candidates
 
     rows = [
         json.loads(x)

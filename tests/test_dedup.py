@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from stratabatch.dedup import (
-    LeaderIndex,
     canonical_bytes,
     encode_request,
     normalize_key,
     number_guard,
     scope_of,
 )
+from stratabatch.index import LeaderIndex
 
 
 def test_normalize_key_is_nfkc_casefold_and_whitespace_collapse():

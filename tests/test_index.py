@@ -17,13 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stratabatch import BatchProcessor
-from stratabatch.dedup import LeaderIndex
-from stratabatch.greedy import leader_cluster
-from stratabatch.index import (
-    INDEX_MIN_THRESHOLD,
-    exhaustive_candidates,
-    greedy_pass,
-)
+from stratabatch.candidates import exhaustive_candidates
+from stratabatch.greedy import greedy_pass, leader_cluster
+from stratabatch.index import INDEX_MIN_THRESHOLD, LeaderIndex
 
 PAIRS = [
     json.loads(line)
@@ -375,7 +371,7 @@ async def test_running_leaders_leave_the_index_when_their_batch_finishes():
 
 
 def _slot_rows(t, s: int) -> list[int]:
-    from stratabatch.index import _NIL32
+    from stratabatch.hashtable import _NIL32
 
     head = int(t.slots[s, 0])
     rows = [int(t.slots[s, 2 + 2 * u]) for u in range(head & 3)]
@@ -388,7 +384,7 @@ def _slot_rows(t, s: int) -> list[int]:
 
 def _table_contents(t) -> dict[int, list[int]]:
     """Key tag -> its rows in chain order (inline first, then the overflow chain)."""
-    from stratabatch.index import _NIL32
+    from stratabatch.hashtable import _NIL32
 
     out = {}
     for s in range(t.slots.shape[0]):
@@ -409,8 +405,9 @@ def test_a_table_renumbered_after_compaction_holds_what_a_rebuild_would(seed) ->
     """Compaction renumbers the leader rows; the table renumbers its entries in one pass
     instead of filing every live row again. Per key it must hold exactly the live rows, under
     their new numbers, in the order they had (keys shared by many rows: long chains)."""
-    from stratabatch.index import WordTable, _band_key, _find_slot
+    from stratabatch.hashtable import _find_slot, band_key
     from stratabatch.wordkeys import WORD_KEYS
+    from stratabatch.wordtable import WordTable
 
     rng = np.random.default_rng(seed)
     n = 3000
@@ -436,7 +433,7 @@ def test_a_table_renumbered_after_compaction_holds_what_a_rebuild_would(seed) ->
     # every live row is still found under each of its keys (the probes after the freed slots)
     for new_row, old_row in enumerate(live):
         for u in range(6):
-            h = _band_key(wk[old_row, u], 0, part[old_row])
+            h = band_key(wk[old_row, u], 0, part[old_row])
             s = _find_slot(t.slots, np.uint64(h))
             assert s >= 0
             assert new_row in _slot_rows(t, s)
@@ -457,8 +454,9 @@ def test_freeing_the_slots_of_dead_keys_keeps_every_live_key_reachable(seed) -> 
     """Distinct keys at the table's full load: most lose their rows at a compaction and
     their slots are freed by moving later keys of the same probe run back. Every live key
     must still be found from where its probe starts, before and after filing more rows."""
-    from stratabatch.index import WordTable, _band_key, _find_slot
+    from stratabatch.hashtable import _find_slot, band_key
     from stratabatch.wordkeys import WORD_KEYS
+    from stratabatch.wordtable import WordTable
 
     rng = np.random.default_rng(seed)
     n = 6000
@@ -478,7 +476,7 @@ def test_freeing_the_slots_of_dead_keys_keeps_every_live_key_reachable(seed) -> 
     def reachable(rows_keys):
         for row, keys in rows_keys:
             for h in keys:
-                s = _find_slot(t.slots, np.uint64(_band_key(h, 0, 0)))
+                s = _find_slot(t.slots, np.uint64(band_key(h, 0, 0)))
                 assert s >= 0 and row in _slot_rows(t, s)
 
     reachable((j, wk[r, :6]) for j, r in enumerate(live))

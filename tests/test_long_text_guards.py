@@ -19,7 +19,7 @@ from stratabatch.dedup import normalize_key
 from stratabatch.embed import resolve_embedder
 from stratabatch.grouping import Deduper
 from stratabatch.guards import Features, features, veto
-from stratabatch.index import residue_precheck
+from stratabatch.pairs import residue_precheck
 from stratabatch.records import DONE, GROUPED, INFLIGHT, RAW, Group, Request
 from stratabatch.rehearsal import ScratchOps
 from stratabatch.wordkeys import (

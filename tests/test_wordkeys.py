@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 
 from stratabatch import BatchProcessor
 from stratabatch.canon import canonical_batch
-from stratabatch.dedup import LeaderIndex, number_signature
+from stratabatch.dedup import number_signature
 from stratabatch.embed import default_embedder
 from stratabatch.guards import GUARDS, features_batch, veto
-from stratabatch.index import WordTable, _admit, _may_pass_residue, word_rows
+from stratabatch.index import LeaderIndex
 from stratabatch.lexicon import TYPO_FILLERS, ignorable
+from stratabatch.pairs import _may_pass_residue, admit
 from stratabatch.perf.bench_dedup_depth import cluster_stream, grouped_workload
 from stratabatch.wordkeys import (
     PRECHECK_MAX_WORDS,
@@ -34,6 +35,7 @@ from stratabatch.wordkeys import (
     word_keys,
     word_profile,
 )
+from stratabatch.wordtable import WordTable, word_rows
 
 DATA = Path(__file__).parent / "data"
 
@@ -255,7 +257,7 @@ def _check_kernel_profiles(texts: list[str]) -> int:
     out_a = np.zeros((len(texts), WORD_KEYS), np.uint64)
     out_b = np.zeros((len(texts), WORD_KEYS), np.uint64)
     ref = [p if isinstance(p, list) else batch.as_list(p[1]) for p in mixed]
-    from stratabatch.index import profile_entries
+    from stratabatch.wordtable import profile_entries
 
     for profiles, out in ((mixed, out_a), (ref, out_b)):
         total = profile_entries(profiles)
@@ -642,7 +644,7 @@ def test_a_text_of_many_distinct_words_keeps_its_keys_and_is_not_prechecked() ->
     wd = (*data[0], *data[1], np.full(4, -1, np.int64), np.zeros(4, np.float32))
     X = np.ones((4, 2), np.float32) / np.sqrt(np.float32(2))
     assert (
-        _admit(
+        admit(
             X, 2, 3, np.float32(0.5), np.float32(0.4), np.float32(0.6), wd, np.empty(128, np.int64)
         )
         > 0.9

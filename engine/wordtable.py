@@ -1,0 +1,271 @@
+"""The word table: leaders filed under their word keys (:mod:`stratabatch.wordkeys`), and the
+pools of key words the residue pre-check reads.
+
+:func:`word_rows` stores the key words of new rows in the pools (sorted by rank) and writes
+their word keys; :class:`WordTable` files leaders under those keys in a hash table
+(:mod:`stratabatch.hashtable`) and offers a new row the leaders sharing a key with it.
+:func:`compact_pools` and :func:`move_rows` compact the pools and row arrays when a
+:class:`~stratabatch.index.LeaderIndex` drops its dead rows. Kernels are pure functions of
+numpy arrays, ``cache=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from .hashtable import LeaderTable, band_key, insert
+from .pairs import WordData
+from .wordkeys import EMPTY_KEY, SINGLE_KEY, WORD_KEYS
+
+__all__ = [
+    "WORD_MAX_CANDIDATES",
+    "WordTable",
+    "compact_pools",
+    "move_rows",
+    "profile_entries",
+    "word_rows",
+]
+
+
+@njit(cache=True)
+def move_rows(a, live):
+    """a[t] = a[live[t]] for each t, in place (``live`` ascending: a row moves only down)."""
+    for t in range(live.shape[0]):
+        r = live[t]
+        if r != t:
+            a[t] = a[r]
+
+
+@njit(cache=True)
+def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
+    """For rows [start, start + m): sort each row's key words by rank in the pools (in place),
+    total its counts, and write its word keys to ``out[row]``, zero-padded (the keys of
+    :func:`stratabatch.wordkeys.word_keys`, from the lowest distinct ranks)."""
+    r = np.empty(5, np.int64)
+    for row in range(start, start + m):
+        a = woff[row]
+        n = wlen[row]
+        if n <= 32:  # a text's few words: sorted in place (no allocation)
+            for u in range(a + 1, a + n):
+                kr, ki, kc = wr[u], wi[u], wc[u]
+                v = u
+                while v > a and wr[v - 1] > kr:
+                    wr[v] = wr[v - 1]
+                    wi[v] = wi[v - 1]
+                    wc[v] = wc[v - 1]
+                    v -= 1
+                wr[v], wi[v], wc[v] = kr, ki, kc
+        else:
+            order = np.argsort(wr[a : a + n], kind="mergesort")
+            wr[a : a + n] = wr[a : a + n][order]
+            wi[a : a + n] = wi[a : a + n][order]
+            wc[a : a + n] = wc[a : a + n][order]
+        wtot[row] = wc[a : a + n].sum()
+        for t in range(out.shape[1]):
+            out[row, t] = 0
+        c = 0  # distinct ranks seen (the lowest five kept in r)
+        for u in range(a, a + n):
+            if u == a or wr[u] != wr[u - 1]:
+                if c < 5:
+                    r[c] = wr[u]
+                c += 1
+        if c == 0:
+            out[row, 0] = np.uint64(empty)
+            continue
+        keep = min(c, 5 if c > 8 else 4)
+        t = 0
+        for x in range(keep):
+            for y in range(x + 1, keep):
+                out[row, t] = np.uint64(((r[x] << 1) ^ r[y]) | 1)
+                t += 1
+        if c <= 3:
+            for x in range(keep):
+                out[row, t] = np.uint64((r[x] ^ single) | 1)
+                t += 1
+
+
+def _sources(
+    profiles: Any,
+) -> tuple[np.ndarray, list[tuple[Any, np.ndarray, np.ndarray]], list[tuple[int, list[int]]]]:
+    """Where the key words of each of ``profiles``' rows come from (see :func:`word_rows`):
+    the rows' entry counts; per BatchProfiles, its text indexes and the rows (counted from
+    0) that take them; and the rows given as word_profile lists."""
+    if not isinstance(profiles, list):  # a BatchProfiles: all of its texts, in order
+        idx = np.arange(len(profiles.lens), dtype=np.int64)
+        return profiles.lens, [(profiles, idx, idx)], []
+    m = len(profiles)
+    if m and type(profiles[0]) is tuple:  # the common case: all from one embedding pass
+        b = profiles[0][0]
+        js = [p[1] if type(p) is tuple and p[0] is b else -1 for p in profiles]
+        if -1 not in js:
+            idx = np.array(js, np.int64)
+            return b.lens[idx], [(b, idx, np.arange(m, dtype=np.int64))], []
+    groups: dict[int, tuple[Any, list[int], list[int]]] = {}
+    lens: list[int] = []
+    plain: list[tuple[int, list[int]]] = []
+    for i, p in enumerate(profiles):
+        if type(p) is tuple:
+            b, j = p
+            g = groups.get(id(b))
+            if g is None:
+                g = groups[id(b)] = (b, [], [])
+            g[1].append(j)
+            g[2].append(i)
+            lens.append(int(b.lens[j]))
+        else:
+            plain.append((i, p))
+            lens.append(len(p) // 3)
+    return (
+        np.array(lens, np.int64),
+        [(b, np.array(js, np.int64), np.array(rs, np.int64)) for b, js, rs in groups.values()],
+        plain,
+    )
+
+
+def profile_entries(profiles: Any) -> int:
+    """How many pool entries the key words of ``profiles`` take (see :func:`word_rows`)."""
+    return int(_sources(profiles)[0].sum())
+
+
+@njit(cache=True)
+def _copy_profiles(br, bs, bc, boff, blen, js, dest, wr, wi, wc, woff):
+    """Rows dest[t] get the key words of text js[t] of a BatchProfiles, at woff[dest[t]]."""
+    for t in range(js.shape[0]):
+        j = js[t]
+        a = boff[j]
+        o = woff[dest[t]]
+        for u in range(blen[j]):
+            wr[o + u] = br[a + u]
+            wi[o + u] = bs[a + u]
+            wc[o + u] = bc[a + u]
+
+
+def word_rows(
+    profiles: Any,
+    pools: tuple[np.ndarray, ...],
+    used: int,
+    rows: tuple[np.ndarray, ...],
+    out: np.ndarray,
+    start: int,
+) -> int:
+    """Store the key words of new rows ``start ..`` in ``pools`` (ranks, shapes, counts)
+    from ``used`` on, in row order (the caller makes room: :func:`profile_entries`), sorted
+    by rank; set their ``rows`` entries (offset, distinct words, total count); write their
+    word keys to ``out``. Returns the pools' new fill.
+
+    A row's key words are a :func:`~stratabatch.wordkeys.word_profile` list, or ``(batch,
+    j)``: text ``j`` of a :class:`~stratabatch.wordkeys.BatchProfiles` (copied by one kernel
+    call per batch). ``profiles`` may also be one BatchProfiles: its texts, in order, are the
+    rows."""
+    wr, wi, wc = pools
+    woff, wlen, wtot = rows
+    lens, groups, plain = _sources(profiles)
+    m = len(lens)
+    if m:
+        ends = np.cumsum(lens)
+        woff[start : start + m] = used + ends - lens
+        wlen[start : start + m] = lens
+        for b, js, rel in groups:
+            _copy_profiles(
+                b.ranks, b.shapes, b.counts, b.off, b.lens, js, start + rel, wr, wi, wc, woff
+            )
+        for i, p in plain:
+            o = int(woff[start + i])
+            k = len(p) // 3
+            wr[o : o + k] = p[0::3]
+            wi[o : o + k] = p[1::3]
+            wc[o : o + k] = p[2::3]
+        used += int(ends[-1])
+    _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, EMPTY_KEY, SINGLE_KEY)
+    return used
+
+
+@njit(cache=True)
+def compact_pools(wr, wi, wc, woff, wlen, n):
+    """Move the key words of rows [0, n) (already renumbered, in their old order) to the
+    front of the pools, in place; returns the pools' new fill."""
+    used = 0
+    for row in range(n):
+        k = wlen[row]
+        if k <= 0:
+            woff[row] = used
+            continue
+        a = woff[row]
+        if a != used:
+            for t in range(k):
+                wr[used + t] = wr[a + t]
+                wi[used + t] = wi[a + t]
+                wc[used + t] = wc[a + t]
+        woff[row] = used
+        used += k
+    return used
+
+
+@njit(cache=True)
+def _word_table_keys(wkeys, part, start, n, keys):
+    """keys[i - start, t]: the table key of row i's word key t (0 stays 0: no key)."""
+    for i in range(start, n):
+        pid = part[i]
+        for t in range(wkeys.shape[1]):
+            v = wkeys[i, t]
+            keys[i - start, t] = band_key(v, 0, pid) if v != 0 else np.uint64(0)
+
+
+@njit(cache=True)
+def _file_keyed(wkeys, part, rows, slots, ents, state):
+    for t in range(rows.shape[0]):
+        row = rows[t]
+        pid = part[row]
+        for u in range(wkeys.shape[1]):
+            v = wkeys[row, u]
+            if v != 0:
+                insert(slots, ents, state, band_key(v, 0, pid), row, np.uint64(0))
+
+WORD_MAX_CANDIDATES = 64
+"""Candidates listed per row by the word table. Its keys already narrow the leaders to texts
+of nearly the same words, so a list is short unless many leaders are near copies of each
+other (a shared preamble); a longer list spares the greedy pass a rescan of every leader
+when the guards refuse the first few."""
+
+
+class WordTable(LeaderTable):
+    """The word index: leaders filed under their word keys (:mod:`stratabatch.wordkeys`).
+
+    It serves guarded dedup with an embedder that compares wording, at any threshold: two
+    texts the guards would let merge share a key (see :mod:`stratabatch.wordkeys` for what is
+    guaranteed), and every candidate passes the exact cosine as on the exhaustive path.
+    """
+
+    keys_per_row = WORD_KEYS
+
+    def __init__(self) -> None:
+        self._alloc(1024, 4096)
+
+    def _file(self, keys: np.ndarray, part: np.ndarray, rows: np.ndarray) -> None:
+        _file_keyed(keys, part, rows, self.slots, self.ents, self.state)
+
+    def candidates(
+        self,
+        X: np.ndarray,
+        part: np.ndarray,
+        words: np.ndarray,
+        wkeys: np.ndarray,
+        start: int,
+        stamp: np.ndarray,
+        threshold: float,
+        max_cand: int = WORD_MAX_CANDIDATES,
+        wd: WordData | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`, also for
+        ``wd``) among the leaders sharing a word key; new rows without candidates are filed
+        on the way. ``words`` is any uint64 ``[n, 2]`` array (the sketch filter is off:
+        Hamming bound 64)."""
+        n = X.shape[0]
+        m = n - start
+        self._make_room(wkeys, part, start)
+        keys = np.empty((m, wkeys.shape[1]), np.uint64)
+        _word_table_keys(wkeys, part, start, n, keys)
+        return self._pass(X, part, words, keys, 1, threshold, 64, start, stamp, max_cand, wd)
