@@ -109,3 +109,24 @@ def test_bench_http_says_how_to_install_wrk_when_it_is_missing(monkeypatch, caps
     monkeypatch.setattr(bench_http.shutil, "which", lambda name: None)
     assert bench_http.main([]) == 2
     assert "apt-get install wrk" in capsys.readouterr().err
+
+
+async def test_eval_quality_measures_the_strategy_asked_for_not_a_first_start_interim(
+    monkeypatch,
+):
+    # A first start's default (cold_start="serve") runs exact dedup until the near kernels
+    # are compiled: an evaluation must wait for them, or it reports exact under every name.
+    import stratabatch
+    from stratabatch.perf import eval_quality
+
+    seen = {}
+    real = stratabatch.BatchProcessor
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stratabatch, "BatchProcessor", spy)
+    pairs = [{"a": "How do I reset my password?", "b": "how do i reset  my password?"}]
+    assert await eval_quality.merged_pairs(pairs, dedup_strategy="exact") == [True]
+    assert seen["cold_start"] == "wait"
