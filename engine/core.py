@@ -66,10 +66,12 @@ class Core:
         config: Validated options; the core reads them live (assignments to ``config`` are
             applied at once through :meth:`reconfigure`).
         on_complete: Called exactly once per accepted request with ``(request, value, error)``,
-            on the core's loop. The contract: it must not raise and must not call back into
-            the core (submit, abandon...) synchronously; schedule such work instead. An
-            exception it raises anyway is reported to the loop's exception handler and never
-            reaches another request.
+            on the core's loop, except for a request whose ``sink`` is an asyncio future that
+            succeeds: the core sets its result itself (if the future is not done), the
+            common case of ``BatchProcessor`` spared a call per request. The contract: it
+            must not raise and must not call back into the core (submit, abandon...)
+            synchronously; schedule such work instead. An exception it raises anyway is
+            reported to the loop's exception handler and never reaches another request.
         handler: The batch handler (async or sync), or None until :meth:`set_handler`.
     """
 
@@ -837,10 +839,15 @@ class Core:
                         m.timer.cancel()
                         m.timer = None
                     done.append(m.arrival)
-                    try:
-                        on_complete(m, value, None)
-                    except Exception as e:  # the hook's bug stays with this request
-                        self._hook_failed(e)
+                    sink = m.sink
+                    if type(sink) is _Future:  # a single call's future (see on_complete)
+                        if not sink.done():
+                            sink.set_result(value)
+                    else:
+                        try:
+                            on_complete(m, value, None)
+                        except Exception as e:  # the hook's bug stays with this request
+                            self._hook_failed(e)
                 m.group = None
             else:
                 lead = g.leader
@@ -937,6 +944,9 @@ class Core:
         self._admission.stop_logging()
         # cancelled handler calls: a moment for their clean-up, no more
         await self._runner.settle(_ABANDON_GRACE_S)
+
+
+_Future = asyncio.Future
 
 
 def _copy_error(error: BaseException) -> BaseException:
