@@ -6,10 +6,18 @@ and threads. Both have BatchProcessor's surface: ``process`` (one request or a l
 ``priority=``, ``timeout=``, ``return_exceptions=``), ``process_streaming``, ``get_stats``,
 ``close`` and context managers.
 
+Shape: one client with its transport below it. :class:`EngineClient` keeps the books of its
+calls (the requests waiting for an answer, by id; the requests not sent yet; the arena rows
+they hold; the timers) and builds and parses every frame with :mod:`stratabatch.ipc.frames`;
+a :class:`~stratabatch.transport.Transport` moves the frames (rings, doorbells, the socket,
+the slot's arena rows) and tells the client when its doorbell rings and when the engine is
+gone. A reconnect is a new transport under the same client.
+
 Requests are validated and encoded in the caller, so a request that is not a mapping, holds
 something msgpack cannot carry, is over the engine's size limit, or has a bad ``"embedding"``
 fails before anything is sent. A precomputed vector travels through the embedding arena: the
 client writes it into one of its slot's rows before pushing the frame that names the row.
+Every request made in one event-loop iteration leaves in one batch frame.
 
 Liveness: the client watches its socket and the engine's pid (a pidfd). When the engine dies,
 every waiting call fails with :class:`~stratabatch.EngineUnavailableError` at once (after the
@@ -34,26 +42,31 @@ import concurrent.futures
 import os
 import threading
 import time
+import weakref
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import Any, Literal, overload
 
-from .connection import Call, Connection, One
+from .calls import Call, check_vector
 from .errors import (
     BatchTimeoutError,
+    EngineUnavailableError,
     InvalidRequestError,
     QueueFullError,
+    RequestTooLargeError,
     StratabatchError,
 )
-from .requests import check_call_args
-from .wire import (
-    check_name,
-    socket_path,
-)
+from .requests import check_call_args, check_payload
+from .transport import Transport
+from .wire import STATUS_OK, check_name, error_from_wire, socket_path
 
 _ON_FULL = ("wait", "reject")
+_MAX_BATCH = 4096  # requests in one batch frame at most
 NO_DEADLINE_S = 1e9
 """A call ``timeout`` of this many seconds (about 31 years) or more, ``float("inf")``
 included, means no deadline, as None does (a frame's deadline is an int64 of nanoseconds)."""
+
+_ONE = -1
+"""The index under which a one-request call waits: its owner is its future itself."""
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -65,6 +78,60 @@ def _retrieve(task: asyncio.Task) -> None:
     # the reconnect's outcome goes to whoever awaits it; nobody may be left to (timeouts)
     if not task.cancelled():
         task.exception()
+
+
+def _forked_message(pid: int) -> str:
+    return (
+        f"this stratabatch client was connected in process {pid}; process "
+        f"{os.getpid()} was forked from it and cannot share its rings: call "
+        "stratabatch.connect() in the child"
+    )
+
+
+class ListCall(Call):
+    """A ``process(list)``/``process_streaming`` call's book (:class:`stratabatch.calls.Call`,
+    the one both front ends keep), plus what the wire adds: its first request id (a merge's
+    ``leader`` id maps back to a position in the call) and whether some of its requests never
+    left this process (the ring stayed full)."""
+
+    __slots__ = ("first_id", "refused")
+
+    def __init__(
+        self,
+        requests: Sequence[Any],
+        fut: Any,
+        return_exceptions: bool,
+        stream: asyncio.Queue | None = None,
+    ) -> None:
+        super().__init__(requests, fut, return_exceptions, stream)
+        self.first_id = 0
+        self.refused = False
+
+    def answer(
+        self, index: int, value: Any, error: BaseException | None, meta: dict[str, Any] | None
+    ) -> None:
+        """Request ``index``'s outcome as a response frame carries it (``meta``: the merge)."""
+        merged = similarity = None
+        if meta is not None:
+            leader = meta.get("leader", -1)
+            pos = leader - self.first_id if isinstance(leader, int) and leader >= 0 else -1
+            merged = pos if 0 <= pos < len(self.requests) else -1
+            s = meta.get("similarity")
+            similarity = float(s) if isinstance(s, (int, float)) else 1.0
+        self.deliver(index, value, error, merged, similarity)
+
+
+def _answer(owner: Any, index: int, value: Any, error: BaseException | None) -> None:
+    """Give one request its outcome: a one-request call's future (``index`` is ``_ONE``), or
+    request ``index`` of a :class:`ListCall`."""
+    if index < 0:
+        if not owner.done():
+            if error is None:
+                owner.set_result(value)
+            else:
+                owner.set_exception(error)
+    else:
+        owner.answer(index, value, error, None)
 
 
 class EngineClient:
@@ -94,34 +161,72 @@ class EngineClient:
         self._on_full = on_full
         self._pid = os.getpid()
         self._closed = False
+        self._forked = False  # set in a child forked from this process (_after_fork_in_child)
         self._connecting: asyncio.Task | None = None
-        self._conn: Connection | None = Connection(self.name, timeout)
-        self._conn.on_full_policy = on_full
+        # the books: every request sent or queued and not answered yet, by id: (its call, its
+        # index there), or (its future, _ONE) for a one-request call
+        self._pending: dict[int, tuple[Any, int]] = {}
+        self._rows: dict[int, int] = {}  # request id -> the arena row holding its vector
+        # requests encoded by their callers, not in the ring yet: sent as one batch frame per
+        # event-loop iteration (_flush), so the ring, the doorbell and the engine's decoder
+        # work once per batch, not once per request
+        self._outq: list[tuple[int, int, int, int, bytes]] = []
+        self._flush_scheduled = False
+        self._waiting_room = False  # the ring was full: _on_bell sends the rest
+        self._next_id = 1
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop watching _conn
+        self._conn: Transport | None = None
+        self._adopt(Transport(self.name, timeout))
+        _clients_alive.add(self)
 
-    # ------------------------------------------------------------- plumbing
+    # ------------------------------------------------------------- the transport
 
-    def _check_process(self) -> None:
-        if os.getpid() != self._pid:
+    def _adopt(self, conn: Transport) -> None:
+        """Use ``conn`` from now on: frames are built and read by its engine's limits."""
+        from stratabatch.ipc.frames import FrameDecoder, FrameEncoder
+
+        self._conn = conn
+        self._loop = None
+        limits = conn.limits
+        self._encoder = FrameEncoder(limits)
+        self._decode = FrameDecoder(limits).responses
+        self._max_request_bytes = conn.max_request_bytes
+        # a payload this small always fits a frame of its own (no need to measure the frame)
+        self._max_blob = limits.max_frame_bytes - 64
+        self._max_items = min(_MAX_BATCH, limits.max_array_len)
+        self._vectors = conn.uses_vectors
+        self._dim = conn.dim or None
+        self._policy = self._on_full or conn.on_full
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch the transport from ``loop`` (the loop of the calls from now on)."""
+        old = self._loop
+        if old is loop:
+            return
+        if old is not None and not old.is_closed() and self._pending:
             raise StratabatchError(
-                f"this stratabatch client was connected in process {self._pid}; process "
-                f"{os.getpid()} was forked from it and cannot share its rings: call "
-                "stratabatch.connect() in the child"
+                "this client has calls waiting on another event loop; use one client per "
+                "event loop (stratabatch.connect() in each)"
             )
-        if self._closed:
-            raise StratabatchError("this stratabatch client is closed")
+        assert self._conn is not None
+        self._conn.watch(loop, self._on_bell, self._on_lost)
+        self._loop = loop
+        self._drain()
 
-    def _connection(self) -> Connection:
-        """The live connection, bound to the running loop (connecting, blocking, if needed)."""
+    def _connection(self) -> Any:
+        """The live transport, watched from the running loop (connecting, blocking, if
+        needed), with this client's table of waiting requests as ``pending``: for tests that
+        drive the rings by hand."""
         loop = asyncio.get_running_loop()
-        conn = self._conn
-        if conn is None or conn.dead is not None:
-            conn = self._conn = Connection(self.name, self._timeout)
-            conn.on_full_policy = self._on_full
-        conn.bind(loop)
-        return conn
+        if self._conn is None or self._conn.dead is not None:
+            self._adopt(Transport(self.name, self._timeout))
+        self._bind(loop)
+        return _Probe(self)
 
-    async def _live(self, end: float | None, timeout: float | None) -> Connection:
-        """The live connection, bound to the running loop; reconnect without blocking it.
+    async def _live(
+        self, loop: asyncio.AbstractEventLoop, end: float | None, timeout: float | None
+    ) -> Transport:
+        """The live transport, watched from ``loop``; reconnect without blocking it.
 
         One reconnect at a time, shared by every call that needs it; a call waits for it until
         its own deadline ``end`` (loop time) at most, and the handshake itself until the
@@ -134,7 +239,6 @@ class EngineClient:
             EngineUnavailableError: No engine serves the name, it refused, or it did not
                 answer within the handshake timeout.
         """
-        loop = asyncio.get_running_loop()
         conn = self._conn
         if conn is None or conn.dead is not None:
             task = self._connecting
@@ -152,21 +256,66 @@ class EngineClient:
                     "the handshake"
                 )
             conn = task.result()
-        conn.bind(loop)
+        self._bind(loop)
         return conn
 
-    async def _reconnect(self) -> Connection:
-        conn = await Connection.open(self.name, self._timeout)
-        conn.on_full_policy = self._on_full
-        if self._closed or os.getpid() != self._pid:
+    async def _reconnect(self) -> Transport:
+        conn = await Transport.open(self.name, self._timeout)
+        if self._closed or self._forked:
             conn.close()
             raise StratabatchError("this stratabatch client is closed")
         old = self._conn
         if old is not None and old.dead is None:
             conn.close()  # connected meanwhile by a blocking path (get_stats)
             return old
-        self._conn = conn
+        self._adopt(conn)
         return conn
+
+    def _on_bell(self) -> None:
+        """The engine rang: answers to deliver, or room in the request ring."""
+        self._drain()
+        if self._waiting_room:
+            self._waiting_room = False
+            conn = self._conn
+            if conn is not None and conn.dead is None:
+                conn.room_found()
+                self._flush()
+
+    def _on_lost(self, why: str) -> None:
+        """The engine is gone: deliver what it answered, fail every other waiting call."""
+        conn = self._conn
+        if conn is None or conn.dead is not None:
+            return
+        self._drain()
+        conn.close(why)
+        self._fail_all(
+            EngineUnavailableError(f"the stratabatch engine {self.name!r} ({conn.path}) {why}")
+        )
+
+    def _fail_all(self, error: BaseException) -> None:
+        """Every waiting request gets ``error``; nothing is left queued."""
+        self._outq.clear()
+        self._rows.clear()
+        self._waiting_room = False
+        pending, self._pending = self._pending, {}
+        for owner, index in pending.values():
+            _answer(owner, index, None, error)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: calls inherited mid-flight fail instead of waiting forever; the
+        transport lets go of the parent's connection without ending it."""
+        self._forked = True
+        conn, self._conn = self._conn, None
+        self._loop = None  # never touch the parent's loop (the child shares its epoll)
+        if conn is not None:
+            conn.let_go_after_fork()
+        self._outq.clear()
+        self._rows.clear()
+        pending, self._pending = self._pending, {}
+        if pending:
+            error = StratabatchError(_forked_message(self._pid))
+            for owner, index in pending.values():
+                _answer(owner, index, None, error)
 
     @property
     def connected(self) -> bool:
@@ -182,31 +331,78 @@ class EngineClient:
     def dedup_key(self) -> str | None:
         """The engine's ``dedup_key``, as its last handshake with this client gave it (None
         when this client has no connection, e.g. after ``close()``)."""
-        welcome = getattr(self._conn, "welcome", None)
-        return None if welcome is None else str(welcome["dedup_key"])
+        conn = self._conn
+        return None if conn is None else str(conn.welcome["dedup_key"])
 
-    _check_call_args = staticmethod(check_call_args)
+    # ------------------------------------------------------------- requests out
+
+    def _refuse_use(self) -> None:
+        if self._forked or os.getpid() != self._pid:
+            raise StratabatchError(_forked_message(self._pid))
+        raise StratabatchError("this stratabatch client is closed")
+
+    def _entry(
+        self, request: Any, index: int, rid: int, priority: int, deadline_ns: int
+    ) -> tuple[int, int, int, int, bytes]:
+        """Validate and encode one request: its item of a batch frame, ``(id, priority,
+        deadline_ns, arena_row, payload_bytes)``.
+
+        The request is checked once, by the same rule as in embedded mode
+        (:func:`stratabatch.requests.check_payload`); its msgpack encoding then goes into the
+        frame as is. A request's own vector goes into an arena row when one is free (else it
+        travels in the payload).
+
+        Raises:
+            InvalidRequestError, RequestTooLargeError: The request breaks the request rule, or
+                its frame would be over the engine's frame limit.
+        """
+        if self._vectors and isinstance(request, Mapping):
+            emb = request.get("embedding")
+            if emb is not None:
+                vec = check_vector(emb, self._dim, index)
+                payload = {k: v for k, v in request.items() if k != "embedding"}
+                blob = check_payload(payload, index, self._max_request_bytes)
+                if len(blob) > self._max_blob:
+                    self._check_frame(blob, index)
+                assert self._conn is not None
+                row = self._conn.lease_row(vec)
+                if row >= 0:
+                    self._rows[rid] = row
+                    return (rid, priority, deadline_ns, row, blob)
+        blob = check_payload(request, index, self._max_request_bytes)
+        if len(blob) > self._max_blob:  # (a smaller payload always fits a frame of its own)
+            self._check_frame(blob, index)
+        return (rid, priority, deadline_ns, -1, blob)
+
+    def _check_frame(self, blob: bytes, index: int) -> None:
+        enc = self._encoder
+        size = enc.request_item_bytes(len(blob)) + 1
+        if size > enc.limits.max_frame_bytes:
+            raise RequestTooLargeError(
+                f"request {index}: its frame is {size} bytes, over the engine's frame "
+                f"limit of {enc.limits.max_frame_bytes} bytes"
+            )
 
     def _send(
         self,
         items: Sequence[Any],
-        call: Call,
+        call: ListCall,
         priority: int,
         deadline_ns: int,
         invalid_ok: bool,
-        conn: Connection,
     ) -> range:
-        """Encode every request (refusing before anything is sent), then queue them for this
-        event-loop iteration's batch frame."""
-        first = conn.next_id
-        conn.next_id += len(items)
+        """Encode every request of a list (refusing before anything is sent), then queue them
+        for this event-loop iteration's batch frame."""
+        first = self._next_id
+        self._next_id += len(items)
         call.first_id = first
         entries: list[tuple[int, int, int, int, bytes]] = []
         index_of: list[int] = []
+        entry = self._entry
         try:
             for i, item in enumerate(items):
                 try:
-                    entries.append(conn.entry(item, i, first + i, priority, deadline_ns))
+                    entries.append(entry(item, i, first + i, priority, deadline_ns))
                     index_of.append(i)
                 except InvalidRequestError as exc:
                     if not invalid_ok:
@@ -214,25 +410,204 @@ class EngineClient:
                     call.refuse(i, exc)
         except BaseException:
             for e in entries:
-                row = conn.rows_in_use.pop(e[0], None)
-                if row is not None:
-                    conn.free_rows.append(row)
+                self._free_row(e[0])
             raise
-        pending = conn.pending
+        pending = self._pending
         for e, i in zip(entries, index_of, strict=True):
             pending[e[0]] = (call, i)
-        conn.queue_many(entries)
+        self._outq += entries
+        if not self._flush_scheduled and entries:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
         return range(first, first + len(items))
 
-    @staticmethod
-    def _start(timeout: float | None) -> tuple[asyncio.AbstractEventLoop, float | None, int]:
-        """A call's clock: its loop, its deadline on the loop's clock and the frame's
-        ``deadline_ns`` (0 for none), both taken once, when the call starts: the reconnect,
-        the wait for ring room and the wait for the answer all come out of one timeout."""
-        loop = asyncio.get_running_loop()
-        if timeout is None:
-            return loop, None, 0
-        return loop, loop.time() + timeout, time.monotonic_ns() + int(timeout * 1e9)
+    def _flush(self) -> None:
+        """Push what was queued as batch frames (as few as the frame limit allows); while the
+        ring is full, wait for the engine's doorbell (``on_full="wait"``) or fail what does
+        not fit with :class:`QueueFullError` (``reject``, ``drop_lowest``)."""
+        from stratabatch.ipc.errors import FrameTooLargeError
+
+        self._flush_scheduled = False
+        outq = self._outq
+        conn = self._conn
+        if conn is None or conn.dead is not None or not outq or self._waiting_room:
+            return
+        enc = self._encoder
+        n = len(outq)
+        if n <= self._max_items:  # the usual case: all of it in one frame
+            try:
+                frame = enc.request_batch(outq)
+            except FrameTooLargeError:
+                pass
+            else:
+                if conn.push(frame):
+                    outq.clear()
+                    return
+                return self._ring_full(conn)
+        limit = enc.limits.max_frame_bytes - 5
+        item_bytes = enc.request_item_bytes
+        i = 0
+        while i < n:
+            j, size = i, 0
+            while j < n and j - i < self._max_items:
+                add = item_bytes(len(outq[j][4]))
+                if j > i and size + add > limit:
+                    break
+                size += add
+                j += 1
+            if not conn.push(enc.request_batch(outq[i:j])):
+                break
+            i = j
+        del outq[:i]
+        if outq:
+            self._ring_full(conn)
+
+    def _ring_full(self, conn: Transport) -> None:
+        """The request ring has no room for what is queued: apply ``on_full``."""
+        if self._policy != "wait":
+            self._refuse_unsent(
+                f"the request ring to engine {self.name!r} is full (on_full={self._policy!r})"
+            )
+        elif conn.sleep_for_room(self._encoder.request_item_bytes(len(self._outq[0][4])) + 5):
+            self._waiting_room = True  # _on_bell sends the rest
+        else:
+            self._flush_scheduled = True  # room appeared meanwhile
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _take_unsent(self, rids: Any = None) -> list[int]:
+        """Take the queued requests not sent yet (those of ``rids`` only, when given) out of
+        the queue, freeing their arena rows; their ids."""
+        keep, taken = [], []
+        for item in self._outq:
+            rid = item[0]
+            if rids is not None and rid not in rids:
+                keep.append(item)
+            else:
+                self._free_row(rid)
+                taken.append(rid)
+        self._outq = keep
+        return taken
+
+    def _refuse_unsent(self, message: str, rids: set[int] | None = None) -> None:
+        """Fail the queued requests not sent yet (those of ``rids`` only, when given)."""
+        for rid in self._take_unsent(rids):
+            entry = self._pending.pop(rid, None)
+            if entry is not None:
+                owner, index = entry
+                if index >= 0:
+                    owner.refused = True
+                _answer(owner, index, None, QueueFullError(message))
+
+    def _free_row(self, rid: int) -> None:
+        row = self._rows.pop(rid, -1)
+        if row >= 0 and self._conn is not None:
+            self._conn.free_row(row)
+
+    # ------------------------------------------------------------- answers in
+
+    def _drain(self) -> None:
+        """Deliver every answer in the response ring."""
+        from stratabatch.ipc.errors import FrameError
+
+        conn = self._conn
+        if conn is None or conn.dead is not None:
+            return
+        try:
+            frames = conn.frames()
+        except FrameError as exc:
+            self._on_lost(f"sent a corrupt response ring ({exc})")
+            return
+        if not frames:
+            return
+        pending = self._pending
+        rows = self._rows
+        decode = self._decode
+        for data in frames:
+            try:
+                items = decode(data)
+            except FrameError as exc:
+                from stratabatch.ipc.frames import peek_frame_id
+
+                exc.id = peek_frame_id(data)  # type: ignore[attr-defined]
+                items = [exc]
+            for r in items:
+                if isinstance(r, FrameError):
+                    self._undecodable(r)
+                    continue
+                rid, status, value, meta = r
+                if rows:
+                    row = rows.pop(rid, -1)
+                    if row >= 0:
+                        conn.free_row(row)
+                entry = pending.pop(rid, None)
+                if entry is None:
+                    continue  # its caller left (timeout, cancellation)
+                owner, index = entry
+                if index < 0:  # a one-request call: its future
+                    if not owner.done():
+                        if status == STATUS_OK:
+                            owner.set_result(value)
+                        else:
+                            owner.set_exception(error_from_wire(status, value))
+                elif status == STATUS_OK:
+                    owner.answer(index, value, None, meta)
+                else:
+                    owner.answer(index, None, error_from_wire(status, value), None)
+
+    def _undecodable(self, error: Any) -> None:
+        rid = getattr(error, "id", None)
+        entry = self._pending.pop(rid, None) if rid is not None else None
+        if entry is not None:
+            _answer(
+                entry[0],
+                entry[1],
+                None,
+                StratabatchError(f"the engine's response could not be decoded: {error}"),
+            )
+
+    def _expire(self, owner: Any, ids: Sequence[int], timeout: float | None) -> None:
+        """The caller's timeout ran out: fail its requests that have no answer yet.
+
+        Answers already in the response ring are delivered first, so an answer the engine gave
+        in time is never turned into a timeout because this timer ran before the doorbell's
+        reader. Each request without an answer gets a :class:`BatchTimeoutError` (a list call
+        with ``return_exceptions`` and a stream get one per request, as in embedded mode);
+        the engine drops the same requests itself, since their frames carry the deadline. A
+        request still queued here (the ring stayed full) gets a :class:`QueueFullError`.
+        """
+        pending = self._pending
+        if self._outq:  # still waiting for ring room: a full ring, not a slow engine
+            self._refuse_unsent(
+                f"the request ring to engine {self.name!r} was still full when the caller's "
+                "timeout ran out",
+                {rid for rid in ids if (e := pending.get(rid)) is not None and e[0] is owner},
+            )
+        self._drain()
+        for rid in ids:
+            entry = pending.get(rid)
+            if entry is not None and entry[0] is owner:
+                del pending[rid]
+                _answer(
+                    owner,
+                    entry[1],
+                    None,
+                    BatchTimeoutError(
+                        f"the caller's timeout ({timeout or 0:g} s) ran out before the engine "
+                        f"{self.name!r} answered"
+                    ),
+                )
+
+    def _forget(self, owner: Any, ids: range) -> None:
+        """The caller left: drop its pending entries (late answers are ignored)."""
+        if self._outq:  # what is not sent yet is not sent at all
+            self._take_unsent(ids)
+        pending = self._pending
+        for rid in ids:
+            entry = pending.get(rid)
+            if entry is not None and entry[0] is owner:
+                del pending[rid]
 
     # ------------------------------------------------------------- public surface
 
@@ -267,72 +642,158 @@ class EngineClient:
             HandlerError: The handler failed this request or its batch.
             EngineUnavailableError: No engine serves the name, or it died meanwhile.
         """
-        self._check_process()
+        if self._closed or self._forked:
+            self._refuse_use()
+        loop = asyncio.get_running_loop()
         if type(requests) is dict or isinstance(requests, Mapping):
             # one request: the steps of a list, without the list (and inline: no second
-            # coroutine, this is the path of every request of a typical caller)
+            # coroutine, this is the path of every request of a typical caller); its future
+            # is its own entry in the books
+            end = None
+            deadline_ns = 0
             if priority != 0 or timeout is not None:
-                self._check_call_args(priority, timeout)
+                check_call_args(priority, timeout)
                 timeout = _deadline(timeout)
-            loop, end, deadline_ns = self._start(timeout)
+                if timeout is not None:
+                    end = loop.time() + timeout
+                    deadline_ns = time.monotonic_ns() + int(timeout * 1e9)
             conn = self._conn
-            if conn is None or conn.loop is not loop or conn.dead is not None:
-                conn = await self._live(end, timeout)
-            rid = conn.next_id
-            conn.next_id = rid + 1
-            item = conn.entry(requests, 0, rid, priority, deadline_ns)
+            if conn is None or conn.dead is not None or self._loop is not loop:
+                await self._live(loop, end, timeout)
+            rid = self._next_id
+            self._next_id = rid + 1
+            if self._vectors:
+                item = self._entry(requests, 0, rid, priority, deadline_ns)
+            else:  # (_entry without a vector to look for)
+                blob = check_payload(requests, 0, self._max_request_bytes)
+                if len(blob) > self._max_blob:
+                    self._check_frame(blob, 0)
+                item = (rid, priority, deadline_ns, -1, blob)
             fut = loop.create_future()
-            one = One(fut)
-            conn.pending[rid] = (one, 0)
-            conn.queue(item)
-            expiry = None if end is None else loop.call_at(end, conn.expire, one, (rid,), timeout)
+            pending = self._pending
+            pending[rid] = (fut, _ONE)
+            self._outq.append(item)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+            if end is None:
+                try:
+                    return await fut
+                except BaseException:
+                    entry = pending.get(rid)
+                    if entry is not None and entry[0] is fut:
+                        del pending[rid]
+                    raise
+            expiry = loop.call_at(end, self._expire, fut, (rid,), timeout)
             try:
                 return await fut
             except BaseException:
-                entry = conn.pending.get(rid)
-                if entry is not None and entry[0] is one:
-                    del conn.pending[rid]
+                entry = pending.get(rid)
+                if entry is not None and entry[0] is fut:
+                    del pending[rid]
                 raise
             finally:
-                if expiry is not None:
-                    expiry.cancel()
+                expiry.cancel()
         if not isinstance(requests, (list, tuple)):
             raise InvalidRequestError(
                 "process() takes a request mapping or a list of them, "
                 f"got {type(requests).__name__}"
             )
-        self._check_call_args(priority, timeout)
+        check_call_args(priority, timeout)
         if not requests:
             return []
         timeout = _deadline(timeout)
-        loop, end, deadline_ns = self._start(timeout)
+        end, deadline_ns = self._clock(loop, timeout)
         conn = self._conn
-        if conn is None or conn.loop is not loop or conn.dead is not None:
-            conn = await self._live(end, timeout)
+        if conn is None or conn.dead is not None or self._loop is not loop:
+            await self._live(loop, end, timeout)
         fut = loop.create_future()
-        call = Call(requests, fut, return_exceptions)
-        ids = self._send(requests, call, priority, deadline_ns, return_exceptions, conn)
+        call = ListCall(requests, fut, return_exceptions)
+        ids = self._send(requests, call, priority, deadline_ns, return_exceptions)
         call.settle_if_done()
-        timer = None if end is None else loop.call_at(end, conn.expire, call, ids, timeout)
+        timer = None if end is None else loop.call_at(end, self._expire, call, ids, timeout)
         try:
             return await fut
         except BatchTimeoutError:
             # part of the call never left this process (the ring stayed full): that is the
             # cause to report, not the engine's timeout of the part that got in
-            if call.refused or any(item[0] in ids for item in conn.outq):
-                conn.forget(call, ids)
+            if call.refused or any(item[0] in ids for item in self._outq):
+                self._forget(call, ids)
                 raise QueueFullError(
                     f"the request ring to engine {self.name!r} was still full when the "
                     "caller's timeout ran out"
                 ) from None
-            conn.forget(call, ids)
+            self._forget(call, ids)
             raise
         except BaseException:
-            conn.forget(call, ids)
+            self._forget(call, ids)
             raise
         finally:
             if timer is not None:
                 timer.cancel()
+
+    @staticmethod
+    def _clock(loop: asyncio.AbstractEventLoop, timeout: float | None) -> tuple[float | None, int]:
+        """A call's deadline on the loop's clock and the frame's ``deadline_ns`` (0 for none),
+        both taken once, when the call starts: the reconnect, the wait for ring room and the
+        wait for the answer all come out of one timeout."""
+        if timeout is None:
+            return None, 0
+        return loop.time() + timeout, time.monotonic_ns() + int(timeout * 1e9)
+
+    def _start_blocking(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        requests: Any,
+        priority: int,
+        timeout: float | None,
+        return_exceptions: bool,
+        waiter: _Waiter,
+    ) -> bool:
+        """Start a blocking caller's call from the loop thread, without a task: its
+        ``waiter`` is the call's future. False when the call needs :meth:`process` instead
+        (no live transport watched from ``loop``; a list with a timeout, whose refusal by a
+        full ring is told apart there).
+
+        Raises:
+            InvalidRequestError, RequestTooLargeError: As :meth:`process` (nothing was sent).
+        """
+        conn = self._conn
+        if (
+            self._closed
+            or self._forked
+            or conn is None
+            or conn.dead is not None
+            or self._loop is not loop
+        ):
+            return False
+        if type(requests) is dict or isinstance(requests, Mapping):
+            end = None
+            deadline_ns = 0
+            if priority != 0 or timeout is not None:
+                check_call_args(priority, timeout)
+                end, deadline_ns = self._clock(loop, _deadline(timeout))
+            rid = self._next_id
+            self._next_id = rid + 1
+            item = self._entry(requests, 0, rid, priority, deadline_ns)
+            self._pending[rid] = (waiter, _ONE)
+            self._outq.append(item)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+            if end is not None:
+                waiter.timer = loop.call_at(end, self._expire, waiter, (rid,), timeout)
+            return True
+        if timeout is not None or not isinstance(requests, (list, tuple)):
+            return False
+        check_call_args(priority, timeout)
+        if not requests:
+            waiter.set_result([])
+            return True
+        call = ListCall(requests, waiter, return_exceptions)
+        self._send(requests, call, priority, 0, return_exceptions)
+        call.settle_if_done()
+        return True
 
     async def process_streaming(
         self, requests: Sequence[Any], *, priority: int = 0, timeout: float | None = None
@@ -343,32 +804,34 @@ class EngineClient:
         ``timeout`` runs out with a ``BatchTimeoutError``. Leaving the loop early stops waiting
         for the rest (the engine still answers them; the answers are dropped).
         """
-        self._check_process()
+        if self._closed or self._forked:
+            self._refuse_use()
         if isinstance(requests, Mapping) or not isinstance(requests, (list, tuple)):
             raise InvalidRequestError(
                 f"process_streaming() takes a list of requests, got {type(requests).__name__}"
             )
-        self._check_call_args(priority, timeout)
+        check_call_args(priority, timeout)
         if not requests:
             return
         timeout = _deadline(timeout)
-        loop, end, deadline_ns = self._start(timeout)
+        loop = asyncio.get_running_loop()
+        end, deadline_ns = self._clock(loop, timeout)
         conn = self._conn
-        if conn is None or conn.loop is not loop or conn.dead is not None:
-            conn = await self._live(end, timeout)
+        if conn is None or conn.dead is not None or self._loop is not loop:
+            await self._live(loop, end, timeout)
         queue: asyncio.Queue = asyncio.Queue()
-        call = Call(requests, None, True, queue)
-        ids = self._send(requests, call, priority, deadline_ns, False, conn)
+        call = ListCall(requests, None, True, queue)
+        ids = self._send(requests, call, priority, deadline_ns, False)
         # when the timeout runs out, every request not answered yet is yielded with a
         # BatchTimeoutError, as in embedded mode
-        timer = None if end is None else loop.call_at(end, conn.expire, call, ids, timeout)
+        timer = None if end is None else loop.call_at(end, self._expire, call, ids, timeout)
         try:
             for _ in range(len(requests)):
                 yield await queue.get()
         finally:
             if timer is not None:
                 timer.cancel()
-            conn.forget(call, ids)
+            self._forget(call, ids)
 
     def get_stats(self) -> Any:
         """The engine's statistics (all its clients together), as a ``Stats``.
@@ -376,13 +839,14 @@ class EngineClient:
         Raises:
             EngineUnavailableError: The engine is not running.
         """
-        self._check_process()
+        if self._closed or self._forked:
+            self._refuse_use()
         from .stats import Stats
 
         conn = self._conn
         if conn is None or conn.dead is not None:
-            conn = self._conn = Connection(self.name, self._timeout)
-            conn.on_full_policy = self._on_full
+            conn = Transport(self.name, self._timeout)
+            self._adopt(conn)
         raw = conn.stats(self._timeout)
         known = {f for f in Stats.__dataclass_fields__}
         values = {k: v for k, v in raw.items() if k in known}
@@ -391,19 +855,19 @@ class EngineClient:
 
     async def close(self) -> None:
         """Wait for this client's calls to finish, then disconnect (idempotent)."""
-        if self._closed or os.getpid() != self._pid:
+        if self._closed or self._forked or os.getpid() != self._pid:
             self._closed = True
             return
-        conn = self._conn
-        while conn is not None and conn.dead is None and conn.pending:
+        while self._conn is not None and self._conn.dead is None and self._pending:
             await asyncio.sleep(0.005)
         self._closed = True
         task, self._connecting = self._connecting, None
         if task is not None and not task.done() and not task.get_loop().is_closed():
             task.cancel()  # its handshake closes the half-open connection
+        conn, self._conn = self._conn, None
+        self._loop = None
         if conn is not None:
             conn.close()
-        self._conn = None
         _forget(self)
 
     async def __aenter__(self) -> EngineClient:
@@ -415,6 +879,22 @@ class EngineClient:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("connected" if self.connected else "disconnected")
         return f"<EngineClient {self.name!r} {state}>"
+
+
+class _Probe:
+    """What :meth:`EngineClient._connection` returns: the transport's attributes, and the
+    client's table of waiting requests as ``pending``."""
+
+    def __init__(self, client: EngineClient) -> None:
+        self._client = client
+        self._transport = client._conn
+
+    @property
+    def pending(self) -> dict[int, tuple[Any, int]]:
+        return self._client._pending
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class SyncEngineClient:
@@ -440,25 +920,23 @@ class SyncEngineClient:
             target=self._loop.run_forever, name=f"stratabatch-client-{name}", daemon=True
         )
         self._thread.start()
+        self._forked = False
         try:
             self._client: EngineClient = self._run(self._make(name, timeout, on_full))
         except BaseException:
             self._stop_loop()
             raise
         self._closed = False
+        _clients_alive.add(self)
 
     @staticmethod
     async def _make(name: str, timeout: float, on_full: str | None) -> EngineClient:
         return EngineClient(name, timeout=timeout, on_full=on_full)
 
     def _run(self, coro: Any) -> Any:
-        if os.getpid() != self._pid:
+        if self._forked or os.getpid() != self._pid:
             coro.close()
-            raise StratabatchError(
-                f"this stratabatch client was connected in process {self._pid}; process "
-                f"{os.getpid()} was forked from it and cannot share its rings: call "
-                "stratabatch.connect() in the child"
-            )
+            raise StratabatchError(_forked_message(self._pid))
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return fut.result()
@@ -476,11 +954,12 @@ class SyncEngineClient:
         """Blocking :meth:`EngineClient.process`.
 
         The call is handed to the client's loop thread with the others made meanwhile (one
-        wake-up of that thread for all of them), and the calling thread sleeps on a lock of
-        its own until its outcome is set: the requests of every thread calling at once leave
-        in one batch frame, as an asyncio caller's do.
+        wake-up of that thread for all of them), which enters each in the client's books
+        directly (no task, no coroutine: :meth:`EngineClient._start_blocking`), and the
+        calling thread sleeps on a lock of its own until its outcome is set: the requests of
+        every thread calling at once leave in one batch frame, as an asyncio caller's do.
         """
-        if os.getpid() != self._pid or self._closed:
+        if self._closed or self._forked:
             return self._run(  # (the message of a forked child, or a closed client)
                 self._client.process(
                     requests,
@@ -515,7 +994,15 @@ class SyncEngineClient:
             self._inq_scheduled = False
         client = self._client
         loop = self._loop
+        start = client._start_blocking
         for requests, priority, timeout, return_exceptions, waiter in calls:
+            try:
+                if start(loop, requests, priority, timeout, return_exceptions, waiter):
+                    continue
+            except Exception as exc:  # refused before anything was sent
+                waiter.set_exception(exc)
+                continue
+            # connecting first, or a case only process() handles: a task of its own
             task = loop.create_task(
                 client.process(
                     requests,
@@ -538,7 +1025,7 @@ class SyncEngineClient:
                 except StopAsyncIteration:
                     return
         finally:
-            if os.getpid() == self._pid and self._thread.is_alive():
+            if not self._forked and os.getpid() == self._pid and self._thread.is_alive():
                 self._run(agen.aclose())
 
     def get_stats(self) -> Any:
@@ -551,7 +1038,7 @@ class SyncEngineClient:
 
     def close(self) -> None:
         """Wait for pending calls, disconnect and stop the client's thread (idempotent)."""
-        if getattr(self, "_closed", True) or os.getpid() != self._pid:
+        if getattr(self, "_closed", True) or self._forked or os.getpid() != self._pid:
             self._closed = True
             return
         self._closed = True
@@ -563,8 +1050,7 @@ class SyncEngineClient:
             with self._inq_lock:  # calls handed over too late to start: they fail, not hang
                 calls, self._inq = self._inq, []
             for *_, waiter in calls:
-                waiter.error = StratabatchError("the call was cancelled (the client closed)")
-                waiter.lock.release()
+                waiter.set_exception(StratabatchError("the call was cancelled (the client closed)"))
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -589,24 +1075,51 @@ class SyncEngineClient:
 
 class _Waiter:
     """Where a blocking call's outcome goes: the calling thread sleeps on ``lock`` (held from
-    the start) until the loop thread sets the outcome and releases it."""
+    the start) until the loop thread sets the outcome and releases it.
 
-    __slots__ = ("error", "lock", "value")
+    It is the call's future as far as the client's books go (``done``, ``set_result``,
+    ``set_exception``: a one-request call waits in the books under it, a list's
+    :class:`ListCall` resolves it), so a blocking call needs no asyncio future or task. Its
+    ``timer`` (the caller's timeout, on the loop) is cancelled when the outcome is set.
+    """
+
+    __slots__ = ("_done", "error", "lock", "timer", "value")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.lock.acquire()
         self.value: Any = None
         self.error: BaseException | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        if not self._done:
+            self.value = value
+            self._finish()
+
+    def set_exception(self, error: BaseException) -> None:
+        if not self._done:
+            self.error = error
+            self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.lock.release()
 
     def settle(self, task: asyncio.Task) -> None:
+        """The outcome of a call run as a task (:meth:`EngineClient.process`)."""
         if task.cancelled():
-            self.error = StratabatchError("the call was cancelled (the client closed)")
+            self.set_exception(StratabatchError("the call was cancelled (the client closed)"))
+        elif (error := task.exception()) is not None:
+            self.set_exception(error)
         else:
-            self.error = task.exception()
-            if self.error is None:
-                self.value = task.result()
-        self.lock.release()
+            self.set_result(task.result())
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -630,9 +1143,20 @@ def _forget(client: Any) -> None:
                 del _clients[key]
 
 
+_clients_alive: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Every client this process made (either kind), for the fork hook."""
+
+
 def _after_fork_in_child() -> None:
-    # the child must not reuse its parent's clients (their calls raise a clear error)
+    # the child must not reuse its parent's clients (their calls raise a clear error, and
+    # the calls it inherited mid-flight fail instead of waiting forever)
     _clients.clear()
+    for client in list(_clients_alive):
+        if isinstance(client, EngineClient):
+            client._after_fork_in_child()
+        else:
+            client._forked = True
+    _clients_alive.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -687,7 +1211,7 @@ def connect(
     key = (name, bool(sync))
     with _lock:
         client = _clients.get(key)
-        if client is not None and not client._closed and client._pid == os.getpid():
+        if client is not None and not client._closed and not client._forked:
             return client
         client = (SyncEngineClient if sync else EngineClient)(
             name, timeout=timeout, on_full=on_full
@@ -696,4 +1220,4 @@ def connect(
         return client
 
 
-__all__ = ["NO_DEADLINE_S", "EngineClient", "SyncEngineClient", "connect"]
+__all__ = ["NO_DEADLINE_S", "EngineClient", "ListCall", "SyncEngineClient", "connect"]
