@@ -596,7 +596,11 @@ class Core:
                 break
         chunk = [r for r in raw[:k] if r.state == RAW]
         self._raw = raw[k:]
-        if chunk:
+        if chunk and not self.config.enable_dedup:  # each leads a group of its own
+            pending = self._pending
+            for r in chunk:
+                pending[r.seq] = Group(r)
+        elif chunk:
             if nbytes > _INLINE_PASS_BYTES and self.config.enable_dedup:
                 self._prepare_off_loop(chunk)
             else:

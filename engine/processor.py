@@ -251,7 +251,15 @@ class BatchProcessor(Generic[R]):
                 core, loop, _ = self._open_call(None)
             deadline = None if timeout is None else loop.time() + timeout
             fut = loop.create_future()
-            rec = build_request(requests, self._config, 0, fut, priority, deadline, self._dim())
+            rec = build_request(
+                requests,
+                self._config,
+                0,
+                fut,
+                priority,
+                deadline,
+                self._dim() if "embedding" in requests else None,  # (only a vector needs it)
+            )
             while not core.make_room(priority):
                 await core.wait_for_room(deadline)
             core.submit(rec)

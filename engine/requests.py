@@ -266,7 +266,9 @@ def build_request(
     if checked is not None:
         size = checked
     else:
-        size = request_size(request, index, config.max_request_bytes)
+        size = flat_size(request)  # (request_size's first step, without its call)
+        if size is None or size > config.max_request_bytes:
+            size = request_size(request, index, config.max_request_bytes)
     text = request.get(config.dedup_key)
     vector = None
     if config.enable_dedup and (

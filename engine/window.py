@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Protocol
 
 
@@ -107,12 +108,7 @@ def select(
     ``groups`` must be in arrival order (ascending ``seq``).
     """
     if not priorities:
-        out = []
-        for g in groups:
-            out.append(g)
-            if len(out) == limit:
-                break
-        return out
+        return list(islice(groups, limit))
     starved: list[Waiting] = []
     rest: list[Waiting] = []
     cutoff = now - max_wait_s
