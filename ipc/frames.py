@@ -563,6 +563,15 @@ def _outgoing_error(value: Any) -> tuple[str, str, dict[str, Any]]:
     return (type_name, message, details)
 
 
+def _flat_values(payload: dict[Any, Any]) -> bool:
+    """Whether no value of ``payload`` is a map or an array (then no depth limit can bite)."""
+    for v in payload.values():
+        t = type(v)
+        if t is dict or t is list:
+            return False
+    return True
+
+
 class FrameDecoder:
     """Decode request and response frames from untrusted bytes.
 
@@ -610,10 +619,29 @@ class FrameDecoder:
         out: list[Request | FrameError] = []
         limit = self._max_payload
         size = len(data) if type(data) is bytes else memoryview(data).nbytes
+        small = limit is None or size <= limit  # no payload in it can be over the limit
         for item in frame:
+            # the common item, checked inline (the same rules as _request, which any other
+            # item goes through for its error): five fields in range, a flat map payload
+            if small and type(item) is list and len(item) == 5:
+                rid, priority, deadline_ns, arena_row, payload = item
+                if (
+                    type(rid) is int
+                    and 0 <= rid <= MAX_ID
+                    and type(priority) is int
+                    and MIN_PRIORITY <= priority <= MAX_PRIORITY
+                    and type(deadline_ns) is int
+                    and 0 <= deadline_ns <= MAX_DEADLINE_NS
+                    and type(arena_row) is int
+                    and NO_ROW <= arena_row <= MAX_ROW
+                    and type(payload) is dict
+                    and _flat_values(payload)
+                ):
+                    out.append(_new_tuple(Request, item))
+                    continue
             try:
                 # only a frame over the limit can hold a payload over it: measure those
-                out.append(self._request(item, None if limit is None or size <= limit else b""))
+                out.append(self._request(item, None if small else b""))
             except FrameError as exc:
                 rid = item[0] if type(item) is list and item else None
                 exc.id = rid if type(rid) is int and 0 <= rid <= MAX_ID else None  # type: ignore[attr-defined]

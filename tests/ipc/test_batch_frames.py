@@ -152,3 +152,33 @@ def test_a_bad_response_item_fails_alone():
     got = DEC.responses(frame)
     assert [type(g) for g in got] == [Response, FrameError, FrameError, Response]
     assert got[1].id == 2 and got[2].id is None
+
+
+_FIELD_EDGES = [
+    (MAX_ID + 1, 0, 0, NO_ROW),
+    (-1, 0, 0, NO_ROW),
+    (True, 0, 0, NO_ROW),
+    (1, MAX_PRIORITY + 1, 0, NO_ROW),
+    (1, MIN_PRIORITY - 1, 0, NO_ROW),
+    (1, 1.0, 0, NO_ROW),
+    (1, 0, MAX_DEADLINE_NS + 1, NO_ROW),
+    (1, 0, -1, NO_ROW),
+    (1, 0, 0, MAX_ROW + 1),
+    (1, 0, 0, NO_ROW - 1),
+    (1, 0, 0, None),
+]
+
+
+@pytest.mark.parametrize("fields", _FIELD_EDGES)
+@pytest.mark.parametrize("payload", [{"query": "q"}, {"q": [1]}, ["not", "a map"], "text"])
+def test_a_batch_item_gets_the_verdict_of_the_same_request_as_a_single_frame(fields, payload):
+    # the common item is checked inline in a batch: every field one step out of range must
+    # still fail exactly as the single frame does, and the same item in range decode alike
+    for item in ([*fields, payload], [1, 0, 0, NO_ROW, payload]):
+        single = msgpack.packb(item)
+        try:
+            want: object = DEC.request(single)
+        except FrameError as exc:
+            want = str(exc)
+        got = DEC.requests(msgpack.packb([[2, 0, 0, NO_ROW, {"query": "ok"}], item]))[1]
+        assert (str(got) if isinstance(got, FrameError) else got) == want
