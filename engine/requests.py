@@ -263,9 +263,8 @@ def build_request(
         InvalidRequestError: see :func:`check_payload`, or a malformed ``"embedding"``.
         RequestTooLargeError: see :func:`check_payload`.
     """
-    if checked is not None:
-        size = checked
-    else:
+    size: int | None = checked
+    if size is None:
         size = flat_size(request)  # (request_size's first step, without its call)
         if size is None or size > config.max_request_bytes:
             size = request_size(request, index, config.max_request_bytes)
