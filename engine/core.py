@@ -330,6 +330,47 @@ class Core:
         elif len(raw) + len(self._pending) >= sched.max_size or now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
             self._schedule_pump()
 
+    def submit_many(self, reqs: list[Request]) -> None:
+        """Queue accepted requests in order, as :meth:`submit` would one by one, at one
+        arrival time (they arrived together: a frame of a client). Nothing is queued if it
+        raises (as :meth:`submit`)."""
+        if not reqs:
+            return
+        loop = self.loop
+        if loop is None or self._closing or self._runner.handler is None:
+            self._refuse()
+        now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
+        n = len(reqs)
+        adm = self._admission
+        adm.waiting += n
+        self.stats.total_requests += n
+        seq = self._seq
+        evicting = adm.evicting
+        for req in reqs:
+            req.arrival = now
+            req.seq = seq
+            seq += 1
+            if evicting:
+                adm.arrived(req)
+            if req.deadline is not None:
+                req.timer = loop.call_later(max(0.0, req.deadline - now), self._expire, req)  # type: ignore[union-attr]
+        self._seq = seq
+        raw = self._raw
+        raw.extend(reqs)
+        if self._is_idle:
+            self._is_idle = False
+            self._idle.clear()  # type: ignore[union-attr]  # (set by bind)
+        if self._adaptive is not None:
+            self._adaptive.observe_arrivals(n, now)
+        sched = self._sched
+        if sched.opened_at is None:
+            sched.open(now, self._window_s(now))
+            self._arm_timer(now, force=True)
+            if len(raw) + len(self._pending) >= sched.max_size:
+                self._schedule_pump()
+        elif len(raw) + len(self._pending) >= sched.max_size or now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
+            self._schedule_pump()
+
     def _refuse(self) -> None:
         """Why :meth:`submit` takes nothing now (raises)."""
         if self.loop is None:

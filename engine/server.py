@@ -547,16 +547,22 @@ class Engine:
     def _admit(self, client: Client, budget: int) -> int:
         """Hand up to ``budget`` decoded requests of ``client``'s inbox to the core; returns
         how many were taken. The common request (no deadline, no arena row, a new id, a
-        mapping payload, room in the queue) takes the short way here; any other goes through
-        :meth:`_accept`, with the same outcome either way."""
+        mapping payload, room in the queue) takes the short way: its record is made here and
+        the run of them goes to the core at once (:meth:`Core.submit_many`); any other goes
+        through :meth:`_accept`, in arrival order, with the same outcome either way."""
         inbox = client.inbox
         pending = client.pending
         core = self.core
         config = self.config
-        submit = core.submit
         dim = self._dim or None
+        key = config.dedup_key
+        # an "embedding" in a payload is read (and checked) only by near dedup
+        vectors = config.enable_dedup and (
+            config.dedup_strategy != "exact" or config.dedup_function is not None
+        )
         room = config.max_queue - core.waiting  # (make_room's own test, for the whole run)
-        n = ok = 0
+        run: list[Request] = []
+        n = 0
         while inbox and n < budget and not client.closed:
             n += 1
             entry = inbox.popleft()
@@ -569,28 +575,56 @@ class Engine:
                 or fr.id in pending
                 or type(fr.payload) is not dict
             ):
+                if run:
+                    self._submit_run(client, run)
+                    run = []
                 self._accept(client, entry)
                 room = config.max_queue - core.waiting
                 continue
+            payload = fr.payload
             rid = fr.id
-            try:
-                req = build_request(
-                    fr.payload, config, rid, client, fr.priority, None, dim, entry[1]
+            if vectors and "embedding" in payload:
+                try:
+                    req = build_request(
+                        payload, config, rid, client, fr.priority, None, dim, entry[1]
+                    )
+                except (StratabatchError, ValueError) as exc:
+                    self._answer_error(client, rid, exc)
+                    continue
+            else:  # build_request's record of a checked payload without a vector
+                text = payload.get(key)
+                req = Request(
+                    payload,
+                    fr.priority,
+                    None,
+                    client,
+                    rid,
+                    text if type(text) is str or isinstance(text, str) else None,
+                    None,
+                    entry[1],
                 )
-                submit(req)
-            except (StratabatchError, ValueError) as exc:
-                self._answer_error(client, rid, exc)
-                continue
-            except Exception as exc:  # a bug of ours: that request fails, not the engine
-                self._internal_error(client, rid, exc, "on a request")
-                continue
-            pending[rid] = req
+            pending[rid] = req  # (a twin id later in the run takes the long way)
+            run.append(req)
             room -= 1
-            ok += 1
-        if ok:
-            client.counts[0] += ok
-            client.dirty = True
+        if run:
+            self._submit_run(client, run)
         return n
+
+    def _submit_run(self, client: Client, run: list[Request]) -> None:
+        """Queue ``run`` (records already in ``client.pending``); if the core refuses, each
+        of them gets the refusal."""
+        try:
+            self.core.submit_many(run)
+        except Exception as exc:
+            for req in run:
+                del client.pending[req.index]
+                if isinstance(exc, (StratabatchError, ValueError)):
+                    self._answer_error(client, req.index, exc)
+                else:  # a bug of ours: these requests fail, not the engine
+                    self._internal_error(client, req.index, exc, "on a request")
+            return
+        client.counts[0] += len(run)
+        client.dirty = True
 
     def _accept(self, client: Client, entry: tuple[Any, int]) -> None:
         """Hand one decoded request to the core (or answer it with an error)."""

@@ -64,3 +64,38 @@ async def test_a_hanging_handler_times_out_once_and_its_late_result_goes_nowhere
     st = b.get_stats()
     assert st.timeouts == 1 and st.total_requests == 2 and st.unique_requests == 2
     await b.close()
+
+
+def test_submit_many_queues_in_order_at_once_and_a_full_batch_does_not_wait(run_virtual):
+    # The engine hands a client's frame to the core as one run (Core.submit_many): the
+    # requests keep their order, share one arrival time, and a run that fills max_size is
+    # taken at once, not at the end of the window it opened.
+    from stratabatch.records import Request
+
+    seen: list[tuple[float, list[str]]] = []
+    outcomes: dict[int, object] = {}
+
+    async def handler(reqs):
+        seen.append((asyncio.get_running_loop().time(), [r["query"] for r in reqs]))
+        return [r["query"].upper() for r in reqs]
+
+    async def main():
+        b = BatchProcessor(handler, window_ms=500, max_size=3, dedup_strategy="exact")
+        await b.warm_up()
+        core = b._core
+        core._on_complete = lambda req, value, error: outcomes.__setitem__(req.index, value)
+        loop = asyncio.get_running_loop()
+        core.bind(loop)
+        t0 = loop.time()
+        core.submit_many([Request({"query": q}, index=i, text=q) for i, q in enumerate("abcd")])
+        assert [r.seq for r in core._raw] == [0, 1, 2, 3]
+        assert len({r.arrival for r in core._raw}) == 1
+        assert core.waiting == 4 and b.get_stats().total_requests == 4
+        await asyncio.sleep(0.1)  # well inside the 500 ms window
+        assert [(t - t0, qs) for t, qs in seen] == [(0.0, ["a", "b", "c"])]  # full: at once
+        await core.close()
+        return t0
+
+    run_virtual(main)
+    assert [q for _, qs in seen for q in qs] == ["a", "b", "c", "d"]
+    assert outcomes == {0: "A", 1: "B", 2: "C", 3: "D"}
