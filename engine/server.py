@@ -471,16 +471,19 @@ class Engine:
             room -= n
         self._flush()
         # An adaptive spin, on a fine clock (uvloop's loop.time() moves in whole
-        # milliseconds): after a pass that took work, look again on the next loop iteration;
-        # keep looking for spin_us only while arrivals are dense (the previous pass with work
-        # was within a few spin windows), else sleep on the doorbell at once. A trickle of
-        # requests then costs one wake-up each, not a spin each.
+        # milliseconds): while arrivals are dense (the previous pass with work was within a
+        # few spin windows), look again on each loop iteration for spin_us; else sleep on
+        # the doorbell at once, even right after a pass that took work. A trickle of
+        # requests then costs one wake-up each, not a spin or an extra loop iteration each.
         now = time.perf_counter()
         if got:
-            if now - self._last_work < _DENSE_SPINS * self._spin_s:
-                self._active_until = now + self._spin_s
+            dense = now - self._last_work < _DENSE_SPINS * self._spin_s
             self._last_work = now
-            self._schedule_poll()
+            if dense:
+                self._active_until = now + self._spin_s
+                self._schedule_poll()
+            else:  # a lone arrival: sleep now (what came meanwhile is seen by _sleep)
+                self._sleep()
         elif now < self._active_until:
             self._schedule_poll()  # spin: look again on the next loop iteration
         else:
