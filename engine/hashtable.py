@@ -19,7 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .cosine import dot_margin
-from .pairs import UNPAIRED_MAX, WordData, admit, keep_lowest, popcount, word_args
+from .pairs import UNPAIRED_MAX, WordData, admit, keep_lowest, popcount, word_admit, word_args
 
 __all__ = ["LeaderTable", "band_key", "insert"]
 
@@ -360,6 +360,150 @@ def _index_pass(
         more[j] = cut
 
 
+@njit(cache=True)
+def _consider_words(X, part, stamp, tag, i, pi, r, thr, lo, hi, brow, bsim, cnt, k, wd, buf):
+    """Row r as a candidate of row i in the word pass (:func:`word_admit`: the residue
+    pre-check before the cosine): returns (count, whether one was cut)."""
+    if stamp[r] == tag:
+        return cnt, False
+    stamp[r] = tag
+    if part[r] != pi or r >= i:
+        return cnt, False  # dead (-1), or a stale entry
+    c = word_admit(X, i, r, thr, lo, hi, wd, buf)
+    if c < -1.0:
+        return cnt, False
+    return keep_lowest(brow, bsim, cnt, k, r, c), cnt == k
+
+
+@njit(cache=True)
+def _probe_words(X, part, stamp, tag, i, pi, s, slots, ents, thr, lo, hi, brow, bsim, cnt, k, wd,
+                 buf, budget):
+    """The rows filed in slot ``s`` as candidates of row i, at most ``budget`` of them read
+    (the newest overflow entries first, then the three oldest, inline); returns (count,
+    whether one was cut, rows read)."""
+    cut = False
+    seen = 0
+    q = slots[s, 1]
+    while q != _NIL32 and seen < budget:
+        head = ents[q, 0]
+        nxt = head >> np.uint64(32)
+        if nxt != _NIL32:
+            _prefetch(ents, np.int64(nxt) * 2)
+        cnt, c = _consider_words(
+            X, part, stamp, tag, i, pi, np.int64(head & _NIL32), thr, lo, hi, brow, bsim, cnt,
+            k, wd, buf
+        )
+        cut |= c
+        seen += 1
+        q = nxt
+    for u in range(np.int64(slots[s, 0] & _COUNT)):
+        if seen >= budget:
+            break
+        cnt, c = _consider_words(
+            X, part, stamp, tag, i, pi, np.int64(slots[s, 2 + 2 * u]), thr, lo, hi, brow, bsim,
+            cnt, k, wd, buf
+        )
+        cut |= c
+        seen += 1
+    return cnt, cut, seen
+
+
+@njit(cache=True)
+def _word_pass(
+    X,
+    part,
+    keys,
+    nfine,
+    fine_budget,
+    coarse_budget,
+    thr,
+    margin,
+    start,
+    n,
+    k,
+    slots,
+    ents,
+    state,
+    stamp,
+    off,
+    out_rows,
+    out_sims,
+    more,
+    wd,
+):
+    """Candidates of rows [start, n) from a word table; rows with none are filed as leaders
+    (under every key they have).
+
+    ``keys[j]``: the table keys of row ``start + j`` (0: none), its ``nfine`` fine keys first
+    (:mod:`stratabatch.wordkeys`), then its pair and single keys. A row with fine keys reads at
+    most ``fine_budget`` filed rows under them and ``coarse_budget`` under the others: the
+    pair keys whose slots hold at most three rows (rare pairs) first, then the crowded ones.
+    A row without fine keys (more key words than fine keys serve) reads every row filed under
+    its keys, as the sketch pass does. Budgets never set ``more``: a list cut by a budget is
+    not completed by a rescan."""
+    lo = thr - margin
+    hi = thr + margin
+    m = n - start
+    nk = keys.shape[1]
+    mask = np.uint64(slots.shape[0] - 1)
+    brow = np.empty(k, np.int64)
+    bsim = np.empty(k, np.float32)
+    buf = np.empty(2 * UNPAIRED_MAX, np.int64)
+    found = np.empty(nk, np.int64)
+    unlimited = np.int64(1) << np.int64(62)
+    for j in range(min(m, _AHEAD_SLOTS)):
+        for t in range(nk):
+            _prefetch(slots, np.int64(keys[j, t] & mask) * 8)
+    e = 0
+    off[0] = 0
+    for i in range(start, n):
+        j = i - start
+        if j + _AHEAD_SLOTS < m:
+            for t in range(nk):
+                _prefetch(slots, np.int64(keys[j + _AHEAD_SLOTS, t] & mask) * 8)
+        pi = part[i]
+        state[2] += 1
+        tag = state[2]
+        cnt = 0
+        cut = False
+        fine = keys[j, 0] != 0
+        for t in range(nk):
+            found[t] = -1 if keys[j, t] == 0 else _find_slot(slots, keys[j, t])
+        left = fine_budget if fine else unlimited
+        for t in range(nfine):
+            if found[t] >= 0 and left > 0:
+                cnt, c, seen = _probe_words(
+                    X, part, stamp, tag, i, pi, found[t], slots, ents, thr, lo, hi, brow, bsim,
+                    cnt, k, wd, buf, left
+                )
+                cut |= c
+                left -= seen
+                state[3] += seen
+        left = coarse_budget if fine else unlimited
+        for sweep in range(2):  # the rare pairs (no overflow chain) first
+            for t in range(nfine, nk):
+                s = found[t]
+                if s < 0 or left <= 0 or (slots[s, 1] != _NIL32) != (sweep == 1):
+                    continue
+                cnt, c, seen = _probe_words(
+                    X, part, stamp, tag, i, pi, s, slots, ents, thr, lo, hi, brow, bsim, cnt,
+                    k, wd, buf, left
+                )
+                cut |= c
+                left -= seen
+                state[3] += seen
+        if cnt == 0:
+            for t in range(nk):
+                if keys[j, t] != 0:
+                    insert(slots, ents, state, keys[j, t], i, np.uint64(0))
+        for t in range(cnt):
+            out_rows[e + t] = brow[t]
+            out_sims[e + t] = bsim[t]
+        e += cnt
+        off[j + 1] = e
+        more[j] = cut
+
+
 class LeaderTable:
     """Storage of a leader table: 64-byte slots (see :func:`_find_slot`) and overflow entries.
 
@@ -375,7 +519,8 @@ class LeaderTable:
     def _alloc(self, slots: int, entries: int) -> None:
         self.slots = np.zeros((slots, 8), np.uint64)  # see _find_slot
         self.ents = np.empty((entries, 2), np.uint64)  # row | next << 32, sketch word 0
-        self.state = np.zeros(3, np.int64)  # entries used, slots used, query tag
+        # entries used, slots used, query tag, filed rows read by word passes (a statistic)
+        self.state = np.zeros(4, np.int64)
 
     def _fits(self, new_rows: int) -> bool:
         add = new_rows * self.keys_per_row
@@ -467,6 +612,53 @@ class LeaderTable:
             np.float32(threshold),
             dot_margin(X.shape[1]),
             hmax,
+            start,
+            n,
+            max_cand,
+            self.slots,
+            self.ents,
+            self.state,
+            stamp,
+            off,
+            rows,
+            sims,
+            more,
+            word_args(wd),
+        )
+        e = off[m]
+        return off, rows[:e], sims[:e], more
+
+    def _pass_words(
+        self,
+        X: np.ndarray,
+        part: np.ndarray,
+        keys: np.ndarray,
+        nfine: int,
+        budgets: tuple[int, int],
+        threshold: float,
+        start: int,
+        stamp: np.ndarray,
+        max_cand: int,
+        wd: WordData | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Run :func:`_word_pass` for rows ``start ..`` of X with probe ``keys`` (the fine
+        keys in the first ``nfine`` columns) and ``budgets`` (fine, pair keys); the CSR
+        candidate lists of :func:`exhaustive_candidates`."""
+        n = X.shape[0]
+        m = n - start
+        off = np.empty(m + 1, np.int64)
+        rows = np.empty(m * max_cand, np.int64)
+        sims = np.empty(m * max_cand, np.float32)
+        more = np.zeros(m, np.bool_)
+        _word_pass(
+            X,
+            part,
+            keys,
+            nfine,
+            budgets[0],
+            budgets[1],
+            np.float32(threshold),
+            dot_margin(X.shape[1]),
             start,
             n,
             max_cand,

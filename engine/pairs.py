@@ -14,6 +14,7 @@ from numba import njit
 from .cosine import dot_canonical, dot_fast
 
 __all__ = [
+    "NOTED_GAP_MAX",
     "UNPAIRED_MAX",
     "WordData",
     "admit",
@@ -21,7 +22,9 @@ __all__ = [
     "may_be_typos",
     "popcount",
     "precheck",
+    "residue_gap",
     "residue_precheck",
+    "word_admit",
     "word_args",
 ]
 
@@ -66,6 +69,14 @@ def _may_pass_residue(wr, wi, wc, oa, la, ob, lb, buf):
     rank (the callers have checked that the counts add up to the same total). ``buf``: scratch
     of 2 x :data:`UNPAIRED_MAX`. With more distinct unpaired words a side it answers True (a
     pre-check may let through what the guards refuse, never the reverse)."""
+    return residue_gap(wr, wi, wc, oa, la, ob, lb, buf) < 0
+
+
+@njit(cache=True)
+def residue_gap(wr, wi, wc, oa, la, ob, lb, buf):
+    """As :func:`_may_pass_residue`: -1 where the pair may pass, else how many distinct words
+    the two sides do not share (both sides together): how far apart in wording a refused pair
+    is (a pair one word apart is worth a line in the veto log, see :func:`word_admit`)."""
     half = UNPAIRED_MAX
     i = 0
     j = 0
@@ -90,12 +101,12 @@ def _may_pass_residue(wr, wi, wc, oa, la, ob, lb, buf):
             j += 1
         if ca > cb:  # unpaired copies of a word of a: each needs a typo partner in b
             if na == half:
-                return True
+                return -1
             buf[na] = sa
             na += 1
         elif cb > ca:
             if nb == half:
-                return True
+                return -1
             buf[half + nb] = sb
             nb += 1
     for x in range(na):
@@ -105,8 +116,8 @@ def _may_pass_residue(wr, wi, wc, oa, la, ob, lb, buf):
                 ok = True
                 break
         if not ok:
-            return False
-    return True
+            return na + nb
+    return -1
 
 
 def residue_precheck(
@@ -158,6 +169,35 @@ def admit(X, i, j, thr, lo, hi, wd, buf):
     c = _confirm(X, i, j, thr, lo, hi)
     if c < -1.0 or precheck(wr, wi, wc, woff, wlen, wtot, refused, rsim, buf, i, j, c):
         return c
+    return np.float32(-2.0)
+
+
+NOTED_GAP_MAX = 2
+"""A pair :func:`word_admit` refuses is noted for the veto log (``refused``/``rsim``) only
+when its sides differ in at most this many distinct words together (one word swapped for
+another): the pairs a user asks about ("cancel my order" / "cancel my refund"). Pairs further
+apart are refused without a cosine."""
+
+
+@njit(cache=True)
+def word_admit(X, i, j, thr, lo, hi, wd, buf):
+    """:func:`admit` with the residue pre-check first: a pair of rows with key words is read
+    from the pools (a few ints a row) and only a pair the pre-check lets through reads the
+    two vectors for its cosine. A refused pair is noted (see :data:`WordData`) when it is
+    the row's first and at most :data:`NOTED_GAP_MAX` words apart, if it clears the cosine."""
+    wr, wi, wc, woff, wlen, wtot, refused, rsim = wd
+    if wtot.shape[0] == 0 or wtot[i] < 0 or wtot[j] < 0:
+        return _confirm(X, i, j, thr, lo, hi)
+    if wtot[i] != wtot[j]:
+        return np.float32(-2.0)
+    gap = residue_gap(wr, wi, wc, woff[i], wlen[i], woff[j], wlen[j], buf)
+    if gap < 0:
+        return _confirm(X, i, j, thr, lo, hi)
+    if refused[i] < 0 and gap <= NOTED_GAP_MAX:
+        c = _confirm(X, i, j, thr, lo, hi)
+        if c >= -1.0:
+            refused[i] = j
+            rsim[i] = c
     return np.float32(-2.0)
 
 

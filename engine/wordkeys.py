@@ -16,7 +16,19 @@ words of 3+ letters outside :data:`COMMON_WORDS`, then the common ones; ties by 
 * a key for each pair of its lowest ``r`` words, ``r = 4`` (``5`` for texts of more than 8
   key words);
 * a key for each single word, when it has at most 3 key words;
-* one shared key for a text without key words.
+* one shared key for a text without key words;
+* *fine keys*, for a text of 2 to :data:`FINE_MAX_WORDS` distinct key words: its key words
+  with their repeats, each copy an item, and one key per word: every item but that word's
+  last copy (a hash of the rest).
+
+The pair keys come from a few words, so where requests share most of their words (one
+domain's traffic: 7 words of a 26-word vocabulary) each holds a share of the whole queue. The
+fine keys are nearly the whole text: two texts share one when their key words (repeats
+counted) are the same, or the same but one word each (a typo), and few other texts do. So
+the word table reads a row's fine keys first, and the leaders under its pair keys only up to
+a budget (:data:`stratabatch.wordtable.PAIR_BUDGET`, the slots of rare pairs first): the work
+per request stays bounded whatever the vocabulary, and a twin two typos away is found through
+the pair keys where they are not crowded (always, with a wide vocabulary).
 
 **What this guarantees.** Let A have ``t`` key words B lacks and B have ``s`` that A lacks.
 Take ``m1 < m2``, the two lowest shared words. Only A's own words can rank below ``m2`` in A,
@@ -24,10 +36,13 @@ so ``m2`` is among A's lowest ``t + 2``; likewise in B. With ``t, s <= 2`` the p
 ``(m1, m2)`` is a key of both. With one shared word, both texts have at most 3 key words and
 share its single key. So a pair whose key words differ by at most two typos (or articles,
 which are not key words) on each side always meets in the index; three on each side when both
-texts have more than 8 key words. Pairs beyond that may meet through other keys; the merges
-the index still misses against the exhaustive path are counted in tests/test_index.py and
-perf/bench_dedup_depth.py. A pair with no shared key word (a one-word text and its typo)
-meets only through the shared empty key.
+texts have more than 8 key words, as far as the pair budget reads (a text with fine keys
+reads at most that many rows under its pair keys; one without reads them all). Two texts of
+equal key words, or one typo a side, always share a fine key (the items both have are the
+same; each side's key for its unshared word is the hash of them). Pairs beyond that may meet
+through other keys; the merges the index still misses against the exhaustive path are
+counted in tests/test_index.py and perf/bench_dedup_depth.py. A pair with no shared key
+word (a one-word text and its typo) meets only through the shared empty key.
 
 **The residue pre-check.** Sharing a key is necessary, not enough: long prompts with a shared
 preamble share keys (and a high cosine) whatever their questions, and asking the guards about
@@ -65,6 +80,8 @@ from .lexicon import COMMON_WORDS, IGNORABLE_WORDS, TYPO_FILLERS, dictionary, ig
 __all__ = [
     "COMMON_WORDS",
     "BatchProfiles",
+    "COARSE_KEYS",
+    "FINE_MAX_WORDS",
     "PRECHECK_MAX_WORDS",
     "WORD_KEYS",
     "may_be_typos",
@@ -81,13 +98,30 @@ key words would cost as much memory as their vectors, and listing and copying th
 than the pre-check saves (it held the event loop ~25 ms per pass of 100 KB texts, measured
 with perf/bench_loop_stall.py). The guards still decide their merges."""
 
-WORD_KEYS = 10
-"""Width of a row of word keys (the most a text has: the 10 pairs of 5 words); 0 pads."""
+COARSE_KEYS = 10
+"""Room for a text's pair and single keys (the most it has: the 10 pairs of 5 words)."""
+
+FINE_MAX_WORDS = 8
+"""Texts of 2 to this many distinct key words also get fine keys: one per key word, the
+whole set of key words but that one (see the module docstring)."""
+
+WORD_KEYS = COARSE_KEYS + FINE_MAX_WORDS
+"""Width of a row of word keys: the pair and single keys, zero-padded to
+:data:`COARSE_KEYS`, then the fine keys, zero-padded."""
 
 _COMMON_BIT = 1 << 62
 _LOW = _COMMON_BIT - 1
 EMPTY_KEY = 0x5EED_0E77  # the key of a text without key words
 SINGLE_KEY = 0x51E6_1E00  # mixed into a single word's key (a pair's key is (a << 1) ^ b)
+FINE_SALT = 0xF1E5_A17E_D5E7_0001  # mixed into a fine key (an xor of mixed ranks)
+_MIX = 0x9E37_79B9_7F4A_7C15
+_M64 = (1 << 64) - 1
+
+
+def fine_mix(rank: int) -> int:
+    """A word's share of a fine key (the kernel computes the same in uint64)."""
+    h = (rank * _MIX) & _M64
+    return h ^ (h >> 29)
 
 _cache: dict[str, tuple[int, int]] = {}  # word -> (rank, shape)
 _CACHE_MAX = 1 << 18
@@ -274,14 +308,23 @@ def word_keys(tokens: Sequence[str]) -> list[int]:
     Returns:
         1 to :data:`WORD_KEYS` nonzero 64-bit keys.
     """
-    low = sorted({r for r, _, _ in _triples(word_profile(tokens))})
-    n = len(low)
+    triples = _triples(word_profile(tokens))
+    ranks = sorted({r for r, _, _ in triples})
+    n = len(ranks)
     if n == 0:
         return [EMPTY_KEY]
-    del low[5 if n > 8 else 4 :]
+    low = ranks[: 5 if n > 8 else 4]
     keys = [((a << 1) ^ b) | 1 for i, a in enumerate(low) for b in low[i + 1 :]]
     if n <= 3:
         keys.extend((a ^ SINGLE_KEY) | 1 for a in low)
+    if 2 <= n <= FINE_MAX_WORDS and len(triples) <= FINE_MAX_WORDS and triples[0][2] >= 0:
+        # (count -1: a long document's five lowest words) the key words with their copies,
+        # each copy an item; one key per word: every item but that word's last copy
+        whole = 0
+        for r, _, c in triples:
+            for k in range(c):
+                whole ^= fine_mix(r + k)
+        keys.extend((whole ^ fine_mix(r + c - 1) ^ FINE_SALT) | 1 for r, _, c in triples)
     return keys
 
 

@@ -18,9 +18,20 @@ from numba import njit
 
 from .hashtable import LeaderTable, band_key, insert
 from .pairs import WordData
-from .wordkeys import EMPTY_KEY, SINGLE_KEY, WORD_KEYS
+from .wordkeys import (
+    COARSE_KEYS,
+    EMPTY_KEY,
+    FINE_MAX_WORDS,
+    FINE_SALT,
+    SINGLE_KEY,
+    WORD_KEYS,
+)
+
+_MIX = np.uint64(0x9E37_79B9_7F4A_7C15)  # (stratabatch.wordkeys.fine_mix)
 
 __all__ = [
+    "FINE_BUDGET",
+    "PAIR_BUDGET",
     "WORD_MAX_CANDIDATES",
     "WordTable",
     "compact_pools",
@@ -40,11 +51,18 @@ def move_rows(a, live):
 
 
 @njit(cache=True)
-def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
+def _fine_mix(rank):
+    h = np.uint64(rank) * _MIX
+    return h ^ (h >> np.uint64(29))
+
+
+@njit(cache=True)
+def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single, coarse, fine_max, salt):
     """For rows [start, start + m): sort each row's key words by rank in the pools (in place),
     total its counts, and write its word keys to ``out[row]``, zero-padded (the keys of
-    :func:`stratabatch.wordkeys.word_keys`, from the lowest distinct ranks)."""
-    r = np.empty(5, np.int64)
+    :func:`stratabatch.wordkeys.word_keys`, from the lowest distinct ranks: the pair and
+    single keys from column 0, the fine keys from column ``coarse``)."""
+    r = np.empty(max(5, fine_max), np.int64)
     for row in range(start, start + m):
         a = woff[row]
         n = wlen[row]
@@ -66,10 +84,10 @@ def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
         wtot[row] = wc[a : a + n].sum()
         for t in range(out.shape[1]):
             out[row, t] = 0
-        c = 0  # distinct ranks seen (the lowest five kept in r)
+        c = 0  # distinct ranks seen (the lowest kept in r)
         for u in range(a, a + n):
             if u == a or wr[u] != wr[u - 1]:
-                if c < 5:
+                if c < r.shape[0]:
                     r[c] = wr[u]
                 c += 1
         if c == 0:
@@ -85,6 +103,14 @@ def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single):
             for x in range(keep):
                 out[row, t] = np.uint64((r[x] ^ single) | 1)
                 t += 1
+        if 2 <= c <= fine_max and n <= fine_max and wtot[row] >= 0:
+            whole = np.uint64(0)
+            for u in range(a, a + n):
+                for k in range(wc[u]):
+                    whole ^= _fine_mix(wr[u] + k)
+            for u in range(a, a + n):
+                fk = whole ^ _fine_mix(wr[u] + wc[u] - 1) ^ salt
+                out[row, coarse + u - a] = fk | np.uint64(1)
 
 
 def _sources(
@@ -179,7 +205,22 @@ def word_rows(
             wi[o : o + k] = p[1::3]
             wc[o : o + k] = p[2::3]
         used += int(ends[-1])
-    _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, EMPTY_KEY, SINGLE_KEY)
+    _word_rows(
+        wr,
+        wi,
+        wc,
+        woff,
+        wlen,
+        wtot,
+        out,
+        start,
+        m,
+        EMPTY_KEY,
+        SINGLE_KEY,
+        COARSE_KEYS,
+        FINE_MAX_WORDS,
+        np.uint64(FINE_SALT),
+    )
     return used
 
 
@@ -223,6 +264,19 @@ def _file_keyed(wkeys, part, rows, slots, ents, state):
             v = wkeys[row, u]
             if v != 0:
                 insert(slots, ents, state, band_key(v, 0, pid), row, np.uint64(0))
+
+FINE_BUDGET = 1024
+"""Filed rows a new row reads under its fine keys, at most (:func:`_word_pass`). They hold the
+texts of the same key words but one: few, unless many waiting texts are the same words in
+another order (which the roles guard keeps apart)."""
+
+PAIR_BUDGET = 16
+"""Filed rows a new row with fine keys reads under its pair and single keys, at most: what
+finds it a leader two typos away. Where requests share most of their words (a support bot's
+"order", "refund", "shipping") a pair key holds a share of the whole queue; reading it all
+made the cost per request grow with the queue (85 -> 537 us from 1k to 16k waiting, with 7
+words of a 26-word vocabulary). Keys of at most three filed rows (rare pairs) are read
+first."""
 
 WORD_MAX_CANDIDATES = 64
 """Candidates listed per row by the word table. Its keys already narrow the leaders to texts
@@ -268,4 +322,20 @@ class WordTable(LeaderTable):
         self._make_room(wkeys, part, start)
         keys = np.empty((m, wkeys.shape[1]), np.uint64)
         _word_table_keys(wkeys, part, start, n, keys)
-        return self._pass(X, part, words, keys, 1, threshold, 64, start, stamp, max_cand, wd)
+        if wd is None:  # (no pre-check: every row filed under a key is read)
+            return self._pass(X, part, words, keys, 1, threshold, 64, start, stamp, max_cand, wd)
+        # the fine keys first: a near twin differing by a typo at most shares one with its
+        # leader, and few other rows do
+        probe = np.ascontiguousarray(np.roll(keys, -COARSE_KEYS, axis=1))
+        return self._pass_words(
+            X,
+            part,
+            probe,
+            FINE_MAX_WORDS,
+            (FINE_BUDGET, PAIR_BUDGET),
+            threshold,
+            start,
+            stamp,
+            max_cand,
+            wd,
+        )

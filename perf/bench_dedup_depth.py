@@ -58,6 +58,7 @@ import json  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -242,6 +243,248 @@ def bench_depth(
                 flush=True,
             )
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# A narrow vocabulary: one domain's requests share most of their words
+# --------------------------------------------------------------------------------------------
+
+NARROW_WORDS = (
+    "order",
+    "refund",
+    "shipping",
+    "delivery",
+    "package",
+    "tracking",
+    "account",
+    "password",
+    "invoice",
+    "payment",
+    "return",
+    "exchange",
+    "warranty",
+    "address",
+    "status",
+    "cancel",
+    "discount",
+    "coupon",
+    "subscription",
+    "billing",
+    "receipt",
+    "store",
+    "product",
+    "damaged",
+    "missing",
+    "late",
+)
+
+
+def _typo(word: str, rng: random.Random) -> str:
+    """One letter of ``word`` (5+ letters) replaced inside it: a typo the guards accept."""
+    p = rng.randrange(1, len(word) - 1)
+    return word[:p] + ("x" if word[p] != "x" else "z") + word[p + 1 :]
+
+
+def narrow_variant(base: str, rng: random.Random) -> str:
+    """A near twin of ``base``: case and spacing (30 of 50), punctuation or a filler (10),
+    one typo (7), two typos in different words (3)."""
+    x = rng.random() * 50
+    if x < 30:
+        return "  ".join(base.upper().split()) if x < 15 else base.capitalize()
+    if x < 40:
+        return base + "?" if x < 35 else f"{rng.choice(_FILLERS)} {base}"
+    words = base.split()
+    long = [k for k, w in enumerate(words) if len(w) >= 5]
+    for k in rng.sample(long, min(len(long), 1 if x < 47 else 2)):
+        words[k] = _typo(words[k], rng)
+    return " ".join(words)
+
+
+def narrow_workload(n: int, depth: int, seed: int) -> tuple[list[str], list[int]]:
+    """n seven-word texts drawn from the 26 words of NARROW_WORDS, with their group ids: half
+    new, half a near twin (:func:`narrow_variant`) of one of the last ``depth`` groups."""
+    rng = random.Random(seed)
+    bases: list[str] = []
+    texts, groups = [], []
+    for _ in range(n):
+        if bases and rng.random() < 0.5:
+            g = rng.randrange(max(0, len(bases) - depth // 2), len(bases))
+            texts.append(narrow_variant(bases[g], rng))
+        else:
+            g = len(bases)
+            bases.append(" ".join(rng.choice(NARROW_WORDS) for _ in range(7)))
+            texts.append(bases[g])
+        groups.append(g)
+    return texts, groups
+
+
+_UNCAPPED = 1 << 40
+
+
+async def drive_processor(
+    strategy: str, depth: int, texts: list[str], measured: int, warm: int, capped: bool = True
+) -> tuple[float, int, int]:
+    """CPU us per request through BatchProcessor (its defaults but for a 1 ms window, batches
+    of 256, one in flight, and no queue bound), the GC as the process has it, while ``depth``
+    requests wait: lists of 64 requests go in through ``process()`` as lists come back. Also
+    returns the handler items of the timed requests, and the median count of live leader
+    rows (groups deduped and waiting or running; 0 for ``exact``) while they ran.
+    ``capped``: False reads every leader the word keys offer (the budgets of
+    :mod:`stratabatch.wordtable` lifted)."""
+    from stratabatch import BatchProcessor, wordtable
+
+    items = [0]
+    core: Any = None
+
+    async def handler(reqs: list) -> list:
+        # a batch leaves once every arrival is deduped: else the instant handler drains the
+        # decided groups while the next pass is prepared, and few leaders ever wait
+        while core._raw or core._preparing:
+            await asyncio.sleep(0.0002)
+        items[0] += len(reqs)
+        return [None] * len(reqs)
+
+    chunk = 64
+    saved = wordtable.FINE_BUDGET, wordtable.PAIR_BUDGET
+    if not capped:
+        wordtable.FINE_BUDGET = wordtable.PAIR_BUDGET = _UNCAPPED
+    try:
+        async with BatchProcessor(
+            handler=handler,
+            window_ms=1,
+            max_size=256,
+            max_inflight_batches=1,
+            max_queue=10_000_000,
+            dedup_strategy=strategy,
+            cold_start="wait",  # (the steady state: no exact-only start while kernels compile)
+        ) as bp:
+            await bp.warm_up()
+            pos = 0
+            outstanding = 0
+            room = asyncio.Event()
+            tasks: set[asyncio.Task] = set()
+
+            def done(t: asyncio.Task) -> None:
+                nonlocal outstanding
+                outstanding -= chunk
+                tasks.discard(t)
+                room.set()
+
+            def send(k: int) -> None:
+                nonlocal pos, outstanding
+                for _ in range(k // chunk):
+                    t = asyncio.ensure_future(
+                        bp.process([{"query": q} for q in texts[pos : pos + chunk]])
+                    )
+                    pos += chunk
+                    outstanding += chunk
+                    tasks.add(t)
+                    t.add_done_callback(done)
+
+            core = bp._core
+            leaders = core._dedup.leaders  # (live leader rows: deduped groups waiting)
+            samples: list[int] = []
+
+            async def flow(count: int) -> None:
+                end = pos + count
+                while pos < end:
+                    send(min(depth - outstanding, end - pos))
+                    room.clear()
+                    await room.wait()
+                    samples.append(leaders.live)
+
+            send(depth)
+            await flow(warm)
+            samples.clear()
+            c0 = time.process_time()
+            i0, p0 = items[0], pos
+            await flow(measured)
+            cpu = time.process_time() - c0
+            timed = pos - p0
+            used = items[0] - i0
+            await asyncio.gather(*tasks)
+    finally:
+        wordtable.FINE_BUDGET, wordtable.PAIR_BUDGET = saved
+    return cpu / timed * 1e6, used, int(statistics.median(samples)) if samples else 0
+
+
+def bench_narrow(depths: list[int], requests: int, repeats: int) -> list[dict]:
+    """The narrow-vocabulary workload at each depth: exact, the default (capped) and the
+    default with the budgets lifted, interleaved in each repeat."""
+    peers = [
+        ("exact", "exact", True),
+        ("embedding (default)", "embedding", True),
+        ("embedding uncapped", "embedding", False),
+    ]
+    rows = []
+    for depth in depths:
+        n = max(requests, 2 * depth) // 64 * 64
+        warm = depth // 64 * 64
+        texts, _ = narrow_workload(depth + warm + n + 512, depth, seed=depth)
+        runs: dict[str, list[float]] = {p[0]: [] for p in peers}
+        used: dict[str, list[int]] = {p[0]: [] for p in peers}
+        live: dict[str, list[int]] = {p[0]: [] for p in peers}
+        for _ in range(repeats):
+            for name, strategy, capped in peers:
+                us, k, lv = asyncio.run(drive_processor(strategy, depth, texts, n, warm, capped))
+                runs[name].append(us)
+                used[name].append(k)
+                live[name].append(lv)
+        row: dict = {"depth": depth, "timed": n}
+        for name in runs:
+            row[name] = statistics.median(runs[name])
+            row[f"{name} items"] = int(statistics.median(used[name]))
+            row[f"{name} leaders"] = int(statistics.median(live[name]))
+        rows.append(row)
+        print(
+            f"  depth {depth:6}: "
+            + ", ".join(
+                f"{k} {row[k]:.1f} us ({row[k + ' items']} items, {row[k + ' leaders']} leaders)"
+                for k in runs
+            ),
+            flush=True,
+        )
+    return rows
+
+
+def bench_narrow_recall(n: int, depth: int) -> dict:
+    """Merges of the narrow workload in passes of 256 (:func:`cluster_stream`, default
+    guards and threshold): the word index with its budgets against the same without them
+    (and against the exhaustive path), merges across groups counted."""
+    from stratabatch import wordtable
+    from stratabatch.canon import canonical_batch
+    from stratabatch.embed import default_embedder
+
+    texts, groups = narrow_workload(n, depth, seed=7)
+    emb = default_embedder()
+    X = np.ascontiguousarray(emb.embed([" ".join(t) for t in canonical_batch(texts)]))
+    thr = emb.recommended_threshold
+    grp = np.array(groups)
+    res: dict = {"requests": n, "depth": depth, "threshold": thr}
+    lead = {}
+    saved = wordtable.FINE_BUDGET, wordtable.PAIR_BUDGET
+    for name, method, capped in (
+        ("capped", "words", True),
+        ("uncapped", "words", False),
+        ("exhaustive", "exhaustive", True),
+    ):
+        if not capped:
+            wordtable.FINE_BUDGET = wordtable.PAIR_BUDGET = _UNCAPPED
+        try:
+            t0 = time.perf_counter()
+            lead[name] = cluster_stream(X, method, thr, depth, texts=texts)
+            res[f"{name}_s"] = time.perf_counter() - t0
+        finally:
+            wordtable.FINE_BUDGET, wordtable.PAIR_BUDGET = saved
+        merged = lead[name] != np.arange(n)
+        res[f"{name}_merges"] = int(merged.sum())
+        res[f"{name}_false_merges"] = int((merged & (grp[lead[name]] != grp)).sum())
+    cap = lead["capped"] != np.arange(n)
+    for ref in ("uncapped", "exhaustive"):
+        other = lead[ref] != np.arange(n)
+        res[f"lost_vs_{ref}"] = int((other & ~cap).sum())
+        res[f"only_capped_vs_{ref}"] = int((cap & ~other).sum())
+    return res
 
 
 # --------------------------------------------------------------------------------------------
@@ -577,9 +820,44 @@ def main(argv: list[str] | None = None) -> int:
         choices=("freeze", "on", "off"),
         help="the cyclic GC while timing (see the module docstring)",
     )
+    ap.add_argument(
+        "--narrow",
+        default="1024,4096,16384",
+        help="depths of the narrow-vocabulary section ('' to skip)",
+    )
+    ap.add_argument("--narrow-requests", type=int, default=16_384)
+    ap.add_argument("--narrow-recall-requests", type=int, default=60_000)
+    ap.add_argument("--narrow-recall-depth", type=int, default=4096)
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
     out: dict = {}
+    if a.narrow:
+        print(
+            "narrow: 7 words of a 26-word vocabulary, half near twins (BatchProcessor, the GC "
+            "as the process has it; CPU us per request, median of repeats; handler items)",
+            flush=True,
+        )
+        depths = [int(x) for x in a.narrow.split(",")]
+        rows = out["narrow"] = bench_narrow(depths, a.narrow_requests, a.repeats)
+        names = ["exact", "embedding (default)", "embedding uncapped"]
+        print(f"\n{'waiting':>8} " + " ".join(f"{k:>22}" for k in names) + "  default/exact")
+        for r in rows:
+            print(
+                f"{r['depth']:>8,} "
+                + " ".join(f"{r[k]:>22.1f}" for k in names)
+                + f"  {r['embedding (default)'] / r['exact']:.2f}x"
+            )
+        if len(rows) > 1:
+            k = "embedding (default)"
+            print(f"default largest/smallest depth = {rows[-1][k] / rows[0][k]:.2f}x")
+        if a.narrow_recall_requests:
+            r = out["narrow_recall"] = bench_narrow_recall(
+                a.narrow_recall_requests, a.narrow_recall_depth
+            )
+            print("\nnarrow recall (passes of 256, default guards):")
+            for k, v in r.items():
+                print(f"  {k:24} {v:.4f}" if isinstance(v, float) else f"  {k:24} {v}")
+            print(flush=True)
     if not a.skip_depth:
         depths = [int(x) for x in a.depths.split(",")]
         print("depth (CPU us per request, median of repeats):", flush=True)

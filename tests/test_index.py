@@ -460,8 +460,9 @@ def test_freeing_the_slots_of_dead_keys_keeps_every_live_key_reachable(seed) -> 
 
     rng = np.random.default_rng(seed)
     n = 6000
+    k = 2 * WORD_KEYS // 3  # keys per row: the table (sized for WORD_KEYS a row) near full
     wk = np.zeros((n, WORD_KEYS), np.uint64)
-    wk[:, :6] = rng.integers(1, 2**62, (n, 6), dtype=np.int64).astype(np.uint64)
+    wk[:, :k] = rng.integers(1, 2**62, (n, k), dtype=np.int64).astype(np.uint64)
     part = np.zeros(n, np.int64)
     t = WordTable()
     t.rebuild(wk, part, np.arange(n), room=0)
@@ -471,7 +472,7 @@ def test_freeing_the_slots_of_dead_keys_keeps_every_live_key_reachable(seed) -> 
     newpos = np.full(n, -1, np.int64)
     newpos[live] = np.arange(len(live))
     t.remap(newpos)
-    assert int(t.state[1]) == 6 * len(live) == int(np.count_nonzero(t.slots[:, 0]))
+    assert int(t.state[1]) == k * len(live) == int(np.count_nonzero(t.slots[:, 0]))
 
     def reachable(rows_keys):
         for row, keys in rows_keys:
@@ -479,9 +480,9 @@ def test_freeing_the_slots_of_dead_keys_keeps_every_live_key_reachable(seed) -> 
                 s = _find_slot(t.slots, np.uint64(band_key(h, 0, 0)))
                 assert s >= 0 and row in _slot_rows(t, s)
 
-    reachable((j, wk[r, :6]) for j, r in enumerate(live))
+    reachable((j, wk[r, :k]) for j, r in enumerate(live))
     more = rng.integers(1, 2**62, (500, WORD_KEYS), dtype=np.int64).astype(np.uint64)
-    more[:, 6:] = 0
+    more[:, k:] = 0
     keys = np.concatenate([wk[live], more])
     t.file(keys, np.zeros(len(keys), np.int64), np.arange(len(live), len(keys)))
-    reachable((j, keys[j, :6]) for j in range(len(keys)))
+    reachable((j, keys[j, :k]) for j in range(len(keys)))
