@@ -439,8 +439,9 @@ def _word_pass(
     most ``fine_budget`` filed rows under them and ``coarse_budget`` under the others: the
     pair keys whose slots hold at most three rows (rare pairs) first, then the crowded ones.
     A row without fine keys (more key words than fine keys serve) reads every row filed under
-    its keys, as the sketch pass does. Budgets never set ``more``: a list cut by a budget is
-    not completed by a rescan."""
+    its keys, as the sketch pass does; one that found a candidate under its fine keys reads
+    none under the others. Budgets never set ``more``: a list cut by a budget is not completed
+    by a rescan."""
     lo = thr - margin
     hi = thr + margin
     m = n - start
@@ -479,7 +480,8 @@ def _word_pass(
                 cut |= c
                 left -= seen
                 state[3] += seen
-        left = coarse_budget if fine else unlimited
+        # a row that found a leader under its fine keys (a near twin) looks no further
+        left = unlimited if not fine else (coarse_budget if cnt == 0 else 0)
         for sweep in range(2):  # the rare pairs (no overflow chain) first
             for t in range(nfine, nk):
                 s = found[t]
