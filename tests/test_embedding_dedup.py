@@ -168,3 +168,32 @@ async def test_adaptive_mode_exposes_its_window_and_fit_in_stats():
         stats = batch.get_stats()
     assert 2 <= stats.window_ms <= 100
     assert stats.adaptive_a_ms > 0 and stats.adaptive_b_ms >= 0
+
+
+async def test_near_twins_of_the_same_canonical_text_merge_without_guard_features():
+    """Punctuation, case or a filler apart (the same canonical text), a near twin merges
+    without the guard features of either text being built: the guards let the same canonical
+    words in the same order merge, and building features is most of a guard call's cost."""
+    rec = Rec()
+    async with BatchProcessor(rec, window_ms=20, cold_start="wait") as batch:
+        await batch.warm_up()
+        dedup = batch._core._dedup
+        built = []
+        real = dedup.features_of
+
+        def counting(r):
+            built.append(r.text)
+            return real(r)
+
+        dedup.features_of = counting
+        out = await batch.process(
+            [{"query": "Where is my parcel?"}, {"query": "where is my parcel!!"}]
+        )
+        assert out == ["A:Where is my parcel?"] * 2
+        assert built == []
+        # a typo apart: the guards decide, from both texts' features
+        out = await batch.process(
+            [{"query": "cancel my subscription"}, {"query": "cancel my subscriptoin"}]
+        )
+        assert out == ["A:cancel my subscription"] * 2
+        assert len(built) == 2
