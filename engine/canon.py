@@ -14,11 +14,17 @@ guards (:mod:`stratabatch.guards`) both see. The rules, in order:
    "cancelled" -> "canceled", "cheque" -> "check"), a curated table of whole words.
 4. **Question frames folded**: "how can/could/would/should i" -> "how do i", "could/would/will
    you" -> "can you", "i would like to / i need to / i wish to" -> "i want to", "is there a way
-   to" -> "how do i", and a few compound spellings ("e mail" -> "email", "log in" -> "login").
+   to", "what is a good way to" and "if i want to X, what should i do" -> "how do i", "how do
+   you" -> "how do i" where the text does not speak of the asker ("how do you store my card
+   details" stays), and a few compound spellings ("e mail" -> "email", "log in" -> "login").
+
+Before 2-4, letters swapped in a frequent word are put back ("teh" -> "the", "sholud" ->
+"should": :data:`stratabatch.lexicon.TRANSPOSED_WORDS`), and "just" goes where it is a filler
+(before a verb; not "a just war", "just me", "just 5 minutes").
 
 Nothing here touches a word that can change what is asked: negations, numbers, names,
-prepositions and possessives pass through unchanged, so the guards still see them. Typos are
-not corrected here (a wrong correction would be a silent rewrite); the guards accept a typo as
+prepositions and possessives pass through unchanged, so the guards still see them. Other typos
+are not corrected here (a wrong correction would be a silent rewrite); the guards accept a typo as
 a difference (:func:`stratabatch.lexicon.is_typo_of`), and the embedder's character n-grams keep
 a typo's vector close.
 
@@ -33,11 +39,16 @@ from typing import Any
 from .lexicon import (
     DROP_PHRASES,
     FILLER_WORDS,
+    FIRST_PERSON,
     FOLD_PHRASES,
+    GENERIC_YOU_FRAMES,
+    JUST_KEEP_AFTER,
+    JUST_KEEP_BEFORE,
     LEADING_JOINERS,
     LIKE_KEEPERS,
     NUMBER_WORDS,
     SPELLING,
+    TRANSPOSED_WORDS,
 )
 from .text import normalized_parts
 
@@ -66,18 +77,31 @@ def _phrase_table(phrases: dict[str, str], rule: str) -> _Table:
 
 _DROPS = _phrase_table(dict.fromkeys(DROP_PHRASES, ""), "courtesy")
 _FOLDS = _phrase_table(FOLD_PHRASES, "frame")
+for _head, _entries in _phrase_table(GENERIC_YOU_FRAMES, "you frame").items():
+    _FOLDS.setdefault(_head, []).extend(_entries)
+    _FOLDS[_head].sort(key=lambda e: -len(e[0]))
 _PHRASES = {**_DROPS, **_FOLDS}
 # Words that need the slow path of the token pass: a phrase head, a filler or "like".
 # A text needs the slow token pass only if it has one of these words, or one of the
 # phrases' first two words side by side (checked as one set lookup per word pair).
-_SPECIAL = FILLER_WORDS | NUMBER_WORDS | LEADING_JOINERS | {"like"}
-_HEAD_PAIRS = frozenset(_PHRASES)
-_SLOW_DROPS = NUMBER_WORDS | {"like"}
+_SPECIAL = (
+    FILLER_WORDS | NUMBER_WORDS | LEADING_JOINERS | {"like", "just"} | TRANSPOSED_WORDS.keys()
+)
+# "if i want to X, what should i do": the frame that ends the text (see _rewrite)
+_IF_FRAME = (("if", "i", "want", "to"), ("if", "i", "need", "to"), ("if", "i", "have", "to"))
+_HEAD_PAIRS = frozenset(_PHRASES) | {("if", "i")}
+_SLOW_DROPS = NUMBER_WORDS | {"like", "just"}
 
 
 def _rewrite(words: list[str], trace: list[tuple[str, str, str]] | None) -> list[str]:
     """The token passes: courtesy and fillers out first, then frames and spellings folded
-    (so a filler inside a frame, "how can um i", does not hide it)."""
+    (so a filler inside a frame, "how can um i", does not hide it). Letters swapped in a
+    frequent word go first ("hwo sholud i" is "how should i", then "how do i")."""
+    if not TRANSPOSED_WORDS.keys().isdisjoint(words):
+        fixed = TRANSPOSED_WORDS.get
+        if trace is not None:
+            trace.extend(("typo", w, fixed(w, w)) for w in words if w in TRANSPOSED_WORDS)
+        words = [fixed(w, w) for w in words]
     pairs = set(zip(words, words[1:], strict=False))
     if trace is None and _DROPS.keys().isdisjoint(pairs) and _SLOW_DROPS.isdisjoint(words):
         # no phrase, "like" or number word: fillers go by a plain filter
@@ -105,6 +129,11 @@ def _rewrite(words: list[str], trace: list[tuple[str, str, str]] | None) -> list
                 out.extend(r.split())
         return out
     out = _pass(kept, trace, _FOLDS, False)
+    if len(out) > 8 and tuple(out[:4]) in _IF_FRAME and out[-4:] == ["what", "do", "i", "do"]:
+        # "if i want to X, what should i do" asks "how do i X"
+        if trace is not None:
+            trace.append(("frame", " ".join(out[:4]) + " ... what do i do", "how do i"))
+        out = ["how", "do", "i", *out[4:-4]]
     return out if out else words
 
 
@@ -123,6 +152,10 @@ def _pass(
                 if pw[0] == "i" and out and not drop_fillers:
                     continue  # "i need to ..." is a frame at the start only ("do i need")
                 if tuple(words[i : i + k]) == pw:
+                    if rule == "you frame":
+                        if not FIRST_PERSON.isdisjoint(words[i + k :]):
+                            continue  # "how do you store my card": you, not I
+                        rule = "frame"
                     if trace is not None:
                         trace.append((rule, " ".join(pw), " ".join(repl)))
                     out.extend(repl)
@@ -149,6 +182,11 @@ def _pass(
                 trace.append(("filler", w, ""))
             i += 1
             continue
+        elif w == "just" and _just_is_filler(out, words, i):
+            if trace is not None:
+                trace.append(("filler", w, ""))
+            i += 1
+            continue
         elif w == "like" and not (out and out[-1] in LIKE_KEEPERS):
             if trace is not None:
                 trace.append(("filler", w, ""))
@@ -169,6 +207,16 @@ def _pass(
             out.append(w)
         i += 1
     return out
+
+
+def _just_is_filler(out: list[str], words: list[str], i: int) -> bool:
+    """Whether the "just" at ``words[i]`` is a filler: not last, not an adjective after an
+    article ("a just war"), not "only" before a pronoun, article, number or "for" ("just
+    me", "just my passport", "just 5 minutes")."""
+    if i + 1 >= len(words) or (out and out[-1] in JUST_KEEP_AFTER):
+        return False
+    nxt = words[i + 1]
+    return nxt not in JUST_KEEP_BEFORE and not nxt[:1].isdigit()
 
 
 def _tokens_of(part: str, trace: list[tuple[str, str, str]] | None = None) -> list[str]:
@@ -253,8 +301,9 @@ def explain_canonical(text: str) -> list[tuple[str, str, str]]:
     """Which rule rewrote which words of ``text``.
 
     Returns:
-        ``(rule, words, replacement)`` triples in text order; rule is ``"courtesy"``,
-        ``"filler"``, ``"frame"`` or ``"spelling"``; replacement is ``""`` for a removal.
+        ``(rule, words, replacement)`` triples in text order; rule is ``"typo"`` (swapped
+        letters), ``"courtesy"``, ``"filler"``, ``"frame"`` or ``"spelling"``; replacement
+        is ``""`` for a removal.
     """
     trace: list[tuple[str, str, str]] = []
     _rewrite(normalized_parts([text])[0].split(), trace)

@@ -75,6 +75,18 @@ OPPOSITE_PAIRS: tuple[tuple[str, str], ...] = (
     ("must", "must not"), ("always", "never"), ("everyone", "nobody"), ("all", "none"),
     ("cash", "card"), ("sender", "recipient"), ("buyer", "seller"), ("landlord", "tenant"),
     ("employer", "employee"), ("parent", "child"), ("host", "guest"),
+    ("allowed", "banned"), ("allow", "ban"), ("permitted", "banned"), ("permit", "ban"),
+    ("permitted", "forbidden"), ("permitted", "prohibited"), ("allowed", "prohibited"),
+    ("legal", "banned"), ("mandatory", "optional"), ("compulsory", "optional"),
+    ("required", "optional"), ("benign", "malignant"), ("positive", "negative"),
+    ("heavier", "lighter"), ("heavy", "light"), ("encode", "decode"), ("loosen", "tighten"),
+    ("stricter", "lenient"), ("strict", "lenient"), ("borrow", "lend"), ("borrowed", "lent"),
+    ("borrowing", "lending"), ("better", "worse"), ("best", "worst"), ("good", "bad"),
+    ("rich", "poor"), ("remember", "forget"), ("accept", "refuse"), ("secure", "insecure"),
+    ("safer", "riskier"), ("safe", "risky"), ("wider", "narrower"), ("thick", "thin"),
+    ("cheaper", "dearer"), ("sooner", "later"), ("win", "loss"), ("won", "lost"),
+    ("increase", "reduce"), ("raise", "cut"), ("inhale", "exhale"), ("overpaid", "underpaid"),
+    ("overweight", "underweight"), ("overestimate", "underestimate"), ("maximize", "minimize"),
 )  # fmt: skip
 
 NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "de", "anti", "mis")
@@ -142,7 +154,8 @@ FILLER_WORDS: frozenset[str] = frozenset((
     "please", "pls", "plz", "kindly",
     "um", "umm", "ummm", "uh", "uhh", "uhm", "er", "erm", "hmm", "hmmm", "ah", "eh", "oh",
     "so", "yeah", "yep", "ok", "okay", "alright", "anyway", "anyways",
-    "basically", "actually", "literally", "honestly", "just", "really",
+    "basically", "actually", "literally", "honestly", "really", "somehow", "truly", "indeed",
+    "exactly", "maybe", "perhaps", "possibly",
 ))  # fmt: skip
 
 # Multi-word phrases dropped as a whole (longest match first). A phrase only goes when all
@@ -170,17 +183,21 @@ DROP_PHRASES: tuple[str, ...] = (
     "right now", "so yeah", "ok so", "okay so", "any help", "any help is appreciated",
     "any help would be appreciated", "help is appreciated", "hope you are well",
     "hope you are doing well", "hope all is well", "hope this makes sense",
-    "let me know", "for me",
+    "let me know", "for me", "in fact", "as a matter of fact", "in reality", "to be honest",
 )  # fmt: skip
 
 # Multi-word rewrites: a question frame or a compound spelled in two words.
 FOLD_PHRASES: dict[str, str] = {
     "how can i": "how do i", "how could i": "how do i", "how would i": "how do i",
-    "how should i": "how do i", "how might i": "how do i", "how do you": "how do i",
-    "how can you": "how do i", "how does one": "how do i", "how to": "how do i",
+    "how should i": "how do i", "how might i": "how do i", "how does one": "how do i",
+    "how to": "how do i",
     "how would one": "how do i", "how do i go about": "how do i",
     "how can i go about": "how do i", "what is the way to": "how do i",
     "what is the best way to": "how do i", "is there a way to": "how do i",
+    "what is a good way to": "how do i", "what is a way to": "how do i",
+    "what is the right way to": "how do i", "what is the correct way to": "how do i",
+    "what is the proper way to": "how do i", "what is the recommended way to": "how do i",
+    "what is a simple way to": "how do i", "what is an easy way to": "how do i",
     "is it possible to": "can i", "am i able to": "can i", "could i": "can i",
     "may i": "can i", "would i be able to": "can i",
     "could you": "can you", "would you": "can you", "will you": "can you",
@@ -233,7 +250,8 @@ SPELLING: dict[str, str] = {
     "orthopaedic": "orthopedic", "manoeuvre": "maneuver", "ageing": "aging",
     "judgement": "judgment", "acknowledgement": "acknowledgment", "sceptical": "skeptical",
     "pyjamas": "pajamas", "plough": "plow", "storey": "story", "kerb": "curb",
-    "mum": "mom", "postcode": "zipcode", "enquiry": "inquiry", "enquiries": "inquiries",
+    "mum": "mom", "postcode": "zipcode", "tumour": "tumor", "tumours": "tumors",
+    "enquiry": "inquiry", "enquiries": "inquiries",
     "enquire": "inquire", "cosy": "cozy", "moustache": "mustache", "speciality": "specialty",
     "whilst": "while", "amongst": "among", "towards": "toward", "learnt": "learned",
     "spelt": "spelled", "dreamt": "dreamed", "burnt": "burned", "cancelation": "cancellation",
@@ -248,7 +266,106 @@ SPELLING: dict[str, str] = {
     "theres": "there is",
 }  # fmt: skip
 
+#: "how do you X" asks how anyone does X ("how do you boil an egg") unless the text speaks of
+#: the asker too ("how do you store my card details": what the service does with my data);
+#: only then does it stay apart from "how do I X" (see stratabatch.canon).
+GENERIC_YOU_FRAMES: dict[str, str] = {"how do you": "how do i", "how can you": "how do i"}
+FIRST_PERSON = frozenset((
+    "i", "me", "my", "mine", "myself", "we", "us", "our", "ours", "ourselves",
+))  # fmt: skip
+
+#: "just" is a filler before a verb ("can I just pay off my loan") and means "only" before a
+#: pronoun, an article, a number or "for" ("just me", "just my passport", "just 5 minutes");
+#: after an article it is an adjective ("a just war"). It is dropped only in the first place.
+JUST_KEEP_BEFORE = frozenset((
+    "me", "my", "you", "your", "us", "our", "him", "his", "her", "them", "their", "it", "its",
+    "this", "that", "these", "those", "the", "a", "an", "one", "two", "three", "for", "once",
+    "twice", "in", "on", "at", "about", "over", "under", "like", "as",
+))  # fmt: skip
+JUST_KEEP_AFTER = frozenset(("a", "an", "the", "more", "most", "less", "least", "very", "so"))
+
+#: Adjacent letters swapped in a frequent short word ("teh", "hwy", "ofr", "yuo", "shuold"),
+#: folded back by the canonical text. Generated from ~90 frequent words (the function words
+#: and question words the residue guard cannot pair, being ignorable or under 4 letters),
+#: keeping only the swaps that are not dictionary words (:func:`dictionary`) nor any other
+#: word the tables know, and that come from one word only; tests/test_canon.py rebuilds it.
+#: "rae" (a name, and in the dictionary) is kept as the issue's own example of "are".
+TRANSPOSED_WORDS: dict[str, str] = dict(
+    pair.split(":")
+    for pair in """
+    aagin:again abotu:about abuot:about acn:can adn:and aech:each aer:are afetr:after
+    aftre:after agani:again agian:again ahs:has ahve:have alos:also amke:make amny:many
+    aobut:about aslo:also atfer:after atke:take awnt:want ayn:any baout:about befoer:before
+    befroe:before beign:being benig:being beofre:before bfeore:before bieng:being btu:but
+    cna:can colud:could coudl:could cuold:could ddi:did deos:does eahc:each eben:been
+    ebfore:before ebing:being ecah:each eevry:every egt:get ehr:her ehre:here ened:need enw:new
+    etll:tell eveyr:every evrey:every ewre:were fater:after fidn:find fnid:find frmo:from
+    fro:for gaain:again giev:give gte:get gvie:give haev:have heer:here hmi:him hre:her
+    hree:here hsa:has hse:she hsi:his hsould:should hsow:show htan:than htat:that hte:the
+    hteir:their htem:them hten:then htere:there htese:these htey:they htis:this htose:those
+    hvae:have hwat:what hwen:when hwere:where hwich:which hwom:whom hwose:whose hwy:why idd:did
+    ifnd:find igve:give ihm:him ihs:his ilke:like imght:might inot:into itno:into iwll:will
+    iwth:with jsut:just juts:just knwo:know konw:know laso:also liek:like lkie:like maek:make
+    mayn:many mcuh:much mgiht:might migth:might mihgt:might mkae:make mnay:many moer:more
+    mroe:more msot:most msut:must muhc:much muts:must mya:may nede:need nito:into nkow:know
+    noly:only noto:onto nto:not nuder:under nwe:new nwo:now oculd:could odes:does oen:one
+    oevr:over ofr:for ohter:other ohw:how olny:only omre:more omst:most onot:onto ont:not
+    onw:now onyl:only oru:our osme:some otehr:other othre:other otno:onto otu:out ovre:over
+    owuld:would oyu:you oyur:your rfom:from scuh:such seh:she sholud:should shoudl:should
+    shuold:should shwo:show smoe:some soem:some sohuld:should sohw:show suhc:such taek:take
+    tahn:than taht:that teh:the tehir:their tehm:them tehn:then tehre:there tehse:these
+    tehy:they theer:there thees:these theri:their thier:their thme:them thna:than thne:then
+    thoes:those thsee:these thsi:this thsoe:those thta:that thye:they tihs:this tkae:take
+    tlel:tell toher:other tohse:those ubt:but udner:under ues:use uesd:used uisng:using
+    ujst:just umch:much umst:must undre:under unedr:under uor:our uot:out usch:such usde:used
+    usign:using usnig:using veery:every veyr:very voer:over vrey:very waht:what watn:want
+    weer:were wehn:when wehre:where whcih:which wheer:where whihc:which whmo:whom whne:when
+    whoes:whose whree:where whsoe:whose whta:what wihch:which wiht:with wlil:will wnat:want
+    woh:who wohm:whom wohse:whose wolud:would woudl:would wree:were wsa:was wtih:with wto:two
+    wuold:would wyh:why yoru:your yuo:you yuor:your
+
+    rae:are og:go
+    """.split()
+)
+#: The words the frequent-word swaps were generated from (tests/test_canon.py).
+TRANSPOSED_SOURCES = (
+    "the and for you your are was were what how why when where which who whom whose with from "
+    "this that these those have has does did can could would should will not but all any get "
+    "there their they them then than about know want need make our out now new one two its his "
+    "her she him may might must been being into onto over under after before again also only "
+    "very some more most much many each every other such here use using used like just show "
+    "tell give find take"
+).split()
+TRANSPOSED_SKIPPED = frozenset(("suing", "evry", "hwo", "noe", "mots", "bene"))
+
 LEADING_JOINERS = frozenset(("but", "and", "also"))
+
+# -------------------------------------------------------------------------------------------
+# Who does what, and when (stratabatch.guards: roles, tense)
+# -------------------------------------------------------------------------------------------
+
+#: Personal pronouns by person and case: two texts that give the asker and the other party
+#: other places ("why are people staring at me" / "why do i stare at people", "can you call
+#: me" / "can i call you") ask different things whatever a sentence model's cosine says.
+PERSONAL_PRONOUNS = frozenset((
+    "i", "me", "myself", "we", "us", "ourselves", "you", "yourself", "yourselves",
+))  # fmt: skip
+#: The auxiliaries of a passive ("was the tenant sued by the landlord") and of the question
+#: it answers ("did the landlord sue the tenant").
+PASSIVE_AUX = frozenset(("was", "were", "is", "are", "am", "been", "be", "being", "get", "got"))
+QUESTION_AUX = frozenset((
+    "did", "does", "do", "has", "have", "had", "is", "are", "was", "were", "will", "can",
+    "could", "would", "should", "may", "might", "must", "shall",
+))  # fmt: skip
+#: The tense an auxiliary marks: "is the vpn down" / "was the vpn down" / "will it be down".
+#: The perfect ("has my salary arrived") marks none: it answers a past question too.
+TENSE_OF = {
+    "is": "present", "are": "present", "am": "present", "does": "present", "do": "present",
+    "was": "past", "were": "past", "did": "past", "used": "past",
+    "will": "future", "shall": "future", "going": "future",
+}  # fmt: skip
+#: Words that put the question at another time: "do you still sell" / "did you sell".
+TIME_WORDS = frozenset(("still", "anymore", "already", "yet", "ever", "formerly", "previously"))
 # "order no 4521", "order number 4521", "order nr 4521" and "order #4521" are one thing.
 NUMBER_WORDS = frozenset(("no", "nr", "num", "number"))
 
@@ -304,13 +421,23 @@ _vocab_lock = threading.Lock()
 _vocab: frozenset[str] | None = None
 
 
+#: Words of requests the vocabulary lacks, each one edit from another word ("lien" / "line"):
+#: without them the typo rule would take one for a typo of the other.
+EXTRA_WORDS = frozenset((
+    "lien", "liens", "escrow", "annuity", "payee", "payor", "lessor", "lessee",
+))  # fmt: skip
+
+
 def dictionary() -> frozenset[str]:
-    """Whole English words of the shipped WordPiece vocabulary (~20k), loaded on first use."""
+    """Whole English words of the shipped WordPiece vocabulary (~20k) and
+    :data:`EXTRA_WORDS`, loaded on first use."""
     global _vocab
     with _vocab_lock:
         if _vocab is None:
             words = _VOCAB_PATH.read_text(encoding="utf-8").split("\n")
-            _vocab = frozenset(w for w in words if len(w) >= 3 and w.isalpha() and w.isascii())
+            _vocab = EXTRA_WORDS | frozenset(
+                w for w in words if len(w) >= 3 and w.isalpha() and w.isascii()
+            )
         return _vocab
 
 
@@ -358,8 +485,12 @@ def osa_distance(a: str, b: str, limit: int) -> int:
 
 
 def is_plural_pair(a: str, b: str) -> bool:
+    """Whether one word is the other's plural ("order" / "orders"); the singular has 3+
+    letters ("i" / "is" is none)."""
     if len(a) > len(b):
         a, b = b, a
+    if len(a) < 3:
+        return False
     return b in (a + "s", a + "es") or (a.endswith("y") and b == a[:-1] + "ies")
 
 
@@ -402,13 +533,24 @@ def typo_partner(word: str, others: list[str], max_distance: int = 2) -> str | N
     return None
 
 
+_ignorable_cache: dict[str, bool] = {}
+
+
 def ignorable(w: str) -> bool:
     """Whether a word one side lacks is no reason to refuse a merge: an article, or a mistyped
-    filler the canonical text could not drop ("plaese")."""
-    if w in IGNORABLE_WORDS:
-        return True
-    near = _FILLERS_BY_START.get((w[:1], len(w)))
-    return near is not None and typo_partner(w, near) is not None
+    filler the canonical text could not drop ("plaese"). Remembered per word (the same
+    words come back request after request; at most 64k of them)."""
+    v = _ignorable_cache.get(w)
+    if v is None:
+        if w in IGNORABLE_WORDS:
+            v = True
+        else:
+            near = _FILLERS_BY_START.get((w[:1], len(w)))
+            v = near is not None and typo_partner(w, near) is not None
+        if len(_ignorable_cache) >= 1 << 16:
+            _ignorable_cache.clear()
+        _ignorable_cache[w] = v
+    return v
 
 
 # A word right after one of these names one thing ("user jsmith", "order qwerty"), so a word one

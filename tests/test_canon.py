@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stratabatch.canon import canonical_batch, canonical_text, explain_canonical
+from stratabatch.canon import canonical_batch, canonical_text, canonical_texts, explain_canonical
+from stratabatch.lexicon import FILLER_WORDS, SPELLING
 
 
 @pytest.mark.parametrize(
@@ -187,3 +188,55 @@ def test_canonical_texts_of_the_labelled_pairs_hold_the_canonical_words():
     texts += ["", "Ｈｅｌｌｏ, how can I reset it?", "order no 4521 pls", "x" * 5000]
     assert [t.split() for t in canonical_texts(texts)] == canonical_batch(texts)
     assert canonical_texts([]) == [] == canonical_batch([])
+
+
+def test_swapped_letters_table_is_what_its_rule_builds():
+    # every adjacent swap of the source words that is no dictionary word nor another word
+    # the tables know, and comes from one source word only (plus the named exceptions)
+    from stratabatch.lexicon import (
+        ENTITY_WORDS,
+        TRANSPOSED_SKIPPED,
+        TRANSPOSED_SOURCES,
+        TRANSPOSED_WORDS,
+        dictionary,
+    )
+
+    vocab = dictionary()
+    built: dict[str, set[str]] = {}
+    for w in TRANSPOSED_SOURCES:
+        for i in range(len(w) - 1):
+            t = w[:i] + w[i + 1] + w[i] + w[i + 2 :]
+            if t == w or t in vocab or t in TRANSPOSED_SOURCES or t in SPELLING:
+                continue
+            if t in FILLER_WORDS or t in ENTITY_WORDS or t in TRANSPOSED_SKIPPED:
+                continue
+            built.setdefault(t, set()).add(w)
+    expected = {t: next(iter(s)) for t, s in built.items() if len(s) == 1}
+    expected.update(rae="are", og="go")
+    assert TRANSPOSED_WORDS == expected
+
+
+@pytest.mark.parametrize(
+    "typed, canonical",
+    [
+        ("hWy was teh transfer held", "why was the transfer held"),
+        ("How sholud I structure the tests?", "how do i structure the tests"),  # then the frame
+        ("So how do I just return a gift?", "how do i return a gift"),
+        ("What is a just war?", "what is a just war"),
+        ("Do I need just my passport?", "do i need just my passport"),
+        ("Does it take just 5 minutes?", "does it take just 5 minutes"),
+        ("When, in fact, is it collected?", "when is it collected"),
+        ("What is a good way to report a leak?", "how do i report a leak"),
+        ("If I want to report a leak, what should I do?", "how do i report a leak"),
+        (
+            "If I want to report a leak, what should I avoid?",
+            "if i want to report a leak what do i avoid",
+        ),
+        ("How do you boil an egg?", "how do i boil an egg"),
+        ("How do you store my card details?", "how do you store my card details"),
+        ("really?", "really"),
+    ],
+)
+def test_round2_folds_and_their_false_friends(typed, canonical):
+    assert canonical_text(typed) == canonical
+    assert canonical_texts([typed]) == [canonical]  # the numba-flagged path agrees

@@ -391,3 +391,240 @@ async def test_guards_and_canonical_text_switch_at_run_time():
         batch.canonicalize = False
         await batch.process([{"query": "Hi! Open the door, thanks."}])
         assert embedded[-1] == "Hi! Open the door, thanks."  # the raw text
+
+
+# -------------------------------------------------------------------------------------------
+# Dedup round 2 (issue 20): near repeats users type, the traps a sentence model falls into
+# -------------------------------------------------------------------------------------------
+
+
+def merges(a: str, b: str, **options) -> bool:
+    return explain(a, b, **options).merge
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Why was the transfer held?", "Why was teh transfer held?"),
+        ("Why was the transfer held?", "hWy was the transfer held?"),
+        (
+            "Are the shoes available for next day delivery?",
+            "rAe the shoes available ofr next day delivery?",
+        ),
+        ("What should I do if my card is stuck?", "What shuold I do if my card is stuck?"),
+        ("How should I structure the tests?", "How sholud I structure the tests?"),
+        ("What is martial law?", "Whta is martial law?"),
+        ("Can you tell me which gate?", "Can yuo tell me which gate?"),
+    ],
+)
+def test_swapped_letters_in_frequent_words_are_one_typo(a, b):
+    assert merges(a, b), explain(a, b)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("What is a lien on a car?", "What is a line on a car?"),  # two words, not a typo
+        ("reset the password for user jsmith", "reset the password for user jsmtih"),
+        ("Is flight BA219 on time?", "Is flight BA291 on time?"),
+        ("What is martial law?", "What is marital law?"),
+    ],
+)
+def test_swapped_letters_that_make_another_word_or_id_stay_apart(a, b):
+    assert not merges(a, b)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Why was I charged a foreign fee?", "Why was I somehow charged a foreign fee?"),
+        ("Is breakfast included in the price?", "Is breakfast truly included in the price?"),
+        ("Is breakfast included in the price?", "Is breakfast indeed included in the price?"),
+        ("When is the recycling collected?", "When, in fact, is the recycling collected?"),
+        ("Can I pay off my loan early?", "Can I just pay off my loan early?"),
+        ("Do I need a visa for Toronto?", "Do I really need a visa for Toronto?"),
+        ("Why was I charged a foreign fee?", "Why exactly was I charged a foreign fee?"),
+    ],
+)
+def test_fillers_and_intensifiers_are_folded(a, b):
+    assert merges(a, b), explain(a, b)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("What is a just war?", "What is a war?"),  # "just" the adjective
+        ("Do I need my passport?", "Do I need just my passport?"),  # "just" as "only"
+        ("Is the outage affecting me?", "Is the outage affecting just me?"),
+        ("Does it take 5 minutes?", "Does it take just 5 minutes?"),
+        ("really?", "why?"),  # a filler that is the whole question stays
+    ],
+)
+def test_filler_false_friends_stay_apart(a, b):
+    assert not merges(a, b)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (
+            "Who earns more, an economist or an executive?",
+            "Who earns more, an executive or an economist?",
+        ),
+        (
+            "Is the hotel close to the beach and the old town?",
+            "Is the hotel close to the old town and the beach?",
+        ),
+        (
+            "Do you sell gloves and scarves for children?",
+            "Do you sell scarves and gloves for children?",
+        ),
+        (
+            "Are flights between Oslo and Bergen cheaper?",
+            "Are flights between Bergen and Oslo cheaper?",
+        ),
+    ],
+)
+def test_reordered_coordination_merges(a, b):
+    assert merges(a, b), explain(a, b)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (
+            "Does an economist earn more than an executive?",
+            "Does an executive earn more than an economist?",
+        ),
+        (
+            "Should I pay off the car loan and then the credit card?",
+            "Should I pay off the credit card and then the car loan?",
+        ),
+        ("Is it cheaper to fly from Madrid to Rome?", "Is it cheaper to fly from Rome to Madrid?"),
+        ("Did Alice call Bob?", "Did Bob call Alice?"),
+    ],
+)
+def test_roles_and_sequences_around_a_coordination_stay_apart(a, b):
+    assert not merges(a, b)
+
+
+@pytest.mark.parametrize(
+    "b",
+    [
+        "How can I report a broken streetlight?",
+        "What is a good way to report a broken streetlight?",
+        "What's the best way to report a broken streetlight?",
+        "If I want to report a broken streetlight, what should I do?",
+    ],
+)
+def test_question_frames_are_folded(b):
+    a = "How do I report a broken streetlight?"
+    assert merges(a, b, threshold=0.5), explain(a, b)
+
+
+def test_how_do_you_stays_apart_from_how_do_i_where_the_answer_differs():
+    assert not merges("How do you store my card details?", "How do I store my card details?")
+    assert not merges("How do I contact you?", "How do you contact me?")
+    # a generic "you": how anyone does it
+    assert merges("How do you boil an egg?", "How do I boil an egg?")
+    # a frame that asks another thing stays apart
+    assert not merges(
+        "How do I lower my blood pressure?",
+        "If I want to lower my blood pressure, what should I avoid?",
+    )
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        # voice with the roles traded
+        ("Did the landlord sue the tenant?", "Was the landlord sued by the tenant?"),
+        ("Did Anna share the folder with Paul?", "Was the folder shared with Anna by Paul?"),
+        # tense and time
+        ("Is the VPN down?", "Was the VPN down?"),
+        ("Is Emily an architect?", "Did Emily use to be an architect?"),
+        ("Is the blender on sale?", "Will the blender be on sale?"),
+        ("Do you still sell the green kettle?", "Do you sell the green kettle?"),
+        # a modifier that changes the referent
+        ("Is the leather jacket waterproof?", "Is the fake leather jacket waterproof?"),
+        (
+            "Which job boards are best for remote work?",
+            "Which job boards are best for remote work in healthcare?",
+        ),
+        # perspective and reflexive swaps
+        ("Why are people staring at me?", "Why do I stare at people?"),
+        ("Can you call me back?", "Can I call you back?"),
+        ("Can I book the taxi myself?", "Can you book the taxi for me?"),
+        # antonyms beyond the first list
+        ("Are dogs allowed on the beach?", "Are dogs banned on the beach?"),
+        ("Should I borrow money from my brother?", "Should I lend money to my brother?"),
+        ("Is the tumour benign?", "Is the tumour malignant?"),
+        # an order on one side only
+        ("Should I learn Rust or Go first?", "Should I learn Rust before Go?"),
+    ],
+)
+def test_sentence_model_traps_are_vetoed_for_every_embedder(a, b):
+    # paraphrases=True is the sentence-model path: the residue guard relaxed
+    assert decide(a, b, paraphrases=True) is not None
+    assert decide(a, b) is not None
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Did the landlord sue the tenant?", "Was the tenant sued by the landlord?"),
+        ("Has the seller refunded the buyer?", "Has the buyer been refunded by the seller?"),
+        ("Did my salary arrive?", "Has my salary arrived?"),
+        ("Will the update restart my laptop?", "Is the update going to restart my laptop?"),
+        ("Can you send me the invoice?", "Could you send the invoice to me?"),
+        ("Can other users see my notes?", "Are my notes visible to other users?"),
+        ("Are dogs allowed on the beach?", "Are dogs permitted on the beach?"),
+    ],
+)
+def test_sentence_model_paraphrases_pass_the_new_guards(a, b):
+    # (the residue guard decides these by how many words they share, as before)
+    guards = ("polarity", "roles", "entities", "scope")
+    assert decide(a, b, guards, paraphrases=True) is None
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("What is Mary's phone number?", "What is Mark's phone number?"),
+        ("What is Christopher's account balance?", "What is Christophe's account balance?"),
+        ("Is Karl on the rota this week?", "Is Carl on the rota this week?"),
+        ("Send 40 euros to Tom.", "Send 40 euros to Tim."),
+    ],
+)
+def test_names_one_letter_apart_in_a_name_position_stay_apart(a, b):
+    assert not merges(a, b)
+    assert decide(a, b, paraphrases=True) is not None
+
+
+def test_a_mistyped_name_still_merges():
+    assert merges("What is Christopher's account balance?", "What is Christpher's account balance?")
+    assert merges("What is Mary's phone number?", "what is marys phone number")
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (
+            "What is the cheapest way of exchanging dollars?",
+            "What is the cheapest wayo f exchanging dollars?",
+        ),
+        (
+            "Can I return the shoes if the box is damaged?",
+            "Can I return the shoes if the bo xis damaged?",
+        ),
+        ("When does the library open on holidays?", "When does the libraryo pen on holidays?"),
+    ],
+)
+def test_typos_across_a_space_pass_the_guards_of_a_sentence_model(a, b):
+    assert decide(a, b, paraphrases=True) is None
+
+
+def test_spaces_moved_between_real_words_or_ids_are_no_typo():
+    # "the rapist" / "therapist": both sides real words; an id written as one
+    assert decide("Is he the rapist?", "Is he therapist?") is not None
+    assert decide("status of ticket AB CDX", "status of ticket ABC DX") is not None
