@@ -23,8 +23,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-NEAR = ("surface", "typo", "filler", "frame", "spelling", "reorder", "long_repeat")
-TRAPS = ("polarity", "roles", "entities", "scope", "numbers", "near_miss", "long_trap")
+NEAR = (
+    "surface", "typo", "transposition", "space_typo", "filler", "frame", "coordination",
+    "spelling", "reorder", "long_repeat",
+)  # fmt: skip
+TRAPS = (
+    "polarity", "roles", "entities", "scope", "numbers", "tense", "identifier", "near_miss",
+    "long_trap",
+)  # fmt: skip
 
 
 class CachedEmbedder:

@@ -99,15 +99,92 @@ GUARD_PAIRS = [
     for line in (Path(__file__).parent / "data" / "guard_pairs.jsonl").read_text().splitlines()
     if line
 ]
-NEAR_KINDS = ("surface", "typo", "filler", "frame", "spelling", "reorder", "long_repeat")
+NEAR_KINDS = (
+    "surface", "typo", "transposition", "space_typo", "filler", "frame", "coordination",
+    "spelling", "reorder", "long_repeat",
+)  # fmt: skip
+# The near repeats issue 20 names, each with its own bar (kind in guard_pairs.jsonl)
+ROUND2_NEAR = ("typo", "transposition", "space_typo", "filler", "coordination", "frame")
+TEST = [p for p in GUARD_PAIRS if p["split"] == "test"]
+
+
+def rates(pairs: list[dict], merged: list[bool]) -> dict[str, float]:
+    """Precision, the share of traps merged, and the share merged of each near-repeat kind
+    and of the paraphrases."""
+    tp = sum(m for m, p in zip(merged, pairs, strict=True) if p["dup"])
+    fp = sum(m for m, p in zip(merged, pairs, strict=True) if not p["dup"])
+    traps = [m for m, p in zip(merged, pairs, strict=True) if not p["dup"]]
+    out = {"precision": tp / (tp + fp) if tp + fp else 1.0, "traps": sum(traps) / len(traps)}
+    for kind in (*NEAR_KINDS, "paraphrase"):
+        rows = [m for m, p in zip(merged, pairs, strict=True) if p["kind"] == kind]
+        out[kind] = sum(rows) / len(rows)
+    print({k: round(v, 4) for k, v in out.items()})
+    return out
+
+
+_default_rates: dict[str, float] = {}
+
+
+async def default_rates() -> dict[str, float]:
+    if not _default_rates:
+        _default_rates.update(rates(TEST, await merged_pairs(TEST)))
+    return _default_rates
 
 
 async def test_guard_pairs_test_split_at_the_defaults():
-    """The issue's bar on the held-out split: traps merged <= 1%, near repeats >= 80%."""
-    test = [p for p in GUARD_PAIRS if p["split"] == "test"]
-    merged = await merged_pairs(test)
-    traps = [m for m, p in zip(merged, test, strict=True) if not p["dup"]]
-    near = [m for m, p in zip(merged, test, strict=True) if p["kind"] in NEAR_KINDS]
-    assert len(test) >= 180 and len(traps) >= 80
-    assert sum(traps) / len(traps) <= 0.01, sum(traps)
-    assert sum(near) / len(near) >= 0.80
+    """The held-out split (round-1 and round-2 pairs) at the defaults: what holds today."""
+    assert len(TEST) >= 380 and sum(not p["dup"] for p in TEST) >= 140
+    res = await default_rates()
+    assert res["precision"] >= 0.99
+    assert res["traps"] <= 0.01
+    for kind in ("transposition", "filler", "coordination", "frame"):
+        assert res[kind] >= 0.90, kind
+    assert res["typo"] >= 0.85
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "issue 20 Must-show not met yet: one trap merges (precision 0.994, traps 0.7%), "
+        "typos 0.897, typos across a space 0.125 (the word index's residue pre-check pairs "
+        "words one for one and refuses them before any guard is asked)"
+    ),
+)
+async def test_must_show_targets_on_the_test_split_at_the_defaults():
+    res = await default_rates()
+    assert res["precision"] >= 0.995
+    assert res["traps"] <= 0.005
+    for kind in ROUND2_NEAR:
+        assert res[kind] >= 0.90, kind
+
+
+def _minilm():
+    try:
+        from stratabatch.semantic import MiniLMEmbedder
+
+        return MiniLMEmbedder()
+    except Exception as exc:  # the extra or its model package is not installed
+        pytest.skip(f"MiniLM not installed offline: {exc}")
+
+
+_minilm_rates: dict[str, float] = {}
+
+
+async def minilm_rates() -> dict[str, float]:
+    if not _minilm_rates:
+        _minilm_rates.update(rates(TEST, await merged_pairs(TEST, embedder=_minilm())))
+    return _minilm_rates
+
+
+async def test_minilm_with_the_guards_merges_at_most_one_percent_of_traps():
+    res = await minilm_rates()
+    assert res["traps"] <= 0.01
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="paraphrase recall on the test split is 0.10 (4 of 40), below the 0.15 before round 2",
+)
+async def test_minilm_paraphrase_recall_is_not_below_the_round1_figure():
+    res = await minilm_rates()
+    assert res["paraphrase"] >= 0.15  # 6 of 40 before the round-2 guards

@@ -23,11 +23,12 @@ PAIRS = [
     for line in (DATA / "guard_pairs_round2.jsonl").read_text().splitlines()
     if line.strip()
 ]
-ROUND1 = [
+MERGED = [
     json.loads(line)
     for line in (DATA / "guard_pairs.jsonl").read_text().splitlines()
     if line.strip()
 ]
+ROUND1 = [p for p in MERGED if "phenomenon" not in p]
 PHENOMENA = (
     "transposition",
     "space_typo",
@@ -119,6 +120,11 @@ def test_no_pair_contradicts_the_round1_set():
     clashes = [p for p in PAIRS if round1.get(_key(p), p["dup"]) != p["dup"]]
     assert clashes == []
     assert {p["base"] for p in PAIRS}.isdisjoint({p["base"] for p in ROUND1})
+
+
+def test_guard_pairs_jsonl_holds_every_round2_pair_as_written():
+    # the Must-show: the round-2 families live in guard_pairs.jsonl, with their split
+    assert [p for p in MERGED if "phenomenon" in p] == PAIRS
 
 
 def test_the_generator_rebuilds_the_file():

@@ -10,8 +10,12 @@ are the test split, that no threshold and no word list was tuned on.
 Kinds (``dup`` true): surface, typo, filler, frame, spelling, reorder (the near repeats),
 paraphrase; long_repeat (a preamble + a near repeat). Kinds (``dup`` false): polarity, roles,
 entities, scope, numbers, near_miss (another word for another request); long_trap (a
-preamble + one of the traps). Run ``python tests/data/make_guard_pairs.py`` to rebuild; the
-output is deterministic.
+preamble + one of the traps). After these come the dedup round-2 pairs of
+``make_guard_pairs_round2.py`` (issue 20: transpositions, typos across a space, fillers,
+reordered coordination, question frames, voice, tense, modifiers, perspective, antonyms,
+names, identifiers; each record also says its ``phenomenon``), with their own split by base.
+Run ``python tests/data/make_guard_pairs.py`` to rebuild both files' content into
+guard_pairs.jsonl; the output is deterministic.
 """
 
 from __future__ import annotations
@@ -1362,8 +1366,22 @@ def build() -> list[dict]:
     return rows
 
 
+def round2() -> list[dict]:
+    """The dedup round-2 pairs (issue 20), built by ``make_guard_pairs_round2.py``: one
+    family per phenomenon, split 30% by base question within each family, bases numbered
+    from 1000 (so they never meet this file's own)."""
+    import importlib.util
+
+    path = Path(__file__).with_name("make_guard_pairs_round2.py")
+    spec = importlib.util.spec_from_file_location("make_guard_pairs_round2", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build()
+
+
 def main() -> None:
-    rows = build()
+    rows = build() + round2()
     OUT.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     kinds: dict[str, int] = {}
     for r in rows:
