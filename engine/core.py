@@ -97,6 +97,9 @@ class Core:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._pump_scheduled = False
+        #: called at the start of every look, before the dedup pass (the engine reads its
+        #: request rings there, so arrivals that came without waking it join this look)
+        self.on_look: Callable[[], None] | None = None
         self._closing = False
         self._idle: asyncio.Event | None = None
         self._is_idle = False  # mirrors self._idle.is_set() (read per request)
@@ -127,6 +130,12 @@ class Core:
     @on_batch_start.setter
     def on_batch_start(self, hook: Callable[[int], None] | None) -> None:
         self._runner.on_start = hook
+
+    @property
+    def next_look_at(self) -> float | None:
+        """Loop time of the next look a timer of the core is set for (a window's end, a
+        group's ``max_wait_ms``), or None when none is set."""
+        return self._timer_at
 
     @property
     def completed(self) -> int:
@@ -544,10 +553,20 @@ class Core:
     def _pump(self, due_at: float | None = None) -> None:
         """Dedup what arrived, take every batch that is due, and set the next wake-up
         (``due_at``: the time of the timer that called it, reached by definition)."""
-        self._pump_scheduled = False
         loop = self.loop
         if loop is None:
+            self._pump_scheduled = False
             return
+        look = self.on_look
+        if look is not None:
+            self._pump_scheduled = True  # what it submits is this look's: no second one
+            try:
+                look()
+            except Exception as e:  # the hook's bug must not stop the look
+                loop.call_exception_handler(
+                    {"message": "stratabatch: on_look raised (it must not)", "exception": e}
+                )
+        self._pump_scheduled = False
         held = False  # arrivals remain for a later slice: they are deduped before a batch fills
         if self._raw and not self._preparing and self._warmup.ready:
             held = self._run_pass()

@@ -94,6 +94,7 @@ _STATE, _MAX_CLIENTS, _PID, _STARTED = 0, 1, 2, 3
 
 _ENGINE_ROWS = 16
 _MAX_DRAIN = 4096  # requests per client per pass: one client cannot starve the others
+_DEAF_S = 0.002  # sleep deaf to arrivals when the core looks again within this (see _sleep)
 _DENSE_SPINS = 4  # arrivals this many spin windows apart or closer count as dense
 _MAX_BACKLOG = 4096  # answers waiting for room in a response ring before intake pauses
 _TICK_S = 0.1
@@ -201,6 +202,7 @@ class Engine:
         # each handler call's size published, and a pass over the rings (a batch leaving the
         # queue makes room): the core's hook, the handler itself stays the user's
         self.core.on_batch_start = self._batch_started
+        self.core.on_look = self._on_look
         self.limits = frame_limits(config)
         self._capacity = ring_capacity(self.limits.max_frame_bytes)
         self._max_frame = self._capacity // 2 - 8
@@ -217,6 +219,7 @@ class Engine:
         self._flush_scheduled = False
         self._next_first = 0  # the ring a pass serves first turns (fair admission)
         self._active_until = 0.0
+        self._deaf = False  # asleep with the request rings' flags down (see _sleep)
         self._last_work = 0.0  # perf_counter() of the last pass that took requests
         self._publish_later: asyncio.TimerHandle | None = None
         self._stopping = False
@@ -434,6 +437,32 @@ class Engine:
         self._poll_scheduled = False
         if self._loop is None:
             return
+        self._deaf = False
+        got = self._intake()
+        self._flush()
+        # An adaptive spin, on a fine clock (uvloop's loop.time() moves in whole
+        # milliseconds): while arrivals are dense (the previous pass with work was within a
+        # few spin windows), look again on each loop iteration for spin_us; else sleep on
+        # the doorbell at once, even right after a pass that took work. A trickle of
+        # requests then costs one wake-up each, not a spin or an extra loop iteration each.
+        now = time.perf_counter()
+        if got:
+            dense = now - self._last_work < _DENSE_SPINS * self._spin_s
+            self._last_work = now
+            if dense:
+                self._active_until = now + self._spin_s
+                self._schedule_poll()
+            else:  # a lone arrival: sleep now (what came meanwhile is seen by _sleep)
+                self._sleep()
+        elif now < self._active_until:
+            self._schedule_poll()  # spin: look again on the next loop iteration
+        else:
+            self._sleep()
+        self._publish_totals()
+
+    def _intake(self) -> int:
+        """Drain the request rings into the core, each non-empty ring its fair share of the
+        room (see :meth:`_poll`); returns how many requests were taken."""
         got = 0
         c = self.config
         core = self.core
@@ -469,31 +498,25 @@ class Engine:
             n = self._admit(client, budget)
             got += n
             room -= n
-        self._flush()
-        # An adaptive spin, on a fine clock (uvloop's loop.time() moves in whole
-        # milliseconds): while arrivals are dense (the previous pass with work was within a
-        # few spin windows), look again on each loop iteration for spin_us; else sleep on
-        # the doorbell at once, even right after a pass that took work. A trickle of
-        # requests then costs one wake-up each, not a spin or an extra loop iteration each.
-        now = time.perf_counter()
-        if got:
-            dense = now - self._last_work < _DENSE_SPINS * self._spin_s
-            self._last_work = now
-            if dense:
-                self._active_until = now + self._spin_s
-                self._schedule_poll()
-            else:  # a lone arrival: sleep now (what came meanwhile is seen by _sleep)
-                self._sleep()
-        elif now < self._active_until:
-            self._schedule_poll()  # spin: look again on the next loop iteration
-        else:
-            self._sleep()
-        self._publish_totals()
+        return got
 
     def _sleep(self) -> None:
-        """Raise every ring's asleep flag; if one got a frame meanwhile, poll again instead."""
+        """Raise every ring's asleep flag; if one got a frame meanwhile, poll again instead.
+
+        Deaf sleep: when the core looks again soon anyway (a window ends within
+        :data:`_DEAF_S`), the request rings' flags stay down, so clients push without ringing,
+        and that look reads the rings first (:meth:`_on_look`). At a moderate rate the engine
+        then wakes once per window, not once per arrival, and clients save the doorbell."""
         c = self.config
-        full = c.on_full == "wait" and self.core.waiting >= c.max_queue
+        core = self.core
+        full = c.on_full == "wait" and core.waiting >= c.max_queue
+        at = core.next_look_at
+        deaf = (
+            at is not None
+            and not self._stopping
+            and not full
+            and at - self._loop.time() <= _DEAF_S  # type: ignore[union-attr]
+        )
         for client in self._clients.values():
             if client.closed or client.requests is None:
                 continue
@@ -507,9 +530,20 @@ class Engine:
             if not full and client.inbox:
                 self._schedule_poll()  # decoded requests wait for admission
                 return
-            if not full and not client.requests.consumer_sleep_check():
+            if deaf:
+                client.requests.consumer_awake()  # (a flag left up from an earlier sleep)
+            elif not full and not client.requests.consumer_sleep_check():
                 self._schedule_poll()
                 return
+        self._deaf = deaf
+
+    def _on_look(self) -> None:
+        """The core is about to look at its queue: if the engine sleeps deaf, read the rings
+        now (what arrived joins this look), then decide again how to sleep."""
+        if self._deaf:
+            self._deaf = False
+            self._intake()
+            self._schedule_poll()
 
     def _take_frames(self, client: Client, budget: int) -> None:
         """Drain frames of ``client``'s request ring into its inbox until it holds ``budget``

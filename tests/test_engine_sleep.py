@@ -1,0 +1,89 @@
+"""How the engine process sleeps between passes (stratabatch.server.Engine._sleep).
+
+With a look of the core due soon (a window about to end), the engine sleeps deaf: the request
+rings' asleep flags stay down, so clients push without ringing its doorbell, and the core's
+look reads the rings first (``Core.on_look``). Otherwise it raises every flag and sleeps on the
+doorbell. Asserted here on fake rings: the decision, and that a deaf look reads the rings.
+The requests themselves: every engine test sends through these sleeps (tests/e2e/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import pytest
+
+from stratabatch.config import BatchConfig
+from stratabatch.server import Engine
+from tests.conftest import run_name
+
+
+async def noop(reqs):
+    return [None] * len(reqs)
+
+
+class FakeRing:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def consumer_sleep_check(self) -> bool:
+        self.calls.append("asleep")
+        return True
+
+    def consumer_awake(self) -> None:
+        self.calls.append("awake")
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.closed = False
+        self.requests = FakeRing()
+        self.responses = None
+        self.frames: list[bytes] = []
+        self.inbox: deque = deque()
+
+
+@pytest.fixture
+def engine():
+    loop = asyncio.new_event_loop()
+    eng = Engine(noop, BatchConfig(window_ms=1, dedup_strategy="exact"), name=run_name("deaf"))
+    eng._loop = loop
+    eng.core.bind(loop)
+    clients = {0: FakeClient(), 1: FakeClient()}
+    eng._clients.clear()
+    eng._clients.update(clients)
+    yield eng, loop, list(clients.values())
+    loop.close()
+
+
+@pytest.mark.parametrize(
+    ("look_in_s", "deaf"),
+    [(0.001, True), (0.002, True), (0.010, False), (None, False)],
+)
+def test_the_engine_sleeps_deaf_only_when_the_core_looks_again_soon(engine, look_in_s, deaf):
+    eng, loop, clients = engine
+    eng.core._timer_at = None if look_in_s is None else loop.time() + look_in_s
+    eng._sleep()
+    assert eng._deaf is deaf
+    want = ["awake"] if deaf else ["asleep"]  # flags down (no rings) or up (ring me)
+    assert [c.requests.calls for c in clients] == [want, want]
+
+
+def test_a_stopping_engine_never_sleeps_deaf(engine):
+    eng, loop, clients = engine
+    eng.core._timer_at = loop.time() + 0.001
+    eng._stopping = True
+    eng._sleep()
+    assert not eng._deaf and clients[0].requests.calls == ["asleep"]
+
+
+def test_the_core_look_reads_the_rings_of_a_deaf_engine_then_it_decides_again(engine):
+    eng, loop, _ = engine
+    intakes: list[int] = []
+    eng._intake = lambda: intakes.append(1) or 0  # type: ignore[method-assign]
+    eng._on_look()  # awake: the doorbell brings arrivals, nothing to read here
+    assert intakes == [] and not eng._poll_scheduled
+    eng._deaf = True
+    eng._on_look()
+    assert intakes == [1] and not eng._deaf and eng._poll_scheduled
