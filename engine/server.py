@@ -511,12 +511,9 @@ class Engine:
         core = self.core
         full = c.on_full == "wait" and core.waiting >= c.max_queue
         at = core.next_look_at
-        deaf = (
-            at is not None
-            and not self._stopping
-            and not full
-            and at - self._loop.time() <= _DEAF_S  # type: ignore[union-attr]
-        )
+        loop = self._loop
+        assert loop is not None
+        deaf = at is not None and not self._stopping and not full and at - loop.time() <= _DEAF_S
         for client in self._clients.values():
             if client.closed or client.requests is None:
                 continue
