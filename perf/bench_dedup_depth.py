@@ -30,6 +30,18 @@ they all share keys and clear the cosine). Peers: as shipped (the residue pre-ch
 candidate producers), and with the pre-check off (the guards asked about every such pair, as
 before it). Reported: wall and CPU seconds, guard calls, wrong answers.
 
+Section "narrow": one domain's traffic, seven-word texts drawn from the 26 words of
+NARROW_WORDS, half near twins of a recent group (case and spacing, punctuation or a filler,
+one typo, two typos), driven through BatchProcessor as users run it (the GC untouched, batches
+of 256, one in flight, ``cold_start="wait"``), DEPTH requests kept outstanding in lists of 64;
+the no-op handler lets a batch leave once every arrival is deduped, so that DEPTH deduped
+requests wait (an instant handler drains the decided groups while the next pass is being
+prepared, and few leaders ever wait). Peers, interleaved in each repeat: ``exact``, the default
+(the word index with its budgets, :mod:`stratabatch.wordtable`), and the default with the
+budgets lifted. Reported: CPU us per request, handler items, live leader rows. Then "narrow
+recall": the same workload through :func:`cluster_stream`, merges of the capped index, the
+uncapped one and the exhaustive path (the budgets' cost in merges).
+
 Section "recall": 100,000 requests in known duplicate groups (a base text and its variants:
 case, punctuation, filler words, one transposed letter pair, one word dropped or repeated),
 embedded, then fed in passes of 256 through two leader indexes, exhaustive and indexed;
@@ -41,7 +53,8 @@ BLAS runs on one thread (set before numpy loads), as in the engine.
 
     python perf/bench_dedup_depth.py [--depths 256,2048,8192,32768] [--requests 20000]
         [--repeats 3] [--gc freeze|on|off] [--threshold T] [--recall-requests 100000]
-        [--burst 500,1000] [--skip-recall] [--json FILE]
+        [--burst 500,1000] [--narrow 1024,4096,16384] [--narrow-requests 16384]
+        [--narrow-recall-requests 60000] [--skip-depth] [--skip-recall] [--json FILE]
 """
 
 from __future__ import annotations
