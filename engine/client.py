@@ -38,100 +38,43 @@ fork and connects itself if it needs the engine.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal, overload
 
-from .calls import Call, check_vector
+from .clientcalls import (
+    NO_DEADLINE_S,
+    ONE,
+    Item,
+    ListCall,
+    Packer,
+    answer,
+    call_deadline,
+    forked_message,
+    stats_from_wire,
+)
 from .errors import (
     BatchTimeoutError,
     EngineUnavailableError,
     InvalidRequestError,
     QueueFullError,
-    RequestTooLargeError,
     StratabatchError,
 )
 from .requests import check_call_args, check_payload
+from .syncclient import BlockingClient
 from .transport import Transport
 from .wire import STATUS_OK, check_name, error_from_wire, socket_path
 
 _ON_FULL = ("wait", "reject")
-_MAX_BATCH = 4096  # requests in one batch frame at most
-NO_DEADLINE_S = 1e9
-"""A call ``timeout`` of this many seconds (about 31 years) or more, ``float("inf")``
-included, means no deadline, as None does (a frame's deadline is an int64 of nanoseconds)."""
-
-_ONE = -1
-"""The index under which a one-request call waits: its owner is its future itself."""
-
-
-def _deadline(timeout: float | None) -> float | None:
-    """A checked call timeout as the client uses it: None for none or an unbounded one."""
-    return None if timeout is None or timeout >= NO_DEADLINE_S else timeout
 
 
 def _retrieve(task: asyncio.Task) -> None:
     # the reconnect's outcome goes to whoever awaits it; nobody may be left to (timeouts)
     if not task.cancelled():
         task.exception()
-
-
-def _forked_message(pid: int) -> str:
-    return (
-        f"this stratabatch client was connected in process {pid}; process "
-        f"{os.getpid()} was forked from it and cannot share its rings: call "
-        "stratabatch.connect() in the child"
-    )
-
-
-class ListCall(Call):
-    """A ``process(list)``/``process_streaming`` call's book (:class:`stratabatch.calls.Call`,
-    the one both front ends keep), plus what the wire adds: its first request id (a merge's
-    ``leader`` id maps back to a position in the call) and whether some of its requests never
-    left this process (the ring stayed full)."""
-
-    __slots__ = ("first_id", "refused")
-
-    def __init__(
-        self,
-        requests: Sequence[Any],
-        fut: Any,
-        return_exceptions: bool,
-        stream: asyncio.Queue | None = None,
-    ) -> None:
-        super().__init__(requests, fut, return_exceptions, stream)
-        self.first_id = 0
-        self.refused = False
-
-    def answer(
-        self, index: int, value: Any, error: BaseException | None, meta: dict[str, Any] | None
-    ) -> None:
-        """Request ``index``'s outcome as a response frame carries it (``meta``: the merge)."""
-        merged = similarity = None
-        if meta is not None:
-            leader = meta.get("leader", -1)
-            pos = leader - self.first_id if isinstance(leader, int) and leader >= 0 else -1
-            merged = pos if 0 <= pos < len(self.requests) else -1
-            s = meta.get("similarity")
-            similarity = float(s) if isinstance(s, (int, float)) else 1.0
-        self.deliver(index, value, error, merged, similarity)
-
-
-def _answer(owner: Any, index: int, value: Any, error: BaseException | None) -> None:
-    """Give one request its outcome: a one-request call's future (``index`` is ``_ONE``), or
-    request ``index`` of a :class:`ListCall`."""
-    if index < 0:
-        if not owner.done():
-            if error is None:
-                owner.set_result(value)
-            else:
-                owner.set_exception(error)
-    else:
-        owner.answer(index, value, error, None)
 
 
 class EngineClient:
@@ -170,7 +113,7 @@ class EngineClient:
         # requests encoded by their callers, not in the ring yet: sent as one batch frame per
         # event-loop iteration (_flush), so the ring, the doorbell and the engine's decoder
         # work once per batch, not once per request
-        self._outq: list[tuple[int, int, int, int, bytes]] = []
+        self._outq: list[Item] = []
         self._flush_scheduled = False
         self._waiting_room = False  # the ring was full: _on_bell sends the rest
         self._next_id = 1
@@ -183,20 +126,14 @@ class EngineClient:
 
     def _adopt(self, conn: Transport) -> None:
         """Use ``conn`` from now on: frames are built and read by its engine's limits."""
-        from stratabatch.ipc.frames import FrameDecoder, FrameEncoder
-
         self._conn = conn
         self._loop = None
-        limits = conn.limits
-        self._encoder = FrameEncoder(limits)
-        self._decode = FrameDecoder(limits).responses
-        self._max_request_bytes = conn.max_request_bytes
-        # a payload this small always fits a frame of its own (no need to measure the frame)
-        self._max_blob = limits.max_frame_bytes - 64
-        self._max_items = min(_MAX_BATCH, limits.max_array_len)
-        self._vectors = conn.uses_vectors
-        self._dim = conn.dim or None
-        self._policy = self._on_full or conn.on_full
+        packer = self._packer = Packer(conn, self._on_full)
+        self._decode = packer.decode
+        self._max_request_bytes = packer.max_request_bytes
+        self._max_blob = packer.max_blob
+        self._vectors = packer.vectors
+        self._policy = packer.policy
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Watch the transport from ``loop`` (the loop of the calls from now on)."""
@@ -299,7 +236,7 @@ class EngineClient:
         self._waiting_room = False
         pending, self._pending = self._pending, {}
         for owner, index in pending.values():
-            _answer(owner, index, None, error)
+            answer(owner, index, None, error)
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: calls inherited mid-flight fail instead of waiting forever; the
@@ -313,9 +250,9 @@ class EngineClient:
         self._rows.clear()
         pending, self._pending = self._pending, {}
         if pending:
-            error = StratabatchError(_forked_message(self._pid))
+            error = StratabatchError(forked_message(self._pid))
             for owner, index in pending.values():
-                _answer(owner, index, None, error)
+                answer(owner, index, None, error)
 
     @property
     def connected(self) -> bool:
@@ -338,50 +275,21 @@ class EngineClient:
 
     def _refuse_use(self) -> None:
         if self._forked or os.getpid() != self._pid:
-            raise StratabatchError(_forked_message(self._pid))
+            raise StratabatchError(forked_message(self._pid))
         raise StratabatchError("this stratabatch client is closed")
 
-    def _entry(
-        self, request: Any, index: int, rid: int, priority: int, deadline_ns: int
-    ) -> tuple[int, int, int, int, bytes]:
-        """Validate and encode one request: its item of a batch frame, ``(id, priority,
-        deadline_ns, arena_row, payload_bytes)``.
-
-        The request is checked once, by the same rule as in embedded mode
-        (:func:`stratabatch.requests.check_payload`); its msgpack encoding then goes into the
-        frame as is. A request's own vector goes into an arena row when one is free (else it
-        travels in the payload).
+    def _entry(self, request: Any, index: int, rid: int, priority: int, deadline_ns: int) -> Item:
+        """Validate and encode one request (:meth:`Packer.item`): its item of a batch frame,
+        its arena row (if its vector got one) recorded in the books.
 
         Raises:
             InvalidRequestError, RequestTooLargeError: The request breaks the request rule, or
                 its frame would be over the engine's frame limit.
         """
-        if self._vectors and isinstance(request, Mapping):
-            emb = request.get("embedding")
-            if emb is not None:
-                vec = check_vector(emb, self._dim, index)
-                payload = {k: v for k, v in request.items() if k != "embedding"}
-                blob = check_payload(payload, index, self._max_request_bytes)
-                if len(blob) > self._max_blob:
-                    self._check_frame(blob, index)
-                assert self._conn is not None
-                row = self._conn.lease_row(vec)
-                if row >= 0:
-                    self._rows[rid] = row
-                    return (rid, priority, deadline_ns, row, blob)
-        blob = check_payload(request, index, self._max_request_bytes)
-        if len(blob) > self._max_blob:  # (a smaller payload always fits a frame of its own)
-            self._check_frame(blob, index)
-        return (rid, priority, deadline_ns, -1, blob)
-
-    def _check_frame(self, blob: bytes, index: int) -> None:
-        enc = self._encoder
-        size = enc.request_item_bytes(len(blob)) + 1
-        if size > enc.limits.max_frame_bytes:
-            raise RequestTooLargeError(
-                f"request {index}: its frame is {size} bytes, over the engine's frame "
-                f"limit of {enc.limits.max_frame_bytes} bytes"
-            )
+        item = self._packer.item(request, index, rid, priority, deadline_ns)
+        if item[3] >= 0:
+            self._rows[rid] = item[3]
+        return item
 
     def _send(
         self,
@@ -396,7 +304,7 @@ class EngineClient:
         first = self._next_id
         self._next_id += len(items)
         call.first_id = first
-        entries: list[tuple[int, int, int, int, bytes]] = []
+        entries: list[Item] = []
         index_of: list[int] = []
         entry = self._entry
         try:
@@ -426,42 +334,21 @@ class EngineClient:
         """Push what was queued as batch frames (as few as the frame limit allows); while the
         ring is full, wait for the engine's doorbell (``on_full="wait"``) or fail what does
         not fit with :class:`QueueFullError` (``reject``, ``drop_lowest``)."""
-        from stratabatch.ipc.errors import FrameTooLargeError
-
         self._flush_scheduled = False
         outq = self._outq
         conn = self._conn
         if conn is None or conn.dead is not None or not outq or self._waiting_room:
             return
-        enc = self._encoder
-        n = len(outq)
-        if n <= self._max_items:  # the usual case: all of it in one frame
-            try:
-                frame = enc.request_batch(outq)
-            except FrameTooLargeError:
-                pass
-            else:
-                if conn.push(frame):
-                    outq.clear()
-                    return
-                return self._ring_full(conn)
-        limit = enc.limits.max_frame_bytes - 5
-        item_bytes = enc.request_item_bytes
-        i = 0
-        while i < n:
-            j, size = i, 0
-            while j < n and j - i < self._max_items:
-                add = item_bytes(len(outq[j][4]))
-                if j > i and size + add > limit:
-                    break
-                size += add
-                j += 1
-            if not conn.push(enc.request_batch(outq[i:j])):
+        sent = 0
+        for frame, n in self._packer.frames(outq):
+            if not conn.push(frame):
                 break
-            i = j
-        del outq[:i]
-        if outq:
-            self._ring_full(conn)
+            sent += n
+        if sent == len(outq):
+            outq.clear()
+            return
+        del outq[:sent]
+        self._ring_full(conn)
 
     def _ring_full(self, conn: Transport) -> None:
         """The request ring has no room for what is queued: apply ``on_full``."""
@@ -469,7 +356,7 @@ class EngineClient:
             self._refuse_unsent(
                 f"the request ring to engine {self.name!r} is full (on_full={self._policy!r})"
             )
-        elif conn.sleep_for_room(self._encoder.request_item_bytes(len(self._outq[0][4])) + 5):
+        elif conn.sleep_for_room(self._packer.room_for(self._outq[0])):
             self._waiting_room = True  # _on_bell sends the rest
         else:
             self._flush_scheduled = True  # room appeared meanwhile
@@ -498,7 +385,7 @@ class EngineClient:
                 owner, index = entry
                 if index >= 0:
                     owner.refused = True
-                _answer(owner, index, None, QueueFullError(message))
+                answer(owner, index, None, QueueFullError(message))
 
     def _free_row(self, rid: int) -> None:
         row = self._rows.pop(rid, -1)
@@ -560,7 +447,7 @@ class EngineClient:
         rid = getattr(error, "id", None)
         entry = self._pending.pop(rid, None) if rid is not None else None
         if entry is not None:
-            _answer(
+            answer(
                 entry[0],
                 entry[1],
                 None,
@@ -589,7 +476,7 @@ class EngineClient:
             entry = pending.get(rid)
             if entry is not None and entry[0] is owner:
                 del pending[rid]
-                _answer(
+                answer(
                     owner,
                     entry[1],
                     None,
@@ -653,7 +540,7 @@ class EngineClient:
             deadline_ns = 0
             if priority != 0 or timeout is not None:
                 check_call_args(priority, timeout)
-                timeout = _deadline(timeout)
+                timeout = call_deadline(timeout)
                 if timeout is not None:
                     end = loop.time() + timeout
                     deadline_ns = time.monotonic_ns() + int(timeout * 1e9)
@@ -667,11 +554,11 @@ class EngineClient:
             else:  # (_entry without a vector to look for)
                 blob = check_payload(requests, 0, self._max_request_bytes)
                 if len(blob) > self._max_blob:
-                    self._check_frame(blob, 0)
+                    self._packer.check_frame(blob, 0)
                 item = (rid, priority, deadline_ns, -1, blob)
             fut = loop.create_future()
             pending = self._pending
-            pending[rid] = (fut, _ONE)
+            pending[rid] = (fut, ONE)
             self._outq.append(item)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
@@ -702,7 +589,7 @@ class EngineClient:
         check_call_args(priority, timeout)
         if not requests:
             return []
-        timeout = _deadline(timeout)
+        timeout = call_deadline(timeout)
         end, deadline_ns = self._clock(loop, timeout)
         conn = self._conn
         if conn is None or conn.dead is not None or self._loop is not loop:
@@ -741,60 +628,6 @@ class EngineClient:
             return None, 0
         return loop.time() + timeout, time.monotonic_ns() + int(timeout * 1e9)
 
-    def _start_blocking(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        requests: Any,
-        priority: int,
-        timeout: float | None,
-        return_exceptions: bool,
-        waiter: _Waiter,
-    ) -> bool:
-        """Start a blocking caller's call from the loop thread, without a task: its
-        ``waiter`` is the call's future. False when the call needs :meth:`process` instead
-        (no live transport watched from ``loop``; a list with a timeout, whose refusal by a
-        full ring is told apart there).
-
-        Raises:
-            InvalidRequestError, RequestTooLargeError: As :meth:`process` (nothing was sent).
-        """
-        conn = self._conn
-        if (
-            self._closed
-            or self._forked
-            or conn is None
-            or conn.dead is not None
-            or self._loop is not loop
-        ):
-            return False
-        if type(requests) is dict or isinstance(requests, Mapping):
-            end = None
-            deadline_ns = 0
-            if priority != 0 or timeout is not None:
-                check_call_args(priority, timeout)
-                end, deadline_ns = self._clock(loop, _deadline(timeout))
-            rid = self._next_id
-            self._next_id = rid + 1
-            item = self._entry(requests, 0, rid, priority, deadline_ns)
-            self._pending[rid] = (waiter, _ONE)
-            self._outq.append(item)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush)
-            if end is not None:
-                waiter.timer = loop.call_at(end, self._expire, waiter, (rid,), timeout)
-            return True
-        if timeout is not None or not isinstance(requests, (list, tuple)):
-            return False
-        check_call_args(priority, timeout)
-        if not requests:
-            waiter.set_result([])
-            return True
-        call = ListCall(requests, waiter, return_exceptions)
-        self._send(requests, call, priority, 0, return_exceptions)
-        call.settle_if_done()
-        return True
-
     async def process_streaming(
         self, requests: Sequence[Any], *, priority: int = 0, timeout: float | None = None
     ) -> AsyncGenerator[Any, None]:
@@ -813,7 +646,7 @@ class EngineClient:
         check_call_args(priority, timeout)
         if not requests:
             return
-        timeout = _deadline(timeout)
+        timeout = call_deadline(timeout)
         loop = asyncio.get_running_loop()
         end, deadline_ns = self._clock(loop, timeout)
         conn = self._conn
@@ -841,17 +674,11 @@ class EngineClient:
         """
         if self._closed or self._forked:
             self._refuse_use()
-        from .stats import Stats
-
         conn = self._conn
         if conn is None or conn.dead is not None:
             conn = Transport(self.name, self._timeout)
             self._adopt(conn)
-        raw = conn.stats(self._timeout)
-        known = {f for f in Stats.__dataclass_fields__}
-        values = {k: v for k, v in raw.items() if k in known}
-        values["merge_similarity_histogram"] = tuple(values.get("merge_similarity_histogram", ()))
-        return Stats(**values)
+        return stats_from_wire(conn.stats(self._timeout))
 
     async def close(self) -> None:
         """Wait for this client's calls to finish, then disconnect (idempotent)."""
@@ -897,237 +724,30 @@ class _Probe:
         return getattr(self._transport, name)
 
 
-class SyncEngineClient:
+class SyncEngineClient(BlockingClient):
     """A blocking client of a stratabatch engine (``stratabatch.connect(name, sync=True)``).
 
     For sync web workers, scripts and threads: the calls block the calling thread; any number
-    of threads may call at once. Behind it one private event-loop thread runs an
-    :class:`EngineClient`.
+    of threads may call at once. It runs no event loop: each caller thread encodes and sends
+    its own requests (the calls of threads answered together leave together, in one batch
+    frame), and one reader thread delivers the answers, waking exactly the callers answered.
+    The machinery is :class:`stratabatch.syncclient.BlockingClient`; this subclass is its
+    public name (and leaves ``connect()``'s registry when closed).
+
+    Args:
+        name: The engine's name.
+        timeout: Seconds the connection handshake may take.
+        on_full: When this client's request ring is full: "wait" (until the call's timeout)
+            or "reject" (QueueFullError at once); None follows the engine's ``on_full``.
     """
-
-    def __init__(
-        self, name: str = "default", *, timeout: float = 5.0, on_full: str | None = None
-    ) -> None:
-        self.name = check_name(name)
-        self._pid = os.getpid()
-        self._loop = _new_loop()
-        # calls waiting to be started on the loop thread: every call made while the loop
-        # thread was busy starts with one wake-up of it (one self-pipe write), not one each
-        self._inq: list[tuple[Any, ...]] = []
-        self._inq_lock = threading.Lock()
-        self._inq_scheduled = False
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name=f"stratabatch-client-{name}", daemon=True
-        )
-        self._thread.start()
-        self._forked = False
-        try:
-            self._client: EngineClient = self._run(self._make(name, timeout, on_full))
-        except BaseException:
-            self._stop_loop()
-            raise
-        self._closed = False
-        _clients_alive.add(self)
-
-    @staticmethod
-    async def _make(name: str, timeout: float, on_full: str | None) -> EngineClient:
-        return EngineClient(name, timeout=timeout, on_full=on_full)
-
-    def _run(self, coro: Any) -> Any:
-        if self._forked or os.getpid() != self._pid:
-            coro.close()
-            raise StratabatchError(_forked_message(self._pid))
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return fut.result()
-        except concurrent.futures.CancelledError:
-            raise StratabatchError("the call was cancelled (the client closed)") from None
-
-    def process(
-        self,
-        requests: Any,
-        *,
-        priority: int = 0,
-        timeout: float | None = None,
-        return_exceptions: bool = False,
-    ) -> Any:
-        """Blocking :meth:`EngineClient.process`.
-
-        The call is handed to the client's loop thread with the others made meanwhile (one
-        wake-up of that thread for all of them), which enters each in the client's books
-        directly (no task, no coroutine: :meth:`EngineClient._start_blocking`), and the
-        calling thread sleeps on a lock of its own until its outcome is set: the requests of
-        every thread calling at once leave in one batch frame, as an asyncio caller's do.
-        """
-        if self._closed or self._forked:
-            return self._run(  # (the message of a forked child, or a closed client)
-                self._client.process(
-                    requests,
-                    priority=priority,
-                    timeout=timeout,
-                    return_exceptions=return_exceptions,
-                )
-            )
-        waiter = _Waiter()
-        with self._inq_lock:
-            self._inq.append((requests, priority, timeout, return_exceptions, waiter))
-            wake = not self._inq_scheduled
-            self._inq_scheduled = True
-        if wake:
-            try:
-                self._loop.call_soon_threadsafe(self._start_calls)
-            except RuntimeError:  # the loop thread stopped (the client closed meanwhile)
-                with self._inq_lock:
-                    self._inq_scheduled = False
-                    if waiter in (w for *_, w in self._inq):
-                        self._inq = [c for c in self._inq if c[-1] is not waiter]
-                raise StratabatchError("the call was cancelled (the client closed)") from None
-        waiter.lock.acquire()
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.value
-
-    def _start_calls(self) -> None:
-        """On the loop thread: start every call handed over since the last wake-up."""
-        with self._inq_lock:
-            calls, self._inq = self._inq, []
-            self._inq_scheduled = False
-        client = self._client
-        loop = self._loop
-        start = client._start_blocking
-        for requests, priority, timeout, return_exceptions, waiter in calls:
-            try:
-                if start(loop, requests, priority, timeout, return_exceptions, waiter):
-                    continue
-            except Exception as exc:  # refused before anything was sent
-                waiter.set_exception(exc)
-                continue
-            # connecting first, or a case only process() handles: a task of its own
-            task = loop.create_task(
-                client.process(
-                    requests,
-                    priority=priority,
-                    timeout=timeout,
-                    return_exceptions=return_exceptions,
-                )
-            )
-            task.add_done_callback(waiter.settle)
-
-    def process_streaming(
-        self, requests: Sequence[Any], *, priority: int = 0, timeout: float | None = None
-    ) -> Iterator[Any]:
-        """Blocking :meth:`EngineClient.process_streaming`: yields ``Completed`` records."""
-        agen = self._client.process_streaming(requests, priority=priority, timeout=timeout)
-        try:
-            while True:
-                try:
-                    yield self._run(agen.__anext__())
-                except StopAsyncIteration:
-                    return
-        finally:
-            if not self._forked and os.getpid() == self._pid and self._thread.is_alive():
-                self._run(agen.aclose())
-
-    def get_stats(self) -> Any:
-        """The engine's statistics, as a ``Stats``."""
-
-        async def stats() -> Any:
-            return self._client.get_stats()
-
-        return self._run(stats())
 
     def close(self) -> None:
-        """Wait for pending calls, disconnect and stop the client's thread (idempotent)."""
-        if getattr(self, "_closed", True) or self._forked or os.getpid() != self._pid:
-            self._closed = True
-            return
-        self._closed = True
+        """Wait for pending calls, disconnect and stop the client's reader thread
+        (idempotent)."""
         try:
-            self._run(self._client.close())
+            super().close()
         finally:
-            self._stop_loop()
             _forget(self)
-            with self._inq_lock:  # calls handed over too late to start: they fail, not hang
-                calls, self._inq = self._inq, []
-            for *_, waiter in calls:
-                waiter.set_exception(StratabatchError("the call was cancelled (the client closed)"))
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5.0)
-        if not self._thread.is_alive():
-            self._loop.close()
-
-    @property
-    def connected(self) -> bool:
-        """True while a live connection to the engine exists."""
-        return self._client.connected
-
-    def __enter__(self) -> SyncEngineClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<SyncEngineClient {self.name!r}>"
-
-
-class _Waiter:
-    """Where a blocking call's outcome goes: the calling thread sleeps on ``lock`` (held from
-    the start) until the loop thread sets the outcome and releases it.
-
-    It is the call's future as far as the client's books go (``done``, ``set_result``,
-    ``set_exception``: a one-request call waits in the books under it, a list's
-    :class:`ListCall` resolves it), so a blocking call needs no asyncio future or task. Its
-    ``timer`` (the caller's timeout, on the loop) is cancelled when the outcome is set.
-    """
-
-    __slots__ = ("_done", "error", "lock", "timer", "value")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.lock.acquire()
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self._done = False
-
-    def done(self) -> bool:
-        return self._done
-
-    def set_result(self, value: Any) -> None:
-        if not self._done:
-            self.value = value
-            self._finish()
-
-    def set_exception(self, error: BaseException) -> None:
-        if not self._done:
-            self.error = error
-            self._finish()
-
-    def _finish(self) -> None:
-        self._done = True
-        if self.timer is not None:
-            self.timer.cancel()
-        self.lock.release()
-
-    def settle(self, task: asyncio.Task) -> None:
-        """The outcome of a call run as a task (:meth:`EngineClient.process`)."""
-        if task.cancelled():
-            self.set_exception(StratabatchError("the call was cancelled (the client closed)"))
-        elif (error := task.exception()) is not None:
-            self.set_exception(error)
-        else:
-            self.set_result(task.result())
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 # ------------------------------------------------------------------------- connect()
@@ -1143,8 +763,9 @@ def _forget(client: Any) -> None:
                 del _clients[key]
 
 
-_clients_alive: weakref.WeakSet[Any] = weakref.WeakSet()
-"""Every client this process made (either kind), for the fork hook."""
+_clients_alive: weakref.WeakSet[EngineClient] = weakref.WeakSet()
+"""Every asyncio client this process made, for the fork hook (the blocking clients have
+their own: :mod:`stratabatch.syncclient`)."""
 
 
 def _after_fork_in_child() -> None:
@@ -1152,10 +773,7 @@ def _after_fork_in_child() -> None:
     # the calls it inherited mid-flight fail instead of waiting forever)
     _clients.clear()
     for client in list(_clients_alive):
-        if isinstance(client, EngineClient):
-            client._after_fork_in_child()
-        else:
-            client._forked = True
+        client._after_fork_in_child()
     _clients_alive.clear()
 
 

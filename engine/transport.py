@@ -7,7 +7,8 @@ client (:class:`stratabatch.client.EngineClient`) builds and parses them with
 :mod:`stratabatch.ipc.frames` and keeps the books of its calls; the transport knows no call,
 no request id and no future.
 
-Its surface, all of it used from the client's event-loop thread:
+Its surface, used from the asyncio client's event-loop thread, or by the blocking client's
+threads under that client's locks:
 
 * :meth:`open` (through the loop) or the constructor (blocking): connect and attach;
 * :meth:`watch` / :meth:`unwatch`: call ``on_bell`` when the client's doorbell rings and
@@ -16,7 +17,8 @@ Its surface, all of it used from the client's event-loop thread:
 * :meth:`frames`: every response frame published so far (the ring then sleeps on the
   doorbell);
 * :meth:`lease_row`, :meth:`free_row`: the slot's arena rows for requests' own vectors;
-* :meth:`stats`: the engine's stats over the socket;
+* :meth:`stats`: the engine's stats over the socket (a blocking round trip); :meth:`ask_stats`
+  and :meth:`read_socket` for a client whose own thread reads the socket;
 * :meth:`close`, :meth:`let_go_after_fork`.
 """
 
@@ -374,25 +376,42 @@ class Transport:
             on_lost(why)
 
     def _on_socket(self) -> None:
+        why = self.read_socket()[1]
+        if why is not None:
+            self._lost(why)
+
+    def read_socket(self) -> tuple[list[dict[str, Any]], str | None]:
+        """Read what the engine sent on the socket (without blocking): its messages, and why
+        the connection ended (EOF, an error, a ``bye``, a broken message), None while it
+        lives. Messages after a ``bye`` are not returned."""
         try:
             data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            return [], None
         except OSError as exc:
-            self._lost(f"dropped the connection ({exc})")
-            return
+            return [], f"dropped the connection ({exc})"
         if not data:
-            self._lost("closed the connection (it stopped or died)")
-            return
+            return [], "closed the connection (it stopped or died)"
         try:
             msgs = self.rbuf.feed(data)
         except ValueError as exc:
-            self._lost(f"sent a broken message ({exc})")
-            return
-        for msg in msgs:
+            return [], f"sent a broken message ({exc})"
+        for i, msg in enumerate(msgs):
             if msg.get("op") == "bye":
-                self._lost(f"shut down ({msg.get('reason')})")
-                return
+                return msgs[:i], f"shut down ({msg.get('reason')})"
+        return msgs, None
+
+    def ask_stats(self) -> int:
+        """Ask the engine for its stats without waiting: the request's ``seq``, which the
+        answer (a ``{"op": "stats", "seq": seq, "stats": ...}`` message that
+        :meth:`read_socket` returns) carries.
+
+        Raises:
+            OSError: The socket is gone.
+        """
+        self.stats_seq += 1
+        self.sock.sendall(pack_message({"op": "stats", "seq": self.stats_seq}))
+        return self.stats_seq
 
     # ------------------------------------------------------------- rings
 

@@ -1,7 +1,7 @@
-"""The blocking client (``connect(name, sync=True)``) against a real engine: calls handed to
-its loop thread enter the client's books there directly (no task per call), and keep every
-promise of the asyncio client: answers in order, refusals in the caller, timeouts, many
-threads at once."""
+"""The blocking client (``connect(name, sync=True)``) against a real engine: caller threads
+send their own requests and one reader thread answers them, keeping every promise of the
+asyncio client: answers in order, refusals in the caller, timeouts, many threads at once, a
+full ring, the engine's death and the reconnect after it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import time
 
 import pytest
 
-from stratabatch import BatchTimeoutError, InvalidRequestError
+from stratabatch import (
+    BatchTimeoutError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    QueueFullError,
+)
 from stratabatch.client import SyncEngineClient
 
 
@@ -80,3 +85,78 @@ def test_a_blocking_calls_timeout_ends_it_and_the_late_answer_is_dropped(start_e
         assert client.process({"query": "no deadline"}, timeout=float("inf"))["answer"] == (
             "NO DEADLINE"
         )
+
+
+_SMALL_RING = ("--max-request-bytes", "200", "--max-result-bytes", "200")  # a small ring
+
+
+def test_a_full_ring_follows_on_full_and_the_reader_sends_the_rest(start_engine):
+    eng = start_engine(
+        "--window-ms", "1", "--dedup-strategy", "exact", "--max-queue", "8",
+        "--max-inflight-batches", "1", "--max-size", "4", "--processing-timeout", "2",
+        *_SMALL_RING, handler="tests.e2e.handlers:faulty",
+    )  # the engine stops draining when its queue is full; the client's ring then fills
+    flood = [{"query": f"f{i}", "fault": "hang"} for i in range(6000)]
+    with SyncEngineClient(eng.name, on_full="reject") as client:
+        with pytest.raises(QueueFullError, match="ring to engine .* is full"):
+            client.process(flood)
+    with SyncEngineClient(eng.name, on_full="wait") as client:
+        t0 = time.monotonic()
+        with pytest.raises(QueueFullError, match="still full"):
+            client.process(flood, timeout=0.5)
+        assert time.monotonic() - t0 < 2.0
+    # a list larger than the ring: what has no room waits for the engine to free some, and
+    # the reader thread sends it then
+    fast = start_engine(
+        "--window-ms", "1", "--dedup-strategy", "exact", *_SMALL_RING, name=eng.name + "b"
+    )
+    with SyncEngineClient(fast.name, on_full="wait") as client:
+        conn = client._conn
+        slept: list[bool] = []
+        sleep_for_room = conn.sleep_for_room
+
+        def counting_sleep(size: int) -> bool:
+            slept.append(sleep_for_room(size))
+            return slept[-1]
+
+        conn.sleep_for_room = counting_sleep
+        many = [{"query": f"m{i}"} for i in range(6000)]
+        assert [r["answer"] for r in client.process(many, timeout=60)] == [
+            f"M{i}" for i in range(6000)
+        ]
+    assert any(slept)  # the ring was full at least once
+
+
+def test_the_engines_death_fails_waiting_calls_at_once_and_the_next_call_reconnects(
+    start_engine,
+):
+    eng = start_engine(
+        "--window-ms", "2", "--dedup-strategy", "exact", handler="tests.e2e.handlers:faulty"
+    )
+    with SyncEngineClient(eng.name) as client:
+        assert client.process({"query": "before"}) == {"answer": "BEFORE"}
+        errors: list[BaseException] = []
+
+        def hang(i: int) -> None:
+            try:
+                client.process({"query": f"h{i}", "fault": "hang"})
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=hang, args=(i,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t_kill = time.monotonic()
+        eng.kill()
+        for t in threads:
+            t.join(5)
+        assert time.monotonic() - t_kill < 2.0
+        assert len(errors) == 5 and all(isinstance(e, EngineUnavailableError) for e in errors)
+        assert all("died" in str(e) or "closed" in str(e) for e in errors), errors
+        with pytest.raises(EngineUnavailableError):
+            client.process({"query": "nobody home"})
+        new = start_engine("--window-ms", "2", "--dedup-strategy", "exact")
+        assert new.pid != eng.pid
+        assert client.process({"query": "after"}) == {"answer": "AFTER", "n": 1}
+        assert client.get_stats().total_requests >= 1

@@ -1,0 +1,221 @@
+"""What both engine clients share: a call's wire book, request packing, the deadline rule.
+
+:class:`~stratabatch.client.EngineClient` (asyncio) and
+:class:`~stratabatch.client.SyncEngineClient` (threads) keep their books differently (one
+event loop; caller threads and a reader thread), but a request becomes a frame item, and a
+response item becomes a caller's outcome, by the same rules:
+
+* :class:`Packer` -- validate and encode one request into its batch-frame item (the request
+  rule of :func:`stratabatch.requests.check_payload`, the engine's frame limit, a precomputed
+  vector into an arena row), and cut queued items into as few batch frames as the limits allow;
+* :class:`ListCall` -- a list or streaming call's book (:class:`stratabatch.calls.Call`) plus
+  what the wire adds (its first request id, so a merge's ``leader`` maps back to a position);
+* :func:`answer` -- give one waiting request its outcome, whatever its owner is;
+* :func:`call_deadline` and :data:`NO_DEADLINE_S` -- what a call's ``timeout`` means;
+* :func:`stats_from_wire` -- the engine's stats answer as a ``Stats``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from .calls import Call, check_vector
+from .errors import RequestTooLargeError
+from .requests import check_payload
+
+__all__ = [
+    "NO_DEADLINE_S",
+    "ONE",
+    "Item",
+    "ListCall",
+    "Packer",
+    "answer",
+    "call_deadline",
+    "forked_message",
+    "stats_from_wire",
+]
+
+NO_DEADLINE_S = 1e9
+"""A call ``timeout`` of this many seconds (about 31 years) or more, ``float("inf")``
+included, means no deadline, as None does (a frame's deadline is an int64 of nanoseconds)."""
+
+ONE = -1
+"""The index under which a one-request call waits: its owner is its future itself."""
+
+MAX_BATCH = 4096
+"""Requests in one batch frame at most."""
+
+Item = tuple[int, int, int, int, bytes]
+"""One request of a batch frame: ``(id, priority, deadline_ns, arena_row, payload_bytes)``."""
+
+
+def call_deadline(timeout: float | None) -> float | None:
+    """A checked call timeout as the clients use it: None for none or an unbounded one."""
+    return None if timeout is None or timeout >= NO_DEADLINE_S else timeout
+
+
+def forked_message(pid: int) -> str:
+    """What a call made in a process forked from the client's own is told."""
+    return (
+        f"this stratabatch client was connected in process {pid}; process "
+        f"{os.getpid()} was forked from it and cannot share its rings: call "
+        "stratabatch.connect() in the child"
+    )
+
+
+def stats_from_wire(raw: dict[str, Any]) -> Any:
+    """The engine's answer to a stats request, as a :class:`~stratabatch.Stats` (fields the
+    engine sends and this version does not know are left out)."""
+    from .stats import Stats
+
+    known = set(Stats.__dataclass_fields__)
+    values = {k: v for k, v in raw.items() if k in known}
+    values["merge_similarity_histogram"] = tuple(values.get("merge_similarity_histogram", ()))
+    return Stats(**values)
+
+
+class ListCall(Call):
+    """A ``process(list)``/``process_streaming`` call's book (:class:`stratabatch.calls.Call`,
+    the one both front ends keep), plus what the wire adds: its first request id (a merge's
+    ``leader`` id maps back to a position in the call) and whether some of its requests never
+    left this process (the ring stayed full)."""
+
+    __slots__ = ("first_id", "refused")
+
+    def __init__(
+        self, requests: Sequence[Any], fut: Any, return_exceptions: bool, stream: Any = None
+    ) -> None:
+        super().__init__(requests, fut, return_exceptions, stream)
+        self.first_id = 0
+        self.refused = False
+
+    def answer(
+        self, index: int, value: Any, error: BaseException | None, meta: dict[str, Any] | None
+    ) -> None:
+        """Request ``index``'s outcome as a response frame carries it (``meta``: the merge)."""
+        merged = similarity = None
+        if meta is not None:
+            leader = meta.get("leader", -1)
+            pos = leader - self.first_id if isinstance(leader, int) and leader >= 0 else -1
+            merged = pos if 0 <= pos < len(self.requests) else -1
+            s = meta.get("similarity")
+            similarity = float(s) if isinstance(s, (int, float)) else 1.0
+        self.deliver(index, value, error, merged, similarity)
+
+
+def answer(owner: Any, index: int, value: Any, error: BaseException | None) -> None:
+    """Give one request its outcome: a one-request call's future (``index`` is :data:`ONE`),
+    or request ``index`` of a :class:`ListCall`."""
+    if index < 0:
+        if not owner.done():
+            if error is None:
+                owner.set_result(value)
+            else:
+                owner.set_exception(error)
+    else:
+        owner.answer(index, value, error, None)
+
+
+class Packer:
+    """Requests into batch-frame items, and items into frames, by one engine's limits.
+
+    Args:
+        transport: The live :class:`~stratabatch.transport.Transport` whose handshake gave
+            the limits (and whose arena rows hold requests' own vectors).
+        on_full: The client's ``on_full`` (None: the engine's).
+    """
+
+    def __init__(self, transport: Any, on_full: str | None) -> None:
+        from stratabatch.ipc.frames import FrameDecoder, FrameEncoder
+
+        limits = transport.limits
+        self.encoder = FrameEncoder(limits)
+        self.decode: Callable[[bytes], list[Any]] = FrameDecoder(limits).responses
+        self.max_request_bytes: int = transport.max_request_bytes
+        # a payload this small always fits a frame of its own (no need to measure the frame)
+        self.max_blob = limits.max_frame_bytes - 64
+        self.max_items = min(MAX_BATCH, limits.max_array_len)
+        self.vectors: bool = transport.uses_vectors
+        self.dim: int | None = transport.dim or None
+        self.policy: str = on_full or transport.on_full
+        self._transport = transport
+
+    def item(
+        self, request: Any, index: int, rid: int, priority: int, deadline_ns: int
+    ) -> Item:
+        """Validate and encode one request: its item of a batch frame.
+
+        The request is checked once, by the same rule as in embedded mode; its msgpack
+        encoding then goes into the frame as is. A request's own vector goes into an arena
+        row when one is free (else it travels in the payload): the item's row, which the
+        caller must give back (:meth:`Transport.free_row`) once the request is answered or
+        never sent.
+
+        Raises:
+            InvalidRequestError, RequestTooLargeError: The request breaks the request rule, or
+                its frame would be over the engine's frame limit.
+        """
+        if self.vectors and isinstance(request, Mapping):
+            emb = request.get("embedding")
+            if emb is not None:
+                vec = check_vector(emb, self.dim, index)
+                payload = {k: v for k, v in request.items() if k != "embedding"}
+                blob = check_payload(payload, index, self.max_request_bytes)
+                if len(blob) > self.max_blob:
+                    self.check_frame(blob, index)
+                row = self._transport.lease_row(vec)
+                if row >= 0:
+                    return (rid, priority, deadline_ns, row, blob)
+        blob = check_payload(request, index, self.max_request_bytes)
+        if len(blob) > self.max_blob:  # (a smaller payload always fits a frame of its own)
+            self.check_frame(blob, index)
+        return (rid, priority, deadline_ns, -1, blob)
+
+    def check_frame(self, blob: bytes, index: int) -> None:
+        """Refuse a payload whose frame alone would be over the engine's frame limit.
+
+        Raises:
+            RequestTooLargeError: It would.
+        """
+        enc = self.encoder
+        size = enc.request_item_bytes(len(blob)) + 1
+        if size > enc.limits.max_frame_bytes:
+            raise RequestTooLargeError(
+                f"request {index}: its frame is {size} bytes, over the engine's frame "
+                f"limit of {enc.limits.max_frame_bytes} bytes"
+            )
+
+    def frames(self, items: Sequence[Item]) -> Iterator[tuple[bytes, int]]:
+        """Batch frames holding ``items`` in order, as few as the limits allow: each frame
+        with the number of items it holds (encoded lazily: stop when the ring is full)."""
+        from stratabatch.ipc.errors import FrameTooLargeError
+
+        enc = self.encoder
+        n = len(items)
+        if n <= self.max_items:  # the usual case: all of it in one frame
+            try:
+                frame = enc.request_batch(items)
+            except FrameTooLargeError:
+                pass
+            else:
+                yield frame, n
+                return
+        limit = enc.limits.max_frame_bytes - 5
+        item_bytes = enc.request_item_bytes
+        i = 0
+        while i < n:
+            j, size = i, 0
+            while j < n and j - i < self.max_items:
+                add = item_bytes(len(items[j][4]))
+                if j > i and size + add > limit:
+                    break
+                size += add
+                j += 1
+            yield enc.request_batch(items[i:j]), j - i
+            i = j
+
+    def room_for(self, item: Item) -> int:
+        """Bytes of ring room the frame of ``item`` alone needs (to wait for)."""
+        return self.encoder.request_item_bytes(len(item[4])) + 5
