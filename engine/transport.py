@@ -448,9 +448,12 @@ class Transport:
     def lease_row(self, vector: Any) -> int:
         """Write ``vector`` (checked float32) into a free row of this slot's arena range; the
         row, or -1 when the engine has no arena or every row is in use."""
-        if self.arena is None or not self._free_rows:
+        if self.arena is None:
             return -1
-        row = self._free_rows.pop()
+        try:  # (one atomic pop: the blocking client's caller threads lease rows at once)
+            row = self._free_rows.pop()
+        except IndexError:
+            return -1
         self.arena.write_row(row, vector)
         return row
 

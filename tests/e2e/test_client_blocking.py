@@ -160,3 +160,29 @@ def test_the_engines_death_fails_waiting_calls_at_once_and_the_next_call_reconne
         assert new.pid != eng.pid
         assert client.process({"query": "after"}) == {"answer": "AFTER", "n": 1}
         assert client.get_stats().total_requests >= 1
+
+
+def test_vectors_of_many_threads_travel_through_the_arena(start_engine):
+    eng = start_engine("--window-ms", "5", "--dedup-strategy", "embedding")
+    vec = [1.0] + [0.0] * 383
+    results: dict[int, object] = {}
+    with SyncEngineClient(eng.name) as client:
+
+        def call(i: int) -> None:
+            results[i] = client.process(
+                [
+                    {"query": f"tell me a joke {i}", "embedding": vec},
+                    {"query": f"tell me a joke {i}!", "embedding": vec},
+                ]
+            )
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        free = len(client._conn._free_rows)
+        assert free == len(client._conn.arena.own_range)  # every row given back
+    assert len(results) == 8
+    for rs in results.values():
+        assert rs[0] == rs[1]  # near twins (the same vector) merged
