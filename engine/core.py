@@ -580,7 +580,7 @@ class Core:
             oldest = next(iter(self._pending.values())).first_arrival
             if not (self._closing or sched.due(now, len(self._pending), oldest)):
                 break
-            if held and not self._closing and now - oldest < sched.max_wait_s:
+            if held and not self._closing and now < oldest + sched.max_wait_s:
                 break  # the next slice runs first (scheduled); then the batch is taken
             chosen = select(
                 self._pending.values(), c.max_size, now, sched.max_wait_s, c.enable_priorities

@@ -111,9 +111,10 @@ def select(
         return list(islice(groups, limit))
     starved: list[Waiting] = []
     rest: list[Waiting] = []
-    cutoff = now - max_wait_s
     for g in groups:
-        (starved if g.first_arrival <= cutoff else rest).append(g)
+        # the same float expression as WindowScheduler.due and next_check (a starvation timer
+        # fires at first_arrival + max_wait_s): "now - max_wait_s" can round to the other side
+        (starved if now >= g.first_arrival + max_wait_s else rest).append(g)
     if len(starved) >= limit:
         return starved[:limit]
     best = heapq.nsmallest(limit - len(starved), rest, key=lambda g: (-g.priority, g.seq))

@@ -64,3 +64,17 @@ def test_starved_requests_go_first_whatever_their_priority():
     got = select(groups, 2, now=0.7, max_wait_s=0.3, priorities=True)
     # group 0 waited 700 ms > max_wait 300 ms; groups 1 and 2 waited 200 and 100 ms
     assert [g.seq for g in got] == [0, 1]
+
+
+def test_a_group_due_by_max_wait_is_starved_for_select_at_that_very_instant():
+    # The starvation timer fires at first_arrival + max_wait_s, and due() says a batch is due
+    # then; select() must agree that this group has waited max_wait_s, whatever the rounding
+    # (0.9 + 0.3 - 0.3 < 0.9 in floats: "now - max_wait_s" would call it not yet starved and
+    # let a newer group of higher priority go first).
+    s = WindowScheduler(window_ms=1000.0, max_size=8, min_size=1, max_wait_ms=300.0)
+    s.open(0.9)
+    now = s.next_check(0.9, 2, 0.9)
+    assert now == 0.9 + 0.3 and s.due(now, 2, 0.9)
+    groups = [G(0, 0.9, 0), G(10, 1.0, 1)]
+    got = select(groups, 1, now=now, max_wait_s=0.3, priorities=True)
+    assert [g.seq for g in got] == [0]
