@@ -29,6 +29,10 @@ a difference (:func:`stratabatch.lexicon.is_typo_of`), and the embedder's charac
 a typo's vector close.
 
 :func:`explain_canonical` lists which rule changed which words, for debugging a merge.
+
+ASCII texts are rewritten by one numba pass over the batch (:mod:`stratabatch.canonkernels`,
+the same rules over word ids); the Python passes here are the reference it is tested against,
+and serve the texts with other characters.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from .lexicon import (
     SPELLING,
     TRANSPOSED_WORDS,
 )
-from .text import normalized_parts
+from .text import SEP, ascii_prenormalized, normalized_parts
 
 __all__ = [
     "FILLER_WORDS",
@@ -250,13 +254,12 @@ def _rule_tables() -> tuple[Any, Any]:
     return _rules
 
 
-def canonical_texts(texts: Sequence[str]) -> list[str]:
-    """The canonical text of each text: :func:`canonical_batch`'s words, apart by spaces
-    (maybe more than one).
+def _canonical_texts_reference(texts: Sequence[str]) -> list[str]:
+    """The reference of :func:`canonical_texts`: the token passes in Python.
 
     One numba pass over the normalized batch finds the texts that hold a word or word pair
     some rule rewrites (:func:`stratabatch.textkernels.rule_flags`); only those go through the
-    token passes in Python. The others are canonical as normalized (~2 us a text less).
+    token passes. The others are canonical as normalized.
     """
     import numpy as np
 
@@ -275,6 +278,105 @@ def canonical_texts(texts: Sequence[str]) -> list[str]:
     ]
 
 
+def _canonical_batch_reference(texts: Sequence[str]) -> list[list[str]]:
+    """The reference of :func:`canonical_batch`: the token passes in Python."""
+    return [_tokens_of(p) for p in normalized_parts(texts)]
+
+
+_kernel_tables: tuple[Any, Any, int] | None = None
+
+
+def _ascii_tables() -> tuple[Any, Any, int]:
+    """The rules as :func:`stratabatch.canonkernels.canonical_ascii` reads them, and the most
+    a rewrite multiplies a word's bytes by (at least 2)."""
+    global _kernel_tables
+    if _kernel_tables is None:
+        from . import canonkernels as ck
+
+        drops = [(p, "", 0) for p in DROP_PHRASES]
+        folds = [(p, r, 0) for p, r in FOLD_PHRASES.items()]
+        folds += [(p, r, 1) for p, r in GENERIC_YOU_FRAMES.items()]
+        named = {"just", "like", "i", "if", "want", "need", "have", "to", "what", "do", "how"}
+        vocab_set = set(named) | _SPECIAL | FIRST_PERSON | JUST_KEEP_BEFORE | JUST_KEEP_AFTER
+        vocab_set |= LIKE_KEEPERS | set(TRANSPOSED_WORDS.values())
+        for k, v in SPELLING.items():
+            vocab_set |= {k, *v.split()}
+        for p, r, _ in drops + folds:
+            vocab_set |= {*p.split(), *r.split()}
+        vocab = sorted(vocab_set)
+        # the kernel's word buffers hold a rewrite up to twice its input; the output buffer
+        # is sized by the most a rewrite grows in bytes ("sync" -> "synchronize")
+        rewrites = drops + folds + [(k, v, 0) for k, v in SPELLING.items()]
+        for p, r, _ in rewrites:
+            if len(r.split()) > 2 * len(p.split()):
+                raise AssertionError(f"rewrite {p!r} -> {r!r} more than doubles the words")
+        growth = max(2, *(-(-(len(r) + 1) // (len(p) + 1)) for p, r, _ in rewrites))
+        flag_sets = (
+            (ck.F_TRIGGER, _SPECIAL | SPELLING.keys()),
+            (ck.F_FILLER, FILLER_WORDS),
+            (ck.F_NUMBER, NUMBER_WORDS),
+            (ck.F_JOINER, LEADING_JOINERS),
+            (ck.F_KEEP_BEFORE, JUST_KEEP_BEFORE),
+            (ck.F_KEEP_AFTER, JUST_KEEP_AFTER),
+            (ck.F_LIKE_KEEPER, LIKE_KEEPERS),
+            (ck.F_FIRST_PERSON, FIRST_PERSON),
+            (ck.F_DIGIT, {w for w in vocab if w[:1].isdigit()}),
+            (ck.F_HEAD, {a for a, _ in _HEAD_PAIRS}),
+        )
+        flags = {w: sum(f for f, words in flag_sets if w in words) for w in vocab}
+        tab, vocab_bytes = ck.rule_tables(vocab, flags, TRANSPOSED_WORDS, SPELLING, drops, folds)
+        _kernel_tables = (tab, vocab_bytes, growth)
+    return _kernel_tables
+
+
+def _ascii_canonical(joined: str, n: int) -> list[str]:
+    """:func:`canonical_texts` of ``n`` ASCII texts joined by ``SEP`` (none holds it)."""
+    import numpy as np
+
+    from .canonkernels import canonical_ascii
+
+    data = ascii_prenormalized(joined)
+    tab, vocab, growth = _ascii_tables()
+    # digits split from letters at most double a text, a rewrite multiplies it by growth
+    out = np.empty(2 * growth * (len(data) + n) + 64, dtype=np.uint8)
+    raw = np.frombuffer(data or b"\0", dtype=np.uint8)
+    size = canonical_ascii(raw, len(data), n, tab, vocab, out)
+    s = out[:size].tobytes().decode("ascii")
+    return s.split(SEP) if n > 1 else [s]
+
+
+def canonical_texts(texts: Sequence[str]) -> list[str]:
+    """The canonical text of each text: :func:`canonical_batch`'s words, apart by spaces
+    (maybe more than one).
+
+    ASCII texts (lower-cased, contractions expanded and punctuation dropped at C speed by
+    :func:`stratabatch.text.ascii_prenormalized`) go through one numba pass that applies the
+    rules to word ids (:func:`stratabatch.canonkernels.canonical_ascii`, ~0.5 us a text);
+    other texts through the token passes in Python (:func:`_canonical_texts_reference`).
+    """
+    if not texts:
+        return []
+    if len(texts) == 1:
+        joined = texts[0].replace(SEP, " ")
+    else:
+        joined = SEP.join(texts)
+        if joined.count(SEP) != len(texts) - 1:
+            joined = SEP.join(t.replace(SEP, " ") for t in texts)
+    if joined.isascii():
+        return _ascii_canonical(joined, len(texts))
+    parts = joined.split(SEP) if len(texts) > 1 else [joined]
+    narrow = [i for i, p in enumerate(parts) if p.isascii()]
+    wide = [i for i, p in enumerate(parts) if not p.isascii()]
+    out = parts
+    if narrow:
+        done = _ascii_canonical(SEP.join([parts[i] for i in narrow]), len(narrow))
+        for i, t in zip(narrow, done, strict=True):
+            out[i] = t
+    for i, t in zip(wide, _canonical_texts_reference([parts[i] for i in wide]), strict=True):
+        out[i] = t
+    return out
+
+
 def canonical_batch(texts: Sequence[str]) -> list[list[str]]:
     """The canonical tokens of each text, by one normalization pass over the whole batch.
 
@@ -284,12 +386,12 @@ def canonical_batch(texts: Sequence[str]) -> list[list[str]]:
     Returns:
         One list of canonical words per text (never empty unless the text has no word).
     """
-    return [_tokens_of(p) for p in normalized_parts(texts)]
+    return [t.split() for t in canonical_texts(texts)]
 
 
 def canonical_tokens(text: str) -> list[str]:
     """The canonical words of one text (see the module docstring for the rules)."""
-    return _tokens_of(normalized_parts([text])[0])
+    return canonical_texts([text])[0].split()
 
 
 def canonical_text(text: str) -> str:

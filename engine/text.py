@@ -16,17 +16,29 @@ import threading
 import unicodedata
 from collections.abc import Sequence
 
-__all__ = ["SEP", "normalize_for_embedding", "normalized_batch", "normalized_parts"]
+__all__ = [
+    "SEP",
+    "ascii_prenormalized",
+    "normalize_for_embedding",
+    "normalized_batch",
+    "normalized_parts",
+]
 
 # Apostrophe look-alikes NFKC leaves alone; they become "'" so contractions match.
 _APOSTROPHES = str.maketrans({c: "'" for c in "\u2018\u2019\u201b\u02bc\u02b9\u0060\u00b4\u2032"})
 SEP = "\x1f"  # batch separator: a control character, so no normalized text contains it
 
+# Each pattern begins with a literal (the check that a word begins there comes after it, as a
+# lookbehind) so that the regex engine skips to the literal's next occurrence instead of trying
+# every position: "\bwon't\b" is "won't(?<!\wwon't)\b". Applied in this order, one after
+# the other (tests/test_canon.py holds the plain patterns and compares).
+_POSSESSIVE_OR_IS = ("it", "that", "what", "where", "there", "here", "who", "how", "he", "she",
+                     "when", "why")  # fmt: skip
 _CONTRACTIONS = [
-    (re.compile(r"\b(can)'t\b|\b(can)not\b"), r"\1\2 not"),
-    (re.compile(r"\bwon't\b"), "will not"),
-    (re.compile(r"\bshan't\b"), "shall not"),
-    (re.compile(r"\blet's\b"), "let us"),
+    (re.compile(r"can(?<!\wcan)(?:'t|not)\b"), "can not"),
+    (re.compile(r"won't(?<!\wwon't)\b"), "will not"),
+    (re.compile(r"shan't(?<!\wshan't)\b"), "shall not"),
+    (re.compile(r"let's(?<!\wlet's)\b"), "let us"),
     (re.compile(r"n't\b"), " not"),
     (re.compile(r"'re\b"), " are"),
     (re.compile(r"'m\b"), " am"),
@@ -34,7 +46,10 @@ _CONTRACTIONS = [
     (re.compile(r"'ve\b"), " have"),
     (re.compile(r"'d\b"), " would"),
     # "'s" is a possessive as often as "is": expand it only after pronouns and wh-words
-    (re.compile(r"\b(it|that|what|where|there|here|who|how|he|she|when|why)'s\b"), r"\1 is"),
+    (
+        re.compile(r"'s\b(?:" + "|".join(rf"(?<=\b{w}'s)" for w in _POSSESSIVE_OR_IS) + ")"),
+        " is",
+    ),
 ]
 
 # The literal each contraction pattern needs, so that a batch without it skips the scan.
@@ -51,7 +66,7 @@ _CONTRACTION_GATES = (
     "'d",
     "'s",
 )
-_CANNOT = re.compile(r"\bcannot\b")
+_CANNOT = re.compile(r"cannot(?<!\wcannot)\b")
 _DIGIT_LETTER = re.compile(r"(?<=[0-9])(?=[^0-9\s])|(?<=[^0-9\s])(?=[0-9])")
 _HAS_DIGIT = re.compile(r"[0-9]")
 
@@ -195,8 +210,15 @@ def normalized_parts(texts: Sequence[str]) -> list[str]:
 
 
 def _ascii_normalized(s: str) -> str:
+    return ascii_prenormalized(s).decode("ascii")
+
+
+def ascii_prenormalized(s: str) -> bytes:
+    """An ASCII text (or batch joined by ``SEP``) normalized but for the digit split: lower
+    case, contractions expanded, punctuation to spaces, apostrophes dropped; as bytes of
+    ``[a-z0-9 ]`` and ``SEP`` (what :mod:`stratabatch.canonkernels` reads)."""
     s = _contractions_where_needed(s.lower().replace("`", "'"))
-    return s.encode("ascii").translate(_ASCII_TABLE, b"'").decode("ascii")
+    return s.encode("ascii").translate(_ASCII_TABLE, b"'")
 
 
 def _unicode_normalized(s: str) -> str:

@@ -62,6 +62,7 @@ KERNEL_MODULES = (
     "stratabatch.cosine",
     "stratabatch.pairs",
     "stratabatch.textkernels",
+    "stratabatch.canonkernels",
     "stratabatch.embedkernels",
     "stratabatch.greedy",
     "stratabatch.candidates",

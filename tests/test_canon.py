@@ -240,3 +240,132 @@ def test_swapped_letters_table_is_what_its_rule_builds():
 def test_round2_folds_and_their_false_friends(typed, canonical):
     assert canonical_text(typed) == canonical
     assert canonical_texts([typed]) == [canonical]  # the numba-flagged path agrees
+
+
+# The fast path (ASCII texts: stratabatch.canonkernels) against the reference (the Python
+# passes), on generated texts and on every labelled text.
+def _rule_words() -> list[str]:
+    from stratabatch.lexicon import (
+        DROP_PHRASES,
+        FOLD_PHRASES,
+        GENERIC_YOU_FRAMES,
+        JUST_KEEP_BEFORE,
+        LIKE_KEEPERS,
+        TRANSPOSED_WORDS,
+    )
+
+    words = set(FILLER_WORDS) | set(JUST_KEEP_BEFORE) | set(LIKE_KEEPERS)
+    for phrase in [*DROP_PHRASES, *FOLD_PHRASES, *FOLD_PHRASES.values(), *GENERIC_YOU_FRAMES]:
+        words |= set(phrase.split())
+    words |= set(list(SPELLING)[::7]) | set(list(TRANSPOSED_WORDS)[::9])
+    return sorted(words)
+
+
+_PIECES = _rule_words() + [
+    "zebra", "Café", "6am", "4521", "x\x1fy", "won't", "can't", "cannot", "it's", "John's",
+    "HELLO", "How", "I'D", "e-mail", "?", "!!", ",", "--", "  ", "\t", "`s", "'", "no.", "#5",
+    "what", "should", "do", "if", "want", "need", "have", "to", "my", "a", "the", "²",
+]  # fmt: skip
+_DENSE = st.sampled_from(_WORDS + ["a", "i", "you", "just", "like", "if", "what", "5", "teh"])
+_PHRASE_TEXTS = st.sampled_from(
+    [
+        "if i want to",
+        "what should i do",
+        "sorry to bother you, but",
+        "how do you",
+        "thank you so much",
+        "what is the best way to",
+        "just 5",
+        "a just",
+        "looks like",
+        "order no 4",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(st.sampled_from(_PIECES), _PHRASE_TEXTS, _DENSE, _DENSE), max_size=16
+        ).map(" ".join),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_the_kernel_path_gives_what_the_reference_gives(texts):
+    from stratabatch.canon import (
+        _canonical_batch_reference,
+        _canonical_texts_reference,
+        canonical_batch,
+        canonical_texts,
+    )
+
+    expected = _canonical_texts_reference(texts)
+    assert canonical_texts(texts) == expected
+    assert [canonical_texts([t])[0] for t in texts] == expected
+    assert canonical_batch(texts) == _canonical_batch_reference(texts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=6))
+def test_the_kernel_path_gives_what_the_reference_gives_on_any_text(texts):
+    from stratabatch.canon import _canonical_texts_reference, canonical_texts
+
+    assert canonical_texts(texts) == _canonical_texts_reference(texts)
+
+
+def test_the_kernel_path_gives_what_the_reference_gives_on_every_labelled_text():
+    import json
+    from pathlib import Path
+
+    from stratabatch.canon import _canonical_texts_reference, canonical_texts
+
+    texts = []
+    for name in ("dedup_pairs.jsonl", "guard_pairs.jsonl"):
+        for line in (Path(__file__).parent / "data" / name).read_text().splitlines():
+            if line:
+                texts += [v for v in json.loads(line).values() if isinstance(v, str)]
+    texts += ["", " ", "?", "Ｈｅｌｌｏ, how can I reset it?", "x" * 5000, "1a" * 300]
+    expected = _canonical_texts_reference(texts)
+    assert canonical_texts(texts) == expected
+    assert [canonical_texts([t])[0] for t in texts] == expected
+
+
+# The contraction patterns as first written (a word boundary first); stratabatch.text starts
+# each with its literal, for speed, and must expand exactly as these do.
+_PLAIN_CONTRACTIONS = [
+    (r"\b(can)'t\b|\b(can)not\b", r"\1\2 not"),
+    (r"\bwon't\b", "will not"),
+    (r"\bshan't\b", "shall not"),
+    (r"\blet's\b", "let us"),
+    (r"n't\b", " not"),
+    (r"'re\b", " are"),
+    (r"'m\b", " am"),
+    (r"'ll\b", " will"),
+    (r"'ve\b", " have"),
+    (r"'d\b", " would"),
+    (r"\b(it|that|what|where|there|here|who|how|he|she|when|why)'s\b", r"\1 is"),
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["can", "cannot", "won", "shan", "let", "it", "that", "why", "he", "she", "x", "n",
+             "'t", "'s", "'re", "'m", "'ll", "'ve", "'d", "'", "t", "s", "not", " ", "_", "é",
+             "1", "-", "\x1f"]
+        ),  # fmt: skip
+        max_size=20,
+    ).map("".join)
+)
+def test_contractions_expand_as_the_plain_patterns_do(s):
+    import re
+
+    from stratabatch.text import _expand_contractions
+
+    expected = s
+    for pattern, repl in _PLAIN_CONTRACTIONS:
+        expected = re.sub(pattern, repl, expected)
+    assert _expand_contractions(s) == expected
