@@ -17,7 +17,7 @@ from numba import njit
 
 from .cosine import dot_canonical, dot_fast, dot_margin
 from .kernels import readonly
-from .pairs import UNPAIRED_MAX, WordData, admit, word_args
+from .pairs import UNPAIRED_MAX, WordData, admit, late_hits, word_args
 
 __all__ = ["LEADER_LOOP_MAX_LEADERS", "greedy_pass", "leader_cluster"]
 
@@ -252,6 +252,9 @@ def greedy_pass(
     leader = [0] * m
     sim = [1.0] * m
     late: list[int] = []
+    # the late leaders each row after them may join, found when each turned late (one kernel
+    # call a late leader over the rows after it, in place of one a row over the late leaders)
+    extra: dict[int, list[tuple[int, float]]] = {}
     off_l = off.tolist()
     rows_l = rows.tolist()
     sims_l = sims.tolist()
@@ -263,12 +266,13 @@ def greedy_pass(
                 leader[t] = -1  # left for a later pass
             break
         a, b = off_l[j], off_l[j + 1]
-        if a == b and not late:
+        ex = extra.pop(i, None) if extra else None
+        if a == b and ex is None:
             leader[j] = i  # a provisional leader: nothing to decide
             continue
         lst = list(zip(rows_l[a:b], sims_l[a:b], strict=True))
-        if late:
-            lst = _with_late(X, part, i, late, lst, thr, margin, wd)
+        if ex is not None:
+            lst = sorted(lst + ex)
         took = _take(i, start, lst, leader, joinable, veto)
         if took is None and bool(more[j]):
             lst = _rescan(X, part, i, start, leader, thr, margin, wd)
@@ -277,9 +281,35 @@ def greedy_pass(
             leader[j] = i
             if lst:
                 late.append(i)
+                if i + 1 < start + m:
+                    _file_late(X, part, i, start + m, thr, margin, wd, extra)
         else:
             leader[j], sim[j] = took
     return leader, sim, late
+
+
+def _file_late(
+    X: np.ndarray,
+    part: np.ndarray,
+    lead: int,
+    stop: int,
+    thr: np.float32,
+    margin: np.float32,
+    wd: WordData,
+    extra: dict[int, list[tuple[int, float]]],
+) -> None:
+    """File late leader ``lead`` with each later row (up to ``stop``) that may join it: its
+    partition, the cosine and the residue pre-check (:func:`stratabatch.pairs.late_hits`)."""
+    k = stop - lead - 1
+    rows_out = np.empty(k, np.int64)
+    sims_out = np.empty(k, np.float32)
+    n = late_hits(X, part, lead, lead + 1, stop, thr, margin, wd, rows_out, sims_out)
+    for r, c in zip(rows_out[:n].tolist(), sims_out[:n].tolist(), strict=True):
+        got = extra.get(r)
+        if got is None:
+            extra[r] = [(lead, c)]
+        else:
+            got.append((lead, c))
 
 
 def _take(
@@ -300,25 +330,6 @@ def _take(
             continue
         return r, s
     return None
-
-
-def _with_late(
-    X: np.ndarray,
-    part: np.ndarray,
-    i: int,
-    late: list[int],
-    lst: list[tuple[int, float]],
-    thr: np.float32,
-    margin: np.float32,
-    wd: WordData,
-) -> list[tuple[int, float]]:
-    pi = part[i]
-    same = np.array([r for r in late if part[r] == pi], np.int64)
-    if not same.size:
-        return lst
-    cos = _cosines(X, i, same, thr, margin, wd).tolist()
-    extra = [(int(r), c) for r, c in zip(same.tolist(), cos, strict=True) if c >= -1.0]
-    return sorted(lst + extra) if extra else lst
 
 
 def _rescan(

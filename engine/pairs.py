@@ -19,6 +19,7 @@ __all__ = [
     "WordData",
     "admit",
     "keep_lowest",
+    "late_hits",
     "may_be_typos",
     "popcount",
     "precheck",
@@ -199,6 +200,26 @@ def word_admit(X, i, j, thr, lo, hi, wd, buf):
             refused[i] = j
             rsim[i] = c
     return np.float32(-2.0)
+
+
+@njit(cache=True)
+def late_hits(X, part, lead, lo, hi, thr, margin, wd, rows_out, sims_out):
+    """The rows ``i`` in ``[lo, hi)`` of ``lead``'s partition whose pair with it :func:`admit`
+    lets through (``admit(X, i, lead, ...)``, in row order), into ``rows_out``/``sims_out``;
+    returns how many. A late leader (:func:`stratabatch.greedy.greedy_pass`) is checked against
+    every row after it in one call, not each row against every late leader in Python."""
+    buf = np.empty(2 * UNPAIRED_MAX, np.int64)
+    pl = part[lead]
+    k = 0
+    for i in range(lo, hi):
+        if part[i] != pl:
+            continue
+        c = admit(X, i, lead, thr, thr - margin, thr + margin, wd, buf)
+        if c >= -1.0:
+            rows_out[k] = i
+            sims_out[k] = c
+            k += 1
+    return k
 
 
 @njit(cache=True)
