@@ -103,10 +103,20 @@ _WORD = re.compile(r"[^\W\d_]+")
 _SENTENCE_END = frozenset(".?!\n")
 
 
-def _names(text: str) -> frozenset[str]:
-    """Capitalized words not at a sentence start (nor "I"), casefolded."""
+_EMPTY: frozenset[str] = frozenset()
+# An ASCII text's words that start with a capital: the only ones _names keeps (its letters
+# are the words of _WORD, each starting after a non-letter)
+_ASCII_CAPITALIZED = re.compile(r"(?<![A-Za-z])[A-Z][A-Za-z]*")
+
+
+def _names(text: str, words: re.Pattern[str] | None = None) -> frozenset[str]:
+    """Capitalized words not at a sentence start (nor "I"), casefolded. (``words``: the
+    regex of the words looked at; by default only the capitalized ones in an ASCII text, all
+    words in others, which tests compare.)"""
     out = set()
-    for m in _WORD.finditer(text):
+    if words is None:
+        words = _ASCII_CAPITALIZED if text.isascii() else _WORD
+    for m in words.finditer(text):
         w = m.group()
         if not w[0].isupper() or w == "I":
             continue
@@ -118,11 +128,17 @@ def _names(text: str) -> frozenset[str]:
         if w.isupper() and len(w) > 1 and text.isupper():
             continue  # a shouted text: every word is in capitals
         out.add(w.casefold())
-    return frozenset(out)
+    return frozenset(out) if out else _EMPTY
 
 
 _RAW_WORD = re.compile(r"[^\W_]+")
 _QUOTES = frozenset("'\"`\u2018\u2019\u201c\u201d")
+# In an ASCII text the raw words are [A-Za-z0-9]+ and casefold is lower: _idents' sets come
+# from a few C-level scans (the same answer as the loop, which other texts take)
+_ASCII_RAW_WORDS = re.compile(r"[A-Za-z0-9]+").findall
+_ASCII_QUOTED = re.compile(r"['\"`]([A-Za-z0-9]+)(?=['\"`])").findall
+_ASCII_CAPS_HINT = re.compile(r"[A-Z][A-Z0-9]|[0-9][A-Z]").search  # two in a row, one a capital
+_NO_IDENTS: tuple[frozenset[str], frozenset[str]] = (_EMPTY, _EMPTY)
 
 
 def _idents(text: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -131,6 +147,30 @@ def _idents(text: str) -> tuple[frozenset[str], frozenset[str]]:
     a thing by its id ("ticket", "user", "order": :data:`ID_NOUNS`); and, second, the words
     whose exact spelling is asked about (quoted, or after "translate", "define", ...:
     :data:`WORD_VERBS`)."""
+    if text.isascii():
+        return _ascii_idents(text)
+    return _idents_reference(text)
+
+
+def _ascii_idents(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """:func:`_idents` of an ASCII text, from a few C-level scans (tested against the loop
+    of :func:`_idents_reference`)."""
+    low = _ASCII_RAW_WORDS(text.lower())
+    ids = {w for p, w in zip(low, low[1:], strict=False) if p in ID_NOUNS}
+    exact = {w for p, w in zip(low, low[1:], strict=False) if p in WORD_VERBS}
+    if _ASCII_CAPS_HINT(text) is not None:
+        ids.update(w.lower() for w in _ASCII_RAW_WORDS(text) if len(w) >= 2 and w.isupper())
+    if "'" in text or '"' in text or "`" in text:
+        quoted = [w.lower() for w in _ASCII_QUOTED(text)]
+        ids.update(quoted)
+        exact.update(quoted)
+    if not ids and not exact:
+        return _NO_IDENTS
+    return frozenset(ids), frozenset(exact)
+
+
+def _idents_reference(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """:func:`_idents` word by word (any text)."""
     ids = set()
     exact = set()
     prev = ""
@@ -157,7 +197,9 @@ class Features:
         names: Capitalized words not at a sentence start, casefolded.
     """
 
-    __slots__ = ("text", "tokens", "_counts", "_numbers", "_names", "_idents", "_profile")
+    __slots__ = (
+        "text", "tokens", "_counts", "_numbers", "_names", "_idents", "_profile", "_roles"
+    )
 
     def __init__(self, text: str, tokens: list[str]) -> None:
         self.text = text
@@ -167,6 +209,7 @@ class Features:
         self._names: frozenset[str] | None = None
         self._idents: tuple[frozenset[str], frozenset[str]] | None = None
         self._profile: Any = None
+        self._roles: dict[str, list[str]] | None = None
 
     # Each is computed on first use: most candidate pairs are decided by the first few.
     @property
@@ -199,6 +242,15 @@ class Features:
         v = self._idents
         if v is None:
             v = self._idents = _idents(self.text)
+        return v
+
+    @property
+    def roles(self) -> dict[str, list[str]]:
+        """Each role word's arguments (:func:`_role_args`)."""
+        v = self._roles
+        if v is None:
+            t = self.tokens
+            v = self._roles = {} if ROLE_MARKERS.isdisjoint(t) else _role_args(t)
         return v
 
     def key_profile(self) -> Any:
@@ -576,7 +628,14 @@ def _tense(a: Features, b: Features, a_only: list[str], b_only: list[str]) -> Ve
 def _minus(ca: Counter[str], cb: Counter[str]) -> list[str]:
     """The words of ``ca`` not matched in ``cb`` (with multiplicity), in ``ca``'s order."""
     get = cb.get
-    return [w for w, n in ca.items() for _ in range(n - get(w, 0))]
+    out = []
+    for w, n in ca.items():
+        k = n - get(w, 0)
+        if k == 1:
+            out.append(w)
+        elif k > 1:
+            out += [w] * k
+    return out
 
 
 def _polarity(a_only: list[str], b_only: list[str], ca: Counter, cb: Counter) -> Veto | None:
@@ -609,10 +668,9 @@ def _forms(w: str) -> tuple[str, ...]:
 
 
 def _same_roles(a: Features, b: Features) -> bool:
-    ta, tb = a.tokens, b.tokens
-    if ROLE_MARKERS.isdisjoint(ta) and ROLE_MARKERS.isdisjoint(tb):
+    ra, rb = a.roles, b.roles
+    if not ra or not rb:
         return True
-    ra, rb = _role_args(ta), _role_args(tb)
     for m, args in ra.items():
         other = rb.get(m)
         if other is not None and sorted(args) != sorted(other):
@@ -621,7 +679,7 @@ def _same_roles(a: Features, b: Features) -> bool:
 
 
 def _roles_veto(a: Features, b: Features) -> Veto | None:
-    ra, rb = _role_args(a.tokens), _role_args(b.tokens)
+    ra, rb = a.roles, b.roles
     for m, args in ra.items():
         other = rb.get(m)
         if other is None:

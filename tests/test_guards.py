@@ -628,3 +628,26 @@ def test_spaces_moved_between_real_words_or_ids_are_no_typo():
     # "the rapist" / "therapist": both sides real words; an id written as one
     assert decide("Is he the rapist?", "Is he therapist?") is not None
     assert decide("status of ticket AB CDX", "status of ticket ABC DX") is not None
+
+
+# -- the ASCII fast paths of the per-text features give the word-by-word answer ---------------
+
+_ascii_piece = st.sampled_from([
+    "ticket", "Ticket", "user", "order", "translate", "define", "ABCD", "AB", "A1", "1A", "I",
+    "Mary", "Paris", "iPhone", "USB", "x", "the", "rock'n'roll", "'gato'", '"x"', "`y`", "3Com",
+    "why", "EACCES", "Hello", "a", "don't", "What's", "12", "_AB", "ab_CD", "Foo-Bar",
+])  # fmt: skip
+_ascii_text = st.lists(
+    st.one_of(_ascii_piece, st.text(alphabet="aAbB1 .,?!'\"`_-(\n", max_size=6)), max_size=12
+).map(lambda xs: "".join(x if i % 3 else x + " " for i, x in enumerate(xs)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_ascii_text)
+def test_the_ascii_feature_paths_give_the_word_by_word_answer(text) -> None:
+    """Identifiers, spelled words and names of an ASCII text come from a few regex scans; the
+    word-by-word loop that any other text takes is the reference."""
+    from stratabatch.guards import _WORD, _ascii_idents, _idents_reference, _names
+
+    assert _ascii_idents(text) == _idents_reference(text)
+    assert _names(text) == _names(text, _WORD)
