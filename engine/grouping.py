@@ -410,7 +410,7 @@ class Deduper:
 
             canon = r.canon  # (the canonical text the embedder saw; else the guards' words)
             p = r.wprof = word_profile(
-                self.features_of(r).tokens if canon is None else canon.split()
+                self.features_of(r).tokens if canon is None else canon.split(), squash=True
             )
         return p
 
@@ -813,7 +813,11 @@ class Deduper:
                 r.canon = t
         emb = self.embedder()
         if self.config.canonicalize and hasattr(emb, "embed_profiled") and self.word_keyed():
-            return emb.embed_profiled(texts)
+            from .wordkeys import tag_profiles
+
+            mat, batch = emb.embed_profiled(texts)
+            tag_profiles(batch, texts)  # (spaces moved: see stratabatch.wordkeys.squash_tag)
+            return mat, batch
         return emb.embed(texts), None
 
     def _cluster(

@@ -259,9 +259,9 @@ class Features:
         long text compares (computed once)."""
         v = self._profile
         if v is None:
-            from .wordkeys import residue_profile
+            from .wordkeys import residue_profile, squash_tag
 
-            v = self._profile = residue_profile(self.counts)
+            v = self._profile = residue_profile(self.counts, squash_tag(self.tokens))
         return v
 
 
@@ -491,7 +491,8 @@ def _spaces_moved(
     ta: list[str], tb: list[str], fa: Features, fb: Features, paraphrases: bool
 ) -> tuple[list[str], list[str]] | None:
     """The words of each side that are the same letters with spaces moved ("wayo f" / "way
-    of", "creditc ard" / "credit card"), as one run of 1-3 words per side, or None.
+    of", "creditc ard" / "credit card"), as one run of 1-3 words per side, or None. As many
+    words on each side, each space moved by at most two letters.
 
     Under the typo rule's care: the run of one side is all known words (:func:`dictionary`,
     or 1-3 letters), the other side's has a word that is not, and no word of either is
@@ -504,8 +505,14 @@ def _spaces_moved(
     while q < n - p and q < m - p and ta[n - 1 - q] == tb[m - 1 - q]:
         q += 1
     ra, rb = ta[p : n - q], tb[p : m - q]
-    if not (1 <= len(ra) <= 3 and 1 <= len(rb) <= 3) or "".join(ra) != "".join(rb):
-        return None
+    if not (1 <= len(ra) <= 3 and len(rb) == len(ra)) or "".join(ra) != "".join(rb):
+        return None  # (a space added or dropped, "the rapist" / "therapist", is no typo)
+    ea = eb = 0
+    for x, y in zip(ra[:-1], rb[:-1], strict=True):
+        ea += len(x)
+        eb += len(y)
+        if abs(ea - eb) > 2:
+            return None  # a typo moves a space by a letter or two, not by a word
     vocab = dictionary()
 
     def known(w: str) -> bool:

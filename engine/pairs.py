@@ -3,7 +3,14 @@
 A word's shape (:func:`stratabatch.wordkeys.word_shape`) packs its letters, length and
 whether it is alphabetic in one int; :func:`may_be_typos` is the kernel twin of
 :func:`stratabatch.wordkeys.may_be_typos`, a necessary condition of the typo rule
-(:func:`stratabatch.lexicon.is_typo_of`). Numba kernels, ``cache=True``.
+(:func:`stratabatch.lexicon.is_typo_of`). A stored shape also carries its text's squash tag
+in its high bits (:func:`stratabatch.wordkeys.squash_tag`): rows of equal tags may be the
+same letters with spaces moved, which the pre-check lets pass (:func:`same_squash`). Numba
+kernels, ``cache=True``.
+
+Numba's cache keys a kernel on its own file only: a kernel of another module that calls one
+of these (candidates, hashtable, greedy) keeps the old code from its cache after an edit
+here until its own cache entries go (delete them, or the ``__pycache__`` directory).
 """
 
 from __future__ import annotations
@@ -21,10 +28,13 @@ __all__ = [
     "keep_lowest",
     "late_hits",
     "may_be_typos",
+    "may_pass",
     "popcount",
     "precheck",
     "residue_gap",
     "residue_precheck",
+    "same_squash",
+    "tag_shapes",
     "word_admit",
     "word_args",
 ]
@@ -61,6 +71,29 @@ def _confirm(X, i, j, thr, lo, hi):
     return c
 
 UNPAIRED_MAX = 64  # unpaired words a side the pre-check pairs; with more it lets a pair pass
+_SQUASH_SHIFT = 49  # (stratabatch.wordkeys.SQUASH_SHIFT)
+
+
+@njit(cache=True)
+def same_squash(wi, oa, la, ob, lb):
+    """Whether two rows may be the same letters with spaces moved: their squash tags (the
+    high bits of their stored shapes, :func:`stratabatch.wordkeys.squash_tag`) are equal, or
+    a row has no key words to keep one. The pre-check lets such a pair pass whatever its
+    words (the guards compare its texts with the spaces moved)."""
+    if la <= 0 or lb <= 0:
+        return True
+    t = wi[oa] >> _SQUASH_SHIFT
+    return t != 0 and t == (wi[ob] >> _SQUASH_SHIFT)  # (0: shapes stored without tags)
+
+
+@njit(cache=True)
+def tag_shapes(shapes, off, lens, tags, shift):
+    """shapes[off[j] : off[j] + lens[j]] |= tags[j] << shift for each text j (lens[j] < 0:
+    none)."""
+    for j in range(lens.shape[0]):
+        t = tags[j] << shift
+        for u in range(off[j], off[j] + lens[j]):
+            shapes[u] |= t
 
 
 @njit(cache=True)
@@ -132,6 +165,11 @@ def residue_precheck(
     a word), for texts of thousands of words that share most of them."""
     ra, sa, ca, ta = a
     rb, sb, cb, tb = b
+    if not ra.shape[0] or not rb.shape[0]:
+        return True  # (as the producers, see same_squash)
+    tag = int(sa[0]) >> _SQUASH_SHIFT
+    if tag and tag == int(sb[0]) >> _SQUASH_SHIFT:
+        return True  # (as the producers: spaces may have moved, see same_squash)
     if ta != tb:
         return False  # (as the producers: unequal key-word totals never pass)
     la = ra.shape[0]
@@ -144,15 +182,26 @@ def residue_precheck(
 
 
 @njit(cache=True)
-def precheck(wr, wi, wc, woff, wlen, wtot, refused, rsim, buf, i, j, c):
-    """Whether rows i and j (cosine c, at the threshold) pass the residue pre-check; the
-    first pair of row i it refuses is noted in ``refused[i]``/``rsim[i]`` (see
-    :data:`WordData`)."""
+def may_pass(wr, wi, wc, woff, wlen, wtot, buf, i, j):
+    """The residue pre-check of rows i and j (see :data:`WordData`): False only for a pair
+    the residue guard refuses (:func:`stratabatch.wordkeys.may_pass_residue`, the reference):
+    unequal key-word totals, or a word without a typo partner, unless the rows may be the
+    same letters with spaces moved (:func:`same_squash`)."""
     if wtot.shape[0] == 0 or wtot[i] < 0 or wtot[j] < 0:
         return True
-    if wtot[i] == wtot[j] and _may_pass_residue(
+    if same_squash(wi, woff[i], wlen[i], woff[j], wlen[j]):
+        return True
+    return wtot[i] == wtot[j] and _may_pass_residue(
         wr, wi, wc, woff[i], wlen[i], woff[j], wlen[j], buf
-    ):
+    )
+
+
+@njit(cache=True)
+def precheck(wr, wi, wc, woff, wlen, wtot, refused, rsim, buf, i, j, c):
+    """Whether rows i and j (cosine c, at the threshold) pass the residue pre-check
+    (:func:`may_pass`); the first pair of row i it refuses is noted in
+    ``refused[i]``/``rsim[i]`` (see :data:`WordData`)."""
+    if may_pass(wr, wi, wc, woff, wlen, wtot, buf, i, j):
         return True
     if refused[i] < 0:
         refused[i] = j
@@ -165,7 +214,13 @@ def admit(X, i, j, thr, lo, hi, wd, buf):
     """:func:`_confirm`, and -2 too where both rows have key words that the residue guard
     must refuse (the word data ``wd`` is empty where the guards do not apply)."""
     wr, wi, wc, woff, wlen, wtot, refused, rsim = wd
-    if wtot.shape[0] != 0 and wtot[i] >= 0 and wtot[j] >= 0 and wtot[i] != wtot[j]:
+    if (
+        wtot.shape[0] != 0
+        and wtot[i] >= 0
+        and wtot[j] >= 0
+        and wtot[i] != wtot[j]
+        and not same_squash(wi, woff[i], wlen[i], woff[j], wlen[j])
+    ):
         return np.float32(-2.0)  # (unequal counts: not worth noting, nor a cosine)
     c = _confirm(X, i, j, thr, lo, hi)
     if c < -1.0 or precheck(wr, wi, wc, woff, wlen, wtot, refused, rsim, buf, i, j, c):
@@ -189,6 +244,8 @@ def word_admit(X, i, j, thr, lo, hi, wd, buf):
     wr, wi, wc, woff, wlen, wtot, refused, rsim = wd
     if wtot.shape[0] == 0 or wtot[i] < 0 or wtot[j] < 0:
         return _confirm(X, i, j, thr, lo, hi)
+    if same_squash(wi, woff[i], wlen[i], woff[j], wlen[j]):
+        return _confirm(X, i, j, thr, lo, hi)  # (spaces may have moved)
     if wtot[i] != wtot[j]:
         return np.float32(-2.0)
     gap = residue_gap(wr, wi, wc, woff[i], wlen[i], woff[j], wlen[j], buf)

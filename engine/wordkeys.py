@@ -52,7 +52,11 @@ pairs each word one text has more often than the other with a distinct typo part
 merge needs as many key words on both sides (repeats counted) and, for each unpaired word, a
 word on the other side that could be its typo (:func:`may_pass_residue`). The candidate
 producers check that in numba from each row's ranks and word shapes (:func:`word_shape`)
-right after the cosine, so only pairs the guards might accept reach them.
+right after the cosine, so only pairs the guards might accept reach them. The guards also
+accept the same letters with a space moved ("milesi n" / "miles in"), whose key words need
+not pair one for one: such texts are one string without their spaces, so a pair of equal
+:func:`squash_tag` (kept in the high bits of a row's stored shapes) passes the pre-check
+whatever its words.
 
 **Where the key words are computed.** For the default embedder they come out of the same
 numba pass that embeds the canonical text (:func:`stratabatch.embedkernels.hashed_embed_profiled`,
@@ -70,6 +74,7 @@ The order is fixed: a word's rank is the embedder's 64-bit word hash
 from __future__ import annotations
 
 import heapq
+import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -87,6 +92,8 @@ __all__ = [
     "may_be_typos",
     "may_pass_residue",
     "residue_profile",
+    "squash_tag",
+    "tag_profiles",
     "word_keys",
     "word_profile",
     "word_shape",
@@ -172,7 +179,40 @@ def _profile_words(words: list[str]) -> None:
         _cache[w] = (r, word_shape(w))
 
 
-def word_profile(tokens: Sequence[str]) -> list[int]:
+SQUASH_SHIFT = 49
+"""Where a stored shape carries its text's :func:`squash_tag` (bits 49-62; the typo rule
+reads bits 0-48 only)."""
+_SQUASH_MASK = 0x3FFF
+
+
+def squash_tag(tokens: Sequence[str]) -> int:
+    """A 14-bit hash, never 0, of a text's canonical words written without spaces: two texts
+    the guards accept as the same letters with spaces moved ("wayo f exchanging" / "way of
+    exchanging", :func:`stratabatch.guards.veto`) are the same string then, so their tags
+    are equal. The residue pre-check lets pairs of equal tags pass (:func:`may_pass_residue`);
+    the index keeps a row's tag in the high bits of its stored shapes (:data:`SQUASH_SHIFT`;
+    a shape stored without a tag has 0 there, which matches no tag)."""
+    return zlib.crc32("".join(tokens).encode("utf-8", "surrogatepass")) % _SQUASH_MASK + 1
+
+
+def tag_profiles(batch: BatchProfiles, texts: Sequence[str]) -> None:
+    """Put each text's :func:`squash_tag` into its key words' shapes in ``batch`` (the
+    canonical ``texts`` the embedding kernel profiled), as :func:`word_profile` with
+    ``squash=True`` does: what the index stores."""
+    lens = batch.lens
+    if not len(lens):
+        return
+    from .pairs import tag_shapes
+
+    tags = np.fromiter(
+        (squash_tag(t.split()) if k > 0 else 0 for t, k in zip(texts, lens.tolist(), strict=True)),
+        np.int64,
+        len(lens),
+    )
+    tag_shapes(batch.shapes, batch.off, lens, tags, SQUASH_SHIFT)
+
+
+def word_profile(tokens: Sequence[str], squash: bool = False) -> list[int]:
     """Rank, shape and count of each distinct key word of a text, from its canonical words
     (:mod:`stratabatch.canon`), as one flat list of triples in no
     particular order: what the index keeps of a text (:func:`stratabatch.wordtable.word_rows`
@@ -181,6 +221,8 @@ def word_profile(tokens: Sequence[str]) -> list[int]:
 
     A text of more than :data:`PRECHECK_MAX_WORDS` distinct key words keeps only its five
     lowest, with count -1: enough for its keys, and a mark that it is not pre-checked.
+
+    ``squash``: the shapes carry the text's :func:`squash_tag` (as the index stores them).
     """
     if len(tokens) > 64:
         counts: Mapping[str, int] = Counter(tokens)
@@ -193,22 +235,27 @@ def word_profile(tokens: Sequence[str]) -> list[int]:
         low = heapq.nsmallest(5, {r for r in ((get(w) or _profile_of(w))[0] for w in counts) if r})
         return [x for r in low for x in (r, 0, -1)]
     out: list[int] = []
+    tag = squash_tag(tokens) << SQUASH_SHIFT if squash else 0
     for w, c in counts.items():
         r, shape = get(w) or _profile_of(w)
         if r:
-            out += (r, shape, c)
+            out += (r, shape | tag, c)
     return out
 
 
-def residue_profile(counts: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def residue_profile(
+    counts: Mapping[str, int], tag: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Every key word of a text, for the residue pre-check of a pair the index did not
     pre-check (a text of more than :data:`PRECHECK_MAX_WORDS` distinct key words, see
     :meth:`stratabatch.grouping.Deduper.veto`): ranks, shapes and counts (int64 arrays sorted
     by rank, as the index's pools keep a row) and the total of the counts.
 
-    ``counts``: how often each canonical word occurs (the guards' ``Features.counts``).
+    ``counts``: how often each canonical word occurs (the guards' ``Features.counts``);
+    ``tag``: the text's :func:`squash_tag`, kept in the shapes as the index keeps it.
     """
     get = _cache.get
+    tag <<= SQUASH_SHIFT
     new = [w for w in counts if get(w) is None]
     if new:  # the words first seen: hashed in one call, not one each
         _profile_words(new)
@@ -219,7 +266,7 @@ def residue_profile(counts: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray, 
         r, shape = get(w) or _profile_of(w)
         if r:
             ranks.append(r)
-            shapes.append(shape)
+            shapes.append(shape | tag)
             cnt.append(c)
     rk = np.array(ranks, np.int64)
     order = np.argsort(rk, kind="stable")
@@ -351,12 +398,18 @@ def may_pass_residue(tokens_a: Sequence[str], tokens_b: Sequence[str]) -> bool:
     key words (repeats counted), and each unpaired word has some word on the other side that
     :func:`may_be_typos` allows. The reference for the index's pre-check, which runs on ranks
     and shapes in numba before any guard is asked (see :mod:`stratabatch.pairs`).
+
+    The guard also accepts the same letters with spaces moved, whatever the words: a pair of
+    equal :func:`squash_tag` passes, and so does a text without key words (the index has no
+    stored shape to keep its tag in).
     """
 
     def counted(tokens: Sequence[str]) -> Counter[tuple[int, int]]:
         return Counter({(r, sh): c for r, sh, c in _triples(word_profile(tokens))})
 
     ca, cb = counted(tokens_a), counted(tokens_b)
+    if not ca or not cb or squash_tag(tokens_a) == squash_tag(tokens_b):
+        return True
     xa = list((ca - cb).elements())
     xb = list((cb - ca).elements())
     if len(xa) != len(xb):

@@ -625,9 +625,20 @@ def test_typos_across_a_space_pass_the_guards_of_a_sentence_model(a, b):
 
 
 def test_spaces_moved_between_real_words_or_ids_are_no_typo():
-    # "the rapist" / "therapist": both sides real words; an id written as one
+    # "the rapist" / "therapist": a space added, not moved (and "rapist", outside the
+    # dictionary, would not make its side the typo); an id written as one
     assert decide("Is he the rapist?", "Is he therapist?") is not None
     assert decide("status of ticket AB CDX", "status of ticket ABC DX") is not None
+
+
+def test_typos_across_a_space_merge_and_far_moves_do_not():
+    """The same letters with a space moved by a letter or two merge ("milesi n" / "miles in",
+    "wayo f" / "way of", "cred itcard" / "credit card"); a space moved by more is another
+    text ("cre ditcard")."""
+    assert decide("How many air miles in economy?", "How many air milesi n economy?") is None
+    assert decide("the best way of changing money", "the best wayo f changing money") is None
+    assert decide("is my credit card blocked", "is my cred itcard blocked") is None
+    assert decide("is my credit card blocked", "is my cre ditcard blocked") is not None
 
 
 # -- the ASCII fast paths of the per-text features give the word-by-word answer ---------------
