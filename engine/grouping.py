@@ -188,6 +188,7 @@ class Deduper:
         self.vetoes: deque[VetoRecord] = deque(maxlen=256)
         self._canon_index: bool | None = None  # canonicalize setting the index was built with
         self._features_cls: Any = None  # stratabatch.guards.Features, once loaded
+        self._veto_fn: Any = None  # stratabatch.guards.veto, once loaded
         # texts of at most this many words were pre-checked by the index (if at all): no more
         # distinct key words than it keeps (stratabatch.wordkeys.PRECHECK_MAX_WORDS); set by
         # the first veto (no numpy import before dedup needs it)
@@ -328,13 +329,21 @@ class Deduper:
         (:func:`stratabatch.guards.veto`), and building the features of both cost ~20-100 us
         a near twin on the loop."""
         canon, other = r.canon, leader.canon
-        if canon is not None and other is not None and canon.split() == other.split():
+        if (
+            canon is not None
+            and other is not None
+            and (canon == other or canon.split() == other.split())
+        ):
             return None
         fa = self.features_of(leader)
         fb = self.features_of(r)
         if fa is None or fb is None:
             return None  # no text on one side: nothing for the guards to read
-        from .guards import veto
+        veto = self._veto_fn
+        if veto is None:
+            from . import guards as guard_words
+
+            veto = self._veto_fn = guard_words.veto
 
         c = self.config
         # a judge of meaning (the user's function, vectors or embedder, a sentence model):

@@ -156,8 +156,16 @@ def _ascii_idents(text: str) -> tuple[frozenset[str], frozenset[str]]:
     """:func:`_idents` of an ASCII text, from a few C-level scans (tested against the loop
     of :func:`_idents_reference`)."""
     low = _ASCII_RAW_WORDS(text.lower())
-    ids = {w for p, w in zip(low, low[1:], strict=False) if p in ID_NOUNS}
-    exact = {w for p, w in zip(low, low[1:], strict=False) if p in WORD_VERBS}
+    ids = (
+        set()
+        if ID_NOUNS.isdisjoint(low)
+        else {w for p, w in zip(low, low[1:], strict=False) if p in ID_NOUNS}
+    )
+    exact = (
+        set()
+        if WORD_VERBS.isdisjoint(low)
+        else {w for p, w in zip(low, low[1:], strict=False) if p in WORD_VERBS}
+    )
     if _ASCII_CAPS_HINT(text) is not None:
         ids.update(w.lower() for w in _ASCII_RAW_WORDS(text) if len(w) >= 2 and w.isupper())
     if "'" in text or '"' in text or "`" in text:
@@ -204,7 +212,7 @@ class Features:
     def __init__(self, text: str, tokens: list[str]) -> None:
         self.text = text
         self.tokens = tokens
-        self._counts: Counter[str] | None = None
+        self._counts: dict[str, int] | None = None
         self._numbers: tuple[str, ...] | None = None
         self._names: frozenset[str] | None = None
         self._idents: tuple[frozenset[str], frozenset[str]] | None = None
@@ -213,10 +221,17 @@ class Features:
 
     # Each is computed on first use: most candidate pairs are decided by the first few.
     @property
-    def counts(self) -> Counter[str]:
+    def counts(self) -> dict[str, int]:
         c = self._counts
         if c is None:
-            c = self._counts = Counter(self.tokens)
+            t = self.tokens
+            # (a plain dict, from C-level calls: a Counter's set-up cost as much as counting)
+            c = dict.fromkeys(t, 1)
+            if len(c) != len(t):  # a word repeats
+                c = dict.fromkeys(c, 0)
+                for w in t:
+                    c[w] += 1
+            self._counts = c
         return c
 
     @property
@@ -378,7 +393,7 @@ def veto(
     if a.tokens == b.tokens:
         return None  # the same canonical words in the same order: nothing to veto
     ca, cb = a.counts, b.counts
-    if dict.__eq__(ca, cb):  # (Counter.__eq__ walks both in Python)
+    if ca == cb:
         # the same words: only their order, or capitals, can differ
         if "roles" in guards and a.tokens != b.tokens:
             if _coordination_swap(a.tokens, b.tokens):
@@ -439,7 +454,8 @@ def veto(
             added = not any(not ignorable(w) for w in a_only) or not any(
                 not ignorable(w) for w in b_only
             )
-            shared = sum((ca & cb).values())
+            get = cb.get
+            shared = sum(min(n, get(w, 0)) for w, n in ca.items())
             if not added and shared < 3 * max(len(a_only), len(b_only)):
                 # another question word asks another thing of the same words ("how do i
                 # lower it" / "what do i avoid to lower it")
@@ -632,7 +648,7 @@ def _tense(a: Features, b: Features, a_only: list[str], b_only: list[str]) -> Ve
     return None
 
 
-def _minus(ca: Counter[str], cb: Counter[str]) -> list[str]:
+def _minus(ca: dict[str, int], cb: dict[str, int]) -> list[str]:
     """The words of ``ca`` not matched in ``cb`` (with multiplicity), in ``ca``'s order."""
     get = cb.get
     out = []
@@ -645,7 +661,9 @@ def _minus(ca: Counter[str], cb: Counter[str]) -> list[str]:
     return out
 
 
-def _polarity(a_only: list[str], b_only: list[str], ca: Counter, cb: Counter) -> Veto | None:
+def _polarity(
+    a_only: list[str], b_only: list[str], ca: dict[str, int], cb: dict[str, int]
+) -> Veto | None:
     na = sum(ca[w] for w in NEGATIONS.intersection(ca))
     nb = sum(cb[w] for w in NEGATIONS.intersection(cb))
     if na != nb:
