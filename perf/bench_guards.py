@@ -12,11 +12,15 @@ tests/data/guard_pairs.jsonl (short questions; ``--long`` adds the shared-preamb
   per request of the batch;
 * ``leader_cluster`` / ``exhaustive_candidates (first 8)``: the unguarded clustering kernel vs
   the candidate producer the guarded pass uses (stratabatch.candidates), on the same vectors;
-* ``pass ...: guards off / on / added``: a whole dedup pass (``Deduper.run``: exact stage,
-  embedding, clustering, guards) over fresh requests, with the word guards and the canonical
-  text off (``dedup_guards=()``, ``canonicalize=False``, threshold 0.96, the unguarded
-  ``leader_cluster`` path) and at the defaults; on the dup-heavy batch (the pair texts, many
-  near variants of each question), on its distinct texts, and on one text per question.
+* ``pass ...: guards off / canonical only / on / added``: a whole dedup pass
+  (``Deduper.run``: exact stage, embedding, clustering, guards) over fresh requests, with the
+  word guards and the canonical text off (``dedup_guards=()``, ``canonicalize=False``,
+  threshold 0.96, the unguarded ``leader_cluster`` path), with the canonical text only (no
+  word guards, threshold 0.96), and at the defaults, the three alternated; ``added`` is the
+  defaults minus guards off (the canonical text and the guards), ``added by the guards``
+  the defaults minus the canonical text only. On the dup-heavy batch (half the batch's
+  size of pair texts, each twice: exact repeats and many near variants of each question),
+  on distinct pair texts, and on one text per question.
 
     python perf/bench_guards.py [--repeats 7] [--batch 1024] [--long] [--json FILE]
 """
@@ -56,6 +60,14 @@ def timed(fn: Callable[[], Any], repeats: int) -> float:
 class _Ops(ScratchOps):
     """The core's side of a dedup pass, reduced to bookkeeping (no queues, no handler)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups = 0
+
+    def new_group(self, req: Any, part: Any) -> Any:
+        self.groups += 1  # (``pending`` is keyed by the leader's seq: 0 for these requests)
+        return super().new_group(req, part)
+
     def reject(self, req: Any, error: BaseException) -> None:
         raise AssertionError(f"unexpected rejection: {error!r}")
 
@@ -73,7 +85,7 @@ def dedup_pass(texts: list[str], **options: Any) -> Callable[[], int]:
         ops = _Ops()
         d = Deduper(config, ops)
         d.run([Request({"query": t}, text=t) for t in texts])
-        return len(ops.pending)
+        return ops.groups
 
     return run
 
@@ -100,10 +112,10 @@ def main() -> None:
         for x in (ROOT / "tests" / "data" / "guard_pairs.jsonl").read_text().splitlines()
         if x
     ]
-    texts = list(
+    distinct = list(
         dict.fromkeys(t for r in rows for t in (r["a"], r["b"]) if args.long or len(t) < 200)
     )
-    texts = (texts * (args.batch // len(texts) + 1))[: args.batch]
+    texts = (distinct * (args.batch // len(distinct) + 1))[: args.batch]
     n = len(texts)
     emb = HashingEmbedder()
     toks = canonical_batch(texts)
@@ -143,6 +155,7 @@ def main() -> None:
     # Whole dedup passes (the Deduper alone: requests built, no event loop, no handler), the
     # two configurations alternated so that both see the same machine.
     off = dict(dedup_guards=(), canonicalize=False, dedup_threshold=0.96)
+    canon_only = dict(dedup_guards=(), canonicalize=True, dedup_threshold=0.96)
     # one text per question: the first side of every pair of both labelled sets, long prompts
     # left out (few near variants, so few candidates: mostly what every request pays)
     old = [
@@ -151,26 +164,32 @@ def main() -> None:
         if x
     ]
     questions = list(dict.fromkeys(r["a"] for r in rows + old if len(r["a"]) < 200))
+    half = distinct[: args.batch // 2]
     workloads = (
-        ("dup-heavy", texts),
-        ("variants, distinct", list(dict.fromkeys(texts))),
+        ("dup-heavy", half + half),
+        ("variants, distinct", distinct[: args.batch]),
         ("one per question", questions),
     )
     for name, sample in workloads:
-        run_off, run_on = dedup_pass(sample, **off), dedup_pass(sample)
-        groups = (run_off(), run_on())
-        t_off, t_on = [], []
+        runs = (dedup_pass(sample, **off), dedup_pass(sample, **canon_only), dedup_pass(sample))
+        groups = [run() for run in runs]
+        times: list[list[float]] = [[], [], []]
         for _ in range(args.repeats):
-            t_off.append(timed(run_off, 1) / len(sample))
-            t_on.append(timed(run_on, 1) / len(sample))
+            for run, t in zip(runs, times, strict=True):
+                t.append(timed(run, 1) / len(sample))
+        t_off, t_canon, t_on = times
         results[f"pass {name}: guards off"] = statistics.median(t_off)
+        results[f"pass {name}: canonical only"] = statistics.median(t_canon)
         results[f"pass {name}: guards on"] = statistics.median(t_on)
         results[f"pass {name}: added"] = statistics.median(
             [b - a for a, b in zip(t_off, t_on, strict=True)]
         )
+        results[f"pass {name}: added by the guards"] = statistics.median(
+            [b - a for a, b in zip(t_canon, t_on, strict=True)]
+        )
         print(
-            f"{name}: {len(sample)} requests, {groups[0]} groups with guards off, "
-            f"{groups[1]} with guards on"
+            f"{name}: {len(sample)} requests ({len(set(sample))} distinct), groups: "
+            f"{groups[0]} guards off, {groups[1]} canonical only, {groups[2]} guards on"
         )
 
     print(
