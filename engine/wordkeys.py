@@ -204,8 +204,13 @@ def tag_profiles(batch: BatchProfiles, texts: Sequence[str]) -> None:
         return
     from .pairs import tag_shapes
 
+    # (a canonical text's words are apart by spaces only: without them it is the words joined)
+    crc, m = zlib.crc32, _SQUASH_MASK
     tags = np.fromiter(
-        (squash_tag(t.split()) if k > 0 else 0 for t, k in zip(texts, lens.tolist(), strict=True)),
+        (
+            crc(t.replace(" ", "").encode("utf-8", "surrogatepass")) % m + 1 if k > 0 else 0
+            for t, k in zip(texts, lens.tolist(), strict=True)
+        ),
         np.int64,
         len(lens),
     )

@@ -792,3 +792,14 @@ def test_the_kernels_read_the_squash_tag_where_word_profile_writes_it() -> None:
     assert tag == squash_tag(["wayo", "f", "exchanging"])
     assert all(sh >> SQUASH_SHIFT == tag for sh in word_profile(toks, squash=True)[1::3])
     assert all(sh >> SQUASH_SHIFT == 0 for sh in word_profile(toks)[1::3])
+    # the embedding pass's key words get the tags word_profile gives
+    from stratabatch.canon import canonical_texts
+    from stratabatch.wordkeys import tag_profiles
+
+    texts = canonical_texts([" Way  of\texchanging\n", "caf\u00e9 na\u00efve  x", "the", "a b"])
+    _, batch = default_embedder().embed_profiled(texts)
+    tag_profiles(batch, texts)
+    for j, t in enumerate(texts):
+        got = batch.as_list(j)
+        if got is not None:
+            assert sorted(got[1::3]) == sorted(word_profile(t.split(), squash=True)[1::3]), t
