@@ -723,6 +723,20 @@ class FrameDecoder:
             return [self._response(frame, frame)]
         out: list[Response | FrameError] = []
         for item in frame:
+            # the common item, checked inline (the same rules as _response, which any other
+            # item goes through for its error): [id, ok, a value that is not a container]
+            if type(item) is list and len(item) == 3:
+                rid, status, value = item
+                if (
+                    type(rid) is int
+                    and 0 <= rid <= MAX_ID
+                    and status == STATUS_OK
+                    and type(status) is int
+                    and type(value) is not dict
+                    and type(value) is not list
+                ):
+                    out.append(_new_tuple(Response, (rid, status, value, None)))
+                    continue
             try:
                 out.append(self._response(item, frame))
             except FrameError as exc:

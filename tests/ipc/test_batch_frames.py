@@ -182,3 +182,38 @@ def test_a_batch_item_gets_the_verdict_of_the_same_request_as_a_single_frame(fie
             want = str(exc)
         got = DEC.requests(msgpack.packb([[2, 0, 0, NO_ROW, {"query": "ok"}], item]))[1]
         assert (str(got) if isinstance(got, FrameError) else got) == want
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        [1, STATUS_OK, "answer"],
+        [1, STATUS_OK, None],
+        [1, STATUS_OK, 3.5],
+        [1, STATUS_OK, b"raw"],
+        [1, STATUS_OK, {"a": [1, 2]}],
+        [1, STATUS_OK, [1, {"b": 2}]],
+        [1, STATUS_OK, "x", {"leader": 0, "similarity": 1.0}],
+        [1, False, "a bool is no status"],
+        [1, 1.0, "a float is no status"],
+        [1, 9, "unknown status"],
+        [1, 2, "a timeout's message"],
+        [1, 2, 5],
+        [1, 1, ["ValueError", "boom", {}]],
+        [1, 1, "an error must be a triple"],
+        [MAX_ID + 1, STATUS_OK, "id out of range"],
+        [-1, STATUS_OK, "negative id"],
+        [True, STATUS_OK, "a bool is no id"],
+        [1, STATUS_OK],
+    ],
+)
+def test_a_batch_response_item_gets_the_verdict_of_the_same_single_frame(item):
+    # the plain ok answer is checked inline in a batch: every variant decodes (or fails) as
+    # the same response does in a frame of its own
+    single = msgpack.packb(item)
+    try:
+        want: object = DEC.response(single)
+    except FrameError as exc:
+        want = str(exc)
+    got = DEC.responses(msgpack.packb([[2, STATUS_OK, "ok"], item]))[1]
+    assert (str(got) if isinstance(got, FrameError) else got) == want
