@@ -370,9 +370,19 @@ class FrameEncoder:
         head = _REQ_HEAD.pack
         size = len(parts[0])
         for rid, priority, deadline_ns, arena_row, blob in items:
-            rid, priority, deadline_ns, arena_row = _request_fields(
-                rid, priority, deadline_ns, arena_row
-            )
+            if not (  # (the common case inline; _request_fields says what is wrong)
+                type(rid) is int
+                and 0 <= rid <= MAX_ID
+                and type(priority) is int
+                and MIN_PRIORITY <= priority <= MAX_PRIORITY
+                and type(deadline_ns) is int
+                and 0 <= deadline_ns <= MAX_DEADLINE_NS
+                and type(arena_row) is int
+                and NO_ROW <= arena_row <= MAX_ROW
+            ):
+                rid, priority, deadline_ns, arena_row = _request_fields(
+                    rid, priority, deadline_ns, arena_row
+                )
             parts.append(head(0x95, 0xCF, rid, 0xD2, priority, 0xCF, deadline_ns, 0xD2, arena_row))
             parts.append(blob)
             size += _REQ_HEAD.size + len(blob)
