@@ -217,3 +217,18 @@ def test_a_batch_response_item_gets_the_verdict_of_the_same_single_frame(item):
         want = str(exc)
     got = DEC.responses(msgpack.packb([[2, STATUS_OK, "ok"], item]))[1]
     assert (str(got) if isinstance(got, FrameError) else got) == want
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ((MAX_ID + 1, 0, 0, NO_ROW), "request id"),
+        ((1, MAX_PRIORITY + 1, 0, NO_ROW), "priority"),
+        ((1, 0, -1, NO_ROW), "deadline_ns"),
+        ((1, 0, 0, MAX_ROW + 1), "arena_row"),
+        ((1, "0", 0, NO_ROW), "priority"),
+    ],
+)
+def test_a_batch_encode_refuses_a_field_out_of_range_naming_it(fields, named):
+    with pytest.raises(FrameError, match=named):
+        ENC.request_batch([(2, 0, 0, NO_ROW, _blob({"q": "ok"})), (*fields, _blob({"q": "x"}))])
