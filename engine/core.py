@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,10 +28,11 @@ from .errors import (
     HandlerError,
     QueueFullError,
     StratabatchError,
-    safe_str,
+    copy_error,
 )
 from .failurelog import FailureLog
-from .grouping import Deduper, Prepared
+from .grouping import Deduper
+from .passes import Passes
 from .records import DONE, GROUPED, INFLIGHT, RAW, Batch, Group, Request
 from .runner import Runner
 from .stats import Stats, StatsRecorder
@@ -42,17 +42,6 @@ from .window import WindowScheduler, select
 __all__ = ["DONE", "GROUPED", "INFLIGHT", "RAW", "Core", "OnComplete", "Request"]
 
 OnComplete = Callable[["Request", Any, "BaseException | None"], None]
-
-# A dedup pass whose requests encode to more than this runs its pure half (normalizing,
-# hashing, embedding) in a worker thread, so the loop never stalls on large texts; smaller
-# passes run inline (a thread hop costs more than they do).
-_INLINE_PASS_BYTES = 128 * 1024
-_THREAD_PASS_BYTES = 8 * 1024 * 1024  # and one threaded pass takes at most this much
-_MAX_PASS = 2048  # requests in one inline pass: ~10 ms of exact dedup
-# Embedding clustering compares each new request with every pending leader of its partition:
-# ~12 ns a pair measured, so ~1M pairs keep one pass near 10 ms.
-_MAX_PASS_PAIRS = 1_000_000
-
 
 _GONE: tuple = ()  # the members of a group the core let go (a tuple: nothing joins it)
 # How long close() lets cancelled handler calls finish their own clean-up before it returns.
@@ -86,10 +75,8 @@ class Core:
         self._sched = WindowScheduler(c.window_ms, c.max_size, c.min_size, c.max_wait_ms)
         #: The event loop the core is bound to (:meth:`bind`), or None; read-only.
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._raw: list[Request] = []
         self._pending: dict[int, Group] = {}  # by seq: arrival order
         self._dedup = Deduper(config, self)
-        self._preparing = False  # a dedup pass's pure half runs in a worker thread
         self._batches: set[Batch] = set()
         self._failures: FailureLog | None = None
         self._admission = Admission(config, self.stats, self._live_waiting, self._evict)
@@ -104,6 +91,15 @@ class Core:
         self._idle: asyncio.Event | None = None
         self._is_idle = False  # mirrors self._idle.is_set() (read per request)
         self._warmup = Warmup(self)  # the kernels, loaded off the loop (engine/warmup.py)
+        # the arrivals and the dedup pass over them, in slices (engine/passes.py)
+        self._passes = Passes(
+            config,
+            self._dedup,
+            self._pending,
+            self.reject,
+            self._schedule_pump,
+            lambda: self._warmup.error,
+        )
         self._adaptive: Any = None
         self._window_now_ms = c.window_ms
         self.reconfigure()
@@ -224,6 +220,16 @@ class Core:
         """Wait until the dedup kernels are loaded (bind first)."""
         await self._warmup.wait()
 
+    @property
+    def _raw(self) -> list[Request]:
+        """The arrivals not grouped yet (:attr:`stratabatch.passes.Passes.raw`)."""
+        return self._passes.raw
+
+    @property
+    def _preparing(self) -> bool:
+        """Whether a slice's pure half runs in a worker thread now."""
+        return self._passes.preparing
+
     # ------------------------------------------------------------- admission
 
     @property
@@ -321,7 +327,7 @@ class Core:
         self.stats.total_requests += 1
         adm = self._admission
         adm.waiting += 1
-        raw = self._raw
+        raw = self._passes.raw
         raw.append(req)
         if self._is_idle:
             self._is_idle = False
@@ -364,7 +370,7 @@ class Core:
             if req.deadline is not None:
                 req.timer = loop.call_later(max(0.0, req.deadline - now), self._expire, req)  # type: ignore[union-attr]
         self._seq = seq
-        raw = self._raw
+        raw = self._passes.raw
         raw.extend(reqs)
         if self._is_idle:
             self._is_idle = False
@@ -568,8 +574,9 @@ class Core:
                 )
         self._pump_scheduled = False
         held = False  # arrivals remain for a later slice: they are deduped before a batch fills
-        if self._raw and not self._preparing and self._warmup.ready:
-            held = self._run_pass()
+        passes = self._passes
+        if passes.raw and not passes.preparing and self._warmup.ready:
+            held = passes.run(loop)
         now = loop.time()
         if due_at is not None and due_at > now:
             now = due_at
@@ -599,125 +606,6 @@ class Core:
                 sched.open(now, self._window_s(now))
             self._arm_timer(now, force=took)
         self._check_idle()
-
-    def _pass_limit(self) -> int:
-        """How many arrivals one inline pass takes, so that it stays near 10 ms."""
-        c = self.config
-        if not c.enable_dedup:
-            return 8 * _MAX_PASS
-        if c.dedup_function is not None:  # user code per pair: assume ~1 us a call
-            return max(8, min(_MAX_PASS, 20_000 // (len(self._pending) + 1)))
-        if c.dedup_strategy == "exact":
-            return _MAX_PASS
-        if self._dedup.leaders.table is not None:  # indexed: cost per request flat in depth
-            return _MAX_PASS
-        return max(32, min(_MAX_PASS, _MAX_PASS_PAIRS // (len(self._pending) + 1)))
-
-    def _run_pass(self) -> bool:
-        """Run the dedup pass over the next slice of arrivals; True if arrivals remain."""
-        raw = self._raw
-        if self._warmup.error is not None:
-            e = self._warmup.error
-            self._raw = []
-            for r in raw:
-                if r.state == RAW:
-                    self.reject(
-                        r,
-                        StratabatchError(f"dedup kernels failed to load: {type(e).__name__}: {e}"),
-                    )
-            return False
-        rest = self._dedup.take_rest()
-        if rest is not None:
-            # the rest of a pass that ran out of its slice (Deduper.apply): its requests wait
-            # at the front of the arrivals, so a due batch waits for them as for any slice
-            ids = {id(r) for r in rest.raw}
-            k = 0
-            while k < len(raw) and id(raw[k]) in ids:
-                k += 1
-            self._raw = raw[k:]
-            try:
-                rest = self._dedup.apply(rest, sliced=True)
-                if rest is not None:
-                    self._raw = rest.raw + self._raw
-            except Exception as e:
-                self._fail_pass(raw[:k], e)
-            if self._raw:
-                self._schedule_pump()
-                return True
-            return False
-        limit = self._pass_limit()
-        nbytes = 0
-        k = 0
-        for r in raw:
-            k += 1
-            if r.state == RAW:
-                nbytes += r.size or (len(r.text) if r.text is not None else 0)
-            if k >= limit or nbytes >= _THREAD_PASS_BYTES:
-                break
-        chunk = [r for r in raw[:k] if r.state == RAW]
-        self._raw = raw[k:]
-        if chunk and not self.config.enable_dedup:  # each leads a group of its own
-            pending = self._pending
-            for r in chunk:
-                pending[r.seq] = Group(r)
-        elif chunk:
-            if nbytes > _INLINE_PASS_BYTES and self.config.enable_dedup:
-                self._prepare_off_loop(chunk)
-            else:
-                try:
-                    rest = self._dedup.run(chunk, sliced=True)
-                    if rest is not None:  # out of its slice: the rest comes first next time
-                        self._raw = rest.raw + self._raw
-                except Exception as e:  # never strand what arrived: each request gets it
-                    self._fail_pass(chunk, e)
-        if self._raw:
-            self._schedule_pump()
-            return True
-        return False
-
-    def _fail_pass(self, chunk: list[Request], e: BaseException) -> None:
-        err = StratabatchError(f"dedup failed: {type(e).__name__}: {safe_str(e)}")
-        for r in chunk:
-            if r.state == RAW:
-                self.reject(r, _copy_error(err))
-
-    def _prepare_off_loop(self, chunk: list[Request]) -> None:
-        """Run the pure half of a large pass in a worker thread (the kernels release the
-        GIL); its decisions are applied on the loop when it is done."""
-        loop = self.loop
-        assert loop is not None
-        dedup = self._dedup
-        self._preparing = True
-        try:
-            dedup.embedder()  # resolved here, on the loop, not in the thread
-        except Exception as e:
-            self._preparing = False
-            self._fail_pass(chunk, e)
-            return
-
-        def work() -> None:
-            try:
-                prep = dedup.prepare(chunk, embed_ahead=True)
-            except BaseException as e:  # noqa: BLE001 - reported on the loop
-                prep = Prepared(chunk, [], None, e)
-            try:
-                loop.call_soon_threadsafe(self._prepared, prep)
-            except RuntimeError:
-                pass  # the loop closed while this thread ran
-
-        threading.Thread(target=work, name="stratabatch-dedup", daemon=True).start()
-
-    def _prepared(self, prep: Prepared) -> None:
-        """Apply a prepared pass for at most one slice of the loop's time
-        (:meth:`Deduper.apply` with ``sliced``); what is left continues in the next slice."""
-        self._preparing = False
-        try:
-            rest = self._dedup.apply(prep, sliced=True)
-            if rest is not None:  # first in the arrivals: the next slice (_run_pass) takes it
-                self._raw = rest.raw + self._raw
-        except Exception as e:
-            self._fail_pass(prep.raw, e)
-        self._schedule_pump()
 
     def _check_idle(self) -> None:
         if (
@@ -820,11 +708,12 @@ class Core:
             self._failures.batch_failed(n, error, timeout=isinstance(error, BatchTimeoutError))
         loop = self.loop
         assert loop is not None
-        if self._raw and not cancelled and not self._preparing and self._warmup.ready:
+        passes = self._passes
+        if passes.raw and not cancelled and not passes.preparing and self._warmup.ready:
             # group what arrived while it ran before answering it: a twin of this running
             # work waits for its result (README "How a request travels"), even when no look
             # came between the twin's arrival and the end of the run
-            self._run_pass()
+            passes.run(loop)
         self._retire(batch, results, error, cancelled, loop.time())
 
     def _retire(
@@ -937,7 +826,7 @@ class Core:
     def _fail_group(self, g: Group, error: BaseException) -> None:
         for m in g.member_list():
             if m.state == INFLIGHT:
-                self._finish(m, None, _copy_error(error))  # each caller its own exception
+                self._finish(m, None, copy_error(error))  # each caller its own exception
 
     # ------------------------------------------------------------- outcomes
 
@@ -1011,19 +900,3 @@ class Core:
 
 
 _Future = asyncio.Future
-
-
-def _copy_error(error: BaseException) -> BaseException:
-    """A fresh exception equal to ``error`` for each caller (tracebacks and notes are per
-    exception object, so callers must never share one)."""
-    if isinstance(error, HandlerError):
-        new: BaseException = HandlerError(
-            str(error), exc_type=error.exc_type, exc_message=error.exc_message
-        )
-    else:
-        try:
-            new = type(error)(*error.args)
-        except Exception:
-            new = StratabatchError(safe_str(error))
-    new.__cause__ = error.__cause__
-    return new

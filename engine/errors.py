@@ -98,6 +98,22 @@ def safe_str(exc: BaseException) -> str:
     return text if type(text) is str else f"<{type(exc).__qualname__}: str() not a str>"
 
 
+def copy_error(error: BaseException) -> BaseException:
+    """A fresh exception equal to ``error`` for each caller (tracebacks and notes are per
+    exception object, so callers must never share one)."""
+    if isinstance(error, HandlerError):
+        new: BaseException = HandlerError(
+            str(error), exc_type=error.exc_type, exc_message=error.exc_message
+        )
+    else:
+        try:
+            new = type(error)(*error.args)
+        except Exception:
+            new = StratabatchError(safe_str(error))
+    new.__cause__ = error.__cause__
+    return new
+
+
 class EngineUnavailableError(StratabatchError, ConnectionError):
     """No engine answers under that name, or the engine died while requests were waiting."""
 
