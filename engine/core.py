@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .admission import Admission
+from .answers import GONE, Answers, OnComplete
 from .config import BatchConfig
 from .errors import (
     BatchTimeoutError,
@@ -28,7 +29,6 @@ from .errors import (
     HandlerError,
     QueueFullError,
     StratabatchError,
-    copy_error,
 )
 from .failurelog import FailureLog
 from .grouping import Deduper
@@ -41,9 +41,7 @@ from .window import WindowScheduler, select
 
 __all__ = ["DONE", "GROUPED", "INFLIGHT", "RAW", "Core", "OnComplete", "Request"]
 
-OnComplete = Callable[["Request", Any, "BaseException | None"], None]
 
-_GONE: tuple = ()  # the members of a group the core let go (a tuple: nothing joins it)
 # How long close() lets cancelled handler calls finish their own clean-up before it returns.
 _ABANDON_GRACE_S = 0.5
 
@@ -66,7 +64,6 @@ class Core:
 
     def __init__(self, config: BatchConfig, on_complete: OnComplete, handler: Any = None) -> None:
         self.config = config
-        self._on_complete = on_complete
         self._runner = Runner()
         if handler is not None:
             self.set_handler(handler)
@@ -77,6 +74,8 @@ class Core:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[int, Group] = {}  # by seq: arrival order
         self._dedup = Deduper(config, self)
+        # the outcomes: fan-out, failures, one request's answer (engine/answers.py)
+        self._answers = Answers(on_complete, self.stats, self._dedup, lambda: self.loop)
         self._batches: set[Batch] = set()
         self._failures: FailureLog | None = None
         self._admission = Admission(config, self.stats, self._live_waiting, self._evict)
@@ -221,6 +220,15 @@ class Core:
         await self._warmup.wait()
 
     @property
+    def _on_complete(self) -> OnComplete:
+        """The completion hook (:attr:`stratabatch.answers.Answers.on_complete`)."""
+        return self._answers.on_complete
+
+    @_on_complete.setter
+    def _on_complete(self, hook: OnComplete) -> None:
+        self._answers.on_complete = hook
+
+    @property
     def _raw(self) -> list[Request]:
         """The arrivals not grouped yet (:attr:`stratabatch.passes.Passes.raw`)."""
         return self._passes.raw
@@ -293,7 +301,7 @@ class Core:
     def _evict(self, victim: Request, error: QueueFullError) -> None:
         """``drop_lowest`` evicts ``victim`` (Admission's choice) with ``error``."""
         self._leave(victim)
-        self._finish(victim, None, error)
+        self._answers.finish(victim, None, error)
 
     def _live_waiting(self) -> list[Request]:
         live = [r for r in self._raw if r.state == RAW]
@@ -429,7 +437,7 @@ class Core:
         if req.state == DONE:
             return
         self._leave(req)
-        self._finish(
+        self._answers.finish(
             req,
             None,
             BatchTimeoutError(
@@ -506,7 +514,7 @@ class Core:
         if req.state != RAW:
             return
         self._leave(req)
-        self._finish(req, None, error)
+        self._answers.finish(req, None, error)
 
     def pending_groups(self) -> Any:
         """The pending groups, in arrival order."""
@@ -724,13 +732,13 @@ class Core:
             return
         self._batches.discard(batch)
         try:
-            self._fan_out(batch, results, error, cancelled, now)  # (drops each group's keys)
+            self._answers.batch(batch, results, error, cancelled, now)  # (drops groups' keys)
         except Exception as e:  # a bug of ours must not strand anyone: answer who is left
             for g in batch.groups:
-                if g.members is _GONE:
+                if g.members is GONE:
                     continue
                 self._dedup.drop_keys(g)
-                self._fail_group(
+                self._answers.group_failed(
                     g,
                     StratabatchError(
                         f"internal error while answering a batch: {type(e).__name__}: {e}"
@@ -738,133 +746,17 @@ class Core:
                 )
         finally:
             for g in batch.groups:  # break the request<->group<->batch cycles: no GC work
-                if g.members is _GONE:
+                if g.members is GONE:
                     continue
                 self._dedup.drop_row(g)
                 for m in g.member_list():
                     m.group = None
-                g.members = _GONE
+                g.members = GONE
                 g.batch = None
             batch.groups = []
             batch.call = None
             self._schedule_pump()
             self._check_idle()
-
-    def _fan_out(
-        self, batch: Batch, results: Any, error: BaseException | None, cancelled: bool, now: float
-    ) -> None:
-        """Give each member of each group its outcome; let each group go once answered."""
-        dedup = self._dedup
-        if cancelled or error is not None:
-            for g in batch.groups:
-                dedup.drop_keys(g)
-                # cancelled: every waiter left; anyone who joined since is answered here
-                self._fail_group(
-                    g, error if error is not None else StratabatchError("the batch was cancelled")
-                )
-            return
-        on_complete = self._on_complete
-        exact = dedup.exact
-        done: list[float] = []  # arrival times of the answered, for the stats (per batch)
-        for g, value in zip(batch.groups, results, strict=True):
-            ks = g.keys
-            if ks is not None:
-                if type(ks) is not list and exact.get(ks) is g:  # (its leader's key alone)
-                    del exact[ks]
-                else:
-                    dedup.drop_keys(g)
-            if g.row is not None:
-                dedup.drop_row(g)
-            if isinstance(value, BaseException):
-                self._fail_group(
-                    g,
-                    HandlerError.from_exception(
-                        value, "the handler returned an error for this request"
-                    ),
-                )
-                for m in g.member_list():
-                    m.group = None
-            elif g.members is None:  # the leader alone (most groups)
-                m = g.leader
-                if m.state == INFLIGHT:
-                    m.state = DONE
-                    if m.timer is not None:
-                        m.timer.cancel()
-                        m.timer = None
-                    done.append(m.arrival)
-                    sink = m.sink
-                    if type(sink) is _Future:  # a single call's future (see on_complete)
-                        if not sink.done():
-                            sink.set_result(value)
-                    else:
-                        try:
-                            on_complete(m, value, None)
-                        except Exception as e:  # the hook's bug stays with this request
-                            self._hook_failed(e)
-                m.group = None
-            else:
-                lead = g.leader
-                for m in g.members:
-                    if m.state == INFLIGHT:
-                        m.state = DONE
-                        if m.timer is not None:
-                            m.timer.cancel()
-                            m.timer = None
-                        if m is not lead:
-                            m.merged_with = lead
-                        done.append(m.arrival)
-                        try:
-                            on_complete(m, value, None)
-                        except Exception as e:
-                            self._hook_failed(e)
-                    m.group = None
-            g.members = _GONE
-            g.batch = None
-        if done:
-            self.stats.record_done_many(done, now)
-
-    def _fail_group(self, g: Group, error: BaseException) -> None:
-        for m in g.member_list():
-            if m.state == INFLIGHT:
-                self._finish(m, None, copy_error(error))  # each caller its own exception
-
-    # ------------------------------------------------------------- outcomes
-
-    def _finish(
-        self, req: Request, value: Any, error: BaseException | None, now: float | None = None
-    ) -> None:
-        req.state = DONE
-        if req.timer is not None:
-            req.timer.cancel()
-            req.timer = None
-        if now is None:
-            assert self.loop is not None
-            now = self.loop.time()
-        g = req.group
-        req.merged_with = g.leader if g is not None and g.leader is not req else None
-        st = self.stats
-        st.record_done(now - req.arrival, now)
-        if error is not None:
-            if isinstance(error, BatchTimeoutError):
-                st.timeouts += 1
-            elif isinstance(error, QueueFullError):
-                st.rejected += 1
-            else:
-                st.errors += 1
-        try:
-            self._on_complete(req, value, error)
-        except Exception as e:  # the hook's bug stays with this request
-            self._hook_failed(e)
-
-    def _hook_failed(self, e: Exception) -> None:
-        loop = self.loop
-        assert loop is not None
-        loop.call_exception_handler(
-            {
-                "message": "stratabatch: on_complete raised (it must not)",
-                "exception": e,
-            }
-        )
 
     # ------------------------------------------------------------- stats, close
 
@@ -897,6 +789,3 @@ class Core:
         self._admission.stop_logging()
         # cancelled handler calls: a moment for their clean-up, no more
         await self._runner.settle(_ABANDON_GRACE_S)
-
-
-_Future = asyncio.Future
