@@ -30,7 +30,7 @@ asyncio debug slow-callback log, gc.callbacks):
   embedding itself is off the loop; the guard_numbers key is not.
 * many/embedding (50-100 ms spikes): gen-2 garbage collections (57 ms measured) while 10,000
   records are alive, plus inline passes whose ``_embedding_stage`` / ``LeaderIndex.append``
-  (the leader matrix grows by copying) exceed the 10 ms ``_pass_limit`` aim.
+  (the leader matrix grows by copying) exceed the 10 ms ``Passes.limit`` aim.
 * many/exact: within target in most runs; occasional 50-85 ms outliers, GC as above.
 """
 
