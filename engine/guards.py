@@ -411,7 +411,7 @@ def veto(
     # the same letters with spaces moved: two words on a side and as many letters on each
     # side first (a single mistyped word is not that)
     spaced = (
-        _spaces_moved(a.tokens, b.tokens, a, b, paraphrases)
+        _spaces_moved(a.tokens, b.tokens, a, b)
         if (len(a_only) > 1 or len(b_only) > 1)
         and sum(map(len, a_only)) == sum(map(len, b_only))
         else None
@@ -504,7 +504,7 @@ _SHORT_WORDS = frozenset((
 
 
 def _spaces_moved(
-    ta: list[str], tb: list[str], fa: Features, fb: Features, paraphrases: bool
+    ta: list[str], tb: list[str], fa: Features, fb: Features
 ) -> tuple[list[str], list[str]] | None:
     """The words of each side that are the same letters with spaces moved ("wayo f" / "way
     of", "creditc ard" / "credit card"), as one run of 1-3 words per side, or None. As many
@@ -540,15 +540,8 @@ def _spaces_moved(
     ids = [w for w in ra if w in fa.idents[0]] + [w for w in rb if w in fb.idents[0]]
     if any(w not in vocab for w in ids):
         return None  # a code or name written as one ("ticket AB CD" / "ticket ABC D")
-    if not paraphrases:
-        from .wordkeys import may_pass_residue
-
-        if not may_pass_residue(ta, tb):
-            # for an embedder that compares wording, the word index's residue pre-check
-            # refuses the pair before any guard is asked (it pairs words one for one); the
-            # guards hold to it, so that it stays a necessary condition of such a merge
-            # whichever path finds the candidate
-            return None
+    # (the two texts are one string without their spaces: the word index's residue pre-check
+    # lets them pass, see stratabatch.wordkeys.squash_tag)
     return ra, rb
 
 
