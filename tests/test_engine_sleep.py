@@ -1,4 +1,4 @@
-"""How the engine process sleeps between passes (stratabatch.server.Engine._sleep).
+"""How the engine process sleeps between passes (stratabatch.pacing.Pacer.sleep).
 
 With a look of the core due soon (a window about to end), the engine sleeps deaf: the request
 rings' asleep flags stay down, so clients push without ringing its doorbell, and the core's
@@ -48,10 +48,10 @@ class FakeClient:
 def engine():
     loop = asyncio.new_event_loop()
     eng = Engine(noop, BatchConfig(window_ms=1, dedup_strategy="exact"), name=run_name("deaf"))
-    eng._loop = loop
     eng.core.bind(loop)
+    eng._pacer.start(loop, None)  # (no doorbell: these tests never ring it)
     clients = {0: FakeClient(), 1: FakeClient()}
-    eng._clients.clear()
+    eng._clients.clear()  # the table every component of the engine reads
     eng._clients.update(clients)
     yield eng, loop, list(clients.values())
     loop.close()
@@ -64,8 +64,8 @@ def engine():
 def test_the_engine_sleeps_deaf_only_when_the_core_looks_again_soon(engine, look_in_s, deaf):
     eng, loop, clients = engine
     eng.core._timer_at = None if look_in_s is None else loop.time() + look_in_s
-    eng._sleep()
-    assert eng._deaf is deaf
+    eng._pacer.sleep()
+    assert eng._pacer.deaf is deaf
     want = ["awake"] if deaf else ["asleep"]  # flags down (no rings) or up (ring me)
     assert [c.requests.calls for c in clients] == [want, want]
 
@@ -73,17 +73,18 @@ def test_the_engine_sleeps_deaf_only_when_the_core_looks_again_soon(engine, look
 def test_a_stopping_engine_never_sleeps_deaf(engine):
     eng, loop, clients = engine
     eng.core._timer_at = loop.time() + 0.001
-    eng._stopping = True
-    eng._sleep()
-    assert not eng._deaf and clients[0].requests.calls == ["asleep"]
+    eng._intake.close()  # what the shutdown does first
+    eng._pacer.sleep()
+    assert not eng._pacer.deaf and clients[0].requests.calls == ["asleep"]
 
 
 def test_the_core_look_reads_the_rings_of_a_deaf_engine_then_it_decides_again(engine):
     eng, loop, _ = engine
     intakes: list[int] = []
-    eng._intake = lambda: intakes.append(1) or 0  # type: ignore[method-assign]
-    eng._on_look()  # awake: the doorbell brings arrivals, nothing to read here
-    assert intakes == [] and not eng._poll_scheduled
-    eng._deaf = True
-    eng._on_look()
-    assert intakes == [1] and not eng._deaf and eng._poll_scheduled
+    eng._intake.take = lambda: intakes.append(1) or 0  # type: ignore[method-assign]
+    look = eng.core.on_look  # the engine's pacer, hooked into the core
+    look()  # awake: the doorbell brings arrivals, nothing to read here
+    assert intakes == [] and not eng._pacer.scheduled
+    eng._pacer.deaf = True
+    look()
+    assert intakes == [1] and not eng._pacer.deaf and eng._pacer.scheduled

@@ -1,0 +1,327 @@
+"""The engine's intake: requests from the clients' request rings into the core.
+
+A component of :class:`~stratabatch.server.Engine`. One pass (:meth:`Intake.take`) drains
+every request ring in batches, bounded by the room the core has under ``on_full="wait"`` (a
+full queue leaves requests in the rings, so the client's own ``on_full`` applies), each
+non-empty ring its fair share of that room; the ring served first turns from pass to pass.
+Each frame (single or batch) is decoded once into the client's inbox; each decoded request
+becomes a core ``Request`` whose sink is the client and whose index is the request id, or an
+error answer. A frame nothing can be answered from (no readable id), a corrupt ring, drops
+the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stratabatch.ipc.errors import FrameError
+from stratabatch.ipc.frames import FrameDecoder, peek_frame_id
+from stratabatch.ipc.frames import Request as DecodedRequest
+
+from .config import BatchConfig
+from .errors import InvalidRequestError, QueueFullError, StratabatchError
+from .outbox import Outbox
+from .records import Request
+from .requests import build_request
+
+if TYPE_CHECKING:
+    from stratabatch.ipc.arena import Arena
+
+    from .core import Core
+    from .slots import Client
+
+MAX_DRAIN = 4096
+"""Requests one client gets in per pass at most: one client cannot starve the others."""
+MAX_BACKLOG = 4096
+"""Answers waiting for room in a client's response ring before its intake pauses."""
+
+
+class Intake:
+    """Takes the clients' requests from their rings into the core, fairly.
+
+    Args:
+        core: The batching core the requests go to.
+        config: The batching options (``on_full``, ``max_queue``, dedup).
+        clients: The connected clients by slot (the engine's table, shared, never copied).
+        decoder: The request frames' decoder (the engine's frame limits).
+        outbox: Where a refused request's error answer goes; a client's waiting answers
+            are written before its ring is read (:data:`MAX_BACKLOG`).
+        drop: Disconnects a client, with the reason (a corrupt ring, an unreadable frame).
+    """
+
+    def __init__(
+        self,
+        core: Core,
+        config: BatchConfig,
+        clients: Mapping[int, Client],
+        decoder: FrameDecoder,
+        outbox: Outbox,
+        drop: Callable[[Client, str], None],
+    ) -> None:
+        self._core = core
+        self._config = config
+        self._clients = clients
+        self._decoder = decoder
+        self._outbox = outbox
+        self._drop = drop
+        self._next_first = 0  # the ring a pass serves first turns (fair admission)
+        self._arena: Arena | None = None
+        self._dim = 0
+        self.closed = False
+        """Whether new requests stay out (the engine is shutting down)."""
+
+    def use_arena(self, arena: Arena | None, dim: int) -> None:
+        """Read request vectors of ``dim`` floats from ``arena``'s rows (None: no arena)."""
+        self._arena = arena
+        self._dim = dim
+
+    def close(self) -> None:
+        """Take no new requests in from now on (the rings are drained by the shutdown)."""
+        self.closed = True
+
+    def take(self) -> int:
+        """One pass: drain the request rings into the core, each non-empty ring its fair share
+        of the room; returns how many requests were taken.
+
+        Room is shared fairly: when ``on_full="wait"`` leaves less room in the queue than the
+        rings hold, each non-empty ring gets an equal share of it, and the ring served first
+        changes from pass to pass, so a client that keeps its ring full never starves the
+        others (their requests wait in their rings, bounded by their callers' timeouts).
+        """
+        got = 0
+        c = self._config
+        core = self._core
+        clients = list(self._clients.values())
+        if len(clients) > 1:
+            start = self._next_first % len(clients)
+            self._next_first = start + 1
+            clients = clients[start:] + clients[:start]
+        ready: list[Client] = []
+        flush_client = self._outbox.flush_client
+        for client in clients:
+            ring = client.requests
+            if client.closed or ring is None:
+                continue
+            if client.frames or client.outbox:
+                flush_client(client)
+            if self.closed or len(client.frames) > MAX_BACKLOG:
+                continue  # a client that does not read its answers gets no new work in
+            if client.inbox or not ring.empty():
+                ready.append(client)
+        room = c.max_queue - core.waiting if c.on_full == "wait" else MAX_DRAIN * len(ready)
+        for i, client in enumerate(ready):
+            if client.closed:  # (a request of an earlier client cannot drop it; cheap to check)
+                continue
+            # an equal share of what is left, rounded up: the first rings of this pass's
+            # order get the remainder, and that order turns every pass
+            share = -(-room // (len(ready) - i)) if room > 0 else 0
+            budget = min(MAX_DRAIN, share)
+            if budget <= 0:
+                break  # the queue is full: the requests wait in their rings
+            inbox = client.inbox
+            if len(inbox) < budget:
+                self._take_frames(client, budget)
+            n = self._admit(client, budget)
+            got += n
+            room -= n
+        return got
+
+    def _take_frames(self, client: Client, budget: int) -> None:
+        """Drain frames of ``client``'s request ring into its inbox until it holds ``budget``
+        requests (or the ring is empty), decoding each frame (single or batch) once. Frames
+        are taken one at a time, so what the queue has no room for stays in the ring (the
+        client's backpressure) but for the rest of the last frame taken. A frame nothing can
+        be answered from drops the client."""
+        ring = client.requests
+        assert ring is not None
+        decode = self._decoder.requests
+        inbox = client.inbox
+        while len(inbox) < budget and not client.closed:
+            try:
+                frames = ring.drain(1)
+            except FrameError as exc:
+                self._drop(client, f"corrupt request ring: {exc}")
+                return
+            if not frames:
+                return
+            data = frames[0]
+            try:
+                items = decode(data)
+            except FrameError as exc:
+                rid = peek_frame_id(data)
+                if rid is None:
+                    self._drop(client, f"unreadable request frame: {exc}")
+                    return
+                items = [exc]
+                exc.id = rid  # type: ignore[attr-defined]
+            except Exception as exc:  # a bug of ours: that frame fails, not the engine
+                self._outbox.internal_error(client, peek_frame_id(data), exc, "decoding a frame")
+                continue
+            # the size a single frame's payload is bounded by (a batch's were checked whole)
+            size = len(data) if len(items) == 1 else 0
+            for item in items:
+                inbox.append((item, size))
+
+    def _admit(self, client: Client, budget: int) -> int:
+        """Hand up to ``budget`` decoded requests of ``client``'s inbox to the core; returns
+        how many were taken. The common request (no deadline, no arena row, a new id, a
+        mapping payload, room in the queue) takes the short way: its record is made here and
+        the run of them goes to the core at once (:meth:`Core.submit_many`); any other goes
+        through :meth:`_accept`, in arrival order, with the same outcome either way."""
+        inbox = client.inbox
+        pending = client.pending
+        core = self._core
+        config = self._config
+        dim = self._dim or None
+        key = config.dedup_key
+        # an "embedding" in a payload is read (and checked) only by near dedup
+        vectors = config.enable_dedup and (
+            config.dedup_strategy != "exact" or config.dedup_function is not None
+        )
+        room = config.max_queue - core.waiting  # (make_room's own test, for the whole run)
+        run: list[Request] = []
+        n = 0
+        while inbox and n < budget and not client.closed:
+            n += 1
+            entry = inbox.popleft()
+            fr = entry[0]
+            if (
+                room <= 0
+                or type(fr) is not DecodedRequest
+                or fr.deadline_ns
+                or fr.arena_row >= 0
+                or fr.id in pending
+                or type(fr.payload) is not dict
+            ):
+                if run:
+                    self._submit_run(client, run)
+                    run = []
+                self._accept(client, entry)
+                room = config.max_queue - core.waiting
+                continue
+            payload = fr.payload
+            rid = fr.id
+            if vectors and "embedding" in payload:
+                try:
+                    req = build_request(
+                        payload, config, rid, client, fr.priority, None, dim, entry[1]
+                    )
+                except (StratabatchError, ValueError) as exc:
+                    self._outbox.error(client, rid, exc)
+                    continue
+            else:  # build_request's record of a checked payload without a vector
+                text = payload.get(key)
+                req = Request(
+                    payload,
+                    fr.priority,
+                    None,
+                    client,
+                    rid,
+                    text if type(text) is str or isinstance(text, str) else None,
+                    None,
+                    entry[1],
+                )
+            pending[rid] = req  # (a twin id later in the run takes the long way)
+            run.append(req)
+            room -= 1
+        if run:
+            self._submit_run(client, run)
+        return n
+
+    def _submit_run(self, client: Client, run: list[Request]) -> None:
+        """Queue ``run`` (records already in ``client.pending``); if the core refuses, each
+        of them gets the refusal."""
+        try:
+            self._core.submit_many(run)
+        except Exception as exc:
+            for req in run:
+                del client.pending[req.index]
+                if isinstance(exc, (StratabatchError, ValueError)):
+                    self._outbox.error(client, req.index, exc)
+                else:  # a bug of ours: these requests fail, not the engine
+                    self._outbox.internal_error(client, req.index, exc, "on a request")
+            return
+        client.counts[0] += len(run)
+        client.dirty = True
+
+    def _accept(self, client: Client, entry: tuple[Any, int]) -> None:
+        """Hand one decoded request to the core (or answer it with an error)."""
+        fr, size = entry
+        if isinstance(fr, FrameError):
+            rid = getattr(fr, "id", None)
+            if rid is None:
+                self._drop(client, f"unreadable request frame: {fr}")
+            elif rid not in client.pending:
+                self._outbox.error(
+                    client, rid, InvalidRequestError(f"malformed request frame: {fr}")
+                )
+            return
+        try:
+            self._submit(client, fr, size)
+        except Exception as exc:  # a bug of ours: that request fails, not the engine
+            self._outbox.internal_error(client, fr.id, exc, "on a request")
+
+    def _submit(self, client: Client, fr: Any, size: int) -> None:
+        rid = fr.id
+        answer_error = self._outbox.error
+        if rid in client.pending:
+            answer_error(
+                client,
+                rid,
+                InvalidRequestError(f"request id {rid} is already pending for this client"),
+            )
+            return
+        payload = fr.payload
+        if type(payload) is not dict:
+            answer_error(
+                client,
+                rid,
+                InvalidRequestError(f"a request must be a mapping, got {type(payload).__name__}"),
+            )
+            return
+        core = self._core
+        try:
+            if fr.arena_row >= 0:
+                payload["embedding"] = self._arena_vector(client, fr.arena_row)
+            deadline = None
+            if fr.deadline_ns:
+                deadline = core.deadline_from_monotonic_ns(fr.deadline_ns)
+            # the frame's size bounds the payload's: the client checked the exact rule
+            req = build_request(
+                payload,
+                self._config,
+                index=rid,
+                sink=client,
+                priority=fr.priority,
+                deadline=deadline,
+                dim=self._dim or None,
+                checked=size,
+            )
+            if not core.make_room(fr.priority):
+                raise QueueFullError(f"queue full (max_queue={self._config.max_queue})")
+            core.submit(req)
+        except (StratabatchError, ValueError) as exc:
+            answer_error(client, rid, exc)
+            return
+        client.pending[rid] = req
+        client.counts[0] += 1
+        client.dirty = True
+
+    def _arena_vector(self, client: Client, row: int) -> np.ndarray:
+        arena = self._arena
+        if arena is None:
+            raise InvalidRequestError(
+                "this engine has no embedding arena; send the vector in the request"
+            )
+        own = arena.slot_range(client.slot)
+        if row not in own:
+            raise InvalidRequestError(
+                f"arena row {row} is not this client's (slot {client.slot} owns rows "
+                f"[{own.start}, {own.stop}))"
+            )
+        # a copy: the client may rewrite its row at any time, and what the core keeps must
+        # stay what build_request checked
+        return arena.matrix[row].copy()

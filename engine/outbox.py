@@ -1,0 +1,172 @@
+"""The engine's answers to its clients: each outcome into the client's outbox, then its ring.
+
+A component of :class:`~stratabatch.server.Engine`. The core's ``on_complete``
+(:meth:`Outbox.on_complete`) and the engine's own refusals (:meth:`Outbox.error`) append
+``(id, status, value[, meta])`` to the client's outbox; once per loop iteration
+(:meth:`Outbox.flush`) each outbox is encoded as batch frames and written with one
+``push_many`` per client. A full response ring keeps the rest of the frames and the producer
+flag raised: the client's drain rings the engine's doorbell, and a ring that got room
+meanwhile wakes a pass at once (the ``wake`` given to :meth:`Outbox.start`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from stratabatch.ipc.errors import FrameError, FrameTooLargeError
+from stratabatch.ipc.frames import FrameEncoder
+
+from .errors import BatchTimeoutError, HandlerError, StratabatchError
+from .records import Request
+from .wire import STATUS_OK, error_to_wire
+
+if TYPE_CHECKING:
+    from .core import Core
+    from .publish import Publisher
+    from .slots import Client
+
+log = logging.getLogger("stratabatch.engine")
+
+
+class Outbox:
+    """Every client's answers, from an outcome to the bytes in its response ring.
+
+    Args:
+        clients: The connected clients by slot (the engine's table, shared, never copied).
+        encoder: The response frames' encoder (the engine's frame limits).
+    """
+
+    def __init__(self, clients: Mapping[int, Client], encoder: FrameEncoder) -> None:
+        self._clients = clients
+        self._encoder = encoder
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._publisher: Publisher | None = None
+        self._core: Core | None = None
+        self._wake: Callable[[], None] = _nothing
+        self._flush_scheduled = False
+
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        core: Core,
+        publisher: Publisher | None,
+        wake: Callable[[], None],
+    ) -> None:
+        """Bind what serving needs: the loop a flush is scheduled on, the core (an answer that
+        cannot be sent counts as its error), the counters block (each answer's latency) and
+        ``wake``, which schedules a pass over the rings (a response ring got room)."""
+        self._loop = loop
+        self._core = core
+        self._publisher = publisher
+        self._wake = wake
+
+    def stop(self) -> None:
+        """Forget the counters block (the engine closes it)."""
+        self._publisher = None
+
+    def on_complete(self, req: Request, value: Any, error: BaseException | None) -> None:
+        """The core's ``on_complete``: queue ``req``'s outcome for its client, flush soon."""
+        client = req.sink
+        if client.closed or client.pending.get(req.index) is not req:
+            return  # answered already (the engine failed it while stopping)
+        del client.pending[req.index]
+        if self._publisher is not None:
+            self._publisher.latency(self._loop.time() - req.arrival)  # type: ignore[union-attr]
+        if error is None:
+            lead = req.merged_with
+            if lead is not None:
+                meta = {
+                    "leader": lead.index if lead.sink is client else -1,
+                    "similarity": 1.0 if req.similarity is None else float(req.similarity),
+                }
+                client.outbox.append((req.index, STATUS_OK, value, meta))
+            else:
+                client.outbox.append((req.index, STATUS_OK, value))
+        else:
+            self._count_error(client, error)
+            client.outbox.append((req.index, *error_to_wire(error)))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)  # type: ignore[union-attr]
+
+    def error(self, client: Client, rid: int, error: BaseException) -> None:
+        """Answer ``client``'s request ``rid`` with ``error`` (written by the next flush)."""
+        self._count_error(client, error)
+        client.outbox.append((rid, *error_to_wire(error)))
+
+    def internal_error(self, client: Client, rid: int | None, exc: Exception, where: str) -> None:
+        """A bug of ours met a client's request ``rid``: log it, and answer that request with
+        an error unless it has no readable id or already waits for its answer."""
+        log.error("internal error %s of client pid %d: %r", where, client.pid, exc)
+        if rid is not None and rid not in client.pending:
+            self.error(
+                client,
+                rid,
+                StratabatchError(f"internal error in the engine: {type(exc).__name__}: {exc}"),
+            )
+
+    def _count_error(self, client: Client, error: BaseException) -> None:
+        client.counts[2 if isinstance(error, BatchTimeoutError) else 1] += 1
+        client.dirty = True
+
+    def flush(self) -> None:
+        """Write every client's waiting answers into its response ring, as far as it has room."""
+        self._flush_scheduled = False
+        for client in list(self._clients.values()):
+            if client.outbox or client.frames:
+                self.flush_client(client)
+
+    def flush_client(self, client: Client) -> None:
+        """Write ``client``'s waiting answers into its response ring, as far as it has room."""
+        ring = client.responses
+        if client.closed or ring is None:
+            client.outbox.clear()
+            return
+        if client.outbox:
+            self._encode(client)
+        if client.frames:
+            n = ring.push_many(client.frames)
+            if n:
+                del client.frames[:n]
+            if client.frames and not ring.producer_sleep_check(len(client.frames[0])):
+                self._wake()  # room appeared meanwhile
+
+    def _encode(self, client: Client) -> None:
+        """Encode ``client``'s answers as batch frames (one, unless the frame limit splits
+        them); an answer that cannot be sent becomes an error answer of its own."""
+        enc = self._encoder
+        data = enc.response_batch(client.outbox)
+        if data is not None:
+            client.frames.append(data)
+            client.outbox.clear()
+            return
+        singles: list[bytes] = []
+        for item in client.outbox:
+            try:
+                singles.append(enc.response(*item))
+            except (FrameError, FrameTooLargeError) as exc:
+                ok = item[1] == STATUS_OK
+                hint = (
+                    " (raise it with --max-result-bytes, or return less)"
+                    if ok and isinstance(exc, FrameTooLargeError)
+                    else ""
+                )
+                err = HandlerError(
+                    f"the handler's {'result' if ok else 'error'} for request {item[0]} "
+                    f"cannot be sent to the client: {exc}{hint}",
+                    exc_type=type(exc).__name__,
+                    exc_message=str(exc),
+                )
+                self._count_error(client, err)
+                if self._core is not None:
+                    self._core.record_error()  # answered with an error after all
+                singles.append(enc.response(item[0], *error_to_wire(err)))
+        client.outbox.clear()
+        client.frames.extend(enc.join(singles))
+
+
+def _nothing() -> None:
+    pass
