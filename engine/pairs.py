@@ -24,6 +24,7 @@ __all__ = [
     "NOTED_GAP_MAX",
     "UNPAIRED_MAX",
     "WordData",
+    "CRC_TABLE",
     "admit",
     "keep_lowest",
     "late_hits",
@@ -34,6 +35,7 @@ __all__ = [
     "residue_gap",
     "residue_precheck",
     "same_squash",
+    "squash_tags",
     "tag_shapes",
     "word_admit",
     "word_args",
@@ -84,6 +86,36 @@ def same_squash(wi, oa, la, ob, lb):
         return True
     t = wi[oa] >> _SQUASH_SHIFT
     return t != 0 and t == (wi[ob] >> _SQUASH_SHIFT)  # (0: shapes stored without tags)
+
+
+def _crc_table() -> np.ndarray:
+    t = np.zeros(256, np.uint32)
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (0xEDB88320 ^ (c >> 1)) if c & 1 else (c >> 1)
+        t[n] = c
+    return t
+
+
+CRC_TABLE = _crc_table()
+"""The CRC-32 table of zlib's polynomial (:func:`squash_tags` computes ``zlib.crc32``)."""
+
+
+@njit(cache=True)
+def squash_tags(data, ends, table, mod, out):
+    """``zlib.crc32`` of each text's bytes without its spaces, ``% mod + 1``
+    (:func:`stratabatch.wordkeys.squash_tag`): text j is ``data[ends[j - 1] : ends[j]]``."""
+    a = 0
+    for j in range(ends.shape[0]):
+        b = ends[j]
+        c = np.uint32(0xFFFFFFFF)
+        for u in range(a, b):
+            x = data[u]
+            if x != 32:
+                c = table[(c ^ np.uint32(x)) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
+        out[j] = np.int64(c ^ np.uint32(0xFFFFFFFF)) % mod + 1
+        a = b
 
 
 @njit(cache=True)

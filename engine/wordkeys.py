@@ -202,17 +202,24 @@ def tag_profiles(batch: BatchProfiles, texts: Sequence[str]) -> None:
     lens = batch.lens
     if not len(lens):
         return
-    from .pairs import tag_shapes
+    from .pairs import CRC_TABLE, squash_tags, tag_shapes
 
-    # (a canonical text's words are apart by spaces only: without them it is the words joined)
-    crc, m = zlib.crc32, _SQUASH_MASK
-    tags = np.fromiter(
-        (
-            crc(t.replace(" ", "").encode("utf-8", "surrogatepass")) % m + 1 if k > 0 else 0
-            for t, k in zip(texts, lens.tolist(), strict=True)
-        ),
-        np.int64,
-        len(lens),
+    # (a canonical text's words are apart by spaces only: without them it is the words
+    # joined; all texts' bytes in one buffer, each text's end found from its length where
+    # every text is ASCII)
+    data = "".join(texts).encode("utf-8", "surrogatepass")
+    sizes = np.fromiter(map(len, texts), np.int64, len(texts))
+    if len(data) != int(sizes.sum()):  # a text beyond ASCII: its bytes counted one by one
+        sizes = np.fromiter(
+            (len(t.encode("utf-8", "surrogatepass")) for t in texts), np.int64, len(texts)
+        )
+    tags = np.empty(len(texts), np.int64)
+    squash_tags(
+        np.frombuffer(data, np.uint8) if data else np.zeros(1, np.uint8),
+        np.cumsum(sizes),
+        CRC_TABLE,
+        _SQUASH_MASK,
+        tags,
     )
     tag_shapes(batch.shapes, batch.off, lens, tags, SQUASH_SHIFT)
 

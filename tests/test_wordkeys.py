@@ -803,3 +803,19 @@ def test_the_kernels_read_the_squash_tag_where_word_profile_writes_it() -> None:
         got = batch.as_list(j)
         if got is not None:
             assert sorted(got[1::3]) == sorted(word_profile(t.split(), squash=True)[1::3]), t
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)))
+def test_the_squash_tag_kernel_is_zlib_crc32_of_the_text_without_spaces(texts) -> None:
+    import zlib
+
+    from stratabatch.pairs import CRC_TABLE, squash_tags
+
+    data = "".join(texts).encode()
+    ends = np.cumsum([len(t.encode()) for t in texts]).astype(np.int64)
+    out = np.empty(len(texts), np.int64)
+    squash_tags(np.frombuffer(data, np.uint8) if data else np.zeros(1, np.uint8), ends,
+                CRC_TABLE, 0x3FFF, out)  # fmt: skip
+    want = [zlib.crc32(t.replace(" ", "").encode()) % 0x3FFF + 1 for t in texts]
+    assert out.tolist() == want
