@@ -6,12 +6,15 @@ and threads. Both have BatchProcessor's surface: ``process`` (one request or a l
 ``priority=``, ``timeout=``, ``return_exceptions=``), ``process_streaming``, ``get_stats``,
 ``close`` and context managers.
 
-Shape: one client with its transport below it. :class:`EngineClient` keeps the books of its
-calls (the requests waiting for an answer, by id; the requests not sent yet; the arena rows
-they hold; the timers) and builds and parses every frame with :mod:`stratabatch.ipc.frames`;
-a :class:`~stratabatch.transport.Transport` moves the frames (rings, doorbells, the socket,
-the slot's arena rows) and tells the client when its doorbell rings and when the engine is
-gone. A reconnect is a new transport under the same client.
+Shape: one client with its transport below it. :class:`EngineClient` holds the connection
+(connect, reconnect, the loop it is watched from, losing the engine, forks) and the public
+surface; it holds the books of its calls as a component,
+:class:`~stratabatch.asyncbooks.LoopBooks` (the requests waiting for an answer, by id; the
+requests not sent yet; the arena rows they hold; the timers; every frame built and read with
+:mod:`stratabatch.ipc.frames`). A :class:`~stratabatch.transport.Transport` moves the frames
+(rings, doorbells, the socket, the slot's arena rows) and tells the books when the client's
+doorbell rings and the client when the engine is gone. A reconnect is a new transport under
+the same client and books.
 
 Requests are validated and encoded in the caller, so a request that is not a mapping, holds
 something msgpack cannot carry, is over the engine's size limit, or has a bad ``"embedding"``
@@ -45,13 +48,11 @@ import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal, overload
 
+from .asyncbooks import LoopBooks
 from .clientcalls import (
     NO_DEADLINE_S,
-    ONE,
-    Item,
     ListCall,
     Packer,
-    answer,
     call_deadline,
     forked_message,
     stats_from_wire,
@@ -63,10 +64,10 @@ from .errors import (
     QueueFullError,
     StratabatchError,
 )
-from .requests import check_call_args, check_payload
+from .requests import check_call_args
 from .syncclient import BlockingClient
 from .transport import Transport
-from .wire import STATUS_OK, check_name, error_from_wire, socket_path
+from .wire import check_name, socket_path
 
 _ON_FULL = ("wait", "reject")
 
@@ -106,17 +107,8 @@ class EngineClient:
         self._closed = False
         self._forked = False  # set in a child forked from this process (_after_fork_in_child)
         self._connecting: asyncio.Task | None = None
-        # the books: every request sent or queued and not answered yet, by id: (its call, its
-        # index there), or (its future, _ONE) for a one-request call
-        self._pending: dict[int, tuple[Any, int]] = {}
-        self._rows: dict[int, int] = {}  # request id -> the arena row holding its vector
-        # requests encoded by their callers, not in the ring yet: sent as one batch frame per
-        # event-loop iteration (_flush), so the ring, the doorbell and the engine's decoder
-        # work once per batch, not once per request
-        self._outq: list[Item] = []
-        self._flush_scheduled = False
-        self._waiting_room = False  # the ring was full: _on_bell sends the rest
-        self._next_id = 1
+        # the books of the calls: waiting requests, the queue of one loop iteration, arena rows
+        self._books = LoopBooks(self.name, self._on_lost)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop watching _conn
         self._conn: Transport | None = None
         self._adopt(Transport(self.name, timeout))
@@ -128,27 +120,24 @@ class EngineClient:
         """Use ``conn`` from now on: frames are built and read by its engine's limits."""
         self._conn = conn
         self._loop = None
-        packer = self._packer = Packer(conn, self._on_full)
-        self._decode = packer.decode
-        self._max_request_bytes = packer.max_request_bytes
-        self._max_blob = packer.max_blob
-        self._vectors = packer.vectors
-        self._policy = packer.policy
+        self._books.use(conn, Packer(conn, self._on_full))
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Watch the transport from ``loop`` (the loop of the calls from now on)."""
         old = self._loop
         if old is loop:
             return
-        if old is not None and not old.is_closed() and self._pending:
+        if old is not None and not old.is_closed() and self._books.waiting:
             raise StratabatchError(
                 "this client has calls waiting on another event loop; use one client per "
                 "event loop (stratabatch.connect() in each)"
             )
         assert self._conn is not None
-        self._conn.watch(loop, self._on_bell, self._on_lost)
+        books = self._books
+        self._conn.watch(loop, books.rung, self._on_lost)
         self._loop = loop
-        self._drain()
+        books.bind(loop)
+        books.drain()
 
     def _connection(self) -> Any:
         """The live transport, watched from the running loop (connecting, blocking, if
@@ -208,35 +197,17 @@ class EngineClient:
         self._adopt(conn)
         return conn
 
-    def _on_bell(self) -> None:
-        """The engine rang: answers to deliver, or room in the request ring."""
-        self._drain()
-        if self._waiting_room:
-            self._waiting_room = False
-            conn = self._conn
-            if conn is not None and conn.dead is None:
-                conn.room_found()
-                self._flush()
-
     def _on_lost(self, why: str) -> None:
         """The engine is gone: deliver what it answered, fail every other waiting call."""
         conn = self._conn
         if conn is None or conn.dead is not None:
             return
-        self._drain()
+        books = self._books
+        books.drain()
         conn.close(why)
-        self._fail_all(
+        books.fail_all(
             EngineUnavailableError(f"the stratabatch engine {self.name!r} ({conn.path}) {why}")
         )
-
-    def _fail_all(self, error: BaseException) -> None:
-        """Every waiting request gets ``error``; nothing is left queued."""
-        self._outq.clear()
-        self._rows.clear()
-        self._waiting_room = False
-        pending, self._pending = self._pending, {}
-        for owner, index in pending.values():
-            answer(owner, index, None, error)
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: calls inherited mid-flight fail instead of waiting forever; the
@@ -246,13 +217,7 @@ class EngineClient:
         self._loop = None  # never touch the parent's loop (the child shares its epoll)
         if conn is not None:
             conn.let_go_after_fork()
-        self._outq.clear()
-        self._rows.clear()
-        pending, self._pending = self._pending, {}
-        if pending:
-            error = StratabatchError(forked_message(self._pid))
-            for owner, index in pending.values():
-                answer(owner, index, None, error)
+        self._books.after_fork(StratabatchError(forked_message(self._pid)))
 
     @property
     def connected(self) -> bool:
@@ -271,230 +236,10 @@ class EngineClient:
         conn = self._conn
         return None if conn is None else str(conn.welcome["dedup_key"])
 
-    # ------------------------------------------------------------- requests out
-
     def _refuse_use(self) -> None:
         if self._forked or os.getpid() != self._pid:
             raise StratabatchError(forked_message(self._pid))
         raise StratabatchError("this stratabatch client is closed")
-
-    def _entry(self, request: Any, index: int, rid: int, priority: int, deadline_ns: int) -> Item:
-        """Validate and encode one request (:meth:`Packer.item`): its item of a batch frame,
-        its arena row (if its vector got one) recorded in the books.
-
-        Raises:
-            InvalidRequestError, RequestTooLargeError: The request breaks the request rule, or
-                its frame would be over the engine's frame limit.
-        """
-        item = self._packer.item(request, index, rid, priority, deadline_ns)
-        if item[3] >= 0:
-            self._rows[rid] = item[3]
-        return item
-
-    def _send(
-        self,
-        items: Sequence[Any],
-        call: ListCall,
-        priority: int,
-        deadline_ns: int,
-        invalid_ok: bool,
-    ) -> range:
-        """Encode every request of a list (refusing before anything is sent), then queue them
-        for this event-loop iteration's batch frame."""
-        first = self._next_id
-        self._next_id += len(items)
-        call.first_id = first
-        entries: list[Item] = []
-        index_of: list[int] = []
-        entry = self._entry
-        try:
-            for i, item in enumerate(items):
-                try:
-                    entries.append(entry(item, i, first + i, priority, deadline_ns))
-                    index_of.append(i)
-                except InvalidRequestError as exc:
-                    if not invalid_ok:
-                        raise
-                    call.refuse(i, exc)
-        except BaseException:
-            for e in entries:
-                self._free_row(e[0])
-            raise
-        pending = self._pending
-        for e, i in zip(entries, index_of, strict=True):
-            pending[e[0]] = (call, i)
-        self._outq += entries
-        if not self._flush_scheduled and entries:
-            self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
-        return range(first, first + len(items))
-
-    def _flush(self) -> None:
-        """Push what was queued as batch frames (as few as the frame limit allows); while the
-        ring is full, wait for the engine's doorbell (``on_full="wait"``) or fail what does
-        not fit with :class:`QueueFullError` (``reject``, ``drop_lowest``)."""
-        self._flush_scheduled = False
-        outq = self._outq
-        conn = self._conn
-        if conn is None or conn.dead is not None or not outq or self._waiting_room:
-            return
-        sent = 0
-        for frame, n in self._packer.frames(outq):
-            if not conn.push(frame):
-                break
-            sent += n
-        if sent == len(outq):
-            outq.clear()
-            return
-        del outq[:sent]
-        self._ring_full(conn)
-
-    def _ring_full(self, conn: Transport) -> None:
-        """The request ring has no room for what is queued: apply ``on_full``."""
-        if self._policy != "wait":
-            self._refuse_unsent(
-                f"the request ring to engine {self.name!r} is full (on_full={self._policy!r})"
-            )
-        elif conn.sleep_for_room(self._packer.room_for(self._outq[0])):
-            self._waiting_room = True  # _on_bell sends the rest
-        else:
-            self._flush_scheduled = True  # room appeared meanwhile
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
-
-    def _take_unsent(self, rids: Any = None) -> list[int]:
-        """Take the queued requests not sent yet (those of ``rids`` only, when given) out of
-        the queue, freeing their arena rows; their ids."""
-        keep, taken = [], []
-        for item in self._outq:
-            rid = item[0]
-            if rids is not None and rid not in rids:
-                keep.append(item)
-            else:
-                self._free_row(rid)
-                taken.append(rid)
-        self._outq = keep
-        return taken
-
-    def _refuse_unsent(self, message: str, rids: set[int] | None = None) -> None:
-        """Fail the queued requests not sent yet (those of ``rids`` only, when given)."""
-        for rid in self._take_unsent(rids):
-            entry = self._pending.pop(rid, None)
-            if entry is not None:
-                owner, index = entry
-                if index >= 0:
-                    owner.refused = True
-                answer(owner, index, None, QueueFullError(message))
-
-    def _free_row(self, rid: int) -> None:
-        row = self._rows.pop(rid, -1)
-        if row >= 0 and self._conn is not None:
-            self._conn.free_row(row)
-
-    # ------------------------------------------------------------- answers in
-
-    def _drain(self) -> None:
-        """Deliver every answer in the response ring."""
-        from stratabatch.ipc.errors import FrameError
-
-        conn = self._conn
-        if conn is None or conn.dead is not None:
-            return
-        try:
-            frames = conn.frames()
-        except FrameError as exc:
-            self._on_lost(f"sent a corrupt response ring ({exc})")
-            return
-        if not frames:
-            return
-        pending = self._pending
-        rows = self._rows
-        decode = self._decode
-        for data in frames:
-            try:
-                items = decode(data)
-            except FrameError as exc:
-                from stratabatch.ipc.frames import peek_frame_id
-
-                exc.id = peek_frame_id(data)  # type: ignore[attr-defined]
-                items = [exc]
-            for r in items:
-                if isinstance(r, FrameError):
-                    self._undecodable(r)
-                    continue
-                rid, status, value, meta = r
-                if rows:
-                    row = rows.pop(rid, -1)
-                    if row >= 0:
-                        conn.free_row(row)
-                entry = pending.pop(rid, None)
-                if entry is None:
-                    continue  # its caller left (timeout, cancellation)
-                owner, index = entry
-                if index < 0:  # a one-request call: its future
-                    if not owner.done():
-                        if status == STATUS_OK:
-                            owner.set_result(value)
-                        else:
-                            owner.set_exception(error_from_wire(status, value))
-                elif status == STATUS_OK:
-                    owner.answer(index, value, None, meta)
-                else:
-                    owner.answer(index, None, error_from_wire(status, value), None)
-
-    def _undecodable(self, error: Any) -> None:
-        rid = getattr(error, "id", None)
-        entry = self._pending.pop(rid, None) if rid is not None else None
-        if entry is not None:
-            answer(
-                entry[0],
-                entry[1],
-                None,
-                StratabatchError(f"the engine's response could not be decoded: {error}"),
-            )
-
-    def _expire(self, owner: Any, ids: Sequence[int], timeout: float | None) -> None:
-        """The caller's timeout ran out: fail its requests that have no answer yet.
-
-        Answers already in the response ring are delivered first, so an answer the engine gave
-        in time is never turned into a timeout because this timer ran before the doorbell's
-        reader. Each request without an answer gets a :class:`BatchTimeoutError` (a list call
-        with ``return_exceptions`` and a stream get one per request, as in embedded mode);
-        the engine drops the same requests itself, since their frames carry the deadline. A
-        request still queued here (the ring stayed full) gets a :class:`QueueFullError`.
-        """
-        pending = self._pending
-        if self._outq:  # still waiting for ring room: a full ring, not a slow engine
-            self._refuse_unsent(
-                f"the request ring to engine {self.name!r} was still full when the caller's "
-                "timeout ran out",
-                {rid for rid in ids if (e := pending.get(rid)) is not None and e[0] is owner},
-            )
-        self._drain()
-        for rid in ids:
-            entry = pending.get(rid)
-            if entry is not None and entry[0] is owner:
-                del pending[rid]
-                answer(
-                    owner,
-                    entry[1],
-                    None,
-                    BatchTimeoutError(
-                        f"the caller's timeout ({timeout or 0:g} s) ran out before the engine "
-                        f"{self.name!r} answered"
-                    ),
-                )
-
-    def _forget(self, owner: Any, ids: range) -> None:
-        """The caller left: drop its pending entries (late answers are ignored)."""
-        if self._outq:  # what is not sent yet is not sent at all
-            self._take_unsent(ids)
-        pending = self._pending
-        for rid in ids:
-            entry = pending.get(rid)
-            if entry is not None and entry[0] is owner:
-                del pending[rid]
 
     # ------------------------------------------------------------- public surface
 
@@ -547,37 +292,20 @@ class EngineClient:
             conn = self._conn
             if conn is None or conn.dead is not None or self._loop is not loop:
                 await self._live(loop, end, timeout)
-            rid = self._next_id
-            self._next_id = rid + 1
-            if self._vectors:
-                item = self._entry(requests, 0, rid, priority, deadline_ns)
-            else:  # (_entry without a vector to look for)
-                blob = check_payload(requests, 0, self._max_request_bytes)
-                if len(blob) > self._max_blob:
-                    self._packer.check_frame(blob, 0)
-                item = (rid, priority, deadline_ns, -1, blob)
+            books = self._books
             fut = loop.create_future()
-            pending = self._pending
-            pending[rid] = (fut, ONE)
-            self._outq.append(item)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush)
+            rid = books.enter_one(requests, fut, priority, deadline_ns)
             if end is None:
                 try:
                     return await fut
                 except BaseException:
-                    entry = pending.get(rid)
-                    if entry is not None and entry[0] is fut:
-                        del pending[rid]
+                    books.leave(rid, fut)
                     raise
-            expiry = loop.call_at(end, self._expire, fut, (rid,), timeout)
+            expiry = books.timer(end, fut, (rid,), timeout)
             try:
                 return await fut
             except BaseException:
-                entry = pending.get(rid)
-                if entry is not None and entry[0] is fut:
-                    del pending[rid]
+                books.leave(rid, fut)
                 raise
             finally:
                 expiry.cancel()
@@ -594,26 +322,27 @@ class EngineClient:
         conn = self._conn
         if conn is None or conn.dead is not None or self._loop is not loop:
             await self._live(loop, end, timeout)
+        books = self._books
         fut = loop.create_future()
         call = ListCall(requests, fut, return_exceptions)
-        ids = self._send(requests, call, priority, deadline_ns, return_exceptions)
+        ids = books.enter(requests, call, priority, deadline_ns, return_exceptions)
         call.settle_if_done()
-        timer = None if end is None else loop.call_at(end, self._expire, call, ids, timeout)
+        timer = None if end is None else books.timer(end, call, ids, timeout)
         try:
             return await fut
         except BatchTimeoutError:
             # part of the call never left this process (the ring stayed full): that is the
             # cause to report, not the engine's timeout of the part that got in
-            if call.refused or any(item[0] in ids for item in self._outq):
-                self._forget(call, ids)
+            if books.unsent(call, ids):
+                books.forget(call, ids)
                 raise QueueFullError(
                     f"the request ring to engine {self.name!r} was still full when the "
                     "caller's timeout ran out"
                 ) from None
-            self._forget(call, ids)
+            books.forget(call, ids)
             raise
         except BaseException:
-            self._forget(call, ids)
+            books.forget(call, ids)
             raise
         finally:
             if timer is not None:
@@ -654,17 +383,18 @@ class EngineClient:
             await self._live(loop, end, timeout)
         queue: asyncio.Queue = asyncio.Queue()
         call = ListCall(requests, None, True, queue)
-        ids = self._send(requests, call, priority, deadline_ns, False)
+        books = self._books
+        ids = books.enter(requests, call, priority, deadline_ns, False)
         # when the timeout runs out, every request not answered yet is yielded with a
         # BatchTimeoutError, as in embedded mode
-        timer = None if end is None else loop.call_at(end, self._expire, call, ids, timeout)
+        timer = None if end is None else books.timer(end, call, ids, timeout)
         try:
             for _ in range(len(requests)):
                 yield await queue.get()
         finally:
             if timer is not None:
                 timer.cancel()
-            self._forget(call, ids)
+            books.forget(call, ids)
 
     def get_stats(self) -> Any:
         """The engine's statistics (all its clients together), as a ``Stats``.
@@ -685,7 +415,7 @@ class EngineClient:
         if self._closed or self._forked or os.getpid() != self._pid:
             self._closed = True
             return
-        while self._conn is not None and self._conn.dead is None and self._pending:
+        while self._conn is not None and self._conn.dead is None and self._books.waiting:
             await asyncio.sleep(0.005)
         self._closed = True
         task, self._connecting = self._connecting, None
@@ -693,6 +423,7 @@ class EngineClient:
             task.cancel()  # its handshake closes the half-open connection
         conn, self._conn = self._conn, None
         self._loop = None
+        self._books.release()
         if conn is not None:
             conn.close()
         _forget(self)
@@ -718,7 +449,7 @@ class _Probe:
 
     @property
     def pending(self) -> dict[int, tuple[Any, int]]:
-        return self._client._pending
+        return self._client._books.pending
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)

@@ -1,0 +1,404 @@
+"""The asyncio client's books: its calls, what is queued, the batch send and the answers.
+
+:class:`LoopBooks` is what :class:`~stratabatch.client.EngineClient` keeps of its calls, all
+touched from the one event loop the client is bound to (no lock):
+
+* the requests waiting for an answer, by id (each with its one-request call's future, or its
+  :class:`~stratabatch.clientcalls.ListCall` and index there), the arena rows they hold, and
+  the requests encoded by their callers and not in the ring yet;
+* **the batch send**: every request entered in one event-loop iteration is queued, and one
+  callback at the end of the iteration (:meth:`LoopBooks.flush`) pushes the queue as batch
+  frames, so the ring, the doorbell and the engine's decoder work once per batch, not once
+  per request;
+* a full ring: ``on_full="wait"`` keeps the rest queued until the engine's doorbell says it
+  freed room (:meth:`LoopBooks.rung`), ``reject`` fails it with :class:`QueueFullError`;
+* **the answers**: :meth:`LoopBooks.drain` delivers every answer in the response ring to its
+  caller (and gives back its arena row); a caller's timer (:meth:`LoopBooks.timer`) fails its
+  requests without an answer when its timeout runs out.
+
+The books push frames through the transport they are given (:meth:`LoopBooks.use`) and
+schedule on the loop they are bound to (:meth:`LoopBooks.bind`); the client owns both: it
+connects, watches the transport and closes it. When the response ring turns out corrupt the
+books call the client's ``lost`` (the engine is to be dropped), which closes the transport
+and fails every waiting call through :meth:`LoopBooks.fail_all`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .clientcalls import ONE, Item, ListCall, Packer, answer
+from .errors import BatchTimeoutError, InvalidRequestError, QueueFullError, StratabatchError
+from .requests import check_payload
+from .transport import Transport
+from .wire import STATUS_OK, error_from_wire
+
+__all__ = ["LoopBooks"]
+
+
+class LoopBooks:
+    """The calls of one asyncio client (see the module docstring).
+
+    Args:
+        name: The engine's name (for messages).
+        lost: Called with why, when the engine is to be dropped (its response ring is
+            corrupt): the client closes the transport and fails every waiting call.
+    """
+
+    def __init__(self, name: str, lost: Callable[[str], None]) -> None:
+        self.name = name
+        self._lost = lost
+        # every request sent or queued and not answered yet, by id: (its call, its index
+        # there), or (its future, ONE) for a one-request call
+        self._pending: dict[int, tuple[Any, int]] = {}
+        self._rows: dict[int, int] = {}  # request id -> the arena row holding its vector
+        # requests encoded by their callers, not in the ring yet: sent as one batch frame per
+        # event-loop iteration (flush)
+        self._outq: list[Item] = []
+        self._flush_scheduled = False
+        self._waiting_room = False  # the ring was full: rung() sends the rest
+        self._next_id = 1
+        self._loop: asyncio.AbstractEventLoop | None = None  # where flushes and timers run
+        self._conn: Transport | None = None
+        self._packer: Packer | None = None
+        self._decode: Callable[[bytes], list[Any]] | None = None
+        self._max_request_bytes = 0
+        self._max_blob = 0
+        self._vectors = False
+        self._policy = "wait"
+
+    # ------------------------------------------------------------- the client's side
+
+    def use(self, conn: Transport, packer: Packer) -> None:
+        """Queue requests for ``conn`` from now on, framed and read by ``packer`` (the
+        limits of its engine); flushes and timers wait for :meth:`bind`."""
+        self._conn = conn
+        self._loop = None
+        self._packer = packer
+        self._decode = packer.decode
+        self._max_request_bytes = packer.max_request_bytes
+        self._max_blob = packer.max_blob
+        self._vectors = packer.vectors
+        self._policy = packer.policy
+
+    def release(self) -> None:
+        """Let go of the transport and the loop (the client closed it, or this process was
+        forked from the client's: never touch the parent's loop, whose epoll it shares)."""
+        self._conn = None
+        self._loop = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run flushes and timers on ``loop`` (the loop watching the transport)."""
+        self._loop = loop
+
+    @property
+    def waiting(self) -> bool:
+        """True while some request waits for an answer (or to be sent)."""
+        return bool(self._pending)
+
+    @property
+    def pending(self) -> dict[int, tuple[Any, int]]:
+        """The table of waiting requests itself, by id (for tests that drive the rings by
+        hand, through the client's probe)."""
+        return self._pending
+
+    def fail_all(self, error: BaseException) -> None:
+        """Every waiting request gets ``error``; nothing is left queued."""
+        self._outq.clear()
+        self._rows.clear()
+        self._waiting_room = False
+        pending, self._pending = self._pending, {}
+        for owner, index in pending.values():
+            answer(owner, index, None, error)
+
+    def after_fork(self, error: BaseException) -> None:
+        """In a forked child: let go of the transport and the parent's loop; the calls
+        inherited mid-flight get ``error`` instead of waiting forever."""
+        self.release()
+        self.fail_all(error)
+
+    # ------------------------------------------------------------- requests out
+
+    def enter_one(self, request: Any, fut: Any, priority: int, deadline_ns: int) -> int:
+        """Validate, encode and queue a one-request call, whose future ``fut`` is its own
+        entry in the books; its id.
+
+        Raises:
+            InvalidRequestError, RequestTooLargeError: The request breaks the request rule, or
+                its frame would be over the engine's frame limit (nothing is queued).
+        """
+        rid = self._next_id
+        self._next_id = rid + 1
+        if self._vectors:
+            item = self._entry(request, 0, rid, priority, deadline_ns)
+        else:  # (_entry without a vector to look for)
+            blob = check_payload(request, 0, self._max_request_bytes)
+            if len(blob) > self._max_blob:
+                assert self._packer is not None
+                self._packer.check_frame(blob, 0)
+            item = (rid, priority, deadline_ns, -1, blob)
+        self._pending[rid] = (fut, ONE)
+        self._outq.append(item)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self.flush)
+        return rid
+
+    def enter(
+        self,
+        items: Sequence[Any],
+        call: ListCall,
+        priority: int,
+        deadline_ns: int,
+        invalid_ok: bool,
+    ) -> range:
+        """Encode every request of a list (refusing before anything is queued, unless
+        ``invalid_ok``: then a bad request is refused in ``call`` and the rest go), then queue
+        them for this event-loop iteration's batch frame; their ids (request ``i`` has id
+        ``first + i``, so a merge's leader id maps back to its position).
+
+        Raises:
+            InvalidRequestError, RequestTooLargeError: A request breaks the request rule, or
+                its frame would be over the engine's frame limit.
+        """
+        first = self._next_id
+        self._next_id += len(items)
+        call.first_id = first
+        entries: list[Item] = []
+        index_of: list[int] = []
+        entry = self._entry
+        try:
+            for i, item in enumerate(items):
+                try:
+                    entries.append(entry(item, i, first + i, priority, deadline_ns))
+                    index_of.append(i)
+                except InvalidRequestError as exc:
+                    if not invalid_ok:
+                        raise
+                    call.refuse(i, exc)
+        except BaseException:
+            for e in entries:
+                self._free_row(e[0])
+            raise
+        pending = self._pending
+        for e, i in zip(entries, index_of, strict=True):
+            pending[e[0]] = (call, i)
+        self._outq += entries
+        if not self._flush_scheduled and entries:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self.flush)
+        return range(first, first + len(items))
+
+    def _entry(self, request: Any, index: int, rid: int, priority: int, deadline_ns: int) -> Item:
+        """Validate and encode one request (:meth:`Packer.item`): its item of a batch frame,
+        its arena row (if its vector got one) recorded in the books."""
+        packer = self._packer
+        assert packer is not None
+        item = packer.item(request, index, rid, priority, deadline_ns)
+        if item[3] >= 0:
+            self._rows[rid] = item[3]
+        return item
+
+    def flush(self) -> None:
+        """Push what was queued as batch frames (as few as the frame limit allows); while the
+        ring is full, wait for the engine's doorbell (``on_full="wait"``) or fail what does
+        not fit with :class:`QueueFullError` (``reject``, ``drop_lowest``)."""
+        self._flush_scheduled = False
+        outq = self._outq
+        conn = self._conn
+        if conn is None or conn.dead is not None or not outq or self._waiting_room:
+            return
+        packer = self._packer
+        assert packer is not None
+        sent = 0
+        for frame, n in packer.frames(outq):
+            if not conn.push(frame):
+                break
+            sent += n
+        if sent == len(outq):
+            outq.clear()
+            return
+        del outq[:sent]
+        self._ring_full(conn, packer)
+
+    def _ring_full(self, conn: Transport, packer: Packer) -> None:
+        """The request ring has no room for what is queued: apply ``on_full``."""
+        if self._policy != "wait":
+            self._refuse_unsent(
+                f"the request ring to engine {self.name!r} is full (on_full={self._policy!r})"
+            )
+        elif conn.sleep_for_room(packer.room_for(self._outq[0])):
+            self._waiting_room = True  # rung() sends the rest
+        else:
+            self._flush_scheduled = True  # room appeared meanwhile
+            assert self._loop is not None
+            self._loop.call_soon(self.flush)
+
+    def _take_unsent(self, rids: Any = None) -> list[int]:
+        """Take the queued requests not sent yet (those of ``rids`` only, when given) out of
+        the queue, freeing their arena rows; their ids."""
+        keep, taken = [], []
+        for item in self._outq:
+            rid = item[0]
+            if rids is not None and rid not in rids:
+                keep.append(item)
+            else:
+                self._free_row(rid)
+                taken.append(rid)
+        self._outq = keep
+        return taken
+
+    def _refuse_unsent(self, message: str, rids: set[int] | None = None) -> None:
+        """Fail the queued requests not sent yet (those of ``rids`` only, when given)."""
+        for rid in self._take_unsent(rids):
+            entry = self._pending.pop(rid, None)
+            if entry is not None:
+                owner, index = entry
+                if index >= 0:
+                    owner.refused = True
+                answer(owner, index, None, QueueFullError(message))
+
+    def _free_row(self, rid: int) -> None:
+        row = self._rows.pop(rid, -1)
+        if row >= 0 and self._conn is not None:
+            self._conn.free_row(row)
+
+    def unsent(self, call: ListCall, ids: range) -> bool:
+        """Whether part of ``call`` never left this process (the ring stayed full)."""
+        return call.refused or any(item[0] in ids for item in self._outq)
+
+    # ------------------------------------------------------------- answers in
+
+    def rung(self) -> None:
+        """The engine rang: answers to deliver, or room in the request ring."""
+        self.drain()
+        if self._waiting_room:
+            self._waiting_room = False
+            conn = self._conn
+            if conn is not None and conn.dead is None:
+                conn.room_found()
+                self.flush()
+
+    def drain(self) -> None:
+        """Deliver every answer in the response ring."""
+        from stratabatch.ipc.errors import FrameError
+
+        conn = self._conn
+        if conn is None or conn.dead is not None:
+            return
+        try:
+            frames = conn.frames()
+        except FrameError as exc:
+            self._lost(f"sent a corrupt response ring ({exc})")
+            return
+        if not frames:
+            return
+        pending = self._pending
+        rows = self._rows
+        decode = self._decode
+        assert decode is not None
+        for data in frames:
+            try:
+                items = decode(data)
+            except FrameError as exc:
+                from stratabatch.ipc.frames import peek_frame_id
+
+                exc.id = peek_frame_id(data)  # type: ignore[attr-defined]
+                items = [exc]
+            for r in items:
+                if isinstance(r, FrameError):
+                    self._undecodable(r)
+                    continue
+                rid, status, value, meta = r
+                if rows:
+                    row = rows.pop(rid, -1)
+                    if row >= 0:
+                        conn.free_row(row)
+                entry = pending.pop(rid, None)
+                if entry is None:
+                    continue  # its caller left (timeout, cancellation)
+                owner, index = entry
+                if index < 0:  # a one-request call: its future
+                    if not owner.done():
+                        if status == STATUS_OK:
+                            owner.set_result(value)
+                        else:
+                            owner.set_exception(error_from_wire(status, value))
+                elif status == STATUS_OK:
+                    owner.answer(index, value, None, meta)
+                else:
+                    owner.answer(index, None, error_from_wire(status, value), None)
+
+    def _undecodable(self, error: Any) -> None:
+        rid = getattr(error, "id", None)
+        entry = self._pending.pop(rid, None) if rid is not None else None
+        if entry is not None:
+            answer(
+                entry[0],
+                entry[1],
+                None,
+                StratabatchError(f"the engine's response could not be decoded: {error}"),
+            )
+
+    # ------------------------------------------------------------- callers leaving
+
+    def timer(
+        self, end: float, owner: Any, ids: Sequence[int], timeout: float | None
+    ) -> asyncio.TimerHandle:
+        """At ``end`` (loop time), :meth:`expire` the requests ``ids`` of ``owner``; the
+        handle, for the caller to cancel once it is answered."""
+        assert self._loop is not None
+        return self._loop.call_at(end, self.expire, owner, ids, timeout)
+
+    def expire(self, owner: Any, ids: Sequence[int], timeout: float | None) -> None:
+        """The caller's timeout ran out: fail its requests that have no answer yet.
+
+        Answers already in the response ring are delivered first, so an answer the engine gave
+        in time is never turned into a timeout because this timer ran before the doorbell's
+        reader. Each request without an answer gets a :class:`BatchTimeoutError` (a list call
+        with ``return_exceptions`` and a stream get one per request, as in embedded mode);
+        the engine drops the same requests itself, since their frames carry the deadline. A
+        request still queued here (the ring stayed full) gets a :class:`QueueFullError`.
+        """
+        pending = self._pending
+        if self._outq:  # still waiting for ring room: a full ring, not a slow engine
+            self._refuse_unsent(
+                f"the request ring to engine {self.name!r} was still full when the caller's "
+                "timeout ran out",
+                {rid for rid in ids if (e := pending.get(rid)) is not None and e[0] is owner},
+            )
+        self.drain()
+        for rid in ids:
+            entry = pending.get(rid)
+            if entry is not None and entry[0] is owner:
+                del pending[rid]
+                answer(
+                    owner,
+                    entry[1],
+                    None,
+                    BatchTimeoutError(
+                        f"the caller's timeout ({timeout or 0:g} s) ran out before the engine "
+                        f"{self.name!r} answered"
+                    ),
+                )
+
+    def forget(self, owner: Any, ids: range) -> None:
+        """The caller left: drop its pending entries (late answers are ignored); its requests
+        not sent yet are not sent at all."""
+        if self._outq:
+            self._take_unsent(ids)
+        pending = self._pending
+        for rid in ids:
+            entry = pending.get(rid)
+            if entry is not None and entry[0] is owner:
+                del pending[rid]
+
+    def leave(self, rid: int, fut: Any) -> None:
+        """A one-request caller left: drop its entry (its answer is ignored when it comes)."""
+        entry = self._pending.get(rid)
+        if entry is not None and entry[0] is fut:
+            del self._pending[rid]
