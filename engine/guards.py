@@ -36,7 +36,8 @@ changes what is asked. Each guard is cheap, works on the canonical words of
 
 Round 2 (issue 20) adds, for every embedder: conjuncts of an "and" / "or" in the other order
 merge (roles keeps "and then" and the roles around them); words with spaces moved ("wayo f" /
-"way of") are no difference when one side is all dictionary words; names one letter apart are
+"way of": as many words a side, each space moved by a letter or two) are no difference when one
+side is all dictionary words; names one letter apart are
 two names ("Mary's" / "Mark's") unless one is a typo of the other (same first letter, not both
 dictionary words). Where the residue guard is relaxed (a sentence model) or off, ``roles``
 also vetoes a passive whose subject does not match the active's ("did the landlord sue the
