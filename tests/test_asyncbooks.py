@@ -1,0 +1,140 @@
+"""The asyncio client's books alone (engine/asyncbooks.py), over a transport double: the batch
+send, answers reaching their callers, a full ring, the caller's timer, a corrupt ring."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from stratabatch.asyncbooks import LoopBooks
+from stratabatch.clientcalls import ListCall, Packer
+from stratabatch.errors import BatchTimeoutError, QueueFullError
+from stratabatch.ipc.errors import FrameError
+from stratabatch.ipc.framelimits import DEFAULT_LIMITS
+from stratabatch.ipc.frames import FrameDecoder, FrameEncoder
+
+
+class FakeTransport:
+    """What the books use of a :class:`~stratabatch.transport.Transport`: frames pushed are
+    kept, ``inbox`` holds the response frames the next drain reads."""
+
+    def __init__(self, on_full: str = "wait", room: bool = True) -> None:
+        self.limits = DEFAULT_LIMITS
+        self.max_request_bytes = 1 << 20
+        self.uses_vectors = False
+        self.dim = 0
+        self.on_full = on_full
+        self.dead: str | None = None
+        self.room = room
+        self.pushed: list[bytes] = []
+        self.inbox: list[bytes] = []
+        self.corrupt = False
+
+    def push(self, frame: bytes) -> bool:
+        if self.room:
+            self.pushed.append(frame)
+        return self.room
+
+    def sleep_for_room(self, frame_bytes: int) -> bool:
+        return True
+
+    def room_found(self) -> None:
+        pass
+
+    def frames(self) -> list[bytes]:
+        if self.corrupt:
+            raise FrameError("a record length past the ring's end")
+        out, self.inbox = self.inbox, []
+        return out
+
+    def lease_row(self, vector: Any) -> int:
+        return -1
+
+    def free_row(self, row: int) -> None:
+        pass
+
+
+def _books(conn: FakeTransport, lost: list[str]) -> LoopBooks:
+    books = LoopBooks("test", lost.append)
+    books.use(conn, Packer(conn, None))  # type: ignore[arg-type]
+    books.bind(asyncio.get_running_loop())
+    return books
+
+
+def _sent_ids(conn: FakeTransport) -> list[list[int]]:
+    decode = FrameDecoder(conn.limits).requests
+    return [[r.id for r in decode(frame)] for frame in conn.pushed]  # type: ignore[union-attr]
+
+
+async def test_one_iterations_requests_leave_in_one_frame_and_answers_reach_their_callers():
+    conn, lost = FakeTransport(), []
+    books = _books(conn, lost)
+    loop = asyncio.get_running_loop()
+    futs = [loop.create_future() for _ in range(3)]
+    rids = [books.enter_one({"query": f"q{i}"}, f, 0, 0) for i, f in enumerate(futs)]
+    call_fut = loop.create_future()
+    call = ListCall([{"query": "a"}, {"query": "b"}], call_fut, False)
+    ids = books.enter(call.requests, call, 0, 0, False)
+    assert conn.pushed == []  # nothing leaves before the iteration ends
+    await asyncio.sleep(0)
+    assert _sent_ids(conn) == [[*rids, *ids]]  # one frame, in the order entered
+    enc = FrameEncoder(conn.limits)
+    conn.inbox = [enc.ok(rid, f"answer {rid}") for rid in [*ids, *rids][::-1]]
+    books.rung()
+    assert [f.result() for f in futs] == [f"answer {rid}" for rid in rids]
+    assert call_fut.result() == [f"answer {rid}" for rid in ids]
+    assert not books.waiting and lost == []
+
+
+async def test_a_full_ring_refuses_with_on_full_reject():
+    conn, lost = FakeTransport(on_full="reject", room=False), []
+    books = _books(conn, lost)
+    fut = asyncio.get_running_loop().create_future()
+    books.enter_one({"query": "x"}, fut, 0, 0)
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFullError, match="on_full='reject'"):
+        fut.result()
+    assert not books.waiting
+
+
+async def test_an_answer_in_the_ring_wins_over_the_callers_timer():
+    conn, lost = FakeTransport(), []
+    books = _books(conn, lost)
+    loop = asyncio.get_running_loop()
+    answered, late = loop.create_future(), loop.create_future()
+    first = books.enter_one({"query": "in time"}, answered, 0, 0)
+    second = books.enter_one({"query": "late"}, late, 0, 0)
+    await asyncio.sleep(0)
+    conn.inbox = [FrameEncoder(conn.limits).ok(first, "IN TIME")]
+    books.expire(answered, (first,), 0.5)  # the timer ran before the doorbell's reader
+    books.expire(late, (second,), 0.5)
+    assert answered.result() == "IN TIME"
+    with pytest.raises(BatchTimeoutError, match="0.5 s"):
+        late.result()
+    assert not books.waiting
+
+
+async def test_a_caller_that_leaves_before_the_send_sends_nothing():
+    conn, lost = FakeTransport(), []
+    books = _books(conn, lost)
+    call = ListCall([{"query": "a"}, {"query": "b"}], None, True, asyncio.Queue())
+    ids = books.enter(call.requests, call, 0, 0, False)
+    books.forget(call, ids)
+    await asyncio.sleep(0)
+    assert conn.pushed == [] and not books.waiting
+
+
+async def test_a_corrupt_response_ring_tells_the_client_to_drop_the_engine():
+    conn, lost = FakeTransport(), []
+    books = _books(conn, lost)
+    fut = asyncio.get_running_loop().create_future()
+    books.enter_one({"query": "x"}, fut, 0, 0)
+    await asyncio.sleep(0)
+    conn.corrupt = True
+    books.rung()
+    assert len(lost) == 1 and "corrupt response ring" in lost[0]
+    books.fail_all(RuntimeError("gone"))  # what the client does then
+    with pytest.raises(RuntimeError, match="gone"):
+        fut.result()
