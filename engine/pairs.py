@@ -297,13 +297,33 @@ def late_hits(X, part, lead, lo, hi, thr, margin, wd, rows_out, sims_out):
     lets through (``admit(X, i, lead, ...)``, in row order), into ``rows_out``/``sims_out``;
     returns how many. A late leader (:func:`stratabatch.greedy.greedy_pass`) is checked against
     every row after it in one call, not each row against every late leader in Python."""
+    wr, wi, wc, woff, wlen, wtot, refused, rsim = wd
     buf = np.empty(2 * UNPAIRED_MAX, np.int64)
+    lo_c = thr - margin
+    hi_c = thr + margin
     pl = part[lead]
+    words = wtot.shape[0] != 0 and wtot[lead] >= 0
     k = 0
     for i in range(lo, hi):
         if part[i] != pl:
             continue
-        c = admit(X, i, lead, thr, thr - margin, thr + margin, wd, buf)
+        # admit(X, i, lead, ...), with the word checks before the cosine: a refused pair
+        # reads the vectors only to be noted (the same answers and notes)
+        if not words or wtot[i] < 0:
+            c = _confirm(X, i, lead, thr, lo_c, hi_c)
+        elif wtot[i] != wtot[lead] and not same_squash(
+            wi, woff[i], wlen[i], woff[lead], wlen[lead]
+        ):
+            continue
+        elif may_pass(wr, wi, wc, woff, wlen, wtot, buf, i, lead):
+            c = _confirm(X, i, lead, thr, lo_c, hi_c)
+        else:
+            if refused[i] < 0:
+                c = _confirm(X, i, lead, thr, lo_c, hi_c)
+                if c >= -1.0:
+                    refused[i] = lead
+                    rsim[i] = c
+            continue
         if c >= -1.0:
             rows_out[k] = i
             sims_out[k] = c

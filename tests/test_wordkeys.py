@@ -819,3 +819,45 @@ def test_the_squash_tag_kernel_is_zlib_crc32_of_the_text_without_spaces(texts) -
                 CRC_TABLE, 0x3FFF, out)  # fmt: skip
     want = [zlib.crc32(t.replace(" ", "").encode()) % 0x3FFF + 1 for t in texts]
     assert out.tolist() == want
+
+
+def test_late_hits_answers_and_notes_as_admit_row_by_row() -> None:
+    """A late leader checked against the rows after it in one call gives the cosines and the
+    veto-log notes that admit gives row by row (word checks first, the cosine after)."""
+    from stratabatch.cosine import dot_margin
+    from stratabatch.pairs import late_hits
+
+    rng = random.Random(5)
+    base = "how do i change the delivery address of my parcel before friday".split()
+    vocab = ["order", "refund", "cancel", "orders", "oder", "shipping", "parcels", "address"]
+    texts = [
+        [rng.choice(vocab) if w == "parcel" else w for w in base[: rng.randrange(9, 13)]]
+        for _ in range(300)
+    ]
+    emb = default_embedder()
+    X = np.zeros((302, emb.dim), np.float32)
+    X[2:] = emb.embed([" ".join(t) for t in texts])
+    part = np.array([0, 0] + [rng.randrange(2) for _ in texts], np.int64)
+    (wr, wi, wc), (woff, wlen, wtot) = _pools(texts, np.zeros((302, WORD_KEYS), np.uint64))
+    thr = np.float32(0.8)
+    margin = dot_margin(X.shape[1])
+    buf = np.empty(128, np.int64)
+    noted = hits = 0
+    for lead in (0, 2, 7, 40):
+        notes = (np.full(302, -1, np.int64), np.zeros(302, np.float32))
+        got_wd = (wr, wi, wc, woff, wlen, wtot, *notes)
+        want_wd = (*got_wd[:6], got_wd[6].copy(), got_wd[7].copy())
+        rows = np.empty(302, np.int64)
+        sims = np.empty(302, np.float32)
+        n = late_hits(X, part, lead, lead + 1, 302, thr, margin, got_wd, rows, sims)
+        want = []
+        for i in range(lead + 1, 302):
+            if part[i] == part[lead]:
+                c = admit(X, i, lead, thr, thr - margin, thr + margin, want_wd, buf)
+                if c >= -1.0:
+                    want.append((i, float(c)))
+        assert list(zip(rows[:n].tolist(), sims[:n].tolist(), strict=True)) == want
+        assert np.array_equal(got_wd[6], want_wd[6]) and np.array_equal(got_wd[7], want_wd[7])
+        noted += int((want_wd[6] >= 0).sum())
+        hits += n
+    assert noted and hits  # (the case exercises both)
