@@ -145,9 +145,9 @@ async def test_guard_pairs_test_split_at_the_defaults():
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "issue 20 Must-show not met yet: one trap merges (precision 0.994, traps 0.7%), "
-        "typos 0.897, typos across a space 0.125 (the word index's residue pre-check pairs "
-        "words one for one and refuses them before any guard is asked)"
+        "issue 20 Must-show not met yet: one trap of 143 merges (traps 0.7%, precision "
+        "0.995) and typos are 0.897 (26 of 29); typos across a space are 1.0 since the "
+        "residue pre-check's squash tags"
     ),
 )
 async def test_must_show_targets_on_the_test_split_at_the_defaults():
