@@ -120,6 +120,7 @@ def _exhaustive_block(
         more[i - start] = cut
     return e
 
+
 # Below this many (new rows x rows before them) the direct loop beats BLAS blocks, whose
 # fixed cost per block dominates small products (measured with perf/bench_dedup_depth.py).
 _LOOP_MAX_PAIRS = 16_384

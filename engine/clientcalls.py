@@ -142,9 +142,7 @@ class Packer:
         self.policy: str = on_full or transport.on_full
         self._transport = transport
 
-    def item(
-        self, request: Any, index: int, rid: int, priority: int, deadline_ns: int
-    ) -> Item:
+    def item(self, request: Any, index: int, rid: int, priority: int, deadline_ns: int) -> Item:
         """Validate and encode one request: its item of a batch frame.
 
         The request is checked once, by the same rule as in embedded mode; its msgpack

@@ -154,4 +154,3 @@ def exact_hashes(norms: list[str | bytes]) -> list[int]:
     cost ~40 us a call in array set-up: most passes of a trickle hold one request.
     """
     return [hash(n) for n in norms]
-

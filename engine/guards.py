@@ -206,9 +206,7 @@ class Features:
         names: Capitalized words not at a sentence start, casefolded.
     """
 
-    __slots__ = (
-        "text", "tokens", "_counts", "_numbers", "_names", "_idents", "_profile", "_roles"
-    )
+    __slots__ = ("text", "tokens", "_counts", "_numbers", "_names", "_idents", "_profile", "_roles")
 
     def __init__(self, text: str, tokens: list[str]) -> None:
         self.text = text
@@ -413,8 +411,7 @@ def veto(
     # side first (a single mistyped word is not that)
     spaced = (
         _spaces_moved(a.tokens, b.tokens, a, b)
-        if (len(a_only) > 1 or len(b_only) > 1)
-        and sum(map(len, a_only)) == sum(map(len, b_only))
+        if (len(a_only) > 1 or len(b_only) > 1) and sum(map(len, a_only)) == sum(map(len, b_only))
         else None
     )
     if spaced is not None:

@@ -42,6 +42,7 @@ def _prefetch(typingctx, arr, idx):  # noqa: ARG001 - numba intrinsic signature
 
     return sig, codegen
 
+
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -64,6 +65,7 @@ def _mix(h):
 def band_key(value, band, pid):
     h = _mix(value ^ (np.uint64(band + 1) * _GOLD) ^ _mix(np.uint64(pid) + _GOLD))
     return h | np.uint64(1)  # 0 marks an empty slot
+
 
 _INLINE = 3  # entries held in the slot itself
 
@@ -222,6 +224,7 @@ def _consider(X, part, stamp, tag, i, pi, r, w, w0, hmax, thr, lo, hi, brow, bsi
         return cnt, False
     return keep_lowest(brow, bsim, cnt, k, r, c), cnt == k
 
+
 # How many rows ahead the pass prefetches the table slots, then the first chain entries, of
 # the rows it will probe. A probe is a cache miss in a table of many MB; fetched ahead, the
 # misses of several rows overlap instead of stalling the pass one after another (measured:
@@ -376,8 +379,9 @@ def _consider_words(X, part, stamp, tag, i, pi, r, thr, lo, hi, brow, bsim, cnt,
 
 
 @njit(cache=True)
-def _probe_words(X, part, stamp, tag, i, pi, s, slots, ents, thr, lo, hi, brow, bsim, cnt, k, wd,
-                 buf, budget):
+def _probe_words(
+    X, part, stamp, tag, i, pi, s, slots, ents, thr, lo, hi, brow, bsim, cnt, k, wd, buf, budget
+):
     """The rows filed in slot ``s`` as candidates of row i, at most ``budget`` of them read
     (the newest overflow entries first, then the three oldest, inline); returns (count,
     whether one was cut, rows read)."""
@@ -390,8 +394,22 @@ def _probe_words(X, part, stamp, tag, i, pi, s, slots, ents, thr, lo, hi, brow, 
         if nxt != _NIL32:
             _prefetch(ents, np.int64(nxt) * 2)
         cnt, c = _consider_words(
-            X, part, stamp, tag, i, pi, np.int64(head & _NIL32), thr, lo, hi, brow, bsim, cnt,
-            k, wd, buf
+            X,
+            part,
+            stamp,
+            tag,
+            i,
+            pi,
+            np.int64(head & _NIL32),
+            thr,
+            lo,
+            hi,
+            brow,
+            bsim,
+            cnt,
+            k,
+            wd,
+            buf,
         )
         cut |= c
         seen += 1
@@ -400,8 +418,22 @@ def _probe_words(X, part, stamp, tag, i, pi, s, slots, ents, thr, lo, hi, brow, 
         if seen >= budget:
             break
         cnt, c = _consider_words(
-            X, part, stamp, tag, i, pi, np.int64(slots[s, 2 + 2 * u]), thr, lo, hi, brow, bsim,
-            cnt, k, wd, buf
+            X,
+            part,
+            stamp,
+            tag,
+            i,
+            pi,
+            np.int64(slots[s, 2 + 2 * u]),
+            thr,
+            lo,
+            hi,
+            brow,
+            bsim,
+            cnt,
+            k,
+            wd,
+            buf,
         )
         cut |= c
         seen += 1
@@ -474,8 +506,25 @@ def _word_pass(
         for t in range(nfine):
             if found[t] >= 0 and left > 0:
                 cnt, c, seen = _probe_words(
-                    X, part, stamp, tag, i, pi, found[t], slots, ents, thr, lo, hi, brow, bsim,
-                    cnt, k, wd, buf, left
+                    X,
+                    part,
+                    stamp,
+                    tag,
+                    i,
+                    pi,
+                    found[t],
+                    slots,
+                    ents,
+                    thr,
+                    lo,
+                    hi,
+                    brow,
+                    bsim,
+                    cnt,
+                    k,
+                    wd,
+                    buf,
+                    left,
                 )
                 cut |= c
                 left -= seen
@@ -488,8 +537,25 @@ def _word_pass(
                 if s < 0 or left <= 0 or (slots[s, 1] != _NIL32) != (sweep == 1):
                     continue
                 cnt, c, seen = _probe_words(
-                    X, part, stamp, tag, i, pi, s, slots, ents, thr, lo, hi, brow, bsim, cnt,
-                    k, wd, buf, left
+                    X,
+                    part,
+                    stamp,
+                    tag,
+                    i,
+                    pi,
+                    s,
+                    slots,
+                    ents,
+                    thr,
+                    lo,
+                    hi,
+                    brow,
+                    bsim,
+                    cnt,
+                    k,
+                    wd,
+                    buf,
+                    left,
                 )
                 cut |= c
                 left -= seen

@@ -263,9 +263,7 @@ class LeaderIndex:
             if not isinstance(self.table, WordTable):
                 self._use_table(WordTable(), start)
         elif use == "sketch":
-            if not isinstance(self.table, SketchTable) or self.table.threshold != float(
-                threshold
-            ):
+            if not isinstance(self.table, SketchTable) or self.table.threshold != float(threshold):
                 self._start_table(threshold, start)
         else:
             self.table = None

@@ -15,6 +15,7 @@ guard word can only veto a merge, never cause one.
 :func:`dictionary` words); :func:`ignorable` says which words one side lacks are no reason to
 refuse a merge (articles, mistyped fillers).
 """
+
 from __future__ import annotations
 
 import threading

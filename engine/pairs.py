@@ -72,6 +72,7 @@ def _confirm(X, i, j, thr, lo, hi):
         return np.float32(-2.0)
     return c
 
+
 UNPAIRED_MAX = 64  # unpaired words a side the pre-check pairs; with more it lets a pair pass
 _SQUASH_SHIFT = 49  # (stratabatch.wordkeys.SQUASH_SHIFT)
 
@@ -344,6 +345,7 @@ def keep_lowest(brow, bsim, cnt, k, r, s):
     brow[q] = r
     bsim[q] = s
     return cnt + 1 if cnt < k else k
+
 
 WordData = tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray

@@ -167,6 +167,7 @@ class SketchTable(LeaderTable):
             X, part, words, keys, self.probes, self.threshold, self.hmax, start, stamp, max_cand, wd
         )
 
+
 # Rows are folded to at most this many coordinates before the product with the directions
 # (signed sums of coordinates: a fixed sparse random projection), which makes the product
 # 4x cheaper on 384-d rows: it was half the cost of an indexed row (~1 us, measured). The

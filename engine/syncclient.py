@@ -226,9 +226,7 @@ class BlockingClient:
 
     # ------------------------------------------------------------- waiting
 
-    def _wait(
-        self, waiter: Waiter, owner: Any, ids: range, end: float | None, timeout: Any
-    ) -> Any:
+    def _wait(self, waiter: Waiter, owner: Any, ids: range, end: float | None, timeout: Any) -> Any:
         """Sleep until ``waiter`` has the call's outcome (or its deadline ``end`` passed:
         then the call's requests without an answer fail); the outcome."""
         lock = waiter.lock
@@ -495,6 +493,7 @@ class BlockingClient:
         self._read_lock = threading.Lock()
         self._connect_lock = threading.Lock()
         self._books.after_fork()
+
 
 _alive: weakref.WeakSet[BlockingClient] = weakref.WeakSet()
 """Every blocking client this process made, for the fork hook."""

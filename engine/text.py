@@ -140,8 +140,6 @@ def normalized_batch(texts: Sequence[str]) -> bytes:
     return _prenormalize(joined).encode("utf-8", "surrogatepass")
 
 
-
-
 def _expand_contractions(s: str) -> str:
     if "'" in s:
         for (pattern, repl), gate in zip(_CONTRACTIONS, _CONTRACTION_GATES, strict=True):

@@ -130,6 +130,7 @@ def fine_mix(rank: int) -> int:
     h = (rank * _MIX) & _M64
     return h ^ (h >> 29)
 
+
 _cache: dict[str, tuple[int, int]] = {}  # word -> (rank, shape)
 _CACHE_MAX = 1 << 18
 

@@ -265,6 +265,7 @@ def _file_keyed(wkeys, part, rows, slots, ents, state):
             if v != 0:
                 insert(slots, ents, state, band_key(v, 0, pid), row, np.uint64(0))
 
+
 FINE_BUDGET = 1024
 """Filed rows a new row reads under its fine keys, at most (:func:`_word_pass`). They hold the
 texts of the same key words but one: few, unless many waiting texts are the same words in

@@ -353,9 +353,37 @@ _PLAIN_CONTRACTIONS = [
 @given(
     st.lists(
         st.sampled_from(
-            ["can", "cannot", "won", "shan", "let", "it", "that", "why", "he", "she", "x", "n",
-             "'t", "'s", "'re", "'m", "'ll", "'ve", "'d", "'", "t", "s", "not", " ", "_", "é",
-             "1", "-", "\x1f"]
+            [
+                "can",
+                "cannot",
+                "won",
+                "shan",
+                "let",
+                "it",
+                "that",
+                "why",
+                "he",
+                "she",
+                "x",
+                "n",
+                "'t",
+                "'s",
+                "'re",
+                "'m",
+                "'ll",
+                "'ve",
+                "'d",
+                "'",
+                "t",
+                "s",
+                "not",
+                " ",
+                "_",
+                "é",
+                "1",
+                "-",
+                "\x1f",
+            ]
         ),  # fmt: skip
         max_size=20,
     ).map("".join)

@@ -63,9 +63,7 @@ def test_blocking_callers_answered_together_send_together(start_engine):
 
     threads_n = 32
     # a long window: every first call is in the engine's one pass, answered together
-    eng = start_engine(
-        "--window-ms", "400", "--max-size", "64", "--dedup-strategy", "exact"
-    )
+    eng = start_engine("--window-ms", "400", "--max-size", "64", "--dedup-strategy", "exact")
     with SyncEngineClient(eng.name) as client:
         assert client.process({"query": "warm"})["answer"] == "WARM"
         conn = client._conn

@@ -92,9 +92,20 @@ _SMALL_RING = ("--max-request-bytes", "200", "--max-result-bytes", "200")  # a s
 
 def test_a_full_ring_follows_on_full_and_the_reader_sends_the_rest(start_engine):
     eng = start_engine(
-        "--window-ms", "1", "--dedup-strategy", "exact", "--max-queue", "8",
-        "--max-inflight-batches", "1", "--max-size", "4", "--processing-timeout", "2",
-        *_SMALL_RING, handler="tests.e2e.handlers:faulty",
+        "--window-ms",
+        "1",
+        "--dedup-strategy",
+        "exact",
+        "--max-queue",
+        "8",
+        "--max-inflight-batches",
+        "1",
+        "--max-size",
+        "4",
+        "--processing-timeout",
+        "2",
+        *_SMALL_RING,
+        handler="tests.e2e.handlers:faulty",
     )  # the engine stops draining when its queue is full; the client's ring then fills
     flood = [{"query": f"f{i}", "fault": "hang"} for i in range(6000)]
     with SyncEngineClient(eng.name, on_full="reject") as client:
