@@ -339,6 +339,49 @@ def _marker_key(where: str, unit: str) -> str | None:
         return None
 
 
+def purge_stale(result: CacheCheck) -> int:
+    """Remove numba's cache entries of the kernels when they may be stale; returns how many
+    files went.
+
+    numba keys a cached kernel on its own source file only: a kernel that calls a function of
+    another module keeps the machine code compiled against that function's old version when
+    only the other module changed (a developer's tree, an upgrade that leaves the old cache
+    behind). The markers key every kernel module's source together, so a marker that carries
+    another key than this start's says that some entry may be stale: then every entry in the
+    cache directory goes (it holds this package directory's kernels only, see
+    :func:`cache_dir`), and every marker with it, and the start compiles what it needs, as it
+    would for the modules that changed anyway. A directory without markers (a first start)
+    or whose markers all carry this key is left alone. Never raises for a file it cannot
+    remove (another start may be removing it too; numba recompiles what it cannot load).
+    """
+    where = result.cache_dir
+    if where is None or not result.key:
+        return 0
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return 0
+    markers = [n for n in names if n.startswith("stratabatch-warm-") and n.endswith(".json")]
+    stale = False
+    for name in markers:
+        try:
+            with open(os.path.join(where, name), encoding="utf-8") as f:
+                stale = stale or str(json.load(f).get("key")) != result.key
+        except (OSError, ValueError, AttributeError):
+            stale = True
+    if not stale:
+        return 0
+    removed = 0
+    for name in names:
+        if name.endswith((".nbi", ".nbc")) or name in markers:
+            try:
+                os.remove(os.path.join(where, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def mark(result: CacheCheck, *, seconds: float | None = None) -> tuple[str, ...]:
     """Write the marker of each missing unit whose kernels are loaded in this process; the
     units marked. Never raises for a cache directory that refuses the file."""
@@ -397,6 +440,15 @@ class Notice:
             self.result = check(unit_names=units_now(config, engine=engine))
         except Exception as exc:  # numba missing or broken: the warm-up itself reports it
             logger.debug("cannot tell whether the kernels are cached: %r", exc)
+        if self.result is not None and self.result.cold:
+            removed = purge_stale(self.result)
+            if removed:
+                logger.debug(
+                    "kernel sources changed since the cache was filled: %d cached files "
+                    "removed from %s (numba keys a kernel on its own file only)",
+                    removed,
+                    self.result.cache_dir,
+                )
         self._t0 = time.perf_counter()
         self._cpu0 = _cpu_s()
         if self.result is not None and self.result.cold:

@@ -32,3 +32,64 @@ def test_nothing_compiles_after_warm_up(strategy, cold_start, tmp_path):
     out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     print(f"{strategy}: warm_up {out['warm_s']:.1f} s with an empty cache")
     assert out["compiled_after_warm_up"] == {}
+
+
+def _cache_with(tmp_path, marker_key):
+    from stratabatch import warm
+
+    d = tmp_path / "cache"
+    d.mkdir()
+    for name in ("pairs.admit-40.py311.nbi", "pairs.admit-40.py311.1.nbc", "index.old-9.py311.nbi"):
+        (d / name).write_bytes(b"x")
+    (d / "core.cpython-311.pyc").write_bytes(b"x")  # not numba's: stays
+    if marker_key is not None:
+        (d / "stratabatch-warm-exact.json").write_text(json.dumps({"key": marker_key}))
+    return d, warm.CacheCheck(("embedding",), str(d), ("embedding",), "the-current-key")
+
+
+@pytest.mark.parametrize(
+    ("marker_key", "left"),
+    [
+        # sources changed since the cache was filled: every numba entry and marker goes
+        ("an-older-key", ["core.cpython-311.pyc"]),
+        # the markers carry this key: nothing is stale
+        (
+            "the-current-key",
+            [
+                "core.cpython-311.pyc",
+                "index.old-9.py311.nbi",
+                "pairs.admit-40.py311.1.nbc",
+                "pairs.admit-40.py311.nbi",
+                "stratabatch-warm-exact.json",
+            ],
+        ),
+        # a first start (no marker): nothing to say the entries are stale
+        (
+            None,
+            [
+                "core.cpython-311.pyc",
+                "index.old-9.py311.nbi",
+                "pairs.admit-40.py311.1.nbc",
+                "pairs.admit-40.py311.nbi",
+            ],
+        ),
+    ],
+)
+def test_stale_kernel_caches_are_purged_before_a_start_compiles(tmp_path, marker_key, left):
+    # numba keys a cached kernel on its own file: a caller whose callee's module changed keeps
+    # running the old machine code. A marker keyed on every kernel module says when to purge.
+    from stratabatch import warm
+
+    d, result = _cache_with(tmp_path, marker_key)
+    warm.purge_stale(result)
+    assert sorted(os.listdir(d)) == left
+
+
+def test_a_start_that_compiles_purges_a_stale_cache_first(tmp_path, monkeypatch):
+    from stratabatch import warm
+    from stratabatch.config import BatchConfig
+
+    d, result = _cache_with(tmp_path, "an-older-key")
+    monkeypatch.setattr(warm, "check", lambda **_: result)
+    warm.Notice(BatchConfig())
+    assert sorted(os.listdir(d)) == ["core.cpython-311.pyc"]
