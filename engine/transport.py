@@ -3,9 +3,10 @@
 :class:`Transport` holds what a client process shares with one engine: the Unix socket and
 its handshake (blocking, or through the event loop), the slot's two rings, its doorbells and
 its rows of the embedding arena, and the engine's pid. It moves frames and nothing else: the
-client (:class:`stratabatch.client.EngineClient`) builds and parses them with
-:mod:`stratabatch.ipc.frames` and keeps the books of its calls; the transport knows no call,
-no request id and no future.
+clients' books (:class:`stratabatch.asyncbooks.LoopBooks` of the asyncio client,
+:class:`stratabatch.syncbooks.Books` of the blocking one) build and parse them with
+:mod:`stratabatch.ipc.frames` and keep the calls; the transport knows no call, no request id
+and no future.
 
 Its surface, used from the asyncio client's event-loop thread, or by the blocking client's
 threads under that client's locks:
