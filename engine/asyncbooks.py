@@ -29,8 +29,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .clientcalls import ONE, Item, ListCall, Packer, answer
-from .errors import BatchTimeoutError, InvalidRequestError, QueueFullError, StratabatchError
+from .clientcalls import ONE, CallBooks, Item, ListCall, Packer, answer
+from .errors import InvalidRequestError, StratabatchError
 from .requests import check_payload
 from .transport import Transport
 from .wire import STATUS_OK, error_from_wire
@@ -38,7 +38,7 @@ from .wire import STATUS_OK, error_from_wire
 __all__ = ["LoopBooks"]
 
 
-class LoopBooks:
+class LoopBooks(CallBooks):
     """The calls of one asyncio client (see the module docstring).
 
     Args:
@@ -48,21 +48,10 @@ class LoopBooks:
     """
 
     def __init__(self, name: str, lost: Callable[[str], None]) -> None:
-        self.name = name
+        super().__init__(name)  # (the queue is sent as one batch frame per loop iteration)
         self._lost = lost
-        # every request sent or queued and not answered yet, by id: (its call, its index
-        # there), or (its future, ONE) for a one-request call
-        self._pending: dict[int, tuple[Any, int]] = {}
-        self._rows: dict[int, int] = {}  # request id -> the arena row holding its vector
-        # requests encoded by their callers, not in the ring yet: sent as one batch frame per
-        # event-loop iteration (flush)
-        self._outq: list[Item] = []
         self._flush_scheduled = False
-        self._waiting_room = False  # the ring was full: rung() sends the rest
-        self._next_id = 1
         self._loop: asyncio.AbstractEventLoop | None = None  # where flushes and timers run
-        self._conn: Transport | None = None
-        self._packer: Packer | None = None
         self._decode: Callable[[bytes], list[Any]] | None = None
         self._max_request_bytes = 0
         self._max_blob = 0
@@ -94,24 +83,10 @@ class LoopBooks:
         self._loop = loop
 
     @property
-    def waiting(self) -> bool:
-        """True while some request waits for an answer (or to be sent)."""
-        return bool(self._pending)
-
-    @property
     def pending(self) -> dict[int, tuple[Any, int]]:
         """The table of waiting requests itself, by id (for tests that drive the rings by
         hand, through the client's probe)."""
         return self._pending
-
-    def fail_all(self, error: BaseException) -> None:
-        """Every waiting request gets ``error``; nothing is left queued."""
-        self._outq.clear()
-        self._rows.clear()
-        self._waiting_room = False
-        pending, self._pending = self._pending, {}
-        for owner, index in pending.values():
-            answer(owner, index, None, error)
 
     def after_fork(self, error: BaseException) -> None:
         """In a forked child: let go of the transport and the parent's loop; the calls
@@ -238,39 +213,6 @@ class LoopBooks:
             assert self._loop is not None
             self._loop.call_soon(self.flush)
 
-    def _take_unsent(self, rids: Any = None) -> list[int]:
-        """Take the queued requests not sent yet (those of ``rids`` only, when given) out of
-        the queue, freeing their arena rows; their ids."""
-        keep, taken = [], []
-        for item in self._outq:
-            rid = item[0]
-            if rids is not None and rid not in rids:
-                keep.append(item)
-            else:
-                self._free_row(rid)
-                taken.append(rid)
-        self._outq = keep
-        return taken
-
-    def _refuse_unsent(self, message: str, rids: set[int] | None = None) -> None:
-        """Fail the queued requests not sent yet (those of ``rids`` only, when given)."""
-        for rid in self._take_unsent(rids):
-            entry = self._pending.pop(rid, None)
-            if entry is not None:
-                owner, index = entry
-                if index >= 0:
-                    owner.refused = True
-                answer(owner, index, None, QueueFullError(message))
-
-    def _free_row(self, rid: int) -> None:
-        row = self._rows.pop(rid, -1)
-        if row >= 0 and self._conn is not None:
-            self._conn.free_row(row)
-
-    def unsent(self, call: ListCall, ids: range) -> bool:
-        """Whether part of ``call`` never left this process (the ring stayed full)."""
-        return call.refused or any(item[0] in ids for item in self._outq)
-
     # ------------------------------------------------------------- answers in
 
     def rung(self) -> None:
@@ -364,38 +306,9 @@ class LoopBooks:
         the engine drops the same requests itself, since their frames carry the deadline. A
         request still queued here (the ring stayed full) gets a :class:`QueueFullError`.
         """
-        pending = self._pending
-        if self._outq:  # still waiting for ring room: a full ring, not a slow engine
-            self._refuse_unsent(
-                f"the request ring to engine {self.name!r} was still full when the caller's "
-                "timeout ran out",
-                {rid for rid in ids if (e := pending.get(rid)) is not None and e[0] is owner},
-            )
+        self._refuse_unsent_of(owner, ids)
         self.drain()
-        for rid in ids:
-            entry = pending.get(rid)
-            if entry is not None and entry[0] is owner:
-                del pending[rid]
-                answer(
-                    owner,
-                    entry[1],
-                    None,
-                    BatchTimeoutError(
-                        f"the caller's timeout ({timeout or 0:g} s) ran out before the engine "
-                        f"{self.name!r} answered"
-                    ),
-                )
-
-    def forget(self, owner: Any, ids: range) -> None:
-        """The caller left: drop its pending entries (late answers are ignored); its requests
-        not sent yet are not sent at all."""
-        if self._outq:
-            self._take_unsent(ids)
-        pending = self._pending
-        for rid in ids:
-            entry = pending.get(rid)
-            if entry is not None and entry[0] is owner:
-                del pending[rid]
+        self._time_out(owner, ids, timeout)
 
     def leave(self, rid: int, fut: Any) -> None:
         """A one-request caller left: drop its entry (its answer is ignored when it comes)."""

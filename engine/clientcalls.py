@@ -11,6 +11,9 @@ response item becomes a caller's outcome, by the same rules:
 * :class:`ListCall` -- a list or streaming call's book (:class:`stratabatch.calls.Call`) plus
   what the wire adds (its first request id, so a merge's ``leader`` maps back to a position);
 * :func:`answer` -- give one waiting request its outcome, whatever its owner is;
+* :class:`CallBooks` -- what both clients' books hold (the waiting requests by id, their arena
+  rows, the queue not sent yet, the transport) and the operations on it that need no lock or
+  loop of their own (callers leaving, timing out, failing all, requests never sent);
 * :func:`call_deadline` and :data:`NO_DEADLINE_S` -- what a call's ``timeout`` means;
 * :func:`stats_from_wire` -- the engine's stats answer as a ``Stats``.
 """
@@ -22,12 +25,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .calls import Call, check_vector
-from .errors import RequestTooLargeError
+from .errors import BatchTimeoutError, QueueFullError, RequestTooLargeError
 from .requests import check_payload
+from .transport import Transport
 
 __all__ = [
     "NO_DEADLINE_S",
     "ONE",
+    "CallBooks",
     "Item",
     "ListCall",
     "Packer",
@@ -116,6 +121,118 @@ def answer(owner: Any, index: int, value: Any, error: BaseException | None) -> N
                 owner.set_exception(error)
     else:
         owner.answer(index, value, error, None)
+
+
+class CallBooks:
+    """What the books of both clients hold, and what they do to it alike.
+
+    The asyncio client's :class:`~stratabatch.asyncbooks.LoopBooks` runs these on its event
+    loop; the blocking client's :class:`~stratabatch.syncbooks.Books` under its lock.
+
+    Args:
+        name: The engine's name (for messages).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # every request sent or queued and not answered yet, by id: (its call, its index
+        # there), or (its future or waiter, ONE) for a one-request call
+        self._pending: dict[int, tuple[Any, int]] = {}
+        self._rows: dict[int, int] = {}  # request id -> the arena row holding its vector
+        self._outq: list[Item] = []  # encoded by their callers, not in the ring yet
+        self._waiting_room = False  # the ring was full: the rest goes when room appears
+        self._next_id = 1
+        self._conn: Transport | None = None
+        self._packer: Packer | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """True while some request waits for an answer (or to be sent)."""
+        return bool(self._pending)
+
+    def fail_all(self, error: BaseException) -> None:
+        """Every waiting request gets ``error``; nothing is left queued."""
+        self._outq = []
+        self._rows.clear()
+        self._waiting_room = False
+        pending, self._pending = self._pending, {}
+        for owner, index in pending.values():
+            answer(owner, index, None, error)
+
+    def forget(self, owner: Any, ids: Sequence[int]) -> None:
+        """The caller left: drop its pending entries (late answers are ignored); its requests
+        not sent yet are not sent at all."""
+        if self._outq:
+            self._take_unsent(ids)
+        pending = self._pending
+        for rid in ids:
+            entry = pending.get(rid)
+            if entry is not None and entry[0] is owner:
+                del pending[rid]
+
+    def _refuse_unsent_of(self, owner: Any, ids: Sequence[int]) -> None:
+        """The caller's timeout ran out: its requests still queued here (the ring stayed
+        full, not a slow engine) get a :class:`QueueFullError`."""
+        if self._outq:
+            pending = self._pending
+            self._refuse_unsent(
+                f"the request ring to engine {self.name!r} was still full when the caller's "
+                "timeout ran out",
+                {rid for rid in ids if (e := pending.get(rid)) is not None and e[0] is owner},
+            )
+
+    def _time_out(self, owner: Any, ids: Sequence[int], timeout: float | None) -> None:
+        """The caller's timeout ran out: each of its requests without an answer gets a
+        :class:`BatchTimeoutError` (a list call with ``return_exceptions`` and a stream one
+        per request, as in embedded mode)."""
+        pending = self._pending
+        for rid in ids:
+            entry = pending.get(rid)
+            if entry is not None and entry[0] is owner:
+                del pending[rid]
+                answer(
+                    owner,
+                    entry[1],
+                    None,
+                    BatchTimeoutError(
+                        f"the caller's timeout ({timeout or 0:g} s) ran out before the engine "
+                        f"{self.name!r} answered"
+                    ),
+                )
+
+    def _take_unsent(self, rids: Any = None) -> list[int]:
+        """Take the queued requests not sent yet (those of ``rids`` only, when given) out of
+        the queue, freeing their arena rows; their ids."""
+        keep, taken = [], []
+        for item in self._outq:
+            rid = item[0]
+            if rids is not None and rid not in rids:
+                keep.append(item)
+            else:
+                self._free_row(rid)
+                taken.append(rid)
+        self._outq = keep
+        return taken
+
+    def _refuse_unsent(self, message: str, rids: Any = None) -> None:
+        """Fail the queued requests not sent yet (those of ``rids`` only, when given) with a
+        :class:`QueueFullError`."""
+        for rid in self._take_unsent(rids):
+            entry = self._pending.pop(rid, None)
+            if entry is not None:
+                owner, index = entry
+                if index >= 0:
+                    owner.refused = True
+                answer(owner, index, None, QueueFullError(message))
+
+    def _free_row(self, rid: int) -> None:
+        row = self._rows.pop(rid, -1)
+        if row >= 0 and self._conn is not None:
+            self._conn.free_row(row)
+
+    def unsent(self, call: ListCall, ids: range) -> bool:
+        """Whether part of ``call`` never left this process (the ring stayed full)."""
+        return call.refused or any(item[0] in ids for item in self._outq)
 
 
 class Packer:

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Sequence
 from typing import Any
 
-from .clientcalls import ONE, Item, ListCall, Packer, answer
+from .clientcalls import ONE, CallBooks, Item, ListCall, Packer, answer
 from .errors import (
-    BatchTimeoutError,
     EngineUnavailableError,
-    QueueFullError,
     StratabatchError,
 )
 from .transport import Transport
@@ -78,7 +77,7 @@ class Waiter:
             self.lock.release()
 
 
-class Books:
+class Books(CallBooks):
     """The calls of one blocking client (see the module docstring).
 
     Args:
@@ -86,27 +85,13 @@ class Books:
     """
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        super().__init__(name)  # (the reader sends the rest of a full ring when room comes)
         self.lock = threading.Lock()
-        # every request sent or queued and not answered yet, by id: (its call, its index
-        # there), or (its waiter, ONE) for a one-request call
-        self._pending: dict[int, tuple[Any, int]] = {}
-        self._rows: dict[int, int] = {}  # request id -> the arena row holding its vector
-        self._outq: list[Item] = []  # queued, not in the ring yet
         self._sending = False  # a thread is pushing _outq: the others only queue
-        self._waiting_room = False  # the ring was full: the reader sends the rest
         self._returning = 0  # callers the reader woke together, not back yet
         # answered one-request callers not woken yet: each caller woken wakes the next
         self._ready: collections.deque[Waiter] = collections.deque()
         self._chain = False  # a caller of _ready is awake and has not woken the next yet
-        self._next_id = 1
-        self._conn: Transport | None = None
-        self._packer: Packer | None = None
-
-    @property
-    def waiting(self) -> bool:
-        """True while some request waits for an answer (or to be sent)."""
-        return bool(self._pending)
 
     def use(self, conn: Transport, packer: Packer) -> None:
         """Queue requests for ``conn`` from now on, framed by ``packer``."""
@@ -278,35 +263,6 @@ class Books:
         if conn is not None:
             self.send(conn)
 
-    def _take_unsent(self, rids: Any = None) -> list[int]:
-        """(Under the lock.) Take the queued requests not sent yet (those of ``rids`` only,
-        when given) out of the queue, freeing their arena rows; their ids."""
-        keep, taken = [], []
-        for item in self._outq:
-            rid = item[0]
-            if rids is not None and rid not in rids:
-                keep.append(item)
-            else:
-                self._free_row(rid)
-                taken.append(rid)
-        self._outq = keep
-        return taken
-
-    def _refuse_unsent(self, message: str, rids: Any = None) -> None:
-        """(Under the lock.) Fail the queued requests not sent yet with QueueFullError."""
-        for rid in self._take_unsent(rids):
-            entry = self._pending.pop(rid, None)
-            if entry is not None:
-                owner, index = entry
-                if index >= 0:
-                    owner.refused = True
-                answer(owner, index, None, QueueFullError(message))
-
-    def _free_row(self, rid: int) -> None:
-        row = self._rows.pop(rid, -1)
-        if row >= 0 and self._conn is not None:
-            self._conn.free_row(row)
-
     def room(self, conn: Transport) -> None:
         """The engine freed room in the request ring: send the rest."""
         with self.lock:
@@ -401,56 +357,25 @@ class Books:
             first.lock.release()
         return None
 
-    def fail_all(self, error: BaseException) -> None:
-        """(The caller holds :attr:`lock`.) Every waiting request gets ``error``; nothing
-        stays queued."""
-        self._outq = []
-        self._rows.clear()
-        self._waiting_room = False
-        pending, self._pending = self._pending, {}
-        for owner, index in pending.values():
-            answer(owner, index, None, error)
+    # (fail_all, CallBooks's: the caller holds :attr:`lock`)
 
-    def forget(self, owner: Any, ids: range) -> None:
-        """The caller left: drop its requests from the books (late answers are ignored)."""
+    def forget(self, owner: Any, ids: Sequence[int]) -> None:
+        """The caller left: drop its requests from the books (late answers are ignored; what
+        is not sent yet is not sent at all)."""
         with self.lock:
-            if self._outq:  # what is not sent yet is not sent at all
-                self._take_unsent(ids)
-            pending = self._pending
-            for rid in ids:
-                entry = pending.get(rid)
-                if entry is not None and entry[0] is owner:
-                    del pending[rid]
+            super().forget(owner, ids)
 
     def expire(self, owner: Any, ids: range, timeout: Any) -> None:
         """A caller's timeout ran out (the answers already in the ring were delivered): fail
         its requests still without an answer, with QueueFullError those never sent."""
         with self.lock:
-            pending = self._pending
-            if self._outq:
-                self._refuse_unsent(
-                    f"the request ring to engine {self.name!r} was still full when the "
-                    "caller's timeout ran out",
-                    {rid for rid in ids if (e := pending.get(rid)) is not None and e[0] is owner},
-                )
-            for rid in ids:
-                entry = pending.get(rid)
-                if entry is not None and entry[0] is owner:
-                    del pending[rid]
-                    answer(
-                        owner,
-                        entry[1],
-                        None,
-                        BatchTimeoutError(
-                            f"the caller's timeout ({timeout or 0:g} s) ran out before the "
-                            f"engine {self.name!r} answered"
-                        ),
-                    )
+            self._refuse_unsent_of(owner, ids)
+            self._time_out(owner, ids, timeout)
 
     def unsent(self, call: ListCall, ids: range) -> bool:
         """Whether part of ``call`` never left this process (the ring stayed full)."""
         with self.lock:
-            return call.refused or any(item[0] in ids for item in self._outq)
+            return super().unsent(call, ids)
 
     def lose(self, conn: Transport, why: str) -> None:
         """The engine of ``conn`` is gone: close it, and fail every call still waiting."""
