@@ -361,16 +361,13 @@ def purge_stale(result: CacheCheck) -> int:
         names = os.listdir(where)
     except OSError:
         return 0
-    markers = [n for n in names if n.startswith("stratabatch-warm-") and n.endswith(".json")]
-    stale = False
-    for name in markers:
-        try:
-            with open(os.path.join(where, name), encoding="utf-8") as f:
-                stale = stale or str(json.load(f).get("key")) != result.key
-        except (OSError, ValueError, AttributeError):
-            stale = True
-    if not stale:
-        return 0
+    head, _, tail = _MARKER.partition("{unit}")
+    units_marked = [
+        n[len(head) : -len(tail)] for n in names if n.startswith(head) and n.endswith(tail)
+    ]
+    if all(_marker_key(where, unit) == result.key for unit in units_marked):
+        return 0  # (no marker at all: a first start)
+    markers = {_MARKER.format(unit=unit) for unit in units_marked}
     removed = 0
     for name in names:
         if name.endswith((".nbi", ".nbc")) or name in markers:
