@@ -20,9 +20,10 @@ from .grouping import Deduper
 from .records import DONE, INFLIGHT, Batch, Group, Request
 from .stats import StatsRecorder
 
-__all__ = ["GONE", "Answers", "OnComplete"]
+__all__ = ["GONE", "Answers", "OnComplete", "OnCompleteMany"]
 
 OnComplete = Callable[[Request, Any, "BaseException | None"], None]
+OnCompleteMany = Callable[[list[Request], list[Any]], None]
 
 GONE: tuple = ()  # the members of a group the core let go (a tuple: nothing joins it)
 
@@ -41,6 +42,11 @@ class Answers:
 
     Attributes:
         on_complete: The hook; may be replaced (the core's ``_on_complete`` sets it).
+        on_complete_many: None, or the hook for a batch's successes at once: called once per
+            finished batch with the requests answered with a value and their values, in the
+            order ``on_complete`` would have seen them, instead of ``on_complete`` for each
+            (the engine's outbox: one call per batch, not per request). Errors still go
+            through ``on_complete``. The same contract as ``on_complete``.
     """
 
     def __init__(
@@ -51,6 +57,7 @@ class Answers:
         loop: Callable[[], asyncio.AbstractEventLoop | None],
     ) -> None:
         self.on_complete = on_complete
+        self.on_complete_many: OnCompleteMany | None = None
         self._stats = stats
         self._dedup = dedup
         self._loop = loop
@@ -70,62 +77,79 @@ class Answers:
                 )
             return
         on_complete = self.on_complete
+        many = self.on_complete_many
+        got: list[Request] = []  # for on_complete_many: the answered and their values
+        values: list[Any] = []
         exact = dedup.exact
         done: list[float] = []  # arrival times of the answered, for the stats (per batch)
-        for g, value in zip(batch.groups, results, strict=True):
-            ks = g.keys
-            if ks is not None:
-                if type(ks) is not list and exact.get(ks) is g:  # (its leader's key alone)
-                    del exact[ks]
-                else:
-                    dedup.drop_keys(g)
-            if g.row is not None:
-                dedup.drop_row(g)
-            if isinstance(value, BaseException):
-                self.group_failed(
-                    g,
-                    HandlerError.from_exception(
-                        value, "the handler returned an error for this request"
-                    ),
-                )
-                for m in g.member_list():
-                    m.group = None
-            elif g.members is None:  # the leader alone (most groups)
-                m = g.leader
-                if m.state == INFLIGHT:
-                    m.state = DONE
-                    if m.timer is not None:
-                        m.timer.cancel()
-                        m.timer = None
-                    done.append(m.arrival)
-                    sink = m.sink
-                    if type(sink) is _Future:  # a single call's future (see on_complete)
-                        if not sink.done():
-                            sink.set_result(value)
+        try:
+            for g, value in zip(batch.groups, results, strict=True):
+                ks = g.keys
+                if ks is not None:
+                    if type(ks) is not list and exact.get(ks) is g:  # (its leader's key alone)
+                        del exact[ks]
                     else:
-                        try:
-                            on_complete(m, value, None)
-                        except Exception as e:  # the hook's bug stays with this request
-                            self.hook_failed(e)
-                m.group = None
-            else:
-                lead = g.leader
-                for m in g.members:
+                        dedup.drop_keys(g)
+                if g.row is not None:
+                    dedup.drop_row(g)
+                if isinstance(value, BaseException):
+                    self.group_failed(
+                        g,
+                        HandlerError.from_exception(
+                            value, "the handler returned an error for this request"
+                        ),
+                    )
+                    for m in g.member_list():
+                        m.group = None
+                elif g.members is None:  # the leader alone (most groups)
+                    m = g.leader
                     if m.state == INFLIGHT:
                         m.state = DONE
                         if m.timer is not None:
                             m.timer.cancel()
                             m.timer = None
-                        if m is not lead:
-                            m.merged_with = lead
                         done.append(m.arrival)
-                        try:
-                            on_complete(m, value, None)
-                        except Exception as e:
-                            self.hook_failed(e)
+                        sink = m.sink
+                        if type(sink) is _Future:  # a single call's future (see on_complete)
+                            if not sink.done():
+                                sink.set_result(value)
+                        elif many is not None:
+                            got.append(m)
+                            values.append(value)
+                        else:
+                            try:
+                                on_complete(m, value, None)
+                            except Exception as e:  # the hook's bug stays with this request
+                                self.hook_failed(e)
                     m.group = None
-            g.members = GONE
-            g.batch = None
+                else:
+                    lead = g.leader
+                    for m in g.members:
+                        if m.state == INFLIGHT:
+                            m.state = DONE
+                            if m.timer is not None:
+                                m.timer.cancel()
+                                m.timer = None
+                            if m is not lead:
+                                m.merged_with = lead
+                            done.append(m.arrival)
+                            if many is not None:
+                                got.append(m)
+                                values.append(value)
+                            else:
+                                try:
+                                    on_complete(m, value, None)
+                                except Exception as e:
+                                    self.hook_failed(e)
+                        m.group = None
+                g.members = GONE
+                g.batch = None
+        finally:  # (a bug of ours above must not strand those already taken from groups)
+            if got:
+                try:
+                    many(got, values)  # type: ignore[misc]  # (got is empty without it)
+                except Exception as e:  # the hook's bug stays with these requests
+                    self.hook_failed(e)
         if done:
             self._stats.record_done_many(done, now)
 

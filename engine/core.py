@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .admission import Admission
-from .answers import GONE, Answers, OnComplete
+from .answers import GONE, Answers, OnComplete, OnCompleteMany
 from .config import BatchConfig
 from .errors import (
     BatchTimeoutError,
@@ -125,6 +125,16 @@ class Core:
     @on_batch_start.setter
     def on_batch_start(self, hook: Callable[[int], None] | None) -> None:
         self._runner.on_start = hook
+
+    @property
+    def on_complete_many(self) -> OnCompleteMany | None:
+        """None, or the hook that gets a finished batch's successes at once instead of
+        ``on_complete`` for each (:attr:`stratabatch.answers.Answers.on_complete_many`)."""
+        return self._answers.on_complete_many
+
+    @on_complete_many.setter
+    def on_complete_many(self, hook: OnCompleteMany | None) -> None:
+        self._answers.on_complete_many = hook
 
     @property
     def next_look_at(self) -> float | None:

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from .core import Core
     from .slots import Client
 
+_new_tuple = tuple.__new__  # a NamedTuple from a checked list (as ipc/frames does)
+
 MAX_DRAIN = 4096
 """Requests one client gets in per pass at most: one client cannot starve the others."""
 MAX_BACKLOG = 4096
@@ -137,7 +139,7 @@ class Intake:
         be answered from drops the client."""
         ring = client.requests
         assert ring is not None
-        decode = self._decoder.requests
+        decode = self._decoder.request_items
         inbox = client.inbox
         while len(inbox) < budget and not client.closed:
             try:
@@ -160,10 +162,14 @@ class Intake:
             except Exception as exc:  # a bug of ours: that frame fails, not the engine
                 self._outbox.internal_error(client, peek_frame_id(data), exc, "decoding a frame")
                 continue
-            # the size a single frame's payload is bounded by (a batch's were checked whole)
-            size = len(data) if len(items) == 1 else 0
-            for item in items:
-                inbox.append((item, size))
+            # an entry is a plain item as decoded (a list), a (request or error, size) pair,
+            # or a request or error of a batch (size 0: a batch's sizes were checked whole);
+            # the size is what a single frame's payload is bounded by
+            if len(items) == 1:
+                item = items[0]
+                inbox.append(item if type(item) is list else (item, len(data)))
+            else:
+                inbox.extend(items)
 
     def _admit(self, client: Client, budget: int) -> int:
         """Hand up to ``budget`` decoded requests of ``client``'s inbox to the core; returns
@@ -187,6 +193,30 @@ class Intake:
         while inbox and n < budget and not client.closed:
             n += 1
             entry = inbox.popleft()
+            if type(entry) is list:  # a plain item: [id, priority, 0, NO_ROW, payload]
+                if room > 0:
+                    rid = entry[0]
+                    payload = entry[4]
+                    if rid not in pending and not (vectors and "embedding" in payload):
+                        # build_request's record of a checked payload without a vector
+                        text = payload.get(key)
+                        req = Request(
+                            payload,
+                            entry[1],
+                            None,
+                            client,
+                            rid,
+                            text if type(text) is str or isinstance(text, str) else None,
+                            None,
+                            0,
+                        )
+                        pending[rid] = req  # (a twin id later in the run takes the long way)
+                        run.append(req)
+                        room -= 1
+                        continue
+                entry = (_new_tuple(DecodedRequest, entry), 0)
+            elif type(entry) is not tuple:  # a batch's request or error
+                entry = (entry, 0)
             fr = entry[0]
             if (
                 room <= 0

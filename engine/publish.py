@@ -85,6 +85,11 @@ class Publisher:
         """Record one request's latency, submission to outcome."""
         self._lat_ms.append(seconds * 1000.0)
 
+    def latencies(self, now: float, arrivals: list[float]) -> None:
+        """Record the latencies of requests submitted at ``arrivals`` (loop times) and
+        answered at ``now``."""
+        self._lat_ms += [(now - a) * 1000.0 for a in arrivals]
+
     def totals(
         self, rec: StatsRecorder, queue_depth: int, inflight_batches: int, clients: int
     ) -> None:

@@ -145,6 +145,7 @@ class Engine:
         # the components: answers out, requests in, when to look, what to publish
         self._outbox = Outbox(self._clients, FrameEncoder(self.limits))
         self.core = Core(config, self._outbox.on_complete, handler)
+        self.core.on_complete_many = self._outbox.on_complete_many  # a batch's answers at once
         self._intake = Intake(
             self.core,
             config,

@@ -619,6 +619,21 @@ class FrameDecoder:
             FrameError: The bytes are not a msgpack array of requests at all (nothing in it
                 can be answered).
         """
+        return [
+            _new_tuple(Request, item) if type(item) is list else item
+            for item in self.request_items(data)
+        ]
+
+    def request_items(self, data: bytes | bytearray | memoryview) -> list[Any]:
+        """:meth:`requests`, but a batch's plain item (valid, no deadline, no arena row, a map
+        payload whose values are no containers: the common request) stays the checked list
+        ``[id, priority, 0, NO_ROW, payload]`` it was decoded as. The engine's intake reads
+        those without a record per item; every other item is a :class:`Request` or a
+        :class:`FrameError`, as from :meth:`requests`.
+
+        Raises:
+            FrameError: As :meth:`requests`.
+        """
         frame = self._unpack(data, "request")
         if type(frame) is not list or not frame:
             raise FrameError(
@@ -626,7 +641,7 @@ class FrameDecoder:
             )
         if type(frame[0]) is not list:  # a single request
             return [self._request(frame, data)]
-        out: list[Request | FrameError] = []
+        out: list[Any] = []
         limit = self._max_payload
         size = len(data) if type(data) is bytes else memoryview(data).nbytes
         small = limit is None or size <= limit  # no payload in it can be over the limit
@@ -640,15 +655,25 @@ class FrameDecoder:
                     and 0 <= rid <= MAX_ID
                     and type(priority) is int
                     and MIN_PRIORITY <= priority <= MAX_PRIORITY
-                    and type(deadline_ns) is int
-                    and 0 <= deadline_ns <= MAX_DEADLINE_NS
-                    and type(arena_row) is int
-                    and NO_ROW <= arena_row <= MAX_ROW
                     and type(payload) is dict
                     and _flat_values(payload)
                 ):
-                    out.append(_new_tuple(Request, item))
-                    continue
+                    if (
+                        deadline_ns == 0
+                        and arena_row == NO_ROW
+                        and type(deadline_ns) is int
+                        and type(arena_row) is int
+                    ):
+                        out.append(item)  # the plain item, as decoded
+                        continue
+                    if (
+                        type(deadline_ns) is int
+                        and 0 <= deadline_ns <= MAX_DEADLINE_NS
+                        and type(arena_row) is int
+                        and NO_ROW <= arena_row <= MAX_ROW
+                    ):
+                        out.append(_new_tuple(Request, item))
+                        continue
             try:
                 # only a frame over the limit can hold a payload over it: measure those
                 out.append(self._request(item, None if small else b""))

@@ -99,3 +99,38 @@ def test_submit_many_queues_in_order_at_once_and_a_full_batch_does_not_wait(run_
     run_virtual(main)
     assert [q for _, qs in seen for q in qs] == ["a", "b", "c", "d"]
     assert outcomes == {0: "A", 1: "B", 2: "C", 3: "D"}
+
+
+def test_on_complete_many_gets_each_batch_successes_at_once_and_errors_one_by_one(run_virtual):
+    # The engine's outbox takes a finished batch's answers in one call (Core.on_complete_many):
+    # once per handler call, every member that got a value (twins too), in the batch's order;
+    # an item the handler failed still goes through on_complete, one request at a time.
+    from stratabatch.records import Request
+
+    many: list[list[tuple[int, object, object]]] = []
+    singles: list[tuple[int, str]] = []
+
+    async def handler(reqs):
+        return [ValueError("no") if r["query"] == "bad" else r["query"].upper() for r in reqs]
+
+    async def main():
+        b = BatchProcessor(handler, window_ms=500, max_size=3, dedup_strategy="exact")
+        await b.warm_up()
+        core = b._core
+        core._on_complete = lambda req, value, error: singles.append(
+            (req.index, type(error).__name__)
+        )
+        core.on_complete_many = lambda reqs, values: many.append(
+            [(r.index, v, None if r.merged_with is None else r.merged_with.index)
+             for r, v in zip(reqs, values, strict=True)]
+        )
+        core.bind(asyncio.get_running_loop())
+        qs = ["a", "bad", "a", "c", "d"]
+        core.submit_many([Request({"query": q}, index=i, text=q) for i, q in enumerate(qs)])
+        await asyncio.sleep(1.0)
+        await core.close()
+
+    run_virtual(main)
+    # batch 1: "a" (with its twin 2), "bad", "c"; batch 2: "d" at the window's end
+    assert many == [[(0, "A", None), (2, "A", 0), (3, "C", None)], [(4, "D", None)]]
+    assert singles == [(1, "HandlerError")]

@@ -1,0 +1,44 @@
+"""FrameDecoder.request_items: the engine's intake reads a batch's plain item as decoded."""
+
+from __future__ import annotations
+
+import msgpack
+
+from stratabatch.ipc.errors import FrameError
+from stratabatch.ipc.frames import NO_ROW, FrameDecoder, FrameEncoder, Request
+
+ENC = FrameEncoder()
+DEC = FrameDecoder()
+
+
+def _batch(items: list[list[object]]) -> bytes:
+    return msgpack.packb(items)
+
+
+def test_a_plain_item_stays_its_decoded_list_and_any_other_is_what_requests_gives():
+    items = [
+        [1, 0, 0, NO_ROW, {"query": "plain"}],
+        [2, 5, 0, NO_ROW, {"query": "plain, with a priority"}],
+        [3, 0, 99, NO_ROW, {"query": "a deadline"}],
+        [4, 0, 0, 7, {"query": "an arena row"}],
+        [5, 0, 0, -1.0, {"query": "a float row"}],  # equal to NO_ROW, not an int: refused
+        [6, 0, False, NO_ROW, {"query": "a bool deadline"}],  # equal to 0, not an int
+        [7, 0, 0, NO_ROW, {"query": "nested", "n": [1]}],  # a container value: the long way
+        [8, 0, 0, NO_ROW, "not a map"],
+    ]
+    data = _batch(items)
+    got = DEC.request_items(data)
+    assert got[:2] == items[:2] and all(type(g) is list for g in got[:2])
+    assert [type(g).__name__ for g in got[2:]] == [
+        "Request", "Request", "FrameError", "FrameError", "Request", "Request"
+    ]
+    assert [getattr(g, "id", None) for g in got[4:6]] == [5, 6]
+    # requests() is the same decode with every item a Request (or a FrameError)
+    want = DEC.requests(data)
+    assert [Request(*g) if type(g) is list else g for g in got][:4] == want[:4]
+    assert all(type(w) in (Request, FrameError) for w in want)
+
+
+def test_a_single_frame_is_never_a_plain_list():
+    got = DEC.request_items(ENC.request(1, 0, 0, NO_ROW, {"query": "one"}))
+    assert got == [Request(1, 0, 0, NO_ROW, {"query": "one"})] and type(got[0]) is Request
