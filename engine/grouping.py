@@ -447,8 +447,71 @@ class Deduper:
     def run(self, raw: list[Request], *, sliced: bool = False) -> Prepared | None:
         """One pass on the loop (small passes); ``sliced``: as :meth:`apply`."""
         if raw:
+            c = self.config
+            if (
+                c.enable_dedup
+                and c.dedup_function is None
+                and not c.dedup_scope
+                and not self._embeds()
+            ):
+                self._run_exact(raw)
+                return None
             return self.apply(self.prepare(raw, embed_ahead=False), sliced=sliced)
         return None
+
+    def _run_exact(self, raw: list[Request]) -> None:
+        """:meth:`apply` of :meth:`prepare` for exact dedup without a scope (the common pass),
+        fused into one loop over the arrivals: the same keys, and the same groups, joins and
+        coalescences in the same order (a twin of this pass finds its leader already filed
+        under its key, where :meth:`apply` files the pass's leaders first and joins their
+        twins after; the members and the groups' order come out the same)."""
+        ops = self._ops
+        exact_index = self.exact
+        try:
+            if self.config.normalize:
+                norms: list[Any] = [
+                    (
+                        canonical_bytes(r.payload)
+                        if (t := r.text) is None
+                        else " ".join(t.lower().split())
+                        if t.isascii()
+                        else normalize_key(t)
+                    )
+                    for r in raw
+                ]
+            else:
+                norms = [canonical_bytes(r.payload) if r.text is None else r.text for r in raw]
+        except Exception as e:  # as apply() reports prepare()'s failure: each request gets it
+            for r in raw:
+                if r.state == RAW:
+                    ops.reject(r, HandlerError.from_exception(e, "dedup failed"))
+            return
+        new_group = ops.new_group
+        join = ops.join
+        for r, n in zip(raw, norms, strict=True):
+            if r.state != RAW:  # left meanwhile
+                continue
+            key: Any = hash(n) if r.text is not None else (b"", hash(n), True)
+            r.norm = n
+            r.key = key
+            entry = exact_index.get(key)
+            if entry is not None:
+                if type(entry) is tuple:
+                    g, norm, sim, ex = entry
+                else:
+                    g, norm, sim, ex = entry, entry.leader.norm, 1.0, True
+                if norm == n:  # not a 64-bit hash collision
+                    batch = g.batch
+                    if batch is None:
+                        join(r, g, sim, ex)
+                        self.register_member(r, g, sim, ex)
+                        continue
+                    if batch.live > 0:  # running, and somebody still waits for it
+                        ops.coalesce(r, g, sim, ex)
+                        continue
+            g = new_group(r, None)
+            g.keys = key
+            exact_index[key] = g
 
     def prepare(self, raw: list[Request], *, embed_ahead: bool) -> Prepared:
         """The pure half of a pass; safe to run off the loop (reads only ``raw``).
