@@ -29,9 +29,13 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from stratabatch.ipc.errors import FrameError
+
 from .clientcalls import ONE, CallBooks, Item, ListCall, Packer, answer
 from .errors import InvalidRequestError, StratabatchError
-from .requests import check_payload
+from .requests import FLAT_SCALARS as _FLAT
+from .requests import STR_KEYS as _STR
+from .requests import check_payload, flat_packer
 from .transport import Transport
 from .wire import STATUS_OK, error_from_wire
 
@@ -57,6 +61,8 @@ class LoopBooks(CallBooks):
         self._max_blob = 0
         self._vectors = False
         self._policy = "wait"
+        self._pack = flat_packer()  # (used on the loop's thread only)
+        self._max_flat = 0  # a flat request's payload up to this size needs no other check
 
     # ------------------------------------------------------------- the client's side
 
@@ -71,6 +77,7 @@ class LoopBooks(CallBooks):
         self._max_blob = packer.max_blob
         self._vectors = packer.vectors
         self._policy = packer.policy
+        self._max_flat = packer.max_flat
 
     def release(self) -> None:
         """Let go of the transport and the loop (the client closed it, or this process was
@@ -106,7 +113,26 @@ class LoopBooks(CallBooks):
         """
         rid = self._next_id
         self._next_id = rid + 1
-        if self._vectors:
+        # the usual request, inline: a flat dict (the rule holds by construction) whose
+        # encoding fits the size and frame limits; anything else, or any failure, takes the
+        # full check, which says what is wrong
+        blob = None
+        if (
+            type(request) is dict
+            and _FLAT.issuperset(map(type, request.values()))
+            and _STR.issuperset(map(type, request))
+            and not self._vectors
+        ):
+            try:
+                blob = self._pack(request)
+            except (TypeError, ValueError, OverflowError):
+                pass
+            else:
+                if len(blob) > self._max_flat:
+                    blob = None
+        if blob is not None:
+            item: Item = (rid, priority, deadline_ns, -1, blob)
+        elif self._vectors:
             item = self._entry(request, 0, rid, priority, deadline_ns)
         else:  # (_entry without a vector to look for)
             blob = check_payload(request, 0, self._max_request_bytes)
@@ -190,13 +216,19 @@ class LoopBooks(CallBooks):
         packer = self._packer
         assert packer is not None
         sent = 0
-        for frame, n in packer.frames(outq):
-            if not conn.push(frame):
-                break
-            sent += n
-        if sent == len(outq):
-            outq.clear()
-            return
+        frame = packer.one_frame(outq)  # (the usual case: all of it in one frame)
+        if frame is not None:
+            if conn.push(frame):
+                outq.clear()
+                return
+        else:
+            for frame, n in packer.frames(outq):
+                if not conn.push(frame):
+                    break
+                sent += n
+            if sent == len(outq):
+                outq.clear()
+                return
         del outq[:sent]
         self._ring_full(conn, packer)
 
@@ -227,8 +259,6 @@ class LoopBooks(CallBooks):
 
     def drain(self) -> None:
         """Deliver every answer in the response ring."""
-        from stratabatch.ipc.errors import FrameError
-
         conn = self._conn
         if conn is None or conn.dead is not None:
             return

@@ -24,6 +24,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from stratabatch.ipc.errors import FrameTooLargeError
+
 from .calls import Call, check_vector
 from .errors import BatchTimeoutError, QueueFullError, RequestTooLargeError
 from .requests import check_payload
@@ -253,6 +255,8 @@ class Packer:
         self.max_request_bytes: int = transport.max_request_bytes
         # a payload this small always fits a frame of its own (no need to measure the frame)
         self.max_blob = limits.max_frame_bytes - 64
+        # a flat request's payload this small needs no other check (size and frame limits)
+        self.max_flat = min(self.max_request_bytes, self.max_blob)
         self.max_items = min(MAX_BATCH, limits.max_array_len)
         self.vectors: bool = transport.uses_vectors
         self.dim: int | None = transport.dim or None
@@ -302,11 +306,19 @@ class Packer:
                 f"limit of {enc.limits.max_frame_bytes} bytes"
             )
 
+    def one_frame(self, items: Sequence[Item]) -> bytes | None:
+        """``items`` as one batch frame, or None when the limits need more than one (then
+        :meth:`frames` cuts them)."""
+        if len(items) <= self.max_items:
+            try:
+                return self.encoder.request_batch(items)
+            except FrameTooLargeError:
+                pass
+        return None
+
     def frames(self, items: Sequence[Item]) -> Iterator[tuple[bytes, int]]:
         """Batch frames holding ``items`` in order, as few as the limits allow: each frame
         with the number of items it holds (encoded lazily: stop when the ring is full)."""
-        from stratabatch.ipc.errors import FrameTooLargeError
-
         enc = self.encoder
         n = len(items)
         if n <= self.max_items:  # the usual case: all of it in one frame

@@ -35,10 +35,12 @@ results over by reference, so there they have no size or type limit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from stratabatch.ipc.framelimits import is_flat_map
+import msgpack
+
+from stratabatch.ipc.framelimits import FLAT_SCALARS, is_flat_map
 
 from .calls import check_vector
 from .dedup import encode_request
@@ -49,11 +51,14 @@ if TYPE_CHECKING:
     from .config import BatchConfig
 
 __all__ = [
+    "FLAT_SCALARS",
     "MAX_DEPTH",
+    "STR_KEYS",
     "build_request",
     "check_call_args",
     "check_payload",
     "check_str_keys",
+    "flat_packer",
     "flat_size",
     "request_size",
 ]
@@ -64,6 +69,24 @@ map result is level 1), in both modes."""
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+
+STR_KEYS = frozenset({str})
+"""The key types of a flat request: ``STR_KEYS.issuperset(map(type, request))`` and
+``FLAT_SCALARS.issuperset(map(type, request.values()))`` tell, in two C-level scans, that a
+``dict`` holds the request rule's types, keys and depth by construction (the check a client
+inlines before :func:`flat_packer`'s encoder)."""
+
+
+def flat_packer() -> Callable[[Any], bytes]:
+    """A msgpack encoder for flat requests: for a ``dict`` of str keys and plain scalars (str,
+    int, float, bool, None, bytes; see :data:`STR_KEYS`), it writes
+    :func:`~stratabatch.dedup.encode_request`'s bytes, without its per-thread lookup.
+
+    A client keeps one per thread (or event loop) and takes a request's payload from it when
+    the request is flat and the encoding succeeds within the size limit; any other request,
+    or a failure of any kind, goes through :func:`check_payload`, which says what is wrong.
+    """
+    return msgpack.Packer(autoreset=True).pack
 
 
 class _TooDeep(ValueError):

@@ -4,16 +4,23 @@ send, answers reaching their callers, a full ring, the caller's timer, a corrupt
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
 
 from stratabatch.asyncbooks import LoopBooks
 from stratabatch.clientcalls import ListCall, Packer
-from stratabatch.errors import BatchTimeoutError, QueueFullError
+from stratabatch.errors import (
+    BatchTimeoutError,
+    InvalidRequestError,
+    QueueFullError,
+    RequestTooLargeError,
+)
 from stratabatch.ipc.errors import FrameError
 from stratabatch.ipc.framelimits import DEFAULT_LIMITS
 from stratabatch.ipc.frames import FrameDecoder, FrameEncoder
+from stratabatch.requests import check_payload
 
 
 class FakeTransport:
@@ -138,3 +145,73 @@ async def test_a_corrupt_response_ring_tells_the_client_to_drop_the_engine():
     books.fail_all(RuntimeError("gone"))  # what the client does then
     with pytest.raises(RuntimeError, match="gone"):
         fut.result()
+
+
+async def test_a_flat_request_leaves_as_the_full_checks_encoding_and_others_keep_their_errors():
+    conn, lost = FakeTransport(), []
+    conn.max_request_bytes = 64
+    books = _books(conn, lost)
+    loop = asyncio.get_running_loop()
+    flat = {"query": "hi", "n": 2**40, "x": 1.5, "ok": True, "none": None, "b": b"\x00"}
+    books.enter_one(flat, loop.create_future(), 0, 0)
+    await asyncio.sleep(0)
+    (sent,) = FrameDecoder(conn.limits).requests(conn.pushed[0])
+    assert sent.payload == flat  # type: ignore[union-attr]
+    assert conn.pushed[0].endswith(check_payload(flat, 0, 64))
+    # the inline path takes only what the full check lets through, with the same messages
+    for bad, error in [
+        ({"query": "q" * 64}, "encodes to 73 bytes, over max_request_bytes=64"),
+        ({"query": 2**64}, "not msgpack-serializable"),
+        ({1: "int key"}, "not msgpack-serializable"),
+        ({"query": object()}, "not msgpack-serializable"),
+    ]:
+        with pytest.raises(InvalidRequestError if "serial" in error else RequestTooLargeError) as e:
+            check_payload(bad, 0, 64)
+        assert error in str(e.value)
+        with pytest.raises(type(e.value), match=re.escape(str(e.value))):
+            books.enter_one(bad, loop.create_future(), 0, 0)
+    assert len(books.pending) == 1  # only the flat request waits
+
+
+async def test_a_call_from_another_threads_loop_is_refused_while_calls_wait(monkeypatch):
+    import threading
+
+    import stratabatch.client as client_mod
+
+    class Conn(FakeTransport):
+        path = "/nowhere"
+        welcome = {"dedup_key": "query"}
+
+        def __init__(self, name: str, timeout: float) -> None:
+            super().__init__()
+
+        def watch(self, loop: Any, on_bell: Any, on_lost: Any) -> None:
+            pass
+
+        def close(self, why: str = "was closed") -> None:
+            self.dead = why
+
+    monkeypatch.setattr(client_mod, "Transport", Conn)
+    client = client_mod.EngineClient("test")
+    waiting = asyncio.ensure_future(client.process({"query": "never answered"}))
+    await asyncio.sleep(0.01)
+    assert client._books.waiting
+    seen: list[BaseException] = []
+
+    def other_thread() -> None:
+        async def call() -> None:
+            await client.process({"query": "from another loop"})
+
+        try:
+            asyncio.run(call())
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            seen.append(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(10)
+    assert len(seen) == 1 and "one client per event loop" in str(seen[0])
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not client._books.waiting

@@ -368,3 +368,28 @@ async def test_the_size_limit_holds_to_the_byte_for_requests_sized_without_encod
             with pytest.raises(RequestTooLargeError, match=f"encodes to {size} bytes"):
                 await bp.process(over)
             assert check_payload(fits, 0, limit)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(max_size=40),
+        st.one_of(_flat_values, st.text(max_size=40), st.integers()),
+        max_size=20,
+    )
+)
+def test_property_the_flat_packer_writes_the_checked_encoding_or_fails(request):
+    """What a client sends for a flat request without the full check (requests.flat_packer)
+    is check_payload's payload; a request it cannot encode (an int past 64 bits) goes to the
+    full check for its message."""
+    from stratabatch.requests import FLAT_SCALARS, STR_KEYS, flat_packer
+
+    assert FLAT_SCALARS.issuperset(map(type, request.values()))
+    assert STR_KEYS.issuperset(map(type, request))
+    try:
+        blob = flat_packer()(request)
+    except (TypeError, ValueError, OverflowError):
+        with pytest.raises(InvalidRequestError, match="not msgpack-serializable"):
+            check_payload(request, 0, 1 << 30)
+    else:
+        assert blob == check_payload(request, 0, 1 << 30)
