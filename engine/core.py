@@ -360,6 +360,8 @@ class Core:
         if sched.opened_at is None:
             sched.open(now, self._window_s(now))
             self._arm_timer(now, force=True)
+            if len(raw) + len(self._pending) >= sched.max_size:  # (max_size=1: at once)
+                self._schedule_pump()
         elif len(raw) + len(self._pending) >= sched.max_size or now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
             self._schedule_pump()
 

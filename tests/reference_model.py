@@ -366,6 +366,8 @@ class _Model:
         if not self.window_open:
             self._open_window()
             self._arm_timer(force=True)
+            if len(self.raw) + len(self.pending) >= o.max_size:  # a full batch leaves at once
+                self._ask_look()
         elif len(self.raw) + len(self.pending) >= o.max_size or self.now >= self.window_end:
             self._ask_look()
 

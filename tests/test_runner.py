@@ -134,3 +134,24 @@ def test_on_complete_many_gets_each_batch_successes_at_once_and_errors_one_by_on
     # batch 1: "a" (with its twin 2), "bad", "c"; batch 2: "d" at the window's end
     assert many == [[(0, "A", None), (2, "A", 0), (3, "C", None)], [(4, "D", None)]]
     assert singles == [(1, "HandlerError")]
+
+
+def test_a_single_request_that_fills_max_size_leaves_at_once(run_virtual):
+    # README: a window closes at once when max_size unique requests wait; with max_size=1
+    # that is every request, single calls included (submit), not only an engine's frame.
+    seen: list[float] = []
+
+    async def handler(reqs):
+        seen.append(asyncio.get_running_loop().time())
+        return [r["query"] for r in reqs]
+
+    async def main():
+        b = BatchProcessor(handler, window_ms=500, max_size=1, dedup_strategy="exact")
+        await b.warm_up()
+        t0 = asyncio.get_running_loop().time()
+        assert await b.process({"query": "a"}) == "a"
+        await b.close()
+        return t0
+
+    t0 = run_virtual(main)
+    assert [t - t0 for t in seen] == [0.0]
