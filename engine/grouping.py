@@ -67,6 +67,23 @@ _NO_NUMBERS: tuple[bytes, tuple[str, ...]] = (b"", ())  # the partition of most 
 # What Deduper.veto returns for a pair the residue pre-check refused (its log entry holds the
 # guards' own answer, computed when read): truthy, like every veto.
 _PRECHECK_REFUSED = "residue (pre-check)"
+# ... and a pair the guard kernel refused (stratabatch.guardkernels; the same lazy log entry)
+_KERNEL_REFUSED = "guards (kernel)"
+
+
+def _judge(leader: Request, r: Request, guards: Any) -> Any:
+    """The guards' veto on ``r`` joining ``leader`` with the residue guard in full, read by a
+    lazy veto-log entry (:meth:`Deduper._log_refused`); the features are kept on the
+    requests, as :meth:`Deduper.features_of` keeps them."""
+    from .canon import canonical_texts
+    from .guards import Features, veto
+
+    for q in (leader, r):
+        if q.features is None:
+            if q.canon is None:
+                q.canon = canonical_texts([q.text])[0]  # type: ignore[list-item]
+            q.features = Features(q.text, q.canon.split())
+    return veto(leader.features, r.features, guards, False, paraphrases=False)
 # A sliced pass (Core) decides arrivals for at most this long in one loop callback; the rest of
 # the pass is handed back (:meth:`Deduper.apply`) and continues in a later callback.
 SLICE_S = 0.010
@@ -189,6 +206,7 @@ class Deduper:
         self._canon_index: bool | None = None  # canonicalize setting the index was built with
         self._features_cls: Any = None  # stratabatch.guards.Features, once loaded
         self._veto_fn: Any = None  # stratabatch.guards.veto, once loaded
+        self._decide_fn: Any = None  # stratabatch.guardkernels.decide, once loaded
         # texts of at most this many words were pre-checked by the index (if at all): no more
         # distinct key words than it keeps (stratabatch.wordkeys.PRECHECK_MAX_WORDS); set by
         # the first veto (no numpy import before dedup needs it)
@@ -335,16 +353,6 @@ class Deduper:
             and (canon == other or canon.split() == other.split())
         ):
             return None
-        fa = self.features_of(leader)
-        fb = self.features_of(r)
-        if fa is None or fb is None:
-            return None  # no text on one side: nothing for the guards to read
-        veto = self._veto_fn
-        if veto is None:
-            from . import guards as guard_words
-
-            veto = self._veto_fn = guard_words.veto
-
         c = self.config
         # a judge of meaning (the user's function, vectors or embedder, a sentence model):
         # the residue guard applies where the texts are mostly the same words only
@@ -355,6 +363,33 @@ class Deduper:
             or getattr(self.embedder(), "merges_paraphrases", True) is not False
         )
         guards = c.dedup_guards
+        if (
+            not paraphrases
+            and canon is not None
+            and other is not None
+            and r.text is not None
+            and leader.text is not None
+            and "residue" in guards
+        ):
+            # the common decisions (a typo or two, nothing another guard reads) in one kernel
+            # call; the rest goes to the Python guards below
+            decide = self._decide_fn or self._load_decide()
+            k = decide(other, canon, leader.text, r.text, "roles" in guards)
+            if k == 0:
+                return None
+            if k > 0:
+                self._log_refused(r, leader, similarity)
+                return _KERNEL_REFUSED
+        fa = self.features_of(leader)
+        fb = self.features_of(r)
+        if fa is None or fb is None:
+            return None  # no text on one side: nothing for the guards to read
+        veto = self._veto_fn
+        if veto is None:
+            from . import guards as guard_words
+
+            veto = self._veto_fn = guard_words.veto
+
         big = self._precheck_min_tokens
         if big is None:
             from .wordkeys import PRECHECK_MAX_WORDS
@@ -386,19 +421,24 @@ class Deduper:
             )
 
     def _log_refused(self, r: Request, leader: Request, similarity: float) -> None:
-        """Log a near merge a residue pre-check refused; the guards say why when the entry's
-        ``veto`` is read (the pre-check holds only where the residue guard applies in full:
-        no paraphrases, numbers settled by the partition)."""
+        """Log a near merge a residue pre-check or the guard kernel refused; the guards say
+        why when the entry's ``veto`` is read (both hold only where the residue guard applies
+        in full: no paraphrases, numbers settled by the partition), and only then build the
+        two texts' guard features."""
         from functools import partial
 
-        from .guards import veto
-
-        fa = self.features_of(leader)
-        fb = self.features_of(r)
-        if fa is None or fb is None:
+        if r.text is None or leader.text is None:
             return
-        judge = partial(veto, fa, fb, self.config.dedup_guards, False, paraphrases=False)
+        judge = partial(_judge, leader, r, self.config.dedup_guards)
         self._record_veto(VetoRecord(leader, r, similarity, None, judge))
+
+    def _load_decide(self) -> Any:
+        """:func:`stratabatch.guardkernels.decide`, its kernel loaded (or compiled)."""
+        from . import guardkernels
+
+        guardkernels.warm_up()
+        self._decide_fn = guardkernels.decide
+        return self._decide_fn
 
     @staticmethod
     def _residue_may_pass(fa: Any, fb: Any) -> bool:
@@ -936,6 +976,8 @@ class Deduper:
 
         veto = None
         if self.guarded():
+            if self._decide_fn is None and self.word_keyed():
+                self._load_decide()  # (so a warm-up's rehearsal loads the kernel too)
             asked: dict[tuple[int, int], bool] = {}  # a cut list is walked again after a rescan
 
             def veto(i: int, row: int, sim: float) -> bool:

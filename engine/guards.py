@@ -72,6 +72,7 @@ from .lexicon import (
     QUESTION_AUX,
     ROLE_MARKERS,
     SCOPE_WORDS,
+    SHORT_WORDS,
     TENSE_OF,
     TIME_WORDS,
     WORD_VERBS,
@@ -495,12 +496,6 @@ def _coordination_swap(ta: list[str], tb: list[str]) -> bool:
     return False
 
 
-_SHORT_WORDS = frozenset((
-    "a", "i", "am", "an", "as", "at", "be", "by", "do", "go", "he", "if", "in", "is", "it",
-    "me", "my", "no", "of", "on", "or", "so", "to", "up", "us", "we", "ok",
-))  # fmt: skip
-
-
 def _spaces_moved(
     ta: list[str], tb: list[str], fa: Features, fb: Features
 ) -> tuple[list[str], list[str]] | None:
@@ -530,7 +525,7 @@ def _spaces_moved(
     vocab = dictionary()
 
     def known(w: str) -> bool:
-        return w in vocab or w in _SHORT_WORDS or ignorable(w)
+        return w in vocab or w in SHORT_WORDS or ignorable(w)
 
     ka, kb = all(map(known, ra)), all(map(known, rb))
     if ka == kb:

@@ -398,6 +398,12 @@ DEFAULT_STOP_WORDS: tuple[str, ...] = (
 
 # a word one side lacks that is never a reason to refuse
 IGNORABLE_WORDS = frozenset(("a", "an", "the", "of", "also", "now", "currently"))
+# words of one or two letters a run of words with spaces moved may hold as known words ("wayo
+# f" / "way of": stratabatch.guards), beside the dictionary's (3+ letters)
+SHORT_WORDS = frozenset((
+    "a", "i", "am", "an", "as", "at", "be", "by", "do", "go", "he", "if", "in", "is", "it",
+    "me", "my", "no", "of", "on", "or", "so", "to", "up", "us", "we", "ok",
+))  # fmt: skip
 # the fillers a word one side lacks may be a typo of (and then be ignorable): 5+ letters
 TYPO_FILLERS: tuple[str, ...] = tuple(sorted(f for f in FILLER_WORDS if len(f) >= 5))
 # by (first letter, length of a word that may be a typo of them)

@@ -69,6 +69,7 @@ KERNEL_MODULES = (
     "stratabatch.hashtable",
     "stratabatch.sketches",
     "stratabatch.wordtable",
+    "stratabatch.guardkernels",
     "stratabatch.ipc.atomics",
     "stratabatch.ipc.counters",
 )

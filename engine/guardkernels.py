@@ -1,0 +1,954 @@
+"""The guards' common decisions in numba: typos and words one side lacks, on the texts' bytes.
+
+:func:`stratabatch.guards.veto` walks two texts' words in Python (~20-50 us a pair with their
+features). Most pairs that reach it differ by a mistyped word or two, and the answer then
+rests on the residue guard alone: no word either side lacks is a negation, an opposite, a
+scope word, an entity or a name, nor written as an identifier, and the role words take the
+same arguments on both sides. :func:`decide` checks exactly that in one kernel call on the
+canonical and raw texts, and then pairs the words each side lacks under the typo rule
+(:func:`stratabatch.lexicon.is_typo_of`: the edit distance with transpositions, the
+dictionary, plurals, opposites and negating prefixes), as the residue guard does, in the
+same order. It answers :data:`PASS` or :data:`REFUSE` where that is the guards' answer and
+:data:`DEFER` everywhere else (the same words in another order, a word some other guard
+reads, spaces moved, a non-ASCII text, long texts): the Python guards, the reference a
+differential test holds the kernel to, decide those.
+
+Words are compared by a 64-bit FNV-1a hash of their bytes; the word tables (dictionary,
+ignorable words, the words the other guards read, opposites) are sorted hash arrays built
+once per process (:func:`tables`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+__all__ = ["DEFER", "MAX_WORDS", "PASS", "REFUSE", "decide", "tables", "warm_up"]
+
+DEFER = -1
+"""The kernel cannot tell: ask the Python guards."""
+PASS = 0
+"""Every guard lets the pair merge."""
+REFUSE = 1
+"""A guard refuses the pair: the residue guard, or the roles guard on the same words in
+another order."""
+
+MAX_WORDS = 96
+"""Texts of more canonical words than this are left to the Python guards."""
+
+# sections of the hash table array (see tables())
+_DICT, _IGN, _SPECIAL, _OPP, _OPPAIR, _IDN, _ROLE, _DET, _NEGPFX = range(9)
+_COORD, _THEN, _SHORT, _NEG = range(9, 13)
+_SECTIONS = 13
+_PAIR_MIX = 0x9E3779B97F4A7C15
+
+# The kernel's helpers are called from numba only: no Python or C wrapper to compile for each
+# (a third of the first compile's time, measured with an empty NUMBA_CACHE_DIR)
+_helper = njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+
+@_helper
+def _fnv(buf, a, b):
+    h = np.uint64(0xCBF29CE484222325)
+    for u in range(a, b):
+        h = (h ^ np.uint64(buf[u])) * np.uint64(0x100000001B3)
+    return h
+
+
+@_helper
+def _fnv_byte(h, x):
+    return (h ^ np.uint64(x)) * np.uint64(0x100000001B3)
+
+
+@njit(cache=True)
+def hash_spans(buf, starts, ends, out):
+    """out[k] = the word hash of ``buf[starts[k]:ends[k]]``."""
+    for k in range(starts.shape[0]):
+        out[k] = _fnv(buf, starts[k], ends[k])
+
+
+@_helper
+def _member(H, HB, s, h):
+    """Whether hash ``h`` is in section ``s`` of the tables (a binary search)."""
+    lo = HB[s]
+    hi = HB[s + 1]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if H[mid] < h:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < HB[s + 1] and H[lo] == h
+
+
+@_helper
+def _same(buf, a0, a1, b0, b1):
+    if a1 - a0 != b1 - b0:
+        return False
+    for u in range(a1 - a0):
+        if buf[a0 + u] != buf[b0 + u]:
+            return False
+    return True
+
+
+@_helper
+def _alpha(buf, a, b):
+    for u in range(a, b):
+        c = buf[u] | 32
+        if c < 97 or c > 122:
+            return False
+    return True
+
+
+@_helper
+def _has_vowel(buf, a, b):
+    for u in range(a, b):
+        c = buf[u]
+        if c == 97 or c == 101 or c == 105 or c == 111 or c == 117 or c == 121:
+            return True
+    return False
+
+
+@_helper
+def _ends_with(buf, b0, b1, a0, a1):
+    """Whether word [b0, b1) ends with word [a0, a1)."""
+    la = a1 - a0
+    if la > b1 - b0:
+        return False
+    for u in range(la):
+        if buf[b1 - la + u] != buf[a0 + u]:
+            return False
+    return True
+
+
+@_helper
+def _plural_pair(buf, a0, a1, b0, b1):
+    """:func:`stratabatch.lexicon.is_plural_pair`."""
+    if a1 - a0 > b1 - b0:
+        a0, a1, b0, b1 = b0, b1, a0, a1
+    la = a1 - a0
+    lb = b1 - b0
+    if la < 3:
+        return False
+    if lb == la + 1 and buf[b1 - 1] == 115 and _same(buf, a0, a1, b0, b0 + la):
+        return True
+    if (
+        lb == la + 2
+        and buf[b1 - 2] == 101
+        and buf[b1 - 1] == 115
+        and _same(buf, a0, a1, b0, b0 + la)
+    ):
+        return True
+    # "ay" + "ies": a[:-1] + "ies"
+    if buf[a1 - 1] == 121 and lb == la + 2:
+        if (
+            _same(buf, a0, a1 - 1, b0, b0 + la - 1)
+            and buf[b1 - 3] == 105
+            and buf[b1 - 2] == 101
+            and buf[b1 - 1] == 115
+        ):
+            return True
+    return False
+
+
+@_helper
+def _prefix_negation(buf, a0, a1, b0, b1, H, HB):
+    """:func:`stratabatch.lexicon.is_prefix_negation`."""
+    if a1 - a0 > b1 - b0:
+        a0, a1, b0, b1 = b0, b1, a0, a1
+    la = a1 - a0
+    lb = b1 - b0
+    if la < 3 or lb - la > 4 or not _ends_with(buf, b0, b1, a0, a1):
+        return False
+    return _member(H, HB, _NEGPFX, _fnv(buf, b0, b1 - la))
+
+
+@_helper
+def _osa(buf, a0, a1, b0, b1, limit, scratch):
+    """:func:`stratabatch.lexicon.osa_distance` (capped at ``limit + 1``)."""
+    la = a1 - a0
+    lb = b1 - b0
+    if abs(la - lb) > limit:
+        return limit + 1
+    m = min(la, lb)
+    p = 0
+    while p < m and buf[a0 + p] == buf[b0 + p]:
+        p += 1
+    q = 0
+    while q < m - p and buf[a1 - 1 - q] == buf[b1 - 1 - q]:
+        q += 1
+    a0 += p
+    a1 -= q
+    b0 += p
+    b1 -= q
+    la = a1 - a0
+    lb = b1 - b0
+    if la == 0 or lb == 0:
+        return max(la, lb)
+    if la == 1 and lb == 1:
+        return 1
+    if la == 2 and lb == 2 and buf[a0] == buf[b0 + 1] and buf[a0 + 1] == buf[b0]:
+        return 1
+    w = lb + 1
+    if 3 * w > scratch.shape[0]:
+        return limit + 1  # (words this long are never a typo's letters apart: see tables)
+    prev2 = 0
+    prev = w
+    cur = 2 * w
+    for j in range(w):
+        scratch[prev + j] = j
+    for i in range(1, la + 1):
+        scratch[cur] = i
+        ai = buf[a0 + i - 1]
+        best = i
+        for j in range(1, lb + 1):
+            cost = 0 if ai == buf[b0 + j - 1] else 1
+            v = min(scratch[prev + j] + 1, scratch[cur + j - 1] + 1, scratch[prev + j - 1] + cost)
+            if (
+                i > 1
+                and j > 1
+                and ai == buf[b0 + j - 2]
+                and buf[a0 + i - 2] == buf[b0 + j - 1]
+            ):
+                v = min(v, scratch[prev2 + j - 2] + 1)
+            scratch[cur + j] = v
+            if v < best:
+                best = v
+        if best > limit:
+            return limit + 1
+        prev2, prev, cur = prev, cur, prev2
+    return scratch[prev + lb]
+
+
+@_helper
+def _typo(buf, a0, a1, ha, b0, b1, hb, H, HB, scratch):
+    """:func:`stratabatch.lexicon.is_typo_of` (``max_distance`` 2) of words [a0, a1) and
+    [b0, b1) with hashes ``ha`` and ``hb``."""
+    if ha == hb and _same(buf, a0, a1, b0, b1):
+        return True
+    la = a1 - a0
+    lb = b1 - b0
+    if not (_alpha(buf, a0, a1) and _alpha(buf, b0, b1)) or min(la, lb) < 4:
+        return False
+    limit = 2 if min(la, lb) >= 8 else 1
+    if abs(la - lb) > limit:
+        return False
+    if _member(H, HB, _DICT, ha) and _member(H, HB, _DICT, hb):
+        return False
+    if _osa(buf, a0, a1, b0, b1, limit, scratch) > limit:
+        return False
+    if _plural_pair(buf, a0, a1, b0, b1) or _prefix_negation(buf, a0, a1, b0, b1, H, HB):
+        return False
+    return not _member(H, HB, _OPPAIR, ha * np.uint64(_PAIR_MIX) ^ hb)
+
+
+@_helper
+def _ignorable(buf, a0, a1, h, H, HB, FB, FO, base, scratch):
+    """:func:`stratabatch.lexicon.ignorable`: an ignorable word, or a mistyped filler (a typo
+    of a filler of the same first letter and a length one apart at most)."""
+    if _member(H, HB, _IGN, h):
+        return True
+    n = a1 - a0
+    for f in range(FO.shape[0] - 1):
+        f0 = FO[f]
+        f1 = FO[f + 1]
+        if FB[f0] != buf[a0] or abs((f1 - f0) - n) > 1:
+            continue
+        # the filler's bytes sit after the texts in buf, from ``base`` (see decide)
+        if _typo(buf, a0, a1, h, base + f0, base + f1, _fnv(FB, f0, f1), H, HB, scratch):
+            return True
+    return False
+
+
+@_helper
+def _forms(buf, a0, a1, out):
+    """The hashes of the word and its likely stems (``guards._forms``: "encrypted" ->
+    "encrypt", "encrypte"); returns how many (1 or 3)."""
+    out[0] = _fnv(buf, a0, a1)
+    n = a1 - a0
+    # suffixes in guards._forms' order: ing, ed, es, s, d (the first that fits)
+    k = 0
+    if n - 3 >= 3 and buf[a1 - 3] == 105 and buf[a1 - 2] == 110 and buf[a1 - 1] == 103:
+        k = 3
+    elif n - 2 >= 3 and buf[a1 - 2] == 101 and buf[a1 - 1] == 100:
+        k = 2
+    elif n - 2 >= 3 and buf[a1 - 2] == 101 and buf[a1 - 1] == 115:
+        k = 2
+    elif n - 1 >= 3 and buf[a1 - 1] == 115:
+        k = 1
+    elif n - 1 >= 3 and buf[a1 - 1] == 100:
+        k = 1
+    if k == 0:
+        return 1
+    out[1] = _fnv(buf, a0, a1 - k)
+    out[2] = _fnv_byte(out[1], 101)
+    return 3
+
+
+@_helper
+def _opposites(buf, x0, x1, y0, y1, H, HB, fx, fy):
+    """Whether a form of word x has a form of word y among its opposites (``guards._polarity``)."""
+    nx = _forms(buf, x0, x1, fx)
+    ny = _forms(buf, y0, y1, fy)
+    for i in range(nx):
+        if not _member(H, HB, _OPP, fx[i]):
+            continue
+        for j in range(ny):
+            if _member(H, HB, _OPPAIR, fx[i] * np.uint64(_PAIR_MIX) ^ fy[j]):
+                return True
+    return False
+
+
+@_helper
+def _alnum(c):
+    return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
+
+
+@_helper
+def _letter(c):
+    return (65 <= c <= 90) or (97 <= c <= 122)
+
+
+@_helper
+def _spells(buf, s, u, w0, w1):
+    """Whether raw bytes [s, u) spell word [w0, w1) (lower case) in any case."""
+    if u - s != w1 - w0:
+        return False
+    for t in range(u - s):
+        if (buf[s + t] | 32) != buf[w0 + t]:
+            return False
+    return True
+
+
+@_helper
+def _raw_flagged(buf, r0, r1, pos, st, en, k, H, HB):
+    """Whether one of the ``k`` words ``[st[pos[t]], en[pos[t]])`` (canonical, lower case)
+    may be a name or an identifier in the raw text [r0, r1) (a superset of ``guards._names``
+    and ``guards._idents``): a capitalized run of letters spelling it, or it without a final
+    "s" (a possessive); a run of letters and digits spelling it in capitals (2+), between
+    quotes, or after an id noun or a word verb. One scan of the raw text."""
+    u = r0
+    ps = -1
+    pu = -1
+    while u < r1:
+        if not _alnum(buf[u]):
+            u += 1
+            continue
+        s = u
+        upper = False
+        lower = False
+        digits = False
+        while u < r1 and _alnum(buf[u]):
+            x = buf[u]
+            if 65 <= x <= 90:
+                upper = True
+            elif 97 <= x <= 122:
+                lower = True
+            else:
+                digits = True
+            u += 1
+        for t in range(k):
+            w0 = st[pos[t]]
+            w1 = en[pos[t]]
+            n = w1 - w0
+            # names: the runs of letters of this run
+            if upper:
+                v = s
+                while v < u:
+                    if not _letter(buf[v]):
+                        v += 1
+                        continue
+                    a = v
+                    while v < u and _letter(buf[v]):
+                        v += 1
+                    if 65 <= buf[a] <= 90:
+                        if _spells(buf, a, v, w0, w1):
+                            return True
+                        if n > 1 and buf[w1 - 1] == 115 and _spells(buf, a, v, w0, w1 - 1):
+                            return True
+                    if not digits:
+                        break
+            if u - s == n and _spells(buf, s, u, w0, w1):
+                if upper and not lower and n >= 2:
+                    return True
+                if s > r0 and u < r1:
+                    qb = buf[s - 1]
+                    qa = buf[u]
+                    if (qb == 39 or qb == 34 or qb == 96) and (qa == 39 or qa == 34 or qa == 96):
+                        return True
+                if ps >= 0:
+                    h = np.uint64(0xCBF29CE484222325)
+                    for v in range(ps, pu):
+                        h = _fnv_byte(h, buf[v] | 32)
+                    if _member(H, HB, _IDN, h):
+                        return True
+        ps = s
+        pu = u
+    return False
+
+
+@_helper
+def _space(c):
+    """ASCII whitespace as :meth:`str.split` sees it."""
+    return c == 32 or 9 <= c <= 13 or 28 <= c <= 31
+
+
+@_helper
+def _tokens(buf, a0, a1, st, en, hs):
+    """Split [a0, a1) at whitespace into st/en/hs; the word count, or -1 past their size (or
+    for a word of more than 120 bytes, which :func:`_osa`'s scratch does not hold)."""
+    n = 0
+    u = a0
+    while u < a1:
+        if _space(buf[u]):
+            u += 1
+            continue
+        s = u
+        while u < a1 and not _space(buf[u]):
+            u += 1
+        if u - s > 120:
+            return -1
+        if n == st.shape[0]:
+            return -1
+        st[n] = s
+        en[n] = u
+        hs[n] = _fnv(buf, s, u)
+        n += 1
+    return n
+
+
+@_helper
+def _count(hs, n, h):
+    k = 0
+    for t in range(n):
+        if hs[t] == h:
+            k += 1
+    return k
+
+
+@_helper
+def _minus(ha, na, hb, nb, out):
+    """The positions in a of the words a has more often than b, each repeated as often, in
+    the order of their first occurrence (``guards._minus``); returns how many."""
+    k = 0
+    for p in range(na):
+        h = ha[p]
+        first = True
+        for q in range(p):
+            if ha[q] == h:
+                first = False
+                break
+        if not first:
+            continue
+        extra = _count(ha, na, h) - _count(hb, nb, h)
+        for _ in range(extra):
+            out[k] = p
+            k += 1
+    return k
+
+
+@_helper
+def _role_args(buf, st, en, hs, n, H, HB, mk, ar):
+    """Each role word's position's (marker, argument) hashes (``guards._role_args``: the
+    word after it, determiners skipped; 0 for none); returns how many."""
+    k = 0
+    for i in range(n):
+        if _member(H, HB, _ROLE, hs[i]):
+            j = i + 1
+            while j < n and _member(H, HB, _DET, hs[j]):
+                j += 1
+            mk[k] = hs[i]
+            ar[k] = hs[j] if j < n else np.uint64(0)
+            k += 1
+    return k
+
+
+@_helper
+def _has(xs, n, h):
+    for t in range(n):
+        if xs[t] == h:
+            return True
+    return False
+
+
+@_helper
+def _pairs_count(mk, ar, n, m, a):
+    k = 0
+    for t in range(n):
+        if mk[t] == m and ar[t] == a:
+            k += 1
+    return k
+
+
+@_helper
+def _same_roles(mka, ara, ka, mkb, arb, kb):
+    """``guards._same_roles``: each role word both sides have takes the same arguments."""
+    if ka == 0 or kb == 0:
+        return True
+    for t in range(ka):
+        m = mka[t]
+        if _has(mkb, kb, m) and _pairs_count(mka, ara, ka, m, ara[t]) != _pairs_count(
+            mkb, arb, kb, m, ara[t]
+        ):
+            return False
+    for t in range(kb):
+        m = mkb[t]
+        if _has(mka, ka, m) and _pairs_count(mka, ara, ka, m, arb[t]) != _pairs_count(
+            mkb, arb, kb, m, arb[t]
+        ):
+            return False
+    return True
+
+
+@_helper
+def _rotation(h1, a1, h2, a2, n):
+    """Whether h2[a2 : a2 + n] is h1[a1 : a1 + n] rotated by 1 .. n - 1 words."""
+    for k in range(1, n):
+        ok = True
+        for t in range(n):
+            if h1[a1 + (t + k) % n] != h2[a2 + t]:
+                ok = False
+                break
+        if ok:
+            return True
+    return False
+
+
+@_helper
+def _free_run(hs, i, j, H, HB):
+    """Whether hs[i:j] has no "then" and no coordinator."""
+    for t in range(i, j):
+        if _member(H, HB, _THEN, hs[t]) or _member(H, HB, _COORD, hs[t]):
+            return False
+    return True
+
+
+@_helper
+def _coordination_swap(ha, hb, n, H, HB):
+    """``guards._coordination_swap`` on two texts of ``n`` words each."""
+    p = 0
+    while p < n and ha[p] == hb[p]:
+        p += 1
+    for i in range(max(0, p - 3), p + 1):
+        for k in range(i + 1, min(n - 1, i + 5)):
+            if not _member(H, HB, _COORD, ha[k]) or _member(H, HB, _THEN, ha[k + 1]):
+                continue
+            if not _free_run(ha, i, k, H, HB):
+                continue
+            for j in range(k + 2, min(n, k + 5) + 1):
+                if not _free_run(ha, k + 1, j, H, HB):
+                    break
+                # tb[i:j] == y + [ta[k]] + x, the rest equal
+                ly = j - k - 1
+                ok = True
+                for t in range(ly):
+                    if hb[i + t] != ha[k + 1 + t]:
+                        ok = False
+                        break
+                if ok and hb[i + ly] != ha[k]:
+                    ok = False
+                if ok:
+                    for t in range(k - i):
+                        if hb[i + ly + 1 + t] != ha[i + t]:
+                            ok = False
+                            break
+                if ok:
+                    for t in range(j, n):
+                        if hb[t] != ha[t]:
+                            ok = False
+                            break
+                if ok:
+                    for t in range(i):
+                        if hb[t] != ha[t]:
+                            ok = False
+                            break
+                if ok:
+                    return True
+    return False
+
+
+@_helper
+def _reordered(ha, hb, n):
+    """Whether ``guards._reordered`` finds words that changed places (not a moved clause)."""
+    if _rotation(ha, 0, hb, 0, n):
+        return False
+    p = 0
+    while p < n and ha[p] == hb[p]:
+        p += 1
+    if p == n:
+        return False
+    q = n
+    while ha[q - 1] == hb[q - 1]:
+        q -= 1
+    return not _rotation(ha, p, hb, p, q - p)
+
+
+@_helper
+def _known(buf, w0, w1, h, H, HB, FB, FO, base, scratch):
+    """``guards._spaces_moved``'s known word: the dictionary's, a short word, or ignorable."""
+    return (
+        _member(H, HB, _DICT, h)
+        or _member(H, HB, _SHORT, h)
+        or _ignorable(buf, w0, w1, h, H, HB, FB, FO, base, scratch)
+    )
+
+
+@_helper
+def _spaces_moved(buf, sa, ea, ha, na, sb, eb, hb, nb, ra0, ra1, rb0, rb1, H, HB, FB, FO, base,
+                  scratch, pos):
+    """``guards._spaces_moved``: 0 where it finds no run of the same letters with spaces
+    moved, else ``(p << 8 | q) + 1`` (the run is words ``p .. n - q - 1`` of each side), or
+    -1 where the Python guards decide (a word of a run may be an identifier)."""
+    p = 0
+    while p < na and p < nb and ha[p] == hb[p]:
+        p += 1
+    q = 0
+    while q < na - p and q < nb - p and ha[na - 1 - q] == hb[nb - 1 - q]:
+        q += 1
+    ra = na - q - p
+    if not (1 <= ra <= 3 and nb - q - p == ra) or q > 255:
+        return 0
+    x = sa[p]
+    y = sb[p]
+    xe = ea[na - q - 1]
+    ye = eb[nb - q - 1]
+    while True:
+        while x < xe and _space(buf[x]):
+            x += 1
+        while y < ye and _space(buf[y]):
+            y += 1
+        if x >= xe or y >= ye:
+            if not (x >= xe and y >= ye):
+                return 0
+            break
+        if buf[x] != buf[y]:
+            return 0
+        x += 1
+        y += 1
+    la = 0
+    lb = 0
+    for t in range(ra - 1):
+        la += ea[p + t] - sa[p + t]
+        lb += eb[p + t] - sb[p + t]
+        if abs(la - lb) > 2:
+            return 0
+    kna = True
+    knb = True
+    for t in range(p, p + ra):
+        if not _known(buf, sa[t], ea[t], ha[t], H, HB, FB, FO, base, scratch):
+            kna = False
+        if not _known(buf, sb[t], eb[t], hb[t], H, HB, FB, FO, base, scratch):
+            knb = False
+    if kna == knb:
+        return 0
+    for t in range(ra):
+        pos[t] = p + t
+    if _raw_flagged(buf, ra0, ra1, pos, sa, ea, ra, H, HB) or _raw_flagged(
+        buf, rb0, rb1, pos, sb, eb, ra, H, HB
+    ):
+        return -1
+    return ((p << 8) | q) + 1
+
+
+@_helper
+def _drop(o, k, hs, p, e):
+    """Drop from positions ``o[:k]`` every word equal to one of words ``p .. e - 1``; the
+    new count."""
+    m = 0
+    for t in range(k):
+        h = hs[o[t]]
+        hit = False
+        for u in range(p, e):
+            if hs[u] == h:
+                hit = True
+                break
+        if not hit:
+            o[m] = o[t]
+            m += 1
+    return m
+
+
+@_helper
+def _roles_traded(mka, ara, ka, mkb, arb, kb):
+    """``guards._roles_veto`` on two texts of the same words: a role word both sides have
+    takes an argument on one side that the other gives it no more often, and the reverse."""
+    for t in range(ka):
+        m = mka[t]
+        if not _has(mkb, kb, m):
+            continue
+        xa = False
+        for u in range(ka):
+            if mka[u] == m and ara[u] != 0 and _pairs_count(mka, ara, ka, m, ara[u]) > _pairs_count(
+                mkb, arb, kb, m, ara[u]
+            ):
+                xa = True
+                break
+        if not xa:
+            continue
+        for u in range(kb):
+            if mkb[u] == m and arb[u] != 0 and _pairs_count(mkb, arb, kb, m, arb[u]) > _pairs_count(
+                mka, ara, ka, m, arb[u]
+            ):
+                return True
+    return False
+
+
+@njit(cache=True)
+def _decide(buf, la, lb, lra, roles, H, HB, FB, FO):
+    """:func:`decide` on ``buf`` = canonical a, NUL, canonical b, NUL, raw a, NUL, raw b, then
+    the fillers' bytes (``FB``)."""
+    a0 = 0
+    a1 = la
+    b0 = la + 1
+    b1 = b0 + lb
+    ra0 = b1 + 1
+    ra1 = ra0 + lra
+    rb0 = ra1 + 1
+    rb1 = buf.shape[0] - FB.shape[0]
+    for u in range(rb1):
+        if buf[u] >= 128:
+            return DEFER  # non-ASCII: the Python reference
+    M = MAX_WORDS
+    iw = np.empty(9 * M + 3 * 130, np.int64)
+    uw = np.empty(6 * M + 6, np.uint64)
+    sa = iw[0:M]
+    ea = iw[M : 2 * M]
+    sb = iw[2 * M : 3 * M]
+    eb = iw[3 * M : 4 * M]
+    oa = iw[4 * M : 5 * M]
+    ob = iw[5 * M : 6 * M]
+    left = iw[6 * M : 7 * M]
+    scratch = iw[9 * M :]
+    ha = uw[0:M]
+    hb = uw[M : 2 * M]
+    mka = uw[2 * M : 3 * M]
+    ara = uw[3 * M : 4 * M]
+    mkb = uw[4 * M : 5 * M]
+    arb = uw[5 * M : 6 * M]
+    na = _tokens(buf, a0, a1, sa, ea, ha)
+    nb = _tokens(buf, b0, b1, sb, eb, hb)
+    if na < 0 or nb < 0:
+        return DEFER
+    if na == nb:
+        same = True
+        for t in range(na):
+            if ha[t] != hb[t]:
+                same = False
+                break
+        if same:
+            return PASS  # the same canonical words in the same order
+    ka = _minus(ha, na, hb, nb, oa)
+    kb = _minus(hb, nb, ha, na, ob)
+    if ka == 0 and kb == 0:
+        # the same words in another order (guards.veto's first branch): a swapped
+        # coordination or a moved clause passes, another reordering trades roles
+        if not roles or _coordination_swap(ha, hb, na, H, HB):
+            return PASS
+        nra = _role_args(buf, sa, ea, ha, na, H, HB, mka, ara)
+        nrb = _role_args(buf, sb, eb, hb, nb, H, HB, mkb, arb)
+        if not _same_roles(mka, ara, nra, mkb, arb, nrb) and _roles_traded(
+            mka, ara, nra, mkb, arb, nrb
+        ):
+            return REFUSE
+        return REFUSE if _reordered(ha, hb, na) else PASS
+    # a negation one side lacks: the Python guards (the polarity guard counts them in the
+    # whole texts, typos of them apart)
+    for t in range(ka):
+        if _member(H, HB, _NEG, ha[oa[t]]):
+            return DEFER
+    for t in range(kb):
+        if _member(H, HB, _NEG, hb[ob[t]]):
+            return DEFER
+    if ka > 1 or kb > 1:
+        la_ = 0
+        for t in range(ka):
+            la_ += ea[oa[t]] - sa[oa[t]]
+        lb_ = 0
+        for t in range(kb):
+            lb_ += eb[ob[t]] - sb[ob[t]]
+        if la_ == lb_:
+            r = _spaces_moved(buf, sa, ea, ha, na, sb, eb, hb, nb, ra0, ra1, rb0, rb1, H, HB,
+                              FB, FO, rb1, scratch, iw[7 * M :])
+            if r < 0:
+                return DEFER
+            if r > 0:
+                # the words of each run are no difference: compare the rest
+                p = (r - 1) >> 8
+                q = (r - 1) & 0xFF
+                ka = _drop(oa, ka, ha, p, na - q)
+                kb = _drop(ob, kb, hb, p, nb - q)
+                if ka == 0 and kb == 0:
+                    return PASS
+    # a word the entities or scope guard reads, a name or an identifier, among the words
+    # left: the Python guards
+    for t in range(ka):
+        if _member(H, HB, _SPECIAL, ha[oa[t]]):
+            return DEFER
+    for t in range(kb):
+        if _member(H, HB, _SPECIAL, hb[ob[t]]):
+            return DEFER
+    if _raw_flagged(buf, ra0, ra1, oa, sa, ea, ka, H, HB) or _raw_flagged(
+        buf, rb0, rb1, ob, sb, eb, kb, H, HB
+    ):
+        return DEFER
+    fx = uw[6 * M : 6 * M + 3]
+    fy = uw[6 * M + 3 : 6 * M + 6]
+    for t in range(ka):
+        x = oa[t]
+        for u in range(kb):
+            y = ob[u]
+            if _opposites(buf, sa[x], ea[x], sb[y], eb[y], H, HB, fx, fy) or _prefix_negation(
+                buf, sa[x], ea[x], sb[y], eb[y], H, HB
+            ):
+                return REFUSE  # polarity
+    nra = _role_args(buf, sa, ea, ha, na, H, HB, mka, ara)
+    nrb = _role_args(buf, sb, eb, hb, nb, H, HB, mkb, arb)
+    if not _same_roles(mka, ara, nra, mkb, arb, nrb):
+        return DEFER
+    for t in range(ka):
+        x = oa[t]
+        for u in range(kb):
+            y = ob[u]
+            if _plural_pair(buf, sa[x], ea[x], sb[y], eb[y]):
+                return REFUSE  # scope
+    # the residue guard: each word a side lacks is ignorable or a typo of a distinct word of
+    # the other side (guards._residue with guards._typo_candidates, idents ruled out above)
+    nl = 0
+    for u in range(kb):
+        y = ob[u]
+        if not _ignorable(buf, sb[y], eb[y], hb[y], H, HB, FB, FO, rb1, scratch):
+            left[nl] = y
+            nl += 1
+    used = iw[7 * M : 7 * M + nl]
+    used[:] = 0
+    for t in range(ka):
+        x = oa[t]
+        w0 = sa[x]
+        w1 = ea[x]
+        hw = ha[x]
+        if _ignorable(buf, w0, w1, hw, H, HB, FB, FO, rb1, scratch):
+            continue
+        in_dict = _member(H, HB, _DICT, hw)
+        w_id = not _has_vowel(buf, w0, w1)
+        found = False
+        for v in range(nl):
+            if used[v]:
+                continue
+            y = left[v]
+            if not in_dict and not _member(H, HB, _DICT, hb[y]):
+                if w_id or not _has_vowel(buf, sb[y], eb[y]):
+                    continue
+            if _typo(buf, w0, w1, hw, sb[y], eb[y], hb[y], H, HB, scratch):
+                used[v] = 1
+                found = True
+                break
+        if not found:
+            return REFUSE
+    for v in range(nl):
+        if not used[v]:
+            return REFUSE
+    return PASS
+
+
+_tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+_lock = threading.Lock()
+
+
+def _hash_words(words: list[str]) -> np.ndarray:
+    data = "".join(words).encode("ascii")
+    lens = np.array([len(w) for w in words], np.int64)
+    ends = np.cumsum(lens)
+    out = np.empty(len(words), np.uint64)
+    hash_spans(np.frombuffer(data, np.uint8), ends - lens, ends, out)
+    return out
+
+
+def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's word tables, built once: ``(H, HB, FB, FO)``: the sorted hashes of each
+    section of words (section ``s`` is ``H[HB[s]:HB[s + 1]]``), and the fillers' bytes with
+    their offsets."""
+    global _tables
+    with _lock:
+        if _tables is not None:
+            return _tables
+        from .lexicon import (
+            DETERMINERS,
+            ENTITY_WORDS,
+            ID_NOUNS,
+            IGNORABLE_WORDS,
+            NEGATING_PREFIX_SET,
+            NEGATIONS,
+            OPPOSITES,
+            ROLE_MARKERS,
+            SCOPE_WORDS,
+            SHORT_WORDS,
+            TYPO_FILLERS,
+            WORD_VERBS,
+            dictionary,
+        )
+
+        def ascii_words(ws: Any) -> list[str]:
+            return sorted(w for w in ws if w.isascii())
+
+        opp = set(OPPOSITES)
+        pairs = [(a, b) for a, bs in OPPOSITES.items() for b in bs]
+        sections: list[np.ndarray] = [np.empty(0, np.uint64)] * _SECTIONS
+        sections[_DICT] = _hash_words(ascii_words(dictionary()))
+        sections[_IGN] = _hash_words(ascii_words(IGNORABLE_WORDS))
+        sections[_SPECIAL] = _hash_words(ascii_words(SCOPE_WORDS | ENTITY_WORDS))
+        sections[_NEG] = _hash_words(ascii_words(NEGATIONS))
+        sections[_OPP] = _hash_words(ascii_words(opp))
+        ha = _hash_words([a for a, _ in pairs if a.isascii() and _.isascii()])
+        hb = _hash_words([b for a, b in pairs if a.isascii() and b.isascii()])
+        sections[_OPPAIR] = ha * np.uint64(_PAIR_MIX) ^ hb
+        sections[_IDN] = _hash_words(ascii_words(ID_NOUNS | WORD_VERBS))
+        sections[_ROLE] = _hash_words(ascii_words(ROLE_MARKERS))
+        sections[_DET] = _hash_words(ascii_words(DETERMINERS))
+        sections[_NEGPFX] = _hash_words(ascii_words(NEGATING_PREFIX_SET))
+        sections[_COORD] = _hash_words(["and", "or"])  # (guards' coordinators)
+        sections[_THEN] = _hash_words(["then"])
+        sections[_SHORT] = _hash_words(ascii_words(SHORT_WORDS))
+        sections = [np.unique(s) for s in sections]
+        HB = np.zeros(_SECTIONS + 1, np.int64)
+        HB[1:] = np.cumsum([len(s) for s in sections])
+        H = np.concatenate(sections).astype(np.uint64)
+        fillers = [f for f in TYPO_FILLERS if f.isascii()]
+        FB = np.frombuffer("".join(fillers).encode("ascii"), np.uint8).copy()
+        FO = np.zeros(len(fillers) + 1, np.int64)
+        FO[1:] = np.cumsum([len(f) for f in fillers])
+        for a in (H, HB, FB, FO):
+            a.setflags(write=False)
+        _tables = (H, HB, FB, FO)
+        return _tables
+
+
+_FILLER_TAIL: bytes | None = None
+
+
+def decide(a_canon: str, b_canon: str, a_text: str, b_text: str, roles: bool = True) -> int:
+    """The guards' answer on merging text ``a`` with text ``b`` where the kernel can give it:
+    :data:`PASS` (:func:`stratabatch.guards.veto` returns None), :data:`REFUSE` (it returns
+    a veto) or :data:`DEFER` (ask it). For guards with the residue guard in full (no
+    ``paraphrases``; ``roles``: whether the roles guard is on) and the numbers settled
+    elsewhere (``numbers=False``), on the canonical texts (:mod:`stratabatch.canon`) and the
+    raw ones (names, identifiers)."""
+    global _FILLER_TAIL
+    if len(a_canon) + len(b_canon) > 16 * MAX_WORDS:
+        return DEFER
+    H, HB, FB, FO = _tables if _tables is not None else tables()
+    tail = _FILLER_TAIL
+    if tail is None:
+        tail = _FILLER_TAIL = FB.tobytes()
+    s = f"{a_canon}\0{b_canon}\0{a_text}\0{b_text}"
+    if not s.isascii():
+        return DEFER
+    buf = np.frombuffer(s.encode("ascii") + tail, np.uint8)
+    return int(_decide(buf, len(a_canon), len(b_canon), len(a_text), roles, H, HB, FB, FO))
+
+
+def warm_up() -> None:
+    """Load (or compile) the kernel once, on a pair it decides."""
+    decide("where is my parcel", "where is my parcle", "Where is my parcel?", "where is my parcle")

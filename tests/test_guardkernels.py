@@ -1,0 +1,214 @@
+"""The guard kernel (stratabatch.guardkernels) against the Python guards, its reference."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from stratabatch import guardkernels as K
+from stratabatch.canon import canonical_texts
+from stratabatch.config import GUARDS, BatchConfig
+from stratabatch.grouping import Deduper
+from stratabatch.guards import Features, veto
+from stratabatch.records import Request
+from stratabatch.rehearsal import ScratchOps
+
+DATA = Path(__file__).parent / "data"
+
+
+def _pairs() -> list[tuple[str, str]]:
+    out = []
+    for name in ("guard_pairs.jsonl", "guard_pairs_round2.jsonl", "dedup_pairs.jsonl"):
+        for line in (DATA / name).read_text().splitlines():
+            if line:
+                r = json.loads(line)
+                out.append((r["a"], r["b"]))
+    return out
+
+
+def _compare(pairs, guards=GUARDS):
+    """(kernel answer, Python veto) of each pair, both orders."""
+    g = frozenset(guards)
+    out = []
+    for a, b in pairs:
+        for x, y in ((a, b), (b, a)):
+            cx, cy = canonical_texts([x, y])
+            k = K.decide(cx, cy, x, y, "roles" in g)
+            v = veto(Features(x, cx.split()), Features(y, cy.split()), g, False)
+            out.append((x, y, k, v))
+    return out
+
+
+def _disagreements(results):
+    return [
+        (x, y, k, v)
+        for x, y, k, v in results
+        if k != K.DEFER and (k == K.PASS) != (v is None)
+    ]
+
+
+def test_the_kernel_gives_the_guards_answer_on_every_labelled_pair():
+    results = _compare(_pairs())
+    assert _disagreements(results) == []
+    passed = [k for _, _, k, v in results if v is None]
+    refused = [k for _, _, k, v in results if v is not None]
+    # it decides most of the pairs the guards let through (typos), and refuses some itself
+    assert passed.count(K.PASS) >= 0.6 * len(passed)
+    assert refused.count(K.REFUSE) >= 0.15 * len(refused)
+
+
+_EXTRA = (
+    "not", "never", "my", "your", "monday", "tuesday", "Paris", "closed", "open", "unsafe",
+    "safe", "orders", "order", "from", "to", "the", "an", "of", "basicly", "actualy", "pleese",
+    "ABCD", "'gato'", "user", "translate", "xkcd", "rhythm", "rythm", "ticket", "TICKET",
+    "mary's", "Mary's", "Mark's", "recieve", "receive", "definately", "encrypted", "decrypted",
+)  # fmt: skip
+
+
+def _mutate(rng: random.Random, text: str, pool: list[str]) -> str:
+    words = text.split()
+    if not words:
+        return text
+    for _ in range(rng.randrange(1, 3)):
+        i = rng.randrange(len(words))
+        w = words[i]
+        kind = rng.randrange(9)
+        if kind == 0 and len(w) > 2:  # swap two adjacent letters
+            j = rng.randrange(len(w) - 1)
+            w = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
+        elif kind == 1 and len(w) > 3:  # drop a letter
+            j = rng.randrange(len(w))
+            w = w[:j] + w[j + 1 :]
+        elif kind == 2:  # another letter, or one more
+            j = rng.randrange(len(w) + 1)
+            c = rng.choice("abcdeilnorstuy")
+            w = w[:j] + c + w[j + (rng.random() < 0.5) :]
+        elif kind == 3 and i + 1 < len(words):  # a space moved by a letter or two
+            nxt = words[i + 1]
+            k = rng.choice((1, 1, 2))
+            if rng.random() < 0.5 and len(w) > k:
+                words[i + 1] = w[-k:] + nxt
+                w = w[:-k]
+            elif len(nxt) > k:
+                words[i + 1] = nxt[k:]
+                w = w + nxt[:k]
+        elif kind == 4:
+            w = rng.choice(_EXTRA)
+        elif kind == 5:
+            words.insert(i, rng.choice(_EXTRA + tuple(pool)))
+        elif kind == 6:
+            w = w.upper() if rng.random() < 0.5 else w.capitalize()
+        elif kind == 7:
+            w = rng.choice(pool)
+        else:
+            words[i], words[-1] = words[-1], words[i]
+        words[i] = w
+    return " ".join(words)
+
+
+def test_the_kernel_gives_the_guards_answer_on_random_variants():
+    seed = random.randrange(1 << 30)
+    print("seed", seed)
+    rng = random.Random(seed)
+    texts = [t for pair in _pairs() for t in pair if len(t) < 300]
+    pool = sorted({w for t in texts[:400] for w in t.split()})
+    pairs = []
+    for _ in range(1500):
+        a = rng.choice(texts)
+        pairs.append((a, _mutate(rng, a, pool)))
+    results = _compare(pairs)
+    assert _disagreements(results) == [], seed
+    for guards in (("residue",), ("polarity", "residue"), ("roles", "scope", "residue")):
+        assert _disagreements(_compare(pairs[:300], guards)) == [], (seed, guards)
+
+
+@pytest.mark.parametrize(
+    "a, b, want",
+    [
+        ("Where is my parcel?", "where is my parcle", K.PASS),
+        ("How do I reset my password?", "How do I reset my pasword", K.PASS),
+        ("Where is my parcel?", "Where is my invoice?", K.REFUSE),
+        ("ticket ABCD is stuck", "ticket ABCE is stuck", K.DEFER),  # an identifier
+        ("Is the store open?", "Is the store closed?", K.REFUSE),  # opposites
+        ("Is this drug safe for kids?", "Is this drug unsafe for kids?", K.REFUSE),
+        ("Is this product safe?", "Is this product unsafe?", K.DEFER),  # an id after "product"
+        ("Where is my order?", "Where are my orders?", K.REFUSE),  # scope
+        ("Is it open on Monday", "Is it open on Tuesday", K.DEFER),  # another guard's word
+        ("Can I log in", "Can I never log in", K.DEFER),  # a negation
+        ("How many air miles in economy", "How many air milesi n economy", K.PASS),
+        ("thank you", "than kyou", K.PASS),  # a run from the first word
+        ("Did Alice call Bob", "Did Bob call Alice", K.REFUSE),  # roles traded
+        ("Does the museum or the library open?", "Does the library or the museum open?", K.PASS),
+        ("Why does the app crash when I upload?", "When I upload, why does the app crash?", K.PASS),
+        ("Where is Mary's phone", "Where is Mark's phone", K.DEFER),  # names
+        ("ticket AB CD is stuck", "ticket ABC D is stuck", K.DEFER),  # a space moved in an id
+        ("Où est mon colis", "Ou est mon colis", K.DEFER),  # not ASCII
+    ],
+)
+def test_what_the_kernel_decides_and_what_it_leaves(a, b, want):
+    ca, cb = canonical_texts([a, b])
+    assert K.decide(ca, cb, a, b) == want
+
+
+def _deduper() -> tuple[Deduper, ScratchOps]:
+    ops = ScratchOps()
+    return Deduper(BatchConfig(), ops), ops
+
+
+def test_a_typo_twin_merges_without_the_python_guards(monkeypatch):
+    import stratabatch.guards as guard_words
+
+    def refuse_to_be_asked(*args, **kwargs):
+        raise AssertionError("the Python guards were asked")
+
+    d, ops = _deduper()
+    d._load_decide()
+    monkeypatch.setattr(guard_words, "veto", refuse_to_be_asked)
+    texts = ["How do I transfer my medical records to the new clinic?",
+             "How do I transfer my medical recrods to the new clinic?"]  # fmt: skip
+    reqs = [Request({"query": t}, text=t) for t in texts]
+    d.run(reqs)
+    assert reqs[0].group is not None and reqs[1].group is reqs[0].group
+
+
+def test_a_kernel_refusal_is_logged_with_the_guards_words():
+    d, ops = _deduper()
+    a, b, c = (
+        Request({"query": t}, text=t)
+        for t in ("How do I clean the carpet?", "How do I clean the carpte", "How to clean a sofa")
+    )
+    for r in (a, b, c):
+        r.canon = canonical_texts([r.text])[0]
+    assert K.decide(a.canon, c.canon, a.text, c.text) == K.REFUSE
+    assert d.veto(b, a, 0.9) is None
+    assert d.veto(c, a, 0.9) is not None
+    assert a.features is None and c.features is None  # not built for the decision
+    rec = d.vetoes[-1]
+    assert rec.request is c and rec.leader is a
+    assert rec.veto.guard == "residue" and set(rec.veto.words) == {"carpet", "sofa"}
+
+
+def test_the_pass_merges_as_with_the_python_guards_alone(monkeypatch):
+    texts = [t for pair in _pairs()[:600] for t in pair if len(t) < 200]
+
+    def groups(kernel: bool) -> list[list[str]]:
+        d, ops = _deduper()
+        if not kernel:
+            d._decide_fn = lambda *args: K.DEFER
+        reqs = [Request({"query": t}, text=t) for t in texts]
+        d.run(reqs)
+        out: dict[int, list[str]] = {}
+        for r in reqs:
+            out.setdefault(id(r.group), []).append(r.text)
+        return sorted(out.values())
+
+    assert groups(True) == groups(False)
+
+
+def test_the_guard_kernel_is_a_warmed_kernel_module():
+    from stratabatch.warm import KERNEL_MODULES
+
+    assert "stratabatch.guardkernels" in KERNEL_MODULES
