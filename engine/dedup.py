@@ -58,6 +58,9 @@ def number_signature(text: str) -> tuple[str, ...]:
         text = unicodedata.normalize("NFKC", text)
     out = []
     for sign, num in _NUMBER.findall(text):
+        if not sign and num.isdigit():  # plain digits, the common number: its value alone
+            out.append(num.lstrip("0") or "0")
+            continue
         if _THOUSANDS.match(num) or _EURO_THOUSANDS.match(num):
             num = num.replace(",", "").replace(".", "")
         elif "," in num and "." not in num and num.count(",") == 1:
