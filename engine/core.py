@@ -743,9 +743,11 @@ class Core:
         if batch not in self._batches:
             return
         self._batches.discard(batch)
+        tidy = cancelled or error is not None  # (a fan-out that ends well lets each group go)
         try:
             self._answers.batch(batch, results, error, cancelled, now)  # (drops groups' keys)
         except Exception as e:  # a bug of ours must not strand anyone: answer who is left
+            tidy = True
             for g in batch.groups:
                 if g.members is GONE:
                     continue
@@ -757,8 +759,8 @@ class Core:
                     ),
                 )
         finally:
-            for g in batch.groups:  # break the request<->group<->batch cycles: no GC work
-                if g.members is GONE:
+            for g in batch.groups if tidy else ():  # break the request<->group<->batch
+                if g.members is GONE:  # cycles (no GC work)
                     continue
                 self._dedup.drop_row(g)
                 for m in g.member_list():
