@@ -130,7 +130,6 @@ def _sources(
             idx = np.array(js, np.int64)
             return b.lens[idx], [(b, idx, np.arange(m, dtype=np.int64))], []
     groups: dict[int, tuple[Any, list[int], list[int]]] = {}
-    lens: list[int] = []
     plain: list[tuple[int, list[int]]] = []
     for i, p in enumerate(profiles):
         if type(p) is tuple:
@@ -140,15 +139,19 @@ def _sources(
                 g = groups[id(b)] = (b, [], [])
             g[1].append(j)
             g[2].append(i)
-            lens.append(int(b.lens[j]))
         else:
             plain.append((i, p))
-            lens.append(len(p) // 3)
-    return (
-        np.array(lens, np.int64),
-        [(b, np.array(js, np.int64), np.array(rs, np.int64)) for b, js, rs in groups.values()],
-        plain,
-    )
+    # (the counts of a batch's texts by one fancy index, not a numpy scalar a row)
+    lens = np.empty(m, np.int64)
+    out = []
+    for b, js, rs in groups.values():
+        ja = np.array(js, np.int64)
+        ra = np.array(rs, np.int64)
+        lens[ra] = b.lens[ja]
+        out.append((b, ja, ra))
+    for i, p in plain:
+        lens[i] = len(p) // 3
+    return lens, out, plain
 
 
 def profile_entries(profiles: Any) -> int:
