@@ -224,16 +224,16 @@ def _osa(buf, a0, a1, b0, b1, limit, scratch):
 
 
 @_helper
-def _typo(buf, a0, a1, ha, b0, b1, hb, H, HB, scratch):
-    """:func:`stratabatch.lexicon.is_typo_of` (``max_distance`` 2) of words [a0, a1) and
-    [b0, b1) with hashes ``ha`` and ``hb``."""
+def _typo(buf, a0, a1, ha, b0, b1, hb, H, HB, scratch, maxd):
+    """:func:`stratabatch.lexicon.is_typo_of` (``max_distance`` ``maxd``) of words [a0, a1)
+    and [b0, b1) with hashes ``ha`` and ``hb``."""
     if ha == hb and _same(buf, a0, a1, b0, b1):
         return True
     la = a1 - a0
     lb = b1 - b0
     if not (_alpha(buf, a0, a1) and _alpha(buf, b0, b1)) or min(la, lb) < 4:
         return False
-    limit = 2 if min(la, lb) >= 8 else 1
+    limit = min(maxd, 2 if min(la, lb) >= 8 else 1)
     if abs(la - lb) > limit:
         return False
     if _member(H, HB, _DICT, ha) and _member(H, HB, _DICT, hb):
@@ -258,7 +258,7 @@ def _ignorable(buf, a0, a1, h, H, HB, FB, FO, base, scratch):
         if FB[f0] != buf[a0] or abs((f1 - f0) - n) > 1:
             continue
         # the filler's bytes sit after the texts in buf, from ``base`` (see decide)
-        if _typo(buf, a0, a1, h, base + f0, base + f1, _fnv(FB, f0, f1), H, HB, scratch):
+        if _typo(buf, a0, a1, h, base + f0, base + f1, _fnv(FB, f0, f1), H, HB, scratch, 2):
             return True
     return False
 
@@ -326,10 +326,9 @@ def _spells(buf, s, u, w0, w1):
 @_helper
 def _raw_flagged(buf, r0, r1, pos, st, en, k, H, HB):
     """Whether one of the ``k`` words ``[st[pos[t]], en[pos[t]])`` (canonical, lower case)
-    may be a name or an identifier in the raw text [r0, r1) (a superset of ``guards._names``
-    and ``guards._idents``): a capitalized run of letters spelling it, or it without a final
-    "s" (a possessive); a run of letters and digits spelling it in capitals (2+), between
-    quotes, or after an id noun or a word verb. One scan of the raw text."""
+    may be an identifier in the raw text [r0, r1) (a superset of ``guards._idents``): a run
+    of letters and digits spelling it in capitals (2+), between quotes, or after an id noun
+    or a word verb. One scan of the raw text."""
     u = r0
     ps = -1
     pu = -1
@@ -340,37 +339,17 @@ def _raw_flagged(buf, r0, r1, pos, st, en, k, H, HB):
         s = u
         upper = False
         lower = False
-        digits = False
         while u < r1 and _alnum(buf[u]):
             x = buf[u]
             if 65 <= x <= 90:
                 upper = True
             elif 97 <= x <= 122:
                 lower = True
-            else:
-                digits = True
             u += 1
         for t in range(k):
             w0 = st[pos[t]]
             w1 = en[pos[t]]
             n = w1 - w0
-            # names: the runs of letters of this run
-            if upper:
-                v = s
-                while v < u:
-                    if not _letter(buf[v]):
-                        v += 1
-                        continue
-                    a = v
-                    while v < u and _letter(buf[v]):
-                        v += 1
-                    if 65 <= buf[a] <= 90:
-                        if _spells(buf, a, v, w0, w1):
-                            return True
-                        if n > 1 and buf[w1 - 1] == 115 and _spells(buf, a, v, w0, w1 - 1):
-                            return True
-                    if not digits:
-                        break
             if u - s == n and _spells(buf, s, u, w0, w1):
                 if upper and not lower and n >= 2:
                     return True
@@ -394,6 +373,122 @@ def _raw_flagged(buf, r0, r1, pos, st, en, k, H, HB):
 def _space(c):
     """ASCII whitespace as :meth:`str.split` sees it."""
     return c == 32 or 9 <= c <= 13 or 28 <= c <= 31
+
+
+@_helper
+def _names(buf, r0, r1, out):
+    """The hashes of ``guards._names`` of the ASCII raw text [r0, r1): its capitalized runs of
+    letters not at a sentence start, nor "I", nor in a shouted text, lower-cased. Returns how
+    many, or -1 past ``out``'s size."""
+    up = False
+    low = False
+    for u in range(r0, r1):
+        c = buf[u]
+        if 65 <= c <= 90:
+            up = True
+        elif 97 <= c <= 122:
+            low = True
+    shouted = up and not low
+    k = 0
+    u = r0
+    while u < r1:
+        if not _letter(buf[u]):
+            u += 1
+            continue
+        s = u
+        caps = True
+        while u < r1 and _letter(buf[u]):
+            if buf[u] >= 97:
+                caps = False
+            u += 1
+        if not (65 <= buf[s] <= 90) or (u - s == 1 and buf[s] == 73):
+            continue
+        j = s - 1
+        while j >= r0:
+            c = buf[j]
+            if c == 32 or c == 9 or c == 34 or c == 39 or c == 40 or c == 91 or c == 42 or c == 45:
+                j -= 1
+            else:
+                break
+        if j < r0:
+            continue
+        c = buf[j]
+        if c == 46 or c == 63 or c == 33 or c == 10:
+            continue  # the first word of a sentence
+        if caps and u - s > 1 and shouted:
+            continue
+        if k == out.shape[0]:
+            return -1
+        h = np.uint64(0xCBF29CE484222325)
+        for v in range(s, u):
+            h = _fnv_byte(h, buf[v] | 32)
+        out[k] = h
+        k += 1
+    return k
+
+
+@_helper
+def _name_of(buf, w0, w1, h, names, k):
+    """``guards._name_of``: 1 where word [w0, w1) is one of the ``k`` names, 2 where it is
+    one with a final "s" (a possessive), else 0."""
+    if k == 0:
+        return 0
+    for t in range(k):
+        if names[t] == h:
+            return 1
+    if w1 - w0 > 1 and buf[w1 - 1] == 115:
+        g = _fnv(buf, w0, w1 - 1)
+        for t in range(k):
+            if names[t] == g:
+                return 2
+    return 0
+
+
+@_helper
+def _name_typo(buf, w0, w1, hw, op, k, st, en, hs, names, nn, H, HB, scratch):
+    """``guards._name_typo``: whether name [w0, w1) may be a typo of one of the other side's
+    ``k`` words ``op`` (a name there only of a name of the same first letter)."""
+    for t in range(k):
+        o = op[t]
+        o0 = st[o]
+        o1 = en[o]
+        kind = _name_of(buf, o0, o1, hs[o], names, nn)
+        if kind == 0:
+            if _typo(buf, w0, w1, hw, o0, o1, hs[o], H, HB, scratch, 1):
+                return True
+        else:
+            if kind == 2:
+                o1 -= 1
+            if buf[o0] == buf[w0] and _typo(
+                buf, w0, w1, hw, o0, o1, _fnv(buf, o0, o1), H, HB, scratch, 1
+            ):
+                return True
+    return False
+
+
+@_helper
+def _entities(buf, o1, k1, s1, e1, h1, n1, names1, nn1, o2, k2, s2, e2, h2, n2, names2, nn2, H,
+              HB, scratch):
+    """``guards._entities`` for the words ``o1`` side 1 lacks (side 2 lacks ``o2``), where
+    the only entities are names (the entity words are left to the Python guards): True where
+    it refuses."""
+    for t in range(k1):
+        x = o1[t]
+        w0 = s1[x]
+        w1 = e1[x]
+        kind = _name_of(buf, w0, w1, h1[x], names1, nn1)
+        if kind == 2:  # a possessive: the name is the word without its "s"
+            if _name_typo(buf, w0, w1 - 1, _fnv(buf, w0, w1 - 1), o2, k2, s2, e2, h2, names2,
+                          nn2, H, HB, scratch):
+                continue
+            return True
+        if kind == 1:
+            if _count(h2, n2, h1[x]) > 0:
+                continue
+            if _name_typo(buf, w0, w1, h1[x], o2, k2, s2, e2, h2, names2, nn2, H, HB, scratch):
+                continue
+            return True
+    return False
 
 
 @_helper
@@ -713,7 +808,7 @@ def _decide(buf, la, lb, lra, roles, H, HB, FB, FO):
             return DEFER  # non-ASCII: the Python reference
     M = MAX_WORDS
     iw = np.empty(9 * M + 3 * 130, np.int64)
-    uw = np.empty(6 * M + 6, np.uint64)
+    uw = np.empty(8 * M + 6, np.uint64)
     sa = iw[0:M]
     ea = iw[M : 2 * M]
     sb = iw[2 * M : 3 * M]
@@ -782,8 +877,8 @@ def _decide(buf, la, lb, lra, roles, H, HB, FB, FO):
                 kb = _drop(ob, kb, hb, p, nb - q)
                 if ka == 0 and kb == 0:
                     return PASS
-    # a word the entities or scope guard reads, a name or an identifier, among the words
-    # left: the Python guards
+    # a word the entities or scope guard reads, or an identifier, among the words left: the
+    # Python guards
     for t in range(ka):
         if _member(H, HB, _SPECIAL, ha[oa[t]]):
             return DEFER
@@ -808,6 +903,16 @@ def _decide(buf, la, lb, lra, roles, H, HB, FB, FO):
     nrb = _role_args(buf, sb, eb, hb, nb, H, HB, mkb, arb)
     if not _same_roles(mka, ara, nra, mkb, arb, nrb):
         return DEFER
+    nma = uw[6 * M + 6 : 7 * M + 6]
+    nmb = uw[7 * M + 6 : 8 * M + 6]
+    nna = _names(buf, ra0, ra1, nma)
+    nnb = _names(buf, rb0, rb1, nmb)
+    if nna < 0 or nnb < 0:
+        return DEFER
+    if _entities(buf, oa, ka, sa, ea, ha, na, nma, nna, ob, kb, sb, eb, hb, nb, nmb, nnb, H, HB,
+                 scratch) or _entities(buf, ob, kb, sb, eb, hb, nb, nmb, nnb, oa, ka, sa, ea, ha,
+                                       na, nma, nna, H, HB, scratch):
+        return REFUSE  # entities: another name
     for t in range(ka):
         x = oa[t]
         for u in range(kb):
@@ -841,7 +946,7 @@ def _decide(buf, la, lb, lra, roles, H, HB, FB, FO):
             if not in_dict and not _member(H, HB, _DICT, hb[y]):
                 if w_id or not _has_vowel(buf, sb[y], eb[y]):
                     continue
-            if _typo(buf, w0, w1, hw, sb[y], eb[y], hb[y], H, HB, scratch):
+            if _typo(buf, w0, w1, hw, sb[y], eb[y], hb[y], H, HB, scratch, 2):
                 used[v] = 1
                 found = True
                 break

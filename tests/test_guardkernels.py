@@ -137,13 +137,15 @@ def test_the_kernel_gives_the_guards_answer_on_random_variants():
         ("Is this product safe?", "Is this product unsafe?", K.DEFER),  # an id after "product"
         ("Where is my order?", "Where are my orders?", K.REFUSE),  # scope
         ("Is it open on Monday", "Is it open on Tuesday", K.DEFER),  # another guard's word
-        ("Can I log in", "Can I never log in", K.DEFER),  # a negation
         ("How many air miles in economy", "How many air milesi n economy", K.PASS),
         ("thank you", "than kyou", K.PASS),  # a run from the first word
         ("Did Alice call Bob", "Did Bob call Alice", K.REFUSE),  # roles traded
         ("Does the museum or the library open?", "Does the library or the museum open?", K.PASS),
         ("Why does the app crash when I upload?", "When I upload, why does the app crash?", K.PASS),
-        ("Where is Mary's phone", "Where is Mark's phone", K.DEFER),  # names
+        ("Where is Mary's phone", "Where is Mark's phone", K.REFUSE),  # two names
+        ("Why are cows sacred in India?", "Why are cows sacred in Idnia?", K.PASS),  # a typo
+        ("Is it sunny in Paris today", "Is it sunny in Rome today", K.REFUSE),
+        ("Can I log in", "Can I never log in", K.DEFER),  # a negation
         ("ticket AB CD is stuck", "ticket ABC D is stuck", K.DEFER),  # a space moved in an id
         ("Où est mon colis", "Ou est mon colis", K.DEFER),  # not ASCII
     ],
