@@ -251,7 +251,9 @@ class Packer:
 
         limits = transport.limits
         self.encoder = FrameEncoder(limits)
-        self.decode: Callable[[bytes], list[Any]] = FrameDecoder(limits).responses
+        # a response frame's items: a plain ok answer as its checked list [id, ok, value],
+        # any other as a Response or a FrameError
+        self.decode: Callable[[bytes], list[Any]] = FrameDecoder(limits).response_items
         self.max_request_bytes: int = transport.max_request_bytes
         # a payload this small always fits a frame of its own (no need to measure the frame)
         self.max_blob = limits.max_frame_bytes - 64

@@ -28,6 +28,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from stratabatch.ipc.errors import FrameError
+
 from .clientcalls import ONE, CallBooks, Item, ListCall, Packer, answer
 from .errors import (
     EngineUnavailableError,
@@ -63,6 +65,12 @@ class Waiter:
 
     def done(self) -> bool:
         return self._done
+
+    def reset(self) -> None:
+        """Make a waiter whose outcome its caller took (its lock held again, nothing in the
+        books refers to it) ready for the same thread's next call."""
+        self.value = self.error = None
+        self._done = self.counted = self.chained = False
 
     def set_result(self, value: Any) -> None:
         if not self._done:
@@ -206,10 +214,15 @@ class Books(CallBooks):
             assert packer is not None
             sent = 0
             try:
-                for frame, n in packer.frames(items):
-                    if not conn.push(frame):
-                        break
-                    sent += n
+                frame = packer.one_frame(items)  # (the usual case: all of it in one frame)
+                if frame is not None:
+                    if conn.push(frame):
+                        sent = len(items)
+                else:
+                    for frame, n in packer.frames(items):
+                        if not conn.push(frame):
+                            break
+                        sent += n
             except (OSError, ValueError):  # the engine went away meanwhile: the reader fails all
                 with lock:
                     self._sending = False
@@ -289,8 +302,6 @@ class Books(CallBooks):
         """Deliver every answer in the response ring of ``conn`` (one thread at a time: the
         ring has one consumer); why the engine is to be dropped (a corrupt ring), else None.
         The one-request callers answered are woken in turn, starting with the first."""
-        from stratabatch.ipc.errors import FrameError
-
         try:
             frames = conn.frames()
         except FrameError as exc:
@@ -320,7 +331,11 @@ class Books(CallBooks):
                         error = StratabatchError(f"the engine's response could not be decoded: {r}")
                         answer(entry[0], entry[1], None, error)
                     continue
-                rid, status, value, meta = r
+                if type(r) is list:  # a plain ok answer, [id, ok, value]: the usual one
+                    rid, status, value = r
+                    meta = None
+                else:
+                    rid, status, value, meta = r
                 if rows:
                     row = rows.pop(rid, -1)
                     if row >= 0:

@@ -215,3 +215,26 @@ async def test_a_call_from_another_threads_loop_is_refused_while_calls_wait(monk
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert not client._books.waiting
+
+
+async def test_a_batch_of_plain_answers_reaches_single_and_list_callers():
+    import msgpack
+
+    conn, lost = FakeTransport(), []
+    books = _books(conn, lost)
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    rid = books.enter_one({"query": "one"}, fut, 0, 0)
+    call_fut = loop.create_future()
+    call = ListCall([{"query": "a"}, {"query": "b"}], call_fut, False)
+    ids = books.enter(call.requests, call, 0, 0, False)
+    await asyncio.sleep(0)
+    # one batch frame: plain ok answers (read as checked lists), one with a merge's meta
+    conn.inbox = [
+        msgpack.packb(
+            [[ids[1], 0, "B"], [rid, 0, None], [ids[0], 0, "A", {"leader": ids[0]}], [999, 0, 1]]
+        )
+    ]
+    books.rung()
+    assert fut.result() is None and call_fut.result() == ["A", "B"]
+    assert not books.waiting and lost == []

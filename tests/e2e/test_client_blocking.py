@@ -197,3 +197,38 @@ def test_vectors_of_many_threads_travel_through_the_arena(start_engine):
     assert len(results) == 8
     for rs in results.values():
         assert rs[0] == rs[1]  # near twins (the same vector) merged
+
+
+def test_a_threads_calls_in_a_row_each_get_their_own_outcome(start_engine):
+    """A caller thread's waiter serves its next call once a call ends with a value: every
+    call still gets its own answer or error, never one of an earlier call."""
+    from stratabatch import HandlerError
+
+    eng = start_engine(
+        "--window-ms", "1", "--dedup-strategy", "exact", handler="tests.e2e.handlers:faulty"
+    )
+    errors: list[BaseException] = []
+
+    def caller(t: int) -> None:
+        try:
+            with pytest.raises(InvalidRequestError):
+                client.process({"query": {1, 2}})  # refused before a waiter is used
+            for i in range(30):
+                if i % 7 == 3:
+                    with pytest.raises(HandlerError, match=f"bad item t{t}-{i}"):
+                        client.process({"query": f"t{t}-{i}", "fault": "item"})
+                else:
+                    got = client.process({"query": f"t{t}-{i}"}, timeout=10)
+                    assert got == {"answer": f"T{t}-{i}"}
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    with SyncEngineClient(eng.name) as client:
+        threads = [threading.Thread(target=caller, args=(t,), daemon=True) for t in range(4)]
+        for th in threads:
+            th.start()
+        end = time.monotonic() + 60
+        for th in threads:
+            th.join(max(end - time.monotonic(), 0))
+        assert not any(th.is_alive() for th in threads)  # no call was left hanging
+    assert not errors, errors
