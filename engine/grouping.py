@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .config import GUARDS
 from .dedup import (
     canonical_bytes,
     exact_hashes,
@@ -369,12 +370,12 @@ class Deduper:
             and other is not None
             and r.text is not None
             and leader.text is not None
-            and "residue" in guards
+            and guards == GUARDS  # every guard on (the config keeps them in GUARDS' order)
         ):
-            # the common decisions (a typo or two, nothing another guard reads) in one kernel
-            # call; the rest goes to the Python guards below
+            # the common decisions (typos, words one side lacks, reordered words) of the
+            # default guards in one kernel call; the rest goes to the Python guards below
             decide = self._decide_fn or self._load_decide()
-            k = decide(other, canon, leader.text, r.text, "roles" in guards)
+            k = decide(other, canon, leader.text, r.text)
             if k == 0:
                 return None
             if k > 0:

@@ -792,7 +792,7 @@ def _roles_traded(mka, ara, ka, mkb, arb, kb):
 
 
 @njit(cache=True)
-def _decide(buf, la, lb, lra, roles, H, HB, FB, FO):
+def _decide(buf, la, lb, lra, H, HB, FB, FO):
     """:func:`decide` on ``buf`` = canonical a, NUL, canonical b, NUL, raw a, NUL, raw b, then
     the fillers' bytes (``FB``)."""
     a0 = 0
@@ -840,7 +840,7 @@ def _decide(buf, la, lb, lra, roles, H, HB, FB, FO):
     if ka == 0 and kb == 0:
         # the same words in another order (guards.veto's first branch): a swapped
         # coordination or a moved clause passes, another reordering trades roles
-        if not roles or _coordination_swap(ha, hb, na, H, HB):
+        if _coordination_swap(ha, hb, na, H, HB):
             return PASS
         nra = _role_args(buf, sa, ea, ha, na, H, HB, mka, ara)
         nrb = _role_args(buf, sb, eb, hb, nb, H, HB, mkb, arb)
@@ -1033,13 +1033,13 @@ def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 _FILLER_TAIL: bytes | None = None
 
 
-def decide(a_canon: str, b_canon: str, a_text: str, b_text: str, roles: bool = True) -> int:
+def decide(a_canon: str, b_canon: str, a_text: str, b_text: str) -> int:
     """The guards' answer on merging text ``a`` with text ``b`` where the kernel can give it:
     :data:`PASS` (:func:`stratabatch.guards.veto` returns None), :data:`REFUSE` (it returns
-    a veto) or :data:`DEFER` (ask it). For guards with the residue guard in full (no
-    ``paraphrases``; ``roles``: whether the roles guard is on) and the numbers settled
-    elsewhere (``numbers=False``), on the canonical texts (:mod:`stratabatch.canon`) and the
-    raw ones (names, identifiers)."""
+    a veto) or :data:`DEFER` (ask it). For every guard of :data:`~stratabatch.config.GUARDS`
+    on, the residue guard in full (no ``paraphrases``) and the numbers settled elsewhere
+    (``numbers=False``), on the canonical texts (:mod:`stratabatch.canon`) and the raw ones
+    (names, identifiers)."""
     global _FILLER_TAIL
     if len(a_canon) + len(b_canon) > 16 * MAX_WORDS:
         return DEFER
@@ -1051,7 +1051,7 @@ def decide(a_canon: str, b_canon: str, a_text: str, b_text: str, roles: bool = T
     if not s.isascii():
         return DEFER
     buf = np.frombuffer(s.encode("ascii") + tail, np.uint8)
-    return int(_decide(buf, len(a_canon), len(b_canon), len(a_text), roles, H, HB, FB, FO))
+    return int(_decide(buf, len(a_canon), len(b_canon), len(a_text), H, HB, FB, FO))
 
 
 def warm_up() -> None:

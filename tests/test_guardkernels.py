@@ -29,14 +29,14 @@ def _pairs() -> list[tuple[str, str]]:
     return out
 
 
-def _compare(pairs, guards=GUARDS):
-    """(kernel answer, Python veto) of each pair, both orders."""
-    g = frozenset(guards)
+def _compare(pairs):
+    """(kernel answer, Python veto at the default guards) of each pair, both orders."""
+    g = frozenset(GUARDS)
     out = []
     for a, b in pairs:
         for x, y in ((a, b), (b, a)):
             cx, cy = canonical_texts([x, y])
-            k = K.decide(cx, cy, x, y, "roles" in g)
+            k = K.decide(cx, cy, x, y)
             v = veto(Features(x, cx.split()), Features(y, cy.split()), g, False)
             out.append((x, y, k, v))
     return out
@@ -121,8 +121,6 @@ def test_the_kernel_gives_the_guards_answer_on_random_variants():
         pairs.append((a, _mutate(rng, a, pool)))
     results = _compare(pairs)
     assert _disagreements(results) == [], seed
-    for guards in (("residue",), ("polarity", "residue"), ("roles", "scope", "residue")):
-        assert _disagreements(_compare(pairs[:300], guards)) == [], (seed, guards)
 
 
 @pytest.mark.parametrize(
@@ -191,6 +189,22 @@ def test_a_kernel_refusal_is_logged_with_the_guards_words():
     rec = d.vetoes[-1]
     assert rec.request is c and rec.leader is a
     assert rec.veto.guard == "residue" and set(rec.veto.words) == {"carpet", "sofa"}
+
+
+@pytest.mark.parametrize(
+    "a, b, off",
+    [
+        ("Where is Mary's phone", "Where is Mark's phone", "entities"),  # a typo to residue
+        ("Did Alice call Bob", "Did Bob call Alice", "roles"),  # the same words
+    ],
+)
+def test_with_a_guard_off_the_python_guards_decide(a, b, off):
+    guards = tuple(g for g in GUARDS if g != off)
+    d = Deduper(BatchConfig(dedup_guards=guards), ScratchOps())
+    ra, rb = Request({"query": a}, text=a), Request({"query": b}, text=b)
+    ra.canon, rb.canon = canonical_texts([a, b])
+    want = veto(Features(a, ra.canon.split()), Features(b, rb.canon.split()), guards, False)
+    assert (d.veto(rb, ra, 0.9) is None) == (want is None)
 
 
 def test_the_pass_merges_as_with_the_python_guards_alone(monkeypatch):
