@@ -41,8 +41,8 @@ MAX_WORDS = 96
 
 # sections of the hash table array (see tables())
 _DICT, _IGN, _SPECIAL, _OPP, _OPPAIR, _IDN, _ROLE, _DET, _NEGPFX = range(9)
-_COORD, _THEN, _SHORT, _NEG = range(9, 13)
-_SECTIONS = 13
+_COORD, _THEN, _SHORT, _NEG, _ENT = range(9, 14)
+_SECTIONS = 14
 _PAIR_MIX = 0x9E3779B97F4A7C15
 
 # The kernel's helpers are called from numba only: no Python or C wrapper to compile for each
@@ -469,9 +469,8 @@ def _name_typo(buf, w0, w1, hw, op, k, st, en, hs, names, nn, H, HB, scratch):
 @_helper
 def _entities(buf, o1, k1, s1, e1, h1, n1, names1, nn1, o2, k2, s2, e2, h2, n2, names2, nn2, H,
               HB, scratch):
-    """``guards._entities`` for the words ``o1`` side 1 lacks (side 2 lacks ``o2``), where
-    the only entities are names (the entity words are left to the Python guards): True where
-    it refuses."""
+    """``guards._entities`` for the words ``o1`` side 1 lacks (side 2 lacks ``o2``): names
+    and entity words; True where it refuses."""
     for t in range(k1):
         x = o1[t]
         w0 = s1[x]
@@ -486,6 +485,18 @@ def _entities(buf, o1, k1, s1, e1, h1, n1, names1, nn1, o2, k2, s2, e2, h2, n2, 
             if _count(h2, n2, h1[x]) > 0:
                 continue
             if _name_typo(buf, w0, w1, h1[x], o2, k2, s2, e2, h2, names2, nn2, H, HB, scratch):
+                continue
+            return True
+        if _member(H, HB, _ENT, h1[x]):  # an entity word that is not a name
+            if _count(h2, n2, h1[x]) > 0:
+                continue
+            typo = False
+            for u in range(k2):
+                y = o2[u]
+                if _typo(buf, w0, w1, h1[x], s2[y], e2[y], h2[y], H, HB, scratch, 1):
+                    typo = True
+                    break
+            if typo:
                 continue
             return True
     return False
@@ -877,18 +888,9 @@ def _decide(buf, la, lb, lra, H, HB, FB, FO):
                 kb = _drop(ob, kb, hb, p, nb - q)
                 if ka == 0 and kb == 0:
                     return PASS
-    # a word the entities or scope guard reads, or an identifier, among the words left: the
-    # Python guards
-    for t in range(ka):
-        if _member(H, HB, _SPECIAL, ha[oa[t]]):
-            return DEFER
-    for t in range(kb):
-        if _member(H, HB, _SPECIAL, hb[ob[t]]):
-            return DEFER
-    if _raw_flagged(buf, ra0, ra1, oa, sa, ea, ka, H, HB) or _raw_flagged(
-        buf, rb0, rb1, ob, sb, eb, kb, H, HB
-    ):
-        return DEFER
+    # From here on every guard is exact or undecided, and they are all on: the first that
+    # refuses decides (the Python guards would refuse too, maybe by an earlier guard), and
+    # the pair passes only where none refuses and none is undecided.
     fx = uw[6 * M : 6 * M + 3]
     fy = uw[6 * M + 3 : 6 * M + 6]
     for t in range(ka):
@@ -901,8 +903,7 @@ def _decide(buf, la, lb, lra, H, HB, FB, FO):
                 return REFUSE  # polarity
     nra = _role_args(buf, sa, ea, ha, na, H, HB, mka, ara)
     nrb = _role_args(buf, sb, eb, hb, nb, H, HB, mkb, arb)
-    if not _same_roles(mka, ara, nra, mkb, arb, nrb):
-        return DEFER
+    undecided = not _same_roles(mka, ara, nra, mkb, arb, nrb)  # (guards._roles_veto)
     nma = uw[6 * M + 6 : 7 * M + 6]
     nmb = uw[7 * M + 6 : 8 * M + 6]
     nna = _names(buf, ra0, ra1, nma)
@@ -912,13 +913,23 @@ def _decide(buf, la, lb, lra, H, HB, FB, FO):
     if _entities(buf, oa, ka, sa, ea, ha, na, nma, nna, ob, kb, sb, eb, hb, nb, nmb, nnb, H, HB,
                  scratch) or _entities(buf, ob, kb, sb, eb, hb, nb, nmb, nnb, oa, ka, sa, ea, ha,
                                        na, nma, nna, H, HB, scratch):
-        return REFUSE  # entities: another name
+        return REFUSE  # entities: another name, date, unit, ...
+    for t in range(ka):
+        if _member(H, HB, _SPECIAL, ha[oa[t]]):
+            return REFUSE  # scope: a scope word on one side
+    for t in range(kb):
+        if _member(H, HB, _SPECIAL, hb[ob[t]]):
+            return REFUSE
     for t in range(ka):
         x = oa[t]
         for u in range(kb):
             y = ob[u]
             if _plural_pair(buf, sa[x], ea[x], sb[y], eb[y]):
                 return REFUSE  # scope
+    if _raw_flagged(buf, ra0, ra1, oa, sa, ea, ka, H, HB) or _raw_flagged(
+        buf, rb0, rb1, ob, sb, eb, kb, H, HB
+    ):
+        return DEFER  # an identifier or a spelling asked about: the residue guard's care
     # the residue guard: each word a side lacks is ignorable or a typo of a distinct word of
     # the other side (guards._residue with guards._typo_candidates, idents ruled out above)
     nl = 0
@@ -955,7 +966,7 @@ def _decide(buf, la, lb, lra, H, HB, FB, FO):
     for v in range(nl):
         if not used[v]:
             return REFUSE
-    return PASS
+    return DEFER if undecided else PASS
 
 
 _tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -1003,7 +1014,8 @@ def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         sections: list[np.ndarray] = [np.empty(0, np.uint64)] * _SECTIONS
         sections[_DICT] = _hash_words(ascii_words(dictionary()))
         sections[_IGN] = _hash_words(ascii_words(IGNORABLE_WORDS))
-        sections[_SPECIAL] = _hash_words(ascii_words(SCOPE_WORDS | ENTITY_WORDS))
+        sections[_SPECIAL] = _hash_words(ascii_words(SCOPE_WORDS))
+        sections[_ENT] = _hash_words(ascii_words(ENTITY_WORDS))
         sections[_NEG] = _hash_words(ascii_words(NEGATIONS))
         sections[_OPP] = _hash_words(ascii_words(opp))
         ha = _hash_words([a for a, _ in pairs if a.isascii() and _.isascii()])

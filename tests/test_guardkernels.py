@@ -132,9 +132,11 @@ def test_the_kernel_gives_the_guards_answer_on_random_variants():
         ("ticket ABCD is stuck", "ticket ABCE is stuck", K.DEFER),  # an identifier
         ("Is the store open?", "Is the store closed?", K.REFUSE),  # opposites
         ("Is this drug safe for kids?", "Is this drug unsafe for kids?", K.REFUSE),
-        ("Is this product safe?", "Is this product unsafe?", K.DEFER),  # an id after "product"
+        ("Is this product safe?", "Is this product unsafe?", K.REFUSE),  # (an id's care aside)
         ("Where is my order?", "Where are my orders?", K.REFUSE),  # scope
-        ("Is it open on Monday", "Is it open on Tuesday", K.DEFER),  # another guard's word
+        ("Is it open on Monday", "Is it open on Tuesday", K.REFUSE),  # another day
+        ("Is it open on Monday", "Is it open on Mondya", K.PASS),
+        ("Where is my order?", "Where is your order?", K.REFUSE),  # whose
         ("How many air miles in economy", "How many air milesi n economy", K.PASS),
         ("thank you", "than kyou", K.PASS),  # a run from the first word
         ("Did Alice call Bob", "Did Bob call Alice", K.REFUSE),  # roles traded
@@ -144,7 +146,8 @@ def test_the_kernel_gives_the_guards_answer_on_random_variants():
         ("Why are cows sacred in India?", "Why are cows sacred in Idnia?", K.PASS),  # a typo
         ("Is it sunny in Paris today", "Is it sunny in Rome today", K.REFUSE),
         ("Can I log in", "Can I never log in", K.DEFER),  # a negation
-        ("ticket AB CD is stuck", "ticket ABC D is stuck", K.DEFER),  # a space moved in an id
+        ("ticket AB CD is stuck", "ticket ABC D is stuck", K.REFUSE),  # a space moved in an id
+        ("what does the code 'gato' do", "what does the code 'gaot' do", K.DEFER),  # an id
         ("Où est mon colis", "Ou est mon colis", K.DEFER),  # not ASCII
     ],
 )
