@@ -194,6 +194,10 @@ def _request_fields(
 # a batch item's fixed-width header: fixarray(5), uint64 id, int32 priority, uint64 deadline,
 # int32 arena row (any msgpack decoder reads them as the same integers as the shortest forms)
 _REQ_HEAD = struct.Struct(">BBQBiBQBi")
+# the same header of a plain item (priority 0, no deadline, no arena row): its first three
+# fields, then the rest, which is constant
+_PLAIN_HEAD = struct.Struct(">BBQ")
+_PLAIN_TAIL = _REQ_HEAD.pack(0x95, 0xCF, 0, 0xD2, 0, 0xCF, 0, 0xD2, NO_ROW)[_PLAIN_HEAD.size :]
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True, datetime=False).pack
 
 
@@ -367,25 +371,42 @@ class FrameEncoder:
                 f"a batch frame holds 1 to {self.limits.max_array_len} requests, got {n}"
             )
         parts = [_array_header(n)]
+        append = parts.append
         head = _REQ_HEAD.pack
-        size = len(parts[0])
+        plain_head = _PLAIN_HEAD.pack
+        size = len(parts[0]) + n * _REQ_HEAD.size
         for rid, priority, deadline_ns, arena_row, blob in items:
-            if not (  # (the common case inline; _request_fields says what is wrong)
-                type(rid) is int
+            # the plain item (no priority, deadline or arena row: the usual request) as its
+            # id and a constant tail, the same bytes as the full header's
+            if (
+                priority == 0
+                and deadline_ns == 0
+                and arena_row == NO_ROW
+                and type(rid) is int
                 and 0 <= rid <= MAX_ID
                 and type(priority) is int
-                and MIN_PRIORITY <= priority <= MAX_PRIORITY
                 and type(deadline_ns) is int
-                and 0 <= deadline_ns <= MAX_DEADLINE_NS
                 and type(arena_row) is int
-                and NO_ROW <= arena_row <= MAX_ROW
             ):
-                rid, priority, deadline_ns, arena_row = _request_fields(
-                    rid, priority, deadline_ns, arena_row
-                )
-            parts.append(head(0x95, 0xCF, rid, 0xD2, priority, 0xCF, deadline_ns, 0xD2, arena_row))
-            parts.append(blob)
-            size += _REQ_HEAD.size + len(blob)
+                append(plain_head(0x95, 0xCF, rid))
+                append(_PLAIN_TAIL)
+            else:
+                if not (  # (the other common cases inline; _request_fields says what is wrong)
+                    type(rid) is int
+                    and 0 <= rid <= MAX_ID
+                    and type(priority) is int
+                    and MIN_PRIORITY <= priority <= MAX_PRIORITY
+                    and type(deadline_ns) is int
+                    and 0 <= deadline_ns <= MAX_DEADLINE_NS
+                    and type(arena_row) is int
+                    and NO_ROW <= arena_row <= MAX_ROW
+                ):
+                    rid, priority, deadline_ns, arena_row = _request_fields(
+                        rid, priority, deadline_ns, arena_row
+                    )
+                append(head(0x95, 0xCF, rid, 0xD2, priority, 0xCF, deadline_ns, 0xD2, arena_row))
+            append(blob)
+            size += len(blob)
         if size > self.limits.max_frame_bytes:
             raise FrameTooLargeError(
                 f"batch frame of {n} requests is {size} bytes, over the frame limit of "
@@ -749,6 +770,20 @@ class FrameDecoder:
         Raises:
             FrameError: The bytes are not a msgpack array of responses at all.
         """
+        return [
+            _new_tuple(Response, (item[0], item[1], item[2], None)) if type(item) is list else item
+            for item in self.response_items(data)
+        ]
+
+    def response_items(self, data: bytes | bytearray | memoryview) -> list[Any]:
+        """:meth:`responses`, but a batch's plain ok answer (``[id, ok, a value that is not a
+        container]``, without meta: the usual answer) stays the checked list it was decoded
+        as, so a client delivers it without a record per answer; every other item is a
+        :class:`Response` or a :class:`FrameError`, as from :meth:`responses`.
+
+        Raises:
+            FrameError: As :meth:`responses`.
+        """
         frame = self._unpack(data, "response")
         if type(frame) is not list or not frame:
             raise FrameError(
@@ -756,7 +791,7 @@ class FrameDecoder:
             )
         if type(frame[0]) is not list:
             return [self._response(frame, frame)]
-        out: list[Response | FrameError] = []
+        out: list[Any] = []
         for item in frame:
             # the common item, checked inline (the same rules as _response, which any other
             # item goes through for its error): [id, ok, a value that is not a container]
@@ -770,7 +805,7 @@ class FrameDecoder:
                     and type(value) is not dict
                     and type(value) is not list
                 ):
-                    out.append(_new_tuple(Response, (rid, status, value, None)))
+                    out.append(item)
                     continue
             try:
                 out.append(self._response(item, frame))

@@ -3,6 +3,8 @@ frame would be, a bad item failing alone."""
 
 from __future__ import annotations
 
+import struct
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -217,6 +219,13 @@ def test_a_batch_response_item_gets_the_verdict_of_the_same_single_frame(item):
         want = str(exc)
     got = DEC.responses(msgpack.packb([[2, STATUS_OK, "ok"], item]))[1]
     assert (str(got) if isinstance(got, FrameError) else got) == want
+    # what the clients read: the plain ok answer as its checked list, the rest the same
+    raw = DEC.response_items(msgpack.packb([[2, STATUS_OK, "ok"], item]))[1]
+    if type(raw) is list:
+        assert isinstance(want, Response) and want.meta is None and raw == list(want[:3])
+        assert want.status == STATUS_OK and type(want.value) not in (dict, list)
+    else:
+        assert (str(raw) if isinstance(raw, FrameError) else raw) == want
 
 
 @pytest.mark.parametrize(
@@ -227,8 +236,38 @@ def test_a_batch_response_item_gets_the_verdict_of_the_same_single_frame(item):
         ((1, 0, -1, NO_ROW), "deadline_ns"),
         ((1, 0, 0, MAX_ROW + 1), "arena_row"),
         ((1, "0", 0, NO_ROW), "priority"),
+        ((MAX_ID + 1, 0, 0, NO_ROW), "request id"),  # a plain item's id is checked too
+        ((-1, 0, 0, NO_ROW), "request id"),
+        ((1, False, 0, NO_ROW), "priority"),  # equal to 0, but no int
+        ((1, 0, 0.0, NO_ROW), "deadline_ns"),
+        ((1, 0, 0, -1.0), "arena_row"),
     ],
 )
 def test_a_batch_encode_refuses_a_field_out_of_range_naming_it(fields, named):
     with pytest.raises(FrameError, match=named):
         ENC.request_batch([(2, 0, 0, NO_ROW, _blob({"q": "ok"})), (*fields, _blob({"q": "x"}))])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, MAX_ID),
+            st.sampled_from([0, 0, 0, 1, MIN_PRIORITY, MAX_PRIORITY]),
+            st.sampled_from([0, 0, 0, 1, MAX_DEADLINE_NS]),
+            st.sampled_from([NO_ROW, NO_ROW, NO_ROW, 0, MAX_ROW]),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_a_batch_frame_writes_every_item_with_the_same_fixed_width_header(fields):
+    """A plain item (priority 0, no deadline, no row) takes a shortcut to the same bytes."""
+    blob = _blob({"q": "x"})
+    head = struct.Struct(">BBQBiBQBi")
+    expected = b"".join(
+        head.pack(0x95, 0xCF, rid, 0xD2, p, 0xCF, d, 0xD2, row) + blob for rid, p, d, row in fields
+    )
+    frame = ENC.request_batch([(*f, blob) for f in fields])
+    assert frame.endswith(expected) and len(frame) - len(expected) in (1, 3)
+    assert [tuple(r)[:4] for r in DEC.requests(frame)] == fields  # type: ignore[arg-type]
