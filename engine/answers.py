@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import BatchTimeoutError, HandlerError, QueueFullError, StratabatchError, copy_error
 from .grouping import Deduper
-from .records import DONE, INFLIGHT, Batch, Group, Request
+from .records import DONE, INFLIGHT, Batch, Group, Request, cancel_timer
 from .stats import StatsRecorder
 
 __all__ = ["GONE", "Answers", "OnComplete", "OnCompleteMany"]
@@ -106,8 +106,7 @@ class Answers:
                     if m.state == INFLIGHT:
                         m.state = DONE
                         if m.timer is not None:
-                            m.timer.cancel()
-                            m.timer = None
+                            cancel_timer(m)
                         done.append(m.arrival)
                         sink = m.sink
                         if type(sink) is _Future:  # a single call's future (see on_complete)
@@ -128,8 +127,7 @@ class Answers:
                         if m.state == INFLIGHT:
                             m.state = DONE
                             if m.timer is not None:
-                                m.timer.cancel()
-                                m.timer = None
+                                cancel_timer(m)
                             if m is not lead:
                                 m.merged_with = lead
                             done.append(m.arrival)
@@ -165,8 +163,7 @@ class Answers:
         """``req`` gets its outcome now (an error, or a value outside a batch's fan-out)."""
         req.state = DONE
         if req.timer is not None:
-            req.timer.cancel()
-            req.timer = None
+            cancel_timer(req)
         if now is None:
             loop = self._loop()
             assert loop is not None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +34,17 @@ from .errors import (
 from .failurelog import FailureLog
 from .grouping import Deduper
 from .passes import Passes
-from .records import DONE, GROUPED, INFLIGHT, RAW, Batch, Group, Request
+from .records import (
+    DONE,
+    GROUPED,
+    INFLIGHT,
+    RAW,
+    Batch,
+    Group,
+    Request,
+    TickShare,
+    cancel_timer,
+)
 from .runner import Runner
 from .stats import Stats, StatsRecorder
 from .warmup import Warmup
@@ -83,6 +94,13 @@ class Core:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._pump_scheduled = False
+        #: 0: each request with a deadline gets a loop timer of its own, at that deadline
+        #: (embedded: its caller's timeout). > 0: the deadlines within one tick of this many
+        #: seconds share one timer, at the tick's end (a request is expired up to a tick late;
+        #: a dispatch still never sends expired work). The engine uses it: its clients time
+        #: their calls out themselves, and a timer per request cost ~3 us on the engine's loop
+        self.deadline_tick_s = 0.0
+        self._ticks: dict[int, TickShare] = {}  # tick -> the requests sharing its timer
         #: called at the start of every look, before the dedup pass (the engine reads its
         #: request rings there, so arrivals that came without waking it join this look)
         self.on_look: Callable[[], None] | None = None
@@ -353,7 +371,7 @@ class Core:
         if adm.evicting:
             adm.arrived(req)
         if req.deadline is not None:
-            req.timer = loop.call_later(max(0.0, req.deadline - now), self._expire, req)  # type: ignore[union-attr]
+            self._arm_deadline(req, now)
         if self._adaptive is not None:
             self._adaptive.observe_arrival(now)
         sched = self._sched
@@ -388,7 +406,7 @@ class Core:
             if evicting:
                 adm.arrived(req)
             if req.deadline is not None:
-                req.timer = loop.call_later(max(0.0, req.deadline - now), self._expire, req)  # type: ignore[union-attr]
+                self._arm_deadline(req, now)
         self._seq = seq
         raw = self._passes.raw
         raw.extend(reqs)
@@ -440,12 +458,44 @@ class Core:
         self._leave(req)
         req.state = DONE
         if req.timer is not None:
-            req.timer.cancel()
-            req.timer = None
+            cancel_timer(req)
         self._after_change()
 
+    def _arm_deadline(self, req: Request, now: float) -> None:
+        """Set ``req``'s deadline timer: its own (``deadline_tick_s`` 0), or its share of the
+        one timer of the tick its deadline falls in."""
+        loop = self.loop
+        assert loop is not None and req.deadline is not None
+        tick = self.deadline_tick_s
+        if not tick:
+            req.timer = loop.call_later(max(0.0, req.deadline - now), self._expire, req)
+            return
+        k = math.ceil(req.deadline / tick)
+        shared = self._ticks.get(k)
+        if shared is None:
+            shared = self._ticks[k] = TickShare(self._ticks, k)
+            shared.handle = loop.call_at(k * tick, self._expire_tick, shared)
+        shared[req.seq] = req
+        req.timer = shared
+
+    def _expire_tick(self, shared: TickShare) -> None:
+        """A tick's timer: expire its requests whose deadline has come (a timer may fire up
+        to a millisecond early: the others get a timer of their own for the rest)."""
+        shared.handle = None
+        if self._ticks.get(shared.key) is shared:
+            del self._ticks[shared.key]
+        loop = self.loop
+        if loop is None:
+            return
+        now = loop.time()
+        for req in list(shared.values()):
+            if req.deadline is not None and req.deadline > now:
+                req.timer = loop.call_later(req.deadline - now, self._expire, req)
+            else:
+                self._expire(req)
+
     def _expire(self, req: Request) -> None:
-        req.timer = None
+        cancel_timer(req)  # (its own timer fired, or it leaves its tick's)
         if req.state == DONE:
             return
         self._leave(req)

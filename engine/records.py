@@ -91,7 +91,9 @@ class Request:
         self.state = RAW
         self.exact = False
         self.group: Group | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        # its deadline's timer: a loop timer of its own, or the dict of requests sharing one
+        # (Core.deadline_tick_s); None without a deadline or once answered
+        self.timer: asyncio.TimerHandle | TickShare | None = None
         self.merged_with: Request | None = None
         self.key: tuple | None = None
         self.norm: str | bytes | None = None
@@ -105,6 +107,37 @@ class Request:
     def leader(self) -> Request | None:
         """The request whose payload went (or goes) to the handler for this one."""
         return self.group.leader if self.group is not None else None
+
+
+class TickShare(dict):  # type: ignore[type-arg]
+    """The requests (by ``seq``) whose deadlines fall in one tick and share its timer
+    (:attr:`stratabatch.core.Core.deadline_tick_s`); ``handle`` is that timer, ``ticks`` the
+    core's table of shares and ``key`` this one's tick in it."""
+
+    __slots__ = ("handle", "ticks", "key")
+
+    def __init__(self, ticks: dict[int, TickShare], key: int) -> None:
+        super().__init__()
+        self.handle: asyncio.TimerHandle | None = None
+        self.ticks = ticks
+        self.key = key
+
+
+def cancel_timer(req: Request) -> None:
+    """``req`` needs its deadline's timer no more: cancel its own, or leave the shared one
+    (the last to leave cancels it)."""
+    t = req.timer
+    if t is not None:
+        req.timer = None
+        if type(t) is TickShare:
+            t.pop(req.seq, None)
+            if not t:
+                if t.handle is not None:
+                    t.handle.cancel()
+                if t.ticks.get(t.key) is t:
+                    del t.ticks[t.key]
+        else:
+            t.cancel()  # type: ignore[union-attr]
 
 
 class Group:

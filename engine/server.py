@@ -79,6 +79,10 @@ ARENA_ROWS_PER_SLOT = 64
 """Arena rows each client slot owns: vectors it may have in flight at once."""
 _ENGINE_ROWS = 16
 _TICK_S = 0.1
+DEADLINE_TICK_S = 0.01
+"""The engine's requests whose deadlines fall within one such tick share one timer
+(:attr:`Core.deadline_tick_s`): a client times its own calls out at their exact deadline, and
+the engine drops the work, up to a tick later (never sending it to the handler after it)."""
 
 
 @contextlib.contextmanager
@@ -146,6 +150,8 @@ class Engine:
         self._outbox = Outbox(self._clients, FrameEncoder(self.limits))
         self.core = Core(config, self._outbox.on_complete, handler)
         self.core.on_complete_many = self._outbox.on_complete_many  # a batch's answers at once
+        # the clients time their calls out themselves: the deadlines of a tick share a timer
+        self.core.deadline_tick_s = DEADLINE_TICK_S
         self._intake = Intake(
             self.core,
             config,

@@ -25,9 +25,10 @@ Scenarios, each with its own servers, the systems alternating (round-robin), med
 
 Server CPU: every process of the server (the uvicorn master and workers, the engine, mosec's
 processes), per thread from ``/proc/PID/task/TID/schedstat``, over the wrk run, divided by the
-requests wrk completed. Backend items: counted by the handler in every process, over the same
-run; items/req divides them by the requests wrk completed (both apps serve different numbers of
-requests in the same time, so the totals are not comparable).
+requests wrk completed (the engine's own share beside it: "of it engine"). Backend items:
+counted by the handler in every process, over the same run; items/req divides them by the
+requests wrk completed (both apps serve different numbers of requests in the same time, so the
+totals are not comparable).
 
 ``wrk`` is required and never installed by this script: ``apt-get install wrk`` (Debian,
 Ubuntu), ``brew install wrk`` (macOS). Without it the script says so and exits 2.
@@ -253,8 +254,11 @@ def run_wrk(
     cmd += ["--", f"{dups:g}", server.path, str(seed)]
     counts0 = read_counts(server.counts) if server.counts else (0, 0)
     before = tree_cpu_s(server.pids)
+    eng_pids = [server.engine.pid] if server.engine is not None else []
+    eng_before = tree_cpu_s(eng_pids)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     cpu = cpu_delta_s(before, tree_cpu_s(server.pids))
+    eng_cpu = cpu_delta_s(eng_before, tree_cpu_s(eng_pids)) if eng_pids else float("nan")
     counts1 = read_counts(server.counts) if server.counts else (0, 0)
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -265,6 +269,8 @@ def run_wrk(
         "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
         "requests": requests,
         "server_cpu_us": cpu / max(requests, 1) * 1e6,
+        # of it, the engine process's own (the rest: the app's workers and uvicorn)
+        "engine_cpu_us": eng_cpu / max(requests, 1) * 1e6,
         "server_cpu_pct": cpu / seconds * 100,
         "backend_items": counts1[1] - counts0[1] if server.counts else float("nan"),
         "backend_calls": counts1[0] - counts0[0] if server.counts else float("nan"),
@@ -351,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{'server':<11}{'req/s':>9}{'x unbatched':>13}{'p50 ms':>9}{'p99 ms':>9}"
                 f"{'server CPU us/req':>19}{'x unbatched':>13}{'items/req':>11}"
+                f"{'of it engine':>14}"
             )
             for label, r in med.items():
                 r["x_unbatched_rps"] = r["rps"] / base["rps"]
@@ -362,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{label:<11}{r['rps']:>9,.0f}{r['x_unbatched_rps']:>12.2f}x"
                     f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['server_cpu_us']:>19.1f}"
                     f"{r['x_unbatched_cpu']:>12.2f}x{items:>11}"
+                    + (
+                        ""
+                        if r["engine_cpu_us"] != r["engine_cpu_us"]
+                        else f"{r['engine_cpu_us']:>14.1f}"
+                    )
                 )
             bad = {k: sum(x["non_2xx"] + x["socket_errors"] for x in v) for k, v in runs.items()}
             if any(bad.values()):

@@ -155,3 +155,50 @@ def test_a_single_request_that_fills_max_size_leaves_at_once(run_virtual):
 
     t0 = run_virtual(main)
     assert [t - t0 for t in seen] == [0.0]
+
+
+def test_deadlines_of_one_tick_share_a_timer_and_expire_within_the_tick(run_virtual):
+    # The engine's core (deadline_tick_s > 0): requests whose deadlines fall in one tick share
+    # one loop timer; each is expired at its deadline or up to a tick after, never before; a
+    # request answered in time leaves its tick, and the last one to leave cancels the timer.
+    release = asyncio.Event()
+
+    async def handler(reqs):
+        if any(r["query"].startswith("slow") for r in reqs):
+            await release.wait()
+        return [r["query"] for r in reqs]
+
+    async def main():
+        b = BatchProcessor(handler, window_ms=1, max_size=8, dedup_strategy="exact")
+        await b.warm_up()
+        core = b._core
+        core.deadline_tick_s = 0.01
+        loop = asyncio.get_running_loop()
+        # answered in time: their tick's timer goes with the last of them
+        assert await asyncio.gather(
+            *(b.process({"query": f"fast {i}"}, timeout=5.0) for i in range(5))
+        ) == [f"fast {i}" for i in range(5)]
+        assert core._ticks == {}
+        ends: list[float] = []
+        t1 = loop.time()
+
+        async def slow(i):
+            try:
+                await b.process({"query": f"slow {i}"}, timeout=0.0123 + i * 0.001)
+            except BatchTimeoutError:
+                ends.append(loop.time() - t1)
+
+        tasks = [asyncio.create_task(slow(i)) for i in range(3)]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.005)
+        assert len(core._ticks) <= 2  # 3 deadlines, 12.3-14.3 ms: one or two ticks
+        await asyncio.gather(*tasks)
+        release.set()
+        await b.close()
+        return ends
+
+    ends = run_virtual(main)
+    deadlines = [0.0123 + i * 0.001 for i in range(3)]
+    assert len(ends) == 3
+    for end, deadline in zip(sorted(ends), deadlines, strict=True):
+        assert deadline <= end + 1e-9 <= deadline + 0.01 + 1e-6
