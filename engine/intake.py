@@ -188,22 +188,28 @@ class Intake:
             config.dedup_strategy != "exact" or config.dedup_function is not None
         )
         room = config.max_queue - core.waiting  # (make_room's own test, for the whole run)
+        offset: float | None = None  # loop time of monotonic_ns 0 (a deadline's conversion)
         run: list[Request] = []
         n = 0
         while inbox and n < budget and not client.closed:
             n += 1
             entry = inbox.popleft()
-            if type(entry) is list:  # a plain item: [id, priority, 0, NO_ROW, payload]
+            if type(entry) is list:  # a plain item: [id, priority, deadline_ns, NO_ROW, payload]
                 if room > 0:
                     rid = entry[0]
                     payload = entry[4]
                     if rid not in pending and not (vectors and "embedding" in payload):
                         # build_request's record of a checked payload without a vector
                         text = payload.get(key)
+                        deadline = None
+                        if entry[2]:  # on the clients' clock: monotonic_ns
+                            if offset is None:
+                                offset = core.deadline_from_monotonic_ns(0)
+                            deadline = offset + entry[2] / 1e9
                         req = Request(
                             payload,
                             entry[1],
-                            None,
+                            deadline,
                             client,
                             rid,
                             text if type(text) is str or isinstance(text, str) else None,

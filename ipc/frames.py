@@ -646,11 +646,11 @@ class FrameDecoder:
         ]
 
     def request_items(self, data: bytes | bytearray | memoryview) -> list[Any]:
-        """:meth:`requests`, but a batch's plain item (valid, no deadline, no arena row, a map
-        payload whose values are no containers: the common request) stays the checked list
-        ``[id, priority, 0, NO_ROW, payload]`` it was decoded as. The engine's intake reads
-        those without a record per item; every other item is a :class:`Request` or a
-        :class:`FrameError`, as from :meth:`requests`.
+        """:meth:`requests`, but a batch's plain item (valid, no arena row, a map payload whose
+        values are no containers: the common request) stays the checked list
+        ``[id, priority, deadline_ns, NO_ROW, payload]`` it was decoded as. The engine's
+        intake reads those without a record per item; every other item is a
+        :class:`Request` or a :class:`FrameError`, as from :meth:`requests`.
 
         Raises:
             FrameError: As :meth:`requests`.
@@ -680,10 +680,10 @@ class FrameDecoder:
                     and _flat_values(payload)
                 ):
                     if (
-                        deadline_ns == 0
-                        and arena_row == NO_ROW
-                        and type(deadline_ns) is int
+                        arena_row == NO_ROW
                         and type(arena_row) is int
+                        and type(deadline_ns) is int
+                        and 0 <= deadline_ns <= MAX_DEADLINE_NS
                     ):
                         out.append(item)  # the plain item, as decoded
                         continue

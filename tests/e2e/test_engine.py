@@ -229,6 +229,34 @@ async def test_caller_timeout_is_enforced_by_the_engine(start_engine):
         assert await client.process({"query": "after"}) == {"answer": "AFTER"}
 
 
+async def test_the_engine_drops_queued_work_whose_caller_timed_out(start_engine):
+    # The engine expires a queued request at its caller's deadline (its tick's shared timer,
+    # up to 10 ms late) and never hands it to the handler afterwards: the only batch is the one
+    # that holds the handler's one slot.
+    eng = start_engine(
+        "--window-ms",
+        "1",
+        "--dedup-strategy",
+        "exact",
+        "--max-inflight-batches",
+        "1",
+        "--processing-timeout",
+        "1",
+        handler="tests.e2e.handlers:faulty",
+    )
+    async with EngineClient(eng.name) as client:
+        hang = asyncio.ensure_future(client.process({"query": "h", "fault": "hang"}))
+        await asyncio.sleep(0.1)  # it runs, holding the slot
+        with pytest.raises(BatchTimeoutError):
+            await client.process({"query": "queued"}, timeout=0.2)
+        with pytest.raises(BatchTimeoutError, match="processing_timeout"):
+            await hang
+        assert await client.process({"query": "after"}) == {"answer": "AFTER"}
+        st = client.get_stats()
+        assert st.timeouts == 2 and st.total_batches == 2  # the hang's, then "after"'s
+        assert st.total_requests == 3
+
+
 def test_missing_engine_names_the_socket_path(engine_name):
     with pytest.raises(EngineUnavailableError) as ei:
         stratabatch.connect(engine_name)

@@ -19,7 +19,7 @@ def test_a_plain_item_stays_its_decoded_list_and_any_other_is_what_requests_give
     items = [
         [1, 0, 0, NO_ROW, {"query": "plain"}],
         [2, 5, 0, NO_ROW, {"query": "plain, with a priority"}],
-        [3, 0, 99, NO_ROW, {"query": "a deadline"}],
+        [3, 0, 99, NO_ROW, {"query": "a deadline"}],  # plain too: a deadline is a number
         [4, 0, 0, 7, {"query": "an arena row"}],
         [5, 0, 0, -1.0, {"query": "a float row"}],  # equal to NO_ROW, not an int: refused
         [6, 0, False, NO_ROW, {"query": "a bool deadline"}],  # equal to 0, not an int
@@ -28,9 +28,9 @@ def test_a_plain_item_stays_its_decoded_list_and_any_other_is_what_requests_give
     ]
     data = _batch(items)
     got = DEC.request_items(data)
-    assert got[:2] == items[:2] and all(type(g) is list for g in got[:2])
-    assert [type(g).__name__ for g in got[2:]] == [
-        "Request", "Request", "FrameError", "FrameError", "Request", "Request"
+    assert got[:3] == items[:3] and all(type(g) is list for g in got[:3])
+    assert [type(g).__name__ for g in got[3:]] == [
+        "Request", "FrameError", "FrameError", "Request", "Request"
     ]
     assert [getattr(g, "id", None) for g in got[4:6]] == [5, 6]
     # requests() is the same decode with every item a Request (or a FrameError)
