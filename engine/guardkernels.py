@@ -750,12 +750,13 @@ def _spaces_moved(buf, sa, ea, ha, na, sb, eb, hb, nb, ra0, ra1, rb0, rb1, H, HB
             knb = False
     if kna == knb:
         return 0
-    for t in range(ra):
-        pos[t] = p + t
-    if _raw_flagged(buf, ra0, ra1, pos, sa, ea, ra, H, HB) or _raw_flagged(
-        buf, rb0, rb1, pos, sb, eb, ra, H, HB
-    ):
-        return -1
+    for t in range(p, p + ra):
+        # a word written as an identifier and not in the dictionary: not a typo's space
+        pos[0] = t
+        if not _member(H, HB, _DICT, ha[t]) and _raw_flagged(buf, ra0, ra1, pos, sa, ea, 1, H, HB):
+            return -1
+        if not _member(H, HB, _DICT, hb[t]) and _raw_flagged(buf, rb0, rb1, pos, sb, eb, 1, H, HB):
+            return -1
     return ((p << 8) | q) + 1
 
 
@@ -778,25 +779,33 @@ def _drop(o, k, hs, p, e):
 
 
 @_helper
-def _roles_traded(mka, ara, ka, mkb, arb, kb):
-    """``guards._roles_veto`` on two texts of the same words: a role word both sides have
-    takes an argument on one side that the other gives it no more often, and the reverse."""
+def _roles_traded(mka, ara, ka, mkb, arb, kb, ha, na, hb, nb):
+    """``guards._roles_veto``: a role word both sides have takes an argument on one side
+    (more often than on the other) that the other side has as a word, and the reverse."""
     for t in range(ka):
         m = mka[t]
         if not _has(mkb, kb, m):
             continue
         xa = False
         for u in range(ka):
-            if mka[u] == m and ara[u] != 0 and _pairs_count(mka, ara, ka, m, ara[u]) > _pairs_count(
-                mkb, arb, kb, m, ara[u]
+            x = ara[u]
+            if (
+                mka[u] == m
+                and x != 0
+                and _pairs_count(mka, ara, ka, m, x) > _pairs_count(mkb, arb, kb, m, x)
+                and _count(hb, nb, x) > 0
             ):
                 xa = True
                 break
         if not xa:
             continue
         for u in range(kb):
-            if mkb[u] == m and arb[u] != 0 and _pairs_count(mkb, arb, kb, m, arb[u]) > _pairs_count(
-                mka, ara, ka, m, arb[u]
+            y = arb[u]
+            if (
+                mkb[u] == m
+                and y != 0
+                and _pairs_count(mkb, arb, kb, m, y) > _pairs_count(mka, ara, ka, m, y)
+                and _count(ha, na, y) > 0
             ):
                 return True
     return False
@@ -856,7 +865,7 @@ def _decide(buf, la, lb, lra, H, HB, FB, FO):
         nra = _role_args(buf, sa, ea, ha, na, H, HB, mka, ara)
         nrb = _role_args(buf, sb, eb, hb, nb, H, HB, mkb, arb)
         if not _same_roles(mka, ara, nra, mkb, arb, nrb) and _roles_traded(
-            mka, ara, nra, mkb, arb, nrb
+            mka, ara, nra, mkb, arb, nrb, ha, na, hb, nb
         ):
             return REFUSE
         return REFUSE if _reordered(ha, hb, na) else PASS
@@ -890,7 +899,7 @@ def _decide(buf, la, lb, lra, H, HB, FB, FO):
                     return PASS
     # From here on every guard is exact or undecided, and they are all on: the first that
     # refuses decides (the Python guards would refuse too, maybe by an earlier guard), and
-    # the pair passes only where none refuses and none is undecided.
+    # the pair passes only where none refuses and none is undecided (an identifier: below).
     fx = uw[6 * M : 6 * M + 3]
     fy = uw[6 * M + 3 : 6 * M + 6]
     for t in range(ka):
@@ -903,7 +912,10 @@ def _decide(buf, la, lb, lra, H, HB, FB, FO):
                 return REFUSE  # polarity
     nra = _role_args(buf, sa, ea, ha, na, H, HB, mka, ara)
     nrb = _role_args(buf, sb, eb, hb, nb, H, HB, mkb, arb)
-    undecided = not _same_roles(mka, ara, nra, mkb, arb, nrb)  # (guards._roles_veto)
+    if not _same_roles(mka, ara, nra, mkb, arb, nrb) and _roles_traded(
+        mka, ara, nra, mkb, arb, nrb, ha, na, hb, nb
+    ):
+        return REFUSE  # roles: an argument traded
     nma = uw[6 * M + 6 : 7 * M + 6]
     nmb = uw[7 * M + 6 : 8 * M + 6]
     nna = _names(buf, ra0, ra1, nma)
@@ -966,7 +978,7 @@ def _decide(buf, la, lb, lra, H, HB, FB, FO):
     for v in range(nl):
         if not used[v]:
             return REFUSE
-    return DEFER if undecided else PASS
+    return PASS
 
 
 _tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
