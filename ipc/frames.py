@@ -661,7 +661,10 @@ class FrameDecoder:
                 _shape_message(frame, "request", "a request array, or an array of them")
             )
         if type(frame[0]) is not list:  # a single request
-            return [self._request(frame, data)]
+            req = self._request(frame, data)
+            if req.arena_row == NO_ROW and type(req.payload) is dict and _flat_values(req.payload):
+                return [frame]  # a plain one (checked whole by _request)
+            return [req]
         out: list[Any] = []
         limit = self._max_payload
         size = len(data) if type(data) is bytes else memoryview(data).nbytes

@@ -39,6 +39,11 @@ def test_a_plain_item_stays_its_decoded_list_and_any_other_is_what_requests_give
     assert all(type(w) in (Request, FrameError) for w in want)
 
 
-def test_a_single_frame_is_never_a_plain_list():
-    got = DEC.request_items(ENC.request(1, 0, 0, NO_ROW, {"query": "one"}))
-    assert got == [Request(1, 0, 0, NO_ROW, {"query": "one"})] and type(got[0]) is Request
+def test_a_single_frame_follows_the_same_rule():
+    got = DEC.request_items(ENC.request(1, 0, 5, NO_ROW, {"query": "one"}))
+    assert got == [[1, 0, 5, NO_ROW, {"query": "one"}]] and type(got[0]) is list
+    row = DEC.request_items(ENC.request(2, 0, 0, 3, {"query": "a row"}))
+    assert row == [Request(2, 0, 0, 3, {"query": "a row"})] and type(row[0]) is Request
+    assert DEC.requests(ENC.request(1, 0, 5, NO_ROW, {"query": "one"})) == [
+        Request(1, 0, 5, NO_ROW, {"query": "one"})
+    ]
