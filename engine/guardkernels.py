@@ -1,21 +1,21 @@
-"""The guards' common decisions in numba: typos and words one side lacks, on the texts' bytes.
+"""The guards' common decisions in numba, on the texts' bytes.
 
-:func:`stratabatch.guards.veto` walks two texts' words in Python (~20-50 us a pair with their
-features). Most pairs that reach it differ by a mistyped word or two, and the answer then
-rests on the residue guard alone: no word either side lacks is a negation, an opposite, a
-scope word, an entity or a name, nor written as an identifier, and the role words take the
-same arguments on both sides. :func:`decide` checks exactly that in one kernel call on the
-canonical and raw texts, and then pairs the words each side lacks under the typo rule
-(:func:`stratabatch.lexicon.is_typo_of`: the edit distance with transpositions, the
-dictionary, plurals, opposites and negating prefixes), as the residue guard does, in the
-same order. It answers :data:`PASS` or :data:`REFUSE` where that is the guards' answer and
-:data:`DEFER` everywhere else (the same words in another order, a word some other guard
-reads, spaces moved, a non-ASCII text, long texts): the Python guards, the reference a
-differential test holds the kernel to, decide those.
+:func:`stratabatch.guards.veto` walks two texts' words in Python (~25-80 us a pair with their
+features). :func:`decide` does the same in one kernel call on the canonical and raw texts, in
+the guards' order, wherever it can be exact: the same words in another order (a swapped
+coordination, a moved clause, traded roles); a run of words with spaces moved; opposites and
+negating prefixes (polarity); role words taking other arguments (roles); names, possessives
+and entity words (entities); scope words and plural pairs (scope); and the words each side
+lacks paired under the typo rule (:func:`stratabatch.lexicon.is_typo_of`: the edit distance
+with transpositions, the dictionary, plurals, opposites, negating prefixes), ignorable words
+and mistyped fillers (residue). It answers :data:`PASS` or :data:`REFUSE` where that is the
+guards' answer with every guard on, and :data:`DEFER` elsewhere (a negation one side lacks, a
+word that may be an identifier or whose spelling is asked about, long and non-ASCII texts):
+the Python guards, the reference a differential test holds the kernel to, decide those.
 
 Words are compared by a 64-bit FNV-1a hash of their bytes; the word tables (dictionary,
-ignorable words, the words the other guards read, opposites) are sorted hash arrays built
-once per process (:func:`tables`).
+ignorable words, the words the guards read, opposites) are sorted hash arrays built once per
+process (:func:`tables`).
 """
 
 from __future__ import annotations
