@@ -31,7 +31,7 @@ from typing import Any
 
 from stratabatch.ipc.errors import FrameError
 
-from .clientcalls import ONE, CallBooks, Item, ListCall, Packer, answer
+from .clientcalls import ONE, CallBooks, Item, ListCall, Packer, answer, clean_ids
 from .errors import InvalidRequestError, StratabatchError
 from .requests import FLAT_SCALARS as _FLAT
 from .requests import STR_KEYS as _STR
@@ -112,7 +112,10 @@ class LoopBooks(CallBooks):
                 its frame would be over the engine's frame limit (nothing is queued).
         """
         rid = self._next_id
-        self._next_id = rid + 1
+        nxt = rid + 1
+        if not nxt & 0xFF:  # a new block of 256 ids: skip it if it is a zone (clean_ids)
+            nxt = clean_ids(nxt)
+        self._next_id = nxt
         # the usual request, inline: a flat dict (the rule holds by construction) whose
         # encoding fits the size and frame limits; anything else, or any failure, takes the
         # full check, which says what is wrong
@@ -165,8 +168,8 @@ class LoopBooks(CallBooks):
             InvalidRequestError, RequestTooLargeError: A request breaks the request rule, or
                 its frame would be over the engine's frame limit.
         """
-        first = self._next_id
-        self._next_id += len(items)
+        first = clean_ids(self._next_id, len(items))  # (consecutive: index = id - first)
+        self._next_id = clean_ids(first + len(items))
         call.first_id = first
         entries: list[Item] = []
         index_of: list[int] = []

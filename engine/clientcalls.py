@@ -58,6 +58,39 @@ Item = tuple[int, int, int, int, bytes]
 """One request of a batch frame: ``(id, priority, deadline_ns, arena_row, payload_bytes)``."""
 
 
+def clean_ids(first: int, n: int = 1) -> int:
+    """The first id from ``first`` on that starts a run of ``n`` ids none of whose bytes above
+    the lowest is 0xDC or 0xDD.
+
+    Those bytes can open a msgpack ``array 16/32`` header, and the engine decodes a frame that
+    holds more than a few of them with msgpack's pure-Python decoder, which is some twenty
+    times slower (:data:`stratabatch.ipc.framelimits.FAST_PATH_BIG_ARRAYS`). A request id is
+    written as eight bytes, so a client counting up would, for 512 ids in every 65,536 (and
+    131,072 in every 16.7 million, and so on up), send frames of which every item holds one.
+    The zones are skipped instead: ids are opaque to the engine, and the lowest byte's two
+    values cost a batch frame at most two such bytes in 256 items.
+    """
+    while True:
+        last = first + n - 1
+        block = first >> 8
+        bad = -1
+        while block <= last >> 8:  # (one or two blocks of 256 for a run of one call)
+            b, shift = block, 8
+            while b:
+                if (b & 0xFE) == 0xDC:
+                    bad = shift
+                b >>= 8
+                shift += 8
+            if bad >= 0:
+                break
+            block += 1
+        if bad < 0:
+            return first
+        # the highest bad byte of that block to 0xDE, the bytes below it to zero
+        at = block << 8
+        first = ((at >> bad) + (0xDE - ((at >> bad) & 0xFF))) << bad
+
+
 def call_deadline(timeout: float | None) -> float | None:
     """A checked call timeout as the clients use it: None for none or an unbounded one."""
     return None if timeout is None or timeout >= NO_DEADLINE_S else timeout

@@ -238,3 +238,47 @@ async def test_a_batch_of_plain_answers_reaches_single_and_list_callers():
     books.rung()
     assert fut.result() is None and call_fut.result() == ["A", "B"]
     assert not books.waiting and lost == []
+
+
+def _has_zone_byte(rid: int) -> bool:
+    rid >>= 8
+    while rid:
+        if rid & 0xFE == 0xDC:
+            return True
+        rid >>= 8
+    return False
+
+
+async def test_request_ids_skip_the_bytes_that_send_a_frame_to_the_slow_decoder():
+    # An id byte 0xDC or 0xDD above the lowest could open a msgpack array 16/32 header; a
+    # frame with more than a few of them is decoded by msgpack's pure-Python decoder in the
+    # engine (~20x slower). A client counting up through 0xDC00-0xDDFF would send 512 ids
+    # in a row like that: it skips them instead, for single and list calls.
+    from msgpack import fallback
+
+    from stratabatch.clientcalls import clean_ids
+
+    conn, lost = FakeTransport(), []
+    books = _books(conn, lost)
+    loop = asyncio.get_running_loop()
+    books._next_id = 0xDC00 - 40
+    futs = [loop.create_future() for _ in range(100)]
+    rids = [books.enter_one({"query": f"q{i}"}, f, 0, 0) for i, f in enumerate(futs)]
+    call = ListCall([{"query": f"l{i}"} for i in range(64)], loop.create_future(), False)
+    ids = books.enter(call.requests, call, 0, 0, False)
+    assert list(ids) == list(range(ids[0], ids[0] + 64))  # a list's ids stay consecutive
+    assert not any(_has_zone_byte(r) for r in [*rids, *ids])
+    assert rids[:40] == list(range(0xDC00 - 40, 0xDC00)) and rids[40] == 0xDE00
+    await asyncio.sleep(0)
+    slow = []
+    real = fallback.unpackb
+    fallback.unpackb = lambda *a, **k: slow.append(1) or real(*a, **k)
+    try:
+        decoded = [FrameDecoder(conn.limits).requests(f) for f in conn.pushed]
+    finally:
+        fallback.unpackb = real
+    assert slow == [] and sum(map(len, decoded)) == 164
+    # the rule itself, on runs of any length
+    for first, n in [(1, 1), (0xDBFF, 1), (0xDBF0, 32), (0xDC0000, 5), (0x1DCDC00, 300)]:
+        got = clean_ids(first, n)
+        assert got >= first and not any(_has_zone_byte(x) for x in range(got, got + n))
