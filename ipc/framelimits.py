@@ -12,9 +12,11 @@ ok response's result. This module enforces those bounds twice:
   and map keys must be str or bytes (``strict_map_key``). msgpack's C decoder pre-allocates a
   list for every array header before its items arrive (up to 10,000 slots from msgpack 1.1,
   the full declared length before), so a few bytes of nested ``array 16/32`` headers can claim
-  megabytes. A frame holding more than :data:`FAST_PATH_BIG_ARRAYS` bytes that could start
-  such a header is therefore decoded with msgpack's pure-Python decoder, which grows lists as
-  items arrive; ordinary frames never meet that byte and keep the C speed. With an older
+  megabytes. A frame holding more than :data:`FAST_PATH_BIG_ARRAYS` such headers is therefore
+  decoded with msgpack's pure-Python decoder, which grows lists as items arrive. Most frames
+  hold no byte that could start one (a count of two byte values tells); one that does (an
+  id, a deadline, a number holding the byte 0xDC or 0xDD) has its token stream walked to count
+  the real headers, so only a frame with many keeps away from the C decoder. With an older
   msgpack, which reserves the full declared length, the number of such headers allowed on the
   fast path shrinks as ``max_array_len`` grows, so the reserve stays within the same bound.
   msgpack has no nesting limit of its own (the C decoder stops at 1024 levels, the
@@ -275,6 +277,51 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+# msgpack token sizes by first byte: >= 0 a fixed size; -1 a str/bin with a 1, 2 or 4-byte
+# length after the type byte (see _LEN); -2 an array 16/32 header; -3 never valid here (0xc1
+# and every ext type: the decoder refuses them anyway)
+_TOKEN = [1] * 256
+for _b in range(0xA0, 0xC0):
+    _TOKEN[_b] = 1 + (_b & 0x1F)  # fixstr
+for _b, _n in {
+    0xC1: -3, 0xC4: -1, 0xC5: -1, 0xC6: -1, 0xC7: -3, 0xC8: -3, 0xC9: -3, 0xCA: 5, 0xCB: 9,
+    0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9, 0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9, 0xD4: -3,
+    0xD5: -3, 0xD6: -3, 0xD7: -3, 0xD8: -3, 0xD9: -1, 0xDA: -1, 0xDB: -1, 0xDC: -2, 0xDD: -2,
+    0xDE: 3, 0xDF: 5,
+}.items():
+    _TOKEN[_b] = _n
+_LEN = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # str/bin: bytes of the length
+
+
+def _big_array_headers(data: bytes, limit: int) -> int:
+    """How many ``array 16/32`` headers ``data`` holds as msgpack tokens (a walk over its
+    token stream, not its bytes: an id's or a deadline's byte 0xDC is no header), or
+    ``limit + 1`` as soon as there are more, or the stream is not one the decoder would take
+    (then the careful decoder reads it, and says what is wrong)."""
+    token = _TOKEN
+    n = len(data)
+    i = 0
+    found = 0
+    while i < n:
+        b = data[i]
+        size = token[b]
+        if size > 0:
+            i += size
+        elif size == -1:
+            w = _LEN[b]
+            if i + w >= n:
+                return limit + 1
+            i += 1 + w + int.from_bytes(data[i + 1 : i + 1 + w], "big")
+        elif size == -2:
+            found += 1
+            if found > limit:
+                return found
+            i += 3 if b == 0xDC else 5
+        else:
+            return limit + 1
+    return found if i == n else limit + 1
+
+
 def _depth_exceeds(frame: list[Any], limit: int) -> bool:
     """Return True if ``frame`` (a decoded list) nests containers deeper than ``limit``."""
     stack: list[tuple[Any, int]] = [(frame, 1)]
@@ -351,8 +398,11 @@ class BoundedUnpacker:
         if type(data) is not bytes:
             data = bytes(data)
         try:
-            if (0xDC in data or 0xDD in data) and (
-                data.count(0xDC) + data.count(0xDD) > self._fast_big_arrays
+            limit = self._fast_big_arrays
+            if (
+                (0xDC in data or 0xDD in data)
+                and data.count(0xDC) + data.count(0xDD) > limit
+                and _big_array_headers(data, limit) > limit  # (the bytes may be no headers)
             ):
                 return _msgpack_fallback.unpackb(data, **self._options)
             unpacker = self._unpacker
