@@ -13,7 +13,11 @@ the rules its threads follow when they touch it, all under one short lock:
 * **the wake chain**: the reader thread (:meth:`Books.drain`) sets the answered one-request
   calls' outcomes and wakes only the first of them; each caller woken wakes the next as it
   leaves (:meth:`Books.back`), so a woken caller finds the GIL free instead of a herd of
-  callers queueing for it;
+  callers queueing for it. A chain never strands anyone: a caller whose timeout runs out
+  takes its answer out of the chain (:meth:`Books.claim`); the reader breaks up a chain
+  that has not moved for :data:`STALL_S` (:meth:`Books.watch_chain`: a caller interrupted
+  between its wake-up and its hand-on), waking everyone answered at once, and so do the
+  engine's loss and ``close()``;
 * a full ring: ``on_full="wait"`` leaves the rest queued for the reader to send when the
   engine frees room (:meth:`Books.room`), ``reject`` fails it with ``QueueFullError``.
 
@@ -38,7 +42,12 @@ from .errors import (
 from .transport import Transport
 from .wire import STATUS_OK, error_from_wire
 
-__all__ = ["Books", "Waiter"]
+__all__ = ["STALL_S", "Books", "Waiter"]
+
+STALL_S = 0.05
+"""A wake chain that has not moved for this long when the reader looks is broken up: every
+caller answered and not woken yet is woken at once (a caller woken wakes the next within
+microseconds, so only an exception between a wake-up and its hand-on stops a chain)."""
 
 
 class Waiter:
@@ -49,10 +58,11 @@ class Waiter:
     ``set_exception``), always set under the client's lock. ``counted``: the reader set it
     as part of a burst, whose sends wait until each of its callers is back
     (:meth:`Books.back`). ``chained``: its outcome is set, and its caller is woken
-    by the caller woken before it (:meth:`Books.back`), not by the reader.
+    by the caller woken before it (:meth:`Books.back`), not by the reader. ``epoch``: the
+    burst it was counted in; a burst the reader broke up is owed nothing any more.
     """
 
-    __slots__ = ("_done", "chained", "counted", "error", "lock", "value")
+    __slots__ = ("_done", "chained", "counted", "epoch", "error", "lock", "value")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -62,6 +72,7 @@ class Waiter:
         self._done = False
         self.counted = False
         self.chained = False
+        self.epoch = 0
 
     def done(self) -> bool:
         return self._done
@@ -100,6 +111,10 @@ class Books(CallBooks):
         # answered one-request callers not woken yet: each caller woken wakes the next
         self._ready: collections.deque[Waiter] = collections.deque()
         self._chain = False  # a caller of _ready is awake and has not woken the next yet
+        self._epoch = 1  # the current burst's: a hand-on owed to an older one is void
+        self._passes = 0  # hand-ons so far (has the chain moved since the reader looked?)
+        self._seen = -1  # (the reader's) _passes at its last look, and since when
+        self._since = 0.0
 
     def use(self, conn: Transport, packer: Packer) -> None:
         """Queue requests for ``conn`` from now on, framed by ``packer``."""
@@ -114,6 +129,7 @@ class Books(CallBooks):
         self._ready = collections.deque()
         self._chain = self._sending = self._waiting_room = False
         self._returning = 0
+        self._epoch += 1
         self._conn = None
 
     # ------------------------------------------------------------- requests out
@@ -252,8 +268,11 @@ class Books(CallBooks):
         conn = nxt = None
         ready = self._ready
         with self.lock:
+            if waiter.epoch != self._epoch:  # (its burst was broken up: nothing owed)
+                waiter.chained = waiter.counted = False
             if waiter.chained:
                 waiter.chained = False
+                self._passes += 1
                 if interrupted and waiter in ready:
                     ready.remove(waiter)  # not woken yet: the chain goes on without it
                 elif ready:
@@ -261,20 +280,74 @@ class Books(CallBooks):
                 else:
                     self._chain = False
             if waiter.counted:
-                waiter.counted = False
-                self._returning -= 1
-                if (
-                    not self._returning
-                    and self._outq
-                    and not self._sending
-                    and not self._waiting_room
-                ):
-                    self._sending = True
-                    conn = self._conn
+                conn = self._came_back(waiter)
         if nxt is not None:
             nxt.lock.release()
         if conn is not None:
             self.send(conn)
+
+    def _came_back(self, waiter: Waiter) -> Transport | None:
+        """(Under :attr:`lock`.) A caller of a burst is back: when it is the last, the
+        transport to push what the burst queued meanwhile (this thread took the sending
+        role), else None."""
+        waiter.counted = False
+        self._returning -= 1
+        if not self._returning and self._outq and not self._sending and not self._waiting_room:
+            self._sending = True
+            return self._conn
+        return None
+
+    def claim(self, waiter: Waiter) -> bool:
+        """A caller whose timeout ran out takes its outcome if the reader set it and the
+        chain has not woken it yet (the chain goes on without it): True if it did (its lock
+        is still held, as after a wake-up)."""
+        conn = None
+        with self.lock:
+            ready = self._ready
+            if not (waiter.chained and waiter in ready):
+                return False
+            ready.remove(waiter)
+            waiter.chained = False
+            if waiter.counted:
+                conn = self._came_back(waiter)
+        if conn is not None:
+            self.send(conn)
+        return True
+
+    def watch_chain(self, conn: Transport, now: float) -> None:
+        """(The reader, at every turn; ``now``: ``time.monotonic()``.) Break up a wake chain
+        that has not moved for :data:`STALL_S`: every caller answered and not woken yet is
+        woken now, and what the burst queued is sent."""
+        if not self._chain:
+            return
+        passes = self._passes
+        if passes != self._seen:
+            self._seen, self._since = passes, now
+            return
+        if now - self._since < STALL_S:
+            return
+        with self.lock:
+            if self._passes != passes or not self._chain:
+                return
+            ready = self._unchain()
+            send = bool(self._outq) and not self._sending and not self._waiting_room
+            if send:
+                self._sending = True
+        for waiter in ready:
+            waiter.lock.release()
+        if send:
+            self.send(conn)
+
+    def _unchain(self) -> collections.deque[Waiter]:
+        """(Under :attr:`lock`.) End the current burst (no hand-on owed to it counts any
+        more); the answered callers not woken yet, whom the caller of this wakes."""
+        self._epoch += 1
+        self._chain = False
+        self._returning = 0
+        ready, self._ready = self._ready, collections.deque()
+        for waiter in ready:
+            waiter.chained = waiter.counted = False
+        return ready
 
     def room(self, conn: Transport) -> None:
         """The engine freed room in the request ring: send the rest."""
@@ -322,6 +395,7 @@ class Books(CallBooks):
         ready = self._ready
         with self.lock:
             pending, rows = self._pending, self._rows
+            epoch = self._epoch
             woken = 0
             for r in items:
                 if isinstance(r, FrameError):
@@ -351,6 +425,7 @@ class Books(CallBooks):
                         else:
                             owner.error = error_from_wire(status, value)
                         owner._done = owner.counted = owner.chained = True
+                        owner.epoch = epoch
                         ready.append(owner)
                         woken += 1
                     continue
@@ -362,11 +437,13 @@ class Books(CallBooks):
                     owner.answer(index, None, error_from_wire(status, value), None)
                 if not before and waiter._done:
                     waiter.counted = True
+                    waiter.epoch = epoch
                     woken += 1
             self._returning += woken
             first = None
             if ready and not self._chain:
                 self._chain = True
+                self._passes += 1  # (a new chain: the reader's watch starts from here)
                 first = ready.popleft()
         if first is not None:
             first.lock.release()
@@ -402,6 +479,8 @@ class Books(CallBooks):
                         f"the stratabatch engine {self.name!r} ({conn.path}) {why}"
                     )
                 )
+            for waiter in self._unchain():  # (answered before the loss: their answers stand)
+                waiter.lock.release()
 
     def close(self, error: BaseException) -> None:
         """Close the transport; whatever still waits gets ``error``."""
@@ -410,3 +489,5 @@ class Books(CallBooks):
             if conn is not None:
                 conn.close()
             self.fail_all(error)
+            for waiter in self._unchain():
+                waiter.lock.release()

@@ -200,6 +200,7 @@ class BlockingClient:
                 books.room(conn)  # (when the ring was full and the engine freed room)
                 if not events:  # the safety net: something queued that nobody sends
                     books.kick(conn)
+                books.watch_chain(conn, time.monotonic())  # (a chain nobody carries on)
             events = poller.poll(_SAFETY_MS)
 
     def _lose(self, conn: Transport, why: str) -> None:
@@ -238,7 +239,8 @@ class BlockingClient:
                 lock.acquire()
             elif not lock.acquire(timeout=max(end - time.monotonic(), 0)):
                 self._expire(owner, ids, timeout)
-                lock.acquire()
+                if not self._books.claim(waiter):  # (answered: not waiting for the chain)
+                    lock.acquire()
         except BaseException:  # an interrupt: the call is dropped (late answers ignored)
             self._books.forget(owner, ids)
             self._books.back(waiter, interrupted=True)
