@@ -34,7 +34,7 @@ from typing import Any
 
 from stratabatch.ipc.errors import FrameError
 
-from .clientcalls import ONE, CallBooks, Item, ListCall, Packer, answer
+from .clientcalls import ONE, CallBooks, Item, ListCall, Packer, answer, clean_ids
 from .errors import (
     EngineUnavailableError,
     StratabatchError,
@@ -152,7 +152,10 @@ class Books(CallBooks):
         with self.lock:
             if conn.dead is None and self._conn is conn:
                 rid = self._next_id
-                self._next_id = rid + 1
+                nxt = rid + 1
+                if not nxt & 0xFF:  # a new block of 256 ids: skip it if it is a zone
+                    nxt = clean_ids(nxt)
+                self._next_id = nxt
                 self._pending[rid] = (waiter, ONE)
                 if row >= 0:
                     self._rows[rid] = row
@@ -186,8 +189,8 @@ class Books(CallBooks):
                 for item in items:
                     conn.free_row(item[3])
                 raise self.gone(conn)
-            first = self._next_id
-            self._next_id = first + span
+            first = clean_ids(self._next_id, span)  # (clientcalls.clean_ids)
+            self._next_id = clean_ids(first + span)
             pending, rows, outq = self._pending, self._rows, self._outq
             for k, item in enumerate(items):
                 if index_of is None:

@@ -186,3 +186,17 @@ def test_the_engines_loss_and_close_wake_the_answered_callers_not_woken_yet():
         assert (w2.value, w3.value) == (f"A{r2}", f"A{r3}")  # answered before: kept
         books.back(w1)  # late: nobody is woken a second time
         assert w2.lock.locked() and w3.lock.locked()
+
+
+def test_request_ids_skip_the_zones_of_bytes_0xdc_and_0xdd():
+    # as the asyncio client's (tests/test_asyncbooks.py): an id byte 0xDC or 0xDD above the
+    # lowest would send whole frames to the engine's careful decoder
+    books, conn = _books()
+    books._next_id = 0xDC00 - 3
+    rids = [_call(books, conn)[1] for _ in range(5)]
+    assert rids == [0xDC00 - 3, 0xDC00 - 2, 0xDC00 - 1, 0xDE00, 0xDE01]
+    ids = books.enter(conn, object(), [(0, 0, 0, -1, b"\x80")] * 3, [0, 1, 2], span=3)
+    assert list(ids) == [0xDE02, 0xDE03, 0xDE04]
+    books._next_id = 0xDBFE
+    ids = books.enter(conn, object(), [(0, 0, 0, -1, b"\x80")] * 4, [0, 1, 2, 3], span=4)
+    assert list(ids) == [0xDE00, 0xDE01, 0xDE02, 0xDE03]  # a list's run stays consecutive
