@@ -109,7 +109,7 @@ class Request:
         return self.group.leader if self.group is not None else None
 
 
-class TickShare(dict):  # type: ignore[type-arg]
+class TickShare(dict[int, "Request"]):
     """The requests (by ``seq``) whose deadlines fall in one tick and share its timer
     (:attr:`stratabatch.core.Core.deadline_tick_s`); ``handle`` is that timer, ``ticks`` the
     core's table of shares and ``key`` this one's tick in it."""

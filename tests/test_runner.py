@@ -121,8 +121,10 @@ def test_on_complete_many_gets_each_batch_successes_at_once_and_errors_one_by_on
             (req.index, type(error).__name__)
         )
         core.on_complete_many = lambda reqs, values: many.append(
-            [(r.index, v, None if r.merged_with is None else r.merged_with.index)
-             for r, v in zip(reqs, values, strict=True)]
+            [
+                (r.index, v, None if r.merged_with is None else r.merged_with.index)
+                for r, v in zip(reqs, values, strict=True)
+            ]
         )
         core.bind(asyncio.get_running_loop())
         qs = ["a", "bad", "a", "c", "d"]

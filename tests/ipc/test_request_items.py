@@ -30,7 +30,11 @@ def test_a_plain_item_stays_its_decoded_list_and_any_other_is_what_requests_give
     got = DEC.request_items(data)
     assert got[:3] == items[:3] and all(type(g) is list for g in got[:3])
     assert [type(g).__name__ for g in got[3:]] == [
-        "Request", "FrameError", "FrameError", "Request", "Request"
+        "Request",
+        "FrameError",
+        "FrameError",
+        "Request",
+        "Request",
     ]
     assert [getattr(g, "id", None) for g in got[4:6]] == [5, 6]
     # requests() is the same decode with every item a Request (or a FrameError)
