@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -19,7 +20,9 @@ from .cosine import dot_canonical, dot_fast, dot_margin
 from .kernels import readonly
 from .pairs import UNPAIRED_MAX, WordData, admit, late_hits, word_args
 
-__all__ = ["LEADER_LOOP_MAX_LEADERS", "greedy_pass", "leader_cluster"]
+__all__ = [
+    "ASK", "LEADER_LOOP_MAX_LEADERS", "PASS", "REFUSE", "SKIP", "greedy_pass", "leader_cluster"
+]
 
 # The direct loop costs one dot product per (row, leader) read from memory; the BLAS path
 # amortizes memory traffic over blocks but pays a fixed cost per block. So "auto" starts with the
@@ -202,6 +205,68 @@ def _cosines(X, i, rows, thr, margin, wd):
     return out
 
 
+ASK, PASS, REFUSE, SKIP = 2, 0, 1, 3
+"""The answers :func:`greedy_pass` may be told for its candidate pairs (``codes``): ask
+``veto``; ``veto`` allows the merge; ``veto`` refuses it; an old row ``joinable`` refuses."""
+
+# With a deadline, the kernel walk decides at most this many rows between two reads of the clock
+_WALK_ROWS = 64
+
+
+@njit(cache=True)
+def _walk(j, stop, start, off, rows, sims, codes, pend, leader, sim, events):
+    """The rows ``start + j`` .. ``start + stop - 1`` of :func:`greedy_pass` that its
+    candidate answers ``codes`` decide, in row order: a row without candidates leads, a row
+    takes its first candidate that leads (a new row) or is not SKIP (an old row) and that
+    the veto allows. Stops at the first row that needs Python: one with late leaders to try
+    (``pend``), one whose walk meets an ASK, or one that takes no candidate (it leads late,
+    or its list was cut). The refusals met before a row's taken candidate go to ``events``
+    as (j, candidate index) pairs, for the caller to ask ``veto`` again (its side effects).
+    Returns (the row to decide next, the number of events)."""
+    ne = 0
+    while j < stop:
+        if pend[j]:
+            break
+        a = off[j]
+        b = off[j + 1]
+        if a == b:
+            leader[j] = start + j
+            j += 1
+            continue
+        found = -1
+        ask = False
+        for t in range(a, b):
+            r = rows[t]
+            if r >= start:
+                if leader[r - start] != r:
+                    continue
+            elif codes[t] == SKIP:
+                continue
+            c = codes[t]
+            if c == PASS:
+                found = t
+                break
+            if c != REFUSE:
+                ask = True
+                break
+        if found < 0 or ask:
+            break
+        for t in range(a, found):
+            r = rows[t]
+            if r >= start:
+                if leader[r - start] != r:
+                    continue
+            elif codes[t] == SKIP:
+                continue
+            events[2 * ne] = j
+            events[2 * ne + 1] = t
+            ne += 1
+        leader[j] = rows[found]
+        sim[j] = sims[found]
+        j += 1
+    return j, ne
+
+
 def greedy_pass(
     X: np.ndarray,
     part: np.ndarray,
@@ -212,6 +277,7 @@ def greedy_pass(
     veto: Callable[[int, int, float], bool] | None = None,
     words: WordData | None = None,
     deadline: float | None = None,
+    codes: np.ndarray | None = None,
 ) -> tuple[list[int], list[float], list[int]]:
     """Decide each new row's leader from its candidate list, in row order.
 
@@ -238,6 +304,12 @@ def greedy_pass(
             decided are left undecided (leader -1), at least one row decided. The caller
             retires their rows and decides them in a later pass (a sliced pass, see
             :meth:`stratabatch.grouping.Deduper.apply`). None: every row is decided.
+        codes: What ``joinable`` and ``veto`` answer on each candidate pair of ``cands``
+            (int8, aligned with its rows: :data:`ASK`, :data:`PASS`, :data:`REFUSE`,
+            :data:`SKIP`), where the caller knows it ahead: the rows these answers decide
+            are walked in one kernel, and ``veto`` is asked again only on the refusals met
+            before a row's taken candidate (in row order, as without ``codes``). None: the
+            walk asks ``joinable`` and ``veto`` pair by pair.
 
     Returns:
         ``(leader, sim, late)``: per new row its leader row (itself for a leader, -1 when left
@@ -249,8 +321,23 @@ def greedy_pass(
     thr = np.float32(threshold)
     margin = dot_margin(X.shape[1])
     wd = word_args(words)
-    leader = [0] * m
-    sim = [1.0] * m
+    fast = codes is not None and veto is not None and m > 0
+    leader: Any
+    sim: Any
+    if fast:
+        leader = np.empty(m, np.int64)
+        sim = np.ones(m, np.float64)
+        pend = np.zeros(m, np.bool_)  # rows with late leaders to try (in ``extra``)
+        events = np.empty(2 * max(len(rows), 1), np.int64)
+        # (writable C arrays, whatever the producer gave: one compiled version of the walk)
+        off_k = np.require(off, np.int64, ("C", "W"))
+        rows_k = np.require(rows, np.int64, ("C", "W"))
+        sims_k = np.require(sims, np.float32, ("C", "W"))
+        codes_k = np.require(codes, np.int8, ("C", "W"))
+    else:
+        leader = [0] * m
+        sim = [1.0] * m
+        pend = None
     late: list[int] = []
     # the late leaders each row after them may join, found when each turned late (one kernel
     # call a late leader over the rows after it, in place of one a row over the late leaders)
@@ -259,32 +346,50 @@ def greedy_pass(
     rows_l = rows.tolist()
     sims_l = sims.tolist()
     clock = time.perf_counter
-    for j in range(m):
+    j = 0
+    while j < m:
         i = start + j
         if deadline is not None and j and clock() > deadline:
             for t in range(j, m):
                 leader[t] = -1  # left for a later pass
             break
+        if fast:
+            stop = m if deadline is None else min(m, j + _WALK_ROWS)
+            nxt, ne = _walk(
+                j, stop, start, off_k, rows_k, sims_k, codes_k, pend, leader, sim, events
+            )
+            if ne:  # the veto's refusals the kernel walked past: asked in order, as without it
+                ev = events[: 2 * ne].tolist()
+                for e in range(0, 2 * ne, 2):
+                    t = ev[e + 1]
+                    veto(start + ev[e], rows_l[t], sims_l[t])  # type: ignore[misc]
+            j = nxt
+            if j == stop:  # (the segment's end: the clock is read again)
+                continue
+            i = start + j  # a row the walk left to Python
         a, b = off_l[j], off_l[j + 1]
+        j += 1
         ex = extra.pop(i, None) if extra else None
         if a == b and ex is None:
-            leader[j] = i  # a provisional leader: nothing to decide
+            leader[j - 1] = i  # a provisional leader: nothing to decide
             continue
         lst = list(zip(rows_l[a:b], sims_l[a:b], strict=True))
         if ex is not None:
             lst = sorted(lst + ex)
         took = _take(i, start, lst, leader, joinable, veto)
-        if took is None and bool(more[j]):
+        if took is None and bool(more[j - 1]):
             lst = _rescan(X, part, i, start, leader, thr, margin, wd)
             took = _take(i, start, lst, leader, joinable, veto)
         if took is None:
-            leader[j] = i
+            leader[j - 1] = i
             if lst:
                 late.append(i)
                 if i + 1 < start + m:
-                    _file_late(X, part, i, start + m, thr, margin, wd, extra)
+                    _file_late(X, part, i, start + m, thr, margin, wd, extra, pend, start)
         else:
-            leader[j], sim[j] = took
+            leader[j - 1], sim[j - 1] = took
+    if fast:
+        return leader.tolist(), sim.tolist(), late
     return leader, sim, late
 
 
@@ -297,13 +402,18 @@ def _file_late(
     margin: np.float32,
     wd: WordData,
     extra: dict[int, list[tuple[int, float]]],
+    pend: np.ndarray | None = None,
+    start: int = 0,
 ) -> None:
     """File late leader ``lead`` with each later row (up to ``stop``) that may join it: its
-    partition, the cosine and the residue pre-check (:func:`stratabatch.pairs.late_hits`)."""
+    partition, the cosine and the residue pre-check (:func:`stratabatch.pairs.late_hits`);
+    those rows are marked in ``pend`` (indexed from ``start``), where given."""
     k = stop - lead - 1
     rows_out = np.empty(k, np.int64)
     sims_out = np.empty(k, np.float32)
     n = late_hits(X, part, lead, lead + 1, stop, thr, margin, wd, rows_out, sims_out)
+    if pend is not None:
+        pend[rows_out[:n] - start] = True
     for r, c in zip(rows_out[:n].tolist(), sims_out[:n].tolist(), strict=True):
         got = extra.get(r)
         if got is None:

@@ -83,7 +83,7 @@ def _judge(leader: Request, r: Request, guards: Any) -> Any:
         if q.features is None:
             if q.canon is None:
                 q.canon = canonical_texts([q.text])[0]  # type: ignore[list-item]
-            q.features = Features(q.text, q.canon.split())
+            q.features = Features(q.text, q.canon.split())  # type: ignore[arg-type]
     return veto(leader.features, r.features, guards, False, paraphrases=False)
 # A sliced pass (Core) decides arrivals for at most this long in one loop callback; the rest of
 # the pass is handed back (:meth:`Deduper.apply`) and continues in a later callback.
@@ -208,6 +208,7 @@ class Deduper:
         self._features_cls: Any = None  # stratabatch.guards.Features, once loaded
         self._veto_fn: Any = None  # stratabatch.guards.veto, once loaded
         self._decide_fn: Any = None  # stratabatch.guardkernels.decide, once loaded
+        self._decide_pairs_fn: Any = None  # ... and guardkernels.decide_pairs
         # texts of at most this many words were pre-checked by the index (if at all): no more
         # distinct key words than it keeps (stratabatch.wordkeys.PRECHECK_MAX_WORDS); set by
         # the first veto (no numpy import before dedup needs it)
@@ -433,12 +434,99 @@ class Deduper:
         judge = partial(_judge, leader, r, self.config.dedup_guards)
         self._record_veto(VetoRecord(leader, r, similarity, None, judge))
 
+    def _kernel_answers(
+        self, ok: list[Request], start: int, found: Any, joinable: Any
+    ) -> tuple[dict[tuple[int, int], int], Any]:
+        """The guard kernel's answers (:func:`stratabatch.guardkernels.decide_pairs`, one
+        call) on the candidate pairs ``found`` offers the rows of ``ok`` (row ``start + j``
+        is ``ok[j]``) where :meth:`veto` would ask it, keyed ``(row, candidate row)``: the
+        same answers as :meth:`veto`'s call per pair, without its Python around each pair
+        (a pair of equal canonical texts passes without the kernel, as in :meth:`veto`);
+        and the same as the greedy pass's ``codes`` (:func:`stratabatch.greedy.greedy_pass`:
+        SKIP for an old row not ``joinable``, ASK where the kernel defers or is not asked).
+        Every other setting than the kernel's is left to :meth:`veto` (``{}, None``)."""
+        c = self.config
+        if (
+            c.dedup_guards != GUARDS
+            or c.dedup_function is not None
+            or getattr(self.embedder(), "merges_paraphrases", True) is not False
+        ):
+            return {}, None
+        import numpy as np
+
+        from .greedy import ASK, PASS, SKIP
+
+        off, rows = found[0], found[1]
+        codes = np.full(len(rows), ASK, np.int8)
+        if not len(rows):
+            return {}, codes  # (the walk still runs: a warm-up's rehearsal compiles it)
+        at: list[int] = []  # the index in rows of each pair asked of the kernel
+        owners = self.leaders.owners
+        ids: dict[int, int] = {}  # id of a request -> its position in reqs
+        reqs: list[Request] = []
+        keys: list[tuple[int, int]] = []
+        same: list[tuple[int, int]] = []
+        pa: list[int] = []
+        pb: list[int] = []
+        rows_l = rows.tolist()
+        off_l = off.tolist()
+        for j, r in enumerate(ok):
+            a, b = off_l[j], off_l[j + 1]
+            if a == b or r.vector is not None or r.text is None or r.canon is None:
+                continue
+            for t in range(a, b):
+                row = rows_l[t]
+                if row < start:
+                    if not joinable(row):
+                        codes[t] = SKIP
+                        continue
+                    lead = owners[row].leader
+                else:
+                    lead = ok[row - start]
+                if lead.vector is not None or lead.text is None or lead.canon is None:
+                    continue
+                if lead.canon == r.canon:
+                    same.append((start + j, row))  # (veto() passes it without the kernel)
+                    codes[t] = PASS
+                    continue
+                at.append(t)
+                x = ids.get(id(lead))
+                if x is None:
+                    x = ids[id(lead)] = len(reqs)
+                    reqs.append(lead)
+                y = ids.get(id(r))
+                if y is None:
+                    y = ids[id(r)] = len(reqs)
+                    reqs.append(r)
+                keys.append((start + j, row))
+                pa.append(x)
+                pb.append(y)
+        told = dict.fromkeys(same, 0)
+        if not keys:
+            return told, codes
+        if self._decide_pairs_fn is None:
+            self._load_decide()
+        got = self._decide_pairs_fn(
+            [q.canon for q in reqs],
+            [q.text for q in reqs],
+            np.array(pa, np.int64),
+            np.array(pb, np.int64),
+        )
+        told.update(zip(keys, got.tolist(), strict=True))
+        # the kernel's answers as codes (greedy.PASS and REFUSE are its values); DEFER asks veto()
+        codes[np.array(at, np.int64)] = np.where(got < 0, ASK, got).astype(np.int8)
+        return told, codes
+
     def _load_decide(self) -> Any:
-        """:func:`stratabatch.guardkernels.decide`, its kernel loaded (or compiled)."""
+        """:func:`stratabatch.guardkernels.decide` (and ``decide_pairs``, kept for
+        :meth:`_kernel_answers`), their kernels loaded (or compiled)."""
         from . import guardkernels
 
         guardkernels.warm_up()
-        self._decide_fn = guardkernels.decide
+        if self._decide_pairs_fn is None:
+            self._decide_pairs_fn = guardkernels.decide_pairs
+        if self._decide_fn is None:
+            self._decide_fn = guardkernels.decide
         return self._decide_fn
 
     @staticmethod
@@ -976,16 +1064,28 @@ class Deduper:
             return g is not None and (g.batch is None or g.batch.live > 0)
 
         veto = None
+        codes = None
         if self.guarded():
             if self._decide_fn is None and self.word_keyed():
                 self._load_decide()  # (so a warm-up's rehearsal loads the kernel too)
             asked: dict[tuple[int, int], bool] = {}  # a cut list is walked again after a rescan
+            # the guard kernel's answers on the producers' candidate pairs, in one call
+            told, codes = self._kernel_answers(ok, start, found, joinable)
 
             def veto(i: int, row: int, sim: float) -> bool:
                 v = asked.get((i, row))
                 if v is None:
-                    lead = owners[row].leader if row < start else ok[row - start]
-                    v = asked[i, row] = self.veto(ok[i - start], lead, sim) is not None
+                    k = told.get((i, row))
+                    if k == 0:
+                        v = False
+                    else:
+                        lead = owners[row].leader if row < start else ok[row - start]
+                        if k == 1:  # (as veto() logs a refusal of the kernel)
+                            self._log_refused(ok[i - start], lead, sim)
+                            v = True
+                        else:
+                            v = self.veto(ok[i - start], lead, sim) is not None
+                    asked[i, row] = v
                 return v
 
         if deadline is not None:  # the candidates are paid for: the guards get their slice
@@ -1000,6 +1100,7 @@ class Deduper:
             veto,
             index.word_data(),
             deadline,
+            codes,
         )
         ops = self._ops
         keyed = profiles is not None

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-__all__ = ["DEFER", "MAX_WORDS", "PASS", "REFUSE", "decide", "tables", "warm_up"]
+__all__ = [
+    "DEFER", "MAX_WORDS", "PASS", "REFUSE", "decide", "decide_pairs", "tables", "warm_up"
+]
 
 DEFER = -1
 """The kernel cannot tell: ask the Python guards."""
@@ -47,7 +49,7 @@ _PAIR_MIX = 0x9E3779B97F4A7C15
 
 # The kernel's helpers are called from numba only: no Python or C wrapper to compile for each
 # (a third of the first compile's time, measured with an empty NUMBA_CACHE_DIR)
-_helper = njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+_helper = njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)  # type: ignore[call-overload]
 
 
 @_helper
@@ -812,23 +814,34 @@ def _roles_traded(mka, ara, ka, mkb, arb, kb, ha, na, hb, nb):
 
 
 @njit(cache=True)
-def _decide(buf, la, lb, lra, H, HB, FB, FO):
-    """:func:`decide` on ``buf`` = canonical a, NUL, canonical b, NUL, raw a, NUL, raw b, then
-    the fillers' bytes (``FB``)."""
-    a0 = 0
-    a1 = la
-    b0 = la + 1
-    b1 = b0 + lb
-    ra0 = b1 + 1
-    ra1 = ra0 + lra
-    rb0 = ra1 + 1
-    rb1 = buf.shape[0] - FB.shape[0]
-    for u in range(rb1):
-        if buf[u] >= 128:
-            return DEFER  # non-ASCII: the Python reference
+def _decide_pairs(buf, spans, pa, pb, H, HB, FB, FO, out):
+    """:func:`decide_pairs` on ``buf`` = the fillers' bytes (``FB``), then the texts' bytes:
+    text ``t``'s canonical bytes are ``buf[spans[t, 0]:spans[t, 1]]``, its raw ones
+    ``buf[spans[t, 2]:spans[t, 3]]``. (:func:`decide` calls it too: one kernel to compile.)"""
+    iw = np.empty(9 * MAX_WORDS + 3 * 130, np.int64)
+    uw = np.empty(8 * MAX_WORDS + 6, np.uint64)
+    base = FB.shape[0] * 0  # the fillers' bytes come first
+    for p in range(pa.shape[0]):
+        a = pa[p]
+        b = pb[p]
+        if spans[a, 1] - spans[a, 0] + spans[b, 1] - spans[b, 0] > 16 * MAX_WORDS:
+            out[p] = DEFER  # (as decide)
+        else:
+            out[p] = _decide_at(buf, spans[a, 0], spans[a, 1], spans[b, 0], spans[b, 1],
+                                spans[a, 2], spans[a, 3], spans[b, 2], spans[b, 3], base, H, HB,
+                                FB, FO, iw, uw)
+
+
+@_helper
+def _decide_at(buf, a0, a1, b0, b1, ra0, ra1, rb0, rb1, base, H, HB, FB, FO, iw, uw):
+    """:func:`decide` on the canonical texts ``buf[a0:a1]``, ``buf[b0:b1]`` and the raw ones
+    ``buf[ra0:ra1]``, ``buf[rb0:rb1]``, the fillers' bytes at ``base``; ``iw`` and ``uw`` are
+    its scratch (written before read)."""
+    for s0, s1 in ((a0, a1), (b0, b1), (ra0, ra1), (rb0, rb1)):
+        for u in range(s0, s1):
+            if buf[u] >= 128:
+                return DEFER  # non-ASCII: the Python reference
     M = MAX_WORDS
-    iw = np.empty(9 * M + 3 * 130, np.int64)
-    uw = np.empty(8 * M + 6, np.uint64)
     sa = iw[0:M]
     ea = iw[M : 2 * M]
     sb = iw[2 * M : 3 * M]
@@ -886,7 +899,7 @@ def _decide(buf, la, lb, lra, H, HB, FB, FO):
             lb_ += eb[ob[t]] - sb[ob[t]]
         if la_ == lb_:
             r = _spaces_moved(buf, sa, ea, ha, na, sb, eb, hb, nb, ra0, ra1, rb0, rb1, H, HB,
-                              FB, FO, rb1, scratch, iw[7 * M :])
+                              FB, FO, base, scratch, iw[7 * M :])
             if r < 0:
                 return DEFER
             if r > 0:
@@ -947,7 +960,7 @@ def _decide(buf, la, lb, lra, H, HB, FB, FO):
     nl = 0
     for u in range(kb):
         y = ob[u]
-        if not _ignorable(buf, sb[y], eb[y], hb[y], H, HB, FB, FO, rb1, scratch):
+        if not _ignorable(buf, sb[y], eb[y], hb[y], H, HB, FB, FO, base, scratch):
             left[nl] = y
             nl += 1
     used = iw[7 * M : 7 * M + nl]
@@ -957,7 +970,7 @@ def _decide(buf, la, lb, lra, H, HB, FB, FO):
         w0 = sa[x]
         w1 = ea[x]
         hw = ha[x]
-        if _ignorable(buf, w0, w1, hw, H, HB, FB, FO, rb1, scratch):
+        if _ignorable(buf, w0, w1, hw, H, HB, FB, FO, base, scratch):
             continue
         in_dict = _member(H, HB, _DICT, hw)
         w_id = not _has_vowel(buf, w0, w1)
@@ -1071,13 +1084,65 @@ def decide(a_canon: str, b_canon: str, a_text: str, b_text: str) -> int:
     tail = _FILLER_TAIL
     if tail is None:
         tail = _FILLER_TAIL = FB.tobytes()
-    s = f"{a_canon}\0{b_canon}\0{a_text}\0{b_text}"
+    s = f"{a_canon}\0{a_text}\0{b_canon}\0{b_text}"
     if not s.isascii():
         return DEFER
-    buf = np.frombuffer(s.encode("ascii") + tail, np.uint8)
-    return int(_decide(buf, len(a_canon), len(b_canon), len(a_text), H, HB, FB, FO))
+    buf = np.frombuffer(tail + s.encode("ascii"), np.uint8)
+    a0 = len(tail)
+    a1 = a0 + len(a_canon)
+    r1 = a1 + 1 + len(a_text)
+    b1 = r1 + 1 + len(b_canon)
+    spans = np.array([[a0, a1, a1 + 1, r1], [r1 + 1, b1, b1 + 1, b1 + 1 + len(b_text)]])
+    out = np.empty(1, np.int8)
+    _decide_pairs(buf, spans, _ZERO, _ONE, H, HB, FB, FO, out)
+    return int(out[0])
+
+
+_ZERO = np.zeros(1, np.int64)
+_ONE = np.ones(1, np.int64)
+
+
+def decide_pairs(canons: list[str], texts: list[str], pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+    """:func:`decide` on many pairs in one kernel call: an int8 array whose ``k``-th value is
+    ``decide(canons[a], canons[b], texts[a], texts[b])`` for ``a, b = pa[k], pb[k]`` (int64
+    indices into both lists, of equal lengths). Each text's bytes are encoded once, however
+    many pairs it is in."""
+    n = len(canons)
+    H, HB, FB, FO = _tables if _tables is not None else tables()
+    pa = np.ascontiguousarray(pa, np.int64)
+    pb = np.ascontiguousarray(pb, np.int64)
+    out = np.empty(pa.shape[0], np.int8)
+    if not pa.shape[0]:
+        return out
+    bad = None
+    joined = "\0".join([x for c, t in zip(canons, texts, strict=True) for x in (c, t)])
+    if not joined.isascii():  # non-ASCII texts: DEFER (decide's answer), their bytes left out
+        bad = np.array(
+            [not (c.isascii() and t.isascii()) for c, t in zip(canons, texts, strict=True)]
+        )
+        canons = ["" if b else c for c, b in zip(canons, bad.tolist(), strict=True)]
+        texts = ["" if b else t for t, b in zip(texts, bad.tolist(), strict=True)]
+        joined = "\0".join([x for c, t in zip(canons, texts, strict=True) for x in (c, t)])
+    lens = np.empty(2 * n, np.int64)
+    lens[0::2] = [len(c) for c in canons]
+    lens[1::2] = [len(t) for t in texts]
+    starts = np.empty(2 * n, np.int64)
+    starts[0] = FB.shape[0]
+    np.cumsum(lens[:-1] + 1, out=starts[1:])
+    starts[1:] += FB.shape[0]
+    spans = np.empty((n, 4), np.int64)
+    spans[:, 0::2] = starts.reshape(n, 2)
+    spans[:, 1::2] = (starts + lens).reshape(n, 2)
+    buf = np.frombuffer(FB.tobytes() + joined.encode("ascii"), np.uint8)
+    _decide_pairs(buf, spans, pa, pb, H, HB, FB, FO, out)
+    if bad is not None:
+        out[bad[pa] | bad[pb]] = DEFER
+    return out
 
 
 def warm_up() -> None:
-    """Load (or compile) the kernel once, on a pair it decides."""
+    """Load (or compile) the kernels once, on a pair they decide."""
     decide("where is my parcel", "where is my parcle", "Where is my parcel?", "where is my parcle")
+    one = np.zeros(1, np.int64)
+    decide_pairs(["where is my parcel", "where is my parcle"],
+                 ["Where is my parcel?", "where is my parcle"], one, one + 1)

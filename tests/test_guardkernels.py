@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stratabatch import guardkernels as K
@@ -221,6 +223,7 @@ def test_the_pass_merges_as_with_the_python_guards_alone(monkeypatch):
         d, ops = _deduper()
         if not kernel:
             d._decide_fn = lambda *args: K.DEFER
+            d._decide_pairs_fn = _all_deferred
         reqs = [Request({"query": t}, text=t) for t in texts]
         d.run(reqs)
         out: dict[int, list[str]] = {}
@@ -235,3 +238,106 @@ def test_the_guard_kernel_is_a_warmed_kernel_module():
     from stratabatch.warm import KERNEL_MODULES
 
     assert "stratabatch.guardkernels" in KERNEL_MODULES
+
+
+def _all_deferred(canons, texts, pa, pb):
+    return np.full(len(pa), K.DEFER, np.int8)
+
+
+def test_decide_pairs_gives_decides_answer_on_every_labelled_pair():
+    pairs = _pairs()
+    # and texts it defers whole: non-ASCII, more words than it reads
+    pairs += [("Où est mon colis ?", "Ou est mon colis ?"), ("a " * 120 + "b", "a " * 120 + "c")]
+    texts = list(dict.fromkeys(t for p in pairs for t in p))
+    canons = canonical_texts(texts)
+    at = {t: k for k, t in enumerate(texts)}
+    pa = np.array([at[x] for a, b in pairs for x in (a, b)], np.int64)
+    pb = np.array([at[y] for a, b in pairs for y in (b, a)], np.int64)
+    got = K.decide_pairs(canons, texts, pa, pb)
+    ab = zip(pa.tolist(), pb.tolist(), strict=True)
+    want = [K.decide(canons[a], canons[b], texts[a], texts[b]) for a, b in ab]
+    assert got.tolist() == want
+    assert got[-4:].tolist() == [K.DEFER] * 4
+    assert K.decide_pairs(canons, texts, pa[:0], pb[:0]).shape == (0,)
+
+
+def _pass(texts, **stubs):
+    d, ops = _deduper()
+    d._load_decide()
+    for name, fn in stubs.items():
+        setattr(d, name, fn)
+    reqs = [Request({"query": t}, text=t) for t in texts]
+    d.run(reqs)
+    groups = [reqs.index(r.group.leader) for r in reqs]
+    log = [(reqs.index(v.request), reqs.index(v.leader), str(v.veto)) for v in d.vetoes]
+    return groups, log
+
+
+def test_a_pass_asks_the_kernel_once_for_its_candidate_pairs():
+    texts = ["How do I transfer my medical records to the new clinic?",
+             "How do I transfer my medical recrods to the new clinic?",
+             "How do I clean the carpet?", "How do I clean the carpte",
+             "How to clean a sofa", "How do I clean the sofa?"]  # fmt: skip
+
+    def one_call_a_pair(*args):
+        raise AssertionError("the kernel was asked pair by pair")
+
+    batched = _pass(texts, _decide_fn=one_call_a_pair)
+    # the same groups and the same veto log (order, pairs, the guards' words) as asking the
+    # kernel pair by pair
+    assert batched == _pass(texts, _decide_pairs_fn=_all_deferred)
+    assert batched[0][1] == 0 and batched[0][3] == 2
+
+
+def test_a_pass_of_labelled_texts_decides_as_asking_pair_by_pair():
+    texts = [t for pair in _pairs()[:400] for t in pair if len(t) < 200]
+    assert _pass(texts) == _pass(texts, _decide_pairs_fn=_all_deferred)
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_greedy_walk_told_its_answers_decides_as_asking_pair_by_pair(seed, k):
+    """greedy_pass with ``codes`` (the kernel walk) against greedy_pass asking ``joinable``
+    and ``veto`` pair by pair: the same leaders, cosines and late leaders, and the veto's
+    refusals asked in the same order (the veto log); answers told or left to ask at random,
+    refusals that make late leaders and cut lists."""
+    from stratabatch.candidates import exhaustive_candidates
+    from stratabatch.greedy import ASK, PASS, REFUSE, SKIP, greedy_pass
+
+    rng = np.random.default_rng(seed)
+    print("seed", seed, "k", k)
+    n, start, d = 240, 60, 48
+    base = rng.standard_normal((12, d))
+    X = base[rng.integers(0, 12, n)] + 0.05 * rng.standard_normal((n, d))
+    X = np.ascontiguousarray(X / np.linalg.norm(X, axis=1, keepdims=True), np.float32)
+    part = rng.integers(0, 2, n).astype(np.int64)
+    thr = 0.97
+    refused = {(int(a), int(b)) for a, b in rng.integers(0, n, (6000, 2))}
+    blocked = set(rng.integers(0, start, 8).tolist())
+    cands = exhaustive_candidates(X, part, thr, start, k)
+    rows = cands[1].tolist()
+    row_of = np.repeat(np.arange(n - start), np.diff(cands[0])) + start
+    codes = np.empty(len(rows), np.int8)
+    for t, (i, r) in enumerate(zip(row_of.tolist(), rows, strict=True)):
+        if r < start and r in blocked:
+            codes[t] = SKIP if rng.random() < 0.8 else ASK
+        elif rng.random() < 0.1:
+            codes[t] = ASK
+        else:
+            codes[t] = REFUSE if (i, r) in refused else PASS
+
+    def run(told, deadline=None):
+        asked = []
+
+        def veto(i, j, sim):
+            asked.append((i, j, (i, j) in refused))
+            return (i, j) in refused
+
+        out = greedy_pass(X, part, thr, start, cands, lambda r: r not in blocked, veto,
+                          None, deadline, told)  # fmt: skip
+        return out, [(i, j) for i, j, no in asked if no]
+
+    want = run(None)
+    assert want[0][2]  # the case exercises late leaders
+    assert run(codes) == want
+    assert run(codes, time.perf_counter() + 1000) == want  # (the walk in segments)
