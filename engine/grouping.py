@@ -441,7 +441,7 @@ class Deduper:
         call) on the candidate pairs ``found`` offers the rows of ``ok`` (row ``start + j``
         is ``ok[j]``) where :meth:`veto` would ask it, keyed ``(row, candidate row)``: the
         same answers as :meth:`veto`'s call per pair, without its Python around each pair
-        (a pair of equal canonical texts passes without the kernel, as in :meth:`veto`);
+        (a pair of the same canonical words passes without the kernel, as in :meth:`veto`);
         and the same as the greedy pass's ``codes`` (:func:`stratabatch.greedy.greedy_pass`:
         SKIP for an old row not ``joinable``, ASK where the kernel defers or is not asked).
         Every other setting than the kernel's is left to :meth:`veto` (``{}, None``)."""
@@ -474,6 +474,7 @@ class Deduper:
             a, b = off_l[j], off_l[j + 1]
             if a == b or r.vector is not None or r.text is None or r.canon is None:
                 continue
+            words: list[str] | None = None  # (r's canonical words, once)
             for t in range(a, b):
                 row = rows_l[t]
                 if row < start:
@@ -485,7 +486,9 @@ class Deduper:
                     lead = ok[row - start]
                 if lead.vector is not None or lead.text is None or lead.canon is None:
                     continue
-                if lead.canon == r.canon:
+                if words is None:
+                    words = r.canon.split()
+                if lead.canon == r.canon or lead.canon.split() == words:
                     same.append((start + j, row))  # (veto() passes it without the kernel)
                     codes[t] = PASS
                     continue

@@ -341,3 +341,17 @@ def test_the_greedy_walk_told_its_answers_decides_as_asking_pair_by_pair(seed, k
     assert want[0][2]  # the case exercises late leaders
     assert run(codes) == want
     assert run(codes, time.perf_counter() + 1000) == want  # (the walk in segments)
+
+
+def test_the_same_canonical_words_merge_without_the_kernel():
+    # (punctuation leaves spaces in the canonical text: veto() compares the split words)
+    texts = ["Why was my debit card declined at the gas station?",
+             "Why was my debit card declined at the gas station",
+             "Um, why was my uh debit card declined at the gas station? Thanks a lot."]  # fmt: skip
+
+    def not_asked(canons, texts, pa, pb):
+        assert not len(pa), "the kernel was asked"
+        return _all_deferred(canons, texts, pa, pb)
+
+    groups, log = _pass(texts, _decide_pairs_fn=not_asked)
+    assert groups == [0, 0, 0] and log == []
