@@ -21,7 +21,13 @@ from .kernels import readonly
 from .pairs import UNPAIRED_MAX, WordData, admit, late_hits, word_args
 
 __all__ = [
-    "ASK", "LEADER_LOOP_MAX_LEADERS", "PASS", "REFUSE", "SKIP", "greedy_pass", "leader_cluster"
+    "ASK",
+    "LEADER_LOOP_MAX_LEADERS",
+    "PASS",
+    "REFUSE",
+    "SKIP",
+    "greedy_pass",
+    "leader_cluster",
 ]
 
 # The direct loop costs one dot product per (row, leader) read from memory; the BLAS path

@@ -85,6 +85,8 @@ def _judge(leader: Request, r: Request, guards: Any) -> Any:
                 q.canon = canonical_texts([q.text])[0]  # type: ignore[list-item]
             q.features = Features(q.text, q.canon.split())  # type: ignore[arg-type]
     return veto(leader.features, r.features, guards, False, paraphrases=False)
+
+
 # A sliced pass (Core) decides arrivals for at most this long in one loop callback; the rest of
 # the pass is handed back (:meth:`Deduper.apply`) and continues in a later callback.
 SLICE_S = 0.010

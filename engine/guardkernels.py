@@ -26,9 +26,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-__all__ = [
-    "DEFER", "MAX_WORDS", "PASS", "REFUSE", "decide", "decide_pairs", "tables", "warm_up"
-]
+__all__ = ["DEFER", "MAX_WORDS", "PASS", "REFUSE", "decide", "decide_pairs", "tables", "warm_up"]
 
 DEFER = -1
 """The kernel cannot tell: ask the Python guards."""
@@ -209,12 +207,7 @@ def _osa(buf, a0, a1, b0, b1, limit, scratch):
         for j in range(1, lb + 1):
             cost = 0 if ai == buf[b0 + j - 1] else 1
             v = min(scratch[prev + j] + 1, scratch[cur + j - 1] + 1, scratch[prev + j - 1] + cost)
-            if (
-                i > 1
-                and j > 1
-                and ai == buf[b0 + j - 2]
-                and buf[a0 + i - 2] == buf[b0 + j - 1]
-            ):
+            if i > 1 and j > 1 and ai == buf[b0 + j - 2] and buf[a0 + i - 2] == buf[b0 + j - 1]:
                 v = min(v, scratch[prev2 + j - 2] + 1)
             scratch[cur + j] = v
             if v < best:
@@ -469,8 +462,9 @@ def _name_typo(buf, w0, w1, hw, op, k, st, en, hs, names, nn, H, HB, scratch):
 
 
 @_helper
-def _entities(buf, o1, k1, s1, e1, h1, n1, names1, nn1, o2, k2, s2, e2, h2, n2, names2, nn2, H,
-              HB, scratch):
+def _entities(
+    buf, o1, k1, s1, e1, h1, n1, names1, nn1, o2, k2, s2, e2, h2, n2, names2, nn2, H, HB, scratch
+):
     """``guards._entities`` for the words ``o1`` side 1 lacks (side 2 lacks ``o2``): names
     and entity words; True where it refuses."""
     for t in range(k1):
@@ -479,8 +473,22 @@ def _entities(buf, o1, k1, s1, e1, h1, n1, names1, nn1, o2, k2, s2, e2, h2, n2, 
         w1 = e1[x]
         kind = _name_of(buf, w0, w1, h1[x], names1, nn1)
         if kind == 2:  # a possessive: the name is the word without its "s"
-            if _name_typo(buf, w0, w1 - 1, _fnv(buf, w0, w1 - 1), o2, k2, s2, e2, h2, names2,
-                          nn2, H, HB, scratch):
+            if _name_typo(
+                buf,
+                w0,
+                w1 - 1,
+                _fnv(buf, w0, w1 - 1),
+                o2,
+                k2,
+                s2,
+                e2,
+                h2,
+                names2,
+                nn2,
+                H,
+                HB,
+                scratch,
+            ):
                 continue
             return True
         if kind == 1:
@@ -705,8 +713,9 @@ def _known(buf, w0, w1, h, H, HB, FB, FO, base, scratch):
 
 
 @_helper
-def _spaces_moved(buf, sa, ea, ha, na, sb, eb, hb, nb, ra0, ra1, rb0, rb1, H, HB, FB, FO, base,
-                  scratch, pos):
+def _spaces_moved(
+    buf, sa, ea, ha, na, sb, eb, hb, nb, ra0, ra1, rb0, rb1, H, HB, FB, FO, base, scratch, pos
+):
     """``guards._spaces_moved``: 0 where it finds no run of the same letters with spaces
     moved, else ``(p << 8 | q) + 1`` (the run is words ``p .. n - q - 1`` of each side), or
     -1 where the Python guards decide (a word of a run may be an identifier)."""
@@ -827,9 +836,24 @@ def _decide_pairs(buf, spans, pa, pb, H, HB, FB, FO, out):
         if spans[a, 1] - spans[a, 0] + spans[b, 1] - spans[b, 0] > 16 * MAX_WORDS:
             out[p] = DEFER  # (as decide)
         else:
-            out[p] = _decide_at(buf, spans[a, 0], spans[a, 1], spans[b, 0], spans[b, 1],
-                                spans[a, 2], spans[a, 3], spans[b, 2], spans[b, 3], base, H, HB,
-                                FB, FO, iw, uw)
+            out[p] = _decide_at(
+                buf,
+                spans[a, 0],
+                spans[a, 1],
+                spans[b, 0],
+                spans[b, 1],
+                spans[a, 2],
+                spans[a, 3],
+                spans[b, 2],
+                spans[b, 3],
+                base,
+                H,
+                HB,
+                FB,
+                FO,
+                iw,
+                uw,
+            )
 
 
 @_helper
@@ -898,8 +922,28 @@ def _decide_at(buf, a0, a1, b0, b1, ra0, ra1, rb0, rb1, base, H, HB, FB, FO, iw,
         for t in range(kb):
             lb_ += eb[ob[t]] - sb[ob[t]]
         if la_ == lb_:
-            r = _spaces_moved(buf, sa, ea, ha, na, sb, eb, hb, nb, ra0, ra1, rb0, rb1, H, HB,
-                              FB, FO, base, scratch, iw[7 * M :])
+            r = _spaces_moved(
+                buf,
+                sa,
+                ea,
+                ha,
+                na,
+                sb,
+                eb,
+                hb,
+                nb,
+                ra0,
+                ra1,
+                rb0,
+                rb1,
+                H,
+                HB,
+                FB,
+                FO,
+                base,
+                scratch,
+                iw[7 * M :],
+            )
             if r < 0:
                 return DEFER
             if r > 0:
@@ -935,9 +979,11 @@ def _decide_at(buf, a0, a1, b0, b1, ra0, ra1, rb0, rb1, base, H, HB, FB, FO, iw,
     nnb = _names(buf, rb0, rb1, nmb)
     if nna < 0 or nnb < 0:
         return DEFER
-    if _entities(buf, oa, ka, sa, ea, ha, na, nma, nna, ob, kb, sb, eb, hb, nb, nmb, nnb, H, HB,
-                 scratch) or _entities(buf, ob, kb, sb, eb, hb, nb, nmb, nnb, oa, ka, sa, ea, ha,
-                                       na, nma, nna, H, HB, scratch):
+    if _entities(
+        buf, oa, ka, sa, ea, ha, na, nma, nna, ob, kb, sb, eb, hb, nb, nmb, nnb, H, HB, scratch
+    ) or _entities(
+        buf, ob, kb, sb, eb, hb, nb, nmb, nnb, oa, ka, sa, ea, ha, na, nma, nna, H, HB, scratch
+    ):
         return REFUSE  # entities: another name, date, unit, ...
     for t in range(ka):
         if _member(H, HB, _SPECIAL, ha[oa[t]]):
@@ -1144,5 +1190,9 @@ def warm_up() -> None:
     """Load (or compile) the kernels once, on a pair they decide."""
     decide("where is my parcel", "where is my parcle", "Where is my parcel?", "where is my parcle")
     one = np.zeros(1, np.int64)
-    decide_pairs(["where is my parcel", "where is my parcle"],
-                 ["Where is my parcel?", "where is my parcle"], one, one + 1)
+    decide_pairs(
+        ["where is my parcel", "where is my parcle"],
+        ["Where is my parcel?", "where is my parcle"],
+        one,
+        one + 1,
+    )

@@ -45,11 +45,7 @@ def _compare(pairs):
 
 
 def _disagreements(results):
-    return [
-        (x, y, k, v)
-        for x, y, k, v in results
-        if k != K.DEFER and (k == K.PASS) != (v is None)
-    ]
+    return [(x, y, k, v) for x, y, k, v in results if k != K.DEFER and (k == K.PASS) != (v is None)]
 
 
 def test_the_kernel_gives_the_guards_answer_on_every_labelled_pair():
@@ -143,8 +139,11 @@ def test_the_kernel_gives_the_guards_answer_on_random_variants():
         ("thank you", "than kyou", K.PASS),  # a run from the first word
         ("When does the library open today", "When does the libraryo pen today", K.PASS),
         ("Move $200 from my checking account", "Move $200 from my chucking account", K.PASS),
-        ("Copy my notes from the tablet to the phone", "Copy my notes from the phone to the tablet",
-         K.REFUSE),  # roles traded
+        (
+            "Copy my notes from the tablet to the phone",
+            "Copy my notes from the phone to the tablet",
+            K.REFUSE,
+        ),  # roles traded
         ("Did Alice call Bob", "Did Bob call Alice", K.REFUSE),  # roles traded
         ("Does the museum or the library open?", "Does the library or the museum open?", K.PASS),
         ("Why does the app crash when I upload?", "When I upload, why does the app crash?", K.PASS),
