@@ -54,7 +54,7 @@ STRATEGIES = ("exact", "embedding", "hybrid")
 ENGINE = "engine"
 """The unit of the engine process's own kernels (shared-memory atomics and fences)."""
 
-ESTIMATE_S = {"exact": 2, "embedding": 30, "hybrid": 35, ENGINE: 1}
+ESTIMATE_S = {"exact": 2, "embedding": 55, "hybrid": 60, ENGINE: 1}
 """Seconds a first compile takes per unit on a 2-core machine (perf/bench_coldstart.py)."""
 
 KERNEL_MODULES = (
