@@ -191,7 +191,27 @@ async def test_near_twins_of_the_same_canonical_text_merge_without_guard_feature
         )
         assert out == ["A:Where is my parcel?"] * 2
         assert built == []
-        # a typo apart: the guards decide, from both texts' features
+        # a typo apart: the guards decide, in the guard kernel at the default guards (no
+        # features built either: docs/dedup.md, "The guard kernel")
+        out = await batch.process(
+            [{"query": "cancel my subscription"}, {"query": "cancel my subscriptoin"}]
+        )
+        assert out == ["A:cancel my subscription"] * 2
+        assert built == []
+    # with a guard switched off the Python guards decide, from both texts' features
+    rec = Rec()
+    guards = ("polarity", "roles", "scope", "residue")  # entities off
+    async with BatchProcessor(rec, window_ms=20, cold_start="wait", dedup_guards=guards) as batch:
+        await batch.warm_up()
+        dedup = batch._core._dedup
+        built = []
+        real = dedup.features_of
+
+        def counting2(r):
+            built.append(r.text)
+            return real(r)
+
+        dedup.features_of = counting2
         out = await batch.process(
             [{"query": "cancel my subscription"}, {"query": "cancel my subscriptoin"}]
         )
