@@ -170,22 +170,28 @@ async def test_adaptive_mode_exposes_its_window_and_fit_in_stats():
     assert stats.adaptive_a_ms > 0 and stats.adaptive_b_ms >= 0
 
 
+def _count_features(batch: BatchProcessor) -> list[str]:
+    """The texts whose guard features ``batch``'s dedup builds from now on."""
+    dedup = batch._core._dedup
+    built: list[str] = []
+    real = dedup.features_of
+
+    def counting(r):
+        built.append(r.text)
+        return real(r)
+
+    dedup.features_of = counting
+    return built
+
+
 async def test_near_twins_of_the_same_canonical_text_merge_without_guard_features():
     """Punctuation, case or a filler apart (the same canonical text), a near twin merges
     without the guard features of either text being built: the guards let the same canonical
     words in the same order merge, and building features is most of a guard call's cost."""
-    rec = Rec()
-    async with BatchProcessor(rec, window_ms=20, cold_start="wait") as batch:
+    typo = [{"query": "cancel my subscription"}, {"query": "cancel my subscriptoin"}]
+    async with BatchProcessor(Rec(), window_ms=20, cold_start="wait") as batch:
         await batch.warm_up()
-        dedup = batch._core._dedup
-        built = []
-        real = dedup.features_of
-
-        def counting(r):
-            built.append(r.text)
-            return real(r)
-
-        dedup.features_of = counting
+        built = _count_features(batch)
         out = await batch.process(
             [{"query": "Where is my parcel?"}, {"query": "where is my parcel!!"}]
         )
@@ -193,27 +199,12 @@ async def test_near_twins_of_the_same_canonical_text_merge_without_guard_feature
         assert built == []
         # a typo apart: the guards decide, in the guard kernel at the default guards (no
         # features built either: docs/dedup.md, "The guard kernel")
-        out = await batch.process(
-            [{"query": "cancel my subscription"}, {"query": "cancel my subscriptoin"}]
-        )
-        assert out == ["A:cancel my subscription"] * 2
+        assert await batch.process(typo) == ["A:cancel my subscription"] * 2
         assert built == []
     # with a guard switched off the Python guards decide, from both texts' features
-    rec = Rec()
     guards = ("polarity", "roles", "scope", "residue")  # entities off
-    async with BatchProcessor(rec, window_ms=20, cold_start="wait", dedup_guards=guards) as batch:
+    async with BatchProcessor(Rec(), window_ms=20, cold_start="wait", dedup_guards=guards) as batch:
         await batch.warm_up()
-        dedup = batch._core._dedup
-        built = []
-        real = dedup.features_of
-
-        def counting2(r):
-            built.append(r.text)
-            return real(r)
-
-        dedup.features_of = counting2
-        out = await batch.process(
-            [{"query": "cancel my subscription"}, {"query": "cancel my subscriptoin"}]
-        )
-        assert out == ["A:cancel my subscription"] * 2
+        built = _count_features(batch)
+        assert await batch.process(typo) == ["A:cancel my subscription"] * 2
         assert len(built) == 2
