@@ -33,9 +33,7 @@ from stratabatch.ipc.errors import FrameError
 
 from .clientcalls import ONE, CallBooks, Item, ListCall, Packer, answer, clean_ids
 from .errors import InvalidRequestError, StratabatchError
-from .requests import FLAT_SCALARS as _FLAT
-from .requests import STR_KEYS as _STR
-from .requests import check_payload, flat_packer
+from .requests import flat_packer
 from .transport import Transport
 from .wire import STATUS_OK, error_from_wire
 
@@ -57,12 +55,9 @@ class LoopBooks(CallBooks):
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None  # where flushes and timers run
         self._decode: Callable[[bytes], list[Any]] | None = None
-        self._max_request_bytes = 0
-        self._max_blob = 0
         self._vectors = False
         self._policy = "wait"
         self._pack = flat_packer()  # (used on the loop's thread only)
-        self._max_flat = 0  # a flat request's payload up to this size needs no other check
 
     # ------------------------------------------------------------- the client's side
 
@@ -73,11 +68,8 @@ class LoopBooks(CallBooks):
         self._loop = None
         self._packer = packer
         self._decode = packer.decode
-        self._max_request_bytes = packer.max_request_bytes
-        self._max_blob = packer.max_blob
         self._vectors = packer.vectors
         self._policy = packer.policy
-        self._max_flat = packer.max_flat
 
     def release(self) -> None:
         """Let go of the transport and the loop (the client closed it, or this process was
@@ -116,33 +108,11 @@ class LoopBooks(CallBooks):
         if not nxt & 0xFF:  # a new block of 256 ids: skip it if it is a zone (clean_ids)
             nxt = clean_ids(nxt)
         self._next_id = nxt
-        # the usual request, inline: a flat dict (the rule holds by construction) whose
-        # encoding fits the size and frame limits; anything else, or any failure, takes the
-        # full check, which says what is wrong
-        blob = None
-        if (
-            type(request) is dict
-            and _FLAT.issuperset(map(type, request.values()))
-            and _STR.issuperset(map(type, request))
-            and not self._vectors
-        ):
-            try:
-                blob = self._pack(request)
-            except (TypeError, ValueError, OverflowError):
-                pass
-            else:
-                if len(blob) > self._max_flat:
-                    blob = None
-        if blob is not None:
-            item: Item = (rid, priority, deadline_ns, -1, blob)
-        elif self._vectors:
+        if self._vectors:
             item = self._entry(request, 0, rid, priority, deadline_ns)
-        else:  # (_entry without a vector to look for)
-            blob = check_payload(request, 0, self._max_request_bytes)
-            if len(blob) > self._max_blob:
-                assert self._packer is not None
-                self._packer.check_frame(blob, 0)
-            item = (rid, priority, deadline_ns, -1, blob)
+        else:
+            assert self._packer is not None
+            item = (rid, priority, deadline_ns, -1, self._packer.payload(request, self._pack))
         self._pending[rid] = (fut, ONE)
         self._outq.append(item)
         if not self._flush_scheduled:

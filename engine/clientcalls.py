@@ -28,6 +28,8 @@ from stratabatch.ipc.errors import FrameTooLargeError
 
 from .calls import Call, check_vector
 from .errors import BatchTimeoutError, QueueFullError, RequestTooLargeError
+from .requests import FLAT_SCALARS as _FLAT
+from .requests import STR_KEYS as _STR
 from .requests import check_payload
 from .transport import Transport
 
@@ -326,6 +328,33 @@ class Packer:
         if len(blob) > self.max_blob:  # (a smaller payload always fits a frame of its own)
             self.check_frame(blob, index)
         return (rid, priority, deadline_ns, -1, blob)
+
+    def payload(self, request: Any, pack: Callable[[Any], bytes]) -> bytes:
+        """The encoded payload of a one-request call without a vector of its own (the client
+        sends none: :attr:`vectors` is off). The usual request inline: a flat dict (the
+        request rule holds by construction) packed by ``pack`` (a :func:`flat_packer` of the
+        calling thread: a packer is not thread-safe) that fits the size and frame limits;
+        anything else, or any failure, takes the full check, which says what is wrong.
+
+        Raises:
+            InvalidRequestError, RequestTooLargeError: As :meth:`item`.
+        """
+        if (
+            type(request) is dict
+            and _FLAT.issuperset(map(type, request.values()))
+            and _STR.issuperset(map(type, request))
+        ):
+            try:
+                blob = pack(request)
+            except (TypeError, ValueError, OverflowError):
+                pass
+            else:
+                if len(blob) <= self.max_flat:
+                    return blob
+        blob = check_payload(request, 0, self.max_request_bytes)
+        if len(blob) > self.max_blob:  # (a smaller payload always fits a frame of its own)
+            self.check_frame(blob, 0)
+        return blob
 
     def check_frame(self, blob: bytes, index: int) -> None:
         """Refuse a payload whose frame alone would be over the engine's frame limit.

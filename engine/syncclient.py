@@ -48,9 +48,7 @@ from .errors import (
     QueueFullError,
     StratabatchError,
 )
-from .requests import FLAT_SCALARS as _FLAT
-from .requests import STR_KEYS as _STR
-from .requests import check_call_args, check_payload, flat_packer
+from .requests import check_call_args, flat_packer
 from .syncbooks import Books, Waiter
 from .transport import Transport
 from .wire import check_name, socket_path
@@ -304,32 +302,12 @@ class BlockingClient:
             except AttributeError:
                 pack = mine.pack = flat_packer()
                 mine.waiter = None
-            # the usual request, inline: a flat dict (the rule holds by construction) whose
-            # encoding fits the size and frame limits; anything else, or any failure, takes
-            # the full check, which says what is wrong
-            blob = None
-            if (
-                type(requests) is dict
-                and _FLAT.issuperset(map(type, requests.values()))
-                and _STR.issuperset(map(type, requests))
-                and not packer.vectors
-            ):
-                try:
-                    blob = pack(requests)
-                except (TypeError, ValueError, OverflowError):
-                    pass
-                else:
-                    if len(blob) > packer.max_flat:
-                        blob = None
             row = -1
-            if blob is None:
-                if packer.vectors:
-                    item = packer.item(requests, 0, 0, priority, deadline_ns)
-                    row, blob = item[3], item[4]
-                else:  # (item() without a vector to look for)
-                    blob = check_payload(requests, 0, packer.max_request_bytes)
-                    if len(blob) > packer.max_blob:
-                        packer.check_frame(blob, 0)
+            if packer.vectors:
+                item = packer.item(requests, 0, 0, priority, deadline_ns)
+                row, blob = item[3], item[4]
+            else:
+                blob = packer.payload(requests, pack)
             waiter = mine.waiter
             if waiter is None:
                 waiter = Waiter()
