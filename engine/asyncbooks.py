@@ -256,25 +256,13 @@ class LoopBooks(CallBooks):
                 items = [exc]
             for r in items:
                 if type(r) is list:  # a plain ok answer, [id, ok, value]: the usual one
-                    rid = r[0]
-                    if rows:
-                        row = rows.pop(rid, -1)
-                        if row >= 0:
-                            conn.free_row(row)
-                    entry = pending.pop(rid, None)
-                    if entry is None:
-                        continue  # its caller left (timeout, cancellation)
-                    owner, index = entry
-                    if index < 0:
-                        if not owner.done():
-                            owner.set_result(r[2])
-                    else:
-                        owner.answer(index, r[2], None, None)
-                    continue
-                if isinstance(r, FrameError):
+                    rid, status, value = r
+                    meta = None
+                elif isinstance(r, FrameError):
                     self._undecodable(r)
                     continue
-                rid, status, value, meta = r
+                else:
+                    rid, status, value, meta = r
                 if rows:
                     row = rows.pop(rid, -1)
                     if row >= 0:
