@@ -173,10 +173,10 @@ class Intake:
 
     def _admit(self, client: Client, budget: int) -> int:
         """Hand up to ``budget`` decoded requests of ``client``'s inbox to the core; returns
-        how many were taken. The common request (no deadline, no arena row, a new id, a
-        mapping payload, room in the queue) takes the short way: its record is made here and
-        the run of them goes to the core at once (:meth:`Core.submit_many`); any other goes
-        through :meth:`_accept`, in arrival order, with the same outcome either way."""
+        how many were taken. The common request (no arena row, a new id, a mapping payload,
+        room in the queue) takes the short way: its record is made here and the run of them
+        goes to the core at once (:meth:`Core.submit_many`); any other goes through
+        :meth:`_accept`, in arrival order, with the same outcome either way."""
         inbox = client.inbox
         pending = client.pending
         core = self._core
@@ -194,57 +194,44 @@ class Intake:
         while inbox and n < budget and not client.closed:
             n += 1
             entry = inbox.popleft()
-            if type(entry) is list:  # a plain item: [id, priority, deadline_ns, NO_ROW, payload]
-                if room > 0:
-                    rid = entry[0]
-                    payload = entry[4]
-                    if rid not in pending and not (vectors and "embedding" in payload):
-                        # build_request's record of a checked payload without a vector
-                        text = payload.get(key)
-                        deadline = None
-                        if entry[2]:  # on the clients' clock: monotonic_ns
-                            if offset is None:
-                                offset = core.deadline_from_monotonic_ns(0)
-                            deadline = offset + entry[2] / 1e9
-                        req = Request(
-                            payload,
-                            entry[1],
-                            deadline,
-                            client,
-                            rid,
-                            text if type(text) is str or isinstance(text, str) else None,
-                            None,
-                            0,
-                        )
-                        pending[rid] = req  # (a twin id later in the run takes the long way)
-                        run.append(req)
-                        room -= 1
-                        continue
-                entry = (_new_tuple(DecodedRequest, entry), 0)
-            elif type(entry) is not tuple:  # a batch's request or error
-                entry = (entry, 0)
-            fr = entry[0]
-            if (
-                room <= 0
-                or type(fr) is not DecodedRequest
-                or fr.deadline_ns
-                or fr.arena_row >= 0
-                or fr.id in pending
-                or type(fr.payload) is not dict
-            ):
+            # the fields of a request that may take the short way: a plain item (the
+            # decoder's list [id, priority, deadline_ns, NO_ROW, payload]) or a decoded
+            # request without an arena row and with a mapping payload
+            if type(entry) is list:
+                rid, priority, deadline_ns, _, payload = entry
+                size = 0
+                short = room > 0 and rid not in pending
+                if not short:
+                    entry = (_new_tuple(DecodedRequest, entry), 0)
+            else:
+                if type(entry) is not tuple:  # a batch's request or error
+                    entry = (entry, 0)
+                fr = entry[0]
+                short = (
+                    room > 0
+                    and type(fr) is DecodedRequest
+                    and fr.arena_row < 0
+                    and fr.id not in pending
+                    and type(fr.payload) is dict
+                )
+                if short:
+                    rid, priority, deadline_ns, _, payload = fr
+                    size = entry[1]
+            if not short:
                 if run:
                     self._submit_run(client, run)
                     run = []
                 self._accept(client, entry)
                 room = config.max_queue - core.waiting
                 continue
-            payload = fr.payload
-            rid = fr.id
+            deadline = None
+            if deadline_ns:  # on the clients' clock: monotonic_ns
+                if offset is None:
+                    offset = core.deadline_from_monotonic_ns(0)
+                deadline = offset + deadline_ns / 1e9
             if vectors and "embedding" in payload:
                 try:
-                    req = build_request(
-                        payload, config, rid, client, fr.priority, None, dim, entry[1]
-                    )
+                    req = build_request(payload, config, rid, client, priority, deadline, dim, size)
                 except (StratabatchError, ValueError) as exc:
                     self._outbox.error(client, rid, exc)
                     continue
@@ -252,13 +239,13 @@ class Intake:
                 text = payload.get(key)
                 req = Request(
                     payload,
-                    fr.priority,
-                    None,
+                    priority,
+                    deadline,
                     client,
                     rid,
                     text if type(text) is str or isinstance(text, str) else None,
                     None,
-                    entry[1],
+                    size,
                 )
             pending[rid] = req  # (a twin id later in the run takes the long way)
             run.append(req)
