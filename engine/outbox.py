@@ -68,29 +68,20 @@ class Outbox:
         self._publisher = None
 
     def on_complete(self, req: Request, value: Any, error: BaseException | None) -> None:
-        """The core's ``on_complete``: queue ``req``'s outcome for its client, flush soon."""
+        """The core's ``on_complete``: queue ``req``'s outcome for its client, flush soon (a
+        value as :meth:`on_complete_many` answers it)."""
+        if error is None:
+            self.on_complete_many([req], [value])
+            return
         client = req.sink
         if client.closed or client.pending.get(req.index) is not req:
             return  # answered already (the engine failed it while stopping)
         del client.pending[req.index]
         if self._publisher is not None:
             self._publisher.latency(self._loop.time() - req.arrival)  # type: ignore[union-attr]
-        if error is None:
-            lead = req.merged_with
-            if lead is not None:
-                meta = {
-                    "leader": lead.index if lead.sink is client else -1,
-                    "similarity": 1.0 if req.similarity is None else float(req.similarity),
-                }
-                client.outbox.append((req.index, STATUS_OK, value, meta))
-            else:
-                client.outbox.append((req.index, STATUS_OK, value))
-        else:
-            self._count_error(client, error)
-            client.outbox.append((req.index, *error_to_wire(error)))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)  # type: ignore[union-attr]
+        self._count_error(client, error)
+        client.outbox.append((req.index, *error_to_wire(error)))
+        self._flush_soon()
 
     def on_complete_many(self, reqs: list[Request], values: list[Any]) -> None:
         """The core's ``on_complete_many``: :meth:`on_complete` for a batch's successes, in
@@ -115,6 +106,10 @@ class Outbox:
                 client.outbox.append((rid, STATUS_OK, value, meta))
         if self._publisher is not None and arrivals:
             self._publisher.latencies(self._loop.time(), arrivals)  # type: ignore[union-attr]
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Schedule one :meth:`flush` on the loop's next iteration (once, however often)."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)  # type: ignore[union-attr]
