@@ -39,11 +39,21 @@ another order."""
 MAX_WORDS = 96
 """Texts of more canonical words than this are left to the Python guards."""
 
-# sections of the hash table array (see tables())
-_DICT, _IGN, _SPECIAL, _OPP, _OPPAIR, _IDN, _ROLE, _DET, _NEGPFX = range(9)
-_COORD, _THEN, _SHORT, _NEG, _ENT = range(9, 14)
+# Sections of the word table (see tables()). The helpers' int arguments that are constants
+# are numpy ints: numba compiles a helper once per literal int it is called with (_member was
+# compiled 14 times, once per section), once for a numpy int.
+_DICT, _IGN, _SPECIAL, _OPP, _OPPAIR, _IDN, _ROLE, _DET, _NEGPFX = map(np.int64, range(9))
+_COORD, _THEN, _SHORT, _NEG, _ENT = map(np.int64, range(9, 14))
 _SECTIONS = 14
+_I0 = np.int64(0)
+_I1 = np.int64(1)
+_I2 = np.int64(2)
+_E = np.int64(101)  # "e"
 _PAIR_MIX = 0x9E3779B97F4A7C15
+_SLOT_BITS = 16
+"""The word table has ``2 ** _SLOT_BITS`` slots (~23,000 words and pairs: a third full, so a
+probe mostly reads one slot)."""
+_SLOT_SHIFT = 64 - _SLOT_BITS
 
 # The kernel's helpers are called from numba only: no Python or C wrapper to compile for each
 # (a third of the first compile's time, measured with an empty NUMBA_CACHE_DIR)
@@ -72,16 +82,18 @@ def hash_spans(buf, starts, ends, out):
 
 @_helper
 def _member(H, HB, s, h):
-    """Whether hash ``h`` is in section ``s`` of the tables (a binary search)."""
-    lo = HB[s]
-    hi = HB[s + 1]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if H[mid] < h:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < HB[s + 1] and H[lo] == h
+    """Whether hash ``h`` is in section ``s`` of the tables: one probe of their open-addressing
+    table (``H`` the keys, 0 for an empty slot; ``HB`` each slot's sections as bits, the
+    sections of key 0 itself in its last value)."""
+    if h == 0:
+        return (HB[H.shape[0]] >> s) & 1 != 0
+    mask = H.shape[0] - 1
+    i = np.int64((h * np.uint64(_PAIR_MIX)) >> np.uint64(_SLOT_SHIFT))
+    while H[i] != 0:
+        if H[i] == h:
+            return (HB[i] >> s) & 1 != 0
+        i = (i + 1) & mask
+    return False
 
 
 @_helper
@@ -253,7 +265,7 @@ def _ignorable(buf, a0, a1, h, H, HB, FB, FO, base, scratch):
         if FB[f0] != buf[a0] or abs((f1 - f0) - n) > 1:
             continue
         # the filler's bytes sit after the texts in buf, from ``base`` (see decide)
-        if _typo(buf, a0, a1, h, base + f0, base + f1, _fnv(FB, f0, f1), H, HB, scratch, 2):
+        if _typo(buf, a0, a1, h, base + f0, base + f1, _fnv(FB, f0, f1), H, HB, scratch, _I2):
             return True
     return False
 
@@ -279,7 +291,7 @@ def _forms(buf, a0, a1, out):
     if k == 0:
         return 1
     out[1] = _fnv(buf, a0, a1 - k)
-    out[2] = _fnv_byte(out[1], 101)
+    out[2] = _fnv_byte(out[1], _E)
     return 3
 
 
@@ -449,13 +461,13 @@ def _name_typo(buf, w0, w1, hw, op, k, st, en, hs, names, nn, H, HB, scratch):
         o1 = en[o]
         kind = _name_of(buf, o0, o1, hs[o], names, nn)
         if kind == 0:
-            if _typo(buf, w0, w1, hw, o0, o1, hs[o], H, HB, scratch, 1):
+            if _typo(buf, w0, w1, hw, o0, o1, hs[o], H, HB, scratch, _I1):
                 return True
         else:
             if kind == 2:
                 o1 -= 1
             if buf[o0] == buf[w0] and _typo(
-                buf, w0, w1, hw, o0, o1, _fnv(buf, o0, o1), H, HB, scratch, 1
+                buf, w0, w1, hw, o0, o1, _fnv(buf, o0, o1), H, HB, scratch, _I1
             ):
                 return True
     return False
@@ -503,7 +515,7 @@ def _entities(
             typo = False
             for u in range(k2):
                 y = o2[u]
-                if _typo(buf, w0, w1, h1[x], s2[y], e2[y], h2[y], H, HB, scratch, 1):
+                if _typo(buf, w0, w1, h1[x], s2[y], e2[y], h2[y], H, HB, scratch, _I1):
                     typo = True
                     break
             if typo:
@@ -689,7 +701,7 @@ def _coordination_swap(ha, hb, n, H, HB):
 @_helper
 def _reordered(ha, hb, n):
     """Whether ``guards._reordered`` finds words that changed places (not a moved clause)."""
-    if _rotation(ha, 0, hb, 0, n):
+    if _rotation(ha, _I0, hb, _I0, n):
         return False
     p = 0
     while p < n and ha[p] == hb[p]:
@@ -703,19 +715,32 @@ def _reordered(ha, hb, n):
 
 
 @_helper
-def _known(buf, w0, w1, h, H, HB, FB, FO, base, scratch):
-    """``guards._spaces_moved``'s known word: the dictionary's, a short word, or ignorable."""
+def _ignorable_at(ig, x, buf, st, en, hs, H, HB, FB, FO, base, scratch):
+    """:func:`_ignorable` of word ``x`` of a text (``st``, ``en``, ``hs``), kept in ``ig[x]``
+    (-1 until asked) for the text's other pairs."""
+    v = ig[x]
+    if v < 0:
+        v = 1 if _ignorable(buf, st[x], en[x], hs[x], H, HB, FB, FO, base, scratch) else 0
+        ig[x] = v
+    return v == 1
+
+
+@_helper
+def _known(ig, x, buf, st, en, hs, H, HB, FB, FO, base, scratch):
+    """``guards._spaces_moved``'s known word (word ``x`` of a text): the dictionary's, a short
+    word, or ignorable."""
     return (
-        _member(H, HB, _DICT, h)
-        or _member(H, HB, _SHORT, h)
-        or _ignorable(buf, w0, w1, h, H, HB, FB, FO, base, scratch)
+        _member(H, HB, _DICT, hs[x])
+        or _member(H, HB, _SHORT, hs[x])
+        or _ignorable_at(ig, x, buf, st, en, hs, H, HB, FB, FO, base, scratch)
     )
 
 
 @_helper
 def _spaces_moved(
-    buf, sa, ea, ha, na, sb, eb, hb, nb, ra0, ra1, rb0, rb1, H, HB, FB, FO, base, scratch, pos
-):
+    buf, sa, ea, ha, na, sb, eb, hb, nb, ra0, ra1, rb0, rb1, iga, igb, H, HB, FB, FO, base, scratch,
+    pos,
+):  # fmt: skip
     """``guards._spaces_moved``: 0 where it finds no run of the same letters with spaces
     moved, else ``(p << 8 | q) + 1`` (the run is words ``p .. n - q - 1`` of each side), or
     -1 where the Python guards decide (a word of a run may be an identifier)."""
@@ -755,18 +780,19 @@ def _spaces_moved(
     kna = True
     knb = True
     for t in range(p, p + ra):
-        if not _known(buf, sa[t], ea[t], ha[t], H, HB, FB, FO, base, scratch):
+        if not _known(iga, t, buf, sa, ea, ha, H, HB, FB, FO, base, scratch):
             kna = False
-        if not _known(buf, sb[t], eb[t], hb[t], H, HB, FB, FO, base, scratch):
+        if not _known(igb, t, buf, sb, eb, hb, H, HB, FB, FO, base, scratch):
             knb = False
     if kna == knb:
         return 0
     for t in range(p, p + ra):
         # a word written as an identifier and not in the dictionary: not a typo's space
         pos[0] = t
-        if not _member(H, HB, _DICT, ha[t]) and _raw_flagged(buf, ra0, ra1, pos, sa, ea, 1, H, HB):
+        w = _I1  # (one word: pos[0])
+        if not _member(H, HB, _DICT, ha[t]) and _raw_flagged(buf, ra0, ra1, pos, sa, ea, w, H, HB):
             return -1
-        if not _member(H, HB, _DICT, hb[t]) and _raw_flagged(buf, rb0, rb1, pos, sb, eb, 1, H, HB):
+        if not _member(H, HB, _DICT, hb[t]) and _raw_flagged(buf, rb0, rb1, pos, sb, eb, w, H, HB):
             return -1
     return ((p << 8) | q) + 1
 
@@ -822,68 +848,106 @@ def _roles_traded(mka, ara, ka, mkb, arb, kb, ha, na, hb, nb):
     return False
 
 
+@_helper
+def _ascii(buf, a, b):
+    for u in range(a, b):
+        if buf[u] >= 128:
+            return False
+    return True
+
+
 @njit(cache=True)
 def _decide_pairs(buf, spans, pa, pb, H, HB, FB, FO, out):
     """:func:`decide_pairs` on ``buf`` = the fillers' bytes (``FB``), then the texts' bytes:
     text ``t``'s canonical bytes are ``buf[spans[t, 0]:spans[t, 1]]``, its raw ones
-    ``buf[spans[t, 2]:spans[t, 3]]``. (:func:`decide` calls it too: one kernel to compile.)"""
-    iw = np.empty(9 * MAX_WORDS + 3 * 130, np.int64)
-    uw = np.empty(8 * MAX_WORDS + 6, np.uint64)
+    ``buf[spans[t, 2]:spans[t, 3]]``. (:func:`decide` calls it too: one kernel to compile.)
+
+    Each text of a pair is read once, however many pairs it is in: its canonical words (the
+    text ``t``'s ``nt[t]`` words are ``ws[to[t] + i]`` .. ``we``, ``wh``; -1 words where the
+    Python guards decide: non-ASCII, too many words or a word too long), and when a pair first
+    asks, its names (``nm``, ``nn``) and whether a word is ignorable (``ig``)."""
+    M = MAX_WORDS
+    n = spans.shape[0]
+    need = np.zeros(n, np.bool_)
+    for p in range(pa.shape[0]):
+        need[pa[p]] = True
+        need[pb[p]] = True
+    # a text of c bytes has at most (c + 1) // 2 words (or runs of letters): room for as many
+    to = np.zeros(n + 1, np.int64)
+    no = np.zeros(n + 1, np.int64)
+    for t in range(n):
+        c = 0
+        r = 0
+        if need[t]:
+            c = min(M, (spans[t, 1] - spans[t, 0] + 1) // 2 + 1)
+            r = min(M, (spans[t, 3] - spans[t, 2] + 1) // 2 + 1)
+        to[t + 1] = to[t] + c
+        no[t + 1] = no[t] + r
+    ws = np.empty(to[n], np.int64)
+    we = np.empty(to[n], np.int64)
+    wh = np.empty(to[n], np.uint64)
+    ig = np.full(to[n], -1, np.int8)  # -1: not asked yet
+    nm = np.empty(no[n], np.uint64)
+    nn = np.full(n, -2, np.int64)  # -2: not asked yet
+    nt = np.full(n, -1, np.int64)
+    for t in range(n):
+        raw = _ascii(buf, spans[t, 2], spans[t, 3])
+        if need[t] and raw and _ascii(buf, spans[t, 0], spans[t, 1]):
+            a = to[t]
+            b = to[t + 1]
+            nt[t] = _tokens(buf, spans[t, 0], spans[t, 1], ws[a:b], we[a:b], wh[a:b])
+    iw = np.empty(5 * M + 3 * 130, np.int64)
+    uw = np.empty(4 * M + 6, np.uint64)
     base = FB.shape[0] * 0  # the fillers' bytes come first
     for p in range(pa.shape[0]):
         a = pa[p]
         b = pb[p]
-        if spans[a, 1] - spans[a, 0] + spans[b, 1] - spans[b, 0] > 16 * MAX_WORDS:
+        if spans[a, 1] - spans[a, 0] + spans[b, 1] - spans[b, 0] > 16 * M:
             out[p] = DEFER  # (as decide)
+        elif nt[a] < 0 or nt[b] < 0:
+            out[p] = DEFER  # non-ASCII, or words the kernel does not hold: the Python reference
         else:
             out[p] = _decide_at(
-                buf,
-                spans[a, 0],
-                spans[a, 1],
-                spans[b, 0],
-                spans[b, 1],
-                spans[a, 2],
-                spans[a, 3],
-                spans[b, 2],
-                spans[b, 3],
-                base,
-                H,
-                HB,
-                FB,
-                FO,
-                iw,
-                uw,
+                buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB, FB, FO, iw, uw
             )
 
 
 @_helper
-def _decide_at(buf, a0, a1, b0, b1, ra0, ra1, rb0, rb1, base, H, HB, FB, FO, iw, uw):
-    """:func:`decide` on the canonical texts ``buf[a0:a1]``, ``buf[b0:b1]`` and the raw ones
-    ``buf[ra0:ra1]``, ``buf[rb0:rb1]``, the fillers' bytes at ``base``; ``iw`` and ``uw`` are
-    its scratch (written before read)."""
-    for s0, s1 in ((a0, a1), (b0, b1), (ra0, ra1), (rb0, rb1)):
-        for u in range(s0, s1):
-            if buf[u] >= 128:
-                return DEFER  # non-ASCII: the Python reference
+def _names_at(buf, t, spans, no, nm, nn):
+    """Text ``t``'s names (:func:`_names`), read on the first ask."""
+    if nn[t] == -2:
+        nn[t] = _names(buf, spans[t, 2], spans[t, 3], nm[no[t] : no[t + 1]])
+    return nm[no[t] : no[t + 1]]
+
+
+@_helper
+def _decide_at(buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB, FB, FO, iw, uw):
+    """:func:`decide` on texts ``a`` and ``b`` of :func:`_decide_pairs` (ASCII, their words
+    read), the fillers' bytes at ``base``; ``iw`` and ``uw`` are its scratch (written before
+    read)."""
     M = MAX_WORDS
-    sa = iw[0:M]
-    ea = iw[M : 2 * M]
-    sb = iw[2 * M : 3 * M]
-    eb = iw[3 * M : 4 * M]
-    oa = iw[4 * M : 5 * M]
-    ob = iw[5 * M : 6 * M]
-    left = iw[6 * M : 7 * M]
-    scratch = iw[9 * M :]
-    ha = uw[0:M]
-    hb = uw[M : 2 * M]
-    mka = uw[2 * M : 3 * M]
-    ara = uw[3 * M : 4 * M]
-    mkb = uw[4 * M : 5 * M]
-    arb = uw[5 * M : 6 * M]
-    na = _tokens(buf, a0, a1, sa, ea, ha)
-    nb = _tokens(buf, b0, b1, sb, eb, hb)
-    if na < 0 or nb < 0:
-        return DEFER
+    na = nt[a]
+    nb = nt[b]
+    sa = ws[to[a] : to[a] + na]
+    ea = we[to[a] : to[a] + na]
+    ha = wh[to[a] : to[a] + na]
+    iga = ig[to[a] : to[a] + na]
+    sb = ws[to[b] : to[b] + nb]
+    eb = we[to[b] : to[b] + nb]
+    hb = wh[to[b] : to[b] + nb]
+    igb = ig[to[b] : to[b] + nb]
+    ra0 = spans[a, 2]
+    ra1 = spans[a, 3]
+    rb0 = spans[b, 2]
+    rb1 = spans[b, 3]
+    oa = iw[0:M]
+    ob = iw[M : 2 * M]
+    left = iw[2 * M : 3 * M]
+    scratch = iw[5 * M :]
+    mka = uw[0:M]
+    ara = uw[M : 2 * M]
+    mkb = uw[2 * M : 3 * M]
+    arb = uw[3 * M : 4 * M]
     if na == nb:
         same = True
         for t in range(na):
@@ -936,13 +1000,15 @@ def _decide_at(buf, a0, a1, b0, b1, ra0, ra1, rb0, rb1, base, H, HB, FB, FO, iw,
                 ra1,
                 rb0,
                 rb1,
+                iga,
+                igb,
                 H,
                 HB,
                 FB,
                 FO,
                 base,
                 scratch,
-                iw[7 * M :],
+                iw[3 * M :],
             )
             if r < 0:
                 return DEFER
@@ -957,8 +1023,8 @@ def _decide_at(buf, a0, a1, b0, b1, ra0, ra1, rb0, rb1, base, H, HB, FB, FO, iw,
     # From here on every guard is exact or undecided, and they are all on: the first that
     # refuses decides (the Python guards would refuse too, maybe by an earlier guard), and
     # the pair passes only where none refuses and none is undecided (an identifier: below).
-    fx = uw[6 * M : 6 * M + 3]
-    fy = uw[6 * M + 3 : 6 * M + 6]
+    fx = uw[4 * M : 4 * M + 3]
+    fy = uw[4 * M + 3 : 4 * M + 6]
     for t in range(ka):
         x = oa[t]
         for u in range(kb):
@@ -973,10 +1039,10 @@ def _decide_at(buf, a0, a1, b0, b1, ra0, ra1, rb0, rb1, base, H, HB, FB, FO, iw,
         mka, ara, nra, mkb, arb, nrb, ha, na, hb, nb
     ):
         return REFUSE  # roles: an argument traded
-    nma = uw[6 * M + 6 : 7 * M + 6]
-    nmb = uw[7 * M + 6 : 8 * M + 6]
-    nna = _names(buf, ra0, ra1, nma)
-    nnb = _names(buf, rb0, rb1, nmb)
+    nma = _names_at(buf, a, spans, no, nm, nn)
+    nmb = _names_at(buf, b, spans, no, nm, nn)
+    nna = nn[a]
+    nnb = nn[b]
     if nna < 0 or nnb < 0:
         return DEFER
     if _entities(
@@ -1006,17 +1072,17 @@ def _decide_at(buf, a0, a1, b0, b1, ra0, ra1, rb0, rb1, base, H, HB, FB, FO, iw,
     nl = 0
     for u in range(kb):
         y = ob[u]
-        if not _ignorable(buf, sb[y], eb[y], hb[y], H, HB, FB, FO, base, scratch):
+        if not _ignorable_at(igb, y, buf, sb, eb, hb, H, HB, FB, FO, base, scratch):
             left[nl] = y
             nl += 1
-    used = iw[7 * M : 7 * M + nl]
+    used = iw[3 * M : 3 * M + nl]
     used[:] = 0
     for t in range(ka):
         x = oa[t]
         w0 = sa[x]
         w1 = ea[x]
         hw = ha[x]
-        if _ignorable(buf, w0, w1, hw, H, HB, FB, FO, base, scratch):
+        if _ignorable_at(iga, x, buf, sa, ea, ha, H, HB, FB, FO, base, scratch):
             continue
         in_dict = _member(H, HB, _DICT, hw)
         w_id = not _has_vowel(buf, w0, w1)
@@ -1028,7 +1094,7 @@ def _decide_at(buf, a0, a1, b0, b1, ra0, ra1, rb0, rb1, base, H, HB, FB, FO, iw,
             if not in_dict and not _member(H, HB, _DICT, hb[y]):
                 if w_id or not _has_vowel(buf, sb[y], eb[y]):
                     continue
-            if _typo(buf, w0, w1, hw, sb[y], eb[y], hb[y], H, HB, scratch, 2):
+            if _typo(buf, w0, w1, hw, sb[y], eb[y], hb[y], H, HB, scratch, _I2):
                 used[v] = 1
                 found = True
                 break
@@ -1053,10 +1119,46 @@ def _hash_words(words: list[str]) -> np.ndarray:
     return out
 
 
+def _slots(sections: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The open-addressing table :func:`_member` probes: each hash of any section once, with
+    the sections it is in as bits (Fibonacci hashing, linear probing: a key sits past its home
+    slot only where every slot between is taken)."""
+    allh = np.concatenate(sections).astype(np.uint64)
+    which = np.concatenate([np.full(len(x), 1 << s, np.int64) for s, x in enumerate(sections)])
+    uniq, inv = np.unique(allh, return_inverse=True)
+    bits = np.zeros(len(uniq), np.int64)
+    np.bitwise_or.at(bits, inv, which)
+    size = 1 << _SLOT_BITS
+    if 2 * len(uniq) > size:
+        raise AssertionError(f"{len(uniq)} words for {size} slots: raise _SLOT_BITS")
+    keys = np.zeros(size, np.uint64)
+    flags = np.zeros(size + 1, np.int32)  # (the last: the sections of hash 0)
+    zero = uniq == 0
+    flags[size] = bits[zero].sum()
+    uniq, bits = uniq[~zero], bits[~zero]
+    home = (uniq * np.uint64(_PAIR_MIX)) >> np.uint64(_SLOT_SHIFT)
+    step = np.zeros(len(uniq), np.uint64)
+    todo = np.arange(len(uniq))
+    while len(todo):
+        # each key still to place tries its next slot; of the keys trying a free slot, the
+        # first takes it, the others try the next one in the next round
+        at = ((home[todo] + step[todo]) & np.uint64(size - 1)).astype(np.int64)
+        free = keys[at] == 0
+        _, first = np.unique(at, return_index=True)
+        won = np.zeros(len(todo), bool)
+        won[first] = True
+        won &= free
+        keys[at[won]] = uniq[todo[won]]
+        flags[at[won]] = bits[todo[won]]
+        step[todo[~won]] += np.uint64(1)
+        todo = todo[~won]
+    return keys, flags
+
+
 def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The kernel's word tables, built once: ``(H, HB, FB, FO)``: the sorted hashes of each
-    section of words (section ``s`` is ``H[HB[s]:HB[s + 1]]``), and the fillers' bytes with
-    their offsets."""
+    """The kernel's word tables, built once: ``(H, HB, FB, FO)``: the hashes of every section
+    of words in one open-addressing table (``H`` the keys, ``HB`` the sections of each as
+    bits: :func:`_slots`), and the fillers' bytes with their offsets."""
     global _tables
     with _lock:
         if _tables is not None:
@@ -1099,10 +1201,7 @@ def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         sections[_COORD] = _hash_words(["and", "or"])  # (guards' coordinators)
         sections[_THEN] = _hash_words(["then"])
         sections[_SHORT] = _hash_words(ascii_words(SHORT_WORDS))
-        sections = [np.unique(s) for s in sections]
-        HB = np.zeros(_SECTIONS + 1, np.int64)
-        HB[1:] = np.cumsum([len(s) for s in sections])
-        H = np.concatenate(sections).astype(np.uint64)
+        H, HB = _slots(sections)
         fillers = [f for f in TYPO_FILLERS if f.isascii()]
         FB = np.frombuffer("".join(fillers).encode("ascii"), np.uint8).copy()
         FO = np.zeros(len(fillers) + 1, np.int64)

@@ -260,6 +260,73 @@ def test_decide_pairs_gives_decides_answer_on_every_labelled_pair():
     assert K.decide_pairs(canons, texts, pa[:0], pb[:0]).shape == (0,)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decide_pairs_reads_each_text_once_for_any_number_of_pairs(seed):
+    # a text's words, names and ignorable words are read once a call and kept for its other
+    # pairs: many pairs a text, on either side, answer as decide() on each pair alone
+    rng = random.Random(seed)
+    print("seed", seed)
+    texts = list(dict.fromkeys(t for p in _pairs() for t in p))
+    texts = rng.sample(texts, 60) + ["Où est mon colis ?", "Ou est mon colis ?"]
+    canons = canonical_texts(texts)
+    n = len(texts)
+    pa = np.array([rng.randrange(n) for _ in range(1500)], np.int64)
+    pb = np.array([rng.randrange(n) for _ in range(1500)], np.int64)
+    got = K.decide_pairs(canons, texts, pa, pb)
+    ab = zip(pa.tolist(), pb.tolist(), strict=True)
+    want = [K.decide(canons[a], canons[b], texts[a], texts[b]) for a, b in ab]
+    assert got.tolist() == want
+
+
+def test_the_word_table_answers_as_the_lexicons_sets():
+    from numba import njit
+
+    from stratabatch import lexicon as L
+
+    member = K._member
+
+    @njit
+    def members(H, HB, s, hs, out):
+        for i in range(hs.shape[0]):
+            out[i] = member(H, HB, s, hs[i])
+
+    sections = {
+        K._DICT: set(L.dictionary()),
+        K._IGN: set(L.IGNORABLE_WORDS),
+        K._SPECIAL: set(L.SCOPE_WORDS),
+        K._OPP: set(L.OPPOSITES),
+        K._IDN: set(L.ID_NOUNS | L.WORD_VERBS),
+        K._ROLE: set(L.ROLE_MARKERS),
+        K._DET: set(L.DETERMINERS),
+        K._NEGPFX: set(L.NEGATING_PREFIX_SET),
+        K._COORD: {"and", "or"},
+        K._THEN: {"then"},
+        K._SHORT: set(L.SHORT_WORDS),
+        K._NEG: set(L.NEGATIONS),
+        K._ENT: set(L.ENTITY_WORDS),
+    }
+    words = sorted(w for ws in sections.values() for w in ws if w.isascii())
+    words += ["qzxv", "parcle", "recieve", "zzzz"]  # (and words of no section)
+    H, HB, _, _ = K.tables()
+    hs = K._hash_words(words)
+    out = np.zeros(len(words), np.bool_)
+    for s, ws in sections.items():
+        members(H, HB, s, hs, out)
+        assert [w for w, m in zip(words, out.tolist(), strict=True) if m] == [
+            w for w in words if w in ws
+        ], s
+    pairs = [(a, b) for a, bs in L.OPPOSITES.items() for b in bs if a.isascii() and b.isascii()]
+    mixed = K._hash_words([a for a, _ in pairs]) * np.uint64(K._PAIR_MIX) ^ K._hash_words(
+        [b for _, b in pairs]
+    )
+    out = np.zeros(len(pairs), np.bool_)
+    members(H, HB, K._OPPAIR, mixed, out)
+    assert out.all()
+    words_as_pairs = np.zeros(len(hs), np.bool_)
+    members(H, HB, K._OPPAIR, hs, words_as_pairs)
+    assert not words_as_pairs.any()
+
+
 def _pass(texts, **stubs):
     d, ops = _deduper()
     d._load_decide()
