@@ -949,10 +949,19 @@ class Deduper:
                     self._ops.reject(r, err)
                 return []
             profiles: Any = batch
-            if batch is None or int(batch.lens.min()) < 0:
-                # some or all key words are the reference's (profile_of); None where the
-                # word index does not serve
-                self._keep_profiles(fresh, batch)
+            if batch is not None and int(batch.lens.min()) < 0:
+                # the key words of the few texts the kernel left to the reference
+                # (profile_of) join the batch: the index files one batch, not a list of
+                # rows (~1 us a request for a pass of 1,024 with one such text)
+                import numpy as np
+
+                fill: dict[int, Any] = {}
+                for j in np.flatnonzero(batch.lens < 0).tolist():
+                    r = fresh[j]
+                    fill[j] = self.profile_of(r)
+                    r.wprof = None  # (kept by the index from here, as the batch's texts)
+                profiles = batch.filled(fill)
+            elif batch is None:  # None where the word index does not serve
                 profiles = [self.profile_of(r) for r in fresh] if self.word_keyed() else None
             return [
                 (fresh[j], vectors[j]) for j in self._cluster(fresh, vectors, profiles, deadline)

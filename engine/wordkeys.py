@@ -313,6 +313,28 @@ class BatchProfiles:
         self.off = off
         self.lens = lens
 
+    def filled(self, fill: Mapping[int, Sequence[int]]) -> BatchProfiles:
+        """A copy where each text ``j`` of ``fill`` has the key words ``fill[j]`` (a
+        :func:`word_profile` list: what the Python reference gave a text the kernel left to
+        it), stored after the others' (their ``off`` and ``lens`` set): the index files one
+        batch, as it files a batch the kernel profiled whole."""
+        flat = np.array([x for p in fill.values() for x in p], np.int64).reshape(-1, 3)
+        base = len(self.ranks)
+        off = self.off.copy()
+        lens = self.lens.copy()
+        at = base
+        for j, p in fill.items():
+            off[j] = at
+            lens[j] = len(p) // 3
+            at += len(p) // 3
+        return BatchProfiles(
+            np.concatenate([self.ranks, flat[:, 0]]),
+            np.concatenate([self.shapes, flat[:, 1]]),
+            np.concatenate([self.counts, flat[:, 2]]),
+            off,
+            lens,
+        )
+
     def as_list(self, j: int) -> list[int] | None:
         """Text ``j``'s key words as :func:`word_profile` gives them (None: left to it)."""
         k = int(self.lens[j])

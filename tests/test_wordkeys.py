@@ -861,3 +861,38 @@ def test_late_hits_answers_and_notes_as_admit_row_by_row() -> None:
         noted += int((want_wd[6] >= 0).sum())
         hits += n
     assert noted and hits  # (the case exercises both)
+
+
+def test_a_pass_files_one_batch_of_key_words_with_texts_left_to_the_reference(monkeypatch):
+    # the texts the embedding kernel leaves to word_profile (non-ASCII, a lone filler) join
+    # its batch: the index files one BatchProfiles, not a list of rows
+    from stratabatch.canon import canonical_texts
+    from stratabatch.config import BatchConfig
+    from stratabatch.grouping import Deduper
+    from stratabatch.records import Request
+    from stratabatch.rehearsal import ScratchOps
+    from stratabatch.wordkeys import BatchProfiles
+
+    texts = ["Where is my parcel?", "where is my parcle", "Où est mon colis ?", "Really?",
+             "How do I clean the carpet?", "how do i clean the carpte"]  # fmt: skip
+    filed = []
+    append = LeaderIndex.append
+
+    def spy(self, vectors, keys, profiles=None):
+        filed.append(profiles)
+        return append(self, vectors, keys, profiles)
+
+    monkeypatch.setattr(LeaderIndex, "append", spy)
+    reqs = [Request({"query": t}, text=t) for t in texts]
+    Deduper(BatchConfig(), ScratchOps()).run(reqs)
+    (batch,) = filed
+    assert isinstance(batch, BatchProfiles)
+    assert (batch.lens >= 0).all()
+    canons = canonical_texts(texts)
+
+    def triples(p):
+        return sorted(zip(p[0::3], p[1::3], p[2::3], strict=True))
+
+    for j in (2, 3):  # the reference's key words, filed as it gives them
+        assert triples(batch.as_list(j)) == triples(word_profile(canons[j].split(), squash=True))
+    assert [texts.index(r.group.leader.text) for r in reqs] == [0, 0, 2, 3, 4, 4]
