@@ -30,9 +30,11 @@ from .errors import (
     HandlerError,
     QueueFullError,
     StratabatchError,
+    copy_error,
 )
 from .failurelog import FailureLog
 from .grouping import Deduper
+from .lane import Deliver, Fail, Lane, LaneBatch, LaneGroup, Repoint, lane_fits
 from .passes import Passes
 from .records import (
     DONE,
@@ -119,6 +121,10 @@ class Core:
         )
         self._adaptive: Any = None
         self._window_now_ms = c.window_ms
+        # the row lane (engine/lane.py): its sink hooks once enabled, and the lane itself
+        # while the options let plain requests take it
+        self._lane_hooks: tuple[Deliver, Fail, Repoint] | None = None
+        self._lane: Lane | None = None
         self.reconfigure()
         config.subscribe(self.reconfigure)
 
@@ -204,8 +210,405 @@ class Core:
         if not c.adaptive:
             self._window_now_ms = c.window_ms
         self._admission.configure(name)
+        if self._lane_hooks is not None:
+            self._fit_lane()
         if self.loop is not None and (self._raw or self._pending):
             self._schedule_pump()
+
+    # ------------------------------------------------------------- the row lane
+
+    def enable_lane(self, deliver: Deliver, fail: Fail, repoint: Repoint) -> None:
+        """Let plain requests take the row lane (:mod:`stratabatch.lane`), answered through
+        these hooks of their sink: ``deliver(groups, values)`` answers each group's callers
+        with its value and returns their arrival times, ``fail(group, sink, id, arrival,
+        error)`` one caller with an error, ``repoint(sink, id, record)`` moves a caller to a record
+        of the general path. The engine's outbox is such a sink; a caller is its group and
+        its id."""
+        self._lane_hooks = (deliver, fail, repoint)
+        self._fit_lane()
+
+    def _fit_lane(self) -> None:
+        """The options changed: hand waiting rows over, then keep a lane only if they fit."""
+        if self._lane is not None and self._lane.waiting:
+            self._hand_over()
+        fits = self._lane_hooks is not None and lane_fits(self.config)
+        if fits and self._lane is None:
+            lane = self._lane = Lane(self.config, *self._lane_hooks)  # type: ignore[misc]
+            lane.general = self._general_twin
+            lane.arm = lambda k: self._arm_lane_tick(lane, k)
+        elif not fits:
+            self._lane = None  # (its running batches finish through their own calls)
+
+    @property
+    def lane_deadlines(self) -> bool:
+        """Whether a row may carry a deadline (expired by shared ticks:
+        :attr:`deadline_tick_s` > 0, as in the engine); else such a request takes the general
+        path."""
+        return self.deadline_tick_s > 0
+
+    @property
+    def lane_open(self) -> bool:
+        """Whether plain requests may take the row lane now (:meth:`submit_rows`): it is
+        enabled, the options fit, and the general path has nothing waiting."""
+        return (
+            self._lane is not None
+            and not self._passes.raw
+            and not self._pending
+            and not self._passes.preparing
+            and not self._closing
+        )
+
+    def submit_rows(self, sink: Any, pending: dict[int, Any], items: list[list[Any]]) -> list[int]:
+        """Queue plain items ``[id, priority, deadline_ns, row, payload]`` of ``sink`` through
+        the row lane (while :attr:`lane_open`): no arena row, a mapping payload already
+        checked, a deadline (on ``time.monotonic_ns``'s clock) only with
+        :attr:`lane_deadlines`, else 0. ``pending`` is the sink's callers by id: each item's id
+        gets its :class:`~stratabatch.lane.LaneGroup` there (:meth:`abandon_row` takes it).
+
+        Returns:
+            The ids already pending (not queued: the sink answers them).
+
+        Raises:
+            StratabatchError: as :meth:`submit` (nothing is queued then).
+        """
+        loop = self.loop
+        if loop is None or self._closing or self._runner.handler is None:
+            self._refuse()
+        lane = self._lane
+        assert lane is not None and not self._pending and not self._passes.raw
+        now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
+        lane.tick_s = self.deadline_tick_s
+        taken, coalesced, joined, repeated = lane.add(
+            sink,
+            pending,
+            items,
+            now,
+            now - time.monotonic_ns() / 1e9,  # (loop time of monotonic_ns 0)
+            bool(self._dedup.exact),
+        )
+        if not taken:
+            return repeated
+        st = self.stats
+        st.total_requests += taken
+        if coalesced:
+            st.record_exact_merges(coalesced)
+            st.inflight_coalesced += coalesced
+        self._admission.waiting += taken - coalesced - joined
+        if self._is_idle:
+            self._is_idle = False
+            self._idle.clear()  # type: ignore[union-attr]  # (set by bind)
+        if self._adaptive is not None:
+            self._adaptive.observe_arrivals(taken, now)
+        n = len(lane.waiting)
+        sched = self._sched  # (as submit_many: the arrivals open a window, even if all joined
+        # running work: the general path's pass over them would come at its end, and close it)
+        if sched.opened_at is None:
+            sched.open(now, self._window_s(now))
+            if n:
+                self._arm_timer(now, force=True)
+            elif self._timer is None and sched.window_end is not None:
+                self._timer_at = sched.window_end
+                self._timer = loop.call_later(sched.window_end - now, self._on_timer)  # type: ignore[union-attr]
+            if n >= sched.max_size:
+                self._schedule_pump()
+        elif n >= sched.max_size or now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
+            self._schedule_pump()
+        return repeated
+
+    def _general_twin(
+        self,
+        sink: Any,
+        rid: int,
+        now: float,
+        payload: Any,
+        priority: int,
+        norm: Any,
+        deadline: float | None,
+    ) -> Request | None:
+        """A row arriving in the lane whose exact key matches work the general path runs:
+        it joins that work as a record (returned), as a twin arriving there would (its
+        merge is counted here); None if there is no such work."""
+        key = hash(norm) if type(norm) is str else (b"", hash(norm), True)
+        entry = self._dedup.exact.get(key)
+        if entry is None:
+            return None
+        if type(entry) is tuple:
+            g, n, sim, ex = entry
+        else:
+            g, n, sim, ex = entry, entry.leader.norm, 1.0, True
+        b = g.batch
+        if n != norm or b is None or b.live <= 0:
+            return None
+        t = payload.get(self.config.dedup_key)
+        req = Request(
+            payload, priority, deadline, sink, rid, t if isinstance(t, str) else None, None, 0
+        )
+        req.arrival = now
+        req.seq = self._seq
+        self._seq += 1
+        req.norm = norm
+        req.key = key
+        g.add(req, INFLIGHT, sim, ex)
+        b.live += 1
+        if deadline is not None:
+            self._arm_deadline(req, now)
+        self.stats.record_merge(sim, ex)
+        self.stats.inflight_coalesced += 1
+        return req
+
+    def lane_twins(self) -> Callable[[Request, Any], bool] | None:
+        """:meth:`stratabatch.grouping.GroupOps.lane_twins`: :meth:`_lane_twin` while the
+        row lane has keys (work it runs), else None."""
+        lane = self._lane
+        return self._lane_twin if lane is not None and lane.index else None
+
+    def _lane_twin(self, req: Request, norm: Any) -> bool:
+        """``req`` of the general path is an exact twin (``norm``) of work the row lane runs:
+        it leaves the general path and waits for that work's result as a row (its sink's
+        caller is repointed to the group). Not with a deadline where rows cannot carry one
+        (:attr:`lane_deadlines`): it becomes an item of its own then."""
+        lane = self._lane
+        assert lane is not None
+        g = lane.index.get(norm)
+        if g is None or (req.deadline is not None and not self.deadline_tick_s):
+            return False
+        b = g.batch
+        if b is None or b.live <= 0:
+            return False
+        lane.tick_s = self.deadline_tick_s
+        lane.add_row(g, req.sink, req.index, req.arrival, req.payload, req.priority, req.deadline)
+        b.live += 1
+        req.state = DONE  # (its caller is the row now)
+        if req.timer is not None:
+            cancel_timer(req)
+        st = self.stats
+        st.record_merge(1.0, True)
+        st.inflight_coalesced += 1
+        self._release(1)
+        lane.repoint(req.sink, req.index, g)
+        return True
+
+    def abandon_row(self, group: LaneGroup, sink: Any, rid: int) -> None:
+        """The caller ``(sink, rid)`` of lane group ``group`` gave up (:meth:`abandon`'s
+        row form): drop it without an outcome; shared work is cancelled only when its last
+        waiter leaves."""
+        row = group.drop(sink, rid)
+        if row is None:
+            return
+        b = group.batch
+        lane = b.lane if b is not None else self._lane  # type: ignore[attr-defined]
+        if row[1] is not None and lane is not None:
+            lane.untick(sink, rid, row[1])
+        if b is None:  # waiting: it leaves the queue
+            if group.live == 0 and lane is not None:
+                lane.unwait(group)
+            self.stats.dropped += 1
+            self._release(1)
+        else:
+            b.live -= 1
+            if b.live == 0 and b.call is not None:
+                b.call.cancel()  # nobody waits for any of its results any more
+        self._after_change()
+
+    def _hand_over(self) -> None:
+        """The general path takes the lane's waiting callers, as records, first in line."""
+        lane = self._lane
+        assert lane is not None
+        reqs = lane.hand_over(self._seq)
+        self._seq += len(reqs)
+        self._passes.raw[:0] = reqs
+        loop = self.loop
+        for r in reqs:
+            if r.deadline is not None and loop is not None:
+                self._arm_deadline(r, loop.time())
+
+    def _arm_lane_tick(self, lane: Lane, k: int) -> None:
+        loop = self.loop
+        assert loop is not None
+        loop.call_at(k * lane.tick_s, self._lane_tick, lane, k)
+
+    def _lane_tick(self, lane: Lane, k: int) -> None:
+        """A tick's timer: expire the lane's rows whose deadline has come (a timer may fire up
+        to a millisecond early: the others wait for another look just after the tick)."""
+        rows = lane.ticks.pop(k, None)
+        loop = self.loop
+        if not rows or loop is None:
+            return
+        now = loop.time()
+        early: dict[tuple[Any, int], tuple[LaneGroup, float]] = {}
+        for (sink, rid), (g, deadline) in rows.items():
+            if deadline > now:
+                early[(sink, rid)] = (g, deadline)
+            else:
+                self._lane_expire(g, sink, rid)
+        if early:
+            lane.ticks.setdefault(k, {}).update(early)
+            loop.call_at(k * lane.tick_s + 0.001, self._lane_tick, lane, k)
+
+    def _lane_expire(self, g: LaneGroup, sink: Any, rid: int) -> None:
+        """The deadline of caller ``(sink, rid)`` of ``g`` came: it gets a timeout (as
+        :meth:`_expire` gives a record)."""
+        row = g.drop(sink, rid)
+        if row is None:
+            return  # answered or gone meanwhile
+        b = g.batch
+        lane = b.lane if b is not None else self._lane  # type: ignore[attr-defined]
+        if lane is None:
+            return
+        if row[1] is not None:
+            lane.untick(sink, rid, row[1])
+        st = self.stats
+        if b is None:
+            if g.live == 0:
+                lane.unwait(g)
+            st.dropped += 1
+            self._release(1)
+            where = " (request was still queued)"
+        else:
+            b.live -= 1
+            if b.live == 0 and b.call is not None:
+                b.call.cancel()
+            where = " (handler still running)"
+        loop = self.loop
+        assert loop is not None
+        now = loop.time()
+        st.record_done(now - row[0], now)
+        st.timeouts += 1
+        try:
+            lane.fail(
+                g,
+                sink,
+                rid,
+                row[0],
+                BatchTimeoutError(
+                    "the caller's timeout ran out before a result was ready" + where
+                ),
+            )
+        except Exception as e:  # the hook's bug stays with this caller
+            self._answers.hook_failed(e)
+        self._after_change()
+
+    def _lane_dispatch(self, lane: Lane, now: float) -> None:
+        groups = lane.take(self.config.max_size)
+        expired = False
+        for g in groups:  # a row due this very tick is never sent (as _dispatch)
+            if (g.deadline is not None and g.sink is not None and g.deadline <= now) or (
+                g.more is not None
+            ):
+                for sink, rid, _, _, _, deadline in g.rows():
+                    if deadline is not None and deadline <= now:
+                        self._lane_expire(g, sink, rid)
+                        expired = True
+        if expired:
+            for g in groups:
+                if not g.live and lane.index.get(g.norm) is g:
+                    del lane.index[g.norm]
+            groups = [g for g in groups if g.live]
+            if not groups:
+                return
+        batch, live, twins = lane.start(groups)
+        batch.lane = lane
+        self._release(live)
+        st = self.stats
+        if twins:
+            st.record_exact_merges(twins)
+        st.record_batch(len(batch.groups))
+        self._batches.add(batch)
+        call = self._runner.start(
+            [g.payload for g in batch.groups],  # type: ignore[attr-defined]
+            self.config.processing_timeout,
+            lambda results, error, cancelled, elapsed: self._lane_ran(
+                lane, batch, results, error, cancelled, elapsed
+            ),
+        )
+        batch.call = call
+        batch.task = call.task
+
+    def _lane_ran(
+        self,
+        lane: Lane,
+        batch: LaneBatch,
+        results: Any,
+        error: BaseException | None,
+        cancelled: bool,
+        elapsed: float,
+    ) -> None:
+        """The handler call of a lane batch ended: answer its callers, forget it."""
+        groups: list[LaneGroup] = batch.groups  # type: ignore[assignment]
+        error = self._checked(len(groups), results, error, cancelled, elapsed)
+        if batch not in self._batches:
+            return
+        self._batches.discard(batch)
+        loop = self.loop
+        assert loop is not None
+        passes = self._passes
+        if passes.raw and not cancelled and not passes.preparing and self._warmup.ready:
+            passes.run(loop)  # (twins that arrived while it ran join it first, as in _ran)
+        now = loop.time()
+        lane.forget(groups)
+        try:
+            if cancelled or error is not None:
+                self._lane_fail(
+                    lane,
+                    groups,
+                    error if error is not None else StratabatchError("the batch was cancelled"),
+                    now,
+                )
+            else:
+                ok: list[LaneGroup] = []
+                values: list[Any] = []
+                for g, value in zip(groups, results, strict=True):
+                    if isinstance(value, BaseException):
+                        self._lane_fail(
+                            lane,
+                            [g],
+                            HandlerError.from_exception(
+                                value, "the handler returned an error for this request"
+                            ),
+                            now,
+                        )
+                    else:
+                        ok.append(g)
+                        values.append(value)
+                arrivals = lane.deliver(ok, values)
+                lane.settle(ok)
+                if arrivals:
+                    self.stats.record_done_many(arrivals, now)
+        except Exception as e:  # a bug of ours must not strand anyone: answer who is left
+            self._lane_fail(
+                lane,
+                [g for g in groups if g.live],
+                StratabatchError(
+                    f"internal error while answering a batch: {type(e).__name__}: {e}"
+                ),
+                now,
+            )
+        finally:
+            for g in groups:
+                g.batch = None
+            batch.groups = []
+            batch.call = None
+            self._schedule_pump()
+            self._check_idle()
+
+    def _lane_fail(
+        self, lane: Lane, groups: list[LaneGroup], error: BaseException, now: float
+    ) -> None:
+        """Every caller still waiting in ``groups`` gets its own copy of ``error``."""
+        st = self.stats
+        for g in groups:
+            rows = g.rows()
+            lane.settle([g])
+            for sink, rid, arrival, _, _, _ in rows:
+                st.record_done(now - arrival, now)
+                if isinstance(error, BatchTimeoutError):
+                    st.timeouts += 1
+                else:
+                    st.errors += 1
+                try:
+                    lane.fail(g, sink, rid, arrival, copy_error(error))
+                except Exception as e:  # the hook's bug stays with this caller
+                    self._answers.hook_failed(e)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the core to ``loop``; it stays on that loop for life."""
@@ -356,6 +759,8 @@ class Core:
         loop = self.loop
         if loop is None or self._closing or self._runner.handler is None:
             self._refuse()
+        if self._lane is not None and self._lane.waiting:
+            self._hand_over()  # (first in line: they arrived before it)
         now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
         req.arrival = now
         req.seq = seq = self._seq
@@ -392,6 +797,8 @@ class Core:
         loop = self.loop
         if loop is None or self._closing or self._runner.handler is None:
             self._refuse()
+        if self._lane is not None and self._lane.waiting:
+            self._hand_over()
         now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
         n = len(reqs)
         adm = self._admission
@@ -437,10 +844,9 @@ class Core:
 
     def _window_s(self, now: float) -> float:
         if self._adaptive is not None:
-            queued = len(self._pending) + len(self._raw)
-            waited = 0.0
-            if self._pending:
-                waited = (now - next(iter(self._pending.values())).first_arrival) * 1000.0
+            count, oldest = self._waiting_groups()
+            queued = count + len(self._raw)
+            waited = (now - oldest) * 1000.0 if count else 0.0
             self._window_now_ms = self._adaptive.window_ms(
                 now, queued=max(queued, 1), waited_ms=max(waited, 0.0)
             )
@@ -605,15 +1011,25 @@ class Core:
         self._timer_at = None
         self._pump(at)
 
+    def _waiting_groups(self) -> tuple[int, float]:
+        """How many handler items wait (the general path's pending groups, or else the
+        lane's: never both), and the first arrival of the oldest (0.0 if none)."""
+        if self._pending:
+            return len(self._pending), next(iter(self._pending.values())).first_arrival
+        lane = self._lane
+        if lane is not None and lane.waiting:
+            return len(lane.waiting), lane.waiting[0].arrival
+        return 0, 0.0
+
     def _arm_timer(self, now: float, force: bool = False) -> None:
-        if not self._pending and not self._raw:
+        count, oldest = self._waiting_groups()
+        if not count and not self._raw:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = self._timer_at = None
             return
-        if self._pending:
-            oldest = next(iter(self._pending.values())).first_arrival
-            when = self._sched.next_check(now, len(self._pending), oldest)
+        if count:
+            when = self._sched.next_check(now, count, oldest)
         else:  # only raw requests: their window end is the next look
             when = self._sched.window_end
         if when is None:
@@ -653,6 +1069,14 @@ class Core:
         sched = self._sched
         c = self.config
         took = False
+        lane = self._lane
+        if lane is not None and lane.waiting:  # (then nothing is pending on the general path)
+            waiting = lane.waiting
+            while waiting and len(self._batches) < c.max_inflight_batches:
+                if not (self._closing or sched.due(now, len(waiting), waiting[0].arrival)):
+                    break
+                self._lane_dispatch(lane, now)
+                took = True
         while self._pending and len(self._batches) < c.max_inflight_batches:
             oldest = next(iter(self._pending.values())).first_arrival
             if not (self._closing or sched.due(now, len(self._pending), oldest)):
@@ -664,9 +1088,10 @@ class Core:
             )
             self._dispatch(chosen, now)  # type: ignore[arg-type]
             took = True
-        if not self._pending or len(self._batches) >= c.max_inflight_batches:
+        count = len(self._pending) or (len(lane.waiting) if lane is not None else 0)
+        if not count or len(self._batches) >= c.max_inflight_batches:
             # empty, or due work waits for a handler slot: a finishing batch pumps again
-            if not self._pending and not self._raw:
+            if not count and not self._raw:
                 sched.close()
             if self._timer is not None:
                 self._timer.cancel()
@@ -685,6 +1110,7 @@ class Core:
             and not self._pending
             and not self._batches
             and not self._preparing
+            and not (self._lane is not None and self._lane.waiting)
         ):
             self._is_idle = True
             self._idle.set()
@@ -760,7 +1186,27 @@ class Core:
         elapsed: float,
     ) -> None:
         """The handler call of ``batch`` ended (:class:`~stratabatch.runner.Runner`)."""
-        n = len(batch.groups)
+        error = self._checked(len(batch.groups), results, error, cancelled, elapsed)
+        loop = self.loop
+        assert loop is not None
+        passes = self._passes
+        if passes.raw and not cancelled and not passes.preparing and self._warmup.ready:
+            # group what arrived while it ran before answering it: a twin of this running
+            # work waits for its result (README "How a request travels"), even when no look
+            # came between the twin's arrival and the end of the run
+            passes.run(loop)
+        self._retire(batch, results, error, cancelled, loop.time())
+
+    def _checked(
+        self,
+        n: int,
+        results: Any,
+        error: BaseException | None,
+        cancelled: bool,
+        elapsed: float,
+    ) -> BaseException | None:
+        """The error of a handler call of ``n`` items that ended (its own, or its results'
+        shape), logged; the adaptive window learns from a good one."""
         if error is None and not cancelled:
             if type(results) is not list and not isinstance(results, (list, tuple)):
                 error = HandlerError(
@@ -776,15 +1222,7 @@ class Core:
                 self._adaptive.observe_batch(n, elapsed)
         if error is not None and self._failures is not None:
             self._failures.batch_failed(n, error, timeout=isinstance(error, BatchTimeoutError))
-        loop = self.loop
-        assert loop is not None
-        passes = self._passes
-        if passes.raw and not cancelled and not passes.preparing and self._warmup.ready:
-            # group what arrived while it ran before answering it: a twin of this running
-            # work waits for its result (README "How a request travels"), even when no look
-            # came between the twin's arrival and the end of the run
-            passes.run(loop)
-        self._retire(batch, results, error, cancelled, loop.time())
+        return error
 
     def _retire(
         self, batch: Batch, results: Any, error: BaseException | None, cancelled: bool, now: float

@@ -38,7 +38,7 @@ import math
 import numbers
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import GUARDS
@@ -111,6 +111,10 @@ class GroupOps(Protocol):
 
     def pending_groups(self) -> Iterable[Group]:
         """The pending groups, in arrival order."""
+
+    def lane_twins(self) -> Callable[[Request, Any], bool] | None:
+        """None, or what asks whether a request is a twin of work the core's row lane runs
+        (``(request, normalized key) -> True`` when it joined that work as a row)."""
 
 
 class Prepared:
@@ -622,6 +626,7 @@ class Deduper:
             return
         new_group = ops.new_group
         join = ops.join
+        lane_twin = ops.lane_twins()  # (None unless the row lane runs work with keys)
         for r, n in zip(raw, norms, strict=True):
             if r.state != RAW:  # left meanwhile
                 continue
@@ -643,6 +648,8 @@ class Deduper:
                     if batch.live > 0:  # running, and somebody still waits for it
                         ops.coalesce(r, g, sim, ex)
                         continue
+            if lane_twin is not None and lane_twin(r, n):
+                continue  # it waits for the result of the lane's running work
             g = new_group(r, None)
             g.keys = key
             exact_index[key] = g

@@ -190,6 +190,12 @@ class Intake:
         room = config.max_queue - core.waiting  # (make_room's own test, for the whole run)
         offset: float | None = None  # loop time of monotonic_ns 0 (a deadline's conversion)
         run: list[Request] = []
+        # plain items go to the core's row lane while it is open (then nothing waits on its
+        # general path), those with a deadline too where rows may carry one; once a request of
+        # this client takes the general path, the rest of the run follows it there
+        lane = core.lane_open
+        timed = core.lane_deadlines
+        rows: list[list[Any]] = []
         n = 0
         while inbox and n < budget and not client.closed:
             n += 1
@@ -218,12 +224,25 @@ class Intake:
                     rid, priority, deadline_ns, _, payload = fr
                     size = entry[1]
             if not short:
+                if rows:
+                    self._submit_rows(client, rows)
+                    rows = []
                 if run:
                     self._submit_run(client, run)
                     run = []
                 self._accept(client, entry)
                 room = config.max_queue - core.waiting
+                lane = core.lane_open
                 continue
+            if lane:
+                if timed or not deadline_ns:
+                    rows.append(entry if type(entry) is list else [rid, priority, 0, -1, payload])
+                    room -= 1
+                    continue
+                if rows:
+                    self._submit_rows(client, rows)
+                    rows = []
+                lane = False
             deadline = None
             if deadline_ns:  # on the clients' clock: monotonic_ns
                 if offset is None:
@@ -250,9 +269,29 @@ class Intake:
             pending[rid] = req  # (a twin id later in the run takes the long way)
             run.append(req)
             room -= 1
+        if rows:
+            self._submit_rows(client, rows)
         if run:
             self._submit_run(client, run)
         return n
+
+    def _submit_rows(self, client: Client, rows: list[list[Any]]) -> None:
+        """Queue plain items ``rows`` of ``client`` through the core's row lane; a repeated id
+        is answered with its error, and if the core refuses, each of them gets the refusal."""
+        try:
+            repeated = self._core.submit_rows(client, client.pending, rows)
+        except Exception as exc:  # (nothing was queued)
+            for item in rows:
+                rid = item[0]
+                if isinstance(exc, (StratabatchError, ValueError)):
+                    self._outbox.error(client, rid, exc)
+                else:  # a bug of ours: these requests fail, not the engine
+                    self._outbox.internal_error(client, rid, exc, "on a request")
+            return
+        for rid in repeated:
+            self._outbox.error(client, rid, _repeated_id(rid))
+        client.counts[0] += len(rows) - len(repeated)
+        client.dirty = True
 
     def _submit_run(self, client: Client, run: list[Request]) -> None:
         """Queue ``run`` (records already in ``client.pending``); if the core refuses, each
@@ -291,11 +330,7 @@ class Intake:
         rid = fr.id
         answer_error = self._outbox.error
         if rid in client.pending:
-            answer_error(
-                client,
-                rid,
-                InvalidRequestError(f"request id {rid} is already pending for this client"),
-            )
+            answer_error(client, rid, _repeated_id(rid))
             return
         payload = fr.payload
         if type(payload) is not dict:
@@ -348,3 +383,7 @@ class Intake:
         # a copy: the client may rewrite its row at any time, and what the core keeps must
         # stay what build_request checked
         return arena.matrix[row].copy()
+
+
+def _repeated_id(rid: int) -> InvalidRequestError:
+    return InvalidRequestError(f"request id {rid} is already pending for this client")

@@ -20,6 +20,7 @@ from stratabatch.ipc.errors import FrameError, FrameTooLargeError
 from stratabatch.ipc.frames import FrameEncoder
 
 from .errors import BatchTimeoutError, HandlerError, StratabatchError
+from .lane import ROW, LaneGroup
 from .records import Request
 from .wire import STATUS_OK, error_to_wire
 
@@ -107,6 +108,65 @@ class Outbox:
         if self._publisher is not None and arrivals:
             self._publisher.latencies(self._loop.time(), arrivals)  # type: ignore[union-attr]
         self._flush_soon()
+
+    def lane_deliver(self, groups: list[LaneGroup], values: list[Any]) -> list[float]:
+        """The core's row lane delivers a batch's values (:class:`~stratabatch.lane.Deliver`):
+        each group's callers get its value, a twin with the merge meta. Returns the arrival
+        times of every caller answered (the core's stats); the latencies of those written to
+        a client go to the counters block."""
+        arrivals: list[float] = []
+        sent: list[float] = []
+        for g, value in zip(groups, values, strict=True):
+            client = g.sink
+            if client is not None:
+                rid = g.rid
+                arrivals.append(g.arrival)
+                pending = client.pending
+                if not client.closed and pending.get(rid) is g:
+                    del pending[rid]
+                    sent.append(g.arrival)
+                    client.outbox.append((rid, STATUS_OK, value))
+            more = g.more
+            if more is not None:
+                for i in range(0, len(more), ROW):
+                    client = more[i]
+                    if client is None:
+                        continue
+                    rid = more[i + 1]
+                    arrivals.append(more[i + 2])
+                    pending = client.pending
+                    if client.closed or pending.get(rid) is not g:
+                        continue
+                    del pending[rid]
+                    sent.append(more[i + 2])
+                    meta = {"leader": g.rid if g.sink is client else -1, "similarity": 1.0}
+                    client.outbox.append((rid, STATUS_OK, value, meta))
+        if self._publisher is not None and sent:
+            self._publisher.latencies(self._loop.time(), sent)  # type: ignore[union-attr]
+        self._flush_soon()
+        return arrivals
+
+    def lane_fail(
+        self, group: LaneGroup, client: Client, rid: int, arrival: float, error: BaseException
+    ) -> None:
+        """The core's row lane answers caller ``rid`` of ``group`` with ``error``
+        (:class:`~stratabatch.lane.Fail`)."""
+        pending = client.pending
+        if client.closed or pending.get(rid) is not group:
+            return  # answered already (the engine failed it while stopping)
+        del pending[rid]
+        if self._publisher is not None:
+            self._publisher.latency(self._loop.time() - arrival)  # type: ignore[union-attr]
+        self._count_error(client, error)
+        client.outbox.append((rid, *error_to_wire(error)))
+        self._flush_soon()
+
+    @staticmethod
+    def lane_repoint(client: Client, rid: int, record: Request) -> None:
+        """The core's row lane handed caller ``rid`` over to ``record``
+        (:class:`~stratabatch.lane.Repoint`)."""
+        if client.pending.get(rid) is not None:
+            client.pending[rid] = record
 
     def _flush_soon(self) -> None:
         """Schedule one :meth:`flush` on the loop's next iteration (once, however often)."""

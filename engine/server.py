@@ -14,7 +14,9 @@ transport:
   hide its parent's death.
 * **Intake** (:mod:`stratabatch.intake`). A pass drains every request ring in batches,
   each non-empty ring its fair share of the room the core has, decodes each frame and submits
-  a core ``Request`` whose sink is the client and whose index is the request id.
+  a core ``Request`` whose sink is the client and whose index is the request id, or, for a
+  plain request while the core's row lane is open (:mod:`stratabatch.lane`), a row of its
+  handler item.
 * **Pacing** (:mod:`stratabatch.pacing`). The engine's doorbell schedules a pass; while
   arrivals are dense the engine looks again on each loop iteration for ``spin_us``, then it
   sleeps on the doorbell, or deaf when the core looks again soon anyway.
@@ -61,10 +63,12 @@ from .errors import (
 )
 from .exitcodes import EXIT_FORCED, EXIT_OK, EXIT_SHARED_MEMORY, EXIT_SOCKET
 from .intake import Intake
+from .lane import LaneGroup
 from .limits import FRAME_OVERHEAD, frame_limits, ring_capacity
 from .outbox import Outbox
 from .pacing import Pacer
 from .publish import Publisher, engine_info
+from .records import Request
 from .reporting import Reporter
 from .slots import STATE_RUNNING, STATE_STOPPING, Client, Slots
 from .wire import (
@@ -150,6 +154,10 @@ class Engine:
         self._outbox = Outbox(self._clients, FrameEncoder(self.limits))
         self.core = Core(config, self._outbox.on_complete, handler)
         self.core.on_complete_many = self._outbox.on_complete_many  # a batch's answers at once
+        # plain requests as rows (engine/lane.py), answered straight from their groups
+        self.core.enable_lane(
+            self._outbox.lane_deliver, self._outbox.lane_fail, self._outbox.lane_repoint
+        )
         # the clients time their calls out themselves: the deadlines of a tick share a timer
         self.core.deadline_tick_s = DEADLINE_TICK_S
         self._intake = Intake(
@@ -361,15 +369,22 @@ class Engine:
                 self._drop_client(client, f"unknown socket message {msg.get('op')!r}")
                 return
 
+    def _abandon(self, client: Client, rid: int, req: Request | LaneGroup) -> None:
+        """``client`` gave up on its request ``rid`` (a record, or a row of a lane group)."""
+        if type(req) is LaneGroup:
+            self.core.abandon_row(req, client, rid)
+        else:
+            self.core.abandon(req)  # type: ignore[arg-type]
+
     def _drop_client(self, client: Client, reason: str) -> None:
         """Forget a client: abandon its pending requests, free its slot and segment."""
         if client.closed:
             return
         client.closed = True
-        pending = list(client.pending.values())
+        pending = list(client.pending.items())
         client.pending.clear()
-        for req in pending:
-            self.core.abandon(req)
+        for rid, req in pending:
+            self._abandon(client, rid, req)
         self._slots.release(client)
         if self._publisher is not None:
             self._publisher.client_left(client.slot)
@@ -477,7 +492,7 @@ class Engine:
                 client.pending.clear()
                 for rid, req in pending:
                     self._outbox.error(client, rid, stop)
-                    core.abandon(req)  # its handler call is cancelled once nobody waits
+                    self._abandon(client, rid, req)  # its call is cancelled once nobody waits
         self._outbox.flush()
         deadline = loop.time() + 2.0  # let clients read what is left in their rings
         while (

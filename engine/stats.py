@@ -111,6 +111,13 @@ class StatsRecorder:
             self.near_merges += 1
         self.similarity_hist[similarity_bin(similarity)] += 1
 
+    def record_exact_merges(self, k: int) -> None:
+        """Count ``k`` duplicates merged by their exact key (:meth:`record_merge` for each
+        at similarity 1.0)."""
+        self.duplicates += k
+        self.exact_merges += k
+        self.similarity_hist[similarity_bin(1.0)] += k
+
     def record_batch(self, size: int) -> None:
         """Count one handler call of ``size`` items."""
         self.total_batches += 1

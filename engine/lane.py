@@ -1,0 +1,415 @@
+"""The row lane: plain requests as rows of their handler item, without a record each (a
+component of the core).
+
+The core's general path makes a :class:`~stratabatch.records.Request` record per request and
+a :class:`~stratabatch.records.Group` per handler item, and moves each record through its
+states (raw, grouped, in flight, done). That path serves every option. Most engine traffic
+needs none of it: a frame's plain requests (no deadline, no embedding, no arena row) under
+exact dedup or none, without scopes, priorities or eviction. For them the lane keeps one
+object per *handler item* (:class:`LaneGroup`), holding its first caller's fields inline and
+its twins as rows ``(sink, id, arrival, payload, priority)``; a caller is its group plus its
+id. A batch's fan-out is one loop over groups and rows.
+
+The lane serves while the general path has nothing waiting. A request that needs the general
+path makes the lane hand its waiting rows over first (:meth:`Lane.hand_over`): each becomes a
+record again, in arrival order, with its caller's sink repointed, and the general path goes
+on from there as if they had come that way. Nothing is lost or answered twice in the move.
+
+What the lane does not do (the general path does): coalesce a twin with work the other path
+runs (a twin arriving through one path while its double runs from the other becomes a
+handler item of its own), deadlines, priorities, scopes, near dedup, eviction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .config import BatchConfig
+from .dedup import canonical_bytes, normalize_key
+from .records import Batch, Request
+
+__all__ = ["ROW", "Lane", "LaneBatch", "LaneGroup", "lane_fits"]
+
+# a twin row's fields in LaneGroup.more (flat, six per row)
+ROW = 6
+
+
+def lane_fits(config: BatchConfig) -> bool:
+    """Whether the options in force let plain requests take the lane: exact dedup (or none)
+    without a scope or a dedup function, no priorities, and no eviction."""
+    c = config
+    return (
+        (
+            not c.enable_dedup
+            or (
+                c.dedup_strategy == "exact"
+                and c.dedup_function is None
+                and not c.dedup_scope
+            )
+        )
+        and not c.enable_priorities
+        and c.on_full != "drop_lowest"
+    )
+
+
+class LaneGroup:
+    """One handler item of the lane: its first caller's payload and fields, and its twins.
+
+    Attributes:
+        payload: The first caller's request: what the handler gets.
+        norm: Its exact key (the normalized text, or the canonical bytes of the payload), or
+            None without dedup.
+        sink, rid, arrival, priority, deadline: The first caller's (``sink`` None once it
+            left or was answered; ``deadline`` a loop time, or None).
+        more: None, or the twins' rows, flat: ``[sink, id, arrival, payload, priority,
+            deadline, ...]`` (a row's sink None once it left).
+        live: Callers still waiting for this item.
+        batch: The :class:`LaneBatch` running it, once taken.
+    """
+
+    __slots__ = (
+        "payload",
+        "norm",
+        "sink",
+        "rid",
+        "arrival",
+        "priority",
+        "deadline",
+        "more",
+        "live",
+        "batch",
+    )
+
+    def __init__(
+        self,
+        payload: Any,
+        norm: Any,
+        sink: Any,
+        rid: int,
+        arrival: float,
+        priority: int,
+        deadline: float | None,
+    ) -> None:
+        self.payload = payload
+        self.norm = norm
+        self.sink = sink
+        self.rid = rid
+        self.arrival = arrival
+        self.priority = priority
+        self.deadline = deadline
+        self.more: list[Any] | None = None
+        self.live = 1
+        self.batch: LaneBatch | None = None
+
+    def rows(self) -> list[tuple[Any, int, float, Any, int, float | None]]:
+        """The callers still waiting: ``(sink, id, arrival, payload, priority, deadline)``,
+        first caller first."""
+        out = []
+        if self.sink is not None:
+            out.append(
+                (self.sink, self.rid, self.arrival, self.payload, self.priority, self.deadline)
+            )
+        more = self.more
+        if more is not None:
+            for i in range(0, len(more), ROW):
+                if more[i] is not None:
+                    out.append(tuple(more[i : i + ROW]))
+        return out  # type: ignore[return-value]
+
+    def drop(self, sink: Any, rid: int) -> tuple[float, float | None] | None:
+        """The caller ``(sink, rid)`` leaves: its ``(arrival, deadline)``; None if it is not
+        one of this item's (or was answered already)."""
+        if self.sink is sink and self.rid == rid:
+            self.sink = None
+            row = (self.arrival, self.deadline)
+        else:
+            more = self.more
+            if more is None:
+                return None
+            for i in range(0, len(more), ROW):
+                if more[i] is sink and more[i + 1] == rid:
+                    more[i] = None
+                    row = (more[i + 2], more[i + 5])
+                    break
+            else:
+                return None
+        self.live -= 1
+        return row
+
+
+class LaneBatch(Batch):
+    """A handler call of lane groups (``groups`` holds :class:`LaneGroup`; ``lane`` is the
+    lane they came from)."""
+
+    __slots__ = ("lane",)
+
+
+Deliver = Callable[[list[LaneGroup], list[Any]], list[float]]
+"""Answers the callers of each group with its value; returns the arrival times of every
+caller it answered, for the stats. A row whose caller is gone is skipped."""
+Fail = Callable[["LaneGroup", Any, int, float, BaseException], None]
+"""Answers one caller ``(sink, id, arrival)`` of a group with an error."""
+Repoint = Callable[[Any, int, Any], None]
+"""A caller ``(sink, id)`` is now answered through ``holder``: a record of the general path (a
+hand-over), or a lane group (a twin of the general path joined the lane's running work)."""
+General = Callable[[Any, int, float, Any, int, Any, "float | None"], "Request | None"]
+"""``(sink, id, arrival, payload, priority, key, deadline) -> record``: a row whose key
+matches work the general path runs joins it there as a record; None if there is none."""
+
+
+class Lane:
+    """The rows waiting in the lane, its exact index, and its hooks to the callers.
+
+    Args:
+        config: The live options.
+        deliver, fail, repoint: The sink's side (the engine's outbox).
+
+    Attributes:
+        waiting: Groups not taken yet, in arrival order (each with a caller still waiting).
+        index: Exact key -> its group, waiting or running (a twin joins or coalesces).
+    """
+
+    def __init__(self, config: BatchConfig, deliver: Deliver, fail: Fail, repoint: Repoint):
+        self.config = config
+        self.deliver = deliver
+        self.fail = fail
+        self.repoint = repoint
+        self.waiting: deque[LaneGroup] = deque()
+        self.index: dict[Any, LaneGroup] = {}
+        #: set by the core: a row that is a twin of the general path's running work
+        self.general: General | None = None
+        #: set by the core: the deadlines of one tick of this many seconds share one timer,
+        #: armed by ``arm(tick)`` when the tick gets its first row (0: rows have no deadline)
+        self.tick_s = 0.0
+        self.arm: Callable[[int], None] | None = None
+        #: tick -> the rows whose deadlines fall in it: ``(sink, id) -> (group, deadline)``
+        self.ticks: dict[int, dict[tuple[Any, int], tuple[LaneGroup, float]]] = {}
+
+    def add(
+        self,
+        sink: Any,
+        pending: dict[int, Any],
+        items: list[list[Any]],
+        now: float,
+        offset: float,
+        general_runs: bool = False,
+    ) -> tuple[int, int, int, list[int]]:
+        """File plain items ``[id, priority, deadline_ns, row, payload]`` of ``sink`` that
+        arrived at ``now``; ``pending`` is the sink's callers by id (each gets its group, or
+        its record). A deadline (``deadline_ns`` on ``time.monotonic_ns``'s clock, 0 for
+        none) becomes the loop time ``offset + deadline_ns / 1e9`` (only with
+        :attr:`tick_s`). ``general_runs``: the general path may run work with exact keys (a
+        new key is then looked up there too, :attr:`general`).
+
+        Returns:
+            ``(taken, coalesced, joined, repeated)``: how many were taken, how many of them
+            joined the lane's running work, how many joined the general path's running work
+            (neither kind waits; the second is counted by :attr:`general`), and the ids
+            already pending (not taken: the caller must answer them).
+        """
+        c = self.config
+        waiting = self.waiting
+        repeated: list[int] = []
+        coalesced = joined = 0
+        taken = 0
+        deadline: float | None = None
+        if not c.enable_dedup:
+            for item in items:
+                rid = item[0]
+                if rid in pending:
+                    repeated.append(rid)
+                    continue
+                dl = item[2]
+                if dl:
+                    deadline = offset + dl / 1e9
+                g = LaneGroup(item[4], None, sink, rid, now, item[1], deadline)
+                if dl:
+                    self._tick(g, sink, rid, deadline)  # type: ignore[arg-type]
+                    deadline = None
+                waiting.append(g)
+                pending[rid] = g
+                taken += 1
+            return taken, 0, 0, repeated
+        general = self.general if general_runs else None
+        index = self.index
+        key = c.dedup_key
+        normalize = c.normalize
+        for item in items:
+            rid = item[0]
+            if rid in pending:
+                repeated.append(rid)
+                continue
+            payload = item[4]
+            dl = item[2]
+            if dl:
+                deadline = offset + dl / 1e9
+            t = payload.get(key)
+            if type(t) is str or isinstance(t, str):
+                if normalize:
+                    n: Any = " ".join(t.lower().split()) if t.isascii() else normalize_key(t)
+                else:
+                    n = t
+            else:
+                n = canonical_bytes(payload)
+            g = index.get(n)
+            if g is not None:
+                b = g.batch
+                if b is None or b.live > 0:
+                    more = g.more
+                    if more is None:
+                        g.more = [sink, rid, now, payload, item[1], deadline]
+                    else:
+                        more += (sink, rid, now, payload, item[1], deadline)
+                    g.live += 1
+                    pending[rid] = g
+                    taken += 1
+                    if dl:
+                        self._tick(g, sink, rid, deadline)  # type: ignore[arg-type]
+                        deadline = None
+                    if b is not None:  # running: it waits for that result
+                        b.live += 1
+                        coalesced += 1
+                    continue
+            if general is not None:
+                rec = general(sink, rid, now, payload, item[1], n, deadline)
+                if rec is not None:
+                    pending[rid] = rec
+                    taken += 1
+                    joined += 1
+                    deadline = None
+                    continue
+            g = LaneGroup(payload, n, sink, rid, now, item[1], deadline)
+            if dl:
+                self._tick(g, sink, rid, deadline)  # type: ignore[arg-type]
+                deadline = None
+            index[n] = g
+            waiting.append(g)
+            pending[rid] = g
+            taken += 1
+        return taken, coalesced, joined, repeated
+
+    def add_row(
+        self,
+        g: LaneGroup,
+        sink: Any,
+        rid: int,
+        arrival: float,
+        payload: Any,
+        priority: int,
+        deadline: float | None,
+    ) -> None:
+        """One more caller of ``g`` (a twin that came another way)."""
+        row = (sink, rid, arrival, payload, priority, deadline)
+        if g.more is None:
+            g.more = list(row)
+        else:
+            g.more += row
+        g.live += 1
+        if deadline is not None:
+            self._tick(g, sink, rid, deadline)
+
+    def _tick(self, g: LaneGroup, sink: Any, rid: int, deadline: float) -> None:
+        k = math.ceil(deadline / self.tick_s)
+        rows = self.ticks.get(k)
+        if rows is None:
+            rows = self.ticks[k] = {}
+            self.arm(k)  # type: ignore[misc]  # (set with tick_s)
+        rows[(sink, rid)] = (g, deadline)
+
+    def untick(self, sink: Any, rid: int, deadline: float) -> None:
+        """The caller ``(sink, rid)`` with ``deadline`` was answered or left: its tick need
+        not expire it (an emptied tick's timer finds nothing)."""
+        rows = self.ticks.get(math.ceil(deadline / self.tick_s))
+        if rows is not None:
+            rows.pop((sink, rid), None)
+
+    def take(self, max_size: int) -> list[LaneGroup]:
+        """The next batch's groups: up to ``max_size``, oldest first (see :meth:`start`)."""
+        waiting = self.waiting
+        return [waiting.popleft() for _ in range(min(max_size, len(waiting)))]
+
+    def start(self, groups: list[LaneGroup]) -> tuple[LaneBatch, int, int]:
+        """``groups`` (each with a caller) go to the handler as one batch.
+
+        Returns:
+            ``(batch, live, twins)``: the batch, the callers it answers, and how many of
+            them are twins of another caller of the same item (merges).
+        """
+        live = 0
+        for g in groups:
+            live += g.live
+        batch = LaneBatch(groups, live)  # type: ignore[arg-type]
+        for g in groups:
+            g.batch = batch
+        return batch, live, live - len(groups)
+
+    def forget(self, groups: list[LaneGroup]) -> None:
+        """``groups`` are being answered: their keys stop attracting twins."""
+        index = self.index
+        if index:
+            for g in groups:
+                if index.get(g.norm) is g:
+                    del index[g.norm]
+
+    def settle(self, groups: list[LaneGroup]) -> None:
+        """``groups`` were answered: no caller of theirs is left to leave or expire."""
+        for g in groups:
+            if g.deadline is not None and g.sink is not None:
+                self.untick(g.sink, g.rid, g.deadline)
+            more = g.more
+            if more is not None:
+                for i in range(0, len(more), ROW):
+                    if more[i] is not None and more[i + 5] is not None:
+                        self.untick(more[i], more[i + 1], more[i + 5])
+                g.more = None
+            g.sink = None
+            g.live = 0
+
+    def unwait(self, g: LaneGroup) -> None:
+        """Waiting group ``g`` lost its last caller: it leaves the queue and the index."""
+        try:
+            self.waiting.remove(g)
+        except ValueError:
+            pass  # (taken for a batch meanwhile: the dispatch skips it)
+        if self.index.get(g.norm) is g:
+            del self.index[g.norm]
+
+    def hand_over(self, next_seq: int) -> list[Request]:
+        """Every waiting caller as a record of the general path, group by group (seq from
+        ``next_seq``: the general path's exact pass makes the same items, in the same order,
+        from them); the lane keeps nothing waiting. Each caller is repointed to its record;
+        a record with a deadline needs its timer armed."""
+        out: list[Request] = []
+        key = self.config.dedup_key
+        repoint = self.repoint
+        seq = next_seq
+        for g in self.waiting:
+            if self.index.get(g.norm) is g:
+                del self.index[g.norm]
+            for sink, rid, arrival, payload, priority, deadline in g.rows():
+                if deadline is not None:
+                    self.untick(sink, rid, deadline)
+                t = payload.get(key)
+                r = Request(
+                    payload,
+                    priority,
+                    deadline,
+                    sink,
+                    rid,
+                    t if type(t) is str or isinstance(t, str) else None,
+                    None,
+                    0,
+                )
+                r.arrival = arrival
+                r.seq = seq
+                seq += 1
+                repoint(sink, rid, r)
+                out.append(r)
+            g.sink = None
+            g.more = None
+            g.live = 0
+        self.waiting.clear()
+        return out
