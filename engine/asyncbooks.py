@@ -37,7 +37,12 @@ from .requests import flat_packer
 from .transport import Transport
 from .wire import STATUS_OK, error_from_wire
 
-__all__ = ["LoopBooks"]
+__all__ = ["TICK_HZ", "LoopBooks"]
+
+TICK_HZ = 100
+"""Ticks per second of the asyncio client's own call timers: a call's timeout ends it at
+the first tick boundary after its deadline, so never early and at most 10 ms late (the
+engine, which has the exact deadline in the frame, drops the work on time)."""
 
 
 class LoopBooks(CallBooks):
@@ -47,9 +52,10 @@ class LoopBooks(CallBooks):
         name: The engine's name (for messages).
         lost: Called with why, when the engine is to be dropped (its response ring is
             corrupt): the client closes the transport and fails every waiting call.
+        tick_hz: Ticks per second of the callers' timers (:meth:`timer`).
     """
 
-    def __init__(self, name: str, lost: Callable[[str], None]) -> None:
+    def __init__(self, name: str, lost: Callable[[str], None], tick_hz: int = TICK_HZ) -> None:
         super().__init__(name)  # (the queue is sent as one batch frame per loop iteration)
         self._lost = lost
         self._flush_scheduled = False
@@ -58,6 +64,10 @@ class LoopBooks(CallBooks):
         self._vectors = False
         self._policy = "wait"
         self._pack = flat_packer()  # (used on the loop's thread only)
+        self._tick_hz = tick_hz
+        # the callers' timers, by tick (the tick's end is tick / tick_hz, loop time): each
+        # tick's table holds its callers, owner -> (their request ids, their timeout)
+        self._ticks: dict[int, dict[Any, tuple[Sequence[int], float | None]]] = {}
 
     # ------------------------------------------------------------- the client's side
 
@@ -76,9 +86,12 @@ class LoopBooks(CallBooks):
         forked from the client's: never touch the parent's loop, whose epoll it shares)."""
         self._conn = None
         self._loop = None
+        self._ticks = {}
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run flushes and timers on ``loop`` (the loop watching the transport)."""
+        if loop is not self._loop:
+            self._ticks = {}  # (a tick armed on another loop fires there)
         self._loop = loop
 
     @property
@@ -297,11 +310,50 @@ class LoopBooks(CallBooks):
 
     def timer(
         self, end: float, owner: Any, ids: Sequence[int], timeout: float | None
-    ) -> asyncio.TimerHandle:
-        """At ``end`` (loop time), :meth:`expire` the requests ``ids`` of ``owner``; the
-        handle, for the caller to cancel once it is answered."""
-        assert self._loop is not None
-        return self._loop.call_at(end, self.expire, owner, ids, timeout)
+    ) -> dict[Any, tuple[Sequence[int], float | None]]:
+        """From ``end`` (loop time) on, :meth:`expire` the requests ``ids`` of ``owner``, at
+        the end of the tick ``end`` falls in (:data:`TICK_HZ`); the tick's table, from which
+        the caller removes ``owner`` (``table.pop(owner, None)``) once it is answered.
+
+        The calls whose deadlines fall in one tick share one loop timer: arming a call's
+        timer is a dict insert, and cancelling it a dict removal, where a ``call_at`` and a
+        ``cancel`` of its own cost a timer handle and a heap entry (a libuv timer on uvloop)
+        for every call. A timer never fires before ``end``, and at most one tick after it.
+        """
+        hz = self._tick_hz
+        tick = int(end * hz) + 1  # the first tick boundary after end
+        table = self._ticks.get(tick)
+        if table is None:
+            table = self._ticks[tick] = {}
+            loop = self._loop
+            assert loop is not None
+            loop.call_at(tick / hz, self._tick, tick, table, loop)
+        table[owner] = (ids, timeout)
+        return table
+
+    def _tick(
+        self,
+        tick: int,
+        table: dict[Any, tuple[Sequence[int], float | None]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """A tick's end: expire every caller still in its table (as :meth:`expire`, with one
+        drain of the response ring for all of them)."""
+        when = tick / self._tick_hz
+        if loop.time() < when:  # a loop may run a timer a hair early (its clock's resolution)
+            loop.call_at(when, self._tick, tick, table, loop)
+            return
+        if self._ticks.get(tick) is table:
+            del self._ticks[tick]
+        if not table:
+            return
+        entries = list(table.items())
+        table.clear()
+        for owner, (ids, _) in entries:
+            self._refuse_unsent_of(owner, ids)
+        self.drain()
+        for owner, (ids, timeout) in entries:
+            self._time_out(owner, ids, timeout)
 
     def expire(self, owner: Any, ids: Sequence[int], timeout: float | None) -> None:
         """The caller's timeout ran out: fail its requests that have no answer yet.

@@ -29,9 +29,10 @@ new engine of the same name if one serves it by then: through the event loop, ne
 it, within that call's timeout.
 
 Timeouts: a call's ``timeout`` bounds all of it (reconnect, ring room, answer); the client's
-own timer ends the call at its deadline whatever the engine does, and the engine, which gets
-the same deadline in the frame, drops the work. ``None``, ``inf`` and anything from
-:data:`NO_DEADLINE_S` up mean no deadline.
+own timer ends the call at its deadline whatever the engine does (never before it, and at most
+one 10 ms tick after it: the calls whose deadlines fall in one tick share one loop timer), and
+the engine, which gets the same deadline in the frame, drops the work. ``None``, ``inf`` and
+anything from :data:`NO_DEADLINE_S` up mean no deadline.
 
 Forks: closing a client shuts its socket down, which ends the connection for every process
 holding a copy (a child forked after connect()); a forked child lets go of its copies at the
@@ -311,14 +312,14 @@ class EngineClient:
                 except BaseException:
                     books.leave(rid, fut)
                     raise
-            expiry = books.timer(end, fut, (rid,), timeout)
+            tick = books.timer(end, fut, (rid,), timeout)
             try:
                 return await fut
             except BaseException:
                 books.leave(rid, fut)
                 raise
             finally:
-                expiry.cancel()
+                tick.pop(fut, None)
         if not isinstance(requests, (list, tuple)):
             raise InvalidRequestError(
                 "process() takes a request mapping or a list of them, "
@@ -337,7 +338,7 @@ class EngineClient:
         call = ListCall(requests, fut, return_exceptions)
         ids = books.enter(requests, call, priority, deadline_ns, return_exceptions)
         call.settle_if_done()
-        timer = None if end is None else books.timer(end, call, ids, timeout)
+        tick = None if end is None else books.timer(end, call, ids, timeout)
         try:
             return await fut
         except BatchTimeoutError:
@@ -355,8 +356,8 @@ class EngineClient:
             books.forget(call, ids)
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            if tick is not None:
+                tick.pop(call, None)
 
     @staticmethod
     def _clock(loop: asyncio.AbstractEventLoop, timeout: float | None) -> tuple[float | None, int]:
@@ -397,13 +398,13 @@ class EngineClient:
         ids = books.enter(requests, call, priority, deadline_ns, False)
         # when the timeout runs out, every request not answered yet is yielded with a
         # BatchTimeoutError, as in embedded mode
-        timer = None if end is None else books.timer(end, call, ids, timeout)
+        tick = None if end is None else books.timer(end, call, ids, timeout)
         try:
             for _ in range(len(requests)):
                 yield await queue.get()
         finally:
-            if timer is not None:
-                timer.cancel()
+            if tick is not None:
+                tick.pop(call, None)
             books.forget(call, ids)
 
     def get_stats(self) -> Any:

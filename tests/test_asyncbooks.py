@@ -282,3 +282,141 @@ async def test_request_ids_skip_the_bytes_that_send_a_frame_to_the_slow_decoder(
     for first, n in [(1, 1), (0xDBFF, 1), (0xDBF0, 32), (0xDC0000, 5), (0x1DCDC00, 300)]:
         got = clean_ids(first, n)
         assert got >= first and not any(_has_zone_byte(x) for x in range(got, got + n))
+
+
+class ClockLoop:
+    """The loop the books schedule on, with a virtual clock: ``call_at`` keeps the timers,
+    :meth:`advance` runs the due ones in order (``early`` runs each that much before its
+    time, as a loop whose timers have a coarse resolution may); ``call_soon`` goes to the
+    running loop (the batch send)."""
+
+    def __init__(self, start: float = 1000.0, early: float = 0.0) -> None:
+        self.now = start
+        self.early = early
+        self.timers: list[tuple[float, int, Any, tuple[Any, ...]]] = []
+        self.armed = 0
+        self._real = asyncio.get_running_loop()
+
+    def time(self) -> float:
+        return self.now
+
+    def call_soon(self, cb: Any, *args: Any) -> Any:
+        return self._real.call_soon(cb, *args)
+
+    def call_at(self, when: float, cb: Any, *args: Any) -> Any:
+        self.armed += 1
+        self.timers.append((when, self.armed, cb, args))
+        return None
+
+    def advance(self, to: float) -> None:
+        """One loop iteration at ``to``: run the timers due (those armed meanwhile wait
+        for the next iteration)."""
+        due = sorted(t for t in self.timers if t[0] - self.early <= to)
+        for timer in due:
+            self.timers.remove(timer)
+            self.now = max(self.now, min(timer[0] - self.early, to))
+            timer[2](*timer[3])
+        self.now = to
+
+
+def _clock_books(conn: FakeTransport, clock: ClockLoop, tick_hz: int = 100) -> LoopBooks:
+    books = LoopBooks("test", [].append, tick_hz=tick_hz)
+    books.use(conn, Packer(conn, None))  # type: ignore[arg-type]
+    books.bind(clock)  # type: ignore[arg-type]
+    return books
+
+
+async def test_callers_whose_deadlines_fall_in_one_tick_share_one_loop_timer():
+    conn, clock = FakeTransport(), ClockLoop(start=1000.0)
+    books = _clock_books(conn, clock)
+    real = asyncio.get_running_loop()
+    futs = []
+    for i in range(50):  # deadlines 1000.0301 .. 1000.0399: one 10 ms tick
+        fut = real.create_future()
+        rid = books.enter_one({"query": f"q{i}"}, fut, 0, 0)
+        books.timer(1000.0301 + i * 0.0002, fut, (rid,), 0.03)
+        futs.append(fut)
+    await asyncio.sleep(0)  # the batch send
+    assert clock.armed == 1
+    clock.advance(1000.0399)
+    assert not any(f.done() for f in futs)
+    clock.advance(1000.05)
+    for f in futs:
+        with pytest.raises(BatchTimeoutError, match=r"timeout \(0.03 s\) ran out"):
+            f.result()
+    assert not books.waiting
+
+
+@pytest.mark.parametrize("early", [0.0, 0.0004])
+async def test_a_callers_timeout_never_fires_early_and_at_most_one_tick_late(early):
+    import random
+
+    seed = random.randrange(1 << 30)
+    print("seed", seed)
+    rand = random.Random(seed)
+    conn, clock = FakeTransport(), ClockLoop(start=500.0, early=early)
+    books = _clock_books(conn, clock)
+    real = asyncio.get_running_loop()
+    ends: dict[Any, float] = {}
+    for i in range(200):
+        fut = real.create_future()
+        rid = books.enter_one({"query": f"q{i}"}, fut, 0, 0)
+        end = 500.0 + rand.uniform(0.0, 0.2)
+        books.timer(end, fut, (rid,), end - 500.0)
+        ends[fut] = end
+    await asyncio.sleep(0)  # the batch send
+    fired: dict[Any, float] = {}
+    t = 500.0
+    while t < 500.3:
+        t += 0.0001  # (steps of 0.1 ms)
+        clock.advance(t)
+        for fut in ends:
+            if fut.done() and fut not in fired:
+                fired[fut] = clock.now
+    assert len(fired) == len(ends)
+    for fut, end in ends.items():
+        # one tick late at most, and the steps of 0.1 ms the clock is read in (a timer run
+        # early is run again at the loop's next step)
+        assert end <= fired[fut] <= end + 0.01 + 0.0003, (end, fired[fut])
+        assert isinstance(fut.exception(), BatchTimeoutError)
+
+
+async def test_an_answered_caller_leaves_its_tick_and_an_answer_in_the_ring_wins():
+    conn, clock = FakeTransport(), ClockLoop(start=2000.0)
+    books = _clock_books(conn, clock)
+    real = asyncio.get_running_loop()
+    left, answered, late = real.create_future(), real.create_future(), real.create_future()
+    ids = [books.enter_one({"query": q}, f, 0, 0) for q, f in
+           (("left", left), ("in the ring", answered), ("late", late))]
+    table = books.timer(2000.005, left, (ids[0],), 0.005)
+    books.timer(2000.005, answered, (ids[1],), 0.005)
+    books.timer(2000.005, late, (ids[2],), 0.005)
+    assert clock.armed == 1
+    left.set_result("ANSWERED")  # (as the drain does) and its caller leaves its tick
+    books.leave(ids[0], left)
+    table.pop(left, None)
+    await asyncio.sleep(0)  # the batch send
+    conn.inbox = [FrameEncoder(conn.limits).ok(ids[1], "IN TIME")]  # the doorbell not read yet
+    clock.advance(2000.02)
+    assert left.result() == "ANSWERED"
+    assert answered.result() == "IN TIME"
+    with pytest.raises(BatchTimeoutError, match="0.005 s"):
+        late.result()
+    assert not books.waiting and not table
+
+
+async def test_a_list_call_times_out_in_its_tick_with_what_was_answered_kept():
+    conn, clock = FakeTransport(), ClockLoop(start=3000.0)
+    books = _clock_books(conn, clock)
+    fut = asyncio.get_running_loop().create_future()
+    call = ListCall([{"query": "a"}, {"query": "b"}], fut, True)
+    ids = books.enter(call.requests, call, 0, 0, False)
+    books.timer(3000.25, call, ids, 0.25)
+    await asyncio.sleep(0)
+    conn.inbox = [FrameEncoder(conn.limits).ok(ids[0], "A")]
+    clock.advance(3000.2)
+    assert not fut.done()
+    books.drain()
+    clock.advance(3000.3)
+    a, b = fut.result()
+    assert a == "A" and isinstance(b, BatchTimeoutError)
