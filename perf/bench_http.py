@@ -25,7 +25,9 @@ Scenarios, each with its own servers, the systems alternating (round-robin), med
 
 Server CPU: every process of the server (the uvicorn master and workers, the engine, mosec's
 processes), per thread from ``/proc/PID/task/TID/schedstat``, over the wrk run, divided by the
-requests wrk completed (the engine's own share beside it: "of it engine"). Backend items:
+requests wrk completed (the engine's own share beside it: "of it engine"). App wakes/req:
+the voluntary context switches of the app's processes (uvicorn's, not the engine's) per
+request, each a sleep something had to end (a socket, a doorbell, a timer). Backend items:
 counted by the handler in every process, over the same run; items/req divides them by the
 requests wrk completed (both apps serve different numbers of requests in the same time, so the
 totals are not comparable).
@@ -61,6 +63,7 @@ from stratabatch.perf.benchutil import (
     Cleanup,
     Engine,
     cpu_delta_s,
+    descendants,
     kill_tree,
     load_average,
     median_of,
@@ -256,7 +259,10 @@ def run_wrk(
     before = tree_cpu_s(server.pids)
     eng_pids = [server.engine.pid] if server.engine is not None else []
     eng_before = tree_cpu_s(eng_pids)
+    app_pids = [p.pid for p in server.procs]
+    wakes0 = sleeps(app_pids)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    wakes = sleeps(app_pids) - wakes0
     cpu = cpu_delta_s(before, tree_cpu_s(server.pids))
     eng_cpu = cpu_delta_s(eng_before, tree_cpu_s(eng_pids)) if eng_pids else float("nan")
     counts1 = read_counts(server.counts) if server.counts else (0, 0)
@@ -272,11 +278,34 @@ def run_wrk(
         # of it, the engine process's own (the rest: the app's workers and uvicorn)
         "engine_cpu_us": eng_cpu / max(requests, 1) * 1e6,
         "server_cpu_pct": cpu / seconds * 100,
+        # sleeps of the app's processes (the engine's not counted) per request
+        "app_wakes": wakes / max(requests, 1),
         "backend_items": counts1[1] - counts0[1] if server.counts else float("nan"),
         "backend_calls": counts1[0] - counts0[0] if server.counts else float("nan"),
         "non_2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
     }
+
+
+def sleeps(pids: list[int]) -> int:
+    """Voluntary context switches so far of every thread in the process trees rooted at
+    ``pids``: each is a sleep (in epoll, a lock, a read) that something had to wake."""
+    total = 0
+    for root in pids:
+        for pid in descendants(root):
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/status") as f:
+                        for line in f:
+                            if line.startswith("voluntary_ctxt_switches"):
+                                total += int(line.split()[1])
+                except OSError:
+                    pass
+    return total
 
 
 def _ms(text: str) -> float:
@@ -343,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"{scenario} {label:>8} {server.label:<10}{r['rps']:>9,.0f} req/s  p99 "
                         f"{r['p99_ms']:8.2f} ms  server CPU {r['server_cpu_us']:7.1f} us/req"
+                        f"  app wakes/req {r['app_wakes']:5.2f}"
                         f"  items {r['backend_items']:>7}",
                         file=sys.stderr,
                         flush=True,
@@ -357,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{'server':<11}{'req/s':>9}{'x unbatched':>13}{'p50 ms':>9}{'p99 ms':>9}"
                 f"{'server CPU us/req':>19}{'x unbatched':>13}{'items/req':>11}"
-                f"{'of it engine':>14}"
+                f"{'of it engine':>14}{'app wakes/req':>15}"
             )
             for label, r in med.items():
                 r["x_unbatched_rps"] = r["rps"] / base["rps"]
@@ -370,10 +400,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['server_cpu_us']:>19.1f}"
                     f"{r['x_unbatched_cpu']:>12.2f}x{items:>11}"
                     + (
-                        ""
+                        f"{'':>14}"
                         if r["engine_cpu_us"] != r["engine_cpu_us"]
                         else f"{r['engine_cpu_us']:>14.1f}"
                     )
+                    + f"{r['app_wakes']:>15.2f}"
                 )
             bad = {k: sum(x["non_2xx"] + x["socket_errors"] for x in v) for k, v in runs.items()}
             if any(bad.values()):
