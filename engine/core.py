@@ -229,22 +229,16 @@ class Core:
 
     def _fit_lane(self) -> None:
         """The options changed: hand waiting rows over, then keep a lane only if they fit."""
-        if self._lane is not None and self._lane.waiting:
+        if self._lane is not None and (self._lane.waiting or self._lane.raw):
             self._hand_over()
         fits = self._lane_hooks is not None and lane_fits(self.config)
         if fits and self._lane is None:
             lane = self._lane = Lane(self.config, *self._lane_hooks)  # type: ignore[misc]
             lane.general = self._general_twin
             lane.arm = lambda k: self._arm_lane_tick(lane, k)
+            lane.arm_one = self._arm_lane_row
         elif not fits:
             self._lane = None  # (its running batches finish through their own calls)
-
-    @property
-    def lane_deadlines(self) -> bool:
-        """Whether a row may carry a deadline (expired by shared ticks:
-        :attr:`deadline_tick_s` > 0, as in the engine); else such a request takes the general
-        path."""
-        return self.deadline_tick_s > 0
 
     @property
     def lane_open(self) -> bool:
@@ -261,8 +255,8 @@ class Core:
     def submit_rows(self, sink: Any, pending: dict[int, Any], items: list[list[Any]]) -> list[int]:
         """Queue plain items ``[id, priority, deadline_ns, row, payload]`` of ``sink`` through
         the row lane (while :attr:`lane_open`): no arena row, a mapping payload already
-        checked, a deadline (on ``time.monotonic_ns``'s clock) only with
-        :attr:`lane_deadlines`, else 0. ``pending`` is the sink's callers by id: each item's id
+        checked, a deadline on ``time.monotonic_ns``'s clock or 0 (expired as
+        :attr:`deadline_tick_s` says). ``pending`` is the sink's callers by id: each item's id
         gets its :class:`~stratabatch.lane.LaneGroup` there (:meth:`abandon_row` takes it).
 
         Returns:
@@ -278,42 +272,72 @@ class Core:
         assert lane is not None and not self._pending and not self._passes.raw
         now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
         lane.tick_s = self.deadline_tick_s
-        taken, coalesced, joined, repeated = lane.add(
-            sink,
-            pending,
-            items,
-            now,
-            now - time.monotonic_ns() / 1e9,  # (loop time of monotonic_ns 0)
-            bool(self._dedup.exact),
+        taken, repeated = lane.add(
+            sink, pending, items, now, now - time.monotonic_ns() / 1e9  # (loop time of 0 ns)
         )
-        if not taken:
-            return repeated
-        st = self.stats
-        st.total_requests += taken
-        if coalesced:
-            st.record_exact_merges(coalesced)
-            st.inflight_coalesced += coalesced
-        self._admission.waiting += taken - coalesced - joined
+        if taken:
+            self._arrived(lane, taken, now)
+        return repeated
+
+    def submit_one(
+        self, sink: Any, payload: Any, priority: int = 0, deadline: float | None = None
+    ) -> Any:
+        """Queue one checked request through the row lane (while :attr:`lane_open`) for
+        ``sink``, a caller of its own (an asyncio future: the embedded single call), with
+        ``deadline`` a loop time or None. Returns what holds it (:meth:`abandon_holder`
+        takes it; the lane's ``repoint`` hook hears when that changes).
+
+        Raises:
+            StratabatchError: as :meth:`submit` (nothing is queued then).
+        """
+        loop = self.loop
+        if loop is None or self._closing or self._runner.handler is None:
+            self._refuse()
+        lane = self._lane
+        assert lane is not None and not self._pending and not self._passes.raw
+        now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
+        lane.tick_s = self.deadline_tick_s
+        holder = lane.add_one(sink, payload, priority, now, deadline)
+        self._arrived(lane, 1, now)
+        return holder
+
+    def _arrived(self, lane: Lane, n: int, now: float) -> None:
+        """``n`` arrivals joined the lane's raw: the accounting and window of submit_many."""
+        self.stats.total_requests += n
+        self._admission.waiting += n
         if self._is_idle:
             self._is_idle = False
             self._idle.clear()  # type: ignore[union-attr]  # (set by bind)
         if self._adaptive is not None:
-            self._adaptive.observe_arrivals(taken, now)
-        n = len(lane.waiting)
-        sched = self._sched  # (as submit_many: the arrivals open a window, even if all joined
-        # running work: the general path's pass over them would come at its end, and close it)
+            self._adaptive.observe_arrivals(n, now)
+        sched = self._sched
+        queued = len(lane.raw) + len(lane.waiting)
         if sched.opened_at is None:
             sched.open(now, self._window_s(now))
-            if n:
-                self._arm_timer(now, force=True)
-            elif self._timer is None and sched.window_end is not None:
-                self._timer_at = sched.window_end
-                self._timer = loop.call_later(sched.window_end - now, self._on_timer)  # type: ignore[union-attr]
-            if n >= sched.max_size:
+            self._arm_timer(now, force=True)
+            if queued >= sched.max_size:  # (max_size=1: at once)
                 self._schedule_pump()
-        elif n >= sched.max_size or now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
+        elif queued >= sched.max_size or now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
             self._schedule_pump()
-        return repeated
+
+    def _lane_pass(self, lane: Lane) -> None:
+        """Group the lane's arrivals (:meth:`stratabatch.lane.Lane.group`), as the general
+        path's pass groups its own: twins joining running work stop waiting."""
+        coalesced, joined = lane.group(bool(self._dedup.exact))
+        if coalesced:
+            st = self.stats
+            st.record_exact_merges(coalesced)
+            st.inflight_coalesced += coalesced
+        if coalesced or joined:
+            self._release(coalesced + joined)
+
+    def abandon_holder(self, holder: Any, sink: Any, rid: int) -> None:
+        """The caller ``(sink, rid)`` held by ``holder`` (a record, or a lane group) gave up:
+        :meth:`abandon` or :meth:`abandon_row`."""
+        if type(holder) is LaneGroup:
+            self.abandon_row(holder, sink, rid)
+        else:
+            self.abandon(holder)
 
     def _general_twin(
         self,
@@ -351,7 +375,7 @@ class Core:
         g.add(req, INFLIGHT, sim, ex)
         b.live += 1
         if deadline is not None:
-            self._arm_deadline(req, now)
+            self._arm_deadline(req, self.loop.time())  # type: ignore[union-attr]
         self.stats.record_merge(sim, ex)
         self.stats.inflight_coalesced += 1
         return req
@@ -365,12 +389,11 @@ class Core:
     def _lane_twin(self, req: Request, norm: Any) -> bool:
         """``req`` of the general path is an exact twin (``norm``) of work the row lane runs:
         it leaves the general path and waits for that work's result as a row (its sink's
-        caller is repointed to the group). Not with a deadline where rows cannot carry one
-        (:attr:`lane_deadlines`): it becomes an item of its own then."""
+        caller is repointed to the group)."""
         lane = self._lane
         assert lane is not None
         g = lane.index.get(norm)
-        if g is None or (req.deadline is not None and not self.deadline_tick_s):
+        if g is None:
             return False
         b = g.batch
         if b is None or b.live <= 0:
@@ -396,7 +419,7 @@ class Core:
         if row is None:
             return
         b = group.batch
-        lane = b.lane if b is not None else self._lane  # type: ignore[attr-defined]
+        lane = b.lane if b is not None else self._lane
         if row[1] is not None and lane is not None:
             lane.untick(sink, rid, row[1])
         if b is None:  # waiting: it leaves the queue
@@ -421,6 +444,11 @@ class Core:
         for r in reqs:
             if r.deadline is not None and loop is not None:
                 self._arm_deadline(r, loop.time())
+
+    def _arm_lane_row(self, g: LaneGroup, sink: Any, rid: int, deadline: float) -> Any:
+        loop = self.loop
+        assert loop is not None
+        return loop.call_at(deadline, self._lane_expire, g, sink, rid)
 
     def _arm_lane_tick(self, lane: Lane, k: int) -> None:
         loop = self.loop
@@ -452,7 +480,7 @@ class Core:
         if row is None:
             return  # answered or gone meanwhile
         b = g.batch
-        lane = b.lane if b is not None else self._lane  # type: ignore[attr-defined]
+        lane = b.lane if b is not None else self._lane
         if lane is None:
             return
         if row[1] is not None:
@@ -544,6 +572,8 @@ class Core:
         passes = self._passes
         if passes.raw and not cancelled and not passes.preparing and self._warmup.ready:
             passes.run(loop)  # (twins that arrived while it ran join it first, as in _ran)
+        if lane.raw and not cancelled and self._lane is lane:
+            self._lane_pass(lane)
         now = loop.time()
         lane.forget(groups)
         try:
@@ -759,7 +789,7 @@ class Core:
         loop = self.loop
         if loop is None or self._closing or self._runner.handler is None:
             self._refuse()
-        if self._lane is not None and self._lane.waiting:
+        if self._lane is not None and (self._lane.waiting or self._lane.raw):
             self._hand_over()  # (first in line: they arrived before it)
         now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
         req.arrival = now
@@ -797,7 +827,7 @@ class Core:
         loop = self.loop
         if loop is None or self._closing or self._runner.handler is None:
             self._refuse()
-        if self._lane is not None and self._lane.waiting:
+        if self._lane is not None and (self._lane.waiting or self._lane.raw):
             self._hand_over()
         now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
         n = len(reqs)
@@ -845,7 +875,7 @@ class Core:
     def _window_s(self, now: float) -> float:
         if self._adaptive is not None:
             count, oldest = self._waiting_groups()
-            queued = count + len(self._raw)
+            queued = count + len(self._raw) + (len(self._lane.raw) if self._lane else 0)
             waited = (now - oldest) * 1000.0 if count else 0.0
             self._window_now_ms = self._adaptive.window_ms(
                 now, queued=max(queued, 1), waited_ms=max(waited, 0.0)
@@ -1023,7 +1053,7 @@ class Core:
 
     def _arm_timer(self, now: float, force: bool = False) -> None:
         count, oldest = self._waiting_groups()
-        if not count and not self._raw:
+        if not count and not self._raw and not (self._lane is not None and self._lane.raw):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = self._timer_at = None
@@ -1063,13 +1093,15 @@ class Core:
         passes = self._passes
         if passes.raw and not passes.preparing and self._warmup.ready:
             held = passes.run(loop)
+        lane = self._lane
+        if lane is not None and lane.raw:
+            self._lane_pass(lane)
         now = loop.time()
         if due_at is not None and due_at > now:
             now = due_at
         sched = self._sched
         c = self.config
         took = False
-        lane = self._lane
         if lane is not None and lane.waiting:  # (then nothing is pending on the general path)
             waiting = lane.waiting
             while waiting and len(self._batches) < c.max_inflight_batches:
@@ -1091,7 +1123,7 @@ class Core:
         count = len(self._pending) or (len(lane.waiting) if lane is not None else 0)
         if not count or len(self._batches) >= c.max_inflight_batches:
             # empty, or due work waits for a handler slot: a finishing batch pumps again
-            if not count and not self._raw:
+            if not count and not self._raw and not (lane is not None and lane.raw):
                 sched.close()
             if self._timer is not None:
                 self._timer.cancel()
@@ -1110,7 +1142,7 @@ class Core:
             and not self._pending
             and not self._batches
             and not self._preparing
-            and not (self._lane is not None and self._lane.waiting)
+            and not (self._lane is not None and (self._lane.waiting or self._lane.raw))
         ):
             self._is_idle = True
             self._idle.set()
@@ -1195,6 +1227,9 @@ class Core:
             # work waits for its result (README "How a request travels"), even when no look
             # came between the twin's arrival and the end of the run
             passes.run(loop)
+        lane = self._lane
+        if lane is not None and lane.raw and not cancelled:
+            self._lane_pass(lane)
         self._retire(batch, results, error, cancelled, loop.time())
 
     def _checked(

@@ -191,10 +191,9 @@ class Intake:
         offset: float | None = None  # loop time of monotonic_ns 0 (a deadline's conversion)
         run: list[Request] = []
         # plain items go to the core's row lane while it is open (then nothing waits on its
-        # general path), those with a deadline too where rows may carry one; once a request of
-        # this client takes the general path, the rest of the run follows it there
+        # general path); once a request of this client takes the general path, the rest of
+        # the run follows it there
         lane = core.lane_open
-        timed = core.lane_deadlines
         rows: list[list[Any]] = []
         n = 0
         while inbox and n < budget and not client.closed:
@@ -235,14 +234,11 @@ class Intake:
                 lane = core.lane_open
                 continue
             if lane:
-                if timed or not deadline_ns:
-                    rows.append(entry if type(entry) is list else [rid, priority, 0, -1, payload])
-                    room -= 1
-                    continue
-                if rows:
-                    self._submit_rows(client, rows)
-                    rows = []
-                lane = False
+                rows.append(
+                    entry if type(entry) is list else [rid, priority, deadline_ns, -1, payload]
+                )
+                room -= 1
+                continue
             deadline = None
             if deadline_ns:  # on the clients' clock: monotonic_ns
                 if offset is None:

@@ -35,6 +35,8 @@ __all__ = ["ROW", "Lane", "LaneBatch", "LaneGroup", "lane_fits"]
 
 # a twin row's fields in LaneGroup.more (flat, six per row)
 ROW = 6
+# the norm of an arrival not grouped yet (in Lane.raw, not in Lane.waiting)
+UNGROUPED: Any = object()
 
 
 def lane_fits(config: BatchConfig) -> bool:
@@ -60,10 +62,11 @@ class LaneGroup:
 
     Attributes:
         payload: The first caller's request: what the handler gets.
-        norm: Its exact key (the normalized text, or the canonical bytes of the payload), or
-            None without dedup.
+        norm: Its exact key (the normalized text, or the canonical bytes of the payload), None
+            without dedup, or :data:`UNGROUPED` while it is an arrival not grouped yet.
         sink, rid, arrival, priority, deadline: The first caller's (``sink`` None once it
             left or was answered; ``deadline`` a loop time, or None).
+        lead: The first caller's sink, for good (a twin's merge meta names it).
         more: None, or the twins' rows, flat: ``[sink, id, arrival, payload, priority,
             deadline, ...]`` (a row's sink None once it left).
         live: Callers still waiting for this item.
@@ -78,6 +81,7 @@ class LaneGroup:
         "arrival",
         "priority",
         "deadline",
+        "lead",
         "more",
         "live",
         "batch",
@@ -100,11 +104,12 @@ class LaneGroup:
         self.arrival = arrival
         self.priority = priority
         self.deadline = deadline
+        self.lead = sink
         self.more: list[Any] | None = None
         self.live = 1
         self.batch: LaneBatch | None = None
 
-    def rows(self) -> list[tuple[Any, int, float, Any, int, float | None]]:
+    def rows(self) -> list[tuple[Any, ...]]:
         """The callers still waiting: ``(sink, id, arrival, payload, priority, deadline)``,
         first caller first."""
         out = []
@@ -117,7 +122,7 @@ class LaneGroup:
             for i in range(0, len(more), ROW):
                 if more[i] is not None:
                     out.append(tuple(more[i : i + ROW]))
-        return out  # type: ignore[return-value]
+        return out
 
     def drop(self, sink: Any, rid: int) -> tuple[float, float | None] | None:
         """The caller ``(sink, rid)`` leaves: its ``(arrival, deadline)``; None if it is not
@@ -145,6 +150,7 @@ class LaneBatch(Batch):
     lane they came from)."""
 
     __slots__ = ("lane",)
+    lane: Lane
 
 
 Deliver = Callable[[list[LaneGroup], list[Any]], list[float]]
@@ -170,6 +176,7 @@ class Lane:
     Attributes:
         waiting: Groups not taken yet, in arrival order (each with a caller still waiting).
         index: Exact key -> its group, waiting or running (a twin joins or coalesces).
+        raw: Arrivals the next :meth:`group` groups.
     """
 
     def __init__(self, config: BatchConfig, deliver: Deliver, fail: Fail, repoint: Repoint):
@@ -179,73 +186,95 @@ class Lane:
         self.repoint = repoint
         self.waiting: deque[LaneGroup] = deque()
         self.index: dict[Any, LaneGroup] = {}
+        #: arrivals not grouped yet (a group of one each), in arrival order
+        self.raw: list[LaneGroup] = []
         #: set by the core: a row that is a twin of the general path's running work
         self.general: General | None = None
         #: set by the core: the deadlines of one tick of this many seconds share one timer,
-        #: armed by ``arm(tick)`` when the tick gets its first row (0: rows have no deadline)
+        #: armed by ``arm(tick)`` when the tick gets its first row; 0: each row with a
+        #: deadline gets a timer of its own, ``arm_one(group, sink, id, deadline)``
         self.tick_s = 0.0
         self.arm: Callable[[int], None] | None = None
+        self.arm_one: Callable[[LaneGroup, Any, int, float], Any] | None = None
         #: tick -> the rows whose deadlines fall in it: ``(sink, id) -> (group, deadline)``
         self.ticks: dict[int, dict[tuple[Any, int], tuple[LaneGroup, float]]] = {}
+        #: (sink, id) -> the timer of its own of a row with a deadline (``tick_s`` 0)
+        self.timers: dict[tuple[Any, int], Any] = {}
 
     def add(
-        self,
-        sink: Any,
-        pending: dict[int, Any],
-        items: list[list[Any]],
-        now: float,
-        offset: float,
-        general_runs: bool = False,
-    ) -> tuple[int, int, int, list[int]]:
+        self, sink: Any, pending: dict[int, Any], items: list[list[Any]], now: float, offset: float
+    ) -> tuple[int, list[int]]:
         """File plain items ``[id, priority, deadline_ns, row, payload]`` of ``sink`` that
-        arrived at ``now``; ``pending`` is the sink's callers by id (each gets its group, or
-        its record). A deadline (``deadline_ns`` on ``time.monotonic_ns``'s clock, 0 for
-        none) becomes the loop time ``offset + deadline_ns / 1e9`` (only with
-        :attr:`tick_s`). ``general_runs``: the general path may run work with exact keys (a
-        new key is then looked up there too, :attr:`general`).
+        arrived at ``now`` among the arrivals (:attr:`raw`: grouped by the next
+        :meth:`group`, as the general path's pass groups its arrivals at the next look);
+        ``pending`` is the sink's callers by id (each gets what holds it). A deadline
+        (``deadline_ns`` on ``time.monotonic_ns``'s clock, 0 for none) becomes the loop time
+        ``offset + deadline_ns / 1e9``.
 
         Returns:
-            ``(taken, coalesced, joined, repeated)``: how many were taken, how many of them
-            joined the lane's running work, how many joined the general path's running work
-            (neither kind waits; the second is counted by :attr:`general`), and the ids
-            already pending (not taken: the caller must answer them).
+            ``(taken, repeated)``: how many were taken, and the ids already pending (not
+            taken: the caller must answer them).
         """
-        c = self.config
-        waiting = self.waiting
+        raw = self.raw
         repeated: list[int] = []
-        coalesced = joined = 0
         taken = 0
-        deadline: float | None = None
-        if not c.enable_dedup:
-            for item in items:
-                rid = item[0]
-                if rid in pending:
-                    repeated.append(rid)
-                    continue
-                dl = item[2]
-                if dl:
-                    deadline = offset + dl / 1e9
-                g = LaneGroup(item[4], None, sink, rid, now, item[1], deadline)
-                if dl:
-                    self._tick(g, sink, rid, deadline)  # type: ignore[arg-type]
-                    deadline = None
-                waiting.append(g)
-                pending[rid] = g
-                taken += 1
-            return taken, 0, 0, repeated
-        general = self.general if general_runs else None
-        index = self.index
-        key = c.dedup_key
-        normalize = c.normalize
         for item in items:
             rid = item[0]
             if rid in pending:
                 repeated.append(rid)
                 continue
-            payload = item[4]
             dl = item[2]
             if dl:
                 deadline = offset + dl / 1e9
+                g = LaneGroup(item[4], UNGROUPED, sink, rid, now, item[1], deadline)
+                self._tick(g, sink, rid, deadline)
+            else:
+                g = LaneGroup(item[4], UNGROUPED, sink, rid, now, item[1], None)
+            raw.append(g)
+            pending[rid] = g
+            taken += 1
+        return taken, repeated
+
+    def add_one(
+        self, sink: Any, payload: Any, priority: int, now: float, deadline: float | None
+    ) -> LaneGroup:
+        """:meth:`add` for one caller without a table of callers (its sink is its own, e.g.
+        a future; its id 0), with ``deadline`` a loop time or None. Returns what holds it
+        (until :meth:`group` moves it: see :attr:`repoint`)."""
+        g = LaneGroup(payload, UNGROUPED, sink, 0, now, priority, deadline)
+        if deadline is not None:
+            self._tick(g, sink, 0, deadline)
+        self.raw.append(g)
+        return g
+
+    def group(self, general_runs: bool = False) -> tuple[int, int]:
+        """The pass over the arrivals: each one not gone joins the waiting or running group
+        of its exact key (its holder is repointed there), or the general path's running work
+        of that key (:attr:`general`, asked only if ``general_runs``), or leads a new group.
+
+        Returns:
+            ``(coalesced, joined)``: how many joined the lane's running work, and the general
+            path's (neither waits any more; the second is counted by :attr:`general`).
+        """
+        raw, self.raw = self.raw, []
+        waiting = self.waiting
+        coalesced = joined = 0
+        c = self.config
+        if not c.enable_dedup:
+            for g in raw:
+                if g.live:
+                    g.norm = None
+                    waiting.append(g)
+            return 0, 0
+        general = self.general if general_runs else None
+        index = self.index
+        key = c.dedup_key
+        normalize = c.normalize
+        repoint = self.repoint
+        for g in raw:
+            if not g.live:
+                continue  # left or expired meanwhile
+            payload = g.payload
             t = payload.get(key)
             if type(t) is str or isinstance(t, str):
                 if normalize:
@@ -254,42 +283,42 @@ class Lane:
                     n = t
             else:
                 n = canonical_bytes(payload)
-            g = index.get(n)
-            if g is not None:
-                b = g.batch
-                if b is None or b.live > 0:
-                    more = g.more
+            h = index.get(n)
+            if h is not None:
+                b = h.batch
+                if b is None or b.live > 0:  # waiting, or running with a caller
+                    sink, rid, deadline = g.sink, g.rid, g.deadline
+                    more = h.more
+                    row = (sink, rid, g.arrival, payload, g.priority, deadline)
                     if more is None:
-                        g.more = [sink, rid, now, payload, item[1], deadline]
+                        h.more = list(row)
                     else:
-                        more += (sink, rid, now, payload, item[1], deadline)
-                    g.live += 1
-                    pending[rid] = g
-                    taken += 1
-                    if dl:
-                        self._tick(g, sink, rid, deadline)  # type: ignore[arg-type]
-                        deadline = None
-                    if b is not None:  # running: it waits for that result
+                        more += row
+                    h.live += 1
+                    g.sink = None
+                    g.live = 0
+                    if deadline is not None:  # its deadline now expires it from h
+                        self.untick(sink, rid, deadline)
+                        self._tick(h, sink, rid, deadline)
+                    repoint(sink, rid, h)
+                    if b is not None:
                         b.live += 1
                         coalesced += 1
                     continue
             if general is not None:
-                rec = general(sink, rid, now, payload, item[1], n, deadline)
+                rec = general(g.sink, g.rid, g.arrival, payload, g.priority, n, g.deadline)
                 if rec is not None:
-                    pending[rid] = rec
-                    taken += 1
+                    if g.deadline is not None:
+                        self.untick(g.sink, g.rid, g.deadline)  # (the record's own timer)
+                    repoint(g.sink, g.rid, rec)
+                    g.sink = None
+                    g.live = 0
                     joined += 1
-                    deadline = None
                     continue
-            g = LaneGroup(payload, n, sink, rid, now, item[1], deadline)
-            if dl:
-                self._tick(g, sink, rid, deadline)  # type: ignore[arg-type]
-                deadline = None
+            g.norm = n
             index[n] = g
             waiting.append(g)
-            pending[rid] = g
-            taken += 1
-        return taken, coalesced, joined, repeated
+        return coalesced, joined
 
     def add_row(
         self,
@@ -312,6 +341,9 @@ class Lane:
             self._tick(g, sink, rid, deadline)
 
     def _tick(self, g: LaneGroup, sink: Any, rid: int, deadline: float) -> None:
+        if not self.tick_s:
+            self.timers[(sink, rid)] = self.arm_one(g, sink, rid, deadline)  # type: ignore[misc]
+            return
         k = math.ceil(deadline / self.tick_s)
         rows = self.ticks.get(k)
         if rows is None:
@@ -322,6 +354,11 @@ class Lane:
     def untick(self, sink: Any, rid: int, deadline: float) -> None:
         """The caller ``(sink, rid)`` with ``deadline`` was answered or left: its tick need
         not expire it (an emptied tick's timer finds nothing)."""
+        if not self.tick_s:
+            timer = self.timers.pop((sink, rid), None)
+            if timer is not None:
+                timer.cancel()
+            return
         rows = self.ticks.get(math.ceil(deadline / self.tick_s))
         if rows is not None:
             rows.pop((sink, rid), None)
@@ -369,7 +406,10 @@ class Lane:
             g.live = 0
 
     def unwait(self, g: LaneGroup) -> None:
-        """Waiting group ``g`` lost its last caller: it leaves the queue and the index."""
+        """Waiting group ``g`` lost its last caller: it leaves the queue and the index (an
+        arrival not grouped yet is skipped by the next :meth:`group`)."""
+        if g.norm is UNGROUPED:
+            return
         try:
             self.waiting.remove(g)
         except ValueError:
@@ -386,7 +426,7 @@ class Lane:
         key = self.config.dedup_key
         repoint = self.repoint
         seq = next_seq
-        for g in self.waiting:
+        for g in [*self.waiting, *self.raw]:  # (the raw arrived after every waiting row)
             if self.index.get(g.norm) is g:
                 del self.index[g.norm]
             for sink, rid, arrival, payload, priority, deadline in g.rows():
@@ -412,4 +452,5 @@ class Lane:
             g.more = None
             g.live = 0
         self.waiting.clear()
+        self.raw = []
         return out

@@ -139,7 +139,7 @@ class Outbox:
                         continue
                     del pending[rid]
                     sent.append(more[i + 2])
-                    meta = {"leader": g.rid if g.sink is client else -1, "similarity": 1.0}
+                    meta = {"leader": g.rid if g.lead is client else -1, "similarity": 1.0}
                     client.outbox.append((rid, STATUS_OK, value, meta))
         if self._publisher is not None and sent:
             self._publisher.latencies(self._loop.time(), sent)  # type: ignore[union-attr]

@@ -13,7 +13,8 @@ from .errors import (
     InvalidRequestError,
     StratabatchError,
 )
-from .requests import build_request, check_call_args
+from .lane import ROW, LaneGroup
+from .requests import build_request, check_call_args, flat_size, request_size
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -70,7 +71,12 @@ class BatchProcessor(Generic[R]):
         # a tuple); its constructor takes what BatchOptions allows
         config = BatchConfig(**cast("dict[str, Any]", options))
         object.__setattr__(self, "_config", config)
-        object.__setattr__(self, "_core", Core(config, self._deliver, handler))
+        core = Core(config, self._deliver, handler)
+        object.__setattr__(self, "_core", core)
+        # callers the core moved between its row lane and its general path: (id(sink), id)
+        # -> what holds them now (their abandon must find it); empty almost always
+        object.__setattr__(self, "_moved", {})
+        core.enable_lane(self._lane_deliver, self._lane_fail, self._lane_repoint)
 
     # ------------------------------------------------------------- options
 
@@ -136,6 +142,61 @@ class BatchProcessor(Generic[R]):
                 req.index, value, error, lead.index if lead.sink is call else -1, req.similarity
             )
 
+    def _lane_deliver(self, groups: list[LaneGroup], values: list[Any]) -> list[float]:
+        """The core's row lane answers a batch (:data:`stratabatch.lane.Deliver`): a single
+        call's future, or a list call's request (a twin that came from the general path)."""
+        arrivals: list[float] = []
+        for g, value in zip(groups, values, strict=True):
+            s = g.sink
+            if s is not None:
+                arrivals.append(g.arrival)
+                if type(s) is _Future:
+                    if not s.done():
+                        s.set_result(value)
+                else:
+                    s.deliver(g.rid, value, None)
+            more = g.more
+            if more is not None:
+                for i in range(0, len(more), ROW):
+                    s = more[i]
+                    if s is None:
+                        continue
+                    arrivals.append(more[i + 2])
+                    if type(s) is _Future:
+                        if not s.done():
+                            s.set_result(value)
+                    else:
+                        s.deliver(more[i + 1], value, None, g.rid if g.lead is s else -1, 1.0)
+        return arrivals
+
+    @staticmethod
+    def _lane_fail(g: LaneGroup, sink: Any, rid: int, arrival: float, error: BaseException) -> None:
+        if type(sink) is _Future:
+            if not sink.done():
+                sink.set_exception(error)
+        elif sink is g.lead and rid == g.rid:  # (the item's own caller)
+            sink.deliver(rid, None, error)
+        else:  # a twin: its merge meta, as for a record
+            sink.deliver(rid, None, error, g.rid if g.lead is sink else -1, 1.0)
+
+    def _lane_repoint(self, sink: Any, rid: int, holder: Any) -> None:
+        self._moved[(id(sink), rid)] = holder
+
+    def _abandon(self, records: list[Any]) -> None:
+        """The callers of ``records`` gave up (wherever the core moved them meanwhile)."""
+        moved = self._moved
+        core = self._core
+        for r in records:
+            holder = moved.pop((id(r.sink), r.index), r) if moved else r
+            core.abandon_holder(holder, r.sink, r.index)
+
+    def _settled(self, records: list[Any]) -> None:
+        """The callers of ``records`` have their outcomes: forget where they were moved."""
+        moved = self._moved
+        if moved:
+            for r in records:
+                moved.pop((id(r.sink), r.index), None)
+
     _check_call_args = staticmethod(check_call_args)
 
     def _open_call(
@@ -179,8 +240,7 @@ class BatchProcessor(Generic[R]):
                 submitted.append(r)
         except BaseException:
             _retrieve(call.fut)  # an earlier request of this call may have failed already
-            for r in submitted:
-                core.abandon(r)
+            self._abandon(submitted)
             raise
         call.settle_if_done()
         return submitted
@@ -251,6 +311,28 @@ class BatchProcessor(Generic[R]):
                 core, loop, _ = self._open_call(None)
             deadline = None if timeout is None else loop.time() + timeout
             fut = loop.create_future()
+            if core.lane_open:
+                # the row lane (engine/lane.py): the same checks, no record
+                c = self._config
+                size = flat_size(requests)
+                if size is None or size > c.max_request_bytes:
+                    request_size(requests, 0, c.max_request_bytes)
+                while not core.make_room(priority):
+                    await core.wait_for_room(deadline)
+                if core.lane_open:
+                    holder = core.submit_one(fut, requests, priority, deadline)
+                    try:
+                        value = await fut
+                    except BaseException:
+                        _retrieve(fut)
+                        moved = self._moved
+                        if moved:
+                            holder = moved.pop((id(fut), 0), holder)
+                        core.abandon_holder(holder, fut, 0)  # (no-op once answered)
+                        raise
+                    if self._moved:
+                        self._moved.pop((id(fut), 0), None)
+                    return value
             rec = build_request(
                 requests,
                 self._config,
@@ -286,9 +368,9 @@ class BatchProcessor(Generic[R]):
             results = await call.fut  # type: ignore[misc]
         except BaseException:
             _retrieve(call.fut)
-            for r in submitted:  # the caller is gone (or failed): its other requests go too
-                self._core.abandon(r)
+            self._abandon(submitted)  # the caller is gone (or failed): its other requests too
             raise
+        self._settled(submitted)
         return results
 
     async def process_streaming(
@@ -311,8 +393,7 @@ class BatchProcessor(Generic[R]):
             for _ in range(len(submitted)):
                 yield await queue.get()
         finally:
-            for r in submitted:
-                self._core.abandon(r)
+            self._abandon(submitted)
 
     # ------------------------------------------------------------- stats, life
 
@@ -371,6 +452,9 @@ class BatchProcessor(Generic[R]):
             f"BatchProcessor(window_ms={c.window_ms:g}, max_size={c.max_size}, "
             f"dedup_strategy={c.dedup_strategy!r}, waiting={self._core.waiting})"
         )
+
+
+_Future = asyncio.Future
 
 
 def _retrieve(fut: asyncio.Future | None) -> None:

@@ -95,7 +95,7 @@ class Request:
         # (Core.deadline_tick_s); None without a deadline or once answered
         self.timer: asyncio.TimerHandle | TickShare | None = None
         self.merged_with: Request | None = None
-        self.key: tuple | None = None
+        self.key: Any = None  # its exact key: a hash, or a tuple with a scope
         self.norm: str | bytes | None = None
         self.similarity: float | None = None
         self.numsig: Any = None  # the number guard's key, when computed off the loop

@@ -53,6 +53,10 @@ class ScratchOps:
     def pending_groups(self) -> Any:
         return self.pending.values()
 
+    def lane_twins(self) -> None:
+        """No row lane here."""
+        return None
+
 
 def _texts(seed: int, n: int) -> list[str]:
     """``n`` sample texts of every kind the pass treats apart."""

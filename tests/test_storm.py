@@ -364,7 +364,8 @@ async def test_storm_oracle_catches_a_wrong_answer():
         await run()
 
 
-async def test_batch_cancelled_before_its_first_step_does_not_wedge_close():
+@pytest.mark.parametrize("call", ["single", "list"])  # the row lane, the general path
+async def test_batch_cancelled_before_its_first_step_does_not_wedge_close(call):
     # Found by the storm (seed 3): the caller's timeout fires in the same loop tick as the
     # dispatch of its batch, so the batch task is cancelled before it ever ran.
     async def handler(reqs):
@@ -373,15 +374,27 @@ async def test_batch_cancelled_before_its_first_step_does_not_wedge_close():
 
     b = BatchProcessor(handler, window_ms=1000, dedup_strategy="exact")
     await b.warm_up()
-    t = asyncio.create_task(b.process({"query": "x"}))
+    t = asyncio.create_task(b.process({"query": "x"} if call == "single" else [{"query": "x"}]))
     await asyncio.sleep(0)  # queued
     core = b._core
-    req = core._raw[0] if core._raw else next(iter(core._pending.values())).leader
+    lane = core._lane
+    if call == "single":  # a single call takes the row lane: a row of its group
+        g = lane.raw[0] if lane.raw else lane.waiting[0]
+
+        def leave() -> None:
+            core.abandon_row(g, g.sink, g.rid)
+
+    else:
+        req = core._raw[0] if core._raw else next(iter(core._pending.values())).leader
+
+        def leave() -> None:
+            core.abandon(req)
+
     core._closing = True  # dispatch now, as close() does, in this very tick ...
     core._pump()
     core._pump()
     assert len(core._batches) == 1
-    core.abandon(req)  # ... and the only waiter leaves in the same tick
+    leave()  # ... and the only waiter leaves in the same tick
     t.cancel()
     await asyncio.wait_for(b.close(), 0.5)
     assert not core._batches
