@@ -338,7 +338,7 @@ class EngineClient:
         call = ListCall(requests, fut, return_exceptions)
         ids = books.enter(requests, call, priority, deadline_ns, return_exceptions)
         call.settle_if_done()
-        tick = None if end is None else books.timer(end, call, ids, timeout)
+        table = None if end is None else books.timer(end, call, ids, timeout)
         try:
             return await fut
         except BatchTimeoutError:
@@ -356,8 +356,8 @@ class EngineClient:
             books.forget(call, ids)
             raise
         finally:
-            if tick is not None:
-                tick.pop(call, None)
+            if table is not None:
+                table.pop(call, None)
 
     @staticmethod
     def _clock(loop: asyncio.AbstractEventLoop, timeout: float | None) -> tuple[float | None, int]:
