@@ -442,89 +442,78 @@ class Deduper:
 
     def _kernel_answers(
         self, ok: list[Request], start: int, found: Any, joinable: Any
-    ) -> tuple[dict[tuple[int, int], int], Any]:
+    ) -> Any:
         """The guard kernel's answers (:func:`stratabatch.guardkernels.decide_pairs`, one
         call) on the candidate pairs ``found`` offers the rows of ``ok`` (row ``start + j``
-        is ``ok[j]``) where :meth:`veto` would ask it, keyed ``(row, candidate row)``: the
-        same answers as :meth:`veto`'s call per pair, without its Python around each pair
-        (a pair of the same canonical words passes without the kernel, as in :meth:`veto`);
-        and the same as the greedy pass's ``codes`` (:func:`stratabatch.greedy.greedy_pass`:
-        SKIP for an old row not ``joinable``, ASK where the kernel defers or is not asked).
-        Every other setting than the kernel's is left to :meth:`veto` (``{}, None``)."""
+        is ``ok[j]``) where :meth:`veto` would ask it, as the greedy pass's ``codes``
+        (:func:`stratabatch.greedy.greedy_pass`: SKIP for an old row not ``joinable``, ASK
+        where the kernel defers or is not asked): the same answers as :meth:`veto`'s call per
+        pair, without its Python around each pair (a pair of the same canonical words passes,
+        as in :meth:`veto`). Every other setting than the kernel's is left to :meth:`veto`
+        (None).
+
+        The pairs go to the kernel as arrays built from one list of the texts they read (the
+        rows' own requests and their candidates' leaders, each once), not by a loop over the
+        pairs."""
         c = self.config
         if (
             c.dedup_guards != GUARDS
             or c.dedup_function is not None
             or getattr(self.embedder(), "merges_paraphrases", True) is not False
         ):
-            return {}, None
+            return None
         import numpy as np
 
-        from .greedy import ASK, PASS, SKIP
+        from .greedy import ASK, SKIP
 
         off, rows = found[0], found[1]
         codes = np.full(len(rows), ASK, np.int8)
         if not len(rows):
-            return {}, codes  # (the walk still runs: a warm-up's rehearsal compiles it)
-        at: list[int] = []  # the index in rows of each pair asked of the kernel
-        owners = self.leaders.owners
-        ids: dict[int, int] = {}  # id of a request -> its position in reqs
-        reqs: list[Request] = []
-        keys: list[tuple[int, int]] = []
-        same: list[tuple[int, int]] = []
-        pa: list[int] = []
-        pb: list[int] = []
-        rows_l = rows.tolist()
-        off_l = off.tolist()
-        for j, r in enumerate(ok):
-            a, b = off_l[j], off_l[j + 1]
-            if a == b or r.vector is not None or r.text is None or r.canon is None:
-                continue
-            words: list[str] | None = None  # (r's canonical words, once)
-            for t in range(a, b):
-                row = rows_l[t]
-                if row < start:
-                    if not joinable(row):
-                        codes[t] = SKIP
-                        continue
-                    lead = owners[row].leader
-                else:
-                    lead = ok[row - start]
-                if lead.vector is not None or lead.text is None or lead.canon is None:
+            return codes  # (the walk still runs: a warm-up's rehearsal compiles it)
+        counts = np.diff(off)
+        new = rows >= start
+        # each text a pair reads, once: tix[j] is ok[j]'s in canons/texts, -1 where veto()
+        # asks no kernel (its own vector, no text or no canonical text)
+        tix = np.full(len(ok), -1, np.int64)
+        canons: list[str] = []
+        texts: list[str] = []
+        read = counts > 0
+        read[rows[new] - start] = True
+        for j in np.flatnonzero(read).tolist():
+            q = ok[j]
+            if q.vector is None and q.text is not None and q.canon is not None:
+                tix[j] = len(canons)
+                canons.append(q.canon)
+                texts.append(q.text)
+        pa = np.repeat(tix, counts)
+        pb = np.empty(len(rows), np.int64)
+        pb[new] = tix[rows[new] - start]
+        skip = None
+        if not new.all():
+            # old rows: their groups' leaders, -2 where the group is not joinable
+            old = ~new
+            held, inv = np.unique(rows[old], return_inverse=True)
+            lix = np.full(len(held), -1, np.int64)
+            owners = self.leaders.owners
+            for k, row in enumerate(held.tolist()):
+                if not joinable(row):
+                    lix[k] = -2
                     continue
-                if words is None:
-                    words = r.canon.split()
-                if lead.canon == r.canon or lead.canon.split() == words:
-                    same.append((start + j, row))  # (veto() passes it without the kernel)
-                    codes[t] = PASS
-                    continue
-                at.append(t)
-                x = ids.get(id(lead))
-                if x is None:
-                    x = ids[id(lead)] = len(reqs)
-                    reqs.append(lead)
-                y = ids.get(id(r))
-                if y is None:
-                    y = ids[id(r)] = len(reqs)
-                    reqs.append(r)
-                keys.append((start + j, row))
-                pa.append(x)
-                pb.append(y)
-        told = dict.fromkeys(same, 0)
-        if not keys:
-            return told, codes
+                q = owners[row].leader
+                if q.vector is None and q.text is not None and q.canon is not None:
+                    lix[k] = len(canons)
+                    canons.append(q.canon)
+                    texts.append(q.text)
+            pb[old] = lix[inv]
+            skip = (pb == -2) & (pa >= 0)
         if self._decide_pairs_fn is None:
             self._load_decide()
-        got = self._decide_pairs_fn(
-            [q.canon for q in reqs],
-            [q.text for q in reqs],
-            np.array(pa, np.int64),
-            np.array(pb, np.int64),
-        )
-        told.update(zip(keys, got.tolist(), strict=True))
+        got = self._decide_pairs_fn(canons, texts, pa, pb)
         # the kernel's answers as codes (greedy.PASS and REFUSE are its values); DEFER asks veto()
-        codes[np.array(at, np.int64)] = np.where(got < 0, ASK, got).astype(np.int8)
-        return told, codes
+        codes = np.where(got < 0, ASK, got).astype(np.int8)
+        if skip is not None:
+            codes[skip] = SKIP
+        return codes
 
     def _load_decide(self) -> Any:
         """:func:`stratabatch.guardkernels.decide` (and ``decide_pairs``, kept for
@@ -1049,7 +1038,7 @@ class Deduper:
         (``profiles``: their key words, see :meth:`LeaderIndex.append`). With a ``deadline``
         (:func:`time.perf_counter`), the requests not decided by then are taken out of the
         index again (their rows retired) and their positions in ``ok`` returned, in order."""
-        from .greedy import greedy_pass
+        from .greedy import ASK, PASS, REFUSE, greedy_pass
 
         index = self.leaders
         if index.dim is None:
@@ -1091,17 +1080,27 @@ class Deduper:
                 self._load_decide()  # (so a warm-up's rehearsal loads the kernel too)
             asked: dict[tuple[int, int], bool] = {}  # a cut list is walked again after a rescan
             # the guard kernel's answers on the producers' candidate pairs, in one call
-            told, codes = self._kernel_answers(ok, start, found, joinable)
+            codes = self._kernel_answers(ok, start, found, joinable)
+
+            def told(i: int, row: int) -> int:
+                """The kernel's answer on the pair (codes), ASK where it gave none."""
+                if codes is None:
+                    return ASK
+                a, b = found[0][i - start : i - start + 2].tolist()
+                for t, x in enumerate(found[1][a:b].tolist()):
+                    if x == row:
+                        return int(codes[a + t])
+                return ASK  # (a late leader's pair: not a producer's candidate)
 
             def veto(i: int, row: int, sim: float) -> bool:
                 v = asked.get((i, row))
                 if v is None:
-                    k = told.get((i, row))
-                    if k == 0:
+                    k = told(i, row)
+                    if k == PASS:
                         v = False
                     else:
                         lead = owners[row].leader if row < start else ok[row - start]
-                        if k == 1:  # (as veto() logs a refusal of the kernel)
+                        if k == REFUSE:  # (as veto() logs a refusal of the kernel)
                             self._log_refused(ok[i - start], lead, sim)
                             v = True
                         else:

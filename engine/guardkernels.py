@@ -35,6 +35,7 @@ PASS = 0
 REFUSE = 1
 """A guard refuses the pair: the residue guard, or the roles guard on the same words in
 another order."""
+_ASKED = 2  # (a pair _decide_pairs has yet to decide)
 
 MAX_WORDS = 96
 """Texts of more canonical words than this are left to the Python guards."""
@@ -856,22 +857,52 @@ def _ascii(buf, a, b):
     return True
 
 
+@_helper
+def _same_words(buf, a0, a1, b0, b1):
+    """Whether [a0, a1) and [b0, b1) split at whitespace give the same words (as
+    :meth:`str.split`: ASCII bytes)."""
+    u = a0
+    v = b0
+    while True:
+        while u < a1 and _space(buf[u]):
+            u += 1
+        while v < b1 and _space(buf[v]):
+            v += 1
+        if u == a1 or v == b1:
+            return u == a1 and v == b1
+        while u < a1 and v < b1 and not _space(buf[u]) and buf[u] == buf[v]:
+            u += 1
+            v += 1
+        if (u < a1 and not _space(buf[u])) or (v < b1 and not _space(buf[v])):
+            return False
+
+
 @njit(cache=True)
 def _decide_pairs(buf, spans, pa, pb, H, HB, FB, FO, out):
     """:func:`decide_pairs` on ``buf`` = the fillers' bytes (``FB``), then the texts' bytes:
     text ``t``'s canonical bytes are ``buf[spans[t, 0]:spans[t, 1]]``, its raw ones
     ``buf[spans[t, 2]:spans[t, 3]]``. (:func:`decide` calls it too: one kernel to compile.)
 
-    Each text of a pair is read once, however many pairs it is in: its canonical words (the
-    text ``t``'s ``nt[t]`` words are ``ws[to[t] + i]`` .. ``we``, ``wh``; -1 words where the
-    Python guards decide: non-ASCII, too many words or a word too long), and when a pair first
-    asks, its names (``nm``, ``nn``) and whether a word is ignorable (``ig``)."""
+    A pair of the same canonical words passes first, its texts not read further; a pair of a
+    negative index is DEFER. Each text of another pair is read once, however many pairs it is
+    in: its canonical words (the text ``t``'s ``nt[t]`` words are ``ws[to[t] + i]`` ..
+    ``we``, ``wh``; -1 words where the Python guards decide: non-ASCII, too many words or a
+    word too long), and when a pair first asks, its names (``nm``, ``nn``) and whether a word
+    is ignorable (``ig``)."""
     M = MAX_WORDS
     n = spans.shape[0]
     need = np.zeros(n, np.bool_)
     for p in range(pa.shape[0]):
-        need[pa[p]] = True
-        need[pb[p]] = True
+        a = pa[p]
+        b = pb[p]
+        if a < 0 or b < 0:
+            out[p] = DEFER  # (no text: not asked)
+        elif _same_words(buf, spans[a, 0], spans[a, 1], spans[b, 0], spans[b, 1]):
+            out[p] = PASS  # the same canonical words (as guards.veto's first test)
+        else:
+            out[p] = _ASKED
+            need[a] = True
+            need[b] = True
     # a text of c bytes has at most (c + 1) // 2 words (or runs of letters): room for as many
     to = np.zeros(n + 1, np.int64)
     no = np.zeros(n + 1, np.int64)
@@ -891,8 +922,9 @@ def _decide_pairs(buf, spans, pa, pb, H, HB, FB, FO, out):
     nn = np.full(n, -2, np.int64)  # -2: not asked yet
     nt = np.full(n, -1, np.int64)
     for t in range(n):
-        raw = _ascii(buf, spans[t, 2], spans[t, 3])
-        if need[t] and raw and _ascii(buf, spans[t, 0], spans[t, 1]):
+        if not need[t]:
+            continue
+        if _ascii(buf, spans[t, 2], spans[t, 3]) and _ascii(buf, spans[t, 0], spans[t, 1]):
             a = to[t]
             b = to[t + 1]
             nt[t] = _tokens(buf, spans[t, 0], spans[t, 1], ws[a:b], we[a:b], wh[a:b])
@@ -900,6 +932,8 @@ def _decide_pairs(buf, spans, pa, pb, H, HB, FB, FO, out):
     uw = np.empty(4 * M + 6, np.uint64)
     base = FB.shape[0] * 0  # the fillers' bytes come first
     for p in range(pa.shape[0]):
+        if out[p] != _ASKED:
+            continue
         a = pa[p]
         b = pb[p]
         if spans[a, 1] - spans[a, 0] + spans[b, 1] - spans[b, 0] > 16 * M:
@@ -1221,17 +1255,18 @@ def decide(a_canon: str, b_canon: str, a_text: str, b_text: str) -> int:
     a veto) or :data:`DEFER` (ask it). For every guard of :data:`~stratabatch.config.GUARDS`
     on, the residue guard in full (no ``paraphrases``) and the numbers settled elsewhere
     (``numbers=False``), on the canonical texts (:mod:`stratabatch.canon`) and the raw ones
-    (names, identifiers)."""
+    (names, identifiers). The same canonical words (split at whitespace) always pass, as in
+    ``veto``."""
     global _FILLER_TAIL
     if len(a_canon) + len(b_canon) > 16 * MAX_WORDS:
-        return DEFER
+        return PASS if a_canon.split() == b_canon.split() else DEFER
     H, HB, FB, FO = _tables if _tables is not None else tables()
     tail = _FILLER_TAIL
     if tail is None:
         tail = _FILLER_TAIL = FB.tobytes()
     s = f"{a_canon}\0{a_text}\0{b_canon}\0{b_text}"
     if not s.isascii():
-        return DEFER
+        return PASS if a_canon.split() == b_canon.split() else DEFER
     buf = np.frombuffer(tail + s.encode("ascii"), np.uint8)
     a0 = len(tail)
     a1 = a0 + len(a_canon)
@@ -1250,38 +1285,48 @@ _ONE = np.ones(1, np.int64)
 def decide_pairs(canons: list[str], texts: list[str], pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
     """:func:`decide` on many pairs in one kernel call: an int8 array whose ``k``-th value is
     ``decide(canons[a], canons[b], texts[a], texts[b])`` for ``a, b = pa[k], pb[k]`` (int64
-    indices into both lists, of equal lengths). Each text's bytes are encoded once, however
-    many pairs it is in."""
+    indices into both lists, of equal lengths), DEFER where either is negative (a pair with
+    no text to read). Each text's bytes are encoded once, however many pairs it is in."""
     n = len(canons)
     H, HB, FB, FO = _tables if _tables is not None else tables()
     pa = np.ascontiguousarray(pa, np.int64)
     pb = np.ascontiguousarray(pb, np.int64)
     out = np.empty(pa.shape[0], np.int8)
-    if not pa.shape[0]:
+    if not n:
+        out[:] = DEFER
+    if not pa.shape[0] or not n:
         return out
     bad = None
-    joined = "\0".join([x for c, t in zip(canons, texts, strict=True) for x in (c, t)])
-    if not joined.isascii():  # non-ASCII texts: DEFER (decide's answer), their bytes left out
+    raw_canons = canons
+    cj = "\0".join(canons)
+    tj = "\0".join(texts)
+    if not (cj.isascii() and tj.isascii()):
+        # non-ASCII texts: DEFER (decide's answer), their bytes left out; the same words
+        # pass, compared below
         bad = np.array(
             [not (c.isascii() and t.isascii()) for c, t in zip(canons, texts, strict=True)]
         )
         canons = ["" if b else c for c, b in zip(canons, bad.tolist(), strict=True)]
         texts = ["" if b else t for t, b in zip(texts, bad.tolist(), strict=True)]
-        joined = "\0".join([x for c, t in zip(canons, texts, strict=True) for x in (c, t)])
-    lens = np.empty(2 * n, np.int64)
-    lens[0::2] = [len(c) for c in canons]
-    lens[1::2] = [len(t) for t in texts]
-    starts = np.empty(2 * n, np.int64)
-    starts[0] = FB.shape[0]
-    np.cumsum(lens[:-1] + 1, out=starts[1:])
-    starts[1:] += FB.shape[0]
+        cj = "\0".join(canons)
+        tj = "\0".join(texts)
+    # the fillers' bytes, the canonical texts, then the raw ones, each ended by a 0
     spans = np.empty((n, 4), np.int64)
-    spans[:, 0::2] = starts.reshape(n, 2)
-    spans[:, 1::2] = (starts + lens).reshape(n, 2)
-    buf = np.frombuffer(FB.tobytes() + joined.encode("ascii"), np.uint8)
+    for k, (xs, first) in enumerate(((canons, FB.shape[0]), (texts, FB.shape[0] + len(cj) + 1))):
+        lens = np.fromiter(map(len, xs), np.int64, n)
+        ends = np.cumsum(lens + 1)
+        ends += first - 1
+        spans[:, 2 * k] = ends - lens
+        spans[:, 2 * k + 1] = ends
+    tail = _FILLER_TAIL if _FILLER_TAIL is not None else FB.tobytes()
+    buf = np.frombuffer(tail + f"{cj}\0{tj}".encode("ascii"), np.uint8)
     _decide_pairs(buf, spans, pa, pb, H, HB, FB, FO, out)
-    if bad is not None:
-        out[bad[pa] | bad[pb]] = DEFER
+    if bad is not None:  # (the kernel read those texts as empty)
+        asked = (pa >= 0) & (pb >= 0)
+        hit = asked & (bad[np.where(asked, pa, 0)] | bad[np.where(asked, pb, 0)])
+        at = np.flatnonzero(hit)
+        for a, b, p in zip(pa[at].tolist(), pb[at].tolist(), at.tolist(), strict=True):
+            out[p] = PASS if raw_canons[a].split() == raw_canons[b].split() else DEFER
     return out
 
 

@@ -409,15 +409,78 @@ def test_the_greedy_walk_told_its_answers_decides_as_asking_pair_by_pair(seed, k
     assert run(codes, time.perf_counter() + 1000) == want  # (the walk in segments)
 
 
-def test_the_same_canonical_words_merge_without_the_kernel():
-    # (punctuation leaves spaces in the canonical text: veto() compares the split words)
+def test_the_same_canonical_words_merge_in_the_pass_kernel_call():
+    # (punctuation leaves spaces in the canonical text: veto() compares the split words; the
+    # pass's one kernel call does the same on the arrays of its pairs)
     texts = ["Why was my debit card declined at the gas station?",
              "Why was my debit card declined at the gas station",
              "Um, why was my uh debit card declined at the gas station? Thanks a lot."]  # fmt: skip
+    calls = []
 
-    def not_asked(canons, texts, pa, pb):
-        assert not len(pa), "the kernel was asked"
-        return _all_deferred(canons, texts, pa, pb)
+    def recorded(canons, texts, pa, pb):
+        got = K.decide_pairs(canons, texts, pa, pb)
+        calls.append(got.tolist())
+        return got
 
-    groups, log = _pass(texts, _decide_pairs_fn=not_asked)
+    groups, log = _pass(texts, _decide_pairs_fn=recorded)
     assert groups == [0, 0, 0] and log == []
+    assert calls == [[K.PASS, K.PASS]]
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("où est  mon colis", "où est mon colis "),  # non-ASCII
+        ("a " * 120 + "b", " a" * 120 + "  b"),  # more words than the kernel reads
+        ("word " * 400, "word  " * 400),  # longer than the kernel reads
+    ],
+    ids=["non-ascii", "many-words", "long"],
+)
+def test_the_same_canonical_words_pass_where_the_kernel_defers_the_texts(a, b):
+    # as veto() passes them before any guard: the pass's pairs of the same words are answered
+    # in its one kernel call (decide_pairs), not asked of veto() one by one; a pair without a
+    # text (a negative index) is left to veto()
+    got = K.decide_pairs([a, b, "x y"], [a, b, "x y"], np.array([0, 2, -1]), np.array([1, 0, 0]))
+    assert got.tolist() == [K.PASS, K.decide("x y", a, "x y", a), K.DEFER]
+    assert K.decide(a, b, a, b) == K.PASS
+
+
+def _two_passes(seed, **stubs):
+    """Two passes on one Deduper: the second's candidates include the first's leaders, some
+    of them in a running batch whose callers all left (not joinable), some with their own
+    vectors (not the kernel's to judge), and non-ASCII texts."""
+    from types import SimpleNamespace
+
+    rng = random.Random(seed)
+    pairs = rng.sample(_pairs(), 150)
+    d, ops = _deduper()
+    d._load_decide()
+    for name, fn in stubs.items():
+        setattr(d, name, fn)
+    odd = ["Où est mon colis ?", "Où est mon colis?", "Où est mon coli ?"]
+    first = [Request({"query": a}, text=a) for a, _ in pairs if len(a) < 200]
+    first.append(Request({"query": odd[0]}, text=odd[0]))
+    d.run(first)
+    leaders = [r for r in first if r.group.leader is r]
+    for r in leaders[::3]:
+        r.group.batch = SimpleNamespace(live=0)  # (a cancelled batch: its row is no leader)
+    for r in leaders[1::3]:
+        r.vector = np.ones(d.embedder().dim, np.float32)  # (asked of veto(), if at all)
+    second = [Request({"query": b}, text=b) for _, b in pairs if len(b) < 200]
+    second += [Request({"query": t}, text=t) for t in odd[1:]]
+    second += [Request({"query": a}, text=a) for a, _ in pairs[:20]]  # exact and near twins
+    d.run(second)
+    everyone = first + second
+    groups = [everyone.index(r.group.leader) for r in second]
+    log = [(everyone.index(v.request), everyone.index(v.leader), str(v.veto)) for v in d.vetoes]
+    return groups, log, len(first)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_a_pass_over_old_leaders_decides_as_asking_pair_by_pair(seed):
+    # the kernel's pairs built as arrays: old rows' leaders, rows not joinable (SKIP),
+    # leaders with their own vectors, the same words and non-ASCII texts
+    print("seed", seed)
+    groups, log, n_first = _two_passes(seed)
+    assert sum(g < n_first for g in groups) > 10  # (the case joins old leaders)
+    assert (groups, log, n_first) == _two_passes(seed, _decide_pairs_fn=_all_deferred)
