@@ -383,3 +383,28 @@ def test_random_traffic_gets_what_the_general_path_gives(run_virtual, options):
         got = run_virtual(_run, seed, True, options)
         assert got == want, f"seed {seed}"
         assert not any(got["left"]), f"seed {seed}: callers left without an answer"
+
+
+async def test_embedded_callers_moved_off_the_lane_can_still_leave():
+    # a single call takes the row lane; a change of options hands its row over to the general
+    # path (a record), and the caller who then gives up must leave from there
+    from stratabatch import BatchProcessor
+
+    h = Handler()
+    b = BatchProcessor(h, dedup_strategy="exact", window_ms=50)
+    await b.warm_up()
+    calls = [asyncio.create_task(b.process({"query": q})) for q in ("x", "y", "x")]
+    await asyncio.sleep(0.005)
+    core = b._core
+    assert len(core._lane.raw) + len(core._lane.waiting) >= 2
+    b.dedup_scope = "tenant"  # the lane does not serve scopes: its rows become records
+    assert core._lane is None and core._raw
+    calls[1].cancel()  # "y" leaves from the general path
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[0] == results[2] == "X"
+    assert isinstance(results[1], asyncio.CancelledError)
+    await b.close()
+    assert h.calls == [["x"]]
+    st = b.get_stats()
+    assert (st.total_requests, st.unique_requests, st.duplicates) == (3, 1, 1)
+    assert not b._moved and core.waiting == 0
