@@ -39,6 +39,7 @@ import numbers
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import GUARDS
@@ -433,8 +434,6 @@ class Deduper:
         why when the entry's ``veto`` is read (both hold only where the residue guard applies
         in full: no paraphrases, numbers settled by the partition), and only then build the
         two texts' guard features."""
-        from functools import partial
-
         if r.text is None or leader.text is None:
             return
         judge = partial(_judge, leader, r, self.config.dedup_guards)
@@ -475,16 +474,20 @@ class Deduper:
         # each text a pair reads, once: tix[j] is ok[j]'s in canons/texts, -1 where veto()
         # asks no kernel (its own vector, no text or no canonical text)
         tix = np.full(len(ok), -1, np.int64)
-        canons: list[str] = []
-        texts: list[str] = []
         read = counts > 0
         read[rows[new] - start] = True
-        for j in np.flatnonzero(read).tolist():
-            q = ok[j]
-            if q.vector is None and q.text is not None and q.canon is not None:
-                tix[j] = len(canons)
-                canons.append(q.canon)
-                texts.append(q.text)
+        js = np.flatnonzero(read)
+        reqs = [ok[j] for j in js.tolist()]
+        canons: list[Any] = [q.canon for q in reqs]
+        texts: list[Any] = [q.text for q in reqs]
+        if None in canons or None in texts or [q.vector for q in reqs].count(None) < len(reqs):
+            keep = [
+                q.vector is None and q.text is not None and q.canon is not None for q in reqs
+            ]
+            canons = [x for x, k in zip(canons, keep, strict=True) if k]
+            texts = [x for x, k in zip(texts, keep, strict=True) if k]
+            js = js[np.array(keep, bool)]
+        tix[js] = np.arange(len(js))
         pa = np.repeat(tix, counts)
         pb = np.empty(len(rows), np.int64)
         pb[new] = tix[rows[new] - start]

@@ -448,7 +448,8 @@ def test_the_same_canonical_words_pass_where_the_kernel_defers_the_texts(a, b):
 def _two_passes(seed, **stubs):
     """Two passes on one Deduper: the second's candidates include the first's leaders, some
     of them in a running batch whose callers all left (not joinable), some with their own
-    vectors (not the kernel's to judge), and non-ASCII texts."""
+    vectors (not the kernel's to judge), non-ASCII texts, and a new request with its own
+    vector."""
     from types import SimpleNamespace
 
     rng = random.Random(seed)
@@ -468,6 +469,10 @@ def _two_passes(seed, **stubs):
         r.vector = np.ones(d.embedder().dim, np.float32)  # (asked of veto(), if at all)
     second = [Request({"query": b}, text=b) for _, b in pairs if len(b) < 200]
     second += [Request({"query": t}, text=t) for t in odd[1:]]
+    # a new request with its own vector (a leader's): the pass's texts are listed one by one
+    twin = leaders[2].group.row
+    own = leaders[2].text + " then"
+    second.append(Request({"query": own}, text=own, vector=d.leaders.mat[twin].copy()))
     second += [Request({"query": a}, text=a) for a, _ in pairs[:20]]  # exact and near twins
     d.run(second)
     everyone = first + second
