@@ -273,7 +273,11 @@ class Core:
         now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
         lane.tick_s = self.deadline_tick_s
         taken, repeated = lane.add(
-            sink, pending, items, now, now - time.monotonic_ns() / 1e9  # (loop time of 0 ns)
+            sink,
+            pending,
+            items,
+            now,
+            now - time.monotonic_ns() / 1e9,  # (loop time of 0 ns)
         )
         if taken:
             self._arrived(lane, taken, now)
@@ -508,9 +512,7 @@ class Core:
                 sink,
                 rid,
                 row[0],
-                BatchTimeoutError(
-                    "the caller's timeout ran out before a result was ready" + where
-                ),
+                BatchTimeoutError("the caller's timeout ran out before a result was ready" + where),
             )
         except Exception as e:  # the hook's bug stays with this caller
             self._answers.hook_failed(e)

@@ -439,9 +439,7 @@ class Deduper:
         judge = partial(_judge, leader, r, self.config.dedup_guards)
         self._record_veto(VetoRecord(leader, r, similarity, None, judge))
 
-    def _kernel_answers(
-        self, ok: list[Request], start: int, found: Any, joinable: Any
-    ) -> Any:
+    def _kernel_answers(self, ok: list[Request], start: int, found: Any, joinable: Any) -> Any:
         """The guard kernel's answers (:func:`stratabatch.guardkernels.decide_pairs`, one
         call) on the candidate pairs ``found`` offers the rows of ``ok`` (row ``start + j``
         is ``ok[j]``) where :meth:`veto` would ask it, as the greedy pass's ``codes``
@@ -481,9 +479,7 @@ class Deduper:
         canons: list[Any] = [q.canon for q in reqs]
         texts: list[Any] = [q.text for q in reqs]
         if None in canons or None in texts or [q.vector for q in reqs].count(None) < len(reqs):
-            keep = [
-                q.vector is None and q.text is not None and q.canon is not None for q in reqs
-            ]
+            keep = [q.vector is None and q.text is not None and q.canon is not None for q in reqs]
             canons = [x for x, k in zip(canons, keep, strict=True) if k]
             texts = [x for x, k in zip(texts, keep, strict=True) if k]
             js = js[np.array(keep, bool)]

@@ -46,11 +46,7 @@ def lane_fits(config: BatchConfig) -> bool:
     return (
         (
             not c.enable_dedup
-            or (
-                c.dedup_strategy == "exact"
-                and c.dedup_function is None
-                and not c.dedup_scope
-            )
+            or (c.dedup_strategy == "exact" and c.dedup_function is None and not c.dedup_scope)
         )
         and not c.enable_priorities
         and c.on_full != "drop_lowest"

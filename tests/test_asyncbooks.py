@@ -386,8 +386,10 @@ async def test_an_answered_caller_leaves_its_tick_and_an_answer_in_the_ring_wins
     books = _clock_books(conn, clock)
     real = asyncio.get_running_loop()
     left, answered, late = real.create_future(), real.create_future(), real.create_future()
-    ids = [books.enter_one({"query": q}, f, 0, 0) for q, f in
-           (("left", left), ("in the ring", answered), ("late", late))]
+    ids = [
+        books.enter_one({"query": q}, f, 0, 0)
+        for q, f in (("left", left), ("in the ring", answered), ("late", late))
+    ]
     table = books.timer(2000.005, left, (ids[0],), 0.005)
     books.timer(2000.005, answered, (ids[1],), 0.005)
     books.timer(2000.005, late, (ids[2],), 0.005)
