@@ -98,3 +98,26 @@ def test_blocking_callers_answered_together_send_together(start_engine):
     # one frame for the burst, and the last caller's own call; a thread the scheduler
     # holds back past the burst sends alone: a few frames, never one per thread
     assert len(second) <= 8, second
+
+
+async def test_plain_requests_and_ones_the_general_path_takes_share_a_window(start_engine):
+    # plain requests take the engine core's row lane; one with an arena vector takes its
+    # general path and the lane's waiting rows move there first: every caller is answered,
+    # and twins merge whichever way they came
+    eng = start_engine("--window-ms", "20", "--dedup-strategy", "exact")
+    vec = [1.0] + [0.0] * 383
+    async with EngineClient(eng.name) as client:
+        rs = await client.process(
+            [{"query": "a"}, {"query": "A ", "embedding": vec}, {"query": "b"}, {"query": "a"}],
+            timeout=10,
+        )
+        assert [r["answer"] for r in rs] == ["A", "A", "B", "A"]
+        assert {r["n"] for r in rs} == {2}  # one handler call of two items
+        rs = await asyncio.gather(
+            client.process({"query": "x"}),
+            client.process({"query": "x", "embedding": vec}, timeout=10),
+            client.process({"query": "y"}, priority=3),
+        )
+        assert [r["answer"] for r in rs] == ["X", "X", "Y"]
+        st = client.get_stats()
+    assert (st.total_requests, st.unique_requests, st.duplicates) == (7, 4, 3)
