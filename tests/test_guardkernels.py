@@ -121,6 +121,73 @@ def test_the_kernel_gives_the_guards_answer_on_random_variants():
     assert _disagreements(results) == [], seed
 
 
+_NEGATIONS = ("not", "no", "never", "without", "none", "nothing", "nobody", "cannot", "except")
+
+
+def _negated(rng: random.Random, text: str) -> tuple[str, str]:
+    """``text`` with a negation put in, and a variant of it around that negation: mistyped,
+    a space moved across it, another or no negation, or any other mutation as well."""
+    words = text.split()
+    i = rng.randrange(len(words) + 1)
+    neg = rng.choice(_NEGATIONS)
+    words.insert(i, neg)
+    a = " ".join(words)
+    b = list(words)
+    kind = rng.randrange(6)
+    if kind == 0 and len(neg) > 2:  # swap two adjacent letters
+        j = rng.randrange(len(neg) - 1)
+        b[i] = neg[:j] + neg[j + 1] + neg[j] + neg[j + 2 :]
+    elif kind == 1:  # a letter dropped, changed or added
+        j = rng.randrange(len(neg))
+        c = rng.choice("aeinost")
+        b[i] = neg[:j] + rng.choice(("", c, c + neg[j])) + neg[j + 1 :]
+    elif kind == 2:  # a space moved across the negation, from either side
+        k = rng.choice((1, 1, 2))
+        if rng.random() < 0.5 and i > 0 and len(b[i - 1]) > k:
+            b[i - 1], b[i] = b[i - 1][:-k], b[i - 1][-k:] + neg
+        elif rng.random() < 0.5 and i > 0 and len(neg) > k:
+            b[i - 1], b[i] = b[i - 1] + neg[:k], neg[k:]
+        elif i + 1 < len(b) and len(neg) > k:
+            b[i], b[i + 1] = neg[:-k], neg[-k:] + b[i + 1]
+        elif i + 1 < len(b) and len(b[i + 1]) > k:
+            b[i], b[i + 1] = neg + b[i + 1][:k], b[i + 1][k:]
+    elif kind == 3:
+        b[i] = rng.choice(_NEGATIONS)
+    elif kind == 4:
+        del b[i]
+    out = " ".join(b)
+    if kind == 5 or rng.random() < 0.3:
+        out = _mutate(rng, out, list(_NEGATIONS))
+    return a, out
+
+
+def test_the_kernel_gives_the_guards_answer_on_negations_mistyped_or_spaced():
+    seed = random.randrange(1 << 30)
+    print("seed", seed)
+    rng = random.Random(seed)
+    texts = [t for pair in _pairs() for t in pair if len(t) < 300 and t.split()]
+    pairs = [_negated(rng, rng.choice(texts)) for _ in range(1500)]
+    results = _compare(pairs)
+    assert _disagreements(results) == [], seed
+    # the kernel decides these itself (the Python guards are asked of few)
+    deferred = [k for _, _, k, _ in results].count(K.DEFER)
+    assert deferred < 0.2 * len(results), seed
+
+
+def test_what_the_kernel_leaves_the_residue_guard_of_a_negation_holds():
+    # where the texts count their negations differently, the kernel lets the residue guard
+    # pair the negations each side lacks with their typos (as the polarity guard does): exact
+    # only while no negation is ignorable and a word's typo is the same both ways round
+    from stratabatch import lexicon as L
+
+    assert not [w for w in L.NEGATIONS if L.ignorable(w)]
+    assert all(a in L.OPPOSITES.get(b, ()) for a, bs in L.OPPOSITES.items() for b in bs)
+    others = ["withuot", "wihtout", "nver", "nevre", "nothign", "canot", "exept", "noen", "nto"]
+    for w in sorted(L.NEGATIONS):
+        for o in others:
+            assert L.is_typo_of(w, o) == L.is_typo_of(o, w), (w, o)
+
+
 @pytest.mark.parametrize(
     "a, b, want",
     [
@@ -150,7 +217,15 @@ def test_the_kernel_gives_the_guards_answer_on_random_variants():
         ("Where is Mary's phone", "Where is Mark's phone", K.REFUSE),  # two names
         ("Why are cows sacred in India?", "Why are cows sacred in Idnia?", K.PASS),  # a typo
         ("Is it sunny in Paris today", "Is it sunny in Rome today", K.REFUSE),
-        ("Can I log in", "Can I never log in", K.DEFER),  # a negation
+        ("Can I log in", "Can I never log in", K.REFUSE),  # a negation one side lacks
+        ("Can I pay without a card", "Can I pay with a card", K.REFUSE),
+        ("Can I pay without a card", "Can I pay iwthout a card", K.PASS),  # a negation's typo
+        ("Can I pay without a card", "Can I pay withuot a crad", K.PASS),
+        ("Why can I not log in", "Why can I never log in", K.REFUSE),  # as many negations
+        ("I will not be home today", "I willn ot be home today", K.PASS),  # a space moved
+        ("I will not be home today", "I wil lnot be home today", K.PASS),
+        ("I will not be home on Monday", "I willn ot be home on Tuesday", K.REFUSE),
+        ("I will not be home today", "I willn ot be home", K.REFUSE),
         ("ticket AB CD is stuck", "ticket ABC D is stuck", K.REFUSE),  # a space moved in an id
         ("what does the code 'gato' do", "what does the code 'gaot' do", K.DEFER),  # an id
         ("Où est mon colis", "Ou est mon colis", K.DEFER),  # not ASCII
@@ -177,6 +252,29 @@ def test_a_typo_twin_merges_without_the_python_guards(monkeypatch):
     monkeypatch.setattr(guard_words, "veto", refuse_to_be_asked)
     texts = ["How do I transfer my medical records to the new clinic?",
              "How do I transfer my medical recrods to the new clinic?"]  # fmt: skip
+    reqs = [Request({"query": t}, text=t) for t in texts]
+    d.run(reqs)
+    assert reqs[0].group is not None and reqs[1].group is reqs[0].group
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["Can I travel abroad without a passport?",
+         "Can I travel abroad iwthout a passport?"],  # a negation's typo
+        ["My card will not work at the gas station, why?",
+         "My card willn ot work at the gas station, why?"],  # a space moved across it
+    ],
+)  # fmt: skip
+def test_a_negation_mistyped_merges_without_the_python_guards(monkeypatch, texts):
+    import stratabatch.guards as guard_words
+
+    def refuse_to_be_asked(*args, **kwargs):
+        raise AssertionError("the Python guards were asked")
+
+    d, ops = _deduper()
+    d._load_decide()
+    monkeypatch.setattr(guard_words, "veto", refuse_to_be_asked)
     reqs = [Request({"query": t}, text=t) for t in texts]
     d.run(reqs)
     assert reqs[0].group is not None and reqs[1].group is reqs[0].group
