@@ -96,12 +96,7 @@ class Core:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._pump_scheduled = False
-        #: 0: each request with a deadline gets a loop timer of its own, at that deadline
-        #: (embedded: its caller's timeout). > 0: the deadlines within one tick of this many
-        #: seconds share one timer, at the tick's end (a request is expired up to a tick late;
-        #: a dispatch still never sends expired work). The engine uses it: its clients time
-        #: their calls out themselves, and a timer per request cost ~3 us on the engine's loop
-        self.deadline_tick_s = 0.0
+        self._deadline_tick_s = 0.0  # (deadline_tick_s)
         self._ticks: dict[int, TickShare] = {}  # tick -> the requests sharing its timer
         #: called at the start of every look, before the dedup pass (the engine reads its
         #: request rings there, so arrivals that came without waking it join this look)
@@ -215,6 +210,25 @@ class Core:
         if self.loop is not None and (self._raw or self._pending):
             self._schedule_pump()
 
+    @property
+    def deadline_tick_s(self) -> float:
+        """0: each request with a deadline gets a loop timer of its own, at that deadline
+        (embedded: its caller's timeout). > 0: the deadlines within one tick of this many
+        seconds share one timer, at the tick's end (a request is expired up to a tick late;
+        a dispatch still never sends expired work). The engine uses it: its clients time
+        their calls out themselves, and a timer per request cost ~3 us on the engine's loop.
+        The row lane's rows follow it too."""
+        return self._deadline_tick_s
+
+    @deadline_tick_s.setter
+    def deadline_tick_s(self, value: float) -> None:
+        self._deadline_tick_s = value
+        if self._lane is not None:  # a lane of the new tick (rows are filed by their tick)
+            if self._lane.waiting or self._lane.raw:
+                self._hand_over()
+            self._lane = None
+            self._fit_lane()
+
     # ------------------------------------------------------------- the row lane
 
     def enable_lane(self, deliver: Deliver, fail: Fail, repoint: Repoint) -> None:
@@ -234,6 +248,7 @@ class Core:
         fits = self._lane_hooks is not None and lane_fits(self.config)
         if fits and self._lane is None:
             lane = self._lane = Lane(self.config, *self._lane_hooks)  # type: ignore[misc]
+            lane.tick_s = self._deadline_tick_s
             lane.general = self._general_twin
             lane.arm = lambda k: self._arm_lane_tick(lane, k)
             lane.arm_one = self._arm_lane_row
@@ -265,13 +280,7 @@ class Core:
         Raises:
             StratabatchError: as :meth:`submit` (nothing is queued then).
         """
-        loop = self.loop
-        if loop is None or self._closing or self._runner.handler is None:
-            self._refuse()
-        lane = self._lane
-        assert lane is not None and not self._pending and not self._passes.raw
-        now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
-        lane.tick_s = self.deadline_tick_s
+        lane, now = self._lane_arrival()
         taken, repeated = lane.add(
             sink,
             pending,
@@ -294,16 +303,20 @@ class Core:
         Raises:
             StratabatchError: as :meth:`submit` (nothing is queued then).
         """
+        lane, now = self._lane_arrival()
+        holder = lane.add_one(sink, payload, priority, now, deadline)
+        self._arrived(lane, 1, now)
+        return holder
+
+    def _lane_arrival(self) -> tuple[Lane, float]:
+        """The lane arrivals go to now, and the time they arrive (as :meth:`submit`, refuse
+        them when the core takes nothing)."""
         loop = self.loop
         if loop is None or self._closing or self._runner.handler is None:
             self._refuse()
         lane = self._lane
         assert lane is not None and not self._pending and not self._passes.raw
-        now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
-        lane.tick_s = self.deadline_tick_s
-        holder = lane.add_one(sink, payload, priority, now, deadline)
-        self._arrived(lane, 1, now)
-        return holder
+        return lane, loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
 
     def _arrived(self, lane: Lane, n: int, now: float) -> None:
         """``n`` arrivals joined the lane's raw: the accounting and window of submit_many."""
@@ -402,7 +415,6 @@ class Core:
         b = g.batch
         if b is None or b.live <= 0:
             return False
-        lane.tick_s = self.deadline_tick_s
         lane.add_row(g, req.sink, req.index, req.arrival, req.payload, req.priority, req.deadline)
         b.live += 1
         req.state = DONE  # (its caller is the row now)
@@ -419,23 +431,34 @@ class Core:
         """The caller ``(sink, rid)`` of lane group ``group`` gave up (:meth:`abandon`'s
         row form): drop it without an outcome; shared work is cancelled only when its last
         waiter leaves."""
-        row = group.drop(sink, rid)
+        if self._lane_leave(group, sink, rid) is not None:
+            self._after_change()
+
+    def _lane_leave(self, g: LaneGroup, sink: Any, rid: int) -> tuple[float, bool] | None:
+        """Take the caller ``(sink, rid)`` out of ``g`` (no outcome given here): out of its
+        deadline's tick, and out of the queue (counted dropped, its room freed) or of the
+        running batch (cancelled when nobody is left waiting for it).
+
+        Returns:
+            ``(arrival, queued)``, or None if it was not a caller of ``g`` any more.
+        """
+        row = g.drop(sink, rid)
         if row is None:
-            return
-        b = group.batch
+            return None
+        b = g.batch
         lane = b.lane if b is not None else self._lane
         if row[1] is not None and lane is not None:
             lane.untick(sink, rid, row[1])
         if b is None:  # waiting: it leaves the queue
-            if group.live == 0 and lane is not None:
-                lane.unwait(group)
+            if g.live == 0 and lane is not None:
+                lane.unwait(g)
             self.stats.dropped += 1
             self._release(1)
-        else:
-            b.live -= 1
-            if b.live == 0 and b.call is not None:
-                b.call.cancel()  # nobody waits for any of its results any more
-        self._after_change()
+            return row[0], True
+        b.live -= 1
+        if b.live == 0 and b.call is not None:
+            b.call.cancel()  # nobody waits for any of its results any more
+        return row[0], False
 
     def _hand_over(self) -> None:
         """The general path takes the lane's waiting callers, as records, first in line."""
@@ -480,38 +503,23 @@ class Core:
     def _lane_expire(self, g: LaneGroup, sink: Any, rid: int) -> None:
         """The deadline of caller ``(sink, rid)`` of ``g`` came: it gets a timeout (as
         :meth:`_expire` gives a record)."""
-        row = g.drop(sink, rid)
-        if row is None:
+        left = self._lane_leave(g, sink, rid)
+        if left is None:
             return  # answered or gone meanwhile
-        b = g.batch
-        lane = b.lane if b is not None else self._lane
-        if lane is None:
-            return
-        if row[1] is not None:
-            lane.untick(sink, rid, row[1])
-        st = self.stats
-        if b is None:
-            if g.live == 0:
-                lane.unwait(g)
-            st.dropped += 1
-            self._release(1)
-            where = " (request was still queued)"
-        else:
-            b.live -= 1
-            if b.live == 0 and b.call is not None:
-                b.call.cancel()
-            where = " (handler still running)"
+        arrival, queued = left
+        where = " (request was still queued)" if queued else " (handler still running)"
         loop = self.loop
-        assert loop is not None
+        assert loop is not None and self._lane_hooks is not None
         now = loop.time()
-        st.record_done(now - row[0], now)
+        st = self.stats
+        st.record_done(now - arrival, now)
         st.timeouts += 1
         try:
-            lane.fail(
+            self._lane_hooks[1](
                 g,
                 sink,
                 rid,
-                row[0],
+                arrival,
                 BatchTimeoutError("the caller's timeout ran out before a result was ready" + where),
             )
         except Exception as e:  # the hook's bug stays with this caller
