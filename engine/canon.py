@@ -23,7 +23,11 @@ Before 2-4, letters swapped in a frequent word are put back ("teh" -> "the", "sh
 (before a verb; not "a just war", "just me", "just 5 minutes").
 
 Nothing here touches a word that can change what is asked: negations, numbers, names,
-prepositions and possessives pass through unchanged, so the guards still see them. Other typos
+prepositions and possessives pass through unchanged, so the guards still see them. Nor a
+word between quotes ("is 'yours truly' too formal", "what does 'basically' mean"): a quoted
+span of one to six words (:data:`MENTION`) is mentioned, not used, so the rules above skip it
+and it is only normalized; the guards never ignore its words either
+(:func:`stratabatch.guards.veto`). Other typos
 are not corrected here (a wrong correction would be a silent rewrite); the guards accept a typo as
 a difference (:func:`stratabatch.lexicon.is_typo_of`), and the embedder's character n-grams keep
 a typo's vector close.
@@ -37,7 +41,10 @@ and serve the texts with other characters.
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_right
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 from .lexicon import (
@@ -58,14 +65,148 @@ from .text import SEP, ascii_prenormalized, normalized_parts
 
 __all__ = [
     "FILLER_WORDS",
+    "MENTION",
     "canonical_batch",
     "canonical_texts",
     "canonical_text",
     "canonical_tokens",
     "explain_canonical",
+    "mention_spans",
 ]
 
 _Table = dict[tuple[str, ...], list[tuple[tuple[str, ...], tuple[str, ...], str]]]
+
+_W = r"[^\W_]+(?:[ -][^\W_]+){0,5}"
+MENTION = re.compile(
+    rf"(?<![^\W_])(?:'{_W}'|\"{_W}\"|`{_W}`|\u2018{_W}\u2019|\u201c{_W}\u201d)(?![^\W_])"
+)
+"""A quoted span: one to six words (letters and digits, apart by a space or a hyphen)
+between two quotes of a kind, neither quote touching a letter or digit outside ("'yours
+truly'", not the apostrophes of "don't" or "users' data"). Its words are mentioned, not used:
+the canonical text leaves them as typed (normalized), and the guards treat them as words whose
+spelling is the question (:mod:`stratabatch.guards`)."""
+_QUOTE_CHARS = ("'", '"', "`", "\u2018", "\u201c")
+
+
+def mention_spans(text: str) -> list[tuple[int, int]]:
+    """Where ``text``'s quoted spans (:data:`MENTION`) are, as ``(start, end)`` offsets: the
+    matches of ``MENTION.finditer``, tried only at the quotes (found by ``str.find``, at the
+    speed of ``memchr``: the regex alone scans ~1 us a text)."""
+    at: list[int] = []
+    find = text.find
+    for q in _QUOTE_CHARS:
+        k = find(q)
+        while k >= 0:
+            # (a quote right after a letter or digit opens no span: the regex's lookbehind,
+            # asked here, which skips the apostrophes of "what's" and "don't")
+            if not (k and text[k - 1].isalnum()):
+                at.append(k)
+            k = find(q, k + 1)
+    if not at:
+        return []
+    at.sort()
+    out = []
+    end = -1
+    match = MENTION.match
+    for k in at:
+        if k >= end:
+            m = match(text, k)
+            if m is not None:
+                end = m.end()
+                out.append((k, end))
+    return out
+
+
+def _with_mentions(texts: Sequence[str], out: list[str], plain: Any) -> list[str]:
+    """``out`` (the canonical texts of ``texts`` by ``plain``, a function of a list of texts)
+    with each text that holds a quoted span (:data:`MENTION`) rewritten piece by piece: the
+    text around the spans by ``plain``, the spans only normalized (one call of each for the
+    whole batch)."""
+    joined = "\x1f".join(texts)  # (no span crosses a text's end: 0x1F is no word or quote)
+    hits = mention_spans(joined)
+    if not hits:
+        return out
+    starts = [0, *accumulate(len(t) + 1 for t in texts)]
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for a, b in hits:
+        i = bisect_right(starts, a) - 1
+        spans.setdefault(i, []).append((a - starts[i], b - starts[i]))
+    around: list[str] = []
+    quoted: list[str] = []
+    for i, got in spans.items():
+        t = texts[i]
+        last = 0
+        for a, b in got:
+            around.append(t[last:a])
+            quoted.append(t[a:b])
+            last = b
+        around.append(t[last:])
+    canon = plain(around)
+    norm = normalized_parts(quoted)
+    a = q = 0
+    for i, got in spans.items():
+        words: list[str] = []
+        for _ in got:
+            words += canon[a].split()
+            words += norm[q].split()
+            a += 1
+            q += 1
+        words += canon[a].split()
+        a += 1
+        out[i] = " ".join(words)
+    return out
+    hits = [m.start() for m in MENTION.finditer(joined)]
+    if not hits:
+        return out
+    starts = [0, *accumulate(len(t) + 1 for t in texts)]
+    which = sorted({bisect_right(starts, h) - 1 for h in hits})
+    around: list[str] = []
+    quoted: list[str] = []
+    shape: list[int] = []
+    for i in which:
+        t = texts[i]
+        last = 0
+        k = 0
+        for m in MENTION.finditer(t):
+            around.append(t[last : m.start()])
+            quoted.append(m.group())
+            last = m.end()
+            k += 1
+        around.append(t[last:])
+        shape.append(k)
+    canon = plain(around)
+    norm = normalized_parts(quoted)
+    a = q = 0
+    for i, k in zip(which, shape, strict=True):
+        words: list[str] = []
+        for _ in range(k):
+            words += canon[a].split()
+            words += norm[q].split()
+            a += 1
+            q += 1
+        words += canon[a].split()
+        a += 1
+        out[i] = " ".join(words)
+    return out
+    for i, t in enumerate(texts):
+        spans = list(MENTION.finditer(t))
+        if not spans:
+            continue
+        around = []
+        last = 0
+        for m in spans:
+            around.append(t[last : m.start()])
+            last = m.end()
+        around.append(t[last:])
+        canon = plain(around)
+        quoted = normalized_parts([m.group() for m in spans])
+        words: list[str] = []
+        for k, q in enumerate(quoted):
+            words += canon[k].split()
+            words += q.split()
+        words += canon[-1].split()
+        out[i] = " ".join(words)
+    return out
 
 
 def _phrase_table(phrases: dict[str, str], rule: str) -> _Table:
@@ -255,7 +396,12 @@ def _rule_tables() -> tuple[Any, Any]:
 
 
 def _canonical_texts_reference(texts: Sequence[str]) -> list[str]:
-    """The reference of :func:`canonical_texts`: the token passes in Python.
+    """The reference of :func:`canonical_texts`: the token passes in Python."""
+    return _with_mentions(texts, _plain_texts_reference(texts), _plain_texts_reference)
+
+
+def _plain_texts_reference(texts: Sequence[str]) -> list[str]:
+    """:func:`_canonical_texts_reference` without the quoted spans' care.
 
     One numba pass over the normalized batch finds the texts that hold a word or word pair
     some rule rewrites (:func:`stratabatch.textkernels.rule_flags`); only those go through the
@@ -280,7 +426,11 @@ def _canonical_texts_reference(texts: Sequence[str]) -> list[str]:
 
 def _canonical_batch_reference(texts: Sequence[str]) -> list[list[str]]:
     """The reference of :func:`canonical_batch`: the token passes in Python."""
-    return [_tokens_of(p) for p in normalized_parts(texts)]
+
+    def plain(xs: Sequence[str]) -> list[str]:
+        return [" ".join(_tokens_of(p)) for p in normalized_parts(xs)]
+
+    return [t.split() for t in _with_mentions(texts, plain(texts), plain)]
 
 
 _kernel_tables: tuple[Any, Any, int] | None = None
@@ -347,13 +497,20 @@ def _ascii_canonical(joined: str, n: int) -> list[str]:
 
 def canonical_texts(texts: Sequence[str]) -> list[str]:
     """The canonical text of each text: :func:`canonical_batch`'s words, apart by spaces
-    (maybe more than one).
+    (maybe more than one); a text that quotes words (:data:`MENTION`) keeps them as typed.
 
     ASCII texts (lower-cased, contractions expanded and punctuation dropped at C speed by
     :func:`stratabatch.text.ascii_prenormalized`) go through one numba pass that applies the
     rules to word ids (:func:`stratabatch.canonkernels.canonical_ascii`, ~0.5 us a text);
     other texts through the token passes in Python (:func:`_canonical_texts_reference`).
     """
+    if not texts:
+        return []
+    return _with_mentions(texts, _plain_texts(texts), _plain_texts)
+
+
+def _plain_texts(texts: Sequence[str]) -> list[str]:
+    """:func:`canonical_texts` without the quoted spans' care."""
     if not texts:
         return []
     if len(texts) == 1:
@@ -408,5 +565,12 @@ def explain_canonical(text: str) -> list[tuple[str, str, str]]:
         is ``""`` for a removal.
     """
     trace: list[tuple[str, str, str]] = []
-    _rewrite(normalized_parts([text])[0].split(), trace)
+    around = []  # (the quoted spans are left as typed)
+    last = 0
+    for a, b in mention_spans(text):
+        around.append(text[last:a])
+        last = b
+    around.append(text[last:])
+    for part in normalized_parts(around):
+        _rewrite(part.split(), trace)
     return trace

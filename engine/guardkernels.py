@@ -337,7 +337,19 @@ def _raw_flagged(buf, r0, r1, pos, st, en, k, H, HB):
     """Whether one of the ``k`` words ``[st[pos[t]], en[pos[t]])`` (canonical, lower case)
     may be an identifier in the raw text [r0, r1) (a superset of ``guards._idents``): a run
     of letters and digits spelling it in capitals (2+), between quotes, or after an id noun
-    or a word verb. One scan of the raw text."""
+    or a word verb; or after a quote and before another anywhere (a quoted span of words,
+    ``canon.MENTION``: its quotes are ``"``, a backquote, or an apostrophe not between two
+    letters or digits). Two scans of the raw text."""
+    fq = r1
+    lq = r0 - 1
+    for u in range(r0, r1):
+        c = buf[u]
+        if c == 34 or c == 96 or (
+            c == 39 and not (u > r0 and u + 1 < r1 and _alnum(buf[u - 1]) and _alnum(buf[u + 1]))
+        ):
+            if fq == r1:
+                fq = u
+            lq = u
     u = r0
     ps = -1
     pu = -1
@@ -362,6 +374,8 @@ def _raw_flagged(buf, r0, r1, pos, st, en, k, H, HB):
             if u - s == n and _spells(buf, s, u, w0, w1):
                 if upper and not lower and n >= 2:
                     return True
+                if fq < s and lq >= u:
+                    return True  # (in a quoted span, maybe)
                 if s > r0 and u < r1:
                     qb = buf[s - 1]
                     qa = buf[u]

@@ -58,7 +58,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .canon import canonical_batch
+from .canon import canonical_batch, mention_spans
 from .config import GUARDS
 from .dedup import number_signature
 from .lexicon import (
@@ -148,7 +148,8 @@ def _idents(text: str) -> tuple[frozenset[str], frozenset[str]]:
     (2+ letters: "ABCD", "EACCES"), between quotes ('gato'), or right after a word that names
     a thing by its id ("ticket", "user", "order": :data:`ID_NOUNS`); and, second, the words
     whose exact spelling is asked about (quoted, or after "translate", "define", ...:
-    :data:`WORD_VERBS`)."""
+    :data:`WORD_VERBS`, or in a quoted span of a few words: :data:`stratabatch.canon.MENTION`,
+    "is 'yours truly' too formal")."""
     if text.isascii():
         return _ascii_idents(text)
     return _idents_reference(text)
@@ -174,6 +175,7 @@ def _ascii_idents(text: str) -> tuple[frozenset[str], frozenset[str]]:
         quoted = [w.lower() for w in _ASCII_QUOTED(text)]
         ids.update(quoted)
         exact.update(quoted)
+        exact.update(_mentioned(text))
     if not ids and not exact:
         return _NO_IDENTS
     return frozenset(ids), frozenset(exact)
@@ -194,7 +196,14 @@ def _idents_reference(text: str) -> tuple[frozenset[str], frozenset[str]]:
         if quoted or (len(w) >= 2 and w.isupper()) or prev in ID_NOUNS:
             ids.add(lw)
         prev = lw
+    if not _QUOTES.isdisjoint(text):
+        exact.update(_mentioned(text))
     return frozenset(ids), frozenset(exact)
+
+
+def _mentioned(text: str) -> list[str]:
+    """The words of ``text``'s quoted spans (:data:`stratabatch.canon.MENTION`), casefolded."""
+    return [w.casefold() for a, b in mention_spans(text) for w in _RAW_WORD.findall(text[a:b])]
 
 
 class Features:
@@ -787,9 +796,14 @@ def _residue(
     the other side. Two words outside the dictionary one edit apart are a typo only if
     neither is written as an identifier (:func:`_idents`, or no vowel: "xkqprt"): nothing
     else tells a mistyped code or name from another one ("ticket ABCD" / "ticket ABCE"). A
-    word whose spelling is the question ("translate hola", quoted) is never a typo."""
+    word whose spelling is the question ("translate hola", quoted) is never a typo, nor
+    ignorable ("is 'yours truly' too formal" / "is 'yours' too formal")."""
     xa = [w for w in a_only if not ignorable(w)]
     xb = [w for w in b_only if not ignorable(w)]
+    if fa is not None and len(xa) < len(a_only) and fa.idents[1]:
+        xa = [w for w in a_only if w in fa.idents[1] or not ignorable(w)]
+    if fb is not None and len(xb) < len(b_only) and fb.idents[1]:
+        xb = [w for w in b_only if w in fb.idents[1] or not ignorable(w)]
     if not xa and not xb:
         return None
     left = list(xb)

@@ -219,6 +219,27 @@ def test_swapped_letters_table_is_what_its_rule_builds():
 @pytest.mark.parametrize(
     "typed, canonical",
     [
+        ("Is 'yours truly' too formal?", "is yours truly too formal"),
+        ('What does "basically" mean, basically?', "what does basically mean"),
+        ("How can I say \u201cthank you\u201d in French?", "how do i say thank you in french"),
+        ("Is 'colour' British?", "is colour british"),  # as typed, not folded
+        ("Why don't the users' settings just reset?", "why do not the users settings reset"),
+        ("It's 'teh' or 'the'", "it is teh or the"),
+        ("'hi there'", "hi there"),
+    ],
+)
+def test_quoted_words_are_left_as_typed(typed, canonical):
+    assert canonical_text(typed) == canonical
+    assert canonical_texts([typed, "hi, where is my order?"]) == [canonical, "where is my order"]
+    from stratabatch.canon import _canonical_batch_reference, _canonical_texts_reference
+
+    assert _canonical_texts_reference([typed]) == [canonical]
+    assert _canonical_batch_reference([typed]) == [canonical.split()]
+
+
+@pytest.mark.parametrize(
+    "typed, canonical",
+    [
         ("hWy was teh transfer held", "why was the transfer held"),
         ("How sholud I structure the tests?", "how do i structure the tests"),  # then the frame
         ("So how do I just return a gift?", "how do i return a gift"),
@@ -397,3 +418,29 @@ def test_contractions_expand_as_the_plain_patterns_do(s):
     for pattern, repl in _PLAIN_CONTRACTIONS:
         expected = re.sub(pattern, repl, expected)
     assert _expand_contractions(s) == expected
+
+
+_QUOTY = st.lists(
+    st.sampled_from(["'", '"', "`", "\u2018", "\u2019", "\u201c", "\u201d", " ", "-", "a", "Bc",
+                     "12", "_", "x\x1fy", "don't", "users'", "é"]),
+    max_size=16,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_QUOTY, min_size=1, max_size=4))
+def test_mention_spans_are_the_regex_matches(texts):
+    """The quoted spans found at the quotes only are the regex's own matches, in one text and
+    in a batch joined by 0x1F (no span crosses a text's end)."""
+    from stratabatch.canon import MENTION, mention_spans
+
+    for t in [*texts, "\x1f".join(texts)]:
+        assert mention_spans(t) == [m.span() for m in MENTION.finditer(t)]
+    joined = "\x1f".join(texts)
+    starts = [0]
+    for t in texts:
+        starts.append(starts[-1] + len(t) + 1)
+    for i, t in enumerate(texts):
+        own = [(a - starts[i], b - starts[i]) for a, b in mention_spans(joined)
+               if starts[i] <= a < starts[i + 1]]  # fmt: skip
+        assert own == mention_spans(t)

@@ -228,6 +228,10 @@ def test_what_the_kernel_leaves_the_residue_guard_of_a_negation_holds():
         ("I will not be home today", "I willn ot be home", K.REFUSE),
         ("ticket AB CD is stuck", "ticket ABC D is stuck", K.REFUSE),  # a space moved in an id
         ("what does the code 'gato' do", "what does the code 'gaot' do", K.DEFER),  # an id
+        ("Is 'yours truly' too formal?", "Is 'yours' too formal?", K.DEFER),  # quoted words
+        ("Is 'yours truly' too formal?", "Is 'yours truyl' too formal?", K.DEFER),
+        ("Is it truly too formal?", "Is it too formal?", K.PASS),  # a filler, unquoted
+        ("Why don't the users' settings reset?", "Why don't the users' setings reset?", K.PASS),
         ("Où est mon colis", "Ou est mon colis", K.DEFER),  # not ASCII
     ],
 )

@@ -453,6 +453,39 @@ def test_fillers_and_intensifiers_are_folded(a, b):
 @pytest.mark.parametrize(
     "a, b",
     [
+        # words between quotes are mentioned, not used: a filler, an article, a courtesy
+        # word there is what is asked about
+        ("Is 'yours truly' too formal for a letter?", "Is 'yours' too formal for a letter?"),
+        ("What does 'the' mean here?", "What does 'a' mean here?"),
+        ('Is the "really fast" plan worth it?', 'Is the "fast" plan worth it?'),
+        ("How do I say \u201cthank you\u201d in French?", "How do I say in French?"),
+        ("Is `basically` overused in essays?", "Is `` overused in essays?"),
+    ],
+)
+def test_quoted_words_are_never_fillers(a, b):
+    assert not merges(a, b), explain(a, b)
+    assert not merges(b, a)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        # the fillers around a quoted span still go; apostrophes are no quotes
+        ('What does "per diem" mean, basically?', 'What does "per diem" mean?'),
+        ("Is the 'fast' plan really worth it?", "Is the 'fast' plan worth it?"),
+        ("Why don't the users' settings just reset?", "Why don't the users' settings reset?"),
+        ("Is 'yours truly' too formal?", "Is yours 'truly' too formal?"),  # the same words
+        ("Is 'yours truly' too formal for a letter?", "Is 'yours truly' too formal for a lettre?"),
+    ],
+)
+def test_fillers_around_quoted_words_still_fold(a, b):
+    assert merges(a, b), explain(a, b)
+    assert merges(b, a)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
         ("What is a just war?", "What is a war?"),  # "just" the adjective
         ("Do I need my passport?", "Do I need just my passport?"),  # "just" as "only"
         ("Is the outage affecting me?", "Is the outage affecting just me?"),
