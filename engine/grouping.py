@@ -27,7 +27,8 @@ candidates: for each request, every earlier leader of its partition with cosine 
 in order (:mod:`stratabatch.index`), and the request joins the first
 one that still leads a group and that no guard vetoes (:func:`stratabatch.guards.veto`); a
 ``dedup_function`` merge is vetoed the same way. Exact merges are never vetoed. The numbers
-guard works through the partitions (:func:`stratabatch.dedup.number_signature`). With
+guard works through the partitions (:func:`stratabatch.dedup.number_signature`, keyed in
+numba by :mod:`stratabatch.numberkeys`). With
 ``canonicalize``, embedders see the canonical text (:mod:`stratabatch.canon`).
 """
 
@@ -47,8 +48,6 @@ from .dedup import (
     canonical_bytes,
     exact_hashes,
     normalize_key,
-    number_signature,
-    number_signatures,
     scope_of,
 )
 from .errors import HandlerError, InvalidRequestError
@@ -65,7 +64,10 @@ _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
 _SIM_SLACK = 1e-6  # float rounding: a similarity of 1.0000001 is 1.0
 # every veto at DEBUG (stratabatch.logs); the check costs one cached lookup when off
 _veto_log = logging.getLogger("stratabatch.dedup")
-_NO_NUMBERS: tuple[bytes, tuple[str, ...]] = (b"", ())  # the partition of most texts: shared
+_NO_TEXT = 2
+"""The partition of requests without text when numbers guard merges (a text's numbers key is
+0, none, or odd: :func:`stratabatch.numberkeys.number_keys`)."""
+_MASK63 = (1 << 63) - 1  # partitions are non-negative int64 (-1 marks a dead index row)
 # What Deduper.veto returns for a pair the residue pre-check refused (its log entry holds the
 # guards' own answer, computed when read): truthy, like every veto.
 _PRECHECK_REFUSED = "residue (pre-check)"
@@ -670,11 +672,13 @@ class Deduper:
                     else (scope_of(r.payload, scope) if scope else b"", h, r.text is None)
                 )
             vectors: list[Any] | None = None
-            if embed_ahead and c.guard_numbers:  # a regex over each text: off the loop too
+            if embed_ahead and c.guard_numbers and self._embeds():  # off the loop too
                 texted = [r for r in raw if r.text is not None]
                 texts: list[str] = [r.text for r in texted]  # type: ignore[misc]
-                for r, sig in zip(texted, number_signatures(texts), strict=True):
-                    r.numsig = sig
+                from .numberkeys import number_keys  # (numba: imported once near dedup runs)
+
+                for r, k in zip(texted, number_keys(texts), strict=True):
+                    r.numkey = k
             if embed_ahead and self._embeds():
                 seen: set[Any] = set()
                 idx: list[int] = []
@@ -714,19 +718,18 @@ class Deduper:
         if not long:
             return
         X = np.asarray(mat, np.float32)
-        ids: dict[Any, int] = {}  # partitions (scope, numbers): only equal ones compare
-        part = np.array([ids.setdefault(self._part_key(r), len(ids)) for r in reqs])
+        part = np.array(self._part_keys(reqs), np.int64)  # only equal partitions compare
         thr = float(self.threshold()) - 0.05
         sims = X[long] @ X.T
         sims[part[long][:, None] != part[None, :]] = -1.0
         sims[np.arange(len(long)), long] = -1.0  # (not itself)
         near = sims.max(axis=1) >= thr
         index = self.leaders  # a snapshot of what the loop may change meanwhile: a hint
-        n = min(len(index.keys), index.mat.shape[0], index.part.shape[0])
+        n = min(len(index.owners), index.mat.shape[0], index.part.shape[0])
         if n and index.mat.shape[1] == X.shape[1]:
-            lpart = np.array([ids.get(k, -1) for k in index.keys[:n]])
+            lpart = index.part[:n].copy()  # (dead rows: -1, no partition)
             lsims = X[long] @ index.mat[:n].T
-            lsims[(part[long][:, None] != lpart[None, :]) | (index.part[:n] < 0)] = -1.0
+            lsims[(part[long][:, None] != lpart[None, :]) | (lpart < 0)] = -1.0
             near |= lsims.max(axis=1) >= thr
         for j in np.flatnonzero(near).tolist():
             f = self.features_of(reqs[long[j]])
@@ -860,26 +863,42 @@ class Deduper:
         self._ops.join(r, g, sim, exact)
         self.register_member(r, g, sim, exact)
 
-    def _part_key(self, req: Request) -> Any:
+    def _part_key(self, req: Request) -> int:
+        """The request's partition: only requests of equal partitions are compared. A
+        non-negative int: the key of the text's numbers with ``guard_numbers`` (sign and
+        separators count: "-5" and "5", "1,000" and "1.000" differ; 0 for none,
+        :data:`_NO_TEXT` for a request without text, see :mod:`stratabatch.numberkeys`), mixed
+        with the scope's encoding when there is a ``dedup_scope``."""
         c = self.config
-        s = scope_of(req.payload, c.dedup_scope) if c.dedup_scope else b""
-        if c.guard_numbers and req.text is not None:
-            # numbers with sign and separators: "-5" and "5", "1,000" and "1.000" differ
-            sig = req.numsig
-            return (s, number_signature(req.text) if sig is None else sig)
-        return (s, None)
+        key = 0
+        if c.guard_numbers:
+            if req.text is None:
+                key = _NO_TEXT
+            else:
+                key = req.numkey
+                if key is None:
+                    from .numberkeys import number_keys
 
-    def _part_keys(self, reqs: list[Request]) -> list[Any]:
-        """:meth:`_part_key` of each request, the number signatures of a batch at once."""
+                    key = req.numkey = number_keys([req.text])[0]
+        if c.dedup_scope:
+            return hash((scope_of(req.payload, c.dedup_scope), key)) & _MASK63
+        return key
+
+    def _part_keys(self, reqs: list[Request]) -> list[int]:
+        """:meth:`_part_key` of each request, the numbers' keys of a batch in one kernel call."""
         c = self.config
         if c.guard_numbers:
-            todo = [r for r in reqs if r.numsig is None and r.text is not None]
+            todo = [r for r in reqs if r.numkey is None and r.text is not None]
             if todo:
+                from .numberkeys import number_keys
+
                 texts: list[str] = [r.text for r in todo]  # type: ignore[misc]
-                for r, sig in zip(todo, number_signatures(texts), strict=True):
-                    r.numsig = sig
-            if not c.dedup_scope:  # (numsig None for a request without text)
-                return [_NO_NUMBERS if r.numsig == () else (b"", r.numsig) for r in reqs]
+                for r, k in zip(todo, number_keys(texts), strict=True):
+                    r.numkey = k
+            if not c.dedup_scope:  # (numkey None: a request without text)
+                return [_NO_TEXT if (k := r.numkey) is None else k for r in reqs]
+        elif not c.dedup_scope:
+            return [0] * len(reqs)
         return [self._part_key(r) for r in reqs]
 
     def _custom_stage(self, fresh: list[Request]) -> None:

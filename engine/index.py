@@ -39,7 +39,8 @@ class LeaderIndex:
     New requests are clustered against it in place: their rows are written after the leaders,
     and the candidate producers (:mod:`stratabatch.candidates`) run on a view of the matrix, so no
     pass copies or re-stacks what was already waiting. Rows of groups that left (finished, or
-    all members gone) and rows that joined a leader get partition -1, which matches nothing;
+    all members gone) and rows that joined a leader get partition -1, which matches nothing
+    (a partition is a non-negative 63-bit key, used as it is: no table of partitions to keep);
     the matrix is compacted when such dead rows outnumber the live ones (and are more than
     4,096).
 
@@ -91,8 +92,6 @@ class LeaderIndex:
         self._pass_keyed = False  # whether every row of the last append has word keys
         self.stamp = np.zeros(0, np.int64)
         self.owners: list[Any] = []  # the group led by each row, None for dead rows
-        self.keys: list[Any] = []  # each row's partition key
-        self._part_ids: dict[Any, int] = {}
         self._leaders_in: dict[int, int] = {}  # live leader rows per partition id
         self.live = 0
         self.dead = 0
@@ -111,21 +110,6 @@ class LeaderIndex:
         keep = self.compact_min_dead
         self.__init__(self.method)  # type: ignore[misc]
         self.compact_min_dead = keep
-
-    def part_id(self, key: Any) -> int:
-        """A small int for a partition key (scope and number guard)."""
-        return self.part_ids((key,))[0]
-
-    def part_ids(self, keys: Any) -> list[int]:
-        """:meth:`part_id` of each key (one loop, no call per key)."""
-        ids = self._part_ids
-        out = []
-        for k in keys:
-            pid = ids.get(k)
-            if pid is None:
-                pid = ids[k] = len(ids)
-            out.append(pid)
-        return out
 
     def lead(self, row: int, group: Any, pid: int | None = None, keyed: bool | None = None) -> None:
         """Row ``row`` leads ``group``: later requests of its partition compare with it.
@@ -165,15 +149,16 @@ class LeaderIndex:
         return bool(counts) and any(pid in counts for pid in pids)
 
     def append(
-        self, vectors: Any, keys: list[Any], profiles: list[Any] | None = None
-    ) -> tuple[int, list[int]]:
-        """Write new rows after the existing ones; return the index of the first and the
-        partition ids of the new rows. ``profiles``: the rows' key words, given where the
+        self, vectors: Any, pids: Any, profiles: list[Any] | None = None
+    ) -> tuple[int, Any]:
+        """Write new rows after the existing ones, in partitions ``pids`` (non-negative ints:
+        scope and numbers, see :meth:`stratabatch.grouping.Deduper._part_keys`); return the
+        index of the first, and ``pids``. ``profiles``: the rows' key words, given where the
         residue guard decides their merges (see :func:`stratabatch.wordtable.word_rows`: a list
         with one per row, or the :class:`~stratabatch.wordkeys.BatchProfiles` of exactly
         these rows); None when the rows have none."""
         np = self._np
-        n_new = len(keys)
+        n_new = len(pids)
         # compact when dead rows outnumber live ones, and not below 4,096 of them: each
         # compaction walks every live row (and refiles it in the sketch table), so a small
         # index whose rows turn over every pass would pay it on every pass (~1 us a request
@@ -221,10 +206,8 @@ class LeaderIndex:
                 profiles, self.pools, used, (self.woff, self.wlen, self.wtot), self.wkeys, start
             )
             self._pass_keyed = True
-        pids = self.part_ids(keys)
         self.part[start:need] = pids
         self.owners.extend([None] * n_new)
-        self.keys.extend(keys)
         return start, pids
 
     def candidates(self, start: int, threshold: float, max_cand: int | None = None) -> Any:
@@ -357,25 +340,12 @@ class LeaderIndex:
             if name != "stamp":  # (tags of past probes: they match no later one anywhere)
                 move_rows(getattr(self, name), live)
         self._pool_used = compact_pools(*self.pools, self.woff, self.wlen, n)  # type: ignore[call-arg]
-        owners, keys = self.owners, self.keys
+        owners = self.owners
         self.owners = [owners[i] for i in live.tolist()]
-        self.keys = [keys[i] for i in live.tolist()]
-        renumbered = len(self._part_ids) > 4 * n + 1024
-        if renumbered:  # forget partitions nobody uses any more
-            self._part_ids = {}
-            pids = self.part_ids(self.keys)
-            self.part[:n] = pids
-            self._leaders_in = {}
-            for pid in pids:
-                self._leaders_in[pid] = self._leaders_in.get(pid, 0) + 1
         for row, g in enumerate(self.owners):
             g.row = row
         self.dead = 0
-        if self.table is None:
-            return
-        if renumbered:  # the partitions (part of every table key) changed: file all again
-            self.table.rebuild(self._table_keys(), self.part[:n], np.arange(n, dtype=np.int64))
-        else:  # rows moved: renumber them in the table
+        if self.table is not None:  # rows moved: renumber them in the table
             newpos = np.full(len(owners), -1, np.int64)
             newpos[live] = np.arange(n, dtype=np.int64)
             self.table.remap(newpos)

@@ -61,7 +61,7 @@ class Request:
         "merged_with",
         "canon",
         "features",
-        "numsig",
+        "numkey",
         "wprof",
     )
 
@@ -98,7 +98,7 @@ class Request:
         self.key: Any = None  # its exact key: a hash, or a tuple with a scope
         self.norm: str | bytes | None = None
         self.similarity: float | None = None
-        self.numsig: Any = None  # the number guard's key, when computed off the loop
+        self.numkey: int | None = None  # the numbers guard's partition key, once computed
         self.canon: str | None = None  # canonical text of text (stratabatch.canon)
         self.features: Any = None  # guard features of text, computed on first need
         self.wprof: Any = None  # its key words for the word index, when computed off the loop

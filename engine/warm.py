@@ -70,6 +70,7 @@ KERNEL_MODULES = (
     "stratabatch.sketches",
     "stratabatch.wordtable",
     "stratabatch.guardkernels",
+    "stratabatch.numberkeys",
     "stratabatch.ipc.atomics",
     "stratabatch.ipc.counters",
 )

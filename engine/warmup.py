@@ -144,6 +144,9 @@ class Warmup:
         from .canon import canonical_texts
 
         canonical_texts(["warm up", "hi there"])
+        from .numberkeys import number_keys
+
+        number_keys(["order 1,000", "-2.50", "n\u00b0 5"])  # (and the non-ASCII path)
         index.warm_up()
         from .rehearsal import rehearse
 
