@@ -22,7 +22,8 @@ import os
 import numpy as np
 from numba import njit
 
-from .kernels import PRIME64_1, PRIME64_2, PRIME64_3, PRIME64_5, rotl
+from .kernels import PRIME64_1, PRIME64_2, PRIME64_5, rotl
+from .textkernels import fmix
 
 __all__ = ["SEED", "number_keys", "signature_key"]
 
@@ -49,11 +50,7 @@ def _token_hash(buf, n, seed):
     h = seed + PRIME64_5 + np.uint64(n)
     for i in range(n):
         h = rotl((h ^ np.uint64(buf[i])) * PRIME64_1, 31) * PRIME64_2
-    h = h ^ (h >> np.uint64(33))
-    h = h * PRIME64_2
-    h = h ^ (h >> np.uint64(29))
-    h = h * PRIME64_3
-    return h ^ (h >> np.uint64(32))
+    return fmix(h)
 
 
 @njit(cache=True)
