@@ -46,6 +46,7 @@ from .records import (
     Request,
     TickShare,
     cancel_timer,
+    plain_request,
 )
 from .runner import Runner
 from .stats import Stats, StatsRecorder
@@ -380,10 +381,7 @@ class Core:
         b = g.batch
         if n != norm or b is None or b.live <= 0:
             return None
-        t = payload.get(self.config.dedup_key)
-        req = Request(
-            payload, priority, deadline, sink, rid, t if isinstance(t, str) else None, None, 0
-        )
+        req = plain_request(payload, self.config.dedup_key, priority, deadline, sink, rid)
         req.arrival = now
         req.seq = self._seq
         self._seq += 1

@@ -875,11 +875,12 @@ class Deduper:
             if req.text is None:
                 key = _NO_TEXT
             else:
-                key = req.numkey
-                if key is None:
+                known = req.numkey
+                if known is None:
                     from .numberkeys import number_keys
 
-                    key = req.numkey = number_keys([req.text])[0]
+                    known = req.numkey = number_keys([req.text])[0]
+                key = known
         if c.dedup_scope:
             return hash((scope_of(req.payload, c.dedup_scope), key)) & _MASK63
         return key
@@ -896,7 +897,7 @@ class Deduper:
                 for r, k in zip(todo, number_keys(texts), strict=True):
                     r.numkey = k
             if not c.dedup_scope:  # (numkey None: a request without text)
-                return [_NO_TEXT if (k := r.numkey) is None else k for r in reqs]
+                return [_NO_TEXT if (nk := r.numkey) is None else nk for r in reqs]
         elif not c.dedup_scope:
             return [0] * len(reqs)
         return [self._part_key(r) for r in reqs]

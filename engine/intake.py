@@ -24,7 +24,7 @@ from stratabatch.ipc.frames import Request as DecodedRequest
 from .config import BatchConfig
 from .errors import InvalidRequestError, QueueFullError, StratabatchError
 from .outbox import Outbox
-from .records import Request
+from .records import Request, plain_request
 from .requests import build_request
 
 if TYPE_CHECKING:
@@ -251,17 +251,7 @@ class Intake:
                     self._outbox.error(client, rid, exc)
                     continue
             else:  # build_request's record of a checked payload without a vector
-                text = payload.get(key)
-                req = Request(
-                    payload,
-                    priority,
-                    deadline,
-                    client,
-                    rid,
-                    text if type(text) is str or isinstance(text, str) else None,
-                    None,
-                    size,
-                )
+                req = plain_request(payload, key, priority, deadline, client, rid, size)
             pending[rid] = req  # (a twin id later in the run takes the long way)
             run.append(req)
             room -= 1

@@ -29,7 +29,7 @@ from typing import Any
 
 from .config import BatchConfig
 from .dedup import canonical_bytes, normalize_key
-from .records import Batch, Request
+from .records import Batch, Request, plain_request
 
 __all__ = ["ROW", "Lane", "LaneBatch", "LaneGroup", "lane_fits"]
 
@@ -428,17 +428,7 @@ class Lane:
             for sink, rid, arrival, payload, priority, deadline in g.rows():
                 if deadline is not None:
                     self.untick(sink, rid, deadline)
-                t = payload.get(key)
-                r = Request(
-                    payload,
-                    priority,
-                    deadline,
-                    sink,
-                    rid,
-                    t if type(t) is str or isinstance(t, str) else None,
-                    None,
-                    0,
-                )
+                r = plain_request(payload, key, priority, deadline, sink, rid)
                 r.arrival = arrival
                 r.seq = seq
                 seq += 1

@@ -109,6 +109,30 @@ class Request:
         return self.group.leader if self.group is not None else None
 
 
+def plain_request(
+    payload: Any,
+    key: str,
+    priority: int,
+    deadline: float | None,
+    sink: Any,
+    index: int,
+    size: int = 0,
+) -> Request:
+    """The record of a checked request without a vector of its own: its text is the payload's
+    ``key`` field when that is a string (the dedup key), else None."""
+    t = payload.get(key)
+    return Request(
+        payload,
+        priority,
+        deadline,
+        sink,
+        index,
+        t if type(t) is str or isinstance(t, str) else None,
+        None,
+        size,
+    )
+
+
 class TickShare(dict[int, "Request"]):
     """The requests (by ``seq``) whose deadlines fall in one tick and share its timer
     (:attr:`stratabatch.core.Core.deadline_tick_s`); ``handle`` is that timer, ``ticks`` the
