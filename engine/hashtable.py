@@ -19,7 +19,15 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .cosine import dot_margin
-from .pairs import UNPAIRED_MAX, WordData, admit, keep_lowest, popcount, word_admit, word_args
+from .pairs import (
+    UNPAIRED_MAX,
+    WordData,
+    admit,
+    keep_lowest,
+    popcount,
+    word_admit_in,
+    word_args,
+)
 
 __all__ = ["LeaderTable", "band_key", "insert"]
 
@@ -363,80 +371,94 @@ def _index_pass(
         more[j] = cut
 
 
-@njit(cache=True)
-def _consider_words(X, part, stamp, tag, i, pi, r, thr, lo, hi, brow, bsim, cnt, k, wd, buf):
-    """Row r as a candidate of row i in the word pass (:func:`word_admit`: the residue
-    pre-check before the cosine): returns (count, whether one was cut)."""
-    if stamp[r] == tag:
-        return cnt, False
-    stamp[r] = tag
-    if part[r] != pi or r >= i:
-        return cnt, False  # dead (-1), or a stale entry
-    c = word_admit(X, i, r, thr, lo, hi, wd, buf)
-    if c < -1.0:
-        return cnt, False
-    return keep_lowest(brow, bsim, cnt, k, r, c), cnt == k
+_CHUNK = 16  # rows a probe lists from a slot before reading them (see _probe_words)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _probe_words(
-    X, part, stamp, tag, i, pi, s, slots, ents, thr, lo, hi, brow, bsim, cnt, k, wd, buf, budget
+    X,
+    part,
+    stamp,
+    tag,
+    i,
+    pi,
+    s,
+    slots,
+    ents,
+    thr,
+    lo,
+    hi,
+    brow,
+    bsim,
+    cnt,
+    k,
+    wr,
+    wi,
+    wc,
+    woff,
+    wlen,
+    wtot,
+    refused,
+    rsim,
+    buf,
+    budget,
+    rows,
 ):
-    """The rows filed in slot ``s`` as candidates of row i, at most ``budget`` of them read
-    (the newest overflow entries first, then the three oldest, inline); returns (count,
-    whether one was cut, rows read)."""
+    """The rows filed in slot ``s`` as candidates of row i (:func:`word_admit_in`: the residue
+    pre-check before the cosine), at most ``budget`` of them read (the newest overflow entries
+    first, then the three oldest, inline); returns (count, whether one was cut, rows read).
+    ``wr`` .. ``rsim``: the arrays of the word data; ``rows``: scratch.
+
+    The rows are listed (stamped, dead and stale ones skipped) a chunk at a time and their
+    key words fetched ahead, then read in the same order: the loads of a chunk's rows overlap
+    instead of each waiting for the last."""
+    words = wtot.shape[0] != 0
     cut = False
     seen = 0
     q = slots[s, 1]
-    while q != _NIL32 and seen < budget:
-        head = ents[q, 0]
-        nxt = head >> np.uint64(32)
-        if nxt != _NIL32:
-            _prefetch(ents, np.int64(nxt) * 2)
-        cnt, c = _consider_words(
-            X,
-            part,
-            stamp,
-            tag,
-            i,
-            pi,
-            np.int64(head & _NIL32),
-            thr,
-            lo,
-            hi,
-            brow,
-            bsim,
-            cnt,
-            k,
-            wd,
-            buf,
-        )
-        cut |= c
-        seen += 1
-        q = nxt
-    for u in range(np.int64(slots[s, 0] & _COUNT)):
-        if seen >= budget:
-            break
-        cnt, c = _consider_words(
-            X,
-            part,
-            stamp,
-            tag,
-            i,
-            pi,
-            np.int64(slots[s, 2 + 2 * u]),
-            thr,
-            lo,
-            hi,
-            brow,
-            bsim,
-            cnt,
-            k,
-            wd,
-            buf,
-        )
-        cut |= c
-        seen += 1
+    inline = np.int64(slots[s, 0] & _COUNT)
+    u = 0
+    while seen < budget and (q != _NIL32 or u < inline):
+        nc = 0
+        while nc < _CHUNK and seen < budget:
+            if q != _NIL32:
+                head = ents[q, 0]
+                nxt = head >> np.uint64(32)
+                if nxt != _NIL32:
+                    _prefetch(ents, np.int64(nxt) * 2)
+                r = np.int64(head & _NIL32)
+                q = nxt
+            elif u < inline:
+                r = np.int64(slots[s, 2 + 2 * u])
+                u += 1
+            else:
+                break
+            seen += 1
+            if stamp[r] == tag:
+                continue
+            stamp[r] = tag
+            if part[r] != pi or r >= i:
+                continue  # dead (-1), or a stale entry
+            rows[nc] = r
+            nc += 1
+            if words:
+                _prefetch(wtot, r)
+                _prefetch(woff, r)
+                _prefetch(wlen, r)
+        if words:
+            for t in range(nc):
+                o = woff[rows[t]]
+                _prefetch(wr, o)
+                _prefetch(wi, o)
+                _prefetch(wc, o)
+        for t in range(nc):
+            r = rows[t]
+            c = word_admit_in(
+                X, i, r, thr, lo, hi, wr, wi, wc, woff, wlen, wtot, refused, rsim, buf
+            )
+            if c >= -1.0:
+                cut |= cnt == k
+                cnt = keep_lowest(brow, bsim, cnt, k, r, c)
     return cnt, cut, seen
 
 
@@ -483,6 +505,8 @@ def _word_pass(
     bsim = np.empty(k, np.float32)
     buf = np.empty(2 * UNPAIRED_MAX, np.int64)
     found = np.empty(nk, np.int64)
+    wr, wi, wc, woff, wlen, wtot, refused, rsim = wd
+    rows = np.empty(_CHUNK, np.int64)
     unlimited = np.int64(1) << np.int64(62)
     for j in range(min(m, _AHEAD_SLOTS)):
         for t in range(nk):
@@ -522,9 +546,17 @@ def _word_pass(
                     bsim,
                     cnt,
                     k,
-                    wd,
+                    wr,
+                    wi,
+                    wc,
+                    woff,
+                    wlen,
+                    wtot,
+                    refused,
+                    rsim,
                     buf,
                     left,
+                    rows,
                 )
                 cut |= c
                 left -= seen
@@ -553,9 +585,17 @@ def _word_pass(
                     bsim,
                     cnt,
                     k,
-                    wd,
+                    wr,
+                    wi,
+                    wc,
+                    woff,
+                    wlen,
+                    wtot,
+                    refused,
+                    rsim,
                     buf,
                     left,
+                    rows,
                 )
                 cut |= c
                 left -= seen

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def popcount(x):
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
@@ -50,7 +50,7 @@ def popcount(x):
     return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def may_be_typos(a, b):
     """:func:`stratabatch.wordkeys.may_be_typos` on two word shapes."""
     la = (a >> 32) & 0xFFFF
@@ -61,7 +61,7 @@ def may_be_typos(a, b):
     return abs(la - lb) <= limit and popcount(np.uint64((a ^ b) & 0xFFFFFFFF)) <= 2 * limit
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _confirm(X, i, j, thr, lo, hi):
     """Canonical cosine of rows i and j if it is >= thr, else -2 (:mod:`stratabatch.cosine`)."""
     approx = dot_fast(X, i, X, j)
@@ -77,7 +77,7 @@ UNPAIRED_MAX = 64  # unpaired words a side the pre-check pairs; with more it let
 _SQUASH_SHIFT = 49  # (stratabatch.wordkeys.SQUASH_SHIFT)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def same_squash(wi, oa, la, ob, lb):
     """Whether two rows may be the same letters with spaces moved: their squash tags (the
     high bits of their stored shapes, :func:`stratabatch.wordkeys.squash_tag`) are equal, or
@@ -275,6 +275,15 @@ def word_admit(X, i, j, thr, lo, hi, wd, buf):
     two vectors for its cosine. A refused pair is noted (see :data:`WordData`) when it is
     the row's first and at most :data:`NOTED_GAP_MAX` words apart, if it clears the cosine."""
     wr, wi, wc, woff, wlen, wtot, refused, rsim = wd
+    return word_admit_in(X, i, j, thr, lo, hi, wr, wi, wc, woff, wlen, wtot, refused, rsim, buf)
+
+
+@njit(cache=True, inline="always")
+def word_admit_in(X, i, j, thr, lo, hi, wr, wi, wc, woff, wlen, wtot, refused, rsim, buf):
+    """:func:`word_admit` on the arrays of the word data, inlined where it is called: a word
+    pass unpacks the tuple once, not for every row it reads (inlined, each array of a tuple
+    unpacked, or passed to a kernel not inlined, is a reference count taken and released:
+    ~1/3 of a refused pair's cost)."""
     if wtot.shape[0] == 0 or wtot[i] < 0 or wtot[j] < 0:
         return _confirm(X, i, j, thr, lo, hi)
     if same_squash(wi, woff[i], wlen[i], woff[j], wlen[j]):
