@@ -38,6 +38,7 @@ __all__ = [
     "squash_tags",
     "tag_shapes",
     "word_admit",
+    "word_admit_in",
     "word_args",
 ]
 
