@@ -44,6 +44,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Sequence
+from functools import lru_cache
 from itertools import accumulate
 from typing import Any
 
@@ -53,6 +54,7 @@ from .lexicon import (
     FIRST_PERSON,
     FOLD_PHRASES,
     GENERIC_YOU_FRAMES,
+    ID_NOUNS,
     JUST_KEEP_AFTER,
     JUST_KEEP_BEFORE,
     LEADING_JOINERS,
@@ -60,6 +62,8 @@ from .lexicon import (
     NUMBER_WORDS,
     SPELLING,
     TRANSPOSED_WORDS,
+    WORD_VERBS,
+    dictionary,
 )
 from .text import SEP, ascii_prenormalized, normalized_parts
 
@@ -94,7 +98,7 @@ def mention_spans(text: str) -> list[tuple[int, int]]:
     speed of ``memchr``: the regex alone scans ~1 us a text)."""
     at: list[int] = []
     find = text.find
-    for q in _QUOTE_CHARS:
+    for q in _QUOTE_CHARS if not text.isascii() else _QUOTE_CHARS[:3]:
         k = find(q)
         while k >= 0:
             # (a quote right after a letter or digit opens no span: the regex's lookbehind,
@@ -117,12 +121,15 @@ def mention_spans(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _with_mentions(texts: Sequence[str], out: list[str], plain: Any) -> list[str]:
+def _with_mentions(
+    texts: Sequence[str], out: list[str], plain: Any, joined: str | None = None
+) -> list[str]:
     """``out`` (the canonical texts of ``texts`` by ``plain``, a function of a list of texts)
     with each text that holds a quoted span (:data:`MENTION`) rewritten piece by piece: the
     text around the spans by ``plain``, the spans only normalized (one call of each for the
-    whole batch)."""
-    joined = "\x1f".join(texts)  # (no span crosses a text's end: 0x1F is no word or quote)
+    whole batch). ``joined``: the texts joined by 0x1F, if the caller has it."""
+    if joined is None:
+        joined = "\x1f".join(texts)  # (no span crosses a text's end: 0x1F is no word or quote)
     hits = mention_spans(joined)
     if not hits:
         return out
@@ -364,13 +371,14 @@ def _just_is_filler(out: list[str], words: list[str], i: int) -> bool:
     return nxt not in JUST_KEEP_BEFORE and not nxt[:1].isdigit()
 
 
-def _tokens_of(part: str, trace: list[tuple[str, str, str]] | None = None) -> list[str]:
+def _tokens_of(part: str, raw: str) -> list[str]:
+    """The canonical words of ``part``, the normalized text of ``raw``."""
     words = part.split()
     if _SPECIAL.isdisjoint(words) and _HEAD_PAIRS.isdisjoint(zip(words, words[1:], strict=False)):
         # the common case: only spelling can apply (a dict lookup per word)
         if SPELLING.keys().isdisjoint(words):
-            return words
-    return _rewrite(words, trace)
+            return _swaps_put_back(words, raw)
+    return _swaps_put_back(_rewrite(words, None), raw)
 
 
 _rules: tuple[Any, Any] | None = None
@@ -418,19 +426,176 @@ def _plain_texts_reference(texts: Sequence[str]) -> list[str]:
     flags = np.empty(len(parts), dtype=np.bool_)
     words, pairs = _rule_tables()
     rule_flags(np.frombuffer(data or b"\0", dtype=np.uint8), len(data), words, pairs, flags)
-    return [
+    out = [
         " ".join(_rewrite(p.split(), None)) if f else p
         for p, f in zip(parts, flags.tolist(), strict=True)
     ]
+    return _swapped_back(texts, out, range(len(out)))
+
+
+def _swapped_back(texts: Sequence[str], out: list[str], which: Any) -> list[str]:
+    """``out`` (canonical texts of ``texts`` but for swapped letters) with the letters
+    swapped in a word put back (:func:`_swaps_put_back`) in the texts ``which``."""
+    for i in which:
+        words = out[i].split()
+        fixed = _swaps_put_back(words, texts[i])
+        if fixed is not words:
+            # the words put back in place (the text's spacing kept, as the kernel's)
+            at = [m.start() for m in _NONSPACE.finditer(out[i])]
+            t = out[i]
+            for k in reversed(range(len(words))):
+                if fixed[k] is not words[k]:
+                    t = t[: at[k]] + fixed[k] + t[at[k] + len(words[k]) :]
+            out[i] = t
+    return out
+
+
+_NONSPACE = re.compile(r"\S+")
 
 
 def _canonical_batch_reference(texts: Sequence[str]) -> list[list[str]]:
     """The reference of :func:`canonical_batch`: the token passes in Python."""
 
     def plain(xs: Sequence[str]) -> list[str]:
-        return [" ".join(_tokens_of(p)) for p in normalized_parts(xs)]
+        return [" ".join(_tokens_of(p, x)) for p, x in zip(normalized_parts(xs), xs, strict=True)]
 
     return [t.split() for t in _with_mentions(texts, plain(texts), plain)]
+
+
+_rule_words: frozenset[str] | None = None
+
+
+def _rule_vocab() -> frozenset[str]:
+    """Every word a rule reads or writes (the words of the kernel's table)."""
+    global _rule_words
+    if _rule_words is None:
+        named = {"just", "like", "i", "if", "want", "need", "have", "to", "what", "do", "how"}
+        words = set(named) | _SPECIAL | FIRST_PERSON | JUST_KEEP_BEFORE | JUST_KEEP_AFTER
+        words |= LIKE_KEEPERS | set(TRANSPOSED_WORDS.values())
+        for k, v in SPELLING.items():
+            words |= {k, *v.split()}
+        for phrase in DROP_PHRASES:
+            words |= set(phrase.split())
+        for table in (FOLD_PHRASES, GENERIC_YOU_FRAMES):
+            for phrase, r in table.items():
+                words |= {*phrase.split(), *r.split()}
+        _rule_words = frozenset(words)
+    return _rule_words
+
+
+# -- letters swapped in any word ----------------------------------------------------------
+
+SWAP_MIN_LETTERS = 5
+"""The shortest word whose swapped letters the canonical text puts back (shorter words have
+too many neighbours: "form" / "from", "slat" / "salt")."""
+_ID_CONTEXT = ID_NOUNS | WORD_VERBS
+
+
+@lru_cache(maxsize=1 << 16)
+def _swap_target(w: str) -> str | None:
+    """The one dictionary word ``w`` spells with two adjacent letters swapped back, where
+    ``w`` is no dictionary word, of :data:`SWAP_MIN_LETTERS`+ ASCII letters, and neither is a
+    word a rule reads; else None."""
+    if len(w) < SWAP_MIN_LETTERS or not (w.isascii() and w.isalpha()):
+        return None
+    vocab = dictionary()
+    rules = _rule_vocab()
+    if w in vocab or w in rules:
+        return None
+    found = None
+    for i in range(len(w) - 1):
+        x = w[:i] + w[i + 1] + w[i] + w[i + 2 :]
+        if x != w and x in vocab:
+            if found is not None and found != x:
+                return None  # two words ("tiral": trial, trail)
+            found = x
+    return None if found is None or found in rules else found
+
+
+def _typed_as_prose(raw: str, w: str) -> bool:
+    """Whether every time ``raw`` writes the word ``w`` (any case; ``w`` in lower case) it
+    writes it in lower case, or capitalized as a sentence's first word: not as a name or a
+    code ("Daine", "ACRDS")."""
+    low = raw.lower()
+    n = len(w)
+    seen = False
+    k = low.find(w)
+    while k >= 0:
+        e = k + n
+        if not ((k and low[k - 1].isalpha()) or (e < len(low) and low[e].isalpha())):
+            seen = True
+            g = raw[k:e]
+            if g != w:
+                if not (g[0].isupper() and g[1:] == w[1:]):
+                    return False
+                j = k - 1
+                while j >= 0 and raw[j] in " \t\"'([*-":
+                    j -= 1
+                if j >= 0 and raw[j] not in ".?!\n":
+                    return False  # a capital inside a sentence: a name
+        k = low.find(w, k + 1)
+    return seen
+
+
+def _swaps_put_back(
+    words: list[str], raw: str, trace: list[tuple[str, str, str]] | None = None
+) -> list[str]:
+    """``words`` (a text's canonical words, the other rules applied: a swapped word is no
+    word they read, nor is what it goes back to) with the letters swapped in a word put back
+    (:func:`_swap_target`), except after a word that names a thing by its id or asks a
+    spelling ("user jsmtih", "translate hlelo": :data:`~stratabatch.lexicon.ID_NOUNS`,
+    :data:`~stratabatch.lexicon.WORD_VERBS`) and where ``raw`` writes the word as a name or
+    a code (:func:`_typed_as_prose`)."""
+    out = words
+    vocab = dictionary()
+    least = SWAP_MIN_LETTERS
+    for k in [k for k, w in enumerate(words) if len(w) >= least and w not in vocab]:
+        w = words[k]
+        x = _swap_target(w)
+        if x is None or (k and words[k - 1] in _ID_CONTEXT) or not _typed_as_prose(raw, w):
+            continue
+        if out is words:
+            out = list(words)
+        out[k] = x
+        if trace is not None:
+            trace.append(("typo", w, x))
+    return out
+
+
+_swap_tables: tuple[Any, Any] | None = None
+
+
+def _swap_keys() -> tuple[Any, Any]:
+    """The kernel's test for a word :func:`_swap_target` may put back: ``(bits, keys)``, a
+    bitset of 2**21 bits over the FNV-1a hashes of every such word (its top 21 bits) and
+    the sorted hashes. Built from the dictionary (~120,000 words, ~0.2 s once a process)."""
+    global _swap_tables
+    if _swap_tables is None:
+        import numpy as np
+
+        from .canonkernels import fnv_rows
+
+        vocab = dictionary()
+        rules = _rule_vocab()
+        sources: dict[str, str | None] = {}
+        for w in vocab:
+            if len(w) < SWAP_MIN_LETTERS or not (w.isascii() and w.isalpha()):
+                continue
+            for i in range(len(w) - 1):
+                x = w[:i] + w[i + 1] + w[i] + w[i + 2 :]
+                if x == w or x in vocab:
+                    continue
+                had = sources.get(x, w)
+                sources[x] = w if had == w else None  # None: from two words
+        keys = [x for x, w in sources.items() if w is not None and not rules.intersection((w, x))]
+        data = "".join(keys).encode("ascii")
+        ends = np.cumsum(np.fromiter(map(len, keys), np.int64, len(keys)))
+        hashes = np.unique(fnv_rows(np.frombuffer(data or b"\0", np.uint8), ends))
+        bits = np.zeros(1 << 15, np.uint64)  # 2**21 bits
+        top = (hashes >> np.uint64(43)).astype(np.int64)
+        np.bitwise_or.at(bits, top >> 6, np.left_shift(np.uint64(1), (top & 63).astype(np.uint64)))
+        _swap_tables = (bits, hashes)
+    return _swap_tables
 
 
 _kernel_tables: tuple[Any, Any, int] | None = None
@@ -446,14 +611,7 @@ def _ascii_tables() -> tuple[Any, Any, int]:
         drops = [(p, "", 0) for p in DROP_PHRASES]
         folds = [(p, r, 0) for p, r in FOLD_PHRASES.items()]
         folds += [(p, r, 1) for p, r in GENERIC_YOU_FRAMES.items()]
-        named = {"just", "like", "i", "if", "want", "need", "have", "to", "what", "do", "how"}
-        vocab_set = set(named) | _SPECIAL | FIRST_PERSON | JUST_KEEP_BEFORE | JUST_KEEP_AFTER
-        vocab_set |= LIKE_KEEPERS | set(TRANSPOSED_WORDS.values())
-        for k, v in SPELLING.items():
-            vocab_set |= {k, *v.split()}
-        for p, r, _ in drops + folds:
-            vocab_set |= {*p.split(), *r.split()}
-        vocab = sorted(vocab_set)
+        vocab = sorted(_rule_vocab())
         # the kernel's word buffers hold a rewrite up to twice its input; the output buffer
         # is sized by the most a rewrite grows in bytes ("sync" -> "synchronize")
         rewrites = drops + folds + [(k, v, 0) for k, v in SPELLING.items()]
@@ -479,20 +637,43 @@ def _ascii_tables() -> tuple[Any, Any, int]:
     return _kernel_tables
 
 
-def _ascii_canonical(joined: str, n: int) -> list[str]:
-    """:func:`canonical_texts` of ``n`` ASCII texts joined by ``SEP`` (none holds it)."""
+def _ascii_canonical(joined: str, texts: Sequence[str]) -> list[str]:
+    """:func:`canonical_texts` of the ASCII ``texts``, joined by ``SEP`` (none holds it)."""
     import numpy as np
 
     from .canonkernels import canonical_ascii
 
     data = ascii_prenormalized(joined)
     tab, vocab, growth = _ascii_tables()
+    n = len(texts)
+    bits, keys = _swap_tables if _swap_tables is not None else _swap_keys()
     # digits split from letters at most double a text, a rewrite multiplies it by growth
     out = np.empty(2 * growth * (len(data) + n) + 64, dtype=np.uint8)
     raw = np.frombuffer(data or b"\0", dtype=np.uint8)
-    size = canonical_ascii(raw, len(data), n, tab, vocab, out)
+    swap_at = np.empty(n, np.int64)
+    swap_len = np.empty(n, np.int64)
+    size = canonical_ascii(raw, len(data), n, tab, vocab, out, bits, keys, swap_at, swap_len)
     s = out[:size].tobytes().decode("ascii")
-    return s.split(SEP) if n > 1 else [s]
+    got = s.split(SEP) if n > 1 else [s]
+    if swap_len.any():
+        # a word that may have letters swapped: put back in Python, with the raw text
+        at = np.flatnonzero(swap_len)
+        for i, a, k in zip(at.tolist(), swap_at[at].tolist(), swap_len[at].tolist(), strict=True):
+            if k < 0:
+                _swapped_back(texts, got, (i,))
+                continue
+            t = got[i]
+            w = t[a : a + k]
+            x = _swap_target(w)
+            if x is None:
+                continue  # (a hash's collision)
+            e = a
+            while e and t[e - 1] == " ":
+                e -= 1
+            if t[t.rfind(" ", 0, e) + 1 : e] in _ID_CONTEXT or not _typed_as_prose(texts[i], w):
+                continue
+            got[i] = f"{t[:a]}{x}{t[a + k :]}"
+    return got
 
 
 def canonical_texts(texts: Sequence[str]) -> list[str]:
@@ -506,30 +687,37 @@ def canonical_texts(texts: Sequence[str]) -> list[str]:
     """
     if not texts:
         return []
-    return _with_mentions(texts, _plain_texts(texts), _plain_texts)
+    joined = SEP.join(texts)
+    if joined.count(SEP) != len(texts) - 1:
+        return _with_mentions(texts, _plain_texts(texts), _plain_texts)  # (a text holds SEP)
+    return _with_mentions(texts, _plain_texts(texts, joined), _plain_texts, joined)
 
 
-def _plain_texts(texts: Sequence[str]) -> list[str]:
-    """:func:`canonical_texts` without the quoted spans' care."""
+def _plain_texts(texts: Sequence[str], joined: str | None = None) -> list[str]:
+    """:func:`canonical_texts` without the quoted spans' care (``joined``: the texts joined
+    by ``SEP``, none of which holds it, if the caller has it)."""
     if not texts:
         return []
-    if len(texts) == 1:
+    if joined is not None:
+        pass
+    elif len(texts) == 1:
         joined = texts[0].replace(SEP, " ")
     else:
         joined = SEP.join(texts)
         if joined.count(SEP) != len(texts) - 1:
             joined = SEP.join(t.replace(SEP, " ") for t in texts)
     if joined.isascii():
-        return _ascii_canonical(joined, len(texts))
+        return _ascii_canonical(joined, texts)
     parts = joined.split(SEP) if len(texts) > 1 else [joined]
     narrow = [i for i, p in enumerate(parts) if p.isascii()]
     wide = [i for i, p in enumerate(parts) if not p.isascii()]
     out = parts
     if narrow:
-        done = _ascii_canonical(SEP.join([parts[i] for i in narrow]), len(narrow))
+        ascii_parts = [parts[i] for i in narrow]
+        done = _ascii_canonical(SEP.join(ascii_parts), ascii_parts)
         for i, t in zip(narrow, done, strict=True):
             out[i] = t
-    for i, t in zip(wide, _canonical_texts_reference([parts[i] for i in wide]), strict=True):
+    for i, t in zip(wide, _plain_texts_reference([parts[i] for i in wide]), strict=True):
         out[i] = t
     return out
 
@@ -571,6 +759,6 @@ def explain_canonical(text: str) -> list[tuple[str, str, str]]:
         around.append(text[last:a])
         last = b
     around.append(text[last:])
-    for part in normalized_parts(around):
-        _rewrite(part.split(), trace)
+    for part, raw in zip(normalized_parts(around), around, strict=True):
+        _swaps_put_back(_rewrite(part.split(), trace), raw, trace)
     return trace

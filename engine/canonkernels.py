@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["canonical_ascii", "fnv1a", "rule_tables"]
+__all__ = ["canonical_ascii", "fnv1a", "fnv_rows", "rule_tables"]
 
 # Header slots of the int64 table (offsets of its parts, and the ids of the words the rules
 # name one by one).
@@ -41,6 +41,7 @@ F_FIRST_PERSON = 128
 F_DIGIT = 256  # starts with a digit
 F_HEAD = 512  # first word of a phrase (or of "if i")
 
+_SWAP_MIN = 5  # (canon.SWAP_MIN_LETTERS: the shortest word whose swapped letters go back)
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
 
@@ -146,11 +147,44 @@ def rule_tables(
 
 
 @njit(cache=True)
-def _lookup(data, a, b, tab, vocab):
-    """The id of the word data[a:b], or -1."""
+def fnv_rows(data, ends):
+    """:func:`fnv1a` of each word ``data[ends[i - 1]:ends[i]]`` (``ends``: their ends, the
+    first word from 0), as uint64."""
+    out = np.empty(ends.shape[0], np.uint64)
+    a = 0
+    for i in range(ends.shape[0]):
+        h = np.uint64(_FNV_OFFSET)
+        for q in range(a, ends[i]):
+            h = (h ^ np.uint64(data[q])) * np.uint64(_FNV_PRIME)
+        out[i] = h
+        a = ends[i]
+    return out
+
+
+@njit(cache=True)
+def _may_swap(h, bits, keys):
+    """Whether the word of FNV-1a hash ``h`` may be one whose swapped letters the canonical
+    text puts back: ``h`` is in ``keys`` (sorted), asked of the bitset ``bits`` (its top 21
+    bits) first."""
+    top = np.int64(h >> np.uint64(43))
+    if (bits[top >> 6] >> np.uint64(top & 63)) & np.uint64(1) == 0:
+        return False
+    k = np.searchsorted(keys, h)
+    return k < keys.shape[0] and keys[k] == h
+
+
+@njit(cache=True)
+def _hash(data, a, b):
+    """:func:`fnv1a` of data[a:b]."""
     h = np.uint64(_FNV_OFFSET)
     for q in range(a, b):
         h = (h ^ np.uint64(data[q])) * np.uint64(_FNV_PRIME)
+    return h
+
+
+@njit(cache=True)
+def _find(h, data, a, b, tab, vocab):
+    """The id of the word data[a:b] of hash ``h``, or -1."""
     mask = tab[_NSLOTS] - 1
     s = np.int64(h & np.uint64(mask))
     slots = tab[_SLOTS]
@@ -337,11 +371,15 @@ def _is_digit(c):
 
 
 @njit(cache=True, nogil=True)
-def canonical_ascii(data, size, n, tab, vocab, out):
+def canonical_ascii(data, size, n, tab, vocab, out, bits, keys, swap_at, swap_len):
     """The canonical texts of the ``n`` texts of data[:size] (prenormalized ASCII, 0x1F between
     texts), into ``out`` (0x1F between texts; room for 2 * growth * (size + n) bytes, growth
     the most a rewrite multiplies a word's bytes by, at least 2); returns the count of bytes
-    written.
+    written. A word no rule reads that may have letters swapped (:func:`_may_swap` with
+    ``bits`` and ``keys``) is left as it is, for Python to put back where the raw text allows
+    (:func:`stratabatch.canon._swaps_put_back`): ``swap_len[i]`` is 0 where text ``i`` has
+    none, its length where it has one (written at ``swap_at[i]``, from the text's first
+    byte in ``out``), -1 where it has more.
 
     A text no rule reads (no word of a rule, no phrase's first two words side by side) comes
     out as it went in, digits apart from letters; the others as their canonical words apart by
@@ -393,11 +431,24 @@ def canonical_ascii(data, size, n, tab, vocab, out):
             tok_e[nt] = b
             nt += 1
         flagged = False
+        cand = -1  # the token that may have letters swapped, -2 for more than one
         for t in range(nt):
-            wid = _lookup(data, tok_s[t], tok_e[t], tab, vocab)
+            h = _hash(data, tok_s[t], tok_e[t])
+            wid = _find(h, data, tok_s[t], tok_e[t], tab, vocab)
             codes[t] = wid if wid >= 0 else -(t + 1)
-            if wid >= 0 and tab[flags + wid] & F_TRIGGER:
-                flagged = True
+            if wid >= 0:
+                if tab[flags + wid] & F_TRIGGER:
+                    flagged = True
+            elif (
+                cand != -2
+                and tok_e[t] - tok_s[t] >= _SWAP_MIN
+                and data[tok_s[t]] >= 97
+                and _may_swap(h, bits, keys)
+            ):
+                cand = t if cand == -1 else -2
+        swap_len[i] = 0 if cand == -1 else (-1 if cand == -2 else tok_e[cand] - tok_s[cand])
+        cq = tok_s[cand] if cand >= 0 else -1
+        o0 = o
         if not flagged:
             for t in range(nt - 1):
                 c = codes[t]
@@ -414,6 +465,8 @@ def canonical_ascii(data, size, n, tab, vocab, out):
                     if p != 32 and c != 32 and _is_digit(p) != _is_digit(c):
                         out[o] = 32
                         o += 1
+                if q == cq:
+                    swap_at[i] = o - o0
                 out[o] = c
                 o += 1
             continue
@@ -429,6 +482,8 @@ def canonical_ascii(data, size, n, tab, vocab, out):
                     o += 1
             else:
                 t = -c - 1
+                if t == cand:
+                    swap_at[i] = o - o0
                 for q in range(tok_s[t], tok_e[t]):
                     out[o] = data[q]
                     o += 1

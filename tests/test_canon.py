@@ -283,6 +283,7 @@ def _rule_words() -> list[str]:
 
 
 _PIECES = _rule_words() + [
+    "acrds", "Acrds", "ACRDS", "odrer", "user", "translate", "aborad", "cerdit", "fomr",
     "zebra", "Café", "6am", "4521", "x\x1fy", "won't", "can't", "cannot", "it's", "John's",
     "HELLO", "How", "I'D", "e-mail", "?", "!!", ",", "--", "  ", "\t", "`s", "'", "no.", "#5",
     "what", "should", "do", "if", "want", "need", "have", "to", "my", "a", "the", "²",
@@ -444,3 +445,69 @@ def test_mention_spans_are_the_regex_matches(texts):
         own = [(a - starts[i], b - starts[i]) for a, b in mention_spans(joined)
                if starts[i] <= a < starts[i + 1]]  # fmt: skip
         assert own == mention_spans(t)
+
+
+@pytest.mark.parametrize(
+    "typed, canonical",
+    [
+        ("Where is my odrer?", "where is my order"),
+        ("How do I chnage my delivery adrdess?", "how do i change my delivery address"),
+        ("Acrds are lost. I lost my cerdit card", "cards are lost i lost my credit card"),
+        # false friends: a code or a name, an id, a spelling asked, a quoted word, two words
+        # it may be, a short word, dictionary words
+        ("Is ACRDS down?", "is acrds down"),
+        ("Is the Acrds team in?", "is the acrds team in"),
+        ("Look up user rotuer", "look up user rotuer"),
+        ("Translate cadrs please", "translate cadrs"),
+        ("What does 'cadrs' mean?", "what does cadrs mean"),
+        ("Did you fly aborad?", "did you fly aborad"),  # abroad or aboard
+        ("Is the fomr ready?", "is the fomr ready"),
+        ("Is martial law marital?", "is martial law marital"),
+    ],
+)
+def test_letters_swapped_in_a_word_go_back_where_it_is_prose(typed, canonical):
+    from stratabatch.canon import _canonical_batch_reference, _canonical_texts_reference
+
+    assert canonical_text(typed) == canonical
+    got = canonical_texts([typed, "where is my order"])
+    assert [t.split() for t in got] == [canonical.split(), ["where", "is", "my", "order"]]
+    assert _canonical_texts_reference([typed]) == canonical_texts([typed])
+    assert _canonical_batch_reference([typed]) == [canonical.split()]
+
+
+def test_the_kernel_finds_every_word_whose_swapped_letters_go_back():
+    """The kernel's table (hashes of the words :func:`canon._swap_target` puts back) is the
+    Python rule's, and on texts of swapped dictionary words the kernel path (which hands the
+    texts holding one to the reference) gives the reference's canonical text."""
+    import random
+
+    from stratabatch.canon import (
+        SWAP_MIN_LETTERS,
+        _canonical_texts_reference,
+        _swap_keys,
+        _swap_target,
+    )
+    from stratabatch.canonkernels import fnv1a
+    from stratabatch.lexicon import dictionary
+
+    vocab = sorted(dictionary())
+    swaps = {
+        w[:i] + w[i + 1] + w[i] + w[i + 2 :]
+        for w in vocab
+        if len(w) >= SWAP_MIN_LETTERS and w.isalpha()
+        for i in range(len(w) - 1)
+    }
+    want = {fnv1a(x.encode()) for x in swaps if _swap_target(x) is not None}
+    assert set(_swap_keys()[1].tolist()) == want
+    rng = random.Random(7)
+    print("seed 7")
+    words = rng.sample(vocab, 400)
+    texts = []
+    for w in words:
+        i = rng.randrange(max(1, len(w) - 1))
+        x = w[:i] + w[i + 1 : i + 2] + w[i] + w[i + 2 :]
+        frame = rng.choice(["where is my {}", "{} please", "Is the {} ok", "user {}"])
+        texts.append(frame.format(x))
+    expected = _canonical_texts_reference(texts)
+    assert canonical_texts(texts) == expected
+    assert sum(a != b.lower().replace("?", "") for a, b in zip(expected, texts, strict=True)) > 50

@@ -142,14 +142,6 @@ async def test_guard_pairs_test_split_at_the_defaults():
     assert res["typo"] >= 0.85
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 20 Must-show not met yet: one trap of 143 merges (traps 0.7%, precision "
-        "0.995) and typos are 0.897 (26 of 29); typos across a space are 1.0 since the "
-        "residue pre-check's squash tags"
-    ),
-)
 async def test_must_show_targets_on_the_test_split_at_the_defaults():
     res = await default_rates()
     assert res["precision"] >= 0.995
