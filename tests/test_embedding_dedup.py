@@ -69,6 +69,26 @@ async def test_different_numbers_never_merge_with_guard_numbers(strategy):
     assert out[2] == out[0]  # same number, similar words: merged at this loose threshold
 
 
+async def test_near_merges_need_the_same_scope_and_the_same_numbers():
+    """A partition is the scope and the numbers together: a near twin merges only within
+    both ("1000" and "1.000", one, are different numbers)."""
+    rec = Rec()
+    async with BatchProcessor(
+        rec, window_ms=5, dedup_threshold=0.3, dedup_scope=("tenant",), cold_start="wait"
+    ) as batch:
+        out = await batch.process(
+            [
+                {"query": "refund 1000 dollars on order 7", "tenant": "a"},
+                {"query": "Refund 1000 dollars on order 7!", "tenant": "a"},  # merges
+                {"query": "Refund 1000 dollars on order 7!", "tenant": "b"},  # other scope
+                {"query": "Refund 1.000 dollars on order 7!", "tenant": "a"},  # other number
+                {"query": "Refund 1000 dollars on order 8!", "tenant": "a"},  # other number
+            ]
+        )
+    assert out[1] == out[0]
+    assert len(set(out)) == 4 and len(rec.items) == 4
+
+
 async def test_hybrid_merges_exact_twins_first_then_near_ones():
     rec = Rec()
     async with BatchProcessor(rec, window_ms=5, dedup_strategy="hybrid") as batch:
