@@ -551,12 +551,31 @@ _WH = frozenset(("how", "what", "why", "when", "where", "who", "which", "whom", 
 _ORDER_WORDS = frozenset(("before", "than", "instead", "versus", "vs"))
 
 
+def _addressed(tokens: list[str], pronouns: frozenset[str] | set[str]) -> bool:
+    """Whether the text's only personal pronoun is one "you" right after the auxiliary that
+    opens the question ("do you have the jacket in a large", "can you deliver on Sundays"):
+    the service asked, which the same question asked of no one ("is the jacket available in a
+    large") leaves out, not a party to what is asked."""
+    return (
+        pronouns == _YOU
+        and len(tokens) > 2
+        and tokens[1] == "you"
+        and tokens[0] in QUESTION_AUX
+        and tokens.count("you") == 1
+    )
+
+
+_YOU = frozenset(("you",))
+
+
 def _perspective(a: Features, b: Features, a_only: list[str], b_only: list[str]) -> Veto | None:
     """Another person or case on one side ("why are people staring at me" / "why do i stare
     at people", "can you call me back" / "can i call you back"), or an order or comparison
     on one side only ("rust or go first" / "rust before go"); a typo of the word is none."""
     pa = PERSONAL_PRONOUNS.intersection(a.counts)
     pb = PERSONAL_PRONOUNS.intersection(b.counts)
+    if (not pa and _addressed(b.tokens, pb)) or (not pb and _addressed(a.tokens, pa)):
+        pa = pb = _EMPTY  # the one asked, not a party: "do you charge a fee" / "is there a fee"
     words = sorted(pa ^ pb)
     words += [w for w in a_only if w in _ORDER_WORDS and typo_partner(w, b_only) is None]
     words += [w for w in b_only if w in _ORDER_WORDS and typo_partner(w, a_only) is None]

@@ -723,3 +723,46 @@ def test_the_ascii_feature_paths_give_the_word_by_word_answer(text) -> None:
 
     assert _ascii_idents(text) == _idents_reference(text)
     assert _names(text) == _names(text, _WORD)
+
+
+# -- the service addressed: "do you X" asks what "is there X" asks --------------------------
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Do you deliver on Sundays?", "Is delivery available on Sundays?"),
+        ("Do you have this sofa in green?", "Is this sofa available in green?"),
+        ("Do you accept PayPal for online orders?", "Is PayPal accepted for online orders?"),
+        ("Can you ship the order to Canada?", "Is shipping the order to Canada possible?"),
+        ("Do you charge a fee for wire transfers?", "Is there a fee for wire transfers?"),
+        ("Did you send the invoice for March?", "Was the invoice for March sent?"),
+        ("Are you open on public holidays?", "Is the branch open on public holidays?"),
+        ("Do you need my passport to check in?", "Is my passport needed to check in?"),
+        ("Do you offer student discounts?", "Are there student discounts?"),
+    ],
+)
+def test_the_one_a_question_is_addressed_to_is_no_party(a, b):
+    """A lone "you" right after the auxiliary that opens the question is the service asked,
+    not a party: where the residue guard is relaxed (a sentence model) the roles guard lets
+    the same question asked of no one through."""
+    assert decide(a, b, paraphrases=True) is None
+    assert decide(b, a, paraphrases=True) is None
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Do you deliver on Sundays?", "Do I deliver on Sundays?"),
+        ("Do you have this sofa in green?", "Do we have this sofa in green?"),
+        ("Can you ship the order to Canada?", "Can I ship the order to Canada?"),
+        ("Do you charge a fee for wire transfers?", "Do you charge me a fee for wire transfers?"),
+        ("Did you send the invoice for March?", "Did I send the invoice for March?"),
+        ("Can you call me back tomorrow?", "Can I call back tomorrow?"),
+        ("Do you need my passport to check in?", "Do I need my passport to check in?"),
+        ("Do you offer student discounts?", "Do you offer us student discounts?"),
+    ],
+)
+def test_another_person_beside_the_one_addressed_still_decides(a, b):
+    v = decide(a, b, paraphrases=True)
+    assert v is not None and v.guard == "roles", v

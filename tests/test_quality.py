@@ -173,10 +173,6 @@ async def test_minilm_with_the_guards_merges_at_most_one_percent_of_traps():
     assert res["traps"] <= 0.01
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="paraphrase recall on the test split is 0.10 (4 of 40), below the 0.15 before round 2",
-)
 async def test_minilm_paraphrase_recall_is_not_below_the_round1_figure():
     res = await minilm_rates()
     assert res["paraphrase"] >= 0.15  # 6 of 40 before the round-2 guards
