@@ -18,9 +18,14 @@ round:
 
 The requests are distinct texts by default (``--dups`` sets a fraction of repeats of 200
 popular texts): every system then hands the handler the same items, and dedup does all of its
-work and saves nothing. Reported: CPU us per request (``time.process_time`` over the run, the
-whole process), req/s, and the ratios of CPU per request to the 40-line batcher; then the
-issue's targets with measured / wanted / met.
+work and saves nothing. Each of these texts holds numbers of its own ("q 3-12345"), and near
+dedup compares only texts with equal numbers, so the default strategy finds no candidate for
+any of them; **BatchProcessor, default, no digits** runs the same processor on distinct
+texts of 4-8 words drawn from a vocabulary of 2,000 made-up words (no digits), where it looks
+for near twins among every waiting text: the honest figure for the dedup round-2 target.
+Reported: CPU us per request (``time.process_time`` over the run, the whole process), req/s,
+and the ratios of CPU per request to the 40-line batcher; then the issue's targets with
+measured / wanted / met.
 
 Usage::
 
@@ -115,6 +120,32 @@ class DataLoaderPeer:
         pass
 
 
+def word_requests_for(n: int, dups: float, seed: int) -> list[dict[str, str]]:
+    """``n`` requests of 4-8 made-up words (2,000 of them, no digits), distinct but for a
+    fraction ``dups`` of repeats of 200 popular ones."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = sorted(
+        {"".join(rng.choice(letters) for _ in range(rng.randrange(3, 9))) for _ in range(2_000)}
+    )
+
+    def text() -> str:
+        return " ".join(rng.choice(vocab) for _ in range(rng.randrange(4, 9)))
+
+    popular = [text() for _ in range(200)]
+    seen = set(popular)
+    out = []
+    while len(out) < n:
+        if rng.random() < dups:
+            out.append({"query": rng.choice(popular)})
+            continue
+        t = text()
+        if t not in seen:
+            seen.add(t)
+            out.append({"query": t})
+    return out
+
+
 def requests_for(n: int, dups: float, seed: int) -> list[dict[str, str]]:
     """``n`` requests: distinct texts, a fraction ``dups`` of them repeats of 200 popular ones."""
     rng = random.Random(seed)
@@ -150,6 +181,7 @@ LOADER = "aiodataloader"
 OFF = "BatchProcessor, no dedup"
 EXACT = "BatchProcessor, exact"
 EMBEDDING = "BatchProcessor, default embedding"
+WORDS = "BatchProcessor, default, no digits"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     systems[OFF] = core(enable_dedup=False)
     systems[EXACT] = core(dedup_strategy="exact")
     systems[EMBEDDING] = core()
+    systems[WORDS] = core()
+    texts_of = {WORDS: word_requests_for}  # (the others: requests_for)
     run_loop: Any = asyncio.run
     if a.uvloop:
         import uvloop
@@ -209,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, float]]] = {s: [] for s in systems}
     for rnd in range(repeats + 1):
         for i, (name, make) in enumerate(systems.items()):
-            reqs = requests_for(n if rnd else n // 4, a.dups, rnd * 10 + i)
+            reqs = texts_of.get(name, requests_for)(n if rnd else n // 4, a.dups, rnd * 10 + i)
             r = run_loop(drive(make, reqs, a.callers))
             label = f"round {rnd}" if rnd else "warm-up"
             print(
@@ -234,13 +268,21 @@ def main(argv: list[str] | None = None) -> int:
             + (f"{r['x_aiodataloader_cpu']:>16.2f}x" if loader else "")
         )
     print(f"{load1} at the end")
-    x_off, x_exact, x_emb = (med[s]["x_batcher_cpu"] for s in (OFF, EXACT, EMBEDDING))
+    x_off, x_exact, x_emb, x_words = (
+        med[s]["x_batcher_cpu"] for s in (OFF, EXACT, EMBEDDING, WORDS)
+    )
     targets = print_targets(
         [
             ("no dedup: CPU/req vs the batcher", f"{x_off:.2f}x", "<= 1.3x", x_off <= 1.3),
             ("exact: CPU/req vs the batcher", f"{x_exact:.2f}x", "<= 1.5x", x_exact <= 1.5),
             ("default embedding: CPU/req vs it", f"{x_emb:.2f}x", "reported", None),
-            ("  (dedup round 2's target)", f"{x_emb:.2f}x", "<= 3x", x_emb <= 3),
+            ("  texts without digits", f"{x_words:.2f}x", "reported", None),
+            (
+                "  (dedup round 2's target, both)",
+                f"{max(x_emb, x_words):.2f}x",
+                "<= 3x",
+                max(x_emb, x_words) <= 3,
+            ),
         ]
     )
     if a.json:

@@ -87,10 +87,14 @@ def test_bench_core_runs_every_system(tmp_path):
     out = tmp_path / "core.json"
     assert bench_core.main(["--requests", "300", "--repeats", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert {bench_core.MINIMAL, bench_core.OFF, bench_core.EXACT, bench_core.EMBEDDING} <= set(
-        data["medians"]
-    )
-    assert len(data["targets"]) == 4
+    assert {
+        bench_core.MINIMAL,
+        bench_core.OFF,
+        bench_core.EXACT,
+        bench_core.EMBEDDING,
+        bench_core.WORDS,
+    } <= set(data["medians"])
+    assert len(data["targets"]) == 5
     assert "load average" in data["load_average"]["start"]
 
 
