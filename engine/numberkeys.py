@@ -31,6 +31,7 @@ SEED = np.uint64(int.from_bytes(os.urandom(8), "little"))
 """This process's key of the number hash (the partition keys never leave the process)."""
 
 _MASK = np.uint64(0x7FFF_FFFF_FFFF_FFFF)
+_DIGITS = "0123456789"
 
 
 @njit(cache=True)
@@ -230,6 +231,8 @@ def number_keys(texts: list[str]) -> list[int]:
         return []
     joined = "\x1f".join(texts)
     if joined.isascii():  # one byte a character: the joined text's bytes, bounds from lengths
+        if not any(d in joined for d in _DIGITS):  # most batches: no number at all (ten
+            return [0] * len(texts)  # substring scans: ~1 us for 256 texts, a regex ~47)
         data = np.frombuffer(joined.encode(), np.uint8) if joined else np.zeros(1, np.uint8)
         lens = np.fromiter(map(len, texts), np.int64, len(texts))
         offs = np.zeros(len(texts), np.int64)
