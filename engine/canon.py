@@ -42,10 +42,8 @@ and serve the texts with other characters.
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from collections.abc import Sequence
 from functools import lru_cache
-from itertools import accumulate
 from typing import Any
 
 from .lexicon import (
@@ -129,15 +127,22 @@ def _with_mentions(
     text around the spans by ``plain``, the spans only normalized (one call of each for the
     whole batch). ``joined``: the texts joined by 0x1F, if the caller has it."""
     if joined is None:
-        joined = "\x1f".join(texts)  # (no span crosses a text's end: 0x1F is no word or quote)
+        # (no span crosses a text's end: 0x1F is no word or quote; one inside a text is
+        # counted as no separator once it is 0x1E, which no span holds either)
+        joined = "\x1f".join(texts)
+        if joined.count("\x1f") != len(texts) - 1:
+            joined = "\x1f".join(t.replace("\x1f", "\x1e") for t in texts)
     hits = mention_spans(joined)
     if not hits:
         return out
-    starts = [0, *accumulate(len(t) + 1 for t in texts)]
     spans: dict[int, list[tuple[int, int]]] = {}
+    i = 0
+    at = 0  # (the separators are counted between hits only, at C speed)
     for a, b in hits:
-        i = bisect_right(starts, a) - 1
-        spans.setdefault(i, []).append((a - starts[i], b - starts[i]))
+        i += joined.count("\x1f", at, a)
+        at = a
+        start = joined.rfind("\x1f", 0, a) + 1
+        spans.setdefault(i, []).append((a - start, b - start))
     around: list[str] = []
     quoted: list[str] = []
     for i, got in spans.items():
@@ -160,58 +165,6 @@ def _with_mentions(
             q += 1
         words += canon[a].split()
         a += 1
-        out[i] = " ".join(words)
-    return out
-    hits = [m.start() for m in MENTION.finditer(joined)]
-    if not hits:
-        return out
-    starts = [0, *accumulate(len(t) + 1 for t in texts)]
-    which = sorted({bisect_right(starts, h) - 1 for h in hits})
-    around: list[str] = []
-    quoted: list[str] = []
-    shape: list[int] = []
-    for i in which:
-        t = texts[i]
-        last = 0
-        k = 0
-        for m in MENTION.finditer(t):
-            around.append(t[last : m.start()])
-            quoted.append(m.group())
-            last = m.end()
-            k += 1
-        around.append(t[last:])
-        shape.append(k)
-    canon = plain(around)
-    norm = normalized_parts(quoted)
-    a = q = 0
-    for i, k in zip(which, shape, strict=True):
-        words: list[str] = []
-        for _ in range(k):
-            words += canon[a].split()
-            words += norm[q].split()
-            a += 1
-            q += 1
-        words += canon[a].split()
-        a += 1
-        out[i] = " ".join(words)
-    return out
-    for i, t in enumerate(texts):
-        spans = list(MENTION.finditer(t))
-        if not spans:
-            continue
-        around = []
-        last = 0
-        for m in spans:
-            around.append(t[last : m.start()])
-            last = m.end()
-        around.append(t[last:])
-        canon = plain(around)
-        quoted = normalized_parts([m.group() for m in spans])
-        words: list[str] = []
-        for k, q in enumerate(quoted):
-            words += canon[k].split()
-            words += q.split()
-        words += canon[-1].split()
         out[i] = " ".join(words)
     return out
 

@@ -226,6 +226,7 @@ def test_swapped_letters_table_is_what_its_rule_builds():
         ("Why don't the users' settings just reset?", "why do not the users settings reset"),
         ("It's 'teh' or 'the'", "it is teh or the"),
         ("'hi there'", "hi there"),
+        ("a\x1fb 'yours truly' c", "a b yours truly c"),  # (0x1F, the batch separator)
     ],
 )
 def test_quoted_words_are_left_as_typed(typed, canonical):
