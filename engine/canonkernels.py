@@ -161,14 +161,19 @@ def fnv_rows(data, ends):
     return out
 
 
+SWAP_BITS_WORDS = 1 << 15
+"""The swaps' table (:func:`canonical_ascii`'s ``swaps``) starts with a bitset of this many
+uint64 words (2**21 bits, indexed by a hash's top 21 bits); the sorted hashes follow."""
+
+
 @njit(cache=True)
-def _may_swap(h, bits, keys):
+def _may_swap(h, swaps):
     """Whether the word of FNV-1a hash ``h`` may be one whose swapped letters the canonical
-    text puts back: ``h`` is in ``keys`` (sorted), asked of the bitset ``bits`` (its top 21
-    bits) first."""
+    text puts back: ``h`` is in the sorted hashes of ``swaps``, asked of its bitset first."""
     top = np.int64(h >> np.uint64(43))
-    if (bits[top >> 6] >> np.uint64(top & 63)) & np.uint64(1) == 0:
+    if (swaps[top >> 6] >> np.uint64(top & 63)) & np.uint64(1) == 0:
         return False
+    keys = swaps[SWAP_BITS_WORDS:]
     k = np.searchsorted(keys, h)
     return k < keys.shape[0] and keys[k] == h
 
@@ -371,15 +376,16 @@ def _is_digit(c):
 
 
 @njit(cache=True, nogil=True)
-def canonical_ascii(data, size, n, tab, vocab, out, bits, keys, swap_at, swap_len):
+def canonical_ascii(data, size, n, tab, vocab, out, swaps, swapped):
     """The canonical texts of the ``n`` texts of data[:size] (prenormalized ASCII, 0x1F between
     texts), into ``out`` (0x1F between texts; room for 2 * growth * (size + n) bytes, growth
     the most a rewrite multiplies a word's bytes by, at least 2); returns the count of bytes
-    written. A word no rule reads that may have letters swapped (:func:`_may_swap` with
-    ``bits`` and ``keys``) is left as it is, for Python to put back where the raw text allows
-    (:func:`stratabatch.canon._swaps_put_back`): ``swap_len[i]`` is 0 where text ``i`` has
-    none, its length where it has one (written at ``swap_at[i]``, from the text's first
-    byte in ``out``), -1 where it has more.
+    written. A word no rule reads that may have letters swapped (:func:`_may_swap` on the
+    table ``swaps``) is left as it is, for Python to put back where the raw text allows
+    (:func:`stratabatch.canon._swaps_put_back`): ``swapped`` (int64, ``2 * n + 1``) says
+    where: ``swapped[n + i]`` is 0 where text ``i`` has none, its length where it has one
+    (written at ``swapped[i]``, from the text's first byte in ``out``), -1 where it has more;
+    ``swapped[2 * n]`` counts the texts that have one.
 
     A text no rule reads (no word of a rule, no phrase's first two words side by side) comes
     out as it went in, digits apart from letters; the others as their canonical words apart by
@@ -407,6 +413,7 @@ def canonical_ascii(data, size, n, tab, vocab, out, bits, keys, swap_at, swap_le
     res = np.empty(2 * cap, np.int64)
     vstart = tab[_VSTART]
     flags = tab[_FLAGS]
+    swapped[2 * n] = 0
     o = 0
     for i in range(n):
         if i:
@@ -443,10 +450,12 @@ def canonical_ascii(data, size, n, tab, vocab, out, bits, keys, swap_at, swap_le
                 cand != -2
                 and tok_e[t] - tok_s[t] >= _SWAP_MIN
                 and data[tok_s[t]] >= 97
-                and _may_swap(h, bits, keys)
+                and _may_swap(h, swaps)
             ):
                 cand = t if cand == -1 else -2
-        swap_len[i] = 0 if cand == -1 else (-1 if cand == -2 else tok_e[cand] - tok_s[cand])
+        swapped[n + i] = 0 if cand == -1 else (-1 if cand == -2 else tok_e[cand] - tok_s[cand])
+        if cand != -1:
+            swapped[2 * n] += 1
         cq = tok_s[cand] if cand >= 0 else -1
         o0 = o
         if not flagged:
@@ -466,7 +475,7 @@ def canonical_ascii(data, size, n, tab, vocab, out, bits, keys, swap_at, swap_le
                         out[o] = 32
                         o += 1
                 if q == cq:
-                    swap_at[i] = o - o0
+                    swapped[i] = o - o0
                 out[o] = c
                 o += 1
             continue
@@ -483,7 +492,7 @@ def canonical_ascii(data, size, n, tab, vocab, out, bits, keys, swap_at, swap_le
             else:
                 t = -c - 1
                 if t == cand:
-                    swap_at[i] = o - o0
+                    swapped[i] = o - o0
                 for q in range(tok_s[t], tok_e[t]):
                     out[o] = data[q]
                     o += 1
