@@ -468,7 +468,51 @@ def _swap_target(w: str) -> str | None:
             if found is not None and found != x:
                 return None  # two words ("tiral": trial, trail)
             found = x
-    return None if found is None or found in rules else found
+    if found is None or found in rules or _another_reading(w):
+        return None
+    return found
+
+
+_SUFFIXES = ("s", "es", "d", "ed", "ing", "er", "ers", "est", "ly")
+_PREFIXES = ("un", "re", "dis", "mis", "non", "pre", "over", "under")
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _another_reading(w: str) -> bool:
+    """Whether ``w`` reads as another word than a swap: a dictionary word a letter longer or
+    shorter ("feats": feat, "realy": really), or one with a prefix or an inflection
+    ("untied": un + tied, "retried": re + tried, "bakes": bake). The dictionary lacks many
+    derived forms, and such a word is as likely that word as a swap ("untied" is no typo of
+    "united"). (~10 us a word: asked only of a word a swap would put back, once.)"""
+    vocab = dictionary()
+    n = len(w)
+    if any(w[:i] + w[i + 1 :] in vocab for i in range(n)):
+        return True
+    if any(w[:i] + c + w[i:] in vocab for i in range(n + 1) for c in _LETTERS):
+        return True
+    for suffix in _SUFFIXES:
+        if w.endswith(suffix):
+            stem = w[: -len(suffix)]
+            if stem in vocab or stem + "e" in vocab:
+                return True
+    if w[-3:] in ("ies", "ied") and w[:-3] + "y" in vocab:
+        return True
+    for prefix in _PREFIXES:
+        if w.startswith(prefix) and len(w) - len(prefix) >= 3:
+            rest = w[len(prefix) :]
+            if rest in vocab or _another_stem(rest, vocab):
+                return True
+    return False
+
+
+def _another_stem(w: str, vocab: frozenset[str]) -> bool:
+    """Whether ``w`` is a dictionary word inflected (:data:`_SUFFIXES`)."""
+    for suffix in _SUFFIXES:
+        if w.endswith(suffix):
+            stem = w[: -len(suffix)]
+            if stem in vocab or stem + "e" in vocab:
+                return True
+    return False
 
 
 def _typed_as_prose(raw: str, w: str) -> bool:
@@ -525,9 +569,10 @@ _swap_tables: Any = None
 
 
 def _swap_keys() -> Any:
-    """The kernel's test for a word :func:`_swap_target` may put back: one uint64 array, a
-    bitset of 2**21 bits over the FNV-1a hashes of every such word (its top 21 bits), then
-    the sorted hashes. Built from the dictionary (~115,000 words, ~0.12 s once a process)."""
+    """The kernel's test for a word :func:`_swap_target` may put back (a superset): one
+    uint64 array, a bitset of 2**21 bits over the FNV-1a hashes of every such word (its top
+    21 bits), then the sorted hashes. Built from the dictionary (~115,000 words, ~0.12 s
+    once a process)."""
     global _swap_tables
     if _swap_tables is None:
         import numpy as np
@@ -546,6 +591,8 @@ def _swap_keys() -> Any:
                     continue
                 had = sources.get(x, w)
                 sources[x] = w if had == w else None  # None: from two words
+        # (a superset of the words _swap_target puts back: it also asks _another_reading,
+        # too slow to ask of every key here; the kernel only marks the texts to look at)
         keys = [x for x, w in sources.items() if w is not None and not rules.intersection((w, x))]
         data = "".join(keys).encode("ascii")
         ends = np.cumsum(np.fromiter(map(len, keys), np.int64, len(keys)))

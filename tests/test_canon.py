@@ -451,7 +451,7 @@ def test_mention_spans_are_the_regex_matches(texts):
 @pytest.mark.parametrize(
     "typed, canonical",
     [
-        ("Where is my odrer?", "where is my order"),
+        ("Where is my pakcage?", "where is my package"),
         ("How do I chnage my delivery adrdess?", "how do i change my delivery address"),
         ("Acrds are lost. I lost my cerdit card", "cards are lost i lost my credit card"),
         # false friends: a code or a name, an id, a spelling asked, a quoted word, two words
@@ -464,6 +464,11 @@ def test_mention_spans_are_the_regex_matches(texts):
         ("Did you fly aborad?", "did you fly aborad"),  # abroad or aboard
         ("Is the fomr ready?", "is the fomr ready"),
         ("Is martial law marital?", "is martial law marital"),
+        # another reading: a letter more or less, a prefix, an inflection
+        ("Which feats are listed?", "which feats are listed"),  # feat + s, not feast
+        ("Is it realy a relay?", "is it realy a relay"),  # really less a letter
+        ("Is the knot untied?", "is the knot untied"),  # un + tied, not united
+        ("Was the payment retried?", "was the payment retried"),  # re + tried, not retired
     ],
 )
 def test_letters_swapped_in_a_word_go_back_where_it_is_prose(typed, canonical):
@@ -501,7 +506,7 @@ def test_the_kernel_finds_every_word_whose_swapped_letters_go_back():
     want = {fnv1a(x.encode()) for x in swaps if _swap_target(x) is not None}
     from stratabatch.canonkernels import SWAP_BITS_WORDS
 
-    assert set(_swap_keys()[SWAP_BITS_WORDS:].tolist()) == want
+    assert set(_swap_keys()[SWAP_BITS_WORDS:].tolist()) >= want  # (it marks, Python decides)
     rng = random.Random(7)
     print("seed 7")
     words = rng.sample(vocab, 400)

@@ -424,7 +424,7 @@ def test_swapped_letters_in_frequent_words_are_one_typo(a, b):
 @pytest.mark.parametrize(
     "a, b",
     [
-        ("Where is my order?", "Where is my odrer?"),
+        ("Where is my package?", "Where is my pakcage?"),
         ("How do I change my delivery address?", "How do I chnage my delivery adrdess?"),
         ("Can I get a refund for a damaged parcel?", "Can I get a rfeund for a dmaaged parcel?"),
         ("Why was my payment declined?", "Why was my paymetn delcined?"),
