@@ -208,7 +208,7 @@ async def test_near_twins_of_the_same_canonical_text_merge_without_guard_feature
     """Punctuation, case or a filler apart (the same canonical text), a near twin merges
     without the guard features of either text being built: the guards let the same canonical
     words in the same order merge, and building features is most of a guard call's cost."""
-    typo = [{"query": "cancel my subscription"}, {"query": "cancel my subscriptoin"}]
+    typo = [{"query": "cancel my subscription"}, {"query": "cancel my subscripton"}]
     async with BatchProcessor(Rec(), window_ms=20, cold_start="wait") as batch:
         await batch.warm_up()
         built = _count_features(batch)
