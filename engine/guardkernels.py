@@ -9,10 +9,12 @@ and negating prefixes (polarity); role words taking other arguments (roles); nam
 and entity words (entities); scope words and plural pairs (scope); and the words each side
 lacks paired under the typo rule (:func:`stratabatch.lexicon.is_typo_of`: the edit distance
 with transpositions, the dictionary, plurals, opposites, negating prefixes), ignorable words
-and mistyped fillers (residue). It answers :data:`PASS` or :data:`REFUSE` where that is the
-guards' answer with every guard on, and :data:`DEFER` elsewhere (a word that may be an
-identifier or whose spelling is asked about, long and non-ASCII texts):
-the Python guards, the reference a differential test holds the kernel to, decide those.
+and mistyped fillers (residue), with the residue guard's care for a word written as an
+identifier (in capitals or after an id noun: its typo is one only of a dictionary word). It
+answers :data:`PASS` or :data:`REFUSE` where that is the guards' answer with every guard on,
+and :data:`DEFER` elsewhere (a word whose spelling may be asked about: quoted, after a word
+verb; long and non-ASCII texts): the Python guards, the reference a differential test holds
+the kernel to, decide those.
 
 Words are compared by a 64-bit FNV-1a hash of their bytes; the word tables (dictionary,
 ignorable words, the words the guards read, opposites) are sorted hash arrays built once per
@@ -45,8 +47,8 @@ MAX_WORDS = 96
 # are numpy ints: numba compiles a helper once per literal int it is called with (_member was
 # compiled 14 times, once per section), once for a numpy int.
 _DICT, _IGN, _SPECIAL, _OPP, _OPPAIR, _IDN, _ROLE, _DET, _NEGPFX = map(np.int64, range(9))
-_COORD, _THEN, _SHORT, _NEG, _ENT = map(np.int64, range(9, 14))
-_SECTIONS = 14
+_COORD, _THEN, _SHORT, _NEG, _ENT, _WVB = map(np.int64, range(9, 15))
+_SECTIONS = 15
 _I0 = np.int64(0)
 _I1 = np.int64(1)
 _I2 = np.int64(2)
@@ -333,13 +335,15 @@ def _spells(buf, s, u, w0, w1):
 
 
 @_helper
-def _raw_flagged(buf, r0, r1, pos, st, en, k, H, HB):
-    """Whether one of the ``k`` words ``[st[pos[t]], en[pos[t]])`` (canonical, lower case)
-    may be an identifier in the raw text [r0, r1) (a superset of ``guards._idents``): a run
-    of letters and digits spelling it in capitals (2+), between quotes, or after an id noun
-    or a word verb; or after a quote and before another anywhere (a quoted span of words,
-    ``canon.MENTION``: its quotes are ``"``, a backquote, or an apostrophe not between two
-    letters or digits). Two scans of the raw text."""
+def _raw_idents(buf, r0, r1, pos, st, en, k, H, HB, idf):
+    """Which of the ``k`` words ``[st[pos[t]], en[pos[t]])`` (canonical, lower case) the raw
+    text [r0, r1) writes as an identifier (``guards._idents``' first set, exactly):
+    ``idf[t]`` is 1 where a run of letters and digits spells word ``t`` in capitals (2+) or
+    right after an id noun, else 0. Returns True instead (the flags then unset) where a
+    word's spelling may be asked about (a superset of ``guards._idents``' second set): a run
+    spelling it between quotes, after a word verb, or after a quote and before another
+    anywhere (a quoted span of words, ``canon.MENTION``: its quotes are ``"``, a backquote,
+    or an apostrophe not between two letters or digits). Two scans of the raw text."""
     fq = r1
     lq = r0 - 1
     for u in range(r0, r1):
@@ -350,6 +354,8 @@ def _raw_flagged(buf, r0, r1, pos, st, en, k, H, HB):
             if fq == r1:
                 fq = u
             lq = u
+    for t in range(k):
+        idf[t] = 0
     u = r0
     ps = -1
     pu = -1
@@ -372,8 +378,6 @@ def _raw_flagged(buf, r0, r1, pos, st, en, k, H, HB):
             w1 = en[pos[t]]
             n = w1 - w0
             if u - s == n and _spells(buf, s, u, w0, w1):
-                if upper and not lower and n >= 2:
-                    return True
                 if fq < s and lq >= u:
                     return True  # (in a quoted span, maybe)
                 if s > r0 and u < r1:
@@ -381,12 +385,16 @@ def _raw_flagged(buf, r0, r1, pos, st, en, k, H, HB):
                     qa = buf[u]
                     if (qb == 39 or qb == 34 or qb == 96) and (qa == 39 or qa == 34 or qa == 96):
                         return True
+                if upper and not lower and n >= 2:
+                    idf[t] = 1
                 if ps >= 0:
                     h = np.uint64(0xCBF29CE484222325)
                     for v in range(ps, pu):
                         h = _fnv_byte(h, buf[v] | 32)
-                    if _member(H, HB, _IDN, h):
+                    if _member(H, HB, _WVB, h):
                         return True
+                    if _member(H, HB, _IDN, h):
+                        idf[t] = 1
         ps = s
         pu = u
     return False
@@ -802,14 +810,21 @@ def _spaces_moved(
             knb = False
     if kna == knb:
         return 0
+    idf = pos[1:2]
     for t in range(p, p + ra):
         # a word written as an identifier and not in the dictionary: not a typo's space
         pos[0] = t
         w = _I1  # (one word: pos[0])
-        if not _member(H, HB, _DICT, ha[t]) and _raw_flagged(buf, ra0, ra1, pos, sa, ea, w, H, HB):
-            return -1
-        if not _member(H, HB, _DICT, hb[t]) and _raw_flagged(buf, rb0, rb1, pos, sb, eb, w, H, HB):
-            return -1
+        if not _member(H, HB, _DICT, ha[t]):
+            if _raw_idents(buf, ra0, ra1, pos, sa, ea, w, H, HB, idf):
+                return -1  # (quoted, maybe: the Python guards decide)
+            if idf[0]:
+                return 0  # ("ticket AB CD" / "ticket ABC D")
+        if not _member(H, HB, _DICT, hb[t]):
+            if _raw_idents(buf, rb0, rb1, pos, sb, eb, w, H, HB, idf):
+                return -1
+            if idf[0]:
+                return 0
     return ((p << 8) | q) + 1
 
 
@@ -943,7 +958,7 @@ def _decide_pairs(buf, spans, pa, pb, H, HB, FB, FO, out):
             a = to[t]
             b = to[t + 1]
             nt[t] = _tokens(buf, spans[t, 0], spans[t, 1], ws[a:b], we[a:b], wh[a:b])
-    iw = np.empty(5 * M + 3 * 130, np.int64)
+    iw = np.empty(7 * M + 3 * 130, np.int64)
     uw = np.empty(4 * M + 6, np.uint64)
     base = FB.shape[0] * 0  # the fillers' bytes come first
     for p in range(pa.shape[0]):
@@ -992,7 +1007,7 @@ def _decide_at(buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB
     oa = iw[0:M]
     ob = iw[M : 2 * M]
     left = iw[2 * M : 3 * M]
-    scratch = iw[5 * M :]
+    scratch = iw[7 * M :]
     mka = uw[0:M]
     ara = uw[M : 2 * M]
     mkb = uw[2 * M : 3 * M]
@@ -1125,17 +1140,24 @@ def _decide_at(buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB
             y = ob[u]
             if _plural_pair(buf, sa[x], ea[x], sb[y], eb[y]):
                 return REFUSE  # scope
-    if _raw_flagged(buf, ra0, ra1, oa, sa, ea, ka, H, HB) or _raw_flagged(
-        buf, rb0, rb1, ob, sb, eb, kb, H, HB
+    # the words each side lacks that it writes as an identifier (guards._idents): a typo of
+    # one outside the dictionary is one only of a dictionary word ("product caxcel" /
+    # "product cancel"), not of another code ("user jdoe" / "user jdoa")
+    ida = iw[5 * M : 6 * M]
+    idb = iw[6 * M : 7 * M]
+    if _raw_idents(buf, ra0, ra1, oa, sa, ea, ka, H, HB, ida) or _raw_idents(
+        buf, rb0, rb1, ob, sb, eb, kb, H, HB, idb
     ):
-        return DEFER  # an identifier or a spelling asked about: the residue guard's care
+        return DEFER  # a spelling asked about: the residue guard's care
     # the residue guard: each word a side lacks is ignorable or a typo of a distinct word of
-    # the other side (guards._residue with guards._typo_candidates, idents ruled out above)
+    # the other side (guards._residue with guards._typo_candidates)
     nl = 0
     for u in range(kb):
         y = ob[u]
         if not _ignorable_at(igb, y, buf, sb, eb, hb, H, HB, FB, FO, base, scratch):
             left[nl] = y
+            # (nl <= u: idb[u] is read before a later word's flag is written over it)
+            idb[nl] = 1 if idb[u] != 0 or not _has_vowel(buf, sb[y], eb[y]) else 0
             nl += 1
     used = iw[3 * M : 3 * M + nl]
     used[:] = 0
@@ -1147,14 +1169,14 @@ def _decide_at(buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB
         if _ignorable_at(iga, x, buf, sa, ea, ha, H, HB, FB, FO, base, scratch):
             continue
         in_dict = _member(H, HB, _DICT, hw)
-        w_id = not _has_vowel(buf, w0, w1)
+        w_id = ida[t] != 0 or not _has_vowel(buf, w0, w1)
         found = False
         for v in range(nl):
             if used[v]:
                 continue
             y = left[v]
             if not in_dict and not _member(H, HB, _DICT, hb[y]):
-                if w_id or not _has_vowel(buf, sb[y], eb[y]):
+                if w_id or idb[v] != 0:
                     continue
             if _typo(buf, w0, w1, hw, sb[y], eb[y], hb[y], H, HB, scratch, _I2):
                 used[v] = 1
@@ -1256,7 +1278,8 @@ def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         ha = _hash_words([a for a, _ in pairs if a.isascii() and _.isascii()])
         hb = _hash_words([b for a, b in pairs if a.isascii() and b.isascii()])
         sections[_OPPAIR] = ha * np.uint64(_PAIR_MIX) ^ hb
-        sections[_IDN] = _hash_words(ascii_words(ID_NOUNS | WORD_VERBS))
+        sections[_IDN] = _hash_words(ascii_words(ID_NOUNS))
+        sections[_WVB] = _hash_words(ascii_words(WORD_VERBS))
         sections[_ROLE] = _hash_words(ascii_words(ROLE_MARKERS))
         sections[_DET] = _hash_words(ascii_words(DETERMINERS))
         sections[_NEGPFX] = _hash_words(ascii_words(NEGATING_PREFIX_SET))
