@@ -643,28 +643,49 @@ def _ascii_tables() -> tuple[Any, Any, int]:
     return _kernel_tables
 
 
+_ascii_kernel: tuple[Any, Any, Any, Any, int, Any] | None = None
+
+
+def _ascii_setup() -> tuple[Any, Any, Any, Any, int, Any]:
+    """What :func:`_ascii_canonical` calls and passes, fetched once a process: numpy, the
+    kernel, its tables (:func:`_ascii_tables`) and the swaps' table (:func:`_swap_keys`). (A
+    call of one short text costs ~5 us: imports in the function took ~0.6 of it.)"""
+    global _ascii_kernel
+    if _ascii_kernel is None:
+        import numpy as np
+
+        from .canonkernels import canonical_ascii
+
+        tab, vocab, growth = _ascii_tables()
+        _ascii_kernel = (np, canonical_ascii, tab, vocab, growth, _swap_keys())
+    return _ascii_kernel
+
+
 def _ascii_canonical(joined: str, texts: Sequence[str]) -> list[str]:
     """:func:`canonical_texts` of the ASCII ``texts``, joined by ``SEP`` (none holds it)."""
-    import numpy as np
-
-    from .canonkernels import canonical_ascii
-
+    np, kernel, tab, vocab, growth, swaps = _ascii_kernel or _ascii_setup()
     data = ascii_prenormalized(joined)
-    tab, vocab, growth = _ascii_tables()
     n = len(texts)
-    swaps = _swap_tables if _swap_tables is not None else _swap_keys()
     # digits split from letters at most double a text, a rewrite multiplies it by growth
-    out = np.empty(2 * growth * (len(data) + n) + 64, dtype=np.uint8)
-    raw = np.frombuffer(data or b"\0", dtype=np.uint8)
+    out = np.empty(2 * growth * (len(data) + n) + 64, np.uint8)
     swapped = np.empty(2 * n + 1, np.int64)
-    size = canonical_ascii(raw, len(data), n, tab, vocab, out, swaps, swapped)
+    raw = np.frombuffer(data or b"\0", np.uint8)
+    size = kernel(raw, len(data), n, tab, vocab, out, swaps, swapped)
     s = out[:size].tobytes().decode("ascii")
     got = s.split(SEP) if n > 1 else [s]
     if swapped[2 * n]:
         # a word that may have letters swapped: put back in Python, with the raw text
-        at = np.flatnonzero(swapped[n : 2 * n])
-        places = swapped[at].tolist()
-        for i, a, k in zip(at.tolist(), places, swapped[n + at].tolist(), strict=True):
+        if n <= 16:
+            sw = swapped.tolist()
+            at = [i for i in range(n) if sw[n + i]]
+            places = [sw[i] for i in at]
+            lengths = [sw[n + i] for i in at]
+        else:
+            ats = np.flatnonzero(swapped[n : 2 * n])
+            at = ats.tolist()
+            places = swapped[ats].tolist()
+            lengths = swapped[n + ats].tolist()
+        for i, a, k in zip(at, places, lengths, strict=True):
             if k < 0:
                 _swapped_back(texts, got, (i,))
                 continue

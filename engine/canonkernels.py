@@ -10,8 +10,10 @@ and spellings folded. The Python passes of :mod:`stratabatch.canon` are the refe
 tests compare the two on every labelled text and on generated ones.
 
 The tables are one int64 array (a header of offsets, then the parts) and one uint8 array of
-the words' bytes, so that a call passes five arrays (numba's dispatch costs per argument).
-Numba kernels, ``cache=True``; this module imports numba.
+the words' bytes (numba's dispatch costs per argument). The word table also says which words
+either pass acts at, so that a text holding none skips that pass. The helpers are inlined
+(``inline="always"``): a call of a compiled function takes and releases a reference to each
+array it is passed. Numba kernels, ``cache=True``; this module imports numba.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ F_LIKE_KEEPER = 64
 F_FIRST_PERSON = 128
 F_DIGIT = 256  # starts with a digit
 F_HEAD = 512  # first word of a phrase (or of "if i")
+# (set by rule_tables: where neither is on any word of a text, the pass is the identity)
+_F_DROPS = 1024  # the courtesy pass may act at the word: a filler, a number word, "just",
+# "like", a courtesy phrase's first word
+_F_FOLDS = 2048  # the frame pass may act at the word: a frame's first word, a spelling
 
 _SWAP_MIN = 5  # (canon.SWAP_MIN_LETTERS: the shortest word whose swapped letters go back)
 _FNV_OFFSET = 0xCBF29CE484222325
@@ -86,6 +92,14 @@ def rule_tables(
             s = (s + 1) & (nslots - 1)
         slots[s] = i
     fl = np.array([flags.get(w, 0) for w in vocab], np.int64)
+    for w in ("just", "like", *(phrase.split()[0] for phrase, _, _ in drops)):
+        fl[ids[w]] |= _F_DROPS
+    for w in (*spelling, *(phrase.split()[0] for phrase, _, _ in folds)):
+        fl[ids[w]] |= _F_FOLDS
+    fl[(fl & (F_FILLER | F_NUMBER)) != 0] |= _F_DROPS
+    for phrase, repl, _ in drops:  # (a courtesy phrase that writes a word the frame pass reads)
+        if any(fl[ids[x]] & _F_FOLDS for x in repl.split()):
+            fl[ids[phrase.split()[0]]] |= _F_FOLDS
     trans = np.full(nv, -1, np.int64)
     for k, v in transposed.items():
         trans[ids[k]] = ids[v]
@@ -166,7 +180,7 @@ SWAP_BITS_WORDS = 1 << 15
 uint64 words (2**21 bits, indexed by a hash's top 21 bits); the sorted hashes follow."""
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _may_swap(h, swaps):
     """Whether the word of FNV-1a hash ``h`` may be one whose swapped letters the canonical
     text puts back: ``h`` is in the sorted hashes of ``swaps``, asked of its bitset first."""
@@ -178,16 +192,7 @@ def _may_swap(h, swaps):
     return k < keys.shape[0] and keys[k] == h
 
 
-@njit(cache=True)
-def _hash(data, a, b):
-    """:func:`fnv1a` of data[a:b]."""
-    h = np.uint64(_FNV_OFFSET)
-    for q in range(a, b):
-        h = (h ^ np.uint64(data[q])) * np.uint64(_FNV_PRIME)
-    return h
-
-
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _find(h, data, a, b, tab, vocab):
     """The id of the word data[a:b] of hash ``h``, or -1."""
     mask = tab[_NSLOTS] - 1
@@ -211,12 +216,12 @@ def _find(h, data, a, b, tab, vocab):
         s = (s + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _flags(code, tab):
     return tab[tab[_FLAGS] + code] if code >= 0 else 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _starts_with_digit(code, tab, data, tok_s):
     if code >= 0:
         return (tab[tab[_FLAGS] + code] & F_DIGIT) != 0
@@ -224,7 +229,7 @@ def _starts_with_digit(code, tab, data, tok_s):
     return 48 <= c <= 57
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_head(first, second, tab):
     """Whether (first, second) (word ids) begin a phrase of either pass, or are "if i"."""
     if first == tab[_ID_IF] and second == tab[_ID_I]:
@@ -239,7 +244,7 @@ def _is_head(first, second, tab):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pass(src, n, dst, drop, tab, data, tok_s):
     """canon._pass over word codes (>= 0: a word id; < 0: -(token index + 1), a word no rule
     reads): the courtesy pass (``drop``) or the frame pass; returns the count put in dst."""
@@ -331,22 +336,33 @@ def _pass(src, n, dst, drop, tab, data, tok_s):
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _rewrite(codes, nt, words, kept, res, tab, data, tok_s):
     """canon._rewrite over word codes; returns (the array holding the result, its count)."""
     trans = tab[_TRANS]
+    acts = 0
     for t in range(nt):
         c = codes[t]
-        if c >= 0 and tab[trans + c] >= 0:
-            c = tab[trans + c]
+        if c >= 0:
+            if tab[trans + c] >= 0:
+                c = tab[trans + c]
+            acts |= tab[tab[_FLAGS] + c]
         words[t] = c
-    m1 = _pass(words, nt, kept, True, tab, data, tok_s)
+    if acts & _F_DROPS:
+        m1 = _pass(words, nt, kept, True, tab, data, tok_s)
+    else:  # (no word the courtesy pass acts at: it would copy them)
+        kept[:nt] = words[:nt]
+        m1 = nt
     start = 0
     while start < m1 and _flags(kept[start], tab) & F_JOINER:
         start += 1
     if start == m1:
         return words, nt  # nothing but courtesy: keep it as it came
-    m2 = _pass(kept[start:], m1 - start, res, False, tab, data, tok_s)
+    if acts & _F_FOLDS:  # (the courtesy pass only removes words: none is new here)
+        m2 = _pass(kept[start:], m1 - start, res, False, tab, data, tok_s)
+    else:
+        m2 = m1 - start
+        res[:m2] = kept[start:m1]
     if (
         m2 > 8
         and res[0] == tab[_ID_IF]
@@ -370,7 +386,7 @@ def _rewrite(codes, nt, words, kept, res, tab, data, tok_s):
     return res, m2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_digit(c):
     return 48 <= c <= 57
 
@@ -421,42 +437,50 @@ def canonical_ascii(data, size, n, tab, vocab, out, swaps, swapped):
             o += 1
         a = starts[i]
         b = ends[i]
-        # words, with digits split from letters ("6am" -> "6", "am")
-        nt = 0
-        prev = 0
-        for q in range(a, b):
-            c = data[q]
-            cls = 0 if c == 32 else (1 if _is_digit(c) else 2)
-            if cls != prev:
-                if prev != 0:
-                    tok_e[nt] = q
-                    nt += 1
-                if cls != 0:
-                    tok_s[nt] = q
-            prev = cls
-        if prev != 0:
-            tok_e[nt] = b
-            nt += 1
+        # words, with digits split from letters ("6am" -> "6", "am"), each hashed and
+        # looked up as it ends (a word at a time: one unpredictable branch a word, where a
+        # byte-class test at every byte and a second loop for the hash took three)
         flagged = False
         cand = -1  # the token that may have letters swapped, -2 for more than one
-        for t in range(nt):
-            h = _hash(data, tok_s[t], tok_e[t])
-            wid = _find(h, data, tok_s[t], tok_e[t], tab, vocab)
-            codes[t] = wid if wid >= 0 else -(t + 1)
+        nt = 0
+        q = a
+        while q < b:
+            c = data[q]
+            if c == 32:
+                q += 1
+                continue
+            s0 = q
+            digit = _is_digit(c)
+            h = np.uint64(_FNV_OFFSET)
+            while True:
+                h = (h ^ np.uint64(c)) * np.uint64(_FNV_PRIME)
+                q += 1
+                if q >= b:
+                    break
+                c = data[q]
+                if c == 32 or _is_digit(c) != digit:
+                    break
+            tok_s[nt] = s0
+            tok_e[nt] = q
+            wid = _find(h, data, s0, q, tab, vocab)
             if wid >= 0:
+                codes[nt] = wid
                 if tab[flags + wid] & F_TRIGGER:
                     flagged = True
-            elif (
-                cand != -2
-                and tok_e[t] - tok_s[t] >= _SWAP_MIN
-                and data[tok_s[t]] >= 97
-                and _may_swap(h, swaps)
-            ):
-                cand = t if cand == -1 else -2
+            else:
+                codes[nt] = -(nt + 1)
+                if (
+                    cand != -2
+                    and q - s0 >= _SWAP_MIN
+                    and not digit
+                    and data[s0] >= 97
+                    and _may_swap(h, swaps)
+                ):
+                    cand = nt if cand == -1 else -2
+            nt += 1
         swapped[n + i] = 0 if cand == -1 else (-1 if cand == -2 else tok_e[cand] - tok_s[cand])
         if cand != -1:
             swapped[2 * n] += 1
-        cq = tok_s[cand] if cand >= 0 else -1
         o0 = o
         if not flagged:
             for t in range(nt - 1):
@@ -466,18 +490,25 @@ def canonical_ascii(data, size, n, tab, vocab, out, swaps, swapped):
                         flagged = True
                         break
         if not flagged:
-            # as normalized: the spacing kept, a space between digits and letters
-            for q in range(a, b):
-                c = data[q]
-                if q > a:
-                    p = data[q - 1]
-                    if p != 32 and c != 32 and _is_digit(p) != _is_digit(c):
-                        out[o] = 32
-                        o += 1
-                if q == cq:
-                    swapped[i] = o - o0
-                out[o] = c
-                o += 1
+            # as normalized: the spacing kept, a space where digits touch letters (where
+            # one token ends as the next starts); copied a run at a time
+            run = a
+            for t in range(nt - 1):
+                e = tok_e[t]
+                if e == tok_s[t + 1]:
+                    w = e - run
+                    out[o : o + w] = data[run:e]
+                    o += w
+                    out[o] = 32
+                    o += 1
+                    run = e
+                if t + 1 == cand:
+                    swapped[i] = o - o0 + tok_s[cand] - run
+            if cand == 0:
+                swapped[i] = tok_s[0] - a
+            w = b - run
+            out[o : o + w] = data[run:b]
+            o += w
             continue
         arr, m = _rewrite(codes, nt, words, kept, res, tab, data, tok_s)
         for j in range(m):
@@ -486,14 +517,14 @@ def canonical_ascii(data, size, n, tab, vocab, out, swaps, swapped):
                 o += 1
             c = arr[j]
             if c >= 0:
-                for q in range(tab[vstart + c], tab[vstart + c + 1]):
-                    out[o] = vocab[q]
-                    o += 1
+                va = tab[vstart + c]
+                w = tab[vstart + c + 1] - va
+                out[o : o + w] = vocab[va : va + w]
             else:
                 t = -c - 1
                 if t == cand:
                     swapped[i] = o - o0
-                for q in range(tok_s[t], tok_e[t]):
-                    out[o] = data[q]
-                    o += 1
+                w = tok_e[t] - tok_s[t]
+                out[o : o + w] = data[tok_s[t] : tok_e[t]]
+            o += w
     return o
