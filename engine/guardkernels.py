@@ -348,8 +348,13 @@ def _raw_idents(buf, r0, r1, pos, st, en, k, H, HB, idf):
     lq = r0 - 1
     for u in range(r0, r1):
         c = buf[u]
-        if c == 34 or c == 96 or (
-            c == 39 and not (u > r0 and u + 1 < r1 and _alnum(buf[u - 1]) and _alnum(buf[u + 1]))
+        if (
+            c == 34
+            or c == 96
+            or (
+                c == 39
+                and not (u > r0 and u + 1 < r1 and _alnum(buf[u - 1]) and _alnum(buf[u + 1]))
+            )
         ):
             if fq == r1:
                 fq = u

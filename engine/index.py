@@ -148,9 +148,7 @@ class LeaderIndex:
         counts = self._leaders_in
         return bool(counts) and any(pid in counts for pid in pids)
 
-    def append(
-        self, vectors: Any, pids: Any, profiles: list[Any] | None = None
-    ) -> tuple[int, Any]:
+    def append(self, vectors: Any, pids: Any, profiles: list[Any] | None = None) -> tuple[int, Any]:
         """Write new rows after the existing ones, in partitions ``pids`` (non-negative ints:
         scope and numbers, see :meth:`stratabatch.grouping.Deduper._part_keys`); return the
         index of the first, and ``pids``. ``profiles``: the rows' key words, given where the

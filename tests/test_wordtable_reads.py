@@ -103,8 +103,15 @@ def _run(table, X, part, wkeys, wd, threshold, max_cand, start):
     n = X.shape[0]
     read0 = int(table.state[3])
     off, rows, sims, more = table.candidates(
-        X, part, np.zeros((n, 2), np.uint64), wkeys, start, np.zeros(n, np.int64), threshold,
-        max_cand, wd,
+        X,
+        part,
+        np.zeros((n, 2), np.uint64),
+        wkeys,
+        start,
+        np.zeros(n, np.int64),
+        threshold,
+        max_cand,
+        wd,
     )
     assert not more.any()
     got = [
@@ -129,8 +136,14 @@ def test_the_word_pass_reads_a_crowded_slot_as_one_row_at_a_time(seed, pair_budg
     # a compaction, and some of them die (they stay filed: read, counted, skipped)
     got, read = _run(table, X[:half], part[:half], wkeys[:half], wd, threshold, max_cand, 0)
     want1, reads1 = _reference(
-        X[:half], part[:half], tuple(a.copy() for a in wd), threshold, pair_budget, max_cand,
-        0, [],
+        X[:half],
+        part[:half],
+        tuple(a.copy() for a in wd),
+        threshold,
+        pair_budget,
+        max_cand,
+        0,
+        [],
     )
     assert (got, read) == (want1, reads1)
     leaders = [i for i in range(half) if not got[i]]
