@@ -149,8 +149,8 @@ def _normalize(data, q, r, negative, tmp, buf):
 def _number_keys(data, lens, seed, out):
     """out[t] = the partition key of ASCII text t of data (the texts one after another, each
     ``lens[t]`` bytes and one separator byte): the sum of
-    the keyed hashes of its normalized numbers, masked to 63 bits (0: no number). Numbers are
-    found as ``(?<![\\w.,])([-+]?)(\\d+(?:[.,]\\d+)*)`` finds them, left to right."""
+    the keyed hashes of its normalized numbers, masked to 63 bits (0: no number). The numbers
+    are what ``(?<![\\w.,])([-+]?)(\\d+(?:[.,]\\d+)*)`` matches, left to right."""
     widest = 0
     for t in range(len(lens)):
         if lens[t] > widest:
