@@ -548,17 +548,13 @@ class Core:
         st = self.stats
         if twins:
             st.record_exact_merges(twins)
-        st.record_batch(len(batch.groups))
-        self._batches.add(batch)
-        call = self._runner.start(
+        self._start(
+            batch,
             [g.payload for g in batch.groups],  # type: ignore[attr-defined]
-            self.config.processing_timeout,
             lambda results, error, cancelled, elapsed: self._lane_ran(
                 lane, batch, results, error, cancelled, elapsed
             ),
         )
-        batch.call = call
-        batch.task = call.task
 
     def _lane_ran(
         self,
@@ -1205,15 +1201,20 @@ class Core:
         batch = Batch(sent, live_total)
         for g in sent:
             g.batch = batch
-        st.record_batch(len(sent))
-        self._batches.add(batch)
-        call = self._runner.start(
+        self._start(
+            batch,
             [g.leader.payload for g in sent],
-            self.config.processing_timeout,
             lambda results, error, cancelled, elapsed: self._ran(
                 batch, results, error, cancelled, elapsed
             ),
         )
+
+    def _start(self, batch: Batch, payloads: list[Any], ended: Callable[..., None]) -> None:
+        """Hand ``batch`` (its ``payloads``, one per group) to the handler; ``ended`` hears
+        how the call ended (:meth:`_ran`, :meth:`_lane_ran`)."""
+        self.stats.record_batch(len(payloads))
+        self._batches.add(batch)
+        call = self._runner.start(payloads, self.config.processing_timeout, ended)
         batch.call = call
         batch.task = call.task
 
