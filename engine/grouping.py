@@ -1079,7 +1079,7 @@ class Deduper:
             ok, vectors = ok[:cut], vectors[:cut]
         keys = self._part_keys(ok)
         threshold = float(self.threshold())
-        start, pids = index.append(vectors, keys, profiles)
+        start = index.append(vectors, keys, profiles)
         if type(profiles) is list:
             for r in ok:
                 r.wprof = None  # stored in the index now
@@ -1166,7 +1166,7 @@ class Deduper:
                         self._log_refused(r, lead, float(index.rsim[i]))
                 g = self._lead(r, keys[j])
                 g.row = i
-                index.lead(i, g, pids[j], keyed)
+                index.lead(i, g, keys[j], keyed)
                 continue
             g = owners[li]
             sim = min(sims[j], 1.0)

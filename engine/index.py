@@ -148,10 +148,10 @@ class LeaderIndex:
         counts = self._leaders_in
         return bool(counts) and any(pid in counts for pid in pids)
 
-    def append(self, vectors: Any, pids: Any, profiles: list[Any] | None = None) -> tuple[int, Any]:
+    def append(self, vectors: Any, pids: Any, profiles: list[Any] | None = None) -> int:
         """Write new rows after the existing ones, in partitions ``pids`` (non-negative ints:
         scope and numbers, see :meth:`stratabatch.grouping.Deduper._part_keys`); return the
-        index of the first, and ``pids``. ``profiles``: the rows' key words, given where the
+        index of the first. ``profiles``: the rows' key words, given where the
         residue guard decides their merges (see :func:`stratabatch.wordtable.word_rows`: a list
         with one per row, or the :class:`~stratabatch.wordkeys.BatchProfiles` of exactly
         these rows); None when the rows have none."""
@@ -206,7 +206,7 @@ class LeaderIndex:
             self._pass_keyed = True
         self.part[start:need] = pids
         self.owners.extend([None] * n_new)
-        return start, pids
+        return start
 
     def candidates(self, start: int, threshold: float, max_cand: int | None = None) -> Any:
         """Candidate leaders of the rows appended at ``start`` (see :mod:`stratabatch.candidates`).
@@ -366,7 +366,7 @@ def warm_up(dim: int = 16) -> None:
         exhaustive_candidates(X, part, 0.9, 2, method=method)
     idx = LeaderIndex(method="index")
     idx.dim = dim
-    start, _ = idx.append(X, [0] * 6)
+    start = idx.append(X, [0] * 6)
     greedy_pass(
         idx.mat[:6],
         idx.part[:6],

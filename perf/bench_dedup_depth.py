@@ -588,7 +588,7 @@ def cluster_stream(
             idx.drop(o.row)  # type: ignore[arg-type]
             o.row = None
         rows = X[a : a + chunk]
-        start, _ = idx.append(rows, [0] * len(rows), None if wk is None else wk[a : a + len(rows)])
+        start = idx.append(rows, [0] * len(rows), None if wk is None else wk[a : a + len(rows)])
         n = start + len(rows)
         no = None
         if feats is not None:

@@ -189,7 +189,7 @@ def test_greedy_pass_with_vetoes_and_unjoinable_rows_matches_the_reference(seed,
             idx.append(X[:start], list(part[:start]))
             for r in range(start):
                 idx.lead(r, _Owner())
-            s, _ = idx.append(X[start:], list(part[start:]))
+            s = idx.append(X[start:], list(part[start:]))
             cands = idx.candidates(s, thr, k)
         leader, _, late = greedy_pass(X, part, thr, start, cands, joinable, veto)
         want = greedy_with_vetoes_reference(X, part, thr, start, joinable, veto)
@@ -207,7 +207,7 @@ def _index_vs_exhaustive(X, part, thr, chunk):
         out = np.zeros(X.shape[0], bool)
         for a in range(0, X.shape[0], chunk):
             rows = X[a : a + chunk]
-            start, _ = idx.append(rows, list(part[a : a + chunk]))
+            start = idx.append(rows, list(part[a : a + chunk]))
             n = start + len(rows)
             leader, _, late = greedy_pass(
                 idx.mat[:n], idx.part[:n], thr, start, idx.candidates(start, thr)
@@ -254,7 +254,7 @@ def test_index_is_not_used_below_its_minimum_threshold() -> None:
     idx = LeaderIndex()
     idx.dim = 8
     X = _unit(np.random.default_rng(0).standard_normal((3000, 8)))
-    start, _ = idx.append(X, [0] * 3000)
+    start = idx.append(X, [0] * 3000)
     idx.candidates(start, INDEX_MIN_THRESHOLD - 0.05)
     assert not idx.last_indexed and idx.table is None
     idx.candidates(start, 0.97)

@@ -458,7 +458,7 @@ def test_the_word_index_groups_as_the_exhaustive_path_at_scale() -> None:
 def test_method_words_needs_keys() -> None:
     idx = LeaderIndex(method="words")
     idx.dim = 4
-    start, _ = idx.append(np.eye(4, dtype=np.float32), [0] * 4)
+    start = idx.append(np.eye(4, dtype=np.float32), [0] * 4)
     with pytest.raises(ValueError, match="word keys"):
         idx.candidates(start, 0.8)
 
@@ -707,13 +707,13 @@ def test_a_narrow_vocabulary_reads_few_leaders_a_request_and_finds_its_twins() -
     X = np.ascontiguousarray(emb.embed([" ".join(t) for t in toks]))
     idx = LeaderIndex(method="words")
     idx.dim = X.shape[1]
-    start, _ = idx.append(X[:8000], [0] * 8000, [word_profile(t, squash=True) for t in toks[:8000]])
+    start = idx.append(X[:8000], [0] * 8000, [word_profile(t, squash=True) for t in toks[:8000]])
     off, rows, _, _ = idx.candidates(start, 0.8)
     for j in range(8000):
         idx.lead(j, object())
     idx.file_leaders([j for j in range(8000) if off[j + 1] > off[j]])
     read0 = int(idx.table.state[3])
-    start, _ = idx.append(X[8000:], [0] * 200, [word_profile(t, squash=True) for t in toks[8000:]])
+    start = idx.append(X[8000:], [0] * 200, [word_profile(t, squash=True) for t in toks[8000:]])
     off, rows, _, _ = idx.candidates(start, 0.8)
     reads = int(idx.table.state[3]) - read0
     assert reads <= 200 * (FINE_BUDGET + PAIR_BUDGET)
