@@ -197,30 +197,32 @@ def _number_keys(data, lens, seed, out):
 
 
 @njit(cache=True)
-def _token_keys(data, offs, lens, seed, out):
-    """out[t] = the keyed hash of the token data[offs[t]:offs[t]+lens[t]] (a normalized
-    number the Python signature made)."""
+def _token_keys(data, lens, seed, out):
+    """out[t] = the keyed hash of token t of data (normalized numbers the Python signature
+    made, laid out as :func:`_number_keys` reads its texts)."""
+    s = 0
     for t in range(len(lens)):
-        out[t] = _token_hash(data[offs[t] : offs[t] + lens[t]], lens[t], seed)
+        if t:
+            s += lens[t - 1] + 1
+        out[t] = _token_hash(data[s : s + lens[t]], lens[t], seed)
 
 
-def _bytes_and_bounds(items: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    raw = b"".join(items)
-    lens = np.fromiter(map(len, items), np.int64, len(items))
-    offs = np.zeros(len(items), np.int64)
-    if len(items) > 1:
-        np.cumsum(lens[:-1], out=offs[1:])
-    data = np.frombuffer(raw, np.uint8) if raw else np.zeros(1, np.uint8)
-    return data, offs, lens
+def _joined(items: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The layout both kernels read: the UTF-8 of ``items`` joined by one separator byte, and
+    each one's length in bytes."""
+    raw = [t.encode() for t in items]
+    lens = np.fromiter(map(len, raw), np.int64, len(raw))
+    joined = b"\x1f".join(raw)
+    return (np.frombuffer(joined, np.uint8) if joined else np.zeros(1, np.uint8)), lens
 
 
 def signature_key(signature: tuple[str, ...]) -> int:
     """The partition key of a number signature (what :func:`number_keys` gives its text)."""
     if not signature:
         return 0
-    data, offs, lens = _bytes_and_bounds([s.encode() for s in signature])
+    data, lens = _joined(list(signature))
     hashes = np.empty(len(signature), np.uint64)
-    _token_keys(data, offs, lens, SEED, hashes)
+    _token_keys(data, lens, SEED, hashes)
     return int((hashes.sum(dtype=np.uint64) & _MASK) | np.uint64(1))
 
 
@@ -233,20 +235,22 @@ def number_keys(texts: list[str]) -> list[int]:
     if not texts:
         return []
     joined = "\x1f".join(texts)
-    if joined.isascii():  # one byte a character: the joined text's bytes, bounds from lengths
+    if joined.isascii():  # :func:`_joined`'s layout, one encode: a byte a character
         if not any(d in joined for d in _DIGITS):  # most batches: no number at all (ten
             return [0] * len(texts)  # substring scans: ~1 us for 256 texts, a regex ~47)
-        data = np.frombuffer(joined.encode(), np.uint8) if joined else np.zeros(1, np.uint8)
+        data = np.frombuffer(joined.encode(), np.uint8)  # (not empty: it holds a digit)
         lens = np.fromiter(map(len, texts), np.int64, len(texts))
         out = np.empty(len(texts), np.uint64)
         _number_keys(data, lens, SEED, out)
         return out.view(np.int64).tolist()
     keys = [0] * len(texts)
-    ascii_at = [i for i, t in enumerate(texts) if t.isascii()]
+    ascii_at = []
+    for i, t in enumerate(texts):
+        if t.isascii():
+            ascii_at.append(i)
+        else:
+            keys[i] = signature_key(number_signature(t))
     if ascii_at:
         for i, k in zip(ascii_at, number_keys([texts[i] for i in ascii_at]), strict=True):
             keys[i] = k
-    for i, t in enumerate(texts):
-        if not t.isascii():
-            keys[i] = signature_key(number_signature(t))
     return keys
