@@ -333,7 +333,9 @@ def _deduper() -> tuple[Deduper, ScratchOps]:
     return Deduper(BatchConfig(), ops), ops
 
 
-def test_a_typo_twin_merges_without_the_python_guards(monkeypatch):
+def _pass_without_the_python_guards(monkeypatch, texts: list[str]) -> list[Request]:
+    """One dedup pass over ``texts`` at the defaults that fails if the Python guards are
+    asked (every pair is the guard kernel's to decide)."""
     import stratabatch.guards as guard_words
 
     def refuse_to_be_asked(*args, **kwargs):
@@ -342,10 +344,15 @@ def test_a_typo_twin_merges_without_the_python_guards(monkeypatch):
     d, ops = _deduper()
     d._load_decide()
     monkeypatch.setattr(guard_words, "veto", refuse_to_be_asked)
-    texts = ["How do I transfer my medical records to the new clinic?",
-             "How do I transfer my medical recrods to the new clinic?"]  # fmt: skip
     reqs = [Request({"query": t}, text=t) for t in texts]
     d.run(reqs)
+    return reqs
+
+
+def test_a_typo_twin_merges_without_the_python_guards(monkeypatch):
+    texts = ["How do I transfer my medical records to the new clinic?",
+             "How do I transfer my medical recrods to the new clinic?"]  # fmt: skip
+    reqs = _pass_without_the_python_guards(monkeypatch, texts)
     assert reqs[0].group is not None and reqs[1].group is reqs[0].group
 
 
@@ -359,16 +366,7 @@ def test_a_typo_twin_merges_without_the_python_guards(monkeypatch):
     ],
 )  # fmt: skip
 def test_a_negation_mistyped_merges_without_the_python_guards(monkeypatch, texts):
-    import stratabatch.guards as guard_words
-
-    def refuse_to_be_asked(*args, **kwargs):
-        raise AssertionError("the Python guards were asked")
-
-    d, ops = _deduper()
-    d._load_decide()
-    monkeypatch.setattr(guard_words, "veto", refuse_to_be_asked)
-    reqs = [Request({"query": t}, text=t) for t in texts]
-    d.run(reqs)
+    reqs = _pass_without_the_python_guards(monkeypatch, texts)
     assert reqs[0].group is not None and reqs[1].group is reqs[0].group
 
 
@@ -382,16 +380,7 @@ def test_a_negation_mistyped_merges_without_the_python_guards(monkeypatch, texts
     ],
 )  # fmt: skip
 def test_a_word_after_an_id_noun_is_decided_without_the_python_guards(monkeypatch, texts, merged):
-    import stratabatch.guards as guard_words
-
-    def refuse_to_be_asked(*args, **kwargs):
-        raise AssertionError("the Python guards were asked")
-
-    d, ops = _deduper()
-    d._load_decide()
-    monkeypatch.setattr(guard_words, "veto", refuse_to_be_asked)
-    reqs = [Request({"query": t}, text=t) for t in texts]
-    d.run(reqs)
+    reqs = _pass_without_the_python_guards(monkeypatch, texts)
     assert (reqs[1].group is reqs[0].group) == merged
 
 
