@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 from .admission import Admission
@@ -304,7 +305,12 @@ class Core:
         Raises:
             StratabatchError: as :meth:`submit` (nothing is queued then).
         """
-        lane, now = self._lane_arrival()
+        loop = self.loop  # (_lane_arrival inline: the per-call path)
+        if loop is None or self._closing or self._runner.handler is None:
+            self._refuse()
+        lane = self._lane
+        assert lane is not None
+        now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
         holder = lane.add_one(sink, payload, priority, now, deadline)
         self._arrived(lane, 1, now)
         return holder
@@ -335,7 +341,9 @@ class Core:
             self._arm_timer(now, force=True)
             if queued >= sched.max_size:  # (max_size=1: at once)
                 self._schedule_pump()
-        elif queued >= sched.max_size or now >= sched.window_end:  # type: ignore[operator]  # (set while it is open)
+        elif not self._pump_scheduled and (
+            queued >= sched.max_size or now >= sched.window_end  # type: ignore[operator]  # (set while it is open)
+        ):
             self._schedule_pump()
 
     def _lane_pass(self, lane: Lane) -> None:
@@ -525,9 +533,9 @@ class Core:
         self._after_change()
 
     def _lane_dispatch(self, lane: Lane, now: float) -> None:
-        groups = lane.take(self.config.max_size)
+        groups, look = lane.take(self.config.max_size, now)
         expired = False
-        for g in groups:  # a row due this very tick is never sent (as _dispatch)
+        for g in groups if look else ():  # a row due this very tick is never sent (as _dispatch)
             if (g.deadline is not None and g.sink is not None and g.deadline <= now) or (
                 g.more is not None
             ):
@@ -589,26 +597,30 @@ class Core:
                     now,
                 )
             else:
-                ok: list[LaneGroup] = []
-                values: list[Any] = []
-                for g, value in zip(groups, results, strict=True):
-                    if isinstance(value, BaseException):
-                        self._lane_fail(
-                            lane,
-                            [g],
-                            HandlerError.from_exception(
-                                value, "the handler returned an error for this request"
-                            ),
-                            now,
-                        )
-                    else:
-                        ok.append(g)
-                        values.append(value)
+                ok: list[LaneGroup] = groups
+                values: list[Any] = results
+                if any(map(isinstance, results, repeat(BaseException))):  # (a loop in C)
+                    ok, values = [], []
+                    for g, value in zip(groups, results, strict=True):
+                        if isinstance(value, BaseException):
+                            self._lane_fail(
+                                lane,
+                                [g],
+                                HandlerError.from_exception(
+                                    value, "the handler returned an error for this request"
+                                ),
+                                now,
+                            )
+                        else:
+                            ok.append(g)
+                            values.append(value)
                 arrivals = lane.deliver(ok, values)
                 lane.settle(ok)
                 if arrivals:
                     self.stats.record_done_many(arrivals, now)
         except Exception as e:  # a bug of ours must not strand anyone: answer who is left
+            for g in groups:
+                g.batch = None
             self._lane_fail(
                 lane,
                 [g for g in groups if g.live],
@@ -617,9 +629,7 @@ class Core:
                 ),
                 now,
             )
-        finally:
-            for g in groups:
-                g.batch = None
+        finally:  # (settle() let go of every group, each answered or failed)
             batch.groups = []
             batch.call = None
             self._schedule_pump()

@@ -359,10 +359,20 @@ class Lane:
         if rows is not None:
             rows.pop((sink, rid), None)
 
-    def take(self, max_size: int) -> list[LaneGroup]:
-        """The next batch's groups: up to ``max_size``, oldest first (see :meth:`start`)."""
+    def take(self, max_size: int, now: float) -> tuple[list[LaneGroup], bool]:
+        """The next batch's groups: up to ``max_size``, oldest first (see :meth:`start`),
+        and whether one of them needs a look before it goes: a twin row, or a first caller
+        whose deadline is ``now`` or past (the common batch needs none: one pass here)."""
         waiting = self.waiting
-        return [waiting.popleft() for _ in range(min(max_size, len(waiting)))]
+        groups = [waiting.popleft() for _ in range(min(max_size, len(waiting)))]
+        look = False
+        for g in groups:
+            if g.more is not None or (
+                g.deadline is not None and g.sink is not None and g.deadline <= now
+            ):
+                look = True
+                break
+        return groups, look
 
     def start(self, groups: list[LaneGroup]) -> tuple[LaneBatch, int, int]:
         """``groups`` (each with a caller) go to the handler as one batch.
@@ -371,12 +381,12 @@ class Lane:
             ``(batch, live, twins)``: the batch, the callers it answers, and how many of
             them are twins of another caller of the same item (merges).
         """
+        batch = LaneBatch(groups, 0)  # type: ignore[arg-type]
         live = 0
         for g in groups:
             live += g.live
-        batch = LaneBatch(groups, live)  # type: ignore[arg-type]
-        for g in groups:
             g.batch = batch
+        batch.live = live
         return batch, live, live - len(groups)
 
     def forget(self, groups: list[LaneGroup]) -> None:
@@ -388,8 +398,10 @@ class Lane:
                     del index[g.norm]
 
     def settle(self, groups: list[LaneGroup]) -> None:
-        """``groups`` were answered: no caller of theirs is left to leave or expire."""
+        """``groups`` were answered: no caller of theirs is left to leave or expire, and
+        they let go of their batch."""
         for g in groups:
+            g.batch = None
             if g.deadline is not None and g.sink is not None:
                 self.untick(g.sink, g.rid, g.deadline)
             more = g.more

@@ -307,19 +307,24 @@ class BatchProcessor(Generic[R]):
                 self._check_call_args(priority, timeout)
             core = self._core
             loop = asyncio.get_running_loop()
-            if core.loop is not loop or core.closed:
-                core, loop, _ = self._open_call(None)
+            lane = core.loop is loop and core.lane_open  # (open: not closed)
+            if not lane:
+                if core.loop is not loop or core.closed:
+                    core, loop, _ = self._open_call(None)
+                lane = core.lane_open
             deadline = None if timeout is None else loop.time() + timeout
             fut = loop.create_future()
-            if core.lane_open:
+            if lane:
                 # the row lane (engine/lane.py): the same checks, no record
                 c = self._config
                 size = flat_size(requests)
                 if size is None or size > c.max_request_bytes:
                     request_size(requests, 0, c.max_request_bytes)
-                while not core.make_room(priority):
-                    await core.wait_for_room(deadline)
-                if core.lane_open:
+                room = core.make_room(priority)
+                if not room:
+                    while not core.make_room(priority):
+                        await core.wait_for_room(deadline)
+                if room or core.lane_open:  # (still open after the wait)
                     holder = core.submit_one(fut, requests, priority, deadline)
                     try:
                         value = await fut
