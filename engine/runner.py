@@ -7,7 +7,11 @@ given to :meth:`Runner.start`: ``done(results, error, cancelled, elapsed)``.
 
 Per call it makes one task, one timer (``processing_timeout``) and, for a sync handler, one
 thread: no task waits on another, so a batch costs the loop a handful of callbacks, not a
-chain of tasks and futures.
+chain of tasks and futures. A call that ends by returning or raising reports from inside its
+own task's last step, in the loop iteration the handler returns in: the batch's callers (in
+the engine, its answer frames) are answered then, not one iteration later from a done
+callback. The done callback stays for a task cancelled before its first step (its coroutine
+never runs) and reports only what the task could not.
 
 A call ends in one of four ways:
 
@@ -111,7 +115,7 @@ class Runner:
         call = Call(self, done, loop.time(), n)
         if self.on_start is not None:
             self.on_start(n)
-        task = loop.create_task(self._call_handler(payloads))
+        task = loop.create_task(self._call_handler(payloads, call))
         call.task = task
         task.add_done_callback(lambda t: self._ended(call, t))
         if timeout is not None:
@@ -121,15 +125,19 @@ class Runner:
     def _ended(self, call: Call, task: asyncio.Task) -> None:
         if call.over:
             return
+        if task.cancelled():  # (the loop's own shutdown cancelled it)
+            self._finish(call, None, asyncio.CancelledError())
+        else:
+            self._finish(call, *task.result())
+
+    def _finish(self, call: Call, results: Any, raised: BaseException | None) -> None:
+        """The call's handler returned ``results`` or raised ``raised``: ``done`` hears it."""
+        if call.over:
+            return
         call.over = True
         if call.timer is not None:
             call.timer.cancel()
         n = call.size
-        if task.cancelled():  # (the loop's own shutdown cancelled it)
-            results = None
-            raised: BaseException | None = asyncio.CancelledError()
-        else:
-            results, raised = task.result()
         error: BaseException | None = None
         if raised is not None:
             if isinstance(raised, asyncio.CancelledError):
@@ -162,7 +170,9 @@ class Runner:
             loop.time() - call.started,
         )
 
-    async def _call_handler(self, payloads: list[Any]) -> tuple[Any, BaseException | None]:
+    async def _call_handler(
+        self, payloads: list[Any], call: Call | None = None
+    ) -> tuple[Any, BaseException | None]:
         """Run the handler on ``payloads``; returns ``(results, None)`` or ``(None, error)``.
 
         Never raises, whatever the handler raises (BaseExceptions such as a test framework's
@@ -176,9 +186,13 @@ class Runner:
                 result = await self._call_sync(payloads)
             if inspect.isawaitable(result):
                 result = await result
-            return result, None
         except BaseException as e:  # noqa: BLE001 - every failure becomes the batch's error
-            return None, e
+            outcome: tuple[Any, BaseException | None] = (None, e)
+        else:
+            outcome = (result, None)
+        if call is not None:
+            self._finish(call, *outcome)
+        return outcome
 
     async def _call_sync(self, payloads: list[Any]) -> Any:
         loop = self.loop

@@ -204,3 +204,23 @@ def test_deadlines_of_one_tick_share_a_timer_and_expire_within_the_tick(run_virt
     assert len(ends) == 3
     for end, deadline in zip(sorted(ends), deadlines, strict=True):
         assert deadline <= end + 1e-9 <= deadline + 0.01 + 1e-6
+
+
+async def test_a_call_is_answered_in_the_step_its_handler_returns_in():
+    """``done`` hears a finished handler call from inside the call's own task step, not from
+    a done-callback one loop iteration later: a batch's callers (and, in the engine, its
+    answer frames) go out that much sooner."""
+    from stratabatch.runner import Runner
+
+    async def handler(reqs):
+        return [r["query"] for r in reqs]
+
+    runner = Runner()
+    runner.set_handler(handler)
+    runner.loop = asyncio.get_running_loop()
+    heard: list[object] = []
+    call = runner.start([{"query": "a"}], None, lambda *a: heard.append(a[0]))
+    await asyncio.sleep(0)  # one loop iteration: the task's first (and only) step runs
+    assert heard == [["a"]]
+    await asyncio.sleep(0)
+    assert heard == [["a"]] and call.over  # (once: the done-callback finds it over)
