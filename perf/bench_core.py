@@ -9,6 +9,11 @@ round:
 * **40-line batcher** (:class:`MinimalBatcher`): what a competent user writes: collect until
   ``max_size`` or the window, call the handler, resolve the futures; a handler exception fails
   its batch, a caller that went away is skipped. No dedup, stats, timeouts or backpressure.
+* **+ the request checks (yardstick)** (:class:`CheckedBatcher`): the 40-line batcher plus
+  the least the contract asks of every call: the request rule checked in the caller (its
+  cheapest form), a queue bound, and each request's arrival time for the latency stats. Not a
+  peer: it tells how much of ``BatchProcessor``'s cost over the batcher any batcher that keeps
+  the contract pays, and so where the floor of the targets lies.
 * **aiodataloader** (when installed: ``pip install aiodataloader``): ``DataLoader`` with
   ``max_batch_size=32`` and ``cache=False`` (its cache would be a result cache across batches,
   not batching); it batches what is asked in one event-loop iteration, it has no window.
@@ -105,6 +110,76 @@ class MinimalBatcher:
             await asyncio.gather(*self.tasks)
 
 
+class CheckedBatcher(MinimalBatcher):
+    """The 40-line batcher plus the least of what the contract asks of every single call: the
+    request rule checked in the caller (:func:`stratabatch.requests.request_size`, its
+    cheapest form: the exact msgpack size of a flat dict computed without encoding it), a
+    bound on the queue, and each request's arrival time kept for the latency stats. A
+    yardstick, not a peer: no dedup, timeouts, priorities, stats snapshot or hand-over, so
+    what ``BatchProcessor`` costs beyond it is its features, and what it costs beyond the
+    40-line batcher is a floor for any batcher that keeps the contract."""
+
+    def __init__(self, handler: Callable[..., Any], window_ms: float, max_size: int) -> None:
+        from stratabatch.requests import flat_size, request_size
+
+        super().__init__(handler, window_ms, max_size)
+        self.flat_size, self.request_size = flat_size, request_size
+        self.max_bytes, self.max_queue, self.waiting = 1 << 20, 10_000, 0
+        self.latencies = [0.0] * 4096
+        self.done = 0
+
+    async def process(self, request: Any) -> Any:
+        size = self.flat_size(request)
+        if size is None or size > self.max_bytes:
+            self.request_size(request, 0, self.max_bytes)  # (raises for a bad one)
+        if self.waiting >= self.max_queue:
+            raise RuntimeError("queue full")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.waiting += 1
+        self.pending.append((request, (future, loop.time())))
+        if len(self.pending) >= self.max_size:
+            self._flush()
+        elif self.timer is None:
+            self.timer = loop.call_later(self.window, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch = [(r, fa) for r, fa in self.pending[: self.max_size] if not fa[0].done()]
+        self.waiting -= min(self.max_size, len(self.pending)) - len(batch)
+        del self.pending[: self.max_size]
+        if self.pending:
+            self.timer = asyncio.get_running_loop().call_later(self.window, self._flush)
+        if batch:
+            task = asyncio.ensure_future(self._run(batch))  # type: ignore[arg-type]
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, batch: list[tuple[Any, Any]]) -> None:
+        try:
+            results = await self.handler([r for r, _ in batch])
+        except Exception as exc:
+            results = [exc] * len(batch)
+        now = asyncio.get_running_loop().time()
+        arrivals = []
+        for (_, (future, arrival)), result in zip(batch, results, strict=True):
+            arrivals.append(arrival)
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        self.waiting -= len(batch)
+        i, n = self.done & 4095, len(arrivals)
+        if i + n <= 4096:
+            self.latencies[i : i + n] = [now - a for a in arrivals]
+        self.done += n
+
+
 class DataLoaderPeer:
     """aiodataloader's ``DataLoader`` behind the same ``process`` / ``close`` surface."""
 
@@ -177,6 +252,7 @@ async def drive(
 
 
 MINIMAL = "40-line asyncio batcher"
+CHECKED = "  + the request checks (yardstick)"
 LOADER = "aiodataloader"
 OFF = "BatchProcessor, no dedup"
 EXACT = "BatchProcessor, exact"
@@ -211,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
     systems: dict[str, Callable[[], Any]] = {
         MINIMAL: lambda: MinimalBatcher(noop, a.window_ms, a.max_size),
+        CHECKED: lambda: CheckedBatcher(noop, a.window_ms, a.max_size),
     }
     loader_note = None
     try:
@@ -268,8 +345,12 @@ def main(argv: list[str] | None = None) -> int:
             + (f"{r['x_aiodataloader_cpu']:>16.2f}x" if loader else "")
         )
     print(f"{load1} at the end")
-    x_off, x_exact, x_emb, x_words = (
-        med[s]["x_batcher_cpu"] for s in (OFF, EXACT, EMBEDDING, WORDS)
+    x_off, x_exact, x_emb, x_words, x_floor = (
+        med[s]["x_batcher_cpu"] for s in (OFF, EXACT, EMBEDDING, WORDS, CHECKED)
+    )
+    print(
+        f"the yardstick (the batcher plus the contract's per-call checks) is {x_floor:.2f}x the "
+        "batcher: a floor for any batcher that checks requests in the caller"
     )
     targets = print_targets(
         [
