@@ -462,9 +462,15 @@ class Books(CallBooks):
 
     def expire(self, owner: Any, ids: range, timeout: Any) -> None:
         """A caller's timeout ran out (the answers already in the ring were delivered): fail
-        its requests still without an answer, with QueueFullError those never sent."""
+        its requests still without an answer: with QueueFullError those the full ring kept
+        out, with BatchTimeoutError the others, also those still queued for their burst's
+        send (:meth:`back`: the ring had room, the caller's timeout was just short), which are
+        not sent at all."""
         with self.lock:
-            self._refuse_unsent_of(owner, ids)
+            if self._waiting_room:
+                self._refuse_unsent_of(owner, ids)
+            elif self._outq:
+                self._take_unsent(ids)
             self._time_out(owner, ids, timeout)
 
     def unsent(self, call: ListCall, ids: range) -> bool:

@@ -7,7 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from stratabatch.clientcalls import Packer
-from stratabatch.errors import EngineUnavailableError, StratabatchError
+from stratabatch.errors import (
+    BatchTimeoutError,
+    EngineUnavailableError,
+    QueueFullError,
+    StratabatchError,
+)
 from stratabatch.ipc.framelimits import DEFAULT_LIMITS
 from stratabatch.ipc.frames import FrameDecoder, FrameEncoder
 from stratabatch.syncbooks import STALL_S, Books, Waiter
@@ -200,3 +205,31 @@ def test_request_ids_skip_the_zones_of_bytes_0xdc_and_0xdd():
     books._next_id = 0xDBFE
     ids = books.enter(conn, object(), [(0, 0, 0, -1, b"\x80")] * 4, [0, 1, 2, 3], span=4)
     assert list(ids) == [0xDE00, 0xDE01, 0xDE02, 0xDE03]  # a list's run stays consecutive
+
+
+def test_a_timeout_while_queued_for_the_burst_is_a_timeout_not_a_full_ring():
+    # a caller of a burst is still on its way back, so a new request only queues (the ring
+    # has room): its caller's timeout running out then is a BatchTimeoutError, and the
+    # request is not sent later
+    books, conn = _books()
+    first, rid1 = _call(books, conn)
+    _answer(conn, [rid1])
+    assert books.drain(conn) is None  # (first is answered: its burst is on its way back)
+    assert _woken(first)
+    queued, rid2 = _call(books, conn)
+    assert len(conn.pushed) == 1  # held for the burst
+    books.expire(queued, range(rid2, rid2 + 1), 0.001)
+    assert isinstance(queued.error, BatchTimeoutError)
+    assert not isinstance(queued.error, QueueFullError)
+    books.back(first)  # the burst is back: nothing is left to send
+    assert len(conn.pushed) == 1
+    assert not books.waiting
+
+
+def test_a_timeout_while_the_full_ring_keeps_a_request_out_is_a_full_ring():
+    books, conn = _books()
+    conn.push = lambda frame: False  # type: ignore[method-assign]
+    waiter, rid = _call(books, conn)  # the ring is full: it waits for room
+    books.expire(waiter, range(rid, rid + 1), 0.001)
+    assert isinstance(waiter.error, QueueFullError)
+    assert not books.waiting
