@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .lexicon import DEFAULT_STOP_WORDS
-from .text import normalize_for_embedding, normalized_batch
+from .text import SEP, normalize_for_embedding, normalized_batch
 
 __all__ = [
     "DEFAULT_STOP_WORDS",
@@ -178,9 +178,21 @@ class HashingEmbedder:
     def embed_profiled(self, texts: list[str]) -> tuple[np.ndarray, Any]:
         """:meth:`embed`, and the key words of each text for the word index in the same
         kernel pass (:class:`stratabatch.wordkeys.BatchProfiles`). ``texts`` are canonical
-        texts (:mod:`stratabatch.canon`): the key words are those of their words."""
+        texts (:mod:`stratabatch.canon`): the key words are those of their words.
+
+        Where normalization leaves the texts' bytes as they are (the common case: a canonical
+        text is normalized already), the same pass also puts each text's squash tag in its
+        key words' shapes (the batch comes back ``tagged``: what
+        :func:`stratabatch.wordkeys.tag_profiles` does, from the same bytes)."""
         from .embedkernels import hashed_embed_profiled
-        from .wordkeys import PRECHECK_MAX_WORDS, BatchProfiles, kernel_tables
+        from .pairs import CRC_TABLE
+        from .wordkeys import (
+            PRECHECK_MAX_WORDS,
+            SQUASH_MOD,
+            SQUASH_SHIFT,
+            BatchProfiles,
+            kernel_tables,
+        )
 
         n = len(texts)
         out = np.empty((n, self.dim), dtype=np.float32)
@@ -193,6 +205,10 @@ class HashingEmbedder:
             self._stop = _stop_hashes(self._stop_words)
         raw = normalized_batch(texts)
         data = np.frombuffer(raw, dtype=np.uint8) if raw else _ONE_BYTE
+        # the squash tags read each text's own bytes: the kernel reads them in ``raw`` when
+        # they are there unchanged (one comparison of the joined batch, ~1 us)
+        joined = texts[0] if n == 1 else SEP.join(texts)
+        tagged = raw == joined.encode("utf-8", "surrogatepass")
         # a text has at most one word per byte, and keeps at most PRECHECK_MAX_WORDS of them
         cap = max(1, min(len(raw) + n, n * (PRECHECK_MAX_WORDS + 1)))
         ranks = np.empty(cap, dtype=np.int64)
@@ -216,8 +232,11 @@ class HashingEmbedder:
             counts,
             off,
             lens,
+            CRC_TABLE,
+            SQUASH_MOD if tagged else 0,
+            SQUASH_SHIFT,
         )
-        return out, BatchProfiles(ranks, shapes, counts, off, lens)
+        return out, BatchProfiles(ranks, shapes, counts, off, lens, tagged)
 
     def __repr__(self) -> str:
         return f"HashingEmbedder(name={self.name!r}, dim={self.dim})"

@@ -56,21 +56,50 @@ def _sum_squares(out, i):
     every machine (no reassociation left to the compiler). One long sequential chain cost
     ~0.4 us a 384-d row (measured), a quarter of the whole embedding."""
     dim = out.shape[1]
-    acc = np.zeros(8, np.float64)
+    # (eight scalars, not an array: an array here was a heap allocation a row)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
     full = dim - dim % 8
     for b in range(0, full, 8):
-        for t in range(8):
-            v = np.float64(out[i, b + t])
-            acc[t] += v * v
+        v0 = np.float64(out[i, b])
+        v1 = np.float64(out[i, b + 1])
+        v2 = np.float64(out[i, b + 2])
+        v3 = np.float64(out[i, b + 3])
+        v4 = np.float64(out[i, b + 4])
+        v5 = np.float64(out[i, b + 5])
+        v6 = np.float64(out[i, b + 6])
+        v7 = np.float64(out[i, b + 7])
+        a0 += v0 * v0
+        a1 += v1 * v1
+        a2 += v2 * v2
+        a3 += v3 * v3
+        a4 += v4 * v4
+        a5 += v5 * v5
+        a6 += v6 * v6
+        a7 += v7 * v7
     for b in range(full, dim):
         v = np.float64(out[i, b])
-        acc[b - full] += v * v
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        t = b - full
+        if t == 0:
+            a0 += v * v
+        elif t == 1:
+            a1 += v * v
+        elif t == 2:
+            a2 += v * v
+        elif t == 3:
+            a3 += v * v
+        elif t == 4:
+            a4 += v * v
+        elif t == 5:
+            a5 += v * v
+        else:
+            a6 += v * v
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
 @njit(cache=True, inline="always")  # (a call would pass ~15 arrays, refcounted)
 def _embed_row(
-    out, i, cps, nt, tok_start, tok_end, tok_hash, tok_keep, seq, scratch, stop_hashes, weights
+    out, i, cps, nt, tok_start, tok_end, tok_hash, tok_keep, seq, scratch, stop_hashes, weights,
+    stop_bits,
 ):
     """Row i of out from the nt tokens of one text (hashed already): see hashed_embed."""
     dim = out.shape[1]
@@ -79,7 +108,7 @@ def _embed_row(
     out[i, :] = 0.0
     n_keep = 0
     for t in range(nt):
-        tok_keep[t] = not in_sorted(tok_hash[t], stop_hashes)
+        tok_keep[t] = not _in_set(tok_hash[t], stop_hashes, stop_bits)
         if tok_keep[t]:
             n_keep += 1
     if n_keep == 0:
@@ -156,6 +185,9 @@ def hashed_embed(data, size, stop_hashes, weights, out):
         none,
         none,
         none,
+        np.empty(0, dtype=np.uint32),
+        0,
+        0,
     )
 
 
@@ -168,6 +200,28 @@ _COMMON_BIT = np.int64(1 << 62)
 _RANK_LOW = np.uint64((1 << 62) - 1)
 
 _UNPROFILED = -1  # a text the kernel leaves to the Python reference (wordkeys.word_profile)
+
+
+_FILTER_BITS = 4096  # bits of a word set's filter (see _filter)
+
+
+@njit(cache=True)
+def _filter(hashes, bits):
+    """Set bit (h mod 4096) of ``bits`` for each hash of a sorted word set."""
+    for t in range(hashes.shape[0]):
+        h = hashes[t] & np.uint64(_FILTER_BITS - 1)
+        bits[h >> np.uint64(6)] |= np.uint64(1) << (h & np.uint64(63))
+
+
+@njit(cache=True, inline="always")
+def _in_set(h, hashes, bits):
+    """in_sorted(h, hashes), with the set's filter first: most words are in none of the
+    small sets (stop words, common and ignorable words), and one bit test answers for them
+    instead of a binary search whose branches mispredict."""
+    b = h & np.uint64(_FILTER_BITS - 1)
+    if not (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1):
+        return False
+    return in_sorted(h, hashes)
 
 
 @njit(cache=True)
@@ -228,6 +282,8 @@ def _profile_row(
     ps,
     pc,
     used,
+    common_bits,
+    ign_bits,
 ):
     """The key words of one text (see stratabatch.wordkeys.word_profile): (rank, shape,
     count) of each distinct key word written to pr/ps/pc from ``used``; returns how many, or
@@ -249,7 +305,7 @@ def _profile_row(
         L = b - a
         shape = np.int64(mask) | (np.int64(min(L, 0xFFFF)) << 32) | (np.int64(alpha) << 48)
         h = tok_hash[t]
-        ign = in_sorted(h, ignorable)
+        ign = _in_set(h, ignorable, ign_bits)
         if not ign and alpha and L >= 4:
             # a typo of a filler of 5+ letters is ignorable (stratabatch.guards.ignorable)
             # when the guards' typo rule accepts it: the reference decides those texts
@@ -279,7 +335,7 @@ def _profile_row(
         kh[k] = h
         ks[k] = shape
         kign[k] = ign
-        if L < 3 or in_sorted(h, common):
+        if L < 3 or _in_set(h, common, common_bits):
             kign[k] = kign[k] | 2  # (bit 1: a common word, ranked after the others)
         k += 1
     if k == 0:
@@ -354,12 +410,20 @@ def hashed_embed_profiled(
     pc,
     poff,
     plen,
+    crc_table,
+    tag_mod,
+    tag_shift,
 ):
     """hashed_embed, and the key words of each text for the word index in the same pass over
     its tokens (the texts are canonical: stratabatch.canon): text i's (rank, shape, count)
     triples are pr/ps/pc[poff[i] : poff[i] + plen[i]], plen[i] = -1 for a text the Python
     reference must do (_profile_row). The caller sizes pr/ps/pc for
-    sum(min(tokens, max_words + 1)). Returns their fill."""
+    sum(min(tokens, max_words + 1)). Returns their fill.
+
+    With ``tag_mod`` > 0 the shapes of each profiled text also carry its squash tag
+    (stratabatch.pairs.squash_tags of the text's bytes in data, ``<< tag_shift``), as
+    stratabatch.wordkeys.tag_profiles puts it there: for a caller whose data holds each
+    text's bytes as the tag reads them (checked by the caller)."""
     return _embed_texts(
         data,
         size,
@@ -378,6 +442,9 @@ def hashed_embed_profiled(
         pc,
         poff,
         plen,
+        crc_table,
+        tag_mod,
+        tag_shift,
     )
 
 
@@ -400,6 +467,9 @@ def _embed_texts(
     pc,
     poff,
     plen,
+    crc_table,
+    tag_mod,
+    tag_shift,
 ):
     """hashed_embed, and with ``profile`` the key words too (hashed_embed_profiled)."""
     n = out.shape[0]
@@ -422,6 +492,12 @@ def _embed_texts(
     rscratch = np.empty(longest + 1, dtype=np.int64)
     osa = np.empty((3, fillers.shape[1]), dtype=np.int64)  # (filler rows: 4 + their letters)
     order_small = np.empty(32, dtype=np.int64)
+    nb = _FILTER_BITS // 64
+    bits = np.zeros(3 * nb, dtype=np.uint64)  # filters of the stop, common, ignorable words
+    _filter(stop_hashes, bits[:nb])
+    if profile:
+        _filter(common, bits[nb : 2 * nb])
+        _filter(ignorable, bits[2 * nb :])
     used = 0
     for i in range(n):
         m = decode_utf8(data, starts[i], ends[i], cps)
@@ -441,6 +517,7 @@ def _embed_texts(
             scratch,
             stop_hashes,
             weights,
+            bits[:nb],
         )
         if not profile:
             continue
@@ -466,9 +543,20 @@ def _embed_texts(
             ps,
             pc,
             used,
+            bits[nb : 2 * nb],
+            bits[2 * nb :],
         )
         poff[i] = used
         plen[i] = w
         if w > 0:
+            if tag_mod > 0:  # (pairs.squash_tags and tag_shapes, for this text)
+                c = np.uint32(0xFFFFFFFF)
+                for u in range(starts[i], ends[i]):
+                    x = data[u]
+                    if x != 32:
+                        c = crc_table[(c ^ np.uint32(x)) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
+                tag = (np.int64(c ^ np.uint32(0xFFFFFFFF)) % tag_mod + 1) << tag_shift
+                for u in range(used, used + w):
+                    ps[u] |= tag
             used += w
     return used

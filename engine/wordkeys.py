@@ -183,7 +183,9 @@ def _profile_words(words: list[str]) -> None:
 SQUASH_SHIFT = 49
 """Where a stored shape carries its text's :func:`squash_tag` (bits 49-62; the typo rule
 reads bits 0-48 only)."""
-_SQUASH_MASK = 0x3FFF
+SQUASH_MOD = 0x3FFF
+"""A squash tag is a CRC-32 ``% SQUASH_MOD + 1``."""
+_SQUASH_MASK = SQUASH_MOD
 
 
 def squash_tag(tokens: Sequence[str]) -> int:
@@ -199,9 +201,10 @@ def squash_tag(tokens: Sequence[str]) -> int:
 def tag_profiles(batch: BatchProfiles, texts: Sequence[str]) -> None:
     """Put each text's :func:`squash_tag` into its key words' shapes in ``batch`` (the
     canonical ``texts`` the embedding kernel profiled), as :func:`word_profile` with
-    ``squash=True`` does: what the index stores."""
+    ``squash=True`` does: what the index stores. A batch the kernel tagged already
+    (``batch.tagged``) is left as it is."""
     lens = batch.lens
-    if not len(lens):
+    if not len(lens) or batch.tagged:
         return
     from .pairs import CRC_TABLE, squash_tags, tag_shapes
 
@@ -223,6 +226,7 @@ def tag_profiles(batch: BatchProfiles, texts: Sequence[str]) -> None:
         tags,
     )
     tag_shapes(batch.shapes, batch.off, lens, tags, SQUASH_SHIFT)
+    batch.tagged = True
 
 
 def word_profile(tokens: Sequence[str], squash: bool = False) -> list[int]:
@@ -295,9 +299,10 @@ class BatchProfiles:
     """The key words of a batch of texts, as the embedding kernel wrote them: text ``j``'s
     (rank, shape, count) triples are ``ranks/shapes/counts[off[j] : off[j] + lens[j]]``;
     ``lens[j] == -1`` for a text left to :func:`word_profile`. A request refers to its text's
-    entry as ``(batch, j)`` (:func:`stratabatch.wordtable.word_rows` reads either form)."""
+    entry as ``(batch, j)`` (:func:`stratabatch.wordtable.word_rows` reads either form).
+    ``tagged``: the shapes carry their texts' squash tags already (:func:`tag_profiles`)."""
 
-    __slots__ = ("ranks", "shapes", "counts", "off", "lens")
+    __slots__ = ("ranks", "shapes", "counts", "off", "lens", "tagged")
 
     def __init__(
         self,
@@ -306,12 +311,14 @@ class BatchProfiles:
         counts: np.ndarray,
         off: np.ndarray,
         lens: np.ndarray,
+        tagged: bool = False,
     ) -> None:
         self.ranks = ranks
         self.shapes = shapes
         self.counts = counts
         self.off = off
         self.lens = lens
+        self.tagged = tagged
 
     def filled(self, fill: Mapping[int, Sequence[int]]) -> BatchProfiles:
         """A copy where each text ``j`` of ``fill`` has the key words ``fill[j]`` (a
@@ -333,6 +340,7 @@ class BatchProfiles:
             np.concatenate([self.counts, flat[:, 2]]),
             off,
             lens,
+            self.tagged,  # (the filled texts' shapes are word_profile's, tagged)
         )
 
     def as_list(self, j: int) -> list[int] | None:

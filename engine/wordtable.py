@@ -25,6 +25,7 @@ from .wordkeys import (
     FINE_SALT,
     SINGLE_KEY,
     WORD_KEYS,
+    BatchProfiles,
 )
 
 _MIX = np.uint64(0x9E37_79B9_7F4A_7C15)  # (stratabatch.wordkeys.fine_mix)
@@ -37,6 +38,7 @@ __all__ = [
     "compact_pools",
     "move_rows",
     "profile_entries",
+    "warm_up",
     "word_rows",
 ]
 
@@ -156,6 +158,8 @@ def _sources(
 
 def profile_entries(profiles: Any) -> int:
     """How many pool entries the key words of ``profiles`` take (see :func:`word_rows`)."""
+    if not isinstance(profiles, list):  # a BatchProfiles
+        return int(profiles.lens.sum())
     return int(_sources(profiles)[0].sum())
 
 
@@ -170,6 +174,30 @@ def _copy_profiles(br, bs, bc, boff, blen, js, dest, wr, wi, wc, woff):
             wr[o + u] = br[a + u]
             wi[o + u] = bs[a + u]
             wc[o + u] = bc[a + u]
+
+
+@njit(cache=True)
+def _batch_word_rows(
+    br, bs, bc, boff, blen, wr, wi, wc, woff, wlen, wtot, out, start, used, empty, single,
+    coarse, fine_max, salt,
+):
+    """:func:`word_rows` of one whole BatchProfiles in one call: text j's key words go to
+    row start + j, stored from ``used`` on in text order, then :func:`_word_rows`. Returns
+    the pools' new fill."""
+    m = blen.shape[0]
+    o = used
+    for j in range(m):
+        k = blen[j]
+        woff[start + j] = o
+        wlen[start + j] = k
+        a = boff[j]
+        for u in range(k):
+            wr[o + u] = br[a + u]
+            wi[o + u] = bs[a + u]
+            wc[o + u] = bc[a + u]
+        o += k
+    _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single, coarse, fine_max, salt)
+    return o
 
 
 def word_rows(
@@ -191,6 +219,30 @@ def word_rows(
     rows."""
     wr, wi, wc = pools
     woff, wlen, wtot = rows
+    if not isinstance(profiles, list):  # one BatchProfiles, its texts in order: one call
+        return int(
+            _batch_word_rows(
+                profiles.ranks,
+                profiles.shapes,
+                profiles.counts,
+                profiles.off,
+                profiles.lens,
+                wr,
+                wi,
+                wc,
+                woff,
+                wlen,
+                wtot,
+                out,
+                start,
+                used,
+                EMPTY_KEY,
+                SINGLE_KEY,
+                COARSE_KEYS,
+                FINE_MAX_WORDS,
+                np.uint64(FINE_SALT),
+            )
+        )
     lens, groups, plain = _sources(profiles)
     m = len(lens)
     if m:
@@ -227,6 +279,17 @@ def word_rows(
     return used
 
 
+def warm_up() -> None:
+    """Load (or compile) the kernels that file key words, for each form a pass hands them:
+    one whole BatchProfiles, rows of batches ``(batch, j)``, and word_profile lists."""
+    one = np.ones(2, np.int64)
+    batch = BatchProfiles(one, one, one, np.array([0, 1], np.int64), one)
+    for profiles in (batch, [(batch, 0), [3, 5, 1]]):
+        pools = tuple(np.zeros(8, np.int64) for _ in range(3))
+        rows = tuple(np.zeros(2, np.int64) for _ in range(3))
+        word_rows(profiles, pools, 0, rows, np.zeros((2, WORD_KEYS), np.uint64), 0)
+
+
 @njit(cache=True)
 def compact_pools(wr, wi, wc, woff, wlen, n):
     """Move the key words of rows [0, n) (already renumbered, in their old order) to the
@@ -249,13 +312,17 @@ def compact_pools(wr, wi, wc, woff, wlen, n):
 
 
 @njit(cache=True)
-def _word_table_keys(wkeys, part, start, n, keys):
-    """keys[i - start, t]: the table key of row i's word key t (0 stays 0: no key)."""
+def _word_table_keys(wkeys, part, start, n, keys, first):
+    """keys[i - start]: the table keys of row i's word keys (0 stays 0: no key), its word
+    key ``first`` first and the others in their order after it, wrapping around (so the fine
+    keys, from column COARSE_KEYS, may come first without a copy of the array)."""
+    w = wkeys.shape[1]
     for i in range(start, n):
         pid = part[i]
-        for t in range(wkeys.shape[1]):
+        for t in range(w):
             v = wkeys[i, t]
-            keys[i - start, t] = band_key(v, 0, pid) if v != 0 else np.uint64(0)
+            u = t - first if t >= first else t - first + w
+            keys[i - start, u] = band_key(v, 0, pid) if v != 0 else np.uint64(0)
 
 
 @njit(cache=True)
@@ -325,16 +392,16 @@ class WordTable(LeaderTable):
         m = n - start
         self._make_room(wkeys, part, start)
         keys = np.empty((m, wkeys.shape[1]), np.uint64)
-        _word_table_keys(wkeys, part, start, n, keys)
         if wd is None:  # (no pre-check: every row filed under a key is read)
+            _word_table_keys(wkeys, part, start, n, keys, 0)
             return self._pass(X, part, words, keys, 1, threshold, 64, start, stamp, max_cand, wd)
         # the fine keys first: a near twin differing by a typo at most shares one with its
         # leader, and few other rows do
-        probe = np.ascontiguousarray(np.roll(keys, -COARSE_KEYS, axis=1))
+        _word_table_keys(wkeys, part, start, n, keys, COARSE_KEYS)
         return self._pass_words(
             X,
             part,
-            probe,
+            keys,
             FINE_MAX_WORDS,
             (FINE_BUDGET, PAIR_BUDGET),
             threshold,

@@ -29,9 +29,11 @@ from stratabatch.pairs import admit, may_pass
 from stratabatch.perf.bench_dedup_depth import cluster_stream, grouped_workload
 from stratabatch.wordkeys import (
     PRECHECK_MAX_WORDS,
+    SQUASH_SHIFT,
     WORD_KEYS,
     _triples,
     may_pass_residue,
+    squash_tag,
     word_keys,
     word_profile,
 )
@@ -246,6 +248,12 @@ def _check_kernel_profiles(texts: list[str]) -> int:
     for j, text in enumerate(texts):
         got = batch.as_list(j)
         want = word_profile(canon[j].split())
+        if got is not None and batch.tagged:
+            # a batch the kernel tagged carries each text's squash tag (as tag_profiles puts
+            # it there): the key words are the reference's with the tag bits set
+            tag = squash_tag(canon[j].split()) << SQUASH_SHIFT
+            assert all(sh & ~((1 << SQUASH_SHIFT) - 1) == tag for sh in got[1::3]), text
+            got[1::3] = [sh & ((1 << SQUASH_SHIFT) - 1) for sh in got[1::3]]
         if got is None:
             assert any(not w.isascii() or _near_filler(w) for w in canon[j].split()), text
             mixed.append(want)
@@ -896,3 +904,59 @@ def test_a_pass_files_one_batch_of_key_words_with_texts_left_to_the_reference(mo
     for j in (2, 3):  # the reference's key words, filed as it gives them
         assert triples(batch.as_list(j)) == triples(word_profile(canons[j].split(), squash=True))
     assert [texts.index(r.group.leader.text) for r in reqs] == [0, 0, 2, 3, 4, 4]
+
+
+def test_the_embedding_pass_tags_the_key_words_of_normalized_texts_itself() -> None:
+    """Canonical texts are normalized already: the embedding pass puts each text's squash tag
+    in its key words' shapes (the batch comes back tagged, and tag_profiles leaves it), as
+    word_profile(squash=True) does; a batch whose bytes normalization changes is tagged by
+    tag_profiles, to the same shapes."""
+    from stratabatch.canon import canonical_texts
+    from stratabatch.wordkeys import tag_profiles
+
+    emb = default_embedder()
+    texts = canonical_texts(["Way of exchanging money", "wayo f exchanging money", "the", "a b"])
+    _, batch = emb.embed_profiled(texts)
+    assert batch.tagged
+    before = batch.shapes.copy()
+    tag_profiles(batch, texts)
+    assert np.array_equal(batch.shapes, before)
+    for j, t in enumerate(texts):
+        got = batch.as_list(j)
+        if got is not None:
+            assert _triples(got) == _triples(word_profile(t.split(), squash=True)), t
+    # capitals are not normalized (casefold): the kernel leaves the tags to tag_profiles
+    raw = ["Way Of Money", "way of  exchanging"]
+    _, batch = emb.embed_profiled(raw)
+    assert not batch.tagged
+    tag_profiles(batch, raw)
+    assert batch.tagged
+    for j, t in enumerate(raw):
+        got = batch.as_list(j)
+        assert got  # (each has key words)
+        assert {sh >> SQUASH_SHIFT for sh in got[1::3]} == {squash_tag(t.split())}
+
+
+def test_word_rows_of_a_whole_batch_store_what_the_lists_store() -> None:
+    """word_rows of one BatchProfiles (one kernel call) stores the pools, rows and keys that
+    its texts' word_profile lists store."""
+    from stratabatch.canon import canonical_texts
+    from stratabatch.wordtable import profile_entries
+
+    rng = random.Random(11)
+    vocab = ["order", "refund", "shipping", "ordr", "the", "a", "parcel", "where", "is", "my"]
+    texts = canonical_texts(
+        [" ".join(rng.choice(vocab) for _ in range(rng.randrange(0, 12))) for _ in range(60)]
+    )
+    _, batch = default_embedder().embed_profiled(texts)
+    assert int(batch.lens.min()) >= 0
+    stored = []
+    for profiles in (batch, [batch.as_list(j) for j in range(len(texts))]):
+        total = profile_entries(profiles)
+        pools = tuple(np.zeros(total + 5, np.int64) for _ in range(3))
+        rows = tuple(np.zeros(len(texts) + 2, np.int64) for _ in range(3))
+        out = np.zeros((len(texts) + 2, WORD_KEYS), np.uint64)
+        assert word_rows(profiles, pools, 5, rows, out, 2) == total + 5
+        stored.append([*pools, *rows, out])
+    for a, b in zip(*stored, strict=True):
+        assert np.array_equal(a, b)
