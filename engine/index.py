@@ -32,6 +32,22 @@ INDEX_MIN_THRESHOLD = 0.9
 # The per-row arrays of a LeaderIndex, kept through growth and moved by compaction.
 _ROW_ARRAYS = ("mat", "part", "words", "wkeys", "woff", "wlen", "wtot", "stamp")
 
+_producers: Any = None
+
+
+def _load() -> Any:
+    """The producer modules (candidates, sketches, wordtable), imported by the first pass
+    that needs them (they load numba), then kept: an import statement in a method costs ~1
+    us a call even when the module is loaded, and a pass made four."""
+    global _producers
+    if _producers is None:
+        from types import SimpleNamespace
+
+        from . import candidates, sketches, wordtable
+
+        _producers = SimpleNamespace(candidates=candidates, sketches=sketches, words=wordtable)
+    return _producers
+
 
 class LeaderIndex:
     """The vectors of live leaders (pending and running groups), in one growing float32 matrix.
@@ -93,6 +109,10 @@ class LeaderIndex:
         self.stamp = np.zeros(0, np.int64)
         self.owners: list[Any] = []  # the group led by each row, None for dead rows
         self._leaders_in: dict[int, int] = {}  # live leader rows per partition id
+        # per row, once it leads: its partition id, or ~id when it has no word keys (what
+        # drop needs, without reading numpy scalars); rows dropped since the last settle()
+        self._lead_pid: list[int] = []
+        self._dropped: list[int] = []
         self.live = 0
         self.dead = 0
         self.table: Any = None  # a SketchTable while one is in use
@@ -116,11 +136,14 @@ class LeaderIndex:
         ``pid`` (its partition id) and ``keyed`` (whether it has word keys), when the caller
         knows them, spare reading them back from the arrays."""
         self.owners[row] = group
-        if not (self.wkeys[row, 0] != 0 if keyed is None else keyed):
-            self._keyless += 1
         if pid is None:
             pid = int(self.part[row])
         self._leaders_in[pid] = self._leaders_in.get(pid, 0) + 1
+        if self.wkeys[row, 0] != 0 if keyed is None else keyed:
+            self._lead_pid[row] = pid
+        else:
+            self._keyless += 1
+            self._lead_pid[row] = ~pid
         self.live += 1
 
     def retire(self, row: int) -> None:
@@ -129,19 +152,33 @@ class LeaderIndex:
         self.dead += 1
 
     def drop(self, row: int) -> None:
-        """Mark leader row ``row`` dead: its group no longer takes new members."""
-        pid = self.part.item(row)
-        left = self._leaders_in[pid] - 1
-        if left:
-            self._leaders_in[pid] = left
-        else:
-            del self._leaders_in[pid]
-        if self.wkeys.item(row, 0) == 0:
+        """Mark leader row ``row`` dead: its group no longer takes new members.
+
+        Its partition becomes -1 when the index is next read (:meth:`settle`): a group
+        leaves once per request of a distinct text, and reading and writing numpy elements
+        here cost ~0.3 us a request; a pass's drops settle in one array operation."""
+        pid = self._lead_pid[row]
+        if pid < 0:
+            pid = ~pid
             self._keyless -= 1
-        self.part[row] = -1
+        counts = self._leaders_in
+        left = counts[pid] - 1
+        if left:
+            counts[pid] = left
+        else:
+            del counts[pid]
+        self._dropped.append(row)
         self.owners[row] = None
         self.dead += 1
         self.live -= 1
+
+    def settle(self) -> None:
+        """Write -1 to the partitions of the rows dropped since the last call; every method
+        that reads ``part`` calls it first, and so must a caller that reads ``part`` itself
+        between a drop and the next :meth:`append`."""
+        if self._dropped:
+            self.part[self._dropped] = -1
+            self._dropped = []
 
     def has_leaders_in(self, pids: list[int]) -> bool:
         """Whether any live leader row shares a partition with ``pids``."""
@@ -157,6 +194,7 @@ class LeaderIndex:
         these rows); None when the rows have none."""
         np = self._np
         n_new = len(pids)
+        self.settle()
         # compact when dead rows outnumber live ones, and not below 4,096 of them: each
         # compaction walks every live row (and refiles it in the sketch table), so a small
         # index whose rows turn over every pass would pay it on every pass (~1 us a request
@@ -165,9 +203,17 @@ class LeaderIndex:
             self._compact()
         start = len(self.owners)
         need = start + n_new
-        if need > self.mat.shape[0] and self.dead * 4 >= start and self.dead:
+        if (
+            need > self.mat.shape[0]
+            and self.dead * 4 >= start
+            and self.dead >= max(1, self.compact_min_dead // 4)
+        ):
             # full, and a quarter of it dead: reuse the rows rather than grow (fresh memory
-            # costs a page fault per 4 KB on first touch: ~1 s for a 100 MB matrix here)
+            # costs a page fault per 4 KB on first touch: ~1 s for a 100 MB matrix here).
+            # Not for fewer than a quarter of compact_min_dead (1,024) dead rows: a
+            # compaction renumbers the table too (a walk of all its slots, ~200 us at a few
+            # hundred leaders), and one every few passes of a small index cost ~0.5 us a
+            # request (bench_core's no-digit row); 1,024 dead rows of 384 floats are 1.5 MB
             self._compact()
             start = len(self.owners)
             need = start + n_new
@@ -190,22 +236,22 @@ class LeaderIndex:
             self.wtot[start:need] = -1
             self._pass_keyed = False
         else:
-            from .wordtable import profile_entries, word_rows
-
+            wt = _load().words
             used = self._pool_used
-            total = used + profile_entries(profiles)
+            total = used + wt.profile_entries(profiles)
             if total > self.pools[0].shape[0]:
                 cap = max(1024, 2 * total)
                 grown = tuple(np.zeros(cap, np.int64) for _ in self.pools)
                 for new, old in zip(grown, self.pools, strict=True):
                     new[:used] = old[:used]
                 self.pools = grown
-            self._pool_used = word_rows(
+            self._pool_used = wt.word_rows(
                 profiles, self.pools, used, (self.woff, self.wlen, self.wtot), self.wkeys, start
             )
             self._pass_keyed = True
         self.part[start:need] = pids
         self.owners.extend([None] * n_new)
+        self._lead_pid.extend([0] * n_new)
         return start
 
     def candidates(self, start: int, threshold: float, max_cand: int | None = None) -> Any:
@@ -216,12 +262,15 @@ class LeaderIndex:
             use, new rows without candidates are filed in it already; the caller files the
             other rows that end up leading with :meth:`file_leaders`.
         """
-        from .candidates import MAX_CANDIDATES, exhaustive_candidates
-        from .sketches import SketchBasis, SketchTable, sketch
-        from .wordtable import WORD_MAX_CANDIDATES, WordTable
+        p = _load()
+        exhaustive_candidates = p.candidates.exhaustive_candidates
+        sk = p.sketches
+        SketchBasis, SketchTable, sketch = sk.SketchBasis, sk.SketchTable, sk.sketch
+        WordTable = p.words.WordTable
 
         np = self._np
-        k = MAX_CANDIDATES if max_cand is None else max_cand
+        self.settle()
+        k = p.candidates.MAX_CANDIDATES if max_cand is None else max_cand
         n = len(self.owners)
         m = n - start
         rows_in = self.live + m
@@ -260,7 +309,7 @@ class LeaderIndex:
                 start,
                 self.stamp,
                 threshold,
-                WORD_MAX_CANDIDATES if max_cand is None else k,
+                p.words.WORD_MAX_CANDIDATES if max_cand is None else k,
                 wd,
             )
         if use:
@@ -287,6 +336,7 @@ class LeaderIndex:
     def file_leaders(self, rows: list[int]) -> None:
         """File leader rows the table does not hold yet (no-op without a table)."""
         if self.table is not None and rows:
+            self.settle()
             self.table.file(self._table_keys(), self.part[: len(self.owners)], rows)
 
     def word_data(self) -> Any:
@@ -307,9 +357,7 @@ class LeaderIndex:
 
     def _table_keys(self) -> Any:
         """The per-row array the table in use files rows from: word keys or sign sketches."""
-        from .wordtable import WordTable
-
-        return self.wkeys if isinstance(self.table, WordTable) else self.words
+        return self.wkeys if isinstance(self.table, _load().words.WordTable) else self.words
 
     def _use_table(self, table: Any, start: int) -> None:
         """Put a new, empty table in use and file the live leaders before ``start``."""
@@ -339,7 +387,10 @@ class LeaderIndex:
                 move_rows(getattr(self, name), live)
         self._pool_used = compact_pools(*self.pools, self.woff, self.wlen, n)  # type: ignore[call-arg]
         owners = self.owners
-        self.owners = [owners[i] for i in live.tolist()]
+        at = live.tolist()
+        self.owners = [owners[i] for i in at]
+        lead_pid = self._lead_pid
+        self._lead_pid = [lead_pid[i] for i in at]
         for row, g in enumerate(self.owners):
             g.row = row
         self.dead = 0
@@ -357,6 +408,9 @@ def warm_up(dim: int = 16) -> None:
 
     from .candidates import exhaustive_candidates
     from .greedy import greedy_pass
+    from .wordtable import warm_up as warm_word_rows
+
+    warm_word_rows()
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((6, dim)).astype(np.float32)

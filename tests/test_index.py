@@ -486,3 +486,46 @@ def test_freeing_the_slots_of_dead_keys_keeps_every_live_key_reachable(seed) -> 
     keys = np.concatenate([wk[live], more])
     t.file(keys, np.zeros(len(keys), np.int64), np.arange(len(live), len(keys)))
     reachable((j, keys[j, :k]) for j in range(len(keys)))
+
+
+def test_dropped_leaders_leave_their_partition_when_the_index_is_next_read() -> None:
+    """drop() keeps the counts at once and marks the row's partition dead when the index is
+    next read (settle): a dropped leader is never a candidate, and the partition counts
+    and keyless rows follow every drop, through a compaction too."""
+
+    class G:
+        row = None
+
+    idx = LeaderIndex()
+    idx.dim = 4
+    idx.compact_min_dead = 8
+    X = np.eye(4, dtype=np.float32)[np.arange(12) % 4]
+    pids = [5 + i % 2 for i in range(12)]
+    start = idx.append(X, pids)
+    groups = [G() for _ in range(12)]
+    for i, g in enumerate(groups):
+        g.row = start + i
+        idx.lead(g.row, g, pids[i], False)
+    assert idx.has_leaders_in([5]) and idx.live == 12
+    for g in groups[::2]:  # every leader of partition 5
+        idx.drop(g.row)
+    assert not idx.has_leaders_in([5]) and idx.has_leaders_in([6]) and idx.live == 6
+    idx.settle()
+    assert [int(idx.part[g.row]) for g in groups[::2]] == [-1] * 6
+    assert [int(idx.part[g.row]) for g in groups[1::2]] == [6] * 6
+    # a row equal to a dropped leader (partition 5) finds no candidate; one of 6 finds its own
+    start = idx.append(np.eye(4, dtype=np.float32)[[0, 1]], [5, 6])
+    off, rows, _, _ = idx.candidates(start, 0.9)
+    assert off.tolist() == [0, 0, 3] and rows.tolist() == [groups[k].row for k in (1, 5, 9)]
+    assert idx._keyless == 6  # (lead(..., keyed=False) each; the dropped ones left)
+
+
+def test_greedy_pass_without_candidates_makes_every_row_a_leader() -> None:
+    X = np.eye(4, dtype=np.float32)
+    empty = np.zeros(0, np.int64)
+    cands = (np.zeros(4, np.int64), empty, np.zeros(0, np.float32), np.zeros(3, np.bool_))
+    for codes in (None, np.zeros(0, np.int8)):
+        leads, sims, late = greedy_pass(
+            X, np.zeros(4, np.int64), 0.9, 1, cands, veto=lambda i, r, s: False, codes=codes
+        )
+        assert leads == [1, 2, 3] and sims == [1.0, 1.0, 1.0] and late == []
