@@ -324,10 +324,13 @@ def greedy_pass(
     """
     off, rows, sims, more = cands
     m = X.shape[0] - start
-    if not len(rows) and (deadline is None or m <= _WALK_ROWS):
+    if not len(rows) and (
+        deadline is None or m <= _WALK_ROWS or time.perf_counter() <= deadline
+    ):
         # no candidate anywhere (distinct texts: the common pass): every row leads, as the
-        # walk below decides them, without its set-up (~15 us a pass); a deadline is read
-        # only between segments of _WALK_ROWS rows, so none is met here either
+        # walk below decides them, without its set-up (~15-30 us a pass); the walk reads a
+        # deadline only between segments of _WALK_ROWS rows, and one not passed yet leaves
+        # no row undecided
         return list(range(start, start + m)), [1.0] * m, []
     thr = np.float32(threshold)
     margin = dot_margin(X.shape[1])

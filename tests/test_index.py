@@ -529,3 +529,15 @@ def test_greedy_pass_without_candidates_makes_every_row_a_leader() -> None:
             X, np.zeros(4, np.int64), 0.9, 1, cands, veto=lambda i, r, s: False, codes=codes
         )
         assert leads == [1, 2, 3] and sims == [1.0, 1.0, 1.0] and late == []
+    # a deadline not passed yet decides every row too, however many (segments of 64 rows)
+    import time
+
+    n = 200
+    Y = np.zeros((n, 4), np.float32)
+    Y[:, 0] = 1.0
+    off = np.zeros(n, np.int64)
+    cands = (off, empty, np.zeros(0, np.float32), np.zeros(n - 1, np.bool_))
+    leads, sims, late = greedy_pass(
+        Y, np.zeros(n, np.int64), 0.9, 1, cands, deadline=time.perf_counter() + 60
+    )
+    assert leads == list(range(1, n)) and sims == [1.0] * (n - 1) and late == []
