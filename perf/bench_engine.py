@@ -23,6 +23,13 @@ Systems (each a fresh set of client processes per run; the engines live for the 
   peer's ``QueueClient``, one ``put`` per request.
 * **mp.Queue peer, coalescing**: the same, but the client puts each event-loop iteration's
   requests as one message (what the engine's client is meant to do too); reported beside it.
+* **+ the contract's checks** (a yardstick, not a peer): the coalescing peer keeping the least
+  of what the engine's contract asks per request: the request rule checked in the caller (its
+  cheapest form), msgpack on the wire both ways instead of pickle (a map with non-str keys or
+  an item that is no map refused in the server), the exact key normalized (case, whitespace),
+  and an arrival time per message with a latency ring in the server. What it costs is what a
+  contract-keeping design needs at the least; the engine's cost beyond it is its own design
+  (rings, books, deadlines, fairness, stats, running-work coalescing).
 
 Reported per system: req/s (first send to last answer, all clients), latency p50/p99 (call to
 answer, in the caller), CPU us per request of the clients (each client process's whole CPU
@@ -162,10 +169,12 @@ def client_main(
         import uvloop
 
         async def main() -> tuple[float, float, float]:
-            if kind in ("peer", "coalescing"):
+            if kind in PEER_KINDS:
                 from stratabatch.perf.mpqueue_server import QueueClient
 
-                client: Any = QueueClient(cid, *target, coalesce=kind == "coalescing")
+                client: Any = QueueClient(
+                    cid, *target, coalesce=kind == "coalescing", checked=kind == "checked"
+                )
             else:
                 import stratabatch
 
@@ -176,7 +185,7 @@ def client_main(
             cpu0, t0 = time.process_time(), time.perf_counter()
             await _async_callers(client.process, qs, lat, width)
             t1, cpu = time.perf_counter(), time.process_time() - cpu0
-            if kind in ("peer", "coalescing"):
+            if kind in PEER_KINDS:
                 await asyncio.to_thread(client.close)
             else:
                 await client.close()
@@ -256,7 +265,10 @@ def run_peer(kind: str, a: argparse.Namespace, n: int, seed: int) -> dict[str, f
     inbox = ctx.Queue()
     outboxes = [ctx.Queue() for _ in range(a.clients)]
     server = ctx.Process(
-        target=serve, args=(inbox, outboxes, sync_noop, WINDOW_MS, MAX_SIZE), daemon=True
+        target=serve,
+        args=(inbox, outboxes, sync_noop, WINDOW_MS, MAX_SIZE),
+        kwargs={"checked": kind == "checked"},
+        daemon=True,
     )
     server.start()
     try:
@@ -365,6 +377,8 @@ def run_idle(engine: Engine, seconds: float) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- main
 
+CHECKED = "  + the contract's checks"
+PEER_KINDS = ("peer", "coalescing", "checked")
 SYSTEMS = {  # name: (--systems key, client kind, engine dedup strategy or None for the peer)
     "engine, asyncio clients": ("async", "async", "exact"),
     "engine, sync=True clients": ("sync", "sync", "exact"),
@@ -372,6 +386,7 @@ SYSTEMS = {  # name: (--systems key, client kind, engine dedup strategy or None 
     "engine, default embedding": ("embedding", "async", "default"),
     "mp.Queue peer": ("peer", "peer", None),
     "mp.Queue peer, coalescing": ("coalescing", "coalescing", None),
+    CHECKED: ("checked", "checked", None),
 }
 COALESCING = "mp.Queue peer, coalescing"
 PEER = "mp.Queue peer"

@@ -18,6 +18,12 @@ message that overfills a batch leaves the rest for the next batch, which is disp
 when it is already full. Nothing more: no normalization, no cross-batch dedup, no timeouts,
 no backpressure, no stats beyond calls and items, nothing when a client dies.
 
+With ``checked=True`` (both sides) the coalescing peer keeps the least of the engine's
+contract, as a yardstick: the client checks each request with the request rule
+(:func:`stratabatch.requests.request_size`'s cheapest form) and sends msgpack bytes, the server
+decodes them with ``strict_map_key`` and skips an item that is no map, merges by the
+normalized exact key (case and whitespace), keeps a latency ring, and answers in msgpack.
+
 ``serve`` and ``QueueClient`` are the peer; ``MpQueuePeer`` plugs them into stratabatch-perf's
 harness and ``perf/bench_engine.py`` drives them with the same caller tasks as the engine.
 """
@@ -32,6 +38,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import msgpack
 
 from .backend import SyncSimBackend
 from .modes import ModeRun, Progress, Settings
@@ -48,21 +56,29 @@ def serve(
     workers: int = 0,
     stats: Any = None,
     key: str = "query",
+    checked: bool = False,
 ) -> None:
     """Server process: batch what arrives on ``inbox``, answer through ``outboxes``.
 
     A ``None`` on the inbox stops it after the running batches finish; it then puts
-    ``(cpu_s, calls, items)`` on ``stats`` when given.
+    ``(cpu_s, calls, items)`` on ``stats`` when given. ``checked``: the messages and answers
+    are msgpack bytes, and the server keeps the least of the contract (see
+    :class:`QueueClient`).
     """
     pool = ThreadPoolExecutor(workers) if workers else None
     counts = [0, 0]  # handler calls, handler items
     lock = threading.Lock()  # pool threads count too
+    latencies = [0.0] * 4096  # (checked: each answer's time since its message came)
+    done = [0]
 
     def run(batch: list[tuple[int, int, Any]]) -> None:
         groups: dict[Any, list[tuple[int, int]]] = {}
         firsts: list[Any] = []
         for client, rid, req in batch:
-            members = groups.setdefault(req.get(key, rid), [])
+            k = req.get(key, rid)
+            if checked and type(k) is str:
+                k = " ".join(k.lower().split())  # the exact key, normalized
+            members = groups.setdefault(k, [])
             if not members:
                 firsts.append(req)
             members.append((client, rid))
@@ -77,8 +93,31 @@ def serve(
         for members, result in zip(groups.values(), results, strict=True):
             for client, rid in members:
                 answers.setdefault(client, []).append((rid, result, error))
-        for client, mine in answers.items():
-            outboxes[client].put(mine)
+        if checked:
+            now = time.monotonic()
+            i, n = done[0] & 4095, len(batch)
+            if i + n <= 4096:
+                latencies[i : i + n] = [now - arrivals[client] for client, _, _ in batch]
+            done[0] += n
+            for client, mine in answers.items():
+                outboxes[client].put(msgpack.packb(mine))
+        else:
+            for client, mine in answers.items():
+                outboxes[client].put(mine)
+
+    arrivals: dict[int, float] = {}  # (checked: each client's last message, a coarse arrival)
+
+    def items(message: Any) -> list[tuple[int, int, Any]]:
+        client, body = message
+        if not checked:
+            return [(client, rid, req) for rid, req in body]
+        arrivals[client] = time.monotonic()
+        out = []
+        for rid, req in msgpack.unpackb(body, strict_map_key=True):
+            if type(req) is not dict:  # (the engine answers such an item with an error)
+                continue
+            out.append((client, rid, req))
+        return out
 
     pending: list[tuple[int, int, Any]] = []
     stop = False
@@ -87,7 +126,7 @@ def serve(
             message = inbox.get()
             if message is None:
                 break
-            pending = [(message[0], rid, req) for rid, req in message[1]]
+            pending = items(message)
         deadline = time.monotonic() + window_ms / 1000
         while len(pending) < max_size and not stop:
             left = deadline - time.monotonic()
@@ -98,7 +137,7 @@ def serve(
             if message is None:
                 stop = True
             else:
-                pending += [(message[0], rid, req) for rid, req in message[1]]
+                pending += items(message)
         batch, pending = pending[:max_size], pending[max_size:]
         if pool is None:
             run(batch)
@@ -122,9 +161,17 @@ class QueueClient:
     ``outbox`` and resolves the waiting futures on the loop.
     """
 
-    def __init__(self, client: int, inbox: Any, outbox: Any, coalesce: bool = False) -> None:
+    def __init__(
+        self, client: int, inbox: Any, outbox: Any, coalesce: bool = False, checked: bool = False
+    ) -> None:
         self.client, self.inbox, self.outbox = client, inbox, outbox
-        self.coalesce = coalesce
+        self.coalesce = coalesce or checked
+        self.checked = checked
+        if checked:
+            from stratabatch.requests import flat_size, request_size
+
+            self.flat_size, self.request_size = flat_size, request_size
+            self.packer = msgpack.Packer()
         self.loop = asyncio.get_running_loop()
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.unsent: list[tuple[int, Any]] = []
@@ -134,6 +181,10 @@ class QueueClient:
 
     async def process(self, request: Any) -> Any:
         """Send ``request`` (with this iteration's others) and wait for its answer."""
+        if self.checked:  # the request rule, in the caller (its cheapest form)
+            size = self.flat_size(request)
+            if size is None or size > 1 << 20:
+                self.request_size(request, 0, 1 << 20)
         rid = next(self.ids)
         self.waiting[rid] = future = self.loop.create_future()
         if not self.coalesce:
@@ -145,14 +196,17 @@ class QueueClient:
         return await future
 
     def _flush(self) -> None:
-        self.inbox.put((self.client, self.unsent))
+        body = self.packer.pack(self.unsent) if self.checked else self.unsent
+        self.inbox.put((self.client, body))
         self.unsent = []
 
     def _read(self) -> None:
         while (answers := self.outbox.get()) is not None:
             self.loop.call_soon_threadsafe(self._deliver, answers)
 
-    def _deliver(self, answers: list[tuple[int, Any, str | None]]) -> None:
+    def _deliver(self, answers: Any) -> None:
+        if self.checked:
+            answers = msgpack.unpackb(answers)
         for rid, result, error in answers:
             future = self.waiting.pop(rid)
             if future.done():

@@ -77,6 +77,38 @@ def test_peer_fails_the_batch_when_the_handler_raises():
     assert _drain(outboxes[0]) == [[(1, None, "ValueError: backend down")]]
 
 
+def test_checked_peer_speaks_msgpack_and_merges_texts_equal_after_normalizing():
+    import msgpack
+
+    inbox, outboxes = queue.Queue(), [queue.Queue()]
+    calls = []
+
+    def handler(requests):
+        calls.append([r["query"] for r in requests])
+        return _echo(requests)
+
+    body = [[1, {"query": "Hello  World"}], [2, {"query": "hello world"}], [3, ["not a map"]]]
+    inbox.put((0, msgpack.packb(body)))
+    inbox.put(None)
+    serve(inbox, outboxes, handler, 1000.0, 32, checked=True)
+    assert calls == [["Hello  World"]]  # one item for the two spellings; the list is refused
+    (answers,) = _drain(outboxes[0])
+    assert msgpack.unpackb(answers) == [[1, "Hello  World", None], [2, "Hello  World", None]]
+
+
+async def test_checked_batcher_refuses_a_request_over_the_size_limit_before_queueing():
+    from stratabatch import RequestTooLargeError
+
+    b = bench_core.CheckedBatcher(bench_core.noop, 1.0, 4)
+    b.max_bytes = 100
+    with pytest.raises(RequestTooLargeError):
+        await b.process({"query": "x" * 200})
+    assert b.pending == [] and b.waiting == 0
+    assert await b.process({"query": "ok"}) is None  # (the no-op handler's answer)
+    assert b.waiting == 0 and b.done == 1
+    await b.close()
+
+
 def _no_children_left():
     for p in mp.active_children():
         p.join(5)
@@ -89,6 +121,7 @@ def test_bench_core_runs_every_system(tmp_path):
     data = json.loads(out.read_text())
     assert {
         bench_core.MINIMAL,
+        bench_core.CHECKED,
         bench_core.OFF,
         bench_core.EXACT,
         bench_core.EMBEDDING,
@@ -100,11 +133,15 @@ def test_bench_core_runs_every_system(tmp_path):
 
 def test_bench_engine_runs_the_peers_and_cleans_up(tmp_path):
     out = tmp_path / "engine.json"
-    args = ["--systems", "peer,coalescing", "--requests", "400", "--warmup", "100"]
+    args = ["--systems", "peer,coalescing,checked", "--requests", "400", "--warmup", "100"]
     args += ["--repeats", "1", "--clients", "2", "--outstanding", "8", "--json", str(out)]
     assert bench_engine.main(args) == 0
     data = json.loads(out.read_text())
-    assert set(data["medians"]) == {bench_engine.PEER, bench_engine.COALESCING}
+    assert set(data["medians"]) == {
+        bench_engine.PEER,
+        bench_engine.COALESCING,
+        bench_engine.CHECKED,
+    }
     assert data["medians"][bench_engine.PEER]["x_peer_rps"] == pytest.approx(1.0)
     assert _no_children_left()
 
