@@ -20,11 +20,6 @@ out, the answers already in the ring are delivered first (one the engine gave in
 then the call's requests without an answer fail with :class:`BatchTimeoutError` (or
 :class:`QueueFullError` for those that never left the process: the ring stayed full). A
 reconnect blocks only the caller that needs it, one at a time, within its timeout.
-
-Opt-in, on Linux: with :attr:`BlockingClient.sched_batch`, a caller thread runs under the
-``SCHED_BATCH`` policy from its first one-request call until the client closes: a woken caller
-then waits for the running thread to sleep instead of preempting it (the preempted thread
-holds the GIL, so the woken one would only go back to sleep on it).
 """
 
 from __future__ import annotations
@@ -65,9 +60,6 @@ _SAFETY_MS = 200
 """The reader wakes at least this often: a safety net for a lost doorbell or send."""
 
 _CLOSED = "the call was cancelled (the client closed)"
-
-_CAN_BATCH = hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_BATCH")
-"""Whether this platform has Linux's SCHED_BATCH policy (see :attr:`BlockingClient.sched_batch`)."""
 
 
 def _clock(timeout: float | None) -> tuple[float | None, int]:
@@ -113,8 +105,6 @@ class BlockingClient:
         self._packer: Packer | None = None
         self._reader: threading.Thread | None = None
         self._mine = threading.local()  # per caller thread: its encoder, its idle Waiter
-        self._sched_batch = False
-        self._batched: list[threading.Thread] = []  # caller threads this client made batch
         self._adopt(Transport(self.name, timeout))
         _alive.add(self)
 
@@ -309,11 +299,9 @@ class BlockingClient:
             mine = self._mine  # this thread's encoder, and the waiter of its last call
             try:
                 pack = mine.pack
-            except AttributeError:  # this thread's first call
+            except AttributeError:
                 pack = mine.pack = flat_packer()
                 mine.waiter = None
-                if self._sched_batch:
-                    self._batch_this_thread()
             row = -1
             if packer.vectors:
                 item = packer.item(requests, 0, 0, priority, deadline_ns)
@@ -476,65 +464,9 @@ class BlockingClient:
             raw = self._stats_answers.pop(seq)
         return stats_from_wire(raw)
 
-    # ------------------------------------------------------------- caller threads' policy
-
-    @property
-    def sched_batch(self) -> bool:
-        """Whether caller threads run under Linux's ``SCHED_BATCH`` policy while they use
-        this client (False by default; setting it True has no effect where the platform has
-        no such policy).
-
-        When on, a thread making a one-request call for the first time is switched from the
-        default policy (``SCHED_OTHER``; any other policy is left alone) to ``SCHED_BATCH``,
-        which keeps its nice value and changes one thing: when it wakes up it does not preempt
-        the thread running on its CPU, it waits for that thread to sleep or for its slice to
-        end. Callers are woken one by one, each by the caller woken before it while that one
-        still holds the GIL; preempting it only sends the woken caller back to sleep on the
-        GIL. Measured with 4 processes x 64 threads: 1.3 voluntary and 0.4 involuntary
-        context switches per request become 1.04 and 0.01, client CPU per request about 9%
-        less; but those threads no longer preempt other processes either, so under CPU
-        contention from other programs their latency tail can grow (hence off by default).
-        ``close()``, or setting this to False, puts the threads still alive back to
-        ``SCHED_OTHER``.
-        """
-        return self._sched_batch
-
-    @sched_batch.setter
-    def sched_batch(self, on: bool) -> None:
-        self._sched_batch = bool(on) and _CAN_BATCH
-        if not self._sched_batch:
-            self._unbatch_threads()
-
-    def _batch_this_thread(self) -> None:
-        """Switch the calling thread to SCHED_BATCH if it runs under SCHED_OTHER."""
-        try:
-            if os.sched_getscheduler(0) != os.SCHED_OTHER:
-                return
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-        except OSError:  # (a seccomp filter, a container's policy: the call goes on as is)
-            return
-        self._batched.append(threading.current_thread())
-
-    def _unbatch_threads(self) -> None:
-        """Put the caller threads this client switched, and still alive, back to SCHED_OTHER."""
-        threads, self._batched = self._batched, []
-        if os.getpid() != self._pid:  # (a forked child: the native ids are the parent's)
-            return
-        for thread in threads:
-            tid = thread.native_id
-            if tid is None or not thread.is_alive():
-                continue
-            try:
-                if os.sched_getscheduler(tid) == os.SCHED_BATCH:
-                    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-            except OSError:  # (the thread ended meanwhile)
-                pass
-
     def close(self) -> None:
         """Wait for this client's calls to finish, disconnect and stop its reader thread
-        (idempotent). The caller threads it switched to ``SCHED_BATCH`` go back to
-        ``SCHED_OTHER`` (:attr:`sched_batch`)."""
-        self._unbatch_threads()
+        (idempotent)."""
         if self._closed or self._forked or os.getpid() != self._pid:
             self._closed = True
             return
@@ -574,16 +506,6 @@ class BlockingClient:
         self._forked = True
         self._conn = None
         self._reader = None
-        # the forking thread keeps its policy in the child, which cannot use this client (its
-        # Thread object still holds the parent's native_id: only "this thread", 0, is safe)
-        me = threading.current_thread()
-        batched, self._batched = self._batched, []
-        if any(t is me for t in batched):
-            try:
-                if os.sched_getscheduler(0) == os.SCHED_BATCH:
-                    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-            except OSError:
-                pass
         # a lock held by a parent thread at the fork stays held in the child: new ones
         self._read_lock = threading.Lock()
         self._connect_lock = threading.Lock()
