@@ -191,7 +191,14 @@ class Runner:
         else:
             outcome = (result, None)
         if call is not None:
-            self._finish(call, *outcome)
+            try:
+                self._finish(call, *outcome)
+            except Exception as e:  # a bug of ours: reported as a loop callback's would be
+                loop = self.loop
+                assert loop is not None
+                loop.call_exception_handler(
+                    {"message": "stratabatch: answering a batch raised", "exception": e}
+                )
         return outcome
 
     async def _call_sync(self, payloads: list[Any]) -> Any:

@@ -224,3 +224,29 @@ async def test_a_call_is_answered_in_the_step_its_handler_returns_in():
     assert heard == [["a"]]
     await asyncio.sleep(0)
     assert heard == [["a"]] and call.over  # (once: the done-callback finds it over)
+
+
+async def test_a_failure_while_answering_is_reported_to_the_loop_not_left_in_the_task():
+    """``done`` raising (a bug of ours) reaches the loop's exception handler, as a failing
+    loop callback would, instead of staying in the call's task ("never retrieved")."""
+    from stratabatch.runner import Runner
+
+    async def handler(reqs):
+        return [None] * len(reqs)
+
+    loop = asyncio.get_running_loop()
+    seen: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: seen.append(ctx))
+    runner = Runner()
+    runner.set_handler(handler)
+    runner.loop = loop
+
+    def done(*_a):
+        raise RuntimeError("boom")
+
+    call = runner.start([{"query": "a"}], None, done)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert [type(c["exception"]).__name__ for c in seen] == ["RuntimeError"]
+    assert call.task is not None and call.task.done() and call.task.exception() is None
