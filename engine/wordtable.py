@@ -59,11 +59,31 @@ def _fine_mix(rank):
 
 
 @njit(cache=True)
-def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single, coarse, fine_max, salt):
+def _word_rows(
+    wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single, coarse, fine_max, salt,
+    br, bs, bc, boff, blen, used,
+):
     """For rows [start, start + m): sort each row's key words by rank in the pools (in place),
     total its counts, and write its word keys to ``out[row]``, zero-padded (the keys of
     :func:`stratabatch.wordkeys.word_keys`, from the lowest distinct ranks: the pair and
-    single keys from column 0, the fine keys from column ``coarse``)."""
+    single keys from column 0, the fine keys from column ``coarse``). Returns the pools' fill.
+
+    With the arrays of a BatchProfiles of ``m`` texts (``blen`` not empty), text j's key words
+    are first stored for row start + j from ``used`` on, in text order (one call files a
+    whole batch); else the rows' words are in the pools already and ``used`` is returned."""
+    if blen.shape[0]:
+        o = used
+        for j in range(m):
+            k = blen[j]
+            woff[start + j] = o
+            wlen[start + j] = k
+            a = boff[j]
+            for u in range(k):
+                wr[o + u] = br[a + u]
+                wi[o + u] = bs[a + u]
+                wc[o + u] = bc[a + u]
+            o += k
+        used = o
     r = np.empty(max(5, fine_max), np.int64)
     for row in range(start, start + m):
         a = woff[row]
@@ -113,6 +133,7 @@ def _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single, coars
             for u in range(a, a + n):
                 fk = whole ^ _fine_mix(wr[u] + wc[u] - 1) ^ salt
                 out[row, coarse + u - a] = fk | np.uint64(1)
+    return used
 
 
 def _sources(
@@ -176,28 +197,7 @@ def _copy_profiles(br, bs, bc, boff, blen, js, dest, wr, wi, wc, woff):
             wc[o + u] = bc[a + u]
 
 
-@njit(cache=True)
-def _batch_word_rows(
-    br, bs, bc, boff, blen, wr, wi, wc, woff, wlen, wtot, out, start, used, empty, single,
-    coarse, fine_max, salt,
-):
-    """:func:`word_rows` of one whole BatchProfiles in one call: text j's key words go to
-    row start + j, stored from ``used`` on in text order, then :func:`_word_rows`. Returns
-    the pools' new fill."""
-    m = blen.shape[0]
-    o = used
-    for j in range(m):
-        k = blen[j]
-        woff[start + j] = o
-        wlen[start + j] = k
-        a = boff[j]
-        for u in range(k):
-            wr[o + u] = br[a + u]
-            wi[o + u] = bs[a + u]
-            wc[o + u] = bc[a + u]
-        o += k
-    _word_rows(wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single, coarse, fine_max, salt)
-    return o
+_NO_BATCH = np.zeros(0, np.int64)  # (_word_rows without a batch to copy)
 
 
 def word_rows(
@@ -221,12 +221,7 @@ def word_rows(
     woff, wlen, wtot = rows
     if not isinstance(profiles, list):  # one BatchProfiles, its texts in order: one call
         return int(
-            _batch_word_rows(
-                profiles.ranks,
-                profiles.shapes,
-                profiles.counts,
-                profiles.off,
-                profiles.lens,
+            _word_rows(
                 wr,
                 wi,
                 wc,
@@ -235,12 +230,18 @@ def word_rows(
                 wtot,
                 out,
                 start,
-                used,
+                len(profiles.lens),
                 EMPTY_KEY,
                 SINGLE_KEY,
                 COARSE_KEYS,
                 FINE_MAX_WORDS,
                 np.uint64(FINE_SALT),
+                profiles.ranks,
+                profiles.shapes,
+                profiles.counts,
+                profiles.off,
+                profiles.lens,
+                used,
             )
         )
     lens, groups, plain = _sources(profiles)
@@ -275,6 +276,12 @@ def word_rows(
         COARSE_KEYS,
         FINE_MAX_WORDS,
         np.uint64(FINE_SALT),
+        _NO_BATCH,
+        _NO_BATCH,
+        _NO_BATCH,
+        _NO_BATCH,
+        _NO_BATCH,
+        used,
     )
     return used
 
