@@ -26,6 +26,7 @@ from .wordkeys import (
     SINGLE_KEY,
     WORD_KEYS,
     BatchProfiles,
+    tag_profiles,
 )
 
 _MIX = np.uint64(0x9E37_79B9_7F4A_7C15)  # (stratabatch.wordkeys.fine_mix)
@@ -288,7 +289,9 @@ def word_rows(
 
 def warm_up() -> None:
     """Load (or compile) the kernels that file key words, for each form a pass hands them:
-    one whole BatchProfiles, rows of batches ``(batch, j)``, and word_profile lists."""
+    one whole BatchProfiles, rows of batches ``(batch, j)``, and word_profile lists; and
+    those that tag a batch the embedding pass left untagged (:func:`tag_profiles`)."""
+    tag_profiles(BatchProfiles(*(np.ones(2, np.int64) for _ in range(5))), ["a b", "c"])
     one = np.ones(2, np.int64)
     batch = BatchProfiles(one, one, one, np.array([0, 1], np.int64), one)
     for profiles in (batch, [(batch, 0), [3, 5, 1]]):
