@@ -18,7 +18,7 @@ from numba import njit
 
 from .cosine import dot_canonical, dot_fast, dot_margin
 from .kernels import readonly
-from .pairs import UNPAIRED_MAX, WordData, admit, late_hits, word_args
+from .pairs import UNPAIRED_MAX, WordData, admit_in, late_hits, word_args
 
 __all__ = [
     "ASK",
@@ -206,8 +206,12 @@ def _cosines(X, i, rows, thr, margin, wd):
     residue pre-check refuses the pair)."""
     buf = np.empty(2 * UNPAIRED_MAX, np.int64)
     out = np.empty(rows.shape[0], np.float32)
+    wr, wi, wc, woff, wlen, wtot, refused, rsim = wd  # (once: admit_in reads the arrays)
+    lo, hi = thr - margin, thr + margin
     for t in range(rows.shape[0]):
-        out[t] = admit(X, i, rows[t], thr, thr - margin, thr + margin, wd, buf)
+        out[t] = admit_in(
+            X, i, rows[t], thr, lo, hi, wr, wi, wc, woff, wlen, wtot, refused, rsim, buf
+        )
     return out
 
 
@@ -324,9 +328,7 @@ def greedy_pass(
     """
     off, rows, sims, more = cands
     m = X.shape[0] - start
-    if not len(rows) and (
-        deadline is None or m <= _WALK_ROWS or time.perf_counter() <= deadline
-    ):
+    if not len(rows) and (deadline is None or m <= _WALK_ROWS or time.perf_counter() <= deadline):
         # no candidate anywhere (distinct texts: the common pass): every row leads, as the
         # walk below decides them, without its set-up (~15-30 us a pass); the walk reads a
         # deadline only between segments of _WALK_ROWS rows, and one not passed yet leaves
