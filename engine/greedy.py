@@ -18,7 +18,7 @@ from numba import njit
 
 from .cosine import dot_canonical, dot_fast, dot_margin
 from .kernels import readonly
-from .pairs import UNPAIRED_MAX, WordData, admit_in, late_hits, word_args
+from .pairs import UNPAIRED_MAX, WordData, admit, late_hits, word_args
 
 __all__ = [
     "ASK",
@@ -206,12 +206,8 @@ def _cosines(X, i, rows, thr, margin, wd):
     residue pre-check refuses the pair)."""
     buf = np.empty(2 * UNPAIRED_MAX, np.int64)
     out = np.empty(rows.shape[0], np.float32)
-    wr, wi, wc, woff, wlen, wtot, refused, rsim = wd  # (once: admit_in reads the arrays)
-    lo, hi = thr - margin, thr + margin
     for t in range(rows.shape[0]):
-        out[t] = admit_in(
-            X, i, rows[t], thr, lo, hi, wr, wi, wc, woff, wlen, wtot, refused, rsim, buf
-        )
+        out[t] = admit(X, i, rows[t], thr, thr - margin, thr + margin, wd, buf)
     return out
 
 

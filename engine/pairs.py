@@ -248,13 +248,6 @@ def admit(X, i, j, thr, lo, hi, wd, buf):
     """:func:`_confirm`, and -2 too where both rows have key words that the residue guard
     must refuse (the word data ``wd`` is empty where the guards do not apply)."""
     wr, wi, wc, woff, wlen, wtot, refused, rsim = wd
-    return admit_in(X, i, j, thr, lo, hi, wr, wi, wc, woff, wlen, wtot, refused, rsim, buf)
-
-
-@njit(cache=True, inline="always")
-def admit_in(X, i, j, thr, lo, hi, wr, wi, wc, woff, wlen, wtot, refused, rsim, buf):
-    """:func:`admit` on the arrays of the word data, inlined where it is called: a loop over
-    many pairs unpacks the tuple once, not for every pair (see :func:`word_admit_in`)."""
     if (
         wtot.shape[0] != 0
         and wtot[i] >= 0
