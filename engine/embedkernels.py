@@ -98,7 +98,18 @@ def _sum_squares(out, i):
 
 @njit(cache=True, inline="always")  # (a call would pass ~15 arrays, refcounted)
 def _embed_row(
-    out, i, cps, nt, tok_start, tok_end, tok_hash, tok_keep, seq, scratch, stop_hashes, weights,
+    out,
+    i,
+    cps,
+    nt,
+    tok_start,
+    tok_end,
+    tok_hash,
+    tok_keep,
+    seq,
+    scratch,
+    stop_hashes,
+    weights,
     stop_bits,
 ):
     """Row i of out from the nt tokens of one text (hashed already): see hashed_embed."""

@@ -314,7 +314,7 @@ class LeaderIndex:
             )
         if use:
             if self._dirs is None or self._dirs.dim != self.dim:
-                self._dirs = SketchBasis(self.dim)  # type: ignore[arg-type]
+                self._dirs = SketchBasis(self.dim)
             proj = sketch(self.mat[start:n], self._dirs, self.words, start)
             return self.table.candidates(
                 X, self.part[:n], self.words, proj, start, self.stamp, k, wd

@@ -61,8 +61,26 @@ def _fine_mix(rank):
 
 @njit(cache=True)
 def _word_rows(
-    wr, wi, wc, woff, wlen, wtot, out, start, m, empty, single, coarse, fine_max, salt,
-    br, bs, bc, boff, blen, used,
+    wr,
+    wi,
+    wc,
+    woff,
+    wlen,
+    wtot,
+    out,
+    start,
+    m,
+    empty,
+    single,
+    coarse,
+    fine_max,
+    salt,
+    br,
+    bs,
+    bc,
+    boff,
+    blen,
+    used,
 ):
     """For rows [start, start + m): sort each row's key words by rank in the pools (in place),
     total its counts, and write its word keys to ``out[row]``, zero-padded (the keys of
@@ -291,7 +309,8 @@ def warm_up() -> None:
     """Load (or compile) the kernels that file key words, for each form a pass hands them:
     one whole BatchProfiles, rows of batches ``(batch, j)``, and word_profile lists; and
     those that tag a batch the embedding pass left untagged (:func:`tag_profiles`)."""
-    tag_profiles(BatchProfiles(*(np.ones(2, np.int64) for _ in range(5))), ["a b", "c"])
+    o = [np.ones(2, np.int64) for _ in range(5)]
+    tag_profiles(BatchProfiles(o[0], o[1], o[2], o[3], o[4]), ["a b", "c"])
     one = np.ones(2, np.int64)
     batch = BatchProfiles(one, one, one, np.array([0, 1], np.int64), one)
     for profiles in (batch, [(batch, 0), [3, 5, 1]]):
