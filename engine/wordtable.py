@@ -239,30 +239,9 @@ def word_rows(
     wr, wi, wc = pools
     woff, wlen, wtot = rows
     if not isinstance(profiles, list):  # one BatchProfiles, its texts in order: one call
-        return int(
-            _word_rows(
-                wr,
-                wi,
-                wc,
-                woff,
-                wlen,
-                wtot,
-                out,
-                start,
-                len(profiles.lens),
-                EMPTY_KEY,
-                SINGLE_KEY,
-                COARSE_KEYS,
-                FINE_MAX_WORDS,
-                np.uint64(FINE_SALT),
-                profiles.ranks,
-                profiles.shapes,
-                profiles.counts,
-                profiles.off,
-                profiles.lens,
-                used,
-            )
-        )
+        b = profiles
+        batch = (b.ranks, b.shapes, b.counts, b.off, b.lens)
+        return _file_rows(pools, rows, out, start, len(b.lens), batch, used)
     lens, groups, plain = _sources(profiles)
     m = len(lens)
     if m:
@@ -280,29 +259,32 @@ def word_rows(
             wi[o : o + k] = p[1::3]
             wc[o : o + k] = p[2::3]
         used += int(ends[-1])
-    _word_rows(
-        wr,
-        wi,
-        wc,
-        woff,
-        wlen,
-        wtot,
-        out,
-        start,
-        m,
-        EMPTY_KEY,
-        SINGLE_KEY,
-        COARSE_KEYS,
-        FINE_MAX_WORDS,
-        np.uint64(FINE_SALT),
-        _NO_BATCH,
-        _NO_BATCH,
-        _NO_BATCH,
-        _NO_BATCH,
-        _NO_BATCH,
-        used,
-    )
+    _file_rows(pools, rows, out, start, m, (_NO_BATCH,) * 5, used)
     return used
+
+
+def _file_rows(
+    pools: tuple[np.ndarray, ...],
+    rows: tuple[np.ndarray, ...],
+    out: np.ndarray,
+    start: int,
+    m: int,
+    batch: tuple[np.ndarray, ...],
+    used: int,
+) -> int:
+    """One :func:`_word_rows` call for rows [start, start + m), with a BatchProfiles' five
+    arrays as ``batch`` (its texts stored first) or five empty ones; the pools' fill."""
+    wr, wi, wc = pools
+    woff, wlen, wtot = rows
+    br, bs, bc, boff, blen = batch
+    salt = np.uint64(FINE_SALT)
+    return int(
+        _word_rows(
+            wr, wi, wc, woff, wlen, wtot, out, start, m,
+            EMPTY_KEY, SINGLE_KEY, COARSE_KEYS, FINE_MAX_WORDS, salt,
+            br, bs, bc, boff, blen, used,
+        )
+    )  # fmt: skip
 
 
 def warm_up() -> None:
