@@ -634,6 +634,11 @@ async def _warm_core(config: BatchConfig) -> None:
         # a second pair of lines); a warm-up that failed fails this request, so the build step
         # that runs this fails too instead of shipping an empty cache
         await batch.process({config.dedup_key: "warm up"}, timeout=600)
+        # and waits for it in any case: a request the row lane takes (exact dedup, a single
+        # call) needs no kernel and does not wait, while the warm-up thread may still be
+        # compiling the hash kernel (after a stale cache was purged): the build step would
+        # end before it, and report the kernels as not loaded
+        await batch._core.warm_up()
 
 
 def compile_kernels(

@@ -93,3 +93,28 @@ def test_a_start_that_compiles_purges_a_stale_cache_first(tmp_path, monkeypatch)
     monkeypatch.setattr(warm, "check", lambda **_: result)
     warm.Notice(BatchConfig())
     assert sorted(os.listdir(d)) == ["core.cpython-311.pyc"]
+
+
+def test_compiling_for_exact_waits_for_the_warm_up_thread(monkeypatch):
+    """``compile_kernels`` (``python -m stratabatch.warm``) returns only once the warm-up
+    thread has loaded the hash kernel, even though its exact request takes the row lane,
+    which needs no kernel and does not wait (the build step used to end first, after a purged
+    cache, and report "kernels for strategy=exact did not load")."""
+    import asyncio
+    import time
+
+    from stratabatch import kernels, warm
+    from stratabatch.config import BatchConfig
+
+    real = kernels.xxh64_batch
+    loaded: list[bool] = []
+
+    def slow(*args):
+        time.sleep(0.5)  # (a compile after a purge takes ~1 s)
+        out = real(*args)
+        loaded.append(True)
+        return out
+
+    monkeypatch.setattr(kernels, "xxh64_batch", slow)
+    asyncio.run(warm._warm_core(BatchConfig(dedup_strategy="exact", cold_start="wait")))
+    assert loaded == [True]
