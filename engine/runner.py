@@ -123,12 +123,11 @@ class Runner:
         return call
 
     def _ended(self, call: Call, task: asyncio.Task) -> None:
-        if call.over:
-            return
-        if task.cancelled():  # (the loop's own shutdown cancelled it)
+        """The task's done callback: it reports only a task cancelled before its first step
+        (the loop's own shutdown), whose coroutine never ran; every other end reported from
+        inside the task (:meth:`_call_handler`), or timed out or was cancelled first."""
+        if not call.over:
             self._finish(call, None, asyncio.CancelledError())
-        else:
-            self._finish(call, *task.result())
 
     def _finish(self, call: Call, results: Any, raised: BaseException | None) -> None:
         """The call's handler returned ``results`` or raised ``raised``: ``done`` hears it."""
@@ -170,36 +169,33 @@ class Runner:
             loop.time() - call.started,
         )
 
-    async def _call_handler(
-        self, payloads: list[Any], call: Call | None = None
-    ) -> tuple[Any, BaseException | None]:
-        """Run the handler on ``payloads``; returns ``(results, None)`` or ``(None, error)``.
+    async def _call_handler(self, payloads: list[Any], call: Call) -> None:
+        """Run the handler on ``payloads`` and report how it ended to ``call`` from this last
+        step (:meth:`_finish`): its results, or what it raised.
 
         Never raises, whatever the handler raises (BaseExceptions such as a test framework's
         failure, KeyboardInterrupt or SystemExit included): it runs as its own task, and an
         exception escaping a task's step (as those three do) would otherwise stop the loop.
         """
+        results: Any = None
+        raised: BaseException | None = None
         try:
             if self._is_async:
-                result = await self._handler(payloads)
+                results = await self._handler(payloads)
             else:
-                result = await self._call_sync(payloads)
-            if inspect.isawaitable(result):
-                result = await result
+                results = await self._call_sync(payloads)
+            if inspect.isawaitable(results):
+                results = await results
         except BaseException as e:  # noqa: BLE001 - every failure becomes the batch's error
-            outcome: tuple[Any, BaseException | None] = (None, e)
-        else:
-            outcome = (result, None)
-        if call is not None:
-            try:
-                self._finish(call, *outcome)
-            except Exception as e:  # a bug of ours: reported as a loop callback's would be
-                loop = self.loop
-                assert loop is not None
-                loop.call_exception_handler(
-                    {"message": "stratabatch: answering a batch raised", "exception": e}
-                )
-        return outcome
+            results, raised = None, e
+        try:
+            self._finish(call, results, raised)
+        except Exception as e:  # a bug of ours: reported as a loop callback's would be
+            loop = self.loop
+            assert loop is not None
+            loop.call_exception_handler(
+                {"message": "stratabatch: answering a batch raised", "exception": e}
+            )
 
     async def _call_sync(self, payloads: list[Any]) -> Any:
         loop = self.loop
