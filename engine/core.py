@@ -305,12 +305,7 @@ class Core:
         Raises:
             StratabatchError: as :meth:`submit` (nothing is queued then).
         """
-        loop = self.loop  # (_lane_arrival inline: the per-call path)
-        if loop is None or self._closing or self._runner.handler is None:
-            self._refuse()
-        lane = self._lane
-        assert lane is not None
-        now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
+        lane, now = self._lane_arrival()
         holder = lane.add_one(sink, payload, priority, now, deadline)
         self._arrived(lane, 1, now)
         return holder
