@@ -185,7 +185,6 @@ SQUASH_SHIFT = 49
 reads bits 0-48 only)."""
 SQUASH_MOD = 0x3FFF
 """A squash tag is a CRC-32 ``% SQUASH_MOD + 1``."""
-_SQUASH_MASK = SQUASH_MOD
 
 
 def squash_tag(tokens: Sequence[str]) -> int:
@@ -195,7 +194,7 @@ def squash_tag(tokens: Sequence[str]) -> int:
     are equal. The residue pre-check lets pairs of equal tags pass (:func:`may_pass_residue`);
     the index keeps a row's tag in the high bits of its stored shapes (:data:`SQUASH_SHIFT`;
     a shape stored without a tag has 0 there, which matches no tag)."""
-    return zlib.crc32("".join(tokens).encode("utf-8", "surrogatepass")) % _SQUASH_MASK + 1
+    return zlib.crc32("".join(tokens).encode("utf-8", "surrogatepass")) % SQUASH_MOD + 1
 
 
 def tag_profiles(batch: BatchProfiles, texts: Sequence[str]) -> None:
@@ -222,7 +221,7 @@ def tag_profiles(batch: BatchProfiles, texts: Sequence[str]) -> None:
         np.frombuffer(data, np.uint8) if data else np.zeros(1, np.uint8),
         np.cumsum(sizes),
         CRC_TABLE,
-        _SQUASH_MASK,
+        SQUASH_MOD,
         tags,
     )
     tag_shapes(batch.shapes, batch.off, lens, tags, SQUASH_SHIFT)

@@ -91,18 +91,12 @@ def _word_rows(
     are first stored for row start + j from ``used`` on, in text order (one call files a
     whole batch); else the rows' words are in the pools already and ``used`` is returned."""
     if blen.shape[0]:
-        o = used
         for j in range(m):
-            k = blen[j]
-            woff[start + j] = o
-            wlen[start + j] = k
-            a = boff[j]
-            for u in range(k):
-                wr[o + u] = br[a + u]
-                wi[o + u] = bs[a + u]
-                wc[o + u] = bc[a + u]
-            o += k
-        used = o
+            woff[start + j] = used
+            wlen[start + j] = blen[j]
+            used += blen[j]
+        js = np.arange(m)
+        _copy_profiles(br, bs, bc, boff, blen, js, js + start, wr, wi, wc, woff)
     r = np.empty(max(5, fine_max), np.int64)
     for row in range(start, start + m):
         a = woff[row]
@@ -158,12 +152,10 @@ def _word_rows(
 def _sources(
     profiles: Any,
 ) -> tuple[np.ndarray, list[tuple[Any, np.ndarray, np.ndarray]], list[tuple[int, list[int]]]]:
-    """Where the key words of each of ``profiles``' rows come from (see :func:`word_rows`):
-    the rows' entry counts; per BatchProfiles, its text indexes and the rows (counted from
-    0) that take them; and the rows given as word_profile lists."""
-    if not isinstance(profiles, list):  # a BatchProfiles: all of its texts, in order
-        idx = np.arange(len(profiles.lens), dtype=np.int64)
-        return profiles.lens, [(profiles, idx, idx)], []
+    """Where the key words of each of ``profiles``' rows (a list, see :func:`word_rows`; a
+    whole BatchProfiles is read without it) come from: the rows' entry counts; per
+    BatchProfiles, its text indexes and the rows (counted from 0) that take them; and the
+    rows given as word_profile lists."""
     m = len(profiles)
     if m and type(profiles[0]) is tuple:  # the common case: all from one embedding pass
         b = profiles[0][0]
