@@ -630,14 +630,13 @@ async def _warm_core(config: BatchConfig) -> None:
 
     options = {name: getattr(config, name) for name in BatchConfig.option_names()}
     async with BatchProcessor(answer, **options) as batch:
-        # the first request waits for the warm-up (not warm_up(): its own Notice would log
-        # a second pair of lines); a warm-up that failed fails this request, so the build step
-        # that runs this fails too instead of shipping an empty cache
+        # a first request starts the warm-up, and one that needs the kernels waits for it: a
+        # warm-up that failed fails it, so the build step that runs this fails too instead of
+        # shipping an empty cache. Then the warm-up is waited for itself (not warm_up(): its
+        # own Notice would log a second pair of lines): a request the row lane takes (exact
+        # dedup) needs no kernel and does not wait, and the build step would end while the
+        # warm-up thread still compiles the hash kernel, reporting it as not loaded
         await batch.process({config.dedup_key: "warm up"}, timeout=600)
-        # and waits for it in any case: a request the row lane takes (exact dedup, a single
-        # call) needs no kernel and does not wait, while the warm-up thread may still be
-        # compiling the hash kernel (after a stale cache was purged): the build step would
-        # end before it, and report the kernels as not loaded
         await batch._core.warm_up()
 
 
