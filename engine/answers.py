@@ -82,6 +82,7 @@ class Answers:
         values: list[Any] = []
         exact = dedup.exact
         done: list[float] = []  # arrival times of the answered, for the stats (per batch)
+        rows: list[int] = []  # the groups' leader rows, let go in one call (drop_many)
         try:
             for g, value in zip(batch.groups, results, strict=True):
                 ks = g.keys
@@ -90,8 +91,10 @@ class Answers:
                         del exact[ks]
                     else:
                         dedup.drop_keys(g)
-                if g.row is not None:
-                    dedup.drop_row(g)
+                row = g.row
+                if row is not None:
+                    rows.append(row)
+                    g.row = None
                 if isinstance(value, BaseException):
                     self.group_failed(
                         g,
@@ -143,6 +146,8 @@ class Answers:
                 g.members = GONE
                 g.batch = None
         finally:  # (a bug of ours above must not strand those already taken from groups)
+            if rows:
+                dedup.leaders.drop_many(rows)
             if got:
                 try:
                     many(got, values)  # type: ignore[misc]  # (got is empty without it)

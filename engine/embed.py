@@ -73,6 +73,8 @@ def _stop_hashes(normalized: list[str]) -> np.ndarray:
 
 _ONE_BYTE = np.zeros(1, dtype=np.uint8)  # stands in for an empty buffer (length passed apart)
 _ONE_BYTE.flags.writeable = False  # like np.frombuffer's arrays: one kernel specialization
+# the bytes normalized_batch leaves as they are in an ASCII batch (its separator included)
+_NORMALIZED_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789 " + SEP.encode("ascii")
 
 
 class HashingEmbedder:
@@ -203,12 +205,25 @@ class HashingEmbedder:
             return out, BatchProfiles(empty, empty, empty, off, lens)
         if self._stop is None:
             self._stop = _stop_hashes(self._stop_words)
-        raw = normalized_batch(texts)
-        data = np.frombuffer(raw, dtype=np.uint8) if raw else _ONE_BYTE
         # the squash tags read each text's own bytes: the kernel reads them in ``raw`` when
         # they are there unchanged (one comparison of the joined batch, ~1 us)
         joined = texts[0] if n == 1 else SEP.join(texts)
-        tagged = raw == joined.encode("utf-8", "surrogatepass")
+        own = joined.encode("utf-8", "surrogatepass")
+        if (
+            joined.isascii()
+            and not own.translate(None, _NORMALIZED_BYTES)
+            and "cannot" not in joined
+            and joined.count(SEP) == n - 1
+        ):
+            # only [a-z0-9 ] and the separators (canonical ASCII texts): normalized_batch
+            # leaves these bytes as they are (no case, apostrophe, punctuation or "cannot"
+            # to rewrite), ~0.2-0.3 us a text less than its scans
+            raw = own
+            tagged = True
+        else:
+            raw = normalized_batch(texts)
+            tagged = raw == own
+        data = np.frombuffer(raw, dtype=np.uint8) if raw else _ONE_BYTE
         # a text has at most one word per byte, and keeps at most PRECHECK_MAX_WORDS of them
         cap = max(1, min(len(raw) + n, n * (PRECHECK_MAX_WORDS + 1)))
         ranks = np.empty(cap, dtype=np.int64)

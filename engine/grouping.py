@@ -97,6 +97,28 @@ _MIN_SLICE_ROWS = 16
 _MAX_SLICE_ROWS = 1 << 16
 
 
+# str.split()'s ASCII whitespace other than the space (a text holding one is normalized alone)
+_ASCII_SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
+
+
+def _normalized_ascii(texts: list[str]) -> list[str] | None:
+    """:func:`~stratabatch.dedup.normalize_key` of each text by a few scans of the joined
+    batch, where every text is ASCII and already collapsed (single spaces, none at either
+    end: what clients send); else None (then each text is normalized alone). ~0.07-0.1 us
+    a text, against ~0.3 for a call each."""
+    joined = "\0".join(texts)
+    if not joined.isascii() or any(w in joined for w in _ASCII_SPACES):
+        return None
+    spaced = joined.replace("\0", " ")  # (one scan finds two spaces, at a text's ends too)
+    if "  " in spaced or spaced[:1] == " " or spaced[-1:] == " ":
+        return None  # (an empty text among others lands here too: normalized alone)
+    lower = joined.lower()
+    if lower == joined:  # (lower case already: the texts are their own keys)
+        return texts
+    norms = lower.split("\0")
+    return norms if len(norms) == len(texts) else None
+
+
 class GroupOps(Protocol):
     """What the dedup pass asks of the core holding it."""
 
@@ -654,30 +676,38 @@ class Deduper:
         if not c.enable_dedup:
             return Prepared(raw, [], None)
         try:
-            norms: list[Any] = []
-            for r in raw:
-                if r.text is not None:
-                    norms.append(normalize_key(r.text) if c.normalize else r.text)
-                else:
-                    norms.append(canonical_bytes(r.payload))
-            hashes = exact_hashes(norms)
             scope = c.dedup_scope
-            keys: list[Any] = []
-            for r, n, h in zip(raw, norms, hashes, strict=True):
-                r.norm = n
-                # a plain int key in the common case (text, no scope): cheapest to hash
-                keys.append(
-                    h
-                    if not scope and r.text is not None
-                    else (scope_of(r.payload, scope) if scope else b"", h, r.text is None)
-                )
+            texts: list[Any] = [r.text for r in raw]
+            norms: list[Any] | None = None
+            if c.normalize and not scope and None not in texts:
+                norms = _normalized_ascii(texts)
+            if norms is not None:  # the common pass: plain int keys, cheapest to hash
+                keys: list[Any] = [hash(n) for n in norms]
+                for r, n in zip(raw, norms, strict=True):
+                    r.norm = n
+            else:
+                norms = []
+                for r in raw:
+                    if r.text is not None:
+                        norms.append(normalize_key(r.text) if c.normalize else r.text)
+                    else:
+                        norms.append(canonical_bytes(r.payload))
+                hashes = exact_hashes(norms)
+                keys = []
+                for r, n, h in zip(raw, norms, hashes, strict=True):
+                    r.norm = n
+                    # a plain int key in the common case (text, no scope): cheapest to hash
+                    keys.append(
+                        h
+                        if not scope and r.text is not None
+                        else (scope_of(r.payload, scope) if scope else b"", h, r.text is None)
+                    )
             vectors: list[Any] | None = None
             if embed_ahead and c.guard_numbers and self._embeds():  # off the loop too
                 texted = [r for r in raw if r.text is not None]
-                texts: list[str] = [r.text for r in texted]  # type: ignore[misc]
                 from .numberkeys import number_keys  # (numba: imported once near dedup runs)
 
-                for r, k in zip(texted, number_keys(texts), strict=True):
+                for r, k in zip(texted, number_keys([r.text for r in texted]), strict=True):
                     r.numkey = k
             if embed_ahead and self._embeds():
                 seen: set[Any] = set()
@@ -889,6 +919,15 @@ class Deduper:
         """:meth:`_part_key` of each request, the numbers' keys of a batch in one kernel call."""
         c = self.config
         if c.guard_numbers:
+            if not c.dedup_scope:
+                # the common pass: texts whose keys nobody computed yet, one kernel call and
+                # no write-back (a request decided in a later slice is keyed again: one
+                # kernel call a pass, ~0.2 us a request less than a loop over the records)
+                every: list[Any] = [r.text for r in reqs]
+                if None not in every and [r.numkey for r in reqs].count(None) == len(reqs):
+                    from .numberkeys import number_keys
+
+                    return number_keys(every)
             todo = [r for r in reqs if r.numkey is None and r.text is not None]
             if todo:
                 from .numberkeys import number_keys
@@ -1145,6 +1184,10 @@ class Deduper:
         keyed = profiles is not None
         refused = index.refused[start:n].tolist() if keyed else None
         left: list[int] = []
+        # (what _lead and register_leader do, inline: two Python calls a request fewer)
+        new_group = ops.new_group
+        exact_index = self.exact
+        lead_row = index.lead
         for j, r in enumerate(ok):
             i = start + j
             li = leads[j]
@@ -1164,9 +1207,14 @@ class Deduper:
                     lead = ok[rr - start] if rr >= start else getattr(owners[rr], "leader", None)
                     if lead is not None:
                         self._log_refused(r, lead, float(index.rsim[i]))
-                g = self._lead(r, keys[j])
+                pid = keys[j]
+                g = new_group(r, pid)
+                key = r.key
+                if key is not None:
+                    g.keys = key  # (one key, not a list: see Group.keys)
+                    exact_index[key] = g
                 g.row = i
-                index.lead(i, g, keys[j], keyed)
+                lead_row(i, g, pid, keyed)
                 continue
             g = owners[li]
             sim = min(sims[j], 1.0)

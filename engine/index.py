@@ -172,6 +172,27 @@ class LeaderIndex:
         self.dead += 1
         self.live -= 1
 
+    def drop_many(self, rows: list[int]) -> None:
+        """:meth:`drop` of each of ``rows`` (leader rows, each once), in one call: a finished
+        batch lets its groups' rows go together."""
+        lead_pid = self._lead_pid
+        counts = self._leaders_in
+        owners = self.owners
+        for row in rows:
+            pid = lead_pid[row]
+            if pid < 0:
+                pid = ~pid
+                self._keyless -= 1
+            left = counts[pid] - 1
+            if left:
+                counts[pid] = left
+            else:
+                del counts[pid]
+            owners[row] = None
+        self._dropped.extend(rows)
+        self.dead += len(rows)
+        self.live -= len(rows)
+
     def settle(self) -> None:
         """Write -1 to the partitions of the rows dropped since the last call; every method
         that reads ``part`` calls it first, and so must a caller that reads ``part`` itself

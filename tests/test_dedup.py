@@ -70,3 +70,29 @@ def test_leader_index_compacts_dead_rows_and_keeps_live_ones_in_place():
     for g in groups[80:]:
         idx.drop(g.row)
     assert not idx.has_leaders_in(pids)  # every leader of those partitions has left
+
+
+def test_a_pass_normalizes_a_batch_of_texts_as_normalize_key_does() -> None:
+    """The pass's batch normalization (grouping._normalized_ascii) gives each text its
+    normalize_key, or declines (None) and leaves the texts to it: never another key."""
+    import random
+
+    from stratabatch.grouping import _normalized_ascii
+
+    rng = random.Random(20)
+    print("seed 20")
+    pieces = ["a", "B", "x1", " ", "  ", "\t", "\n", "\x1f", "\0", "\u00e9", "\u00a0", "Q-3", ""]
+    declined = 0
+    for _ in range(3000):
+        texts = [
+            "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 6)))
+            for _ in range(rng.randrange(1, 5))
+        ]
+        got = _normalized_ascii(texts)
+        if got is None:
+            declined += 1
+            continue
+        assert got == [normalize_key(t) for t in texts], texts
+    assert 0 < declined < 3000
+    assert _normalized_ascii(["Hello World", "q 3-12"]) == ["hello world", "q 3-12"]
+    assert _normalized_ascii(["hello  world"]) is None

@@ -422,3 +422,28 @@ if __name__ == "__main__":
     print(f"{e.name}, dim {e.dim}, recommended_threshold {e.recommended_threshold}")
     print(f"{len(load_pairs())} pairs: {dict(Counter(p['kind'] for p in load_pairs()))}")
     print(_markdown(quality_table(e, grid)))
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["how do i reset my password", "set an alarm for 6 am", "a b"],  # canonical ASCII
+        ["we cannot go", "how do i"],  # "cannot": normalized_batch rewrites it
+        ["how do i\x1freset", "x"],  # a text holding the separator
+        ["How do I reset", "x"],  # capitals
+        ["it's 6am", "x y"],  # apostrophe, digits glued to letters
+        ["caf\u00e9 ok", "x"],  # not ASCII
+        [""],
+        ["", ""],
+    ],
+)
+def test_embed_profiled_reads_normalized_texts_as_embed_does(texts: list[str]) -> None:
+    """embed_profiled skips normalization for texts it leaves unchanged ([a-z0-9 ] only, no
+    "cannot", no separator inside a text): the vectors are embed()'s, byte for byte, and the
+    batch is tagged exactly where normalization leaves the bytes as they are."""
+    from stratabatch.text import SEP, normalized_batch
+
+    e = HashingEmbedder()
+    mat, batch = e.embed_profiled(texts)
+    assert np.array_equal(mat, e.embed(texts))
+    assert batch.tagged == (normalized_batch(texts) == SEP.join(texts).encode())

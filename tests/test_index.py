@@ -541,3 +541,38 @@ def test_greedy_pass_without_candidates_makes_every_row_a_leader() -> None:
         Y, np.zeros(n, np.int64), 0.9, 1, cands, deadline=time.perf_counter() + 60
     )
     assert leads == list(range(1, n)) and sims == [1.0] * (n - 1) and late == []
+
+
+def test_drop_many_is_drop_of_each_row() -> None:
+    """drop_many (a finished batch's rows at once) leaves the index as a drop() of each row
+    would: counts per partition, keyless rows, live and dead rows, owners, and the rows'
+    partitions once settled."""
+
+    class G:
+        row = None
+
+    def built() -> tuple[LeaderIndex, list[G]]:
+        idx = LeaderIndex()
+        idx.dim = 4
+        X = np.eye(4, dtype=np.float32)[np.arange(12) % 4]
+        pids = [3 + i % 3 for i in range(12)]
+        start = idx.append(X, pids)
+        groups = [G() for _ in range(12)]
+        for i, g in enumerate(groups):
+            g.row = start + i
+            idx.lead(g.row, g, pids[i], i % 2 == 0)
+        return idx, groups
+
+    a, ga = built()
+    b, gb = built()
+    rows = [ga[k].row for k in (0, 3, 6, 9, 1)]  # every leader of partition 3, and one more
+    for r in rows:
+        a.drop(r)
+    b.drop_many(rows)
+    a.settle()
+    b.settle()
+    assert a._leaders_in == b._leaders_in == {4: 3, 5: 4}
+    assert (a._keyless, a.live, a.dead) == (b._keyless, b.live, b.dead)
+    assert [g is None for g in a.owners] == [g is None for g in b.owners]
+    assert np.array_equal(a.part[: len(a)], b.part[: len(b)])
+    assert not b.has_leaders_in([3]) and b.has_leaders_in([4, 5])
