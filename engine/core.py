@@ -582,8 +582,7 @@ class Core:
         if lane.raw and not cancelled and self._lane is lane:
             self._lane_pass(lane)
         now = loop.time()
-        lane.forget(groups)
-        try:
+        try:  # (each group is settled once answered: its key stops attracting twins)
             if cancelled or error is not None:
                 self._lane_fail(
                     lane,
@@ -614,6 +613,7 @@ class Core:
                 if arrivals:
                     self.stats.record_done_many(arrivals, now)
         except Exception as e:  # a bug of ours must not strand anyone: answer who is left
+            lane.forget(groups)
             for g in groups:
                 g.batch = None
             self._lane_fail(

@@ -124,12 +124,51 @@ class Intake:
             if budget <= 0:
                 break  # the queue is full: the requests wait in their rings
             inbox = client.inbox
-            if len(inbox) < budget:
-                self._take_frames(client, budget)
-            n = self._admit(client, budget)
+            n = 0
+            if not inbox and core.lane_open:
+                n = self._take_rows(client, min(budget, c.max_queue - core.waiting))
+            if n < budget and not client.closed:
+                if len(inbox) < budget - n:
+                    self._take_frames(client, budget - n)
+                n += self._admit(client, budget - n)
             got += n
             room -= n
         return got
+
+    def _take_rows(self, client: Client, budget: int) -> int:
+        """The short way for frames whose every item is plain, while the core's row lane is
+        open: each such frame's items go to the core whole (:meth:`Core.submit_rows`), with
+        no inbox and no look at each item here. Stops at the first frame that is not all
+        plain, or would take more than ``budget`` requests (it waits in the inbox for
+        :meth:`_admit`), or an empty ring; returns how many requests were taken."""
+        ring = client.requests
+        assert ring is not None
+        decode = self._decoder.request_rows
+        core = self._core
+        n = 0
+        while n < budget and core.lane_open:
+            try:
+                frames = ring.drain(1)
+            except FrameError as exc:
+                self._drop(client, f"corrupt request ring: {exc}")
+                return n
+            if not frames:
+                return n
+            data = frames[0]
+            try:
+                items, plain = decode(data)
+            except Exception:  # its error, the long way (the frame is decoded again)
+                self._file(client, data)
+                return n
+            if not plain or n + len(items) > budget:
+                if len(items) == 1 and type(items[0]) is not list:
+                    client.inbox.append((items[0], len(data)))
+                else:
+                    client.inbox.extend(items)
+                return n
+            self._submit_rows(client, items)
+            n += len(items)
+        return n
 
     def _take_frames(self, client: Client, budget: int) -> None:
         """Drain frames of ``client``'s request ring into its inbox until it holds ``budget``
@@ -139,7 +178,6 @@ class Intake:
         be answered from drops the client."""
         ring = client.requests
         assert ring is not None
-        decode = self._decoder.request_items
         inbox = client.inbox
         while len(inbox) < budget and not client.closed:
             try:
@@ -149,27 +187,31 @@ class Intake:
                 return
             if not frames:
                 return
-            data = frames[0]
-            try:
-                items = decode(data)
-            except FrameError as exc:
-                rid = peek_frame_id(data)
-                if rid is None:
-                    self._drop(client, f"unreadable request frame: {exc}")
-                    return
-                items = [exc]
-                exc.id = rid  # type: ignore[attr-defined]
-            except Exception as exc:  # a bug of ours: that frame fails, not the engine
-                self._outbox.internal_error(client, peek_frame_id(data), exc, "decoding a frame")
-                continue
-            # an entry is a plain item as decoded (a list), a (request or error, size) pair,
-            # or a request or error of a batch (size 0: a batch's sizes were checked whole);
-            # the size is what a single frame's payload is bounded by
-            if len(items) == 1:
-                item = items[0]
-                inbox.append(item if type(item) is list else (item, len(data)))
-            else:
-                inbox.extend(items)
+            self._file(client, frames[0])
+
+    def _file(self, client: Client, data: bytes) -> None:
+        """Decode request frame ``data`` (single or batch) into ``client``'s inbox, or its
+        error; a frame nothing can be answered from drops the client."""
+        try:
+            items = self._decoder.request_items(data)
+        except FrameError as exc:
+            rid = peek_frame_id(data)
+            if rid is None:
+                self._drop(client, f"unreadable request frame: {exc}")
+                return
+            items = [exc]
+            exc.id = rid  # type: ignore[attr-defined]
+        except Exception as exc:  # a bug of ours: that frame fails, not the engine
+            self._outbox.internal_error(client, peek_frame_id(data), exc, "decoding a frame")
+            return
+        # an entry is a plain item as decoded (a list), a (request or error, size) pair, or a
+        # request or error of a batch (size 0: a batch's sizes were checked whole); the size
+        # is what a single frame's payload is bounded by
+        if len(items) == 1:
+            item = items[0]
+            client.inbox.append(item if type(item) is list else (item, len(data)))
+        else:
+            client.inbox.extend(items)
 
     def _admit(self, client: Client, budget: int) -> int:
         """Hand up to ``budget`` decoded requests of ``client``'s inbox to the core; returns

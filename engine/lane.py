@@ -365,6 +365,8 @@ class Lane:
         whose deadline is ``now`` or past (the common batch needs none: one pass here)."""
         waiting = self.waiting
         groups = [waiting.popleft() for _ in range(min(max_size, len(waiting)))]
+        if not self.ticks and not self.timers:
+            return groups, False  # no caller of the lane has a deadline: none is due
         look = False
         for g in groups:
             if g.more is not None or (
@@ -398,9 +400,12 @@ class Lane:
                     del index[g.norm]
 
     def settle(self, groups: list[LaneGroup]) -> None:
-        """``groups`` were answered: no caller of theirs is left to leave or expire, and
-        they let go of their batch."""
+        """``groups`` were answered: their keys stop attracting twins (:meth:`forget`), no
+        caller of theirs is left to leave or expire, and they let go of their batch."""
+        index = self.index
         for g in groups:
+            if index and index.get(g.norm) is g:
+                del index[g.norm]
             g.batch = None
             if g.deadline is not None and g.sink is not None:
                 self.untick(g.sink, g.rid, g.deadline)

@@ -26,7 +26,6 @@ from .wire import STATUS_OK, error_to_wire
 
 if TYPE_CHECKING:
     from .core import Core
-    from .publish import Publisher
     from .slots import Client
 
 log = logging.getLogger("stratabatch.engine")
@@ -44,29 +43,19 @@ class Outbox:
         self._clients = clients
         self._encoder = encoder
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._publisher: Publisher | None = None
         self._core: Core | None = None
         self._wake: Callable[[], None] = _nothing
         self._flush_scheduled = False
 
     def start(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        core: Core,
-        publisher: Publisher | None,
-        wake: Callable[[], None],
+        self, loop: asyncio.AbstractEventLoop, core: Core, wake: Callable[[], None]
     ) -> None:
         """Bind what serving needs: the loop a flush is scheduled on, the core (an answer that
-        cannot be sent counts as its error), the counters block (each answer's latency) and
-        ``wake``, which schedules a pass over the rings (a response ring got room)."""
+        cannot be sent counts as its error) and ``wake``, which schedules a pass over the
+        rings (a response ring got room)."""
         self._loop = loop
         self._core = core
-        self._publisher = publisher
         self._wake = wake
-
-    def stop(self) -> None:
-        """Forget the counters block (the engine closes it)."""
-        self._publisher = None
 
     def on_complete(self, req: Request, value: Any, error: BaseException | None) -> None:
         """The core's ``on_complete``: queue ``req``'s outcome for its client, flush soon (a
@@ -78,8 +67,6 @@ class Outbox:
         if client.closed or client.pending.get(req.index) is not req:
             return  # answered already (the engine failed it while stopping)
         del client.pending[req.index]
-        if self._publisher is not None:
-            self._publisher.latency(self._loop.time() - req.arrival)  # type: ignore[union-attr]
         self._count_error(client, error)
         client.outbox.append((req.index, *error_to_wire(error)))
         self._flush_soon()
@@ -87,7 +74,6 @@ class Outbox:
     def on_complete_many(self, reqs: list[Request], values: list[Any]) -> None:
         """The core's ``on_complete_many``: :meth:`on_complete` for a batch's successes, in
         one call (the same checks and answers, one loop instead of a call per request)."""
-        arrivals: list[float] = []
         for req, value in zip(reqs, values, strict=True):
             client = req.sink
             pending = client.pending
@@ -95,7 +81,6 @@ class Outbox:
             if client.closed or pending.get(rid) is not req:
                 continue  # answered already (the engine failed it while stopping)
             del pending[rid]
-            arrivals.append(req.arrival)
             lead = req.merged_with
             if lead is None:
                 client.outbox.append((rid, STATUS_OK, value))
@@ -105,17 +90,14 @@ class Outbox:
                     "similarity": 1.0 if req.similarity is None else float(req.similarity),
                 }
                 client.outbox.append((rid, STATUS_OK, value, meta))
-        if self._publisher is not None and arrivals:
-            self._publisher.latencies(self._loop.time(), arrivals)  # type: ignore[union-attr]
         self._flush_soon()
 
     def lane_deliver(self, groups: list[LaneGroup], values: list[Any]) -> list[float]:
         """The core's row lane delivers a batch's values (:class:`~stratabatch.lane.Deliver`):
         each group's callers get its value, a twin with the merge meta. Returns the arrival
-        times of every caller answered (the core's stats); the latencies of those written to
-        a client go to the counters block."""
+        times of every caller answered (the core's stats: the counters block reads the
+        latencies from there)."""
         arrivals: list[float] = []
-        sent: list[float] = []
         for g, value in zip(groups, values, strict=True):
             client = g.sink
             if client is not None:
@@ -124,7 +106,6 @@ class Outbox:
                 pending = client.pending
                 if not client.closed and pending.get(rid) is g:
                     del pending[rid]
-                    sent.append(g.arrival)
                     client.outbox.append((rid, STATUS_OK, value))
             more = g.more
             if more is not None:
@@ -138,11 +119,8 @@ class Outbox:
                     if client.closed or pending.get(rid) is not g:
                         continue
                     del pending[rid]
-                    sent.append(more[i + 2])
                     meta = {"leader": g.rid if g.lead is client else -1, "similarity": 1.0}
                     client.outbox.append((rid, STATUS_OK, value, meta))
-        if self._publisher is not None and sent:
-            self._publisher.latencies(self._loop.time(), sent)  # type: ignore[union-attr]
         self._flush_soon()
         return arrivals
 
@@ -155,8 +133,6 @@ class Outbox:
         if client.closed or pending.get(rid) is not group:
             return  # answered already (the engine failed it while stopping)
         del pending[rid]
-        if self._publisher is not None:
-            self._publisher.latency(self._loop.time() - arrival)  # type: ignore[union-attr]
         self._count_error(client, error)
         client.outbox.append((rid, *error_to_wire(error)))
         self._flush_soon()

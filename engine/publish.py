@@ -73,7 +73,6 @@ class Publisher:
             engine_name, info=info, max_clients=max_clients, started_at_ns=self._started_ns
         )
         self._sizes: list[int] = []
-        self._lat_ms: list[float] = []
         self._second = int(time.time())
         self.threshold = 0.0
 
@@ -81,29 +80,20 @@ class Publisher:
         """Record one handler call of ``size`` items."""
         self._sizes.append(size)
 
-    def latency(self, seconds: float) -> None:
-        """Record one request's latency, submission to outcome."""
-        self._lat_ms.append(seconds * 1000.0)
-
-    def latencies(self, now: float, arrivals: list[float]) -> None:
-        """Record the latencies of requests submitted at ``arrivals`` (loop times) and
-        answered at ``now``."""
-        self._lat_ms += [(now - a) * 1000.0 for a in arrivals]
-
     def totals(
         self, rec: StatsRecorder, queue_depth: int, inflight_batches: int, clients: int
     ) -> None:
         """Copy the recorder's totals, the batch sizes and latencies seen since last time."""
         w = self._w
         sizes, self._sizes = self._sizes, []
-        lat, self._lat_ms = self._lat_ms, []
+        lat = rec.take_latencies()  # (seconds: every outcome since the last totals)
         with w.update():
             for name in _COUNTERS:
                 w.set(name, getattr(rec, name))
             if sizes:
                 w.observe_many("batch_size", np.asarray(sizes, np.float64))
             if lat:
-                w.observe_many("latency_ms", np.asarray(lat, np.float64))
+                w.observe_many("latency_ms", np.asarray(lat, np.float64) * 1000.0)
             w.set_histogram("merge_similarity_histogram", rec.similarity_hist)
             w.set("queue_depth", queue_depth)
             w.set("inflight_batches", inflight_batches)

@@ -233,6 +233,7 @@ class Engine:
             self._publisher = Publisher(
                 self.name, self.max_clients, engine_info(self.name, self._user_handler, self.config)
             )
+        self.core.stats.keep_latencies()  # (the counters block's latency histogram reads them)
         self.core.warm_log = (log, logging.INFO)  # a background compile's lines: ours
         if self._metrics_at is not None:
             self._metrics = _serve_metrics(self.name, *self._metrics_at)
@@ -268,7 +269,7 @@ class Engine:
             self._arena = Arena.create(self._arena_seg.buf, **geometry)
         self._intake.use_arena(self._arena, self._dim)
         self._bell = Doorbell.create()
-        self._outbox.start(loop, self.core, self._publisher, self._pacer.schedule)
+        self._outbox.start(loop, self.core, self._pacer.schedule)
         self._reporter.start(loop, self._publisher)
         self._pacer.start(loop, self._bell)
         loop.add_reader(self._bell.fileno(), self._pacer.on_bell)
@@ -519,7 +520,6 @@ class Engine:
             self._tick_handle.cancel()
             self._tick_handle = None
         self._reporter.stop()
-        self._outbox.stop()
         if self._bell is not None:
             if loop is not None:
                 with contextlib.suppress(Exception):

@@ -101,6 +101,23 @@ class StatsRecorder:
         self._lat_n = 0
         self._first_done: float | None = None
         self._rate_buckets: dict[int, int] = {}
+        self.latency_log: list[float] | None = None
+        """None, or every latency (seconds) recorded since its reader last took the list:
+        the engine's counters block reads them from here (:meth:`keep_latencies`)."""
+
+    def keep_latencies(self) -> None:
+        """From now on, also log each latency in :attr:`latency_log` for a reader that takes
+        them (the engine's counters block: one list per batch, not a second per request)."""
+        if self.latency_log is None:
+            self.latency_log = []
+
+    def take_latencies(self) -> list[float]:
+        """The latencies logged since the last call (seconds), and a fresh log."""
+        got = self.latency_log
+        if not got:
+            return []
+        self.latency_log = []
+        return got
 
     def record_merge(self, similarity: float, exact: bool) -> None:
         """Count one duplicate merged (not coalesced) with ``similarity`` to its unique."""
@@ -130,6 +147,8 @@ class StatsRecorder:
         """Count one outcome delivered ``latency_s`` after submission."""
         self._lat[self._lat_n & (_LATENCY_RING - 1)] = latency_s
         self._lat_n += 1
+        if self.latency_log is not None:
+            self.latency_log.append(latency_s)
         if self._first_done is None:
             self._first_done = now - latency_s
         sec = int(now)
@@ -145,13 +164,16 @@ class StatsRecorder:
         lat = self._lat
         i = self._lat_n & (_LATENCY_RING - 1)
         n = len(arrivals)
+        got = [now - a for a in arrivals]
         if i + n <= _LATENCY_RING:
-            lat[i : i + n] = [now - a for a in arrivals]
+            lat[i : i + n] = got
         else:
-            for a in arrivals:
-                lat[i] = now - a
+            for x in got:
+                lat[i] = x
                 i = (i + 1) & (_LATENCY_RING - 1)
         self._lat_n += n
+        if self.latency_log is not None:
+            self.latency_log += got
         if self._first_done is None:
             self._first_done = arrivals[0]
         sec = int(now)

@@ -655,6 +655,15 @@ class FrameDecoder:
         Raises:
             FrameError: As :meth:`requests`.
         """
+        return self.request_rows(data)[0]
+
+    def request_rows(self, data: bytes | bytearray | memoryview) -> tuple[list[Any], bool]:
+        """:meth:`request_items`, and whether every item is a plain one (the engine's intake
+        then hands the frame's items on whole).
+
+        Raises:
+            FrameError: As :meth:`requests`.
+        """
         frame = self._unpack(data, "request")
         if type(frame) is not list or not frame:
             raise FrameError(
@@ -663,9 +672,10 @@ class FrameDecoder:
         if type(frame[0]) is not list:  # a single request
             req = self._request(frame, data)
             if req.arena_row == NO_ROW and type(req.payload) is dict and _flat_values(req.payload):
-                return [frame]  # a plain one (checked whole by _request)
-            return [req]
+                return [frame], True  # a plain one (checked whole by _request)
+            return [req], False
         out: list[Any] = []
+        plain = True
         limit = self._max_payload
         size = len(data) if type(data) is bytes else memoryview(data).nbytes
         small = limit is None or size <= limit  # no payload in it can be over the limit
@@ -697,7 +707,9 @@ class FrameDecoder:
                         and NO_ROW <= arena_row <= MAX_ROW
                     ):
                         out.append(_new_tuple(Request, item))
+                        plain = False
                         continue
+            plain = False
             try:
                 # only a frame over the limit can hold a payload over it: measure those
                 out.append(self._request(item, None if small else b""))
@@ -705,7 +717,7 @@ class FrameDecoder:
                 rid = item[0] if type(item) is list and item else None
                 exc.id = rid if type(rid) is int and 0 <= rid <= MAX_ID else None  # type: ignore[attr-defined]
                 out.append(exc)
-        return out
+        return out, plain
 
     def _request(self, frame: Any, data: Any) -> Request:
         """Check one decoded request array (a frame's, or a batch item's); ``data``: the

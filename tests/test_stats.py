@@ -37,3 +37,17 @@ def test_an_error_counted_after_delivery_shows_in_the_snapshot():
     rec.record_error()
     snap = rec.snapshot(now=1.0, queue_depth=0, window_ms=1.0, cost_per_request=0.0)
     assert snap.errors == 1 and rec.completed == 1
+
+
+def test_the_latency_log_holds_every_outcome_once_for_its_reader():
+    rec = StatsRecorder()
+    rec.record_done(0.5, 10.0)  # before anyone reads the log: not kept
+    assert rec.take_latencies() == []
+    rec.keep_latencies()
+    rec.record_done(0.25, 10.0)
+    rec.record_done_many([9.0, 9.5], 10.0)
+    assert rec.take_latencies() == [0.25, 1.0, 0.5]
+    assert rec.take_latencies() == []  # taken: the next reader sees only what came after
+    rec.record_done_many([9.75], 10.0)
+    assert rec.take_latencies() == [0.25]
+    assert rec.completed == 5

@@ -160,6 +160,7 @@ async def test_client_surface_against_a_real_engine(start_engine):
         assert [row["pid"] for row in snap["clients"]] == [os.getpid()]
         assert snap["clients"][0]["requests"] == st.total_requests
         assert snap["batch_size"]["count"] == st.total_batches
+        assert snap["latency_ms"]["count"] == st.total_requests  # every outcome, once
 
 
 def test_sync_client_from_threads(start_engine):

@@ -51,3 +51,20 @@ def test_a_single_frame_follows_the_same_rule():
     assert DEC.requests(ENC.request(1, 0, 5, NO_ROW, {"query": "one"})) == [
         Request(1, 0, 5, NO_ROW, {"query": "one"})
     ]
+
+
+def test_request_rows_says_whether_the_intake_may_take_the_frame_whole():
+    plain = [[1, 0, 0, NO_ROW, {"query": "a"}], [2, 3, 99, NO_ROW, {"query": "b", "k": 1}]]
+    items, whole = DEC.request_rows(_batch(plain))
+    assert whole and items == plain
+    for odd in (
+        [3, 0, 0, 7, {"query": "an arena row"}],
+        [3, 0, 0, NO_ROW, {"query": "nested", "n": [1]}],
+        [3, 0, 0, NO_ROW, "not a map"],
+        ["x", 0, 0, NO_ROW, {"query": "a bad id"}],
+    ):
+        items, whole = DEC.request_rows(_batch([*plain, odd]))
+        assert not whole, odd
+        assert items[:2] == plain and type(items[2]) is not list
+    assert DEC.request_rows(ENC.request(1, 0, 0, NO_ROW, {"query": "one"}))[1]
+    assert not DEC.request_rows(ENC.request(1, 0, 0, 3, {"query": "a row"}))[1]
