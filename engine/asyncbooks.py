@@ -9,12 +9,16 @@ touched from the one event loop the client is bound to (no lock):
 * **the batch send**: every request entered in one event-loop iteration is queued, and one
   callback at the end of the iteration (:meth:`LoopBooks.flush`) pushes the queue as batch
   frames, so the ring, the doorbell and the engine's decoder work once per batch, not once
-  per request;
+  per request. When the doorbell delivers answers, that callback is queued behind the
+  callers it woke (:meth:`LoopBooks.rung`), so the requests they send next leave in the
+  iteration they run in, not one later;
 * a full ring: ``on_full="wait"`` keeps the rest queued until the engine's doorbell says it
   freed room (:meth:`LoopBooks.rung`), ``reject`` fails it with :class:`QueueFullError`;
 * **the answers**: :meth:`LoopBooks.drain` delivers every answer in the response ring to its
-  caller (and gives back its arena row); a caller's timer (:meth:`LoopBooks.timer`) fails its
-  requests without an answer when its timeout runs out.
+  caller (and gives back its arena row), a frame of plain ok answers straight from its
+  decoded lists (:meth:`~stratabatch.ipc.frames.FrameDecoder.response_rows`); a caller's
+  timer (:meth:`LoopBooks.timer`) fails its requests without an answer when its timeout
+  runs out.
 
 The books push frames through the transport they are given (:meth:`LoopBooks.use`) and
 schedule on the loop they are bound to (:meth:`LoopBooks.bind`); the client owns both: it
@@ -26,6 +30,7 @@ and fails every waiting call through :meth:`LoopBooks.fail_all`.
 from __future__ import annotations
 
 import asyncio
+from asyncio import InvalidStateError
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,6 +50,10 @@ the first tick boundary after its deadline, so never early and at most 10 ms lat
 engine, which has the exact deadline in the frame, drops the work on time)."""
 
 
+def _no_packer(request: Any, pack: Callable[[Any], bytes]) -> bytes:
+    raise StratabatchError("this client's books have no transport (use() was not called)")
+
+
 class LoopBooks(CallBooks):
     """The calls of one asyncio client (see the module docstring).
 
@@ -60,7 +69,8 @@ class LoopBooks(CallBooks):
         self._lost = lost
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None  # where flushes and timers run
-        self._decode: Callable[[bytes], list[Any]] | None = None
+        self._decode: Callable[[bytes], tuple[list[Any], bool]] | None = None
+        self._payload: Callable[[Any, Callable[[Any], bytes]], bytes] = _no_packer
         self._vectors = False
         self._policy = "wait"
         self._pack = flat_packer()  # (used on the loop's thread only)
@@ -77,7 +87,8 @@ class LoopBooks(CallBooks):
         self._conn = conn
         self._loop = None
         self._packer = packer
-        self._decode = packer.decode
+        self._decode = packer.decode_rows
+        self._payload = packer.payload
         self._vectors = packer.vectors
         self._policy = packer.policy
 
@@ -124,8 +135,7 @@ class LoopBooks(CallBooks):
         if self._vectors:
             item = self._entry(request, 0, rid, priority, deadline_ns)
         else:
-            assert self._packer is not None
-            item = (rid, priority, deadline_ns, -1, self._packer.payload(request, self._pack))
+            item = (rid, priority, deadline_ns, -1, self._payload(request, self._pack))
         self._pending[rid] = (fut, ONE)
         self._outq.append(item)
         if not self._flush_scheduled:
@@ -235,7 +245,13 @@ class LoopBooks(CallBooks):
 
     def rung(self) -> None:
         """The engine rang: answers to deliver, or room in the request ring."""
-        self.drain()
+        if self.drain() and not self._flush_scheduled and self._loop is not None:
+            # the callers just answered run next, in the order answered, and most of them
+            # send their next request at once: a flush queued behind them sends those in
+            # the same loop iteration (queued by their first request, it would wait for
+            # the next one)
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
         if self._waiting_room:
             self._waiting_room = False
             conn = self._conn
@@ -243,30 +259,47 @@ class LoopBooks(CallBooks):
                 conn.room_found()
                 self.flush()
 
-    def drain(self) -> None:
-        """Deliver every answer in the response ring."""
+    def drain(self) -> bool:
+        """Deliver every answer in the response ring; whether there were any."""
         conn = self._conn
         if conn is None or conn.dead is not None:
-            return
+            return False
         try:
             frames = conn.frames()
         except FrameError as exc:
             self._lost(f"sent a corrupt response ring ({exc})")
-            return
+            return False
         if not frames:
-            return
+            return False
         pending = self._pending
+        pop = pending.pop
         rows = self._rows
         decode = self._decode
         assert decode is not None
         for data in frames:
             try:
-                items = decode(data)
+                items, plain = decode(data)
             except FrameError as exc:
                 from stratabatch.ipc.frames import peek_frame_id
 
                 exc.id = peek_frame_id(data)  # type: ignore[attr-defined]
-                items = [exc]
+                items, plain = [exc], False
+            if plain and not rows:
+                # the usual frame: plain ok answers, no arena row to give back; each
+                # answer straight from its decoded list
+                for rid, _, value in items:
+                    entry = pop(rid, None)
+                    if entry is None:
+                        continue  # its caller left (timeout, cancellation)
+                    owner, index = entry
+                    if index < 0:  # a one-request call: its future
+                        try:
+                            owner.set_result(value)
+                        except InvalidStateError:
+                            pass  # cancelled: its caller leaves the books when it runs
+                    else:
+                        owner.answer(index, value, None, None)
+                continue
             for r in items:
                 if type(r) is list:  # a plain ok answer, [id, ok, value]: the usual one
                     rid, status, value = r
@@ -280,7 +313,7 @@ class LoopBooks(CallBooks):
                     row = rows.pop(rid, -1)
                     if row >= 0:
                         conn.free_row(row)
-                entry = pending.pop(rid, None)
+                entry = pop(rid, None)
                 if entry is None:
                     continue  # its caller left (timeout, cancellation)
                 owner, index = entry
@@ -294,6 +327,7 @@ class LoopBooks(CallBooks):
                     owner.answer(index, value, None, meta)
                 else:
                     owner.answer(index, None, error_from_wire(status, value), None)
+        return True
 
     def _undecodable(self, error: Any) -> None:
         rid = getattr(error, "id", None)

@@ -287,7 +287,10 @@ class Packer:
         self.encoder = FrameEncoder(limits)
         # a response frame's items: a plain ok answer as its checked list [id, ok, value],
         # any other as a Response or a FrameError
-        self.decode: Callable[[bytes], list[Any]] = FrameDecoder(limits).response_items
+        decoder = FrameDecoder(limits)
+        self.decode: Callable[[bytes], list[Any]] = decoder.response_items
+        # the same, and whether every item is a plain ok answer (the asyncio client's drain)
+        self.decode_rows: Callable[[bytes], tuple[list[Any], bool]] = decoder.response_rows
         self.max_request_bytes: int = transport.max_request_bytes
         # a payload this small always fits a frame of its own (no need to measure the frame)
         self.max_blob = limits.max_frame_bytes - 64

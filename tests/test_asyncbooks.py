@@ -240,6 +240,62 @@ async def test_a_batch_of_plain_answers_reaches_single_and_list_callers():
     assert not books.waiting and lost == []
 
 
+async def test_a_frame_of_plain_answers_reaches_its_callers_and_skips_the_ones_gone():
+    conn, lost = FakeTransport(), []
+    books = _books(conn, lost)
+    loop = asyncio.get_running_loop()
+    futs = [loop.create_future() for _ in range(4)]
+    rids = [books.enter_one({"query": f"q{i}"}, f, 0, 0) for i, f in enumerate(futs)]
+    call_fut = loop.create_future()
+    call = ListCall([{"query": "a"}, {"query": "b"}], call_fut, False)
+    ids = books.enter(call.requests, call, 0, 0, False)
+    await asyncio.sleep(0)
+    books.leave(rids[1], futs[1])  # its caller left (cancelled): its answer is dropped
+    futs[1].cancel()
+    futs[3].cancel()  # cancelled, its caller not run yet: still in the books
+    enc = FrameEncoder(conn.limits)
+    plain = [(ids[1], "B"), (rids[3], 3), (rids[2], 2.5), (ids[0], "A"), (rids[1], 1)]
+    plain.append((rids[0], None))
+    conn.inbox = [enc.join([enc.ok(rid, value) for rid, value in plain])[0]]
+    assert FrameDecoder(conn.limits).response_rows(conn.inbox[0])[1]  # (all plain)
+    books.rung()
+    assert futs[0].result() is None and futs[2].result() == 2.5 and futs[3].cancelled()
+    assert call_fut.result() == ["A", "B"]
+    assert not books.waiting and lost == []
+
+
+async def test_callers_answered_by_one_doorbell_send_their_next_requests_in_that_iteration():
+    # the answered callers run in the next loop iteration; the flush queued behind them
+    # (when the answers came) sends what they enter in that same iteration: one frame,
+    # with no loop iteration of its own
+    conn, lost = FakeTransport(), []
+    books = _books(conn, lost)
+    loop = asyncio.get_running_loop()
+    answered: list[int] = []
+
+    async def caller(i: int) -> None:
+        for k in range(2):
+            fut = loop.create_future()
+            books.enter_one({"query": f"{i}-{k}"}, fut, 0, 0)
+            answered.append(await fut)
+
+    tasks = [asyncio.create_task(caller(i)) for i in range(3)]
+    while not conn.pushed:
+        await asyncio.sleep(0)
+    first = _sent_ids(conn)[0]
+    assert len(first) == 3
+    enc = FrameEncoder(conn.limits)
+    conn.inbox = [enc.join([enc.ok(rid, rid) for rid in first])[0]]
+    books.rung()
+    await asyncio.sleep(0)  # one iteration: the callers run, enter, and the flush sends
+    assert sorted(answered) == sorted(first)
+    assert len(conn.pushed) == 2 and len(_sent_ids(conn)[1]) == 3
+    conn.inbox = [enc.join([enc.ok(rid, rid) for rid in _sent_ids(conn)[1]])[0]]
+    books.rung()
+    await asyncio.gather(*tasks)
+    assert not books.waiting and lost == []
+
+
 def _has_zone_byte(rid: int) -> bool:
     rid >>= 8
     while rid:
