@@ -186,23 +186,14 @@ class HashingEmbedder:
         text is normalized already), the same pass also puts each text's squash tag in its
         key words' shapes (the batch comes back ``tagged``: what
         :func:`stratabatch.wordkeys.tag_profiles` does, from the same bytes)."""
-        from .embedkernels import hashed_embed_profiled
-        from .pairs import CRC_TABLE
-        from .wordkeys import (
-            PRECHECK_MAX_WORDS,
-            SQUASH_MOD,
-            SQUASH_SHIFT,
-            BatchProfiles,
-            kernel_tables,
-        )
-
+        hashed_embed_profiled, CRC_TABLE, wk = _profiled or _load_profiled()
         n = len(texts)
         out = np.empty((n, self.dim), dtype=np.float32)
         off = np.zeros(n, dtype=np.int64)
         lens = np.zeros(n, dtype=np.int64)
         if n == 0:
             empty = np.zeros(0, dtype=np.int64)
-            return out, BatchProfiles(empty, empty, empty, off, lens)
+            return out, wk.BatchProfiles(empty, empty, empty, off, lens)
         if self._stop is None:
             self._stop = _stop_hashes(self._stop_words)
         # the squash tags read each text's own bytes: the kernel reads them in ``raw`` when
@@ -225,11 +216,11 @@ class HashingEmbedder:
             tagged = raw == own
         data = np.frombuffer(raw, dtype=np.uint8) if raw else _ONE_BYTE
         # a text has at most one word per byte, and keeps at most PRECHECK_MAX_WORDS of them
-        cap = max(1, min(len(raw) + n, n * (PRECHECK_MAX_WORDS + 1)))
+        cap = max(1, min(len(raw) + n, n * (wk.PRECHECK_MAX_WORDS + 1)))
         ranks = np.empty(cap, dtype=np.int64)
         shapes = np.empty(cap, dtype=np.int64)
         counts = np.empty(cap, dtype=np.int64)
-        common, ignorable, fillers, fill_at, vocab = kernel_tables()
+        common, ignorable, fillers, fill_at, vocab = wk.kernel_tables()
         hashed_embed_profiled(
             data,
             len(raw),
@@ -241,20 +232,37 @@ class HashingEmbedder:
             fillers,
             fill_at,
             vocab,
-            PRECHECK_MAX_WORDS,
+            wk.PRECHECK_MAX_WORDS,
             ranks,
             shapes,
             counts,
             off,
             lens,
             CRC_TABLE,
-            SQUASH_MOD if tagged else 0,
-            SQUASH_SHIFT,
+            wk.SQUASH_MOD if tagged else 0,
+            wk.SQUASH_SHIFT,
         )
-        return out, BatchProfiles(ranks, shapes, counts, off, lens, tagged)
+        return out, wk.BatchProfiles(ranks, shapes, counts, off, lens, tagged)
 
     def __repr__(self) -> str:
         return f"HashingEmbedder(name={self.name!r}, dim={self.dim})"
+
+
+_profiled: tuple[Any, Any, Any] | None = None
+
+
+def _load_profiled() -> tuple[Any, Any, Any]:
+    """What :meth:`HashingEmbedder.embed_profiled` calls (its kernel, the CRC table and
+    :mod:`stratabatch.wordkeys`), imported by its first call (numba) and kept: three import
+    statements cost ~2 us a call even when loaded."""
+    global _profiled
+    if _profiled is None:
+        from . import wordkeys
+        from .embedkernels import hashed_embed_profiled
+        from .pairs import CRC_TABLE
+
+        _profiled = (hashed_embed_profiled, CRC_TABLE, wordkeys)
+    return _profiled
 
 
 _default_lock = threading.Lock()

@@ -90,6 +90,29 @@ def _judge(leader: Request, r: Request, guards: Any) -> Any:
     return veto(leader.features, r.features, guards, False, paraphrases=False)
 
 
+_hot: Any = None
+
+
+def _hot_path() -> Any:
+    """The modules a pass of near dedup calls into (numpy, canon, embed, greedy, numberkeys,
+    wordkeys), imported by the first such pass (they load numpy and numba), then kept: an
+    import statement in a method costs ~0.7 us a call even when the module is loaded, and a
+    pass made seven."""
+    global _hot
+    if _hot is None:
+        from types import SimpleNamespace
+
+        import numpy as np
+
+        from . import canon, embed, greedy, numberkeys, wordkeys
+
+        _hot = SimpleNamespace(
+            np=np, canon=canon, embed=embed, greedy=greedy, numberkeys=numberkeys,
+            wordkeys=wordkeys,
+        )  # fmt: skip
+    return _hot
+
+
 # A sliced pass (Core) decides arrivals for at most this long in one loop callback; the rest of
 # the pass is handed back (:meth:`Deduper.apply`) and continues in a later callback.
 SLICE_S = 0.010
@@ -483,9 +506,9 @@ class Deduper:
             or getattr(self.embedder(), "merges_paraphrases", True) is not False
         ):
             return None
-        import numpy as np
-
-        from .greedy import ASK, SKIP
+        hot = _hot_path()
+        np = hot.np
+        ASK, SKIP = hot.greedy.ASK, hot.greedy.SKIP
 
         off, rows = found[0], found[1]
         codes = np.full(len(rows), ASK, np.int8)
@@ -925,9 +948,7 @@ class Deduper:
                 # kernel call a pass, ~0.2 us a request less than a loop over the records)
                 every: list[Any] = [r.text for r in reqs]
                 if None not in every and [r.numkey for r in reqs].count(None) == len(reqs):
-                    from .numberkeys import number_keys
-
-                    return number_keys(every)
+                    return _hot_path().numberkeys.number_keys(every)
             todo = [r for r in reqs if r.numkey is None and r.text is not None]
             if todo:
                 from .numberkeys import number_keys
@@ -982,8 +1003,7 @@ class Deduper:
     ) -> list[tuple[Request, Any]]:
         """Cluster ``fresh`` (``ahead``: vectors computed ahead, or None); the requests left
         undecided at ``deadline`` come back with their vectors (see :meth:`_cluster`)."""
-        from .embed import validate_vector
-
+        validate_vector = _hot_path().embed.validate_vector
         emb = self.embedder()
         if self._canon_index is not self.config.canonicalize:
             if self._canon_index is not None:  # vectors of raw and canonical text differ
@@ -1075,17 +1095,14 @@ class Deduper:
         embedder computes them; else None."""
         texts: list[str] = [r.text for r in reqs]  # type: ignore[misc]
         if self.config.canonicalize:
-            from .canon import canonical_texts
-
-            texts = canonical_texts(texts)
+            texts = _hot_path().canon.canonical_texts(texts)
             for r, t in zip(reqs, texts, strict=True):
                 r.canon = t
         emb = self.embedder()
         if self.config.canonicalize and hasattr(emb, "embed_profiled") and self.word_keyed():
-            from .wordkeys import tag_profiles
-
             mat, batch = emb.embed_profiled(texts)
-            tag_profiles(batch, texts)  # (spaces moved: see stratabatch.wordkeys.squash_tag)
+            # (spaces moved: see stratabatch.wordkeys.squash_tag)
+            _hot_path().wordkeys.tag_profiles(batch, texts)
             return mat, batch
         return emb.embed(texts), None
 
@@ -1096,8 +1113,8 @@ class Deduper:
         (``profiles``: their key words, see :meth:`LeaderIndex.append`). With a ``deadline``
         (:func:`time.perf_counter`), the requests not decided by then are taken out of the
         index again (their rows retired) and their positions in ``ok`` returned, in order."""
-        from .greedy import ASK, PASS, REFUSE, greedy_pass
-
+        greedy = _hot_path().greedy
+        ASK, PASS, REFUSE, greedy_pass = greedy.ASK, greedy.PASS, greedy.REFUSE, greedy.greedy_pass
         index = self.leaders
         if index.dim is None:
             index.dim = len(vectors[0])
@@ -1184,46 +1201,58 @@ class Deduper:
         keyed = profiles is not None
         refused = index.refused[start:n].tolist() if keyed else None
         left: list[int] = []
-        # (what _lead and register_leader do, inline: two Python calls a request fewer)
+        # (what _lead and register_leader do, inline, and the index told of the pass's
+        # leaders in one call after the walk: three Python calls a request fewer)
         new_group = ops.new_group
         exact_index = self.exact
-        lead_row = index.lead
-        for j, r in enumerate(ok):
-            i = start + j
-            li = leads[j]
-            if li < 0:  # left for a later slice: it is appended again then
+        led_rows: list[int] = []
+        led_groups: list[Group] = []
+        led_pids: list[int] = []
+        try:
+            for j, r in enumerate(ok):
+                i = start + j
+                li = leads[j]
+                if li < 0:  # left for a later slice: it is appended again then
+                    index.retire(i)
+                    left.append(j)
+                    if type(profiles) is list:
+                        r.wprof = profiles[j]
+                    elif keyed and int(profiles.lens[j]) >= 0:
+                        r.wprof = (profiles, j)
+                    continue
+                if li == i:
+                    if keyed and refused[j] >= 0:  # type: ignore[index]
+                        # the producers' residue pre-check refused a near merge without
+                        # asking the guards: the veto log asks them about that one pair when
+                        # read
+                        rr = refused[j]  # type: ignore[index]
+                        lead = (
+                            ok[rr - start] if rr >= start else getattr(owners[rr], "leader", None)
+                        )
+                        if lead is not None:
+                            self._log_refused(r, lead, float(index.rsim[i]))
+                    pid = keys[j]
+                    g = new_group(r, pid)
+                    key = r.key
+                    if key is not None:
+                        g.keys = key  # (one key, not a list: see Group.keys)
+                        exact_index[key] = g
+                    g.row = i
+                    led_rows.append(i)
+                    led_groups.append(g)
+                    led_pids.append(pid)
+                    continue
+                # (a leader of this pass is not in the index's owners yet: its request's group)
+                g = owners[li] if li < start else ok[li - start].group  # type: ignore[assignment]
+                sim = min(sims[j], 1.0)
+                if g.batch is None:
+                    self._join(r, g, sim, False)
+                else:  # a near twin of work in the handler waits for its result
+                    ops.coalesce(r, g, sim, False)
+                    self.register_member(r, g, sim, False)
                 index.retire(i)
-                left.append(j)
-                if type(profiles) is list:
-                    r.wprof = profiles[j]
-                elif keyed and int(profiles.lens[j]) >= 0:
-                    r.wprof = (profiles, j)
-                continue
-            if li == i:
-                if keyed and refused[j] >= 0:  # type: ignore[index]
-                    # the producers' residue pre-check refused a near merge without asking
-                    # the guards: the veto log asks them about that one pair when read
-                    rr = refused[j]  # type: ignore[index]
-                    lead = ok[rr - start] if rr >= start else getattr(owners[rr], "leader", None)
-                    if lead is not None:
-                        self._log_refused(r, lead, float(index.rsim[i]))
-                pid = keys[j]
-                g = new_group(r, pid)
-                key = r.key
-                if key is not None:
-                    g.keys = key  # (one key, not a list: see Group.keys)
-                    exact_index[key] = g
-                g.row = i
-                lead_row(i, g, pid, keyed)
-                continue
-            g = owners[li]
-            sim = min(sims[j], 1.0)
-            if g.batch is None:
-                self._join(r, g, sim, False)
-            else:  # a near twin of work in the handler waits for its result
-                ops.coalesce(r, g, sim, False)
-                self.register_member(r, g, sim, False)
-            index.retire(i)
+        finally:
+            index.lead_many(led_rows, led_groups, led_pids, keyed)
         index.file_leaders(late)
         if deadline is not None:
             if left:  # decided what the slice allowed: about twice that many next time

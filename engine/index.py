@@ -146,6 +146,20 @@ class LeaderIndex:
             self._lead_pid[row] = ~pid
         self.live += 1
 
+    def lead_many(self, rows: list[int], groups: list[Any], pids: list[int], keyed: bool) -> None:
+        """:meth:`lead` of each of ``rows`` (``groups[k]`` leads ``rows[k]``, in partition
+        ``pids[k]``; ``keyed``: whether they have word keys), in one call: a pass's leaders."""
+        owners = self.owners
+        counts = self._leaders_in
+        lead_pid = self._lead_pid
+        for row, g, pid in zip(rows, groups, pids, strict=True):
+            owners[row] = g
+            counts[pid] = counts.get(pid, 0) + 1
+            lead_pid[row] = pid if keyed else ~pid
+        if not keyed:
+            self._keyless += len(rows)
+        self.live += len(rows)
+
     def retire(self, row: int) -> None:
         """Row ``row`` joined another leader: it never leads, and is dead from now on."""
         self.part[row] = -1
@@ -204,7 +218,7 @@ class LeaderIndex:
     def has_leaders_in(self, pids: list[int]) -> bool:
         """Whether any live leader row shares a partition with ``pids``."""
         counts = self._leaders_in
-        return bool(counts) and any(pid in counts for pid in pids)
+        return bool(counts) and not counts.keys().isdisjoint(pids)
 
     def append(self, vectors: Any, pids: Any, profiles: list[Any] | None = None) -> int:
         """Write new rows after the existing ones, in partitions ``pids`` (non-negative ints:
@@ -340,9 +354,18 @@ class LeaderIndex:
             return self.table.candidates(
                 X, self.part[:n], self.words, proj, start, self.stamp, k, wd
             )
-        pids = self.part[start:n]
-        if self.has_leaders_in(np.unique(pids).tolist()):
+        pids = self.part[start:n].tolist()
+        if self.has_leaders_in(pids):
             return exhaustive_candidates(X, self.part[:n], threshold, start, k, words=wd)
+        if len(set(pids)) == m:
+            # each new row alone in its partition (texts of their own numbers): no pair to
+            # compare, the lists are empty (~10 us a pass of set-up spared)
+            return (
+                np.zeros(m + 1, np.int64),
+                np.zeros(0, np.int64),
+                np.zeros(0, np.float32),
+                np.zeros(m, np.bool_),
+            )
         # no live leader shares a partition with them: the new rows among themselves
         if wd is not None:
             wd = (*wd[:3], *(a[start:] for a in wd[3:]))

@@ -576,3 +576,54 @@ def test_drop_many_is_drop_of_each_row() -> None:
     assert [g is None for g in a.owners] == [g is None for g in b.owners]
     assert np.array_equal(a.part[: len(a)], b.part[: len(b)])
     assert not b.has_leaders_in([3]) and b.has_leaders_in([4, 5])
+
+
+def test_lead_many_is_lead_of_each_row() -> None:
+    """lead_many (a pass's leaders at once) leaves the index as lead() of each row would."""
+
+    class G:
+        row = None
+
+    def built() -> tuple[LeaderIndex, list[int], list[int]]:
+        idx = LeaderIndex()
+        idx.dim = 4
+        pids = [7, 8, 7, 9, 7, 8]
+        start = idx.append(np.eye(4, dtype=np.float32)[np.arange(6) % 4], pids)
+        return idx, [start + i for i in range(6)], pids
+
+    for keyed in (True, False):
+        a, rows, pids = built()
+        b, _, _ = built()
+        groups = [G() for _ in rows]
+        for r, g, p in zip(rows, groups, pids, strict=True):
+            a.lead(r, g, p, keyed)
+        b.lead_many(rows, groups, pids, keyed)
+        assert a._leaders_in == b._leaders_in == {7: 3, 8: 2, 9: 1}
+        assert a._lead_pid == b._lead_pid
+        assert (a._keyless, a.live) == (b._keyless, b.live) == (0 if keyed else 6, 6)
+        assert a.owners == b.owners == groups
+
+
+def test_rows_alone_in_their_partitions_have_no_candidates() -> None:
+    """A pass whose rows each have a partition of their own (texts with numbers of their own),
+    none shared with a live leader, gets empty lists: what comparing them would find."""
+    from stratabatch.candidates import exhaustive_candidates
+
+    class G:
+        row = None
+
+    idx = LeaderIndex()
+    idx.dim = 4
+    X = np.eye(4, dtype=np.float32)[[0, 0, 1, 1]]  # equal vectors, other partitions
+    start = idx.append(X[:2], [1, 2])
+    for r in (start, start + 1):
+        idx.lead(r, G(), int(idx.part[r]), False)
+    start = idx.append(X, [3, 4, 5, 6])
+    off, rows, sims, more = idx.candidates(start, 0.5)
+    want = exhaustive_candidates(idx.mat[: len(idx)], idx.part[: len(idx)], 0.5, start)
+    assert off.tolist() == want[0].tolist() == [0] * 5
+    assert len(rows) == len(sims) == 0 and not more.any() and len(more) == 4
+    # one row sharing a partition with a leader: compared, and found
+    start = idx.append(X[:1], [1])
+    off, rows, _, _ = idx.candidates(start, 0.5)
+    assert rows.tolist() == [0]
