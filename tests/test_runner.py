@@ -250,3 +250,53 @@ async def test_a_failure_while_answering_is_reported_to_the_loop_not_left_in_the
     loop.set_exception_handler(None)
     assert [type(c["exception"]).__name__ for c in seen] == ["RuntimeError"]
     assert call.task is not None and call.task.done() and call.task.exception() is None
+
+
+def test_calls_in_flight_share_one_deadline_timer_and_each_times_out_at_its_own(run_virtual):
+    """``processing_timeout`` deadlines of the calls in flight share one loop timer (a timer
+    per call cost the engine ~0.2 us a request): each call still times out at its own
+    deadline, a shorter timeout set later first, and no timer is left once none runs."""
+    from stratabatch.runner import Runner
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        gate = asyncio.Event()
+
+        async def handler(reqs):
+            if reqs[0] != "quick":
+                await gate.wait()
+            return reqs
+
+        runner = Runner()
+        runner.set_handler(handler)
+        runner.loop = loop
+        t0 = loop.time()
+        heard: dict[str, tuple[float, str]] = {}
+
+        def done(name):
+            def hear(results, error, cancelled, elapsed):
+                heard[name] = (round(loop.time() - t0, 3), type(error).__name__)
+
+            return hear
+
+        runner.start(["slow"], 1.0, done("slow"))
+        await asyncio.sleep(0.1)
+        runner.start(["quick"], 1.0, done("quick"))  # returns at once
+        runner.start(["shorter"], 0.3, done("shorter"))  # the timeout shrank meanwhile
+        runner.start(["late"], 1.0, done("late"))
+        await asyncio.sleep(2.0)
+        assert heard == {
+            "quick": (0.1, "NoneType"),
+            "shorter": (0.4, "BatchTimeoutError"),
+            "slow": (1.0, "BatchTimeoutError"),
+            "late": (1.1, "BatchTimeoutError"),
+        }
+        assert runner._watch_timer is None and not runner._watched  # nothing left armed
+        runner.start(["quick"], 1.0, done("again"))
+        assert runner._watch_timer is not None
+        await asyncio.sleep(0)
+        assert heard["again"][1] == "NoneType"
+        assert runner._watch_timer is None and not runner._watched
+        gate.set()
+
+    run_virtual(scenario)
