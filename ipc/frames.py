@@ -371,41 +371,44 @@ class FrameEncoder:
                 f"a batch frame holds 1 to {self.limits.max_array_len} requests, got {n}"
             )
         parts = [_array_header(n)]
-        append = parts.append
         head = _REQ_HEAD.pack
         plain_head = _PLAIN_HEAD.pack
+        plain_tail = _PLAIN_TAIL
+        max_id = MAX_ID
+        zero, no_row = 0, NO_ROW
         size = len(parts[0]) + n * _REQ_HEAD.size
         for rid, priority, deadline_ns, arena_row, blob in items:
             # the plain item (no priority, deadline or arena row: the usual request) as its
-            # id and a constant tail, the same bytes as the full header's
+            # id and a constant tail, the same bytes as the full header's. Being the
+            # interpreter's one int 0 (and -1) says value and type at once; any other 0
+            # (a bool, a float, an int made otherwise) takes the checked path below
             if (
-                priority == 0
-                and deadline_ns == 0
-                and arena_row == NO_ROW
+                priority is zero
+                and deadline_ns is zero
+                and arena_row is no_row
                 and type(rid) is int
+                and 0 <= rid <= max_id
+            ):
+                parts += (plain_head(0x95, 0xCF, rid), plain_tail, blob)
+                size += len(blob)
+                continue
+            if not (  # (the other common cases inline; _request_fields says what is wrong)
+                type(rid) is int
                 and 0 <= rid <= MAX_ID
                 and type(priority) is int
+                and MIN_PRIORITY <= priority <= MAX_PRIORITY
                 and type(deadline_ns) is int
+                and 0 <= deadline_ns <= MAX_DEADLINE_NS
                 and type(arena_row) is int
+                and NO_ROW <= arena_row <= MAX_ROW
             ):
-                append(plain_head(0x95, 0xCF, rid))
-                append(_PLAIN_TAIL)
-            else:
-                if not (  # (the other common cases inline; _request_fields says what is wrong)
-                    type(rid) is int
-                    and 0 <= rid <= MAX_ID
-                    and type(priority) is int
-                    and MIN_PRIORITY <= priority <= MAX_PRIORITY
-                    and type(deadline_ns) is int
-                    and 0 <= deadline_ns <= MAX_DEADLINE_NS
-                    and type(arena_row) is int
-                    and NO_ROW <= arena_row <= MAX_ROW
-                ):
-                    rid, priority, deadline_ns, arena_row = _request_fields(
-                        rid, priority, deadline_ns, arena_row
-                    )
-                append(head(0x95, 0xCF, rid, 0xD2, priority, 0xCF, deadline_ns, 0xD2, arena_row))
-            append(blob)
+                rid, priority, deadline_ns, arena_row = _request_fields(
+                    rid, priority, deadline_ns, arena_row
+                )
+            parts += (
+                head(0x95, 0xCF, rid, 0xD2, priority, 0xCF, deadline_ns, 0xD2, arena_row),
+                blob,
+            )
             size += len(blob)
         if size > self.limits.max_frame_bytes:
             raise FrameTooLargeError(
@@ -799,17 +802,45 @@ class FrameDecoder:
         Raises:
             FrameError: As :meth:`responses`.
         """
+        return self.response_rows(data)[0]
+
+    def response_rows(self, data: bytes | bytearray | memoryview) -> tuple[list[Any], bool]:
+        """:meth:`response_items`, and whether every item is a plain ok answer (then the
+        list holds ``[id, STATUS_OK, value]`` lists only, and the client delivers them
+        without looking at each one's kind again).
+
+        Raises:
+            FrameError: As :meth:`responses`.
+        """
         frame = self._unpack(data, "response")
         if type(frame) is not list or not frame:
             raise FrameError(
                 _shape_message(frame, "response", "a response array, or an array of them")
             )
         if type(frame[0]) is not list:
-            return [self._response(frame, frame)]
-        out: list[Any] = []
+            return [self._response(frame, frame)], False
+        max_id = MAX_ID
+        ok = STATUS_OK
         for item in frame:
             # the common item, checked inline (the same rules as _response, which any other
-            # item goes through for its error): [id, ok, a value that is not a container]
+            # item goes through for its error): [id, ok, a value that is not a container];
+            # the status is the interpreter's one int 0 (as decoded; any other goes through
+            # the full checks)
+            if type(item) is list and len(item) == 3:
+                rid, status, value = item
+                if (
+                    type(rid) is int
+                    and status is ok
+                    and type(value) is not dict
+                    and type(value) is not list
+                    and 0 <= rid <= max_id
+                ):
+                    continue
+            break
+        else:
+            return frame, True  # every item plain: the decoded list itself
+        out: list[Any] = []  # (not the usual frame: it is read again, item by item)
+        for item in frame:
             if type(item) is list and len(item) == 3:
                 rid, status, value = item
                 if (
@@ -828,7 +859,7 @@ class FrameDecoder:
                 rid = item[0] if type(item) is list and item else None
                 exc.id = rid if type(rid) is int and 0 <= rid <= MAX_ID else None  # type: ignore[attr-defined]
                 out.append(exc)
-        return out
+        return out, False
 
     def response(self, data: bytes | bytearray | memoryview) -> Response:
         """Decode a response frame.

@@ -226,6 +226,21 @@ def test_a_batch_response_item_gets_the_verdict_of_the_same_single_frame(item):
         assert want.status == STATUS_OK and type(want.value) not in (dict, list)
     else:
         assert (str(raw) if isinstance(raw, FrameError) else raw) == want
+    # response_rows: the same items, and whether all are plain (the item first, then last)
+    for frame in ([item, [2, STATUS_OK, "ok"]], [[2, STATUS_OK, "ok"], item]):
+        items, plain = DEC.response_rows(msgpack.packb(frame))
+        assert plain == (type(raw) is list)
+        again = DEC.response_items(msgpack.packb(frame))
+        assert [str(i) if isinstance(i, FrameError) else i for i in items] == [
+            str(i) if isinstance(i, FrameError) else i for i in again
+        ]
+
+
+def test_a_frame_of_plain_answers_decodes_to_its_lists_and_says_so():
+    answers = [[i, STATUS_OK, v] for i, v in enumerate([1, "a", None, 2.5, b"x", True])]
+    assert DEC.response_rows(msgpack.packb(answers)) == (answers, True)
+    single = DEC.response_rows(msgpack.packb([7, STATUS_OK, 1]))
+    assert single == ([Response(7, STATUS_OK, 1, None)], False)
 
 
 @pytest.mark.parametrize(
