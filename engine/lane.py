@@ -264,9 +264,12 @@ class Lane:
             return 0, 0
         general = self.general if general_runs else None
         index = self.index
+        lookup = index.get
+        wait = waiting.append
         key = c.dedup_key
         normalize = c.normalize
         repoint = self.repoint
+        join = " ".join
         for g in raw:
             if not g.live:
                 continue  # left or expired meanwhile
@@ -274,12 +277,12 @@ class Lane:
             t = payload.get(key)
             if type(t) is str or isinstance(t, str):
                 if normalize:
-                    n: Any = " ".join(t.lower().split()) if t.isascii() else normalize_key(t)
+                    n: Any = join(t.lower().split()) if t.isascii() else normalize_key(t)
                 else:
                     n = t
             else:
                 n = canonical_bytes(payload)
-            h = index.get(n)
+            h = lookup(n)
             if h is not None:
                 b = h.batch
                 if b is None or b.live > 0:  # waiting, or running with a caller
@@ -313,7 +316,7 @@ class Lane:
                     continue
             g.norm = n
             index[n] = g
-            waiting.append(g)
+            wait(g)
         return coalesced, joined
 
     def add_row(

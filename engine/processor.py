@@ -76,6 +76,9 @@ class BatchProcessor(Generic[R]):
         # callers the core moved between its row lane and its general path: (id(sink), id)
         # -> what holds them now (their abandon must find it); empty almost always
         object.__setattr__(self, "_moved", {})
+        # False once close() began (the core refuses new requests then; a single call
+        # checks this before its request, as the core's own refusal comes first)
+        object.__setattr__(self, "_open", True)
         core.enable_lane(self._lane_deliver, self._lane_fail, self._lane_repoint)
 
     # ------------------------------------------------------------- options
@@ -146,13 +149,16 @@ class BatchProcessor(Generic[R]):
         """The core's row lane answers a batch (:data:`stratabatch.lane.Deliver`): a single
         call's future, or a list call's request (a twin that came from the general path)."""
         arrivals: list[float] = []
+        arrived = arrivals.append
         for g, value in zip(groups, values, strict=True):
             s = g.sink
             if s is not None:
-                arrivals.append(g.arrival)
+                arrived(g.arrival)
                 if type(s) is _Future:
-                    if not s.done():
+                    try:
                         s.set_result(value)
+                    except _InvalidState:  # (cancelled: its caller has not left yet)
+                        pass
                 else:
                     s.deliver(g.rid, value, None)
             more = g.more
@@ -245,6 +251,65 @@ class BatchProcessor(Generic[R]):
         call.settle_if_done()
         return submitted
 
+    async def _process_one(
+        self,
+        request: Any,
+        priority: int,
+        timeout: float | None,
+        size: int | None,
+        fut: asyncio.Future[Any] | None = None,
+    ) -> Any:
+        """:meth:`process` of one request off its hot path: the first call on a loop, a
+        closed processor, a full queue (``on_full``), or the general path (the lane is not
+        open). ``size``: the request's checked size, if :meth:`process` checked it."""
+        core, loop, deadline = self._open_call(timeout)  # (raises when closed)
+        if fut is None:
+            fut = loop.create_future()
+        while core.lane_open:
+            if size is None:
+                size = request_size(request, 0, self._config.max_request_bytes)
+            holder = core.submit_one(fut, request, priority, deadline)
+            if holder is not None:
+                try:
+                    value = await fut
+                except BaseException:
+                    self._left(fut, holder)
+                    raise
+                if self._moved:
+                    self._moved.pop((id(fut), 0), None)
+                return value
+            if not core.make_room(priority):  # (raises for on_full="reject")
+                await core.wait_for_room(deadline)
+        rec = build_request(
+            request,
+            self._config,
+            0,
+            fut,
+            priority,
+            deadline,
+            self._dim() if "embedding" in request else None,  # (only a vector needs it)
+            size,
+        )
+        while not core.make_room(priority):
+            await core.wait_for_room(deadline)
+        core.submit(rec)
+        try:
+            return await fut
+        except BaseException:
+            _retrieve(fut)
+            core.abandon(rec)  # no-op if it already has its outcome
+            raise
+
+    def _left(self, fut: asyncio.Future[Any], holder: Any) -> None:
+        """The single call of ``fut`` (held by ``holder`` when queued) was cancelled or
+        failed: its caller leaves, wherever the core moved it meanwhile (no-op once
+        answered)."""
+        _retrieve(fut)
+        moved = self._moved
+        if moved:
+            holder = moved.pop((id(fut), 0), holder)
+        self._core.abandon_holder(holder, fut, 0)
+
     @overload
     async def process(
         self,
@@ -302,60 +367,32 @@ class BatchProcessor(Generic[R]):
         """
         if type(requests) is dict or isinstance(requests, Mapping):
             # one request: the same steps as a list, minus the list (inline: this is the
-            # path a caller takes per request)
+            # path a caller takes per request): checked here, then one core call queues it
+            # in the row lane when it can go now (engine/lane.py: no record)
             if priority != 0 or timeout is not None:
                 self._check_call_args(priority, timeout)
+            loop = _get_running_loop()
             core = self._core
-            loop = asyncio.get_running_loop()
-            lane = core.loop is loop and core.lane_open  # (open: not closed)
-            if not lane:
-                if core.loop is not loop or core.closed:
-                    core, loop, _ = self._open_call(None)
-                lane = core.lane_open
-            deadline = None if timeout is None else loop.time() + timeout
+            if core.loop is not loop or not self._open:
+                return await self._process_one(requests, priority, timeout, None)
+            c = self._config
+            size = flat_size(requests)
+            if size is None or size > c.max_request_bytes:
+                size = request_size(requests, 0, c.max_request_bytes)
             fut = loop.create_future()
-            if lane:
-                # the row lane (engine/lane.py): the same checks, no record
-                c = self._config
-                size = flat_size(requests)
-                if size is None or size > c.max_request_bytes:
-                    request_size(requests, 0, c.max_request_bytes)
-                room = core.make_room(priority)
-                if not room:
-                    while not core.make_room(priority):
-                        await core.wait_for_room(deadline)
-                if room or core.lane_open:  # (still open after the wait)
-                    holder = core.submit_one(fut, requests, priority, deadline)
-                    try:
-                        value = await fut
-                    except BaseException:
-                        _retrieve(fut)
-                        moved = self._moved
-                        if moved:
-                            holder = moved.pop((id(fut), 0), holder)
-                        core.abandon_holder(holder, fut, 0)  # (no-op once answered)
-                        raise
-                    if self._moved:
-                        self._moved.pop((id(fut), 0), None)
-                    return value
-            rec = build_request(
-                requests,
-                self._config,
-                0,
-                fut,
-                priority,
-                deadline,
-                self._dim() if "embedding" in requests else None,  # (only a vector needs it)
+            holder = core.submit_one(
+                fut, requests, priority, None if timeout is None else loop.time() + timeout
             )
-            while not core.make_room(priority):
-                await core.wait_for_room(deadline)
-            core.submit(rec)
+            if holder is None:  # the lane is not open, or the queue is full
+                return await self._process_one(requests, priority, timeout, size, fut)
             try:
-                return await fut
+                value = await fut
             except BaseException:
-                _retrieve(fut)
-                core.abandon(rec)  # no-op if it already has its outcome
+                self._left(fut, holder)
                 raise
+            if self._moved:
+                self._moved.pop((id(fut), 0), None)
+            return value
         if not isinstance(requests, (list, tuple)):
             raise InvalidRequestError(
                 "process() takes a request mapping or a list of them, "
@@ -442,6 +479,7 @@ class BatchProcessor(Generic[R]):
     async def close(self) -> None:
         """Stop accepting requests, run everything queued now (no more windows), and wait
         until every accepted request has its outcome."""
+        object.__setattr__(self, "_open", False)
         await self._core.close()
 
     async def __aenter__(self) -> BatchProcessor[R]:
@@ -460,6 +498,8 @@ class BatchProcessor(Generic[R]):
 
 
 _Future = asyncio.Future
+_InvalidState = asyncio.InvalidStateError
+_get_running_loop = asyncio.get_running_loop
 
 
 def _retrieve(fut: asyncio.Future | None) -> None:

@@ -408,3 +408,80 @@ async def test_embedded_callers_moved_off_the_lane_can_still_leave():
     st = b.get_stats()
     assert (st.total_requests, st.unique_requests, st.duplicates) == (3, 1, 1)
     assert not b._moved and core.waiting == 0
+
+
+def test_submit_one_queues_nothing_when_the_lane_is_closed_or_the_queue_is_full(run_virtual):
+    # the embedded single call asks the core once: it queues the request when it can go now,
+    # and else leaves everything as it was (the caller then waits for room, or takes the
+    # general path)
+    async def main():
+        h = Handler()
+        core = make_core(h, max_queue=2, on_full="wait")
+        loop = asyncio.get_running_loop()
+        core.bind(loop)
+        await core.warm_up()
+        sinks = [Sink(n) for n in "abc"]  # (a sink of one caller each, id 0)
+        for s in sinks[:2]:
+            s.pending[0] = core.submit_one(s, {"query": s.name})
+            assert type(s.pending[0]) is LaneGroup
+        assert core.submit_one(sinks[2], {"query": "c"}) is None  # full: max_queue=2
+        assert core.waiting == 2 and core.stats.total_requests == 2
+        # the general path has work: the lane is closed, nothing is queued either
+        core.config.max_queue = 10
+        z = Sink("z")
+        rec = Request({"query": "z"}, 0, loop.time() + 5.0, z, 1, "z")
+        z.pending[1] = rec
+        core.submit(rec)
+        assert core.submit_one(sinks[2], {"query": "c"}) is None
+        assert core.waiting == 3 and core.stats.total_requests == 3
+        await core.close()
+        assert [s.answers for s in sinks] == [{0: ("ok", "A")}, {0: ("ok", "B")}, {}]
+        assert h.calls == [["a", "b", "z"]]
+
+    run_virtual(main)
+
+
+async def test_a_single_call_without_dedup_waits_at_once_and_can_leave():
+    # without dedup a single call's row waits at once (no grouping pass to wait for); a caller
+    # who leaves before its batch frees its room and is never sent
+    from stratabatch import BatchProcessor
+
+    h = Handler()
+    b = BatchProcessor(h, enable_dedup=False, window_ms=50)
+    calls = [asyncio.create_task(b.process({"query": q})) for q in ("x", "y", "x")]
+    await asyncio.sleep(0.005)
+    core = b._core
+    assert len(core._lane.waiting) == 3 and not core._lane.raw
+    calls[1].cancel()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[0] == results[2] == "X"
+    assert isinstance(results[1], asyncio.CancelledError)
+    await b.close()
+    assert h.calls == [["x", "x"]]
+    st = b.get_stats()
+    assert (st.total_requests, st.dropped, core.waiting) == (3, 1, 0)
+
+
+async def test_a_caller_cancelled_as_its_batch_is_answered_leaves_the_others_their_results():
+    # the caller's future is cancelled in the very step the batch is answered (its caller has
+    # not left yet): it gets its cancellation, the others their results, nothing is logged
+    from stratabatch import BatchProcessor
+
+    calls: list[asyncio.Task[Any]] = []
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+
+    async def handler(batch: list[dict[str, Any]]) -> list[Any]:
+        calls[0].cancel()  # (its future is cancelled now; the task resumes later)
+        return [p["query"].upper() for p in batch]
+
+    for dedup in (False, True):
+        b = BatchProcessor(handler, enable_dedup=dedup, window_ms=5)
+        calls[:] = [asyncio.create_task(b.process({"query": q})) for q in ("a", "b", "c")]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+        assert results[1:] == ["B", "C"]
+        await b.close()
+        st = b.get_stats()
+        assert st.total_requests == 3 and b._core.waiting == 0
+    assert not errors
