@@ -728,9 +728,11 @@ class Deduper:
             vectors: list[Any] | None = None
             if embed_ahead and c.guard_numbers and self._embeds():  # off the loop too
                 texted = [r for r in raw if r.text is not None]
+                if len(texted) < len(raw):
+                    texts = [r.text for r in texted]
                 from .numberkeys import number_keys  # (numba: imported once near dedup runs)
 
-                for r, k in zip(texted, number_keys([r.text for r in texted]), strict=True):
+                for r, k in zip(texted, number_keys(texts), strict=True):
                     r.numkey = k
             if embed_ahead and self._embeds():
                 seen: set[Any] = set()
@@ -1243,7 +1245,7 @@ class Deduper:
                     led_pids.append(pid)
                     continue
                 # (a leader of this pass is not in the index's owners yet: its request's group)
-                g = owners[li] if li < start else ok[li - start].group  # type: ignore[assignment]
+                g = owners[li] if li < start else ok[li - start].group
                 sim = min(sims[j], 1.0)
                 if g.batch is None:
                     self._join(r, g, sim, False)
