@@ -677,11 +677,36 @@ class FrameDecoder:
             if req.arena_row == NO_ROW and type(req.payload) is dict and _flat_values(req.payload):
                 return [frame], True  # a plain one (checked whole by _request)
             return [req], False
-        out: list[Any] = []
-        plain = True
         limit = self._max_payload
         size = len(data) if type(data) is bytes else memoryview(data).nbytes
         small = limit is None or size <= limit  # no payload in it can be over the limit
+        if small:
+            # the usual frame first: every item [id, 0, 0, NO_ROW, a flat map], the three
+            # constants known by identity (a decoded 0 or -1 is the interpreter's own int;
+            # any other, a bool or a float among them, takes the checks below)
+            zero, no_row, max_id = 0, NO_ROW, MAX_ID
+            for item in frame:
+                if type(item) is list and len(item) == 5:
+                    rid, priority, deadline_ns, arena_row, payload = item
+                    if (
+                        priority is zero
+                        and deadline_ns is zero
+                        and arena_row is no_row
+                        and type(rid) is int
+                        and 0 <= rid <= max_id
+                        and type(payload) is dict
+                    ):
+                        for v in payload.values():
+                            t = type(v)
+                            if t is dict or t is list:
+                                break
+                        else:
+                            continue
+                break
+            else:
+                return frame, True  # every item plain: the decoded list itself
+        out: list[Any] = []  # (not the usual frame: each item checked in full)
+        plain = True
         for item in frame:
             # the common item, checked inline (the same rules as _request, which any other
             # item goes through for its error): five fields in range, a flat map payload

@@ -68,3 +68,37 @@ def test_request_rows_says_whether_the_intake_may_take_the_frame_whole():
         assert items[:2] == plain and type(items[2]) is not list
     assert DEC.request_rows(ENC.request(1, 0, 0, NO_ROW, {"query": "one"}))[1]
     assert not DEC.request_rows(ENC.request(1, 0, 0, 3, {"query": "a row"}))[1]
+
+
+def test_request_rows_agrees_with_requests_on_random_frames():
+    """The usual frame's short scan (constants known by identity) and the full checks give
+    the same items: random frames of valid and odd fields, in every position."""
+    import random
+
+    rng = random.Random(7)
+    fields = {
+        "id": [0, 1, 2**63 - 1, 2**63, -1, True, 1.0, "1"],
+        "priority": [0, 0, 0, 5, -(2**31), 2**31, False, 0.0],
+        "deadline": [0, 0, 0, 99, -1, False, 0.0, 2**63],
+        "row": [NO_ROW, NO_ROW, NO_ROW, 3, -2, -1.0, True],
+        "payload": [{"q": "a"}, {"q": "b", "n": 1}, {}, {"q": [1]}, {"q": {"x": 1}}, "text", [1]],
+    }
+    for _ in range(400):
+        items = []
+        for i in range(rng.randint(1, 6)):
+            if rng.random() < 0.7:
+                items.append([i, 0, 0, NO_ROW, {"q": f"t{i}"}])
+            else:
+                items.append([rng.choice(v) for v in fields.values()])
+        if rng.random() < 0.1:
+            items.append([1, 2, 3])  # a short item
+        data = _batch(items)
+        got, whole = DEC.request_rows(data)
+        want = DEC.requests(data)
+        assert len(got) == len(want) == len(items)
+        for g, w in zip(got, want, strict=True):
+            if type(g) is list:  # a plain item: what requests() checked, as decoded
+                assert type(w) is Request and Request(*g) == w and w.arena_row == NO_ROW
+            else:
+                assert type(g) is type(w) and str(g) == str(w)
+        assert whole == all(type(g) is list for g in got)
