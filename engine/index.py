@@ -474,3 +474,22 @@ def warm_up(dim: int = 16) -> None:
         veto=lambda i, j, s: True,
     )
     idx.file_leaders([0])
+    # a compaction's kernels (each row array's move, the pools'): loading them at the first
+    # compaction of a process stalled the loop ~8 ms
+    idx = LeaderIndex(method="index")
+    idx.dim = dim
+    idx.append(X, [0] * 6)
+    for row in range(6):
+        idx.lead(row, _WarmGroup(), 0, False)
+    idx.drop_many([1, 2])
+    idx.settle()
+    idx._compact()
+
+
+class _WarmGroup:
+    """A leader's group for :func:`warm_up` (the index numbers its ``row``)."""
+
+    __slots__ = ("row",)
+
+    def __init__(self) -> None:
+        self.row: int | None = None

@@ -627,3 +627,26 @@ def test_rows_alone_in_their_partitions_have_no_candidates() -> None:
     start = idx.append(X[:1], [1])
     off, rows, _, _ = idx.candidates(start, 0.5)
     assert rows.tolist() == [0]
+
+
+def test_warm_up_loads_what_a_compaction_runs():
+    """A process's first compaction found its kernels unloaded and stalled the loop ~8 ms:
+    warm_up loads each row array's move and the pools' compaction (a fresh process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from stratabatch.index import warm_up, LeaderIndex, _ROW_ARRAYS\n"
+        "from stratabatch.wordtable import move_rows, compact_pools\n"
+        "import numpy as np\n"
+        "warm_up()\n"
+        "idx = LeaderIndex(method='index'); idx.dim = 384\n"
+        "idx.append(np.zeros((2, 384), np.float32), [0, 0])\n"
+        "kinds = {(str(a.dtype), a.ndim) for a in (getattr(idx, n) for n in _ROW_ARRAYS)}\n"
+        "have = {(str(s[0].dtype), s[0].ndim) for s in move_rows.signatures}\n"
+        "print(sorted(map(str, kinds - have)), len(compact_pools.signatures))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert out.stdout.split() == ["[]", "1"], out.stdout + out.stderr
