@@ -47,9 +47,7 @@ class Outbox:
         self._wake: Callable[[], None] = _nothing
         self._flush_scheduled = False
 
-    def start(
-        self, loop: asyncio.AbstractEventLoop, core: Core, wake: Callable[[], None]
-    ) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, core: Core, wake: Callable[[], None]) -> None:
         """Bind what serving needs: the loop a flush is scheduled on, the core (an answer that
         cannot be sent counts as its error) and ``wake``, which schedules a pass over the
         rings (a response ring got room)."""
