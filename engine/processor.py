@@ -251,17 +251,18 @@ class BatchProcessor(Generic[R]):
         call.settle_if_done()
         return submitted
 
-    async def _process_one(
+    async def _queue_one(
         self,
         request: Any,
         priority: int,
         timeout: float | None,
         size: int | None,
         fut: asyncio.Future[Any] | None = None,
-    ) -> Any:
-        """:meth:`process` of one request off its hot path: the first call on a loop, a
+    ) -> tuple[asyncio.Future[Any], Any]:
+        """Queue one request off :meth:`process`'s hot path: the first call on a loop, a
         closed processor, a full queue (``on_full``), or the general path (the lane is not
-        open). ``size``: the request's checked size, if :meth:`process` checked it."""
+        open). ``size``: the request's checked size, if :meth:`process` checked it. Returns
+        the future its caller waits on and what holds it (a lane row or a record)."""
         core, loop, deadline = self._open_call(timeout)  # (raises when closed)
         if fut is None:
             fut = loop.create_future()
@@ -270,26 +271,14 @@ class BatchProcessor(Generic[R]):
                 size = request_size(request, 0, self._config.max_request_bytes)
             holder = core.submit_one(fut, request, priority, deadline)
             if holder is not None:
-                try:
-                    value = await fut
-                except BaseException:
-                    self._left(fut, holder)
-                    raise
-                if self._moved:
-                    self._moved.pop((id(fut), 0), None)
-                return value
+                return fut, holder
             if not core.make_room(priority):  # (raises for on_full="reject")
                 await core.wait_for_room(deadline)
         rec = self._single_record(request, priority, deadline, size, fut)
         while not core.make_room(priority):
             await core.wait_for_room(deadline)
         core.submit(rec)
-        try:
-            return await fut
-        except BaseException:
-            _retrieve(fut)
-            core.abandon(rec)  # no-op if it already has its outcome
-            raise
+        return fut, rec
 
     def _single_record(
         self,
@@ -386,38 +375,26 @@ class BatchProcessor(Generic[R]):
             loop = _get_running_loop()
             core = self._core
             if core.loop is not loop or not self._open:
-                return await self._process_one(requests, priority, timeout, None)
-            c = self._config
-            size = flat_size(requests)
-            if size is None or size > c.max_request_bytes:
-                size = request_size(requests, 0, c.max_request_bytes)
-            fut = loop.create_future()
-            holder = core.submit_one(
-                fut, requests, priority, None if timeout is None else loop.time() + timeout
-            )
-            if holder is None:  # the lane is not open, or the queue is full
-                if core.lane_open or not core.make_room(priority):  # (raises for "reject")
-                    return await self._process_one(requests, priority, timeout, size, fut)
-                # the general path with room now, inline (a nested coroutine's frame costs
-                # each of its requests ~0.3 us)
-                rec = self._single_record(
-                    requests,
-                    priority,
-                    None if timeout is None else loop.time() + timeout,
-                    size,
-                    fut,
-                )
-                core.submit(rec)
-                try:
-                    return await fut
-                except BaseException:
-                    _retrieve(fut)
-                    core.abandon(rec)  # no-op if it already has its outcome
-                    raise
+                fut, holder = await self._queue_one(requests, priority, timeout, None)
+            else:
+                c = self._config
+                size = flat_size(requests)
+                if size is None or size > c.max_request_bytes:
+                    size = request_size(requests, 0, c.max_request_bytes)
+                fut = loop.create_future()
+                deadline = None if timeout is None else loop.time() + timeout
+                holder = core.submit_one(fut, requests, priority, deadline)
+                if holder is None:  # the lane is not open, or the queue is full
+                    if core.lane_open or not core.make_room(priority):  # (raises for "reject")
+                        fut, holder = await self._queue_one(requests, priority, timeout, size, fut)
+                    else:  # the general path with room now, inline (a nested coroutine's
+                        # frame would cost each of its requests ~0.3 us)
+                        holder = self._single_record(requests, priority, deadline, size, fut)
+                        core.submit(holder)
             try:
                 value = await fut
             except BaseException:
-                self._left(fut, holder)
+                self._left(fut, holder)  # (wherever the core moved it meanwhile)
                 raise
             if self._moved:
                 self._moved.pop((id(fut), 0), None)

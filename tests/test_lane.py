@@ -485,3 +485,48 @@ async def test_a_caller_cancelled_as_its_batch_is_answered_leaves_the_others_the
         st = b.get_stats()
         assert st.total_requests == 3 and b._core.waiting == 0
     assert not errors
+
+
+async def test_a_single_call_of_the_general_path_that_joined_lane_work_can_still_leave():
+    # "x" runs in the row lane; a list call closes the lane (its records take the general
+    # path), so the next single "x" is a record, which joins the lane's running "x" as a row.
+    # When both callers of "x" give up, that running call is cancelled: the record's caller
+    # left from where the core moved it (the lane's row), not from the record it had
+    from stratabatch import BatchProcessor
+
+    gate = asyncio.Event()
+    seen: list[str] = []
+
+    async def handler(reqs):
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled " + ",".join(r["query"] for r in reqs))
+            raise
+        return [r["query"].upper() for r in reqs]
+
+    b = BatchProcessor(
+        handler, dedup_strategy="exact", window_ms=1, max_size=1, max_inflight_batches=1
+    )
+    await b.warm_up()
+    first = asyncio.create_task(b.process({"query": "x"}))
+    await asyncio.sleep(0.02)  # "x" runs, in the lane, in the only handler slot
+    core = b._core
+    assert core.inflight_batches == 1 and core.lane_open
+    listed = asyncio.create_task(b.process([{"query": "y"}, {"query": "z"}]))
+    await asyncio.sleep(0.01)
+    assert not core.lane_open  # (the list's records wait on the general path)
+    second = asyncio.create_task(b.process({"query": "x"}))
+    await asyncio.sleep(0.02)  # a pass: the record of "x" joined the running "x"
+    assert not core.lane_open and b._moved  # its caller is held by the lane's group now
+    second.cancel()
+    first.cancel()
+    await asyncio.sleep(0.02)
+    assert "cancelled x" in seen  # nobody waits for "x" any more: its call was cancelled
+    gate.set()
+    assert await listed == ["Y", "Z"]
+    for t in (first, second):
+        with pytest.raises(asyncio.CancelledError):
+            await t
+    await b.close()
+    assert not b._moved and core.waiting == 0
