@@ -141,34 +141,36 @@ class Intake:
         no inbox and no look at each item here. Stops at the first frame that is not all
         plain, or would take more than ``budget`` requests (it waits in the inbox for
         :meth:`_admit`), or an empty ring; returns how many requests were taken."""
-        ring = client.requests
-        assert ring is not None
         decode = self._decoder.request_rows
         core = self._core
         n = 0
         while n < budget and core.lane_open:
-            try:
-                frames = ring.drain(1)
-            except FrameError as exc:
-                self._drop(client, f"corrupt request ring: {exc}")
+            data = self._next_frame(client)
+            if data is None:
                 return n
-            if not frames:
-                return n
-            data = frames[0]
             try:
                 items, plain = decode(data)
             except Exception:  # its error, the long way (the frame is decoded again)
                 self._file(client, data)
                 return n
             if not plain or n + len(items) > budget:
-                if len(items) == 1 and type(items[0]) is not list:
-                    client.inbox.append((items[0], len(data)))
-                else:
-                    client.inbox.extend(items)
+                self._shelve(client, items, len(data))
                 return n
             self._submit_rows(client, items)
             n += len(items)
         return n
+
+    def _next_frame(self, client: Client) -> bytes | None:
+        """The next frame of ``client``'s request ring; None when it is empty, or corrupt
+        (then the client is dropped)."""
+        ring = client.requests
+        assert ring is not None
+        try:
+            frames = ring.drain(1)
+        except FrameError as exc:
+            self._drop(client, f"corrupt request ring: {exc}")
+            return None
+        return frames[0] if frames else None
 
     def _take_frames(self, client: Client, budget: int) -> None:
         """Drain frames of ``client``'s request ring into its inbox until it holds ``budget``
@@ -176,18 +178,12 @@ class Intake:
         are taken one at a time, so what the queue has no room for stays in the ring (the
         client's backpressure) but for the rest of the last frame taken. A frame nothing can
         be answered from drops the client."""
-        ring = client.requests
-        assert ring is not None
         inbox = client.inbox
         while len(inbox) < budget and not client.closed:
-            try:
-                frames = ring.drain(1)
-            except FrameError as exc:
-                self._drop(client, f"corrupt request ring: {exc}")
+            data = self._next_frame(client)
+            if data is None:
                 return
-            if not frames:
-                return
-            self._file(client, frames[0])
+            self._file(client, data)
 
     def _file(self, client: Client, data: bytes) -> None:
         """Decode request frame ``data`` (single or batch) into ``client``'s inbox, or its
@@ -204,12 +200,17 @@ class Intake:
         except Exception as exc:  # a bug of ours: that frame fails, not the engine
             self._outbox.internal_error(client, peek_frame_id(data), exc, "decoding a frame")
             return
-        # an entry is a plain item as decoded (a list), a (request or error, size) pair, or a
-        # request or error of a batch (size 0: a batch's sizes were checked whole); the size
-        # is what a single frame's payload is bounded by
+        self._shelve(client, items, len(data))
+
+    @staticmethod
+    def _shelve(client: Client, items: list[Any], size: int) -> None:
+        """Put a decoded frame's ``items`` (of ``size`` bytes) in ``client``'s inbox. An entry
+        is a plain item as decoded (a list), a (request or error, size) pair, or a request or
+        error of a batch (size 0: a batch's sizes were checked whole); the size is what a
+        single frame's payload is bounded by."""
         if len(items) == 1:
             item = items[0]
-            client.inbox.append(item if type(item) is list else (item, len(data)))
+            client.inbox.append(item if type(item) is list else (item, size))
         else:
             client.inbox.extend(items)
 
