@@ -11,11 +11,11 @@ a batch costs the loop a handful of callbacks, not a chain of tasks and futures.
 engine ~0.2 us a request at 32 a batch): it is set for the earliest deadline of the calls in
 flight and, when it fires, times out every call due and is set again for the next.
 
-A call that ends by returning or raising reports from inside its
-own task's last step, in the loop iteration the handler returns in: the batch's callers (in
-the engine, its answer frames) are answered then, not one iteration later from a done
-callback. The done callback stays for a task cancelled before its first step (its coroutine
-never runs) and reports only what the task could not.
+A call that ends by returning or raising reports from inside its own task's last step, in the
+loop iteration the handler returns in: the batch's callers (in the engine, its answer frames)
+are answered then, not one iteration later from a done callback. The done callback stays for
+a task cancelled before its first step (its coroutine never runs) and reports only what the
+task could not.
 
 A call ends in one of four ways:
 
@@ -129,7 +129,7 @@ class Runner:
         task = loop.create_task(self._call_handler(payloads, call))
         call.task = task
         task.add_done_callback(lambda t: self._ended(call, t))
-        if timeout is not None and not call.over:
+        if timeout is not None:
             call.timeout = timeout
             call.deadline = deadline = call.started + timeout
             self._watched.append(call)
