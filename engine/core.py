@@ -35,7 +35,7 @@ from .errors import (
 )
 from .failurelog import FailureLog
 from .grouping import Deduper
-from .lane import UNGROUPED, Deliver, Fail, Lane, LaneBatch, LaneGroup, Repoint, lane_fits
+from .lane import Deliver, Fail, Lane, LaneBatch, LaneGroup, Repoint, lane_fits
 from .passes import Passes
 from .records import (
     DONE,
@@ -302,8 +302,8 @@ class Core:
         if it can go now: the lane is open (:attr:`lane_open`) and the queue has room (as
         :meth:`make_room` says without waiting). Call it on the core's loop.
 
-        One call per request, the whole arrival inline (the checks, the row, the accounting
-        and window of :meth:`_arrived`): the embedded single call's hot path.
+        One call per request with the checks and the row inline, then the arrival's
+        accounting and window (:meth:`_arrived`): the embedded single call's hot path.
 
         Returns:
             What holds it (:meth:`abandon_holder` takes it; the lane's ``repoint`` hook
@@ -326,40 +326,19 @@ class Core:
             or adm.waiting >= self.config.max_queue
         ):
             return None
-        sched = self._sched
         loop = self.loop
-        opened = sched.opened_at is not None
         # (an open window holds an accepted request: the core is bound and has a handler,
         # which cannot be unset; so only a window's first arrival needs the look)
-        if not opened and (loop is None or self._runner.handler is None):
+        if self._sched.opened_at is None and (loop is None or self._runner.handler is None):
             self._refuse()
         now = loop.time()  # type: ignore[union-attr]  # (bound: see above)
-        raw = lane.raw
-        if deadline is None:
-            if raw or self.config.enable_dedup:
-                g = LaneGroup(payload, UNGROUPED, sink, 0, now, priority, None)
-                raw.append(g)
-            else:  # nothing to group: it waits at once (as the lane's pass would file it)
-                g = LaneGroup(payload, None, sink, 0, now, priority, None)
-                lane.waiting.append(g)
+        if deadline is None and not lane.raw and not self.config.enable_dedup:
+            # nothing to group: it waits at once (as the lane's pass would file it)
+            g = LaneGroup(payload, None, sink, 0, now, priority, None)
+            lane.waiting.append(g)
         else:
             g = lane.add_one(sink, payload, priority, now, deadline)
-        self.stats.total_requests += 1
-        adm.waiting += 1
-        if self._is_idle:
-            self._is_idle = False
-            self._idle.clear()  # type: ignore[union-attr]  # (set by bind)
-        if self._adaptive is not None:
-            self._adaptive.observe_arrivals(1, now)
-        if not opened:
-            sched.open(now, self._window_s(now))
-            self._arm_timer(now, force=True)
-            if len(raw) + len(lane.waiting) >= sched.max_size:  # (max_size=1: at once)
-                self._schedule_pump()
-        elif not self._pump_scheduled and (
-            len(raw) + len(lane.waiting) >= sched.max_size or now >= sched.window_end  # type: ignore[operator]  # (set while it is open)
-        ):
-            self._schedule_pump()
+        self._arrived(lane, 1, now)
         return g
 
     def _lane_arrival(self) -> tuple[Lane, float]:
