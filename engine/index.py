@@ -171,20 +171,7 @@ class LeaderIndex:
         Its partition becomes -1 when the index is next read (:meth:`settle`): a group
         leaves once per request of a distinct text, and reading and writing numpy elements
         here cost ~0.3 us a request; a pass's drops settle in one array operation."""
-        pid = self._lead_pid[row]
-        if pid < 0:
-            pid = ~pid
-            self._keyless -= 1
-        counts = self._leaders_in
-        left = counts[pid] - 1
-        if left:
-            counts[pid] = left
-        else:
-            del counts[pid]
-        self._dropped.append(row)
-        self.owners[row] = None
-        self.dead += 1
-        self.live -= 1
+        self.drop_many([row])
 
     def drop_many(self, rows: list[int]) -> None:
         """:meth:`drop` of each of ``rows`` (leader rows, each once), in one call: a finished

@@ -576,6 +576,11 @@ def test_drop_many_is_drop_of_each_row() -> None:
     assert [g is None for g in a.owners] == [g is None for g in b.owners]
     assert np.array_equal(a.part[: len(a)], b.part[: len(b)])
     assert not b.has_leaders_in([3]) and b.has_leaders_in([4, 5])
+    # and what that state is (drop() is drop_many() of one row)
+    gone = {g.row for k, g in enumerate(gb) if k in (0, 3, 6, 9, 1)}
+    assert (b._keyless, b.live, b.dead) == (3, 7, 5)  # odd rows were keyless: 1, 3, 9 left
+    assert [i for i, g in enumerate(b.owners) if g is None] == sorted(gone)
+    assert [i for i in range(len(b)) if b.part[i] < 0] == sorted(gone)
 
 
 def test_lead_many_is_lead_of_each_row() -> None:
