@@ -135,16 +135,11 @@ class LeaderIndex:
         """Row ``row`` leads ``group``: later requests of its partition compare with it.
         ``pid`` (its partition id) and ``keyed`` (whether it has word keys), when the caller
         knows them, spare reading them back from the arrays."""
-        self.owners[row] = group
         if pid is None:
             pid = int(self.part[row])
-        self._leaders_in[pid] = self._leaders_in.get(pid, 0) + 1
-        if self.wkeys[row, 0] != 0 if keyed is None else keyed:
-            self._lead_pid[row] = pid
-        else:
-            self._keyless += 1
-            self._lead_pid[row] = ~pid
-        self.live += 1
+        if keyed is None:
+            keyed = bool(self.wkeys[row, 0] != 0)
+        self.lead_many([row], [group], [pid], keyed)
 
     def lead_many(self, rows: list[int], groups: list[Any], pids: list[int], keyed: bool) -> None:
         """:meth:`lead` of each of ``rows`` (``groups[k]`` leads ``rows[k]``, in partition

@@ -607,6 +607,14 @@ def test_lead_many_is_lead_of_each_row() -> None:
         assert a._lead_pid == b._lead_pid
         assert (a._keyless, a.live) == (b._keyless, b.live) == (0 if keyed else 6, 6)
         assert a.owners == b.owners == groups
+        assert b._lead_pid[rows[0] : rows[-1] + 1] == [p if keyed else ~p for p in pids]
+    # without the hints, lead() reads the partition and the word keys from the arrays (rows
+    # appended without profiles have none: keyless)
+    c, rows, pids = built()
+    for r in rows:
+        c.lead(r, G())
+    assert c._leaders_in == {7: 3, 8: 2, 9: 1} and c._keyless == 6
+    assert c._lead_pid[rows[0] : rows[-1] + 1] == [~p for p in pids]
 
 
 def test_rows_alone_in_their_partitions_have_no_candidates() -> None:
