@@ -1203,10 +1203,10 @@ class Deduper:
         keyed = profiles is not None
         refused = index.refused[start:n].tolist() if keyed else None
         left: list[int] = []
-        # (what _lead and register_leader do, inline, and the index told of the pass's
-        # leaders in one call after the walk: three Python calls a request fewer)
+        # (what _lead does, inline, and the index told of the pass's leaders in one call
+        # after the walk: two Python calls a request fewer)
         new_group = ops.new_group
-        exact_index = self.exact
+        register_leader = self.register_leader
         led_rows: list[int] = []
         led_groups: list[Group] = []
         led_pids: list[int] = []
@@ -1235,10 +1235,7 @@ class Deduper:
                             self._log_refused(r, lead, float(index.rsim[i]))
                     pid = keys[j]
                     g = new_group(r, pid)
-                    key = r.key
-                    if key is not None:
-                        g.keys = key  # (one key, not a list: see Group.keys)
-                        exact_index[key] = g
+                    register_leader(g)
                     g.row = i
                     led_rows.append(i)
                     led_groups.append(g)
