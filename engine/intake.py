@@ -107,7 +107,7 @@ class Intake:
             ring = client.requests
             if client.closed or ring is None:
                 continue
-            if client.frames or client.outbox:
+            if client.frames or client.outbox or client.ok_ids:
                 flush_client(client)
             if self.closed or len(client.frames) > MAX_BACKLOG:
                 continue  # a client that does not read its answers gets no new work in

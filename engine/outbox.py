@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from stratabatch.ipc.errors import FrameError, FrameTooLargeError
@@ -81,7 +82,8 @@ class Outbox:
             del pending[rid]
             lead = req.merged_with
             if lead is None:
-                client.outbox.append((rid, STATUS_OK, value))
+                client.ok_ids.append(rid)
+                client.ok_values.append(value)
             else:
                 meta = {
                     "leader": lead.index if lead.sink is client else -1,
@@ -104,7 +106,8 @@ class Outbox:
                 pending = client.pending
                 if not client.closed and pending.get(rid) is g:
                     del pending[rid]
-                    client.outbox.append((rid, STATUS_OK, value))
+                    client.ok_ids.append(rid)
+                    client.ok_values.append(value)
             more = g.more
             if more is not None:
                 for i in range(0, len(more), ROW):
@@ -172,7 +175,7 @@ class Outbox:
         """Write every client's waiting answers into its response ring, as far as it has room."""
         self._flush_scheduled = False
         for client in list(self._clients.values()):
-            if client.outbox or client.frames:
+            if client.outbox or client.ok_ids or client.frames:
                 self.flush_client(client)
 
     def flush_client(self, client: Client) -> None:
@@ -180,7 +183,11 @@ class Outbox:
         ring = client.responses
         if client.closed or ring is None:
             client.outbox.clear()
+            client.ok_ids.clear()
+            client.ok_values.clear()
             return
+        if client.ok_ids:
+            self._encode_ok(client)
         if client.outbox:
             self._encode(client)
         if client.frames:
@@ -189,6 +196,19 @@ class Outbox:
                 del client.frames[:n]
             if client.frames and not ring.producer_sleep_check(len(client.frames[0])):
                 self._wake()  # room appeared meanwhile
+
+    def _encode_ok(self, client: Client) -> None:
+        """Encode ``client``'s ok answers as one answers frame; those it cannot carry (a
+        value that is not flat plain data, a frame over a limit) go through :meth:`_encode`
+        one by one instead."""
+        ids, values = client.ok_ids, client.ok_values
+        data = self._encoder.response_oks(ids, values)
+        if data is not None:
+            client.frames.append(data)
+        else:
+            client.outbox += zip(ids, repeat(STATUS_OK), values)
+        ids.clear()
+        values.clear()
 
     def _encode(self, client: Client) -> None:
         """Encode ``client``'s answers as batch frames (one, unless the frame limit splits

@@ -74,6 +74,8 @@ class Client:
         "pending",
         "inbox",
         "outbox",
+        "ok_ids",
+        "ok_values",
         "frames",
         "rbuf",
         "closed",
@@ -96,6 +98,9 @@ class Client:
         # frame is drained whole, its requests admitted as the queue has room
         self.inbox: deque[Any] = deque()
         self.outbox: list[tuple[Any, ...]] = []
+        # ok answers without meta (the usual ones), as two columns: one answers frame
+        self.ok_ids: list[int] = []
+        self.ok_values: list[Any] = []
         self.frames: list[bytes] = []  # encoded responses waiting for ring space
         self.rbuf = MessageBuffer()
         self.closed = False

@@ -36,6 +36,15 @@ per request (:meth:`FrameEncoder.request_batch`, :meth:`FrameEncoder.response_ba
 as its own frame would be, and a bad item fails alone: the decoder returns a
 :class:`~stratabatch.ipc.errors.FrameError` in its place (with the item's id when it has one).
 
+**Column frames** carry the usual traffic without an array per item: a *text frame*
+``[key, ids, texts]`` (client -> engine) stands for the batch of ``[id, 0, 0, NO_ROW, {key:
+text}]`` (plain one-field requests), an *answers frame* ``["ok", ids, values]`` (engine ->
+client) for the batch of ``[id, STATUS_OK, value]`` (ok answers without meta). A frame is a
+column frame when its first item is a str. The decoder reads each as the items it stands for
+(:meth:`FrameDecoder.request_rows`, :meth:`FrameDecoder.response_rows`); an item that fails
+a check fails alone, with the error the same item of a batch frame gets
+(:meth:`FrameEncoder.request_texts`, :meth:`FrameEncoder.response_oks`).
+
 Versioning: frames carry no version byte. Rings exist only after the engine's handshake, which
 exchanges the layout version (:data:`FRAME_VERSION` is part of it), so both ends of a ring
 always speak the same layout; a per-frame version would cost a byte and a check on every
@@ -79,9 +88,9 @@ from stratabatch.ipc.framelimits import (
 )
 from stratabatch.ipc.framelimits import short_repr as _short
 
-FRAME_VERSION = 2
+FRAME_VERSION = 3
 """Layout version of the frames in this module; exchanged at the engine handshake (2: batch
-frames)."""
+frames; 3: text and answers frames)."""
 
 STATUS_OK = 0
 """Response status: ``value`` is the result."""
@@ -91,6 +100,10 @@ STATUS_TIMEOUT = 2
 """Response status: the request's deadline passed; ``value`` is a message."""
 STATUS_NAMES = {STATUS_OK: "ok", STATUS_ERROR: "error", STATUS_TIMEOUT: "timeout"}
 """Name of each status code, for messages and logs."""
+
+OKS = "ok"
+"""First item of an answers frame, ``["ok", ids, values]``: ok responses without meta as two
+columns (:meth:`FrameEncoder.response_oks`)."""
 
 NO_ROW = -1
 """``arena_row`` of a request that carries no vector in the arena."""
@@ -419,6 +432,43 @@ class FrameEncoder:
             )
         return b"".join(parts)
 
+    def request_texts(self, key: str, ids: Sequence[int], texts: Sequence[str]) -> bytes:
+        """Encode a text frame: plain requests that are each the one-key map ``{key: text}``
+        (no priority, deadline or arena row), as two columns ``[key, ids, texts]``.
+
+        It stands for the batch frame of ``[id, 0, 0, NO_ROW, {key: text}]`` items, in a third
+        of the bytes and without an array and a map per request to write or to decode. The
+        caller has checked each request (its payload's size among it) when it was submitted.
+
+        Raises:
+            FrameError: ``key`` is not a str, the columns differ in length or hold 0 or more
+                than ``max_array_len`` items, an id is out of range, or a text is not a str.
+            FrameTooLargeError: The frame exceeds ``limits.max_frame_bytes`` (split the batch).
+        """
+        n = len(ids)
+        if not 0 < n <= self.limits.max_array_len or len(texts) != n:
+            raise FrameError(
+                f"a text frame holds 1 to {self.limits.max_array_len} requests in two columns "
+                f"of the same length, got {n} ids and {len(texts)} texts"
+            )
+        if type(key) is not str:
+            raise FrameError(f"a text frame's key must be a str, got {_short(key)}")
+        if set(map(type, ids)) != _INT_ONLY or min(ids) < 0 or max(ids) > MAX_ID:
+            bad = next(i for i in ids if type(i) is not int or not 0 <= i <= MAX_ID)
+            raise FrameError(f"request id must be an int in [0, {MAX_ID}], got {_short(bad)}")
+        if set(map(type, texts)) != _STR_ONLY:
+            bad = next(t for t in texts if type(t) is not str)
+            raise FrameError(f"a text frame carries str texts, got {_short(bad)}")
+        data = self._pack((key, ids, texts))
+        if len(data) > self.limits.max_frame_bytes:
+            raise FrameTooLargeError(
+                f"text frame of {n} requests is {len(data)} bytes, over the frame limit of "
+                f"{self.limits.max_frame_bytes} bytes",
+                size=len(data),
+                limit=self.limits.max_frame_bytes,
+            )
+        return data
+
     @staticmethod
     def request_item_bytes(blob_len: int) -> int:
         """Bytes one request of :meth:`request_batch` adds to its frame (header + payload)."""
@@ -436,6 +486,42 @@ class FrameEncoder:
             return None
         try:
             data = self._pack(items)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        # a frame within these bounds holds no str, value or result over its own limit
+        bound = min(limits.max_frame_bytes, self._length_bound)
+        if limits.max_result_bytes is not None:
+            bound = min(bound, limits.max_result_bytes)
+        return data if len(data) <= bound else None
+
+    def response_oks(self, ids: Sequence[int], values: Sequence[Any]) -> bytes | None:
+        """Encode ok responses without meta as one answers frame, ``["ok", ids, values]``,
+        when that is safe: valid ids, every value flat plain data (a scalar, a map of str
+        keys to scalars, or an array of scalars), and the frame within every limit. None
+        otherwise: then encode them as :meth:`response_batch` says.
+
+        It stands for the batch frame of ``[id, STATUS_OK, value]`` items, without an array per
+        answer to write or to decode.
+        """
+        limits = self.limits
+        n = len(ids)
+        if not 0 < n <= limits.max_array_len or len(values) != n:
+            return None
+        if set(map(type, ids)) != _INT_ONLY or min(ids) < 0 or max(ids) > MAX_ID:
+            return None
+        if not FLAT_SCALARS.issuperset(map(type, values)):
+            for value in values:
+                t = type(value)
+                if t is dict:
+                    if not is_flat_map(value):
+                        return None
+                elif t is list or t is tuple:
+                    if not FLAT_SCALARS.issuperset(map(type, value)):
+                        return None
+                elif t not in FLAT_SCALARS:
+                    return None
+        try:
+            data = self._pack((OKS, ids, values))
         except (TypeError, ValueError, OverflowError):
             return None
         # a frame within these bounds holds no str, value or result over its own limit
@@ -597,6 +683,10 @@ def _outgoing_error(value: Any) -> tuple[str, str, dict[str, Any]]:
     return (type_name, message, details)
 
 
+_INT_ONLY = {int}
+_STR_ONLY = {str}
+
+
 def _flat_values(payload: dict[Any, Any]) -> bool:
     """Whether no value of ``payload`` is a map or an array (then no depth limit can bite)."""
     for v in payload.values():
@@ -672,7 +762,13 @@ class FrameDecoder:
             raise FrameError(
                 _shape_message(frame, "request", "a request array, or an array of them")
             )
-        if type(frame[0]) is not list:  # a single request
+        first = frame[0]
+        if type(first) is str:  # a text frame: plain one-key requests as two columns
+            rows, plain = self._text_rows(frame, data)
+            if plain:
+                return rows, True
+            frame = rows  # (each item checked in full below: one may say what is wrong)
+        elif type(first) is not list:  # a single request
             req = self._request(frame, data)
             if req.arena_row == NO_ROW and type(req.payload) is dict and _flat_values(req.payload):
                 return [frame], True  # a plain one (checked whole by _request)
@@ -746,6 +842,42 @@ class FrameDecoder:
                 exc.id = rid if type(rid) is int and 0 <= rid <= MAX_ID else None  # type: ignore[attr-defined]
                 out.append(exc)
         return out, plain
+
+    def _text_rows(
+        self, frame: list[Any], data: bytes | bytearray | memoryview
+    ) -> tuple[list[Any], bool]:
+        """The items of a text frame ``[key, ids, texts]`` as the plain items they stand for,
+        ``[id, 0, 0, NO_ROW, {key: text}]``, and whether every one of them is valid: ids in
+        range, texts str, and (in a frame over ``max_request_bytes``) no payload over it.
+        When one is not, the caller checks each item in full (it gets its own error).
+
+        Raises:
+            FrameError: The frame is not three items ``[str, array, array]`` of two equally
+                long columns (no item can be told from it).
+        """
+        if len(frame) != 3:
+            raise FrameError(
+                f"a text frame is [key, ids, texts], got an array of {len(frame)} items"
+            )
+        key, ids, texts = frame
+        if type(ids) is not list or type(texts) is not list or len(ids) != len(texts) or not ids:
+            raise FrameError(
+                "a text frame is [key, ids, texts] with ids and texts arrays of the same "
+                f"length (at least 1), got {_short(ids)} and {_short(texts)}"
+            )
+        rows = [[rid, 0, 0, NO_ROW, {key: text}] for rid, text in zip(ids, texts, strict=True)]
+        limit = self._max_payload
+        ok = (
+            set(map(type, ids)) == _INT_ONLY
+            and min(ids) >= 0
+            and max(ids) <= MAX_ID
+            and set(map(type, texts)) == _STR_ONLY
+            and (
+                limit is None
+                or (len(data) if type(data) is bytes else memoryview(data).nbytes) <= limit
+            )
+        )
+        return rows, ok
 
     def _request(self, frame: Any, data: Any) -> Request:
         """Check one decoded request array (a frame's, or a batch item's); ``data``: the
@@ -842,7 +974,13 @@ class FrameDecoder:
             raise FrameError(
                 _shape_message(frame, "response", "a response array, or an array of them")
             )
-        if type(frame[0]) is not list:
+        first = frame[0]
+        if type(first) is str:  # an answers frame: ok responses as two columns
+            rows, plain = self._ok_rows(frame)
+            if plain:
+                return rows, True
+            frame = rows  # (each item checked in full below: one may say what is wrong)
+        elif type(first) is not list:
             return [self._response(frame, frame)], False
         max_id = MAX_ID
         ok = STATUS_OK
@@ -885,6 +1023,33 @@ class FrameDecoder:
                 exc.id = rid if type(rid) is int and 0 <= rid <= MAX_ID else None  # type: ignore[attr-defined]
                 out.append(exc)
         return out, False
+
+    @staticmethod
+    def _ok_rows(frame: list[Any]) -> tuple[list[Any], bool]:
+        """The items of an answers frame ``["ok", ids, values]`` as the ok responses they
+        stand for, ``[id, STATUS_OK, value]``, and whether every one of them is a plain ok
+        answer (a valid id, a value that is not a container). When one is not, the caller
+        checks each item in full.
+
+        Raises:
+            FrameError: The frame is not ``["ok", array, array]`` of two equally long columns.
+        """
+        if len(frame) != 3 or frame[0] != OKS:
+            raise FrameError(f"an answers frame is [{OKS!r}, ids, values], got {_short(frame)}")
+        _, ids, values = frame
+        if type(ids) is not list or type(values) is not list or len(ids) != len(values) or not ids:
+            raise FrameError(
+                "an answers frame's ids and values are arrays of the same length (at least "
+                f"1), got {_short(ids)} and {_short(values)}"
+            )
+        rows = [[rid, STATUS_OK, value] for rid, value in zip(ids, values, strict=True)]
+        ok = (
+            set(map(type, ids)) == _INT_ONLY
+            and min(ids) >= 0
+            and max(ids) <= MAX_ID
+            and FLAT_SCALARS.issuperset(map(type, values))
+        )
+        return rows, ok
 
     def response(self, data: bytes | bytearray | memoryview) -> Response:
         """Decode a response frame.

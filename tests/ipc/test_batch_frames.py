@@ -286,3 +286,46 @@ def test_a_batch_frame_writes_every_item_with_the_same_fixed_width_header(fields
     frame = ENC.request_batch([(*f, blob) for f in fields])
     assert frame.endswith(expected) and len(frame) - len(expected) in (1, 3)
     assert [tuple(r)[:4] for r in DEC.requests(frame)] == fields  # type: ignore[arg-type]
+
+
+def test_an_answers_frame_decodes_to_the_ok_responses_it_stands_for():
+    """``["ok", ids, values]`` is the batch frame of ``[id, STATUS_OK, value]`` items."""
+    values = [1, "a", None, 2.5, b"x", True, {"k": 1.5}, [1, 2]]
+    ids = list(range(len(values) - 1)) + [MAX_ID]
+    data = ENC.response_oks(ids, values)
+    assert data is not None
+    want = [Response(i, STATUS_OK, v, None) for i, v in zip(ids, values, strict=True)]
+    assert DEC.responses(data) == want
+    batch = ENC.response_batch([(i, STATUS_OK, v) for i, v in zip(ids, values, strict=True)])
+    assert batch is not None and len(data) < len(batch)
+    # scalars only: the plain answers, as lists, taken whole (a container is looked at)
+    rows, plain = DEC.response_rows(ENC.response_oks(ids[:6], values[:6]))  # type: ignore[arg-type]
+    assert plain and rows == [[i, STATUS_OK, v] for i, v in zip(ids, values[:6], strict=False)]
+    rows, plain = DEC.response_rows(data)
+    assert not plain and [type(r) for r in rows[-2:]] == [Response, Response]
+
+
+def test_the_answers_encoder_declines_what_response_batch_would_also_decline():
+    assert ENC.response_oks([1], [object()]) is None
+    assert ENC.response_oks([1], [{"a": {"b": 1}}]) is None  # nested: checked one by one
+    assert ENC.response_oks([1], [[[1]]]) is None
+    assert ENC.response_oks([-1], [1]) is None
+    assert ENC.response_oks([True], [1]) is None
+    assert ENC.response_oks([], []) is None
+    assert ENC.response_oks([1, 2], [1]) is None
+    assert FrameEncoder(FrameLimits(max_result_bytes=16)).response_oks([1], ["x" * 40]) is None
+
+
+def test_an_answers_frame_item_that_is_not_valid_fails_alone():
+    frame = msgpack.packb(["ok", [1, -2, 3, "x"], ["fine", "bad id", {"a": {"b": {}}}, 4]])
+    got = DEC.responses(frame)
+    assert [type(g) for g in got] == [Response, FrameError, Response, FrameError]
+    assert got[0] == Response(1, STATUS_OK, "fine", None) and got[2].value == {"a": {"b": {}}}
+    for bad, match in (
+        (["ok", [1], ["a"], 3], "an answers frame is"),
+        (["no", [1], ["a"]], "an answers frame is"),
+        (["ok", [1, 2], ["a"]], "same length"),
+        (["ok", [], []], "at least"),
+    ):
+        with pytest.raises(FrameError, match=match):
+            DEC.responses(msgpack.packb(bad))

@@ -102,3 +102,78 @@ def test_request_rows_agrees_with_requests_on_random_frames():
             else:
                 assert type(g) is type(w) and str(g) == str(w)
         assert whole == all(type(g) is list for g in got)
+
+
+def test_a_text_frame_decodes_to_the_plain_items_it_stands_for():
+    """``[key, ids, texts]`` is the batch frame of ``[id, 0, 0, NO_ROW, {key: text}]``: the
+    same items, taken whole, in fewer bytes."""
+    texts = ["what is a ring?", "ünïcode ✓", "", "x" * 300]
+    data = ENC.request_texts("query", [1, 2, 2**63 - 1, 0], texts)
+    want = [[rid, 0, 0, NO_ROW, {"query": t}] for rid, t in zip([1, 2, 2**63 - 1, 0], texts)]
+    assert DEC.request_rows(data) == (want, True)
+    assert DEC.requests(data) == [Request(*w) for w in want]
+    batch = ENC.request_batch([(w[0], 0, 0, NO_ROW, msgpack.packb(w[4])) for w in want])
+    assert DEC.request_rows(batch) == (want, True) and len(data) < len(batch)
+
+
+def test_a_text_frame_item_that_is_not_valid_gets_its_own_error():
+    """A bad id or a text that is not a str fails that item alone, with the error the same
+    item would get in a batch frame; the others are still taken."""
+    frame = ["query", [1, -5, 3, 4, True], ["ok", "bad id", 7, ["a list"], "bool id"]]
+    got, whole = DEC.request_rows(msgpack.packb(frame))
+    assert not whole and len(got) == 5
+    assert got[0] == [1, 0, 0, NO_ROW, {"query": "ok"}]
+    assert type(got[1]) is FrameError and got[1].id is None  # (an id out of range is none)
+    assert type(got[2]) is list and got[2][4] == {"query": 7}  # a flat value is plain still
+    assert type(got[3]) is Request and got[3].payload == {"query": ["a list"]}
+    assert type(got[4]) is FrameError
+    items = [[i, 0, 0, NO_ROW, {"query": t}] for i, t in zip(frame[1], frame[2])]
+    want = DEC.requests(_batch(items))
+    assert [str(g) for g in got if type(g) is FrameError] == [
+        str(w) for w in want if type(w) is FrameError
+    ]
+
+
+def test_a_text_frame_over_the_request_limit_checks_each_payload():
+    from stratabatch.ipc.frames import FrameLimits
+
+    dec = FrameDecoder(FrameLimits(max_request_bytes=64))
+    data = ENC.request_texts("query", [1, 2], ["short", "y" * 100])
+    got, whole = dec.request_rows(data)
+    assert not whole and got[0] == Request(1, 0, 0, NO_ROW, {"query": "short"})
+    assert type(got[1]) is FrameError and got[1].id == 2 and "max_request_bytes" in str(got[1])
+
+
+def test_a_text_frame_of_the_wrong_shape_is_refused_whole():
+    import pytest
+
+    for frame, match in (
+        (["query", [1, 2], ["a"]], "same length"),
+        (["query", [], []], "at least 1"),
+        (["query", [1], ["a"], "extra"], "got an array of 4 items"),
+        (["query", 1, "a"], "ids and texts arrays"),
+    ):
+        with pytest.raises(FrameError, match=match):
+            DEC.request_rows(msgpack.packb(frame))
+
+
+def test_the_text_frame_encoder_refuses_what_the_decoder_would_not_take_whole():
+    import pytest
+
+    from stratabatch.ipc.frames import FrameLimits, FrameTooLargeError
+
+    with pytest.raises(FrameError, match="two columns of the same length"):
+        ENC.request_texts("query", [1, 2], ["a"])
+    with pytest.raises(FrameError, match="holds 1 to"):
+        ENC.request_texts("query", [], [])
+    with pytest.raises(FrameError, match="key must be a str"):
+        ENC.request_texts(b"query", [1], ["a"])  # type: ignore[arg-type]
+    with pytest.raises(FrameError, match="request id must be an int"):
+        ENC.request_texts("query", [1, -1], ["a", "b"])
+    with pytest.raises(FrameError, match="request id must be an int"):
+        ENC.request_texts("query", [True], ["a"])
+    with pytest.raises(FrameError, match="str texts, got 5"):
+        ENC.request_texts("query", [1, 2], ["a", 5])  # type: ignore[list-item]
+    small = FrameEncoder(FrameLimits(max_frame_bytes=256))
+    with pytest.raises(FrameTooLargeError, match="over the frame limit of 256"):
+        small.request_texts("query", list(range(10)), ["z" * 40] * 10)
