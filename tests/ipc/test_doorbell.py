@@ -294,6 +294,7 @@ def test_round_trips_with_both_sides_sleeping_never_stall():
 SPIN_US = 20
 LONG_PAUSE_EVERY = 100
 LONG_PAUSE_NS = 1_000_000  # 1 ms: 50x the spin window
+CONSUMER_ASLEEP = 16  # the index of the consumer's asleep flag in a ring's 64-bit header words
 
 SPIN_SERVER = """
 import sys
@@ -378,16 +379,19 @@ def test_round_trips_with_spinning_then_sleeping_sides_never_stall():
             waits = 0
             clock = time.perf_counter_ns
             t0 = time.perf_counter()
+            asleep = req._h64  # (the ring's header: the consumer's asleep flag)
             for i in range(ROUND_TRIPS):
                 # mostly around the spin window (either side of the race); every
-                # LONG_PAUSE_EVERY-th far past it, so the server must sleep and be rung even
-                # when other processes hold the cores (then short pauses tend to land while
-                # the server is descheduled, and it finds the message without sleeping)
-                pause = (
-                    LONG_PAUSE_NS
-                    if i % LONG_PAUSE_EVERY == 0
-                    else pauses.randrange(2 * SPIN_US * 1000)
-                )
+                # LONG_PAUSE_EVERY-th only once the server has declared itself asleep, and a
+                # long pause more, so it must be rung: whatever holds the cores (a server
+                # descheduled through a pause finds the message without sleeping)
+                if i % LONG_PAUSE_EVERY == 0:
+                    give_up = clock() + 5_000_000_000
+                    while not asleep[CONSUMER_ASLEEP] and clock() < give_up:
+                        pass
+                    pause = LONG_PAUSE_NS
+                else:
+                    pause = pauses.randrange(2 * SPIN_US * 1000)
                 until = clock() + pause
                 while clock() < until:
                     pass
