@@ -116,6 +116,11 @@ class LeaderIndex:
         self.live = 0
         self.dead = 0
         self.table: Any = None  # a SketchTable while one is in use
+        # leader rows the table does not hold yet: a pass whose rows are each alone in their
+        # partition leaves them unfiled, and the next pass that probes the table files those
+        # still live (_file_unfiled); where every pass is such a pass (texts of their own
+        # numbers), rows come and go without ever being filed
+        self._unfiled: list[int] = []
         self._dirs: Any = None
         self.last_indexed = False  # whether the last pass used the table
 
@@ -314,7 +319,26 @@ class LeaderIndex:
                 self._start_table(threshold, start)
         else:
             self.table = None
+            self._unfiled = []
         self.last_indexed = use is not None
+        pids: list[int] | None = None
+        if use != "sketch":
+            pids = self.part[start:n].tolist()
+            if len(set(pids)) == m and not self.has_leaders_in(pids):
+                # each new row alone in its partition (texts of their own numbers): no pair
+                # to compare, the lists are empty (~10 us a pass of set-up spared, and the
+                # word table's pass, ~0.5 us a row, mostly filing 18 keys a row); the rows
+                # all lead, and are filed in the table only if a later pass probes it
+                if use == "words":
+                    self._unfiled.extend(range(start, n))
+                return (
+                    np.zeros(m + 1, np.int64),
+                    np.zeros(0, np.int64),
+                    np.zeros(0, np.float32),
+                    np.zeros(m, np.bool_),
+                )
+        if use is not None:
+            self._file_unfiled(start)
         X = self.mat[:n]
         wd = self.word_data()
         if use == "words":
@@ -336,18 +360,9 @@ class LeaderIndex:
             return self.table.candidates(
                 X, self.part[:n], self.words, proj, start, self.stamp, k, wd
             )
-        pids = self.part[start:n].tolist()
+        assert pids is not None
         if self.has_leaders_in(pids):
             return exhaustive_candidates(X, self.part[:n], threshold, start, k, words=wd)
-        if len(set(pids)) == m:
-            # each new row alone in its partition (texts of their own numbers): no pair to
-            # compare, the lists are empty (~10 us a pass of set-up spared)
-            return (
-                np.zeros(m + 1, np.int64),
-                np.zeros(0, np.int64),
-                np.zeros(0, np.float32),
-                np.zeros(m, np.bool_),
-            )
         # no live leader shares a partition with them: the new rows among themselves
         if wd is not None:
             wd = (*wd[:3], *(a[start:] for a in wd[3:]))
@@ -359,11 +374,25 @@ class LeaderIndex:
             ref[ref >= 0] += start
         return off, rows + start, sims, more
 
+    def _file_unfiled(self, stop: int, rows: list[int] | None = None) -> None:
+        """File ``rows`` and the leader rows the table was spared (``_unfiled``) that still
+        lead, all before row ``stop`` (a table that must grow is rebuilt from every live row
+        before it instead, once: no row is filed twice)."""
+        if self._unfiled:
+            rows = [*self._unfiled, *(rows or ())]
+            self._unfiled = []
+        if rows:
+            np = self._np
+            at = np.array(rows, np.int64)
+            at = at[self.part[at] >= 0]
+            if len(at):
+                self.table.file(self._table_keys(), self.part[:stop], at)
+
     def file_leaders(self, rows: list[int]) -> None:
         """File leader rows the table does not hold yet (no-op without a table)."""
         if self.table is not None and rows:
             self.settle()
-            self.table.file(self._table_keys(), self.part[: len(self.owners)], rows)
+            self._file_unfiled(len(self.owners), rows)
 
     def word_data(self) -> Any:
         """The rows' key words for the residue pre-check of the candidate producers (see
@@ -388,6 +417,7 @@ class LeaderIndex:
     def _use_table(self, table: Any, start: int) -> None:
         """Put a new, empty table in use and file the live leaders before ``start``."""
         self.table = table
+        self._unfiled = []  # (every live leader is filed below)
         self.stamp[:] = 0  # the new table's query tags start again at 1
         live = self._np.flatnonzero(self.part[:start] >= 0)
         table.rebuild(self._table_keys(), self.part[:start], live, room=len(self.owners) - start)
@@ -420,10 +450,24 @@ class LeaderIndex:
         for row, g in enumerate(self.owners):
             g.row = row
         self.dead = 0
-        if self.table is not None:  # rows moved: renumber them in the table
-            newpos = np.full(len(owners), -1, np.int64)
-            newpos[live] = np.arange(n, dtype=np.int64)
-            self.table.remap(newpos)
+        table = self.table
+        if table is None:
+            return
+        if 2 * n * table.keys_per_row <= table.slots.shape[0]:
+            # few live rows in a large table (a small index whose rows turn over): emptied,
+            # and its rows filed again when a pass next probes it (~20 ns a key) costs less
+            # than renumbering every slot (~11 ns a slot, walked twice): ~65 against ~190 us
+            # for 128 live word rows in 16,384 slots
+            table.rebuild(self._table_keys(), self.part[:0], np.zeros(0, np.int64), n)
+            self._unfiled = list(range(n))
+            return
+        # rows moved: renumber them in the table (and those it does not hold yet)
+        newpos = np.full(len(owners), -1, np.int64)
+        newpos[live] = np.arange(n, dtype=np.int64)
+        table.remap(newpos)
+        if self._unfiled:
+            moved = newpos[self._unfiled]
+            self._unfiled = moved[moved >= 0].tolist()
 
 
 def warm_up(dim: int = 16) -> None:
