@@ -125,8 +125,9 @@ class Intake:
                 break  # the queue is full: the requests wait in their rings
             inbox = client.inbox
             n = 0
-            if not inbox and core.lane_open:
-                n = self._take_rows(client, min(budget, c.max_queue - core.waiting))
+            if not inbox:
+                take_whole = self._take_rows if core.lane_open else self._take_records
+                n = take_whole(client, min(budget, c.max_queue - core.waiting))
             if n < budget and not client.closed:
                 if len(inbox) < budget - n:
                     self._take_frames(client, budget - n)
@@ -157,6 +158,51 @@ class Intake:
                 self._shelve(client, items, len(data))
                 return n
             self._submit_rows(client, items)
+            n += len(items)
+        return n
+
+    def _take_records(self, client: Client, budget: int) -> int:
+        """:meth:`_take_rows` for the general path (the row lane closed): a frame whose every
+        item is plain, with new ids, goes to the core whole as records
+        (:meth:`Core.submit_many`), made in one pass over it with no inbox; a frame that is
+        not (a repeated id, an ``"embedding"`` field near dedup reads, over ``budget``) waits
+        in the inbox for :meth:`_admit`, which says what is wrong item by item."""
+        decode = self._decoder.request_rows
+        config = self._config
+        key = config.dedup_key
+        vectors = config.enable_dedup and (
+            config.dedup_strategy != "exact" or config.dedup_function is not None
+        )
+        pending = client.pending
+        n = 0
+        while n < budget:
+            data = self._next_frame(client)
+            if data is None:
+                return n
+            try:
+                items, plain = decode(data)
+            except Exception:  # its error, the long way (the frame is decoded again)
+                self._file(client, data)
+                return n
+            ids = [item[0] for item in items] if plain else []
+            if (
+                not plain
+                or n + len(items) > budget
+                or not pending.keys().isdisjoint(ids)
+                or len(set(ids)) != len(ids)
+                or (vectors and any("embedding" in item[4] for item in items))
+            ):
+                self._shelve(client, items, len(data))
+                return n
+            offset = self._core.deadline_from_monotonic_ns(0)  # (a deadline's loop time)
+            run = [
+                plain_request(
+                    payload, key, priority, offset + dl / 1e9 if dl else None, client, rid
+                )
+                for rid, priority, dl, _, payload in items
+            ]
+            pending.update(zip(ids, run, strict=True))
+            self._submit_run(client, run)
             n += len(items)
         return n
 

@@ -280,7 +280,7 @@ def _hostile_frames(rng: random.Random, n: int) -> list[bytes]:
     ]
     out = []
     for i in range(n):
-        kind = rng.randrange(6)
+        kind = rng.randrange(8)
         if kind == 0:
             out.append(rng.randbytes(rng.randrange(1, 64)))
         elif kind == 1:  # the right shape, random field values
@@ -304,9 +304,20 @@ def _hostile_frames(rng: random.Random, n: int) -> list[bytes]:
             out.append(msgpack.packb([i, 0, 0, -1, v]))
         elif kind == 4:  # a valid request, sometimes with a reused id
             out.append(msgpack.packb([rng.choice([7, 7, i]), 0, 0, -1, {"query": f"ok {i}"}]))
-        else:  # truncated valid frame
+        elif kind == 5:  # truncated valid frame
             data = msgpack.packb([i, 0, 0, -1, {"query": "cut"}])
             out.append(data[: rng.randrange(1, len(data))])
+        elif kind == 6:  # a batch of plain items, an id repeated in it or from before
+            ids = [rng.choice([7, 7, i, 1000 * i + j]) for j in range(rng.randrange(1, 6))]
+            out.append(msgpack.packb([[r, 0, 0, -1, {"query": f"b {r}"}] for r in ids]))
+        else:  # a text frame: valid, a repeated id, a field of the wrong type or length
+            n_items = rng.randrange(1, 6)
+            ids = [rng.choice([7, i, 1000 * i + j, -1, "x"]) for j in range(n_items)]
+            texts = [rng.choice(["t", "", 5, None, ["l"]]) for _ in range(n_items)]
+            frame = [rng.choice(["query", "query", "other"]), ids, texts]
+            if rng.random() < 0.2:
+                frame[rng.randrange(1, 3)] = rng.choice([[], 3, ids[:-1]])
+            out.append(msgpack.packb(frame))
     return out
 
 
@@ -335,3 +346,54 @@ def test_hostile_frames_never_take_the_engine_down(start_engine):
     asyncio.run(go())
     assert eng.proc.poll() is None  # alive; the fixture checks it exits 0
     assert "internal error" not in eng.log() and "Traceback" not in eng.log()
+
+
+@pytest.mark.parametrize("strategy", ["exact", "embedding"])
+def test_a_frame_repeating_an_id_gets_one_answer_per_item_and_the_repeat_an_error(
+    start_engine, strategy
+):
+    """The engine takes an all-plain frame whole (the row lane's, or the general path's
+    records); one that repeats an id goes item by item instead: each item is answered once,
+    the repeat with an error naming it. Text and batch frames alike."""
+    import msgpack
+
+    from stratabatch.ipc.frames import FrameDecoder
+
+    eng = start_engine("--window-ms", "2", "--dedup-strategy", strategy)
+
+    async def go() -> None:
+        client = EngineClient(eng.name)
+        conn = client._connection()
+        frames = [
+            msgpack.packb(["query", [900001, 900002, 900001], ["a", "b", "c"]]),
+            msgpack.packb([[900011, 0, 0, -1, {"query": "d"}], [900011, 0, 0, -1, {"query": "e"}]]),
+            msgpack.packb(["query", [900021, 900022], ["f", "g"]]),  # taken whole
+        ]
+        for frame in frames:
+            assert conn.requests.try_push(frame)
+        conn.engine_bell.ring()
+        # the loop is held here, so the client drains nothing: the test reads the ring
+        answers: list[Any] = []
+        dec = FrameDecoder()
+        t0 = time.monotonic()
+        while len(answers) < 7 and time.monotonic() - t0 < 10:
+            for data in conn.responses.drain():
+                answers += dec.responses(data)
+            time.sleep(0.01)
+        got = sorted(
+            (r.id, r.status, r.value["answer"] if r.status == 0 else str(r.value)) for r in answers
+        )
+        assert [g[:2] for g in got] == [
+            (900001, 0),
+            (900001, 1),
+            (900002, 0),
+            (900011, 0),
+            (900011, 1),
+            (900021, 0),
+            (900022, 0),
+        ], got
+        assert "already pending" in got[1][2] and "already pending" in got[4][2]
+        assert [g[2] for g in got if g[1] == 0] == list("ABDFG")  # (the first of a repeat)
+        await client.close()
+
+    asyncio.run(go())
