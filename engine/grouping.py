@@ -1108,42 +1108,17 @@ class Deduper:
             return mat, batch
         return emb.embed(texts), None
 
-    def _cluster(
-        self, ok: list[Request], vectors: Any, profiles: Any, deadline: float | None = None
-    ) -> list[int]:
-        """Put the embedded requests ``ok`` in the leader index and decide each one's group
-        (``profiles``: their key words, see :meth:`LeaderIndex.append`). With a ``deadline``
-        (:func:`time.perf_counter`), the requests not decided by then are taken out of the
-        index again (their rows retired) and their positions in ``ok`` returned, in order."""
+    def _walk(
+        self, ok: list[Request], start: int, found: Any, threshold: float, deadline: float | None
+    ) -> tuple[Any, Any, list[int]]:
+        """The greedy pass of :meth:`_cluster` over the candidate lists ``found`` of the rows
+        of ``ok`` (row ``start + j`` is ``ok[j]``), the guards asked on the way:
+        :func:`~stratabatch.greedy.greedy_pass`'s ``(leader, sim, late)``."""
         greedy = _hot_path().greedy
         ASK, PASS, REFUSE, greedy_pass = greedy.ASK, greedy.PASS, greedy.REFUSE, greedy.greedy_pass
         index = self.leaders
-        if index.dim is None:
-            index.dim = len(vectors[0])
-        later: list[int] = []
-        cut = self._slice_rows
-        if deadline is not None and len(ok) > cut:
-            # the last slices decided fewer: only as many join the index now (the candidates
-            # of rows left undecided are computed again in the next slice)
-            later = list(range(cut, len(ok)))
-            if type(profiles) is list:
-                for j in later:
-                    ok[j].wprof = profiles[j]
-                profiles = profiles[:cut]
-            elif profiles is not None:
-                for j in later:
-                    ok[j].wprof = (profiles, j)
-                profiles = [(profiles, j) for j in range(cut)]
-            ok, vectors = ok[:cut], vectors[:cut]
-        keys = self._part_keys(ok)
-        threshold = float(self.threshold())
-        start = index.append(vectors, keys, profiles)
-        if type(profiles) is list:
-            for r in ok:
-                r.wprof = None  # stored in the index now
-        n = start + len(ok)
-        found = index.candidates(start, threshold)
         owners = index.owners
+        n = start + len(ok)
 
         def joinable(row: int) -> bool:
             g = owners[row]
@@ -1199,6 +1174,48 @@ class Deduper:
             deadline,
             codes,
         )
+        return leads, sims, late
+
+    def _cluster(
+        self, ok: list[Request], vectors: Any, profiles: Any, deadline: float | None = None
+    ) -> list[int]:
+        """Put the embedded requests ``ok`` in the leader index and decide each one's group
+        (``profiles``: their key words, see :meth:`LeaderIndex.append`). With a ``deadline``
+        (:func:`time.perf_counter`), the requests not decided by then are taken out of the
+        index again (their rows retired) and their positions in ``ok`` returned, in order."""
+        index = self.leaders
+        if index.dim is None:
+            index.dim = len(vectors[0])
+        later: list[int] = []
+        cut = self._slice_rows
+        if deadline is not None and len(ok) > cut:
+            # the last slices decided fewer: only as many join the index now (the candidates
+            # of rows left undecided are computed again in the next slice)
+            later = list(range(cut, len(ok)))
+            if type(profiles) is list:
+                for j in later:
+                    ok[j].wprof = profiles[j]
+                profiles = profiles[:cut]
+            elif profiles is not None:
+                for j in later:
+                    ok[j].wprof = (profiles, j)
+                profiles = [(profiles, j) for j in range(cut)]
+            ok, vectors = ok[:cut], vectors[:cut]
+        keys = self._part_keys(ok)
+        threshold = float(self.threshold())
+        start = index.append(vectors, keys, profiles)
+        if type(profiles) is list:
+            for r in ok:
+                r.wprof = None  # stored in the index now
+        n = start + len(ok)
+        found = index.candidates(start, threshold)
+        owners = index.owners
+        if len(found[1]):
+            leads, sims, late = self._walk(ok, start, found, threshold, deadline)
+        else:
+            # no row has a candidate (distinct texts: the common pass): each leads, with no
+            # guard answers to gather and no greedy walk (~0.3 us a request)
+            leads, sims, late = range(start, n), None, []
         ops = self._ops
         keyed = profiles is not None
         refused = index.refused[start:n].tolist() if keyed else None

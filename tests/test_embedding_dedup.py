@@ -228,3 +228,33 @@ async def test_near_twins_of_the_same_canonical_text_merge_without_guard_feature
         built = _count_features(batch)
         assert await batch.process(typo) == ["A:cancel my subscription"] * 2
         assert len(built) == 2
+
+
+async def test_a_pass_without_candidates_decides_without_the_greedy_walk(monkeypatch):
+    """Distinct texts (no leader near any of them: the common pass) each lead a group without
+    the guards' kernel or the greedy walk being run (~0.3 us a request); a pass with a near
+    twin still walks, and merges it."""
+    from stratabatch import greedy
+
+    walks = []
+    real = greedy.greedy_pass
+
+    def counted(*a, **k):
+        walks.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(greedy, "greedy_pass", counted)
+    rec = Rec()
+    async with BatchProcessor(rec, window_ms=5, cold_start="wait") as batch:
+        await batch.warm_up()
+        walks.clear()
+        texts = ["where is my parcel", "cancel the subscription", "weather in paris tomorrow"]
+        out = await batch.process([{"query": t} for t in texts])
+        assert out == [f"A:{t}" for t in texts]
+        assert walks == []
+        out = await batch.process(
+            [{"query": "how do i reset my password"}, {"query": "how do i reset my pasword"}]
+        )
+        assert out == ["A:how do i reset my password"] * 2
+        assert walks
+    assert sorted(rec.items) == sorted([*texts, "how do i reset my password"])
