@@ -1025,7 +1025,7 @@ class Deduper:
                     self._ops.reject(r, err)
                 return []
             profiles: Any = batch
-            if batch is not None and int(batch.lens.min()) < 0:
+            if batch is not None and min(batch.lens.tolist()) < 0:  # (np.min: ~3 us)
                 # the key words of the few texts the kernel left to the reference
                 # (profile_of) join the batch: the index files one batch, not a list of
                 # rows (~1 us a request for a pass of 1,024 with one such text)

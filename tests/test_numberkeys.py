@@ -56,3 +56,28 @@ def test_the_kernel_agrees_with_the_python_signature_on_random_texts(seed):
     keys = number_keys(texts)
     for text, key in zip(texts, keys, strict=True):
         assert key == signature_key(number_signature(text)), text
+
+
+def test_ascii_texts_are_keyed_without_an_import_statement(monkeypatch):
+    """number_keys runs once a dedup pass: on ASCII texts it executes no import statement (one
+    costs ~1-3 us a call even when the module is loaded); only non-ASCII texts, which need
+    the Python signature, import it."""
+    import builtins
+
+    from stratabatch.numberkeys import number_keys
+
+    number_keys(["warm 1"])
+    seen = []
+    real = builtins.__import__
+
+    def spy(name, *a, **k):
+        seen.append(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", spy)
+    try:
+        keys = number_keys(["order 12", "no digits here", "order 12"])
+    finally:
+        builtins.__import__ = real  # (monkeypatch.setattr would import on the way)
+    assert seen == []
+    assert keys[0] == keys[2] != 0 and keys[1] == 0
