@@ -154,7 +154,7 @@ class BatchProcessor(Generic[R]):
             s = g.sink
             if s is not None:
                 arrived(g.arrival)
-                if type(s) is _Future:
+                if type(s) is not Call:  # (a future, of whatever type its loop makes)
                     try:
                         s.set_result(value)
                     except _InvalidState:  # (cancelled: its caller has not left yet)
@@ -168,7 +168,7 @@ class BatchProcessor(Generic[R]):
                     if s is None:
                         continue
                     arrivals.append(more[i + 2])
-                    if type(s) is _Future:
+                    if type(s) is not Call:
                         if not s.done():
                             s.set_result(value)
                     else:
@@ -177,7 +177,7 @@ class BatchProcessor(Generic[R]):
 
     @staticmethod
     def _lane_fail(g: LaneGroup, sink: Any, rid: int, arrival: float, error: BaseException) -> None:
-        if type(sink) is _Future:
+        if type(sink) is not Call:  # a single call's future
             if not sink.done():
                 sink.set_exception(error)
         elif sink is g.lead and rid == g.rid:  # (the item's own caller)

@@ -596,3 +596,49 @@ def test_a_starving_low_priority_request_goes_first_after_max_wait(run_virtual):
     # it has waited max_wait_ms (50 ms) plus the batch running at that moment (10 ms)
     assert done_at["low"] <= 1 + 50 + 10 + 10 + 1e-6
     assert max(done_at.values()) > done_at["low"] + 200
+
+
+class _OwnFuture(asyncio.Future):
+    """A loop's own future type (a subclass, as a third-party loop may make)."""
+
+
+class _OwnFutureLoop(asyncio.SelectorEventLoop):
+    def __init__(self):
+        super().__init__()
+        self.made = 0
+
+    def create_future(self):
+        self.made += 1
+        return _OwnFuture(loop=self)
+
+
+@pytest.mark.parametrize("options", [{"enable_dedup": False}, {"dedup_strategy": "exact"}])
+def test_a_loop_with_its_own_future_type_serves_single_calls(options):
+    """A loop whose ``create_future`` makes its own future type: single calls wait on that
+    type (the processor does not make plain futures behind its back), and the row lane
+    answers them, successes, per-request errors and twins alike (before, a future of
+    another type than asyncio.Future was taken for a list call there, and its caller never
+    got an answer)."""
+
+    async def handler(reqs):
+        return [ValueError("no") if r["query"] == "bad" else r["query"] for r in reqs]
+
+    async def main():
+        batch = BatchProcessor(handler, window_ms=1, max_size=8, processing_timeout=5, **options)
+        texts = ["a", "b", "bad", "a", "c"]
+        out = await asyncio.wait_for(
+            asyncio.gather(*(batch.process({"query": t}) for t in texts), return_exceptions=True),
+            5,
+        )
+        await batch.close()
+        return out
+
+    loop = _OwnFutureLoop()
+    try:
+        out = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert out[:2] == ["a", "b"] and out[3:] == ["a", "c"]
+    assert isinstance(out[2], HandlerError) and "no" in str(out[2])
+    assert loop.made >= 5
+
