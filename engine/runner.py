@@ -237,8 +237,8 @@ class Runner:
                 results = await self._handler(payloads)
             else:
                 results = await self._call_sync(payloads)
-            if inspect.isawaitable(results):
-                results = await results
+            if type(results) is not list and inspect.isawaitable(results):
+                results = await results  # (a list, the usual result, is never awaitable)
         except BaseException as e:  # noqa: BLE001 - every failure becomes the batch's error
             results, raised = None, e
         try:

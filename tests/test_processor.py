@@ -642,3 +642,31 @@ def test_a_loop_with_its_own_future_type_serves_single_calls(options):
     assert isinstance(out[2], HandlerError) and "no" in str(out[2])
     assert loop.made >= 5
 
+
+@pytest.mark.parametrize("options", [{"enable_dedup": False}, {"dedup_strategy": "exact"}])
+def test_single_calls_are_timed_on_the_loops_own_clock(run_virtual, options):
+    """A single call's arrival is read from the loop's clock, whatever loop it is (asyncio's
+    own loops are read without loop.time()'s frame; a loop with a clock of its own, here a
+    virtual one, is read through loop.time()): its latency and its window are in that
+    clock's time."""
+
+    async def handler(reqs):
+        await asyncio.sleep(2.0)
+        return [r["query"] for r in reqs]
+
+    async def main():
+        batch = BatchProcessor(handler, window_ms=50, max_size=32, **options)
+        loop = asyncio.get_running_loop()
+        await batch.process({"query": "first"})  # (the first call on a loop binds it)
+        t0 = loop.time()
+        out = await batch.process({"query": "second"})
+        took = loop.time() - t0
+        stats = batch.get_stats()
+        await batch.close()
+        return out, took, stats
+
+    out, took, stats = run_virtual(main)
+    assert out == "second"
+    assert took == pytest.approx(2.05, abs=1e-6)
+    assert stats.latency_ms_p50 == pytest.approx(2050, abs=0.01)
+    assert stats.latency_ms_p99 == pytest.approx(2050, abs=0.01)
