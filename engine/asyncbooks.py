@@ -73,6 +73,11 @@ class LoopBooks(CallBooks):
         self._payload: Callable[[Any, Callable[[Any], bytes]], bytes] = _no_packer
         self._vectors = False
         self._policy = "wait"
+        # the one-request calls {key: text} of this iteration, for its text frame (Packer)
+        self._text_key: str | None = None
+        self._max_text = -1
+        self._text_ids: list[int] = []
+        self._texts: list[str] = []
         self._pack = flat_packer()  # (used on the loop's thread only)
         self._tick_hz = tick_hz
         # the callers' timers, by tick (the tick's end is tick / tick_hz, loop time): each
@@ -91,6 +96,8 @@ class LoopBooks(CallBooks):
         self._payload = packer.payload
         self._vectors = packer.vectors
         self._policy = packer.policy
+        self._text_key = packer.text_key
+        self._max_text = packer.max_text
 
     def release(self) -> None:
         """Let go of the transport and the loop (the client closed it, or this process was
@@ -110,6 +117,11 @@ class LoopBooks(CallBooks):
         """The table of waiting requests itself, by id (for tests that drive the rings by
         hand, through the client's probe)."""
         return self._pending
+
+    def fail_all(self, error: BaseException) -> None:
+        """Every waiting request gets ``error``; nothing is left queued."""
+        self._text_ids, self._texts = [], []
+        super().fail_all(error)
 
     def after_fork(self, error: BaseException) -> None:
         """In a forked child: let go of the transport and the parent's loop; the calls
@@ -132,6 +144,27 @@ class LoopBooks(CallBooks):
         if not nxt & 0xFF:  # a new block of 256 ids: skip it if it is a zone (clean_ids)
             nxt = clean_ids(nxt)
         self._next_id = nxt
+        key = self._text_key
+        if (
+            key is not None
+            and type(request) is dict
+            and len(request) == 1
+            and deadline_ns == 0
+            and priority == 0
+            and type(priority) is int
+        ):
+            text = request.get(key)
+            if type(text) is str and len(text) <= self._max_text and text.isascii():
+                # the usual request, {key: text}: its text goes in this iteration's text
+                # frame, unencoded (it is within every limit, and encodes, as it is)
+                self._pending[rid] = (fut, ONE)
+                self._text_ids.append(rid)
+                self._texts.append(text)
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    assert self._loop is not None
+                    self._loop.call_soon(self.flush)
+                return rid
         if self._vectors:
             item = self._entry(request, 0, rid, priority, deadline_ns)
         else:
@@ -205,12 +238,25 @@ class LoopBooks(CallBooks):
         ring is full, wait for the engine's doorbell (``on_full="wait"``) or fail what does
         not fit with :class:`QueueFullError` (``reject``, ``drop_lowest``)."""
         self._flush_scheduled = False
-        outq = self._outq
         conn = self._conn
-        if conn is None or conn.dead is not None or not outq or self._waiting_room:
+        if conn is None or conn.dead is not None or self._waiting_room:
             return
         packer = self._packer
         assert packer is not None
+        if self._text_ids:
+            ids, texts = self._text_ids, self._texts
+            self._text_ids, self._texts = [], []
+            frame = packer.text_frame(ids, texts)
+            if frame is None or not conn.push(frame):
+                # over a frame's limits, or no room in the ring: they go as batch items,
+                # which the limits and on_full cut and queue one by one
+                pack, key = self._pack, self._text_key
+                self._outq[:0] = [
+                    (rid, 0, 0, -1, pack({key: t})) for rid, t in zip(ids, texts, strict=True)
+                ]
+        outq = self._outq
+        if not outq:
+            return
         sent = 0
         frame = packer.one_frame(outq)  # (the usual case: all of it in one frame)
         if frame is not None:

@@ -29,7 +29,7 @@ from stratabatch.ipc.errors import FrameTooLargeError
 from .calls import Call, check_vector
 from .errors import BatchTimeoutError, QueueFullError, RequestTooLargeError
 from .requests import FLAT_SCALARS as _FLAT
-from .requests import check_payload
+from .requests import check_payload, flat_packer
 from .transport import Transport
 
 __all__ = [
@@ -301,6 +301,19 @@ class Packer:
         self.dim: int | None = transport.dim or None
         self.policy: str = on_full or transport.on_full
         self._transport = transport
+        # a one-request call of the engine's dedup key alone, {key: text}, leaves in a text
+        # frame (FrameEncoder.request_texts) when its text is ASCII of at most max_text
+        # characters: then its payload is surely within the size and frame limits, and its
+        # encoding cannot fail, without encoding it here (the frame encodes every text once)
+        key = (getattr(transport, "welcome", None) or {}).get("dedup_key")
+        self.text_key: str | None = None
+        self.max_text = -1
+        if type(key) is str and key and not (self.vectors and key == "embedding"):
+            self.text_key = key
+            # fixmap header, the key, the longest str header
+            self.max_text = min(
+                self.max_flat - 1 - len(flat_packer()(key)) - 5, limits.max_str_len
+            )
 
     def item(self, request: Any, index: int, rid: int, priority: int, deadline_ns: int) -> Item:
         """Validate and encode one request: its item of a batch frame.
@@ -359,6 +372,17 @@ class Packer:
         if len(blob) > self.max_blob:  # (a smaller payload always fits a frame of its own)
             self.check_frame(blob, 0)
         return blob
+
+    def text_frame(self, ids: list[int], texts: list[str]) -> bytes | None:
+        """The requests ``{text_key: texts[i]}`` of ids ``ids`` (each checked by the caller:
+        an ASCII str of at most :attr:`max_text` characters) as one text frame, or None when
+        the limits need more than one frame (then they go as batch frames' items)."""
+        if len(ids) <= self.max_items:
+            try:
+                return self.encoder.request_texts(self.text_key, ids, texts)  # type: ignore[arg-type]
+            except FrameTooLargeError:
+                pass
+        return None
 
     def check_frame(self, blob: bytes, index: int) -> None:
         """Refuse a payload whose frame alone would be over the engine's frame limit.

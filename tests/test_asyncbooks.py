@@ -478,3 +478,86 @@ async def test_a_list_call_times_out_in_its_tick_with_what_was_answered_kept():
     clock.advance(3000.3)
     a, b = fut.result()
     assert a == "A" and isinstance(b, BatchTimeoutError)
+
+
+class TextEngine(FakeTransport):
+    """A transport double whose engine's dedup key is ``query`` (its welcome says so)."""
+
+    def __init__(self, on_full: str = "wait", room: bool = True, limits: Any = None) -> None:
+        super().__init__(on_full, room)
+        self.welcome = {"dedup_key": "query"}
+        if limits is not None:
+            self.limits = limits
+
+
+def _frame_kinds(conn: FakeTransport) -> list[str]:
+    import msgpack
+
+    return ["text" if type(msgpack.unpackb(f)[0]) is str else "batch" for f in conn.pushed]
+
+
+async def test_single_calls_of_the_key_alone_leave_in_one_text_frame_the_rest_in_a_batch():
+    conn, lost = TextEngine(), []
+    books = _books(conn, lost)
+    loop = asyncio.get_running_loop()
+    texts = [{"query": f"q{i}"} for i in range(5)]
+    others = [
+        {"query": "x", "user": 1},  # another field
+        {"query": "héllo"},  # not ASCII
+        {"query": 7},  # not a str
+        {"prompt": "y"},  # another key
+        {"query": "z" * (books._packer.max_text + 1)},  # over the length that surely fits
+    ]
+    futs = [loop.create_future() for _ in range(len(texts) + len(others) + 1)]
+    rids = [books.enter_one(r, f, 0, 0) for r, f in zip(texts + others, futs, strict=False)]
+    rids.append(books.enter_one({"query": "p"}, futs[-1], 3, 0))  # a priority
+    await asyncio.sleep(0)
+    kinds = _frame_kinds(conn)  # (the long text takes a batch frame of its own)
+    assert kinds[0] == "text" and set(kinds[1:]) == {"batch"}
+    decode = FrameDecoder(conn.limits).requests
+    sent = [r for frame in conn.pushed for r in decode(frame)]
+    by_id = {r.id: r for r in sent}  # type: ignore[union-attr]
+    assert sorted(by_id) == sorted(rids)  # every request once
+    for rid, req, pri in zip(rids, [*texts, *others, {"query": "p"}], [0] * 10 + [3], strict=True):
+        assert (by_id[rid].payload, by_id[rid].priority, by_id[rid].arena_row) == (req, pri, -1)
+    assert [r.id for r in decode(conn.pushed[0])] == rids[:5]  # type: ignore[union-attr]
+    enc = FrameEncoder(conn.limits)
+    conn.inbox = [enc.ok(rid, f"answer {rid}") for rid in rids]
+    books.rung()
+    assert [f.result() for f in futs] == [f"answer {rid}" for rid in rids]
+    assert not books.waiting and lost == []
+
+
+async def test_a_text_request_that_cannot_be_carried_fails_in_its_caller_as_before():
+    conn, lost = TextEngine(), []
+    books = _books(conn, lost)
+    fut = asyncio.get_running_loop().create_future()
+    with pytest.raises(InvalidRequestError):
+        books.enter_one({"query": "\ud800"}, fut, 0, 0)  # a lone surrogate: no UTF-8
+    assert not books.waiting
+    await asyncio.sleep(0)
+    assert conn.pushed == []
+
+
+async def test_text_requests_over_a_frames_limits_or_without_ring_room_go_as_batch_items():
+    from stratabatch.ipc.framelimits import FrameLimits
+
+    # frames of 4 KiB: 300 texts of 20 characters need two frames or more
+    conn, lost = TextEngine(limits=FrameLimits(max_frame_bytes=4096)), []
+    books = _books(conn, lost)
+    loop = asyncio.get_running_loop()
+    futs = [loop.create_future() for _ in range(300)]
+    rids = [books.enter_one({"query": f"q{i:019d}"}, f, 0, 0) for i, f in enumerate(futs)]
+    await asyncio.sleep(0)
+    assert len(conn.pushed) >= 2 and set(_frame_kinds(conn)) == {"batch"}
+    assert all(len(f) <= 4096 for f in conn.pushed)
+    assert [i for ids in _sent_ids(conn) for i in ids] == rids  # all, once, in order
+    # no room in the ring: with on_full="reject" the text requests get QueueFullError
+    conn = TextEngine(on_full="reject", room=False)
+    books = _books(conn, lost)
+    fut = loop.create_future()
+    books.enter_one({"query": "x"}, fut, 0, 0)
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFullError, match="on_full='reject'"):
+        fut.result()
+    assert not books.waiting and lost == []
