@@ -77,11 +77,10 @@ class BatchProcessor(Generic[R]):
         # callers the core moved between its row lane and its general path: (id(sink), id)
         # -> what holds them now (their abandon must find it); empty almost always
         object.__setattr__(self, "_moved", {})
-        # False once close() began (the core refuses new requests then; a single call
-        # checks this before its request, as the core's own refusal comes first)
-        object.__setattr__(self, "_open", True)
-        # the loop single calls take the inline path on (bound, and the processor open), or
-        # None; and how they make their future there (see _bind_calls)
+        # the loop single calls take the inline path on (the core's, bound by the first
+        # call), None before and once close() began (a single call then takes _queue_one,
+        # whose check refuses it, as the core's own refusal comes first); and how they
+        # make their future there (see _bind_calls)
         object.__setattr__(self, "_ready", None)
         object.__setattr__(self, "_new_future", None)
         core.enable_lane(self._lane_deliver, self._lane_fail, self._lane_repoint)
@@ -503,7 +502,6 @@ class BatchProcessor(Generic[R]):
     async def close(self) -> None:
         """Stop accepting requests, run everything queued now (no more windows), and wait
         until every accepted request has its outcome."""
-        object.__setattr__(self, "_open", False)
         object.__setattr__(self, "_ready", None)
         await self._core.close()
 
