@@ -665,6 +665,26 @@ def test_warm_up_loads_what_a_compaction_runs():
     assert out.stdout.split() == ["[]", "1"], out.stdout + out.stderr
 
 
+
+def test_warm_up_loads_a_table_remap_and_the_slots_freeing():
+    """A compaction that keeps most of a table's rows renumbers them in place; one that keeps
+    few empties the table, and so does the warm-up rehearsal's: warm_up itself loads the
+    remap's two kernels, or the first large compaction on a live loop would (a fresh
+    process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from stratabatch.index import warm_up\n"
+        "from stratabatch.hashtable import _remap_table, _free_empty_slots\n"
+        "warm_up()\n"
+        "print(len(_remap_table.signatures), len(_free_empty_slots.signatures))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert out.stdout.split() == ["1", "1"], out.stdout + out.stderr
+
 def _word_rows(texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
     """The default embedder's vectors of ``texts`` and their key words (the word index's)."""
     from stratabatch.canon import canonical_batch
