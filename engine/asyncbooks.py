@@ -15,8 +15,8 @@ touched from the one event loop the client is bound to (no lock):
 * a full ring: ``on_full="wait"`` keeps the rest queued until the engine's doorbell says it
   freed room (:meth:`LoopBooks.rung`), ``reject`` fails it with :class:`QueueFullError`;
 * **the answers**: :meth:`LoopBooks.drain` delivers every answer in the response ring to its
-  caller (and gives back its arena row), a frame of plain ok answers straight from its
-  decoded lists (:meth:`~stratabatch.ipc.frames.FrameDecoder.response_rows`); a caller's
+  caller (and gives back its arena row), the plain ok answers straight from their decoded
+  columns (:meth:`~stratabatch.ipc.frames.FrameDecoder.response_answers`); a caller's
   timer (:meth:`LoopBooks.timer`) fails its requests without an answer when its timeout
   runs out.
 
@@ -69,7 +69,7 @@ class LoopBooks(CallBooks):
         self._lost = lost
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None  # where flushes and timers run
-        self._decode: Callable[[bytes], tuple[list[Any], bool]] | None = None
+        self._decode: Callable[[bytes], tuple[list[Any], list[Any], list[Any]]] | None = None
         self._payload: Callable[[Any, Callable[[Any], bytes]], bytes] = _no_packer
         self._vectors = False
         self._policy = "wait"
@@ -92,7 +92,7 @@ class LoopBooks(CallBooks):
         self._conn = conn
         self._loop = None
         self._packer = packer
-        self._decode = packer.decode_rows
+        self._decode = packer.decode_answers
         self._payload = packer.payload
         self._vectors = packer.vectors
         self._policy = packer.policy
@@ -324,16 +324,20 @@ class LoopBooks(CallBooks):
         assert decode is not None
         for data in frames:
             try:
-                items, plain = decode(data)
+                ids, values, others = decode(data)
             except FrameError as exc:
                 from stratabatch.ipc.frames import peek_frame_id
 
                 exc.id = peek_frame_id(data)  # type: ignore[attr-defined]
-                items, plain = [exc], False
-            if plain and not rows:
-                # the usual frame: plain ok answers, no arena row to give back; each
-                # answer straight from its decoded list
-                for rid, _, value in items:
+                ids, values, others = [], [], [exc]
+            if rows:
+                for rid in ids:
+                    row = rows.pop(rid, -1)
+                    if row >= 0:
+                        conn.free_row(row)
+            if ids:
+                # the usual answers: plain ok ones, straight from the decoded columns
+                for rid, value in zip(ids, values, strict=True):
                     entry = pop(rid, None)
                     if entry is None:
                         continue  # its caller left (timeout, cancellation)
@@ -345,16 +349,11 @@ class LoopBooks(CallBooks):
                             pass  # cancelled: its caller leaves the books when it runs
                     else:
                         owner.answer(index, value, None, None)
-                continue
-            for r in items:
-                if type(r) is list:  # a plain ok answer, [id, ok, value]: the usual one
-                    rid, status, value = r
-                    meta = None
-                elif isinstance(r, FrameError):
+            for r in others:
+                if isinstance(r, FrameError):
                     self._undecodable(r)
                     continue
-                else:
-                    rid, status, value, meta = r
+                rid, status, value, meta = r
                 if rows:
                     row = rows.pop(rid, -1)
                     if row >= 0:

@@ -289,8 +289,11 @@ class Packer:
         # any other as a Response or a FrameError
         decoder = FrameDecoder(limits)
         self.decode: Callable[[bytes], list[Any]] = decoder.response_items
-        # the same, and whether every item is a plain ok answer (the asyncio client's drain)
-        self.decode_rows: Callable[[bytes], tuple[list[Any], bool]] = decoder.response_rows
+        # the plain ok answers as two columns, ids and values, and the other items apart
+        # (the asyncio client's drain)
+        self.decode_answers: Callable[[bytes], tuple[list[Any], list[Any], list[Any]]] = (
+            decoder.response_answers
+        )
         self.max_request_bytes: int = transport.max_request_bytes
         # a payload this small always fits a frame of its own (no need to measure the frame)
         self.max_blob = limits.max_frame_bytes - 64

@@ -561,3 +561,48 @@ async def test_text_requests_over_a_frames_limits_or_without_ring_room_go_as_bat
     with pytest.raises(QueueFullError, match="on_full='reject'"):
         fut.result()
     assert not books.waiting and lost == []
+
+
+async def test_answers_reach_their_callers_from_an_answers_frames_columns_and_a_mixed_frame():
+    import msgpack
+
+    from stratabatch.errors import StratabatchError
+    from stratabatch.ipc.frames import STATUS_ERROR, STATUS_OK, Response
+
+    conn, lost = FakeTransport(), []
+    books = _books(conn, lost)
+    loop = asyncio.get_running_loop()
+    futs = [loop.create_future() for _ in range(4)]
+    rids = [books.enter_one({"query": f"q{i}"}, f, 0, 0) for i, f in enumerate(futs)]
+    call_fut = loop.create_future()
+    call = ListCall([{"query": "a"}, {"query": "a"}], call_fut, False)
+    ids = books.enter(call.requests, call, 0, 0, False)
+    await asyncio.sleep(0)
+    books.leave(rids[3], futs[3])  # its caller left: its answer is dropped
+    answers = msgpack.packb(["ok", [rids[1], ids[0], rids[3], rids[0]], ["b", "x", "d", "a"]])
+    mixed = msgpack.packb(
+        [
+            [ids[1], STATUS_OK, "x", {"leader": ids[0], "similarity": 1.0}],
+            [rids[2], STATUS_ERROR, ["ValueError", "boom", {}]],
+        ]
+    )
+    dec = FrameDecoder(conn.limits)
+    assert dec.response_answers(answers) == (
+        [rids[1], ids[0], rids[3], rids[0]],
+        ["b", "x", "d", "a"],
+        [],
+    )
+    plain_ids, plain_values, others = dec.response_answers(mixed)
+    assert (plain_ids, plain_values) == ([], [])
+    assert others == [
+        Response(ids[1], STATUS_OK, "x", {"leader": ids[0], "similarity": 1.0}),
+        dec.responses(mixed)[1],
+    ]
+    conn.inbox = [answers, mixed]
+    books.rung()
+    assert [f.result() for f in futs[:2]] == ["a", "b"]
+    with pytest.raises(StratabatchError, match="ValueError: boom"):
+        futs[2].result()
+    assert not futs[3].done()
+    assert call_fut.result() == ["x", "x"]
+    assert not books.waiting and lost == []
