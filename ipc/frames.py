@@ -687,6 +687,17 @@ _INT_ONLY = {int}
 _STR_ONLY = {str}
 
 
+def _plain_ok_columns(ids: list[Any], values: list[Any]) -> bool:
+    """Whether an answers frame's columns (non-empty, of one length) are all plain ok answers:
+    every id an int in range, every value a plain scalar (no container)."""
+    return (
+        set(map(type, ids)) == _INT_ONLY
+        and min(ids) >= 0
+        and max(ids) <= MAX_ID
+        and FLAT_SCALARS.issuperset(map(type, values))
+    )
+
+
 def _flat_values(payload: dict[Any, Any]) -> bool:
     """Whether no value of ``payload`` is a map or an array (then no depth limit can bite)."""
     for v in payload.values():
@@ -969,7 +980,46 @@ class FrameDecoder:
         Raises:
             FrameError: As :meth:`responses`.
         """
+        return self._rows(self._unpack(data, "response"))
+
+    def response_answers(
+        self, data: bytes | bytearray | memoryview
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        """A response frame's answers as ``(ids, values, others)``: its plain ok answers (as
+        :meth:`response_rows` tells them) as two columns, ids and values, and every other
+        item as :meth:`responses` gives it (a :class:`Response` or a :class:`FrameError`).
+
+        An answers frame of plain answers gives its own decoded columns: the asyncio client
+        resolves each caller from them without a list per answer.
+
+        Raises:
+            FrameError: As :meth:`responses`.
+        """
         frame = self._unpack(data, "response")
+        if type(frame) is list and len(frame) == 3 and frame[0] == OKS:
+            ids, values = frame[1], frame[2]
+            if (
+                type(ids) is list
+                and type(values) is list
+                and len(ids) == len(values)
+                and ids
+                and _plain_ok_columns(ids, values)
+            ):
+                return ids, values, []
+        items, plain = self._rows(frame)
+        if plain:
+            return [item[0] for item in items], [item[2] for item in items], []
+        ids, values, others = [], [], []
+        for item in items:
+            if type(item) is list:
+                ids.append(item[0])
+                values.append(item[2])
+            else:
+                others.append(item)
+        return ids, values, others
+
+    def _rows(self, frame: Any) -> tuple[list[Any], bool]:
+        """:meth:`response_rows` of a decoded frame."""
         if type(frame) is not list or not frame:
             raise FrameError(
                 _shape_message(frame, "response", "a response array, or an array of them")
@@ -1043,13 +1093,7 @@ class FrameDecoder:
                 f"1), got {_short(ids)} and {_short(values)}"
             )
         rows = [[rid, STATUS_OK, value] for rid, value in zip(ids, values, strict=True)]
-        ok = (
-            set(map(type, ids)) == _INT_ONLY
-            and min(ids) >= 0
-            and max(ids) <= MAX_ID
-            and FLAT_SCALARS.issuperset(map(type, values))
-        )
-        return rows, ok
+        return rows, _plain_ok_columns(ids, values)
 
     def response(self, data: bytes | bytearray | memoryview) -> Response:
         """Decode a response frame.
