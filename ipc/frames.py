@@ -457,8 +457,8 @@ class FrameEncoder:
             bad = next(i for i in ids if type(i) is not int or not 0 <= i <= MAX_ID)
             raise FrameError(f"request id must be an int in [0, {MAX_ID}], got {_short(bad)}")
         if set(map(type, texts)) != _STR_ONLY:
-            bad = next(t for t in texts if type(t) is not str)
-            raise FrameError(f"a text frame carries str texts, got {_short(bad)}")
+            odd = next(t for t in texts if type(t) is not str)
+            raise FrameError(f"a text frame carries str texts, got {_short(odd)}")
         data = self._pack((key, ids, texts))
         if len(data) > self.limits.max_frame_bytes:
             raise FrameTooLargeError(
