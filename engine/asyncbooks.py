@@ -246,10 +246,12 @@ class LoopBooks(CallBooks):
         if self._text_ids:
             ids, texts = self._text_ids, self._texts
             self._text_ids, self._texts = [], []
-            frame = packer.text_frame(ids, texts)
+            # alone in this iteration, a text frame; beside other requests, batch items with
+            # them, so the iteration still leaves in one frame (one doorbell at most)
+            frame = None if self._outq else packer.text_frame(ids, texts)
             if frame is None or not conn.push(frame):
-                # over a frame's limits, or no room in the ring: they go as batch items,
-                # which the limits and on_full cut and queue one by one
+                # with others, over a frame's limits, or no room in the ring: they go as
+                # batch items, which the limits and on_full cut and queue one by one
                 pack, key = self._pack, self._text_key
                 self._outq[:0] = [
                     (rid, 0, 0, -1, pack({key: t})) for rid, t in zip(ids, texts, strict=True)
