@@ -248,6 +248,11 @@ class FrameEncoder:
         self._length_bound = min(
             limits.max_str_len, limits.max_bin_len, limits.max_array_len, limits.max_map_len
         )
+        # a batch of ok answers this large or smaller holds no str, value or result over its
+        # own limit (response_batch, response_oks)
+        self._batch_bound = min(limits.max_frame_bytes, self._length_bound)
+        if limits.max_result_bytes is not None:
+            self._batch_bound = min(self._batch_bound, limits.max_result_bytes)
 
     def _finish(
         self,
@@ -488,26 +493,21 @@ class FrameEncoder:
             data = self._pack(items)
         except (TypeError, ValueError, OverflowError):
             return None
-        # a frame within these bounds holds no str, value or result over its own limit
-        bound = min(limits.max_frame_bytes, self._length_bound)
-        if limits.max_result_bytes is not None:
-            bound = min(bound, limits.max_result_bytes)
-        return data if len(data) <= bound else None
+        return data if len(data) <= self._batch_bound else None
 
     def response_oks(self, ids: Sequence[int], values: Sequence[Any]) -> bytes | None:
         """Encode ok responses without meta as one answers frame, ``["ok", ids, values]``,
-        when that is safe: valid ids, every value flat plain data (a scalar, a map of str
-        keys to scalars, or an array of scalars), and the frame within every limit. None
-        otherwise: then encode them as :meth:`response_batch` says.
+        when that is safe: every value flat plain data (a scalar, a map of str keys to
+        scalars, or an array of scalars), and the frame within every limit. None otherwise:
+        then encode them as :meth:`response_batch` says.
 
         It stands for the batch frame of ``[id, STATUS_OK, value]`` items, without an array per
-        answer to write or to decode.
+        answer to write or to decode. ``ids`` are request ids as a request frame's decoder
+        returned them (ints in [0, :data:`MAX_ID`]: the engine answers only those), so they
+        are not checked again here (a decoder checks every frame it reads anyway).
         """
-        limits = self.limits
         n = len(ids)
-        if not 0 < n <= limits.max_array_len or len(values) != n:
-            return None
-        if set(map(type, ids)) != _INT_ONLY or min(ids) < 0 or max(ids) > MAX_ID:
+        if not 0 < n <= self.limits.max_array_len or len(values) != n:
             return None
         if not FLAT_SCALARS.issuperset(map(type, values)):
             for value in values:
@@ -524,11 +524,7 @@ class FrameEncoder:
             data = self._pack((OKS, ids, values))
         except (TypeError, ValueError, OverflowError):
             return None
-        # a frame within these bounds holds no str, value or result over its own limit
-        bound = min(limits.max_frame_bytes, self._length_bound)
-        if limits.max_result_bytes is not None:
-            bound = min(bound, limits.max_result_bytes)
-        return data if len(data) <= bound else None
+        return data if len(data) <= self._batch_bound else None
 
     def join(self, frames: Sequence[bytes]) -> list[bytes]:
         """Join single frames (each a complete request or response frame) into as few batch
