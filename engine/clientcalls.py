@@ -314,9 +314,7 @@ class Packer:
         if type(key) is str and key and not (self.vectors and key == "embedding"):
             self.text_key = key
             # fixmap header, the key, the longest str header
-            self.max_text = min(
-                self.max_flat - 1 - len(flat_packer()(key)) - 5, limits.max_str_len
-            )
+            self.max_text = min(self.max_flat - 1 - len(flat_packer()(key)) - 5, limits.max_str_len)
 
     def item(self, request: Any, index: int, rid: int, priority: int, deadline_ns: int) -> Item:
         """Validate and encode one request: its item of a batch frame.

@@ -665,7 +665,6 @@ def test_warm_up_loads_what_a_compaction_runs():
     assert out.stdout.split() == ["[]", "1"], out.stdout + out.stderr
 
 
-
 def test_warm_up_loads_a_table_remap_and_the_slots_freeing():
     """A compaction that keeps most of a table's rows renumbers them in place; one that keeps
     few empties the table, and so does the warm-up rehearsal's: warm_up itself loads the
@@ -684,6 +683,7 @@ def test_warm_up_loads_a_table_remap_and_the_slots_freeing():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
     )
     assert out.stdout.split() == ["1", "1"], out.stdout + out.stderr
+
 
 def _word_rows(texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
     """The default embedder's vectors of ``texts`` and their key words (the word index's)."""

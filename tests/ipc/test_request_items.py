@@ -109,7 +109,10 @@ def test_a_text_frame_decodes_to_the_plain_items_it_stands_for():
     same items, taken whole, in fewer bytes."""
     texts = ["what is a ring?", "ünïcode ✓", "", "x" * 300]
     data = ENC.request_texts("query", [1, 2, 2**63 - 1, 0], texts)
-    want = [[rid, 0, 0, NO_ROW, {"query": t}] for rid, t in zip([1, 2, 2**63 - 1, 0], texts)]
+    want = [
+        [rid, 0, 0, NO_ROW, {"query": t}]
+        for rid, t in zip([1, 2, 2**63 - 1, 0], texts, strict=True)
+    ]
     assert DEC.request_rows(data) == (want, True)
     assert DEC.requests(data) == [Request(*w) for w in want]
     batch = ENC.request_batch([(w[0], 0, 0, NO_ROW, msgpack.packb(w[4])) for w in want])
@@ -127,7 +130,7 @@ def test_a_text_frame_item_that_is_not_valid_gets_its_own_error():
     assert type(got[2]) is list and got[2][4] == {"query": 7}  # a flat value is plain still
     assert type(got[3]) is Request and got[3].payload == {"query": ["a list"]}
     assert type(got[4]) is FrameError
-    items = [[i, 0, 0, NO_ROW, {"query": t}] for i, t in zip(frame[1], frame[2])]
+    items = [[i, 0, 0, NO_ROW, {"query": t}] for i, t in zip(frame[1], frame[2], strict=True)]
     want = DEC.requests(_batch(items))
     assert [str(g) for g in got if type(g) is FrameError] == [
         str(w) for w in want if type(w) is FrameError
