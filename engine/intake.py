@@ -142,18 +142,13 @@ class Intake:
         no inbox and no look at each item here. Stops at the first frame that is not all
         plain, or would take more than ``budget`` requests (it waits in the inbox for
         :meth:`_admit`), or an empty ring; returns how many requests were taken."""
-        decode = self._decoder.request_rows
         core = self._core
         n = 0
         while n < budget and core.lane_open:
-            data = self._next_frame(client)
-            if data is None:
+            got = self._next_rows(client)
+            if got is None:
                 return n
-            try:
-                items, plain = decode(data)
-            except Exception:  # its error, the long way (the frame is decoded again)
-                self._file(client, data)
-                return n
+            data, items, plain = got
             if not plain or n + len(items) > budget:
                 self._shelve(client, items, len(data))
                 return n
@@ -167,7 +162,6 @@ class Intake:
         (:meth:`Core.submit_many`), made in one pass over it with no inbox; a frame that is
         not (a repeated id, an ``"embedding"`` field near dedup reads, over ``budget``) waits
         in the inbox for :meth:`_admit`, which says what is wrong item by item."""
-        decode = self._decoder.request_rows
         config = self._config
         key = config.dedup_key
         vectors = config.enable_dedup and (
@@ -176,14 +170,10 @@ class Intake:
         pending = client.pending
         n = 0
         while n < budget:
-            data = self._next_frame(client)
-            if data is None:
+            got = self._next_rows(client)
+            if got is None:
                 return n
-            try:
-                items, plain = decode(data)
-            except Exception:  # its error, the long way (the frame is decoded again)
-                self._file(client, data)
-                return n
+            data, items, plain = got
             ids = [item[0] for item in items] if plain else []
             if (
                 not plain
@@ -205,6 +195,21 @@ class Intake:
             self._submit_run(client, run)
             n += len(items)
         return n
+
+    def _next_rows(self, client: Client) -> tuple[bytes, list[Any], bool] | None:
+        """The next frame of ``client``'s request ring, decoded as
+        :meth:`~stratabatch.ipc.frames.FrameDecoder.request_rows` does: ``(data, items,
+        plain)``; None when the ring is empty, or the frame does not decode (it is filed the
+        long way, where its error is answered: it is decoded again there)."""
+        data = self._next_frame(client)
+        if data is None:
+            return None
+        try:
+            items, plain = self._decoder.request_rows(data)
+        except Exception:
+            self._file(client, data)
+            return None
+        return data, items, plain
 
     def _next_frame(self, client: Client) -> bytes | None:
         """The next frame of ``client``'s request ring; None when it is empty, or corrupt

@@ -509,17 +509,8 @@ class FrameEncoder:
         n = len(ids)
         if not 0 < n <= self.limits.max_array_len or len(values) != n:
             return None
-        if not FLAT_SCALARS.issuperset(map(type, values)):
-            for value in values:
-                t = type(value)
-                if t is dict:
-                    if not is_flat_map(value):
-                        return None
-                elif t is list or t is tuple:
-                    if not FLAT_SCALARS.issuperset(map(type, value)):
-                        return None
-                elif t not in FLAT_SCALARS:
-                    return None
+        if not FLAT_SCALARS.issuperset(map(type, values)) and not all(map(_flat_value, values)):
+            return None
         try:
             data = self._pack((OKS, ids, values))
         except (TypeError, ValueError, OverflowError):
@@ -559,16 +550,7 @@ class FrameEncoder:
                 return False
             if type(rid) is not int or not 0 <= rid <= MAX_ID or status != STATUS_OK:
                 return False
-            t = type(value)
-            if t in FLAT_SCALARS:
-                continue
-            if t is dict:
-                if not is_flat_map(value):
-                    return False
-            elif t is list or t is tuple:
-                if not FLAT_SCALARS.issuperset(map(type, value)):
-                    return False
-            else:
+            if type(value) not in FLAT_SCALARS and not _flat_value(value):
                 return False
         return True
 
@@ -677,6 +659,19 @@ def _outgoing_error(value: Any) -> tuple[str, str, dict[str, Any]]:
         raise FrameError(f"error message must be a str, got {_short(message)}")
     _check_str_keys(details, "error details")
     return (type_name, message, details)
+
+
+def _flat_value(value: Any) -> bool:
+    """Whether ``value`` is flat plain data: a scalar, a map of str keys to scalars, or an
+    array of scalars (one msgpack call encodes it, within the depth limit by construction)."""
+    t = type(value)
+    if t in FLAT_SCALARS:
+        return True
+    if t is dict:
+        return is_flat_map(value)
+    if t is list or t is tuple:
+        return FLAT_SCALARS.issuperset(map(type, value))
+    return False
 
 
 _INT_ONLY = {int}

@@ -240,16 +240,27 @@ async def test_a_batch_of_plain_answers_reaches_single_and_list_callers():
     assert not books.waiting and lost == []
 
 
-async def test_a_frame_of_plain_answers_reaches_its_callers_and_skips_the_ones_gone():
-    conn, lost = FakeTransport(), []
-    books = _books(conn, lost)
+async def _four_singles_and_a_list(
+    books: Any, requests: list[dict[str, str]]
+) -> tuple[list[asyncio.Future[Any]], list[int], asyncio.Future[Any], list[int]]:
+    """Four single calls ``{"query": "q<i>"}`` and one list call of ``requests``, entered
+    and sent: their futures, ids, the list call's future and its ids."""
     loop = asyncio.get_running_loop()
     futs = [loop.create_future() for _ in range(4)]
     rids = [books.enter_one({"query": f"q{i}"}, f, 0, 0) for i, f in enumerate(futs)]
     call_fut = loop.create_future()
-    call = ListCall([{"query": "a"}, {"query": "b"}], call_fut, False)
+    call = ListCall(requests, call_fut, False)
     ids = books.enter(call.requests, call, 0, 0, False)
     await asyncio.sleep(0)
+    return futs, rids, call_fut, ids
+
+
+async def test_a_frame_of_plain_answers_reaches_its_callers_and_skips_the_ones_gone():
+    conn, lost = FakeTransport(), []
+    books = _books(conn, lost)
+    futs, rids, call_fut, ids = await _four_singles_and_a_list(
+        books, [{"query": "a"}, {"query": "b"}]
+    )
     books.leave(rids[1], futs[1])  # its caller left (cancelled): its answer is dropped
     futs[1].cancel()
     futs[3].cancel()  # cancelled, its caller not run yet: still in the books
@@ -591,13 +602,9 @@ async def test_answers_reach_their_callers_from_an_answers_frames_columns_and_a_
 
     conn, lost = FakeTransport(), []
     books = _books(conn, lost)
-    loop = asyncio.get_running_loop()
-    futs = [loop.create_future() for _ in range(4)]
-    rids = [books.enter_one({"query": f"q{i}"}, f, 0, 0) for i, f in enumerate(futs)]
-    call_fut = loop.create_future()
-    call = ListCall([{"query": "a"}, {"query": "a"}], call_fut, False)
-    ids = books.enter(call.requests, call, 0, 0, False)
-    await asyncio.sleep(0)
+    futs, rids, call_fut, ids = await _four_singles_and_a_list(
+        books, [{"query": "a"}, {"query": "a"}]
+    )
     books.leave(rids[3], futs[3])  # its caller left: its answer is dropped
     answers = msgpack.packb(["ok", [rids[1], ids[0], rids[3], rids[0]], ["b", "x", "d", "a"]])
     mixed = msgpack.packb(
