@@ -295,6 +295,24 @@ class Core:
             self._arrived(lane, taken, now)
         return repeated
 
+    def submit_texts(
+        self, sink: Any, pending: dict[int, Any], key: str, ids: list[int], texts: list[str]
+    ) -> list[int]:
+        """:meth:`submit_rows` for requests ``{key: texts[i]}`` of ids ``ids`` (none with a
+        priority or a deadline), given as two columns: a text frame's, as decoded.
+
+        Returns:
+            The ids already pending (not queued: the sink answers them).
+
+        Raises:
+            StratabatchError: as :meth:`submit` (nothing is queued then).
+        """
+        lane, now = self._lane_arrival()
+        taken, repeated = lane.add_texts(sink, pending, key, ids, texts, now)
+        if taken:
+            self._arrived(lane, taken, now)
+        return repeated
+
     def submit_one(
         self, sink: Any, payload: Any, priority: int = 0, deadline: float | None = None
     ) -> LaneGroup | None:

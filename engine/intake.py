@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stratabatch.ipc.errors import FrameError
-from stratabatch.ipc.frames import FrameDecoder, peek_frame_id
+from stratabatch.ipc.frames import FrameDecoder, TextColumns, peek_frame_id
 from stratabatch.ipc.frames import Request as DecodedRequest
 
 from .config import BatchConfig
@@ -150,7 +150,7 @@ class Intake:
                 return n
             data, items, plain = got
             if not plain or n + len(items) > budget:
-                self._shelve(client, items, len(data))
+                self._shelve(client, _rows(items), len(data))
                 return n
             self._submit_rows(client, items)
             n += len(items)
@@ -173,7 +173,8 @@ class Intake:
             got = self._next_rows(client)
             if got is None:
                 return n
-            data, items, plain = got
+            data, columns, plain = got
+            items = _rows(columns)
             ids = [item[0] for item in items] if plain else []
             if (
                 not plain
@@ -196,16 +197,17 @@ class Intake:
             n += len(items)
         return n
 
-    def _next_rows(self, client: Client) -> tuple[bytes, list[Any], bool] | None:
+    def _next_rows(self, client: Client) -> tuple[bytes, list[Any] | TextColumns, bool] | None:
         """The next frame of ``client``'s request ring, decoded as
-        :meth:`~stratabatch.ipc.frames.FrameDecoder.request_rows` does: ``(data, items,
-        plain)``; None when the ring is empty, or the frame does not decode (it is filed the
-        long way, where its error is answered: it is decoded again there)."""
+        :meth:`~stratabatch.ipc.frames.FrameDecoder.request_columns` does: ``(data, items,
+        plain)``, a valid text frame's items as its columns; None when the ring is empty, or
+        the frame does not decode (it is filed the long way, where its error is answered: it
+        is decoded again there)."""
         data = self._next_frame(client)
         if data is None:
             return None
         try:
-            items, plain = self._decoder.request_rows(data)
+            items, plain = self._decoder.request_columns(data)
         except Exception:
             self._file(client, data)
             return None
@@ -355,13 +357,18 @@ class Intake:
             self._submit_run(client, run)
         return n
 
-    def _submit_rows(self, client: Client, rows: list[list[Any]]) -> None:
-        """Queue plain items ``rows`` of ``client`` through the core's row lane; a repeated id
-        is answered with its error, and if the core refuses, each of them gets the refusal."""
+    def _submit_rows(self, client: Client, rows: list[list[Any]] | TextColumns) -> None:
+        """Queue plain items ``rows`` of ``client`` (or a text frame's columns) through the
+        core's row lane; a repeated id is answered with its error, and if the core refuses,
+        each of them gets the refusal."""
+        core = self._core
         try:
-            repeated = self._core.submit_rows(client, client.pending, rows)
+            if isinstance(rows, TextColumns):
+                repeated = core.submit_texts(client, client.pending, rows.key, rows.ids, rows.texts)
+            else:
+                repeated = core.submit_rows(client, client.pending, rows)
         except Exception as exc:  # (nothing was queued)
-            for item in rows:
+            for item in _rows(rows):
                 rid = item[0]
                 if isinstance(exc, (StratabatchError, ValueError)):
                     self._outbox.error(client, rid, exc)
@@ -463,6 +470,11 @@ class Intake:
         # a copy: the client may rewrite its row at any time, and what the core keeps must
         # stay what build_request checked
         return arena.matrix[row].copy()
+
+
+def _rows(items: list[Any] | TextColumns) -> list[Any]:
+    """A frame's items as a list: a text frame's columns as the plain items they stand for."""
+    return items.rows() if isinstance(items, TextColumns) else items
 
 
 def _repeated_id(rid: int) -> InvalidRequestError:

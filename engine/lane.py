@@ -241,6 +241,40 @@ class Lane:
             taken += 1
         return taken, repeated
 
+    def add_texts(
+        self,
+        sink: Any,
+        pending: dict[int, Any],
+        key: str,
+        ids: list[int],
+        texts: list[str],
+        now: float,
+    ) -> tuple[int, list[int]]:
+        """:meth:`add` for requests ``{key: texts[i]}`` of ids ``ids`` (none with a priority
+        or a deadline), given as two columns (a text frame's, as decoded): no item list each."""
+        raw = self.raw
+        repeated: list[int] = []
+        taken = 0
+        new = object.__new__
+        for rid, text in zip(ids, texts, strict=True):
+            if rid in pending:
+                repeated.append(rid)
+                continue
+            # (add's inline LaneGroup, with priority 0 and no deadline)
+            g = new(LaneGroup)
+            g.payload = {key: text}
+            g.norm = UNGROUPED
+            g.sink = g.lead = sink
+            g.rid = rid
+            g.arrival = now
+            g.priority = 0
+            g.more = g.batch = g.deadline = None
+            g.live = 1
+            raw.append(g)
+            pending[rid] = g
+            taken += 1
+        return taken, repeated
+
     def add_one(
         self, sink: Any, payload: Any, priority: int, now: float, deadline: float | None
     ) -> LaneGroup:

@@ -169,6 +169,30 @@ class Response(NamedTuple):
     """Optional per-response metadata (str keys), None when the frame carries none."""
 
 
+class TextColumns:
+    """A valid text frame's requests as its columns: ``{key: texts[i]}`` of id ``ids[i]``,
+    each a plain request (priority 0, no deadline, no arena row), every id an int in range
+    and every text a str within the payload limit (:meth:`FrameDecoder.request_columns`).
+    Its length is its number of requests."""
+
+    __slots__ = ("key", "ids", "texts")
+
+    def __init__(self, key: str, ids: list[int], texts: list[str]) -> None:
+        self.key = key
+        self.ids = ids
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self) -> list[list[Any]]:
+        """The plain items ``[id, 0, 0, NO_ROW, {key: text}]`` it stands for."""
+        key = self.key
+        return [
+            [rid, 0, 0, NO_ROW, {key: text}] for rid, text in zip(self.ids, self.texts, strict=True)
+        ]
+
+
 def _as_int(value: Any, name: str, lo: int, hi: int) -> int:
     """Return ``value`` as an int in [lo, hi] or raise FrameError (bool is refused)."""
     if type(value) is not int:
@@ -759,6 +783,19 @@ class FrameDecoder:
         Raises:
             FrameError: As :meth:`requests`.
         """
+        items, plain = self.request_columns(data)
+        return (items.rows(), True) if isinstance(items, TextColumns) else (items, plain)
+
+    def request_columns(
+        self, data: bytes | bytearray | memoryview
+    ) -> tuple[list[Any] | TextColumns, bool]:
+        """:meth:`request_rows`, but a text frame whose every request is valid comes back as
+        its :class:`TextColumns` (plain: True), with no list per item: the engine's intake
+        hands them on as they are.
+
+        Raises:
+            FrameError: As :meth:`requests`.
+        """
         frame = self._unpack(data, "request")
         if type(frame) is not list or not frame:
             raise FrameError(
@@ -766,10 +803,10 @@ class FrameDecoder:
             )
         first = frame[0]
         if type(first) is str:  # a text frame: plain one-key requests as two columns
-            rows, plain = self._text_rows(frame, data)
-            if plain:
-                return rows, True
-            frame = rows  # (each item checked in full below: one may say what is wrong)
+            columns = self._text_columns(frame, data)
+            if type(columns) is TextColumns:
+                return columns, True
+            frame = columns  # (each item checked in full below: one may say what is wrong)
         elif type(first) is not list:  # a single request
             req = self._request(frame, data)
             if req.arena_row == NO_ROW and type(req.payload) is dict and _flat_values(req.payload):
@@ -845,13 +882,13 @@ class FrameDecoder:
                 out.append(exc)
         return out, plain
 
-    def _text_rows(
+    def _text_columns(
         self, frame: list[Any], data: bytes | bytearray | memoryview
-    ) -> tuple[list[Any], bool]:
-        """The items of a text frame ``[key, ids, texts]`` as the plain items they stand for,
-        ``[id, 0, 0, NO_ROW, {key: text}]``, and whether every one of them is valid: ids in
-        range, texts str, and (in a frame over ``max_request_bytes``) no payload over it.
-        When one is not, the caller checks each item in full (it gets its own error).
+    ) -> TextColumns | list[Any]:
+        """A text frame ``[key, ids, texts]`` as its :class:`TextColumns` when every request
+        in it is valid: ids in range, texts str, and (in a frame over ``max_request_bytes``)
+        no payload over it. Else the plain items it stands for, ``[id, 0, 0, NO_ROW, {key:
+        text}]``, which the caller checks each in full (a bad one gets its own error).
 
         Raises:
             FrameError: The frame is not three items ``[str, array, array]`` of two equally
@@ -867,9 +904,9 @@ class FrameDecoder:
                 "a text frame is [key, ids, texts] with ids and texts arrays of the same "
                 f"length (at least 1), got {_short(ids)} and {_short(texts)}"
             )
-        rows = [[rid, 0, 0, NO_ROW, {key: text}] for rid, text in zip(ids, texts, strict=True)]
+        columns = TextColumns(key, ids, texts)
         limit = self._max_payload
-        ok = (
+        if (
             set(map(type, ids)) == _INT_ONLY
             and min(ids) >= 0
             and max(ids) <= MAX_ID
@@ -878,8 +915,9 @@ class FrameDecoder:
                 limit is None
                 or (len(data) if type(data) is bytes else memoryview(data).nbytes) <= limit
             )
-        )
-        return rows, ok
+        ):
+            return columns
+        return columns.rows()
 
     def _request(self, frame: Any, data: Any) -> Request:
         """Check one decoded request array (a frame's, or a batch item's); ``data``: the

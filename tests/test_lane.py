@@ -552,3 +552,23 @@ def test_an_arrival_filed_by_add_is_the_group_the_constructor_makes():
         assert {k: getattr(got, k) for k in LaneGroup.__slots__} == {
             k: getattr(w, k) for k in LaneGroup.__slots__
         }
+
+
+def test_a_text_frames_arrivals_are_the_groups_its_plain_items_make():
+    """Lane.add_texts (a text frame's columns) files the groups Lane.add files for the plain
+    items the frame stands for, and returns a pending id the same way."""
+    from stratabatch.lane import Lane
+
+    sink = object()
+    pending: dict[int, Any] = {3: "taken"}
+    by_rows = Lane(BatchConfig(dedup_strategy="exact"), None, None, None)  # type: ignore[arg-type]
+    by_cols = Lane(BatchConfig(dedup_strategy="exact"), None, None, None)  # type: ignore[arg-type]
+    ids, texts = [1, 3, 2], ["a", "b", "c"]
+    rows: list[list[Any]] = [[i, 0, 0, -1, {"query": t}] for i, t in zip(ids, texts, strict=True)]
+    assert by_rows.add(sink, dict(pending), rows, 7.0, 10.0) == (2, [3])
+    assert by_cols.add_texts(sink, dict(pending), "query", ids, texts, 7.0) == (2, [3])
+    assert len(by_rows.raw) == len(by_cols.raw) == 2
+    for a, b in zip(by_rows.raw, by_cols.raw, strict=True):
+        assert {k: getattr(a, k) for k in LaneGroup.__slots__} == {
+            k: getattr(b, k) for k in LaneGroup.__slots__
+        }

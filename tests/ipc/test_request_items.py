@@ -180,3 +180,20 @@ def test_the_text_frame_encoder_refuses_what_the_decoder_would_not_take_whole():
     small = FrameEncoder(FrameLimits(max_frame_bytes=256))
     with pytest.raises(FrameTooLargeError, match="over the frame limit of 256"):
         small.request_texts("query", list(range(10)), ["z" * 40] * 10)
+
+
+def test_request_columns_gives_a_valid_text_frame_as_its_columns():
+    from stratabatch.ipc.frames import TextColumns
+
+    data = ENC.request_texts("query", [4, 5], ["a", "b"])
+    cols, plain = DEC.request_columns(data)
+    assert plain and type(cols) is TextColumns and len(cols) == 2
+    assert (cols.key, cols.ids, cols.texts) == ("query", [4, 5], ["a", "b"])
+    assert cols.rows() == DEC.request_rows(data)[0]
+    # a frame with a bad item, or of another kind: what request_rows gives
+    bad = msgpack.packb(["query", [4, -5], ["a", "b"]])
+    got, want = DEC.request_columns(bad), DEC.request_rows(bad)
+    assert got[1] is want[1] is False and got[0][0] == want[0][0]
+    assert str(got[0][1]) == str(want[0][1]) and type(got[0][1]) is FrameError
+    batch = _batch([[1, 0, 0, NO_ROW, {"query": "a"}]])
+    assert DEC.request_columns(batch) == DEC.request_rows(batch)
