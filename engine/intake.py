@@ -128,7 +128,14 @@ class Intake:
             if not inbox:
                 take_whole = self._take_rows if core.lane_open else self._take_records
                 n = take_whole(client, min(budget, c.max_queue - core.waiting))
-            if n < budget and not client.closed:
+            # (the whole-frame way stops at an empty ring, the usual end of a pass: then
+            # there is nothing for the item-by-item way to look at)
+            ring = client.requests
+            if (
+                n < budget
+                and not client.closed
+                and (inbox or (ring is not None and not ring.empty()))
+            ):
                 if len(inbox) < budget - n:
                     self._take_frames(client, budget - n)
                 n += self._admit(client, budget - n)
