@@ -257,6 +257,14 @@ class BatchConfig:
         self._check_pairs(None)
         object.__setattr__(self, "_ready", True)
 
+    @property
+    def reads_vectors(self) -> bool:
+        """Whether near dedup reads (and checks) a request's own ``"embedding"`` field: with
+        dedup on, a strategy other than exact, or a ``dedup_function``."""
+        return self.enable_dedup and (
+            self.dedup_strategy != "exact" or self.dedup_function is not None
+        )
+
     def __setattr__(self, name: str, value: Any) -> None:
         if not self.__dict__.get("_ready"):
             object.__setattr__(self, name, value)

@@ -171,9 +171,7 @@ class Intake:
         in the inbox for :meth:`_admit`, which says what is wrong item by item."""
         config = self._config
         key = config.dedup_key
-        vectors = config.enable_dedup and (
-            config.dedup_strategy != "exact" or config.dedup_function is not None
-        )
+        vectors = config.reads_vectors
         pending = client.pending
         n = 0
         while n < budget:
@@ -287,9 +285,7 @@ class Intake:
         dim = self._dim or None
         key = config.dedup_key
         # an "embedding" in a payload is read (and checked) only by near dedup
-        vectors = config.enable_dedup and (
-            config.dedup_strategy != "exact" or config.dedup_function is not None
-        )
+        vectors = config.reads_vectors
         room = config.max_queue - core.waiting  # (make_room's own test, for the whole run)
         offset: float | None = None  # loop time of monotonic_ns 0 (a deadline's conversion)
         run: list[Request] = []

@@ -293,9 +293,7 @@ def build_request(
             size = request_size(request, index, config.max_request_bytes)
     text = request.get(config.dedup_key)
     vector = None
-    if config.enable_dedup and (
-        config.dedup_strategy != "exact" or config.dedup_function is not None
-    ):
+    if config.reads_vectors:
         vector = request.get("embedding")
     if vector is not None:
         vector = check_vector(vector, dim, index)

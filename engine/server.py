@@ -246,9 +246,7 @@ class Engine:
         except Exception:  # a broken embedder shows on the first pass, not here
             pass
         c = self.config
-        self._uses_vectors = c.enable_dedup and (
-            c.dedup_strategy != "exact" or c.dedup_function is not None
-        )
+        self._uses_vectors = c.reads_vectors
         if self._uses_vectors and c.dedup_function is None:
             dim = self.core.vector_dim()
             self._dim = dim if isinstance(dim, int) and dim > 0 else 0
