@@ -482,7 +482,7 @@ class FrameEncoder:
             )
         if type(key) is not str:
             raise FrameError(f"a text frame's key must be a str, got {_short(key)}")
-        if set(map(type, ids)) != _INT_ONLY or min(ids) < 0 or max(ids) > MAX_ID:
+        if not _valid_ids(ids):
             bad = next(i for i in ids if type(i) is not int or not 0 <= i <= MAX_ID)
             raise FrameError(f"request id must be an int in [0, {MAX_ID}], got {_short(bad)}")
         if set(map(type, texts)) != _STR_ONLY:
@@ -702,15 +702,16 @@ _INT_ONLY = {int}
 _STR_ONLY = {str}
 
 
+def _valid_ids(ids: Sequence[Any]) -> bool:
+    """Whether a column frame's ids (non-empty) are all request ids: ints (no bool) in
+    [0, :data:`MAX_ID`], told by three C-level passes."""
+    return set(map(type, ids)) == _INT_ONLY and min(ids) >= 0 and max(ids) <= MAX_ID
+
+
 def _plain_ok_columns(ids: list[Any], values: list[Any]) -> bool:
     """Whether an answers frame's columns (non-empty, of one length) are all plain ok answers:
     every id an int in range, every value a plain scalar (no container)."""
-    return (
-        set(map(type, ids)) == _INT_ONLY
-        and min(ids) >= 0
-        and max(ids) <= MAX_ID
-        and FLAT_SCALARS.issuperset(map(type, values))
-    )
+    return _valid_ids(ids) and FLAT_SCALARS.issuperset(map(type, values))
 
 
 def _flat_values(payload: dict[Any, Any]) -> bool:
@@ -907,9 +908,7 @@ class FrameDecoder:
         columns = TextColumns(key, ids, texts)
         limit = self._max_payload
         if (
-            set(map(type, ids)) == _INT_ONLY
-            and min(ids) >= 0
-            and max(ids) <= MAX_ID
+            _valid_ids(ids)
             and set(map(type, texts)) == _STR_ONLY
             and (
                 limit is None
