@@ -145,6 +145,7 @@ class LoopBooks(CallBooks):
             nxt = clean_ids(nxt)
         self._next_id = nxt
         key = self._text_key
+        text = None
         if (
             key is not None
             and type(request) is dict
@@ -154,23 +155,20 @@ class LoopBooks(CallBooks):
             and type(priority) is int
         ):
             text = request.get(key)
-            if type(text) is str and len(text) <= self._max_text and text.isascii():
-                # the usual request, {key: text}: its text goes in this iteration's text
-                # frame, unencoded (it is within every limit, and encodes, as it is)
-                self._pending[rid] = (fut, ONE)
-                self._text_ids.append(rid)
-                self._texts.append(text)
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    assert self._loop is not None
-                    self._loop.call_soon(self.flush)
-                return rid
-        if self._vectors:
-            item = self._entry(request, 0, rid, priority, deadline_ns)
+            if not (type(text) is str and len(text) <= self._max_text and text.isascii()):
+                text = None
+        if text is not None:
+            # the usual request, {key: text}: its text goes in this iteration's text frame,
+            # unencoded (it is within every limit, and encodes, as it is)
+            self._text_ids.append(rid)
+            self._texts.append(text)
         else:
-            item = (rid, priority, deadline_ns, -1, self._payload(request, self._pack))
+            if self._vectors:
+                item = self._entry(request, 0, rid, priority, deadline_ns)
+            else:
+                item = (rid, priority, deadline_ns, -1, self._payload(request, self._pack))
+            self._outq.append(item)
         self._pending[rid] = (fut, ONE)
-        self._outq.append(item)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None
