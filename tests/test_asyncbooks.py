@@ -507,6 +507,16 @@ def _frame_kinds(conn: FakeTransport) -> list[str]:
     return ["text" if type(msgpack.unpackb(f)[0]) is str else "batch" for f in conn.pushed]
 
 
+def _answer_each(conn: Any, books: Any, rids: list[int], futs: list[Any], lost: list[str]) -> None:
+    """The engine answers each id with ``"answer <id>"``: each caller gets its own, and the
+    books end empty."""
+    enc = FrameEncoder(conn.limits)
+    conn.inbox = [enc.ok(rid, f"answer {rid}") for rid in rids]
+    books.rung()
+    assert [f.result() for f in futs] == [f"answer {rid}" for rid in rids]
+    assert not books.waiting and lost == []
+
+
 async def test_single_calls_of_the_key_alone_leave_in_one_text_frame():
     conn, lost = TextEngine(), []
     books = _books(conn, lost)
@@ -519,11 +529,7 @@ async def test_single_calls_of_the_key_alone_leave_in_one_text_frame():
     assert [(r.id, r.payload) for r in decode(conn.pushed[0])] == [  # type: ignore[union-attr]
         (rid, {"query": f"q{i}"}) for i, rid in enumerate(rids)
     ]
-    enc = FrameEncoder(conn.limits)
-    conn.inbox = [enc.ok(rid, f"answer {rid}") for rid in rids]
-    books.rung()
-    assert [f.result() for f in futs] == [f"answer {rid}" for rid in rids]
-    assert not books.waiting and lost == []
+    _answer_each(conn, books, rids, futs, lost)
 
 
 async def test_an_iteration_with_other_requests_leaves_in_batch_frames_only():
@@ -552,11 +558,7 @@ async def test_an_iteration_with_other_requests_leaves_in_batch_frames_only():
     assert sorted(by_id) == sorted(rids) and len(sent) == len(rids)  # every request once
     for rid, req, pri in zip(rids, [*texts, *others, {"query": "p"}], [0] * 10 + [3], strict=True):
         assert (by_id[rid].payload, by_id[rid].priority, by_id[rid].arena_row) == (req, pri, -1)
-    enc = FrameEncoder(conn.limits)
-    conn.inbox = [enc.ok(rid, f"answer {rid}") for rid in rids]
-    books.rung()
-    assert [f.result() for f in futs] == [f"answer {rid}" for rid in rids]
-    assert not books.waiting and lost == []
+    _answer_each(conn, books, rids, futs, lost)
 
 
 async def test_a_text_request_that_cannot_be_carried_fails_in_its_caller_as_before():

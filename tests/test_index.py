@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -642,11 +644,16 @@ def test_rows_alone_in_their_partitions_have_no_candidates() -> None:
     assert rows.tolist() == [0]
 
 
+def _in_a_fresh_process(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run in a fresh interpreter (nothing loaded before it); its output."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+
+
 def test_warm_up_loads_what_a_compaction_runs():
     """A process's first compaction found its kernels unloaded and stalled the loop ~8 ms:
     warm_up loads each row array's move and the pools' compaction (a fresh process)."""
-    import subprocess
-    import sys
 
     code = (
         "from stratabatch.index import warm_up, LeaderIndex, _ROW_ARRAYS\n"
@@ -659,9 +666,7 @@ def test_warm_up_loads_what_a_compaction_runs():
         "have = {(str(s[0].dtype), s[0].ndim) for s in move_rows.signatures}\n"
         "print(sorted(map(str, kinds - have)), len(compact_pools.signatures))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
-    )
+    out = _in_a_fresh_process(code)
     assert out.stdout.split() == ["[]", "1"], out.stdout + out.stderr
 
 
@@ -670,8 +675,6 @@ def test_warm_up_loads_a_table_remap_and_the_slots_freeing():
     few empties the table, and so does the warm-up rehearsal's: warm_up itself loads the
     remap's two kernels, or the first large compaction on a live loop would (a fresh
     process)."""
-    import subprocess
-    import sys
 
     code = (
         "from stratabatch.index import warm_up\n"
@@ -679,9 +682,7 @@ def test_warm_up_loads_a_table_remap_and_the_slots_freeing():
         "warm_up()\n"
         "print(len(_remap_table.signatures), len(_free_empty_slots.signatures))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
-    )
+    out = _in_a_fresh_process(code)
     assert out.stdout.split() == ["1", "1"], out.stdout + out.stderr
 
 
