@@ -11,21 +11,45 @@ Identical questions that reach different workers in the same window cost one han
 ``GET /api/stats`` shows the engine's counters, for all workers together.
 
 ``STRATABATCH_ENGINE`` names the engine (default ``api``).
+
+Each worker settles its garbage collector once it has started (:func:`lifespan`, with
+``stratabatch.gctune.settle()``, undone at shutdown): a request waiting for the engine lives
+through young collections, so without it the worker's full collections come often and walk
+every object of FastAPI, pydantic and the rest of the process (about 10% of a worker's CPU
+under load, measured with perf/bench_http.py).
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
 
 import stratabatch
+from stratabatch.gctune import settle
 
 ENGINE = os.environ.get("STRATABATCH_ENGINE", "api")
 
-app = FastAPI(title="stratabatch high-traffic API example")
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Settle the worker's garbage collector after its start-up (``gc.freeze()`` of what the
+    imports made, a higher young threshold; see ``stratabatch.gctune``), and undo it at
+    shutdown."""
+    before = settle()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+app = FastAPI(title="stratabatch high-traffic API example", lifespan=lifespan)
 _calls = itertools.count(1)  # handler calls, numbered in the engine
 
 
