@@ -552,7 +552,9 @@ def connect(
     """Connect to the running ``stratabatch-engine`` called ``name``.
 
     Returns this process's client of that engine (the same object on every call until it is
-    closed): an :class:`EngineClient` (asyncio) or, with ``sync=True``, a
+    closed, so a web route may call it per request: a dict read, without the lock that a
+    thread making a new client holds through its handshake): an :class:`EngineClient`
+    (asyncio) or, with ``sync=True``, a
     :class:`SyncEngineClient` (blocking); a type checker sees which from ``sync``. Both have
     BatchProcessor's ``process``, ``process_streaming``, ``get_stats`` and ``close``.
 
@@ -567,6 +569,14 @@ def connect(
         EngineUnavailableError: No engine serves ``name`` (the message names the socket path),
             or it refused this client (another uid, all client slots taken).
     """
+    if type(name) is str:
+        # the usual call (a web route calls connect() on every request): this process's
+        # client exists. One dict read, atomic, and no lock: a thread making a client holds
+        # the lock through its handshake (up to `timeout`), and the callers of a live client
+        # never wait for that; a name in the table was checked when its client was made
+        client = _clients.get((name, bool(sync)))
+        if client is not None and not client._closed and not client._forked:
+            return client
     check_name(name)
     key = (name, bool(sync))
     with _lock:
