@@ -1017,30 +1017,45 @@ class Deduper:
         ):
             # the common case (a small pass, texts only): one embedding call for all, its
             # matrix and key words go to the index as they are
+            keys: list[int] | None = None
+            lone: list[tuple[int, Request, int]] = []
+            if (
+                self.config.canonicalize
+                and len(fresh) <= self._slice_rows  # (no cut: see _cluster)
+                and hasattr(emb, "embed_profiled")
+                and self.word_keyed()
+            ):
+                # requests alone in their partition lead without being embedded (texts of
+                # numbers of their own: their vectors are computed when a request of their
+                # partition comes, see LeaderIndex.lead_lazy); the same decisions, in order
+                keys = self._part_keys(fresh)
+                at = index.lone(keys)
+                if at:
+                    if len(at) == len(fresh):
+                        self._lead_lazy([(0, r, k) for r, k in zip(fresh, keys, strict=True)])
+                        return []
+                    mark = set(at)
+                    kept: list[Request] = []
+                    kept_keys: list[int] = []
+                    for j, (r, k) in enumerate(zip(fresh, keys, strict=True)):
+                        if j in mark:
+                            lone.append((len(kept), r, k))
+                        else:
+                            kept.append(r)
+                            kept_keys.append(k)
+                    fresh, keys = kept, kept_keys
             try:
                 vectors, batch = self._embed_batch(fresh)
             except Exception as e:
                 err = HandlerError.from_exception(e, "the embedder failed")
                 for r in fresh:
                     self._ops.reject(r, err)
+                self._lead_lazy(lone)
                 return []
-            profiles: Any = batch
-            if batch is not None and min(batch.lens.tolist()) < 0:  # (np.min: ~3 us)
-                # the key words of the few texts the kernel left to the reference
-                # (profile_of) join the batch: the index files one batch, not a list of
-                # rows (~1 us a request for a pass of 1,024 with one such text)
-                import numpy as np
-
-                fill: dict[int, Any] = {}
-                for j in np.flatnonzero(batch.lens < 0).tolist():
-                    r = fresh[j]
-                    fill[j] = self.profile_of(r)
-                    r.wprof = None  # (kept by the index from here, as the batch's texts)
-                profiles = batch.filled(fill)
-            elif batch is None:  # None where the word index does not serve
-                profiles = [self.profile_of(r) for r in fresh] if self.word_keyed() else None
+            profiles = self._batch_profiles(fresh, batch)
             return [
-                (fresh[j], vectors[j]) for j in self._cluster(fresh, vectors, profiles, deadline)
+                (fresh[j], vectors[j])
+                for j in self._cluster(fresh, vectors, profiles, deadline, keys, lone)
             ]
         cands: list[Request] = []
         cand_vec: list[Any] = []
@@ -1090,6 +1105,54 @@ class Deduper:
                     break
                 plist.append(self.profile_of(r))
         return [(ok[j], rows[j]) for j in self._cluster(ok, rows, plist, deadline)]
+
+    def _batch_profiles(self, reqs: list[Request], batch: Any) -> Any:
+        """The key words of ``reqs`` for the index, from :meth:`_embed_batch`'s ``batch``."""
+        if batch is not None and min(batch.lens.tolist()) < 0:  # (np.min: ~3 us)
+            # the key words of the few texts the kernel left to the reference
+            # (profile_of) join the batch: the index files one batch, not a list of
+            # rows (~1 us a request for a pass of 1,024 with one such text)
+            import numpy as np
+
+            fill: dict[int, Any] = {}
+            for j in np.flatnonzero(batch.lens < 0).tolist():
+                r = reqs[j]
+                fill[j] = self.profile_of(r)
+                r.wprof = None  # (kept by the index from here, as the batch's texts)
+            return batch.filled(fill)
+        if batch is None:  # None where the word index does not serve
+            return [self.profile_of(r) for r in reqs] if self.word_keyed() else None
+        return batch
+
+    def _lead_lazy(self, lone: list[tuple[int, Request, int]]) -> None:
+        """Each ``(_, request, partition)`` of ``lone`` leads a group without a row in the
+        leader index (:meth:`LeaderIndex.lead_lazy`)."""
+        new_group = self._ops.new_group
+        register_leader = self.register_leader
+        lead_lazy = self.leaders.lead_lazy
+        for _, r, pid in lone:
+            if r.state != RAW:
+                continue
+            g = new_group(r, pid)
+            register_leader(g)
+            lead_lazy(g, pid)
+
+    def _materialize(self, pids: list[int]) -> None:
+        """Rows for the leaders without one (:meth:`LeaderIndex.lead_lazy`) in partitions
+        ``pids``, before a pass's rows of those partitions are compared: their texts embedded
+        now, as they would have been when they came (the embedding is a function of the
+        text)."""
+        index = self.leaders
+        groups = index.take_lazy(pids)
+        if not groups:
+            return
+        leads = [g.leader for g in groups]
+        vectors, batch = self._embed_batch(leads)
+        profiles = self._batch_profiles(leads, batch)
+        index.add_leaders(vectors, [g.part for g in groups], profiles, groups)
+        if type(profiles) is list:
+            for r in leads:
+                r.wprof = None  # stored in the index now
 
     def _embed_batch(self, reqs: list[Request]) -> tuple[Any, Any]:
         """Embed the texts of ``reqs`` in one call: the matrix, and their key words for the
@@ -1177,12 +1240,20 @@ class Deduper:
         return leads, sims, late
 
     def _cluster(
-        self, ok: list[Request], vectors: Any, profiles: Any, deadline: float | None = None
+        self,
+        ok: list[Request],
+        vectors: Any,
+        profiles: Any,
+        deadline: float | None = None,
+        keys: list[int] | None = None,
+        lone: list[tuple[int, Request, int]] | None = None,
     ) -> list[int]:
         """Put the embedded requests ``ok`` in the leader index and decide each one's group
         (``profiles``: their key words, see :meth:`LeaderIndex.append`). With a ``deadline``
         (:func:`time.perf_counter`), the requests not decided by then are taken out of the
-        index again (their rows retired) and their positions in ``ok`` returned, in order."""
+        index again (their rows retired) and their positions in ``ok`` returned, in order.
+        ``keys``: their partitions, if known; ``lone``: ``(j, request, partition)`` of requests
+        that lead without a row (:meth:`_lead_lazy`), each before ``ok[j]``, never cut."""
         index = self.leaders
         if index.dim is None:
             index.dim = len(vectors[0])
@@ -1201,7 +1272,11 @@ class Deduper:
                     ok[j].wprof = (profiles, j)
                 profiles = [(profiles, j) for j in range(cut)]
             ok, vectors = ok[:cut], vectors[:cut]
-        keys = self._part_keys(ok)
+            keys = None if keys is None else keys[:cut]
+        if keys is None:
+            keys = self._part_keys(ok)
+        if index.lazy:
+            self._materialize(keys)
         threshold = float(self.threshold())
         start = index.append(vectors, keys, profiles)
         if type(profiles) is list:
@@ -1227,8 +1302,13 @@ class Deduper:
         led_rows: list[int] = []
         led_groups: list[Group] = []
         led_pids: list[int] = []
+        lone_at = iter(lone or ())
+        nxt = next(lone_at, None)
         try:
             for j, r in enumerate(ok):
+                while nxt is not None and nxt[0] <= j:  # (lone requests in arrival order)
+                    self._lead_lazy([nxt])
+                    nxt = next(lone_at, None)
                 i = start + j
                 li = leads[j]
                 if li < 0:  # left for a later slice: it is appended again then
@@ -1269,6 +1349,8 @@ class Deduper:
                 index.retire(i)
         finally:
             index.lead_many(led_rows, led_groups, led_pids, keyed)
+        if nxt is not None:
+            self._lead_lazy([nxt, *lone_at])
         index.file_leaders(late)
         if deadline is not None:
             if left:  # decided what the slice allowed: about twice that many next time

@@ -123,6 +123,11 @@ class LeaderIndex:
         self._unfiled: list[int] = []
         self._dirs: Any = None
         self.last_indexed = False  # whether the last pass used the table
+        # leaders without a row: partition id -> the group of a leader that was alone in its
+        # partition when it came (no live leader there, no other row of its pass), whose
+        # vector nothing compares with until a request of its partition arrives; its
+        # group's ``row`` is ~pid (negative) meanwhile (see lead_lazy)
+        self.lazy: dict[int, Any] = {}
 
     def __len__(self) -> int:
         return len(self.owners)
@@ -132,6 +137,8 @@ class LeaderIndex:
         for g in self.owners:
             if g is not None:
                 g.row = None
+        for g in self.lazy.values():
+            g.row = None
         keep = self.compact_min_dead
         self.__init__(self.method)  # type: ignore[misc]
         self.compact_min_dead = keep
@@ -160,6 +167,64 @@ class LeaderIndex:
             self._keyless += len(rows)
         self.live += len(rows)
 
+    def lone(self, pids: list[int]) -> list[int]:
+        """The positions of ``pids`` (a pass's new rows' partitions) whose partition no other
+        of them, no live leader and no leader without a row shares: requests that can only
+        lead, and whose vectors nothing compares with yet (:meth:`lead_lazy`)."""
+        distinct = set(pids)
+        if len(distinct) == len(pids):
+            taken = self._leaders_in.keys() | self.lazy.keys()
+            if taken.isdisjoint(distinct):
+                return list(range(len(pids)))
+            return [j for j, p in enumerate(pids) if p not in taken]
+        if len(distinct) == 1:
+            return []
+        seen: dict[int, int] = {}
+        for p in pids:
+            seen[p] = seen.get(p, 0) + 1
+        counts = self._leaders_in
+        lazy = self.lazy
+        return [
+            j
+            for j, p in enumerate(pids)
+            if seen[p] == 1 and p not in counts and p not in lazy
+        ]
+
+    def lead_lazy(self, group: Any, pid: int) -> None:
+        """``group`` leads partition ``pid`` without a row (see :meth:`lone`): its vector is
+        computed and filed when a request of its partition arrives (:meth:`take_lazy`, then
+        :meth:`add_leaders`). Its ``row`` is ``~pid`` meanwhile, which :meth:`drop_many`
+        lets go as it lets a row go."""
+        self.lazy[pid] = group
+        group.row = ~pid
+
+    def take_lazy(self, pids: list[int]) -> list[Any]:
+        """The groups leading without a row in any of ``pids``, taken out (their ``row`` None
+        until :meth:`add_leaders` gives them one)."""
+        lazy = self.lazy
+        out = []
+        for p in set(pids) & lazy.keys():
+            g = lazy.pop(p)
+            g.row = None
+            out.append(g)
+        return out
+
+    def add_leaders(self, vectors: Any, pids: list[int], profiles: Any, groups: list[Any]) -> None:
+        """Rows for the leaders ``groups`` (taken by :meth:`take_lazy`) in partitions ``pids``,
+        with their ``vectors`` and key words (as :meth:`append`): live leaders from now on,
+        filed in the table when a pass next probes it."""
+        start = self.append(vectors, pids, profiles)
+        n = len(self.owners)
+        rows = list(range(start, n))
+        self.lead_many(rows, groups, pids, profiles is not None)
+        for row, g in zip(rows, groups, strict=True):
+            g.row = row
+        if self.table is not None:
+            sk = _load().sketches
+            if isinstance(self.table, sk.SketchTable):  # (the table files rows' sketches)
+                sk.sketch(self.mat[start:n], self._dirs, self.words, start)
+            self._unfiled.extend(rows)
+
     def retire(self, row: int) -> None:
         """Row ``row`` joined another leader: it never leads, and is dead from now on."""
         self.part[row] = -1
@@ -179,6 +244,12 @@ class LeaderIndex:
         lead_pid = self._lead_pid
         counts = self._leaders_in
         owners = self.owners
+        if rows and min(rows) < 0:  # leaders without a row among them (lead_lazy)
+            lazy = self.lazy
+            for row in rows:
+                if row < 0:
+                    lazy.pop(~row, None)
+            rows = [row for row in rows if row >= 0]
         for row in rows:
             pid = lead_pid[row]
             if pid < 0:
@@ -391,6 +462,7 @@ class LeaderIndex:
     def file_leaders(self, rows: list[int]) -> None:
         """File leader rows the table does not hold yet (no-op without a table)."""
         if self.table is not None and rows:
+            rows = [row for row in rows if row >= 0]  # (not a leader without a row)
             self.settle()
             self._file_unfiled(len(self.owners), rows)
 

@@ -258,3 +258,73 @@ async def test_a_pass_without_candidates_decides_without_the_greedy_walk(monkeyp
         assert out == ["A:how do i reset my password"] * 2
         assert walks
     assert sorted(rec.items) == sorted([*texts, "how do i reset my password"])
+
+
+async def test_texts_alone_in_their_partition_lead_unembedded_until_a_twin_comes(monkeypatch):
+    """A text whose numbers no other waiting text has is compared with nothing: it leads
+    without being embedded (texts of numbers of their own cost no embedding, no canonical text,
+    no row). Once a text with its numbers comes, its vector is computed, and the near twin
+    merges with it as before; the groups keep the order of arrival."""
+    from stratabatch.embed import HashingEmbedder
+
+    embedded: list[str] = []
+    real = HashingEmbedder.embed_profiled
+
+    def counted(self, texts):
+        embedded.extend(texts)
+        return real(self, texts)
+
+    monkeypatch.setattr(HashingEmbedder, "embed_profiled", counted)
+    rec = Rec()
+    # the window waits for five requests: the twin comes while the first three wait
+    async with BatchProcessor(
+        rec, window_ms=1, min_size=5, max_wait_ms=30_000, cold_start="wait"
+    ) as batch:
+        await batch.warm_up()
+        embedded.clear()
+        dedup = batch._core._dedup
+        index = dedup.leaders
+        first = [
+            "where is my parcel 4417?",
+            "cancel my subscription 555",
+            "refund for ticket 98",
+        ]
+        calls = asyncio.ensure_future(batch.process([{"query": t} for t in first]))
+        for _ in range(3000):  # (until their pass has run: each leads, under its exact key)
+            if len(dedup.exact) == 3:
+                break
+            await asyncio.sleep(0.001)
+        assert embedded == []
+        assert index.live == 0 and len(index.lazy) == 3
+        last = ["weather in paris on day 12", "open tickets of user 31"]
+        later = await batch.process(
+            [{"query": "Where is my parcel 4417"}, *({"query": t} for t in last)]
+        )
+        assert await calls == [f"A:{t}" for t in first]
+        assert later == ["A:where is my parcel 4417?", *(f"A:{t}" for t in last)]
+        stats = batch.get_stats()
+    assert len(embedded) == 2 and all("4417" in t for t in embedded)
+    assert stats.near_merges == 1
+    assert rec.items == [*first, *last]
+    assert not index.lazy and index.live == 0
+
+
+async def test_a_pass_mixing_lone_and_shared_partitions_keeps_the_order_of_arrival():
+    """Texts alone in their partition lead without a row, the others are embedded and
+    clustered: their groups still reach the handler in the order the requests came."""
+    rec = Rec()
+    texts = [
+        "invoice 1001 is missing",
+        "how do i change my email",
+        "ticket 2002 is still open",
+        "what are your opening hours",
+        "refund of order 3003",
+        "how do i change my e-mail",
+    ]
+    async with BatchProcessor(rec, window_ms=5, cold_start="wait") as batch:
+        await batch.warm_up()
+        out = await batch.process([{"query": t} for t in texts])
+        lazy = len(batch._core._dedup.leaders.lazy)
+    assert rec.items == texts[:5]
+    assert out == [f"A:{t}" for t in texts[:5]] + ["A:how do i change my email"]
+    assert lazy == 0  # (answered: let go)

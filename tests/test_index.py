@@ -359,10 +359,10 @@ async def test_running_leaders_leave_the_index_when_their_batch_finishes():
         index = batch._core._dedup.leaders
         first = asyncio.ensure_future(batch.process({"query": "Opening hours today?"}))
         await gate.started.wait()
-        assert index.live == 1  # running, still a leader
+        assert index.live + len(index.lazy) == 1  # running, still a leader (with a row or not)
         gate.release.set()
         await first
-        assert index.live == 0
+        assert index.live + len(index.lazy) == 0
         gate.release.clear()
         gate.started.clear()
         later = asyncio.ensure_future(batch.process({"query": "opening hours today"}))
@@ -763,3 +763,35 @@ def test_compacting_a_few_live_rows_empties_the_table_and_files_them_on_the_next
     want = exhaustive_candidates(idx.mat[: len(idx)], idx.part[: len(idx)], 0.8, start)
     assert rows.tolist() == want[1].tolist() == [0, 1]
     assert off.tolist() == want[0].tolist()
+
+
+def test_leaders_without_a_row_are_lone_led_dropped_and_given_rows() -> None:
+    """``lone`` names the new rows no other row, live leader or leader without a row shares a
+    partition with; such a leader holds ``~pid`` as its row until ``take_lazy`` and
+    ``add_leaders`` give it one; ``drop_many`` lets either kind go."""
+    idx = LeaderIndex()
+    idx.dim = 4
+    X = _unit(np.eye(4, dtype=np.float32)[:3] + 0.1)
+    start = idx.append(X[:1], [7])
+    lead7 = _Owner()
+    idx.lead_many([start], [lead7], [7], False)
+    assert idx.lone([1, 2, 3]) == [0, 1, 2]
+    assert idx.lone([1, 7, 2, 2, 3]) == [0, 4]  # 7 has a leader, 2 comes twice
+    assert idx.lone([5, 5]) == []
+    g1, g3 = _Owner(), _Owner()
+    idx.lead_lazy(g1, 1)
+    idx.lead_lazy(g3, 3)
+    assert (g1.row, g3.row) == (~1, ~3)
+    assert idx.lone([1, 2, 3]) == [1]  # 1 and 3 have leaders without rows
+    assert (idx.live, sorted(idx.lazy)) == (1, [1, 3])
+    idx.drop_many([g3.row])  # (as a finished batch lets its groups' rows go)
+    assert sorted(idx.lazy) == [1] and idx.live == 1 and idx.dead == 0
+    taken = idx.take_lazy([1, 2, 7])
+    assert taken == [g1] and g1.row is None and not idx.lazy
+    idx.add_leaders(X[1:2], [1], None, taken)
+    assert g1.row == start + 1 and idx.owners[g1.row] is g1 and idx.live == 2
+    assert idx.lone([1, 4]) == [1]
+    idx.file_leaders([~5])  # (no-op for a leader without a row)
+    idx.lead_lazy(g3, 3)
+    idx.reset()
+    assert g1.row is None and g3.row is None and not idx.lazy and idx.live == 0
