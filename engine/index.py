@@ -172,18 +172,17 @@ class LeaderIndex:
         of them, no live leader and no leader without a row shares: requests that can only
         lead, and whose vectors nothing compares with yet (:meth:`lead_lazy`)."""
         distinct = set(pids)
+        counts = self._leaders_in
+        lazy = self.lazy
         if len(distinct) == len(pids):
-            taken = self._leaders_in.keys() | self.lazy.keys()
-            if taken.isdisjoint(distinct):
+            if counts.keys().isdisjoint(distinct) and lazy.keys().isdisjoint(distinct):
                 return list(range(len(pids)))
-            return [j for j, p in enumerate(pids) if p not in taken]
+            return [j for j, p in enumerate(pids) if p not in counts and p not in lazy]
         if len(distinct) == 1:
             return []
         seen: dict[int, int] = {}
         for p in pids:
             seen[p] = seen.get(p, 0) + 1
-        counts = self._leaders_in
-        lazy = self.lazy
         return [
             j
             for j, p in enumerate(pids)
