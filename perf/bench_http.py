@@ -27,7 +27,8 @@ Server CPU: every process of the server (the uvicorn master and workers, the eng
 processes), per thread from ``/proc/PID/task/TID/schedstat``, over the wrk run, divided by the
 requests wrk completed (the engine's own share beside it: "of it engine"). App wakes/req:
 the voluntary context switches of the app's processes (uvicorn's, not the engine's) per
-request, each a sleep something had to end (a socket, a doorbell, a timer). Backend items:
+request, each a sleep something had to end (a socket, a doorbell, a timer); engine wakes/req:
+the engine process's own. Backend items:
 counted by the handler in every process, over the same run; items/req divides them by the
 requests wrk completed (both apps serve different numbers of requests in the same time, so the
 totals are not comparable).
@@ -260,9 +261,9 @@ def run_wrk(
     eng_pids = [server.engine.pid] if server.engine is not None else []
     eng_before = tree_cpu_s(eng_pids)
     app_pids = [p.pid for p in server.procs]
-    wakes0 = sleeps(app_pids)
+    wakes0, eng_wakes0 = sleeps(app_pids), sleeps(eng_pids)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    wakes = sleeps(app_pids) - wakes0
+    wakes, eng_wakes = sleeps(app_pids) - wakes0, sleeps(eng_pids) - eng_wakes0
     cpu = cpu_delta_s(before, tree_cpu_s(server.pids))
     eng_cpu = cpu_delta_s(eng_before, tree_cpu_s(eng_pids)) if eng_pids else float("nan")
     counts1 = read_counts(server.counts) if server.counts else (0, 0)
@@ -280,6 +281,8 @@ def run_wrk(
         "server_cpu_pct": cpu / seconds * 100,
         # sleeps of the app's processes (the engine's not counted) per request
         "app_wakes": wakes / max(requests, 1),
+        # the engine process's sleeps per request (a doorbell or a timer ended each)
+        "engine_wakes": eng_wakes / max(requests, 1) if eng_pids else float("nan"),
         "backend_items": counts1[1] - counts0[1] if server.counts else float("nan"),
         "backend_calls": counts1[0] - counts0[0] if server.counts else float("nan"),
         "non_2xx": int(bad.group(1)) if bad else 0,
@@ -373,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{scenario} {label:>8} {server.label:<10}{r['rps']:>9,.0f} req/s  p99 "
                         f"{r['p99_ms']:8.2f} ms  server CPU {r['server_cpu_us']:7.1f} us/req"
                         f"  app wakes/req {r['app_wakes']:5.2f}"
+                        f"  engine wakes/req {r['engine_wakes']:5.2f}"
                         f"  items {r['backend_items']:>7}",
                         file=sys.stderr,
                         flush=True,
@@ -387,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{'server':<11}{'req/s':>9}{'x unbatched':>13}{'p50 ms':>9}{'p99 ms':>9}"
                 f"{'server CPU us/req':>19}{'x unbatched':>13}{'items/req':>11}"
-                f"{'of it engine':>14}{'app wakes/req':>15}"
+                f"{'of it engine':>14}{'app wakes/req':>15}{'engine wakes/req':>18}"
             )
             for label, r in med.items():
                 r["x_unbatched_rps"] = r["rps"] / base["rps"]
@@ -405,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                         else f"{r['engine_cpu_us']:>14.1f}"
                     )
                     + f"{r['app_wakes']:>15.2f}"
+                    + (f"{ew:>18.2f}" if (ew := r["engine_wakes"]) == ew else "")
                 )
             bad = {k: sum(x["non_2xx"] + x["socket_errors"] for x in v) for k, v in runs.items()}
             if any(bad.values()):
