@@ -15,8 +15,8 @@ Identical questions that reach different workers in the same window cost one han
 Each worker settles its garbage collector once it has started (:func:`lifespan`, with
 ``stratabatch.gctune.settle()``, undone at shutdown): a request waiting for the engine lives
 through young collections, so without it the worker's full collections come often and walk
-every object of FastAPI, pydantic and the rest of the process (about 10% of a worker's CPU
-under load, measured with perf/bench_http.py).
+every object of FastAPI, pydantic and the rest of the process (27 ms each; ~20 us of a
+worker's CPU a request under perf/bench_http.py's load, docs/perf.md).
 """
 
 from __future__ import annotations
