@@ -670,3 +670,21 @@ def test_single_calls_are_timed_on_the_loops_own_clock(run_virtual, options):
     assert took == pytest.approx(2.05, abs=1e-6)
     assert stats.latency_ms_p50 == pytest.approx(2050, abs=0.01)
     assert stats.latency_ms_p99 == pytest.approx(2050, abs=0.01)
+
+
+def test_every_option_is_a_property_of_the_processor_read_and_assigned_through_its_config():
+    """Each option reads the live config and assigns through it (validated); the processor
+    has no ``__getattr__`` at run time (CPython 3.11 does not specialize attribute loads on a
+    class that has one, and ``process()`` reads the processor's attributes per request)."""
+    from stratabatch.config import BatchConfig
+
+    assert "__getattr__" not in vars(BatchProcessor)
+    batch = BatchProcessor(window_ms=7, max_size=9)
+    for name in BatchConfig.option_names():
+        assert getattr(batch, name) == getattr(batch.config, name), name
+    batch.window_ms = 11
+    assert batch.config.window_ms == 11 == batch.window_ms
+    with pytest.raises(ConfigError, match="window_ms must be in"):
+        batch.window_ms = -1
+    with pytest.raises(AttributeError):
+        batch.windw_ms  # noqa: B018
