@@ -57,6 +57,8 @@ from .window import WindowScheduler, select
 __all__ = ["DONE", "GROUPED", "INFLIGHT", "RAW", "Core", "OnComplete", "Request"]
 
 
+_new = object.__new__
+
 # How long close() lets cancelled handler calls finish their own clean-up before it returns.
 _ABANDON_GRACE_S = 0.5
 
@@ -353,13 +355,36 @@ class Core:
         now = self._clock()  # (the loop's time: see bind)
         if deadline is not None:
             g = lane.add_one(sink, payload, priority, now, deadline)
-        elif lane.raw or self.config.enable_dedup:  # (add_one's lines without a deadline)
-            g = LaneGroup(payload, UNGROUPED, sink, 0, now, priority, None)
-            lane.raw.append(g)
-        else:  # nothing to group: it waits at once (as the lane's pass would file it)
-            g = LaneGroup(payload, None, sink, 0, now, priority, None)
-            lane.waiting.append(g)
-        self._arrived(lane, 1, now)
+        else:  # (add_one's lines without a deadline, its LaneGroup(...) inline as Lane.add's)
+            g = _new(LaneGroup)
+            g.payload = payload
+            g.sink = g.lead = sink
+            g.rid = 0
+            g.arrival = now
+            g.priority = priority
+            g.deadline = g.more = g.batch = None
+            g.live = 1
+            raw = lane.raw
+            if raw or self.config.enable_dedup:
+                g.norm = UNGROUPED
+                raw.append(g)
+            else:  # nothing to group: it waits at once (as the lane's pass would file it)
+                g.norm = None
+                lane.waiting.append(g)
+        # _arrived's lines for one arrival, inline (a call less per request)
+        self.stats.total_requests += 1
+        adm.waiting += 1
+        if self._is_idle or self._adaptive is not None:
+            self._arrived(lane, 1, now, counted=True)
+            return g
+        sched = self._sched
+        if sched.opened_at is None:
+            self._arrived(lane, 1, now, counted=True)
+        elif not self._pump_scheduled and (
+            len(lane.raw) + len(lane.waiting) >= sched.max_size
+            or now >= sched.window_end  # type: ignore[operator]  # (set while it is open)
+        ):
+            self._schedule_pump()
         return g
 
     def _lane_arrival(self) -> tuple[Lane, float]:
@@ -372,10 +397,12 @@ class Core:
         assert lane is not None and not self._pending and not self._passes.raw
         return lane, loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
 
-    def _arrived(self, lane: Lane, n: int, now: float) -> None:
-        """``n`` arrivals joined the lane's raw: the accounting and window of submit_many."""
-        self.stats.total_requests += n
-        self._admission.waiting += n
+    def _arrived(self, lane: Lane, n: int, now: float, counted: bool = False) -> None:
+        """``n`` arrivals joined the lane's raw: the accounting (unless ``counted`` already)
+        and window of submit_many."""
+        if not counted:
+            self.stats.total_requests += n
+            self._admission.waiting += n
         if self._is_idle:
             self._is_idle = False
             self._idle.clear()  # type: ignore[union-attr]  # (set by bind)
