@@ -320,10 +320,17 @@ class Lane:
             payload = g.payload
             t = payload.get(key)
             if type(t) is str or isinstance(t, str):
-                if normalize:
-                    n: Any = join(t.lower().split()) if t.isascii() else normalize_key(t)
+                if not normalize:
+                    n: Any = t
+                elif t.isascii():  # (normalize_key's result for ASCII, without its call)
+                    n = t.lower()
+                    # most texts have no whitespace to collapse: only single spaces inside
+                    # (isprintable: no ASCII control character, so no other whitespace);
+                    # strip() returns the text itself when it has nothing to strip
+                    if "  " in n or not n.isprintable() or n.strip() is not n:
+                        n = join(n.split())
                 else:
-                    n = t
+                    n = normalize_key(t)
             else:
                 n = canonical_bytes(payload)
             h = lookup(n)
@@ -450,9 +457,13 @@ class Lane:
         """``groups`` were answered: their keys stop attracting twins (:meth:`forget`), no
         caller of theirs is left to leave or expire, and they let go of their batch."""
         index = self.index
+        pop = index.pop
         for g in groups:
-            if index and index.get(g.norm) is g:
-                del index[g.norm]
+            if index:
+                n = g.norm
+                h = pop(n, None)  # (one look-up: its own key, almost always)
+                if h is not g and h is not None:
+                    index[n] = h  # a later group's (this one's callers had all left)
             g.batch = None
             if g.deadline is not None and g.sink is not None:
                 self.untick(g.sink, g.rid, g.deadline)

@@ -572,3 +572,41 @@ def test_a_text_frames_arrivals_are_the_groups_its_plain_items_make():
         assert {k: getattr(a, k) for k in LaneGroup.__slots__} == {
             k: getattr(b, k) for k in LaneGroup.__slots__
         }
+
+
+def test_the_lane_keys_a_text_as_normalize_key_does_whatever_its_whitespace_and_case():
+    """The lane's pass keys ASCII texts without calling normalize_key (a text with nothing
+    to collapse keeps its lowercased self): each key must still be normalize_key's, for
+    spaces, tabs, the other ASCII whitespace, control characters, empty and non-ASCII texts."""
+    from stratabatch.dedup import normalize_key
+    from stratabatch.lane import Lane
+
+    texts = [
+        "reset my password",
+        "Reset  My Password",
+        " reset my password",
+        "reset my password ",
+        "reset\tmy\npassword",
+        "reset\x1cmy\x1fpassword",
+        "reset\x0bmy\x0cpassword\r",
+        "a\x7fb",
+        "a\x00b",
+        "",
+        " ",
+        "123 456",
+        "Straße  ÉTÉ",
+        "x\u00a0y",
+    ]
+    rng = random.Random(7)
+    chars = "aZ 1-\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x7f\x00"
+    texts += ["".join(rng.choice(chars) for _ in range(rng.randrange(8))) for _ in range(400)]
+    lane = Lane(BatchConfig(dedup_strategy="exact"), None, None, None)  # type: ignore[arg-type]
+    lane.repoint = lambda sink, rid, holder: None
+    ids = list(range(len(texts)))
+    assert lane.add_texts(object(), {}, "query", ids, texts, 1.0) == (len(texts), [])
+    lane.group()
+    assert set(lane.index) == {normalize_key(t) for t in texts}
+    for g in lane.waiting:
+        assert g.norm == normalize_key(g.payload["query"])
+        for i in range(0, len(g.more or ()), 6):
+            assert normalize_key(g.more[i + 3]["query"]) == g.norm
