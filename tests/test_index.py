@@ -795,3 +795,47 @@ def test_leaders_without_a_row_are_lone_led_dropped_and_given_rows() -> None:
     idx.lead_lazy(g3, 3)
     idx.reset()
     assert g1.row is None and g3.row is None and not idx.lazy and idx.live == 0
+
+
+async def test_a_near_twin_of_running_work_led_without_a_row_coalesces_into_it():
+    """A text alone in its partition leads without a row; while its batch runs, a near twin
+    with its numbers gives it its row and waits for its result (one handler item)."""
+    gate = Gate()
+    async with BatchProcessor(gate, window_ms=2, cold_start="wait") as batch:
+        index = batch._core._dedup.leaders
+        first = asyncio.ensure_future(batch.process({"query": "Where is my parcel 4417?"}))
+        await gate.started.wait()
+        assert len(index.lazy) == 1 and index.live == 0  # running, led without a row
+        second = asyncio.ensure_future(batch.process({"query": "where is my parcel 4417"}))
+        for _ in range(3000):  # (until its pass has run: the leader has its row)
+            if index.live:
+                break
+            await asyncio.sleep(0.001)
+        assert index.live == 1 and not index.lazy and not second.done()
+        gate.release.set()
+        assert await first == await second == "A:Where is my parcel 4417?"
+    assert gate.items == ["Where is my parcel 4417?"]
+    assert index.live == 0
+
+
+async def test_a_leader_without_a_row_whose_caller_left_takes_no_twin():
+    """The caller of a request led without a row leaves before its batch: its group is let go,
+    and a near twin with its numbers leads a group of its own."""
+    gate = Gate()
+    gate.release.set()
+    async with BatchProcessor(gate, window_ms=200, cold_start="wait") as batch:
+        index = batch._core._dedup.leaders
+        first = asyncio.ensure_future(batch.process({"query": "Where is my parcel 4417?"}))
+        for _ in range(3000):
+            if index.lazy:
+                break
+            await asyncio.sleep(0.001)
+        assert len(index.lazy) == 1
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert not index.lazy
+        assert await batch.process({"query": "where is my parcel 4417"}) == (
+            "A:where is my parcel 4417"
+        )
+    assert gate.items == ["where is my parcel 4417"]
