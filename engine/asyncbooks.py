@@ -78,6 +78,7 @@ class LoopBooks(CallBooks):
         self._max_text = -1
         self._text_ids: list[int] = []
         self._texts: list[str] = []
+        self._text_dls: list[int] | None = None  # their deadlines, once one has one
         self._pack = flat_packer()  # (used on the loop's thread only)
         self._tick_hz = tick_hz
         # the callers' timers, by tick (the tick's end is tick / tick_hz, loop time): each
@@ -120,7 +121,7 @@ class LoopBooks(CallBooks):
 
     def fail_all(self, error: BaseException) -> None:
         """Every waiting request gets ``error``; nothing is left queued."""
-        self._text_ids, self._texts = [], []
+        self._text_ids, self._texts, self._text_dls = [], [], None
         super().fail_all(error)
 
     def after_fork(self, error: BaseException) -> None:
@@ -150,7 +151,6 @@ class LoopBooks(CallBooks):
             key is not None
             and type(request) is dict
             and len(request) == 1
-            and deadline_ns == 0
             and priority == 0
             and type(priority) is int
         ):
@@ -162,6 +162,13 @@ class LoopBooks(CallBooks):
             # unencoded (it is within every limit, and encodes, as it is)
             self._text_ids.append(rid)
             self._texts.append(text)
+            dls = self._text_dls
+            if deadline_ns:  # (the frame gets a deadline column: 0 for those without)
+                if dls is None:
+                    dls = self._text_dls = [0] * (len(self._texts) - 1)
+                dls.append(deadline_ns)
+            elif dls is not None:
+                dls.append(0)
         else:
             if self._vectors:
                 item = self._entry(request, 0, rid, priority, deadline_ns)
@@ -242,17 +249,18 @@ class LoopBooks(CallBooks):
         packer = self._packer
         assert packer is not None
         if self._text_ids:
-            ids, texts = self._text_ids, self._texts
-            self._text_ids, self._texts = [], []
+            ids, texts, dls = self._text_ids, self._texts, self._text_dls
+            self._text_ids, self._texts, self._text_dls = [], [], None
             # alone in this iteration, a text frame; beside other requests, batch items with
             # them, so the iteration still leaves in one frame (one doorbell at most)
-            frame = None if self._outq else packer.text_frame(ids, texts)
+            frame = None if self._outq else packer.text_frame(ids, texts, dls)
             if frame is None or not conn.push(frame):
                 # with others, over a frame's limits, or no room in the ring: they go as
                 # batch items, which the limits and on_full cut and queue one by one
                 pack, key = self._pack, self._text_key
                 self._outq[:0] = [
-                    (rid, 0, 0, -1, pack({key: t})) for rid, t in zip(ids, texts, strict=True)
+                    (rid, 0, dl, -1, pack({key: t}))
+                    for rid, t, dl in zip(ids, texts, dls or [0] * len(ids), strict=True)
                 ]
         outq = self._outq
         if not outq:

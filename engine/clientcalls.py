@@ -374,13 +374,16 @@ class Packer:
             self.check_frame(blob, 0)
         return blob
 
-    def text_frame(self, ids: list[int], texts: list[str]) -> bytes | None:
+    def text_frame(
+        self, ids: list[int], texts: list[str], deadlines: list[int] | None = None
+    ) -> bytes | None:
         """The requests ``{text_key: texts[i]}`` of ids ``ids`` (each checked by the caller:
-        an ASCII str of at most :attr:`max_text` characters) as one text frame, or None when
-        the limits need more than one frame (then they go as batch frames' items)."""
+        an ASCII str of at most :attr:`max_text` characters), with ``deadline_ns``
+        ``deadlines[i]`` if given (0: none), as one text frame, or None when the limits need
+        more than one frame (then they go as batch frames' items)."""
         if len(ids) <= self.max_items:
             try:
-                return self.encoder.request_texts(self.text_key, ids, texts)  # type: ignore[arg-type]
+                return self.encoder.request_texts(self.text_key, ids, texts, deadlines)  # type: ignore[arg-type]
             except FrameTooLargeError:
                 pass
         return None

@@ -367,7 +367,12 @@ class Intake:
         core = self._core
         try:
             if isinstance(rows, TextColumns):
-                repeated = core.submit_texts(client, client.pending, rows.key, rows.ids, rows.texts)
+                if rows.deadlines is None:
+                    repeated = core.submit_texts(
+                        client, client.pending, rows.key, rows.ids, rows.texts
+                    )
+                else:  # (deadlines: each row is ticked as a batch frame's item is)
+                    repeated = core.submit_rows(client, client.pending, rows.rows())
             else:
                 repeated = core.submit_rows(client, client.pending, rows)
         except Exception as exc:  # (nothing was queued)

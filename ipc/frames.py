@@ -38,7 +38,8 @@ as its own frame would be, and a bad item fails alone: the decoder returns a
 
 **Column frames** carry the usual traffic without an array per item: a *text frame*
 ``[key, ids, texts]`` (client -> engine) stands for the batch of ``[id, 0, 0, NO_ROW, {key:
-text}]`` (plain one-field requests), an *answers frame* ``["ok", ids, values]`` (engine ->
+text}]`` (plain one-field requests), and ``[key, ids, texts, deadlines]`` for the same with
+``deadline_ns`` ``deadlines[i]`` (0: none), an *answers frame* ``["ok", ids, values]`` (engine ->
 client) for the batch of ``[id, STATUS_OK, value]`` (ok answers without meta). A frame is a
 column frame when its first item is a str. The decoder reads each as the items it stands for
 (:meth:`FrameDecoder.request_rows`, :meth:`FrameDecoder.response_rows`); an item that fails
@@ -88,9 +89,9 @@ from stratabatch.ipc.framelimits import (
 )
 from stratabatch.ipc.framelimits import short_repr as _short
 
-FRAME_VERSION = 3
+FRAME_VERSION = 4
 """Layout version of the frames in this module; exchanged at the engine handshake (2: batch
-frames; 3: text and answers frames)."""
+frames; 3: text and answers frames; 4: text frames with a deadline column)."""
 
 STATUS_OK = 0
 """Response status: ``value`` is the result."""
@@ -171,25 +172,35 @@ class Response(NamedTuple):
 
 class TextColumns:
     """A valid text frame's requests as its columns: ``{key: texts[i]}`` of id ``ids[i]``,
-    each a plain request (priority 0, no deadline, no arena row), every id an int in range
-    and every text a str within the payload limit (:meth:`FrameDecoder.request_columns`).
-    Its length is its number of requests."""
+    each a plain request (priority 0, no arena row), every id an int in range and every text
+    a str within the payload limit (:meth:`FrameDecoder.request_columns`); ``deadlines``:
+    None (no request has a deadline), or each request's ``deadline_ns`` (0: none), every one
+    an int in range. Its length is its number of requests."""
 
-    __slots__ = ("key", "ids", "texts")
+    __slots__ = ("key", "ids", "texts", "deadlines")
 
-    def __init__(self, key: str, ids: list[int], texts: list[str]) -> None:
+    def __init__(
+        self, key: str, ids: list[int], texts: list[str], deadlines: list[int] | None = None
+    ) -> None:
         self.key = key
         self.ids = ids
         self.texts = texts
+        self.deadlines = deadlines
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def rows(self) -> list[list[Any]]:
-        """The plain items ``[id, 0, 0, NO_ROW, {key: text}]`` it stands for."""
+        """The plain items ``[id, 0, deadline_ns, NO_ROW, {key: text}]`` it stands for."""
         key = self.key
+        if self.deadlines is None:
+            return [
+                [rid, 0, 0, NO_ROW, {key: text}]
+                for rid, text in zip(self.ids, self.texts, strict=True)
+            ]
         return [
-            [rid, 0, 0, NO_ROW, {key: text}] for rid, text in zip(self.ids, self.texts, strict=True)
+            [rid, 0, dl, NO_ROW, {key: text}]
+            for rid, text, dl in zip(self.ids, self.texts, self.deadlines, strict=True)
         ]
 
 
@@ -461,24 +472,39 @@ class FrameEncoder:
             )
         return b"".join(parts)
 
-    def request_texts(self, key: str, ids: Sequence[int], texts: Sequence[str]) -> bytes:
+    def request_texts(
+        self,
+        key: str,
+        ids: Sequence[int],
+        texts: Sequence[str],
+        deadlines: Sequence[int] | None = None,
+    ) -> bytes:
         """Encode a text frame: plain requests that are each the one-key map ``{key: text}``
-        (no priority, deadline or arena row), as two columns ``[key, ids, texts]``.
+        (no priority or arena row), as two columns ``[key, ids, texts]``, or with a third,
+        ``deadlines``, each request's ``deadline_ns`` (0: none): ``[key, ids, texts,
+        deadlines]``.
 
-        It stands for the batch frame of ``[id, 0, 0, NO_ROW, {key: text}]`` items, in a third
-        of the bytes and without an array and a map per request to write or to decode. The
-        caller has checked each request (its payload's size among it) when it was submitted.
+        It stands for the batch frame of ``[id, 0, deadline_ns, NO_ROW, {key: text}]`` items,
+        in a third of the bytes and without an array and a map per request to write or to
+        decode. The caller has checked each request (its payload's size among it) when it was
+        submitted.
 
         Raises:
             FrameError: ``key`` is not a str, the columns differ in length or hold 0 or more
-                than ``max_array_len`` items, an id is out of range, or a text is not a str.
+                than ``max_array_len`` items, an id is out of range, a text is not a str, or
+                a deadline is not an int in [0, :data:`MAX_DEADLINE_NS`].
             FrameTooLargeError: The frame exceeds ``limits.max_frame_bytes`` (split the batch).
         """
         n = len(ids)
-        if not 0 < n <= self.limits.max_array_len or len(texts) != n:
+        if (
+            not 0 < n <= self.limits.max_array_len
+            or len(texts) != n
+            or (deadlines is not None and len(deadlines) != n)
+        ):
             raise FrameError(
-                f"a text frame holds 1 to {self.limits.max_array_len} requests in two columns "
+                f"a text frame holds 1 to {self.limits.max_array_len} requests in columns "
                 f"of the same length, got {n} ids and {len(texts)} texts"
+                + ("" if deadlines is None else f" and {len(deadlines)} deadlines")
             )
         if type(key) is not str:
             raise FrameError(f"a text frame's key must be a str, got {_short(key)}")
@@ -488,7 +514,17 @@ class FrameEncoder:
         if set(map(type, texts)) != _STR_ONLY:
             odd = next(t for t in texts if type(t) is not str)
             raise FrameError(f"a text frame carries str texts, got {_short(odd)}")
-        data = self._pack((key, ids, texts))
+        if deadlines is None:
+            data = self._pack((key, ids, texts))
+        else:
+            if not _valid_deadlines(deadlines):
+                bad = next(
+                    d for d in deadlines if type(d) is not int or not 0 <= d <= MAX_DEADLINE_NS
+                )
+                raise FrameError(
+                    f"deadline_ns must be an int in [0, {MAX_DEADLINE_NS}], got {_short(bad)}"
+                )
+            data = self._pack((key, ids, texts, deadlines))
         if len(data) > self.limits.max_frame_bytes:
             raise FrameTooLargeError(
                 f"text frame of {n} requests is {len(data)} bytes, over the frame limit of "
@@ -708,6 +744,16 @@ def _valid_ids(ids: Sequence[Any]) -> bool:
     return set(map(type, ids)) == _INT_ONLY and min(ids) >= 0 and max(ids) <= MAX_ID
 
 
+def _valid_deadlines(deadlines: Sequence[Any]) -> bool:
+    """Whether a text frame's deadline column (non-empty) holds only ``deadline_ns`` values:
+    ints (no bool) in [0, :data:`MAX_DEADLINE_NS`]."""
+    return (
+        set(map(type, deadlines)) == _INT_ONLY
+        and min(deadlines) >= 0
+        and max(deadlines) <= MAX_DEADLINE_NS
+    )
+
+
 def _plain_ok_columns(ids: list[Any], values: list[Any]) -> bool:
     """Whether an answers frame's columns (non-empty, of one length) are all plain ok answers:
     every id an int in range, every value a plain scalar (no container)."""
@@ -886,30 +932,43 @@ class FrameDecoder:
     def _text_columns(
         self, frame: list[Any], data: bytes | bytearray | memoryview
     ) -> TextColumns | list[Any]:
-        """A text frame ``[key, ids, texts]`` as its :class:`TextColumns` when every request
-        in it is valid: ids in range, texts str, and (in a frame over ``max_request_bytes``)
-        no payload over it. Else the plain items it stands for, ``[id, 0, 0, NO_ROW, {key:
-        text}]``, which the caller checks each in full (a bad one gets its own error).
+        """A text frame ``[key, ids, texts]`` or ``[key, ids, texts, deadlines]`` as its
+        :class:`TextColumns` when every request in it is valid: ids in range, texts str,
+        deadlines ints in range, and (in a frame over ``max_request_bytes``) no payload over
+        it. Else the plain items it stands for, ``[id, 0, deadline_ns, NO_ROW, {key: text}]``,
+        which the caller checks each in full (a bad one gets its own error).
 
         Raises:
-            FrameError: The frame is not three items ``[str, array, array]`` of two equally
-                long columns (no item can be told from it).
+            FrameError: The frame is not three or four items ``[str, array, array(, array)]``
+                of equally long columns (no item can be told from it).
         """
-        if len(frame) != 3:
+        n = len(frame)
+        if n == 3:
+            key, ids, texts = frame
+            deadlines = None
+        elif n == 4:
+            key, ids, texts, deadlines = frame
+            if type(deadlines) is not list or len(deadlines) != len(ids):
+                raise FrameError(
+                    "a text frame's deadlines are an array as long as its ids, got "
+                    f"{_short(deadlines)}"
+                )
+        else:
             raise FrameError(
-                f"a text frame is [key, ids, texts], got an array of {len(frame)} items"
+                f"a text frame is [key, ids, texts] or [key, ids, texts, deadlines], got an "
+                f"array of {n} items"
             )
-        key, ids, texts = frame
         if type(ids) is not list or type(texts) is not list or len(ids) != len(texts) or not ids:
             raise FrameError(
                 "a text frame is [key, ids, texts] with ids and texts arrays of the same "
                 f"length (at least 1), got {_short(ids)} and {_short(texts)}"
             )
-        columns = TextColumns(key, ids, texts)
+        columns = TextColumns(key, ids, texts, deadlines)
         limit = self._max_payload
         if (
             _valid_ids(ids)
             and set(map(type, texts)) == _STR_ONLY
+            and (deadlines is None or _valid_deadlines(deadlines))
             and (
                 limit is None
                 or (len(data) if type(data) is bytes else memoryview(data).nbytes) <= limit

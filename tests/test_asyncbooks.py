@@ -532,6 +532,35 @@ async def test_single_calls_of_the_key_alone_leave_in_one_text_frame():
     _answer_each(conn, books, rids, futs, lost)
 
 
+async def test_single_calls_with_a_timeout_leave_in_a_text_frame_with_their_deadlines():
+    """A call with a timeout is a text frame's request too: the frame gets a deadline column,
+    0 for the calls of the iteration without one, and the engine reads each call's own."""
+    import msgpack
+
+    conn, lost = TextEngine(), []
+    books = _books(conn, lost)
+    loop = asyncio.get_running_loop()
+    futs = [loop.create_future() for _ in range(4)]
+    dls = [0, 5_000_000_000, 0, 7_000_000_000]
+    rids = [
+        books.enter_one({"query": f"q{i}"}, f, 0, d)
+        for i, (f, d) in enumerate(zip(futs, dls, strict=True))
+    ]
+    await asyncio.sleep(0)
+    assert _frame_kinds(conn) == ["text"] and len(msgpack.unpackb(conn.pushed[0])) == 4
+    decode = FrameDecoder(conn.limits).requests
+    assert [(r.id, r.deadline_ns, r.payload) for r in decode(conn.pushed[0])] == [  # type: ignore[union-attr]
+        (rid, d, {"query": f"q{i}"}) for i, (rid, d) in enumerate(zip(rids, dls, strict=True))
+    ]
+    _answer_each(conn, books, rids, futs, lost)
+    # the next iteration's calls, none with a timeout: the three-column frame again
+    futs = [loop.create_future() for _ in range(2)]
+    rids = [books.enter_one({"query": f"r{i}"}, f, 0, 0) for i, f in enumerate(futs)]
+    await asyncio.sleep(0)
+    assert len(msgpack.unpackb(conn.pushed[-1])) == 3
+    _answer_each(conn, books, rids, futs, lost)
+
+
 async def test_an_iteration_with_other_requests_leaves_in_batch_frames_only():
     """Beside requests a text frame cannot carry, the text ones go as batch items with them:
     the iteration's requests still leave in one frame where the limits allow (here the long
@@ -580,11 +609,18 @@ async def test_text_requests_over_a_frames_limits_or_without_ring_room_go_as_bat
     books = _books(conn, lost)
     loop = asyncio.get_running_loop()
     futs = [loop.create_future() for _ in range(300)]
-    rids = [books.enter_one({"query": f"q{i:019d}"}, f, 0, 0) for i, f in enumerate(futs)]
+    # (every other one with a deadline: batch items keep each one's)
+    rids = [
+        books.enter_one({"query": f"q{i:019d}"}, f, 0, i % 2 * (10**9 + i))
+        for i, f in enumerate(futs)
+    ]
     await asyncio.sleep(0)
     assert len(conn.pushed) >= 2 and set(_frame_kinds(conn)) == {"batch"}
     assert all(len(f) <= 4096 for f in conn.pushed)
     assert [i for ids in _sent_ids(conn) for i in ids] == rids  # all, once, in order
+    decode = FrameDecoder(conn.limits).requests
+    sent = [r for frame in conn.pushed for r in decode(frame)]
+    assert [r.deadline_ns for r in sent] == [i % 2 * (10**9 + i) for i in range(300)]  # type: ignore[union-attr]
     # no room in the ring: with on_full="reject" the text requests get QueueFullError
     conn = TextEngine(on_full="reject", room=False)
     books = _books(conn, lost)

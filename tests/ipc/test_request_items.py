@@ -153,7 +153,9 @@ def test_a_text_frame_of_the_wrong_shape_is_refused_whole():
     for frame, match in (
         (["query", [1, 2], ["a"]], "same length"),
         (["query", [], []], "at least 1"),
-        (["query", [1], ["a"], "extra"], "got an array of 4 items"),
+        (["query", [1], ["a"], "extra"], "deadlines are an array as long as its ids"),
+        (["query", [1, 2], ["a", "b"], [0]], "deadlines are an array as long as its ids"),
+        (["query", [1], ["a"], [0], "extra"], "got an array of 5 items"),
         (["query", 1, "a"], "ids and texts arrays"),
     ):
         with pytest.raises(FrameError, match=match):
@@ -165,8 +167,13 @@ def test_the_text_frame_encoder_refuses_what_the_decoder_would_not_take_whole():
 
     from stratabatch.ipc.frames import FrameLimits, FrameTooLargeError
 
-    with pytest.raises(FrameError, match="two columns of the same length"):
+    with pytest.raises(FrameError, match="columns of the same length"):
         ENC.request_texts("query", [1, 2], ["a"])
+    with pytest.raises(FrameError, match="2 texts and 1 deadlines"):
+        ENC.request_texts("query", [1, 2], ["a", "b"], [0])
+    for bad in (-1, 2**63, True, 1.5):
+        with pytest.raises(FrameError, match="deadline_ns must be an int"):
+            ENC.request_texts("query", [1, 2], ["a", "b"], [5, bad])  # type: ignore[list-item]
     with pytest.raises(FrameError, match="holds 1 to"):
         ENC.request_texts("query", [], [])
     with pytest.raises(FrameError, match="key must be a str"):
@@ -197,3 +204,34 @@ def test_request_columns_gives_a_valid_text_frame_as_its_columns():
     assert str(got[0][1]) == str(want[0][1]) and type(got[0][1]) is FrameError
     batch = _batch([[1, 0, 0, NO_ROW, {"query": "a"}]])
     assert DEC.request_columns(batch) == DEC.request_rows(batch)
+
+
+def test_a_text_frame_with_deadlines_stands_for_the_items_with_them():
+    """``[key, ids, texts, deadlines]`` is the batch frame of ``[id, 0, deadline_ns, NO_ROW,
+    {key: text}]`` (0: no deadline); its columns keep the deadlines for the engine's lane."""
+    from stratabatch.ipc.frames import TextColumns
+
+    ids, texts, dls = [1, 2, 3], ["a", "b", "c"], [10**18, 0, 2**63 - 1]
+    data = ENC.request_texts("query", ids, texts, dls)
+    want = [[i, 0, d, NO_ROW, {"query": t}] for i, t, d in zip(ids, texts, dls, strict=True)]
+    assert DEC.request_rows(data) == (want, True)
+    assert DEC.requests(data) == [Request(*w) for w in want]
+    cols, plain = DEC.request_columns(data)
+    assert plain and type(cols) is TextColumns and cols.deadlines == dls
+    assert cols.rows() == want
+    # without deadlines, none: the three-column frame, the smaller one
+    plain3 = ENC.request_texts("query", ids, texts)
+    assert DEC.request_columns(plain3)[0].deadlines is None and len(plain3) < len(data)
+
+
+def test_a_text_frames_bad_deadline_fails_that_item_alone():
+    """A deadline that is not an int in range fails its item with the error the same item of
+    a batch frame gets; the others are still taken, with their deadlines."""
+    frame = ["query", [1, 2, 3, 4], ["a", "b", "c", "d"], [5, -1, True, 2**64 - 1]]
+    got, whole = DEC.request_rows(msgpack.packb(frame))
+    assert not whole and len(got) == 4
+    assert got[0] == [1, 0, 5, NO_ROW, {"query": "a"}]
+    items = [[i, 0, d, NO_ROW, {"query": t}] for i, t, d in zip(*frame[1:], strict=True)]
+    want = DEC.requests(_batch(items))
+    assert [type(g) for g in got[1:]] == [FrameError] * 3
+    assert [(g.id, str(g)) for g in got[1:]] == [(w.id, str(w)) for w in want[1:]]
