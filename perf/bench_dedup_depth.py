@@ -398,7 +398,7 @@ async def drive_processor(
                     t.add_done_callback(done)
 
             core = bp._core
-            leaders = core._dedup.leaders  # (live leader rows: deduped groups waiting)
+            leaders = core._dedup.leaders  # (live leaders: deduped groups waiting)
             samples: list[int] = []
 
             async def flow(count: int) -> None:
@@ -407,7 +407,7 @@ async def drive_processor(
                     send(min(depth - outstanding, end - pos))
                     room.clear()
                     await room.wait()
-                    samples.append(leaders.live)
+                    samples.append(leaders.live + len(leaders.lazy))  # (rows or not)
 
             send(depth)
             await flow(warm)
