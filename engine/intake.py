@@ -179,28 +179,59 @@ class Intake:
             if got is None:
                 return n
             data, columns, plain = got
-            items = _rows(columns)
-            ids = [item[0] for item in items] if plain else []
-            if (
-                not plain
-                or n + len(items) > budget
-                or not pending.keys().isdisjoint(ids)
-                or len(set(ids)) != len(ids)
-                or (vectors and any("embedding" in item[4] for item in items))
-            ):
-                self._shelve(client, items, len(data))
-                return n
-            offset = self._core.deadline_from_monotonic_ns(0)  # (a deadline's loop time)
-            run = [
-                plain_request(
-                    payload, key, priority, offset + dl / 1e9 if dl else None, client, rid
-                )
-                for rid, priority, dl, _, payload in items
-            ]
+            if type(columns) is TextColumns:  # (plain: a text frame's valid columns)
+                ids = columns.ids
+                if (
+                    n + len(ids) > budget
+                    or not pending.keys().isdisjoint(ids)
+                    or len(set(ids)) != len(ids)
+                    or (vectors and columns.key == "embedding")  # (a vector must be no str)
+                ):
+                    self._shelve(client, columns.rows(), len(data))
+                    return n
+                run = self._text_records(client, columns)
+            else:
+                items = columns
+                ids = [item[0] for item in items] if plain else []
+                if (
+                    not plain
+                    or n + len(items) > budget
+                    or not pending.keys().isdisjoint(ids)
+                    or len(set(ids)) != len(ids)
+                    or (vectors and any("embedding" in item[4] for item in items))
+                ):
+                    self._shelve(client, items, len(data))
+                    return n
+                offset = self._core.deadline_from_monotonic_ns(0)  # (a deadline's loop time)
+                run = [
+                    plain_request(
+                        payload, key, priority, offset + dl / 1e9 if dl else None, client, rid
+                    )
+                    for rid, priority, dl, _, payload in items
+                ]
             pending.update(zip(ids, run, strict=True))
             self._submit_run(client, run)
-            n += len(items)
+            n += len(run)
         return n
+
+    def _text_records(self, client: Client, columns: TextColumns) -> list[Request]:
+        """The records of a text frame's requests (:meth:`_take_records`), made from its
+        columns: the payload ``{key: text}``, its text the dedup text when ``key`` is the dedup
+        key (as :func:`~stratabatch.records.plain_request` says), no list per item between."""
+        key = columns.key
+        texts = columns.texts
+        dedup = texts if key == self._config.dedup_key else [None] * len(texts)
+        dls = columns.deadlines
+        if dls is None:
+            return [
+                Request({key: t}, 0, None, client, rid, d)
+                for rid, t, d in zip(columns.ids, texts, dedup, strict=True)
+            ]
+        offset = self._core.deadline_from_monotonic_ns(0)  # (a deadline's loop time)
+        return [
+            Request({key: t}, 0, offset + dl / 1e9 if dl else None, client, rid, d)
+            for rid, t, d, dl in zip(columns.ids, texts, dedup, dls, strict=True)
+        ]
 
     def _next_rows(self, client: Client) -> tuple[bytes, list[Any] | TextColumns, bool] | None:
         """The next frame of ``client``'s request ring, decoded as

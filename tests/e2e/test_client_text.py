@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 import stratabatch
 
 
@@ -16,9 +18,10 @@ def upper(requests: list[Any]) -> list[Any]:
     return [str(r.get("query", "")).upper() for r in requests]
 
 
-async def test_text_calls_mixed_with_others_each_get_their_own_answer(start_engine):
+@pytest.mark.parametrize("strategy", ["exact", "embedding"])  # (the row lane; the general path)
+async def test_text_calls_mixed_with_others_each_get_their_own_answer(start_engine, strategy):
     eng = start_engine(
-        "--window-ms", "2", "--dedup-strategy", "exact",
+        "--window-ms", "2", "--dedup-strategy", strategy, "--cold-start", "wait",
         handler="tests.e2e.test_client_text:upper",
     )  # fmt: skip
     client = stratabatch.connect(eng.name)
@@ -35,5 +38,11 @@ async def test_text_calls_mixed_with_others_each_get_their_own_answer(start_engi
                 *(client.process({"query": f"t {i}"}, timeout=30) for i in range(10)),
             )
             assert got == [f"P {i}" for i in range(10)] + [f"T {i}" for i in range(10)]
+            # calls with a timeout alone in their iteration: a text frame with deadlines
+            got = await asyncio.gather(
+                *(client.process({"query": f"d {i % 7}"}, timeout=30) for i in range(30))
+            )
+            assert got == [f"D {i % 7}" for i in range(30)]
     finally:
         await client.close()
+    assert "Traceback" not in eng.log() and "internal error" not in eng.log()
