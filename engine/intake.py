@@ -12,6 +12,7 @@ the client.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ from .errors import InvalidRequestError, QueueFullError, StratabatchError
 from .outbox import Outbox
 from .records import Request, plain_request
 from .requests import build_request
+
+log = logging.getLogger("stratabatch.engine")
 
 if TYPE_CHECKING:
     from stratabatch.ipc.arena import Arena
@@ -123,25 +126,34 @@ class Intake:
             budget = min(MAX_DRAIN, share)
             if budget <= 0:
                 break  # the queue is full: the requests wait in their rings
-            inbox = client.inbox
-            n = 0
-            if not inbox:
-                take_whole = self._take_rows if core.lane_open else self._take_records
-                n = take_whole(client, min(budget, c.max_queue - core.waiting))
-            # (the whole-frame way stops at an empty ring, the usual end of a pass: then
-            # there is nothing for the item-by-item way to look at)
-            ring = client.requests
-            if (
-                n < budget
-                and not client.closed
-                and (inbox or (ring is not None and not ring.empty()))
-            ):
-                if len(inbox) < budget - n:
-                    self._take_frames(client, budget - n)
-                n += self._admit(client, budget - n)
+            try:
+                n = self._take_client(client, budget)
+            except Exception as exc:  # a bug of ours: its client goes, the engine stays
+                # (a pass that raised would leave the rings' flags down and the engine deaf
+                # to them; the frame that met the bug may still be in the ring)
+                log.exception("internal error taking in the requests of client pid %d", client.pid)
+                self._drop(client, f"internal error taking its requests in: {exc!r}")
+                continue
             got += n
             room -= n
         return got
+
+    def _take_client(self, client: Client, budget: int) -> int:
+        """Take up to ``budget`` requests of ``client`` in (:meth:`take`); how many."""
+        core = self._core
+        inbox = client.inbox
+        n = 0
+        if not inbox:
+            take_whole = self._take_rows if core.lane_open else self._take_records
+            n = take_whole(client, min(budget, self._config.max_queue - core.waiting))
+        # (the whole-frame way stops at an empty ring, the usual end of a pass: then
+        # there is nothing for the item-by-item way to look at)
+        ring = client.requests
+        if n < budget and not client.closed and (inbox or (ring is not None and not ring.empty())):
+            if len(inbox) < budget - n:
+                self._take_frames(client, budget - n)
+            n += self._admit(client, budget - n)
+        return n
 
     def _take_rows(self, client: Client, budget: int) -> int:
         """The short way for frames whose every item is plain, while the core's row lane is

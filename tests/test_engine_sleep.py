@@ -88,3 +88,32 @@ def test_the_core_look_reads_the_rings_of_a_deaf_engine_then_it_decides_again(en
     eng._pacer.deaf = True
     look()
     assert intakes == [1] and not eng._pacer.deaf and eng._pacer.scheduled
+
+
+def test_a_bug_met_taking_one_clients_requests_in_drops_that_client_not_the_pass(engine, caplog):
+    """A bug of ours met while one client's requests are taken in: that client is dropped
+    (its callers hear the engine is gone) and logged as an internal error, and the pass goes
+    on to the others and ends as any pass does: no exception left to the loop, which would
+    leave the rings' flags down and the engine deaf to every client."""
+    eng, loop, (bad, good) = engine
+    for c, pid in ((bad, 101), (good, 202)):
+        c.pid = pid
+        c.outbox = c.ok_ids = None
+        c.requests.empty = lambda: False  # type: ignore[attr-defined]
+    taken: list[int] = []
+
+    def take_rows(client, budget):
+        if client is bad:
+            raise KeyError("a bug")
+        taken.append(client.pid)
+        client.requests.empty = lambda: True
+        return 3
+
+    dropped: list[tuple[int, str]] = []
+    eng._intake._take_rows = take_rows  # type: ignore[method-assign]
+    eng._intake._drop = lambda c, why: dropped.append((c.pid, why))
+    with caplog.at_level("ERROR", logger="stratabatch.engine"):
+        assert eng._intake.take() == 3
+    assert taken == [202]
+    assert dropped == [(101, "internal error taking its requests in: KeyError('a bug')")]
+    assert "internal error taking in the requests of client pid 101" in caplog.text
