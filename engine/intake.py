@@ -191,7 +191,7 @@ class Intake:
             if got is None:
                 return n
             data, columns, plain = got
-            if type(columns) is TextColumns:  # (plain: a text frame's valid columns)
+            if isinstance(columns, TextColumns):  # (plain: a text frame's valid columns)
                 ids = columns.ids
                 if (
                     n + len(ids) > budget
