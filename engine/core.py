@@ -298,10 +298,17 @@ class Core:
         return repeated
 
     def submit_texts(
-        self, sink: Any, pending: dict[int, Any], key: str, ids: list[int], texts: list[str]
+        self,
+        sink: Any,
+        pending: dict[int, Any],
+        key: str,
+        ids: list[int],
+        texts: list[str],
+        deadlines: list[int] | None = None,
     ) -> list[int]:
         """:meth:`submit_rows` for requests ``{key: texts[i]}`` of ids ``ids`` (none with a
-        priority or a deadline), given as two columns: a text frame's, as decoded.
+        priority), given as columns: a text frame's, as decoded; ``deadlines``: None, or each
+        one's ``deadline_ns`` as :meth:`submit_rows` reads it (0 for none).
 
         Returns:
             The ids already pending (not queued: the sink answers them).
@@ -311,6 +318,9 @@ class Core:
         """
         lane, now = self._lane_arrival()
         taken, repeated = lane.add_texts(sink, pending, key, ids, texts, now)
+        if deadlines is not None:
+            offset = now - time.monotonic_ns() / 1e9  # (loop time of 0 ns)
+            lane.add_deadlines(sink, pending, ids, deadlines, offset, repeated)
         if taken:
             self._arrived(lane, taken, now)
         return repeated

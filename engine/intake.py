@@ -410,12 +410,9 @@ class Intake:
         core = self._core
         try:
             if isinstance(rows, TextColumns):
-                if rows.deadlines is None:
-                    repeated = core.submit_texts(
-                        client, client.pending, rows.key, rows.ids, rows.texts
-                    )
-                else:  # (deadlines: each row is ticked as a batch frame's item is)
-                    repeated = core.submit_rows(client, client.pending, rows.rows())
+                repeated = core.submit_texts(
+                    client, client.pending, rows.key, rows.ids, rows.texts, rows.deadlines
+                )
             else:
                 repeated = core.submit_rows(client, client.pending, rows)
         except Exception as exc:  # (nothing was queued)

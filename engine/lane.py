@@ -275,6 +275,25 @@ class Lane:
             taken += 1
         return taken, repeated
 
+    def add_deadlines(
+        self,
+        sink: Any,
+        pending: dict[int, Any],
+        ids: list[int],
+        deadlines: list[int],
+        offset: float,
+        repeated: list[int],
+    ) -> None:
+        """Give the callers :meth:`add_texts` just took (``ids``, less those ``repeated``)
+        their deadlines: ``deadlines[i]`` on ``time.monotonic_ns``'s clock (0 for none)
+        becomes the loop time ``offset + deadline_ns / 1e9``, as :meth:`add` does."""
+        skip = set(repeated)
+        for rid, dl in zip(ids, deadlines, strict=True):
+            if dl and rid not in skip:
+                g = pending[rid]
+                g.deadline = deadline = offset + dl / 1e9
+                self._tick(g, sink, rid, deadline)
+
     def add_one(
         self, sink: Any, payload: Any, priority: int, now: float, deadline: float | None
     ) -> LaneGroup:

@@ -574,6 +574,42 @@ def test_a_text_frames_arrivals_are_the_groups_its_plain_items_make():
         }
 
 
+def test_a_text_frames_deadline_column_ticks_its_callers_as_plain_items_do():
+    """Lane.add_texts, then Lane.add_deadlines with the frame's deadline column (0: none),
+    files the groups and the ticks Lane.add files for the plain items with those deadlines; a
+    repeated id's caller (already pending) is left as it was."""
+    from stratabatch.lane import UNGROUPED, Lane
+
+    sink = object()
+    lanes = []
+    for _ in range(2):
+        lane = Lane(BatchConfig(dedup_strategy="exact"), None, None, None)  # type: ignore[arg-type]
+        lane.tick_s = 0.5
+        lane.arm = lambda tick: None
+        lanes.append(lane)
+    by_rows, by_cols = lanes
+    ids, texts, dls = [1, 3, 2, 4], ["a", "b", "c", "d"], [2_000_000_000, 5, 0, 3_100_000_000]
+    rows: list[list[Any]] = [
+        [i, 0, d, -1, {"query": t}] for i, t, d in zip(ids, texts, dls, strict=True)
+    ]
+    old = LaneGroup({"query": "x"}, UNGROUPED, sink, 3, 1.0, 0, None)
+    rows_pending: dict[int, Any] = {3: old}
+    cols_pending: dict[int, Any] = {3: old}
+    assert by_rows.add(sink, rows_pending, rows, 7.0, 10.0) == (3, [3])
+    assert by_cols.add_texts(sink, cols_pending, "query", ids, texts, 7.0) == (3, [3])
+    by_cols.add_deadlines(sink, cols_pending, ids, dls, 10.0, [3])
+    assert old.deadline is None and cols_pending[3] is old
+    for a, b in zip(by_rows.raw, by_cols.raw, strict=True):
+        assert {k: getattr(a, k) for k in LaneGroup.__slots__} == {
+            k: getattr(b, k) for k in LaneGroup.__slots__
+        }
+    assert [g.deadline for g in by_cols.raw] == [12.0, None, 13.1]
+    assert {k: [(key, d) for key, (_, d) in v.items()] for k, v in by_cols.ticks.items()} == {
+        k: [(key, d) for key, (_, d) in v.items()] for k, v in by_rows.ticks.items()
+    }
+    assert sorted(by_cols.ticks) == [24, 27]
+
+
 def test_the_lane_keys_a_text_as_normalize_key_does_whatever_its_whitespace_and_case():
     """The lane's pass keys ASCII texts without calling normalize_key (a text with nothing
     to collapse keeps its lowercased self): each key must still be normalize_key's, for
