@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .pairs import may_be_typos
 from .textkernels import SPACE, decode_utf8, fmix, in_sorted, step, text_bounds, tokenize, word_hash
@@ -32,10 +33,54 @@ def _add_feature(out, row, h, weight, dim):
         out[row, bucket] += weight
 
 
+@njit(cache=True, inline="always")
+def _counted_letters_hash(cps, a, b):
+    """(True, the step chain of _anagram_hash over the sorted cps[a:b]) without sorting, for
+    a word of at most 15 ASCII lowercase letters or digits; (False, 0) for another word.
+
+    Each symbol is counted in a 4-bit lane of two 64-bit words (26 lanes, a count of at
+    most 15), then the lanes are read in order (trailing zeros), each symbol stepped as
+    many times as counted: the same sequence of steps as over the sorted symbols. The
+    insertion sort's data-dependent branches mispredict on most words."""
+    if b - a > 15:
+        return False, np.uint64(0)
+    base = 97 if cps[a] >= 97 else 48
+    lo = np.uint64(0)
+    hi = np.uint64(0)
+    for q in range(a, b):
+        d = cps[q] - base
+        if d < 0 or d >= 26:
+            return False, np.uint64(0)
+        v = np.uint64(1) << np.uint64((4 * d) & 63)
+        if d < 16:
+            lo += v
+        else:
+            hi += v
+    h = _SEED_ANAGRAM
+    x = lo
+    while x:
+        nib = trailing_zeros(x) >> 2
+        sh = np.uint64(4 * nib)
+        for _ in range((x >> sh) & np.uint64(15)):
+            h = step(h, base + nib)
+        x &= ~(np.uint64(15) << sh)
+    x = hi  # (a second loop, not a loop over the two words: measured faster)
+    while x:
+        nib = trailing_zeros(x) >> 2
+        sh = np.uint64(4 * nib)
+        for _ in range((x >> sh) & np.uint64(15)):
+            h = step(h, base + 16 + nib)
+        x &= ~(np.uint64(15) << sh)
+    return True, h
+
+
 @njit(cache=True)
 def _anagram_hash(cps, a, b, scratch):
     """Hash of the sorted letters of cps[a:b]: equal for words that differ by a transposition."""
     m = b - a
+    counted, h = _counted_letters_hash(cps, a, b)
+    if counted:
+        return fmix(h ^ np.uint64(m))
     for q in range(m):
         v = cps[a + q]
         r = q

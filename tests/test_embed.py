@@ -231,6 +231,49 @@ def test_vectors_of_hashing_v1_do_not_change(emb: HashingEmbedder) -> None:
 
 PINNED_FINGERPRINT = "58fbea3053476c35"
 
+_M64 = (1 << 64) - 1
+_P1, _P2, _P3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
+
+
+def _anagram_reference(word: str) -> int:
+    """The sorted-letters feature's hash of ``word``, in plain Python (XXH64's primes)."""
+
+    def step(h: int, cp: int) -> int:
+        x = ((h ^ cp) * _P1) & _M64
+        return ((x << 31) | (x >> 33)) & _M64
+
+    def fmix(h: int) -> int:
+        h ^= h >> 33
+        h = (h * _P2) & _M64
+        h ^= h >> 29
+        h = (h * _P3) & _M64
+        return h ^ (h >> 32)
+
+    h = 0x616E616772616D5F  # (the kernel's anagram seed)
+    for c in sorted(word):
+        h = step(h, ord(c))
+    return fmix(h ^ len(word))
+
+
+@pytest.mark.parametrize(
+    "word",
+    [
+        "teh", "zyxwvutsrq", "qqqqzzzzqqqqzzz", "aaaaaaaaaaaaaaa", "aaaaaaaaaaaaaaaa",
+        "abcdefghijklmnop", "mississippi", "bookkeeper", "12332100", "9999999999999999",
+        "naïve", "ωβα", "zz", "x",
+    ],
+)
+def test_sorted_letters_feature_matches_reference(word: str) -> None:
+    """The sorted-letters feature is the hash of the word's sorted code points, whichever
+    way the kernel sorts them: letters counted in lanes (repeats, the lanes of q-z, 15
+    letters) or sorted (longer words, digits, letters beyond a-z)."""
+    only = HashingEmbedder(ngram_weights=(0.0, 0.0, 0.0), word_weight=0.0, anagram_weight=1.0)
+    v = only.embed([word])[0]
+    h = _anagram_reference(word)
+    bucket = ((h >> 32) * 384) >> 32
+    assert np.flatnonzero(v).tolist() == [bucket]
+    assert v[bucket] == (-1.0 if h & 1 else 1.0)
+
 
 # --------------------------------------------------------------------------------------------
 # resolve_embedder and validate_vector
