@@ -1142,6 +1142,27 @@ class Deduper:
             lazy[pid] = g  # (lead_lazy)
             g.row = ~pid
 
+    def _lead_all(self, reqs: list[Request], start: int, pids: list[int], keyed: bool) -> None:
+        """Each of ``reqs`` leads a group from its row ``start + k`` of the leader index, in
+        partition ``pids[k]``: what :meth:`_cluster`'s loop does for a pass where every row
+        leads, inline (:meth:`register_leader`'s lines among them)."""
+        new_group = self._ops.new_group
+        exact = self.exact
+        groups: list[Group] = []
+        row = start
+        try:
+            for r, pid in zip(reqs, pids, strict=True):
+                g = new_group(r, pid)
+                key = r.key
+                if key is not None:
+                    g.keys = key
+                    exact[key] = g
+                g.row = row
+                row += 1
+                groups.append(g)
+        finally:
+            self.leaders.lead_many(list(range(start, row)), groups, pids[: row - start], keyed)
+
     def _materialize(self, pids: list[int]) -> None:
         """Rows for the leaders without one (:meth:`LeaderIndex.lead_lazy`) in partitions
         ``pids``, before a pass's rows of those partitions are compared: their texts embedded
@@ -1299,6 +1320,14 @@ class Deduper:
         ops = self._ops
         keyed = profiles is not None
         refused = index.refused[start:n].tolist() if keyed else None
+        if not late and not lone and type(leads) is range and max(refused or (-1,)) < 0:
+            # every row leads and none was refused (distinct texts: the common pass): the
+            # loop below without its other cases, as _lead_lazy does
+            self._lead_all(ok, start, keys, keyed)
+            index.file_leaders(late)
+            if deadline is not None and self._slice_rows < _MAX_SLICE_ROWS:
+                self._slice_rows *= 2
+            return later
         left: list[int] = []
         # (what _lead does, inline, and the index told of the pass's leaders in one call
         # after the walk: two Python calls a request fewer)

@@ -328,3 +328,34 @@ async def test_a_pass_mixing_lone_and_shared_partitions_keeps_the_order_of_arriv
     assert rec.items == texts[:5]
     assert out == [f"A:{t}" for t in texts[:5]] + ["A:how do i change my email"]
     assert lazy == 0  # (answered: let go)
+
+
+async def test_a_pass_where_every_text_leads_files_each_leader_for_later_twins():
+    """A pass of distinct texts (each leads: the common pass) files every leader under its
+    exact key and its index row: while they wait, an exact twin and a near twin in a later
+    pass merge into theirs."""
+    rec = Rec()
+    first = ["how do i reset my password", "cancel my subscription", "weather in paris tomorrow"]
+    async with BatchProcessor(
+        rec, window_ms=1, min_size=5, max_wait_ms=30_000, cold_start="wait"
+    ) as batch:
+        await batch.warm_up()
+        dedup = batch._core._dedup
+        index = dedup.leaders
+        calls = asyncio.ensure_future(batch.process([{"query": t} for t in first]))
+        for _ in range(3000):  # (until their pass has run)
+            if len(dedup.exact) == 3:
+                break
+            await asyncio.sleep(0.001)
+        groups = list(dedup.exact.values())
+        assert [g.leader.text for g in groups] == first
+        assert all(index.owners[g.row] is g for g in groups)
+        assert index.live == 3
+        later = await batch.process(
+            [{"query": "cancel my subscription"}, {"query": "how do i reset my pasword"}]
+        )
+        assert await calls == [f"A:{t}" for t in first]
+        stats = batch.get_stats()
+    assert later == ["A:cancel my subscription", "A:how do i reset my password"]
+    assert rec.items == first
+    assert (stats.exact_merges, stats.near_merges) == (1, 1)
