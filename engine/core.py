@@ -391,8 +391,7 @@ class Core:
         if sched.opened_at is None:
             self._arrived(lane, 1, now, counted=True)
         elif not self._pump_scheduled and (
-            len(lane.raw) + len(lane.waiting) >= sched.max_size
-            or now >= sched.window_end  # type: ignore[operator]  # (set while it is open)
+            len(lane.raw) + len(lane.waiting) >= sched.max_size or now >= sched.window_end  # type: ignore[operator]  # (set while it is open)
         ):
             self._schedule_pump()
         return g

@@ -183,11 +183,7 @@ class LeaderIndex:
         seen: dict[int, int] = {}
         for p in pids:
             seen[p] = seen.get(p, 0) + 1
-        return [
-            j
-            for j, p in enumerate(pids)
-            if seen[p] == 1 and p not in counts and p not in lazy
-        ]
+        return [j for j, p in enumerate(pids) if seen[p] == 1 and p not in counts and p not in lazy]
 
     def lead_lazy(self, group: Any, pid: int) -> None:
         """``group`` leads partition ``pid`` without a row (see :meth:`lone`): its vector is

@@ -258,9 +258,20 @@ def _anagram_reference(word: str) -> int:
 @pytest.mark.parametrize(
     "word",
     [
-        "teh", "zyxwvutsrq", "qqqqzzzzqqqqzzz", "aaaaaaaaaaaaaaa", "aaaaaaaaaaaaaaaa",
-        "abcdefghijklmnop", "mississippi", "bookkeeper", "12332100", "9999999999999999",
-        "naïve", "ωβα", "zz", "x",
+        "teh",
+        "zyxwvutsrq",
+        "qqqqzzzzqqqqzzz",
+        "aaaaaaaaaaaaaaa",
+        "aaaaaaaaaaaaaaaa",
+        "abcdefghijklmnop",
+        "mississippi",
+        "bookkeeper",
+        "12332100",
+        "9999999999999999",
+        "naïve",
+        "ωβα",
+        "zz",
+        "x",
     ],
 )
 def test_sorted_letters_feature_matches_reference(word: str) -> None:
