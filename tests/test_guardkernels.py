@@ -673,8 +673,10 @@ def _two_passes(seed, **stubs):
     second = [Request({"query": b}, text=b) for _, b in pairs if len(b) < 200]
     second += [Request({"query": t}, text=t) for t in odd[1:]]
     # a new request with its own vector (a leader's): the pass's texts are listed one by one
-    twin = leaders[2].group.row
-    own = leaders[2].text + " then"
+    # (a leader with a row in the index: a text alone in its numbers leads without one)
+    lead = next(r for r in leaders[2::3] if r.group.row is not None and r.group.row >= 0)
+    twin = lead.group.row
+    own = lead.text + " then"
     second.append(Request({"query": own}, text=own, vector=d.leaders.mat[twin].copy()))
     second += [Request({"query": a}, text=a) for a, _ in pairs[:20]]  # exact and near twins
     d.run(second)
