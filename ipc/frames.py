@@ -517,7 +517,7 @@ class FrameEncoder:
         if deadlines is None:
             data = self._pack((key, ids, texts))
         else:
-            if not _valid_deadlines(deadlines):
+            if not _ints_within(deadlines, MAX_DEADLINE_NS):
                 bad = next(
                     d for d in deadlines if type(d) is not int or not 0 <= d <= MAX_DEADLINE_NS
                 )
@@ -738,20 +738,16 @@ _INT_ONLY = {int}
 _STR_ONLY = {str}
 
 
+def _ints_within(values: Sequence[Any], hi: int) -> bool:
+    """Whether a column (non-empty) holds only ints (no bool) in [0, ``hi``], told by three
+    C-level passes: a column frame's ids (``hi`` :data:`MAX_ID`) or a text frame's deadlines
+    (:data:`MAX_DEADLINE_NS`)."""
+    return set(map(type, values)) == _INT_ONLY and min(values) >= 0 and max(values) <= hi
+
+
 def _valid_ids(ids: Sequence[Any]) -> bool:
-    """Whether a column frame's ids (non-empty) are all request ids: ints (no bool) in
-    [0, :data:`MAX_ID`], told by three C-level passes."""
-    return set(map(type, ids)) == _INT_ONLY and min(ids) >= 0 and max(ids) <= MAX_ID
-
-
-def _valid_deadlines(deadlines: Sequence[Any]) -> bool:
-    """Whether a text frame's deadline column (non-empty) holds only ``deadline_ns`` values:
-    ints (no bool) in [0, :data:`MAX_DEADLINE_NS`]."""
-    return (
-        set(map(type, deadlines)) == _INT_ONLY
-        and min(deadlines) >= 0
-        and max(deadlines) <= MAX_DEADLINE_NS
-    )
+    """Whether a column frame's ids (non-empty) are all request ids (see :func:`_ints_within`)."""
+    return _ints_within(ids, MAX_ID)
 
 
 def _plain_ok_columns(ids: list[Any], values: list[Any]) -> bool:
@@ -968,7 +964,7 @@ class FrameDecoder:
         if (
             _valid_ids(ids)
             and set(map(type, texts)) == _STR_ONLY
-            and (deadlines is None or _valid_deadlines(deadlines))
+            and (deadlines is None or _ints_within(deadlines, MAX_DEADLINE_NS))
             and (
                 limit is None
                 or (len(data) if type(data) is bytes else memoryview(data).nbytes) <= limit
