@@ -1126,11 +1126,13 @@ class Deduper:
 
     def _lead_lazy(self, reqs: list[Request], pids: list[int]) -> None:
         """Each of ``reqs`` leads a group, in partition ``pids[k]``, without a row in the
-        leader index: what :meth:`_lead` and :meth:`LeaderIndex.lead_lazy` do, inline (two
-        calls a request fewer: in a pass of texts with their own numbers, every request)."""
+        leader index (:meth:`LeaderIndex.lead_lazy`, one call for all): what :meth:`_lead`
+        does, with :meth:`register_leader`'s lines inline (a call a request fewer: in a pass
+        of texts with their own numbers, every request)."""
         new_group = self._ops.new_group
         exact = self.exact
-        lazy = self.leaders.lazy
+        groups: list[Group] = []
+        parts: list[int] = []
         for r, pid in zip(reqs, pids, strict=True):
             if r.state != RAW:
                 continue
@@ -1139,8 +1141,10 @@ class Deduper:
             if key is not None:  # (register_leader)
                 g.keys = key
                 exact[key] = g
-            lazy[pid] = g  # (lead_lazy)
-            g.row = ~pid
+            groups.append(g)
+            parts.append(pid)
+        if groups:
+            self.leaders.lead_lazy(groups, parts)
 
     def _lead_all(self, reqs: list[Request], start: int, pids: list[int], keyed: bool) -> None:
         """Each of ``reqs`` leads a group from its row ``start + k`` of the leader index, in

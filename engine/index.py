@@ -185,13 +185,15 @@ class LeaderIndex:
             seen[p] = seen.get(p, 0) + 1
         return [j for j, p in enumerate(pids) if seen[p] == 1 and p not in counts and p not in lazy]
 
-    def lead_lazy(self, group: Any, pid: int) -> None:
-        """``group`` leads partition ``pid`` without a row (see :meth:`lone`): its vector is
-        computed and filed when a request of its partition arrives (:meth:`take_lazy`, then
-        :meth:`add_leaders`). Its ``row`` is ``~pid`` meanwhile, which :meth:`drop_many`
-        lets go as it lets a row go."""
-        self.lazy[pid] = group
-        group.row = ~pid
+    def lead_lazy(self, groups: list[Any], pids: list[int]) -> None:
+        """Each of ``groups`` leads partition ``pids[k]`` without a row (see :meth:`lone`):
+        its vector is computed and filed when a request of its partition arrives
+        (:meth:`take_lazy`, then :meth:`add_leaders`). Its ``row`` is ``~pid`` meanwhile,
+        which :meth:`drop_many` lets go as it lets a row go."""
+        lazy = self.lazy
+        for group, pid in zip(groups, pids, strict=True):
+            lazy[pid] = group
+            group.row = ~pid
 
     def take_lazy(self, pids: list[int]) -> list[Any]:
         """The groups leading without a row in any of ``pids``, taken out (their ``row`` None

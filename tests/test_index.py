@@ -779,8 +779,7 @@ def test_leaders_without_a_row_are_lone_led_dropped_and_given_rows() -> None:
     assert idx.lone([1, 7, 2, 2, 3]) == [0, 4]  # 7 has a leader, 2 comes twice
     assert idx.lone([5, 5]) == []
     g1, g3 = _Owner(), _Owner()
-    idx.lead_lazy(g1, 1)
-    idx.lead_lazy(g3, 3)
+    idx.lead_lazy([g1, g3], [1, 3])
     assert (g1.row, g3.row) == (~1, ~3)
     assert idx.lone([1, 2, 3]) == [1]  # 1 and 3 have leaders without rows
     assert (idx.live, sorted(idx.lazy)) == (1, [1, 3])
@@ -792,7 +791,7 @@ def test_leaders_without_a_row_are_lone_led_dropped_and_given_rows() -> None:
     assert g1.row == start + 1 and idx.owners[g1.row] is g1 and idx.live == 2
     assert idx.lone([1, 4]) == [1]
     idx.file_leaders([~5])  # (no-op for a leader without a row)
-    idx.lead_lazy(g3, 3)
+    idx.lead_lazy([g3], [3])
     idx.reset()
     assert g1.row is None and g3.row is None and not idx.lazy and idx.live == 0
 
