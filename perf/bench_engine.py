@@ -37,7 +37,10 @@ time during the run, every thread), of the server (the engine's process tree, or
 server process, from ``/proc/PID/stat``) and both together, and the ratios to the peer. Then,
 on the exact engine: its CPU per request under a trickle (one client, one request at a time,
 paced at one per ms), and its idle CPU with one connected idle client over ``--idle-s``
-seconds. The issue's targets are printed with measured / wanted / met.
+seconds. Last, two floors with no stratabatch in them (perf/floors.py): a bare uvloop server
+under the same trickle (the VM's price of a window's two wake-ups), and caller threads handing
+each call to a responder thread (the least a threaded blocking client pays per call). The
+issue's targets are printed with measured / wanted / met, the floors beside the two they bound.
 
 Usage::
 
@@ -75,6 +78,7 @@ from stratabatch.perf.benchutil import (
     proc_cpu_s,
     tree_cpu_s,
 )
+from stratabatch.perf.floors import handoff_floor, trickle_floor
 
 WINDOW_MS = 1.0
 MAX_SIZE = 32
@@ -389,6 +393,7 @@ SYSTEMS = {  # name: (--systems key, client kind, engine dedup strategy or None 
     CHECKED: ("checked", "checked", None),
 }
 COALESCING = "mp.Queue peer, coalescing"
+SYNC = "engine, sync=True clients"
 PEER = "mp.Queue peer"
 
 
@@ -463,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         exact = engines.get("exact")
         trickle = run_trickle(exact, trickle_n) if exact else None
         idle = run_idle(exact, idle_s) if exact else None
+    floor_trickle = trickle_floor(trickle_n) if trickle else None
+    floor_handoff = handoff_floor(a.clients, a.outstanding, n) if SYNC in runs else None
     load1 = load_average()
     med = {s: median_of(runs[s]) for s in systems}
     peer = med[PEER]
@@ -497,13 +504,25 @@ def main(argv: list[str] | None = None) -> int:
             f"req/s, engine CPU {trickle['engine_cpu_us']:.1f} us/req, client "
             f"{trickle['client_cpu_us']:.1f} us/req over {trickle['requests']:,} requests"
         )
+    if floor_trickle:
+        print(
+            f"floor of the trickle (a bare uvloop server: eventfd wake, 1 ms loop timer, one "
+            f"task, eventfd back; no stratabatch): server CPU {floor_trickle['server_cpu_us']:.1f}"
+            f" us/req at {floor_trickle['rps']:,.0f} req/s"
+        )
+    if floor_handoff:
+        print(
+            f"floor of sync=True clients ({a.clients} processes x {a.outstanding} threads handing "
+            f"each call to a responder thread and blocking on a lock; no stratabatch): "
+            f"{floor_handoff['cpu_us']:.1f} us/req of client CPU"
+        )
     if idle:
         print(
             f"idle (exact engine, 1 connected idle client, {idle['seconds']:g} s): engine "
             f"{idle['engine_pct']:.2f} % CPU, client {idle['client_pct']:.2f} %"
         )
     print(f"{load1} at the end")
-    targets = print_targets(_targets(med, trickle, idle))
+    targets = print_targets(_targets(med, trickle, idle, floor_trickle, floor_handoff))
     if a.json:
         Path(a.json).write_text(
             json.dumps(
@@ -512,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
                     "runs": runs,
                     "trickle": trickle,
                     "idle": idle,
+                    "floor_trickle": floor_trickle,
+                    "floor_handoff": floor_handoff,
                     "targets": targets,
                     "load_average": {"start": load0, "end": load1},
                     "settings": {
@@ -532,6 +553,8 @@ def _targets(
     med: dict[str, dict[str, float]],
     trickle: dict[str, float] | None,
     idle: dict[str, float] | None,
+    floor_trickle: dict[str, float] | None = None,
+    floor_handoff: dict[str, float] | None = None,
 ) -> list[tuple[str, str, str, bool | None]]:
     peer = med[PEER]
     rows: list[tuple[str, str, str, bool | None]] = []
@@ -548,10 +571,20 @@ def _targets(
             )
         )
         rows.append(("asyncio clients: total CPU us/req", f"{cpu:.1f}", "<= 6", cpu <= 6))
-    s = med.get("engine, sync=True clients")
+    s = med.get(SYNC)
     if s:
         x = s["x_peer_rps"]
         rows.append(("sync=True clients: req/s vs peer", f"{x:.2f}x", ">= 1.5x", x >= 1.5))
+        if floor_handoff:
+            cpu = s["client_cpu_us"]
+            rows.append(
+                (
+                    "  client CPU us/req (hand-off floor)",
+                    f"{cpu:.1f} ({floor_handoff['cpu_us']:.1f})",
+                    "reported",
+                    None,
+                )
+            )
     d = med.get("engine, default embedding")
     if d:
         x = d["x_peer_rps"]
@@ -560,6 +593,9 @@ def _targets(
     if trickle:
         cpu = trickle["engine_cpu_us"]
         rows.append(("trickle 1/ms: engine CPU us/req", f"{cpu:.1f}", "<= 15", cpu <= 15))
+        if floor_trickle:
+            f = floor_trickle["server_cpu_us"]
+            rows.append(("  floor: bare uvloop server, same trickle", f"{f:.1f}", "reported", None))
     if idle:
         pct = idle["engine_pct"]
         rows.append(("idle, 1 client: engine CPU %", f"{pct:.2f}", "< 1", pct < 1))

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from stratabatch.perf import bench_core, bench_engine, bench_http
+from stratabatch.perf import bench_core, bench_engine, bench_http, floors
 from stratabatch.perf.mpqueue_server import serve
 
 
@@ -143,6 +143,16 @@ def test_bench_engine_runs_the_peers_and_cleans_up(tmp_path):
         bench_engine.CHECKED,
     }
     assert data["medians"][bench_engine.PEER]["x_peer_rps"] == pytest.approx(1.0)
+    assert _no_children_left()
+
+
+def test_the_floors_answer_every_request_and_leave_nothing_running():
+    # Each floor returns only once its client saw every answer (the trickle's client awaits
+    # each one; the hand-off's callers each block on theirs), so a figure means a full run.
+    trickle = floors.trickle_floor(50)
+    assert trickle["requests"] == 50 and trickle["server_cpu_us"] > 0
+    handoff = floors.handoff_floor(2, 4, 400)
+    assert handoff["requests"] == 400 and handoff["cpu_us"] > 0
     assert _no_children_left()
 
 
