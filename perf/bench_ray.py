@@ -1,0 +1,780 @@
+"""Benchmark: stratabatch on Ray Serve against Ray Serve's own ``@serve.batch`` (issue 22).
+
+One run on a local 3-node Ray cluster (``ray.cluster_utils.Cluster``: a head and 2 worker nodes,
+all on this machine), the systems alternating (round-robin: every system once, then again),
+medians of ``--rounds`` rounds after a warm-up round. Every system answers with the simulated
+backend of ``perf/backend.py`` (30 ms per call + 3 ms per item, at most 4 calls at once per
+replica) and gets the same seeded bursty workload of ``perf/workload.py`` (near variants,
+number, opposite and swapped-role traps included; about 40% of each burst's requests are
+surface twins of another of its requests, more repeat an intent as a typo or a paraphrase).
+
+Systems (the Serve apps are deployed once and live for the whole run, ``--replicas`` 4 each):
+
+* **(a) stratabatch, twins router**: ``stratabatch.ray.deployment(SimBackend, route="twins")``:
+  each replica runs the stratabatch core over the backend; the router sends twins to one replica.
+* **(b) Serve @serve.batch**: the peer, what a competent Serve user writes: a deployment whose
+  ``__call__`` awaits a ``@serve.batch`` method that calls the same backend,
+  ``max_batch_size=--max-size``, ``batch_wait_timeout_s=--window-ms``,
+  ``max_concurrent_batches`` = the backend's concurrency (the default, 1, would leave 3 of the 4
+  backend slots idle), ``max_ongoing_requests`` high enough for it (Serve's default, 5, would
+  starve the batcher); Serve's default router.
+* **(c) stratabatch, Serve's router**: (a) with ``route="serve"``: what the router adds.
+* **(d) stratabatch-engine, one host**: ``stratabatch-engine`` with the same backend given the
+  cluster's whole backend budget (``--replicas`` x 4 calls at once), one client process per
+  driver (``stratabatch.connect``): the single-host engine, for scale.
+
+Traffic: ``--drivers`` senders (4). For the Serve systems each is a Ray actor (placed on the
+nodes in turn) that sends its share of the workload through ``serve.get_app_handle(app)``, one
+``await handle.remote(request)`` per request at its arrival time (open loop); for the engine,
+a client process each. Latency runs from the *scheduled* arrival to the answer.
+
+Reported per system (the run with the median req/s, as ``stratabatch-perf`` does; failures
+summed over every run): req/s (requests / time with a request outstanding, so the gaps between
+bursts do not count), p50/p99 latency, backend calls and items (counted from the answers: each
+names its call and the request it answered), items per request, CPU per request, wrong answers
+and lost or failed requests. Every answer is checked against the workload's ground truth: an
+answer naming a request of another intent (a wrong merge) or echoing a text that is not that
+request's counts as wrong. CPU: every process of the system, per thread from
+``/proc/PID/task/TID/schedstat``, over the run: for a Serve system the whole cluster (GCS,
+raylets, agents, the Serve controller, the app's replicas, the driver actors and this
+process), leaving out only the other apps' replicas and the engine; for the engine its
+process and its client processes (and this process). Ratios against (b) and the issue's
+targets follow (backend items <= 0.7x, req/s >= 1.3x, p99 no worse).
+
+Usage::
+
+    python perf/bench_ray.py [--quick] [--rounds 3] [--replicas 4] [--drivers 4]
+                             [--systems a,b,c,d] [--json FILE]
+
+A full run takes about 3 minutes on 2 shared cores; ``--quick`` (2 replicas, small bursts,
+one round) about 45 s. The cluster, the engine and every process the run started are gone when it
+ends, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from stratabatch.perf.backend import ENV_VAR, CostModel, SimBackend
+from stratabatch.perf.benchutil import (
+    Cleanup,
+    Engine,
+    cpu_delta_s,
+    descendants,
+    load_average,
+    print_targets,
+    task_cpu_s,
+)
+from stratabatch.perf.harness import account, check_exactly_once, median_run
+from stratabatch.perf.modes import ModeRun, Outcome, Settings, error_text
+from stratabatch.perf.workload import Workload, WorkloadConfig, generate
+
+ENGINE_HANDLER = "stratabatch.perf.backend:engine_handler"
+START_DELAY_S = 0.5
+"""From the start signal to the first arrival: every sender has its work by then."""
+
+TWINS, PEER, SERVE_ROUTER, ENGINE = "a", "b", "c", "d"
+NAMES = {
+    TWINS: "(a) stratabatch, twins router",
+    PEER: "(b) Serve @serve.batch",
+    SERVE_ROUTER: "(c) stratabatch, Serve's router",
+    ENGINE: "(d) stratabatch-engine, 1 host",
+}
+BATCH = "answers"
+"""The batch deployment of (a) and (c): the drivers call it straight, as ``batch_handle`` does."""
+APPS = {TWINS: "bench-twins", PEER: "bench-serve-batch", SERVE_ROUTER: "bench-serve-router"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every system of a run is given."""
+
+    model: CostModel
+    replicas: int
+    window_ms: float
+    max_size: int
+    dedup_strategy: str
+    timeout_s: float
+
+
+# --------------------------------------------------------------------------- the Serve systems
+
+
+class Driver:
+    """A sender inside the cluster (a Ray actor): its share of the workload through app handles."""
+
+    def __init__(self) -> None:
+        self._handles: dict[tuple[str, str | None], Any] = {}
+
+    def pid(self) -> int:
+        """This actor's process id."""
+        return os.getpid()
+
+    async def run(
+        self,
+        target: tuple[str, str | None],
+        work: list[tuple[int, float, dict[str, Any]]],
+        t0: float,
+        timeout_s: float,
+    ) -> list[tuple[int, Any, float, str | None]]:
+        """Send each ``(rid, t, payload)`` at ``t0 + t`` (monotonic clock, the same in every
+        process of this machine) to ``target``, ``(app, None)`` for the app's handle or
+        ``(app, deployment)`` for a deployment's; return ``(rid, result, latency_s, error)``
+        per request."""
+        from ray import serve
+
+        handle = self._handles.get(target)
+        if handle is None:
+            app, dep = target
+            handle = (
+                serve.get_app_handle(app) if dep is None else serve.get_deployment_handle(dep, app)
+            )
+            self._handles[target] = handle
+        outcomes: list[tuple[int, Any, float, str | None]] = []
+
+        async def one(rid: int, payload: dict[str, Any], due: float) -> None:
+            try:
+                res, err = (
+                    await asyncio.wait_for(_awaitable(handle.remote(payload)), timeout_s),
+                    None,
+                )
+            except Exception as exc:  # the outcome records it; the accounting judges it
+                res, err = None, error_text(exc)
+            outcomes.append((rid, res, time.monotonic() - due, err))
+
+        tasks = []
+        for rid, t, payload in work:
+            due = t0 + t
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(rid, payload, due)))
+        await asyncio.gather(*tasks)
+        return outcomes
+
+
+async def _awaitable(response: Any) -> Any:
+    return await response
+
+
+def serve_batch_app(opts: Options, batch_size: int, wait_ms: float) -> Any:
+    """(b): the same backend behind ``@serve.batch``, bound and ready for ``serve.run``."""
+    from ray import serve
+
+    model_env = opts.model.to_env()
+    concurrency = opts.model.concurrency
+
+    @serve.deployment(
+        num_replicas=opts.replicas,
+        # Serve's default (5) would starve the batcher; stratabatch.ray's default, the same here
+        max_ongoing_requests=batch_size * (concurrency + 2),
+        ray_actor_options={"num_cpus": 0},
+    )
+    class ServeBatch:
+        def __init__(self) -> None:
+            self.backend = SimBackend(CostModel(**json.loads(model_env)))
+
+        @serve.batch(
+            max_batch_size=batch_size,
+            batch_wait_timeout_s=wait_ms / 1000,
+            max_concurrent_batches=concurrency,
+        )
+        async def answer(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return await self.backend(requests)
+
+        async def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
+            return await self.answer(request)
+
+    return ServeBatch.bind()
+
+
+def stratabatch_app(opts: Options, route: str) -> Any:
+    """(a) and (c): ``stratabatch.ray.deployment`` over the same backend, bound."""
+    from stratabatch.ray import deployment
+
+    dep = deployment(
+        SimBackend,
+        name=BATCH,
+        num_replicas=opts.replicas,
+        route=route,
+        ray_actor_options={"num_cpus": 0},
+        window_ms=opts.window_ms,
+        max_size=opts.max_size,
+        dedup_strategy=opts.dedup_strategy,
+        max_inflight_batches=opts.model.concurrency,
+        max_queue=100_000,
+        processing_timeout=opts.timeout_s,
+        cold_start="wait",
+    )
+    return dep.bind(opts.model)
+
+
+def stratabatch_ray_unavailable() -> str | None:
+    """None when ``stratabatch.ray`` can be imported, else why not."""
+    try:
+        import stratabatch.ray  # noqa: F401
+    except ImportError as exc:
+        return f"stratabatch.ray cannot be imported ({exc})"
+    return None
+
+
+class RayCluster:
+    """A head and 2 worker nodes on this machine, Serve without HTTP proxies, driver actors."""
+
+    def __init__(self, cleanup: Cleanup, drivers: int) -> None:
+        import logging
+
+        import ray
+        from ray import serve
+        from ray.cluster_utils import Cluster
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+        small = {"num_cpus": 4, "object_store_memory": 100 * 2**20}
+        self.cluster = Cluster(
+            initialize_head=True, head_node_args={**small, "include_dashboard": False}
+        )
+        self.drivers: list[Any] = []
+        cleanup.add(self.shutdown)
+        for _ in range(2):
+            self.cluster.add_node(**small)
+        ray.init(address=self.cluster.address, log_to_driver=False, logging_level="WARNING")
+        self.cluster.wait_for_nodes()
+        serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING"})
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        actor = ray.remote(num_cpus=0, max_concurrency=1000)(Driver)
+        self.drivers = [
+            actor.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    nodes[i % len(nodes)], soft=False
+                )
+            ).remote()
+            for i in range(drivers)
+        ]
+        self.driver_pids = ray.get([d.pid.remote() for d in self.drivers], timeout=120)
+
+    def deploy(self, apps: dict[str, Any]) -> None:
+        """``serve.run`` each bound app under its name (handles only: no route)."""
+        from ray import serve
+
+        for name, app in apps.items():
+            serve.run(app, name=name, route_prefix=None)
+
+    def run(
+        self,
+        target: tuple[str, str | None],
+        work: list[list[tuple[int, float, dict[str, Any]]]],
+        timeout_s: float,
+    ) -> list[Outcome]:
+        """Every driver sends its work to ``target`` (see :meth:`Driver.run`); the outcomes."""
+        import ray
+
+        t0 = time.monotonic() + START_DELAY_S
+        refs = [
+            d.run.remote(target, w, t0, timeout_s) for d, w in zip(self.drivers, work, strict=True)
+        ]
+        end = max((t for w in work for _, t, _ in w), default=0.0)
+        lists = ray.get(refs, timeout=START_DELAY_S + end + timeout_s + 60)
+        return [Outcome(*o) for outcomes in lists for o in outcomes]
+
+    def shutdown(self) -> None:
+        """Serve, Ray and the cluster down; every process they started gone."""
+        import ray
+        from ray import serve
+
+        for d in self.drivers:  # first: their handles would retry the controller's long polls
+            with contextlib.suppress(Exception):
+                ray.kill(d)
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        self.cluster.shutdown()
+
+
+# --------------------------------------------------------------------------- the engine system
+
+
+def engine_client_main(cid: int, inbox: Any, outbox: Any) -> None:
+    """A client process of (d), alive for the whole run (forked before Ray starts).
+
+    Takes ``(engine name, work, t0, timeout_s)`` messages, sends the work at its times through
+    one ``stratabatch.connect(name)`` client, answers ``(cid, outcome tuples)``; ``None`` ends it.
+    """
+    import stratabatch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's cleanup stops it
+    loop = asyncio.new_event_loop()
+    clients: dict[str, Any] = {}
+
+    async def run(name: str, work: list[Any], t0: float, timeout_s: float) -> list[Any]:
+        client = clients.get(name)
+        if client is None:
+            client = clients[name] = stratabatch.connect(name)
+        outcomes: list[tuple[int, Any, float, str | None]] = []
+
+        async def one(rid: int, payload: dict[str, Any], due: float) -> None:
+            try:
+                res, err = await client.process(payload, timeout=timeout_s), None
+            except Exception as exc:
+                res, err = None, error_text(exc)
+            outcomes.append((rid, res, time.monotonic() - due, err))
+
+        tasks = []
+        for rid, t, payload in work:
+            due = t0 + t
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(rid, payload, due)))
+        await asyncio.gather(*tasks)
+        return outcomes
+
+    try:
+        while (msg := inbox.get()) is not None:
+            try:
+                outbox.put((cid, loop.run_until_complete(run(*msg))))
+            except Exception as exc:  # connect failed: every request of this run failed with it
+                outbox.put((cid, [(rid, None, 0.0, error_text(exc)) for rid, _, _ in msg[1]]))
+    finally:
+        for client in clients.values():
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(client.close())
+        loop.close()
+
+
+class EngineClients:
+    """``n`` client processes of (d), forked at once (before any Ray thread exists)."""
+
+    def __init__(self, n: int, cleanup: Cleanup) -> None:
+        ctx = mp.get_context("fork")
+        self.inboxes = [ctx.Queue() for _ in range(n)]
+        self.outbox = ctx.Queue()
+        self.procs = [
+            ctx.Process(
+                target=engine_client_main, args=(c, self.inboxes[c], self.outbox), daemon=True
+            )
+            for c in range(n)
+        ]
+        for p in self.procs:
+            p.start()
+        cleanup.add(self.stop)
+
+    @property
+    def pids(self) -> list[int]:
+        """The client processes' ids."""
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def run(
+        self, name: str, work: list[list[tuple[int, float, dict[str, Any]]]], timeout_s: float
+    ) -> list[Outcome]:
+        """Every client sends its work to engine ``name``; the outcomes of all of them."""
+        t0 = time.monotonic() + START_DELAY_S
+        for inbox, w in zip(self.inboxes, work, strict=True):
+            inbox.put((name, w, t0, timeout_s))
+        end = max((t for w in work for _, t, _ in w), default=0.0)
+        deadline = time.monotonic() + START_DELAY_S + end + timeout_s + 60
+        outcomes: list[Outcome] = []
+        for _ in self.procs:
+            while True:
+                try:
+                    _, tuples = self.outbox.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    dead = [p.exitcode for p in self.procs if not p.is_alive()]
+                    if dead or time.monotonic() > deadline:
+                        raise RuntimeError(f"an engine client failed (exit codes {dead})") from None
+            outcomes += [Outcome(*t) for t in tuples]
+        return outcomes
+
+    def stop(self) -> None:
+        """End every client process."""
+        for inbox in self.inboxes:
+            with contextlib.suppress(Exception):
+                inbox.put(None)
+        for p in self.procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
+def start_engine(opts: Options, cleanup: Cleanup) -> Engine:
+    """(d)'s engine: the backend with the cluster's whole budget of concurrent calls."""
+    budget = opts.model.concurrency * opts.replicas
+    model = CostModel(**{**asdict(opts.model), "concurrency": budget})
+    options = [
+        "--window-ms",
+        f"{opts.window_ms:g}",
+        "--max-size",
+        str(opts.max_size),
+        "--dedup-strategy",
+        opts.dedup_strategy,
+        "--max-inflight-batches",
+        str(budget),
+        "--cold-start",
+        "wait",
+    ]
+    name = f"bench-ray-{os.getpid()}"
+    return Engine(name, ENGINE_HANDLER, options, cleanup, env={ENV_VAR: model.to_env()})
+
+
+# --------------------------------------------------------------------------- CPU
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def system_pids(system: str, engine_pids: list[int]) -> list[int]:
+    """The processes whose CPU a run of ``system`` is charged with (see the module docstring)."""
+    me = os.getpid()
+    if system == ENGINE:
+        return [me, *engine_pids]
+    engine_side = set(engine_pids)
+    others = [f"ray::ServeReplica:{app}:" for s, app in APPS.items() if s != system]
+    return [
+        p
+        for p in descendants(me)
+        if p not in engine_side and not any(_cmdline(p).startswith(o) for o in others)
+    ]
+
+
+def cpu_s(pids: list[int]) -> dict[tuple[int, str], float]:
+    """CPU seconds so far of every thread of ``pids`` (not their children: they are listed)."""
+    out: dict[tuple[int, str], float] = {}
+    for p in pids:
+        out.update(task_cpu_s(p))
+    return out
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def split(workload: Workload, n: int) -> list[list[tuple[int, float, dict[str, Any]]]]:
+    """Each sender's ``(rid, t, payload)``, by the workload's client index."""
+    out: list[list[tuple[int, float, dict[str, Any]]]] = [[] for _ in range(n)]
+    for r in workload.requests:
+        out[r.client % n].append((r.rid, r.t, r.payload()))
+    return out
+
+
+def run_once(
+    system: str,
+    workload: Workload,
+    drivers: int,
+    send: Callable[[list[list[tuple[int, float, dict[str, Any]]]]], list[Outcome]],
+    pids: list[int],
+    settings: Settings,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Send the workload through ``send``, charge ``pids``' CPU; the harness's figures."""
+    before = cpu_s(pids)
+    outcomes = send(split(workload, drivers))
+    cpu = cpu_delta_s(before, cpu_s(pids))
+    r = account(
+        workload, ModeRun(outcomes, cpu, {"cpu_processes": len(pids)}), settings, batch_size
+    )
+    r["wrong"] = r["wrong_merges"] + r["mismatched_answers"]
+    r["items_per_request"] = r["backend_items"] / r["requests"]
+    return r
+
+
+def _line(label: str, system: str, r: dict[str, Any]) -> str:
+    return (
+        f"{label:>8} {NAMES[system]:<34}{r['throughput_rps']:>7,.0f} req/s  p50 "
+        f"{r['latency_ms_p50']:7.1f}  p99 {r['latency_ms_p99']:7.1f} ms  items "
+        f"{r['backend_items']:>5} ({r['items_per_request']:.2f}/req)  CPU "
+        f"{r['cpu_us_per_request']:7.0f} us/req  wrong {r['wrong']}  failed "
+        f"{r['lost'] + r['errors'] + r['duplicated']}"
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every default is in ``--help``."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add = ap.add_argument
+    add("--quick", action="store_true", help="smoke run: 2 replicas, 2 bursts of 60, 1 round")
+    add("--rounds", type=int, help="measured rounds, the median reported (3; --quick 1)")
+    add("--replicas", type=int, help="replicas of each Serve app (4; --quick 2)")
+    add("--drivers", type=int, default=4, help="senders: driver actors / client processes (4)")
+    add("--systems", default="a,b,c,d", help="comma-separated subset of a,b,c,d (b always)")
+    add("--seed", type=int, default=1, help="workload seed (1)")
+    add("--bursts", type=int, help="bursts per run (3; --quick 2)")
+    add("--burst-size", type=int, help="requests per burst (300; --quick 60)")
+    add("--burst-ms", type=float, default=100.0, help="a burst's arrivals spread over (100)")
+    add("--gap-ms", type=float, help="quiet time after each burst (1500; --quick 700)")
+    add("--window-ms", type=float, default=10.0, help="stratabatch window, @serve.batch wait (10)")
+    add("--max-size", type=int, default=32, help="stratabatch max_size, max_batch_size (32)")
+    add("--serve-wait-ms", type=float, help="@serve.batch batch_wait_timeout_s in ms (--window-ms)")
+    add("--serve-batch-size", type=int, help="@serve.batch max_batch_size (--max-size)")
+    add("--dedup-strategy", default="embedding", help="stratabatch's strategy (embedding)")
+    add(
+        "--via-ingress",
+        action="store_true",
+        help="(a), (c): call the app's handle (its ingress deployment, one more hop) instead "
+        "of the batch deployment's",
+    )
+    add("--timeout-s", type=float, default=60.0, help="bound on each request's wait (60)")
+    add("--json", metavar="FILE", help="write every figure as JSON")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the cluster and the engine, run the systems round-robin, print and check."""
+    a = build_parser().parse_args(argv)
+    systems = [
+        s for s in (TWINS, PEER, SERVE_ROUTER, ENGINE) if s in a.systems.split(",") or s == PEER
+    ]
+    rounds = a.rounds or (1 if a.quick else 3)
+    replicas = a.replicas or (2 if a.quick else 4)
+    model = CostModel()
+    opts = Options(model, replicas, a.window_ms, a.max_size, a.dedup_strategy, a.timeout_s)
+    serve_size, serve_wait = a.serve_batch_size or a.max_size, a.serve_wait_ms or a.window_ms
+    cfg = WorkloadConfig(
+        seed=a.seed,
+        clients=a.drivers,
+        bursts=a.bursts or (2 if a.quick else 3),
+        burst_size=a.burst_size or (60 if a.quick else 300),
+        burst_ms=a.burst_ms,
+        gap_ms=a.gap_ms if a.gap_ms is not None else (700.0 if a.quick else 1500.0),
+    )
+    workload = generate(cfg)
+    warm = generate(WorkloadConfig(**{**asdict(cfg), "seed": cfg.seed + 1000, "bursts": 1}))
+    truth = workload.truth()
+    n = truth["requests"]
+    settings = Settings(
+        model=model, window_ms=a.window_ms, max_size=a.max_size, timeout_s=a.timeout_s
+    )
+    skipped: dict[str, str] = {}
+    if TWINS in systems or SERVE_ROUTER in systems:
+        why = stratabatch_ray_unavailable()
+        if why:
+            for s in (TWINS, SERVE_ROUTER):
+                if s in systems:
+                    skipped[s] = why
+                    systems.remove(s)
+    load0 = load_average()
+    print(f"bench_ray: {load0}", flush=True)
+    print(
+        f"workload: {n:,} requests, {cfg.bursts} bursts of {cfg.burst_size} over "
+        f"{cfg.burst_ms:g} ms every {(cfg.burst_ms + cfg.gap_ms) / 1000:g} s, seed {cfg.seed}, "
+        f"{a.drivers} senders; within a burst {truth['dups_catchable'] / n:.0%} surface twins, "
+        f"{truth['dups_existing'] / n:.0%} repeat an intent\nbackend: {model.overhead_ms:g} "
+        f"ms/call + {model.per_item_ms:g} ms/item, {model.concurrency} calls at once per replica, "
+        f"{replicas} replicas on a 3-node local cluster\nstratabatch: window {a.window_ms:g} ms, "
+        f"max_size {a.max_size}, {a.dedup_strategy}; @serve.batch: max_batch_size {serve_size}, "
+        f"batch_wait_timeout_s {serve_wait / 1000:g}, max_concurrent_batches "
+        f"{model.concurrency}; median of {rounds} round(s) after a warm-up round",
+        flush=True,
+    )
+    for s, why in skipped.items():
+        print(f"{NAMES[s]}: skipped: {why}", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+    t_start = time.monotonic()
+    with Cleanup() as cleanup:
+        clients = EngineClients(a.drivers, cleanup) if ENGINE in systems else None
+        t = time.monotonic()
+        cluster = RayCluster(cleanup, a.drivers)
+        apps: dict[str, Any] = {}
+        if TWINS in systems:
+            apps[APPS[TWINS]] = stratabatch_app(opts, "twins")
+        apps[APPS[PEER]] = serve_batch_app(opts, serve_size, serve_wait)
+        if SERVE_ROUTER in systems:
+            apps[APPS[SERVE_ROUTER]] = stratabatch_app(opts, "serve")
+        cluster.deploy(apps)
+        print(f"cluster up, {len(apps)} apps deployed in {time.monotonic() - t:.0f} s", flush=True)
+        engine = start_engine(opts, cleanup) if ENGINE in systems else None
+        engine_pids = [engine.pid, *clients.pids] if engine and clients else []
+        idle = _idle_cpu(system_pids(PEER, engine_pids) if PEER in systems else [], 2.0)
+        print(f"idle cluster (no app's traffic): {idle:.1%} of a CPU", flush=True)
+        for rnd in range(rounds + 1):
+            load = warm if rnd == 0 else workload
+            for system in systems:
+                if system == ENGINE:
+                    assert engine is not None and clients is not None
+                    name = engine.name
+                    send = lambda w, name=name: clients.run(name, w, a.timeout_s)  # noqa: E731
+                else:
+                    target = (APPS[system], None if system == PEER or a.via_ingress else BATCH)
+                    send = lambda w, tg=target: cluster.run(tg, w, a.timeout_s)  # noqa: E731
+                size = serve_size if system == PEER else a.max_size
+                r = run_once(
+                    system, load, a.drivers, send, system_pids(system, engine_pids), settings, size
+                )
+                print(_line(f"round {rnd}" if rnd else "warm-up", system, r), flush=True)
+                if rnd:
+                    runs[system].append(r)
+    took = time.monotonic() - t_start
+    load1 = load_average()
+    med = {s: median_run(runs[s]) for s in systems}
+    print_table(med, systems, skipped)
+    print(f"{load1} at the end; the run took {took:.0f} s")
+    targets = print_targets(target_rows(med))
+    failed = _failures(med)
+    if a.json:
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "systems": {NAMES[s]: med[s] for s in systems},
+                    "skipped": {NAMES[s]: why for s, why in skipped.items()},
+                    "runs": {NAMES[s]: runs[s] for s in systems},
+                    "targets": targets,
+                    "idle_cluster_cpu": idle,
+                    "load_average": {"start": load0, "end": load1},
+                    "workload": workload.describe(),
+                    "settings": {
+                        **vars(a),
+                        "rounds": rounds,
+                        "replicas": replicas,
+                        "cost_model": asdict(model),
+                        "serve_batch": {
+                            "max_batch_size": serve_size,
+                            "batch_wait_timeout_s": serve_wait / 1000,
+                            "max_concurrent_batches": model.concurrency,
+                        },
+                        "engine_concurrency": model.concurrency * replicas,
+                    },
+                    "seconds": took,
+                    "failed": failed,
+                },
+                indent=1,
+                default=str,
+            )
+        )
+    if failed:
+        print(f"FAILED: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _idle_cpu(pids: list[int], seconds: float) -> float:
+    """Share of one CPU that ``pids`` use over ``seconds`` with no traffic."""
+    if not pids:
+        return 0.0
+    before = cpu_s(pids)
+    time.sleep(seconds)
+    return cpu_delta_s(before, cpu_s(pids)) / seconds
+
+
+def _failures(med: dict[str, dict[str, Any]]) -> str:
+    """What went wrong in any run: lost, duplicated, failed or wrong answers."""
+    try:
+        check_exactly_once({NAMES[s]: r for s, r in med.items()})
+    except Exception as exc:
+        return str(exc)
+    bad = {
+        NAMES[s]: {"errors": r["errors"], "wrong": r["wrong"], "kinds": r["error_kinds"]}
+        for s, r in med.items()
+        if r["errors"] or r["wrong"]
+    }
+    return f"errors or wrong answers: {bad}" if bad else ""
+
+
+def print_table(
+    med: dict[str, dict[str, Any]], systems: list[str], skipped: dict[str, str]
+) -> None:
+    """The medians and the ratios against (b)."""
+    peer = med[PEER]
+    rounds = peer["repeats"]
+    print(f"\nmedian of {rounds} round(s) (the run with the median req/s); x(b): ratio to (b)")
+    print(
+        f"{'system':<34}{'req/s':>7}{'x(b)':>6}{'p50 ms':>8}{'p99 ms':>8}{'x(b)':>6}"
+        f"{'calls':>6}{'items':>6}{'/req':>5}{'x(b)':>6}{'CPU us/req':>11}{'x(b)':>6}"
+        f"{'wrong':>6}{'failed':>7}"
+    )
+    for s in systems:
+        r = med[s]
+        for key, base in (
+            ("throughput_rps", "x_rps"),
+            ("latency_ms_p99", "x_p99"),
+            ("backend_items", "x_items"),
+            ("cpu_us_per_request", "x_cpu"),
+        ):
+            r[base] = r[key] / peer[key] if peer[key] else None
+        print(
+            f"{NAMES[s]:<34}{r['throughput_rps']:>7,.0f}{r['x_rps']:>5.2f}x"
+            f"{r['latency_ms_p50']:>8.1f}{r['latency_ms_p99']:>8.1f}{r['x_p99']:>5.2f}x"
+            f"{r['backend_calls']:>6}{r['backend_items']:>6}{r['items_per_request']:>5.2f}"
+            f"{r['x_items']:>5.2f}x{r['cpu_us_per_request']:>11,.0f}{r['x_cpu']:>5.2f}x"
+            f"{r['wrong']:>6}{r['lost'] + r['errors'] + r['duplicated']:>7}"
+        )
+    for s, why in skipped.items():
+        print(f"{NAMES[s]:<34} skipped: {why}")
+    print(
+        "req/s: requests / time with a request outstanding; latency from the scheduled arrival; "
+        "items: requests the backend ran (the rest shared an answer); CPU: every process of the "
+        "system over the run (a Serve system: the whole cluster but the other apps' replicas); "
+        "wrong: answers from a request of another intent or with another text; failed: lost, "
+        "duplicated or error outcomes"
+    )
+
+
+def target_rows(med: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, bool | None]]:
+    """Issue 22's targets for (a) against (b); (c) and (d) reported beside them."""
+    rows: list[tuple[str, str, str, bool | None]] = []
+    a = med.get(TWINS)
+    if a is None:
+        return rows
+    rows.append(
+        ("(a) backend items vs (b)", f"{a['x_items']:.2f}x", "<= 0.7x", a["x_items"] <= 0.7)
+    )
+    rows.append(("(a) req/s vs (b)", f"{a['x_rps']:.2f}x", ">= 1.3x", a["x_rps"] >= 1.3))
+    rows.append(
+        (
+            "(a) p99 vs (b)",
+            f"{a['latency_ms_p99']:.0f} / {med[PEER]['latency_ms_p99']:.0f} ms",
+            "no worse",
+            a["latency_ms_p99"] <= med[PEER]["latency_ms_p99"],
+        )
+    )
+    rows.append(
+        (
+            "(a) wrong + failed answers",
+            str(a["wrong"] + a["lost"] + a["errors"]),
+            "0",
+            a["wrong"] + a["lost"] + a["errors"] == 0,
+        )
+    )
+    c = med.get(SERVE_ROUTER)
+    if c is not None:
+        rows.append(
+            (
+                "(a) items vs (c): what the router saves",
+                f"{a['backend_items'] / c['backend_items']:.2f}x",
+                "reported",
+                None,
+            )
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    # run as a script, the classes the cluster unpickles must come from the installed module
+    # (stratabatch.perf.bench_ray), not from __main__
+    from stratabatch.perf.bench_ray import main as _main
+
+    sys.exit(_main())
