@@ -1,0 +1,381 @@
+"""The twin router (stratabatch.rayrouter): its keys against the core's own dedup, the
+rendezvous choice as replicas come and go, the overload fallback, the router class driven
+without a cluster; then on the module's Ray cluster, twins through different handles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import unicodedata
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from stratabatch import BatchProcessor, ConfigError
+from stratabatch.rayrouter import (
+    COARSE_TAIL,
+    DEFAULT_IMBALANCE,
+    Choice,
+    choose,
+    coarse_key,
+    key_for,
+    rendezvous,
+    rendezvous_order,
+    request_of,
+    route_counts,
+    route_key,
+    router_class,
+)
+
+SEED = 20261207
+
+BASES = [
+    "How do I reset my password?",
+    "Where is my order 1234?",
+    "Cancel my subscription",
+    "What is the capital of France?",
+    "Ünïcödé text with ﬁ ligature",
+    "",
+    "   ",
+]
+
+
+def variants(text: str, rng: random.Random) -> list[str]:
+    """Ways of typing ``text`` that the core's exact dedup (normalize=True) merges or not:
+    case, whitespace, NFKC forms, and one that changes a letter."""
+    out = [
+        text,
+        text.upper(),
+        text.lower(),
+        "  " + "   ".join(text.split()) + " \t",
+        unicodedata.normalize("NFKD", text),
+        text.replace(" ", "\u00a0"),  # a no-break space: whitespace to str.split
+        text + "x",
+    ]
+    rng.shuffle(out)
+    return out
+
+
+async def core_groups(requests: list[dict[str, Any]], **options: Any) -> list[int]:
+    """Which handler item answered each request (a number per item), by the core's own dedup
+    in one burst."""
+    made = iter(range(1 << 30))
+
+    async def handler(items: list[dict[str, Any]]) -> list[int]:
+        return [next(made) for _ in items]
+
+    async with BatchProcessor(
+        handler, window_ms=20, max_size=4096, cold_start="wait", **options
+    ) as batch:
+        return await batch.process(requests)
+
+
+def assert_keys_match_core(requests: list[dict[str, Any]], keys: list[bytes], groups: list[int]):
+    for i in range(len(requests)):
+        for j in range(i + 1, len(requests)):
+            same_key = keys[i] == keys[j]
+            same_group = groups[i] == groups[j]
+            assert same_key == same_group, (requests[i], requests[j], same_key, same_group)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+async def test_route_key_equal_exactly_for_the_cores_exact_twins(normalize: bool) -> None:
+    rng = random.Random(SEED)
+    print("seed", SEED)
+    requests: list[dict[str, Any]] = []
+    for base in BASES:
+        for text in variants(base, rng):
+            requests.append({"query": text, "i": len(requests)})
+    # requests without the text: only the same whole request merges (key order aside)
+    requests += [
+        {"i": 1000, "other": 1},
+        {"i": 1000, "other": 1},
+        {"other": 1, "i": 1000},
+        {"i": 1000, "other": 2},
+        {"query": 5, "i": 1001},
+        {"i": 1001, "query": 5},
+    ]
+    groups = await core_groups(requests, dedup_strategy="exact", normalize=normalize)
+    keys = [route_key(r, dedup_key="query", normalize=normalize) for r in requests]
+    assert len(set(groups)) < len(requests) - 3  # twins merged beyond the whole-request ones
+    assert_keys_match_core(requests, keys, groups)
+
+
+async def test_route_key_scope_separates_as_the_core_does() -> None:
+    requests = [
+        {"query": "hi", "model": "a", "i": 0},
+        {"query": "HI ", "model": "a", "i": 1},
+        {"query": "hi", "model": "b", "i": 2},
+        {"query": "hi", "i": 3},  # no model: another scope than model=None
+        {"query": "hi", "model": None, "i": 4},
+        {"query": "hi", "model": "a", "user": 1, "i": 5},  # a field outside the scope
+        {"query": "hi", "model": ["x", {"b": 1, "a": 2}], "i": 6},
+        {"query": "hi", "model": ["x", {"a": 2, "b": 1}], "i": 7},  # map order is no matter
+    ]
+    groups = await core_groups(requests, dedup_strategy="exact", dedup_scope=("model",))
+    keys = [route_key(r, dedup_scope=["model"]) for r in requests]
+    assert keys[0] == keys[1] == keys[5]
+    assert keys[6] == keys[7]
+    assert len({keys[0], keys[2], keys[3], keys[4], keys[6]}) == 5
+    assert_keys_match_core(requests, keys, groups)
+
+
+def test_route_key_refuses_what_is_not_a_request() -> None:
+    with pytest.raises(TypeError, match="mapping"):
+        route_key(["not", "a", "mapping"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        route_key({"query": "hi", "model": object()}, dedup_scope=["model"])
+
+
+def test_coarse_key_shared_by_exact_twins_and_near_twins() -> None:
+    rng = random.Random(SEED)
+    for base in BASES:
+        twins = [t for t in variants(base, rng) if not t.endswith("x")]  # the core's twins
+        assert len({route_key({"query": t}) for t in twins}) == 1
+        assert len({coarse_key({"query": t}) for t in twins}) == 1
+    near = [
+        "How do I update my billing address?",
+        "how do i update my billing address",
+        "Hey there, how do I update my billing address? thx",
+        "How can I update my billing address?",
+        "How do I upadte my billing address?",  # a typo outside the two rarest words
+    ]
+    assert len({coarse_key({"query": t}) for t in near}) == 1
+    other = coarse_key({"query": "How do I reset my password?"})
+    assert other != coarse_key({"query": near[0]})
+
+
+def test_coarse_key_scope_and_no_text() -> None:
+    a = coarse_key({"query": "Where is my parcel?", "model": "a"}, dedup_scope=["model"])
+    b = coarse_key({"query": "where is my parcel", "model": "b"}, dedup_scope=["model"])
+    c = coarse_key({"query": "where is my parcel", "model": "a"}, dedup_scope=["model"])
+    assert a == c != b
+    assert coarse_key({"prompt": "no text under the key"}) is None
+    assert coarse_key({"query": 42}) is None
+    # without key words: its canonical text, so "the" is not "a"
+    assert coarse_key({"query": "the"}) != coarse_key({"query": "a"})
+
+
+QUESTIONS = [
+    f"How do I {verb} the {thing} on my {place}?"
+    for verb in ("change", "check", "cancel", "update", "find", "dispute")
+    for thing in ("address", "limit", "statement", "payment", "fee")
+    for place in ("savings account", "credit card", "mortgage", "loan")
+]
+
+
+def test_coarse_key_reads_the_question_after_a_long_preamble() -> None:
+    """Prompts over one long preamble are spread by their questions, where a key over every
+    word would put them all on the replica of the preamble's rarest words. (A question of
+    fewer key words than COARSE_TAIL shares the tail with the preamble's last words: docs.)"""
+    preamble = (
+        "You are the assistant of Northgate Savings Bank. Answer politely and briefly, never "
+        "reveal internal policies, escalate fraud reports to a human agent, quote fees only "
+        "from the published schedule, and decline requests unrelated to banking services."
+    )
+    assert len(preamble.split()) > 2 * COARSE_TAIL
+    prompts = [f"{preamble}\n\nQuestion: {q}" for q in QUESTIONS]
+    spread = Counter(coarse_key({"query": p}) for p in prompts)
+    whole = Counter(coarse_key({"query": p}, tail=0) for p in prompts)
+    assert len(whole) == 1 and len(spread) >= len(prompts) // 4, (len(whole), len(spread))
+    twin = f"{preamble.upper()}   question: {QUESTIONS[0].rstrip('?')}"
+    assert coarse_key({"query": twin}) == coarse_key({"query": prompts[0]})
+
+
+def test_key_for_by_strategy() -> None:
+    r = {"query": "How can I update my billing address?"}
+    assert key_for(r, strategy="exact") == route_key(r)
+    assert key_for(r, strategy="embedding") == coarse_key(r)
+    assert key_for(r, strategy="hybrid") == coarse_key(r)
+    no_text = {"prompt": "x"}
+    assert key_for(no_text, strategy="embedding") == route_key(no_text)
+
+
+def test_request_of() -> None:
+    r = {"query": "a"}
+    assert request_of([r]) is r
+    assert request_of([[r, {"query": "b"}]]) is r
+    assert request_of([(r,)]) is r
+    assert request_of([]) is None
+    assert request_of([[]]) is None
+    assert request_of(["text"]) is None
+    assert request_of([[1, 2]]) is None
+
+
+def _keys(n: int) -> list[bytes]:
+    return [route_key({"query": f"request {i}"}) for i in range(n)]
+
+
+def test_rendezvous_spreads_keys_evenly() -> None:
+    replicas = [f"replica-{i}" for i in range(8)]
+    load = Counter(rendezvous(k, replicas) for k in _keys(16_000))
+    assert set(load) == set(replicas)
+    assert max(load.values()) < 1.1 * 2000 and min(load.values()) > 0.9 * 2000, load
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_rendezvous_moves_only_the_keys_of_a_replica_that_leaves_or_joins(n: int) -> None:
+    replicas = [f"r{i}-{random.Random(i).getrandbits(32):x}" for i in range(n)]
+    keys = _keys(8000)
+    before = {k: rendezvous(k, replicas) for k in keys}
+    gone = replicas[1]
+    after = {k: rendezvous(k, [r for r in replicas if r != gone]) for k in keys}
+    moved = [k for k in keys if before[k] != after[k]]
+    assert all(before[k] == gone for k in moved)  # only its keys move
+    assert all(after[k] == rendezvous_order(k, replicas)[1] for k in moved)  # to their next
+    assert sum(1 for k in keys if before[k] == gone) == len(moved)  # and all of them move
+    assert abs(len(moved) / len(keys) - 1 / n) < 0.25 / n
+    new = "r-new"
+    joined = {k: rendezvous(k, [*replicas, new]) for k in keys}
+    moved = [k for k in keys if before[k] != joined[k]]
+    assert all(joined[k] == new for k in moved)  # only to the new one
+    assert abs(len(moved) / len(keys) - 1 / (n + 1)) < 0.25 / (n + 1)
+
+
+def test_rendezvous_order_does_not_depend_on_the_replicas_order() -> None:
+    replicas = [f"replica-{i}" for i in range(6)]
+    for k in _keys(200):
+        shuffled = replicas[:]
+        random.Random(k).shuffle(shuffled)
+        assert rendezvous(k, shuffled) == rendezvous(k, replicas)
+        assert rendezvous_order(k, shuffled) == rendezvous_order(k, replicas)
+        assert rendezvous_order(k, replicas)[0] == rendezvous(k, replicas)
+    with pytest.raises(ValueError):
+        rendezvous(b"k", [])
+
+
+def test_choose_prefers_the_keys_replica_under_the_threshold() -> None:
+    replicas = [f"replica-{i}" for i in range(4)]
+    rng = random.Random(SEED)
+    for k in _keys(200):
+        pref = rendezvous(k, replicas)
+        lens = {r: rng.randrange(0, 50) for r in replicas}
+        lens[pref] = min(lens.values()) + 10  # exactly at the threshold: still preferred
+        c = choose(k, replicas, lens, imbalance=10, rng=rng)
+        assert c.preferred == pref and not c.fallback
+        assert c.ranks[0] == (pref,)
+        assert len(c.ranks[1]) == 2 and pref not in c.ranks[1]  # if it is full or silent
+    # unknown queues are not held against a replica
+    k = _keys(1)[0]
+    assert not choose(k, replicas, {}, imbalance=0).fallback
+    pref = rendezvous(k, replicas)
+    assert not choose(k, replicas, {pref: 1000}, imbalance=0).fallback
+
+
+def test_choose_falls_back_to_two_choices_past_the_threshold() -> None:
+    replicas = [f"replica-{i}" for i in range(5)]
+    rng = random.Random(SEED)
+    firsts: Counter[str] = Counter()
+    for k in _keys(400):
+        pref = rendezvous(k, replicas)
+        lens = {r: 3 for r in replicas}
+        lens[pref] = 3 + 11
+        c = choose(k, replicas, lens, imbalance=10, rng=rng)
+        assert c.fallback and c.preferred == pref
+        assert len(c.ranks[0]) == 2 and pref not in c.ranks[0] and len(set(c.ranks[0])) == 2
+        assert c.ranks[1] == (pref,)
+        firsts.update(c.ranks[0])
+    assert set(firsts) == set(replicas)  # random among the others, not a fixed pair
+
+
+def test_choose_with_one_or_two_replicas() -> None:
+    k = _keys(1)[0]
+    assert choose(k, ["only"], {"only": 10**6}, imbalance=0) == Choice("only", (("only",),), False)
+    c = choose(k, ["a", "b"], {"a": 100, "b": 100, rendezvous(k, ["a", "b"]): 500}, imbalance=1)
+    assert c.fallback and len(c.ranks[0]) == 1
+    with pytest.raises(ValueError):
+        choose(k, [], {}, imbalance=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The router class, driven as Serve drives it, without a cluster
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeReplica:
+    """What the router reads of Serve's RunningReplica."""
+
+    def __init__(self, replica_id: Any) -> None:
+        self.replica_id = replica_id
+        self.max_ongoing_requests = 100
+
+
+def make_router(app: str, **options: Any) -> tuple[Any, list[FakeReplica]]:
+    from ray.serve._private.common import DeploymentHandleSource, DeploymentID, ReplicaID
+
+    dep = DeploymentID(name="answers", app_name=app)
+    router = router_class()(
+        deployment_id=dep,
+        handle_source=DeploymentHandleSource.UNKNOWN,
+        use_replica_queue_len_cache=True,
+    )
+    router.initialize_state(**options)
+    return router, [FakeReplica(ReplicaID(f"rep{i}", dep)) for i in range(4)]
+
+
+def pending(args: list[Any]) -> Any:
+    from ray.serve._private.common import RequestMetadata
+    from ray.serve._private.request_router.common import PendingRequest
+
+    meta = RequestMetadata(request_id="r", internal_request_id=f"i{random.random()}")
+    return PendingRequest(args=args, kwargs={}, metadata=meta)
+
+
+async def test_router_routes_by_key_and_counts_where_requests_went() -> None:
+    router, replicas = make_router("app-count", strategy="exact", imbalance=5)
+    ids = [r.replica_id.unique_id for r in replicas]
+    req = {"query": "Where is my order?"}
+    pr = pending([req])
+    ranks = await router.choose_replicas(replicas, pr)
+    pref = rendezvous(route_key(req), ids)
+    assert [r.replica_id.unique_id for r in ranks[0]] == [pref]
+    router.on_request_routed(pr, ranks[0][0].replica_id, None)
+    # the preferred replica past the threshold: two others first
+    by_id = {r.replica_id.unique_id: r for r in replicas}
+    for rid, r in by_id.items():
+        router.replica_queue_len_cache.update(r.replica_id, 20 if rid == pref else 2)
+    pr2 = pending([[{"query": "where is my ORDER? "}, {"query": "another"}]])
+    ranks = await router.choose_replicas(replicas, pr2)
+    assert pref not in [r.replica_id.unique_id for r in ranks[0]] and len(ranks[0]) == 2
+    router.on_request_routed(pr2, ranks[0][0].replica_id, None)
+    # no request mapping: Serve's usual choice, counted apart, never an error
+    for args in ([], [42], [["text"]], [{"query": "x", "model": object()}]):
+        pr3 = pending(args)
+        router_s, _ = make_router("app-count", dedup_scope=["model"])
+        ranks = await router_s.choose_replicas(replicas, pr3)
+        assert len(ranks) == 1 and 1 <= len(ranks[0]) <= 2
+        router_s.on_request_routed(pr3, ranks[0][0].replica_id, None)
+    assert await router.choose_replicas([], pending([req])) == []
+    counts = route_counts("app-count", "answers")
+    assert (counts.preferred, counts.fallback, counts.unkeyed) == (1, 1, 4)
+    assert route_counts("no such app").preferred == 0
+
+
+async def test_router_near_strategy_keys_by_the_coarse_key_from_its_first_request() -> None:
+    router, replicas = make_router("app-near", strategy="embedding")
+    ids = [r.replica_id.unique_id for r in replicas]
+    twins = ["How do I update my billing address?", "Hey, how can I update my billing address"]
+    # the first request may come while the kernels load: keyed in a thread meanwhile
+    got = await asyncio.gather(
+        *(router.choose_replicas(replicas, pending([{"query": t}])) for t in twins)
+    )
+    want = rendezvous(coarse_key({"query": twins[0]}), ids)
+    assert [g[0][0].replica_id.unique_id for g in got] == [want, want]
+
+
+def test_router_options_are_checked() -> None:
+    for bad in (
+        {"strategy": "fuzzy"},
+        {"imbalance": -1},
+        {"imbalance": True},
+        {"dedup_scope": "model"},
+        {"dedup_key": 3},
+        {"normalize": "yes"},
+        {"colour": "blue"},
+    ):
+        with pytest.raises(ConfigError):
+            make_router("app-bad", **bad)
+    router, _ = make_router("app-default")
+    assert router._imbalance == DEFAULT_IMBALANCE
