@@ -1,0 +1,295 @@
+"""Statistics of a stratabatch deployment on Ray Serve: merging the replicas' ``Stats``, the
+board that gathers them, and the replicas' Ray metrics.
+
+Serve has no call that reaches every replica of a deployment, so each deployment gets a small
+board: a deployment-scoped actor (Serve's ``deployment_actors``, created and removed with the
+deployment) that the replicas report to. A replica keeps one long-poll call open on the board;
+:meth:`StatsBoard.collect` starts a new round, which ends every replica's poll, and each replica
+answers with a snapshot taken after the round began. A caller that counted its answers before
+asking therefore finds every one of them in the merged totals (exact at quiescence).
+
+A replica that stops gracefully sends a last snapshot after its processor drained; its counts
+stay in the totals. A replica that dies keeps the counts of its last snapshot (what it did
+after that is lost), and a round does not wait for it past its timeout.
+
+Merging (:func:`merge_stats`): counters add up; see the function for the fields that do not.
+
+This module imports nothing of Ray at import time except in :class:`ReplicaMetrics`, so the
+merge can be used and tested without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .stats import Stats
+
+BOARD_NAME = "stratabatch_stats"
+"""The name of the stats board among a deployment's ``deployment_actors``."""
+
+_SUMMED = (
+    "total_requests",
+    "total_batches",
+    "unique_requests",
+    "duplicates",
+    "inflight_coalesced",
+    "requests_per_second",
+    "cost_saved_usd",
+    "queue_depth",
+    "errors",
+    "timeouts",
+    "rejected",
+    "exact_merges",
+    "near_merges",
+    "dropped",
+)
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Stats))
+
+
+def stats_to_dict(stats: Stats) -> dict[str, Any]:
+    """``stats`` as plain values (what a replica sends to its board)."""
+    out = {f: getattr(stats, f) for f in _FIELDS}
+    out["merge_similarity_histogram"] = list(stats.merge_similarity_histogram)
+    return out
+
+
+def stats_from_dict(values: Mapping[str, Any]) -> Stats:
+    """The :class:`Stats` of :func:`stats_to_dict`'s mapping (unknown keys are ignored)."""
+    kwargs = {k: v for k, v in values.items() if k in _FIELDS}
+    kwargs["merge_similarity_histogram"] = tuple(kwargs["merge_similarity_histogram"])
+    return Stats(**kwargs)
+
+
+def merge_stats(parts: Iterable[Stats]) -> Stats:
+    """One :class:`Stats` for the replicas whose snapshots are ``parts``.
+
+    * Counts, rates and the queue depth are summed (``requests_per_second`` too: the replicas
+      serve at once), and so is the similarity histogram, bin by bin.
+    * ``avg_batch_size`` is recomputed from the summed items and batches; ``dedup_rate`` from
+      the summed duplicates and requests.
+    * ``latency_ms_p50/p95/p99``: the largest of the replicas that completed requests. The
+      p-th percentile of the union of several samples lies between the smallest and the
+      largest of their p-th percentiles, so this is an upper bound, equal to the true value
+      when the replicas' latencies are alike (and exact for one replica). The replicas'
+      samples themselves are not sent.
+    * ``window_ms``, ``batch_size_max``: the largest. ``adaptive_a_ms`` and
+      ``adaptive_b_ms``: the mean over the replicas weighted by their batches.
+
+    An empty ``parts`` gives a ``Stats`` of zeros.
+    """
+    parts = list(parts)
+    sums: dict[str, Any] = {f: 0 for f in _SUMMED}
+    hist: list[int] = []
+    items = 0.0
+    lat = [0.0, 0.0, 0.0]
+    window = 0.0
+    size_max = 0
+    a = b = 0.0
+    for s in parts:
+        for f in _SUMMED:
+            sums[f] += getattr(s, f)
+        h = s.merge_similarity_histogram
+        if len(hist) < len(h):
+            hist += [0] * (len(h) - len(hist))
+        for i, x in enumerate(h):
+            hist[i] += x
+        items += s.avg_batch_size * s.total_batches
+        if s.total_requests:
+            lat = [max(lat[0], s.latency_ms_p50), max(lat[1], s.latency_ms_p95),
+                   max(lat[2], s.latency_ms_p99)]  # fmt: skip
+        window = max(window, s.window_ms)
+        size_max = max(size_max, s.batch_size_max)
+        a += s.adaptive_a_ms * s.total_batches
+        b += s.adaptive_b_ms * s.total_batches
+    batches = sums["total_batches"]
+    total = sums["total_requests"]
+    return Stats(
+        avg_batch_size=items / batches if batches else 0.0,
+        dedup_rate=sums["duplicates"] / total if total else 0.0,
+        latency_ms_p50=lat[0],
+        latency_ms_p95=lat[1],
+        latency_ms_p99=lat[2],
+        window_ms=window,
+        merge_similarity_histogram=tuple(hist),
+        batch_size_max=size_max,
+        adaptive_a_ms=a / batches if batches else 0.0,
+        adaptive_b_ms=b / batches if batches else 0.0,
+        **sums,
+    )
+
+
+class StatsBoard:
+    """The deployment-scoped actor the replicas of one deployment report to (an async actor:
+    Serve starts it with the deployment and removes it with it).
+
+    Replicas call :meth:`join`, then loop on :meth:`poll` and :meth:`report`; a stopping
+    replica calls :meth:`leave` with its last snapshot. Readers call :meth:`collect`.
+    """
+
+    def __init__(self) -> None:
+        self._round = 0
+        self._wake: asyncio.Event | None = None
+        self._answered: asyncio.Event | None = None
+        self._live: dict[str, dict[str, Any]] = {}  # replica -> its last snapshot ({} before one)
+        self._seen: dict[str, int] = {}  # replica -> the round its last snapshot answered
+        self._actors: dict[str, Any] = {}  # replica -> its actor handle (to probe a silent one)
+        self._gone: dict[str, dict[str, Any]] = {}  # replicas that left: their last snapshot
+
+    def _events(self) -> tuple[asyncio.Event, asyncio.Event]:
+        if self._wake is None or self._answered is None:  # (made on the actor's own loop)
+            self._wake, self._answered = asyncio.Event(), asyncio.Event()
+        return self._wake, self._answered
+
+    async def join(self, replica: str, actor: Any) -> int:
+        """Register ``replica`` (its Serve replica id) and its actor handle; returns the
+        current round, the first one it has to answer being the next."""
+        self._live.setdefault(replica, {})
+        self._seen.setdefault(replica, self._round)
+        self._actors[replica] = actor
+        return self._round
+
+    async def poll(self, seen: int, wait_s: float) -> int:
+        """Wait until a round later than ``seen`` starts, or ``wait_s`` passes; returns the
+        current round (a replica answers it when it is later than ``seen``)."""
+        wake, _ = self._events()
+        deadline = time.monotonic() + wait_s
+        while self._round <= seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(wake.wait(), left)
+            except TimeoutError:
+                break
+        return self._round
+
+    async def report(self, replica: str, round_: int, stats: dict[str, Any]) -> None:
+        """A snapshot of ``replica``'s processor, taken after round ``round_`` began."""
+        if replica in self._gone:
+            return
+        self._live[replica] = stats
+        self._seen[replica] = max(self._seen.get(replica, 0), round_)
+        _, answered = self._events()
+        answered.set()
+
+    async def leave(self, replica: str, stats: dict[str, Any]) -> None:
+        """``replica`` stops: ``stats`` is its final snapshot (its processor has drained)."""
+        self._live.pop(replica, None)
+        self._seen.pop(replica, None)
+        self._actors.pop(replica, None)
+        self._gone[replica] = stats
+        _, answered = self._events()
+        answered.set()
+
+    async def collect(self, timeout_s: float) -> dict[str, Any]:
+        """Start a round and wait (at most ``timeout_s``) for every live replica's answer.
+
+        Returns:
+            ``{"replicas": {id: snapshot}, "gone": {id: snapshot}, "stale": [id, ...]}``:
+            the live replicas' snapshots, the final snapshots of replicas that stopped or
+            died, and the live replicas that did not answer in time (their previous snapshot
+            is in ``replicas``).
+        """
+        wake, answered = self._events()
+        self._round += 1
+        target = self._round
+        wake.set()
+        wake.clear()  # (the waiting polls were woken; later polls wait for the next round)
+        deadline = time.monotonic() + timeout_s
+        probed = False
+        while True:
+            missing = [r for r, seen in self._seen.items() if seen < target]
+            if not missing:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not probed and left < timeout_s / 2:
+                probed = True
+                await self._drop_dead(missing)
+                continue
+            answered.clear()
+            try:
+                await asyncio.wait_for(answered.wait(), min(left, timeout_s / 2))
+            except TimeoutError:
+                pass
+        stale = [r for r, seen in self._seen.items() if seen < target]
+        return {"replicas": dict(self._live), "gone": dict(self._gone), "stale": stale}
+
+    async def _drop_dead(self, replicas: list[str]) -> None:
+        """Move the replicas among ``replicas`` whose actor is dead to the gone ones (their
+        last snapshot counts, as a stopped replica's final one does)."""
+        for r in replicas:
+            actor = self._actors.get(r)
+            if actor is None:
+                continue
+            try:
+                await asyncio.wait_for(actor.__ray_ready__.remote(), 1.0)
+            except TimeoutError:
+                continue  # alive but busy: it may still answer
+            except Exception:  # noqa: BLE001 - Ray's actor-died errors, whichever it raises
+                self._gone[r] = self._live.pop(r, {})
+                self._seen.pop(r, None)
+                self._actors.pop(r, None)
+
+
+class ReplicaMetrics:
+    """A replica's Ray metrics (``ray.util.metrics``), fed from its processor's ``Stats``.
+
+    Counters grow by the difference between two snapshots, so feeding them costs nothing per
+    request; gauges take the snapshot's value. Every metric carries the tags ``app`` and
+    ``deployment`` (Ray adds its own, such as the node and worker).
+    """
+
+    COUNTERS = (
+        ("stratabatch_requests_total", "total_requests", "Requests accepted."),
+        ("stratabatch_handler_items_total", "unique_requests", "Items sent to the handler."),
+        ("stratabatch_merged_total", None, "Duplicates merged in a window."),
+        (
+            "stratabatch_coalesced_total",
+            "inflight_coalesced",
+            "Duplicates that joined work already running in the handler.",
+        ),
+        ("stratabatch_batches_total", "total_batches", "Handler calls made."),
+        ("stratabatch_errors_total", "errors", "Requests answered with a handler or other error."),
+        ("stratabatch_timeouts_total", "timeouts", "Requests answered with BatchTimeoutError."),
+        ("stratabatch_rejected_total", "rejected", "Requests answered with QueueFullError."),
+    )
+    GAUGES = (
+        ("stratabatch_queue_depth", "queue_depth", "Requests waiting for a batch now."),
+        ("stratabatch_window_ms", "window_ms", "The window in force now, ms."),
+    )
+
+    def __init__(self, app: str, deployment: str) -> None:
+        from ray.util import metrics
+
+        tags = {"app": app, "deployment": deployment}
+        keys = ("app", "deployment")
+        self.counters = {
+            name: metrics.Counter(name, description=text, tag_keys=keys).set_default_tags(tags)
+            for name, _, text in self.COUNTERS
+        }
+        self.gauges = {
+            name: metrics.Gauge(name, description=text, tag_keys=keys).set_default_tags(tags)
+            for name, _, text in self.GAUGES
+        }
+        self.sent: dict[str, float] = {name: 0 for name, _, _ in self.COUNTERS}
+        """What each counter has been increased by so far."""
+
+    def update(self, stats: Stats) -> None:
+        """Bring the metrics to ``stats`` (a later snapshot of the same processor)."""
+        for name, field, _ in self.COUNTERS:
+            if field is None:  # merged = duplicates that did not coalesce
+                value = stats.duplicates - stats.inflight_coalesced
+            else:
+                value = getattr(stats, field)
+            delta = value - self.sent[name]
+            if delta > 0:
+                self.counters[name].inc(delta)
+                self.sent[name] = value
+        for name, field, _ in self.GAUGES:
+            self.gauges[name].set(getattr(stats, field))
