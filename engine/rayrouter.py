@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COARSE_TAIL",
     "COARSE_WORDS",
-    "DEFAULT_IMBALANCE",
+    "IMBALANCE_SHARE",
     "STRATEGIES",
     "Choice",
     "RouteCounts",
@@ -81,10 +81,12 @@ COARSE_TAIL = 12
 """The coarse key reads the last this many key words of the canonical text: a long prompt's
 question, not the preamble every prompt shares (which would send them all to one replica)."""
 
-DEFAULT_IMBALANCE = 128
-"""The default ``imbalance``: how many more ongoing requests than the least busy other
-replica the preferred replica may hold before a request falls back. A replica's twins count
-one each there though they cost one handler item, so the bound is loose by design."""
+IMBALANCE_SHARE = 0.5
+"""Without an ``imbalance`` option, the threshold is this share of a replica's
+``max_ongoing_requests``: the preferred replica may hold that many more ongoing requests than
+the least busy other before requests fall back (and, once full, it takes none anyway). A
+replica's twins count one each there though they cost one handler item, so the bound is loose
+by design."""
 
 STRATEGIES = ("exact", "embedding", "hybrid")
 """The dedup strategies the router knows; the near ones key by :func:`coarse_key`."""
@@ -401,7 +403,7 @@ def _module() -> Any:
     return importlib.import_module("stratabatch.rayrouter")
 
 
-def _options(kwargs: Mapping[str, Any]) -> tuple[str, tuple[str, ...], bool, str, int]:
+def _options(kwargs: Mapping[str, Any]) -> tuple[str, tuple[str, ...], bool, str, int | None]:
     """The router's options from ``request_router_kwargs``, checked.
 
     Raises:
@@ -415,7 +417,7 @@ def _options(kwargs: Mapping[str, Any]) -> tuple[str, tuple[str, ...], bool, str
     scope = kwargs.get("dedup_scope", ())
     normalize = kwargs.get("normalize", True)
     strategy = kwargs.get("strategy", "exact")
-    imbalance = kwargs.get("imbalance", DEFAULT_IMBALANCE)
+    imbalance = kwargs.get("imbalance")
     if not isinstance(dedup_key, str):
         raise ConfigError(f"dedup_key must be a str, got {dedup_key!r}")
     if isinstance(scope, str) or not all(isinstance(f, str) for f in scope):
@@ -424,8 +426,10 @@ def _options(kwargs: Mapping[str, Any]) -> tuple[str, tuple[str, ...], bool, str
         raise ConfigError(f"normalize must be a bool, got {normalize!r}")
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if isinstance(imbalance, bool) or not isinstance(imbalance, int) or imbalance < 0:
-        raise ConfigError(f"imbalance must be an int >= 0, got {imbalance!r}")
+    if imbalance is not None and (
+        isinstance(imbalance, bool) or not isinstance(imbalance, int) or imbalance < 0
+    ):
+        raise ConfigError(f"imbalance must be an int >= 0 or None, got {imbalance!r}")
     return dedup_key, tuple(scope), normalize, strategy, imbalance
 
 
@@ -438,7 +442,8 @@ def router_class() -> type[RequestRouter]:
     Give it to Serve as ``RequestRouterConfig(request_router_class=router_class(),
     request_router_kwargs={...})`` (or by its path, ``"stratabatch.rayrouter.TwinRouter"``);
     the kwargs are ``dedup_key``, ``dedup_scope``, ``normalize``, ``strategy`` and
-    ``imbalance``, as the deployment's options.
+    ``imbalance`` (None or left out: :data:`IMBALANCE_SHARE` of the replicas'
+    ``max_ongoing_requests``), as the deployment's options.
     """
     global _router_class
     if _router_class is None:
@@ -564,9 +569,11 @@ def _make_router_class() -> type[RequestRouter]:
                             n = cache.get(r.replica_id)
                             if n is not None:
                                 lens[rid] = n
-                    choice = choose(
-                        key, sorted(by_id), lens, imbalance=self._imbalance, rng=self._rng
-                    )
+                    imbalance = self._imbalance
+                    if imbalance is None:
+                        most = min(r.max_ongoing_requests for r in candidate_replicas)
+                        imbalance = int(most * IMBALANCE_SHARE)
+                    choice = choose(key, sorted(by_id), lens, imbalance=imbalance, rng=self._rng)
                     choice_ranks = choice.ranks
                     preferred = choice.preferred
                 if pending_request is not None:

@@ -16,7 +16,6 @@ import pytest
 from stratabatch import BatchProcessor, ConfigError
 from stratabatch.rayrouter import (
     COARSE_TAIL,
-    DEFAULT_IMBALANCE,
     Choice,
     choose,
     coarse_key,
@@ -365,6 +364,18 @@ async def test_router_near_strategy_keys_by_the_coarse_key_from_its_first_reques
     assert [g[0][0].replica_id.unique_id for g in got] == [want, want]
 
 
+async def test_router_default_threshold_is_half_of_max_ongoing_requests() -> None:
+    router, replicas = make_router("app-half", strategy="exact")
+    req = {"query": "Where is my order?"}
+    pref = rendezvous(route_key(req), [r.replica_id.unique_id for r in replicas])
+    for at, fallback in ((50, False), (51, True)):  # max_ongoing_requests 100: threshold 50
+        for r in replicas:
+            n = at if r.replica_id.unique_id == pref else 0
+            router.replica_queue_len_cache.update(r.replica_id, n)
+        ranks = await router.choose_replicas(replicas, pending([req]))
+        assert (pref not in [r.replica_id.unique_id for r in ranks[0]]) == fallback
+
+
 def test_router_options_are_checked() -> None:
     for bad in (
         {"strategy": "fuzzy"},
@@ -378,4 +389,4 @@ def test_router_options_are_checked() -> None:
         with pytest.raises(ConfigError):
             make_router("app-bad", **bad)
     router, _ = make_router("app-default")
-    assert router._imbalance == DEFAULT_IMBALANCE
+    assert router._imbalance is None  # half of max_ongoing_requests, see the next test
