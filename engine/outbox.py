@@ -46,15 +46,24 @@ class Outbox:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._core: Core | None = None
         self._wake: Callable[[], None] = _nothing
+        self._drop: Callable[[Client, str], None] | None = None
         self._flush_scheduled = False
 
-    def start(self, loop: asyncio.AbstractEventLoop, core: Core, wake: Callable[[], None]) -> None:
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        core: Core,
+        wake: Callable[[], None],
+        drop: Callable[[Client, str], None] | None = None,
+    ) -> None:
         """Bind what serving needs: the loop a flush is scheduled on, the core (an answer that
-        cannot be sent counts as its error) and ``wake``, which schedules a pass over the
-        rings (a response ring got room)."""
+        cannot be sent counts as its error), ``wake``, which schedules a pass over the rings
+        (a response ring got room), and ``drop``, which disconnects a client with a reason
+        (a bug of ours met while writing its answers)."""
         self._loop = loop
         self._core = core
         self._wake = wake
+        self._drop = drop
 
     def on_complete(self, req: Request, value: Any, error: BaseException | None) -> None:
         """The core's ``on_complete``: queue ``req``'s outcome for its client, flush soon (a
@@ -179,7 +188,20 @@ class Outbox:
                 self.flush_client(client)
 
     def flush_client(self, client: Client) -> None:
-        """Write ``client``'s waiting answers into its response ring, as far as it has room."""
+        """Write ``client``'s waiting answers into its response ring, as far as it has room.
+
+        A bug of ours met on the way drops that client (logged as an internal error; its
+        callers hear that the engine is gone) rather than escape: an exception out of a pass
+        would leave the rings' flags down and the engine deaf to every client."""
+        try:
+            self._flush_client(client)
+        except Exception as exc:
+            log.exception("internal error writing the answers of client pid %d", client.pid)
+            if self._drop is None:
+                raise
+            self._drop(client, f"internal error writing its answers: {exc!r}")
+
+    def _flush_client(self, client: Client) -> None:
         ring = client.responses
         if client.closed or ring is None:
             client.outbox.clear()

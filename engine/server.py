@@ -267,7 +267,7 @@ class Engine:
             self._arena = Arena.create(self._arena_seg.buf, **geometry)
         self._intake.use_arena(self._arena, self._dim)
         self._bell = Doorbell.create()
-        self._outbox.start(loop, self.core, self._pacer.schedule)
+        self._outbox.start(loop, self.core, self._pacer.schedule, self._drop_client)
         self._reporter.start(loop, self._publisher)
         self._pacer.start(loop, self._bell)
         loop.add_reader(self._bell.fileno(), self._pacer.on_bell)

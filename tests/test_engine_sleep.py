@@ -117,3 +117,29 @@ def test_a_bug_met_taking_one_clients_requests_in_drops_that_client_not_the_pass
     assert taken == [202]
     assert dropped == [(101, "internal error taking its requests in: KeyError('a bug')")]
     assert "internal error taking in the requests of client pid 101" in caplog.text
+
+
+def test_a_bug_met_writing_one_clients_answers_drops_that_client_not_the_pass(engine, caplog):
+    """The same for the way out: a bug of ours met while one client's answers are encoded
+    drops that client (logged), and the other client's answers are still written."""
+    eng, loop, (bad, good) = engine
+    written: list[list[bytes]] = []
+
+    class Ring:
+        def push_many(self, frames):
+            written.append(list(frames))
+            return len(frames)
+
+    for c, pid in ((bad, 101), (good, 202)):
+        c.pid = pid
+        c.responses = Ring()
+        c.outbox, c.ok_ids, c.ok_values = [], [7], ["answer"]
+    bad.ok_values = None  # what a bug of ours could leave: zip() over None raises TypeError
+    dropped: list[tuple[int, str]] = []
+    eng._outbox.start(loop, eng.core, lambda: None, lambda c, why: dropped.append((c.pid, why)))
+    with caplog.at_level("ERROR", logger="stratabatch.engine"):
+        eng._outbox.flush()  # no exception escapes the pass
+    assert [pid for pid, _ in dropped] == [101]
+    assert dropped[0][1].startswith("internal error writing its answers: TypeError")
+    assert "internal error writing the answers of client pid 101" in caplog.text
+    assert len(written) == 1 and good.ok_ids == [] and not good.frames
