@@ -55,6 +55,7 @@ __all__ = [
     "COARSE_TAIL",
     "COARSE_WORDS",
     "IMBALANCE_SHARE",
+    "PREFERRED_TRIES",
     "STRATEGIES",
     "Choice",
     "RouteCounts",
@@ -87,6 +88,12 @@ IMBALANCE_SHARE = 0.5
 the least busy other before requests fall back (and, once full, it takes none anyway). A
 replica's twins count one each there though they cost one handler item, so the bound is loose
 by design."""
+
+PREFERRED_TRIES = 3
+"""The router's first tries of a request offer its key's replica alone (unless overloaded):
+Serve probes a replica whose queue length it does not know with a deadline of 0.1 s, doubled
+at each try, and a busy replica (or a busy caller) misses the first ones. A dead replica is no
+wait: Serve drops it at once, and its keys have another replica."""
 
 STRATEGIES = ("exact", "embedding", "hybrid")
 """The dedup strategies the router knows; the near ones key by :func:`coarse_key`."""
@@ -299,14 +306,18 @@ def choose(
     *,
     imbalance: int,
     rng: random.Random | None = None,
+    alone: bool = False,
 ) -> Choice:
     """Where a request of ``key`` goes.
 
     The preferred replica, unless its queue is more than ``imbalance`` above the shortest
     known queue of the others: then two random others (the power of two choices), and the
     preferred one after them. Otherwise the preferred one, then two random others, which Serve
-    takes only when the preferred is full or does not answer its queue-length probe. An
-    unknown queue (not in ``queue_lens``) is not held against a replica.
+    takes only when the preferred is full or does not answer its queue-length probe; with
+    ``alone``, the preferred one alone (the router's first :data:`PREFERRED_TRIES` tries of a
+    request: Serve asks again with a longer probe deadline, so that a busy replica slow to
+    answer a probe keeps its keys). An unknown queue (not in ``queue_lens``) is not held
+    against a replica.
 
     Args:
         key: The request's key (:func:`key_for`).
@@ -314,6 +325,7 @@ def choose(
         queue_lens: Known ongoing requests per replica id.
         imbalance: How far above the least busy other the preferred replica's queue may be.
         rng: The random source for the two choices (``random`` by default).
+        alone: Offer the preferred replica alone, unless it is overloaded.
 
     Raises:
         ValueError: ``replicas`` is empty.
@@ -322,12 +334,15 @@ def choose(
     others = [r for r in replicas if r != preferred]
     if not others:
         return Choice(preferred, ((preferred,),), False)
-    pick = (rng or random).sample(others, min(2, len(others)))
     own = queue_lens.get(preferred)
     least = min((queue_lens[r] for r in others if r in queue_lens), default=None)
-    if own is not None and least is not None and own - least > imbalance:
-        return Choice(preferred, (tuple(pick), (preferred,)), True)
-    return Choice(preferred, ((preferred,), tuple(pick)), False)
+    overloaded = own is not None and least is not None and own - least > imbalance
+    if alone and not overloaded:
+        return Choice(preferred, ((preferred,),), False)
+    pick = tuple((rng or random).sample(others, min(2, len(others))))
+    if overloaded:
+        return Choice(preferred, (pick, (preferred,)), True)
+    return Choice(preferred, ((preferred,), pick), False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,10 +500,10 @@ def _make_router_class() -> type[RequestRouter]:
                 self._strategy,
                 self._imbalance,
             ) = _options(kwargs)
-            # id(request) -> (request, its preferred replica or None when unkeyed), from the
-            # choice until Serve says where it went (kept with the request, so that an id is
-            # never a later request's)
-            self._preferred: dict[int, tuple[PendingRequest, str | None]] = {}
+            # id(request) -> (request, its preferred replica or None when unkeyed, tries so
+            # far), from its first try until Serve says where it went (kept with the request,
+            # so that an id is never a later request's)
+            self._preferred: dict[int, tuple[PendingRequest, str | None, int]] = {}
             self._rng = random.Random()
             self._counter: Any = None
             self._tags = (self.app_name, self._deployment_id.name)
@@ -554,6 +569,15 @@ def _make_router_class() -> type[RequestRouter]:
             if not candidate_replicas:
                 return []
             try:
+                memo = self._preferred
+                tries = 0
+                if pending_request is not None:
+                    # without this Serve asks again at once, without end, while no replica
+                    # takes the request (its own routers set it through a mixin)
+                    pending_request.routing_context.should_backoff = True
+                    seen = memo.get(id(pending_request))
+                    if seen is not None and seen[0] is pending_request:
+                        tries = seen[2]
                 key = await self._key_of(pending_request)
                 by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
                 if key is None:
@@ -573,14 +597,21 @@ def _make_router_class() -> type[RequestRouter]:
                     if imbalance is None:
                         most = min(r.max_ongoing_requests for r in candidate_replicas)
                         imbalance = int(most * IMBALANCE_SHARE)
-                    choice = choose(key, sorted(by_id), lens, imbalance=imbalance, rng=self._rng)
+                    choice = choose(
+                        key,
+                        sorted(by_id),
+                        lens,
+                        imbalance=imbalance,
+                        rng=self._rng,
+                        alone=tries < PREFERRED_TRIES,
+                    )
                     choice_ranks = choice.ranks
                     preferred = choice.preferred
                 if pending_request is not None:
-                    memo = self._preferred
                     if len(memo) >= _MEMO_MAX:  # requests given up before Serve answered
                         del memo[next(iter(memo))]
-                    memo[id(pending_request)] = (pending_request, preferred)
+                    memo.pop(id(pending_request), None)  # (to the end: the oldest go first)
+                    memo[id(pending_request)] = (pending_request, preferred, tries + 1)
                 return [[by_id[rid] for rid in rank] for rank in choice_ranks]
             except Exception as e:  # never fail Serve's routing: its own default choice
                 log.warning("stratabatch twin router: routing by default (%r)", e)

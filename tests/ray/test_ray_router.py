@@ -6,16 +6,22 @@ without a cluster; then on the module's Ray cluster, twins through different han
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import sys
 import unicodedata
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
+from ray import cloudpickle
 
 from stratabatch import BatchProcessor, ConfigError
+from stratabatch.dedup import normalize_key
 from stratabatch.rayrouter import (
     COARSE_TAIL,
+    PREFERRED_TRIES,
     Choice,
     choose,
     coarse_key,
@@ -29,6 +35,9 @@ from stratabatch.rayrouter import (
 )
 
 SEED = 20261207
+
+# the handlers below travel to the replicas by value (the workers cannot import this module)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 BASES = [
     "How do I reset my password?",
@@ -256,6 +265,12 @@ def test_choose_prefers_the_keys_replica_under_the_threshold() -> None:
         assert c.preferred == pref and not c.fallback
         assert c.ranks[0] == (pref,)
         assert len(c.ranks[1]) == 2 and pref not in c.ranks[1]  # if it is full or silent
+    # a first try offers the preferred replica alone, unless it is overloaded
+    k = _keys(1)[0]
+    pref = rendezvous(k, replicas)
+    assert choose(k, replicas, {}, imbalance=10, alone=True).ranks == ((pref,),)
+    lens = {r: 0 for r in replicas} | {pref: 11}
+    assert choose(k, replicas, lens, imbalance=10, alone=True).fallback
     # unknown queues are not held against a replica
     k = _keys(1)[0]
     assert not choose(k, replicas, {}, imbalance=0).fallback
@@ -330,6 +345,11 @@ async def test_router_routes_by_key_and_counts_where_requests_went() -> None:
     ranks = await router.choose_replicas(replicas, pr)
     pref = rendezvous(route_key(req), ids)
     assert [r.replica_id.unique_id for r in ranks[0]] == [pref]
+    assert pr.routing_context.should_backoff  # (else Serve would ask again without a pause)
+    for _ in range(PREFERRED_TRIES):  # its first tries: the preferred replica alone
+        assert len(ranks) == 1
+        ranks = await router.choose_replicas(replicas, pr)  # it did not answer in time
+    assert [r.replica_id.unique_id for r in ranks[0]] == [pref] and len(ranks[1]) == 2
     router.on_request_routed(pr, ranks[0][0].replica_id, None)
     # the preferred replica past the threshold: two others first
     by_id = {r.replica_id.unique_id: r for r in replicas}
@@ -390,3 +410,265 @@ def test_router_options_are_checked() -> None:
             make_router("app-bad", **bad)
     router, _ = make_router("app-default")
     assert router._imbalance is None  # half of max_ongoing_requests, see the next test
+
+
+# ---------------------------------------------------------------------------------------------
+# On the module's Ray cluster (tests/ray/conftest.py): twins from different handles
+# ---------------------------------------------------------------------------------------------
+
+REPLICA = {"num_cpus": 0.5}
+GATE = ("router-test-gate", "stratabatch-tests")  # (name, namespace)
+
+
+async def tagged(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One answer per handler item: which item (a fresh id) on which replica. Each call waits
+    for the test's gate: requests that arrive meanwhile wait in the window or coalesce with
+    the running call, whatever the paths' delays."""
+    from uuid import uuid4
+
+    import ray
+    from ray import serve
+
+    await ray.get_actor(GATE[0], namespace=GATE[1]).wait.remote()
+    replica = serve.get_replica_context().replica_id.unique_id
+    return [{"text": r["query"], "item": uuid4().hex, "replica": replica} for r in requests]
+
+
+class Gate:
+    """Holds the handler's calls until the test opens it."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self.opened.wait()
+
+    async def open(self) -> None:
+        self.opened.set()
+
+
+async def through_gate(app: str, calls: Any, expected: int) -> list[Any]:
+    """Run ``calls`` (a gather) with the handler held until the replicas have taken
+    ``expected`` requests (the app's merged stats say so), then let it go."""
+    import ray
+
+    from stratabatch.ray import get_stats
+
+    gate = ray.remote(num_cpus=0)(Gate).options(name=GATE[0], namespace=GATE[1]).remote()
+    try:
+        running = asyncio.ensure_future(calls)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60.0
+        while True:
+            taken = (await asyncio.to_thread(get_stats, app)).total_requests
+            if taken >= expected or running.done() or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert taken == expected, f"the replicas took {taken} of {expected} requests"
+        await gate.open.remote()
+        return list(await asyncio.wait_for(running, 60.0))
+    finally:
+        ray.kill(gate)
+
+
+def live_replicas(app: str, name: str) -> list[str]:
+    """The unique ids of the live replicas of deployment ``name`` of ``app``."""
+    import ray
+
+    prefix = f"SERVE_REPLICA::{app}#{name}#"
+    return sorted(
+        a["name"][len(prefix) :]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(prefix)
+    )
+
+
+class Paths:
+    """Ways into one application: its handle (through the ingress), a handle straight to the
+    batch deployment from this process, HTTP through Serve's proxy, and a handle held by an
+    actor on another node."""
+
+    NAMES = ("ingress", "direct", "http", "actor")
+
+    def __init__(self, ray_cluster: Any, app: str, route: str, ingress: Any) -> None:
+        import httpx
+        import ray
+
+        from stratabatch.ray import batch_handle
+
+        @ray.remote(num_cpus=0)
+        class Caller:
+            def __init__(self, app: str) -> None:
+                self.handle = batch_handle(app)
+
+            async def call(self, request: dict[str, Any]) -> Any:
+                return await self.handle.remote(request)
+
+        self.app = app
+        self.ingress = ingress
+        self.direct = batch_handle(app)
+        self.url = f"{ray_cluster.http_url}{route}"
+        # (as many connections as calls: a call holds one until the gate opens)
+        self.http = httpx.AsyncClient(timeout=90.0, limits=httpx.Limits(max_connections=None))
+        self.actor = Caller.remote(app)
+        self.used: Counter[str] = Counter()
+        self.order: list[str] = []
+
+    async def send(self, path: str, request: dict[str, Any]) -> Any:
+        if path == "ingress":
+            return await self.ingress.remote(request)
+        if path == "direct":
+            return await self.direct.remote(request)
+        if path == "http":
+            answer = await self.http.post(self.url, json=request)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+        return await self.actor.call.remote(request)
+
+    async def close(self) -> None:
+        import ray
+
+        await self.http.aclose()
+        ray.kill(self.actor)
+
+
+async def send_pairs(
+    paths: Paths, pairs: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> list[tuple[Any, Any]]:
+    """Each pair's two requests at once, through two different paths (every combination in
+    turn); the answers in pair order."""
+    combos = [(a, b) for a in Paths.NAMES for b in Paths.NAMES if a != b]
+    calls = []
+    for i, (x, y) in enumerate(pairs):
+        pa, pb = combos[i % len(combos)]
+        paths.used.update((pa, pb))
+        paths.order += [pa, pb]
+        calls.append(paths.send(pa, x))
+        calls.append(paths.send(pb, y))
+    got = await through_gate(paths.app, asyncio.gather(*calls), 2 * len(pairs))
+    return [(got[2 * i], got[2 * i + 1]) for i in range(len(pairs))]
+
+
+def exact_twin_pairs(n: int, rng: random.Random) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    out = []
+    for i in range(n):
+        text = f"Where is my order {i} of {rng.randrange(10**6)}?"
+        twin = rng.choice([text.upper(), "  " + text.lower(), text.replace(" ", "   ")])
+        out.append(({"query": text}, {"query": twin}))
+    return out
+
+
+async def test_exact_twins_from_any_handle_meet_on_one_replica(ray_cluster: Any) -> None:
+    from ray import serve
+
+    from stratabatch.ray import deployment
+
+    app = deployment(
+        tagged,
+        name="twins",
+        num_replicas=3,
+        ray_actor_options=REPLICA,
+        window_ms=20,
+        max_size=64,
+        dedup_strategy="exact",
+    ).bind()
+    ingress = serve.run(app, name="exact", route_prefix="/exact")
+    paths = Paths(ray_cluster, "exact", "/exact", ingress)
+    try:
+        rng = random.Random(SEED)
+        print("seed", SEED)
+        pairs = exact_twin_pairs(240, rng)
+        got = await send_pairs(paths, pairs)
+        ids = live_replicas("exact", "twins")
+        assert len(ids) == 3
+        for (x, _), (a, b) in zip(pairs, got, strict=True):
+            assert normalize_key(a["text"]) == normalize_key(b["text"]) == normalize_key(x["query"])
+        merged = sum(a["item"] == b["item"] for a, b in got)
+        sent = [x for xy in pairs for x in xy]
+        off_key = Counter(
+            path
+            for path, x, r in zip(paths.order, sent, [r for ab in got for r in ab], strict=True)
+            if r["replica"] != rendezvous(route_key(x), ids)
+        )
+        at_key = len(sent) - sum(off_key.values())
+        print(
+            f"exact twins merged: {merged}/{len(pairs)}; requests at their key's replica: "
+            f"{at_key}/{len(sent)} (elsewhere, by path: {dict(off_key)}); the driver's "
+            f"router: {route_counts('exact', 'twins')}"
+        )
+        assert merged >= 0.99 * len(pairs)
+        assert at_key >= 0.99 * len(sent)
+        assert {a["replica"] for a, _ in got} == set(ids)  # the keys spread over all three
+        counts = route_counts("exact", "twins")  # (this process's share: the direct handle)
+        assert counts.preferred + counts.fallback == paths.used["direct"]
+        assert counts.preferred >= 0.99 * paths.used["direct"] and counts.unkeyed == 0
+    finally:
+        await paths.close()
+        serve.delete("exact")
+
+
+async def labelled_twins(n: int, rng: random.Random) -> list[tuple[str, str]]:
+    """``n`` of the labelled near-repeat pairs that the default strategy merges in one process
+    (tests/data: guard_pairs.jsonl, with the round-2 pairs, and dedup_pairs.jsonl)."""
+    from stratabatch.perf.eval_quality import merged_pairs
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    pairs = []
+    for name in ("guard_pairs.jsonl", "dedup_pairs.jsonl"):
+        for line in (data / name).read_text().splitlines():
+            if line.strip():
+                p = json.loads(line)
+                if p["dup"]:
+                    pairs.append(p)
+    merged = await merged_pairs(pairs, cold_start="wait")
+    twins = sorted({(p["a"], p["b"]) for p, m in zip(pairs, merged, strict=True) if m})
+    return rng.sample(twins, n)
+
+
+async def test_near_twins_share_of_merges_on_the_cluster(ray_cluster: Any) -> None:
+    """Near twins meet when they share the coarse key (perf/eval_ray_keys.py: ~91% of the
+    labelled twins do); those that meet merge as in one process."""
+    from ray import serve
+
+    from stratabatch.ray import deployment
+
+    rng = random.Random(SEED)
+    print("seed", SEED)
+    twins = await labelled_twins(150, rng)
+    app = deployment(
+        tagged,
+        name="near",
+        num_replicas=3,
+        ray_actor_options=REPLICA,
+        window_ms=20,
+        max_size=64,
+        dedup_strategy="embedding",
+        dedup_scope=("pair",),  # (each pair alone, as perf/eval_quality.py keeps them)
+        cold_start="wait",
+    ).bind()
+    ingress = serve.run(app, name="near", route_prefix="/near")
+    paths = Paths(ray_cluster, "near", "/near", ingress)
+    try:
+        pairs = [
+            ({"query": a, "pair": i}, {"query": b, "pair": i}) for i, (a, b) in enumerate(twins)
+        ]
+        got = await send_pairs(paths, pairs)
+        scope = ["pair"]
+        keyed = [
+            coarse_key(x, dedup_scope=scope) == coarse_key(y, dedup_scope=scope) for x, y in pairs
+        ]
+        merged = [a["item"] == b["item"] for a, b in got]
+        met = [a["replica"] == b["replica"] for a, b in got]
+        n_keyed = sum(keyed)
+        merged_keyed = sum(m for m, k in zip(merged, keyed, strict=True) if k)
+        print(
+            f"near twins: {sum(keyed)}/{len(pairs)} share the coarse key, {sum(met)} met on one "
+            f"replica, {sum(merged)} merged ({sum(merged) / len(pairs):.1%}); of those sharing "
+            f"the key, {merged_keyed} merged"
+        )
+        assert all(m for m, k in zip(met, keyed, strict=True) if k)
+        assert merged_keyed >= 0.97 * n_keyed
+        assert sum(merged) >= 0.8 * len(pairs)
+    finally:
+        await paths.close()
+        serve.delete("near")
