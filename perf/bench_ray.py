@@ -63,11 +63,13 @@ import queue
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from stratabatch.dedup import normalize_key
 from stratabatch.perf.backend import ENV_VAR, CostModel, SimBackend
 from stratabatch.perf.benchutil import (
     Cleanup,
@@ -93,6 +95,8 @@ NAMES = {
     SERVE_ROUTER: "(c) stratabatch, Serve's router",
     ENGINE: "(d) stratabatch-engine, 1 host",
 }
+THROUGHPUT_OPTIMIZED = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
+"""Serve's high-throughput mode (Ray >= 2.55): set for every process of the cluster."""
 BATCH = "answers"
 """The batch deployment of (a) and (c): the drivers call it straight, as ``batch_handle`` does."""
 APPS = {TWINS: "bench-twins", PEER: "bench-serve-batch", SERVE_ROUTER: "bench-serve-router"}
@@ -108,6 +112,69 @@ class Options:
     max_size: int
     dedup_strategy: str
     timeout_s: float
+
+
+@dataclass(frozen=True)
+class System:
+    """One system of the run."""
+
+    key: str
+    """``a``, ``b``, ``c``, ``d``, or ``b@WAIT/SIZE`` for another @serve.batch setting."""
+    name: str
+    kind: str
+    """``stratabatch`` (a, c), ``serve-batch`` (b) or ``engine`` (d)."""
+    app: str = ""
+    """The Serve application's name (none for the engine)."""
+    route: str = ""
+    batch_size: int = 0
+    wait_ms: float = 0.0
+
+
+def build_systems(a: argparse.Namespace, serve_size: int, serve_wait: float) -> list[System]:
+    """The run's systems, in the order they alternate; (b) is always one of them."""
+    wanted = {k.strip() for k in a.systems.split(",")} | {PEER}
+    unknown = wanted - set(NAMES)
+    if unknown:
+        raise ValueError(f"--systems: unknown {sorted(unknown)}; choose from a,b,c,d")
+    out = []
+    for key in (TWINS, PEER, SERVE_ROUTER, ENGINE):
+        if key not in wanted:
+            continue
+        if key == PEER:
+            out.append(
+                System(key, NAMES[key], "serve-batch", APPS[key], "", serve_size, serve_wait)
+            )
+            for i, spec in enumerate(filter(None, (a.serve_tune or "").split(","))):
+                wait, size = _variant(spec)
+                out.append(
+                    System(
+                        f"{PEER}@{wait:g}/{size}",
+                        f"(b) @serve.batch {wait:g} ms / {size}",
+                        "serve-batch",
+                        f"{APPS[PEER]}-{i}",
+                        "",
+                        size,
+                        wait,
+                    )
+                )
+        elif key == ENGINE:
+            out.append(System(key, NAMES[key], "engine", batch_size=a.max_size))
+        else:
+            route = "twins" if key == TWINS else "serve"
+            out.append(System(key, NAMES[key], "stratabatch", APPS[key], route, a.max_size))
+    return out
+
+
+def _variant(spec: str) -> tuple[float, int]:
+    """``WAIT_MS/SIZE`` of ``--serve-tune``."""
+    try:
+        wait, size = spec.split("/")
+        out = float(wait), int(size)
+    except ValueError:
+        raise ValueError(f"--serve-tune: {spec!r} is not WAIT_MS/SIZE (such as 20/64)") from None
+    if out[0] <= 0 or out[1] < 1:
+        raise ValueError(f"--serve-tune: {spec!r}: the wait must be > 0 and the size >= 1")
+    return out
 
 
 # --------------------------------------------------------------------------- the Serve systems
@@ -198,7 +265,7 @@ def serve_batch_app(opts: Options, batch_size: int, wait_ms: float) -> Any:
         async def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
             return await self.answer(request)
 
-    return ServeBatch.bind()
+    return ServeBatch.bind()  # type: ignore[attr-defined]
 
 
 def stratabatch_app(opts: Options, route: str) -> Any:
@@ -244,7 +311,7 @@ class RayCluster:
 
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
-        small = {"num_cpus": 4, "object_store_memory": 100 * 2**20}
+        small: dict[str, Any] = {"num_cpus": 4, "object_store_memory": 100 * 2**20}
         self.cluster = Cluster(
             initialize_head=True, head_node_args={**small, "include_dashboard": False}
         )
@@ -252,16 +319,18 @@ class RayCluster:
         cleanup.add(self.shutdown)
         for _ in range(2):
             self.cluster.add_node(**small)
-        ray.init(address=self.cluster.address, log_to_driver=False, logging_level="WARNING")
+        ray.init(address=self.cluster.address, log_to_driver=False, logging_level=logging.WARNING)
         self.cluster.wait_for_nodes()
         serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING"})
         nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-        actor = ray.remote(num_cpus=0, max_concurrency=1000)(Driver)
+        actor = ray.remote(Driver)
         self.drivers = [
             actor.options(
+                num_cpus=0,
+                max_concurrency=1000,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(
                     nodes[i % len(nodes)], soft=False
-                )
+                ),
             ).remote()
             for i in range(drivers)
         ]
@@ -444,21 +513,46 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def system_pids(system: str, engine_pids: list[int]) -> list[int]:
-    """The processes whose CPU a run of ``system`` is charged with (see the module docstring)."""
+def _kind(cmdline: str, app: str) -> str:
+    """What a process of the cluster is, for the CPU breakdown (by its title or command)."""
+    if cmdline.startswith("ray::Driver"):
+        return "driver actors"
+    if cmdline.startswith(f"ray::ServeReplica:{app}:"):
+        return "ingress" if cmdline.split()[0].endswith("_ingress") else "replicas"
+    if cmdline.startswith("ray::ServeController"):
+        return "Serve controller"
+    head = cmdline.split(" ", 1)[0]
+    if head.endswith("/raylet"):
+        return "raylets"
+    if head.endswith("/gcs_server"):
+        return "GCS"
+    return "other Ray processes"
+
+
+def system_pids(system: System, apps: list[str], engine_pids: list[int]) -> dict[int, str]:
+    """The processes whose CPU a run of ``system`` is charged with (see the module docstring),
+    each with what it is; ``apps``: every Serve app of the run."""
     me = os.getpid()
-    if system == ENGINE:
-        return [me, *engine_pids]
+    if system.kind == "engine":
+        out = {me: "this process"}
+        if engine_pids:
+            out[engine_pids[0]] = "engine"
+            out.update({p: "engine clients" for p in engine_pids[1:]})
+        return out
     engine_side = set(engine_pids)
-    others = [f"ray::ServeReplica:{app}:" for s, app in APPS.items() if s != system]
-    return [
-        p
-        for p in descendants(me)
-        if p not in engine_side and not any(_cmdline(p).startswith(o) for o in others)
-    ]
+    others = [f"ray::ServeReplica:{app}:" for app in apps if app != system.app]
+    out = {}
+    for p in descendants(me):
+        if p in engine_side:
+            continue
+        cmd = _cmdline(p)
+        if any(cmd.startswith(o) for o in others):
+            continue
+        out[p] = "this process" if p == me else _kind(cmd, system.app)
+    return out
 
 
-def cpu_s(pids: list[int]) -> dict[tuple[int, str], float]:
+def cpu_s(pids: Iterable[int]) -> dict[tuple[int, str], float]:
     """CPU seconds so far of every thread of ``pids`` (not their children: they are listed)."""
     out: dict[tuple[int, str], float] = {}
     for p in pids:
@@ -477,30 +571,68 @@ def split(workload: Workload, n: int) -> list[list[tuple[int, float, dict[str, A
     return out
 
 
+def colocation(workload: Workload, outcomes: list[Outcome]) -> dict[str, float | int]:
+    """How often twins ran on one replica: over pairs of requests of one burst with the same
+    exact key (the core's normalization) or the same surface form, the share whose answers
+    came from the same process (each answer's ``call`` starts with its backend's pid)."""
+    where: dict[int, str] = {}
+    for o in outcomes:
+        if o.error is None and isinstance(o.result, dict):
+            where[o.rid] = str(o.result.get("call", "")).split("-", 1)[0]
+    out: dict[str, float | int] = {}
+    for label, key in (
+        ("exact", lambda r: normalize_key(r.text)),
+        ("surface", lambda r: r.form),
+    ):
+        groups: dict[tuple[int, str], list[str]] = {}
+        for r in workload.requests:
+            if r.rid in where:
+                groups.setdefault((r.segment, key(r)), []).append(where[r.rid])
+        pairs = together = 0
+        for places in groups.values():
+            k = len(places)
+            pairs += k * (k - 1) // 2
+            together += sum(c * (c - 1) // 2 for c in Counter(places).values())
+        out[f"{label}_pairs"] = pairs
+        out[f"{label}_together_pct"] = round(100.0 * together / pairs, 1) if pairs else 0.0
+    return out
+
+
 def run_once(
-    system: str,
     workload: Workload,
     drivers: int,
     send: Callable[[list[list[tuple[int, float, dict[str, Any]]]]], list[Outcome]],
-    pids: list[int],
+    pids: dict[int, str],
     settings: Settings,
     batch_size: int,
 ) -> dict[str, Any]:
-    """Send the workload through ``send``, charge ``pids``' CPU; the harness's figures."""
+    """Send the workload through ``send``, charge ``pids``' CPU; the harness's figures, with
+    ``cpu_us_by_process`` (CPU us per request by kind of process)."""
     before = cpu_s(pids)
     outcomes = send(split(workload, drivers))
-    cpu = cpu_delta_s(before, cpu_s(pids))
+    after = cpu_s(pids)
+    n = len(workload)
+    by_kind: dict[str, float] = {}
+    for kind in sorted(set(pids.values())):
+        keys = {k for k in before | after if pids.get(k[0]) == kind}
+        part = cpu_delta_s(
+            {k: before[k] for k in keys & before.keys()}, {k: after[k] for k in keys & after.keys()}
+        )
+        by_kind[kind] = round(part / n * 1e6, 1)
+    cpu = cpu_delta_s(before, after)
     r = account(
         workload, ModeRun(outcomes, cpu, {"cpu_processes": len(pids)}), settings, batch_size
     )
+    r["cpu_us_by_process"] = by_kind
+    r["twins_together"] = colocation(workload, outcomes)
     r["wrong"] = r["wrong_merges"] + r["mismatched_answers"]
     r["items_per_request"] = r["backend_items"] / r["requests"]
     return r
 
 
-def _line(label: str, system: str, r: dict[str, Any]) -> str:
+def _line(label: str, system: System, r: dict[str, Any]) -> str:
     return (
-        f"{label:>8} {NAMES[system]:<34}{r['throughput_rps']:>7,.0f} req/s  p50 "
+        f"{label:>8} {system.name:<34}{r['throughput_rps']:>7,.0f} req/s  p50 "
         f"{r['latency_ms_p50']:7.1f}  p99 {r['latency_ms_p99']:7.1f} ms  items "
         f"{r['backend_items']:>5} ({r['items_per_request']:.2f}/req)  CPU "
         f"{r['cpu_us_per_request']:7.0f} us/req  wrong {r['wrong']}  failed "
@@ -531,12 +663,24 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-size", type=int, default=32, help="stratabatch max_size, max_batch_size (32)")
     add("--serve-wait-ms", type=float, help="@serve.batch batch_wait_timeout_s in ms (--window-ms)")
     add("--serve-batch-size", type=int, help="@serve.batch max_batch_size (--max-size)")
+    add(
+        "--serve-tune",
+        metavar="WAIT_MS/SIZE,...",
+        help="more @serve.batch systems with these settings, alternated with the others "
+        "(such as 5/32,20/64): how the peer's settings were chosen",
+    )
     add("--dedup-strategy", default="embedding", help="stratabatch's strategy (embedding)")
     add(
         "--via-ingress",
         action="store_true",
         help="(a), (c): call the app's handle (its ingress deployment, one more hop) instead "
         "of the batch deployment's",
+    )
+    add(
+        "--serve-defaults",
+        action="store_true",
+        help="leave RAY_SERVE_THROUGHPUT_OPTIMIZED as it is (this script sets it to 1: Serve's "
+        "documented high-throughput mode, about twice the req/s of its defaults here)",
     )
     add("--timeout-s", type=float, default=60.0, help="bound on each request's wait (60)")
     add("--json", metavar="FILE", help="write every figure as JSON")
@@ -545,23 +689,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Start the cluster and the engine, run the systems round-robin, print and check."""
-    a = build_parser().parse_args(argv)
-    systems = [
-        s for s in (TWINS, PEER, SERVE_ROUTER, ENGINE) if s in a.systems.split(",") or s == PEER
-    ]
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not a.serve_defaults:  # before anything imports ray.serve, which reads it once
+        os.environ[THROUGHPUT_OPTIMIZED] = "1"
     rounds = a.rounds or (1 if a.quick else 3)
     replicas = a.replicas or (2 if a.quick else 4)
     model = CostModel()
     opts = Options(model, replicas, a.window_ms, a.max_size, a.dedup_strategy, a.timeout_s)
     serve_size, serve_wait = a.serve_batch_size or a.max_size, a.serve_wait_ms or a.window_ms
-    cfg = WorkloadConfig(
-        seed=a.seed,
-        clients=a.drivers,
-        bursts=a.bursts or (2 if a.quick else 3),
-        burst_size=a.burst_size or (60 if a.quick else 300),
-        burst_ms=a.burst_ms,
-        gap_ms=a.gap_ms if a.gap_ms is not None else (700.0 if a.quick else 1500.0),
-    )
+    try:
+        systems = build_systems(a, serve_size, serve_wait)
+        cfg = WorkloadConfig(
+            seed=a.seed,
+            clients=a.drivers,
+            bursts=a.bursts or (2 if a.quick else 3),
+            burst_size=a.burst_size or (60 if a.quick else 300),
+            burst_ms=a.burst_ms,
+            gap_ms=a.gap_ms if a.gap_ms is not None else (700.0 if a.quick else 1500.0),
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     workload = generate(cfg)
     warm = generate(WorkloadConfig(**{**asdict(cfg), "seed": cfg.seed + 1000, "bursts": 1}))
     truth = workload.truth()
@@ -570,13 +718,11 @@ def main(argv: list[str] | None = None) -> int:
         model=model, window_ms=a.window_ms, max_size=a.max_size, timeout_s=a.timeout_s
     )
     skipped: dict[str, str] = {}
-    if TWINS in systems or SERVE_ROUTER in systems:
+    if any(s.kind == "stratabatch" for s in systems):
         why = stratabatch_ray_unavailable()
         if why:
-            for s in (TWINS, SERVE_ROUTER):
-                if s in systems:
-                    skipped[s] = why
-                    systems.remove(s)
+            skipped = {s.name: why for s in systems if s.kind == "stratabatch"}
+            systems = [s for s in systems if s.kind != "stratabatch"]
     load0 = load_average()
     print(f"bench_ray: {load0}", flush=True)
     print(
@@ -588,62 +734,70 @@ def main(argv: list[str] | None = None) -> int:
         f"{replicas} replicas on a 3-node local cluster\nstratabatch: window {a.window_ms:g} ms, "
         f"max_size {a.max_size}, {a.dedup_strategy}; @serve.batch: max_batch_size {serve_size}, "
         f"batch_wait_timeout_s {serve_wait / 1000:g}, max_concurrent_batches "
-        f"{model.concurrency}; median of {rounds} round(s) after a warm-up round",
+        f"{model.concurrency}; {THROUGHPUT_OPTIMIZED}="
+        f"{os.environ.get(THROUGHPUT_OPTIMIZED, '(unset)')}; median of {rounds} round(s) after a "
+        "warm-up round",
         flush=True,
     )
-    for s, why in skipped.items():
-        print(f"{NAMES[s]}: skipped: {why}", flush=True)
-    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+    for name, why in skipped.items():
+        print(f"{name}: skipped: {why}", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {s.key: [] for s in systems}
+    apps = [s.app for s in systems if s.app]
     t_start = time.monotonic()
     with Cleanup() as cleanup:
-        clients = EngineClients(a.drivers, cleanup) if ENGINE in systems else None
+        engine_on = any(s.kind == "engine" for s in systems)
+        clients = EngineClients(a.drivers, cleanup) if engine_on else None
         t = time.monotonic()
         cluster = RayCluster(cleanup, a.drivers)
-        apps: dict[str, Any] = {}
-        if TWINS in systems:
-            apps[APPS[TWINS]] = stratabatch_app(opts, "twins")
-        apps[APPS[PEER]] = serve_batch_app(opts, serve_size, serve_wait)
-        if SERVE_ROUTER in systems:
-            apps[APPS[SERVE_ROUTER]] = stratabatch_app(opts, "serve")
-        cluster.deploy(apps)
+        cluster.deploy(
+            {
+                s.app: (
+                    serve_batch_app(opts, s.batch_size, s.wait_ms)
+                    if s.kind == "serve-batch"
+                    else stratabatch_app(opts, s.route)
+                )
+                for s in systems
+                if s.app
+            }
+        )
         print(f"cluster up, {len(apps)} apps deployed in {time.monotonic() - t:.0f} s", flush=True)
-        engine = start_engine(opts, cleanup) if ENGINE in systems else None
+        engine = start_engine(opts, cleanup) if engine_on else None
         engine_pids = [engine.pid, *clients.pids] if engine and clients else []
-        idle = _idle_cpu(system_pids(PEER, engine_pids) if PEER in systems else [], 2.0)
+        idle = _idle_cpu(system_pids(systems[0], [], engine_pids), 2.0)
         print(f"idle cluster (no app's traffic): {idle:.1%} of a CPU", flush=True)
         for rnd in range(rounds + 1):
             load = warm if rnd == 0 else workload
             for system in systems:
-                if system == ENGINE:
+                if system.kind == "engine":
                     assert engine is not None and clients is not None
                     name = engine.name
                     send = lambda w, name=name: clients.run(name, w, a.timeout_s)  # noqa: E731
                 else:
-                    target = (APPS[system], None if system == PEER or a.via_ingress else BATCH)
+                    direct = system.kind == "stratabatch" and not a.via_ingress
+                    target = (system.app, BATCH if direct else None)
                     send = lambda w, tg=target: cluster.run(tg, w, a.timeout_s)  # noqa: E731
-                size = serve_size if system == PEER else a.max_size
-                r = run_once(
-                    system, load, a.drivers, send, system_pids(system, engine_pids), settings, size
-                )
+                pids = system_pids(system, apps, engine_pids)
+                r = run_once(load, a.drivers, send, pids, settings, system.batch_size)
                 print(_line(f"round {rnd}" if rnd else "warm-up", system, r), flush=True)
                 if rnd:
-                    runs[system].append(r)
+                    runs[system.key].append(r)
     took = time.monotonic() - t_start
     load1 = load_average()
-    med = {s: median_run(runs[s]) for s in systems}
+    med = {s.key: median_run(runs[s.key]) for s in systems}
     print_table(med, systems, skipped)
     print(f"{load1} at the end; the run took {took:.0f} s")
     targets = print_targets(target_rows(med))
-    failed = _failures(med)
+    failed = _failures(med, systems)
     if a.json:
         Path(a.json).write_text(
             json.dumps(
                 {
-                    "systems": {NAMES[s]: med[s] for s in systems},
-                    "skipped": {NAMES[s]: why for s, why in skipped.items()},
-                    "runs": {NAMES[s]: runs[s] for s in systems},
+                    "systems": {s.name: {**med[s.key], "system": asdict(s)} for s in systems},
+                    "skipped": skipped,
+                    "runs": {s.name: runs[s.key] for s in systems},
                     "targets": targets,
                     "idle_cluster_cpu": idle,
+                    THROUGHPUT_OPTIMIZED: os.environ.get(THROUGHPUT_OPTIMIZED),
                     "load_average": {"start": load0, "end": load1},
                     "workload": workload.describe(),
                     "settings": {
@@ -671,31 +825,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _idle_cpu(pids: list[int], seconds: float) -> float:
+def _idle_cpu(pids: Iterable[int], seconds: float) -> float:
     """Share of one CPU that ``pids`` use over ``seconds`` with no traffic."""
-    if not pids:
-        return 0.0
     before = cpu_s(pids)
     time.sleep(seconds)
     return cpu_delta_s(before, cpu_s(pids)) / seconds
 
 
-def _failures(med: dict[str, dict[str, Any]]) -> str:
+def _failures(med: dict[str, dict[str, Any]], systems: list[System]) -> str:
     """What went wrong in any run: lost, duplicated, failed or wrong answers."""
+    names = {s.key: s.name for s in systems}
     try:
-        check_exactly_once({NAMES[s]: r for s, r in med.items()})
+        check_exactly_once({names[k]: r for k, r in med.items()})
     except Exception as exc:
         return str(exc)
     bad = {
-        NAMES[s]: {"errors": r["errors"], "wrong": r["wrong"], "kinds": r["error_kinds"]}
-        for s, r in med.items()
+        names[k]: {"errors": r["errors"], "wrong": r["wrong"], "kinds": r["error_kinds"]}
+        for k, r in med.items()
         if r["errors"] or r["wrong"]
     }
     return f"errors or wrong answers: {bad}" if bad else ""
 
 
 def print_table(
-    med: dict[str, dict[str, Any]], systems: list[str], skipped: dict[str, str]
+    med: dict[str, dict[str, Any]], systems: list[System], skipped: dict[str, str]
 ) -> None:
     """The medians and the ratios against (b)."""
     peer = med[PEER]
@@ -707,7 +860,7 @@ def print_table(
         f"{'wrong':>6}{'failed':>7}"
     )
     for s in systems:
-        r = med[s]
+        r = med[s.key]
         for key, base in (
             ("throughput_rps", "x_rps"),
             ("latency_ms_p99", "x_p99"),
@@ -716,14 +869,28 @@ def print_table(
         ):
             r[base] = r[key] / peer[key] if peer[key] else None
         print(
-            f"{NAMES[s]:<34}{r['throughput_rps']:>7,.0f}{r['x_rps']:>5.2f}x"
+            f"{s.name:<34}{r['throughput_rps']:>7,.0f}{r['x_rps']:>5.2f}x"
             f"{r['latency_ms_p50']:>8.1f}{r['latency_ms_p99']:>8.1f}{r['x_p99']:>5.2f}x"
             f"{r['backend_calls']:>6}{r['backend_items']:>6}{r['items_per_request']:>5.2f}"
             f"{r['x_items']:>5.2f}x{r['cpu_us_per_request']:>11,.0f}{r['x_cpu']:>5.2f}x"
             f"{r['wrong']:>6}{r['lost'] + r['errors'] + r['duplicated']:>7}"
         )
-    for s, why in skipped.items():
-        print(f"{NAMES[s]:<34} skipped: {why}")
+    for name, why in skipped.items():
+        print(f"{name:<34} skipped: {why}")
+    print(
+        "twins on one replica (pairs of one burst; exact: the same exact key, surface: the same "
+        "surface form):"
+    )
+    for s in systems:
+        t = med[s.key]["twins_together"]
+        print(
+            f"  {s.name}: exact {t['exact_together_pct']:.1f}% of {t['exact_pairs']:,} pairs, "
+            f"surface {t['surface_together_pct']:.1f}% of {t['surface_pairs']:,}"
+        )
+    print("CPU us per request by process:")
+    for s in systems:
+        parts = sorted(med[s.key]["cpu_us_by_process"].items(), key=lambda kv: -kv[1])
+        print(f"  {s.name}: " + ", ".join(f"{k} {v:,.0f}" for k, v in parts))
     print(
         "req/s: requests / time with a request outstanding; latency from the scheduled arrival; "
         "items: requests the backend ran (the rest shared an answer); CPU: every process of the "
