@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 try:
     import ray
@@ -113,7 +113,9 @@ class _Replica:
     _is_class: bool
     _options: dict[str, Any]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    async def __init__(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]
+        # (Serve makes the replica with __new__ and awaits __init__: the processor loads its
+        # dedup kernels before Serve counts the replica ready, not on the first requests)
         if self._is_class:
             self.instance: Any = self._target(*args, **kwargs)
             handler = self.instance
@@ -131,7 +133,9 @@ class _Replica:
         self._replica = ctx.replica_tag
         self._metrics = ReplicaMetrics(ctx.app_name, ctx.deployment)
         self._closing = False
-        loop = asyncio.get_running_loop()  # (Serve runs __init__ on the replica's user loop)
+        self._tasks: list[asyncio.Task[None]] = []
+        await self.processor.warm_up()
+        loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._report()), loop.create_task(self._feed_metrics())]
 
     async def __call__(
@@ -242,10 +246,10 @@ class _Ingress:
         self._batch = batch
 
     async def __call__(self, request: Any, **kwargs: Any) -> Any:
+        if _is_http(request):  # (first: starlette's Request is a Mapping too)
+            return await self._http(request)
         if isinstance(request, Mapping):
             return await _unwrapped(self._batch.remote(request, **kwargs))
-        if _is_http(request):
-            return await self._http(request)
         raise InvalidRequestError(
             f"a request is a mapping, got {type(request).__name__} "
             "(handle.process.remote takes a list)"
@@ -270,18 +274,21 @@ class _Ingress:
                 raise InvalidRequestError(
                     f"request {i}: a request is a mapping, got {type(r).__name__}"
                 )
-        calls = [
-            _unwrapped(self._batch.remote(r, priority=priority, timeout=timeout)) for r in requests
-        ]
-        if return_exceptions:
-            return list(await asyncio.gather(*calls, return_exceptions=True))
-        tasks = [asyncio.ensure_future(c) for c in calls]
+        responses = [self._batch.remote(r, priority=priority, timeout=timeout) for r in requests]
+        tasks = [asyncio.ensure_future(_unwrapped(x)) for x in responses]
         try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:
-                t.cancel()
+            if return_exceptions:
+                return list(await asyncio.gather(*tasks, return_exceptions=True))
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        except BaseException:  # this call was cancelled: so are its requests
+            _give_up(responses, tasks)
             raise
+        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+        if failed:  # the first error is the call's; the others' requests are abandoned
+            _give_up(responses, tasks)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return failed[0].result()  # (raises it)
+        return [t.result() for t in tasks]
 
     async def _http(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
@@ -305,6 +312,20 @@ class _Ingress:
             status, name, message = _http_error(e)
             return JSONResponse({"error": name, "message": message}, status_code=status)
         return JSONResponse(result)
+
+
+def _give_up(responses: Sequence[Any], tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancel the handle calls not answered yet (Serve cancels them on their replicas)."""
+    for x, t in zip(responses, tasks, strict=True):
+        if not t.done():
+            x.cancel()
+            t.add_done_callback(_seen)
+
+
+def _seen(task: asyncio.Future[Any]) -> None:
+    """Mark a given-up call's outcome as retrieved (asyncio would log it otherwise)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _is_http(request: Any) -> bool:
@@ -453,7 +474,7 @@ def deployment(
                 f"stratabatch.ray.deployment takes a batch function or class, got {target!r}",
                 field="handler",
             )
-        if is_class and not callable(getattr(target, "__call__", None)):  # noqa: B004
+        if is_class and not any("__call__" in vars(k) for k in cast(type, target).__mro__[:-1]):
             raise ConfigError(
                 f"{target.__qualname__} has no __call__: a class handler's batch method is "
                 "__call__(self, requests)",

@@ -241,8 +241,9 @@ class ReplicaMetrics:
     """A replica's Ray metrics (``ray.util.metrics``), fed from its processor's ``Stats``.
 
     Counters grow by the difference between two snapshots, so feeding them costs nothing per
-    request; gauges take the snapshot's value. Every metric carries the tags ``app`` and
-    ``deployment`` (Ray adds its own, such as the node and worker).
+    request; gauges take the snapshot's value. Every metric carries the tags ``application``
+    and ``deployment``, as Serve's own metrics do (Ray adds its own, such as the node and
+    worker).
     """
 
     COUNTERS = (
@@ -267,8 +268,8 @@ class ReplicaMetrics:
     def __init__(self, app: str, deployment: str) -> None:
         from ray.util import metrics
 
-        tags = {"app": app, "deployment": deployment}
-        keys = ("app", "deployment")
+        tags = {"application": app, "deployment": deployment}
+        keys = ("application", "deployment")
         self.counters = {
             name: metrics.Counter(name, description=text, tag_keys=keys).set_default_tags(tags)
             for name, _, text in self.COUNTERS

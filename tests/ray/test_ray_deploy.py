@@ -1,37 +1,403 @@
-"""stratabatch.ray on a local 3-node Ray cluster (tests/ray/conftest.py): deployments of
-batch functions and classes, handles and HTTP, errors, merged statistics and metrics."""
+"""stratabatch.ray: options checked at decoration, the merge of replica statistics and the stats
+board (no cluster), then deployments on a local 3-node Ray cluster (tests/ray/conftest.py):
+twins meeting on one replica through two handles and HTTP, a class handler with bind arguments,
+errors as stratabatch's types, HTTP status codes, merged statistics equal to what the callers
+counted, Ray metrics, and a deletion that drains.
+
+Two applications are deployed for the whole module (a deployment takes ~5 s): ``twins``
+(a batch function on 2 replicas behind the twin router) and ``model`` (a sync class handler,
+Serve's router); examples/ray_app.py deploys and deletes its own.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
 import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
 
+import httpx
+import pytest
 from ray import cloudpickle, serve
 
-from stratabatch.ray import deployment
+import stratabatch
+from stratabatch import BatchTimeoutError, ConfigError, HandlerError, InvalidRequestError, Stats
+from stratabatch.errors import StratabatchError
+from stratabatch.ray import batch_handle, deployment, get_stats
+from stratabatch.raystats import StatsBoard, merge_stats, stats_from_dict, stats_to_dict
 
 # the handlers below travel to the replicas by value (the workers cannot import this module)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 REPLICA = {"num_cpus": 0.5}
+TIMEOUT = 60.0  # seconds any one step of a cluster test may take at most
 
 
-async def upper(requests: list[dict]) -> list[str]:
-    return [r["query"].upper() for r in requests]
+# --------------------------------------------------------------------------- handlers
 
 
-async def test_a_function_through_a_handle(ray_cluster):
-    app = deployment(
-        upper,
-        name="upper",
-        route="serve",
-        num_replicas=2,
-        ray_actor_options=REPLICA,
-        window_ms=5,
-        dedup_strategy="exact",
-    ).bind()
-    handle = serve.run(app, name="fn", route_prefix="/fn")
+async def tagged(requests: list[dict]) -> list:
+    """Answers each request with the handler call it ran in (a fresh id per call), the call's
+    size and the replica; a query starting with "fail" fails alone, naming its call too."""
+    await asyncio.sleep(0.05)
+    call = uuid.uuid4().hex
+    replica = serve.get_replica_context().replica_tag
+    out: list = []
+    for r in requests:
+        if r["query"].startswith("fail"):
+            out.append(ValueError(f"asked to fail call={call} size={len(requests)}"))
+        else:
+            out.append(
+                {"query": r["query"], "call": call, "size": len(requests), "replica": replica}
+            )
+    return out
+
+
+class Suffix:
+    """A sync class handler: appends the suffix its __init__ got through .bind()."""
+
+    def __init__(self, suffix: str, *, shout: bool = False) -> None:
+        self.suffix = suffix
+        self.shout = shout
+
+    def __call__(self, requests: list[dict]) -> list[str]:
+        for r in requests:
+            if r.get("sleep"):
+                time.sleep(r["sleep"])
+            if r["query"] == "raise":
+                raise RuntimeError("the model broke")
+        out = [r["query"] + self.suffix for r in requests]
+        return [o.upper() for o in out] if self.shout else out
+
+
+# --------------------------------------------------------------------------- no cluster
+
+
+def test_import_stratabatch_does_not_import_ray() -> None:
+    code = "import sys, stratabatch; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_importing_stratabatch_ray_without_ray_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "try:\n"
+        "    import stratabatch.ray\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 'pip install "stratabatch[ray]"' in out.stdout
+
+
+def test_bad_options_are_config_errors_at_decoration() -> None:
+    with pytest.raises(ConfigError) as got:
+        deployment(window_ms=-5)
+    with pytest.raises(ConfigError) as same:  # the processor's own check and message
+        stratabatch.BatchProcessor(window_ms=-5)
+    assert str(got.value) == str(same.value) and got.value.field == "window_ms"
+    with pytest.raises(ConfigError, match="did you mean 'window_ms'"):
+        deployment(tagged, window_msx=5)
+    with pytest.raises(ConfigError, match="route must be one of twins, serve"):
+        deployment(tagged, route="nearest")
+    with pytest.raises(ConfigError, match="num_replicas must be an int >= 1, got 0"):
+        deployment(tagged, num_replicas=0)
+    with pytest.raises(ConfigError, match="imbalance must be an int >= 0"):
+        deployment(tagged, imbalance=-1)
+    with pytest.raises(ConfigError, match="batch function or class"):
+        deployment(42)
+
+    class NoCall:
+        pass
+
+    with pytest.raises(ConfigError, match="has no __call__"):
+        deployment(NoCall)
+
+
+def test_a_deployment_names_its_two_deployments() -> None:
+    dep = deployment(Suffix, route="serve")
+    assert (dep.name, dep.ingress_name) == ("Suffix", "Suffix_ingress")
+    assert deployment(name="answers")(tagged).name == "answers"
+
+
+def _stats(**kw: object) -> Stats:
+    base = dict.fromkeys(
+        (
+            "total_requests total_batches unique_requests duplicates inflight_coalesced "
+            "queue_depth errors timeouts rejected exact_merges near_merges"
+        ).split(),
+        0,
+    )
+    base.update(
+        avg_batch_size=0.0,
+        dedup_rate=0.0,
+        requests_per_second=0.0,
+        cost_saved_usd=0.0,
+        latency_ms_p50=0.0,
+        latency_ms_p95=0.0,
+        latency_ms_p99=0.0,
+        window_ms=5.0,
+        merge_similarity_histogram=(0,) * 101,
+    )
+    base.update(kw)
+    return Stats(**base)  # type: ignore[arg-type]
+
+
+def test_merge_adds_counts_and_bounds_percentiles() -> None:
+    hist_a = (0,) * 100 + (3,)
+    hist_b = (1,) + (0,) * 99 + (2,)
+    a = _stats(
+        total_requests=10, total_batches=2, avg_batch_size=3.0, unique_requests=6,
+        duplicates=4, dedup_rate=0.4, exact_merges=3, near_merges=1, errors=1,
+        latency_ms_p50=4.0, latency_ms_p95=9.0, latency_ms_p99=12.0,
+        merge_similarity_histogram=hist_a, batch_size_max=4, requests_per_second=5.0,
+    )  # fmt: skip
+    b = _stats(
+        total_requests=5, total_batches=4, avg_batch_size=1.25, unique_requests=5,
+        latency_ms_p50=6.0, latency_ms_p95=7.0, latency_ms_p99=20.0, queue_depth=2,
+        merge_similarity_histogram=hist_b, window_ms=8.0, requests_per_second=1.5,
+    )  # fmt: skip
+    idle = _stats(latency_ms_p99=99.0)  # served nothing: its percentiles do not count
+    m = merge_stats([a, b, idle])
+    assert (m.total_requests, m.total_batches, m.unique_requests, m.duplicates) == (15, 6, 11, 4)
+    assert (m.errors, m.queue_depth, m.exact_merges, m.near_merges) == (1, 2, 3, 1)
+    assert m.avg_batch_size == pytest.approx(11 / 6)
+    assert m.dedup_rate == pytest.approx(4 / 15)
+    assert m.requests_per_second == pytest.approx(6.5)
+    assert (m.latency_ms_p50, m.latency_ms_p95, m.latency_ms_p99) == (6.0, 9.0, 20.0)
+    assert m.merge_similarity_histogram == (1,) + (0,) * 99 + (5,)
+    assert (m.window_ms, m.batch_size_max) == (8.0, 4)
+    assert merge_stats([a]) == a  # one replica: its own stats
+    assert merge_stats([]) == replace(_stats(), window_ms=0.0, merge_similarity_histogram=())
+    assert stats_from_dict(json.loads(json.dumps(stats_to_dict(a)))) == a
+
+
+class _Dead:
+    """An actor handle whose actor has died: its readiness call raises."""
+
+    class _Ready:
+        def remote(self) -> object:
+            async def fail() -> None:
+                raise ConnectionError("actor died")
+
+            return fail()
+
+    __ray_ready__ = _Ready()
+
+
+async def test_the_board_waits_for_each_live_replica_once_a_round() -> None:
+    board = StatsBoard()
+    one, two = _stats(total_requests=1), _stats(total_requests=2)
+    seen = await board.join("r1", None)
+    await board.join("r2", _Dead())
+
+    async def replica(name: str, stats: Stats, seen: int) -> None:
+        now = await board.poll(seen, 5.0)
+        await board.report(name, now, stats_to_dict(stats))
+
+    answering = asyncio.ensure_future(replica("r1", one, seen))
+    got = await board.collect(1.0)  # r2 never answers: its actor is dead
+    await answering
+    assert got["replicas"] == {"r1": stats_to_dict(one)}
+    assert got["gone"] == {"r2": {}} and got["stale"] == []
+    # a stopping replica's final snapshot keeps counting; the round no longer waits for it
+    await board.leave("r1", stats_to_dict(two))
+    got = await board.collect(1.0)
+    assert got == {"replicas": {}, "gone": {"r1": stats_to_dict(two), "r2": {}}, "stale": []}
+
+
+async def test_a_board_round_reports_a_silent_live_replica_as_stale() -> None:
+    class Alive:
+        class _Ready:
+            def remote(self) -> object:
+                return asyncio.sleep(0)
+
+        __ray_ready__ = _Ready()
+
+    board = StatsBoard()
+    await board.join("r1", Alive())
+    got = await board.collect(0.4)
+    assert got["stale"] == ["r1"] and got["replicas"] == {"r1": {}}
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+@pytest.fixture(scope="module")
+def apps(ray_cluster) -> Iterator[object]:
+    """The module's two applications, deployed once."""
+    twins = deployment(tagged, name="tagged", num_replicas=2, ray_actor_options=REPLICA,
+                       window_ms=500, max_wait_ms=1000, dedup_strategy="exact")  # fmt: skip
+    serve.run(twins.bind(), name="twins", route_prefix="/twins")
+    model = deployment(Suffix, name="suffix", route="serve", ray_actor_options=REPLICA,
+                       window_ms=20, dedup_strategy="exact", processing_timeout=1.0)  # fmt: skip
+    serve.run(model.bind("!", shout=True), name="model", route_prefix="/model")
+    yield ray_cluster
+    for name in ("twins", "model"):
+        if name in serve.status().applications:
+            serve.delete(name)
+
+
+async def _deltas(app: str, traffic) -> tuple[object, Stats, Stats]:
+    before = await asyncio.to_thread(get_stats, app)
+    out = await asyncio.wait_for(traffic(), TIMEOUT)
+    after = await asyncio.to_thread(get_stats, app)
+    return out, before, after
+
+
+async def test_exact_twins_from_two_handles_and_http_meet_in_one_handler_item(apps) -> None:
+    ingress = serve.get_app_handle("twins")
+    direct = batch_handle("twins")
+    url = f"{apps.http_url}/twins"
+    keys = [f"twin question {i}" for i in range(16)]
+
+    async def traffic() -> list:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+
+            async def by_http(q: str) -> dict:
+                r = await http.post(url, json={"query": q})
+                assert r.status_code == 200, r.text
+                return r.json()
+
+            calls = []
+            for k in keys:  # each text three times: two handles, and HTTP; cased apart
+                calls += [ingress.remote({"query": k}), direct.remote({"query": k.upper()}),
+                          by_http(f"  {k} ")]  # fmt: skip
+            return await asyncio.gather(*calls)
+
+    results, before, after = await _deltas("twins", traffic)
+    by_key: dict[str, set[str]] = {}
+    for r in results:
+        by_key.setdefault(r["query"].strip().lower(), set()).add(r["call"])
+    assert {k: len(v) for k, v in by_key.items()} == dict.fromkeys(keys, 1)
+    # one handler item per text, the two others merged
+    assert after.unique_requests - before.unique_requests == len(keys)
+    assert after.duplicates - before.duplicates == 2 * len(keys)
+
+
+def _metric_sum(url: str, name: str, application: str) -> float:
+    total = 0.0
+    for line in httpx.get(url, timeout=5.0).text.splitlines():
+        if line.startswith(name + "{") and f'application="{application}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_ray_metrics_show_the_replicas_counts(apps) -> None:
+    import ray
+
+    direct = batch_handle("twins")
+    sent = ["metric a", "metric b", "metric a", "fail metric"]
+    await asyncio.wait_for(
+        asyncio.gather(*[direct.remote({"query": q}) for q in sent], return_exceptions=True),
+        TIMEOUT,
+    )
+    stats = await asyncio.to_thread(get_stats, "twins")
+    assert stats.total_requests >= len(sent) and stats.errors >= 1
+    urls = [
+        f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+        for n in ray.nodes()
+        if n["Alive"]
+    ]
+    deadline = time.monotonic() + 30.0
+    while True:  # the replicas feed their metrics each second, Ray exports them each second
+        got = {
+            name: sum(_metric_sum(u, f"ray_{name}", "twins") for u in urls)
+            for name in (
+                "stratabatch_requests_total",
+                "stratabatch_handler_items_total",
+                "stratabatch_batches_total",
+                "stratabatch_errors_total",
+            )  # fmt: skip
+        }
+        want = {
+            "stratabatch_requests_total": stats.total_requests,
+            "stratabatch_handler_items_total": stats.unique_requests,
+            "stratabatch_batches_total": stats.total_batches,
+            "stratabatch_errors_total": stats.errors,
+        }
+        if got == want or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert got == want
+
+
+async def test_a_class_handler_gets_its_bind_arguments(apps) -> None:
+    handle = serve.get_app_handle("model")
+    assert await handle.remote({"query": "a"}) == "A!"
+    assert await handle.process.remote([{"query": "b"}, {"query": "c"}]) == ["B!", "C!"]
+    assert await batch_handle("model").remote({"query": "d"}) == "D!"
+
+
+async def test_errors_arrive_as_stratabatch_types(apps) -> None:
+    for handle in (serve.get_app_handle("model"), batch_handle("model")):
+        with pytest.raises(HandlerError) as e:
+            await handle.remote({"query": "raise"})
+        cause = getattr(e.value, "cause", e.value)  # Ray's RayTaskError(HandlerError) wraps it
+        assert type(cause) is HandlerError
+        assert (cause.exc_type, cause.exc_message) == ("RuntimeError", "the model broke")
+        assert "the model broke" in str(e.value)
+        with pytest.raises(BatchTimeoutError):
+            await handle.remote({"query": "slow", "sleep": 2.0})
+        with pytest.raises(InvalidRequestError, match="a request is a mapping, got str"):
+            await handle.remote("not a mapping")
+    with pytest.raises(InvalidRequestError):
+        await serve.get_app_handle("model").process.remote([{"query": "ok"}, 3])
+
+
+async def test_http_answers_json_with_status_codes(apps) -> None:
+    url = f"{apps.http_url}/model"
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        ok = await http.post(url, json={"query": "x"})
+        many = await http.post(url, json=[{"query": "x"}, {"query": "y"}])
+        bad_json = await http.post(url, content=b"{nope")
+        not_request = await http.post(url, json="x")
+        failed = await http.post(url, json={"query": "raise"})
+        slow = await http.post(url, json={"query": "z", "sleep": 2.0})
+    assert (ok.status_code, ok.json()) == (200, "X!")
+    assert (many.status_code, many.json()) == (200, ["X!", "Y!"])
+    assert bad_json.status_code == 400 and bad_json.json()["error"] == "InvalidRequestError"
+    assert not_request.status_code == 400 and "got str" in not_request.json()["message"]
+    assert failed.status_code == 500
+    assert (
+        failed.json()
+        == {
+            "error": "HandlerError",
+            "message": failed.json()["message"],
+        }
+        and "RuntimeError: the model broke" in failed.json()["message"]
+    )
+    assert slow.status_code == 504 and slow.json()["error"] == "BatchTimeoutError"
+
+
+async def test_deleting_an_app_drains_its_requests_and_its_board(apps) -> None:
+    handle = serve.get_app_handle("model")
+    waiting = [handle.remote({"query": f"drain {i}", "sleep": 0.1}) for i in range(6)]
+    await asyncio.sleep(0.3)  # (accepted or not yet: every one must be answered either way)
+    deleting = threading.Thread(target=serve.delete, args=("model",))
+    deleting.start()
     try:
-        assert await handle.remote({"query": "hi"}) == "HI"
-        assert await handle.process.remote([{"query": "a"}, {"query": "b"}]) == ["A", "B"]
+        got = await asyncio.wait_for(asyncio.gather(*waiting), TIMEOUT)
     finally:
-        serve.delete("fn")
+        await asyncio.to_thread(deleting.join, TIMEOUT)
+    assert got == [f"DRAIN {i}!" for i in range(6)]
+    with pytest.raises(StratabatchError, match="no stratabatch application 'model'"):
+        await asyncio.to_thread(get_stats, "model")
+
+
+def test_the_example_runs(apps) -> None:
+    from examples import ray_app
+
+    cloudpickle.register_pickle_by_value(ray_app)
+    stats = ray_app.main(apps.http_port)
+    # 10 questions, each 3 times at once: they merge in a window or into running work, or
+    # (sent after their twin's call finished) run again
+    assert stats.total_requests == 30 and stats.errors == 0
+    assert 10 <= stats.unique_requests <= 30
+    assert stats.unique_requests + stats.duplicates == 30
