@@ -407,7 +407,7 @@ def route_counts(application: str | None = None, deployment: str | None = None) 
 # The RequestRouter
 # ---------------------------------------------------------------------------------------------
 
-_MEMO_MAX = 8192  # requests between their first choice and Serve's answer, per router
+_MEMO_MAX = 1 << 16  # requests between their first choice and Serve's answer, per router
 
 
 def _module() -> Any:
@@ -473,6 +473,7 @@ def __getattr__(name: str) -> Any:
 
 
 def _make_router_class() -> type[RequestRouter]:
+    from ray.serve._private.common import RequestMetadata
     from ray.serve._private.request_router.common import PendingRequest
     from ray.serve.request_router import (
         ReplicaID,
@@ -500,9 +501,11 @@ def _make_router_class() -> type[RequestRouter]:
                 self._strategy,
                 self._imbalance,
             ) = _options(kwargs)
-            # id(request) -> (request, its preferred replica or None when unkeyed, tries so
-            # far), from its first try until Serve says where it went (kept with the request,
-            # so that an id is never a later request's)
+            # id(request.metadata) -> (request, its preferred replica or None when unkeyed,
+            # tries so far), from its first try until Serve says where it went (kept with the
+            # request, so that an id is never a later request's). By metadata: what Serve
+            # hands _fulfill_next_pending_request to name the request
+            # (internal_request_id does not: the calls one request makes share it)
             self._preferred: dict[int, tuple[PendingRequest, str | None, int]] = {}
             self._rng = random.Random()
             self._counter: Any = None
@@ -568,14 +571,15 @@ def _make_router_class() -> type[RequestRouter]:
         ) -> list[list[RunningReplica]]:
             if not candidate_replicas:
                 return []
+            memo = self._preferred
+            tries = 0
+            preferred: str | None = None
             try:
-                memo = self._preferred
-                tries = 0
                 if pending_request is not None:
                     # without this Serve asks again at once, without end, while no replica
                     # takes the request (its own routers set it through a mixin)
                     pending_request.routing_context.should_backoff = True
-                    seen = memo.get(id(pending_request))
+                    seen = memo.get(id(pending_request.metadata))
                     if seen is not None and seen[0] is pending_request:
                         tries = seen[2]
                 key = await self._key_of(pending_request)
@@ -584,7 +588,6 @@ def _make_router_class() -> type[RequestRouter]:
                     choice_ranks: tuple[tuple[str, ...], ...] = (
                         tuple(self._rng.sample(sorted(by_id), min(2, len(by_id)))),
                     )
-                    preferred = None
                 else:
                     lens: dict[str, int] = {}
                     if self._use_replica_queue_len_cache:
@@ -607,15 +610,40 @@ def _make_router_class() -> type[RequestRouter]:
                     )
                     choice_ranks = choice.ranks
                     preferred = choice.preferred
-                if pending_request is not None:
-                    if len(memo) >= _MEMO_MAX:  # requests given up before Serve answered
-                        del memo[next(iter(memo))]
-                    memo.pop(id(pending_request), None)  # (to the end: the oldest go first)
-                    memo[id(pending_request)] = (pending_request, preferred, tries + 1)
-                return [[by_id[rid] for rid in rank] for rank in choice_ranks]
+                ranks = [[by_id[rid] for rid in rank] for rank in choice_ranks]
             except Exception as e:  # never fail Serve's routing: its own default choice
                 log.warning("stratabatch twin router: routing by default (%r)", e)
-                return [self._rng.sample(candidate_replicas, min(2, len(candidate_replicas)))]
+                preferred = None
+                ranks = [self._rng.sample(candidate_replicas, min(2, len(candidate_replicas)))]
+            if pending_request is not None:
+                if len(memo) >= _MEMO_MAX:  # requests given up before Serve answered
+                    del memo[next(iter(memo))]
+                at = id(pending_request.metadata)
+                memo.pop(at, None)  # (to the end: the oldest go first)
+                memo[at] = (pending_request, preferred, tries + 1)
+            return ranks
+
+        def _fulfill_next_pending_request(
+            self,
+            replica: RunningReplica,
+            request_metadata: RequestMetadata | None = None,
+        ) -> None:
+            # Serve's base router finds the request by its internal_request_id, which the
+            # handle calls made while serving one request share: with several such calls
+            # pending, all but one would never be given their replica (Serve's own router
+            # hands the replica to the oldest pending request instead, which would send a key
+            # to another's replica). The router knows each request it chose for.
+            entry = None if request_metadata is None else self._preferred.get(id(request_metadata))
+            if entry is None or entry[0].metadata is not request_metadata:
+                super()._fulfill_next_pending_request(replica, request_metadata)
+                return
+            pending = entry[0]
+            if pending.future.done():
+                return
+            self._cancel_routing_task_for_pending_request(pending)
+            self._record_queue_wait_time(pending)
+            pending.future.set_result(replica)
+            self._remove_pending_request_from_indices(pending)
 
         def on_request_routed(
             self,
@@ -624,7 +652,7 @@ def _make_router_class() -> type[RequestRouter]:
             result: ReplicaResult,
         ) -> None:
             try:
-                entry = self._preferred.pop(id(pending_request), None)
+                entry = self._preferred.pop(id(pending_request.metadata), None)
                 if entry is None or entry[0] is not pending_request:
                     return
                 preferred = entry[1]

@@ -315,6 +315,9 @@ class FakeReplica:
         self.replica_id = replica_id
         self.max_ongoing_requests = 100
 
+    async def get_queue_len(self, *, deadline_s: float) -> int:
+        return 0
+
 
 def make_router(app: str, **options: Any) -> tuple[Any, list[FakeReplica]]:
     from ray.serve._private.common import DeploymentHandleSource, DeploymentID, ReplicaID
@@ -329,12 +332,29 @@ def make_router(app: str, **options: Any) -> tuple[Any, list[FakeReplica]]:
     return router, [FakeReplica(ReplicaID(f"rep{i}", dep)) for i in range(4)]
 
 
-def pending(args: list[Any]) -> Any:
+def pending(args: list[Any], internal_id: str | None = None) -> Any:
     from ray.serve._private.common import RequestMetadata
     from ray.serve._private.request_router.common import PendingRequest
 
-    meta = RequestMetadata(request_id="r", internal_request_id=f"i{random.random()}")
+    meta = RequestMetadata(request_id="r", internal_request_id=internal_id or f"{random.random()}")
     return PendingRequest(args=args, kwargs={}, metadata=meta)
+
+
+async def test_router_gives_each_of_one_requests_calls_its_own_replica() -> None:
+    """The handle calls made while serving one request share its internal_request_id; each
+    still gets a replica, its key's, through Serve's own routing loop."""
+    router, replicas = make_router("app-fanout", strategy="exact")
+    router.update_replicas(replicas)
+    ids = [r.replica_id.unique_id for r in replicas]
+    reqs = [{"query": f"question {i}"} for i in range(8)]
+    got = await asyncio.wait_for(
+        asyncio.gather(
+            *(router._choose_replica_for_request(pending([r], "one-request")) for r in reqs)
+        ),
+        10.0,
+    )
+    assert [g.replica_id.unique_id for g in got] == [rendezvous(route_key(r), ids) for r in reqs]
+    assert len({g.replica_id.unique_id for g in got}) > 1  # (else any answer would do)
 
 
 async def test_router_routes_by_key_and_counts_where_requests_went() -> None:
@@ -456,6 +476,7 @@ async def through_gate(app: str, calls: Any, expected: int) -> list[Any]:
 
     gate = ray.remote(num_cpus=0)(Gate).options(name=GATE[0], namespace=GATE[1]).remote()
     try:
+        expected += (await asyncio.to_thread(get_stats, app)).total_requests
         running = asyncio.ensure_future(calls)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60.0
@@ -599,6 +620,16 @@ async def test_exact_twins_from_any_handle_meet_on_one_replica(ray_cluster: Any)
         assert merged >= 0.99 * len(pairs)
         assert at_key >= 0.99 * len(sent)
         assert {a["replica"] for a, _ in got} == set(ids)  # the keys spread over all three
+        # a list through the ingress: one handle call per request from one ingress request
+        # (they share its internal_request_id), each to its key's replica
+        listed = [{"query": f"listed request {i}"} for i in range(8)]
+
+        async def process() -> Any:
+            return await ingress.process.remote(listed)
+
+        answers = await through_gate("exact", process(), len(listed))
+        assert [a["text"] for a in answers] == [r["query"] for r in listed]
+        assert [a["replica"] for a in answers] == [rendezvous(route_key(r), ids) for r in listed]
         counts = route_counts("exact", "twins")  # (this process's share: the direct handle)
         assert counts.preferred + counts.fallback == paths.used["direct"]
         assert counts.preferred >= 0.99 * paths.used["direct"] and counts.unkeyed == 0
