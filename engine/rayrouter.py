@@ -389,7 +389,7 @@ def route_counts(application: str | None = None, deployment: str | None = None) 
 
     A router lives in the process that holds the handle (an ingress replica, the driver), so
     this reads one process's share; the same counts go to Ray's metrics as the counter
-    ``stratabatch_router_requests`` (tags ``application``, ``deployment``, ``choice``), summed
+    ``stratabatch_router_requests_total`` (tags ``application``, ``deployment``, ``choice``), summed
     there over the cluster.
     """
     total = RouteCounts()
@@ -514,7 +514,7 @@ def _make_router_class() -> type[RequestRouter]:
                 from ray.util import metrics
 
                 self._counter = metrics.Counter(
-                    "stratabatch_router_requests",
+                    "stratabatch_router_requests_total",
                     description=(
                         "Requests the stratabatch twin router sent, by choice: preferred (the "
                         "key's replica), fallback (another: the preferred was overloaded, "
