@@ -21,11 +21,11 @@ only when they reach the same replica. The router sends them there:
   from all the others, and nothing else moves.
 * **Balance.** :func:`choose` prefers the key's replica unless its queue (the router's known
   count of ongoing requests there) is more than ``imbalance`` above the shortest known queue
-  of the others; then it falls back to the power of two choices among the others. It offers
-  two random others as a second rank too, which Serve takes only when the preferred replica
-  is full or does not answer. The router counts where requests went: ``preferred``,
-  ``fallback`` and ``unkeyed`` (a request it could not key, routed as Serve's default router
-  would).
+  of the others; then it falls back to the power of two choices among the others. After a
+  request's first :data:`PREFERRED_TRIES` tries (the key's replica alone) it offers two random
+  others as a second rank too, which Serve takes only when the preferred replica is full or
+  does not answer. The router counts where requests went: ``preferred``, ``fallback`` and
+  ``unkeyed`` (a request it could not key, routed as Serve's default router would).
 
 The router (:func:`router_class`, also importable as ``stratabatch.rayrouter.TwinRouter``)
 imports Ray when it is first asked for: the rest of this module is pure and needs no Ray.
