@@ -337,11 +337,12 @@ class RayCluster:
         self.driver_pids = ray.get([d.pid.remote() for d in self.drivers], timeout=120)
 
     def deploy(self, apps: dict[str, Any]) -> None:
-        """``serve.run`` each bound app under its name (handles only: no route)."""
+        """Deploy each bound app under its name, all at once (handles only: no route)."""
         from ray import serve
 
-        for name, app in apps.items():
-            serve.run(app, name=name, route_prefix=None)
+        serve.run_many(
+            [serve.RunTarget(app, name=name, route_prefix=None) for name, app in apps.items()]
+        )
 
     def run(
         self,
@@ -361,15 +362,14 @@ class RayCluster:
         return [Outcome(*o) for outcomes in lists for o in outcomes]
 
     def shutdown(self) -> None:
-        """Serve, Ray and the cluster down; every process they started gone."""
+        """Ray and the cluster down; every process they started gone."""
         import ray
-        from ray import serve
 
         for d in self.drivers:  # first: their handles would retry the controller's long polls
             with contextlib.suppress(Exception):
                 ray.kill(d)
-        with contextlib.suppress(Exception):
-            serve.shutdown()
+        # no serve.shutdown(): it waits for every replica's graceful stop (up to 30 s here),
+        # and the cluster's end stops them all anyway
         with contextlib.suppress(Exception):
             ray.shutdown()
         self.cluster.shutdown()
@@ -624,6 +624,10 @@ def run_once(
         workload, ModeRun(outcomes, cpu, {"cpu_processes": len(pids)}), settings, batch_size
     )
     r["cpu_us_by_process"] = by_kind
+    r["error_examples"] = {}
+    for o in outcomes:
+        if o.error is not None:
+            r["error_examples"].setdefault(o.error.split(":", 1)[0], o.error[:500])
     r["twins_together"] = colocation(workload, outcomes)
     r["wrong"] = r["wrong_merges"] + r["mismatched_answers"]
     r["items_per_request"] = r["backend_items"] / r["requests"]
@@ -744,6 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {s.key: [] for s in systems}
     apps = [s.app for s in systems if s.app]
     t_start = time.monotonic()
+    seen: dict[int, str] = {}  # every process this run started (checked gone at the end)
     with Cleanup() as cleanup:
         engine_on = any(s.kind == "engine" for s in systems)
         clients = EngineClients(a.drivers, cleanup) if engine_on else None
@@ -777,10 +782,13 @@ def main(argv: list[str] | None = None) -> int:
                     target = (system.app, BATCH if direct else None)
                     send = lambda w, tg=target: cluster.run(tg, w, a.timeout_s)  # noqa: E731
                 pids = system_pids(system, apps, engine_pids)
+                seen.update({p: _cmdline(p) for p in descendants(os.getpid())})
                 r = run_once(load, a.drivers, send, pids, settings, system.batch_size)
                 print(_line(f"round {rnd}" if rnd else "warm-up", system, r), flush=True)
                 if rnd:
                     runs[system.key].append(r)
+    seen.pop(os.getpid(), None)
+    left = leftovers(seen)
     took = time.monotonic() - t_start
     load1 = load_average()
     med = {s.key: median_run(runs[s.key]) for s in systems}
@@ -788,6 +796,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{load1} at the end; the run took {took:.0f} s")
     targets = print_targets(target_rows(med))
     failed = _failures(med, systems)
+    if left:
+        failed += f"; processes left running after the cleanup (now killed): {left}"
     if a.json:
         Path(a.json).write_text(
             json.dumps(
@@ -813,6 +823,8 @@ def main(argv: list[str] | None = None) -> int:
                         "engine_concurrency": model.concurrency * replicas,
                     },
                     "seconds": took,
+                    "processes_started": len(seen),
+                    "left_running": left,
                     "failed": failed,
                 },
                 indent=1,
@@ -823,6 +835,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED: {failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def leftovers(started: dict[int, str], wait_s: float = 15.0) -> list[str]:
+    """Processes of ``started`` (pid: command line) still running ``wait_s`` after the cleanup;
+    each is killed (it is this run's own: the same pid with the same command line)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = {p: c for p, c in started.items() if c and _cmdline(p) == c and not _zombie(p)}
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for p in alive:
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+    return [f"{p} {c[:60]}" for p, c in alive.items()]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _idle_cpu(pids: Iterable[int], seconds: float) -> float:
@@ -840,7 +875,7 @@ def _failures(med: dict[str, dict[str, Any]], systems: list[System]) -> str:
     except Exception as exc:
         return str(exc)
     bad = {
-        names[k]: {"errors": r["errors"], "wrong": r["wrong"], "kinds": r["error_kinds"]}
+        names[k]: {"errors": r["errors"], "wrong": r["wrong"], "examples": r["error_examples"]}
         for k, r in med.items()
         if r["errors"] or r["wrong"]
     }
