@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -279,6 +280,48 @@ async def test_exact_twins_from_two_handles_and_http_meet_in_one_handler_item(ap
     # one handler item per text, the two others merged
     assert after.unique_requests - before.unique_requests == len(keys)
     assert after.duplicates - before.duplicates == 2 * len(keys)
+
+
+async def test_merged_stats_equal_what_the_callers_counted(apps) -> None:
+    seed = random.randrange(1 << 30)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    ingress = serve.get_app_handle("twins")
+    direct = batch_handle("twins")
+    texts = [f"fail {i}" if i % 7 == 0 else f"counted {i}" for i in range(24)]
+    sent = [rng.choice(texts) for _ in range(80)]  # ~40% repeats
+
+    async def traffic() -> list:
+        calls = [(ingress if i % 2 else direct).remote({"query": q}) for i, q in enumerate(sent)]
+        listed = [{"query": q} for q in sent[:10]]
+        calls.append(ingress.process.remote(listed, return_exceptions=True))
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    outcomes, before, after = await _deltas("twins", traffic)
+    flat = [*outcomes[:-1], *outcomes[-1]]
+    requests = len(sent) + 10
+    calls: dict[str, int] = {}  # handler call -> its size, as the callers saw it
+    errors = 0
+    for o in flat:
+        if isinstance(o, BaseException):
+            assert isinstance(o, HandlerError), o
+            errors += 1
+            words = dict(w.split("=") for w in o.exc_message.split() if "=" in w)
+            calls[words["call"]] = int(words["size"])
+        else:
+            calls[o["call"]] = o["size"]
+    d = {
+        f: getattr(after, f) - getattr(before, f)
+        for f in ("total_requests", "total_batches", "unique_requests", "duplicates", "errors")
+    }
+    assert d == {
+        "total_requests": requests,
+        "total_batches": len(calls),
+        "unique_requests": sum(calls.values()),
+        "duplicates": requests - sum(calls.values()),
+        "errors": errors,
+    }
+    assert after.queue_depth == 0
 
 
 def _metric_sum(url: str, name: str, application: str) -> float:
