@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -59,6 +60,9 @@ async def _drive(
         from ray import serve
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    serve_log = logging.getLogger("ray.serve")  # its INFO lines would cut into the progress bar
+    level = serve_log.level
+    serve_log.setLevel(logging.WARNING)
     try:
         serve.start(proxy_location="Disabled")
         app_handle = serve.run(app, name=APP, route_prefix=None)
@@ -75,6 +79,7 @@ async def _drive(
         # not serve.shutdown(): it waits out every replica's graceful stop (30 s here); Ray's
         # end stops them, and the next serve.start() in this process makes a new client
         ray.shutdown()
+        serve_log.setLevel(level)
     return ModeRun(
         outcomes,
         cpu,
