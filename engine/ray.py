@@ -344,9 +344,13 @@ def _json_loads(body: bytes) -> Any:
 
 async def _unwrapped(response: Any) -> Any:
     """The result of a handle call; a stratabatch error raised on the replica is raised here
-    as itself (Ray delivers it wrapped in its RayTaskError)."""
+    as itself (Ray delivers it wrapped in its RayTaskError). If the awaiting task is
+    cancelled, so is the call, on its replica."""
     try:
         return await response
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
     except ray.exceptions.RayTaskError as e:
         cause = e.cause
         if isinstance(cause, StratabatchError):
@@ -583,6 +587,11 @@ def get_stats(app_name: str, deployment: str | None = None, *, timeout: float = 
     Raises:
         StratabatchError: The application has no stratabatch deployment (of that name).
     """
+    if not ray.is_initialized():
+        raise StratabatchError(
+            "get_stats reads the replicas through Ray: connect to the cluster first "
+            "(ray.init(address=...))"
+        )
     boards = [b for d, b in _boards(app_name) if deployment is None or d == deployment]
     if not boards:
         which = f"deployment {deployment!r} in " if deployment else ""

@@ -121,6 +121,14 @@ def test_bad_options_are_config_errors_at_decoration() -> None:
         deployment(NoCall)
 
 
+def test_get_stats_without_a_ray_connection_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(StratabatchError, match="connect to the cluster first"):
+        get_stats("answers")
+
+
 def test_a_deployment_names_its_two_deployments() -> None:
     dep = deployment(Suffix, route="serve")
     assert (dep.name, dep.ingress_name) == ("Suffix", "Suffix_ingress")
