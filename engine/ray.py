@@ -402,8 +402,27 @@ class StratabatchDeployment:
 
     @property
     def batch_deployment(self) -> Any:
-        """Serve's ``Deployment`` of the replicas (``.options(...)`` changes Serve's options)."""
+        """Serve's ``Deployment`` of the replicas (read it; change it through
+        :meth:`options`)."""
         return self._batch
+
+    def options(self, **serve_options: Any) -> StratabatchDeployment:
+        """The same deployment with Serve options changed on the batch deployment
+        (``num_replicas``, ``autoscaling_config``, ``ray_actor_options``,
+        ``graceful_shutdown_timeout_s``, ...; Serve checks them).
+
+        Raises:
+            ConfigError: ``name``, ``request_router_config`` or ``deployment_actors``, which
+                :func:`deployment` sets (the name, the router, the stats board).
+        """
+        fixed = sorted(set(serve_options) & {"name", "request_router_config", "deployment_actors"})
+        if fixed:
+            raise ConfigError(
+                f"{', '.join(fixed)}: set by stratabatch.ray.deployment (name=, route=, and "
+                "the stats board); give them to deployment() instead",
+                field=fixed[0],
+            )
+        return StratabatchDeployment(self._batch.options(**serve_options), self._ingress, self.name)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         """The Serve application: the ingress bound to the batch deployment, whose replicas

@@ -135,6 +135,15 @@ def test_a_deployment_names_its_two_deployments() -> None:
     assert deployment(name="answers")(tagged).name == "answers"
 
 
+def test_serve_options_go_to_the_batch_deployment() -> None:
+    dep = deployment(tagged, num_replicas=2)
+    more = dep.options(num_replicas=3, graceful_shutdown_timeout_s=5.0)
+    assert more.batch_deployment.num_replicas == 3 and dep.batch_deployment.num_replicas == 2
+    assert more.name == dep.name == "tagged"
+    with pytest.raises(ConfigError, match="request_router_config: set by stratabatch.ray"):
+        dep.options(request_router_config={})
+
+
 def _stats(**kw: object) -> Stats:
     base = dict.fromkeys(
         (
