@@ -407,7 +407,8 @@ def route_counts(application: str | None = None, deployment: str | None = None) 
 # The RequestRouter
 # ---------------------------------------------------------------------------------------------
 
-_MEMO_MAX = 1 << 16  # requests between their first choice and Serve's answer, per router
+_PENDING_MAX = 1 << 16  # requests a router is choosing for at once, before it sweeps
+_ROUTED_MAX = 4096  # requests given a replica, until Serve says the replica took them
 
 
 def _module() -> Any:
@@ -502,11 +503,14 @@ def _make_router_class() -> type[RequestRouter]:
                 self._imbalance,
             ) = _options(kwargs)
             # id(request.metadata) -> (request, its preferred replica or None when unkeyed,
-            # tries so far), from its first try until Serve says where it went (kept with the
+            # tries so far), from its first try until it is given a replica (kept with the
             # request, so that an id is never a later request's). By metadata: what Serve
             # hands _fulfill_next_pending_request to name the request
             # (internal_request_id does not: the calls one request makes share it)
             self._preferred: dict[int, tuple[PendingRequest, str | None, int]] = {}
+            # then id(metadata) -> (metadata, preferred) until Serve says the replica took it
+            # (on_request_routed); only the metadata is kept, not the request's arguments
+            self._routed: dict[int, tuple[RequestMetadata, str | None]] = {}
             self._rng = random.Random()
             self._counter: Any = None
             self._tags = (self.app_name, self._deployment_id.name)
@@ -616,8 +620,8 @@ def _make_router_class() -> type[RequestRouter]:
                 preferred = None
                 ranks = [self._rng.sample(candidate_replicas, min(2, len(candidate_replicas)))]
             if pending_request is not None:
-                if len(memo) >= _MEMO_MAX:  # requests given up before Serve answered
-                    del memo[next(iter(memo))]
+                if len(memo) >= _PENDING_MAX:
+                    self._sweep()
                 at = id(pending_request.metadata)
                 memo.pop(at, None)  # (to the end: the oldest go first)
                 memo[at] = (pending_request, preferred, tries + 1)
@@ -644,6 +648,20 @@ def _make_router_class() -> type[RequestRouter]:
             self._record_queue_wait_time(pending)
             pending.future.set_result(replica)
             self._remove_pending_request_from_indices(pending)
+            del self._preferred[id(request_metadata)]
+            routed = self._routed
+            if len(routed) >= _ROUTED_MAX:  # (Serve reports no routed request outside its
+                del routed[next(iter(routed))]  # strict mode: the oldest go)
+            routed[id(request_metadata)] = (pending.metadata, entry[1])
+
+        def _sweep(self) -> None:
+            """Forget the requests whose caller gave up before they were given a replica;
+            the oldest others too if as many are still being chosen for."""
+            memo = self._preferred
+            for at in [at for at, e in memo.items() if e[0].future.done()]:
+                del memo[at]
+            while len(memo) >= _PENDING_MAX:
+                del memo[next(iter(memo))]
 
         def on_request_routed(
             self,
@@ -652,8 +670,9 @@ def _make_router_class() -> type[RequestRouter]:
             result: ReplicaResult,
         ) -> None:
             try:
-                entry = self._preferred.pop(id(pending_request.metadata), None)
-                if entry is None or entry[0] is not pending_request:
+                meta = pending_request.metadata
+                entry = self._routed.pop(id(meta), None)
+                if entry is None or entry[0] is not meta:
                     return
                 preferred = entry[1]
                 if preferred is None:

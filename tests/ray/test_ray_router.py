@@ -340,6 +340,28 @@ def pending(args: list[Any], internal_id: str | None = None) -> Any:
     return PendingRequest(args=args, kwargs={}, metadata=meta)
 
 
+def served(router: Any, pr: Any, replica: Any) -> None:
+    """What Serve does once a routing round chose ``replica`` for ``pr`` and it took it."""
+    router._fulfill_next_pending_request(replica, pr.metadata)
+    assert pr.future.result() is replica
+    router.on_request_routed(pr, replica.replica_id, None)
+
+
+async def test_router_keeps_nothing_of_a_request_once_placed_or_given_up() -> None:
+    router, replicas = make_router("app-memory", strategy="exact")
+    placed = [pending([{"query": f"q{i}"}]) for i in range(5)]
+    given_up = [pending([{"query": f"g{i}"}]) for i in range(5)]
+    for pr in placed + given_up:
+        await router.choose_replicas(replicas, pr)
+    for pr in placed:
+        served(router, pr, replicas[0])
+    for pr in given_up:
+        pr.future.cancel()
+    router._sweep()
+    assert not router._preferred and not router._routed
+    assert route_counts("app-memory").preferred + route_counts("app-memory").fallback == 5
+
+
 async def test_router_gives_each_of_one_requests_calls_its_own_replica() -> None:
     """The handle calls made while serving one request share its internal_request_id; each
     still gets a replica, its key's, through Serve's own routing loop."""
@@ -370,7 +392,7 @@ async def test_router_routes_by_key_and_counts_where_requests_went() -> None:
         assert len(ranks) == 1
         ranks = await router.choose_replicas(replicas, pr)  # it did not answer in time
     assert [r.replica_id.unique_id for r in ranks[0]] == [pref] and len(ranks[1]) == 2
-    router.on_request_routed(pr, ranks[0][0].replica_id, None)
+    served(router, pr, ranks[0][0])
     # the preferred replica past the threshold: two others first
     by_id = {r.replica_id.unique_id: r for r in replicas}
     for rid, r in by_id.items():
@@ -378,14 +400,14 @@ async def test_router_routes_by_key_and_counts_where_requests_went() -> None:
     pr2 = pending([[{"query": "where is my ORDER? "}, {"query": "another"}]])
     ranks = await router.choose_replicas(replicas, pr2)
     assert pref not in [r.replica_id.unique_id for r in ranks[0]] and len(ranks[0]) == 2
-    router.on_request_routed(pr2, ranks[0][0].replica_id, None)
+    served(router, pr2, ranks[0][0])
     # no request mapping: Serve's usual choice, counted apart, never an error
     for args in ([], [42], [["text"]], [{"query": "x", "model": object()}]):
         pr3 = pending(args)
         router_s, _ = make_router("app-count", dedup_scope=["model"])
         ranks = await router_s.choose_replicas(replicas, pr3)
         assert len(ranks) == 1 and 1 <= len(ranks[0]) <= 2
-        router_s.on_request_routed(pr3, ranks[0][0].replica_id, None)
+        served(router_s, pr3, ranks[0][0])
     assert await router.choose_replicas([], pending([req])) == []
     counts = route_counts("app-count", "answers")
     assert (counts.preferred, counts.fallback, counts.unkeyed) == (1, 1, 4)
