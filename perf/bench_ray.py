@@ -44,11 +44,14 @@ targets follow (backend items <= 0.7x, req/s >= 1.3x, p99 no worse).
 Usage::
 
     python perf/bench_ray.py [--quick] [--rounds 3] [--replicas 4] [--drivers 4]
-                             [--systems a,b,c,d] [--json FILE]
+                             [--systems a,b,c,d] [--window-ms 10] [--serve-tune 20/32,50/64]
+                             [--via-ingress] [--serve-defaults] [--json FILE]
 
-A full run takes about 3 minutes on 2 shared cores; ``--quick`` (2 replicas, small bursts,
-one round) about 45 s. The cluster, the engine and every process the run started are gone when it
-ends, Ctrl-C included.
+A full run takes about 2 minutes on 2 shared cores (40 s of it starting the cluster and the
+apps); ``--quick`` (2 replicas, 2 bursts of 60, one round) about 50 s. It exits 1 when any
+request was lost, answered twice, failed or answered wrong, or when a process it started
+outlived the cleanup. The cluster, the engine and every process the run started are gone when
+it ends, Ctrl-C included.
 """
 
 from __future__ import annotations
