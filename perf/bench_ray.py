@@ -757,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
         clients = EngineClients(a.drivers, cleanup) if engine_on else None
         t = time.monotonic()
         cluster = RayCluster(cleanup, a.drivers)
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # ray.init put in handlers that abort
+            signal.signal(sig, _interrupt)
         cluster.deploy(
             {
                 s.app: (
@@ -838,6 +840,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED: {failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def leftovers(started: dict[int, str], wait_s: float = 15.0) -> list[str]:
