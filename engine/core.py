@@ -125,6 +125,10 @@ class Core:
         self._lane_hooks: tuple[Deliver, Fail, Repoint] | None = None
         self._lane: Lane | None = None
         self._clock: Callable[[], float] = time.monotonic  # (the loop's clock: see bind)
+        # True while the general path may hold a waiting request or the lane may be closed
+        # (set where that can begin: submit, submit_many, a hand-over, close, a lane that
+        # goes): submit_one checks lane_open in full only then, and clears it when open
+        self._maybe_general = True
         self.reconfigure()
         config.subscribe(self.reconfigure)
 
@@ -232,6 +236,7 @@ class Core:
             if self._lane.waiting or self._lane.raw:
                 self._hand_over()
             self._lane = None
+            self._maybe_general = True
             self._fit_lane()
 
     # ------------------------------------------------------------- the row lane
@@ -259,6 +264,7 @@ class Core:
             lane.arm_one = self._arm_lane_row
         elif not fits:
             self._lane = None  # (its running batches finish through their own calls)
+            self._maybe_general = True
 
     @property
     def lane_open(self) -> bool:
@@ -345,22 +351,19 @@ class Core:
         Raises:
             StratabatchError: as :meth:`submit` (nothing is queued then).
         """
-        lane = self._lane
-        passes = self._passes
+        if self._maybe_general:  # (rarely: see __init__)
+            if not self.lane_open:
+                return None
+            self._maybe_general = False
+        lane: Lane = self._lane  # type: ignore[assignment]  # (open: not None)
         adm = self._admission
-        if (
-            lane is None
-            or passes.raw
-            or self._pending
-            or passes.preparing
-            or self._closing
-            or adm.waiting >= self.config.max_queue
-        ):
+        if adm.waiting >= self.config.max_queue:
             return None
-        loop = self.loop
+        sched = self._sched
+        end = sched.window_end
         # (an open window holds an accepted request: the core is bound and has a handler,
         # which cannot be unset; so only a window's first arrival needs the look)
-        if self._sched.opened_at is None and (loop is None or self._runner.handler is None):
+        if end is None and (self.loop is None or self._runner.handler is None):
             self._refuse()
         now = self._clock()  # (the loop's time: see bind)
         if deadline is not None:
@@ -381,17 +384,13 @@ class Core:
             else:  # nothing to group: it waits at once (as the lane's pass would file it)
                 g.norm = None
                 lane.waiting.append(g)
-        # _arrived's lines for one arrival, inline (a call less per request)
+        # _arrived's lines for one arrival in an open window, inline (a call less per request)
         self.stats.total_requests += 1
         adm.waiting += 1
-        if self._is_idle or self._adaptive is not None:
-            self._arrived(lane, 1, now, counted=True)
-            return g
-        sched = self._sched
-        if sched.opened_at is None:
+        if end is None or self._is_idle or self._adaptive is not None:
             self._arrived(lane, 1, now, counted=True)
         elif not self._pump_scheduled and (
-            len(lane.raw) + len(lane.waiting) >= sched.max_size or now >= sched.window_end  # type: ignore[operator]  # (set while it is open)
+            now >= end or len(lane.raw) + len(lane.waiting) >= sched.max_size
         ):
             self._schedule_pump()
         return g
@@ -554,6 +553,7 @@ class Core:
         lane = self._lane
         assert lane is not None
         reqs = lane.hand_over(self._seq)
+        self._maybe_general = True
         self._seq += len(reqs)
         self._passes.raw[:0] = reqs
         loop = self.loop
@@ -892,6 +892,7 @@ class Core:
             self._refuse()
         if self._lane is not None and (self._lane.waiting or self._lane.raw):
             self._hand_over()  # (first in line: they arrived before it)
+        self._maybe_general = True
         now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
         req.arrival = now
         req.seq = seq = self._seq
@@ -930,6 +931,7 @@ class Core:
             self._refuse()
         if self._lane is not None and (self._lane.waiting or self._lane.raw):
             self._hand_over()
+        self._maybe_general = True
         now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
         n = len(reqs)
         adm = self._admission
@@ -1421,6 +1423,7 @@ class Core:
     async def close(self) -> None:
         """Stop accepting, run everything queued without waiting for windows, and wait."""
         self._closing = True
+        self._maybe_general = True
         self._warmup.cancel()  # a first start's compile in a child process: stop it
         self._admission.close()
         if self.loop is None or self._idle is None:

@@ -122,7 +122,9 @@ class LaneGroup:
 
     def drop(self, sink: Any, rid: int) -> tuple[float, float | None] | None:
         """The caller ``(sink, rid)`` leaves: its ``(arrival, deadline)``; None if it is not
-        one of this item's (or was answered already)."""
+        one of this item's (or was answered already: ``live`` is 0)."""
+        if not self.live:
+            return None
         if self.sink is sink and self.rid == rid:
             self.sink = None
             row = (self.arrival, self.deadline)
@@ -437,7 +439,11 @@ class Lane:
         and whether one of them needs a look before it goes: a twin row, or a first caller
         whose deadline is ``now`` or past (the common batch needs none: one pass here)."""
         waiting = self.waiting
-        groups = [waiting.popleft() for _ in range(min(max_size, len(waiting)))]
+        if len(waiting) <= max_size:  # (all of them: a copy, not a pop each)
+            groups = list(waiting)
+            waiting.clear()
+        else:
+            groups = [waiting.popleft() for _ in range(max_size)]
         if not self.ticks and not self.timers:
             return groups, False  # no caller of the lane has a deadline: none is due
         look = False
@@ -474,26 +480,30 @@ class Lane:
 
     def settle(self, groups: list[LaneGroup]) -> None:
         """``groups`` were answered: their keys stop attracting twins (:meth:`forget`), no
-        caller of theirs is left to leave or expire, and they let go of their batch."""
+        caller of theirs is left to leave or expire (``live`` 0: :meth:`LaneGroup.drop`
+        finds nobody), and their callers' deadlines are forgotten. The groups keep their
+        other fields: nothing reads them once ``live`` is 0."""
         index = self.index
-        pop = index.pop
-        for g in groups:
-            if index:
+        if index:
+            pop = index.pop
+            for g in groups:
                 n = g.norm
                 h = pop(n, None)  # (one look-up: its own key, almost always)
                 if h is not g and h is not None:
                     index[n] = h  # a later group's (this one's callers had all left)
-            g.batch = None
-            if g.deadline is not None and g.sink is not None:
-                self.untick(g.sink, g.rid, g.deadline)
-            more = g.more
-            if more is not None:
-                for i in range(0, len(more), ROW):
-                    if more[i] is not None and more[i + 5] is not None:
-                        self.untick(more[i], more[i + 1], more[i + 5])
-                g.more = None
-            g.sink = None
-            g.live = 0
+                g.live = 0
+        else:
+            for g in groups:
+                g.live = 0
+        if self.ticks or self.timers:  # (a caller of the lane has a deadline)
+            for g in groups:
+                if g.deadline is not None and g.sink is not None:
+                    self.untick(g.sink, g.rid, g.deadline)
+                more = g.more
+                if more is not None:
+                    for i in range(0, len(more), ROW):
+                        if more[i] is not None and more[i + 5] is not None:
+                            self.untick(more[i], more[i + 1], more[i + 5])
 
     def unwait(self, g: LaneGroup) -> None:
         """Waiting group ``g`` lost its last caller: it leaves the queue and the index (an
