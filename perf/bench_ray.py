@@ -718,7 +718,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     workload = generate(cfg)
-    warm = generate(WorkloadConfig(**{**asdict(cfg), "seed": cfg.seed + 1000, "bursts": 1}))
+    warm_size = min(cfg.burst_size, 30) if a.quick else cfg.burst_size
+    warm = generate(
+        WorkloadConfig(
+            **{**asdict(cfg), "seed": cfg.seed + 1000, "bursts": 1, "burst_size": warm_size}
+        )
+    )
     truth = workload.truth()
     n = truth["requests"]
     settings = Settings(
@@ -771,9 +776,10 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(f"cluster up, {len(apps)} apps deployed in {time.monotonic() - t:.0f} s", flush=True)
+        t_runs = time.monotonic()
         engine = start_engine(opts, cleanup) if engine_on else None
         engine_pids = [engine.pid, *clients.pids] if engine and clients else []
-        idle = _idle_cpu(system_pids(systems[0], [], engine_pids), 2.0)
+        idle = _idle_cpu(system_pids(systems[0], [], engine_pids), 1.0 if a.quick else 2.0)
         print(f"idle cluster (no app's traffic): {idle:.1%} of a CPU", flush=True)
         for rnd in range(rounds + 1):
             load = warm if rnd == 0 else workload
@@ -792,6 +798,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(_line(f"round {rnd}" if rnd else "warm-up", system, r), flush=True)
                 if rnd:
                     runs[system.key].append(r)
+    print(f"rounds took {time.monotonic() - t_runs:.0f} s", flush=True)
     seen.pop(os.getpid(), None)
     left = leftovers(seen)
     took = time.monotonic() - t_start
