@@ -5,12 +5,12 @@
 
 Modes, in one run on the same seeded workload: unbatched direct calls; batching without dedup;
 the embedded BatchProcessor with exact, embedding and hybrid dedup; the multiprocessing.Queue
-batching server (the peer); stratabatch-engine with client processes (when installed); Ray Serve
-(when the ``peers`` extra is installed). With ``--plot`` (or ``--sweep``) a window_ms x max_size
-sweep of the default strategy follows. The tables fit in 80 columns (--wide prints every
-column); the run ends with its verdict in words. Exits 1 if any mode lost, duplicated or
-misdelivered an outcome, 2 on a usage error (--plot without matplotlib fails before any mode
-runs). docs/perf.md explains the cost model and how to read the output.
+batching server (the peer); stratabatch-engine with client processes (when installed); Ray Serve's
+@serve.batch and stratabatch on Ray Serve (when the ``ray`` extra is installed). With ``--plot``
+(or ``--sweep``) a window_ms x max_size sweep of the default strategy follows. The tables fit in
+80 columns (--wide prints every column); the run ends with its verdict in words. Exits 1 if any
+mode lost, duplicated or misdelivered an outcome, 2 on a usage error (--plot without matplotlib
+fails before any mode runs). docs/perf.md explains the cost model and how to read the output.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .backend import CostModel
 from .harness import TARGET_MODE, OutcomeError, check_exactly_once, run_modes, targets
 from .modes import Embedded, Mode, Settings, Unbatched
 from .modes_engine import EngineMode
-from .modes_ray import RayServeMode
+from .modes_ray import RayServeMode, StratabatchServeMode
 from .mpqueue_server import MpQueuePeer
 from .report import plot_sweep, print_all, verdict
 from .sweep import run_sweep
@@ -60,6 +60,7 @@ def all_modes() -> list[Mode]:
         EngineMode("exact"),
         EngineMode("embedding"),
         RayServeMode(),
+        StratabatchServeMode(),
     ]
 
 
