@@ -63,15 +63,20 @@ class Admission:
         self._room_waiters: deque[asyncio.Future] = deque()
         self._full_log: RateLimitedLog | None = None  # requests turned away (on_full)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: Callable[[], float] | None = None
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Attach to the core's loop."""
+    def bind(
+        self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float] | None = None
+    ) -> None:
+        """Attach to the core's loop; ``clock`` is the core's (the one callers' deadlines
+        are on; None: the loop's ``time()``)."""
         self._loop = loop
+        self._clock = clock = loop.time if clock is None else clock
         self._full_log = RateLimitedLog(
             logging.getLogger(QUEUE),
             logging.WARNING,
             "queue-full event",
-            clock=loop.time,
+            clock=clock,
             call_later=loop.call_later,
         )
 
@@ -148,14 +153,14 @@ class Admission:
             QueueFullError: the deadline passed first.
         """
         loop = self._loop
-        assert loop is not None
+        assert loop is not None and self._clock is not None
         fut = loop.create_future()
         self._room_waiters.append(fut)
         try:
             if deadline is None:
                 await fut
             else:
-                await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+                await asyncio.wait_for(fut, max(0.0, deadline - self._clock()))
         except (TimeoutError, asyncio.TimeoutError):
             self._stats.rejected += 1
             raise self.turned_away(

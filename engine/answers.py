@@ -12,6 +12,7 @@ answered. Each caller that fails gets its own exception object (:func:`copy_erro
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,8 @@ class Answers:
         loop: Returns the core's loop (set once the core is bound).
 
     Attributes:
+        clock: The core's clock (:attr:`Core.clock <stratabatch.core.Core.clock>`, set when
+            it binds): an outcome given outside a batch's fan-out is stamped from it.
         on_complete: The hook; may be replaced (the core's ``_on_complete`` sets it).
         on_complete_many: None, or the hook for a batch's successes at once: called once per
             finished batch with the requests answered with a value and their values, in the
@@ -61,6 +64,7 @@ class Answers:
         self._stats = stats
         self._dedup = dedup
         self._loop = loop
+        self.clock: Callable[[], float] = time.monotonic
 
     def batch(
         self, batch: Batch, results: Any, error: BaseException | None, cancelled: bool, now: float
@@ -170,9 +174,7 @@ class Answers:
         if req.timer is not None:
             cancel_timer(req)
         if now is None:
-            loop = self._loop()
-            assert loop is not None
-            now = loop.time()
+            now = self.clock()
         g = req.group
         req.merged_with = g.leader if g is not None and g.leader is not req else None
         st = self._stats

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from itertools import repeat
@@ -61,6 +62,38 @@ _new = object.__new__
 
 # How long close() lets cancelled handler calls finish their own clean-up before it returns.
 _ABANDON_GRACE_S = 0.5
+
+# A deadline's own timer that fires more than this before it by the core's clock waits for
+# the rest (uvloop rounds a timer to whole milliseconds), at least _REARM_S more (a shorter
+# wait rounds to none there, and would spin).
+_EARLY_S = 1e-6
+_REARM_S = 0.001
+
+
+def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """The core's clock on ``loop``: ``time.monotonic`` when the loop's own clock is the
+    monotonic clock (asyncio's loops: their ``time()`` returns it, read here without that
+    method's Python frame; uvloop's: its ``time()`` is that clock in whole milliseconds),
+    else the loop's ``time()`` (a loop with a clock of its own, e.g. a test's virtual one).
+
+    On uvloop the stamps then keep the clock's full resolution (a latency of a fraction of a
+    millisecond is not rounded to 0 or 1 ms), and the loop's timers (``call_at``, on its own
+    clock) keep their meaning: uvloop's clock lags the monotonic one by less than a
+    millisecond, so a timer fires that much later by the core's clock, or up to half a
+    millisecond earlier from rounding, which the deadlines' timers check (:data:`_EARLY_S`).
+    """
+    read = loop.time
+    if getattr(read, "__func__", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    uv = sys.modules.get("uvloop.loop")  # (never imported here: only if the loop is one)
+    if (
+        uv is not None
+        and isinstance(loop, uv.Loop)
+        and getattr(read, "__self__", None) is loop
+        and type(loop).time is uv.Loop.time  # (not a subclass's clock of its own)
+    ):
+        return time.monotonic
+    return read
 
 
 class Core:
@@ -124,7 +157,9 @@ class Core:
         # while the options let plain requests take it
         self._lane_hooks: tuple[Deliver, Fail, Repoint] | None = None
         self._lane: Lane | None = None
-        self._clock: Callable[[], float] = time.monotonic  # (the loop's clock: see bind)
+        #: The core's clock (seconds): every time it stamps or compares (arrivals,
+        #: completions, windows, deadlines) is read from it; see :meth:`bind`.
+        self.clock: Callable[[], float] = time.monotonic
         # True while the general path may hold a waiting request or the lane may be closed
         # (set where that can begin: submit, submit_many, a hand-over, close, a lane that
         # goes): submit_one checks lane_open in full only then, and clears it when open
@@ -166,9 +201,13 @@ class Core:
 
     @property
     def next_look_at(self) -> float | None:
-        """Loop time of the next look a timer of the core is set for (a window's end, a
-        group's ``max_wait_ms``), or None when none is set."""
-        return self._timer_at
+        """Loop time (``loop.time()``) of the next look a timer of the core is set for (a
+        window's end, a group's ``max_wait_ms``), or None when none is set."""
+        at = self._timer_at
+        loop = self.loop
+        if at is None or loop is None or self.clock == loop.time:
+            return at
+        return at - self.clock() + loop.time()  # (from the core's clock to the loop's)
 
     @property
     def completed(self) -> int:
@@ -297,7 +336,7 @@ class Core:
             pending,
             items,
             now,
-            now - time.monotonic_ns() / 1e9,  # (loop time of 0 ns)
+            now - time.monotonic_ns() / 1e9,  # (the core's time of 0 ns)
         )
         if taken:
             self._arrived(lane, taken, now)
@@ -325,7 +364,7 @@ class Core:
         lane, now = self._lane_arrival()
         taken, repeated = lane.add_texts(sink, pending, key, ids, texts, now)
         if deadlines is not None:
-            offset = now - time.monotonic_ns() / 1e9  # (loop time of 0 ns)
+            offset = now - time.monotonic_ns() / 1e9  # (the core's time of 0 ns)
             lane.add_deadlines(sink, pending, ids, deadlines, offset, repeated)
         if taken:
             self._arrived(lane, taken, now)
@@ -335,7 +374,8 @@ class Core:
         self, sink: Any, payload: Any, priority: int = 0, deadline: float | None = None
     ) -> LaneGroup | None:
         """Queue one checked request through the row lane for ``sink``, a caller of its own
-        (an asyncio future: the embedded single call), with ``deadline`` a loop time or None,
+        (an asyncio future: the embedded single call), with ``deadline`` a time on
+        :attr:`clock` or None,
         if it can go now: the lane is open (:attr:`lane_open`) and the queue has room (as
         :meth:`make_room` says without waiting). Call it on the core's loop.
 
@@ -365,7 +405,7 @@ class Core:
         # which cannot be unset; so only a window's first arrival needs the look)
         if end is None and (self.loop is None or self._runner.handler is None):
             self._refuse()
-        now = self._clock()  # (the loop's time: see bind)
+        now = self.clock()
         if deadline is not None:
             g = lane.add_one(sink, payload, priority, now, deadline)
         else:  # (add_one's lines without a deadline, its LaneGroup(...) inline as Lane.add's)
@@ -403,7 +443,7 @@ class Core:
             self._refuse()
         lane = self._lane
         assert lane is not None and not self._pending and not self._passes.raw
-        return lane, loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
+        return lane, self.clock()
 
     def _arrived(self, lane: Lane, n: int, now: float, counted: bool = False) -> None:
         """``n`` arrivals joined the lane's raw: the accounting (unless ``counted`` already)
@@ -480,7 +520,7 @@ class Core:
         g.add(req, INFLIGHT, sim, ex)
         b.live += 1
         if deadline is not None:
-            self._arm_deadline(req, self.loop.time())  # type: ignore[union-attr]
+            self._arm_deadline(req, self.clock())
         self.stats.record_merge(sim, ex)
         self.stats.inflight_coalesced += 1
         return req
@@ -559,12 +599,28 @@ class Core:
         loop = self.loop
         for r in reqs:
             if r.deadline is not None and loop is not None:
-                self._arm_deadline(r, loop.time())
+                self._arm_deadline(r, self.clock())
 
     def _arm_lane_row(self, g: LaneGroup, sink: Any, rid: int, deadline: float) -> Any:
         loop = self.loop
         assert loop is not None
-        return loop.call_at(deadline, self._lane_expire, g, sink, rid)
+        return loop.call_at(deadline, self._lane_row_due, g, sink, rid, deadline)
+
+    def _lane_row_due(self, g: LaneGroup, sink: Any, rid: int, deadline: float) -> None:
+        """The timer of its own of a row with a deadline (``deadline_tick_s`` 0): it expires,
+        unless the timer came early by the core's clock (a loop whose timers have millisecond
+        steps, as uvloop's): then it waits for the rest."""
+        left = deadline - self.clock()
+        if left <= _EARLY_S:
+            self._lane_expire(g, sink, rid)
+            return
+        b = g.batch
+        lane = b.lane if b is not None else self._lane
+        loop = self.loop
+        if lane is not None and loop is not None and (sink, rid) in lane.timers:
+            lane.timers[(sink, rid)] = loop.call_later(
+                max(left, _REARM_S), self._lane_row_due, g, sink, rid, deadline
+            )
 
     def _arm_lane_tick(self, lane: Lane, k: int) -> None:
         loop = self.loop
@@ -578,7 +634,7 @@ class Core:
         loop = self.loop
         if not rows or loop is None:
             return
-        now = loop.time()
+        now = self.clock()
         early: dict[tuple[Any, int], tuple[LaneGroup, float]] = {}
         for (sink, rid), (g, deadline) in rows.items():
             if deadline > now:
@@ -597,9 +653,8 @@ class Core:
             return  # answered or gone meanwhile
         arrival, queued = left
         where = " (request was still queued)" if queued else " (handler still running)"
-        loop = self.loop
-        assert loop is not None and self._lane_hooks is not None
-        now = loop.time()
+        assert self._lane_hooks is not None
+        now = self.clock()
         st = self.stats
         st.record_done(now - arrival, now)
         st.timeouts += 1
@@ -669,7 +724,7 @@ class Core:
             passes.run(loop)  # (twins that arrived while it ran join it first, as in _ran)
         if lane.raw and not cancelled and self._lane is lane:
             self._lane_pass(lane)
-        now = loop.time()
+        now = self.clock()
         try:  # (each group is settled once answered: its key stops attracting twins)
             if cancelled or error is not None:
                 self._lane_fail(
@@ -741,13 +796,12 @@ class Core:
         """Attach the core to ``loop``; it stays on that loop for life."""
         if self.loop is None:
             self.loop = loop
-            # the arrival clock of submit_one: asyncio's own loops read time.monotonic(),
-            # called here without loop.time()'s Python frame (~50 ns a request)
-            plain = getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time
-            self._clock = time.monotonic if plain else loop.time
+            self.clock = clock = _clock_of(loop)
             self._runner.loop = loop
+            self._runner.clock = clock
+            self._answers.clock = clock
             self._failures = FailureLog(loop.call_later)
-            self._admission.bind(loop)
+            self._admission.bind(loop, clock)
             self._idle = asyncio.Event()
             self._idle.set()
             self._is_idle = True
@@ -822,11 +876,11 @@ class Core:
         return self._admission.has_room()
 
     def deadline_from_monotonic_ns(self, deadline_ns: int) -> float:
-        """The loop time matching ``deadline_ns`` on ``time.monotonic_ns()``'s clock (the
-        clock a frame's deadline is written in by a client process)."""
+        """The core's time (:attr:`clock`) matching ``deadline_ns`` on the clock of
+        ``time.monotonic_ns()`` (the clock a client process writes a frame's deadline in)."""
         loop = self.loop
         assert loop is not None
-        return loop.time() + (deadline_ns - time.monotonic_ns()) / 1e9
+        return self.clock() + (deadline_ns - time.monotonic_ns()) / 1e9
 
     def vector_dim(self) -> int | None:
         """The dimension a request's own ``"embedding"`` must have, if known yet."""
@@ -893,7 +947,7 @@ class Core:
         if self._lane is not None and (self._lane.waiting or self._lane.raw):
             self._hand_over()  # (first in line: they arrived before it)
         self._maybe_general = True
-        now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
+        now = self.clock()
         req.arrival = now
         req.seq = seq = self._seq
         self._seq = seq + 1
@@ -932,7 +986,7 @@ class Core:
         if self._lane is not None and (self._lane.waiting or self._lane.raw):
             self._hand_over()
         self._maybe_general = True
-        now = loop.time()  # type: ignore[union-attr]  # (_refuse raised if None)
+        now = self.clock()
         n = len(reqs)
         adm = self._admission
         adm.waiting += n
@@ -1007,7 +1061,7 @@ class Core:
         assert loop is not None and req.deadline is not None
         tick = self.deadline_tick_s
         if not tick:
-            req.timer = loop.call_later(max(0.0, req.deadline - now), self._expire, req)
+            req.timer = loop.call_later(max(0.0, req.deadline - now), self._deadline_due, req)
             return
         k = math.ceil(req.deadline / tick)
         shared = self._ticks.get(k)
@@ -1026,12 +1080,25 @@ class Core:
         loop = self.loop
         if loop is None:
             return
-        now = loop.time()
+        now = self.clock()
         for req in list(shared.values()):
             if req.deadline is not None and req.deadline > now:
-                req.timer = loop.call_later(req.deadline - now, self._expire, req)
+                req.timer = loop.call_later(
+                    max(req.deadline - now, _REARM_S), self._deadline_due, req
+                )
             else:
                 self._expire(req)
+
+    def _deadline_due(self, req: Request) -> None:
+        """The timer of its own of ``req``'s deadline: it expires, unless the timer came early
+        by the core's clock (a loop whose timers have millisecond steps, as uvloop's): then it
+        waits for the rest."""
+        left = req.deadline - self.clock()  # type: ignore[operator]  # (armed with one)
+        loop = self.loop
+        if left <= _EARLY_S or req.state == DONE or loop is None:
+            self._expire(req)
+        else:
+            req.timer = loop.call_later(max(left, _REARM_S), self._deadline_due, req)
 
     def _expire(self, req: Request) -> None:
         cancel_timer(req)  # (its own timer fired, or it leaves its tick's)
@@ -1135,9 +1202,9 @@ class Core:
             self.loop.call_soon(self._pump)
 
     def _on_timer(self) -> None:
-        # The timer was due: its time has come, whatever loop.time() says. uvloop's clock and
+        # The timer was due: its time has come, whatever the clock says. uvloop's clock and
         # timers have millisecond resolution (libuv): a timer for 0.4 ms ahead fires at once,
-        # with loop.time() still short of it, and a pump that re-armed it then would spin
+        # with the clock still short of it, and a pump that re-armed it then would spin
         # until the next millisecond tick (a 1 ms window made the engine busy all the time).
         at = self._timer_at
         self._timer = None
@@ -1199,7 +1266,7 @@ class Core:
         lane = self._lane
         if lane is not None and lane.raw:
             self._lane_pass(lane)
-        now = loop.time()
+        now = self.clock()
         if due_at is not None and due_at > now:
             now = due_at
         sched = self._sched
@@ -1338,7 +1405,7 @@ class Core:
         lane = self._lane
         if lane is not None and lane.raw and not cancelled:
             self._lane_pass(lane)
-        self._retire(batch, results, error, cancelled, loop.time())
+        self._retire(batch, results, error, cancelled, self.clock())
 
     def _checked(
         self,
@@ -1408,7 +1475,7 @@ class Core:
     def snapshot(self) -> Stats:
         """A consistent :class:`Stats` of this core."""
         loop = self.loop
-        now = loop.time() if loop is not None else 0.0
+        now = self.clock() if loop is not None else 0.0
         a = getattr(self._adaptive, "a_ms", 0.0) if self._adaptive is not None else 0.0
         b = getattr(self._adaptive, "b_ms", 0.0) if self._adaptive is not None else 0.0
         return self.stats.snapshot(

@@ -61,7 +61,7 @@ class LaneGroup:
         norm: Its exact key (the normalized text, or the canonical bytes of the payload), None
             without dedup, or :data:`UNGROUPED` while it is an arrival not grouped yet.
         sink, rid, arrival, priority, deadline: The first caller's (``sink`` None once it
-            left or was answered; ``deadline`` a loop time, or None).
+            left or was answered; ``deadline`` a time on the core's clock, or None).
         lead: The first caller's sink, for good (a twin's merge meta names it).
         more: None, or the twins' rows, flat: ``[sink, id, arrival, payload, priority,
             deadline, ...]`` (a row's sink None once it left).
@@ -206,7 +206,7 @@ class Lane:
         arrived at ``now`` among the arrivals (:attr:`raw`: grouped by the next
         :meth:`group`, as the general path's pass groups its arrivals at the next look);
         ``pending`` is the sink's callers by id (each gets what holds it). A deadline
-        (``deadline_ns`` on ``time.monotonic_ns``'s clock, 0 for none) becomes the loop time
+        (``deadline_ns`` on ``time.monotonic_ns``'s clock, 0 for none) becomes the core's time
         ``offset + deadline_ns / 1e9``.
 
         Returns:
@@ -288,7 +288,7 @@ class Lane:
     ) -> None:
         """Give the callers :meth:`add_texts` just took (``ids``, less those ``repeated``)
         their deadlines: ``deadlines[i]`` on ``time.monotonic_ns``'s clock (0 for none)
-        becomes the loop time ``offset + deadline_ns / 1e9``, as :meth:`add` does."""
+        becomes the core's time ``offset + deadline_ns / 1e9``, as :meth:`add` does."""
         skip = set(repeated)
         for rid, dl in zip(ids, deadlines, strict=True):
             if dl and rid not in skip:
@@ -300,8 +300,8 @@ class Lane:
         self, sink: Any, payload: Any, priority: int, now: float, deadline: float | None
     ) -> LaneGroup:
         """:meth:`add` for one caller without a table of callers (its sink is its own, e.g.
-        a future; its id 0), with ``deadline`` a loop time or None. Returns what holds it
-        (until :meth:`group` moves it: see :attr:`repoint`)."""
+        a future; its id 0), with ``deadline`` a time on the core's clock or None. Returns
+        what holds it (until :meth:`group` moves it: see :attr:`repoint`)."""
         g = LaneGroup(payload, UNGROUPED, sink, 0, now, priority, deadline)
         if deadline is not None:
             self._tick(g, sink, 0, deadline)

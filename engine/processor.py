@@ -206,13 +206,13 @@ class BatchProcessor(Generic[R]):
         self, timeout: float | None
     ) -> tuple[Core, asyncio.AbstractEventLoop, float | None]:
         """Bind the core to the running loop, refuse if closed, and turn ``timeout`` into a
-        deadline on the loop's clock."""
+        deadline on the core's clock."""
         core = self._core
         loop = asyncio.get_running_loop()
         core.bind(loop)
         if core.closed:
             raise StratabatchError("the BatchProcessor is closed; no new requests are accepted")
-        return core, loop, None if timeout is None else loop.time() + timeout
+        return core, loop, None if timeout is None else core.clock() + timeout
 
     async def _submit_all(
         self,
@@ -390,7 +390,7 @@ class BatchProcessor(Generic[R]):
                 if size is None or size > c.max_request_bytes:
                     size = request_size(requests, 0, c.max_request_bytes)
                 fut = self._new_future()  # type: ignore[misc]  # (set with _ready)
-                deadline = None if timeout is None else loop.time() + timeout
+                deadline = None if timeout is None else core.clock() + timeout
                 holder = core.submit_one(fut, requests, priority, deadline)
                 if holder is None:  # the lane is not open, or the queue is full
                     if core.lane_open or not core.make_room(priority):  # (raises for "reject")

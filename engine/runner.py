@@ -53,7 +53,7 @@ class Call:
     def __init__(self, runner: Runner, done: Done, started: float, size: int) -> None:
         self._runner = runner
         self.task: asyncio.Task | None = None
-        self.deadline = math.inf  # (loop time: started + timeout, when it has one)
+        self.deadline = math.inf  # (the runner's clock: started + timeout, when it has one)
         self.timeout = 0.0
         self.done = done
         self.started = started
@@ -72,7 +72,7 @@ class Call:
             runner.abandon(self.task)
         loop = runner.loop
         assert loop is not None
-        loop.call_soon(self.done, None, None, True, loop.time() - self.started)
+        loop.call_soon(self.done, None, None, True, runner.now() - self.started)
 
 
 class Runner:
@@ -80,12 +80,16 @@ class Runner:
 
     Attributes:
         loop: The core's loop (set by the core when it binds).
+        clock: The core's clock (set by the core when it binds: :attr:`Core.clock
+            <stratabatch.core.Core.clock>`), or None for the loop's ``time()``: a call's
+            start, its ``processing_timeout`` deadline and its elapsed time are read from it.
         on_start: Called on the loop with the batch size as each handler call starts, or
             None (the engine publishes batch sizes from it).
     """
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.clock: Callable[[], float] | None = None
         self.on_start: Callable[[int], None] | None = None
         self._handler: Any = None
         self._is_async = False
@@ -118,12 +122,20 @@ class Runner:
 
     # ------------------------------------------------------------- calls
 
+    def now(self) -> float:
+        """The time by :attr:`clock` (the loop's time without one)."""
+        clock = self.clock
+        if clock is not None:
+            return clock()
+        assert self.loop is not None
+        return self.loop.time()
+
     def start(self, payloads: list[Any], timeout: float | None, done: Done) -> Call:
         """Call the handler on ``payloads``; ``done`` hears how it ended, once, on the loop."""
         loop = self.loop
         assert loop is not None
         n = len(payloads)
-        call = Call(self, done, loop.time(), n)
+        call = Call(self, done, self.now(), n)
         if self.on_start is not None:
             self.on_start(n)
         task = loop.create_task(self._call_handler(payloads, call))
@@ -159,11 +171,10 @@ class Runner:
     def _check_deadlines(self) -> None:
         """The shared timer: every call in flight whose deadline came times out; the timer is
         set again for the earliest deadline left."""
+        at = self._watch_at
         self._watch_timer = None
         self._watch_at = math.inf
-        loop = self.loop
-        assert loop is not None
-        now = loop.time()
+        now = self.now()
         calls, self._watched = self._watched, deque()  # (a timeout's answer may start calls)
         for call in calls:
             if call.over:
@@ -174,7 +185,10 @@ class Runner:
                 self._watched.append(call)
         due = min((c.deadline for c in self._watched if not c.over), default=math.inf)
         if due < self._watch_at:
-            self._arm(due)
+            # a timer that came early by the clock (uvloop rounds timers to whole
+            # milliseconds) waits at least a millisecond more: a shorter wait would round to
+            # none there and spin
+            self._arm(max(due, now + 0.001) if now < at else due)
 
     def _ended(self, call: Call, task: asyncio.Task) -> None:
         """The task's done callback: it reports only a task cancelled before its first step
@@ -198,9 +212,7 @@ class Runner:
                 )
             else:
                 error = HandlerError.from_exception(raised, f"the handler raised on a batch of {n}")
-        loop = self.loop
-        assert loop is not None
-        call.done(results, error, False, loop.time() - call.started)
+        call.done(results, error, False, self.now() - call.started)
 
     def _timed_out(self, call: Call, timeout: float) -> None:
         if call.over:
@@ -210,8 +222,6 @@ class Runner:
         # now, and its late result goes nowhere
         if call.task is not None:
             self.abandon(call.task)
-        loop = self.loop
-        assert loop is not None
         call.done(
             None,
             BatchTimeoutError(
@@ -219,7 +229,7 @@ class Runner:
                 f"{timeout:g}s"
             ),
             False,
-            loop.time() - call.started,
+            self.now() - call.started,
         )
 
     async def _call_handler(self, payloads: list[Any], call: Call) -> None:
