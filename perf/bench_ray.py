@@ -84,7 +84,7 @@ from stratabatch.perf.benchutil import (
     task_cpu_s,
 )
 from stratabatch.perf.harness import account, check_exactly_once, median_run
-from stratabatch.perf.modes import ModeRun, Outcome, Settings, error_text
+from stratabatch.perf.modes import ModeRun, Outcome, Settings, error_text, send_at_times
 from stratabatch.perf.workload import Workload, WorkloadConfig, generate
 
 ENGINE_HANDLER = "stratabatch.perf.backend:engine_handler"
@@ -213,27 +213,11 @@ class Driver:
                 serve.get_app_handle(app) if dep is None else serve.get_deployment_handle(dep, app)
             )
             self._handles[target] = handle
-        outcomes: list[tuple[int, Any, float, str | None]] = []
-
-        async def one(rid: int, payload: dict[str, Any], due: float) -> None:
-            try:
-                res, err = (
-                    await asyncio.wait_for(_awaitable(handle.remote(payload)), timeout_s),
-                    None,
-                )
-            except Exception as exc:  # the outcome records it; the accounting judges it
-                res, err = None, error_text(exc)
-            outcomes.append((rid, res, time.monotonic() - due, err))
-
-        tasks = []
-        for rid, t, payload in work:
-            due = t0 + t
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(rid, payload, due)))
-        await asyncio.gather(*tasks)
-        return outcomes
+        return await send_at_times(
+            work,
+            t0,
+            lambda payload: asyncio.wait_for(_awaitable(handle.remote(payload)), timeout_s),
+        )
 
 
 async def _awaitable(response: Any) -> Any:
@@ -397,24 +381,9 @@ def engine_client_main(cid: int, inbox: Any, outbox: Any) -> None:
         client = clients.get(name)
         if client is None:
             client = clients[name] = stratabatch.connect(name)
-        outcomes: list[tuple[int, Any, float, str | None]] = []
-
-        async def one(rid: int, payload: dict[str, Any], due: float) -> None:
-            try:
-                res, err = await client.process(payload, timeout=timeout_s), None
-            except Exception as exc:
-                res, err = None, error_text(exc)
-            outcomes.append((rid, res, time.monotonic() - due, err))
-
-        tasks = []
-        for rid, t, payload in work:
-            due = t0 + t
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(rid, payload, due)))
-        await asyncio.gather(*tasks)
-        return outcomes
+        return await send_at_times(
+            work, t0, lambda payload: client.process(payload, timeout=timeout_s)
+        )
 
     try:
         while (msg := inbox.get()) is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -84,6 +84,42 @@ class Mode(Protocol):
 def error_text(exc: BaseException) -> str:
     """``Type: message`` of an exception, for an :class:`Outcome`."""
     return f"{type(exc).__name__}: {exc}"
+
+
+async def send_at_times(
+    work: Iterable[tuple[int, float, dict[str, Any]]],
+    t0: float,
+    call: Callable[[dict[str, Any]], Awaitable[Any]],
+    done: Callable[[], None] | None = None,
+) -> list[tuple[int, Any, float, str | None]]:
+    """Send each ``(rid, t, payload)`` of ``work`` through ``call`` at ``t0 + t`` (the
+    monotonic clock, the same in every process of the machine), one task per request: the
+    open loop of the processes and actors that send a mode's requests.
+
+    Returns:
+        ``(rid, result, latency_s, error)`` per request, in completion order; a call that
+        raised has its :func:`error_text` as ``error``. ``done`` is told of each outcome.
+    """
+    outcomes: list[tuple[int, Any, float, str | None]] = []
+
+    async def one(rid: int, payload: dict[str, Any], due: float) -> None:
+        try:
+            res, err = await call(payload), None
+        except Exception as exc:  # the outcome records it; the accounting judges it
+            res, err = None, error_text(exc)
+        outcomes.append((rid, res, time.monotonic() - due, err))
+        if done is not None:
+            done()
+
+    tasks = []
+    for rid, t, payload in work:
+        due = t0 + t
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(rid, payload, due)))
+    await asyncio.gather(*tasks)
+    return outcomes
 
 
 async def drive_open_loop(

@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from .backend import ENV_VAR
-from .modes import ModeRun, Progress, Settings, error_text
+from .modes import ModeRun, Progress, Settings, error_text, send_at_times
 from .procs import ClientKit, ClientWork, mp_context, proc_cpu_s, run_clients
 from .workload import Workload
 
@@ -61,25 +61,10 @@ async def _client_async(
     conn = stratabatch.connect(name)
     client = await conn if inspect.isawaitable(conn) else conn
     t0 = kit.wait_for_start()
-    outcomes: list[tuple[int, Any, float, str | None]] = []
-
-    async def one(rid: int, payload: dict[str, Any], due: float) -> None:
-        try:
-            res, err = await client.process(payload, timeout=timeout_s), None
-        except Exception as exc:
-            res, err = None, error_text(exc)
-        outcomes.append((rid, res, time.monotonic() - due, err))
-        kit.count()
-
-    tasks = []
     try:
-        for rid, t, payload in work:
-            due = t0 + t
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(rid, payload, due)))
-        await asyncio.gather(*tasks)
+        outcomes = await send_at_times(
+            work, t0, lambda payload: client.process(payload, timeout=timeout_s), kit.count
+        )
     finally:
         closing = client.close()
         if inspect.isawaitable(closing):

@@ -42,7 +42,7 @@ from typing import Any
 import msgpack
 
 from .backend import SyncSimBackend
-from .modes import ModeRun, Progress, Settings
+from .modes import ModeRun, Progress, Settings, send_at_times
 from .procs import ClientKit, ClientWork, mp_context, run_clients
 from .workload import Workload
 
@@ -230,24 +230,9 @@ async def _harness_client(
 ) -> list[tuple[int, Any, float, str | None]]:
     client = QueueClient(cid, inbox, outbox)
     t0 = kit.wait_for_start()
-    outcomes: list[tuple[int, Any, float, str | None]] = []
-
-    async def one(rid: int, payload: dict[str, Any], due: float) -> None:
-        try:
-            res, err = await asyncio.wait_for(client.process(payload), timeout_s), None
-        except Exception as exc:
-            res, err = None, f"{type(exc).__name__}: {exc}"
-        outcomes.append((rid, res, time.monotonic() - due, err))
-        kit.count()
-
-    tasks = []
-    for rid, t, payload in work:
-        due = t0 + t
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(rid, payload, due)))
-    await asyncio.gather(*tasks)
+    outcomes = await send_at_times(
+        work, t0, lambda payload: asyncio.wait_for(client.process(payload), timeout_s), kit.count
+    )
     await asyncio.to_thread(client.close)
     return outcomes
 
