@@ -24,36 +24,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from stratabatch.dedup import normalize_key
 from stratabatch.ray import batch_handle, deployment
 from stratabatch.rayrouter import rendezvous, route_key
+from tests.ray.gate import GATE, Gate, gated
 
 # the handlers below travel to the replicas by value (the workers cannot import this module)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SEED = 20261207
-GATE = ("fault-test-gate", "stratabatch-tests")  # (name, namespace)
 TIMEOUT_S = 30.0  # each request's own timeout (stratabatch's), and the wait for each outcome
 REPLICA = {"num_cpus": 0.5}
-
-
-async def held(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One answer per handler item (a fresh id, the replica), once the test's gate opens."""
-    from uuid import uuid4
-
-    await ray.get_actor(GATE[0], namespace=GATE[1]).wait.remote()
-    replica = serve.get_replica_context().replica_id.unique_id
-    return [{"text": r["query"], "item": uuid4().hex, "replica": replica} for r in requests]
-
-
-class Gate:
-    """Holds the handler's calls until the test opens it."""
-
-    def __init__(self) -> None:
-        self.opened = asyncio.Event()
-
-    async def wait(self) -> None:
-        await self.opened.wait()
-
-    async def open(self) -> None:
-        self.opened.set()
 
 
 def on_head() -> NodeAffinitySchedulingStrategy:
@@ -233,7 +211,7 @@ async def test_replica_killed_mid_batch_and_mid_traffic(ray_cluster: Any) -> Non
     rng = random.Random(SEED)
     print("seed", SEED)
     app = deployment(
-        held,
+        gated,
         name="kill",
         num_replicas=3,
         ray_actor_options=REPLICA,
@@ -268,7 +246,7 @@ async def test_node_removed_with_its_replica(ray_cluster: Any) -> None:
     victim = cluster.add_node(num_cpus=1, resources={"twin_slot": 1}, object_store_memory=80 << 20)
     cluster.wait_for_nodes()
     app = deployment(
-        held,
+        gated,
         name="node",
         num_replicas=3,
         ray_actor_options={"num_cpus": 0.25, "resources": {"twin_slot": 1}},

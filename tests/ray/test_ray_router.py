@@ -33,6 +33,7 @@ from stratabatch.rayrouter import (
     route_key,
     router_class,
 )
+from tests.ray.gate import GATE, Gate, gated
 
 SEED = 20261207
 
@@ -459,34 +460,6 @@ def test_router_options_are_checked() -> None:
 # ---------------------------------------------------------------------------------------------
 
 REPLICA = {"num_cpus": 0.5}
-GATE = ("router-test-gate", "stratabatch-tests")  # (name, namespace)
-
-
-async def tagged(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One answer per handler item: which item (a fresh id) on which replica. Each call waits
-    for the test's gate: requests that arrive meanwhile wait in the window or coalesce with
-    the running call, whatever the paths' delays."""
-    from uuid import uuid4
-
-    import ray
-    from ray import serve
-
-    await ray.get_actor(GATE[0], namespace=GATE[1]).wait.remote()
-    replica = serve.get_replica_context().replica_id.unique_id
-    return [{"text": r["query"], "item": uuid4().hex, "replica": replica} for r in requests]
-
-
-class Gate:
-    """Holds the handler's calls until the test opens it."""
-
-    def __init__(self) -> None:
-        self.opened = asyncio.Event()
-
-    async def wait(self) -> None:
-        await self.opened.wait()
-
-    async def open(self) -> None:
-        self.opened.set()
 
 
 async def through_gate(app: str, calls: Any, expected: int) -> list[Any]:
@@ -607,7 +580,7 @@ async def test_exact_twins_from_any_handle_meet_on_one_replica(ray_cluster: Any)
     from stratabatch.ray import deployment
 
     app = deployment(
-        tagged,
+        gated,
         name="twins",
         num_replicas=3,
         ray_actor_options=REPLICA,
@@ -689,7 +662,7 @@ async def test_near_twins_share_of_merges_on_the_cluster(ray_cluster: Any) -> No
     print("seed", SEED)
     twins = await labelled_twins(150, rng)
     app = deployment(
-        tagged,
+        gated,
         name="near",
         num_replicas=3,
         ray_actor_options=REPLICA,
