@@ -142,11 +142,7 @@ class _Replica:
         self, request: Mapping[str, Any], *, priority: int = 0, timeout: float | None = None
     ) -> Any:
         """One request (a mapping) -> its result."""
-        if not isinstance(request, Mapping):
-            raise InvalidRequestError(
-                f"a request is a mapping, got {type(request).__name__} "
-                "(handle.process.remote takes a list)"
-            )
+        _check_request(request)
         return await self.processor.process(request, priority=priority, timeout=timeout)
 
     async def process(
@@ -158,10 +154,7 @@ class _Replica:
         return_exceptions: bool = False,
     ) -> list[Any]:
         """A list of requests -> their results, in the same order, all on this replica."""
-        if isinstance(requests, Mapping) or not isinstance(requests, (list, tuple)):
-            raise InvalidRequestError(
-                f"process takes a list of requests, got {type(requests).__name__}"
-            )
+        _check_list(requests)
         return await self.processor.process(
             list(requests),
             priority=priority,
@@ -238,6 +231,23 @@ class _Replica:
         return self._shutdown()
 
 
+def _check_request(request: Any) -> None:
+    """A call's request must be a mapping (a list goes to ``process``)."""
+    if not isinstance(request, Mapping):
+        raise InvalidRequestError(
+            f"a request is a mapping, got {type(request).__name__} "
+            "(handle.process.remote takes a list)"
+        )
+
+
+def _check_list(requests: Any) -> None:
+    """``process`` takes a list (or tuple) of requests, not one request."""
+    if isinstance(requests, Mapping) or not isinstance(requests, (list, tuple)):
+        raise InvalidRequestError(
+            f"process takes a list of requests, got {type(requests).__name__}"
+        )
+
+
 class _Ingress:
     """The application's ingress: HTTP bodies and handle calls, forwarded request by request
     through a handle to the batch deployment (whose router then sees each request)."""
@@ -248,12 +258,8 @@ class _Ingress:
     async def __call__(self, request: Any, **kwargs: Any) -> Any:
         if _is_http(request):  # (first: starlette's Request is a Mapping too)
             return await self._http(request)
-        if isinstance(request, Mapping):
-            return await _unwrapped(self._batch.remote(request, **kwargs))
-        raise InvalidRequestError(
-            f"a request is a mapping, got {type(request).__name__} "
-            "(handle.process.remote takes a list)"
-        )
+        _check_request(request)
+        return await _unwrapped(self._batch.remote(request, **kwargs))
 
     async def process(
         self,
@@ -265,10 +271,7 @@ class _Ingress:
     ) -> list[Any]:
         """A list of requests -> their results in the same order; each request is routed on
         its own (twins of different lists meet on one replica)."""
-        if isinstance(requests, Mapping) or not isinstance(requests, (list, tuple)):
-            raise InvalidRequestError(
-                f"process takes a list of requests, got {type(requests).__name__}"
-            )
+        _check_list(requests)
         for i, r in enumerate(requests):
             if not isinstance(r, Mapping):
                 raise InvalidRequestError(
