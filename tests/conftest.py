@@ -73,9 +73,9 @@ def own_leftovers() -> set[str]:
     return found
 
 
-def _live_children() -> list[int]:
-    me = os.getpid()
-    kids = []
+def process_parents() -> dict[int, int]:
+    """pid -> parent pid of every process on the machine that is not a zombie."""
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -86,10 +86,14 @@ def _live_children() -> list[int]:
             continue
         # the command name may hold spaces or parens: fields start after the last ')'
         fields = stat[stat.rfind(b")") + 2 :].split()
-        state, ppid = fields[0], int(fields[1])
-        if ppid == me and state != b"Z":
-            kids.append(int(entry))
-    return kids
+        if fields[0] != b"Z":
+            parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def _live_children() -> list[int]:
+    me = os.getpid()
+    return [pid for pid, parent in process_parents().items() if parent == me]
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.conftest import process_parents
+
 with warnings.catch_warnings():
     # Ray Serve's pydantic models use keywords pydantic 2 deprecates (warned once, at import)
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -58,30 +60,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every process that is not a zombie."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if fields[0] != b"Z":
-            parents[int(entry)] = int(fields[1])
-    return parents
-
-
 def _living() -> set[int]:
-    return set(_parents())
+    return set(process_parents())
 
 
 def _children_of(pids: set[int]) -> set[int]:
     """Every live process whose parent is in ``pids``, and theirs, down the tree."""
-    parents = _parents()
+    parents = process_parents()
     found: set[int] = set()
     frontier = set(pids)
     while frontier:
