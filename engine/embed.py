@@ -186,9 +186,19 @@ class HashingEmbedder:
         text is normalized already), the same pass also puts each text's squash tag in its
         key words' shapes (the batch comes back ``tagged``: what
         :func:`stratabatch.wordkeys.tag_profiles` does, from the same bytes)."""
-        hashed_embed_profiled, CRC_TABLE, wk = _profiled or _load_profiled()
+        return self._key_words_pass(texts, True)
+
+    def profiles(self, texts: list[str]) -> Any:
+        """The key words of each text as :meth:`embed_profiled` gives them (tagged the same
+        way), without the vectors: for rows whose vector nothing reads yet
+        (:class:`stratabatch.index.LeaderIndex`'s rows without a vector), ~1 us a short text
+        less. :meth:`embed` gives their vectors later, the same as :meth:`embed_profiled`'s."""
+        return self._key_words_pass(texts, False)[1]
+
+    def _key_words_pass(self, texts: list[str], vectors: bool) -> tuple[np.ndarray, Any]:
+        hashed_embed_profiled, hashed_profiles, CRC_TABLE, wk = _profiled or _load_profiled()
         n = len(texts)
-        out = np.empty((n, self.dim), dtype=np.float32)
+        out = np.empty((n, self.dim if vectors else 0), dtype=np.float32)
         off = np.zeros(n, dtype=np.int64)
         lens = np.zeros(n, dtype=np.int64)
         if n == 0:
@@ -221,7 +231,7 @@ class HashingEmbedder:
         shapes = np.empty(cap, dtype=np.int64)
         counts = np.empty(cap, dtype=np.int64)
         common, ignorable, fillers, fill_at, vocab = wk.kernel_tables()
-        hashed_embed_profiled(
+        (hashed_embed_profiled if vectors else hashed_profiles)(
             data,
             len(raw),
             self._stop,
@@ -248,20 +258,20 @@ class HashingEmbedder:
         return f"HashingEmbedder(name={self.name!r}, dim={self.dim})"
 
 
-_profiled: tuple[Any, Any, Any] | None = None
+_profiled: tuple[Any, Any, Any, Any] | None = None
 
 
-def _load_profiled() -> tuple[Any, Any, Any]:
+def _load_profiled() -> tuple[Any, Any, Any, Any]:
     """What :meth:`HashingEmbedder.embed_profiled` calls (its kernel, the CRC table and
     :mod:`stratabatch.wordkeys`), imported by its first call (numba) and kept: three import
     statements cost ~2 us a call even when loaded."""
     global _profiled
     if _profiled is None:
         from . import wordkeys
-        from .embedkernels import hashed_embed_profiled
+        from .embedkernels import hashed_embed_profiled, hashed_profiles
         from .pairs import CRC_TABLE
 
-        _profiled = (hashed_embed_profiled, CRC_TABLE, wordkeys)
+        _profiled = (hashed_embed_profiled, hashed_profiles, CRC_TABLE, wordkeys)
     return _profiled
 
 

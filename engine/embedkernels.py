@@ -229,6 +229,7 @@ def hashed_embed(data, size, stop_hashes, weights, out):
         stop_hashes,
         weights,
         out,
+        True,
         False,
         np.empty(0, dtype=np.uint64),
         np.empty(0, dtype=np.uint64),
@@ -487,6 +488,59 @@ def hashed_embed_profiled(
         weights,
         out,
         True,
+        True,
+        common,
+        ignorable,
+        fillers,
+        fill_at,
+        dictionary,
+        max_words,
+        pr,
+        ps,
+        pc,
+        poff,
+        plen,
+        crc_table,
+        tag_mod,
+        tag_shift,
+    )
+
+
+@njit(cache=True, nogil=True)
+def hashed_profiles(
+    data,
+    size,
+    stop_hashes,
+    weights,
+    out,
+    common,
+    ignorable,
+    fillers,
+    fill_at,
+    dictionary,
+    max_words,
+    pr,
+    ps,
+    pc,
+    poff,
+    plen,
+    crc_table,
+    tag_mod,
+    tag_shift,
+):
+    """hashed_embed_profiled's key words (and squash tags) without the vectors: ``out`` is
+    ``[n, 0]`` (its rows give the texts' count; nothing is written). The key words of a text
+    are the same as hashed_embed_profiled gives it: its tokens are read the same way, and the
+    vector's features never feed them (stratabatch.index: rows whose vector nothing reads
+    yet)."""
+    return _embed_texts(
+        data,
+        size,
+        stop_hashes,
+        weights,
+        out,
+        False,
+        True,
         common,
         ignorable,
         fillers,
@@ -511,6 +565,7 @@ def _embed_texts(
     stop_hashes,
     weights,
     out,
+    vectors,
     profile,
     common,
     ignorable,
@@ -527,7 +582,8 @@ def _embed_texts(
     tag_mod,
     tag_shift,
 ):
-    """hashed_embed, and with ``profile`` the key words too (hashed_embed_profiled)."""
+    """hashed_embed (without ``vectors``: no row of ``out`` is written), and with
+    ``profile`` the key words too (hashed_embed_profiled, hashed_profiles)."""
     n = out.shape[0]
     if n == 0:
         return 0
@@ -560,21 +616,22 @@ def _embed_texts(
         nt = tokenize(cps, m, tok_start, tok_end)
         for t in range(nt):
             tok_hash[t] = word_hash(cps, tok_start[t], tok_end[t])
-        _embed_row(
-            out,
-            i,
-            cps,
-            nt,
-            tok_start,
-            tok_end,
-            tok_hash,
-            tok_keep,
-            seq,
-            scratch,
-            stop_hashes,
-            weights,
-            bits[:nb],
-        )
+        if vectors:
+            _embed_row(
+                out,
+                i,
+                cps,
+                nt,
+                tok_start,
+                tok_end,
+                tok_hash,
+                tok_keep,
+                seq,
+                scratch,
+                stop_hashes,
+                weights,
+                bits[:nb],
+            )
         if not profile:
             continue
         w = _profile_row(

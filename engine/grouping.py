@@ -119,6 +119,10 @@ SLICE_S = 0.010
 _MIN_SLICE_ROWS = 16
 _MAX_SLICE_ROWS = 1 << 16
 
+# Passes that embed every row at once after a pass of rows without vectors (see
+# Deduper._profile_batch) computed the vectors of more than a quarter of its rows anyway.
+_EAGER_PASSES = 16
+
 
 # str.split()'s ASCII whitespace other than the space (a text holding one is normalized alone)
 _ASCII_SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
@@ -269,6 +273,9 @@ class Deduper:
         self._precheck_min_tokens: int | None = None
         self._slice_rows = _MAX_SLICE_ROWS  # rows a sliced pass puts in the index at once
         self._rest: Prepared | None = None  # what the last sliced pass left (take_rest)
+        # passes left that embed every row at once: set when a pass of rows without vectors
+        # had to compute many of them anyway (most rows meet twins: a narrow vocabulary)
+        self._eager = 0
         #: exact dedup only, while a first start's near-dedup kernels compile in a child
         #: process (the core's cold_start="serve"; docs/coldstart.md)
         self.interim_exact = False
@@ -1044,8 +1051,17 @@ class Deduper:
                             kept.append(r)
                             kept_keys.append(k)
                     fresh, keys = kept, kept_keys
+            # rows without vectors (keys known: texts, the default embedder, no cut): their
+            # key words now, a vector only when a pair needs its cosine (LeaderIndex.append);
+            # distinct texts meet no twin under their word keys, and are never embedded
+            lazy = keys is not None and not self._eager and hasattr(emb, "profiles")
+            if keys is not None and self._eager:
+                self._eager -= 1
             try:
-                vectors, batch = self._embed_batch(fresh)
+                if lazy:
+                    vectors, batch = None, self._profile_batch(fresh)
+                else:
+                    vectors, batch = self._embed_batch(fresh)
             except Exception as e:
                 err = HandlerError.from_exception(e, "the embedder failed")
                 for r in fresh:
@@ -1053,6 +1069,12 @@ class Deduper:
                 self._lead_lazy([r for _, r, _ in lone], [k for _, _, k in lone])
                 return []
             profiles = self._batch_profiles(fresh, batch)
+            if vectors is None:
+                fetched = index.fetched
+                left_at = self._cluster(fresh, None, profiles, deadline, keys, lone)
+                if 4 * (index.fetched - fetched) > len(fresh):
+                    self._eager = _EAGER_PASSES
+                return [(fresh[j], None) for j in left_at]
             return [
                 (fresh[j], vectors[j])
                 for j in self._cluster(fresh, vectors, profiles, deadline, keys, lone)
@@ -1184,6 +1206,23 @@ class Deduper:
             for r in leads:
                 r.wprof = None  # stored in the index now
 
+    def _profile_batch(self, reqs: list[Request]) -> Any:
+        """:meth:`_embed_batch`'s key words of ``reqs`` without their vectors (the default
+        embedder's :meth:`~stratabatch.embed.HashingEmbedder.profiles`): their canonical
+        texts kept in ``r.canon``, which the index embeds when a vector is wanted."""
+        hot = _hot_path()
+        texts = hot.canon.canonical_texts([r.text for r in reqs])
+        for r, t in zip(reqs, texts, strict=True):
+            r.canon = t
+        batch = self.embedder().profiles(texts)
+        hot.wordkeys.tag_profiles(batch, texts)
+        return batch
+
+    def _embed_canonical(self, texts: list[str]) -> Any:
+        """The vectors of canonical ``texts`` (the index's rows without one, see
+        :meth:`_profile_batch`): as :meth:`_embed_batch` computes them."""
+        return self.embedder().embed(texts)
+
     def _embed_batch(self, reqs: list[Request]) -> tuple[Any, Any]:
         """Embed the texts of ``reqs`` in one call: the matrix, and their key words for the
         word index (a :class:`~stratabatch.wordkeys.BatchProfiles`) where it serves and the
@@ -1286,7 +1325,7 @@ class Deduper:
         that lead without a row (:meth:`_lead_lazy`), each before ``ok[j]``, never cut."""
         index = self.leaders
         if index.dim is None:
-            index.dim = len(vectors[0])
+            index.dim = len(vectors[0]) if vectors is not None else self.embedder().dim
         later: list[int] = []
         cut = self._slice_rows
         if deadline is not None and len(ok) > cut:
@@ -1301,14 +1340,19 @@ class Deduper:
                 for j in later:
                     ok[j].wprof = (profiles, j)
                 profiles = [(profiles, j) for j in range(cut)]
-            ok, vectors = ok[:cut], vectors[:cut]
+            ok = ok[:cut]
+            vectors = None if vectors is None else vectors[:cut]
             keys = None if keys is None else keys[:cut]
         if keys is None:
             keys = self._part_keys(ok)
         if index.lazy:
             self._materialize(keys)
         threshold = float(self.threshold())
-        start = index.append(vectors, keys, profiles)
+        if vectors is None:  # (rows without vectors: their canonical texts, see append)
+            index.embed_texts = self._embed_canonical
+            start = index.append(None, keys, profiles, [r.canon for r in ok])
+        else:
+            start = index.append(vectors, keys, profiles)
         if type(profiles) is list:
             for r in ok:
                 r.wprof = None  # stored in the index now

@@ -12,6 +12,8 @@ numpy arrays, ``cache=True``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -24,12 +26,15 @@ from .pairs import (
     WordData,
     admit,
     keep_lowest,
+    needs_cosine,
     popcount,
     word_admit_in,
     word_args,
 )
 
 __all__ = ["LeaderTable", "band_key", "insert"]
+
+_ALL_VECTORS = np.zeros(0, np.uint8)  # (_word_pass's ``vec`` where every row has its vector)
 
 
 @intrinsic
@@ -403,11 +408,16 @@ def _probe_words(
     buf,
     budget,
     rows,
+    vec,
 ):
     """The rows filed in slot ``s`` as candidates of row i (:func:`word_admit_in`: the residue
     pre-check before the cosine), at most ``budget`` of them read (the newest overflow entries
-    first, then the three oldest, inline); returns (count, whether one was cut, rows read).
-    ``wr`` .. ``rsim``: the arrays of the word data; ``rows``: scratch.
+    first, then the three oldest, inline); returns (count, whether one was cut, rows read, a
+    row whose vector is wanted or -1). ``wr`` .. ``rsim``: the arrays of the word data;
+    ``rows``: scratch; ``vec``: per row, whether it has its vector (empty: all have): a pair
+    of which a side has none and that needs a cosine (:func:`needs_cosine`) stops the probe
+    at once, returning that row (the pair not read), for the caller to start row i again
+    with the vectors.
 
     The rows are listed (stamped, dead and stale ones skipped) a chunk at a time and their
     key words fetched ahead, then read in the same order: the loads of a chunk's rows overlap
@@ -453,13 +463,17 @@ def _probe_words(
                 _prefetch(wc, o)
         for t in range(nc):
             r = rows[t]
+            if vec.shape[0] and (vec[i] == 0 or vec[r] == 0):
+                if needs_cosine(i, r, wr, wi, wc, woff, wlen, wtot, refused, buf):
+                    return cnt, cut, seen, r
+                continue  # (word_admit_in: -2, nothing written)
             c = word_admit_in(
                 X, i, r, thr, lo, hi, wr, wi, wc, woff, wlen, wtot, refused, rsim, buf
             )
             if c >= -1.0:
                 cut |= cnt == k
                 cnt = keep_lowest(brow, bsim, cnt, k, r, c)
-    return cnt, cut, seen
+    return cnt, cut, seen, np.int64(-1)
 
 
 @njit(cache=True)
@@ -484,9 +498,19 @@ def _word_pass(
     out_sims,
     more,
     wd,
+    vec,
+    first,
+    want,
 ):
-    """Candidates of rows [start, n) from a word table; rows with none are filed as leaders
-    (under every key they have).
+    """Candidates of rows [first, n) from a word table; rows with none are filed as leaders
+    (under every key they have). Rows [start, first) were passed already (``off[:first -
+    start + 1]`` and their lists written).
+
+    ``vec``: per row, whether it has its vector (empty: every row has): where a pair needs a
+    cosine and a side has none, the pass stops before that row's lists, filing or stats
+    (its reads are taken back from ``state[3]``): returns the row, and ``want[0]`` is the
+    row without a vector it met; the caller computes vectors and calls again from that row.
+    Returns -1 when every row is passed.
 
     ``keys[j]``: the table keys of row ``start + j`` (0: none), its ``nfine`` fine keys first
     (:mod:`stratabatch.wordkeys`), then its pair and single keys. A row with fine keys reads at
@@ -508,12 +532,14 @@ def _word_pass(
     wr, wi, wc, woff, wlen, wtot, refused, rsim = wd
     rows = np.empty(_CHUNK, np.int64)
     unlimited = np.int64(1) << np.int64(62)
-    for j in range(min(m, _AHEAD_SLOTS)):
+    j0 = first - start
+    for j in range(j0, min(m, j0 + _AHEAD_SLOTS)):
         for t in range(nk):
             _prefetch(slots, np.int64(keys[j, t] & mask) * 8)
-    e = 0
-    off[0] = 0
-    for i in range(start, n):
+    if j0 == 0:
+        off[0] = 0
+    e = off[j0]
+    for i in range(first, n):
         j = i - start
         if j + _AHEAD_SLOTS < m:
             for t in range(nk):
@@ -523,13 +549,14 @@ def _word_pass(
         tag = state[2]
         cnt = 0
         cut = False
+        read = 0
         fine = keys[j, 0] != 0
         for t in range(nk):
             found[t] = -1 if keys[j, t] == 0 else _find_slot(slots, keys[j, t])
         left = fine_budget if fine else unlimited
         for t in range(nfine):
             if found[t] >= 0 and left > 0:
-                cnt, c, seen = _probe_words(
+                cnt, c, seen, w = _probe_words(
                     X,
                     part,
                     stamp,
@@ -557,10 +584,16 @@ def _word_pass(
                     buf,
                     left,
                     rows,
+                    vec,
                 )
+                state[3] += seen
+                read += seen
+                if w >= 0:
+                    state[3] -= read
+                    want[0] = w
+                    return i
                 cut |= c
                 left -= seen
-                state[3] += seen
         # a row that found a leader under its fine keys (a near twin) looks no further
         left = unlimited if not fine else (coarse_budget if cnt == 0 else 0)
         for sweep in range(2):  # the rare pairs (no overflow chain) first
@@ -568,7 +601,7 @@ def _word_pass(
                 s = found[t]
                 if s < 0 or left <= 0 or (slots[s, 1] != _NIL32) != (sweep == 1):
                     continue
-                cnt, c, seen = _probe_words(
+                cnt, c, seen, w = _probe_words(
                     X,
                     part,
                     stamp,
@@ -596,10 +629,16 @@ def _word_pass(
                     buf,
                     left,
                     rows,
+                    vec,
                 )
+                state[3] += seen
+                read += seen
+                if w >= 0:
+                    state[3] -= read
+                    want[0] = w
+                    return i
                 cut |= c
                 left -= seen
-                state[3] += seen
         if cnt == 0:
             for t in range(nk):
                 if keys[j, t] != 0:
@@ -610,6 +649,7 @@ def _word_pass(
         e += cnt
         off[j + 1] = e
         more[j] = cut
+    return -1
 
 
 class LeaderTable:
@@ -748,37 +788,53 @@ class LeaderTable:
         stamp: np.ndarray,
         max_cand: int,
         wd: WordData | None,
+        vec: np.ndarray | None = None,
+        fetch: Any = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Run :func:`_word_pass` for rows ``start ..`` of X with probe ``keys`` (the fine
         keys in the first ``nfine`` columns) and ``budgets`` (fine, pair keys); the CSR
-        candidate lists of :func:`exhaustive_candidates`."""
+        candidate lists of :func:`exhaustive_candidates`.
+
+        ``vec``: per row of X, whether it has its vector (None: every row has); where the
+        pass meets a pair that needs the vector of a row without one, ``fetch(i, r)`` (row
+        ``i`` of the pass met row ``r``) writes the vectors wanted into X (and ``vec``) and
+        the pass goes on from row ``i``: the same lists as with every vector there."""
         n = X.shape[0]
         m = n - start
         off = np.empty(m + 1, np.int64)
         rows = np.empty(m * max_cand, np.int64)
         sims = np.empty(m * max_cand, np.float32)
         more = np.zeros(m, np.bool_)
-        _word_pass(
-            X,
-            part,
-            keys,
-            nfine,
-            budgets[0],
-            budgets[1],
-            np.float32(threshold),
-            dot_margin(X.shape[1]),
-            start,
-            n,
-            max_cand,
-            self.slots,
-            self.ents,
-            self.state,
-            stamp,
-            off,
-            rows,
-            sims,
-            more,
-            word_args(wd),
-        )
+        want = np.zeros(1, np.int64)
+        first = start
+        while True:
+            first = _word_pass(
+                X,
+                part,
+                keys,
+                nfine,
+                budgets[0],
+                budgets[1],
+                np.float32(threshold),
+                dot_margin(X.shape[1]),
+                start,
+                n,
+                max_cand,
+                self.slots,
+                self.ents,
+                self.state,
+                stamp,
+                off,
+                rows,
+                sims,
+                more,
+                word_args(wd),
+                _ALL_VECTORS if vec is None else vec,
+                first,
+                want,
+            )
+            if first < 0:
+                break
+            fetch(first, int(want[0]))
         e = off[m]
         return off, rows[:e], sims[:e], more

@@ -30,7 +30,7 @@ INDEX_MIN_ROWS = 256
 INDEX_MIN_THRESHOLD = 0.9
 
 # The per-row arrays of a LeaderIndex, kept through growth and moved by compaction.
-_ROW_ARRAYS = ("mat", "part", "words", "wkeys", "woff", "wlen", "wtot", "stamp")
+_ROW_ARRAYS = ("mat", "part", "words", "wkeys", "woff", "wlen", "wtot", "stamp", "vec")
 
 _producers: Any = None
 
@@ -128,6 +128,15 @@ class LeaderIndex:
         # vector nothing compares with until a request of its partition arrives; its
         # group's ``row`` is ~pid (negative) meanwhile (see lead_lazy)
         self.lazy: dict[int, Any] = {}
+        # rows without their vector (appended with texts, see append): ``vec[row]`` 0, the
+        # text in ``texts[row]``, the vector computed by ``embed_texts`` (set by the caller)
+        # when a kernel is about to read it (materialize); ``unvectored`` counts them (dead
+        # ones too, until a compaction), ``fetched`` the rows given a vector so far
+        self.vec = np.zeros(0, np.uint8)
+        self.texts: list[Any] = []
+        self.unvectored = 0
+        self.fetched = 0
+        self.embed_texts: Any = None
 
     def __len__(self) -> int:
         return len(self.owners)
@@ -140,8 +149,10 @@ class LeaderIndex:
         for g in self.lazy.values():
             g.row = None
         keep = self.compact_min_dead
+        embed_texts = self.embed_texts
         self.__init__(self.method)  # type: ignore[misc]
         self.compact_min_dead = keep
+        self.embed_texts = embed_texts
 
     def lead(self, row: int, group: Any, pid: int | None = None, keyed: bool | None = None) -> None:
         """Row ``row`` leads ``group``: later requests of its partition compare with it.
@@ -275,13 +286,27 @@ class LeaderIndex:
         counts = self._leaders_in
         return bool(counts) and not counts.keys().isdisjoint(pids)
 
-    def append(self, vectors: Any, pids: Any, profiles: list[Any] | None = None) -> int:
+    def append(
+        self,
+        vectors: Any,
+        pids: Any,
+        profiles: list[Any] | None = None,
+        texts: list[str] | None = None,
+    ) -> int:
         """Write new rows after the existing ones, in partitions ``pids`` (non-negative ints:
         scope and numbers, see :meth:`stratabatch.grouping.Deduper._part_keys`); return the
         index of the first. ``profiles``: the rows' key words, given where the
         residue guard decides their merges (see :func:`stratabatch.wordtable.word_rows`: a list
         with one per row, or the :class:`~stratabatch.wordkeys.BatchProfiles` of exactly
-        these rows); None when the rows have none."""
+        these rows); None when the rows have none.
+
+        ``vectors`` None: the rows come without their vectors, and ``texts`` (with
+        ``profiles``) gives what :attr:`embed_texts` computes each one from, when a kernel is
+        about to read it (:meth:`materialize`): the word pass asks for the vectors of the
+        pairs it must take a cosine of, and every other reader of the matrix (the exhaustive
+        and sketch producers, the greedy pass's rescans and late leaders) gets them first.
+        For an embedding that is a function of the text alone (the default hashing
+        embedder): the lists and decisions are those with every vector there."""
         np = self._np
         n_new = len(pids)
         self.settle()
@@ -318,7 +343,14 @@ class LeaderIndex:
                 setattr(self, name, grown)
             self.refused = np.zeros(cap, np.int64)  # (per pass: nothing to keep)
             self.rsim = np.zeros(cap, np.float32)
-        self.mat[start:need] = vectors
+        if vectors is None:
+            self.vec[start:need] = 0
+            self.texts.extend(texts)  # type: ignore[arg-type]
+            self.unvectored += n_new
+        else:
+            self.mat[start:need] = vectors
+            self.vec[start:need] = 1
+            self.texts.extend([None] * n_new)
         self.refused[start:need] = -1
         if profiles is None:
             self.wkeys[start:need] = 0
@@ -343,6 +375,32 @@ class LeaderIndex:
         self.owners.extend([None] * n_new)
         self._lead_pid.extend([0] * n_new)
         return start
+
+    def materialize(self, rows: Any) -> None:
+        """Compute the vectors of those of ``rows`` that have none yet (one
+        :attr:`embed_texts` call), into their rows of the matrix."""
+        vec = self.vec
+        todo = [r for r in rows if not vec[r]]
+        if not todo:
+            return
+        texts = self.texts
+        got = self.embed_texts([texts[r] for r in todo])
+        self.mat[todo] = got
+        vec[todo] = 1
+        for r in todo:
+            texts[r] = None
+        self.unvectored -= len(todo)
+        self.fetched += len(todo)
+
+    def materialize_live(self, start: int) -> None:
+        """The vectors of every live leader row and of the rows from ``start`` on (the new
+        rows of a pass) that have none: before a reader that may compare any of them."""
+        if self.unvectored:
+            n = len(self.owners)
+            np = self._np
+            want = (self.vec[:n] == 0) & (self.part[:n] >= 0)
+            want[start:n] = self.vec[start:n] == 0
+            self.materialize(np.flatnonzero(want).tolist())
 
     def candidates(self, start: int, threshold: float, max_cand: int | None = None) -> Any:
         """Candidate leaders of the rows appended at ``start`` (see :mod:`stratabatch.candidates`).
@@ -379,6 +437,8 @@ class LeaderIndex:
             use = "words"
         else:
             use = "sketch" if threshold >= INDEX_MIN_THRESHOLD else None
+        if use != "words" and self.unvectored:  # (these producers read every vector)
+            self.materialize_live(start)
         if use == "words":
             if not isinstance(self.table, WordTable):
                 self._use_table(WordTable(), start)
@@ -410,7 +470,21 @@ class LeaderIndex:
         X = self.mat[:n]
         wd = self.word_data()
         if use == "words":
-            return self.table.candidates(
+            if not self.unvectored:
+                return self.table.candidates(
+                    X,
+                    self.part[:n],
+                    self.words,
+                    self.wkeys,
+                    start,
+                    self.stamp,
+                    threshold,
+                    p.words.WORD_MAX_CANDIDATES if max_cand is None else k,
+                    wd,
+                )
+            # rows without vectors: a pair that needs a cosine fetches its rows' vectors
+            # (with the pass's rows: its late leaders and rescans compare them)
+            out = self.table.candidates(
                 X,
                 self.part[:n],
                 self.words,
@@ -420,7 +494,15 @@ class LeaderIndex:
                 threshold,
                 p.words.WORD_MAX_CANDIDATES if max_cand is None else k,
                 wd,
+                self.vec[:n],
+                lambda i, r: self.materialize([r, *range(start, n)]),
             )
+            if len(out[1]):  # (the greedy pass reads the pass's rows, and rescans all)
+                if out[3].any():
+                    self.materialize_live(start)
+                else:
+                    self.materialize(range(start, n))
+            return out
         if use:
             if self._dirs is None or self._dirs.dim != self.dim:
                 self._dirs = SketchBasis(self.dim)
@@ -516,6 +598,10 @@ class LeaderIndex:
         self.owners = [owners[i] for i in at]
         lead_pid = self._lead_pid
         self._lead_pid = [lead_pid[i] for i in at]
+        texts = self.texts
+        self.texts = [texts[i] for i in at]
+        if self.unvectored:
+            self.unvectored = n - int(np.count_nonzero(self.vec[:n]))
         for row, g in enumerate(self.owners):
             g.row = row
         self.dead = 0

@@ -30,6 +30,7 @@ __all__ = [
     "late_hits",
     "may_be_typos",
     "may_pass",
+    "needs_cosine",
     "popcount",
     "precheck",
     "residue_gap",
@@ -300,6 +301,22 @@ def word_admit_in(X, i, j, thr, lo, hi, wr, wi, wc, woff, wlen, wtot, refused, r
             refused[i] = j
             rsim[i] = c
     return np.float32(-2.0)
+
+
+@njit(cache=True, inline="always")
+def needs_cosine(i, j, wr, wi, wc, woff, wlen, wtot, refused, buf):
+    """Whether :func:`word_admit_in` of rows i and j would read their vectors (a cosine):
+    its branches without the cosine. Where it says False, word_admit_in returns -2 and
+    writes nothing, so a pair of rows without vectors (:class:`stratabatch.index.LeaderIndex`:
+    rows whose vector nothing read yet) is decided without them."""
+    if wtot.shape[0] == 0 or wtot[i] < 0 or wtot[j] < 0:
+        return True
+    if same_squash(wi, woff[i], wlen[i], woff[j], wlen[j]):
+        return True
+    if wtot[i] != wtot[j]:
+        return False
+    gap = residue_gap(wr, wi, wc, woff[i], wlen[i], woff[j], wlen[j], buf)
+    return gap < 0 or (refused[i] < 0 and gap <= NOTED_GAP_MAX)
 
 
 @njit(cache=True)

@@ -386,11 +386,14 @@ class WordTable(LeaderTable):
         threshold: float,
         max_cand: int = WORD_MAX_CANDIDATES,
         wd: WordData | None = None,
+        vec: np.ndarray | None = None,
+        fetch: Any = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`, also for
         ``wd``) among the leaders sharing a word key; new rows without candidates are filed
         on the way. ``words`` is any uint64 ``[n, 2]`` array (the sketch filter is off:
-        Hamming bound 64)."""
+        Hamming bound 64). ``vec`` and ``fetch``: rows without their vector, and how to get
+        the ones a pair needs (:meth:`LeaderTable._pass_words`; with ``wd`` only)."""
         n = X.shape[0]
         m = n - start
         self._make_room(wkeys, part, start)
@@ -412,4 +415,6 @@ class WordTable(LeaderTable):
             stamp,
             max_cand,
             wd,
+            vec,
+            fetch,
         )

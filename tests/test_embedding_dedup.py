@@ -268,13 +268,18 @@ async def test_texts_alone_in_their_partition_lead_unembedded_until_a_twin_comes
     from stratabatch.embed import HashingEmbedder
 
     embedded: list[str] = []
-    real = HashingEmbedder.embed_profiled
+    real, real_embed = HashingEmbedder.embed_profiled, HashingEmbedder.embed
 
     def counted(self, texts):
         embedded.extend(texts)
         return real(self, texts)
 
+    def counted_embed(self, texts):  # (a row without its vector gets it so)
+        embedded.extend(texts)
+        return real_embed(self, texts)
+
     monkeypatch.setattr(HashingEmbedder, "embed_profiled", counted)
+    monkeypatch.setattr(HashingEmbedder, "embed", counted_embed)
     rec = Rec()
     # the window waits for five requests: the twin comes while the first three wait
     async with BatchProcessor(

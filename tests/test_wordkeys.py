@@ -886,9 +886,9 @@ def test_a_pass_files_one_batch_of_key_words_with_texts_left_to_the_reference(mo
     filed = []
     append = LeaderIndex.append
 
-    def spy(self, vectors, keys, profiles=None):
+    def spy(self, vectors, keys, profiles=None, texts=None):
         filed.append(profiles)
-        return append(self, vectors, keys, profiles)
+        return append(self, vectors, keys, profiles, texts)
 
     monkeypatch.setattr(LeaderIndex, "append", spy)
     reqs = [Request({"query": t}, text=t) for t in texts]
