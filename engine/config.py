@@ -22,6 +22,9 @@ ON_FULL = ("wait", "reject", "drop_lowest")
 COLD_START = ("serve", "wait")
 #: The merge guards (stratabatch.guards), in the order they are tried.
 GUARDS = ("polarity", "roles", "entities", "scope", "residue")
+#: What ``reuse`` takes: "off", or "exact" (a finished answer serves later exact twins for
+#: ``reuse_ttl_s``; stratabatch.reuse). None means "off".
+REUSE_MODES = ("off", "exact")
 
 
 def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool, integer: bool) -> Any:
@@ -113,6 +116,18 @@ def _check_embedder(value: Any) -> Any:
     )
 
 
+def _check_reuse(value: Any) -> str:
+    if value is None:
+        return "off"
+    if value == "near":
+        raise ConfigError(
+            "reuse='near' is not available yet (near twins of a finished answer need the "
+            "leader index's reuse entries); use reuse='exact' or 'off'",
+            field="reuse",
+        )
+    return _choice("reuse", value, REUSE_MODES)
+
+
 def _check_key(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"dedup_key must be a non-empty str, got {value!r}", field="dedup_key")
@@ -173,6 +188,13 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], Any], str]] = {
     ),
     "max_request_bytes": (_int("max_request_bytes", 64, 64 * 1024 * 1024), "[64, 67108864]"),
     "max_result_bytes": (_int("max_result_bytes", 64, 64 * 1024 * 1024), "[64, 67108864]"),
+    "reuse": (_check_reuse, "off | exact (None: off)"),
+    "reuse_ttl_s": (
+        lambda v: _number("reuse_ttl_s", v, 0.0, 86_400.0, lo_open=True, integer=False),
+        "(0, 86400] s",
+    ),
+    "reuse_max_entries": (_int("reuse_max_entries", 1, 100_000_000), "[1, 100000000]"),
+    "reuse_max_bytes": (_int("reuse_max_bytes", 4096, 1 << 40), "[4096, 1099511627776]"),
 }
 
 
@@ -213,6 +235,10 @@ class BatchOptions(TypedDict, total=False):
     cost_per_request_usd: float
     max_request_bytes: int
     max_result_bytes: int
+    reuse: Literal["off", "exact"] | None
+    reuse_ttl_s: float
+    reuse_max_entries: int
+    reuse_max_bytes: int
 
 
 @dataclass
@@ -250,6 +276,10 @@ class BatchConfig:
     cost_per_request_usd: float = 0.0
     max_request_bytes: int = 1024 * 1024
     max_result_bytes: int = 1024 * 1024
+    reuse: str = "off"
+    reuse_ttl_s: float = 60.0
+    reuse_max_entries: int = 10_000
+    reuse_max_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -300,6 +330,16 @@ class BatchConfig:
             raise ConfigError(
                 f"min_window_ms ({self.min_window_ms:g}) must not exceed "
                 f"max_window_ms ({self.max_window_ms:g})",
+                field=field,
+            )
+        if self.reuse != "off" and not self.enable_dedup:
+            field = "enable_dedup" if changed == "enable_dedup" else "reuse"
+            raise ConfigError(
+                f"reuse={self.reuse!r} needs enable_dedup=True (an answer is reused under its "
+                "request's dedup key); set reuse='off' first"
+                if field == "enable_dedup"
+                else f"reuse={self.reuse!r} needs enable_dedup=True (an answer is reused under "
+                "its request's dedup key)",
                 field=field,
             )
 
