@@ -49,8 +49,9 @@ __all__ = [
 ]
 
 #: Bytes an entry costs beyond its result and its key text: the entry object and its places in
-#: the two ordered dicts (tracemalloc, CPython 3.11, 100,000 entries: 331 B each).
-ENTRY_OVERHEAD = 330
+#: the two ordered dicts, its birth and size (tracemalloc, CPython 3.11, 100,000 entries:
+#: 331 to 363 B each, with the dicts' fill; perf/bench_reuse.py prints it).
+ENTRY_OVERHEAD = 360
 
 #: Options whose change at run time drops every entry: the exact key is made from
 #: ``dedup_key``, ``normalize`` and ``dedup_scope``, and a near entry was found by the

@@ -1,0 +1,291 @@
+"""bench_reuse: the cost of a reuse lookup (stratabatch.reuse.ReuseCache) with 100,000 entries.
+
+Issue 23's target: an exact lookup costs <= 3 us per request with 100,000 entries. Measured
+here as CPU time of this thread per lookup (``time.thread_time_ns``: time the scheduler gave
+another process does not count), hits and misses apart, over the keys the core would pass (the
+hash of a normalized text, and a fresh str equal to the stored one, which the entry confirms).
+
+Peers in the same run, the same keys, the same loop:
+
+* ``dict.get``: the floor, a plain dict lookup of the key (no text check, no age, no LRU);
+* ``OrderedDict LRU+TTL``: the 15 lines a competent user writes (get, age check, move_to_end);
+* ``functools.lru_cache``: the C LRU a function call away (no TTL, no bound in bytes; a miss
+  calls the function and inserts, so its miss row includes an insert and an eviction);
+* ``empty loop``: the loop and the pair unpacking alone (every row pays it).
+
+Two access patterns for hits: uniform over the 100,000 entries (the worst case: nearly every
+lookup misses the CPU caches on the entry and its stored text) and Zipf popularity (s = 1.1,
+repeat traffic's shape: the popular entries stay in the CPU caches).
+
+Also reported: the store (``put``) of a full cache (each put evicts one), ``estimate_size`` of
+a typical answer, and the memory of 100,000 entries. Rows are alternated within each repeat
+and the medians of the repeats printed. Run: ``python perf/bench_reuse.py [--json FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchutil import load_average, print_targets  # noqa: E402
+
+from stratabatch.dedup import normalize_key  # noqa: E402
+from stratabatch.reuse import ENTRY_OVERHEAD, ReuseCache, estimate_size  # noqa: E402
+
+TARGET_US = 3.0
+
+_TOPICS = ["billing", "refund", "shipping", "password", "account", "invoice", "order", "plan"]
+
+
+def _texts(n: int, offset: int = 0) -> list[str]:
+    rng = random.Random(7 + offset)
+    out = []
+    for i in range(offset, offset + n):
+        t = rng.choice(_TOPICS)
+        out.append(f"How do I change the {t} settings for my team, case {i}?")
+    return out
+
+
+class _PlainLRU:
+    """The LRU + TTL cache a competent user writes over an OrderedDict."""
+
+    def __init__(self, ttl: float, max_entries: int) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.d: OrderedDict[Any, tuple[Any, Any, float]] = OrderedDict()
+
+    def get(self, key: Any, norm: Any) -> Any:
+        e = self.d.get(key)
+        if e is None or e[0] != norm:
+            return None
+        if time.monotonic() - e[2] >= self.ttl:
+            del self.d[key]
+            return None
+        self.d.move_to_end(key)
+        return e[1]
+
+    def put(self, key: Any, norm: Any, value: Any) -> None:
+        self.d[key] = (norm, value, time.monotonic())
+        self.d.move_to_end(key)
+        if len(self.d) > self.max_entries:
+            self.d.popitem(last=False)
+
+
+def _cpu_ns(fn: Callable[[], None]) -> tuple[int, int]:
+    gc.disable()
+    try:
+        c0 = time.thread_time_ns()
+        w0 = time.perf_counter_ns()
+        fn()
+        w1 = time.perf_counter_ns()
+        c1 = time.thread_time_ns()
+    finally:
+        gc.enable()
+    return c1 - c0, w1 - w0
+
+
+def run(entries: int, lookups: int, repeats: int) -> dict[str, Any]:
+    stored = [normalize_key(t) for t in _texts(entries)]
+    keys = [hash(n) for n in stored]
+    answer = {"text": "Open Settings, then Team, then the section you need." * 4, "tokens": 61}
+    cache = ReuseCache(3600.0, entries, 1 << 40)
+    plain = _PlainLRU(3600.0, entries)
+    floor: dict[int, Any] = {}
+
+    def lru_fn(key: int) -> Any:
+        return answer
+
+    lru = functools.lru_cache(maxsize=entries)(lru_fn)
+    for k, n in zip(keys, stored, strict=True):
+        cache.put(k, n, answer, size=400)
+        plain.put(k, n, answer)
+        floor[k] = answer
+        lru(k)
+    assert len(cache) == entries
+
+    rng = random.Random(11)
+    idx = [rng.randrange(entries) for _ in range(lookups)]
+    # the request's norm is a str of its own, equal to the stored one (the entry compares them)
+    hit_pairs = [(keys[i], "".join([stored[i][:5], stored[i][5:]])) for i in idx]
+    # repeat traffic: Zipf popularity (s = 1.1) over the same entries, in a random rank order
+    ranks = list(range(entries))
+    rng.shuffle(ranks)
+    cum: list[float] = []
+    acc = 0.0
+    for r in range(1, entries + 1):
+        acc += 1.0 / r**1.1
+        cum.append(acc)
+    zipf = [ranks[i] for i in rng.choices(range(entries), cum_weights=cum, k=lookups)]
+    zipf_pairs = [(keys[i], "".join([stored[i][:5], stored[i][5:]])) for i in zipf]
+    miss_texts = [normalize_key(t) for t in _texts(min(lookups, 50_000), offset=10 * entries)]
+    miss_pairs = [(hash(n), n) for n in miss_texts]
+    miss_pairs = (miss_pairs * (lookups // len(miss_pairs) + 1))[:lookups]
+
+    def loop(pairs: list[tuple[int, str]], call: Callable[..., Any]) -> Callable[[], None]:
+        def go() -> None:
+            for k, n in pairs:
+                call(k, n)
+
+        return go
+
+    def lru_loop(pairs: list[tuple[int, str]]) -> Callable[[], None]:
+        def go() -> None:
+            for k, _n in pairs:
+                lru(k)
+
+        return go
+
+    def empty(pairs: list[tuple[int, str]]) -> Callable[[], None]:
+        def go() -> None:
+            for _k, _n in pairs:
+                pass
+
+        return go
+
+    systems: list[tuple[str, str, Callable[[], None]]] = [
+        ("ReuseCache.get", "hit", loop(hit_pairs, cache.get)),
+        ("ReuseCache.get", "hit, Zipf 1.1", loop(zipf_pairs, cache.get)),
+        ("ReuseCache.get", "miss", loop(miss_pairs, cache.get)),
+        ("dict.get (floor)", "hit", loop(hit_pairs, lambda k, n: floor.get(k))),
+        ("dict.get (floor)", "miss", loop(miss_pairs, lambda k, n: floor.get(k))),
+        ("OrderedDict LRU+TTL", "hit", loop(hit_pairs, plain.get)),
+        ("OrderedDict LRU+TTL", "hit, Zipf 1.1", loop(zipf_pairs, plain.get)),
+        ("OrderedDict LRU+TTL", "miss", loop(miss_pairs, plain.get)),
+        ("functools.lru_cache", "hit", lru_loop(hit_pairs)),
+        ("functools.lru_cache", "hit, Zipf 1.1", lru_loop(zipf_pairs)),
+        ("empty loop", "-", empty(hit_pairs)),
+    ]
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {(s, k): [] for s, k, _ in systems}
+    for _ in range(repeats):
+        for name, kind, fn in systems:
+            fn()  # warm-up: the same pass once
+            cpu, wall = _cpu_ns(fn)
+            samples[(name, kind)].append((cpu / lookups / 1000.0, wall / lookups / 1000.0))
+
+    # functools.lru_cache misses: each calls the function, inserts and evicts (run last: it
+    # changes that cache's contents)
+    lru_miss: list[tuple[float, float]] = []
+    for _ in range(repeats):
+        cpu, wall = _cpu_ns(lru_loop(miss_pairs))
+        lru_miss.append((cpu / lookups / 1000.0, wall / lookups / 1000.0))
+    samples[("functools.lru_cache", "miss (+insert)")] = lru_miss
+
+    # the store site: put into a full cache (each evicts the least recently used)
+    put_texts = [normalize_key(t) for t in _texts(lookups, offset=20 * entries)]
+    put_keys = [hash(n) for n in put_texts]
+    n_est = 20_000
+    put_rows: list[tuple[float, float]] = []
+    est_rows: list[tuple[float, float]] = []
+    for r in range(repeats):
+        pairs = list(zip(put_keys, put_texts, strict=True))
+        if r % 2:
+            pairs.reverse()  # (fresh keys each repeat for half of them: never a replacement)
+
+        def puts(pairs: list[tuple[int, str]] = pairs) -> None:
+            for k, n in pairs:
+                cache.put(k, n, answer, size=400)
+
+        cpu, wall = _cpu_ns(puts)
+        put_rows.append((cpu / lookups / 1000.0, wall / lookups / 1000.0))
+
+        def estimates() -> None:
+            for _ in range(n_est):
+                estimate_size(answer)
+
+        cpu, wall = _cpu_ns(estimates)
+        est_rows.append((cpu / n_est / 1000.0, wall / n_est / 1000.0))
+    samples[("ReuseCache.put, full (size given)", "store")] = put_rows
+    samples[("estimate_size(a 2-field answer)", "size")] = est_rows
+    assert len(cache) == entries
+
+    # memory of the entries (keys and texts excluded: the requests brought them)
+    tracemalloc.start()
+    m0 = tracemalloc.get_traced_memory()[0]
+    probe = ReuseCache(3600.0, entries, 1 << 40)
+    for k, n in zip(keys, stored, strict=True):
+        probe.put(k, n, answer, size=400)
+    mem = tracemalloc.get_traced_memory()[0] - m0
+    tracemalloc.stop()
+    del probe
+
+    rows = []
+    for (name, kind), got in samples.items():
+        cpu = statistics.median(c for c, _ in got)
+        wall = statistics.median(w for _, w in got)
+        rows.append({"system": name, "lookup": kind, "cpu_us": cpu, "wall_us": wall})
+    return {
+        "entries": entries,
+        "lookups_per_run": lookups,
+        "repeats": repeats,
+        "entry_bytes_measured": mem / entries,
+        "rows": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--entries", type=int, default=100_000, help="entries held (default 100000)")
+    ap.add_argument("--lookups", type=int, default=200_000, help="lookups a run (default 200000)")
+    ap.add_argument("--repeats", type=int, default=5, help="runs of each row (default 5)")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args(argv)
+    print(
+        f"bench_reuse: {args.entries:,} entries, {args.lookups:,} lookups a run, "
+        f"{args.repeats} repeats; {load_average()}"
+    )
+    res = run(args.entries, args.lookups, args.repeats)
+    print(f"\n{'system':<36}{'lookup':<18}{'CPU us/op':>10}{'wall us/op':>11}")
+    for r in res["rows"]:
+        print(f"{r['system']:<36}{r['lookup']:<18}{r['cpu_us']:>10.3f}{r['wall_us']:>11.3f}")
+    print(
+        f"\nmemory: {res['entry_bytes_measured']:.0f} B an entry beyond its result "
+        f"(tracemalloc, {args.entries:,} entries; ENTRY_OVERHEAD counts {ENTRY_OVERHEAD})"
+    )
+    by = {(r["system"], r["lookup"]): r["cpu_us"] for r in res["rows"]}
+    hit = by[("ReuseCache.get", "hit")]
+    miss = by[("ReuseCache.get", "miss")]
+    zipf = by[("ReuseCache.get", "hit, Zipf 1.1")]
+    res["targets"] = print_targets(
+        [
+            (
+                f"exact lookup, hit, {args.entries:,} entries",
+                f"{hit:.3f} us CPU",
+                f"<= {TARGET_US:g} us",
+                hit <= TARGET_US,
+            ),
+            (
+                f"exact lookup, hit, Zipf 1.1, {args.entries:,} entries",
+                f"{zipf:.3f} us CPU",
+                f"<= {TARGET_US:g} us",
+                zipf <= TARGET_US,
+            ),
+            (
+                f"exact lookup, miss, {args.entries:,} entries",
+                f"{miss:.3f} us CPU",
+                f"<= {TARGET_US:g} us",
+                miss <= TARGET_US,
+            ),
+            ("near lookup", "not built", "<= 10 us", None),
+        ]
+    )
+    res["load"] = load_average()
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
