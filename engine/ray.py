@@ -56,6 +56,7 @@ from .errors import (
     safe_str,
 )
 from .processor import BatchProcessor
+from .rayclient import CoalescingHandle
 from .raystats import (
     BOARD_NAME,
     ReplicaMetrics,
@@ -66,7 +67,14 @@ from .raystats import (
 )
 from .stats import Stats
 
-__all__ = ["StratabatchDeployment", "batch_handle", "deployment", "get_stats"]
+__all__ = [
+    "CoalescingHandle",
+    "StratabatchDeployment",
+    "batch_handle",
+    "coalescing_handle",
+    "deployment",
+    "get_stats",
+]
 
 Route = Literal["twins", "serve"]
 _ROUTES = ("twins", "serve")
@@ -571,6 +579,29 @@ def batch_handle(app_name: str, deployment: str | None = None) -> Any:
             )
         deployment = names[0]
     return serve.get_deployment_handle(deployment, app_name)
+
+
+def coalescing_handle(
+    app_name: str,
+    deployment: str | None = None,
+    *,
+    max_batch: int = 64,
+    flush_ms: float = 0.0,
+) -> CoalescingHandle:
+    """A handle straight to an application's batch deployment that sends the requests its
+    event loop submits together as one call per replica (:class:`CoalescingHandle`):
+    ``await handle.remote(request, timeout=...)``. Fewer Ray calls than requests; twins still
+    meet on their key's replica.
+
+    Args:
+        app_name: The Serve application's name.
+        deployment: The batch deployment's name; None: the application's only one.
+        max_batch: The most requests in one call.
+        flush_ms: How long a group waits for more requests; 0: one turn of the event loop.
+    """
+    return CoalescingHandle(
+        batch_handle(app_name, deployment), max_batch=max_batch, flush_ms=flush_ms
+    )
 
 
 _BOARD_PREFIX = "SERVE_DEPLOYMENT_ACTOR::"

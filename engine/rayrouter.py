@@ -37,6 +37,7 @@ import asyncio
 import logging
 import random
 import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -62,6 +63,7 @@ __all__ = [
     "choose",
     "coarse_key",
     "key_for",
+    "live_router",
     "request_of",
     "rendezvous",
     "rendezvous_order",
@@ -404,6 +406,34 @@ def route_counts(application: str | None = None, deployment: str | None = None) 
 
 
 # ---------------------------------------------------------------------------------------------
+# The routers of this process, for callers that group requests by replica
+# ---------------------------------------------------------------------------------------------
+
+_live: dict[tuple[str, str], weakref.ref[Any]] = {}
+
+
+def _register(application: str, deployment: str, router: Any) -> None:
+    _live[(application, deployment)] = weakref.ref(router)
+
+
+def live_router(application: str, deployment: str) -> Any | None:
+    """The twin router that routes this process's calls to ``deployment`` of
+    ``application``, or None when none does (yet: Serve makes a handle's router once the
+    controller has sent the deployment's configuration, after the handle's first use; or
+    never: the deployment uses another router).
+
+    Its public face, for a caller that groups requests by the replica they go to
+    (:class:`stratabatch.rayclient.CoalescingHandle`): ``replica_ids`` (the ids it ranks,
+    sorted), ``keys_ready`` (the near keys' kernels are loaded) and ``key_of(request)``
+    (:func:`key_for` with the deployment's options, None for a request it cannot key).
+    ``rendezvous(router.key_of(request), router.replica_ids)`` is where it sends the request,
+    or a list that starts with it, while the replica is under the imbalance threshold.
+    """
+    ref = _live.get((application, deployment))
+    return None if ref is None else ref()
+
+
+# ---------------------------------------------------------------------------------------------
 # The RequestRouter
 # ---------------------------------------------------------------------------------------------
 
@@ -512,6 +542,8 @@ def _make_router_class() -> type[RequestRouter]:
             # (on_request_routed); only the metadata is kept, not the request's arguments
             self._routed: dict[int, tuple[RequestMetadata, str | None]] = {}
             self._rng = random.Random()
+            self.replica_ids: tuple[str, ...] = ()
+            """The replicas it ranks (Serve's running replicas but those seen dead), sorted."""
             self._counter: Any = None
             self._tags = (self.app_name, self._deployment_id.name)
             try:
@@ -537,6 +569,28 @@ def _make_router_class() -> type[RequestRouter]:
                 threading.Thread(
                     target=self._warm_up, name="stratabatch-router-warmup", daemon=True
                 ).start()
+            _module()._register(*self._tags, self)
+
+        @property
+        def keys_ready(self) -> bool:
+            """Whether keys are computed at once (the near keys' kernels are loaded)."""
+            return self._ready.is_set()
+
+        def key_of(self, request: Mapping[str, Any]) -> bytes | None:
+            """The key the router routes ``request`` by, None when it cannot key it."""
+            try:
+                return self._key(request)
+            except Exception:
+                return None
+
+        def update_replicas(self, replicas: list[RunningReplica]) -> None:
+            super().update_replicas(replicas)
+            self.replica_ids = tuple(sorted(r.replica_id.unique_id for r in replicas))
+
+        def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
+            super().on_replica_actor_died(replica_id)
+            gone = replica_id.unique_id
+            self.replica_ids = tuple(r for r in self.replica_ids if r != gone)
 
         def _warm_up(self) -> None:
             try:

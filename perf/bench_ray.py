@@ -91,18 +91,24 @@ ENGINE_HANDLER = "stratabatch.perf.backend:engine_handler"
 START_DELAY_S = 0.5
 """From the start signal to the first arrival: every sender has its work by then."""
 
-TWINS, PEER, SERVE_ROUTER, ENGINE = "a", "b", "c", "d"
+TWINS, PEER, SERVE_ROUTER, ENGINE, PLAIN = "a", "b", "c", "d", "e"
 NAMES = {
-    TWINS: "(a) stratabatch, twins router",
+    TWINS: "(a) stratabatch, twins, coalescing",
     PEER: "(b) Serve @serve.batch",
     SERVE_ROUTER: "(c) stratabatch, Serve's router",
     ENGINE: "(d) stratabatch-engine, 1 host",
+    PLAIN: "(e) stratabatch, twins, plain handle",
 }
 THROUGHPUT_OPTIMIZED = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
 """Serve's high-throughput mode (Ray >= 2.55): set for every process of the cluster."""
 BATCH = "answers"
 """The batch deployment of (a) and (c): the drivers call it straight, as ``batch_handle`` does."""
-APPS = {TWINS: "bench-twins", PEER: "bench-serve-batch", SERVE_ROUTER: "bench-serve-router"}
+APPS = {
+    TWINS: "bench-twins",
+    PLAIN: "bench-twins",  # (the same app as (a): only the callers' handle differs)
+    PEER: "bench-serve-batch",
+    SERVE_ROUTER: "bench-serve-router",
+}
 
 
 @dataclass(frozen=True)
@@ -122,15 +128,17 @@ class System:
     """One system of the run."""
 
     key: str
-    """``a``, ``b``, ``c``, ``d``, or ``b@WAIT/SIZE`` for another @serve.batch setting."""
+    """``a`` to ``e``, or ``b@WAIT/SIZE`` for another @serve.batch setting."""
     name: str
     kind: str
-    """``stratabatch`` (a, c), ``serve-batch`` (b) or ``engine`` (d)."""
+    """``stratabatch`` (a, c, e), ``serve-batch`` (b) or ``engine`` (d)."""
     app: str = ""
     """The Serve application's name (none for the engine)."""
     route: str = ""
     batch_size: int = 0
     wait_ms: float = 0.0
+    coalescing: bool = False
+    """Whether the drivers call through ``stratabatch.ray.coalescing_handle``."""
 
 
 def build_systems(a: argparse.Namespace, serve_size: int, serve_wait: float) -> list[System]:
@@ -138,9 +146,9 @@ def build_systems(a: argparse.Namespace, serve_size: int, serve_wait: float) -> 
     wanted = {k.strip() for k in a.systems.split(",")} | {PEER}
     unknown = wanted - set(NAMES)
     if unknown:
-        raise ValueError(f"--systems: unknown {sorted(unknown)}; choose from a,b,c,d")
+        raise ValueError(f"--systems: unknown {sorted(unknown)}; choose from a,b,c,d,e")
     out = []
-    for key in (TWINS, PEER, SERVE_ROUTER, ENGINE):
+    for key in (TWINS, PLAIN, PEER, SERVE_ROUTER, ENGINE):
         if key not in wanted:
             continue
         if key == PEER:
@@ -163,8 +171,19 @@ def build_systems(a: argparse.Namespace, serve_size: int, serve_wait: float) -> 
         elif key == ENGINE:
             out.append(System(key, NAMES[key], "engine", batch_size=a.max_size))
         else:
-            route = "twins" if key == TWINS else "serve"
-            out.append(System(key, NAMES[key], "stratabatch", APPS[key], route, a.max_size))
+            route = "serve" if key == SERVE_ROUTER else "twins"
+            coalescing = key != PLAIN and not a.plain_handles
+            out.append(
+                System(
+                    key,
+                    NAMES[key],
+                    "stratabatch",
+                    APPS[key],
+                    route,
+                    a.max_size,
+                    coalescing=coalescing,
+                )
+            )
     return out
 
 
@@ -195,29 +214,42 @@ class Driver:
 
     async def run(
         self,
-        target: tuple[str, str | None],
+        target: tuple[str, str | None, bool],
         work: list[tuple[int, float, dict[str, Any]]],
         t0: float,
         timeout_s: float,
-    ) -> list[tuple[int, Any, float, str | None]]:
+    ) -> tuple[list[tuple[int, Any, float, str | None]], tuple[int, int]]:
         """Send each ``(rid, t, payload)`` at ``t0 + t`` (monotonic clock, the same in every
-        process of this machine) to ``target``, ``(app, None)`` for the app's handle or
-        ``(app, deployment)`` for a deployment's; return ``(rid, result, latency_s, error)``
-        per request."""
+        process of this machine) to ``target``, ``(app, None, False)`` for the app's handle,
+        ``(app, deployment, False)`` for a deployment's, ``(app, deployment, True)`` for a
+        ``stratabatch.ray.coalescing_handle``; return ``(rid, result, latency_s, error)`` per
+        request, and the (Ray calls, requests) the coalescing handle sent ((0, 0) else)."""
         from ray import serve
 
         handle = self._handles.get(target)
         if handle is None:
-            app, dep = target
-            handle = (
-                serve.get_app_handle(app) if dep is None else serve.get_deployment_handle(dep, app)
-            )
+            app, dep, coalescing = target
+            if coalescing:
+                from stratabatch.ray import coalescing_handle
+
+                handle = coalescing_handle(app, dep)
+            elif dep is None:
+                handle = serve.get_app_handle(app)
+            else:
+                handle = serve.get_deployment_handle(dep, app)
             self._handles[target] = handle
-        return await send_at_times(
+        if target[2]:
+            calls0, reqs0 = handle.calls, handle.requests
+            out = await send_at_times(
+                work, t0, lambda payload: handle.remote(payload, timeout=timeout_s)
+            )
+            return out, (handle.calls - calls0, handle.requests - reqs0)
+        out = await send_at_times(
             work,
             t0,
             lambda payload: asyncio.wait_for(_awaitable(handle.remote(payload)), timeout_s),
         )
+        return out, (0, 0)
 
 
 async def _awaitable(response: Any) -> Any:
@@ -303,6 +335,7 @@ class RayCluster:
             initialize_head=True, head_node_args={**small, "include_dashboard": False}
         )
         self.drivers: list[Any] = []
+        self.ray_calls = 0
         cleanup.add(self.shutdown)
         for _ in range(2):
             self.cluster.add_node(**small)
@@ -333,11 +366,12 @@ class RayCluster:
 
     def run(
         self,
-        target: tuple[str, str | None],
+        target: tuple[str, str | None, bool],
         work: list[list[tuple[int, float, dict[str, Any]]]],
         timeout_s: float,
     ) -> list[Outcome]:
-        """Every driver sends its work to ``target`` (see :meth:`Driver.run`); the outcomes."""
+        """Every driver sends its work to ``target`` (see :meth:`Driver.run`); the outcomes.
+        :attr:`ray_calls` is then the Ray calls the drivers' coalescing handles sent."""
         import ray
 
         t0 = time.monotonic() + START_DELAY_S
@@ -345,8 +379,9 @@ class RayCluster:
             d.run.remote(target, w, t0, timeout_s) for d, w in zip(self.drivers, work, strict=True)
         ]
         end = max((t for w in work for _, t, _ in w), default=0.0)
-        lists = ray.get(refs, timeout=START_DELAY_S + end + timeout_s + 60)
-        return [Outcome(*o) for outcomes in lists for o in outcomes]
+        got = ray.get(refs, timeout=START_DELAY_S + end + timeout_s + 60)
+        self.ray_calls = sum(c for _, (c, _) in got)
+        return [Outcome(*o) for outcomes, _ in got for o in outcomes]
 
     def shutdown(self) -> None:
         """Ray and the cluster down; every process they started gone."""
@@ -485,6 +520,15 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+_RAY_DAEMONS = (
+    ("/dashboard/agent.py", "dashboard agents"),
+    ("/runtime_env/agent/main.py", "runtime-env agents"),
+    ("/dashboard/dashboard.py", "dashboard (head)"),
+    ("/log_monitor.py", "log monitors"),
+    ("/autoscaler/_private/monitor.py", "autoscaler monitor"),
+)
+
+
 def _kind(cmdline: str, app: str) -> str:
     """What a process of the cluster is, for the CPU breakdown (by its title or command)."""
     if cmdline.startswith("ray::Driver"):
@@ -493,12 +537,17 @@ def _kind(cmdline: str, app: str) -> str:
         return "ingress" if cmdline.split()[0].endswith("_ingress") else "replicas"
     if cmdline.startswith("ray::ServeController"):
         return "Serve controller"
+    if cmdline.startswith("ray::"):  # the stats board, idle workers
+        return "other Ray workers"
     head = cmdline.split(" ", 1)[0]
     if head.endswith("/raylet"):
         return "raylets"
     if head.endswith("/gcs_server"):
         return "GCS"
-    return "other Ray processes"
+    for mark, kind in _RAY_DAEMONS:
+        if mark in cmdline:
+            return kind
+    return "other processes"
 
 
 def system_pids(system: System, apps: list[str], engine_pids: list[int]) -> dict[int, str]:
@@ -577,42 +626,114 @@ def run_once(
     pids: dict[int, str],
     settings: Settings,
     batch_size: int,
+    idle: dict[int, float],
 ) -> dict[str, Any]:
     """Send the workload through ``send``, charge ``pids``' CPU; the harness's figures, with
-    ``cpu_us_by_process`` (CPU us per request by kind of process)."""
+    ``cpu_us_by_process`` (CPU us per request by kind of process) and ``cpu_breakdown`` (per
+    kind: ``total``, ``idle`` (what the kind's processes used per second of the idle cluster,
+    times the run's duration) and ``traffic`` (the difference), us per request)."""
     before = cpu_s(pids)
+    t0 = time.monotonic()
     outcomes = send(split(workload, drivers))
+    wall = time.monotonic() - t0
     after = cpu_s(pids)
     n = len(workload)
     by_kind: dict[str, float] = {}
+    breakdown: dict[str, dict[str, float]] = {}
     for kind in sorted(set(pids.values())):
         keys = {k for k in before | after if pids.get(k[0]) == kind}
         part = cpu_delta_s(
             {k: before[k] for k in keys & before.keys()}, {k: after[k] for k in keys & after.keys()}
         )
+        background = sum(rate for p, rate in idle.items() if pids.get(p) == kind) * wall
         by_kind[kind] = round(part / n * 1e6, 1)
+        breakdown[kind] = {
+            "total": round(part / n * 1e6, 1),
+            "idle": round(background / n * 1e6, 1),
+            "traffic": round((part - background) / n * 1e6, 1),
+        }
     cpu = cpu_delta_s(before, after)
     r = account(
         workload, ModeRun(outcomes, cpu, {"cpu_processes": len(pids)}), settings, batch_size
     )
     r["cpu_us_by_process"] = by_kind
+    r["cpu_breakdown"] = breakdown
+    r["wall_s"] = wall
+    idle_us = sum(b["idle"] for b in breakdown.values())
+    r["cpu_idle_us_per_request"] = round(idle_us, 1)
+    r["cpu_traffic_us_per_request"] = round(r["cpu_us_per_request"] - idle_us, 1)
     r["error_examples"] = {}
     for o in outcomes:
         if o.error is not None:
             r["error_examples"].setdefault(o.error.split(":", 1)[0], o.error[:500])
     r["twins_together"] = colocation(workload, outcomes)
+    r["missed_twins"] = missed_twins(workload, outcomes)
     r["wrong"] = r["wrong_merges"] + r["mismatched_answers"]
     r["items_per_request"] = r["backend_items"] / r["requests"]
     return r
 
 
+def floors(workload: Workload) -> dict[str, float]:
+    """Backend items per request if every twin of a burst were merged: by intent (a perfect
+    near dedup), by surface form (case, punctuation, spacing, fillers), by exact key."""
+    n = len(workload)
+    out = {}
+    for label, key in (
+        ("intent", lambda r: r.intent),
+        ("surface", lambda r: r.form),
+        ("exact", lambda r: normalize_key(r.text)),
+    ):
+        out[label] = len({(r.segment, key(r)) for r in workload.requests}) / n
+    return out
+
+
+def missed_twins(workload: Workload, outcomes: list[Outcome]) -> dict[str, int]:
+    """Why surface twins of one burst ran as more than one backend item: for each request
+    answered by an item that no earlier twin of its form (by scheduled arrival) shared,
+    ``late`` when an earlier twin's answer had come back before it was sent (nothing runs
+    then to join), else ``other_replica`` when no earlier item of its form ran on its
+    replica, else ``same_replica``. ``merged``: requests that shared an earlier twin's item."""
+    got: dict[int, tuple[str, str, float]] = {}
+    reqs = {r.rid: r for r in workload.requests}
+    for o in outcomes:
+        if o.error is None and isinstance(o.result, dict) and o.rid in reqs:
+            call = str(o.result.get("call", ""))
+            item = f"{call}/{o.result.get('answer_to')}"
+            got[o.rid] = (item, call.split("-", 1)[0], reqs[o.rid].t + o.latency_s)
+    groups: dict[tuple[int, str], list[Any]] = {}
+    for r in sorted(workload.requests, key=lambda r: r.t):
+        if r.rid in got:
+            groups.setdefault((r.segment, r.form), []).append(r)
+    out = Counter({"merged": 0, "late": 0, "other_replica": 0, "same_replica": 0})
+    for members in groups.values():
+        items: dict[str, str] = {}  # item -> replica
+        first_done = float("inf")
+        for r in members:
+            item, replica, done = got[r.rid]
+            if not items:
+                pass
+            elif item in items:
+                out["merged"] += 1
+            elif r.t >= first_done:
+                out["late"] += 1
+            elif replica not in items.values():
+                out["other_replica"] += 1
+            else:
+                out["same_replica"] += 1
+            items.setdefault(item, replica)
+            first_done = min(first_done, done)
+    return dict(out)
+
+
 def _line(label: str, system: System, r: dict[str, Any]) -> str:
+    failed = r["lost"] + r["errors"] + r["duplicated"]
+    first = next(iter(r["error_examples"].values()), "")
     return (
         f"{label:>8} {system.name:<34}{r['throughput_rps']:>7,.0f} req/s  p50 "
         f"{r['latency_ms_p50']:7.1f}  p99 {r['latency_ms_p99']:7.1f} ms  items "
         f"{r['backend_items']:>5} ({r['items_per_request']:.2f}/req)  CPU "
-        f"{r['cpu_us_per_request']:7.0f} us/req  wrong {r['wrong']}  failed "
-        f"{r['lost'] + r['errors'] + r['duplicated']}"
+        f"{r['cpu_us_per_request']:7.0f} us/req  wrong {r['wrong']}  failed {failed}"
+        + (f" ({first[:200]})" if failed and first else "")
     )
 
 
@@ -629,7 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--rounds", type=int, help="measured rounds, the median reported (3; --quick 1)")
     add("--replicas", type=int, help="replicas of each Serve app (4; --quick 2)")
     add("--drivers", type=int, default=4, help="senders: driver actors / client processes (4)")
-    add("--systems", default="a,b,c,d", help="comma-separated subset of a,b,c,d (b always)")
+    add("--systems", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e (b always)")
     add("--seed", type=int, default=1, help="workload seed (1)")
     add("--bursts", type=int, help="bursts per run (3; --quick 2)")
     add("--burst-size", type=int, help="requests per burst (300; --quick 60)")
@@ -651,6 +772,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="(a), (c): call the app's handle (its ingress deployment, one more hop) instead "
         "of the batch deployment's",
+    )
+    add(
+        "--plain-handles",
+        action="store_true",
+        help="(a), (c): the drivers call through plain deployment handles, one Ray call a "
+        "request, instead of stratabatch.ray.coalescing_handle ((e) always does)",
     )
     add(
         "--serve-defaults",
@@ -744,14 +871,21 @@ def main(argv: list[str] | None = None) -> int:
                 if s.app
             }
         )
-        print(f"cluster up, {len(apps)} apps deployed in {time.monotonic() - t:.0f} s", flush=True)
+        print(
+            f"cluster up, {len(set(apps))} apps deployed in {time.monotonic() - t:.0f} s",
+            flush=True,
+        )
         t_runs = time.monotonic()
         engine = start_engine(opts, cleanup) if engine_on else None
         engine_pids = [engine.pid, *clients.pids] if engine and clients else []
-        idle = _idle_cpu(system_pids(systems[0], [], engine_pids), 1.0 if a.quick else 2.0)
-        print(f"idle cluster (no app's traffic): {idle:.1%} of a CPU", flush=True)
+        idle_rates: dict[int, float] = {}
+        idle = 0.0
         for rnd in range(rounds + 1):
             load = warm if rnd == 0 else workload
+            if rnd == 1:  # after the warm-up: every handle and router made, as in the rounds
+                idle_rates = _idle_rates(descendants(os.getpid()), 1.0 if a.quick else 3.0)
+                idle = sum(v for p, v in idle_rates.items() if p in system_pids(systems[0], [], []))
+                print(f"idle cluster (no app's traffic): {idle:.1%} of a CPU", flush=True)
             for system in systems:
                 if system.kind == "engine":
                     assert engine is not None and clients is not None
@@ -759,11 +893,12 @@ def main(argv: list[str] | None = None) -> int:
                     send = lambda w, name=name: clients.run(name, w, a.timeout_s)  # noqa: E731
                 else:
                     direct = system.kind == "stratabatch" and not a.via_ingress
-                    target = (system.app, BATCH if direct else None)
+                    target = (system.app, BATCH if direct else None, direct and system.coalescing)
                     send = lambda w, tg=target: cluster.run(tg, w, a.timeout_s)  # noqa: E731
                 pids = system_pids(system, apps, engine_pids)
                 seen.update({p: _cmdline(p) for p in descendants(os.getpid())})
-                r = run_once(load, a.drivers, send, pids, settings, system.batch_size)
+                r = run_once(load, a.drivers, send, pids, settings, system.batch_size, idle_rates)
+                r["ray_calls"] = cluster.ray_calls if system.kind != "engine" else 0
                 print(_line(f"round {rnd}" if rnd else "warm-up", system, r), flush=True)
                 if rnd:
                     runs[system.key].append(r)
@@ -773,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
     took = time.monotonic() - t_start
     load1 = load_average()
     med = {s.key: median_run(runs[s.key]) for s in systems}
-    print_table(med, systems, skipped)
+    print_table(med, systems, skipped, floors(workload))
     print(f"{load1} at the end; the run took {took:.0f} s")
     targets = print_targets(target_rows(med))
     failed = _failures(med, systems)
@@ -788,6 +923,8 @@ def main(argv: list[str] | None = None) -> int:
                     "runs": {s.name: runs[s.key] for s in systems},
                     "targets": targets,
                     "idle_cluster_cpu": idle,
+                    "idle_cpu_by_pid": {str(p): v for p, v in idle_rates.items()},
+                    "floors_items_per_request": floors(workload),
                     THROUGHPUT_OPTIMIZED: os.environ.get(THROUGHPUT_OPTIMIZED),
                     "load_average": {"start": load0, "end": load1},
                     "workload": workload.describe(),
@@ -845,11 +982,12 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def _idle_cpu(pids: Iterable[int], seconds: float) -> float:
-    """Share of one CPU that ``pids`` use over ``seconds`` with no traffic."""
-    before = cpu_s(pids)
+def _idle_rates(pids: Iterable[int], seconds: float) -> dict[int, float]:
+    """CPU seconds a second of each of ``pids`` over ``seconds`` with no traffic."""
+    pids = list(pids)
+    before = {p: cpu_s([p]) for p in pids}
     time.sleep(seconds)
-    return cpu_delta_s(before, cpu_s(pids)) / seconds
+    return {p: cpu_delta_s(before[p], cpu_s([p])) / seconds for p in pids}
 
 
 def _failures(med: dict[str, dict[str, Any]], systems: list[System]) -> str:
@@ -868,7 +1006,10 @@ def _failures(med: dict[str, dict[str, Any]], systems: list[System]) -> str:
 
 
 def print_table(
-    med: dict[str, dict[str, Any]], systems: list[System], skipped: dict[str, str]
+    med: dict[str, dict[str, Any]],
+    systems: list[System],
+    skipped: dict[str, str],
+    floors_seen: dict[str, float],
 ) -> None:
     """The medians and the ratios against (b)."""
     peer = med[PEER]
@@ -907,10 +1048,23 @@ def print_table(
             f"  {s.name}: exact {t['exact_together_pct']:.1f}% of {t['exact_pairs']:,} pairs, "
             f"surface {t['surface_together_pct']:.1f}% of {t['surface_pairs']:,}"
         )
-    print("CPU us per request by process:")
+    print_breakdown(med, systems)
+    print(
+        "items/req if every twin of a burst merged: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in floors_seen.items())
+        + " (by intent: a perfect near dedup; surface: case, punctuation, spacing, fillers)"
+    )
+    print("surface twins not merged, why (requests; late: an earlier twin was answered first):")
     for s in systems:
-        parts = sorted(med[s.key]["cpu_us_by_process"].items(), key=lambda kv: -kv[1])
-        print(f"  {s.name}: " + ", ".join(f"{k} {v:,.0f}" for k, v in parts))
+        m = med[s.key]["missed_twins"]
+        print(f"  {s.name}: " + ", ".join(f"{k} {v}" for k, v in m.items()))
+    for s in systems:
+        calls = med[s.key].get("ray_calls", 0)
+        if calls:
+            print(
+                f"{s.name}: {calls:,} Ray calls from the drivers, "
+                f"{med[s.key]['requests'] / calls:.1f} requests a call"
+            )
     print(
         "req/s: requests / time with a request outstanding; latency from the scheduled arrival; "
         "items: requests the backend ran (the rest shared an answer); CPU: every process of the "
@@ -918,6 +1072,31 @@ def print_table(
         "wrong: answers from a request of another intent or with another text; failed: lost, "
         "duplicated or error outcomes"
     )
+
+
+def print_breakdown(med: dict[str, dict[str, Any]], systems: list[System]) -> None:
+    """CPU us per request by kind of process: traffic (the run's CPU less what the same
+    processes used idle over as long) and idle, per system."""
+    kinds = sorted(
+        {k for s in systems for k in med[s.key]["cpu_breakdown"]},
+        key=lambda k: -max(med[s.key]["cpu_breakdown"].get(k, {}).get("total", 0) for s in systems),
+    )
+    print("CPU us per request by process kind: traffic (run less idle) + idle")
+    print(f"{'':<22}" + "".join(f"{s.name[:22]:>24}" for s in systems))
+    for k in [*kinds, "all"]:
+        cells = []
+        for s in systems:
+            b = med[s.key]["cpu_breakdown"]
+            if k == "all":
+                t = sum(v["traffic"] for v in b.values())
+                i = sum(v["idle"] for v in b.values())
+            elif k in b:
+                t, i = b[k]["traffic"], b[k]["idle"]
+            else:
+                cells.append(f"{'-':>24}")
+                continue
+            cells.append(f"{f'{t:,.0f} + {i:,.0f}':>24}")
+        print(f"{k:<22}" + "".join(cells))
 
 
 def target_rows(med: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, bool | None]]:
@@ -947,7 +1126,7 @@ def target_rows(med: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, boo
         )
     )
     c = med.get(SERVE_ROUTER)
-    if c is not None:
+    if c is not None and c["backend_items"]:
         rows.append(
             (
                 "(a) items vs (c): what the router saves",

@@ -25,7 +25,7 @@ with warnings.catch_warnings():
     import ray.serve  # noqa: F401
 
 SYSTEMS = (
-    "(a) stratabatch, twins router",
+    "(a) stratabatch, twins, coalescing",
     "(b) Serve @serve.batch",
     "(c) stratabatch, Serve's router",
     "(d) stratabatch-engine, 1 host",
@@ -36,7 +36,15 @@ SYSTEMS = (
 def test_quick_run_answers_every_request_once_and_right(tmp_path):
     out = tmp_path / "bench_ray.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "perf" / "bench_ray.py"), "--quick", "--json", str(out)],
+        [
+            sys.executable,
+            str(ROOT / "perf" / "bench_ray.py"),
+            "--quick",
+            "--systems",
+            "a,b,c,d",  # ((e), (a) through plain handles, is the path tests/ray takes)
+            "--json",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=280,
@@ -52,6 +60,13 @@ def test_quick_run_answers_every_request_once_and_right(tmp_path):
         bad = (r["lost"], r["duplicated"], r["stray"], r["errors"], r["wrong"])
         assert bad == (0, 0, 0, 0, 0), (name, r["error_kinds"])
         assert 0 < r["backend_items"] <= n and r["cpu_us_per_request"] > 0, name
+        parts = r["cpu_breakdown"].values()
+        assert sum(p["total"] for p in parts) == pytest.approx(r["cpu_us_per_request"], rel=0.01)
+        assert all(p["total"] == pytest.approx(p["idle"] + p["traffic"], abs=0.2) for p in parts)
+        assert sum(r["missed_twins"].values()) <= n, name
+    # (a)'s drivers counted the Ray calls their coalescing handles sent
+    assert 0 < doc["systems"][SYSTEMS[0]]["ray_calls"] <= n
+    assert 0 < doc["floors_items_per_request"]["intent"] <= 1
     # (b) never merges; the stratabatch systems do (the workload has twins in every burst)
     assert doc["systems"]["(b) Serve @serve.batch"]["backend_items"] == n
     for name in (SYSTEMS[0], SYSTEMS[2], SYSTEMS[3]):

@@ -1,10 +1,14 @@
 """A local Ray cluster for the tests of stratabatch.ray: a head and two worker nodes on this
-machine, shared by the tests of one module (``ray_cluster``).
+machine, shared by every test of this directory (``ray_cluster``).
 
-Start-up costs ~10 s, so a module starts one and deploys few apps on it. Ports are picked free
-at start (the GCS, the nodes' managers, Serve's proxy): a cluster another user runs on the
-machine keeps its own. Only one cluster of this suite runs at a time: run the Ray tests under
-``flock /tmp/s34/ray.lock`` when other work on the machine starts clusters too.
+Start-up costs 10-25 s, so the first test that asks for the cluster starts it and the tests of
+every module here use it (each deploys its own apps and deletes them; the fault tests add
+nodes and remove them again). It stops after the directory's last test, before any test
+elsewhere runs (:func:`pytest_runtest_teardown`), and at the session's end if that has not
+happened. Ports are picked free at start (the GCS, the nodes' managers, Serve's proxy): a
+cluster another user runs on the machine keeps its own. Only one cluster of this suite runs at
+a time: run the Ray tests under ``flock /tmp/s35/ray.lock`` when other work on the machine
+starts clusters too.
 
 Teardown: ``serve.shutdown()``, ``ray.shutdown()``, ``cluster.shutdown()``, then an assertion
 that no process the cluster started (the nodes' processes, children of this one, and their
@@ -22,6 +26,8 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,10 +81,53 @@ def _children_of(pids: set[int]) -> set[int]:
     return found
 
 
-@pytest.fixture(scope="module")
+HERE = Path(__file__).resolve().parent
+
+
+class _Shared:
+    """The directory's one cluster: started on first use, stopped by :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.cluster: RayCluster | None = None
+        self._stop: Any = None
+
+    def get(self) -> RayCluster:
+        if self.cluster is None:
+            gen = _cluster()
+            self.cluster = next(gen)
+            self._stop = gen
+        return self.cluster
+
+    def stop(self) -> None:
+        gen, self._stop, self.cluster = self._stop, None, None
+        if gen is not None:
+            with contextlib.suppress(StopIteration):
+                next(gen)  # (its teardown; raises if a process was left)
+
+
+_shared = _Shared()
+
+
+@pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[RayCluster]:
     """A head and two worker nodes, the driver connected, Serve started with its proxy on a
-    free port (head node only: the nodes share this machine's ports)."""
+    free port (head node only: the nodes share this machine's ports); shared by this
+    directory's tests."""
+    yield _shared.get()
+    _shared.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After the directory's last test (and its modules' fixtures), the cluster stops."""
+    yield
+    if _shared.cluster is not None and (
+        nextitem is None or HERE not in Path(nextitem.path).resolve().parents
+    ):
+        _shared.stop()
+
+
+def _cluster() -> Iterator[RayCluster]:
     before = _children_of({os.getpid()})
     with _rays_own_files():
         cluster = Cluster(

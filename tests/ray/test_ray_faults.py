@@ -22,8 +22,8 @@ from ray import cloudpickle, serve
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from stratabatch.dedup import normalize_key
-from stratabatch.ray import batch_handle, deployment
-from stratabatch.rayrouter import rendezvous, route_key
+from stratabatch.ray import batch_handle, coalescing_handle, deployment, get_stats
+from stratabatch.rayrouter import live_router, rendezvous, route_key
 from tests.ray.gate import GATE, Gate, gated
 
 # the handlers below travel to the replicas by value (the workers cannot import this module)
@@ -207,6 +207,50 @@ async def dedup_resumes(app: str, traffic: Traffic, dead: str, rng: random.Rando
         await asyncio.sleep(1.0)
 
 
+async def coalesced_fault(app: str, name: str, rng: random.Random) -> None:
+    """Requests through a coalescing handle, one call a replica, held by the gate; a replica
+    is killed: the requests of its call fail with a replica death, all others are answered,
+    each within its timeout."""
+    handle = coalescing_handle(app)
+    gate = new_gate()
+    try:
+        await gate.open.remote()
+        await handle.remote({"query": "warm up"}, timeout=TIMEOUT_S)  # (the router is made)
+    finally:
+        ray.kill(gate)
+    deadline = asyncio.get_running_loop().time() + 60.0
+    while len(live_replicas(app, name)) != 3 or len(live_router(app, name).replica_ids) != 3:
+        assert asyncio.get_running_loop().time() < deadline, "no third replica in 60 s"
+        await asyncio.sleep(0.5)
+    view = live_router(app, name).replica_ids
+    gate = new_gate()
+    try:
+        reqs = twin_pairs(40, "coalesced", rng)
+        calls0 = handle.calls
+        expected = (await asyncio.to_thread(get_stats, app)).total_requests + len(reqs)
+        futs = [handle.remote(r, timeout=TIMEOUT_S) for r in reqs]  # one loop turn
+        await asyncio.sleep(0)
+        assert handle.calls - calls0 <= 3  # (one call a replica)
+        while (await asyncio.to_thread(get_stats, app)).total_requests < expected:
+            assert asyncio.get_running_loop().time() < deadline + TIMEOUT_S, "not all taken"
+            await asyncio.sleep(0.2)  # (until every call is on its replica, in the handler)
+        dead = view[0]
+        actor = ray.get_actor(f"SERVE_REPLICA::{app}#{name}#{dead}", namespace="serve")
+        ray.kill(actor, no_restart=True)
+        await gate.open.remote()
+        got = await outcomes(futs)
+    finally:
+        ray.kill(gate)
+    values, failed = check(reqs, got)
+    keyed_dead = {i for i, r in enumerate(reqs) if rendezvous(route_key(r), view) == dead}
+    print(
+        f"{app}, coalesced: {len(reqs)} in {handle.calls - calls0} calls, "
+        f"{len(keyed_dead)} keyed to the killed replica; {len(failed)} failed"
+    )
+    assert keyed_dead and set(failed) == keyed_dead  # its call's requests, and only those
+    assert all(v["replica"] != dead for v in values)
+
+
 async def test_replica_killed_mid_batch_and_mid_traffic(ray_cluster: Any) -> None:
     rng = random.Random(SEED)
     print("seed", SEED)
@@ -231,6 +275,7 @@ async def test_replica_killed_mid_batch_and_mid_traffic(ray_cluster: Any) -> Non
 
         dead = await fault_mid_batch("kill", "kill", traffic, kill, rng)
         await dedup_resumes("kill", traffic, dead, rng)
+        await coalesced_fault("kill", "kill", rng)
     finally:
         traffic.close()
         serve.delete("kill")

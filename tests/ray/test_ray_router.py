@@ -698,3 +698,80 @@ async def test_near_twins_share_of_merges_on_the_cluster(ray_cluster: Any) -> No
     finally:
         await paths.close()
         serve.delete("near")
+
+
+class CoalescingCaller:
+    """An actor on the cluster sending its requests through a coalescing handle."""
+
+    def __init__(self, app: str) -> None:
+        from stratabatch.ray import coalescing_handle
+
+        self.handle = coalescing_handle(app)
+
+    async def send(self, requests: list[dict[str, Any]]) -> tuple[list[Any], int]:
+        got = await asyncio.gather(*(self.handle.remote(r, timeout=90.0) for r in requests))
+        return list(got), self.handle.calls
+
+
+async def test_coalescing_handles_answer_each_caller_once_with_twins_merged(
+    ray_cluster: Any,
+) -> None:
+    """Two coalescing handles (this process's and an actor's) send exact twin pairs, each
+    pair's requests one through each: every caller gets its own answer, each request is at
+    its key's replica, twins merge, and the handles send fewer calls than requests."""
+    import ray
+    from ray import serve
+
+    from stratabatch.ray import coalescing_handle, deployment
+    from stratabatch.rayrouter import live_router
+
+    app = deployment(
+        gated,
+        name="twins",
+        num_replicas=3,
+        ray_actor_options=REPLICA,
+        window_ms=20,
+        max_size=64,
+        dedup_strategy="exact",
+    ).bind()
+    serve.run(app, name="coalesce", route_prefix=None)
+    gate = ray.remote(num_cpus=0)(Gate).options(name=GATE[0], namespace=GATE[1]).remote()
+    caller = ray.remote(num_cpus=0)(CoalescingCaller).remote("coalesce")
+    try:
+        handle = coalescing_handle("coalesce")
+        await gate.open.remote()  # a first call each: the handles' routers are made
+        await handle.remote({"query": "warm up"}, timeout=60.0)
+        await caller.send.remote([{"query": "warm up too"}])
+    finally:
+        ray.kill(gate)
+    try:
+        rng = random.Random(SEED)
+        print("seed", SEED)
+        pairs = exact_twin_pairs(150, rng)
+        mine = [x for x, _ in pairs]
+        theirs = [y for _, y in pairs]
+        calls0 = handle.calls
+
+        async def both() -> Any:
+            remote = caller.send.remote(theirs)
+            local = await asyncio.gather(*(handle.remote(r, timeout=90.0) for r in mine))
+            return local, await remote
+
+        local, (remote, _) = await through_gate("coalesce", both(), 2 * len(pairs))
+        ids = live_replicas("coalesce", "twins")
+        assert len(ids) == 3 and live_router("coalesce", "twins").replica_ids == tuple(ids)
+        for requests, answers in ((mine, local), (theirs, remote)):
+            assert [normalize_key(a["text"]) for a in answers] == [
+                normalize_key(r["query"]) for r in requests
+            ]
+            assert [a["replica"] for a in answers] == [
+                rendezvous(route_key(r), ids) for r in requests
+            ]
+        merged = sum(a["item"] == b["item"] for a, b in zip(local, remote, strict=True))
+        calls = handle.calls - calls0
+        print(f"coalesced: {merged}/{len(pairs)} twins merged; {len(mine)} requests, {calls} calls")
+        assert merged >= 0.99 * len(pairs)
+        assert calls <= len(mine) // 10  # one call a replica for the loop turn, 64 at most
+    finally:
+        ray.kill(caller)
+        serve.delete("coalesce")
