@@ -854,13 +854,15 @@ class Deduper:
             if lead is None:
                 first_of[key] = r
             fresh.append(r)
-            fresh_vec.append(None if vectors is None else vectors[i])
+            if vectors is not None:
+                fresh_vec.append(vectors[i])
         left: dict[int, Any] = {}  # id of an undecided request -> its vector
         if fresh:
             if c.dedup_function is not None:
                 self._custom_stage(fresh)
             elif self._embeds():
-                left = {id(r): v for r, v in self._embedding_stage(fresh, fresh_vec, deadline)}
+                ahead = None if vectors is None else fresh_vec
+                left = {id(r): v for r, v in self._embedding_stage(fresh, ahead, deadline)}
             else:  # exact only: each fresh request leads a group under its key
                 new_group = ops.new_group
                 for r in fresh:
@@ -947,15 +949,16 @@ class Deduper:
             return hash((scope_of(req.payload, c.dedup_scope), key)) & _MASK63
         return key
 
-    def _part_keys(self, reqs: list[Request]) -> list[int]:
-        """:meth:`_part_key` of each request, the numbers' keys of a batch in one kernel call."""
+    def _part_keys(self, reqs: list[Request], texts: list[Any] | None = None) -> list[int]:
+        """:meth:`_part_key` of each request, the numbers' keys of a batch in one kernel call
+        (``texts``: their texts, where the caller has them)."""
         c = self.config
         if c.guard_numbers:
             if not c.dedup_scope:
                 # the common pass: texts whose keys nobody computed yet, one kernel call and
                 # no write-back (a request decided in a later slice is keyed again: one
                 # kernel call a pass, ~0.2 us a request less than a loop over the records)
-                every: list[Any] = [r.text for r in reqs]
+                every: list[Any] = [r.text for r in reqs] if texts is None else texts
                 if None not in every and [r.numkey for r in reqs].count(None) == len(reqs):
                     return _hot_path().numberkeys.number_keys(every)
             todo = [r for r in reqs if r.numkey is None and r.text is not None]
@@ -1008,10 +1011,10 @@ class Deduper:
                 leaders.append(self._lead(r, part))
 
     def _embedding_stage(
-        self, fresh: list[Request], ahead: list[Any], deadline: float | None = None
+        self, fresh: list[Request], ahead: list[Any] | None, deadline: float | None = None
     ) -> list[tuple[Request, Any]]:
-        """Cluster ``fresh`` (``ahead``: vectors computed ahead, or None); the requests left
-        undecided at ``deadline`` come back with their vectors (see :meth:`_cluster`)."""
+        """Cluster ``fresh`` (``ahead``: vectors computed ahead, each or all None); the requests
+        left undecided at ``deadline`` come back with their vectors (see :meth:`_cluster`)."""
         validate_vector = _hot_path().embed.validate_vector
         emb = self.embedder()
         if self._canon_index is not self.config.canonicalize:
@@ -1019,8 +1022,11 @@ class Deduper:
                 self.leaders.reset()
             self._canon_index = self.config.canonicalize
         index = self.leaders
-        if all(v is None for v in ahead) and all(
-            r.vector is None and r.text is not None for r in fresh
+        texts: list[Any] = [r.text for r in fresh]
+        if (
+            (ahead is None or all(v is None for v in ahead))
+            and None not in texts
+            and all(r.vector is None for r in fresh)
         ):
             # the common case (a small pass, texts only): one embedding call for all, its
             # matrix and key words go to the index as they are
@@ -1035,7 +1041,7 @@ class Deduper:
                 # requests alone in their partition lead without being embedded (texts of
                 # numbers of their own: their vectors are computed when a request of their
                 # partition comes, see LeaderIndex.lead_lazy); the same decisions, in order
-                keys = self._part_keys(fresh)
+                keys = self._part_keys(fresh, texts)
                 at = index.lone(keys)
                 if at:
                     if len(at) == len(fresh):
@@ -1051,15 +1057,18 @@ class Deduper:
                             kept.append(r)
                             kept_keys.append(k)
                     fresh, keys = kept, kept_keys
+                    texts = [r.text for r in fresh]
             # rows without vectors (keys known: texts, the default embedder, no cut): their
             # key words now, a vector only when a pair needs its cosine (LeaderIndex.append);
             # distinct texts meet no twin under their word keys, and are never embedded
             lazy = keys is not None and not self._eager and hasattr(emb, "profiles")
             if keys is not None and self._eager:
                 self._eager -= 1
+            canons: list[str] = []
             try:
                 if lazy:
-                    vectors, batch = None, self._profile_batch(fresh)
+                    vectors = None
+                    canons, batch = self._profile_batch(fresh, texts)
                 else:
                     vectors, batch = self._embed_batch(fresh)
             except Exception as e:
@@ -1071,7 +1080,7 @@ class Deduper:
             profiles = self._batch_profiles(fresh, batch)
             if vectors is None:
                 fetched = index.fetched
-                left_at = self._cluster(fresh, None, profiles, deadline, keys, lone)
+                left_at = self._cluster(fresh, canons, profiles, deadline, keys, lone, True)
                 if 4 * (index.fetched - fetched) > len(fresh):
                     self._eager = _EAGER_PASSES
                 return [(fresh[j], None) for j in left_at]
@@ -1082,6 +1091,8 @@ class Deduper:
         cands: list[Request] = []
         cand_vec: list[Any] = []
         need: list[int] = []
+        if ahead is None:
+            ahead = [None] * len(fresh)
         for r, v in zip(fresh, ahead, strict=True):
             if r.vector is not None:
                 cands.append(r)
@@ -1206,17 +1217,18 @@ class Deduper:
             for r in leads:
                 r.wprof = None  # stored in the index now
 
-    def _profile_batch(self, reqs: list[Request]) -> Any:
-        """:meth:`_embed_batch`'s key words of ``reqs`` without their vectors (the default
-        embedder's :meth:`~stratabatch.embed.HashingEmbedder.profiles`): their canonical
-        texts kept in ``r.canon``, which the index embeds when a vector is wanted."""
+    def _profile_batch(self, reqs: list[Request], texts: list[str]) -> tuple[list[str], Any]:
+        """:meth:`_embed_batch` of ``reqs`` (``texts``: their texts) without their vectors (the
+        default embedder's :meth:`~stratabatch.embed.HashingEmbedder.profiles`): their
+        canonical texts (also kept in ``r.canon``), which the index embeds when a vector is
+        wanted, and their key words."""
         hot = _hot_path()
-        texts = hot.canon.canonical_texts([r.text for r in reqs])
+        texts = hot.canon.canonical_texts(texts)
         for r, t in zip(reqs, texts, strict=True):
             r.canon = t
         batch = self.embedder().profiles(texts)
         hot.wordkeys.tag_profiles(batch, texts)
-        return batch
+        return texts, batch
 
     def _embed_canonical(self, texts: list[str]) -> Any:
         """The vectors of canonical ``texts`` (the index's rows without one, see
@@ -1316,16 +1328,19 @@ class Deduper:
         deadline: float | None = None,
         keys: list[int] | None = None,
         lone: list[tuple[int, Request, int]] | None = None,
+        unvectored: bool = False,
     ) -> list[int]:
         """Put the embedded requests ``ok`` in the leader index and decide each one's group
         (``profiles``: their key words, see :meth:`LeaderIndex.append`). With a ``deadline``
         (:func:`time.perf_counter`), the requests not decided by then are taken out of the
         index again (their rows retired) and their positions in ``ok`` returned, in order.
         ``keys``: their partitions, if known; ``lone``: ``(j, request, partition)`` of requests
-        that lead without a row (:meth:`_lead_lazy`), each before ``ok[j]``, never cut."""
+        that lead without a row (:meth:`_lead_lazy`), each before ``ok[j]``, never cut.
+        ``unvectored``: ``vectors`` are their canonical texts, not embedded yet (see
+        :meth:`_profile_batch`)."""
         index = self.leaders
         if index.dim is None:
-            index.dim = len(vectors[0]) if vectors is not None else self.embedder().dim
+            index.dim = self.embedder().dim if unvectored else len(vectors[0])
         later: list[int] = []
         cut = self._slice_rows
         if deadline is not None and len(ok) > cut:
@@ -1341,16 +1356,16 @@ class Deduper:
                     ok[j].wprof = (profiles, j)
                 profiles = [(profiles, j) for j in range(cut)]
             ok = ok[:cut]
-            vectors = None if vectors is None else vectors[:cut]
+            vectors = vectors[:cut]
             keys = None if keys is None else keys[:cut]
         if keys is None:
             keys = self._part_keys(ok)
         if index.lazy:
             self._materialize(keys)
         threshold = float(self.threshold())
-        if vectors is None:  # (rows without vectors: their canonical texts, see append)
+        if unvectored:  # (``vectors``: their canonical texts, see LeaderIndex.append)
             index.embed_texts = self._embed_canonical
-            start = index.append(None, keys, profiles, [r.canon for r in ok])
+            start = index.append(None, keys, profiles, vectors)
         else:
             start = index.append(vectors, keys, profiles)
         if type(profiles) is list:
