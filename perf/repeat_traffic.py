@@ -1,0 +1,253 @@
+"""Repeat traffic: the same population of questions asked over minutes (issue 23's workload).
+
+Built from perf/workload.py's generators, not beside them: the same ~250 templated intents
+(twelve families, one to three paraphrases each) and long prompts, Zipf popularity over a
+seeded ranking, each ask written as the canonical text, a surface variant, a typo or a
+paraphrase, plus a unique long tail. What changes is time: Poisson arrivals at a steady rate
+for minutes (``workload.generate`` with ``arrivals="poisson"`` and one rate), so the same
+intents come back long after their first answer went out, which in-window dedup cannot merge
+and reuse can serve.
+
+Traps live in the population itself: intents whose canonical texts differ in one or two words
+(order 4821 / order 4812, turn on / turn off, a city or a month apart) or hold the same words in
+another order (flights from A to B / from B to A). A cache that matches by similarity is
+tempted by every ask whose trap sibling was answered before it; :func:`repeat_truth` counts
+those asks.
+
+:func:`replay` runs the stream through :class:`stratabatch.reuse.ReuseCache` alone, without
+batching (every miss is one backend item; a 50 ms window's exact dedup is the baseline of
+batching without reuse), and scores it against the ground truth: backend items against
+distinct intents and distinct exact keys, wrong answers served (an answer of another intent),
+and the entries held over time. ``python perf/repeat_traffic.py [--minutes M] [--json FILE]``
+prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workload import Workload, WorkloadConfig, generate  # noqa: E402
+
+from stratabatch.dedup import normalize_key  # noqa: E402
+from stratabatch.reuse import ReuseCache  # noqa: E402
+
+
+@dataclass(frozen=True)
+class RepeatConfig:
+    """Everything that determines a repeat-traffic workload (equal configs, equal streams)."""
+
+    seed: int = 1
+    minutes: float = 3.0
+    rate: float = 50.0
+    """Requests per second, steady."""
+    zipf_s: float = 1.1
+    p_tail: float = 0.10
+    p_long: float = 0.10
+    p_surface: float = 0.30
+    p_typo: float = 0.10
+    p_paraphrase: float = 0.15
+
+    def workload_config(self) -> WorkloadConfig:
+        """The perf/workload.py config that draws this stream (segments are minutes)."""
+        return WorkloadConfig(
+            seed=self.seed,
+            arrivals="poisson",
+            rate_high=self.rate,
+            rate_low=self.rate,
+            half_period_ms=60_000.0,
+            duration_s=self.minutes * 60.0,
+            zipf_s=self.zipf_s,
+            p_tail=self.p_tail,
+            p_long=self.p_long,
+            p_surface=self.p_surface,
+            p_typo=self.p_typo,
+            p_paraphrase=self.p_paraphrase,
+        )
+
+
+def generate_repeat(cfg: RepeatConfig) -> Workload:
+    """The stream ``cfg`` describes, as a :class:`workload.Workload` (arrival order)."""
+    return generate(cfg.workload_config())
+
+
+def trap_siblings(w: Workload) -> dict[int, set[int]]:
+    """Intent -> the other intents of the population whose canonical text differs from its own
+    in one or two words at the same positions, or holds the same words in another order."""
+    rows = [
+        (i.id, normalize_key(i.text).rstrip("?.!").split(" "))
+        for i in w.intents.values()
+        if i.kind != "tail"
+    ]
+    by_len: dict[int, list[tuple[int, list[str]]]] = {}
+    for iid, words in rows:
+        by_len.setdefault(len(words), []).append((iid, words))
+    out: dict[int, set[int]] = {}
+    for group in by_len.values():
+        for a in range(len(group)):
+            ia, wa = group[a]
+            sa = sorted(wa)
+            for b in range(a + 1, len(group)):
+                ib, wb = group[b]
+                diff = sum(x != y for x, y in zip(wa, wb, strict=True))
+                if 0 < diff <= 2 or (diff and sa == sorted(wb)):
+                    out.setdefault(ia, set()).add(ib)
+                    out.setdefault(ib, set()).add(ia)
+    return out
+
+
+def repeat_truth(w: Workload, window_ms: float = 50.0) -> dict[str, Any]:
+    """Ground truth of a repeat stream: what reuse can save, and the traps it meets.
+
+    Returns:
+        ``requests``; ``distinct_intents`` (the floor of backend items for a reuse that is
+        never wrong); ``distinct_exact_keys`` (normalized texts: the floor for exact reuse);
+        ``window_items`` (backend items of exact dedup within ``window_ms`` windows alone:
+        batching without reuse); ``trap_asks`` (asks of an intent whose trap sibling was asked
+        before: where a similarity cache is tempted); variants and kinds.
+    """
+    sib = trap_siblings(w)
+    seen_intents: set[int] = set()
+    trap_asks = 0
+    windows: dict[int, set[str]] = {}
+    for r in w.requests:
+        if any(s in seen_intents for s in sib.get(r.intent, ())):
+            trap_asks += 1
+        seen_intents.add(r.intent)
+        windows.setdefault(int(r.t * 1000.0 // window_ms), set()).add(normalize_key(r.text))
+    out: dict[str, Any] = {
+        "requests": len(w.requests),
+        "distinct_intents": len({r.intent for r in w.requests}),
+        "distinct_exact_keys": len({normalize_key(r.text) for r in w.requests}),
+        "window_items": sum(len(k) for k in windows.values()),
+        "trap_intents": len(sib),
+        "trap_asks": trap_asks,
+    }
+    for name, count in sorted(Counter(r.variant for r in w.requests).items()):
+        out[f"variant_{name}"] = count
+    for name, count in sorted(Counter(r.kind for r in w.requests).items()):
+        out[f"kind_{name}"] = count
+    return out
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def replay(w: Workload, ttl_s: float, max_entries: int, max_bytes: int = 1 << 30) -> dict:
+    """Replay ``w`` through an exact :class:`ReuseCache` on the stream's own clock.
+
+    Each request is looked up under its exact key (the hash of its normalized text); a miss
+    is one backend item whose answer (``{"intent": ..., "rid": ...}``, sized as the engine
+    would: ~40 bytes) is stored. A hit whose answer belongs to another intent is a wrong
+    answer served.
+    """
+    clock = _Clock()
+    cache = ReuseCache(ttl_s, max_entries, max_bytes, clock=clock)
+    backend = wrong = hits = 0
+    peak = 0
+    held: list[int] = []  # entries held at the end of each minute
+    minute = 0
+    for r in w.requests:
+        clock.t = r.t
+        while r.t >= (minute + 1) * 60.0:
+            held.append(len(cache))
+            minute += 1
+        n = normalize_key(r.text)
+        got = cache.get(hash(n), n, b"", r.t)
+        if got is not None:
+            hits += 1
+            if got[0]["intent"] != r.intent:
+                wrong += 1
+            continue
+        backend += 1
+        cache.put(hash(n), n, {"intent": r.intent, "rid": r.rid}, size=40, born=r.t)
+        peak = max(peak, len(cache))
+    held.append(len(cache))
+    s = cache.stats()
+    return {
+        "ttl_s": ttl_s,
+        "max_entries": max_entries,
+        "backend_items": backend,
+        "reuse_hits": hits,
+        "wrong_answers": wrong,
+        "peak_entries": peak,
+        "entries_each_minute": held,
+        "evictions": s.evictions,
+        "expirations": s.expirations,
+        "bytes_end": s.bytes,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=3.0)
+    ap.add_argument("--rate", type=float, default=50.0, help="requests/s (default 50)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", metavar="FILE")
+    args = ap.parse_args(argv)
+    cfg = RepeatConfig(seed=args.seed, minutes=args.minutes, rate=args.rate)
+    w = generate_repeat(cfg)
+    truth = repeat_truth(w)
+    runs = [
+        replay(w, ttl_s=600.0, max_entries=100_000),
+        replay(w, ttl_s=60.0, max_entries=10_000),
+        replay(w, ttl_s=10.0, max_entries=10_000),
+        replay(w, ttl_s=600.0, max_entries=200),
+    ]
+    n = truth["requests"]
+    print(
+        f"repeat traffic: {n:,} requests over {cfg.minutes:g} min at {cfg.rate:g}/s, Zipf "
+        f"{cfg.zipf_s:g}; {truth['distinct_intents']:,} distinct intents, "
+        f"{truth['distinct_exact_keys']:,} distinct exact keys; {truth['trap_asks']:,} asks "
+        f"meet a trap sibling asked before ({truth['trap_intents']} intents have one)"
+    )
+    print(
+        f"\n{'system':<40}{'backend items':>14}{'x intents':>10}{'x exact keys':>13}"
+        f"{'wrong':>7}{'peak entries':>13}"
+    )
+    rows = [
+        ("no batching, no reuse", n, None),
+        ("50 ms windows, exact dedup", truth["window_items"], None),
+    ]
+    for r in runs:
+        rows.append(
+            (
+                f"+ exact reuse, ttl {r['ttl_s']:g} s, max {r['max_entries']:,}",
+                r["backend_items"],
+                r,
+            )
+        )
+    for name, items, r in rows:
+        wrong = "-" if r is None else str(r["wrong_answers"])
+        peak = "-" if r is None else f"{r['peak_entries']:,}"
+        print(
+            f"{name:<40}{items:>14,}{items / truth['distinct_intents']:>10.2f}"
+            f"{items / truth['distinct_exact_keys']:>13.2f}{wrong:>7}{peak:>13}"
+        )
+    print(
+        "\n(the exact-reuse rows replay the stream through ReuseCache alone: each miss is one "
+        "backend item; entries held at each minute's end: "
+        + "; ".join(f"max {r['max_entries']:,}: {r['entries_each_minute']}" for r in runs[-1:])
+        + ")"
+    )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"config": asdict(cfg), "truth": truth, "replays": runs}, indent=2) + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
