@@ -188,7 +188,7 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], Any], str]] = {
     ),
     "max_request_bytes": (_int("max_request_bytes", 64, 64 * 1024 * 1024), "[64, 67108864]"),
     "max_result_bytes": (_int("max_result_bytes", 64, 64 * 1024 * 1024), "[64, 67108864]"),
-    "reuse": (_check_reuse, "off | exact (None: off)"),
+    "reuse": (_check_reuse, "off | exact"),
     "reuse_ttl_s": (
         lambda v: _number("reuse_ttl_s", v, 0.0, 86_400.0, lo_open=True, integer=False),
         "(0, 86400] s",

@@ -44,6 +44,7 @@ __all__ = [
     "Entry",
     "ReuseCache",
     "ReuseStats",
+    "encoded_size",
     "estimate_size",
     "reuse_cache_for",
 ]
@@ -212,6 +213,34 @@ def estimate_size(obj: Any, max_nodes: int = 2048) -> int:
     return int(total)
 
 
+def _numpy_tolist(obj: Any) -> Any:
+    tolist = getattr(obj, "tolist", None)
+    if tolist is not None and type(obj).__module__ == "numpy":
+        return tolist()
+    raise TypeError(f"cannot encode object of type {type(obj).__name__}")
+
+
+def encoded_size(max_result_bytes: int) -> Callable[[Any], int]:
+    """A ``size_of`` for engine mode: the length of a result's msgpack encoding (numpy values
+    as lists, as the engine sends them).
+
+    It raises for a result the engine could not send (not encodable, or over
+    ``max_result_bytes``): :meth:`ReuseCache.put` then stores nothing, since the first caller
+    of such a result got an error, and its twins must not get a stored "success" instead.
+    """
+    import msgpack  # (a dependency already; imported where engine mode needs it)
+
+    packb = msgpack.packb
+
+    def size_of(result: Any) -> int:
+        n = len(packb(result, default=_numpy_tolist))
+        if n > max_result_bytes:
+            raise ValueError(f"result of {n} bytes is over max_result_bytes={max_result_bytes}")
+        return n
+
+    return size_of
+
+
 def _text_size(norm: Any) -> int:
     return len(norm) if isinstance(norm, (str, bytes)) else 0
 
@@ -231,7 +260,8 @@ class ReuseCache:
             :data:`ENTRY_OVERHEAD` each).
         clock: Returns the time in seconds (the core passes its own clock).
         size_of: Bytes of a result when :meth:`put` is not told; default
-            :func:`estimate_size`.
+            :func:`estimate_size` (engine mode: :func:`encoded_size`). A result it raises for
+            is not stored.
         on_drop: Called with each :class:`Entry` that leaves the cache (evicted, expired,
             replaced, forgotten, cleared), after it left; the near path drops its index row
             there. It must not call back into the cache.
@@ -391,9 +421,10 @@ class ReuseCache:
 
         Returns:
             The new entry (it replaced any entry under ``key``), or None if nothing was
-            stored: ``result`` is an exception (errors are never reused), or it is larger
-            than ``max_bytes`` alone, or it was born ``ttl_s`` ago already. Both are counted
-            in ``refused`` (but not the last).
+            stored: ``result`` is an exception (errors are never reused), ``size_of`` raised
+            for it, it is larger than ``max_bytes`` alone, or it was born ``ttl_s`` ago
+            already. All but the last are counted in ``refused``. It never raises for the
+            result (the core calls it inside a batch's fan-out).
         """
         if isinstance(result, BaseException):
             self._refused += 1
@@ -404,7 +435,11 @@ class ReuseCache:
         elif now - born >= self._ttl:
             return None
         if size is None:
-            size = self._size_of(result)
+            try:
+                size = self._size_of(result)
+            except Exception:  # a result it cannot size (engine: cannot send) is not kept
+                self._refused += 1
+                return None
         size = int(size) + _text_size(norm) + ENTRY_OVERHEAD
         if size > self._max_bytes:
             self._refused += 1

@@ -16,6 +16,7 @@ from stratabatch.reuse import (
     CLEARS_ON,
     ENTRY_OVERHEAD,
     ReuseCache,
+    encoded_size,
     estimate_size,
     reuse_cache_for,
 )
@@ -323,6 +324,32 @@ def test_put_takes_a_given_size_or_asks_size_of():
     put(c, "cd", "x", size=7)
     assert seen == [result]  # size_of only when the size was not given
     assert c.stats().bytes == (5000 + 2 + ENTRY_OVERHEAD) + (7 + 2 + ENTRY_OVERHEAD)
+
+
+def test_a_result_size_of_cannot_size_is_refused_and_put_does_not_raise():
+    def size_of(obj):
+        raise TypeError("cannot size this")
+
+    c = cache(size_of=size_of)
+    assert put(c, "q", object()) is None
+    assert get(c, "q") is None
+    assert c.stats().refused == 1
+
+
+def test_engine_mode_sizes_by_the_msgpack_length_and_refuses_what_it_could_not_send():
+    import msgpack
+    import numpy as np
+
+    size_of = encoded_size(max_result_bytes=1000)
+    value = {"text": "hello", "scores": [0.5, 1.5], "n": 3}
+    assert size_of(value) == len(msgpack.packb(value))
+    assert size_of(np.arange(3)) == len(msgpack.packb([0, 1, 2]))
+    c = cache(size_of=size_of)
+    e = put(c, "ok", value)
+    assert e is not None and e.size == len(msgpack.packb(value)) + 2 + ENTRY_OVERHEAD
+    assert put(c, "too big", "x" * 2000) is None  # over max_result_bytes: its caller failed
+    assert put(c, "not sendable", object()) is None
+    assert c.stats().refused == 2 and len(c) == 1
 
 
 def test_estimate_size_of_plain_data_is_the_sum_of_getsizeof():
