@@ -6,7 +6,8 @@ Run it (it starts a local Ray instance, or joins the one ``RAY_ADDRESS`` names):
     python examples/ray_app.py
 
 It serves :class:`Answerer` as the application ``answers`` (HTTP at ``/answers``), sends 30
-questions of which 20 repeat others (in case and spacing too), through the handle and over
+questions of which 20 repeat others (in case and spacing too), through the application's
+handle, a coalescing handle (the requests of one event-loop turn in one call per replica) and
 HTTP, prints the answers' handler calls and the merged statistics of both replicas, and
 deletes the application.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from ray import serve
 
-from stratabatch.ray import deployment, get_stats
+from stratabatch.ray import coalescing_handle, deployment, get_stats
 
 
 @deployment(
@@ -53,8 +54,8 @@ QUESTIONS = [f"what is item {i}?" for i in range(10)]
 
 
 async def ask(handle: Any, url: str) -> list[Any]:
-    """Each question three times at once: as written and upper-cased through the handle, and
-    with extra spaces over HTTP."""
+    """Each question three times at once: as written through the application's handle,
+    upper-cased through a coalescing handle, and with extra spaces over HTTP."""
 
     def post(question: str) -> Any:
         body = json.dumps({"query": f"  {question}  "}).encode()
@@ -62,9 +63,10 @@ async def ask(handle: Any, url: str) -> list[Any]:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.load(answer)
 
+    coalesced = coalescing_handle("answers")  # straight to the replicas, fewer Ray calls
     calls = []
     for q in QUESTIONS:
-        calls += [handle.remote({"query": q}), handle.remote({"query": q.upper()})]
+        calls += [handle.remote({"query": q}), coalesced.remote({"query": q.upper()}, timeout=30)]
         calls.append(asyncio.to_thread(post, q))
     return list(await asyncio.gather(*calls))
 

@@ -692,7 +692,9 @@ def missed_twins(workload: Workload, outcomes: list[Outcome]) -> dict[str, int]:
     answered by an item that no earlier twin of its form (by scheduled arrival) shared,
     ``late`` when an earlier twin's answer had come back before it was sent (nothing runs
     then to join), else ``other_replica`` when no earlier item of its form ran on its
-    replica, else ``same_replica``. ``merged``: requests that shared an earlier twin's item."""
+    replica, else ``same_replica_exact`` when an earlier twin on its replica had its exact key
+    (it came after that twin's item had run: the core joins running work by exact key), else
+    ``same_replica_near``. ``merged``: requests that shared an earlier twin's item."""
     got: dict[int, tuple[str, str, float]] = {}
     reqs = {r.rid: r for r in workload.requests}
     for o in outcomes:
@@ -704,12 +706,22 @@ def missed_twins(workload: Workload, outcomes: list[Outcome]) -> dict[str, int]:
     for r in sorted(workload.requests, key=lambda r: r.t):
         if r.rid in got:
             groups.setdefault((r.segment, r.form), []).append(r)
-    out = Counter({"merged": 0, "late": 0, "other_replica": 0, "same_replica": 0})
+    out = Counter(
+        {
+            "merged": 0,
+            "late": 0,
+            "other_replica": 0,
+            "same_replica_exact": 0,
+            "same_replica_near": 0,
+        }
+    )
     for members in groups.values():
         items: dict[str, str] = {}  # item -> replica
+        exact: set[tuple[str, str]] = set()  # (replica, exact key) of the earlier twins
         first_done = float("inf")
         for r in members:
             item, replica, done = got[r.rid]
+            key = normalize_key(r.text)
             if not items:
                 pass
             elif item in items:
@@ -718,9 +730,12 @@ def missed_twins(workload: Workload, outcomes: list[Outcome]) -> dict[str, int]:
                 out["late"] += 1
             elif replica not in items.values():
                 out["other_replica"] += 1
+            elif (replica, key) in exact:
+                out["same_replica_exact"] += 1
             else:
-                out["same_replica"] += 1
+                out["same_replica_near"] += 1
             items.setdefault(item, replica)
+            exact.add((replica, key))
             first_done = min(first_done, done)
     return dict(out)
 
