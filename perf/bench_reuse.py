@@ -38,12 +38,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from benchutil import load_average, print_targets  # noqa: E402
-
-from stratabatch.dedup import normalize_key  # noqa: E402
-from stratabatch.reuse import ENTRY_OVERHEAD, ReuseCache, estimate_size  # noqa: E402
+from stratabatch.dedup import normalize_key
+from stratabatch.perf.benchutil import load_average, print_targets
+from stratabatch.reuse import ENTRY_OVERHEAD, ReuseCache, estimate_size
 
 TARGET_US = 3.0
 
@@ -223,9 +220,14 @@ def run(entries: int, lookups: int, repeats: int) -> dict[str, Any]:
 
     rows = []
     for (name, kind), got in samples.items():
-        cpu = statistics.median(c for c, _ in got)
-        wall = statistics.median(w for _, w in got)
-        rows.append({"system": name, "lookup": kind, "cpu_us": cpu, "wall_us": wall})
+        rows.append(
+            {
+                "system": name,
+                "lookup": kind,
+                "cpu_us": statistics.median(c for c, _ in got),
+                "wall_us": statistics.median(w for _, w in got),
+            }
+        )
     return {
         "entries": entries,
         "lookups_per_run": lookups,

@@ -32,12 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from workload import Workload, WorkloadConfig, generate  # noqa: E402
-
-from stratabatch.dedup import normalize_key  # noqa: E402
-from stratabatch.reuse import ReuseCache  # noqa: E402
+from stratabatch.dedup import normalize_key
+from stratabatch.perf.workload import Workload, WorkloadConfig, generate
+from stratabatch.reuse import ReuseCache
 
 
 @dataclass(frozen=True)
@@ -217,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{'system':<40}{'backend items':>14}{'x intents':>10}{'x exact keys':>13}"
         f"{'wrong':>7}{'peak entries':>13}"
     )
-    rows = [
+    rows: list[tuple[str, int, dict | None]] = [
         ("no batching, no reuse", n, None),
         ("50 ms windows, exact dedup", truth["window_items"], None),
     ]
@@ -229,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                 r,
             )
         )
-    for name, items, r in rows:
-        wrong = "-" if r is None else str(r["wrong_answers"])
-        peak = "-" if r is None else f"{r['peak_entries']:,}"
+    for name, items, got in rows:
+        wrong = "-" if got is None else str(got["wrong_answers"])
+        peak = "-" if got is None else f"{got['peak_entries']:,}"
         print(
             f"{name:<40}{items:>14,}{items / truth['distinct_intents']:>10.2f}"
             f"{items / truth['distinct_exact_keys']:>13.2f}{wrong:>7}{peak:>13}"

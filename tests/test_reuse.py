@@ -514,3 +514,71 @@ def test_a_mistyped_reuse_option_is_suggested():
 
     with pytest.raises(ConfigError, match="did you mean 'reuse_ttl_s'"):
         BatchProcessor(reuse_ttl=5)
+
+
+# --------------------------------------------------------------------------- perf scripts
+
+
+def test_repeat_traffic_is_seeded_and_its_replay_meets_the_floor_of_exact_reuse():
+    from stratabatch.perf.repeat_traffic import (
+        RepeatConfig,
+        generate_repeat,
+        repeat_truth,
+        replay,
+    )
+
+    cfg = RepeatConfig(seed=3, minutes=0.5, rate=40.0)
+    w = generate_repeat(cfg)
+    assert [(r.text, r.t) for r in w.requests] == [
+        (r.text, r.t) for r in generate_repeat(cfg).requests
+    ]
+    truth = repeat_truth(w)
+    assert truth["requests"] == len(w.requests) > 600
+    assert truth["distinct_intents"] <= truth["distinct_exact_keys"] < truth["requests"]
+    # a cache that outlives the run and holds everything: one item per distinct exact key
+    full = replay(w, ttl_s=3600.0, max_entries=1_000_000)
+    assert full["backend_items"] == truth["distinct_exact_keys"]
+    assert full["wrong_answers"] == 0
+    assert full["reuse_hits"] == truth["requests"] - truth["distinct_exact_keys"]
+    # bounded: never more entries than allowed, and more backend items than the floor
+    small = replay(w, ttl_s=3600.0, max_entries=20)
+    assert small["peak_entries"] == 20 and small["entries_each_minute"][-1] == 20
+    assert small["backend_items"] > full["backend_items"]
+    assert small["evictions"] == small["backend_items"] - 20
+
+
+def test_trap_siblings_are_one_or_two_words_apart_or_the_same_words_reordered():
+    from stratabatch.perf.repeat_traffic import RepeatConfig, generate_repeat, trap_siblings
+
+    w = generate_repeat(RepeatConfig(minutes=0.1))
+    sib = trap_siblings(w)
+    text = {i.id: normalize_key(i.text) for i in w.intents.values()}
+    by_text = {t: i for i, t in text.items()}
+    on = by_text[normalize_key("Turn on the kitchen lights")]
+    off = by_text[normalize_key("Turn off the kitchen lights")]
+    assert off in sib[on] and on in sib[off]
+    there = by_text[normalize_key("Find flights from Paris to London")]
+    back = by_text[normalize_key("Find flights from London to Paris")]
+    assert back in sib[there]
+    weather = by_text[normalize_key("What's the weather in Paris?")]
+    assert on not in sib.get(weather, set())
+
+
+def test_bench_reuse_runs_every_row_and_writes_its_json(tmp_path, capsys):
+    import json
+
+    from stratabatch.perf import bench_reuse
+
+    out = tmp_path / "r.json"
+    assert (
+        bench_reuse.main(
+            ["--entries", "500", "--lookups", "1000", "--repeats", "1", "--json", str(out)]
+        )
+        == 0
+    )
+    got = json.loads(out.read_text())
+    systems = {(r["system"], r["lookup"]) for r in got["rows"]}
+    assert ("ReuseCache.get", "hit") in systems and ("dict.get (floor)", "miss") in systems
+    assert ("functools.lru_cache", "miss (+insert)") in systems
+    assert [t["target"].split(",")[0] for t in got["targets"]][:3] == ["exact lookup"] * 3
+    assert "near lookup" in capsys.readouterr().out
