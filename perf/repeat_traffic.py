@@ -25,8 +25,11 @@ prints the table.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import json
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -187,11 +190,121 @@ def replay(w: Workload, ttl_s: float, max_entries: int, max_bytes: int = 1 << 30
     }
 
 
+def reuse_wired() -> bool:
+    """Whether the core serves answers from the reuse cache (``Stats`` counts its hits)."""
+    from stratabatch import Stats
+
+    return "reuse_hits" in {f.name for f in dataclasses.fields(Stats)}
+
+
+async def live(
+    w: Workload,
+    system: str,
+    speedup: float = 30.0,
+    backend_s: float = 0.2,
+    ttl_s: float = 60.0,
+    max_entries: int = 10_000,
+) -> dict[str, Any]:
+    """Send ``w`` through a real batcher at ``speedup`` times its pace (every time scaled the
+    same: the 50 ms window, a backend call of ``backend_s``, the ttl), each request its own
+    call at its arrival time, and count the handler's items and the wrong answers.
+
+    Systems: ``"batch"`` (BatchProcessor, exact dedup, reuse off), ``"batch+reuse"`` (the
+    same with ``reuse="exact"``: only once the core serves from the cache, see
+    :func:`reuse_wired`), ``"loader"`` (aiodataloader's DataLoader, its cache on and keyed by
+    the normalized text: the best form of the peer; its cache never expires),
+    ``"loader-nocache"`` (its batching alone).
+    """
+    intent_of = {r.rid: r.intent for r in w.requests}
+    items = 0
+    first_rid: dict[str, int] = {}
+    for r in w.requests:
+        first_rid.setdefault(r.text, r.rid)
+
+    async def handler(reqs: list[dict]) -> list[dict]:
+        nonlocal items
+        items += len(reqs)
+        await asyncio.sleep(backend_s / speedup)
+        return [{"rid": q["rid"]} for q in reqs]
+
+    async def load(texts: list[str]) -> list[dict]:
+        nonlocal items
+        items += len(texts)
+        await asyncio.sleep(backend_s / speedup)
+        return [{"rid": first_rid[t]} for t in texts]
+
+    close: Any = None
+    if system.startswith("batch"):
+        from stratabatch import BatchProcessor
+
+        opts: dict[str, Any] = {
+            "window_ms": 50.0 / speedup,
+            "dedup_strategy": "exact",
+            "max_size": 32,
+        }
+        if system == "batch+reuse":
+            opts.update(reuse="exact", reuse_ttl_s=ttl_s / speedup, reuse_max_entries=max_entries)
+        batch: Any = BatchProcessor(handler, **opts)
+
+        async def ask(r: Any) -> Any:
+            return await batch.process({"query": r.text, "rid": r.rid})
+
+        close = batch.close
+    else:
+        from aiodataloader import DataLoader
+
+        cached = system == "loader"
+        loader = DataLoader(
+            load,
+            max_batch_size=32,
+            cache=cached,
+            get_cache_key=normalize_key if cached else None,
+        )
+
+        async def ask(r: Any) -> Any:
+            return await loader.load(r.text)
+
+    wrong = 0
+    t0 = time.monotonic()
+
+    async def one(r: Any) -> None:
+        nonlocal wrong
+        delay = t0 + r.t / speedup - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        got = await ask(r)
+        if intent_of[got["rid"]] != r.intent:
+            wrong += 1
+
+    await asyncio.gather(*(one(r) for r in w.requests))
+    if close is not None:
+        await close()
+    out = {"system": system, "speedup": speedup, "backend_items": items, "wrong_answers": wrong}
+    if system == "batch+reuse":
+        out["reuse_hits"] = batch.get_stats().reuse_hits
+    return out
+
+
+LIVE_NAMES = {
+    "batch": "BatchProcessor exact, reuse off",
+    "batch+reuse": "BatchProcessor exact, reuse exact",
+    "loader": "aiodataloader, cache on (normalized)",
+    "loader-nocache": "aiodataloader, cache off",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--rate", type=float, default=50.0, help="requests/s (default 50)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--live",
+        action="store_true",
+        help="also send the stream through BatchProcessor (reuse off, and exact once the core "
+        "serves from the cache) and aiodataloader, at --speedup times its pace",
+    )
+    ap.add_argument("--speedup", type=float, default=30.0, help="live pace (default 30x)")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
     cfg = RepeatConfig(seed=args.seed, minutes=args.minutes, rate=args.rate)
@@ -239,9 +352,39 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(f"max {r['max_entries']:,}: {r['entries_each_minute']}" for r in runs[-1:])
         + ")"
     )
+    lives: list[dict[str, Any]] = []
+    if args.live:
+        systems = ["batch", "batch+reuse", "loader", "loader-nocache"]
+        for system in systems:
+            if system == "batch+reuse" and not reuse_wired():
+                print(f"{LIVE_NAMES[system]}: skipped (the core does not serve from the cache yet)")
+                continue
+            if system.startswith("loader"):
+                try:
+                    import aiodataloader  # noqa: F401
+                except ImportError:
+                    print(f"{LIVE_NAMES[system]}: skipped (pip install aiodataloader)")
+                    continue
+            lives.append(asyncio.run(live(w, system, speedup=args.speedup)))
+        print(
+            f"\nlive, {args.speedup:g}x the stream's pace (window, backend call of 200 ms, ttl "
+            "scaled alike)"
+        )
+        print(
+            f"{'system':<40}{'backend items':>14}{'x intents':>10}{'x exact keys':>13}{'wrong':>7}"
+        )
+        for got in lives:
+            k = got["backend_items"]
+            print(
+                f"{LIVE_NAMES[got['system']]:<40}{k:>14,}{k / truth['distinct_intents']:>10.2f}"
+                f"{k / truth['distinct_exact_keys']:>13.2f}{got['wrong_answers']:>7}"
+            )
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"config": asdict(cfg), "truth": truth, "replays": runs}, indent=2) + "\n"
+            json.dumps(
+                {"config": asdict(cfg), "truth": truth, "replays": runs, "live": lives}, indent=2
+            )
+            + "\n"
         )
     return 0
 

@@ -582,3 +582,17 @@ def test_bench_reuse_runs_every_row_and_writes_its_json(tmp_path, capsys):
     assert ("functools.lru_cache", "miss (+insert)") in systems
     assert [t["target"].split(",")[0] for t in got["targets"]][:3] == ["exact lookup"] * 3
     assert "near lookup" in capsys.readouterr().out
+
+
+async def test_repeat_traffic_live_runs_the_batcher_and_the_loader_peer():
+    pytest.importorskip("aiodataloader")
+    from stratabatch.perf.repeat_traffic import RepeatConfig, generate_repeat, live, repeat_truth
+
+    w = generate_repeat(RepeatConfig(seed=5, minutes=0.1, rate=40.0))
+    truth = repeat_truth(w)
+    batch = await live(w, "batch", speedup=60.0)
+    loader = await live(w, "loader", speedup=60.0)
+    assert batch["wrong_answers"] == loader["wrong_answers"] == 0
+    assert truth["distinct_exact_keys"] <= batch["backend_items"] <= truth["requests"]
+    # a cache of futures keyed by the normalized text: one item per distinct exact key
+    assert loader["backend_items"] == truth["distinct_exact_keys"]
