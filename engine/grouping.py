@@ -1198,7 +1198,7 @@ class Deduper:
                 row += 1
                 groups.append(g)
         finally:
-            self.leaders.lead_many(list(range(start, row)), groups, pids[: row - start], keyed)
+            self.leaders.lead_range(start, groups, pids[: row - start], keyed)
 
     def _materialize(self, pids: list[int]) -> None:
         """Rows for the leaders without one (:meth:`LeaderIndex.lead_lazy`) in partitions

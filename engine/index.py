@@ -178,6 +178,27 @@ class LeaderIndex:
             self._keyless += len(rows)
         self.live += len(rows)
 
+    def lead_range(self, start: int, groups: list[Any], pids: list[int], keyed: bool) -> None:
+        """:meth:`lead_many` of rows ``start, start + 1, ...`` (``groups[k]`` leads row
+        ``start + k``): a pass whose rows all lead, by slices (and one count where they share
+        a partition: texts without digits)."""
+        n = len(groups)
+        if not n:
+            return
+        stop = start + n
+        self.owners[start:stop] = groups
+        self._lead_pid[start:stop] = pids if keyed else [~p for p in pids]
+        counts = self._leaders_in
+        p0 = pids[0]
+        if pids.count(p0) == n:
+            counts[p0] = counts.get(p0, 0) + n
+        else:
+            for pid in pids:
+                counts[pid] = counts.get(pid, 0) + 1
+        if not keyed:
+            self._keyless += n
+        self.live += n
+
     def lone(self, pids: list[int]) -> list[int]:
         """The positions of ``pids`` (a pass's new rows' partitions) whose partition no other
         of them, no live leader and no leader without a row shares: requests that can only

@@ -838,3 +838,28 @@ async def test_a_leader_without_a_row_whose_caller_left_takes_no_twin():
             "A:where is my parcel 4417"
         )
     assert gate.items == ["where is my parcel 4417"]
+
+
+def test_lead_range_leads_as_lead_many() -> None:
+    """A pass whose rows all lead files them by slices (LeaderIndex.lead_range): the same
+    owners, partitions' counts and live count as lead_many of each row, in one partition or
+    several, with or without word keys."""
+    rng = np.random.default_rng(3)
+    X = _unit(rng.standard_normal((9, 8)))
+    for pids, keyed in (([0] * 9, True), ([4, 4, 7, 1, 4, 7, 9, 9, 2], False)):
+        a, b = LeaderIndex(), LeaderIndex()
+        for idx in (a, b):
+            idx.dim = 8
+            idx.append(X[:3], [5, 5, 6])
+            idx.lead_many([0, 2], ["g0", "g2"], [5, 6], True)
+            idx.append(X[3:], pids[3:])
+        groups = [f"h{k}" for k in range(3, 9)]
+        a.lead_many(list(range(3, 9)), groups, pids[3:], keyed)
+        b.lead_range(3, groups, pids[3:], keyed)
+        assert a.owners == b.owners
+        assert a._leaders_in == b._leaders_in
+        assert a._lead_pid == b._lead_pid
+        assert (a.live, a._keyless) == (b.live, b._keyless)
+        a.drop_many([3, 0])
+        b.drop_many([3, 0])
+        assert a._leaders_in == b._leaders_in and a.live == b.live
