@@ -8,7 +8,8 @@ iteration (or within ``flush_ms``), groups them by the replica the twin router w
 of them to (the same key and rendezvous choice, read from the process's router:
 :func:`stratabatch.rayrouter.live_router`), and sends one ``process`` call a replica with the
 group, which the router sends to that replica because it keys a list by its first request.
-Each caller's future gets its own request's answer or error.
+Each caller's future gets its own request's answer or error. The application's ingress
+(:mod:`stratabatch.ray`) forwards its HTTP and handle requests through one.
 
 ::
 
@@ -91,8 +92,10 @@ class CoalescingHandle:
 
         ``timeout`` bounds the wait from this call on: the replica gets what is left of it, and
         the future fails with ``BatchTimeoutError`` at the deadline if no answer came (the
-        request may have run). Cancelling the future drops its answer; the request still runs
-        (its twins may share it).
+        request may have run). Cancelling the future drops its answer; a request whose
+        future is cancelled before its call is sent is not sent, and a call all of whose
+        callers have gone is cancelled on its replica (Serve's cancellation); otherwise the
+        request still runs, with the others of its call.
         """
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
@@ -121,7 +124,8 @@ class CoalescingHandle:
         return fut
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending, []
+        batch = [e for e in self._pending if not e[1].done()]  # (not those gone already)
+        self._pending = []
         if not batch:
             return
         router = rayrouter.live_router(self._app, self._deployment)
@@ -130,12 +134,14 @@ class CoalescingHandle:
             ids = router.replica_ids
             rendezvous, key_of = rayrouter.rendezvous, router.key_of
             for i, e in enumerate(batch):
-                key = key_of(e[0])
-                where = i if key is None else rendezvous(key, ids)  # (unkeyed: alone)
-                groups.setdefault((where, e[2], e[3]), []).append(e)
+                key = key_of(e[0]) if _plain(e) else None
+                if key is None:  # unkeyed, or a call argument the replica refuses: alone
+                    groups[i] = [e]
+                else:
+                    groups.setdefault((rendezvous(key, ids), e[2], e[3]), []).append(e)
         elif router is None and self._answered:
-            for e in batch:  # Serve's own router: it picks the replica of each call
-                groups.setdefault((None, e[2], e[3]), []).append(e)
+            for i, e in enumerate(batch):  # Serve's own router: it picks each call's replica
+                groups.setdefault((None, e[2], e[3]) if _plain(e) else i, []).append(e)
         else:
             groups = {i: [e] for i, e in enumerate(batch)}
         loop = self._loop
@@ -153,18 +159,21 @@ class CoalescingHandle:
                     timeout=timeout,
                     return_exceptions=True,
                 )
-                task = loop.create_task(self._deliver(response, chunk))
+                call = _Call(response, len(chunk))
+                for e in chunk:
+                    e[1].add_done_callback(call.gone)
+                task = loop.create_task(self._deliver(call, chunk))
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
                 self.calls += 1
                 self.requests += len(chunk)
 
-    async def _deliver(self, response: Any, entries: list[_Entry]) -> None:
+    async def _deliver(self, call: _Call, entries: list[_Entry]) -> None:
         """Each entry's answer from the call's list, or the call's error for all of them."""
         try:
-            results = await response
+            results = await call.response
         except BaseException as e:  # noqa: BLE001 - every caller of the call gets it
-            self._answered = True
+            call.answered = self._answered = True
             if isinstance(e, ray.exceptions.RayTaskError) and isinstance(e.cause, StratabatchError):
                 cause: BaseException = e.cause
                 for _, fut, _, _, timer in entries:
@@ -175,7 +184,7 @@ class CoalescingHandle:
             if isinstance(e, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
                 raise
             return
-        self._answered = True
+        call.answered = self._answered = True
         if not isinstance(results, list) or len(results) != len(entries):
             wrong = StratabatchError(
                 f"the replica answered {type(results).__name__} for a list of {len(entries)}"
@@ -188,6 +197,30 @@ class CoalescingHandle:
                 _settle(fut, timer, None, r)
             else:
                 _settle(fut, timer, r, None)
+
+
+def _plain(entry: _Entry) -> bool:
+    """Whether the entry's priority and timeout are of the kinds the processor takes (any
+    other goes alone: its call fails with the processor's ConfigError, and only its own)."""
+    t = entry[3]
+    return type(entry[2]) is int and (t is None or type(t) is float or type(t) is int)
+
+
+class _Call:
+    """One Ray call of a handle: cancelled on its replica when every caller in it has gone
+    (cancelled, or timed out) before the answer came."""
+
+    __slots__ = ("answered", "left", "response")
+
+    def __init__(self, response: Any, callers: int) -> None:
+        self.response = response
+        self.left = callers
+        self.answered = False
+
+    def gone(self, _: asyncio.Future[Any]) -> None:
+        self.left -= 1
+        if self.left == 0 and not self.answered:
+            self.response.cancel()
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:

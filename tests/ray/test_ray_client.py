@@ -55,6 +55,7 @@ class FakeHandle:
         self.answer = answer or (lambda reqs: [{"echo": r["query"]} for r in reqs])
         self.delay = delay
         self.calls: list[tuple[list[dict[str, Any]], dict[str, Any], str | None]] = []
+        self.responses: list[asyncio.Future[Any]] = []
 
     def options(self, *, method_name: str) -> FakeHandle:
         assert method_name == "process"
@@ -71,7 +72,9 @@ class FakeHandle:
             await asyncio.sleep(self.delay)
             return self.answer(requests)
 
-        return answered()
+        response = asyncio.ensure_future(answered())  # (as a DeploymentResponse: cancel())
+        self.responses.append(response)
+        return response
 
 
 async def test_groups_a_loop_turn_by_the_routers_replica_and_answers_each_caller() -> None:
@@ -131,7 +134,7 @@ async def test_a_failed_call_fails_only_its_own_callers() -> None:
             async def died() -> Any:
                 raise ray.exceptions.ActorDiedError()
 
-            return died()
+            return asyncio.ensure_future(died())
 
     client = CoalescingHandle(Handle("client-died", router))
     reqs = [{"query": f"q{i}"} for i in range(60)]
@@ -160,8 +163,25 @@ async def test_the_callers_timeout_holds_and_goes_to_the_replica() -> None:
         await slow
     sent = {tuple(r["query"] for r in reqs): kw["timeout"] for reqs, kw, _ in handle.calls}
     assert 0.15 < sent[("a",)] <= 0.2 and 0.35 < sent[("b",)] <= 0.4
-    for task in list(client._calls):
-        task.cancel()
+    await asyncio.sleep(0.01)
+    assert all(c.cancelled() for c in handle.responses)  # every caller gone: the calls too
+
+
+async def test_a_call_is_cancelled_when_all_its_callers_have_gone() -> None:
+    router, _ = twin_router("client-cancel", replicas=1)
+    handle = FakeHandle("client-cancel", router, delay=0.2)
+    client = CoalescingHandle(handle)
+    gone_early = client.remote({"query": "never sent"})
+    gone_early.cancel()  # before the flush: not sent
+    futs = [client.remote({"query": q}) for q in ("a", "b")]
+    await asyncio.sleep(0.05)
+    assert [[r["query"] for r in reqs] for reqs, _, _ in handle.calls] == [["a", "b"]]
+    futs[0].cancel()
+    await asyncio.sleep(0)
+    assert not handle.responses[0].cancelled()  # "b" still waits for it
+    futs[1].cancel()
+    await asyncio.sleep(0.01)
+    assert handle.responses[0].cancelled()
 
 
 async def test_without_a_twin_router_it_sends_one_call_a_request_until_it_knows() -> None:
