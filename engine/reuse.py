@@ -24,9 +24,10 @@ Only successes go in (:meth:`ReuseCache.put` refuses an exception, as the core f
 item), each bounded in age (``ttl_s``, checked on lookup against an injected clock), and the
 whole in entries and bytes, the least recently used entry going first (a hit refreshes).
 
-Sizes: the engine knows each result's msgpack length and passes it (``put(..., size=n)``); an
-embedded processor's results are arbitrary Python objects, sized by :func:`estimate_size` (a
-bounded recursive estimate) unless the cache was given a ``size_of`` of its own.
+Sizes: in engine mode a result's size is the length of its msgpack encoding
+(:func:`encoded_size`); an embedded processor's results are arbitrary Python objects, sized by
+:func:`estimate_size` (a bounded recursive estimate) unless the cache was given a ``size_of``
+of its own; a caller that knows the size passes it (``put(..., size=n)``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
+
+from .errors import ConfigError
 
 __all__ = [
     "CLEARS_ON",
@@ -241,6 +244,16 @@ def encoded_size(max_result_bytes: int) -> Callable[[Any], int]:
     return size_of
 
 
+def _check_bounds(ttl_s: float, max_entries: int, max_bytes: int) -> None:
+    for name, value in (
+        ("reuse_ttl_s", ttl_s),
+        ("reuse_max_entries", max_entries),
+        ("reuse_max_bytes", max_bytes),
+    ):
+        if not value > 0:
+            raise ConfigError(f"{name} must be > 0, got {value!r}", field=name)
+
+
 def _text_size(norm: Any) -> int:
     return len(norm) if isinstance(norm, (str, bytes)) else 0
 
@@ -264,7 +277,10 @@ class ReuseCache:
             is not stored.
         on_drop: Called with each :class:`Entry` that leaves the cache (evicted, expired,
             replaced, forgotten, cleared), after it left; the near path drops its index row
-            there. It must not call back into the cache.
+            there. It must not raise and must not call back into the cache.
+
+    Raises:
+        ConfigError: a bound is not > 0.
 
     Attributes:
         clock: As given; may be replaced (the core sets its own when it binds to a loop).
@@ -281,11 +297,7 @@ class ReuseCache:
         size_of: Callable[[Any], int] | None = None,
         on_drop: Callable[[Entry], None] | None = None,
     ) -> None:
-        if not ttl_s > 0 or max_entries < 1 or max_bytes < 1:
-            raise ValueError(
-                f"ttl_s, max_entries and max_bytes must be > 0, got {ttl_s!r}, "
-                f"{max_entries!r}, {max_bytes!r}"
-            )
+        _check_bounds(ttl_s, max_entries, max_bytes)
         self._ttl = float(ttl_s)
         self._max_entries = int(max_entries)
         self._max_bytes = int(max_bytes)
@@ -322,7 +334,12 @@ class ReuseCache:
 
     def configure(self, ttl_s: float, max_entries: int, max_bytes: int) -> None:
         """New bounds (run-time option changes): entries over them are evicted now, the
-        least recently used first; a shorter ttl applies to the entries already held."""
+        least recently used first; a shorter ttl applies to the entries already held.
+
+        Raises:
+            ConfigError: a bound is not > 0 (nothing is changed then).
+        """
+        _check_bounds(ttl_s, max_entries, max_bytes)
         self._ttl = float(ttl_s)
         self._max_entries = int(max_entries)
         self._max_bytes = int(max_bytes)

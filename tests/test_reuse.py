@@ -458,6 +458,17 @@ def test_the_cache_agrees_with_a_plain_lru_ttl_model(ops, max_entries, budget_k)
 # --------------------------------------------------------------------------- options
 
 
+def test_the_cache_refuses_bounds_that_are_not_positive():
+    for args, field in (((0, 1, 1), "reuse_ttl_s"), ((1, 0, 1), "reuse_max_entries")):
+        with pytest.raises(ConfigError, match=f"{field} must be > 0") as info:
+            ReuseCache(*args)
+        assert info.value.field == field
+    c = cache()
+    with pytest.raises(ConfigError, match="reuse_max_bytes must be > 0"):
+        c.configure(1.0, 1, -5)
+    assert (c.ttl_s, c.max_entries) == (10.0, 100)  # unchanged
+
+
 def test_reuse_is_off_by_default_and_none_means_off():
     assert BatchConfig().reuse == "off"
     assert BatchConfig(reuse=None).reuse == "off"
