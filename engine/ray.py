@@ -17,10 +17,10 @@ the stratabatch core (one :class:`~stratabatch.BatchProcessor` a replica).
 The application that ``.bind()`` returns has two deployments: the batch deployment (named after
 the handler, or ``name``), whose replicas hold the processors, and a thin ingress in front of it
 (``<name>_ingress``) that takes HTTP bodies and handle calls and forwards each request through a
-coalescing handle to the batch deployment, so that its request router sees the request itself
-(Serve's proxy routes before it reads a body). The router, with ``route="twins"``, sends
-requests with the same dedup scope and key to the same replica, where they merge. docs/ray.md
-has the rest: options, HTTP, errors and what Serve retries, statistics and metrics.
+handle to the batch deployment, so that its request router sees the request itself (Serve's
+proxy routes before it reads a body). The router, with ``route="twins"``, sends requests with
+the same dedup scope and key to the same replica, where they merge. docs/ray.md has the rest:
+options, HTTP, errors and what Serve retries, statistics and metrics.
 
 Needs the ``ray`` extra (``pip install "stratabatch[ray]"``); ``import stratabatch`` never
 imports Ray.
@@ -52,6 +52,7 @@ from .errors import (
     QueueFullError,
     RequestTooLargeError,
     StratabatchError,
+    copy_error,
     safe_str,
 )
 from .processor import BatchProcessor
@@ -256,24 +257,17 @@ def _check_list(requests: Any) -> None:
 
 
 class _Ingress:
-    """The application's ingress: HTTP bodies and handle calls, forwarded through a
-    :class:`CoalescingHandle` to the batch deployment (whose router then sees each request;
-    the requests of one turn of the ingress's loop go as one call per replica)."""
+    """The application's ingress: HTTP bodies and handle calls, forwarded request by request
+    through a handle to the batch deployment (whose router then sees each request)."""
 
     def __init__(self, batch: Any) -> None:
         self._batch = batch
-        self._handle: CoalescingHandle | None = None
-
-    def _forward(self) -> CoalescingHandle:
-        if self._handle is None:  # (on the replica's loop, which serves every call)
-            self._handle = CoalescingHandle(self._batch)
-        return self._handle
 
     async def __call__(self, request: Any, **kwargs: Any) -> Any:
         if _is_http(request):  # (first: starlette's Request is a Mapping too)
             return await self._http(request)
         _check_request(request)
-        return await self._forward().remote(request, **kwargs)
+        return await _unwrapped(self._batch.remote(request, **kwargs))
 
     async def process(
         self,
@@ -291,20 +285,21 @@ class _Ingress:
                 raise InvalidRequestError(
                     f"request {i}: a request is a mapping, got {type(r).__name__}"
                 )
-        forward = self._forward()
-        futures = [forward.remote(r, priority=priority, timeout=timeout) for r in requests]
+        responses = [self._batch.remote(r, priority=priority, timeout=timeout) for r in requests]
+        tasks = [asyncio.ensure_future(_unwrapped(x)) for x in responses]
         try:
             if return_exceptions:
-                return list(await asyncio.gather(*futures, return_exceptions=True))
-            await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
+                return list(await asyncio.gather(*tasks, return_exceptions=True))
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         except BaseException:  # this call was cancelled: so are its requests
-            _give_up(futures)
+            _give_up(responses, tasks)
             raise
-        failed = [f for f in futures if f.done() and not f.cancelled() and f.exception()]
+        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
         if failed:  # the first error is the call's; the others' requests are abandoned
-            _give_up(futures)
+            _give_up(responses, tasks)
+            await asyncio.gather(*tasks, return_exceptions=True)
             return failed[0].result()  # (raises it)
-        return [f.result() for f in futures]
+        return [t.result() for t in tasks]
 
     async def _http(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
@@ -318,7 +313,7 @@ class _Ingress:
             if isinstance(payload, list):
                 result: Any = await self.process(payload)
             elif isinstance(payload, Mapping):
-                result = await self._forward().remote(payload)
+                result = await _unwrapped(self._batch.remote(payload))
             else:
                 raise InvalidRequestError(
                     "the body is one request (a JSON object) or a list of them, got "
@@ -330,15 +325,18 @@ class _Ingress:
         return JSONResponse(result)
 
 
-def _give_up(futures: Sequence[asyncio.Future[Any]]) -> None:
-    """Drop the requests not answered yet (a call all of whose requests are dropped is
-    cancelled on its replica), and mark the outcomes of those answered as retrieved."""
-    for f in futures:
-        if f.done():
-            if not f.cancelled():
-                f.exception()
-        else:
-            f.cancel()
+def _give_up(responses: Sequence[Any], tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancel the handle calls not answered yet (Serve cancels them on their replicas)."""
+    for x, t in zip(responses, tasks, strict=True):
+        if not t.done():
+            x.cancel()
+            t.add_done_callback(_seen)
+
+
+def _seen(task: asyncio.Future[Any]) -> None:
+    """Mark a given-up call's outcome as retrieved (asyncio would log it otherwise)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _is_http(request: Any) -> bool:
@@ -353,6 +351,22 @@ def _json_loads(body: bytes) -> Any:
     import json
 
     return json.loads(body)
+
+
+async def _unwrapped(response: Any) -> Any:
+    """The result of a handle call; a stratabatch error raised on the replica is raised here
+    as itself (Ray delivers it wrapped in its RayTaskError). If the awaiting task is
+    cancelled, so is the call, on its replica."""
+    try:
+        return await response
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
+    except ray.exceptions.RayTaskError as e:
+        cause = e.cause
+        if isinstance(cause, StratabatchError):
+            raise copy_error(cause) from None
+        raise
 
 
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (

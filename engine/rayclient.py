@@ -8,8 +8,7 @@ iteration (or within ``flush_ms``), groups them by the replica the twin router w
 of them to (the same key and rendezvous choice, read from the process's router:
 :func:`stratabatch.rayrouter.live_router`), and sends one ``process`` call a replica with the
 group, which the router sends to that replica because it keys a list by its first request.
-Each caller's future gets its own request's answer or error. The application's ingress
-(:mod:`stratabatch.ray`) forwards its HTTP and handle requests through one.
+Each caller's future gets its own request's answer or error.
 
 ::
 

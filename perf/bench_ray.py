@@ -10,23 +10,28 @@ surface twins of another of its requests, more repeat an intent as a typo or a p
 
 Systems (the Serve apps are deployed once and live for the whole run, ``--replicas`` 4 each):
 
-* **(a) stratabatch, twins router**: ``stratabatch.ray.deployment(SimBackend, route="twins")``:
-  each replica runs the stratabatch core over the backend; the router sends twins to one replica.
+* **(a) stratabatch, twins, coalescing**: ``stratabatch.ray.deployment(SimBackend,
+  route="twins")``: each replica runs the stratabatch core over the backend; the router sends
+  twins to one replica; the senders call through ``stratabatch.ray.coalescing_handle`` (the
+  requests of one turn of a sender's loop as one Ray call per replica).
+* **(e) stratabatch, twins, plain handle**: the same application, the senders call through a
+  plain handle to the batch deployment (``batch_handle``'s path): one Ray call a request.
 * **(b) Serve @serve.batch**: the peer, what a competent Serve user writes: a deployment whose
   ``__call__`` awaits a ``@serve.batch`` method that calls the same backend,
   ``max_batch_size=--max-size``, ``batch_wait_timeout_s=--window-ms``,
   ``max_concurrent_batches`` = the backend's concurrency (the default, 1, would leave 3 of the 4
   backend slots idle), ``max_ongoing_requests`` high enough for it (Serve's default, 5, would
   starve the batcher); Serve's default router.
-* **(c) stratabatch, Serve's router**: (a) with ``route="serve"``: what the router adds.
+* **(c) stratabatch, Serve's router**: (a) with ``route="serve"`` (the senders coalescing too:
+  a flush goes as one call, where Serve's router sends it): what the router adds.
 * **(d) stratabatch-engine, one host**: ``stratabatch-engine`` with the same backend given the
   cluster's whole backend budget (``--replicas`` x 4 calls at once), one client process per
   driver (``stratabatch.connect``): the single-host engine, for scale.
 
 Traffic: ``--drivers`` senders (4). For the Serve systems each is a Ray actor (placed on the
-nodes in turn) that sends its share of the workload through ``serve.get_app_handle(app)``, one
-``await handle.remote(request)`` per request at its arrival time (open loop); for the engine,
-a client process each. Latency runs from the *scheduled* arrival to the answer.
+nodes in turn) that sends its share of the workload through its handle (above), one
+``handle.remote(request)`` per request at its arrival time (open loop); for the engine, a
+client process each. Latency runs from the *scheduled* arrival to the answer.
 
 Reported per system (the run with the median req/s, as ``stratabatch-perf`` does; failures
 summed over every run): req/s (requests / time with a request outstanding, so the gaps between
@@ -38,14 +43,19 @@ request's counts as wrong. CPU: every process of the system, per thread from
 ``/proc/PID/task/TID/schedstat``, over the run: for a Serve system the whole cluster (GCS,
 raylets, agents, the Serve controller, the app's replicas, the driver actors and this
 process), leaving out only the other apps' replicas and the engine; for the engine its
-process and its client processes (and this process). Ratios against (b) and the issue's
+process and its client processes (and this process). That CPU is also given by kind of process,
+split into idle (what those processes use per second with no traffic, measured for 3 s after
+the warm-up round, times the run's duration) and traffic (the rest). Beside the items: the
+floors (items per request if every twin of a burst merged: by intent, surface form, exact key)
+and why each surface twin that ran again did (late, another replica, the same replica after
+its exact twin's item, the same replica as a near twin). Ratios against (b) and the issue's
 targets follow (backend items <= 0.7x, req/s >= 1.3x, p99 no worse).
 
 Usage::
 
     python perf/bench_ray.py [--quick] [--rounds 3] [--replicas 4] [--drivers 4]
-                             [--systems a,b,c,d] [--window-ms 10] [--serve-tune 20/32,50/64]
-                             [--via-ingress] [--serve-defaults] [--json FILE]
+                             [--systems a,b,c,d,e] [--window-ms 10] [--serve-tune 20/32,50/64]
+                             [--via-ingress] [--plain-handles] [--serve-defaults] [--json FILE]
 
 A full run takes about 2 minutes on 2 shared cores (40 s of it starting the cluster and the
 apps); ``--quick`` (2 replicas, 2 bursts of 60, one round) about 50 s. It exits 1 when any
