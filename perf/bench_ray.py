@@ -224,25 +224,26 @@ class Driver:
 
     async def run(
         self,
-        target: tuple[str, str | None, bool],
+        target: tuple[str, str | None, bool, float],
         work: list[tuple[int, float, dict[str, Any]]],
         t0: float,
         timeout_s: float,
     ) -> tuple[list[tuple[int, Any, float, str | None]], tuple[int, int]]:
         """Send each ``(rid, t, payload)`` at ``t0 + t`` (monotonic clock, the same in every
-        process of this machine) to ``target``, ``(app, None, False)`` for the app's handle,
-        ``(app, deployment, False)`` for a deployment's, ``(app, deployment, True)`` for a
-        ``stratabatch.ray.coalescing_handle``; return ``(rid, result, latency_s, error)`` per
-        request, and the (Ray calls, requests) the coalescing handle sent ((0, 0) else)."""
+        process of this machine) to ``target``, ``(app, None, False, _)`` for the app's
+        handle, ``(app, deployment, False, _)`` for a deployment's, ``(app, deployment, True,
+        flush_ms)`` for a ``stratabatch.ray.coalescing_handle``; return ``(rid, result,
+        latency_s, error)`` per request, and the (Ray calls, requests) the coalescing handle
+        sent ((0, 0) else)."""
         from ray import serve
 
         handle = self._handles.get(target)
         if handle is None:
-            app, dep, coalescing = target
+            app, dep, coalescing, flush_ms = target
             if coalescing:
                 from stratabatch.ray import coalescing_handle
 
-                handle = coalescing_handle(app, dep)
+                handle = coalescing_handle(app, dep, flush_ms=flush_ms)
             elif dep is None:
                 handle = serve.get_app_handle(app)
             else:
@@ -376,7 +377,7 @@ class RayCluster:
 
     def run(
         self,
-        target: tuple[str, str | None, bool],
+        target: tuple[str, str | None, bool, float],
         work: list[list[tuple[int, float, dict[str, Any]]]],
         timeout_s: float,
     ) -> list[Outcome]:
@@ -805,6 +806,12 @@ def build_parser() -> argparse.ArgumentParser:
         "request, instead of stratabatch.ray.coalescing_handle ((e) always does)",
     )
     add(
+        "--flush-ms",
+        type=float,
+        default=0.0,
+        help="the coalescing handles' flush_ms ((a), (c)): 0, one turn of the sender's loop",
+    )
+    add(
         "--serve-defaults",
         action="store_true",
         help="leave RAY_SERVE_THROUGHPUT_OPTIMIZED as it is (this script sets it to 1: Serve's "
@@ -918,7 +925,12 @@ def main(argv: list[str] | None = None) -> int:
                     send = lambda w, name=name: clients.run(name, w, a.timeout_s)  # noqa: E731
                 else:
                     direct = system.kind == "stratabatch" and not a.via_ingress
-                    target = (system.app, BATCH if direct else None, direct and system.coalescing)
+                    target = (
+                        system.app,
+                        BATCH if direct else None,
+                        direct and system.coalescing,
+                        a.flush_ms,
+                    )
                     send = lambda w, tg=target: cluster.run(tg, w, a.timeout_s)  # noqa: E731
                 pids = system_pids(system, apps, engine_pids)
                 seen.update({p: _cmdline(p) for p in descendants(os.getpid())})
