@@ -167,6 +167,8 @@ def estimate_size(obj: Any, max_nodes: int = 2048) -> int:
     objects and the byte bound must be exact.
     """
     getsizeof = sys.getsizeof
+    if type(obj) in _SCALARS:  # (the common answer, a str: no walk)
+        return getsizeof(obj)
     total = 0.0
     nodes = 0
     seen: set[int] = set()
