@@ -607,3 +607,24 @@ async def test_repeat_traffic_live_runs_the_batcher_and_the_loader_peer():
     assert truth["distinct_exact_keys"] <= batch["backend_items"] <= truth["requests"]
     # a cache of futures keyed by the normalized text: one item per distinct exact key
     assert loader["backend_items"] == truth["distinct_exact_keys"]
+
+
+def test_the_engine_takes_the_reuse_options_as_flags_and_variables():
+    from stratabatch.cli import build_parser, options_from
+
+    args = build_parser().parse_args(
+        ["--handler", "x:y", "--reuse", "exact", "--reuse-ttl-s", "5", "--reuse-max-entries", "9"]
+    )
+    opts = options_from(args, environ={"STRATABATCH_REUSE_MAX_BYTES": "8192"})
+    assert opts == {
+        "reuse": "exact",
+        "reuse_ttl_s": 5.0,
+        "reuse_max_entries": 9,
+        "reuse_max_bytes": 8192,
+    }
+    config = BatchConfig(**opts)
+    assert (config.reuse, config.reuse_ttl_s, config.reuse_max_bytes) == ("exact", 5.0, 8192)
+    with pytest.raises(ConfigError, match="not available yet"):
+        BatchConfig(
+            **options_from(build_parser().parse_args(["--handler", "x:y", "--reuse", "near"]))
+        )
