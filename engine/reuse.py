@@ -52,10 +52,10 @@ __all__ = [
     "reuse_cache_for",
 ]
 
-#: Bytes an entry costs beyond its result and its key text: the entry object and its places in
-#: the two ordered dicts, its birth and size (tracemalloc, CPython 3.11, 100,000 entries:
-#: 331 to 363 B each, with the dicts' fill; perf/bench_reuse.py prints it).
-ENTRY_OVERHEAD = 360
+#: Bytes an entry costs beyond its result and its key text: the entry object, its place in the
+#: ordered dict, its birth and size (tracemalloc, CPython 3.11, 100,000 entries: 257 B each;
+#: perf/bench_reuse.py prints it).
+ENTRY_OVERHEAD = 260
 
 #: Options whose change at run time drops every entry: the exact key is made from
 #: ``dedup_key``, ``normalize`` and ``dedup_scope``, and a near entry was found by the
@@ -263,10 +263,14 @@ def _text_size(norm: Any) -> int:
 class ReuseCache:
     """Successful results kept to serve later exact twins, bounded in age, entries and bytes.
 
-    Every operation is O(1) but :meth:`forget` of one scope and :meth:`clear` (O(entries)):
-    entries live in an ``OrderedDict`` in use order (a hit moves its entry to the end, an
-    eviction takes the front) and in a second one in the order they were stored (:meth:`put`
-    first drops the expired entries at its front). It runs on the core's loop: no locks.
+    Every operation is O(1) but :meth:`forget` of one scope, :meth:`clear` and
+    :meth:`expire` (O(entries)): entries live in one ``OrderedDict`` in use order (a hit
+    moves its entry to the end, an eviction takes the front, and :meth:`put` first drops the
+    expired entries at the front). An expired entry is never served: a lookup that finds one
+    drops it. One that was used more recently than a live entry stays counted in the bounds
+    until a lookup finds it, it reaches the front, or :meth:`expire` sweeps (a second dict in
+    store order would find it sooner, for 30% more memory an entry and 30% more time a put).
+    It runs on the core's loop: no locks.
 
     Args:
         ttl_s: How long an answer may serve twins, in seconds from its birth.
@@ -307,7 +311,6 @@ class ReuseCache:
         self._size_of = estimate_size if size_of is None else size_of
         self.on_drop = on_drop
         self._lru: OrderedDict[Hashable, Entry] = OrderedDict()  # use order: LRU first
-        self._born: OrderedDict[Hashable, Entry] = OrderedDict()  # store order: oldest first
         self._bytes = 0
         self._hits = 0
         self._near_hits = 0
@@ -469,7 +472,6 @@ class ReuseCache:
         self._sweep(now)
         e = Entry(key, norm, scope, result, born, size, handle)
         self._lru[key] = e
-        self._born[key] = e
         self._bytes += size
         self._fit()
         return e
@@ -477,12 +479,13 @@ class ReuseCache:
     # ------------------------------------------------------------------ dropping
 
     def expire(self, now: float | None = None) -> int:
-        """Drop the entries past their ``ttl_s`` (a sweep for a quiet cache: lookups check
-        each entry they find anyway). Returns how many were dropped."""
+        """Drop every entry past its ``ttl_s`` (O(entries): a sweep for a quiet cache, e.g.
+        from a timer every ``ttl_s``; lookups check each entry they find anyway). Returns how
+        many were dropped."""
         if now is None:
             now = self.clock()
         n = self._expirations
-        for e in [e for e in self._born.values() if now - e.born >= self._ttl]:
+        for e in [e for e in self._lru.values() if now - e.born >= self._ttl]:
             self._remove(e)
             self._expirations += 1
         return self._expirations - n
@@ -504,7 +507,6 @@ class ReuseCache:
         Returns how many were dropped."""
         gone = list(self._lru.values())
         self._lru.clear()
-        self._born.clear()
         self._bytes = 0
         self._forgotten += len(gone)
         for e in gone:
@@ -515,13 +517,14 @@ class ReuseCache:
         return len(gone)
 
     def _sweep(self, now: float) -> None:
-        """Drop expired entries at the front of the store order (stops at the first live
-        one: O(1) amortized; an expired entry stored after a live one waits for its lookup
-        or :meth:`expire`)."""
-        born = self._born
+        """Drop expired entries at the front of the use order, the least recently used
+        (stops at the first live one: O(1) amortized). An expired entry used more recently
+        than a live one waits for its own lookup, :meth:`expire`, or its turn at the front:
+        the bounds count it meanwhile."""
+        lru = self._lru
         ttl = self._ttl
-        while born:
-            e = next(iter(born.values()))
+        while lru:
+            e = next(iter(lru.values()))
             if now - e.born < ttl:
                 return
             self._remove(e)
@@ -537,7 +540,6 @@ class ReuseCache:
     def _remove(self, e: Entry, in_lru: bool = True) -> None:
         if in_lru:
             del self._lru[e.key]
-        del self._born[e.key]
         self._bytes -= e.size
         e.live = False
         if self.on_drop is not None:
