@@ -131,6 +131,7 @@ class Options:
     max_size: int
     dedup_strategy: str
     timeout_s: float
+    ingress_replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,7 @@ def stratabatch_app(opts: Options, route: str) -> Any:
         num_replicas=opts.replicas,
         route=route,
         ray_actor_options={"num_cpus": 0},
+        ingress_replicas=opts.ingress_replicas,
         window_ms=opts.window_ms,
         max_size=opts.max_size,
         dedup_strategy=opts.dedup_strategy,
@@ -806,6 +808,12 @@ def build_parser() -> argparse.ArgumentParser:
         "request, instead of stratabatch.ray.coalescing_handle ((e) always does)",
     )
     add(
+        "--ingress-replicas",
+        type=int,
+        default=1,
+        help="replicas of the ingress of (a), (c), (e) (1): its path with --via-ingress",
+    )
+    add(
         "--flush-ms",
         type=float,
         default=0.0,
@@ -831,7 +839,15 @@ def main(argv: list[str] | None = None) -> int:
     rounds = a.rounds or (1 if a.quick else 3)
     replicas = a.replicas or (2 if a.quick else 4)
     model = CostModel()
-    opts = Options(model, replicas, a.window_ms, a.max_size, a.dedup_strategy, a.timeout_s)
+    opts = Options(
+        model,
+        replicas,
+        a.window_ms,
+        a.max_size,
+        a.dedup_strategy,
+        a.timeout_s,
+        a.ingress_replicas,
+    )
     serve_size, serve_wait = a.serve_batch_size or a.max_size, a.serve_wait_ms or a.window_ms
     try:
         systems = build_systems(a, serve_size, serve_wait)
