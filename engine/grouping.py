@@ -1061,7 +1061,12 @@ class Deduper:
             # rows without vectors (keys known: texts, the default embedder, no cut): their
             # key words now, a vector only when a pair needs its cosine (LeaderIndex.append);
             # distinct texts meet no twin under their word keys, and are never embedded
-            lazy = keys is not None and not self._eager and hasattr(emb, "profiles")
+            lazy = (
+                keys is not None
+                and not self._eager
+                and hasattr(emb, "profiles")
+                and index.words_serve(len(fresh))
+            )
             if keys is not None and self._eager:
                 self._eager -= 1
             canons: list[str] = []

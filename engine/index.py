@@ -199,6 +199,16 @@ class LeaderIndex:
             self._keyless += n
         self.live += n
 
+    def words_serve(self, m: int) -> bool:
+        """Whether the word table would draw the candidates of ``m`` new rows with word keys
+        appended now (:meth:`candidates`' rule): the only producer that reads a vector only
+        where a pair needs it; the others read every row's (rows without vectors are then
+        embedded first, see :meth:`materialize_live`)."""
+        if self.method != "auto":
+            return self.method == "words"
+        need = INDEX_MIN_ROWS // 2 if self.table is not None else INDEX_MIN_ROWS
+        return self._keyless == 0 and self.live + m >= need
+
     def lone(self, pids: list[int]) -> list[int]:
         """The positions of ``pids`` (a pass's new rows' partitions) whose partition no other
         of them, no live leader and no leader without a row shares: requests that can only

@@ -228,3 +228,29 @@ def test_key_words_without_vectors_and_vectors_later_are_the_eager_ones():
         for name in ("ranks", "shapes", "counts"):
             assert np.array_equal(getattr(keys, name)[:used], getattr(full, name)[:used])
         assert emb.embed(chunk).tobytes() == mat.tobytes()
+
+
+def test_a_pass_the_word_table_does_not_serve_is_embedded_at_once(monkeypatch):
+    """Below the word table's minimum the exhaustive producer reads every vector: such a
+    pass embeds its rows in one call with their key words, and computes no key words apart;
+    once the table serves (a pass of 300), a small pass is led without vectors."""
+    rng = random.Random(6)
+    vocab = _vocab(rng)
+    texts = _distinct(rng, vocab, 360)
+    apart: list[int] = []
+    real = HashingEmbedder.profiles
+
+    def profiles(emb: Any, batch: list[str]) -> Any:
+        apart.append(len(batch))
+        return real(emb, batch)
+
+    monkeypatch.setattr(HashingEmbedder, "profiles", profiles)
+    embeds = Embeds(monkeypatch)
+    dedup = Deduper(BatchConfig(), ScratchOps())
+    _pass(dedup, texts[:20])
+    assert apart == [] and len(embeds.texts) == 20
+    assert dedup.leaders.unvectored == 0
+    _pass(dedup, texts[20:320])
+    _pass(dedup, texts[320:])
+    assert apart == [300, 40] and len(embeds.texts) == 20
+    assert dedup.leaders.unvectored == 340
