@@ -965,8 +965,8 @@ class Deduper:
             if todo:
                 from .numberkeys import number_keys
 
-                texts: list[str] = [r.text for r in todo]  # type: ignore[misc]
-                for r, k in zip(todo, number_keys(texts), strict=True):
+                todo_texts: list[str] = [r.text for r in todo]  # type: ignore[misc]
+                for r, k in zip(todo, number_keys(todo_texts), strict=True):
                     r.numkey = k
             if not c.dedup_scope:  # (numkey None: a request without text)
                 return [_NO_TEXT if (nk := r.numkey) is None else nk for r in reqs]
