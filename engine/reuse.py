@@ -290,6 +290,8 @@ class ReuseCache:
 
     Attributes:
         clock: As given; may be replaced (the core sets its own when it binds to a loop).
+        size_of: As given (or :func:`estimate_size`); may be replaced (the engine sets
+            :func:`encoded_size`).
         on_drop: As given; may be replaced.
     """
 
@@ -308,7 +310,7 @@ class ReuseCache:
         self._max_entries = int(max_entries)
         self._max_bytes = int(max_bytes)
         self.clock = clock
-        self._size_of = estimate_size if size_of is None else size_of
+        self.size_of = estimate_size if size_of is None else size_of
         self.on_drop = on_drop
         self._lru: OrderedDict[Hashable, Entry] = OrderedDict()  # use order: LRU first
         self._bytes = 0
@@ -458,7 +460,7 @@ class ReuseCache:
             return None
         if size is None:
             try:
-                size = self._size_of(result)
+                size = self.size_of(result)
             except Exception:  # a result it cannot size (engine: cannot send) is not kept
                 self._refused += 1
                 return None
