@@ -1061,9 +1061,12 @@ class Deduper:
             # rows without vectors (keys known: texts, the default embedder, no cut): their
             # key words now, a vector only when a pair needs its cosine (LeaderIndex.append);
             # distinct texts meet no twin under their word keys, and are never embedded
+            # (the default embedder's own class: a subclass may embed otherwise than
+            # embed_profiled, whose vectors a row without one must get from embed)
             lazy = (
                 keys is not None
                 and not self._eager
+                and type(emb) is _hot_path().embed.HashingEmbedder
                 and hasattr(emb, "profiles")
                 and index.words_serve(len(fresh))
             )

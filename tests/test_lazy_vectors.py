@@ -254,3 +254,30 @@ def test_a_pass_the_word_table_does_not_serve_is_embedded_at_once(monkeypatch):
     _pass(dedup, texts[320:])
     assert apart == [300, 40] and len(embeds.texts) == 20
     assert dedup.leaders.unvectored == 340
+
+
+def test_a_subclass_of_the_default_embedder_is_embedded_at_once(monkeypatch):
+    """A row gets its vector later from ``embed``, which must give what ``embed_profiled``
+    gave: only the default embedder's own class promises it, so a subclass (here one whose
+    ``embed`` differs) embeds every row at once, its vectors from ``embed_profiled`` as
+    before."""
+
+    class Mine(HashingEmbedder):
+        def embed(self, texts: list[str]) -> Any:
+            raise AssertionError("a row's vector from embed")
+
+    apart: list[int] = []
+    real = HashingEmbedder.profiles
+
+    def profiles(emb: Any, batch: list[str]) -> Any:
+        apart.append(len(batch))
+        return real(emb, batch)
+
+    monkeypatch.setattr(HashingEmbedder, "profiles", profiles)
+    rng = random.Random(7)
+    texts = _distinct(rng, _vocab(rng), 300)
+    dedup = Deduper(BatchConfig(embedder=Mine()), ScratchOps())
+    reqs = _pass(dedup, [*texts, _typo(max(texts, key=len), rng)])
+    assert apart == []
+    assert dedup.leaders.unvectored == 0
+    assert reqs[-1].group.leader is not reqs[-1]  # (the near twin merged)
