@@ -50,6 +50,7 @@ def lane_fits(config: BatchConfig) -> bool:
         )
         and not c.enable_priorities
         and c.on_full != "drop_lowest"
+        and c.reuse == "off"
     )
 
 
