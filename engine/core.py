@@ -481,7 +481,15 @@ class Core:
     def _lane_pass(self, lane: Lane) -> None:
         """Group the lane's arrivals (:meth:`stratabatch.lane.Lane.group`), as the general
         path's pass groups its own: twins joining running work stop waiting."""
-        coalesced, joined = lane.group(bool(self._dedup.exact))
+        coalesced, joined, answered = lane.group(
+            bool(self._dedup.exact), None if self.reuse is None else self._lane_reused
+        )
+        if answered:
+            st = self.stats
+            st.duplicates += len(answered)
+            st.reuse_hits += len(answered)
+            st.record_done_many(answered, self.clock())
+            self._release(len(answered))
         if coalesced:
             st = self.stats
             st.record_exact_merges(coalesced)
@@ -556,6 +564,12 @@ class Core:
         self._release(1)
         self._answers.finish(req, value, None)
         return True
+
+    def _lane_reused(self, norm: Any) -> Any:
+        """The stored answer and its age for a lane row of exact key ``norm``, or None (the
+        key as the general path makes it: the two paths share entries)."""
+        key = hash(norm) if type(norm) is str else (b"", hash(norm), True)
+        return self.reuse.get(key, norm)  # type: ignore[union-attr]  # (only with reuse on)
 
     def _store(self, g: Group, value: Any, started: float) -> None:
         """A group's handler item succeeded: keep its answer for later twins."""
@@ -793,6 +807,14 @@ class Core:
                             ok.append(g)
                             values.append(value)
                 arrivals = lane.deliver(ok, values)
+                reuse = self.reuse
+                if reuse is not None and batch.call is not None:
+                    started = batch.call.started
+                    for g, v in zip(ok, values, strict=True):
+                        n = g.norm
+                        if n is not None:
+                            k = hash(n) if type(n) is str else (b"", hash(n), True)
+                            reuse.put(k, n, v, born=started)
                 lane.settle(ok)
                 if arrivals:
                     self.stats.record_done_many(arrivals, now)
