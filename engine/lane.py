@@ -323,6 +323,8 @@ class Lane:
             :attr:`general`), and the arrival times of those answered from the cache.
         """
         answered: list[float] = []
+        hits: list[LaneGroup] = []
+        values: list[Any] = []
         raw, self.raw = self.raw, []
         waiting = self.waiting
         coalesced = joined = 0
@@ -394,16 +396,20 @@ class Lane:
                     continue
             if reused is not None:
                 got = reused(n)
-                if got is not None:  # a stored answer: its one caller has it now
+                if got is not None:  # a stored answer: its one caller gets it after the pass
                     if g.deadline is not None:
                         self.untick(g.sink, g.rid, g.deadline)
-                    answered += self.deliver([g], [got[0]])
-                    g.sink = None
+                    hits.append(g)
+                    values.append(got[0])
                     g.live = 0
                     continue
             g.norm = n
             index[n] = g
             wait(g)
+        if hits:  # (one deliver for the pass's stored answers)
+            answered = self.deliver(hits, values)
+            for g in hits:
+                g.sink = None
         return coalesced, joined, answered
 
     def add_row(
