@@ -65,6 +65,9 @@ class Answers:
         self._dedup = dedup
         self._loop = loop
         self.clock: Callable[[], float] = time.monotonic
+        #: None, or called with each group answered with a value, the value and the time
+        #: its handler call began (the reuse cache's store)
+        self.store: Callable[[Group, Any, float], None] | None = None
 
     def batch(
         self, batch: Batch, results: Any, error: BaseException | None, cancelled: bool, now: float
@@ -87,6 +90,8 @@ class Answers:
         exact = dedup.exact
         done: list[float] = []  # arrival times of the answered, for the stats (per batch)
         rows: list[int] = []  # the groups' leader rows, let go in one call (drop_many)
+        store = self.store
+        started = batch.call.started if batch.call is not None else now
         try:
             for g, value in zip(batch.groups, results, strict=True):
                 ks = g.keys
@@ -108,7 +113,12 @@ class Answers:
                     )
                     for m in g.member_list():
                         m.group = None
-                elif g.members is None:  # the leader alone (most groups)
+                    g.members = GONE
+                    g.batch = None
+                    continue
+                if store is not None:
+                    store(g, value, started)
+                if g.members is None:  # the leader alone (most groups)
                     m = g.leader
                     if m.state == INFLIGHT:
                         m.state = DONE

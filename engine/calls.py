@@ -54,6 +54,9 @@ class Completed:
     """Similarity to the request that answered it (1.0 for exact twins); None if not merged."""
     error: BaseException | None = None
     """The error this request failed with, or None."""
+    reused_age_s: float | None = None
+    """None, or the age in seconds of the stored answer it was served from (``reuse``);
+    ``merged_into`` is -1 and ``similarity`` 1.0 then."""
 
     @property
     def ok(self) -> bool:
@@ -99,6 +102,7 @@ class Call:
         error: BaseException | None,
         merged: int | None = None,
         similarity: float | None = None,
+        age: float | None = None,
     ) -> None:
         """Request ``index`` has its outcome: ``value``, or ``error``.
 
@@ -115,6 +119,7 @@ class Call:
                     merged,
                     None if merged is None else similarity,
                     error,
+                    age,
                 )
             )
             return

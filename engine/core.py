@@ -50,6 +50,7 @@ from .records import (
     cancel_timer,
     plain_request,
 )
+from .reuse import ReuseCache, reuse_cache_for
 from .runner import Runner
 from .stats import Stats, StatsRecorder
 from .warmup import Warmup
@@ -164,6 +165,8 @@ class Core:
         # (set where that can begin: submit, submit_many, a hand-over, close, a lane that
         # goes): submit_one checks lane_open in full only then, and clears it when open
         self._maybe_general = True
+        #: The reuse cache (``reuse="exact"``), or None.
+        self.reuse: ReuseCache | None = None
         self.reconfigure()
         config.subscribe(self.reconfigure)
 
@@ -253,6 +256,13 @@ class Core:
         if not c.adaptive:
             self._window_now_ms = c.window_ms
         self._admission.configure(name)
+        if name in (None, "reuse"):
+            if self.reuse is not None:
+                self.reuse.clear()
+            self.reuse = reuse_cache_for(c, self.clock)
+            self._answers.store = None if self.reuse is None else self._store
+        elif self.reuse is not None:
+            self.reuse.reconfigure(c, name)
         if self._lane_hooks is not None:
             self._fit_lane()
         if self.loop is not None and (self._raw or self._pending):
@@ -471,7 +481,15 @@ class Core:
     def _lane_pass(self, lane: Lane) -> None:
         """Group the lane's arrivals (:meth:`stratabatch.lane.Lane.group`), as the general
         path's pass groups its own: twins joining running work stop waiting."""
-        coalesced, joined = lane.group(bool(self._dedup.exact))
+        coalesced, joined, answered = lane.group(
+            bool(self._dedup.exact), None if self.reuse is None else self._lane_reused
+        )
+        if answered:
+            st = self.stats
+            st.duplicates += len(answered)
+            st.reuse_hits += len(answered)
+            st.record_done_many(answered, self.clock())
+            self._release(len(answered))
         if coalesced:
             st = self.stats
             st.record_exact_merges(coalesced)
@@ -524,6 +542,43 @@ class Core:
         self.stats.record_merge(sim, ex)
         self.stats.inflight_coalesced += 1
         return req
+
+    def reused(self) -> Callable[[Request], bool] | None:
+        """:meth:`stratabatch.grouping.GroupOps.reused`: :meth:`_reused` with reuse on."""
+        return None if self.reuse is None else self._reused
+
+    def _reused(self, req: Request) -> bool:
+        """Answer ``req`` from the reuse cache if it holds a live answer for its exact key."""
+        key = req.key
+        got = self.reuse.get(  # type: ignore[union-attr]  # (only with reuse on)
+            key, req.norm, key[0] if type(key) is tuple else b"", req.arrival
+        )
+        if got is None:
+            return False
+        value, req.reuse_age = got
+        req.similarity = 1.0
+        req.exact = True
+        st = self.stats
+        st.duplicates += 1
+        st.reuse_hits += 1
+        self._release(1)
+        self._answers.finish(req, value, None)
+        return True
+
+    def _lane_reused(self, norm: Any) -> Any:
+        """The stored answer and its age for a lane row of exact key ``norm``, or None (the
+        key as the general path makes it: the two paths share entries)."""
+        key = hash(norm) if type(norm) is str else (b"", hash(norm), True)
+        return self.reuse.get(key, norm)  # type: ignore[union-attr]  # (only with reuse on)
+
+    def _store(self, g: Group, value: Any, started: float) -> None:
+        """A group's handler item succeeded: keep its answer for later twins."""
+        lead = g.leader
+        key = lead.key
+        if key is not None and lead.norm is not None:
+            self.reuse.put(  # type: ignore[union-attr]  # (only with reuse on)
+                key, lead.norm, value, key[0] if type(key) is tuple else b"", born=started
+            )
 
     def lane_twins(self) -> Callable[[Request, Any], bool] | None:
         """:meth:`stratabatch.grouping.GroupOps.lane_twins`: :meth:`_lane_twin` while the
@@ -752,6 +807,14 @@ class Core:
                             ok.append(g)
                             values.append(value)
                 arrivals = lane.deliver(ok, values)
+                reuse = self.reuse
+                if reuse is not None and batch.call is not None:
+                    started = batch.call.started
+                    for g, v in zip(ok, values, strict=True):
+                        n = g.norm
+                        if n is not None:
+                            k = hash(n) if type(n) is str else (b"", hash(n), True)
+                            reuse.put(k, n, v, born=started)
                 lane.settle(ok)
                 if arrivals:
                     self.stats.record_done_many(arrivals, now)
@@ -800,6 +863,8 @@ class Core:
             self._runner.loop = loop
             self._runner.clock = clock
             self._answers.clock = clock
+            if self.reuse is not None:
+                self.reuse.clock = clock
             self._failures = FailureLog(loop.call_later)
             self._admission.bind(loop, clock)
             self._idle = asyncio.Event()
@@ -1485,6 +1550,8 @@ class Core:
             cost_per_request=self.config.cost_per_request_usd,
             adaptive_a_ms=a,
             adaptive_b_ms=b,
+            reuse_entries=0 if self.reuse is None else len(self.reuse),
+            reuse_bytes=0 if self.reuse is None else self.reuse.stats().bytes,
         )
 
     async def close(self) -> None:

@@ -164,6 +164,11 @@ class GroupOps(Protocol):
     def pending_groups(self) -> Iterable[Group]:
         """The pending groups, in arrival order."""
 
+    def reused(self) -> Callable[[Request], bool] | None:
+        """None, or a function that answers a request from the reuse cache (True) before
+        it is grouped."""
+        ...
+
     def lane_twins(self) -> Callable[[Request, Any], bool] | None:
         """None, or what asks whether a request is a twin of work the core's row lane runs
         (``(request, normalized key) -> True`` when it joined that work as a row)."""
@@ -669,6 +674,7 @@ class Deduper:
         new_group = ops.new_group
         join = ops.join
         lane_twin = ops.lane_twins()  # (None unless the row lane runs work with keys)
+        reused = ops.reused()
         for r, n in zip(raw, norms, strict=True):
             if r.state != RAW:  # left meanwhile
                 continue
@@ -690,6 +696,8 @@ class Deduper:
                     if batch.live > 0:  # running, and somebody still waits for it
                         ops.coalesce(r, g, sim, ex)
                         continue
+            if reused is not None and reused(r):
+                continue  # answered from the reuse cache
             if lane_twin is not None and lane_twin(r, n):
                 continue  # it waits for the result of the lane's running work
             g = new_group(r, None)
@@ -829,6 +837,7 @@ class Deduper:
         first_of: dict[Any, Request] = {}
         followers: dict[Any, list[Request]] = {}
         vectors = prep.vectors
+        reused = ops.reused()
         for i, (r, key) in enumerate(zip(raw, prep.keys, strict=True)):
             if r.state != RAW:  # left while prepare() ran
                 continue
@@ -847,6 +856,8 @@ class Deduper:
                     if g.batch.live > 0:  # running, and somebody still waits for it
                         ops.coalesce(r, g, sim, ex)
                         continue
+            if reused is not None and reused(r):
+                continue  # answered from the reuse cache
             lead = first_of.get(key)
             if lead is not None and lead.norm == r.norm:
                 followers.setdefault(key, []).append(r)

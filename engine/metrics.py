@@ -94,6 +94,11 @@ _COUNTERS = (
         "stratabatch_dropped_total",
         "Accepted requests that left the queue without reaching the handler.",
     ),
+    (
+        "reuse_hits",
+        "stratabatch_reuse_hits_total",
+        "Duplicates answered from the reuse cache (a subset of duplicates).",
+    ),
 )
 # (Stats field, metric name, help, scale to the base unit); levels and ratios are gauges
 _GAUGES = (
@@ -132,6 +137,8 @@ _GAUGES = (
         "Fitted cost per item (adaptive=True; 0 otherwise).",
         1e-3,
     ),
+    ("reuse_entries", "stratabatch_reuse_entries", "Answers the reuse cache holds now.", 1.0),
+    ("reuse_bytes", "stratabatch_reuse_bytes", "Bytes the reuse cache accounts for now.", 1.0),
 )
 _QUANTILES = (("latency_ms_p50", "0.5"), ("latency_ms_p95", "0.95"), ("latency_ms_p99", "0.99"))
 RECENT_LATENCY = "stratabatch_recent_latency_seconds"

@@ -134,7 +134,9 @@ class BatchProcessor(Generic[R]):
                     call.set_result(value)
             return
         lead = req.merged_with
-        if lead is None:
+        if req.reuse_age is not None:
+            call.deliver(req.index, value, None, -1, 1.0, req.reuse_age)
+        elif lead is None:
             call.deliver(req.index, value, error)
         else:
             call.deliver(

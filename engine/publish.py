@@ -43,6 +43,10 @@ _INFO_OPTIONS = (
     "max_inflight_batches",
     "max_queue",
     "cost_per_request_usd",
+    "reuse",
+    "reuse_ttl_s",
+    "reuse_max_entries",
+    "reuse_max_bytes",
 )
 
 

@@ -63,6 +63,7 @@ class Request:
         "features",
         "numkey",
         "wprof",
+        "reuse_age",
     )
 
     def __init__(
@@ -102,6 +103,7 @@ class Request:
         self.canon: str | None = None  # canonical text of text (stratabatch.canon)
         self.features: Any = None  # guard features of text, computed on first need
         self.wprof: Any = None  # its key words for the word index, when computed off the loop
+        self.reuse_age: float | None = None  # answered from the reuse cache: the answer's age
 
     @property
     def leader(self) -> Request | None:

@@ -57,6 +57,10 @@ class ScratchOps:
         """No row lane here."""
         return None
 
+    def reused(self) -> None:
+        """No reuse cache here."""
+        return None
+
 
 def _texts(seed: int, n: int) -> list[str]:
     """``n`` sample texts of every kind the pass treats apart."""

@@ -153,6 +153,10 @@ class Engine:
         # the components: answers out, requests in, when to look, what to publish
         self._outbox = Outbox(self._clients, FrameEncoder(self.limits))
         self.core = Core(config, self._outbox.on_complete, handler)
+        if self.core.reuse is not None:  # a stored answer's size: its msgpack encoding's
+            from .reuse import encoded_size
+
+            self.core.reuse.size_of = encoded_size(config.max_result_bytes)
         self.core.on_complete_many = self._outbox.on_complete_many  # a batch's answers at once
         # plain requests as rows (engine/lane.py), answered straight from their groups
         self.core.enable_lane(

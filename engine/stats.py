@@ -77,6 +77,13 @@ class Stats:
     """Fitted fixed cost per handler call, ms (``adaptive=True``; 0.0 otherwise)."""
     adaptive_b_ms: float = 0.0
     """Fitted cost per item, ms (``adaptive=True``; 0.0 otherwise)."""
+    reuse_hits: int = 0
+    """Duplicates answered from the reuse cache (a subset of ``duplicates``, in neither
+    ``exact_merges`` nor ``near_merges``)."""
+    reuse_entries: int = 0
+    """Answers the reuse cache holds now."""
+    reuse_bytes: int = 0
+    """Bytes the reuse cache accounts for now."""
 
 
 class StatsRecorder:
@@ -96,6 +103,7 @@ class StatsRecorder:
         self.dropped = 0
         self.exact_merges = 0
         self.near_merges = 0
+        self.reuse_hits = 0
         self.similarity_hist = np.zeros(SIMILARITY_BINS, dtype=np.int64)
         self._lat = [0.0] * _LATENCY_RING  # a list: a store is 3x cheaper than numpy's
         self._lat_n = 0
@@ -203,6 +211,8 @@ class StatsRecorder:
         cost_per_request: float,
         adaptive_a_ms: float = 0.0,
         adaptive_b_ms: float = 0.0,
+        reuse_entries: int = 0,
+        reuse_bytes: int = 0,
     ) -> Stats:
         """Freeze the counters into a :class:`Stats`."""
         n = min(self._lat_n, _LATENCY_RING)
@@ -243,4 +253,7 @@ class StatsRecorder:
             batch_size_max=self.batch_size_max,
             adaptive_a_ms=float(adaptive_a_ms),
             adaptive_b_ms=float(adaptive_b_ms),
+            reuse_hits=self.reuse_hits,
+            reuse_entries=reuse_entries,
+            reuse_bytes=reuse_bytes,
         )

@@ -212,6 +212,7 @@ STATS_COUNTERS = (
     ("exact_merges", "duplicates merged on equal normalized keys"),
     ("near_merges", "duplicates merged on similarity"),
     ("dropped", "accepted requests that left the queue without reaching the handler"),
+    ("reuse_hits", "duplicates answered from the reuse cache"),
 )
 """(name, doc) of each counter of the stats layout; each is a ``Stats`` field."""
 STATS_GAUGES = (
@@ -229,6 +230,8 @@ STATS_GAUGES = (
     ("batch_size_max", "i64", "largest handler call so far"),
     ("adaptive_a_ms", "f64", "fitted fixed cost per handler call, ms (0 without adaptive)"),
     ("adaptive_b_ms", "f64", "fitted cost per item, ms (0 without adaptive)"),
+    ("reuse_entries", "i64", "answers the reuse cache holds"),
+    ("reuse_bytes", "i64", "bytes the reuse cache accounts for"),
     ("dedup_threshold", "f64", "near-duplicate threshold in force (0 without one)"),
     ("engine_pid", "i64", "pid of the writer"),
     ("started_at_ns", "i64", "time.time_ns() when the engine started"),

@@ -100,6 +100,21 @@ def model_text(snap: EngineSnapshot) -> str:
     return f"{fmt.ms(a)} + {fmt.ms(b)}*n ms"
 
 
+def reuse_lines(snap: EngineSnapshot) -> list[str]:
+    """The reuse cache's line (``reuse="exact"``): hits, entries and bytes against their
+    bounds, the ttl; none while reuse is off."""
+    info, s = snap.info, snap.stats
+    if info.get("reuse", "off") == "off":
+        return []
+    share = s.reuse_hits / s.total_requests if s.total_requests else 0.0
+    return [
+        f"reuse     {info['reuse']}  hits {fmt.count(s.reuse_hits)} ({fmt.pct(share)})  "
+        f"entries {fmt.count(s.reuse_entries)}/{fmt.count(info.get('reuse_max_entries', 0))}  "
+        f"bytes {fmt.count(s.reuse_bytes)}/{fmt.count(info.get('reuse_max_bytes', 0))}  "
+        f"ttl {fmt.duration(_number(info.get('reuse_ttl_s')) or 0.0)}"
+    ]
+
+
 def render_once(snap: EngineSnapshot) -> str:
     """A plain-text table of one snapshot (what ``--once`` prints)."""
     s = snap.stats
@@ -122,6 +137,7 @@ def render_once(snap: EngineSnapshot) -> str:
         f"unique    {fmt.count(s.unique_requests)}  duplicates {fmt.count(s.duplicates)} "
         f"({fmt.pct(s.dedup_rate)}: exact {fmt.pct(exact_rate)}, near {fmt.pct(near_rate)})  "
         f"coalesced {fmt.count(s.inflight_coalesced)}",
+        *reuse_lines(snap),
         f"saved     {fmt.usd(s.cost_saved_usd)}",
         f"latency   p50 {fmt.ms(s.latency_ms_p50)}  p95 {fmt.ms(s.latency_ms_p95)}  "
         f"p99 {fmt.ms(s.latency_ms_p99)} ms",

@@ -151,8 +151,12 @@ class Ledger:
             self.counts[k] = self.counts.get(k, 0) + 1
 
 
+REUSE_HITS = [0]
+
+
 def check_identity(b: BatchProcessor) -> None:
     s = b.get_stats()
+    REUSE_HITS[0] += s.reuse_hits
     assert s.total_requests == s.unique_requests + s.duplicates + s.dropped + s.queue_depth, s
 
 
@@ -170,6 +174,9 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
         max_inflight_batches=rng.choice((1, 2, 4)),
         processing_timeout=PROCESSING_TIMEOUT,
     )
+    opts["reuse"] = rng.choice(("off", "exact")) if opts["enable_dedup"] else "off"
+    opts["reuse_ttl_s"] = rng.choice((0.005, 0.05, 60.0))
+    opts["reuse_max_entries"] = rng.choice((1, 4, 1000))
     bases = make_bases(rng)
     print(f"round: async={is_async} misbehave={modes.misbehave} {opts}")
     before = asyncio.all_tasks()
@@ -275,6 +282,8 @@ async def one_round(rng: random.Random, ledger: Ledger, next_id: list[int]) -> N
                 "dedup_strategy": lambda: rng.choice(("exact", "hybrid", "embedding")),
                 "enable_dedup": lambda: rng.random() < 0.8,
             }[field]()
+            if field == "enable_dedup" and not value:
+                b.reuse = "off"  # (reuse needs dedup: turned off first)
             setattr(b, field, value)
         if rng.random() < 0.3:
             check_identity(b)
@@ -341,7 +350,9 @@ async def test_storm_exactly_once():
         await one_round(rng, ledger, next_id)
         rounds += 1
     assert set(ledger.outcomes) == set(range(next_id[0])), "a request got no outcome"
-    print(f"rounds={rounds} requests={next_id[0]} outcomes={ledger.counts}")
+    print(
+        f"rounds={rounds} requests={next_id[0]} outcomes={ledger.counts} reuse_hits={REUSE_HITS[0]}"
+    )
     assert ledger.counts.get("ok", 0) > 0
 
 

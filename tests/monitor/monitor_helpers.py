@@ -45,6 +45,9 @@ def publish(w: CountersWriter, **over: Any) -> dict[str, Any]:
         "batch_size_max": 32,
         "adaptive_a_ms": 4.2,
         "adaptive_b_ms": 0.85,
+        "reuse_hits": 0,
+        "reuse_entries": 0,
+        "reuse_bytes": 0,
     }
     stats.update(over)
     with w.update():

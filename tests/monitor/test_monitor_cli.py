@@ -77,3 +77,32 @@ def test_once_does_not_import_textual(block):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "123,456" in res.stdout
+
+
+def test_once_shows_the_reuse_line_only_with_reuse_on():
+    from types import SimpleNamespace
+
+    from stratabatch.monitor.cli import reuse_lines
+
+    fields = {f: 0 for f in Stats.__dataclass_fields__}
+    fields.update(
+        merge_similarity_histogram=(0,) * 101,
+        total_requests=200,
+        reuse_hits=50,
+        reuse_entries=7,
+        reuse_bytes=4096,
+    )
+    stats = Stats(**fields)
+    off = SimpleNamespace(info={"reuse": "off"}, stats=stats)
+    assert reuse_lines(off) == []  # type: ignore[arg-type]
+    on = SimpleNamespace(
+        info={
+            "reuse": "exact",
+            "reuse_ttl_s": 60.0,
+            "reuse_max_entries": 10_000,
+            "reuse_max_bytes": 1 << 20,
+        },
+        stats=stats,
+    )
+    (line,) = reuse_lines(on)  # type: ignore[arg-type]
+    assert line.startswith("reuse     exact  hits 50 (25") and "entries 7/" in line, line
