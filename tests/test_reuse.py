@@ -605,7 +605,6 @@ def test_bench_reuse_runs_every_row_and_writes_its_json(tmp_path, capsys):
 
 
 async def test_repeat_traffic_live_runs_the_batcher_and_the_loader_peer():
-    pytest.importorskip("aiodataloader")
     from stratabatch.perf.repeat_traffic import RepeatConfig, generate_repeat, live, repeat_truth
 
     w = generate_repeat(RepeatConfig(seed=5, minutes=0.1, rate=40.0))
