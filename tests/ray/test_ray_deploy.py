@@ -457,7 +457,8 @@ def test_the_example_runs(apps) -> None:
     cloudpickle.register_pickle_by_value(ray_app)
     stats = ray_app.main(apps.http_port)
     # 10 questions, each 3 times at once: they merge in a window or into running work, or
-    # (sent after their twin's call finished) run again
+    # (sent after their twin's call finished) are answered from the replica's reuse cache;
+    # a copy the router sent to the other replica (its imbalance fallback) runs again
     assert stats.total_requests == 30 and stats.errors == 0
     assert 10 <= stats.unique_requests <= 30
     assert stats.unique_requests + stats.duplicates == 30
