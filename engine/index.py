@@ -501,18 +501,7 @@ class LeaderIndex:
         X = self.mat[:n]
         wd = self.word_data()
         if use == "words":
-            if not self.unvectored:
-                return self.table.candidates(
-                    X,
-                    self.part[:n],
-                    self.words,
-                    self.wkeys,
-                    start,
-                    self.stamp,
-                    threshold,
-                    p.words.WORD_MAX_CANDIDATES if max_cand is None else k,
-                    wd,
-                )
+            lazy = self.unvectored
             # rows without vectors: a pair that needs a cosine fetches its rows' vectors
             # (with the pass's rows: its late leaders and rescans compare them)
             out = self.table.candidates(
@@ -525,9 +514,11 @@ class LeaderIndex:
                 threshold,
                 p.words.WORD_MAX_CANDIDATES if max_cand is None else k,
                 wd,
-                self.vec[:n],
-                lambda i, r: self.materialize([r, *range(start, n)]),
+                self.vec[:n] if lazy else None,
+                (lambda i, r: self.materialize([r, *range(start, n)])) if lazy else None,
             )
+            if not lazy:
+                return out
             if len(out[1]):  # (the greedy pass reads the pass's rows, and rescans all)
                 if out[3].any():
                     self.materialize_live(start)
