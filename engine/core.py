@@ -97,6 +97,18 @@ def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     return read
 
 
+def _general_key(norm: Any) -> Any:
+    """The general path's exact key of a lane row's normalized key ``norm`` (a text: its
+    hash; a request without the text: its canonical encoding's, unscoped): the lane asks the
+    general path's running work and the reuse cache under it."""
+    return hash(norm) if type(norm) is str else (b"", hash(norm), True)
+
+
+def _key_scope(key: Any) -> bytes:
+    """The dedup scope an exact key carries (b"" for an unscoped text's plain hash)."""
+    return key[0] if type(key) is tuple else b""
+
+
 class Core:
     """The batching engine behind both modes.
 
@@ -518,7 +530,7 @@ class Core:
         """A row arriving in the lane whose exact key matches work the general path runs:
         it joins that work as a record (returned), as a twin arriving there would (its
         merge is counted here); None if there is no such work."""
-        key = hash(norm) if type(norm) is str else (b"", hash(norm), True)
+        key = _general_key(norm)
         entry = self._dedup.exact.get(key)
         if entry is None:
             return None
@@ -551,7 +563,7 @@ class Core:
         """Answer ``req`` from the reuse cache if it holds a live answer for its exact key."""
         key = req.key
         got = self.reuse.get(  # type: ignore[union-attr]  # (only with reuse on)
-            key, req.norm, key[0] if type(key) is tuple else b"", req.arrival
+            key, req.norm, _key_scope(key), req.arrival
         )
         if got is None:
             return False
@@ -568,7 +580,7 @@ class Core:
     def _lane_reused(self, norm: Any) -> Any:
         """The stored answer and its age for a lane row of exact key ``norm``, or None (the
         key as the general path makes it: the two paths share entries)."""
-        key = hash(norm) if type(norm) is str else (b"", hash(norm), True)
+        key = _general_key(norm)
         return self.reuse.get(key, norm)  # type: ignore[union-attr]  # (only with reuse on)
 
     def _store(self, g: Group, value: Any, started: float) -> None:
@@ -577,7 +589,7 @@ class Core:
         key = lead.key
         if key is not None and lead.norm is not None:
             self.reuse.put(  # type: ignore[union-attr]  # (only with reuse on)
-                key, lead.norm, value, key[0] if type(key) is tuple else b"", born=started
+                key, lead.norm, value, _key_scope(key), born=started
             )
 
     def lane_twins(self) -> Callable[[Request, Any], bool] | None:
@@ -813,8 +825,7 @@ class Core:
                     for g, v in zip(ok, values, strict=True):
                         n = g.norm
                         if n is not None:
-                            k = hash(n) if type(n) is str else (b"", hash(n), True)
-                            reuse.put(k, n, v, born=started)
+                            reuse.put(_general_key(n), n, v, born=started)
                 lane.settle(ok)
                 if arrivals:
                     self.stats.record_done_many(arrivals, now)
