@@ -58,6 +58,17 @@ async def main(strategy: str, cold_start: str) -> None:
     while batch.dedup_strategy_in_force != strategy:  # (serve: until near dedup is on)
         await asyncio.sleep(0.1)
     before = compiled()
+    await rehearse(batch, strategy)
+    after = compiled()
+    await batch.close()
+    new = {k: [before.get(k, 0), v] for k, v in after.items() if v != before.get(k, 0)}
+    print(json.dumps({"strategy": strategy, "warm_s": warm_s, "compiled_after_warm_up": new}))
+
+
+async def rehearse(batch: BatchProcessor, strategy: str = "embedding") -> None:
+    """Varied traffic through ``batch``: long and short texts, numbers, accents, twins and near
+    twins, a text past the index's size, one off the loop; with near dedup, a request with its
+    own vector (the handler answers each request with its ``query``)."""
     rng = random.Random(1)
     for _ in range(4):
         ts = texts(rng, 300)
@@ -72,10 +83,6 @@ async def main(strategy: str, cold_start: str) -> None:
 
         dim = default_embedder().dim
         await batch.process([{"query": "own", "embedding": [1.0] + [0.0] * (dim - 1)}])
-    after = compiled()
-    await batch.close()
-    new = {k: [before.get(k, 0), v] for k, v in after.items() if v != before.get(k, 0)}
-    print(json.dumps({"strategy": strategy, "warm_s": warm_s, "compiled_after_warm_up": new}))
 
 
 if __name__ == "__main__":

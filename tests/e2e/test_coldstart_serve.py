@@ -82,12 +82,17 @@ EMBEDDED = """
 import asyncio, logging, sys, time
 logging.basicConfig(format="%(name)s %(levelname)s %(message)s", stream=sys.stdout)
 from stratabatch import BatchProcessor
+from tests.warm_probe import compiled, rehearse
+
+LOUD = True
 
 async def handler(requests):
-    print("HANDLER", len(requests), flush=True)
-    return [r["query"] for r in requests]
+    if LOUD:
+        print("HANDLER", len(requests), flush=True)
+    return [r.get("query") for r in requests]
 
 async def main(wait_for_compile):
+    global LOUD
     batch = BatchProcessor(handler, window_ms=5)
     await batch.warm_up()
     print("IN FORCE", batch.dedup_strategy_in_force, flush=True)
@@ -99,6 +104,13 @@ async def main(wait_for_compile):
             await asyncio.sleep(0.2)
         print("IN FORCE", batch.dedup_strategy_in_force, flush=True)
         await batch.process([{"query": "hi there"}, {"query": "hi there please"}])
+        # nothing compiles here after near dedup turned on: the child's kernels loaded, and
+        # tests/warm_probe.py's varied traffic reaches no new version of any kernel
+        LOUD = False
+        before = compiled()
+        await rehearse(batch)
+        after = compiled()
+        print("COMPILED AFTER", {k: v for k, v in after.items() if v != before.get(k, 0)})
     await batch.close()
     print("CLOSED", flush=True)
 
@@ -129,6 +141,7 @@ def test_an_embedded_first_warm_up_returns_at_once_then_near_dedup_turns_on(tmp_
         "HANDLER 2",  # near ones do not
         "IN FORCE embedding",
         "HANDLER 1",  # near dedup, once compiled
+        "COMPILED AFTER {}",
         "CLOSED",
     ], out
     assert "compiling kernels for strategy=embedding in a separate process (pid" in out
