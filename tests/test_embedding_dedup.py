@@ -356,9 +356,15 @@ async def test_a_pass_where_every_text_leads_files_each_leader_for_later_twins()
         assert [g.leader.text for g in groups] == first
         assert all(index.owners[g.row] is g for g in groups)
         assert index.live == 3
-        later = await batch.process(
-            [{"query": "cancel my subscription"}, {"query": "how do i reset my pasword"}]
-        )
+        twins = [{"query": "cancel my subscription"}, {"query": "how do i reset my pasword"}]
+        later_call = asyncio.ensure_future(batch.process(twins))
+        for _ in range(3000):  # (until they merged: still 3 groups, under min_size)
+            st = batch.get_stats()
+            if st.exact_merges + st.near_merges == 2:
+                break
+            await asyncio.sleep(0.001)
+        batch.min_size = 1  # (releases them at once instead of after max_wait_ms)
+        later = await later_call
         assert await calls == [f"A:{t}" for t in first]
         stats = batch.get_stats()
     assert later == ["A:cancel my subscription", "A:how do i reset my password"]
