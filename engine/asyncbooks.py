@@ -184,7 +184,7 @@ class LoopBooks(CallBooks):
             else:
                 item = (rid, priority, deadline_ns, -1, self._payload(request, self._pack))
             if options is not None:
-                item += (options,)
+                item = (item[0], item[1], item[2], item[3], item[4], options)
             self._outq.append(item)
         self._pending[rid] = (fut, ONE)
         if not self._flush_scheduled:
@@ -234,7 +234,7 @@ class LoopBooks(CallBooks):
         for e, i in zip(entries, index_of, strict=True):
             pending[e[0]] = (call, i)
         if options is not None:  # (the sixth item of each: stratabatch.ipc.frames)
-            entries = [e + (options,) for e in entries]
+            entries = [(e[0], e[1], e[2], e[3], e[4], options) for e in entries]
         self._outq += entries
         if not self._flush_scheduled and entries:
             self._flush_scheduled = True

@@ -55,7 +55,7 @@ ONE = -1
 MAX_BATCH = 4096
 """Requests in one batch frame at most."""
 
-Item = tuple[int, int, int, int, bytes]
+Item = tuple[int, int, int, int, bytes] | tuple[int, int, int, int, bytes, bytes]
 """One request of a batch frame: ``(id, priority, deadline_ns, arena_row, payload_bytes)``
 (the books append a sixth, ``options_bytes``, for a call with options: ``reuse=False``)."""
 

@@ -477,7 +477,7 @@ class Transport:
             EngineUnavailableError: The engine did not answer in time, or went away (then the
                 transport is lost: ``on_lost`` is called).
         """
-        return self.ask("stats", timeout)["stats"]  # type: ignore[no-any-return]
+        return self.ask("stats", timeout)["stats"]
 
     def forget(self, scope: dict[str, Any] | None, timeout: float) -> int:
         """Ask the engine to drop entries of its reuse cache (a blocking round trip): every

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
@@ -336,7 +336,7 @@ def reuse_items(snap: EngineSnapshot) -> list[Item]:
     ]
 
 
-def _bound(info: dict[str, object], key: str) -> float:
+def _bound(info: Mapping[str, object], key: str) -> float:
     """A number of the engine's info, NaN when it is missing or not a number (shown as -)."""
     v = info.get(key)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
