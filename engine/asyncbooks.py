@@ -132,9 +132,17 @@ class LoopBooks(CallBooks):
 
     # ------------------------------------------------------------- requests out
 
-    def enter_one(self, request: Any, fut: Any, priority: int, deadline_ns: int) -> int:
+    def enter_one(
+        self,
+        request: Any,
+        fut: Any,
+        priority: int,
+        deadline_ns: int,
+        options: bytes | None = None,
+    ) -> int:
         """Validate, encode and queue a one-request call, whose future ``fut`` is its own
-        entry in the books; its id.
+        entry in the books; its id. ``options``: the request's encoded options
+        (:func:`stratabatch.ipc.frames.encode_options`), or None.
 
         Raises:
             InvalidRequestError, RequestTooLargeError: The request breaks the request rule, or
@@ -153,6 +161,7 @@ class LoopBooks(CallBooks):
             and len(request) == 1
             and priority == 0
             and type(priority) is int
+            and options is None
         ):
             text = request.get(key)
             if not (type(text) is str and len(text) <= self._max_text and text.isascii()):
@@ -174,6 +183,8 @@ class LoopBooks(CallBooks):
                 item = self._entry(request, 0, rid, priority, deadline_ns)
             else:
                 item = (rid, priority, deadline_ns, -1, self._payload(request, self._pack))
+            if options is not None:
+                item = (item[0], item[1], item[2], item[3], item[4], options)
             self._outq.append(item)
         self._pending[rid] = (fut, ONE)
         if not self._flush_scheduled:
@@ -189,6 +200,7 @@ class LoopBooks(CallBooks):
         priority: int,
         deadline_ns: int,
         invalid_ok: bool,
+        options: bytes | None = None,
     ) -> range:
         """Encode every request of a list (refusing before anything is queued, unless
         ``invalid_ok``: then a bad request is refused in ``call`` and the rest go), then queue
@@ -221,6 +233,8 @@ class LoopBooks(CallBooks):
         pending = self._pending
         for e, i in zip(entries, index_of, strict=True):
             pending[e[0]] = (call, i)
+        if options is not None:  # (the sixth item of each: stratabatch.ipc.frames)
+            entries = [(e[0], e[1], e[2], e[3], e[4], options) for e in entries]
         self._outq += entries
         if not self._flush_scheduled and entries:
             self._flush_scheduled = True

@@ -3,8 +3,8 @@
 ``connect(name)`` returns an :class:`EngineClient` (asyncio, uvloop too; one per process,
 shared by every task); ``connect(name, sync=True)`` a :class:`SyncEngineClient` for sync code
 and threads. Both have BatchProcessor's surface: ``process`` (one request or a list,
-``priority=``, ``timeout=``, ``return_exceptions=``), ``process_streaming``, ``get_stats``,
-``close`` and context managers.
+``priority=``, ``timeout=``, ``return_exceptions=``, ``reuse=``), ``process_streaming``,
+``get_stats``, ``forget``, ``close`` and context managers.
 
 Shape: one client with its transport below it. :class:`EngineClient` holds the connection
 (connect, reconnect, the loop it is watched from, losing the engine, forks) and the public
@@ -67,7 +67,8 @@ from .errors import (
     StratabatchError,
 )
 from .requests import check_call_args
-from .syncclient import BlockingClient
+from .reusecontrol import check_forget_scope, check_reuse_flag
+from .syncclient import BlockingClient, reuse_options
 from .transport import Transport
 from .wire import check_name, socket_path
 
@@ -257,6 +258,7 @@ class EngineClient:
         priority: int = 0,
         timeout: float | None = None,
         return_exceptions: bool = False,
+        reuse: bool = True,
     ) -> Any:
         """Process one request (a mapping) or a list of them in the engine.
 
@@ -267,13 +269,17 @@ class EngineClient:
                 included; None, ``inf`` or :data:`NO_DEADLINE_S` and more: no deadline.
             return_exceptions: For a list, put each failed request's exception in its place
                 instead of raising the first one.
+            reuse: False: the engine's reuse cache answers none of these requests (they
+                still merge with twins that wait or run; their answers are stored), as
+                ``BatchProcessor.process``'s.
 
         Returns:
             The result for a single request; a list of results in the same order for a list.
 
         Raises:
             InvalidRequestError: A request is not a mapping, cannot be encoded, or has a bad
-                ``"embedding"`` (nothing was sent); ``timeout`` is not a positive number.
+                ``"embedding"`` (nothing was sent); ``timeout`` is not a positive number;
+                ``reuse`` is not a bool.
             RequestTooLargeError: A request is over the engine's size limit.
             BatchTimeoutError: ``timeout`` ran out (also while reconnecting), or the engine's
                 ``processing_timeout`` did (with the engine's message).
@@ -288,6 +294,7 @@ class EngineClient:
             loop = asyncio.get_running_loop()
             if loop is self._loop:
                 self._thread = _thread_id()  # (it runs in another thread than before)
+        options = None if reuse is True else reuse_options(check_reuse_flag(reuse))
         if type(requests) is dict or isinstance(requests, Mapping):
             # one request: the steps of a list, without the list (and inline: no second
             # coroutine, this is the path of every request of a typical caller); its future
@@ -305,7 +312,7 @@ class EngineClient:
                 await self._live(loop, end, timeout)
             books = self._books
             fut = loop.create_future()
-            rid = books.enter_one(requests, fut, priority, deadline_ns)
+            rid = books.enter_one(requests, fut, priority, deadline_ns, options)
             if end is None:
                 try:
                     return await fut
@@ -336,7 +343,7 @@ class EngineClient:
         books = self._books
         fut = loop.create_future()
         call = ListCall(requests, fut, return_exceptions)
-        ids = books.enter(requests, call, priority, deadline_ns, return_exceptions)
+        ids = books.enter(requests, call, priority, deadline_ns, return_exceptions, options)
         call.settle_if_done()
         table = None if end is None else books.timer(end, call, ids, timeout)
         try:
@@ -369,13 +376,19 @@ class EngineClient:
         return loop.time() + timeout, time.monotonic_ns() + int(timeout * 1e9)
 
     async def process_streaming(
-        self, requests: Sequence[Any], *, priority: int = 0, timeout: float | None = None
+        self,
+        requests: Sequence[Any],
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+        reuse: bool = True,
     ) -> AsyncGenerator[Any, None]:
         """Process a list of requests; yield a ``Completed`` for each as it finishes.
 
         Failed requests are yielded with ``error`` set, those without an answer when
         ``timeout`` runs out with a ``BatchTimeoutError``. Leaving the loop early stops waiting
-        for the rest (the engine still answers them; the answers are dropped).
+        for the rest (the engine still answers them; the answers are dropped). ``priority``,
+        ``timeout`` and ``reuse`` as for :meth:`process`.
         """
         if self._closed or self._forked:
             self._refuse_use()
@@ -384,6 +397,7 @@ class EngineClient:
                 f"process_streaming() takes a list of requests, got {type(requests).__name__}"
             )
         check_call_args(priority, timeout)
+        options = None if reuse is True else reuse_options(check_reuse_flag(reuse))
         if not requests:
             return
         timeout = call_deadline(timeout)
@@ -395,7 +409,7 @@ class EngineClient:
         queue: asyncio.Queue = asyncio.Queue()
         call = ListCall(requests, None, True, queue)
         books = self._books
-        ids = books.enter(requests, call, priority, deadline_ns, False)
+        ids = books.enter(requests, call, priority, deadline_ns, False, options)
         # when the timeout runs out, every request not answered yet is yielded with a
         # BatchTimeoutError, as in embedded mode
         tick = None if end is None else books.timer(end, call, ids, timeout)
@@ -420,6 +434,30 @@ class EngineClient:
             conn = Transport(self.name, self._timeout)
             self._adopt(conn)
         return stats_from_wire(conn.stats(self._timeout))
+
+    def forget(self, scope: Mapping[str, Any] | None = None) -> int:
+        """Drop stored answers of the engine's reuse cache (shared by all its clients): every
+        one (``scope=None``), or those of one scope, as ``BatchProcessor.forget``. A blocking
+        round trip on the engine's socket, as :meth:`get_stats`.
+
+        Returns:
+            How many entries the engine dropped; 0 when it runs with reuse off.
+
+        Raises:
+            TypeError: ``scope`` is neither None nor a mapping with str keys (nothing is
+                sent), or the engine cannot encode a value.
+            InvalidRequestError: ``scope`` names a field that is not in the engine's
+                ``dedup_scope`` (nothing is dropped).
+            EngineUnavailableError: The engine is not running, or did not answer in time.
+        """
+        if self._closed or self._forked:
+            self._refuse_use()
+        wanted = check_forget_scope(scope)
+        conn = self._conn
+        if conn is None or conn.dead is not None:
+            conn = Transport(self.name, self._timeout)
+            self._adopt(conn)
+        return conn.forget(wanted, self._timeout)
 
     async def close(self) -> None:
         """Wait for this client's calls to finish, then disconnect (idempotent)."""

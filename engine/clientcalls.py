@@ -55,8 +55,9 @@ ONE = -1
 MAX_BATCH = 4096
 """Requests in one batch frame at most."""
 
-Item = tuple[int, int, int, int, bytes]
-"""One request of a batch frame: ``(id, priority, deadline_ns, arena_row, payload_bytes)``."""
+Item = tuple[int, int, int, int, bytes] | tuple[int, int, int, int, bytes, bytes]
+"""One request of a batch frame: ``(id, priority, deadline_ns, arena_row, payload_bytes)``
+(the books append a sixth, ``options_bytes``, for a call with options: ``reuse=False``)."""
 
 
 def clean_ids(first: int, n: int = 1) -> int:
@@ -431,7 +432,7 @@ class Packer:
         while i < n:
             j, size = i, 0
             while j < n and j - i < self.max_items:
-                add = item_bytes(len(items[j][4]))
+                add = item_bytes(sum(map(len, items[j][4:])))  # (payload and any options)
                 if j > i and size + add > limit:
                     break
                 size += add
@@ -441,4 +442,4 @@ class Packer:
 
     def room_for(self, item: Item) -> int:
         """Bytes of ring room the frame of ``item`` alone needs (to wait for)."""
-        return self.encoder.request_item_bytes(len(item[4])) + 5
+        return self.encoder.request_item_bytes(sum(map(len, item[4:]))) + 5

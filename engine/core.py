@@ -560,7 +560,10 @@ class Core:
         return None if self.reuse is None else self._reused
 
     def _reused(self, req: Request) -> bool:
-        """Answer ``req`` from the reuse cache if it holds a live answer for its exact key."""
+        """Answer ``req`` from the reuse cache if it holds a live answer for its exact key
+        (never a ``fresh`` one: its caller said ``reuse=False``)."""
+        if req.fresh:
+            return False
         key = req.key
         got = self.reuse.get(  # type: ignore[union-attr]  # (only with reuse on)
             key, req.norm, _key_scope(key), req.arrival

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stratabatch.ipc.errors import FrameError
-from stratabatch.ipc.frames import FrameDecoder, TextColumns, peek_frame_id
+from stratabatch.ipc.frames import FrameDecoder, RequestWithOptions, TextColumns, peek_frame_id
 from stratabatch.ipc.frames import Request as DecodedRequest
 
 from .config import BatchConfig
@@ -493,6 +493,8 @@ class Intake:
                 dim=self._dim or None,
                 checked=size,
             )
+            if type(fr) is RequestWithOptions and fr.options.get("reuse") is False:
+                req.fresh = True  # (the general path: the row lane has no per-request flags)
             if not core.make_room(fr.priority):
                 raise QueueFullError(f"queue full (max_queue={self._config.max_queue})")
             core.submit(req)

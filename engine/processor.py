@@ -15,6 +15,8 @@ from .errors import (
 )
 from .lane import ROW, LaneGroup
 from .requests import build_request, check_call_args, flat_size, request_size
+from .reusecontrol import check_reuse_flag
+from .reusecontrol import forget as _forget
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -222,6 +224,7 @@ class BatchProcessor(Generic[R]):
         priority: int,
         timeout: float | None,
         invalid_ok: bool,
+        fresh: bool = False,
     ) -> list[Request]:
         core, loop, deadline = self._open_call(timeout)
         records: list[Request | None] = []
@@ -233,6 +236,10 @@ class BatchProcessor(Generic[R]):
                     raise
                 records.append(None)
                 call.refuse(i, e)
+        if fresh:
+            for r in records:
+                if r is not None:
+                    r.fresh = True
         submitted: list[Request] = []
         try:
             for r in records:
@@ -330,6 +337,7 @@ class BatchProcessor(Generic[R]):
         priority: int = 0,
         timeout: float | None = None,
         return_exceptions: bool = False,
+        reuse: bool = True,
     ) -> R: ...
     @overload
     async def process(
@@ -339,6 +347,7 @@ class BatchProcessor(Generic[R]):
         priority: int = 0,
         timeout: float | None = None,
         return_exceptions: Literal[False] = False,
+        reuse: bool = True,
     ) -> list[R]: ...
     @overload
     async def process(
@@ -348,6 +357,7 @@ class BatchProcessor(Generic[R]):
         priority: int = 0,
         timeout: float | None = None,
         return_exceptions: bool,
+        reuse: bool = True,
     ) -> list[R | BaseException]: ...
     async def process(
         self,
@@ -356,6 +366,7 @@ class BatchProcessor(Generic[R]):
         priority: int = 0,
         timeout: float | None = None,
         return_exceptions: bool = False,
+        reuse: bool = True,
     ) -> Any:
         """Process one request (a mapping) or a list of them.
 
@@ -365,13 +376,17 @@ class BatchProcessor(Generic[R]):
             timeout: Seconds this call waits at most, queueing and handling included.
             return_exceptions: For a list, put each failed request's exception in its place
                 instead of raising the first one.
+            reuse: False: the reuse cache (the ``reuse`` option) answers none of these
+                requests; each still merges with a twin that waits or runs, and a fresh answer
+                is stored for later twins (a refresh). No effect with reuse off.
 
         Returns:
             The result for a single request; a list of results in the same order for a list.
 
         Raises:
             InvalidRequestError: a request is not a mapping, not msgpack-serializable, or has a
-                malformed "embedding" (raised before anything is queued).
+                malformed "embedding" (raised before anything is queued); ``priority``,
+                ``timeout`` or ``reuse`` is not what it may be.
             RequestTooLargeError: a request encodes past ``max_request_bytes``.
             BatchTimeoutError: ``timeout`` or ``processing_timeout`` ran out.
             QueueFullError: backpressure, see ``on_full``.
@@ -383,6 +398,9 @@ class BatchProcessor(Generic[R]):
             # in the row lane when it can go now (engine/lane.py: no record)
             if priority != 0 or timeout is not None:
                 self._check_call_args(priority, timeout)
+            if reuse is not True:
+                if not check_reuse_flag(reuse) and self._core.reuse is not None:
+                    return await self._process_fresh(requests, priority, timeout)
             loop = _get_running_loop()
             core = self._core
             if self._ready is not loop:  # (the first call on a loop, or closed)
@@ -416,12 +434,13 @@ class BatchProcessor(Generic[R]):
                 f"got {type(requests).__name__}"
             )
         self._check_call_args(priority, timeout)
+        fresh = not check_reuse_flag(reuse)
         if not requests:
             return []
         loop = asyncio.get_running_loop()
         call = Call(requests, loop.create_future(), return_exceptions)
         submitted = await self._submit_all(
-            requests, call, priority, timeout, invalid_ok=call.return_exceptions
+            requests, call, priority, timeout, invalid_ok=call.return_exceptions, fresh=fresh
         )
         try:
             results = await call.fut  # type: ignore[misc]
@@ -432,22 +451,50 @@ class BatchProcessor(Generic[R]):
         self._settled(submitted)
         return results
 
+    async def _process_fresh(self, request: Any, priority: int, timeout: float | None) -> Any:
+        """One request of ``process(..., reuse=False)`` with reuse on: a record on the general
+        path marked ``fresh`` (the row lane has no per-request flags)."""
+        core, loop, deadline = self._open_call(timeout)
+        fut = loop.create_future()
+        rec = self._single_record(request, priority, deadline, None, fut)
+        rec.fresh = True
+        while not core.make_room(priority):
+            await core.wait_for_room(deadline)
+        core.submit(rec)
+        try:
+            value = await fut
+        except BaseException:
+            self._left(fut, rec)
+            raise
+        if self._moved:
+            self._moved.pop((id(fut), 0), None)
+        return value
+
     async def process_streaming(
-        self, requests: Sequence[Any], *, priority: int = 0, timeout: float | None = None
+        self,
+        requests: Sequence[Any],
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+        reuse: bool = True,
     ) -> AsyncIterator[Completed]:
         """Process a list of requests and yield a :class:`Completed` for each as it finishes.
 
         Failed requests are yielded too, with ``error`` set; nothing is raised for them.
-        Leaving the loop early abandons the requests not yet yielded.
+        Leaving the loop early abandons the requests not yet yielded. ``priority``,
+        ``timeout`` and ``reuse`` as for :meth:`process`.
         """
         if isinstance(requests, Mapping) or not isinstance(requests, (list, tuple)):
             raise InvalidRequestError(
                 f"process_streaming() takes a list of requests, got {type(requests).__name__}"
             )
         self._check_call_args(priority, timeout)
+        fresh = not check_reuse_flag(reuse)
         queue: asyncio.Queue[Completed] = asyncio.Queue()
         call = Call(requests, None, True, queue)
-        submitted = await self._submit_all(requests, call, priority, timeout, invalid_ok=False)
+        submitted = await self._submit_all(
+            requests, call, priority, timeout, invalid_ok=False, fresh=fresh
+        )
         try:
             for _ in range(len(submitted)):
                 yield await queue.get()
@@ -459,6 +506,27 @@ class BatchProcessor(Generic[R]):
     def get_stats(self) -> Stats:
         """A consistent snapshot of this processor's statistics."""
         return self._core.snapshot()
+
+    def forget(self, scope: Mapping[str, Any] | None = None) -> int:
+        """Drop stored answers of the reuse cache (the ``reuse`` option): every one
+        (``scope=None``, the default), or those of one scope.
+
+        Args:
+            scope: None for every entry; or a mapping of ``dedup_scope`` fields to values:
+                the entries whose named fields are equal to these (a field not named matches
+                any value, so ``{"user": "u1"}`` drops u1's answers under every model when
+                ``dedup_scope=("model", "user")``; ``{}`` drops every entry).
+
+        Returns:
+            How many entries were dropped; 0 with reuse off (nothing is stored then).
+
+        Raises:
+            TypeError: ``scope`` is neither None nor a mapping with str keys, or a value
+                cannot be encoded.
+            InvalidRequestError: ``scope`` names a field that is not in ``dedup_scope``.
+                Nothing is dropped when it raises.
+        """
+        return _forget(self._core.reuse, self._config.dedup_scope, scope)
 
     @property
     def dedup_threshold_in_force(self) -> float:

@@ -38,6 +38,8 @@ class Request:
             guard; None before.
         features: Its guard features (:class:`stratabatch.guards.Features`), computed the
             first time a guard reads it; None before.
+        fresh: Its caller asked for a fresh answer (``process(..., reuse=False)``): the
+            reuse cache never answers it (twins still merge with it; its answer is stored).
     """
 
     __slots__ = (
@@ -64,6 +66,7 @@ class Request:
         "numkey",
         "wprof",
         "reuse_age",
+        "fresh",
     )
 
     def __init__(
@@ -104,6 +107,7 @@ class Request:
         self.features: Any = None  # guard features of text, computed on first need
         self.wprof: Any = None  # its key words for the word index, when computed off the loop
         self.reuse_age: float | None = None  # answered from the reuse cache: the answer's age
+        self.fresh = False  # its call said reuse=False: the reuse cache's lookup skips it
 
     @property
     def leader(self) -> Request | None:

@@ -70,10 +70,12 @@ from .pacing import Pacer
 from .publish import Publisher, engine_info
 from .records import Request
 from .reporting import Reporter
+from .reusecontrol import forget
 from .slots import STATE_RUNNING, STATE_STOPPING, Client, Slots
 from .wire import (
     ARENA_MAGIC,
     check_name,
+    error_to_wire,
     pack_message,
 )
 
@@ -354,7 +356,8 @@ class Engine:
             self._drop_client(client, f"broken socket message: {exc}")
             return
         for msg in msgs:
-            if msg.get("op") == "stats":
+            op = msg.get("op")
+            if op == "stats":
                 snap = dataclasses.asdict(self.core.snapshot())
                 snap["merge_similarity_histogram"] = list(snap["merge_similarity_histogram"])
                 reply = {
@@ -363,14 +366,37 @@ class Engine:
                     "stats": snap,
                     "clients": len(self._clients),
                 }
-                try:
-                    client.sock.send(pack_message(reply))
-                except OSError as exc:
-                    self._drop_client(client, f"socket error: {exc}")
-                    return
+            elif op == "forget":
+                reply = self._forget(msg)
             else:
-                self._drop_client(client, f"unknown socket message {msg.get('op')!r}")
+                self._drop_client(client, f"unknown socket message {op!r}")
                 return
+            try:
+                client.sock.send(pack_message(reply))
+            except OSError as exc:
+                self._drop_client(client, f"socket error: {exc}")
+                return
+
+    def _forget(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A client's ``forget`` message ``{"op": "forget", "seq": seq, "scope": None | map}``:
+        drop entries of the reuse cache (:func:`stratabatch.reusecontrol.forget`); the answer
+        carries how many (``dropped``), or why not (``error``: ``[type name, message]``, for
+        a scope of the wrong type or field). Whatever the message holds, the engine goes on."""
+        reply: dict[str, Any] = {"op": "forget", "seq": msg.get("seq")}
+        try:
+            if "scope" not in msg:
+                raise TypeError("a forget message carries a scope (None for every entry)")
+            reply["dropped"] = forget(self.core.reuse, self.config.dedup_scope, msg["scope"])
+        except (TypeError, StratabatchError) as exc:
+            name = "TypeError" if isinstance(exc, TypeError) else error_to_wire(exc)[1][0]
+            reply["error"] = [name, str(exc)]
+        except Exception as exc:  # a bug of ours: that request fails, not the engine
+            log.exception("forget failed")
+            reply["error"] = ["StratabatchError", f"the engine failed to forget: {exc!r}"]
+        else:
+            if reply["dropped"]:
+                log.info("forget: %d stored answers dropped", reply["dropped"])
+        return reply
 
     def _abandon(self, client: Client, rid: int, req: Request | LaneGroup) -> None:
         """``client`` gave up on its request ``rid`` (a record, or a row of a lane group)."""

@@ -30,7 +30,7 @@ import numpy as np
 
 from stratabatch.ipc.doorbell import Doorbell
 from stratabatch.ipc.errors import SegmentExistsError
-from stratabatch.ipc.frames import FRAME_VERSION
+from stratabatch.ipc.frames import FRAME_VERSION, OLDEST_FRAME_VERSION
 from stratabatch.ipc.ring import Ring
 from stratabatch.ipc.segment import Segment, segment_name
 
@@ -346,7 +346,7 @@ class Slots:
         if (
             hello.get("op") != "hello"
             or hello.get("protocol") != PROTOCOL_VERSION
-            or hello.get("frame_version") != FRAME_VERSION
+            or hello.get("frame_version") not in range(OLDEST_FRAME_VERSION, FRAME_VERSION + 1)
         ):
             log.warning(
                 "client refused: pid %d speaks protocol %r / frame version %r, this engine %d / %d",

@@ -142,9 +142,10 @@ class Books(CallBooks):
         deadline_ns: int,
         row: int,
         blob: bytes,
+        options: bytes | None = None,
     ) -> int:
-        """Enter a one-request call (its encoded payload ``blob``, its arena row or -1) and
-        queue it, sending if this caller is to send; its id.
+        """Enter a one-request call (its encoded payload ``blob``, its arena row or -1, its
+        encoded options or None) and queue it, sending if this caller is to send; its id.
 
         Raises:
             EngineUnavailableError: The engine went away while the call started.
@@ -159,7 +160,10 @@ class Books(CallBooks):
                 self._pending[rid] = (waiter, ONE)
                 if row >= 0:
                     self._rows[rid] = row
-                self._outq.append((rid, priority, deadline_ns, row, blob))
+                if options is None:
+                    self._outq.append((rid, priority, deadline_ns, row, blob))
+                else:
+                    self._outq.append((rid, priority, deadline_ns, row, blob, options))
                 send = not (self._sending or self._waiting_room or self._returning)
                 if send:
                     self._sending = True
@@ -173,12 +177,19 @@ class Books(CallBooks):
         return rid
 
     def enter(
-        self, conn: Transport, owner: Any, items: list[Item], index_of: Any, span: int = 1
+        self,
+        conn: Transport,
+        owner: Any,
+        items: list[Item],
+        index_of: Any,
+        span: int = 1,
+        options: bytes | None = None,
     ) -> range:
         """Enter a call's encoded requests in the books and queue them; their ids: one
         contiguous range of ``span`` (a list's length: request ``i`` of a list has id
         ``first + i``, so a merge's leader id maps back to its position).
-        ``index_of``: each item's index in its list (None: a one-request call).
+        ``index_of``: each item's index in its list (None: a one-request call);
+        ``options``: the call's encoded request options, or None.
 
         Raises:
             EngineUnavailableError: The engine went away while the call started.
@@ -201,7 +212,10 @@ class Books(CallBooks):
                     pending[rid] = (owner, index_of[k])
                 if item[3] >= 0:
                     rows[rid] = item[3]
-                outq.append((rid, item[1], item[2], item[3], item[4]))
+                if options is None:
+                    outq.append((rid, item[1], item[2], item[3], item[4]))
+                else:
+                    outq.append((rid, item[1], item[2], item[3], item[4], options))
             if isinstance(owner, ListCall):
                 owner.first_id = first
             send = not self._sending and not self._waiting_room and not self._returning

@@ -49,17 +49,33 @@ from .errors import (
     StratabatchError,
 )
 from .requests import check_call_args, flat_packer
+from .reusecontrol import check_forget_scope, check_reuse_flag
 from .syncbooks import Books, Waiter
 from .transport import Transport
 from .wire import check_name, socket_path
 
-__all__ = ["BlockingClient"]
+__all__ = ["BlockingClient", "reuse_options"]
 
 _ON_FULL = ("wait", "reject")
 _SAFETY_MS = 200
 """The reader wakes at least this often: a safety net for a lost doorbell or send."""
 
 _CLOSED = "the call was cancelled (the client closed)"
+
+
+_REUSE_OFF: list[bytes] = []
+
+
+def reuse_options(reuse: bool) -> bytes | None:
+    """The encoded request options (:func:`stratabatch.ipc.frames.encode_options`) of a call's
+    checked ``reuse=`` flag: None for True (the frame then carries none)."""
+    if reuse:
+        return None
+    if not _REUSE_OFF:
+        from stratabatch.ipc.frames import encode_options
+
+        _REUSE_OFF.append(encode_options({"reuse": False}))
+    return _REUSE_OFF[0]
 
 
 def _clock(timeout: float | None) -> tuple[float | None, int]:
@@ -220,10 +236,11 @@ class BlockingClient:
         self._books.expire(owner, ids, timeout)
 
     def _post_stats(self, msgs: list[dict[str, Any]]) -> None:
+        """Post the engine's answers to socket requests (stats, forget) for their callers."""
         for msg in msgs:
-            if msg.get("op") == "stats":
+            if msg.get("op") in ("stats", "forget"):
                 with self._stats:
-                    self._stats_answers[msg.get("seq", -1)] = msg.get("stats", {})
+                    self._stats_answers[msg.get("seq", -1)] = msg
                     self._stats.notify_all()
 
     # ------------------------------------------------------------- waiting
@@ -258,6 +275,7 @@ class BlockingClient:
         priority: int = 0,
         timeout: float | None = None,
         return_exceptions: bool = False,
+        reuse: bool = True,
     ) -> Any:
         """Process one request (a mapping) or a list of them in the engine, blocking.
 
@@ -268,13 +286,16 @@ class BlockingClient:
                 included; None, ``inf`` or ``NO_DEADLINE_S`` and more: no deadline.
             return_exceptions: For a list, put each failed request's exception in its place
                 instead of raising the first one.
+            reuse: False: the engine's reuse cache answers none of these requests (they
+                still merge with twins that wait or run; their answers are stored).
 
         Returns:
             The result for a single request; a list of results in the same order for a list.
 
         Raises:
             InvalidRequestError: A request is not a mapping, cannot be encoded, or has a bad
-                ``"embedding"`` (nothing was sent); ``timeout`` is not a positive number.
+                ``"embedding"`` (nothing was sent); ``timeout`` is not a positive number;
+                ``reuse`` is not a bool.
             RequestTooLargeError: A request is over the engine's size limit.
             BatchTimeoutError: ``timeout`` ran out (also while reconnecting), or the engine's
                 ``processing_timeout`` did.
@@ -284,6 +305,7 @@ class BlockingClient:
         """
         if self._closed or self._forked:  # (the fork hook sets _forked in a child)
             self._refuse_use()
+        options = None if reuse is True else reuse_options(check_reuse_flag(reuse))
         if type(requests) is dict or isinstance(requests, Mapping):
             end = None
             deadline_ns = 0
@@ -313,7 +335,7 @@ class BlockingClient:
                 waiter = Waiter()
             else:
                 mine.waiter = None  # (taken; given back only when its call ends with a value)
-            rid = self._books.enter_one(conn, waiter, priority, deadline_ns, row, blob)
+            rid = self._books.enter_one(conn, waiter, priority, deadline_ns, row, blob, options)
             value = self._wait(waiter, waiter, range(rid, rid + 1), end, timeout)
             # its call ended with a value: the books hold nothing of it, its lock is held
             # again, so it serves this thread's next call
@@ -335,7 +357,9 @@ class BlockingClient:
             conn = self._live(end, timeout)
         waiter = Waiter()
         call = ListCall(requests, waiter, return_exceptions)
-        ids = self._enter_list(conn, requests, call, priority, deadline_ns, return_exceptions)
+        ids = self._enter_list(
+            conn, requests, call, priority, deadline_ns, return_exceptions, options
+        )
         try:
             return self._wait(waiter, call, ids, end, timeout)
         except BatchTimeoutError:
@@ -361,9 +385,10 @@ class BlockingClient:
         priority: int,
         deadline_ns: int,
         invalid_ok: bool,
+        options: bytes | None = None,
     ) -> range:
         """Encode every request of a list (refusing before anything is sent), then enter and
-        queue them; their ids."""
+        queue them (with the call's encoded ``options``, if any); their ids."""
         packer = self._packer
         assert packer is not None
         items: list[Item] = []
@@ -384,16 +409,22 @@ class BlockingClient:
         if not items:
             call.settle_if_done()
             return range(0)
-        return self._books.enter(conn, call, items, index_of, len(requests))
+        return self._books.enter(conn, call, items, index_of, len(requests), options)
 
     def process_streaming(
-        self, requests: Sequence[Any], *, priority: int = 0, timeout: float | None = None
+        self,
+        requests: Sequence[Any],
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+        reuse: bool = True,
     ) -> Iterator[Any]:
         """Process a list of requests; yield a ``Completed`` for each as it finishes.
 
         Failed requests are yielded with ``error`` set, those without an answer when
         ``timeout`` runs out with a ``BatchTimeoutError``. Leaving the loop early stops waiting
-        for the rest (the engine still answers them; the answers are dropped).
+        for the rest (the engine still answers them; the answers are dropped). ``priority``,
+        ``timeout`` and ``reuse`` as for :meth:`process`.
         """
         if self._closed or self._forked:  # (the fork hook sets _forked in a child)
             self._refuse_use()
@@ -402,6 +433,7 @@ class BlockingClient:
                 f"process_streaming() takes a list of requests, got {type(requests).__name__}"
             )
         check_call_args(priority, timeout)
+        options = None if reuse is True else reuse_options(check_reuse_flag(reuse))
         if not requests:
             return
         timeout = call_deadline(timeout)
@@ -411,7 +443,7 @@ class BlockingClient:
             conn = self._live(end, timeout)
         stream: queue.SimpleQueue[Any] = queue.SimpleQueue()
         call = ListCall(requests, None, True, stream)
-        ids = self._enter_list(conn, requests, call, priority, deadline_ns, False)
+        ids = self._enter_list(conn, requests, call, priority, deadline_ns, False, options)
         try:
             for _ in range(len(requests)):
                 if end is None:
@@ -434,6 +466,33 @@ class BlockingClient:
         Raises:
             EngineUnavailableError: The engine is not running, or did not answer in time.
         """
+        return stats_from_wire(self._ask("stats").get("stats", {}))
+
+    def forget(self, scope: Mapping[str, Any] | None = None) -> int:
+        """Drop stored answers of the engine's reuse cache (shared by all its clients): every
+        one (``scope=None``), or those of one scope, as ``BatchProcessor.forget``.
+
+        Returns:
+            How many entries the engine dropped; 0 when it runs with reuse off.
+
+        Raises:
+            TypeError: ``scope`` is neither None nor a mapping with str keys (nothing is
+                sent), or a value cannot be encoded.
+            InvalidRequestError: ``scope`` names a field that is not in the engine's
+                ``dedup_scope`` (nothing is dropped).
+            EngineUnavailableError: The engine is not running, or did not answer in time.
+        """
+        from .transport import forget_answer
+
+        wanted = check_forget_scope(scope)
+        return forget_answer(self._ask("forget", scope=wanted))
+
+    def _ask(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send the socket request ``op`` and wait for the answer the reader thread posts.
+
+        Raises:
+            EngineUnavailableError: The engine is not running, or did not answer in time.
+        """
         if self._closed or self._forked:  # (the fork hook sets _forked in a child)
             self._refuse_use()
         conn = self._conn
@@ -442,7 +501,7 @@ class BlockingClient:
         cond = self._stats
         with cond:
             try:
-                seq = conn.ask_stats()
+                seq = conn.send_op(op, **fields)
             except OSError as exc:
                 raise EngineUnavailableError(
                     f"the stratabatch engine {self.name!r} ({conn.path}) dropped the "
@@ -457,12 +516,11 @@ class BlockingClient:
                 left = end - time.monotonic()
                 if left <= 0:
                     raise EngineUnavailableError(
-                        f"the engine {self.name!r} did not answer a stats request within "
+                        f"the engine {self.name!r} did not answer a {op} request within "
                         f"{self._timeout:g} s"
                     )
                 cond.wait(left)
-            raw = self._stats_answers.pop(seq)
-        return stats_from_wire(raw)
+            return self._stats_answers.pop(seq)
 
     def close(self) -> None:
         """Wait for this client's calls to finish, disconnect and stop its reader thread

@@ -18,8 +18,9 @@ threads under that client's locks:
 * :meth:`frames`: every response frame published so far (the ring then sleeps on the
   doorbell);
 * :meth:`lease_row`, :meth:`free_row`: the slot's arena rows for requests' own vectors;
-* :meth:`stats`: the engine's stats over the socket (a blocking round trip); :meth:`ask_stats`
-  and :meth:`read_socket` for a client whose own thread reads the socket;
+* :meth:`stats`, :meth:`forget`: the engine's stats, and a ``forget`` of its reuse cache, over
+  the socket (blocking round trips, :meth:`ask`); :meth:`send_op` and :meth:`read_socket` for
+  a client whose own thread reads the socket;
 * :meth:`close`, :meth:`let_go_after_fork`.
 """
 
@@ -402,17 +403,21 @@ class Transport:
                 return msgs[:i], f"shut down ({msg.get('reason')})"
         return msgs, None
 
-    def ask_stats(self) -> int:
-        """Ask the engine for its stats without waiting: the request's ``seq``, which the
-        answer (a ``{"op": "stats", "seq": seq, "stats": ...}`` message that
+    def send_op(self, op: str, **fields: Any) -> int:
+        """Send the engine a socket request ``op`` (``"stats"``, ``"forget"``) without
+        waiting: its ``seq``, which the answer (a ``{"op": op, "seq": seq, ...}`` message that
         :meth:`read_socket` returns) carries.
 
         Raises:
             OSError: The socket is gone.
         """
         self.stats_seq += 1
-        self.sock.sendall(pack_message({"op": "stats", "seq": self.stats_seq}))
+        self.sock.sendall(pack_message({"op": op, "seq": self.stats_seq, **fields}))
         return self.stats_seq
+
+    def ask_stats(self) -> int:
+        """:meth:`send_op` of ``"stats"``."""
+        return self.send_op("stats")
 
     # ------------------------------------------------------------- rings
 
@@ -472,13 +477,32 @@ class Transport:
             EngineUnavailableError: The engine did not answer in time, or went away (then the
                 transport is lost: ``on_lost`` is called).
         """
+        return self.ask("stats", timeout)["stats"]
+
+    def forget(self, scope: dict[str, Any] | None, timeout: float) -> int:
+        """Ask the engine to drop entries of its reuse cache (a blocking round trip): every
+        one (``scope`` None) or those of a scope (:func:`stratabatch.reusecontrol.forget`);
+        how many it dropped.
+
+        Raises:
+            TypeError, InvalidRequestError: The engine refused ``scope`` (nothing dropped).
+            EngineUnavailableError: As :meth:`stats`.
+        """
+        return forget_answer(self.ask("forget", timeout, scope=scope))
+
+    def ask(self, op: str, timeout: float, **fields: Any) -> dict[str, Any]:
+        """Send the socket request ``op`` and wait for its answer (a blocking round trip).
+
+        Raises:
+            EngineUnavailableError: As :meth:`stats`.
+        """
         self.stats_seq += 1
         seq = self.stats_seq
         sock = self.sock
         try:
             sock.setblocking(True)
             sock.settimeout(timeout)
-            sock.sendall(pack_message({"op": "stats", "seq": seq}))
+            sock.sendall(pack_message({"op": op, "seq": seq, **fields}))
             deadline = time.monotonic() + timeout
             poller = select.poll()
             poller.register(sock.fileno(), select.POLLIN)
@@ -486,7 +510,7 @@ class Transport:
                 left = deadline - time.monotonic()
                 if left <= 0 or not poller.poll(left * 1000):
                     raise EngineUnavailableError(
-                        f"the engine {self.name!r} did not answer a stats request within "
+                        f"the engine {self.name!r} did not answer a {op} request within "
                         f"{timeout:g} s"
                     )
                 data = sock.recv(1 << 20)
@@ -495,8 +519,8 @@ class Transport:
                 for msg in self.rbuf.feed(data):
                     if msg.get("op") == "bye":
                         raise self._gone(f"shut down ({msg.get('reason')})")
-                    if msg.get("op") == "stats" and msg.get("seq") == seq:
-                        return msg["stats"]
+                    if msg.get("op") == op and msg.get("seq") == seq:
+                        return msg
         except (OSError, ValueError) as exc:
             raise self._gone(f"dropped the connection ({exc})") from None
         finally:
@@ -572,6 +596,36 @@ class Transport:
         self.close()
 
 
+def forget_answer(reply: dict[str, Any]) -> int:
+    """The engine's answer to a ``forget`` request: the count it dropped, or its refusal
+    raised (``TypeError`` as such, our own errors by name).
+
+    Raises:
+        TypeError, InvalidRequestError, StratabatchError: The engine refused the request.
+    """
+    error = reply.get("error")
+    if error is None:
+        dropped = reply.get("dropped")
+        if type(dropped) is int and dropped >= 0:
+            return dropped
+        error = ["StratabatchError", f"the engine answered forget with {reply!r:.200}"]
+    name, message = (
+        (error[0], error[1])
+        if isinstance(error, list) and len(error) == 2
+        else (
+            "StratabatchError",
+            repr(error),
+        )
+    )
+    if name == "TypeError":
+        raise TypeError(message)
+    from stratabatch.ipc.frames import STATUS_ERROR
+
+    from .wire import error_from_wire
+
+    raise error_from_wire(STATUS_ERROR, (str(name), str(message), {}))
+
+
 _live: weakref.WeakSet[Transport] = weakref.WeakSet()
 """Every transport this process opened (and has not dropped)."""
 
@@ -587,4 +641,4 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-__all__ = ["Transport"]
+__all__ = ["Transport", "forget_answer"]

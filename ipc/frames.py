@@ -1,14 +1,17 @@
 """Request and response frames: the msgpack messages carried by the rings.
 
-A request frame (client -> engine) is a msgpack array of five items::
+A request frame (client -> engine) is a msgpack array of five or six items::
 
-    [id, priority, deadline_ns, arena_row, payload]
+    [id, priority, deadline_ns, arena_row, payload]  or  [..., payload, options]
 
     id           int  in [0, 2**63 - 1]   the client's request id, unique per client
     priority     int  in [-2**31, 2**31 - 1]   higher runs first (with enable_priorities)
     deadline_ns  int  in [0, 2**63 - 1]   time.monotonic_ns() the caller gives up at; 0 = none
     arena_row    int  in [-1, 2**31 - 1]  arena row holding the request's vector; -1 = none
     payload      any msgpack value         the request itself (usually a map)
+    options      optional map, str keys    per-call options (:data:`REQUEST_OPTIONS`: only
+                                           ``{"reuse": false}`` so far); absent rather than
+                                           empty, so it costs nothing when unused
 
 A response frame (engine -> client) is a msgpack array of three or four items::
 
@@ -89,9 +92,19 @@ from stratabatch.ipc.framelimits import (
 )
 from stratabatch.ipc.framelimits import short_repr as _short
 
-FRAME_VERSION = 4
+FRAME_VERSION = 5
 """Layout version of the frames in this module; exchanged at the engine handshake (2: batch
-frames; 3: text and answers frames; 4: text frames with a deadline column)."""
+frames; 3: text and answers frames; 4: text frames with a deadline column; 5: a request's
+optional ``options`` map)."""
+
+OLDEST_FRAME_VERSION = 4
+"""The oldest client layout an engine of this version still serves: a version-4 client's
+frames are version-5 frames without options (the answers did not change)."""
+
+REQUEST_OPTIONS: dict[str, type] = {"reuse": bool}
+"""The keys a request's ``options`` map may hold, each with the type of its value:
+``reuse`` False bypasses the engine's reuse cache for that request (``process(...,
+reuse=False)``). Any other key fails the request (both ends speak one frame version)."""
 
 STATUS_OK = 0
 """Response status: ``value`` is the result."""
@@ -138,6 +151,50 @@ class Request(NamedTuple):
     """Arena row holding this request's vector, or -1 (:data:`NO_ROW`)."""
     payload: Any
     """The request: plain msgpack data (dict, list, str, bytes, int, float, bool, None)."""
+
+
+class RequestWithOptions(NamedTuple):
+    """A decoded request frame that carries an ``options`` map (six items)."""
+
+    id: int
+    """As :attr:`Request.id`."""
+    priority: int
+    """As :attr:`Request.priority`."""
+    deadline_ns: int
+    """As :attr:`Request.deadline_ns`."""
+    arena_row: int
+    """As :attr:`Request.arena_row`."""
+    payload: Any
+    """As :attr:`Request.payload`."""
+    options: dict[str, Any]
+    """Per-call options, checked against :data:`REQUEST_OPTIONS`."""
+
+
+def encode_options(options: dict[str, Any]) -> bytes:
+    """A request's ``options`` map, checked against :data:`REQUEST_OPTIONS` and encoded: the
+    sixth item of :meth:`FrameEncoder.request_batch`'s items.
+
+    Raises:
+        FrameError: A key is not one of :data:`REQUEST_OPTIONS`, or its value's type is not.
+    """
+    _check_options(options, "request options")
+    return _packb(options)
+
+
+def _check_options(options: Any, what: str) -> dict[str, Any]:
+    if type(options) is not dict:
+        raise FrameError(f"{what} must be a map, got {_short(options)}")
+    for key, value in options.items():
+        want = REQUEST_OPTIONS.get(key) if type(key) is str else None
+        if want is None:
+            raise FrameError(
+                f"{what}: unknown option {_short(key)}; known: {', '.join(REQUEST_OPTIONS)}"
+            )
+        if type(value) is not want:
+            raise FrameError(
+                f"{what}: option {key!r} must be a {want.__name__}, got {_short(value)}"
+            )
+    return options
 
 
 class ErrorInfo(NamedTuple):
@@ -334,7 +391,7 @@ class FrameEncoder:
 
     def _other_bytes(self, frame: tuple[Any, ...], position: int) -> int:
         """Bytes of ``frame``'s encoding that are not its item at ``position``."""
-        size = 1  # the fixarray header of a frame of 3 to 5 items
+        size = 1  # the fixarray header of a frame of 3 to 6 items
         for i, item in enumerate(frame):
             if i != position:
                 size += int_size(item) if type(item) is int else len(self._pack(item))
@@ -347,6 +404,7 @@ class FrameEncoder:
         deadline_ns: int,
         arena_row: int,
         payload: Any,
+        options: dict[str, Any] | None = None,
     ) -> bytes:
         """Encode one request frame.
 
@@ -356,6 +414,8 @@ class FrameEncoder:
             deadline_ns: ``time.monotonic_ns()`` deadline, or 0 for none.
             arena_row: Arena row of the request's vector, or -1 for none.
             payload: The request, plain msgpack-serializable data.
+            options: Per-call options (:data:`REQUEST_OPTIONS`), sent as the sixth item when
+                not empty.
 
         Returns:
             The encoded frame.
@@ -368,6 +428,14 @@ class FrameEncoder:
         id, priority, deadline_ns, arena_row = _request_fields(id, priority, deadline_ns, arena_row)
         check_value(payload, self.limits, 2, "payload")
         limit = self.limits.max_request_bytes
+        if options:
+            _check_options(options, f"request {id}: options")
+            return self._finish(
+                (id, priority, deadline_ns, arena_row, payload, options),
+                "request",
+                ("payload", "options"),
+                None if limit is None else (4, "max_request_bytes", limit),
+            )
         return self._finish(
             (id, priority, deadline_ns, arena_row, payload),
             "request",
@@ -401,7 +469,7 @@ class FrameEncoder:
                 ) from exc
         return out
 
-    def request_batch(self, items: Sequence[tuple[int, int, int, int, bytes]]) -> bytes:
+    def request_batch(self, items: Sequence[tuple[Any, ...]]) -> bytes:
         """Encode a batch frame of requests whose payloads are already encoded and checked.
 
         The client encodes each payload once, when the caller submits it (that is how it
@@ -412,12 +480,56 @@ class FrameEncoder:
 
         Args:
             items: ``(id, priority, deadline_ns, arena_row, payload_bytes)`` per request,
-                ``payload_bytes`` being one complete msgpack value.
+                ``payload_bytes`` being one complete msgpack value; or the same with a sixth,
+                ``options_bytes`` (:func:`encode_options`), for a request with options.
 
         Raises:
             FrameError: A field is out of range, or no items.
             FrameTooLargeError: The frame exceeds ``limits.max_frame_bytes`` (split the batch).
         """
+        try:
+            return self._request_batch(items)
+        except ValueError as exc:
+            if isinstance(exc, FrameError) or isinstance(exc, FrameTooLargeError):
+                raise
+            # an item of six (a request with options) does not unpack into five: the
+            # batch goes the general way (the usual batch pays nothing for options)
+            return self._request_batch_with_options(items)
+
+    def _request_batch_with_options(self, items: Sequence[tuple[Any, ...]]) -> bytes:
+        """:meth:`request_batch` of items of five or six (the sixth: encoded options)."""
+        n = len(items)
+        if not 0 < n <= self.limits.max_array_len:
+            raise FrameError(
+                f"a batch frame holds 1 to {self.limits.max_array_len} requests, got {n}"
+            )
+        parts = [_array_header(n)]
+        size = len(parts[0])
+        head = _REQ_HEAD.pack
+        for item in items:
+            if len(item) not in (5, 6):
+                raise FrameError(
+                    "a batch item is (id, priority, deadline_ns, arena_row, payload_bytes"
+                    f"[, options_bytes]), got {len(item)} fields"
+                )
+            rid, priority, deadline_ns, arena_row = _request_fields(*item[:4])
+            parts += (
+                head(
+                    0x90 | len(item), 0xCF, rid, 0xD2, priority, 0xCF, deadline_ns, 0xD2, arena_row
+                ),
+                *item[4:],
+            )
+            size += _REQ_HEAD.size + sum(len(b) for b in item[4:])
+        if size > self.limits.max_frame_bytes:
+            raise FrameTooLargeError(
+                f"batch frame of {n} requests is {size} bytes, over the frame limit of "
+                f"{self.limits.max_frame_bytes} bytes",
+                size=size,
+                limit=self.limits.max_frame_bytes,
+            )
+        return b"".join(parts)
+
+    def _request_batch(self, items: Sequence[tuple[Any, ...]]) -> bytes:
         n = len(items)
         if not 0 < n <= self.limits.max_array_len:
             raise FrameError(
@@ -852,7 +964,12 @@ class FrameDecoder:
             frame = columns  # (each item checked in full below: one may say what is wrong)
         elif type(first) is not list:  # a single request
             req = self._request(frame, data)
-            if req.arena_row == NO_ROW and type(req.payload) is dict and _flat_values(req.payload):
+            if (
+                type(req) is Request
+                and req.arena_row == NO_ROW
+                and type(req.payload) is dict
+                and _flat_values(req.payload)
+            ):
                 return [frame], True  # a plain one (checked whole by _request)
             return [req], False
         limit = self._max_payload
@@ -976,13 +1093,17 @@ class FrameDecoder:
     def _request(self, frame: Any, data: Any) -> Request:
         """Check one decoded request array (a frame's, or a batch item's); ``data``: the
         frame's bytes when the payload size is measured from them, ``b""`` to measure it by
-        encoding, None to skip."""
+        encoding, None to skip. An array of six (with options) comes back as a
+        :class:`RequestWithOptions`."""
         if type(frame) is not list or len(frame) != 5:
+            if type(frame) is list and len(frame) == 6:
+                return self._request_with_options(frame, data)  # type: ignore[return-value]
             raise FrameError(
                 _shape_message(
                     frame,
                     "request",
-                    "an array of 5 items [id, priority, deadline_ns, arena_row, payload]",
+                    "an array of 5 items [id, priority, deadline_ns, arena_row, payload] "
+                    "(6 with options)",
                 )
             )
         rid, priority, deadline_ns, arena_row, payload = frame
@@ -1030,6 +1151,15 @@ class FrameDecoder:
                     f"request {rid}: payload is {size} bytes, over max_request_bytes={limit}"
                 )
         return _new_tuple(Request, frame)
+
+    def _request_with_options(self, frame: list[Any], data: Any) -> RequestWithOptions:
+        """:meth:`_request` of a six-item array: the five checked as ever (a payload measured
+        from ``data`` then counts the options too: a frame over the limit by its options
+        alone is refused), the options against :data:`REQUEST_OPTIONS`."""
+        options = frame[5]
+        req = self._request(frame[:5], data)
+        _check_options(options, f"request {req.id}: options")
+        return _new_tuple(RequestWithOptions, (*req, options))
 
     def responses(self, data: bytes | bytearray | memoryview) -> list[Response | FrameError]:
         """Decode a response frame, single or batch: one :class:`Response` per item, or a
@@ -1291,6 +1421,8 @@ __all__ = [
     "MIN_PRIORITY",
     "NO_DEADLINE",
     "NO_ROW",
+    "OLDEST_FRAME_VERSION",
+    "REQUEST_OPTIONS",
     "STATUS_ERROR",
     "STATUS_NAMES",
     "STATUS_OK",
@@ -1300,6 +1432,8 @@ __all__ = [
     "FrameEncoder",
     "FrameLimits",
     "Request",
+    "RequestWithOptions",
     "Response",
+    "encode_options",
     "peek_frame_id",
 ]

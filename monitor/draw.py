@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
@@ -291,24 +291,57 @@ def batch_size_chart(snap: EngineSnapshot, width: int, height: int) -> Text:
 
 
 def dedup_numbers(snap: EngineSnapshot, width: int) -> list[Text]:
-    """Dedup rate split into exact and near merges, coalesced work, cost saved."""
+    """Dedup rate split into exact and near merges, coalesced work, cost saved; and, with
+    reuse on, the reuse cache's row (:func:`reuse_items`)."""
     s = snap.stats
     total = s.total_requests or 1
-    return flow(
+    rows: list[list[Item]] = [
         [
-            [
-                ("dedup", fmt.pct(s.dedup_rate), "bold"),
-                ("exact", fmt.pct(s.exact_merges / total), ""),
-                ("near", fmt.pct(s.near_merges / total), ""),
-            ],
-            [
-                ("saved", fmt.usd(s.cost_saved_usd), "bold green"),
-                ("merged", fmt.short(s.duplicates), ""),
-                ("coalesced", fmt.short(s.inflight_coalesced), ""),
-            ],
+            ("dedup", fmt.pct(s.dedup_rate), "bold"),
+            ("exact", fmt.pct(s.exact_merges / total), ""),
+            ("near", fmt.pct(s.near_merges / total), ""),
         ],
-        width,
-    )
+        [
+            ("saved", fmt.usd(s.cost_saved_usd), "bold green"),
+            ("merged", fmt.short(s.duplicates), ""),
+            ("coalesced", fmt.short(s.inflight_coalesced), ""),
+        ],
+    ]
+    reuse = reuse_items(snap)
+    if reuse:
+        rows.append(reuse)
+    return flow(rows, width)
+
+
+def reuse_items(snap: EngineSnapshot) -> list[Item]:
+    """The reuse cache at a glance, as ``--once``'s reuse line: its mode, hits (and their
+    share of all requests), entries held and their bytes against their bounds, the ttl
+    (one line in a 160-column terminal); nothing while reuse is off (or the engine does not
+    say)."""
+    info, s = snap.info, snap.stats
+    mode = info.get("reuse", "off")
+    if not isinstance(mode, str) or mode == "off":
+        return []
+    share = s.reuse_hits / s.total_requests if s.total_requests else 0.0
+    return [
+        ("reuse", mode, "bold"),
+        ("hits", f"{fmt.short(s.reuse_hits)} ({fmt.pct(share)})", "bold green"),
+        (
+            "held",
+            f"{fmt.short(s.reuse_entries)}/{fmt.short(_bound(info, 'reuse_max_entries'))}",
+            "",
+        ),
+        ("bytes", f"{fmt.size(s.reuse_bytes)}/{fmt.size(_bound(info, 'reuse_max_bytes'))}", ""),
+        ("ttl", fmt.seconds(_bound(info, "reuse_ttl_s")), ""),
+    ]
+
+
+def _bound(info: Mapping[str, object], key: str) -> float:
+    """A number of the engine's info, NaN when it is missing or not a number (shown as -)."""
+    v = info.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return math.nan
+    return float(v)
 
 
 def similarity_chart(snap: EngineSnapshot, width: int, height: int) -> Text:

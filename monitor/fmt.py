@@ -26,6 +26,27 @@ def short(n: float) -> str:
     return f"{n / 1e12:.1f}T"
 
 
+def size(n: float) -> str:
+    """Bytes, compact, binary units: ``512B``, ``3.5K``, ``64M``, ``1.0T`` (K = 1,024 bytes);
+    ``-`` for NaN or infinity."""
+    if not math.isfinite(n):
+        return "-"
+    if abs(n) < 1024:
+        return f"{n:.0f}B"
+    for unit in ("K", "M", "G"):
+        n /= 1024
+        if abs(n) < 1024:
+            return f"{n:.0f}{unit}" if float(n).is_integer() or abs(n) >= 100 else f"{n:.1f}{unit}"
+    return f"{n / 1024:.1f}T"
+
+
+def seconds(x: float) -> str:
+    """A short duration: ``45s``, ``2.5s`` under 100 s, else as :func:`duration`."""
+    if math.isfinite(x) and 0 <= x < 100:
+        return f"{x:.0f}s" if float(x).is_integer() else f"{x:.1f}s"
+    return duration(x)
+
+
 def rate(r: float | None) -> str:
     """A per-second rate: ``812.4``, ``12.3k``; ``-`` when unknown."""
     if r is None or r != r:

@@ -2,6 +2,7 @@
 
     stratabatch-perf [--quick] [--wide] [--explain] [--json FILE] [--plot FILE.png]
                      [workload, batching and cost-model options]
+    stratabatch-perf --repeat-traffic [--quick] [--json FILE] [repeat-traffic options]
 
 Modes, in one run on the same seeded workload: unbatched direct calls; batching without dedup;
 the embedded BatchProcessor with exact, embedding and hybrid dedup; the multiprocessing.Queue
@@ -11,6 +12,14 @@ batching server (the peer); stratabatch-engine with client processes (when insta
 80 columns (--wide prints every column); the run ends with its verdict in words. Exits 1 if any
 mode lost, duplicated or misdelivered an outcome, 2 on a usage error (--plot without matplotlib
 fails before any mode runs). docs/perf.md explains the cost model and how to read the output.
+
+``--repeat-traffic`` runs issue 23's other workload instead (perf/repeat_traffic.py, described
+in docs/reuse.md): the same population of questions asked over minutes with Zipf popularity,
+near variants and traps, replayed through the reuse cache (ttl and bounds varied) and sent live
+through BatchProcessor with reuse off and exact, beside aiodataloader's cache where it
+installs. It ends with the issue's checks (wrong answers served, entries held at the bound,
+backend items against distinct intents) and exits 1 if an answer served belongs to another
+question beyond the issue's 0.5% of reuses.
 """
 
 from __future__ import annotations
@@ -124,6 +133,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="length of the sweep's steady load (default 2, 1 with --quick)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = p.add_argument_group("repeat traffic (reuse, issue 23)")
+    r.add_argument(
+        "--repeat-traffic",
+        action="store_true",
+        help="run the repeat-traffic workload instead of the modes: reuse replays and live "
+        "systems (uses --seed and --json)",
+    )
+    r.add_argument(
+        "--repeat-minutes",
+        type=float,
+        default=None,
+        help="length of the stream in its own time (default 3, 0.5 with --quick)",
+    )
+    r.add_argument(
+        "--repeat-rate", type=float, default=50.0, help="requests/s (default %(default)s)"
+    )
+    r.add_argument(
+        "--repeat-speedup",
+        type=float,
+        default=30.0,
+        help="pace of the live runs, times the stream's (default %(default)s)",
+    )
+    r.add_argument(
+        "--repeat-replay-only",
+        action="store_true",
+        help="only the replays through the reuse cache, no live systems",
+    )
     w = p.add_argument_group("workload")
     w.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
     w.add_argument(
@@ -397,6 +433,90 @@ async def _main(a: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+REUSE_WRONG_MAX = 0.005
+"""Issue 23's bound on wrong answers served, as a share of the reuses."""
+
+
+def repeat_traffic(a: argparse.Namespace, console: Console) -> int:
+    """``--repeat-traffic``: perf/repeat_traffic.py's tables (its own ``main``), then the
+    issue's checks; 1 if a system served other questions' answers beyond
+    :data:`REUSE_WRONG_MAX` of its reuses (or any, for batching without reuse), else 0."""
+    import tempfile
+
+    from . import repeat_traffic as rt
+
+    minutes = a.repeat_minutes or (0.5 if a.quick else 3.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = a.json or os.path.join(tmp, "repeat.json")
+        argv = [
+            *("--minutes", str(minutes), "--rate", str(a.repeat_rate), "--seed", str(a.seed)),
+            *("--speedup", str(a.repeat_speedup), "--json", out),
+        ]
+        if not a.repeat_replay_only:
+            argv.append("--live")
+        sys.stdout.flush()
+        rt.main(argv)
+        sys.stdout.flush()
+        with open(out) as f:
+            doc = json.load(f)
+    ok, lines = repeat_checks(doc)
+    console.print(
+        f"\nchecks (issue 23): wrong answers <= {REUSE_WRONG_MAX:.1%} of reuses, none "
+        "without reuse; items against distinct intents"
+    )
+    for line in lines:
+        console.print(escape(line))
+    if a.json:
+        console.print(f"JSON written to {a.json}")
+    return 0 if ok else 1
+
+
+def repeat_checks(doc: dict[str, Any]) -> tuple[bool, list[str]]:
+    """The issue's checks of a repeat-traffic run (perf/repeat_traffic.py's JSON): whether
+    every answer served was right enough, and a line per check."""
+    truth = doc["truth"]
+    intents = truth["distinct_intents"]
+    ok = True
+    lines = []
+    runs = [(f"replay ttl {r['ttl_s']:g}s max {r['max_entries']:,}", r) for r in doc["replays"]]
+    runs += [(rt_name(r["system"]), r) for r in doc.get("live", [])]
+    for name, r in runs:
+        wrong = r["wrong_answers"]
+        hits = r.get("reuse_hits")
+        if hits is None:  # no reuse: every answer must be the request's own
+            good = wrong == 0
+            what = f"{wrong} wrong"
+        else:
+            good = wrong <= REUSE_WRONG_MAX * hits
+            what = f"{wrong} wrong/{hits:,} reuses"
+        ok &= good
+        lines.append(
+            f"{'ok  ' if good else 'FAIL'} {name}: {what}, {r['backend_items']:,} items "
+            f"({r['backend_items'] / intents:.2f}x)"
+        )
+    for r in doc["replays"]:
+        held = r["entries_each_minute"]
+        if r["peak_entries"] >= r["max_entries"]:
+            flat = all(h <= r["max_entries"] for h in held)
+            ok &= flat
+            lines.append(
+                f"{'ok  ' if flat else 'FAIL'} entries at each minute's end, bound "
+                f"{r['max_entries']:,}: {held}"
+            )
+    lines.append(
+        "(<= 1.05x distinct intents is near reuse's target, not available yet; exact reuse's "
+        f"floor is the distinct exact keys, {truth['distinct_exact_keys'] / intents:.2f}x)"
+    )
+    return ok, lines
+
+
+def rt_name(system: str) -> str:
+    """A live system's name in the checks."""
+    from .repeat_traffic import LIVE_NAMES
+
+    return LIVE_NAMES.get(system, system)
+
+
 def sweep_description(bursts: WorkloadConfig, steady: WorkloadConfig, steady_requests: int) -> str:
     """What the sweep ran, for its table and plot: ``throughput on 1 burst of 400; ...``."""
     burst_word = "burst" if bursts.bursts == 1 else "bursts"
@@ -433,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     # a terminal gets its own width; a pipe or file gets 80 columns, or room for --wide
     width = None if sys.stdout.isatty() else (200 if a.wide else 80)
     console = Console(width=width)
+    if a.repeat_traffic:
+        return repeat_traffic(a, console)
     return asyncio.run(_main(a, console))
 
 

@@ -32,7 +32,9 @@ from stratabatch.ipc.frames import (
     FrameEncoder,
     FrameLimits,
     Request,
+    RequestWithOptions,
     Response,
+    encode_options,
     peek_frame_id,
 )
 
@@ -144,6 +146,49 @@ def test_batch_encode_matches_single():
         (2, STATUS_TIMEOUT, "late", None),
         (3, STATUS_OK, 1, {"m": 1}),
     ]
+
+
+def test_request_options_round_trip_single_and_batch():
+    req = DEC.request(ENC.request(7, 0, 0, -1, {"q": "x"}, {"reuse": False}))
+    assert type(req) is RequestWithOptions
+    assert req == RequestWithOptions(7, 0, 0, -1, {"q": "x"}, {"reuse": False})
+    assert ENC.request(7, 0, 0, -1, "p", {}) == ENC.request(7, 0, 0, -1, "p")  # (absent)
+    opts = encode_options({"reuse": False})
+    items = [
+        (1, 0, 0, -1, packb({"q": "a"})),
+        (2, 5, 9, -1, packb({"q": "b"}), opts),
+        (3, 0, 0, -1, packb({"q": "c"})),
+    ]
+    frame = ENC.request_batch(items)
+    got = DEC.requests(frame)
+    assert [type(r) for r in got] == [Request, RequestWithOptions, Request]
+    assert got[1] == RequestWithOptions(2, 5, 9, -1, {"q": "b"}, {"reuse": False})
+    assert got[0] == Request(1, 0, 0, -1, {"q": "a"})
+    rows, plain = DEC.request_rows(frame)
+    assert not plain and type(rows[1]) is RequestWithOptions
+    one, plain = DEC.request_rows(packb([4, 0, 0, -1, {"q": "d"}, {"reuse": False}]))
+    assert not plain and type(one[0]) is RequestWithOptions
+    # without options, the same bytes as a batch of five-item requests always were
+    assert DEC.requests(ENC.request_batch([items[0], items[2]])) == [got[0], got[2]]
+
+
+def test_request_options_are_checked_on_both_sides():
+    for bad, match in (
+        ({"reuse": 1}, "option 'reuse' must be a bool, got 1"),
+        ({"reuse": None}, "option 'reuse' must be a bool"),
+        ({"nope": True}, "unknown option 'nope'; known: reuse"),
+    ):
+        with pytest.raises(FrameError, match=match):
+            encode_options(bad)
+        with pytest.raises(FrameError, match=match):
+            ENC.request(1, 0, 0, -1, "p", bad)
+        decoded = DEC.requests(packb([[5, 0, 0, -1, "p"], [6, 0, 0, -1, "p", bad]]))
+        assert type(decoded[0]) is Request and isinstance(decoded[1], FrameError)
+        assert decoded[1].id == 6 and match.split(",")[0] in str(decoded[1])
+    with pytest.raises(FrameError, match="6 fields|got 7 fields"):
+        ENC.request_batch([(1, 0, 0, -1, b"\xa1p", b"\x80", b"")])
+    with pytest.raises(FrameError, match="priority"):
+        ENC.request_batch([(1, True, 0, -1, b"\xa1p", encode_options({"reuse": False}))])
 
 
 def test_batch_request_encode_is_all_or_nothing_and_names_the_index():
@@ -283,7 +328,8 @@ DECODER_REJECTS = [
     (packb([1, 0, 0, -1, "payload"])[:-2], "incomplete input"),
     (packb({"id": 1}), r"must be an array of 5 items .* got dict"),
     (packb([1, 0, 0, -1]), "got an array of 4 items"),
-    (packb([1, 0, 0, -1, "p", "extra"]), "got an array of 6 items"),
+    (packb([1, 0, 0, -1, "p", "extra"]), "request 1: options must be a map"),
+    (packb([1, 0, 0, -1, "p", {}, "extra"]), "got an array of 7 items"),
     (packb("text"), "got str 'text'"),
     (_request_like(-1, 0, 0, -1, "p"), "request id must be an integer in"),
     (_request_like(True, 0, 0, -1, "p"), "got True"),

@@ -85,6 +85,69 @@ async def test_80x24_shows_every_panel(block):
             assert text in screen, text
 
 
+async def test_the_dedup_panel_shows_the_reuse_cache_only_with_reuse_on(block):
+    name, w = block
+    publish(w, reuse_hits=5)
+    app = app_for(name)
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert "reuse" not in await refresh(app, pilot)
+    name = engine_name()
+    info = {
+        "name": name,
+        "reuse": "exact",
+        "reuse_ttl_s": 60.0,
+        "reuse_max_entries": 10_000,
+        "reuse_max_bytes": 64 << 20,
+    }
+    w = CountersWriter.create(name, info=info, max_clients=8, history_s=300, started_at_ns=T0_NS)
+    try:
+        publish(w, reuse_hits=12_345, reuse_entries=2_974, reuse_bytes=1_234_567)
+        for size in ((160, 48), (80, 24)):
+            app = app_for(name)
+            async with app.run_test(size=size) as pilot:
+                screen = await refresh(app, pilot)
+                for text in (
+                    "reuse exact",
+                    "hits 12.3k (10.0%)",
+                    "held 2.97k/10.0k",
+                    "bytes 1.2M/64M",
+                    "ttl 60s",
+                ):
+                    assert text in screen, (size, text, screen)
+                assert "dedup 42.9%" in screen
+            if size == (160, 48):  # one line when the panel is wide enough
+                assert (
+                    "reuse exact  hits 12.3k (10.0%)  held 2.97k/10.0k  bytes 1.2M/64M  ttl 60s"
+                    in screen
+                )
+    finally:
+        w.close()
+
+
+def test_a_reuse_row_of_a_garbled_info_shows_dashes():
+    from types import SimpleNamespace
+
+    from stratabatch import Stats
+    from stratabatch.monitor.draw import reuse_items
+
+    fields = {f: 0 for f in Stats.__dataclass_fields__}
+    fields["merge_similarity_histogram"] = (0,) * 101
+    snap = SimpleNamespace(
+        info={"reuse": "exact", "reuse_max_entries": "x", "reuse_ttl_s": True},
+        stats=Stats(**fields),
+    )
+    items = dict((label, value) for label, value, _ in reuse_items(snap))  # type: ignore[arg-type]
+    assert items == {
+        "reuse": "exact",
+        "hits": "0 (0.0%)",
+        "held": "0/-",
+        "bytes": "0B/-",
+        "ttl": "-",
+    }
+    for off in ({"reuse": "off"}, {}, {"reuse": 3}):
+        assert reuse_items(SimpleNamespace(info=off, stats=snap.stats)) == []  # type: ignore[arg-type]
+
+
 async def test_pause_freezes_the_numbers(block):
     name, w = block
     publish(w)
