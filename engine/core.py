@@ -37,6 +37,7 @@ from .errors import (
 from .failurelog import FailureLog
 from .grouping import Deduper
 from .lane import UNGROUPED, Deliver, Fail, Lane, LaneBatch, LaneGroup, Repoint, lane_fits
+from .nearreuse import NearReuse
 from .passes import Passes
 from .records import (
     DONE,
@@ -50,7 +51,7 @@ from .records import (
     cancel_timer,
     plain_request,
 )
-from .reuse import ReuseCache, reuse_cache_for
+from .reuse import CLEARS_ON, ReuseCache, reuse_cache_for
 from .runner import Runner
 from .stats import Stats, StatsRecorder
 from .warmup import Warmup
@@ -177,8 +178,10 @@ class Core:
         # (set where that can begin: submit, submit_many, a hand-over, close, a lane that
         # goes): submit_one checks lane_open in full only then, and clears it when open
         self._maybe_general = True
-        #: The reuse cache (``reuse="exact"``), or None.
+        #: The reuse cache (``reuse="exact"`` or ``"near"``), or None.
         self.reuse: ReuseCache | None = None
+        #: Its near path (``reuse="near"``), or None.
+        self.near: NearReuse | None = None
         self.reconfigure()
         config.subscribe(self.reconfigure)
 
@@ -273,8 +276,13 @@ class Core:
                 self.reuse.clear()
             self.reuse = reuse_cache_for(c, self.clock)
             self._answers.store = None if self.reuse is None else self._store
+            self.near = None
+            if self.reuse is not None and c.reuse == "near":
+                self.near = NearReuse(self.reuse, self._dedup, c)
         elif self.reuse is not None:
             self.reuse.reconfigure(c, name)
+            if self.near is not None and name in CLEARS_ON:
+                self.near.reset()  # (the cache dropped every entry; a new embedder's vectors)
         if self._lane_hooks is not None:
             self._fit_lane()
         if self.loop is not None and (self._raw or self._pending):
@@ -565,15 +573,26 @@ class Core:
         if req.fresh:
             return False
         key = req.key
+        scope = _key_scope(key)
         got = self.reuse.get(  # type: ignore[union-attr]  # (only with reuse on)
-            key, req.norm, _key_scope(key), req.arrival
+            key, req.norm, scope, req.arrival
         )
-        if got is None:
-            return False
-        value, req.reuse_age = got
-        req.similarity = 1.0
-        req.exact = True
         st = self.stats
+        if got is None:
+            near = self.near
+            if near is None or req.vector is not None or self._dedup.interim_exact:
+                return False
+            hit = near.lookup(req.text, scope, req.arrival)
+            if hit is None:
+                return False
+            value, req.reuse_age = hit.result, hit.age
+            req.similarity = hit.similarity
+            req.exact = False
+            st.record_near_reuse(hit.similarity)
+        else:
+            value, req.reuse_age = got
+            req.similarity = 1.0
+            req.exact = True
         st.duplicates += 1
         st.reuse_hits += 1
         self._release(1)
@@ -591,9 +610,12 @@ class Core:
         lead = g.leader
         key = lead.key
         if key is not None and lead.norm is not None:
-            self.reuse.put(  # type: ignore[union-attr]  # (only with reuse on)
+            e = self.reuse.put(  # type: ignore[union-attr]  # (only with reuse on)
                 key, lead.norm, value, _key_scope(key), born=started
             )
+            near = self.near
+            if e is not None and near is not None and not self._dedup.interim_exact:
+                near.store(e, lead.text, lead.vector)
 
     def lane_twins(self) -> Callable[[Request, Any], bool] | None:
         """:meth:`stratabatch.grouping.GroupOps.lane_twins`: :meth:`_lane_twin` while the

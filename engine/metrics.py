@@ -99,6 +99,11 @@ _COUNTERS = (
         "stratabatch_reuse_hits_total",
         "Duplicates answered from the reuse cache (a subset of duplicates).",
     ),
+    (
+        "reuse_near_hits",
+        "stratabatch_reuse_near_hits_total",
+        "Reuse hits of near twins (a subset of reuse hits).",
+    ),
 )
 # (Stats field, metric name, help, scale to the base unit); levels and ratios are gauges
 _GAUGES = (

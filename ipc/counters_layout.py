@@ -213,6 +213,7 @@ STATS_COUNTERS = (
     ("near_merges", "duplicates merged on similarity"),
     ("dropped", "accepted requests that left the queue without reaching the handler"),
     ("reuse_hits", "duplicates answered from the reuse cache"),
+    ("reuse_near_hits", "reuse hits of near twins (a subset of reuse_hits)"),
 )
 """(name, doc) of each counter of the stats layout; each is a ``Stats`` field."""
 STATS_GAUGES = (

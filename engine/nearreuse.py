@@ -1,0 +1,274 @@
+"""Near reuse: a stored answer serves a later near twin (``reuse="near"``).
+
+A near twin of a stored answer is a request that in-window dedup would have merged with the
+request that produced it: same partition (the numbers signature with ``guard_numbers``, and
+the ``dedup_scope`` fields), cosine >= the threshold under the same embedder, and no guard
+veto. :class:`NearReuse` finds them in two steps, both never looser than a window's pass:
+
+1. **Same canonical text** (``canonicalize=True``, the default): the embedder sees the
+   canonical text (:mod:`stratabatch.canon`), so two requests of equal canonical text and
+   partition have equal vectors (cosine 1.0), and the guards let the same canonical words
+   merge without reading them (:meth:`stratabatch.grouping.Deduper.veto`'s first rule): one
+   dict lookup, ``(partition, canonical text) -> entry``. Surface variants (case,
+   punctuation, spacing, fillers, polite openers) are found here.
+2. **Similar text**: the entries' vectors are rows of a :class:`~stratabatch.index.LeaderIndex`
+   of their own (the same class as the window's, fed the same embedder, threshold, partitions
+   and key words), whose owners are the entries; a request that missed step 1 is appended as
+   one row, the index's candidate producer offers the entries of its partition at cosine >=
+   threshold, and the first that the Deduper's guards (:meth:`~stratabatch.grouping.Deduper.veto`)
+   let through answers it; the request's row is retired. Typos and dropped or reordered words
+   are found here.
+
+Why an index of its own rather than rows in the window's: the window's index is the hot path
+of every pass (issue 20 optimizes it), its rows come and go with pending groups, lazily
+without vectors (:meth:`LeaderIndex.lead_lazy`, rows appended with texts), and its greedy pass
+treats every owner as a group that takes members. A second instance of the same class keeps
+the same candidate producers and the same decisions (the guards are the Deduper's own),
+holds every entry with its vector (computed when the answer is stored, next to a backend
+call), and leaves the window's pass untouched. The cost: the vector is computed again for a
+request that misses (the window's pass computes its own), ~8 us.
+
+Entries leave through :attr:`stratabatch.reuse.ReuseCache.on_drop` (evicted, expired,
+replaced, forgotten, cleared): their canonical key and their index row go at once, so no stale
+row can serve (and :meth:`ReuseCache.hit` refuses an entry that left anyway). A change of the
+threshold, the guards or the embedder clears the cache (:data:`stratabatch.reuse.CLEARS_ON`),
+so every row was made under the rules in force; the embedder's change also resets the index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .index import INDEX_MIN_THRESHOLD, LeaderIndex
+from .reuse import Entry, ReuseCache
+
+__all__ = ["NearHit", "NearReuse", "near_applies"]
+
+_MASK63 = (1 << 63) - 1  # partitions are non-negative int64 (-1 marks a dead index row)
+_NO_TEXT = 2  # (requests without text are never near twins: exact reuse only)
+_SIM_SLACK = 1e-6
+#: Entries above which near lookups skip the similar-text step when no table serves it (no
+#: word keys, threshold below the sketch table's): it would compare with every entry.
+EXHAUSTIVE_MAX_ENTRIES = 2048
+
+
+def near_applies(config: Any) -> bool:
+    """Whether in-window dedup merges near twins under ``config`` (so near reuse may): the
+    embedding or hybrid strategy, without a ``dedup_function`` (whose similarity needs both
+    payloads). Otherwise ``reuse="near"`` serves exact twins only."""
+    return (
+        config.enable_dedup
+        and config.dedup_strategy in ("embedding", "hybrid")
+        and config.dedup_function is None
+    )
+
+
+class _Text:
+    """What the guards and the embedding read of a text (a stand-in for a
+    :class:`~stratabatch.records.Request`: :meth:`Deduper.embed_requests`,
+    :meth:`Deduper.profile_of` and :meth:`Deduper.veto` read these)."""
+
+    __slots__ = ("text", "canon", "wprof", "features", "vector", "numkey")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.canon: str | None = None
+        self.wprof: Any = None
+        self.features: Any = None
+        self.vector: Any = None
+        self.numkey: Any = None
+
+
+class _Held:
+    """An entry's row in the near index (the index numbers ``row``; :meth:`LeaderIndex.reset`
+    sets it None)."""
+
+    __slots__ = ("row", "entry", "text", "canon_key")
+
+    def __init__(self, entry: Entry, text: _Text, canon_key: Any) -> None:
+        self.row: int | None = None
+        self.entry = entry
+        self.text = text
+        self.canon_key = canon_key
+
+
+class NearHit:
+    """A near lookup's answer: the stored ``result``, its ``age`` and the ``similarity``."""
+
+    __slots__ = ("result", "age", "similarity")
+
+    def __init__(self, result: Any, age: float, similarity: float) -> None:
+        self.result = result
+        self.age = age
+        self.similarity = similarity
+
+
+class NearReuse:
+    """The near path of a :class:`~stratabatch.reuse.ReuseCache` (see the module docstring).
+
+    Args:
+        cache: The cache whose entries it indexes; its ``on_drop`` is taken.
+        dedup: The core's :class:`~stratabatch.grouping.Deduper` (its embedder, threshold and
+            guards: public methods only).
+        config: The live options.
+
+    Attributes:
+        index: The entries' :class:`LeaderIndex`.
+        canon_hits, similar_hits, misses: Lookups answered by each step, and not at all.
+    """
+
+    def __init__(self, cache: ReuseCache, dedup: Any, config: Any) -> None:
+        self.cache = cache
+        self.dedup = dedup
+        self.config = config
+        self.index = LeaderIndex()
+        self._canon: dict[Any, _Held] = {}
+        self.canon_hits = 0
+        self.similar_hits = 0
+        self.misses = 0
+        cache.on_drop = self._dropped
+
+    # ------------------------------------------------------------------ keys
+
+    def _partition(self, text: str, scope: bytes) -> int:
+        """The request's partition, as the window's pass makes it: its numbers' key with
+        ``guard_numbers``, mixed with the scope's bytes."""
+        key = 0
+        if self.config.guard_numbers:
+            from .numberkeys import number_keys
+
+            key = number_keys([text])[0]
+        if scope:
+            return hash((scope, key)) & _MASK63
+        return key
+
+    def _canonical(self, text: str) -> str | None:
+        if not self.config.canonicalize:
+            return None
+        from .canon import canonical_texts
+
+        return canonical_texts([text])[0]
+
+    # ------------------------------------------------------------------ store
+
+    def store(self, entry: Entry, text: Any, vector: Any = None) -> None:
+        """File ``entry`` (just stored, made from a request of text ``text``) for near twins.
+        A request without text, or with its own vector, is kept for exact twins only."""
+        if not isinstance(text, str) or vector is not None or not near_applies(self.config):
+            return
+        if not entry.live:
+            return
+        try:
+            self._file(entry, text)
+        except Exception:  # (an embedder that fails: the entry serves exact twins only; the
+            entry.handle = None  # core stores inside a batch's fan-out, where nothing may raise)
+
+    def _file(self, entry: Entry, text: str) -> None:
+        scope = entry.scope
+        pid = self._partition(text, scope)
+        t = _Text(text)
+        dedup = self.dedup
+        vec = dedup.embed_requests([t])  # (sets t.canon with canonicalize)
+        canon_key = None
+        if t.canon is not None:
+            canon_key = (pid, t.canon)
+        held = _Held(entry, t, canon_key)
+        entry.handle = held
+        if canon_key is not None:
+            old = self._canon.get(canon_key)
+            if old is None or not old.entry.live:
+                self._canon[canon_key] = held
+        index = self.index
+        if index.dim is None:
+            index.dim = int(vec.shape[1])
+        keyed = bool(dedup.word_keyed())
+        profiles = [dedup.profile_of(t)] if keyed else None
+        start = index.append(vec, [pid], profiles)
+        t.wprof = None  # (kept by the index)
+        held.row = start
+        index.lead(start, held, pid, keyed)
+        index.file_leaders([start])
+
+    def _dropped(self, entry: Entry) -> None:
+        """:attr:`ReuseCache.on_drop`: the entry's canonical key and index row go."""
+        held = entry.handle
+        if type(held) is not _Held:
+            return
+        entry.handle = None
+        ck = held.canon_key
+        if ck is not None and self._canon.get(ck) is held:
+            del self._canon[ck]
+        if held.row is not None:
+            self.index.drop(held.row)
+            held.row = None
+
+    def reset(self) -> None:
+        """Forget every row (the embedder changed; the cache is cleared too)."""
+        self.index.reset()
+        self._canon.clear()
+
+    # ------------------------------------------------------------------ lookup
+
+    def lookup(self, text: Any, scope: bytes, now: float | None = None) -> NearHit | None:
+        """The stored answer of a near twin of ``text`` in scope ``scope``, or None."""
+        if not isinstance(text, str) or not near_applies(self.config):
+            return None
+        cache = self.cache
+        if not len(cache):
+            self.misses += 1
+            return None
+        pid = self._partition(text, scope)
+        canon = self._canonical(text)
+        if canon is not None:
+            held = self._canon.get((pid, canon))
+            if held is not None and held.entry.scope == scope:
+                got = cache.hit(held.entry, now)
+                if got is not None:
+                    self.canon_hits += 1
+                    return NearHit(got[0], got[1], 1.0)
+        try:
+            hit = self._similar(text, pid, scope, now)
+        except Exception:  # (an embedder that fails: the pass reports it for this request)
+            hit = None
+        if hit is None:
+            self.misses += 1
+        else:
+            self.similar_hits += 1
+        return hit
+
+    def _similar(self, text: str, pid: int, scope: bytes, now: float | None) -> NearHit | None:
+        index = self.index
+        if not index.has_leaders_in([pid]):
+            return None
+        dedup = self.dedup
+        threshold = float(dedup.threshold())
+        keyed = bool(dedup.word_keyed())
+        if not keyed and threshold < INDEX_MIN_THRESHOLD and index.live > EXHAUSTIVE_MAX_ENTRIES:
+            return None  # (every entry would be compared: exact and canonical twins only)
+        t = _Text(text)
+        vec = dedup.embed_requests([t])
+        profiles = [dedup.profile_of(t)] if keyed else None
+        start = index.append(vec, [pid], profiles)
+        t.wprof = None
+        try:
+            off, rows, sims = index.candidates(start, threshold)[:3]
+            a, b = int(off[0]), int(off[1])
+            if a == b:
+                return None
+            owners = index.owners
+            guarded = dedup.guarded()
+            for row, sim in zip(rows[a:b].tolist(), sims[a:b].tolist(), strict=True):
+                held = owners[row] if row < start else None
+                if held is None or sim < threshold - _SIM_SLACK:
+                    continue
+                e = held.entry
+                if not e.live or e.scope != scope:
+                    continue
+                if guarded and dedup.veto(t, held.text, sim) is not None:
+                    continue
+                got = self.cache.hit(e, now)
+                if got is not None:
+                    return NearHit(got[0], got[1], min(float(sim), 1.0))
+            return None
+        finally:
+            index.retire(start)
