@@ -46,6 +46,7 @@ def publish(w: CountersWriter, **over: Any) -> dict[str, Any]:
         "adaptive_a_ms": 4.2,
         "adaptive_b_ms": 0.85,
         "reuse_hits": 0,
+        "reuse_near_hits": 0,
         "reuse_entries": 0,
         "reuse_bytes": 0,
     }
