@@ -190,6 +190,98 @@ def replay(w: Workload, ttl_s: float, max_entries: int, max_bytes: int = 1 << 30
     }
 
 
+def replay_near(
+    w: Workload,
+    ttl_s: float,
+    max_entries: int,
+    max_bytes: int = 1 << 30,
+    threshold: float | None = None,
+) -> dict:
+    """:func:`replay` with ``reuse="near"``: each request that misses its exact key is looked
+    up through :class:`stratabatch.nearreuse.NearReuse` (the default embedder, ``threshold``
+    or its recommended one, every guard), and each miss files its answer there too.
+
+    Also counts the backend items of intents answered before (``excess``), by the ask's
+    variant and kind: what near reuse did not reach, and why (an intent answered before may
+    still miss because its answer expired or was evicted: ``excess_expired_or_evicted``)."""
+    from stratabatch.config import BatchConfig
+    from stratabatch.grouping import Deduper
+    from stratabatch.nearreuse import NearReuse
+
+    clock = _Clock()
+    cache = ReuseCache(ttl_s, max_entries, max_bytes, clock=clock)
+    config = BatchConfig(reuse="near", dedup_threshold=threshold)
+    near = NearReuse(cache, Deduper(config, None), config)
+    backend = wrong = hits = near_hits = 0
+    peak = 0
+    held: list[int] = []
+    minute = 0
+    answered: dict[int, float] = {}  # intent -> when its last answer was born
+    excess: Counter[str] = Counter()
+    excess_kind: Counter[str] = Counter()
+    stale = 0
+    wrong_pairs: list[tuple[str, str]] = []
+    text_of = {}
+    cpu = 0
+    for r in w.requests:
+        clock.t = r.t
+        while r.t >= (minute + 1) * 60.0:
+            held.append(len(cache))
+            minute += 1
+        n = normalize_key(r.text)
+        c0 = time.thread_time_ns()
+        got = cache.get(hash(n), n, b"", r.t)
+        if got is None:
+            hit = near.lookup(r.text, b"", r.t)
+            if hit is not None:
+                near_hits += 1
+                got = (hit.result, hit.age)
+        cpu += time.thread_time_ns() - c0
+        if got is not None:
+            hits += 1
+            if got[0]["intent"] != r.intent:
+                wrong += 1
+                if len(wrong_pairs) < 20:
+                    wrong_pairs.append((text_of.get(got[0]["rid"], "?"), r.text))
+            continue
+        backend += 1
+        born = answered.get(r.intent)
+        if born is not None:
+            if r.t - born >= ttl_s:
+                stale += 1
+            else:
+                excess[r.variant] += 1
+                excess_kind[r.kind] += 1
+        answered[r.intent] = r.t
+        text_of[r.rid] = r.text
+        e = cache.put(hash(n), n, {"intent": r.intent, "rid": r.rid}, size=40, born=r.t)
+        if e is not None:
+            near.store(e, r.text)
+        peak = max(peak, len(cache))
+    held.append(len(cache))
+    s = cache.stats()
+    return {
+        "ttl_s": ttl_s,
+        "max_entries": max_entries,
+        "backend_items": backend,
+        "reuse_hits": hits,
+        "near_hits": near_hits,
+        "canon_hits": near.canon_hits,
+        "similar_hits": near.similar_hits,
+        "wrong_answers": wrong,
+        "wrong_examples": wrong_pairs,
+        "peak_entries": peak,
+        "entries_each_minute": held,
+        "index_rows_live": near.index.live,
+        "evictions": s.evictions,
+        "expirations": s.expirations,
+        "excess_by_variant": dict(excess),
+        "excess_by_kind": dict(excess_kind),
+        "excess_expired_or_evicted": stale,
+        "lookup_cpu_us": cpu / len(w.requests) / 1000.0,
+    }
+
+
 def reuse_wired() -> bool:
     """Whether the core serves answers from the reuse cache (``Stats`` counts its hits)."""
     from stratabatch import Stats
@@ -244,6 +336,10 @@ async def live(
         }
         if system == "batch+reuse":
             opts.update(reuse="exact", reuse_ttl_s=ttl_s / speedup, reuse_max_entries=max_entries)
+        if system.startswith("batch-near"):  # near dedup in the window (the default strategy)
+            opts.update(dedup_strategy="embedding", cold_start="wait")
+        if system == "batch-near+near":
+            opts.update(reuse="near", reuse_ttl_s=ttl_s / speedup, reuse_max_entries=max_entries)
         batch: Any = BatchProcessor(handler, **opts)
 
         async def ask(r: Any) -> Any:
@@ -280,14 +376,19 @@ async def live(
     if close is not None:
         await close()
     out = {"system": system, "speedup": speedup, "backend_items": items, "wrong_answers": wrong}
-    if system == "batch+reuse":
-        out["reuse_hits"] = batch.get_stats().reuse_hits
+    if system.startswith("batch"):
+        st = batch.get_stats()
+        out["reuse_hits"] = st.reuse_hits
+        out["reuse_near_hits"] = getattr(st, "reuse_near_hits", 0)
+        out["reuse_entries_end"] = st.reuse_entries
     return out
 
 
 LIVE_NAMES = {
     "batch": "BatchProcessor exact, reuse off",
     "batch+reuse": "BatchProcessor exact, reuse exact",
+    "batch-near": "BatchProcessor embedding, reuse off",
+    "batch-near+near": "BatchProcessor embedding, reuse near",
     "loader": "aiodataloader, cache on (normalized)",
     "loader-nocache": "aiodataloader, cache off",
 }
@@ -331,10 +432,24 @@ def main(argv: list[str] | None = None) -> int:
         ("no batching, no reuse", n, None),
         ("50 ms windows, exact dedup", truth["window_items"], None),
     ]
+    nears = [
+        replay_near(w, ttl_s=600.0, max_entries=100_000),
+        replay_near(w, ttl_s=60.0, max_entries=10_000),
+        replay_near(w, ttl_s=10.0, max_entries=10_000),
+        replay_near(w, ttl_s=600.0, max_entries=200),
+    ]
     for r in runs:
         rows.append(
             (
                 f"+ exact reuse, ttl {r['ttl_s']:g} s, max {r['max_entries']:,}",
+                r["backend_items"],
+                r,
+            )
+        )
+    for r in nears:
+        rows.append(
+            (
+                f"+ near reuse, ttl {r['ttl_s']:g} s, max {r['max_entries']:,}",
                 r["backend_items"],
                 r,
             )
@@ -349,12 +464,28 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "\n(the exact-reuse rows replay the stream through ReuseCache alone: each miss is one "
         "backend item; entries held at each minute's end: "
-        + "; ".join(f"max {r['max_entries']:,}: {r['entries_each_minute']}" for r in runs[-1:])
+        + "; ".join(
+            f"max {r['max_entries']:,}: {r['entries_each_minute']}" for r in (runs[-1], nears[-1])
+        )
         + ")"
     )
+    print("\nnear reuse: hits by step, wrong answers, and the backend items it did not save")
+    for r in nears:
+        print(
+            f"  ttl {r['ttl_s']:g} s, max {r['max_entries']:,}: near hits {r['near_hits']:,} "
+            f"(same canonical text {r['canon_hits']:,}, similar {r['similar_hits']:,}), "
+            f"wrong {r['wrong_answers']} of {r['reuse_hits']:,} reuses "
+            f"({r['wrong_answers'] / max(1, r['reuse_hits']):.2%}); items of intents answered "
+            f"before: by variant {r['excess_by_variant']}, by kind {r['excess_by_kind']}, "
+            f"after expiry or eviction {r['excess_expired_or_evicted']:,}; lookup CPU "
+            f"{r['lookup_cpu_us']:.1f} us a request"
+        )
+        for a, b in r["wrong_examples"][:5]:
+            print(f"    wrong: {a!r} served {b!r}")
     lives: list[dict[str, Any]] = []
     if args.live:
-        systems = ["batch", "batch+reuse", "loader", "loader-nocache"]
+        systems = ["batch", "batch+reuse", "batch-near", "batch-near+near", "loader"]
+        systems.append("loader-nocache")
         for system in systems:
             if system == "batch+reuse" and not reuse_wired():
                 print(f"{LIVE_NAMES[system]}: skipped (the core does not serve from the cache yet)")
@@ -382,7 +513,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {"config": asdict(cfg), "truth": truth, "replays": runs, "live": lives}, indent=2
+                {
+                    "config": asdict(cfg),
+                    "truth": truth,
+                    "replays": runs,
+                    "near_replays": nears,
+                    "live": lives,
+                },
+                indent=2,
             )
             + "\n"
         )
