@@ -577,27 +577,53 @@ class Core:
         got = self.reuse.get(  # type: ignore[union-attr]  # (only with reuse on)
             key, req.norm, scope, req.arrival
         )
-        st = self.stats
         if got is None:
-            near = self.near
-            if near is None or req.vector is not None or self._dedup.interim_exact:
-                return False
-            hit = near.lookup(req.text, scope, req.arrival)
-            if hit is None:
-                return False
-            value, req.reuse_age = hit.result, hit.age
-            req.similarity = hit.similarity
-            req.exact = False
-            st.record_near_reuse(hit.similarity)
-        else:
-            value, req.reuse_age = got
-            req.similarity = 1.0
-            req.exact = True
+            return False
+        value, req.reuse_age = got
+        req.similarity = 1.0
+        req.exact = True
+        st = self.stats
         st.duplicates += 1
         st.reuse_hits += 1
         self._release(1)
         self._answers.finish(req, value, None)
         return True
+
+    def near_reused(self) -> Callable[[list[Request], Any, Any], list[bool]] | None:
+        """:meth:`stratabatch.grouping.GroupOps.near_reused`: :meth:`_near_reused` with
+        ``reuse="near"`` (not while a first start's near kernels compile)."""
+        if self.near is None or self._dedup.interim_exact:
+            return None
+        return self._near_reused
+
+    def _near_reused(
+        self, reqs: list[Request], vectors: list[Any] | None, followers: dict[Any, list[Request]]
+    ) -> list[bool]:
+        """Answer the near twins of stored answers among ``reqs`` (a pass's requests that no
+        exact twin or stored answer took; ``vectors``: theirs computed ahead, or None), and
+        their exact twins of the pass (``followers``, taken out); False for each answered."""
+        now = self.clock()
+        hits = self.near.lookup_many(  # type: ignore[union-attr]  # (only with reuse near)
+            reqs, [_key_scope(r.key) for r in reqs], vectors, now
+        )
+        keep: list[bool] = []
+        st = self.stats
+        for r, hit in zip(reqs, hits, strict=True):
+            if hit is None:
+                keep.append(True)
+                continue
+            keep.append(False)
+            twins = followers.pop(r.key, None) if followers else None
+            for q in (r, *(t for t in twins or () if t.state == RAW)):
+                q.reuse_age = hit.age
+                q.similarity = hit.similarity
+                q.exact = False
+                st.record_near_reuse(hit.similarity)
+                st.duplicates += 1
+                st.reuse_hits += 1
+                self._release(1)
+                self._answers.finish(q, hit.result, None)
+        return keep
 
     def _lane_reused(self, norm: Any) -> Any:
         """The stored answer and its age for a lane row of exact key ``norm``, or None (the

@@ -130,25 +130,6 @@ class NearReuse:
 
     # ------------------------------------------------------------------ keys
 
-    def _partition(self, text: str, scope: bytes) -> int:
-        """The request's partition, as the window's pass makes it: its numbers' key with
-        ``guard_numbers``, mixed with the scope's bytes."""
-        key = 0
-        if self.config.guard_numbers:
-            from .numberkeys import number_keys
-
-            key = number_keys([text])[0]
-        if scope:
-            return hash((scope, key)) & _MASK63
-        return key
-
-    def _canonical(self, text: str) -> str | None:
-        if not self.config.canonicalize:
-            return None
-        from .canon import canonical_texts
-
-        return canonical_texts([text])[0]
-
     # ------------------------------------------------------------------ store
 
     def store(self, entry: Entry, text: Any, vector: Any = None) -> None:
@@ -165,7 +146,7 @@ class NearReuse:
 
     def _file(self, entry: Entry, text: str) -> None:
         scope = entry.scope
-        pid = self._partition(text, scope)
+        pid = self._partitions([text], [scope])[0]
         t = _Text(text)
         dedup = self.dedup
         vec = dedup.embed_requests([t])  # (sets t.canon with canonicalize)
@@ -211,64 +192,126 @@ class NearReuse:
 
     def lookup(self, text: Any, scope: bytes, now: float | None = None) -> NearHit | None:
         """The stored answer of a near twin of ``text`` in scope ``scope``, or None."""
-        if not isinstance(text, str) or not near_applies(self.config):
-            return None
-        cache = self.cache
-        if not len(cache):
-            self.misses += 1
-            return None
-        pid = self._partition(text, scope)
-        canon = self._canonical(text)
-        if canon is not None:
-            held = self._canon.get((pid, canon))
-            if held is not None and held.entry.scope == scope:
-                got = cache.hit(held.entry, now)
-                if got is not None:
-                    self.canon_hits += 1
-                    return NearHit(got[0], got[1], 1.0)
-        try:
-            hit = self._similar(text, pid, scope, now)
-        except Exception:  # (an embedder that fails: the pass reports it for this request)
-            hit = None
-        if hit is None:
-            self.misses += 1
-        else:
-            self.similar_hits += 1
-        return hit
+        return self.lookup_many([_Text(text)], [scope], None, now)[0]
 
-    def _similar(self, text: str, pid: int, scope: bytes, now: float | None) -> NearHit | None:
+    def lookup_many(
+        self, reqs: list[Any], scopes: list[bytes], vectors: list[Any] | None, now: float | None
+    ) -> list[NearHit | None]:
+        """:meth:`lookup` of each of ``reqs`` (requests of a dedup pass, or stand-ins with
+        ``text``, ``canon``, ``wprof``, ``features`` and ``vector``), in one embedding call and
+        one index query for all: ``scopes[j]`` is ``reqs[j]``'s, ``vectors[j]`` the vector the
+        pass computed for it ahead (of its canonical text, by the same embedder), or None.
+        A request with a vector of its own, or without text, gets None (exact twins only)."""
+        m = len(reqs)
+        out: list[NearHit | None] = [None] * m
+        if not m or not near_applies(self.config) or not len(self.cache):
+            self.misses += m
+            return out
+        todo = [j for j, r in enumerate(reqs) if type(r.text) is str and r.vector is None]
+        if not todo:
+            self.misses += m
+            return out
+        cache = self.cache
+        texts = [reqs[j].text for j in todo]
+        pids = self._partitions(texts, [scopes[j] for j in todo])
+        if self.config.canonicalize:
+            need = [k for k, j in enumerate(todo) if reqs[j].canon is None]
+            if need:
+                from .canon import canonical_texts
+
+                got = canonical_texts([texts[k] for k in need])
+                for k, c in zip(need, got, strict=True):
+                    reqs[todo[k]].canon = c
+            table = self._canon
+            for k, j in enumerate(todo):
+                held = table.get((pids[k], reqs[j].canon))
+                if held is not None and held.entry.scope == scopes[j]:
+                    hit = cache.hit(held.entry, now)
+                    if hit is not None:
+                        out[j] = NearHit(hit[0], hit[1], 1.0)
+                        self.canon_hits += 1
         index = self.index
-        if not index.has_leaders_in([pid]):
-            return None
+        rest = [
+            (k, j)
+            for k, j in enumerate(todo)
+            if out[j] is None and index.has_leaders_in((pids[k],))
+        ]
+        if rest:
+            try:
+                self._similar(reqs, scopes, vectors, pids, rest, out, now)
+            except Exception:  # (an embedder that fails: the pass reports it for the request)
+                pass
+        self.misses += out.count(None)
+        return out
+
+    def _partitions(self, texts: list[str], scopes: list[bytes]) -> list[int]:
+        """Each text's partition, as the window's pass makes it: its numbers' key with
+        ``guard_numbers``, mixed with its scope's bytes."""
+        if self.config.guard_numbers:
+            from .numberkeys import number_keys
+
+            keys = number_keys(texts)
+        else:
+            keys = [0] * len(texts)
+        if any(scopes):
+            return [hash((s, k)) & _MASK63 if s else k for s, k in zip(scopes, keys, strict=True)]
+        return keys
+
+    def _similar(
+        self,
+        reqs: list[Any],
+        scopes: list[bytes],
+        vectors: list[Any] | None,
+        pids: list[int],
+        rest: list[tuple[int, int]],
+        out: list[NearHit | None],
+        now: float | None,
+    ) -> None:
+        """The similar-text step for ``rest`` (``(k, j)``: position in ``pids``, in ``reqs``):
+        their rows appended to the entries' index at once, its candidates, the guards."""
+        index = self.index
         dedup = self.dedup
         threshold = float(dedup.threshold())
         keyed = bool(dedup.word_keyed())
         if not keyed and threshold < INDEX_MIN_THRESHOLD and index.live > EXHAUSTIVE_MAX_ENTRIES:
-            return None  # (every entry would be compared: exact and canonical twins only)
-        t = _Text(text)
-        vec = dedup.embed_requests([t])
-        profiles = [dedup.profile_of(t)] if keyed else None
-        start = index.append(vec, [pid], profiles)
-        t.wprof = None
+            return  # (every entry would be compared: exact and canonical twins only)
+        qs = [reqs[j] for _, j in rest]
+        if vectors is not None and all(vectors[j] is not None for _, j in rest):
+            import numpy as np
+
+            mat = np.stack([np.asarray(vectors[j], np.float32) for _, j in rest])
+        else:
+            mat = dedup.embed_requests(qs)
+        profiles = [dedup.profile_of(q) for q in qs] if keyed else None
+        start = index.append(mat, [pids[k] for k, _ in rest], profiles)
         try:
             off, rows, sims = index.candidates(start, threshold)[:3]
-            a, b = int(off[0]), int(off[1])
-            if a == b:
-                return None
+            offs = off.tolist()
+            if offs[-1] == 0:
+                return
             owners = index.owners
             guarded = dedup.guarded()
-            for row, sim in zip(rows[a:b].tolist(), sims[a:b].tolist(), strict=True):
-                held = owners[row] if row < start else None
-                if held is None or sim < threshold - _SIM_SLACK:
+            cache = self.cache
+            floor = threshold - _SIM_SLACK
+            for t, (_, j) in enumerate(rest):
+                a, b = offs[t], offs[t + 1]
+                if a == b:
                     continue
-                e = held.entry
-                if not e.live or e.scope != scope:
-                    continue
-                if guarded and dedup.veto(t, held.text, sim) is not None:
-                    continue
-                got = self.cache.hit(e, now)
-                if got is not None:
-                    return NearHit(got[0], got[1], min(float(sim), 1.0))
-            return None
+                q = qs[t]
+                for row, sim in zip(rows[a:b].tolist(), sims[a:b].tolist(), strict=True):
+                    held = owners[row] if row < start else None  # (not another query's row)
+                    if held is None or sim < floor:
+                        continue
+                    e = held.entry
+                    if not e.live or e.scope != scopes[j]:
+                        continue
+                    if guarded and dedup.veto(q, held.text, sim) is not None:
+                        continue
+                    hit = cache.hit(e, now)
+                    if hit is not None:
+                        out[j] = NearHit(hit[0], hit[1], min(float(sim), 1.0))
+                        self.similar_hits += 1
+                        break
         finally:
-            index.retire(start)
+            for t in range(len(rest)):
+                index.retire(start + t)
