@@ -126,6 +126,7 @@ def repeat_truth(w: Workload, window_ms: float = 50.0) -> dict[str, Any]:
         "requests": len(w.requests),
         "distinct_intents": len({r.intent for r in w.requests}),
         "distinct_exact_keys": len({normalize_key(r.text) for r in w.requests}),
+        "distinct_wordings": len({wording(r) for r in w.requests}),
         "window_items": sum(len(k) for k in windows.values()),
         "trap_intents": len(sib),
         "trap_asks": trap_asks,
@@ -135,6 +136,14 @@ def repeat_truth(w: Workload, window_ms: float = 50.0) -> dict[str, Any]:
     for name, count in sorted(Counter(r.kind for r in w.requests).items()):
         out[f"kind_{name}"] = count
     return out
+
+
+def wording(r: Any) -> tuple[int, str]:
+    """The ask's intent and wording: its canonical text (written as is, with surface changes
+    or with a typo) or one of its paraphrases. An embedder that compares wording (the default
+    one) with the guards merges asks of one wording at best: distinct wordings are near
+    reuse's floor, as distinct exact keys are exact reuse's."""
+    return (r.intent, r.form.split("/")[1] if "/" in r.form else "c")
 
 
 class _Clock:
@@ -217,8 +226,10 @@ def replay_near(
     held: list[int] = []
     minute = 0
     answered: dict[int, float] = {}  # intent -> when its last answer was born
+    worded: dict[tuple[int, str], float] = {}  # (intent, wording) -> the same
     excess: Counter[str] = Counter()
     excess_kind: Counter[str] = Counter()
+    missed: Counter[str] = Counter()  # of the excess: its wording answered before, in the ttl
     stale = 0
     wrong_pairs: list[tuple[str, str]] = []
     text_of = {}
@@ -252,7 +263,11 @@ def replay_near(
             else:
                 excess[r.variant] += 1
                 excess_kind[r.kind] += 1
+                wb = worded.get(wording(r))
+                if wb is not None and r.t - wb < ttl_s:
+                    missed[f"{r.kind}/{r.variant}"] += 1
         answered[r.intent] = r.t
+        worded[wording(r)] = r.t
         text_of[r.rid] = r.text
         e = cache.put(hash(n), n, {"intent": r.intent, "rid": r.rid}, size=40, born=r.t)
         if e is not None:
@@ -278,6 +293,7 @@ def replay_near(
         "excess_by_variant": dict(excess),
         "excess_by_kind": dict(excess_kind),
         "excess_expired_or_evicted": stale,
+        "missed_twins_of_an_answered_wording": dict(missed),
         "lookup_cpu_us": cpu / len(w.requests) / 1000.0,
     }
 
@@ -421,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"repeat traffic: {n:,} requests over {cfg.minutes:g} min at {cfg.rate:g}/s, Zipf "
         f"{cfg.zipf_s:g}; {truth['distinct_intents']:,} distinct intents, "
-        f"{truth['distinct_exact_keys']:,} distinct exact keys; {truth['trap_asks']:,} asks "
+        f"{truth['distinct_exact_keys']:,} distinct exact keys, {truth['distinct_wordings']:,} "
+        f"distinct wordings; {truth['trap_asks']:,} asks "
         f"meet a trap sibling asked before ({truth['trap_intents']} intents have one)"
     )
     print(
@@ -477,7 +494,9 @@ def main(argv: list[str] | None = None) -> int:
             f"wrong {r['wrong_answers']} of {r['reuse_hits']:,} reuses "
             f"({r['wrong_answers'] / max(1, r['reuse_hits']):.2%}); items of intents answered "
             f"before: by variant {r['excess_by_variant']}, by kind {r['excess_by_kind']}, "
-            f"after expiry or eviction {r['excess_expired_or_evicted']:,}; lookup CPU "
+            f"after expiry or eviction {r['excess_expired_or_evicted']:,}; of the rest, its "
+            f"wording answered before (kind/variant) {r['missed_twins_of_an_answered_wording']}"
+            f"; lookup CPU "
             f"{r['lookup_cpu_us']:.1f} us a request"
         )
         for a, b in r["wrong_examples"][:5]:
