@@ -422,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         "serves from the cache) and aiodataloader, at --speedup times its pace",
     )
     ap.add_argument("--speedup", type=float, default=30.0, help="live pace (default 30x)")
+    ap.add_argument("--live-ttl", type=float, default=60.0, help="live reuse ttl (default 60 s)")
+    ap.add_argument(
+        "--systems",
+        default="batch,batch+reuse,batch-near,batch-near+near,loader,loader-nocache",
+        help="the live systems, comma-separated (default all: " + ", ".join(LIVE_NAMES) + ")",
+    )
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
     cfg = RepeatConfig(seed=args.seed, minutes=args.minutes, rate=args.rate)
@@ -503,8 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    wrong: {a!r} served {b!r}")
     lives: list[dict[str, Any]] = []
     if args.live:
-        systems = ["batch", "batch+reuse", "batch-near", "batch-near+near", "loader"]
-        systems.append("loader-nocache")
+        systems = args.systems.split(",")
         for system in systems:
             if system == "batch+reuse" and not reuse_wired():
                 print(f"{LIVE_NAMES[system]}: skipped (the core does not serve from the cache yet)")
@@ -515,10 +520,10 @@ def main(argv: list[str] | None = None) -> int:
                 except ImportError:
                     print(f"{LIVE_NAMES[system]}: skipped (pip install aiodataloader)")
                     continue
-            lives.append(asyncio.run(live(w, system, speedup=args.speedup)))
+            lives.append(asyncio.run(live(w, system, speedup=args.speedup, ttl_s=args.live_ttl)))
         print(
             f"\nlive, {args.speedup:g}x the stream's pace (window, backend call of 200 ms, ttl "
-            "scaled alike)"
+            f"{args.live_ttl:g} s, scaled alike)"
         )
         print(
             f"{'system':<40}{'backend items':>14}{'x intents':>10}{'x exact keys':>13}{'wrong':>7}"
