@@ -157,6 +157,9 @@ async def test_a_near_twin_after_the_window_gets_the_stored_object():
         assert 0.8 <= got[0].similarity < 1.0
         s = batch.get_stats()
         assert (s.reuse_hits, s.reuse_near_hits, s.near_merges) == (3, 3, 0)
+        # near hits in their own histogram, none in the merges': the canonical twin at 1.0
+        assert sum(s.reuse_similarity_histogram) == 3 and s.reuse_similarity_histogram[100] == 1
+        assert sum(s.merge_similarity_histogram) == 0
         assert s.total_requests == s.unique_requests + s.duplicates + s.dropped + s.queue_depth
     assert len(calls) == 2
 

@@ -70,3 +70,4 @@ def test_near_twins_from_another_client_process_get_the_stored_answers(start_eng
         s = client.get_stats()
     assert s.unique_requests == 3
     assert s.reuse_hits == 2 and s.reuse_near_hits == 2 and s.near_merges == 0
+    assert sum(s.reuse_similarity_histogram) == 2 and sum(s.merge_similarity_histogram) == 0
