@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import GUARDS
 from .index import INDEX_MIN_THRESHOLD, LeaderIndex
 from .reuse import Entry, ReuseCache
 
@@ -290,28 +291,83 @@ class NearReuse:
             if offs[-1] == 0:
                 return
             owners = index.owners
-            guarded = dedup.guarded()
-            cache = self.cache
             floor = threshold - _SIM_SLACK
+            # the candidate pairs, per query in the producer's order: (query, entry row, sim)
+            pairs: list[tuple[int, _Held, float]] = []
+            all_rows, all_sims = rows.tolist(), sims.tolist()
             for t, (_, j) in enumerate(rest):
-                a, b = offs[t], offs[t + 1]
-                if a == b:
-                    continue
-                q = qs[t]
-                for row, sim in zip(rows[a:b].tolist(), sims[a:b].tolist(), strict=True):
+                for u in range(offs[t], offs[t + 1]):
+                    row = all_rows[u]
                     held = owners[row] if row < start else None  # (not another query's row)
-                    if held is None or sim < floor:
+                    if held is None or all_sims[u] < floor:
                         continue
                     e = held.entry
-                    if not e.live or e.scope != scopes[j]:
-                        continue
-                    if guarded and dedup.veto(q, held.text, sim) is not None:
-                        continue
-                    hit = cache.hit(e, now)
-                    if hit is not None:
-                        out[j] = NearHit(hit[0], hit[1], min(float(sim), 1.0))
-                        self.similar_hits += 1
-                        break
+                    if e.live and e.scope == scopes[j]:
+                        pairs.append((t, held, all_sims[u]))
+            if not pairs:
+                return
+            codes = self._kernel_codes(qs, pairs) if dedup.guarded() else [0] * len(pairs)
+            cache = self.cache
+            done = -1  # the query answered last (its other pairs are skipped)
+            for (t, held, sim), code in zip(pairs, codes, strict=True):
+                if t == done:
+                    continue
+                if code > 0 or (code < 0 and dedup.veto(qs[t], held.text, sim) is not None):
+                    continue
+                hit = cache.hit(held.entry, now)
+                if hit is not None:
+                    out[rest[t][1]] = NearHit(hit[0], hit[1], min(float(sim), 1.0))
+                    self.similar_hits += 1
+                    done = t
         finally:
             for t in range(len(rest)):
                 index.retire(start + t)
+
+    def _kernel_codes(self, qs: list[Any], pairs: list[tuple[int, _Held, float]]) -> list[int]:
+        """The guards' answer on each pair: 0 passes, > 0 refused, < 0 asks
+        :meth:`Deduper.veto`. Pairs of the same canonical words pass (the guards' first rule);
+        with every guard on and an embedder that compares wording, the guard kernel answers
+        the others in one call (:func:`stratabatch.guardkernels.decide_pairs`, as the pass
+        asks it), deferring to :meth:`Deduper.veto` where it cannot decide."""
+        codes = [-1] * len(pairs)
+        for k, (t, held, _) in enumerate(pairs):
+            a, b = qs[t].canon, held.text.canon
+            if a is not None and b is not None and (a == b or a.split() == b.split()):
+                codes[k] = 0
+        dedup = self.dedup
+        c = self.config
+        if (
+            -1 not in codes
+            or c.dedup_guards != GUARDS
+            or getattr(dedup.embedder(), "merges_paraphrases", True) is not False
+        ):
+            return codes
+        ask = [
+            k
+            for k, (t, held, _) in enumerate(pairs)
+            if codes[k] < 0 and qs[t].canon is not None and held.text.canon is not None
+        ]
+        if not ask:
+            return codes
+        import numpy as np
+
+        from .guardkernels import decide_pairs
+
+        canons: list[str] = []
+        texts: list[str] = []
+        at: dict[int, int] = {}
+
+        def slot(obj: Any) -> int:
+            i = at.get(id(obj))
+            if i is None:
+                i = at[id(obj)] = len(canons)
+                canons.append(obj.canon)
+                texts.append(obj.text)
+            return i
+
+        pa = np.array([slot(pairs[k][1].text) for k in ask], np.int64)  # the stored side
+        pb = np.array([slot(qs[pairs[k][0]]) for k in ask], np.int64)  # the request
+        got = decide_pairs(canons, texts, pa, pb).tolist()
+        for k, g in zip(ask, got, strict=True):
+            codes[k] = 0 if g == 0 else (1 if g > 0 else -1)
+        return codes
