@@ -288,6 +288,8 @@ def replay_near(
         "peak_entries": peak,
         "entries_each_minute": held,
         "index_rows_live": near.index.live,
+        "index_rows_allocated": int(near.index.mat.shape[0]),
+        "index_matrix_mb": near.index.mat.nbytes / 1e6,
         "evictions": s.evictions,
         "expirations": s.expirations,
         "excess_by_variant": dict(excess),
@@ -503,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
             f"after expiry or eviction {r['excess_expired_or_evicted']:,}; of the rest, its "
             f"wording answered before (kind/variant) {r['missed_twins_of_an_answered_wording']}"
             f"; lookup CPU "
-            f"{r['lookup_cpu_us']:.1f} us a request"
+            f"{r['lookup_cpu_us']:.1f} us a request; the near index at the end: "
+            f"{r['index_rows_allocated']:,} rows allocated ({r['index_matrix_mb']:.1f} MB)"
         )
         for a, b in r["wrong_examples"][:5]:
             print(f"    wrong: {a!r} served {b!r}")
