@@ -30,11 +30,13 @@ def near_cache(clock: Clock | None = None, ttl_s: float = 60.0, max_entries: int
     return cache, NearReuse(cache, Deduper(config, None), config)
 
 
-def put(cache: ReuseCache, near: NearReuse, text: str, result, scope: bytes = b""):
+def put(cache: ReuseCache, near: NearReuse, text: str, result, scope: bytes = b"", flush=True):
     n = normalize_key(text)
     e = cache.put((scope, hash(n), False), n, result, scope, size=10)
     if e is not None:
         near.store(e, text)
+        if flush:  # (filed now; else at the next lookup)
+            near.flush()
     return e
 
 
@@ -53,7 +55,8 @@ TRAPS = [
 def test_canonical_and_typo_twins_are_served_the_same_object():
     cache, near = near_cache()
     answer = {"a": "reset it"}
-    put(cache, near, RESET, answer)
+    put(cache, near, RESET, answer, flush=False)
+    assert near.index.live == 0  # (filed by the next lookup)
     got = near.lookup("hey, how do I reset my password", b"")  # same canonical text
     assert got is not None and got.result is answer and got.similarity == 1.0
     got = near.lookup("How do I reset my pasword?", b"")  # a typo: through the index
@@ -112,6 +115,14 @@ def test_entries_that_leave_the_cache_leave_the_index():
     put(cache, near, RESET, "a")
     cache.clear()
     assert near.index.live == 0 and near.lookup("How do I reset my pasword?", b"") is None
+
+
+def test_an_entry_that_leaves_before_it_is_filed_is_never_filed():
+    cache, near = near_cache(max_entries=1)
+    put(cache, near, RESET, "a", flush=False)
+    put(cache, near, "What is the capital of France?", "b", flush=False)  # evicts the first
+    assert near.lookup("How do I reset my pasword?", b"") is None
+    assert near.index.live == 1 and near.lookup("what is the capital of Frnace", b"").result == "b"
 
 
 def test_errors_are_never_filed():
@@ -197,6 +208,7 @@ async def test_run_time_changes_drop_the_near_rows(name, value):
     ) as batch:
         await batch.process({"query": RESET})
         core = batch._core
+        core.near.flush()
         assert core.near.index.live == 1
         setattr(batch, name, value)
         assert batch.get_stats().reuse_entries == 0 and core.near.index.live == 0
