@@ -322,6 +322,44 @@ def run_near(entries: int, lookups: int, repeats: int, batch: int) -> dict[str, 
     return {"entries": entries, "batch": batch, "store_us": store_us, "rows": rows}
 
 
+def run_core(n: int = 3000, repeats: int = 2) -> list[dict[str, Any]]:
+    """What reuse costs a :class:`~stratabatch.BatchProcessor` (embedding dedup, a free
+    handler) on ``n`` distinct questions, every one a miss that is then stored: CPU per
+    request with reuse off, exact and near, one call at a time and 64 concurrent calls,
+    alternated ``repeats`` times."""
+    import asyncio
+
+    from stratabatch import BatchProcessor
+
+    rng = random.Random(2)
+    voc = _pseudo_words(rng, 3000)
+    texts = [f"how can I {rng.choice(voc)} the {rng.choice(voc)} of {rng.choice(voc)}?"]
+    while len(texts) < n:
+        texts.append(f"how can I {rng.choice(voc)} the {rng.choice(voc)} of {rng.choice(voc)}?")
+
+    async def handler(reqs: list[Any]) -> list[int]:
+        return [1] * len(reqs)
+
+    async def one(reuse: str, conc: int) -> float:
+        async with BatchProcessor(
+            handler, window_ms=1, reuse=reuse, cold_start="wait", reuse_max_entries=n
+        ) as b:
+            await b.process([{"query": "warm up one"}, {"query": "warm up two"}])
+            c0 = time.process_time()
+            for a in range(0, n, conc):
+                await asyncio.gather(*(b.process({"query": t}) for t in texts[a : a + conc]))
+            return (time.process_time() - c0) / n * 1e6
+
+    got: dict[tuple[int, str], list[float]] = {}
+    for _ in range(repeats):
+        for conc in (1, 64):
+            for reuse in ("off", "exact", "near"):
+                got.setdefault((conc, reuse), []).append(asyncio.run(one(reuse, conc)))
+    return [
+        {"concurrent": c, "reuse": r, "cpu_us": statistics.median(v)} for (c, r), v in got.items()
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--entries", type=int, default=100_000, help="entries held (default 100000)")
@@ -332,7 +370,20 @@ def main(argv: list[str] | None = None) -> int:
         "--near-lookups", type=int, default=20_000, help="near lookups a run (default 20000)"
     )
     ap.add_argument("--no-near", action="store_true", help="skip the near rows")
+    ap.add_argument(
+        "--core",
+        action="store_true",
+        help="only the processor's cost of reuse off / exact / near on misses (run_core)",
+    )
     args = ap.parse_args(argv)
+    if args.core:
+        print(f"bench_reuse --core: {load_average()}")
+        print(f"{'calls':<20}{'reuse':<8}{'CPU us a request':>18}")
+        for r in run_core():
+            calls = "one at a time" if r["concurrent"] == 1 else f"{r['concurrent']} concurrent"
+            print(f"{calls:<20}{r['reuse']:<8}{r['cpu_us']:>18.1f}")
+        print(f"({load_average()})")
+        return 0
     print(
         f"bench_reuse: {args.entries:,} entries, {args.lookups:,} lookups a run, "
         f"{args.repeats} repeats; {load_average()}"
