@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from stratabatch.ipc.counters_layout import STATS_HISTOGRAMS
 from stratabatch.ipc.errors import FrameTooLargeError
 
 from .calls import Call, check_vector
@@ -114,7 +115,9 @@ def stats_from_wire(raw: dict[str, Any]) -> Any:
 
     known = set(Stats.__dataclass_fields__)
     values = {k: v for k, v in raw.items() if k in known}
-    values["merge_similarity_histogram"] = tuple(values.get("merge_similarity_histogram", ()))
+    for f in STATS_HISTOGRAMS:
+        if f in values or f == "merge_similarity_histogram":
+            values[f] = tuple(values.get(f, ()))
     return Stats(**values)
 
 

@@ -22,9 +22,10 @@ ON_FULL = ("wait", "reject", "drop_lowest")
 COLD_START = ("serve", "wait")
 #: The merge guards (stratabatch.guards), in the order they are tried.
 GUARDS = ("polarity", "roles", "entities", "scope", "residue")
-#: What ``reuse`` takes: "off", or "exact" (a finished answer serves later exact twins for
-#: ``reuse_ttl_s``; stratabatch.reuse). None means "off".
-REUSE_MODES = ("off", "exact")
+#: What ``reuse`` takes: "off", "exact" (a finished answer serves later exact twins for
+#: ``reuse_ttl_s``; stratabatch.reuse) or "near" (near twins too, through the same embedder,
+#: threshold and guards as in-window dedup; stratabatch.nearreuse). None means "off".
+REUSE_MODES = ("off", "exact", "near")
 
 
 def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool, integer: bool) -> Any:
@@ -119,12 +120,6 @@ def _check_embedder(value: Any) -> Any:
 def _check_reuse(value: Any) -> str:
     if value is None:
         return "off"
-    if value == "near":
-        raise ConfigError(
-            "reuse='near' is not available yet (near twins of a finished answer need the "
-            "leader index's reuse entries); use reuse='exact' or 'off'",
-            field="reuse",
-        )
     return _choice("reuse", value, REUSE_MODES)
 
 
@@ -188,7 +183,7 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], Any], str]] = {
     ),
     "max_request_bytes": (_int("max_request_bytes", 64, 64 * 1024 * 1024), "[64, 67108864]"),
     "max_result_bytes": (_int("max_result_bytes", 64, 64 * 1024 * 1024), "[64, 67108864]"),
-    "reuse": (_check_reuse, "off | exact"),
+    "reuse": (_check_reuse, "off | exact | near"),
     "reuse_ttl_s": (
         lambda v: _number("reuse_ttl_s", v, 0.0, 86_400.0, lo_open=True, integer=False),
         "(0, 86400] s",
@@ -235,7 +230,7 @@ class BatchOptions(TypedDict, total=False):
     cost_per_request_usd: float
     max_request_bytes: int
     max_result_bytes: int
-    reuse: Literal["off", "exact"] | None
+    reuse: Literal["off", "exact", "near"] | None
     reuse_ttl_s: float
     reuse_max_entries: int
     reuse_max_bytes: int

@@ -37,6 +37,7 @@ from .errors import (
 from .failurelog import FailureLog
 from .grouping import Deduper
 from .lane import UNGROUPED, Deliver, Fail, Lane, LaneBatch, LaneGroup, Repoint, lane_fits
+from .nearreuse import NearReuse
 from .passes import Passes
 from .records import (
     DONE,
@@ -50,7 +51,7 @@ from .records import (
     cancel_timer,
     plain_request,
 )
-from .reuse import ReuseCache, reuse_cache_for
+from .reuse import CLEARS_ON, ReuseCache, reuse_cache_for
 from .runner import Runner
 from .stats import Stats, StatsRecorder
 from .warmup import Warmup
@@ -177,8 +178,10 @@ class Core:
         # (set where that can begin: submit, submit_many, a hand-over, close, a lane that
         # goes): submit_one checks lane_open in full only then, and clears it when open
         self._maybe_general = True
-        #: The reuse cache (``reuse="exact"``), or None.
+        #: The reuse cache (``reuse="exact"`` or ``"near"``), or None.
         self.reuse: ReuseCache | None = None
+        #: Its near path (``reuse="near"``), or None.
+        self.near: NearReuse | None = None
         self.reconfigure()
         config.subscribe(self.reconfigure)
 
@@ -273,8 +276,13 @@ class Core:
                 self.reuse.clear()
             self.reuse = reuse_cache_for(c, self.clock)
             self._answers.store = None if self.reuse is None else self._store
+            self.near = None
+            if self.reuse is not None and c.reuse == "near":
+                self.near = NearReuse(self.reuse, self._dedup, c)
         elif self.reuse is not None:
             self.reuse.reconfigure(c, name)
+            if self.near is not None and name in CLEARS_ON:
+                self.near.reset()  # (the cache dropped every entry; a new embedder's vectors)
         if self._lane_hooks is not None:
             self._fit_lane()
         if self.loop is not None and (self._raw or self._pending):
@@ -565,8 +573,9 @@ class Core:
         if req.fresh:
             return False
         key = req.key
+        scope = _key_scope(key)
         got = self.reuse.get(  # type: ignore[union-attr]  # (only with reuse on)
-            key, req.norm, _key_scope(key), req.arrival
+            key, req.norm, scope, req.arrival
         )
         if got is None:
             return False
@@ -580,6 +589,42 @@ class Core:
         self._answers.finish(req, value, None)
         return True
 
+    def near_reused(self) -> Callable[[list[Request], Any, Any], list[bool]] | None:
+        """:meth:`stratabatch.grouping.GroupOps.near_reused`: :meth:`_near_reused` with
+        ``reuse="near"`` (not while a first start's near kernels compile)."""
+        if self.near is None or self._dedup.interim_exact:
+            return None
+        return self._near_reused
+
+    def _near_reused(
+        self, reqs: list[Request], vectors: list[Any] | None, followers: dict[Any, list[Request]]
+    ) -> list[bool]:
+        """Answer the near twins of stored answers among ``reqs`` (a pass's requests that no
+        exact twin or stored answer took; ``vectors``: theirs computed ahead, or None), and
+        their exact twins of the pass (``followers``, taken out); False for each answered."""
+        now = self.clock()
+        hits = self.near.lookup_many(  # type: ignore[union-attr]  # (only with reuse near)
+            reqs, [_key_scope(r.key) for r in reqs], vectors, now
+        )
+        keep: list[bool] = []
+        st = self.stats
+        for r, hit in zip(reqs, hits, strict=True):
+            if hit is None:
+                keep.append(True)
+                continue
+            keep.append(False)
+            twins = followers.pop(r.key, None) if followers else None
+            for q in (r, *(t for t in twins or () if t.state == RAW)):
+                q.reuse_age = hit.age
+                q.similarity = hit.similarity
+                q.exact = False
+                st.record_near_reuse(hit.similarity)
+                st.duplicates += 1
+                st.reuse_hits += 1
+                self._release(1)
+                self._answers.finish(q, hit.result, None)
+        return keep
+
     def _lane_reused(self, norm: Any) -> Any:
         """The stored answer and its age for a lane row of exact key ``norm``, or None (the
         key as the general path makes it: the two paths share entries)."""
@@ -591,9 +636,12 @@ class Core:
         lead = g.leader
         key = lead.key
         if key is not None and lead.norm is not None:
-            self.reuse.put(  # type: ignore[union-attr]  # (only with reuse on)
+            e = self.reuse.put(  # type: ignore[union-attr]  # (only with reuse on)
                 key, lead.norm, value, _key_scope(key), born=started
             )
+            near = self.near
+            if e is not None and near is not None and not self._dedup.interim_exact:
+                near.store(e, lead.text, lead.vector)
 
     def lane_twins(self) -> Callable[[Request, Any], bool] | None:
         """:meth:`stratabatch.grouping.GroupOps.lane_twins`: :meth:`_lane_twin` while the

@@ -169,6 +169,14 @@ class GroupOps(Protocol):
         it is grouped."""
         ...
 
+    def near_reused(
+        self,
+    ) -> Callable[[list[Request], list[Any] | None, dict[Any, list[Request]]], list[bool]] | None:
+        """None, or a function that answers near twins of stored answers among a pass's
+        fresh requests (and their exact twins of the pass, taken out of the followers) at
+        once, and says which of them are left (``reuse="near"``)."""
+        ...
+
     def lane_twins(self) -> Callable[[Request, Any], bool] | None:
         """None, or what asks whether a request is a twin of work the core's row lane runs
         (``(request, normalized key) -> True`` when it joined that work as a row)."""
@@ -867,6 +875,12 @@ class Deduper:
             fresh.append(r)
             if vectors is not None:
                 fresh_vec.append(vectors[i])
+        near = ops.near_reused() if fresh else None
+        if near is not None:  # near twins of stored answers (reuse="near"), all at once
+            keep = near(fresh, fresh_vec if vectors is not None else None, followers)
+            fresh = [r for r, k in zip(fresh, keep, strict=True) if k]
+            if vectors is not None:
+                fresh_vec = [v for v, k in zip(fresh_vec, keep, strict=True) if k]
         left: dict[int, Any] = {}  # id of an undecided request -> its vector
         if fresh:
             if c.dedup_function is not None:

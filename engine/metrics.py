@@ -99,6 +99,11 @@ _COUNTERS = (
         "stratabatch_reuse_hits_total",
         "Duplicates answered from the reuse cache (a subset of duplicates).",
     ),
+    (
+        "reuse_near_hits",
+        "stratabatch_reuse_near_hits_total",
+        "Reuse hits of near twins (a subset of reuse hits).",
+    ),
 )
 # (Stats field, metric name, help, scale to the base unit); levels and ratios are gauges
 _GAUGES = (
@@ -145,12 +150,28 @@ RECENT_LATENCY = "stratabatch_recent_latency_seconds"
 """The summary of ``Stats``' latency percentiles (quantiles only, see docs/metrics.md)."""
 MERGE_SIMILARITY = "stratabatch_merge_similarity"
 """The histogram of merge similarities (``Stats.merge_similarity_histogram``)."""
+REUSE_SIMILARITY = "stratabatch_reuse_similarity"
+"""The histogram of the similarities of near twins answered from the reuse cache
+(``Stats.reuse_similarity_histogram``)."""
+_SIMILARITIES = (
+    (
+        "merge_similarity_histogram",
+        MERGE_SIMILARITY,
+        "Similarity of each merge to its unique; 1.0 (every exact merge) is in le=+Inf only.",
+    ),
+    (
+        "reuse_similarity_histogram",
+        REUSE_SIMILARITY,
+        "Similarity of each near twin answered from the reuse cache to the stored answer's "
+        "request (apart from the merges); 1.0 (the same canonical text) is in le=+Inf only.",
+    ),
+)
 
 STATS_METRICS: Mapping[str, str] = {
     **{field: name for field, name, _ in _COUNTERS},
     **{field: name for field, name, _, _ in _GAUGES},
     **{field: RECENT_LATENCY for field, _ in _QUANTILES},
-    "merge_similarity_histogram": MERGE_SIMILARITY,
+    **{field: name for field, name, _ in _SIMILARITIES},
 }
 """The metric that carries each ``Stats`` field (a counter's name ends in ``_total``)."""
 
@@ -260,21 +281,19 @@ def stats_families(
             series["quantile"] = q
             recent.add_sample(RECENT_LATENCY, series, _number(stats.get(field)) * 1e-3)
     families.append(recent)
-    sim = HistogramMetricFamily(
-        MERGE_SIMILARITY,
-        "Similarity of each merge to its unique; 1.0 (every exact merge) is in le=+Inf only.",
-        labels=labels,
-    )
-    for values, stats in rows:
-        hist = stats.get("merge_similarity_histogram")
-        if isinstance(hist, Mapping):  # a block histogram: it describes its own buckets
-            bounds, counts, closed = hist["bounds"], hist["counts"], hist.get("closed", "right")
-        else:
-            bounds, closed = SIMILARITY_BUCKETS, "left"
-            counts = list(hist) if hist else [0] * (len(bounds) + 1)
-        # no sum is kept, so no _sum and no _count: the +Inf bucket is the count
-        sim.add_metric(list(values), _buckets(bounds, counts, closed), None)
-    families.append(sim)
+    for field, metric, doc in _SIMILARITIES:
+        sim = HistogramMetricFamily(metric, doc, labels=labels)
+        for values, stats in rows:
+            hist = stats.get(field)
+            if isinstance(hist, Mapping):  # a block histogram: it describes its own buckets
+                bounds, counts = hist["bounds"], hist["counts"]
+                closed = hist.get("closed", "right")
+            else:
+                bounds, closed = SIMILARITY_BUCKETS, "left"
+                counts = list(hist) if hist else [0] * (len(bounds) + 1)
+            # no sum is kept, so no _sum and no _count: the +Inf bucket is the count
+            sim.add_metric(list(values), _buckets(bounds, counts, closed), None)
+        families.append(sim)
     return families
 
 
@@ -296,7 +315,8 @@ def _stats_names() -> list[tuple[str, str]]:
     return (
         [(name, "counter") for _, name, _ in _COUNTERS]
         + [(name, "gauge") for _, name, _, _ in _GAUGES]
-        + [(RECENT_LATENCY, "summary"), (MERGE_SIMILARITY, "histogram")]
+        + [(RECENT_LATENCY, "summary")]
+        + [(name, "histogram") for _, name, _ in _SIMILARITIES]
     )
 
 
@@ -675,6 +695,7 @@ __all__ = [
     "ENGINE_UP",
     "EngineCollector",
     "MERGE_SIMILARITY",
+    "REUSE_SIMILARITY",
     "MetricsServer",
     "PREFIX",
     "ProcessorCollector",

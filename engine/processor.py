@@ -137,7 +137,8 @@ class BatchProcessor(Generic[R]):
             return
         lead = req.merged_with
         if req.reuse_age is not None:
-            call.deliver(req.index, value, None, -1, 1.0, req.reuse_age)
+            sim = 1.0 if req.similarity is None else req.similarity  # (near reuse: its own)
+            call.deliver(req.index, value, None, -1, sim, req.reuse_age)
         elif lead is None:
             call.deliver(req.index, value, error)
         else:

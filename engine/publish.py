@@ -99,6 +99,7 @@ class Publisher:
             if lat:
                 w.observe_many("latency_ms", np.asarray(lat, np.float64) * 1000.0)
             w.set_histogram("merge_similarity_histogram", rec.similarity_hist)
+            w.set_histogram("reuse_similarity_histogram", rec.reuse_similarity_hist)
             w.set("queue_depth", queue_depth)
             w.set("inflight_batches", inflight_batches)
             w.set("clients_connected", clients)

@@ -26,6 +26,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from stratabatch.ipc.counters_layout import STATS_HISTOGRAMS
+
 from .stats import Stats
 
 BOARD_NAME = "stratabatch_stats"
@@ -46,6 +48,10 @@ _SUMMED = (
     "exact_merges",
     "near_merges",
     "dropped",
+    "reuse_hits",
+    "reuse_near_hits",
+    "reuse_entries",
+    "reuse_bytes",
 )
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Stats))
 
@@ -53,14 +59,17 @@ _FIELDS = frozenset(f.name for f in dataclasses.fields(Stats))
 def stats_to_dict(stats: Stats) -> dict[str, Any]:
     """``stats`` as plain values (what a replica sends to its board)."""
     out = {f: getattr(stats, f) for f in _FIELDS}
-    out["merge_similarity_histogram"] = list(stats.merge_similarity_histogram)
+    for f in STATS_HISTOGRAMS:
+        out[f] = list(getattr(stats, f))
     return out
 
 
 def stats_from_dict(values: Mapping[str, Any]) -> Stats:
     """The :class:`Stats` of :func:`stats_to_dict`'s mapping (unknown keys are ignored)."""
     kwargs = {k: v for k, v in values.items() if k in _FIELDS}
-    kwargs["merge_similarity_histogram"] = tuple(kwargs["merge_similarity_histogram"])
+    for f in STATS_HISTOGRAMS:
+        if f in kwargs:
+            kwargs[f] = tuple(kwargs[f])
     return Stats(**kwargs)
 
 
@@ -84,6 +93,7 @@ def merge_stats(parts: Iterable[Stats]) -> Stats:
     parts = list(parts)
     sums: dict[str, Any] = {f: 0 for f in _SUMMED}
     hist: list[int] = []
+    rhist: list[int] = []
     items = 0.0
     lat = [0.0, 0.0, 0.0]
     window = 0.0
@@ -97,6 +107,11 @@ def merge_stats(parts: Iterable[Stats]) -> Stats:
             hist += [0] * (len(h) - len(hist))
         for i, x in enumerate(h):
             hist[i] += x
+        h = s.reuse_similarity_histogram
+        if len(rhist) < len(h):
+            rhist += [0] * (len(h) - len(rhist))
+        for i, x in enumerate(h):
+            rhist[i] += x
         items += s.avg_batch_size * s.total_batches
         if s.total_requests:
             lat = [max(lat[0], s.latency_ms_p50), max(lat[1], s.latency_ms_p95),
@@ -115,6 +130,7 @@ def merge_stats(parts: Iterable[Stats]) -> Stats:
         latency_ms_p99=lat[2],
         window_ms=window,
         merge_similarity_histogram=tuple(hist),
+        reuse_similarity_histogram=tuple(rhist) if rhist else Stats.reuse_similarity_histogram,
         batch_size_max=size_max,
         adaptive_a_ms=a / batches if batches else 0.0,
         adaptive_b_ms=b / batches if batches else 0.0,

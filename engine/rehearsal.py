@@ -61,6 +61,10 @@ class ScratchOps:
         """No reuse cache here."""
         return None
 
+    def near_reused(self) -> None:
+        """No reuse cache here."""
+        return None
+
 
 def _texts(seed: int, n: int) -> list[str]:
     """``n`` sample texts of every kind the pass treats apart."""

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from stratabatch.ipc.arena import Arena
+from stratabatch.ipc.counters_layout import STATS_HISTOGRAMS
 from stratabatch.ipc.doorbell import Doorbell
 from stratabatch.ipc.errors import FrameError
 from stratabatch.ipc.frames import (
@@ -359,7 +360,8 @@ class Engine:
             op = msg.get("op")
             if op == "stats":
                 snap = dataclasses.asdict(self.core.snapshot())
-                snap["merge_similarity_histogram"] = list(snap["merge_similarity_histogram"])
+                for f in STATS_HISTOGRAMS:
+                    snap[f] = list(snap[f])
                 reply = {
                     "op": "stats",
                     "seq": msg.get("seq"),

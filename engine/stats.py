@@ -80,6 +80,12 @@ class Stats:
     reuse_hits: int = 0
     """Duplicates answered from the reuse cache (a subset of ``duplicates``, in neither
     ``exact_merges`` nor ``near_merges``)."""
+    reuse_near_hits: int = 0
+    """Of ``reuse_hits``, those answered through near reuse (``reuse="near"``: a near twin of
+    a stored answer, found by the same embedder, threshold and guards as in-window dedup)."""
+    reuse_similarity_histogram: tuple[int, ...] = (0,) * SIMILARITY_BINS
+    """The similarities of the near twins answered from the reuse cache (``reuse_near_hits``),
+    in the bins of ``merge_similarity_histogram`` and apart from it (a window's merges only)."""
     reuse_entries: int = 0
     """Answers the reuse cache holds now."""
     reuse_bytes: int = 0
@@ -104,6 +110,8 @@ class StatsRecorder:
         self.exact_merges = 0
         self.near_merges = 0
         self.reuse_hits = 0
+        self.reuse_near_hits = 0
+        self.reuse_similarity_hist = np.zeros(SIMILARITY_BINS, dtype=np.int64)
         self.similarity_hist = np.zeros(SIMILARITY_BINS, dtype=np.int64)
         self._lat = [0.0] * _LATENCY_RING  # a list: a store is 3x cheaper than numpy's
         self._lat_n = 0
@@ -135,6 +143,12 @@ class StatsRecorder:
         else:
             self.near_merges += 1
         self.similarity_hist[similarity_bin(similarity)] += 1
+
+    def record_near_reuse(self, similarity: float) -> None:
+        """Count one near twin answered from the reuse cache at ``similarity`` (the caller
+        counts it in ``duplicates`` and ``reuse_hits``, as every reuse hit)."""
+        self.reuse_near_hits += 1
+        self.reuse_similarity_hist[similarity_bin(similarity)] += 1
 
     def record_exact_merges(self, k: int) -> None:
         """Count ``k`` duplicates merged by their exact key (:meth:`record_merge` for each
@@ -254,6 +268,8 @@ class StatsRecorder:
             adaptive_a_ms=float(adaptive_a_ms),
             adaptive_b_ms=float(adaptive_b_ms),
             reuse_hits=self.reuse_hits,
+            reuse_near_hits=self.reuse_near_hits,
+            reuse_similarity_histogram=tuple(int(x) for x in self.reuse_similarity_hist),
             reuse_entries=reuse_entries,
             reuse_bytes=reuse_bytes,
         )

@@ -213,6 +213,7 @@ STATS_COUNTERS = (
     ("near_merges", "duplicates merged on similarity"),
     ("dropped", "accepted requests that left the queue without reaching the handler"),
     ("reuse_hits", "duplicates answered from the reuse cache"),
+    ("reuse_near_hits", "reuse hits of near twins (a subset of reuse_hits)"),
 )
 """(name, doc) of each counter of the stats layout; each is a ``Stats`` field."""
 STATS_GAUGES = (
@@ -241,6 +242,11 @@ STATS_GAUGES = (
 adaptive fit are ``Stats`` fields; the rest describe the engine."""
 STATS_HISTOGRAM = "merge_similarity_histogram"
 """The stats layout's histogram that mirrors ``Stats.merge_similarity_histogram``."""
+STATS_REUSE_HISTOGRAM = "reuse_similarity_histogram"
+"""The stats layout's histogram that mirrors ``Stats.reuse_similarity_histogram`` (near twins
+answered from the reuse cache, apart from the merges of a window)."""
+STATS_HISTOGRAMS = (STATS_HISTOGRAM, STATS_REUSE_HISTOGRAM)
+"""The ``Stats`` fields that are similarity histograms (101 bins, :func:`similarity_bin`)."""
 SECOND_COLUMNS = (
     ("t_s", "i64"),
     ("requests", "i64"),
@@ -404,6 +410,12 @@ class CountersLayout:
             Histogram(
                 STATS_HISTOGRAM, SIMILARITY_BUCKETS, "similarity of each merge", closed="left"
             ),
+            Histogram(
+                STATS_REUSE_HISTOGRAM,
+                SIMILARITY_BUCKETS,
+                "similarity of each near twin answered from the reuse cache",
+                closed="left",
+            ),
             SampleRing("seconds", history_s, SECOND_COLUMNS, "one row per second"),
             Table("clients", max_clients, CLIENT_COLUMNS, "slot", "one row per client slot"),
         ]
@@ -461,6 +473,8 @@ __all__ = [
     "STATS_COUNTERS",
     "STATS_GAUGES",
     "STATS_HISTOGRAM",
+    "STATS_HISTOGRAMS",
+    "STATS_REUSE_HISTOGRAM",
     "WORD_TYPES",
     "Counter",
     "CountersLayout",

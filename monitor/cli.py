@@ -107,8 +107,9 @@ def reuse_lines(snap: EngineSnapshot) -> list[str]:
     if info.get("reuse", "off") == "off":
         return []
     share = s.reuse_hits / s.total_requests if s.total_requests else 0.0
+    near = f" near {fmt.count(s.reuse_near_hits)}" if info["reuse"] == "near" else ""
     return [
-        f"reuse     {info['reuse']}  hits {fmt.count(s.reuse_hits)} ({fmt.pct(share)})  "
+        f"reuse     {info['reuse']}  hits {fmt.count(s.reuse_hits)} ({fmt.pct(share)}){near}  "
         f"entries {fmt.count(s.reuse_entries)}/{fmt.count(info.get('reuse_max_entries', 0))}  "
         f"bytes {fmt.count(s.reuse_bytes)}/{fmt.count(info.get('reuse_max_bytes', 0))}  "
         f"ttl {fmt.duration(_number(info.get('reuse_ttl_s')) or 0.0)}"

@@ -24,6 +24,7 @@ import numpy as np
 from stratabatch import Stats
 from stratabatch.ipc.counters import (
     COUNTERS_PART,
+    STATS_HISTOGRAMS,
     CountersReader,
     counters_segment_name,
     histogram_quantile,
@@ -203,7 +204,8 @@ class EngineSnapshot:
             },
         }
         stats = dataclasses.asdict(self.stats)
-        stats["merge_similarity_histogram"] = list(stats["merge_similarity_histogram"])
+        for f in STATS_HISTOGRAMS:
+            stats[f] = list(stats[f])
         out.update(stats)
         out.update(
             inflight_batches=self.inflight_batches,
@@ -269,7 +271,7 @@ def build_snapshot(
     values: dict[str, Any] = {}
     for fname in _STATS_FIELDS:
         v = raw.get(fname)
-        if fname == "merge_similarity_histogram":
+        if fname in STATS_HISTOGRAMS:
             hist = _histogram(v)
             values[fname] = hist.counts if hist.bounds else ()
         elif _STATS_TYPES[fname] is int:

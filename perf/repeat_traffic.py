@@ -126,6 +126,7 @@ def repeat_truth(w: Workload, window_ms: float = 50.0) -> dict[str, Any]:
         "requests": len(w.requests),
         "distinct_intents": len({r.intent for r in w.requests}),
         "distinct_exact_keys": len({normalize_key(r.text) for r in w.requests}),
+        "distinct_wordings": len({wording(r) for r in w.requests}),
         "window_items": sum(len(k) for k in windows.values()),
         "trap_intents": len(sib),
         "trap_asks": trap_asks,
@@ -135,6 +136,14 @@ def repeat_truth(w: Workload, window_ms: float = 50.0) -> dict[str, Any]:
     for name, count in sorted(Counter(r.kind for r in w.requests).items()):
         out[f"kind_{name}"] = count
     return out
+
+
+def wording(r: Any) -> tuple[int, str]:
+    """The ask's intent and wording: its canonical text (written as is, with surface changes
+    or with a typo) or one of its paraphrases. An embedder that compares wording (the default
+    one) with the guards merges asks of one wording at best: distinct wordings are near
+    reuse's floor, as distinct exact keys are exact reuse's."""
+    return (r.intent, r.form.split("/")[1] if "/" in r.form else "c")
 
 
 class _Clock:
@@ -187,6 +196,107 @@ def replay(w: Workload, ttl_s: float, max_entries: int, max_bytes: int = 1 << 30
         "evictions": s.evictions,
         "expirations": s.expirations,
         "bytes_end": s.bytes,
+    }
+
+
+def replay_near(
+    w: Workload,
+    ttl_s: float,
+    max_entries: int,
+    max_bytes: int = 1 << 30,
+    threshold: float | None = None,
+) -> dict:
+    """:func:`replay` with ``reuse="near"``: each request that misses its exact key is looked
+    up through :class:`stratabatch.nearreuse.NearReuse` (the default embedder, ``threshold``
+    or its recommended one, every guard), and each miss files its answer there too.
+
+    Also counts the backend items of intents answered before (``excess``), by the ask's
+    variant and kind: what near reuse did not reach, and why (an intent answered before may
+    still miss because its answer expired or was evicted: ``excess_expired_or_evicted``)."""
+    from stratabatch.config import BatchConfig
+    from stratabatch.grouping import Deduper
+    from stratabatch.nearreuse import NearReuse
+
+    clock = _Clock()
+    cache = ReuseCache(ttl_s, max_entries, max_bytes, clock=clock)
+    config = BatchConfig(reuse="near", dedup_threshold=threshold)
+    near = NearReuse(cache, Deduper(config, None), config)
+    backend = wrong = hits = near_hits = 0
+    peak = 0
+    held: list[int] = []
+    minute = 0
+    answered: dict[int, float] = {}  # intent -> when its last answer was born
+    worded: dict[tuple[int, str], float] = {}  # (intent, wording) -> the same
+    excess: Counter[str] = Counter()
+    excess_kind: Counter[str] = Counter()
+    missed: Counter[str] = Counter()  # of the excess: its wording answered before, in the ttl
+    stale = 0
+    wrong_pairs: list[tuple[str, str]] = []
+    text_of = {}
+    cpu = 0
+    for r in w.requests:
+        clock.t = r.t
+        while r.t >= (minute + 1) * 60.0:
+            held.append(len(cache))
+            minute += 1
+        n = normalize_key(r.text)
+        c0 = time.thread_time_ns()
+        got = cache.get(hash(n), n, b"", r.t)
+        if got is None:
+            hit = near.lookup(r.text, b"", r.t)
+            if hit is not None:
+                near_hits += 1
+                got = (hit.result, hit.age)
+        cpu += time.thread_time_ns() - c0
+        if got is not None:
+            hits += 1
+            if got[0]["intent"] != r.intent:
+                wrong += 1
+                if len(wrong_pairs) < 20:
+                    wrong_pairs.append((text_of.get(got[0]["rid"], "?"), r.text))
+            continue
+        backend += 1
+        born = answered.get(r.intent)
+        if born is not None:
+            if r.t - born >= ttl_s:
+                stale += 1
+            else:
+                excess[r.variant] += 1
+                excess_kind[r.kind] += 1
+                wb = worded.get(wording(r))
+                if wb is not None and r.t - wb < ttl_s:
+                    missed[f"{r.kind}/{r.variant}"] += 1
+        answered[r.intent] = r.t
+        worded[wording(r)] = r.t
+        text_of[r.rid] = r.text
+        e = cache.put(hash(n), n, {"intent": r.intent, "rid": r.rid}, size=40, born=r.t)
+        if e is not None:
+            near.store(e, r.text)
+        peak = max(peak, len(cache))
+    held.append(len(cache))
+    s = cache.stats()
+    return {
+        "ttl_s": ttl_s,
+        "max_entries": max_entries,
+        "backend_items": backend,
+        "reuse_hits": hits,
+        "near_hits": near_hits,
+        "canon_hits": near.canon_hits,
+        "similar_hits": near.similar_hits,
+        "wrong_answers": wrong,
+        "wrong_examples": wrong_pairs,
+        "peak_entries": peak,
+        "entries_each_minute": held,
+        "index_rows_live": near.index.live,
+        "index_rows_allocated": int(near.index.mat.shape[0]),
+        "index_matrix_mb": near.index.mat.nbytes / 1e6,
+        "evictions": s.evictions,
+        "expirations": s.expirations,
+        "excess_by_variant": dict(excess),
+        "excess_by_kind": dict(excess_kind),
+        "excess_expired_or_evicted": stale,
+        "missed_twins_of_an_answered_wording": dict(missed),
+        "lookup_cpu_us": cpu / len(w.requests) / 1000.0,
     }
 
 
@@ -244,6 +354,10 @@ async def live(
         }
         if system == "batch+reuse":
             opts.update(reuse="exact", reuse_ttl_s=ttl_s / speedup, reuse_max_entries=max_entries)
+        if system.startswith("batch-near"):  # near dedup in the window (the default strategy)
+            opts.update(dedup_strategy="embedding", cold_start="wait")
+        if system == "batch-near+near":
+            opts.update(reuse="near", reuse_ttl_s=ttl_s / speedup, reuse_max_entries=max_entries)
         batch: Any = BatchProcessor(handler, **opts)
 
         async def ask(r: Any) -> Any:
@@ -280,14 +394,19 @@ async def live(
     if close is not None:
         await close()
     out = {"system": system, "speedup": speedup, "backend_items": items, "wrong_answers": wrong}
-    if system == "batch+reuse":
-        out["reuse_hits"] = batch.get_stats().reuse_hits
+    if system.startswith("batch"):
+        st = batch.get_stats()
+        out["reuse_hits"] = st.reuse_hits
+        out["reuse_near_hits"] = getattr(st, "reuse_near_hits", 0)
+        out["reuse_entries_end"] = st.reuse_entries
     return out
 
 
 LIVE_NAMES = {
     "batch": "BatchProcessor exact, reuse off",
     "batch+reuse": "BatchProcessor exact, reuse exact",
+    "batch-near": "BatchProcessor embedding, reuse off",
+    "batch-near+near": "BatchProcessor embedding, reuse near",
     "loader": "aiodataloader, cache on (normalized)",
     "loader-nocache": "aiodataloader, cache off",
 }
@@ -305,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
         "serves from the cache) and aiodataloader, at --speedup times its pace",
     )
     ap.add_argument("--speedup", type=float, default=30.0, help="live pace (default 30x)")
+    ap.add_argument("--live-ttl", type=float, default=60.0, help="live reuse ttl (default 60 s)")
+    ap.add_argument(
+        "--systems",
+        default="batch,batch+reuse,batch-near,batch-near+near,loader,loader-nocache",
+        help="the live systems, comma-separated (default all: " + ", ".join(LIVE_NAMES) + ")",
+    )
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
     cfg = RepeatConfig(seed=args.seed, minutes=args.minutes, rate=args.rate)
@@ -320,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"repeat traffic: {n:,} requests over {cfg.minutes:g} min at {cfg.rate:g}/s, Zipf "
         f"{cfg.zipf_s:g}; {truth['distinct_intents']:,} distinct intents, "
-        f"{truth['distinct_exact_keys']:,} distinct exact keys; {truth['trap_asks']:,} asks "
+        f"{truth['distinct_exact_keys']:,} distinct exact keys, {truth['distinct_wordings']:,} "
+        f"distinct wordings; {truth['trap_asks']:,} asks "
         f"meet a trap sibling asked before ({truth['trap_intents']} intents have one)"
     )
     print(
@@ -331,10 +457,24 @@ def main(argv: list[str] | None = None) -> int:
         ("no batching, no reuse", n, None),
         ("50 ms windows, exact dedup", truth["window_items"], None),
     ]
+    nears = [
+        replay_near(w, ttl_s=600.0, max_entries=100_000),
+        replay_near(w, ttl_s=60.0, max_entries=10_000),
+        replay_near(w, ttl_s=10.0, max_entries=10_000),
+        replay_near(w, ttl_s=600.0, max_entries=200),
+    ]
     for r in runs:
         rows.append(
             (
                 f"+ exact reuse, ttl {r['ttl_s']:g} s, max {r['max_entries']:,}",
+                r["backend_items"],
+                r,
+            )
+        )
+    for r in nears:
+        rows.append(
+            (
+                f"+ near reuse, ttl {r['ttl_s']:g} s, max {r['max_entries']:,}",
                 r["backend_items"],
                 r,
             )
@@ -349,12 +489,30 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "\n(the exact-reuse rows replay the stream through ReuseCache alone: each miss is one "
         "backend item; entries held at each minute's end: "
-        + "; ".join(f"max {r['max_entries']:,}: {r['entries_each_minute']}" for r in runs[-1:])
+        + "; ".join(
+            f"max {r['max_entries']:,}: {r['entries_each_minute']}" for r in (runs[-1], nears[-1])
+        )
         + ")"
     )
+    print("\nnear reuse: hits by step, wrong answers, and the backend items it did not save")
+    for r in nears:
+        print(
+            f"  ttl {r['ttl_s']:g} s, max {r['max_entries']:,}: near hits {r['near_hits']:,} "
+            f"(same canonical text {r['canon_hits']:,}, similar {r['similar_hits']:,}), "
+            f"wrong {r['wrong_answers']} of {r['reuse_hits']:,} reuses "
+            f"({r['wrong_answers'] / max(1, r['reuse_hits']):.2%}); items of intents answered "
+            f"before: by variant {r['excess_by_variant']}, by kind {r['excess_by_kind']}, "
+            f"after expiry or eviction {r['excess_expired_or_evicted']:,}; of the rest, its "
+            f"wording answered before (kind/variant) {r['missed_twins_of_an_answered_wording']}"
+            f"; lookup CPU "
+            f"{r['lookup_cpu_us']:.1f} us a request; the near index at the end: "
+            f"{r['index_rows_allocated']:,} rows allocated ({r['index_matrix_mb']:.1f} MB)"
+        )
+        for a, b in r["wrong_examples"][:5]:
+            print(f"    wrong: {a!r} served {b!r}")
     lives: list[dict[str, Any]] = []
     if args.live:
-        systems = ["batch", "batch+reuse", "loader", "loader-nocache"]
+        systems = args.systems.split(",")
         for system in systems:
             if system == "batch+reuse" and not reuse_wired():
                 print(f"{LIVE_NAMES[system]}: skipped (the core does not serve from the cache yet)")
@@ -365,10 +523,10 @@ def main(argv: list[str] | None = None) -> int:
                 except ImportError:
                     print(f"{LIVE_NAMES[system]}: skipped (pip install aiodataloader)")
                     continue
-            lives.append(asyncio.run(live(w, system, speedup=args.speedup)))
+            lives.append(asyncio.run(live(w, system, speedup=args.speedup, ttl_s=args.live_ttl)))
         print(
             f"\nlive, {args.speedup:g}x the stream's pace (window, backend call of 200 ms, ttl "
-            "scaled alike)"
+            f"{args.live_ttl:g} s, scaled alike)"
         )
         print(
             f"{'system':<40}{'backend items':>14}{'x intents':>10}{'x exact keys':>13}{'wrong':>7}"
@@ -382,7 +540,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {"config": asdict(cfg), "truth": truth, "replays": runs, "live": lives}, indent=2
+                {
+                    "config": asdict(cfg),
+                    "truth": truth,
+                    "replays": runs,
+                    "near_replays": nears,
+                    "live": lives,
+                },
+                indent=2,
             )
             + "\n"
         )

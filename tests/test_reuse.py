@@ -491,9 +491,8 @@ def test_reuse_is_off_by_default_and_none_means_off():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"reuse": "near"}, r"reuse='near' is not available yet"),
-        ({"reuse": "sometimes"}, r"reuse must be one of off, exact; got 'sometimes'"),
-        ({"reuse": True}, r"reuse must be one of off, exact; got True"),
+        ({"reuse": "sometimes"}, r"reuse must be one of off, exact, near; got 'sometimes'"),
+        ({"reuse": True}, r"reuse must be one of off, exact, near; got True"),
         ({"reuse_ttl_s": 0}, r"reuse_ttl_s must be in \(0, 86400\], got 0"),
         ({"reuse_ttl_s": float("inf")}, r"reuse_ttl_s must be in \(0, 86400\], got inf"),
         ({"reuse_ttl_s": "60"}, r"reuse_ttl_s must be a number, got '60'"),
@@ -518,9 +517,10 @@ def test_run_time_assignments_of_reuse_options_are_validated_and_rolled_back():
         config.enable_dedup = False
     assert info.value.field == "enable_dedup"
     assert config.enable_dedup is True
-    with pytest.raises(ConfigError, match="not available yet"):
-        config.reuse = "near"
-    assert config.reuse == "exact"
+    with pytest.raises(ConfigError, match="must be one of off, exact, near") as info:
+        config.reuse = "nearby"
+    assert info.value.field == "reuse" and config.reuse == "exact"
+    config.reuse = "near"
     config.reuse = "off"
     config.enable_dedup = False  # fine once reuse is off
     heard = []
@@ -632,7 +632,7 @@ def test_the_engine_takes_the_reuse_options_as_flags_and_variables():
     }
     config = BatchConfig(**opts)
     assert (config.reuse, config.reuse_ttl_s, config.reuse_max_bytes) == ("exact", 5.0, 8192)
-    with pytest.raises(ConfigError, match="not available yet"):
-        BatchConfig(
-            **options_from(build_parser().parse_args(["--handler", "x:y", "--reuse", "near"]))
-        )
+    near = BatchConfig(
+        **options_from(build_parser().parse_args(["--handler", "x:y", "--reuse", "near"]))
+    )
+    assert near.reuse == "near"

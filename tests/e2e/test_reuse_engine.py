@@ -47,3 +47,27 @@ def test_a_second_client_process_gets_the_first_ones_stored_answers(start_engine
     assert s.unique_requests == 3  # the two first texts once, "something new" once
     assert s.reuse_hits == 2 and s.duplicates == 2
     assert s.reuse_entries == 3 and s.reuse_bytes > 0
+
+
+def test_near_twins_from_another_client_process_get_the_stored_answers(start_engine):
+    # (the engine imports the tree the clients import: PYTHONPATH as ask() passes it)
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
+    eng = start_engine(
+        *("--dedup-strategy", "embedding", "--reuse", "near", "--cold-start", "wait"),
+        env={"PYTHONPATH": path},
+    )
+    first = ask(eng.name, "How do I reset my password?", "What is the capital of France?")
+    again = ask(
+        eng.name,
+        "hey, how do I reset my password",  # the same canonical text
+        "What is the capital of Frnace?",  # a typo
+        "How do I reset my password 2?",  # a trap: another number
+    )
+    assert again[:2] == first
+    import stratabatch
+
+    with stratabatch.connect(eng.name, sync=True) as client:
+        s = client.get_stats()
+    assert s.unique_requests == 3
+    assert s.reuse_hits == 2 and s.reuse_near_hits == 2 and s.near_merges == 0
+    assert sum(s.reuse_similarity_histogram) == 2 and sum(s.merge_similarity_histogram) == 0

@@ -237,6 +237,9 @@ def test_write_stats_publishes_every_stats_field():
         if f.name == "merge_similarity_histogram":
             assert tuple(snap[f.name]["counts"]) == value
             assert snap[f.name]["count"] == 3
+        elif f.name == "reuse_similarity_histogram":  # (no near reuse here)
+            assert tuple(snap[f.name]["counts"]) == value
+            assert snap[f.name]["count"] == 0
         else:
             assert snap[f.name] == value, f.name
             assert type(snap[f.name]) is type(value), f.name

@@ -46,6 +46,8 @@ def publish(w: CountersWriter, **over: Any) -> dict[str, Any]:
         "adaptive_a_ms": 4.2,
         "adaptive_b_ms": 0.85,
         "reuse_hits": 0,
+        "reuse_near_hits": 0,
+        "reuse_similarity_histogram": (0,) * 101,
         "reuse_entries": 0,
         "reuse_bytes": 0,
     }

@@ -106,3 +106,10 @@ def test_once_shows_the_reuse_line_only_with_reuse_on():
     )
     (line,) = reuse_lines(on)  # type: ignore[arg-type]
     assert line.startswith("reuse     exact  hits 50 (25") and "entries 7/" in line, line
+    assert " near " not in line
+    near = SimpleNamespace(
+        info={**on.info, "reuse": "near"},
+        stats=Stats(**{**fields, "reuse_near_hits": 20}),
+    )
+    (line,) = reuse_lines(near)  # type: ignore[arg-type]
+    assert line.startswith("reuse     near  hits 50 (25") and " near 20  " in line, line

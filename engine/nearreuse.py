@@ -1,0 +1,399 @@
+"""Near reuse: a stored answer serves a later near twin (``reuse="near"``).
+
+A near twin of a stored answer is a request that in-window dedup would have merged with the
+request that produced it: same partition (the numbers signature with ``guard_numbers``, and
+the ``dedup_scope`` fields), cosine >= the threshold under the same embedder, and no guard
+veto. :class:`NearReuse` finds them in two steps, both never looser than a window's pass:
+
+1. **Same canonical text** (``canonicalize=True``, the default): the embedder sees the
+   canonical text (:mod:`stratabatch.canon`), so two requests of equal canonical text and
+   partition have equal vectors (cosine 1.0), and the guards let the same canonical words
+   merge without reading them (:meth:`stratabatch.grouping.Deduper.veto`'s first rule): one
+   dict lookup, ``(partition, canonical text) -> entry``. Surface variants (case,
+   punctuation, spacing, fillers, polite openers) are found here.
+2. **Similar text**: the entries' vectors are rows of a :class:`~stratabatch.index.LeaderIndex`
+   of their own (the same class as the window's, fed the same embedder, threshold, partitions
+   and key words), whose owners are the entries; a request that missed step 1 is appended as
+   one row, the index's candidate producer offers the entries of its partition at cosine >=
+   threshold, and the first that the Deduper's guards (:meth:`~stratabatch.grouping.Deduper.veto`)
+   let through answers it; the request's row is retired. Typos and dropped or reordered words
+   are found here.
+
+Why an index of its own rather than rows in the window's: the window's index is the hot path
+of every pass (issue 20 optimizes it), its rows come and go with pending groups, lazily
+without vectors (:meth:`LeaderIndex.lead_lazy`, rows appended with texts), and its greedy pass
+treats every owner as a group that takes members. A second instance of the same class keeps
+the same candidate producers and the same decisions (the guards are the Deduper's own),
+holds every entry with its vector (computed when the answer is stored, next to a backend
+call), and leaves the window's pass untouched. The cost: the vector is computed again for a
+request that misses (the window's pass computes its own), ~8 us.
+
+Entries leave through :attr:`stratabatch.reuse.ReuseCache.on_drop` (evicted, expired,
+replaced, forgotten, cleared): their canonical key and their index row go at once, so no stale
+row can serve (and :meth:`ReuseCache.hit` refuses an entry that left anyway). A change of the
+threshold, the guards or the embedder clears the cache (:data:`stratabatch.reuse.CLEARS_ON`),
+so every row was made under the rules in force; the embedder's change also resets the index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import GUARDS
+from .index import INDEX_MIN_THRESHOLD, LeaderIndex
+from .reuse import Entry, ReuseCache
+
+__all__ = ["NearHit", "NearReuse", "near_applies"]
+
+_MASK63 = (1 << 63) - 1  # partitions are non-negative int64 (-1 marks a dead index row)
+_NO_TEXT = 2  # (requests without text are never near twins: exact reuse only)
+_SIM_SLACK = 1e-6
+#: Entries above which near lookups skip the similar-text step when no table serves it (no
+#: word keys, threshold below the sketch table's): it would compare with every entry.
+EXHAUSTIVE_MAX_ENTRIES = 2048
+#: Stored entries that wait for a lookup to be filed at most (see :meth:`NearReuse.store`).
+FILE_AT = 1024
+
+
+def near_applies(config: Any) -> bool:
+    """Whether in-window dedup merges near twins under ``config`` (so near reuse may): the
+    embedding or hybrid strategy, without a ``dedup_function`` (whose similarity needs both
+    payloads). Otherwise ``reuse="near"`` serves exact twins only."""
+    return (
+        config.enable_dedup
+        and config.dedup_strategy in ("embedding", "hybrid")
+        and config.dedup_function is None
+    )
+
+
+class _Text:
+    """What the guards and the embedding read of a text (a stand-in for a
+    :class:`~stratabatch.records.Request`: :meth:`Deduper.embed_requests`,
+    :meth:`Deduper.profile_of` and :meth:`Deduper.veto` read these)."""
+
+    __slots__ = ("text", "canon", "wprof", "features", "vector", "numkey")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.canon: str | None = None
+        self.wprof: Any = None
+        self.features: Any = None
+        self.vector: Any = None
+        self.numkey: Any = None
+
+
+class _Held:
+    """An entry's row in the near index (the index numbers ``row``; :meth:`LeaderIndex.reset`
+    sets it None)."""
+
+    __slots__ = ("row", "entry", "text", "canon_key")
+
+    def __init__(self, entry: Entry, text: _Text, canon_key: Any) -> None:
+        self.row: int | None = None
+        self.entry = entry
+        self.text = text
+        self.canon_key = canon_key
+
+
+class NearHit:
+    """A near lookup's answer: the stored ``result``, its ``age`` and the ``similarity``."""
+
+    __slots__ = ("result", "age", "similarity")
+
+    def __init__(self, result: Any, age: float, similarity: float) -> None:
+        self.result = result
+        self.age = age
+        self.similarity = similarity
+
+
+class NearReuse:
+    """The near path of a :class:`~stratabatch.reuse.ReuseCache` (see the module docstring).
+
+    Args:
+        cache: The cache whose entries it indexes; its ``on_drop`` is taken.
+        dedup: The core's :class:`~stratabatch.grouping.Deduper` (its embedder, threshold and
+            guards: public methods only).
+        config: The live options.
+
+    Attributes:
+        index: The entries' :class:`LeaderIndex`.
+        canon_hits, similar_hits, misses: Lookups answered by each step, and not at all.
+    """
+
+    def __init__(self, cache: ReuseCache, dedup: Any, config: Any) -> None:
+        self.cache = cache
+        self.dedup = dedup
+        self.config = config
+        self.index = LeaderIndex()
+        self._canon: dict[Any, _Held] = {}
+        self._unfiled: list[tuple[Entry, str]] = []  # stored, not filed yet (see store)
+        self.canon_hits = 0
+        self.similar_hits = 0
+        self.misses = 0
+        cache.on_drop = self._dropped
+
+    # ------------------------------------------------------------------ keys
+
+    # ------------------------------------------------------------------ store
+
+    def store(self, entry: Entry, text: Any, vector: Any = None) -> None:
+        """File ``entry`` (just stored, made from a request of text ``text``) for near twins.
+        A request without text, or with its own vector, is kept for exact twins only.
+
+        Filing waits for the next lookup (or :data:`FILE_AT` stored entries): a batch's
+        answers are stored one by one in its fan-out, and their canonical texts, partitions,
+        vectors and index rows cost ~10 us an entry computed together, ~70 us one by one. An
+        entry that leaves the cache meanwhile is never filed."""
+        if not isinstance(text, str) or vector is not None or not near_applies(self.config):
+            return
+        if entry.live:
+            self._unfiled.append((entry, text))
+            if len(self._unfiled) >= FILE_AT:
+                self.flush()
+
+    def flush(self) -> None:
+        """File the entries stored since the last lookup (see :meth:`store`)."""
+        todo = [(e, t) for e, t in self._unfiled if e.live]
+        self._unfiled = []
+        if not todo:
+            return
+        try:
+            self._file(todo)
+        except Exception:  # (an embedder that fails: the entries serve exact twins only; the
+            for e, _ in todo:  # core stores inside a batch's fan-out, where nothing may raise)
+                if type(e.handle) is _Held:
+                    self._dropped(e)
+                e.handle = None
+
+    def _file(self, todo: list[tuple[Entry, str]]) -> None:
+        texts = [t for _, t in todo]
+        pids = self._partitions(texts, [e.scope for e, _ in todo])
+        stubs = [_Text(t) for t in texts]
+        dedup = self.dedup
+        vec = dedup.embed_requests(stubs)  # (sets each stub's canon with canonicalize)
+        index = self.index
+        if index.dim is None:
+            index.dim = int(vec.shape[1])
+        keyed = bool(dedup.word_keyed())
+        profiles = [dedup.profile_of(t) for t in stubs] if keyed else None
+        start = index.append(vec, pids, profiles)
+        rows = list(range(start, start + len(todo)))
+        helds = []
+        table = self._canon
+        for (e, _), t, pid, row in zip(todo, stubs, pids, rows, strict=True):
+            t.wprof = None  # (kept by the index)
+            canon_key = None if t.canon is None else (pid, t.canon)
+            held = _Held(e, t, canon_key)
+            held.row = row
+            e.handle = held
+            helds.append(held)
+            if canon_key is not None:
+                old = table.get(canon_key)
+                if old is None or not old.entry.live:
+                    table[canon_key] = held
+        index.lead_many(rows, helds, pids, keyed)
+        index.file_leaders(rows)
+
+    def _dropped(self, entry: Entry) -> None:
+        """:attr:`ReuseCache.on_drop`: the entry's canonical key and index row go."""
+        held = entry.handle
+        if type(held) is not _Held:
+            return
+        entry.handle = None
+        ck = held.canon_key
+        if ck is not None and self._canon.get(ck) is held:
+            del self._canon[ck]
+        if held.row is not None:
+            self.index.drop(held.row)
+            held.row = None
+
+    def reset(self) -> None:
+        """Forget every row (the embedder changed; the cache is cleared too)."""
+        self.index.reset()
+        self._canon.clear()
+        self._unfiled = []
+
+    # ------------------------------------------------------------------ lookup
+
+    def lookup(self, text: Any, scope: bytes, now: float | None = None) -> NearHit | None:
+        """The stored answer of a near twin of ``text`` in scope ``scope``, or None."""
+        return self.lookup_many([_Text(text)], [scope], None, now)[0]
+
+    def lookup_many(
+        self, reqs: list[Any], scopes: list[bytes], vectors: list[Any] | None, now: float | None
+    ) -> list[NearHit | None]:
+        """:meth:`lookup` of each of ``reqs`` (requests of a dedup pass, or stand-ins with
+        ``text``, ``canon``, ``wprof``, ``features`` and ``vector``), in one embedding call and
+        one index query for all: ``scopes[j]`` is ``reqs[j]``'s, ``vectors[j]`` the vector the
+        pass computed for it ahead (of its canonical text, by the same embedder), or None.
+        A request with a vector of its own, or without text, gets None (exact twins only)."""
+        if self._unfiled:
+            self.flush()
+        m = len(reqs)
+        out: list[NearHit | None] = [None] * m
+        if not m or not near_applies(self.config) or not len(self.cache):
+            self.misses += m
+            return out
+        todo = [j for j, r in enumerate(reqs) if type(r.text) is str and r.vector is None]
+        if not todo:
+            self.misses += m
+            return out
+        cache = self.cache
+        texts = [reqs[j].text for j in todo]
+        pids = self._partitions(texts, [scopes[j] for j in todo])
+        if self.config.canonicalize:
+            need = [k for k, j in enumerate(todo) if reqs[j].canon is None]
+            if need:
+                from .canon import canonical_texts
+
+                got = canonical_texts([texts[k] for k in need])
+                for k, c in zip(need, got, strict=True):
+                    reqs[todo[k]].canon = c
+            table = self._canon
+            for k, j in enumerate(todo):
+                held = table.get((pids[k], reqs[j].canon))
+                if held is not None and held.entry.scope == scopes[j]:
+                    hit = cache.hit(held.entry, now)
+                    if hit is not None:
+                        out[j] = NearHit(hit[0], hit[1], 1.0)
+                        self.canon_hits += 1
+        index = self.index
+        rest = [
+            (k, j)
+            for k, j in enumerate(todo)
+            if out[j] is None and index.has_leaders_in((pids[k],))
+        ]
+        if rest:
+            try:
+                self._similar(reqs, scopes, vectors, pids, rest, out, now)
+            except Exception:  # (an embedder that fails: the pass reports it for the request)
+                pass
+        self.misses += out.count(None)
+        return out
+
+    def _partitions(self, texts: list[str], scopes: list[bytes]) -> list[int]:
+        """Each text's partition, as the window's pass makes it: its numbers' key with
+        ``guard_numbers``, mixed with its scope's bytes."""
+        if self.config.guard_numbers:
+            from .numberkeys import number_keys
+
+            keys = number_keys(texts)
+        else:
+            keys = [0] * len(texts)
+        if any(scopes):
+            return [hash((s, k)) & _MASK63 if s else k for s, k in zip(scopes, keys, strict=True)]
+        return keys
+
+    def _similar(
+        self,
+        reqs: list[Any],
+        scopes: list[bytes],
+        vectors: list[Any] | None,
+        pids: list[int],
+        rest: list[tuple[int, int]],
+        out: list[NearHit | None],
+        now: float | None,
+    ) -> None:
+        """The similar-text step for ``rest`` (``(k, j)``: position in ``pids``, in ``reqs``):
+        their rows appended to the entries' index at once, its candidates, the guards."""
+        index = self.index
+        dedup = self.dedup
+        threshold = float(dedup.threshold())
+        keyed = bool(dedup.word_keyed())
+        if not keyed and threshold < INDEX_MIN_THRESHOLD and index.live > EXHAUSTIVE_MAX_ENTRIES:
+            return  # (every entry would be compared: exact and canonical twins only)
+        qs = [reqs[j] for _, j in rest]
+        if vectors is not None and all(vectors[j] is not None for _, j in rest):
+            import numpy as np
+
+            mat = np.stack([np.asarray(vectors[j], np.float32) for _, j in rest])
+        else:
+            mat = dedup.embed_requests(qs)
+        profiles = [dedup.profile_of(q) for q in qs] if keyed else None
+        start = index.append(mat, [pids[k] for k, _ in rest], profiles)
+        try:
+            off, rows, sims = index.candidates(start, threshold)[:3]
+            offs = off.tolist()
+            if offs[-1] == 0:
+                return
+            owners = index.owners
+            floor = threshold - _SIM_SLACK
+            # the candidate pairs, per query in the producer's order: (query, entry row, sim)
+            pairs: list[tuple[int, _Held, float]] = []
+            all_rows, all_sims = rows.tolist(), sims.tolist()
+            for t, (_, j) in enumerate(rest):
+                for u in range(offs[t], offs[t + 1]):
+                    row = all_rows[u]
+                    held = owners[row] if row < start else None  # (not another query's row)
+                    if held is None or all_sims[u] < floor:
+                        continue
+                    e = held.entry
+                    if e.live and e.scope == scopes[j]:
+                        pairs.append((t, held, all_sims[u]))
+            if not pairs:
+                return
+            codes = self._kernel_codes(qs, pairs) if dedup.guarded() else [0] * len(pairs)
+            cache = self.cache
+            done = -1  # the query answered last (its other pairs are skipped)
+            for (t, held, sim), code in zip(pairs, codes, strict=True):
+                if t == done:
+                    continue
+                if code > 0 or (code < 0 and dedup.veto(qs[t], held.text, sim) is not None):
+                    continue
+                hit = cache.hit(held.entry, now)
+                if hit is not None:
+                    out[rest[t][1]] = NearHit(hit[0], hit[1], min(float(sim), 1.0))
+                    self.similar_hits += 1
+                    done = t
+        finally:
+            for t in range(len(rest)):
+                index.retire(start + t)
+
+    def _kernel_codes(self, qs: list[Any], pairs: list[tuple[int, _Held, float]]) -> list[int]:
+        """The guards' answer on each pair: 0 passes, > 0 refused, < 0 asks
+        :meth:`Deduper.veto`. Pairs of the same canonical words pass (the guards' first rule);
+        with every guard on and an embedder that compares wording, the guard kernel answers
+        the others in one call (:func:`stratabatch.guardkernels.decide_pairs`, as the pass
+        asks it), deferring to :meth:`Deduper.veto` where it cannot decide."""
+        codes = [-1] * len(pairs)
+        for k, (t, held, _) in enumerate(pairs):
+            a, b = qs[t].canon, held.text.canon
+            if a is not None and b is not None and (a == b or a.split() == b.split()):
+                codes[k] = 0
+        dedup = self.dedup
+        c = self.config
+        if (
+            -1 not in codes
+            or c.dedup_guards != GUARDS
+            or getattr(dedup.embedder(), "merges_paraphrases", True) is not False
+        ):
+            return codes
+        ask = [
+            k
+            for k, (t, held, _) in enumerate(pairs)
+            if codes[k] < 0 and qs[t].canon is not None and held.text.canon is not None
+        ]
+        if not ask:
+            return codes
+        import numpy as np
+
+        from .guardkernels import decide_pairs
+
+        canons: list[str] = []
+        texts: list[str] = []
+        at: dict[int, int] = {}
+
+        def slot(obj: Any) -> int:
+            i = at.get(id(obj))
+            if i is None:
+                i = at[id(obj)] = len(canons)
+                canons.append(obj.canon)
+                texts.append(obj.text)
+            return i
+
+        pa = np.array([slot(pairs[k][1].text) for k in ask], np.int64)  # the stored side
+        pb = np.array([slot(qs[pairs[k][0]]) for k in ask], np.int64)  # the request
+        got = decide_pairs(canons, texts, pa, pb).tolist()
+        for k, g in zip(ask, got, strict=True):
+            codes[k] = 0 if g == 0 else (1 if g > 0 else -1)
+        return codes

@@ -1,0 +1,242 @@
+"""Near reuse (stratabatch.nearreuse, ``reuse="near"``): a stored answer serves a later near
+twin that in-window dedup would have merged with it, never a trap sibling; scopes, the ttl,
+the bounds and run-time changes hold for its index rows as for the entries."""
+
+from __future__ import annotations
+
+import pytest
+
+from stratabatch import BatchProcessor
+from stratabatch.config import BatchConfig
+from stratabatch.dedup import normalize_key
+from stratabatch.grouping import Deduper
+from stratabatch.nearreuse import NearReuse
+from stratabatch.reuse import ReuseCache
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def near_cache(clock: Clock | None = None, ttl_s: float = 60.0, max_entries: int = 100, **opts):
+    config = BatchConfig(reuse="near", **opts)
+    cache = ReuseCache(ttl_s, max_entries, 1 << 20, clock=clock or Clock())
+    return cache, NearReuse(cache, Deduper(config, None), config)
+
+
+def put(cache: ReuseCache, near: NearReuse, text: str, result, scope: bytes = b"", flush=True):
+    n = normalize_key(text)
+    e = cache.put((scope, hash(n), False), n, result, scope, size=10)
+    if e is not None:
+        near.store(e, text)
+        if flush:  # (filed now; else at the next lookup)
+            near.flush()
+    return e
+
+
+RESET = "How do I reset my password?"
+# (stored, later ask): each pair's cosine is at or above the default threshold (0.80) but for
+# the number pair (another partition), and a guard vetoes it
+TRAPS = [
+    ("How do I turn on the lights?", "How do I turn off the lights?"),  # opposites, 0.85
+    ("I can log in to my account", "I cannot log in to my account"),  # negation, 0.87
+    ("increase the font size", "decrease the font size"),  # opposites, 0.87
+    ("order 123 status", "order 124 status"),  # numbers
+    ("order 123 status", "order 123 status 2"),  # numbers
+]
+
+
+def test_canonical_and_typo_twins_are_served_the_same_object():
+    cache, near = near_cache()
+    answer = {"a": "reset it"}
+    put(cache, near, RESET, answer, flush=False)
+    assert near.index.live == 0  # (filed by the next lookup)
+    got = near.lookup("hey, how do I reset my password", b"")  # same canonical text
+    assert got is not None and got.result is answer and got.similarity == 1.0
+    got = near.lookup("How do I reset my pasword?", b"")  # a typo: through the index
+    assert got is not None and got.result is answer and 0.8 <= got.similarity < 1.0
+    assert near.lookup("How do I reset my password on the app?", b"") is None  # more words
+    assert (near.canon_hits, near.similar_hits, near.misses) == (1, 1, 1)
+    s = cache.stats()
+    assert (s.hits, s.near_hits) == (2, 2)
+
+
+@pytest.mark.parametrize(("stored", "ask"), TRAPS)
+def test_a_trap_sibling_is_not_served(stored, ask):
+    cache, near = near_cache()
+    put(cache, near, stored, "stored")
+    assert near.lookup(ask, b"") is None
+    assert near.lookup(stored + "!", b"") is not None  # (the stored one is findable)
+
+
+def test_scopes_do_not_share_near_twins():
+    cache, near = near_cache(dedup_scope=("model",))
+    put(cache, near, RESET, "a", scope=b"A")
+    for ask in ("hey, how do I reset my password", "How do I reset my pasword?"):
+        assert near.lookup(ask, b"B") is None
+        assert near.lookup(ask, b"") is None
+        got = near.lookup(ask, b"A")
+        assert got is not None and got.result == "a"
+
+
+def test_expired_entries_are_not_served_and_leave_the_index():
+    clock = Clock()
+    cache, near = near_cache(clock, ttl_s=10.0)
+    put(cache, near, RESET, "a")
+    clock.t += 9.0
+    got = near.lookup("How do I reset my pasword?", b"")
+    assert got is not None and got.age == pytest.approx(9.0)
+    clock.t += 1.0
+    assert near.lookup("How do I reset my pasword?", b"") is None
+    assert near.lookup("hey, how do I reset my password", b"") is None
+    assert len(cache) == 0 and near.index.live == 0
+
+
+def test_entries_that_leave_the_cache_leave_the_index():
+    cache, near = near_cache(max_entries=2)
+    put(cache, near, RESET, "a")
+    put(cache, near, "What is the capital of France?", "b")
+    put(cache, near, "How do I cancel my subscription?", "c")  # evicts the first
+    assert near.index.live == 2 and len(cache) == 2
+    assert near.lookup("How do I reset my pasword?", b"") is None
+    assert near.lookup("hey, how do I reset my password", b"") is None
+    assert near.lookup("what is the capital of Frnace", b"").result == "b"
+    put(cache, near, "What is the capital of France?", "b2")  # replaced: one row, the new one
+    assert near.index.live == 2
+    assert near.lookup("what is the capital of Frnace", b"").result == "b2"
+    cache.forget(b"")
+    assert near.index.live == 0 and near.lookup("how do i cancel my subscription", b"") is None
+    put(cache, near, RESET, "a")
+    cache.clear()
+    assert near.index.live == 0 and near.lookup("How do I reset my pasword?", b"") is None
+
+
+def test_an_entry_that_leaves_before_it_is_filed_is_never_filed():
+    cache, near = near_cache(max_entries=1)
+    put(cache, near, RESET, "a", flush=False)
+    put(cache, near, "What is the capital of France?", "b", flush=False)  # evicts the first
+    assert near.lookup("How do I reset my pasword?", b"") is None
+    assert near.index.live == 1 and near.lookup("what is the capital of Frnace", b"").result == "b"
+
+
+def test_errors_are_never_filed():
+    cache, near = near_cache()
+    assert put(cache, near, RESET, ValueError("no")) is None
+    assert near.index.live == 0 and near.lookup("How do I reset my pasword?", b"") is None
+
+
+def test_many_entries_each_find_their_own_typo_twin():
+    # past the index's table threshold (256 rows): the word table draws the candidates
+    cache, near = near_cache(max_entries=1000)
+    topics = [f"topic{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(300)]
+    for i, t in enumerate(topics):
+        put(cache, near, f"how do I configure the {t} module", i)
+    for i in (0, 150, 299):
+        got = near.lookup(f"how do I configur the {topics[i]} module", b"")
+        assert got is not None and got.result == i
+
+
+def handler_of(calls):
+    async def handler(reqs):
+        calls.append([r["query"] for r in reqs])
+        return [
+            {"answer": r["query"]} if "fail" not in r["query"] else ValueError("no") for r in reqs
+        ]
+
+    return handler
+
+
+async def test_a_near_twin_after_the_window_gets_the_stored_object():
+    calls = []
+    async with BatchProcessor(
+        handler_of(calls), window_ms=1, reuse="near", cold_start="wait"
+    ) as batch:
+        first = await batch.process({"query": RESET})
+        again = await batch.process({"query": "hey, how do I reset my password"})
+        typo = await batch.process({"query": "How do I reset my pasword?"})
+        assert again is first and typo is first
+        trap = await batch.process({"query": "How do I reset my password 2?"})
+        assert trap is not first
+        got = [c async for c in batch.process_streaming([{"query": "how do i reset my pasword"}])]
+        assert got[0].result is first and got[0].reused_age_s is not None
+        assert 0.8 <= got[0].similarity < 1.0
+        s = batch.get_stats()
+        assert (s.reuse_hits, s.reuse_near_hits, s.near_merges) == (3, 3, 0)
+        # near hits in their own histogram, none in the merges': the canonical twin at 1.0
+        assert sum(s.reuse_similarity_histogram) == 3 and s.reuse_similarity_histogram[100] == 1
+        assert sum(s.merge_similarity_histogram) == 0
+        assert s.total_requests == s.unique_requests + s.duplicates + s.dropped + s.queue_depth
+    assert len(calls) == 2
+
+
+async def test_exact_reuse_does_not_serve_near_twins():
+    calls = []
+    async with BatchProcessor(
+        handler_of(calls), window_ms=1, reuse="exact", cold_start="wait"
+    ) as batch:
+        await batch.process({"query": RESET})
+        await batch.process({"query": "hey, how do I reset my password"})
+    assert len(calls) == 2
+
+
+async def test_errors_are_not_reused_near():
+    calls = []
+    async with BatchProcessor(
+        handler_of(calls), window_ms=1, reuse="near", cold_start="wait"
+    ) as batch:
+        for q in ("please fail now", "please fail now!"):
+            with pytest.raises(Exception, match="no"):
+                await batch.process({"query": q})
+        assert batch.get_stats().reuse_hits == 0
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("dedup_threshold", 0.85), ("dedup_guards", ("polarity", "roles")), ("embedder", None)],
+)
+async def test_run_time_changes_drop_the_near_rows(name, value):
+    calls = []
+    async with BatchProcessor(
+        handler_of(calls), window_ms=1, reuse="near", cold_start="wait"
+    ) as batch:
+        await batch.process({"query": RESET})
+        core = batch._core
+        core.near.flush()
+        assert core.near.index.live == 1
+        setattr(batch, name, value)
+        assert batch.get_stats().reuse_entries == 0 and core.near.index.live == 0
+        await batch.process({"query": "How do I reset my pasword?"})
+        assert batch.get_stats().reuse_near_hits == 0
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [
+        "hey, how do I reset my password",
+        "How do I reset my pasword?",
+        "How do I reset my password on the app?",
+        "How do I not reset my password?",
+    ],
+)
+async def test_near_reuse_is_never_looser_than_the_window(ask):
+    # what a window merges with RESET, and what near reuse serves from RESET's stored answer
+    calls = []
+    async with BatchProcessor(handler_of(calls), window_ms=50, cold_start="wait") as batch:
+        await batch.process([{"query": RESET}, {"query": ask}])
+    merged = calls == [[RESET]]
+    calls = []
+    async with BatchProcessor(
+        handler_of(calls), window_ms=1, reuse="near", cold_start="wait"
+    ) as batch:
+        await batch.process({"query": RESET})
+        await batch.process({"query": ask})
+        served = batch.get_stats().reuse_near_hits == 1
+    assert served == merged
