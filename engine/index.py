@@ -15,6 +15,7 @@ pass that needs them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .wordkeys import WORD_KEYS
@@ -312,7 +313,7 @@ class LeaderIndex:
             self.part[self._dropped] = -1
             self._dropped = []
 
-    def has_leaders_in(self, pids: list[int]) -> bool:
+    def has_leaders_in(self, pids: Iterable[int]) -> bool:
         """Whether any live leader row shares a partition with ``pids``."""
         counts = self._leaders_in
         return bool(counts) and not counts.keys().isdisjoint(pids)
