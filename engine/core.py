@@ -603,9 +603,29 @@ class Core:
         exact twin or stored answer took; ``vectors``: theirs computed ahead, or None), and
         their exact twins of the pass (``followers``, taken out); False for each answered."""
         now = self.clock()
-        hits = self.near.lookup_many(  # type: ignore[union-attr]  # (only with reuse near)
-            reqs, [_key_scope(r.key) for r in reqs], vectors, now
-        )
+        # a request whose call said reuse=False is never answered from the store, nor is its
+        # exact twin of the pass (they run together, as twins in a window do)
+        ask = [
+            i
+            for i, r in enumerate(reqs)
+            if not r.fresh and not (followers and any(t.fresh for t in followers.get(r.key, ())))
+        ]
+        if len(ask) == len(reqs):
+            hits = self.near.lookup_many(  # type: ignore[union-attr]  # (only with reuse near)
+                reqs, [_key_scope(r.key) for r in reqs], vectors, now
+            )
+        else:
+            hits = [None] * len(reqs)
+            if ask:
+                asked = [reqs[i] for i in ask]
+                got = self.near.lookup_many(  # type: ignore[union-attr]  # (as above)
+                    asked,
+                    [_key_scope(r.key) for r in asked],
+                    None if vectors is None else [vectors[i] for i in ask],
+                    now,
+                )
+                for i, hit in zip(ask, got, strict=True):
+                    hits[i] = hit
         keep: list[bool] = []
         st = self.stats
         for r, hit in zip(reqs, hits, strict=True):

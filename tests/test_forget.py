@@ -142,6 +142,26 @@ async def test_reuse_false_bypasses_the_cache_and_refreshes_the_entry():
         assert s.total_requests == s.unique_requests + s.duplicates + s.dropped + s.queue_depth
 
 
+async def test_reuse_false_bypasses_near_reuse_too():
+    # reuse="near": neither the near twin nor the exact twin of a stored answer is served when
+    # the call says reuse=False, alone or beside a twin of the same pass that did not say it
+    calls = []
+    async with BatchProcessor(
+        numbered_handler(calls), window_ms=1, reuse="near", cold_start="wait"
+    ) as batch:
+        await batch.warm_up()
+        first = await batch.process({"query": "How do I reset my password?"})
+        assert await batch.process({"query": "how do i reset my pasword"}) is first
+        fresh = await batch.process({"query": "how do i reset my pasword"}, reuse=False)
+        assert fresh is not first and len(calls) == 2
+        pair = await asyncio.gather(
+            batch.process({"query": "How do I reset my password"}, reuse=False),
+            batch.process({"query": "How do I reset my password"}),
+        )
+        assert len(calls) == 3 and pair[0] is pair[1] and pair[0] not in (first, fresh)
+        assert batch.get_stats().reuse_near_hits == 1
+
+
 async def test_reuse_false_still_merges_with_a_waiting_twin():
     calls = []
     async with BatchProcessor(numbered_handler(calls), window_ms=20, reuse="exact") as batch:
