@@ -532,7 +532,7 @@ class Core:
         led = lane.led
         if led:
             lane.led = []
-            self._lane_lead(lane, led)
+            self._lane_lead(led)
         if answered:
             st = self.stats
             st.duplicates += len(answered)
@@ -546,7 +546,7 @@ class Core:
         if coalesced or joined:
             self._release(coalesced + joined)
 
-    def _lane_lead(self, lane: Lane, led: list[LaneGroup]) -> None:
+    def _lane_lead(self, led: list[LaneGroup]) -> None:
         """Near dedup of the lane pass's new items ``led``: each leads its partition without a
         row in the leader index, as the general path's pass would lead it, when every one of
         them is alone in its partition (:meth:`stratabatch.grouping.Deduper.lone_parts`); else
@@ -598,7 +598,12 @@ class Core:
         partition without a row, when a request of that partition comes to the general path
         (:meth:`stratabatch.grouping.Deduper.materialize`): its leader record is embedded and
         compared as any leader's; a near twin that joins it becomes a row of ``lg``
-        (:meth:`coalesce`). Never sent: ``lg``'s batch answers it."""
+        (:meth:`coalesce`). Never sent: ``lg``'s batch answers it.
+
+        ``lg`` runs: the general path never passes while the lane has callers waiting (they
+        are handed over first), so a lazy leader it meets is the lane's only while it runs.
+        """
+        assert lg.batch is not None, "a waiting lane group met by the general path"
         req = plain_request(lg.payload, self.config.dedup_key, lg.priority, None, lg.lead, lg.rid)
         req.arrival = lg.arrival
         req.seq = self._seq

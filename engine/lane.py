@@ -47,8 +47,8 @@ def lane_fits(config: BatchConfig, near: bool = False) -> bool:
     """Whether the options in force let plain requests take the lane: exact dedup (or none)
     without a scope or a dedup function, no priorities, and no eviction; with ``near``, the
     default strategy too (embedding dedup with the numbers guard, without a scope or a
-    dedup function), whose requests lead on the lane while each is alone in its partition
-    (see the core's lane pass)."""
+    dedup function, and no reuse of answers beyond exact twins), whose requests lead on the
+    lane while each is alone in its partition (see the core's lane pass)."""
     c = config
     return (
         (
@@ -58,7 +58,12 @@ def lane_fits(config: BatchConfig, near: bool = False) -> bool:
                 and not c.dedup_scope
                 and (
                     c.dedup_strategy == "exact"
-                    or (near and c.dedup_strategy == "embedding" and c.guard_numbers)
+                    or (
+                        near
+                        and c.dedup_strategy == "embedding"
+                        and c.guard_numbers
+                        and c.reuse in (None, "off", "exact")  # (answers of near twins: not here)
+                    )
                 )
             )
         )
