@@ -1189,7 +1189,13 @@ class Deduper:
             fill: dict[int, Any] = {}
             for j in np.flatnonzero(batch.lens < 0).tolist():
                 r = reqs[j]
-                fill[j] = self.profile_of(r)
+                p = self.profile_of(r)
+                if type(p) is tuple:  # a cut slice's pointer into its batch: the words
+                    p = p[0].as_list(p[1])
+                    if p is None:  # (that batch had left it to the reference too)
+                        r.wprof = None
+                        p = self.profile_of(r)
+                fill[j] = p
                 r.wprof = None  # (kept by the index from here, as the batch's texts)
             return batch.filled(fill)
         if batch is None:  # None where the word index does not serve
