@@ -65,6 +65,16 @@ _new = object.__new__
 # How long close() lets cancelled handler calls finish their own clean-up before it returns.
 _ABANDON_GRACE_S = 0.5
 
+# After the lane hands the default strategy's requests over to the general path (one of them
+# was not alone in its partition), the lane stays closed to them for this many of the general
+# path's batches, doubled for each hand-over since the lane last led a pass (at most
+# 2**_NEAR_HOLD_DOUBLINGS times), or until the core is idle: traffic whose texts share
+# partitions (texts without numbers) would otherwise take the lane and be handed over again
+# and again (measured on bench_core's no-digit texts: 15 hand-overs of 7% of the requests in
+# 30,000 with a fixed hold of 64 batches).
+_NEAR_HOLD_BATCHES = 64
+_NEAR_HOLD_DOUBLINGS = 6
+
 # A deadline's own timer that fires more than this before it by the core's clock waits for
 # the rest (uvloop rounds a timer to whole milliseconds), at least _REARM_S more (a shorter
 # wait rounds to none there, and would spin).
@@ -171,6 +181,14 @@ class Core:
         # while the options let plain requests take it
         self._lane_hooks: tuple[Deliver, Fail, Repoint] | None = None
         self._lane: Lane | None = None
+        # near dedup on the lane (enable_lane(near=True)): the general path's stand-in groups
+        # of running lane groups that a near twin of the general path may join, both ways
+        self._lane_near = False
+        self._near_hold = 0  # general batches left before the lane serves them again
+        self._near_strikes = 0  # hand-overs since the lane last led a pass
+        self._shadows: dict[Group, LaneGroup] = {}
+        self._shadow_of: dict[LaneGroup, Group] = {}
+        self._dedup.shadow = self._shadow
         #: The core's clock (seconds): every time it stamps or compares (arrivals,
         #: completions, windows, deadlines) is read from it; see :meth:`bind`.
         self.clock: Callable[[], float] = time.monotonic
@@ -310,27 +328,38 @@ class Core:
 
     # ------------------------------------------------------------- the row lane
 
-    def enable_lane(self, deliver: Deliver, fail: Fail, repoint: Repoint) -> None:
+    def enable_lane(
+        self, deliver: Deliver, fail: Fail, repoint: Repoint, near: bool = False
+    ) -> None:
         """Let plain requests take the row lane (:mod:`stratabatch.lane`), answered through
         these hooks of their sink: ``deliver(groups, values)`` answers each group's callers
         with its value and returns their arrival times, ``fail(group, sink, id, arrival,
         error)`` one caller with an error, ``repoint(sink, id, record)`` moves a caller to a record
         of the general path. The engine's outbox is such a sink; a caller is its group and
-        its id."""
+        its id. ``near``: the default strategy's requests take the lane too (the sink then
+        reads :attr:`LaneGroup.sims <stratabatch.lane.LaneGroup>` for a near twin's merge
+        similarity, and sends a request with its own ``"embedding"`` the general way)."""
         self._lane_hooks = (deliver, fail, repoint)
+        self._lane_near = near
         self._fit_lane()
 
     def _fit_lane(self) -> None:
         """The options changed: hand waiting rows over, then keep a lane only if they fit."""
         if self._lane is not None and (self._lane.waiting or self._lane.raw):
             self._hand_over()
-        fits = self._lane_hooks is not None and lane_fits(self.config)
+        c = self.config
+        fits = self._lane_hooks is not None and lane_fits(c, self._lane_near)
         if fits and self._lane is None:
-            lane = self._lane = Lane(self.config, *self._lane_hooks)  # type: ignore[misc]
+            lane = self._lane = Lane(c, *self._lane_hooks)  # type: ignore[misc]
             lane.tick_s = self._deadline_tick_s
             lane.general = self._general_twin
             lane.arm = lambda k: self._arm_lane_tick(lane, k)
             lane.arm_one = self._arm_lane_row
+            if self._lane_near:  # (its groups may hold leader index entries: let them go)
+                lane.release = self._lane_release
+        if fits and self._lane is not None:
+            near = c.enable_dedup and c.dedup_strategy == "embedding"
+            self._lane.led = [] if near else None
         elif not fits:
             self._lane = None  # (its running batches finish through their own calls)
             self._maybe_general = True
@@ -345,6 +374,7 @@ class Core:
             and not self._pending
             and not self._passes.preparing
             and not self._closing
+            and not self._near_hold
         )
 
     def submit_rows(self, sink: Any, pending: dict[int, Any], items: list[list[Any]]) -> list[int]:
@@ -445,7 +475,7 @@ class Core:
             g.rid = 0
             g.arrival = now
             g.priority = priority
-            g.deadline = g.more = g.batch = None
+            g.deadline = g.more = g.batch = g.row = g.part = g.sims = None
             g.live = 1
             raw = lane.raw
             if raw or self.config.enable_dedup:
@@ -504,6 +534,10 @@ class Core:
         coalesced, joined, answered = lane.group(
             bool(self._dedup.exact), None if self.reuse is None else self._lane_reused
         )
+        led = lane.led
+        if led:
+            lane.led = []
+            self._lane_lead(led)
         if answered:
             st = self.stats
             st.duplicates += len(answered)
@@ -516,6 +550,104 @@ class Core:
             st.inflight_coalesced += coalesced
         if coalesced or joined:
             self._release(coalesced + joined)
+
+    def _lane_lead(self, led: list[LaneGroup]) -> None:
+        """Near dedup of the lane pass's new items ``led``: each leads its partition without a
+        row in the leader index, as the general path's pass would lead it, when every one of
+        them is alone in its partition (:meth:`stratabatch.grouping.Deduper.lone_parts`); else
+        the general path takes every caller the lane has waiting (:meth:`_hand_over`) and
+        decides them in one pass, in arrival order, as if they had come that way."""
+        parts = None
+        if self._warmup.ready and not self._passes.preparing:
+            key = self.config.dedup_key
+            parts = self._dedup.lone_parts([g.payload.get(key) for g in led])
+        if parts is not None:
+            for g, pid in zip(led, parts, strict=True):
+                g.part = pid
+            self._dedup.leaders.lead_lazy(led, parts)  # (each group's row: ~pid)
+            self._near_strikes = 0
+            return
+        self._hand_over()
+        self._near_hold = _NEAR_HOLD_BATCHES << min(self._near_strikes, _NEAR_HOLD_DOUBLINGS)
+        self._near_strikes += 1
+        loop = self.loop
+        passes = self._passes
+        if passes.raw and loop is not None and not passes.preparing and self._warmup.ready:
+            passes.run(loop)
+
+    def _lane_release(self, groups: list[LaneGroup]) -> None:
+        """``groups`` of the lane are answered, failed or handed over: their entries in the
+        leader index go (a lazy leader's, or its stand-in group's row and exact keys)."""
+        rows: list[int] = []
+        shadows = self._shadow_of
+        for g in groups:
+            row = g.row
+            if row is not None:
+                rows.append(row)
+                g.row = None
+            if shadows:
+                s = shadows.pop(g, None)
+                if s is not None:
+                    del self._shadows[s]
+                    self._dedup.drop_keys(s)
+                    if s.row is not None:
+                        rows.append(s.row)
+                        s.row = None
+                    for m in s.member_list():
+                        m.group = None
+                    s.members = GONE
+                    s.batch = None
+        if rows:
+            self._dedup.leaders.drop_many(rows)
+
+    def _shadow(self, lg: LaneGroup) -> Group:
+        """The general path's stand-in group for running lane group ``lg`` that leads its
+        partition without a row, when a request of that partition comes to the general path
+        (:meth:`stratabatch.grouping.Deduper.materialize`): its leader record is embedded and
+        compared as any leader's; a near twin that joins it becomes a row of ``lg``
+        (:meth:`coalesce`). Never sent: ``lg``'s batch answers it.
+
+        ``lg`` runs: the general path never passes while the lane has callers waiting (they
+        are handed over first), so a lazy leader it meets is the lane's only while it runs.
+        """
+        assert lg.batch is not None, "a waiting lane group met by the general path"
+        req = plain_request(lg.payload, self.config.dedup_key, lg.priority, None, lg.lead, lg.rid)
+        req.arrival = lg.arrival
+        req.seq = self._seq
+        self._seq += 1
+        req.norm = lg.norm
+        req.key = _general_key(lg.norm)
+        g = Group(req, lg.part)
+        req.state = INFLIGHT
+        g.batch = lg.batch
+        self._shadows[g] = lg
+        self._shadow_of[lg] = g
+        return g
+
+    def _join_lane(
+        self,
+        lg: LaneGroup,
+        sink: Any,
+        rid: int,
+        arrival: float,
+        payload: Any,
+        priority: int,
+        deadline: float | None,
+        similarity: float,
+        exact: bool,
+    ) -> None:
+        """A twin (near, or exact of a near twin) of running lane group ``lg`` waits for its
+        result as a row of it; its merge is counted here."""
+        b: LaneBatch = lg.batch  # type: ignore[assignment]  # (running)
+        b.lane.add_row(lg, sink, rid, arrival, payload, priority, deadline)
+        b.live += 1
+        if similarity != 1.0 or not exact:
+            if lg.sims is None:
+                lg.sims = {}
+            lg.sims[(sink, rid)] = similarity
+        st = self.stats
+        st.record_merge(similarity, exact)
+        st.inflight_coalesced += 1
 
     def abandon_holder(self, holder: Any, sink: Any, rid: int) -> None:
         """The caller ``(sink, rid)`` held by ``holder`` (a record, or a lane group) gave up:
@@ -534,10 +666,12 @@ class Core:
         priority: int,
         norm: Any,
         deadline: float | None,
-    ) -> Request | None:
+    ) -> Request | LaneGroup | None:
         """A row arriving in the lane whose exact key matches work the general path runs:
         it joins that work as a record (returned), as a twin arriving there would (its
-        merge is counted here); None if there is no such work."""
+        merge is counted here), or, when that work is a stand-in of running lane work
+        (:meth:`_shadow`), that lane group as a row (the group returned); None if there is no
+        such work."""
         key = _general_key(norm)
         entry = self._dedup.exact.get(key)
         if entry is None:
@@ -549,6 +683,12 @@ class Core:
         b = g.batch
         if n != norm or b is None or b.live <= 0:
             return None
+        lg = self._shadows.get(g) if self._shadows else None
+        if lg is not None:  # a twin of a near twin that joined running lane work: it joins too
+            if deadline is not None and self._lane is not None:
+                self._lane.untick(sink, rid, deadline)  # (filed again with lg)
+            self._join_lane(lg, sink, rid, now, payload, priority, deadline, sim, ex)
+            return lg
         req = plain_request(payload, self.config.dedup_key, priority, deadline, sink, rid)
         req.arrival = now
         req.seq = self._seq
@@ -730,6 +870,8 @@ class Core:
         """The general path takes the lane's waiting callers, as records, first in line."""
         lane = self._lane
         assert lane is not None
+        if lane.release is not None and lane.waiting:
+            lane.release(list(lane.waiting))  # (lazy leaders of the index: decided again)
         reqs = lane.hand_over(self._seq)
         self._maybe_general = True
         self._seq += len(reqs)
@@ -823,6 +965,8 @@ class Core:
             for g in groups:
                 if not g.live and lane.index.get(g.norm) is g:
                     del lane.index[g.norm]
+            if lane.release is not None:
+                lane.release([g for g in groups if not g.live])
             groups = [g for g in groups if g.live]
             if not groups:
                 return
@@ -1317,6 +1461,26 @@ class Core:
     def coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
         """``req`` waits for the result of ``g``, which is running in the handler now."""
         assert g.batch is not None
+        lg = self._shadows.get(g) if self._shadows else None
+        if lg is not None:  # running lane work: req becomes a row of it
+            self._join_lane(
+                lg,
+                req.sink,
+                req.index,
+                req.arrival,
+                req.payload,
+                req.priority,
+                req.deadline,
+                similarity,
+                exact,
+            )
+            if req.timer is not None:
+                cancel_timer(req)  # (its row's deadline is filed with lg)
+            # in g as INFLIGHT (its exact twins of this pass follow it), never answered there
+            g.add(req, INFLIGHT, similarity, exact)
+            self._release(1)
+            self._lane_hooks[2](req.sink, req.index, lg)  # type: ignore[index]
+            return
         g.add(req, INFLIGHT, similarity, exact)
         g.batch.live += 1
         st = self.stats
@@ -1463,6 +1627,7 @@ class Core:
         ):
             self._is_idle = True
             self._idle.set()
+            self._near_hold = 0
 
     # ------------------------------------------------------------- dispatch
 
@@ -1504,6 +1669,8 @@ class Core:
             sent.append(g)
         if live_total:
             self._release(live_total)
+        if self._near_hold:
+            self._near_hold -= 1
         if not sent:
             return
         st = self.stats

@@ -292,6 +292,9 @@ class Deduper:
         #: exact dedup only, while a first start's near-dedup kernels compile in a child
         #: process (the core's cold_start="serve"; docs/coldstart.md)
         self.interim_exact = False
+        #: None, or (the core's row lane) the stand-in group of a running lane group that
+        #: leads its partition without a row, made when a pass must compare with it
+        self.shadow: Callable[[Any], Group] | None = None
 
     # ------------------------------------------------------------- indexes
 
@@ -846,6 +849,7 @@ class Deduper:
         followers: dict[Any, list[Request]] = {}
         vectors = prep.vectors
         reused = ops.reused()
+        lane_twin = ops.lane_twins()  # (None unless the row lane runs work with keys)
         for i, (r, key) in enumerate(zip(raw, prep.keys, strict=True)):
             if r.state != RAW:  # left while prepare() ran
                 continue
@@ -866,6 +870,8 @@ class Deduper:
                         continue
             if reused is not None and reused(r):
                 continue  # answered from the reuse cache
+            if lane_twin is not None and lane_twin(r, r.norm):
+                continue  # it waits for the result of the lane's running work
             lead = first_of.get(key)
             if lead is not None and lead.norm == r.norm:
                 followers.setdefault(key, []).append(r)
@@ -1183,12 +1189,46 @@ class Deduper:
             fill: dict[int, Any] = {}
             for j in np.flatnonzero(batch.lens < 0).tolist():
                 r = reqs[j]
-                fill[j] = self.profile_of(r)
+                p = self.profile_of(r)
+                if type(p) is tuple:  # a cut slice's pointer into its batch: the words
+                    p = p[0].as_list(p[1])
+                    if p is None:  # (that batch had left it to the reference too)
+                        r.wprof = None
+                        p = self.profile_of(r)
+                fill[j] = p
                 r.wprof = None  # (kept by the index from here, as the batch's texts)
             return batch.filled(fill)
         if batch is None:  # None where the word index does not serve
             return [self.profile_of(r) for r in reqs] if self.word_keyed() else None
         return batch
+
+    def lone_parts(self, texts: list[Any]) -> list[int] | None:
+        """The partitions of new requests of texts ``texts`` (none an exact twin of another
+        or of waiting work) if a pass would lead each of them without a row in the leader
+        index, alone in its partition (what :meth:`_embedding_stage` does with such a pass:
+        :meth:`_lead_lazy`); None otherwise (a text that is not a string, an option or an
+        embedder that takes another course, or a partition that is not theirs alone). The
+        core's row lane asks it for the default strategy's requests."""
+        c = self.config
+        if (
+            not c.enable_dedup
+            or not c.guard_numbers
+            or c.dedup_scope
+            or not c.canonicalize
+            or not self._embeds()
+            or len(texts) > self._slice_rows
+            or (self._canon_index is not None and self._canon_index is not c.canonicalize)
+        ):
+            return None
+        for t in texts:
+            if type(t) is not str and not isinstance(t, str):
+                return None
+        if not hasattr(self.embedder(), "embed_profiled") or not self.word_keyed():
+            return None
+        pids: list[int] = _hot_path().numberkeys.number_keys(texts)
+        if len(self.leaders.lone(pids)) != len(pids):
+            return None
+        return pids
 
     def _lead_lazy(self, reqs: list[Request], pids: list[int]) -> None:
         """Each of ``reqs`` leads a group, in partition ``pids[k]``, without a row in the
@@ -1242,6 +1282,9 @@ class Deduper:
         groups = index.take_lazy(pids)
         if not groups:
             return
+        shadow = self.shadow
+        if shadow is not None:  # (a lane group's stand-in: see Core._shadow)
+            groups = [g if type(g) is Group else shadow(g) for g in groups]
         leads = [g.leader for g in groups]
         vectors, batch = self._embed_batch(leads)
         profiles = self._batch_profiles(leads, batch)

@@ -5,7 +5,10 @@ The core's general path makes a :class:`~stratabatch.records.Request` record per
 a :class:`~stratabatch.records.Group` per handler item, and moves each record through its
 states (raw, grouped, in flight, done). That path serves every option. Most engine traffic
 needs none of it: a frame's plain requests (no deadline, no embedding, no arena row) under
-exact dedup or none, without scopes, priorities or eviction. For them the lane keeps one
+exact dedup or none, without scopes, priorities or eviction; and the embedded single calls of
+the default strategy, whose requests mostly lead alone in their partition (texts with numbers
+of their own): those lead on the lane, filed in the leader index without a row, as the general
+path's pass files them (the core's ``_lane_lead``). For them the lane keeps one
 object per *handler item* (:class:`LaneGroup`), holding its first caller's fields inline and
 its twins as rows ``(sink, id, arrival, payload, priority)``; a caller is its group plus its
 id. A batch's fan-out is one loop over groups and rows.
@@ -15,9 +18,10 @@ path makes the lane hand its waiting rows over first (:meth:`Lane.hand_over`): e
 record again, in arrival order, with its caller's sink repointed, and the general path goes
 on from there as if they had come that way. Nothing is lost or answered twice in the move.
 
-What the lane does not do (the general path does): coalesce a twin with work the other path
-runs (a twin arriving through one path while its double runs from the other becomes a
-handler item of its own), deadlines, priorities, scopes, near dedup, eviction.
+What the lane does not do (the general path does): priorities, scopes, eviction, and near
+dedup beyond a request alone in its partition (one that is not makes the lane hand its
+waiting callers over; a near twin of running lane work joins it through a stand-in group of
+the general path, the core's ``_shadow``).
 """
 
 from __future__ import annotations
@@ -39,14 +43,29 @@ ROW = 6
 UNGROUPED: Any = object()
 
 
-def lane_fits(config: BatchConfig) -> bool:
+def lane_fits(config: BatchConfig, near: bool = False) -> bool:
     """Whether the options in force let plain requests take the lane: exact dedup (or none)
-    without a scope or a dedup function, no priorities, and no eviction."""
+    without a scope or a dedup function, no priorities, and no eviction; with ``near``, the
+    default strategy too (embedding dedup with the numbers guard, without a scope or a
+    dedup function, and no reuse of answers beyond exact twins), whose requests lead on the
+    lane while each is alone in its partition (see the core's lane pass)."""
     c = config
     return (
         (
             not c.enable_dedup
-            or (c.dedup_strategy == "exact" and c.dedup_function is None and not c.dedup_scope)
+            or (
+                c.dedup_function is None
+                and not c.dedup_scope
+                and (
+                    c.dedup_strategy == "exact"
+                    or (
+                        near
+                        and c.dedup_strategy == "embedding"
+                        and c.guard_numbers
+                        and c.reuse in (None, "off", "exact")  # (answers of near twins: not here)
+                    )
+                )
+            )
         )
         and not c.enable_priorities
         and c.on_full != "drop_lowest"
@@ -67,6 +86,11 @@ class LaneGroup:
             deadline, ...]`` (a row's sink None once it left).
         live: Callers still waiting for this item.
         batch: The :class:`LaneBatch` running it, once taken.
+        row: None, or ``~part`` while it leads its partition in the leader index without a
+            row (near dedup on the lane: :meth:`stratabatch.index.LeaderIndex.lead_lazy`).
+        part: Its near-dedup partition (the key of its text's numbers), or None.
+        sims: None, or the merge similarity of each twin row merged as a near twin, by
+            ``(sink, id)`` (a twin row without an entry merged exactly: 1.0).
     """
 
     __slots__ = (
@@ -81,6 +105,9 @@ class LaneGroup:
         "more",
         "live",
         "batch",
+        "row",
+        "part",
+        "sims",
     )
 
     def __init__(
@@ -104,6 +131,9 @@ class LaneGroup:
         self.more: list[Any] | None = None
         self.live = 1
         self.batch: LaneBatch | None = None
+        self.row: int | None = None
+        self.part: int | None = None
+        self.sims: dict[tuple[Any, int], float] | None = None
 
     def rows(self) -> list[tuple[Any, ...]]:
         """The callers still waiting: ``(sink, id, arrival, payload, priority, deadline)``,
@@ -159,9 +189,10 @@ Fail = Callable[["LaneGroup", Any, int, float, BaseException], None]
 Repoint = Callable[[Any, int, Any], None]
 """A caller ``(sink, id)`` is now answered through ``holder``: a record of the general path (a
 hand-over), or a lane group (a twin of the general path joined the lane's running work)."""
-General = Callable[[Any, int, float, Any, int, Any, "float | None"], "Request | None"]
+General = Callable[[Any, int, float, Any, int, Any, "float | None"], "Request | LaneGroup | None"]
 """``(sink, id, arrival, payload, priority, key, deadline) -> record``: a row whose key
-matches work the general path runs joins it there as a record; None if there is none."""
+matches work the general path runs joins it there as a record (or, when that work is running
+lane work, as a row of that lane group, returned); None if there is none."""
 
 
 class Lane:
@@ -198,6 +229,12 @@ class Lane:
         self.ticks: dict[int, dict[tuple[Any, int], tuple[LaneGroup, float]]] = {}
         #: (sink, id) -> the timer of its own of a row with a deadline (``tick_s`` 0)
         self.timers: dict[tuple[Any, int], Any] = {}
+        #: None, or (near dedup on the lane) the list :meth:`group` appends each group it
+        #: files as a new item to, in order (the core decides them and clears it)
+        self.led: list[LaneGroup] | None = None
+        #: set by the core with ``led``: ``groups`` are answered or failed (their leader
+        #: index entries go)
+        self.release: Callable[[list[LaneGroup]], None] | None = None
 
     def add(
         self, sink: Any, pending: dict[int, Any], items: list[list[Any]], now: float, offset: float
@@ -230,7 +267,7 @@ class Lane:
             g.rid = rid
             g.arrival = now
             g.priority = item[1]
-            g.more = g.batch = None
+            g.more = g.batch = g.row = g.part = g.sims = None
             g.live = 1
             dl = item[2]
             if dl:
@@ -270,7 +307,7 @@ class Lane:
             g.rid = rid
             g.arrival = now
             g.priority = 0
-            g.more = g.batch = g.deadline = None
+            g.more = g.batch = g.deadline = g.row = g.part = g.sims = None
             g.live = 1
             raw.append(g)
             pending[rid] = g
@@ -323,6 +360,7 @@ class Lane:
             :attr:`general`), and the arrival times of those answered from the cache.
         """
         answered: list[float] = []
+        led = self.led
         hits: list[LaneGroup] = []
         values: list[Any] = []
         raw, self.raw = self.raw, []
@@ -387,7 +425,7 @@ class Lane:
             if general is not None:
                 rec = general(g.sink, g.rid, g.arrival, payload, g.priority, n, g.deadline)
                 if rec is not None:
-                    if g.deadline is not None:
+                    if g.deadline is not None and type(rec) is not LaneGroup:
                         self.untick(g.sink, g.rid, g.deadline)  # (the record's own timer)
                     repoint(g.sink, g.rid, rec)
                     g.sink = None
@@ -406,6 +444,8 @@ class Lane:
             g.norm = n
             index[n] = g
             wait(g)
+            if led is not None:
+                led.append(g)
         if hits:  # (one deliver for the pass's stored answers)
             answered = self.deliver(hits, values)
             for g in hits:
@@ -493,6 +533,8 @@ class Lane:
 
     def forget(self, groups: list[LaneGroup]) -> None:
         """``groups`` are being answered: their keys stop attracting twins."""
+        if self.release is not None:
+            self.release(groups)
         index = self.index
         if index:
             for g in groups:
@@ -504,6 +546,8 @@ class Lane:
         caller of theirs is left to leave or expire (``live`` 0: :meth:`LaneGroup.drop`
         finds nobody), and their callers' deadlines are forgotten. The groups keep their
         other fields: nothing reads them once ``live`` is 0."""
+        if self.release is not None:
+            self.release(groups)
         index = self.index
         if index:
             pop = index.pop
@@ -531,6 +575,8 @@ class Lane:
         arrival not grouped yet is skipped by the next :meth:`group`)."""
         if g.norm is UNGROUPED:
             return
+        if self.release is not None:
+            self.release([g])
         try:
             self.waiting.remove(g)
         except ValueError:

@@ -84,7 +84,7 @@ class BatchProcessor(Generic[R]):
         # make their future there (see _bind_calls)
         self._ready: asyncio.AbstractEventLoop | None = None
         self._new_future: Callable[[], asyncio.Future[Any]] | None = None
-        core.enable_lane(self._lane_deliver, self._lane_fail, self._lane_repoint)
+        core.enable_lane(self._lane_deliver, self._lane_fail, self._lane_repoint, near=True)
 
     # ------------------------------------------------------------- options
 
@@ -173,7 +173,15 @@ class BatchProcessor(Generic[R]):
                         if not s.done():
                             s.set_result(value)
                     else:
-                        s.deliver(more[i + 1], value, None, g.rid if g.lead is s else -1, 1.0)
+                        rid = more[i + 1]
+                        sims = g.sims
+                        s.deliver(
+                            rid,
+                            value,
+                            None,
+                            g.rid if g.lead is s else -1,
+                            1.0 if sims is None else sims.get((s, rid), 1.0),
+                        )
         return arrivals
 
     @staticmethod
@@ -184,7 +192,9 @@ class BatchProcessor(Generic[R]):
         elif sink is g.lead and rid == g.rid:  # (the item's own caller)
             sink.deliver(rid, None, error)
         else:  # a twin: its merge meta, as for a record
-            sink.deliver(rid, None, error, g.rid if g.lead is sink else -1, 1.0)
+            sims = g.sims
+            sim = 1.0 if sims is None else sims.get((sink, rid), 1.0)
+            sink.deliver(rid, None, error, g.rid if g.lead is sink else -1, sim)
 
     def _lane_repoint(self, sink: Any, rid: int, holder: Any) -> None:
         self._moved[(id(sink), rid)] = holder
@@ -264,17 +274,19 @@ class BatchProcessor(Generic[R]):
         timeout: float | None,
         size: int | None,
         fut: asyncio.Future[Any] | None = None,
+        general: bool = False,
     ) -> tuple[asyncio.Future[Any], Any]:
         """Queue one request off :meth:`process`'s hot path: the first call on a loop, a
         closed processor, a full queue (``on_full``), or the general path (the lane is not
-        open). ``size``: the request's checked size, if :meth:`process` checked it. Returns
-        the future its caller waits on and what holds it (a lane row or a record)."""
+        open). ``size``: the request's checked size, if :meth:`process` checked it;
+        ``general``: it takes the general path (its own ``"embedding"`` is checked here).
+        Returns the future its caller waits on and what holds it (a lane row or a record)."""
         core, loop, deadline = self._open_call(timeout)  # (raises when closed)
         if self._ready is None:  # (open: _open_call raised if not)
             self._bind_calls(loop)
         if fut is None:
             fut = loop.create_future()
-        while core.lane_open:
+        while core.lane_open and not general:
             if size is None:
                 size = request_size(request, 0, self._config.max_request_bytes)
             holder = core.submit_one(fut, request, priority, deadline)
@@ -319,6 +331,11 @@ class BatchProcessor(Generic[R]):
             self._dim() if "embedding" in request else None,  # (only a vector needs it)
             size,
         )
+
+    def _own_vector(self, request: Any) -> bool:
+        """Whether ``request`` carries its own ``"embedding"`` that near dedup reads (such a
+        request takes the general path, where it is checked)."""
+        return "embedding" in request and self._config.reads_vectors
 
     def _left(self, fut: asyncio.Future[Any], holder: Any) -> None:
         """The single call of ``fut`` (held by ``holder`` when queued) was cancelled or
@@ -405,7 +422,9 @@ class BatchProcessor(Generic[R]):
             loop = _get_running_loop()
             core = self._core
             if self._ready is not loop:  # (the first call on a loop, or closed)
-                fut, holder = await self._queue_one(requests, priority, timeout, None)
+                fut, holder = await self._queue_one(
+                    requests, priority, timeout, None, None, self._own_vector(requests)
+                )
             else:
                 c = self._config
                 size = flat_size(requests)
@@ -413,7 +432,12 @@ class BatchProcessor(Generic[R]):
                     size = request_size(requests, 0, c.max_request_bytes)
                 fut = self._new_future()  # type: ignore[misc]  # (set with _ready)
                 deadline = None if timeout is None else core.clock() + timeout
-                holder = core.submit_one(fut, requests, priority, deadline)
+                if "embedding" in requests and c.reads_vectors:  # (as _own_vector)
+                    fut, holder = await self._queue_one(
+                        requests, priority, timeout, size, fut, general=True
+                    )
+                else:
+                    holder = core.submit_one(fut, requests, priority, deadline)
                 if holder is None:  # the lane is not open, or the queue is full
                     if core.lane_open or not core.make_room(priority):  # (raises for "reject")
                         fut, holder = await self._queue_one(requests, priority, timeout, size, fut)

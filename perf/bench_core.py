@@ -31,12 +31,17 @@ round:
 * **BatchProcessor without dedup** (``enable_dedup=False``), **exact** (``dedup_strategy=
   "exact"``) and **default embedding** (the default strategy, ``cold_start="wait"`` so near
   dedup is in force from the first request).
+* **BatchProcessor, exact, general path** (``dedup_strategy="exact"``,
+  ``enable_priorities=True``: the options keep its requests off the row lane, so each gets a
+  record and a group, as a request with a priority, a scope or its own vector does). Not a
+  target: beside **exact** (the row lane) it tells what the general path costs per request.
 
 The requests are distinct texts by default (``--dups`` sets a fraction of repeats of 200
 popular texts): every system then hands the handler the same items, and dedup does all of its
 work and saves nothing. Each of these texts holds numbers of its own ("q 3-12345"), and near
 dedup compares only texts with equal numbers, so the default strategy finds no candidate for
-any of them; **BatchProcessor, default, no digits** runs the same processor on distinct
+any of them (each leads alone in its partition, on the row lane: no record, no group);
+**BatchProcessor, default, no digits** runs the same processor on distinct
 texts of 4-8 words drawn from a vocabulary of 2,000 made-up words (no digits), where it looks
 for near twins among every waiting text: the honest figure for the dedup round-2 target.
 Reported: CPU us per request (``time.process_time`` over the run, the whole process), req/s,
@@ -389,6 +394,7 @@ EXACTYARD = "  + exact dedup (exact yardstick)"
 LOADER = "aiodataloader"
 OFF = "BatchProcessor, no dedup"
 EXACT = "BatchProcessor, exact"
+GENERAL = "BatchProcessor, exact, general path"
 EMBEDDING = "BatchProcessor, default embedding"
 WORDS = "BatchProcessor, default, no digits"
 ALIASES = {
@@ -397,6 +403,7 @@ ALIASES = {
     "aiodataloader": LOADER,
     "off": OFF,
     "exact": EXACT,
+    "general": GENERAL,
     "embedding": EMBEDDING,
     "words": WORDS,
 }
@@ -456,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         loader_note = "aiodataloader is not installed (pip install aiodataloader): skipped"
     systems[OFF] = core(enable_dedup=False)
     systems[EXACT] = core(dedup_strategy="exact")
+    systems[GENERAL] = core(dedup_strategy="exact", enable_priorities=True)
     systems[EMBEDDING] = core()
     systems[WORDS] = core()
     if chosen is not None:

@@ -97,6 +97,13 @@ def test_lane_fits_only_the_options_it_serves():
     assert lane_fits(BatchConfig(dedup_strategy="exact"))
     assert lane_fits(BatchConfig(enable_dedup=False))
     assert not lane_fits(BatchConfig())  # near dedup
+    # the embedded processor's lane takes the default strategy too (engine/core.py _lane_lead)
+    assert lane_fits(BatchConfig(), near=True)
+    assert lane_fits(BatchConfig(reuse="exact"), near=True)
+    assert not lane_fits(BatchConfig(guard_numbers=False), near=True)
+    assert not lane_fits(BatchConfig(dedup_strategy="hybrid"), near=True)
+    assert not lane_fits(BatchConfig(dedup_scope="tenant"), near=True)
+    assert not lane_fits(BatchConfig(enable_priorities=True), near=True)
     assert not lane_fits(BatchConfig(dedup_strategy="exact", dedup_scope="tenant"))
     assert not lane_fits(BatchConfig(dedup_strategy="exact", enable_priorities=True))
     assert not lane_fits(BatchConfig(dedup_strategy="exact", on_full="drop_lowest"))

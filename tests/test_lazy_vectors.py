@@ -281,3 +281,43 @@ def test_a_subclass_of_the_default_embedder_is_embedded_at_once(monkeypatch):
     assert apart == []
     assert dedup.leaders.unvectored == 0
     assert reqs[-1].group.leader is not reqs[-1]  # (the near twin merged)
+
+
+@pytest.mark.parametrize("strategy", ["embedding", "hybrid"])
+async def test_a_pass_cut_into_slices_decides_as_a_whole_one(monkeypatch, strategy):
+    """Every pass cut after its first decided rows (``SLICE_S`` 0: what a loaded machine does
+    to a pass of a few hundred texts): the rows left for the next slice keep pointers into
+    their pass's key words, and a text the kernel left to the Python reference there gets
+    its own words again (a pointer once reached the batch's ``filled`` and failed the pass).
+    The merges are those of uncut passes."""
+    import asyncio
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    import stratabatch.grouping as grouping
+    from stratabatch import BatchProcessor
+
+    lines = (Path(__file__).parent / "data" / "dedup_pairs.jsonl").read_text().splitlines()
+    pairs = [json.loads(line) for line in lines if line]
+
+    async def merged() -> list[bool]:
+        seen: Counter[int] = Counter()
+
+        async def handler(reqs: list[dict[str, Any]]) -> list[None]:
+            seen.update(r["pair"] for r in reqs)
+            await asyncio.sleep(0)
+            return [None] * len(reqs)
+
+        async with BatchProcessor(
+            handler, dedup_scope=("pair",), max_size=1024, window_ms=5, dedup_strategy=strategy
+        ) as batch:
+            await batch.process(
+                [{"query": p[side], "pair": i} for i, p in enumerate(pairs) for side in "ab"]
+            )
+        return [seen[i] == 1 for i in range(len(pairs))]
+
+    whole = await merged()
+    monkeypatch.setattr(grouping, "SLICE_S", 0.0)
+    assert await merged() == whole
+    assert sum(whole) > len(pairs) // 3

@@ -124,6 +124,7 @@ def test_bench_core_runs_every_system(tmp_path):
         bench_core.CHECKED,
         bench_core.OFF,
         bench_core.EXACT,
+        bench_core.GENERAL,
         bench_core.EMBEDDING,
         bench_core.WORDS,
     } <= set(data["medians"])
