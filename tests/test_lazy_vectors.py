@@ -5,6 +5,7 @@ pair needs its cosine. The decisions are those of the eager pass, request for re
 from __future__ import annotations
 
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -46,18 +47,23 @@ def _typo(text: str, rng: random.Random) -> str:
 
 
 class Embeds:
-    """Counts the texts the default embedder computes vectors of (either call)."""
+    """Counts the texts the default embedder computes vectors of (either call), on the test's
+    own thread: a processor of an earlier test may still warm its kernels up on a thread of its
+    own (its sample texts would be counted here otherwise)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.texts: list[str] = []
         real_profiled, real_embed = HashingEmbedder.embed_profiled, HashingEmbedder.embed
+        mine = threading.get_ident()
 
         def profiled(emb: Any, texts: list[str]) -> Any:
-            self.texts.extend(texts)
+            if threading.get_ident() == mine:
+                self.texts.extend(texts)
             return real_profiled(emb, texts)
 
         def embed(emb: Any, texts: list[str]) -> Any:
-            self.texts.extend(texts)
+            if threading.get_ident() == mine:
+                self.texts.extend(texts)
             return real_embed(emb, texts)
 
         monkeypatch.setattr(HashingEmbedder, "embed_profiled", profiled)
