@@ -352,9 +352,22 @@ async def test_queue_full_reject():
 
 
 async def test_queue_full_drop_lowest_evicts_the_lowest_priority_waiter():
-    rec = Recorder(delay=0.1)
+    # "running" holds the one batch slot until the evictions are checked: it is in the
+    # handler before the others come (a fixed sleep failed when this test ran first in its
+    # process: the first dispatch waits for the hash kernel's load, ~0.3 s), and stays there
+    # until the gate opens (a fixed delay could end first under load)
+    gate = asyncio.Event()
+    started = asyncio.Event()
+    rec = Recorder()
+
+    async def handler(reqs):
+        if reqs[0]["query"] == "running":
+            started.set()
+            await gate.wait()
+        return await rec(reqs)
+
     async with exact(
-        rec,
+        handler,
         max_queue=2,
         on_full="drop_lowest",
         max_inflight_batches=1,
@@ -363,13 +376,14 @@ async def test_queue_full_drop_lowest_evicts_the_lowest_priority_waiter():
         enable_priorities=True,
     ) as batch:
         running = asyncio.ensure_future(batch.process({"query": "running"}))
-        await asyncio.sleep(0.02)
+        await asyncio.wait_for(started.wait(), 30)
         low = asyncio.ensure_future(batch.process({"query": "low"}, priority=1))
         mid = asyncio.ensure_future(batch.process({"query": "mid"}, priority=5))
         await asyncio.sleep(0)
         high = asyncio.ensure_future(batch.process({"query": "high"}, priority=9))
         with pytest.raises(QueueFullError, match="evicted"):
             await low
+        gate.set()
         assert await high == "answer:high" and await mid == "answer:mid"
         with pytest.raises(QueueFullError):  # priority 0 is below everyone waiting
             await asyncio.gather(
