@@ -295,7 +295,8 @@ class NearReuse:
         now: float | None,
     ) -> None:
         """The similar-text step for ``rest`` (``(k, j)``: position in ``pids``, in ``reqs``):
-        their rows appended to the entries' index at once, its candidates, the guards."""
+        the entries' index queried for all at once (:meth:`LeaderIndex.query`: no row
+        filed), the candidates' guards."""
         index = self.index
         dedup = self.dedup
         threshold = float(dedup.threshold())
@@ -310,44 +311,38 @@ class NearReuse:
         else:
             mat = dedup.embed_requests(qs)
         profiles = [dedup.profile_of(q) for q in qs] if keyed else None
-        start = index.append(mat, [pids[k] for k, _ in rest], profiles)
-        try:
-            off, rows, sims = index.candidates(start, threshold)[:3]
-            offs = off.tolist()
-            if offs[-1] == 0:
-                return
-            owners = index.owners
-            floor = threshold - _SIM_SLACK
-            # the candidate pairs, per query in the producer's order: (query, entry row, sim)
-            pairs: list[tuple[int, _Held, float]] = []
-            all_rows, all_sims = rows.tolist(), sims.tolist()
-            for t, (_, j) in enumerate(rest):
-                for u in range(offs[t], offs[t + 1]):
-                    row = all_rows[u]
-                    held = owners[row] if row < start else None  # (not another query's row)
-                    if held is None or all_sims[u] < floor:
-                        continue
-                    e = held.entry
-                    if e.live and e.scope == scopes[j]:
-                        pairs.append((t, held, all_sims[u]))
-            if not pairs:
-                return
-            codes = self._kernel_codes(qs, pairs) if dedup.guarded() else [0] * len(pairs)
-            cache = self.cache
-            done = -1  # the query answered last (its other pairs are skipped)
-            for (t, held, sim), code in zip(pairs, codes, strict=True):
-                if t == done:
+        off, rows, sims = index.query(mat, [pids[k] for k, _ in rest], profiles, threshold)
+        offs = off.tolist()
+        if offs[-1] == 0:
+            return
+        owners = index.owners
+        floor = threshold - _SIM_SLACK
+        # the candidate pairs, per query in the producer's order: (query, entry row, sim)
+        pairs: list[tuple[int, _Held, float]] = []
+        all_rows, all_sims = rows.tolist(), sims.tolist()
+        for t, (_, j) in enumerate(rest):
+            for u in range(offs[t], offs[t + 1]):
+                held = owners[all_rows[u]]
+                if held is None or all_sims[u] < floor:
                     continue
-                if code > 0 or (code < 0 and dedup.veto(qs[t], held.text, sim) is not None):
-                    continue
-                hit = cache.hit(held.entry, now)
-                if hit is not None:
-                    out[rest[t][1]] = NearHit(hit[0], hit[1], min(float(sim), 1.0))
-                    self.similar_hits += 1
-                    done = t
-        finally:
-            for t in range(len(rest)):
-                index.retire(start + t)
+                e = held.entry
+                if e.live and e.scope == scopes[j]:
+                    pairs.append((t, held, all_sims[u]))
+        if not pairs:
+            return
+        codes = self._kernel_codes(qs, pairs) if dedup.guarded() else [0] * len(pairs)
+        cache = self.cache
+        done = -1  # the query answered last (its other pairs are skipped)
+        for (t, held, sim), code in zip(pairs, codes, strict=True):
+            if t == done:
+                continue
+            if code > 0 or (code < 0 and dedup.veto(qs[t], held.text, sim) is not None):
+                continue
+            hit = cache.hit(held.entry, now)
+            if hit is not None:
+                out[rest[t][1]] = NearHit(hit[0], hit[1], min(float(sim), 1.0))
+                self.similar_hits += 1
+                done = t
 
     def _kernel_codes(self, qs: list[Any], pairs: list[tuple[int, _Held, float]]) -> list[int]:
         """The guards' answer on each pair: 0 passes, > 0 refused, < 0 asks
