@@ -1317,9 +1317,12 @@ class Deduper:
         embedder computes them; else None."""
         texts: list[str] = [r.text for r in reqs]  # type: ignore[misc]
         if self.config.canonicalize:
-            texts = _hot_path().canon.canonical_texts(texts)
-            for r, t in zip(reqs, texts, strict=True):
-                r.canon = t
+            canons = [r.canon for r in reqs]  # (kept by a near-reuse lookup of the same pass)
+            if None in canons:
+                canons = _hot_path().canon.canonical_texts(texts)
+                for r, t in zip(reqs, canons, strict=True):
+                    r.canon = t
+            texts = canons  # type: ignore[assignment]
         emb = self.embedder()
         if self.config.canonicalize and hasattr(emb, "embed_profiled") and self.word_keyed():
             mat, batch = emb.embed_profiled(texts)

@@ -501,10 +501,11 @@ def _word_pass(
     vec,
     first,
     want,
+    file_new,
 ):
     """Candidates of rows [first, n) from a word table; rows with none are filed as leaders
-    (under every key they have). Rows [start, first) were passed already (``off[:first -
-    start + 1]`` and their lists written).
+    (under every key they have) when ``file_new``. Rows [start, first) were passed already
+    (``off[:first - start + 1]`` and their lists written).
 
     ``vec``: per row, whether it has its vector (empty: every row has): where a pair needs a
     cosine and a side has none, the pass stops before that row's lists, filing or stats
@@ -639,7 +640,7 @@ def _word_pass(
                     return i
                 cut |= c
                 left -= seen
-        if cnt == 0:
+        if cnt == 0 and file_new:
             for t in range(nk):
                 if keys[j, t] != 0:
                     insert(slots, ents, state, keys[j, t], i, np.uint64(0))
@@ -790,10 +791,12 @@ class LeaderTable:
         wd: WordData | None,
         vec: np.ndarray | None = None,
         fetch: Any = None,
+        file_new: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Run :func:`_word_pass` for rows ``start ..`` of X with probe ``keys`` (the fine
         keys in the first ``nfine`` columns) and ``budgets`` (fine, pair keys); the CSR
-        candidate lists of :func:`exhaustive_candidates`.
+        candidate lists of :func:`exhaustive_candidates`. ``file_new`` False: rows without
+        candidates are not filed (queries that never lead).
 
         ``vec``: per row of X, whether it has its vector (None: every row has); where the
         pass meets a pair that needs the vector of a row without one, ``fetch(i, r)`` (row
@@ -832,6 +835,7 @@ class LeaderTable:
                 _ALL_VECTORS if vec is None else vec,
                 first,
                 want,
+                file_new,
             )
             if first < 0:
                 break

@@ -647,6 +647,119 @@ class LeaderIndex:
             moved = newpos[self._unfiled]
             self._unfiled = moved[moved >= 0].tolist()
 
+    def query(
+        self,
+        vectors: Any,
+        pids: list[int],
+        profiles: list[Any] | None,
+        threshold: float,
+        max_cand: int | None = None,
+    ) -> Any:
+        """Candidate leaders of query rows that never lead: what :meth:`append` then
+        :meth:`candidates` would list for each among the rows before it (``vectors``,
+        ``pids`` and ``profiles`` as :meth:`append`'s), with no row kept.
+
+        Where the word table serves (:meth:`candidates`' rule), the queries are written past
+        the last row, read against the table and not filed (a lookup of stored answers, whose
+        asks never lead): no row to retire, no dead row to compact, no table slot taken, and
+        each query's list as when it is appended alone. Elsewhere the queries are appended,
+        listed and retired (a small index, or one without word keys).
+
+        Returns:
+            ``(offsets, rows, sims)`` as :meth:`candidates`' first three, rows numbered in
+            this index (leader rows only, never another query).
+        """
+        np = self._np
+        m = len(pids)
+        n = len(self.owners)
+        if not m or not self.has_leaders_in(pids):
+            return np.zeros(m + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        keyed = profiles is not None and self._keyless == 0
+        if self.method == "auto":
+            need = INDEX_MIN_ROWS // 2 if self.table is not None else INDEX_MIN_ROWS
+            words = keyed and self.live + m >= need
+        else:
+            words = self.method == "words" and keyed
+        if not words or self.unvectored:
+            start = self.append(vectors, pids, profiles)
+            try:
+                off, rows, sims = self.candidates(start, threshold, max_cand)[:3]
+            finally:
+                for row in range(start, start + m):
+                    self.retire(row)
+            keep = rows < start
+            if keep.all():
+                return off, rows, sims
+            kept = np.concatenate(([0], np.cumsum(keep)))
+            return kept[off], rows[keep], sims[keep]
+        p = _load()
+        self.settle()
+        if not isinstance(self.table, p.words.WordTable):
+            self._use_table(p.words.WordTable(), n)
+        elif self._unfiled:
+            self._file_unfiled(n)
+        self._query_rows(vectors, pids, profiles, n)
+        stop = n + m
+        wd = (
+            *self.pools,
+            self.woff[:stop],
+            self.wlen[:stop],
+            self.wtot[:stop],
+            self.refused[:stop],
+            self.rsim[:stop],
+        )
+        try:
+            off, rows, sims = self.table.candidates(
+                self.mat[:stop],
+                self.part[:stop],
+                self.words,
+                self.wkeys,
+                n,
+                self.stamp,
+                threshold,
+                p.words.WORD_MAX_CANDIDATES if max_cand is None else max_cand,
+                wd,
+                None,
+                None,
+                False,
+            )[:3]
+        finally:
+            self.part[n:stop] = -1
+        return off, rows, sims
+
+    def _query_rows(self, vectors: Any, pids: list[int], profiles: Any, n: int) -> None:
+        """Write query rows at ``n ..`` (past the last row: room made as :meth:`append`
+        makes it, but no row counted) and their key words past the pools' fill (not
+        counted either: the next append writes over both)."""
+        np = self._np
+        m = len(pids)
+        need = n + m
+        if need > self.mat.shape[0] or self.mat.shape[1] != self.dim:
+            cap = max(64, need * 2)
+            if self.mat.shape[1] != self.dim:
+                self.mat = np.empty((0, self.dim), np.float32)
+            for name in _ROW_ARRAYS:
+                old = getattr(self, name)
+                grown = np.zeros((cap, *old.shape[1:]), old.dtype)
+                grown[:n] = old[:n]
+                setattr(self, name, grown)
+            self.refused = np.zeros(cap, np.int64)
+            self.rsim = np.zeros(cap, np.float32)
+        wt = _load().words
+        used = self._pool_used
+        total = used + wt.profile_entries(profiles)
+        if total > self.pools[0].shape[0]:
+            cap = max(1024, 2 * total)
+            grown = tuple(np.zeros(cap, np.int64) for _ in self.pools)
+            for new, old in zip(grown, self.pools, strict=True):
+                new[:used] = old[:used]
+            self.pools = grown
+        self.mat[n:need] = vectors
+        self.vec[n:need] = 1
+        self.refused[n:need] = -1
+        wt.word_rows(profiles, self.pools, used, (self.woff, self.wlen, self.wtot), self.wkeys, n)
+        self.part[n:need] = pids
+
 
 def warm_up(dim: int = 16) -> None:
     """Load (or compile) the kernels of the candidate producers, the sketch table and the

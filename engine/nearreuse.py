@@ -54,6 +54,25 @@ EXHAUSTIVE_MAX_ENTRIES = 2048
 #: Stored entries that wait for a lookup to be filed at most (see :meth:`NearReuse.store`).
 FILE_AT = 1024
 
+_mods: Any = None
+
+
+def _load() -> Any:
+    """The modules a lookup calls into (numpy, canon, numberkeys, guardkernels), imported by
+    the first lookup (they load numpy and numba), then kept: an import statement in a method
+    costs ~0.7 us a call even when the module is loaded, and a lookup of one request made
+    four."""
+    global _mods
+    if _mods is None:
+        from types import SimpleNamespace
+
+        import numpy as np
+
+        from . import canon, guardkernels, numberkeys
+
+        _mods = SimpleNamespace(np=np, canon=canon, numberkeys=numberkeys, guards=guardkernels)
+    return _mods
+
 
 def near_applies(config: Any) -> bool:
     """Whether in-window dedup merges near twins under ``config`` (so near reuse may): the
@@ -244,9 +263,7 @@ class NearReuse:
         if self.config.canonicalize:
             need = [k for k, j in enumerate(todo) if reqs[j].canon is None]
             if need:
-                from .canon import canonical_texts
-
-                got = canonical_texts([texts[k] for k in need])
+                got = _load().canon.canonical_texts([texts[k] for k in need])
                 for k, c in zip(need, got, strict=True):
                     reqs[todo[k]].canon = c
             table = self._canon
@@ -258,11 +275,8 @@ class NearReuse:
                         out[j] = NearHit(hit[0], hit[1], 1.0)
                         self.canon_hits += 1
         index = self.index
-        rest = [
-            (k, j)
-            for k, j in enumerate(todo)
-            if out[j] is None and index.has_leaders_in((pids[k],))
-        ]
+        served = {p for p in set(pids) if index.has_leaders_in((p,))}  # (few: asked once each)
+        rest = [(k, j) for k, j in enumerate(todo) if out[j] is None and pids[k] in served]
         if rest:
             try:
                 self._similar(reqs, scopes, vectors, pids, rest, out, now)
@@ -275,9 +289,7 @@ class NearReuse:
         """Each text's partition, as the window's pass makes it: its numbers' key with
         ``guard_numbers``, mixed with its scope's bytes."""
         if self.config.guard_numbers:
-            from .numberkeys import number_keys
-
-            keys = number_keys(texts)
+            keys = _load().numberkeys.number_keys(texts)
         else:
             keys = [0] * len(texts)
         if any(scopes):
@@ -295,7 +307,8 @@ class NearReuse:
         now: float | None,
     ) -> None:
         """The similar-text step for ``rest`` (``(k, j)``: position in ``pids``, in ``reqs``):
-        their rows appended to the entries' index at once, its candidates, the guards."""
+        the entries' index queried for all at once (:meth:`LeaderIndex.query`: no row
+        filed), the candidates' guards."""
         index = self.index
         dedup = self.dedup
         threshold = float(dedup.threshold())
@@ -304,50 +317,53 @@ class NearReuse:
             return  # (every entry would be compared: exact and canonical twins only)
         qs = [reqs[j] for _, j in rest]
         if vectors is not None and all(vectors[j] is not None for _, j in rest):
-            import numpy as np
-
+            np = _load().np
             mat = np.stack([np.asarray(vectors[j], np.float32) for _, j in rest])
         else:
             mat = dedup.embed_requests(qs)
-        profiles = [dedup.profile_of(q) for q in qs] if keyed else None
-        start = index.append(mat, [pids[k] for k, _ in rest], profiles)
-        try:
-            off, rows, sims = index.candidates(start, threshold)[:3]
-            offs = off.tolist()
-            if offs[-1] == 0:
-                return
-            owners = index.owners
-            floor = threshold - _SIM_SLACK
-            # the candidate pairs, per query in the producer's order: (query, entry row, sim)
-            pairs: list[tuple[int, _Held, float]] = []
-            all_rows, all_sims = rows.tolist(), sims.tolist()
-            for t, (_, j) in enumerate(rest):
-                for u in range(offs[t], offs[t + 1]):
-                    row = all_rows[u]
-                    held = owners[row] if row < start else None  # (not another query's row)
-                    if held is None or all_sims[u] < floor:
-                        continue
-                    e = held.entry
-                    if e.live and e.scope == scopes[j]:
-                        pairs.append((t, held, all_sims[u]))
-            if not pairs:
-                return
-            codes = self._kernel_codes(qs, pairs) if dedup.guarded() else [0] * len(pairs)
-            cache = self.cache
-            done = -1  # the query answered last (its other pairs are skipped)
-            for (t, held, sim), code in zip(pairs, codes, strict=True):
-                if t == done:
+        profiles: Any = None
+        if keyed:
+            profiles = [dedup.profile_of(q) for q in qs]
+            batch = profiles[0][0] if type(profiles[0]) is tuple else None
+            if batch is not None and len(batch.lens) == len(qs):
+                # the key words of exactly these requests, in order (embedded just now): the
+                # batch itself, filed by one kernel call
+                if all(
+                    type(p) is tuple and p[0] is batch and p[1] == t for t, p in enumerate(profiles)
+                ):
+                    profiles = batch
+        off, rows, sims = index.query(mat, [pids[k] for k, _ in rest], profiles, threshold)
+        offs = off.tolist()
+        if offs[-1] == 0:
+            return
+        owners = index.owners
+        floor = threshold - _SIM_SLACK
+        # the candidate pairs, per query in the producer's order: (query, entry row, sim)
+        pairs: list[tuple[int, _Held, float]] = []
+        all_rows, all_sims = rows.tolist(), sims.tolist()
+        for t, (_, j) in enumerate(rest):
+            for u in range(offs[t], offs[t + 1]):
+                held = owners[all_rows[u]]
+                if held is None or all_sims[u] < floor:
                     continue
-                if code > 0 or (code < 0 and dedup.veto(qs[t], held.text, sim) is not None):
-                    continue
-                hit = cache.hit(held.entry, now)
-                if hit is not None:
-                    out[rest[t][1]] = NearHit(hit[0], hit[1], min(float(sim), 1.0))
-                    self.similar_hits += 1
-                    done = t
-        finally:
-            for t in range(len(rest)):
-                index.retire(start + t)
+                e = held.entry
+                if e.live and e.scope == scopes[j]:
+                    pairs.append((t, held, all_sims[u]))
+        if not pairs:
+            return
+        codes = self._kernel_codes(qs, pairs) if dedup.guarded() else [0] * len(pairs)
+        cache = self.cache
+        done = -1  # the query answered last (its other pairs are skipped)
+        for (t, held, sim), code in zip(pairs, codes, strict=True):
+            if t == done:
+                continue
+            if code > 0 or (code < 0 and dedup.veto(qs[t], held.text, sim) is not None):
+                continue
+            hit = cache.hit(held.entry, now)
+            if hit is not None:
+                out[rest[t][1]] = NearHit(hit[0], hit[1], min(float(sim), 1.0))
+                self.similar_hits += 1
+                done = t
 
     def _kernel_codes(self, qs: list[Any], pairs: list[tuple[int, _Held, float]]) -> list[int]:
         """The guards' answer on each pair: 0 passes, > 0 refused, < 0 asks
@@ -356,44 +372,46 @@ class NearReuse:
         the others in one call (:func:`stratabatch.guardkernels.decide_pairs`, as the pass
         asks it), deferring to :meth:`Deduper.veto` where it cannot decide."""
         codes = [-1] * len(pairs)
-        for k, (t, held, _) in enumerate(pairs):
-            a, b = qs[t].canon, held.text.canon
-            if a is not None and b is not None and (a == b or a.split() == b.split()):
-                codes[k] = 0
         dedup = self.dedup
         c = self.config
         if (
-            -1 not in codes
-            or c.dedup_guards != GUARDS
+            c.dedup_guards != GUARDS
             or getattr(dedup.embedder(), "merges_paraphrases", True) is not False
         ):
+            for k, (t, held, _) in enumerate(pairs):
+                a, b = qs[t].canon, held.text.canon
+                if a is not None and b is not None and (a == b or a.split() == b.split()):
+                    codes[k] = 0
             return codes
-        ask = [
-            k
-            for k, (t, held, _) in enumerate(pairs)
-            if codes[k] < 0 and qs[t].canon is not None and held.text.canon is not None
-        ]
-        if not ask:
-            return codes
-        import numpy as np
-
-        from .guardkernels import decide_pairs
-
+        # the kernel passes pairs of the same canonical words itself (its first test)
         canons: list[str] = []
         texts: list[str] = []
-        at: dict[int, int] = {}
-
-        def slot(obj: Any) -> int:
-            i = at.get(id(obj))
-            if i is None:
-                i = at[id(obj)] = len(canons)
-                canons.append(obj.canon)
-                texts.append(obj.text)
-            return i
-
-        pa = np.array([slot(pairs[k][1].text) for k in ask], np.int64)  # the stored side
-        pb = np.array([slot(qs[pairs[k][0]]) for k in ask], np.int64)  # the request
-        got = decide_pairs(canons, texts, pa, pb).tolist()
+        at: dict[int, int] = {}  # id of a text's holder -> its place in canons
+        ask: list[int] = []
+        pa: list[int] = []  # the stored side
+        pb: list[int] = []  # the request
+        for k, (t, held, _) in enumerate(pairs):
+            q, h = qs[t], held.text
+            if q.canon is None or h.canon is None:
+                continue
+            ask.append(k)
+            for obj, side in ((h, pa), (q, pb)):
+                i = at.get(id(obj))
+                if i is None:
+                    i = at[id(obj)] = len(canons)
+                    canons.append(obj.canon)
+                    texts.append(obj.text)
+                side.append(i)
+        if not ask:
+            return codes
+        mods = _load()
+        if len(ask) == 1:  # (decide_pairs of one pair, without its batch's set-up: ~5 vs 12 us)
+            got = [mods.guards.decide(canons[pa[0]], canons[pb[0]], texts[pa[0]], texts[pb[0]])]
+        else:
+            i64 = mods.np.int64
+            got = mods.guards.decide_pairs(
+                canons, texts, mods.np.array(pa, i64), mods.np.array(pb, i64)
+            ).tolist()
         for k, g in zip(ask, got, strict=True):
             codes[k] = 0 if g == 0 else (1 if g > 0 else -1)
         return codes

@@ -388,12 +388,14 @@ class WordTable(LeaderTable):
         wd: WordData | None = None,
         vec: np.ndarray | None = None,
         fetch: Any = None,
+        file_new: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Candidates of rows ``start ..`` of X (see :func:`exhaustive_candidates`, also for
         ``wd``) among the leaders sharing a word key; new rows without candidates are filed
-        on the way. ``words`` is any uint64 ``[n, 2]`` array (the sketch filter is off:
-        Hamming bound 64). ``vec`` and ``fetch``: rows without their vector, and how to get
-        the ones a pair needs (:meth:`LeaderTable._pass_words`; with ``wd`` only)."""
+        on the way (with ``wd``, unless ``file_new`` is False). ``words`` is any uint64
+        ``[n, 2]`` array (the sketch filter is off: Hamming bound 64). ``vec`` and
+        ``fetch``: rows without their vector, and how to get the ones a pair needs
+        (:meth:`LeaderTable._pass_words`; with ``wd`` only)."""
         n = X.shape[0]
         m = n - start
         self._make_room(wkeys, part, start)
@@ -417,4 +419,5 @@ class WordTable(LeaderTable):
             wd,
             vec,
             fetch,
+            file_new,
         )

@@ -240,3 +240,81 @@ async def test_near_reuse_is_never_looser_than_the_window(ask):
         await batch.process({"query": ask})
         served = batch.get_stats().reuse_near_hits == 1
     assert served == merged
+
+
+def _pseudo_words(rng, n):
+    out = set()
+    while len(out) < n:
+        out.add("".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(3)))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("entries", [100, 600])  # below and past the word table's 256 rows
+def test_index_query_lists_what_filing_each_query_would(entries):
+    # LeaderIndex.query against append + candidates of each query alone (in an index built
+    # the same way): the same candidates, and the index as it was
+    import random
+
+    import numpy as np
+
+    from stratabatch.index import INDEX_MIN_ROWS, LeaderIndex
+    from stratabatch.nearreuse import _Text
+
+    seed = 20261208 + entries
+    rng = random.Random(seed)
+    print("seed", seed)
+    voc = _pseudo_words(rng, 40)  # (few words: many texts share keys and near vectors)
+    texts = list(
+        {
+            f"how can I {rng.choice(voc)} the {rng.choice(voc)} of {rng.choice(voc)}?"
+            for _ in range(2 * entries)
+        }
+    )[:entries]
+    config = BatchConfig(reuse="near")
+    dedup = Deduper(config, None)
+    assert dedup.word_keyed()
+    threshold = dedup.threshold()
+
+    def rows_of(strs):
+        stubs = [_Text(t) for t in strs]
+        vec = dedup.embed_requests(stubs)
+        return vec, [dedup.profile_of(t) for t in stubs]
+
+    vec, profiles = rows_of(texts)
+
+    def build():
+        index = LeaderIndex()
+        index.dim = vec.shape[1]
+        start = index.append(vec, [0] * entries, profiles)
+        rows = list(range(start, start + entries))
+        index.lead_many(rows, [object() for _ in rows], [0] * entries, True)
+        index.file_leaders(rows)
+        return index
+
+    index = build()
+    asks = [t.replace(t.split()[3], t.split()[3][:2] + t.split()[3][3:]) for t in texts[:20]]
+    asks += [f"how can I {rng.choice(voc)} the {rng.choice(voc)}" for _ in range(20)]
+    asks += texts[20:25]
+    qvec, qprofiles = rows_of(asks)
+    qpids = [0] * len(asks)
+    pool_used = index._pool_used
+    off, got_rows, got_sims = index.query(qvec, qpids, qprofiles, threshold)
+    assert index.live == entries
+    found = 0
+    for q in range(len(asks)):
+        alone = build()
+        s = alone.append(qvec[q : q + 1], [0], qprofiles[q : q + 1])
+        o, r, sims = alone.candidates(s, threshold)[:3]
+        assert int(o[1]) == len(r) and (r < s).all()
+        a, b = int(off[q]), int(off[q + 1])
+        assert got_rows[a:b].tolist() == r.tolist(), asks[q]
+        assert np.allclose(got_sims[a:b], sims)
+        found += b - a
+    assert found >= 20
+    if entries > INDEX_MIN_ROWS:  # the word table: no row added, no key filed
+        state = (len(index), index.dead, index._pool_used, index.table.state[:2].tolist())
+        assert state[:3] == (entries, 0, pool_used)
+    again = index.query(qvec, qpids, qprofiles, threshold)
+    assert [x.tolist() for x in again] == [off.tolist(), got_rows.tolist(), got_sims.tolist()]
+    if entries > INDEX_MIN_ROWS:
+        assert (len(index), index.dead, index._pool_used, index.table.state[:2].tolist()) == state
