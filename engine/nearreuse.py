@@ -37,10 +37,13 @@ so every row was made under the rules in force; the embedder's change also reset
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 from .config import GUARDS
 from .index import INDEX_MIN_THRESHOLD, LeaderIndex
+from .logs import DEDUP
 from .reuse import Entry, ReuseCache
 
 __all__ = ["NearHit", "NearReuse", "near_applies"]
@@ -55,6 +58,7 @@ EXHAUSTIVE_MAX_ENTRIES = 2048
 FILE_AT = 1024
 
 _mods: Any = None
+_log = logging.getLogger(DEDUP)
 
 
 def _load() -> Any:
@@ -149,7 +153,25 @@ class NearReuse:
         self.canon_hits = 0
         self.similar_hits = 0
         self.misses = 0
+        self.failures = 0  # filings and lookups that raised (logged once a kind)
+        self._failed_kinds: set[type] = set()
         cache.on_drop = self._dropped
+
+    def _failed(self, what: str) -> None:
+        """A filing or a lookup raised (an embedder that fails, or a bug): count it, and log
+        the first of each kind with its traceback (ERROR on ``stratabatch.dedup``), so that it
+        is never silent; the requests go on as if the store held no near twin."""
+        self.failures += 1
+        kind = type(sys.exc_info()[1])
+        if kind not in self._failed_kinds:
+            self._failed_kinds.add(kind)
+            _log.error(
+                "near reuse: %s failed (%s); those requests and entries serve exact twins only "
+                "(later failures of this kind are counted, not logged)",
+                what,
+                kind.__name__,
+                exc_info=True,
+            )
 
     # ------------------------------------------------------------------ keys
 
@@ -179,7 +201,8 @@ class NearReuse:
         try:
             self._file(todo)
         except Exception:  # (an embedder that fails: the entries serve exact twins only; the
-            for e, _ in todo:  # core stores inside a batch's fan-out, where nothing may raise)
+            self._failed("filing stored answers")  # core stores inside a batch's fan-out,
+            for e, _ in todo:  # where nothing may raise)
                 if type(e.handle) is _Held:
                     self._dropped(e)
                 e.handle = None
@@ -281,7 +304,7 @@ class NearReuse:
             try:
                 self._similar(reqs, scopes, vectors, pids, rest, out, now)
             except Exception:  # (an embedder that fails: the pass reports it for the request)
-                pass
+                self._failed("a lookup")
         self.misses += out.count(None)
         return out
 
@@ -399,7 +422,7 @@ class NearReuse:
                 i = at.get(id(obj))
                 if i is None:
                     i = at[id(obj)] = len(canons)
-                    canons.append(obj.canon)
+                    canons.append(obj.canon)  # type: ignore[arg-type]  # (not None: above)
                     texts.append(obj.text)
                 side.append(i)
         if not ask:

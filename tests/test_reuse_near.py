@@ -318,3 +318,26 @@ def test_index_query_lists_what_filing_each_query_would(entries):
     assert [x.tolist() for x in again] == [off.tolist(), got_rows.tolist(), got_sims.tolist()]
     if entries > INDEX_MIN_ROWS:
         assert (len(index), index.dead, index._pool_used, index.table.state[:2].tolist()) == state
+
+
+def test_a_failing_lookup_or_filing_is_logged_once_a_kind_and_serves_nothing(monkeypatch, caplog):
+    # an embedder that raises (or a bug) must not fail a batch's fan-out, nor pass in silence
+    cache, near = near_cache()
+    put(cache, near, RESET, {"a": "reset it"})
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("embedder down")
+
+    monkeypatch.setattr(near, "_similar", boom)
+    with caplog.at_level("ERROR", logger="stratabatch.dedup"):
+        assert near.lookup("how do i reset my pasword", b"") is None
+        assert near.lookup("how do i reset my pasword", b"") is None
+    assert near.failures == 2
+    logged = [r for r in caplog.records if r.name == "stratabatch.dedup"]
+    assert len(logged) == 1 and "RuntimeError" in logged[0].getMessage()
+    assert logged[0].exc_info is not None
+    monkeypatch.setattr(near, "_file", boom)
+    e = put(cache, near, "cancel my subscription", {"a": "done"})
+    assert near.failures == 3 and e.handle is None  # (its exact twins are still served)
+    n = normalize_key("cancel my subscription")
+    assert cache.get((b"", hash(n), False), n, b"")[0] == {"a": "done"}
