@@ -318,6 +318,16 @@ class LeaderIndex:
         counts = self._leaders_in
         return bool(counts) and not counts.keys().isdisjoint(pids)
 
+    def _grow_pools(self, used: int, total: int) -> None:
+        """Room for ``total`` key-word entries in the word pools (``used`` of them kept)."""
+        if total > self.pools[0].shape[0]:
+            np = self._np
+            cap = max(1024, 2 * total)
+            grown = tuple(np.zeros(cap, np.int64) for _ in self.pools)
+            for new, old in zip(grown, self.pools, strict=True):
+                new[:used] = old[:used]
+            self.pools = grown
+
     def append(
         self,
         vectors: Any,
@@ -392,13 +402,7 @@ class LeaderIndex:
         else:
             wt = _load().words
             used = self._pool_used
-            total = used + wt.profile_entries(profiles)
-            if total > self.pools[0].shape[0]:
-                cap = max(1024, 2 * total)
-                grown = tuple(np.zeros(cap, np.int64) for _ in self.pools)
-                for new, old in zip(grown, self.pools, strict=True):
-                    new[:used] = old[:used]
-                self.pools = grown
+            self._grow_pools(used, used + wt.profile_entries(profiles))
             self._pool_used = wt.word_rows(
                 profiles, self.pools, used, (self.woff, self.wlen, self.wtot), self.wkeys, start
             )
@@ -747,13 +751,7 @@ class LeaderIndex:
             self.rsim = np.zeros(cap, np.float32)
         wt = _load().words
         used = self._pool_used
-        total = used + wt.profile_entries(profiles)
-        if total > self.pools[0].shape[0]:
-            cap = max(1024, 2 * total)
-            grown = tuple(np.zeros(cap, np.int64) for _ in self.pools)
-            for new, old in zip(grown, self.pools, strict=True):
-                new[:used] = old[:used]
-            self.pools = grown
+        self._grow_pools(used, used + wt.profile_entries(profiles))
         self.mat[n:need] = vectors
         self.vec[n:need] = 1
         self.refused[n:need] = -1
