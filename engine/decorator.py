@@ -217,13 +217,17 @@ class _Caller(Generic[T, R]):
     def _text(text: str, key: str) -> Any:
         return {key: text}
 
-    async def __call__(self, item: T, *, priority: int = 0, timeout: float | None = None) -> R:
+    async def __call__(
+        self, item: T, *, priority: int = 0, timeout: float | None = None, reuse: bool = True
+    ) -> R:
         """Process one item; returns its result.
 
         Args:
             item: A ``str`` (the text to deduplicate) or a request mapping.
             priority: Higher goes first when ``enable_priorities`` is on.
             timeout: Seconds this call waits at most, queueing and handling included.
+            reuse: False: a fresh answer, not one stored for a twin (with a ``reuse`` option
+                on; twins waiting in the window still merge; see ``BatchProcessor.process``).
 
         Raises:
             InvalidRequestError: ``item`` is neither a str nor a mapping, not of this
@@ -232,7 +236,9 @@ class _Caller(Generic[T, R]):
         """
         target = self._target()
         request = self._request(item, 0, target)
-        return cast("R", await target.process(request, priority=priority, timeout=timeout))
+        return cast(
+            "R", await target.process(request, priority=priority, timeout=timeout, reuse=reuse)
+        )
 
     @overload
     async def many(
@@ -242,6 +248,7 @@ class _Caller(Generic[T, R]):
         priority: int = 0,
         timeout: float | None = None,
         return_exceptions: Literal[False] = False,
+        reuse: bool = True,
     ) -> list[R]: ...
     @overload
     async def many(
@@ -251,6 +258,7 @@ class _Caller(Generic[T, R]):
         priority: int = 0,
         timeout: float | None = None,
         return_exceptions: bool,
+        reuse: bool = True,
     ) -> list[R | BaseException]: ...
     async def many(
         self,
@@ -259,6 +267,7 @@ class _Caller(Generic[T, R]):
         priority: int = 0,
         timeout: float | None = None,
         return_exceptions: bool = False,
+        reuse: bool = True,
     ) -> Any:
         """Process a list of items; returns their results in the same order.
 
@@ -268,18 +277,29 @@ class _Caller(Generic[T, R]):
             timeout: See :meth:`__call__`.
             return_exceptions: Put each failed item's exception in its place instead of
                 raising the first one.
+            reuse: See :meth:`__call__`.
         """
         if isinstance(items, (str, Mapping)) or not isinstance(items, (list, tuple)):
             raise InvalidRequestError(f"many() takes a list of items, got {type(items).__name__}")
         target = self._target()
         requests = [self._request(item, i, target) for i, item in enumerate(items)]
         return await target.process(
-            requests, priority=priority, timeout=timeout, return_exceptions=return_exceptions
+            requests,
+            priority=priority,
+            timeout=timeout,
+            return_exceptions=return_exceptions,
+            reuse=reuse,
         )
 
     def stats(self) -> Stats:
         """The statistics of the processor (engine-backed: of the engine)."""
         return cast("Stats", self._target().get_stats())
+
+    def forget(self, scope: Mapping[str, Any] | None = None) -> int:
+        """Drop stored answers (``reuse`` on): all of them, or those of ``scope`` (fields of
+        ``dedup_scope``); returns how many (engine-backed: from the engine's store). See
+        ``BatchProcessor.forget``."""
+        return int(self._target().forget(scope))
 
 
 class BatchFunction(_Caller[T, R]):

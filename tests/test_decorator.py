@@ -40,6 +40,26 @@ async def test_twins_merge_one_item_in_one_result_out():
     await embed.close()
 
 
+async def test_reuse_per_call_and_forget_through_the_batch_function():
+    calls: list[list[str]] = []
+
+    @stratabatch.batch(window_ms=1, dedup_strategy="exact", reuse="exact")
+    async def ask(texts: list[str]) -> list[str]:
+        calls.append(list(texts))
+        return [f"{t}#{len(calls)}" for t in texts]
+
+    assert await ask("q") == "q#1"
+    assert await ask("q") == "q#1"  # served from the store
+    assert await ask("q", reuse=False) == "q#2"  # a fresh answer, stored in its place
+    assert await ask.many(["q", "r"]) == ["q#2", "r#3"]
+    assert await ask.many(["q"], reuse=False) == ["q#4"]
+    assert ask.forget() == 2 and ask.stats().reuse_entries == 0
+    assert await ask("q") == "q#5"
+    with pytest.raises(InvalidRequestError):
+        await ask("q", reuse="no")  # type: ignore[arg-type]
+    await ask.close()
+
+
 async def test_a_sync_function_runs_in_a_thread_and_twins_merge():
     seen: list[tuple[list[str], str]] = []
     loop_thread = threading.current_thread().name

@@ -44,6 +44,9 @@ async def test_engine_backed_function_merges_twins_in_the_engine(start_engine, t
         stats = shout.stats()
         assert stats.total_requests == 4 and stats.duplicates == 1
         assert body_calls == []
+        # the per-call reuse flag travels to the engine; forget asks the engine (reuse off: 0)
+        assert await shout("bye", reuse=False) == {"keys": ["text"], "text": "BYE"}
+        assert shout.forget() == 0
         await shout.close()
         assert shout.processor is not None  # a later use connects again
     finally:
