@@ -57,7 +57,7 @@ from .records import GROUPED, INFLIGHT, RAW, Group, Request
 if TYPE_CHECKING:
     from .config import BatchConfig
 
-__all__ = ["Deduper", "GroupOps", "Prepared", "VetoRecord"]
+__all__ = ["Deduper", "GroupOps", "Prepared", "VetoRecord", "partition_of"]
 
 _CUSTOM_DEFAULT_THRESHOLD = 0.98  # dedup_function with dedup_threshold=None (the seed's value)
 _FALLBACK_THRESHOLD = 0.98  # a callable embedder that recommends nothing
@@ -73,6 +73,13 @@ _MASK63 = (1 << 63) - 1  # partitions are non-negative int64 (-1 marks a dead in
 _PRECHECK_REFUSED = "residue (pre-check)"
 # ... and a pair the guard kernel refused (stratabatch.guardkernels; the same lazy log entry)
 _KERNEL_REFUSED = "guards (kernel)"
+
+
+def partition_of(scope: bytes, key: int) -> int:
+    """A request's partition from its numbers' ``key`` (0 without ``guard_numbers``) and its
+    scope's encoding (:func:`stratabatch.dedup.scope_of`; b"" without a ``dedup_scope``):
+    only requests of equal partitions are compared. A non-negative int."""
+    return hash((scope, key)) & _MASK63 if scope else key
 
 
 def _judge(leader: Request, r: Request, guards: Any) -> Any:
@@ -977,7 +984,7 @@ class Deduper:
                     known = req.numkey = number_keys([req.text])[0]
                 key = known
         if c.dedup_scope:
-            return hash((scope_of(req.payload, c.dedup_scope), key)) & _MASK63
+            return partition_of(scope_of(req.payload, c.dedup_scope), key)
         return key
 
     def _part_keys(self, reqs: list[Request], texts: list[Any] | None = None) -> list[int]:

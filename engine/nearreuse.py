@@ -42,14 +42,13 @@ import sys
 from typing import Any
 
 from .config import GUARDS
+from .grouping import partition_of
 from .index import INDEX_MIN_THRESHOLD, LeaderIndex
 from .logs import DEDUP
 from .reuse import Entry, ReuseCache
 
 __all__ = ["NearHit", "NearReuse", "near_applies"]
 
-_MASK63 = (1 << 63) - 1  # partitions are non-negative int64 (-1 marks a dead index row)
-_NO_TEXT = 2  # (requests without text are never near twins: exact reuse only)
 _SIM_SLACK = 1e-6
 #: Entries above which near lookups skip the similar-text step when no table serves it (no
 #: word keys, threshold below the sketch table's): it would compare with every entry.
@@ -172,8 +171,6 @@ class NearReuse:
                 kind.__name__,
                 exc_info=True,
             )
-
-    # ------------------------------------------------------------------ keys
 
     # ------------------------------------------------------------------ store
 
@@ -316,7 +313,7 @@ class NearReuse:
         else:
             keys = [0] * len(texts)
         if any(scopes):
-            return [hash((s, k)) & _MASK63 if s else k for s, k in zip(scopes, keys, strict=True)]
+            return [partition_of(s, k) for s, k in zip(scopes, keys, strict=True)]
         return keys
 
     def _similar(
