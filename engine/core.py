@@ -719,15 +719,22 @@ class Core:
         )
         if got is None:
             return False
-        value, req.reuse_age = got
-        req.similarity = 1.0
-        req.exact = True
+        self._serve_stored(req, got[0], got[1], 1.0, True)
+        return True
+
+    def _serve_stored(
+        self, req: Request, value: Any, age: float, similarity: float, exact: bool
+    ) -> None:
+        """Answer ``req`` with a stored answer ``value`` of age ``age`` (a reuse hit, counted
+        as a duplicate)."""
+        req.reuse_age = age
+        req.similarity = similarity
+        req.exact = exact
         st = self.stats
         st.duplicates += 1
         st.reuse_hits += 1
         self._release(1)
         self._answers.finish(req, value, None)
-        return True
 
     def near_reused(self) -> Callable[[list[Request], Any, Any], list[bool]] | None:
         """:meth:`stratabatch.grouping.GroupOps.near_reused`: :meth:`_near_reused` with
@@ -750,22 +757,18 @@ class Core:
             for i, r in enumerate(reqs)
             if not r.fresh and not (followers and any(t.fresh for t in followers.get(r.key, ())))
         ]
-        if len(ask) == len(reqs):
-            hits = self.near.lookup_many(  # type: ignore[union-attr]  # (only with reuse near)
-                reqs, [_key_scope(r.key) for r in reqs], vectors, now
+        hits: list[Any] = [None] * len(reqs)
+        if ask:
+            every = len(ask) == len(reqs)
+            asked = reqs if every else [reqs[i] for i in ask]
+            got = self.near.lookup_many(  # type: ignore[union-attr]  # (only with reuse near)
+                asked,
+                [_key_scope(r.key) for r in asked],
+                vectors if every or vectors is None else [vectors[i] for i in ask],
+                now,
             )
-        else:
-            hits = [None] * len(reqs)
-            if ask:
-                asked = [reqs[i] for i in ask]
-                got = self.near.lookup_many(  # type: ignore[union-attr]  # (as above)
-                    asked,
-                    [_key_scope(r.key) for r in asked],
-                    None if vectors is None else [vectors[i] for i in ask],
-                    now,
-                )
-                for i, hit in zip(ask, got, strict=True):
-                    hits[i] = hit
+            for i, hit in zip(ask, got, strict=True):
+                hits[i] = hit
         keep: list[bool] = []
         st = self.stats
         for r, hit in zip(reqs, hits, strict=True):
@@ -775,14 +778,8 @@ class Core:
             keep.append(False)
             twins = followers.pop(r.key, None) if followers else None
             for q in (r, *(t for t in twins or () if t.state == RAW)):
-                q.reuse_age = hit.age
-                q.similarity = hit.similarity
-                q.exact = False
                 st.record_near_reuse(hit.similarity)
-                st.duplicates += 1
-                st.reuse_hits += 1
-                self._release(1)
-                self._answers.finish(q, hit.result, None)
+                self._serve_stored(q, hit.result, hit.age, hit.similarity, False)
         return keep
 
     def _lane_reused(self, norm: Any) -> Any:
