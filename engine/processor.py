@@ -275,18 +275,21 @@ class BatchProcessor(Generic[R]):
         size: int | None,
         fut: asyncio.Future[Any] | None = None,
         general: bool = False,
+        fresh: bool = False,
     ) -> tuple[asyncio.Future[Any], Any]:
         """Queue one request off :meth:`process`'s hot path: the first call on a loop, a
         closed processor, a full queue (``on_full``), or the general path (the lane is not
         open). ``size``: the request's checked size, if :meth:`process` checked it;
-        ``general``: it takes the general path (its own ``"embedding"`` is checked here).
-        Returns the future its caller waits on and what holds it (a lane row or a record)."""
+        ``general``: it takes the general path (its own ``"embedding"`` is checked here);
+        ``fresh``: its call said ``reuse=False`` with reuse on (the general path too: the row
+        lane has no per-request flags). Returns the future its caller waits on and what holds
+        it (a lane row or a record)."""
         core, loop, deadline = self._open_call(timeout)  # (raises when closed)
         if self._ready is None:  # (open: _open_call raised if not)
             self._bind_calls(loop)
         if fut is None:
             fut = loop.create_future()
-        while core.lane_open and not general:
+        while core.lane_open and not (general or fresh):
             if size is None:
                 size = request_size(request, 0, self._config.max_request_bytes)
             holder = core.submit_one(fut, request, priority, deadline)
@@ -295,6 +298,8 @@ class BatchProcessor(Generic[R]):
             if not core.make_room(priority):  # (raises for on_full="reject")
                 await core.wait_for_room(deadline)
         rec = self._single_record(request, priority, deadline, size, fut)
+        if fresh:
+            rec.fresh = True
         while not core.make_room(priority):
             await core.wait_for_room(deadline)
         core.submit(rec)
@@ -416,14 +421,14 @@ class BatchProcessor(Generic[R]):
             # in the row lane when it can go now (engine/lane.py: no record)
             if priority != 0 or timeout is not None:
                 self._check_call_args(priority, timeout)
-            if reuse is not True:
-                if not check_reuse_flag(reuse) and self._core.reuse is not None:
-                    return await self._process_fresh(requests, priority, timeout)
+            fresh = False
+            if reuse is not True:  # (False with reuse on: a record marked fresh)
+                fresh = not check_reuse_flag(reuse) and self._core.reuse is not None
             loop = _get_running_loop()
             core = self._core
-            if self._ready is not loop:  # (the first call on a loop, or closed)
+            if self._ready is not loop or fresh:  # (the first call on a loop, or closed)
                 fut, holder = await self._queue_one(
-                    requests, priority, timeout, None, None, self._own_vector(requests)
+                    requests, priority, timeout, None, None, self._own_vector(requests), fresh
                 )
             else:
                 c = self._config
@@ -475,25 +480,6 @@ class BatchProcessor(Generic[R]):
             raise
         self._settled(submitted)
         return results
-
-    async def _process_fresh(self, request: Any, priority: int, timeout: float | None) -> Any:
-        """One request of ``process(..., reuse=False)`` with reuse on: a record on the general
-        path marked ``fresh`` (the row lane has no per-request flags)."""
-        core, loop, deadline = self._open_call(timeout)
-        fut = loop.create_future()
-        rec = self._single_record(request, priority, deadline, None, fut)
-        rec.fresh = True
-        while not core.make_room(priority):
-            await core.wait_for_room(deadline)
-        core.submit(rec)
-        try:
-            value = await fut
-        except BaseException:
-            self._left(fut, rec)
-            raise
-        if self._moved:
-            self._moved.pop((id(fut), 0), None)
-        return value
 
     async def process_streaming(
         self,
