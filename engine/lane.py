@@ -150,6 +150,12 @@ class LaneGroup:
                     out.append(tuple(more[i : i + ROW]))
         return out
 
+    def similarity_of(self, sink: Any, rid: int) -> float:
+        """The merge similarity of twin row ``(sink, rid)`` (1.0 unless it merged as a near
+        twin: :attr:`sims`)."""
+        sims = self.sims
+        return 1.0 if sims is None else sims.get((sink, rid), 1.0)
+
     def drop(self, sink: Any, rid: int) -> tuple[float, float | None] | None:
         """The caller ``(sink, rid)`` leaves: its ``(arrival, deadline)``; None if it is not
         one of this item's (or was answered already: ``live`` is 0)."""

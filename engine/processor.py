@@ -174,14 +174,8 @@ class BatchProcessor(Generic[R]):
                             s.set_result(value)
                     else:
                         rid = more[i + 1]
-                        sims = g.sims
-                        s.deliver(
-                            rid,
-                            value,
-                            None,
-                            g.rid if g.lead is s else -1,
-                            1.0 if sims is None else sims.get((s, rid), 1.0),
-                        )
+                        lead = g.rid if g.lead is s else -1
+                        s.deliver(rid, value, None, lead, g.similarity_of(s, rid))
         return arrivals
 
     @staticmethod
@@ -192,9 +186,8 @@ class BatchProcessor(Generic[R]):
         elif sink is g.lead and rid == g.rid:  # (the item's own caller)
             sink.deliver(rid, None, error)
         else:  # a twin: its merge meta, as for a record
-            sims = g.sims
-            sim = 1.0 if sims is None else sims.get((sink, rid), 1.0)
-            sink.deliver(rid, None, error, g.rid if g.lead is sink else -1, sim)
+            lead = g.rid if g.lead is sink else -1
+            sink.deliver(rid, None, error, lead, g.similarity_of(sink, rid))
 
     def _lane_repoint(self, sink: Any, rid: int, holder: Any) -> None:
         self._moved[(id(sink), rid)] = holder
