@@ -318,6 +318,22 @@ class LeaderIndex:
         counts = self._leaders_in
         return bool(counts) and not counts.keys().isdisjoint(pids)
 
+    def _grow_rows(self, start: int, need: int) -> None:
+        """Room for rows up to ``need`` in every row array (rows before ``start`` kept; the
+        per-pass ``refused`` and ``rsim`` start empty), and a matrix of the index's dim."""
+        if need > self.mat.shape[0] or self.mat.shape[1] != self.dim:
+            np = self._np
+            cap = max(64, need * 2)
+            if self.mat.shape[1] != self.dim:
+                self.mat = np.empty((0, self.dim), np.float32)
+            for name in _ROW_ARRAYS:  # each keeps its rows, in arrays of ``cap``
+                old = getattr(self, name)
+                grown = np.zeros((cap, *old.shape[1:]), old.dtype)
+                grown[:start] = old[:start]
+                setattr(self, name, grown)
+            self.refused = np.zeros(cap, np.int64)  # (per pass: nothing to keep)
+            self.rsim = np.zeros(cap, np.float32)
+
     def _grow_pools(self, used: int, total: int) -> None:
         """Room for ``total`` key-word entries in the word pools (``used`` of them kept)."""
         if total > self.pools[0].shape[0]:
@@ -349,7 +365,6 @@ class LeaderIndex:
         and sketch producers, the greedy pass's rescans and late leaders) gets them first.
         For an embedding that is a function of the text alone (the default hashing
         embedder): the lists and decisions are those with every vector there."""
-        np = self._np
         n_new = len(pids)
         self.settle()
         # compact when dead rows outnumber live ones, and not below 4,096 of them: each
@@ -374,17 +389,7 @@ class LeaderIndex:
             self._compact()
             start = len(self.owners)
             need = start + n_new
-        if need > self.mat.shape[0] or self.mat.shape[1] != self.dim:
-            cap = max(64, need * 2)
-            if self.mat.shape[1] != self.dim:
-                self.mat = np.empty((0, self.dim), np.float32)
-            for name in _ROW_ARRAYS:  # each keeps its rows, in arrays of ``cap``
-                old = getattr(self, name)
-                grown = np.zeros((cap, *old.shape[1:]), old.dtype)
-                grown[:start] = old[:start]
-                setattr(self, name, grown)
-            self.refused = np.zeros(cap, np.int64)  # (per pass: nothing to keep)
-            self.rsim = np.zeros(cap, np.float32)
+        self._grow_rows(start, need)
         if vectors is None:
             self.vec[start:need] = 0
             self.texts.extend(texts)  # type: ignore[arg-type]
@@ -578,14 +583,17 @@ class LeaderIndex:
         none (the guards that make the pre-check sound are not in force)."""
         if not self._pass_keyed:
             return None
-        n = len(self.owners)
+        return self._word_data(len(self.owners))
+
+    def _word_data(self, stop: int) -> Any:
+        """:meth:`word_data` of rows ``[0, stop)`` (with query rows past the last row)."""
         return (
             *self.pools,
-            self.woff[:n],
-            self.wlen[:n],
-            self.wtot[:n],
-            self.refused[:n],
-            self.rsim[:n],
+            self.woff[:stop],
+            self.wlen[:stop],
+            self.wtot[:stop],
+            self.refused[:stop],
+            self.rsim[:stop],
         )
 
     def _table_keys(self) -> Any:
@@ -704,14 +712,7 @@ class LeaderIndex:
             self._file_unfiled(n)
         self._query_rows(vectors, pids, profiles, n)
         stop = n + m
-        wd = (
-            *self.pools,
-            self.woff[:stop],
-            self.wlen[:stop],
-            self.wtot[:stop],
-            self.refused[:stop],
-            self.rsim[:stop],
-        )
+        wd = self._word_data(stop)
         try:
             off, rows, sims = self.table.candidates(
                 self.mat[:stop],
@@ -735,20 +736,8 @@ class LeaderIndex:
         """Write query rows at ``n ..`` (past the last row: room made as :meth:`append`
         makes it, but no row counted) and their key words past the pools' fill (not
         counted either: the next append writes over both)."""
-        np = self._np
-        m = len(pids)
-        need = n + m
-        if need > self.mat.shape[0] or self.mat.shape[1] != self.dim:
-            cap = max(64, need * 2)
-            if self.mat.shape[1] != self.dim:
-                self.mat = np.empty((0, self.dim), np.float32)
-            for name in _ROW_ARRAYS:
-                old = getattr(self, name)
-                grown = np.zeros((cap, *old.shape[1:]), old.dtype)
-                grown[:n] = old[:n]
-                setattr(self, name, grown)
-            self.refused = np.zeros(cap, np.int64)
-            self.rsim = np.zeros(cap, np.float32)
+        need = n + len(pids)
+        self._grow_rows(n, need)
         wt = _load().words
         used = self._pool_used
         self._grow_pools(used, used + wt.profile_entries(profiles))
