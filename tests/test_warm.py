@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import CHILD_PYTHONPATH
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,7 +22,11 @@ def test_nothing_compiles_after_warm_up(strategy, cold_start, tmp_path):
     # cold_start="serve" (near dedup turns on once a separate process compiled its kernels, which
     # then load here) is checked by tests/e2e/test_coldstart_serve.py's embedded first start: the
     # same rehearsal after near dedup turned on (one empty-cache compile fewer in the suite)
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"),
+        "PYTHONPATH": CHILD_PYTHONPATH,
+    }
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "warm_probe.py"), strategy, cold_start],
         capture_output=True,

@@ -22,6 +22,9 @@ from tests.conftest import run_name
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
+#: PYTHONPATH for a child process: the caller's own first (a worktree's import shim), then the
+#: repo root (tests.e2e.handlers); a child never imports another checkout than its parent's.
+CHILD_PYTHONPATH = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
 
 
 class EngineProc:
@@ -93,7 +96,7 @@ def start_engine(tmp_path: Path, engine_name: str) -> Iterator:
         env: dict[str, str] | None = None,
         handler: str = "tests.e2e.handlers:echo",
     ) -> EngineProc:
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        full_env = {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, **(env or {})}
         log = tmp_path / f"engine-{len(started)}.log"
         eng = EngineProc(name or engine_name, ["--handler", handler, *args], full_env, log)
         started.append(eng)
@@ -112,7 +115,7 @@ def run_workers(
     args_list: list[list[str]], env: dict[str, str] | None = None, timeout: float = 90.0
 ) -> list[subprocess.Popen]:
     """Start ``tests/e2e/client_worker.py`` processes (not waited for)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, **(env or {})}
     return [
         subprocess.Popen(
             [sys.executable, str(ROOT / "tests/e2e/client_worker.py"), *args],

@@ -26,7 +26,7 @@ from stratabatch.client import EngineClient
 from stratabatch.ipc.segment import Segment, segment_name
 from stratabatch.wire import CONTROL_MAGIC, CONTROL_VERSION
 
-from .conftest import ROOT
+from .conftest import CHILD_PYTHONPATH, ROOT
 
 _SLOT_BASE, _SLOT_WORDS = 8, 4
 
@@ -92,7 +92,7 @@ def test_a_forked_child_does_not_keep_the_connections_its_parent_closes(start_en
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": CHILD_PYTHONPATH},
         cwd=ROOT,
     )
     assert worker.stdin is not None and worker.stdout is not None

@@ -27,10 +27,10 @@ from stratabatch.monitor.cli import (
     main,
 )
 from stratabatch.monitor.snapshot import engine_alive, shm_path
-from tests.e2e.conftest import EngineProc
+from tests.e2e.conftest import CHILD_PYTHONPATH, EngineProc
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH}
 ENGINE_ARGS = ["--handler", "tests.e2e.handlers:echo", "--dedup-strategy", "exact"]
 
 
