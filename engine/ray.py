@@ -706,7 +706,9 @@ def get_stats(app_name: str, deployment: str | None = None, *, timeout: float = 
     Blocks (Ray's ``ray.get``): from async code, run it in a thread
     (``await asyncio.to_thread(get_stats, "answers")``). Each replica answers with a snapshot
     taken after the call began, so requests whose answers a caller has received are all
-    counted. docs/ray.md says how fields that do not add up are merged.
+    counted. A replica that is gone keeps its counts in the totals, not what it held (its
+    queue, its reuse cache's entries and bytes). docs/ray.md says how fields that do not add
+    up are merged.
 
     Args:
         app_name: The Serve application's name.
