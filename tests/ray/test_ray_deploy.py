@@ -29,7 +29,7 @@ from ray import cloudpickle, serve
 
 import stratabatch
 from stratabatch import BatchTimeoutError, ConfigError, HandlerError, InvalidRequestError, Stats
-from stratabatch.errors import StratabatchError
+from stratabatch.errors import StratabatchError, copy_error
 from stratabatch.ray import (
     ForgetIncompleteError,
     batch_handle,
@@ -697,6 +697,10 @@ async def test_a_forget_round_sums_the_live_replicas_and_names_one_that_fails() 
         assert (e.value.dropped, list(e.value.replicas)) == (4, ["r3"])
         assert "replica r3 failed: RuntimeError: the cache is locked" in str(e.value)
         assert "The others dropped 4 entries" in str(e.value)
+        # (it crosses Ray, pickled, and the ingress's copy of it: every field kept)
+        for copy in (cloudpickle.loads(cloudpickle.dumps(e.value)), copy_error(e.value)):
+            assert (type(copy), str(copy)) == (ForgetIncompleteError, str(e.value))
+            assert (copy.dropped, copy.replicas) == (4, e.value.replicas)
         await board.leave("r3", {})
         assert forget_total([await board.forget(None, 1.0)], 1.0) == 2  # bob's
         assert a.cache == b.cache == {} and board._orders == {}
