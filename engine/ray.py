@@ -13,14 +13,16 @@ the stratabatch core (one :class:`~stratabatch.BatchProcessor` a replica).
     result = await handle.remote({"query": "hi"})             # one request -> one result
     results = await handle.process.remote([{...}, {...}])     # a list -> a list, same order
     stats = get_stats("answers")                              # one Stats for every replica
+    dropped = forget("answers")                               # reuse entries, every replica
 
 The application that ``.bind()`` returns has two deployments: the batch deployment (named after
 the handler, or ``name``), whose replicas hold the processors, and a thin ingress in front of it
 (``<name>_ingress``) that takes HTTP bodies and handle calls and forwards each request through a
 handle to the batch deployment, so that its request router sees the request itself (Serve's
 proxy routes before it reads a body). The router, with ``route="twins"``, sends requests with
-the same dedup scope and key to the same replica, where they merge. docs/ray.md has the rest:
-options, HTTP, errors and what Serve retries, statistics and metrics.
+the same dedup scope and key to the same replica, where they merge, and where the replica's
+reuse cache (the ``reuse`` options) holds their answer for later twins. docs/ray.md has the
+rest: options, HTTP, errors and what Serve retries, statistics and metrics, reuse.
 
 Needs the ``ray`` extra (``pip install "stratabatch[ray]"``); ``import stratabatch`` never
 imports Ray.
@@ -56,23 +58,28 @@ from .errors import (
     safe_str,
 )
 from .processor import BatchProcessor
-from .rayclient import CoalescingHandle
+from .rayclient import CoalescingHandle, call_forget
 from .raystats import (
     BOARD_NAME,
+    ForgetIncompleteError,
     ReplicaMetrics,
     StatsBoard,
-    merge_stats,
-    stats_from_dict,
+    forget_total,
+    merge_rounds,
     stats_to_dict,
 )
+from .reusecontrol import check_forget_scope, check_reuse_flag
+from .reusecontrol import forget as check_forget
 from .stats import Stats
 
 __all__ = [
     "CoalescingHandle",
+    "ForgetIncompleteError",
     "StratabatchDeployment",
     "batch_handle",
     "coalescing_handle",
     "deployment",
+    "forget",
     "get_stats",
 ]
 
@@ -80,6 +87,8 @@ Route = Literal["twins", "serve"]
 _ROUTES = ("twins", "serve")
 _REPORT_POLL_S = 10.0  # a replica's open poll on its stats board is renewed this often
 _METRICS_EVERY_S = 1.0  # a replica brings its Ray metrics up to date this often
+FORGET_TIMEOUT_S = 5.0
+"""How long ``forget`` waits for every live replica's answer, by default."""
 
 
 def _router_config(route: Route, config: BatchConfig, imbalance: int | None) -> Any:
@@ -147,11 +156,18 @@ class _Replica:
         self._tasks = [loop.create_task(self._report()), loop.create_task(self._feed_metrics())]
 
     async def __call__(
-        self, request: Mapping[str, Any], *, priority: int = 0, timeout: float | None = None
+        self,
+        request: Mapping[str, Any],
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+        reuse: bool = True,
     ) -> Any:
         """One request (a mapping) -> its result."""
         _check_request(request)
-        return await self.processor.process(request, priority=priority, timeout=timeout)
+        return await self.processor.process(
+            request, priority=priority, timeout=timeout, reuse=reuse
+        )
 
     async def process(
         self,
@@ -160,6 +176,7 @@ class _Replica:
         priority: int = 0,
         timeout: float | None = None,
         return_exceptions: bool = False,
+        reuse: bool = True,
     ) -> list[Any]:
         """A list of requests -> their results, in the same order, all on this replica."""
         _check_list(requests)
@@ -168,7 +185,22 @@ class _Replica:
             priority=priority,
             timeout=timeout,
             return_exceptions=return_exceptions,
+            reuse=reuse,
         )
+
+    async def forget(
+        self, scope: Mapping[str, Any] | None = None, *, timeout: float = FORGET_TIMEOUT_S
+    ) -> int:
+        """Drop stored answers of the reuse cache on every replica of the deployment (not only
+        this one): the deployment's stats board orders it, as :func:`forget` does."""
+        check_forget(None, self.processor.config.dedup_scope, scope)  # (drops nothing)
+        _check_timeout(timeout)
+        board = await self._board()
+        try:
+            outcome = await board.forget.remote(scope, timeout)
+        except ray.exceptions.RayTaskError as e:
+            raise _cause(e) from None
+        return forget_total([outcome], timeout)
 
     def get_stats(self) -> Stats:
         """This replica's statistics (its processor's)."""
@@ -197,16 +229,24 @@ class _Replica:
                 if board is None:
                     board = await self._board()
                     seen = await board.join.remote(self._replica, me)
-                now = await board.poll.remote(seen, _REPORT_POLL_S)
+                now, orders = await board.poll.remote(seen, _REPORT_POLL_S)
                 if now > seen and not self._closing:
+                    dropped = {r: self._forget_order(scope) for r, scope in orders}
                     snap = stats_to_dict(self.processor.get_stats())
-                    await board.report.remote(self._replica, now, snap)
+                    await board.report.remote(self._replica, now, snap, dropped)
                     seen = now
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the board died or is being recreated
                 board = None
                 await asyncio.sleep(0.5)
+
+    def _forget_order(self, scope: Any) -> int | str:
+        """Carry out a forget order of the board: the entries dropped, or why it failed."""
+        try:
+            return self.processor.forget(scope)
+        except Exception as e:  # noqa: BLE001 - the caller of forget is told, by the board
+            return f"{type(e).__name__}: {safe_str(e)}"
 
     async def _feed_metrics(self) -> None:
         while not self._closing:
@@ -248,6 +288,21 @@ def _check_request(request: Any) -> None:
         )
 
 
+def _check_timeout(timeout: Any) -> None:
+    """``forget``'s ``timeout``: seconds, > 0."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ConfigError(f"timeout must be seconds > 0, got {timeout!r}", field="timeout")
+
+
+def _cause(error: Any) -> BaseException:
+    """The error to raise for a RayTaskError from the board: a stratabatch error or a
+    TypeError (the argument's checks) as itself, anything else as it came."""
+    cause = error.cause
+    if isinstance(cause, (StratabatchError, TypeError)):
+        return copy_error(cause)
+    return cast(BaseException, error)
+
+
 def _check_list(requests: Any) -> None:
     """``process`` takes a list (or tuple) of requests, not one request."""
     if isinstance(requests, Mapping) or not isinstance(requests, (list, tuple)):
@@ -260,8 +315,9 @@ class _Ingress:
     """The application's ingress: HTTP bodies and handle calls, forwarded request by request
     through a handle to the batch deployment (whose router then sees each request)."""
 
-    def __init__(self, batch: Any) -> None:
+    def __init__(self, batch: Any, dedup_scope: Sequence[str] = ()) -> None:
         self._batch = batch
+        self._scope = tuple(dedup_scope)  # (what forget may name, checked here)
 
     async def __call__(self, request: Any, **kwargs: Any) -> Any:
         if _is_http(request):  # (first: starlette's Request is a Mapping too)
@@ -276,16 +332,20 @@ class _Ingress:
         priority: int = 0,
         timeout: float | None = None,
         return_exceptions: bool = False,
+        reuse: bool = True,
     ) -> list[Any]:
         """A list of requests -> their results in the same order; each request is routed on
         its own (twins of different lists meet on one replica)."""
         _check_list(requests)
+        check_reuse_flag(reuse)
         for i, r in enumerate(requests):
             if not isinstance(r, Mapping):
                 raise InvalidRequestError(
                     f"request {i}: a request is a mapping, got {type(r).__name__}"
                 )
-        responses = [self._batch.remote(r, priority=priority, timeout=timeout) for r in requests]
+        responses = [
+            self._batch.remote(r, priority=priority, timeout=timeout, reuse=reuse) for r in requests
+        ]
         tasks = [asyncio.ensure_future(_unwrapped(x)) for x in responses]
         try:
             if return_exceptions:
@@ -301,6 +361,15 @@ class _Ingress:
             return failed[0].result()  # (raises it)
         return [t.result() for t in tasks]
 
+    async def forget(
+        self, scope: Mapping[str, Any] | None = None, *, timeout: float = FORGET_TIMEOUT_S
+    ) -> int:
+        """Drop stored answers of the reuse cache on every replica of the batch deployment,
+        as :func:`forget` does; the entries dropped."""
+        check_forget(None, self._scope, scope)  # (drops nothing: no replica is asked yet)
+        _check_timeout(timeout)
+        return int(await call_forget(self._batch, scope, timeout))
+
     async def _http(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
 
@@ -310,10 +379,12 @@ class _Ingress:
                 payload = _json_loads(body)
             except ValueError as e:
                 raise InvalidRequestError(f"the body is not JSON: {e}") from None
+            # "Cache-Control: no-cache": a fresh answer, as reuse=False (HTTP's own words)
+            reuse = "no-cache" not in request.headers.get("cache-control", "").lower()
             if isinstance(payload, list):
-                result: Any = await self.process(payload)
+                result: Any = await self.process(payload, reuse=reuse)
             elif isinstance(payload, Mapping):
-                result = await _unwrapped(self._batch.remote(payload))
+                result = await _unwrapped(self._batch.remote(payload, reuse=reuse))
             else:
                 raise InvalidRequestError(
                     "the body is one request (a JSON object) or a list of them, got "
@@ -403,9 +474,12 @@ class StratabatchDeployment:
     ``.ingress_name`` the ingress's.
     """
 
-    def __init__(self, batch: Any, ingress: Any, name: str) -> None:
+    def __init__(
+        self, batch: Any, ingress: Any, name: str, dedup_scope: Sequence[str] = ()
+    ) -> None:
         self._batch = batch
         self._ingress = ingress
+        self._scope = list(dedup_scope)
         self.name = name
         """The batch deployment's name (its replicas hold the processors)."""
         self.ingress_name = f"{name}_ingress"
@@ -433,12 +507,14 @@ class StratabatchDeployment:
                 "the stats board); give them to deployment() instead",
                 field=fixed[0],
             )
-        return StratabatchDeployment(self._batch.options(**serve_options), self._ingress, self.name)
+        return StratabatchDeployment(
+            self._batch.options(**serve_options), self._ingress, self.name, self._scope
+        )
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         """The Serve application: the ingress bound to the batch deployment, whose replicas
         get ``args`` and ``kwargs`` (a class handler's ``__init__`` arguments)."""
-        return self._ingress.bind(self._batch.bind(*args, **kwargs))
+        return self._ingress.bind(self._batch.bind(*args, **kwargs), self._scope)
 
     def __repr__(self) -> str:
         return f"<stratabatch.ray deployment {self.name!r}>"
@@ -535,6 +611,7 @@ def deployment(
                 DeploymentActorConfig(
                     name=BOARD_NAME,
                     actor_class=ray.remote(StatsBoard),
+                    init_kwargs={"dedup_scope": list(config.dedup_scope)},
                     actor_options={"num_cpus": 0},
                 )
             ],
@@ -551,7 +628,7 @@ def deployment(
             max_ongoing_requests=max(1000, max_ongoing_requests * num_replicas),
             ray_actor_options={"num_cpus": 0},
         )
-        return StratabatchDeployment(batch, ingress, dep_name)
+        return StratabatchDeployment(batch, ingress, dep_name, config.dedup_scope)
 
     return build if handler is None else build(handler)
 
@@ -629,7 +706,9 @@ def get_stats(app_name: str, deployment: str | None = None, *, timeout: float = 
     Blocks (Ray's ``ray.get``): from async code, run it in a thread
     (``await asyncio.to_thread(get_stats, "answers")``). Each replica answers with a snapshot
     taken after the call began, so requests whose answers a caller has received are all
-    counted. docs/ray.md says how fields that do not add up are merged.
+    counted. A replica that is gone keeps its counts in the totals, not what it held (its
+    queue, its reuse cache's entries and bytes). docs/ray.md says how fields that do not add
+    up are merged.
 
     Args:
         app_name: The Serve application's name.
@@ -652,9 +731,60 @@ def get_stats(app_name: str, deployment: str | None = None, *, timeout: float = 
             f"no stratabatch {which}application {app_name!r} is running on this Ray cluster"
         )
     rounds = ray.get([b.collect.remote(timeout) for b in boards], timeout=timeout + 5.0)
-    parts = []
-    for r in rounds:
-        for snap in (*r["replicas"].values(), *r["gone"].values()):
-            if snap:
-                parts.append(stats_from_dict(snap))
-    return merge_stats(parts)
+    return merge_rounds(rounds)
+
+
+def forget(
+    app_name: str,
+    scope: Mapping[str, Any] | None = None,
+    deployment: str | None = None,
+    *,
+    timeout: float = FORGET_TIMEOUT_S,
+) -> int:
+    """Drop stored answers of the reuse cache (the ``reuse`` option) on every replica of an
+    application's stratabatch deployment(s), as ``BatchProcessor.forget`` drops them in one
+    process: every entry (``scope=None``), or those whose ``dedup_scope`` fields equal the
+    mapping's.
+
+    Blocks (Ray calls), as :func:`get_stats`. A handle does the same without blocking:
+    ``await handle.forget.remote(scope)`` (the application's handle or
+    :func:`batch_handle`'s), or :meth:`CoalescingHandle.forget`.
+
+    Args:
+        app_name: The Serve application's name.
+        scope: None, or a mapping of ``dedup_scope`` fields to values.
+        deployment: Only this batch deployment of the application; None: all of them.
+        timeout: Seconds to wait for the replicas' answers.
+
+    Returns:
+        The entries dropped, summed over the replicas (0 with reuse off). A replica that is
+        gone (stopped, or dead) held its entries in its own memory: they went with it, and it
+        adds nothing.
+
+    Raises:
+        TypeError: ``scope`` is neither None nor a mapping with str keys (nothing is sent).
+        InvalidRequestError: ``scope`` names a field that is not a ``dedup_scope`` field
+            (no replica is asked).
+        ForgetIncompleteError: A live replica failed to forget, or did not answer within
+            ``timeout``; it names each, and ``.dropped`` is what the others dropped.
+        StratabatchError: The application has no stratabatch deployment (of that name).
+    """
+    check_forget_scope(scope)
+    _check_timeout(timeout)
+    if not ray.is_initialized():
+        raise StratabatchError(
+            "forget reaches the replicas through Ray: connect to the cluster first "
+            "(ray.init(address=...))"
+        )
+    boards = [b for d, b in _boards(app_name) if deployment is None or d == deployment]
+    if not boards:
+        which = f"deployment {deployment!r} in " if deployment else ""
+        raise StratabatchError(
+            f"no stratabatch {which}application {app_name!r} is running on this Ray cluster"
+        )
+    try:  # every board checks the argument before any is told to forget
+        ray.get([b.check_forget.remote(scope) for b in boards], timeout=timeout + 5.0)
+        outcomes = ray.get([b.forget.remote(scope, timeout) for b in boards], timeout=timeout + 5.0)
+    except ray.exceptions.RayTaskError as e:
+        raise _cause(e) from None
+    return forget_total(outcomes, timeout)

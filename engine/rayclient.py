@@ -16,6 +16,8 @@ Each caller's future gets its own request's answer or error.
 
     handle = coalescing_handle("answers")
     result = await handle.remote({"query": "hi"}, timeout=5.0)
+    fresh = await handle.remote({"query": "hi"}, reuse=False)   # not from the reuse cache
+    dropped = await handle.forget()                              # on every replica
 
 Needs the ``ray`` extra; imported by :mod:`stratabatch.ray`, which re-exports its names.
 """
@@ -31,10 +33,27 @@ import ray
 
 from . import rayrouter
 from .errors import BatchTimeoutError, InvalidRequestError, StratabatchError, copy_error
+from .reusecontrol import check_forget_scope
 
-__all__ = ["CoalescingHandle"]
+__all__ = ["CoalescingHandle", "call_forget"]
 
-_Entry = tuple[Mapping[str, Any], "asyncio.Future[Any]", int, Any, "asyncio.TimerHandle | None"]
+# (request, its future, priority, timeout, the timeout's timer, reuse)
+_Entry = tuple[
+    Mapping[str, Any], "asyncio.Future[Any]", int, Any, "asyncio.TimerHandle | None", bool
+]
+
+
+async def call_forget(handle: Any, scope: Mapping[str, Any] | None, timeout: float) -> int:
+    """``forget`` through a handle to the batch deployment: the replica that takes the call
+    has the deployment's stats board order every replica to forget (docs/ray.md). A
+    stratabatch error, or the ``TypeError`` of a bad argument, raised as itself."""
+    try:
+        # (keywords only: the twin router finds no request to key, and counts the call apart)
+        return int(await handle.options(method_name="forget").remote(scope=scope, timeout=timeout))
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, (StratabatchError, TypeError)):
+            raise copy_error(e.cause) from None
+        raise
 
 
 class CoalescingHandle:
@@ -68,6 +87,7 @@ class CoalescingHandle:
             raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
         if not isinstance(flush_ms, (int, float)) or not 0 <= flush_ms <= 1000:
             raise ValueError(f"flush_ms must be in [0, 1000], got {flush_ms!r}")
+        self._handle = handle
         self._process = handle.options(method_name="process")  # (makes the handle's router)
         self._app: str = handle.app_name
         self._deployment: str = handle.deployment_name
@@ -83,11 +103,21 @@ class CoalescingHandle:
         """Requests sent so far (``requests / calls``: the mean group)."""
 
     def remote(
-        self, request: Mapping[str, Any], *, priority: int = 0, timeout: float | None = None
+        self,
+        request: Mapping[str, Any],
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+        reuse: bool = True,
     ) -> asyncio.Future[Any]:
         """Submit one request; its future gets the result or the error, as
         ``batch_handle(...).remote(request)`` would (a stratabatch error raised as itself, a
         Ray error as Ray's: ``ActorDiedError`` when the replica died, "may have run").
+
+        ``reuse=False`` asks for a fresh answer: the replica's reuse cache answers none of
+        this request (it still merges with twins in the window, and its answer is stored),
+        as ``BatchProcessor.process(..., reuse=False)``. Such requests go in calls of their
+        own, with their priority and timeout.
 
         ``timeout`` bounds the wait from this call on: the replica gets what is left of it, and
         the future fails with ``BatchTimeoutError`` at the deadline if no answer came (the
@@ -110,11 +140,19 @@ class CoalescingHandle:
                 )
             )
             return fut
+        if reuse is not True and reuse is not False:
+            fut.set_exception(
+                InvalidRequestError(
+                    f"reuse must be True or False, got {reuse!r} (per call, False bypasses "
+                    "the reuse cache; the deployment's mode is its reuse option)"
+                )
+            )
+            return fut
         timer = None
         if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
             timer = loop.call_at(loop.time() + timeout, _expire, fut)
         pending = self._pending
-        pending.append((request, fut, priority, timeout, timer))
+        pending.append((request, fut, priority, timeout, timer, reuse))
         if len(pending) == 1:
             if self.flush_s:
                 loop.call_later(self.flush_s, self._flush)
@@ -137,10 +175,10 @@ class CoalescingHandle:
                 if key is None:  # unkeyed, or a call argument the replica refuses: alone
                     groups[i] = [e]
                 else:
-                    groups.setdefault((rendezvous(key, ids), e[2], e[3]), []).append(e)
+                    groups.setdefault((rendezvous(key, ids), e[2], e[3], e[5]), []).append(e)
         elif router is None and self._answered:
             for i, e in enumerate(batch):  # Serve's own router: it picks each call's replica
-                groups.setdefault((None, e[2], e[3]) if _plain(e) else i, []).append(e)
+                groups.setdefault((None, e[2], e[3], e[5]) if _plain(e) else i, []).append(e)
         else:
             groups = {i: [e] for i, e in enumerate(batch)}
         loop = self._loop
@@ -157,6 +195,7 @@ class CoalescingHandle:
                     priority=chunk[0][2],
                     timeout=timeout,
                     return_exceptions=True,
+                    reuse=chunk[0][5],
                 )
                 call = _Call(response, len(chunk))
                 for e in chunk:
@@ -167,6 +206,22 @@ class CoalescingHandle:
                 self.calls += 1
                 self.requests += len(chunk)
 
+    async def forget(self, scope: Mapping[str, Any] | None = None, *, timeout: float = 5.0) -> int:
+        """Drop stored answers of the reuse cache on every replica of the deployment, as
+        :func:`stratabatch.ray.forget` does, without blocking the event loop.
+
+        Returns:
+            The entries dropped, summed over the replicas (0 with reuse off).
+
+        Raises:
+            TypeError: ``scope`` is neither None nor a mapping with str keys (nothing sent).
+            InvalidRequestError: ``scope`` names a field that is not a ``dedup_scope`` field.
+            ForgetIncompleteError: A live replica failed to forget, or did not answer in
+                ``timeout`` (from :mod:`stratabatch.ray`).
+        """
+        check_forget_scope(scope)
+        return await call_forget(self._handle, scope, timeout)
+
     async def _deliver(self, call: _Call, entries: list[_Entry]) -> None:
         """Each entry's answer from the call's list, or the call's error for all of them."""
         try:
@@ -175,10 +230,10 @@ class CoalescingHandle:
             call.answered = self._answered = True
             if isinstance(e, ray.exceptions.RayTaskError) and isinstance(e.cause, StratabatchError):
                 cause: BaseException = e.cause
-                for _, fut, _, _, timer in entries:
+                for _, fut, _, _, timer, _ in entries:
                     _settle(fut, timer, None, copy_error(cause))
             else:
-                for _, fut, _, _, timer in entries:
+                for _, fut, _, _, timer, _ in entries:
                     _settle(fut, timer, None, _fresh(e))
             if isinstance(e, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
                 raise
@@ -188,10 +243,10 @@ class CoalescingHandle:
             wrong = StratabatchError(
                 f"the replica answered {type(results).__name__} for a list of {len(entries)}"
             )
-            for _, fut, _, _, timer in entries:
+            for _, fut, _, _, timer, _ in entries:
                 _settle(fut, timer, None, copy_error(wrong))
             return
-        for (_, fut, _, _, timer), r in zip(entries, results, strict=True):
+        for (_, fut, _, _, timer, _), r in zip(entries, results, strict=True):
             if isinstance(r, BaseException):
                 _settle(fut, timer, None, r)
             else:

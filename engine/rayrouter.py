@@ -2,7 +2,8 @@
 fallback, and the ``RequestRouter`` that applies them (issue 22).
 
 Each replica of a :mod:`stratabatch.ray` deployment runs its own core, so two requests merge
-only when they reach the same replica. The router sends them there:
+only when they reach the same replica, and a repeat is answered from the reuse cache (the
+``reuse`` option) only on the replica that stored its answer. The router sends them there:
 
 * **Key.** :func:`route_key` is the core's exact key as bytes: the ``dedup_scope`` fields'
   canonical encoding, then the text under ``dedup_key`` after

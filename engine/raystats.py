@@ -13,6 +13,14 @@ stay in the totals. A replica that dies keeps the counts of its last snapshot (w
 after that is lost), and a round does not wait for it past its timeout.
 
 Merging (:func:`merge_stats`): counters add up; see the function for the fields that do not.
+:func:`merge_rounds` merges what rounds of boards gathered: a replica that is gone holds
+nothing any more, so its last snapshot counts without its gauges of what is held now (the
+queue, the reuse cache's entries and bytes).
+
+The board also carries ``forget`` orders (:meth:`StatsBoard.forget`): a round whose replicas
+each drop stored answers of their reuse cache before they answer it. A replica that is gone
+held its answers in its own memory, so they went with it; one that is live and fails or does
+not answer in time makes :func:`forget_total` raise :class:`ForgetIncompleteError`.
 
 This module imports nothing of Ray at import time except in :class:`ReplicaMetrics`, so the
 merge can be used and tested without it.
@@ -23,11 +31,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from stratabatch.ipc.counters_layout import STATS_HISTOGRAMS
 
+from .errors import StratabatchError
 from .stats import Stats
 
 BOARD_NAME = "stratabatch_stats"
@@ -54,6 +63,29 @@ _SUMMED = (
     "reuse_bytes",
 )
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Stats))
+_HELD = {"queue_depth": 0, "reuse_entries": 0, "reuse_bytes": 0}
+"""The fields of what a processor holds now: none for a replica that is gone."""
+
+
+class ForgetIncompleteError(StratabatchError, RuntimeError):
+    """``forget`` did not reach every live replica of the deployment: one failed, or did not
+    answer in time. The replicas that answered have dropped their entries.
+
+    Attributes:
+        dropped: The entries the replicas that answered dropped.
+        replicas: Each replica that did not, by its Serve replica id: what happened.
+    """
+
+    def __init__(
+        self, message: str, dropped: int = 0, replicas: Mapping[str, str] | None = None
+    ) -> None:
+        # (all in args: copies of the error, as stratabatch.ray makes them, keep every field)
+        super().__init__(message, dropped, dict(replicas or {}))
+        self.dropped = dropped
+        self.replicas = dict(replicas or {})
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def stats_to_dict(stats: Stats) -> dict[str, Any]:
@@ -138,15 +170,60 @@ def merge_stats(parts: Iterable[Stats]) -> Stats:
     )
 
 
+def merge_rounds(rounds: Iterable[Mapping[str, Any]]) -> Stats:
+    """One :class:`Stats` for what :meth:`StatsBoard.collect` rounds returned (one a board):
+    the live replicas' snapshots and those of the replicas that are gone, whose counts stay
+    in the totals but whose queue and reuse cache went with them (``queue_depth``,
+    ``reuse_entries`` and ``reuse_bytes`` count the live replicas only)."""
+    parts = []
+    for r in rounds:
+        parts += [stats_from_dict(s) for s in r["replicas"].values() if s]
+        parts += [stats_from_dict({**s, **_HELD}) for s in r["gone"].values() if s]
+    return merge_stats(parts)
+
+
+def forget_total(outcomes: Sequence[Mapping[str, Any]], timeout_s: float) -> int:
+    """The entries dropped, summed over what :meth:`StatsBoard.forget` returned (one a
+    board).
+
+    Raises:
+        ForgetIncompleteError: A live replica failed to forget, or did not answer within
+            ``timeout_s``; it names each, and carries what the others dropped.
+    """
+    dropped = 0
+    missed: dict[str, str] = {}
+    for o in outcomes:
+        dropped += sum(o["dropped"].values())
+        missed.update({r: f"failed: {m}" for r, m in o["failed"].items()})
+        missed.update({r: f"did not answer within {timeout_s:g} s" for r in o["stale"]})
+    if missed:
+        which = "; ".join(f"replica {r} {m}" for r, m in sorted(missed.items()))
+        raise ForgetIncompleteError(
+            f"forget reached {len(missed)} live replica(s) too few: {which}. The others "
+            f"dropped {dropped} entries; a replica that did not answer in time still drops "
+            "them when it gets the order (forget again to know)",
+            dropped,
+            missed,
+        )
+    return dropped
+
+
 class StatsBoard:
     """The deployment-scoped actor the replicas of one deployment report to (an async actor:
     Serve starts it with the deployment and removes it with it).
 
     Replicas call :meth:`join`, then loop on :meth:`poll` and :meth:`report`; a stopping
-    replica calls :meth:`leave` with its last snapshot. Readers call :meth:`collect`.
+    replica calls :meth:`leave` with its last snapshot. Readers call :meth:`collect`, and
+    :meth:`forget` for a round that drops stored answers on every replica first.
+
+    Args:
+        dedup_scope: The deployment's ``dedup_scope`` fields (what ``forget`` may name).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dedup_scope: Sequence[str] = ()) -> None:
+        self._scope = tuple(dedup_scope)
+        self._orders: dict[int, dict[str, Any] | None] = {}  # round -> forget scope, until seen
+        self._dropped: dict[int, dict[str, int | str]] = {}  # round -> replica -> count | error
         self._round = 0
         self._wake: asyncio.Event | None = None
         self._answered: asyncio.Event | None = None
@@ -162,15 +239,24 @@ class StatsBoard:
 
     async def join(self, replica: str, actor: Any) -> int:
         """Register ``replica`` (its Serve replica id) and its actor handle; returns the
-        current round, the first one it has to answer being the next."""
+        round it has seen: the current one, or the one before the oldest forget order still
+        going round (a replica may have stored answers before it joined)."""
         self._live.setdefault(replica, {})
-        self._seen.setdefault(replica, self._round)
+        first = min(self._orders, default=self._round + 1) - 1
+        self._seen.setdefault(replica, min(self._round, first))
         self._actors[replica] = actor
-        return self._round
+        return self._seen[replica]
 
-    async def poll(self, seen: int, wait_s: float) -> int:
-        """Wait until a round later than ``seen`` starts, or ``wait_s`` passes; returns the
-        current round (a replica answers it when it is later than ``seen``)."""
+    async def poll(
+        self, seen: int, wait_s: float
+    ) -> tuple[int, list[tuple[int, dict[str, Any] | None]]]:
+        """Wait until a round later than ``seen`` starts, or ``wait_s`` passes.
+
+        Returns:
+            The current round (a replica answers it when it is later than ``seen``) and the
+            forget orders of the rounds after ``seen``, oldest first: ``(round, scope)``, which
+            the replica carries out before it answers.
+        """
         wake, _ = self._events()
         deadline = time.monotonic() + wait_s
         while self._round <= seen:
@@ -181,14 +267,26 @@ class StatsBoard:
                 await asyncio.wait_for(wake.wait(), left)
             except TimeoutError:
                 break
-        return self._round
+        return self._round, [(r, o) for r, o in sorted(self._orders.items()) if r > seen]
 
-    async def report(self, replica: str, round_: int, stats: dict[str, Any]) -> None:
-        """A snapshot of ``replica``'s processor, taken after round ``round_`` began."""
+    async def report(
+        self,
+        replica: str,
+        round_: int,
+        stats: dict[str, Any],
+        dropped: Mapping[int, int | str] | None = None,
+    ) -> None:
+        """A snapshot of ``replica``'s processor, taken after round ``round_`` began, and what
+        it did with the forget orders :meth:`poll` gave it: by round, the entries it dropped
+        or why it failed (a str)."""
         if replica in self._gone:
             return
         self._live[replica] = stats
         self._seen[replica] = max(self._seen.get(replica, 0), round_)
+        for r, outcome in (dropped or {}).items():
+            if r in self._dropped:
+                self._dropped[r][replica] = outcome
+        self._prune()
         _, answered = self._events()
         answered.set()
 
@@ -198,8 +296,63 @@ class StatsBoard:
         self._seen.pop(replica, None)
         self._actors.pop(replica, None)
         self._gone[replica] = stats
+        self._prune()
         _, answered = self._events()
         answered.set()
+
+    def _prune(self) -> None:
+        """Drop the forget orders every live replica has carried out."""
+        low = min(self._seen.values(), default=self._round)
+        for r in [r for r in self._orders if r <= low]:
+            del self._orders[r]
+
+    def check_forget(self, scope: Any) -> None:
+        """Raise what ``forget(scope)`` would raise for its argument (nothing is dropped).
+
+        Raises:
+            TypeError: ``scope`` is neither None nor a mapping of str fields.
+            InvalidRequestError: It names a field that is not one of ``dedup_scope``.
+        """
+        from .reusecontrol import forget
+
+        forget(None, self._scope, scope)  # (checks; no cache: drops nothing)
+
+    async def forget(self, scope: Any, timeout_s: float) -> dict[str, Any]:
+        """Start a round in which every live replica drops the stored answers of its reuse
+        cache that ``scope`` names (None: all) before it answers, and wait (at most
+        ``timeout_s``) for their answers. The argument is checked first: nothing is asked of a
+        replica when it is wrong.
+
+        Returns:
+            ``{"dropped": {id: entries}, "failed": {id: why}, "stale": [id, ...], "gone":
+            [id, ...]}``: what each replica that answered dropped, the replicas whose forget
+            raised, the live replicas that did not answer in time (they still carry the order
+            out when they get it), and the replicas found gone meanwhile.
+
+        Raises:
+            TypeError, InvalidRequestError: As :meth:`check_forget`.
+        """
+        self.check_forget(scope)
+        gone = set(self._gone)
+        wake, _ = self._events()
+        self._round += 1
+        target = self._round
+        self._orders[target] = None if scope is None else dict(scope)
+        self._dropped[target] = {}
+        wake.set()
+        wake.clear()
+        try:
+            await self._wait_round(target, timeout_s)
+            outcome = self._dropped[target]
+        finally:
+            del self._dropped[target]
+            self._prune()
+        return {
+            "dropped": {r: n for r, n in outcome.items() if not isinstance(n, str)},
+            "failed": {r: n for r, n in outcome.items() if isinstance(n, str)},
+            "stale": [r for r, seen in self._seen.items() if seen < target],
+            "gone": sorted(set(self._gone) - gone),
+        }
 
     async def collect(self, timeout_s: float) -> dict[str, Any]:
         """Start a round and wait (at most ``timeout_s``) for every live replica's answer.
@@ -210,11 +363,19 @@ class StatsBoard:
             died, and the live replicas that did not answer in time (their previous snapshot
             is in ``replicas``).
         """
-        wake, answered = self._events()
+        wake, _ = self._events()
         self._round += 1
         target = self._round
         wake.set()
         wake.clear()  # (the waiting polls were woken; later polls wait for the next round)
+        await self._wait_round(target, timeout_s)
+        stale = [r for r, seen in self._seen.items() if seen < target]
+        return {"replicas": dict(self._live), "gone": dict(self._gone), "stale": stale}
+
+    async def _wait_round(self, target: int, timeout_s: float) -> None:
+        """Until every live replica has answered round ``target``, or ``timeout_s`` passed;
+        at half the time, the silent replicas whose actor is dead are moved to the gone."""
+        _, answered = self._events()
         deadline = time.monotonic() + timeout_s
         probed = False
         while True:
@@ -233,8 +394,6 @@ class StatsBoard:
                 await asyncio.wait_for(answered.wait(), min(left, timeout_s / 2))
             except TimeoutError:
                 pass
-        stale = [r for r, seen in self._seen.items() if seen < target]
-        return {"replicas": dict(self._live), "gone": dict(self._gone), "stale": stale}
 
     async def _drop_dead(self, replicas: list[str]) -> None:
         """Move the replicas among ``replicas`` whose actor is dead to the gone ones (their
@@ -251,6 +410,7 @@ class StatsBoard:
                 self._gone[r] = self._live.pop(r, {})
                 self._seen.pop(r, None)
                 self._actors.pop(r, None)
+        self._prune()
 
 
 class ReplicaMetrics:
@@ -275,10 +435,18 @@ class ReplicaMetrics:
         ("stratabatch_errors_total", "errors", "Requests answered with a handler or other error."),
         ("stratabatch_timeouts_total", "timeouts", "Requests answered with BatchTimeoutError."),
         ("stratabatch_rejected_total", "rejected", "Requests answered with QueueFullError."),
+        ("stratabatch_reuse_hits_total", "reuse_hits", "Requests answered from the reuse cache."),
+        (
+            "stratabatch_reuse_near_hits_total",
+            "reuse_near_hits",
+            "Near twins answered from the reuse cache (of the reuse hits).",
+        ),
     )
     GAUGES = (
         ("stratabatch_queue_depth", "queue_depth", "Requests waiting for a batch now."),
         ("stratabatch_window_ms", "window_ms", "The window in force now, ms."),
+        ("stratabatch_reuse_entries", "reuse_entries", "Answers the reuse cache holds now."),
+        ("stratabatch_reuse_bytes", "reuse_bytes", "Bytes the reuse cache accounts for now."),
     )
 
     def __init__(self, app: str, deployment: str) -> None:

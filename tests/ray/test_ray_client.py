@@ -148,6 +148,35 @@ async def test_a_failed_call_fails_only_its_own_callers() -> None:
     assert 0 < len(died) < len(reqs) and len({id(g) for g in died}) == len(died)
 
 
+async def test_reuse_false_goes_in_calls_of_its_own_with_its_other_options() -> None:
+    router, _ = twin_router("client-reuse", replicas=1)
+    handle = FakeHandle("client-reuse", router)
+    client = CoalescingHandle(handle)
+    futs = [
+        client.remote({"query": "a"}),
+        client.remote({"query": "b"}, reuse=False, priority=2, timeout=9.0),
+        client.remote({"query": "c"}),
+        client.remote({"query": "d"}, reuse=False, priority=2, timeout=9.0),
+        client.remote({"query": "e"}, reuse="no"),  # type: ignore[arg-type]
+    ]
+    got = await asyncio.gather(*futs, return_exceptions=True)
+    assert got[:4] == [{"echo": q} for q in "abcd"]
+    assert isinstance(got[4], InvalidRequestError) and "reuse must be True or False" in str(got[4])
+    calls = {
+        tuple(r["query"] for r in reqs): (kw["reuse"], kw["priority"])
+        for reqs, kw, _ in handle.calls
+    }
+    assert calls == {("a", "c"): (True, 0), ("b", "d"): (False, 2)}
+    assert 8.0 < handle.calls[1][1]["timeout"] <= 9.0
+
+
+async def test_forget_checks_its_scope_before_any_call() -> None:
+    client = CoalescingHandle(FakeHandle("client-forget", None))  # (its options() refuses)
+    for bad in ("user", ["user"], {1: "a"}):
+        with pytest.raises(TypeError):
+            await client.forget(bad)  # type: ignore[arg-type]
+
+
 async def test_the_callers_timeout_holds_and_goes_to_the_replica() -> None:
     router, _ = twin_router("client-timeout", replicas=2)
     handle = FakeHandle("client-timeout", router, delay=5.0)

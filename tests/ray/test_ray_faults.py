@@ -22,7 +22,7 @@ from ray import cloudpickle, serve
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from stratabatch.dedup import normalize_key
-from stratabatch.ray import batch_handle, coalescing_handle, deployment, get_stats
+from stratabatch.ray import batch_handle, coalescing_handle, deployment, forget, get_stats
 from stratabatch.rayrouter import live_router, rendezvous, route_key
 from tests.ray.gate import GATE, Gate, gated
 
@@ -262,6 +262,8 @@ async def test_replica_killed_mid_batch_and_mid_traffic(ray_cluster: Any) -> Non
         window_ms=20,
         max_size=64,
         dedup_strategy="exact",
+        reuse="exact",
+        reuse_ttl_s=3600,
     ).bind()
     serve.run(app, name="kill", route_prefix="/kill")
     traffic = Traffic("kill")
@@ -276,6 +278,12 @@ async def test_replica_killed_mid_batch_and_mid_traffic(ray_cluster: Any) -> Non
         dead = await fault_mid_batch("kill", "kill", traffic, kill, rng)
         await dedup_resumes("kill", traffic, dead, rng)
         await coalesced_fault("kill", "kill", rng)
+        # two replicas were killed: their entries went with them, and forget reaches the
+        # live ones (without an error for the dead): it drops what get_stats says they hold
+        held = (await asyncio.to_thread(get_stats, "kill")).reuse_entries
+        assert held > 0
+        assert await asyncio.to_thread(forget, "kill") == held
+        assert (await asyncio.to_thread(get_stats, "kill")).reuse_entries == 0
     finally:
         traffic.close()
         serve.delete("kill")
