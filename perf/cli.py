@@ -15,11 +15,13 @@ fails before any mode runs). docs/perf.md explains the cost model and how to rea
 
 ``--repeat-traffic`` runs issue 23's other workload instead (perf/repeat_traffic.py, described
 in docs/reuse.md): the same population of questions asked over minutes with Zipf popularity,
-near variants and traps, replayed through the reuse cache (ttl and bounds varied) and sent live
-through BatchProcessor with reuse off and exact, beside aiodataloader's cache where it
-installs. It ends with the issue's checks (wrong answers served, entries held at the bound,
-backend items against distinct intents) and exits 1 if an answer served belongs to another
-question beyond the issue's 0.5% of reuses.
+near variants and traps, replayed through the reuse cache (exact and near, ttl and bounds
+varied) and sent live through BatchProcessor with reuse off, exact and near, beside
+aiodataloader's cache where it installs. With the ``semantic`` extra installed, MiniLM rows
+follow (near reuse with ``MiniLMEmbedder``, replayed and live; ``--repeat-no-minilm`` leaves
+them out; without the extra they are skipped, saying why). It ends with the issue's checks
+(wrong answers served, entries held at the bound, backend items against distinct intents) and
+exits 1 if an answer served belongs to another question beyond the issue's 0.5% of reuses.
 """
 
 from __future__ import annotations
