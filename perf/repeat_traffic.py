@@ -327,6 +327,8 @@ def replay_near(
                 got = (hit.result, hit.age)
         cpu += time.thread_time_ns() - c0
         refused_by = None  # the guard that refused this ask an answer of its own intent
+        if dedup is not near.dedup:
+            near.dedup.vetoes.clear()  # (the accounting reads the second path's)
         while dedup.vetoes:
             v = dedup.vetoes.popleft()
             guard = v.veto.guard if v.veto is not None else "?"
