@@ -95,9 +95,11 @@ def test_minilm_rows_replay_through_the_semantic_embedder(tmp_path, capsys):
         assert r["backend_items"] + r["reuse_hits"] == truth["requests"]
         assert truth["distinct_intents"] <= r["backend_items"] <= truth["distinct_exact_keys"]
         assert 0 <= r["wrong_answers"] <= r["reuse_hits"]
-        # the items beyond one an intent, each given a label and a cause
+        # the items beyond one an intent, each given a label and a cause (an intent served
+        # only others' answers, wrongly, has no item: one per wrong answer at most)
         extra = r["backend_items"] - truth["distinct_intents"]
-        assert sum(sum(c.values()) for c in r["excess_accounting"].values()) == extra
+        labelled = sum(sum(c.values()) for c in r["excess_accounting"].values())
+        assert extra <= labelled <= extra + r["wrong_answers"]
     # the second embedder is asked only where the first finds nothing: never fewer reuses
     # than the default embedder alone over the same stream
     assert minis[2]["reuse_hits"] >= doc["near_replays"][0]["reuse_hits"]
