@@ -78,7 +78,7 @@ __all__ = [
 
 _Table = dict[tuple[str, ...], list[tuple[tuple[str, ...], tuple[str, ...], str]]]
 
-_W = r"[^\W_]+(?:[ -][^\W_]+){0,5}"
+_W = r"[^\W_]+(?:(?: +|-)[^\W_]+){0,5}"
 MENTION = re.compile(
     rf"(?<![^\W_])(?:'{_W}'|\"{_W}\"|`{_W}`|\u2018{_W}\u2019|\u201c{_W}\u201d)(?![^\W_])"
 )

@@ -18,7 +18,12 @@ those asks.
 batching (every miss is one backend item; a 50 ms window's exact dedup is the baseline of
 batching without reuse), and scores it against the ground truth: backend items against
 distinct intents and distinct exact keys, wrong answers served (an answer of another intent),
-and the entries held over time. ``python perf/repeat_traffic.py [--minutes M] [--json FILE]``
+and the entries held over time. :func:`replay_near` does the same with ``reuse="near"``, with
+the default embedder or (the MiniLM rows, when the ``semantic`` extra is installed) the
+extra's :class:`~stratabatch.semantic.MiniLMEmbedder`, and accounts for every backend item
+beyond one an intent: its label (a paraphrase's first ask, a canonical ask after a paraphrase,
+a missed typo, ...) and its cause (no answer of its intent at the threshold, or the guard that
+refused the closest one). ``python perf/repeat_traffic.py [--minutes M] [--json FILE]``
 prints the table.
 """
 
@@ -28,9 +33,10 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import re
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +80,41 @@ class RepeatConfig:
 
 
 def generate_repeat(cfg: RepeatConfig) -> Workload:
-    """The stream ``cfg`` describes, as a :class:`workload.Workload` (arrival order)."""
-    return generate(cfg.workload_config())
+    """The stream ``cfg`` describes, as a :class:`workload.Workload` (arrival order), its
+    long-tail comparisons labelled by what they ask (:func:`same_comparisons`)."""
+    return same_comparisons(generate(cfg.workload_config()))
+
+
+_COMPARE = re.compile(r"Compare the (.+) with the (.+) for (.+)")
+
+
+def same_comparisons(w: Workload) -> Workload:
+    """``w`` with each long-tail comparison that asks what an earlier one asked, the two
+    things in the other order ("Compare the A with the B for X" / "Compare the B with the A
+    for X"), given the earlier one's intent: a comparison is symmetric, so one answer serves
+    both. The generator draws each tail text once but labels every tail text an intent of its
+    own; over minutes the same pair comes back swapped (once in seed 1's default stream, of
+    870 tail texts), and an answer served across the swap would count as a wrong answer. The
+    texts and times are unchanged (the other modes' streams are not relabelled: within one
+    burst or window the swap almost never meets its twin)."""
+    first: dict[tuple[frozenset[str], str], int] = {}
+    relabel: dict[int, int] = {}
+    for i in w.intents.values():
+        m = _COMPARE.fullmatch(i.text) if i.kind == "tail" else None
+        if m is not None:
+            key = (frozenset(m.group(1, 2)), m.group(3))
+            if first.setdefault(key, i.id) != i.id:
+                relabel[i.id] = first[key]
+    if not relabel:
+        return w
+    reqs = [
+        dataclasses.replace(r, intent=relabel[r.intent], form=str(relabel[r.intent]))
+        if r.intent in relabel
+        else r
+        for r in w.requests
+    ]
+    intents = {k: v for k, v in w.intents.items() if k not in relabel}
+    return Workload(w.config, reqs, intents)
 
 
 def trap_siblings(w: Workload) -> dict[int, set[int]]:
@@ -146,6 +185,17 @@ def wording(r: Any) -> tuple[int, str]:
     return (r.intent, r.form.split("/")[1] if "/" in r.form else "c")
 
 
+#: The MiniLM replays' thresholds: its recommended one (docs/semantic.md), and the next
+#: step down whose wrong answers stay within issue 23's 0.5% of reuses (0.80 serves 1.0%).
+MINILM_THRESHOLDS = (0.88, 0.85)
+
+
+def _minilm_row(r: dict) -> str:
+    if " then " in r["embedder"]:
+        return "+ near, hashing then MiniLM (what-if)"
+    return f"+ near reuse, MiniLM {r['threshold']:.2f}, ttl {r['ttl_s']:g} s"
+
+
 class _Clock:
     def __init__(self) -> None:
         self.t = 0.0
@@ -205,22 +255,48 @@ def replay_near(
     max_entries: int,
     max_bytes: int = 1 << 30,
     threshold: float | None = None,
+    embedder: Any = None,
+    then: Any = None,
 ) -> dict:
     """:func:`replay` with ``reuse="near"``: each request that misses its exact key is looked
-    up through :class:`stratabatch.nearreuse.NearReuse` (the default embedder, ``threshold``
-    or its recommended one, every guard), and each miss files its answer there too.
+    up through :class:`stratabatch.nearreuse.NearReuse` (``embedder``, the default one when
+    None; ``threshold`` or the embedder's recommended one; every guard), and each miss files
+    its answer there too.
+
+    ``then`` (an embedder, at its recommended threshold) asks a second ``NearReuse`` of the
+    same answers (in a cache of its own, fed the same stream) when the first finds no twin: a
+    what-if of two embedders, one for wording and one for meaning, which the engine does not
+    offer (one embedder per processor). Its accounting reads the second one's guards.
 
     Also counts the backend items of intents answered before (``excess``), by the ask's
     variant and kind: what near reuse did not reach, and why (an intent answered before may
-    still miss because its answer expired or was evicted: ``excess_expired_or_evicted``)."""
+    still miss because its answer expired or was evicted: ``excess_expired_or_evicted``), and
+    the guards' vetoes of candidate pairs, by guard, apart for true twins (an answer of the
+    same intent refused) and traps (another intent's answer refused)."""
     from stratabatch.config import BatchConfig
     from stratabatch.grouping import Deduper
     from stratabatch.nearreuse import NearReuse
 
     clock = _Clock()
     cache = ReuseCache(ttl_s, max_entries, max_bytes, clock=clock)
-    config = BatchConfig(reuse="near", dedup_threshold=threshold)
-    near = NearReuse(cache, Deduper(config, None), config)
+    config = BatchConfig(reuse="near", dedup_threshold=threshold, embedder=embedder)
+    dedup = Deduper(config, None)
+    dedup.vetoes = deque()  # every veto of the run, not the last 256
+    near = NearReuse(cache, dedup, config)
+    second: Any = None
+    if then is not None:
+        cache2 = ReuseCache(ttl_s, max_entries, max_bytes, clock=clock)
+        config2 = BatchConfig(reuse="near", embedder=then)
+        dedup = Deduper(config2, None)  # (the accounting reads the second path's guards)
+        dedup.vetoes = deque()
+        second = (cache2, NearReuse(cache2, dedup, config2))
+    intent_of_text: dict[str, int] = {}  # a stored answer's text -> its intent
+    twin_vetoes: Counter[str] = Counter()  # guard -> same-intent pairs refused
+    trap_vetoes: Counter[str] = Counter()  # guard -> other-intent pairs refused
+    twin_veto_examples: list[tuple[str, str, str, float]] = []
+    asked_of: dict[int, list[tuple[str, float]]] = {}  # intent -> its answered texts, born
+    accounting: dict[str, Counter[str]] = defaultdict(Counter)  # label -> cause -> items
+    examples: list[tuple[str, str, str, str, float]] = []  # ... the ask, its closest twin
     backend = wrong = hits = near_hits = 0
     peak = 0
     held: list[int] = []
@@ -244,10 +320,25 @@ def replay_near(
         got = cache.get(hash(n), n, b"", r.t)
         if got is None:
             hit = near.lookup(r.text, b"", r.t)
+            if hit is None and second is not None:
+                hit = second[1].lookup(r.text, b"", r.t)
             if hit is not None:
                 near_hits += 1
                 got = (hit.result, hit.age)
         cpu += time.thread_time_ns() - c0
+        refused_by = None  # the guard that refused this ask an answer of its own intent
+        if dedup is not near.dedup:
+            near.dedup.vetoes.clear()  # (the accounting reads the second path's)
+        while dedup.vetoes:
+            v = dedup.vetoes.popleft()
+            guard = v.veto.guard if v.veto is not None else "?"
+            if intent_of_text.get(v.leader.text) == r.intent:
+                refused_by = refused_by or guard
+                twin_vetoes[guard] += 1
+                if len(twin_veto_examples) < 40:
+                    twin_veto_examples.append((v.leader.text, r.text, str(v.veto), v.similarity))
+            else:
+                trap_vetoes[guard] += 1
         if got is not None:
             hits += 1
             if got[0]["intent"] != r.intent:
@@ -266,12 +357,34 @@ def replay_near(
                 wb = worded.get(wording(r))
                 if wb is not None and r.t - wb < ttl_s:
                     missed[f"{r.kind}/{r.variant}"] += 1
+                    label = f"missed {r.variant}"
+                elif r.variant == "paraphrase":
+                    label = "paraphrase, first ask of its wording"
+                else:
+                    label = "canonical after a paraphrase"
+                live_twins = [t for t, b in asked_of.get(r.intent, ()) if r.t - b < ttl_s]
+                best, twin = _best_cosine(dedup, r.text, live_twins)
+                if best < dedup.threshold() - 1e-6:
+                    cause = "below threshold"
+                else:
+                    # (no veto logged: the guard kernel refused it, which logs none, or the
+                    # twin was not among the candidates a lookup is offered, the oldest rows
+                    # at the threshold first: with MiniLM, the long prompts' traps)
+                    cause = f"vetoed: {refused_by}" if refused_by else "kernel or candidate cap"
+                accounting[label][cause] += 1
+                examples.append((label, cause, r.text, twin, round(best, 4)))
+        asked_of.setdefault(r.intent, []).append((r.text, r.t))
         answered[r.intent] = r.t
         worded[wording(r)] = r.t
         text_of[r.rid] = r.text
+        intent_of_text[r.text] = r.intent
         e = cache.put(hash(n), n, {"intent": r.intent, "rid": r.rid}, size=40, born=r.t)
         if e is not None:
             near.store(e, r.text)
+        if second is not None:
+            e = second[0].put(hash(n), n, {"intent": r.intent, "rid": r.rid}, size=40, born=r.t)
+            if e is not None:
+                second[1].store(e, r.text)
         peak = max(peak, len(cache))
     held.append(len(cache))
     s = cache.stats()
@@ -281,8 +394,8 @@ def replay_near(
         "backend_items": backend,
         "reuse_hits": hits,
         "near_hits": near_hits,
-        "canon_hits": near.canon_hits,
-        "similar_hits": near.similar_hits,
+        "canon_hits": near.canon_hits + (0 if second is None else second[1].canon_hits),
+        "similar_hits": near.similar_hits + (0 if second is None else second[1].similar_hits),
         "wrong_answers": wrong,
         "wrong_examples": wrong_pairs,
         "peak_entries": peak,
@@ -297,7 +410,92 @@ def replay_near(
         "excess_expired_or_evicted": stale,
         "missed_twins_of_an_answered_wording": dict(missed),
         "lookup_cpu_us": cpu / len(w.requests) / 1000.0,
+        "embedder": _name(near.dedup) + ("" if second is None else f" then {_name(dedup)}"),
+        "threshold": float(near.dedup.threshold()),
+        "label": " then ".join(
+            f"{_name(d)} {d.threshold():.2f}"
+            for d in (near.dedup, *(() if second is None else (dedup,)))
+        ),
+        "twin_vetoes_by_guard": dict(twin_vetoes),
+        "trap_vetoes_by_guard": dict(trap_vetoes),
+        "twin_veto_examples": twin_veto_examples,
+        "excess_accounting": {k: dict(v) for k, v in sorted(accounting.items())},
+        "excess_examples": examples,
     }
+
+
+def _name(dedup: Any) -> str:
+    emb = dedup.embedder()
+    return str(getattr(emb, "name", type(emb).__name__))
+
+
+def _best_cosine(dedup: Any, text: str, others: list[str]) -> tuple[float, str]:
+    """The highest cosine between ``text`` and ``others`` under ``dedup``'s embedder, as the
+    near path compares them (canonical texts with ``canonicalize``), and that other text;
+    (-1, "") without others."""
+    if not others:
+        return -1.0, ""
+    from stratabatch.canon import canonical_texts
+
+    texts = [text, *others]
+    if dedup.config.canonicalize:
+        texts = canonical_texts(texts)
+    sims = dedup.embedder().embed(texts)
+    sims = sims[1:] @ sims[0]
+    k = int(sims.argmax())
+    return float(sims[k]), others[k]
+
+
+class CountedEmbedder:
+    """An embedder that remembers its vectors (as perf/eval_quality.py's ``CachedEmbedder``:
+    the replays of one run pay for the model once a text) and counts what it costs: texts
+    asked for (what a server without the memo embeds), texts the model ran, and the model's
+    wall time. It passes the inner embedder's name, dim, threshold and
+    ``merges_paraphrases`` on, so the guards treat it as the inner one."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.dim = inner.dim
+        self.name = getattr(inner, "name", type(inner).__name__)
+        self.recommended_threshold = getattr(inner, "recommended_threshold", None)
+        self.merges_paraphrases = getattr(inner, "merges_paraphrases", True)
+        self._memo: dict[str, Any] = {}
+        self.asked = 0
+        self.model_texts = 0
+        self.model_ns = 0
+
+    def embed(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        self.asked += len(texts)
+        todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if todo:
+            t0 = time.perf_counter_ns()
+            got = self._inner.embed(todo)
+            self.model_ns += time.perf_counter_ns() - t0
+            self.model_texts += len(todo)
+            for t, v in zip(todo, got, strict=True):
+                self._memo[t] = v
+        return np.stack([self._memo[t] for t in texts])
+
+    def cost(self) -> dict[str, float]:
+        """Texts asked, texts the model ran, and the model's ms a text."""
+        return {
+            "embed_asked": self.asked,
+            "model_texts": self.model_texts,
+            "model_ms_per_text": self.model_ns / max(1, self.model_texts) / 1e6,
+        }
+
+
+def minilm() -> tuple[Any, str | None]:
+    """The semantic extra's :class:`MiniLMEmbedder` wrapped in a :class:`CountedEmbedder`,
+    or None and why not (the extra or its model package is not installed)."""
+    try:
+        from stratabatch.semantic import MiniLMEmbedder
+
+        return CountedEmbedder(MiniLMEmbedder()), None
+    except ImportError as exc:
+        return None, f"skipped: {exc}"
 
 
 def reuse_wired() -> bool:
@@ -314,6 +512,7 @@ async def live(
     backend_s: float = 0.2,
     ttl_s: float = 60.0,
     max_entries: int = 10_000,
+    embedder: Any = None,
 ) -> dict[str, Any]:
     """Send ``w`` through a real batcher at ``speedup`` times its pace (every time scaled the
     same: the 50 ms window, a backend call of ``backend_s``, the ttl), each request its own
@@ -321,8 +520,11 @@ async def live(
 
     Systems: ``"batch"`` (BatchProcessor, exact dedup, reuse off), ``"batch+reuse"`` (the
     same with ``reuse="exact"``: only once the core serves from the cache, see
-    :func:`reuse_wired`), ``"loader"`` (aiodataloader's DataLoader, its cache on and keyed by
-    the normalized text: the best form of the peer; its cache never expires),
+    :func:`reuse_wired`), ``"batch-near"`` (the default strategy, near dedup in the window,
+    reuse off), ``"batch-near+near"`` (the same with ``reuse="near"``),
+    ``"batch-minilm+near"`` (the same with ``embedder=embedder``, the semantic extra's, at its
+    recommended threshold), ``"loader"`` (aiodataloader's DataLoader, its cache on and keyed
+    by the normalized text: the best form of the peer; its cache never expires),
     ``"loader-nocache"`` (its batching alone).
     """
     intent_of = {r.rid: r.intent for r in w.requests}
@@ -356,7 +558,9 @@ async def live(
             opts.update(reuse="exact", reuse_ttl_s=ttl_s / speedup, reuse_max_entries=max_entries)
         if system.startswith("batch-near"):  # near dedup in the window (the default strategy)
             opts.update(dedup_strategy="embedding", cold_start="wait")
-        if system == "batch-near+near":
+        if system == "batch-minilm+near":  # the semantic extra: in the window and the store
+            opts.update(dedup_strategy="embedding", cold_start="wait", embedder=embedder)
+        if system in ("batch-near+near", "batch-minilm+near"):
             opts.update(reuse="near", reuse_ttl_s=ttl_s / speedup, reuse_max_entries=max_entries)
         batch: Any = BatchProcessor(handler, **opts)
 
@@ -407,6 +611,7 @@ LIVE_NAMES = {
     "batch+reuse": "BatchProcessor exact, reuse exact",
     "batch-near": "BatchProcessor embedding, reuse off",
     "batch-near+near": "BatchProcessor embedding, reuse near",
+    "batch-minilm+near": "BatchProcessor MiniLM 0.88, reuse near",
     "loader": "aiodataloader, cache on (normalized)",
     "loader-nocache": "aiodataloader, cache off",
 }
@@ -427,8 +632,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--live-ttl", type=float, default=60.0, help="live reuse ttl (default 60 s)")
     ap.add_argument(
         "--systems",
-        default="batch,batch+reuse,batch-near,batch-near+near,loader,loader-nocache",
+        default="batch,batch+reuse,batch-near,batch-near+near,batch-minilm+near,loader,"
+        "loader-nocache",
         help="the live systems, comma-separated (default all: " + ", ".join(LIVE_NAMES) + ")",
+    )
+    ap.add_argument(
+        "--no-minilm",
+        action="store_true",
+        help="leave out the MiniLM rows (run when the semantic extra is installed)",
     )
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
@@ -463,6 +674,15 @@ def main(argv: list[str] | None = None) -> int:
         replay_near(w, ttl_s=10.0, max_entries=10_000),
         replay_near(w, ttl_s=600.0, max_entries=200),
     ]
+    semantic, skipped = (None, "skipped: --no-minilm") if args.no_minilm else minilm()
+    minis: list[dict] = []
+    if semantic is not None:
+        for thr in MINILM_THRESHOLDS:
+            minis.append(
+                replay_near(w, ttl_s=600.0, max_entries=100_000, threshold=thr, embedder=semantic)
+            )
+        minis.append(replay_near(w, ttl_s=600.0, max_entries=100_000, then=semantic))
+        minilm_cost = semantic.cost()
     for r in runs:
         rows.append(
             (
@@ -479,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
                 r,
             )
         )
+    for r in minis:
+        rows.append((_minilm_row(r), r["backend_items"], r))
     for name, items, got in rows:
         wrong = "-" if got is None else str(got["wrong_answers"])
         peak = "-" if got is None else f"{got['peak_entries']:,}"
@@ -494,10 +716,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         + ")"
     )
-    print("\nnear reuse: hits by step, wrong answers, and the backend items it did not save")
-    for r in nears:
+    if semantic is None:
+        print(f"\nMiniLM rows (semantic extra): {skipped}")
+    else:
+        n_asked = minilm_cost["embed_asked"]
         print(
-            f"  ttl {r['ttl_s']:g} s, max {r['max_entries']:,}: near hits {r['near_hits']:,} "
+            f"\nMiniLM rows: the semantic extra's MiniLMEmbedder (CPU, one thread); the "
+            f"replays remember vectors, so the model ran {minilm_cost['model_texts']:,} distinct "
+            f"texts at {minilm_cost['model_ms_per_text']:.1f} ms each; the near path asked for "
+            f"{n_asked:,} embeddings over {len(minis)} replays of {n:,} requests, "
+            f"{n_asked / len(minis) / n:.2f} a request: "
+            f"~{n_asked / len(minis) / n * minilm_cost['model_ms_per_text']:.1f} ms of CPU a "
+            "request without the memo (the hashing embedder: a few us)"
+        )
+    print("\nnear reuse: hits by step, wrong answers, and the backend items it did not save")
+    for r in [*nears, *minis]:
+        print(
+            f"  {r['label']}, ttl {r['ttl_s']:g} s, max "
+            f"{r['max_entries']:,}: near hits {r['near_hits']:,} "
             f"(same canonical text {r['canon_hits']:,}, similar {r['similar_hits']:,}), "
             f"wrong {r['wrong_answers']} of {r['reuse_hits']:,} reuses "
             f"({r['wrong_answers'] / max(1, r['reuse_hits']):.2%}); items of intents answered "
@@ -510,6 +746,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         for a, b in r["wrong_examples"][:5]:
             print(f"    wrong: {a!r} served {b!r}")
+        acc = r["excess_accounting"]
+        print(
+            "    items of an intent answered before, by label (cause): "
+            + "; ".join(
+                f"{label} {sum(c.values())} ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1]))
+                + ")"
+                for label, c in acc.items()
+            )
+        )
+        if r["twin_vetoes_by_guard"] or r["trap_vetoes_by_guard"]:
+            print(
+                f"    guard vetoes logged (pairs): of a true twin {r['twin_vetoes_by_guard']}, "
+                f"of a trap {r['trap_vetoes_by_guard']}"
+            )
     lives: list[dict[str, Any]] = []
     if args.live:
         systems = args.systems.split(",")
@@ -523,7 +774,14 @@ def main(argv: list[str] | None = None) -> int:
                 except ImportError:
                     print(f"{LIVE_NAMES[system]}: skipped (pip install aiodataloader)")
                     continue
-            lives.append(asyncio.run(live(w, system, speedup=args.speedup, ttl_s=args.live_ttl)))
+            if system == "batch-minilm+near" and semantic is None:
+                print(f"{LIVE_NAMES[system]}: {skipped}")
+                continue
+            lives.append(
+                asyncio.run(
+                    live(w, system, speedup=args.speedup, ttl_s=args.live_ttl, embedder=semantic)
+                )
+            )
         print(
             f"\nlive, {args.speedup:g}x the stream's pace (window, backend call of 200 ms, ttl "
             f"{args.live_ttl:g} s, scaled alike)"
@@ -545,6 +803,9 @@ def main(argv: list[str] | None = None) -> int:
                     "truth": truth,
                     "replays": runs,
                     "near_replays": nears,
+                    "minilm_replays": minis,
+                    "minilm_skipped": skipped,
+                    "minilm_cost": None if semantic is None else semantic.cost(),
                     "live": lives,
                 },
                 indent=2,

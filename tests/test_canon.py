@@ -227,6 +227,13 @@ def test_swapped_letters_table_is_what_its_rule_builds():
         ("It's 'teh' or 'the'", "it is teh or the"),
         ("'hi there'", "hi there"),
         ("a\x1fb 'yours truly' c", "a b yours truly c"),  # (0x1F, the batch separator)
+        # spaces doubled inside the quotes (a surface variant): still quoted, so a courtesy
+        # phrase asked about is not dropped as one ("translate into dutch" before)
+        ("Translate 'good  morning' into Dutch", "translate good morning into dutch"),
+        (
+            'Translate "thank  you very  much" into French',
+            "translate thank you very much into french",
+        ),
     ],
 )
 def test_quoted_words_are_left_as_typed(typed, canonical):
