@@ -413,6 +413,16 @@ class Intake:
                 room = config.max_queue - core.waiting
                 lane = core.lane_open
                 continue
+            if lane and vectors and "embedding" in payload:  # its own vector: read by the
+                if rows:  # general path only (the near lane embeds the text)
+                    self._submit_rows(client, rows)
+                    rows = []
+                self._accept(
+                    client, (_new_tuple(DecodedRequest, entry), 0) if type(entry) is list else entry
+                )
+                room = config.max_queue - core.waiting
+                lane = core.lane_open
+                continue
             if lane:
                 rows.append(
                     entry if type(entry) is list else [rid, priority, deadline_ns, -1, payload]

@@ -174,9 +174,14 @@ class Engine:
 
             self.core.reuse.size_of = encoded_size(config.max_result_bytes)
         self.core.on_complete_many = self._outbox.on_complete_many  # a batch's answers at once
-        # plain requests as rows (engine/lane.py), answered straight from their groups
+        # plain requests as rows (engine/lane.py), answered straight from their groups; the
+        # default strategy's too (near: a request alone in its partition leads on the lane;
+        # the outbox sends a near twin's similarity from LaneGroup.sims)
         self.core.enable_lane(
-            self._outbox.lane_deliver, self._outbox.lane_fail, self._outbox.lane_repoint
+            self._outbox.lane_deliver,
+            self._outbox.lane_fail,
+            self._outbox.lane_repoint,
+            near=True,
         )
         # the clients time their calls out themselves: the deadlines of a tick share a timer
         self.core.deadline_tick_s = DEADLINE_TICK_S
