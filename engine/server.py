@@ -44,6 +44,7 @@ import logging
 import os
 import signal
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -96,6 +97,10 @@ _ENGINE_ROWS = 16
 MAX_UNSENT_BYTES = 4 << 20
 """Socket answers the engine queues for a client that does not read them; past this the
 client is dropped (an ask waits for its answer, so only a client that never reads gets here)."""
+ASKS_PER_TURN = 32
+"""Socket asks of one client answered per loop turn (a stats snapshot is ~0.3 ms)."""
+MAX_WAITING_ASKS = 10_000
+"""Socket asks of one client read and not answered yet; past this the client is dropped."""
 MAX_ERROR_CHARS = 1000
 """An error answer on the socket carries at most this many characters of its message."""
 _TICK_S = 0.1
@@ -222,6 +227,8 @@ class Engine:
         self._uses_vectors = False
         # socket answers a client's socket had no room for yet, in order (_send)
         self._unsent: dict[Client, bytearray] = {}
+        # socket asks read but not answered yet, in order (_serve_asks)
+        self._asks: dict[Client, deque[Any]] = {}
 
     # ----------------------------------------------------------------- handler
 
@@ -376,26 +383,51 @@ class Engine:
         except ValueError as exc:  # a length over the limit: the stream cannot be followed
             self._drop_client(client, f"broken socket message: {exc}")
             return
-        for msg in msgs:
-            if not self._send(client, pack_message(self._answer(msg))):
-                return
+        asks = self._asks.get(client)
+        if asks is None:
+            asks = self._asks[client] = deque()
+        busy = bool(asks)  # (a turn is scheduled already)
+        asks.extend(msgs)
+        if len(asks) > MAX_WAITING_ASKS:
+            self._drop_client(client, f"over {MAX_WAITING_ASKS} socket asks waiting")
+        elif not busy:
+            self._serve_asks(client)
 
-    def _answer(self, msg: dict[str, Any] | BrokenMessage) -> dict[str, Any]:
+    def _serve_asks(self, client: Client) -> None:
+        """Answer up to :data:`ASKS_PER_TURN` of ``client``'s waiting socket asks, then let
+        the loop run (the rings, other clients) before the next turn: a flood of asks delays
+        its sender, not everyone."""
+        asks = self._asks.get(client)
+        if not asks or client.closed:
+            return
+        stats: list[Any] = []  # (the stats asks of one turn share one snapshot)
+        for _ in range(min(len(asks), ASKS_PER_TURN)):
+            if not self._send(client, pack_message(self._answer(asks.popleft(), stats))):
+                return
+        if asks:
+            assert self._loop is not None
+            self._loop.call_soon(self._serve_asks, client)
+
+    def _answer(self, msg: dict[str, Any] | BrokenMessage, stats: list[Any]) -> dict[str, Any]:
         """The answer to a client's socket message: ``stats``, ``forget``, or an error (a
         message that does not decode, of an unknown ``op``, or a refused ``forget``). The
         answer carries the message's ``op`` and ``seq`` as far as they read
-        (:func:`~stratabatch.wire.echo_seq`); the connection stays."""
+        (:func:`~stratabatch.wire.echo_seq`); the connection stays. ``stats``: the snapshot
+        already taken for this read's asks, if any (one snapshot is ~0.3 ms: a flood of asks
+        in one read costs one)."""
         if type(msg) is BrokenMessage:
             return _refusal(msg.op, msg.seq, msg.why)
         op = msg.get("op")
         if op == "stats":
-            snap = dataclasses.asdict(self.core.snapshot())
-            for f in STATS_HISTOGRAMS:
-                snap[f] = list(snap[f])
+            if not stats:
+                snap = dataclasses.asdict(self.core.snapshot())
+                for f in STATS_HISTOGRAMS:
+                    snap[f] = list(snap[f])
+                stats.append(snap)
             return {
                 "op": "stats",
                 "seq": echo_seq(msg.get("seq")),
-                "stats": snap,
+                "stats": stats[0],
                 "clients": len(self._clients),
             }
         if op == "forget":
@@ -491,6 +523,7 @@ class Engine:
         client.pending.clear()
         for rid, req in pending:
             self._abandon(client, rid, req)
+        self._asks.pop(client, None)
         if self._unsent.pop(client, None) is not None and self._loop is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_writer(client.sock.fileno())
