@@ -30,7 +30,9 @@ transport:
   corrupt ring, disconnects that client. A socket message whose framing is intact is always
   answered, the connection kept: a body that does not decode, an unknown ``op`` or a refused
   ``forget`` get an ``error``; only a length over the limit disconnects. Socket answers the
-  client's socket has no room for wait in order (:data:`MAX_UNSENT_BYTES` at most).
+  client's socket has no room for wait in order (:data:`MAX_UNSENT_BYTES` at most), and a
+  client's asks are answered :data:`ASKS_PER_TURN` a loop turn, so a flood of them delays
+  its sender, not the others.
   A client's death abandons its pending requests in the core (shared work goes on for the
   others), frees its slot and removes its ring segment.
 """
@@ -413,8 +415,8 @@ class Engine:
         message that does not decode, of an unknown ``op``, or a refused ``forget``). The
         answer carries the message's ``op`` and ``seq`` as far as they read
         (:func:`~stratabatch.wire.echo_seq`); the connection stays. ``stats``: the snapshot
-        already taken for this read's asks, if any (one snapshot is ~0.3 ms: a flood of asks
-        in one read costs one)."""
+        already taken for this turn's asks, if any (one snapshot is ~0.3 ms: a turn of asks
+        costs one)."""
         if type(msg) is BrokenMessage:
             return _refusal(msg.op, msg.seq, msg.why)
         op = msg.get("op")
