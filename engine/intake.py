@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stratabatch.ipc.errors import FrameError
-from stratabatch.ipc.frames import FrameDecoder, RequestWithOptions, TextColumns, peek_frame_id
+from stratabatch.ipc.frames import (
+    FrameDecoder,
+    RequestWithOptions,
+    TextColumns,
+    peek_frame_id,
+    split_frame,
+)
 from stratabatch.ipc.frames import Request as DecodedRequest
 
 from .config import BatchConfig
@@ -294,7 +300,7 @@ class Intake:
         except FrameError as exc:
             rid = peek_frame_id(data)
             if rid is None:
-                self._drop(client, f"unreadable request frame: {exc}")
+                self._salvage(client, data, exc)
                 return
             items = [exc]
             exc.id = rid  # type: ignore[attr-defined]
@@ -302,6 +308,38 @@ class Intake:
             self._outbox.internal_error(client, peek_frame_id(data), exc, "decoding a frame")
             return
         self._shelve(client, items, len(data))
+
+    def _salvage(self, client: Client, data: bytes, exc: FrameError) -> None:
+        """File what can be answered of a frame that does not decode whole and shows no id
+        (:func:`~stratabatch.ipc.frames.split_frame`): a batch's items one by one (a bad one
+        fails alone), or an error for each id of a text frame; a frame that shows neither
+        drops the client (its requests cannot be answered)."""
+        parts = split_frame(data)
+        if parts is None or not parts:
+            self._drop(client, f"unreadable request frame: {exc}")
+            return
+        if type(parts[0]) is int:  # a text frame's ids: each fails with the frame's error
+            errors = []
+            for rid in parts:
+                err = FrameError(str(exc))
+                err.id = rid  # type: ignore[attr-defined]
+                errors.append((err, 0))
+            client.inbox.extend(errors)
+            return
+        for part in parts:
+            try:
+                items = self._decoder.request_items(part)
+            except FrameError as item_exc:
+                rid = peek_frame_id(part)
+                if rid is None:
+                    self._drop(client, f"unreadable request frame: {item_exc}")
+                    return
+                item_exc.id = rid  # type: ignore[attr-defined]
+                items = [item_exc]
+            if len(items) != 1:  # (an item that is itself a batch)
+                self._drop(client, "unreadable request frame: a batch item is a batch")
+                return
+            self._shelve(client, items, len(part))
 
     @staticmethod
     def _shelve(client: Client, items: list[Any], size: int) -> None:
@@ -372,6 +410,16 @@ class Intake:
                     self._submit_run(client, run)
                     run = []
                 self._accept(client, entry)
+                room = config.max_queue - core.waiting
+                lane = core.lane_open
+                continue
+            if lane and vectors and "embedding" in payload:  # its own vector: read by the
+                if rows:  # general path only (the near lane embeds the text)
+                    self._submit_rows(client, rows)
+                    rows = []
+                self._accept(
+                    client, (_new_tuple(DecodedRequest, entry), 0) if type(entry) is list else entry
+                )
                 room = config.max_queue - core.waiting
                 lane = core.lane_open
                 continue

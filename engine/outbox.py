@@ -103,9 +103,10 @@ class Outbox:
 
     def lane_deliver(self, groups: list[LaneGroup], values: list[Any]) -> list[float]:
         """The core's row lane delivers a batch's values (:class:`~stratabatch.lane.Deliver`):
-        each group's callers get its value, a twin with the merge meta. Returns the arrival
-        times of every caller answered (the core's stats: the counters block reads the
-        latencies from there)."""
+        each group's callers get its value, a twin with the merge meta (its similarity as the
+        general path sends it: a near twin's from :meth:`LaneGroup.similarity_of`). Returns
+        the arrival times of every caller answered (the core's stats: the counters block
+        reads the latencies from there)."""
         arrivals: list[float] = []
         for g, value in zip(groups, values, strict=True):
             client = g.sink
@@ -129,7 +130,10 @@ class Outbox:
                     if client.closed or pending.get(rid) is not g:
                         continue
                     del pending[rid]
-                    meta = {"leader": g.rid if g.lead is client else -1, "similarity": 1.0}
+                    meta = {
+                        "leader": g.rid if g.lead is client else -1,
+                        "similarity": g.similarity_of(client, rid),  # (1.0 for an exact twin)
+                    }
                     client.outbox.append((rid, STATUS_OK, value, meta))
         self._flush_soon()
         return arrivals

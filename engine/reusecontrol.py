@@ -86,8 +86,12 @@ def forget(cache: Any, dedup_scope: tuple[str, ...], scope: Any) -> int:
                 if dedup_scope
                 else "it has no dedup_scope (forget() or forget({}) drops every entry)"
             )
+            named = ", ".join(f"{f!r:.80}" for f in unknown[:5])
+            if len(unknown) > 5:
+                named += f" and {len(unknown) - 5} more"
             raise InvalidRequestError(
-                f"forget(): {', '.join(map(repr, unknown))} is not a dedup_scope field of "
+                f"forget(): {named} {'is' if len(unknown) == 1 else 'are'} not "
+                f"{'a dedup_scope field' if len(unknown) == 1 else 'dedup_scope fields'} of "
                 f"this processor: {allowed}"
             )
         try:
@@ -95,8 +99,8 @@ def forget(cache: Any, dedup_scope: tuple[str, ...], scope: Any) -> int:
                 whole = scope_of(wanted, dedup_scope)
             else:
                 at = {dedup_scope.index(f): canonical_bytes(v) for f, v in wanted.items()}
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(f"forget(): a scope value cannot be encoded: {exc}") from None
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise TypeError(f"forget(): a scope value cannot be encoded: {exc!s:.200}") from None
     if cache is None:
         return 0
     if not wanted:

@@ -5,11 +5,14 @@ the rest of the conversation between ``stratabatch-engine`` and ``stratabatch.co
 
 * **Where.** One Unix socket per engine name, ``$XDG_RUNTIME_DIR/stratabatch/NAME.sock``, or
   ``/tmp/stratabatch-UID/NAME.sock`` when ``XDG_RUNTIME_DIR`` is unset; the directory is 0700.
-* **Socket messages.** ``u32 length (little-endian) | msgpack map``, at most
+* **Socket messages.** ``u32 length (little-endian) | msgpack map`` (str keys), at most
   :data:`MAX_MESSAGE_BYTES`. The client's ``hello`` is answered with ``welcome`` (and the two
   eventfd doorbells as SCM_RIGHTS) or ``refused``. After that the socket is the liveness
-  channel: EOF on either side is the death notice. The only other messages are ``stats``
-  (client asks, engine answers) and ``bye`` (engine, just before it closes the socket).
+  channel: EOF on either side is the death notice. The other messages are a client's asks,
+  ``stats`` and ``forget``, each answered with a message of the same ``op`` and ``seq``, and
+  ``bye`` (engine, just before it closes the socket). A client's message that is not a valid
+  ask but whose length is within the limit (:class:`BrokenMessage`) is answered with an
+  ``error``; only a length over the limit ends the connection.
 * **Errors.** :func:`error_to_wire` and :func:`error_from_wire` are the one mapping between
   exceptions and response frames, so a :class:`~stratabatch.HandlerError` keeps its
   ``exc_type`` and ``exc_message`` across the process boundary.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -114,20 +117,120 @@ def pack_message(msg: dict[str, Any]) -> bytes:
     return _LEN.pack(len(body)) + body
 
 
+class BrokenMessage(NamedTuple):
+    """A socket message whose framing was intact (its length within the limit) but whose body
+    is not a msgpack map of str keys (:meth:`MessageBuffer.feed_asks`): what could be read of
+    it, so that the engine answers it with an error and keeps the connection."""
+
+    op: str | None
+    """Its ``op`` when the body is a map whose ``op`` reads as a short str, else None."""
+    seq: Any
+    """Its ``seq`` when it reads as :func:`echo_seq` allows, else None."""
+    why: str
+    """What is wrong with it."""
+
+
+MAX_ECHO_CHARS = 64
+"""A str ``op`` or ``seq`` longer than this is not echoed in an answer (:func:`echo_seq`)."""
+
+
+def echo_seq(seq: Any) -> Any:
+    """A message's ``seq`` as its answer carries it: an int, or a str of at most
+    :data:`MAX_ECHO_CHARS`; anything else (a map, a long str) is answered with None, so that
+    an answer never grows with what a client put in its ``seq``."""
+    t = type(seq)
+    if t is int or (t is str and len(seq) <= MAX_ECHO_CHARS):
+        return seq
+    return None
+
+
+def _unpack_body(body: bytes) -> Any:
+    n = len(body)
+    return msgpack.unpackb(
+        body,
+        raw=False,
+        strict_map_key=True,
+        max_bin_len=n,
+        max_str_len=n,
+        max_array_len=n,
+        max_map_len=n,
+        max_ext_len=0,
+    )
+
+
+def _salvage(body: bytes, why: str) -> BrokenMessage:
+    """What can be read of a broken message ``body``: its ``op`` and ``seq`` when it is a map
+    whose keys up to them are str. Other keys and values are skipped unread (no object is
+    built from them), so a broken body costs no more than its size."""
+    op = seq = None
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=True,
+        max_buffer_size=max(len(body), 1),
+        max_bin_len=MAX_ECHO_CHARS,
+        max_str_len=MAX_ECHO_CHARS,
+        max_array_len=0,
+        max_map_len=0,
+        max_ext_len=0,
+    )
+    unpacker.feed(body)
+    try:
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()  # (only a short str or a number reads: no container)
+            if key == "op" or key == "seq":
+                try:
+                    value = unpacker.unpack()
+                except Exception:
+                    value = None
+                    if key == "op":
+                        break
+                if key == "op":
+                    op = value if type(value) is str else None
+                else:
+                    seq = echo_seq(value)
+            else:
+                unpacker.skip()
+    except Exception:  # as far as it reads
+        pass
+    return BrokenMessage(op, seq, why)
+
+
 class MessageBuffer:
     """Accumulates bytes read from a socket and splits them into messages.
 
-    Raises :class:`ValueError` from :meth:`feed` when the peer sends something that is not a
-    message (over the size limit, not msgpack, not a map): the caller drops that peer.
+    :meth:`feed` raises :class:`ValueError` when the peer sends something that is not a
+    message (over the size limit, not msgpack, not a map): the caller drops that peer (the
+    client's side: the engine is trusted to speak the protocol). The engine reads its
+    clients' asks with :meth:`feed_asks`, which raises only when the framing itself is broken.
     """
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        """Add ``data``; return the complete messages it finished (possibly none)."""
+        """Add ``data``; return the complete messages it finished (possibly none).
+
+        Raises:
+            ValueError: A message is not a msgpack map of str keys, or its length is over
+                :data:`MAX_MESSAGE_BYTES`.
+        """
+        out = self.feed_asks(data)
+        for msg in out:
+            if type(msg) is BrokenMessage:
+                raise ValueError(msg.why)
+        return out  # type: ignore[return-value]
+
+    def feed_asks(self, data: bytes) -> list[dict[str, Any] | BrokenMessage]:
+        """:meth:`feed`, but a message whose framing is intact and whose body is not a msgpack
+        map of str keys comes back as a :class:`BrokenMessage` (to be answered with an error)
+        and the messages after it still split.
+
+        Raises:
+            ValueError: A message's length is over :data:`MAX_MESSAGE_BYTES` (the stream
+                cannot be followed past it).
+        """
         self._buf += data
-        out = []
+        out: list[dict[str, Any] | BrokenMessage] = []
         while len(self._buf) >= 4:
             (n,) = _LEN.unpack_from(self._buf)
             if n > MAX_MESSAGE_BYTES:
@@ -137,20 +240,18 @@ class MessageBuffer:
             body = bytes(self._buf[4 : 4 + n])
             del self._buf[: 4 + n]
             try:
-                msg = msgpack.unpackb(
-                    body,
-                    raw=False,
-                    strict_map_key=True,
-                    max_bin_len=n,
-                    max_str_len=n,
-                    max_array_len=n,
-                    max_map_len=n,
-                    max_ext_len=0,
+                msg = _unpack_body(body)
+            except Exception as exc:  # any decoding failure: a broken message
+                why = (
+                    "socket message is not msgpack with str map keys "
+                    f"({str(exc) or type(exc).__name__})"
                 )
-            except Exception as exc:  # any decoding failure means a broken peer
-                raise ValueError(f"socket message is not msgpack: {exc}") from None
+                out.append(_salvage(body, why[:300]))
+                continue
             if type(msg) is not dict:
-                raise ValueError(f"socket message must be a map, got {type(msg).__name__}")
+                why = f"socket message must be a map, got {type(msg).__name__}"
+                out.append(BrokenMessage(None, None, why))
+                continue
             out.append(msg)
         return out
 
@@ -254,12 +355,15 @@ __all__ = [
     "ARENA_MAGIC",
     "CONTROL_MAGIC",
     "CONTROL_VERSION",
+    "MAX_ECHO_CHARS",
     "MAX_MESSAGE_BYTES",
     "RINGS_MAGIC",
     "RINGS_VERSION",
     "PROTOCOL_VERSION",
+    "BrokenMessage",
     "MessageBuffer",
     "check_name",
+    "echo_seq",
     "error_from_wire",
     "error_to_wire",
     "pack_message",

@@ -1379,6 +1379,51 @@ def _incoming_error(value: Any, rid: int) -> ErrorInfo:
     return ErrorInfo(type_name, message, details)
 
 
+def split_frame(data: bytes | bytearray | memoryview) -> list[bytes] | list[int] | None:
+    """What can still be answered of a request frame that does not decode whole (one item
+    holds a map with a non-str key, too deep a value, an ext type...): a batch frame's items,
+    each as its own frame's bytes (to be decoded alone: a bad one fails alone), or a text
+    frame's ids (each to be answered with the frame's error). None when neither can be read:
+    not an array, an item that cannot be skipped, ids that are not a list of ints.
+
+    Nothing is built from the items but the ids (msgpack skips them), so a hostile frame
+    costs no more than its size.
+    """
+    buf = bytes(data)
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=True,
+        max_buffer_size=max(len(buf), 1),
+        max_bin_len=0,
+        max_str_len=len(buf),
+        max_array_len=len(buf),
+        max_map_len=0,
+        max_ext_len=0,
+    )
+    unpacker.feed(buf)
+    try:
+        n = unpacker.read_array_header()
+        if not n:
+            return None
+        start = unpacker.tell()
+        first = buf[start]
+        if 0x90 <= first <= 0x9F or first in (0xDC, 0xDD):  # a batch: an array of arrays
+            parts = []
+            for _ in range(n):
+                unpacker.skip()
+                end = unpacker.tell()
+                parts.append(buf[start:end])
+                start = end
+            return parts if start == len(buf) else None
+        if n in (3, 4) and type(unpacker.unpack()) is str:  # a text frame [key, ids, ...]
+            ids = unpacker.unpack()
+            if type(ids) is list and all(type(i) is int and 0 <= i <= MAX_ID for i in ids):
+                return ids
+    except Exception:  # (as far as it reads)
+        return None
+    return None
+
+
 def peek_frame_id(data: bytes | bytearray | memoryview) -> int | None:
     """Read the id of a frame that failed to decode, if its first bytes still show one.
 
@@ -1436,4 +1481,5 @@ __all__ = [
     "Response",
     "encode_options",
     "peek_frame_id",
+    "split_frame",
 ]

@@ -307,10 +307,7 @@ def dedup_numbers(snap: EngineSnapshot, width: int) -> list[Text]:
             ("coalesced", fmt.short(s.inflight_coalesced), ""),
         ],
     ]
-    reuse = reuse_items(snap)
-    if reuse:
-        rows.append(reuse)
-    return flow(rows, width)
+    return flow(rows, width) + flow(reuse_rows(snap, width), width)
 
 
 def reuse_items(snap: EngineSnapshot) -> list[Item]:
@@ -334,6 +331,56 @@ def reuse_items(snap: EngineSnapshot) -> list[Item]:
         ("bytes", f"{fmt.size(s.reuse_bytes)}/{fmt.size(_bound(info, 'reuse_max_bytes'))}", ""),
         ("ttl", fmt.seconds(_bound(info, "reuse_ttl_s")), ""),
     ]
+
+
+def reuse_rows(snap: EngineSnapshot, width: int) -> list[list[Item]]:
+    """The reuse cache's row laid out for ``width`` columns in at most two lines (none with
+    reuse off): :func:`reuse_items` as one row where it flows into two lines (one in a wide
+    panel); else two rows, ``reuse MODE  hits N (P%)`` and ``held N/MAX  BYTES/MAX  ttl T``
+    (the bytes unlabelled: their unit says it); in the narrowest panels, the second row with
+    single spaces and its bounds to three digits (``held 2.97k/10k 1.2M/64M ttl 60s``: at
+    most 36 columns with round bounds, so a 36-column panel at 80x24 holds it; never more
+    than two lines: flow crops a line at the panel's edge)."""
+    items = reuse_items(snap)
+    if not items or len(flow([items], width)) <= 2:
+        return [items] if items else []
+    info, s = snap.info, snap.stats
+    head = items[:2]
+    held, size = s.reuse_entries, s.reuse_bytes
+    max_held, max_size = _bound(info, "reuse_max_entries"), _bound(info, "reuse_max_bytes")
+    ttl = fmt.seconds(_bound(info, "reuse_ttl_s"))
+    tail: list[Item] = [
+        ("held", f"{fmt.short(held)}/{fmt.short(max_held)}", ""),
+        ("", f"{fmt.size(size)}/{fmt.size(max_size)}", ""),
+        ("ttl", ttl, ""),
+    ]
+    if len(flow([tail], width)) > 1:
+        counts = f"{_sig3(held)}/{_sig3(max_held)} {fmt.size(size)}/{fmt.size(max_size)}"
+        ttl = _ttl(_bound(info, "reuse_ttl_s"))
+        terse = f"{counts} ttl {ttl}"
+        if 5 + len(terse) > width:  # (extreme numbers: the ttl's unit says what it is)
+            terse = f"{counts} {ttl}"
+        tail = [("held", terse, "")]
+    return [head, tail]
+
+
+def _ttl(x: float) -> str:
+    """A ttl in at most five characters: ``45s``, ``98.5s``, ``10m``, ``12.1m``, ``2h``."""
+    if not math.isfinite(x) or x < 0:
+        return "-"
+    for unit, div, top in (("s", 1, 100), ("m", 60, 6000), ("h", 3600, 360_000)):
+        if x < top:
+            return f"{x / div:.3g}{unit}"
+    return f"{min(x / 86400, 999):.3g}d"
+
+
+def _sig3(n: float) -> str:
+    """A count to three significant digits at most: ``950``, ``2.97k``, ``10k``, ``123k``."""
+    text = fmt.short(n)
+    if text[-1:] in ("k", "M", "G", "T"):
+        value = float(text[:-1])
+        text = f"{value:.3g}{text[-1]}" if value < 1000 else text
+    return text
 
 
 def _bound(info: Mapping[str, object], key: str) -> float:

@@ -20,9 +20,10 @@ def short(n: float) -> str:
     if a < 1000:
         return f"{n:.0f}" if float(n).is_integer() or a >= 100 else f"{n:.1f}"
     for unit, div in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
-        if a < div * 1000:
-            v = n / div
-            return f"{v:.1f}{unit}" if abs(v) >= 10 else f"{v:.2f}{unit}"
+        v = n / div
+        text = f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+        if abs(float(text)) < 1000:  # (999,999 is 1.00M, not 1000.0k)
+            return text + unit
     return f"{n / 1e12:.1f}T"
 
 

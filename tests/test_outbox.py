@@ -62,3 +62,31 @@ def test_an_ok_answer_the_frame_cannot_carry_gets_its_own_error_and_the_rest_arr
     assert got[2].value.type_name == "HandlerError" and "cannot be sent" in got[2].value.message
     assert got[3].value.type_name == "HandlerError" and "max_result_bytes" in got[3].value.message
     assert client.counts[1] == 2 and not client.ok_ids and not client.outbox
+
+
+def test_a_lane_twin_carries_its_merge_similarity_as_a_record_would() -> None:
+    """The row lane's fan-out (``lane_deliver``): the group's own caller a plain answer, a
+    near twin its similarity from ``LaneGroup.sims``, an exact twin 1.0; the leader named for
+    the client that sent it, -1 for another client."""
+    from stratabatch.lane import LaneGroup
+
+    class _Loop:
+        def call_soon(self, fn: Any) -> None:
+            pass
+
+    a, ring_a = _client()
+    b, ring_b = _client()
+    box = Outbox({0: a, 1: b}, FrameEncoder())
+    box.start(_Loop(), None, lambda: None)  # type: ignore[arg-type]
+    g = LaneGroup({"query": "q"}, "q", a, 10, 0.0, 0, None)
+    g.more = [a, 11, 0.0, {"query": "q!"}, 0, None, b, 12, 0.0, {"query": "Q"}, 0, None]
+    g.sims = {(a, 11): 0.93}
+    for client, rid in ((a, 10), (a, 11), (b, 12)):
+        client.pending[rid] = g
+    assert box.lane_deliver([g], ["v"]) == [0.0, 0.0, 0.0]
+    box.flush()
+    got = {**_answers(ring_a), **_answers(ring_b)}
+    assert got[10] == Response(10, STATUS_OK, "v", None)
+    assert got[11] == Response(11, STATUS_OK, "v", {"leader": 10, "similarity": 0.93})
+    assert got[12] == Response(12, STATUS_OK, "v", {"leader": -1, "similarity": 1.0})
+    assert not a.pending and not b.pending

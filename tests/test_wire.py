@@ -17,7 +17,9 @@ from stratabatch.ipc.frames import ErrorInfo, FrameDecoder, FrameEncoder
 from stratabatch.wire import (
     STATUS_ERROR,
     STATUS_TIMEOUT,
+    BrokenMessage,
     MessageBuffer,
+    echo_seq,
     error_from_wire,
     error_to_wire,
     pack_message,
@@ -76,6 +78,45 @@ def test_message_buffer_splits_messages_and_refuses_garbage():
         MessageBuffer().feed(b"\x01\x00\x00\x00\xc1")
     with pytest.raises(ValueError, match="must be a map"):
         MessageBuffer().feed(pack_message([1, 2]))  # type: ignore[arg-type]
+
+
+def test_message_buffer_feed_asks_keeps_the_stream_past_a_broken_message():
+    """The engine's side: a message whose length is within the limit but whose body is not a
+    msgpack map of str keys comes back as a BrokenMessage with the op and seq that read, and
+    the messages after it still split; only a length over the limit raises."""
+    import msgpack
+
+    def framed(body: bytes) -> bytes:
+        return len(body).to_bytes(4, "little") + body
+
+    bodies = [
+        msgpack.packb({"op": "forget", "seq": 3, "scope": {1: "a"}}),
+        msgpack.packb({"scope": {"m": [[1], {2: 3}]}, "op": "x", "seq": "s"}),
+        msgpack.packb({"op": "o" * 100, "seq": {"a": 1}, 5: 0}),
+        msgpack.packb([1, 2]),
+        b"",
+        msgpack.packb({"op": "stats", "seq": 1}),
+    ]
+    got = MessageBuffer().feed_asks(b"".join(map(framed, bodies)))
+    assert [(m.op, m.seq) for m in got[:5]] == [
+        ("forget", 3),
+        ("x", "s"),
+        (None, None),
+        (None, None),
+        (None, None),
+    ]
+    assert all(type(m) is BrokenMessage and "socket message" in m.why for m in got[:5])
+    assert got[5] == {"op": "stats", "seq": 1}
+    with pytest.raises(ValueError, match="over"):
+        MessageBuffer().feed_asks(b"\xff\xff\xff\x7f")
+    assert [echo_seq(s) for s in (7, "s" * 64, "s" * 65, {"a": 1}, None, 1.5)] == [
+        7,
+        "s" * 64,
+        None,
+        None,
+        None,
+        None,
+    ]
 
 
 def test_socket_path_follows_xdg_runtime_dir(monkeypatch):

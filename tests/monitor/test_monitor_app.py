@@ -12,6 +12,7 @@ import os
 import re
 import textwrap
 
+import pytest
 from monitor_helpers import T0_NS, engine_name, publish
 
 from stratabatch.ipc.counters import CountersWriter
@@ -106,20 +107,19 @@ async def test_the_dedup_panel_shows_the_reuse_cache_only_with_reuse_on(block):
             app = app_for(name)
             async with app.run_test(size=size) as pilot:
                 screen = await refresh(app, pilot)
-                for text in (
-                    "reuse exact",
-                    "hits 12.3k (10.0%)",
-                    "held 2.97k/10.0k",
-                    "bytes 1.2M/64M",
-                    "ttl 60s",
-                ):
-                    assert text in screen, (size, text, screen)
                 assert "dedup 42.9%" in screen
             if size == (160, 48):  # one line when the panel is wide enough
                 assert (
                     "reuse exact  hits 12.3k (10.0%)  held 2.97k/10.0k  bytes 1.2M/64M  ttl 60s"
                     in screen
                 )
+            else:  # two lines in the 36 columns of the panel at 80x24, the chart below
+                lines = screen.splitlines()
+                at = next(i for i, line in enumerate(lines) if "reuse exact" in line)
+                assert "│ reuse exact  hits 12.3k (10.0%) " in lines[at], lines[at]
+                assert "│ held 2.97k/10.0k  1.2M/64M  ttl 60s " in lines[at + 1], lines[at + 1]
+                assert "near-merge similarity" in lines[at + 2], screen
+                assert len(lines) == 23 and all(len(line) == 80 for line in lines)
     finally:
         w.close()
 
@@ -146,6 +146,43 @@ def test_a_reuse_row_of_a_garbled_info_shows_dashes():
     }
     for off in ({"reuse": "off"}, {}, {"reuse": 3}):
         assert reuse_items(SimpleNamespace(info=off, stats=snap.stats)) == []  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("hits", "total", "held", "size", "info", "want"),
+    [
+        (12_345, 123_456, 2_974, 1_234_567, (60.0, 10_000, 64 << 20),
+         ["reuse exact  hits 12.3k (10.0%)", "held 2.97k/10.0k  1.2M/64M  ttl 60s"]),
+        (999_999, 999_999, 100_000, 1023 << 20, (725.0, 100_000, 1023 << 20),
+         ["reuse exact  hits 1.00M (100.0%)", "held 100k/100k 1023M/1023M ttl 12.1m"]),
+        (123_456, 999_999, 12_345, (1023 << 20) - 1, (98.5, 12_345, (1023 << 20) + 5),
+         ["reuse exact  hits 123.5k (12.3%)", "held 12.3k/12.3k 1023M/1023M 98.5s"]),
+    ],
+)  # fmt: skip
+def test_the_reuse_row_takes_two_lines_at_most_in_a_36_column_panel(
+    hits, total, held, size, info, want
+):
+    from types import SimpleNamespace
+
+    from stratabatch import Stats
+    from stratabatch.monitor.draw import flow, reuse_rows
+
+    fields = {f: 0 for f in Stats.__dataclass_fields__}
+    fields["merge_similarity_histogram"] = fields["reuse_similarity_histogram"] = (0,) * 101
+    fields.update(reuse_hits=hits, total_requests=total, reuse_entries=held, reuse_bytes=size)
+    ttl, max_entries, max_bytes = info
+    snap = SimpleNamespace(
+        info={
+            "reuse": "exact",
+            "reuse_ttl_s": ttl,
+            "reuse_max_entries": max_entries,
+            "reuse_max_bytes": max_bytes,
+        },
+        stats=Stats(**fields),
+    )
+    lines = [t.plain for t in flow(reuse_rows(snap, 36), 36)]  # type: ignore[arg-type]
+    assert [line.rstrip() for line in lines] == want  # nothing cropped
+    assert all(len(line) == 36 for line in lines)
 
 
 async def test_pause_freezes_the_numbers(block):
