@@ -20,7 +20,7 @@ import pytest
 from stratabatch.config import BatchConfig
 from stratabatch.warm import units
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import CHILD_PYTHONPATH, ROOT
 
 EMBEDDED = """
 import asyncio, logging
@@ -40,7 +40,7 @@ asyncio.run(main())
 
 
 def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(cache)}
+    return {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "NUMBA_CACHE_DIR": str(cache)}
 
 
 def _files(cache: Path) -> dict[str, int]:

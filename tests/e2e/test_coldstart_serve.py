@@ -18,7 +18,7 @@ import pytest
 
 import stratabatch
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import CHILD_PYTHONPATH, ROOT
 
 TWINS = [{"query": "where is my order"}, {"query": "where is my order"}]
 NEAR = [{"query": "where is my order"}, {"query": "where is my order please"}]
@@ -123,7 +123,11 @@ def _embedded(tmp_path: Path, how: str) -> str:
         [sys.executable, "-c", EMBEDDED, how],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path / "numba")},
+        env={
+            **os.environ,
+            "PYTHONPATH": CHILD_PYTHONPATH,
+            "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+        },
         cwd=ROOT,
         timeout=570,  # (under the suite's 600 s a test)
     )

@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from .conftest import ROOT
+from .conftest import CHILD_PYTHONPATH, ROOT
 
 
 def _free_port() -> int:
@@ -49,7 +49,7 @@ def test_duplicates_sent_to_different_workers_merge(start_engine, tmp_path):
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "STRATABATCH_ENGINE": eng.name},
+        env={**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "STRATABATCH_ENGINE": eng.name},
     )
     url = f"http://127.0.0.1:{port}"
     try:

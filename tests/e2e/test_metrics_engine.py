@@ -20,7 +20,7 @@ import stratabatch
 from stratabatch import Stats
 from stratabatch.exitcodes import EXIT_SOCKET
 from stratabatch.metrics import ENGINE_UP, REQUEST_LATENCY, STATS_METRICS
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import CHILD_PYTHONPATH, ROOT
 
 N_REQUESTS = 60
 N_DISTINCT = 12
@@ -122,7 +122,7 @@ def test_engine_metrics_port_in_use_exits_with_the_socket_status(engine_name):
             text=True,
             timeout=120,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": CHILD_PYTHONPATH},
         )
     assert proc.returncode == EXIT_SOCKET, proc.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}" in proc.stderr
@@ -140,7 +140,7 @@ class Monitor:
             stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": CHILD_PYTHONPATH},
         )
 
     def stop(self, sig: int = signal.SIGINT) -> tuple[int, str, str]:
@@ -212,7 +212,7 @@ def test_monitor_prometheus_refuses_once_or_json(engine_name):
         text=True,
         timeout=60,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": CHILD_PYTHONPATH},
     )
     assert proc.returncode == 2
     assert "--prometheus cannot be combined" in proc.stderr

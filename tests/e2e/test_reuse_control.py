@@ -5,7 +5,6 @@ message or options map fails alone and the engine goes on."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
@@ -17,12 +16,12 @@ from stratabatch import InvalidRequestError
 from stratabatch.client import EngineClient
 from stratabatch.ipc.frames import FrameDecoder
 
-from .conftest import ROOT
+from .conftest import CHILD_PYTHONPATH
 
 
 def _env(log: Path) -> dict[str, str]:
     # the engine runs the tree these tests import (a PYTHONPATH of the caller's comes first)
-    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
+    path = CHILD_PYTHONPATH
     return {"PYTHONPATH": path, "SB_E2E_LOG": str(log)}
 
 

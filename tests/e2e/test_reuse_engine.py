@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import CHILD_PYTHONPATH, ROOT
 
 ASK = """
 import json, sys
@@ -22,7 +22,7 @@ def ask(name: str, *texts: str) -> list:
 
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])),
+        "PYTHONPATH": CHILD_PYTHONPATH,
     }
     out = subprocess.run(
         [sys.executable, "-c", ASK, name, *texts],
@@ -51,7 +51,7 @@ def test_a_second_client_process_gets_the_first_ones_stored_answers(start_engine
 
 def test_near_twins_from_another_client_process_get_the_stored_answers(start_engine):
     # (the engine imports the tree the clients import: PYTHONPATH as ask() passes it)
-    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
+    path = CHILD_PYTHONPATH
     eng = start_engine(
         *("--dedup-strategy", "embedding", "--reuse", "near", "--cold-start", "wait"),
         env={"PYTHONPATH": path},

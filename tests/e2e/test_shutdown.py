@@ -27,7 +27,7 @@ from stratabatch.exitcodes import (
 )
 from stratabatch.ipc.segment import segment_name
 
-from .conftest import ROOT
+from .conftest import CHILD_PYTHONPATH, ROOT
 
 HANDLERS = "tests.e2e.handlers_faults"
 
@@ -194,7 +194,7 @@ def _engine(name: str, env: dict | None = None, *args: str) -> subprocess.Comple
         capture_output=True,
         timeout=60,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, **(env or {})},
     )
 
 
@@ -286,7 +286,7 @@ def test_a_flooding_client_does_not_starve_the_others(start_engine, tmp_path):
         handler=f"{HANDLERS}:sleepy",
     )
     go, stop = tmp_path / "go", tmp_path / "stop"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH}
     worker = str(ROOT / "tests/e2e/load_worker.py")
     procs = [
         subprocess.Popen(
