@@ -71,9 +71,17 @@ def _load() -> Any:
 
         import numpy as np
 
-        from . import canon, guardkernels, numberkeys
+        from . import canon, guardkernels, numberkeys, wordkeys
+        from .embed import HashingEmbedder
 
-        _mods = SimpleNamespace(np=np, canon=canon, numberkeys=numberkeys, guards=guardkernels)
+        _mods = SimpleNamespace(
+            np=np,
+            canon=canon,
+            numberkeys=numberkeys,
+            guards=guardkernels,
+            wordkeys=wordkeys,
+            hashing=HashingEmbedder,
+        )
     return _mods
 
 
@@ -336,9 +344,28 @@ class NearReuse:
         if not keyed and threshold < INDEX_MIN_THRESHOLD and index.live > EXHAUSTIVE_MAX_ENTRIES:
             return  # (every entry would be compared: exact and canonical twins only)
         qs = [reqs[j] for _, j in rest]
+        mods = _load()
+        embed: Any = None
+        mat: Any = None
         if vectors is not None and all(vectors[j] is not None for _, j in rest):
-            np = _load().np
+            np = mods.np
             mat = np.stack([np.asarray(vectors[j], np.float32) for _, j in rest])
+        elif keyed and self.config.canonicalize and type(dedup.embedder()) is mods.hashing:
+            # key words first, the vectors only if a pair needs a cosine (LeaderIndex.query):
+            # a request whose key words meet no stored answer's is never embedded. The
+            # default embedder's own class, as the window's rows without vectors: its
+            # embed() gives embed_profiled()'s vectors (the canonical texts are set above)
+            canons = [q.canon for q in qs]
+            emb = dedup.embedder()
+            batch = emb.profiles(canons)
+            mods.wordkeys.tag_profiles(batch, canons)
+            for t, k in enumerate(batch.lens.tolist()):
+                if k >= 0:
+                    qs[t].wprof = (batch, t)
+
+            def embed() -> Any:
+                return emb.embed(canons)
+
         else:
             mat = dedup.embed_requests(qs)
         profiles: Any = None
@@ -352,23 +379,23 @@ class NearReuse:
                     type(p) is tuple and p[0] is batch and p[1] == t for t, p in enumerate(profiles)
                 ):
                     profiles = batch
-        off, rows, sims = index.query(mat, [pids[k] for k, _ in rest], profiles, threshold)
-        offs = off.tolist()
-        if offs[-1] == 0:
+        off, rows, sims = index.query(
+            mat, [pids[k] for k, _ in rest], profiles, threshold, embed=embed
+        )
+        if not len(rows):
             return
         owners = index.owners
         floor = threshold - _SIM_SLACK
         # the candidate pairs, per query in the producer's order: (query, entry row, sim)
         pairs: list[tuple[int, _Held, float]] = []
-        all_rows, all_sims = rows.tolist(), sims.tolist()
-        for t, (_, j) in enumerate(rest):
-            for u in range(offs[t], offs[t + 1]):
-                held = owners[all_rows[u]]
-                if held is None or all_sims[u] < floor:
-                    continue
-                e = held.entry
-                if e.live and e.scope == scopes[j]:
-                    pairs.append((t, held, all_sims[u]))
+        of = mods.np.repeat(mods.np.arange(len(rest)), mods.np.diff(off)).tolist()
+        for t, row, sim in zip(of, rows.tolist(), sims.tolist(), strict=True):
+            held = owners[row]
+            if held is None or sim < floor:
+                continue
+            e = held.entry
+            if e.live and e.scope == scopes[rest[t][1]]:
+                pairs.append((t, held, sim))
         if not pairs:
             return
         codes = self._kernel_codes(qs, pairs) if dedup.guarded() else [0] * len(pairs)
@@ -403,35 +430,31 @@ class NearReuse:
                 if a is not None and b is not None and (a == b or a.split() == b.split()):
                     codes[k] = 0
             return codes
-        # the kernel passes pairs of the same canonical words itself (its first test)
-        canons: list[str] = []
-        texts: list[str] = []
-        at: dict[int, int] = {}  # id of a text's holder -> its place in canons
-        ask: list[int] = []
-        pa: list[int] = []  # the stored side
-        pb: list[int] = []  # the request
-        for k, (t, held, _) in enumerate(pairs):
-            q, h = qs[t], held.text
-            if q.canon is None or h.canon is None:
-                continue
-            ask.append(k)
-            for obj, side in ((h, pa), (q, pb)):
-                i = at.get(id(obj))
-                if i is None:
-                    i = at[id(obj)] = len(canons)
-                    canons.append(obj.canon)  # type: ignore[arg-type]  # (not None: above)
-                    texts.append(obj.text)
-                side.append(i)
-        if not ask:
-            return codes
+        # the kernel passes pairs of the same canonical words itself (its first test). Its
+        # texts: every query's, then each pair's stored one (a stored text in two pairs is
+        # read twice: rarer than a dict of the texts seen would cost)
+        m = len(qs)
+        canons: list[Any] = [q.canon for q in qs]
+        texts: list[Any] = [q.text for q in qs]
+        for _, held, _ in pairs:
+            h = held.text
+            canons.append(h.canon)
+            texts.append(h.text)
         mods = _load()
-        if len(ask) == 1:  # (decide_pairs of one pair, without its batch's set-up: ~5 vs 12 us)
-            got = [mods.guards.decide(canons[pa[0]], canons[pb[0]], texts[pa[0]], texts[pb[0]])]
+        np = mods.np
+        pb = np.fromiter([t for t, _, _ in pairs], np.int64, len(pairs))
+        pa = np.arange(m, m + len(pairs), dtype=np.int64)
+        if None in canons:  # (no canonical text: Deduper.veto decides, as DEFER)
+            none = np.array([c is None for c in canons], bool)
+            pa[none[m:]] = -1
+            pb[none[pb]] = -1
+            texts = ["" if c is None else x for c, x in zip(canons, texts, strict=True)]
+            canons = ["" if c is None else c for c in canons]
+        if len(pairs) == 1:  # (decide_pairs of one pair, without its batch's set-up: ~5 vs 12 us)
+            if pa[0] < 0 or pb[0] < 0:
+                return codes
+            t = pairs[0][0]
+            got = [mods.guards.decide(canons[m], canons[t], texts[m], texts[t])]
         else:
-            i64 = mods.np.int64
-            got = mods.guards.decide_pairs(
-                canons, texts, mods.np.array(pa, i64), mods.np.array(pb, i64)
-            ).tolist()
-        for k, g in zip(ask, got, strict=True):
-            codes[k] = 0 if g == 0 else (1 if g > 0 else -1)
-        return codes
+            got = mods.guards.decide_pairs(canons, texts, pa, pb).tolist()
+        return [0 if g == 0 else (1 if g > 0 else -1) for g in got]
