@@ -404,7 +404,10 @@ class NearReuse:
         for (t, held, sim), code in zip(pairs, codes, strict=True):
             if t == done:
                 continue
-            if code > 0 or (code < 0 and dedup.veto(qs[t], held.text, sim) is not None):
+            if code > 0:  # (the kernel's refusal, logged as Deduper.veto logs it)
+                dedup.log_refused(qs[t], held.text, sim, True)
+                continue
+            if code < 0 and dedup.veto(qs[t], held.text, sim, True) is not None:
                 continue
             hit = cache.hit(held.entry, now)
             if hit is not None:

@@ -10,7 +10,7 @@ from stratabatch import BatchProcessor
 from stratabatch.config import BatchConfig
 from stratabatch.dedup import normalize_key
 from stratabatch.grouping import Deduper
-from stratabatch.nearreuse import NearReuse
+from stratabatch.nearreuse import NearReuse, _Text
 from stratabatch.reuse import ReuseCache
 
 
@@ -73,6 +73,40 @@ def test_a_trap_sibling_is_not_served(stored, ask):
     put(cache, near, stored, "stored")
     assert near.lookup(ask, b"") is None
     assert near.lookup(stored + "!", b"") is not None  # (the stored one is findable)
+
+
+def _reuse_vetoes(near: NearReuse) -> list:
+    return [v for v in near.dedup.vetoes if v.reuse]
+
+
+@pytest.mark.parametrize("guards", ["all", "some"])
+def test_guard_vetoes_of_near_lookups_are_in_the_veto_log(guards, caplog):
+    # every guard on: the guard kernel refuses (one pair alone, then a call's pairs at once);
+    # some guards: Deduper.veto decides. Either way the window's log holds the refusal,
+    # marked as a reuse lookup, and the guards say why when it is read.
+    opts = {} if guards == "all" else {"dedup_guards": ("polarity", "scope", "residue")}
+    cache, near = near_cache(**opts)
+    put(cache, near, "increase the font size", "up")
+    put(cache, near, "cancel my order", "cancelled")
+    with caplog.at_level("DEBUG", logger="stratabatch.dedup"):
+        assert near.lookup("decrease the font size", b"") is None
+    (rec,) = _reuse_vetoes(near)
+    assert (rec.request.text, rec.leader.text) == (
+        "decrease the font size",
+        "increase the font size",
+    )
+    assert rec.similarity >= near.dedup.threshold() - 1e-6
+    assert str(rec.veto) == "polarity: increase / decrease"
+    assert "kept apart from the stored answer of 'increase the font size'" in caplog.text
+    asks = ["cancel my orders", "decrease the font size!", "cancel my ordr"]
+    got = near.lookup_many([_Text(a) for a in asks], [b""] * 3, None, None)
+    assert [g is None for g in got] == [True, True, False]  # (a typo is served)
+    recs = _reuse_vetoes(near)
+    assert [(r.request.text, r.leader.text, str(r.veto)) for r in recs[1:]] == [
+        ("cancel my orders", "cancel my order", "scope: order / orders"),
+        ("decrease the font size!", "increase the font size", "polarity: increase / decrease"),
+    ]
+    assert len(near.dedup.vetoes) == 3  # (no window merge was asked)
 
 
 def test_scopes_do_not_share_near_twins():
