@@ -82,6 +82,23 @@ def partition_of(scope: bytes, key: int) -> int:
     return hash((scope, key)) & _MASK63 if scope else key
 
 
+def _profiles_of(reqs: list[Request]) -> Any:
+    """The key words of ``reqs`` that one batch holds, the ``j``-th for ``reqs[j]`` (a
+    near-reuse lookup computed them with their canonical texts, as
+    :meth:`Deduper._profile_batch` would: ``r.wprof`` is ``(batch, j)``), or None."""
+    p = reqs[0].wprof
+    if type(p) is not tuple:
+        return None
+    batch = p[0]
+    if len(batch.lens) != len(reqs):
+        return None
+    for j, r in enumerate(reqs):
+        q = r.wprof
+        if type(q) is not tuple or q[0] is not batch or q[1] != j:
+            return None
+    return batch
+
+
 def _judge(leader: Request, r: Request, guards: Any) -> Any:
     """The guards' veto on ``r`` joining ``leader`` with the residue guard in full, read by a
     lazy veto-log entry (:meth:`Deduper._log_refused`); the features are kept on the
@@ -1329,12 +1346,16 @@ class Deduper:
         canonical texts (also kept in ``r.canon``), which the index embeds when a vector is
         wanted, and their key words."""
         hot = _hot_path()
-        texts = hot.canon.canonical_texts(texts)
-        for r, t in zip(reqs, texts, strict=True):
-            r.canon = t
-        batch = self.embedder().profiles(texts)
-        hot.wordkeys.tag_profiles(batch, texts)
-        return texts, batch
+        canons = [r.canon for r in reqs]  # (kept by a near-reuse lookup of the same pass)
+        if None in canons:
+            canons = hot.canon.canonical_texts(texts)
+            for r, t in zip(reqs, canons, strict=True):
+                r.canon = t
+        batch = _profiles_of(reqs)  # (a near-reuse lookup's of exactly these requests)
+        if batch is None:
+            batch = self.embedder().profiles(canons)
+            hot.wordkeys.tag_profiles(batch, canons)
+        return canons, batch  # type: ignore[return-value]
 
     def _embed_canonical(self, texts: list[str]) -> Any:
         """The vectors of canonical ``texts`` (the index's rows without one, see

@@ -55,6 +55,12 @@ _SIM_SLACK = 1e-6
 EXHAUSTIVE_MAX_ENTRIES = 2048
 #: Stored entries that wait for a lookup to be filed at most (see :meth:`NearReuse.store`).
 FILE_AT = 1024
+#: Requests a similar-text step takes at least to compute their key words before their
+#: vectors (which only a pair that needs a cosine then computes): fewer are embedded with
+#: their key words in one call, since a hit's second kernel call and the word pass's restart
+#: cost more than a small call's embedding (at one request a call: a typo hit ~25 us more,
+#: a miss ~7 us less).
+LAZY_MIN = 16
 
 _mods: Any = None
 _log = logging.getLogger(DEDUP)
@@ -350,7 +356,12 @@ class NearReuse:
         if vectors is not None and all(vectors[j] is not None for _, j in rest):
             np = mods.np
             mat = np.stack([np.asarray(vectors[j], np.float32) for _, j in rest])
-        elif keyed and self.config.canonicalize and type(dedup.embedder()) is mods.hashing:
+        elif (
+            keyed
+            and len(qs) >= LAZY_MIN
+            and self.config.canonicalize
+            and type(dedup.embedder()) is mods.hashing
+        ):
             # key words first, the vectors only if a pair needs a cosine (LeaderIndex.query):
             # a request whose key words meet no stored answer's is never embedded. The
             # default embedder's own class, as the window's rows without vectors: its
@@ -388,7 +399,8 @@ class NearReuse:
         floor = threshold - _SIM_SLACK
         # the candidate pairs, per query in the producer's order: (query, entry row, sim)
         pairs: list[tuple[int, _Held, float]] = []
-        of = mods.np.repeat(mods.np.arange(len(rest)), mods.np.diff(off)).tolist()
+        offs = off.tolist()
+        of = [t for t in range(len(rest)) for _ in range(offs[t + 1] - offs[t])]  # (query of each)
         for t, row, sim in zip(of, rows.tolist(), sims.tolist(), strict=True):
             held = owners[row]
             if held is None or sim < floor:
@@ -433,9 +445,17 @@ class NearReuse:
                 if a is not None and b is not None and (a == b or a.split() == b.split()):
                     codes[k] = 0
             return codes
-        # the kernel passes pairs of the same canonical words itself (its first test). Its
-        # texts: every query's, then each pair's stored one (a stored text in two pairs is
-        # read twice: rarer than a dict of the texts seen would cost)
+        # the kernel passes pairs of the same canonical words itself (its first test)
+        mods = _load()
+        if len(pairs) == 1:  # (decide_pairs of one pair, without its batch's set-up: ~5 vs 12 us)
+            t, held, _ = pairs[0]
+            q, h = qs[t], held.text
+            if q.canon is None or h.canon is None:
+                return codes
+            g = mods.guards.decide(h.canon, q.canon, h.text, q.text)
+            return [0 if g == 0 else (1 if g > 0 else -1)]
+        # its texts: every query's, then each pair's stored one (a stored text in two pairs
+        # is read twice: rarer than a dict of the texts seen would cost)
         m = len(qs)
         canons: list[Any] = [q.canon for q in qs]
         texts: list[Any] = [q.text for q in qs]
@@ -443,7 +463,6 @@ class NearReuse:
             h = held.text
             canons.append(h.canon)
             texts.append(h.text)
-        mods = _load()
         np = mods.np
         pb = np.fromiter([t for t, _, _ in pairs], np.int64, len(pairs))
         pa = np.arange(m, m + len(pairs), dtype=np.int64)
@@ -453,11 +472,5 @@ class NearReuse:
             pb[none[pb]] = -1
             texts = ["" if c is None else x for c, x in zip(canons, texts, strict=True)]
             canons = ["" if c is None else c for c in canons]
-        if len(pairs) == 1:  # (decide_pairs of one pair, without its batch's set-up: ~5 vs 12 us)
-            if pa[0] < 0 or pb[0] < 0:
-                return codes
-            t = pairs[0][0]
-            got = [mods.guards.decide(canons[m], canons[t], texts[m], texts[t])]
-        else:
-            got = mods.guards.decide_pairs(canons, texts, pa, pb).tolist()
+        got = mods.guards.decide_pairs(canons, texts, pa, pb).tolist()
         return [0 if g == 0 else (1 if g > 0 else -1) for g in got]
