@@ -61,6 +61,9 @@ FILE_AT = 1024
 #: cost more than a small call's embedding (at one request a call: a typo hit ~25 us more,
 #: a miss ~7 us less).
 LAZY_MIN = 16
+#: Requests that missed whose vector and key words are kept for their answer's filing, at
+#: most (the last ones: one pass's, or a few single calls').
+KEPT_MAX = 256
 
 _mods: Any = None
 _log = logging.getLogger(DEDUP)
@@ -100,6 +103,20 @@ def near_applies(config: Any) -> bool:
         and config.dedup_strategy in ("embedding", "hybrid")
         and config.dedup_function is None
     )
+
+
+def _one_batch(profiles: list[Any]) -> Any:
+    """``profiles`` (key words of rows, see :func:`stratabatch.wordtable.word_rows`), or the
+    :class:`~stratabatch.wordkeys.BatchProfiles` they all point into when it holds exactly
+    them, in order (embedded together): the batch itself is filed by one kernel call."""
+    p = profiles[0]
+    batch = p[0] if type(p) is tuple else None
+    if batch is None or len(batch.lens) != len(profiles):
+        return profiles
+    for t, p in enumerate(profiles):
+        if type(p) is not tuple or p[0] is not batch or p[1] != t:
+            return profiles
+    return batch
 
 
 class _Text:
@@ -162,7 +179,10 @@ class NearReuse:
         self.config = config
         self.index = LeaderIndex()
         self._canon: dict[Any, _Held] = {}
-        self._unfiled: list[tuple[Entry, str]] = []  # stored, not filed yet (see store)
+        self._unfiled: list[tuple[Entry, str, Any]] = []  # stored, not filed yet (see store)
+        # id of a request that missed -> (it, the embedder, its vector, its key words), for
+        # its answer's filing (see store); the last KEPT_MAX, with canonicalize
+        self._kept: dict[int, tuple[Any, Any, Any, Any]] = {}
         self.canon_hits = 0
         self.similar_hits = 0
         self.misses = 0
@@ -188,9 +208,12 @@ class NearReuse:
 
     # ------------------------------------------------------------------ store
 
-    def store(self, entry: Entry, text: Any, vector: Any = None) -> None:
+    def store(self, entry: Entry, text: Any, vector: Any = None, req: Any = None) -> None:
         """File ``entry`` (just stored, made from a request of text ``text``) for near twins.
         A request without text, or with its own vector, is kept for exact twins only.
+        ``req``: the request itself, whose canonical text (and the vector and key words its
+        own near lookup computed, kept for the last :data:`KEPT_MAX` requests that missed)
+        are filed as they are instead of computed again.
 
         Filing waits for the next lookup (or :data:`FILE_AT` stored entries): a batch's
         answers are stored one by one in its fan-out, and their canonical texts, partitions,
@@ -199,13 +222,13 @@ class NearReuse:
         if not isinstance(text, str) or vector is not None or not near_applies(self.config):
             return
         if entry.live:
-            self._unfiled.append((entry, text))
+            self._unfiled.append((entry, text, req))
             if len(self._unfiled) >= FILE_AT:
                 self.flush()
 
     def flush(self) -> None:
         """File the entries stored since the last lookup (see :meth:`store`)."""
-        todo = [(e, t) for e, t in self._unfiled if e.live]
+        todo = [u for u in self._unfiled if u[0].live]
         self._unfiled = []
         if not todo:
             return
@@ -213,27 +236,49 @@ class NearReuse:
             self._file(todo)
         except Exception:  # (an embedder that fails: the entries serve exact twins only; the
             self._failed("filing stored answers")  # core stores inside a batch's fan-out,
-            for e, _ in todo:  # where nothing may raise)
+            for e, _, _ in todo:  # where nothing may raise)
                 if type(e.handle) is _Held:
                     self._dropped(e)
                 e.handle = None
 
-    def _file(self, todo: list[tuple[Entry, str]]) -> None:
-        texts = [t for _, t in todo]
-        pids = self._partitions(texts, [e.scope for e, _ in todo])
+    def _file(self, todo: list[tuple[Entry, str, Any]]) -> None:
+        texts = [t for _, t, _ in todo]
+        pids = self._partitions(texts, [e.scope for e, _, _ in todo])
         stubs = [_Text(t) for t in texts]
         dedup = self.dedup
-        vec = dedup.embed_requests(stubs)  # (sets each stub's canon with canonicalize)
+        vec = None
+        if self.config.canonicalize:
+            kept = self._kept
+            emb = dedup.embedder()
+            vecs = []
+            for (_, t, req), stub in zip(todo, stubs, strict=True):
+                if req is None or req.text != t:
+                    continue
+                got = kept.pop(id(req), None)
+                if got is not None and got[0] is req and got[1] is emb:
+                    stub.canon, stub.wprof = req.canon, got[3]
+                    vecs.append(got[2])
+                elif type(req.canon) is str:
+                    stub.canon = req.canon  # (the canonical text the pass computed)
+            if len(vecs) == len(stubs):  # (else embedded below; canonical texts kept)
+                vec = vecs[0][None, :] if len(vecs) == 1 else _load().np.stack(vecs)
+            else:
+                for stub in stubs:
+                    stub.wprof = None
+        if vec is None:
+            vec = dedup.embed_requests(stubs)  # (sets each stub's canon with canonicalize)
         index = self.index
         if index.dim is None:
             index.dim = int(vec.shape[1])
         keyed = bool(dedup.word_keyed())
-        profiles = [dedup.profile_of(t) for t in stubs] if keyed else None
+        profiles: Any = [dedup.profile_of(t) for t in stubs] if keyed else None
+        if profiles is not None:
+            profiles = _one_batch(profiles)
         start = index.append(vec, pids, profiles)
         rows = list(range(start, start + len(todo)))
         helds = []
         table = self._canon
-        for (e, _), t, pid, row in zip(todo, stubs, pids, rows, strict=True):
+        for (e, _, _), t, pid, row in zip(todo, stubs, pids, rows, strict=True):
             t.wprof = None  # (kept by the index)
             canon_key = None if t.canon is None else (pid, t.canon)
             held = _Held(e, t, canon_key)
@@ -265,6 +310,7 @@ class NearReuse:
         self.index.reset()
         self._canon.clear()
         self._unfiled = []
+        self._kept.clear()
 
     # ------------------------------------------------------------------ lookup
 
@@ -381,18 +427,41 @@ class NearReuse:
             mat = dedup.embed_requests(qs)
         profiles: Any = None
         if keyed:
-            profiles = [dedup.profile_of(q) for q in qs]
-            batch = profiles[0][0] if type(profiles[0]) is tuple else None
-            if batch is not None and len(batch.lens) == len(qs):
-                # the key words of exactly these requests, in order (embedded just now): the
-                # batch itself, filed by one kernel call
-                if all(
-                    type(p) is tuple and p[0] is batch and p[1] == t for t, p in enumerate(profiles)
-                ):
-                    profiles = batch
+            profiles = _one_batch([dedup.profile_of(q) for q in qs])
         off, rows, sims = index.query(
             mat, [pids[k] for k, _ in rest], profiles, threshold, embed=embed
         )
+        try:
+            self._pairs_of(qs, scopes, rest, off, rows, sims, threshold, out, now)
+        finally:
+            mat = index.queried
+            if mat is not None and self.config.canonicalize:
+                # the misses' vectors and key words, for their answers' filing (see store)
+                kept = self._kept
+                emb = dedup.embedder()
+                for t, (_, j) in enumerate(rest):
+                    if out[j] is None:
+                        q = qs[t]
+                        kept[id(q)] = (q, emb, mat[t].copy(), q.wprof)
+                while len(kept) > KEPT_MAX:
+                    del kept[next(iter(kept))]
+
+    def _pairs_of(
+        self,
+        qs: list[Any],
+        scopes: list[bytes],
+        rest: list[tuple[int, int]],
+        off: Any,
+        rows: Any,
+        sims: Any,
+        threshold: float,
+        out: list[NearHit | None],
+        now: float | None,
+    ) -> None:
+        """The guards' decisions on the candidates ``index.query`` listed for ``qs``: the
+        first each query's guards let through answers it."""
+        index = self.index
+        dedup = self.dedup
         if not len(rows):
             return
         owners = index.owners

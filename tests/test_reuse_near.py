@@ -375,3 +375,39 @@ def test_a_failing_lookup_or_filing_is_logged_once_a_kind_and_serves_nothing(mon
     assert near.failures == 3 and e.handle is None  # (its exact twins are still served)
     n = normalize_key("cancel my subscription")
     assert cache.get((b"", hash(n), False), n, b"")[0] == {"a": "done"}
+
+
+@pytest.mark.parametrize("calls", [1, 20])
+def test_an_answer_filed_with_its_requests_lookup_is_filed_as_without(calls):
+    # an answer's request missed a near lookup first (its vector and key words computed
+    # then): its filing takes them instead of computing them again, and files the same row
+    words = ("change", "close", "rename", "export", "merge", "verify", "upgrade", "share")
+    texts = [f"how do I {w} the {o} of my account" for w in words for o in ("owner", "plan")]
+    typos = [t.replace("account", "acount") for t in texts]
+    got = []
+    for hand_over in (False, True):
+        cache, near = near_cache(max_entries=1000)
+        put(cache, near, "where is my parcel", "p")  # (the cache is not empty: lookups run)
+        reqs = [_Text(t) for t in texts]
+        for a in range(0, len(reqs), calls):
+            part = reqs[a : a + calls]
+            assert near.lookup_many(part, [b""] * len(part), None, None) == [None] * len(part)
+        # (an index this small compares every request's vector: each is embedded and kept)
+        assert len(near._kept) == len(texts)
+        for t, r in zip(texts, reqs, strict=True):
+            n = normalize_key(t)
+            e = cache.put((b"", hash(n), False), n, t, b"", size=10)
+            near.store(e, t, None, r if hand_over else None)
+        near.flush()
+        assert len(near._kept) == (0 if hand_over else len(texts))
+        owners = near.index.owners
+        rows = sorted((i for i, h in enumerate(owners) if h), key=lambda i: owners[i].entry.result)
+        got.append(
+            (
+                near.index.mat[rows].tobytes(),
+                [owners[i].text.canon for i in rows],
+                [(h.result, h.similarity) for h in (near.lookup(q, b"") for q in typos)],
+            )
+        )
+    assert got[0] == got[1]
+    assert [r for r, _ in got[1][2]] == texts
