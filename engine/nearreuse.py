@@ -13,11 +13,15 @@ veto. :class:`NearReuse` finds them in two steps, both never looser than a windo
    punctuation, spacing, fillers, polite openers) are found here.
 2. **Similar text**: the entries' vectors are rows of a :class:`~stratabatch.index.LeaderIndex`
    of their own (the same class as the window's, fed the same embedder, threshold, partitions
-   and key words), whose owners are the entries; a request that missed step 1 is appended as
-   one row, the index's candidate producer offers the entries of its partition at cosine >=
-   threshold, and the first that the Deduper's guards (:meth:`~stratabatch.grouping.Deduper.veto`)
-   let through answers it; the request's row is retired. Typos and dropped or reordered words
-   are found here.
+   and key words), whose owners are the entries; the requests that missed step 1 are queried
+   at once (:meth:`LeaderIndex.query`: no row filed), its candidate producer offers the
+   entries of their partition at cosine >= threshold, and the first that the Deduper's guards
+   (:meth:`~stratabatch.grouping.Deduper.veto`, the guard kernel first) let through answers
+   each. A call of :data:`LAZY_MIN` requests or more computes their key words first and
+   their vectors only if a pair needs a cosine (a request whose key words meet no entry's is
+   never embedded). Typos and dropped or reordered words are found here. The guards'
+   refusals go into the Deduper's veto log, marked :attr:`VetoRecord.reuse
+   <stratabatch.grouping.VetoRecord.reuse>`.
 
 Why an index of its own rather than rows in the window's: the window's index is the hot path
 of every pass (issue 20 optimizes it), its rows come and go with pending groups, lazily
@@ -25,8 +29,11 @@ without vectors (:meth:`LeaderIndex.lead_lazy`, rows appended with texts), and i
 treats every owner as a group that takes members. A second instance of the same class keeps
 the same candidate producers and the same decisions (the guards are the Deduper's own),
 holds every entry with its vector (computed when the answer is stored, next to a backend
-call), and leaves the window's pass untouched. The cost: the vector is computed again for a
-request that misses (the window's pass computes its own), ~8 us.
+call), and leaves the window's pass untouched. What a lookup computed is not computed
+again: the window's pass takes a missed request's canonical text (and, for its rows without
+vectors, the key words of exactly its requests), and the answer's filing takes the request's
+canonical text, vector and key words (:meth:`NearReuse.store` with the request). The window
+still embeds a missed request of its own where its rows need a vector.
 
 Entries leave through :attr:`stratabatch.reuse.ReuseCache.on_drop` (evicted, expired,
 replaced, forgotten, cleared): their canonical key and their index row go at once, so no stale
