@@ -446,10 +446,11 @@ class NearReuse:
                 # the misses' vectors and key words, for their answers' filing (see store)
                 kept = self._kept
                 emb = dedup.embedder()
+                one = len(rest) == 1  # (a row of a matrix of one: no copy to let the rest go)
                 for t, (_, j) in enumerate(rest):
                     if out[j] is None:
                         q = qs[t]
-                        kept[id(q)] = (q, emb, mat[t].copy(), q.wprof)
+                        kept[id(q)] = (q, emb, mat[t] if one else mat[t].copy(), q.wprof)
                 while len(kept) > KEPT_MAX:
                     del kept[next(iter(kept))]
 
