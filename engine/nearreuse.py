@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import OrderedDict
 from typing import Any
 
 from .config import GUARDS
@@ -189,7 +190,7 @@ class NearReuse:
         self._unfiled: list[tuple[Entry, str, Any]] = []  # stored, not filed yet (see store)
         # id of a request that missed -> (it, the embedder, its vector, its key words), for
         # its answer's filing (see store); the last KEPT_MAX, with canonicalize
-        self._kept: dict[int, tuple[Any, Any, Any, Any]] = {}
+        self._kept: OrderedDict[int, tuple[Any, Any, Any, Any]] = OrderedDict()
         self.canon_hits = 0
         self.similar_hits = 0
         self.misses = 0
@@ -451,8 +452,8 @@ class NearReuse:
                     if out[j] is None:
                         q = qs[t]
                         kept[id(q)] = (q, emb, mat[t] if one else mat[t].copy(), q.wprof)
-                while len(kept) > KEPT_MAX:
-                    del kept[next(iter(kept))]
+                while len(kept) > KEPT_MAX:  # (a dict's first key skips every deleted one)
+                    kept.popitem(last=False)
 
     def _pairs_of(
         self,
