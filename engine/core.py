@@ -798,7 +798,7 @@ class Core:
             )
             near = self.near
             if e is not None and near is not None and not self._dedup.interim_exact:
-                near.store(e, lead.text, lead.vector)
+                near.store(e, lead.text, lead.vector, lead)
 
     def lane_twins(self) -> Callable[[Request, Any], bool] | None:
         """:meth:`stratabatch.grouping.GroupOps.lane_twins`: :meth:`_lane_twin` while the

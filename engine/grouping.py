@@ -82,6 +82,23 @@ def partition_of(scope: bytes, key: int) -> int:
     return hash((scope, key)) & _MASK63 if scope else key
 
 
+def _profiles_of(reqs: list[Request]) -> Any:
+    """The key words of ``reqs`` that one batch holds, the ``j``-th for ``reqs[j]`` (a
+    near-reuse lookup computed them with their canonical texts, as
+    :meth:`Deduper._profile_batch` would: ``r.wprof`` is ``(batch, j)``), or None."""
+    p = reqs[0].wprof
+    if type(p) is not tuple:
+        return None
+    batch = p[0]
+    if len(batch.lens) != len(reqs):
+        return None
+    for j, r in enumerate(reqs):
+        q = r.wprof
+        if type(q) is not tuple or q[0] is not batch or q[1] != j:
+            return None
+    return batch
+
+
 def _judge(leader: Request, r: Request, guards: Any) -> Any:
     """The guards' veto on ``r`` joining ``leader`` with the residue guard in full, read by a
     lazy veto-log entry (:meth:`Deduper._log_refused`); the features are kept on the
@@ -229,17 +246,27 @@ def _clip(text: str | None, n: int = 80) -> str | None:
 class VetoRecord:
     """A near merge a guard refused (kept in :attr:`Deduper.vetoes` for debugging)."""
 
-    __slots__ = ("leader", "request", "similarity", "_veto", "_judge")
+    __slots__ = ("leader", "request", "similarity", "reuse", "_veto", "_judge")
 
     def __init__(
-        self, leader: Request, request: Request, similarity: float, veto: Any, judge: Any = None
+        self,
+        leader: Request,
+        request: Request,
+        similarity: float,
+        veto: Any,
+        judge: Any = None,
+        reuse: bool = False,
     ) -> None:
         self.leader = leader
-        """The request that leads the group ``request`` would have joined."""
+        """The request that leads the group ``request`` would have joined (with ``reuse``:
+        the stored answer's text, a stand-in with ``text`` and ``canon``)."""
         self.request = request
         """The request that was kept apart."""
         self.similarity = similarity
         """Their similarity (at or above the threshold: a candidate)."""
+        self.reuse = reuse
+        """Whether a near-reuse lookup was refused (``leader`` is a stored answer's request,
+        :mod:`stratabatch.nearreuse`), not a merge in the window."""
         self._veto = veto
         self._judge = judge  # asks the guards when ``veto`` is first read (see below)
 
@@ -257,7 +284,7 @@ class VetoRecord:
     def __repr__(self) -> str:
         return (
             f"VetoRecord({self.leader.text!r:.60} / {self.request.text!r:.60}, "
-            f"similarity={self.similarity:.3f}, {self.veto})"
+            f"similarity={self.similarity:.3f}, {self.veto}{', reuse' if self.reuse else ''})"
         )
 
 
@@ -418,8 +445,9 @@ class Deduper:
             f = r.features = Features(r.text, r.canon.split())
         return f
 
-    def veto(self, r: Request, leader: Request, similarity: float) -> Any:
-        """The guard veto on ``r`` joining the group ``leader`` leads, or None (and logged).
+    def veto(self, r: Request, leader: Request, similarity: float, reuse: bool = False) -> Any:
+        """The guard veto on ``r`` joining the group ``leader`` leads, or None (and logged;
+        ``reuse``: ``leader`` is a stored answer's, see :attr:`VetoRecord.reuse`).
 
         A pair of long texts (more words than the index pre-checks, see
         :data:`~stratabatch.wordkeys.PRECHECK_MAX_WORDS`) first goes through the same residue
@@ -464,7 +492,7 @@ class Deduper:
             if k == 0:
                 return None
             if k > 0:
-                self._log_refused(r, leader, similarity)
+                self._log_refused(r, leader, similarity, reuse)
                 return _KERNEL_REFUSED
         fa = self.features_of(leader)
         fb = self.features_of(r)
@@ -487,11 +515,11 @@ class Deduper:
             and max(len(fa.tokens), len(fb.tokens)) > big
             and not self._residue_may_pass(fa, fb)
         ):
-            self._log_refused(r, leader, similarity)
+            self._log_refused(r, leader, similarity, reuse)
             return _PRECHECK_REFUSED
         v = veto(fa, fb, guards, False, paraphrases=paraphrases)
         if v is not None:
-            self._record_veto(VetoRecord(leader, r, similarity, v))
+            self._record_veto(VetoRecord(leader, r, similarity, v, reuse=reuse))
         return v
 
     def _record_veto(self, rec: VetoRecord) -> None:
@@ -499,14 +527,26 @@ class Deduper:
         self.vetoes.append(rec)
         if _veto_log.isEnabledFor(logging.DEBUG):
             _veto_log.debug(
-                "veto: %r kept apart from %r at similarity %.3f (%s)",
+                "veto: %r kept apart from %s%r at similarity %.3f (%s)",
                 _clip(rec.request.text),
+                "the stored answer of " if rec.reuse else "",
                 _clip(rec.leader.text),
                 rec.similarity,
                 rec.veto,
             )
 
-    def _log_refused(self, r: Request, leader: Request, similarity: float) -> None:
+    def log_refused(
+        self, r: Request, leader: Request, similarity: float, reuse: bool = False
+    ) -> None:
+        """Log a near merge the guard kernel refused outside :meth:`veto` (with ``reuse``:
+        a near-reuse lookup of ``r`` that the stored answer of ``leader`` did not serve), as
+        :meth:`veto` logs the kernel's refusals: the guards say why when the entry's
+        ``veto`` is read."""
+        self._log_refused(r, leader, similarity, reuse)
+
+    def _log_refused(
+        self, r: Request, leader: Request, similarity: float, reuse: bool = False
+    ) -> None:
         """Log a near merge a residue pre-check or the guard kernel refused; the guards say
         why when the entry's ``veto`` is read (both hold only where the residue guard applies
         in full: no paraphrases, numbers settled by the partition), and only then build the
@@ -514,7 +554,7 @@ class Deduper:
         if r.text is None or leader.text is None:
             return
         judge = partial(_judge, leader, r, self.config.dedup_guards)
-        self._record_veto(VetoRecord(leader, r, similarity, None, judge))
+        self._record_veto(VetoRecord(leader, r, similarity, None, judge, reuse))
 
     def _kernel_answers(self, ok: list[Request], start: int, found: Any, joinable: Any) -> Any:
         """The guard kernel's answers (:func:`stratabatch.guardkernels.decide_pairs`, one
@@ -1306,12 +1346,16 @@ class Deduper:
         canonical texts (also kept in ``r.canon``), which the index embeds when a vector is
         wanted, and their key words."""
         hot = _hot_path()
-        texts = hot.canon.canonical_texts(texts)
-        for r, t in zip(reqs, texts, strict=True):
-            r.canon = t
-        batch = self.embedder().profiles(texts)
-        hot.wordkeys.tag_profiles(batch, texts)
-        return texts, batch
+        canons = [r.canon for r in reqs]  # (kept by a near-reuse lookup of the same pass)
+        if None in canons:
+            canons = hot.canon.canonical_texts(texts)
+            for r, t in zip(reqs, canons, strict=True):
+                r.canon = t
+        batch = _profiles_of(reqs)  # (a near-reuse lookup's of exactly these requests)
+        if batch is None:
+            batch = self.embedder().profiles(canons)
+            hot.wordkeys.tag_profiles(batch, canons)
+        return canons, batch  # type: ignore[return-value]
 
     def _embed_canonical(self, texts: list[str]) -> Any:
         """The vectors of canonical ``texts`` (the index's rows without one, see

@@ -138,6 +138,8 @@ class LeaderIndex:
         self.unvectored = 0
         self.fetched = 0
         self.embed_texts: Any = None
+        # the last query's matrix, where it computed one (see query)
+        self.queried: Any = None
 
     def __len__(self) -> int:
         return len(self.owners)
@@ -666,10 +668,17 @@ class LeaderIndex:
         profiles: list[Any] | None,
         threshold: float,
         max_cand: int | None = None,
+        embed: Any = None,
     ) -> Any:
         """Candidate leaders of query rows that never lead: what :meth:`append` then
         :meth:`candidates` would list for each among the rows before it (``vectors``,
         ``pids`` and ``profiles`` as :meth:`append`'s), with no row kept.
+
+        ``vectors`` None: ``embed()`` gives the queries' matrix, called only if a reader
+        needs it: where the word table serves, only when a pair needs a cosine (a query
+        whose candidates the key words settle is never embedded, as the window's rows
+        without vectors). Every leader row has its vector. The matrix, when computed, is
+        kept in :attr:`queried` (None otherwise) for the caller.
 
         Where the word table serves (:meth:`candidates`' rule), the queries are written past
         the last row, read against the table and not filed (a lookup of stored answers, whose
@@ -684,6 +693,7 @@ class LeaderIndex:
         np = self._np
         m = len(pids)
         n = len(self.owners)
+        self.queried = vectors
         if not m or not self.has_leaders_in(pids):
             return np.zeros(m + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
         keyed = profiles is not None and self._keyless == 0
@@ -693,6 +703,8 @@ class LeaderIndex:
         else:
             words = self.method == "words" and keyed
         if not words or self.unvectored:
+            if vectors is None:
+                vectors = self.queried = embed()
             start = self.append(vectors, pids, profiles)
             try:
                 off, rows, sims = self.candidates(start, threshold, max_cand)[:3]
@@ -713,6 +725,15 @@ class LeaderIndex:
         self._query_rows(vectors, pids, profiles, n)
         stop = n + m
         wd = self._word_data(stop)
+        fetch = None
+        if vectors is None:
+
+            def fetch(i: int, r: int) -> None:
+                # (a query row met a pair that needs its cosine: every query is embedded)
+                got = self.queried = embed()
+                self.mat[n:stop] = got
+                self.vec[n:stop] = 1
+
         try:
             off, rows, sims = self.table.candidates(
                 self.mat[:stop],
@@ -724,8 +745,8 @@ class LeaderIndex:
                 threshold,
                 p.words.WORD_MAX_CANDIDATES if max_cand is None else max_cand,
                 wd,
-                None,
-                None,
+                self.vec[:stop] if vectors is None else None,
+                fetch,
                 False,
             )[:3]
         finally:
@@ -741,9 +762,14 @@ class LeaderIndex:
         wt = _load().words
         used = self._pool_used
         self._grow_pools(used, used + wt.profile_entries(profiles))
-        self.mat[n:need] = vectors
-        self.vec[n:need] = 1
-        self.refused[n:need] = -1
+        if vectors is None:
+            self.vec[n:need] = 0  # (see query: embedded when a pair needs a cosine)
+        else:
+            self.mat[n:need] = vectors
+            self.vec[n:need] = 1
+        # marked as noted: a query's refused pairs are not noted for a veto log (none reads
+        # them), so the pre-check refuses them without their cosine (pairs.word_admit_in)
+        self.refused[n:need] = 0
         wt.word_rows(profiles, self.pools, used, (self.woff, self.wlen, self.wtot), self.wkeys, n)
         self.part[n:need] = pids
 

@@ -13,11 +13,15 @@ veto. :class:`NearReuse` finds them in two steps, both never looser than a windo
    punctuation, spacing, fillers, polite openers) are found here.
 2. **Similar text**: the entries' vectors are rows of a :class:`~stratabatch.index.LeaderIndex`
    of their own (the same class as the window's, fed the same embedder, threshold, partitions
-   and key words), whose owners are the entries; a request that missed step 1 is appended as
-   one row, the index's candidate producer offers the entries of its partition at cosine >=
-   threshold, and the first that the Deduper's guards (:meth:`~stratabatch.grouping.Deduper.veto`)
-   let through answers it; the request's row is retired. Typos and dropped or reordered words
-   are found here.
+   and key words), whose owners are the entries; the requests that missed step 1 are queried
+   at once (:meth:`LeaderIndex.query`: no row filed), its candidate producer offers the
+   entries of their partition at cosine >= threshold, and the first that the Deduper's guards
+   (:meth:`~stratabatch.grouping.Deduper.veto`, the guard kernel first) let through answers
+   each. A call of :data:`LAZY_MIN` requests or more computes their key words first and
+   their vectors only if a pair needs a cosine (a request whose key words meet no entry's is
+   never embedded). Typos and dropped or reordered words are found here. The guards'
+   refusals go into the Deduper's veto log, marked :attr:`VetoRecord.reuse
+   <stratabatch.grouping.VetoRecord.reuse>`.
 
 Why an index of its own rather than rows in the window's: the window's index is the hot path
 of every pass (issue 20 optimizes it), its rows come and go with pending groups, lazily
@@ -25,8 +29,11 @@ without vectors (:meth:`LeaderIndex.lead_lazy`, rows appended with texts), and i
 treats every owner as a group that takes members. A second instance of the same class keeps
 the same candidate producers and the same decisions (the guards are the Deduper's own),
 holds every entry with its vector (computed when the answer is stored, next to a backend
-call), and leaves the window's pass untouched. The cost: the vector is computed again for a
-request that misses (the window's pass computes its own), ~8 us.
+call), and leaves the window's pass untouched. What a lookup computed is not computed
+again: the window's pass takes a missed request's canonical text (and, for its rows without
+vectors, the key words of exactly its requests), and the answer's filing takes the request's
+canonical text, vector and key words (:meth:`NearReuse.store` with the request). The window
+still embeds a missed request of its own where its rows need a vector.
 
 Entries leave through :attr:`stratabatch.reuse.ReuseCache.on_drop` (evicted, expired,
 replaced, forgotten, cleared): their canonical key and their index row go at once, so no stale
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import OrderedDict
 from typing import Any
 
 from .config import GUARDS
@@ -55,6 +63,15 @@ _SIM_SLACK = 1e-6
 EXHAUSTIVE_MAX_ENTRIES = 2048
 #: Stored entries that wait for a lookup to be filed at most (see :meth:`NearReuse.store`).
 FILE_AT = 1024
+#: Requests a similar-text step takes at least to compute their key words before their
+#: vectors (which only a pair that needs a cosine then computes): fewer are embedded with
+#: their key words in one call, since a hit's second kernel call and the word pass's restart
+#: cost more than a small call's embedding (at one request a call: a typo hit ~25 us more,
+#: a miss ~7 us less).
+LAZY_MIN = 16
+#: Requests that missed whose vector and key words are kept for their answer's filing, at
+#: most (the last ones: one pass's, or a few single calls').
+KEPT_MAX = 256
 
 _mods: Any = None
 _log = logging.getLogger(DEDUP)
@@ -71,9 +88,17 @@ def _load() -> Any:
 
         import numpy as np
 
-        from . import canon, guardkernels, numberkeys
+        from . import canon, guardkernels, numberkeys, wordkeys
+        from .embed import HashingEmbedder
 
-        _mods = SimpleNamespace(np=np, canon=canon, numberkeys=numberkeys, guards=guardkernels)
+        _mods = SimpleNamespace(
+            np=np,
+            canon=canon,
+            numberkeys=numberkeys,
+            guards=guardkernels,
+            wordkeys=wordkeys,
+            hashing=HashingEmbedder,
+        )
     return _mods
 
 
@@ -86,6 +111,20 @@ def near_applies(config: Any) -> bool:
         and config.dedup_strategy in ("embedding", "hybrid")
         and config.dedup_function is None
     )
+
+
+def _one_batch(profiles: list[Any]) -> Any:
+    """``profiles`` (key words of rows, see :func:`stratabatch.wordtable.word_rows`), or the
+    :class:`~stratabatch.wordkeys.BatchProfiles` they all point into when it holds exactly
+    them, in order (embedded together): the batch itself is filed by one kernel call."""
+    p = profiles[0]
+    batch = p[0] if type(p) is tuple else None
+    if batch is None or len(batch.lens) != len(profiles):
+        return profiles
+    for t, p in enumerate(profiles):
+        if type(p) is not tuple or p[0] is not batch or p[1] != t:
+            return profiles
+    return batch
 
 
 class _Text:
@@ -148,7 +187,10 @@ class NearReuse:
         self.config = config
         self.index = LeaderIndex()
         self._canon: dict[Any, _Held] = {}
-        self._unfiled: list[tuple[Entry, str]] = []  # stored, not filed yet (see store)
+        self._unfiled: list[tuple[Entry, str, Any]] = []  # stored, not filed yet (see store)
+        # id of a request that missed -> (it, the embedder, its vector, its key words), for
+        # its answer's filing (see store); the last KEPT_MAX, with canonicalize
+        self._kept: OrderedDict[int, tuple[Any, Any, Any, Any]] = OrderedDict()
         self.canon_hits = 0
         self.similar_hits = 0
         self.misses = 0
@@ -174,9 +216,12 @@ class NearReuse:
 
     # ------------------------------------------------------------------ store
 
-    def store(self, entry: Entry, text: Any, vector: Any = None) -> None:
+    def store(self, entry: Entry, text: Any, vector: Any = None, req: Any = None) -> None:
         """File ``entry`` (just stored, made from a request of text ``text``) for near twins.
         A request without text, or with its own vector, is kept for exact twins only.
+        ``req``: the request itself, whose canonical text (and the vector and key words its
+        own near lookup computed, kept for the last :data:`KEPT_MAX` requests that missed)
+        are filed as they are instead of computed again.
 
         Filing waits for the next lookup (or :data:`FILE_AT` stored entries): a batch's
         answers are stored one by one in its fan-out, and their canonical texts, partitions,
@@ -185,13 +230,13 @@ class NearReuse:
         if not isinstance(text, str) or vector is not None or not near_applies(self.config):
             return
         if entry.live:
-            self._unfiled.append((entry, text))
+            self._unfiled.append((entry, text, req))
             if len(self._unfiled) >= FILE_AT:
                 self.flush()
 
     def flush(self) -> None:
         """File the entries stored since the last lookup (see :meth:`store`)."""
-        todo = [(e, t) for e, t in self._unfiled if e.live]
+        todo = [u for u in self._unfiled if u[0].live]
         self._unfiled = []
         if not todo:
             return
@@ -199,27 +244,49 @@ class NearReuse:
             self._file(todo)
         except Exception:  # (an embedder that fails: the entries serve exact twins only; the
             self._failed("filing stored answers")  # core stores inside a batch's fan-out,
-            for e, _ in todo:  # where nothing may raise)
+            for e, _, _ in todo:  # where nothing may raise)
                 if type(e.handle) is _Held:
                     self._dropped(e)
                 e.handle = None
 
-    def _file(self, todo: list[tuple[Entry, str]]) -> None:
-        texts = [t for _, t in todo]
-        pids = self._partitions(texts, [e.scope for e, _ in todo])
+    def _file(self, todo: list[tuple[Entry, str, Any]]) -> None:
+        texts = [t for _, t, _ in todo]
+        pids = self._partitions(texts, [e.scope for e, _, _ in todo])
         stubs = [_Text(t) for t in texts]
         dedup = self.dedup
-        vec = dedup.embed_requests(stubs)  # (sets each stub's canon with canonicalize)
+        vec = None
+        if self.config.canonicalize:
+            kept = self._kept
+            emb = dedup.embedder()
+            vecs = []
+            for (_, t, req), stub in zip(todo, stubs, strict=True):
+                if req is None or req.text != t:
+                    continue
+                got = kept.pop(id(req), None)
+                if got is not None and got[0] is req and got[1] is emb:
+                    stub.canon, stub.wprof = req.canon, got[3]
+                    vecs.append(got[2])
+                elif type(req.canon) is str:
+                    stub.canon = req.canon  # (the canonical text the pass computed)
+            if len(vecs) == len(stubs):  # (else embedded below; canonical texts kept)
+                vec = vecs[0][None, :] if len(vecs) == 1 else _load().np.stack(vecs)
+            else:
+                for stub in stubs:
+                    stub.wprof = None
+        if vec is None:
+            vec = dedup.embed_requests(stubs)  # (sets each stub's canon with canonicalize)
         index = self.index
         if index.dim is None:
             index.dim = int(vec.shape[1])
         keyed = bool(dedup.word_keyed())
-        profiles = [dedup.profile_of(t) for t in stubs] if keyed else None
+        profiles: Any = [dedup.profile_of(t) for t in stubs] if keyed else None
+        if profiles is not None:
+            profiles = _one_batch(profiles)
         start = index.append(vec, pids, profiles)
         rows = list(range(start, start + len(todo)))
         helds = []
         table = self._canon
-        for (e, _), t, pid, row in zip(todo, stubs, pids, rows, strict=True):
+        for (e, _, _), t, pid, row in zip(todo, stubs, pids, rows, strict=True):
             t.wprof = None  # (kept by the index)
             canon_key = None if t.canon is None else (pid, t.canon)
             held = _Held(e, t, canon_key)
@@ -251,6 +318,7 @@ class NearReuse:
         self.index.reset()
         self._canon.clear()
         self._unfiled = []
+        self._kept.clear()
 
     # ------------------------------------------------------------------ lookup
 
@@ -336,39 +404,88 @@ class NearReuse:
         if not keyed and threshold < INDEX_MIN_THRESHOLD and index.live > EXHAUSTIVE_MAX_ENTRIES:
             return  # (every entry would be compared: exact and canonical twins only)
         qs = [reqs[j] for _, j in rest]
+        mods = _load()
+        embed: Any = None
+        mat: Any = None
         if vectors is not None and all(vectors[j] is not None for _, j in rest):
-            np = _load().np
+            np = mods.np
             mat = np.stack([np.asarray(vectors[j], np.float32) for _, j in rest])
+        elif (
+            keyed
+            and len(qs) >= LAZY_MIN
+            and self.config.canonicalize
+            and type(dedup.embedder()) is mods.hashing
+        ):
+            # key words first, the vectors only if a pair needs a cosine (LeaderIndex.query):
+            # a request whose key words meet no stored answer's is never embedded. The
+            # default embedder's own class, as the window's rows without vectors: its
+            # embed() gives embed_profiled()'s vectors (the canonical texts are set above)
+            canons = [q.canon for q in qs]
+            emb = dedup.embedder()
+            batch = emb.profiles(canons)
+            mods.wordkeys.tag_profiles(batch, canons)
+            for t, k in enumerate(batch.lens.tolist()):
+                if k >= 0:
+                    qs[t].wprof = (batch, t)
+
+            def embed() -> Any:
+                return emb.embed(canons)
+
         else:
             mat = dedup.embed_requests(qs)
         profiles: Any = None
         if keyed:
-            profiles = [dedup.profile_of(q) for q in qs]
-            batch = profiles[0][0] if type(profiles[0]) is tuple else None
-            if batch is not None and len(batch.lens) == len(qs):
-                # the key words of exactly these requests, in order (embedded just now): the
-                # batch itself, filed by one kernel call
-                if all(
-                    type(p) is tuple and p[0] is batch and p[1] == t for t, p in enumerate(profiles)
-                ):
-                    profiles = batch
-        off, rows, sims = index.query(mat, [pids[k] for k, _ in rest], profiles, threshold)
-        offs = off.tolist()
-        if offs[-1] == 0:
+            profiles = _one_batch([dedup.profile_of(q) for q in qs])
+        off, rows, sims = index.query(
+            mat, [pids[k] for k, _ in rest], profiles, threshold, embed=embed
+        )
+        try:
+            self._pairs_of(qs, scopes, rest, off, rows, sims, threshold, out, now)
+        finally:
+            mat = index.queried
+            if mat is not None and self.config.canonicalize:
+                # the misses' vectors and key words, for their answers' filing (see store)
+                kept = self._kept
+                emb = dedup.embedder()
+                one = len(rest) == 1  # (a row of a matrix of one: no copy to let the rest go)
+                for t, (_, j) in enumerate(rest):
+                    if out[j] is None:
+                        q = qs[t]
+                        kept[id(q)] = (q, emb, mat[t] if one else mat[t].copy(), q.wprof)
+                while len(kept) > KEPT_MAX:  # (a dict's first key skips every deleted one)
+                    kept.popitem(last=False)
+
+    def _pairs_of(
+        self,
+        qs: list[Any],
+        scopes: list[bytes],
+        rest: list[tuple[int, int]],
+        off: Any,
+        rows: Any,
+        sims: Any,
+        threshold: float,
+        out: list[NearHit | None],
+        now: float | None,
+    ) -> None:
+        """The guards' decisions on the candidates ``index.query`` listed for ``qs``: the
+        first each query's guards let through answers it."""
+        index = self.index
+        dedup = self.dedup
+        if not len(rows):
             return
         owners = index.owners
         floor = threshold - _SIM_SLACK
         # the candidate pairs, per query in the producer's order: (query, entry row, sim)
         pairs: list[tuple[int, _Held, float]] = []
-        all_rows, all_sims = rows.tolist(), sims.tolist()
-        for t, (_, j) in enumerate(rest):
-            for u in range(offs[t], offs[t + 1]):
-                held = owners[all_rows[u]]
-                if held is None or all_sims[u] < floor:
-                    continue
-                e = held.entry
-                if e.live and e.scope == scopes[j]:
-                    pairs.append((t, held, all_sims[u]))
+        offs = off.tolist()
+        of = [t for t in range(len(rest)) for _ in range(offs[t + 1] - offs[t])]  # (query of each)
+        for t, row, sim in zip(of, rows.tolist(), sims.tolist(), strict=True):
+            held = owners[row]
+            if held is None or sim < floor:
+                continue
+            e = held.entry
+            if e.live and e.scope == scopes[rest[t][1]]:
+                pairs.append((t, held, sim))
         if not pairs:
             return
         codes = self._kernel_codes(qs, pairs) if dedup.guarded() else [0] * len(pairs)
@@ -377,7 +494,10 @@ class NearReuse:
         for (t, held, sim), code in zip(pairs, codes, strict=True):
             if t == done:
                 continue
-            if code > 0 or (code < 0 and dedup.veto(qs[t], held.text, sim) is not None):
+            if code > 0:  # (the kernel's refusal, logged as Deduper.veto logs it)
+                dedup.log_refused(qs[t], held.text, sim, True)
+                continue
+            if code < 0 and dedup.veto(qs[t], held.text, sim, True) is not None:
                 continue
             hit = cache.hit(held.entry, now)
             if hit is not None:
@@ -404,34 +524,31 @@ class NearReuse:
                     codes[k] = 0
             return codes
         # the kernel passes pairs of the same canonical words itself (its first test)
-        canons: list[str] = []
-        texts: list[str] = []
-        at: dict[int, int] = {}  # id of a text's holder -> its place in canons
-        ask: list[int] = []
-        pa: list[int] = []  # the stored side
-        pb: list[int] = []  # the request
-        for k, (t, held, _) in enumerate(pairs):
+        mods = _load()
+        if len(pairs) == 1:  # (decide_pairs of one pair, without its batch's set-up: ~5 vs 12 us)
+            t, held, _ = pairs[0]
             q, h = qs[t], held.text
             if q.canon is None or h.canon is None:
-                continue
-            ask.append(k)
-            for obj, side in ((h, pa), (q, pb)):
-                i = at.get(id(obj))
-                if i is None:
-                    i = at[id(obj)] = len(canons)
-                    canons.append(obj.canon)  # type: ignore[arg-type]  # (not None: above)
-                    texts.append(obj.text)
-                side.append(i)
-        if not ask:
-            return codes
-        mods = _load()
-        if len(ask) == 1:  # (decide_pairs of one pair, without its batch's set-up: ~5 vs 12 us)
-            got = [mods.guards.decide(canons[pa[0]], canons[pb[0]], texts[pa[0]], texts[pb[0]])]
-        else:
-            i64 = mods.np.int64
-            got = mods.guards.decide_pairs(
-                canons, texts, mods.np.array(pa, i64), mods.np.array(pb, i64)
-            ).tolist()
-        for k, g in zip(ask, got, strict=True):
-            codes[k] = 0 if g == 0 else (1 if g > 0 else -1)
-        return codes
+                return codes
+            g = mods.guards.decide(h.canon, q.canon, h.text, q.text)
+            return [0 if g == 0 else (1 if g > 0 else -1)]
+        # its texts: every query's, then each pair's stored one (a stored text in two pairs
+        # is read twice: rarer than a dict of the texts seen would cost)
+        m = len(qs)
+        canons: list[Any] = [q.canon for q in qs]
+        texts: list[Any] = [q.text for q in qs]
+        for _, held, _ in pairs:
+            h = held.text
+            canons.append(h.canon)
+            texts.append(h.text)
+        np = mods.np
+        pb = np.fromiter([t for t, _, _ in pairs], np.int64, len(pairs))
+        pa = np.arange(m, m + len(pairs), dtype=np.int64)
+        if None in canons:  # (no canonical text: Deduper.veto decides, as DEFER)
+            none = np.array([c is None for c in canons], bool)
+            pa[none[m:]] = -1
+            pb[none[pb]] = -1
+            texts = ["" if c is None else x for c, x in zip(canons, texts, strict=True)]
+            canons = ["" if c is None else c for c in canons]
+        got = mods.guards.decide_pairs(canons, texts, pa, pb).tolist()
+        return [0 if g == 0 else (1 if g > 0 else -1) for g in got]

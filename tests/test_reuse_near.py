@@ -10,7 +10,7 @@ from stratabatch import BatchProcessor
 from stratabatch.config import BatchConfig
 from stratabatch.dedup import normalize_key
 from stratabatch.grouping import Deduper
-from stratabatch.nearreuse import NearReuse
+from stratabatch.nearreuse import NearReuse, _Text
 from stratabatch.reuse import ReuseCache
 
 
@@ -73,6 +73,40 @@ def test_a_trap_sibling_is_not_served(stored, ask):
     put(cache, near, stored, "stored")
     assert near.lookup(ask, b"") is None
     assert near.lookup(stored + "!", b"") is not None  # (the stored one is findable)
+
+
+def _reuse_vetoes(near: NearReuse) -> list:
+    return [v for v in near.dedup.vetoes if v.reuse]
+
+
+@pytest.mark.parametrize("guards", ["all", "some"])
+def test_guard_vetoes_of_near_lookups_are_in_the_veto_log(guards, caplog):
+    # every guard on: the guard kernel refuses (one pair alone, then a call's pairs at once);
+    # some guards: Deduper.veto decides. Either way the window's log holds the refusal,
+    # marked as a reuse lookup, and the guards say why when it is read.
+    opts = {} if guards == "all" else {"dedup_guards": ("polarity", "scope", "residue")}
+    cache, near = near_cache(**opts)
+    put(cache, near, "increase the font size", "up")
+    put(cache, near, "cancel my order", "cancelled")
+    with caplog.at_level("DEBUG", logger="stratabatch.dedup"):
+        assert near.lookup("decrease the font size", b"") is None
+    (rec,) = _reuse_vetoes(near)
+    assert (rec.request.text, rec.leader.text) == (
+        "decrease the font size",
+        "increase the font size",
+    )
+    assert rec.similarity >= near.dedup.threshold() - 1e-6
+    assert str(rec.veto) == "polarity: increase / decrease"
+    assert "kept apart from the stored answer of 'increase the font size'" in caplog.text
+    asks = ["cancel my orders", "decrease the font size!", "cancel my ordr"]
+    got = near.lookup_many([_Text(a) for a in asks], [b""] * 3, None, None)
+    assert [g is None for g in got] == [True, True, False]  # (a typo is served)
+    recs = _reuse_vetoes(near)
+    assert [(r.request.text, r.leader.text, str(r.veto)) for r in recs[1:]] == [
+        ("cancel my orders", "cancel my order", "scope: order / orders"),
+        ("decrease the font size!", "increase the font size", "polarity: increase / decrease"),
+    ]
+    assert len(near.dedup.vetoes) == 3  # (no window merge was asked)
 
 
 def test_scopes_do_not_share_near_twins():
@@ -341,3 +375,39 @@ def test_a_failing_lookup_or_filing_is_logged_once_a_kind_and_serves_nothing(mon
     assert near.failures == 3 and e.handle is None  # (its exact twins are still served)
     n = normalize_key("cancel my subscription")
     assert cache.get((b"", hash(n), False), n, b"")[0] == {"a": "done"}
+
+
+@pytest.mark.parametrize("calls", [1, 20])
+def test_an_answer_filed_with_its_requests_lookup_is_filed_as_without(calls):
+    # an answer's request missed a near lookup first (its vector and key words computed
+    # then): its filing takes them instead of computing them again, and files the same row
+    words = ("change", "close", "rename", "export", "merge", "verify", "upgrade", "share")
+    texts = [f"how do I {w} the {o} of my account" for w in words for o in ("owner", "plan")]
+    typos = [t.replace("account", "acount") for t in texts]
+    got = []
+    for hand_over in (False, True):
+        cache, near = near_cache(max_entries=1000)
+        put(cache, near, "where is my parcel", "p")  # (the cache is not empty: lookups run)
+        reqs = [_Text(t) for t in texts]
+        for a in range(0, len(reqs), calls):
+            part = reqs[a : a + calls]
+            assert near.lookup_many(part, [b""] * len(part), None, None) == [None] * len(part)
+        # (an index this small compares every request's vector: each is embedded and kept)
+        assert len(near._kept) == len(texts)
+        for t, r in zip(texts, reqs, strict=True):
+            n = normalize_key(t)
+            e = cache.put((b"", hash(n), False), n, t, b"", size=10)
+            near.store(e, t, None, r if hand_over else None)
+        near.flush()
+        assert len(near._kept) == (0 if hand_over else len(texts))
+        owners = near.index.owners
+        rows = sorted((i for i, h in enumerate(owners) if h), key=lambda i: owners[i].entry.result)
+        got.append(
+            (
+                near.index.mat[rows].tobytes(),
+                [owners[i].text.canon for i in rows],
+                [(h.result, h.similarity) for h in (near.lookup(q, b"") for q in typos)],
+            )
+        )
+    assert got[0] == got[1]
+    assert [r for r, _ in got[1][2]] == texts
