@@ -367,10 +367,11 @@ def replay_near(
                 if best < dedup.threshold() - 1e-6:
                     cause = "below threshold"
                 else:
-                    # (no veto logged: the guard kernel refused it, which logs none, or the
-                    # twin was not among the candidates a lookup is offered, the oldest rows
-                    # at the threshold first: with MiniLM, the long prompts' traps)
-                    cause = f"vetoed: {refused_by}" if refused_by else "kernel or candidate cap"
+                    # (no veto logged: a residue pre-check refused it, which logs none for
+                    # a lookup, or the twin was not among the candidates a lookup is offered,
+                    # the oldest rows at the threshold first: with MiniLM, the long prompts'
+                    # traps)
+                    cause = f"vetoed: {refused_by}" if refused_by else "pre-check or candidate cap"
                 accounting[label][cause] += 1
                 examples.append((label, cause, r.text, twin, round(best, 4)))
         asked_of.setdefault(r.intent, []).append((r.text, r.t))
