@@ -195,6 +195,10 @@ class NearReuse:
         self.similar_hits = 0
         self.misses = 0
         self.failures = 0  # filings and lookups that raised (logged once a kind)
+        # lookups whose similar-text step was skipped (too many entries to compare each with,
+        # see EXHAUSTIVE_MAX_ENTRIES); the first skip is logged
+        self.skipped = 0
+        self._skip_said = False
         self._failed_kinds: set[type] = set()
         cache.on_drop = self._dropped
 
@@ -402,7 +406,24 @@ class NearReuse:
         threshold = float(dedup.threshold())
         keyed = bool(dedup.word_keyed())
         if not keyed and threshold < INDEX_MIN_THRESHOLD and index.live > EXHAUSTIVE_MAX_ENTRIES:
-            return  # (every entry would be compared: exact and canonical twins only)
+            # (every entry would be compared: exact and canonical twins only)
+            self.skipped += len(rest)
+            if not self._skip_said:
+                self._skip_said = True
+                _log.warning(
+                    "near reuse: %d stored answers, over the %d that an embedder judging "
+                    "meaning (%s) at a threshold below %.2f may compare each lookup with; "
+                    "from now on lookups find exact and same-canonical-text twins only while "
+                    "the store holds more (set reuse_max_entries <= %d, or a threshold of "
+                    "%.2f or more, to keep near lookups; said once)",
+                    index.live,
+                    EXHAUSTIVE_MAX_ENTRIES,
+                    getattr(dedup.embedder(), "name", type(dedup.embedder()).__name__),
+                    INDEX_MIN_THRESHOLD,
+                    EXHAUSTIVE_MAX_ENTRIES,
+                    INDEX_MIN_THRESHOLD,
+                )
+            return
         qs = [reqs[j] for _, j in rest]
         mods = _load()
         embed: Any = None

@@ -411,3 +411,32 @@ def test_an_answer_filed_with_its_requests_lookup_is_filed_as_without(calls):
         )
     assert got[0] == got[1]
     assert [r for r, _ in got[1][2]] == texts
+
+
+def test_a_meaning_embedder_past_the_compare_bound_says_so_once(monkeypatch, caplog):
+    # an embedder that judges meaning below the index's threshold has no table to find its
+    # candidates: past EXHAUSTIVE_MAX_ENTRIES a lookup would compare with every entry, so the
+    # similar-text step stops (canonical twins still served) and a warning says it, once
+    import stratabatch.nearreuse as nearreuse
+    from stratabatch.embed import HashingEmbedder
+
+    base = HashingEmbedder()
+
+    def meaning(texts):  # (a user's embedder: merges_paraphrases is taken as True)
+        return base(texts)
+
+    monkeypatch.setattr(nearreuse, "EXHAUSTIVE_MAX_ENTRIES", 3)
+    cache, near = near_cache(embedder=meaning, dedup_threshold=0.85)
+    put(cache, near, RESET, {"a": "reset it"})
+    assert near.lookup("how do i reset my pasword", b"") is not None  # (one entry: compared)
+    for i, text in enumerate(["cancel my subscription", "change my email", "delete my data"]):
+        put(cache, near, text, {"a": i})
+    with caplog.at_level("WARNING", logger="stratabatch.dedup"):
+        assert near.lookup("how do i reset my pasword", b"") is None  # typo: not compared
+        assert near.lookup("how do i resett my password", b"") is None
+        got = near.lookup("hey, how do I reset my password", b"")  # same canonical text
+    assert got is not None and got.result == {"a": "reset it"}
+    assert near.skipped == 2
+    said = [r.getMessage() for r in caplog.records if r.name == "stratabatch.dedup"]
+    assert len(said) == 1 and "4 stored answers, over the 3" in said[0]
+    assert "reuse_max_entries <= 3" in said[0]
