@@ -35,7 +35,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -492,13 +492,18 @@ class ReuseCache:
             self._expirations += 1
         return self._expirations - n
 
-    def forget(self, scope: bytes | None = None) -> int:
+    def forget(self, scope: bytes | Collection[bytes] | None = None) -> int:
         """Drop the entries of one scope (the canonical bytes of its ``dedup_scope`` fields,
-        as :func:`stratabatch.dedup.scope_of` makes them), or every entry (None). Returns how
+        as :func:`stratabatch.dedup.scope_of` makes them), of any of a collection of scopes
+        (one walk over the entries, however many scopes), or every entry (None). Returns how
         many were dropped."""
         if scope is None:
             return self.clear()
-        gone = [e for e in self._lru.values() if e.scope == scope]
+        if type(scope) is bytes:
+            gone = [e for e in self._lru.values() if e.scope == scope]
+        else:
+            scopes = frozenset(scope)
+            gone = [e for e in self._lru.values() if e.scope in scopes]
         for e in gone:
             self._remove(e)
         self._forgotten += len(gone)

@@ -190,3 +190,26 @@ async def test_a_bad_reuse_flag_is_refused_before_anything_is_queued():
                 async for _ in batch.process_streaming([{"query": "q"}], reuse=bad):
                     pass
         assert calls == [] and batch.get_stats().total_requests == 0
+
+
+def test_forget_by_some_fields_walks_the_entries_once_however_many_scopes_match():
+    # (a walk over the entries a matching scope made a partial forget O(entries x scopes):
+    # 23 s on the event loop for 1,000 scopes of 100,000 entries)
+    from stratabatch.dedup import normalize_key, scope_of
+    from stratabatch.reuse import ReuseCache
+    from stratabatch.reusecontrol import forget
+
+    fields = ("tenant", "user")
+    cache = ReuseCache(600.0, 10_000, 1 << 30)
+    for i in range(3_000):
+        scope = scope_of({"tenant": f"t{i % 2}", "user": f"u{i % 500}"}, fields)
+        key = normalize_key(f"question {i}")
+        cache.put((scope, hash(key), False), key, i, scope, size=10)
+    walks = []
+    entries, drop = cache.entries, cache.forget
+    cache.entries = lambda: walks.append("entries") or entries()
+    cache.forget = lambda scope: walks.append("forget") or drop(scope)
+    assert forget(cache, fields, {"tenant": "t1"}) == 1_500  # 250 scopes
+    assert walks == ["entries", "forget"]
+    left = {(e.result % 2) for e in entries()}
+    assert left == {0} and len(entries()) == 1_500
