@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -326,15 +326,15 @@ class Intake:
                 errors.append((err, 0))
             client.inbox.extend(errors)
             return
-        for part in parts:
+        for part in cast("list[bytes]", parts):
             try:
                 items = self._decoder.request_items(part)
             except FrameError as item_exc:
-                rid = peek_frame_id(part)
-                if rid is None:
+                item_id = peek_frame_id(part)
+                if item_id is None:
                     self._drop(client, f"unreadable request frame: {item_exc}")
                     return
-                item_exc.id = rid  # type: ignore[attr-defined]
+                item_exc.id = item_id  # type: ignore[attr-defined]
                 items = [item_exc]
             if len(items) != 1:  # (an item that is itself a batch)
                 self._drop(client, "unreadable request frame: a batch item is a batch")

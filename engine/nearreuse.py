@@ -290,10 +290,10 @@ class NearReuse:
         rows = list(range(start, start + len(todo)))
         helds = []
         table = self._canon
-        for (e, _, _), t, pid, row in zip(todo, stubs, pids, rows, strict=True):
-            t.wprof = None  # (kept by the index)
-            canon_key = None if t.canon is None else (pid, t.canon)
-            held = _Held(e, t, canon_key)
+        for (e, _, _), stub, pid, row in zip(todo, stubs, pids, rows, strict=True):
+            stub.wprof = None  # (kept by the index)
+            canon_key = None if stub.canon is None else (pid, stub.canon)
+            held = _Held(e, stub, canon_key)
             held.row = row
             e.handle = held
             helds.append(held)
