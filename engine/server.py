@@ -28,11 +28,12 @@ transport:
   whose id can be read (a batch frame's items are then decoded one by one, a text frame's ids
   read alone: :func:`~stratabatch.ipc.frames.split_frame`); a frame that shows no id, or a
   corrupt ring, disconnects that client. A socket message whose framing is intact is always
-  answered, the connection kept: a body that does not decode, an unknown ``op`` or a refused
-  ``forget`` get an ``error``; only a length over the limit disconnects. Socket answers the
-  client's socket has no room for wait in order (:data:`MAX_UNSENT_BYTES` at most), and a
-  client's asks are answered :data:`ASKS_PER_TURN` a loop turn, so a flood of them delays
-  its sender, not the others.
+  answered, the connection kept (:mod:`stratabatch.asks`): a body that does not decode, an
+  unknown ``op`` or a refused ``forget`` get an ``error``; only a length over the limit
+  disconnects. Socket answers the client's socket has no room for wait in order
+  (:data:`~stratabatch.asks.MAX_UNSENT_BYTES` at most), and a client's asks are answered
+  :data:`~stratabatch.asks.ASKS_PER_TURN` a loop turn, so a flood of them delays its sender,
+  not the others.
   A client's death abandons its pending requests in the core (shared work goes on for the
   others), frees its slot and removes its ring segment.
 """
@@ -46,7 +47,6 @@ import logging
 import os
 import signal
 import sys
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,6 +62,7 @@ from stratabatch.ipc.frames import (
 from stratabatch.ipc.segment import Segment, reclaim_stale, segment_name
 from stratabatch.ipc.wait import DEFAULT_SPIN_US
 
+from .asks import Asks
 from .config import BatchConfig
 from .core import Core
 from .errors import (
@@ -81,30 +82,13 @@ from .records import Request
 from .reporting import Reporter
 from .reusecontrol import forget
 from .slots import STATE_RUNNING, STATE_STOPPING, Client, Slots
-from .wire import (
-    ARENA_MAGIC,
-    MAX_ECHO_CHARS,
-    BrokenMessage,
-    check_name,
-    echo_seq,
-    error_to_wire,
-    pack_message,
-)
+from .wire import ARENA_MAGIC, check_name, pack_message
 
 log = logging.getLogger("stratabatch.engine")
 
 ARENA_ROWS_PER_SLOT = 64
 """Arena rows each client slot owns: vectors it may have in flight at once."""
 _ENGINE_ROWS = 16
-MAX_UNSENT_BYTES = 4 << 20
-"""Socket answers the engine queues for a client that does not read them; past this the
-client is dropped (an ask waits for its answer, so only a client that never reads gets here)."""
-ASKS_PER_TURN = 32
-"""Socket asks of one client answered per loop turn (a stats snapshot is ~0.3 ms)."""
-MAX_WAITING_ASKS = 10_000
-"""Socket asks of one client read and not answered yet; past this the client is dropped."""
-MAX_ERROR_CHARS = 1000
-"""An error answer on the socket carries at most this many characters of its message."""
 _TICK_S = 0.1
 DEADLINE_TICK_S = 0.01
 """The engine's requests whose deadlines fall within one such tick share one timer
@@ -227,10 +211,8 @@ class Engine:
         """Whether a second stop signal cut the shutdown short (exit status 6)."""
         self._tick_handle: asyncio.TimerHandle | None = None
         self._uses_vectors = False
-        # socket answers a client's socket had no room for yet, in order (_send)
-        self._unsent: dict[Client, bytearray] = {}
-        # socket asks read but not answered yet, in order (_serve_asks)
-        self._asks: dict[Client, deque[Any]] = {}
+        # the clients' socket asks (stats, forget), answered in order
+        self._asks = Asks(self._stats_fields, self._forget_scope, self._drop_client)
 
     # ----------------------------------------------------------------- handler
 
@@ -304,6 +286,7 @@ class Engine:
         self._intake.use_arena(self._arena, self._dim)
         self._bell = Doorbell.create()
         self._outbox.start(loop, self.core, self._pacer.schedule, self._drop_client)
+        self._asks.start(loop)
         self._reporter.start(loop, self._publisher)
         self._pacer.start(loop, self._bell)
         loop.add_reader(self._bell.fileno(), self._pacer.on_bell)
@@ -380,134 +363,19 @@ class Engine:
         if not data:
             self._drop_client(client, "disconnected")
             return
-        try:
-            msgs = client.rbuf.feed_asks(data)
-        except ValueError as exc:  # a length over the limit: the stream cannot be followed
-            self._drop_client(client, f"broken socket message: {exc}")
-            return
-        asks = self._asks.get(client)
-        if asks is None:
-            asks = self._asks[client] = deque()
-        busy = bool(asks)  # (a turn is scheduled already)
-        asks.extend(msgs)
-        if len(asks) > MAX_WAITING_ASKS:
-            self._drop_client(client, f"over {MAX_WAITING_ASKS} socket asks waiting")
-        elif not busy:
-            self._serve_asks(client)
+        self._asks.feed(client, data)
 
-    def _serve_asks(self, client: Client) -> None:
-        """Answer up to :data:`ASKS_PER_TURN` of ``client``'s waiting socket asks, then let
-        the loop run (the rings, other clients) before the next turn: a flood of asks delays
-        its sender, not everyone."""
-        asks = self._asks.get(client)
-        if not asks or client.closed:
-            return
-        stats: list[Any] = []  # (the stats asks of one turn share one snapshot)
-        for _ in range(min(len(asks), ASKS_PER_TURN)):
-            if not self._send(client, pack_message(self._answer(asks.popleft(), stats))):
-                return
-        if asks:
-            assert self._loop is not None
-            self._loop.call_soon(self._serve_asks, client)
+    def _stats_fields(self) -> dict[str, Any]:
+        """A ``stats`` answer's fields: the core's ``Stats`` as a map, the clients connected."""
+        snap = dataclasses.asdict(self.core.snapshot())
+        for f in STATS_HISTOGRAMS:
+            snap[f] = list(snap[f])
+        return {"stats": snap, "clients": len(self._clients)}
 
-    def _answer(self, msg: dict[str, Any] | BrokenMessage, stats: list[Any]) -> dict[str, Any]:
-        """The answer to a client's socket message: ``stats``, ``forget``, or an error (a
-        message that does not decode, of an unknown ``op``, or a refused ``forget``). The
-        answer carries the message's ``op`` and ``seq`` as far as they read
-        (:func:`~stratabatch.wire.echo_seq`); the connection stays. ``stats``: the snapshot
-        already taken for this turn's asks, if any (one snapshot is ~0.3 ms: a turn of asks
-        costs one)."""
-        if type(msg) is BrokenMessage:
-            return _refusal(msg.op, msg.seq, msg.why)
-        op = msg.get("op")
-        if op == "stats":
-            if not stats:
-                snap = dataclasses.asdict(self.core.snapshot())
-                for f in STATS_HISTOGRAMS:
-                    snap[f] = list(snap[f])
-                stats.append(snap)
-            return {
-                "op": "stats",
-                "seq": echo_seq(msg.get("seq")),
-                "stats": stats[0],
-                "clients": len(self._clients),
-            }
-        if op == "forget":
-            return self._forget(msg)
-        return _refusal(
-            op if type(op) is str else None,
-            echo_seq(msg.get("seq")),
-            f"unknown socket message {op!r:.{MAX_ECHO_CHARS}}: a client may ask "
-            "'stats' or 'forget'",
-        )
-
-    def _send(self, client: Client, data: bytes) -> bool:
-        """Send ``data`` on ``client``'s socket, or queue what the socket has no room for
-        (sent as it drains, in order); False when the client was dropped (a broken socket,
-        or more than :data:`MAX_UNSENT_BYTES` it does not read)."""
-        unsent = self._unsent.get(client)
-        if unsent is not None:
-            unsent += data
-            if len(unsent) > MAX_UNSENT_BYTES:
-                self._drop_client(
-                    client,
-                    f"it does not read its socket: over {MAX_UNSENT_BYTES >> 20} MiB of "
-                    "answers unsent",
-                )
-                return False
-            return True
-        try:
-            n = client.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            self._drop_client(client, f"socket error: {exc}")
-            return False
-        if n < len(data):
-            self._unsent[client] = bytearray(data[n:])
-            assert self._loop is not None
-            self._loop.add_writer(client.sock.fileno(), self._on_client_writable, client)
-        return True
-
-    def _on_client_writable(self, client: Client) -> None:
-        """Send what :meth:`_send` queued for ``client``, as far as its socket takes it."""
-        unsent = self._unsent.get(client)
-        if unsent is None or client.closed:
-            return
-        try:
-            n = client.sock.send(unsent)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._drop_client(client, f"socket error: {exc}")
-            return
-        del unsent[:n]
-        if not unsent:
-            del self._unsent[client]
-            assert self._loop is not None
-            self._loop.remove_writer(client.sock.fileno())
-
-    def _forget(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """A client's ``forget`` message ``{"op": "forget", "seq": seq, "scope": None | map}``:
-        drop entries of the reuse cache (:func:`stratabatch.reusecontrol.forget`); the answer
-        carries how many (``dropped``), or why not (``error``: ``[type name, message]``, for
-        a scope of the wrong type or field). Whatever the message holds, the engine goes on."""
-        seq = echo_seq(msg.get("seq"))
-        try:
-            if "scope" not in msg:
-                raise TypeError("a forget message carries a scope (None for every entry)")
-            dropped = forget(self.core.reuse, self.config.dedup_scope, msg["scope"])
-        except (TypeError, StratabatchError) as exc:
-            name = "TypeError" if isinstance(exc, TypeError) else error_to_wire(exc)[1][0]
-            return _refusal("forget", seq, str(exc), name)
-        except Exception as exc:  # a bug of ours: that request fails, not the engine
-            log.exception("forget failed")
-            return _refusal(
-                "forget", seq, f"the engine failed to forget: {exc!r}", "StratabatchError"
-            )
-        if dropped:
-            log.info("forget: %d stored answers dropped", dropped)
-        return {"op": "forget", "seq": seq, "dropped": dropped}
+    def _forget_scope(self, scope: Any) -> int:
+        """Drop the reuse cache's entries of a client's ``forget`` ``scope``
+        (:func:`stratabatch.reusecontrol.forget`); how many."""
+        return forget(self.core.reuse, self.config.dedup_scope, scope)
 
     def _abandon(self, client: Client, rid: int, req: Request | LaneGroup) -> None:
         """``client`` gave up on its request ``rid`` (a record, or a row of a lane group)."""
@@ -525,10 +393,7 @@ class Engine:
         client.pending.clear()
         for rid, req in pending:
             self._abandon(client, rid, req)
-        self._asks.pop(client, None)
-        if self._unsent.pop(client, None) is not None and self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_writer(client.sock.fileno())
+        self._asks.drop(client)
         self._slots.release(client)
         if self._publisher is not None:
             self._publisher.client_left(client.slot)
@@ -648,7 +513,7 @@ class Engine:
             await asyncio.sleep(0.005)
             self._outbox.flush()
         for client in list(self._clients.values()):
-            if client not in self._unsent:  # (a client that does not read gets no bye)
+            if not self._asks.has_unsent(client):  # (a client that does not read gets no bye)
                 with contextlib.suppress(OSError):
                     client.sock.send(pack_message({"op": "bye", "reason": "the engine shut down"}))
             self._drop_client(client, "engine shutting down")
@@ -680,14 +545,6 @@ class Engine:
             self._publisher.close()
             self._publisher = None
         self._slots.close()
-
-
-def _refusal(op: str | None, seq: Any, message: str, kind: str = "InvalidRequestError") -> dict:
-    """A socket message's error answer: ``{"op", "seq", "error": [kind, message]}``, the
-    message cut to :data:`MAX_ERROR_CHARS`."""
-    if len(message) > MAX_ERROR_CHARS:
-        message = message[: MAX_ERROR_CHARS - 3] + "..."
-    return {"op": op, "seq": seq, "error": [kind, message]}
 
 
 def _metrics_address(port: Any, host: Any) -> tuple[int, str] | None:
