@@ -97,7 +97,7 @@ def test_lane_fits_only_the_options_it_serves():
     assert lane_fits(BatchConfig(dedup_strategy="exact"))
     assert lane_fits(BatchConfig(enable_dedup=False))
     assert not lane_fits(BatchConfig())  # near dedup
-    # the embedded processor's lane takes the default strategy too (engine/lanework.py LaneWork._lead)
+    # the embedded processor's lane takes the default strategy too (lanework.py LaneWork._lead)
     assert lane_fits(BatchConfig(), near=True)
     assert lane_fits(BatchConfig(reuse="exact"), near=True)
     assert not lane_fits(BatchConfig(guard_numbers=False), near=True)
