@@ -20,7 +20,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from itertools import repeat
 from typing import Any
 
 from .admission import Admission
@@ -32,11 +31,11 @@ from .errors import (
     HandlerError,
     QueueFullError,
     StratabatchError,
-    copy_error,
 )
 from .failurelog import FailureLog
 from .grouping import Deduper
-from .lane import UNGROUPED, Deliver, Fail, Lane, LaneBatch, LaneGroup, Repoint, lane_fits
+from .lane import Lane
+from .lanework import LaneWork
 from .nearreuse import NearReuse
 from .passes import Passes
 from .records import (
@@ -49,7 +48,6 @@ from .records import (
     Request,
     TickShare,
     cancel_timer,
-    plain_request,
 )
 from .reuse import CLEARS_ON, ReuseCache, reuse_cache_for
 from .runner import Runner
@@ -60,20 +58,8 @@ from .window import WindowScheduler, select
 __all__ = ["DONE", "GROUPED", "INFLIGHT", "RAW", "Core", "OnComplete", "Request"]
 
 
-_new = object.__new__
-
 # How long close() lets cancelled handler calls finish their own clean-up before it returns.
 _ABANDON_GRACE_S = 0.5
-
-# After the lane hands the default strategy's requests over to the general path (one of them
-# was not alone in its partition), the lane stays closed to them for this many of the general
-# path's batches, doubled for each hand-over since the lane last led a pass (at most
-# 2**_NEAR_HOLD_DOUBLINGS times), or until the core is idle: traffic whose texts share
-# partitions (texts without numbers) would otherwise take the lane and be handed over again
-# and again (measured on bench_core's no-digit texts: 15 hand-overs of 7% of the requests in
-# 30,000 with a fixed hold of 64 batches).
-_NEAR_HOLD_BATCHES = 64
-_NEAR_HOLD_DOUBLINGS = 6
 
 # A deadline's own timer that fires more than this before it by the core's clock waits for
 # the rest (uvloop rounds a timer to whole milliseconds), at least _REARM_S more (a shorter
@@ -106,13 +92,6 @@ def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     ):
         return time.monotonic
     return read
-
-
-def _general_key(norm: Any) -> Any:
-    """The general path's exact key of a lane row's normalized key ``norm`` (a text: its
-    hash; a request without the text: its canonical encoding's, unscoped): the lane asks the
-    general path's running work and the reuse cache under it."""
-    return hash(norm) if type(norm) is str else (b"", hash(norm), True)
 
 
 def _key_scope(key: Any) -> bytes:
@@ -177,29 +156,32 @@ class Core:
         )
         self._adaptive: Any = None
         self._window_now_ms = c.window_ms
-        # the row lane (engine/lane.py): its sink hooks once enabled, and the lane itself
-        # while the options let plain requests take it
-        self._lane_hooks: tuple[Deliver, Fail, Repoint] | None = None
-        self._lane: Lane | None = None
-        # near dedup on the lane (enable_lane(near=True)): the general path's stand-in groups
-        # of running lane groups that a near twin of the general path may join, both ways
-        self._lane_near = False
-        self._near_hold = 0  # general batches left before the lane serves them again
-        self._near_strikes = 0  # hand-overs since the lane last led a pass
-        self._shadows: dict[Group, LaneGroup] = {}
-        self._shadow_of: dict[LaneGroup, Group] = {}
-        self._dedup.shadow = self._shadow
         #: The core's clock (seconds): every time it stamps or compares (arrivals,
         #: completions, windows, deadlines) is read from it; see :meth:`bind`.
         self.clock: Callable[[], float] = time.monotonic
-        # True while the general path may hold a waiting request or the lane may be closed
-        # (set where that can begin: submit, submit_many, a hand-over, close, a lane that
-        # goes): submit_one checks lane_open in full only then, and clears it when open
-        self._maybe_general = True
         #: The reuse cache (``reuse="exact"`` or ``"near"``), or None.
         self.reuse: ReuseCache | None = None
         #: Its near path (``reuse="near"``), or None.
         self.near: NearReuse | None = None
+        # the row lane's coordination (engine/lanework.py; the lane itself: engine/lane.py),
+        # its entry points bound here: the row paths' calls cost no delegating frame
+        self._lanes = lanes = LaneWork(self)
+        self._dedup.shadow = lanes.shadow
+        #: :meth:`stratabatch.lanework.LaneWork.enable`.
+        self.enable_lane = lanes.enable
+        #: :meth:`stratabatch.lanework.LaneWork.submit_rows`.
+        self.submit_rows = lanes.submit_rows
+        #: :meth:`stratabatch.lanework.LaneWork.submit_texts`.
+        self.submit_texts = lanes.submit_texts
+        #: :meth:`stratabatch.lanework.LaneWork.submit_one` (the embedded single call).
+        self.submit_one = lanes.submit_one
+        #: :meth:`stratabatch.lanework.LaneWork.abandon_row`.
+        self.abandon_row = lanes.abandon_row
+        #: :meth:`stratabatch.lanework.LaneWork.abandon_holder`.
+        self.abandon_holder = lanes.abandon_holder
+        #: :meth:`stratabatch.grouping.GroupOps.lane_twins`
+        #: (:meth:`stratabatch.lanework.LaneWork.lane_twins`).
+        self.lane_twins = lanes.lane_twins
         self.reconfigure()
         config.subscribe(self.reconfigure)
 
@@ -301,8 +283,8 @@ class Core:
             self.reuse.reconfigure(c, name)
             if self.near is not None and name in CLEARS_ON:
                 self.near.reset()  # (the cache dropped every entry; a new embedder's vectors)
-        if self._lane_hooks is not None:
-            self._fit_lane()
+        if self._lanes.hooks is not None:
+            self._lanes.fit()
         if self.loop is not None and (self._raw or self._pending):
             self._schedule_pump()
 
@@ -319,191 +301,31 @@ class Core:
     @deadline_tick_s.setter
     def deadline_tick_s(self, value: float) -> None:
         self._deadline_tick_s = value
-        if self._lane is not None:  # a lane of the new tick (rows are filed by their tick)
-            if self._lane.waiting or self._lane.raw:
-                self._hand_over()
-            self._lane = None
-            self._maybe_general = True
-            self._fit_lane()
+        lanes = self._lanes
+        if lanes.lane is not None:  # a lane of the new tick (rows are filed by their tick)
+            if lanes.lane.waiting or lanes.lane.raw:
+                lanes.hand_over()
+            lanes.lane = None
+            lanes.maybe_general = True
+            lanes.fit()
 
     # ------------------------------------------------------------- the row lane
-
-    def enable_lane(
-        self, deliver: Deliver, fail: Fail, repoint: Repoint, near: bool = False
-    ) -> None:
-        """Let plain requests take the row lane (:mod:`stratabatch.lane`), answered through
-        these hooks of their sink: ``deliver(groups, values)`` answers each group's callers
-        with its value and returns their arrival times, ``fail(group, sink, id, arrival,
-        error)`` one caller with an error, ``repoint(sink, id, record)`` moves a caller to a record
-        of the general path. The engine's outbox is such a sink; a caller is its group and
-        its id. ``near``: the default strategy's requests take the lane too (the sink then
-        reads :attr:`LaneGroup.sims <stratabatch.lane.LaneGroup>` for a near twin's merge
-        similarity, and sends a request with its own ``"embedding"`` the general way)."""
-        self._lane_hooks = (deliver, fail, repoint)
-        self._lane_near = near
-        self._fit_lane()
-
-    def _fit_lane(self) -> None:
-        """The options changed: hand waiting rows over, then keep a lane only if they fit."""
-        if self._lane is not None and (self._lane.waiting or self._lane.raw):
-            self._hand_over()
-        c = self.config
-        fits = self._lane_hooks is not None and lane_fits(c, self._lane_near)
-        if fits and self._lane is None:
-            lane = self._lane = Lane(c, *self._lane_hooks)  # type: ignore[misc]
-            lane.tick_s = self._deadline_tick_s
-            lane.general = self._general_twin
-            lane.arm = lambda k: self._arm_lane_tick(lane, k)
-            lane.arm_one = self._arm_lane_row
-            if self._lane_near:  # (its groups may hold leader index entries: let them go)
-                lane.release = self._lane_release
-        if fits and self._lane is not None:
-            near = c.enable_dedup and c.dedup_strategy == "embedding"
-            self._lane.led = [] if near else None
-        elif not fits:
-            self._lane = None  # (its running batches finish through their own calls)
-            self._maybe_general = True
+    # (engine/lanework.py coordinates it; what it uses of the core is here and in
+    # stratabatch.lanework.LaneHost)
 
     @property
     def lane_open(self) -> bool:
-        """Whether plain requests may take the row lane now (:meth:`submit_rows`): it is
-        enabled, the options fit, and the general path has nothing waiting."""
+        """Whether plain requests may take the row lane now (:meth:`submit_rows`,
+        :meth:`submit_one`): it is enabled, the options fit, and the general path has nothing
+        waiting."""
         return (
-            self._lane is not None
+            self._lanes.lane is not None
             and not self._passes.raw
             and not self._pending
             and not self._passes.preparing
             and not self._closing
-            and not self._near_hold
+            and not self._lanes.hold
         )
-
-    def submit_rows(self, sink: Any, pending: dict[int, Any], items: list[list[Any]]) -> list[int]:
-        """Queue plain items ``[id, priority, deadline_ns, row, payload]`` of ``sink`` through
-        the row lane (while :attr:`lane_open`): no arena row, a mapping payload already
-        checked, a deadline on ``time.monotonic_ns``'s clock or 0 (expired as
-        :attr:`deadline_tick_s` says). ``pending`` is the sink's callers by id: each item's id
-        gets its :class:`~stratabatch.lane.LaneGroup` there (:meth:`abandon_row` takes it).
-
-        Returns:
-            The ids already pending (not queued: the sink answers them).
-
-        Raises:
-            StratabatchError: as :meth:`submit` (nothing is queued then).
-        """
-        lane, now = self._lane_arrival()
-        taken, repeated = lane.add(
-            sink,
-            pending,
-            items,
-            now,
-            now - time.monotonic_ns() / 1e9,  # (the core's time of 0 ns)
-        )
-        if taken:
-            self._arrived(lane, taken, now)
-        return repeated
-
-    def submit_texts(
-        self,
-        sink: Any,
-        pending: dict[int, Any],
-        key: str,
-        ids: list[int],
-        texts: list[str],
-        deadlines: list[int] | None = None,
-    ) -> list[int]:
-        """:meth:`submit_rows` for requests ``{key: texts[i]}`` of ids ``ids`` (none with a
-        priority), given as columns: a text frame's, as decoded; ``deadlines``: None, or each
-        one's ``deadline_ns`` as :meth:`submit_rows` reads it (0 for none).
-
-        Returns:
-            The ids already pending (not queued: the sink answers them).
-
-        Raises:
-            StratabatchError: as :meth:`submit` (nothing is queued then).
-        """
-        lane, now = self._lane_arrival()
-        taken, repeated = lane.add_texts(sink, pending, key, ids, texts, now)
-        if deadlines is not None:
-            offset = now - time.monotonic_ns() / 1e9  # (the core's time of 0 ns)
-            lane.add_deadlines(sink, pending, ids, deadlines, offset, repeated)
-        if taken:
-            self._arrived(lane, taken, now)
-        return repeated
-
-    def submit_one(
-        self, sink: Any, payload: Any, priority: int = 0, deadline: float | None = None
-    ) -> LaneGroup | None:
-        """Queue one checked request through the row lane for ``sink``, a caller of its own
-        (an asyncio future: the embedded single call), with ``deadline`` a time on
-        :attr:`clock` or None,
-        if it can go now: the lane is open (:attr:`lane_open`) and the queue has room (as
-        :meth:`make_room` says without waiting). Call it on the core's loop.
-
-        One call per request with the checks and the row inline, then the arrival's
-        accounting and window (:meth:`_arrived`): the embedded single call's hot path.
-
-        Returns:
-            What holds it (:meth:`abandon_holder` takes it; the lane's ``repoint`` hook
-            hears when that changes), or None when it cannot go now (nothing was queued:
-            the caller applies ``on_full`` with :meth:`make_room`, or takes the general
-            path when the lane is not open).
-
-        Raises:
-            StratabatchError: as :meth:`submit` (nothing is queued then).
-        """
-        if self._maybe_general:  # (rarely: see __init__)
-            if not self.lane_open:
-                return None
-            self._maybe_general = False
-        lane: Lane = self._lane  # type: ignore[assignment]  # (open: not None)
-        adm = self._admission
-        if adm.waiting >= self.config.max_queue:
-            return None
-        sched = self._sched
-        end = sched.window_end
-        # (an open window holds an accepted request: the core is bound and has a handler,
-        # which cannot be unset; so only a window's first arrival needs the look)
-        if end is None and (self.loop is None or self._runner.handler is None):
-            self._refuse()
-        now = self.clock()
-        if deadline is not None:
-            g = lane.add_one(sink, payload, priority, now, deadline)
-        else:  # (add_one's lines without a deadline, its LaneGroup(...) inline as Lane.add's)
-            g = _new(LaneGroup)
-            g.payload = payload
-            g.sink = g.lead = sink
-            g.rid = 0
-            g.arrival = now
-            g.priority = priority
-            g.deadline = g.more = g.batch = g.row = g.part = g.sims = None
-            g.live = 1
-            raw = lane.raw
-            if raw or self.config.enable_dedup:
-                g.norm = UNGROUPED
-                raw.append(g)
-            else:  # nothing to group: it waits at once (as the lane's pass would file it)
-                g.norm = None
-                lane.waiting.append(g)
-        # _arrived's lines for one arrival in an open window, inline (a call less per request)
-        self.stats.total_requests += 1
-        adm.waiting += 1
-        if end is None or self._is_idle or self._adaptive is not None:
-            self._arrived(lane, 1, now, counted=True)
-        elif not self._pump_scheduled and (
-            now >= end or len(lane.raw) + len(lane.waiting) >= sched.max_size
-        ):
-            self._schedule_pump()
-        return g
-
-    def _lane_arrival(self) -> tuple[Lane, float]:
-        """The lane arrivals go to now, and the time they arrive (as :meth:`submit`, refuse
-        them when the core takes nothing)."""
-        loop = self.loop
-        if loop is None or self._closing or self._runner.handler is None:
-            self._refuse()
-        lane = self._lane
-        assert lane is not None and not self._pending and not self._passes.raw
-        return lane, self.clock()
 
     def _arrived(self, lane: Lane, n: int, now: float, counted: bool = False) -> None:
         """``n`` arrivals joined the lane's raw: the accounting (unless ``counted`` already)
@@ -528,180 +350,31 @@ class Core:
         ):
             self._schedule_pump()
 
-    def _lane_pass(self, lane: Lane) -> None:
-        """Group the lane's arrivals (:meth:`stratabatch.lane.Lane.group`), as the general
-        path's pass groups its own: twins joining running work stop waiting."""
-        coalesced, joined, answered = lane.group(
-            bool(self._dedup.exact), None if self.reuse is None else self._lane_reused
-        )
-        led = lane.led
-        if led:
-            lane.led = []
-            self._lane_lead(led)
-        if answered:
-            st = self.stats
-            st.duplicates += len(answered)
-            st.reuse_hits += len(answered)
-            st.record_done_many(answered, self.clock())
-            self._release(len(answered))
-        if coalesced:
-            st = self.stats
-            st.record_exact_merges(coalesced)
-            st.inflight_coalesced += coalesced
-        if coalesced or joined:
-            self._release(coalesced + joined)
+    def _next_seq(self) -> int:
+        """The arrival order number of one more record."""
+        seq = self._seq
+        self._seq = seq + 1
+        return seq
 
-    def _lane_lead(self, led: list[LaneGroup]) -> None:
-        """Near dedup of the lane pass's new items ``led``: each leads its partition without a
-        row in the leader index, as the general path's pass would lead it, when every one of
-        them is alone in its partition (:meth:`stratabatch.grouping.Deduper.lone_parts`); else
-        the general path takes every caller the lane has waiting (:meth:`_hand_over`) and
-        decides them in one pass, in arrival order, as if they had come that way."""
-        parts = None
-        if self._warmup.ready and not self._passes.preparing:
-            key = self.config.dedup_key
-            parts = self._dedup.lone_parts([g.payload.get(key) for g in led])
-        if parts is not None:
-            for g, pid in zip(led, parts, strict=True):
-                g.part = pid
-            self._dedup.leaders.lead_lazy(led, parts)  # (each group's row: ~pid)
-            self._near_strikes = 0
-            return
-        self._hand_over()
-        self._near_hold = _NEAR_HOLD_BATCHES << min(self._near_strikes, _NEAR_HOLD_DOUBLINGS)
-        self._near_strikes += 1
+    def _requeue(self, make: Callable[[int], list[Request]]) -> None:
+        """Put the records ``make(first_seq)`` returns first in line on the general path
+        (the lane's waiting callers, handed over), their deadlines armed."""
+        reqs = make(self._seq)
+        self._seq += len(reqs)
+        self._passes.raw[:0] = reqs
         loop = self.loop
+        for r in reqs:
+            if r.deadline is not None and loop is not None:
+                self._arm_deadline(r, self.clock())
+
+    def _run_passes(self) -> None:
+        """Run the general path's dedup pass over its arrivals now, if it can run."""
         passes = self._passes
+        loop = self.loop
         if passes.raw and loop is not None and not passes.preparing and self._warmup.ready:
             passes.run(loop)
 
-    def _lane_release(self, groups: list[LaneGroup]) -> None:
-        """``groups`` of the lane are answered, failed or handed over: their entries in the
-        leader index go (a lazy leader's, or its stand-in group's row and exact keys)."""
-        rows: list[int] = []
-        shadows = self._shadow_of
-        for g in groups:
-            row = g.row
-            if row is not None:
-                rows.append(row)
-                g.row = None
-            if shadows:
-                s = shadows.pop(g, None)
-                if s is not None:
-                    del self._shadows[s]
-                    self._dedup.drop_keys(s)
-                    if s.row is not None:
-                        rows.append(s.row)
-                        s.row = None
-                    for m in s.member_list():
-                        m.group = None
-                    s.members = GONE
-                    s.batch = None
-        if rows:
-            self._dedup.leaders.drop_many(rows)
-
-    def _shadow(self, lg: LaneGroup) -> Group:
-        """The general path's stand-in group for running lane group ``lg`` that leads its
-        partition without a row, when a request of that partition comes to the general path
-        (:meth:`stratabatch.grouping.Deduper.materialize`): its leader record is embedded and
-        compared as any leader's; a near twin that joins it becomes a row of ``lg``
-        (:meth:`coalesce`). Never sent: ``lg``'s batch answers it.
-
-        ``lg`` runs: the general path never passes while the lane has callers waiting (they
-        are handed over first), so a lazy leader it meets is the lane's only while it runs.
-        """
-        assert lg.batch is not None, "a waiting lane group met by the general path"
-        req = plain_request(lg.payload, self.config.dedup_key, lg.priority, None, lg.lead, lg.rid)
-        req.arrival = lg.arrival
-        req.seq = self._seq
-        self._seq += 1
-        req.norm = lg.norm
-        req.key = _general_key(lg.norm)
-        g = Group(req, lg.part)
-        req.state = INFLIGHT
-        g.batch = lg.batch
-        self._shadows[g] = lg
-        self._shadow_of[lg] = g
-        return g
-
-    def _join_lane(
-        self,
-        lg: LaneGroup,
-        sink: Any,
-        rid: int,
-        arrival: float,
-        payload: Any,
-        priority: int,
-        deadline: float | None,
-        similarity: float,
-        exact: bool,
-    ) -> None:
-        """A twin (near, or exact of a near twin) of running lane group ``lg`` waits for its
-        result as a row of it; its merge is counted here."""
-        b: LaneBatch = lg.batch  # type: ignore[assignment]  # (running)
-        b.lane.add_row(lg, sink, rid, arrival, payload, priority, deadline)
-        b.live += 1
-        if similarity != 1.0 or not exact:
-            if lg.sims is None:
-                lg.sims = {}
-            lg.sims[(sink, rid)] = similarity
-        st = self.stats
-        st.record_merge(similarity, exact)
-        st.inflight_coalesced += 1
-
-    def abandon_holder(self, holder: Any, sink: Any, rid: int) -> None:
-        """The caller ``(sink, rid)`` held by ``holder`` (a record, or a lane group) gave up:
-        :meth:`abandon` or :meth:`abandon_row`."""
-        if type(holder) is LaneGroup:
-            self.abandon_row(holder, sink, rid)
-        else:
-            self.abandon(holder)
-
-    def _general_twin(
-        self,
-        sink: Any,
-        rid: int,
-        now: float,
-        payload: Any,
-        priority: int,
-        norm: Any,
-        deadline: float | None,
-    ) -> Request | LaneGroup | None:
-        """A row arriving in the lane whose exact key matches work the general path runs:
-        it joins that work as a record (returned), as a twin arriving there would (its
-        merge is counted here), or, when that work is a stand-in of running lane work
-        (:meth:`_shadow`), that lane group as a row (the group returned); None if there is no
-        such work."""
-        key = _general_key(norm)
-        entry = self._dedup.exact.get(key)
-        if entry is None:
-            return None
-        if type(entry) is tuple:
-            g, n, sim, ex = entry
-        else:
-            g, n, sim, ex = entry, entry.leader.norm, 1.0, True
-        b = g.batch
-        if n != norm or b is None or b.live <= 0:
-            return None
-        lg = self._shadows.get(g) if self._shadows else None
-        if lg is not None:  # a twin of a near twin that joined running lane work: it joins too
-            if deadline is not None and self._lane is not None:
-                self._lane.untick(sink, rid, deadline)  # (filed again with lg)
-            self._join_lane(lg, sink, rid, now, payload, priority, deadline, sim, ex)
-            return lg
-        req = plain_request(payload, self.config.dedup_key, priority, deadline, sink, rid)
-        req.arrival = now
-        req.seq = self._seq
-        self._seq += 1
-        req.norm = norm
-        req.key = key
-        g.add(req, INFLIGHT, sim, ex)
-        b.live += 1
-        if deadline is not None:
-            self._arm_deadline(req, self.clock())
-        self.stats.record_merge(sim, ex)
-        self.stats.inflight_coalesced += 1
-        return req
+    # ------------------------------------------------------------- reuse
 
     def reused(self) -> Callable[[Request], bool] | None:
         """:meth:`stratabatch.grouping.GroupOps.reused`: :meth:`_reused` with reuse on."""
@@ -782,12 +455,6 @@ class Core:
                 self._serve_stored(q, hit.result, hit.age, hit.similarity, False)
         return keep
 
-    def _lane_reused(self, norm: Any) -> Any:
-        """The stored answer and its age for a lane row of exact key ``norm``, or None (the
-        key as the general path makes it: the two paths share entries)."""
-        key = _general_key(norm)
-        return self.reuse.get(key, norm)  # type: ignore[union-attr]  # (only with reuse on)
-
     def _store(self, g: Group, value: Any, started: float) -> None:
         """A group's handler item succeeded: keep its answer for later twins."""
         lead = g.leader
@@ -799,284 +466,6 @@ class Core:
             near = self.near
             if e is not None and near is not None and not self._dedup.interim_exact:
                 near.store(e, lead.text, lead.vector, lead)
-
-    def lane_twins(self) -> Callable[[Request, Any], bool] | None:
-        """:meth:`stratabatch.grouping.GroupOps.lane_twins`: :meth:`_lane_twin` while the
-        row lane has keys (work it runs), else None."""
-        lane = self._lane
-        return self._lane_twin if lane is not None and lane.index else None
-
-    def _lane_twin(self, req: Request, norm: Any) -> bool:
-        """``req`` of the general path is an exact twin (``norm``) of work the row lane runs:
-        it leaves the general path and waits for that work's result as a row (its sink's
-        caller is repointed to the group)."""
-        lane = self._lane
-        assert lane is not None
-        g = lane.index.get(norm)
-        if g is None:
-            return False
-        b = g.batch
-        if b is None or b.live <= 0:
-            return False
-        lane.add_row(g, req.sink, req.index, req.arrival, req.payload, req.priority, req.deadline)
-        b.live += 1
-        req.state = DONE  # (its caller is the row now)
-        if req.timer is not None:
-            cancel_timer(req)
-        st = self.stats
-        st.record_merge(1.0, True)
-        st.inflight_coalesced += 1
-        self._release(1)
-        lane.repoint(req.sink, req.index, g)
-        return True
-
-    def abandon_row(self, group: LaneGroup, sink: Any, rid: int) -> None:
-        """The caller ``(sink, rid)`` of lane group ``group`` gave up (:meth:`abandon`'s
-        row form): drop it without an outcome; shared work is cancelled only when its last
-        waiter leaves."""
-        if self._lane_leave(group, sink, rid) is not None:
-            self._after_change()
-
-    def _lane_leave(self, g: LaneGroup, sink: Any, rid: int) -> tuple[float, bool] | None:
-        """Take the caller ``(sink, rid)`` out of ``g`` (no outcome given here): out of its
-        deadline's tick, and out of the queue (counted dropped, its room freed) or of the
-        running batch (cancelled when nobody is left waiting for it).
-
-        Returns:
-            ``(arrival, queued)``, or None if it was not a caller of ``g`` any more.
-        """
-        row = g.drop(sink, rid)
-        if row is None:
-            return None
-        b = g.batch
-        lane = b.lane if b is not None else self._lane
-        if row[1] is not None and lane is not None:
-            lane.untick(sink, rid, row[1])
-        if b is None:  # waiting: it leaves the queue
-            if g.live == 0 and lane is not None:
-                lane.unwait(g)
-            self.stats.dropped += 1
-            self._release(1)
-            return row[0], True
-        b.live -= 1
-        if b.live == 0 and b.call is not None:
-            b.call.cancel()  # nobody waits for any of its results any more
-        return row[0], False
-
-    def _hand_over(self) -> None:
-        """The general path takes the lane's waiting callers, as records, first in line."""
-        lane = self._lane
-        assert lane is not None
-        if lane.release is not None and lane.waiting:
-            lane.release(list(lane.waiting))  # (lazy leaders of the index: decided again)
-        reqs = lane.hand_over(self._seq)
-        self._maybe_general = True
-        self._seq += len(reqs)
-        self._passes.raw[:0] = reqs
-        loop = self.loop
-        for r in reqs:
-            if r.deadline is not None and loop is not None:
-                self._arm_deadline(r, self.clock())
-
-    def _arm_lane_row(self, g: LaneGroup, sink: Any, rid: int, deadline: float) -> Any:
-        loop = self.loop
-        assert loop is not None
-        return loop.call_at(deadline, self._lane_row_due, g, sink, rid, deadline)
-
-    def _lane_row_due(self, g: LaneGroup, sink: Any, rid: int, deadline: float) -> None:
-        """The timer of its own of a row with a deadline (``deadline_tick_s`` 0): it expires,
-        unless the timer came early by the core's clock (a loop whose timers have millisecond
-        steps, as uvloop's): then it waits for the rest."""
-        left = deadline - self.clock()
-        if left <= _EARLY_S:
-            self._lane_expire(g, sink, rid)
-            return
-        b = g.batch
-        lane = b.lane if b is not None else self._lane
-        loop = self.loop
-        if lane is not None and loop is not None and (sink, rid) in lane.timers:
-            lane.timers[(sink, rid)] = loop.call_later(
-                max(left, _REARM_S), self._lane_row_due, g, sink, rid, deadline
-            )
-
-    def _arm_lane_tick(self, lane: Lane, k: int) -> None:
-        loop = self.loop
-        assert loop is not None
-        loop.call_at(k * lane.tick_s, self._lane_tick, lane, k)
-
-    def _lane_tick(self, lane: Lane, k: int) -> None:
-        """A tick's timer: expire the lane's rows whose deadline has come (a timer may fire up
-        to a millisecond early: the others wait for another look just after the tick)."""
-        rows = lane.ticks.pop(k, None)
-        loop = self.loop
-        if not rows or loop is None:
-            return
-        now = self.clock()
-        early: dict[tuple[Any, int], tuple[LaneGroup, float]] = {}
-        for (sink, rid), (g, deadline) in rows.items():
-            if deadline > now:
-                early[(sink, rid)] = (g, deadline)
-            else:
-                self._lane_expire(g, sink, rid)
-        if early:
-            lane.ticks.setdefault(k, {}).update(early)
-            loop.call_at(k * lane.tick_s + 0.001, self._lane_tick, lane, k)
-
-    def _lane_expire(self, g: LaneGroup, sink: Any, rid: int) -> None:
-        """The deadline of caller ``(sink, rid)`` of ``g`` came: it gets a timeout (as
-        :meth:`_expire` gives a record)."""
-        left = self._lane_leave(g, sink, rid)
-        if left is None:
-            return  # answered or gone meanwhile
-        arrival, queued = left
-        where = " (request was still queued)" if queued else " (handler still running)"
-        assert self._lane_hooks is not None
-        now = self.clock()
-        st = self.stats
-        st.record_done(now - arrival, now)
-        st.timeouts += 1
-        try:
-            self._lane_hooks[1](
-                g,
-                sink,
-                rid,
-                arrival,
-                BatchTimeoutError("the caller's timeout ran out before a result was ready" + where),
-            )
-        except Exception as e:  # the hook's bug stays with this caller
-            self._answers.hook_failed(e)
-        self._after_change()
-
-    def _lane_dispatch(self, lane: Lane, now: float) -> None:
-        groups, look = lane.take(self.config.max_size, now)
-        expired = False
-        for g in groups if look else ():  # a row due this very tick is never sent (as _dispatch)
-            if (g.deadline is not None and g.sink is not None and g.deadline <= now) or (
-                g.more is not None
-            ):
-                for sink, rid, _, _, _, deadline in g.rows():
-                    if deadline is not None and deadline <= now:
-                        self._lane_expire(g, sink, rid)
-                        expired = True
-        if expired:
-            for g in groups:
-                if not g.live and lane.index.get(g.norm) is g:
-                    del lane.index[g.norm]
-            if lane.release is not None:
-                lane.release([g for g in groups if not g.live])
-            groups = [g for g in groups if g.live]
-            if not groups:
-                return
-        batch, live, twins = lane.start(groups)
-        batch.lane = lane
-        self._release(live)
-        st = self.stats
-        if twins:
-            st.record_exact_merges(twins)
-        self._start(
-            batch,
-            [g.payload for g in batch.groups],  # type: ignore[attr-defined]
-            lambda results, error, cancelled, elapsed: self._lane_ran(
-                lane, batch, results, error, cancelled, elapsed
-            ),
-        )
-
-    def _lane_ran(
-        self,
-        lane: Lane,
-        batch: LaneBatch,
-        results: Any,
-        error: BaseException | None,
-        cancelled: bool,
-        elapsed: float,
-    ) -> None:
-        """The handler call of a lane batch ended: answer its callers, forget it."""
-        groups: list[LaneGroup] = batch.groups  # type: ignore[assignment]
-        error = self._checked(len(groups), results, error, cancelled, elapsed)
-        if batch not in self._batches:
-            return
-        self._batches.discard(batch)
-        loop = self.loop
-        assert loop is not None
-        passes = self._passes
-        if passes.raw and not cancelled and not passes.preparing and self._warmup.ready:
-            passes.run(loop)  # (twins that arrived while it ran join it first, as in _ran)
-        if lane.raw and not cancelled and self._lane is lane:
-            self._lane_pass(lane)
-        now = self.clock()
-        try:  # (each group is settled once answered: its key stops attracting twins)
-            if cancelled or error is not None:
-                self._lane_fail(
-                    lane,
-                    groups,
-                    error if error is not None else StratabatchError("the batch was cancelled"),
-                    now,
-                )
-            else:
-                ok: list[LaneGroup] = groups
-                values: list[Any] = results
-                if any(map(isinstance, results, repeat(BaseException))):  # (a loop in C)
-                    ok, values = [], []
-                    for g, value in zip(groups, results, strict=True):
-                        if isinstance(value, BaseException):
-                            self._lane_fail(
-                                lane,
-                                [g],
-                                HandlerError.from_exception(
-                                    value, "the handler returned an error for this request"
-                                ),
-                                now,
-                            )
-                        else:
-                            ok.append(g)
-                            values.append(value)
-                arrivals = lane.deliver(ok, values)
-                reuse = self.reuse
-                if reuse is not None and batch.call is not None:
-                    started = batch.call.started
-                    for g, v in zip(ok, values, strict=True):
-                        n = g.norm
-                        if n is not None:
-                            reuse.put(_general_key(n), n, v, born=started)
-                lane.settle(ok)
-                if arrivals:
-                    self.stats.record_done_many(arrivals, now)
-        except Exception as e:  # a bug of ours must not strand anyone: answer who is left
-            lane.forget(groups)
-            for g in groups:
-                g.batch = None
-            self._lane_fail(
-                lane,
-                [g for g in groups if g.live],
-                StratabatchError(
-                    f"internal error while answering a batch: {type(e).__name__}: {e}"
-                ),
-                now,
-            )
-        finally:  # (settle() let go of every group, each answered or failed)
-            batch.groups = []
-            batch.call = None
-            self._schedule_pump()
-            self._check_idle()
-
-    def _lane_fail(
-        self, lane: Lane, groups: list[LaneGroup], error: BaseException, now: float
-    ) -> None:
-        """Every caller still waiting in ``groups`` gets its own copy of ``error``."""
-        st = self.stats
-        for g in groups:
-            rows = g.rows()
-            lane.settle([g])
-            for sink, rid, arrival, _, _, _ in rows:
-                st.record_done(now - arrival, now)
-                if isinstance(error, BatchTimeoutError):
-                    st.timeouts += 1
-                else:
-                    st.errors += 1
-                try:
-                    lane.fail(g, sink, rid, arrival, copy_error(error))
-                except Exception as e:  # the hook's bug stays with this caller
-                    self._answers.hook_failed(e)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the core to ``loop``; it stays on that loop for life."""
@@ -1232,9 +621,11 @@ class Core:
         loop = self.loop
         if loop is None or self._closing or self._runner.handler is None:
             self._refuse()
-        if self._lane is not None and (self._lane.waiting or self._lane.raw):
-            self._hand_over()  # (first in line: they arrived before it)
-        self._maybe_general = True
+        lanes = self._lanes
+        lane = lanes.lane
+        if lane is not None and (lane.waiting or lane.raw):
+            lanes.hand_over()  # (first in line: they arrived before it)
+        lanes.maybe_general = True
         now = self.clock()
         req.arrival = now
         req.seq = seq = self._seq
@@ -1271,9 +662,11 @@ class Core:
         loop = self.loop
         if loop is None or self._closing or self._runner.handler is None:
             self._refuse()
-        if self._lane is not None and (self._lane.waiting or self._lane.raw):
-            self._hand_over()
-        self._maybe_general = True
+        lanes = self._lanes
+        lane = lanes.lane
+        if lane is not None and (lane.waiting or lane.raw):
+            lanes.hand_over()
+        lanes.maybe_general = True
         now = self.clock()
         n = len(reqs)
         adm = self._admission
@@ -1320,7 +713,8 @@ class Core:
     def _window_s(self, now: float) -> float:
         if self._adaptive is not None:
             count, oldest = self._waiting_groups()
-            queued = count + len(self._raw) + (len(self._lane.raw) if self._lane else 0)
+            lane = self._lanes.lane
+            queued = count + len(self._raw) + (len(lane.raw) if lane else 0)
             waited = (now - oldest) * 1000.0 if count else 0.0
             self._window_now_ms = self._adaptive.window_ms(
                 now, queued=max(queued, 1), waited_ms=max(waited, 0.0)
@@ -1458,9 +852,10 @@ class Core:
     def coalesce(self, req: Request, g: Group, similarity: float, exact: bool) -> None:
         """``req`` waits for the result of ``g``, which is running in the handler now."""
         assert g.batch is not None
-        lg = self._shadows.get(g) if self._shadows else None
+        lanes = self._lanes
+        lg = lanes.shadows.get(g) if lanes.shadows else None
         if lg is not None:  # running lane work: req becomes a row of it
-            self._join_lane(
+            lanes.join(
                 lg,
                 req.sink,
                 req.index,
@@ -1476,7 +871,7 @@ class Core:
             # in g as INFLIGHT (its exact twins of this pass follow it), never answered there
             g.add(req, INFLIGHT, similarity, exact)
             self._release(1)
-            self._lane_hooks[2](req.sink, req.index, lg)  # type: ignore[index]
+            lanes.hooks[2](req.sink, req.index, lg)  # type: ignore[index]
             return
         g.add(req, INFLIGHT, similarity, exact)
         g.batch.live += 1
@@ -1524,14 +919,15 @@ class Core:
         lane's: never both), and the first arrival of the oldest (0.0 if none)."""
         if self._pending:
             return len(self._pending), next(iter(self._pending.values())).first_arrival
-        lane = self._lane
+        lane = self._lanes.lane
         if lane is not None and lane.waiting:
             return len(lane.waiting), lane.waiting[0].arrival
         return 0, 0.0
 
     def _arm_timer(self, now: float, force: bool = False) -> None:
         count, oldest = self._waiting_groups()
-        if not count and not self._raw and not (self._lane is not None and self._lane.raw):
+        lane = self._lanes.lane
+        if not count and not self._raw and not (lane is not None and lane.raw):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = self._timer_at = None
@@ -1571,9 +967,10 @@ class Core:
         passes = self._passes
         if passes.raw and not passes.preparing and self._warmup.ready:
             held = passes.run(loop)
-        lane = self._lane
+        lanes = self._lanes
+        lane = lanes.lane
         if lane is not None and lane.raw:
-            self._lane_pass(lane)
+            lanes.run_pass(lane)
         now = self.clock()
         if due_at is not None and due_at > now:
             now = due_at
@@ -1585,7 +982,7 @@ class Core:
             while waiting and len(self._batches) < c.max_inflight_batches:
                 if not (self._closing or sched.due(now, len(waiting), waiting[0].arrival)):
                     break
-                self._lane_dispatch(lane, now)
+                lanes.dispatch(lane, now)
                 took = True
         while self._pending and len(self._batches) < c.max_inflight_batches:
             oldest = next(iter(self._pending.values())).first_arrival
@@ -1620,11 +1017,13 @@ class Core:
             and not self._pending
             and not self._batches
             and not self._preparing
-            and not (self._lane is not None and (self._lane.waiting or self._lane.raw))
+            and not (
+                self._lanes.lane is not None and (self._lanes.lane.waiting or self._lanes.lane.raw)
+            )
         ):
             self._is_idle = True
             self._idle.set()
-            self._near_hold = 0
+            self._lanes.hold = 0
 
     # ------------------------------------------------------------- dispatch
 
@@ -1666,8 +1065,8 @@ class Core:
             sent.append(g)
         if live_total:
             self._release(live_total)
-        if self._near_hold:
-            self._near_hold -= 1
+        if self._lanes.hold:
+            self._lanes.hold -= 1
         if not sent:
             return
         st = self.stats
@@ -1688,7 +1087,8 @@ class Core:
 
     def _start(self, batch: Batch, payloads: list[Any], ended: Callable[..., None]) -> None:
         """Hand ``batch`` (its ``payloads``, one per group) to the handler; ``ended`` hears
-        how the call ended (:meth:`_ran`, :meth:`_lane_ran`)."""
+        how the call ended (:meth:`_ran`, or the lane's: see
+        :meth:`stratabatch.lanework.LaneWork.dispatch`)."""
         self.stats.record_batch(len(payloads))
         self._batches.add(batch)
         call = self._runner.start(payloads, self.config.processing_timeout, ended)
@@ -1713,9 +1113,9 @@ class Core:
             # work waits for its result (README "How a request travels"), even when no look
             # came between the twin's arrival and the end of the run
             passes.run(loop)
-        lane = self._lane
+        lane = self._lanes.lane
         if lane is not None and lane.raw and not cancelled:
-            self._lane_pass(lane)
+            self._lanes.run_pass(lane)
         self._retire(batch, results, error, cancelled, self.clock())
 
     def _checked(
@@ -1803,7 +1203,7 @@ class Core:
     async def close(self) -> None:
         """Stop accepting, run everything queued without waiting for windows, and wait."""
         self._closing = True
-        self._maybe_general = True
+        self._lanes.maybe_general = True
         self._warmup.cancel()  # a first start's compile in a child process: stop it
         self._admission.close()
         if self.loop is None or self._idle is None:

@@ -8,7 +8,7 @@ needs none of it: a frame's plain requests (no deadline, no embedding, no arena 
 exact dedup or none, without scopes, priorities or eviction; and the embedded single calls of
 the default strategy, whose requests mostly lead alone in their partition (texts with numbers
 of their own): those lead on the lane, filed in the leader index without a row, as the general
-path's pass files them (the core's ``_lane_lead``). For them the lane keeps one
+path's pass files them (``LaneWork._lead``). For them the lane keeps one
 object per *handler item* (:class:`LaneGroup`), holding its first caller's fields inline and
 its twins as rows ``(sink, id, arrival, payload, priority)``; a caller is its group plus its
 id. A batch's fan-out is one loop over groups and rows.
@@ -21,7 +21,7 @@ on from there as if they had come that way. Nothing is lost or answered twice in
 What the lane does not do (the general path does): priorities, scopes, eviction, and near
 dedup beyond a request alone in its partition (one that is not makes the lane hand its
 waiting callers over; a near twin of running lane work joins it through a stand-in group of
-the general path, the core's ``_shadow``).
+the general path, ``LaneWork.shadow``).
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def test_lane_fits_only_the_options_it_serves():
     assert lane_fits(BatchConfig(dedup_strategy="exact"))
     assert lane_fits(BatchConfig(enable_dedup=False))
     assert not lane_fits(BatchConfig())  # near dedup
-    # the embedded processor's lane takes the default strategy too (engine/core.py _lane_lead)
+    # the embedded processor's lane takes the default strategy too (lanework.py LaneWork._lead)
     assert lane_fits(BatchConfig(), near=True)
     assert lane_fits(BatchConfig(reuse="exact"), near=True)
     assert not lane_fits(BatchConfig(guard_numbers=False), near=True)
@@ -403,9 +403,9 @@ async def test_embedded_callers_moved_off_the_lane_can_still_leave():
     calls = [asyncio.create_task(b.process({"query": q})) for q in ("x", "y", "x")]
     await asyncio.sleep(0.005)
     core = b._core
-    assert len(core._lane.raw) + len(core._lane.waiting) >= 2
+    assert len(core._lanes.lane.raw) + len(core._lanes.lane.waiting) >= 2
     b.dedup_scope = "tenant"  # the lane does not serve scopes: its rows become records
-    assert core._lane is None and core._raw
+    assert core._lanes.lane is None and core._raw
     calls[1].cancel()  # "y" leaves from the general path
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert results[0] == results[2] == "X"
@@ -458,7 +458,7 @@ async def test_a_single_call_without_dedup_waits_at_once_and_can_leave():
     calls = [asyncio.create_task(b.process({"query": q})) for q in ("x", "y", "x")]
     await asyncio.sleep(0.005)
     core = b._core
-    assert len(core._lane.waiting) == 3 and not core._lane.raw
+    assert len(core._lanes.lane.waiting) == 3 and not core._lanes.lane.raw
     calls[1].cancel()
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert results[0] == results[2] == "X"

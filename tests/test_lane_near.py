@@ -1,4 +1,4 @@
-"""The default strategy's single calls on the row lane (engine/core.py ``_lane_lead``): a
+"""The default strategy's single calls on the row lane (engine/lanework.py ``LaneWork._lead``): a
 request alone in its partition leads there without a record; one that is not makes the lane
 hand its waiting callers to the general path; a near twin of running lane work joins it as a
 row (through the general path's stand-in group). The decisions are those of the general path:
@@ -76,8 +76,8 @@ async def test_a_request_alone_in_its_partition_leads_on_the_lane_and_leaves_the
         )
         assert got == [f"A:order {n} status" for n in (11, 12, 13)]
         assert [type(h) for h in holders] == [LaneGroup] * 3  # no record made
-        assert not index.lazy and index.live == 0 and not core._shadows
-        assert core._near_hold == 0
+        assert not index.lazy and index.live == 0 and not core._lanes.shadows
+        assert core._lanes.hold == 0
     assert sorted(gate.items) == [f"order {n} status" for n in (11, 12, 13)]
 
 
@@ -96,7 +96,7 @@ async def test_a_near_twin_of_a_waiting_lane_leader_is_merged_by_the_general_pat
         await _until(lambda: bool(index.lazy))
         assert type(next(iter(index.lazy.values()))) is LaneGroup
         twin = asyncio.ensure_future(batch.process({"query": "where is my parcel 4417"}))
-        await _until(lambda: core._near_hold > 0)  # handed over: the lane rests
+        await _until(lambda: core._lanes.hold > 0)  # handed over: the lane rests
         assert not core.lane_open
         other = asyncio.ensure_future(batch.process({"query": "and my refund 88"}))
         assert await first == await twin == "A:Where is my parcel 4417?"
@@ -104,7 +104,7 @@ async def test_a_near_twin_of_a_waiting_lane_leader_is_merged_by_the_general_pat
         stats = batch.get_stats()
     assert gate.items == ["Where is my parcel 4417?", "and my refund 88"]
     assert stats.near_merges == 1 and stats.inflight_coalesced == 0
-    assert core._near_hold == 0  # (idle again)
+    assert core._lanes.hold == 0  # (idle again)
 
 
 async def test_twins_of_running_lane_work_join_it_near_and_exact():
@@ -120,7 +120,7 @@ async def test_twins_of_running_lane_work_join_it_near_and_exact():
             await gate.started.wait()
             stream = batch.process_streaming([{"query": "cancel order 5521 please!"}])
             second = asyncio.ensure_future(stream.__anext__())
-            await _until(lambda: bool(core._shadows))
+            await _until(lambda: bool(core._lanes.shadows))
             third = asyncio.ensure_future(batch.process({"query": "cancel order 5521 please!"}))
             await _until(lambda: core.waiting == 0 and batch.get_stats().inflight_coalesced == 2)
             assert not second.done() and not third.done()
@@ -129,7 +129,7 @@ async def test_twins_of_running_lane_work_join_it_near_and_exact():
             assert await first == await third == done.result == "A:Cancel order 5521 please"
             stats = batch.get_stats()
             index = core._dedup.leaders
-            assert not core._shadows and not core._shadow_of and not index.lazy
+            assert not core._lanes.shadows and not core._lanes.shadow_of and not index.lazy
             assert index.live == 0 and not core._dedup.exact
     assert gate.items == ["Cancel order 5521 please"]
     assert batch.dedup_threshold_in_force <= done.similarity < 1.0
@@ -150,12 +150,12 @@ async def test_a_near_twin_that_joined_running_lane_work_times_out_alone():
             )
             with pytest.raises(BatchTimeoutError):
                 await twin
-            assert core._shadows  # its lane work still runs
+            assert core._lanes.shadows  # its lane work still runs
             gate.release.set()
             assert await first == "A:Refund for ticket 9090"
             stats = batch.get_stats()
     assert gate.items == ["Refund for ticket 9090"]
-    assert stats.timeouts == 1 and not core._shadows
+    assert stats.timeouts == 1 and not core._lanes.shadows
 
 
 async def test_a_request_with_its_own_vector_is_checked_in_the_caller():
@@ -253,4 +253,4 @@ async def test_an_exact_twin_from_a_list_call_joins_running_lane_work_as_an_exac
             stats = batch.get_stats()
     assert gate.items == ["Track parcel 7710"]
     assert done.similarity == 1.0 and stats.exact_merges == 1 and stats.near_merges == 0
-    assert not batch._core._shadows  # (no stand-in was needed)
+    assert not batch._core._lanes.shadows  # (no stand-in was needed)

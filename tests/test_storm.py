@@ -394,7 +394,7 @@ async def test_batch_cancelled_before_its_first_step_does_not_wedge_close(call):
     t = asyncio.create_task(b.process({"query": "x"} if call == "single" else [{"query": "x"}]))
     await asyncio.sleep(0)  # queued
     core = b._core
-    lane = core._lane
+    lane = core._lanes.lane
     if call == "single":  # a single call takes the row lane: a row of its group
         g = lane.raw[0] if lane.raw else lane.waiting[0]
 
