@@ -1330,7 +1330,7 @@ class Deduper:
         if not groups:
             return
         shadow = self.shadow
-        if shadow is not None:  # (a lane group's stand-in: see Core._shadow)
+        if shadow is not None:  # (a lane group's stand-in: see LaneWork.shadow)
             groups = [g if type(g) is Group else shadow(g) for g in groups]
         leads = [g.leader for g in groups]
         vectors, batch = self._embed_batch(leads)
