@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -77,15 +78,11 @@ class Warmup:
         """Load (or compile) the numba kernels off the event loop."""
         error: BaseException | None = None
         try:
-            import numpy as np
-
-            from .kernels import xxh64_batch
-
-            xxh64_batch(np.zeros(8, np.uint8), np.array([0, 8], np.int64))
+            _retrying_imports(_load_hash)
             if need[1] and self._serve_while_compiling():
                 return
             if need[1]:
-                self._load_near()
+                _retrying_imports(self._load_near)
         except BaseException as e:  # reported on the loop: the next dedup pass fails with it
             error = e
         loop = self.core.loop
@@ -124,7 +121,7 @@ class Warmup:
         error: BaseException | None = None
         if not self.core._closing:
             try:
-                self._load_near()
+                _retrying_imports(self._load_near)
             except BaseException as e:  # reported on the loop: the next dedup pass fails
                 error = e
         try:
@@ -204,3 +201,34 @@ class Warmup:
         """The core closes: stop a background compile's child process."""
         if self.background is not None:
             self.background.cancel()
+
+
+#: Times the warm-up thread tries an import that CPython's import lock refused as a deadlock.
+IMPORT_TRIES = 5
+
+
+def _load_hash() -> None:
+    """Load (or compile) the hash kernel (the warm-up thread)."""
+    import numpy as np
+
+    from .kernels import xxh64_batch
+
+    xxh64_batch(np.zeros(8, np.uint8), np.array([0, 8], np.int64))
+
+
+def _retrying_imports(load: Any) -> None:
+    """Run ``load`` (imports and kernel loads, safe to run again), again after a pause when
+    CPython's per-module import locks refuse one of its imports as a deadlock
+    (``_DeadlockError``): the warm-up thread imports numba's modules while the user's thread
+    may be importing, and when their chains cross, one of the two is refused; the other
+    finishes, and the retry then finds the module imported (seen once in the suite:
+    "_DeadlockError: deadlock detected by _ModuleLock('importlib.resources.abc')"). Any other
+    error, or the last try's, goes to the caller."""
+    for attempt in range(IMPORT_TRIES):
+        try:
+            load()
+            return
+        except RuntimeError as exc:
+            if type(exc).__name__ != "_DeadlockError" or attempt == IMPORT_TRIES - 1:
+                raise
+        time.sleep(0.05 * (attempt + 1))

@@ -124,3 +124,37 @@ def test_compiling_for_exact_waits_for_the_warm_up_thread(monkeypatch):
     monkeypatch.setattr(kernels, "xxh64_batch", slow)
     asyncio.run(warm._warm_core(BatchConfig(dedup_strategy="exact", cold_start="wait")))
     assert loaded == [True]
+
+
+def test_the_warm_up_thread_retries_an_import_refused_as_a_deadlock(monkeypatch):
+    # CPython refuses one of two threads whose import chains cross (_DeadlockError); the
+    # warm-up thread must try again, not fail every dedup pass with "kernels failed to load"
+    import importlib._bootstrap as bootstrap
+
+    from stratabatch import warmup
+
+    monkeypatch.setattr(warmup.time, "sleep", lambda s: None)
+    calls = []
+
+    def refused_twice():
+        calls.append(1)
+        if len(calls) < 3:
+            raise bootstrap._DeadlockError("deadlock detected by _ModuleLock('x')")
+
+    warmup._retrying_imports(refused_twice)
+    assert len(calls) == 3
+
+    def always_refused():
+        raise bootstrap._DeadlockError("deadlock detected by _ModuleLock('x')")
+
+    with pytest.raises(RuntimeError, match="deadlock"):
+        warmup._retrying_imports(always_refused)
+
+    def other_error():
+        calls.append(1)
+        raise RuntimeError("a kernel failed")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="a kernel failed"):
+        warmup._retrying_imports(other_error)
+    assert len(calls) == 1
