@@ -852,9 +852,34 @@ def _drop(o, k, hs, p, e):
 
 
 @_helper
-def _roles_traded(mka, ara, ka, mkb, arb, kb, ha, na, hb, nb):
+def _has_elsewhere(buf, h, s1, e1, h1, n1, m, mk2, ar2, k2, s2, e2, h2, n2, o2, j2, H, HB, scratch):
+    """``guards._has_elsewhere``: whether side 2 has the word of hash ``h`` (a word of side
+    1), or a typo of it among the ``j2`` words ``o2`` it alone has that are not role word
+    ``m``'s arguments there."""
+    if _count(h2, n2, h) > 0:
+        return True
+    if j2 == 0:
+        return False
+    i = 0
+    while h1[i] != h:
+        i += 1
+    for u in range(j2):
+        y = o2[u]
+        if _pairs_count(mk2, ar2, k2, m, h2[y]) == 0 and _typo(
+            buf, s1[i], e1[i], h, s2[y], e2[y], h2[y], H, HB, scratch, _I2
+        ):
+            return True
+    return False
+
+
+@_helper
+def _roles_traded(
+    buf, mka, ara, ka, mkb, arb, kb, sa, ea, ha, na, oa, ja, sb, eb, hb, nb, ob, jb, H, HB, scratch
+):
     """``guards._roles_veto``: a role word both sides have takes an argument on one side
-    (more often than on the other) that the other side has as a word, and the reverse."""
+    (more often than on the other) that the other side has as a word or mistyped
+    (:func:`_has_elsewhere`; ``oa[:ja]``, ``ob[:jb]``: the words each side alone has), and
+    the reverse."""
     for t in range(ka):
         m = mka[t]
         if not _has(mkb, kb, m):
@@ -866,7 +891,9 @@ def _roles_traded(mka, ara, ka, mkb, arb, kb, ha, na, hb, nb):
                 mka[u] == m
                 and x != 0
                 and _pairs_count(mka, ara, ka, m, x) > _pairs_count(mkb, arb, kb, m, x)
-                and _count(hb, nb, x) > 0
+                and _has_elsewhere(
+                    buf, x, sa, ea, ha, na, m, mkb, arb, kb, sb, eb, hb, nb, ob, jb, H, HB, scratch
+                )
             ):
                 xa = True
                 break
@@ -878,7 +905,9 @@ def _roles_traded(mka, ara, ka, mkb, arb, kb, ha, na, hb, nb):
                 mkb[u] == m
                 and y != 0
                 and _pairs_count(mkb, arb, kb, m, y) > _pairs_count(mka, ara, ka, m, y)
-                and _count(ha, na, y) > 0
+                and _has_elsewhere(
+                    buf, y, sb, eb, hb, nb, m, mka, ara, ka, sa, ea, ha, na, oa, ja, H, HB, scratch
+                )
             ):
                 return True
     return False
@@ -1035,7 +1064,28 @@ def _decide_at(buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB
         nra = _role_args(buf, sa, ea, ha, na, H, HB, mka, ara)
         nrb = _role_args(buf, sb, eb, hb, nb, H, HB, mkb, arb)
         if not _same_roles(mka, ara, nra, mkb, arb, nrb) and _roles_traded(
-            mka, ara, nra, mkb, arb, nrb, ha, na, hb, nb
+            buf,
+            mka,
+            ara,
+            nra,
+            mkb,
+            arb,
+            nrb,
+            sa,
+            ea,
+            ha,
+            na,
+            oa,
+            0,
+            sb,
+            eb,
+            hb,
+            nb,
+            ob,
+            0,
+            H,
+            HB,
+            scratch,
         ):
             return REFUSE
         return REFUSE if _reordered(ha, hb, na) else PASS
@@ -1118,9 +1168,30 @@ def _decide_at(buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB
     nra = _role_args(buf, sa, ea, ha, na, H, HB, mka, ara)
     nrb = _role_args(buf, sb, eb, hb, nb, H, HB, mkb, arb)
     if not _same_roles(mka, ara, nra, mkb, arb, nrb) and _roles_traded(
-        mka, ara, nra, mkb, arb, nrb, ha, na, hb, nb
+        buf,
+        mka,
+        ara,
+        nra,
+        mkb,
+        arb,
+        nrb,
+        sa,
+        ea,
+        ha,
+        na,
+        oa,
+        ka,
+        sb,
+        eb,
+        hb,
+        nb,
+        ob,
+        kb,
+        H,
+        HB,
+        scratch,
     ):
-        return REFUSE  # roles: an argument traded
+        return REFUSE  # roles: an argument traded (or traded and mistyped)
     nma = _names_at(buf, a, spans, no, nm, nn)
     nmb = _names_at(buf, b, spans, no, nm, nn)
     nna = nn[a]

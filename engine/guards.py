@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -440,7 +441,7 @@ def veto(
             return v
     if "roles" in guards:
         if not _same_roles(a, b):
-            v = _roles_veto(a, b)
+            v = _roles_veto(a, b, a_only, b_only)
             if v is not None:
                 return v
         if who_when:
@@ -717,7 +718,14 @@ def _same_roles(a: Features, b: Features) -> bool:
     return True
 
 
-def _roles_veto(a: Features, b: Features) -> Veto | None:
+def _roles_veto(
+    a: Features, b: Features, a_only: Sequence[str] = (), b_only: Sequence[str] = ()
+) -> Veto | None:
+    """A role word both sides have takes an argument on one side that the other side has
+    elsewhere, and the reverse ("from London to Lisbon" / "from Lisbon to London"). The
+    other side may have the argument mistyped, as a word it alone has (``a_only`` /
+    ``b_only``) that is not this role word's argument there (:func:`typo_partner`, the
+    residue guard's rule): "from London to Lisbon" / "from Lisbon to Londoon"."""
     ra, rb = a.roles, b.roles
     for m, args in ra.items():
         other = rb.get(m)
@@ -727,9 +735,20 @@ def _roles_veto(a: Features, b: Features) -> Veto | None:
         xb = list((Counter(other) - Counter(args)).elements())
         # a swap: the argument one side gives this role word, the other side has elsewhere
         # (another argument is the residue guard's business, a typo nobody's)
-        if any(x and x in b.counts for x in xa) and any(y and y in a.counts for y in xb):
+        if any(x and _has_elsewhere(x, b, b_only, other) for x in xa) and any(
+            y and _has_elsewhere(y, a, a_only, args) for y in xb
+        ):
             return Veto("roles", (m, *xa, *xb))
     return None
+
+
+def _has_elsewhere(x: str, f: Features, only: Sequence[str], args: list[str]) -> bool:
+    """Whether text ``f`` has word ``x``, or a typo of it among the words it alone has
+    (``only``) that are not ``args``, the role word's own arguments there (a typo of those
+    is the same argument mistyped: "from London" / "from Londoon")."""
+    if x in f.counts:
+        return True
+    return bool(only) and typo_partner(x, [w for w in only if w not in args]) is not None
 
 
 def _name_of(w: str, f: Features) -> str | None:

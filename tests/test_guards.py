@@ -80,6 +80,45 @@ def test_roles(a, b):
     assert decide(a, b).guard == "roles"
 
 
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Find flights from London to Lisbon", "Find flights from Lisbon to Londoon"),
+        ("Find flights from London to Lisbon", "Find flights from Lisbonn to London"),
+        ("Find flights from London to Lisbon", "find flights from lisbon to londn"),
+        ("Convert 100 dollars to euros", "Convert 100 euros to dollasr"),
+        (
+            "Copy my notes from the tablet to the phone",
+            "Copy my notes from the phone to the tablte",
+        ),
+        ("Translate this from Spanish to Portuguese", "Translate this from Portugese to Spanish"),
+    ],
+)
+def test_roles_traded_with_one_argument_mistyped(a, b):
+    """A typo of one of the traded arguments does not hide the swap (issue 23)."""
+    for x, y in ((a, b), (b, a)):
+        v = decide(x, y)
+        assert v is not None and v.guard == "roles", (x, y, v)
+        assert not merges(x, y)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Find flights from London to Lisbon", "Find flights from Londoon to Lisbon"),
+        ("Find flights from London to Lisbon", "Find flights from London to Lisbno"),
+        (
+            "Copy my notes from the tablet to the phone",
+            "Copy my notes from the tablte to the phone",
+        ),
+        ("Translate this from Spanish to Portuguese", "Translate this from Spanish to Portugese"),
+    ],
+)
+def test_roles_an_argument_mistyped_in_its_place_still_merges(a, b):
+    assert decide(a, b) is None and decide(b, a) is None
+    assert merges(a, b)
+
+
 def test_roles_reordered_words_that_are_not_a_moved_clause():
     v = decide(
         "Can I pick up my online order in store today?",
