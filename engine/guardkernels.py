@@ -150,7 +150,7 @@ def _plural_pair(buf, a0, a1, b0, b1):
     if la < 3:
         return False
     if lb == la + 1 and buf[b1 - 1] == 115 and _same(buf, a0, a1, b0, b0 + la):
-        return True
+        return buf[a1 - 1] != 115  # ("class" takes "es")
     if (
         lb == la + 2
         and buf[b1 - 2] == 101
@@ -554,6 +554,25 @@ def _entities(
 
 
 @_helper
+def _scope_word(buf, o1, k1, s1, e1, h1, o2, k2, s2, e2, h2, H, HB, scratch):
+    """``guards._scope``'s scope words: one of the ``k1`` words side 1 lacks (``o1``) is a
+    scope word and no typo of a word side 2 lacks."""
+    for t in range(k1):
+        x = o1[t]
+        if not _member(H, HB, _SPECIAL, h1[x]):
+            continue
+        typo = False
+        for u in range(k2):
+            y = o2[u]
+            if _typo(buf, s1[x], e1[x], h1[x], s2[y], e2[y], h2[y], H, HB, scratch, _I2):
+                typo = True
+                break
+        if not typo:
+            return True
+    return False
+
+
+@_helper
 def _tokens(buf, a0, a1, st, en, hs):
     """Split [a0, a1) at whitespace into st/en/hs; the word count, or -1 past their size (or
     for a word of more than 120 bytes, which :func:`_osa`'s scratch does not hold)."""
@@ -914,6 +933,40 @@ def _roles_traded(
 
 
 @_helper
+def _reordered_mistyped(buf, sa, ea, ha, n, oa, ka, sb, eb, hb, ob, kb, H, HB, scratch, tmp, hb2):
+    """``guards._reordered_mistyped`` on two texts of ``n`` words each that lack ``ka``
+    words each (``oa``, ``ob``): ``tmp`` (2 * ka ints) and ``hb2`` (n) are its scratch."""
+    if ka == 0:
+        return False
+    used = tmp[:kb]
+    pair = tmp[kb : kb + ka]
+    used[:] = 0
+    for t in range(ka):
+        x = oa[t]
+        found = False
+        for u in range(kb):
+            if used[u]:
+                continue
+            y = ob[u]
+            if _typo(buf, sa[x], ea[x], ha[x], sb[y], eb[y], hb[y], H, HB, scratch, _I2):
+                used[u] = 1
+                pair[t] = u
+                found = True
+                break
+        if not found:
+            return False
+    for i in range(n):
+        hb2[i] = hb[i]
+        for t in range(ka):  # (the last pair of a word repeated decides, as a dict's last write)
+            if hb[i] == hb[ob[pair[t]]]:
+                hb2[i] = ha[oa[t]]
+    for i in range(n):
+        if _count(ha, n, ha[i]) != _count(hb2, n, ha[i]):
+            return False
+    return not _coordination_swap(ha, hb2, n, H, HB) and _reordered(ha, hb2, n)
+
+
+@_helper
 def _ascii(buf, a, b):
     for u in range(a, b):
         if buf[u] >= 128:
@@ -1192,6 +1245,15 @@ def _decide_at(buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB
         scratch,
     ):
         return REFUSE  # roles: an argument traded (or traded and mistyped)
+    # (the role arguments are read no more: mka holds b's words with its typos read back)
+    if (
+        ka == kb
+        and na == nb
+        and _reordered_mistyped(
+            buf, sa, ea, ha, na, oa, ka, sb, eb, hb, ob, kb, H, HB, scratch, iw[3 * M : 5 * M], mka
+        )
+    ):
+        return REFUSE  # roles: words traded, one of them mistyped
     nma = _names_at(buf, a, spans, no, nm, nn)
     nmb = _names_at(buf, b, spans, no, nm, nn)
     nna = nn[a]
@@ -1204,12 +1266,10 @@ def _decide_at(buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB
         buf, ob, kb, sb, eb, hb, nb, nmb, nnb, oa, ka, sa, ea, ha, na, nma, nna, H, HB, scratch
     ):
         return REFUSE  # entities: another name, date, unit, ...
-    for t in range(ka):
-        if _member(H, HB, _SPECIAL, ha[oa[t]]):
-            return REFUSE  # scope: a scope word on one side
-    for t in range(kb):
-        if _member(H, HB, _SPECIAL, hb[ob[t]]):
-            return REFUSE
+    if _scope_word(buf, oa, ka, sa, ea, ha, ob, kb, sb, eb, hb, H, HB, scratch) or _scope_word(
+        buf, ob, kb, sb, eb, hb, oa, ka, sa, ea, ha, H, HB, scratch
+    ):
+        return REFUSE  # scope: a scope word on one side
     for t in range(ka):
         x = oa[t]
         for u in range(kb):

@@ -374,6 +374,30 @@ def _reordered(ta: list[str], tb: list[str]) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(moved))
 
 
+def _reordered_mistyped(
+    ta: list[str], tb: list[str], a_only: list[str], b_only: list[str]
+) -> Veto | None:
+    """The words that changed places (:func:`_reordered`, a swapped coordination aside) once
+    each word only ``tb`` has is read as the word of ``ta`` it is a typo of (:func:`typo_partner`,
+    taken in order, as the residue guard pairs them): "did Alice call Bob" / "did Bob call
+    Alcie". None where a word has no such partner or the words then differ."""
+    if not a_only or len(a_only) != len(b_only) or len(ta) != len(tb):
+        return None
+    left = list(b_only)
+    fix = {}
+    for x in a_only:
+        y = typo_partner(x, left)
+        if y is None:
+            return None
+        left.remove(y)
+        fix[y] = x
+    tb = [fix.get(w, w) for w in tb]
+    if sorted(tb) != sorted(ta) or _coordination_swap(ta, tb):
+        return None
+    moved = _reordered(ta, tb)
+    return None if moved is None else Veto("roles", moved)
+
+
 def veto(
     a: Features,
     b: Features,
@@ -444,6 +468,9 @@ def veto(
             v = _roles_veto(a, b, a_only, b_only)
             if v is not None:
                 return v
+        v = _reordered_mistyped(a.tokens, b.tokens, a_only, b_only)
+        if v is not None:
+            return v
         if who_when:
             v = _perspective(a, b, a_only, b_only) or _voice(a.tokens, b.tokens)
             if v is not None:
@@ -799,8 +826,10 @@ def _entities(a: Features, b: Features, a_only: list[str], b_only: list[str]) ->
 
 
 def _scope(a_only: list[str], b_only: list[str]) -> Veto | None:
-    sa = [w for w in a_only if w in SCOPE_WORDS]
-    sb = [w for w in b_only if w in SCOPE_WORDS]
+    """A scope word on one side only, unless it is a typo of a word the other side has
+    ("my team" / "my taem"); a plural pair."""
+    sa = [w for w in a_only if w in SCOPE_WORDS and typo_partner(w, b_only) is None]
+    sb = [w for w in b_only if w in SCOPE_WORDS and typo_partner(w, a_only) is None]
     if sa or sb:
         return Veto("scope", tuple(sa + sb))
     for x in a_only:

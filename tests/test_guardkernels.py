@@ -127,10 +127,13 @@ _ROUTES = (
     "How do I copy my notes from the {} to the {}?",
     "Translate this from {} to {} please",
     "Is {} better than {}?",
+    "Did {} call {} yesterday?",
+    "Can my {} borrow the {} car?",
 )
 _PLACES = (
     "London", "Lisbon", "Madrid", "Boston", "checking", "savings", "brokerage", "tablet", "phone",
-    "laptop", "Spanish", "Portuguese", "German", "python", "java",
+    "laptop", "Spanish", "Portuguese", "German", "python", "java", "Alice", "Robert", "team",
+    "family", "wireless", "business", "boss", "class",
 )  # fmt: skip
 
 
@@ -266,6 +269,11 @@ def test_what_the_kernel_leaves_the_residue_guard_of_a_negation_holds():
         ("Find flights from London to Lisbon", "Find flights from Lisbon to Londoon", K.REFUSE),
         ("Convert 100 dollars to euros", "Convert 100 euros to dollasr", K.REFUSE),  # (a typo)
         ("Find flights from London to Lisbon", "Find flights from Londoon to Lisbon", K.PASS),
+        ("Did Alice call Bob", "Did Bob call Alcie", K.REFUSE),  # traded, one mistyped
+        ("Is my team winning?", "Is my taem winning?", K.PASS),  # a scope word's typo
+        ("Is my team winning?", "Is my teams winning?", K.REFUSE),
+        ("Best wireless headphones", "Best wirelesss headphones", K.PASS),  # no plural
+        ("Where is my class?", "Where are my classes?", K.REFUSE),
         ("Does the museum or the library open?", "Does the library or the museum open?", K.PASS),
         ("Why does the app crash when I upload?", "When I upload, why does the app crash?", K.PASS),
         ("Where is Mary's phone", "Where is Mark's phone", K.REFUSE),  # two names
