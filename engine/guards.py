@@ -17,15 +17,17 @@ changes what is asked. Each guard is cheap, works on the canonical words of
     The same role word (from, to, into, before, after, vs, than, over, ...) takes the argument
     the other side gives another role: "from checking to brokerage" vs "from brokerage to
     checking"; or the same words come in another order that is not a moved clause ("did Alice
-    call Bob" vs "did Bob call Alice").
+    call Bob" vs "did Bob call Alice"). A typo of a traded word hides neither: "from London to
+    Lisbon" vs "from Lisbon to Londoon", "did Bob call Alcie".
 ``entities``
     A name, product, place, date, weekday, month, time of day, unit or currency on one side is
     missing from the other: "Netflix" vs "Spotify", "Monday" vs "Tuesday", "kg" vs "lb". Names
     are the capitalized words not at a sentence start, plus a curated list of such words
     people type in lower case.
 ``scope``
-    Whose or how many: my / our / your / all / every / one / my partner's, and singular vs
-    plural of the same word ("my order" vs "my orders").
+    Whose or how many: my / our / your / all / every / one / my partner's (a typo of the word
+    aside: "my team" vs "my taem"), and singular vs plural of the same word ("my order" vs "my
+    orders"; a word in "s" takes "es": "wirelesss" is a typo).
 ``residue``
     What differs decides, not the global score: every word one side has and the other lacks
     must be ignorable (an article) or a typo of a word the other side has (edit distance 1 on
