@@ -150,7 +150,7 @@ def _plural_pair(buf, a0, a1, b0, b1):
     if la < 3:
         return False
     if lb == la + 1 and buf[b1 - 1] == 115 and _same(buf, a0, a1, b0, b0 + la):
-        return True
+        return buf[a1 - 1] != 115  # ("class" takes "es")
     if (
         lb == la + 2
         and buf[b1 - 2] == 101
@@ -554,6 +554,25 @@ def _entities(
 
 
 @_helper
+def _scope_word(buf, o1, k1, s1, e1, h1, o2, k2, s2, e2, h2, H, HB, scratch):
+    """``guards._scope``'s scope words: one of the ``k1`` words side 1 lacks (``o1``) is a
+    scope word and no typo of a word side 2 lacks."""
+    for t in range(k1):
+        x = o1[t]
+        if not _member(H, HB, _SPECIAL, h1[x]):
+            continue
+        typo = False
+        for u in range(k2):
+            y = o2[u]
+            if _typo(buf, s1[x], e1[x], h1[x], s2[y], e2[y], h2[y], H, HB, scratch, _I2):
+                typo = True
+                break
+        if not typo:
+            return True
+    return False
+
+
+@_helper
 def _tokens(buf, a0, a1, st, en, hs):
     """Split [a0, a1) at whitespace into st/en/hs; the word count, or -1 past their size (or
     for a word of more than 120 bytes, which :func:`_osa`'s scratch does not hold)."""
@@ -852,9 +871,34 @@ def _drop(o, k, hs, p, e):
 
 
 @_helper
-def _roles_traded(mka, ara, ka, mkb, arb, kb, ha, na, hb, nb):
+def _has_elsewhere(buf, h, s1, e1, h1, n1, m, mk2, ar2, k2, s2, e2, h2, n2, o2, j2, H, HB, scratch):
+    """``guards._has_elsewhere``: whether side 2 has the word of hash ``h`` (a word of side
+    1), or a typo of it among the ``j2`` words ``o2`` it alone has that are not role word
+    ``m``'s arguments there."""
+    if _count(h2, n2, h) > 0:
+        return True
+    if j2 == 0:
+        return False
+    i = 0
+    while h1[i] != h:
+        i += 1
+    for u in range(j2):
+        y = o2[u]
+        if _pairs_count(mk2, ar2, k2, m, h2[y]) == 0 and _typo(
+            buf, s1[i], e1[i], h, s2[y], e2[y], h2[y], H, HB, scratch, _I2
+        ):
+            return True
+    return False
+
+
+@_helper
+def _roles_traded(
+    buf, mka, ara, ka, mkb, arb, kb, sa, ea, ha, na, oa, ja, sb, eb, hb, nb, ob, jb, H, HB, scratch
+):
     """``guards._roles_veto``: a role word both sides have takes an argument on one side
-    (more often than on the other) that the other side has as a word, and the reverse."""
+    (more often than on the other) that the other side has as a word or mistyped
+    (:func:`_has_elsewhere`; ``oa[:ja]``, ``ob[:jb]``: the words each side alone has), and
+    the reverse."""
     for t in range(ka):
         m = mka[t]
         if not _has(mkb, kb, m):
@@ -866,7 +910,9 @@ def _roles_traded(mka, ara, ka, mkb, arb, kb, ha, na, hb, nb):
                 mka[u] == m
                 and x != 0
                 and _pairs_count(mka, ara, ka, m, x) > _pairs_count(mkb, arb, kb, m, x)
-                and _count(hb, nb, x) > 0
+                and _has_elsewhere(
+                    buf, x, sa, ea, ha, na, m, mkb, arb, kb, sb, eb, hb, nb, ob, jb, H, HB, scratch
+                )
             ):
                 xa = True
                 break
@@ -878,10 +924,46 @@ def _roles_traded(mka, ara, ka, mkb, arb, kb, ha, na, hb, nb):
                 mkb[u] == m
                 and y != 0
                 and _pairs_count(mkb, arb, kb, m, y) > _pairs_count(mka, ara, ka, m, y)
-                and _count(ha, na, y) > 0
+                and _has_elsewhere(
+                    buf, y, sb, eb, hb, nb, m, mka, ara, ka, sa, ea, ha, na, oa, ja, H, HB, scratch
+                )
             ):
                 return True
     return False
+
+
+@_helper
+def _reordered_mistyped(buf, sa, ea, ha, n, oa, ka, sb, eb, hb, ob, kb, H, HB, scratch, tmp, hb2):
+    """``guards._reordered_mistyped`` on two texts of ``n`` words each that lack ``ka``
+    words each (``oa``, ``ob``): ``tmp`` (2 * ka ints) and ``hb2`` (n) are its scratch."""
+    if ka == 0:
+        return False
+    used = tmp[:kb]
+    pair = tmp[kb : kb + ka]
+    used[:] = 0
+    for t in range(ka):
+        x = oa[t]
+        found = False
+        for u in range(kb):
+            if used[u]:
+                continue
+            y = ob[u]
+            if _typo(buf, sa[x], ea[x], ha[x], sb[y], eb[y], hb[y], H, HB, scratch, _I2):
+                used[u] = 1
+                pair[t] = u
+                found = True
+                break
+        if not found:
+            return False
+    for i in range(n):
+        hb2[i] = hb[i]
+        for t in range(ka):  # (the last pair of a word repeated decides, as a dict's last write)
+            if hb[i] == hb[ob[pair[t]]]:
+                hb2[i] = ha[oa[t]]
+    for i in range(n):
+        if _count(ha, n, ha[i]) != _count(hb2, n, ha[i]):
+            return False
+    return not _coordination_swap(ha, hb2, n, H, HB) and _reordered(ha, hb2, n)
 
 
 @_helper
@@ -1035,7 +1117,28 @@ def _decide_at(buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB
         nra = _role_args(buf, sa, ea, ha, na, H, HB, mka, ara)
         nrb = _role_args(buf, sb, eb, hb, nb, H, HB, mkb, arb)
         if not _same_roles(mka, ara, nra, mkb, arb, nrb) and _roles_traded(
-            mka, ara, nra, mkb, arb, nrb, ha, na, hb, nb
+            buf,
+            mka,
+            ara,
+            nra,
+            mkb,
+            arb,
+            nrb,
+            sa,
+            ea,
+            ha,
+            na,
+            oa,
+            0,
+            sb,
+            eb,
+            hb,
+            nb,
+            ob,
+            0,
+            H,
+            HB,
+            scratch,
         ):
             return REFUSE
         return REFUSE if _reordered(ha, hb, na) else PASS
@@ -1118,9 +1221,39 @@ def _decide_at(buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB
     nra = _role_args(buf, sa, ea, ha, na, H, HB, mka, ara)
     nrb = _role_args(buf, sb, eb, hb, nb, H, HB, mkb, arb)
     if not _same_roles(mka, ara, nra, mkb, arb, nrb) and _roles_traded(
-        mka, ara, nra, mkb, arb, nrb, ha, na, hb, nb
+        buf,
+        mka,
+        ara,
+        nra,
+        mkb,
+        arb,
+        nrb,
+        sa,
+        ea,
+        ha,
+        na,
+        oa,
+        ka,
+        sb,
+        eb,
+        hb,
+        nb,
+        ob,
+        kb,
+        H,
+        HB,
+        scratch,
     ):
-        return REFUSE  # roles: an argument traded
+        return REFUSE  # roles: an argument traded (or traded and mistyped)
+    # (the role arguments are read no more: mka holds b's words with its typos read back)
+    if (
+        ka == kb
+        and na == nb
+        and _reordered_mistyped(
+            buf, sa, ea, ha, na, oa, ka, sb, eb, hb, ob, kb, H, HB, scratch, iw[3 * M : 5 * M], mka
+        )
+    ):
+        return REFUSE  # roles: words traded, one of them mistyped
     nma = _names_at(buf, a, spans, no, nm, nn)
     nmb = _names_at(buf, b, spans, no, nm, nn)
     nna = nn[a]
@@ -1133,12 +1266,10 @@ def _decide_at(buf, a, b, spans, to, nt, ws, we, wh, ig, no, nm, nn, base, H, HB
         buf, ob, kb, sb, eb, hb, nb, nmb, nnb, oa, ka, sa, ea, ha, na, nma, nna, H, HB, scratch
     ):
         return REFUSE  # entities: another name, date, unit, ...
-    for t in range(ka):
-        if _member(H, HB, _SPECIAL, ha[oa[t]]):
-            return REFUSE  # scope: a scope word on one side
-    for t in range(kb):
-        if _member(H, HB, _SPECIAL, hb[ob[t]]):
-            return REFUSE
+    if _scope_word(buf, oa, ka, sa, ea, ha, ob, kb, sb, eb, hb, H, HB, scratch) or _scope_word(
+        buf, ob, kb, sb, eb, hb, oa, ka, sa, ea, ha, H, HB, scratch
+    ):
+        return REFUSE  # scope: a scope word on one side
     for t in range(ka):
         x = oa[t]
         for u in range(kb):

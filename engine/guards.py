@@ -17,15 +17,17 @@ changes what is asked. Each guard is cheap, works on the canonical words of
     The same role word (from, to, into, before, after, vs, than, over, ...) takes the argument
     the other side gives another role: "from checking to brokerage" vs "from brokerage to
     checking"; or the same words come in another order that is not a moved clause ("did Alice
-    call Bob" vs "did Bob call Alice").
+    call Bob" vs "did Bob call Alice"). A typo of a traded word hides neither: "from London to
+    Lisbon" vs "from Lisbon to Londoon", "did Bob call Alcie".
 ``entities``
     A name, product, place, date, weekday, month, time of day, unit or currency on one side is
     missing from the other: "Netflix" vs "Spotify", "Monday" vs "Tuesday", "kg" vs "lb". Names
     are the capitalized words not at a sentence start, plus a curated list of such words
     people type in lower case.
 ``scope``
-    Whose or how many: my / our / your / all / every / one / my partner's, and singular vs
-    plural of the same word ("my order" vs "my orders").
+    Whose or how many: my / our / your / all / every / one / my partner's (a typo of the word
+    aside: "my team" vs "my taem"), and singular vs plural of the same word ("my order" vs "my
+    orders"; a word in "s" takes "es": "wirelesss" is a typo).
 ``residue``
     What differs decides, not the global score: every word one side has and the other lacks
     must be ignorable (an article) or a typo of a word the other side has (edit distance 1 on
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -373,6 +376,30 @@ def _reordered(ta: list[str], tb: list[str]) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(moved))
 
 
+def _reordered_mistyped(
+    ta: list[str], tb: list[str], a_only: list[str], b_only: list[str]
+) -> Veto | None:
+    """The words that changed places (:func:`_reordered`, a swapped coordination aside) once
+    each word only ``tb`` has is read as the word of ``ta`` it is a typo of (:func:`typo_partner`,
+    taken in order, as the residue guard pairs them): "did Alice call Bob" / "did Bob call
+    Alcie". None where a word has no such partner or the words then differ."""
+    if not a_only or len(a_only) != len(b_only) or len(ta) != len(tb):
+        return None
+    left = list(b_only)
+    fix = {}
+    for x in a_only:
+        y = typo_partner(x, left)
+        if y is None:
+            return None
+        left.remove(y)
+        fix[y] = x
+    tb = [fix.get(w, w) for w in tb]
+    if sorted(tb) != sorted(ta) or _coordination_swap(ta, tb):
+        return None
+    moved = _reordered(ta, tb)
+    return None if moved is None else Veto("roles", moved)
+
+
 def veto(
     a: Features,
     b: Features,
@@ -440,9 +467,12 @@ def veto(
             return v
     if "roles" in guards:
         if not _same_roles(a, b):
-            v = _roles_veto(a, b)
+            v = _roles_veto(a, b, a_only, b_only)
             if v is not None:
                 return v
+        v = _reordered_mistyped(a.tokens, b.tokens, a_only, b_only)
+        if v is not None:
+            return v
         if who_when:
             v = _perspective(a, b, a_only, b_only) or _voice(a.tokens, b.tokens)
             if v is not None:
@@ -717,7 +747,14 @@ def _same_roles(a: Features, b: Features) -> bool:
     return True
 
 
-def _roles_veto(a: Features, b: Features) -> Veto | None:
+def _roles_veto(
+    a: Features, b: Features, a_only: Sequence[str] = (), b_only: Sequence[str] = ()
+) -> Veto | None:
+    """A role word both sides have takes an argument on one side that the other side has
+    elsewhere, and the reverse ("from London to Lisbon" / "from Lisbon to London"). The
+    other side may have the argument mistyped, as a word it alone has (``a_only`` /
+    ``b_only``) that is not this role word's argument there (:func:`typo_partner`, the
+    residue guard's rule): "from London to Lisbon" / "from Lisbon to Londoon"."""
     ra, rb = a.roles, b.roles
     for m, args in ra.items():
         other = rb.get(m)
@@ -727,9 +764,20 @@ def _roles_veto(a: Features, b: Features) -> Veto | None:
         xb = list((Counter(other) - Counter(args)).elements())
         # a swap: the argument one side gives this role word, the other side has elsewhere
         # (another argument is the residue guard's business, a typo nobody's)
-        if any(x and x in b.counts for x in xa) and any(y and y in a.counts for y in xb):
+        if any(x and _has_elsewhere(x, b, b_only, other) for x in xa) and any(
+            y and _has_elsewhere(y, a, a_only, args) for y in xb
+        ):
             return Veto("roles", (m, *xa, *xb))
     return None
+
+
+def _has_elsewhere(x: str, f: Features, only: Sequence[str], args: list[str]) -> bool:
+    """Whether text ``f`` has word ``x``, or a typo of it among the words it alone has
+    (``only``) that are not ``args``, the role word's own arguments there (a typo of those
+    is the same argument mistyped: "from London" / "from Londoon")."""
+    if x in f.counts:
+        return True
+    return bool(only) and typo_partner(x, [w for w in only if w not in args]) is not None
 
 
 def _name_of(w: str, f: Features) -> str | None:
@@ -780,8 +828,10 @@ def _entities(a: Features, b: Features, a_only: list[str], b_only: list[str]) ->
 
 
 def _scope(a_only: list[str], b_only: list[str]) -> Veto | None:
-    sa = [w for w in a_only if w in SCOPE_WORDS]
-    sb = [w for w in b_only if w in SCOPE_WORDS]
+    """A scope word on one side only, unless it is a typo of a word the other side has
+    ("my team" / "my taem"); a plural pair."""
+    sa = [w for w in a_only if w in SCOPE_WORDS and typo_partner(w, b_only) is None]
+    sb = [w for w in b_only if w in SCOPE_WORDS and typo_partner(w, a_only) is None]
     if sa or sb:
         return Veto("scope", tuple(sa + sb))
     for x in a_only:

@@ -493,12 +493,15 @@ def osa_distance(a: str, b: str, limit: int) -> int:
 
 def is_plural_pair(a: str, b: str) -> bool:
     """Whether one word is the other's plural ("order" / "orders"); the singular has 3+
-    letters ("i" / "is" is none)."""
+    letters ("i" / "is" is none), and one that ends in "s" takes "es" ("class" / "classes";
+    "wireless" / "wirelesss" is a typo)."""
     if len(a) > len(b):
         a, b = b, a
     if len(a) < 3:
         return False
-    return b in (a + "s", a + "es") or (a.endswith("y") and b == a[:-1] + "ies")
+    if b == a + "s":
+        return a[-1] != "s"
+    return b == a + "es" or (a.endswith("y") and b == a[:-1] + "ies")
 
 
 def is_prefix_negation(a: str, b: str) -> bool:

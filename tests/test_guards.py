@@ -80,6 +80,53 @@ def test_roles(a, b):
     assert decide(a, b).guard == "roles"
 
 
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Find flights from London to Lisbon", "Find flights from Lisbon to Londoon"),
+        ("Find flights from London to Lisbon", "Find flights from Lisbonn to London"),
+        ("Find flights from London to Lisbon", "find flights from lisbon to londn"),
+        ("Convert 100 dollars to euros", "Convert 100 euros to dollasr"),
+        (
+            "Copy my notes from the tablet to the phone",
+            "Copy my notes from the phone to the tablte",
+        ),
+        ("Translate this from Spanish to Portuguese", "Translate this from Portugese to Spanish"),
+        ("Did Alice call Bob yesterday?", "Did Bob call Alcie yesterday?"),  # no role word
+        (
+            "Can I pick up my online order in store today?",
+            "Can I pick up my in-store order onlien today?",
+        ),
+    ],
+)
+def test_roles_traded_with_one_argument_mistyped(a, b):
+    """A typo of one of the traded arguments does not hide the swap (issue 23)."""
+    for x, y in ((a, b), (b, a)):
+        v = decide(x, y)
+        assert v is not None and v.guard == "roles", (x, y, v)
+        assert not merges(x, y)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Find flights from London to Lisbon", "Find flights from Londoon to Lisbon"),
+        ("Find flights from London to Lisbon", "Find flights from London to Lisbno"),
+        (
+            "Copy my notes from the tablet to the phone",
+            "Copy my notes from the tablte to the phone",
+        ),
+        ("Translate this from Spanish to Portuguese", "Translate this from Spanish to Portugese"),
+        ("Did Alice call Bob yesterday?", "Did Alcie call Bob yesterday?"),
+        ("Does the museum or the library open?", "Does the librray or the museum open?"),
+        ("Why does the app crash when I upload?", "When I upload, why does the app crahs?"),
+    ],
+)
+def test_roles_an_argument_mistyped_in_its_place_still_merges(a, b):
+    assert decide(a, b) is None and decide(b, a) is None
+    assert merges(a, b)
+
+
 def test_roles_reordered_words_that_are_not_a_moved_clause():
     v = decide(
         "Can I pick up my online order in store today?",
@@ -147,6 +194,30 @@ def test_scope(a, b):
     assert decide(a, b).guard == "scope"
 
 
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (
+            "How do I add a new member to my team workspace?",
+            "How do I add a new member to my taem workspace?",
+        ),  # a scope word mistyped
+        ("Can my family join?", "Can my famliy join?"),
+        ("Best wireless headphones", "Best wirelesss headphones"),  # no plural of "wireless"
+        ("Where is the business account?", "Where is the busines account?"),
+    ],
+)
+def test_scope_false_friends_typos(a, b):
+    assert decide(a, b) is None and decide(b, a) is None
+    assert merges(a, b)
+
+
+def test_scope_still_refuses_plurals_and_other_scope_words():
+    assert decide("Is my team winning?", "Is my teams winning?").guard == "scope"
+    assert decide("Where is my class?", "Where are my classes?").guard == "scope"
+    assert decide("Where is my bus?", "Where are my buses?").guard == "scope"
+    assert decide("Can my family join?", "Can my friend join?").guard == "scope"
+
+
 def test_residue_decides_long_prompts_by_what_differs():
     v = decide(PREAMBLE + "Do you sell hammers?", PREAMBLE + "Do you sell ladders?")
     assert v is not None and v.guard == "residue" and set(v.words) == {"hammers", "ladders"}
@@ -161,6 +232,7 @@ def test_residue_accepts_typos_not_other_words():
     assert is_typo_of("password", "pasword") and is_typo_of("plan", "plna")
     assert not is_typo_of("price", "prize")  # two dictionary words
     assert not is_typo_of("order", "orders")  # a plural
+    assert is_typo_of("wireless", "wirelesss")  # (a word in "s" takes "es")
     assert not is_typo_of("safe", "unsafe")
     assert (
         decide("How do I uppdate my billing adress?", "How do I update my billing address?") is None
