@@ -684,6 +684,27 @@ def coalescing_handle(
 _BOARD_PREFIX = "SERVE_DEPLOYMENT_ACTOR::"
 
 
+def _running_boards(app_name: str, deployment: str | None, verb: str) -> list[Any]:
+    """The stats boards of ``app_name``'s stratabatch deployments (of ``deployment`` only,
+    unless None) for :func:`get_stats` and :func:`forget` (``verb``: what it does through
+    them, for the error).
+
+    Raises:
+        StratabatchError: Not connected to a Ray cluster, or no such deployment runs.
+    """
+    if not ray.is_initialized():
+        raise StratabatchError(
+            f"{verb} the replicas through Ray: connect to the cluster first (ray.init(address=...))"
+        )
+    boards = [b for d, b in _boards(app_name) if deployment is None or d == deployment]
+    if not boards:
+        which = f"deployment {deployment!r} in " if deployment else ""
+        raise StratabatchError(
+            f"no stratabatch {which}application {app_name!r} is running on this Ray cluster"
+        )
+    return boards
+
+
 def _boards(app_name: str) -> list[tuple[str, Any]]:
     """(deployment name, stats board) of every stratabatch deployment of ``app_name``
     (during a rolling update, one board per code version)."""
@@ -719,17 +740,7 @@ def get_stats(app_name: str, deployment: str | None = None, *, timeout: float = 
     Raises:
         StratabatchError: The application has no stratabatch deployment (of that name).
     """
-    if not ray.is_initialized():
-        raise StratabatchError(
-            "get_stats reads the replicas through Ray: connect to the cluster first "
-            "(ray.init(address=...))"
-        )
-    boards = [b for d, b in _boards(app_name) if deployment is None or d == deployment]
-    if not boards:
-        which = f"deployment {deployment!r} in " if deployment else ""
-        raise StratabatchError(
-            f"no stratabatch {which}application {app_name!r} is running on this Ray cluster"
-        )
+    boards = _running_boards(app_name, deployment, "get_stats reads")
     rounds = ray.get([b.collect.remote(timeout) for b in boards], timeout=timeout + 5.0)
     return merge_rounds(rounds)
 
@@ -771,17 +782,7 @@ def forget(
     """
     check_forget_scope(scope)
     _check_timeout(timeout)
-    if not ray.is_initialized():
-        raise StratabatchError(
-            "forget reaches the replicas through Ray: connect to the cluster first "
-            "(ray.init(address=...))"
-        )
-    boards = [b for d, b in _boards(app_name) if deployment is None or d == deployment]
-    if not boards:
-        which = f"deployment {deployment!r} in " if deployment else ""
-        raise StratabatchError(
-            f"no stratabatch {which}application {app_name!r} is running on this Ray cluster"
-        )
+    boards = _running_boards(app_name, deployment, "forget reaches")
     try:  # every board checks the argument before any is told to forget
         ray.get([b.check_forget.remote(scope) for b in boards], timeout=timeout + 5.0)
         outcomes = ray.get([b.forget.remote(scope, timeout) for b in boards], timeout=timeout + 5.0)
