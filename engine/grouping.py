@@ -101,7 +101,7 @@ def _profiles_of(reqs: list[Request]) -> Any:
 
 def _judge(leader: Request, r: Request, guards: Any) -> Any:
     """The guards' veto on ``r`` joining ``leader`` with the residue guard in full, read by a
-    lazy veto-log entry (:meth:`Deduper._log_refused`); the features are kept on the
+    lazy veto-log entry (:meth:`Deduper.log_refused`); the features are kept on the
     requests, as :meth:`Deduper.features_of` keeps them."""
     from .canon import canonical_texts
     from .guards import Features, veto
@@ -492,7 +492,7 @@ class Deduper:
             if k == 0:
                 return None
             if k > 0:
-                self._log_refused(r, leader, similarity, reuse)
+                self.log_refused(r, leader, similarity, reuse)
                 return _KERNEL_REFUSED
         fa = self.features_of(leader)
         fb = self.features_of(r)
@@ -515,7 +515,7 @@ class Deduper:
             and max(len(fa.tokens), len(fb.tokens)) > big
             and not self._residue_may_pass(fa, fb)
         ):
-            self._log_refused(r, leader, similarity, reuse)
+            self.log_refused(r, leader, similarity, reuse)
             return _PRECHECK_REFUSED
         v = veto(fa, fb, guards, False, paraphrases=paraphrases)
         if v is not None:
@@ -538,19 +538,11 @@ class Deduper:
     def log_refused(
         self, r: Request, leader: Request, similarity: float, reuse: bool = False
     ) -> None:
-        """Log a near merge the guard kernel refused outside :meth:`veto` (with ``reuse``:
-        a near-reuse lookup of ``r`` that the stored answer of ``leader`` did not serve), as
-        :meth:`veto` logs the kernel's refusals: the guards say why when the entry's
-        ``veto`` is read."""
-        self._log_refused(r, leader, similarity, reuse)
-
-    def _log_refused(
-        self, r: Request, leader: Request, similarity: float, reuse: bool = False
-    ) -> None:
-        """Log a near merge a residue pre-check or the guard kernel refused; the guards say
-        why when the entry's ``veto`` is read (both hold only where the residue guard applies
-        in full: no paraphrases, numbers settled by the partition), and only then build the
-        two texts' guard features."""
+        """Log a near merge a residue pre-check or the guard kernel refused (with ``reuse``:
+        a near-reuse lookup of ``r`` that the stored answer of ``leader`` did not serve); the
+        guards say why when the entry's ``veto`` is read (both hold only where the residue
+        guard applies in full: no paraphrases, numbers settled by the partition), and only
+        then build the two texts' guard features."""
         if r.text is None or leader.text is None:
             return
         judge = partial(_judge, leader, r, self.config.dedup_guards)
@@ -1427,7 +1419,7 @@ class Deduper:
                     else:
                         lead = owners[row].leader if row < start else ok[row - start]
                         if k == REFUSE:  # (as veto() logs a refusal of the kernel)
-                            self._log_refused(ok[i - start], lead, sim)
+                            self.log_refused(ok[i - start], lead, sim)
                             v = True
                         else:
                             v = self.veto(ok[i - start], lead, sim) is not None
@@ -1556,7 +1548,7 @@ class Deduper:
                             ok[rr - start] if rr >= start else getattr(owners[rr], "leader", None)
                         )
                         if lead is not None:
-                            self._log_refused(r, lead, float(index.rsim[i]))
+                            self.log_refused(r, lead, float(index.rsim[i]))
                     pid = keys[j]
                     g = new_group(r, pid)
                     register_leader(g)
