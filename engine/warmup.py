@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -216,7 +217,7 @@ def _load_hash() -> None:
     xxh64_batch(np.zeros(8, np.uint8), np.array([0, 8], np.int64))
 
 
-def _retrying_imports(load: Any) -> None:
+def _retrying_imports(load: Callable[[], None]) -> None:
     """Run ``load`` (imports and kernel loads, safe to run again), again after a pause when
     CPython's per-module import locks refuse one of its imports as a deadlock
     (``_DeadlockError``): the warm-up thread imports numba's modules while the user's thread
